@@ -1,0 +1,644 @@
+"""The `graph` dialect: tensor ops with ONNX semantics, value semantics, static shapes.
+
+The frontend imports an ONNX graph into this dialect one node at a time (a few ONNX ops map to
+several graph ops, e.g. Gemm, Sum, Flatten). Weights are never stored in attributes: a
+`graph.constant` names an entry of the `WeightStore` carried by the `EmberContext`.
+
+Conv and MatMul carry an optional fused epilogue (bias, residual add, activation) that the
+fusion passes fill in; the epilogue is applied in the order bias -> residual -> activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    I64,
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    f32,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, Operation, SSAValue
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+)
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+# Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
+# travel in `activation_params`: clip -> (min, max); leaky_relu -> (alpha,).
+ACTIVATIONS = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu")
+
+
+def shape_of(value: SSAValue | Attribute) -> tuple[int, ...]:
+    """Static shape of a tensor or memref value (or type)."""
+    ty = value if isinstance(value, Attribute) else value.type
+    return tuple(ty.get_shape())  # type: ignore[attr-defined]
+
+
+def element_type_of(value: SSAValue | Attribute) -> Attribute:
+    ty = value if isinstance(value, Attribute) else value.type
+    return ty.get_element_type()  # type: ignore[attr-defined]
+
+
+def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """Numpy/ONNX multidirectional broadcasting; raises ValueError when incompatible."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for axis in range(rank):
+        dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            raise ValueError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def i64_array(values: Sequence[int]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, list(values))
+
+
+def f32_array(values: Sequence[float]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(f32, list(values))
+
+
+def int_values(attr: DenseArrayBase | None, default: Sequence[int] = ()) -> tuple[int, ...]:
+    return tuple(attr.get_values()) if attr is not None else tuple(default)  # type: ignore[arg-type]
+
+
+def _verify_same_shape(op: Operation, a: SSAValue, b: SSAValue) -> None:
+    if shape_of(a) != shape_of(b):
+        raise VerifyException(f"{op.name}: shape {shape_of(a)} != {shape_of(b)}")
+
+
+def _verify_epilogue(op: Operation) -> None:
+    act = op.activation  # type: ignore[attr-defined]
+    if act is not None and act.data not in ACTIVATIONS:
+        raise VerifyException(f"{op.name}: unknown activation '{act.data}'")
+    residual = op.residual  # type: ignore[attr-defined]
+    if residual is not None and shape_of(residual) != shape_of(op.output):  # type: ignore[attr-defined]
+        raise VerifyException(
+            f"{op.name}: residual shape {shape_of(residual)} != output {shape_of(op.output)}"  # type: ignore[attr-defined]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Constants
+
+
+@irdl_op_definition
+class ConstantOp(IRDLOperation):
+    """A weight or folded constant: `ref` names an entry of the WeightStore."""
+
+    name = "graph.constant"
+    ref = prop_def(StringAttr)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$ref attr-dict `:` type($output)"
+
+    def __init__(self, ref: str, result_type: TensorType):
+        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise
+
+
+class UnaryElementwiseOp(IRDLOperation):
+    """x -> f(x), same shape and element type."""
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def __init__(self, input: SSAValue | Operation, **props: Attribute):
+        value = SSAValue.get(input)
+        super().__init__(operands=[value], result_types=[value.type], properties=props)
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)
+
+
+@irdl_op_definition
+class ReluOp(UnaryElementwiseOp):
+    name = "graph.relu"
+
+
+@irdl_op_definition
+class SigmoidOp(UnaryElementwiseOp):
+    name = "graph.sigmoid"
+
+
+@irdl_op_definition
+class TanhOp(UnaryElementwiseOp):
+    name = "graph.tanh"
+
+
+@irdl_op_definition
+class ExpOp(UnaryElementwiseOp):
+    name = "graph.exp"
+
+
+@irdl_op_definition
+class LogOp(UnaryElementwiseOp):
+    name = "graph.log"
+
+
+@irdl_op_definition
+class SqrtOp(UnaryElementwiseOp):
+    name = "graph.sqrt"
+
+
+@irdl_op_definition
+class ErfOp(UnaryElementwiseOp):
+    name = "graph.erf"
+
+
+@irdl_op_definition
+class NegOp(UnaryElementwiseOp):
+    name = "graph.neg"
+
+
+@irdl_op_definition
+class AbsOp(UnaryElementwiseOp):
+    name = "graph.abs"
+
+
+@irdl_op_definition
+class ReciprocalOp(UnaryElementwiseOp):
+    name = "graph.reciprocal"
+
+
+@irdl_op_definition
+class IdentityOp(UnaryElementwiseOp):
+    name = "graph.identity"
+
+
+@irdl_op_definition
+class ClipOp(UnaryElementwiseOp):
+    """min(max(x, min), max); a missing bound is unbounded."""
+
+    name = "graph.clip"
+    min = opt_prop_def(FloatAttr)
+    max = opt_prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+
+
+@irdl_op_definition
+class LeakyReluOp(UnaryElementwiseOp):
+    name = "graph.leaky_relu"
+    alpha = prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+
+
+@irdl_op_definition
+class CastOp(IRDLOperation):
+    """Element type conversion (ONNX Cast); the target type is the result's element type."""
+
+    name = "graph.cast"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)
+
+
+class BinaryElementwiseOp(IRDLOperation):
+    """f(lhs, rhs) with ONNX multidirectional broadcasting."""
+
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($output)"
+
+    def __init__(self, lhs: SSAValue | Operation, rhs: SSAValue | Operation):
+        lhs, rhs = SSAValue.get(lhs), SSAValue.get(rhs)
+        shape = broadcast_shapes(shape_of(lhs), shape_of(rhs))
+        out_type = TensorType(element_type_of(lhs), shape)
+        super().__init__(operands=[lhs, rhs], result_types=[out_type])
+
+    def verify_(self) -> None:
+        try:
+            expected = broadcast_shapes(shape_of(self.lhs), shape_of(self.rhs))
+        except ValueError as err:
+            raise VerifyException(f"{self.name}: {err}") from err
+        if expected != shape_of(self.output):
+            raise VerifyException(
+                f"{self.name}: result shape {shape_of(self.output)} != broadcast {expected}"
+            )
+
+
+@irdl_op_definition
+class AddOp(BinaryElementwiseOp):
+    name = "graph.add"
+
+
+@irdl_op_definition
+class SubOp(BinaryElementwiseOp):
+    name = "graph.sub"
+
+
+@irdl_op_definition
+class MulOp(BinaryElementwiseOp):
+    name = "graph.mul"
+
+
+@irdl_op_definition
+class DivOp(BinaryElementwiseOp):
+    name = "graph.div"
+
+
+@irdl_op_definition
+class PowOp(BinaryElementwiseOp):
+    name = "graph.pow"
+
+
+@irdl_op_definition
+class MaxOp(BinaryElementwiseOp):
+    name = "graph.max"
+
+
+@irdl_op_definition
+class MinOp(BinaryElementwiseOp):
+    name = "graph.min"
+
+
+# ---------------------------------------------------------------------------------------------
+# Contractions (with fusable epilogue)
+
+
+@irdl_op_definition
+class ConvOp(IRDLOperation):
+    """2-D convolution, NCHW input, OIHW weight (ONNX Conv), with an optional fused epilogue."""
+
+    name = "graph.conv"
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    residual = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    strides = prop_def(DenseArrayBase)
+    pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
+    dilations = prop_def(DenseArrayBase)
+    group = prop_def(IntegerAttr[I64])
+    activation = opt_prop_def(StringAttr)
+    activation_params = opt_prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$input `,` $weight (`bias` $bias^)? (`residual` $residual^)? attr-dict `:` "
+        "type($input) `,` type($weight) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "`->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        x, w, y = shape_of(self.input), shape_of(self.weight), shape_of(self.output)
+        if len(x) != 4 or len(w) != 4 or len(y) != 4:
+            raise VerifyException("graph.conv: only 2-D convolution (rank-4 NCHW) is supported")
+        group = self.group.value.data
+        if x[1] != w[1] * group:
+            raise VerifyException(
+                f"graph.conv: input channels {x[1]} != weight in-channels {w[1]} x group {group}"
+            )
+        if y[1] != w[0] or y[0] != x[0]:
+            raise VerifyException(f"graph.conv: output shape {y} does not match weight {w}")
+        if self.bias is not None and shape_of(self.bias) != (w[0],):
+            raise VerifyException(f"graph.conv: bias shape {shape_of(self.bias)} != ({w[0]},)")
+        _verify_epilogue(self)
+
+
+@irdl_op_definition
+class GemmOp(IRDLOperation):
+    """ONNX Gemm: alpha * op(A) @ op(B) + beta * C. Canonicalized to graph.matmul."""
+
+    name = "graph.gemm"
+    a = operand_def(TensorType)
+    b = operand_def(TensorType)
+    c = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    alpha = prop_def(FloatAttr)
+    beta = prop_def(FloatAttr)
+    trans_a = prop_def(IntegerAttr[I64])
+    trans_b = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$a `,` $b (`,` $c^)? attr-dict `:` type($a) `,` type($b) (`,` type($c)^)? "
+        "`->` type($output)"
+    )
+
+
+@irdl_op_definition
+class MatMulOp(IRDLOperation):
+    """Batched matmul with numpy broadcasting of batch dims, optional fused epilogue.
+
+    `bias` broadcasts against the output (typically shape [N]).
+    """
+
+    name = "graph.matmul"
+    a = operand_def(TensorType)
+    b = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    residual = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    activation = opt_prop_def(StringAttr)
+    activation_params = opt_prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$a `,` $b (`bias` $bias^)? (`residual` $residual^)? attr-dict `:` "
+        "type($a) `,` type($b) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "`->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        a, b, y = shape_of(self.a), shape_of(self.b), shape_of(self.output)
+        if len(a) < 2 or len(b) < 2:
+            raise VerifyException("graph.matmul: operands must have rank >= 2")
+        if a[-1] != b[-2]:
+            raise VerifyException(f"graph.matmul: contraction mismatch {a} @ {b}")
+        try:
+            batch = broadcast_shapes(a[:-2], b[:-2])
+        except ValueError as err:
+            raise VerifyException(f"graph.matmul: {err}") from err
+        if y != (*batch, a[-2], b[-1]):
+            raise VerifyException(f"graph.matmul: output {y} != {(*batch, a[-2], b[-1])}")
+        _verify_epilogue(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization, pooling, reductions
+
+
+@irdl_op_definition
+class BatchNormOp(IRDLOperation):
+    """Inference-mode BatchNormalization over axis 1."""
+
+    name = "graph.batch_norm"
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    bias = operand_def(TensorType)
+    mean = operand_def(TensorType)
+    var = operand_def(TensorType)
+    output = result_def(TensorType)
+    epsilon = prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$input `,` $scale `,` $bias `,` $mean `,` $var attr-dict `:` type($input) `,` "
+        "type($scale) `,` type($bias) `,` type($mean) `,` type($var) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)
+        channels = shape_of(self.input)[1]
+        for operand in (self.scale, self.bias, self.mean, self.var):
+            if shape_of(operand) != (channels,):
+                raise VerifyException(f"graph.batch_norm: parameter shape != ({channels},)")
+
+
+@irdl_op_definition
+class LayerNormOp(IRDLOperation):
+    """LayerNormalization over axes [axis, rank)."""
+
+    name = "graph.layer_norm"
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    epsilon = prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$input `,` $scale (`,` $bias^)? attr-dict `:` type($input) `,` type($scale) "
+        "(`,` type($bias)^)? `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)
+
+
+@irdl_op_definition
+class LRNOp(IRDLOperation):
+    """Local response normalization across channels (ONNX LRN)."""
+
+    name = "graph.lrn"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    size = prop_def(IntegerAttr[I64])
+    alpha = prop_def(FloatAttr)
+    beta = prop_def(FloatAttr)
+    bias = prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)
+
+
+@irdl_op_definition
+class SoftmaxOp(IRDLOperation):
+    """Softmax along one axis (opset-13 semantics; older opsets are rewritten by the frontend)."""
+
+    name = "graph.softmax"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)
+
+
+class PoolOp(IRDLOperation):
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    kernel_shape = prop_def(DenseArrayBase)
+    strides = prop_def(DenseArrayBase)
+    pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        x, y = shape_of(self.input), shape_of(self.output)
+        if len(x) != 4 or x[:2] != y[:2]:
+            raise VerifyException(f"{self.name}: expected NCHW in/out with equal N, C: {x} {y}")
+
+
+@irdl_op_definition
+class MaxPoolOp(PoolOp):
+    name = "graph.max_pool"
+
+
+@irdl_op_definition
+class AveragePoolOp(PoolOp):
+    name = "graph.average_pool"
+    count_include_pad = prop_def(IntegerAttr[I64])
+
+
+@irdl_op_definition
+class ReduceOp(IRDLOperation):
+    """Reduction over `axes` (kind: sum, mean, max, min, prod); GlobalAveragePool is a mean."""
+
+    name = "graph.reduce"
+    KINDS: ClassVar[tuple[str, ...]] = ("sum", "mean", "max", "min", "prod")
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    reduction = prop_def(StringAttr)
+    axes = prop_def(DenseArrayBase)
+    keepdims = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        if self.reduction.data not in self.KINDS:
+            raise VerifyException(f"graph.reduce: unknown reduction '{self.reduction.data}'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data movement
+
+
+@irdl_op_definition
+class ReshapeOp(IRDLOperation):
+    """Reshape to the (static) result type; covers Reshape, Flatten, Squeeze, Unsqueeze."""
+
+    name = "graph.reshape"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        import math
+
+        if math.prod(shape_of(self.input)) != math.prod(shape_of(self.output)):
+            raise VerifyException(
+                f"graph.reshape: {shape_of(self.input)} -> {shape_of(self.output)} "
+                "changes the element count"
+            )
+
+
+@irdl_op_definition
+class TransposeOp(IRDLOperation):
+    name = "graph.transpose"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    perm = prop_def(DenseArrayBase)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        x, y, perm = shape_of(self.input), shape_of(self.output), int_values(self.perm)
+        if sorted(perm) != list(range(len(x))) or tuple(x[p] for p in perm) != y:
+            raise VerifyException(f"graph.transpose: perm {perm} maps {x} not to {y}")
+
+
+@irdl_op_definition
+class ConcatOp(IRDLOperation):
+    name = "graph.concat"
+    inputs = var_operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$inputs attr-dict `:` type($inputs) `->` type($output)"
+
+    def verify_(self) -> None:
+        axis = self.axis.value.data
+        y = shape_of(self.output)
+        total = 0
+        for operand in self.inputs:
+            s = shape_of(operand)
+            if len(s) != len(y) or any(s[i] != y[i] for i in range(len(y)) if i != axis):
+                raise VerifyException(f"graph.concat: input {s} incompatible with output {y}")
+            total += s[axis]
+        if total != y[axis]:
+            raise VerifyException(f"graph.concat: inputs sum to {total} along axis {axis}")
+
+
+@irdl_op_definition
+class GatherOp(IRDLOperation):
+    """ONNX Gather: out = take(data, indices, axis); indices are i64 (or i32)."""
+
+    name = "graph.gather"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)
+        axis = self.axis.value.data
+        if y != (*d[:axis], *i, *d[axis + 1 :]):
+            raise VerifyException(f"graph.gather: output {y} != data {d} gathered by {i}")
+
+
+GRAPH_OPS: list[type[IRDLOperation]] = [
+    ConstantOp,
+    ReluOp,
+    SigmoidOp,
+    TanhOp,
+    ExpOp,
+    LogOp,
+    SqrtOp,
+    ErfOp,
+    NegOp,
+    AbsOp,
+    ReciprocalOp,
+    IdentityOp,
+    ClipOp,
+    LeakyReluOp,
+    CastOp,
+    AddOp,
+    SubOp,
+    MulOp,
+    DivOp,
+    PowOp,
+    MaxOp,
+    MinOp,
+    ConvOp,
+    GemmOp,
+    MatMulOp,
+    BatchNormOp,
+    LayerNormOp,
+    LRNOp,
+    SoftmaxOp,
+    MaxPoolOp,
+    AveragePoolOp,
+    ReduceOp,
+    ReshapeOp,
+    TransposeOp,
+    ConcatOp,
+    GatherOp,
+]
+Graph = Dialect("graph", GRAPH_OPS, [])
+
+UNARY_OPS: tuple[type[UnaryElementwiseOp], ...] = tuple(
+    op for op in GRAPH_OPS if issubclass(op, UnaryElementwiseOp)
+)
+BINARY_OPS: tuple[type[BinaryElementwiseOp], ...] = tuple(
+    op for op in GRAPH_OPS if issubclass(op, BinaryElementwiseOp)
+)

@@ -1,0 +1,332 @@
+"""The `kernel` dialect: one op per (fused) kernel, on buffers, in destination-passing style.
+
+Every op reads its input memrefs and writes its `output` memref; none has results except
+`kernel.weight` and `kernel.reshape`, which only name memory. Buffers for intermediates are
+`memref.alloc`s until the memory planner places them in the arena.
+
+Each op lowers to one kernel function in scf/arith/memref/vector
+(`passes/conversion/kernel_to_loops/`); identical ops (same types and properties) share one
+function. Conv and MatMul carry the epilogue (bias -> residual -> activation) fused into them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects.builtin import (
+    I64,
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    MemRefType,
+    StringAttr,
+    UnitAttr,
+)
+from xdsl.ir import Dialect, Region
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+)
+from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
+from xdsl.utils.exceptions import VerifyException
+
+from ember.dialects.graph import ACTIVATIONS, broadcast_shapes, shape_of
+
+
+def _check_epilogue(op: IRDLOperation) -> None:
+    act = op.activation  # type: ignore[attr-defined]
+    if act is not None and act.data not in ACTIVATIONS:
+        raise VerifyException(f"{op.name}: unknown activation '{act.data}'")
+    residual = op.residual  # type: ignore[attr-defined]
+    if residual is not None and shape_of(residual) != shape_of(op.output):  # type: ignore[attr-defined]
+        raise VerifyException(f"{op.name}: residual shape != output shape")
+
+
+@irdl_op_definition
+class WeightOp(IRDLOperation):
+    """A (pre-packed) weight buffer: `ref` names an entry of the WeightStore."""
+
+    name = "kernel.weight"
+    ref = prop_def(StringAttr)
+    output = result_def(MemRefType)
+    traits = traits_def(NoMemoryEffect())
+    assembly_format = "$ref attr-dict `:` type($output)"
+
+    def __init__(self, ref: str, result_type: MemRefType):
+        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])
+
+
+@irdl_op_definition
+class ReshapeOp(IRDLOperation):
+    """A view of the same bytes with another static shape (no copy)."""
+
+    name = "kernel.reshape"
+    input = operand_def(MemRefType)
+    output = result_def(MemRefType)
+    traits = traits_def(NoMemoryEffect())
+    assembly_format = "$input attr-dict `:` type($input) `to` type($output)"
+
+    def verify_(self) -> None:
+        if math.prod(shape_of(self.input)) != math.prod(shape_of(self.output)):
+            raise VerifyException("kernel.reshape: element count changes")
+
+
+@irdl_op_definition
+class Conv2dOp(IRDLOperation):
+    """NCHW convolution; `weight` is packed in the layout named by `weight_layout`."""
+
+    name = "kernel.conv2d"
+    input = operand_def(MemRefType)
+    weight = operand_def(MemRefType)
+    bias = opt_operand_def(MemRefType)
+    residual = opt_operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    kernel_shape = prop_def(DenseArrayBase)  # [kh, kw]
+    strides = prop_def(DenseArrayBase)
+    pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
+    dilations = prop_def(DenseArrayBase)
+    group = prop_def(IntegerAttr[I64])
+    weight_layout = prop_def(StringAttr)
+    activation = opt_prop_def(StringAttr)
+    activation_params = opt_prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$input `,` $weight (`bias` $bias^)? (`residual` $residual^)? `->` $output attr-dict "
+        "`:` type($input) `,` type($weight) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "`->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        if len(shape_of(self.input)) != 4 or len(shape_of(self.output)) != 4:
+            raise VerifyException("kernel.conv2d: input and output must be NCHW")
+        _check_epilogue(self)
+
+
+@irdl_op_definition
+class MatMulOp(IRDLOperation):
+    """out[..., M, N] = a[..., M, K] @ b (+ bias[N]) (+ residual), then activation.
+
+    `weight_layout` is "plain" when `b` is an ordinary [..., K, N] buffer, or names the
+    packed layout of a constant `b`.
+    """
+
+    name = "kernel.matmul"
+    a = operand_def(MemRefType)
+    b = operand_def(MemRefType)
+    bias = opt_operand_def(MemRefType)
+    residual = opt_operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    weight_layout = prop_def(StringAttr)
+    activation = opt_prop_def(StringAttr)
+    activation_params = opt_prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$a `,` $b (`bias` $bias^)? (`residual` $residual^)? `->` $output attr-dict "
+        "`:` type($a) `,` type($b) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "`->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        if len(shape_of(self.a)) < 2 or len(shape_of(self.output)) < 2:
+            raise VerifyException("kernel.matmul: a and output must have rank >= 2")
+        if shape_of(self.a)[-2] != shape_of(self.output)[-2]:
+            raise VerifyException("kernel.matmul: rows of a != rows of output")
+        _check_epilogue(self)
+
+
+@irdl_op_definition
+class PoolOp(IRDLOperation):
+    """2-D max or average pooling over NCHW (`kind` = "max" | "avg")."""
+
+    name = "kernel.pool"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    kind = prop_def(StringAttr)
+    kernel_shape = prop_def(DenseArrayBase)
+    strides = prop_def(DenseArrayBase)
+    pads = prop_def(DenseArrayBase)
+    count_include_pad = opt_prop_def(UnitAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        if self.kind.data not in ("max", "avg"):
+            raise VerifyException(f"kernel.pool: unknown kind '{self.kind.data}'")
+
+
+@irdl_op_definition
+class ReduceOp(IRDLOperation):
+    """Reduce `axes` of input into output (which keeps the reduced dims as size 1)."""
+
+    name = "kernel.reduce"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    kind = prop_def(StringAttr)  # sum | mean | max | min | prod
+    axes = prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+@irdl_op_definition
+class YieldOp(IRDLOperation):
+    """Terminates a kernel.elementwise body with the computed scalar."""
+
+    name = "kernel.yield"
+    value = operand_def()
+    traits = traits_def(IsTerminator(), HasParent(lambda: ElementwiseOp))  # type: ignore[arg-type]
+    assembly_format = "$value attr-dict `:` type($value)"
+
+
+@irdl_op_definition
+class ElementwiseOp(IRDLOperation):
+    """output[i] = body(inputs[i]...) with numpy broadcasting of each input to output.
+
+    The body is a single block of scalar arith/math ops; its arguments are one element of
+    each input. Chains of elementwise graph ops fuse into one body.
+    """
+
+    name = "kernel.elementwise"
+    inputs = var_operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    body = region_def("single_block")
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    assembly_format = (
+        "`(` $inputs `)` `->` $output attr-dict `:` `(` type($inputs) `)` `->` type($output) $body"
+    )
+
+    def __init__(self, inputs: list, output, body: Region):  # type: ignore[no-untyped-def]
+        super().__init__(operands=[inputs, output], regions=[body])
+
+    def verify_(self) -> None:
+        out = shape_of(self.output)
+        block = self.body.block
+        if len(block.args) != len(self.inputs):
+            raise VerifyException("kernel.elementwise: one block argument per input expected")
+        for operand, arg in zip(self.inputs, block.args, strict=True):
+            try:
+                if broadcast_shapes(shape_of(operand), out) != out:
+                    raise ValueError
+            except ValueError as err:
+                raise VerifyException(
+                    f"kernel.elementwise: input {shape_of(operand)} does not broadcast to {out}"
+                ) from err
+            if arg.type != operand.type.get_element_type():  # type: ignore[attr-defined]
+                raise VerifyException("kernel.elementwise: block argument type mismatch")
+
+
+@irdl_op_definition
+class SoftmaxOp(IRDLOperation):
+    name = "kernel.softmax"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+@irdl_op_definition
+class LayerNormOp(IRDLOperation):
+    name = "kernel.layer_norm"
+    input = operand_def(MemRefType)
+    scale = operand_def(MemRefType)
+    bias = opt_operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    epsilon = prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$input `,` $scale (`bias` $bias^)? `->` $output attr-dict `:` type($input) `,` "
+        "type($scale) (`,` type($bias)^)? `->` type($output)"
+    )
+
+
+@irdl_op_definition
+class LRNOp(IRDLOperation):
+    name = "kernel.lrn"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    size = prop_def(IntegerAttr[I64])
+    alpha = prop_def(FloatAttr)
+    beta = prop_def(FloatAttr)
+    bias = prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+@irdl_op_definition
+class TransposeOp(IRDLOperation):
+    name = "kernel.transpose"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    perm = prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+@irdl_op_definition
+class ConcatOp(IRDLOperation):
+    name = "kernel.concat"
+    inputs = var_operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "`(` $inputs `)` `->` $output attr-dict `:` `(` type($inputs) `)` `->` type($output)"
+    )
+
+
+@irdl_op_definition
+class GatherOp(IRDLOperation):
+    name = "kernel.gather"
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
+        "`->` type($output)"
+    )
+
+
+@irdl_op_definition
+class CopyOp(IRDLOperation):
+    name = "kernel.copy"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+KERNEL_OPS: list[type[IRDLOperation]] = [
+    WeightOp,
+    ReshapeOp,
+    Conv2dOp,
+    MatMulOp,
+    PoolOp,
+    ReduceOp,
+    YieldOp,
+    ElementwiseOp,
+    SoftmaxOp,
+    LayerNormOp,
+    LRNOp,
+    TransposeOp,
+    ConcatOp,
+    GatherOp,
+    CopyOp,
+]
+Kernel = Dialect("kernel", KERNEL_OPS, [])
+
+# Ops that compute (everything but the buffer-naming ops and the region terminator).
+COMPUTE_OPS: tuple[type[IRDLOperation], ...] = tuple(
+    op for op in KERNEL_OPS if op not in (WeightOp, ReshapeOp, YieldOp)
+)

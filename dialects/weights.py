@@ -1,0 +1,91 @@
+"""Weights live outside the IR: ops name them, the WeightStore holds the numpy buffers.
+
+An `EmberContext` is an xDSL `Context` that also carries the program's WeightStore, so every
+pass (an xDSL `ModulePass`, applied as `pass.apply(ctx, module)`) can read and add weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+from xdsl.context import Context
+
+
+class WeightStore:
+    """Named numpy buffers referenced from `graph.constant` / `kernel.weight` ops."""
+
+    def __init__(self, arrays: dict[str, np.ndarray] | None = None):
+        self._arrays: dict[str, np.ndarray] = {}
+        self._fresh = itertools.count()
+        for name, array in (arrays or {}).items():
+            self[name] = array
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self._arrays[name]
+        except KeyError:
+            raise KeyError(f"weight '{name}' is not in the weight store") from None
+
+    def __setitem__(self, name: str, array: np.ndarray) -> None:
+        self._arrays[name] = np.ascontiguousarray(array)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._arrays
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def add(self, array: np.ndarray, hint: str = "const") -> str:
+        """Store `array` under a fresh name derived from `hint`; return the name."""
+        name = hint
+        while name in self._arrays:
+            name = f"{hint}.{next(self._fresh)}"
+        self[name] = array
+        return name
+
+    def copy(self) -> WeightStore:
+        clone = WeightStore()
+        clone._arrays = dict(self._arrays)
+        clone._fresh = itertools.count(next(self._fresh))
+        return clone
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays.values())
+
+
+class EmberContext(Context):
+    """An xDSL context with ember's dialects loaded and the program's weights attached."""
+
+    def __init__(self, weights: WeightStore | None = None, **kwargs: object):
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.weights = weights if weights is not None else WeightStore()
+
+    def clone(self) -> EmberContext:
+        base = super().clone()
+        ctx = EmberContext(self.weights.copy())
+        ctx.__dict__.update({k: v for k, v in base.__dict__.items() if k != "weights"})
+        return ctx
+
+
+def make_context(weights: WeightStore | None = None) -> EmberContext:
+    """A context that can parse and verify every dialect ember's IR uses."""
+    from xdsl.dialects.arith import Arith
+    from xdsl.dialects.builtin import Builtin
+    from xdsl.dialects.func import Func
+    from xdsl.dialects.math import Math
+    from xdsl.dialects.memref import MemRef
+    from xdsl.dialects.scf import Scf
+    from xdsl.dialects.vector import Vector
+
+    from ember.dialects.graph import Graph
+    from ember.dialects.kernel import Kernel
+
+    ctx = EmberContext(weights)
+    for dialect in (Builtin, Func, Arith, Math, MemRef, Scf, Vector, Graph, Kernel):
+        ctx.load_dialect(dialect)
+    return ctx

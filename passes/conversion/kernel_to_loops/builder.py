@@ -1,0 +1,187 @@
+"""A small builder for writing kernels in scf/arith/memref/vector/math.
+
+Kernel lowerings read like the loops they produce:
+
+    fn, b = kernel_function("relu_1024", [buf, buf])
+    def body(b: LoopBuilder, i: SSAValue) -> None:
+        x = b.vload(fn.args[0], [i], 8)
+        b.vstore(b.maxf(x, b.splat(0.0, 8)), fn.args[1], [i])
+    b.for_range(0, 1024, 8, body)
+    b.ret()
+
+Integer arguments (bounds, steps, constants) may be Python ints; they become `arith.constant`
+of index type. Loop bodies are callbacks that receive a builder positioned inside the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from xdsl.builder import Builder
+from xdsl.dialects import arith, func, math, memref, scf, vector
+from xdsl.dialects.builtin import (
+    AnyFloat,
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    VectorType,
+    f32,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.rewriter import InsertPoint
+
+Value = SSAValue | int
+LoopBody = Callable[..., Sequence[SSAValue] | None]
+
+
+class LoopBuilder:
+    """Appends ops at an insertion point; `for_range`/`parallel_range` open nested builders."""
+
+    def __init__(self, block: Block):
+        self.block = block
+        self._builder = Builder(InsertPoint.at_end(block))
+
+    def insert(self, op: Operation) -> Operation:
+        self._builder.insert(op)
+        return op
+
+    # -- constants ---------------------------------------------------------------------------
+    def index(self, value: Value) -> SSAValue:
+        if isinstance(value, SSAValue):
+            return value
+        return self.insert(arith.ConstantOp(IntegerAttr(value, IndexType()))).results[0]
+
+    def const(self, value: float | int, type: Attribute = f32) -> SSAValue:
+        if isinstance(type, AnyFloat):
+            attr: Attribute = FloatAttr(float(value), type)
+        else:
+            attr = IntegerAttr(int(value), type)  # type: ignore[arg-type]
+        return self.insert(arith.ConstantOp(attr)).results[0]
+
+    def splat(self, value: float | SSAValue, width: int, type: Attribute = f32) -> SSAValue:
+        scalar = value if isinstance(value, SSAValue) else self.const(value, type)
+        return self.insert(vector.BroadcastOp(scalar, VectorType(scalar.type, [width]))).results[0]
+
+    # -- index arithmetic ----------------------------------------------------------------------
+    def add(self, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.AddiOp(self.index(a), self.index(b))).results[0]
+
+    def sub(self, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.SubiOp(self.index(a), self.index(b))).results[0]
+
+    def mul(self, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.MuliOp(self.index(a), self.index(b))).results[0]
+
+    def floordiv(self, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.DivUIOp(self.index(a), self.index(b))).results[0]
+
+    def rem(self, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.RemUIOp(self.index(a), self.index(b))).results[0]
+
+    def min_index(self, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.MinSIOp(self.index(a), self.index(b))).results[0]
+
+    def max_index(self, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.MaxSIOp(self.index(a), self.index(b))).results[0]
+
+    def cmp_index(self, predicate: str, a: Value, b: Value) -> SSAValue:
+        return self.insert(arith.CmpiOp(self.index(a), self.index(b), predicate)).results[0]
+
+    def select(self, cond: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.insert(arith.SelectOp(cond, a, b)).results[0]
+
+    # -- float arithmetic (scalars or vectors) ---------------------------------------------------
+    def addf(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.insert(arith.AddfOp(a, b)).results[0]
+
+    def subf(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.insert(arith.SubfOp(a, b)).results[0]
+
+    def mulf(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.insert(arith.MulfOp(a, b)).results[0]
+
+    def divf(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.insert(arith.DivfOp(a, b)).results[0]
+
+    def maxf(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.insert(arith.MaxnumfOp(a, b)).results[0]
+
+    def minf(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.insert(arith.MinnumfOp(a, b)).results[0]
+
+    def fma(self, a: SSAValue, b: SSAValue, acc: SSAValue) -> SSAValue:
+        """a * b + acc, fused (vector operands)."""
+        return self.insert(vector.FMAOp(a, b, acc)).results[0]
+
+    def exp(self, a: SSAValue) -> SSAValue:
+        return self.insert(math.ExpOp(a)).results[0]
+
+    def sqrt(self, a: SSAValue) -> SSAValue:
+        return self.insert(math.SqrtOp(a)).results[0]
+
+    def reduce(self, kind: str, v: SSAValue) -> SSAValue:
+        """Horizontal reduction of a vector: kind is "add", "maxnumf", "minnumf", "mul"."""
+        return self.insert(
+            vector.ReductionOp(v, vector.CombiningKindAttr([vector.CombiningKindFlag(kind)]))
+        ).results[0]
+
+    # -- memory --------------------------------------------------------------------------------
+    def load(self, buffer: SSAValue, indices: Sequence[Value]) -> SSAValue:
+        return self.insert(memref.LoadOp.get(buffer, [self.index(i) for i in indices])).results[0]
+
+    def store(self, value: SSAValue, buffer: SSAValue, indices: Sequence[Value]) -> None:
+        self.insert(memref.StoreOp.get(value, buffer, [self.index(i) for i in indices]))
+
+    def vload(self, buffer: SSAValue, indices: Sequence[Value], width: int) -> SSAValue:
+        element = buffer.type.get_element_type()  # type: ignore[attr-defined]
+        return self.insert(
+            vector.LoadOp(buffer, [self.index(i) for i in indices], VectorType(element, [width]))
+        ).results[0]
+
+    def vstore(self, value: SSAValue, buffer: SSAValue, indices: Sequence[Value]) -> None:
+        self.insert(vector.StoreOp(value, buffer, [self.index(i) for i in indices]))
+
+    # -- control flow --------------------------------------------------------------------------
+    def for_range(
+        self,
+        lower: Value,
+        upper: Value,
+        step: Value,
+        body: LoopBody,
+        iter_args: Sequence[SSAValue] = (),
+    ) -> list[SSAValue]:
+        """scf.for; `body(builder, iv, *iter_values)` returns the next iter values (if any)."""
+        block = Block(arg_types=[IndexType(), *(v.type for v in iter_args)])
+        inner = LoopBuilder(block)
+        yielded = body(inner, *block.args) or ()
+        inner.insert(scf.YieldOp(*yielded))
+        loop = scf.ForOp(self.index(lower), self.index(upper), self.index(step), iter_args, block)
+        self.insert(loop)
+        return list(loop.results)
+
+    def parallel_range(self, lower: Value, upper: Value, step: Value, body: LoopBody) -> None:
+        """scf.parallel over one dimension; codegen distributes it over the thread pool."""
+        block = Block(arg_types=[IndexType()])
+        inner = LoopBuilder(block)
+        body(inner, block.args[0])
+        inner.insert(scf.ReduceOp())
+        self.insert(
+            scf.ParallelOp([self.index(lower)], [self.index(upper)], [self.index(step)], [block])
+        )
+
+    def if_(self, cond: SSAValue, then: Callable[[LoopBuilder], None]) -> None:
+        block = Block()
+        then(LoopBuilder(block))
+        LoopBuilder(block).insert(scf.YieldOp())
+        self.insert(scf.IfOp(cond, [], Region(block)))
+
+    def ret(self) -> None:
+        self.insert(func.ReturnOp())
+
+
+def kernel_function(name: str, arg_types: Sequence[MemRefType]) -> tuple[func.FuncOp, LoopBuilder]:
+    """A `func.func` taking memrefs (bare pointers at the ABI level) and returning nothing."""
+    block = Block(arg_types=list(arg_types))
+    fn = func.FuncOp(name, (list(arg_types), []), Region(block))
+    return fn, LoopBuilder(block)

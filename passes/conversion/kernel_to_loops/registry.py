@@ -1,0 +1,37 @@
+"""Where each kernel op's lowering to loops is registered.
+
+A lowering builds one `func.func` for one kernel op: its arguments are the op's operands in
+order (absent optional operands are simply not there), all memrefs, and it returns nothing.
+The `lower-kernels-to-loops` pass calls it once per distinct op (same types and properties)
+and replaces every such op with a `func.call`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.dialects import func
+from xdsl.irdl import IRDLOperation
+
+from ember.passes.target import Target
+
+KernelLowering = Callable[[IRDLOperation, Target, str], func.FuncOp]
+
+_LOWERINGS: dict[type[IRDLOperation], KernelLowering] = {}
+
+
+def lowering(op_type: type[IRDLOperation]) -> Callable[[KernelLowering], KernelLowering]:
+    """Register `fn(op, target, name) -> func.FuncOp` as the lowering of `op_type`."""
+
+    def register(fn: KernelLowering) -> KernelLowering:
+        _LOWERINGS[op_type] = fn
+        return fn
+
+    return register
+
+
+def lowering_for(op: IRDLOperation) -> KernelLowering:
+    try:
+        return _LOWERINGS[type(op)]
+    except KeyError:
+        raise NotImplementedError(f"no loop lowering registered for '{op.name}'") from None
