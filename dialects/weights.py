@@ -1,7 +1,8 @@
 """Weights live outside the IR: ops name them, the WeightStore holds the numpy buffers.
 
-An `EmberContext` is an xDSL `Context` that also carries the program's WeightStore, so every
-pass (an xDSL `ModulePass`, applied as `pass.apply(ctx, module)`) can read and add weights.
+An `EmberContext` is an xDSL `Context` that also carries the program's WeightStore and the
+compilation Target, so every pass (an xDSL `ModulePass`, applied as `pass.apply(ctx, module)`)
+can read and add weights and choose tile sizes for the machine.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 from xdsl.context import Context
+
+from ember.passes.target import Target
 
 
 class WeightStore:
@@ -61,18 +64,23 @@ class WeightStore:
 class EmberContext(Context):
     """An xDSL context with ember's dialects loaded and the program's weights attached."""
 
-    def __init__(self, weights: WeightStore | None = None, **kwargs: object):
+    def __init__(
+        self, weights: WeightStore | None = None, target: Target | None = None, **kwargs: object
+    ):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.weights = weights if weights is not None else WeightStore()
+        self.target = target if target is not None else Target()
 
     def clone(self) -> EmberContext:
         base = super().clone()
-        ctx = EmberContext(self.weights.copy())
-        ctx.__dict__.update({k: v for k, v in base.__dict__.items() if k != "weights"})
+        ctx = EmberContext(self.weights.copy(), self.target)
+        ctx.__dict__.update(
+            {k: v for k, v in base.__dict__.items() if k not in ("weights", "target")}
+        )
         return ctx
 
 
-def make_context(weights: WeightStore | None = None) -> EmberContext:
+def make_context(weights: WeightStore | None = None, target: Target | None = None) -> EmberContext:
     """A context that can parse and verify every dialect ember's IR uses."""
     from xdsl.dialects.arith import Arith
     from xdsl.dialects.builtin import Builtin
@@ -85,7 +93,7 @@ def make_context(weights: WeightStore | None = None) -> EmberContext:
     from ember.dialects.graph import Graph
     from ember.dialects.kernel import Kernel
 
-    ctx = EmberContext(weights)
+    ctx = EmberContext(weights, target)
     for dialect in (Builtin, Func, Arith, Math, MemRef, Scf, Vector, Graph, Kernel):
         ctx.load_dialect(dialect)
     return ctx

@@ -1,0 +1,83 @@
+"""One mapping between numpy dtypes, ONNX element types and xDSL element types."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+from xdsl.dialects.builtin import (
+    BFloat16Type,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    IntegerType,
+    Signedness,
+    f16,
+    f32,
+    f64,
+    i1,
+    i8,
+    i16,
+    i32,
+    i64,
+)
+from xdsl.ir import Attribute
+
+# Unsigned ints are carried as signless integers of the same width plus this table's dtype.
+_NUMPY_TO_XDSL: dict[np.dtype, Attribute] = {
+    np.dtype(np.float32): f32,
+    np.dtype(np.float64): f64,
+    np.dtype(np.float16): f16,
+    np.dtype(np.int64): i64,
+    np.dtype(np.int32): i32,
+    np.dtype(np.int16): i16,
+    np.dtype(np.int8): i8,
+    np.dtype(np.uint8): IntegerType(8, Signedness.UNSIGNED),
+    np.dtype(np.uint16): IntegerType(16, Signedness.UNSIGNED),
+    np.dtype(np.uint32): IntegerType(32, Signedness.UNSIGNED),
+    np.dtype(np.uint64): IntegerType(64, Signedness.UNSIGNED),
+    np.dtype(np.bool_): i1,
+}
+_XDSL_TO_NUMPY: dict[Attribute, np.dtype] = {v: k for k, v in _NUMPY_TO_XDSL.items()}
+
+_ONNX_TO_NUMPY: dict[int, np.dtype] = {
+    TensorProto.FLOAT: np.dtype(np.float32),
+    TensorProto.DOUBLE: np.dtype(np.float64),
+    TensorProto.FLOAT16: np.dtype(np.float16),
+    TensorProto.INT64: np.dtype(np.int64),
+    TensorProto.INT32: np.dtype(np.int32),
+    TensorProto.INT16: np.dtype(np.int16),
+    TensorProto.INT8: np.dtype(np.int8),
+    TensorProto.UINT8: np.dtype(np.uint8),
+    TensorProto.UINT16: np.dtype(np.uint16),
+    TensorProto.UINT32: np.dtype(np.uint32),
+    TensorProto.UINT64: np.dtype(np.uint64),
+    TensorProto.BOOL: np.dtype(np.bool_),
+}
+
+
+def element_type_for(dtype: np.dtype | type) -> Attribute:
+    """xDSL element type of a numpy dtype."""
+    try:
+        return _NUMPY_TO_XDSL[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"element type {np.dtype(dtype)} is not supported") from None
+
+
+def numpy_dtype_for(element_type: Attribute) -> np.dtype:
+    """numpy dtype of an xDSL element type."""
+    try:
+        return _XDSL_TO_NUMPY[element_type]
+    except KeyError:
+        raise TypeError(f"element type {element_type} has no numpy dtype") from None
+
+
+def numpy_dtype_for_onnx(elem_type: int) -> np.dtype:
+    """numpy dtype of an ONNX TensorProto element type."""
+    try:
+        return _ONNX_TO_NUMPY[elem_type]
+    except KeyError:
+        name = TensorProto.DataType.Name(elem_type)
+        raise TypeError(f"ONNX element type {name} is not supported") from None
+
+
+FLOAT_TYPES = (Float16Type, BFloat16Type, Float32Type, Float64Type)
