@@ -1,7 +1,36 @@
 """ember: an MLIR-style compiler that lowers ONNX models to native CPU code.
 
-model = ember.compile("model.onnx")
-outputs = model.run({"input": x})
+    import ember
+    model = ember.compile("model.onnx")          # JIT: ONNX -> dialects -> LLVM -> native
+    outputs = model.run({"input": x})             # dict of numpy arrays
+    y, = model(x)                                 # positional form
+
+The compiler is imported lazily: `import ember.runtime` (loading an ahead-of-time artifact)
+must work where xDSL and llvmlite are not installed.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ember.tools.compile import CompiledModel, compile
+
+_LAZY = {
+    "compile": ("ember.tools.compile", "compile"),
+    "CompiledModel": ("ember.tools.compile", "CompiledModel"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ember' has no attribute '{name}'")
+
+
+__all__ = ["CompiledModel", "__version__", "compile"]

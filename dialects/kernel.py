@@ -28,6 +28,7 @@ from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
     irdl_op_definition,
+    lazy_traits_def,
     operand_def,
     opt_operand_def,
     opt_prop_def,
@@ -183,7 +184,7 @@ class YieldOp(IRDLOperation):
 
     name = "kernel.yield"
     value = operand_def()
-    traits = traits_def(IsTerminator(), HasParent(lambda: ElementwiseOp))  # type: ignore[arg-type]
+    traits = lazy_traits_def(lambda: (IsTerminator(), HasParent(ElementwiseOp)))
     assembly_format = "$value attr-dict `:` type($value)"
 
 

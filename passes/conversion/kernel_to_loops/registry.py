@@ -30,7 +30,29 @@ def lowering(op_type: type[IRDLOperation]) -> Callable[[KernelLowering], KernelL
     return register
 
 
+# The modules whose import registers the lowerings, one per family of kernels.
+KERNEL_MODULES = (
+    "matmul",
+    "conv",
+    "elementwise",
+    "reduction",
+    "normalization",
+    "pooling",
+    "lrn",
+    "data_movement",
+)
+
+
+def _load_lowerings() -> None:
+    import importlib
+
+    for name in KERNEL_MODULES:
+        importlib.import_module(f"ember.passes.conversion.kernel_to_loops.{name}")
+
+
 def lowering_for(op: IRDLOperation) -> KernelLowering:
+    if type(op) not in _LOWERINGS:
+        _load_lowerings()
     try:
         return _LOWERINGS[type(op)]
     except KeyError:

@@ -1,0 +1,310 @@
+"""convert-graph-to-kernel: bufferize the graph dialect into kernel ops on memrefs.
+
+Every tensor becomes a buffer: function inputs stay arguments, each result the program returns
+becomes an output argument the producing kernel writes directly, intermediates become
+`memref.alloc`s (placed in the arena later by `plan-memory`), constants become `kernel.weight`s.
+Conv and constant-B MatMul weights are packed here, at compile time, into the layout their
+kernels read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func, memref
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    IntegerAttr,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+
+from ember.dialects import graph, kernel
+from ember.dialects.dtypes import element_type_for
+from ember.dialects.graph import element_type_of, i64_array, int_values, shape_of
+from ember.dialects.weights import EmberContext
+from ember.passes.conversion.elementwise_bodies import BODIES
+from ember.passes.target import Target
+
+
+class ConversionError(ValueError):
+    """A graph op that bufferization cannot express as kernels."""
+
+
+def buffer_type(tensor: Attribute) -> MemRefType:
+    return MemRefType(element_type_of(tensor), shape_of(tensor))
+
+
+def _epilogue_props(op: Operation) -> dict[str, Attribute]:
+    props: dict[str, Attribute] = {}
+    for key in ("activation", "activation_params"):
+        if (value := op.properties.get(key)) is not None:
+            props[key] = value
+    return props
+
+
+@dataclass
+class _Bufferizer:
+    """Rebuilds one graph function as a kernel function, op by op."""
+
+    weights: dict
+    target: Target
+    body: Block
+    buffers: dict[SSAValue, SSAValue]
+
+    def emit(self, op: Operation) -> Operation:
+        self.body.add_op(op)
+        return op
+
+    def alloc(self, tensor: SSAValue) -> SSAValue:
+        return self.emit(memref.AllocOp.get(element_type_of(tensor), 64, shape_of(tensor))).results[
+            0
+        ]
+
+    def weight(self, name: str, array: np.ndarray) -> SSAValue:
+        mtype = MemRefType(element_type_for(array.dtype), array.shape)
+        return self.emit(kernel.WeightOp(name, mtype)).results[0]
+
+    def buffer(self, value: SSAValue) -> SSAValue:
+        return self.buffers[value]
+
+    def constant_array(self, value: SSAValue) -> tuple[str, np.ndarray] | None:
+        owner = value.owner
+        if isinstance(owner, graph.ConstantOp):
+            return owner.ref.data, self.weights[owner.ref.data]
+        return None
+
+    def optional(self, value: SSAValue | None) -> list[SSAValue]:
+        return [] if value is None else [self.buffer(value)]
+
+    # -- per-op conversions ---------------------------------------------------------------------
+    def constant(self, op: graph.ConstantOp) -> None:
+        self.buffers[op.output] = self.emit(
+            kernel.WeightOp(op.ref.data, buffer_type(op.output.type))
+        ).results[0]
+
+    def elementwise(self, op: Operation) -> None:
+        operands = list(op.operands)
+        out_type = element_type_of(op.results[0])
+        block = Block(arg_types=[element_type_of(v) for v in operands])
+        ops: list[Operation] = []
+        result = BODIES[type(op)](op, list(block.args), out_type, ops)
+        block.add_ops([*ops, kernel.YieldOp(operands=[result])])
+        out = self.alloc(op.results[0])
+        self.emit(kernel.ElementwiseOp([self.buffer(v) for v in operands], out, Region(block)))
+        self.buffers[op.results[0]] = out
+
+    def conv(self, op: graph.ConvOp) -> None:
+        from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
+
+        group = op.group.value.data
+        const = self.constant_array(op.weight)
+        if const is None:
+            raise ConversionError(
+                f"graph.conv: only constant weights are supported (weight is produced by "
+                f"'{op.weight.owner.name}')"  # type: ignore[union-attr]
+            )
+        name, array = const
+        packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
+        packed_name = f"{name}.packed.{layout}"
+        if packed_name not in self.weights:
+            self.weights[packed_name] = packed
+        out = self.alloc(op.output)
+        w = shape_of(op.weight)
+        self.emit(
+            kernel.Conv2dOp(
+                operands=[
+                    self.buffer(op.input),
+                    self.weight(packed_name, self.weights[packed_name]),
+                    self.optional(op.bias),
+                    self.optional(op.residual),
+                    out,
+                ],
+                properties={
+                    "kernel_shape": i64_array(w[2:]),
+                    "strides": op.strides,
+                    "pads": op.pads,
+                    "dilations": op.dilations,
+                    "group": op.group,
+                    "weight_layout": StringAttr(layout),
+                    **_epilogue_props(op),
+                },
+            )
+        )
+        self.buffers[op.output] = out
+
+    def matmul(self, op: graph.MatMulOp) -> None:
+        from ember.passes.conversion.kernel_to_loops.packing import pack_matmul_weight
+
+        const = self.constant_array(op.b)
+        if const is not None and len(shape_of(op.b)) == 2:
+            name, array = const
+            packed, layout = pack_matmul_weight(array.astype(np.float32), self.target)
+            packed_name = f"{name}.packed.{layout}"
+            if packed_name not in self.weights:
+                self.weights[packed_name] = packed
+            b = self.weight(packed_name, self.weights[packed_name])
+        else:
+            layout, b = "plain", self.buffer(op.b)
+        out = self.alloc(op.output)
+        self.emit(
+            kernel.MatMulOp(
+                operands=[
+                    self.buffer(op.a),
+                    b,
+                    self.optional(op.bias),
+                    self.optional(op.residual),
+                    out,
+                ],
+                properties={"weight_layout": StringAttr(layout), **_epilogue_props(op)},
+            )
+        )
+        self.buffers[op.output] = out
+
+    def pool(self, op: graph.MaxPoolOp | graph.AveragePoolOp) -> None:
+        out = self.alloc(op.output)
+        props: dict[str, Attribute] = {
+            "kind": StringAttr("max" if isinstance(op, graph.MaxPoolOp) else "avg"),
+            "kernel_shape": op.kernel_shape,
+            "strides": op.strides,
+            "pads": op.pads,
+        }
+        if isinstance(op, graph.AveragePoolOp) and op.count_include_pad.value.data:
+            props["count_include_pad"] = UnitAttr()
+        self.emit(kernel.PoolOp(operands=[self.buffer(op.input), out], properties=props))
+        self.buffers[op.output] = out
+
+    def reduce(self, op: graph.ReduceOp) -> None:
+        in_shape = shape_of(op.input)
+        axes = [a % len(in_shape) for a in int_values(op.axes)] or list(range(len(in_shape)))
+        kept = tuple(1 if i in axes else d for i, d in enumerate(in_shape))
+        out = self.emit(memref.AllocOp.get(element_type_of(op.output), 64, kept)).results[0]
+        self.emit(
+            kernel.ReduceOp(
+                operands=[self.buffer(op.input), out],
+                properties={"kind": op.reduction, "axes": i64_array(sorted(axes))},
+            )
+        )
+        if kept != shape_of(op.output):
+            out = self.emit(
+                kernel.ReshapeOp(operands=[out], result_types=[buffer_type(op.output.type)])
+            ).results[0]
+        self.buffers[op.output] = out
+
+    def reshape(self, op: graph.ReshapeOp) -> None:
+        self.buffers[op.output] = self.emit(
+            kernel.ReshapeOp(
+                operands=[self.buffer(op.input)], result_types=[buffer_type(op.output.type)]
+            )
+        ).results[0]
+
+    def simple(self, kernel_op: type[Operation], props: tuple[str, ...]) -> Callable:
+        """Ops whose kernel twin takes the same operands plus an output buffer."""
+
+        def convert(op: Operation) -> None:
+            out = self.alloc(op.results[0])
+            operands = [self.buffer(v) for v in op.operands]
+            properties = {k: op.properties[k] for k in props if k in op.properties}
+            if kernel_op in (kernel.ConcatOp,):
+                new = kernel_op(operands=[operands, out], properties=properties)
+            elif kernel_op is kernel.LayerNormOp:
+                scale_bias = operands[1:]
+                new = kernel_op(
+                    operands=[operands[0], scale_bias[0], scale_bias[1:], out],
+                    properties=properties,
+                )
+            else:
+                new = kernel_op(operands=[*operands, out], properties=properties)
+            self.emit(new)
+            self.buffers[op.results[0]] = out
+
+        return convert
+
+    def converter(self, op: Operation) -> Callable[[Operation], None]:
+        if type(op) in BODIES:
+            return self.elementwise
+        table: dict[type[Operation], Callable] = {
+            graph.ConstantOp: self.constant,
+            graph.ConvOp: self.conv,
+            graph.MatMulOp: self.matmul,
+            graph.MaxPoolOp: self.pool,
+            graph.AveragePoolOp: self.pool,
+            graph.ReduceOp: self.reduce,
+            graph.ReshapeOp: self.reshape,
+            graph.SoftmaxOp: self.simple(kernel.SoftmaxOp, ("axis",)),
+            graph.LayerNormOp: self.simple(kernel.LayerNormOp, ("axis", "epsilon")),
+            graph.LRNOp: self.simple(kernel.LRNOp, ("size", "alpha", "beta", "bias")),
+            graph.TransposeOp: self.simple(kernel.TransposeOp, ("perm",)),
+            graph.ConcatOp: self.simple(kernel.ConcatOp, ("axis",)),
+            graph.GatherOp: self.simple(kernel.GatherOp, ("axis",)),
+        }
+        try:
+            return table[type(op)]
+        except KeyError:
+            raise ConversionError(
+                f"'{op.name}' has no kernel form; run the graph pipeline (canonicalize) first"
+            ) from None
+
+
+def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[SSAValue]) -> None:
+    """Make each returned buffer the output argument itself, or copy into it when it cannot be."""
+    claimed: set[SSAValue] = set()
+    for result, out in zip(results, outputs, strict=True):
+        owner = result.owner
+        if isinstance(owner, memref.AllocOp) and result not in claimed:
+            claimed.add(result)
+            result.replace_all_uses_with(out)
+            owner.detach()
+            owner.erase()
+        else:
+            body.add_op(kernel.CopyOp(operands=[result, out]))
+
+
+class ConvertGraphToKernel(ModulePass):
+    """Rewrites graph ops on tensors into kernel ops on buffers (destination-passing style)."""
+
+    name = "convert-graph-to-kernel"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        assert isinstance(ctx, EmberContext), "ember passes need an EmberContext"
+        for fn in [f for f in op.ops if isinstance(f, func.FuncOp)]:
+            if any(isinstance(t, TensorType) for t in fn.function_type.inputs.data) or any(
+                isinstance(t, TensorType) for t in fn.function_type.outputs.data
+            ):
+                self._convert_function(ctx, fn)
+
+    def _convert_function(self, ctx: EmberContext, fn: func.FuncOp) -> None:
+        inputs = [buffer_type(t) for t in fn.function_type.inputs.data]
+        outputs = [buffer_type(t) for t in fn.function_type.outputs.data]
+        body = Block(arg_types=[*inputs, *outputs])
+        old = fn.body.block
+        state = _Bufferizer(ctx.weights, ctx.target, body, dict(zip(old.args, body.args)))
+        returned: list[SSAValue] = []
+        for graph_op in old.ops:
+            if isinstance(graph_op, func.ReturnOp):
+                returned = [state.buffer(v) for v in graph_op.arguments]
+                continue
+            state.converter(graph_op)(graph_op)
+        _write_results_in_place(body, returned, list(body.args[len(inputs) :]))
+        body.add_op(func.ReturnOp())
+
+        new_fn = func.FuncOp(fn.sym_name.data, (inputs + outputs, []), Region(body))
+        new_fn.attributes.update(fn.attributes)
+        new_fn.attributes["ember.num_inputs"] = IntegerAttr(len(inputs), 64)
+        arg_attrs = list(fn.arg_attrs.data) if fn.arg_attrs else [DictionaryAttr({})] * len(inputs)
+        res_attrs = list(fn.res_attrs.data) if fn.res_attrs else [DictionaryAttr({})] * len(outputs)
+        new_fn.arg_attrs = ArrayAttr(arg_attrs + res_attrs)
+        parent = fn.parent_block()
+        assert parent is not None
+        parent.insert_op_before(new_fn, fn)
+        fn.detach()
+        fn.erase()

@@ -1,0 +1,66 @@
+"""Every pass by name, and the default pipeline from the graph dialect down to loops.
+
+The textual form is MLIR's: `pass-a,pass-b{option=value},...`; `ember opt --print-pipeline`
+prints the default so it can be copied, edited and rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.passes import ModulePass, PassPipeline, PassPipelineCallbackType
+
+
+def _graph_passes() -> list[type[ModulePass]]:
+    import importlib
+
+    # Graph-level transforms, one module each (filled in as they land).
+    found: list[type[ModulePass]] = []
+    for module_name in (
+        "canonicalize",
+        "fold_constants",
+        "dce",
+        "fold_batchnorm",
+        "fuse_epilogue",
+    ):
+        try:
+            module = importlib.import_module(f"ember.passes.transforms.{module_name}")
+        except ImportError:
+            continue
+        found += [
+            v
+            for v in vars(module).values()
+            if isinstance(v, type) and issubclass(v, ModulePass) and v.__module__ == module.__name__
+        ]
+    return found
+
+
+def _lowering_passes() -> list[type[ModulePass]]:
+    from ember.passes.conversion.graph_to_kernel import ConvertGraphToKernel
+    from ember.passes.conversion.kernel_to_loops.lower import LowerKernelsToLoops
+    from ember.passes.transforms.fuse_elementwise import FuseElementwise
+    from ember.passes.transforms.place_weights import PlaceWeights
+    from ember.passes.transforms.plan_memory import PlanMemory
+
+    return [ConvertGraphToKernel, FuseElementwise, PlanMemory, PlaceWeights, LowerKernelsToLoops]
+
+
+def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
+    """Pass name -> factory of its class (the form xDSL's PassPipeline.parse_spec takes)."""
+    return {p.name: (lambda p=p: p) for p in [*_graph_passes(), *_lowering_passes()]}
+
+
+# Stages, so that `--emit graph|kernel|loops` can stop at a dialect boundary.
+GRAPH_STAGE = (
+    "canonicalize,fold-constants,fold-batchnorm,canonicalize,fuse-bias-add,"
+    "fuse-residual-add,fuse-conv-activation,dce"
+)
+KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"
+LOOPS_STAGE = "lower-kernels-to-loops"
+DEFAULT_PIPELINE = f"{GRAPH_STAGE},{KERNEL_STAGE},{LOOPS_STAGE}"
+
+
+def build_pipeline(
+    spec: str = DEFAULT_PIPELINE, callback: PassPipelineCallbackType | None = None
+) -> PassPipeline:
+    return PassPipeline.parse_spec(available_passes(), spec, callback)

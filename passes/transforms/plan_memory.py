@@ -1,0 +1,132 @@
+"""plan-memory: place every intermediate buffer at an offset in one arena, by liveness.
+
+A buffer lives from the first kernel that touches it to the last kernel that reads it (or any
+`kernel.reshape` view of it). Buffers whose lifetimes do not overlap share bytes; a kernel may
+also write its output over an input that dies at that kernel when the kernel reads each element
+before writing it (same-shape elementwise inputs, the residual of a conv/matmul epilogue).
+Placement is greedy by size, largest first, each at the lowest 64-byte aligned offset that
+conflicts with no already placed buffer alive at the same time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import arith, memref
+from xdsl.dialects.builtin import IndexType, IntegerAttr, MemRefType, ModuleOp, i8
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from ember.dialects import kernel
+from ember.dialects.dtypes import numpy_dtype_for
+from ember.dialects.graph import shape_of
+from ember.passes.program import append_argument, entry_function
+
+ALIGNMENT = 64
+
+
+def byte_size(memref_type: MemRefType) -> int:
+    itemsize = numpy_dtype_for(memref_type.get_element_type()).itemsize
+    return math.prod(memref_type.get_shape()) * itemsize
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+@dataclass
+class Interval:
+    buffer: SSAValue
+    size: int
+    first: int
+    last: int
+    offset: int = -1
+
+
+def _root(value: SSAValue) -> SSAValue:
+    while isinstance(value.owner, kernel.ReshapeOp):
+        value = value.owner.input
+    return value
+
+
+def _in_place_operands(op: Operation) -> set[SSAValue]:
+    """Operands whose memory the op's output may reuse: each element is read before written."""
+    if isinstance(op, kernel.ElementwiseOp):
+        out = shape_of(op.output)
+        return {v for v in op.inputs if shape_of(v) == out and v.type == op.output.type}
+    if isinstance(op, kernel.Conv2dOp | kernel.MatMulOp) and op.residual is not None:
+        return {op.residual}
+    return set()
+
+
+def plan(intervals: list[Interval], may_share: set[tuple[SSAValue, SSAValue]]) -> int:
+    """Assign offsets in place; returns the arena size in bytes."""
+    placed: list[Interval] = []
+    for iv in sorted(intervals, key=lambda i: (-i.size, i.first)):
+        conflicts = sorted(
+            (p.offset, p.offset + _aligned(p.size))
+            for p in placed
+            if p.first <= iv.last
+            and iv.first <= p.last
+            and (p.buffer, iv.buffer) not in may_share
+            and (iv.buffer, p.buffer) not in may_share
+        )
+        offset = 0
+        for start, end in conflicts:
+            if offset + iv.size <= start:
+                break
+            offset = max(offset, end)
+        iv.offset = offset
+        placed.append(iv)
+    return max((p.offset + _aligned(p.size) for p in placed), default=0)
+
+
+class PlanMemory(ModulePass):
+    """Replaces memref.alloc buffers with memref.view slices of one arena argument."""
+
+    name = "plan-memory"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        fn = entry_function(op)
+        block = fn.body.block
+        allocs = [o for o in block.ops if isinstance(o, memref.AllocOp)]
+        intervals: dict[SSAValue, Interval] = {
+            a.memref: Interval(a.memref, byte_size(a.memref.type), -1, -1)  # type: ignore[arg-type]
+            for a in allocs
+        }
+        may_share: set[tuple[SSAValue, SSAValue]] = set()
+        for index, user in enumerate(block.ops):
+            if isinstance(user, memref.AllocOp | kernel.ReshapeOp):
+                continue
+            for operand in user.operands:
+                iv = intervals.get(_root(operand))
+                if iv is None:
+                    continue
+                iv.first = index if iv.first < 0 else iv.first
+                iv.last = index
+            out = getattr(user, "output", None)
+            if out is not None and _root(out) in intervals:
+                for candidate in _in_place_operands(user):
+                    source = intervals.get(_root(candidate))
+                    if source is not None and source.last == index:
+                        may_share.add((source.buffer, _root(out)))
+        # The in-place pairs may only share if the input really dies at that op.
+        may_share = {(a, b) for (a, b) in may_share if intervals[a].last == intervals[b].first}
+        live = [iv for iv in intervals.values() if iv.first >= 0]
+        arena_bytes = plan(live, may_share)
+
+        arena = append_argument(fn, MemRefType(i8, [max(arena_bytes, ALIGNMENT)]), "arena")
+        for a in allocs:
+            iv = intervals[a.memref]
+            offset = arith.ConstantOp(IntegerAttr(max(iv.offset, 0), IndexType()))
+            view = memref.ViewOp(arena, offset, [], a.memref.type)
+            block.insert_ops_before([offset, view], a)
+            a.memref.replace_all_uses_with(view.result)
+            a.detach()
+            a.erase()
+        fn.attributes["ember.arena_bytes"] = IntegerAttr(arena_bytes, 64)
+        fn.attributes["ember.intermediate_bytes"] = IntegerAttr(
+            sum(iv.size for iv in intervals.values()), 64
+        )

@@ -1,0 +1,165 @@
+"""The thin runtime: call a compiled entry point on numpy buffers.
+
+Imports only numpy and ctypes, never the compiler, so an ahead-of-time artifact runs where xDSL
+and llvmlite are not installed. The entry point's ABI is
+`void main(inputs..., outputs..., arena, weights)`, every argument a pointer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+ALIGNMENT = 64
+
+
+def aligned_empty(shape: Sequence[int], dtype: np.dtype | str = np.uint8) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+@dataclass
+class Manifest:
+    """What the runtime needs to know about a compiled program (also the AOT manifest)."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    arena_bytes: int
+    weights_bytes: int
+    entry: str = "main"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = [asdict(s) | {"shape": list(s.shape)} for s in self.inputs]
+        d["outputs"] = [asdict(s) | {"shape": list(s.shape)} for s in self.outputs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        return cls(
+            inputs=[TensorSpec.from_dict(s) for s in d["inputs"]],
+            outputs=[TensorSpec.from_dict(s) for s in d["outputs"]],
+            arena_bytes=int(d["arena_bytes"]),
+            weights_bytes=int(d["weights_bytes"]),
+            entry=d.get("entry", "main"),
+            extra=d.get("extra", {}),
+        )
+
+
+class Executable:
+    """A loaded program: validates inputs, runs the native entry point, returns numpy outputs.
+
+    Safe to call from several threads at once: every in-flight run takes its own arena.
+    """
+
+    def __init__(
+        self,
+        entry_address: int,
+        set_num_threads: Callable[[int], None],
+        manifest: Manifest,
+        weights: np.ndarray,
+        keepalive: object = None,
+        threads: int = 1,
+    ):
+        if weights.nbytes < manifest.weights_bytes:
+            raise ValueError(
+                f"weights hold {weights.nbytes} bytes but the manifest expects "
+                f"{manifest.weights_bytes}"
+            )
+        self.manifest = manifest
+        self._weights = weights
+        self._keepalive = keepalive
+        n_args = len(manifest.inputs) + len(manifest.outputs) + 2
+        self._entry = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(entry_address)
+        self._set_num_threads = set_num_threads
+        self._arenas: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self.set_num_threads(threads)
+
+    # -- introspection -------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.manifest.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.manifest.outputs]
+
+    def set_num_threads(self, threads: int) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+        self._set_num_threads(threads)
+
+    # -- running -------------------------------------------------------------------------------
+    def _checked_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        expected = {s.name for s in self.manifest.inputs}
+        missing = [n for n in self.input_names if n not in feeds]
+        extra = [n for n in feeds if n not in expected]
+        if missing or extra:
+            raise ValueError(
+                f"inputs do not match the model: missing {missing}, unexpected {extra}; "
+                f"expected {self.input_names}"
+            )
+        arrays = []
+        for spec in self.manifest.inputs:
+            given = feeds[spec.name]
+            array = np.asarray(given)
+            if array.dtype != np.dtype(spec.dtype):
+                raise ValueError(
+                    f"input '{spec.name}': expected dtype {spec.dtype}, given {array.dtype}"
+                )
+            if tuple(array.shape) != spec.shape:
+                raise ValueError(
+                    f"input '{spec.name}': expected shape {list(spec.shape)}, "
+                    f"given {list(array.shape)}"
+                )
+            arrays.append(np.ascontiguousarray(array))
+        return arrays
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = self._checked_inputs(feeds)
+        outputs = [aligned_empty(s.shape, s.dtype) for s in self.manifest.outputs]
+        try:
+            arena = self._arenas.get_nowait()
+        except queue.Empty:
+            arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
+        try:
+            self._entry(
+                *[a.ctypes.data for a in inputs],
+                *[o.ctypes.data for o in outputs],
+                arena.ctypes.data,
+                self._weights.ctypes.data,
+            )
+        finally:
+            self._arenas.put(arena)
+        return dict(zip(self.output_names, outputs))
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if len(arrays) != len(self.manifest.inputs):
+            raise ValueError(
+                f"expected {len(self.manifest.inputs)} inputs {self.input_names}, "
+                f"given {len(arrays)}"
+            )
+        results = self.run(dict(zip(self.input_names, arrays)))
+        return [results[n] for n in self.output_names]

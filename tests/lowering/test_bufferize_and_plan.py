@@ -1,0 +1,113 @@
+"""convert-graph-to-kernel, fuse-elementwise, plan-memory and place-weights: IR before/after."""
+
+from __future__ import annotations
+
+import numpy as np
+from xdsl.parser import Parser
+
+from ember.dialects.weights import WeightStore, make_context
+from ember.passes.pipeline import build_pipeline
+from ember.passes.program import entry_function
+from tests.filecheck_util import assert_filecheck
+
+GRAPH = """
+builtin.module {
+  func.func @main(%x: tensor<2x8xf32>) -> tensor<2x8xf32> attributes {ember.num_inputs = 1 : i64} {
+    %s = graph.constant "scale" : tensor<8xf32>
+    %a = graph.mul %x, %s : tensor<2x8xf32>, tensor<8xf32> -> tensor<2x8xf32>
+    %b = graph.relu %a : tensor<2x8xf32> -> tensor<2x8xf32>
+    %c = graph.softmax %b {axis = 1 : i64} : tensor<2x8xf32> -> tensor<2x8xf32>
+    %d = graph.exp %c : tensor<2x8xf32> -> tensor<2x8xf32>
+    %e = graph.add %d, %c : tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x8xf32>
+    func.return %e : tensor<2x8xf32>
+  }
+}
+"""
+
+
+def _run(spec: str, text: str = GRAPH) -> tuple[str, object]:
+    ctx = make_context(WeightStore({"scale": np.ones(8, np.float32)}))
+    module = Parser(ctx, text).parse_module()
+    build_pipeline(spec).apply(ctx, module)
+    module.verify()
+    return str(module), module
+
+
+def test_convert_graph_to_kernel_writes_result_in_place() -> None:
+    text, _ = _run("convert-graph-to-kernel")
+    assert_filecheck(
+        text,
+        """
+        // CHECK: func.func @main(%[[X:.*]]: memref<2x8xf32>, %[[OUT:.*]]: memref<2x8xf32>)
+        // CHECK: %[[S:.*]] = kernel.weight "scale" : memref<8xf32>
+        // CHECK: %[[A:.*]] = memref.alloc() {alignment = 64 : i64} : memref<2x8xf32>
+        // CHECK: kernel.elementwise(%[[X]], %[[S]]) -> %[[A]]
+        // CHECK: arith.mulf
+        // CHECK: kernel.elementwise
+        // CHECK: arith.maximumf
+        // CHECK: kernel.softmax
+        // CHECK: kernel.elementwise
+        // CHECK: math.exp
+        // CHECK: kernel.elementwise({{.*}}) -> %[[OUT]]
+        // CHECK-NOT: kernel.copy
+        // CHECK: func.return
+        """,
+    )
+
+
+def test_fuse_elementwise_merges_single_use_chains() -> None:
+    text, _ = _run("convert-graph-to-kernel,fuse-elementwise")
+    # mul -> relu fuse into one kernel; exp -> add fuse (softmax output is read twice, so it
+    # stays a buffer of its own and is an input of the fused kernel).
+    assert text.count("kernel.elementwise") == 2
+    assert_filecheck(
+        text,
+        """
+        // CHECK: kernel.elementwise
+        // CHECK-NEXT: ^{{.*}}(%[[X:.*]]: f32, %[[S:.*]]: f32):
+        // CHECK-NEXT: %[[M:.*]] = arith.mulf %[[X]], %[[S]] : f32
+        // CHECK: arith.maximumf %[[M]]
+        // CHECK: kernel.softmax
+        // CHECK: kernel.elementwise
+        // CHECK: math.exp
+        // CHECK: arith.addf
+        """,
+    )
+
+
+def test_plan_memory_reuses_dead_buffers() -> None:
+    text, module = _run("convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights")
+    fn = entry_function(module)
+    # Two 64-byte intermediates (relu output, softmax output) are alive together: 128 bytes.
+    assert fn.attributes["ember.intermediate_bytes"].value.data == 128
+    assert fn.attributes["ember.arena_bytes"].value.data == 128
+    assert_filecheck(
+        text,
+        """
+        // CHECK: func.func @main(%{{.*}}: memref<2x8xf32>, %{{.*}}: memref<2x8xf32>, %[[ARENA:.*]]: memref<128xi8> {ember.role = "arena"}, %[[W:.*]]: memref<64xi8> {ember.role = "weights"})
+        // CHECK-NOT: memref.alloc
+        // CHECK-DAG: memref.view %[[ARENA]][%{{.*}}][] : memref<128xi8> to memref<2x8xf32>
+        // CHECK-DAG: memref.view %[[W]][%{{.*}}][] : memref<64xi8> to memref<8xf32>
+        """,
+    )
+
+
+CHAIN = """
+builtin.module {
+  func.func @main(%x: tensor<256xf32>) -> tensor<256xf32> attributes {ember.num_inputs = 1 : i64} {
+    %a = graph.softmax %x {axis = 0 : i64} : tensor<256xf32> -> tensor<256xf32>
+    %b = graph.softmax %a {axis = 0 : i64} : tensor<256xf32> -> tensor<256xf32>
+    %c = graph.softmax %b {axis = 0 : i64} : tensor<256xf32> -> tensor<256xf32>
+    %d = graph.softmax %c {axis = 0 : i64} : tensor<256xf32> -> tensor<256xf32>
+    func.return %d : tensor<256xf32>
+  }
+}
+"""
+
+
+def test_plan_memory_ping_pongs_a_chain() -> None:
+    _, module = _run("convert-graph-to-kernel,plan-memory", CHAIN)
+    fn = entry_function(module)
+    # Three 1 KiB intermediates, at most two alive at once.
+    assert fn.attributes["ember.intermediate_bytes"].value.data == 3 * 1024
+    assert fn.attributes["ember.arena_bytes"].value.data == 2 * 1024

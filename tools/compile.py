@@ -1,0 +1,155 @@
+"""The compiler driver: ONNX -> graph dialect -> passes -> LLVM -> a runnable Executable.
+
+`ember.compile` (JIT from Python) and `ember compile` (ahead of time) both go through
+`compile_program`; they differ only in what they do with the final loops-level module.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
+from xdsl.passes import ModulePass
+
+from ember.dialects.dtypes import numpy_dtype_for
+from ember.dialects.graph import shape_of
+from ember.dialects.weights import EmberContext, make_context
+from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
+from ember.passes.program import entry_function
+from ember.passes.target import Target, host_target
+from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+
+
+@dataclass
+class CompileReport:
+    """What compiling cost and what it produced; printed by `ember compile -v`."""
+
+    pass_seconds: dict[str, float] = field(default_factory=dict)
+    import_seconds: float = 0.0
+    codegen_seconds: float = 0.0
+    arena_bytes: int = 0
+    intermediate_bytes: int = 0
+    weights_bytes: int = 0
+    kernel_functions: int = 0
+
+    @property
+    def total_seconds(self) -> float:
+        return self.import_seconds + sum(self.pass_seconds.values()) + self.codegen_seconds
+
+
+@dataclass
+class Program:
+    """A model lowered to loops, with everything needed to generate and run native code."""
+
+    module: ModuleOp
+    ctx: EmberContext
+    manifest: Manifest
+    report: CompileReport
+
+    def weights_blob(self) -> np.ndarray:
+        """The weights laid out as `place-weights` planned them, 64-byte aligned."""
+        fn = entry_function(self.module)
+        offsets: DictionaryAttr = fn.attributes["ember.weight_offsets"]  # type: ignore[assignment]
+        blob = aligned_empty((max(self.manifest.weights_bytes, ALIGNMENT),))
+        blob[:] = 0
+        for name, offset in offsets.data.items():
+            raw = np.ascontiguousarray(self.ctx.weights[name]).view(np.uint8).reshape(-1)
+            start = offset.value.data  # type: ignore[attr-defined]
+            blob[start : start + raw.size] = raw
+        return blob
+
+
+def _io_specs(fn: Any, names: list[str], first: int) -> list[TensorSpec]:
+    types = fn.function_type.inputs.data[first : first + len(names)]
+    return [
+        TensorSpec(name, shape_of(t), numpy_dtype_for(t.get_element_type()).name)
+        for name, t in zip(names, types)
+    ]
+
+
+def _names(fn: Any, key: str) -> list[str]:
+    return [s.data for s in fn.attributes[key].data]
+
+
+def compile_program(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    target: Target | None = None,
+    pipeline: str = DEFAULT_PIPELINE,
+) -> Program:
+    """Import `model` and run `pipeline` on it, down to the loops level."""
+    from ember.frontend.onnx_importer import import_model
+
+    report = CompileReport()
+    start = time.perf_counter()
+    module, weights = import_model(model)
+    report.import_seconds = time.perf_counter() - start
+    fn = entry_function(module)
+    input_names, output_names = _names(fn, "ember.input_names"), _names(fn, "ember.output_names")
+
+    ctx = make_context(weights, target or host_target())
+    last = [time.perf_counter()]
+
+    def timed(previous: ModulePass | None, _module: ModuleOp, _next: ModulePass | None) -> None:
+        now = time.perf_counter()
+        if previous is not None:
+            key = previous.name
+            report.pass_seconds[key] = report.pass_seconds.get(key, 0.0) + now - last[0]
+        last[0] = now
+
+    build_pipeline(pipeline, timed).apply(ctx, module)
+
+    fn = entry_function(module)
+    report.arena_bytes = fn.attributes["ember.arena_bytes"].value.data  # type: ignore[attr-defined]
+    report.intermediate_bytes = fn.attributes["ember.intermediate_bytes"].value.data  # type: ignore[attr-defined]
+    report.weights_bytes = fn.attributes["ember.weights_bytes"].value.data  # type: ignore[attr-defined]
+    report.kernel_functions = sum(1 for op in module.ops if op is not fn)
+    manifest = Manifest(
+        inputs=_io_specs(fn, input_names, 0),
+        outputs=_io_specs(fn, output_names, len(input_names)),
+        arena_bytes=report.arena_bytes,
+        weights_bytes=report.weights_bytes,
+        entry=fn.sym_name.data,
+    )
+    return Program(module, ctx, manifest, report)
+
+
+class CompiledModel(Executable):
+    """A model JIT-compiled into this process (`ember.compile`)."""
+
+    def __init__(self, program: Program, opt_level: int = 3, threads: int | None = None):
+        from ember.codegen.jit import JitModule
+
+        start = time.perf_counter()
+        jit = JitModule(program.module, program.ctx.target, opt_level)
+        program.report.codegen_seconds = time.perf_counter() - start
+        self.program = program
+        self.report = program.report
+        set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
+        super().__init__(
+            jit.address(program.manifest.entry),
+            set_threads,
+            program.manifest,
+            program.weights_blob(),
+            keepalive=jit,
+            threads=threads or program.ctx.target.threads,
+        )
+
+
+def compile(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    *,
+    threads: int | None = None,
+    opt_level: int = 3,
+    target: Target | None = None,
+    pipeline: str = DEFAULT_PIPELINE,
+) -> CompiledModel:
+    """Compile an ONNX model (path or ModelProto) to native code in this process."""
+    target = target or host_target(threads)
+    program = compile_program(model, target, pipeline)
+    return CompiledModel(program, opt_level, threads or target.threads)
