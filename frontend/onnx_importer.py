@@ -1,0 +1,1027 @@
+"""ONNX -> graph dialect.
+
+`import_model(model)` returns `(module, weights)`:
+
+    builtin.module {
+      func.func @main(%x: tensor<1x3x224x224xf32>) -> tensor<1x1000xf32>
+          attributes {ember.input_names = ["data"], ember.output_names = ["prob"]} { ... }
+    }
+
+The graph's input and output names are recorded, in argument/result order, as the ArrayAttrs of
+StringAttr `ember.input_names` and `ember.output_names` on the function (see `io_names`).
+
+Every shape is static. Values known at compile time (initializers, Constant, and everything
+computed from them by shape ops such as Shape/Gather/Concat/Unsqueeze/ConstantOfShape/Cast/
+Range/Slice, or by integer arithmetic) are folded with numpy while importing, using the same
+evaluators as the `fold-constants` pass; only the constants that a remaining graph op consumes
+become `graph.constant "<name>"` ops, whose arrays live in the returned WeightStore. Float
+arithmetic between weights is kept as graph ops for the graph passes to fold.
+
+Unsupported ops raise `UnsupportedOpError` (op type, node name, opset) before any code is
+generated; malformed models raise `ModelError`. Both are ValueErrors.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    f32,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Region, SSAValue
+from xdsl.irdl import IRDLOperation
+from xdsl.utils.exceptions import VerifyException
+
+from ember.dialects import graph
+from ember.dialects.weights import WeightStore
+from ember.frontend.errors import ModelError, UnsupportedOpError
+from ember.passes.transforms import numpy_eval
+
+INPUT_NAMES = "ember.input_names"
+OUTPUT_NAMES = "ember.output_names"
+
+# Element types a graph input may have: float32 activations, integer ids/indices.
+_INPUT_DTYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+}
+
+# Ops folded whenever all their inputs are known: they compute shapes or move data around.
+_SHAPE_OPS = frozenset(
+    {
+        "Shape",
+        "Size",
+        "Gather",
+        "Concat",
+        "Unsqueeze",
+        "Squeeze",
+        "Reshape",
+        "Flatten",
+        "ConstantOfShape",
+        "Cast",
+        "Range",
+        "Slice",
+        "Identity",
+        "Expand",
+    }
+)
+
+
+@dataclass
+class ImportedModel:
+    module: ModuleOp
+    weights: WeightStore
+    input_names: list[str]
+    output_names: list[str]
+
+
+def io_names(fn: func.FuncOp) -> tuple[list[str], list[str]]:
+    """The ONNX input and output names recorded on an imported function."""
+
+    def names(key: str) -> list[str]:
+        attr = fn.attributes.get(key)
+        if not isinstance(attr, ArrayAttr):
+            return []
+        return [s.data for s in attr.data if isinstance(s, StringAttr)]
+
+    return names(INPUT_NAMES), names(OUTPUT_NAMES)
+
+
+def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    """Read and check a model; any failure becomes a ModelError."""
+    if not isinstance(model, onnx.ModelProto):
+        try:
+            model = onnx.load(os.fspath(model))
+        except Exception as err:  # protobuf raises several unrelated types on corrupt input
+            raise ModelError(f"cannot read ONNX model '{os.fspath(model)}': {err}") from err
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:
+        raise ModelError(f"invalid ONNX model: {err}") from err
+    return model
+
+
+def import_model(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    input_shapes: dict[str, Sequence[int]] | None = None,
+) -> tuple[ModuleOp, WeightStore]:
+    """Import an ONNX model into a graph-dialect module and its weights.
+
+    `input_shapes` fixes the shapes of inputs with symbolic dimensions (e.g. a batch size).
+    """
+    imported = import_onnx(model, input_shapes)
+    return imported.module, imported.weights
+
+
+def import_onnx(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    input_shapes: dict[str, Sequence[int]] | None = None,
+) -> ImportedModel:
+    """Like `import_model`, also returning the graph's input and output names."""
+    return _Importer(load_model(model), dict(input_shapes or {})).run()
+
+
+# ---------------------------------------------------------------------------------------------
+# Values during import
+
+
+@dataclass
+class _Const:
+    """A value known at compile time; becomes a graph.constant only if a graph op needs it."""
+
+    array: np.ndarray
+    name: str | None = None
+
+
+Value = SSAValue | _Const
+
+
+def _shape(value: Value) -> tuple[int, ...]:
+    return value.array.shape if isinstance(value, _Const) else graph.shape_of(value)
+
+
+def _dtype(value: Value) -> np.dtype:
+    if isinstance(value, _Const):
+        return value.array.dtype
+    return numpy_eval.numpy_dtype(graph.element_type_of(value))
+
+
+@dataclass
+class _Node:
+    proto: onnx.NodeProto
+    opset: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def op_type(self) -> str:
+        return self.proto.op_type
+
+    @property
+    def name(self) -> str:
+        return self.proto.name or (self.proto.output[0] if self.proto.output else "?")
+
+    def unsupported(self, detail: str = "") -> UnsupportedOpError:
+        return UnsupportedOpError(self.op_type, self.name, self.opset, detail)
+
+    def error(self, detail: str) -> ModelError:
+        return ModelError(f"{self.op_type} node '{self.name}' (opset {self.opset}): {detail}")
+
+
+Converter = Callable[["_Importer", _Node], Sequence[Value]]
+_CONVERTERS: dict[str, Converter] = {}
+
+
+def _converts(*op_types: str) -> Callable[[Converter], Converter]:
+    def register(fn: Converter) -> Converter:
+        for op_type in op_types:
+            _CONVERTERS[op_type] = fn
+        return fn
+
+    return register
+
+
+def supported_ops() -> list[str]:
+    return sorted(_CONVERTERS)
+
+
+# ---------------------------------------------------------------------------------------------
+# The importer
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]]):
+        self.model = model
+        self.input_shapes = input_shapes
+        self.weights = WeightStore()
+        self.block = Block()
+        self.env: dict[str, Value] = {}
+        self.materialized: dict[str, SSAValue] = {}
+        self.fold_node = False
+        self.node: _Node | None = None
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def run(self) -> ImportedModel:
+        g = self.model.graph
+        initializers = {t.name for t in g.initializer}
+        unknown = set(self.input_shapes) - {i.name for i in g.input}
+        if unknown:
+            raise ModelError(f"input_shapes names unknown graph inputs {sorted(unknown)}")
+        inputs = [i for i in g.input if i.name not in initializers]
+        arg_types = [self._input_type(i) for i in inputs]
+        self.block = Block(arg_types=arg_types)
+        for arg, info in zip(self.block.args, inputs, strict=True):
+            arg.name_hint = _ssa_name(info.name)
+            self.env[info.name] = arg
+        for tensor in g.initializer:
+            self.env[tensor.name] = _Const(self._tensor_array(tensor), tensor.name)
+
+        self.inferred = self._onnx_shapes()
+        self.used = {name for n in g.node for name in n.input if name}
+        self.used |= {o.name for o in g.output}
+        for proto in g.node:
+            self._convert(proto)
+
+        results = []
+        for out in g.output:
+            if out.name not in self.env:
+                raise ModelError(f"graph output '{out.name}' is not produced by any node")
+            results.append(self._ssa(self.env[out.name], out.name))
+        self.block.add_op(func.ReturnOp(*results))
+        fn = func.FuncOp(
+            "main",
+            (arg_types, [r.type for r in results]),
+            Region(self.block),
+        )
+        fn.attributes[INPUT_NAMES] = ArrayAttr([StringAttr(i.name) for i in inputs])
+        fn.attributes[OUTPUT_NAMES] = ArrayAttr([StringAttr(o.name) for o in g.output])
+        module = ModuleOp([fn])
+        try:
+            module.verify()
+        except VerifyException as err:
+            raise ModelError(f"imported graph does not verify: {err}") from err
+        return ImportedModel(
+            module, self.weights, [i.name for i in inputs], [o.name for o in g.output]
+        )
+
+    def _input_type(self, info: onnx.ValueInfoProto) -> TensorType:
+        tensor = info.type.tensor_type
+        if not info.type.HasField("tensor_type"):
+            raise ModelError(f"graph input '{info.name}' is not a tensor")
+        dtype = _INPUT_DTYPES.get(tensor.elem_type)
+        if dtype is None:
+            type_name = onnx.TensorProto.DataType.Name(tensor.elem_type)
+            raise ModelError(
+                f"graph input '{info.name}' has element type {type_name}; "
+                "ember supports FLOAT, INT64 and INT32 inputs"
+            )
+        if info.name in self.input_shapes:
+            shape = tuple(int(d) for d in self.input_shapes[info.name])
+            if len(shape) != len(tensor.shape.dim) or any(d <= 0 for d in shape):
+                raise ModelError(f"input_shapes['{info.name}'] = {shape} does not fit the input")
+        else:
+            if not tensor.HasField("shape"):
+                raise ModelError(f"graph input '{info.name}' has no shape; pass input_shapes")
+            shape = ()
+            for axis, dim in enumerate(tensor.shape.dim):
+                if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                    label = dim.dim_param or "?"
+                    raise ModelError(
+                        f"graph input '{info.name}' has dynamic dimension '{label}' at axis "
+                        f"{axis}; pass input_shapes={{'{info.name}': [...]}} to make it static"
+                    )
+                shape += (dim.dim_value,)
+        return TensorType(numpy_eval.element_type(dtype), shape)
+
+    def _tensor_array(self, tensor: onnx.TensorProto) -> np.ndarray:
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as err:
+            raise ModelError(f"cannot decode tensor '{tensor.name}': {err}") from err
+
+    def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
+        """ONNX's own static shapes, used to cross-check ours."""
+        model = self.model
+        if self.input_shapes:
+            model = onnx.ModelProto()
+            model.CopyFrom(self.model)
+            for info in model.graph.input:
+                if info.name in self.input_shapes:
+                    dims = info.type.tensor_type.shape.dim
+                    for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
+                        dim.Clear()
+                        dim.dim_value = int(size)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:
+            return {}  # ONNX's inference gives up on some valid graphs; ours still runs
+        shapes = {}
+        for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+            dims = info.type.tensor_type.shape.dim
+            if info.type.tensor_type.HasField("shape") and all(
+                d.HasField("dim_value") for d in dims
+            ):
+                shapes[info.name] = tuple(d.dim_value for d in dims)
+        return shapes
+
+    # -- per node ------------------------------------------------------------------------------
+
+    def _convert(self, proto: onnx.NodeProto) -> None:
+        if proto.domain not in ("", "ai.onnx"):
+            raise UnsupportedOpError(
+                f"{proto.domain}.{proto.op_type}", proto.name or proto.output[0], self.opset
+            )
+        node = _Node(
+            proto, self.opset, {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
+        )
+        converter = _CONVERTERS.get(proto.op_type)
+        if converter is None:
+            raise node.unsupported()
+        for name in proto.input:
+            if name and name not in self.env:
+                raise node.error(f"input '{name}' is not defined before use")
+        values = [self.env[n] for n in proto.input if n]
+        self.fold_node = proto.op_type in _SHAPE_OPS or any(_dtype(v).kind in "iub" for v in values)
+        self.node = node
+        outputs = list(converter(self, node))
+        for index, name in enumerate(proto.output):
+            if not name:
+                continue
+            if index >= len(outputs):
+                if name in self.used:
+                    raise node.unsupported(f"output #{index} ('{name}') is not supported")
+                continue
+            value = outputs[index]
+            expected = self.inferred.get(name)
+            if expected is not None and expected != _shape(value):
+                raise node.error(
+                    f"computed shape {_shape(value)} for '{name}' but ONNX infers {expected}"
+                )
+            if isinstance(value, SSAValue) and value.name_hint is None:
+                value.name_hint = _ssa_name(name)
+            self.env[name] = value
+
+    def input(self, node: _Node, index: int) -> Value | None:
+        names = node.proto.input
+        if index >= len(names) or not names[index]:
+            return None
+        return self.env[names[index]]
+
+    def required(self, node: _Node, index: int) -> Value:
+        value = self.input(node, index)
+        if value is None:
+            raise node.error(f"missing required input #{index}")
+        return value
+
+    def constant(self, node: _Node, index: int, what: str) -> np.ndarray | None:
+        """A compile-time input (absent -> None); a runtime value is an error."""
+        value = self.input(node, index)
+        if value is None:
+            return None
+        if not isinstance(value, _Const):
+            raise node.unsupported(f"{what} (input #{index}) must be a compile-time constant")
+        return value.array
+
+    def _ssa(self, value: Value, hint: str | None = None) -> SSAValue:
+        if isinstance(value, SSAValue):
+            return value
+        if value.name is not None and value.name in self.materialized:
+            return self.materialized[value.name]
+        ref = self.weights.add(value.array, value.name or hint or "const")
+        op = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
+        op.output.name_hint = _ssa_name(ref)
+        self.block.add_op(op)
+        if value.name is not None:
+            self.materialized[value.name] = op.output
+        return op.output
+
+    def emit(
+        self,
+        op_type: type[IRDLOperation],
+        operands: Sequence[Value | None | Sequence[Value]],
+        shape: Sequence[int],
+        dtype: np.dtype | None = None,
+        **props: Attribute | None,
+    ) -> Value:
+        """Add one graph op, or fold it with numpy when its operands are known."""
+        flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
+        if dtype is None:
+            dtype = _dtype(next(v for v in flat if v is not None))
+        result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
+        properties = {k: v for k, v in props.items() if v is not None}
+        evaluator = numpy_eval.EVALUATORS.get(op_type.name)
+        if self.fold_node and evaluator and all(isinstance(v, _Const | None) for v in flat):
+            arrays = [None if v is None else v.array for v in flat]  # type: ignore[union-attr]
+            array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
+            return _Const(array)
+        hint = self.node.name if self.node else None
+        ssa_operands: list[SSAValue | None | list[SSAValue]] = []
+        for o in operands:
+            if isinstance(o, list | tuple):
+                ssa_operands.append([self._ssa(v, hint) for v in o])
+            else:
+                ssa_operands.append(None if o is None else self._ssa(o, hint))
+        op = op_type.build(
+            operands=ssa_operands,  # type: ignore[arg-type]
+            result_types=[result_type],
+            properties=properties,
+        )
+        self.block.add_op(op)
+        return op.results[0]
+
+    # -- shared building blocks ----------------------------------------------------------------
+
+    def reshape(self, value: Value, shape: Sequence[int]) -> Value:
+        if _shape(value) == tuple(shape):
+            return value
+        return self.emit(graph.ReshapeOp, [value], shape)
+
+    def binary(self, node: _Node, op_type: type[IRDLOperation], lhs: Value, rhs: Value) -> Value:
+        lhs, rhs = self._unify_dtypes(node, lhs, rhs)
+        try:
+            shape = graph.broadcast_shapes(_shape(lhs), _shape(rhs))
+        except ValueError as err:
+            raise node.error(str(err)) from err
+        return self.emit(op_type, [lhs, rhs], shape)
+
+    def _unify_dtypes(self, node: _Node, lhs: Value, rhs: Value) -> tuple[Value, Value]:
+        """Pow-style mixed types: convert a constant operand, else cast the rhs."""
+        if _dtype(lhs) == _dtype(rhs):
+            return lhs, rhs
+        if isinstance(rhs, _Const):
+            return lhs, _Const(rhs.array.astype(_dtype(lhs)))
+        if isinstance(lhs, _Const):
+            return _Const(lhs.array.astype(_dtype(rhs))), rhs
+        return lhs, self.emit(graph.CastOp, [rhs], _shape(rhs), _dtype(lhs))
+
+
+def _ssa_name(name: str) -> str:
+    """An ONNX name as a valid SSA name hint (printing keeps the IR readable)."""
+    name = re.sub(r"[^A-Za-z0-9_$.-]", "_", name)
+    return name if name and not name[0].isdigit() else f"v{name}"
+
+
+def _axis(node: _Node, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise node.error(f"axis {axis} out of range for rank {rank}")
+    return axis % rank
+
+
+def _f32(value: float) -> FloatAttr:
+    return FloatAttr(float(value), f32)
+
+
+def _i64(value: int) -> IntegerAttr:
+    return IntegerAttr(int(value), i64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Converters: constants and shape computations
+
+
+@_converts("Constant")
+def _constant(imp: _Importer, node: _Node) -> Sequence[Value]:
+    a = node.attrs
+    name = node.proto.output[0]
+    if "value" in a:
+        return [_Const(numpy_helper.to_array(a["value"]), name)]
+    if "value_float" in a:
+        return [_Const(np.array(a["value_float"], np.float32), name)]
+    if "value_floats" in a:
+        return [_Const(np.array(a["value_floats"], np.float32), name)]
+    if "value_int" in a:
+        return [_Const(np.array(a["value_int"], np.int64), name)]
+    if "value_ints" in a:
+        return [_Const(np.array(a["value_ints"], np.int64), name)]
+    if "sparse_value" in a:
+        sparse = a["sparse_value"]
+        values = numpy_helper.to_array(sparse.values)
+        dense = np.zeros(tuple(sparse.dims), values.dtype)
+        indices = numpy_helper.to_array(sparse.indices)
+        if indices.ndim == 2:
+            indices = np.ravel_multi_index(tuple(indices.T), dense.shape)
+        dense.reshape(-1)[indices] = values
+        return [_Const(dense, name)]
+    raise node.unsupported("only numeric tensor constants are supported")
+
+
+@_converts("ConstantOfShape")
+def _constant_of_shape(imp: _Importer, node: _Node) -> Sequence[Value]:
+    shape = imp.constant(node, 0, "shape")
+    assert shape is not None
+    fill = node.attrs.get("value")
+    scalar = (
+        numpy_helper.to_array(fill).reshape(-1) if fill is not None else np.zeros(1, np.float32)
+    )
+    return [
+        _Const(np.full(tuple(int(d) for d in shape), scalar[0], scalar.dtype), node.proto.output[0])
+    ]
+
+
+@_converts("Shape")
+def _shape_op(imp: _Importer, node: _Node) -> Sequence[Value]:
+    shape = _shape(imp.required(node, 0))
+    start, end = node.attrs.get("start", 0), node.attrs.get("end", len(shape))
+    return [_Const(np.array(shape[start:end], np.int64))]
+
+
+@_converts("Size")
+def _size(imp: _Importer, node: _Node) -> Sequence[Value]:
+    return [_Const(np.array(math.prod(_shape(imp.required(node, 0))), np.int64))]
+
+
+@_converts("Range")
+def _range(imp: _Importer, node: _Node) -> Sequence[Value]:
+    start, limit, delta = (imp.constant(node, i, "Range bound") for i in range(3))
+    assert start is not None and limit is not None and delta is not None
+    return [_Const(np.arange(start, limit, delta).astype(start.dtype))]
+
+
+@_converts("Slice")
+def _slice(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data = imp.required(node, 0)
+    if not isinstance(data, _Const):
+        raise node.unsupported("Slice of a runtime tensor")
+    rank = data.array.ndim
+    if node.opset < 10:
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes = node.attrs.get("axes", list(range(len(starts))))
+        steps: Sequence[int] = [1] * len(starts)
+    else:
+        starts = list(imp.constant(node, 1, "starts"))  # type: ignore[arg-type]
+        ends = list(imp.constant(node, 2, "ends"))  # type: ignore[arg-type]
+        axes_in, steps_in = imp.constant(node, 3, "axes"), imp.constant(node, 4, "steps")
+        axes = list(range(len(starts))) if axes_in is None else list(axes_in)
+        steps = [1] * len(starts) if steps_in is None else list(steps_in)
+    index: list[slice] = [slice(None)] * rank
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
+        index[_axis(node, int(axis), rank)] = slice(int(start), int(end), int(step))
+    return [_Const(data.array[tuple(index)])]
+
+
+@_converts("Expand")
+def _expand(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data, shape = imp.required(node, 0), imp.constant(node, 1, "shape")
+    assert shape is not None
+    if not isinstance(data, _Const):
+        raise node.unsupported("Expand of a runtime tensor")
+    out = graph.broadcast_shapes(data.array.shape, tuple(int(d) for d in shape))
+    return [_Const(np.broadcast_to(data.array, out).copy())]
+
+
+@_converts("Cast")
+def _cast(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
+        numpy_eval.element_type(dtype)
+    except (KeyError, ValueError) as err:
+        raise node.unsupported(f"cast to type {node.attrs.get('to')}") from err
+    if _dtype(x) == dtype:
+        return [x]
+    return [imp.emit(graph.CastOp, [x], _shape(x), dtype)]
+
+
+@_converts("Identity", "Dropout")
+def _identity(imp: _Importer, node: _Node) -> Sequence[Value]:
+    # Inference-mode Dropout is the identity; its mask output is rejected when used.
+    return [imp.required(node, 0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reshape family
+
+
+def _reshape_target(node: _Node, in_shape: Sequence[int], spec: Sequence[int]) -> list[int]:
+    allowzero = node.attrs.get("allowzero", 0)
+    out = [(in_shape[i] if d == 0 and not allowzero else int(d)) for i, d in enumerate(spec)]
+    if out.count(-1) > 1:
+        raise node.error(f"shape {list(spec)} has more than one -1")
+    if -1 in out:
+        known = math.prod(d for d in out if d != -1)
+        if known == 0 or math.prod(in_shape) % known:
+            raise node.error(f"cannot reshape {tuple(in_shape)} to {list(spec)}")
+        out[out.index(-1)] = math.prod(in_shape) // known
+    if math.prod(out) != math.prod(in_shape):
+        raise node.error(f"cannot reshape {tuple(in_shape)} to {list(spec)}")
+    return out
+
+
+@_converts("Reshape")
+def _reshape(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    if "shape" in node.attrs:  # opset < 5
+        spec = list(node.attrs["shape"])
+    else:
+        spec_array = imp.constant(node, 1, "shape")
+        assert spec_array is not None
+        spec = [int(d) for d in spec_array]
+    return [imp.reshape(x, _reshape_target(node, _shape(x), spec))]
+
+
+@_converts("Flatten")
+def _flatten(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    axis = node.attrs.get("axis", 1)
+    axis = axis + len(shape) if axis < 0 else axis
+    return [imp.reshape(x, [math.prod(shape[:axis]), math.prod(shape[axis:])])]
+
+
+def _axes_of(imp: _Importer, node: _Node, attr_until: int) -> list[int] | None:
+    """`axes` as an attribute (opset < attr_until) or as the second input."""
+    if node.opset < attr_until:
+        axes = node.attrs.get("axes")
+        return None if axes is None else list(axes)
+    axes_in = imp.constant(node, 1, "axes")
+    return None if axes_in is None else [int(a) for a in axes_in.reshape(-1)]
+
+
+@_converts("Squeeze")
+def _squeeze(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    axes = _axes_of(imp, node, 13)
+    if axes is None:
+        drop = {i for i, d in enumerate(shape) if d == 1}
+    else:
+        drop = {_axis(node, a, len(shape)) for a in axes}
+        if any(shape[a] != 1 for a in drop):
+            raise node.error(f"cannot squeeze axes {axes} of shape {shape}")
+    return [imp.reshape(x, [d for i, d in enumerate(shape) if i not in drop])]
+
+
+@_converts("Unsqueeze")
+def _unsqueeze(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = list(_shape(x))
+    axes = _axes_of(imp, node, 13)
+    if axes is None:
+        raise node.error("missing axes")
+    rank = len(shape) + len(axes)
+    for axis in sorted(_axis(node, a, rank) for a in axes):
+        shape.insert(axis, 1)
+    return [imp.reshape(x, shape)]
+
+
+@_converts("Transpose")
+def _transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    perm = list(node.attrs.get("perm", reversed(range(len(shape)))))
+    if sorted(perm) != list(range(len(shape))):
+        raise node.error(f"perm {perm} is not a permutation of rank {len(shape)}")
+    out = [shape[p] for p in perm]
+    return [imp.emit(graph.TransposeOp, [x], out, perm=graph.i64_array(perm))]
+
+
+@_converts("Concat")
+def _concat(imp: _Importer, node: _Node) -> Sequence[Value]:
+    values = [imp.required(node, i) for i in range(len(node.proto.input))]
+    first = _shape(values[0])
+    axis = _axis(node, node.attrs["axis"], max(len(first), 1))
+    for v in values:
+        s = _shape(v)
+        if len(s) != len(first) or any(s[i] != first[i] for i in range(len(s)) if i != axis):
+            raise node.error(f"cannot concatenate shapes {[_shape(v) for v in values]}")
+    # Zero-sized pieces (shape arithmetic leftovers) contribute nothing.
+    values = [v for v in values if _shape(v)[axis] > 0] or values[:1]
+    if len(values) == 1:
+        return [values[0]]
+    out = list(first)
+    out[axis] = sum(_shape(v)[axis] for v in values)
+    return [imp.emit(graph.ConcatOp, [list(values)], out, axis=_i64(axis))]
+
+
+@_converts("Gather")
+def _gather(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data, indices = imp.required(node, 0), imp.required(node, 1)
+    shape = _shape(data)
+    axis = _axis(node, node.attrs.get("axis", 0), len(shape))
+    if _dtype(indices).kind not in "iu":
+        raise node.error("indices must be an integer tensor")
+    out = [*shape[:axis], *_shape(indices), *shape[axis + 1 :]]
+    return [imp.emit(graph.GatherOp, [data, indices], out, axis=_i64(axis))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise
+
+
+_UNARY: dict[str, type[IRDLOperation]] = {
+    "Relu": graph.ReluOp,
+    "Sigmoid": graph.SigmoidOp,
+    "Tanh": graph.TanhOp,
+    "Exp": graph.ExpOp,
+    "Log": graph.LogOp,
+    "Sqrt": graph.SqrtOp,
+    "Erf": graph.ErfOp,
+    "Neg": graph.NegOp,
+    "Abs": graph.AbsOp,
+    "Reciprocal": graph.ReciprocalOp,
+}
+
+
+@_converts(*_UNARY)
+def _unary(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    return [imp.emit(_UNARY[node.op_type], [x], _shape(x))]
+
+
+@_converts("LeakyRelu")
+def _leaky_relu(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    alpha = _f32(node.attrs.get("alpha", 0.01))
+    return [imp.emit(graph.LeakyReluOp, [x], _shape(x), alpha=alpha)]
+
+
+@_converts("Clip")
+def _clip(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    if node.opset < 11:
+        bounds: list[Value | None] = [
+            None if k not in node.attrs else _Const(np.array(node.attrs[k], _dtype(x)))
+            for k in ("min", "max")
+        ]
+    else:
+        bounds = [imp.input(node, 1), imp.input(node, 2)]
+    if all(b is None or (isinstance(b, _Const) and b.array.size == 1) for b in bounds):
+        lo, hi = (None if b is None else _f32(b.array.reshape(-1)[0]) for b in bounds)  # type: ignore[union-attr]
+        return [imp.emit(graph.ClipOp, [x], _shape(x), min=lo, max=hi)]
+    # Tensor-valued bounds: Clip is max-then-min.
+    y = x
+    if bounds[0] is not None:
+        y = imp.binary(node, graph.MaxOp, y, bounds[0])
+    if bounds[1] is not None:
+        y = imp.binary(node, graph.MinOp, y, bounds[1])
+    return [y]
+
+
+_BINARY: dict[str, type[IRDLOperation]] = {
+    "Add": graph.AddOp,
+    "Sub": graph.SubOp,
+    "Mul": graph.MulOp,
+    "Div": graph.DivOp,
+    "Pow": graph.PowOp,
+}
+
+
+@_converts(*_BINARY)
+def _binary(imp: _Importer, node: _Node) -> Sequence[Value]:
+    if node.opset < 7 and node.attrs.get("broadcast") and "axis" in node.attrs:
+        raise node.unsupported("legacy axis-aligned broadcasting")
+    lhs, rhs = imp.required(node, 0), imp.required(node, 1)
+    return [imp.binary(node, _BINARY[node.op_type], lhs, rhs)]
+
+
+@_converts("Sum", "Max", "Min", "Mean")
+def _variadic(imp: _Importer, node: _Node) -> Sequence[Value]:
+    op_type = {"Sum": graph.AddOp, "Mean": graph.AddOp, "Max": graph.MaxOp, "Min": graph.MinOp}
+    values = [imp.required(node, i) for i in range(len(node.proto.input))]
+    acc = values[0]
+    for v in values[1:]:
+        acc = imp.binary(node, op_type[node.op_type], acc, v)
+    if node.op_type == "Mean" and len(values) > 1:
+        acc = imp.binary(node, graph.DivOp, acc, _Const(np.array(len(values), _dtype(acc))))
+    return [acc]
+
+
+# ---------------------------------------------------------------------------------------------
+# Contractions
+
+
+def _window_geometry(
+    node: _Node,
+    in_hw: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    ceil_mode: bool = False,
+) -> tuple[list[int], list[int]]:
+    """Output size and explicit [top, left, bottom, right] pads for Conv/pooling."""
+    rank = len(in_hw)
+    auto_pad = node.attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    pads = list(node.attrs.get("pads", [0] * 2 * rank))
+    out = []
+    for i in range(rank):
+        size, stride, extent = in_hw[i], strides[i], (kernel[i] - 1) * dilations[i] + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            n = -(-size // stride)
+            total = max(0, (n - 1) * stride + extent - size)
+            small, big = total // 2, total - total // 2
+            pads[i], pads[i + rank] = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+        elif auto_pad == "VALID":
+            pads[i] = pads[i + rank] = 0
+            n = (size - extent) // stride + 1
+        elif auto_pad == "NOTSET":
+            span = size + pads[i] + pads[i + rank] - extent
+            n = (-(-span // stride) if ceil_mode else span // stride) + 1
+            # A last window starting inside the end padding is dropped (ONNX/PyTorch rule).
+            if ceil_mode and (n - 1) * stride >= size + pads[i]:
+                n -= 1
+        else:
+            raise node.error(f"unknown auto_pad '{auto_pad}'")
+        if n <= 0:
+            raise node.error(f"window {kernel} does not fit input {tuple(in_hw)}")
+        out.append(n)
+    return out, pads
+
+
+@_converts("Conv")
+def _conv(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, w, b = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    xs, ws = _shape(x), _shape(w)
+    if len(xs) != 4 or len(ws) != 4:
+        raise node.unsupported(f"only 2-D convolution (input {xs}, weight {ws})")
+    group = node.attrs.get("group", 1)
+    if xs[1] != ws[1] * group or ws[0] % group:
+        raise node.error(f"input {xs}, weight {ws} and group {group} do not match")
+    kernel = list(node.attrs.get("kernel_shape", ws[2:]))
+    strides = list(node.attrs.get("strides", [1, 1]))
+    dilations = list(node.attrs.get("dilations", [1, 1]))
+    out_hw, pads = _window_geometry(node, xs[2:], kernel, strides, dilations)
+    return [
+        imp.emit(
+            graph.ConvOp,
+            [x, w, b, None],
+            [xs[0], ws[0], *out_hw],
+            strides=graph.i64_array(strides),
+            pads=graph.i64_array(pads),
+            dilations=graph.i64_array(dilations),
+            group=_i64(group),
+        )
+    ]
+
+
+@_converts("Gemm")
+def _gemm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    a, b, c = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    trans_a, trans_b = node.attrs.get("transA", 0), node.attrs.get("transB", 0)
+    sa, sb = _shape(a), _shape(b)
+    if len(sa) != 2 or len(sb) != 2:
+        raise node.error(f"operands must be 2-D, got {sa} and {sb}")
+    m, k = (sa[1], sa[0]) if trans_a else sa
+    k2, n = (sb[1], sb[0]) if trans_b else sb
+    if k != k2:
+        raise node.error(f"contraction mismatch {sa} x {sb} (transA={trans_a}, transB={trans_b})")
+    if c is not None:
+        try:
+            graph.broadcast_shapes(_shape(c), (m, n))
+        except ValueError as err:
+            raise node.error(f"C {_shape(c)} does not broadcast to {(m, n)}") from err
+    return [
+        imp.emit(
+            graph.GemmOp,
+            [a, b, c],
+            [m, n],
+            alpha=_f32(node.attrs.get("alpha", 1.0)),
+            beta=_f32(node.attrs.get("beta", 1.0)),
+            trans_a=_i64(trans_a),
+            trans_b=_i64(trans_b),
+        )
+    ]
+
+
+@_converts("MatMul")
+def _matmul(imp: _Importer, node: _Node) -> Sequence[Value]:
+    a, b = imp.required(node, 0), imp.required(node, 1)
+    sa, sb = list(_shape(a)), list(_shape(b))
+    # numpy.matmul rules: 1-D operands are promoted to matrices and the new axis dropped.
+    a2 = imp.reshape(a, [1, *sa]) if len(sa) == 1 else a
+    b2 = imp.reshape(b, [*sb, 1]) if len(sb) == 1 else b
+    pa, pb = _shape(a2), _shape(b2)
+    if pa[-1] != pb[-2]:
+        raise node.error(f"contraction mismatch {tuple(sa)} @ {tuple(sb)}")
+    try:
+        batch = graph.broadcast_shapes(pa[:-2], pb[:-2])
+    except ValueError as err:
+        raise node.error(str(err)) from err
+    y = imp.emit(graph.MatMulOp, [a2, b2, None, None], [*batch, pa[-2], pb[-1]])
+    out = [*batch, *([pa[-2]] if len(sa) > 1 else []), *([pb[-1]] if len(sb) > 1 else [])]
+    return [imp.reshape(y, out)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization, pooling, reductions
+
+
+@_converts("BatchNormalization")
+def _batch_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    if node.attrs.get("training_mode", 0):
+        raise node.unsupported("training_mode=1")
+    x = imp.required(node, 0)
+    params = [imp.required(node, i) for i in range(1, 5)]
+    channels = _shape(x)[1]
+    params = [imp.reshape(p, [channels]) for p in params]
+    eps = _f32(node.attrs.get("epsilon", 1e-5))
+    return [imp.emit(graph.BatchNormOp, [x, *params], _shape(x), epsilon=eps)]
+
+
+@_converts("LayerNormalization")
+def _layer_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, scale, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    shape = _shape(x)
+    axis = _axis(node, node.attrs.get("axis", -1), len(shape))
+    return [
+        imp.emit(
+            graph.LayerNormOp,
+            [x, scale, bias],
+            shape,
+            axis=_i64(axis),
+            epsilon=_f32(node.attrs.get("epsilon", 1e-5)),
+        )
+    ]
+
+
+@_converts("LRN")
+def _lrn(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    return [
+        imp.emit(
+            graph.LRNOp,
+            [x],
+            _shape(x),
+            size=_i64(node.attrs["size"]),
+            alpha=_f32(node.attrs.get("alpha", 1e-4)),
+            beta=_f32(node.attrs.get("beta", 0.75)),
+            bias=_f32(node.attrs.get("bias", 1.0)),
+        )
+    ]
+
+
+@_converts("Softmax")
+def _softmax(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    if node.opset >= 13:
+        axis = _axis(node, node.attrs.get("axis", -1), len(shape))
+        return [imp.emit(graph.SoftmaxOp, [x], shape, axis=_i64(axis))]
+    # Before opset 13 the input is coerced to 2-D at `axis` and normalized per row.
+    axis = _axis(node, node.attrs.get("axis", 1), len(shape))
+    rows = [math.prod(shape[:axis]), math.prod(shape[axis:])]
+    y = imp.emit(graph.SoftmaxOp, [imp.reshape(x, rows)], rows, axis=_i64(1))
+    return [imp.reshape(y, shape)]
+
+
+@_converts("MaxPool", "AveragePool")
+def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    xs = _shape(x)
+    if len(xs) != 4:
+        raise node.unsupported(f"only 2-D pooling (input {xs})")
+    kernel = list(node.attrs["kernel_shape"])
+    strides = list(node.attrs.get("strides", [1, 1]))
+    if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
+        raise node.unsupported("dilated pooling")
+    if node.attrs.get("storage_order", 0):
+        raise node.unsupported("storage_order=1")
+    out_hw, pads = _window_geometry(
+        node, xs[2:], kernel, strides, [1, 1], bool(node.attrs.get("ceil_mode", 0))
+    )
+    props: dict[str, Attribute] = {
+        "kernel_shape": graph.i64_array(kernel),
+        "strides": graph.i64_array(strides),
+        "pads": graph.i64_array(pads),
+    }
+    if node.op_type == "MaxPool":
+        return [imp.emit(graph.MaxPoolOp, [x], [*xs[:2], *out_hw], **props)]
+    include = _i64(node.attrs.get("count_include_pad", 0))
+    return [
+        imp.emit(graph.AveragePoolOp, [x], [*xs[:2], *out_hw], count_include_pad=include, **props)
+    ]
+
+
+def _reduce(imp: _Importer, node: _Node, x: Value, kind: str, axes: list[int], keep: bool):
+    shape = _shape(x)
+    axes = sorted({_axis(node, a, len(shape)) for a in axes})
+    out = [1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes]
+    return imp.emit(
+        graph.ReduceOp,
+        [x],
+        out,
+        reduction=StringAttr(kind),
+        axes=graph.i64_array(axes),
+        keepdims=_i64(int(keep)),
+    )
+
+
+@_converts("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    kind = "mean" if node.op_type == "GlobalAveragePool" else "max"
+    return [_reduce(imp, node, x, kind, list(range(2, len(_shape(x)))), True)]
+
+
+# Opset from which each reduction takes `axes` as an input instead of an attribute.
+_REDUCTIONS = {"ReduceMean": ("mean", 18), "ReduceSum": ("sum", 13), "ReduceMax": ("max", 18)}
+
+
+@_converts(*_REDUCTIONS)
+def _reduction(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    kind, axes_input_from = _REDUCTIONS[node.op_type]
+    axes = _axes_of(imp, node, axes_input_from)
+    if not axes:
+        if node.attrs.get("noop_with_empty_axes", 0):
+            return [x]
+        axes = list(range(len(_shape(x))))
+    return [_reduce(imp, node, x, kind, axes, bool(node.attrs.get("keepdims", 1)))]

@@ -1,0 +1,480 @@
+"""Numpy semantics of graph ops, for compile-time folding and as a reference interpreter.
+
+One evaluator per graph op, `fn(props, inputs, out_type) -> np.ndarray`, where `props` are the
+op's properties and `inputs` its operands in order (None for an absent optional operand). The
+same table serves three clients: the importer folds shape computations through it, the
+`fold-constants` pass folds ops whose operands are all constants, and `evaluate_function`
+interprets a whole graph-dialect function (tests and divergence bisection compare it with
+onnxruntime). Never used at inference time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    BFloat16Type,
+    DenseArrayBase,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    StringAttr,
+    TensorType,
+    f16,
+    f32,
+    f64,
+    i1,
+    i8,
+    i32,
+    i64,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from ember.dialects import graph
+from ember.dialects.weights import WeightStore
+
+Props = Mapping[str, Attribute]
+Evaluator = Callable[[Props, Sequence["np.ndarray | None"], TensorType], np.ndarray]
+
+_TO_NUMPY: list[tuple[Attribute, np.dtype]] = [
+    (f32, np.dtype(np.float32)),
+    (f64, np.dtype(np.float64)),
+    (f16, np.dtype(np.float16)),
+    (i64, np.dtype(np.int64)),
+    (i32, np.dtype(np.int32)),
+    (i8, np.dtype(np.int8)),
+    (i1, np.dtype(np.bool_)),
+]
+
+
+def numpy_dtype(element_type: Attribute) -> np.dtype:
+    """The numpy dtype that stores elements of an xDSL element type."""
+    for attr, dtype in _TO_NUMPY:
+        if attr == element_type:
+            return dtype
+    if isinstance(element_type, IntegerType):
+        width = element_type.width.data
+        if width in (8, 16, 32, 64):
+            return np.dtype(f"int{width}")
+    if isinstance(element_type, BFloat16Type | Float16Type | Float32Type | Float64Type):
+        raise ValueError(f"no numpy dtype for {element_type}")
+    raise ValueError(f"no numpy dtype for element type {element_type}")
+
+
+def element_type(dtype: np.dtype | type) -> Attribute:
+    """The xDSL element type of a numpy dtype."""
+    dtype = np.dtype(dtype)
+    for attr, candidate in _TO_NUMPY:
+        if candidate == dtype:
+            return attr
+    if dtype.kind in "iu":
+        return IntegerType(dtype.itemsize * 8)
+    raise ValueError(f"numpy dtype {dtype} has no ember element type")
+
+
+def tensor_type(array: np.ndarray) -> TensorType:
+    return TensorType(element_type(array.dtype), array.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Property helpers
+
+
+def _int(props: Props, name: str) -> int:
+    attr = props[name]
+    assert isinstance(attr, IntegerAttr)
+    return attr.value.data
+
+
+def _float(props: Props, name: str, default: float | None = None) -> float | None:
+    attr = props.get(name)
+    if attr is None:
+        return default
+    assert isinstance(attr, FloatAttr)
+    return attr.value.data
+
+
+def _ints(props: Props, name: str) -> tuple[int, ...]:
+    attr = props[name]
+    assert isinstance(attr, DenseArrayBase)
+    return graph.int_values(attr)
+
+
+def _floats(props: Props, name: str) -> tuple[float, ...]:
+    attr = props.get(name)
+    if attr is None:
+        return ()
+    assert isinstance(attr, DenseArrayBase)
+    return tuple(float(v) for v in attr.get_values())
+
+
+def _out_dtype(out_type: TensorType) -> np.dtype:
+    return numpy_dtype(out_type.get_element_type())
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """Exact (libm) erf; numpy has none and folding only meets small arrays."""
+    return np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(x.dtype)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(x.dtype)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(x.dtype)
+
+
+def clip(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
+    if lo is not None:
+        x = np.maximum(x, x.dtype.type(lo))
+    if hi is not None:
+        x = np.minimum(x, x.dtype.type(hi))
+    return x
+
+
+def leaky_relu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x >= 0, x, x * x.dtype.type(alpha))
+
+
+def apply_activation(x: np.ndarray, name: str | None, params: Sequence[float]) -> np.ndarray:
+    """The activation of a conv/matmul epilogue (see graph.ACTIVATIONS)."""
+    if name is None:
+        return x
+    if name == "relu":
+        return np.maximum(x, x.dtype.type(0))
+    if name == "clip":
+        return clip(x, params[0], params[1])
+    if name == "leaky_relu":
+        return leaky_relu(x, params[0])
+    if name == "sigmoid":
+        return sigmoid(x)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "gelu":
+        return gelu(x)
+    raise ValueError(f"unknown activation '{name}'")
+
+
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "graph.relu": lambda x: np.maximum(x, x.dtype.type(0)),
+    "graph.sigmoid": sigmoid,
+    "graph.tanh": np.tanh,
+    "graph.exp": np.exp,
+    "graph.log": np.log,
+    "graph.sqrt": np.sqrt,
+    "graph.erf": erf,
+    "graph.neg": np.negative,
+    "graph.abs": np.abs,
+    "graph.reciprocal": lambda x: np.reciprocal(x) if x.dtype.kind == "f" else 1 // x,
+    "graph.identity": lambda x: x,
+}
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu":
+        # ONNX integer Div truncates toward zero (C semantics), numpy floors.
+        return np.trunc(a / b).astype(a.dtype)
+    return a / b
+
+
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "graph.add": np.add,
+    "graph.sub": np.subtract,
+    "graph.mul": np.multiply,
+    "graph.div": _div,
+    "graph.pow": np.power,
+    "graph.max": np.maximum,
+    "graph.min": np.minimum,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared array functions (the importer calls these directly with ONNX attributes)
+
+
+def reduce(x: np.ndarray, kind: str, axes: Sequence[int], keepdims: bool) -> np.ndarray:
+    fn = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}[kind]
+    return np.asarray(fn(x, axis=tuple(axes), keepdims=keepdims)).astype(x.dtype)
+
+
+def gather(data: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
+    idx = np.where(indices < 0, indices + data.shape[axis], indices)
+    return np.take(data, idx, axis=axis)
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def layer_norm(
+    x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, axis: int, eps: float
+) -> np.ndarray:
+    axes = tuple(range(axis, x.ndim))
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x64 - mean) / np.sqrt(var + eps) * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype)
+
+
+def batch_norm(
+    x: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+) -> np.ndarray:
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    factor = scale / np.sqrt(var + np.float32(eps))
+    return (x - mean.reshape(shape)) * factor.reshape(shape) + bias.reshape(shape)
+
+
+def conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    out_hw: Sequence[int],
+) -> np.ndarray:
+    """NCHW x OIHW convolution, accumulated one kernel tap at a time (float64)."""
+    n, c, _, _ = x.shape
+    o, cg, kh, kw = w.shape
+    ho, wo = out_hw
+    (sh, sw), (dh, dw) = strides, dilations
+    top, left, bottom, right = pads
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+    xg = xp.reshape(n, group, cg, *xp.shape[2:])
+    wg = w.astype(np.float64).reshape(group, o // group, cg, kh, kw)
+    out = np.zeros((n, group, o // group, ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            tap = xg[:, :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw :][
+                ..., : sw * (wo - 1) + 1 : sw
+            ]
+            out += np.einsum("ngchw,goc->ngohw", tap, wg[:, :, :, i, j])
+    return out.reshape(n, o, ho, wo).astype(x.dtype)
+
+
+def pool2d(
+    x: np.ndarray,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    out_hw: Sequence[int],
+    count_include_pad: bool = False,
+) -> np.ndarray:
+    """Max/average pooling; windows past the padded input (ceil_mode) are clipped."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ho, wo) = kernel, strides, out_hw
+    top, left, bottom, right = pads
+    # Extra room so that ceil-mode windows can be sliced; it never counts as padding.
+    extra_h = max(0, (ho - 1) * sh + kh - (h + top + bottom))
+    extra_w = max(0, (wo - 1) * sw + kw - (w + left + right))
+    widths = ((0, 0), (0, 0), (top, bottom + extra_h), (left, right + extra_w))
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x.astype(np.float64), widths, constant_values=fill)
+    inside = np.pad(np.ones((h, w)), widths[2:])
+    padded = np.pad(np.ones((h + top + bottom, w + left + right)), ((0, extra_h), (0, extra_w)))
+    acc = np.full((n, c, ho, wo), fill)
+    count = np.zeros((ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw)
+            tap = xp[:, :, rows, cols]
+            acc = np.maximum(acc, tap) if kind == "max" else acc + tap
+            count += (padded if count_include_pad else inside)[rows, cols]
+    if kind == "avg":
+        acc = acc / count
+    return acc.astype(x.dtype)
+
+
+def lrn(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
+    c = x.shape[1]
+    sq = x.astype(np.float64) ** 2
+    total = np.zeros_like(sq)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    for ch in range(c):
+        total[:, ch] = sq[:, max(0, ch - lo) : min(c, ch + hi + 1)].sum(axis=1)
+    return (x / (bias + alpha / size * total) ** beta).astype(x.dtype)
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-op evaluators
+
+
+def _epilogue(props: Props, y: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None):
+    if bias is not None:
+        y = y + bias
+    if residual is not None:
+        y = y + residual
+    act = props.get("activation")
+    name = act.data if isinstance(act, StringAttr) else None
+    return apply_activation(y, name, _floats(props, "activation_params"))
+
+
+def _eval_conv(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
+    x, w, bias, residual = ins
+    assert x is not None and w is not None
+    y = conv2d(
+        x,
+        w,
+        _ints(props, "strides"),
+        _ints(props, "pads"),
+        _ints(props, "dilations"),
+        _int(props, "group"),
+        graph.shape_of(out)[2:],
+    )
+    return _epilogue(props, y, None if bias is None else bias.reshape(-1, 1, 1), residual)
+
+
+def _eval_matmul(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
+    a, b, bias, residual = ins
+    assert a is not None and b is not None
+    return _epilogue(props, matmul(a, b), bias, residual)
+
+
+def _eval_gemm(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
+    a, b, c = ins
+    assert a is not None and b is not None
+    a = a.T if _int(props, "trans_a") else a
+    b = b.T if _int(props, "trans_b") else b
+    y = np.float32(_float(props, "alpha")) * matmul(a, b)
+    if c is not None:
+        y = y + np.float32(_float(props, "beta")) * c
+    return y.astype(a.dtype)
+
+
+def _eval_pool(kind: str) -> Evaluator:
+    def fn(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
+        x = ins[0]
+        assert x is not None
+        include = "count_include_pad" in props and bool(_int(props, "count_include_pad"))
+        return pool2d(
+            x,
+            kind,
+            _ints(props, "kernel_shape"),
+            _ints(props, "strides"),
+            _ints(props, "pads"),
+            graph.shape_of(out)[2:],
+            include,
+        )
+
+    return fn
+
+
+def _only(ins: Sequence[np.ndarray | None]) -> np.ndarray:
+    x = ins[0]
+    assert x is not None
+    return x
+
+
+EVALUATORS: dict[str, Evaluator] = {
+    **{
+        name: (lambda f: lambda p, ins, out: np.asarray(f(_only(ins))).astype(_out_dtype(out)))(f)
+        for name, f in _UNARY.items()
+    },
+    **{
+        name: (lambda f: lambda p, ins, out: np.asarray(f(ins[0], ins[1])).astype(_out_dtype(out)))(
+            f
+        )
+        for name, f in _BINARY.items()
+    },
+    "graph.clip": lambda p, ins, out: clip(_only(ins), _float(p, "min"), _float(p, "max")),
+    "graph.leaky_relu": lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
+    "graph.cast": lambda p, ins, out: _only(ins).astype(_out_dtype(out)),
+    "graph.reshape": lambda p, ins, out: _only(ins).reshape(graph.shape_of(out)),
+    "graph.transpose": lambda p, ins, out: np.transpose(_only(ins), _ints(p, "perm")),
+    "graph.concat": lambda p, ins, out: np.concatenate(list(ins), axis=_int(p, "axis")),  # type: ignore[arg-type]
+    "graph.gather": lambda p, ins, out: gather(ins[0], ins[1], _int(p, "axis")),  # type: ignore[arg-type]
+    "graph.reduce": lambda p, ins, out: reduce(
+        _only(ins),
+        p["reduction"].data,
+        _ints(p, "axes"),
+        bool(_int(p, "keepdims")),  # type: ignore[attr-defined]
+    ),
+    "graph.softmax": lambda p, ins, out: softmax(_only(ins), _int(p, "axis")),
+    "graph.layer_norm": lambda p, ins, out: layer_norm(
+        ins[0],
+        ins[1],
+        ins[2],
+        _int(p, "axis"),
+        _float(p, "epsilon") or 0.0,  # type: ignore[arg-type]
+    ),
+    "graph.batch_norm": lambda p, ins, out: batch_norm(*ins, eps=_float(p, "epsilon") or 0.0),  # type: ignore[misc]
+    "graph.lrn": lambda p, ins, out: lrn(
+        _only(ins),
+        _int(p, "size"),
+        _float(p, "alpha") or 0.0,
+        _float(p, "beta") or 0.0,
+        _float(p, "bias") or 0.0,
+    ),
+    "graph.conv": _eval_conv,
+    "graph.matmul": _eval_matmul,
+    "graph.gemm": _eval_gemm,
+    "graph.max_pool": _eval_pool("max"),
+    "graph.average_pool": _eval_pool("avg"),
+}
+
+
+def operand_slots(op: Operation) -> list[SSAValue | None]:
+    """The op's operands in definition order, None for absent optional operands."""
+    if isinstance(op, graph.ConvOp):
+        return [op.input, op.weight, op.bias, op.residual]
+    if isinstance(op, graph.MatMulOp):
+        return [op.a, op.b, op.bias, op.residual]
+    if isinstance(op, graph.GemmOp):
+        return [op.a, op.b, op.c]
+    if isinstance(op, graph.LayerNormOp):
+        return [op.input, op.scale, op.bias]
+    return list(op.operands)
+
+
+def evaluate(op: Operation, inputs: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Evaluate one single-result graph op on numpy inputs (in `operand_slots` order)."""
+    fn = EVALUATORS.get(op.name)
+    if fn is None:
+        raise NotImplementedError(f"no numpy evaluator for {op.name}")
+    out_type = op.results[0].type
+    assert isinstance(out_type, TensorType)
+    result = np.asarray(fn(op.properties, inputs, out_type))
+    return result.astype(_out_dtype(out_type), copy=False)
+
+
+def evaluate_function(
+    fn: func.FuncOp, weights: WeightStore, inputs: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Interpret a graph-dialect function with numpy (a reference, not an inference path)."""
+    values: dict[SSAValue, np.ndarray] = dict(zip(fn.args, inputs, strict=True))
+    for op in fn.body.ops:
+        if isinstance(op, func.ReturnOp):
+            return [values[v] for v in op.arguments]
+        if isinstance(op, graph.ConstantOp):
+            values[op.output] = weights[op.ref.data]
+            continue
+        args = [None if v is None else values[v] for v in operand_slots(op)]
+        values[op.results[0]] = evaluate(op, args)
+    raise ValueError(f"function @{fn.sym_name.data} has no func.return")
