@@ -1,0 +1,335 @@
+"""Loop lowerings of the data-movement kernels: copy, concat, transpose, gather.
+
+All four reduce to moving contiguous runs with vector loads/stores (`copy_run`); only a
+transpose that moves the innermost dimension needs a real in-register transpose, done on
+VW x VW tiles with vector.shuffle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from xdsl.dialects import func
+from xdsl.ir import Attribute, SSAValue
+from xdsl.irdl import IRDLOperation
+
+from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.flat_access import (
+    copy_flat,
+    copy_run,
+    decompose,
+    fail,
+    is_parallel,
+    lanes_for,
+    linear,
+    load,
+    loop,
+    row_major_strides,
+    shape,
+    shuffle,
+    store,
+    to_index,
+)
+from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.target import Target
+
+
+def _signature(op: IRDLOperation) -> list[Attribute]:
+    return [operand.type for operand in op.operands]
+
+
+# -- copy -----------------------------------------------------------------------------------------
+@lowering(kernel.CopyOp)
+def lower_copy(op: kernel.CopyOp, target: Target, name: str) -> func.FuncOp:
+    src_shape, dst_shape = shape(op.input), shape(op.output)
+    if math.prod(src_shape) != math.prod(dst_shape):
+        raise fail(op, f"input {list(src_shape)} and output {list(dst_shape)} differ in size")
+    fn, b = kernel_function(name, _signature(op))
+    copy_flat(b, fn.args[0], fn.args[1], math.prod(dst_shape), target)
+    b.ret()
+    return fn
+
+
+# -- concat ---------------------------------------------------------------------------------------
+@lowering(kernel.ConcatOp)
+def lower_concat(op: kernel.ConcatOp, target: Target, name: str) -> func.FuncOp:
+    out_shape = shape(op.output)
+    rank = len(out_shape)
+    axis = op.axis.value.data
+    if not -rank <= axis < rank:
+        raise fail(op, f"axis {axis} out of range for rank {rank}")
+    axis %= rank
+    sizes: list[int] = []
+    for k, operand in enumerate(op.inputs):
+        in_shape = shape(operand)
+        if len(in_shape) != rank or any(
+            in_shape[d] != out_shape[d] for d in range(rank) if d != axis
+        ):
+            raise fail(
+                op, f"input {k} shape {list(in_shape)} does not fit output {list(out_shape)}"
+            )
+        sizes.append(in_shape[axis])
+    if sum(sizes) != out_shape[axis]:
+        raise fail(
+            op, f"inputs add up to {sum(sizes)} along axis {axis}, output has {out_shape[axis]}"
+        )
+
+    outer = math.prod(out_shape[:axis])
+    inner = math.prod(out_shape[axis + 1 :])
+    fn, b = kernel_function(name, _signature(op))
+    *inputs, out = fn.args
+    lanes = lanes_for(out, target)
+    offset = 0
+    # One input at a time: each outer row of an input is one contiguous run in both buffers.
+    for src, size in zip(inputs, sizes, strict=True):
+        run = size * inner
+        _copy_rows(b, src, run, out, offset * inner, out_shape[axis] * inner, outer, run, lanes)
+        offset += size
+    b.ret()
+    return fn
+
+
+def _copy_rows(
+    b: LoopBuilder,
+    src: SSAValue,
+    src_row_stride: int,
+    dst: SSAValue,
+    dst_base: int,
+    dst_row_stride: int,
+    rows: int,
+    run: int,
+    lanes: int,
+) -> None:
+    """dst[dst_base + r*dst_row_stride : +run] = src[r*src_row_stride : +run] for r < rows."""
+    if rows == 1:
+        if is_parallel(run):  # one long run: split it over threads in chunks
+            chunk = 8192
+            full = run // chunk
+
+            def chunk_body(pb: LoopBuilder, c: SSAValue) -> None:
+                at = pb.mul(c, chunk)
+                copy_run(pb, src, at, dst, pb.add(at, dst_base), chunk, lanes)
+
+            loop(b, 0, full, chunk_body, parallel=True)
+            tail = full * chunk
+            copy_run(b, src, tail, dst, dst_base + tail, run - tail, lanes)
+        else:
+            copy_run(b, src, 0, dst, dst_base, run, lanes)
+        return
+
+    def row_body(rb: LoopBuilder, r: SSAValue) -> None:
+        src_at = linear(rb, [(r, src_row_stride)])
+        dst_at = linear(rb, [(r, dst_row_stride)], dst_base)
+        copy_run(rb, src, src_at, dst, dst_at, run, lanes)
+
+    loop(b, 0, rows, row_body, parallel=is_parallel(rows * run))
+
+
+# -- transpose --------------------------------------------------------------------------------------
+def simplify_transpose(in_shape: Sequence[int], perm: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Drop size-1 dims and merge input dims that stay adjacent in the output.
+
+    [1,S,H,D] perm [0,2,1,3] becomes [S,H,D] perm [1,0,2]; what is left is the real
+    data movement, with a contiguous last dim iff perm[-1] == rank-1.
+    """
+    kept = [d for d in range(len(in_shape)) if in_shape[d] != 1]
+    renumber = {d: k for k, d in enumerate(kept)}
+    sizes = [in_shape[d] for d in kept]
+    order = [renumber[d] for d in perm if d in renumber]
+    groups: list[list[int]] = []  # runs of consecutive input dims, in output order
+    for d in order:
+        if groups and groups[-1][-1] + 1 == d:
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    by_input = sorted(range(len(groups)), key=lambda g: groups[g][0])
+    merged_shape = [math.prod(sizes[d] for d in groups[g]) for g in by_input]
+    position = {g: k for k, g in enumerate(by_input)}
+    merged_perm = [position[g] for g in range(len(groups))]
+    return merged_shape, merged_perm
+
+
+@lowering(kernel.TransposeOp)
+def lower_transpose(op: kernel.TransposeOp, target: Target, name: str) -> func.FuncOp:
+    in_shape, out_shape = shape(op.input), shape(op.output)
+    perm = [int(p) for p in op.perm.get_values()]
+    if sorted(perm) != list(range(len(in_shape))):
+        raise fail(op, f"perm {perm} is not a permutation of rank {len(in_shape)}")
+    expected = [in_shape[p] for p in perm]
+    if list(out_shape) != expected:
+        raise fail(op, f"output shape {list(out_shape)} != permuted input shape {expected}")
+
+    fn, b = kernel_function(name, _signature(op))
+    src, dst = fn.args
+    dims, mperm = simplify_transpose(in_shape, perm)
+    lanes = lanes_for(src, target)
+    if mperm == list(range(len(mperm))):
+        copy_flat(b, src, dst, math.prod(in_shape), target)
+    elif mperm[-1] == len(dims) - 1:
+        _transpose_rows(b, src, dst, dims, mperm, lanes)
+    else:
+        _transpose_tiles(b, src, dst, dims, mperm, lanes)
+    b.ret()
+    return fn
+
+
+def _transpose_rows(
+    b: LoopBuilder,
+    src: SSAValue,
+    dst: SSAValue,
+    dims: list[int],
+    perm: list[int],
+    lanes: int,
+) -> None:
+    """The innermost dim stays innermost: every output row is one contiguous input run."""
+    in_strides = row_major_strides(dims)
+    out_dims = [dims[p] for p in perm]
+    run = dims[-1]
+    rows = math.prod(out_dims[:-1])
+
+    def body(rb: LoopBuilder, r: SSAValue) -> None:
+        index = decompose(rb, r, out_dims[:-1])
+        src_at = linear(rb, [(i, in_strides[perm[k]]) for k, i in enumerate(index)])
+        copy_run(rb, src, src_at, dst, rb.mul(r, run), run, lanes)
+
+    loop(b, 0, rows, body, parallel=is_parallel(rows * run))
+
+
+def transpose_in_registers(b: LoopBuilder, rows: list[SSAValue]) -> list[SSAValue]:
+    """Transpose a square block held as `len(rows)` vectors of as many lanes.
+
+    log2(n) butterfly stages; the stage with half-size h swaps the off-diagonal h x h blocks
+    of every 2h x 2h block, which LLVM turns into unpack/shuffle/permute instructions.
+    """
+    n = len(rows)
+    rows = list(rows)
+    h = n // 2
+    while h >= 1:
+        low = [j if j & h == 0 else n + j - h for j in range(n)]
+        high = [j + h if j & h == 0 else n + j for j in range(n)]
+        for i in range(n):
+            if i & h:
+                continue
+            a, c = rows[i], rows[i + h]
+            rows[i], rows[i + h] = shuffle(b, a, c, low), shuffle(b, a, c, high)
+        h //= 2
+    return rows
+
+
+def _transpose_tiles(
+    b: LoopBuilder,
+    src: SSAValue,
+    dst: SSAValue,
+    dims: list[int],
+    perm: list[int],
+    lanes: int,
+) -> None:
+    """The innermost dim moves: transpose lanes x lanes tiles in registers.
+
+    With a = the input's last dim (output position p) and c = the output's last dim (input
+    dim q), each tile loads `lanes` input rows contiguous along a, transposes them and stores
+    `lanes` output rows contiguous along c. Ragged edges fall back to scalar copies.
+    """
+    rank = len(dims)
+    in_strides = row_major_strides(dims)
+    out_dims = [dims[p] for p in perm]
+    out_strides = row_major_strides(out_dims)
+    p = perm.index(rank - 1)
+    q = perm[-1]
+    extent_a, extent_c = dims[-1], dims[q]
+    outer_pos = [k for k in range(rank - 1) if k != p]
+    outer_dims = [out_dims[k] for k in outer_pos]
+    outer = math.prod(outer_dims)
+    a_stride_out, c_stride_in = out_strides[p], in_strides[q]
+    full_a = extent_a - extent_a % lanes if extent_c >= lanes else 0
+    full_c = extent_c - extent_c % lanes if extent_a >= lanes else 0
+    a_tiles = full_a // lanes
+    parallel = is_parallel(outer * extent_a * extent_c)
+
+    def bases(xb: LoopBuilder, o: SSAValue) -> tuple[SSAValue, SSAValue]:
+        index = decompose(xb, o, outer_dims)
+        src_at = linear(xb, [(i, in_strides[perm[k]]) for k, i in zip(outer_pos, index)])
+        dst_at = linear(xb, [(i, out_strides[k]) for k, i in zip(outer_pos, index)])
+        return src_at, dst_at
+
+    def scalar_block(
+        xb: LoopBuilder,
+        src_at: SSAValue,
+        dst_at: SSAValue,
+        a_range: tuple[SSAValue | int, SSAValue | int],
+        c_range: tuple[int, int],
+    ) -> None:
+        def a_body(ab: LoopBuilder, a: SSAValue) -> None:
+            def c_body(cb: LoopBuilder, c: SSAValue) -> None:
+                value = load(cb, src, linear(cb, [(c, c_stride_in), (a, 1)], src_at), 1)
+                store(cb, value, dst, linear(cb, [(a, a_stride_out), (c, 1)], dst_at))
+
+            loop(ab, c_range[0], c_range[1], c_body)
+
+        loop(xb, a_range[0], a_range[1], a_body)
+
+    def tile_row(tb: LoopBuilder, it: SSAValue) -> None:
+        o = tb.floordiv(it, a_tiles) if outer > 1 else tb.index(0)
+        a0 = tb.mul(tb.rem(it, a_tiles), lanes) if outer > 1 else tb.mul(it, lanes)
+        src_at, dst_at = bases(tb, o)
+
+        def c_tile(cb: LoopBuilder, c0: SSAValue) -> None:
+            src_tile = linear(cb, [(c0, c_stride_in), (a0, 1)], src_at)
+            rows = [load(cb, src, cb.add(src_tile, j * c_stride_in), lanes) for j in range(lanes)]
+            dst_tile = linear(cb, [(a0, a_stride_out), (c0, 1)], dst_at)
+            for i, column in enumerate(transpose_in_registers(cb, rows)):
+                store(cb, column, dst, cb.add(dst_tile, i * a_stride_out))
+
+        loop(tb, 0, full_c, c_tile, step=lanes)
+        if full_c < extent_c:
+            scalar_block(tb, src_at, dst_at, (a0, tb.add(a0, lanes)), (full_c, extent_c))
+
+    if a_tiles:
+        loop(b, 0, outer * a_tiles, tile_row, parallel=parallel)
+    if full_a < extent_a:
+
+        def ragged_a(rb: LoopBuilder, o: SSAValue) -> None:
+            src_at, dst_at = bases(rb, o)
+            scalar_block(rb, src_at, dst_at, (full_a, extent_a), (0, extent_c))
+
+        loop(b, 0, outer, ragged_a, parallel=parallel and outer > 1)
+
+
+# -- gather -----------------------------------------------------------------------------------------
+@lowering(kernel.GatherOp)
+def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
+    data_shape, idx_shape, out_shape = shape(op.data), shape(op.indices), shape(op.output)
+    rank = len(data_shape)
+    axis = op.axis.value.data
+    if not -rank <= axis < rank:
+        raise fail(op, f"axis {axis} out of range for data of rank {rank}")
+    axis %= rank
+    expected = [*data_shape[:axis], *idx_shape, *data_shape[axis + 1 :]]
+    if list(out_shape) != expected:
+        raise fail(op, f"output shape {list(out_shape)} != expected {expected}")
+    extent = data_shape[axis]
+    if extent == 0:
+        raise fail(op, f"data has no entries along axis {axis}")
+
+    outer = math.prod(data_shape[:axis])
+    count = math.prod(idx_shape)
+    inner = math.prod(data_shape[axis + 1 :])
+    fn, b = kernel_function(name, _signature(op))
+    data, indices, out = fn.args
+    lanes = lanes_for(data, target)
+
+    def row(rb: LoopBuilder, r: SSAValue) -> None:
+        o, k = (rb.floordiv(r, count), rb.rem(r, count)) if outer > 1 else (rb.index(0), r)
+        raw = to_index(rb, load(rb, indices, k, 1))
+        # ONNX wraps negative indices once; anything still outside is clamped so that a bad
+        # index reads a wrong row instead of faulting.
+        wrapped = rb.select(rb.cmp_index("slt", raw, 0), rb.add(raw, extent), raw)
+        index = rb.min_index(rb.max_index(wrapped, 0), extent - 1)
+        src_at = linear(rb, [(o, extent * inner), (index, inner)])
+        copy_run(rb, data, src_at, out, rb.mul(r, inner), inner, lanes)
+
+    loop(b, 0, outer * count, row, parallel=is_parallel(outer * count * inner))
+    b.ret()
+    return fn

@@ -1,0 +1,187 @@
+"""kernel.pool lowered to loops, JIT-compiled and compared with onnxruntime's MaxPool/AveragePool.
+
+Max pooling must match exactly (it only selects values); average pooling within rtol 1e-5,
+atol 1e-6 (only the summation order differs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+    UnitAttr,
+    f32,
+    i64,
+)
+from xdsl.ir import Block, SSAValue
+
+from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
+from ember.passes.conversion.kernel_to_loops.pooling import build_pool, lower_pool
+from ember.passes.target import Target
+from tests.filecheck_util import assert_filecheck
+
+
+def make_pool(
+    kind: str,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    count_include_pad: bool = False,
+):  # type: ignore[no-untyped-def]
+    def make(args: Sequence[SSAValue]) -> kernel.PoolOp:
+        props = {
+            "kind": StringAttr(kind),
+            "kernel_shape": DenseArrayBase.from_list(i64, list(kernel_shape)),
+            "strides": DenseArrayBase.from_list(i64, list(strides)),
+            "pads": DenseArrayBase.from_list(i64, list(pads)),
+        }
+        if count_include_pad:
+            props["count_include_pad"] = UnitAttr()
+        return kernel.PoolOp(operands=list(args), properties=props)
+
+    return make
+
+
+def onnxruntime_pool(
+    x: np.ndarray,
+    kind: str,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> np.ndarray:
+    attrs = {
+        "kernel_shape": list(kernel_shape),
+        "strides": list(strides),
+        "pads": list(pads),
+        "ceil_mode": int(ceil_mode),
+    }
+    if kind == "avg":
+        attrs["count_include_pad"] = int(count_include_pad)
+    node = helper.make_node("MaxPool" if kind == "max" else "AveragePool", ["x"], ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+CASES = [
+    # kind, input shape, kernel, strides, pads [t, l, b, r], ceil_mode, count_include_pad
+    ("max", (1, 4, 23, 29), (3, 3), (2, 2), (1, 1, 1, 1), False, False),  # ResNet stem
+    ("max", (1, 3, 20, 21), (3, 3), (2, 2), (0, 0, 0, 0), True, False),  # ceil_mode windows
+    ("max", (2, 3, 16, 34), (2, 2), (2, 2), (0, 0, 0, 0), False, False),  # VGG
+    ("max", (1, 5, 17, 33), (3, 3), (1, 1), (1, 1, 1, 1), False, False),  # inception branch
+    ("max", (2, 3, 20, 20), (7, 7), (1, 1), (0, 0, 0, 0), False, False),
+    ("max", (1, 2, 19, 26), (3, 2), (3, 3), (1, 1, 0, 1), True, False),  # scalar stride
+    ("avg", (1, 5, 17, 33), (3, 3), (1, 1), (1, 1, 1, 1), False, False),
+    ("avg", (1, 5, 17, 33), (3, 3), (1, 1), (1, 1, 1, 1), False, True),
+    ("avg", (1, 3, 21, 37), (3, 3), (2, 2), (1, 1, 0, 0), True, True),  # past the padded border
+    ("avg", (1, 3, 21, 37), (3, 3), (2, 2), (1, 1, 1, 1), True, False),
+    ("avg", (2, 3, 15, 17), (2, 2), (2, 2), (0, 0, 0, 0), True, False),
+    ("avg", (1, 2, 23, 23), (5, 5), (3, 3), (2, 2, 2, 2), False, True),
+    ("avg", (1, 4, 12, 40), (2, 3), (1, 2), (0, 1, 1, 2), False, False),  # asymmetric
+]
+
+
+def run_case(case: tuple, threads: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    kind, in_shape, ks, strides, pads, ceil_mode, include_pad = case
+    x = np.random.default_rng(seed).standard_normal(in_shape).astype(np.float32)
+    expected = onnxruntime_pool(x, kind, ks, strides, pads, ceil_mode, include_pad)
+    out = np.full(expected.shape, np.nan, np.float32)
+    from tests.kernels.harness import run_kernel_op
+
+    run_kernel_op(make_pool(kind, ks, strides, pads, include_pad), [x, out], threads=threads)
+    return out, expected
+
+
+def check(out: np.ndarray, expected: np.ndarray, kind: str) -> None:
+    if kind == "max":
+        np.testing.assert_array_equal(out, expected)
+    else:
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: f"{c[0]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}i{c[6]:d}"
+)
+def test_pool_matches_onnxruntime(case: tuple) -> None:
+    out, expected = run_case(case)
+    check(out, expected, case[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_threads(kind: str, threads: int) -> None:
+    """Big enough (>= 32K elements) to run the plane loop as scf.parallel."""
+    case = (kind, (1, 16, 56, 56), (3, 3), (2, 2), (1, 1, 1, 1), False, True)
+    out, expected = run_case(case, threads=threads, seed=threads)
+    check(out, expected, kind)
+
+
+def _lowered(make, in_shape: tuple, out_shape: tuple, **kwargs) -> str:  # type: ignore[no-untyped-def]
+    block = Block(arg_types=[MemRefType(f32, in_shape), MemRefType(f32, out_shape)])
+    op = make(block.args)
+    fn = build_pool(op, Target(vector_width=8), "pool", **kwargs)
+    module = ModuleOp([fn])
+    module.verify()
+    return str(module)
+
+
+def test_stride2_interior_deinterleaves_vectors() -> None:
+    ir = _lowered(
+        make_pool("max", (3, 3), (2, 2), (1, 1, 1, 1)), (1, 64, 112, 112), (1, 64, 56, 56)
+    )
+    assert_filecheck(
+        ir,
+        """
+        CHECK: scf.parallel
+        CHECK: vector.load {{.*}} vector<8xf32>
+        CHECK: vector.shuffle {{.*}} [0, 2, 4, 6, 8, 10, 12, 14]
+        CHECK: vector.shuffle {{.*}} [1, 3, 5, 7, 9, 11, 13, 15]
+        CHECK: arith.maxnumf {{.*}} vector<8xf32>
+        CHECK: vector.store
+        """,
+    )
+    scalar = _lowered(
+        make_pool("max", (3, 3), (2, 2), (1, 1, 1, 1)),
+        (1, 64, 112, 112),
+        (1, 64, 56, 56),
+        vector_strides=(1,),
+    )
+    assert "vector." not in scalar
+
+
+def test_stride1_uses_plain_vector_loads() -> None:
+    ir = _lowered(make_pool("avg", (3, 3), (1, 1), (1, 1, 1, 1)), (1, 2, 9, 40), (1, 2, 9, 40))
+    assert "vector.load" in ir and "vector.shuffle" not in ir
+    assert "scf.parallel" not in ir  # too small to be worth threads
+
+
+def test_pad_not_smaller_than_kernel_is_rejected() -> None:
+    with pytest.raises(KernelShapeError, match=r"kernel\.pool: pads \[2, 0, 0, 0\]"):
+        _lowered(make_pool("max", (2, 2), (1, 1), (2, 0, 0, 0)), (1, 1, 8, 8), (1, 1, 9, 7))
+
+
+def test_lowering_is_registered() -> None:
+    from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+
+    block = Block(arg_types=[MemRefType(f32, (1, 1, 4, 4)), MemRefType(f32, (1, 1, 2, 2))])
+    op = make_pool("max", (2, 2), (2, 2), (0, 0, 0, 0))(block.args)
+    assert lowering_for(op) is lower_pool
