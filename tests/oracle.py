@@ -1,0 +1,76 @@
+"""The oracles ember is checked against: onnxruntime and onnx.reference, on seeded inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = (
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+)
+
+
+def light_model_path(name: str) -> Path:
+    return LIGHT_DIR / f"light_{name}.onnx"
+
+
+def _initializer_names(model: onnx.ModelProto) -> set[str]:
+    return {t.name for t in model.graph.initializer}
+
+
+def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for every real graph input (not initializers): floats ~ N(0,1), ints small."""
+    from onnx import helper
+
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    skip = _initializer_names(model)
+    for value in model.graph.input:
+        if value.name in skip:
+            continue
+        tensor = value.type.tensor_type
+        shape = [d.dim_value for d in tensor.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[value.name] = rng.integers(0, 16, size=shape).astype(dtype)
+    return feeds
+
+
+def onnxruntime_outputs(
+    model: onnx.ModelProto | str | os.PathLike[str], feeds: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def assert_close(
+    actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rel: float = 1e-4
+) -> None:
+    """max |actual - expected| <= rel * max |expected| for every output (and same shapes)."""
+    assert set(actual) == set(expected), f"outputs {sorted(actual)} != {sorted(expected)}"
+    for name, ref in expected.items():
+        got = actual[name]
+        assert got.shape == ref.shape, f"{name}: shape {got.shape} != {ref.shape}"
+        scale = max(float(np.max(np.abs(ref))), 1e-30) if ref.size else 1.0
+        err = float(np.max(np.abs(got.astype(np.float64) - ref))) if ref.size else 0.0
+        assert err <= rel * scale, f"{name}: max abs error {err:.3g} > {rel} x {scale:.3g}"
