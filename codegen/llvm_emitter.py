@@ -1,0 +1,1103 @@
+"""Translate a loops-level module (func/scf/arith/math/memref/vector) into `llvmlite.ir`.
+
+xDSL has no usable conversion of these dialects to the llvm dialect, so ember emits LLVM IR
+itself, in one linear walk over the ops.
+
+Conventions at the LLVM level:
+- A memref is a bare pointer to its first element (any layout offset is already applied by
+  the op that produced the view). Shapes and strides are static; indices are linearized with
+  the strides of the memref type (row-major for the identity layout).
+- `index` is i64. Public functions have external linkage and the plain C ABI; private ones
+  are internal. A function argument gets `noalias` if its arg attrs hold `llvm.noalias`.
+- Float arithmetic carries the fast-math flags `contract reassoc` (never nnan/ninf: NaN
+  semantics matter for ONNX conformance).
+- `scf.parallel` is outlined into `void @<fn>__parallel_<k>(ptr ctx)`, where ctx points to a
+  struct of captured values; the flattened iteration space is split into contiguous chunks,
+  one per OpenMP thread, and launched with `GOMP_parallel` when `ember_num_threads` > 1.
+  Every module exports `i32 ember_num_threads` (default 1) and `ember_set_num_threads(i32)`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+
+import llvmlite.ir as ir
+from xdsl.dialects import func, memref, scf, vector
+from xdsl.dialects.builtin import (
+    AnyFloat,
+    BFloat16Type,
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    DictionaryAttr,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    IntegerType,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+    VectorType,
+)
+from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, SSAValue
+
+from ember.codegen import mathlib
+from ember.passes.target import Target
+
+
+class BFloatType(ir.types._BaseFloatType):
+    """LLVM's `bfloat`, which llvmlite.ir lacks."""
+
+    null = "0.0"
+    intrinsic_name = "bf16"
+
+    def __str__(self) -> str:
+        return "bfloat"
+
+    def format_constant(self, value: float) -> str:
+        bits = struct.unpack("<I", struct.pack("<f", value))[0]
+        if value != value:
+            return "0xR7FC0"
+        bits += 0x7FFF + ((bits >> 16) & 1)  # round to nearest even
+        return f"0xR{(bits >> 16) & 0xFFFF:04X}"
+
+
+BFloatType._create_instance()
+
+I1 = ir.IntType(1)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+FAST = ("contract", "reassoc")
+_FLOAT_TYPES = (ir.FloatType, ir.DoubleType, ir.HalfType, BFloatType)
+_DYNAMIC_INDEX = -(2**63)
+
+
+def llvm_type(t: Attribute) -> ir.Type:
+    """The LLVM type of an xDSL type (memrefs are opaque pointers)."""
+    if isinstance(t, IndexType):
+        return I64
+    if isinstance(t, IntegerType):
+        return ir.IntType(t.width.data)
+    if isinstance(t, Float32Type):
+        return ir.FloatType()
+    if isinstance(t, Float64Type):
+        return ir.DoubleType()
+    if isinstance(t, Float16Type):
+        return ir.HalfType()
+    if isinstance(t, BFloat16Type):
+        return BFloatType()
+    if isinstance(t, MemRefType):
+        return PTR
+    if isinstance(t, VectorType):
+        shape = t.get_shape()
+        if len(shape) != 1 or t.get_num_scalable_dims():
+            raise NotImplementedError(f"codegen: only 1-D fixed vectors are supported, got {t}")
+        return ir.VectorType(llvm_type(t.get_element_type()), shape[0])
+    raise NotImplementedError(f"codegen: unsupported type {t}")
+
+
+def _element(ty: ir.Type) -> ir.Type:
+    return ty.element if isinstance(ty, ir.VectorType) else ty
+
+
+def _is_float(ty: ir.Type) -> bool:
+    return isinstance(_element(ty), _FLOAT_TYPES)
+
+
+def _splat(ty: ir.Type, scalar: ir.Constant) -> ir.Constant:
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [scalar] * ty.count)
+    return scalar
+
+
+def _const(ty: ir.Type, value: float | int) -> ir.Constant:
+    """A scalar or splat-vector constant, integers normalized to the signed range of `ty`."""
+    element = _element(ty)
+    if isinstance(element, ir.IntType):
+        width = element.width
+        value = int(value) & ((1 << width) - 1)
+        if width > 1 and value >= 1 << (width - 1):
+            value -= 1 << width
+    return _splat(ty, ir.Constant(element, value))
+
+
+def _byte_size(ty: ir.Type) -> int:
+    if isinstance(ty, ir.IntType):
+        return max(1, ty.width // 8)
+    if isinstance(ty, ir.VectorType):
+        return ty.count * _byte_size(ty.element)
+    return {ir.FloatType: 4, ir.DoubleType: 8, ir.HalfType: 2, BFloatType: 2}[type(ty)]
+
+
+def _static_strides(t: MemRefType, op: Operation) -> list[int]:
+    shape = t.get_shape()
+    if any(d < 0 for d in shape):
+        raise NotImplementedError(f"codegen: '{op.name}' needs a static shape, got {t}")
+    strides = t.get_strides()
+    if strides is None or any(s is None for s in strides):
+        raise NotImplementedError(f"codegen: '{op.name}' needs static strides, got {t}")
+    return [int(s) for s in strides]  # type: ignore[arg-type]
+
+
+def _layout_offset(t: MemRefType) -> int:
+    offset = t.get_offset()
+    return int(offset) if isinstance(offset, int) else 0
+
+
+Handler = Callable[["_FunctionEmitter", Operation], None]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def _handles(*names: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        for name in names:
+            _HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+# arith binary ops: name -> (llvmlite builder method, flags)
+_INT_BINOPS = {
+    "arith.addi": "add",
+    "arith.subi": "sub",
+    "arith.muli": "mul",
+    "arith.divsi": "sdiv",
+    "arith.divui": "udiv",
+    "arith.remsi": "srem",
+    "arith.remui": "urem",
+    "arith.andi": "and_",
+    "arith.ori": "or_",
+    "arith.xori": "xor",
+    "arith.shli": "shl",
+    "arith.shrsi": "ashr",
+    "arith.shrui": "lshr",
+}
+_FLOAT_BINOPS = {
+    "arith.addf": "fadd",
+    "arith.subf": "fsub",
+    "arith.mulf": "fmul",
+    "arith.divf": "fdiv",
+    "arith.remf": "frem",
+}
+# binary ops that are LLVM intrinsics overloaded on the operand type
+_INTRINSIC_BINOPS = {
+    "arith.minsi": "llvm.smin",
+    "arith.maxsi": "llvm.smax",
+    "arith.minui": "llvm.umin",
+    "arith.maxui": "llvm.umax",
+    "arith.maximumf": "llvm.maximum",
+    "arith.minimumf": "llvm.minimum",
+    "arith.maxnumf": "llvm.maxnum",
+    "arith.minnumf": "llvm.minnum",
+    "math.powf": "llvm.pow",
+}
+_CASTS = {
+    "arith.sitofp": "sitofp",
+    "arith.uitofp": "uitofp",
+    "arith.fptosi": "fptosi",
+    "arith.fptoui": "fptoui",
+    "arith.extf": "fpext",
+    "arith.truncf": "fptrunc",
+    "arith.extsi": "sext",
+    "arith.extui": "zext",
+    "arith.trunci": "trunc",
+    "arith.bitcast": "bitcast",
+    "vector.bitcast": "bitcast",
+}
+_CMPI = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
+_CMPI_LLVMLITE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_CMPF = ["false", "oeq", "ogt", "oge", "olt", "ole", "one", "ord"]
+_CMPF += ["ueq", "ugt", "uge", "ult", "ule", "une", "uno", "true"]
+
+# math unary ops lowered to an LLVM intrinsic on the same type (vectors are scalarized by LLVM)
+_MATH_INTRINSICS = {
+    "math.exp": "llvm.exp",
+    "math.log": "llvm.log",
+    "math.sqrt": "llvm.sqrt",
+    "math.absf": "llvm.fabs",
+    "math.floor": "llvm.floor",
+    "math.ceil": "llvm.ceil",
+    "math.round": "llvm.round",
+    "math.roundeven": "llvm.roundeven",
+    "math.trunc": "llvm.trunc",
+    "math.sin": "llvm.sin",
+    "math.cos": "llvm.cos",
+    "math.tanh": "llvm.tanh",
+    "math.exp2": "llvm.exp2",
+    "math.log2": "llvm.log2",
+    "math.log10": "llvm.log10",
+}
+# f32 (scalar or vector) uses ember's polynomial approximations for these
+_MATH_APPROX = {"math.exp": "exp", "math.log": "log", "math.erf": "erf", "math.tanh": "tanh"}
+# no LLVM intrinsic: libm, one call per lane
+_MATH_LIBM = {"math.erf": "erf", "math.log1p": "log1p", "math.expm1": "expm1"}
+
+_REDUCTIONS_FLOAT = {
+    "add": "llvm.vector.reduce.fadd",
+    "mul": "llvm.vector.reduce.fmul",
+    "maxnumf": "llvm.vector.reduce.fmax",
+    "minnumf": "llvm.vector.reduce.fmin",
+    "maximumf": "llvm.vector.reduce.fmaximum",
+    "minimumf": "llvm.vector.reduce.fminimum",
+}
+_REDUCTIONS_INT = {
+    "add": "llvm.vector.reduce.add",
+    "mul": "llvm.vector.reduce.mul",
+    "and": "llvm.vector.reduce.and",
+    "or": "llvm.vector.reduce.or",
+    "xor": "llvm.vector.reduce.xor",
+    "minsi": "llvm.vector.reduce.smin",
+    "maxsi": "llvm.vector.reduce.smax",
+    "minui": "llvm.vector.reduce.umin",
+    "maxui": "llvm.vector.reduce.umax",
+}
+# how the optional accumulator of vector.reduction is combined with the reduced value
+_COMBINE = {
+    "add": ("arith.addi", "arith.addf"),
+    "mul": ("arith.muli", "arith.mulf"),
+    "and": ("arith.andi", None),
+    "or": ("arith.ori", None),
+    "xor": ("arith.xori", None),
+    "minsi": ("arith.minsi", None),
+    "maxsi": ("arith.maxsi", None),
+    "minui": ("arith.minui", None),
+    "maxui": ("arith.maxui", None),
+    "maxnumf": (None, "arith.maxnumf"),
+    "minnumf": (None, "arith.minnumf"),
+    "maximumf": (None, "arith.maximumf"),
+    "minimumf": (None, "arith.minimumf"),
+}
+
+
+class ModuleEmitter:
+    """Owns the LLVM module and everything shared between functions."""
+
+    def __init__(self, target: Target, name: str = "ember"):
+        self.target = target
+        self.module = ir.Module(name=name)
+        self.functions: dict[str, ir.Function] = {}
+        self._outlined = 0
+        self.num_threads = ir.GlobalVariable(self.module, I32, "ember_num_threads")
+        self.num_threads.initializer = ir.Constant(I32, 1)
+        self._emit_set_num_threads()
+
+    def _emit_set_num_threads(self) -> None:
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [I32]), "ember_set_num_threads")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        n = fn.args[0]
+        b.store(b.select(b.icmp_signed("<", n, I32(1)), I32(1), n), self.num_threads)
+        b.ret_void()
+
+    def declare(self, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
+        """An external C function (libm, libgomp, libc), declared once."""
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        return ir.Function(self.module, ir.FunctionType(ret, list(args)), name)
+
+    def intrinsic(
+        self, base: str, ret: ir.Type, args: Sequence[ir.Type], overloads: Sequence[ir.Type]
+    ) -> ir.Function:
+        return mathlib.intrinsic(
+            self.module, base, list(overloads), ir.FunctionType(ret, list(args))
+        )
+
+    def outlined_name(self, parent: str) -> str:
+        self._outlined += 1
+        return f"{parent}__parallel_{self._outlined}"
+
+    def emit(self, module: ModuleOp) -> ir.Module:
+        funcs: list[func.FuncOp] = []
+        for op in module.ops:
+            if not isinstance(op, func.FuncOp):
+                raise NotImplementedError(
+                    f"codegen: unsupported top-level op '{op.name}' (only func.func)"
+                )
+            funcs.append(op)
+            self.functions[op.sym_name.data] = self._declare_function(op)
+        for op in funcs:
+            if op.body.blocks:
+                _FunctionEmitter(self, self.functions[op.sym_name.data]).emit_body(op)
+        return self.module
+
+    def _declare_function(self, op: func.FuncOp) -> ir.Function:
+        name = op.sym_name.data
+        inputs = [llvm_type(t) for t in op.function_type.inputs.data]
+        outputs = [llvm_type(t) for t in op.function_type.outputs.data]
+        if len(outputs) > 1:
+            raise NotImplementedError(f"codegen: func.func @{name} returns {len(outputs)} values")
+        fnty = ir.FunctionType(outputs[0] if outputs else VOID, inputs)
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            raise ValueError(f"codegen: symbol @{name} is defined twice")
+        fn = ir.Function(self.module, fnty, name)
+        if not op.body.blocks:
+            return fn
+        fn.attributes.add("nounwind")
+        if op.sym_visibility is not None and op.sym_visibility.data == "private":
+            fn.linkage = "internal"
+        if op.arg_attrs is not None:
+            for arg, attrs in zip(fn.args, op.arg_attrs.data, strict=True):
+                if isinstance(attrs, DictionaryAttr) and "llvm.noalias" in attrs.data:
+                    arg.add_attribute("noalias")
+        return fn
+
+
+class _FunctionEmitter:
+    """Emits one LLVM function; allocas go to a dedicated entry block."""
+
+    def __init__(self, m: ModuleEmitter, fn: ir.Function, in_parallel: bool = False):
+        self.m = m
+        self.fn = fn
+        self.in_parallel = in_parallel
+        self.values: dict[SSAValue, ir.Value] = {}
+        self.allocas = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.b = ir.IRBuilder(fn.append_basic_block("body"))
+
+    # -- driver ------------------------------------------------------------------------------
+    def emit_body(self, op: func.FuncOp) -> None:
+        if len(op.body.blocks) != 1:
+            raise NotImplementedError(
+                f"codegen: func.func @{op.sym_name.data} has {len(op.body.blocks)} blocks "
+                "(unstructured control flow is not supported)"
+            )
+        block = op.body.blocks[0]
+        for arg, value in zip(block.args, self.fn.args, strict=True):
+            self.values[arg] = value
+        self.emit_ops(block)
+        self.finish()
+
+    def finish(self) -> None:
+        self.allocas.branch(self.fn.blocks[1])
+
+    def emit_ops(self, block: Block) -> None:
+        for op in block.ops:
+            self.emit_op(op)
+
+    def emit_op(self, op: Operation) -> None:
+        handler = _HANDLERS.get(op.name)
+        if handler is None:
+            raise NotImplementedError(
+                f"codegen: unsupported op '{op.name}' in function '{self.fn.name}'"
+            )
+        handler(self, op)
+
+    def emit_region_block(self, block: Block, args: Sequence[ir.Value]) -> list[ir.Value]:
+        """Emit a single-block scf region; returns the values its terminator yields."""
+        for arg, value in zip(block.args, args, strict=True):
+            self.values[arg] = value
+        terminator = block.last_op
+        for op in block.ops:
+            if op is terminator and op.name in ("scf.yield", "scf.reduce"):
+                return [self.get(v) for v in op.operands]
+            self.emit_op(op)
+        return []
+
+    def get(self, value: SSAValue) -> ir.Value:
+        return self.values[value]
+
+    def set(self, op: Operation, *values: ir.Value) -> None:
+        for result, value in zip(op.results, values, strict=True):
+            self.values[result] = value
+
+    def call_intrinsic(
+        self, base: str, args: Sequence[ir.Value], ret: ir.Type | None = None, fast: bool = True
+    ) -> ir.Value:
+        """Call an intrinsic overloaded on the type of its first argument."""
+        ty = args[0].type
+        fn = self.m.intrinsic(base, ret or ty, [a.type for a in args], [ty])
+        return self.b.call(fn, list(args), fastmath=FAST if fast and _is_float(ty) else ())
+
+    # -- memory addressing -------------------------------------------------------------------
+    def element_ptr(self, op: Operation, buffer: SSAValue, indices: Sequence[SSAValue]) -> ir.Value:
+        t = buffer.type
+        if not isinstance(t, MemRefType):
+            raise NotImplementedError(f"codegen: '{op.name}' on non-memref {t}")
+        strides = _static_strides(t, op)
+        linear = self.linearize([self.get(i) for i in indices], strides)
+        base = self.get(buffer)
+        if linear is None:
+            return base
+        element = llvm_type(t.get_element_type())
+        return self.b.gep(base, [linear], inbounds=True, source_etype=element)
+
+    def linearize(self, indices: Sequence[ir.Value], strides: Sequence[int]) -> ir.Value | None:
+        linear: ir.Value | None = None
+        for index, stride in zip(indices, strides, strict=True):
+            if stride == 0 or (isinstance(index, ir.Constant) and index.constant == 0):
+                continue
+            term = index if stride == 1 else self.b.mul(index, I64(stride), flags=["nsw"])
+            linear = term if linear is None else self.b.add(linear, term, flags=["nsw"])
+        return linear
+
+    def offset_ptr(self, base: ir.Value, element: ir.Type, offset: int | ir.Value) -> ir.Value:
+        if isinstance(offset, int):
+            if offset == 0:
+                return base
+            offset = I64(offset)
+        return self.b.gep(base, [offset], inbounds=True, source_etype=element)
+
+    # -- loops -------------------------------------------------------------------------------
+    def emit_loop(
+        self,
+        lower: ir.Value,
+        upper: ir.Value,
+        step: ir.Value,
+        inits: Sequence[ir.Value],
+        body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]],
+        name: str = "for",
+    ) -> list[ir.Value]:
+        """`for (iv = lower; iv < upper; iv += step)` with loop-carried values as phis."""
+        b = self.b
+        preheader = b.block
+        header = self.fn.append_basic_block(f"{name}.header")
+        body_block = self.fn.append_basic_block(f"{name}.body")
+        exit_block = self.fn.append_basic_block(f"{name}.exit")
+        b.branch(header)
+        b.position_at_end(header)
+        iv = b.phi(lower.type, name="iv")
+        iv.add_incoming(lower, preheader)
+        carried = []
+        for init in inits:
+            phi = b.phi(init.type)
+            phi.add_incoming(init, preheader)
+            carried.append(phi)
+        b.cbranch(b.icmp_signed("<", iv, upper), body_block, exit_block)
+        b.position_at_end(body_block)
+        yielded = body(iv, list(carried))
+        latch = b.block
+        iv.add_incoming(b.add(iv, step, flags=["nsw"]), latch)
+        for phi, value in zip(carried, yielded, strict=True):
+            phi.add_incoming(value, latch)
+        b.branch(header)
+        b.position_at_end(exit_block)
+        return list(carried)
+
+    def trip_count(self, lower: ir.Value, upper: ir.Value, step: ir.Value) -> ir.Value:
+        b = self.b
+        span = b.add(b.sub(upper, lower), b.sub(step, I64(1)))
+        count = b.sdiv(span, step)
+        return b.select(b.icmp_signed("<", count, I64(0)), I64(0), count)
+
+
+# -- func ---------------------------------------------------------------------------------------
+@_handles("func.return")
+def _return(self: _FunctionEmitter, op: Operation) -> None:
+    if op.operands:
+        self.b.ret(self.get(op.operands[0]))
+    else:
+        self.b.ret_void()
+
+
+@_handles("func.call")
+def _call(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, func.CallOp)
+    name = op.callee.root_reference.data
+    callee = self.m.functions.get(name)
+    if callee is None:
+        raise ValueError(f"codegen: func.call to undefined function @{name} in '{self.fn.name}'")
+    result = self.b.call(callee, [self.get(a) for a in op.arguments])
+    if op.results:
+        self.set(op, result)
+
+
+# -- arith --------------------------------------------------------------------------------------
+@_handles("arith.constant")
+def _constant(self: _FunctionEmitter, op: Operation) -> None:
+    value = op.properties["value"]
+    ty = llvm_type(op.results[0].type)
+    if isinstance(value, IntegerAttr | FloatAttr):
+        self.set(op, _const(ty, value.value.data))
+        return
+    if isinstance(value, DenseIntOrFPElementsAttr) and isinstance(ty, ir.VectorType):
+        values = value.get_values()
+        if len(values) == 1:
+            self.set(op, _const(ty, values[0]))
+        else:
+            self.set(op, ir.Constant(ty, [_const(ty.element, v) for v in values]))
+        return
+    raise NotImplementedError(f"codegen: arith.constant of {value} is not supported")
+
+
+@_handles(*_INT_BINOPS)
+def _int_binop(self: _FunctionEmitter, op: Operation) -> None:
+    method = getattr(self.b, _INT_BINOPS[op.name])
+    self.set(op, method(self.get(op.operands[0]), self.get(op.operands[1])))
+
+
+@_handles(*_FLOAT_BINOPS)
+def _float_binop(self: _FunctionEmitter, op: Operation) -> None:
+    method = getattr(self.b, _FLOAT_BINOPS[op.name])
+    self.set(op, method(self.get(op.operands[0]), self.get(op.operands[1]), flags=FAST))
+
+
+@_handles(*_INTRINSIC_BINOPS)
+def _intrinsic_binop(self: _FunctionEmitter, op: Operation) -> None:
+    args = [self.get(v) for v in op.operands]
+    self.set(op, self.call_intrinsic(_INTRINSIC_BINOPS[op.name], args))
+
+
+@_handles("arith.negf")
+def _negf(self: _FunctionEmitter, op: Operation) -> None:
+    self.set(op, self.b.fneg(self.get(op.operands[0]), flags=FAST))
+
+
+@_handles("arith.cmpi")
+def _cmpi(self: _FunctionEmitter, op: Operation) -> None:
+    predicate = _CMPI[op.properties["predicate"].value.data]
+    lhs, rhs = self.get(op.operands[0]), self.get(op.operands[1])
+    if predicate in ("eq", "ne"):
+        result = self.b.icmp_signed(_CMPI_LLVMLITE[predicate], lhs, rhs)
+    elif predicate[0] == "s":
+        result = self.b.icmp_signed(_CMPI_LLVMLITE[predicate[1:]], lhs, rhs)
+    else:
+        result = self.b.icmp_unsigned(_CMPI_LLVMLITE[predicate[1:]], lhs, rhs)
+    self.set(op, result)
+
+
+@_handles("arith.cmpf")
+def _cmpf(self: _FunctionEmitter, op: Operation) -> None:
+    predicate = _CMPF[op.properties["predicate"].value.data]
+    lhs, rhs = self.get(op.operands[0]), self.get(op.operands[1])
+    if predicate in ("false", "true"):
+        ty = llvm_type(op.results[0].type)
+        self.set(op, _const(ty, predicate == "true"))
+        return
+    self.set(op, self.b.fcmp_ordered(predicate, lhs, rhs, flags=FAST))
+
+
+@_handles("arith.select")
+def _select(self: _FunctionEmitter, op: Operation) -> None:
+    cond, lhs, rhs = (self.get(v) for v in op.operands)
+    self.set(op, self.b.select(cond, lhs, rhs))
+
+
+@_handles("arith.index_cast")
+def _index_cast(self: _FunctionEmitter, op: Operation) -> None:
+    value = self.get(op.operands[0])
+    ty = llvm_type(op.results[0].type)
+    source, dest = _element(value.type).width, _element(ty).width
+    if source == dest:
+        self.set(op, value)
+    elif source < dest:
+        self.set(op, self.b.sext(value, ty))
+    else:
+        self.set(op, self.b.trunc(value, ty))
+
+
+@_handles(*_CASTS)
+def _cast(self: _FunctionEmitter, op: Operation) -> None:
+    method = getattr(self.b, _CASTS[op.name])
+    self.set(op, method(self.get(op.operands[0]), llvm_type(op.results[0].type)))
+
+
+# -- math ---------------------------------------------------------------------------------------
+def _scalarized(
+    self: _FunctionEmitter, value: ir.Value, fn: Callable[[ir.Value], ir.Value]
+) -> ir.Value:
+    if not isinstance(value.type, ir.VectorType):
+        return fn(value)
+    result: ir.Value = ir.Constant(value.type, ir.Undefined)
+    for lane in range(value.type.count):
+        element = self.b.extract_element(value, I32(lane))
+        result = self.b.insert_element(result, fn(element), I32(lane))
+    return result
+
+
+def _unary_math(self: _FunctionEmitter, name: str, value: ir.Value) -> ir.Value:
+    element = _element(value.type)
+    if isinstance(element, ir.HalfType | BFloatType):
+        # No half-precision libm or approximations: compute in f32 and round once.
+        wide_ty: ir.Type = ir.FloatType()
+        if isinstance(value.type, ir.VectorType):
+            wide_ty = ir.VectorType(wide_ty, value.type.count)
+        wide = _unary_math(self, name, self.b.fpext(value, wide_ty))
+        return self.b.fptrunc(wide, value.type)
+    b = self.b
+    if name in _MATH_APPROX and isinstance(element, ir.FloatType):
+        fn = mathlib.approximation(self.m.module, _MATH_APPROX[name], value.type)
+        return b.call(fn, [value])
+    if name == "math.rsqrt":
+        root = self.call_intrinsic("llvm.sqrt", [value])
+        return b.fdiv(_const(value.type, 1.0), root, flags=FAST)
+    if name in _MATH_INTRINSICS:
+        return self.call_intrinsic(_MATH_INTRINSICS[name], [value])
+    if name in _MATH_LIBM:
+        suffix = "f" if isinstance(element, ir.FloatType) else ""
+        libm = self.m.declare(_MATH_LIBM[name] + suffix, element, [element])
+        return _scalarized(self, value, lambda x: b.call(libm, [x]))
+    raise NotImplementedError(f"codegen: unsupported op '{name}' in function '{self.fn.name}'")
+
+
+@_handles(*_MATH_INTRINSICS, *_MATH_APPROX, *_MATH_LIBM, "math.rsqrt")
+def _math_unary(self: _FunctionEmitter, op: Operation) -> None:
+    value = self.get(op.operands[0])
+    if not _is_float(value.type):
+        raise NotImplementedError(f"codegen: '{op.name}' on {op.operands[0].type}")
+    self.set(op, _unary_math(self, op.name, value))
+
+
+@_handles("math.fma", "vector.fma")
+def _fma(self: _FunctionEmitter, op: Operation) -> None:
+    self.set(op, self.call_intrinsic("llvm.fma", [self.get(v) for v in op.operands]))
+
+
+# -- scf ----------------------------------------------------------------------------------------
+@_handles("scf.for")
+def _for(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, scf.ForOp)
+    block = op.body.block
+
+    def body(iv: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+        return self.emit_region_block(block, [iv, *carried])
+
+    results = self.emit_loop(
+        self.get(op.lb),
+        self.get(op.ub),
+        self.get(op.step),
+        [self.get(v) for v in op.iter_args],
+        body,
+    )
+    self.set(op, *results)
+
+
+@_handles("scf.if")
+def _if(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, scf.IfOp)
+    b = self.b
+    then_block = self.fn.append_basic_block("if.then")
+    has_else = bool(op.false_region.blocks)
+    else_block = self.fn.append_basic_block("if.else") if has_else else None
+    merge = self.fn.append_basic_block("if.end")
+    b.cbranch(self.get(op.cond), then_block, else_block or merge)
+    incoming: list[tuple[list[ir.Value], ir.Block]] = []
+    for region, start in ((op.true_region, then_block), (op.false_region, else_block)):
+        if start is None:
+            continue
+        b.position_at_end(start)
+        yielded = self.emit_region_block(region.blocks[0], [])
+        incoming.append((yielded, b.block))
+        b.branch(merge)
+    b.position_at_end(merge)
+    results = []
+    for i, result in enumerate(op.results):
+        phi = b.phi(llvm_type(result.type))
+        for yielded, pred in incoming:
+            phi.add_incoming(yielded[i], pred)
+        results.append(phi)
+    self.set(op, *results)
+
+
+@_handles("scf.parallel")
+def _parallel(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, scf.ParallelOp)
+    if op.initVals:
+        raise NotImplementedError(
+            f"codegen: scf.parallel with reductions in '{self.fn.name}' is not supported"
+        )
+    if self.in_parallel:
+        _serial_parallel(self, op)
+    else:
+        _outline_parallel(self, op)
+
+
+def _serial_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
+    """A parallel loop nested in a parallel region: plain nested loops."""
+    lowers = [self.get(v) for v in op.lowerBound]
+    uppers = [self.get(v) for v in op.upperBound]
+    steps = [self.get(v) for v in op.step]
+    block = op.body.block
+
+    def nest(depth: int, ivs: list[ir.Value]) -> None:
+        if depth == len(lowers):
+            self.emit_region_block(block, ivs)
+            return
+
+        def body(iv: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+            nest(depth + 1, [*ivs, iv])
+            return []
+
+        self.emit_loop(lowers[depth], uppers[depth], steps[depth], [], body, name="par")
+
+    nest(0, [])
+
+
+def _captured_values(op: Operation) -> list[SSAValue]:
+    """Values used inside `op`'s regions but defined outside of it, in first-use order."""
+    seen: dict[SSAValue, None] = {}
+    for inner in op.walk():
+        if inner is op:
+            continue
+        for operand in inner.operands:
+            if operand in seen:
+                continue
+            if isinstance(operand, OpResult):
+                owner = operand.op
+            else:
+                assert isinstance(operand, BlockArgument)
+                owner = operand.block.parent_op()
+            if owner is None or not op.is_ancestor(owner):
+                seen[operand] = None
+    return list(seen)
+
+
+def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
+    m, b = self.m, self.b
+    bounds = [*op.lowerBound, *op.upperBound, *op.step]
+    captures = list(dict.fromkeys([*bounds, *_captured_values(op)]))
+    ctx_type = ir.LiteralStructType([llvm_type(v.type) for v in captures])
+
+    outlined = ir.Function(
+        m.module, ir.FunctionType(VOID, [PTR]), m.outlined_name(self.fn.name.split("__")[0])
+    )
+    outlined.linkage = "internal"
+    outlined.attributes.add("nounwind")
+    inner = _FunctionEmitter(m, outlined, in_parallel=True)
+    ib = inner.b
+    for i, value in enumerate(captures):
+        field = ib.gep(outlined.args[0], [I32(0), I32(i)], source_etype=ctx_type)
+        inner.values[value] = ib.load(field, typ=ctx_type.elements[i])
+    rank = len(op.lowerBound)
+    lowers = [inner.get(v) for v in op.lowerBound]
+    steps = [inner.get(v) for v in op.step]
+    counts = [
+        inner.trip_count(lo, inner.get(up), st)
+        for lo, up, st in zip(lowers, op.upperBound, steps, strict=True)
+    ]
+    total = counts[0]
+    for count in counts[1:]:
+        total = ib.mul(total, count, flags=["nsw"])
+    # Contiguous static chunks: thread t runs flat iterations [t*chunk, (t+1)*chunk).
+    thread = ib.sext(ib.call(m.declare("omp_get_thread_num", I32, []), []), I64)
+    threads = ib.sext(ib.call(m.declare("omp_get_num_threads", I32, []), []), I64)
+    chunk = ib.udiv(ib.add(total, ib.sub(threads, I64(1))), threads)
+    begin = ib.mul(thread, chunk)
+    begin = ib.select(ib.icmp_signed("<", begin, total), begin, total)
+    end = ib.add(begin, chunk)
+    end = ib.select(ib.icmp_signed("<", end, total), end, total)
+
+    def body(flat: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+        ivs: list[ir.Value] = [flat] * rank
+        rest = flat
+        for d in reversed(range(rank)):
+            if d > 0:
+                ivs[d] = ib.urem(rest, counts[d])
+                rest = ib.udiv(rest, counts[d])
+            else:
+                ivs[d] = rest
+        ivs = [
+            ib.add(lo, ib.mul(iv, st, flags=["nsw"]), flags=["nsw"])
+            for lo, iv, st in zip(lowers, ivs, steps, strict=True)
+        ]
+        inner.emit_region_block(op.body.block, ivs)
+        return []
+
+    inner.emit_loop(begin, end, I64(1), [], body, name="chunk")
+    ib.ret_void()
+    inner.finish()
+
+    # Caller: pack the captures, then run the outlined body on the team (or directly).
+    ctx = self.allocas.alloca(ctx_type, name="par.ctx")
+    for i, value in enumerate(captures):
+        b.store(self.get(value), b.gep(ctx, [I32(0), I32(i)], source_etype=ctx_type))
+    total = None
+    for lo, up, st in zip(op.lowerBound, op.upperBound, op.step, strict=True):
+        count = self.trip_count(self.get(lo), self.get(up), self.get(st))
+        total = count if total is None else b.mul(total, count, flags=["nsw"])
+    assert total is not None
+    requested = b.load(m.num_threads, typ=I32)
+    total32 = b.trunc(b.select(b.icmp_signed("<", total, I64(1 << 30)), total, I64(1 << 30)), I32)
+    nthreads = b.select(b.icmp_signed("<", requested, total32), requested, total32)
+    with b.if_else(b.icmp_signed(">", nthreads, I32(1))) as (team, alone):
+        with team:
+            gomp = m.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+            b.call(gomp, [outlined, ctx, nthreads, I32(0)])
+        with alone:
+            b.call(outlined, [ctx])
+
+
+@_handles("scf.yield", "scf.reduce")
+def _misplaced_terminator(self: _FunctionEmitter, op: Operation) -> None:
+    raise NotImplementedError(f"codegen: '{op.name}' outside of its scf parent in '{self.fn.name}'")
+
+
+# -- memref -------------------------------------------------------------------------------------
+def _alignment(element: ir.Type) -> int:
+    return _byte_size(element)
+
+
+@_handles("memref.load")
+def _memref_load(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, memref.LoadOp)
+    ty = llvm_type(op.res.type)
+    ptr = self.element_ptr(op, op.memref, op.indices)
+    self.set(op, self.b.load(ptr, typ=ty, align=_alignment(ty)))
+
+
+@_handles("memref.store")
+def _memref_store(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, memref.StoreOp)
+    value = self.get(op.value)
+    ptr = self.element_ptr(op, op.memref, op.indices)
+    self.b.store(value, ptr, align=_alignment(value.type))
+
+
+def _static_bytes(self: _FunctionEmitter, op: Operation) -> tuple[ir.Type, int]:
+    t = op.results[0].type
+    assert isinstance(t, MemRefType)
+    if op.operands:
+        raise NotImplementedError(f"codegen: '{op.name}' with dynamic sizes in '{self.fn.name}'")
+    shape = t.get_shape()
+    if any(d < 0 for d in shape):
+        raise NotImplementedError(f"codegen: '{op.name}' needs a static shape, got {t}")
+    count = 1
+    for d in shape:
+        count *= d
+    element = llvm_type(t.get_element_type())
+    return element, count
+
+
+@_handles("memref.alloca")
+def _alloca(self: _FunctionEmitter, op: Operation) -> None:
+    element, count = _static_bytes(self, op)
+    # Hoisted to the entry block: one stack slot per function (per thread when outlined),
+    # which LLVM can promote and never re-grows inside loops.
+    slot = self.allocas.alloca(ir.ArrayType(element, count))
+    slot.align = max(64, _alignment(element))
+    self.set(op, slot)
+
+
+@_handles("memref.alloc")
+def _alloc(self: _FunctionEmitter, op: Operation) -> None:
+    element, count = _static_bytes(self, op)
+    size = -(-count * _byte_size(element) // 64) * 64 or 64  # aligned_alloc wants a multiple
+    aligned_alloc = self.m.declare("aligned_alloc", PTR, [I64, I64])
+    self.set(op, self.b.call(aligned_alloc, [I64(64), I64(size)]))
+
+
+@_handles("memref.dealloc")
+def _dealloc(self: _FunctionEmitter, op: Operation) -> None:
+    self.b.call(self.m.declare("free", VOID, [PTR]), [self.get(op.operands[0])])
+
+
+@_handles("memref.view")
+def _view(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, memref.ViewOp)
+    if op.sizes:
+        raise NotImplementedError(f"codegen: memref.view with dynamic sizes in '{self.fn.name}'")
+    source_type = op.source.type
+    assert isinstance(source_type, MemRefType)
+    if not (isinstance(source_type.get_element_type(), IntegerType) and _byte_size(
+        llvm_type(source_type.get_element_type())
+    ) == 1):
+        raise NotImplementedError(f"codegen: memref.view source must be memref<Nxi8>, got {source_type}")
+    shift = self.get(op.byte_shift)
+    self.set(op, self.offset_ptr(self.get(op.source), ir.IntType(8), shift))
+
+
+@_handles("memref.reinterpret_cast")
+def _reinterpret_cast(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, memref.ReinterpretCastOp)
+    source_type = op.source.type
+    assert isinstance(source_type, MemRefType)
+    element = llvm_type(source_type.get_element_type())
+    offsets = op.static_offsets.get_values()
+    # The new offset is relative to the base of the allocation, our pointer to the source's
+    # first element already includes the source's own offset.
+    if offsets and offsets[0] != _DYNAMIC_INDEX:
+        self.set(
+            op,
+            self.offset_ptr(self.get(op.source), element, offsets[0] - _layout_offset(source_type)),
+        )
+        return
+    offset = self.get(op.offsets[0])
+    delta = self.b.sub(offset, I64(_layout_offset(source_type)))
+    self.set(op, self.offset_ptr(self.get(op.source), element, delta))
+
+
+@_handles("memref.subview")
+def _subview(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, memref.SubviewOp)
+    if op.offsets or op.sizes or op.strides:
+        raise NotImplementedError(f"codegen: memref.subview with dynamic operands in '{self.fn.name}'")
+    source_type = op.source.type
+    assert isinstance(source_type, MemRefType)
+    strides = _static_strides(source_type, op)
+    offset = sum(o * s for o, s in zip(op.static_offsets.get_values(), strides, strict=True))
+    element = llvm_type(source_type.get_element_type())
+    self.set(op, self.offset_ptr(self.get(op.source), element, offset))
+
+
+@_handles("memref.cast", "memref.collapse_shape", "memref.expand_shape")
+def _same_pointer(self: _FunctionEmitter, op: Operation) -> None:
+    self.set(op, self.get(op.operands[0]))
+
+
+# -- vector -------------------------------------------------------------------------------------
+@_handles("vector.load")
+def _vector_load(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, vector.LoadOp)
+    ty = llvm_type(op.result.type)
+    ptr = self.element_ptr(op, op.base, op.indices)
+    # Element alignment only: buffers (numpy arrays, arena slices) need not be vector-aligned.
+    self.set(op, self.b.load(ptr, typ=ty, align=_alignment(_element(ty))))
+
+
+@_handles("vector.store")
+def _vector_store(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, vector.StoreOp)
+    value = self.get(op.vector)
+    ptr = self.element_ptr(op, op.base, op.indices)
+    self.b.store(value, ptr, align=_alignment(_element(value.type)))
+
+
+@_handles("vector.maskedload")
+def _masked_load(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, vector.MaskedLoadOp)
+    ty = llvm_type(op.result.type)
+    ptr = self.element_ptr(op, op.base, op.indices)
+    mask, passthru = self.get(op.mask), self.get(op.pass_thru)
+    fn = self.m.intrinsic("llvm.masked.load", ty, [PTR, I32, mask.type, ty], [ty, PTR])
+    align = I32(_alignment(_element(ty)))
+    self.set(op, self.b.call(fn, [ptr, align, mask, passthru]))
+
+
+@_handles("vector.maskedstore")
+def _masked_store(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, vector.MaskedStoreOp)
+    value = self.get(op.value_to_store)
+    ptr = self.element_ptr(op, op.base, op.indices)
+    mask = self.get(op.mask)
+    ty = value.type
+    fn = self.m.intrinsic("llvm.masked.store", VOID, [ty, PTR, I32, mask.type], [ty, PTR])
+    self.b.call(fn, [value, ptr, I32(_alignment(_element(ty))), mask])
+
+
+@_handles("vector.create_mask")
+def _create_mask(self: _FunctionEmitter, op: Operation) -> None:
+    ty = llvm_type(op.results[0].type)
+    if len(op.operands) != 1:
+        raise NotImplementedError("codegen: vector.create_mask is supported on 1-D vectors only")
+    lanes = ir.Constant(ir.VectorType(I64, ty.count), [I64(i) for i in range(ty.count)])
+    bound = _broadcast(self, self.get(op.operands[0]), ir.VectorType(I64, ty.count))
+    self.set(op, self.b.icmp_signed("<", lanes, bound))
+
+
+def _broadcast(self: _FunctionEmitter, scalar: ir.Value, ty: ir.VectorType) -> ir.Value:
+    if isinstance(scalar, ir.Constant):
+        return ir.Constant(ty, [scalar] * ty.count)
+    undef = ir.Constant(ty, ir.Undefined)
+    first = self.b.insert_element(undef, scalar, I32(0))
+    zeros = ir.Constant(ir.VectorType(I32, ty.count), [I32(0)] * ty.count)
+    return self.b.shuffle_vector(first, undef, zeros)
+
+
+@_handles("vector.broadcast")
+def _vector_broadcast(self: _FunctionEmitter, op: Operation) -> None:
+    source = self.get(op.operands[0])
+    ty = llvm_type(op.results[0].type)
+    self.set(op, source if source.type == ty else _broadcast(self, source, ty))
+
+
+def _position(self: _FunctionEmitter, op: Operation) -> ir.Value | None:
+    positions = op.properties["static_position"]
+    assert isinstance(positions, DenseArrayBase)
+    values = positions.get_values()
+    if not values:
+        return None
+    if len(values) != 1:
+        raise NotImplementedError(f"codegen: '{op.name}' on multi-dimensional vectors")
+    if values[0] == _DYNAMIC_INDEX:
+        return self.get(op.operands[-1])
+    return I64(values[0])
+
+
+@_handles("vector.extract")
+def _vector_extract(self: _FunctionEmitter, op: Operation) -> None:
+    source = self.get(op.operands[0])
+    position = _position(self, op)
+    self.set(op, source if position is None else self.b.extract_element(source, position))
+
+
+@_handles("vector.insert")
+def _vector_insert(self: _FunctionEmitter, op: Operation) -> None:
+    value, dest = self.get(op.operands[0]), self.get(op.operands[1])
+    position = _position(self, op)
+    self.set(op, value if position is None else self.b.insert_element(dest, value, position))
+
+
+@_handles("vector.shuffle")
+def _vector_shuffle(self: _FunctionEmitter, op: Operation) -> None:
+    mask = op.properties["mask"]
+    assert isinstance(mask, DenseArrayBase)
+    lanes = mask.get_values()
+    v1, v2 = self.get(op.operands[0]), self.get(op.operands[1])
+    if not isinstance(v1.type, ir.VectorType) or v1.type != v2.type:
+        raise NotImplementedError("codegen: vector.shuffle needs two 1-D vectors of one type")
+    constant = ir.Constant(ir.VectorType(I32, len(lanes)), [I32(i) for i in lanes])
+    self.set(op, self.b.shuffle_vector(v1, v2, constant))
+
+
+@_handles("vector.reduction")
+def _vector_reduction(self: _FunctionEmitter, op: Operation) -> None:
+    assert isinstance(op, vector.ReductionOp)
+    kind = op.kind.data[0].value
+    source = self.get(op.vector)
+    element = _element(source.type)
+    acc = self.get(op.acc) if op.acc is not None else None
+    b = self.b
+    if _is_float(element):
+        base = _REDUCTIONS_FLOAT.get(kind)
+        if base is None:
+            raise NotImplementedError(f"codegen: vector.reduction <{kind}> on floats")
+        if kind in ("add", "mul"):
+            # The start value folds the accumulator in; reassoc allows a tree reduction.
+            start = acc if acc is not None else _const(element, -0.0 if kind == "add" else 1.0)
+            fn = self.m.intrinsic(base, element, [element, source.type], [source.type])
+            self.set(op, b.call(fn, [start, source], fastmath=FAST))
+            return
+        combine = _COMBINE[kind][1]
+    else:
+        base = _REDUCTIONS_INT.get(kind)
+        if base is None:
+            raise NotImplementedError(f"codegen: vector.reduction <{kind}> on integers")
+        combine = _COMBINE[kind][0]
+    fn = self.m.intrinsic(base, element, [source.type], [source.type])
+    result = b.call(fn, [source], fastmath=FAST if _is_float(element) else ())
+    if acc is not None:
+        assert combine is not None
+        result = _combine(self, combine, acc, result)
+    self.set(op, result)
+
+
+def _combine(self: _FunctionEmitter, name: str, a: ir.Value, b: ir.Value) -> ir.Value:
+    if name in _INT_BINOPS:
+        return getattr(self.b, _INT_BINOPS[name])(a, b)
+    if name in _FLOAT_BINOPS:
+        return getattr(self.b, _FLOAT_BINOPS[name])(a, b, flags=FAST)
+    return self.call_intrinsic(_INTRINSIC_BINOPS[name], [a, b])
+
+
+def emit_module(module: ModuleOp, target: Target) -> ir.Module:
+    """Translate a loops-level module to an LLVM module (one LLVM function per func.func)."""
+    return ModuleEmitter(target).emit(module)
+
+
+def supported_ops() -> list[str]:
+    """Names of every op the emitter translates."""
+    return sorted(_HANDLERS)
+
+
+__all__ = [
+    "BFloatType",
+    "ModuleEmitter",
+    "emit_module",
+    "llvm_type",
+    "supported_ops",
+]
