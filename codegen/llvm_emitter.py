@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 import llvmlite.ir as ir
 from xdsl.dialects import func, memref, scf, vector
 from xdsl.dialects.builtin import (
-    AnyFloat,
     BFloat16Type,
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
@@ -39,7 +38,6 @@ from xdsl.dialects.builtin import (
     IntegerType,
     MemRefType,
     ModuleOp,
-    StringAttr,
     VectorType,
 )
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, SSAValue
@@ -893,10 +891,13 @@ def _view(self: _FunctionEmitter, op: Operation) -> None:
         raise NotImplementedError(f"codegen: memref.view with dynamic sizes in '{self.fn.name}'")
     source_type = op.source.type
     assert isinstance(source_type, MemRefType)
-    if not (isinstance(source_type.get_element_type(), IntegerType) and _byte_size(
-        llvm_type(source_type.get_element_type())
-    ) == 1):
-        raise NotImplementedError(f"codegen: memref.view source must be memref<Nxi8>, got {source_type}")
+    if not (
+        isinstance(source_type.get_element_type(), IntegerType)
+        and _byte_size(llvm_type(source_type.get_element_type())) == 1
+    ):
+        raise NotImplementedError(
+            f"codegen: memref.view source must be memref<Nxi8>, got {source_type}"
+        )
     shift = self.get(op.byte_shift)
     self.set(op, self.offset_ptr(self.get(op.source), ir.IntType(8), shift))
 
@@ -925,7 +926,9 @@ def _reinterpret_cast(self: _FunctionEmitter, op: Operation) -> None:
 def _subview(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, memref.SubviewOp)
     if op.offsets or op.sizes or op.strides:
-        raise NotImplementedError(f"codegen: memref.subview with dynamic operands in '{self.fn.name}'")
+        raise NotImplementedError(
+            f"codegen: memref.subview with dynamic operands in '{self.fn.name}'"
+        )
     source_type = op.source.type
     assert isinstance(source_type, MemRefType)
     strides = _static_strides(source_type, op)
