@@ -1,6 +1,7 @@
 """Conventions of ember's entry function, shared by the passes that reshape its signature.
 
-The frontend marks the program's entry `func.func` with `ember.num_inputs`; bufferization turns
+The frontend marks the program's entry `func.func` with `ember.input_names` and
+`ember.output_names` (the ONNX graph's names, in argument/result order); bufferization turns
 its results into output arguments; memory planning appends the arena and weight-blob arguments.
 Final ABI: (inputs..., outputs..., arena: memref<Nxi8>, weights: memref<Mxi8>).
 """
@@ -13,11 +14,11 @@ from xdsl.ir import Attribute, BlockArgument
 
 
 def entry_function(module: ModuleOp) -> func.FuncOp:
-    """The program's entry: the function marked with `ember.num_inputs`."""
+    """The program's entry: the function marked with `ember.input_names`."""
     for op in module.ops:
-        if isinstance(op, func.FuncOp) and "ember.num_inputs" in op.attributes:
+        if isinstance(op, func.FuncOp) and "ember.input_names" in op.attributes:
             return op
-    raise ValueError("module has no entry function (a func.func with ember.num_inputs)")
+    raise ValueError("module has no entry function (a func.func with ember.input_names)")
 
 
 def append_argument(fn: func.FuncOp, type: Attribute, role: str) -> BlockArgument:

@@ -18,7 +18,6 @@ from xdsl.dialects import func, memref
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DictionaryAttr,
-    IntegerAttr,
     MemRefType,
     ModuleOp,
     StringAttr,
@@ -299,7 +298,6 @@ class ConvertGraphToKernel(ModulePass):
 
         new_fn = func.FuncOp(fn.sym_name.data, (inputs + outputs, []), Region(body))
         new_fn.attributes.update(fn.attributes)
-        new_fn.attributes["ember.num_inputs"] = IntegerAttr(len(inputs), 64)
         arg_attrs = list(fn.arg_attrs.data) if fn.arg_attrs else [DictionaryAttr({})] * len(inputs)
         res_attrs = list(fn.res_attrs.data) if fn.res_attrs else [DictionaryAttr({})] * len(outputs)
         new_fn.arg_attrs = ArrayAttr(arg_attrs + res_attrs)

@@ -12,7 +12,7 @@ from tests.filecheck_util import assert_filecheck
 
 GRAPH = """
 builtin.module {
-  func.func @main(%x: tensor<2x8xf32>) -> tensor<2x8xf32> attributes {ember.num_inputs = 1 : i64} {
+  func.func @main(%x: tensor<2x8xf32>) -> tensor<2x8xf32> attributes {ember.input_names = ["x"], ember.output_names = ["y"]} {
     %s = graph.constant "scale" : tensor<8xf32>
     %a = graph.mul %x, %s : tensor<2x8xf32>, tensor<8xf32> -> tensor<2x8xf32>
     %b = graph.relu %a : tensor<2x8xf32> -> tensor<2x8xf32>
@@ -94,7 +94,7 @@ def test_plan_memory_reuses_dead_buffers() -> None:
 
 CHAIN = """
 builtin.module {
-  func.func @main(%x: tensor<256xf32>) -> tensor<256xf32> attributes {ember.num_inputs = 1 : i64} {
+  func.func @main(%x: tensor<256xf32>) -> tensor<256xf32> attributes {ember.input_names = ["x"], ember.output_names = ["y"]} {
     %a = graph.softmax %x {axis = 0 : i64} : tensor<256xf32> -> tensor<256xf32>
     %b = graph.softmax %a {axis = 0 : i64} : tensor<256xf32> -> tensor<256xf32>
     %c = graph.softmax %b {axis = 0 : i64} : tensor<256xf32> -> tensor<256xf32>
