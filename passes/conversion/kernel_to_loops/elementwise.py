@@ -1,0 +1,173 @@
+"""kernel.elementwise -> SIMD loops.
+
+Dims are collapsed first: adjacent output dims merge when every input is either full in both
+or broadcast in both, so [1,64,56,56] + [1,64,56,56] becomes one flat loop of 200704 and
+[1,64,56,56] * [1,64,1,1] becomes a [64] x [3136] nest with one splat per row. The innermost
+collapsed dim is swept with the body cloned on vector<VW x T> values, then cloned on scalars
+for the tail.
+"""
+
+from __future__ import annotations
+
+import math as pymath
+from collections.abc import Sequence
+
+from xdsl.dialects import arith, func
+from xdsl.dialects.builtin import IntegerType, VectorType
+from xdsl.ir import Attribute, Block, SSAValue
+from xdsl.utils.exceptions import VerifyException
+
+from ember.dialects import kernel
+from ember.dialects.graph import element_type_of, shape_of
+from ember.passes.conversion.kernel_to_loops import simd
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.target import Target
+
+
+def collapse_broadcast(
+    out: Sequence[int], inputs: Sequence[Sequence[int]]
+) -> tuple[list[int], list[list[int]]]:
+    """Collapsed output dims, and each input's shape in them (1 where it is broadcast).
+
+    Size-1 output dims vanish; a scalar output becomes [1].
+    """
+    rank = len(out)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in inputs]
+    dims: list[int] = []
+    patterns: list[tuple[bool, ...]] = []
+    for d, n in enumerate(out):
+        if n == 1:
+            continue
+        full = tuple(p[d] == n for p in padded)
+        if patterns and patterns[-1] == full:
+            dims[-1] *= n
+        else:
+            dims.append(n)
+            patterns.append(full)
+    if not dims:
+        return [1], [[1] for _ in inputs]
+    shapes = [
+        [n if pattern[k] else 1 for n, pattern in zip(dims, patterns)] for k in range(len(inputs))
+    ]
+    return dims, shapes
+
+
+def _vector_of(type: Attribute, width: int) -> Attribute:
+    return VectorType(type, [width]) if width > 1 else type
+
+
+def clone_body(b: LoopBuilder, body: Block, args: Sequence[SSAValue], width: int) -> SSAValue:
+    """Emits the scalar body on `args` and returns the yielded value. With width > 1 every
+    value becomes a vector<width x T>; scalar constants become splats."""
+    values: dict[SSAValue, SSAValue] = dict(zip(body.args, args, strict=True))
+    for op in body.ops:
+        if isinstance(op, kernel.YieldOp):
+            return values[op.value]
+        if isinstance(op, arith.ConstantOp):
+            scalar = b.insert(op.clone()).results[0]
+            values[op.result] = simd.broadcast(b, scalar, width)
+            continue
+        try:
+            operands = [values[v] for v in op.operands]
+        except KeyError:
+            raise ValueError(
+                f"kernel.elementwise: '{op.name}' in the body uses a value defined outside it"
+            ) from None
+        clone = type(op).create(
+            operands=operands,
+            result_types=[_vector_of(t, width) for t in op.result_types],
+            properties=dict(op.properties),
+            attributes=dict(op.attributes),
+        )
+        b.insert(clone)
+        values.update(zip(op.results, clone.results, strict=True))
+    raise ValueError("kernel.elementwise: body has no kernel.yield")
+
+
+def check_body(op: kernel.ElementwiseOp) -> None:
+    for inner in op.body.block.ops:
+        if isinstance(inner, kernel.YieldOp):
+            continue
+        if inner.dialect_name() not in ("arith", "math") or inner.regions:
+            raise ValueError(
+                f"kernel.elementwise: body op '{inner.name}' is not a scalar arith/math op"
+            )
+        if any(isinstance(t, VectorType) for t in inner.result_types):
+            raise ValueError(f"kernel.elementwise: body op '{inner.name}' is not scalar")
+
+
+def simd_width(op: kernel.ElementwiseOp, target: Target) -> int:
+    """Lanes of the main loop, or 1 (scalar loop only) when the body does not vectorize."""
+    # Bools live in memory as bytes: a vector<N x i1> load would read packed bits instead.
+    buffers = [*op.inputs, op.output]
+    if any(_is_bool(element_type_of(v)) for v in buffers):
+        return 1
+    # xdsl 0.74 defines some ops on scalars only (the int<->float casts among them): clone
+    # the body on vectors once and keep the vector loop only if every op verifies.
+    width = target.vector_width
+    body = op.body.block
+    trial = Block(arg_types=[_vector_of(a.type, width) for a in body.args])
+    clone_body(LoopBuilder(trial), body, list(trial.args), width)
+    try:
+        for cloned in trial.ops:
+            cloned.verify()
+    except VerifyException:
+        return 1
+    return width
+
+
+def _is_bool(type: Attribute) -> bool:
+    return isinstance(type, IntegerType) and type.width.data == 1
+
+
+@lowering(kernel.ElementwiseOp)
+def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> func.FuncOp:
+    check_body(op)
+    dims, input_dims = collapse_broadcast(shape_of(op.output), [shape_of(x) for x in op.inputs])
+    fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    inputs = [simd.view(b, arg, d) for arg, d in zip(fn.args[:-1], input_dims)]
+    output = simd.view(b, fn.args[-1], dims)
+    width = simd_width(op, target)
+    body = op.body.block
+    outer, n = dims[:-1], dims[-1]
+    total = pymath.prod(dims)
+    # Inputs constant along the inner dim are loaded once per row and splat.
+    row_invariant = [d[-1] == 1 and n > 1 for d in input_dims]
+
+    def row(
+        rb: LoopBuilder, indices: list[SSAValue], lo: int | SSAValue, hi: int | SSAValue
+    ) -> None:
+        def at(k: int, j: SSAValue | int) -> list[SSAValue | int]:
+            return [i if s > 1 else 0 for i, s in zip(indices, input_dims[k])] + [j]
+
+        hoisted = {k: rb.load(inputs[k], at(k, 0)) for k in range(len(inputs)) if row_invariant[k]}
+        splats = {k: simd.broadcast(rb, v, width) for k, v in hoisted.items()}
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            args = [
+                (splats[k] if w > 1 else hoisted[k])
+                if row_invariant[k]
+                else simd.load(vb, x, at(k, j if input_dims[k][-1] > 1 else 0), w)
+                for k, x in enumerate(inputs)
+            ]
+            simd.store(vb, clone_body(vb, body, args, w), output, [*indices, j])
+            return []
+
+        simd.sweep(rb, lo, hi, width, visit)
+
+    if outer:
+        parallel = simd.want_threads(target, total, pymath.prod(outer))
+        simd.for_each_index(b, outer, lambda rb, idx: row(rb, idx, 0, n), parallel)
+    else:
+        # One flat row: split it in SIMD-aligned chunks, a few per thread to even out the load.
+        chunk = -(-n // (4 * max(target.threads, 1)))
+        chunk = -(-chunk // (16 * width)) * 16 * width
+        if simd.want_threads(target, total, -(-n // chunk)):
+            b.parallel_range(
+                0, n, chunk, lambda rb, c: row(rb, [], c, rb.min_index(rb.add(c, chunk), n))
+            )
+        else:
+            row(b, [], 0, n)
+    b.ret()
+    return fn

@@ -1,0 +1,204 @@
+"""kernel.softmax and kernel.layer_norm -> SIMD loops.
+
+Both are a few sweeps over each row held in L1/L2: softmax takes max, then exp(x - max)
+(stored) with its sum, then scales by 1/sum; layer_norm takes the mean, then the variance
+around it (two passes: no cancellation, unlike E[x^2] - E[x]^2), then normalizes.
+A softmax along a non-innermost axis walks its rows with strided loads instead, on blocks of
+vector columns (the shape of a reduction over an outer axis).
+"""
+
+from __future__ import annotations
+
+import math as pymath
+from collections.abc import Sequence
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import AnyFloat
+from xdsl.ir import Attribute, SSAValue
+
+from ember.dialects import kernel
+from ember.dialects.graph import element_type_of, shape_of
+from ember.passes.conversion.kernel_to_loops import simd
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.target import Target
+
+
+def _axis(op_name: str, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise ValueError(f"{op_name}: axis {axis} out of range for rank {rank}")
+    return axis % rank
+
+
+def _float_element(op_name: str, value: SSAValue) -> Attribute:
+    element = element_type_of(value)
+    if not isinstance(element, AnyFloat):
+        raise NotImplementedError(f"{op_name}: element type {element} (floats only)")
+    return element
+
+
+def _outer(n: int) -> list[int]:
+    """Loop dims for `n` rows: none when there is a single row."""
+    return [n] if n > 1 else []
+
+
+def _per_width(b: LoopBuilder, scalar: SSAValue, width: int) -> dict[int, SSAValue]:
+    """A row constant as sweeps want it: scalar for the tail, splat for the SIMD chunks."""
+    return {1: scalar, width: simd.broadcast(b, scalar, width)}
+
+
+def _recip(b: LoopBuilder, value: SSAValue) -> SSAValue:
+    element, width = simd.element_and_width(value)
+    return b.divf(simd.broadcast(b, b.const(1.0, element), width), value)
+
+
+@lowering(kernel.SoftmaxOp)
+def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncOp:
+    shape = shape_of(op.input)
+    if shape_of(op.output) != shape:
+        raise ValueError(f"kernel.softmax: output shape {shape_of(op.output)} != input {shape}")
+    element = _float_element("kernel.softmax", op.input)
+    axis = _axis("kernel.softmax", op.axis.value.data, len(shape))
+    outer, n, inner = pymath.prod(shape[:axis]), shape[axis], pymath.prod(shape[axis + 1 :])
+    outer_dims = _outer(outer)
+    width = target.vector_width
+    unroll = simd.accumulator_unroll(target)
+    maximum, total = simd.Monoid("max", element), simd.Monoid("sum", element)
+    parallel_rows = simd.want_threads(target, pymath.prod(shape), outer)
+
+    fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
+    view_shape = [*outer_dims, n] + ([inner] if inner > 1 else [])
+    src, dst = (simd.view(b, arg, view_shape) for arg in fn.args)
+
+    if inner == 1:
+
+        def row(rb: LoopBuilder, idx: list[SSAValue]) -> None:
+            def load_x(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+                return [simd.load(vb, src, [*idx, j], w)]
+
+            peak = _per_width(rb, simd.sweep(rb, 0, n, width, load_x, [maximum], unroll)[0], width)
+
+            def exponentiate(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+                e = vb.exp(vb.subf(load_x(vb, j, w)[0], peak[w]))
+                simd.store(vb, e, dst, [*idx, j])
+                return [e]
+
+            sum_ = simd.sweep(rb, 0, n, width, exponentiate, [total], unroll)[0]
+            scale = _per_width(rb, _recip(rb, sum_), width)
+
+            def normalize(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+                y = vb.mulf(simd.load(vb, dst, [*idx, j], w), scale[w])
+                simd.store(vb, y, dst, [*idx, j])
+                return []
+
+            simd.sweep(rb, 0, n, width, normalize)
+
+        simd.for_each_index(b, outer_dims, row, parallel_rows)
+    else:
+
+        def columns(rb: LoopBuilder, idx: list[SSAValue]) -> None:
+            def block(bb: LoopBuilder, first: SSAValue, lanes: list[simd.Lane]) -> None:
+                cols = [bb.add(first, off) if off else first for off, _ in lanes]
+
+                def down_rows(
+                    init: Sequence[SSAValue],
+                    step: simd.NestBody,
+                ) -> list[SSAValue]:
+                    return simd.for_nest(bb, [n], step, init)
+
+                def lanes_at(lb: LoopBuilder, buffer: SSAValue, i: SSAValue) -> list[SSAValue]:
+                    return [
+                        simd.load(lb, buffer, [*idx, i, c], w) for c, (_, w) in zip(cols, lanes)
+                    ]
+
+                peaks = down_rows(
+                    [maximum.init(bb, w) for _, w in lanes],
+                    lambda lb, i, accs: [
+                        maximum.combine(lb, a, x) for a, x in zip(accs, lanes_at(lb, src, i[0]))
+                    ],
+                )
+
+                def exponentiate(lb: LoopBuilder, i: list[SSAValue], accs: list[SSAValue]):
+                    exps = [lb.exp(lb.subf(x, p)) for x, p in zip(lanes_at(lb, src, i[0]), peaks)]
+                    for e, c in zip(exps, cols):
+                        simd.store(lb, e, dst, [*idx, i[0], c])
+                    return [total.combine(lb, a, e) for a, e in zip(accs, exps)]
+
+                sums = down_rows([total.init(bb, w) for _, w in lanes], exponentiate)
+                scales = [_recip(bb, s) for s in sums]
+
+                def normalize(lb: LoopBuilder, i: list[SSAValue], _: list[SSAValue]) -> None:
+                    for x, s, c in zip(lanes_at(lb, dst, i[0]), scales, cols):
+                        simd.store(lb, lb.mulf(x, s), dst, [*idx, i[0], c])
+
+                down_rows([], normalize)
+
+            parallel_blocks = not parallel_rows and simd.want_threads(target, pymath.prod(shape), 2)
+            simd.column_blocks(rb, inner, width, unroll, block, parallel_blocks)
+
+        simd.for_each_index(b, outer_dims, columns, parallel_rows)
+    b.ret()
+    return fn
+
+
+@lowering(kernel.LayerNormOp)
+def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.FuncOp:
+    shape = shape_of(op.input)
+    if shape_of(op.output) != shape:
+        raise ValueError(f"kernel.layer_norm: output shape {shape_of(op.output)} != input {shape}")
+    element = _float_element("kernel.layer_norm", op.input)
+    axis = _axis("kernel.layer_norm", op.axis.value.data, len(shape))
+    rows, n = pymath.prod(shape[:axis]), pymath.prod(shape[axis:])
+    affine = [("scale", op.scale), ("bias", op.bias)]
+    for role, value in affine:
+        if value is not None and pymath.prod(shape_of(value)) not in (n, 1):
+            raise ValueError(
+                f"kernel.layer_norm: {role} of shape {shape_of(value)} does not match the "
+                f"normalized shape {shape[axis:]}"
+            )
+    outer_dims = _outer(rows)
+    width = target.vector_width
+    unroll = simd.accumulator_unroll(target)
+    total = simd.Monoid("sum", element)
+    eps = op.epsilon.value.data
+
+    fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    x, *params, y = fn.args
+    x, y = simd.view(b, x, [*outer_dims, n]), simd.view(b, y, [*outer_dims, n])
+    # scale/bias: one element each per normalized position, or a single one for all.
+    scale, *bias = (simd.view(b, p, [pymath.prod(shape_of(p))]) for p in params)
+    uniform = {p: shape_of(p)[0] == 1 and n > 1 for p in [scale, *bias]}
+
+    def row(rb: LoopBuilder, idx: list[SSAValue]) -> None:
+        def load_x(vb: LoopBuilder, j: SSAValue, w: int) -> SSAValue:
+            return simd.load(vb, x, [*idx, j], w)
+
+        inv_n = rb.const(1.0 / n, element)
+        sum_ = simd.sweep(rb, 0, n, width, lambda vb, j, w: [load_x(vb, j, w)], [total], unroll)[0]
+        mean = _per_width(rb, rb.mulf(sum_, inv_n), width)
+
+        def squared_deviation(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            d = vb.subf(load_x(vb, j, w), mean[w])
+            return [vb.mulf(d, d)]
+
+        ss = simd.sweep(rb, 0, n, width, squared_deviation, [total], unroll)[0]
+        variance = rb.mulf(ss, inv_n)
+        rstd = _per_width(rb, _recip(rb, rb.sqrt(rb.addf(variance, rb.const(eps, element)))), width)
+        # Per-row loads of uniform parameters, splat like any row constant.
+        hoisted = {p: _per_width(rb, rb.load(p, [0]), width) for p in uniform if uniform[p]}
+
+        def param(vb: LoopBuilder, p: SSAValue, j: SSAValue, w: int) -> SSAValue:
+            return hoisted[p][w] if uniform[p] else simd.load(vb, p, [j], w)
+
+        def normalize(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            t = vb.mulf(vb.subf(load_x(vb, j, w), mean[w]), rstd[w])
+            s = param(vb, scale, j, w)
+            out = simd.muladd(vb, t, s, param(vb, bias[0], j, w)) if bias else vb.mulf(t, s)
+            simd.store(vb, out, y, [*idx, j])
+            return []
+
+        simd.sweep(rb, 0, n, width, normalize)
+
+    simd.for_each_index(b, outer_dims, row, simd.want_threads(target, rows * n, rows))
+    b.ret()
+    return fn

@@ -1,0 +1,157 @@
+"""kernel.reduce -> SIMD loops.
+
+Dims of size 1 vanish and adjacent dims that are all reduced (or all kept) merge, leaving
+alternating groups. Two shapes of loop nest follow from the innermost group:
+  * reduced innermost (GlobalAveragePool's H*W, ReduceMean over the last axis): each output
+    element sweeps its contiguous row with unrolled vector accumulators and ends with a
+    horizontal vector.reduction;
+  * kept innermost (reducing axis 0 of [N, C]): blocks of output columns each keep a few
+    vector accumulators while the loop walks the reduced rows, so nothing is horizontal.
+"""
+
+from __future__ import annotations
+
+import math as pymath
+from collections.abc import Sequence
+
+from xdsl.dialects import arith, func
+from xdsl.dialects.builtin import AnyFloat
+from xdsl.ir import SSAValue
+
+from ember.dialects import kernel
+from ember.dialects.graph import element_type_of, int_values, shape_of
+from ember.passes.conversion.kernel_to_loops import simd
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.target import Target
+
+KINDS = ("sum", "mean", "max", "min", "prod")
+
+
+def collapse_reduction(shape: Sequence[int], axes: Sequence[int]) -> list[tuple[int, bool]]:
+    """(size, reduced) groups of merged dims; never empty."""
+    groups: list[tuple[int, bool]] = []
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        reduced = d in axes
+        if groups and groups[-1][1] == reduced:
+            groups[-1] = (groups[-1][0] * n, reduced)
+        else:
+            groups.append((n, reduced))
+    return groups or [(1, False)]
+
+
+def normalize_axes(op: kernel.ReduceOp) -> list[int]:
+    rank = len(shape_of(op.input))
+    axes = []
+    for a in int_values(op.axes):
+        if not -rank <= a < rank:
+            raise ValueError(f"kernel.reduce: axis {a} out of range for rank {rank}")
+        axes.append(a % rank)
+    return sorted(set(axes))
+
+
+def _interleave(
+    groups: Sequence[tuple[int, bool]], kept: Sequence[SSAValue], reduced: Sequence[SSAValue]
+) -> list[SSAValue]:
+    """Indices of the collapsed input from the kept and reduced indices, in group order."""
+    kept_it, reduced_it = iter(kept), iter(reduced)
+    return [next(reduced_it) if r else next(kept_it) for _, r in groups]
+
+
+def _finisher(kind: str, count: int, b: LoopBuilder, value: SSAValue) -> SSAValue:
+    if kind != "mean":
+        return value
+    element, width = simd.element_and_width(value)
+    if isinstance(element, AnyFloat):
+        return b.mulf(value, simd.broadcast(b, b.const(1.0 / count, element), width))
+    divisor = simd.broadcast(b, b.const(count, element), width)
+    return b.insert(arith.DivSIOp(value, divisor)).results[0]
+
+
+@lowering(kernel.ReduceOp)
+def lower_reduce(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
+    kind = op.kind.data
+    if kind not in KINDS:
+        raise ValueError(f"kernel.reduce: unknown kind '{kind}' (expected one of {KINDS})")
+    in_shape = shape_of(op.input)
+    axes = normalize_axes(op)
+    expected = tuple(1 if d in axes else n for d, n in enumerate(in_shape))
+    if shape_of(op.output) != expected:
+        raise ValueError(
+            f"kernel.reduce: output shape {shape_of(op.output)} != {expected} for input "
+            f"{in_shape} reduced over axes {axes}"
+        )
+    element = element_type_of(op.input)
+    monoid = simd.Monoid("sum" if kind == "mean" else kind, element)
+    groups = collapse_reduction(in_shape, axes)
+    kept = [n for n, r in groups if not r]
+    reduced = [n for n, r in groups if r]
+    count = pymath.prod(reduced)
+    total = pymath.prod(in_shape)
+    width = target.vector_width
+    unroll = simd.accumulator_unroll(target)
+
+    fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
+    source = simd.view(b, fn.args[0], [n for n, _ in groups])
+    dest = simd.view(b, fn.args[1], kept or [1])
+
+    def finish(fb: LoopBuilder, value: SSAValue) -> SSAValue:
+        return _finisher(kind, count, fb, value)
+
+    if groups[-1][1]:
+        # Reduced innermost: one contiguous row of `row` elements per (outer reduced index).
+        row, outer_reduced = reduced[-1], reduced[:-1]
+
+        def element_body(eb: LoopBuilder, kept_idx: list[SSAValue]) -> None:
+            def row_total(rb: LoopBuilder, red_idx: list[SSAValue]) -> SSAValue:
+                def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+                    at = _interleave(groups, kept_idx, [*red_idx, j])
+                    return [simd.load(vb, source, at, w)]
+
+                return simd.sweep(rb, 0, row, width, visit, [monoid], unroll)[0]
+
+            if outer_reduced:
+                acc = simd.for_nest(
+                    eb,
+                    outer_reduced,
+                    lambda rb, idx, acc: [monoid.combine(rb, acc[0], row_total(rb, idx))],
+                    [monoid.init(eb, 1)],
+                )[0]
+            else:
+                acc = row_total(eb, [])
+            eb.store(finish(eb, acc), dest, kept_idx or [0])
+
+        parallel = simd.want_threads(target, total, pymath.prod(kept))
+        simd.for_each_index(b, kept, element_body, parallel)
+    else:
+        # Kept innermost: blocks of output columns accumulate over every reduced index.
+        columns, kept_outer = kept[-1], kept[:-1]
+        rows_parallel = simd.want_threads(target, total, pymath.prod(kept_outer))
+
+        def row_body(rb: LoopBuilder, kept_idx: list[SSAValue]) -> None:
+            def block(bb: LoopBuilder, first: SSAValue, lanes: list[simd.Lane]) -> None:
+                columns_at = [bb.add(first, off) if off else first for off, _ in lanes]
+
+                def accumulate(ab: LoopBuilder, red_idx: list[SSAValue], accs: list[SSAValue]):
+                    return [
+                        monoid.combine(
+                            ab,
+                            acc,
+                            simd.load(ab, source, _interleave(groups, [*kept_idx, c], red_idx), w),
+                        )
+                        for acc, c, (_, w) in zip(accs, columns_at, lanes)
+                    ]
+
+                init = [monoid.init(bb, w) for _, w in lanes]
+                accs = simd.for_nest(bb, reduced, accumulate, init)
+                for acc, c in zip(accs, columns_at):
+                    simd.store(bb, finish(bb, acc), dest, [*kept_idx, c])
+
+            blocks_parallel = not rows_parallel and simd.want_threads(target, total, 2)
+            simd.column_blocks(rb, columns, width, unroll, block, blocks_parallel)
+
+        simd.for_each_index(b, kept_outer, row_body, rows_parallel)
+    b.ret()
+    return fn

@@ -1,0 +1,307 @@
+"""Shared machinery of the memory-bound kernels (elementwise, reduce, softmax, layer_norm).
+
+Every one of them is a few sweeps over rows of a buffer, so they share: reshaping views
+(collapsed dims), loop nests that become `scf.parallel` when the work is worth two threads, a
+row `sweep` (unrolled SIMD main loop with vector accumulators, then a scalar tail) and
+`column_blocks` (register blocks of vector columns for reductions along a strided axis).
+"""
+
+from __future__ import annotations
+
+import math as pymath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from xdsl.dialects import arith, memref, vector
+from xdsl.dialects.builtin import AnyFloat, IntegerType, MemRefType, VectorType
+from xdsl.ir import Attribute, SSAValue
+
+from ember.dialects.graph import shape_of
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
+from ember.passes.target import Target
+
+# Below this many elements a GOMP region (~2 us) costs more than the second core saves.
+PARALLEL_MIN_ELEMENTS = 32 * 1024
+
+
+def want_threads(target: Target, elements: int, trip_count: int) -> bool:
+    return target.threads > 1 and elements >= PARALLEL_MIN_ELEMENTS and trip_count >= 2
+
+
+def accumulator_unroll(target: Target) -> int:
+    """Independent accumulators per sweep: enough to hide FP-add latency, few enough to stay
+    in registers next to the loaded values (4 with 16 registers, 8 with 32)."""
+    return max(2, target.vector_registers // 4)
+
+
+# -- views ---------------------------------------------------------------------------------------
+def view(b: LoopBuilder, buffer: SSAValue, shape: Sequence[int]) -> SSAValue:
+    """`buffer` seen with another static row-major shape of the same element count (no copy)."""
+    shape = tuple(shape)
+    if shape_of(buffer) == shape:
+        return buffer
+    assert pymath.prod(shape) == pymath.prod(shape_of(buffer)), (shape, shape_of(buffer))
+    strides = [pymath.prod(shape[d + 1 :]) for d in range(len(shape))]
+    element = buffer.type.get_element_type()  # type: ignore[attr-defined]
+    cast = memref.ReinterpretCastOp(
+        buffer, [], [], [], [0], shape, strides, MemRefType(element, shape)
+    )
+    return b.insert(cast).results[0]
+
+
+def load(b: LoopBuilder, buffer: SSAValue, indices: Sequence[Value], width: int) -> SSAValue:
+    """A vector<width> starting at `indices` (contiguous along the last dim), or a scalar."""
+    return b.vload(buffer, indices, width) if width > 1 else b.load(buffer, indices)
+
+
+def store(b: LoopBuilder, value: SSAValue, buffer: SSAValue, indices: Sequence[Value]) -> None:
+    if isinstance(value.type, VectorType):
+        b.vstore(value, buffer, indices)
+    else:
+        b.store(value, buffer, indices)
+
+
+def element_and_width(value: SSAValue) -> tuple[Attribute, int]:
+    """(element type, lanes) of a scalar or vector value."""
+    if isinstance(value.type, VectorType):
+        return value.type.get_element_type(), value.type.get_shape()[0]
+    return value.type, 1
+
+
+def broadcast(b: LoopBuilder, scalar: SSAValue, width: int) -> SSAValue:
+    return b.splat(scalar, width) if width > 1 else scalar
+
+
+def muladd(b: LoopBuilder, a: SSAValue, x: SSAValue, c: SSAValue) -> SSAValue:
+    """a * x + c: vector.fma on vectors; on scalars mul + add, which the `contract` flag fuses."""
+    if isinstance(a.type, VectorType):
+        return b.fma(a, x, c)
+    return b.addf(b.mulf(a, x), c)
+
+
+# -- accumulation ----------------------------------------------------------------------------------
+_FLOAT_COMBINE = {
+    "sum": (arith.AddfOp, "add"),
+    "prod": (arith.MulfOp, "mul"),
+    # maximumf/minimumf propagate NaN like numpy and ONNX Reduce*/Softmax do.
+    "max": (arith.MaximumfOp, "maximumf"),
+    "min": (arith.MinimumfOp, "minimumf"),
+}
+_INT_COMBINE = {
+    "sum": (arith.AddiOp, "add"),
+    "prod": (arith.MuliOp, "mul"),
+    "max": (arith.MaxSIOp, "maxsi"),
+    "min": (arith.MinSIOp, "minsi"),
+}
+
+
+@dataclass(frozen=True)
+class Monoid:
+    """An associative fold with its identity; works on scalars and vectors of `type` alike."""
+
+    kind: str  # sum | prod | max | min
+    type: Attribute
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, AnyFloat | IntegerType):
+            raise NotImplementedError(f"reduction over element type {self.type}")
+        if self.kind not in _FLOAT_COMBINE:
+            raise ValueError(f"unknown reduction kind '{self.kind}'")
+
+    @property
+    def is_float(self) -> bool:
+        return isinstance(self.type, AnyFloat)
+
+    def identity(self) -> float | int:
+        if self.kind == "sum":
+            return 0
+        if self.kind == "prod":
+            return 1
+        if self.is_float:
+            return -pymath.inf if self.kind == "max" else pymath.inf
+        bits = self.type.width.data  # type: ignore[attr-defined]
+        return -(2 ** (bits - 1)) if self.kind == "max" else 2 ** (bits - 1) - 1
+
+    def init(self, b: LoopBuilder, width: int) -> SSAValue:
+        if width > 1:
+            return b.splat(self.identity(), width, self.type)
+        return b.const(self.identity(), self.type)
+
+    def combine(self, b: LoopBuilder, x: SSAValue, y: SSAValue) -> SSAValue:
+        op_type = (_FLOAT_COMBINE if self.is_float else _INT_COMBINE)[self.kind][0]
+        return b.insert(op_type(x, y)).results[0]
+
+    def horizontal(self, b: LoopBuilder, v: SSAValue) -> SSAValue:
+        # Built by hand: xdsl 0.74's ReductionOp.__init__ (and so LoopBuilder.reduce) gives
+        # the result the vector's type instead of the element type.
+        flag = (_FLOAT_COMBINE if self.is_float else _INT_COMBINE)[self.kind][1]
+        reduction = vector.ReductionOp.create(
+            operands=[v],
+            result_types=[self.type],
+            properties={
+                "kind": vector.CombiningKindAttr([vector.CombiningKindFlag(flag)]),
+                "fastmath": arith.FastMathFlagsAttr("none"),
+            },
+        )
+        return b.insert(reduction).results[0]
+
+    def tree(self, b: LoopBuilder, values: Sequence[SSAValue]) -> SSAValue:
+        """Pairwise combine: a shallow dependency chain and better rounding than a linear fold."""
+        values = list(values)
+        while len(values) > 1:
+            paired = [self.combine(b, x, y) for x, y in zip(values[::2], values[1::2])]
+            values = paired + ([values[-1]] if len(values) % 2 else [])
+        return values[0]
+
+
+# -- loop nests ----------------------------------------------------------------------------------
+NestBody = Callable[[LoopBuilder, list[SSAValue], list[SSAValue]], Sequence[SSAValue] | None]
+
+
+def for_nest(
+    b: LoopBuilder, dims: Sequence[int], body: NestBody, iter_args: Sequence[SSAValue] = ()
+) -> list[SSAValue]:
+    """Nested scf.for over `dims` (row-major); `body(b, indices, carried)` returns the next
+    carried values, which thread through every level."""
+
+    def level(lb: LoopBuilder, k: int, indices: list[SSAValue], carried: list[SSAValue]):
+        if k == len(dims):
+            return list(body(lb, indices, carried) or [])
+        return lb.for_range(
+            0,
+            dims[k],
+            1,
+            lambda ib, i, *c: level(ib, k + 1, [*indices, i], list(c)),
+            carried,
+        )
+
+    return level(b, 0, [], list(iter_args))
+
+
+def delinearize(b: LoopBuilder, flat: SSAValue, dims: Sequence[int]) -> list[SSAValue]:
+    indices: list[SSAValue] = []
+    rest = flat
+    for d in reversed(range(len(dims))):
+        if d == 0:
+            indices.append(rest)
+        else:
+            indices.append(b.rem(rest, dims[d]))
+            rest = b.floordiv(rest, dims[d])
+    return indices[::-1]
+
+
+def for_each_index(
+    b: LoopBuilder,
+    dims: Sequence[int],
+    body: Callable[[LoopBuilder, list[SSAValue]], None],
+    parallel: bool,
+) -> None:
+    """Runs `body(b, indices)` over the index space `dims`: nested scf.for, or one flat
+    scf.parallel (indices recovered by div/rem, cheap next to the row of work each carries)."""
+    if parallel:
+        total = pymath.prod(dims)
+        b.parallel_range(0, total, 1, lambda ib, i: body(ib, delinearize(ib, i, dims)))
+    else:
+        for_nest(b, dims, lambda ib, idx, _: body(ib, idx))
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+# visit(b, i, width) handles elements [i, i + width) (a vector, or a scalar when width == 1) and
+# returns one value per monoid to fold in.
+Visit = Callable[[LoopBuilder, SSAValue, int], Sequence[SSAValue]]
+
+
+def sweep(
+    b: LoopBuilder,
+    lo: Value,
+    hi: Value,
+    width: int,
+    visit: Visit,
+    monoids: Sequence[Monoid] = (),
+    unroll: int = 1,
+) -> list[SSAValue]:
+    """Visits [lo, hi) of a contiguous row: SIMD chunks of `width` (unrolled `unroll` times
+    with independent vector accumulators), then a scalar tail. Returns one scalar per monoid.
+    Bounds may be Python ints (static trip counts, empty loops dropped) or index values."""
+    static = isinstance(lo, int) and isinstance(hi, int)
+    k = len(monoids)
+    if width <= 1:
+        width, unroll = 1, 1
+    block = width * unroll
+
+    def round_down(step: int) -> Value:
+        if static:
+            return lo + (hi - lo) // step * step  # type: ignore[operator]
+        return b.add(lo, b.mul(b.floordiv(b.sub(hi, lo), step), step))
+
+    def nonempty(start: Value, end: Value) -> bool:
+        return not static or start < end  # type: ignore[operator]
+
+    vec_end = round_down(width) if width > 1 else lo
+    main_end = round_down(block) if unroll > 1 else vec_end
+    if not (width > 1 and nonempty(lo, vec_end)):
+        scalars = [m.init(b, 1) for m in monoids]
+    else:
+        accs = [m.init(b, width) for _ in range(unroll) for m in monoids]
+
+        def stepper(copies: int) -> Callable[..., list[SSAValue]]:
+            def step(ib: LoopBuilder, i: SSAValue, *carried: SSAValue) -> list[SSAValue]:
+                new: list[SSAValue] = []
+                for u in range(copies):
+                    values = visit(ib, ib.add(i, u * width) if u else i, width)
+                    accs = carried[u * k : (u + 1) * k]
+                    new += [m.combine(ib, a, v) for m, a, v in zip(monoids, accs, values)]
+                return new
+
+            return step
+
+        if nonempty(lo, main_end):
+            accs = b.for_range(lo, main_end, block, stepper(unroll), accs)
+        accs = [m.tree(b, accs[j::k]) for j, m in enumerate(monoids)]
+        if unroll > 1 and nonempty(main_end, vec_end):
+            accs = b.for_range(main_end, vec_end, width, stepper(1), accs)
+        scalars = [m.horizontal(b, a) for m, a in zip(monoids, accs)]
+    if nonempty(vec_end, hi):
+
+        def tail(ib: LoopBuilder, i: SSAValue, *carried: SSAValue) -> list[SSAValue]:
+            values = visit(ib, i, 1)
+            return [m.combine(ib, a, v) for m, a, v in zip(monoids, carried, values)]
+
+        scalars = b.for_range(vec_end, hi, 1, tail, scalars)
+    return scalars
+
+
+# A lane of a column block: (offset of its first column in the block, width: vector or 1).
+Lane = tuple[int, int]
+
+
+def column_blocks(
+    b: LoopBuilder,
+    n: int,
+    width: int,
+    unroll: int,
+    block: Callable[[LoopBuilder, SSAValue, list[Lane]], None],
+    parallel: bool = False,
+) -> None:
+    """Covers columns [0, n) with `block(b, first_column, lanes)`: full blocks of `unroll`
+    vectors in a loop (scf.parallel if asked), then one block for what remains (whole vectors,
+    then single columns). Each lane gets its own accumulator, so every pass over the rows of a
+    block keeps `unroll` vectors in registers."""
+    width = max(width, 1)
+    span = width * unroll
+    full = n // span
+    lanes = [(u * width, width) for u in range(unroll)]
+    if full:
+        body = lambda ib, c: block(ib, c, lanes)  # noqa: E731
+        if parallel and full >= 2:
+            b.parallel_range(0, full * span, span, body)
+        else:
+            b.for_range(0, full * span, span, body)
+    start = full * span
+    vectors = (n - start) // width if width > 1 else 0
+    singles = n - start - vectors * width
+    rest = [(u * width, width) for u in range(vectors)] + [
+        (vectors * width + s, 1) for s in range(singles)
+    ]
+    if rest:
+        block(b, b.index(start), rest)
