@@ -16,66 +16,35 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
-    BFloat16Type,
     DenseArrayBase,
-    Float16Type,
-    Float32Type,
-    Float64Type,
     FloatAttr,
     IntegerAttr,
-    IntegerType,
     StringAttr,
     TensorType,
-    f16,
-    f32,
-    f64,
-    i1,
-    i8,
-    i32,
-    i64,
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
-from ember.dialects import graph
+from ember.dialects import dtypes, graph
 from ember.dialects.weights import WeightStore
 
 Props = Mapping[str, Attribute]
 Evaluator = Callable[[Props, Sequence["np.ndarray | None"], TensorType], np.ndarray]
 
-_TO_NUMPY: list[tuple[Attribute, np.dtype]] = [
-    (f32, np.dtype(np.float32)),
-    (f64, np.dtype(np.float64)),
-    (f16, np.dtype(np.float16)),
-    (i64, np.dtype(np.int64)),
-    (i32, np.dtype(np.int32)),
-    (i8, np.dtype(np.int8)),
-    (i1, np.dtype(np.bool_)),
-]
-
 
 def numpy_dtype(element_type: Attribute) -> np.dtype:
-    """The numpy dtype that stores elements of an xDSL element type."""
-    for attr, dtype in _TO_NUMPY:
-        if attr == element_type:
-            return dtype
-    if isinstance(element_type, IntegerType):
-        width = element_type.width.data
-        if width in (8, 16, 32, 64):
-            return np.dtype(f"int{width}")
-    if isinstance(element_type, BFloat16Type | Float16Type | Float32Type | Float64Type):
-        raise ValueError(f"no numpy dtype for {element_type}")
-    raise ValueError(f"no numpy dtype for element type {element_type}")
+    """The numpy dtype that stores elements of an xDSL element type (ValueError if none)."""
+    try:
+        return dtypes.numpy_dtype_for(element_type)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 def element_type(dtype: np.dtype | type) -> Attribute:
-    """The xDSL element type of a numpy dtype."""
-    dtype = np.dtype(dtype)
-    for attr, candidate in _TO_NUMPY:
-        if candidate == dtype:
-            return attr
-    if dtype.kind in "iu":
-        return IntegerType(dtype.itemsize * 8)
-    raise ValueError(f"numpy dtype {dtype} has no ember element type")
+    """The xDSL element type of a numpy dtype (ValueError if none)."""
+    try:
+        return dtypes.element_type_for(dtype)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 def tensor_type(array: np.ndarray) -> TensorType:
@@ -392,17 +361,17 @@ def _only(ins: Sequence[np.ndarray | None]) -> np.ndarray:
     return x
 
 
+def _unary_evaluator(f: Callable[[np.ndarray], np.ndarray]) -> Evaluator:
+    return lambda props, ins, out: np.asarray(f(_only(ins))).astype(_out_dtype(out))
+
+
+def _binary_evaluator(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Evaluator:
+    return lambda props, ins, out: np.asarray(f(ins[0], ins[1])).astype(_out_dtype(out))  # type: ignore[arg-type]
+
+
 EVALUATORS: dict[str, Evaluator] = {
-    **{
-        name: (lambda f: lambda p, ins, out: np.asarray(f(_only(ins))).astype(_out_dtype(out)))(f)
-        for name, f in _UNARY.items()
-    },
-    **{
-        name: (lambda f: lambda p, ins, out: np.asarray(f(ins[0], ins[1])).astype(_out_dtype(out)))(
-            f
-        )
-        for name, f in _BINARY.items()
-    },
+    **{name: _unary_evaluator(f) for name, f in _UNARY.items()},
+    **{name: _binary_evaluator(f) for name, f in _BINARY.items()},
     "graph.clip": lambda p, ins, out: clip(_only(ins), _float(p, "min"), _float(p, "max")),
     "graph.leaky_relu": lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
     "graph.cast": lambda p, ins, out: _only(ins).astype(_out_dtype(out)),
