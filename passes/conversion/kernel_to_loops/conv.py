@@ -1,0 +1,374 @@
+"""kernel.conv2d -> GEMM-formulated SIMD loops (and a direct kernel for depthwise convs).
+
+Per group, C[Cout/G, Ho*Wo] = W[Cout/G, K] @ im2col(x)[K, Ho*Wo] with K = Cin/G*kh*kw.
+The packed weights are the A operand ("conv_a_panel{MR}", see packing.py) so each A element
+is one broadcast; the activations are B, N = Ho*Wo runs across vector lanes. Work units
+(batch, group, N panel, M chunk) run under scf.parallel. A 1x1 stride-1 unpadded conv reads
+B straight from the input; every other conv first packs an implicit-im2col K x NR panel
+into scratch (zeros where the window hits padding), reused by all MR-row tiles of the unit.
+
+Activations are addressed as the flattened [B, C, H*W] view of NCHW: the emitter linearizes
+indices row-major from the static shape, so [b, c, 0, n] names element n of plane (b, c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects import arith, func
+from xdsl.dialects.builtin import DenseArrayBase
+from xdsl.ir import SSAValue
+
+from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.gemm_common import (
+    Epilogue,
+    activation_of,
+    alloca,
+    ceil_div,
+    decode,
+    load_lanes,
+    m_chunking,
+    m_tile_loop,
+    memref_shape,
+    micro_kernel,
+    split_static,
+)
+from ember.passes.conversion.kernel_to_loops.packing import (
+    DEPTHWISE_LAYOUT,
+    conv_layout,
+    gemm_blocking,
+)
+from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.target import Target
+
+# Scratch (im2col panel, padded depthwise plane) must stay well inside a worker's stack.
+SCRATCH_LIMIT_BYTES = 512 * 1024
+
+
+def _ints(attr: DenseArrayBase) -> list[int]:
+    return [int(v) for v in attr.get_values()]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    batch: int
+    cin: int
+    h: int
+    w: int
+    cout: int
+    ho: int
+    wo: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    group: int
+
+    @staticmethod
+    def of(op: kernel.Conv2dOp) -> ConvGeometry:
+        batch, cin, h, w = memref_shape(op.input)
+        out_batch, cout, ho, wo = memref_shape(op.output)
+        kh, kw = _ints(op.kernel_shape)
+        sh, sw = _ints(op.strides)
+        dh, dw = _ints(op.dilations)
+        pt, pl, pb, pr = _ints(op.pads)
+        group = op.group.value.data
+        expect_h = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+        expect_w = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+        if out_batch != batch or (ho, wo) != (expect_h, expect_w):
+            raise ValueError(
+                f"kernel.conv2d: output {memref_shape(op.output)} does not match input "
+                f"{memref_shape(op.input)} with kernel {kh}x{kw}, strides {sh}x{sw}, "
+                f"pads {[pt, pl, pb, pr]}, dilations {dh}x{dw} (expected {expect_h}x{expect_w})"
+            )
+        if cin % group or cout % group:
+            raise ValueError(
+                f"kernel.conv2d: channels {cin}->{cout} not divisible by group {group}"
+            )
+        if min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+            raise ValueError("kernel.conv2d: strides/dilations must be >= 1 and pads >= 0")
+        return ConvGeometry(batch, cin, h, w, cout, ho, wo, kh, kw, sh, sw, dh, dw, pt, pl, group)
+
+    @property
+    def pointwise(self) -> bool:
+        """1x1, stride 1, no padding: the input planes are already the GEMM's B matrix."""
+        return (self.kh, self.kw, self.sh, self.sw, self.pt, self.pl) == (1, 1, 1, 1, 0, 0) and (
+            self.ho,
+            self.wo,
+        ) == (self.h, self.w)
+
+
+def _function(
+    op: kernel.Conv2dOp, name: str
+) -> tuple[func.FuncOp, LoopBuilder, dict[str, SSAValue]]:
+    names = ["input", "weight", "bias", "residual", "output"]
+    present = [(n, getattr(op, n)) for n in names if getattr(op, n) is not None]
+    fn, body = kernel_function(name, [v.type for _, v in present])
+    return fn, body, {n: arg for (n, _), arg in zip(present, fn.args, strict=True)}
+
+
+@lowering(kernel.Conv2dOp)
+def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
+    geo = ConvGeometry.of(op)
+    if op.bias is not None and memref_shape(op.bias) != (geo.cout,):
+        raise ValueError(f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({geo.cout},)")
+    if op.weight_layout.data == DEPTHWISE_LAYOUT:
+        return _lower_depthwise(op, geo, target, name)
+    return _lower_gemm_conv(op, geo, target, name)
+
+
+def _pack_im2col(
+    b: LoopBuilder,
+    panel: SSAValue,
+    x: SSAValue,
+    bi: SSAValue,
+    ch0: SSAValue,
+    n0: SSAValue,
+    cols: int,
+    width: int,
+    geo: ConvGeometry,
+) -> None:
+    """panel[(ci*kh + r)*kw + s, j] = x[bi, ch0+ci, oh*sh-pt+r*dh, ow*sw-pl+s*dw], 0 if outside.
+
+    Column positions are computed once per panel; the window offset and its validity once per
+    (r, s); the innermost channel loop is then a load/select/store per element.
+    """
+    zero = b.const(0.0)
+    padded = geo.pt > 0 or geo.pl > 0 or geo.ho * geo.sh > geo.h or geo.wo * geo.sw > geo.w
+    row0: list[SSAValue] = []
+    col0: list[SSAValue] = []
+    for j in range(cols):
+        n = b.add(n0, j)
+        row0.append(b.sub(b.mul(b.floordiv(n, geo.wo), geo.sh), geo.pt))
+        col0.append(b.sub(b.mul(b.rem(n, geo.wo), geo.sw), geo.pl))
+    taps = geo.kh * geo.kw
+
+    def window(b: LoopBuilder, r: SSAValue, s: SSAValue) -> None:
+        dr = b.mul(r, geo.dh)
+        ds = b.mul(s, geo.dw)
+        offsets: list[SSAValue] = []
+        valid: list[SSAValue | None] = []
+        for j in range(cols):
+            ih = b.add(row0[j], dr)
+            iw = b.add(col0[j], ds)
+            offset = b.add(b.mul(ih, geo.w), iw)
+            if padded:
+                # Negative coordinates wrap to huge unsigned values: one compare per axis.
+                ok = b.insert(
+                    arith.AndIOp(b.cmp_index("ult", ih, geo.h), b.cmp_index("ult", iw, geo.w))
+                ).results[0]
+                offsets.append(b.select(ok, offset, b.index(0)))
+                valid.append(ok)
+            else:
+                offsets.append(offset)
+                valid.append(None)
+        tap = b.add(b.mul(r, geo.kw), s)
+
+        def channel(b: LoopBuilder, ci: SSAValue) -> None:
+            k = b.add(b.mul(ci, taps), tap)
+            ch = b.add(ch0, ci)
+            for j in range(cols):
+                value = b.load(x, [bi, ch, 0, offsets[j]])
+                ok = valid[j]
+                b.store(value if ok is None else b.select(ok, value, zero), panel, [k, j])
+            for j in range(cols, width):
+                b.store(zero, panel, [k, j])
+
+        b.for_range(0, geo.cin // geo.group, 1, channel)
+
+    b.for_range(
+        0, geo.kh, 1, lambda b, r: b.for_range(0, geo.kw, 1, lambda b2, s: window(b2, r, s))
+    )
+
+
+def _lower_gemm_conv(
+    op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
+) -> func.FuncOp:
+    blocking = gemm_blocking(target)
+    vw = blocking.vw
+    nr = blocking.nr
+    w_shape = memref_shape(op.weight)
+    mr = w_shape[-1]
+    groups = geo.group
+    m = geo.cout // groups
+    cin_g = geo.cin // groups
+    k_extent = cin_g * geo.kh * geo.kw
+    layout = op.weight_layout.data
+    if layout != conv_layout(mr) or w_shape != (groups, ceil_div(m, mr), k_extent, mr):
+        raise ValueError(
+            f"kernel.conv2d: weight {w_shape} with layout '{layout}' does not match a "
+            f"{geo.kh}x{geo.kw} conv {geo.cin}->{geo.cout}, group {groups} "
+            f"(expected [G, ceil(M/MR), K, MR] from pack_conv_weight)"
+        )
+    direct = geo.pointwise
+    if not direct and k_extent * nr * 4 > SCRATCH_LIMIT_BYTES:
+        raise NotImplementedError(
+            f"kernel.conv2d: im2col panel of K={k_extent} x {nr} exceeds the scratch limit"
+        )
+    n = geo.ho * geo.wo
+    panels = ceil_div(n, nr)
+    chunks = m_chunking(geo.batch * groups * panels, m, mr, target.threads)
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        panel_buf = None if direct else alloca(b, [k_extent, nr])
+        bi, g, p, c = decode(b, u, [geo.batch, groups, panels, chunks])
+        ch0 = b.mul(g, cin_g)
+        co0 = b.mul(g, m)
+        n0 = b.mul(p, nr)
+        epi = Epilogue(out, args.get("residual"), activation, vw)
+
+        def panel(b: LoopBuilder, cols: int) -> None:
+            nv = ceil_div(cols, vw)
+            if panel_buf is not None:
+                _pack_im2col(b, panel_buf, x, bi, ch0, n0, cols, nv * vw, geo)
+
+            def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
+                if panel_buf is not None:
+                    return b.vload(panel_buf, [k, j * vw], vw)
+                lanes = min(vw, cols - j * vw)
+                return load_lanes(b, x, [bi, b.add(ch0, k), 0, b.add(n0, j * vw)], lanes, vw)
+
+            col_idx = [b.add(n0, j * vw) for j in range(nv)]
+
+            def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
+                mt = b.floordiv(m0, mr)
+
+                def load_a(b: LoopBuilder, k: SSAValue, i: int) -> SSAValue:
+                    return b.load(w, [g, mt, k, i])
+
+                acc = micro_kernel(b, k_extent, rows, nv, vw, load_a, load_b)
+                for i in range(rows):
+                    co = b.add(co0, b.add(m0, i))
+                    bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
+                    for j in range(nv):
+                        lanes = min(vw, cols - j * vw)
+                        epi.finish(b, acc[i][j], [bi, co, 0, col_idx[j]], lanes, bias)
+
+            m_tile_loop(b, c, chunks, m, mr, tile)
+
+        split_static(b, p, n // nr, panels, panel, nr, n % nr)
+
+    body.parallel_range(0, geo.batch * groups * panels * chunks, 1, unit)
+    body.ret()
+    return fn
+
+
+# Output vectors computed together per depthwise row chunk: independent FMA chains hide
+# the FMA latency, and 4 accumulators + weights + loads fit in any x86 register file.
+DEPTHWISE_ROW_VECTORS = 4
+
+
+def _lower_depthwise(
+    op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
+) -> func.FuncOp:
+    """Direct depthwise conv vectorized over output width.
+
+    Each channel plane is first copied into a zero-bordered scratch plane, de-interleaved by
+    column phase for strided convs (plane[q, ih+pt, t] = x[ih, t*sw + q - pl]), so that every
+    (r, s) tap of VW consecutive outputs is one contiguous, always in-bounds vector load.
+    """
+    vw = target.vector_width
+    channels = geo.cout
+    if memref_shape(op.weight) != (channels, geo.kh * geo.kw) or geo.cin != channels:
+        raise ValueError(
+            f"kernel.conv2d: depthwise weight {memref_shape(op.weight)} does not match "
+            f"{channels} channels of {geo.kh}x{geo.kw}"
+        )
+    rows = (geo.ho - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1
+    shift_max = ((geo.kw - 1) * geo.dw) // geo.sw
+    width = ceil_div(ceil_div(geo.wo, vw) * vw + shift_max, vw) * vw
+    if geo.sw * rows * width * 4 > SCRATCH_LIMIT_BYTES:
+        raise NotImplementedError(
+            f"kernel.conv2d: depthwise plane {rows}x{width} exceeds the scratch limit"
+        )
+    copy_rows = min(geo.h, rows - geo.pt)
+    copy_cols = min(geo.w, width * geo.sw - geo.pl)
+    chunks = min(channels, 4 * max(target.threads, 1))
+    per_chunk = ceil_div(channels, chunks)
+    chunks = ceil_div(channels, per_chunk)
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+    chunk_w = DEPTHWISE_ROW_VECTORS * vw
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        plane = alloca(b, [geo.sw, rows, width])
+        epi = Epilogue(out, args.get("residual"), activation, vw)
+        zero = b.splat(0.0, vw)
+
+        # The border stays zero: channel copies below only ever write the interior.
+        def clear(b: LoopBuilder, q: SSAValue) -> None:
+            def clear_row(b: LoopBuilder, r: SSAValue) -> None:
+                for t in range(0, width, vw):
+                    b.vstore(zero, plane, [q, r, t])
+
+            b.for_range(0, rows, 1, clear_row)
+
+        b.for_range(0, geo.sw, 1, clear)
+        bi, c = decode(b, u, [geo.batch, chunks])
+        first = b.mul(c, per_chunk)
+        last = b.min_index(b.add(first, per_chunk), channels)
+
+        def channel(b: LoopBuilder, ch: SSAValue) -> None:
+            def copy_row(b: LoopBuilder, ih: SSAValue) -> None:
+                row = b.add(ih, geo.pt)
+                if geo.sw == 1:
+                    full = copy_cols - copy_cols % vw
+                    for t in range(0, full, vw):
+                        b.vstore(b.vload(x, [bi, ch, ih, t], vw), plane, [0, row, t + geo.pl])
+                    for t in range(full, copy_cols):
+                        b.store(b.load(x, [bi, ch, ih, t]), plane, [0, row, t + geo.pl])
+                    return
+
+                def copy_col(b: LoopBuilder, iw: SSAValue) -> None:
+                    col = b.add(iw, geo.pl)
+                    dest = [b.rem(col, geo.sw), row, b.floordiv(col, geo.sw)]
+                    b.store(b.load(x, [bi, ch, ih, iw]), plane, dest)
+
+                b.for_range(0, copy_cols, 1, copy_col)
+
+            b.for_range(0, copy_rows, 1, copy_row)
+            taps = [b.splat(b.load(w, [ch, t]), vw) for t in range(geo.kh * geo.kw)]
+            bias = None if bias_buf is None else b.splat(b.load(bias_buf, [ch]), vw)
+
+            def out_row(b: LoopBuilder, oh: SSAValue) -> None:
+                base = b.mul(oh, geo.sh)
+
+                def chunk(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
+                    nv = ceil_div(cols, vw)
+                    acc = [bias if bias is not None else zero] * nv
+                    for r in range(geo.kh):
+                        row = b.add(base, r * geo.dh)
+                        for s in range(geo.kw):
+                            phase, shift = (s * geo.dw) % geo.sw, (s * geo.dw) // geo.sw
+                            for j in range(nv):
+                                col = b.add(ow0, j * vw + shift)
+                                v = b.vload(plane, [phase, row, col], vw)
+                                acc[j] = b.fma(v, taps[r * geo.kw + s], acc[j])
+                    for j in range(nv):
+                        lanes = min(vw, cols - j * vw)
+                        epi.finish(b, acc[j], [bi, ch, oh, b.add(ow0, j * vw)], lanes, None)
+
+                full = geo.wo // chunk_w
+                if full:
+                    b.for_range(0, full * chunk_w, chunk_w, lambda b2, ow0: chunk(b2, ow0, chunk_w))
+                if geo.wo % chunk_w:
+                    chunk(b, b.index(full * chunk_w), geo.wo % chunk_w)
+
+            b.for_range(0, geo.ho, 1, out_row)
+
+        b.for_range(first, last, 1, channel)
+
+    body.parallel_range(0, geo.batch * chunks, 1, unit)
+    body.ret()
+    return fn

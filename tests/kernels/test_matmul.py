@@ -1,0 +1,208 @@
+"""kernel.matmul lowering: IR shape of the micro-kernel, and numerics against numpy (float64).
+
+Tolerance: max |out - ref| <= 1e-4 * max(1, max |ref|) (float32 accumulation over K <= 2048).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+from xdsl.dialects.builtin import DenseArrayBase, MemRefType, ModuleOp, StringAttr, f32
+from xdsl.ir import Block, SSAValue
+
+from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops import matmul  # noqa: F401  (registers lowering)
+from ember.passes.conversion.kernel_to_loops.packing import gemm_blocking, pack_matmul_weight
+from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+from ember.passes.target import Target, host_target, named_target
+from tests.filecheck_util import assert_filecheck
+from tests.kernels.harness import run_kernel_op
+
+RTOL = 1e-4
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf)(x)
+
+
+ACTIVATIONS: dict[str, tuple[list[float], Callable[[np.ndarray], np.ndarray]]] = {
+    "relu": ([], lambda x: np.maximum(x, 0)),
+    "clip": ([-0.5, 0.75], lambda x: np.clip(x, -0.5, 0.75)),
+    "leaky_relu": ([0.1], lambda x: np.where(x > 0, x, 0.1 * x)),
+    "sigmoid": ([], lambda x: 1 / (1 + np.exp(-x))),
+    "tanh": ([], np.tanh),
+    "gelu": ([], lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
+}
+
+
+def matmul_op(
+    layout: str, has_bias: bool, has_residual: bool, activation: str | None = None
+) -> Callable[[Sequence[SSAValue]], kernel.MatMulOp]:
+    def make(args: Sequence[SSAValue]) -> kernel.MatMulOp:
+        it = iter(args)
+        a, b = next(it), next(it)
+        bias = next(it) if has_bias else None
+        residual = next(it) if has_residual else None
+        props: dict = {"weight_layout": StringAttr(layout)}
+        if activation is not None:
+            props["activation"] = StringAttr(activation)
+            params = ACTIVATIONS[activation][0]
+            if params:
+                props["activation_params"] = DenseArrayBase.from_list(f32, params)
+        return kernel.MatMulOp(operands=[a, b, bias, residual, next(it)], properties=props)
+
+    return make
+
+
+def reference(
+    a: np.ndarray,
+    b: np.ndarray,
+    bias: np.ndarray | None,
+    residual: np.ndarray | None,
+    activation: str | None,
+) -> np.ndarray:
+    out = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    if bias is not None:
+        out = out + bias
+    if residual is not None:
+        out = out + residual
+    if activation is not None:
+        out = ACTIVATIONS[activation][1](out)
+    return out
+
+
+def run_matmul(
+    a_shape: tuple[int, ...],
+    b_shape: tuple[int, ...],
+    *,
+    packed: bool,
+    bias: bool = False,
+    residual: bool = False,
+    activation: str | None = None,
+    threads: int = 1,
+    seed: int = 0,
+) -> None:
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(a_shape, dtype=np.float32)
+    b = rng.standard_normal(b_shape, dtype=np.float32)
+    out_shape = np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1])
+    n = b_shape[-1]
+    bias_arr = rng.standard_normal((n,), dtype=np.float32) if bias else None
+    res_arr = rng.standard_normal(out_shape, dtype=np.float32) if residual else None
+    target = host_target(threads)
+    if packed:
+        b_operand, layout = pack_matmul_weight(b, target)
+    else:
+        b_operand, layout = b, "plain"
+    out = np.full(out_shape, np.nan, dtype=np.float32)
+    arrays = [a, b_operand, *(x for x in (bias_arr, res_arr) if x is not None), out]
+    run_kernel_op(matmul_op(layout, bias, residual, activation), arrays, target, threads)
+    ref = reference(a, b, bias_arr, res_arr, activation)
+    err = np.max(np.abs(out - ref))
+    assert err <= RTOL * max(1.0, np.max(np.abs(ref))), f"max error {err}"
+
+
+# (M, K, N): M/N tails of every size class, K below/above the unroll factor.
+SHAPES = [
+    (1, 1, 1),
+    (1, 3, 1000),
+    (5, 7, 19),
+    (6, 16, 16),
+    (13, 3, 49),
+    (7, 33, 17),
+    (64, 64, 64),
+    (37, 130, 100),
+]
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matmul_shapes(shape: tuple[int, int, int], packed: bool) -> None:
+    m, k, n = shape
+    run_matmul((m, k), (k, n), packed=packed)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_matmul_epilogue(activation: str) -> None:
+    run_matmul((9, 20), (20, 21), packed=True, bias=True, residual=True, activation=activation)
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
+def test_matmul_bias_residual(packed: bool) -> None:
+    run_matmul((11, 17), (17, 29), packed=packed, bias=True, residual=True, activation="relu")
+
+
+@pytest.mark.parametrize(
+    "a_shape,b_shape",
+    [
+        ((2, 5, 8), (8, 24)),  # 3-D activations @ 2-D plain b
+        ((2, 3, 5, 7), (3, 7, 9)),  # batch broadcast over the leading dim
+        ((2, 1, 4, 6), (1, 3, 6, 10)),  # both sides broadcast
+        ((4, 12, 64), (4, 64, 12)),  # attention-score shape
+    ],
+)
+def test_matmul_batched_plain(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> None:
+    run_matmul(a_shape, b_shape, packed=False)
+
+
+def test_matmul_packed_3d_activation() -> None:
+    run_matmul((2, 7, 33), (33, 40), packed=True, bias=True, activation="gelu")
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
+@pytest.mark.parametrize("shape", [(1, 64, 1000), (50, 40, 70), (130, 16, 20)])
+def test_matmul_two_threads(shape: tuple[int, int, int], packed: bool) -> None:
+    m, k, n = shape
+    run_matmul((m, k), (k, n), packed=packed, bias=True, threads=2)
+
+
+def test_matmul_resnet_fc() -> None:
+    run_matmul((1, 2048), (2048, 1000), packed=True, bias=True, threads=2)
+
+
+def test_pack_matmul_weight_layout() -> None:
+    target = Target(vector_width=8, vector_registers=16)
+    b = np.arange(3 * 20, dtype=np.float32).reshape(3, 20)
+    packed, layout = pack_matmul_weight(b, target)
+    assert layout == "gemm_b_panel16"
+    assert packed.shape == (2, 3, 16)
+    np.testing.assert_array_equal(packed[1, :, :4], b[:, 16:])
+    assert not packed[1, :, 4:].any()
+
+
+def test_blocking_follows_target() -> None:
+    assert gemm_blocking(named_target("x86-64-v3")) == gemm_blocking(Target())
+    avx2 = gemm_blocking(named_target("x86-64-v3"))
+    avx512 = gemm_blocking(named_target("x86-64-v4"))
+    assert (avx2.mr, avx2.nr) == (6, 16)
+    assert (avx512.mr, avx512.nr) == (14, 32)
+
+
+def lowered_ir(a_shape: tuple[int, ...], b_shape: tuple[int, ...], layout: str) -> str:
+    block = Block(arg_types=[MemRefType(f32, a_shape), MemRefType(f32, b_shape)])
+    out_shape = (a_shape[0], b_shape[-1] if layout == "plain" else 20)
+    out = Block(arg_types=[MemRefType(f32, out_shape)]).args[0]
+    op = matmul_op(layout, False, False, "relu")([*block.args, out])
+    fn = lowering_for(op)(op, Target(vector_width=8, vector_registers=16, threads=2), "mm")
+    module = ModuleOp([fn])
+    module.verify()
+    return str(module)
+
+
+def test_matmul_ir_register_blocking() -> None:
+    """6x16 tile: 12 vector accumulators carried by the k loop, 12 FMAs per k step."""
+    ir = lowered_ir((12, 8), (2, 8, 16), "gemm_b_panel16")
+    accs = ", ".join(["vector<8xf32>"] * 12)
+    checks = """
+    CHECK: func.func @mm(%0: memref<12x8xf32>, %1: memref<2x8x16xf32>, %2: memref<12x20xf32>)
+    CHECK: scf.parallel
+    CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> ({{ACCS}})
+    CHECK: vector.load %1[{{.*}}] : memref<2x8x16xf32>, vector<8xf32>
+    CHECK-COUNT-12: vector.fma
+    CHECK: arith.maxnumf
+    CHECK: vector.store
+    """.replace("{{ACCS}}", accs)
+    assert_filecheck(ir, checks)
