@@ -17,6 +17,7 @@ from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.lrn import lower_lrn
 from ember.passes.target import Target
 from tests.filecheck_util import assert_filecheck
+from tests.kernels.harness import run_kernel_op
 
 
 def make_lrn(size: int, alpha: float, beta: float, bias: float):  # type: ignore[no-untyped-def]
@@ -59,8 +60,6 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-n{c[1]}-b{c[3]}")
 def test_lrn_matches_reference(case: tuple) -> None:
-    from tests.kernels.harness import run_kernel_op
-
     shape, size, alpha, beta, bias = case
     x = (np.random.default_rng(1).standard_normal(shape) * 2).astype(np.float32)
     out = np.full(shape, np.nan, np.float32)
@@ -71,8 +70,6 @@ def test_lrn_matches_reference(case: tuple) -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_lrn_threads(threads: int) -> None:
-    from tests.kernels.harness import run_kernel_op
-
     shape = (1, 48, 27, 27)  # 35K elements: the block loop runs as scf.parallel
     x = np.random.default_rng(threads).standard_normal(shape).astype(np.float32)
     out = np.full(shape, np.nan, np.float32)

@@ -26,8 +26,10 @@ from xdsl.ir import Block, SSAValue
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
 from ember.passes.conversion.kernel_to_loops.pooling import build_pool, lower_pool
+from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.passes.target import Target
 from tests.filecheck_util import assert_filecheck
+from tests.kernels.harness import run_kernel_op
 
 
 def make_pool(
@@ -103,8 +105,6 @@ def run_case(case: tuple, threads: int = 1, seed: int = 0) -> tuple[np.ndarray, 
     x = np.random.default_rng(seed).standard_normal(in_shape).astype(np.float32)
     expected = onnxruntime_pool(x, kind, ks, strides, pads, ceil_mode, include_pad)
     out = np.full(expected.shape, np.nan, np.float32)
-    from tests.kernels.harness import run_kernel_op
-
     run_kernel_op(make_pool(kind, ks, strides, pads, include_pad), [x, out], threads=threads)
     return out, expected
 
@@ -133,27 +133,30 @@ def test_pool_threads(kind: str, threads: int) -> None:
     check(out, expected, kind)
 
 
-def _lowered(make, in_shape: tuple, out_shape: tuple, **kwargs) -> str:  # type: ignore[no-untyped-def]
+def _lowered(make, in_shape: tuple, out_shape: tuple, vw: int = 8, **kwargs) -> str:  # type: ignore[no-untyped-def]
     block = Block(arg_types=[MemRefType(f32, in_shape), MemRefType(f32, out_shape)])
     op = make(block.args)
-    fn = build_pool(op, Target(vector_width=8), "pool", **kwargs)
+    fn = build_pool(op, Target(vector_width=vw), "pool", **kwargs)
     module = ModuleOp([fn])
     module.verify()
     return str(module)
 
 
-def test_stride2_interior_deinterleaves_vectors() -> None:
+@pytest.mark.parametrize("vw", [8, 16])
+def test_stride2_interior_deinterleaves_vectors(vw: int) -> None:
     ir = _lowered(
-        make_pool("max", (3, 3), (2, 2), (1, 1, 1, 1)), (1, 64, 112, 112), (1, 64, 56, 56)
+        make_pool("max", (3, 3), (2, 2), (1, 1, 1, 1)), (1, 64, 112, 112), (1, 64, 56, 56), vw
     )
+    even = ", ".join(str(2 * j) for j in range(vw))
+    odd = ", ".join(str(2 * j + 1) for j in range(vw))
     assert_filecheck(
         ir,
-        """
+        f"""
         CHECK: scf.parallel
-        CHECK: vector.load {{.*}} vector<8xf32>
-        CHECK: vector.shuffle {{.*}} [0, 2, 4, 6, 8, 10, 12, 14]
-        CHECK: vector.shuffle {{.*}} [1, 3, 5, 7, 9, 11, 13, 15]
-        CHECK: arith.maxnumf {{.*}} vector<8xf32>
+        CHECK: vector.load {{{{.*}}}} vector<{vw}xf32>
+        CHECK: vector.shuffle {{{{.*}}}} [{even}]
+        CHECK: vector.shuffle {{{{.*}}}} [{odd}]
+        CHECK: arith.maxnumf {{{{.*}}}} vector<{vw}xf32>
         CHECK: vector.store
         """,
     )
@@ -178,8 +181,6 @@ def test_pad_not_smaller_than_kernel_is_rejected() -> None:
 
 
 def test_lowering_is_registered() -> None:
-    from ember.passes.conversion.kernel_to_loops.registry import lowering_for
-
     block = Block(arg_types=[MemRefType(f32, (1, 1, 4, 4)), MemRefType(f32, (1, 1, 2, 2))])
     op = make_pool("max", (2, 2), (2, 2), (0, 0, 0, 0))(block.args)
     assert lowering_for(op) is lower_pool

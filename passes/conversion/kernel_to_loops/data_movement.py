@@ -11,8 +11,7 @@ import math
 from collections.abc import Sequence
 
 from xdsl.dialects import func
-from xdsl.ir import Attribute, SSAValue
-from xdsl.irdl import IRDLOperation
+from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
@@ -26,6 +25,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     linear,
     load,
     loop,
+    operand_types,
     row_major_strides,
     shape,
     shuffle,
@@ -36,17 +36,13 @@ from ember.passes.conversion.kernel_to_loops.registry import lowering
 from ember.passes.target import Target
 
 
-def _signature(op: IRDLOperation) -> list[Attribute]:
-    return [operand.type for operand in op.operands]
-
-
 # -- copy -----------------------------------------------------------------------------------------
 @lowering(kernel.CopyOp)
 def lower_copy(op: kernel.CopyOp, target: Target, name: str) -> func.FuncOp:
     src_shape, dst_shape = shape(op.input), shape(op.output)
     if math.prod(src_shape) != math.prod(dst_shape):
         raise fail(op, f"input {list(src_shape)} and output {list(dst_shape)} differ in size")
-    fn, b = kernel_function(name, _signature(op))
+    fn, b = kernel_function(name, operand_types(op))
     copy_flat(b, fn.args[0], fn.args[1], math.prod(dst_shape), target)
     b.ret()
     return fn
@@ -78,7 +74,7 @@ def lower_concat(op: kernel.ConcatOp, target: Target, name: str) -> func.FuncOp:
 
     outer = math.prod(out_shape[:axis])
     inner = math.prod(out_shape[axis + 1 :])
-    fn, b = kernel_function(name, _signature(op))
+    fn, b = kernel_function(name, operand_types(op))
     *inputs, out = fn.args
     lanes = lanes_for(out, target)
     offset = 0
@@ -161,7 +157,7 @@ def lower_transpose(op: kernel.TransposeOp, target: Target, name: str) -> func.F
     if list(out_shape) != expected:
         raise fail(op, f"output shape {list(out_shape)} != permuted input shape {expected}")
 
-    fn, b = kernel_function(name, _signature(op))
+    fn, b = kernel_function(name, operand_types(op))
     src, dst = fn.args
     dims, mperm = simplify_transpose(in_shape, perm)
     lanes = lanes_for(src, target)
@@ -316,7 +312,7 @@ def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
     outer = math.prod(data_shape[:axis])
     count = math.prod(idx_shape)
     inner = math.prod(data_shape[axis + 1 :])
-    fn, b = kernel_function(name, _signature(op))
+    fn, b = kernel_function(name, operand_types(op))
     data, indices, out = fn.args
     lanes = lanes_for(data, target)
 

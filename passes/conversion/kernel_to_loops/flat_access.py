@@ -41,6 +41,11 @@ def fail(op: IRDLOperation, message: str) -> KernelShapeError:
     return KernelShapeError(f"{op.name}: {message}")
 
 
+def operand_types(op: IRDLOperation) -> list[Attribute]:
+    """The kernel function's signature: one memref argument per operand, in order."""
+    return [operand.type for operand in op.operands]
+
+
 def shape(value: SSAValue) -> tuple[int, ...]:
     return tuple(value.type.get_shape())  # type: ignore[attr-defined]
 

@@ -24,6 +24,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     linear,
     load,
     loop,
+    operand_types,
     shape,
     store,
 )
@@ -64,7 +65,7 @@ def lower_lrn(op: kernel.LRNOp, target: Target, name: str) -> func.FuncOp:
     before, after = (size - 1) // 2, size // 2  # floor and ceil of (size-1)/2
     vw = target.vector_width
 
-    fn, b = kernel_function(name, [operand.type for operand in op.operands])
+    fn, b = kernel_function(name, operand_types(op))
     src, dst = fn.args
 
     def column(cb: LoopBuilder, base: SSAValue, width: int) -> None:

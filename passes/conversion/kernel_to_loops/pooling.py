@@ -28,6 +28,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     linear,
     load,
     loop,
+    operand_types,
     shape,
     shuffle,
     store,
@@ -247,7 +248,7 @@ def build_pool(
         out_w=out_shape[3],
         include_pad=op.count_include_pad is not None,
     )
-    fn, b = kernel_function(name, [operand.type for operand in op.operands])
+    fn, b = kernel_function(name, operand_types(op))
     vw = target.vector_width if g.sw in vector_strides else 1
     emitter = _PlaneEmitter(g, vw, fn.args[0], fn.args[1])
     loop(b, 0, n * c, emitter.plane, parallel=is_parallel(math.prod(in_shape)))
