@@ -371,6 +371,13 @@ class _FunctionEmitter:
         self.emit_ops(block)
         self.finish()
 
+    def alloca(self, ty: ir.Type, align: int, name: str = "") -> ir.Value:
+        """A stack slot in the entry block (hoisted: allocated once per call or thread)."""
+        slot = self.allocas.alloca(ty, name=name)
+        slot.align = align
+        slot.type = PTR  # llvmlite types allocas as typed pointers; the module uses opaque ones
+        return slot
+
     def finish(self) -> None:
         self.allocas.branch(self.fn.blocks[1])
 
@@ -589,10 +596,43 @@ def _index_cast(self: _FunctionEmitter, op: Operation) -> None:
         self.set(op, self.b.trunc(value, ty))
 
 
+def _with_element(ty: ir.Type, element: ir.Type) -> ir.Type:
+    return ir.VectorType(element, ty.count) if isinstance(ty, ir.VectorType) else element
+
+
+def _to_bfloat(self: _FunctionEmitter, value: ir.Value, ty: ir.Type) -> ir.Value:
+    """f32/f64 -> bf16 rounding to nearest even, in integer ops: LLVM would call
+    __truncsfbf2, which the JIT cannot resolve."""
+    b = self.b
+    if not isinstance(_element(value.type), ir.FloatType):
+        value = b.fptrunc(value, _with_element(value.type, ir.FloatType()))
+    i32 = _with_element(value.type, I32)
+    bits = b.bitcast(value, i32)
+    lsb = b.and_(b.lshr(bits, _const(i32, 16)), _const(i32, 1))
+    rounded = b.lshr(b.add(bits, b.add(lsb, _const(i32, 0x7FFF))), _const(i32, 16))
+    nan = b.fcmp_unordered("uno", value, value)
+    rounded = b.select(nan, _const(i32, 0x7FC0), rounded)
+    return b.bitcast(b.trunc(rounded, _with_element(i32, ir.IntType(16))), ty)
+
+
+def _from_bfloat(self: _FunctionEmitter, value: ir.Value, ty: ir.Type) -> ir.Value:
+    b = self.b
+    i32 = _with_element(value.type, I32)
+    bits = b.zext(b.bitcast(value, _with_element(value.type, ir.IntType(16))), i32)
+    wide = b.bitcast(b.shl(bits, _const(i32, 16)), _with_element(value.type, ir.FloatType()))
+    return wide if wide.type == ty else b.fpext(wide, ty)
+
+
 @_handles(*_CASTS)
 def _cast(self: _FunctionEmitter, op: Operation) -> None:
-    method = getattr(self.b, _CASTS[op.name])
-    self.set(op, method(self.get(op.operands[0]), llvm_type(op.results[0].type)))
+    value = self.get(op.operands[0])
+    ty = llvm_type(op.results[0].type)
+    if op.name == "arith.truncf" and isinstance(_element(ty), BFloatType):
+        self.set(op, _to_bfloat(self, value, ty))
+    elif op.name == "arith.extf" and isinstance(_element(value.type), BFloatType):
+        self.set(op, _from_bfloat(self, value, ty))
+    else:
+        self.set(op, getattr(self.b, _CASTS[op.name])(value, ty))
 
 
 # -- math ---------------------------------------------------------------------------------------
@@ -801,7 +841,7 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     inner.finish()
 
     # Caller: pack the captures, then run the outlined body on the team (or directly).
-    ctx = self.allocas.alloca(ctx_type, name="par.ctx")
+    ctx = self.alloca(ctx_type, 8, name="par.ctx")
     for i, value in enumerate(captures):
         b.store(self.get(value), b.gep(ctx, [I32(0), I32(i)], source_etype=ctx_type))
     total = None
@@ -866,9 +906,7 @@ def _alloca(self: _FunctionEmitter, op: Operation) -> None:
     element, count = _static_bytes(self, op)
     # Hoisted to the entry block: one stack slot per function (per thread when outlined),
     # which LLVM can promote and never re-grows inside loops.
-    slot = self.allocas.alloca(ir.ArrayType(element, count))
-    slot.align = max(64, _alignment(element))
-    self.set(op, slot)
+    self.set(op, self.alloca(ir.ArrayType(element, count), max(64, _alignment(element))))
 
 
 @_handles("memref.alloc")
@@ -1050,7 +1088,10 @@ def _vector_shuffle(self: _FunctionEmitter, op: Operation) -> None:
 @_handles("vector.reduction")
 def _vector_reduction(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, vector.ReductionOp)
-    kind = op.kind.data[0].value
+    # A single flag when parsed, a collection of flags when built in Python.
+    flags = op.kind.data
+    flag = next(iter(flags)) if isinstance(flags, list | tuple | set | frozenset) else flags
+    kind = str(getattr(flag, "value", flag))
     source = self.get(op.vector)
     element = _element(source.type)
     acc = self.get(op.acc) if op.acc is not None else None
