@@ -1,0 +1,365 @@
+"""kernel.conv2d lowering (GEMM conv, pointwise, im2col, grouped, depthwise) against numpy.
+
+Reference: float64 im2col + einsum. Tolerance: max |out - ref| <= 1e-4 * max(1, max |ref|).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    IntegerAttr,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+    f32,
+    i64,
+)
+from xdsl.ir import Block, SSAValue
+
+from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops import conv  # noqa: F401  (registers lowering)
+from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
+from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+from ember.passes.target import Target, host_target
+from tests.filecheck_util import assert_filecheck
+from tests.kernels.harness import run_kernel_op
+from tests.kernels.test_matmul import ACTIVATIONS, RTOL
+
+
+def conv_op(
+    kernel_shape: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    group: int,
+    layout: str,
+    has_bias: bool,
+    has_residual: bool,
+    activation: str | None,
+) -> Callable[[Sequence[SSAValue]], kernel.Conv2dOp]:
+    def make(args: Sequence[SSAValue]) -> kernel.Conv2dOp:
+        it = iter(args)
+        x, w = next(it), next(it)
+        bias = next(it) if has_bias else None
+        residual = next(it) if has_residual else None
+        props: dict = {
+            "kernel_shape": DenseArrayBase.from_list(i64, list(kernel_shape)),
+            "strides": DenseArrayBase.from_list(i64, list(strides)),
+            "pads": DenseArrayBase.from_list(i64, list(pads)),
+            "dilations": DenseArrayBase.from_list(i64, list(dilations)),
+            "group": IntegerAttr(group, i64),
+            "weight_layout": StringAttr(layout),
+        }
+        if activation is not None:
+            props["activation"] = StringAttr(activation)
+            params = ACTIVATIONS[activation][0]
+            if params:
+                props["activation_params"] = DenseArrayBase.from_list(f32, params)
+        return kernel.Conv2dOp(operands=[x, w, bias, residual, next(it)], properties=props)
+
+    return make
+
+
+def out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def conv_reference(
+    x: np.ndarray,
+    w: np.ndarray,
+    group: int,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+) -> np.ndarray:
+    batch, cin, h, wd = x.shape
+    cout, cin_g, kh, kw = w.shape
+    pt, pl, pb, pr = pads
+    sh, sw = strides
+    dh, dw = dilations
+    ho = out_size(h, kh, sh, pt + pb, dh)
+    wo = out_size(wd, kw, sw, pl + pr, dw)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    cols = np.empty((batch, cin, kh, kw, ho, wo))
+    for r in range(kh):
+        for s in range(kw):
+            rows = slice(r * dh, r * dh + sh * (ho - 1) + 1, sh)
+            colsl = slice(s * dw, s * dw + sw * (wo - 1) + 1, sw)
+            cols[:, :, r, s] = xp[:, :, rows, colsl]
+    cols = cols.reshape(batch, group, cin_g * kh * kw, ho * wo)
+    wg = w.astype(np.float64).reshape(group, cout // group, cin_g * kh * kw)
+    return np.einsum("gok,bgkn->bgon", wg, cols).reshape(batch, cout, ho, wo)
+
+
+def run_conv(
+    x_shape: tuple[int, int, int, int],
+    cout: int,
+    kernel_shape: tuple[int, int],
+    *,
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    group: int = 1,
+    bias: bool = False,
+    residual: bool = False,
+    activation: str | None = None,
+    threads: int = 1,
+    seed: int = 0,
+    expect_layout: str | None = None,
+) -> None:
+    rng = np.random.default_rng(seed)
+    batch, cin, h, wd = x_shape
+    kh, kw = kernel_shape
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal((cout, cin // group, kh, kw), dtype=np.float32)
+    ho = out_size(h, kh, strides[0], pads[0] + pads[2], dilations[0])
+    wo = out_size(wd, kw, strides[1], pads[1] + pads[3], dilations[1])
+    out_shape = (batch, cout, ho, wo)
+    bias_arr = rng.standard_normal((cout,), dtype=np.float32) if bias else None
+    res_arr = rng.standard_normal(out_shape, dtype=np.float32) if residual else None
+    target = host_target(threads)
+    packed, layout = pack_conv_weight(w, group, target)
+    if expect_layout is not None:
+        assert layout.startswith(expect_layout)
+    out = np.full(out_shape, np.nan, dtype=np.float32)
+    arrays = [x, packed, *(a for a in (bias_arr, res_arr) if a is not None), out]
+    make = conv_op(
+        kernel_shape, strides, pads, dilations, group, layout, bias, residual, activation
+    )
+    run_kernel_op(make, arrays, target, threads)
+    ref = conv_reference(x, w, group, strides, pads, dilations)
+    if bias_arr is not None:
+        ref = ref + bias_arr[None, :, None, None]
+    if res_arr is not None:
+        ref = ref + res_arr
+    if activation is not None:
+        ref = ACTIVATIONS[activation][1](ref)
+    err = np.max(np.abs(out - ref))
+    assert err <= RTOL * max(1.0, np.max(np.abs(ref))), f"max error {err}"
+
+
+# (input NCHW, Cout, kernel, strides, pads, dilations, group)
+GEMM_CASES = [
+    ((1, 16, 7, 7), 24, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # pointwise, N tail 49
+    ((2, 5, 4, 4), 7, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # pointwise, N = 16 exactly
+    ((1, 3, 3, 3), 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # N = 9 < VW
+    ((1, 16, 14, 14), 32, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),  # ResNet downsample
+    ((1, 8, 10, 10), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    ((2, 6, 11, 9), 13, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    ((1, 3, 32, 32), 8, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),  # stem
+    ((1, 4, 12, 12), 5, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),  # dilation
+    ((1, 3, 9, 8), 4, (3, 2), (1, 2), (0, 1, 2, 0), (1, 1), 1),  # asymmetric everything
+    ((1, 3, 6, 6), 2, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # no padding
+    ((1, 8, 9, 9), 12, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2),  # groups
+    ((1, 16, 5, 5), 8, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 4),  # grouped pointwise
+    ((1, 4, 8, 8), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4),  # channel multiplier 2
+]
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}s{c[3]}g{c[6]}")
+def test_conv_gemm(case: tuple) -> None:
+    x_shape, cout, ks, strides, pads, dilations, group = case
+    run_conv(
+        x_shape,
+        cout,
+        ks,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=group,
+        expect_layout="conv_a_panel",
+    )
+
+
+DEPTHWISE_CASES = [
+    ((1, 8, 10, 10), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((1, 5, 11, 13), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # MobileNet stride 2, odd sizes
+    ((2, 3, 7, 7), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((1, 4, 40, 37), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # several row chunks + tail
+    ((1, 4, 40, 40), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    ((1, 6, 9, 9), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    ((1, 4, 12, 12), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),  # dilation
+    ((1, 3, 8, 9), (3, 3), (2, 1), (0, 1, 1, 0), (1, 1)),  # asymmetric
+    ((1, 3, 9, 8), (3, 3), (1, 3), (1, 0, 0, 2), (1, 2)),  # stride 3 phases + dilation
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: f"{c[0]}k{c[1]}s{c[2]}d{c[4]}")
+def test_conv_depthwise(case: tuple) -> None:
+    x_shape, ks, strides, pads, dilations = case
+    run_conv(
+        x_shape,
+        x_shape[1],
+        ks,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=x_shape[1],
+        expect_layout="depthwise",
+    )
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_conv_epilogue(activation: str) -> None:
+    run_conv(
+        (1, 6, 9, 9),
+        10,
+        (3, 3),
+        pads=(1, 1, 1, 1),
+        bias=True,
+        residual=True,
+        activation=activation,
+    )
+
+
+@pytest.mark.parametrize("group", [1, 6], ids=["gemm", "depthwise"])
+def test_conv_bias_residual_relu(group: int) -> None:
+    run_conv(
+        (1, 6, 9, 11),
+        6,
+        (3, 3),
+        strides=(2, 2),
+        pads=(1, 1, 1, 1),
+        group=group,
+        bias=True,
+        residual=True,
+        activation="clip",
+    )
+
+
+def test_conv_pointwise_epilogue() -> None:
+    run_conv((2, 12, 5, 5), 9, (1, 1), bias=True, residual=True, activation="gelu")
+
+
+@pytest.mark.parametrize(
+    "x_shape,cout,ks,strides,pads,group",
+    [
+        ((1, 16, 7, 7), 64, (3, 3), (1, 1), (1, 1, 1, 1), 1),  # late-ResNet 7x7 plane
+        ((2, 8, 15, 15), 20, (3, 3), (2, 2), (1, 1, 1, 1), 1),
+        ((1, 32, 13, 13), 32, (3, 3), (1, 1), (1, 1, 1, 1), 32),  # depthwise
+        ((1, 64, 7, 7), 96, (1, 1), (1, 1), (0, 0, 0, 0), 1),
+    ],
+)
+def test_conv_two_threads(
+    x_shape: tuple, cout: int, ks: tuple, strides: tuple, pads: tuple, group: int
+) -> None:
+    run_conv(
+        x_shape,
+        cout,
+        ks,
+        strides=strides,
+        pads=pads,
+        group=group,
+        bias=True,
+        residual=True,
+        activation="relu",
+        threads=2,
+    )
+
+
+@pytest.mark.parametrize(
+    "x_shape,cout,ks,strides,pads",
+    [
+        ((1, 64, 56, 56), 64, (3, 3), (1, 1), (1, 1, 1, 1)),
+        ((1, 256, 56, 56), 64, (1, 1), (1, 1), (0, 0, 0, 0)),
+        ((1, 512, 28, 28), 256, (1, 1), (2, 2), (0, 0, 0, 0)),
+        ((1, 3, 224, 224), 64, (7, 7), (2, 2), (3, 3, 3, 3)),
+    ],
+    ids=["3x3-64", "1x1-256-64", "1x1s2-512-256", "stem"],
+)
+def test_conv_resnet_layers(
+    x_shape: tuple, cout: int, ks: tuple, strides: tuple, pads: tuple
+) -> None:
+    run_conv(x_shape, cout, ks, strides=strides, pads=pads, bias=True, activation="relu", threads=2)
+
+
+def test_pack_conv_weight_layout() -> None:
+    target = Target(vector_width=8, vector_registers=16)
+    w = np.arange(2 * 7 * 3 * 1 * 1, dtype=np.float32).reshape(14, 3, 1, 1)
+    packed, layout = pack_conv_weight(w, 2, Target())
+    assert layout == "conv_a_panel6"
+    assert packed.shape == (2, 2, 3, 6)  # [G, ceil(7/6), K, MR]
+    np.testing.assert_array_equal(packed[1, 0, :, 2], w[9, :, 0, 0])
+    np.testing.assert_array_equal(packed[1, 1, :, 0], w[13, :, 0, 0])
+    assert not packed[1, 1, :, 1:].any()
+    dw, dw_layout = pack_conv_weight(np.ones((4, 1, 3, 3), np.float32), 4, target)
+    assert dw_layout == "depthwise_c_kk" and dw.shape == (4, 9)
+
+
+def _lowered(x_shape: tuple, cout: int, ks: tuple, pads: tuple, group: int) -> str:
+    target = Target(vector_width=8, vector_registers=16, threads=2)
+    w = np.zeros((cout, x_shape[1] // group, *ks), np.float32)
+    packed, layout = pack_conv_weight(w, group, target)
+    ho = out_size(x_shape[2], ks[0], 1, pads[0] + pads[2], 1)
+    wo = out_size(x_shape[3], ks[1], 1, pads[1] + pads[3], 1)
+    types = [MemRefType(f32, s) for s in (x_shape, packed.shape, (1, cout, ho, wo))]
+    block = Block(arg_types=types)
+    op = conv_op(ks, (1, 1), pads, (1, 1), group, layout, False, False, None)(block.args)
+    module = ModuleOp([lowering_for(op)(op, target, "conv")])
+    module.verify()
+    return str(module)
+
+
+def test_conv_ir_pointwise_reads_input_directly() -> None:
+    """1x1 conv: no im2col scratch; B rows are vector loads of the input planes."""
+    ir = _lowered((1, 16, 7, 7), 24, (1, 1), (0, 0, 0, 0), 1)
+    assert "memref.alloca" not in ir
+    assert_filecheck(
+        ir,
+        """
+        CHECK: func.func @conv(%0: memref<1x16x7x7xf32>, %1: memref<1x4x16x6xf32>, %2: memref<1x24x7x7xf32>)
+        CHECK: scf.parallel
+        CHECK: vector.load %0[{{.*}}] : memref<1x16x7x7xf32>, vector<8xf32>
+        CHECK-COUNT-12: vector.fma
+        CHECK: vector.maskedload %0
+        CHECK: vector.maskedstore
+        """,
+    )
+
+
+def test_conv_ir_im2col_panel() -> None:
+    """3x3 conv: a K x NR im2col panel in scratch, zero-selected at the padding."""
+    ir = _lowered((1, 4, 8, 8), 8, (3, 3), (1, 1, 1, 1), 1)
+    assert_filecheck(
+        ir,
+        """
+        CHECK: scf.parallel
+        CHECK: memref.alloca() : memref<36x16xf32>
+        CHECK: arith.cmpi ult
+        CHECK: arith.select
+        CHECK: memref.store {{.*}} : memref<36x16xf32>
+        CHECK: vector.load {{.*}} : memref<36x16xf32>, vector<8xf32>
+        CHECK: vector.fma
+        """,
+    )
+
+
+def test_conv_ir_depthwise() -> None:
+    ir = _lowered((1, 8, 10, 10), 8, (3, 3), (1, 1, 1, 1), 8)
+    assert_filecheck(
+        ir,
+        """
+        CHECK: scf.parallel
+        CHECK: memref.alloca() : memref<1x12x24xf32>
+        CHECK-COUNT-9: vector.fma
+        """,
+    )
+
+
+def test_conv_shape_mismatch_is_clear() -> None:
+    block = Block(
+        arg_types=[
+            MemRefType(f32, (1, 4, 8, 8)),
+            MemRefType(f32, (1, 2, 36, 6)),
+            MemRefType(f32, (1, 8, 7, 7)),
+        ]
+    )
+    op = conv_op((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_a_panel6", False, False, None)(
+        block.args
+    )
+    with pytest.raises(ValueError, match="kernel.conv2d: output"):
+        lowering_for(op)(op, Target(), "conv")
