@@ -17,10 +17,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from ember.tools.compile import CompiledModel, compile
+    from ember.tools.engine import Config, Predictor, create_predictor
 
 _LAZY = {
     "compile": ("ember.tools.compile", "compile"),
     "CompiledModel": ("ember.tools.compile", "CompiledModel"),
+    "Config": ("ember.tools.engine", "Config"),
+    "Predictor": ("ember.tools.engine", "Predictor"),
+    "create_predictor": ("ember.tools.engine", "create_predictor"),
 }
 
 
@@ -33,4 +37,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ember' has no attribute '{name}'")
 
 
-__all__ = ["CompiledModel", "__version__", "compile"]
+__all__ = ["CompiledModel", "Config", "Predictor", "__version__", "compile", "create_predictor"]

@@ -1,0 +1,242 @@
+"""Ahead-of-time compilation: ONNX -> an artifact directory the thin runtime loads.
+
+    compile_artifact("model.onnx", "out/", target=resolve_target("host", threads=2))
+    exe = ember.runtime.load("out/")
+
+The artifact format (files, manifest, checksums) belongs to `ember.runtime.artifact`; this
+module drives the compiler and the system linker. `compile_cached` is the on-disk cache behind
+`ember.Config("model.onnx")`: one artifact per (model hash, options, ember version, target).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import onnx
+
+from ember import __version__
+from ember.runtime.artifact import LIBRARY_FILE, MANIFEST_FILE, ArtifactError, write_artifact
+from ember.runtime.cpu_features import host_arch, required_features
+
+ModelSource = str | os.PathLike[str] | onnx.ModelProto
+
+
+class Progress:
+    """Stage names with elapsed time on stderr, redrawn in place while a stage runs.
+
+    Silent unless the stream is a terminal (so logs and CI output stay clean) or when quiet.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = not quiet and self.stream.isatty()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        done = threading.Event()
+        ticker = None
+        if self.enabled:
+
+            def tick() -> None:
+                while not done.wait(0.2):
+                    self._draw(f"  {name} ... {time.perf_counter() - start:5.1f} s")
+
+            ticker = threading.Thread(target=tick, daemon=True)
+            ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if ticker is not None:
+                ticker.join()
+            self.seconds[name] = time.perf_counter() - start
+            if self.enabled:
+                self._draw(f"  {name:<32} {self.seconds[name]:6.2f} s\n")
+
+    def _draw(self, text: str) -> None:
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()
+
+
+@dataclass
+class ArtifactBuild:
+    """Where an artifact was written and what compiling it cost."""
+
+    path: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    report: Any = None  # ember.tools.compile.CompileReport
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
+
+def resolve_target(cpu: str = "host", threads: int | None = None) -> Any:
+    """`host` (this machine as LLVM sees it) or an LLVM cpu name such as `x86-64-v3`."""
+    from ember.passes.target import host_target, named_target
+
+    return host_target(threads) if cpu == "host" else named_target(cpu, threads)
+
+
+def model_bytes(model: ModelSource) -> bytes:
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    try:
+        return Path(model).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read model {model}: {e.strerror}") from None
+
+
+def target_info(target: Any) -> dict[str, Any]:
+    return {
+        "arch": host_arch(),
+        "cpu": target.cpu,
+        "features": target.features,
+        "required_features": required_features(target.cpu, target.features),
+        "vector_width": target.vector_width,
+        "vector_registers": target.vector_registers,
+    }
+
+
+def _replace_directory(staging: Path, output: Path) -> None:
+    """Move the finished `staging` directory to `output`, replacing an older artifact there."""
+    if output.exists():
+        if not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST_FILE).exists()):
+            raise ValueError(f"{output} exists and is not an ember artifact; not overwriting it")
+        old = Path(tempfile.mkdtemp(prefix=".old-", dir=output.parent))
+        os.replace(output, old / "artifact")
+        os.replace(staging, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, output)
+
+
+def compile_artifact(
+    model: ModelSource,
+    output: str | os.PathLike[str],
+    *,
+    target: Any = None,
+    opt_level: int = 3,
+    pipeline: str | None = None,
+    progress: Progress | None = None,
+) -> ArtifactBuild:
+    """Compile `model` for `target` (default: this host) into the artifact directory `output`.
+
+    The directory is assembled next to `output` and moved into place when complete, so
+    concurrent readers see either the old artifact or the new one.
+    """
+    from ember.codegen.jit import emit_object, link_shared_library
+    from ember.passes.pipeline import DEFAULT_PIPELINE
+    from ember.tools.compile import compile_program
+
+    progress = progress or Progress(quiet=True)
+    target = target or resolve_target("host")
+    pipeline = pipeline or DEFAULT_PIPELINE
+    output = Path(output).absolute()
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    with progress.stage("read model"):
+        source = model_bytes(model)
+    with progress.stage("import, optimize, lower to loops"):
+        program = compile_program(model, target, pipeline)
+    with progress.stage(f"LLVM codegen (O{opt_level})"):
+        obj = emit_object(program.module, target, opt_level)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    # mkdtemp makes the directory private; an artifact is meant to be shared like any output.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    try:
+        with progress.stage("link model.so"):
+            link_shared_library(obj, str(staging / LIBRARY_FILE))
+        with progress.stage("write weights and manifest"):
+            if isinstance(model, onnx.ModelProto):
+                where = {"name": "<ModelProto>"}
+            else:
+                where = {"name": Path(model).name, "path": str(Path(model).absolute())}
+            info = {
+                "threads": target.threads,
+                "opt_level": opt_level,
+                "pipeline": pipeline,
+                "target": target_info(target),
+                "source": where | {"sha256": hashlib.sha256(source).hexdigest()},
+            }
+            write_artifact(
+                staging, staging / LIBRARY_FILE, program.weights_blob(), program.manifest, info
+            )
+        _replace_directory(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ArtifactBuild(output, dict(progress.seconds), program.report)
+
+
+# -- the on-disk cache behind Config("model.onnx") ---------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("EMBER_CACHE_DIR"):
+        return Path(os.environ["EMBER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ember"
+
+
+def cache_key(source: bytes, target: Any, opt_level: int, pipeline: str) -> str:
+    """Everything the generated code depends on: model, options, compiler version, target."""
+    key = {
+        "model_sha256": hashlib.sha256(source).hexdigest(),
+        "ember_version": __version__,
+        "opt_level": opt_level,
+        "pipeline": pipeline,
+        # Kernels split their parallel loops by target.threads, so it is part of the code.
+        "target": target_info(target) | {"threads": target.threads},
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def compile_cached(
+    model: str | os.PathLike[str],
+    *,
+    target: Any = None,
+    opt_level: int = 3,
+    pipeline: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> Path:
+    """The artifact directory for `model` with these options, compiling it on a cache miss.
+
+    `force` recompiles even on a hit (for an entry that turned out to be corrupt).
+    """
+    from ember.passes.pipeline import DEFAULT_PIPELINE
+    from ember.runtime.artifact import read_manifest
+
+    target = target or resolve_target("host")
+    pipeline = pipeline or DEFAULT_PIPELINE
+    directory = Path(cache_dir or default_cache_dir()) / cache_key(
+        model_bytes(model), target, opt_level, pipeline
+    )
+    if not force:
+        try:
+            read_manifest(directory)
+            return directory
+        except ArtifactError:
+            pass  # a miss, or an entry from another ember version: (re)compile it
+    compile_artifact(
+        model, directory, target=target, opt_level=opt_level, pipeline=pipeline, progress=progress
+    )
+    return directory
