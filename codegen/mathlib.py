@@ -99,7 +99,7 @@ _LOG2E = 1.44269504088896341
 _LN2_HI = 0.693359375  # few mantissa bits: n * _LN2_HI is exact for |n| <= 2^14
 _LN2_LO = -2.12194440e-4
 _EXP_HI = 88.72283935546875  # above: overflow to +inf
-_EXP_LO = -103.97208  # below: underflows to +0 even as a denormal
+_EXP_LO = -104.0  # exp(-104) < half the smallest denormal: rounds to +0
 _EXP_POLY = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1]
 _EXP_POLY += [5.0000001201e-1]
 
