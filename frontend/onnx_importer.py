@@ -299,16 +299,13 @@ class _Importer:
 
     def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
         """ONNX's own static shapes, used to cross-check ours."""
-        model = self.model
-        if self.input_shapes:
-            model = onnx.ModelProto()
-            model.CopyFrom(self.model)
-            for info in model.graph.input:
-                if info.name in self.input_shapes:
-                    dims = info.type.tensor_type.shape.dim
-                    for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
-                        dim.Clear()
-                        dim.dim_value = int(size)
+        model = self._skeleton()
+        for info in model.graph.input:
+            if info.name in self.input_shapes:
+                dims = info.type.tensor_type.shape.dim
+                for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
+                    dim.Clear()
+                    dim.dim_value = int(size)
         try:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception:
@@ -321,6 +318,33 @@ class _Importer:
             ):
                 shapes[info.name] = tuple(d.dim_value for d in dims)
         return shapes
+
+    def _skeleton(self) -> onnx.ModelProto:
+        """The model with big initializers replaced by typed inputs: shape inference
+        serializes its argument, and only small (shape-like) tensors matter to it."""
+        src = self.model.graph
+        g = onnx.GraphProto(name=src.name)
+        g.node.extend(src.node)
+        g.output.extend(src.output)
+        g.value_info.extend(src.value_info)
+        declared = {i.name for i in src.input}
+        g.input.extend(src.input)
+        for tensor in src.initializer:
+            if math.prod(tensor.dims) <= 64:
+                g.initializer.append(tensor)
+                continue
+            info = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+            if tensor.name in declared:
+                for existing in g.input:
+                    if existing.name == tensor.name:
+                        existing.CopyFrom(info)
+            else:
+                g.input.append(info)
+        model = onnx.ModelProto()
+        model.ir_version = self.model.ir_version
+        model.opset_import.extend(self.model.opset_import)
+        model.graph.CopyFrom(g)
+        return model
 
     # -- per node ------------------------------------------------------------------------------
 
