@@ -167,3 +167,34 @@ def test_unknown_kind_names_the_op() -> None:
     block = Block(arg_types=[MemRefType(f32, [4, 5]), MemRefType(f32, [4, 1])])
     with pytest.raises(ValueError, match="kernel.reduce: unknown kind 'l2'"):
         lower_reduce(reduce_op(block.args, "l2", (1,)), Target(threads=1), "k")
+
+
+def test_empty_reduction_gives_the_identity() -> None:
+    x = np.empty((3, 0, 4), np.float32)
+    np.testing.assert_array_equal(run(x, "sum", (1,)), np.zeros((3, 1, 4), np.float32))
+    np.testing.assert_array_equal(run(x, "max", (1,)), np.full((3, 1, 4), -np.inf, np.float32))
+    assert np.isnan(run(x, "mean", (1,))).all()
+
+
+def test_long_rows_stream_through_the_output() -> None:
+    ir = lowered_ir((6, 3000), "sum", (0,), Target(threads=1))
+    # The output chunk is reset, folded into once per reduced row, then finished.
+    assert_filecheck(
+        ir,
+        """
+        CHECK:      arith.minsi
+        CHECK:      vector.store
+        CHECK:      scf.for
+        CHECK:      vector.load %0{{.*}} : memref<6x3000xf32>
+        CHECK-NEXT: vector.load {{.*}} : memref<3000xf32>, vector<8xf32>
+        CHECK-NEXT: arith.addf {{.*}} : vector<8xf32>
+        CHECK-NEXT: vector.store
+        """,
+    )
+
+
+@pytest.mark.parametrize("kind", ["mean", "max"])
+@pytest.mark.parametrize("shape, axes", [((6, 3000), (0,)), ((3, 4, 2, 1100), (1, 2))])
+def test_streamed_reduction_matches_numpy(kind: str, shape, axes) -> None:
+    x = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(run(x, kind, axes), reference(x, kind, axes), rtol=1e-5, atol=1e-6)
