@@ -1,0 +1,13 @@
+"""ONNX -> graph dialect (see onnx_importer.py for the module layout it produces)."""
+
+from ember.frontend.errors import ModelError, UnsupportedOpError
+from ember.frontend.onnx_importer import ImportedModel, import_model, import_onnx, io_names
+
+__all__ = [
+    "ImportedModel",
+    "ModelError",
+    "UnsupportedOpError",
+    "import_model",
+    "import_onnx",
+    "io_names",
+]
