@@ -249,8 +249,8 @@ def sweep(
                 new: list[SSAValue] = []
                 for u in range(copies):
                     values = visit(ib, ib.add(i, u * width) if u else i, width)
-                    accs = carried[u * k : (u + 1) * k]
-                    new += [m.combine(ib, a, v) for m, a, v in zip(monoids, accs, values)]
+                    mine = carried[u * k : (u + 1) * k]
+                    new += [m.combine(ib, a, v) for m, a, v in zip(monoids, mine, values)]
                 return new
 
             return step
