@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,23 @@ def _check_file(directory: Path, name: str, entry: Mapping[str, Any], verify: bo
     return path
 
 
+def _dlopen(library_path: Path) -> ctypes.CDLL:
+    """dlopen a library afresh even if a library of the same path was loaded before.
+
+    glibc hands back an already-loaded object whose *name* matches, even when the file at that
+    path has since been replaced (a recompile into the same directory): the process would run
+    the old code on the new weights. A link under a fresh name defeats the name match; glibc
+    still shares the object when it is the very same file (same device and inode).
+    """
+    with tempfile.TemporaryDirectory(prefix="ember-load-") as scratch:
+        link = Path(scratch) / LIBRARY_FILE
+        link.symlink_to(library_path.resolve())
+        try:
+            return ctypes.CDLL(str(link))
+        except OSError as e:
+            raise ArtifactError(f"{library_path}: cannot be loaded ({e})") from None
+
+
 class LoadedArtifact(Executable):
     """An Executable backed by an artifact's shared library and weights file."""
 
@@ -176,10 +194,7 @@ class LoadedArtifact(Executable):
         weights = aligned_empty((max(manifest.weights_bytes, ALIGNMENT),))
         with open(weights_path, "rb") as f:
             f.readinto(memoryview(weights)[: manifest.weights_bytes])  # type: ignore[arg-type]
-        try:
-            library = ctypes.CDLL(str(library_path.resolve()))
-        except OSError as e:
-            raise ArtifactError(f"{library_path}: cannot be loaded ({e})") from None
+        library = _dlopen(library_path)
         try:
             entry = ctypes.cast(getattr(library, manifest.entry), ctypes.c_void_p).value
             set_threads = getattr(library, SET_THREADS_SYMBOL)

@@ -25,12 +25,17 @@ from ember.runtime.executable import Executable, TensorSpec
 
 
 def pipeline_spec(ir_optim: bool = True) -> str:
-    """The pass pipeline: the default one, or without the graph optimisation stage."""
+    """The pass pipeline: the default one, or the minimal one without graph optimisations.
+
+    The minimal pipeline keeps `canonicalize`: it legalizes ops that have no kernel form
+    (gemm -> matmul, dropout/identity removal), so it is not optional.
+    """
     from ember.passes import pipeline
 
     if ir_optim:
         return pipeline.DEFAULT_PIPELINE
-    return f"{pipeline.KERNEL_STAGE},{pipeline.LOOPS_STAGE}"
+    minimal = f"canonicalize,{pipeline.KERNEL_STAGE},{pipeline.LOOPS_STAGE}"
+    return str(getattr(pipeline, "MINIMAL_PIPELINE", minimal))
 
 
 class Config:

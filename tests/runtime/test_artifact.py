@@ -269,3 +269,17 @@ def test_host_cpu_flags_parses_cpuinfo(tmp_path: Path) -> None:
     assert host_cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "fma"}
     # Where cpuinfo cannot be read there is nothing to check against (not Linux).
     assert host_cpu_flags(str(tmp_path / "absent")) is None
+
+
+def test_recompiling_into_a_loaded_directory_loads_the_new_code(tmp_path: Path) -> None:
+    """dlopen would hand back the old library for the same path; load must not."""
+    from tests.runtime.util import compile_model
+
+    artifact = compile_model(small_convnet(seed=1), tmp_path, threads=1)
+    first = ember.runtime.load(artifact)
+    compile_model(small_convnet(seed=2, batch=1), tmp_path, threads=1)
+    second = ember.runtime.load(artifact)
+    feeds = _feeds(9, batch=1)
+    assert_close(second.run(feeds), onnxruntime_outputs(small_convnet(2, 1), feeds), rel=REL_TOL)
+    feeds = _feeds(9, batch=2)
+    assert_close(first.run(feeds), onnxruntime_outputs(small_convnet(1, 2), feeds), rel=REL_TOL)
