@@ -111,6 +111,21 @@ def compile_ir(
     return module_ref, target_machine, timings
 
 
+def _check_external_symbols(module_ref: Any) -> None:
+    """MCJIT jumps to address 0 for a symbol it cannot resolve: fail in Python instead."""
+    missing = [
+        fn.name
+        for fn in module_ref.functions
+        if fn.is_declaration
+        and not fn.name.startswith("llvm.")
+        and not llvm.address_of_symbol(fn.name)
+    ]
+    if missing:
+        raise RuntimeError(
+            f"JIT module calls functions that are not loaded in this process: {', '.join(missing)}"
+        )
+
+
 class JitModule:
     """A compiled ember module living in this process; keep it alive while calling into it."""
 
@@ -121,6 +136,7 @@ class JitModule:
             module, target, opt_level, jit=True
         )
         self.llvm_ir: str = str(self._module_ref)
+        _check_external_symbols(self._module_ref)
         start = time.perf_counter()
         self._engine = llvm.create_mcjit_compiler(self._module_ref, self._target_machine)
         self._engine.finalize_object()

@@ -601,3 +601,14 @@ func.func @casts(%x: memref<4xf32>, %out: memref<4x6xi64>) {
     np.testing.assert_array_equal(out[:, 3], 2 * s)
     np.testing.assert_array_equal(out[:, 4], s)
     np.testing.assert_array_equal(out[:, 5], u.astype(np.float32).view(np.uint32))
+
+
+def test_unresolvable_external_function_is_an_error_not_a_crash() -> None:
+    text = """
+func.func private @no_such_function_anywhere(f32) -> f32
+func.func @f(%x: f32) -> f32 {
+  %r = func.call @no_such_function_anywhere(%x) : (f32) -> f32
+  func.return %r : f32
+}"""
+    with pytest.raises(RuntimeError, match="no_such_function_anywhere"):
+        JitModule(parse(text), TARGET)
