@@ -612,3 +612,29 @@ func.func @f(%x: f32) -> f32 {
 }"""
     with pytest.raises(RuntimeError, match="no_such_function_anywhere"):
         JitModule(parse(text), TARGET)
+
+
+def test_heap_alloc_and_dealloc() -> None:
+    text = """
+func.func @tmp(%x: memref<3xf32>, %y: memref<3xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c3 = arith.constant 3 : index
+  %buf = memref.alloc() {alignment = 64 : i64} : memref<3xf32>
+  scf.for %i = %c0 to %c3 step %c1 {
+    %v = memref.load %x[%i] : memref<3xf32>
+    %w = arith.mulf %v, %v : f32
+    memref.store %w, %buf[%i] : memref<3xf32>
+  }
+  scf.for %i = %c0 to %c3 step %c1 {
+    %v = memref.load %buf[%i] : memref<3xf32>
+    memref.store %v, %y[%i] : memref<3xf32>
+  }
+  memref.dealloc %buf : memref<3xf32>
+  func.return
+}"""
+    x = np.array([1.5, -2.0, 3.0], np.float32)
+    y = np.zeros(3, np.float32)
+    jit = run(parse(text), "tmp", [x, y], opt_level=0)
+    np.testing.assert_array_equal(y, x * x)
+    assert "aligned_alloc" in jit.llvm_ir and "free" in jit.llvm_ir
