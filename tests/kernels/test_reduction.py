@@ -147,7 +147,12 @@ def test_int64_sum() -> None:
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "shape, axes",
-    [((1, 256, 14, 14), (2, 3)), ((4096, 64), (0,)), ((1, 70000), (1,))],
+    [
+        ((1, 256, 14, 14), (2, 3)),  # contiguous rows, parallel over channels
+        ((8, 4096, 24), (1,)),  # register-walked columns, parallel over the 8 outer rows
+        ((64, 3000), (0,)),  # streamed, parallel over 3 output chunks
+        ((1, 70000), (1,)),  # a single output: one thread does it all
+    ],
 )
 def test_threads(threads: int, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
     x = rng.standard_normal(shape).astype(np.float32)
@@ -198,3 +203,18 @@ def test_long_rows_stream_through_the_output() -> None:
 def test_streamed_reduction_matches_numpy(kind: str, shape, axes) -> None:
     x = rng.standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(run(x, kind, axes), reference(x, kind, axes), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, axes, parallel",
+    [
+        ((1, 256, 14, 14), (2, 3), True),
+        ((8, 4096, 24), (1,), True),
+        ((64, 3000), (0,), True),
+        ((64, 300), (0,), False),  # one output chunk
+        ((1, 256, 4, 4), (2, 3), False),  # too little work
+    ],
+)
+def test_parallel_regions(shape, axes, parallel: bool) -> None:
+    ir = lowered_ir(shape, "sum", axes, Target(threads=2))
+    assert ('"scf.parallel"' in ir) == parallel

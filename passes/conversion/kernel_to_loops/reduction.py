@@ -5,9 +5,9 @@ alternating groups. The innermost group picks the loop nest:
   * reduced innermost (GlobalAveragePool's H*W, ReduceMean over the last axis): each output
     element sweeps its contiguous row with unrolled vector accumulators and ends with a
     horizontal vector.reduction;
-  * kept innermost, short rows (reducing axis 0 of [N, 64]): blocks of output columns each
+  * kept innermost, short rows (reducing axis 0 of [N, 20]): blocks of output columns each
     keep a few vector accumulators while the loop walks the reduced rows; nothing horizontal;
-  * kept innermost, long rows (axis 0 of [512, 2048]): the rows stream through, folded into
+  * kept innermost, longer rows (axis 0 of [512, 2048]): the rows stream through, folded into
     an L1-sized chunk of the output, so memory is read in order.
 """
 
@@ -74,10 +74,13 @@ def _finisher(kind: str, count: int, b: LoopBuilder, value: SSAValue) -> SSAValu
     return b.insert(arith.DivSIOp(value, divisor)).results[0]
 
 
-# Kept-innermost reductions walk the reduced rows down a block of columns. Past this row size
-# that walk is a page (and, at power-of-two strides, one L1 set) per row: the prefetchers give
-# up and a 512x2048 sum ran 3x slower than numpy. Wider rows stream through the output instead.
-REGISTER_WALK_MAX_ROW_BYTES = 2048
+# Kept-innermost reductions either walk the reduced rows down a block of columns held in
+# registers, or stream the rows in order through a chunk of the output (a load and a store
+# more per vector). Measured here (sum over axis 0, 1 thread): walking wins only while a row
+# is about one register block wide (20000x20: 31 vs 47 us); from 64 columns on streaming
+# wins (4096x64: 20 vs 28 us; 1024x512: 40 vs 72 us; 512x2048: 4x, as strided walks across
+# pages defeat the prefetchers).
+REGISTER_WALK_MAX_ROW_BYTES = 128
 # Columns per streamed chunk: the chunk's slice of the output (4 KiB of f32) stays in L1 while
 # every reduced row streams past it.
 STREAM_CHUNK = 1024
@@ -165,9 +168,7 @@ def _register_columns(
             for acc, c in zip(accs, columns_at):
                 simd.store(bb, finish(bb, acc), dest, [*kept_idx, c])
 
-        blocks_parallel = not rows_parallel and simd.want_threads(target, total, 2)
-        unroll = simd.accumulator_unroll(target)
-        simd.column_blocks(rb, columns, width, unroll, block, blocks_parallel)
+        simd.column_blocks(rb, columns, width, simd.accumulator_unroll(target), block)
 
     simd.for_each_index(b, kept_outer, row_body, rows_parallel)
 
