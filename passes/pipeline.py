@@ -12,27 +12,9 @@ from xdsl.passes import ModulePass, PassPipeline, PassPipelineCallbackType
 
 
 def _graph_passes() -> list[type[ModulePass]]:
-    import importlib
+    from ember.passes.transforms.graph_pipeline import GRAPH_PASSES
 
-    # Graph-level transforms, one module each (filled in as they land).
-    found: list[type[ModulePass]] = []
-    for module_name in (
-        "canonicalize",
-        "fold_constants",
-        "dce",
-        "fold_batchnorm",
-        "fuse_epilogue",
-    ):
-        try:
-            module = importlib.import_module(f"ember.passes.transforms.{module_name}")
-        except ImportError:
-            continue
-        found += [
-            v
-            for v in vars(module).values()
-            if isinstance(v, type) and issubclass(v, ModulePass) and v.__module__ == module.__name__
-        ]
-    return found
+    return list(GRAPH_PASSES)
 
 
 def _lowering_passes() -> list[type[ModulePass]]:
@@ -51,8 +33,9 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
 
 # Stages, so that `--emit graph|kernel|loops` can stop at a dialect boundary.
+# Simplify and fold first, so that the fusions see conv/matmul followed by plain adds.
 GRAPH_STAGE = (
-    "canonicalize,fold-constants,fold-batchnorm,canonicalize,fuse-bias-add,"
+    "canonicalize,fold-constants,canonicalize,fold-batchnorm,fold-constants,fuse-bias-add,"
     "fuse-residual-add,fuse-conv-activation,dce"
 )
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"
