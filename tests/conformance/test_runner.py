@@ -1,0 +1,188 @@
+"""The conformance machinery: test-data writing, per-case classification, the crash-proof worker
+pool, and the report (checked on hand-made cases, so these tests need no suite data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.backend.test.case.test_case import TestCase
+
+from ember.tools import conformance as conf
+
+
+def _case(name: str, op: str, x: np.ndarray, y: np.ndarray) -> TestCase:
+    """A one-node case whose model declares y with x's shape; the expected data is `y`."""
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"])],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return TestCase(name, name, None, None, model, [([x], [y])], "node", 1e-3, 1e-7)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    x = np.random.default_rng(0).standard_normal((3, 16), dtype=np.float32)
+    wrong = np.maximum(x, 0)
+    wrong[1, 2] += 0.5
+    dest = tmp_path_factory.mktemp("suite")
+    conf.write_node_tests(
+        dest,
+        [
+            _case("test_relu_ok", "Relu", x, np.maximum(x, 0)),
+            _case("test_relu_ok_expanded", "Relu", x, np.maximum(x, 0)),
+            _case("test_relu_wrong", "Relu", x, wrong),
+            _case("test_relu_shape", "Relu", x, np.maximum(x, 0)[:2]),
+            _case("test_stringnormalizer", "StringNormalizer", x, x),
+        ],
+    )
+    return dest
+
+
+def test_writer_round_trips_models_data_and_catalogue(suite: Path) -> None:
+    catalogue = conf.load_catalogue(suite)
+    assert catalogue["test_relu_ok"] == {
+        "op": "Relu",
+        "expanded": False,
+        "rtol": 1e-3,
+        "atol": 1e-7,
+    }
+    assert catalogue["test_relu_ok_expanded"]["expanded"]
+    model, data_sets = conf.load_case(suite / "test_relu_wrong")
+    assert model.graph.node[0].op_type == "Relu"
+    ((inputs, outputs),) = data_sets
+    assert inputs[0].shape == (3, 16) and outputs[0][1, 2] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "category"),
+    [
+        ("test_relu_ok", "passed", None),
+        ("test_relu_wrong", "failed", "value-mismatch"),
+        ("test_relu_shape", "failed", "shape-mismatch"),
+        ("test_stringnormalizer", "errored", "unsupported-op"),
+    ],
+)
+def test_run_case_classifies_outcomes(suite: Path, name: str, status: str, category: str) -> None:
+    result = conf.run_case(str(suite / name), conf.RTOL, conf.ATOL, {"threads": 1})
+    assert result["status"] == status, result
+    assert result.get("category") == category
+    if status == "passed":
+        assert result["folded"] is False  # relu reads its input at run time
+    if category == "value-mismatch":
+        assert result["message"].startswith("1/48 elements differ")
+
+
+def test_pool_survives_segfaults_hangs_and_exits(tmp_path: Path) -> None:
+    names = ["ok_1", "segv_1", "ok_2", "hang_1", "ok_3", "exit_1", "ok_4", "ok_5"]
+    options = conf.RunOptions(
+        jobs=2,
+        timeout=5.0,
+        recycle=2,
+        backend={"tag": 7},
+        runner="tests.conformance.fake_cases:run",
+    )
+    results = conf.run_cases(names, tmp_path, None, options)
+    assert set(results) == set(names)
+    assert [results[n]["status"] for n in names if n.startswith("ok")] == ["passed"] * 5
+    assert results["segv_1"]["status"] == "crashed" and "SIGSEGV" in results["segv_1"]["message"]
+    assert results["hang_1"]["category"] == "timeout"
+    assert (
+        results["exit_1"]["status"] == "crashed" and "exit code 3" in results["exit_1"]["message"]
+    )
+    assert results["ok_1"]["options"] == {"tag": 7}
+    # recycle=2: no worker process runs more than two cases
+    pids = [results[n]["pid"] for n in names if n.startswith("ok")]
+    assert max(pids.count(p) for p in pids) <= 2
+
+
+def _synthetic_report() -> dict:
+    catalogue = {
+        "test_a1": {"op": "A", "expanded": False},
+        "test_a2": {"op": "A", "expanded": False},
+        "test_a1_expanded": {"op": "A", "expanded": True},
+        "test_b1": {"op": "B", "expanded": False},
+        "test_b2": {"op": "B", "expanded": False},
+        "test_c1": {"op": "C", "expanded": False},
+    }
+    results = {
+        "test_a1": {"status": "passed", "folded": True},
+        "test_a2": {"status": "passed"},
+        "test_a1_expanded": {
+            "status": "errored",
+            "category": "unsupported-op",
+            "unsupported_ops": ["Where", "CastLike"],
+        },
+        "test_b1": {"status": "passed"},
+        "test_b2": {
+            "status": "errored",
+            "category": "compile-error",
+            "where": "passes/x.py:f",
+            "message": "no kernel for 'n1' tensor<3x4xi8>",
+            "dtypes": ["int8"],
+        },
+        "test_c1": {
+            "status": "errored",
+            "category": "compile-error",
+            "where": "passes/x.py:f",
+            "message": "no kernel for 'n2' tensor<5xi8>",
+            "dtypes": ["int8"],
+        },
+    }
+    return conf.build_report(results, catalogue, {"jobs": 2})
+
+
+def test_report_counts_per_op_and_groups_alike_failures() -> None:
+    report = _synthetic_report()
+    assert report["totals"] == {
+        "passed": 3,
+        "failed": 0,
+        "errored": 3,
+        "crashed": 0,
+        "total": 6,
+        "passed_folded": 1,
+    }
+    assert report["ops"]["A"]["direct"]["passed"] == 2
+    assert report["ops"]["A"]["expanded"]["errored"] == 1
+    groups = conf.failure_groups(report)
+    assert groups[0]["count"] == 2 and groups[0]["message"] == "no kernel for '…' tensor<Nxi8>"
+    assert dict(groups[0]["ops"]) == {"B": 1, "C": 1}
+    assert conf.unsupported_ranking(report) == [("Where", 1), ("CastLike", 1)]
+    text = conf.format_report(report)
+    assert "total: 3 passed, 0 failed, 3 errored, 0 crashed of 6 cases (1 of the passes" in text
+    json.dumps(report)  # the report is what the CLI writes
+
+
+def test_docs_list_supported_ops_with_counts() -> None:
+    docs = conf.render_docs(_synthetic_report())
+    supported = docs.split("## Supported")[1].split("## Mostly")[0]
+    assert "| A | 2/2 (1 at compile time) | 0/1 |" in supported
+    mostly = docs.split("## Mostly")[1].split("## Partly")[0]
+    assert "| B | 1/2 | - | b2 |" in mostly
+    assert docs.rstrip().endswith("C")  # the not-supported list
+
+
+def test_data_dir_is_keyed_by_onnx_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[Path] = []
+
+    def fake_write(dest: Path) -> dict:
+        writes.append(dest)
+        (dest / conf.CATALOGUE).write_text(json.dumps({"cases": {}}))
+        return {}
+
+    monkeypatch.setattr(conf, "write_node_tests", fake_write)
+    stale = tmp_path / "onnx-0.0.1"
+    stale.mkdir()
+    first = conf.data_dir(tmp_path)
+    assert first == tmp_path / f"onnx-{onnx.__version__}" and (first / conf.CATALOGUE).exists()
+    assert conf.data_dir(tmp_path) == first and len(writes) == 1  # cached
+    assert not stale.exists()
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert conf.cache_root() == tmp_path / "elsewhere" / "onnx-node-tests"

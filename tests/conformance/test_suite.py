@@ -1,0 +1,57 @@
+"""ONNX node conformance on ember: a fixed fast subset in CI, the whole suite with --runslow.
+
+The subset (`ci_cases.txt`) and the baseline (`passing.txt`) are the cases that passed at the
+last full run, written by
+    ember conformance --write-subset tests/conformance/ci_cases.txt   (<= 8 cases per op)
+and the full list of passing cases; a case in either list that stops passing fails the test.
+The whole suite by hand: `ember conformance --write-docs` (or `python -m ember.tools.conformance`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ember.tools import conformance as conf
+
+HERE = Path(__file__).parent
+
+
+def _listed(name: str) -> list[str]:
+    return [line.strip() for line in (HERE / name).read_text().splitlines() if line.strip()]
+
+
+def _regressions(results: dict[str, dict[str, Any]], expected: list[str]) -> list[str]:
+    return [
+        f"{name}: {results[name]['status']} ({results[name].get('category')}) "
+        f"{results[name].get('message', '')[:300]}"
+        for name in expected
+        if results[name]["status"] != "passed"
+    ]
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    return conf.data_dir()  # written once per onnx version into the cache (~30 s)
+
+
+def test_ci_subset_still_passes(data: Path) -> None:
+    """Every case of the fixed subset compiles and matches ONNX's expected outputs."""
+    names = _listed("ci_cases.txt")
+    catalogue = conf.load_catalogue(data)
+    results = conf.run_cases(names, data, catalogue, conf.RunOptions(jobs=2, timeout=60))
+    failures = _regressions(results, names)
+    assert not failures, f"{len(failures)} conformance regression(s):\n" + "\n".join(failures)
+
+
+@pytest.mark.slow
+def test_full_node_suite(data: Path, tmp_path: Path) -> None:
+    """All 1,884 node cases (about 2 min on 2 cores): no previously passing case regresses."""
+    catalogue = conf.load_catalogue(data)
+    results = conf.run_cases(sorted(catalogue), data, catalogue, conf.RunOptions(jobs=2))
+    report = conf.build_report(results, catalogue)
+    print(conf.format_report(report, groups_shown=10))
+    failures = _regressions(results, [n for n in _listed("passing.txt") if n in catalogue])
+    assert not failures, f"{len(failures)} conformance regression(s):\n" + "\n".join(failures)

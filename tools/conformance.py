@@ -1,0 +1,818 @@
+"""ONNX node conformance: write the suite's data, run every case through ember, report per op.
+
+    ember conformance                         # all 1,884 node cases, 2 worker processes
+    ember conformance -k "relu|conv"          # cases whose name matches a regex
+    ember conformance --write-docs            # also regenerate docs/ops.md from the report
+    ember conformance --from-json report.json --write-docs   # re-render without re-running
+    python -m ember.tools.conformance ...     # the same without the console script
+
+The onnx wheel ships the node-test generators but not their data, so the first run writes each
+case's `model.onnx` and `test_data_set_*/{input,output}_*.pb` under
+`$EMBER_CACHE_DIR/onnx-node-tests/onnx-<version>/` (default `~/.cache/ember`), plus a
+`cases.json` catalogue mapping each case to the op it tests. A new onnx version gets a new
+directory.
+
+Each case is compiled by `EmberBackend.prepare` and run on native code in a worker process; the
+outputs are compared by ONNX's own `Runner.assert_similar_outputs` (rtol 1e-3, atol 1e-7, the
+tolerances ONNX's runner applies to on-disk node tests). A worker that crashes or exceeds the
+per-case timeout is replaced and the case is recorded as crashed, so one case never stops a run.
+
+Statuses: passed; failed (ran, wrong shape/dtype/values); errored (did not compile or raised
+while running); crashed (the process died or hung).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+RTOL = 1e-3
+ATOL = 1e-7
+STATUSES = ("passed", "failed", "errored", "crashed")
+CATALOGUE = "cases.json"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DOCS_PATH = PACKAGE_ROOT / "docs" / "ops.md"
+# An op is listed as supported in docs/ops.md when at least this share of its cases pass.
+MOSTLY = 0.5
+
+# ONNX element type names in messages; blanked so that one dtype gap is one failure group.
+_ONNX_TYPE = re.compile(
+    r"\b(?:U?INT(?:2|4|8|16|32|64)|FLOAT(?:16|8\w*|4\w*)?|BFLOAT16|DOUBLE|BOOL|STRING|COMPLEX\d+)\b"
+)
+_EXPANDED = re.compile(r"^(?P<base>.+)_expanded(?:_ver\d+)?$")
+
+# ---------------------------------------------------------------------------------------------
+# Test data
+
+
+def cache_root() -> Path:
+    base = os.environ.get("EMBER_CACHE_DIR") or os.path.join("~", ".cache", "ember")
+    return Path(base).expanduser() / "onnx-node-tests"
+
+
+def data_dir(root: Path | None = None, regenerate: bool = False) -> Path:
+    """The node-test data for the installed onnx version, written on first use."""
+    root = root or cache_root()
+    target = root / f"onnx-{onnx.__version__}"
+    if (target / CATALOGUE).exists() and not regenerate:
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed, so concurrent runs never see half a suite.
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        write_node_tests(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / CATALOGUE).exists():  # another process won the race otherwise
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for stale in root.glob("onnx-*"):
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def _value_proto(value: Any, type_proto: onnx.TypeProto, name: str) -> bytes:
+    if isinstance(value, onnx.TensorProto):
+        return value.SerializeToString()
+    if type_proto.HasField("sequence_type"):
+        return numpy_helper.from_list(value, name).SerializeToString()
+    if type_proto.HasField("optional_type"):
+        return numpy_helper.from_optional(value, name).SerializeToString()
+    if type_proto.HasField("map_type"):
+        return numpy_helper.from_dict(value, name).SerializeToString()
+    return numpy_helper.from_array(np.asarray(value), name).SerializeToString()
+
+
+def _load_value(path: Path, type_proto: onnx.TypeProto) -> Any:
+    raw = path.read_bytes()
+    if type_proto.HasField("sequence_type"):
+        seq = onnx.SequenceProto()
+        seq.ParseFromString(raw)
+        return numpy_helper.to_list(seq)
+    if type_proto.HasField("optional_type"):
+        opt = onnx.OptionalProto()
+        opt.ParseFromString(raw)
+        return numpy_helper.to_optional(opt)
+    if type_proto.HasField("map_type"):
+        mapping = onnx.MapProto()
+        mapping.ParseFromString(raw)
+        return numpy_helper.to_dict(mapping)
+    tensor = onnx.TensorProto()
+    tensor.ParseFromString(raw)
+    return numpy_helper.to_array(tensor)
+
+
+def write_node_tests(dest: Path, cases: Sequence[Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Write ONNX's node test cases (default: all of them) under `dest`, with a catalogue."""
+    import warnings
+
+    import onnx.backend.test.case.node as node_cases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the generators overflow casts on purpose
+        cases = list(node_cases.collect_testcases() if cases is None else cases)
+    tested_nodes: dict[str, onnx.NodeProto] = node_cases._existing_names
+    catalogue: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        match = _EXPANDED.match(case.name)
+        base = match["base"] if match and case.name not in tested_nodes else case.name
+        node = tested_nodes.get(base)
+        if node is None:  # hand-made cases: the op is the model's only (first) node
+            node = case.model.graph.node[0]
+        catalogue[case.name] = {
+            "op": _op_label(node.domain, node.op_type),
+            "expanded": base != case.name,
+            "rtol": case.rtol,
+            "atol": case.atol,
+        }
+        case_dir = dest / case.name
+        case_dir.mkdir(parents=True)
+        (case_dir / "model.onnx").write_bytes(case.model.SerializeToString())
+        graph = case.model.graph
+        for index, (inputs, outputs) in enumerate(case.data_sets):
+            set_dir = case_dir / f"test_data_set_{index}"
+            set_dir.mkdir()
+            for j, value in enumerate(inputs):
+                info = graph.input[j]
+                (set_dir / f"input_{j}.pb").write_bytes(_value_proto(value, info.type, info.name))
+            for j, value in enumerate(outputs):
+                info = graph.output[j]
+                (set_dir / f"output_{j}.pb").write_bytes(_value_proto(value, info.type, info.name))
+    meta = {"onnx_version": onnx.__version__, "cases": catalogue}
+    (dest / CATALOGUE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return catalogue
+
+
+def _op_label(domain: str, op_type: str) -> str:
+    return op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"
+
+
+def load_catalogue(data: Path) -> dict[str, dict[str, Any]]:
+    return json.loads((data / CATALOGUE).read_text())["cases"]
+
+
+def load_case(case_dir: Path) -> tuple[onnx.ModelProto, list[tuple[list[Any], list[Any]]]]:
+    """A case's model and its data sets, each (inputs, expected outputs) in graph order."""
+    model = onnx.load(str(case_dir / "model.onnx"))
+    data_sets = []
+    for set_dir in sorted(case_dir.glob("test_data_set_*")):
+        n_in = len(list(set_dir.glob("input_*.pb")))
+        n_out = len(list(set_dir.glob("output_*.pb")))
+        inputs = [
+            _load_value(set_dir / f"input_{i}.pb", model.graph.input[i].type) for i in range(n_in)
+        ]
+        outputs = [
+            _load_value(set_dir / f"output_{i}.pb", model.graph.output[i].type)
+            for i in range(n_out)
+        ]
+        data_sets.append((inputs, outputs))
+    return model, data_sets
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one case (inside a worker process)
+
+
+def _where(err: BaseException) -> str:
+    """The deepest ember source location in the traceback of `err` (or of its cause)."""
+    root = err.__cause__ or err
+    where = ""
+    for frame in traceback.extract_tb(root.__traceback__):
+        path = Path(frame.filename).resolve()
+        if path.is_relative_to(PACKAGE_ROOT) and path != Path(__file__).resolve():
+            where = f"{path.relative_to(PACKAGE_ROOT)}:{frame.name}"
+    return where
+
+
+def _message(err: BaseException) -> str:
+    root = err.__cause__ if err.__cause__ is not None else err
+    text = f"{type(root).__name__}: {root}".strip()
+    return text[:600]
+
+
+def _dtypes(values: Iterable[Any]) -> list[str]:
+    return [str(v.dtype) if isinstance(v, np.ndarray) else type(v).__name__ for v in values]
+
+
+def _is_folded(rep: Any) -> bool:
+    """True when no compiled code reads a graph input: the outputs were computed while compiling."""
+    from ember.passes.program import entry_function
+
+    program = rep.compiled.program
+    fn = entry_function(program.module)
+    n_inputs = len(program.manifest.inputs)
+    return all(not arg.uses for arg in fn.body.block.args[:n_inputs])
+
+
+def _mismatch(err: AssertionError, refs: Sequence[Any], outs: Sequence[Any]) -> tuple[str, str]:
+    text = str(err)
+    if "incorrect shape" in text:
+        category = "shape-mismatch"
+    elif "dtype(" in text:
+        category = "dtype-mismatch"
+    elif "Not equal to tolerance" in text or "Arrays are not equal" in text:
+        category = "value-mismatch"
+        for ref, out in zip(refs, outs):
+            if (
+                isinstance(ref, np.ndarray)
+                and isinstance(out, np.ndarray)
+                and ref.shape == out.shape
+            ):
+                with np.errstate(all="ignore"):
+                    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+                bad = ~np.isclose(out, ref, rtol=RTOL, atol=ATOL, equal_nan=True)
+                if bad.any():
+                    text = (
+                        f"{int(bad.sum())}/{bad.size} elements differ, max |diff| "
+                        f"{np.nanmax(diff):.3g}; " + text
+                    )
+                    break
+    else:
+        category = "output-mismatch"
+    return category, " ".join(text.split())[:600]
+
+
+def run_case(case_dir: str, rtol: float, atol: float, options: dict[str, Any]) -> dict[str, Any]:
+    """Compile and run one case with EmberBackend; never raises."""
+    from onnx.backend.test.runner import Runner
+
+    from ember.frontend.errors import ModelError, UnsupportedOpError
+    from ember.tools.onnx_backend import BackendCompileError, EmberBackend, UnsupportedOpsError
+
+    result: dict[str, Any] = {"status": "passed"}
+
+    def outcome(status: str, category: str, err: BaseException | str) -> dict[str, Any]:
+        result.update(status=status, category=category)
+        if isinstance(err, BaseException):
+            result.update(message=_message(err), where=_where(err))
+        else:
+            result["message"] = err
+        return result
+
+    try:
+        model, data_sets = load_case(Path(case_dir))
+    except Exception as err:
+        return outcome("errored", "bad-case-data", err)
+    result["dtypes"] = sorted(set(_dtypes(data_sets[0][0] + data_sets[0][1]))) if data_sets else []
+    start = time.perf_counter()
+    try:
+        rep = EmberBackend.prepare(model, **options)
+    except UnsupportedOpsError as err:
+        result["unsupported_ops"] = err.op_types
+        outcome("errored", "unsupported-op", err)
+        result["where"] = "frontend: no converter"
+        return result
+    except UnsupportedOpError as err:
+        result["unsupported_ops"] = [err.op_type]
+        return outcome("errored", "unsupported-variant", err)
+    except ModelError as err:
+        return outcome("errored", "frontend-error", err)
+    except BackendCompileError as err:
+        return outcome("errored", "compile-error", err)
+    except Exception as err:
+        return outcome("errored", "prepare-error", err)
+    finally:
+        result["compile_seconds"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    for inputs, refs in data_sets:
+        try:
+            outs = list(rep.run(inputs))
+        except Exception as err:
+            return outcome("errored", "run-error", err)
+        try:
+            Runner.assert_similar_outputs(refs, outs, rtol=rtol, atol=atol)
+        except AssertionError as err:
+            category, text = _mismatch(err, refs, outs)
+            return outcome("failed", category, text)
+        except Exception as err:
+            return outcome("failed", "output-mismatch", err)
+    result["run_seconds"] = round(time.perf_counter() - start, 4)
+    try:
+        result["folded"] = _is_folded(rep)
+    except Exception:
+        result["folded"] = False
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker pool
+
+
+CaseRunner = Callable[[str, float, float, dict[str, Any]], dict[str, Any]]
+
+
+def _resolve(spec: str) -> CaseRunner:
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _worker_main(conn: Connection, runner_spec: str) -> None:
+    runner = _resolve(runner_spec)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        case_dir, rtol, atol, options = job
+        conn.send(runner(case_dir, rtol, atol, options))
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    case: str | None = None
+    deadline: float = 0.0
+    done: int = 0
+
+
+@dataclass
+class RunOptions:
+    jobs: int = 2
+    timeout: float = 60.0
+    recycle: int = 100  # cases per worker process: bounds memory held by JIT-compiled modules
+    backend: dict[str, Any] = field(default_factory=lambda: {"threads": 1})
+    runner: str = "ember.tools.conformance:run_case"
+
+
+def _signal_name(exitcode: int | None) -> str:
+    if exitcode is None or exitcode >= 0:
+        return f"exit code {exitcode}"
+    import signal
+
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def run_cases(
+    names: Sequence[str],
+    data: Path,
+    catalogue: dict[str, dict[str, Any]] | None = None,
+    options: RunOptions | None = None,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run `names` (case directories under `data`) in worker processes; return name -> result."""
+    options = options or RunOptions()
+    catalogue = catalogue or {}
+    # Spawned, not forked: workers start from a clean interpreter (no inherited LLVM state).
+    mp = multiprocessing.get_context("spawn")
+    pending = list(reversed(names))
+    results: dict[str, dict[str, Any]] = {}
+
+    def start_worker() -> _Worker:
+        parent, child = mp.Pipe()
+        process = mp.Process(target=_worker_main, args=(child, options.runner), daemon=True)
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    def stop(worker: _Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join()
+        worker.conn.close()
+
+    def record(worker: _Worker, result: dict[str, Any]) -> None:
+        assert worker.case is not None
+        results[worker.case] = result
+        if progress:
+            progress(worker.case, result)
+        worker.case = None
+        worker.done += 1
+
+    def assign(worker: _Worker) -> None:
+        name = pending.pop()
+        info = catalogue.get(name, {})
+        job = (str(data / name), info.get("rtol", RTOL), info.get("atol", ATOL), options.backend)
+        worker.case, worker.deadline = name, time.monotonic() + options.timeout
+        worker.conn.send(job)
+
+    workers = [start_worker() for _ in range(max(1, min(options.jobs, len(names))))]
+    try:
+        for worker in workers:
+            if pending:
+                assign(worker)
+        while any(w.case is not None for w in workers):
+            busy = [w for w in workers if w.case is not None]
+            timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
+            for i, worker in enumerate(workers):
+                if worker.case is None:
+                    continue
+                restart = False
+                try:
+                    if worker.conn.poll():
+                        record(worker, worker.conn.recv())
+                        restart = worker.done >= options.recycle
+                    elif not worker.process.is_alive():
+                        raise EOFError
+                    elif time.monotonic() > worker.deadline:
+                        record(
+                            worker,
+                            {
+                                "status": "crashed",
+                                "category": "timeout",
+                                "message": f"no result after {options.timeout:g} s",
+                            },
+                        )
+                        restart = True
+                except (EOFError, OSError):
+                    worker.process.join(5)
+                    reason = _signal_name(worker.process.exitcode)
+                    record(
+                        worker,
+                        {
+                            "status": "crashed",
+                            "category": "crash",
+                            "message": f"worker died ({reason})",
+                        },
+                    )
+                    restart = True
+                if restart:
+                    stop(worker)
+                    workers[i] = worker = start_worker()
+                if worker.case is None and pending:
+                    assign(worker)
+    finally:
+        for worker in workers:
+            if worker.process.is_alive() and worker.case is None:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+            worker.process.join(2)
+            stop(worker)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _normalize(message: str) -> str:
+    """A failure message with names and sizes blanked, so that alike failures group together."""
+    text = message.splitlines()[0] if message else ""
+    text = re.sub(r"'[^']*(?:'|$)", "'…'", text)
+    text = re.sub(r"(?:\d+x)+", "Nx", text)
+    text = re.sub(r"\(\s*-?\d+(?:\s*,\s*-?\d+)*\s*,?\s*\)", "(…)", text)
+    text = re.sub(r"\[[\d\s,\-.]*\]", "[…]", text)
+    text = _ONNX_TYPE.sub("<type>", text)
+    text = re.sub(r"(?<![A-Za-z_\d.])-?\d+(?:\.\d+)?(?:e-?\d+)?", "N", text)
+    return text[:240]
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PACKAGE_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def build_report(
+    results: dict[str, dict[str, Any]],
+    catalogue: dict[str, dict[str, Any]],
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Per-case results joined with the catalogue, counted per op and in total."""
+    cases = {}
+    for name in sorted(results):
+        info = catalogue.get(name, {"op": "?", "expanded": False})
+        cases[name] = {"op": info["op"], "expanded": info["expanded"], **results[name]}
+    ops: dict[str, dict[str, Any]] = {}
+    for case in cases.values():
+        entry = ops.setdefault(
+            case["op"],
+            {"direct": dict.fromkeys(STATUSES, 0), "expanded": dict.fromkeys(STATUSES, 0)},
+        )
+        entry["expanded" if case["expanded"] else "direct"][case["status"]] += 1
+        if case["status"] == "passed" and case.get("folded") and not case["expanded"]:
+            entry["folded"] = entry.get("folded", 0) + 1
+    totals = dict.fromkeys(STATUSES, 0)
+    for case in cases.values():
+        totals[case["status"]] += 1
+    totals["total"] = len(cases)
+    totals["passed_folded"] = sum(
+        1 for c in cases.values() if c["status"] == "passed" and c.get("folded")
+    )
+    return {
+        "onnx_version": onnx.__version__,
+        "ember_commit": _git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "settings": {"rtol": RTOL, "atol": ATOL, **(settings or {})},
+        "totals": totals,
+        "ops": dict(sorted(ops.items())),
+        "cases": cases,
+    }
+
+
+def failure_groups(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Non-passing cases grouped by (status, category, source location, normalized message)."""
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+    for name, case in report["cases"].items():
+        if case["status"] == "passed":
+            continue
+        message = _normalize(case.get("message", ""))
+        if case.get("category") == "unsupported-op":
+            # One group per set of missing ops, whatever the nodes are called or their order.
+            message = "ops the frontend does not import: " + ", ".join(
+                sorted(case["unsupported_ops"])
+            )
+        key = (case["status"], case.get("category", ""), case.get("where", ""), message)
+        group = groups.setdefault(
+            key,
+            {
+                "status": key[0],
+                "category": key[1],
+                "where": key[2],
+                "message": key[3],
+                "count": 0,
+                "ops": Counter(),
+                "dtypes": Counter(),
+                "example": name,
+            },
+        )
+        group["count"] += 1
+        group["ops"][case["op"]] += 1
+        group["dtypes"].update(case.get("dtypes", []))
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["message"]))
+
+
+def unsupported_ranking(report: dict[str, Any]) -> list[tuple[str, int]]:
+    """Ops the frontend rejects, by the number of cases each one blocks."""
+    counts: Counter[str] = Counter()
+    for case in report["cases"].values():
+        counts.update(case.get("unsupported_ops", []))
+    return counts.most_common()
+
+
+def _fraction(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    return f"{counts['passed']}/{total}" if total else "-"
+
+
+def format_report(report: dict[str, Any], groups_shown: int = 25) -> str:
+    t = report["totals"]
+    lines = [
+        f"{'op':<34} {'direct':>8} {'fail':>5} {'err':>5} {'crash':>5} {'expanded':>9}",
+    ]
+    for op, entry in report["ops"].items():
+        d = entry["direct"]
+        lines.append(
+            f"{op:<34} {_fraction(d):>8} {d['failed']:>5} {d['errored']:>5} {d['crashed']:>5} "
+            f"{_fraction(entry['expanded']):>9}"
+        )
+    lines += [
+        "",
+        f"total: {t['passed']} passed, {t['failed']} failed, {t['errored']} errored, "
+        f"{t['crashed']} crashed of {t['total']} cases "
+        f"({t['passed_folded']} of the passes were computed entirely at compile time)",
+        "",
+        "ops rejected by the frontend (cases blocked):",
+    ]
+    ranking = unsupported_ranking(report)
+    lines.append("  " + ", ".join(f"{op} {n}" for op, n in ranking) if ranking else "  none")
+    lines += ["", f"top failure causes (of {len(failure_groups(report))} groups):"]
+    for group in failure_groups(report)[:groups_shown]:
+        ops = ", ".join(f"{op} {n}" for op, n in group["ops"].most_common(6))
+        more = len(group["ops"]) - 6
+        lines.append(
+            f"  {group['count']:>4}  {group['status']}/{group['category']}"
+            f"{' at ' + group['where'] if group['where'] else ''}: {group['message']}"
+        )
+        lines.append(f"        ops: {ops}{f' (+{more} more)' if more > 0 else ''}")
+        if group["dtypes"]:
+            dtypes = ", ".join(f"{d} {n}" for d, n in group["dtypes"].most_common(8))
+            lines.append(f"        dtypes in these cases: {dtypes}")
+    return "\n".join(lines)
+
+
+def render_docs(report: dict[str, Any]) -> str:
+    """docs/ops.md: ops whose node tests all or mostly pass, with counts, from a report."""
+    t = report["totals"]
+    full, mostly, partial, none = [], [], [], []
+    for op, entry in report["ops"].items():
+        d = entry["direct"]
+        total = sum(d.values())
+        if not total:
+            continue
+        share = d["passed"] / total
+        row = (op, entry)
+        if share == 1.0:
+            full.append(row)
+        elif share >= MOSTLY:
+            mostly.append(row)
+        elif d["passed"]:
+            partial.append(row)
+        else:
+            none.append(op)
+    failing = defaultdict(list)
+    for name, case in report["cases"].items():
+        if case["status"] != "passed" and not case["expanded"]:
+            failing[case["op"]].append(name.removeprefix("test_"))
+
+    def table(rows: list[tuple[str, dict[str, Any]]], with_failures: bool) -> list[str]:
+        head = "| op | node tests passed | function-expanded tests passed |"
+        out = [head + (" failing |" if with_failures else ""), "|---|---:|---:|"]
+        out[-1] += "---|" if with_failures else ""
+        for op, entry in rows:
+            folded = f" ({entry['folded']} at compile time)" if entry.get("folded") else ""
+            line = (
+                f"| {op} | {_fraction(entry['direct'])}{folded} | {_fraction(entry['expanded'])} |"
+            )
+            if with_failures:
+                line += " " + ", ".join(sorted(failing[op])) + " |"
+            out.append(line)
+        return out
+
+    lines = [
+        "# Supported ONNX ops",
+        "",
+        "<!-- Generated by `ember conformance --write-docs`; do not edit by hand. -->",
+        "",
+        f"Measured with ONNX {report['onnx_version']}'s node conformance tests "
+        f"(rtol {report['settings']['rtol']:g}, atol {report['settings']['atol']:g}) on "
+        f"ember {report['ember_commit'] or '(unknown commit)'}, {report['date']}: "
+        f"**{t['passed']} of {t['total']}** cases pass "
+        f"({t['failed']} failed, {t['errored']} errored, {t['crashed']} crashed). "
+        f"{t['passed_folded']} of the passing cases have only compile-time-constant inputs, so "
+        "ember computed their outputs while compiling.",
+        "",
+        "An op's *node tests* run the op itself; its *function-expanded* tests run the ONNX",
+        "function body that defines it, in terms of other ops.",
+        "",
+        f"## Supported: every node test passes ({len(full)} ops)",
+        "",
+        *table(full, False),
+        "",
+        f"## Mostly supported: at least {MOSTLY:.0%} of node tests pass ({len(mostly)} ops)",
+        "",
+        *table(mostly, True),
+        "",
+        f"## Partly supported: some node tests pass ({len(partial)} ops)",
+        "",
+        *table(partial, True),
+        "",
+        f"## Not supported: no node test passes ({len(none)} ops)",
+        "",
+        ", ".join(none) if none else "none",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def select_cases(
+    catalogue: dict[str, dict[str, Any]],
+    pattern: str | None = None,
+    ops: Sequence[str] = (),
+    names: Sequence[str] = (),
+) -> list[str]:
+    chosen = sorted(catalogue)
+    if names:
+        unknown = sorted(set(names) - set(catalogue))
+        if unknown:
+            raise SystemExit(f"unknown test case(s): {', '.join(unknown)}")
+        chosen = sorted(set(names))
+    if ops:
+        wanted = set(ops)
+        chosen = [n for n in chosen if catalogue[n]["op"] in wanted]
+    if pattern:
+        regex = re.compile(pattern)
+        chosen = [n for n in chosen if regex.search(n)]
+    return chosen
+
+
+def ci_subset(report: dict[str, Any], per_op: int) -> list[str]:
+    """Passing, non-folded cases, at most `per_op` for each op: a fast fixed regression set."""
+    chosen: dict[str, list[str]] = defaultdict(list)
+    for name, case in sorted(report["cases"].items()):
+        if case["status"] == "passed" and not case.get("folded"):
+            if len(chosen[case["op"]]) < per_op:
+                chosen[case["op"]].append(name)
+    return sorted(name for names in chosen.values() for name in names)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ember conformance",
+        description="Run ONNX's node conformance tests through ember and report per op.",
+    )
+    parser.add_argument("-k", "--filter", help="regex: run only cases whose name matches")
+    parser.add_argument("--op", action="append", default=[], help="run only this op's cases")
+    parser.add_argument("--cases", type=Path, help="file listing case names, one a line")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
+    parser.add_argument("--json", type=Path, help="report path (default: in the cache dir)")
+    parser.add_argument("--from-json", type=Path, help="render an existing report, run nothing")
+    parser.add_argument(
+        "--write-docs",
+        nargs="?",
+        const=DOCS_PATH,
+        type=Path,
+        help=f"write the supported-ops page (default {DOCS_PATH})",
+    )
+    parser.add_argument(
+        "--write-subset",
+        type=Path,
+        help="write the passing cases (at most --per-op per op) as a CI regression list",
+    )
+    parser.add_argument("--per-op", type=int, default=8, help="cases per op in --write-subset")
+    parser.add_argument("--regenerate-data", action="store_true", help="rewrite the test data")
+    parser.add_argument("--pipeline", help="pass pipeline for ember.compile (default: its own)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-case progress")
+    parser.add_argument("--groups", type=int, default=25, help="failure groups to print")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+    else:
+        data = data_dir(regenerate=args.regenerate_data)
+        catalogue = load_catalogue(data)
+        listed = args.cases.read_text().split() if args.cases else []
+        names = select_cases(catalogue, args.filter, args.op, listed)
+        backend: dict[str, Any] = {"threads": 1}
+        if args.pipeline:
+            backend["pipeline"] = args.pipeline
+        options = RunOptions(jobs=args.jobs, timeout=args.timeout, backend=backend)
+        done = [0]
+        started = time.monotonic()
+
+        def progress(name: str, result: dict[str, Any]) -> None:
+            done[0] += 1
+            if not args.quiet:
+                detail = "" if result["status"] == "passed" else f" ({result.get('category')})"
+                print(f"[{done[0]}/{len(names)}] {name}: {result['status']}{detail}", flush=True)
+
+        results = run_cases(names, data, catalogue, options, progress)
+        settings = {"jobs": args.jobs, "timeout": args.timeout, "data": str(data)}
+        settings["seconds"] = round(time.monotonic() - started, 1)
+        report = build_report(results, catalogue, settings)
+        out = args.json or data.parent / f"report-onnx-{onnx.__version__}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1, default=_json_default))
+        print(f"report written to {out} ({settings['seconds']} s)\n")
+    print(format_report(report, args.groups))
+    if args.write_docs:
+        args.write_docs.parent.mkdir(parents=True, exist_ok=True)
+        args.write_docs.write_text(render_docs(report))
+        print(f"wrote {args.write_docs}")
+    if args.write_subset:
+        subset = ci_subset(report, args.per_op)
+        args.write_subset.write_text("".join(f"{name}\n" for name in subset))
+        print(f"wrote {len(subset)} case names to {args.write_subset}")
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Counter):
+        return dict(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
