@@ -145,6 +145,7 @@ def bench_onnxruntime(
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initializers are noise here
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         latencies = time_runs(lambda: session.run(names, feeds), runs, warmup)
