@@ -41,6 +41,7 @@ from ember.tools.opt_ir import (
     load_weights,
     parse_ir,
     print_ir,
+    referenced_weights,
     sidecar_path,
     write_ir,
 )
@@ -259,6 +260,9 @@ def load_input(
     except Exception as error:
         raise InputError(f"'{path}' does not verify: {error}") from None
     check_weights(module, weights, str(source))
+    # Keep only what the IR names: a shared .npz (e.g. of --ir-dump-dir) also holds weights of
+    # later stages, whose names would push the passes' fresh names to other suffixes.
+    ctx.weights = WeightStore({name: weights[name] for name in referenced_weights(module)})
     return module, ctx, False
 
 
@@ -335,9 +339,11 @@ def _emit_code(module: ModuleOp, target: Target, kind: str, opt_level: int) -> s
 def run(
     args: argparse.Namespace,
     extra_passes: Sequence[type[ModulePass]] = (),
-    out: TextIO = sys.stdout,
-    log: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    log: TextIO | None = None,
 ) -> int:
+    """Carry out parsed `ember opt` arguments; returns the exit status."""
+    out, log = out or sys.stdout, log or sys.stderr
     registry = pass_registry(extra_passes)
     if args.list_passes:
         out.write(list_passes(registry) + "\n")

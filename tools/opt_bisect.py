@@ -230,9 +230,10 @@ def bisect(
     reference: Outputs,
     rtol: float = 1e-3,
     opt_level: int = 3,
-    log: TextIO = sys.stderr,
+    log: TextIO | None = None,
 ) -> BisectResult:
     """Find the first optional pass whose addition makes outputs diverge from `reference`."""
+    log = log or sys.stderr
     optional = [(i, p) for i, p in enumerate(passes) if p.name not in MANDATORY_PASSES]
     cuts: dict[int, CutResult] = {}
 

@@ -214,9 +214,10 @@ def write_reproducer(
     directory.mkdir(parents=True, exist_ok=True)
     ir_path = directory / "input.mlir"
     npz = write_ir(ir_path, module, weights)
-    argv = ["ember-opt", str(ir_path)]
+    # Absolute paths: the command must work from any directory.
+    argv = ["ember-opt", str(ir_path.resolve())]
     if npz is not None:
-        argv += ["--weights", str(npz)]
+        argv += ["--weights", str(npz.resolve())]
     argv += ["--pipeline", str(failing), *flags]
     command = shlex.join(argv)
     (directory / "command.sh").write_text(f"#!/bin/sh\n{command}\n")
@@ -235,13 +236,14 @@ def run_passes(
     ctx: EmberContext,
     passes: Sequence[ModulePass],
     options: RunOptions,
-    log: TextIO = sys.stderr,
+    log: TextIO | None = None,
     collect_statistics: bool = False,
 ) -> RunResult:
     """Apply `passes` in order to `module` (in place), instrumented as `options` asks.
 
     Raises PassFailure, after writing a reproducer, when a pass raises or breaks the IR.
     """
+    log = log or sys.stderr
     total = len(passes)
     initial = (module.clone(), ctx.weights.copy()) if options.write_repro else None
     result = RunResult(module, ctx, [])
