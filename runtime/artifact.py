@@ -141,36 +141,56 @@ def check_compatible(document: Mapping[str, Any], where: str = "artifact") -> No
         )
 
 
-def _check_file(directory: Path, name: str, entry: Mapping[str, Any], verify: bool) -> Path:
+def _read_checked(
+    directory: Path, name: str, entry: Mapping[str, Any], into: np.ndarray | None = None
+) -> bytes | memoryview:
+    """Read one artifact file (into `into` if given) and verify its size and sha256.
+
+    The bytes that are checked are the bytes that are used: nothing is read twice.
+    """
     path = directory / name
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; the artifact is incomplete")
     size = path.stat().st_size
-    if "bytes" in entry and size != int(entry["bytes"]):
+    if size != int(entry["bytes"]):
         raise ArtifactError(
             f"{path}: {size} bytes, the manifest records {entry['bytes']}; the artifact is "
             f"truncated or corrupt"
         )
-    if verify and sha256_file(path) != entry["sha256"]:
+    data: bytes | memoryview
+    if into is None:
+        data = path.read_bytes()
+    else:
+        data = memoryview(into).cast("B")[:size]
+        with open(path, "rb") as f:
+            if f.readinto(data) != size:
+                raise ArtifactError(f"{path}: changed while being read")
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise ArtifactError(f"{path}: sha256 checksum mismatch; the artifact is corrupt")
-    return path
+    return data
 
 
-def _dlopen(library_path: Path) -> ctypes.CDLL:
-    """dlopen a library afresh even if a library of the same path was loaded before.
+def _dlopen_private(image: bytes, origin: Path) -> ctypes.CDLL:
+    """dlopen the verified library image from a private copy, removed once it is mapped.
 
-    glibc hands back an already-loaded object whose *name* matches, even when the file at that
-    path has since been replaced (a recompile into the same directory): the process would run
-    the old code on the new weights. A link under a fresh name defeats the name match; glibc
-    still shares the object when it is the very same file (same device and inode).
+    A private file (a new inode under a new name) means that the code that runs is the code
+    whose checksum was verified; that glibc cannot hand back an already-loaded library of the
+    same name (after a recompile into the same directory it would run the old code on the new
+    weights); that each load has its own globals (`ember_num_threads`); and that rewriting the
+    artifact while it is loaded cannot SIGBUS this process.
     """
-    with tempfile.TemporaryDirectory(prefix="ember-load-") as scratch:
-        link = Path(scratch) / LIBRARY_FILE
-        link.symlink_to(library_path.resolve())
-        try:
-            return ctypes.CDLL(str(link))
-        except OSError as e:
-            raise ArtifactError(f"{library_path}: cannot be loaded ({e})") from None
+    fd, name = tempfile.mkstemp(prefix="ember-", suffix=".so")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(image)
+        return ctypes.CDLL(name)
+    except OSError as e:
+        raise ArtifactError(
+            f"{origin}: cannot be loaded ({e}); if {tempfile.gettempdir()} is mounted noexec, "
+            f"point TMPDIR elsewhere"
+        ) from None
+    finally:
+        os.unlink(name)
 
 
 class LoadedArtifact(Executable):
@@ -188,13 +208,11 @@ class LoadedArtifact(Executable):
                 f"weights_bytes is {manifest.weights_bytes}; the weights do not belong to "
                 f"this model or are truncated"
             )
-        _check_file(directory, WEIGHTS_FILE, files[WEIGHTS_FILE], verify=True)
-        library_path = _check_file(directory, LIBRARY_FILE, files[LIBRARY_FILE], verify=True)
-
         weights = aligned_empty((max(manifest.weights_bytes, ALIGNMENT),))
-        with open(weights_path, "rb") as f:
-            f.readinto(memoryview(weights)[: manifest.weights_bytes])  # type: ignore[arg-type]
-        library = _dlopen(library_path)
+        _read_checked(directory, WEIGHTS_FILE, files[WEIGHTS_FILE], into=weights)
+        image = _read_checked(directory, LIBRARY_FILE, files[LIBRARY_FILE])
+        library_path = directory / LIBRARY_FILE
+        library = _dlopen_private(bytes(image), library_path)
         try:
             entry = ctypes.cast(getattr(library, manifest.entry), ctypes.c_void_p).value
             set_threads = getattr(library, SET_THREADS_SYMBOL)

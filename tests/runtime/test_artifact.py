@@ -283,3 +283,26 @@ def test_recompiling_into_a_loaded_directory_loads_the_new_code(tmp_path: Path) 
     assert_close(second.run(feeds), onnxruntime_outputs(small_convnet(2, 1), feeds), rel=REL_TOL)
     feeds = _feeds(9, batch=2)
     assert_close(first.run(feeds), onnxruntime_outputs(small_convnet(1, 2), feeds), rel=REL_TOL)
+
+
+def test_each_load_has_its_own_thread_count(small_artifact: Path) -> None:
+    import ctypes
+
+    one, two = ember.runtime.load(small_artifact, threads=1), ember.runtime.load(small_artifact)
+    two.set_num_threads(2)
+
+    def global_threads(exe: ember.runtime.LoadedArtifact) -> int:
+        return ctypes.c_int32.in_dll(exe._keepalive, "ember_num_threads").value
+
+    assert (global_threads(one), global_threads(two)) == (1, 2)
+
+
+def test_rewriting_a_loaded_artifact_does_not_affect_it(artifact: Path) -> None:
+    exe = ember.runtime.load(artifact)
+    feeds = _feeds(10)
+    before = exe.run(feeds)
+    with open(artifact / "model.so", "r+b") as f:  # in place: the same inode
+        f.truncate(100)
+    after = exe.run(feeds)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
