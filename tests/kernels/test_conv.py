@@ -235,6 +235,12 @@ def test_conv_pointwise_epilogue() -> None:
     run_conv((2, 12, 5, 5), 9, (1, 1), bias=True, residual=True, activation="gelu")
 
 
+@pytest.mark.parametrize("ks,pads", [((1, 1), (0, 0, 0, 0)), ((3, 3), (1, 1, 1, 1))])
+def test_conv_k_blocked_epilogue(ks: tuple, pads: tuple) -> None:
+    """K = Cin*kh*kw > one L1 block (pointwise panel copy / im2col), full epilogue."""
+    run_conv((1, 300, 5, 5), 10, ks, pads=pads, bias=True, residual=True, activation="leaky_relu")
+
+
 @pytest.mark.parametrize(
     "x_shape,cout,ks,strides,pads,group",
     [

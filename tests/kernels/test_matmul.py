@@ -148,6 +148,21 @@ def test_matmul_batched_plain(a_shape: tuple[int, ...], b_shape: tuple[int, ...]
     run_matmul(a_shape, b_shape, packed=False)
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matmul_k_blocked_epilogue(packed: bool, threads: int) -> None:
+    """K > one L1 block: partial sums live in C, epilogue split over first/last block."""
+    run_matmul(
+        (13, 700),
+        (700, 21),
+        packed=packed,
+        bias=True,
+        residual=True,
+        activation="sigmoid",
+        threads=threads,
+    )
+
+
 def test_matmul_packed_3d_activation() -> None:
     run_matmul((2, 7, 33), (33, 40), packed=True, bias=True, activation="gelu")
 

@@ -22,16 +22,19 @@ from xdsl.ir import SSAValue
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
+    SCRATCH_LIMIT_BYTES,
     Epilogue,
+    GemmPanel,
     activation_of,
     alloca,
     ceil_div,
     decode,
+    gemm_panel,
+    k_block,
     load_lanes,
     m_chunking,
-    m_tile_loop,
     memref_shape,
-    micro_kernel,
+    pack_rows,
     split_static,
 )
 from ember.passes.conversion.kernel_to_loops.packing import (
@@ -41,9 +44,6 @@ from ember.passes.conversion.kernel_to_loops.packing import (
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 from ember.passes.target import Target
-
-# Scratch (im2col panel, padded depthwise plane) must stay well inside a worker's stack.
-SCRATCH_LIMIT_BYTES = 512 * 1024
 
 
 def _ints(attr: DenseArrayBase) -> list[int]:
@@ -205,12 +205,15 @@ def _lower_gemm_conv(
             f"{geo.kh}x{geo.kw} conv {geo.cin}->{geo.cout}, group {groups} "
             f"(expected [G, ceil(M/MR), K, MR] from pack_conv_weight)"
         )
-    direct = geo.pointwise
+    n = geo.ho * geo.wo
+    kc = k_block(k_extent, nr)
+    # A pointwise conv reads B rows straight from the input planes, unless the k loop is
+    # blocked: rows H*W floats apart then thrash L1 sets, so the panel is copied (no im2col).
+    direct = geo.pointwise and kc == k_extent
     if not direct and k_extent * nr * 4 > SCRATCH_LIMIT_BYTES:
         raise NotImplementedError(
-            f"kernel.conv2d: im2col panel of K={k_extent} x {nr} exceeds the scratch limit"
+            f"kernel.conv2d: B panel of K={k_extent} x {nr} exceeds the scratch limit"
         )
-    n = geo.ho * geo.wo
     panels = ceil_div(n, nr)
     chunks = m_chunking(geo.batch * groups * panels, m, mr, target.threads)
     fn, body, args = _function(op, name)
@@ -226,34 +229,48 @@ def _lower_gemm_conv(
         n0 = b.mul(p, nr)
         epi = Epilogue(out, args.get("residual"), activation, vw)
 
+        def input_row(b: LoopBuilder, k: SSAValue, j: int, lanes: int) -> SSAValue:
+            return load_lanes(b, x, [bi, b.add(ch0, k), 0, b.add(n0, j * vw)], lanes, vw)
+
         def panel(b: LoopBuilder, cols: int) -> None:
             nv = ceil_div(cols, vw)
-            if panel_buf is not None:
+            if panel_buf is not None and geo.pointwise:
+                pack_rows(b, panel_buf, k_extent, cols, vw, input_row)
+            elif panel_buf is not None:
                 _pack_im2col(b, panel_buf, x, bi, ch0, n0, cols, nv * vw, geo)
 
             def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
                 if panel_buf is not None:
                     return b.vload(panel_buf, [k, j * vw], vw)
-                lanes = min(vw, cols - j * vw)
-                return load_lanes(b, x, [bi, b.add(ch0, k), 0, b.add(n0, j * vw)], lanes, vw)
+                return input_row(b, k, j, min(vw, cols - j * vw))
 
             col_idx = [b.add(n0, j * vw) for j in range(nv)]
 
-            def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
-                mt = b.floordiv(m0, mr)
+            def load_a(b: LoopBuilder, m0: SSAValue, k: SSAValue, i: int) -> SSAValue:
+                return b.load(w, [g, b.floordiv(m0, mr), k, i])
 
-                def load_a(b: LoopBuilder, k: SSAValue, i: int) -> SSAValue:
-                    return b.load(w, [g, mt, k, i])
+            def channel(b: LoopBuilder, m0: SSAValue, i: int) -> SSAValue:
+                return b.add(co0, b.add(m0, i))
 
-                acc = micro_kernel(b, k_extent, rows, nv, vw, load_a, load_b)
-                for i in range(rows):
-                    co = b.add(co0, b.add(m0, i))
-                    bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
-                    for j in range(nv):
-                        lanes = min(vw, cols - j * vw)
-                        epi.finish(b, acc[i][j], [bi, co, 0, col_idx[j]], lanes, bias)
+            def bias(b: LoopBuilder, m0: SSAValue, i: int, j: int) -> SSAValue | None:
+                if bias_buf is None:
+                    return None
+                return b.splat(b.load(bias_buf, [channel(b, m0, i)]), vw)
 
-            m_tile_loop(b, c, chunks, m, mr, tile)
+            spec = GemmPanel(
+                k_extent=k_extent,
+                kc=kc,
+                m=m,
+                mr=mr,
+                cols=cols,
+                vw=vw,
+                epilogue=epi,
+                load_a=load_a,
+                load_b=load_b,
+                out_index=lambda b, m0, i, j: [bi, channel(b, m0, i), 0, col_idx[j]],
+                bias=bias,
+            )
+            gemm_panel(b, spec, c, chunks)
 
         split_static(b, p, n // nr, panels, panel, nr, n % nr)
 

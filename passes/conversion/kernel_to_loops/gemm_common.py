@@ -27,6 +27,12 @@ LoadA = Callable[[LoopBuilder, SSAValue, int], SSAValue]
 LoadB = Callable[[LoopBuilder, SSAValue, int], SSAValue]
 Activation = Callable[[LoopBuilder, SSAValue], SSAValue]
 
+# Independent accumulator chains needed to cover the FMA latency (4-5 cycles x 2 pipes).
+MIN_ACCUMULATORS = 8
+
+# Scratch (B panels, padded depthwise planes) must stay well inside a worker thread's stack.
+SCRATCH_LIMIT_BYTES = 512 * 1024
+
 # Reduction loops are unrolled by this much so that LLVM sees several independent FMA
 # groups per iteration and the loop overhead stays off the critical path.
 K_UNROLL = 4
@@ -168,53 +174,192 @@ class Epilogue:
     activation: Activation | None
     vw: int
 
-    def finish(
+    def addends(
         self, b: LoopBuilder, acc: SSAValue, idx: Sequence[Value], lanes: int, bias: SSAValue | None
-    ) -> None:
+    ) -> SSAValue:
         v = acc if bias is None else b.addf(acc, bias)
         if self.residual is not None:
             v = b.addf(v, load_lanes(b, self.residual, idx, lanes, self.vw))
+        return v
+
+    def finish(
+        self, b: LoopBuilder, acc: SSAValue, idx: Sequence[Value], lanes: int, bias: SSAValue | None
+    ) -> None:
+        v = self.addends(b, acc, idx, lanes, bias)
         if self.activation is not None:
             v = self.activation(b, v)
         store_lanes(b, v, self.output, idx, lanes, self.vw)
 
 
+def _span(b: LoopBuilder, lo: Value, hi: Value, multiple: int) -> Value:
+    """lo + (hi - lo) rounded down to a multiple of `multiple` (folded when static)."""
+    if isinstance(lo, int) and isinstance(hi, int):
+        return lo + (hi - lo) // multiple * multiple
+    extent = b.sub(hi, lo)
+    return b.add(lo, b.sub(extent, b.rem(extent, multiple)))
+
+
 def micro_kernel(
     b: LoopBuilder,
-    k_extent: int,
-    mr: int,
-    nvec: int,
+    k_lo: Value,
+    k_hi: Value,
+    init: list[list[SSAValue]],
     vw: int,
     load_a: LoadA,
     load_b: LoadB,
 ) -> list[list[SSAValue]]:
-    """sum_k A[i, k] * B[k, j*VW:(j+1)*VW] for an mr x nvec block; returns acc[i][j]."""
+    """init[i][j] + sum_{k_lo<=k<k_hi} A[i, k] * B[k, j*VW:(j+1)*VW]; returns acc[i][j]."""
+    mr, nvec = len(init), len(init[0])
 
-    def step(b: LoopBuilder, k: SSAValue, accs: list[SSAValue]) -> list[SSAValue]:
+    tile = mr * nvec
+    # Small tiles (GEMV-like M=1) would be bound by the FMA latency of their few accumulator
+    # chains: give each unrolled k step its own accumulator set and sum them at the end.
+    sets = min(K_UNROLL, ceil_div(MIN_ACCUMULATORS, tile))
+
+    def step(b: LoopBuilder, k: SSAValue, accs: list[SSAValue], base: int) -> None:
         rows = [load_b(b, k, j) for j in range(nvec)]
         for i in range(mr):
             a = b.splat(load_a(b, k, i), vw)
             for j in range(nvec):
-                accs[i * nvec + j] = b.fma(a, rows[j], accs[i * nvec + j])
-        return accs
+                accs[base + i * nvec + j] = b.fma(a, rows[j], accs[base + i * nvec + j])
 
     def unrolled(b: LoopBuilder, k: SSAValue, *accs: SSAValue) -> list[SSAValue]:
         values = list(accs)
         for u in range(K_UNROLL):
-            values = step(b, k if u == 0 else b.add(k, u), values)
+            step(b, k if u == 0 else b.add(k, u), values, (u % sets) * tile)
         return values
 
     def single(b: LoopBuilder, k: SSAValue, *accs: SSAValue) -> list[SSAValue]:
-        return step(b, k, list(accs))
+        values = list(accs)
+        step(b, k, values, 0)
+        return values
 
-    zero = b.splat(0.0, vw)
-    accs: list[SSAValue] = [zero] * (mr * nvec)
-    main = k_extent - k_extent % K_UNROLL
-    if main:
-        accs = b.for_range(0, main, K_UNROLL, unrolled, accs)
-    if main != k_extent:
-        accs = b.for_range(main, k_extent, 1, single, accs)
+    accs = [v for row in init for v in row]
+    main = _span(b, k_lo, k_hi, K_UNROLL)
+    static = isinstance(main, int) and isinstance(k_lo, int) and isinstance(k_hi, int)
+    if not static or main != k_lo:
+        zero = b.splat(0.0, vw)
+        accs = b.for_range(k_lo, main, K_UNROLL, unrolled, accs + [zero] * (tile * (sets - 1)))
+        for extra in range(1, sets):
+            accs[:tile] = [b.addf(x, y) for x, y in zip(accs[:tile], accs[extra * tile :][:tile])]
+        accs = accs[:tile]
+    if not static or main != k_hi:
+        accs = b.for_range(main, k_hi, 1, single, accs)
     return [accs[i * nvec : (i + 1) * nvec] for i in range(mr)]
+
+
+# B rows of one k block should stay in L1 while all the MR-row tiles of a unit sweep them.
+L1_BLOCK_BYTES = 16 * 1024
+
+
+def k_block(k_extent: int, nr: int) -> int:
+    """A balanced k-block size (multiple of K_UNROLL) whose NR-wide B block fits L1_BLOCK_BYTES."""
+    limit = max(K_UNROLL, L1_BLOCK_BYTES // (nr * 4))
+    blocks = ceil_div(k_extent, limit)
+    return min(k_extent, ceil_div(ceil_div(k_extent, blocks), K_UNROLL) * K_UNROLL)
+
+
+@dataclass
+class GemmPanel:
+    """C[rows of one M chunk, one column panel] = A @ B (+ epilogue), for gemm_panel().
+
+    `load_a(b, k, i)` reads A[m0 + i, k] of the current tile (it gets m0 from `rows_at`),
+    `out_index(b, m0, i, j)` names the output element of row i, vector j, `bias(b, m0, i, j)`
+    gives the bias vector to add (or None).
+    """
+
+    k_extent: int
+    kc: int
+    m: int
+    mr: int
+    cols: int
+    vw: int
+    epilogue: Epilogue
+    load_a: Callable[[LoopBuilder, SSAValue, SSAValue, int], SSAValue]
+    load_b: LoadB
+    out_index: Callable[[LoopBuilder, SSAValue, int, int], list[Value]]
+    bias: Callable[[LoopBuilder, SSAValue, int, int], SSAValue | None]
+
+
+def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> None:
+    """The k-blocked loop nest of one unit: k blocks outside, MR-row tiles inside.
+
+    With several k blocks, C itself holds the partial sums: the first block starts from
+    bias + residual (so an output that aliases the residual is read before it is
+    overwritten), later blocks from C, and the last one applies the activation.
+    """
+    vw, epi = g.vw, g.epilogue
+    nv = ceil_div(g.cols, vw)
+    lanes = [min(vw, g.cols - j * vw) for j in range(nv)]
+    blocks = ceil_div(g.k_extent, g.kc)
+
+    def tile(
+        b: LoopBuilder, m0: SSAValue, rows: int, k_lo: Value, k_hi: Value, kb: SSAValue | None
+    ) -> None:
+        idx = [[g.out_index(b, m0, i, j) for j in range(nv)] for i in range(rows)]
+        bias = [[g.bias(b, m0, i, j) for j in range(nv)] for i in range(rows)]
+
+        def load_a(b: LoopBuilder, k: SSAValue, i: int) -> SSAValue:
+            return g.load_a(b, m0, k, i)
+
+        zero = b.splat(0.0, vw)
+        if kb is None:
+            acc = micro_kernel(b, k_lo, k_hi, [[zero] * nv] * rows, vw, load_a, g.load_b)
+            for i in range(rows):
+                for j in range(nv):
+                    epi.finish(b, acc[i][j], idx[i][j], lanes[j], bias[i][j])
+            return
+        first = b.cmp_index("eq", kb, 0)
+        init = [
+            [
+                b.select(
+                    first,
+                    epi.addends(b, zero, idx[i][j], lanes[j], bias[i][j]),
+                    load_lanes(b, epi.output, idx[i][j], lanes[j], vw),
+                )
+                for j in range(nv)
+            ]
+            for i in range(rows)
+        ]
+        acc = micro_kernel(b, k_lo, k_hi, init, vw, load_a, g.load_b)
+        last = b.cmp_index("eq", kb, blocks - 1)
+        for i in range(rows):
+            for j in range(nv):
+                v = acc[i][j]
+                if epi.activation is not None:
+                    v = b.select(last, epi.activation(b, v), v)
+                store_lanes(b, v, epi.output, idx[i][j], lanes[j], vw)
+
+    if blocks == 1:
+        m_tile_loop(
+            b, chunk, chunks, g.m, g.mr, lambda b, m0, r: tile(b, m0, r, 0, g.k_extent, None)
+        )
+        return
+
+    def k_step(b: LoopBuilder, kb: SSAValue) -> None:
+        k_lo = b.mul(kb, g.kc)
+        k_hi = b.min_index(b.add(k_lo, g.kc), g.k_extent)
+        m_tile_loop(b, chunk, chunks, g.m, g.mr, lambda b2, m0, r: tile(b2, m0, r, k_lo, k_hi, kb))
+
+    b.for_range(0, blocks, 1, k_step)
+
+
+def pack_rows(
+    b: LoopBuilder,
+    panel: SSAValue,
+    k_extent: int,
+    cols: int,
+    vw: int,
+    row: Callable[[LoopBuilder, SSAValue, int, int], SSAValue],
+) -> None:
+    """panel[k, :] = the NR-wide row k of B (`row(b, k, j, lanes)` loads vector j, lanes zeroed)."""
+    nv = ceil_div(cols, vw)
+
+    def copy(b: LoopBuilder, k: SSAValue) -> None:
+        for j in range(nv):
+            b.vstore(row(b, k, j, min(vw, cols - j * vw)), panel, [k, j * vw])
+
+    b.for_range(0, k_extent, 1, copy)
 
 
 def memref_shape(value: SSAValue) -> tuple[int, ...]:

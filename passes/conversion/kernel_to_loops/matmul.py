@@ -15,17 +15,21 @@ from xdsl.dialects import func
 from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
-from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
+    SCRATCH_LIMIT_BYTES,
     Epilogue,
+    GemmPanel,
     activation_of,
+    alloca,
     ceil_div,
     decode,
+    gemm_panel,
+    k_block,
     load_lanes,
     m_chunking,
-    m_tile_loop,
     memref_shape,
-    micro_kernel,
+    pack_rows,
     split_static,
 )
 from ember.passes.conversion.kernel_to_loops.packing import gemm_blocking, matmul_layout
@@ -85,7 +89,13 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
     full_panels = n // nr
     chunks = m_chunking(batches * panels, m, mr, target.threads)
 
+    kc = k_block(k_extent, nr)
+    # A plain B read in place has its rows N floats apart; once the k loop is blocked those
+    # strided rows fight over L1 sets, so copy the unit's panel into contiguous scratch.
+    pack_plain = not packed and kc < k_extent and k_extent * nr * 4 <= SCRATCH_LIMIT_BYTES
+
     def unit(b: LoopBuilder, u: SSAValue) -> None:
+        panel_buf = alloca(b, [k_extent, nr]) if pack_plain else None
         t, p, c = decode(b, u, [batches, panels, chunks])
         coords = decode(b, t, list(batch_shape)) if batch_shape else []
         a_batch = _batch_index(coords, batch_shape, a_shape[:-2])
@@ -94,38 +104,49 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
         n0 = b.mul(p, nr)
         epi = Epilogue(out_buf, residual_buf, activation, vw)
 
+        def plain_row(b: LoopBuilder, k: SSAValue, j: int, lanes: int) -> SSAValue:
+            return load_lanes(b, b_buf, [*b_batch, k, b.add(n0, j * vw)], lanes, vw)
+
         def panel(b: LoopBuilder, cols: int) -> None:
             nv = ceil_div(cols, vw)
+            if panel_buf is not None:
+                pack_rows(b, panel_buf, k_extent, cols, vw, plain_row)
 
             def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
                 if packed:
                     return b.vload(b_buf, [p, k, j * vw], vw)
-                lanes = min(vw, cols - j * vw)
-                return load_lanes(b, b_buf, [*b_batch, k, b.add(n0, j * vw)], lanes, vw)
+                if panel_buf is not None:
+                    return b.vload(panel_buf, [k, j * vw], vw)
+                return plain_row(b, k, j, min(vw, cols - j * vw))
 
             col_idx = [b.add(n0, j * vw) for j in range(nv)]
-            bias = []
-            for j in range(nv):
-                if bias_buf is None:
-                    break
+            bias: list[SSAValue] = []
+            if bias_buf is not None:
                 lead = [0] * (len(bias_shape) - 1)  # type: ignore[arg-type]
-                lanes = min(vw, cols - j * vw)
-                bias.append(load_lanes(b, bias_buf, [*lead, col_idx[j]], lanes, vw))
+                for j in range(nv):
+                    lanes = min(vw, cols - j * vw)
+                    bias.append(load_lanes(b, bias_buf, [*lead, col_idx[j]], lanes, vw))
 
-            def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
-                row_idx = [b.add(m0, i) for i in range(rows)]
+            def load_a(b: LoopBuilder, m0: SSAValue, k: SSAValue, i: int) -> SSAValue:
+                return b.load(a_buf, [*a_batch, b.add(m0, i), k])
 
-                def load_a(b: LoopBuilder, k: SSAValue, i: int) -> SSAValue:
-                    return b.load(a_buf, [*a_batch, row_idx[i], k])
+            def out_index(b: LoopBuilder, m0: SSAValue, i: int, j: int) -> list[Value]:
+                return [*out_batch, b.add(m0, i), col_idx[j]]
 
-                acc = micro_kernel(b, k_extent, rows, nv, vw, load_a, load_b)
-                for i in range(rows):
-                    for j in range(nv):
-                        lanes = min(vw, cols - j * vw)
-                        idx = [*out_batch, row_idx[i], col_idx[j]]
-                        epi.finish(b, acc[i][j], idx, lanes, bias[j] if bias else None)
-
-            m_tile_loop(b, c, chunks, m, mr, tile)
+            spec = GemmPanel(
+                k_extent=k_extent,
+                kc=kc,
+                m=m,
+                mr=mr,
+                cols=cols,
+                vw=vw,
+                epilogue=epi,
+                load_a=load_a,
+                load_b=load_b,
+                out_index=out_index,
+                bias=lambda b, m0, i, j: bias[j] if bias else None,
+            )
+            gemm_panel(b, spec, c, chunks)
 
         split_static(b, p, full_panels, panels, panel, nr, n % nr)
 
