@@ -73,11 +73,39 @@ LLVM_TO_CPUINFO: dict[str, str] = {
 _V2 = ("cx16", "sahf", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3")
 _V3 = (*_V2, "avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave")
 _V4 = (*_V3, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+_ICELAKE = (
+    *_V4,
+    *("avx512vnni", "avx512vbmi", "avx512vbmi2", "avx512bitalg", "avx512vpopcntdq"),
+    *("avx512ifma", "vaes", "vpclmulqdq", "gfni"),
+)
+# Targets `ember compile --target-cpu` accepts besides `host`: the portable levels and the
+# micro-architectures whose feature sets are spelled out here (LLVM implies them from the name,
+# and the manifest must list them for the loader to check).
 CPU_LEVEL_FEATURES: dict[str, tuple[str, ...]] = {
     "x86-64": ("cmov", "cx8", "fxsr", "mmx", "sse", "sse2"),
     "x86-64-v2": _V2,
     "x86-64-v3": _V3,
     "x86-64-v4": _V4,
+    "haswell": _V3,
+    "broadwell": (*_V3, "adx", "rdseed"),
+    "skylake": (*_V3, "adx", "rdseed"),
+    "alderlake": (*_V3, "adx", "rdseed", "avxvnni", "vaes", "vpclmulqdq", "gfni"),
+    "skylake-avx512": _V4,
+    "cascadelake": (*_V4, "avx512vnni"),
+    "icelake-server": _ICELAKE,
+    "sapphirerapids": (
+        *_ICELAKE,
+        "avx512bf16",
+        "avx512fp16",
+        "avxvnni",
+        "amx-tile",
+        "amx-int8",
+        "amx-bf16",
+    ),
+    "znver1": (*_V3, "sse4a"),
+    "znver2": (*_V3, "sse4a"),
+    "znver3": (*_V3, "sse4a", "vaes", "vpclmulqdq"),
+    "znver4": (*_ICELAKE, "sse4a", "avx512bf16"),
 }
 
 
@@ -85,8 +113,8 @@ def required_features(cpu: str, features: str | Iterable[str]) -> list[str]:
     """The checkable LLVM features code compiled for (`cpu`, `features`) may use.
 
     `features` is LLVM's comma-separated `+a,-b` string (or its items); only enabled ones count.
-    A named micro-architecture such as `znver3` comes with an explicit feature list from the
-    host, so only the portable levels need expanding here.
+    The host target carries an explicit feature list; a named cpu (`x86-64-v3`, `znver3`)
+    implies its features, expanded from `CPU_LEVEL_FEATURES`.
     """
     items = features.split(",") if isinstance(features, str) else list(features)
     enabled = {f[1:] for f in items if f.startswith("+")}

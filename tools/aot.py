@@ -28,7 +28,7 @@ import onnx
 
 from ember import __version__
 from ember.runtime.artifact import LIBRARY_FILE, MANIFEST_FILE, ArtifactError, write_artifact
-from ember.runtime.cpu_features import host_arch, required_features
+from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
 
@@ -89,6 +89,12 @@ def resolve_target(cpu: str = "host", threads: int | None = None) -> Any:
     """`host` (this machine as LLVM sees it) or an LLVM cpu name such as `x86-64-v3`."""
     from ember.passes.target import host_target, named_target
 
+    if cpu != "host" and cpu not in CPU_LEVEL_FEATURES:
+        # LLVM aborts the process on some unknown names, and for names outside the table the
+        # manifest could not say which features the code needs.
+        raise ValueError(
+            f"unknown target cpu '{cpu}'; use host or one of: {', '.join(CPU_LEVEL_FEATURES)}"
+        )
     return host_target(threads) if cpu == "host" else named_target(cpu, threads)
 
 
@@ -114,15 +120,22 @@ def target_info(target: Any) -> dict[str, Any]:
 
 def _replace_directory(staging: Path, output: Path) -> None:
     """Move the finished `staging` directory to `output`, replacing an older artifact there."""
+    old: Path | None = None
     if output.exists():
         if not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST_FILE).exists()):
             raise ValueError(f"{output} exists and is not an ember artifact; not overwriting it")
         old = Path(tempfile.mkdtemp(prefix=".old-", dir=output.parent))
         os.replace(output, old / "artifact")
+    try:
         os.replace(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, output)
+    except OSError:
+        # Another process finished the same artifact first (the compile cache): keep theirs.
+        if not (output / MANIFEST_FILE).exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def compile_artifact(

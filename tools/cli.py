@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ember import __version__
-from ember.runtime.artifact import read_manifest
+from ember.runtime.artifact import read_manifest, sha256_file
 from ember.runtime.executable import Manifest, TensorSpec
 from ember.tools.engine import Config, pipeline_spec
 
@@ -106,6 +106,7 @@ def _config(args: argparse.Namespace) -> Config:
         config.set_cpu_math_library_num_threads(args.threads)
     config.set_opt_level(args.opt_level)
     config.set_target_cpu(args.target_cpu)
+    config.switch_progress(True)
     return config
 
 
@@ -203,6 +204,12 @@ def _bench(args: argparse.Namespace) -> int:
         )
         if not onnx_path or not Path(onnx_path).is_file():
             raise ValueError("--compare onnxruntime needs the .onnx model: pass --onnx PATH")
+        compiled_from = document.get("source", {}).get("sha256")
+        if compiled_from and sha256_file(onnx_path) != compiled_from:
+            print(
+                f"warning: {onnx_path} is not the model {args.model} was compiled from",
+                file=sys.stderr,
+            )
         if not bench.onnxruntime_available():
             print("onnxruntime is not installed: comparison skipped", file=sys.stderr)
         else:

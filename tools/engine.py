@@ -48,6 +48,7 @@ class Config:
         self._opt_level = 3
         self._target_cpu = "host"
         self._cache_dir: Path | None = None
+        self._progress = False
 
     # -- model ---------------------------------------------------------------------------------
     def set_model(self, model: str | os.PathLike[str]) -> None:
@@ -92,6 +93,10 @@ class Config:
     def target_cpu(self) -> str:
         return self._target_cpu
 
+    def switch_progress(self, show: bool = True) -> None:
+        """Show compile stages on stderr (when it is a terminal) if the model must be compiled."""
+        self._progress = bool(show)
+
     def set_cache_dir(self, directory: str | os.PathLike[str]) -> None:
         self._cache_dir = Path(directory)
 
@@ -121,7 +126,7 @@ class Config:
             return model
         if not model.is_file():
             raise FileNotFoundError(f"model not found: {model}")
-        from ember.tools.aot import compile_cached, resolve_target
+        from ember.tools.aot import Progress, compile_cached, resolve_target
 
         return compile_cached(
             model,
@@ -129,6 +134,7 @@ class Config:
             opt_level=self._opt_level,
             pipeline=self.pipeline(),
             cache_dir=self.cache_dir(),
+            progress=Progress(quiet=not self._progress),
             force=force,
         )
 

@@ -253,8 +253,10 @@ def test_required_features_expand_portable_levels() -> None:
     assert {"avx2", "fma", "f16c", "bmi2"} <= set(v3) and "avx512f" not in v3
     v4 = required_features("x86-64-v4", "")
     assert {"avx512f", "avx512vl", "avx512bw"} <= set(v4)
+    assert {"avx2", "fma"} <= set(required_features("haswell", ""))
+    assert "avx512vnni" in required_features("icelake-server", "")
     # Disabled and unknown (tuning-only) features impose nothing.
-    assert required_features("znver3", "+avx2,-avx512f,+64bit,+fma") == ["avx2", "fma"]
+    assert required_features("generic", "+avx2,-avx512f,+64bit,+fma") == ["avx2", "fma"]
 
 
 def test_missing_features_translates_llvm_names_to_cpuinfo_flags() -> None:

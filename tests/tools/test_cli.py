@@ -190,3 +190,23 @@ def test_progress_shows_stages_on_a_terminal_only() -> None:
         with silent.stage("import"):
             pass
         assert stream.getvalue() == "" and "import" in silent.seconds
+
+
+def test_unknown_target_cpu_is_refused_before_compiling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = save(small_convnet(), tmp_path)
+    argv = ["compile", str(model), "-o", str(tmp_path / "out"), "--target-cpu", "pentium9"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "unknown target cpu 'pentium9'; use host or one of: x86-64, x86-64-v2" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_warns_when_compare_model_is_not_the_source(
+    small_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = save(small_convnet(seed=3), tmp_path, "other.onnx")
+    argv = ["bench", str(small_artifact), "--runs", "2", "--warmup", "0", "--threads", "1"]
+    assert main([*argv, "--compare", "onnxruntime", "--onnx", str(other)]) == 0
+    assert f"warning: {other} is not the model" in capsys.readouterr().err
