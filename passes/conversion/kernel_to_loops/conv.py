@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import DenseArrayBase
+from xdsl.dialects import arith, func, vector
+from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i64
 from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
-from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
+    K_UNROLL,
     SCRATCH_LIMIT_BYTES,
     Epilogue,
     GemmPanel,
@@ -122,40 +123,50 @@ def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
     return _lower_gemm_conv(op, geo, target, name)
 
 
+def _im2col_columns(
+    b: LoopBuilder, n0: SSAValue, cols: int, geo: ConvGeometry
+) -> list[tuple[SSAValue, SSAValue]]:
+    """Top-left input coordinate of the window of each output column n0 + j of a panel."""
+    corners = []
+    for j in range(cols):
+        n = b.add(n0, j)
+        row = b.sub(b.mul(b.floordiv(n, geo.wo), geo.sh), geo.pt)
+        col = b.sub(b.mul(b.rem(n, geo.wo), geo.sw), geo.pl)
+        corners.append((row, col))
+    return corners
+
+
 def _pack_im2col(
     b: LoopBuilder,
     panel: SSAValue,
     x: SSAValue,
     bi: SSAValue,
     ch0: SSAValue,
-    n0: SSAValue,
-    cols: int,
+    corners: list[tuple[SSAValue, SSAValue]],
     width: int,
+    channels: tuple[Value, Value],
     geo: ConvGeometry,
 ) -> None:
-    """panel[(ci*kh + r)*kw + s, j] = x[bi, ch0+ci, oh*sh-pt+r*dh, ow*sw-pl+s*dw], 0 if outside.
+    """panel[(ci-c_lo)*kh*kw + r*kw + s, j] = x[bi, ch0+ci, window(j) + (r*dh, s*dw)] for the
+    channels c_lo <= ci < c_hi of one k block; 0 where the window hits padding.
 
-    Column positions are computed once per panel; the window offset and its validity once per
-    (r, s); the innermost channel loop is then a load/select/store per element.
+    The window offset and its validity are computed once per (r, s); the innermost channel
+    loop is then a load/select/store per element.
     """
     zero = b.const(0.0)
     padded = geo.pt > 0 or geo.pl > 0 or geo.ho * geo.sh > geo.h or geo.wo * geo.sw > geo.w
-    row0: list[SSAValue] = []
-    col0: list[SSAValue] = []
-    for j in range(cols):
-        n = b.add(n0, j)
-        row0.append(b.sub(b.mul(b.floordiv(n, geo.wo), geo.sh), geo.pt))
-        col0.append(b.sub(b.mul(b.rem(n, geo.wo), geo.sw), geo.pl))
+    cols = len(corners)
     taps = geo.kh * geo.kw
+    c_lo, c_hi = channels
 
     def window(b: LoopBuilder, r: SSAValue, s: SSAValue) -> None:
         dr = b.mul(r, geo.dh)
         ds = b.mul(s, geo.dw)
         offsets: list[SSAValue] = []
         valid: list[SSAValue | None] = []
-        for j in range(cols):
-            ih = b.add(row0[j], dr)
-            iw = b.add(col0[j], ds)
+        for row0, col0 in corners:
+            ih = b.add(row0, dr)
+            iw = b.add(col0, ds)
             offset = b.add(b.mul(ih, geo.w), iw)
             if padded:
                 # Negative coordinates wrap to huge unsigned values: one compare per axis.
@@ -170,7 +181,7 @@ def _pack_im2col(
         tap = b.add(b.mul(r, geo.kw), s)
 
         def channel(b: LoopBuilder, ci: SSAValue) -> None:
-            k = b.add(b.mul(ci, taps), tap)
+            k = b.add(b.mul(b.sub(ci, c_lo), taps), tap)
             ch = b.add(ch0, ci)
             for j in range(cols):
                 value = b.load(x, [bi, ch, 0, offsets[j]])
@@ -179,7 +190,7 @@ def _pack_im2col(
             for j in range(cols, width):
                 b.store(zero, panel, [k, j])
 
-        b.for_range(0, geo.cin // geo.group, 1, channel)
+        b.for_range(c_lo, c_hi, 1, channel)
 
     b.for_range(
         0, geo.kh, 1, lambda b, r: b.for_range(0, geo.kw, 1, lambda b2, s: window(b2, r, s))
@@ -206,14 +217,13 @@ def _lower_gemm_conv(
             f"(expected [G, ceil(M/MR), K, MR] from pack_conv_weight)"
         )
     n = geo.ho * geo.wo
-    kc = k_block(k_extent, nr)
+    taps = geo.kh * geo.kw
+    # k blocks hold whole input channels (all kh*kw taps of each) so that im2col can pack
+    # one block at a time into an L1-sized scratch panel right before it is used.
+    kc = k_block(k_extent, nr, taps if taps > 1 else K_UNROLL)
     # A pointwise conv reads B rows straight from the input planes, unless the k loop is
-    # blocked: rows H*W floats apart then thrash L1 sets, so the panel is copied (no im2col).
+    # blocked: rows H*W floats apart then thrash L1 sets, so each block is copied (no im2col).
     direct = geo.pointwise and kc == k_extent
-    if not direct and k_extent * nr * 4 > SCRATCH_LIMIT_BYTES:
-        raise NotImplementedError(
-            f"kernel.conv2d: B panel of K={k_extent} x {nr} exceeds the scratch limit"
-        )
     panels = ceil_div(n, nr)
     chunks = m_chunking(geo.batch * groups * panels, m, mr, target.threads)
     fn, body, args = _function(op, name)
@@ -222,7 +232,7 @@ def _lower_gemm_conv(
     activation = activation_of(op)
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
-        panel_buf = None if direct else alloca(b, [k_extent, nr])
+        panel_buf = None if direct else alloca(b, [kc, nr])
         bi, g, p, c = decode(b, u, [geo.batch, groups, panels, chunks])
         ch0 = b.mul(g, cin_g)
         co0 = b.mul(g, m)
@@ -234,14 +244,19 @@ def _lower_gemm_conv(
 
         def panel(b: LoopBuilder, cols: int) -> None:
             nv = ceil_div(cols, vw)
-            if panel_buf is not None and geo.pointwise:
-                pack_rows(b, panel_buf, k_extent, cols, vw, input_row)
-            elif panel_buf is not None:
-                _pack_im2col(b, panel_buf, x, bi, ch0, n0, cols, nv * vw, geo)
+            corners = [] if geo.pointwise else _im2col_columns(b, n0, cols, geo)
 
-            def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
+            def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
+                assert panel_buf is not None
+                if geo.pointwise:
+                    pack_rows(b, panel_buf, k_lo, k_hi, cols, vw, input_row)
+                    return
+                channels = (b.floordiv(k_lo, taps), b.floordiv(k_hi, taps))
+                _pack_im2col(b, panel_buf, x, bi, ch0, corners, nv * vw, channels, geo)
+
+            def load_b(b: LoopBuilder, k: SSAValue, j: int, k_lo: Value) -> SSAValue:
                 if panel_buf is not None:
-                    return b.vload(panel_buf, [k, j * vw], vw)
+                    return b.vload(panel_buf, [b.sub(k, k_lo), j * vw], vw)
                 return input_row(b, k, j, min(vw, cols - j * vw))
 
             col_idx = [b.add(n0, j * vw) for j in range(nv)]
@@ -269,6 +284,7 @@ def _lower_gemm_conv(
                 load_b=load_b,
                 out_index=lambda b, m0, i, j: [bi, channel(b, m0, i), 0, col_idx[j]],
                 bias=bias,
+                pack_block=None if direct else pack_block,
             )
             gemm_panel(b, spec, c, chunks)
 
@@ -347,12 +363,34 @@ def _lower_depthwise(
                         b.store(b.load(x, [bi, ch, ih, t]), plane, [0, row, t + geo.pl])
                     return
 
+                vector_cols = 0
+                if geo.sw == 2:
+                    # Two input vectors -> even and odd columns by two shuffles.
+                    vector_cols = copy_cols - copy_cols % (2 * vw)
+                    even = DenseArrayBase.from_list(i64, list(range(0, 2 * vw, 2)))
+                    odd = DenseArrayBase.from_list(i64, list(range(1, 2 * vw, 2)))
+
+                    def copy_pair(b: LoopBuilder, iw: SSAValue) -> None:
+                        lo = b.vload(x, [bi, ch, ih, iw], vw)
+                        hi = b.vload(x, [bi, ch, ih, b.add(iw, vw)], vw)
+                        t = b.floordiv(iw, 2)
+                        for e, mask in enumerate((even, odd)):
+                            lanes = b.insert(
+                                vector.ShuffleOp(lo, hi, mask, result_type=VectorType(f32, [vw]))
+                            ).results[0]
+                            dest = [(e + geo.pl) % 2, row, b.add(t, (e + geo.pl) // 2)]
+                            b.vstore(lanes, plane, dest)
+
+                    if vector_cols:
+                        b.for_range(0, vector_cols, 2 * vw, copy_pair)
+
                 def copy_col(b: LoopBuilder, iw: SSAValue) -> None:
                     col = b.add(iw, geo.pl)
                     dest = [b.rem(col, geo.sw), row, b.floordiv(col, geo.sw)]
                     b.store(b.load(x, [bi, ch, ih, iw]), plane, dest)
 
-                b.for_range(0, copy_cols, 1, copy_col)
+                if vector_cols < copy_cols:
+                    b.for_range(vector_cols, copy_cols, 1, copy_col)
 
             b.for_range(0, copy_rows, 1, copy_row)
             taps = [b.splat(b.load(w, [ch, t]), vw) for t in range(geo.kh * geo.kw)]

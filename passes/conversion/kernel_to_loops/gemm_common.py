@@ -30,7 +30,7 @@ Activation = Callable[[LoopBuilder, SSAValue], SSAValue]
 # Independent accumulator chains needed to cover the FMA latency (4-5 cycles x 2 pipes).
 MIN_ACCUMULATORS = 8
 
-# Scratch (B panels, padded depthwise planes) must stay well inside a worker thread's stack.
+# Scratch (padded depthwise planes) must stay well inside a worker thread's stack.
 SCRATCH_LIMIT_BYTES = 512 * 1024
 
 # Reduction loops are unrolled by this much so that LLVM sees several independent FMA
@@ -252,20 +252,22 @@ def micro_kernel(
 L1_BLOCK_BYTES = 16 * 1024
 
 
-def k_block(k_extent: int, nr: int) -> int:
-    """A balanced k-block size (multiple of K_UNROLL) whose NR-wide B block fits L1_BLOCK_BYTES."""
-    limit = max(K_UNROLL, L1_BLOCK_BYTES // (nr * 4))
+def k_block(k_extent: int, nr: int, granule: int = K_UNROLL) -> int:
+    """A balanced k-block size, a multiple of `granule`, whose NR-wide B block fits in
+    L1_BLOCK_BYTES (or one granule when a single granule is already larger)."""
+    limit = max(granule, L1_BLOCK_BYTES // (nr * 4) // granule * granule)
     blocks = ceil_div(k_extent, limit)
-    return min(k_extent, ceil_div(ceil_div(k_extent, blocks), K_UNROLL) * K_UNROLL)
+    return min(k_extent, ceil_div(ceil_div(k_extent, blocks), granule) * granule)
 
 
 @dataclass
 class GemmPanel:
     """C[rows of one M chunk, one column panel] = A @ B (+ epilogue), for gemm_panel().
 
-    `load_a(b, k, i)` reads A[m0 + i, k] of the current tile (it gets m0 from `rows_at`),
-    `out_index(b, m0, i, j)` names the output element of row i, vector j, `bias(b, m0, i, j)`
-    gives the bias vector to add (or None).
+    `load_a(b, m0, k, i)` reads A[m0 + i, k]; `load_b(b, k, j, k_lo)` reads vector j of B
+    row k while the k block starting at k_lo is current; `pack_block(b, k_lo, k_hi)` (if
+    any) runs before each k block, to pack its B rows into scratch. `out_index(b, m0, i, j)`
+    names the output element of row i, vector j; `bias(b, m0, i, j)` is the bias to add.
     """
 
     k_extent: int
@@ -276,9 +278,10 @@ class GemmPanel:
     vw: int
     epilogue: Epilogue
     load_a: Callable[[LoopBuilder, SSAValue, SSAValue, int], SSAValue]
-    load_b: LoadB
+    load_b: Callable[[LoopBuilder, SSAValue, int, Value], SSAValue]
     out_index: Callable[[LoopBuilder, SSAValue, int, int], list[Value]]
     bias: Callable[[LoopBuilder, SSAValue, int, int], SSAValue | None]
+    pack_block: Callable[[LoopBuilder, Value, Value], None] | None = None
 
 
 def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> None:
@@ -302,9 +305,12 @@ def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> No
         def load_a(b: LoopBuilder, k: SSAValue, i: int) -> SSAValue:
             return g.load_a(b, m0, k, i)
 
+        def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
+            return g.load_b(b, k, j, k_lo)
+
         zero = b.splat(0.0, vw)
         if kb is None:
-            acc = micro_kernel(b, k_lo, k_hi, [[zero] * nv] * rows, vw, load_a, g.load_b)
+            acc = micro_kernel(b, k_lo, k_hi, [[zero] * nv] * rows, vw, load_a, load_b)
             for i in range(rows):
                 for j in range(nv):
                     epi.finish(b, acc[i][j], idx[i][j], lanes[j], bias[i][j])
@@ -321,7 +327,7 @@ def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> No
             ]
             for i in range(rows)
         ]
-        acc = micro_kernel(b, k_lo, k_hi, init, vw, load_a, g.load_b)
+        acc = micro_kernel(b, k_lo, k_hi, init, vw, load_a, load_b)
         last = b.cmp_index("eq", kb, blocks - 1)
         for i in range(rows):
             for j in range(nv):
@@ -331,6 +337,8 @@ def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> No
                 store_lanes(b, v, epi.output, idx[i][j], lanes[j], vw)
 
     if blocks == 1:
+        if g.pack_block is not None:
+            g.pack_block(b, 0, g.k_extent)
         m_tile_loop(
             b, chunk, chunks, g.m, g.mr, lambda b, m0, r: tile(b, m0, r, 0, g.k_extent, None)
         )
@@ -339,6 +347,8 @@ def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> No
     def k_step(b: LoopBuilder, kb: SSAValue) -> None:
         k_lo = b.mul(kb, g.kc)
         k_hi = b.min_index(b.add(k_lo, g.kc), g.k_extent)
+        if g.pack_block is not None:
+            g.pack_block(b, k_lo, k_hi)
         m_tile_loop(b, chunk, chunks, g.m, g.mr, lambda b2, m0, r: tile(b2, m0, r, k_lo, k_hi, kb))
 
     b.for_range(0, blocks, 1, k_step)
@@ -347,19 +357,21 @@ def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> No
 def pack_rows(
     b: LoopBuilder,
     panel: SSAValue,
-    k_extent: int,
+    k_lo: Value,
+    k_hi: Value,
     cols: int,
     vw: int,
     row: Callable[[LoopBuilder, SSAValue, int, int], SSAValue],
 ) -> None:
-    """panel[k, :] = the NR-wide row k of B (`row(b, k, j, lanes)` loads vector j, lanes zeroed)."""
+    """panel[k - k_lo, :] = B row k (`row(b, k, j, lanes)` loads vector j, extra lanes zero)."""
     nv = ceil_div(cols, vw)
 
     def copy(b: LoopBuilder, k: SSAValue) -> None:
+        local = b.sub(k, k_lo)
         for j in range(nv):
-            b.vstore(row(b, k, j, min(vw, cols - j * vw)), panel, [k, j * vw])
+            b.vstore(row(b, k, j, min(vw, cols - j * vw)), panel, [local, j * vw])
 
-    b.for_range(0, k_extent, 1, copy)
+    b.for_range(k_lo, k_hi, 1, copy)
 
 
 def memref_shape(value: SSAValue) -> tuple[int, ...]:

@@ -17,7 +17,6 @@ from xdsl.ir import SSAValue
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
-    SCRATCH_LIMIT_BYTES,
     Epilogue,
     GemmPanel,
     activation_of,
@@ -91,11 +90,11 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
 
     kc = k_block(k_extent, nr)
     # A plain B read in place has its rows N floats apart; once the k loop is blocked those
-    # strided rows fight over L1 sets, so copy the unit's panel into contiguous scratch.
-    pack_plain = not packed and kc < k_extent and k_extent * nr * 4 <= SCRATCH_LIMIT_BYTES
+    # strided rows fight over L1 sets, so each k block is copied into contiguous scratch.
+    pack_plain = not packed and kc < k_extent
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
-        panel_buf = alloca(b, [k_extent, nr]) if pack_plain else None
+        panel_buf = alloca(b, [kc, nr]) if pack_plain else None
         t, p, c = decode(b, u, [batches, panels, chunks])
         coords = decode(b, t, list(batch_shape)) if batch_shape else []
         a_batch = _batch_index(coords, batch_shape, a_shape[:-2])
@@ -109,14 +108,16 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
 
         def panel(b: LoopBuilder, cols: int) -> None:
             nv = ceil_div(cols, vw)
-            if panel_buf is not None:
-                pack_rows(b, panel_buf, k_extent, cols, vw, plain_row)
 
-            def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
+            def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
+                assert panel_buf is not None
+                pack_rows(b, panel_buf, k_lo, k_hi, cols, vw, plain_row)
+
+            def load_b(b: LoopBuilder, k: SSAValue, j: int, k_lo: Value) -> SSAValue:
                 if packed:
                     return b.vload(b_buf, [p, k, j * vw], vw)
                 if panel_buf is not None:
-                    return b.vload(panel_buf, [k, j * vw], vw)
+                    return b.vload(panel_buf, [b.sub(k, k_lo), j * vw], vw)
                 return plain_row(b, k, j, min(vw, cols - j * vw))
 
             col_idx = [b.add(n0, j * vw) for j in range(nv)]
@@ -145,6 +146,7 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
                 load_b=load_b,
                 out_index=out_index,
                 bias=lambda b, m0, i, j: bias[j] if bias else None,
+                pack_block=pack_block if panel_buf is not None else None,
             )
             gemm_panel(b, spec, c, chunks)
 
