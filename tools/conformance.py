@@ -56,7 +56,8 @@ MOSTLY = 0.5
 
 # ONNX element type names in messages; blanked so that one dtype gap is one failure group.
 _ONNX_TYPE = re.compile(
-    r"\b(?:U?INT(?:2|4|8|16|32|64)|FLOAT(?:16|8\w*|4\w*)?|BFLOAT16|DOUBLE|BOOL|STRING|COMPLEX\d+)\b"
+    r"\b(?:U?INT(?:2|4|8|16|32|64)|FLOAT(?:16|8\w*|4\w*)?|BFLOAT16|DOUBLE|BOOL|STRING|COMPLEX\d+"
+    r"|u?int(?:2|4|8|16|32|64)|b?float(?:16|32|64|8_\w+|4_\w+))\b"
 )
 _EXPANDED = re.compile(r"^(?P<base>.+)_expanded(?:_ver\d+)?$")
 
@@ -194,6 +195,80 @@ def load_case(case_dir: Path) -> tuple[onnx.ModelProto, list[tuple[list[Any], li
 
 
 # ---------------------------------------------------------------------------------------------
+# Shape operands
+#
+# Node tests feed every operand as a graph input, including those that fix an output's shape
+# (Reshape's shape, Slice's starts, a reduction's axes) or a quantizer's parameters. Real models
+# carry these as initializers, and ember compiles static shapes, so by default the runner turns
+# the graph inputs feeding these positions into initializers holding the test's values (as
+# onnx-mlir's backend tests do with CONSTANT_INPUT). The data operands stay runtime inputs.
+# `--no-freeze` measures without this; every case records what it froze.
+
+SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
+    "AffineGrid": (1,),
+    "CenterCropPad": (1, 2),
+    "Col2Im": (1, 2),
+    "Compress": (1,),
+    "ConstantOfShape": (0,),
+    "CumProd": (1,),
+    "CumSum": (1,),
+    "DFT": (1, 2),
+    "DequantizeLinear": (1, 2),
+    "Dropout": (1, 2),
+    "Expand": (1,),
+    "MaxUnpool": (2,),
+    "OneHot": (1,),
+    "Pad": (1, 2, 3),
+    "QuantizeLinear": (1, 2),
+    "Range": (0, 1, 2),
+    "Reshape": (1,),
+    "Resize": (1, 2, 3),
+    "Slice": (1, 2, 3, 4),
+    "Split": (1,),
+    "Squeeze": (1,),
+    "Tile": (1,),
+    "TopK": (1,),
+    "Trilu": (1,),
+    "Unsqueeze": (1,),
+    "Upsample": (1,),
+    **{
+        f"Reduce{kind}": (1,)
+        for kind in ("L1", "L2", "LogSum", "LogSumExp", "Max", "Mean", "Min", "Prod", "Sum")
+    },
+    "ReduceSumSquare": (1,),
+}
+
+
+def freeze_shape_operands(
+    model: onnx.ModelProto, inputs: list[Any]
+) -> tuple[onnx.ModelProto, list[Any], list[str]]:
+    """Graph inputs in SHAPE_OPERANDS positions become initializers holding `inputs`' values."""
+    graph_inputs = [i.name for i in model.graph.input]
+    wanted = {
+        node.input[index]
+        for node in model.graph.node
+        if node.domain in ("", "ai.onnx")
+        for index in SHAPE_OPERANDS.get(node.op_type, ())
+        if index < len(node.input) and node.input[index] in graph_inputs
+    }
+    frozen = [
+        name
+        for name, value in zip(graph_inputs, inputs)
+        if name in wanted and isinstance(value, np.ndarray)
+    ]
+    if not frozen:
+        return model, inputs, []
+    values = dict(zip(graph_inputs, inputs))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = [i for i in model.graph.input if i.name not in frozen]
+    del out.graph.input[:]
+    out.graph.input.extend(kept)
+    out.graph.initializer.extend(numpy_helper.from_array(values[n], n) for n in frozen)
+    return out, [values[i.name] for i in kept], frozen
+
+
+# ---------------------------------------------------------------------------------------------
 # Running one case (inside a worker process)
 
 
@@ -278,9 +353,14 @@ def run_case(case_dir: str, rtol: float, atol: float, options: dict[str, Any]) -
     except Exception as err:
         return outcome("errored", "bad-case-data", err)
     result["dtypes"] = sorted(set(_dtypes(data_sets[0][0] + data_sets[0][1]))) if data_sets else []
+    if options.get("freeze", True) and len(data_sets) == 1:
+        model, inputs, frozen = freeze_shape_operands(model, data_sets[0][0])
+        data_sets = [(inputs, data_sets[0][1])]
+        if frozen:
+            result["frozen_inputs"] = frozen
     start = time.perf_counter()
     try:
-        rep = EmberBackend.prepare(model, **options)
+        rep = EmberBackend.prepare(model, **options.get("backend", {}))
     except UnsupportedOpsError as err:
         result["unsupported_ops"] = err.op_types
         outcome("errored", "unsupported-op", err)
@@ -360,6 +440,7 @@ class RunOptions:
     timeout: float = 60.0
     recycle: int = 100  # cases per worker process: bounds memory held by JIT-compiled modules
     backend: dict[str, Any] = field(default_factory=lambda: {"threads": 1})
+    freeze: bool = True  # see SHAPE_OPERANDS
     runner: str = "ember.tools.conformance:run_case"
 
 
@@ -413,7 +494,8 @@ def run_cases(
     def assign(worker: _Worker) -> None:
         name = pending.pop()
         info = catalogue.get(name, {})
-        job = (str(data / name), info.get("rtol", RTOL), info.get("atol", ATOL), options.backend)
+        case_options = {"backend": options.backend, "freeze": options.freeze}
+        job = (str(data / name), info.get("rtol", RTOL), info.get("atol", ATOL), case_options)
         worker.case, worker.deadline = name, time.monotonic() + options.timeout
         worker.conn.send(job)
 
@@ -529,9 +611,9 @@ def build_report(
     for case in cases.values():
         totals[case["status"]] += 1
     totals["total"] = len(cases)
-    totals["passed_folded"] = sum(
-        1 for c in cases.values() if c["status"] == "passed" and c.get("folded")
-    )
+    passed = [c for c in cases.values() if c["status"] == "passed"]
+    totals["passed_folded"] = sum(1 for c in passed if c.get("folded"))
+    totals["passed_frozen"] = sum(1 for c in passed if c.get("frozen_inputs"))
     return {
         "onnx_version": onnx.__version__,
         "ember_commit": _git_commit(),
@@ -541,6 +623,18 @@ def build_report(
         "totals": totals,
         "ops": dict(sorted(ops.items())),
         "cases": cases,
+    }
+
+
+def _with_summaries(report: dict[str, Any]) -> dict[str, Any]:
+    """The report plus its grouped failures, for readers of the JSON who do not run this code."""
+    groups = [
+        {**g, "ops": dict(g["ops"]), "dtypes": dict(g["dtypes"])} for g in failure_groups(report)
+    ]
+    return {
+        **report,
+        "unsupported_ops": dict(unsupported_ranking(report)),
+        "failure_groups": groups,
     }
 
 
@@ -604,7 +698,8 @@ def format_report(report: dict[str, Any], groups_shown: int = 25) -> str:
         "",
         f"total: {t['passed']} passed, {t['failed']} failed, {t['errored']} errored, "
         f"{t['crashed']} crashed of {t['total']} cases "
-        f"({t['passed_folded']} of the passes were computed entirely at compile time)",
+        f"({t['passed_folded']} of the passes were computed entirely at compile time; "
+        f"{t.get('passed_frozen', 0)} had shape operands frozen to constants)",
         "",
         "ops rejected by the frontend (cases blocked):",
     ]
@@ -674,7 +769,10 @@ def render_docs(report: dict[str, Any]) -> str:
         f"**{t['passed']} of {t['total']}** cases pass "
         f"({t['failed']} failed, {t['errored']} errored, {t['crashed']} crashed). "
         f"{t['passed_folded']} of the passing cases have only compile-time-constant inputs, so "
-        "ember computed their outputs while compiling.",
+        "ember computed their outputs while compiling. "
+        f"{t.get('passed_frozen', 0)} of the passing cases had their shape operands (Reshape's "
+        "shape, Slice's starts, a reduction's axes, ...) given as constants rather than as graph "
+        "inputs, as real models give them (see `SHAPE_OPERANDS` in `tools/conformance.py`).",
         "",
         "An op's *node tests* run the op itself; its *function-expanded* tests run the ONNX",
         "function body that defines it, in terms of other ops.",
@@ -761,6 +859,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-op", type=int, default=8, help="cases per op in --write-subset")
     parser.add_argument("--regenerate-data", action="store_true", help="rewrite the test data")
     parser.add_argument("--pipeline", help="pass pipeline for ember.compile (default: its own)")
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="feed shape operands (Reshape's shape, axes, ...) as graph inputs, as ONNX's runner does",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-case progress")
     parser.add_argument("--groups", type=int, default=25, help="failure groups to print")
     return parser
@@ -778,7 +881,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend: dict[str, Any] = {"threads": 1}
         if args.pipeline:
             backend["pipeline"] = args.pipeline
-        options = RunOptions(jobs=args.jobs, timeout=args.timeout, backend=backend)
+        options = RunOptions(
+            jobs=args.jobs, timeout=args.timeout, backend=backend, freeze=not args.no_freeze
+        )
         done = [0]
         started = time.monotonic()
 
@@ -789,12 +894,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[{done[0]}/{len(names)}] {name}: {result['status']}{detail}", flush=True)
 
         results = run_cases(names, data, catalogue, options, progress)
-        settings = {"jobs": args.jobs, "timeout": args.timeout, "data": str(data)}
+        settings = {
+            "jobs": args.jobs,
+            "timeout": args.timeout,
+            "freeze_shape_operands": not args.no_freeze,
+            "data": str(data),
+        }
         settings["seconds"] = round(time.monotonic() - started, 1)
         report = build_report(results, catalogue, settings)
         out = args.json or data.parent / f"report-onnx-{onnx.__version__}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, default=_json_default))
+        out.write_text(json.dumps(_with_summaries(report), indent=1))
         print(f"report written to {out} ({settings['seconds']} s)\n")
     print(format_report(report, args.groups))
     if args.write_docs:
@@ -806,12 +916,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.write_subset.write_text("".join(f"{name}\n" for name in subset))
         print(f"wrote {len(subset)} case names to {args.write_subset}")
     return 0
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Counter):
-        return dict(value)
-    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 if __name__ == "__main__":

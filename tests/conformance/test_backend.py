@@ -75,3 +75,18 @@ def test_supports_only_the_cpu() -> None:
         EmberBackend.prepare(
             _model([helper.make_node("Relu", ["x"], ["y"])], {"x": [4]}, {"y": [4]}), "CUDA"
         )
+
+
+@pytest.mark.slow
+def test_onnx_runner_drives_the_backend() -> None:
+    """ONNX's own BackendTest runs cases through EmberBackend (collecting them takes ~30 s)."""
+    import unittest
+
+    from onnx.backend.test import BackendTest
+
+    backend_test = BackendTest(EmberBackend, __name__)
+    backend_test.include(r"^test_(relu|gemm_default_no_bias|softmax_axis_0)_cpu$")
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(backend_test.tests)
+    result = unittest.TextTestRunner(verbosity=0).run(suite)
+    assert result.testsRun - len(result.skipped) == 3
+    assert result.wasSuccessful(), result.failures + result.errors

@@ -27,6 +27,25 @@ def _case(name: str, op: str, x: np.ndarray, y: np.ndarray) -> TestCase:
     return TestCase(name, name, None, None, model, [([x], [y])], "node", 1e-3, 1e-7)
 
 
+def _reshape_case(x: np.ndarray) -> TestCase:
+    """Reshape with its shape operand as a graph input, the way ONNX's node tests give it."""
+    shape = np.array([16, 3], dtype=np.int64)
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "reshape",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    name = "test_reshape_runtime_shape"
+    return TestCase(
+        name, name, None, None, model, [([x, shape], [x.reshape(16, 3)])], "node", 1e-3, 1e-7
+    )
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = np.random.default_rng(0).standard_normal((3, 16), dtype=np.float32)
@@ -41,6 +60,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _case("test_relu_wrong", "Relu", x, wrong),
             _case("test_relu_shape", "Relu", x, np.maximum(x, 0)[:2]),
             _case("test_stringnormalizer", "StringNormalizer", x, x),
+            _reshape_case(x),
         ],
     )
     return dest
@@ -71,7 +91,7 @@ def test_writer_round_trips_models_data_and_catalogue(suite: Path) -> None:
     ],
 )
 def test_run_case_classifies_outcomes(suite: Path, name: str, status: str, category: str) -> None:
-    result = conf.run_case(str(suite / name), conf.RTOL, conf.ATOL, {"threads": 1})
+    result = conf.run_case(str(suite / name), conf.RTOL, conf.ATOL, {"backend": {"threads": 1}})
     assert result["status"] == status, result
     assert result.get("category") == category
     if status == "passed":
@@ -97,7 +117,7 @@ def test_pool_survives_segfaults_hangs_and_exits(tmp_path: Path) -> None:
     assert (
         results["exit_1"]["status"] == "crashed" and "exit code 3" in results["exit_1"]["message"]
     )
-    assert results["ok_1"]["options"] == {"tag": 7}
+    assert results["ok_1"]["options"] == {"backend": {"tag": 7}, "freeze": True}
     # recycle=2: no worker process runs more than two cases
     pids = [results[n]["pid"] for n in names if n.startswith("ok")]
     assert max(pids.count(p) for p in pids) <= 2
@@ -148,6 +168,7 @@ def test_report_counts_per_op_and_groups_alike_failures() -> None:
         "crashed": 0,
         "total": 6,
         "passed_folded": 1,
+        "passed_frozen": 0,
     }
     assert report["ops"]["A"]["direct"]["passed"] == 2
     assert report["ops"]["A"]["expanded"]["errored"] == 1
@@ -186,3 +207,18 @@ def test_data_dir_is_keyed_by_onnx_version(tmp_path: Path, monkeypatch: pytest.M
     assert not stale.exists()
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert conf.cache_root() == tmp_path / "elsewhere" / "onnx-node-tests"
+
+
+def test_shape_operands_become_initializers(suite: Path) -> None:
+    model, [(inputs, _)] = conf.load_case(suite / "test_reshape_runtime_shape")
+    frozen_model, rest, frozen = conf.freeze_shape_operands(model, inputs)
+    assert frozen == ["shape"] and len(rest) == 1 and rest[0] is inputs[0]
+    assert [i.name for i in frozen_model.graph.input] == ["x"]
+    assert [t.name for t in frozen_model.graph.initializer] == ["shape"]
+    assert len(model.graph.input) == 2  # the loaded model is left alone
+
+    case = str(suite / "test_reshape_runtime_shape")
+    result = conf.run_case(case, conf.RTOL, conf.ATOL, {"backend": {"threads": 1}})
+    assert result["status"] == "passed" and result["frozen_inputs"] == ["shape"], result
+    strict = conf.run_case(case, conf.RTOL, conf.ATOL, {"backend": {}, "freeze": False})
+    assert strict["status"] == "errored" and "compile-time constant" in strict["message"], strict
