@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ember.tools.aot import compile_artifact, resolve_target
@@ -64,6 +65,12 @@ def compile_model(
         source, directory / "artifact", target=resolve_target(cpu, threads), opt_level=3
     )
     return build.path
+
+
+@pytest.fixture(scope="session")
+def small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`small_convnet()` compiled for 2 threads, once per session (~1 s)."""
+    return compile_model(small_convnet(), tmp_path_factory.mktemp("small"), threads=2)
 
 
 # Runs in a fresh interpreter where importing xdsl, llvmlite or onnx raises ImportError, as on a
