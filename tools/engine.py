@@ -203,8 +203,6 @@ class Predictor:
     def __init__(self, config: Config, _executable: Executable | None = None) -> None:
         self.config = config
         self.executable = _executable or config.load()
-        if config._threads is not None:
-            self.executable.set_num_threads(config._threads)
         manifest = self.executable.manifest
         self._inputs = {s.name: Tensor(s, True) for s in manifest.inputs}
         self._outputs = {s.name: Tensor(s, False) for s in manifest.outputs}

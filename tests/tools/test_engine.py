@@ -142,7 +142,10 @@ def test_corrupt_cache_entry_is_recompiled(workdir: Path, compiles: list) -> Non
 def test_config_from_an_artifact_directory(small_artifact: Path, compiles: list) -> None:
     config = ember.Config(small_artifact)
     assert config.is_artifact()
+    assert ember.Predictor(config).executable.threads == 2  # as compiled
+    config.set_cpu_math_library_num_threads(1)
     predictor = ember.Predictor(config)
+    assert predictor.executable.threads == 1
     x = np.random.default_rng(7).standard_normal((2, 8, 10, 10)).astype(np.float32)
     predictor.get_input_tensor("x").copy_from_cpu(x)
     predictor.run()
