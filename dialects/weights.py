@@ -32,7 +32,11 @@ class WeightStore:
             raise KeyError(f"weight '{name}' is not in the weight store") from None
 
     def __setitem__(self, name: str, array: np.ndarray) -> None:
-        self._arrays[name] = np.ascontiguousarray(array)
+        # ascontiguousarray would turn a 0-d array into shape (1,).
+        self._arrays[name] = np.ascontiguousarray(array).reshape(np.shape(array))
+
+    def __delitem__(self, name: str) -> None:
+        del self._arrays[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._arrays

@@ -10,10 +10,10 @@ import ctypes
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx
+from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
 from xdsl.passes import ModulePass
 
@@ -65,16 +65,43 @@ class Program:
         return blob
 
 
-def _io_specs(fn: Any, names: list[str], first: int) -> list[TensorSpec]:
+def _io_specs(fn: func.FuncOp, key: str, first: int) -> list[TensorSpec]:
+    names = [s.data for s in fn.attributes[key].data]  # type: ignore[attr-defined]
     types = fn.function_type.inputs.data[first : first + len(names)]
     return [
-        TensorSpec(name, shape_of(t), numpy_dtype_for(t.get_element_type()).name)
+        TensorSpec(name, shape_of(t), numpy_dtype_for(t.get_element_type()).name)  # type: ignore[attr-defined]
         for name, t in zip(names, types)
     ]
 
 
-def _names(fn: Any, key: str) -> list[str]:
-    return [s.data for s in fn.attributes[key].data]
+def _int_attr(fn: func.FuncOp, key: str) -> int:
+    if key not in fn.attributes:
+        raise ValueError(
+            f"the pipeline did not lower the program to loops ({key} is missing): it needs "
+            "convert-graph-to-kernel, plan-memory, place-weights and lower-kernels-to-loops"
+        )
+    return fn.attributes[key].value.data  # type: ignore[attr-defined]
+
+
+def finish_program(
+    module: ModuleOp, ctx: EmberContext, report: CompileReport | None = None
+) -> Program:
+    """Package a module lowered to loops with its manifest (names, shapes, memory sizes)."""
+    report = report or CompileReport()
+    fn = entry_function(module)
+    report.arena_bytes = _int_attr(fn, "ember.arena_bytes")
+    report.intermediate_bytes = _int_attr(fn, "ember.intermediate_bytes")
+    report.weights_bytes = _int_attr(fn, "ember.weights_bytes")
+    report.kernel_functions = sum(1 for op in module.ops if op is not fn)
+    inputs = _io_specs(fn, "ember.input_names", 0)
+    manifest = Manifest(
+        inputs=inputs,
+        outputs=_io_specs(fn, "ember.output_names", len(inputs)),
+        arena_bytes=report.arena_bytes,
+        weights_bytes=report.weights_bytes,
+        entry=fn.sym_name.data,
+    )
+    return Program(module, ctx, manifest, report)
 
 
 def compile_program(
@@ -89,8 +116,6 @@ def compile_program(
     start = time.perf_counter()
     module, weights = import_model(model)
     report.import_seconds = time.perf_counter() - start
-    fn = entry_function(module)
-    input_names, output_names = _names(fn, "ember.input_names"), _names(fn, "ember.output_names")
 
     ctx = make_context(weights, target or host_target())
     last = [time.perf_counter()]
@@ -103,20 +128,7 @@ def compile_program(
         last[0] = now
 
     build_pipeline(pipeline, timed).apply(ctx, module)
-
-    fn = entry_function(module)
-    report.arena_bytes = fn.attributes["ember.arena_bytes"].value.data  # type: ignore[attr-defined]
-    report.intermediate_bytes = fn.attributes["ember.intermediate_bytes"].value.data  # type: ignore[attr-defined]
-    report.weights_bytes = fn.attributes["ember.weights_bytes"].value.data  # type: ignore[attr-defined]
-    report.kernel_functions = sum(1 for op in module.ops if op is not fn)
-    manifest = Manifest(
-        inputs=_io_specs(fn, input_names, 0),
-        outputs=_io_specs(fn, output_names, len(input_names)),
-        arena_bytes=report.arena_bytes,
-        weights_bytes=report.weights_bytes,
-        entry=fn.sym_name.data,
-    )
-    return Program(module, ctx, manifest, report)
+    return finish_program(module, ctx, report)
 
 
 class CompiledModel(Executable):

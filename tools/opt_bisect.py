@@ -23,7 +23,6 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from ember.dialects.weights import EmberContext
-from ember.passes.program import entry_function
 
 MANDATORY_PASSES = (
     "convert-graph-to-kernel",
@@ -90,27 +89,12 @@ def run_ember(
     opt_level: int = 3,
 ) -> Outputs:
     """Lower a copy of `module` with `passes`, JIT it and run it once on `feeds`."""
-    from ember.tools.compile import CompiledModel, CompileReport, Program, _io_specs, _names
+    from ember.tools.compile import CompiledModel, finish_program
 
     module, ctx = module.clone(), ctx.clone()
     for p in passes:
         p.apply(ctx, module)
-    fn = entry_function(module)
-    if "ember.arena_bytes" not in fn.attributes or "ember.weights_bytes" not in fn.attributes:
-        raise ValueError(
-            "the pipeline does not lower to loops; it needs " + ", ".join(MANDATORY_PASSES)
-        )
-    inputs, outputs = _names(fn, "ember.input_names"), _names(fn, "ember.output_names")
-    from ember.runtime.executable import Manifest
-
-    manifest = Manifest(
-        inputs=_io_specs(fn, inputs, 0),
-        outputs=_io_specs(fn, outputs, len(inputs)),
-        arena_bytes=fn.attributes["ember.arena_bytes"].value.data,  # type: ignore[attr-defined]
-        weights_bytes=fn.attributes["ember.weights_bytes"].value.data,  # type: ignore[attr-defined]
-        entry=fn.sym_name.data,
-    )
-    compiled = CompiledModel(Program(module, ctx, manifest, CompileReport()), opt_level, 1)
+    compiled = CompiledModel(finish_program(module, ctx), opt_level, 1)
     return compiled.run(feeds)
 
 

@@ -7,22 +7,12 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
-from ember.dialects.weights import WeightStore
 from ember.passes.transforms.graph_utils import weights_of
 
 
 def _is_dead(op: Operation) -> bool:
     # Every graph op is free of side effects (conv/matmul just lack the Pure trait).
     return op.name.startswith("graph.") and all(not r.uses for r in op.results)
-
-
-def _drop_weight(weights: WeightStore, name: str) -> None:
-    delete = getattr(weights, "__delitem__", None)
-    if delete is not None:
-        delete(name)
-    else:
-        # WeightStore has no public delete yet (asked of its owner); it keeps arrays here.
-        weights._arrays.pop(name, None)  # type: ignore[attr-defined]
 
 
 class DeadCodeElimination(ModulePass):
@@ -44,4 +34,4 @@ class DeadCodeElimination(ModulePass):
         }
         weights = weights_of(ctx)
         for name in [n for n in weights if n not in referenced]:
-            _drop_weight(weights, name)
+            del weights[name]

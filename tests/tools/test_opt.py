@@ -215,11 +215,6 @@ def test_ir_text_without_its_weights_is_a_clear_error(
     assert code == 2 and "references" in err and "--weights" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="builder.py/simd.py build vector.CombiningKindAttr from a list, which prints as "
-    "text xDSL cannot parse (reported to their owner)",
-)
 def test_loops_ir_round_trips(
     capsys: pytest.CaptureFixture[str], small_path: Path, tmp_path: Path
 ) -> None:

@@ -121,10 +121,19 @@ class LoopBuilder:
         return self.insert(math.SqrtOp(a)).results[0]
 
     def reduce(self, kind: str, v: SSAValue) -> SSAValue:
-        """Horizontal reduction of a vector: kind is "add", "maxnumf", "minnumf", "mul"."""
-        return self.insert(
-            vector.ReductionOp(v, vector.CombiningKindAttr([vector.CombiningKindFlag(kind)]))
-        ).results[0]
+        """Horizontal reduction of a vector: kind is a vector.CombiningKindFlag value
+        ("add", "mul", "maxnumf", "minimumf", "maxsi", ...)."""
+        # Built by hand: xdsl 0.74's ReductionOp.__init__ gives the result the vector's type
+        # instead of the element type.
+        reduction = vector.ReductionOp.create(
+            operands=[v],
+            result_types=[v.type.get_element_type()],  # type: ignore[attr-defined]
+            properties={
+                "kind": vector.CombiningKindAttr(vector.CombiningKindFlag(kind)),
+                "fastmath": arith.FastMathFlagsAttr("none"),
+            },
+        )
+        return self.insert(reduction).results[0]
 
     # -- memory --------------------------------------------------------------------------------
     def load(self, buffer: SSAValue, indices: Sequence[Value]) -> SSAValue:

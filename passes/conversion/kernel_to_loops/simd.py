@@ -12,7 +12,7 @@ import math as pymath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, memref, vector
+from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import AnyFloat, IntegerType, MemRefType, VectorType
 from xdsl.ir import Attribute, SSAValue
 
@@ -132,18 +132,8 @@ class Monoid:
         return b.insert(op_type(x, y)).results[0]
 
     def horizontal(self, b: LoopBuilder, v: SSAValue) -> SSAValue:
-        # Built by hand: xdsl 0.74's ReductionOp.__init__ (and so LoopBuilder.reduce) gives
-        # the result the vector's type instead of the element type.
         flag = (_FLOAT_COMBINE if self.is_float else _INT_COMBINE)[self.kind][1]
-        reduction = vector.ReductionOp.create(
-            operands=[v],
-            result_types=[self.type],
-            properties={
-                "kind": vector.CombiningKindAttr([vector.CombiningKindFlag(flag)]),
-                "fastmath": arith.FastMathFlagsAttr("none"),
-            },
-        )
-        return b.insert(reduction).results[0]
+        return b.reduce(flag, v)
 
     def tree(self, b: LoopBuilder, values: Sequence[SSAValue]) -> SSAValue:
         """Pairwise combine: a shallow dependency chain and better rounding than a linear fold."""
