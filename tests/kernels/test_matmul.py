@@ -196,9 +196,9 @@ def test_blocking_follows_target() -> None:
     assert (avx512.mr, avx512.nr) == (14, 32)
 
 
-def lowered_ir(a_shape: tuple[int, ...], b_shape: tuple[int, ...], layout: str) -> str:
+def lowered_ir(a_shape: tuple[int, ...], b_shape: tuple[int, ...], layout: str, n: int) -> str:
     block = Block(arg_types=[MemRefType(f32, a_shape), MemRefType(f32, b_shape)])
-    out_shape = (a_shape[0], b_shape[-1] if layout == "plain" else 20)
+    out_shape = (a_shape[0], n)
     out = Block(arg_types=[MemRefType(f32, out_shape)]).args[0]
     op = matmul_op(layout, False, False, "relu")([*block.args, out])
     fn = lowering_for(op)(op, Target(vector_width=8, vector_registers=16, threads=2), "mm")
@@ -209,7 +209,7 @@ def lowered_ir(a_shape: tuple[int, ...], b_shape: tuple[int, ...], layout: str) 
 
 def test_matmul_ir_register_blocking() -> None:
     """6x16 tile: 12 vector accumulators carried by the k loop, 12 FMAs per k step."""
-    ir = lowered_ir((12, 8), (2, 8, 16), "gemm_b_panel16")
+    ir = lowered_ir((12, 8), (2, 8, 16), "gemm_b_panel16", 20)
     accs = ", ".join(["vector<8xf32>"] * 12)
     checks = """
     CHECK: func.func @mm(%0: memref<12x8xf32>, %1: memref<2x8x16xf32>, %2: memref<12x20xf32>)
@@ -221,3 +221,43 @@ def test_matmul_ir_register_blocking() -> None:
     CHECK: vector.store
     """.replace("{{ACCS}}", accs)
     assert_filecheck(ir, checks)
+
+
+def test_matmul_ir_avx512_blocking() -> None:
+    """On a 16-lane target the same lowering builds a 14x32 tile: 28 accumulators."""
+    target = named_target("x86-64-v4", threads=2)
+    b = np.zeros((64, 40), np.float32)
+    packed, layout = pack_matmul_weight(b, target)
+    assert layout == "gemm_b_panel32" and packed.shape == (2, 64, 32)
+    block = Block(arg_types=[MemRefType(f32, (30, 64)), MemRefType(f32, packed.shape)])
+    out = Block(arg_types=[MemRefType(f32, (30, 40))]).args[0]
+    op = matmul_op(layout, False, False, None)([*block.args, out])
+    module = ModuleOp([lowering_for(op)(op, target, "mm")])
+    module.verify()
+    accs = ", ".join(["vector<16xf32>"] * 28)
+    checks = """
+    CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> ({{ACCS}})
+    CHECK-COUNT-28: vector.fma {{.*}} : vector<16xf32>
+    """.replace("{{ACCS}}", accs)
+    assert_filecheck(str(module), checks)
+
+
+def test_matmul_ir_k_blocked() -> None:
+    """K = 700 > one L1 block: a loop over k blocks; C seeds every block but the first."""
+    ir = lowered_ir((8, 700), (1, 700, 16), "gemm_b_panel16", 16)
+    assert_filecheck(
+        ir,
+        """
+        CHECK: scf.parallel
+        CHECK: scf.for %[[KB:[0-9]+]] =
+        CHECK: arith.cmpi eq, %[[KB]]
+        CHECK: vector.load %2
+        CHECK: arith.select
+        CHECK: scf.for {{.*}} iter_args
+        CHECK-COUNT-48: vector.fma
+        CHECK: arith.cmpi eq, %[[KB]]
+        CHECK: arith.maxnumf
+        CHECK: arith.select
+        CHECK: vector.store
+        """,
+    )

@@ -3,9 +3,11 @@
 Per group, C[Cout/G, Ho*Wo] = W[Cout/G, K] @ im2col(x)[K, Ho*Wo] with K = Cin/G*kh*kw.
 The packed weights are the A operand ("conv_a_panel{MR}", see packing.py) so each A element
 is one broadcast; the activations are B, N = Ho*Wo runs across vector lanes. Work units
-(batch, group, N panel, M chunk) run under scf.parallel. A 1x1 stride-1 unpadded conv reads
-B straight from the input; every other conv first packs an implicit-im2col K x NR panel
-into scratch (zeros where the window hits padding), reused by all MR-row tiles of the unit.
+(batch, group, N panel, M chunk) run under scf.parallel; inside a unit the k loop is blocked
+(gemm_common.gemm_panel). A 1x1 stride-1 unpadded conv with a single k block reads B
+straight from the input; every other conv packs each k block of its NR-wide panel into an
+L1-sized scratch panel just before the MR-row tiles sweep it: implicit im2col (zeros where
+the window hits padding), or a plain row copy for pointwise convs.
 
 Activations are addressed as the flattened [B, C, H*W] view of NCHW: the emitter linearizes
 indices row-major from the static shape, so [b, c, 0, n] names element n of plane (b, c).
@@ -31,6 +33,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     ceil_div,
     decode,
     gemm_panel,
+    if_else,
     k_block,
     load_lanes,
     m_chunking,
@@ -295,6 +298,9 @@ def _lower_gemm_conv(
     return fn
 
 
+# Scratch for one band of a depthwise conv: rows of the padded input plane kept in L1.
+DEPTHWISE_BAND_BYTES = 32 * 1024
+
 # Output vectors computed together per depthwise row chunk: independent FMA chains hide
 # the FMA latency, and 4 accumulators + weights + loads fit in any x86 register file.
 DEPTHWISE_ROW_VECTORS = 4
@@ -305,9 +311,11 @@ def _lower_depthwise(
 ) -> func.FuncOp:
     """Direct depthwise conv vectorized over output width.
 
-    Each channel plane is first copied into a zero-bordered scratch plane, de-interleaved by
-    column phase for strided convs (plane[q, ih+pt, t] = x[ih, t*sw + q - pl]), so that every
-    (r, s) tap of VW consecutive outputs is one contiguous, always in-bounds vector load.
+    Each channel is processed in bands of output rows. The input rows a band reads are first
+    copied into a zero-bordered scratch plane, de-interleaved by column phase for strided
+    convs (plane[q, i, t] = x[ih0 + i, t*sw + q - pl], rows outside the input are zero), so
+    that every (r, s) tap of VW consecutive outputs is one contiguous, in-bounds vector load.
+    Bands keep the plane small enough to stay in L1/L2 for any image size.
     """
     vw = target.vector_width
     channels = geo.cout
@@ -316,14 +324,17 @@ def _lower_depthwise(
             f"kernel.conv2d: depthwise weight {memref_shape(op.weight)} does not match "
             f"{channels} channels of {geo.kh}x{geo.kw}"
         )
-    rows = (geo.ho - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1
     shift_max = ((geo.kw - 1) * geo.dw) // geo.sw
     width = ceil_div(ceil_div(geo.wo, vw) * vw + shift_max, vw) * vw
+    halo = (geo.kh - 1) * geo.dh + 1
+    band_rows = max(1, (DEPTHWISE_BAND_BYTES // (geo.sw * width * 4) - halo) // geo.sh + 1)
+    band_rows = min(geo.ho, band_rows)
+    bands = ceil_div(geo.ho, band_rows)
+    rows = (band_rows - 1) * geo.sh + halo
     if geo.sw * rows * width * 4 > SCRATCH_LIMIT_BYTES:
         raise NotImplementedError(
-            f"kernel.conv2d: depthwise plane {rows}x{width} exceeds the scratch limit"
+            f"kernel.conv2d: depthwise window of {rows}x{width} rows exceeds the scratch limit"
         )
-    copy_rows = min(geo.h, rows - geo.pt)
     copy_cols = min(geo.w, width * geo.sw - geo.pl)
     chunks = min(channels, 4 * max(target.threads, 1))
     per_chunk = ceil_div(channels, chunks)
@@ -353,8 +364,12 @@ def _lower_depthwise(
         last = b.min_index(b.add(first, per_chunk), channels)
 
         def channel(b: LoopBuilder, ch: SSAValue) -> None:
-            def copy_row(b: LoopBuilder, ih: SSAValue) -> None:
-                row = b.add(ih, geo.pt)
+            def zero_row(b: LoopBuilder, row: SSAValue) -> None:
+                for q in range(geo.sw):
+                    for t in range(0, width, vw):
+                        b.vstore(zero, plane, [q, row, t])
+
+            def copy_row(b: LoopBuilder, ih: SSAValue, row: SSAValue) -> None:
                 if geo.sw == 1:
                     full = copy_cols - copy_cols % vw
                     for t in range(0, full, vw):
@@ -392,12 +407,10 @@ def _lower_depthwise(
                 if vector_cols < copy_cols:
                     b.for_range(vector_cols, copy_cols, 1, copy_col)
 
-            b.for_range(0, copy_rows, 1, copy_row)
             taps = [b.splat(b.load(w, [ch, t]), vw) for t in range(geo.kh * geo.kw)]
             bias = None if bias_buf is None else b.splat(b.load(bias_buf, [ch]), vw)
 
-            def out_row(b: LoopBuilder, oh: SSAValue) -> None:
-                base = b.mul(oh, geo.sh)
+            def out_row(b: LoopBuilder, oh: SSAValue, base: SSAValue) -> None:
 
                 def chunk(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
                     nv = ceil_div(cols, vw)
@@ -420,7 +433,23 @@ def _lower_depthwise(
                 if geo.wo % chunk_w:
                     chunk(b, b.index(full * chunk_w), geo.wo % chunk_w)
 
-            b.for_range(0, geo.ho, 1, out_row)
+            def band(b: LoopBuilder, index: SSAValue) -> None:
+                oh0 = b.mul(index, band_rows)
+                ih0 = b.sub(b.mul(oh0, geo.sh), geo.pt)
+
+                def fill(b: LoopBuilder, row: SSAValue) -> None:
+                    ih = b.add(ih0, row)
+                    inside = b.cmp_index("ult", ih, geo.h)  # negative rows wrap around
+                    if_else(b, inside, lambda t: copy_row(t, ih, row), lambda e: zero_row(e, row))
+
+                b.for_range(0, rows, 1, fill)
+
+                def emit_row(b: LoopBuilder, oh: SSAValue) -> None:
+                    out_row(b, oh, b.mul(b.sub(oh, oh0), geo.sh))
+
+                b.for_range(oh0, b.min_index(b.add(oh0, band_rows), geo.ho), 1, emit_row)
+
+            b.for_range(0, bands, 1, band)
 
         b.for_range(first, last, 1, channel)
 

@@ -1,10 +1,11 @@
 """kernel.matmul -> register-blocked SIMD GEMM loops.
 
 out[..., M, N] = a[..., M, K] @ b + epilogue. Work is split into (batch, N panel, M chunk)
-units over scf.parallel; each unit walks its MR-row tiles against one NR-wide B panel, which
-stays in L1/L2 while A rows stream through. B is either packed at compile time
-("gemm_b_panel{NR}": [N/NR, K, NR], zero-padded) or "plain" ([..., K, N], read in place; the
-partial last vector of an N tail is a masked load).
+units over scf.parallel; each unit walks k blocks of one NR-wide B panel, and within a
+block its MR-row tiles, so the block stays in L1 while A rows stream through. B is either
+packed at compile time ("gemm_b_panel{NR}": [N/NR, K, NR], zero-padded) or "plain"
+([..., K, N]: read in place when K fits one block, else each block is copied to scratch;
+the partial last vector of an N tail is a masked load).
 """
 
 from __future__ import annotations
