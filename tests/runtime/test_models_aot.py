@@ -23,7 +23,7 @@ def _check(model: onnx.ModelProto, tmp_path: Path, threads: int) -> None:
     assert_close(results, onnxruntime_outputs(model, feeds), rel=REL_TOL)
 
 
-@pytest.mark.slow
+# ~16 s on an idle 2-core machine: left in the default run so CI checks a real network's numerics.
 def test_resnet18_seeded_weights(tmp_path: Path) -> None:
     _check(resnet18(seed=0), tmp_path, threads=2)
 
