@@ -295,6 +295,10 @@ class ConvertGraphToKernel(ModulePass):
             state.converter(graph_op)(graph_op)
         _write_results_in_place(body, returned, list(body.args[len(inputs) :]))
         body.add_op(func.ReturnOp())
+        # Weights consumed only in packed form (conv, constant-B matmul) leave their plain
+        # kernel.weight unused: drop it so the blob holds each weight once.
+        for op in [o for o in body.ops if isinstance(o, kernel.WeightOp) and not o.output.uses]:
+            body.erase_op(op)
 
         new_fn = func.FuncOp(fn.sym_name.data, (inputs + outputs, []), Region(body))
         new_fn.attributes.update(fn.attributes)
