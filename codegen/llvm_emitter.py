@@ -788,7 +788,11 @@ def _captured_values(op: Operation) -> list[SSAValue]:
 def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     m, b = self.m, self.b
     bounds = [*op.lowerBound, *op.upperBound, *op.step]
-    captures = list(dict.fromkeys([*bounds, *_captured_values(op)]))
+    used = list(dict.fromkeys([*bounds, *_captured_values(op)]))
+    # Constants are not passed through the context struct: the outlined body sees them as
+    # immediates, so LLVM can still fold and unroll with them.
+    constants = {v: self.get(v) for v in used if isinstance(self.get(v), ir.Constant)}
+    captures = [v for v in used if v not in constants]
     ctx_type = ir.LiteralStructType([llvm_type(v.type) for v in captures])
 
     outlined = ir.Function(
@@ -797,6 +801,7 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     outlined.linkage = "internal"
     outlined.attributes.add("nounwind")
     inner = _FunctionEmitter(m, outlined, in_parallel=True)
+    inner.values.update(constants)
     ib = inner.b
     for i, value in enumerate(captures):
         field = ib.gep(outlined.args[0], [I32(0), I32(i)], source_etype=ctx_type)

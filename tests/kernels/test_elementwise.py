@@ -115,9 +115,9 @@ def test_same_shape_is_one_flat_loop_with_scalar_tail() -> None:
     assert_filecheck(
         ir,
         """
+        CHECK:         %[[END:.*]] = arith.constant 1000 : index
         CHECK-COUNT-3: memref.reinterpret_cast {{.*}} to memref<1001xf32>
         CHECK-NOT:     scf.parallel
-        CHECK:         %[[END:.*]] = arith.constant 1000 : index
         CHECK:         scf.for {{.*}} to %[[END]]
         CHECK:         arith.addf {{.*}} : vector<8xf32>
         CHECK:         scf.for %{{.*}} = %{{.*}} to
@@ -134,8 +134,8 @@ def test_vector_width_comes_from_the_target() -> None:
     assert_filecheck(
         ir,
         """
-        CHECK:      arith.constant 1.000000e+00 : f32
-        CHECK-NEXT: vector.broadcast {{.*}} : f32 to vector<16xf32>
+        CHECK:      %[[ONE:.*]] = arith.constant 1.000000e+00 : f32
+        CHECK:      vector.broadcast %[[ONE]] : f32 to vector<16xf32>
         CHECK:      math.exp {{.*}} : vector<16xf32>
         CHECK:      arith.divf {{.*}} : vector<16xf32>
         """,

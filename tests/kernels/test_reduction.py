@@ -72,6 +72,7 @@ def test_inner_reduction_uses_vector_accumulators_and_one_horizontal_reduction()
     assert_filecheck(
         ir,
         """
+        CHECK:      %[[INV:.*]] = arith.constant 0.0204081
         CHECK:      memref.reinterpret_cast {{.*}} to memref<64x49xf32>
         CHECK:      scf.for
         CHECK:      scf.for {{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
@@ -79,7 +80,7 @@ def test_inner_reduction_uses_vector_accumulators_and_one_horizontal_reduction()
         CHECK:      vector.reduction
         CHECK-SAME: vector<8xf32> into f32
         CHECK-NOT:  vector.reduction
-        CHECK:      arith.constant 0.0204081
+        CHECK:      arith.mulf {{.*}}%[[INV]]
         CHECK:      memref.store
         """,
     )

@@ -36,28 +36,56 @@ LoopBody = Callable[..., Sequence[SSAValue] | None]
 
 
 class LoopBuilder:
-    """Appends ops at an insertion point; `for_range`/`parallel_range` open nested builders."""
+    """Appends ops at an insertion point; `for_range`/`parallel_range` open nested builders.
 
-    def __init__(self, block: Block):
+    Constants are created once per function, at the start of the outermost block (which
+    dominates every nested loop body): kernels use the same few sizes thousands of times, and
+    each xDSL op costs time to build, verify, print and emit.
+    """
+
+    def __init__(self, block: Block, *, _root: LoopBuilder | None = None):
         self.block = block
         self._builder = Builder(InsertPoint.at_end(block))
+        self._entry: Block = block if _root is None else _root._entry
+        self._constants: dict[tuple[object, Attribute], SSAValue] = (
+            {} if _root is None else _root._constants
+        )
+
+    def nested(self, block: Block) -> LoopBuilder:
+        """A builder appending to `block` (a region nested in this one), sharing constants."""
+        return LoopBuilder(block, _root=self)
 
     def insert(self, op: Operation) -> Operation:
         self._builder.insert(op)
         return op
 
     # -- constants ---------------------------------------------------------------------------
+    def _constant(self, attr: Attribute, key: tuple[object, Attribute]) -> SSAValue:
+        value = self._constants.get(key)
+        if value is None:
+            op = arith.ConstantOp(attr)
+            first = self._entry.first_op
+            if first is None:
+                self._entry.add_op(op)
+            else:
+                self._entry.insert_op_before(op, first)
+            value = self._constants[key] = op.results[0]
+        return value
+
     def index(self, value: Value) -> SSAValue:
         if isinstance(value, SSAValue):
             return value
-        return self.insert(arith.ConstantOp(IntegerAttr(value, IndexType()))).results[0]
+        return self._constant(IntegerAttr(value, IndexType()), (value, IndexType()))
 
     def const(self, value: float | int, type: Attribute = f32) -> SSAValue:
         if isinstance(type, AnyFloat):
             attr: Attribute = FloatAttr(float(value), type)
+            # Keyed by the float's bits so that 0.0 and -0.0 stay distinct.
+            key: object = ("f", float(value).hex())
         else:
             attr = IntegerAttr(int(value), type)  # type: ignore[arg-type]
-        return self.insert(arith.ConstantOp(attr)).results[0]
+            key = int(value)
+        return self._constant(attr, (key, type))
 
     def splat(self, value: float | SSAValue, width: int, type: Attribute = f32) -> SSAValue:
         scalar = value if isinstance(value, SSAValue) else self.const(value, type)
@@ -162,7 +190,7 @@ class LoopBuilder:
     ) -> list[SSAValue]:
         """scf.for; `body(builder, iv, *iter_values)` returns the next iter values (if any)."""
         block = Block(arg_types=[IndexType(), *(v.type for v in iter_args)])
-        inner = LoopBuilder(block)
+        inner = self.nested(block)
         yielded = body(inner, *block.args) or ()
         inner.insert(scf.YieldOp(*yielded))
         loop = scf.ForOp(self.index(lower), self.index(upper), self.index(step), iter_args, block)
@@ -172,7 +200,7 @@ class LoopBuilder:
     def parallel_range(self, lower: Value, upper: Value, step: Value, body: LoopBody) -> None:
         """scf.parallel over one dimension; codegen distributes it over the thread pool."""
         block = Block(arg_types=[IndexType()])
-        inner = LoopBuilder(block)
+        inner = self.nested(block)
         body(inner, block.args[0])
         inner.insert(scf.ReduceOp())
         self.insert(
@@ -181,8 +209,9 @@ class LoopBuilder:
 
     def if_(self, cond: SSAValue, then: Callable[[LoopBuilder], None]) -> None:
         block = Block()
-        then(LoopBuilder(block))
-        LoopBuilder(block).insert(scf.YieldOp())
+        inner = self.nested(block)
+        then(inner)
+        inner.insert(scf.YieldOp())
         self.insert(scf.IfOp(cond, [], Region(block)))
 
     def ret(self) -> None:
