@@ -41,6 +41,9 @@ GRAPH_STAGE = (
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"
 LOOPS_STAGE = "lower-kernels-to-loops"
 DEFAULT_PIPELINE = f"{GRAPH_STAGE},{KERNEL_STAGE},{LOOPS_STAGE}"
+# No graph optimisation: only what lowering needs (canonicalize rewrites gemm and unfolded
+# batch_norm into ops that have kernels).
+MINIMAL_PIPELINE = f"canonicalize,{KERNEL_STAGE},{LOOPS_STAGE}"
 
 
 def build_pipeline(

@@ -43,17 +43,21 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = not quiet and self.stream.isatty()
         self.seconds: dict[str, float] = {}
+        # What the current stage is doing right now (e.g. the pass running), shown beside it.
+        self.detail = ""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         done = threading.Event()
         ticker = None
+        self.detail = ""
         if self.enabled:
 
             def tick() -> None:
                 while not done.wait(0.2):
-                    self._draw(f"  {name} ... {time.perf_counter() - start:5.1f} s")
+                    detail = f" [{self.detail}]" if self.detail else ""
+                    self._draw(f"  {name}{detail} ... {time.perf_counter() - start:5.1f} s")
 
             ticker = threading.Thread(target=tick, daemon=True)
             ticker.start()
@@ -165,7 +169,9 @@ def compile_artifact(
     with progress.stage("read model"):
         source = model_bytes(model)
     with progress.stage("import, optimize, lower to loops"):
-        program = compile_program(model, target, pipeline)
+        program = compile_program(
+            model, target, pipeline, on_pass=lambda name: setattr(progress, "detail", name)
+        )
     with progress.stage(f"LLVM codegen (O{opt_level})"):
         obj = emit_object(program.module, target, opt_level)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))

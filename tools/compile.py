@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,13 +66,17 @@ class Program:
         return blob
 
 
-def _io_specs(fn: func.FuncOp, key: str, first: int) -> list[TensorSpec]:
+def _io_specs(fn: func.FuncOp, key: str, first: int, dtypes_key: str) -> list[TensorSpec]:
     names = [s.data for s in fn.attributes[key].data]  # type: ignore[attr-defined]
     types = fn.function_type.inputs.data[first : first + len(names)]
-    return [
-        TensorSpec(name, shape_of(t), numpy_dtype_for(t.get_element_type()).name)  # type: ignore[attr-defined]
-        for name, t in zip(names, types)
-    ]
+    # The frontend's record wins: buffers are signless, so uint8 reads as int8 from the types.
+    recorded = fn.attributes.get(dtypes_key)
+    dtypes = (
+        [s.data for s in recorded.data]  # type: ignore[attr-defined]
+        if recorded is not None
+        else [numpy_dtype_for(t.get_element_type()).name for t in types]  # type: ignore[attr-defined]
+    )
+    return [TensorSpec(name, shape_of(t), dtype) for name, t, dtype in zip(names, types, dtypes)]
 
 
 def _int_attr(fn: func.FuncOp, key: str) -> int:
@@ -93,10 +98,10 @@ def finish_program(
     report.intermediate_bytes = _int_attr(fn, "ember.intermediate_bytes")
     report.weights_bytes = _int_attr(fn, "ember.weights_bytes")
     report.kernel_functions = sum(1 for op in module.ops if op is not fn)
-    inputs = _io_specs(fn, "ember.input_names", 0)
+    inputs = _io_specs(fn, "ember.input_names", 0, "ember.input_dtypes")
     manifest = Manifest(
         inputs=inputs,
-        outputs=_io_specs(fn, "ember.output_names", len(inputs)),
+        outputs=_io_specs(fn, "ember.output_names", len(inputs), "ember.output_dtypes"),
         arena_bytes=report.arena_bytes,
         weights_bytes=report.weights_bytes,
         entry=fn.sym_name.data,
@@ -108,11 +113,18 @@ def compile_program(
     model: str | os.PathLike[str] | onnx.ModelProto,
     target: Target | None = None,
     pipeline: str = DEFAULT_PIPELINE,
+    on_pass: Callable[[str], None] | None = None,
 ) -> Program:
-    """Import `model` and run `pipeline` on it, down to the loops level."""
+    """Import `model` and run `pipeline` on it, down to the loops level.
+
+    `on_pass(name)` is called before each pass runs (and with "import" first): progress
+    displays hook in here.
+    """
     from ember.frontend.onnx_importer import import_model
 
     report = CompileReport()
+    if on_pass is not None:
+        on_pass("import")
     start = time.perf_counter()
     module, weights = import_model(model)
     report.import_seconds = time.perf_counter() - start
@@ -125,7 +137,9 @@ def compile_program(
         if previous is not None:
             key = previous.name
             report.pass_seconds[key] = report.pass_seconds.get(key, 0.0) + now - last[0]
-        last[0] = now
+        if on_pass is not None and _next is not None:
+            on_pass(_next.name)
+        last[0] = time.perf_counter()
 
     build_pipeline(pipeline, timed).apply(ctx, module)
     return finish_program(module, ctx, report)

@@ -25,17 +25,10 @@ from ember.runtime.executable import Executable, TensorSpec
 
 
 def pipeline_spec(ir_optim: bool = True) -> str:
-    """The pass pipeline: the default one, or the minimal one without graph optimisations.
-
-    The minimal pipeline keeps `canonicalize`: it legalizes ops that have no kernel form
-    (gemm -> matmul, dropout/identity removal), so it is not optional.
-    """
+    """The pass pipeline: the default one, or the minimal one without graph optimisations."""
     from ember.passes import pipeline
 
-    if ir_optim:
-        return pipeline.DEFAULT_PIPELINE
-    minimal = f"canonicalize,{pipeline.KERNEL_STAGE},{pipeline.LOOPS_STAGE}"
-    return str(getattr(pipeline, "MINIMAL_PIPELINE", minimal))
+    return pipeline.DEFAULT_PIPELINE if ir_optim else pipeline.MINIMAL_PIPELINE
 
 
 class Config:
