@@ -1,9 +1,10 @@
-"""The `ember` command: compile, run, bench (and opt, the pass-pipeline debugger).
+"""The `ember` command: compile, run, bench, opt (the pass-pipeline debugger), conformance.
 
     ember compile model.onnx -o model.ember [--opt-level 3] [--target-cpu host] [--threads N]
     ember run model.ember --input data=x.npy [--output-dir out/]
     ember bench model.onnx --threads 2 --runs 50 --compare onnxruntime
     ember opt ...                        (see `ember opt --help`)
+    ember conformance ...                (see `ember conformance --help`)
 
 `run` and `bench` take an artifact directory or an .onnx file; an .onnx file is compiled once
 and cached (as `ember.Config` does).
@@ -94,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_build_options(bench)
 
     commands.add_parser("opt", help="run and debug pass pipelines (see `ember opt --help`)")
+    commands.add_parser(
+        "conformance", help="ONNX node conformance suite (see `ember conformance --help`)"
+    )
     return parser
 
 
@@ -221,22 +225,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _opt(argv: list[str]) -> int:
-    try:
-        from ember.tools import opt
-    except ModuleNotFoundError as e:
-        if e.name != "ember.tools.opt":
-            raise
-        print("ember: error: `ember opt` is not available in this build", file=sys.stderr)
-        return 2
-    return int(opt.main(argv) or 0)
+# Subcommands with parsers of their own: everything after the name is handed over untouched.
+_DELEGATED = {"opt": "ember.tools.opt", "conformance": "ember.tools.conformance"}
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(_DELEGATED[command]).main(argv) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `opt` has its own parser; hand it everything after the subcommand untouched.
-    if argv and argv[0] == "opt":
-        return _opt(argv[1:])
+    if argv and argv[0] in _DELEGATED:
+        return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     commands = {"compile": _compile, "run": _run, "bench": _bench}
     try:

@@ -162,14 +162,23 @@ def test_bench_compiles_an_onnx_model_once(
     assert capsys.readouterr().out.count("\nember ") == 2
 
 
-def test_opt_is_dispatched(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("opt", ["model.onnx", "--print-ir-after-all", "-p", "dce"]),
+        ("conformance", ["--op", "Relu"]),
+    ],
+)
+def test_delegated_commands_get_their_arguments_untouched(
+    monkeypatch: pytest.MonkeyPatch, command: str, args: list[str]
+) -> None:
     seen: list[list[str]] = []
-    fake = types.ModuleType("ember.tools.opt")
+    fake = types.ModuleType(f"ember.tools.{command}")
     fake.main = lambda argv: seen.append(list(argv)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "ember.tools.opt", fake)
-    monkeypatch.setattr(ember.tools, "opt", fake, raising=False)
-    assert main(["opt", "model.onnx", "--print-ir-after-all", "-p", "dce"]) == 0
-    assert seen == [["model.onnx", "--print-ir-after-all", "-p", "dce"]]
+    monkeypatch.setitem(sys.modules, f"ember.tools.{command}", fake)
+    monkeypatch.setattr(ember.tools, command, fake, raising=False)
+    assert main([command, *args]) == 0
+    assert seen == [args]
 
 
 class _Terminal(io.StringIO):
