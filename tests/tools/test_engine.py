@@ -50,6 +50,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def test_readme_shows_the_tested_walkthrough() -> None:
+    assert _snippet() in (DOCS.parents[1] / "README.md").read_text()
+
+
 def test_docs_walkthrough_runs_and_matches_onnxruntime(workdir: Path, compiles: list) -> None:
     namespace: dict[str, object] = {}
     exec(compile(_snippet(), str(DOCS), "exec"), namespace)
