@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, func, vector
-from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i64
+from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1, i64
 from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
@@ -200,6 +200,80 @@ def _pack_im2col(
     )
 
 
+def _pack_im2col_rows(
+    b: LoopBuilder,
+    panel: SSAValue,
+    x: SSAValue,
+    bi: SSAValue,
+    ch0: SSAValue,
+    n0: SSAValue,
+    cols: int,
+    vw: int,
+    channels: tuple[Value, Value],
+    geo: ConvGeometry,
+) -> None:
+    """Vectorized implicit im2col for unit column stride and Wo >= panel width.
+
+    The panel's output columns then cover at most two output rows (segments A and B), and
+    within a segment consecutive columns read consecutive input elements. Every panel row
+    is two masked vector loads per vector (one per segment, padding lanes masked off and
+    zero) instead of a scalar load/select/store per element.
+    """
+    nv = ceil_div(cols, vw)
+    oh_a = b.floordiv(n0, geo.wo)
+    ow_a = b.rem(n0, geo.wo)
+    split = b.min_index(b.sub(geo.wo, ow_a), cols)  # first lane of segment B
+    # Input column of lane 0 (before the s*dw shift) and the lanes of each segment.
+    segments = [
+        (oh_a, b.sub(ow_a, geo.pl), b.index(0), split),
+        (b.add(oh_a, 1), b.sub(b.sub(0, split), geo.pl), split, b.index(cols)),
+    ]
+    c_lo, c_hi = channels
+    taps = geo.kh * geo.kw
+    zero = b.splat(0.0, vw)
+    mask_type = VectorType(i1, [vw])
+
+    def mask(b: LoopBuilder, lo: SSAValue, hi: SSAValue, v: int) -> SSAValue:
+        """Lanes lo <= v*VW + lane < hi (prefix(hi) xor prefix(lo), with lo <= hi)."""
+        below_hi = b.insert(vector.CreateMaskOp([b.sub(hi, v * vw)], mask_type)).results[0]
+        below_lo = b.insert(vector.CreateMaskOp([b.sub(lo, v * vw)], mask_type)).results[0]
+        return b.insert(arith.XOrIOp(below_hi, below_lo)).results[0]
+
+    def window(b: LoopBuilder, r: SSAValue, s: SSAValue) -> None:
+        loads: list[tuple[SSAValue, list[SSAValue]]] = []
+        for oh, col0, first, last in segments:
+            ih = b.add(b.sub(b.mul(oh, geo.sh), geo.pt), b.mul(r, geo.dh))
+            col = b.add(col0, b.mul(s, geo.dw))
+            # Valid lanes: inside the segment and 0 <= col + lane < W; none if ih is outside.
+            lo = b.max_index(first, b.sub(0, col))
+            hi = b.min_index(last, b.sub(geo.w, col))
+            hi = b.select(b.cmp_index("ult", ih, geo.h), b.max_index(hi, lo), lo)
+            offset = b.add(b.mul(ih, geo.w), col)
+            loads.append((offset, [mask(b, lo, hi, v) for v in range(nv)]))
+        tap = b.add(b.mul(r, geo.kw), s)
+
+        def channel(b: LoopBuilder, ci: SSAValue) -> None:
+            k = b.add(b.mul(b.sub(ci, c_lo), taps), tap)
+            ch = b.add(ch0, ci)
+            for v in range(nv):
+                parts = []
+                for offset, masks in loads:
+                    idx = [bi, ch, b.index(0), b.add(offset, v * vw)]
+                    parts.append(
+                        b.insert(
+                            vector.MaskedLoadOp(x, idx, masks[v], zero, VectorType(f32, [vw]))
+                        ).results[0]
+                    )
+                # Disjoint masks with zero pass-through: the sum is the union.
+                b.vstore(b.addf(parts[0], parts[1]), panel, [k, v * vw])
+
+        b.for_range(c_lo, c_hi, 1, channel)
+
+    b.for_range(
+        0, geo.kh, 1, lambda b, r: b.for_range(0, geo.kw, 1, lambda b2, s: window(b2, r, s))
+    )
+
+
 def _lower_gemm_conv(
     op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
 ) -> func.FuncOp:
@@ -247,7 +321,8 @@ def _lower_gemm_conv(
 
         def panel(b: LoopBuilder, cols: int) -> None:
             nv = ceil_div(cols, vw)
-            corners = [] if geo.pointwise else _im2col_columns(b, n0, cols, geo)
+            rows_vectorized = geo.sw == 1 and geo.wo >= nr
+            corners = [] if geo.pointwise or rows_vectorized else _im2col_columns(b, n0, cols, geo)
 
             def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
                 assert panel_buf is not None
@@ -255,7 +330,10 @@ def _lower_gemm_conv(
                     pack_rows(b, panel_buf, k_lo, k_hi, cols, vw, input_row)
                     return
                 channels = (b.floordiv(k_lo, taps), b.floordiv(k_hi, taps))
-                _pack_im2col(b, panel_buf, x, bi, ch0, corners, nv * vw, channels, geo)
+                if rows_vectorized:
+                    _pack_im2col_rows(b, panel_buf, x, bi, ch0, n0, cols, vw, channels, geo)
+                else:
+                    _pack_im2col(b, panel_buf, x, bi, ch0, corners, nv * vw, channels, geo)
 
             def load_b(b: LoopBuilder, k: SSAValue, j: int, k_lo: Value) -> SSAValue:
                 if panel_buf is not None:
