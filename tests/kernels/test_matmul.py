@@ -84,13 +84,14 @@ def run_matmul(
     activation: str | None = None,
     threads: int = 1,
     seed: int = 0,
+    bias_shape: tuple[int, ...] | None = None,
 ) -> None:
     rng = np.random.default_rng(seed)
     a = rng.standard_normal(a_shape, dtype=np.float32)
     b = rng.standard_normal(b_shape, dtype=np.float32)
     out_shape = np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1])
     n = b_shape[-1]
-    bias_arr = rng.standard_normal((n,), dtype=np.float32) if bias else None
+    bias_arr = rng.standard_normal(bias_shape or (n,), dtype=np.float32) if bias else None
     res_arr = rng.standard_normal(out_shape, dtype=np.float32) if residual else None
     target = host_target(threads)
     if packed:
@@ -161,6 +162,24 @@ def test_matmul_k_blocked_epilogue(packed: bool, threads: int) -> None:
         activation="sigmoid",
         threads=threads,
     )
+
+
+@pytest.mark.parametrize(
+    "a_shape,bias_shape",
+    [
+        ((9, 20), (9, 21)),
+        ((9, 20), (9, 1)),
+        ((9, 20), (1, 21)),
+        ((9, 20), ()),
+        ((3, 5, 20), (3, 1, 21)),
+        ((3, 5, 20), (5, 21)),
+    ],
+)
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
+def test_matmul_bias_broadcast(
+    a_shape: tuple[int, ...], bias_shape: tuple[int, ...], packed: bool
+) -> None:
+    run_matmul(a_shape, (20, 21), packed=packed, bias=True, bias_shape=bias_shape)
 
 
 def test_matmul_packed_3d_activation() -> None:

@@ -68,9 +68,17 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
         if len(b_shape) < 2 or b_shape[-2:] != (k_extent, n):
             raise ValueError(f"kernel.matmul: b {b_shape} does not contract with a {a_shape}")
     mr = blocking.mr
-    bias_shape = memref_shape(op.bias) if op.bias is not None else None
-    if bias_shape is not None and (math.prod(bias_shape) != n or bias_shape[-1] != n):
-        raise ValueError(f"kernel.matmul: bias shape {bias_shape} must be [N] = [{n}]")
+    bias_shape = memref_shape(op.bias) if op.bias is not None else ()
+    if op.bias is not None and (
+        len(bias_shape) > len(out_shape)
+        or any(d not in (1, o) for d, o in zip(bias_shape[::-1], out_shape[::-1], strict=False))
+    ):
+        raise ValueError(
+            f"kernel.matmul: bias shape {bias_shape} does not broadcast to output {out_shape}"
+        )
+    # The bias broadcasts numpy-style; usually it is [N] (a row vector shared by all rows).
+    bias_rows = len(bias_shape) >= 2 and bias_shape[-2] == m and m > 1
+    bias_cols = bias_shape[-1:] == (n,) and n > 1
 
     operands = [op.a, op.b, op.bias, op.residual, op.output]
     present = [v for v in operands if v is not None]
@@ -122,12 +130,18 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
                 return plain_row(b, k, j, min(vw, cols - j * vw))
 
             col_idx = [b.add(n0, j * vw) for j in range(nv)]
-            bias: list[SSAValue] = []
-            if bias_buf is not None:
-                lead = [0] * (len(bias_shape) - 1)  # type: ignore[arg-type]
-                for j in range(nv):
+            bias_batch = _batch_index(coords, batch_shape, bias_shape[:-2])
+
+            def bias(b: LoopBuilder, m0: SSAValue, i: int, j: int) -> SSAValue | None:
+                if bias_buf is None:
+                    return None
+                idx: list[Value] = [*bias_batch]
+                if len(bias_shape) >= 2:
+                    idx.append(b.add(m0, i) if bias_rows else 0)
+                if bias_cols:
                     lanes = min(vw, cols - j * vw)
-                    bias.append(load_lanes(b, bias_buf, [*lead, col_idx[j]], lanes, vw))
+                    return load_lanes(b, bias_buf, [*idx, col_idx[j]], lanes, vw)
+                return b.splat(b.load(bias_buf, [*idx, 0] if bias_shape else []), vw)
 
             def load_a(b: LoopBuilder, m0: SSAValue, k: SSAValue, i: int) -> SSAValue:
                 return b.load(a_buf, [*a_batch, b.add(m0, i), k])
@@ -146,7 +160,7 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
                 load_a=load_a,
                 load_b=load_b,
                 out_index=out_index,
-                bias=lambda b, m0, i, j: bias[j] if bias else None,
+                bias=bias,
                 pack_block=pack_block if panel_buf is not None else None,
             )
             gemm_panel(b, spec, c, chunks)
