@@ -2,10 +2,12 @@
 
 - `micro_kernel`: an MR x (nvec x VW) block of C accumulated in registers (scf.for iter_args)
   with vector.fma; A elements are broadcast, B rows are vector loads.
+- `gemm_panel`: the loop nest of one parallel work unit (one NR-wide column panel, one M
+  chunk): k blocks sized for L1 (B packed per block when needed), MR-row tiles inside.
 - `Epilogue`: bias -> residual -> activation applied in registers, then the store; partial
   vectors (N tails) use masked loads/stores so that no access ever touches memory past the
   end of a buffer.
-- small IR helpers the LoopBuilder lacks (alloca, if/else, activations).
+- small IR helpers the LoopBuilder lacks (alloca, if/else, activations, index decoding).
 """
 
 from __future__ import annotations
