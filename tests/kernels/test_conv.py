@@ -24,7 +24,7 @@ from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops import conv  # noqa: F401  (registers lowering)
 from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
-from ember.passes.target import Target, host_target
+from ember.passes.target import Target, host_target, named_target
 from tests.filecheck_util import assert_filecheck
 from tests.kernels.harness import run_kernel_op
 from tests.kernels.test_matmul import ACTIVATIONS, RTOL
@@ -304,8 +304,10 @@ def test_pack_conv_weight_layout() -> None:
     assert dw_layout == "depthwise_c_kk" and dw.shape == (4, 9)
 
 
-def _lowered(x_shape: tuple, cout: int, ks: tuple, pads: tuple, group: int) -> str:
-    target = Target(vector_width=8, vector_registers=16, threads=2)
+def _lowered(
+    x_shape: tuple, cout: int, ks: tuple, pads: tuple, group: int, target: Target | None = None
+) -> str:
+    target = target or Target(vector_width=8, vector_registers=16, threads=2)
     w = np.zeros((cout, x_shape[1] // group, *ks), np.float32)
     packed, layout = pack_conv_weight(w, group, target)
     ho = out_size(x_shape[2], ks[0], 1, pads[0] + pads[2], 1)
@@ -362,6 +364,23 @@ def test_conv_ir_depthwise() -> None:
         CHECK-COUNT-9: vector.fma
         """,
     )
+
+
+def test_conv_ir_avx512() -> None:
+    """A 16-lane target: 14 x 32 GEMM tiles and 16-lane depthwise vectors."""
+    target = named_target("x86-64-v4", threads=2)
+    ir = _lowered((1, 8, 20, 20), 30, (3, 3), (1, 1, 1, 1), 1, target)
+    assert_filecheck(
+        ir,
+        """
+        CHECK: func.func @conv(%0: memref<1x8x20x20xf32>, %1: memref<1x3x72x14xf32>
+        CHECK: memref.alloca() : memref<72x32xf32>
+        CHECK: arith.select
+        CHECK-COUNT-28: vector.fma {{.*}} : vector<16xf32>
+        """,
+    )
+    ir = _lowered((1, 8, 20, 20), 8, (3, 3), (1, 1, 1, 1), 8, target)
+    assert_filecheck(ir, "CHECK-COUNT-9: vector.fma {{.*}} : vector<16xf32>")
 
 
 def test_conv_shape_mismatch_is_clear() -> None:
