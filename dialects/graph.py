@@ -20,6 +20,7 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     StringAttr,
     TensorType,
+    UnitAttr,
     f32,
     i64,
 )
@@ -459,6 +460,7 @@ class SoftmaxOp(IRDLOperation):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     axis = prop_def(IntegerAttr[I64])
+    log = opt_prop_def(UnitAttr)  # LogSoftmax
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
@@ -596,6 +598,114 @@ class GatherOp(IRDLOperation):
             raise VerifyException(f"graph.gather: output {y} != data {d} gathered by {i}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Structural ops (slices, broadcasts, index reductions, scans)
+
+
+@irdl_op_definition
+class SliceOp(IRDLOperation):
+    """out[i] = input[starts + i * steps] per axis; the result type gives the counts."""
+
+    name = "graph.slice"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    starts = prop_def(DenseArrayBase)
+    steps = prop_def(DenseArrayBase)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
+
+
+def verify_slice(
+    op: Operation,
+    x: tuple[int, ...],
+    y: tuple[int, ...],
+    starts_attr: DenseArrayBase,
+    steps_attr: DenseArrayBase,
+) -> None:
+    """Every index a slice reads lies inside the input (shared by graph and kernel slices)."""
+    starts, steps = int_values(starts_attr), int_values(steps_attr)
+    if not len(x) == len(y) == len(starts) == len(steps):
+        raise VerifyException(f"{op.name}: starts/steps/shapes differ in rank")
+    for d, (size, count, start, step) in enumerate(zip(x, y, starts, steps)):
+        last = start + (count - 1) * step
+        if step == 0 or count < 1 or not (0 <= start < size and 0 <= last < size):
+            raise VerifyException(
+                f"{op.name}: axis {d} reads {count} elements from {start} by {step} "
+                f"outside size {size}"
+            )
+
+
+@irdl_op_definition
+class ExpandOp(IRDLOperation):
+    """Broadcast the input to the result shape (ONNX Expand)."""
+
+    name = "graph.expand"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        try:
+            if broadcast_shapes(shape_of(self.input), shape_of(self.output)) == shape_of(
+                self.output
+            ):
+                return
+        except ValueError:
+            pass
+        raise VerifyException(
+            f"graph.expand: {shape_of(self.input)} does not broadcast to {shape_of(self.output)}"
+        )
+
+
+@irdl_op_definition
+class ArgReduceOp(IRDLOperation):
+    """ArgMax/ArgMin (kind max|min) along `axis`; the i64 result keeps the axis as size 1."""
+
+    name = "graph.arg_reduce"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    kind = prop_def(StringAttr)
+    axis = prop_def(IntegerAttr[I64])
+    select_last_index = prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
+        if self.kind.data not in ("max", "min"):
+            raise VerifyException(f"graph.arg_reduce: unknown kind '{self.kind.data}'")
+        if not 0 <= axis < len(x) or y != tuple(1 if i == axis else d for i, d in enumerate(x)):
+            raise VerifyException(f"graph.arg_reduce: output {y} != {x} reduced along {axis}")
+        if element_type_of(self.output) != i64:
+            raise VerifyException("graph.arg_reduce: result must be i64")
+
+
+@irdl_op_definition
+class CumSumOp(IRDLOperation):
+    """Running sum along `axis` (ONNX CumSum with its exclusive/reverse flags)."""
+
+    name = "graph.cumsum"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    exclusive = prop_def(IntegerAttr[I64])
+    reverse = prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)
+        if not 0 <= self.axis.value.data < len(shape_of(self.input)):
+            raise VerifyException(f"graph.cumsum: axis {self.axis.value.data} out of range")
+
+
 GRAPH_OPS: list[type[IRDLOperation]] = [
     ConstantOp,
     ReluOp,
@@ -633,6 +743,10 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     TransposeOp,
     ConcatOp,
     GatherOp,
+    SliceOp,
+    ExpandOp,
+    ArgReduceOp,
+    CumSumOp,
 ]
 Graph = Dialect("graph", GRAPH_OPS, [])
 

@@ -41,7 +41,7 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
-from ember.dialects.graph import ACTIVATIONS, broadcast_shapes, shape_of
+from ember.dialects.graph import ACTIVATIONS, broadcast_shapes, shape_of, verify_slice
 
 
 def _check_epilogue(op: IRDLOperation) -> None:
@@ -231,6 +231,7 @@ class SoftmaxOp(IRDLOperation):
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
     axis = prop_def(IntegerAttr[I64])
+    log = opt_prop_def(UnitAttr)  # LogSoftmax
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
@@ -308,6 +309,50 @@ class CopyOp(IRDLOperation):
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
+@irdl_op_definition
+class SliceOp(IRDLOperation):
+    """output[i] = input[starts + i * steps] per axis (strided box copy)."""
+
+    name = "kernel.slice"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    starts = prop_def(DenseArrayBase)
+    steps = prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
+
+
+@irdl_op_definition
+class ArgReduceOp(IRDLOperation):
+    """Index (i64) of the first (or last) max/min along `axis`; output keeps the axis as 1."""
+
+    name = "kernel.arg_reduce"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    kind = prop_def(StringAttr)  # max | min
+    axis = prop_def(IntegerAttr[I64])
+    select_last_index = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+@irdl_op_definition
+class CumSumOp(IRDLOperation):
+    """Running sum along `axis` (exclusive: shifted by one; reverse: from the end)."""
+
+    name = "kernel.cumsum"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    exclusive = prop_def(IntegerAttr[I64])
+    reverse = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
 KERNEL_OPS: list[type[IRDLOperation]] = [
     WeightOp,
     ReshapeOp,
@@ -324,6 +369,9 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     ConcatOp,
     GatherOp,
     CopyOp,
+    SliceOp,
+    ArgReduceOp,
+    CumSumOp,
 ]
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

@@ -3,6 +3,9 @@
 from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.frontend.onnx_importer import ImportedModel, import_model, import_onnx, io_names
 
+# Converter modules register themselves with the importer when imported.
+from ember.frontend import ops_structural  # noqa: E402, F401  # isort: skip
+
 __all__ = [
     "ImportedModel",
     "ModelError",

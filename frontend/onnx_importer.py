@@ -559,38 +559,6 @@ def _range(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [_Const(np.arange(start, limit, delta).astype(start.dtype))]
 
 
-@_converts("Slice")
-def _slice(imp: _Importer, node: _Node) -> Sequence[Value]:
-    data = imp.required(node, 0)
-    if not isinstance(data, _Const):
-        raise node.unsupported("Slice of a runtime tensor")
-    rank = data.array.ndim
-    if node.opset < 10:
-        starts, ends = node.attrs["starts"], node.attrs["ends"]
-        axes = node.attrs.get("axes", list(range(len(starts))))
-        steps: Sequence[int] = [1] * len(starts)
-    else:
-        starts = list(imp.constant(node, 1, "starts"))  # type: ignore[arg-type]
-        ends = list(imp.constant(node, 2, "ends"))  # type: ignore[arg-type]
-        axes_in, steps_in = imp.constant(node, 3, "axes"), imp.constant(node, 4, "steps")
-        axes = list(range(len(starts))) if axes_in is None else list(axes_in)
-        steps = [1] * len(starts) if steps_in is None else list(steps_in)
-    index: list[slice] = [slice(None)] * rank
-    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
-        index[_axis(node, int(axis), rank)] = slice(int(start), int(end), int(step))
-    return [_Const(data.array[tuple(index)])]
-
-
-@_converts("Expand")
-def _expand(imp: _Importer, node: _Node) -> Sequence[Value]:
-    data, shape = imp.required(node, 0), imp.constant(node, 1, "shape")
-    assert shape is not None
-    if not isinstance(data, _Const):
-        raise node.unsupported("Expand of a runtime tensor")
-    out = graph.broadcast_shapes(data.array.shape, tuple(int(d) for d in shape))
-    return [_Const(np.broadcast_to(data.array, out).copy())]
-
-
 @_converts("Cast")
 def _cast(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
@@ -940,22 +908,6 @@ def _batch_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [imp.emit(graph.BatchNormOp, [x, *params], _shape(x), epsilon=eps)]
 
 
-@_converts("LayerNormalization")
-def _layer_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
-    x, scale, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
-    shape = _shape(x)
-    axis = _axis(node, node.attrs.get("axis", -1), len(shape))
-    return [
-        imp.emit(
-            graph.LayerNormOp,
-            [x, scale, bias],
-            shape,
-            axis=_i64(axis),
-            epsilon=_f32(node.attrs.get("epsilon", 1e-5)),
-        )
-    ]
-
-
 @_converts("LRN")
 def _lrn(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
@@ -1033,19 +985,3 @@ def _global_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     kind = "mean" if node.op_type == "GlobalAveragePool" else "max"
     return [_reduce(imp, node, x, kind, list(range(2, len(_shape(x)))), True)]
-
-
-# Opset from which each reduction takes `axes` as an input instead of an attribute.
-_REDUCTIONS = {"ReduceMean": ("mean", 18), "ReduceSum": ("sum", 13), "ReduceMax": ("max", 18)}
-
-
-@_converts(*_REDUCTIONS)
-def _reduction(imp: _Importer, node: _Node) -> Sequence[Value]:
-    x = imp.required(node, 0)
-    kind, axes_input_from = _REDUCTIONS[node.op_type]
-    axes = _axes_of(imp, node, axes_input_from)
-    if not axes:
-        if node.attrs.get("noop_with_empty_axes", 0):
-            return [x]
-        axes = list(range(len(_shape(x))))
-    return [_reduce(imp, node, x, kind, axes, bool(node.attrs.get("keepdims", 1)))]

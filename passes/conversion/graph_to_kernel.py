@@ -102,6 +102,15 @@ class _Bufferizer:
         self.emit(kernel.ElementwiseOp([self.buffer(v) for v in operands], out, Region(block)))
         self.buffers[op.results[0]] = out
 
+    def expand(self, op: graph.ExpandOp) -> None:
+        # An elementwise kernel whose body is its argument: the broadcast is the whole work.
+        source = self.buffer(op.input)
+        block = Block(arg_types=[source.type.get_element_type()])  # type: ignore[attr-defined]
+        block.add_op(kernel.YieldOp(operands=[block.args[0]]))
+        out = self.alloc(op.output)
+        self.emit(kernel.ElementwiseOp([source], out, Region(block)))
+        self.buffers[op.output] = out
+
     def conv(self, op: graph.ConvOp) -> None:
         from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
 
@@ -239,12 +248,18 @@ class _Bufferizer:
             graph.AveragePoolOp: self.pool,
             graph.ReduceOp: self.reduce,
             graph.ReshapeOp: self.reshape,
-            graph.SoftmaxOp: self.simple(kernel.SoftmaxOp, ("axis",)),
+            graph.SoftmaxOp: self.simple(kernel.SoftmaxOp, ("axis", "log")),
             graph.LayerNormOp: self.simple(kernel.LayerNormOp, ("axis", "epsilon")),
             graph.LRNOp: self.simple(kernel.LRNOp, ("size", "alpha", "beta", "bias")),
             graph.TransposeOp: self.simple(kernel.TransposeOp, ("perm",)),
             graph.ConcatOp: self.simple(kernel.ConcatOp, ("axis",)),
             graph.GatherOp: self.simple(kernel.GatherOp, ("axis",)),
+            graph.SliceOp: self.simple(kernel.SliceOp, ("starts", "steps")),
+            graph.ArgReduceOp: self.simple(
+                kernel.ArgReduceOp, ("kind", "axis", "select_last_index")
+            ),
+            graph.CumSumOp: self.simple(kernel.CumSumOp, ("axis", "exclusive", "reverse")),
+            graph.ExpandOp: self.expand,
         }
         try:
             return table[type(op)]

@@ -184,8 +184,11 @@ def gather(data: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
     return np.take(data, idx, axis=axis)
 
 
-def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+def softmax(x: np.ndarray, axis: int, log: bool = False) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    if log:
+        return shifted - np.log(e.sum(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
@@ -291,6 +294,29 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
 
 
+def strided_slice(x: np.ndarray, starts: Sequence[int], steps: Sequence[int], out: Sequence[int]):
+    index = tuple(np.arange(count) * step + start for start, step, count in zip(starts, steps, out))
+    return x[np.ix_(*index)] if index else x
+
+
+def arg_reduce(x: np.ndarray, kind: str, axis: int, last: bool) -> np.ndarray:
+    fn = np.argmax if kind == "max" else np.argmin
+    if last:
+        flipped = np.flip(x, axis)
+        index = x.shape[axis] - 1 - fn(flipped, axis=axis)
+    else:
+        index = fn(x, axis=axis)
+    return np.expand_dims(index, axis).astype(np.int64)
+
+
+def cumsum(x: np.ndarray, axis: int, exclusive: bool, reverse: bool) -> np.ndarray:
+    y = np.flip(x, axis) if reverse else x
+    total = np.cumsum(y, axis=axis, dtype=x.dtype)
+    if exclusive:
+        total = total - y
+    return np.flip(total, axis) if reverse else total
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-op evaluators
 
@@ -385,7 +411,7 @@ EVALUATORS: dict[str, Evaluator] = {
         _ints(p, "axes"),
         bool(_int(p, "keepdims")),  # type: ignore[attr-defined]
     ),
-    "graph.softmax": lambda p, ins, out: softmax(_only(ins), _int(p, "axis")),
+    "graph.softmax": lambda p, ins, out: softmax(_only(ins), _int(p, "axis"), "log" in p),
     "graph.layer_norm": lambda p, ins, out: layer_norm(
         ins[0],
         ins[1],
@@ -406,6 +432,19 @@ EVALUATORS: dict[str, Evaluator] = {
     "graph.gemm": _eval_gemm,
     "graph.max_pool": _eval_pool("max"),
     "graph.average_pool": _eval_pool("avg"),
+    "graph.slice": lambda p, ins, out: strided_slice(
+        _only(ins), _ints(p, "starts"), _ints(p, "steps"), graph.shape_of(out)
+    ),
+    "graph.expand": lambda p, ins, out: np.broadcast_to(_only(ins), graph.shape_of(out)).copy(),
+    "graph.arg_reduce": lambda p, ins, out: arg_reduce(
+        _only(ins),
+        p["kind"].data,  # type: ignore[attr-defined]
+        _int(p, "axis"),
+        bool(_int(p, "select_last_index")),
+    ),
+    "graph.cumsum": lambda p, ins, out: cumsum(
+        _only(ins), _int(p, "axis"), bool(_int(p, "exclusive")), bool(_int(p, "reverse"))
+    ),
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math as pymath
 from collections.abc import Sequence
 
-from xdsl.dialects import func
+from xdsl.dialects import func, math
 from xdsl.dialects.builtin import AnyFloat
 from xdsl.ir import Attribute, SSAValue
 
@@ -52,6 +52,10 @@ def _recip(b: LoopBuilder, value: SSAValue) -> SSAValue:
     return b.divf(simd.broadcast(b, b.const(1.0, element), width), value)
 
 
+def _log(b: LoopBuilder, value: SSAValue) -> SSAValue:
+    return b.insert(math.LogOp(value)).results[0]
+
+
 @lowering(kernel.SoftmaxOp)
 def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncOp:
     shape = shape_of(op.input)
@@ -65,6 +69,7 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
     unroll = simd.accumulator_unroll(target)
     maximum, total = simd.Monoid("max", element), simd.Monoid("sum", element)
     parallel_rows = simd.want_threads(target, pymath.prod(shape), outer)
+    log = op.log is not None
 
     fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
     view_shape = [*outer_dims, n] + ([inner] if inner > 1 else [])
@@ -80,14 +85,22 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
 
             def exponentiate(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
                 e = vb.exp(vb.subf(load_x(vb, j, w)[0], peak[w]))
-                simd.store(vb, e, dst, [*idx, j])
+                if not log:
+                    simd.store(vb, e, dst, [*idx, j])
                 return [e]
 
             sum_ = simd.sweep(rb, 0, n, width, exponentiate, [total], unroll)[0]
-            scale = _per_width(rb, _recip(rb, sum_), width)
+            if log:
+                # log softmax = x - (max + log(sum)): no division, and exact for tiny terms.
+                offset = _per_width(rb, rb.addf(peak[1], _log(rb, sum_)), width)
+            else:
+                scale = _per_width(rb, _recip(rb, sum_), width)
 
             def normalize(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-                y = vb.mulf(simd.load(vb, dst, [*idx, j], w), scale[w])
+                if log:
+                    y = vb.subf(load_x(vb, j, w)[0], offset[w])
+                else:
+                    y = vb.mulf(simd.load(vb, dst, [*idx, j], w), scale[w])
                 simd.store(vb, y, dst, [*idx, j])
                 return []
 
@@ -120,14 +133,22 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
 
                 def exponentiate(lb: LoopBuilder, i: list[SSAValue], accs: list[SSAValue]):
                     exps = [lb.exp(lb.subf(x, p)) for x, p in zip(lanes_at(lb, src, i[0]), peaks)]
-                    for e, c in zip(exps, cols):
-                        simd.store(lb, e, dst, [*idx, i[0], c])
+                    if not log:
+                        for e, c in zip(exps, cols):
+                            simd.store(lb, e, dst, [*idx, i[0], c])
                     return [total.combine(lb, a, e) for a, e in zip(accs, exps)]
 
                 sums = down_rows([total.init(bb, w) for _, w in lanes], exponentiate)
-                scales = [_recip(bb, s) for s in sums]
+                if log:
+                    offsets = [bb.addf(p, _log(bb, s)) for p, s in zip(peaks, sums)]
+                else:
+                    scales = [_recip(bb, s) for s in sums]
 
                 def normalize(lb: LoopBuilder, i: list[SSAValue], _: list[SSAValue]) -> None:
+                    if log:
+                        for x, off, c in zip(lanes_at(lb, src, i[0]), offsets, cols):
+                            simd.store(lb, lb.subf(x, off), dst, [*idx, i[0], c])
+                        return
                     for x, s, c in zip(lanes_at(lb, dst, i[0]), scales, cols):
                         simd.store(lb, lb.mulf(x, s), dst, [*idx, i[0], c])
 

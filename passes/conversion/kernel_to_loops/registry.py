@@ -40,6 +40,7 @@ KERNEL_MODULES = (
     "pooling",
     "lrn",
     "data_movement",
+    "structural",
 )
 
 

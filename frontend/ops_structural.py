@@ -1,0 +1,730 @@
+"""ONNX converters of the structural ops: slicing, padding, resizing, normalizations, reductions.
+
+Most of these ops are exact compositions of a few graph ops whose index tables or weights are
+computed here, at compile time, with numpy:
+
+- Pad (reflect/edge/wrap) and Resize are per-axis gathers with constant index tables; Resize's
+  linear/cubic taps add weighted gathers, so every coordinate mode shares one mechanism;
+- Split, Slice of a runtime tensor and negative pads are `graph.slice`;
+- Tile is a concat of copies, DepthToSpace/SpaceToDepth a reshape-transpose-reshape;
+- the L1/L2/log-sum(-exp)/sum-square reductions are `graph.reduce` around elementwise ops,
+  and the normalizations (instance, group, mean-variance, Lp, RMS) reduce + elementwise, or
+  `graph.layer_norm` on a reshaped view;
+- ArgMax/ArgMin, CumSum and Expand of a runtime tensor have graph ops of their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from xdsl.dialects.builtin import StringAttr, UnitAttr
+from xdsl.irdl import IRDLOperation
+
+from ember.dialects import graph
+from ember.frontend.onnx_importer import (
+    Value,
+    _axes_of,
+    _axis,
+    _Const,
+    _converts,
+    _dtype,
+    _f32,
+    _i64,
+    _Importer,
+    _Node,
+    _reduce,
+    _shape,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Small shared builders
+
+
+def _unary(imp: _Importer, op: type[IRDLOperation], x: Value) -> Value:
+    return imp.emit(op, [x], _shape(x))
+
+
+def _scalar(value: float, like: Value) -> _Const:
+    return _Const(np.array(value, _dtype(like)))
+
+
+def _slice(
+    imp: _Importer, x: Value, starts: Sequence[int], steps: Sequence[int], out: Sequence[int]
+) -> Value:
+    """x[starts[d] :: steps[d]] with out[d] elements per axis (starts already in range)."""
+    if tuple(out) == _shape(x) and all(s == 0 for s in starts) and all(s == 1 for s in steps):
+        return x
+    return imp.emit(
+        graph.SliceOp,
+        [x],
+        out,
+        starts=graph.i64_array(starts),
+        steps=graph.i64_array(steps),
+    )
+
+
+def _slice_axis(imp: _Importer, x: Value, axis: int, start: int, count: int) -> Value:
+    shape = list(_shape(x))
+    starts, steps = [0] * len(shape), [1] * len(shape)
+    starts[axis], shape[axis] = start, count
+    return _slice(imp, x, starts, steps, shape)
+
+
+def _gather_axis(imp: _Importer, x: Value, axis: int, indices: np.ndarray) -> Value:
+    """x taken at constant `indices` along `axis` (the identity table costs nothing)."""
+    shape = _shape(x)
+    if len(indices) == shape[axis] and np.array_equal(indices, np.arange(shape[axis])):
+        return x
+    out = [*shape[:axis], len(indices), *shape[axis + 1 :]]
+    return imp.emit(graph.GatherOp, [x, _Const(indices.astype(np.int64))], out, axis=_i64(axis))
+
+
+def _concat(imp: _Importer, values: Sequence[Value], axis: int) -> Value:
+    values = [v for v in values if _shape(v)[axis] > 0]
+    if len(values) == 1:
+        return values[0]
+    out = list(_shape(values[0]))
+    out[axis] = sum(_shape(v)[axis] for v in values)
+    return imp.emit(graph.ConcatOp, [list(values)], out, axis=_i64(axis))
+
+
+# ---------------------------------------------------------------------------------------------
+# Slice, Split, Expand, Tile, Pad
+
+
+def _slice_bounds(
+    node: _Node,
+    shape: Sequence[int],
+    starts: Sequence[int],
+    ends: Sequence[int],
+    axes: Sequence[int],
+    steps: Sequence[int],
+) -> tuple[list[int], list[int], list[int]]:
+    """Per-axis first index, step and count; ONNX clamps like Python's slice.indices."""
+    rank = len(shape)
+    first, stride, count = [0] * rank, [1] * rank, list(shape)
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
+        a = _axis(node, int(axis), rank)
+        if int(step) == 0:
+            raise node.error("slice step must not be 0")
+        begin, stop, inc = slice(int(start), int(end), int(step)).indices(shape[a])
+        first[a], stride[a], count[a] = begin, inc, len(range(begin, stop, inc))
+    return first, stride, count
+
+
+@_converts("Slice")
+def _slice_op(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data = imp.required(node, 0)
+    shape = _shape(data)
+    if node.opset < 10:
+        starts, ends = list(node.attrs["starts"]), list(node.attrs["ends"])
+        axes = list(node.attrs.get("axes", range(len(starts))))
+        steps: list[int] = [1] * len(starts)
+    else:
+        starts = [int(v) for v in imp.constant(node, 1, "starts")]  # type: ignore[union-attr]
+        ends = [int(v) for v in imp.constant(node, 2, "ends")]  # type: ignore[union-attr]
+        axes_in, steps_in = imp.constant(node, 3, "axes"), imp.constant(node, 4, "steps")
+        axes = list(range(len(starts))) if axes_in is None else [int(a) for a in axes_in]
+        steps = [1] * len(starts) if steps_in is None else [int(s) for s in steps_in]
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise node.error("starts, ends, axes and steps differ in length")
+    first, stride, count = _slice_bounds(node, shape, starts, ends, axes, steps)
+    if isinstance(data, _Const):
+        index = tuple(
+            slice(f, f + s * c if f + s * c >= 0 else None, s) if c else slice(0, 0)
+            for f, s, c in zip(first, stride, count)
+        )
+        return [_Const(data.array[index])]
+    if 0 in count:
+        raise node.unsupported(f"Slice with an empty result {count}")
+    return [_slice(imp, data, first, stride, count)]
+
+
+@_converts("Split")
+def _split(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    axis = _axis(node, node.attrs.get("axis", 0), len(shape))
+    outputs = len(node.proto.output)
+    if node.opset < 13:
+        sizes = list(node.attrs.get("split", []))
+    else:
+        given = imp.constant(node, 1, "split")
+        sizes = [] if given is None else [int(s) for s in given]
+    if not sizes:
+        parts = node.attrs.get("num_outputs", outputs)
+        chunk = -(-shape[axis] // parts)
+        sizes = [min(chunk, shape[axis] - k * chunk) for k in range(parts)]
+    if sum(sizes) != shape[axis] or any(s < 0 for s in sizes):
+        raise node.error(f"split sizes {sizes} do not add up to {shape[axis]} along {axis}")
+    results, start = [], 0
+    for size in sizes:
+        if size == 0:
+            raise node.unsupported("Split with an empty output")
+        results.append(_slice_axis(imp, x, axis, start, size))
+        start += size
+    return results
+
+
+@_converts("Expand")
+def _expand(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data, shape = imp.required(node, 0), imp.constant(node, 1, "shape")
+    assert shape is not None
+    try:
+        out = graph.broadcast_shapes(_shape(data), tuple(int(d) for d in shape))
+    except ValueError as err:
+        raise node.error(str(err)) from err
+    if isinstance(data, _Const):
+        return [_Const(np.broadcast_to(data.array, out).copy())]
+    if out == _shape(data):
+        return [data]
+    return [imp.emit(graph.ExpandOp, [data], out)]
+
+
+@_converts("Tile")
+def _tile(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    repeats = imp.constant(node, 1, "repeats")
+    assert repeats is not None
+    if len(repeats) != len(_shape(x)) or any(r < 1 for r in repeats):
+        raise node.error(f"repeats {list(repeats)} do not fit input shape {_shape(x)}")
+    if isinstance(x, _Const):
+        return [_Const(np.tile(x.array, [int(r) for r in repeats]))]
+    for axis, r in enumerate(repeats):
+        if r > 1:
+            x = _concat(imp, [x] * int(r), axis)
+    return [x]
+
+
+def _pad_indices(mode: str, size: int, before: int, after: int) -> np.ndarray:
+    """Source index of each padded position along one axis (reflect/edge/wrap)."""
+    p = np.arange(-before, size + after)
+    if mode == "edge":
+        return np.clip(p, 0, size - 1)
+    if mode == "wrap":
+        return p % size
+    period = 2 * (size - 1)  # reflect excludes the edge element itself
+    if period == 0:
+        return np.zeros_like(p)
+    q = p % period
+    return np.where(q < size, q, period - q)
+
+
+@_converts("Pad")
+def _pad(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    rank = len(shape)
+    mode = node.attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if node.opset < 11:
+        pads = list(node.attrs.get("pads", node.attrs.get("paddings", [])))
+        value = float(node.attrs.get("value", 0.0))
+        axes = list(range(rank))
+    else:
+        pads = [int(p) for p in imp.constant(node, 1, "pads")]  # type: ignore[union-attr]
+        fill = imp.constant(node, 2, "constant_value")
+        value = 0.0 if fill is None or fill.size == 0 else fill.reshape(-1)[0].item()
+        axes_in = imp.constant(node, 3, "axes")
+        axes = (
+            list(range(rank)) if axes_in is None else [_axis(node, int(a), rank) for a in axes_in]
+        )
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise node.unsupported(f"mode '{mode}'")
+    if len(pads) != 2 * len(axes):
+        raise node.error(f"{len(pads)} pads for {len(axes)} axes")
+    for k, axis in enumerate(axes):
+        before, after = pads[k], pads[k + len(axes)]
+        size = _shape(x)[axis]
+        # Negative pads crop first.
+        if before < 0 or after < 0:
+            start = max(0, -before)
+            x = _slice_axis(imp, x, axis, start, size - start - max(0, -after))
+            before, after, size = max(0, before), max(0, after), _shape(x)[axis]
+        if before == 0 and after == 0:
+            continue
+        if mode == "constant":
+            pieces: list[Value] = []
+            for width in (before, after):
+                block = list(_shape(x))
+                block[axis] = width
+                pieces.append(_Const(np.full(block, value, _dtype(x))))
+            x = _concat(imp, [pieces[0], x, pieces[1]], axis)
+        else:
+            if mode == "reflect" and (before >= size or after >= size) and size > 1:
+                raise node.error(f"reflect pads {before},{after} exceed axis {axis} of {size}")
+            x = _gather_axis(imp, x, axis, _pad_indices(mode, size, before, after))
+    return [x]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout shuffles
+
+
+@_converts("DepthToSpace", "SpaceToDepth")
+def _depth_space(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    n, c, h, w = _shape(x)
+    bs = int(node.attrs["blocksize"])
+    mode = node.attrs.get("mode", b"DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if node.op_type == "SpaceToDepth":
+        if h % bs or w % bs:
+            raise node.error(f"blocksize {bs} does not divide {h}x{w}")
+        split = [n, c, h // bs, bs, w // bs, bs]
+        perm = [0, 1, 3, 5, 2, 4] if mode == "CRD" else [0, 3, 5, 1, 2, 4]
+        out = [n, c * bs * bs, h // bs, w // bs]
+    else:
+        if c % (bs * bs):
+            raise node.error(f"blocksize {bs}^2 does not divide {c} channels")
+        if mode == "CRD":
+            split, perm = [n, c // (bs * bs), bs, bs, h, w], [0, 1, 4, 2, 5, 3]
+        else:
+            split, perm = [n, bs, bs, c // (bs * bs), h, w], [0, 3, 4, 1, 5, 2]
+        out = [n, c // (bs * bs), h * bs, w * bs]
+    y = imp.reshape(x, split)
+    y = imp.emit(graph.TransposeOp, [y], [split[p] for p in perm], perm=graph.i64_array(perm))
+    return [imp.reshape(y, out)]
+
+
+@_converts("Trilu")
+def _trilu(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    if len(shape) < 2:
+        raise node.error(f"input of rank {len(shape)} has no matrix dims")
+    k_in = imp.constant(node, 1, "k")
+    k = 0 if k_in is None else int(k_in.reshape(-1)[0])
+    ones = np.ones(shape[-2:], bool)
+    keep = np.triu(ones, k) if node.attrs.get("upper", 1) else np.tril(ones, k)
+    if keep.all():
+        return [x]
+    # Multiplying by a 0/1 mask keeps every finite value exactly.
+    return [imp.binary(node, graph.MulOp, x, _Const(keep.astype(_dtype(x))))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions
+
+
+def _reduce_axes(imp: _Importer, node: _Node, attr_until: int) -> list[int] | None:
+    """The reduced axes, or None for 'leave the input as it is' (noop_with_empty_axes)."""
+    axes = _axes_of(imp, node, attr_until)
+    if not axes:
+        if node.attrs.get("noop_with_empty_axes", 0):
+            return None
+        return list(range(len(_shape(imp.required(node, 0)))))
+    return axes
+
+
+_COMPOSED_REDUCTIONS = {
+    "ReduceL1": 18,
+    "ReduceL2": 18,
+    "ReduceLogSum": 18,
+    "ReduceLogSumExp": 18,
+    "ReduceSumSquare": 18,
+    "ReduceProd": 18,
+    "ReduceMin": 18,
+}
+
+
+@_converts(*_COMPOSED_REDUCTIONS)
+def _composed_reduction(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    axes = _reduce_axes(imp, node, _COMPOSED_REDUCTIONS[node.op_type])
+    keep = bool(node.attrs.get("keepdims", 1))
+    op = node.op_type
+    if axes is None:
+        # No reduction: the elementwise part still applies (ReduceL1 of x is |x|).
+        axes, identity = [], True
+    else:
+        identity = False
+
+    def reduce(value: Value, kind: str, keepdims: bool = keep) -> Value:
+        if identity:
+            return value
+        return _reduce(imp, node, value, kind, axes, keepdims)
+
+    if op in ("ReduceProd", "ReduceMin"):
+        return [reduce(x, "prod" if op == "ReduceProd" else "min")]
+    if op == "ReduceL1":
+        return [reduce(_unary(imp, graph.AbsOp, x), "sum")]
+    if op in ("ReduceL2", "ReduceSumSquare"):
+        total = reduce(imp.binary(node, graph.MulOp, x, x), "sum")
+        return [_unary(imp, graph.SqrtOp, total) if op == "ReduceL2" else total]
+    if op == "ReduceLogSum":
+        return [_unary(imp, graph.LogOp, reduce(x, "sum"))]
+    # ReduceLogSumExp, shifted by the maximum so that exp cannot overflow.
+    peak = reduce(x, "max", True)
+    shifted = _unary(imp, graph.ExpOp, imp.binary(node, graph.SubOp, x, peak))
+    y = imp.binary(node, graph.AddOp, _unary(imp, graph.LogOp, reduce(shifted, "sum", True)), peak)
+    if keep or identity:
+        return [y]
+    dropped = {_axis(node, a, len(_shape(x))) for a in axes}
+    return [imp.reshape(y, [d for i, d in enumerate(_shape(y)) if i not in dropped])]
+
+
+@_converts("ReduceMean", "ReduceSum", "ReduceMax")
+def _plain_reduction(imp: _Importer, node: _Node) -> Sequence[Value]:
+    kind, since = {"ReduceMean": ("mean", 18), "ReduceSum": ("sum", 13), "ReduceMax": ("max", 18)}[
+        node.op_type
+    ]
+    x = imp.required(node, 0)
+    axes = _reduce_axes(imp, node, since)
+    if axes is None:
+        return [x]
+    return [_reduce(imp, node, x, kind, axes, bool(node.attrs.get("keepdims", 1)))]
+
+
+@_converts("ArgMax", "ArgMin")
+def _arg_reduce(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    axis = _axis(node, node.attrs.get("axis", 0), len(shape))
+    keep = bool(node.attrs.get("keepdims", 1))
+    kept = [1 if i == axis else d for i, d in enumerate(shape)]
+    y = imp.emit(
+        graph.ArgReduceOp,
+        [x],
+        kept,
+        np.dtype(np.int64),
+        kind=StringAttr("max" if node.op_type == "ArgMax" else "min"),
+        axis=_i64(axis),
+        select_last_index=_i64(node.attrs.get("select_last_index", 0)),
+    )
+    return [y if keep else imp.reshape(y, [d for i, d in enumerate(shape) if i != axis])]
+
+
+@_converts("CumSum")
+def _cumsum(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    axis_in = imp.constant(node, 1, "axis")
+    assert axis_in is not None
+    axis = _axis(node, int(axis_in.reshape(-1)[0]), len(_shape(x)))
+    return [
+        imp.emit(
+            graph.CumSumOp,
+            [x],
+            _shape(x),
+            axis=_i64(axis),
+            exclusive=_i64(node.attrs.get("exclusive", 0)),
+            reverse=_i64(node.attrs.get("reverse", 0)),
+        )
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalizations
+
+
+@_converts("LogSoftmax")
+def _log_softmax(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    if node.opset >= 13:
+        axis = _axis(node, node.attrs.get("axis", -1), len(shape))
+        return [imp.emit(graph.SoftmaxOp, [x], shape, axis=_i64(axis), log=UnitAttr())]
+    axis = _axis(node, node.attrs.get("axis", 1), len(shape))
+    rows = [math.prod(shape[:axis]), math.prod(shape[axis:])]
+    y = imp.emit(graph.SoftmaxOp, [imp.reshape(x, rows)], rows, axis=_i64(1), log=UnitAttr())
+    return [imp.reshape(y, shape)]
+
+
+def _moments(imp: _Importer, node: _Node, x: Value, axes: list[int]) -> tuple[Value, Value]:
+    """(x - mean, variance) over `axes`, both with the reduced dims kept."""
+    mean = _reduce(imp, node, x, "mean", axes, True)
+    centered = imp.binary(node, graph.SubOp, x, mean)
+    variance = _reduce(
+        imp, node, imp.binary(node, graph.MulOp, centered, centered), "mean", axes, True
+    )
+    return centered, variance
+
+
+def _inv_std(imp: _Importer, node: _Node, variance: Value, eps: float) -> Value:
+    shifted = imp.binary(node, graph.AddOp, variance, _scalar(eps, variance))
+    return _unary(imp, graph.ReciprocalOp, _unary(imp, graph.SqrtOp, shifted))
+
+
+@_converts("LayerNormalization")
+def _layer_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, scale, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    shape = _shape(x)
+    axis = _axis(node, node.attrs.get("axis", -1), len(shape))
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    y = imp.emit(graph.LayerNormOp, [x, scale, bias], shape, axis=_i64(axis), epsilon=_f32(eps))
+    wanted = [name for name in node.proto.output[1:] if name in imp.used]
+    if not wanted:
+        return [y]
+    # Mean and inverse std-dev are separate (cheap) reductions; the fused kernel stays intact.
+    axes = list(range(axis, len(shape)))
+    mean = _reduce(imp, node, x, "mean", axes, True)
+    _, variance = _moments(imp, node, x, axes)
+    return [y, mean, _inv_std(imp, node, variance, eps)]
+
+
+@_converts("RMSNormalization")
+def _rms_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, scale = imp.required(node, 0), imp.required(node, 1)
+    shape = _shape(x)
+    axis = _axis(node, node.attrs.get("axis", -1), len(shape))
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    squares = imp.binary(node, graph.MulOp, x, x)
+    mean_square = _reduce(imp, node, squares, "mean", list(range(axis, len(shape))), True)
+    y = imp.binary(node, graph.MulOp, x, _inv_std(imp, node, mean_square, eps))
+    return [imp.binary(node, graph.MulOp, y, scale)]
+
+
+@_converts("MeanVarianceNormalization")
+def _mvn(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    rank = len(_shape(x))
+    axes = [_axis(node, a, rank) for a in node.attrs.get("axes", [0, 2, 3])]
+    centered, variance = _moments(imp, node, x, axes)
+    return [imp.binary(node, graph.MulOp, centered, _inv_std(imp, node, variance, 1e-9))]
+
+
+@_converts("LpNormalization")
+def _lp_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    axis = _axis(node, node.attrs.get("axis", -1), len(_shape(x)))
+    p = node.attrs.get("p", 2)
+    if p == 1:
+        norm = _reduce(imp, node, _unary(imp, graph.AbsOp, x), "sum", [axis], True)
+    elif p == 2:
+        squares = imp.binary(node, graph.MulOp, x, x)
+        norm = _unary(imp, graph.SqrtOp, _reduce(imp, node, squares, "sum", [axis], True))
+    else:
+        raise node.error(f"p must be 1 or 2, got {p}")
+    return [imp.binary(node, graph.DivOp, x, norm)]
+
+
+def _channel_affine(
+    imp: _Importer, node: _Node, y: Value, scale: Value, bias: Value, channels: int
+) -> Value:
+    """y * scale[c] + bias[c] over axis 1 of y."""
+    rank = len(_shape(y))
+    per_channel = [channels] + [1] * (rank - 2)
+    y = imp.binary(node, graph.MulOp, y, imp.reshape(scale, per_channel))
+    return imp.binary(node, graph.AddOp, y, imp.reshape(bias, per_channel))
+
+
+def _grouped_norm(imp: _Importer, node: _Node, x: Value, groups: int, eps: float) -> Value:
+    """Normalize each (n, group) slice of x to zero mean, unit variance via graph.layer_norm."""
+    shape = _shape(x)
+    rows = [shape[0], groups, math.prod(shape[1:]) // groups]
+    ones = _Const(np.ones(rows[2:], _dtype(x)))
+    y = imp.emit(
+        graph.LayerNormOp,
+        [imp.reshape(x, rows), ones, None],
+        rows,
+        axis=_i64(2),
+        epsilon=_f32(eps),
+    )
+    return imp.reshape(y, shape)
+
+
+@_converts("InstanceNormalization")
+def _instance_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, scale, bias = (imp.required(node, i) for i in range(3))
+    c = _shape(x)[1]
+    y = _grouped_norm(imp, node, x, c, float(node.attrs.get("epsilon", 1e-5)))
+    return [_channel_affine(imp, node, y, scale, bias, c)]
+
+
+@_converts("GroupNormalization")
+def _group_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, scale, bias = (imp.required(node, i) for i in range(3))
+    c = _shape(x)[1]
+    groups = int(node.attrs["num_groups"])
+    if c % groups:
+        raise node.error(f"{c} channels do not split into {groups} groups")
+    y = _grouped_norm(imp, node, x, groups, float(node.attrs.get("epsilon", 1e-5)))
+    if node.opset < 21 and _shape(scale) != (c,):
+        # Opset 18 scales per group; repeat each group's value over its channels.
+        scale = _gather_axis(imp, scale, 0, np.repeat(np.arange(groups), c // groups))
+        bias = _gather_axis(imp, bias, 0, np.repeat(np.arange(groups), c // groups))
+    return [_channel_affine(imp, node, y, scale, bias, c)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Resize: per axis, y = sum over taps t of gather(x, index[:, t]) * weight[:, t]
+
+
+def _source_coordinates(
+    mode: str, out_size: int, in_size: int, scale: float, roi: tuple[float, float]
+) -> np.ndarray:
+    """The input coordinate each output position samples (ONNX coordinate_transformation_mode)."""
+    i = np.arange(out_size, dtype=np.float64)
+    if mode == "half_pixel":
+        return (i + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        adjustment = out_size / (scale * in_size)
+        center = in_size / 2
+        return center * (1 - adjustment) + (i + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+    if mode == "align_corners":
+        # ONNX divides by the unrounded output length scale * in_size.
+        span = scale * in_size - 1
+        return i * (in_size - 1) / span if out_size > 1 else np.zeros(out_size)
+    if mode == "asymmetric":
+        return i / scale
+    if mode == "tf_crop_and_resize":
+        start, end = roi
+        if out_size > 1:
+            return start * (in_size - 1) + i * (end - start) * (in_size - 1) / (out_size - 1)
+        return np.full(out_size, 0.5 * (start + end) * (in_size - 1))
+    raise ValueError(f"coordinate_transformation_mode '{mode}'")
+
+
+def _nearest(x: np.ndarray, rule: str) -> np.ndarray:
+    if rule == "floor":
+        return np.floor(x)
+    if rule == "ceil":
+        return np.ceil(x)
+    half = x - np.floor(x) == 0.5
+    if rule == "round_prefer_ceil":
+        return np.where(half, np.ceil(x), np.round(x))
+    if rule == "round_prefer_floor":
+        return np.where(half, np.floor(x), np.round(x))
+    raise ValueError(f"nearest_mode '{rule}'")
+
+
+def _filter_taps(
+    mode: str, ratio: np.ndarray, shrink: float, a: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets from floor(x), weights [out, taps]) of the linear or Keys-cubic filter.
+
+    `shrink` < 1 widens the filter by 1/shrink (antialiased downsampling); the weights are
+    then renormalized, as ONNX does.
+    """
+    reach = 1 if mode == "linear" else 2
+    start = int(np.floor(-reach / shrink) + 1)
+    offsets = np.arange(start, 2 - start)
+    t = np.abs((offsets[None, :] - ratio[:, None]) * shrink)
+    if mode == "linear":
+        weight = np.clip(1 - t, 0, 1)
+    else:
+        near = ((a + 2) * t - (a + 3)) * t * t + 1
+        far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+        weight = np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+    if shrink < 1:
+        weight = weight / weight.sum(axis=1, keepdims=True)
+    return offsets, weight
+
+
+def _resize_taps(
+    node: _Node, in_size: int, out_size: int, scale: float, roi: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(index [out, taps], weight [out, taps], extrapolated positions or None) of one axis."""
+    a = node.attrs
+
+    def text(key: str, default: str) -> str:
+        value = a.get(key, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    mode, coord = text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel")
+    if node.opset < 11:
+        coord = "asymmetric"
+    x = _source_coordinates(coord, out_size, in_size, scale, roi)
+    outside = None
+    if coord == "tf_crop_and_resize":
+        outside = (x < 0) | (x > in_size - 1)
+    if mode == "nearest":
+        rule = "floor" if node.opset < 11 else text("nearest_mode", "round_prefer_floor")
+        index = np.clip(_nearest(x, rule), 0, in_size - 1).astype(np.int64)[:, None]
+        weight = np.ones((out_size, 1))
+    else:
+        base = np.floor(x)
+        # A coordinate on a sample point takes ratio 1 from its left neighbour (as ONNX does).
+        exact = base == x
+        base = np.where(exact, base - 1, base)
+        ratio = x - base
+        if mode not in ("linear", "cubic"):
+            raise node.unsupported(f"mode '{mode}'")
+        shrink = min(scale, 1.0) if a.get("antialias", 0) else 1.0
+        offsets, weight = _filter_taps(mode, ratio, shrink, float(a.get("cubic_coeff_a", -0.75)))
+        raw = base.astype(np.int64)[:, None] + offsets[None, :]
+        if a.get("exclude_outside", 0):
+            weight = np.where((raw < 0) | (raw >= in_size), 0.0, weight)
+            weight = weight / weight.sum(axis=1, keepdims=True)
+        index = np.clip(raw, 0, in_size - 1)
+    if outside is not None:
+        weight = np.where(outside[:, None], 0.0, weight)
+    return index, weight, outside if outside is not None and outside.any() else None
+
+
+def _resize_axis(
+    imp: _Importer,
+    node: _Node,
+    x: Value,
+    axis: int,
+    out_size: int,
+    scale: float,
+    roi: tuple[float, float],
+) -> Value:
+    shape = _shape(x)
+    index, weight, outside = _resize_taps(node, shape[axis], out_size, scale, roi)
+    trailing = [1] * (len(shape) - axis - 1)
+    dtype = _dtype(x)
+    y: Value | None = None
+    for t in range(index.shape[1]):
+        w = weight[:, t]
+        if not w.any():
+            continue
+        term = _gather_axis(imp, x, axis, index[:, t])
+        if not np.all(w == 1):
+            term = imp.binary(
+                node, graph.MulOp, term, _Const(w.astype(dtype).reshape(-1, *trailing))
+            )
+        y = term if y is None else imp.binary(node, graph.AddOp, y, term)
+    if y is None or outside is not None:
+        fill = np.where(outside if outside is not None else True, 1.0, 0.0)
+        value = float(node.attrs.get("extrapolation_value", 0.0))
+        extra = _Const((fill * value).astype(dtype).reshape(-1, *trailing))
+        y = extra if y is None else imp.binary(node, graph.AddOp, y, extra)
+    return y
+
+
+@_converts("Resize", "Upsample")
+def _resize(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    rank = len(shape)
+    if node.opset < 11:
+        roi, scales, sizes = None, imp.constant(node, 1, "scales"), None
+    else:
+        roi, scales = imp.constant(node, 1, "roi"), imp.constant(node, 2, "scales")
+        sizes = imp.constant(node, 3, "sizes")
+    axes = [_axis(node, int(v), rank) for v in node.attrs.get("axes", range(rank))]
+    if scales is not None and scales.size:
+        factors = [float(s) for s in scales]
+        out = [int(math.floor(shape[a] * f)) for a, f in zip(axes, factors, strict=True)]
+    elif sizes is not None and sizes.size:
+        out = [int(s) for s in sizes]
+        factors = [o / shape[a] for a, o in zip(axes, out, strict=True)]
+        policy = node.attrs.get("keep_aspect_ratio_policy", b"stretch")
+        policy = policy.decode() if isinstance(policy, bytes) else policy
+        if policy != "stretch":
+            pick = min if policy == "not_larger" else max
+            factor = pick(factors)
+            factors = [factor] * len(axes)
+            # ONNX rounds half away from zero here (std::round in the reference kernels).
+            out = [int(math.floor(shape[a] * factor + 0.5)) for a in axes]
+    else:
+        raise node.error("one of scales and sizes must be given")
+    if len(out) != len(axes):
+        raise node.error(f"{len(out)} scales/sizes for {len(axes)} axes")
+    roi_values = [] if roi is None or roi.size == 0 else [float(v) for v in roi]
+    y = x
+    for k, axis in enumerate(axes):
+        if roi_values:
+            box = (roi_values[k], roi_values[k + len(axes)])
+        else:
+            box = (0.0, 1.0)
+        if out[k] == shape[axis] and factors[k] == 1.0 and not roi_values:
+            continue
+        y = _resize_axis(imp, node, y, axis, out[k], factors[k], box)
+    return [y]

@@ -1,0 +1,244 @@
+"""Structural ONNX ops compiled to native code by ember.compile and compared with onnxruntime.
+
+Each test builds one model whose outputs exercise several ops on the same seeded input, so a
+family costs one compilation. Tolerance: rtol 1e-4, atol 1e-5 (float32 kernels against
+onnxruntime's float32); data-movement results must match exactly, which those tolerances
+imply for values of order 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.frontend.onnx_importer import import_onnx
+from tests.filecheck_util import assert_filecheck
+
+RTOL, ATOL = 1e-4, 1e-5
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[tuple[str, int, list[int]]],
+    outputs: list[str],
+    constants: dict[str, np.ndarray],
+    opset: int = 21,
+    shapes: dict[str, list[int]] | None = None,
+) -> onnx.ModelProto:
+    shapes = shapes or {}
+    graph = helper.make_graph(
+        nodes,
+        "structural",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        # Index outputs (argmax/argmin) are int64, every other output float32.
+        [
+            helper.make_tensor_value_info(n, I64 if n.startswith("arg") else F, shapes.get(n))
+            for n in outputs
+        ],
+        [numpy_helper.from_array(v, k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    # Declared shapes are kept: ONNX's inference would erase those it cannot infer itself.
+    return model if shapes else onnx.shape_inference.infer_shapes(model)
+
+
+def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in model.graph.output], session.run(None, feeds)))
+    got = ember.compile(model, threads=1).run(feeds)
+    for name, want in expected.items():
+        assert got[name].shape == want.shape, name
+        assert got[name].dtype == want.dtype, name
+        np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def _i64(*values: int) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
+def test_slicing_padding_and_layout_ops() -> None:
+    n = helper.make_node
+    nodes = [
+        n("Slice", ["x", "s_start", "s_end", "s_axes", "s_step"], ["slice"]),
+        n("Split", ["x", "split"], ["split0", "split1"], axis=3),
+        n("Pad", ["x", "pads"], ["pad_constant"], mode="constant"),
+        n("Pad", ["x", "pads"], ["pad_reflect"], mode="reflect"),
+        n("Pad", ["x", "pads"], ["pad_edge"], mode="edge"),
+        n("Pad", ["x", "neg_pads"], ["pad_wrap"], mode="wrap"),
+        n("Tile", ["x", "repeats"], ["tile"]),
+        n("DepthToSpace", ["x4"], ["d2s"], blocksize=2, mode="CRD"),
+        n("SpaceToDepth", ["x"], ["s2d"], blocksize=2),
+        n("Expand", ["col", "shape"], ["expand"]),
+        n("Trilu", ["x", "k"], ["triu"], upper=1),
+        n("Trilu", ["x"], ["tril"], upper=0),
+    ]
+    constants = {
+        "s_start": _i64(-1, 1),
+        "s_end": _i64(-100, 9),
+        "s_axes": _i64(2, 3),
+        "s_step": _i64(-2, 3),
+        "split": _i64(3, 7),
+        "pads": _i64(0, 0, 1, 3, 0, 0, 2, 1),
+        "neg_pads": _i64(0, 0, -1, 4, 0, 0, 2, -2),
+        "repeats": _i64(1, 2, 1, 3),
+        "shape": _i64(2, 3, 6, 10),
+        "k": _i64(1),
+    }
+    inputs = [("x", F, [2, 3, 6, 10]), ("x4", F, [1, 8, 3, 5]), ("col", F, [3, 6, 1])]
+    outputs = [node.output[k] for node in nodes for k in range(len(node.output))]
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
+    _check(_model(nodes, inputs, outputs, constants), feeds)
+
+
+def test_resize_modes() -> None:
+    n = helper.make_node
+    nodes = [
+        n("Resize", ["x", "", "up"], ["nearest"], mode="nearest", nearest_mode="round_prefer_ceil"),
+        n("Resize", ["x", "", "up"], ["linear"], mode="linear"),
+        n(
+            "Resize",
+            ["x", "", "", "sizes"],
+            ["cubic"],
+            mode="cubic",
+            coordinate_transformation_mode="align_corners",
+        ),
+        n("Resize", ["x", "", "down"], ["antialias"], mode="linear", antialias=1),
+        n(
+            "Resize",
+            ["x", "roi", "", "sizes"],
+            ["crop"],
+            mode="linear",
+            coordinate_transformation_mode="tf_crop_and_resize",
+            extrapolation_value=-3.0,
+        ),
+    ]
+    constants = {
+        "up": np.array([1, 1, 2.0, 1.5], np.float32),
+        "down": np.array([1, 1, 0.5, 0.6], np.float32),
+        "sizes": _i64(1, 2, 9, 5),
+        "roi": np.array([0, 0, -0.2, 0.1, 1, 1, 0.9, 1.3], np.float32),
+    }
+    inputs = [("x", F, [1, 2, 6, 8])]
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 2, 6, 8)).astype(np.float32)}
+    _check(_model(nodes, inputs, [m.output[0] for m in nodes], constants), feeds)
+
+
+def test_index_reductions_scans_and_composed_reductions() -> None:
+    n = helper.make_node
+    nodes = [
+        n("Abs", ["x"], ["absx"]),
+        n("ArgMax", ["x"], ["argmax_last"], axis=2, select_last_index=1),
+        n("ArgMax", ["x"], ["argmax_inner"], axis=3, keepdims=0),
+        n("ArgMin", ["x"], ["argmin"], axis=0),
+        n("CumSum", ["x", "axis2"], ["cumsum"]),
+        n("CumSum", ["x", "axis3"], ["cumsum_rev_excl"], exclusive=1, reverse=1),
+        n("ReduceL1", ["x", "axes"], ["l1"], keepdims=0),
+        n("ReduceL2", ["x", "axes"], ["l2"]),
+        n("ReduceLogSumExp", ["x", "axes"], ["lse"], keepdims=0),
+        n("ReduceLogSum", ["absx", "axes"], ["logsum"]),
+        n("ReduceSumSquare", ["x"], ["sumsq"], keepdims=0),
+        n("ReduceProd", ["x", "axes"], ["prod"]),
+        n("ReduceMin", ["x", "axes"], ["min"]),
+    ]
+    constants = {"axis2": _i64(2), "axis3": _i64(-1), "axes": _i64(1, -1)}
+    x = np.random.default_rng(2).standard_normal((2, 3, 20, 11)).astype(np.float32)
+    x[0, 0, 3, :] = x[0, 0, 7, :]  # ties: select_last_index must matter
+    outputs = [m.output[0] for m in nodes if m.op_type != "Abs"]
+    _check(_model(nodes, [("x", F, [2, 3, 20, 11])], outputs, constants), {"x": x})
+
+
+def test_normalizations() -> None:
+    n = helper.make_node
+    nodes = [
+        n("LogSoftmax", ["x"], ["logsoftmax_last"]),
+        n("LogSoftmax", ["x"], ["logsoftmax_1"], axis=1),
+        n("LayerNormalization", ["x", "scale", "bias"], ["ln", "mean", "inv_std"], axis=2),
+        n("GroupNormalization", ["x", "gamma", "beta"], ["group"], num_groups=2),
+        n("InstanceNormalization", ["x", "gamma", "beta"], ["instance"]),
+        n("MeanVarianceNormalization", ["x"], ["mvn"]),
+        n("LpNormalization", ["x"], ["lp1"], axis=1, p=1),
+        n("LpNormalization", ["x"], ["lp2"], axis=-1, p=2),
+    ]
+    rng = np.random.default_rng(3)
+    constants = {
+        "scale": rng.standard_normal((5, 12)).astype(np.float32),
+        "bias": rng.standard_normal((5, 12)).astype(np.float32),
+        "gamma": rng.standard_normal(4).astype(np.float32),
+        "beta": rng.standard_normal(4).astype(np.float32),
+    }
+    outputs = [name for m in nodes for name in m.output]
+    x = rng.standard_normal((2, 4, 5, 12)).astype(np.float32)
+    # ONNX's shape inference stops at GroupNormalization's and MeanVarianceNormalization's
+    # function bodies, so the output shapes are declared.
+    shapes = {name: [2, 4, 5, 12] for name in outputs}
+    shapes["mean"] = shapes["inv_std"] = [2, 4, 1, 1]
+    model = _model(nodes, [("x", F, [2, 4, 5, 12])], outputs, constants, shapes=shapes)
+    _check(model, {"x": x})
+    # RMSNormalization exists from opset 23 only.
+    rms = n("RMSNormalization", ["x", "scale"], ["rms"], axis=2)
+    model = _model([rms], [("x", F, [2, 4, 5, 12])], ["rms"], {"scale": constants["scale"]}, 23)
+    _check(model, {"x": x})
+
+
+def test_resize_imports_as_weighted_gathers() -> None:
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
+    model = _model(
+        [node],
+        [("x", F, [1, 1, 4, 4])],
+        ["y"],
+        {"scales": np.array([1, 1, 1, 2], np.float32)},
+    )
+    ir = str(import_onnx(model).module)
+    # Only the last axis changes: two taps, each a gather along axis 3 scaled by its weights.
+    assert_filecheck(
+        ir,
+        """
+        CHECK: graph.gather {{.*}}axis = 3
+        CHECK: graph.mul
+        CHECK: graph.gather {{.*}}axis = 3
+        CHECK: graph.mul
+        CHECK: graph.add {{.*}} -> tensor<1x1x4x8xf32>
+        CHECK-NOT: graph.gather
+        """,
+    )
+
+
+def test_slice_of_a_runtime_tensor_imports_as_graph_slice() -> None:
+    node = helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])
+    constants = {"starts": _i64(5), "ends": _i64(0), "axes": _i64(1), "steps": _i64(-2)}
+    model = _model([node], [("x", F, [3, 8])], ["y"], constants)
+    assert_filecheck(
+        str(import_onnx(model).module),
+        """
+        CHECK: graph.slice %{{.*}} {starts = array<i64: 0, 5>, steps = array<i64: 1, -2>}
+        CHECK-SAME: tensor<3x8xf32> -> tensor<3x3xf32>
+        """,
+    )
+
+
+@pytest.mark.parametrize(
+    "node,message",
+    [
+        (helper.make_node("Pad", ["x", "pads"], ["y"], mode="mirror"), "mode 'mirror'"),
+        (helper.make_node("Split", ["x", "split"], ["y", "z"], axis=1), "do not add up"),
+    ],
+)
+def test_bad_attributes_name_the_node(node: onnx.NodeProto, message: str) -> None:
+    constants = {"pads": _i64(0, 1, 0, 1), "split": _i64(2, 3)}
+    graph = helper.make_graph(
+        [node],
+        "bad",
+        [helper.make_tensor_value_info("x", F, [2, 4])],
+        [helper.make_tensor_value_info(o, F, [2, 4]) for o in node.output],
+        [numpy_helper.from_array(constants[node.input[1]], node.input[1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(ValueError, match=message):
+        import_onnx(model)

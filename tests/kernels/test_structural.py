@@ -1,0 +1,183 @@
+"""slice / arg_reduce / cumsum lowered to loops, JIT-compiled and compared with numpy.
+
+Slice and arg_reduce only move or select values: results must match numpy exactly. CumSum
+adds in the same order as numpy's sequential cumsum, so float32 results agree to rtol 1e-6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp, StringAttr, f32, i64
+from xdsl.ir import Block, SSAValue
+from xdsl.utils.exceptions import VerifyException
+
+from ember.dialects import kernel
+from ember.dialects.graph import i64_array
+from ember.passes.conversion.kernel_to_loops.structural import (
+    lower_arg_reduce,
+    lower_slice,
+    slice_runs,
+)
+from ember.passes.target import Target
+from ember.passes.transforms.numpy_eval import arg_reduce, cumsum, strided_slice
+from tests.filecheck_util import assert_filecheck
+from tests.kernels.harness import run_kernel_op
+
+RNG = np.random.default_rng(11)
+
+
+def random(shape: Sequence[int], dtype: type = np.float32) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        return RNG.integers(-5, 5, size=shape).astype(dtype)
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+def _slice_op(starts: Sequence[int], steps: Sequence[int]):  # type: ignore[no-untyped-def]
+    def make(args: Sequence[SSAValue]) -> kernel.SliceOp:
+        props = {"starts": i64_array(starts), "steps": i64_array(steps)}
+        return kernel.SliceOp(operands=list(args), properties=props)
+
+    return make
+
+
+# -- slice -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape,starts,steps,out,dtype",
+    [
+        ((4, 37), (1, 0), (2, 1), (2, 37), np.float32),  # whole rows: one run per row
+        ((3, 5, 40), (0, 1, 3), (1, 1, 1), (3, 3, 30), np.float32),  # ragged run ends
+        ((6, 33), (5, 31), (-1, -3), (6, 11), np.float32),  # negative steps, scalar run
+        ((2, 9, 10), (0, 8, 2), (1, -4, 3), (2, 3, 3), np.int64),
+        ((1, 64, 8, 8), (0, 0, 0, 0), (1, 1, 1, 1), (1, 32, 8, 8), np.float32),  # one run
+    ],
+)
+def test_slice_matches_numpy(
+    shape: tuple[int, ...],
+    starts: tuple[int, ...],
+    steps: tuple[int, ...],
+    out: tuple[int, ...],
+    dtype: type,
+) -> None:
+    x = random(shape, dtype)
+    y = np.zeros(out, dtype)
+    run_kernel_op(_slice_op(starts, steps), [x, y])
+    np.testing.assert_array_equal(y, strided_slice(x, starts, steps, out))
+
+
+def test_slice_runs_merge_whole_trailing_axes() -> None:
+    # [2, 8, 4, 5] -> rows 2..5 of axis 1, everything after: one run of 4*4*5 per outer index.
+    assert slice_runs((2, 8, 4, 5), (0, 2, 0, 0), (1, 1, 1, 1), (2, 4, 4, 5)) == (
+        40,
+        [(2, 160)],
+        80,
+        1,
+    )
+    # A strided innermost axis is a scalar run with its stride.
+    assert slice_runs((3, 10), (0, 1), (1, 2), (3, 4)) == (1, [(3, 10)], 4, 2)
+
+
+def test_slice_ir_moves_vectors() -> None:
+    block = Block(arg_types=[MemRefType(f32, [4, 40]), MemRefType(f32, [4, 32])])
+    op = _slice_op((0, 4), (1, 1))(block.args)
+    module = ModuleOp([lower_slice(op, Target(vector_width=8), "k")])
+    module.verify()
+    assert_filecheck(
+        str(module),
+        """
+        CHECK: func.func @k
+        CHECK: scf.for
+        CHECK: vector.load {{.*}} vector<8xf32>
+        CHECK: vector.store
+        """,
+    )
+
+
+def test_slice_out_of_bounds_is_rejected() -> None:
+    block = Block(arg_types=[MemRefType(f32, [4, 8]), MemRefType(f32, [4, 5])])
+    op = _slice_op((0, 4), (1, 1))(block.args)
+    with pytest.raises(VerifyException, match="axis 1 reads 5 elements from 4"):
+        op.verify()
+
+
+# -- arg max / arg min -------------------------------------------------------------------------------
+def _arg_op(kind: str, axis: int, last: bool):  # type: ignore[no-untyped-def]
+    def make(args: Sequence[SSAValue]) -> kernel.ArgReduceOp:
+        props = {
+            "kind": StringAttr(kind),
+            "axis": IntegerAttr(axis, i64),
+            "select_last_index": IntegerAttr(int(last), i64),
+        }
+        return kernel.ArgReduceOp(operands=list(args), properties=props)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "shape,axis,kind,last,dtype",
+    [
+        ((3, 50), 1, "max", False, np.float32),  # along the contiguous axis
+        ((7, 19), 0, "min", False, np.float32),  # across vector + scalar columns
+        ((2, 6, 21), 1, "max", True, np.int64),  # ties (small ints), last index wins
+        ((4, 5, 3), 2, "min", True, np.int32),
+        ((1, 9), 0, "max", False, np.float32),  # a single candidate
+    ],
+)
+def test_arg_reduce_matches_numpy(
+    shape: tuple[int, ...], axis: int, kind: str, last: bool, dtype: type
+) -> None:
+    x = random(shape, dtype)
+    out_shape = tuple(1 if d == axis else n for d, n in enumerate(shape))
+    y = np.full(out_shape, -1, np.int64)
+    run_kernel_op(_arg_op(kind, axis, last), [x, y])
+    np.testing.assert_array_equal(y, arg_reduce(x, kind, axis, last))
+
+
+def test_arg_reduce_ir_keeps_best_value_and_index_in_vectors() -> None:
+    block = Block(arg_types=[MemRefType(f32, [10, 32]), MemRefType(i64, [1, 32])])
+    op = _arg_op("max", 0, False)(block.args)
+    for width in (8, 16):
+        module = ModuleOp([lower_arg_reduce(op, Target(vector_width=width), "k")])
+        module.verify()
+        assert_filecheck(
+            str(module),
+            f"""
+            CHECK: scf.for {{{{.*}}}} -> (vector<{width}xf32>, vector<{width}xf32>, vector<{width}xi64>
+            CHECK: arith.cmpf ogt, {{{{.*}}}} : vector<{width}xf32>
+            CHECK: arith.select {{{{.*}}}} : vector<{width}xi64>
+            """,
+        )
+
+
+# -- cumsum ------------------------------------------------------------------------------------------
+def _cumsum_op(axis: int, exclusive: bool, reverse: bool):  # type: ignore[no-untyped-def]
+    def make(args: Sequence[SSAValue]) -> kernel.CumSumOp:
+        props = {
+            "axis": IntegerAttr(axis, i64),
+            "exclusive": IntegerAttr(int(exclusive), i64),
+            "reverse": IntegerAttr(int(reverse), i64),
+        }
+        return kernel.CumSumOp(operands=list(args), properties=props)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "shape,axis,exclusive,reverse,dtype",
+    [
+        ((5, 37), 1, False, False, np.float32),
+        ((9, 21), 0, True, False, np.float32),
+        ((2, 7, 12), 1, True, True, np.float64),
+        ((3, 8), 1, False, True, np.int32),
+        ((4, 3, 2), 0, False, False, np.int64),
+    ],
+)
+def test_cumsum_matches_numpy(
+    shape: tuple[int, ...], axis: int, exclusive: bool, reverse: bool, dtype: type
+) -> None:
+    x = random(shape, dtype)
+    y = np.zeros(shape, dtype)
+    run_kernel_op(_cumsum_op(axis, exclusive, reverse), [x, y])
+    np.testing.assert_allclose(y, cumsum(x, axis, exclusive, reverse), rtol=1e-6)
