@@ -706,6 +706,40 @@ class CumSumOp(IRDLOperation):
             raise VerifyException(f"graph.cumsum: axis {self.axis.value.data} out of range")
 
 
+@irdl_op_definition
+class GatherElementsOp(IRDLOperation):
+    """out[i] = data[i with axis coordinate indices[i]] (ONNX GatherElements).
+
+    Data dims of size 1 broadcast against the indices. With `ignore_index`, positions whose
+    index equals it produce 0 (the masking NegativeLogLikelihoodLoss needs).
+    """
+
+    name = "graph.gather_elements"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    ignore_index = opt_prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))
+        _verify_same_shape(self, self.indices, self.output)
+
+
+def verify_gather_elements(op: Operation, data: tuple[int, ...], indices: tuple[int, ...]) -> None:
+    axis = op.axis.value.data  # type: ignore[attr-defined]
+    if len(data) != len(indices) or not 0 <= axis < len(data):
+        raise VerifyException(f"{op.name}: data {data} and indices {indices} with axis {axis}")
+    for d, (n, m) in enumerate(zip(data, indices)):
+        if d != axis and n not in (1, m):
+            raise VerifyException(f"{op.name}: data dim {d} ({n}) does not fit indices ({m})")
+
+
 GRAPH_OPS: list[type[IRDLOperation]] = [
     ConstantOp,
     ReluOp,
@@ -747,6 +781,7 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     ExpandOp,
     ArgReduceOp,
     CumSumOp,
+    GatherElementsOp,
 ]
 Graph = Dialect("graph", GRAPH_OPS, [])
 

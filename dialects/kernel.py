@@ -41,7 +41,13 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
-from ember.dialects.graph import ACTIVATIONS, broadcast_shapes, shape_of, verify_slice
+from ember.dialects.graph import (
+    ACTIVATIONS,
+    broadcast_shapes,
+    shape_of,
+    verify_gather_elements,
+    verify_slice,
+)
 
 
 def _check_epilogue(op: IRDLOperation) -> None:
@@ -353,6 +359,26 @@ class CumSumOp(IRDLOperation):
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
+@irdl_op_definition
+class GatherElementsOp(IRDLOperation):
+    """See graph.gather_elements."""
+
+    name = "kernel.gather_elements"
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    ignore_index = opt_prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
+        "`->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))
+
+
 KERNEL_OPS: list[type[IRDLOperation]] = [
     WeightOp,
     ReshapeOp,
@@ -372,6 +398,7 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     SliceOp,
     ArgReduceOp,
     CumSumOp,
+    GatherElementsOp,
 ]
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

@@ -497,7 +497,9 @@ def _lp_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
         norm = _unary(imp, graph.SqrtOp, _reduce(imp, node, squares, "sum", [axis], True))
     else:
         raise node.error(f"p must be 1 or 2, got {p}")
-    return [imp.binary(node, graph.DivOp, x, norm)]
+    # An all-zero row stays zero (0 / tiny) instead of becoming NaN (0 / 0), as in ONNX.
+    tiny = _scalar(float(np.finfo(_dtype(x)).tiny), x)
+    return [imp.binary(node, graph.DivOp, x, imp.binary(node, graph.MaxOp, norm, tiny))]
 
 
 def _channel_affine(
@@ -728,3 +730,81 @@ def _resize(imp: _Importer, node: _Node) -> Sequence[Value]:
             continue
         y = _resize_axis(imp, node, y, axis, out[k], factors[k], box)
     return [y]
+
+
+# ---------------------------------------------------------------------------------------------
+# GatherElements and the losses built on it
+
+
+def _gather_elements(
+    imp: _Importer, data: Value, indices: Value, axis: int, ignore: int | None = None
+) -> Value:
+    props = {"axis": _i64(axis), "ignore_index": None if ignore is None else _i64(ignore)}
+    return imp.emit(graph.GatherElementsOp, [data, indices], _shape(indices), _dtype(data), **props)
+
+
+@_converts("GatherElements")
+def _gather_elements_op(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data, indices = imp.required(node, 0), imp.required(node, 1)
+    rank = len(_shape(data))
+    axis = _axis(node, node.attrs.get("axis", 0), rank)
+    if _dtype(indices).kind not in "iu":
+        raise node.error("indices must be an integer tensor")
+    ds, ix = _shape(data), _shape(indices)
+    if len(ix) != rank or any(d != axis and ds[d] not in (1, ix[d]) for d in range(rank)):
+        raise node.error(f"indices {ix} do not fit data {ds} along axis {axis}")
+    return [_gather_elements(imp, data, indices, axis)]
+
+
+def _nll_loss(
+    imp: _Importer, node: _Node, log_prob: Value, target: Value, weight: Value | None
+) -> Value:
+    """NegativeLogLikelihoodLoss: -log_prob[n, target[n, ...], ...] * weight[target], reduced."""
+    shape = _shape(log_prob)
+    n, c, rest = shape[0], shape[1], list(shape[2:])
+    if _shape(target) != (n, *rest):
+        raise node.error(f"target {_shape(target)} does not match input {shape}")
+    reduction = node.attrs.get("reduction", b"mean")
+    reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+    if reduction not in ("none", "sum", "mean"):
+        raise node.error(f"unknown reduction '{reduction}'")
+    ignore = node.attrs.get("ignore_index")
+    picked_shape = [n, 1, *rest]
+    chosen = imp.reshape(target, picked_shape)
+    picked = _gather_elements(imp, log_prob, chosen, 1, ignore)
+    per_class = [1, c] + [1] * len(rest)
+    weights: Value | None = None
+    if weight is not None:
+        weights = _gather_elements(imp, imp.reshape(weight, per_class), chosen, 1, ignore)
+    elif ignore is not None:  # weight 1, or 0 where the target is ignored
+        ones = _Const(np.ones(per_class, _dtype(log_prob)))
+        weights = _gather_elements(imp, ones, chosen, 1, ignore)
+    terms = picked if weights is None else imp.binary(node, graph.MulOp, picked, weights)
+    terms = imp.reshape(_unary(imp, graph.NegOp, terms), [n, *rest])
+    if reduction == "none":
+        return terms
+    everything = list(range(len(rest) + 1))
+    total = _reduce(imp, node, terms, "sum", everything, False)
+    if reduction == "sum":
+        return total
+    if weights is None:
+        count: Value = _scalar(float(math.prod([n, *rest])), total)
+    else:
+        count = _reduce(imp, node, weights, "sum", list(range(len(rest) + 2)), False)
+    return imp.binary(node, graph.DivOp, total, count)
+
+
+@_converts("NegativeLogLikelihoodLoss")
+def _nll_loss_op(imp: _Importer, node: _Node) -> Sequence[Value]:
+    log_prob, target = imp.required(node, 0), imp.required(node, 1)
+    return [_nll_loss(imp, node, log_prob, target, imp.input(node, 2))]
+
+
+@_converts("SoftmaxCrossEntropyLoss")
+def _softmax_cross_entropy(imp: _Importer, node: _Node) -> Sequence[Value]:
+    scores, labels = imp.required(node, 0), imp.required(node, 1)
+    shape = _shape(scores)
+    if len(shape) < 2:
+        raise node.error(f"scores of shape {shape} have no class axis")
+    log_prob = imp.emit(graph.SoftmaxOp, [scores], shape, axis=_i64(1), log=UnitAttr())
+    return [_nll_loss(imp, node, log_prob, labels, imp.input(node, 2)), log_prob]

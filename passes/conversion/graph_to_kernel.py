@@ -18,11 +18,14 @@ from xdsl.dialects import func, memref
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DictionaryAttr,
+    IntegerAttr,
     MemRefType,
     ModuleOp,
     StringAttr,
     TensorType,
     UnitAttr,
+    f32,
+    i64,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
@@ -111,28 +114,74 @@ class _Bufferizer:
         self.emit(kernel.ElementwiseOp([source], out, Region(block)))
         self.buffers[op.output] = out
 
+    def view(self, buffer: SSAValue, shape: list[int]) -> SSAValue:
+        element = buffer.type.get_element_type()  # type: ignore[attr-defined]
+        return self.emit(
+            kernel.ReshapeOp(operands=[buffer], result_types=[MemRefType(element, shape)])
+        ).results[0]
+
+    def pack_conv_weight_at_run_time(self, weight: SSAValue, group: int) -> tuple[SSAValue, str]:
+        """Copy kernels that lay out a weight computed at run time as pack_conv_weight does."""
+        from ember.passes.conversion.kernel_to_loops.packing import (
+            DEPTHWISE_LAYOUT,
+            conv_layout,
+            gemm_blocking,
+            is_depthwise,
+        )
+
+        cout, cin_g, kh, kw = shape_of(weight)
+        if element_type_of(weight) != f32:
+            raise ConversionError(f"graph.conv: weight of type {element_type_of(weight)}")
+        w = self.buffer(weight)
+        if is_depthwise(shape_of(weight), group):
+            return self.view(w, [cout, kh * kw]), DEPTHWISE_LAYOUT
+        mr = gemm_blocking(self.target).mr
+        m, k = cout // group, cin_g * kh * kw
+        tiles = -(-m // mr)
+        rows = self.view(w, [group, m, k])
+        if tiles * mr != m:  # zero rows complete the last panel
+            zeros = np.zeros((group, tiles * mr - m, k), np.float32)
+            name = f"conv.panel_padding.{group}x{tiles * mr - m}x{k}"
+            if name not in self.weights:
+                self.weights[name] = zeros
+            padded = self.emit(memref.AllocOp.get(f32, 64, [group, tiles * mr, k])).results[0]
+            self.emit(
+                kernel.ConcatOp(
+                    operands=[[rows, self.weight(name, zeros)], padded],
+                    properties={"axis": IntegerAttr(1, i64)},
+                )
+            )
+            rows = padded
+        packed = self.emit(memref.AllocOp.get(f32, 64, [group, tiles, k, mr])).results[0]
+        self.emit(
+            kernel.TransposeOp(
+                operands=[self.view(rows, [group, tiles, mr, k]), packed],
+                properties={"perm": i64_array([0, 1, 3, 2])},
+            )
+        )
+        return packed, conv_layout(mr)
+
     def conv(self, op: graph.ConvOp) -> None:
         from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
 
         group = op.group.value.data
         const = self.constant_array(op.weight)
         if const is None:
-            raise ConversionError(
-                f"graph.conv: only constant weights are supported (weight is produced by "
-                f"'{op.weight.owner.name}')"  # type: ignore[union-attr]
-            )
-        name, array = const
-        packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
-        packed_name = f"{name}.packed.{layout}"
-        if packed_name not in self.weights:
-            self.weights[packed_name] = packed
+            weight, layout = self.pack_conv_weight_at_run_time(op.weight, group)
+        else:
+            name, array = const
+            packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
+            packed_name = f"{name}.packed.{layout}"
+            if packed_name not in self.weights:
+                self.weights[packed_name] = packed
+            weight = self.weight(packed_name, self.weights[packed_name])
         out = self.alloc(op.output)
         w = shape_of(op.weight)
         self.emit(
             kernel.Conv2dOp(
                 operands=[
                     self.buffer(op.input),
-                    self.weight(packed_name, self.weights[packed_name]),
+                    weight,
                     self.optional(op.bias),
                     self.optional(op.residual),
                     out,
@@ -260,6 +309,7 @@ class _Bufferizer:
             ),
             graph.CumSumOp: self.simple(kernel.CumSumOp, ("axis", "exclusive", "reverse")),
             graph.ExpandOp: self.expand,
+            graph.GatherElementsOp: self.simple(kernel.GatherElementsOp, ("axis", "ignore_index")),
         }
         try:
             return table[type(op)]

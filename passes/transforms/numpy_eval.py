@@ -317,6 +317,18 @@ def cumsum(x: np.ndarray, axis: int, exclusive: bool, reverse: bool) -> np.ndarr
     return np.flip(total, axis) if reverse else total
 
 
+def gather_elements(
+    data: np.ndarray, indices: np.ndarray, axis: int, ignore: int | None = None
+) -> np.ndarray:
+    shape = list(indices.shape)
+    shape[axis] = data.shape[axis]
+    data = np.broadcast_to(data, shape)
+    ignored = np.zeros(indices.shape, bool) if ignore is None else indices == ignore
+    idx = np.where(ignored, 0, indices)
+    idx = np.where(idx < 0, idx + data.shape[axis], idx)
+    return np.where(ignored, 0, np.take_along_axis(data, idx, axis)).astype(data.dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-op evaluators
 
@@ -432,6 +444,12 @@ EVALUATORS: dict[str, Evaluator] = {
     "graph.gemm": _eval_gemm,
     "graph.max_pool": _eval_pool("max"),
     "graph.average_pool": _eval_pool("avg"),
+    "graph.gather_elements": lambda p, ins, out: gather_elements(
+        ins[0],  # type: ignore[arg-type]
+        ins[1],  # type: ignore[arg-type]
+        _int(p, "axis"),
+        _int(p, "ignore_index") if "ignore_index" in p else None,
+    ),
     "graph.slice": lambda p, ins, out: strided_slice(
         _only(ins), _ints(p, "starts"), _ints(p, "steps"), graph.shape_of(out)
     ),

@@ -187,6 +187,47 @@ def test_normalizations() -> None:
     _check(model, {"x": x})
 
 
+def test_gather_elements_and_losses() -> None:
+    n = helper.make_node
+    nodes = [
+        n("GatherElements", ["x", "idx"], ["gathered"], axis=1),
+        n("NegativeLogLikelihoodLoss", ["x", "target", "w"], ["nll_mean"], ignore_index=2),
+        n("NegativeLogLikelihoodLoss", ["x", "target"], ["nll_none"], reduction="none"),
+        n(
+            "SoftmaxCrossEntropyLoss",
+            ["x", "target"],
+            ["sce_sum", "log_prob"],
+            reduction="sum",
+            ignore_index=0,
+        ),
+    ]
+    rng = np.random.default_rng(4)
+    target = rng.integers(0, 5, (3, 7)).astype(np.int64)
+    target[0, :3] = 2  # some ignored positions
+    constants = {
+        "idx": rng.integers(-5, 5, (3, 2, 7)).astype(np.int64),  # negative indices wrap
+        "w": rng.random(5).astype(np.float32),
+        "target": target,
+    }
+    outputs = [name for m in nodes for name in m.output]
+    x = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    _check(_model(nodes, [("x", F, [3, 5, 7])], outputs, constants, opset=22), {"x": x})
+
+
+def test_conv_with_a_weight_computed_at_run_time() -> None:
+    # The weight arrives as an input, so it is packed by copy kernels before the conv runs:
+    # grouped (8 rows per group: not a multiple of the register block) and depthwise.
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w"], ["grouped"], group=2, pads=[1, 1, 1, 1]),
+        n("Conv", ["x", "dw"], ["depthwise"], group=4, strides=[2, 2]),
+    ]
+    inputs = [("x", F, [1, 4, 9, 11]), ("w", F, [16, 2, 3, 3]), ("dw", F, [4, 1, 3, 3])]
+    rng = np.random.default_rng(5)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
+    _check(_model(nodes, inputs, ["grouped", "depthwise"], {}), feeds)
+
+
 def test_resize_imports_as_weighted_gathers() -> None:
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(

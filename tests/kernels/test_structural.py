@@ -22,7 +22,12 @@ from ember.passes.conversion.kernel_to_loops.structural import (
     slice_runs,
 )
 from ember.passes.target import Target
-from ember.passes.transforms.numpy_eval import arg_reduce, cumsum, strided_slice
+from ember.passes.transforms.numpy_eval import (
+    arg_reduce,
+    cumsum,
+    gather_elements,
+    strided_slice,
+)
 from tests.filecheck_util import assert_filecheck
 from tests.kernels.harness import run_kernel_op
 
@@ -181,3 +186,33 @@ def test_cumsum_matches_numpy(
     y = np.zeros(shape, dtype)
     run_kernel_op(_cumsum_op(axis, exclusive, reverse), [x, y])
     np.testing.assert_allclose(y, cumsum(x, axis, exclusive, reverse), rtol=1e-6)
+
+
+# -- gather elements ---------------------------------------------------------------------------------
+def _gather_elements_op(axis: int, ignore: int | None):  # type: ignore[no-untyped-def]
+    def make(args: Sequence[SSAValue]) -> kernel.GatherElementsOp:
+        props = {"axis": IntegerAttr(axis, i64)}
+        if ignore is not None:
+            props["ignore_index"] = IntegerAttr(ignore, i64)
+        return kernel.GatherElementsOp(operands=list(args), properties=props)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "data_shape,idx_shape,axis,ignore",
+    [
+        ((4, 6), (3, 6), 0, None),
+        ((2, 5, 3), (2, 7, 3), 1, None),  # more indices than data rows along the axis
+        ((1, 5, 1), (3, 1, 4), 1, 2),  # broadcast data (a per-class weight), one class ignored
+    ],
+)
+def test_gather_elements_matches_numpy(
+    data_shape: tuple[int, ...], idx_shape: tuple[int, ...], axis: int, ignore: int | None
+) -> None:
+    x = random(data_shape)
+    extent = data_shape[axis]
+    idx = RNG.integers(-extent, extent, size=idx_shape).astype(np.int64)
+    y = np.zeros(idx_shape, np.float32)
+    run_kernel_op(_gather_elements_op(axis, ignore), [x, idx, y])
+    np.testing.assert_array_equal(y, gather_elements(x, idx, axis, ignore))

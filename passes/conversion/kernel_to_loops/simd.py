@@ -93,6 +93,12 @@ _INT_COMBINE = {
     "max": (arith.MaxSIOp, "maxsi"),
     "min": (arith.MinSIOp, "minsi"),
 }
+# Booleans (i1) order false < true only as unsigned numbers: max is `or`, min is `and`.
+_BOOL_COMBINE = {
+    **_INT_COMBINE,
+    "max": (arith.MaxUIOp, "maxui"),
+    "min": (arith.MinUIOp, "minui"),
+}
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class Monoid:
         if self.is_float:
             return -pymath.inf if self.kind == "max" else pymath.inf
         bits = self.type.width.data  # type: ignore[attr-defined]
+        if bits == 1:
+            return 0 if self.kind == "max" else -1  # -1: the all-ones i1, true
         return -(2 ** (bits - 1)) if self.kind == "max" else 2 ** (bits - 1) - 1
 
     def init(self, b: LoopBuilder, width: int) -> SSAValue:
@@ -127,13 +135,19 @@ class Monoid:
             return b.splat(self.identity(), width, self.type)
         return b.const(self.identity(), self.type)
 
+    @property
+    def _combining(self) -> tuple[type, str]:
+        if self.is_float:
+            return _FLOAT_COMBINE[self.kind]
+        if self.type.width.data == 1:  # type: ignore[attr-defined]
+            return _BOOL_COMBINE[self.kind]
+        return _INT_COMBINE[self.kind]
+
     def combine(self, b: LoopBuilder, x: SSAValue, y: SSAValue) -> SSAValue:
-        op_type = (_FLOAT_COMBINE if self.is_float else _INT_COMBINE)[self.kind][0]
-        return b.insert(op_type(x, y)).results[0]
+        return b.insert(self._combining[0](x, y)).results[0]
 
     def horizontal(self, b: LoopBuilder, v: SSAValue) -> SSAValue:
-        flag = (_FLOAT_COMBINE if self.is_float else _INT_COMBINE)[self.kind][1]
-        return b.reduce(flag, v)
+        return b.reduce(self._combining[1], v)
 
     def tree(self, b: LoopBuilder, values: Sequence[SSAValue]) -> SSAValue:
         """Pairwise combine: a shallow dependency chain and better rounding than a linear fold."""

@@ -32,6 +32,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     row_major_strides,
     shape,
     store,
+    to_index,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 from ember.passes.target import Target
@@ -190,5 +191,42 @@ def lower_cumsum(op: kernel.CumSumOp, target: Target, name: str) -> func.FuncOp:
         simd.column_blocks(ob, inner, width, unroll, block)
 
     loop(b, 0, outer, per_outer, parallel=is_parallel(outer * n * inner) and outer > 1)
+    b.ret()
+    return fn
+
+
+# -- gather elements ---------------------------------------------------------------------------------
+@lowering(kernel.GatherElementsOp)
+def lower_gather_elements(op: kernel.GatherElementsOp, target: Target, name: str) -> func.FuncOp:
+    data_shape, idx_shape = shape(op.data), shape(op.indices)
+    axis = op.axis.value.data
+    if shape(op.output) != idx_shape:
+        raise fail(op, f"output {list(shape(op.output))} != indices {list(idx_shape)}")
+    ignore = None if op.ignore_index is None else op.ignore_index.value.data
+    extent = data_shape[axis]
+    strides = row_major_strides(data_shape)
+    total = math.prod(idx_shape)
+    fn, b = kernel_function(name, operand_types(op))
+    data, indices, out = fn.args
+
+    # One element per iteration: the reads are data-dependent, so there is no vector form
+    # short of hardware gathers, which the few callers (losses, index plumbing) do not need.
+    def element(eb: LoopBuilder, i: SSAValue) -> None:
+        position = decompose(eb, i, idx_shape)
+        raw = to_index(eb, load(eb, indices, i, 1))
+        # Negative indices wrap once; anything still outside is clamped so a bad index reads a
+        # wrong element instead of faulting.
+        wrapped = eb.select(eb.cmp_index("slt", raw, 0), eb.add(raw, extent), raw)
+        index = eb.min_index(eb.max_index(wrapped, 0), extent - 1)
+        terms = [
+            (p, strides[d]) for d, p in enumerate(position) if d != axis and data_shape[d] != 1
+        ]
+        value = load(eb, data, linear(eb, [*terms, (index, strides[axis])]), 1)
+        if ignore is not None:
+            zero = eb.const(0, element_type(data))
+            value = eb.select(eb.cmp_index("eq", raw, ignore), zero, value)
+        store(eb, value, out, i)
+
+    loop(b, 0, total, element, parallel=is_parallel(total))
     b.ret()
     return fn
