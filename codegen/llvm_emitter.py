@@ -235,6 +235,10 @@ _MATH_INTRINSICS = {
 _MATH_APPROX = {"math.exp": "exp", "math.log": "log", "math.erf": "erf", "math.tanh": "tanh"}
 # no LLVM intrinsic: libm, one call per lane
 _MATH_LIBM = {"math.erf": "erf", "math.log1p": "log1p", "math.expm1": "expm1"}
+_MATH_LIBM |= {
+    f"math.{name}": name
+    for name in ("tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh")
+}
 
 _REDUCTIONS_FLOAT = {
     "add": "llvm.vector.reduce.fadd",
@@ -631,6 +635,11 @@ def _cast(self: _FunctionEmitter, op: Operation) -> None:
         self.set(op, _to_bfloat(self, value, ty))
     elif op.name == "arith.extf" and isinstance(_element(value.type), BFloatType):
         self.set(op, _from_bfloat(self, value, ty))
+    elif op.name == "arith.truncf" and isinstance(_element(value.type), ir.DoubleType):
+        # f64 -> f16 through f32: LLVM would call __truncdfhf2, which the JIT cannot resolve
+        # (the rounding twice can differ from once in the last f16 bit on exact ties).
+        narrow = self.b.fptrunc(value, _with_element(value.type, ir.FloatType()))
+        self.set(op, narrow if narrow.type == ty else self.b.fptrunc(narrow, ty))
     else:
         self.set(op, getattr(self.b, _CASTS[op.name])(value, ty))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 from xdsl.dialects.builtin import (
@@ -11,6 +12,7 @@ from xdsl.dialects.builtin import (
     Float64Type,
     IntegerType,
     Signedness,
+    bf16,
     f16,
     f32,
     f64,
@@ -27,6 +29,7 @@ _NUMPY_TO_XDSL: dict[np.dtype, Attribute] = {
     np.dtype(np.float32): f32,
     np.dtype(np.float64): f64,
     np.dtype(np.float16): f16,
+    np.dtype(ml_dtypes.bfloat16): bf16,
     np.dtype(np.int64): i64,
     np.dtype(np.int32): i32,
     np.dtype(np.int16): i16,
@@ -43,6 +46,7 @@ _ONNX_TO_NUMPY: dict[int, np.dtype] = {
     TensorProto.FLOAT: np.dtype(np.float32),
     TensorProto.DOUBLE: np.dtype(np.float64),
     TensorProto.FLOAT16: np.dtype(np.float16),
+    TensorProto.BFLOAT16: np.dtype(ml_dtypes.bfloat16),
     TensorProto.INT64: np.dtype(np.int64),
     TensorProto.INT32: np.dtype(np.int32),
     TensorProto.INT16: np.dtype(np.int16),
@@ -81,3 +85,18 @@ def numpy_dtype_for_onnx(elem_type: int) -> np.dtype:
 
 
 FLOAT_TYPES = (Float16Type, BFloat16Type, Float32Type, Float64Type)
+
+
+def is_unsigned(element_type: Attribute) -> bool:
+    """True for the unsigned integer types the graph dialect carries (ui8 ... ui64)."""
+    return isinstance(element_type, IntegerType) and (
+        element_type.signedness.data == Signedness.UNSIGNED
+    )
+
+
+def signless(element_type: Attribute) -> Attribute:
+    """The element type arith and memrefs use: unsigned integers lose their signedness there,
+    and the ops that read them pick the unsigned variant (divui, cmpi ult, uitofp ...)."""
+    if isinstance(element_type, IntegerType) and element_type.signedness.data != Signedness.SIGNLESS:
+        return IntegerType(element_type.width.data)
+    return element_type

@@ -283,6 +283,155 @@ class MinOp(BinaryElementwiseOp):
     name = "graph.min"
 
 
+# Elementwise ops of the comparison/logic/integer family. Logical ops on i1 and bitwise ops on
+# integers are the same arith op, so graph.and/or/xor/not serve both ONNX families.
+
+
+@irdl_op_definition
+class CompareOp(BinaryElementwiseOp):
+    """lhs <predicate> rhs -> i1; predicate is eq, lt, le, gt or ge."""
+
+    name = "graph.compare"
+    PREDICATES: ClassVar[tuple[str, ...]] = ("eq", "lt", "le", "gt", "ge")
+    predicate = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.predicate.data not in self.PREDICATES:
+            raise VerifyException(f"graph.compare: unknown predicate '{self.predicate.data}'")
+
+
+@irdl_op_definition
+class AndOp(BinaryElementwiseOp):
+    name = "graph.and"
+
+
+@irdl_op_definition
+class OrOp(BinaryElementwiseOp):
+    name = "graph.or"
+
+
+@irdl_op_definition
+class XorOp(BinaryElementwiseOp):
+    name = "graph.xor"
+
+
+@irdl_op_definition
+class ModOp(BinaryElementwiseOp):
+    """Remainder: fmod=1 takes the dividend's sign (C fmod), fmod=0 the divisor's (Python %)."""
+
+    name = "graph.mod"
+    fmod = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+
+
+@irdl_op_definition
+class BitShiftOp(BinaryElementwiseOp):
+    """lhs shifted by rhs bits; direction is left or right (logical: ONNX shifts unsigned ints)."""
+
+    name = "graph.bitshift"
+    direction = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+
+
+@irdl_op_definition
+class NotOp(UnaryElementwiseOp):
+    """Logical not on i1, bitwise not on integers."""
+
+    name = "graph.not"
+
+
+@irdl_op_definition
+class SignOp(UnaryElementwiseOp):
+    name = "graph.sign"
+
+
+@irdl_op_definition
+class FloorOp(UnaryElementwiseOp):
+    name = "graph.floor"
+
+
+@irdl_op_definition
+class CeilOp(UnaryElementwiseOp):
+    name = "graph.ceil"
+
+
+@irdl_op_definition
+class RoundOp(UnaryElementwiseOp):
+    """Round half to even (ONNX Round)."""
+
+    name = "graph.round"
+
+
+@irdl_op_definition
+class SoftplusOp(UnaryElementwiseOp):
+    name = "graph.softplus"
+
+
+@irdl_op_definition
+class TrigOp(UnaryElementwiseOp):
+    """A trigonometric or hyperbolic function of a float: `fn` is sin, cos, tan, asin, acos,
+    atan, sinh, cosh, asinh, acosh or atanh."""
+
+    name = "graph.trig"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = (
+        *("sin", "cos", "tan", "asin", "acos", "atan"),
+        *("sinh", "cosh", "asinh", "acosh", "atanh"),
+    )
+    fn = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.fn.data not in self.FUNCTIONS:
+            raise VerifyException(f"graph.trig: unknown function '{self.fn.data}'")
+
+
+@irdl_op_definition
+class IsNaNOp(UnaryElementwiseOp):
+    """x != x -> i1."""
+
+    name = "graph.isnan"
+
+
+@irdl_op_definition
+class IsInfOp(UnaryElementwiseOp):
+    """|x| == inf -> i1, restricted to one sign when detect_positive/detect_negative is 0."""
+
+    name = "graph.isinf"
+    detect_positive = prop_def(IntegerAttr[I64])
+    detect_negative = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+
+
+@irdl_op_definition
+class WhereOp(IRDLOperation):
+    """cond ? lhs : rhs (i1 condition), all three broadcast together (ONNX Where)."""
+
+    name = "graph.where"
+    condition = operand_def(TensorType)
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$condition `,` $lhs `,` $rhs attr-dict `:` type($condition) `,` type($lhs) `,` "
+        "type($rhs) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        shapes = [shape_of(v) for v in (self.condition, self.lhs, self.rhs)]
+        try:
+            expected = broadcast_shapes(*shapes)
+        except ValueError as err:
+            raise VerifyException(f"graph.where: {err}") from err
+        if expected != shape_of(self.output):
+            raise VerifyException(
+                f"graph.where: result shape {shape_of(self.output)} != broadcast {expected}"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # Contractions (with fusable epilogue)
 
@@ -763,6 +912,22 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     PowOp,
     MaxOp,
     MinOp,
+    CompareOp,
+    AndOp,
+    OrOp,
+    XorOp,
+    ModOp,
+    BitShiftOp,
+    NotOp,
+    SignOp,
+    FloorOp,
+    CeilOp,
+    RoundOp,
+    SoftplusOp,
+    TrigOp,
+    IsNaNOp,
+    IsInfOp,
+    WhereOp,
     ConvOp,
     GemmOp,
     MatMulOp,

@@ -8,7 +8,9 @@
     }
 
 The graph's input and output names are recorded, in argument/result order, as the ArrayAttrs of
-StringAttr `ember.input_names` and `ember.output_names` on the function (see `io_names`).
+StringAttr `ember.input_names` and `ember.output_names` on the function (see `io_names`), and
+their numpy dtype names as `ember.input_dtypes` / `ember.output_dtypes`: buffers lose the
+signedness of unsigned integers below the graph dialect, the program's users must not.
 
 Every shape is static. Values known at compile time (initializers, Constant, and everything
 computed from them by shape ops such as Shape/Gather/Concat/Unsqueeze/ConstantOfShape/Cast/
@@ -49,19 +51,15 @@ from xdsl.irdl import IRDLOperation
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects import graph
+from ember.dialects.dtypes import numpy_dtype_for_onnx
 from ember.dialects.weights import WeightStore
 from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.passes.transforms import numpy_eval
 
 INPUT_NAMES = "ember.input_names"
 OUTPUT_NAMES = "ember.output_names"
-
-# Element types a graph input may have: float32 activations, integer ids/indices.
-_INPUT_DTYPES = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
-}
+INPUT_DTYPES = "ember.input_dtypes"
+OUTPUT_DTYPES = "ember.output_dtypes"
 
 # Ops folded whenever all their inputs are known: they compute shapes or move data around.
 _SHAPE_OPS = frozenset(
@@ -226,6 +224,10 @@ class _Importer:
         if unknown:
             raise ModelError(f"input_shapes names unknown graph inputs {sorted(unknown)}")
         inputs = [i for i in g.input if i.name not in initializers]
+        for info in self._dtype_only_inputs(inputs):
+            # Stands in for the value: only its dtype is ever read.
+            self.env[info.name] = _Const(np.zeros(0, self._input_dtype(info)), info.name)
+            inputs.remove(info)
         arg_types = [self._input_type(i) for i in inputs]
         self.block = Block(arg_types=arg_types)
         for arg, info in zip(self.block.args, inputs, strict=True):
@@ -253,6 +255,8 @@ class _Importer:
         )
         fn.attributes[INPUT_NAMES] = ArrayAttr([StringAttr(i.name) for i in inputs])
         fn.attributes[OUTPUT_NAMES] = ArrayAttr([StringAttr(o.name) for o in g.output])
+        fn.attributes[INPUT_DTYPES] = _dtype_names(arg_types)
+        fn.attributes[OUTPUT_DTYPES] = _dtype_names([r.type for r in results])
         module = ModuleOp([fn])
         try:
             module.verify()
@@ -262,17 +266,32 @@ class _Importer:
             module, self.weights, [i.name for i in inputs], [o.name for o in g.output]
         )
 
-    def _input_type(self, info: onnx.ValueInfoProto) -> TensorType:
-        tensor = info.type.tensor_type
+    def _dtype_only_inputs(self, inputs: list[onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:
+        """Inputs of unknown or empty shape that nothing reads but CastLike's `target_type`:
+        they are not program arguments, so their shape never needs to be static."""
+        g = self.model.graph
+        outputs = {o.name for o in g.output}
+        found = []
+        for info in inputs:
+            dims = info.type.tensor_type.shape.dim
+            if info.name in outputs or all(d.dim_value > 0 for d in dims):
+                continue
+            uses = [(n.op_type, i) for n in g.node for i, x in enumerate(n.input) if x == info.name]
+            if all(use == ("CastLike", 1) for use in uses):
+                found.append(info)
+        return found
+
+    def _input_dtype(self, info: onnx.ValueInfoProto) -> np.dtype:
         if not info.type.HasField("tensor_type"):
             raise ModelError(f"graph input '{info.name}' is not a tensor")
-        dtype = _INPUT_DTYPES.get(tensor.elem_type)
-        if dtype is None:
-            type_name = onnx.TensorProto.DataType.Name(tensor.elem_type)
-            raise ModelError(
-                f"graph input '{info.name}' has element type {type_name}; "
-                "ember supports FLOAT, INT64 and INT32 inputs"
-            )
+        try:
+            return numpy_dtype_for_onnx(info.type.tensor_type.elem_type)
+        except TypeError as err:
+            raise ModelError(f"graph input '{info.name}': {err}") from None
+
+    def _input_type(self, info: onnx.ValueInfoProto) -> TensorType:
+        dtype = self._input_dtype(info)
+        tensor = info.type.tensor_type
         if info.name in self.input_shapes:
             shape = tuple(int(d) for d in self.input_shapes[info.name])
             if len(shape) != len(tensor.shape.dim) or any(d <= 0 for d in shape):
@@ -475,6 +494,12 @@ class _Importer:
         if isinstance(lhs, _Const):
             return _Const(lhs.array.astype(_dtype(rhs))), rhs
         return lhs, self.emit(graph.CastOp, [rhs], _shape(rhs), _dtype(lhs))
+
+
+def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:
+    return ArrayAttr(
+        [StringAttr(numpy_eval.numpy_dtype(graph.element_type_of(t)).name) for t in types]
+    )
 
 
 def _ssa_name(name: str) -> str:

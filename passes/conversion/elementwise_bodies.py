@@ -2,6 +2,9 @@
 
 One table maps each elementwise graph op to the scalar computation it performs; bufferization
 builds `kernel.elementwise` regions from it, and the kernel lowering vectorizes those regions.
+
+Body values are signless (arith's rule): a builder reads the signedness of unsigned integers
+from the graph op's operand types and picks the unsigned arith variant (divui, cmpi ult, ...).
 """
 
 from __future__ import annotations
@@ -9,10 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from xdsl.dialects import arith, math
-from xdsl.dialects.builtin import AnyFloat, FloatAttr, IntegerAttr, IntegerType
+from xdsl.dialects.builtin import (
+    AnyFloat,
+    BFloat16Type,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    f32,
+    f64,
+)
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.dialects import graph
+from ember.dialects.dtypes import is_unsigned
 
 BodyBuilder = Callable[[Operation, list[SSAValue], Attribute, list[Operation]], SSAValue]
 
@@ -32,17 +44,189 @@ def _is_float(type: Attribute) -> bool:
     return isinstance(type, AnyFloat)
 
 
-def _binary(float_op: type, int_op: type | None) -> BodyBuilder:
+def _unsigned(op: Operation) -> bool:
+    """Whether the graph op reads unsigned integers (its first operand decides)."""
+    return is_unsigned(graph.element_type_of(op.operands[0]))
+
+
+def _binary(float_op: type | None, int_op: type | None, uint_op: type | None = None) -> BodyBuilder:
     def build(
         op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
     ) -> SSAValue:
-        if _is_float(out):
-            return _emit(ops, float_op(args[0], args[1]))
-        if int_op is None:
-            raise NotImplementedError(f"{op.name} on integer type {out}")
-        return _emit(ops, int_op(args[0], args[1]))
+        if _is_float(args[0].type):
+            chosen = float_op
+        else:
+            chosen = uint_op if uint_op is not None and _unsigned(op) else int_op
+        if chosen is None:
+            raise NotImplementedError(f"{op.name} on element type {args[0].type}")
+        return _emit(ops, chosen(args[0], args[1]))
 
     return build
+
+
+def _nonzero_divisor(args: list[SSAValue], ops: list[Operation]) -> SSAValue:
+    """The divisor with 0 replaced by 1: an integer division by zero traps on x86, and a
+    user's data must never kill the process (numpy gives 0 there; this gives x / 1 or 0)."""
+    zero, one = _const(ops, 0, args[1].type), _const(ops, 1, args[1].type)
+    is_zero = _emit(ops, arith.CmpiOp(args[1], zero, "eq"))
+    return _emit(ops, arith.SelectOp(is_zero, one, args[1]))
+
+
+def _div(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    if _is_float(out):
+        return _emit(ops, arith.DivfOp(args[0], args[1]))
+    divide = arith.DivUIOp if _unsigned(op) else arith.DivSIOp
+    return _emit(ops, divide(args[0], _nonzero_divisor(args, ops)))
+
+
+def _mod(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    x, y = args
+    if _is_float(out):
+        # fmod as x - trunc(x / y) * y, in f64 for narrower types so that the quotient's
+        # rounding cannot push trunc() off by one (xdsl 0.74 has no arith.remf).
+        if out.bitwidth < 64:  # type: ignore[attr-defined]
+            x, y = (_emit(ops, arith.ExtFOp(v, f64)) for v in (x, y))
+        q = _emit(ops, math.TruncOp(_emit(ops, arith.DivfOp(x, y))))
+        r = _emit(ops, arith.SubfOp(x, _emit(ops, arith.MulfOp(q, y))))
+        # fmod(x, +-inf) = x, where the formula computes x - 0 * inf = NaN.
+        inf = _const(ops, float("inf"), x.type)
+        infinite = _emit(ops, arith.CmpfOp(_emit(ops, math.AbsFOp(y)), inf, "oeq"))
+        r = _emit(ops, arith.SelectOp(infinite, x, r))
+        if not op.fmod.value.data:  # type: ignore[attr-defined]
+            r = _divisor_sign(r, y, ops, float_type=True)
+        return r if r.type == out else _emit(ops, arith.TruncFOp(r, out))
+    y = _nonzero_divisor(args, ops)
+    if _unsigned(op):
+        return _emit(ops, arith.RemUIOp(x, y))
+    r = _emit(ops, arith.RemSIOp(x, y))
+    return r if op.fmod.value.data else _divisor_sign(r, y, ops, float_type=False)  # type: ignore[attr-defined]
+
+
+def _divisor_sign(r: SSAValue, y: SSAValue, ops: list[Operation], float_type: bool) -> SSAValue:
+    """Python's %: a nonzero remainder r of a C-style fmod takes the divisor's sign."""
+    zero = _const(ops, 0, r.type)
+
+    def compare(a: SSAValue, predicate: str) -> SSAValue:
+        if float_type:
+            return _emit(ops, arith.CmpfOp(a, zero, {"slt": "olt", "ne": "une"}[predicate]))
+        return _emit(ops, arith.CmpiOp(a, zero, predicate))
+
+    signs_differ = _emit(ops, arith.XOrIOp(compare(r, "slt"), compare(y, "slt")))
+    fix = _emit(ops, arith.AndIOp(signs_differ, compare(r, "ne")))
+    add = arith.AddfOp if float_type else arith.AddiOp
+    return _emit(ops, arith.SelectOp(fix, _emit(ops, add(r, y)), r))
+
+
+def _bitshift(
+    op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
+) -> SSAValue:
+    x, y = args
+    # ONNX defines shifts by >= width (and by negative amounts, which compare as huge unsigned
+    # values) as shifting everything out; LLVM leaves them poison, so clamp explicitly.
+    width = out.width.data  # type: ignore[attr-defined]
+    out_of_range = _emit(ops, arith.CmpiOp(y, _const(ops, width, out), "uge"))
+    if op.direction.data == "right" and not _unsigned(op):  # type: ignore[attr-defined]
+        amount = _emit(ops, arith.SelectOp(out_of_range, _const(ops, width - 1, out), y))
+        return _emit(ops, arith.ShRSIOp(x, amount))
+    shift = arith.ShLIOp if op.direction.data == "left" else arith.ShRUIOp  # type: ignore[attr-defined]
+    shifted = _emit(ops, shift(x, y))
+    return _emit(ops, arith.SelectOp(out_of_range, _const(ops, 0, out), shifted))
+
+
+_FLOAT_PREDICATES = {"eq": "oeq", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}
+_SIGNED_PREDICATES = {"eq": "eq", "lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge"}
+_UNSIGNED_PREDICATES = {"eq": "eq", "lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge"}
+
+
+def _compare(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    predicate = op.predicate.data  # type: ignore[attr-defined]
+    if _is_float(args[0].type):
+        return _emit(ops, arith.CmpfOp(args[0], args[1], _FLOAT_PREDICATES[predicate]))
+    table = _UNSIGNED_PREDICATES if _unsigned(op) else _SIGNED_PREDICATES
+    return _emit(ops, arith.CmpiOp(args[0], args[1], table[predicate]))
+
+
+def _not(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    return _emit(ops, arith.XOrIOp(args[0], _const(ops, -1, out)))
+
+
+def _where(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    return _emit(ops, arith.SelectOp(args[0], args[1], args[2]))
+
+
+def _sign(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    x, zero, one = args[0], _const(ops, 0, out), _const(ops, 1, out)
+    if _is_float(out):
+        # x itself where it is neither > 0 nor < 0: keeps -0, +0 and NaN as numpy does.
+        positive = _emit(ops, arith.CmpfOp(x, zero, "ogt"))
+        negative = _emit(ops, arith.CmpfOp(x, zero, "olt"))
+        rest = _emit(ops, arith.SelectOp(negative, _const(ops, -1, out), x))
+        return _emit(ops, arith.SelectOp(positive, one, rest))
+    if _unsigned(op):
+        return _emit(ops, arith.ExtUIOp(_emit(ops, arith.CmpiOp(x, zero, "ne")), out))
+    positive = _emit(ops, arith.ExtUIOp(_emit(ops, arith.CmpiOp(x, zero, "sgt")), out))
+    negative = _emit(ops, arith.ExtUIOp(_emit(ops, arith.CmpiOp(x, zero, "slt")), out))
+    return _emit(ops, arith.SubiOp(positive, negative))
+
+
+def _rounding(math_op: type) -> BodyBuilder:
+    def build(
+        op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
+    ) -> SSAValue:
+        return _emit(ops, math_op(args[0])) if _is_float(out) else args[0]
+
+    return build
+
+
+def _softplus(
+    op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
+) -> SSAValue:
+    # max(x, 0) + log(1 + exp(-|x|)): exp never overflows, log's argument stays in (1, 2].
+    x = args[0]
+    one = _const(ops, 1.0, out)
+    decay = _emit(ops, math.ExpOp(_emit(ops, arith.NegfOp(_emit(ops, math.AbsFOp(x))))))
+    tail = _emit(ops, math.LogOp(_emit(ops, arith.AddfOp(one, decay))))
+    return _emit(ops, arith.AddfOp(_emit(ops, arith.MaximumfOp(x, _const(ops, 0.0, out))), tail))
+
+
+_TRIG_OPS: dict[str, type] = {
+    "sin": math.SinOp,
+    "cos": math.CosOp,
+    "tan": math.TanOp,
+    "asin": math.AsinOp,
+    "acos": math.AcosOp,
+    "atan": math.AtanOp,
+    "sinh": math.SinhOp,
+    "cosh": math.CoshOp,
+    "asinh": math.AsinhOp,
+    "acosh": math.AcoshOp,
+    "atanh": math.AtanhOp,
+}
+
+
+def _trig(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    if not _is_float(out):
+        raise NotImplementedError(f"{op.name} on integer type {out}")
+    return _emit(ops, _TRIG_OPS[op.fn.data](args[0]))  # type: ignore[attr-defined]
+
+
+def _isnan(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    if not _is_float(args[0].type):
+        return _const(ops, 0, out)
+    return _emit(ops, arith.CmpfOp(args[0], args[0], "uno"))
+
+
+def _isinf(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    x = args[0]
+    positive = op.detect_positive.value.data  # type: ignore[attr-defined]
+    negative = op.detect_negative.value.data  # type: ignore[attr-defined]
+    if not _is_float(x.type) or not (positive or negative):
+        return _const(ops, 0, out)
+    inf = _const(ops, float("inf"), x.type)
+    if positive and negative:
+        return _emit(ops, arith.CmpfOp(_emit(ops, math.AbsFOp(x)), inf, "oeq"))
+    target = inf if positive else _const(ops, float("-inf"), x.type)
+    return _emit(ops, arith.CmpfOp(x, target, "oeq"))
 
 
 def _unary_math(math_op: type) -> BodyBuilder:
@@ -60,6 +244,8 @@ def _relu(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operati
     zero = _const(ops, 0, out)
     if _is_float(out):
         return _emit(ops, arith.MaximumfOp(args[0], zero))
+    if _unsigned(op):
+        return args[0]
     return _emit(ops, arith.MaxSIOp(args[0], zero))
 
 
@@ -78,7 +264,22 @@ def _neg(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operatio
 def _abs(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
     if _is_float(out):
         return _emit(ops, math.AbsFOp(args[0]))
-    return _emit(ops, math.AbsIOp(args[0]))
+    if _unsigned(op):
+        return args[0]
+    # select(x < 0, -x, x) rather than math.absi, which codegen does not lower.
+    zero = _const(ops, 0, out)
+    negative = _emit(ops, arith.CmpiOp(args[0], zero, "slt"))
+    return _emit(ops, arith.SelectOp(negative, _emit(ops, arith.SubiOp(zero, args[0])), args[0]))
+
+
+def _pow(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    if _is_float(out):
+        return _emit(ops, math.PowFOp(args[0], args[1]))
+    # Integer powers through f64: exact while the result fits in 53 bits.
+    to_float = arith.UIToFPOp if _unsigned(op) else arith.SIToFPOp
+    base, exponent = (_emit(ops, to_float(v, f64)) for v in args)
+    result = _emit(ops, math.PowFOp(base, exponent))
+    return _emit(ops, (arith.FPToUIOp if _unsigned(op) else arith.FPToSIOp)(result, out))
 
 
 def _reciprocal(
@@ -96,10 +297,16 @@ def _identity(
 def _clip(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
     value = args[0]
     lo, hi = op.min, op.max  # type: ignore[attr-defined]
+    if _is_float(out):
+        maximum, minimum = arith.MaximumfOp, arith.MinimumfOp
+    elif _unsigned(op):
+        maximum, minimum = arith.MaxUIOp, arith.MinUIOp
+    else:
+        maximum, minimum = arith.MaxSIOp, arith.MinSIOp
     if lo is not None:
-        value = _emit(ops, arith.MaximumfOp(value, _const(ops, lo.value.data, out)))
+        value = _emit(ops, maximum(value, _const(ops, lo.value.data, out)))
     if hi is not None:
-        value = _emit(ops, arith.MinimumfOp(value, _const(ops, hi.value.data, out)))
+        value = _emit(ops, minimum(value, _const(ops, hi.value.data, out)))
     return value
 
 
@@ -113,23 +320,25 @@ def _leaky_relu(
 
 def _cast(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
     source = args[0].type
+    from_unsigned = is_unsigned(graph.element_type_of(op.operands[0]))
+    to_unsigned = is_unsigned(graph.element_type_of(op.results[0]))
+    boolean = IntegerType(1)
     if source == out:
         return args[0]
     if _is_float(source) and _is_float(out):
         wider = source.bitwidth < out.bitwidth  # type: ignore[attr-defined]
         return _emit(ops, (arith.ExtFOp if wider else arith.TruncFOp)(args[0], out))
-    if _is_float(source):
-        if out == IntegerType(1):
+    if out == boolean:
+        if _is_float(source):
             return _emit(ops, arith.CmpfOp(args[0], _const(ops, 0.0, source), "une"))
-        return _emit(ops, arith.FPToSIOp(args[0], out))
-    if _is_float(out):
-        convert = arith.UIToFPOp if source == IntegerType(1) else arith.SIToFPOp
-        return _emit(ops, convert(args[0], out))
-    if source.bitwidth < out.bitwidth:  # type: ignore[attr-defined]
-        extend = arith.ExtUIOp if source == IntegerType(1) else arith.ExtSIOp
-        return _emit(ops, extend(args[0], out))
-    if out == IntegerType(1):
         return _emit(ops, arith.CmpiOp(args[0], _const(ops, 0, source), "ne"))
+    if _is_float(source):
+        return _emit(ops, (arith.FPToUIOp if to_unsigned else arith.FPToSIOp)(args[0], out))
+    zero_extend = from_unsigned or source == boolean
+    if _is_float(out):
+        return _emit(ops, (arith.UIToFPOp if zero_extend else arith.SIToFPOp)(args[0], out))
+    if source.bitwidth < out.bitwidth:  # type: ignore[attr-defined]
+        return _emit(ops, (arith.ExtUIOp if zero_extend else arith.ExtSIOp)(args[0], out))
     return _emit(ops, arith.TruncIOp(args[0], out))
 
 
@@ -151,8 +360,39 @@ BODIES: dict[type[Operation], BodyBuilder] = {
     graph.AddOp: _binary(arith.AddfOp, arith.AddiOp),
     graph.SubOp: _binary(arith.SubfOp, arith.SubiOp),
     graph.MulOp: _binary(arith.MulfOp, arith.MuliOp),
-    graph.DivOp: _binary(arith.DivfOp, arith.DivSIOp),
-    graph.PowOp: _binary(math.PowFOp, None),
-    graph.MaxOp: _binary(arith.MaximumfOp, arith.MaxSIOp),
-    graph.MinOp: _binary(arith.MinimumfOp, arith.MinSIOp),
+    graph.DivOp: _div,
+    graph.PowOp: _pow,
+    graph.MaxOp: _binary(arith.MaximumfOp, arith.MaxSIOp, arith.MaxUIOp),
+    graph.MinOp: _binary(arith.MinimumfOp, arith.MinSIOp, arith.MinUIOp),
+    graph.CompareOp: _compare,
+    graph.AndOp: _binary(None, arith.AndIOp),
+    graph.OrOp: _binary(None, arith.OrIOp),
+    graph.XorOp: _binary(None, arith.XOrIOp),
+    graph.ModOp: _mod,
+    graph.BitShiftOp: _bitshift,
+    graph.NotOp: _not,
+    graph.SignOp: _sign,
+    graph.FloorOp: _rounding(math.FloorOp),
+    graph.CeilOp: _rounding(math.CeilOp),
+    graph.RoundOp: _rounding(math.RoundEvenOp),
+    graph.SoftplusOp: _softplus,
+    graph.TrigOp: _trig,
+    graph.IsNaNOp: _isnan,
+    graph.IsInfOp: _isinf,
+    graph.WhereOp: _where,
 }
+
+
+def build_body(
+    op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
+) -> SSAValue:
+    """The scalar body of `op` on `args`; bf16 values are widened to f32 around it (and the
+    result rounded back), because LLVM's bf16 arithmetic calls helpers the JIT cannot resolve."""
+    build = BODIES[type(op)]
+    if not any(isinstance(t, BFloat16Type) for t in [out, *(a.type for a in args)]):
+        return build(op, args, out, ops)
+    wide = [
+        _emit(ops, arith.ExtFOp(a, f32)) if isinstance(a.type, BFloat16Type) else a for a in args
+    ]
+    result = build(op, wide, f32 if isinstance(out, BFloat16Type) else out, ops)
+    return result if result.type == out else _emit(ops, arith.TruncFOp(result, out))

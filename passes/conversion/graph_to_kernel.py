@@ -31,10 +31,10 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from ember.dialects import graph, kernel
-from ember.dialects.dtypes import element_type_for
+from ember.dialects.dtypes import element_type_for, signless
 from ember.dialects.graph import element_type_of, i64_array, int_values, shape_of
 from ember.dialects.weights import EmberContext
-from ember.passes.conversion.elementwise_bodies import BODIES
+from ember.passes.conversion.elementwise_bodies import BODIES, build_body
 from ember.passes.target import Target
 
 
@@ -43,7 +43,8 @@ class ConversionError(ValueError):
 
 
 def buffer_type(tensor: Attribute) -> MemRefType:
-    return MemRefType(element_type_of(tensor), shape_of(tensor))
+    """The memref of a tensor: unsigned integers become signless (arith only takes those)."""
+    return MemRefType(signless(element_type_of(tensor)), shape_of(tensor))
 
 
 def _epilogue_props(op: Operation) -> dict[str, Attribute]:
@@ -68,12 +69,11 @@ class _Bufferizer:
         return op
 
     def alloc(self, tensor: SSAValue) -> SSAValue:
-        return self.emit(memref.AllocOp.get(element_type_of(tensor), 64, shape_of(tensor))).results[
-            0
-        ]
+        element = signless(element_type_of(tensor))
+        return self.emit(memref.AllocOp.get(element, 64, shape_of(tensor))).results[0]
 
     def weight(self, name: str, array: np.ndarray) -> SSAValue:
-        mtype = MemRefType(element_type_for(array.dtype), array.shape)
+        mtype = MemRefType(signless(element_type_for(array.dtype)), array.shape)
         return self.emit(kernel.WeightOp(name, mtype)).results[0]
 
     def buffer(self, value: SSAValue) -> SSAValue:
@@ -96,10 +96,10 @@ class _Bufferizer:
 
     def elementwise(self, op: Operation) -> None:
         operands = list(op.operands)
-        out_type = element_type_of(op.results[0])
-        block = Block(arg_types=[element_type_of(v) for v in operands])
+        out_type = signless(element_type_of(op.results[0]))
+        block = Block(arg_types=[signless(element_type_of(v)) for v in operands])
         ops: list[Operation] = []
-        result = BODIES[type(op)](op, list(block.args), out_type, ops)
+        result = build_body(op, list(block.args), out_type, ops)
         block.add_ops([*ops, kernel.YieldOp(operands=[result])])
         out = self.alloc(op.results[0])
         self.emit(kernel.ElementwiseOp([self.buffer(v) for v in operands], out, Region(block)))
@@ -244,7 +244,8 @@ class _Bufferizer:
         in_shape = shape_of(op.input)
         axes = [a % len(in_shape) for a in int_values(op.axes)] or list(range(len(in_shape)))
         kept = tuple(1 if i in axes else d for i, d in enumerate(in_shape))
-        out = self.emit(memref.AllocOp.get(element_type_of(op.output), 64, kept)).results[0]
+        element = signless(element_type_of(op.output))
+        out = self.emit(memref.AllocOp.get(element, 64, kept)).results[0]
         self.emit(
             kernel.ReduceOp(
                 operands=[self.buffer(op.input), out],

@@ -137,6 +137,46 @@ def apply_activation(x: np.ndarray, name: str | None, params: Sequence[float]) -
     raise ValueError(f"unknown activation '{name}'")
 
 
+def mod(a: np.ndarray, b: np.ndarray, fmod: bool) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.fmod(a, b) if fmod else np.mod(a, b)
+
+
+def bitshift(a: np.ndarray, b: np.ndarray, direction: str) -> np.ndarray:
+    """Shifts by >= the bit width or by negative amounts shift every bit out (ONNX)."""
+    bits = a.dtype.itemsize * 8
+    out_of_range = (b < 0) | (b >= bits)
+    amount = np.where(out_of_range, 0, b).astype(a.dtype)
+    if direction == "left":
+        return np.where(out_of_range, 0, np.left_shift(a, amount)).astype(a.dtype)
+    filled = np.right_shift(a, bits - 1) if a.dtype.kind == "i" else np.zeros_like(a)
+    return np.where(out_of_range, filled, np.right_shift(a, amount)).astype(a.dtype)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(x.dtype.type(0), x)
+
+
+def isinf(x: np.ndarray, positive: bool, negative: bool) -> np.ndarray:
+    return (np.isposinf(x) & positive) | (np.isneginf(x) & negative)
+
+
+_COMPARE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "eq": np.equal,
+    "lt": np.less,
+    "le": np.less_equal,
+    "gt": np.greater,
+    "ge": np.greater_equal,
+}
+_TRIG = {"asin": "arcsin", "acos": "arccos", "atan": "arctan"}
+_TRIG |= {"asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh"}
+
+
+def trig(x: np.ndarray, fn: str) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return getattr(np, _TRIG.get(fn, fn))(x)
+
+
 _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "graph.relu": lambda x: np.maximum(x, x.dtype.type(0)),
     "graph.sigmoid": sigmoid,
@@ -149,13 +189,23 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "graph.abs": np.abs,
     "graph.reciprocal": lambda x: np.reciprocal(x) if x.dtype.kind == "f" else 1 // x,
     "graph.identity": lambda x: x,
+    "graph.not": np.invert,
+    "graph.sign": np.sign,
+    "graph.floor": np.floor,
+    "graph.ceil": np.ceil,
+    "graph.round": np.round,
+    "graph.softplus": softplus,
+    "graph.isnan": np.isnan,
 }
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu":
-        # ONNX integer Div truncates toward zero (C semantics), numpy floors.
-        return np.trunc(a / b).astype(a.dtype)
+        # ONNX integer Div truncates toward zero (C semantics), numpy floors; a zero divisor
+        # gives 0 like the compiled kernels (which must not trap).
+        with np.errstate(divide="ignore"):
+            q = np.floor_divide(np.abs(a), np.abs(b)) if a.dtype.kind == "i" else a // b
+        return (q * np.sign(a) * np.sign(b)).astype(a.dtype) if a.dtype.kind == "i" else q
     return a / b
 
 
@@ -167,6 +217,9 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "graph.pow": np.power,
     "graph.max": np.maximum,
     "graph.min": np.minimum,
+    "graph.and": np.bitwise_and,
+    "graph.or": np.bitwise_or,
+    "graph.xor": np.bitwise_xor,
 }
 
 
@@ -411,6 +464,14 @@ EVALUATORS: dict[str, Evaluator] = {
     **{name: _unary_evaluator(f) for name, f in _UNARY.items()},
     **{name: _binary_evaluator(f) for name, f in _BINARY.items()},
     "graph.clip": lambda p, ins, out: clip(_only(ins), _float(p, "min"), _float(p, "max")),
+    "graph.compare": lambda p, ins, out: _COMPARE[p["predicate"].data](ins[0], ins[1]),  # type: ignore[attr-defined,arg-type]
+    "graph.mod": lambda p, ins, out: mod(ins[0], ins[1], bool(_int(p, "fmod"))),  # type: ignore[arg-type]
+    "graph.bitshift": lambda p, ins, out: bitshift(ins[0], ins[1], p["direction"].data),  # type: ignore[attr-defined,arg-type]
+    "graph.trig": lambda p, ins, out: trig(_only(ins), p["fn"].data),  # type: ignore[attr-defined]
+    "graph.isinf": lambda p, ins, out: isinf(
+        _only(ins), bool(_int(p, "detect_positive")), bool(_int(p, "detect_negative"))
+    ),
+    "graph.where": lambda p, ins, out: np.where(ins[0], ins[1], ins[2]),  # type: ignore[arg-type]
     "graph.leaky_relu": lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
     "graph.cast": lambda p, ins, out: _only(ins).astype(_out_dtype(out)),
     "graph.reshape": lambda p, ins, out: _only(ins).reshape(graph.shape_of(out)),
