@@ -97,6 +97,9 @@ def is_unsigned(element_type: Attribute) -> bool:
 def signless(element_type: Attribute) -> Attribute:
     """The element type arith and memrefs use: unsigned integers lose their signedness there,
     and the ops that read them pick the unsigned variant (divui, cmpi ult, uitofp ...)."""
-    if isinstance(element_type, IntegerType) and element_type.signedness.data != Signedness.SIGNLESS:
+    if (
+        isinstance(element_type, IntegerType)
+        and element_type.signedness.data != Signedness.SIGNLESS
+    ):
         return IntegerType(element_type.width.data)
     return element_type
