@@ -27,6 +27,7 @@ import numpy as np
 from ember import __version__
 from ember.runtime.cpu_features import host_arch, missing_features
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, aligned_empty
+from ember.runtime.threads import configure_openmp
 
 FORMAT = "ember-artifact"
 FORMAT_VERSION = 1
@@ -179,6 +180,7 @@ def _dlopen_private(image: bytes, origin: Path) -> ctypes.CDLL:
     weights); that each load has its own globals (`ember_num_threads`); and that rewriting the
     artifact while it is loaded cannot SIGBUS this process.
     """
+    configure_openmp()
     fd, name = tempfile.mkstemp(prefix="ember-", suffix=".so")
     try:
         with os.fdopen(fd, "wb") as f:
