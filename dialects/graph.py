@@ -889,6 +889,88 @@ def verify_gather_elements(op: Operation, data: tuple[int, ...], indices: tuple[
             raise VerifyException(f"{op.name}: data dim {d} ({n}) does not fit indices ({m})")
 
 
+@irdl_op_definition
+class OneHotOp(IRDLOperation):
+    """values[1] where the position along `axis` equals the (i64) index, values[0] elsewhere.
+
+    The result has the index shape with a `depth`-long axis inserted at `axis`; negative
+    indices count from the end, out-of-range ones match nothing.
+    """
+
+    name = "graph.one_hot"
+    indices = operand_def(TensorType)
+    values = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$indices `,` $values attr-dict `:` type($indices) `,` type($values) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        x, y, axis = shape_of(self.indices), shape_of(self.output), self.axis.value.data
+        if not 0 <= axis < len(y) or y[:axis] + y[axis + 1 :] != x:
+            raise VerifyException(f"graph.one_hot: output {y} is not indices {x} + axis {axis}")
+        if shape_of(self.values) != (2,) or element_type_of(self.indices) != i64:
+            raise VerifyException("graph.one_hot: needs i64 indices and values of shape (2,)")
+
+
+@irdl_op_definition
+class ScatterElementsOp(IRDLOperation):
+    """data with updates[i] written (or combined: add|mul|max|min) at i's position, its axis
+    coordinate replaced by indices[i] (ONNX ScatterElements); updates apply in order."""
+
+    name = "graph.scatter_elements"
+    REDUCTIONS: ClassVar[tuple[str, ...]] = ("none", "add", "mul", "max", "min")
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    reduction = prop_def(StringAttr)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
+        "type($updates) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.data, self.output)
+        _verify_same_shape(self, self.indices, self.updates)
+        if self.reduction.data not in self.REDUCTIONS:
+            raise VerifyException(f"graph.scatter_elements: reduction '{self.reduction.data}'")
+        d, i = shape_of(self.data), shape_of(self.indices)
+        axis = self.axis.value.data
+        if len(d) != len(i) or any(k != axis and i[k] > d[k] for k in range(len(d))):
+            raise VerifyException(f"graph.scatter_elements: indices {i} do not fit data {d}")
+
+
+@irdl_op_definition
+class TopKOp(IRDLOperation):
+    """i64 indices of the k largest (or smallest) elements along `axis`, best first, ties by
+    lower index (ONNX TopK's indices; its values are a gather_elements of these)."""
+
+    name = "graph.top_k"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    largest = prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
+        if len(x) != len(y) or not 0 <= axis < len(x) or not 1 <= y[axis] <= x[axis]:
+            raise VerifyException(f"graph.top_k: output {y} does not select from {x}")
+        if any(x[d] != y[d] for d in range(len(x)) if d != axis):
+            raise VerifyException(f"graph.top_k: output {y} does not select from {x}")
+        if element_type_of(self.output) != i64:
+            raise VerifyException("graph.top_k: result must be i64")
+
+
 GRAPH_OPS: list[type[IRDLOperation]] = [
     ConstantOp,
     ReluOp,
@@ -947,6 +1029,9 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     ArgReduceOp,
     CumSumOp,
     GatherElementsOp,
+    OneHotOp,
+    ScatterElementsOp,
+    TopKOp,
 ]
 Graph = Dialect("graph", GRAPH_OPS, [])
 

@@ -379,6 +379,53 @@ class GatherElementsOp(IRDLOperation):
         verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))
 
 
+@irdl_op_definition
+class OneHotOp(IRDLOperation):
+    """See graph.one_hot."""
+
+    name = "kernel.one_hot"
+    indices = operand_def(MemRefType)
+    values = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$indices `,` $values `->` $output attr-dict `:` type($indices) `,` type($values) "
+        "`->` type($output)"
+    )
+
+
+@irdl_op_definition
+class ScatterElementsOp(IRDLOperation):
+    """See graph.scatter_elements."""
+
+    name = "kernel.scatter_elements"
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    updates = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    reduction = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
+        "type($indices) `,` type($updates) `->` type($output)"
+    )
+
+
+@irdl_op_definition
+class TopKOp(IRDLOperation):
+    """See graph.top_k: output holds the selected indices (i64)."""
+
+    name = "kernel.top_k"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    axis = prop_def(IntegerAttr[I64])
+    largest = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
 KERNEL_OPS: list[type[IRDLOperation]] = [
     WeightOp,
     ReshapeOp,
@@ -399,6 +446,9 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     ArgReduceOp,
     CumSumOp,
     GatherElementsOp,
+    OneHotOp,
+    ScatterElementsOp,
+    TopKOp,
 ]
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

@@ -808,3 +808,104 @@ def _softmax_cross_entropy(imp: _Importer, node: _Node) -> Sequence[Value]:
         raise node.error(f"scores of shape {shape} have no class axis")
     log_prob = imp.emit(graph.SoftmaxOp, [scores], shape, axis=_i64(1), log=UnitAttr())
     return [_nll_loss(imp, node, log_prob, labels, imp.input(node, 2)), log_prob]
+
+
+# ---------------------------------------------------------------------------------------------
+# OneHot and Hardmax
+
+
+def _one_hot(imp: _Importer, indices: Value, values: Value, depth: int, axis: int) -> Value:
+    if _dtype(indices) != np.int64:
+        indices = imp.emit(graph.CastOp, [indices], _shape(indices), np.dtype(np.int64))
+    out = list(_shape(indices))
+    out.insert(axis, depth)
+    return imp.emit(graph.OneHotOp, [indices, values], out, _dtype(values), axis=_i64(axis))
+
+
+@_converts("OneHot")
+def _one_hot_op(imp: _Importer, node: _Node) -> Sequence[Value]:
+    indices, values = imp.required(node, 0), imp.required(node, 2)
+    depth_in = imp.constant(node, 1, "depth")
+    assert depth_in is not None
+    depth = int(depth_in.reshape(-1)[0])
+    if depth < 1 or _shape(values) != (2,):
+        raise node.error(f"depth {depth} and values of shape {_shape(values)}")
+    axis = _axis(node, node.attrs.get("axis", -1), len(_shape(indices)) + 1)
+    return [_one_hot(imp, indices, values, depth, axis)]
+
+
+@_converts("Hardmax")
+def _hardmax(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    if node.opset < 13:  # coerced to 2-D at `axis`, as Softmax was
+        axis = _axis(node, node.attrs.get("axis", 1), len(shape))
+        rows = [math.prod(shape[:axis]), math.prod(shape[axis:])]
+        return [imp.reshape(_hardmax_along(imp, imp.reshape(x, rows), 1), shape)]
+    return [_hardmax_along(imp, x, _axis(node, node.attrs.get("axis", -1), len(shape)))]
+
+
+def _hardmax_along(imp: _Importer, x: Value, axis: int) -> Value:
+    """1 at the first maximum along `axis`, 0 elsewhere: one_hot(argmax)."""
+    shape = _shape(x)
+    kept = [1 if i == axis else d for i, d in enumerate(shape)]
+    first = imp.emit(
+        graph.ArgReduceOp,
+        [x],
+        kept,
+        np.dtype(np.int64),
+        kind=StringAttr("max"),
+        axis=_i64(axis),
+        select_last_index=_i64(0),
+    )
+    first = imp.reshape(first, [d for i, d in enumerate(shape) if i != axis])
+    return _one_hot(imp, first, _Const(np.array([0, 1], _dtype(x))), shape[axis], axis)
+
+
+@_converts("ScatterElements", "Scatter")
+def _scatter_elements(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data, indices, updates = (imp.required(node, i) for i in range(3))
+    rank = len(_shape(data))
+    axis = _axis(node, node.attrs.get("axis", 0), rank)
+    reduction = node.attrs.get("reduction", b"none")
+    reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+    if reduction not in graph.ScatterElementsOp.REDUCTIONS:
+        raise node.unsupported(f"reduction '{reduction}'")
+    d, i = _shape(data), _shape(indices)
+    if (
+        i != _shape(updates)
+        or len(i) != rank
+        or any(k != axis and i[k] > d[k] for k in range(rank))
+    ):
+        raise node.error(f"indices {i} / updates {_shape(updates)} do not fit data {d}")
+    return [
+        imp.emit(
+            graph.ScatterElementsOp,
+            [data, indices, updates],
+            d,
+            axis=_i64(axis),
+            reduction=StringAttr(reduction),
+        )
+    ]
+
+
+@_converts("TopK")
+def _top_k(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = _shape(x)
+    axis = _axis(node, node.attrs.get("axis", -1), len(shape))
+    if node.opset < 10:
+        k = int(node.attrs["k"])
+    else:
+        k_in = imp.constant(node, 1, "K")
+        assert k_in is not None
+        k = int(k_in.reshape(-1)[0])
+    if not 1 <= k <= shape[axis]:
+        raise node.unsupported(f"k = {k} for an axis of {shape[axis]}")
+    out = [k if d == axis else n for d, n in enumerate(shape)]
+    largest = node.attrs.get("largest", 1)
+    indices = imp.emit(
+        graph.TopKOp, [x], out, np.dtype(np.int64), axis=_i64(axis), largest=_i64(largest)
+    )
+    # Always sorted (sorted=0 leaves the order unspecified); values are gathered by index.
+    return [_gather_elements(imp, x, indices, axis), indices]

@@ -311,6 +311,9 @@ class _Bufferizer:
             graph.CumSumOp: self.simple(kernel.CumSumOp, ("axis", "exclusive", "reverse")),
             graph.ExpandOp: self.expand,
             graph.GatherElementsOp: self.simple(kernel.GatherElementsOp, ("axis", "ignore_index")),
+            graph.OneHotOp: self.simple(kernel.OneHotOp, ("axis",)),
+            graph.ScatterElementsOp: self.simple(kernel.ScatterElementsOp, ("axis", "reduction")),
+            graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
         }
         try:
             return table[type(op)]

@@ -382,6 +382,34 @@ def gather_elements(
     return np.where(ignored, 0, np.take_along_axis(data, idx, axis)).astype(data.dtype)
 
 
+def one_hot(indices: np.ndarray, values: np.ndarray, depth: int, axis: int) -> np.ndarray:
+    wrapped = np.where(indices < 0, indices + depth, indices)
+    positions = np.arange(depth).reshape([depth] + [1] * (indices.ndim - axis))
+    hit = np.expand_dims(wrapped, axis) == positions
+    return np.where(hit, values[1], values[0]).astype(values.dtype)
+
+
+def scatter_elements(
+    data: np.ndarray, indices: np.ndarray, updates: np.ndarray, axis: int, reduction: str
+) -> np.ndarray:
+    out = data.copy()
+    combine = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+    for position in np.ndindex(*indices.shape):
+        target = list(position)
+        k = int(indices[position])
+        target[axis] = k + data.shape[axis] if k < 0 else k
+        at = tuple(target)
+        fn = combine.get(reduction)
+        out[at] = updates[position] if fn is None else fn(out[at], updates[position])
+    return out
+
+
+def top_k_indices(x: np.ndarray, k: int, axis: int, largest: bool) -> np.ndarray:
+    # A stable sort keeps the lower index first among equal values.
+    order = np.argsort(-x if largest else x, axis=axis, kind="stable")
+    return np.take(order, np.arange(k), axis=axis).astype(np.int64)
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-op evaluators
 
@@ -510,6 +538,23 @@ EVALUATORS: dict[str, Evaluator] = {
         ins[1],  # type: ignore[arg-type]
         _int(p, "axis"),
         _int(p, "ignore_index") if "ignore_index" in p else None,
+    ),
+    "graph.one_hot": lambda p, ins, out: one_hot(
+        ins[0],  # type: ignore[arg-type]
+        ins[1],  # type: ignore[arg-type]
+        graph.shape_of(out)[_int(p, "axis")],
+        _int(p, "axis"),
+    ),
+    "graph.scatter_elements": lambda p, ins, out: scatter_elements(
+        *ins,  # type: ignore[arg-type]
+        axis=_int(p, "axis"),
+        reduction=p["reduction"].data,  # type: ignore[attr-defined]
+    ),
+    "graph.top_k": lambda p, ins, out: top_k_indices(
+        _only(ins),
+        graph.shape_of(out)[_int(p, "axis")],
+        _int(p, "axis"),
+        bool(_int(p, "largest")),
     ),
     "graph.slice": lambda p, ins, out: strided_slice(
         _only(ins), _ints(p, "starts"), _ints(p, "steps"), graph.shape_of(out)

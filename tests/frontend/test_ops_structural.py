@@ -214,6 +214,44 @@ def test_gather_elements_and_losses() -> None:
     _check(_model(nodes, [("x", F, [3, 5, 7])], outputs, constants, opset=22), {"x": x})
 
 
+def test_one_hot_and_hardmax() -> None:
+    n = helper.make_node
+    nodes = [
+        n("OneHot", ["idx", "depth", "values"], ["one_hot_axis1"], axis=1),
+        n("OneHot", ["idx", "depth", "values"], ["one_hot_last"]),
+        n("Hardmax", ["x"], ["hardmax_last"]),
+        n("Hardmax", ["x"], ["hardmax_0"], axis=0),
+    ]
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 3, (4, 9, 13)).astype(np.float32)  # many ties: the first max wins
+    constants = {"depth": _i64(11)}
+    inputs = [("x", F, [4, 9, 13]), ("idx", I64, [3, 17]), ("values", F, [2])]
+    feeds = {
+        "x": x,
+        "idx": rng.integers(-11, 14, (3, 17)).astype(np.int64),  # some out of range
+        "values": np.array([-0.5, 2.0], np.float32),
+    }
+    _check(_model(nodes, inputs, [m.output[0] for m in nodes], constants), feeds)
+
+
+def test_top_k_and_scatter_elements() -> None:
+    n = helper.make_node
+    nodes = [
+        n("TopK", ["x", "k"], ["top_values", "arg_top_indices"], axis=1),
+        n("TopK", ["x", "k"], ["low_values", "arg_low_indices"], axis=-1, largest=0),
+        n("ScatterElements", ["x", "idx", "updates"], ["scatter_add"], axis=1, reduction="add"),
+    ]
+    rng = np.random.default_rng(7)
+    constants = {
+        "k": _i64(3),
+        "idx": rng.integers(-6, 6, (2, 4, 5)).astype(np.int64),
+        "updates": rng.standard_normal((2, 4, 5)).astype(np.float32),
+    }
+    outputs = [name for m in nodes for name in m.output]
+    x = rng.standard_normal((2, 6, 5)).astype(np.float32)
+    _check(_model(nodes, [("x", F, [2, 6, 5])], outputs, constants), {"x": x})
+
+
 def test_conv_with_a_weight_computed_at_run_time() -> None:
     # The weight arrives as an input, so it is packed by copy kernels before the conv runs:
     # grouped (8 rows per group: not a multiple of the register block) and depthwise.

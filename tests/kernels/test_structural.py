@@ -26,7 +26,10 @@ from ember.passes.transforms.numpy_eval import (
     arg_reduce,
     cumsum,
     gather_elements,
+    one_hot,
+    scatter_elements,
     strided_slice,
+    top_k_indices,
 )
 from tests.filecheck_util import assert_filecheck
 from tests.kernels.harness import run_kernel_op
@@ -216,3 +219,58 @@ def test_gather_elements_matches_numpy(
     y = np.zeros(idx_shape, np.float32)
     run_kernel_op(_gather_elements_op(axis, ignore), [x, idx, y])
     np.testing.assert_array_equal(y, gather_elements(x, idx, axis, ignore))
+
+
+# -- one hot -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("idx_shape,depth,axis", [((5, 21), 6, 1), ((3, 4), 9, 2), ((7,), 4, 0)])
+def test_one_hot_matches_numpy(idx_shape: tuple[int, ...], depth: int, axis: int) -> None:
+    idx = RNG.integers(-depth - 2, depth + 2, size=idx_shape).astype(np.int64)
+    values = np.array([0.25, -3.0], np.float32)
+    out_shape = list(idx_shape)
+    out_shape.insert(axis, depth)
+    y = np.zeros(out_shape, np.float32)
+
+    def make(args: Sequence[SSAValue]) -> kernel.OneHotOp:
+        return kernel.OneHotOp(operands=list(args), properties={"axis": IntegerAttr(axis, i64)})
+
+    run_kernel_op(make, [idx, values, y])
+    np.testing.assert_array_equal(y, one_hot(idx, values, depth, axis))
+
+
+# -- scatter elements and top k ----------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_elements_matches_numpy(reduction: str) -> None:
+    data = random((4, 6))
+    idx = RNG.integers(-4, 4, size=(5, 6)).astype(np.int64)  # duplicates and negatives
+    updates = random((5, 6))
+    y = np.zeros_like(data)
+
+    def make(args: Sequence[SSAValue]) -> kernel.ScatterElementsOp:
+        props = {"axis": IntegerAttr(0, i64), "reduction": StringAttr(reduction)}
+        return kernel.ScatterElementsOp(operands=list(args), properties=props)
+
+    run_kernel_op(make, [data, idx, updates, y])
+    np.testing.assert_allclose(y, scatter_elements(data, idx, updates, 0, reduction), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape,k,axis,largest,dtype",
+    [
+        ((3, 40), 5, 1, True, np.float32),
+        ((30, 4), 30, 0, False, np.float32),  # a full sort
+        ((2, 25, 3), 7, 1, True, np.int64),  # many ties: lower indices first
+    ],
+)
+def test_top_k_matches_a_stable_sort(
+    shape: tuple[int, ...], k: int, axis: int, largest: bool, dtype: type
+) -> None:
+    x = random(shape, dtype)
+    out_shape = tuple(k if d == axis else n for d, n in enumerate(shape))
+    y = np.full(out_shape, -1, np.int64)
+
+    def make(args: Sequence[SSAValue]) -> kernel.TopKOp:
+        props = {"axis": IntegerAttr(axis, i64), "largest": IntegerAttr(int(largest), i64)}
+        return kernel.TopKOp(operands=list(args), properties=props)
+
+    run_kernel_op(make, [x, y])
+    np.testing.assert_array_equal(y, top_k_indices(x, k, axis, largest))

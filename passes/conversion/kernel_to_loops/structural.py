@@ -19,6 +19,7 @@ from ember.dialects.graph import int_values
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
+    copy_flat,
     copy_run,
     decompose,
     element_type,
@@ -228,5 +229,138 @@ def lower_gather_elements(op: kernel.GatherElementsOp, target: Target, name: str
         store(eb, value, out, i)
 
     loop(b, 0, total, element, parallel=is_parallel(total))
+    b.ret()
+    return fn
+
+
+# -- one hot -----------------------------------------------------------------------------------------
+@lowering(kernel.OneHotOp)
+def lower_one_hot(op: kernel.OneHotOp, target: Target, name: str) -> func.FuncOp:
+    out_shape = shape(op.output)
+    axis = op.axis.value.data
+    if element_type(op.indices) != i64:
+        raise fail(op, "indices must be i64")
+    outer, depth, inner = _around(out_shape, axis)
+    fn, b = kernel_function(name, operand_types(op))
+    indices = simd.view(b, fn.args[0], [outer, inner])
+    out = simd.view(b, fn.args[2], [outer, depth, inner])
+    off, on = b.load(fn.args[1], [0]), b.load(fn.args[1], [1])
+    width = lanes_for(fn.args[2], target)
+
+    def plane(pb: LoopBuilder, at: list[SSAValue]) -> None:
+        o, k = at
+        position = _as_i64(pb, k, 1)
+
+        # Vectors run along the contiguous inner dim: compare a vector of indices with k.
+        def visit(vb: LoopBuilder, i: SSAValue, w: int) -> list[SSAValue]:
+            def splat(scalar: SSAValue) -> SSAValue:
+                return simd.broadcast(vb, scalar, w)
+
+            raw = simd.load(vb, indices, [o, i], w)
+            zero, extent = splat(vb.const(0, i64)), splat(vb.const(depth, i64))
+            negative = vb.insert(arith.CmpiOp(raw, zero, "slt")).results[0]
+            wrapped = vb.select(negative, vb.insert(arith.AddiOp(raw, extent)).results[0], raw)
+            hit = vb.insert(arith.CmpiOp(wrapped, splat(position), "eq")).results[0]
+            simd.store(vb, vb.select(hit, splat(on), splat(off)), out, [o, k, i])
+            return []
+
+        simd.sweep(pb, 0, inner, width, visit)
+
+    total = math.prod(out_shape)
+    simd.for_each_index(b, [outer, depth], plane, is_parallel(total) and outer * depth > 1)
+    b.ret()
+    return fn
+
+
+# -- scatter elements --------------------------------------------------------------------------------
+_SCATTER_COMBINE = {
+    # reduction: (float op, integer op)
+    "add": (arith.AddfOp, arith.AddiOp),
+    "mul": (arith.MulfOp, arith.MuliOp),
+    "max": (arith.MaximumfOp, arith.MaxSIOp),
+    "min": (arith.MinimumfOp, arith.MinSIOp),
+}
+
+
+@lowering(kernel.ScatterElementsOp)
+def lower_scatter_elements(op: kernel.ScatterElementsOp, target: Target, name: str) -> func.FuncOp:
+    data_shape, idx_shape = shape(op.data), shape(op.indices)
+    axis, reduction = op.axis.value.data, op.reduction.data
+    if reduction != "none" and reduction not in _SCATTER_COMBINE:
+        raise fail(op, f"unknown reduction '{reduction}'")
+    extent = data_shape[axis]
+    strides = row_major_strides(data_shape)
+    fn, b = kernel_function(name, operand_types(op))
+    data, indices, updates, out = fn.args
+    copy_flat(b, data, out, math.prod(data_shape), target)
+    is_float = isinstance(element_type(data), AnyFloat)
+
+    # Updates apply one at a time, in order: duplicates must combine (or overwrite) exactly as
+    # a sequential scatter does, so this loop is neither vectorized nor split over threads.
+    def element(eb: LoopBuilder, i: SSAValue) -> None:
+        position = decompose(eb, i, idx_shape)
+        raw = to_index(eb, load(eb, indices, i, 1))
+        wrapped = eb.select(eb.cmp_index("slt", raw, 0), eb.add(raw, extent), raw)
+        index = eb.min_index(eb.max_index(wrapped, 0), extent - 1)
+        terms = [(p, strides[d]) for d, p in enumerate(position) if d != axis]
+        at = linear(eb, [*terms, (index, strides[axis])])
+        value = load(eb, updates, i, 1)
+        if reduction != "none":
+            combine = _SCATTER_COMBINE[reduction][0 if is_float else 1]
+            value = eb.insert(combine(load(eb, out, at, 1), value)).results[0]
+        store(eb, value, out, at)
+
+    loop(b, 0, math.prod(idx_shape), element)
+    b.ret()
+    return fn
+
+
+# -- top k -------------------------------------------------------------------------------------------
+@lowering(kernel.TopKOp)
+def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
+    in_shape, out_shape = shape(op.input), shape(op.output)
+    axis, largest = op.axis.value.data, bool(op.largest.value.data)
+    outer, n, inner = _around(in_shape, axis)
+    k = out_shape[axis]
+    fn, b = kernel_function(name, operand_types(op))
+    src = simd.view(b, fn.args[0], [outer, n, inner])
+    dst = simd.view(b, fn.args[1], [outer, k, inner])
+    kind = "max" if largest else "min"
+
+    def column(cb: LoopBuilder, at: list[SSAValue]) -> None:
+        o, c = at
+
+        def value_at(vb: LoopBuilder, slot: SSAValue) -> SSAValue:
+            chosen = to_index(vb, vb.load(dst, [o, slot, c]))
+            return vb.load(src, [o, chosen, c])
+
+        # Insertion into the sorted list of the best k seen so far (held in the output as
+        # indices). Strictly better only: among equal values the earlier index stays ahead.
+        def candidate(jb: LoopBuilder, j: SSAValue) -> None:
+            v = jb.load(src, [o, j, c])
+            last = jb.min_index(j, k - 1)  # the slot a newcomer starts from
+            beats_last = _better(jb, kind, False, v, value_at(jb, jb.index(k - 1)))
+            enters = jb.insert(arith.OrIOp(jb.cmp_index("slt", j, k), beats_last)).results[0]
+
+            def insert(ib: LoopBuilder) -> None:
+                def shift(sb: LoopBuilder, step: SSAValue, slot: SSAValue, moving: SSAValue):
+                    p = sb.sub(last, step)  # last, last-1, ..., 1
+                    prev = sb.load(dst, [o, sb.sub(p, 1), c])
+                    ahead = sb.load(src, [o, to_index(sb, prev), c])
+                    better = _better(sb, kind, False, v, ahead)
+                    move = sb.insert(arith.AndIOp(moving, better)).results[0]
+                    sb.if_(move, lambda tb: tb.store(prev, dst, [o, p, c]))
+                    return [sb.select(move, sb.sub(p, 1), slot), move]
+
+                true = ib.insert(arith.ConstantOp.from_int_and_width(1, 1)).results[0]
+                slot, _ = ib.for_range(0, last, 1, shift, [last, true])
+                ib.store(_as_i64(ib, j, 1), dst, [o, slot, c])
+
+            jb.if_(enters, insert)
+
+        cb.for_range(0, n, 1, lambda jb, j: candidate(jb, j))
+
+    parallel = is_parallel(outer * n * inner) and outer * inner > 1
+    simd.for_each_index(b, [outer, inner], column, parallel)
     b.ret()
     return fn
