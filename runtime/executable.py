@@ -90,7 +90,10 @@ class Executable:
         self.manifest = manifest
         self._weights = weights
         self._keepalive = keepalive
-        n_args = len(manifest.inputs) + len(manifest.outputs) + 2
+        # An instrumented program (instrument-kernels) also takes a profile buffer: one int64
+        # cycle counter per kernel call site, then the whole run's cycles.
+        self.profile_sites: list[dict[str, Any]] | None = manifest.extra.get("profile")
+        n_args = len(manifest.inputs) + len(manifest.outputs) + 2 + (self.profile_sites is not None)
         self._entry = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(entry_address)
         self._set_num_threads = set_num_threads
         self._arenas: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
@@ -138,7 +141,26 @@ class Executable:
         return arrays
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(feeds, None)
+
+    def run_profiled(
+        self, feeds: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Run once; also return the cycles of each kernel call site (then of the whole run)."""
+        if self.profile_sites is None:
+            raise ValueError("this program is not instrumented: compile it with instrument-kernels")
+        counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
+        return self._run(feeds, counters), counters
+
+    def _run(
+        self, feeds: dict[str, np.ndarray], counters: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
         inputs = self._checked_inputs(feeds)
+        extra = []
+        if self.profile_sites is not None:
+            if counters is None:
+                counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
+            extra.append(counters.ctypes.data)
         outputs = [aligned_empty(s.shape, s.dtype) for s in self.manifest.outputs]
         try:
             arena = self._arenas.get_nowait()
@@ -150,6 +172,7 @@ class Executable:
                 *[o.ctypes.data for o in outputs],
                 arena.ctypes.data,
                 self._weights.ctypes.data,
+                *extra,
             )
         finally:
             self._arenas.put(arena)

@@ -24,6 +24,7 @@ from ember.dialects.weights import EmberContext, make_context
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
 from ember.passes.program import entry_function
 from ember.passes.target import Target, host_target
+from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
 
 
@@ -99,12 +100,18 @@ def finish_program(
     report.weights_bytes = _int_attr(fn, "ember.weights_bytes")
     report.kernel_functions = sum(1 for op in module.ops if op is not fn)
     inputs = _io_specs(fn, "ember.input_names", 0, "ember.input_dtypes")
+    extra: dict[str, object] = {}
+    sites = profile_sites(fn)
+    if sites is not None:
+        # instrument-kernels ran: the entry takes a trailing profile buffer (one slot per site).
+        extra["profile"] = sites
     manifest = Manifest(
         inputs=inputs,
         outputs=_io_specs(fn, "ember.output_names", len(inputs), "ember.output_dtypes"),
         arena_bytes=report.arena_bytes,
         weights_bytes=report.weights_bytes,
         entry=fn.sym_name.data,
+        extra=extra,
     )
     return Program(module, ctx, manifest, report)
 

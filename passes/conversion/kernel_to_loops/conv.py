@@ -32,6 +32,8 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     alloca,
     ceil_div,
     decode,
+    describe_kernel,
+    epilogue_summary,
     gemm_panel,
     if_else,
     k_block,
@@ -99,6 +101,25 @@ class ConvGeometry:
         return ConvGeometry(batch, cin, h, w, cout, ho, wo, kh, kw, sh, sw, dh, dw, pt, pl, group)
 
     @property
+    def flops(self) -> int:
+        taps = self.cin // self.group * self.kh * self.kw
+        return 2 * self.batch * self.cout * self.ho * self.wo * taps
+
+    def summary(self) -> str:
+        """E.g. "conv 3x3 s2 64->128 @56x56 -> 28x28" (dw: depthwise, gN: N groups)."""
+        kind = "dw" if self.group == self.cin == self.cout else f"g{self.group}"
+        text = f"conv {self.kh}x{self.kw} s{self.sh}"
+        if self.sw != self.sh:
+            text += f"x{self.sw}"
+        if self.dh > 1 or self.dw > 1:
+            text += f" d{self.dh}x{self.dw}"
+        text += f" {self.cin}->{self.cout}" + ("" if self.group == 1 else f" {kind}")
+        text += f" @{self.h}x{self.w}"
+        if (self.ho, self.wo) != (self.h, self.w):
+            text += f" -> {self.ho}x{self.wo}"
+        return text if self.batch == 1 else f"{text} b{self.batch}"
+
+    @property
     def pointwise(self) -> bool:
         """1x1, stride 1, no padding: the input planes are already the GEMM's B matrix."""
         return (self.kh, self.kw, self.sh, self.sw, self.pt, self.pl) == (1, 1, 1, 1, 0, 0) and (
@@ -122,8 +143,11 @@ def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
     if op.bias is not None and memref_shape(op.bias) != (geo.cout,):
         raise ValueError(f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({geo.cout},)")
     if op.weight_layout.data == DEPTHWISE_LAYOUT:
-        return _lower_depthwise(op, geo, target, name)
-    return _lower_gemm_conv(op, geo, target, name)
+        fn = _lower_depthwise(op, geo, target, name)
+    else:
+        fn = _lower_gemm_conv(op, geo, target, name)
+    describe_kernel(fn, geo.summary() + epilogue_summary(op), geo.flops)
+    return fn
 
 
 def _im2col_columns(

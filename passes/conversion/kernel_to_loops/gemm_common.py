@@ -16,8 +16,17 @@ import math as pymath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, math, memref, scf, vector
-from xdsl.dialects.builtin import DenseArrayBase, MemRefType, StringAttr, VectorType, f32, i1
+from xdsl.dialects import arith, func, math, memref, scf, vector
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    IntegerAttr,
+    MemRefType,
+    StringAttr,
+    VectorType,
+    f32,
+    i1,
+    i64,
+)
 from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.irdl import IRDLOperation
 
@@ -38,6 +47,21 @@ SCRATCH_LIMIT_BYTES = 512 * 1024
 # Reduction loops are unrolled by this much so that LLVM sees several independent FMA
 # groups per iteration and the loop overhead stays off the critical path.
 K_UNROLL = 4
+
+
+def describe_kernel(fn: func.FuncOp, summary: str, flops: int) -> None:
+    """Name what a kernel function computes, for profiles (see instrument-kernels)."""
+    fn.attributes["ember.kernel_summary"] = StringAttr(summary)
+    fn.attributes["ember.kernel_flops"] = IntegerAttr(flops, i64)
+
+
+def epilogue_summary(op: IRDLOperation) -> str:
+    """The fused epilogue of a conv/matmul as profile text, e.g. "+bias+res+relu"."""
+    parts = [f"+{n}" for n in ("bias", "residual") if getattr(op, n) is not None]
+    attr: StringAttr | None = op.activation  # type: ignore[attr-defined]
+    if attr is not None:
+        parts.append(f"+{attr.data}")
+    return "".join(parts)
 
 
 def alloca(b: LoopBuilder, shape: Sequence[int], element: Attribute = f32) -> SSAValue:

@@ -24,6 +24,8 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     alloca,
     ceil_div,
     decode,
+    describe_kernel,
+    epilogue_summary,
     gemm_panel,
     k_block,
     load_lanes,
@@ -169,4 +171,8 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
 
     body.parallel_range(0, batches * panels * chunks, 1, unit)
     body.ret()
+    batch_text = "x".join(map(str, batch_shape)) + " x " if batch_shape else ""
+    b_text = "packed" if packed else "plain"
+    summary = f"matmul {batch_text}{m}x{k_extent} @ {k_extent}x{n} ({b_text} B)"
+    describe_kernel(fn, summary + epilogue_summary(op), 2 * batches * m * n * k_extent)
     return fn

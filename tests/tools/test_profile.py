@@ -1,0 +1,136 @@
+"""instrument-kernels and `python -m ember.tools.profile`: per-call-site cycle counts."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ember.passes.program import entry_function
+from ember.passes.target import host_target
+from ember.passes.transforms.instrument_kernels import InstrumentKernels, profile_sites
+from ember.tools import profile as profile_tool
+from ember.tools.compile import compile_program
+from tests.filecheck_util import assert_filecheck
+from tests.oracle import assert_close, onnxruntime_outputs
+
+# Float32 kernels vs onnxruntime: different summation orders, same math.
+REL_TOL = 1e-4
+
+
+def twin_convs(channels: int = 16, size: int = 24) -> onnx.ModelProto:
+    """Conv -> Relu -> Conv -> Relu -> GlobalAveragePool: both convs share one kernel function."""
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.2, name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["y"]),
+    ]
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(
+        nodes,
+        "twin_convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 1, 1])],
+        [
+            init("w1", channels, channels, 3, 3),
+            init("b1", channels),
+            init("w2", channels, channels, 3, 3),
+            init("b2", channels),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_pass_brackets_each_call_and_sums_into_a_trailing_buffer() -> None:
+    program = compile_program(twin_convs(), host_target(1))
+    InstrumentKernels().apply(program.ctx, program.module)
+    # Three kernel calls: slots 0..2, slot 3 is the whole entry.
+    assert_filecheck(
+        str(program.module),
+        """
+        CHECK: func.func @main(
+        CHECK-SAME: %{{.*}}: memref<4xi64> {ember.role = "profile"})
+        CHECK-NEXT: %[[ENTRY:.*]] = func.call @llvm.readcyclecounter() : () -> i64
+        CHECK: %[[T0:.*]] = func.call @llvm.readcyclecounter() : () -> i64
+        CHECK-NEXT: func.call @conv2d_1(
+        CHECK-NEXT: %[[T1:.*]] = func.call @llvm.readcyclecounter() : () -> i64
+        CHECK-NEXT: %[[SLOT:.*]] = arith.constant 0 : index
+        CHECK-NEXT: %[[D:.*]] = arith.subi %[[T1]], %[[T0]] : i64
+        CHECK-NEXT: %[[OLD:.*]] = memref.load %{{.*}}[%[[SLOT]]] : memref<4xi64>
+        CHECK-NEXT: %[[NEW:.*]] = arith.addi %[[OLD]], %[[D]] : i64
+        CHECK-NEXT: memref.store %[[NEW]], %{{.*}}[%[[SLOT]]] : memref<4xi64>
+        CHECK: func.call @conv2d_1(
+        CHECK: func.call @reduce_1(
+        CHECK: memref.store
+        CHECK-NEXT: %[[END:.*]] = func.call @llvm.readcyclecounter() : () -> i64
+        CHECK-NEXT: arith.constant 3 : index
+        CHECK-NEXT: arith.subi %[[END]], %[[ENTRY]] : i64
+        CHECK: func.return
+        CHECK: func.func private @llvm.readcyclecounter() -> i64
+        """,
+    )
+    sites = profile_sites(entry_function(program.module))
+    assert sites is not None
+    assert [s["callee"] for s in sites] == ["conv2d_1", "conv2d_1", "reduce_1"]
+    assert sites[0]["summary"] == "conv 3x3 s1 16->16 @24x24+bias+relu"
+    assert sites[0]["flops"] == 2 * 16 * 24 * 24 * 16 * 9
+    assert sites[2]["flops"] == 0 and "1x16x24x24 -> 1x16x1x1" in sites[2]["summary"]
+    with pytest.raises(ValueError, match="already instrumented"):
+        InstrumentKernels().apply(program.ctx, program.module)
+
+
+def test_instrumented_program_runs_right_and_counts_per_call_site() -> None:
+    model = twin_convs()
+    compiled = profile_tool.instrumented(model, host_target(1), threads=1)
+    feeds = profile_tool.random_feeds(compiled.manifest)
+    outputs, counters = compiled.run_profiled(feeds)
+    assert_close(outputs, onnxruntime_outputs(model, feeds), REL_TOL)
+    assert counters.shape == (4,) and (counters > 0).all()
+    # The two calls of one function do the same work; the sites cover nearly the whole entry.
+    assert 0.5 < counters[0] / counters[1] < 2.0
+    assert counters[:-1].sum() <= counters[-1] and counters[:-1].sum() > 0.9 * counters[-1]
+    # run() still works on an instrumented program (its counters are discarded).
+    assert_close(compiled.run(feeds), outputs, 0.0)
+
+
+def test_profile_totals_are_close_to_the_wall_time() -> None:
+    result = profile_tool.profile_model(twin_convs(32, 40), runs=5, warmup=1)
+    assert [s.callee for s in result.sites] == ["conv2d_1", "conv2d_1", "reduce_1"]
+    assert all(s.seconds > 0 for s in result.sites)
+    # Best per site <= best whole entry <= wall time (the wall adds only Python's call).
+    assert result.site_seconds <= result.run_seconds * 1.001
+    assert result.run_seconds <= result.wall_seconds * 1.001
+    assert result.site_seconds > 0.8 * result.run_seconds
+    conv = result.sites[0]
+    assert conv.gflops is not None and 0.1 < conv.gflops < 1000
+    assert 1e8 < result.cycles_per_second < 1e10
+
+
+def test_cli_prints_one_row_per_call_site(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "twin.onnx"
+    onnx.save(twin_convs(), str(path))
+    assert profile_tool.main([str(path), "--runs", "2", "--order", "program"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.match(r"\s+\d+\s+\w+_\d+ ", line)]
+    assert len(rows) == 3, out
+    assert "conv 3x3 s1 16->16 @24x24+bias+relu" in rows[0] and "GFLOP/s" in out
+    assert "reduce_1" in rows[2]
+    assert "whole entry" in out
+
+
+def test_uninstrumented_program_refuses_run_profiled() -> None:
+    import ember
+
+    compiled = ember.compile(twin_convs(), threads=1)
+    with pytest.raises(ValueError, match="not instrumented"):
+        compiled.run_profiled(profile_tool.random_feeds(compiled.manifest))

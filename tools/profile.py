@@ -1,0 +1,220 @@
+"""Where the time goes: a per-kernel-call-site profile of a compiled ONNX model.
+
+    python -m ember.tools.profile model.onnx [--threads 1] [--runs 10] [--order time|program]
+
+The model is compiled with the default pipeline plus `instrument-kernels`, which brackets each
+kernel call of the entry function with cycle-counter reads. Each run fills one counter per
+call site; cycles become seconds by the counter's rate, measured against the wall clock. A site's time is its best (or median) over the runs: on a shared machine the
+minimum is the least disturbed sample. Inputs are seeded random numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, i64
+from xdsl.ir import Block, Region
+
+from ember.passes.target import Target, host_target
+from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, InstrumentKernels
+from ember.runtime.executable import Manifest
+from ember.tools.compile import CompiledModel, compile_program, finish_program
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    index: int  # position of the call in the entry function
+    callee: str  # the kernel function (shared by call sites with equal signatures)
+    summary: str  # what it computes, e.g. "conv 3x3 s1 64->64 @56x56+bias+relu"
+    flops: int  # floating point operations of one call (0: not counted for this kernel)
+    seconds: float
+
+    @property
+    def kind(self) -> str:
+        """The kernel family: the callee without its numbering (conv2d, pool, elementwise...)."""
+        return re.sub(r"_\d+$", "", self.callee)
+
+    @property
+    def gflops(self) -> float | None:
+        return self.flops / self.seconds / 1e9 if self.flops and self.seconds > 0 else None
+
+
+@dataclass(frozen=True)
+class Profile:
+    sites: list[SiteProfile]
+    run_seconds: float  # the whole entry function by the same statistic as the sites
+    wall_seconds: float  # median wall time of one run, as seen from Python
+    cycles_per_second: float
+    runs: int
+    threads: int
+
+    @property
+    def site_seconds(self) -> float:
+        return sum(s.seconds for s in self.sites)
+
+
+def instrumented(
+    model: str | os.PathLike[str] | onnx.ModelProto, target: Target, threads: int
+) -> CompiledModel:
+    """`model` compiled with the default pipeline, then instrument-kernels."""
+    program = compile_program(model, target)
+    InstrumentKernels().apply(program.ctx, program.module)
+    return CompiledModel(finish_program(program.module, program.ctx, program.report), 3, threads)
+
+
+def counter_rate(target: Target, seconds: float = 0.05) -> float:
+    """Ticks per second of `llvm.readcyclecounter` (rdtsc: constant rate, whatever the load).
+
+    Read through a one-function JIT module, against the wall clock over `seconds`, so that
+    the few microseconds of a ctypes call are negligible.
+    """
+    from ember.codegen.jit import JitModule
+
+    block = Block()
+    read = func.CallOp(CYCLE_COUNTER, [], [i64])
+    block.add_ops([read, func.ReturnOp(read.res[0])])
+    module = ModuleOp(
+        [
+            func.FuncOp("ember_read_cycles", ([], [i64]), Region(block)),
+            func.FuncOp(CYCLE_COUNTER, ([], [i64]), Region(), "private"),
+        ]
+    )
+    jit = JitModule(module, target)
+    read_cycles = jit.function("ember_read_cycles", [], ctypes.c_int64)
+    c0, t0 = read_cycles(), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        pass
+    c1, t1 = read_cycles(), time.perf_counter()
+    return (c1 - c0) / (t1 - t0)
+
+
+def random_feeds(manifest: Manifest, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats ~ N(0, 1), integers in [0, 16) (valid ids for most embeddings)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in manifest.inputs:
+        dtype = np.dtype(spec.dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[spec.name] = rng.integers(0, 2, size=spec.shape).astype(dtype)
+        else:
+            feeds[spec.name] = rng.integers(0, 16, size=spec.shape).astype(dtype)
+    return feeds
+
+
+def profile_model(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    *,
+    threads: int = 1,
+    runs: int = 10,
+    warmup: int = 2,
+    statistic: str = "min",
+    feeds: dict[str, np.ndarray] | None = None,
+) -> Profile:
+    """Compile `model` instrumented and time each kernel call site over `runs` runs."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    reduce = {"min": min, "median": statistics.median}.get(statistic)
+    if reduce is None:
+        raise ValueError(f"statistic must be 'min' or 'median', got '{statistic}'")
+    compiled = instrumented(model, host_target(threads), threads)
+    sites = compiled.profile_sites
+    assert sites is not None
+    feeds = feeds if feeds is not None else random_feeds(compiled.manifest)
+    for _ in range(warmup):
+        compiled.run(feeds)
+    samples, walls = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        _, counters = compiled.run_profiled(feeds)
+        walls.append(time.perf_counter() - start)
+        samples.append(counters)
+    rate = counter_rate(compiled.program.ctx.target)
+    per_slot = np.stack(samples)
+    seconds = [float(reduce(list(per_slot[:, i]))) / rate for i in range(per_slot.shape[1])]
+    result = [
+        SiteProfile(i, str(s["callee"]), str(s["summary"]), int(s["flops"]), seconds[i])
+        for i, s in enumerate(sites)
+    ]
+    return Profile(result, seconds[-1], statistics.median(walls), rate, runs, threads)
+
+
+def format_profile(profile: Profile, order: str = "time", top: int | None = None) -> str:
+    """The per-site table, then the share of each kernel family."""
+    total = profile.site_seconds or 1.0
+    sites = list(profile.sites)
+    if order == "time":
+        sites.sort(key=lambda s: -s.seconds)
+    shown = sites[:top] if top else sites
+    width = max([len(s.summary) for s in shown] + [7])
+    lines = [
+        f"{profile.threads} thread(s), {profile.runs} runs; counter at "
+        f"{profile.cycles_per_second / 1e9:.2f} GHz",
+        f"{'site':>4}  {'kernel':<14} {'op':<{width}}  {'share':>6} {'us':>9} {'GFLOP/s':>8}",
+    ]
+    for s in shown:
+        gflops = f"{s.gflops:8.1f}" if s.gflops is not None else f"{'':>8}"
+        lines.append(
+            f"{s.index:>4}  {s.callee:<14} {s.summary:<{width}}  "
+            f"{s.seconds / total:>6.1%} {s.seconds * 1e6:>9.1f} {gflops}"
+        )
+    if top and len(sites) > top:
+        rest = sum(s.seconds for s in sites[top:])
+        lines.append(f"{'':>4}  ({len(sites) - top} more sites: {rest / total:.1%})")
+    lines.append("")
+    kinds: dict[str, list[SiteProfile]] = {}
+    for s in profile.sites:
+        kinds.setdefault(s.kind, []).append(s)
+    for kind, group in sorted(kinds.items(), key=lambda kv: -sum(s.seconds for s in kv[1])):
+        spent = sum(s.seconds for s in group)
+        flops = sum(s.flops for s in group)
+        rate = f", {flops / spent / 1e9:.1f} GFLOP/s" if flops and spent else ""
+        lines.append(
+            f"{kind:<14} {len(group):>3} sites {spent / total:>6.1%} {spent * 1e3:>8.2f} ms{rate}"
+        )
+    lines.append(
+        f"\nsum of sites {profile.site_seconds * 1e3:.2f} ms, whole entry "
+        f"{profile.run_seconds * 1e3:.2f} ms, median wall time of a run "
+        f"{profile.wall_seconds * 1e3:.2f} ms"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ember.tools.profile", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("model", help="an .onnx file")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--statistic", choices=["min", "median"], default="min")
+    parser.add_argument("--order", choices=["time", "program"], default="time")
+    parser.add_argument("--top", type=int, default=None, help="show only the N slowest sites")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    profile = profile_model(
+        args.model,
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        statistic=args.statistic,
+    )
+    print(format_profile(profile, args.order, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
