@@ -963,34 +963,6 @@ def _softmax(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [imp.reshape(y, shape)]
 
 
-@_converts("MaxPool", "AveragePool")
-def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
-    x = imp.required(node, 0)
-    xs = _shape(x)
-    if len(xs) != 4:
-        raise node.unsupported(f"only 2-D pooling (input {xs})")
-    kernel = list(node.attrs["kernel_shape"])
-    strides = list(node.attrs.get("strides", [1, 1]))
-    if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
-        raise node.unsupported("dilated pooling")
-    if node.attrs.get("storage_order", 0):
-        raise node.unsupported("storage_order=1")
-    out_hw, pads = _window_geometry(
-        node, xs[2:], kernel, strides, [1, 1], bool(node.attrs.get("ceil_mode", 0))
-    )
-    props: dict[str, Attribute] = {
-        "kernel_shape": graph.i64_array(kernel),
-        "strides": graph.i64_array(strides),
-        "pads": graph.i64_array(pads),
-    }
-    if node.op_type == "MaxPool":
-        return [imp.emit(graph.MaxPoolOp, [x], [*xs[:2], *out_hw], **props)]
-    include = _i64(node.attrs.get("count_include_pad", 0))
-    return [
-        imp.emit(graph.AveragePoolOp, [x], [*xs[:2], *out_hw], count_include_pad=include, **props)
-    ]
-
-
 def _reduce(imp: _Importer, node: _Node, x: Value, kind: str, axes: list[int], keep: bool):
     shape = _shape(x)
     axes = sorted({_axis(node, a, len(shape)) for a in axes})

@@ -36,6 +36,7 @@ from ember.frontend.onnx_importer import (
     _Node,
     _reduce,
     _shape,
+    _window_geometry,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +213,23 @@ def _pad_indices(mode: str, size: int, before: int, after: int) -> np.ndarray:
     return np.where(q < size, q, period - q)
 
 
+def _pad_constant(
+    imp: _Importer, x: Value, axis: int, before: int, after: int, value: float = 0.0
+) -> Value:
+    """x with `before`/`after` elements of `value` around `axis` (negative counts crop)."""
+    if before < 0 or after < 0:
+        size = _shape(x)[axis]
+        start = max(0, -before)
+        x = _slice_axis(imp, x, axis, start, size - start - max(0, -after))
+        before, after = max(0, before), max(0, after)
+    pieces: list[Value] = []
+    for width in (before, after):
+        block = list(_shape(x))
+        block[axis] = width
+        pieces.append(_Const(np.full(block, value, _dtype(x))))
+    return _concat(imp, [pieces[0], x, pieces[1]], axis)
+
+
 @_converts("Pad")
 def _pad(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
@@ -246,12 +264,7 @@ def _pad(imp: _Importer, node: _Node) -> Sequence[Value]:
         if before == 0 and after == 0:
             continue
         if mode == "constant":
-            pieces: list[Value] = []
-            for width in (before, after):
-                block = list(_shape(x))
-                block[axis] = width
-                pieces.append(_Const(np.full(block, value, _dtype(x))))
-            x = _concat(imp, [pieces[0], x, pieces[1]], axis)
+            x = _pad_constant(imp, x, axis, before, after, value)
         else:
             if mode == "reflect" and (before >= size or after >= size) and size > 1:
                 raise node.error(f"reflect pads {before},{after} exceed axis {axis} of {size}")
@@ -909,3 +922,273 @@ def _top_k(imp: _Importer, node: _Node) -> Sequence[Value]:
     )
     # Always sorted (sorted=0 leaves the order unspecified); values are gathered by index.
     return [_gather_elements(imp, x, indices, axis), indices]
+
+
+# ---------------------------------------------------------------------------------------------
+# ConvTranspose as a convolution of the zero-stuffed input with the flipped filter
+
+
+def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
+    """Insert stride-1 zeros between neighbours along each spatial axis of NCHW x."""
+    for k, stride in enumerate(strides):
+        if stride == 1:
+            continue
+        axis = 2 + k
+        shape = list(_shape(x))
+        size = shape[axis]
+        # [.., size, ..] -> [.., size, 1, ..] ++ zeros [.., size, stride-1, ..] -> [.., size*stride, ..]
+        wide = [*shape[: axis + 1], 1, *shape[axis + 1 :]]
+        y = _pad_constant(imp, imp.reshape(x, wide), axis + 1, 0, stride - 1)
+        shape[axis] = size * stride
+        x = _slice_axis(imp, imp.reshape(y, shape), axis, 0, (size - 1) * stride + 1)
+    return x
+
+
+@_converts("ConvTranspose")
+def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    xs, ws = _shape(x), _shape(w)
+    spatial = len(xs) - 2
+    if spatial not in (1, 2) or len(ws) != len(xs):
+        raise node.unsupported(f"only 1-D and 2-D ConvTranspose (input {xs}, weight {ws})")
+    a = node.attrs
+    group = int(a.get("group", 1))
+    kernel = list(a.get("kernel_shape", ws[2:]))
+    strides = list(a.get("strides", [1] * spatial))
+    dilations = list(a.get("dilations", [1] * spatial))
+    extra = list(a.get("output_padding", [0] * spatial))
+    cin, cout = xs[1], ws[1] * group
+    if ws[0] != cin or cin % group:
+        raise node.error(f"input {xs}, weight {ws} and group {group} do not match")
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    full = [s * (n - 1) + e + o for s, n, e, o in zip(strides, xs[2:], extent, extra)]
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if "output_shape" in a or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        wanted = list(a["output_shape"])[-spatial:] if "output_shape" in a else None
+        if wanted is None:
+            wanted = [n * s for n, s in zip(xs[2:], strides)]
+        totals = [f - o for f, o in zip(full, wanted)]
+        upper = auto_pad == "SAME_UPPER"
+        begin = [t // 2 if upper else t - t // 2 for t in totals]
+        end = [t - b for t, b in zip(totals, begin)]
+    else:
+        pads = list(a.get("pads", [0] * 2 * spatial))
+        begin, end = pads[:spatial], pads[spatial:]
+    if spatial == 1:  # a 1-D problem is a 2-D one of height 1
+        x, w = imp.reshape(x, [*xs[:2], 1, xs[2]]), imp.reshape(w, [*ws[:2], 1, ws[2]])
+        strides, dilations, extent, extra, begin, end = (
+            [neutral, v[0]]
+            for v, neutral in (
+                (strides, 1),
+                (dilations, 1),
+                (extent, 1),
+                (extra, 0),
+                (begin, 0),
+                (end, 0),
+            )
+        )
+    # Filter: [Cin, Cout/g, k..] -> [Cout, Cin/g, k..], flipped in space.
+    wshape = _shape(w)
+    grouped = imp.reshape(w, [group, cin // group, cout // group, *wshape[2:]])
+    swapped = imp.emit(
+        graph.TransposeOp,
+        [grouped],
+        [group, cout // group, cin // group, *wshape[2:]],
+        perm=graph.i64_array([0, 2, 1, 3, 4]),
+    )
+    filt = imp.reshape(swapped, [cout, cin // group, *wshape[2:]])
+    for axis in (2, 3):
+        filt = _gather_axis(imp, filt, axis, np.arange(wshape[axis])[::-1].copy())
+    # Input: zero-stuffed, then padded so that a stride-1 convolution yields the output.
+    y = _stuff_zeros(imp, x, strides)
+    for k in range(2):
+        y = _pad_constant(
+            imp, y, 2 + k, extent[k] - 1 - begin[k], extent[k] - 1 - end[k] + extra[k]
+        )
+    ys = _shape(y)
+    out_hw = [ys[2 + k] - extent[k] + 1 for k in range(2)]
+    if any(n <= 0 for n in out_hw):
+        raise node.error(f"output size {out_hw} is not positive")
+    out = imp.emit(
+        graph.ConvOp,
+        [y, filt, bias, None],
+        [xs[0], cout, *out_hw],
+        strides=graph.i64_array([1, 1]),
+        pads=graph.i64_array([0, 0, 0, 0]),
+        dilations=graph.i64_array(dilations),
+        group=_i64(group),
+    )
+    return [imp.reshape(out, [xs[0], cout, out_hw[1]]) if spatial == 1 else out]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling: 1-D as 2-D of height 1, 3-D as a 2-D pool over (H, W) then one over D
+
+
+def _pool2d(
+    imp: _Importer,
+    x: Value,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    out_hw: Sequence[int],
+    include_pad: bool,
+) -> Value:
+    props = {
+        "kernel_shape": graph.i64_array(kernel),
+        "strides": graph.i64_array(strides),
+        "pads": graph.i64_array(pads),
+    }
+    out = [*_shape(x)[:2], *out_hw]
+    if kind == "max":
+        return imp.emit(graph.MaxPoolOp, [x], out, **props)
+    return imp.emit(
+        graph.AveragePoolOp, [x], out, count_include_pad=_i64(int(include_pad)), **props
+    )
+
+
+def _pool_nd(
+    imp: _Importer,
+    x: Value,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    out: Sequence[int],
+    include_pad: bool,
+    dilations: Sequence[int] = (),
+) -> Value:
+    """Max or average pooling over the 1, 2 or 3 trailing dims of x (pads: begins, ends).
+
+    Both are separable: a max (or, with per-axis counts, an average) over a box is the same
+    over one axis of the same over the others, padding and clipped windows included.
+    """
+    xs = _shape(x)
+    n, c, spatial = xs[0], xs[1], len(xs) - 2
+    if spatial == 2:
+        return _pool2d(imp, x, kind, kernel, strides, pads, out, include_pad)
+    if spatial == 1:
+        flat = imp.reshape(x, [n, c, 1, xs[2]])
+        y = _pool2d(
+            imp,
+            flat,
+            kind,
+            [1, kernel[0]],
+            [1, strides[0]],
+            [0, pads[0], 0, pads[1]],
+            [1, out[0]],
+            include_pad,
+        )
+        return imp.reshape(y, [n, c, out[0]])
+    d, h, w = xs[2:]
+    planes = imp.reshape(x, [n, c * d, h, w])
+    hw = [pads[1], pads[2], pads[4], pads[5]]
+    y = _pool2d(imp, planes, kind, kernel[1:], strides[1:], hw, out[1:], include_pad)
+    depth = imp.reshape(y, [n, c, d, out[1] * out[2]])
+    y = _pool2d(
+        imp,
+        depth,
+        kind,
+        [kernel[0], 1],
+        [strides[0], 1],
+        [pads[0], 0, pads[3], 0],
+        [out[0], out[1] * out[2]],
+        include_pad,
+    )
+    return imp.reshape(y, [n, c, *out])
+
+
+def _dilated_pool(
+    imp: _Importer,
+    x: Value,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    out: Sequence[int],
+    include_pad: bool,
+    dilations: Sequence[int],
+) -> Value:
+    """Pooling with dilated windows, one spatial axis at a time: each of the k taps is a
+    gather of the padded input, folded by max or add; averages divide by each output's
+    per-axis count of taps inside the input (or its padding, with count_include_pad)."""
+    spatial = len(out)
+    fill = -np.inf if kind == "max" else 0.0
+    combine = graph.MaxOp if kind == "max" else graph.AddOp
+    for a in range(spatial):
+        axis, size = 2 + a, _shape(x)[2 + a]
+        k, s, d, begin, end = kernel[a], strides[a], dilations[a], pads[a], pads[a + spatial]
+        taps = np.arange(out[a])[:, None] * s + np.arange(k)[None, :] * d  # padded coords
+        # Ceil-mode windows may reach past the end padding: extend it with the fill too.
+        beyond = max(0, int(taps.max()) + 1 - (size + begin + end))
+        padded = _pad_constant(imp, x, axis, begin, end + beyond, fill)
+        acc: Value | None = None
+        for j in range(k):
+            tap = _gather_axis(imp, padded, axis, taps[:, j])
+            acc = tap if acc is None else imp.emit(combine, [acc, tap], _shape(tap))
+        assert acc is not None
+        if kind == "avg":
+            lo, hi = (-begin, size + end) if include_pad else (0, size)
+            inside = ((taps - begin >= lo) & (taps - begin < hi)).sum(axis=1)
+            scale = (1.0 / np.maximum(inside, 1)).astype(_dtype(x))
+            trailing = [1] * (spatial - a - 1)
+            acc = imp.emit(graph.MulOp, [acc, _Const(scale.reshape(-1, *trailing))], _shape(acc))
+        x = acc
+    return x
+
+
+def _power(imp: _Importer, node: _Node, x: Value, p: float) -> Value:
+    if p == 1:
+        return _unary(imp, graph.AbsOp, x)
+    if p == 2:
+        return imp.binary(node, graph.MulOp, x, x)
+    return imp.binary(node, graph.PowOp, _unary(imp, graph.AbsOp, x), _scalar(p, x))
+
+
+def _root(imp: _Importer, node: _Node, x: Value, p: float) -> Value:
+    if p == 1:
+        return x
+    if p == 2:
+        return _unary(imp, graph.SqrtOp, x)
+    return imp.binary(node, graph.PowOp, x, _scalar(1.0 / p, x))
+
+
+@_converts("MaxPool", "AveragePool", "LpPool")
+def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    xs = _shape(x)
+    spatial = len(xs) - 2
+    if spatial not in (1, 2, 3):
+        raise node.unsupported(f"pooling over {spatial} dims (input {xs})")
+    kernel = list(node.attrs["kernel_shape"])
+    strides = list(node.attrs.get("strides", [1] * spatial))
+    dilations = list(node.attrs.get("dilations", [1] * spatial))
+    if node.attrs.get("storage_order", 0):
+        raise node.unsupported("storage_order=1")
+    ceil = bool(node.attrs.get("ceil_mode", 0))
+    out, pads = _window_geometry(node, xs[2:], kernel, strides, dilations, ceil)
+    if any(d != 1 for d in dilations):
+        pool = _dilated_pool
+    else:
+        pool = _pool_nd  # type: ignore[assignment]
+    if node.op_type == "MaxPool":
+        return [pool(imp, x, "max", kernel, strides, pads, out, False, dilations)]
+    if node.op_type == "AveragePool":
+        include = bool(node.attrs.get("count_include_pad", 0))
+        return [pool(imp, x, "avg", kernel, strides, pads, out, include, dilations)]
+    # LpPool: (sum of |x|^p over the window)^(1/p); padding adds zeros to the sum.
+    p = float(node.attrs.get("p", 2))
+    powered = _power(imp, node, x, p)
+    mean = pool(imp, powered, "avg", kernel, strides, pads, out, True, dilations)
+    total = imp.binary(node, graph.MulOp, mean, _scalar(float(math.prod(kernel)), mean))
+    return [_root(imp, node, total, p)]
+
+
+@_converts("GlobalLpPool")
+def _global_lp_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    p = float(node.attrs.get("p", 2))
+    spatial = list(range(2, len(_shape(x))))
+    return [_root(imp, node, _reduce(imp, node, _power(imp, node, x, p), "sum", spatial, True), p)]

@@ -266,6 +266,53 @@ def test_conv_with_a_weight_computed_at_run_time() -> None:
     _check(_model(nodes, inputs, ["grouped", "depthwise"], {}), feeds)
 
 
+def test_conv_transpose() -> None:
+    n = helper.make_node
+    nodes = [
+        n("ConvTranspose", ["x", "w", "b"], ["strided"], strides=[2, 3], pads=[1, 0, 0, 2]),
+        n("ConvTranspose", ["x", "w"], ["same"], strides=[2, 2], auto_pad="SAME_UPPER"),
+        n("ConvTranspose", ["x", "wg"], ["grouped"], group=2, dilations=[2, 1]),
+        n("ConvTranspose", ["x", "w"], ["shaped"], strides=[3, 2], output_shape=[12, 7]),
+        n("ConvTranspose", ["x1", "w1"], ["one_d"], strides=[2], output_padding=[1]),
+    ]
+    inputs = [
+        ("x", F, [1, 4, 5, 4]),
+        ("w", F, [4, 3, 3, 2]),
+        ("wg", F, [4, 2, 2, 3]),
+        ("x1", F, [2, 3, 7]),
+        ("w1", F, [3, 2, 4]),
+    ]
+    rng = np.random.default_rng(8)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
+    constants = {"b": rng.standard_normal(3).astype(np.float32)}
+    _check(_model(nodes, inputs, [m.output[0] for m in nodes], constants), feeds)
+
+
+def test_pooling_in_one_two_and_three_dims() -> None:
+    n = helper.make_node
+    nodes = [
+        n("MaxPool", ["x1"], ["max_1d"], kernel_shape=[3], strides=[2], pads=[1, 1]),
+        n("AveragePool", ["x3"], ["avg_3d"], kernel_shape=[2, 3, 2], pads=[1, 0, 1, 0, 1, 1]),
+        n("MaxPool", ["x3"], ["max_3d"], kernel_shape=[3, 2, 2], strides=[2, 1, 2], ceil_mode=1),
+        n(
+            "AveragePool",
+            ["x2"],
+            ["avg_dilated"],
+            kernel_shape=[2, 3],
+            dilations=[2, 2],
+            pads=[1, 1, 0, 2],
+            ceil_mode=1,
+        ),
+        n("MaxPool", ["x2"], ["max_dilated"], kernel_shape=[3, 2], dilations=[1, 3]),
+        n("LpPool", ["x2"], ["lp"], kernel_shape=[2, 2], p=3, pads=[1, 0, 0, 1]),
+        n("GlobalLpPool", ["x2"], ["global_lp"]),
+    ]
+    inputs = [("x1", F, [2, 3, 11]), ("x2", F, [1, 2, 9, 10]), ("x3", F, [1, 2, 5, 6, 7])]
+    rng = np.random.default_rng(9)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
+    _check(_model(nodes, inputs, [m.output[0] for m in nodes], {}), feeds)
+
+
 def test_resize_imports_as_weighted_gathers() -> None:
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(
