@@ -406,6 +406,13 @@ class IsInfOp(UnaryElementwiseOp):
 
 
 @irdl_op_definition
+class BitcastOp(UnaryElementwiseOp):
+    """Reinterprets each element's bits as the result's element type of the same width."""
+
+    name = "graph.bitcast"
+
+
+@irdl_op_definition
 class WhereOp(IRDLOperation):
     """cond ? lhs : rhs (i1 condition), all three broadcast together (ONNX Where)."""
 
@@ -1009,6 +1016,7 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     TrigOp,
     IsNaNOp,
     IsInfOp,
+    BitcastOp,
     WhereOp,
     ConvOp,
     GemmOp,

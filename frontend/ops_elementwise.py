@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 from xdsl.dialects.builtin import StringAttr
 from xdsl.irdl import IRDLOperation
 
@@ -171,6 +172,21 @@ def _cast_like(imp: _Importer, node: _Node) -> Sequence[Value]:
     if _dtype(x) == _dtype(like):
         return [x]
     return [imp.emit(graph.CastOp, [x], _shape(x), _dtype(like))]
+
+
+@_converts("BitCast")
+def _bitcast(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]))
+        numpy_eval.element_type(dtype)
+    except (KeyError, ValueError) as err:
+        raise node.unsupported(f"bitcast to type {node.attrs.get('to')}") from err
+    if dtype.itemsize != _dtype(x).itemsize:
+        raise node.unsupported(f"bitcast between widths ({_dtype(x)} -> {dtype})")
+    if dtype == _dtype(x):
+        return [x]
+    return [imp.emit(graph.BitcastOp, [x], _shape(x), dtype)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -342,6 +342,14 @@ def _cast(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operati
     return _emit(ops, arith.TruncIOp(args[0], out))
 
 
+def _bitcast(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    if args[0].type == out:  # e.g. int8 -> uint8: both are i8 below the graph dialect
+        return args[0]
+    if args[0].type == IntegerType(1):  # a bool is one byte holding 0 or 1
+        return _emit(ops, arith.ExtUIOp(args[0], out))
+    return _emit(ops, arith.BitcastOp(args[0], out))
+
+
 BODIES: dict[type[Operation], BodyBuilder] = {
     graph.ReluOp: _relu,
     graph.SigmoidOp: _sigmoid,
@@ -380,6 +388,7 @@ BODIES: dict[type[Operation], BodyBuilder] = {
     graph.IsNaNOp: _isnan,
     graph.IsInfOp: _isinf,
     graph.WhereOp: _where,
+    graph.BitcastOp: _bitcast,
 }
 
 

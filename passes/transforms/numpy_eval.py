@@ -500,6 +500,7 @@ EVALUATORS: dict[str, Evaluator] = {
         _only(ins), bool(_int(p, "detect_positive")), bool(_int(p, "detect_negative"))
     ),
     "graph.where": lambda p, ins, out: np.where(ins[0], ins[1], ins[2]),  # type: ignore[arg-type]
+    "graph.bitcast": lambda p, ins, out: _only(ins).view(_out_dtype(out)),
     "graph.leaky_relu": lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
     "graph.cast": lambda p, ins, out: _only(ins).astype(_out_dtype(out)),
     "graph.reshape": lambda p, ins, out: _only(ins).reshape(graph.shape_of(out)),

@@ -34,7 +34,7 @@ def _model(op: str, inputs: list[np.ndarray], attrs: dict[str, Any], opset: int)
     node = helper.make_node(op, [f"x{i}" for i in range(len(inputs))], ["y"], **attrs)
     graph = helper.make_graph([node], op, infos, [helper.make_tensor_value_info("y", 0, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 9
+    model.ir_version = 9 if opset <= 21 else onnx.IR_VERSION  # onnxruntime reads IR 9
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
@@ -260,8 +260,10 @@ def test_unsigned_compare_uses_unsigned_predicates_on_signless_buffers() -> None
     )
 
 
-def _compiled(op: str, inputs: list[np.ndarray], attrs: dict[str, Any] | None = None):
-    model = _model(op, inputs, attrs or {}, 18)
+def _compiled(
+    op: str, inputs: list[np.ndarray], attrs: dict[str, Any] | None = None, opset: int = 18
+) -> np.ndarray:
+    model = _model(op, inputs, attrs or {}, opset)
     return ember.compile(model).run({f"x{i}": a for i, a in enumerate(inputs)})["y"]
 
 
@@ -312,3 +314,14 @@ def test_float64_to_float16_cast_rounds_through_float32() -> None:
     np.testing.assert_array_equal(
         _compiled("CastLike", [x, np.zeros(1, np.float16)]), x.astype(np.float16)
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("float32", "int32"), ("int64", "float64"), ("int8", "uint8"), ("bool", "uint8")],
+)
+def test_bitcast_reinterprets_bits(source: str, target: str) -> None:
+    # numpy reference: a view of the same bytes.
+    x = _data(source, low=-100, high=100)
+    to = helper.np_dtype_to_tensor_dtype(np.dtype(target))
+    np.testing.assert_array_equal(_compiled("BitCast", [x], {"to": to}, opset=26), x.view(target))
