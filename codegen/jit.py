@@ -3,8 +3,9 @@
     jit = JitModule(module, host_target())
     relu = jit.function("relu", [ctypes.c_void_p, ctypes.c_void_p])
 
-One LLVM module per ember module: parsing, the O3 pipeline and codegen run once for all the
-kernels in it. Generated code may call libm (erff, log1pf, ...) and libgomp (GOMP_parallel),
+A program is compiled as one LLVM module per kernel plus one for its entry function (units.py),
+optimized and compiled in parallel worker processes through an on-disk object cache (build.py,
+objcache.py). Generated code may call libm (erff, log1pf, ...) and libgomp (GOMP_parallel),
 which are loaded into the process before the first JIT.
 """
 
@@ -12,17 +13,39 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import llvmlite.binding as llvm
 from xdsl.dialects.builtin import ModuleOp
 
-from ember.codegen.llvm_emitter import emit_module
+from ember.codegen.build import (
+    CompiledUnit,
+    build_units,
+    create_target_machine,
+    optimize,
+    parse_optimized,
+    target_machine,
+)
+from ember.codegen.objcache import ObjectCache
+from ember.codegen.units import emit_unit, partition
 from ember.passes.target import Target
+
+__all__ = [
+    "JitModule",
+    "create_target_machine",
+    "emit_object",
+    "emit_objects",
+    "emit_text",
+    "link_shared_library",
+    "load_runtime_libraries",
+    "optimize",
+]
 
 _runtime_loaded = False
 
@@ -63,87 +86,83 @@ def load_runtime_libraries() -> None:
     _runtime_loaded = True
 
 
-def create_target_machine(target: Target, opt_level: int = 3, jit: bool = True) -> Any:
-    """An LLVM TargetMachine for `target`; position-independent code when not for the JIT."""
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    triple = llvm.get_process_triple()
-    return llvm.Target.from_triple(triple).create_target_machine(
-        cpu=target.cpu,
-        features=target.features,
-        opt=opt_level,
-        reloc="default" if jit else "pic",
-        codemodel="jitdefault" if jit else "default",
-        jit=jit,
-    )
+CacheOption = ObjectCache | bool | None
 
 
-def optimize(module_ref: Any, target_machine: Any, opt_level: int = 3) -> None:
-    """Run the new pass manager's default O<opt_level> pipeline, vectorizers on from O2."""
-    if not 0 <= opt_level <= 3:
-        raise ValueError(f"opt_level must be 0..3, got {opt_level}")
-    tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
-    tuning.loop_vectorization = opt_level >= 2
-    tuning.slp_vectorization = opt_level >= 2
-    tuning.loop_unrolling = opt_level >= 2
-    builder = llvm.create_pass_builder(target_machine, tuning)
-    builder.getModulePassManager().run(module_ref, builder)
+def _cache(option: CacheOption) -> ObjectCache | None:
+    """True/None: the default cache (off with EMBER_NO_CACHE=1); False: none."""
+    if option is None or option is True:
+        return ObjectCache.default()
+    return option or None
 
 
-def compile_ir(
-    module: ModuleOp, target: Target, opt_level: int, jit: bool
-) -> tuple[Any, Any, dict[str, float]]:
-    """Emit, parse, verify and optimize: returns (ModuleRef, TargetMachine, timings in s)."""
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    text = str(emit_module(module, target))
-    timings["emit"] = time.perf_counter() - start
-    start = time.perf_counter()
-    module_ref = llvm.parse_assembly(text)
-    module_ref.verify()
-    target_machine = create_target_machine(target, opt_level, jit)
-    module_ref.triple = target_machine.triple
-    module_ref.data_layout = str(target_machine.target_data)
-    timings["parse"] = time.perf_counter() - start
-    start = time.perf_counter()
-    optimize(module_ref, target_machine, opt_level)
-    timings["optimize"] = time.perf_counter() - start
-    return module_ref, target_machine, timings
-
-
-def _check_external_symbols(module_ref: Any) -> None:
-    """MCJIT jumps to address 0 for a symbol it cannot resolve: fail in Python instead."""
-    missing = [
-        fn.name
-        for fn in module_ref.functions
-        if fn.is_declaration
-        and not fn.name.startswith("llvm.")
-        and not llvm.address_of_symbol(fn.name)
-    ]
+def _check_external_symbols(units: list[CompiledUnit]) -> None:
+    """MCJIT aborts the process on a symbol it cannot resolve: fail in Python instead."""
+    defined = {name for unit in units for name in unit.defined}
+    needed = {name: None for unit in units for name in unit.undefined if name not in defined}
+    missing = [name for name in needed if not llvm.address_of_symbol(name)]
     if missing:
         raise RuntimeError(
             f"JIT module calls functions that are not loaded in this process: {', '.join(missing)}"
         )
 
 
-class JitModule:
-    """A compiled ember module living in this process; keep it alive while calling into it."""
+def _timings(units: list[CompiledUnit]) -> dict[str, float]:
+    """Per-stage seconds summed over units (CPU time across workers, not wall time)."""
+    totals = dict.fromkeys(("emit", "parse", "optimize", "codegen"), 0.0)
+    for unit in units:
+        for stage, seconds in unit.timings.items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    return totals
 
-    def __init__(self, module: ModuleOp, target: Target, opt_level: int = 3):
+
+class JitModule:
+    """A compiled ember module living in this process; keep it alive while calling into it.
+
+    The module is compiled unit by unit (one per kernel, see units.py) in `jobs` worker
+    processes (default: $EMBER_JOBS or one per CPU) through the object `cache`; the objects are
+    linked into one MCJIT engine. `timings` holds seconds per stage summed over units (emit,
+    parse, optimize, codegen; the last three are 0 for cached units), `load` (linking the
+    objects in this process) and `wall`; `stats` counts units and cache hits.
+    """
+
+    def __init__(
+        self,
+        module: ModuleOp,
+        target: Target,
+        opt_level: int = 3,
+        *,
+        jobs: int | None = None,
+        cache: CacheOption = None,
+    ):
         load_runtime_libraries()
-        self.target = target
-        self._module_ref, self._target_machine, self.timings = compile_ir(
-            module, target, opt_level, jit=True
-        )
-        self.llvm_ir: str = str(self._module_ref)
-        _check_external_symbols(self._module_ref)
         start = time.perf_counter()
-        self._engine = llvm.create_mcjit_compiler(self._module_ref, self._target_machine)
+        self.target = target
+        self.opt_level = opt_level
+        self._partition, self.units = build_units(
+            module, target, opt_level, jit=True, jobs=jobs, cache=_cache(cache)
+        )
+        _check_external_symbols(self.units)
+        loading = time.perf_counter()
+        # A fresh machine: the engine takes ownership of it and disposes it with itself.
+        self._target_machine = create_target_machine(target, opt_level, jit=True)
+        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self._target_machine)
+        for unit in self.units:
+            self._engine.add_object_file(llvm.ObjectFileRef.from_data(unit.object))
         self._engine.finalize_object()
         self._engine.run_static_constructors()
-        self.timings["codegen"] = time.perf_counter() - start
+        now = time.perf_counter()
+        self.timings = _timings(self.units) | {"load": now - loading, "wall": now - start}
+        cached = sum(unit.cached for unit in self.units)
+        self.stats = {
+            "units": len(self.units),
+            "cached": cached,
+            "compiled": len(self.units) - cached,
+        }
 
     def address(self, name: str) -> int:
+        """The address of a function or global; kernels may be named as in the ember module."""
+        name = self._partition.symbols.get(name, name)
         address = self._engine.get_function_address(name)
         if not address:
             address = self._engine.get_global_value_address(name)
@@ -158,30 +177,94 @@ class JitModule:
         fn._ember_jit = self  # type: ignore[attr-defined]
         return fn
 
+    @functools.cached_property
+    def llvm_ir(self) -> str:
+        """The optimized LLVM IR of every unit (recomputed on demand: objects may be cached)."""
+        return _join(
+            self.units,
+            [str(self._optimized(unit)) for unit in self.units],
+        )
+
     def asm(self) -> str:
-        """Assembly of the optimized module, as the JIT compiled it."""
-        return str(self._target_machine.emit_assembly(llvm.parse_assembly(self.llvm_ir)))
+        """Assembly of the optimized units, as the JIT compiled them."""
+        return _join(
+            self.units,
+            [str(self._target_machine.emit_assembly(self._optimized(u))) for u in self.units],
+        )
+
+    def _optimized(self, unit: CompiledUnit) -> Any:
+        return parse_optimized(unit.ir, self._target_machine, self.opt_level)[0]
 
 
-def emit_object(module: ModuleOp, target: Target, opt_level: int = 3) -> bytes:
-    """A relocatable, position-independent object file (link it with `link_shared_library`)."""
-    module_ref, target_machine, _ = compile_ir(module, target, opt_level, jit=False)
-    return bytes(target_machine.emit_object(module_ref))
+def _join(units: list[CompiledUnit], texts: list[str]) -> str:
+    """One text for several units; a single unit's text is unchanged."""
+    if len(texts) == 1:
+        return texts[0]
+    return "\n".join(f"; ---- unit {u.name} ----\n{t}" for u, t in zip(units, texts, strict=True))
 
 
-def link_shared_library(object_bytes: bytes, path: str) -> None:
-    """Link an object from `emit_object` into a shared library with the system C compiler."""
+def emit_objects(
+    module: ModuleOp,
+    target: Target,
+    opt_level: int = 3,
+    *,
+    jobs: int | None = None,
+    cache: CacheOption = None,
+) -> list[bytes]:
+    """Relocatable, position-independent object files, one per unit (entry unit first); link
+    them with `link_shared_library`. Kernel symbols are hidden: the library exports only the
+    public functions and `ember_num_threads`/`ember_set_num_threads`."""
+    _, units = build_units(module, target, opt_level, jit=False, jobs=jobs, cache=_cache(cache))
+    return [unit.object for unit in units]
+
+
+def emit_object(
+    module: ModuleOp,
+    target: Target,
+    opt_level: int = 3,
+    *,
+    jobs: int | None = None,
+    cache: CacheOption = None,
+) -> bytes:
+    """All units as a single relocatable object (partially linked by the system linker)."""
+    objects = emit_objects(module, target, opt_level, jobs=jobs, cache=cache)
+    if len(objects) == 1:
+        return objects[0]
     with tempfile.TemporaryDirectory(prefix="ember-link-") as tmp:
-        object_path = os.path.join(tmp, "module.o")
-        with open(object_path, "wb") as f:
-            f.write(object_bytes)
-        command = ["cc", "-shared", "-o", os.fspath(path), object_path, "-lgomp", "-lm"]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        except FileNotFoundError:
-            raise RuntimeError("linking needs a C compiler: 'cc' was not found on PATH") from None
-        if result.returncode != 0:
-            raise RuntimeError(f"'{' '.join(command)}' failed:\n{result.stderr}")
+        output = os.path.join(tmp, "combined.o")
+        _run_cc(["-r", "-o", output, *_write_objects(objects, tmp)])
+        with open(output, "rb") as f:
+            return f.read()
+
+
+def _write_objects(objects: Sequence[bytes], directory: str) -> list[str]:
+    paths = []
+    for i, data in enumerate(objects):
+        paths.append(os.path.join(directory, f"unit{i}.o"))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    return paths
+
+
+def _run_cc(arguments: list[str]) -> None:
+    command = ["cc", *arguments]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        raise RuntimeError("linking needs a C compiler: 'cc' was not found on PATH") from None
+    if result.returncode != 0:
+        shown = " ".join(os.path.basename(a) if a.endswith(".o") else a for a in command)
+        raise RuntimeError(f"'{shown}' failed:\n{result.stderr}")
+
+
+def link_shared_library(objects: bytes | Sequence[bytes], path: str) -> None:
+    """Link objects from `emit_objects` (or one from `emit_object`) into a shared library with
+    the system C compiler."""
+    if isinstance(objects, bytes | bytearray):
+        objects = [bytes(objects)]
+    with tempfile.TemporaryDirectory(prefix="ember-link-") as tmp:
+        paths = _write_objects(objects, tmp)
+        _run_cc(["-shared", "-o", os.fspath(path), *paths, "-lgomp", "-lm"])
 
 
 def emit_text(
@@ -190,12 +273,15 @@ def emit_text(
     kind: Literal["llvm", "llvm-unoptimized", "asm"] = "llvm",
     opt_level: int = 3,
 ) -> str:
-    """LLVM IR (before or after optimization) or assembly, for `ember opt --emit`."""
-    if kind == "llvm-unoptimized":
-        return str(emit_module(module, target))
-    module_ref, target_machine, _ = compile_ir(module, target, opt_level, jit=False)
-    if kind == "llvm":
-        return str(module_ref)
-    if kind == "asm":
-        return str(target_machine.emit_assembly(module_ref))
-    raise ValueError(f"unknown emit kind '{kind}' (expected llvm, llvm-unoptimized or asm)")
+    """LLVM IR (before or after optimization) or assembly of every unit, for `ember opt --emit`."""
+    if kind not in ("llvm", "llvm-unoptimized", "asm"):
+        raise ValueError(f"unknown emit kind '{kind}' (expected llvm, llvm-unoptimized or asm)")
+    part = partition(module)
+    units = [emit_unit(module, part, unit, target, hidden=True) for unit in part.units]
+    if kind != "llvm-unoptimized":
+        tm = target_machine(target, opt_level, jit=False)
+        refs = [parse_optimized(text, tm, opt_level)[0] for text in units]
+        units = [str(tm.emit_assembly(r) if kind == "asm" else r) for r in refs]
+    if len(units) == 1:
+        return units[0]
+    return "\n".join(f"; ---- unit {u.name} ----\n{t}" for u, t in zip(part.units, units))

@@ -20,7 +20,7 @@ Conventions at the LLVM level:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import llvmlite.ir as ir
 from xdsl.dialects import func, memref, scf, vector
@@ -278,16 +278,47 @@ _COMBINE = {
 
 
 class ModuleEmitter:
-    """Owns the LLVM module and everything shared between functions."""
+    """Owns the LLVM module and everything shared between functions.
 
-    def __init__(self, target: Target, name: str = "ember"):
+    By default every function of the ember module is translated (one LLVM module for the whole
+    program). A compilation unit passes `define`: only those bodies are emitted here, plus the
+    private helpers they call that are not in `symbols` (internal copies, so LLVM can still
+    inline them); every other callee is declared. `symbols` renames functions that live in
+    their own unit and must therefore be linkable across units; `hidden` keeps those out of a
+    shared library's exports. Only the unit with `define_runtime` defines the thread-count
+    global and its setter, the others reference it.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        name: str = "ember",
+        *,
+        symbols: Mapping[str, str] | None = None,
+        hidden: bool = False,
+        define_runtime: bool = True,
+    ):
         self.target = target
         self.module = ir.Module(name=name)
         self.functions: dict[str, ir.Function] = {}
+        self._symbols = dict(symbols or {})
+        self._hidden = hidden
+        self._ops: dict[str, func.FuncOp] = {}
+        self._defined: set[str] | None = None
+        self._pending: list[func.FuncOp] = []
         self._outlined = 0
-        self.num_threads = ir.GlobalVariable(self.module, I32, "ember_num_threads")
-        self.num_threads.initializer = ir.Constant(I32, 1)
-        self._emit_set_num_threads()
+        self._num_threads: ir.GlobalVariable | None = None
+        if define_runtime:
+            self._num_threads = ir.GlobalVariable(self.module, I32, "ember_num_threads")
+            self._num_threads.initializer = ir.Constant(I32, 1)
+            self._emit_set_num_threads()
+
+    @property
+    def num_threads(self) -> ir.GlobalVariable:
+        """`ember_num_threads`, declared external in units that do not define it."""
+        if self._num_threads is None:
+            self._num_threads = ir.GlobalVariable(self.module, I32, "ember_num_threads")
+        return self._num_threads
 
     def _emit_set_num_threads(self) -> None:
         fn = ir.Function(self.module, ir.FunctionType(VOID, [I32]), "ember_set_num_threads")
@@ -314,41 +345,92 @@ class ModuleEmitter:
         self._outlined += 1
         return f"{parent}__parallel_{self._outlined}"
 
-    def emit(self, module: ModuleOp) -> ir.Module:
-        funcs: list[func.FuncOp] = []
-        for op in module.ops:
-            if not isinstance(op, func.FuncOp):
-                raise NotImplementedError(
-                    f"codegen: unsupported top-level op '{op.name}' (only func.func)"
-                )
-            funcs.append(op)
-            self.functions[op.sym_name.data] = self._declare_function(op)
-        for op in funcs:
-            if op.body.blocks:
-                _FunctionEmitter(self, self.functions[op.sym_name.data]).emit_body(op)
+    def emit(self, module: ModuleOp, define: Sequence[str] | None = None) -> ir.Module:
+        """Translate `module`, or with `define` only those functions (and their helpers)."""
+        funcs = module_functions(module)
+        self._ops = {op.sym_name.data: op for op in funcs}
+        if define is None:
+            # Declare everything first, in module order, so calls may go forward.
+            for op in funcs:
+                self.callee(op.sym_name.data)
+            self._pending = [op for op in funcs if op.body.blocks]
+        else:
+            self._defined = set(define)
+            for name in define:
+                if name not in self._ops or not self._ops[name].body.blocks:
+                    raise ValueError(f"codegen: no function body @{name} to emit")
+                self.callee(name)
+        while self._pending:
+            op = self._pending.pop(0)
+            _FunctionEmitter(self, self.functions[op.sym_name.data]).emit_body(op)
         return self.module
 
-    def _declare_function(self, op: func.FuncOp) -> ir.Function:
+    def _emits_body(self, op: func.FuncOp) -> bool:
+        if not op.body.blocks:
+            return False
         name = op.sym_name.data
+        if self._defined is None or name in self._defined:
+            return True
+        # A private helper of this unit (a callee that has no unit of its own).
+        return is_private(op) and name not in self._symbols
+
+    def callee(self, name: str) -> ir.Function | None:
+        """The LLVM function for the ember function `name`, declared (and queued) on first use."""
+        existing = self.functions.get(name)
+        if existing is not None:
+            return existing
+        op = self._ops.get(name)
+        if op is None:
+            return None
+        body = self._emits_body(op)
+        fn = self.functions[name] = self._declare_function(op, body)
+        if body:
+            self._pending.append(op)
+        return fn
+
+    def _declare_function(self, op: func.FuncOp, body: bool) -> ir.Function:
+        name = op.sym_name.data
+        symbol = self._symbols.get(name, name)
         inputs = [llvm_type(t) for t in op.function_type.inputs.data]
         outputs = [llvm_type(t) for t in op.function_type.outputs.data]
         if len(outputs) > 1:
             raise NotImplementedError(f"codegen: func.func @{name} returns {len(outputs)} values")
         fnty = ir.FunctionType(outputs[0] if outputs else VOID, inputs)
-        existing = self.module.globals.get(name)
+        existing = self.module.globals.get(symbol)
         if existing is not None:
-            raise ValueError(f"codegen: symbol @{name} is defined twice")
-        fn = ir.Function(self.module, fnty, name)
-        if not op.body.blocks:
+            raise ValueError(f"codegen: symbol @{symbol} is defined twice")
+        fn = ir.Function(self.module, fnty, symbol)
+        if name in self._symbols and self._hidden:
+            # llvmlite has no visibility field; "hidden" in the linkage slot prints as
+            # `define hidden ...` (external linkage, hidden visibility).
+            fn.linkage = "hidden"
+        if not body:
             return fn
         fn.attributes.add("nounwind")
-        if op.sym_visibility is not None and op.sym_visibility.data == "private":
+        if is_private(op) and name not in self._symbols:
             fn.linkage = "internal"
         if op.arg_attrs is not None:
             for arg, attrs in zip(fn.args, op.arg_attrs.data, strict=True):
                 if isinstance(attrs, DictionaryAttr) and "llvm.noalias" in attrs.data:
                     arg.add_attribute("noalias")
         return fn
+
+
+def is_private(op: func.FuncOp) -> bool:
+    """`func.func private`: internal to its LLVM module unless it is a unit of its own."""
+    return op.sym_visibility is not None and op.sym_visibility.data == "private"
+
+
+def module_functions(module: ModuleOp) -> list[func.FuncOp]:
+    """The module's functions; anything else at the top level is an error."""
+    funcs: list[func.FuncOp] = []
+    for op in module.ops:
+        if not isinstance(op, func.FuncOp):
+            raise NotImplementedError(
+                f"codegen: unsupported top-level op '{op.name}' (only func.func)"
+            )
+        funcs.append(op)
+    return funcs
 
 
 class _FunctionEmitter:
@@ -508,7 +590,7 @@ def _return(self: _FunctionEmitter, op: Operation) -> None:
 def _call(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, func.CallOp)
     name = op.callee.root_reference.data
-    callee = self.m.functions.get(name)
+    callee = self.m.callee(name)
     if callee is None:
         raise ValueError(f"codegen: func.call to undefined function @{name} in '{self.fn.name}'")
     result = self.b.call(callee, [self.get(a) for a in op.arguments])
@@ -777,19 +859,21 @@ def _serial_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
 
 def _captured_values(op: Operation) -> list[SSAValue]:
     """Values used inside `op`'s regions but defined outside of it, in first-use order."""
+    inner_ops = [inner for inner in op.walk() if inner is not op]
+    # Blocks inside `op`: a value is captured unless its defining block is one of them.
+    inside = {id(block) for region in op.regions for block in region.blocks}
+    inside.update(id(block) for inner in inner_ops for r in inner.regions for block in r.blocks)
     seen: dict[SSAValue, None] = {}
-    for inner in op.walk():
-        if inner is op:
-            continue
+    for inner in inner_ops:
         for operand in inner.operands:
             if operand in seen:
                 continue
             if isinstance(operand, OpResult):
-                owner = operand.op
+                block = operand.op.parent_block()
             else:
                 assert isinstance(operand, BlockArgument)
-                owner = operand.block.parent_op()
-            if owner is None or not op.is_ancestor(owner):
+                block = operand.block
+            if block is None or id(block) not in inside:
                 seen[operand] = None
     return list(seen)
 

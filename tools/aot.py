@@ -156,7 +156,7 @@ def compile_artifact(
     The directory is assembled next to `output` and moved into place when complete, so
     concurrent readers see either the old artifact or the new one.
     """
-    from ember.codegen.jit import emit_object, link_shared_library
+    from ember.codegen.jit import emit_objects, link_shared_library
     from ember.passes.pipeline import DEFAULT_PIPELINE
     from ember.tools.compile import compile_program
 
@@ -173,7 +173,7 @@ def compile_artifact(
             model, target, pipeline, on_pass=lambda name: setattr(progress, "detail", name)
         )
     with progress.stage(f"LLVM codegen (O{opt_level})"):
-        obj = emit_object(program.module, target, opt_level)
+        objects = emit_objects(program.module, target, opt_level)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     # mkdtemp makes the directory private; an artifact is meant to be shared like any output.
     umask = os.umask(0)
@@ -181,7 +181,7 @@ def compile_artifact(
     staging.chmod(0o777 & ~umask)
     try:
         with progress.stage("link model.so"):
-            link_shared_library(obj, str(staging / LIBRARY_FILE))
+            link_shared_library(objects, str(staging / LIBRARY_FILE))
         with progress.stage("write weights and manifest"):
             if isinstance(model, onnx.ModelProto):
                 where = {"name": "<ModelProto>"}
