@@ -1192,3 +1192,117 @@ def _global_lp_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     p = float(node.attrs.get("p", 2))
     spatial = list(range(2, len(_shape(x))))
     return [_root(imp, node, _reduce(imp, node, _power(imp, node, x, p), "sum", spatial, True), p)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Einsum: diagonals by gathers, then operands multiplied with broadcasting and summed over the
+# letters nothing later needs
+
+
+def _einsum_terms(node: _Node, equation: str, ranks: Sequence[int]) -> tuple[list[str], str]:
+    """Operand and output subscripts with '...' spelled out as fresh letters."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise node.error(f"equation '{equation}' names {len(terms)} operands, got {len(ranks)}")
+    fresh = [chr(0x3B1 + i) for i in range(16)]  # greek letters cannot clash with ONNX's
+    ellipsis_rank = 0
+    for term, rank in zip(terms, ranks):
+        if "..." in term:
+            ellipsis_rank = max(ellipsis_rank, rank - (len(term) - 3))
+    broadcast = "".join(fresh[:ellipsis_rank])
+    spelled = []
+    for term, rank in zip(terms, ranks):
+        if "..." in term:
+            n = rank - (len(term) - 3)
+            term = term.replace("...", broadcast[ellipsis_rank - n :])
+        if len(term) != rank:
+            raise node.error(f"subscripts '{term}' do not fit an operand of rank {rank}")
+        spelled.append(term)
+    if arrow:
+        out = rhs.replace("...", broadcast)
+    else:  # implicit output: the broadcast dims, then letters used once, alphabetically
+        counts = {c: "".join(spelled).count(c) for c in "".join(spelled)}
+        out = broadcast + "".join(
+            sorted(c for c, k in counts.items() if k == 1 and c not in broadcast)
+        )
+    return spelled, out
+
+
+def _diagonal(imp: _Importer, x: Value, term: str) -> tuple[Value, str]:
+    """Collapse every repeated subscript of one operand to its diagonal."""
+    while len(set(term)) < len(term):
+        letter = next(c for c in term if term.count(c) > 1)
+        a = term.index(letter)
+        b = term.index(letter, a + 1)
+        rest = [i for i in range(len(term)) if i not in (a, b)]
+        shape = _shape(x)
+        perm = [*rest, a, b]
+        moved = imp.emit(
+            graph.TransposeOp, [x], [shape[p] for p in perm], perm=graph.i64_array(perm)
+        )
+        n = shape[a]
+        flat = imp.reshape(moved, [*(shape[i] for i in rest), n * n])
+        x = _gather_axis(imp, flat, len(rest), np.arange(n) * (n + 1))
+        term = "".join(term[i] for i in rest) + letter
+    return x, term
+
+
+def _align(imp: _Importer, x: Value, term: str, order: str, sizes: dict[str, int]) -> Value:
+    """x (subscripts `term`) transposed and reshaped to `order`, size 1 where it lacks a letter."""
+    kept = [c for c in order if c in term]
+    perm = [term.index(c) for c in kept]
+    if perm != list(range(len(perm))):
+        shape = _shape(x)
+        x = imp.emit(graph.TransposeOp, [x], [shape[p] for p in perm], perm=graph.i64_array(perm))
+    return imp.reshape(x, [sizes[c] if c in term else 1 for c in order])
+
+
+@_converts("Einsum")
+def _einsum(imp: _Importer, node: _Node) -> Sequence[Value]:
+    operands = [imp.required(node, i) for i in range(len(node.proto.input))]
+    dtype = _dtype(operands[0])
+    if dtype.itemsize < 4 and dtype.kind in "fV":
+        # 16-bit floats accumulate in float32 (and are rounded once, at the end).
+        f32 = np.dtype(np.float32)
+        operands = [imp.emit(graph.CastOp, [v], _shape(v), f32) for v in operands]
+    equation = node.attrs["equation"]
+    equation = equation.decode() if isinstance(equation, bytes) else equation
+    terms, out = _einsum_terms(node, equation, [len(_shape(v)) for v in operands])
+    sizes: dict[str, int] = {}
+    for value, term in zip(operands, terms):
+        for c, n in zip(term, _shape(value)):
+            if sizes.setdefault(c, n) != n and 1 not in (n, sizes[c]):
+                raise node.error(f"subscript '{c}' has sizes {sizes[c]} and {n}")
+            sizes[c] = max(sizes[c], n)
+    if any(c not in sizes for c in out):
+        raise node.error(f"output subscripts '{out}' name letters no operand has")
+    acc, acc_term = _diagonal(imp, operands[0], terms[0])
+    for k in range(1, len(operands) + 1):
+        later = out + "".join(terms[k:])
+        # Sum out what neither the output nor a later operand needs, as early as possible.
+        drop = [i for i, c in enumerate(acc_term) if c not in later]
+        if drop:
+            acc = _reduce(imp, node, acc, "sum", drop, False)
+            acc_term = "".join(c for i, c in enumerate(acc_term) if i not in drop)
+        if k == len(operands):
+            break
+        rhs, rhs_term = _diagonal(imp, operands[k], terms[k])
+        order = acc_term + "".join(c for c in dict.fromkeys(rhs_term) if c not in acc_term)
+        acc = imp.binary(
+            node,
+            graph.MulOp,
+            _align(imp, acc, acc_term, order, sizes),
+            _align(imp, rhs, rhs_term, order, sizes),
+        )
+        acc_term = order
+    if acc_term != out:
+        perm = [acc_term.index(c) for c in out]
+        shape = _shape(acc)
+        acc = imp.emit(
+            graph.TransposeOp, [acc], [shape[p] for p in perm], perm=graph.i64_array(perm)
+        )
+    if _dtype(acc) != dtype:
+        acc = imp.emit(graph.CastOp, [acc], _shape(acc), dtype)
+    return [acc]

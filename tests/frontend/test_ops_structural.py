@@ -313,6 +313,21 @@ def test_pooling_in_one_two_and_three_dims() -> None:
     _check(_model(nodes, inputs, [m.output[0] for m in nodes], {}), feeds)
 
 
+def test_einsum() -> None:
+    n = helper.make_node
+    nodes = [
+        n("Einsum", ["a", "b"], ["batch_matmul"], equation="bij,bjk->bik"),
+        n("Einsum", ["a"], ["diagonal_sum"], equation="...ii->...i"),
+        n("Einsum", ["a", "b", "c"], ["three"], equation="bij,bjk,k->ib"),
+        n("Einsum", ["c", "c"], ["outer_implicit"], equation="i,j"),
+        n("Einsum", ["b"], ["transpose_sum"], equation="bjk->kj"),
+    ]
+    inputs = [("a", F, [2, 3, 3]), ("b", F, [2, 3, 4]), ("c", F, [4])]
+    rng = np.random.default_rng(10)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
+    _check(_model(nodes, inputs, [m.output[0] for m in nodes], {}), feeds)
+
+
 def test_resize_imports_as_weighted_gathers() -> None:
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(
