@@ -1259,6 +1259,38 @@ def _align(imp: _Importer, x: Value, term: str, order: str, sizes: dict[str, int
     return imp.reshape(x, [sizes[c] if c in term else 1 for c in order])
 
 
+def _contract(
+    imp: _Importer,
+    a: Value,
+    a_term: str,
+    b: Value,
+    b_term: str,
+    summed: str,
+    sizes: dict[str, int],
+) -> tuple[Value, str]:
+    """A contraction over `summed` as one batched graph.matmul [B, M, K] @ [B, K, N]."""
+    batch = "".join(c for c in a_term if c in b_term and c not in summed)
+    left = "".join(c for c in a_term if c not in b_term)
+    right = "".join(c for c in b_term if c not in a_term)
+
+    def size(letters: str) -> int:
+        return math.prod(sizes[c] for c in letters)
+
+    lhs = imp.reshape(
+        _align(imp, a, a_term, batch + left + summed, sizes),
+        [size(batch), size(left), size(summed)],
+    )
+    rhs = imp.reshape(
+        _align(imp, b, b_term, batch + summed + right, sizes),
+        [size(batch), size(summed), size(right)],
+    )
+    product = imp.emit(
+        graph.MatMulOp, [lhs, rhs, None, None], [size(batch), size(left), size(right)]
+    )
+    term = batch + left + right
+    return imp.reshape(product, [sizes[c] for c in term]), term
+
+
 @_converts("Einsum")
 def _einsum(imp: _Importer, node: _Node) -> Sequence[Value]:
     operands = [imp.required(node, i) for i in range(len(node.proto.input))]
@@ -1289,6 +1321,15 @@ def _einsum(imp: _Importer, node: _Node) -> Sequence[Value]:
         if k == len(operands):
             break
         rhs, rhs_term = _diagonal(imp, operands[k], terms[k])
+        needed = out + "".join(terms[k + 1 :])
+        private = [i for i, c in enumerate(rhs_term) if c not in needed and c not in acc_term]
+        if private:
+            rhs = _reduce(imp, node, rhs, "sum", private, False)
+            rhs_term = "".join(c for i, c in enumerate(rhs_term) if i not in private)
+        summed = "".join(c for c in acc_term if c in rhs_term and c not in needed)
+        if summed and _dtype(acc) == np.float32 and _dtype(rhs) == np.float32:
+            acc, acc_term = _contract(imp, acc, acc_term, rhs, rhs_term, summed, sizes)
+            continue
         order = acc_term + "".join(c for c in dict.fromkeys(rhs_term) if c not in acc_term)
         acc = imp.binary(
             node,

@@ -351,6 +351,19 @@ def test_resize_imports_as_weighted_gathers() -> None:
     )
 
 
+def test_float32_einsum_contraction_imports_as_one_matmul() -> None:
+    node = helper.make_node("Einsum", ["a", "b"], ["y"], equation="bij,bkj->bik")
+    model = _model([node], [("a", F, [2, 3, 5]), ("b", F, [2, 4, 5])], ["y"], {})
+    assert_filecheck(
+        str(import_onnx(model).module),
+        """
+        CHECK: graph.transpose %b {perm = array<i64: 0, 2, 1>}
+        CHECK: graph.matmul %a, %{{.*}} : tensor<2x3x5xf32>, tensor<2x5x4xf32> -> tensor<2x3x4xf32>
+        CHECK-NOT: graph.reduce
+        """,
+    )
+
+
 def test_slice_of_a_runtime_tensor_imports_as_graph_slice() -> None:
     node = helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])
     constants = {"starts": _i64(5), "ends": _i64(0), "axes": _i64(1), "steps": _i64(-2)}
