@@ -35,6 +35,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     describe_kernel,
     epilogue_summary,
     gemm_panel,
+    gemm_panels,
     if_else,
     k_block,
     load_lanes,
@@ -321,31 +322,42 @@ def _lower_gemm_conv(
     taps = geo.kh * geo.kw
     # k blocks hold whole input channels (all kh*kw taps of each) so that im2col can pack
     # one block at a time into an L1-sized scratch panel right before it is used.
+    panels = ceil_div(n, nr)
+    # Few columns (late layers: 7x7 outputs) against a weight matrix far larger than L2: one
+    # unit takes all the panels, so that each A tile serves all of them while in L1 instead
+    # of the whole of A being streamed from memory once per panel. (With a smaller A, B
+    # panels that stay in L1 are worth more: measured on resnet 3x3 layers at 7x7.)
+    shared_a = 1 < panels <= SHARED_A_MAX_PANELS and m * k_extent * 4 >= SHARED_A_MIN_BYTES
+    # k blocks hold whole input channels (all kh*kw taps of each) so that im2col can pack
+    # one block at a time into an L1-sized scratch panel right before it is used.
     kc = k_block(k_extent, nr, taps if taps > 1 else K_UNROLL)
     # A pointwise conv reads B rows straight from the input planes, unless the k loop is
     # blocked: rows H*W floats apart then thrash L1 sets, so each block is copied (no im2col).
     direct = geo.pointwise and kc == k_extent
-    panels = ceil_div(n, nr)
-    chunks = m_chunking(geo.batch * groups * panels, m, mr, target.threads)
+    units = geo.batch * groups * (1 if shared_a else panels)
+    chunks = m_chunking(units, m, mr, target.threads)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
     activation = activation_of(op)
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
-        panel_buf = None if direct else alloca(b, [kc, nr])
-        bi, g, p, c = decode(b, u, [geo.batch, groups, panels, chunks])
+        if shared_a:
+            bi, g, c = decode(b, u, [geo.batch, groups, chunks])
+        else:
+            bi, g, p, c = decode(b, u, [geo.batch, groups, panels, chunks])
         ch0 = b.mul(g, cin_g)
         co0 = b.mul(g, m)
-        n0 = b.mul(p, nr)
         epi = Epilogue(out, args.get("residual"), activation, vw)
 
-        def input_row(b: LoopBuilder, k: SSAValue, j: int, lanes: int) -> SSAValue:
-            return load_lanes(b, x, [bi, b.add(ch0, k), 0, b.add(n0, j * vw)], lanes, vw)
-
-        def panel(b: LoopBuilder, cols: int) -> None:
+        def make_panel(b: LoopBuilder, n0: SSAValue, cols: int) -> GemmPanel:
+            panel_buf = None if direct else alloca(b, [kc, nr])
             nv = ceil_div(cols, vw)
             rows_vectorized = geo.sw == 1 and geo.wo >= nr
+
+            def input_row(b: LoopBuilder, k: SSAValue, j: int, lanes: int) -> SSAValue:
+                return load_lanes(b, x, [bi, b.add(ch0, k), 0, b.add(n0, j * vw)], lanes, vw)
+
             corners = [] if geo.pointwise or rows_vectorized else _im2col_columns(b, n0, cols, geo)
 
             def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
@@ -377,7 +389,7 @@ def _lower_gemm_conv(
                     return None
                 return b.splat(b.load(bias_buf, [channel(b, m0, i)]), vw)
 
-            spec = GemmPanel(
+            return GemmPanel(
                 k_extent=k_extent,
                 kc=kc,
                 m=m,
@@ -391,14 +403,26 @@ def _lower_gemm_conv(
                 bias=bias,
                 pack_block=None if direct else pack_block,
             )
-            gemm_panel(b, spec, c, chunks)
+
+        if shared_a:
+            specs = [make_panel(b, b.index(q * nr), min(nr, n - q * nr)) for q in range(panels)]
+            gemm_panels(b, specs, c, chunks)
+            return
+
+        def panel(b: LoopBuilder, cols: int) -> None:
+            gemm_panel(b, make_panel(b, b.mul(p, nr), cols), c, chunks)
 
         split_static(b, p, n // nr, panels, panel, nr, n % nr)
 
-    body.parallel_range(0, geo.batch * groups * panels * chunks, 1, unit)
+    body.parallel_range(0, units * chunks, 1, unit)
     body.ret()
     return fn
 
+
+# Most column panels one unit sweeps with each A tile, and the least weight bytes (per
+# group) for which it pays (see shared_a in _lower_gemm_conv).
+SHARED_A_MAX_PANELS = 4
+SHARED_A_MIN_BYTES = 2 * 1024 * 1024
 
 # Scratch for one band of a depthwise conv: rows of the padded input plane kept in L1.
 DEPTHWISE_BAND_BYTES = 32 * 1024

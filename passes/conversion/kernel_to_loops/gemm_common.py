@@ -311,20 +311,45 @@ class GemmPanel:
 
 
 def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> None:
-    """The k-blocked loop nest of one unit: k blocks outside, MR-row tiles inside.
+    """The k-blocked loop nest of one unit: k blocks outside, MR-row tiles inside."""
+    gemm_panels(b, [g], chunk, chunks)
+
+
+def gemm_panels(b: LoopBuilder, panels: Sequence[GemmPanel], chunk: SSAValue, chunks: int) -> None:
+    """The k-blocked loop nest of one unit over one or more column panels.
+
+    k blocks outside, MR-row tiles inside, and the panels innermost: every panel's block is
+    packed first, then each A tile (MR rows of one k block) is used for all the panels while
+    it is in L1. With several panels the weights (A) are streamed once per unit instead of
+    once per panel, which matters when A is much larger than B (late conv layers).
 
     With several k blocks, C itself holds the partial sums: the first block starts from
     bias + residual (so an output that aliases the residual is read before it is
     overwritten), later blocks from C, and the last one applies the activation.
     """
-    vw, epi = g.vw, g.epilogue
-    nv = ceil_div(g.cols, vw)
-    lanes = [min(vw, g.cols - j * vw) for j in range(nv)]
-    blocks = ceil_div(g.k_extent, g.kc)
+    first_panel = panels[0]
+    k_extent, kc, m, mr, vw = (
+        first_panel.k_extent,
+        first_panel.kc,
+        first_panel.m,
+        first_panel.mr,
+        first_panel.vw,
+    )
+    assert all((g.k_extent, g.kc, g.m, g.mr, g.vw) == (k_extent, kc, m, mr, vw) for g in panels)
+    blocks = ceil_div(k_extent, kc)
 
     def tile(
-        b: LoopBuilder, m0: SSAValue, rows: int, k_lo: Value, k_hi: Value, kb: SSAValue | None
+        b: LoopBuilder,
+        g: GemmPanel,
+        m0: SSAValue,
+        rows: int,
+        k_lo: Value,
+        k_hi: Value,
+        kb: SSAValue | None,
     ) -> None:
+        epi = g.epilogue
+        nv = ceil_div(g.cols, vw)
+        lanes = [min(vw, g.cols - j * vw) for j in range(nv)]
         idx = [[g.out_index(b, m0, i, j) for j in range(nv)] for i in range(rows)]
         bias = [[g.bias(b, m0, i, j) for j in range(nv)] for i in range(rows)]
 
@@ -362,20 +387,24 @@ def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> No
                     v = b.select(last, epi.activation(b, v), v)
                 store_lanes(b, v, epi.output, idx[i][j], lanes[j], vw)
 
+    def sweep(b: LoopBuilder, k_lo: Value, k_hi: Value, kb: SSAValue | None) -> None:
+        for g in panels:
+            if g.pack_block is not None:
+                g.pack_block(b, k_lo, k_hi)
+
+        def tiles(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
+            for g in panels:
+                tile(b, g, m0, rows, k_lo, k_hi, kb)
+
+        m_tile_loop(b, chunk, chunks, m, mr, tiles)
+
     if blocks == 1:
-        if g.pack_block is not None:
-            g.pack_block(b, 0, g.k_extent)
-        m_tile_loop(
-            b, chunk, chunks, g.m, g.mr, lambda b, m0, r: tile(b, m0, r, 0, g.k_extent, None)
-        )
+        sweep(b, 0, k_extent, None)
         return
 
     def k_step(b: LoopBuilder, kb: SSAValue) -> None:
-        k_lo = b.mul(kb, g.kc)
-        k_hi = b.min_index(b.add(k_lo, g.kc), g.k_extent)
-        if g.pack_block is not None:
-            g.pack_block(b, k_lo, k_hi)
-        m_tile_loop(b, chunk, chunks, g.m, g.mr, lambda b2, m0, r: tile(b2, m0, r, k_lo, k_hi, kb))
+        k_lo = b.mul(kb, kc)
+        sweep(b, k_lo, b.min_index(b.add(k_lo, kc), k_extent), kb)
 
     b.for_range(0, blocks, 1, k_step)
 
