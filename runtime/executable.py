@@ -18,9 +18,18 @@ import numpy as np
 ALIGNMENT = 64
 
 
+def numpy_dtype(name: np.dtype | str) -> np.dtype:
+    """The numpy dtype of a manifest's dtype name; bfloat16 comes from ml_dtypes (onnx's)."""
+    if str(name) == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def aligned_empty(shape: Sequence[int], dtype: np.dtype | str = np.uint8) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
-    dtype = np.dtype(dtype)
+    dtype = numpy_dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
@@ -128,7 +137,7 @@ class Executable:
         for spec in self.manifest.inputs:
             given = feeds[spec.name]
             array = np.asarray(given)
-            if array.dtype != np.dtype(spec.dtype):
+            if array.dtype != numpy_dtype(spec.dtype):
                 raise ValueError(
                     f"input '{spec.name}': expected dtype {spec.dtype}, given {array.dtype}"
                 )

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ember.runtime.artifact import ArtifactError, LoadedArtifact, load
-from ember.runtime.executable import Executable, TensorSpec
+from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
 
 
 def pipeline_spec(ir_optim: bool = True) -> str:
@@ -157,7 +157,7 @@ class Tensor:
         return list(self._spec.shape)
 
     def type(self) -> np.dtype:
-        return np.dtype(self._spec.dtype)
+        return numpy_dtype(self._spec.dtype)
 
     def reshape(self, shape: list[int] | tuple[int, ...]) -> None:
         """Shapes are static: accepted only if `shape` is the compiled one."""
