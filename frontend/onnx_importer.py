@@ -199,6 +199,59 @@ def supported_ops() -> list[str]:
     return sorted(_CONVERTERS)
 
 
+def has_function_body(op_type: str, opset: int, domain: str = "") -> bool:
+    """Whether ONNX defines `op_type` at `opset` by a function of other ops (see `_expand`)."""
+    if not onnx.defs.has(op_type, domain):
+        return False
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return False
+    return bool(schema.function_opset_versions or schema.context_dependent_function_opset_versions)
+
+
+def function_body(
+    proto: onnx.NodeProto, opset: int, input_types: Sequence[onnx.TypeProto]
+) -> tuple[list[onnx.NodeProto], int] | None:
+    """The nodes of `proto`'s ONNX function body (as of `opset`) and the opset they use.
+
+    Ops such as Attention or RotaryEmbedding are specified by ONNX as functions of simpler
+    ops; importing that body compiles them with the kernels ember already has.
+    """
+    if not has_function_body(proto.op_type, opset, proto.domain):
+        return None
+    # onnx's own expansion (the one its "_expanded" conformance models are made with).
+    from onnx.backend.test.case.node import function_expand_helper
+
+    schema = onnx.defs.get_schema(proto.op_type, opset, proto.domain)
+    node = onnx.NodeProto()
+    node.CopyFrom(proto)
+    given = {a.name for a in node.attribute}
+    for name, attr in schema.attributes.items():
+        if name not in given and attr.default_value.name:
+            node.attribute.append(attr.default_value)
+    plain = [v for v in schema.function_opset_versions if v <= opset]
+    dependent = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+    function = onnx.FunctionProto()
+    if dependent and (not plain or max(dependent) >= max(plain)):
+        function.ParseFromString(
+            schema.get_context_dependent_function_with_opset_version(
+                max(dependent),
+                node.SerializeToString(),
+                [t.SerializeToString() for t in input_types],
+            )
+        )
+    elif plain:
+        function.ParseFromString(schema.get_function_with_opset_version(max(plain)))
+    else:
+        return None
+    body_opset = next(
+        (o.version for o in function.opset_import if o.domain in ("", "ai.onnx")), opset
+    )
+    prefix = f"{proto.name or proto.output[0]}/{proto.op_type}/"
+    return function_expand_helper(node, function, prefix), body_opset
+
+
 # ---------------------------------------------------------------------------------------------
 # The importer
 
@@ -376,11 +429,12 @@ class _Importer:
             proto, self.opset, {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
         )
         converter = _CONVERTERS.get(proto.op_type)
-        if converter is None:
-            raise node.unsupported()
         for name in proto.input:
             if name and name not in self.env:
                 raise node.error(f"input '{name}' is not defined before use")
+        if converter is None:
+            self._expand(node)
+            return
         values = [self.env[n] for n in proto.input if n]
         self.fold_node = proto.op_type in _SHAPE_OPS or any(_dtype(v).kind in "iub" for v in values)
         self.node = node
@@ -401,6 +455,28 @@ class _Importer:
             if isinstance(value, SSAValue) and value.name_hint is None:
                 value.name_hint = _ssa_name(name)
             self.env[name] = value
+
+    def _expand(self, node: _Node) -> None:
+        """Import an op without a converter through its ONNX function body, if it has one."""
+        input_types = [
+            onnx.helper.make_tensor_type_proto(
+                onnx.helper.np_dtype_to_tensor_dtype(_dtype(self.env[n])), _shape(self.env[n])
+            )
+            if n
+            else onnx.TypeProto()
+            for n in node.proto.input
+        ]
+        body = function_body(node.proto, node.opset, input_types)
+        if body is None:
+            raise node.unsupported()
+        nodes, body_opset = body
+        self.used |= {name for n in nodes for name in n.input if name}
+        outer_opset, self.opset = self.opset, body_opset
+        try:
+            for inner in nodes:
+                self._convert(inner)
+        finally:
+            self.opset = outer_opset
 
     def input(self, node: _Node, index: int) -> Value | None:
         names = node.proto.input

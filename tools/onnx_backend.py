@@ -45,13 +45,16 @@ def _op_label(node: onnx.NodeProto) -> str:
 
 
 def check_supported_ops(model: onnx.ModelProto) -> None:
-    """Raise UnsupportedOpsError naming every op of `model` the frontend has no converter for."""
-    from ember.frontend.onnx_importer import supported_ops
+    """Raise UnsupportedOpsError naming every op of `model` the frontend cannot import."""
+    from ember.frontend.onnx_importer import has_function_body, supported_ops
 
     known = set(supported_ops())
+    opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
     missing: dict[str, str] = {}
     for node in model.graph.node:
-        if node.domain not in _DEFAULT_DOMAINS or node.op_type not in known:
+        if node.domain not in _DEFAULT_DOMAINS or (
+            node.op_type not in known and not has_function_body(node.op_type, opset)
+        ):
             missing.setdefault(_op_label(node), node.name or (node.output or ["?"])[0])
     if missing:
         raise UnsupportedOpsError(list(missing), list(missing.values()))
