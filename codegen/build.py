@@ -5,8 +5,13 @@
 Each unit is emitted (xDSL -> LLVM IR text), looked up in the object cache by that text, and
 on a miss parsed, optimized with the O<opt_level> pipeline and compiled to an object file.
 Units go to a pool of worker processes forked from this one (so they see the xDSL module
-without serializing it): emission is Python and LLVM holds the GIL in llvmlite, so threads
-would not help. A module of one unit, or `jobs=1`, compiles in this process.
+without serializing it). Threads would not do: emission is pure Python under the GIL, and
+llvmlite parses every module into one global LLVMContext, which is not thread-safe. A small
+program, or `jobs=1`, compiles in this process.
+
+The caller's objects are frozen out of the garbage collector for the duration (gc.freeze):
+collections then skip the program's IR and weights, and forked workers do not copy the pages
+that a collection would otherwise touch.
 """
 
 from __future__ import annotations
@@ -226,12 +231,21 @@ def _run_in_worker(index: int) -> CompiledUnit:
         raise _explained(error, unit) from None
 
 
-def default_jobs() -> int:
-    """Worker processes: $EMBER_JOBS, else one per CPU."""
-    configured = os.environ.get("EMBER_JOBS", "").strip()
-    if configured:
-        return max(1, int(configured))
-    return os.cpu_count() or 1
+# Below this many ops in all, forking workers (~0.1 s) costs more than it saves: compile here.
+SMALL_PROGRAM_OPS = 1000
+
+
+def worker_count(part: Partition, jobs: int | None) -> int:
+    """`jobs` if given, else $EMBER_JOBS, else one per CPU (1 for a small program)."""
+    if jobs is None:
+        configured = os.environ.get("EMBER_JOBS", "").strip()
+        if configured:
+            jobs = int(configured)
+        elif sum(unit.ops for unit in part.units) < SMALL_PROGRAM_OPS:
+            jobs = 1
+        else:
+            jobs = os.cpu_count() or 1
+    return max(1, min(jobs, len(part.units)))
 
 
 def build_units(
@@ -263,8 +277,10 @@ def _build_units(
     global _FORKED_JOB
     part = partition(module)
     job = _Job(module, part, target, opt_level, jit, cache)
-    workers = min(jobs or default_jobs(), len(part.units))
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    workers = worker_count(part, jobs)
+    # Daemonic processes (e.g. multiprocessing.Pool workers) may not start children.
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    if workers <= 1 or not can_fork or multiprocessing.current_process().daemon:
         compiled = []
         for unit in part.units:
             try:
@@ -279,7 +295,10 @@ def _build_units(
             workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
         )
         try:
-            futures = [pool.submit(_run_in_worker, i) for i in range(len(part.units))]
+            # Biggest first, so that no large kernel starts last and leaves the others idle.
+            order = sorted(range(len(part.units)), key=lambda i: -part.units[i].ops)
+            submitted = {i: pool.submit(_run_in_worker, i) for i in order}
+            futures = [submitted[i] for i in range(len(part.units))]
             results: list[CompiledUnit] = []
             for unit, future in zip(part.units, futures, strict=True):
                 try:

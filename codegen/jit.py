@@ -120,8 +120,9 @@ class JitModule:
     """A compiled ember module living in this process; keep it alive while calling into it.
 
     The module is compiled unit by unit (one per kernel, see units.py) in `jobs` worker
-    processes (default: $EMBER_JOBS or one per CPU) through the object `cache`; the objects are
-    linked into one MCJIT engine. `timings` holds seconds per stage summed over units (emit,
+    processes (default: $EMBER_JOBS, else one per CPU, or none for a small program) through the
+    object `cache` (default: ObjectCache.default(); False for none); the objects are linked
+    into one MCJIT engine. `timings` holds seconds per stage summed over units (emit,
     parse, optimize, codegen; the last three are 0 for cached units), `load` (linking the
     objects in this process) and `wall`; `stats` counts units and cache hits.
     """

@@ -8,13 +8,15 @@ Conventions at the LLVM level:
   the op that produced the view). Shapes and strides are static; indices are linearized with
   the strides of the memref type (row-major for the identity layout).
 - `index` is i64. Public functions have external linkage and the plain C ABI; private ones
-  are internal. A function argument gets `noalias` if its arg attrs hold `llvm.noalias`.
+  are internal, except kernels compiled as units of their own (units.py), which are external
+  under a renamed symbol. A function argument gets `noalias` if its arg attrs hold `llvm.noalias`.
 - Float arithmetic carries the fast-math flags `contract reassoc` (never nnan/ninf: NaN
   semantics matter for ONNX conformance).
 - `scf.parallel` is outlined into `void @<fn>__parallel_<k>(ptr ctx)`, where ctx points to a
   struct of captured values; the flattened iteration space is split into contiguous chunks,
   one per OpenMP thread, and launched with `GOMP_parallel` when `ember_num_threads` > 1.
-  Every module exports `i32 ember_num_threads` (default 1) and `ember_set_num_threads(i32)`.
+  A program exports `i32 ember_num_threads` (default 1) and `ember_set_num_threads(i32)`,
+  defined in its entry unit.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ class UnitPlan:
     name: str
     define: tuple[str, ...] | None  # None: the whole module
     is_entry: bool
+    ops: int = 0  # ops in the defined functions: a rough measure of the work
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ def partition(module: ModuleOp) -> Partition:
     with_body = [f for f in funcs if f.body.blocks]
     public = tuple(f.sym_name.data for f in with_body if not is_private(f))
     if not entries:
-        return Partition((UnitPlan("module", None, True),))
-    # Only the entry functions are scanned for calls: they are short lists of kernel calls,
-    # while walking every kernel body would cost as much as a good part of the emission.
+        return Partition((UnitPlan("module", None, True, _count_ops(with_body)),))
+    # Kernels are the private functions the entry calls (other calls inside kernels are
+    # to helpers, which stay internal to the kernel's unit).
     private = {f.sym_name.data for f in with_body if is_private(f)}
     called: dict[str, None] = {}
     for entry in entries:
@@ -61,10 +62,18 @@ def partition(module: ModuleOp) -> Partition:
                 callee = op.callee.root_reference.data
                 if callee in private:
                     called[callee] = None
-    kernels = [f.sym_name.data for f in with_body if f.sym_name.data in called]
-    units = [UnitPlan("entry", public, True)]
-    units += [UnitPlan(name, (name,), False) for name in kernels]
-    return Partition(tuple(units), {name: KERNEL_PREFIX + name for name in kernels})
+    kernels = [f for f in with_body if f.sym_name.data in called]
+    units = [UnitPlan("entry", public, True, _count_ops(entries))]
+    units += [
+        UnitPlan(f.sym_name.data, (f.sym_name.data,), False, _count_ops([f])) for f in kernels
+    ]
+    return Partition(
+        tuple(units), {f.sym_name.data: KERNEL_PREFIX + f.sym_name.data for f in kernels}
+    )
+
+
+def _count_ops(funcs: list[func.FuncOp]) -> int:
+    return sum(1 for f in funcs for _ in f.walk())
 
 
 def emit_unit(
