@@ -844,7 +844,8 @@ class ArgReduceOp(IRDLOperation):
 
 @irdl_op_definition
 class CumSumOp(IRDLOperation):
-    """Running sum along `axis` (ONNX CumSum with its exclusive/reverse flags)."""
+    """Running sum (or, with `product`, product) along `axis` (ONNX CumSum/CumProd with their
+    exclusive/reverse flags)."""
 
     name = "graph.cumsum"
     input = operand_def(TensorType)
@@ -852,6 +853,7 @@ class CumSumOp(IRDLOperation):
     axis = prop_def(IntegerAttr[I64])
     exclusive = prop_def(IntegerAttr[I64])
     reverse = prop_def(IntegerAttr[I64])
+    product = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
@@ -978,6 +980,54 @@ class TopKOp(IRDLOperation):
             raise VerifyException("graph.top_k: result must be i64")
 
 
+@irdl_op_definition
+class GatherNDOp(IRDLOperation):
+    """ONNX GatherND: each index tuple (the last indices dim) picks a slice of data."""
+
+    name = "graph.gather_nd"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    output = result_def(TensorType)
+    batch_dims = prop_def(IntegerAttr[I64])
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)
+        b = self.batch_dims.value.data
+        if not i or d[:b] != i[:b] or b + i[-1] > len(d) or y != (*i[:-1], *d[b + i[-1] :]):
+            raise VerifyException(f"graph.gather_nd: data {d}, indices {i} -> output {y}")
+
+
+@irdl_op_definition
+class ScatterNDOp(IRDLOperation):
+    """ONNX ScatterND: data with each index tuple's slice replaced (or combined) by updates."""
+
+    name = "graph.scatter_nd"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    output = result_def(TensorType)
+    reduction = prop_def(StringAttr)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
+        "type($updates) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.data, self.output)
+        d, i, u = shape_of(self.data), shape_of(self.indices), shape_of(self.updates)
+        if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
+            raise VerifyException(f"graph.scatter_nd: data {d}, indices {i}, updates {u}")
+        if self.reduction.data not in ScatterElementsOp.REDUCTIONS:
+            raise VerifyException(f"graph.scatter_nd: reduction '{self.reduction.data}'")
+
+
 GRAPH_OPS: list[type[IRDLOperation]] = [
     ConstantOp,
     ReluOp,
@@ -1040,6 +1090,8 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     OneHotOp,
     ScatterElementsOp,
     TopKOp,
+    GatherNDOp,
+    ScatterNDOp,
 ]
 Graph = Dialect("graph", GRAPH_OPS, [])
 

@@ -347,7 +347,7 @@ class ArgReduceOp(IRDLOperation):
 
 @irdl_op_definition
 class CumSumOp(IRDLOperation):
-    """Running sum along `axis` (exclusive: shifted by one; reverse: from the end)."""
+    """Running sum, or product, along `axis` (exclusive: shifted by one; reverse: from the end)."""
 
     name = "kernel.cumsum"
     input = operand_def(MemRefType)
@@ -355,6 +355,7 @@ class CumSumOp(IRDLOperation):
     axis = prop_def(IntegerAttr[I64])
     exclusive = prop_def(IntegerAttr[I64])
     reverse = prop_def(IntegerAttr[I64])
+    product = opt_prop_def(UnitAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
@@ -426,6 +427,39 @@ class TopKOp(IRDLOperation):
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
+@irdl_op_definition
+class GatherNDOp(IRDLOperation):
+    """See graph.gather_nd."""
+
+    name = "kernel.gather_nd"
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    batch_dims = prop_def(IntegerAttr[I64])
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
+        "`->` type($output)"
+    )
+
+
+@irdl_op_definition
+class ScatterNDOp(IRDLOperation):
+    """See graph.scatter_nd."""
+
+    name = "kernel.scatter_nd"
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    updates = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    reduction = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
+        "type($indices) `,` type($updates) `->` type($output)"
+    )
+
+
 KERNEL_OPS: list[type[IRDLOperation]] = [
     WeightOp,
     ReshapeOp,
@@ -449,6 +483,8 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     OneHotOp,
     ScatterElementsOp,
     TopKOp,
+    GatherNDOp,
+    ScatterNDOp,
 ]
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

@@ -1,16 +1,27 @@
-"""ONNX converters of the structural ops: slicing, padding, resizing, normalizations, reductions.
+"""ONNX converters of the structural ops: slicing, padding, resizing, pooling, normalizations,
+reductions, index ops and losses.
 
 Most of these ops are exact compositions of a few graph ops whose index tables or weights are
 computed here, at compile time, with numpy:
 
 - Pad (reflect/edge/wrap) and Resize are per-axis gathers with constant index tables; Resize's
-  linear/cubic taps add weighted gathers, so every coordinate mode shares one mechanism;
+  linear/cubic (and antialiased) taps add weighted gathers, so every coordinate mode shares
+  one mechanism; dilated pooling is the same idea with max/add folds;
 - Split, Slice of a runtime tensor and negative pads are `graph.slice`;
-- Tile is a concat of copies, DepthToSpace/SpaceToDepth a reshape-transpose-reshape;
+- Tile is a concat of copies, DepthToSpace/SpaceToDepth a reshape-transpose-reshape, 1-D and
+  3-D pooling are 2-D poolings of reshaped views (pooling is separable);
+- ConvTranspose is a stride-1 convolution of the zero-stuffed input with the flipped filter;
 - the L1/L2/log-sum(-exp)/sum-square reductions are `graph.reduce` around elementwise ops,
-  and the normalizations (instance, group, mean-variance, Lp, RMS) reduce + elementwise, or
-  `graph.layer_norm` on a reshaped view;
-- ArgMax/ArgMin, CumSum and Expand of a runtime tensor have graph ops of their own.
+  and the normalizations (instance, group, mean-variance, Lp, RMS, LayerNorm's extra outputs)
+  reduce + elementwise, or `graph.layer_norm` on a reshaped view;
+- Hardmax is one_hot(argmax); TopK's values are a gather_elements of its indices; the losses
+  (NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss) are gather_elements with an ignored
+  index, around the log-softmax kernel;
+- Einsum takes diagonals by gathers, contracts float32 pairs with one batched matmul and
+  anything else by broadcast products summed as early as possible.
+
+Ops that need loops of their own have graph ops with kernels: slice, expand, arg_reduce,
+cumsum, gather_elements, scatter_elements, one_hot, top_k (and softmax's `log` form).
 """
 
 from __future__ import annotations
@@ -410,7 +421,7 @@ def _arg_reduce(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [y if keep else imp.reshape(y, [d for i, d in enumerate(shape) if i != axis])]
 
 
-@_converts("CumSum")
+@_converts("CumSum", "CumProd")
 def _cumsum(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     axis_in = imp.constant(node, 1, "axis")
@@ -424,6 +435,7 @@ def _cumsum(imp: _Importer, node: _Node) -> Sequence[Value]:
             axis=_i64(axis),
             exclusive=_i64(node.attrs.get("exclusive", 0)),
             reverse=_i64(node.attrs.get("reverse", 0)),
+            product=UnitAttr() if node.op_type == "CumProd" else None,
         )
     ]
 
@@ -1347,3 +1359,29 @@ def _einsum(imp: _Importer, node: _Node) -> Sequence[Value]:
     if _dtype(acc) != dtype:
         acc = imp.emit(graph.CastOp, [acc], _shape(acc), dtype)
     return [acc]
+
+
+@_converts("GatherND")
+def _gather_nd(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data, indices = imp.required(node, 0), imp.required(node, 1)
+    d, i = _shape(data), _shape(indices)
+    batch = int(node.attrs.get("batch_dims", 0))
+    if not i or d[:batch] != i[:batch] or batch + i[-1] > len(d):
+        raise node.error(f"indices {i} do not fit data {d} with batch_dims {batch}")
+    out = [*i[:-1], *d[batch + i[-1] :]]
+    return [imp.emit(graph.GatherNDOp, [data, indices], out, batch_dims=_i64(batch))]
+
+
+@_converts("ScatterND")
+def _scatter_nd(imp: _Importer, node: _Node) -> Sequence[Value]:
+    data, indices, updates = (imp.required(node, i) for i in range(3))
+    reduction = node.attrs.get("reduction", b"none")
+    reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+    d, i, u = _shape(data), _shape(indices), _shape(updates)
+    if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
+        raise node.error(f"indices {i} and updates {u} do not fit data {d}")
+    if reduction not in graph.ScatterElementsOp.REDUCTIONS:
+        raise node.unsupported(f"reduction '{reduction}'")
+    return [
+        imp.emit(graph.ScatterNDOp, [data, indices, updates], d, reduction=StringAttr(reduction))
+    ]

@@ -308,7 +308,11 @@ class _Bufferizer:
             graph.ArgReduceOp: self.simple(
                 kernel.ArgReduceOp, ("kind", "axis", "select_last_index")
             ),
-            graph.CumSumOp: self.simple(kernel.CumSumOp, ("axis", "exclusive", "reverse")),
+            graph.CumSumOp: self.simple(
+                kernel.CumSumOp, ("axis", "exclusive", "reverse", "product")
+            ),
+            graph.GatherNDOp: self.simple(kernel.GatherNDOp, ("batch_dims",)),
+            graph.ScatterNDOp: self.simple(kernel.ScatterNDOp, ("reduction",)),
             graph.ExpandOp: self.expand,
             graph.GatherElementsOp: self.simple(kernel.GatherElementsOp, ("axis", "ignore_index")),
             graph.OneHotOp: self.simple(kernel.OneHotOp, ("axis",)),

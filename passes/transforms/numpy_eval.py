@@ -362,12 +362,45 @@ def arg_reduce(x: np.ndarray, kind: str, axis: int, last: bool) -> np.ndarray:
     return np.expand_dims(index, axis).astype(np.int64)
 
 
-def cumsum(x: np.ndarray, axis: int, exclusive: bool, reverse: bool) -> np.ndarray:
+def cumsum(
+    x: np.ndarray, axis: int, exclusive: bool, reverse: bool, product: bool = False
+) -> np.ndarray:
     y = np.flip(x, axis) if reverse else x
-    total = np.cumsum(y, axis=axis, dtype=x.dtype)
-    if exclusive:
-        total = total - y
+    total = (np.cumprod if product else np.cumsum)(y, axis=axis, dtype=x.dtype)
+    if exclusive:  # shift by one, starting from the identity
+        first = np.ones_like if product else np.zeros_like
+        head = first(np.take(total, [0], axis=axis))
+        total = np.concatenate([head, np.delete(total, -1, axis=axis)], axis=axis)
     return np.flip(total, axis) if reverse else total
+
+
+def gather_nd(data: np.ndarray, indices: np.ndarray, batch_dims: int) -> np.ndarray:
+    k = indices.shape[-1]
+    batch = int(np.prod(data.shape[:batch_dims]))
+    flat_data = data.reshape(batch, *data.shape[batch_dims:])
+    flat_idx = indices.reshape(batch, -1, k)
+    out = []
+    for b in range(batch):
+        for t in flat_idx[b]:
+            position = tuple(
+                int(v) + (flat_data.shape[1 + j] if v < 0 else 0) for j, v in enumerate(t)
+            )
+            out.append(flat_data[b][position])
+    return np.array(out, data.dtype).reshape(*indices.shape[:-1], *data.shape[batch_dims + k :])
+
+
+def scatter_nd(
+    data: np.ndarray, indices: np.ndarray, updates: np.ndarray, reduction: str
+) -> np.ndarray:
+    out = data.copy()
+    combine = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+    for position in np.ndindex(*indices.shape[:-1]):
+        target = tuple(
+            int(v) + (data.shape[j] if v < 0 else 0) for j, v in enumerate(indices[position])
+        )
+        fn = combine.get(reduction)
+        out[target] = updates[position] if fn is None else fn(out[target], updates[position])
+    return out
 
 
 def gather_elements(
@@ -568,7 +601,16 @@ EVALUATORS: dict[str, Evaluator] = {
         bool(_int(p, "select_last_index")),
     ),
     "graph.cumsum": lambda p, ins, out: cumsum(
-        _only(ins), _int(p, "axis"), bool(_int(p, "exclusive")), bool(_int(p, "reverse"))
+        _only(ins),
+        _int(p, "axis"),
+        bool(_int(p, "exclusive")),
+        bool(_int(p, "reverse")),
+        "product" in p,
+    ),
+    "graph.gather_nd": lambda p, ins, out: gather_nd(ins[0], ins[1], _int(p, "batch_dims")),  # type: ignore[arg-type]
+    "graph.scatter_nd": lambda p, ins, out: scatter_nd(
+        *ins,  # type: ignore[arg-type]
+        reduction=p["reduction"].data,  # type: ignore[attr-defined]
     ),
 }
 

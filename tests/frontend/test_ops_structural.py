@@ -240,12 +240,17 @@ def test_top_k_and_scatter_elements() -> None:
         n("TopK", ["x", "k"], ["top_values", "arg_top_indices"], axis=1),
         n("TopK", ["x", "k"], ["low_values", "arg_low_indices"], axis=-1, largest=0),
         n("ScatterElements", ["x", "idx", "updates"], ["scatter_add"], axis=1, reduction="add"),
+        n("GatherND", ["x", "nd_idx"], ["gather_nd"], batch_dims=1),
+        n("ScatterND", ["x", "nd_idx2", "nd_updates"], ["scatter_nd"], reduction="mul"),
     ]
     rng = np.random.default_rng(7)
     constants = {
         "k": _i64(3),
         "idx": rng.integers(-6, 6, (2, 4, 5)).astype(np.int64),
         "updates": rng.standard_normal((2, 4, 5)).astype(np.float32),
+        "nd_idx": rng.integers(0, 6, (2, 3, 1)).astype(np.int64),
+        "nd_idx2": np.array([[0, 5], [1, -1]], np.int64),
+        "nd_updates": rng.standard_normal((2, 5)).astype(np.float32),
     }
     outputs = [name for m in nodes for name in m.output]
     x = rng.standard_normal((2, 6, 5)).astype(np.float32)

@@ -10,8 +10,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp, StringAttr, f32, i64
-from xdsl.ir import Block, SSAValue
+from xdsl.dialects.builtin import (
+    IntegerAttr,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+    UnitAttr,
+    f32,
+    i64,
+)
+from xdsl.ir import Attribute, Block, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects import kernel
@@ -26,8 +34,10 @@ from ember.passes.transforms.numpy_eval import (
     arg_reduce,
     cumsum,
     gather_elements,
+    gather_nd,
     one_hot,
     scatter_elements,
+    scatter_nd,
     strided_slice,
     top_k_indices,
 )
@@ -160,13 +170,15 @@ def test_arg_reduce_ir_keeps_best_value_and_index_in_vectors() -> None:
 
 
 # -- cumsum ------------------------------------------------------------------------------------------
-def _cumsum_op(axis: int, exclusive: bool, reverse: bool):  # type: ignore[no-untyped-def]
+def _cumsum_op(axis: int, exclusive: bool, reverse: bool, product: bool = False):  # type: ignore[no-untyped-def]
     def make(args: Sequence[SSAValue]) -> kernel.CumSumOp:
-        props = {
+        props: dict[str, Attribute] = {
             "axis": IntegerAttr(axis, i64),
             "exclusive": IntegerAttr(int(exclusive), i64),
             "reverse": IntegerAttr(int(reverse), i64),
         }
+        if product:
+            props["product"] = UnitAttr()
         return kernel.CumSumOp(operands=list(args), properties=props)
 
     return make
@@ -189,6 +201,14 @@ def test_cumsum_matches_numpy(
     y = np.zeros(shape, dtype)
     run_kernel_op(_cumsum_op(axis, exclusive, reverse), [x, y])
     np.testing.assert_allclose(y, cumsum(x, axis, exclusive, reverse), rtol=1e-6)
+
+
+@pytest.mark.parametrize("exclusive,reverse", [(False, False), (True, True)])
+def test_cumulative_product_matches_numpy(exclusive: bool, reverse: bool) -> None:
+    x = random((3, 6, 10)) * 0.5 + 1
+    y = np.zeros_like(x)
+    run_kernel_op(_cumsum_op(1, exclusive, reverse, product=True), [x, y])
+    np.testing.assert_allclose(y, cumsum(x, 1, exclusive, reverse, product=True), rtol=1e-6)
 
 
 # -- gather elements ---------------------------------------------------------------------------------
@@ -274,3 +294,35 @@ def test_top_k_matches_a_stable_sort(
 
     run_kernel_op(make, [x, y])
     np.testing.assert_array_equal(y, top_k_indices(x, k, axis, largest))
+
+
+# -- gather nd / scatter nd --------------------------------------------------------------------------
+def test_gather_nd_matches_numpy() -> None:
+    data = random((2, 4, 5, 3))
+    idx = RNG.integers(-4, 4, size=(2, 6, 1)).astype(np.int64)  # batch_dims 1, one coordinate
+    idx[..., 0] = np.clip(idx[..., 0], -4, 3)
+    y = np.zeros((2, 6, 5, 3), np.float32)
+
+    def make(args: Sequence[SSAValue]) -> kernel.GatherNDOp:
+        return kernel.GatherNDOp(
+            operands=list(args), properties={"batch_dims": IntegerAttr(1, i64)}
+        )
+
+    run_kernel_op(make, [data, idx, y])
+    np.testing.assert_array_equal(y, gather_nd(data, idx, 1))
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "max"])
+def test_scatter_nd_matches_numpy(reduction: str) -> None:
+    data = random((4, 3, 9))
+    idx = np.array([[[1, 2]], [[-1, 0]], [[1, 2]]], np.int64)  # a duplicate tuple
+    updates = random((3, 1, 9))
+    y = np.zeros_like(data)
+
+    def make(args: Sequence[SSAValue]) -> kernel.ScatterNDOp:
+        return kernel.ScatterNDOp(
+            operands=list(args), properties={"reduction": StringAttr(reduction)}
+        )
+
+    run_kernel_op(make, [data, idx, updates, y])
+    np.testing.assert_allclose(y, scatter_nd(data, idx, updates, reduction), rtol=1e-6)

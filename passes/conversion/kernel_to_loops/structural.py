@@ -168,7 +168,7 @@ def lower_cumsum(op: kernel.CumSumOp, target: Target, name: str) -> func.FuncOp:
         raise fail(op, f"axis {axis} out of range for rank {len(in_shape)}")
     exclusive, reverse = bool(op.exclusive.value.data), bool(op.reverse.value.data)
     outer, n, inner = _around(in_shape, axis)
-    total = simd.Monoid("sum", element_type(op.input))
+    total = simd.Monoid("prod" if op.product is not None else "sum", element_type(op.input))
     fn, b = kernel_function(name, operand_types(op))
     src, dst = (simd.view(b, arg, [outer, n, inner]) for arg in fn.args)
     width = lanes_for(fn.args[0], target) if inner > 1 else 1
@@ -362,5 +362,89 @@ def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
 
     parallel = is_parallel(outer * n * inner) and outer * inner > 1
     simd.for_each_index(b, [outer, inner], column, parallel)
+    b.ret()
+    return fn
+
+
+# -- gather nd / scatter nd --------------------------------------------------------------------------
+def _nd_offset(
+    b: LoopBuilder,
+    indices: SSAValue,
+    tuple_at: SSAValue,
+    dims: Sequence[int],
+    strides: Sequence[int],
+    base: SSAValue | int = 0,
+) -> SSAValue:
+    """base + the flat offset named by the index tuple starting at flat position `tuple_at`;
+    negative components wrap once, others are clamped into range (never out of bounds)."""
+    terms = []
+    for j, (extent, stride) in enumerate(zip(dims, strides)):
+        raw = to_index(b, load(b, indices, b.add(tuple_at, j), 1))
+        wrapped = b.select(b.cmp_index("slt", raw, 0), b.add(raw, extent), raw)
+        terms.append((b.min_index(b.max_index(wrapped, 0), extent - 1), stride))
+    return linear(b, terms, base)
+
+
+@lowering(kernel.GatherNDOp)
+def lower_gather_nd(op: kernel.GatherNDOp, target: Target, name: str) -> func.FuncOp:
+    data_shape, idx_shape = shape(op.data), shape(op.indices)
+    batch, k = op.batch_dims.value.data, idx_shape[-1]
+    strides = row_major_strides(data_shape)
+    run = math.prod(data_shape[batch + k :])  # each tuple picks one contiguous slice
+    per_batch = math.prod(idx_shape[batch:-1])
+    tuples = math.prod(idx_shape[:-1])
+    fn, b = kernel_function(name, operand_types(op))
+    data, indices, out = fn.args
+    lanes = lanes_for(data, target)
+
+    def pick(tb: LoopBuilder, t: SSAValue) -> None:
+        # All batch dims together select one [data_shape[batch:]] block of data.
+        base = tb.mul(tb.floordiv(t, per_batch), strides[batch - 1]) if batch else 0
+        src = _nd_offset(
+            tb,
+            indices,
+            tb.mul(t, k),
+            data_shape[batch : batch + k],
+            strides[batch : batch + k],
+            base,
+        )
+        copy_run(tb, data, src, out, tb.mul(t, run), run, lanes)
+
+    loop(b, 0, tuples, pick, parallel=is_parallel(tuples * run))
+    b.ret()
+    return fn
+
+
+@lowering(kernel.ScatterNDOp)
+def lower_scatter_nd(op: kernel.ScatterNDOp, target: Target, name: str) -> func.FuncOp:
+    data_shape, idx_shape = shape(op.data), shape(op.indices)
+    k, reduction = idx_shape[-1], op.reduction.data
+    if reduction != "none" and reduction not in _SCATTER_COMBINE:
+        raise fail(op, f"unknown reduction '{reduction}'")
+    strides = row_major_strides(data_shape)
+    run = math.prod(data_shape[k:])
+    fn, b = kernel_function(name, operand_types(op))
+    data, indices, updates, out = fn.args
+    copy_flat(b, data, out, math.prod(data_shape), target)
+    lanes = lanes_for(data, target)
+    is_float = isinstance(element_type(data), AnyFloat)
+
+    # Tuples apply in order (later duplicates win or combine), each slice with vectors.
+    def put(tb: LoopBuilder, t: SSAValue) -> None:
+        dst = _nd_offset(tb, indices, tb.mul(t, k), data_shape[:k], strides[:k])
+        src = tb.mul(t, run)
+        if reduction == "none":
+            copy_run(tb, updates, src, out, dst, run, lanes)
+            return
+        combine = _SCATTER_COMBINE[reduction][0 if is_float else 1]
+
+        def element(eb: LoopBuilder, j: SSAValue) -> None:
+            at = eb.add(dst, j)
+            value = eb.insert(combine(load(eb, out, at, 1), load(eb, updates, eb.add(src, j), 1)))
+            store(eb, value.results[0], out, at)
+
+        loop(tb, 0, run, element)
+
+    loop(b, 0, math.prod(idx_shape[:-1]), put)
     b.ret()
     return fn
