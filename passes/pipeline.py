@@ -21,10 +21,18 @@ def _lowering_passes() -> list[type[ModulePass]]:
     from ember.passes.conversion.graph_to_kernel import ConvertGraphToKernel
     from ember.passes.conversion.kernel_to_loops.lower import LowerKernelsToLoops
     from ember.passes.transforms.fuse_elementwise import FuseElementwise
+    from ember.passes.transforms.instrument_kernels import InstrumentKernels
     from ember.passes.transforms.place_weights import PlaceWeights
     from ember.passes.transforms.plan_memory import PlanMemory
 
-    return [ConvertGraphToKernel, FuseElementwise, PlanMemory, PlaceWeights, LowerKernelsToLoops]
+    return [
+        ConvertGraphToKernel,
+        FuseElementwise,
+        PlanMemory,
+        PlaceWeights,
+        LowerKernelsToLoops,
+        InstrumentKernels,  # not in the default pipeline: `python -m ember.tools.profile`
+    ]
 
 
 def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
