@@ -333,6 +333,49 @@ def test_einsum() -> None:
     _check(_model(nodes, inputs, [m.output[0] for m in nodes], {}), feeds)
 
 
+def test_attention() -> None:
+    n = helper.make_node
+    nodes = [
+        # 4-D grouped-query attention with a boolean mask and a causal limit after a past cache
+        n(
+            "Attention",
+            ["q", "k", "v", "mask", "past_k", "past_v"],
+            ["y", "present_k", "present_v", "qk"],
+            is_causal=1,
+            qk_matmul_output_mode=3,
+        ),
+        # 3-D inputs, softcap and an explicit scale
+        n(
+            "Attention",
+            ["q3", "k3", "v3"],
+            ["y3"],
+            q_num_heads=2,
+            kv_num_heads=2,
+            softcap=3.0,
+            scale=0.2,
+        ),
+    ]
+    inputs = [
+        ("q", F, [2, 4, 3, 8]),
+        ("k", F, [2, 2, 5, 8]),
+        ("v", F, [2, 2, 5, 6]),
+        ("mask", TensorProto.BOOL, [3, 7]),
+        ("past_k", F, [2, 2, 2, 8]),
+        ("past_v", F, [2, 2, 2, 6]),
+        ("q3", F, [1, 4, 16]),
+        ("k3", F, [1, 6, 16]),
+        ("v3", F, [1, 6, 10]),
+    ]
+    rng = np.random.default_rng(11)
+    feeds = {
+        name: (rng.random(shape) > 0.3 if t == TensorProto.BOOL else rng.standard_normal(shape))
+        for name, t, shape in inputs
+    }
+    feeds = {k: v if v.dtype == np.bool_ else v.astype(np.float32) for k, v in feeds.items()}
+    outputs = ["y", "present_k", "present_v", "qk", "y3"]
+    _check(_model(nodes, inputs, outputs, {}, opset=23), feeds)
+
+
 def test_resize_imports_as_weighted_gathers() -> None:
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(
