@@ -87,7 +87,8 @@ def _verify_same_shape(op: Operation, a: SSAValue, b: SSAValue) -> None:
         raise VerifyException(f"{op.name}: shape {shape_of(a)} != {shape_of(b)}")
 
 
-def _verify_epilogue(op: Operation) -> None:
+def verify_epilogue(op: Operation) -> None:
+    """Checks shared by every op carrying a fused epilogue (graph and kernel level)."""
     act = op.activation  # type: ignore[attr-defined]
     if act is not None and act.data not in ACTIVATIONS:
         raise VerifyException(f"{op.name}: unknown activation '{act.data}'")
@@ -479,7 +480,7 @@ class ConvOp(IRDLOperation):
             raise VerifyException(f"graph.conv: output shape {y} does not match weight {w}")
         if self.bias is not None and shape_of(self.bias) != (w[0],):
             raise VerifyException(f"graph.conv: bias shape {shape_of(self.bias)} != ({w[0]},)")
-        _verify_epilogue(self)
+        verify_epilogue(self)
 
 
 @irdl_op_definition
@@ -536,7 +537,7 @@ class MatMulOp(IRDLOperation):
             raise VerifyException(f"graph.matmul: {err}") from err
         if y != (*batch, a[-2], b[-1]):
             raise VerifyException(f"graph.matmul: output {y} != {(*batch, a[-2], b[-1])}")
-        _verify_epilogue(self)
+        verify_epilogue(self)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,21 +42,12 @@ from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects.graph import (
-    ACTIVATIONS,
     broadcast_shapes,
     shape_of,
+    verify_epilogue,
     verify_gather_elements,
     verify_slice,
 )
-
-
-def _check_epilogue(op: IRDLOperation) -> None:
-    act = op.activation  # type: ignore[attr-defined]
-    if act is not None and act.data not in ACTIVATIONS:
-        raise VerifyException(f"{op.name}: unknown activation '{act.data}'")
-    residual = op.residual  # type: ignore[attr-defined]
-    if residual is not None and shape_of(residual) != shape_of(op.output):  # type: ignore[attr-defined]
-        raise VerifyException(f"{op.name}: residual shape != output shape")
 
 
 @irdl_op_definition
@@ -116,7 +107,7 @@ class Conv2dOp(IRDLOperation):
     def verify_(self) -> None:
         if len(shape_of(self.input)) != 4 or len(shape_of(self.output)) != 4:
             raise VerifyException("kernel.conv2d: input and output must be NCHW")
-        _check_epilogue(self)
+        verify_epilogue(self)
 
 
 @irdl_op_definition
@@ -148,7 +139,7 @@ class MatMulOp(IRDLOperation):
             raise VerifyException("kernel.matmul: a and output must have rank >= 2")
         if shape_of(self.a)[-2] != shape_of(self.output)[-2]:
             raise VerifyException("kernel.matmul: rows of a != rows of output")
-        _check_epilogue(self)
+        verify_epilogue(self)
 
 
 @irdl_op_definition
