@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -201,7 +202,10 @@ def _compile_unit_uncollected(job: _Job, unit: UnitPlan) -> CompiledUnit:
 
 def _explained(error: Exception, unit: UnitPlan) -> Exception:
     """The error, naming the unit, in a form that survives the trip back from a worker."""
-    what = "the entry function" if unit.is_entry else f"kernel function '{unit.name}'"
+    if not unit.is_entry:
+        what = f"kernel function '{unit.name}'"
+    else:
+        what = "the module" if unit.define is None else "the entry function"
     error.add_note(f"(ember codegen, while compiling {what})")
     try:
         pickle.loads(pickle.dumps(error))
@@ -214,6 +218,7 @@ def _explained(error: Exception, unit: UnitPlan) -> Exception:
 
 # The job of the pool being forked: workers inherit it instead of receiving a pickled module.
 _FORKED_JOB: _Job | None = None
+_FORK_LOCK = threading.Lock()
 
 
 def _init_worker() -> None:
@@ -274,7 +279,6 @@ def _build_units(
     jobs: int | None,
     cache: ObjectCache | None,
 ) -> tuple[Partition, list[CompiledUnit]]:
-    global _FORKED_JOB
     part = partition(module)
     job = _Job(module, part, target, opt_level, jit, cache)
     workers = worker_count(part, jobs)
@@ -289,6 +293,14 @@ def _build_units(
                 raise _explained(error, unit) from None
         return part, compiled
 
+    # One pool at a time per process: workers find their job in a global.
+    with _FORK_LOCK:
+        return part, _build_in_workers(job, workers)
+
+
+def _build_in_workers(job: _Job, workers: int) -> list[CompiledUnit]:
+    global _FORKED_JOB
+    part = job.part
     _FORKED_JOB = job
     try:
         pool = concurrent.futures.ProcessPoolExecutor(
@@ -300,19 +312,22 @@ def _build_units(
             submitted = {i: pool.submit(_run_in_worker, i) for i in order}
             futures = [submitted[i] for i in range(len(part.units))]
             results: list[CompiledUnit] = []
-            for unit, future in zip(part.units, futures, strict=True):
+            for future in futures:
                 try:
                     results.append(future.result())
                 except BrokenProcessPool:
-                    pending = [u.name for u, f in zip(part.units, futures) if not f.done()]
+                    unfinished = [u.name for u, f in zip(part.units, futures) if _failed(f)]
                     raise RuntimeError(
                         "an ember codegen worker process died (LLVM crashed or the process was "
-                        f"killed) while compiling unit '{unit.name}' or one of "
-                        f"{', '.join(pending) or 'the others'}; rerun with EMBER_JOBS=1 to see "
-                        "the failure in this process"
+                        f"killed) while compiling one of the units {', '.join(unfinished)}; "
+                        "rerun with EMBER_JOBS=1 to see the failure in this process"
                     ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
         _FORKED_JOB = None
-    return part, results
+    return results
+
+
+def _failed(future: concurrent.futures.Future[CompiledUnit]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is not None

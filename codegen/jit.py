@@ -108,7 +108,7 @@ def _check_external_symbols(units: list[CompiledUnit]) -> None:
 
 
 def _timings(units: list[CompiledUnit]) -> dict[str, float]:
-    """Per-stage seconds summed over units (CPU time across workers, not wall time)."""
+    """Per-stage seconds summed over units (across workers: more than the wall time)."""
     totals = dict.fromkeys(("emit", "parse", "optimize", "codegen"), 0.0)
     for unit in units:
         for stage, seconds in unit.timings.items():
@@ -150,6 +150,7 @@ class JitModule:
         self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self._target_machine)
         for unit in self.units:
             self._engine.add_object_file(llvm.ObjectFileRef.from_data(unit.object))
+            unit.object = b""  # the engine has its own copy
         self._engine.finalize_object()
         self._engine.run_static_constructors()
         now = time.perf_counter()
@@ -181,27 +182,25 @@ class JitModule:
     @functools.cached_property
     def llvm_ir(self) -> str:
         """The optimized LLVM IR of every unit (recomputed on demand: objects may be cached)."""
-        return _join(
-            self.units,
-            [str(self._optimized(unit)) for unit in self.units],
-        )
+        return _join([u.name for u in self.units], [str(self._optimized(u)) for u in self.units])
 
     def asm(self) -> str:
         """Assembly of the optimized units, as the JIT compiled them."""
+        tm = self._target_machine
         return _join(
-            self.units,
-            [str(self._target_machine.emit_assembly(self._optimized(u))) for u in self.units],
+            [u.name for u in self.units],
+            [str(tm.emit_assembly(self._optimized(u))) for u in self.units],
         )
 
     def _optimized(self, unit: CompiledUnit) -> Any:
         return parse_optimized(unit.ir, self._target_machine, self.opt_level)[0]
 
 
-def _join(units: list[CompiledUnit], texts: list[str]) -> str:
+def _join(names: list[str], texts: list[str]) -> str:
     """One text for several units; a single unit's text is unchanged."""
     if len(texts) == 1:
         return texts[0]
-    return "\n".join(f"; ---- unit {u.name} ----\n{t}" for u, t in zip(units, texts, strict=True))
+    return "\n".join(f"; ---- unit {n} ----\n{t}" for n, t in zip(names, texts, strict=True))
 
 
 def emit_objects(
@@ -278,11 +277,9 @@ def emit_text(
     if kind not in ("llvm", "llvm-unoptimized", "asm"):
         raise ValueError(f"unknown emit kind '{kind}' (expected llvm, llvm-unoptimized or asm)")
     part = partition(module)
-    units = [emit_unit(module, part, unit, target, hidden=True) for unit in part.units]
+    texts = [emit_unit(module, part, unit, target, hidden=True) for unit in part.units]
     if kind != "llvm-unoptimized":
         tm = target_machine(target, opt_level, jit=False)
-        refs = [parse_optimized(text, tm, opt_level)[0] for text in units]
-        units = [str(tm.emit_assembly(r) if kind == "asm" else r) for r in refs]
-    if len(units) == 1:
-        return units[0]
-    return "\n".join(f"; ---- unit {u.name} ----\n{t}" for u, t in zip(part.units, units))
+        refs = [parse_optimized(text, tm, opt_level)[0] for text in texts]
+        texts = [str(tm.emit_assembly(r) if kind == "asm" else r) for r in refs]
+    return _join([unit.name for unit in part.units], texts)
