@@ -225,9 +225,11 @@ def _pad_indices(mode: str, size: int, before: int, after: int) -> np.ndarray:
 
 
 def _pad_constant(
-    imp: _Importer, x: Value, axis: int, before: int, after: int, value: float = 0.0
+    imp: _Importer, x: Value, axis: int, before: int, after: int, value: float | Value = 0.0
 ) -> Value:
-    """x with `before`/`after` elements of `value` around `axis` (negative counts crop)."""
+    """x with `before`/`after` elements of `value` around `axis` (negative counts crop).
+
+    A fill value known only at run time is broadcast into the padding by graph.expand."""
     if before < 0 or after < 0:
         size = _shape(x)[axis]
         start = max(0, -before)
@@ -237,7 +239,13 @@ def _pad_constant(
     for width in (before, after):
         block = list(_shape(x))
         block[axis] = width
-        pieces.append(_Const(np.full(block, value, _dtype(x))))
+        if isinstance(value, float | int):
+            pieces.append(_Const(np.full(block, value, _dtype(x))))
+        elif width > 0:
+            scalar = imp.reshape(value, [1] * len(block))
+            pieces.append(imp.emit(graph.ExpandOp, [scalar], block))
+        else:
+            pieces.append(_Const(np.zeros(block, _dtype(x))))
     return _concat(imp, [pieces[0], x, pieces[1]], axis)
 
 
@@ -254,8 +262,13 @@ def _pad(imp: _Importer, node: _Node) -> Sequence[Value]:
         axes = list(range(rank))
     else:
         pads = [int(p) for p in imp.constant(node, 1, "pads")]  # type: ignore[union-attr]
-        fill = imp.constant(node, 2, "constant_value")
-        value = 0.0 if fill is None or fill.size == 0 else fill.reshape(-1)[0].item()
+        fill = imp.input(node, 2)
+        if fill is None or math.prod(_shape(fill)) == 0:
+            value: float | Value = 0.0
+        elif isinstance(fill, _Const):
+            value = fill.array.reshape(-1)[0].item()
+        else:
+            value = fill
         axes_in = imp.constant(node, 3, "axes")
         axes = (
             list(range(rank)) if axes_in is None else [_axis(node, int(a), rank) for a in axes_in]

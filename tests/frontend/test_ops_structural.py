@@ -97,6 +97,14 @@ def test_slicing_padding_and_layout_ops() -> None:
     _check(_model(nodes, inputs, outputs, constants), feeds)
 
 
+def test_pad_with_a_fill_value_computed_at_run_time() -> None:
+    node = helper.make_node("Pad", ["x", "pads", "fill"], ["y"], mode="constant")
+    inputs = [("x", F, [2, 5]), ("fill", F, [])]
+    model = _model([node], inputs, ["y"], {"pads": _i64(1, 0, 0, 3)})
+    x = np.random.default_rng(12).standard_normal((2, 5)).astype(np.float32)
+    _check(model, {"x": x, "fill": np.array(-2.5, np.float32)})
+
+
 def test_resize_modes() -> None:
     n = helper.make_node
     nodes = [

@@ -1,8 +1,13 @@
-"""Loop lowerings of the structural kernels: strided slice, arg max/min, cumulative sum.
+"""Loop lowerings of the structural kernels: slice, arg max/min, cumulative sum/product,
+one-hot, top-k, and the data-dependent gathers and scatters (elements and ND).
 
-All three see their buffer as [outer, n, inner] around one axis (or, for slice, as a box of
-runs): work along `inner` is contiguous, so vectors run across inner columns with one
-accumulator (or running best value/index) per lane, and the axis itself is the loop they walk.
+The axis-wise kernels (arg_reduce, cumsum, one_hot, top_k) see their buffers as
+[outer, n, inner] around one axis: work along `inner` is contiguous, so vectors run across
+inner columns with one accumulator (or running best value and index) per lane, and the axis
+itself is the loop they walk. Slices and ND gathers move contiguous runs with vector copies.
+Element gathers and scatters read or write at data-dependent positions one element at a time
+(scatters in order, so that duplicates combine exactly as ONNX specifies); their indices wrap
+once when negative and are clamped, so a bad index never reads or writes out of bounds.
 """
 
 from __future__ import annotations
