@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from onnx.helper import tensor_dtype_to_np_dtype as onnx_dtype
 from xdsl.dialects.builtin import StringAttr, UnitAttr
 from xdsl.irdl import IRDLOperation
 
@@ -1545,3 +1546,52 @@ def _attention(imp: _Importer, node: _Node) -> Sequence[Value]:
     if dtype != f32:
         outputs = [imp.emit(graph.CastOp, [t], _shape(t), dtype) for t in outputs]
     return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops whose data-dependent part is known at compile time
+
+
+@_converts("Compress")
+def _compress(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    condition = imp.constant(node, 1, "condition")
+    assert condition is not None
+    axis = node.attrs.get("axis")
+    if axis is None:  # the flattened input
+        x = imp.reshape(x, [math.prod(_shape(x))])
+        axis = 0
+    axis = _axis(node, int(axis), len(_shape(x)))
+    keep = np.flatnonzero(condition.reshape(-1)[: _shape(x)[axis]])
+    if keep.size == 0:
+        raise node.unsupported("Compress with an empty result")
+    return [_gather_axis(imp, x, axis, keep)]
+
+
+@_converts("CenterCropPad")
+def _center_crop_pad(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    target = imp.constant(node, 1, "shape")
+    assert target is not None
+    rank = len(_shape(x))
+    axes = [_axis(node, int(a), rank) for a in node.attrs.get("axes", range(rank))]
+    if len(axes) != target.size:
+        raise node.error(f"shape {list(target)} does not match axes {axes}")
+    for axis, want in zip(axes, (int(t) for t in target.reshape(-1))):
+        size = _shape(x)[axis]
+        if want < size:  # crop, the extra element (odd difference) taken from the end
+            x = _slice_axis(imp, x, axis, (size - want) // 2, want)
+        elif want > size:  # pad with zeros, the extra element at the end
+            before = (want - size) // 2
+            x = _pad_constant(imp, x, axis, before, want - size - before)
+    return [x]
+
+
+@_converts("EyeLike")
+def _eye_like(imp: _Importer, node: _Node) -> Sequence[Value]:
+    shape = _shape(imp.required(node, 0))
+    if len(shape) != 2:
+        raise node.error(f"input of rank {len(shape)}; EyeLike needs a matrix")
+    to = node.attrs.get("dtype")
+    dtype = _dtype(imp.required(node, 0)) if to is None else onnx_dtype(to)
+    return [_Const(np.eye(shape[0], shape[1], int(node.attrs.get("k", 0)), dtype=dtype))]

@@ -105,6 +105,24 @@ def test_pad_with_a_fill_value_computed_at_run_time() -> None:
     _check(model, {"x": x, "fill": np.array(-2.5, np.float32)})
 
 
+def test_compress_center_crop_pad_and_eye_like() -> None:
+    n = helper.make_node
+    nodes = [
+        n("Compress", ["x", "condition"], ["compressed"], axis=1),
+        n("Compress", ["x", "condition"], ["compressed_flat"]),
+        n("CenterCropPad", ["x", "crop_pad"], ["center"], axes=[1, 2]),
+        n("EyeLike", ["m"], ["eye"], k=-1),
+    ]
+    constants = {
+        "condition": np.array([0, 1, 1, 0, 1], bool),
+        "crop_pad": _i64(2, 8),
+    }
+    inputs = [("x", F, [3, 5, 5]), ("m", F, [4, 6])]
+    rng = np.random.default_rng(13)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
+    _check(_model(nodes, inputs, [m.output[0] for m in nodes], constants), feeds)
+
+
 def test_resize_modes() -> None:
     n = helper.make_node
     nodes = [
