@@ -1595,3 +1595,30 @@ def _eye_like(imp: _Importer, node: _Node) -> Sequence[Value]:
     to = node.attrs.get("dtype")
     dtype = _dtype(imp.required(node, 0)) if to is None else onnx_dtype(to)
     return [_Const(np.eye(shape[0], shape[1], int(node.attrs.get("k", 0)), dtype=dtype))]
+
+
+@_converts("ReverseSequence")
+def _reverse_sequence(imp: _Importer, node: _Node) -> Sequence[Value]:
+    from ember.frontend.ops_elementwise import _compare, _where
+
+    x, lengths = imp.required(node, 0), imp.required(node, 1)
+    shape = _shape(x)
+    batch_axis = int(node.attrs.get("batch_axis", 1))
+    time_axis = int(node.attrs.get("time_axis", 0))
+    if {batch_axis, time_axis} != {0, 1} or len(shape) < 2:
+        raise node.error(f"batch_axis {batch_axis} and time_axis {time_axis} must be 0 and 1")
+    # Source time step of each (time, batch): len - 1 - t inside the sequence, t after it.
+    grid = [1, 1] + [1] * (len(shape) - 2)
+    grid[batch_axis] = shape[batch_axis]
+    lengths = imp.reshape(lengths, grid)
+    if _dtype(lengths) != np.int64:
+        lengths = imp.emit(graph.CastOp, [lengths], _shape(lengths), np.dtype(np.int64))
+    steps = [1] * len(shape)
+    steps[time_axis] = shape[time_axis]
+    t = _Const(np.arange(shape[time_axis], dtype=np.int64).reshape(steps))
+    inside = _compare(imp, node, "lt", t, lengths)
+    last = imp.binary(node, graph.SubOp, lengths, _Const(np.array(1, np.int64)))
+    flipped = imp.binary(node, graph.SubOp, last, t)
+    source = _where(imp, node, inside, flipped, t)
+    source = imp.emit(graph.ExpandOp, [source], shape) if _shape(source) != shape else source
+    return [_gather_elements(imp, x, source, time_axis)]

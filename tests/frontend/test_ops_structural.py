@@ -123,6 +123,19 @@ def test_compress_center_crop_pad_and_eye_like() -> None:
     _check(_model(nodes, inputs, [m.output[0] for m in nodes], constants), feeds)
 
 
+def test_reverse_sequence() -> None:
+    n = helper.make_node
+    nodes = [
+        n("ReverseSequence", ["x", "lens"], ["time_major"], time_axis=0, batch_axis=1),
+        n("ReverseSequence", ["xt", "lens"], ["batch_major"], time_axis=1, batch_axis=0),
+    ]
+    inputs = [("x", F, [5, 3, 2]), ("xt", F, [3, 5, 2]), ("lens", I64, [3])]
+    rng = np.random.default_rng(14)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs[:2]}
+    feeds["lens"] = np.array([5, 1, 3], np.int64)
+    _check(_model(nodes, inputs, ["time_major", "batch_major"], {}), feeds)
+
+
 def test_resize_modes() -> None:
     n = helper.make_node
     nodes = [
