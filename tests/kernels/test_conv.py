@@ -181,6 +181,50 @@ def test_conv_gemm(case: tuple) -> None:
     )
 
 
+# Few input channels (stems): direct conv from band planes, no im2col. (input, Cout, kernel,
+# strides, pads, dilations)
+DIRECT_CASES = [
+    ((1, 3, 40, 40), 32, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # MobileNet stem
+    ((1, 3, 41, 39), 64, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1)),  # SqueezeNet stem, W tails
+    ((2, 3, 38, 36), 13, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # ResNet stem, M tail
+    ((1, 1, 9, 25), 7, (3, 5), (1, 1), (2, 1, 0, 3), (2, 1)),  # dilation, asymmetric pads
+    ((1, 2, 12, 13), 6, (2, 3), (3, 2), (1, 0, 1, 2), (1, 2)),  # stride 3 rows, dilation 2
+    ((1, 3, 150, 150), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # several bands
+]
+
+
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}s{c[3]}")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_direct_small_cin(case: tuple, threads: int) -> None:
+    x_shape, cout, ks, strides, pads, dilations = case
+    assert x_shape[1] <= conv.DIRECT_MAX_CIN
+    run_conv(
+        x_shape,
+        cout,
+        ks,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        bias=True,
+        residual=True,
+        activation="clip",
+        threads=threads,
+        expect_layout="conv_a_panel",
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in GEMM_CASES if c[0][1] <= conv.DIRECT_MAX_CIN and c[6] == 1],
+    ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}s{c[3]}",
+)
+def test_conv_small_cin_through_gemm(monkeypatch: pytest.MonkeyPatch, case: tuple) -> None:
+    """The im2col GEMM path still handles few input channels (the direct path turned off)."""
+    monkeypatch.setattr(conv, "DIRECT_MAX_CIN", 0)
+    x_shape, cout, ks, strides, pads, dilations, group = case
+    run_conv(x_shape, cout, ks, strides=strides, pads=pads, dilations=dilations, group=group)
+
+
 DEPTHWISE_CASES = [
     ((1, 8, 10, 10), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     ((1, 5, 11, 13), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # MobileNet stride 2, odd sizes
@@ -397,6 +441,25 @@ def test_conv_ir_im2col_panel() -> None:
         CHECK: memref.store {{.*}} : memref<36x16xf32>
         CHECK: vector.load {{.*}} : memref<36x16xf32>, vector<8xf32>
         CHECK: vector.fma
+        """,
+    )
+
+
+def test_conv_ir_direct_small_cin() -> None:
+    """3 input channels: band planes (3 channels x 1 phase) and a statically unrolled
+    K = 27 reduction of 6 x 2 vector tiles (then 6 x 1 for the 4 output columns left of
+    each row); no im2col panel."""
+    ir = _lowered((1, 3, 20, 20), 12, (3, 3), (1, 1, 1, 1), 1)
+    assert "memref<27x16xf32>" not in ir
+    assert_filecheck(
+        ir,
+        """
+        CHECK: scf.parallel
+        CHECK: memref.alloca() : memref<3x22x32xf32>
+        CHECK-COUNT-324: vector.fma {{.*}} : vector<8xf32>
+        CHECK: vector.store
+        CHECK-COUNT-162: vector.fma {{.*}} : vector<8xf32>
+        CHECK: vector.maskedstore
         """,
     )
 

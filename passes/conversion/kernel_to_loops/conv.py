@@ -15,6 +15,7 @@ indices row-major from the static shape, so [b, c, 0, n] names element n of plan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, func, vector
@@ -40,6 +41,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     k_block,
     load_lanes,
     m_chunking,
+    m_tile_loop,
     memref_shape,
     pack_rows,
     split_static,
@@ -146,7 +148,12 @@ def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
     if op.weight_layout.data == DEPTHWISE_LAYOUT:
         fn = _lower_depthwise(op, geo, target, name)
     else:
-        fn = _lower_gemm_conv(op, geo, target, name)
+        planes = _direct_planes(geo, target)
+        if planes is not None:
+            _check_gemm_weight(op, geo)
+            fn = _lower_direct(op, geo, planes, target, name)
+        else:
+            fn = _lower_gemm_conv(op, geo, target, name)
     describe_kernel(fn, geo.summary() + epilogue_summary(op), geo.flops)
     return fn
 
@@ -299,25 +306,33 @@ def _pack_im2col_rows(
     )
 
 
+def _check_gemm_weight(op: kernel.Conv2dOp, geo: ConvGeometry) -> int:
+    """Validate the packed [G, ceil(M/MR), K, MR] weight; returns MR."""
+    w_shape = memref_shape(op.weight)
+    mr = w_shape[-1]
+    m = geo.cout // geo.group
+    k_extent = geo.cin // geo.group * geo.kh * geo.kw
+    layout = op.weight_layout.data
+    if layout != conv_layout(mr) or w_shape != (geo.group, ceil_div(m, mr), k_extent, mr):
+        raise ValueError(
+            f"kernel.conv2d: weight {w_shape} with layout '{layout}' does not match a "
+            f"{geo.kh}x{geo.kw} conv {geo.cin}->{geo.cout}, group {geo.group} "
+            f"(expected [G, ceil(M/MR), K, MR] from pack_conv_weight)"
+        )
+    return mr
+
+
 def _lower_gemm_conv(
     op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
 ) -> func.FuncOp:
     blocking = gemm_blocking(target)
     vw = blocking.vw
     nr = blocking.nr
-    w_shape = memref_shape(op.weight)
-    mr = w_shape[-1]
+    mr = _check_gemm_weight(op, geo)
     groups = geo.group
     m = geo.cout // groups
     cin_g = geo.cin // groups
     k_extent = cin_g * geo.kh * geo.kw
-    layout = op.weight_layout.data
-    if layout != conv_layout(mr) or w_shape != (groups, ceil_div(m, mr), k_extent, mr):
-        raise ValueError(
-            f"kernel.conv2d: weight {w_shape} with layout '{layout}' does not match a "
-            f"{geo.kh}x{geo.kw} conv {geo.cin}->{geo.cout}, group {groups} "
-            f"(expected [G, ceil(M/MR), K, MR] from pack_conv_weight)"
-        )
     n = geo.ho * geo.wo
     taps = geo.kh * geo.kw
     # k blocks hold whole input channels (all kh*kw taps of each) so that im2col can pack
@@ -424,25 +439,176 @@ def _lower_gemm_conv(
 SHARED_A_MAX_PANELS = 4
 SHARED_A_MIN_BYTES = 2 * 1024 * 1024
 
-# Scratch for one band of a depthwise conv: rows of the padded input plane kept in L1.
-DEPTHWISE_BAND_BYTES = 32 * 1024
+# Scratch for one band of a depthwise conv (or of all the input channels of a direct conv):
+# rows of the padded input planes kept in L1.
+BAND_BYTES = 32 * 1024
 
 # Output vectors computed together per depthwise row chunk: independent FMA chains hide
 # the FMA latency, and 4 accumulators + weights + loads fit in any x86 register file.
 DEPTHWISE_ROW_VECTORS = 4
 
+# Convs with at most this many input channels (per group 1: network stems, 3 -> 32/64) run
+# as a direct conv: K = Cin*kh*kw is too small for im2col packing to be amortized.
+DIRECT_MAX_CIN = 3
+
+
+@dataclass(frozen=True)
+class BandPlanes:
+    """Output rows in bands; the input rows a band reads, copied into zero-bordered planes.
+
+    The copy is de-interleaved by column phase for strided convs (plane[slot*sw + q, i, t] =
+    x[ih0 + i, t*sw + q - pl], rows outside the input are zero), so that every (r, s) tap of
+    VW consecutive outputs of a row is one contiguous, in-bounds vector load. Bands keep the
+    planes of `slots` channels within BAND_BYTES for any image size.
+    """
+
+    geo: ConvGeometry
+    vw: int
+    slots: int
+    width: int
+    rows: int
+    band_rows: int
+    bands: int
+    copy_cols: int
+
+    @staticmethod
+    def plan(geo: ConvGeometry, vw: int, slots: int) -> BandPlanes:
+        shift_max = ((geo.kw - 1) * geo.dw) // geo.sw
+        width = ceil_div(ceil_div(geo.wo, vw) * vw + shift_max, vw) * vw
+        halo = (geo.kh - 1) * geo.dh + 1
+        row_bytes = slots * geo.sw * width * 4
+        band_rows = max(1, (BAND_BYTES // row_bytes - halo) // geo.sh + 1)
+        band_rows = min(geo.ho, band_rows)
+        rows = (band_rows - 1) * geo.sh + halo
+        copy_cols = min(geo.w, width * geo.sw - geo.pl)
+        bands = ceil_div(geo.ho, band_rows)
+        return BandPlanes(geo, vw, slots, width, rows, band_rows, bands, copy_cols)
+
+    @property
+    def fits(self) -> bool:
+        return self.slots * self.geo.sw * self.rows * self.width * 4 <= SCRATCH_LIMIT_BYTES
+
+    def allocate(self, b: LoopBuilder) -> SSAValue:
+        """The planes, zeroed: the border stays zero as fills only write the interior."""
+        plane = alloca(b, [self.slots * self.geo.sw, self.rows, self.width])
+        zero = b.splat(0.0, self.vw)
+
+        def clear(b: LoopBuilder, q: SSAValue) -> None:
+            def clear_row(b: LoopBuilder, r: SSAValue) -> None:
+                for t in range(0, self.width, self.vw):
+                    b.vstore(zero, plane, [q, r, t])
+
+            b.for_range(0, self.rows, 1, clear_row)
+
+        b.for_range(0, self.slots * self.geo.sw, 1, clear)
+        return plane
+
+    def first_output_row(self, b: LoopBuilder, band: SSAValue) -> SSAValue:
+        return b.mul(band, self.band_rows)
+
+    def fill(
+        self,
+        b: LoopBuilder,
+        plane: SSAValue,
+        x: SSAValue,
+        bi: SSAValue,
+        ch: SSAValue,
+        slot: Value,
+        band: SSAValue,
+    ) -> None:
+        """Copy the input rows of output band `band` of channel `ch` into plane slot `slot`."""
+        geo, vw, sw, copy_cols = self.geo, self.vw, self.geo.sw, self.copy_cols
+        zero = b.splat(0.0, vw)
+        base = b.mul(slot, sw)
+
+        def zero_row(b: LoopBuilder, row: SSAValue) -> None:
+            for q in range(sw):
+                for t in range(0, self.width, vw):
+                    b.vstore(zero, plane, [b.add(base, q), row, t])
+
+        def copy_row(b: LoopBuilder, ih: SSAValue, row: SSAValue) -> None:
+            if sw == 1:
+                full = copy_cols - copy_cols % vw
+                for t in range(0, full, vw):
+                    b.vstore(b.vload(x, [bi, ch, ih, t], vw), plane, [base, row, t + geo.pl])
+                for t in range(full, copy_cols):
+                    b.store(b.load(x, [bi, ch, ih, t]), plane, [base, row, t + geo.pl])
+                return
+
+            vector_cols = 0
+            if sw == 2:
+                # Two input vectors -> even and odd columns by two shuffles.
+                vector_cols = copy_cols - copy_cols % (2 * vw)
+                even = DenseArrayBase.from_list(i64, list(range(0, 2 * vw, 2)))
+                odd = DenseArrayBase.from_list(i64, list(range(1, 2 * vw, 2)))
+
+                def copy_pair(b: LoopBuilder, iw: SSAValue) -> None:
+                    lo = b.vload(x, [bi, ch, ih, iw], vw)
+                    hi = b.vload(x, [bi, ch, ih, b.add(iw, vw)], vw)
+                    t = b.floordiv(iw, 2)
+                    for e, mask in enumerate((even, odd)):
+                        lanes = b.insert(
+                            vector.ShuffleOp(lo, hi, mask, result_type=VectorType(f32, [vw]))
+                        ).results[0]
+                        phase = b.add(base, (e + geo.pl) % 2)
+                        b.vstore(lanes, plane, [phase, row, b.add(t, (e + geo.pl) // 2)])
+
+                if vector_cols:
+                    b.for_range(0, vector_cols, 2 * vw, copy_pair)
+
+            def copy_col(b: LoopBuilder, iw: SSAValue) -> None:
+                col = b.add(iw, geo.pl)
+                dest = [b.add(base, b.rem(col, sw)), row, b.floordiv(col, sw)]
+                b.store(b.load(x, [bi, ch, ih, iw]), plane, dest)
+
+            if vector_cols < copy_cols:
+                b.for_range(vector_cols, copy_cols, 1, copy_col)
+
+        ih0 = b.sub(b.mul(self.first_output_row(b, band), geo.sh), geo.pt)
+
+        def fill_row(b: LoopBuilder, row: SSAValue) -> None:
+            ih = b.add(ih0, row)
+            inside = b.cmp_index("ult", ih, geo.h)  # negative rows wrap around
+            if_else(b, inside, lambda t: copy_row(t, ih, row), lambda e: zero_row(e, row))
+
+        b.for_range(0, self.rows, 1, fill_row)
+
+    def output_rows(
+        self,
+        b: LoopBuilder,
+        band: SSAValue,
+        emit: Callable[[LoopBuilder, SSAValue, SSAValue], None],
+    ) -> None:
+        """emit(b, oh, row) for each output row oh of the band; `row` is the plane row of
+        its (r = 0) taps."""
+        oh0 = self.first_output_row(b, band)
+
+        def emit_row(b: LoopBuilder, oh: SSAValue) -> None:
+            emit(b, oh, b.mul(b.sub(oh, oh0), self.geo.sh))
+
+        b.for_range(oh0, b.min_index(b.add(oh0, self.band_rows), self.geo.ho), 1, emit_row)
+
+    def tap(self, s: int) -> tuple[int, int]:
+        """(column phase, column shift in the phase plane) of kernel column s."""
+        col = s * self.geo.dw
+        return col % self.geo.sw, col // self.geo.sw
+
+
+def _width_chunks(
+    b: LoopBuilder, wo: int, chunk_w: int, emit: Callable[[LoopBuilder, SSAValue, int], None]
+) -> None:
+    """emit(b, ow0, cols) over an output row: full chunks in a loop, the static tail last."""
+    full = wo // chunk_w
+    if full:
+        b.for_range(0, full * chunk_w, chunk_w, lambda b2, ow0: emit(b2, ow0, chunk_w))
+    if wo % chunk_w:
+        emit(b, b.index(full * chunk_w), wo % chunk_w)
+
 
 def _lower_depthwise(
     op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
 ) -> func.FuncOp:
-    """Direct depthwise conv vectorized over output width.
-
-    Each channel is processed in bands of output rows. The input rows a band reads are first
-    copied into a zero-bordered scratch plane, de-interleaved by column phase for strided
-    convs (plane[q, i, t] = x[ih0 + i, t*sw + q - pl], rows outside the input are zero), so
-    that every (r, s) tap of VW consecutive outputs is one contiguous, in-bounds vector load.
-    Bands keep the plane small enough to stay in L1/L2 for any image size.
-    """
+    """Direct depthwise conv vectorized over output width, one channel's BandPlanes at a time."""
     vw = target.vector_width
     channels = geo.cout
     if memref_shape(op.weight) != (channels, geo.kh * geo.kw) or geo.cin != channels:
@@ -450,18 +616,12 @@ def _lower_depthwise(
             f"kernel.conv2d: depthwise weight {memref_shape(op.weight)} does not match "
             f"{channels} channels of {geo.kh}x{geo.kw}"
         )
-    shift_max = ((geo.kw - 1) * geo.dw) // geo.sw
-    width = ceil_div(ceil_div(geo.wo, vw) * vw + shift_max, vw) * vw
-    halo = (geo.kh - 1) * geo.dh + 1
-    band_rows = max(1, (DEPTHWISE_BAND_BYTES // (geo.sw * width * 4) - halo) // geo.sh + 1)
-    band_rows = min(geo.ho, band_rows)
-    bands = ceil_div(geo.ho, band_rows)
-    rows = (band_rows - 1) * geo.sh + halo
-    if geo.sw * rows * width * 4 > SCRATCH_LIMIT_BYTES:
+    planes = BandPlanes.plan(geo, vw, 1)
+    if not planes.fits:
         raise NotImplementedError(
-            f"kernel.conv2d: depthwise window of {rows}x{width} rows exceeds the scratch limit"
+            f"kernel.conv2d: depthwise window of {planes.rows}x{planes.width} rows exceeds "
+            "the scratch limit"
         )
-    copy_cols = min(geo.w, width * geo.sw - geo.pl)
     chunks = min(channels, 4 * max(target.threads, 1))
     per_chunk = ceil_div(channels, chunks)
     chunks = ceil_div(channels, per_chunk)
@@ -472,79 +632,25 @@ def _lower_depthwise(
     chunk_w = DEPTHWISE_ROW_VECTORS * vw
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
-        plane = alloca(b, [geo.sw, rows, width])
+        plane = planes.allocate(b)
         epi = Epilogue(out, args.get("residual"), activation, vw)
         zero = b.splat(0.0, vw)
-
-        # The border stays zero: channel copies below only ever write the interior.
-        def clear(b: LoopBuilder, q: SSAValue) -> None:
-            def clear_row(b: LoopBuilder, r: SSAValue) -> None:
-                for t in range(0, width, vw):
-                    b.vstore(zero, plane, [q, r, t])
-
-            b.for_range(0, rows, 1, clear_row)
-
-        b.for_range(0, geo.sw, 1, clear)
         bi, c = decode(b, u, [geo.batch, chunks])
         first = b.mul(c, per_chunk)
         last = b.min_index(b.add(first, per_chunk), channels)
 
         def channel(b: LoopBuilder, ch: SSAValue) -> None:
-            def zero_row(b: LoopBuilder, row: SSAValue) -> None:
-                for q in range(geo.sw):
-                    for t in range(0, width, vw):
-                        b.vstore(zero, plane, [q, row, t])
-
-            def copy_row(b: LoopBuilder, ih: SSAValue, row: SSAValue) -> None:
-                if geo.sw == 1:
-                    full = copy_cols - copy_cols % vw
-                    for t in range(0, full, vw):
-                        b.vstore(b.vload(x, [bi, ch, ih, t], vw), plane, [0, row, t + geo.pl])
-                    for t in range(full, copy_cols):
-                        b.store(b.load(x, [bi, ch, ih, t]), plane, [0, row, t + geo.pl])
-                    return
-
-                vector_cols = 0
-                if geo.sw == 2:
-                    # Two input vectors -> even and odd columns by two shuffles.
-                    vector_cols = copy_cols - copy_cols % (2 * vw)
-                    even = DenseArrayBase.from_list(i64, list(range(0, 2 * vw, 2)))
-                    odd = DenseArrayBase.from_list(i64, list(range(1, 2 * vw, 2)))
-
-                    def copy_pair(b: LoopBuilder, iw: SSAValue) -> None:
-                        lo = b.vload(x, [bi, ch, ih, iw], vw)
-                        hi = b.vload(x, [bi, ch, ih, b.add(iw, vw)], vw)
-                        t = b.floordiv(iw, 2)
-                        for e, mask in enumerate((even, odd)):
-                            lanes = b.insert(
-                                vector.ShuffleOp(lo, hi, mask, result_type=VectorType(f32, [vw]))
-                            ).results[0]
-                            dest = [(e + geo.pl) % 2, row, b.add(t, (e + geo.pl) // 2)]
-                            b.vstore(lanes, plane, dest)
-
-                    if vector_cols:
-                        b.for_range(0, vector_cols, 2 * vw, copy_pair)
-
-                def copy_col(b: LoopBuilder, iw: SSAValue) -> None:
-                    col = b.add(iw, geo.pl)
-                    dest = [b.rem(col, geo.sw), row, b.floordiv(col, geo.sw)]
-                    b.store(b.load(x, [bi, ch, ih, iw]), plane, dest)
-
-                if vector_cols < copy_cols:
-                    b.for_range(vector_cols, copy_cols, 1, copy_col)
-
             taps = [b.splat(b.load(w, [ch, t]), vw) for t in range(geo.kh * geo.kw)]
             bias = None if bias_buf is None else b.splat(b.load(bias_buf, [ch]), vw)
 
             def out_row(b: LoopBuilder, oh: SSAValue, base: SSAValue) -> None:
-
                 def chunk(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
                     nv = ceil_div(cols, vw)
                     acc = [bias if bias is not None else zero] * nv
                     for r in range(geo.kh):
                         row = b.add(base, r * geo.dh)
                         for s in range(geo.kw):
-                            phase, shift = (s * geo.dw) % geo.sw, (s * geo.dw) // geo.sw
+                            phase, shift = planes.tap(s)
                             for j in range(nv):
                                 col = b.add(ow0, j * vw + shift)
                                 v = b.vload(plane, [phase, row, col], vw)
@@ -553,32 +659,94 @@ def _lower_depthwise(
                         lanes = min(vw, cols - j * vw)
                         epi.finish(b, acc[j], [bi, ch, oh, b.add(ow0, j * vw)], lanes, None)
 
-                full = geo.wo // chunk_w
-                if full:
-                    b.for_range(0, full * chunk_w, chunk_w, lambda b2, ow0: chunk(b2, ow0, chunk_w))
-                if geo.wo % chunk_w:
-                    chunk(b, b.index(full * chunk_w), geo.wo % chunk_w)
+                _width_chunks(b, geo.wo, chunk_w, chunk)
 
             def band(b: LoopBuilder, index: SSAValue) -> None:
-                oh0 = b.mul(index, band_rows)
-                ih0 = b.sub(b.mul(oh0, geo.sh), geo.pt)
+                planes.fill(b, plane, x, bi, ch, 0, index)
+                planes.output_rows(b, index, out_row)
 
-                def fill(b: LoopBuilder, row: SSAValue) -> None:
-                    ih = b.add(ih0, row)
-                    inside = b.cmp_index("ult", ih, geo.h)  # negative rows wrap around
-                    if_else(b, inside, lambda t: copy_row(t, ih, row), lambda e: zero_row(e, row))
-
-                b.for_range(0, rows, 1, fill)
-
-                def emit_row(b: LoopBuilder, oh: SSAValue) -> None:
-                    out_row(b, oh, b.mul(b.sub(oh, oh0), geo.sh))
-
-                b.for_range(oh0, b.min_index(b.add(oh0, band_rows), geo.ho), 1, emit_row)
-
-            b.for_range(0, bands, 1, band)
+            b.for_range(0, planes.bands, 1, band)
 
         b.for_range(first, last, 1, channel)
 
     body.parallel_range(0, geo.batch * chunks, 1, unit)
+    body.ret()
+    return fn
+
+
+def _direct_planes(geo: ConvGeometry, target: Target) -> BandPlanes | None:
+    """The band planes of a direct (no im2col) conv, if this conv should run as one."""
+    if geo.group != 1 or geo.cin > DIRECT_MAX_CIN:
+        return None
+    planes = BandPlanes.plan(geo, target.vector_width, geo.cin)
+    return planes if planes.fits else None
+
+
+def _lower_direct(
+    op: kernel.Conv2dOp, geo: ConvGeometry, planes: BandPlanes, target: Target, name: str
+) -> func.FuncOp:
+    """Direct conv for few input channels (stems): the GEMM micro-kernel with B read from
+    the band planes.
+
+    Each MR x NR tile of C (MR output channels, NR consecutive output columns of one row)
+    runs the whole reduction, K = Cin*kh*kw, statically unrolled: for every (ci, r, s) the
+    B row is `nvec` vector loads from the de-interleaved planes at that tap's offset and the
+    A column MR broadcasts of the packed weights. Work units are (batch, band of output
+    rows); a band's input rows are copied once, then all of its rows and channels computed.
+    """
+    blocking = gemm_blocking(target)
+    vw, nr = blocking.vw, blocking.nr
+    mr = memref_shape(op.weight)[-1]
+    m = geo.cout
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+    taps = [(ci, r, s) for ci in range(geo.cin) for r in range(geo.kh) for s in range(geo.kw)]
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        plane = planes.allocate(b)
+        epi = Epilogue(out, args.get("residual"), activation, vw)
+        zero = b.splat(0.0, vw)
+        bi, band = decode(b, u, [geo.batch, planes.bands])
+        for ci in range(geo.cin):
+            planes.fill(b, plane, x, bi, b.index(ci), ci, band)
+
+        def out_row(b: LoopBuilder, oh: SSAValue, base: SSAValue) -> None:
+            def chunk(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
+                nv = ceil_div(cols, vw)
+                lanes = [min(vw, cols - j * vw) for j in range(nv)]
+
+                def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
+                    panel = b.floordiv(m0, mr)
+                    acc = [[zero] * nv for _ in range(rows)]
+                    for k, (ci, r, s) in enumerate(taps):
+                        phase, shift = planes.tap(s)
+                        row = b.add(base, r * geo.dh)
+                        slot = ci * geo.sw + phase
+                        vs = [
+                            b.vload(plane, [slot, row, b.add(ow0, j * vw + shift)], vw)
+                            for j in range(nv)
+                        ]
+                        for i in range(rows):
+                            a = b.splat(b.load(w, [0, panel, k, i]), vw)
+                            for j in range(nv):
+                                acc[i][j] = b.fma(a, vs[j], acc[i][j])
+                    for i in range(rows):
+                        co = b.add(m0, i)
+                        bias = None
+                        if bias_buf is not None:
+                            bias = b.splat(b.load(bias_buf, [co]), vw)
+                        for j in range(nv):
+                            idx = [bi, co, oh, b.add(ow0, j * vw)]
+                            epi.finish(b, acc[i][j], idx, lanes[j], bias)
+
+                m_tile_loop(b, b.index(0), 1, m, mr, tile)
+
+            _width_chunks(b, geo.wo, nr, chunk)
+
+        planes.output_rows(b, band, out_row)
+
+    body.parallel_range(0, geo.batch * planes.bands, 1, unit)
     body.ret()
     return fn
