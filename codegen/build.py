@@ -158,10 +158,10 @@ class _Job:
 
 
 @contextlib.contextmanager
-def _young_garbage_only() -> Iterator[None]:
-    """Emission allocates ~10^5 short-lived llvmlite objects per kernel; automatic collections
-    would also rescan the program's long-lived IR and weights each time (it doubles emit time).
-    Collect once afterwards, only the generations the unit's garbage is in."""
+def deferred_gc() -> Iterator[None]:
+    """Emission (and lowering) allocate ~10^5 short-lived objects per kernel; automatic
+    collections would also rescan the program's long-lived IR and weights each time (it
+    doubles emit time). Collect once afterwards, only the young generations."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -173,7 +173,7 @@ def _young_garbage_only() -> Iterator[None]:
 
 
 def _compile_unit(job: _Job, unit: UnitPlan) -> CompiledUnit:
-    with _young_garbage_only():
+    with deferred_gc():
         return _compile_unit_uncollected(job, unit)
 
 
