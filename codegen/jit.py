@@ -35,6 +35,7 @@ from ember.codegen.build import (
 from ember.codegen.objcache import ObjectCache
 from ember.codegen.units import emit_unit, partition
 from ember.passes.target import Target
+from ember.runtime.threads import configure_openmp
 
 __all__ = [
     "JitModule",
@@ -71,6 +72,7 @@ def load_runtime_libraries() -> None:
     global _runtime_loaded
     if _runtime_loaded:
         return
+    configure_openmp()  # libgomp reads its wait policy when it is loaded
     for name, soname in (("gomp", "libgomp.so.1"), ("m", "libm.so.6")):
         errors = []
         for candidate in _library_candidates(name, soname):
