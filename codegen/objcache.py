@@ -27,16 +27,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ember.runtime.cache import cache_root
+
 # Bump when the meaning of a cached object changes in a way the key does not capture.
 CODEGEN_VERSION = 1
 _MAGIC = b"ember-object-v1\n"
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("EMBER_CACHE_DIR"):
-        return Path(os.environ["EMBER_CACHE_DIR"]) / "objects"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ember" / "objects"
+    return cache_root() / "objects"
 
 
 def cache_disabled() -> bool:

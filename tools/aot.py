@@ -28,6 +28,7 @@ import onnx
 
 from ember import __version__
 from ember.runtime.artifact import LIBRARY_FILE, MANIFEST_FILE, ArtifactError, write_artifact
+from ember.runtime.cache import cache_root
 from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
@@ -208,10 +209,8 @@ def compile_artifact(
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("EMBER_CACHE_DIR"):
-        return Path(os.environ["EMBER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ember"
+    """Where compiled models are cached (`Config.set_cache_dir` chooses another place)."""
+    return cache_root() / "artifacts"
 
 
 def cache_key(source: bytes, target: Any, opt_level: int, pipeline: str) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import platform
 import re
 import shutil
@@ -66,8 +65,9 @@ _EXPANDED = re.compile(r"^(?P<base>.+)_expanded(?:_ver\d+)?$")
 
 
 def cache_root() -> Path:
-    base = os.environ.get("EMBER_CACHE_DIR") or os.path.join("~", ".cache", "ember")
-    return Path(base).expanduser() / "onnx-node-tests"
+    from ember.runtime.cache import cache_root
+
+    return cache_root() / "onnx-node-tests"
 
 
 def data_dir(root: Path | None = None, regenerate: bool = False) -> Path:

@@ -10,21 +10,24 @@ import ember
 from ember.frontend.onnx_importer import has_function_body, supported_ops
 
 
-def test_attention_compiles_through_its_function_body() -> None:
-    shapes = {"Q": (2, 3, 4, 8), "K": (2, 3, 6, 8), "V": (2, 3, 6, 8)}
+def test_rotary_embedding_compiles_through_its_function_body() -> None:
+    # Rotating half of each head keeps both halves of the body's Split non-empty.
+    shapes = {"X": (1, 2, 4, 8), "cos": (1, 4, 2), "sin": (1, 4, 2)}
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()]
-    output = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3, 4, 8])
-    node = helper.make_node("Attention", list(shapes), ["Y"], name="att", is_causal=1)
+    output = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2, 4, 8])
+    node = helper.make_node(
+        "RotaryEmbedding", list(shapes), ["Y"], name="rope", rotary_embedding_dim=4
+    )
     model = helper.make_model(
         helper.make_graph([node], "g", inputs, [output]),
         opset_imports=[helper.make_opsetid("", 23)],
     )
-    assert "Attention" not in supported_ops() and has_function_body("Attention", 23)
+    assert "RotaryEmbedding" not in supported_ops() and has_function_body("RotaryEmbedding", 23)
     rng = np.random.default_rng(0)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
     expected = ReferenceEvaluator(model).run(None, feeds)[0]
     actual = ember.compile(model).run(feeds)["Y"]
-    # float32 softmax/matmul in a different summation order: 1e-5 relative to max |ref|.
+    # float32 products and sums in a different order: 1e-5 relative to max |ref|.
     assert np.max(np.abs(actual - expected)) <= 1e-5 * np.max(np.abs(expected))
 
 

@@ -158,7 +158,7 @@ def test_bench_compiles_an_onnx_model_once(
     argv = ["bench", str(model), "--runs", "3", "--warmup", "0", "--input", str(tmp_path / "x.npy")]
     assert main(argv) == 0
     assert main(argv) == 0
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / "artifacts").iterdir())) == 1
     assert capsys.readouterr().out.count("\nember ") == 2
 
 

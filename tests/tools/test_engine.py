@@ -62,7 +62,7 @@ def test_docs_walkthrough_runs_and_matches_onnxruntime(workdir: Path, compiles: 
     feeds = {n: predictor.get_input_handle(n).copy_to_cpu() for n in predictor.get_input_names()}
     expected = onnxruntime_outputs(small_convnet(), feeds)
     assert_close({"logits": namespace["result"]}, {"logits": expected["logits"]}, rel=REL_TOL)
-    assert len(compiles) == 1 and compiles[0].parent == workdir / "cache"
+    assert len(compiles) == 1 and compiles[0].parent == workdir / "cache" / "artifacts"
 
 
 _SECOND_PROCESS = r"""
