@@ -3,9 +3,10 @@
 Every parallel kernel is one libgomp parallel region ending in a barrier. libgomp's default
 wait is a long busy spin (GOMP_SPINCOUNT 300000): ideal on an idle machine, but when other
 processes share the cores a spinning thread steals the time slice the straggler needs, and a
-region that takes microseconds waits for a scheduler tick. Measured on a loaded 2-core host
-(MobileNetV2, 2 threads): 80-640 ms with the default spin vs 17-19 ms with 1000 spins (1 thread:
-13-16 ms). ember therefore sets a bounded spin unless the user chose a policy. libgomp reads the
+region that takes microseconds waits for a scheduler tick. MobileNetV2 at 2 threads on this
+2-core host: loaded (load average 3), 80-640 ms with the default spin, 70-80 ms with 10000 spins,
+17-19 ms with 1000 (1 thread: 13-16 ms); idle, 7.4-8.8 ms whatever the spin count (1000: 7.9-8.4).
+So ember sets 1000 spins unless the user chose a policy. libgomp reads the
 variables once, when it is loaded, so this must run before the first kernel library is loaded.
 """
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-# Spins before a waiting thread sleeps; see docs/performance.md for the measurement.
-DEFAULT_SPINCOUNT = "10000"
+# Spins before a waiting thread sleeps (measurements above).
+DEFAULT_SPINCOUNT = "1000"
 
 
 def configure_openmp() -> None:
