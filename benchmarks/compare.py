@@ -3,10 +3,12 @@
     python benchmarks/compare.py                       # the twelve models, 1 and 2 threads
     python benchmarks/compare.py --models resnet50 --threads 1 --runs 20
 
-For each model and thread count: ember's compile time, the median latency of ember and of
-onnxruntime over --runs runs after --warmup runs (interleaved, so that both see the same machine
-state), their ratio, the max abs error against onnxruntime relative to max |reference|, the
-planned arena against the sum of all intermediates; then the geometric mean of the ratios.
+For each model and thread count: ember's ahead-of-time compile time, the median latency of the
+loaded artifact and of onnxruntime over --runs runs after --warmup runs (interleaved, so that
+both see the same machine state), their ratio, the max abs error against onnxruntime relative to
+max |reference|, the planned arena against the sum of all intermediates, and the peak memory of
+each engine (resident high-water mark rise while it loads and runs once); then the geometric
+mean of the ratios.
 Not a test: numbers depend on the machine, which is printed first.
 """
 
@@ -16,8 +18,10 @@ import argparse
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +43,7 @@ BUILT_MODELS = {
 ALL_MODELS = [*LIGHT_MODELS, *BUILT_MODELS]
 
 
-def load(name: str) -> onnx.ModelProto:
+def load_model(name: str) -> onnx.ModelProto:
     if name in BUILT_MODELS:
         return BUILT_MODELS[name]()
     return onnx.load(light_model_path(name))
@@ -64,37 +68,44 @@ def machine() -> str:
     )
 
 
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def bench(name: str, threads: int, runs: int, warmup: int) -> dict[str, float]:
+def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dict[str, float]:
     import onnxruntime as ort
 
-    model = load(name)
+    from ember.runtime import load
+    from ember.tools.aot import compile_artifact, resolve_target
+    from ember.tools.bench import PeakMemory
+
+    model = load_model(name)
     feeds = random_inputs(model, seed=0)
     start = time.perf_counter()
-    compiled = ember.compile(model, threads=threads)
+    target = resolve_target("host", threads)
+    build = compile_artifact(model, workdir / f"{name}-{threads}", target=target)
     compile_s = time.perf_counter() - start
 
+    # Peak memory of each engine: the rise of this process's resident high-water mark while
+    # the engine loads and runs once (weights, arena or allocator pools, code).
+    with PeakMemory() as ember_memory:
+        executable = load(build.path, threads=threads)
+        executable.run(feeds)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
+    options.log_severity_level = 3
+    with PeakMemory() as ort_memory:
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        names = [o.name for o in session.get_outputs()]
+        session.run(names, feeds)
 
     for _ in range(warmup):
-        compiled.run(feeds)
+        executable.run(feeds)
         session.run(names, feeds)
+    # Interleaved, so that both engines see the same machine state.
     ember_times, ort_times = [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        ours = compiled.run(feeds)
+        ours = executable.run(feeds)
         t1 = time.perf_counter()
         theirs = session.run(names, feeds)
         t2 = time.perf_counter()
@@ -104,13 +115,15 @@ def bench(name: str, threads: int, runs: int, warmup: int) -> dict[str, float]:
         float(np.max(np.abs(ours[n] - ref))) / max(float(np.max(np.abs(ref))), 1e-30)
         for n, ref in zip(names, theirs)
     )
-    report = compiled.report
+    report = build.report
     return {
         "compile_s": compile_s,
         "ember_ms": statistics.median(ember_times) * 1e3,
         "ort_ms": statistics.median(ort_times) * 1e3,
         "rel_err": rel_err,
         "arena_ratio": report.arena_bytes / max(report.intermediate_bytes, 1),
+        "ember_mb": ember_memory.mb if ember_memory.mb is not None else float("nan"),
+        "ort_mb": ort_memory.mb if ort_memory.mb is not None else float("nan"),
     }
 
 
@@ -126,26 +139,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runs: {args.runs} after {args.warmup} warm-up, medians, same process\n")
     header = (
         f"| {'model':<13} | thr | compile s | ember ms | onnxruntime ms | ratio | "
-        f"rel err | arena/intermediates |"
+        f"rel err | arena/intermediates | ember MiB | onnxruntime MiB |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     ratios: dict[int, list[float]] = {t: [] for t in args.threads}
+    workdir = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     for name in args.models:
         for threads in args.threads:
-            r = bench(name, threads, args.runs, args.warmup)
+            r = bench(name, threads, args.runs, args.warmup, workdir)
             ratio = r["ember_ms"] / r["ort_ms"]
             ratios[threads].append(ratio)
             print(
                 f"| {name:<13} | {threads:>3} | {r['compile_s']:>9.2f} | {r['ember_ms']:>8.2f} | "
                 f"{r['ort_ms']:>14.2f} | {ratio:>5.2f} | {r['rel_err']:>7.1e} | "
-                f"{r['arena_ratio']:>19.0%} |",
+                f"{r['arena_ratio']:>19.0%} | {r['ember_mb']:>9.0f} | {r['ort_mb']:>15.0f} |",
                 flush=True,
             )
     for threads, values in ratios.items():
         geomean = math.exp(sum(math.log(v) for v in values) / len(values))
-        print(f"\ngeometric mean of ember/onnxruntime at {threads} thread(s): {geomean:.2f}", end="")
-    print(f"\npeak RSS of this process: {peak_rss_mb():.0f} MB")
+        print(
+            f"\ngeometric mean of ember/onnxruntime at {threads} thread(s): {geomean:.2f} "
+            f"(worst {max(values):.2f})",
+            end="",
+        )
+    print()
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
