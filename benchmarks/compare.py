@@ -4,11 +4,11 @@
     python benchmarks/compare.py --models resnet50 --threads 1 --runs 20
 
 For each model and thread count: ember's ahead-of-time compile time, the median latency of the
-loaded artifact and of onnxruntime over --runs runs after --warmup runs (interleaved, so that
-both see the same machine state), their ratio, the max abs error against onnxruntime relative to
+loaded artifact and of onnxruntime over --runs runs after --warmup runs (in alternating blocks,
+so that both see the same machine state but not each other's spinning thread pool), their ratio, the max abs error against onnxruntime relative to
 max |reference|, the planned arena against the sum of all intermediates, and the peak memory of
-each engine (resident high-water mark rise while it loads and runs once); then the geometric
-mean of the ratios.
+each engine (in a fresh process: resident high-water mark rise while it loads and runs once);
+then the geometric mean of the ratios.
 Not a test: numbers depend on the machine, which is printed first.
 """
 
@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,12 +69,43 @@ def machine() -> str:
     )
 
 
+# Run in a fresh interpreter, so that one engine's peak is not hidden in memory the process
+# already holds: the rise of the resident high-water mark while the engine loads and runs once.
+_PEAK_MEMORY = r"""
+import sys, numpy as np
+from ember.tools.bench import PeakMemory
+engine, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+feeds = dict(np.load(sys.argv[4]))
+if engine == "ember":
+    from ember.runtime import load
+    with PeakMemory() as memory:
+        load(path, threads=threads).run(feeds)
+else:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    with PeakMemory() as memory:
+        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).run(None, feeds)
+print(memory.mb)
+"""
+
+
+def peak_memory_mb(engine: str, path: Path, threads: int, feeds_file: Path) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY, engine, str(path), str(threads), str(feeds_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(result.stdout.split()[-1])
+
+
 def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dict[str, float]:
     import onnxruntime as ort
 
     from ember.runtime import load
     from ember.tools.aot import compile_artifact, resolve_target
-    from ember.tools.bench import PeakMemory
 
     model = load_model(name)
     feeds = random_inputs(model, seed=0)
@@ -82,48 +114,48 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
     build = compile_artifact(model, workdir / f"{name}-{threads}", target=target)
     compile_s = time.perf_counter() - start
 
-    # Peak memory of each engine: the rise of this process's resident high-water mark while
-    # the engine loads and runs once (weights, arena or allocator pools, code).
-    with PeakMemory() as ember_memory:
-        executable = load(build.path, threads=threads)
-        executable.run(feeds)
+    executable = load(build.path, threads=threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    with PeakMemory() as ort_memory:
-        session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-        names = [o.name for o in session.get_outputs()]
-        session.run(names, feeds)
-
-    for _ in range(warmup):
-        executable.run(feeds)
-        session.run(names, feeds)
-    # Interleaved, so that both engines see the same machine state.
-    ember_times, ort_times = [], []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        ours = executable.run(feeds)
-        t1 = time.perf_counter()
-        theirs = session.run(names, feeds)
-        t2 = time.perf_counter()
-        ember_times.append(t1 - t0)
-        ort_times.append(t2 - t1)
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    engines = {
+        "ember": lambda: executable.run(feeds),
+        "onnxruntime": lambda: session.run(names, feeds),
+    }
+    times: dict[str, list[float]] = {engine: [] for engine in engines}
+    # Alternating blocks, not alternating runs: each engine's thread pool spins for a while
+    # after a run and would steal the other engine's second core. Two blocks each even out drift.
+    for block in range(2):
+        for engine, run in engines.items():
+            time.sleep(0.2)
+            for _ in range(warmup if block == 0 else 1):
+                run()
+            for _ in range((runs + 1) // 2):
+                t0 = time.perf_counter()
+                run()
+                times[engine].append(time.perf_counter() - t0)
+    ours, theirs = executable.run(feeds), session.run(names, feeds)
     rel_err = max(
         float(np.max(np.abs(ours[n] - ref))) / max(float(np.max(np.abs(ref))), 1e-30)
         for n, ref in zip(names, theirs)
     )
+    model_file, feeds_file = workdir / f"{name}.onnx", workdir / f"{name}-feeds.npz"
+    onnx.save(model, model_file)
+    np.savez(feeds_file, **feeds)
     report = build.report
     return {
         "compile_s": compile_s,
-        "ember_ms": statistics.median(ember_times) * 1e3,
-        "ort_ms": statistics.median(ort_times) * 1e3,
+        "ember_ms": statistics.median(times["ember"]) * 1e3,
+        "ort_ms": statistics.median(times["onnxruntime"]) * 1e3,
         "rel_err": rel_err,
         "arena_ratio": report.arena_bytes / max(report.intermediate_bytes, 1),
-        "ember_mb": ember_memory.mb if ember_memory.mb is not None else float("nan"),
-        "ort_mb": ort_memory.mb if ort_memory.mb is not None else float("nan"),
+        "ember_mb": peak_memory_mb("ember", build.path, threads, feeds_file),
+        "ort_mb": peak_memory_mb("onnxruntime", model_file, threads, feeds_file),
     }
 
 
