@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.runtime.executable import Executable, TensorSpec
+from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
 
 
 @dataclass
@@ -99,7 +99,7 @@ def random_feeds(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.nda
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
-        dtype = np.dtype(spec.dtype)
+        dtype = numpy_dtype(spec.dtype)
         if np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
         elif dtype == np.bool_:

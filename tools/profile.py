@@ -28,6 +28,7 @@ from xdsl.ir import Block, Region
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, InstrumentKernels
 from ember.runtime.executable import Manifest
+from ember.tools import bench
 from ember.tools.compile import CompiledModel, compile_program, finish_program
 
 
@@ -99,18 +100,8 @@ def counter_rate(target: Target, seconds: float = 0.05) -> float:
 
 
 def random_feeds(manifest: Manifest, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs: floats ~ N(0, 1), integers in [0, 16) (valid ids for most embeddings)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in manifest.inputs:
-        dtype = np.dtype(spec.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feeds[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[spec.name] = rng.integers(0, 2, size=spec.shape).astype(dtype)
-        else:
-            feeds[spec.name] = rng.integers(0, 16, size=spec.shape).astype(dtype)
-    return feeds
+    """Seeded inputs for every input of `manifest` (see `ember.tools.bench.random_feeds`)."""
+    return bench.random_feeds(manifest.inputs, seed)
 
 
 def profile_model(
