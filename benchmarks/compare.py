@@ -4,8 +4,8 @@
     python benchmarks/compare.py --models resnet50 --threads 1 --runs 20
 
 For each model and thread count: ember's ahead-of-time compile time, the median latency of the
-loaded artifact and of onnxruntime over --runs runs after --warmup runs (in alternating blocks,
-so that both see the same machine state but not each other's spinning thread pool), their ratio, the max abs error against onnxruntime relative to
+loaded artifact and of onnxruntime over --runs runs after --warmup runs (one engine after the
+other, so that neither competes with the other's spinning thread pool), their ratio, the max abs error against onnxruntime relative to
 max |reference|, the planned arena against the sum of all intermediates, and the peak memory of
 each engine (in a fresh process: resident high-water mark rise while it loads and runs once);
 then the geometric mean of the ratios.
@@ -106,6 +106,7 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
 
     from ember.runtime import load
     from ember.tools.aot import compile_artifact, resolve_target
+    from ember.tools.bench import time_runs
 
     model = load_model(name)
     feeds = random_inputs(model, seed=0)
@@ -114,7 +115,10 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
     build = compile_artifact(model, workdir / f"{name}-{threads}", target=target)
     compile_s = time.perf_counter() - start
 
+    # One engine after the other, each with the machine to itself: onnxruntime's pool keeps
+    # spinning after a run and would steal ember's second core if the runs were interleaved.
     executable = load(build.path, threads=threads)
+    ember_times = time_runs(lambda: executable.run(feeds), runs, warmup)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -123,22 +127,7 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     names = [o.name for o in session.get_outputs()]
-    engines = {
-        "ember": lambda: executable.run(feeds),
-        "onnxruntime": lambda: session.run(names, feeds),
-    }
-    times: dict[str, list[float]] = {engine: [] for engine in engines}
-    # Alternating blocks, not alternating runs: each engine's thread pool spins for a while
-    # after a run and would steal the other engine's second core. Two blocks each even out drift.
-    for block in range(2):
-        for engine, run in engines.items():
-            time.sleep(0.2)
-            for _ in range(warmup if block == 0 else 1):
-                run()
-            for _ in range((runs + 1) // 2):
-                t0 = time.perf_counter()
-                run()
-                times[engine].append(time.perf_counter() - t0)
+    ort_times = time_runs(lambda: session.run(names, feeds), runs, warmup)
     ours, theirs = executable.run(feeds), session.run(names, feeds)
     rel_err = max(
         float(np.max(np.abs(ours[n] - ref))) / max(float(np.max(np.abs(ref))), 1e-30)
@@ -150,8 +139,8 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
     report = build.report
     return {
         "compile_s": compile_s,
-        "ember_ms": statistics.median(times["ember"]) * 1e3,
-        "ort_ms": statistics.median(times["onnxruntime"]) * 1e3,
+        "ember_ms": statistics.median(ember_times),
+        "ort_ms": statistics.median(ort_times),
         "rel_err": rel_err,
         "arena_ratio": report.arena_bytes / max(report.intermediate_bytes, 1),
         "ember_mb": peak_memory_mb("ember", build.path, threads, feeds_file),
