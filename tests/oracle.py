@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ember.tools.opt_bisect import seeded_inputs
+
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = (
     "bvlc_alexnet",
@@ -26,28 +28,9 @@ def light_model_path(name: str) -> Path:
     return LIGHT_DIR / f"light_{name}.onnx"
 
 
-def _initializer_names(model: onnx.ModelProto) -> set[str]:
-    return {t.name for t in model.graph.initializer}
-
-
 def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for every real graph input (not initializers): floats ~ N(0,1), ints small."""
-    from onnx import helper
-
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    skip = _initializer_names(model)
-    for value in model.graph.input:
-        if value.name in skip:
-            continue
-        tensor = value.type.tensor_type
-        shape = [d.dim_value for d in tensor.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[value.name] = rng.integers(0, 16, size=shape).astype(dtype)
-    return feeds
+    return seeded_inputs(model, seed)
 
 
 def onnxruntime_outputs(

@@ -39,27 +39,24 @@ Outputs = dict[str, np.ndarray]
 
 
 def seeded_inputs(model: onnx.ModelProto, seed: int = 0) -> Outputs:
-    """N(0, 1) floats and small non-negative integers (valid Gather indices for most models)."""
-    rng = np.random.default_rng(seed)
+    """Seeded inputs for every real graph input of `model` (see `bench.random_feeds`)."""
+    from ember.runtime.executable import TensorSpec
+    from ember.tools.bench import random_feeds
+
     initializers = {t.name for t in model.graph.initializer}
-    feeds: Outputs = {}
+    specs = []
     for value in model.graph.input:
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
-        shape = [d.dim_value for d in tensor.shape.dim]
+        shape = tuple(d.dim_value for d in tensor.shape.dim)
         if any(d <= 0 for d in shape):
             raise ValueError(
-                f"input '{value.name}' has a symbolic shape {shape}; give it with --input"
+                f"input '{value.name}' has a symbolic shape {list(shape)}; give it with --input"
             )
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[value.name] = rng.integers(0, 2, size=shape).astype(dtype)
-        else:
-            feeds[value.name] = rng.integers(0, 16, size=shape).astype(dtype)
-    return feeds
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        specs.append(TensorSpec(value.name, shape, dtype.name))
+    return random_feeds(specs, seed)
 
 
 def oracle_outputs(model: onnx.ModelProto, feeds: Outputs, oracle: str) -> Outputs:
