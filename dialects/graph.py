@@ -70,6 +70,14 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether `shape` broadcasts (numpy/ONNX rules) to exactly `target`."""
+    try:
+        return broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
 def i64_array(values: Sequence[int]) -> DenseArrayBase:
     return DenseArrayBase.from_list(i64, list(values))
 
@@ -807,16 +815,11 @@ class ExpandOp(IRDLOperation):
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
-        try:
-            if broadcast_shapes(shape_of(self.input), shape_of(self.output)) == shape_of(
-                self.output
-            ):
-                return
-        except ValueError:
-            pass
-        raise VerifyException(
-            f"graph.expand: {shape_of(self.input)} does not broadcast to {shape_of(self.output)}"
-        )
+        if not broadcasts_to(shape_of(self.input), shape_of(self.output)):
+            raise VerifyException(
+                f"graph.expand: {shape_of(self.input)} does not broadcast to "
+                f"{shape_of(self.output)}"
+            )
 
 
 @irdl_op_definition

@@ -42,7 +42,7 @@ from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects.graph import (
-    broadcast_shapes,
+    broadcasts_to,
     shape_of,
     verify_epilogue,
     verify_gather_elements,
@@ -211,13 +211,10 @@ class ElementwiseOp(IRDLOperation):
         if len(block.args) != len(self.inputs):
             raise VerifyException("kernel.elementwise: one block argument per input expected")
         for operand, arg in zip(self.inputs, block.args, strict=True):
-            try:
-                if broadcast_shapes(shape_of(operand), out) != out:
-                    raise ValueError
-            except ValueError as err:
+            if not broadcasts_to(shape_of(operand), out):
                 raise VerifyException(
                     f"kernel.elementwise: input {shape_of(operand)} does not broadcast to {out}"
-                ) from err
+                )
             if arg.type != operand.type.get_element_type():  # type: ignore[attr-defined]
                 raise VerifyException("kernel.elementwise: block argument type mismatch")
 

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 
 from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import AnyFloat
-from xdsl.ir import Attribute, SSAValue
+from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
+from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import element_type_of, int_values, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
@@ -86,11 +87,6 @@ REGISTER_WALK_MAX_ROW_BYTES = 128
 STREAM_CHUNK = 1024
 
 Finish = Callable[[LoopBuilder, SSAValue], SSAValue]
-
-
-def _bytes(element: Attribute) -> int:
-    bits = element.bitwidth if isinstance(element, AnyFloat) else element.width.data  # type: ignore[attr-defined]
-    return max(bits // 8, 1)
 
 
 def _contiguous_rows(
@@ -252,7 +248,7 @@ def lower_reduce(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
 
     if groups[-1][1]:
         _contiguous_rows(b, target, groups, source, dest, monoid, finish)
-    elif kept[-1] * _bytes(element) <= REGISTER_WALK_MAX_ROW_BYTES:
+    elif kept[-1] * numpy_dtype_for(element).itemsize <= REGISTER_WALK_MAX_ROW_BYTES:
         _register_columns(b, target, groups, source, dest, monoid, finish)
     else:
         _streamed_columns(b, target, groups, source, dest, monoid, finish)
