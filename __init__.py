@@ -25,6 +25,18 @@ _LAZY = {
     "Config": ("ember.tools.engine", "Config"),
     "Predictor": ("ember.tools.engine", "Predictor"),
     "create_predictor": ("ember.tools.engine", "create_predictor"),
+    **{
+        name: ("ember.runtime.errors", name)
+        for name in (
+            "EmberError",
+            "ModelError",
+            "UnsupportedOpError",
+            "ResourceLimitError",
+            "InputError",
+            "ArtifactError",
+            "KernelError",
+        )
+    },
 }
 
 
@@ -37,4 +49,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ember' has no attribute '{name}'")
 
 
-__all__ = ["CompiledModel", "Config", "Predictor", "__version__", "compile", "create_predictor"]
+__all__ = [
+    "ArtifactError",
+    "CompiledModel",
+    "Config",
+    "EmberError",
+    "InputError",
+    "KernelError",
+    "ModelError",
+    "Predictor",
+    "ResourceLimitError",
+    "UnsupportedOpError",
+    "__version__",
+    "compile",
+    "create_predictor",
+]

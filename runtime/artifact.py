@@ -26,6 +26,7 @@ import numpy as np
 
 from ember import __version__
 from ember.runtime.cpu_features import host_arch, missing_features
+from ember.runtime.errors import ArtifactError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, aligned_empty
 from ember.runtime.threads import configure_openmp
 
@@ -35,10 +36,6 @@ LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
 MANIFEST_FILE = "manifest.json"
 SET_THREADS_SYMBOL = "ember_set_num_threads"
-
-
-class ArtifactError(ValueError):
-    """An artifact that cannot be loaded on this machine (corrupt, incompatible, wrong CPU)."""
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import queue
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ember.runtime.errors import InputError
 
 ALIGNMENT = 64
 
@@ -125,11 +127,16 @@ class Executable:
 
     # -- running -------------------------------------------------------------------------------
     def _checked_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            raise InputError(
+                f"run() takes a dict of input name -> array, given {type(feeds).__name__}; "
+                f"the inputs are {self.input_names} (call the model positionally for a list)"
+            )
         expected = {s.name for s in self.manifest.inputs}
         missing = [n for n in self.input_names if n not in feeds]
         extra = [n for n in feeds if n not in expected]
         if missing or extra:
-            raise ValueError(
+            raise InputError(
                 f"inputs do not match the model: missing {missing}, unexpected {extra}; "
                 f"expected {self.input_names}"
             )
@@ -138,11 +145,11 @@ class Executable:
             given = feeds[spec.name]
             array = np.asarray(given)
             if array.dtype != numpy_dtype(spec.dtype):
-                raise ValueError(
+                raise InputError(
                     f"input '{spec.name}': expected dtype {spec.dtype}, given {array.dtype}"
                 )
             if tuple(array.shape) != spec.shape:
-                raise ValueError(
+                raise InputError(
                     f"input '{spec.name}': expected shape {list(spec.shape)}, "
                     f"given {list(array.shape)}"
                 )
@@ -189,7 +196,7 @@ class Executable:
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         if len(arrays) != len(self.manifest.inputs):
-            raise ValueError(
+            raise InputError(
                 f"expected {len(self.manifest.inputs)} inputs {self.input_names}, "
                 f"given {len(arrays)}"
             )

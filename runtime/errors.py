@@ -1,0 +1,44 @@
+"""ember's error classes: every refusal a user can trigger is one of these.
+
+They live in the runtime because the runtime imports nothing from the compiler; the compiler's
+stages raise the same classes, so `except ember.EmberError` catches every refusal, from import
+to a native kernel's bounds check. Each also subclasses the builtin a caller would expect
+(`ValueError` for bad models and inputs, `RuntimeError` for failures while running).
+"""
+
+from __future__ import annotations
+
+
+class EmberError(Exception):
+    """Base of every error ember raises on purpose."""
+
+
+class ModelError(EmberError, ValueError):
+    """The model is malformed, violates the ONNX spec, or cannot be compiled as given."""
+
+
+class UnsupportedOpError(ModelError):
+    """The model uses an ONNX op (or an op variant) that ember does not import."""
+
+    def __init__(self, op_type: str, node_name: str, opset: int, detail: str = ""):
+        self.op_type = op_type
+        self.node_name = node_name
+        self.opset = opset
+        message = f"unsupported ONNX op {op_type} (node '{node_name}', opset {opset})"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class ResourceLimitError(ModelError):
+    """A tensor, arena or constant would exceed a size limit (the message names it and the bytes)."""
+
+
+class InputError(EmberError, ValueError):
+    """A run was given inputs that do not match the compiled model (name, shape, dtype, type)."""
+
+
+class ArtifactError(EmberError, ValueError):
+    """An artifact that cannot be loaded on this machine (corrupt, tampered, incompatible, wrong CPU)."""
+
+
+class KernelError(EmberError, RuntimeError):
+    """A compiled kernel refused its data at run time (an index out of range, ...)."""
