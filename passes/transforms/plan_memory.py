@@ -53,12 +53,26 @@ def _root(value: SSAValue) -> SSAValue:
 
 def _in_place_operands(op: Operation) -> set[SSAValue]:
     """Operands whose memory the op's output may reuse: each element is read before written."""
+    # Operand positions read element i just before element i of the output is written.
+    positions: list[int] = []
     if isinstance(op, kernel.ElementwiseOp):
         out = shape_of(op.output)
-        return {v for v in op.inputs if shape_of(v) == out and v.type == op.output.type}
-    if isinstance(op, kernel.Conv2dOp | kernel.MatMulOp) and op.residual is not None:
-        return {op.residual}
-    return set()
+        positions = [
+            i
+            for i, v in enumerate(op.operands)
+            if v in op.inputs and shape_of(v) == out and v.type == op.output.type
+        ]
+    elif isinstance(op, kernel.Conv2dOp | kernel.MatMulOp) and op.residual is not None:
+        positions = [len(op.operands) - 2]  # operand order: ..., residual, output
+        assert op.operands[positions[0]] is op.residual
+    # A buffer the kernel also reads through another operand (y = x + Conv(x): x is the conv
+    # input and the residual; a broadcast view of an elementwise input) is read at other
+    # positions after they are overwritten, so it must keep its own memory.
+    output = getattr(op, "output", None)
+    other_reads = {
+        _root(v) for i, v in enumerate(op.operands) if i not in positions and v is not output
+    }
+    return {op.operands[i] for i in positions if _root(op.operands[i]) not in other_reads}
 
 
 def plan(intervals: list[Interval], may_share: set[tuple[SSAValue, SSAValue]]) -> int:

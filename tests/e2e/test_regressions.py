@@ -1,0 +1,62 @@
+"""Models that once gave silent wrong answers, checked against onnxruntime.
+
+Tolerance: max |ember - onnxruntime| <= 1e-4 x max |onnxruntime| per output (float32 GEMM
+reassociation stays far below it; every bug kept here was off by order 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from tests.oracle import assert_close, onnxruntime_outputs
+
+
+def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], c: int, out: str):
+    graph = helper.make_graph(
+        nodes,
+        "regression",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, c, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_residual_add_of_the_conv_input(kernel: int) -> None:
+    """y = x + Conv(x), chained: the residual is also the conv's input (issue 11)."""
+    c, rng = 16, np.random.default_rng(0)
+    nodes, inits, prev = [], [], "x"
+    for i in range(4):
+        w = (rng.standard_normal((c, c, kernel, kernel)) * 0.3).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        pads = [kernel // 2] * 4
+        nodes += [
+            helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=pads),
+            helper.make_node("Add", [prev, f"c{i}"], [f"a{i}"]),
+        ]
+        prev = f"a{i}"
+    model = _model(nodes, inits, c, prev)
+    x = rng.standard_normal((1, c, 8, 8)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_residual_add_of_the_matmul_input() -> None:
+    """y = x + x @ W with a square W: the residual is also the matmul's A operand."""
+    rng = np.random.default_rng(1)
+    nodes, inits, prev = [], [], "x"
+    for i in range(3):
+        w = (rng.standard_normal((8, 8)) * 0.3).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", prev], [f"a{i}"]),
+        ]
+        prev = f"a{i}"
+    model = _model(nodes, inits, 16, prev)
+    x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
