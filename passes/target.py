@@ -6,8 +6,9 @@ features to LLVM. Lives in passes/ so that both passes and codegen can import it
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from ember.runtime.threads import default_threads
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Target:
     vector_width: int = 8
     # Architectural SIMD registers: 16 (AVX2) or 32 (AVX-512); drives register blocking.
     vector_registers: int = 16
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=default_threads)
 
     @property
     def has_avx512(self) -> bool:
@@ -36,7 +37,7 @@ def host_target(threads: int | None = None) -> Target:
         features=features.flatten(),
         vector_width=16 if avx512 else 8,
         vector_registers=32 if avx512 else 16,
-        threads=threads or os.cpu_count() or 1,
+        threads=threads or default_threads(),
     )
 
 
@@ -48,5 +49,5 @@ def named_target(cpu: str, threads: int | None = None) -> Target:
         features="",
         vector_width=16 if avx512 else 8,
         vector_registers=32 if avx512 else 16,
-        threads=threads or os.cpu_count() or 1,
+        threads=threads or default_threads(),
     )

@@ -22,3 +22,19 @@ def configure_openmp() -> None:
     """Bound libgomp's busy-wait, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is already set."""
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = DEFAULT_SPINCOUNT
+
+
+def default_threads() -> int:
+    """Threads when the caller names none: OMP_NUM_THREADS if set, else the usable cores.
+
+    OMP_NUM_THREADS is how a caller (a server running one model per core, a benchmark) asks an
+    OpenMP program for fewer threads; its first entry is the outer team's size. The usable cores
+    respect taskset/cgroup affinity, which os.cpu_count() ignores.
+    """
+    requested = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if requested.isdigit() and int(requested) >= 1:
+        return int(requested)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1

@@ -22,6 +22,7 @@ import numpy as np
 
 from ember.runtime.artifact import ArtifactError, LoadedArtifact, load
 from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
+from ember.runtime.threads import default_threads
 
 
 def pipeline_spec(ir_optim: bool = True) -> str:
@@ -62,7 +63,7 @@ class Config:
         self._threads = int(threads)
 
     def cpu_math_library_num_threads(self) -> int:
-        return self._threads or os.cpu_count() or 1
+        return self._threads or default_threads()
 
     def switch_ir_optim(self, enable: bool = True) -> None:
         """False compiles with the minimal pipeline: no graph optimisation passes."""
