@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,10 +111,53 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
         except Exception as err:  # protobuf raises several unrelated types on corrupt input
             raise ModelError(f"cannot read ONNX model '{os.fspath(model)}': {err}") from err
     try:
-        onnx.checker.check_model(model)
+        _check_model(model)
     except Exception as err:
         raise ModelError(f"invalid ONNX model: {err}") from err
     return model
+
+
+class DeclaredShapeWarning(UserWarning):
+    """A graph output's declared shape disagrees with the shape ember computes."""
+
+
+def _warn_if_declared_shape_differs(info: onnx.ValueInfoProto, computed: tuple[int, ...]) -> None:
+    """Exporters write -1 or stale sizes into output shapes; like onnxruntime, trust the graph."""
+    tensor_type = info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return
+    declared = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+    if len(declared) == len(computed) and all(
+        d is None or d < 0 or d == c for d, c in zip(declared, computed, strict=True)
+    ):
+        return
+    shown = ["?" if d is None else d for d in declared]
+    warnings.warn(
+        f"graph output '{info.name}' is declared with shape {shown} but the graph computes "
+        f"{list(computed)}; using the computed shape",
+        DeclaredShapeWarning,
+        stacklevel=4,
+    )
+
+
+def _check_model(model: onnx.ModelProto) -> None:
+    """onnx.checker, except that graph outputs may omit their shape (onnxruntime accepts it)."""
+    shapeless = [
+        o
+        for o in model.graph.output
+        if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")
+    ]
+    if not shapeless:
+        onnx.checker.check_model(model)
+        return
+    # The checker demands the field; the check itself does not depend on its value.
+    for out in shapeless:
+        out.type.tensor_type.shape.SetInParent()
+    try:
+        onnx.checker.check_model(model)
+    finally:
+        for out in shapeless:
+            out.type.tensor_type.ClearField("shape")
 
 
 def import_model(
@@ -300,6 +344,7 @@ class _Importer:
             if out.name not in self.env:
                 raise ModelError(f"graph output '{out.name}' is not produced by any node")
             results.append(self._ssa(self.env[out.name], out.name))
+            _warn_if_declared_shape_differs(out, _shape(self.env[out.name]))
         self.block.add_op(func.ReturnOp(*results))
         fn = func.FuncOp(
             "main",
@@ -397,8 +442,10 @@ class _Importer:
         src = self.model.graph
         g = onnx.GraphProto(name=src.name)
         g.node.extend(src.node)
-        g.output.extend(src.output)
-        g.value_info.extend(src.value_info)
+        # Declared output shapes and value_info are the exporter's claims (a -1, a stale size):
+        # ONNX would merge them into its inference, so leave them out and infer from the inputs.
+        for out in src.output:
+            g.output.append(onnx.helper.make_value_info(out.name, onnx.TypeProto()))
         declared = {i.name for i in src.input}
         g.input.extend(src.input)
         for tensor in src.initializer:
