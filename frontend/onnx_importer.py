@@ -117,6 +117,16 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
     return model
 
 
+def _names_read(g: onnx.GraphProto) -> set[str]:
+    """Every value name that a node of `g`, or of a subgraph nested in one, reads."""
+    names = {name for n in g.node for name in n.input if name}
+    for n in g.node:
+        for attr in n.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _names_read(sub) | {o.name for o in sub.output}
+    return names
+
+
 class DeclaredShapeWarning(UserWarning):
     """A graph output's declared shape disagrees with the shape ember computes."""
 
@@ -334,7 +344,7 @@ class _Importer:
             self.env[tensor.name] = _Const(self._tensor_array(tensor), tensor.name)
 
         self.inferred = self._onnx_shapes()
-        self.used = {name for n in g.node for name in n.input if name}
+        self.used = _names_read(g)
         self.used |= {o.name for o in g.output}
         for proto in g.node:
             self._convert(proto)
