@@ -1,6 +1,5 @@
-"""Compile time of one module holding ~50 distinct kernels (a ResNet-50 has ~60): emit, parse,
-O3 and machine code together must stay far below a second per kernel. The bound asserted
-(30 s) only catches pathologies such as non-linear emission; the timings are printed."""
+"""One module holding ~50 distinct kernels (a ResNet-50 has ~60) compiles and runs correctly.
+Compile time is printed, not asserted (tests hold no wall-clock bounds; see benchmarks/)."""
 
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ def _gelu_like(name: str, n: int, vw: int) -> func.FuncOp:
     return fn
 
 
-def test_fifty_kernel_module_compiles_quickly() -> None:
+def test_fifty_kernel_module_compiles() -> None:
     target = host_target()
     vw = target.vector_width
     functions = []
@@ -51,7 +50,6 @@ def test_fifty_kernel_module_compiles_quickly() -> None:
     print(
         f"50 kernels: {', '.join(f'{k} {v:.3f}s' for k, v in jit.timings.items())}, total {total:.2f}s"
     )
-    assert total < 30
 
     n = vw * 4 * 7
     x = np.linspace(-5, 5, n, dtype=np.float32)
