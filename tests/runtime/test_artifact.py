@@ -257,6 +257,9 @@ def test_required_features_expand_portable_levels() -> None:
     assert "avx512vnni" in required_features("icelake-server", "")
     # Disabled and unknown (tuning-only) features impose nothing.
     assert required_features("generic", "+avx2,-avx512f,+64bit,+fma") == ["avx2", "fma"]
+    # Regression: Linux hides rdseed on Zen 5 while cpuid reports it, and ember never emits it;
+    # requiring it made host builds unloadable on the machine that compiled them.
+    assert required_features("znver5", "+avx2,+rdseed,+rdrnd") == ["avx2"]
 
 
 def test_missing_features_translates_llvm_names_to_cpuinfo_flags() -> None:
