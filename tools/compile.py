@@ -25,7 +25,14 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
 from ember.passes.program import entry_function
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
-from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+from ember.runtime.executable import (
+    ALIGNMENT,
+    ENTRY_SYMBOL,
+    Executable,
+    Manifest,
+    TensorSpec,
+    aligned_empty,
+)
 
 
 @dataclass
@@ -95,6 +102,9 @@ def finish_program(
     """Package a module lowered to loops with its manifest (names, shapes, memory sizes)."""
     report = report or CompileReport()
     fn = entry_function(module)
+    if fn.sym_name.data != ENTRY_SYMBOL:
+        # The runtime calls the fixed symbol; a program must export its entry under it.
+        raise ValueError(f"the entry function is @{fn.sym_name.data}, not @{ENTRY_SYMBOL}")
     report.arena_bytes = _int_attr(fn, "ember.arena_bytes")
     report.intermediate_bytes = _int_attr(fn, "ember.intermediate_bytes")
     report.weights_bytes = _int_attr(fn, "ember.weights_bytes")
@@ -110,7 +120,6 @@ def finish_program(
         outputs=_io_specs(fn, "ember.output_names", len(inputs), "ember.output_dtypes"),
         arena_bytes=report.arena_bytes,
         weights_bytes=report.weights_bytes,
-        entry=fn.sym_name.data,
         extra=extra,
     )
     return Program(module, ctx, manifest, report)
@@ -168,7 +177,7 @@ class CompiledModel(Executable):
         self.report = program.report
         set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
         super().__init__(
-            jit.address(program.manifest.entry),
+            jit.address(ENTRY_SYMBOL),
             set_threads,
             program.manifest,
             program.weights_blob(),
