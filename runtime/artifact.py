@@ -293,6 +293,13 @@ def _disagreement(described: Any, recorded: Any, path: str) -> tuple[str, Any, A
     return path, recorded, described
 
 
+def _shown(value: Any) -> str:
+    """A value for a disagreement message; arrays also say how many items they hold."""
+    if not isinstance(value, list):
+        return show(value)
+    return f"{show(value)} ({len(value)} item{'' if len(value) == 1 else 's'})"
+
+
 def check_agreement(described: dict[str, Any], document: dict[str, Any], directory: Path) -> None:
     """Raise ArtifactError unless the manifest holds exactly the library's description.
 
@@ -306,11 +313,13 @@ def check_agreement(described: dict[str, Any], document: dict[str, Any], directo
     if found is None:
         return
     path, in_manifest, in_library = found
-    manifest_says = "has no such field" if in_manifest is _MISSING else f"says {show(in_manifest)}"
+    manifest_says = (
+        "has no such field" if in_manifest is _MISSING else f"says {_shown(in_manifest)}"
+    )
     library_says = (
         "was compiled without it"
         if in_library is _MISSING
-        else f"was compiled with {show(in_library)}"
+        else f"was compiled with {_shown(in_library)}"
     )
     raise ArtifactError(
         f"{directory}: {MANIFEST_FILE} and {LIBRARY_FILE} disagree on '{path}': the manifest "

@@ -468,8 +468,8 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "output-rank": (
         _set("outputs", 0, "shape", value=[2, 5, 1]),
-        rf"{_DISAGREE} 'outputs\[0\]\.shape': the manifest says \[2, 5, 1\], "
-        rf"{_COMPILED_WITH} \[2, 5\]",
+        rf"{_DISAGREE} 'outputs\[0\]\.shape': the manifest says \[2, 5, 1\] \(3 items\), "
+        rf"{_COMPILED_WITH} \[2, 5\] \(2 items\)",
     ),
     "output-dtype": (
         _set("outputs", 0, "dtype", value="float64"),
@@ -486,7 +486,8 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "inputs-empty": (
         _set("inputs", value=[]),
-        rf"{_DISAGREE} 'inputs': the manifest says \[\], {_COMPILED_WITH} \[{{",
+        rf"{_DISAGREE} 'inputs': the manifest says \[\] \(0 items\), {_COMPILED_WITH} \[{{.*"
+        r"\(1 item\)",
     ),
     "field-added": (
         _set("note", value="harmless?"),
