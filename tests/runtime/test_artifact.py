@@ -382,6 +382,13 @@ def _library_without_description(artifact: Path, _: Path) -> bytes:
     return library.read_bytes()
 
 
+def _negative_arena_in_library(artifact: Path, _: Path) -> bytes:
+    """model.so with its self-description edited in place (the manifest left as it was)."""
+    data = (artifact / "model.so").read_bytes()
+    assert data.count(b'"arena_bytes":6400') == 1
+    return data.replace(b'"arena_bytes":6400', b'"arena_bytes":-400')
+
+
 def _drop_required_feature(document: dict) -> None:
     document["target"]["required_features"].remove("avx2")
 
@@ -516,6 +523,11 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     "other-models-library": (
         _replace_file("model.so", lambda _, other: (other / "model.so").read_bytes()),
         rf"{_DISAGREE} 'files.weights.bin.sha256'",
+    ),
+    "library-description-invalid": (
+        _replace_file("model.so", _negative_arena_in_library),
+        r"model.so \(ember_model_info\): field 'arena_bytes' must be an integer from 0 to \d+, "
+        r"got -400",
     ),
     "not-an-ember-library": (
         _replace_file("model.so", _library_without_description),
