@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ember.runtime.documents import MAX_BUFFER_BYTES, Field
-from ember.runtime.errors import ArtifactError, InputError
+from ember.runtime.errors import InputError
 
 ALIGNMENT = 64
 # The entry point's symbol is part of the ABI, never read from a file: a manifest naming the
@@ -118,23 +118,21 @@ class Manifest:
         """Raise ArtifactError unless the buffers this manifest describes can be allocated and
         named unambiguously (shared by AOT artifacts and JIT programs)."""
         if not self.outputs:
-            raise ArtifactError(f"{where}: field 'outputs' is empty; a program has outputs")
+            Field([], where, "outputs").fail("a non-empty array (a program has outputs)")
         for key, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
             seen: set[str] = set()
             for i, spec in enumerate(specs):
                 path = f"{key}[{i}]"
                 if spec.dtype not in DTYPE_BYTES:
-                    raise ArtifactError(
-                        f"{where}: field '{path}.dtype' must be one of "
-                        f"{', '.join(DTYPE_BYTES)}, got '{spec.dtype}'"
+                    Field(spec.dtype, where, f"{path}.dtype").fail(
+                        f"one of {', '.join(DTYPE_BYTES)}"
                     )
                 if spec.nbytes > MAX_BUFFER_BYTES:
-                    raise ArtifactError(
-                        f"{where}: field '{path}.shape' {list(spec.shape)} makes "
-                        f"{spec.nbytes} bytes, more than {MAX_BUFFER_BYTES}"
+                    Field(list(spec.shape), where, f"{path}.shape").fail(
+                        f"a shape of at most {MAX_BUFFER_BYTES} bytes (this one: {spec.nbytes})"
                     )
                 if spec.name in seen:
-                    raise ArtifactError(f"{where}: field '{key}' names '{spec.name}' twice")
+                    Field(spec.name, where, f"{path}.name").fail(f"unique among the {key}")
                 seen.add(spec.name)
         for name in ("arena_bytes", "weights_bytes"):
             Field(getattr(self, name), where, name).as_int()
@@ -173,7 +171,7 @@ class Executable:
     ):
         manifest.check("the compiled program")
         if weights.nbytes < manifest.weights_bytes:
-            raise ArtifactError(
+            raise ValueError(
                 f"weights hold {weights.nbytes} bytes but the manifest expects "
                 f"{manifest.weights_bytes}"
             )

@@ -408,7 +408,7 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "output-dtype-unknown": (
         _set("outputs", 0, "dtype", value="object"),
-        r"'outputs\[0\]\.dtype' must be one of float16, .*, got 'object'",
+        r"'outputs\[0\]\.dtype' must be one of float16, .*, got \"object\"",
     ),
     "output-shape-negative": (
         _set("outputs", 0, "shape", value=[2, -5]),
@@ -416,20 +416,24 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "output-shape-huge": (
         _set("outputs", 0, "shape", value=[1 << 40, 1 << 40]),
-        r"'outputs\[0\]\.shape' \[1099511627776, 1099511627776\] makes \d+ bytes, more than",
+        r"field 'outputs\[0\]\.shape' must be a shape of at most 1099511627776 bytes \(this "
+        r"one: \d+\), got \[1099511627776, 1099511627776\]",
     ),
     "output-shape-missing": (
         _edit(lambda d: d["outputs"][0].pop("shape")),
         r"required field 'outputs\[0\]\.shape' is missing",
     ),
-    "outputs-empty": (_set("outputs", value=[]), r"field 'outputs' is empty"),
+    "outputs-empty": (
+        _set("outputs", value=[]),
+        r"field 'outputs' must be a non-empty array \(a program has outputs\), got \[\]",
+    ),
     "inputs-duplicated": (
         _edit(lambda d: d.update(inputs=d["inputs"] * 2)),
-        r"field 'inputs' names 'x' twice",
+        r"field 'inputs\[1\]\.name' must be unique among the inputs, got \"x\"",
     ),
     "outputs-duplicated": (
         _edit(lambda d: d.update(outputs=[d["outputs"][0], d["outputs"][0]])),
-        r"field 'outputs' names 'logits' twice",
+        r"field 'outputs\[1\]\.name' must be unique among the outputs, got \"logits\"",
     ),
     "entry-abort": (
         _set("entry", value="abort"),
@@ -575,8 +579,11 @@ def _spec(name: str, dtype: str = "float32") -> TensorSpec:
 @pytest.mark.parametrize(
     ("manifest", "message"),
     [
-        (Manifest([_spec("x")], [_spec("y"), _spec("y")], 64, 0), "'outputs' names 'y' twice"),
-        (Manifest([_spec("x")], [], 64, 0), "'outputs' is empty"),
+        (
+            Manifest([_spec("x")], [_spec("y"), _spec("y")], 64, 0),
+            "'outputs.1.\\.name' must be uniq",
+        ),
+        (Manifest([_spec("x")], [], 64, 0), "'outputs' must be a non-empty array"),
         (Manifest([_spec("x", "object")], [_spec("y")], 64, 0), r"'inputs\[0\]\.dtype'"),
         (Manifest([_spec("x")], [_spec("y")], -1, 0), "'arena_bytes' must be an integer"),
     ],
