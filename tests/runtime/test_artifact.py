@@ -385,8 +385,10 @@ def _library_without_description(artifact: Path, _: Path) -> bytes:
 def _negative_arena_in_library(artifact: Path, _: Path) -> bytes:
     """model.so with its self-description edited in place (the manifest left as it was)."""
     data = (artifact / "model.so").read_bytes()
-    assert data.count(b'"arena_bytes":6400') == 1
-    return data.replace(b'"arena_bytes":6400', b'"arena_bytes":-400')
+    # Same length: the first digit of the arena size becomes a minus sign.
+    edited, count = re.subn(rb'"arena_bytes":\d', b'"arena_bytes":-', data)
+    assert count == 1
+    return edited
 
 
 def _drop_required_feature(document: dict) -> None:
@@ -452,7 +454,7 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     # Malformed documents.
     "not-an-object": (_write_text(lambda _: "[1, 2]"), r"manifest.json: holds an array, not"),
     "deeply-nested": (
-        _write_text(lambda t: t.replace('"extra": {}', '"extra": ' + "[" * 100000 + "]" * 100000)),
+        _write_text(lambda t: '{"deep": ' + "[" * 100000 + "]" * 100000 + ", " + t.lstrip()[1:]),
         r"manifest.json: nested 100001 levels deep, more than the 32",
     ),
     "oversized": (
@@ -460,13 +462,13 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
         r"manifest.json: larger than the 4194304 bytes an ember document may have",
     ),
     "nan": (
-        _write_text(lambda t: t.replace('"arena_bytes": 6400', '"arena_bytes": NaN')),
+        _write_text(lambda t: re.sub(r'"arena_bytes": \d+', '"arena_bytes": NaN', t)),
         r"not valid JSON \(NaN is not a JSON number\)",
     ),
     # Well-formed edits that contradict what model.so was compiled with.
     "arena-bytes-zero": (
         _set("arena_bytes", value=0),
-        rf"{_DISAGREE} 'arena_bytes': the manifest says 0, {_COMPILED_WITH} 6400",
+        rf"{_DISAGREE} 'arena_bytes': the manifest says 0, {_COMPILED_WITH} [1-9]\d*;",
     ),
     "arena-bytes-one": (_set("arena_bytes", value=1), rf"{_DISAGREE} 'arena_bytes'"),
     "output-shape-smaller": (
@@ -531,7 +533,7 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     "library-description-invalid": (
         _replace_file("model.so", _negative_arena_in_library),
         r"model.so \(ember_model_info\): field 'arena_bytes' must be an integer from 0 to \d+, "
-        r"got -400",
+        r"got -\d+",
     ),
     "not-an-ember-library": (
         _replace_file("model.so", _library_without_description),
@@ -550,6 +552,11 @@ def tampered_outcomes(
     for case, (tamper, _) in TAMPERING.items():
         paths[case] = Path(shutil.copytree(small_artifact, root / case))
         tamper(paths[case], other_artifact)
+        # A tampering that no longer applies (the manifest changed shape) must not pass as one.
+        assert any(
+            (paths[case] / name).read_bytes() != (small_artifact / name).read_bytes()
+            for name in ("manifest.json", "model.so", "weights.bin")
+        ), f"{case}: the tampering changed nothing"
     outcomes = _load_in_subprocess(list(paths.values()))
     return {case: outcomes.get(str(path), {"artifact": str(path)}) for case, path in paths.items()}
 
