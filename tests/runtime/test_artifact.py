@@ -516,7 +516,7 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
         rf"{_DISAGREE} 'target.required_features'",
     ),
     "profile-slots-added": (
-        _set("extra", value={"profile": [{"callee": "k", "summary": "", "flops": 1}]}),
+        _set("extra", "profile", value=[{"callee": "k", "summary": "", "flops": 1}]),
         rf"{_DISAGREE} 'extra.profile': the manifest says \[{{.*, the library was compiled "
         r"without it",
     ),
