@@ -37,13 +37,7 @@ from ember import __version__
 from ember.runtime.cpu_features import host_arch, missing_features
 from ember.runtime.documents import MAX_DOCUMENT_BYTES, Field, parse_json, show
 from ember.runtime.errors import ArtifactError
-from ember.runtime.executable import (
-    ALIGNMENT,
-    ENTRY_SYMBOL,
-    Executable,
-    Manifest,
-    aligned_empty,
-)
+from ember.runtime.executable import ALIGNMENT, Executable, Manifest, aligned_empty
 from ember.runtime.threads import configure_openmp
 
 FORMAT = "ember-artifact"
@@ -410,7 +404,7 @@ class LoadedArtifact(Executable):
         check_compatible(described, str(library_path))
         check_agreement(described, document, directory)
         try:
-            entry = ctypes.cast(getattr(library, ENTRY_SYMBOL), ctypes.c_void_p).value
+            entry = ctypes.cast(getattr(library, self.ENTRY_SYMBOL), ctypes.c_void_p).value
             set_threads = getattr(library, SET_THREADS_SYMBOL)
         except AttributeError as e:
             raise ArtifactError(f"{library_path}: missing exported symbol ({e})") from None

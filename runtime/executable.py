@@ -20,9 +20,6 @@ from ember.runtime.documents import MAX_BUFFER_BYTES, Field
 from ember.runtime.errors import InputError
 
 ALIGNMENT = 64
-# The entry point's symbol is part of the ABI, never read from a file: a manifest naming the
-# function to call could make the runtime call any exported symbol (`abort`, ...).
-ENTRY_SYMBOL = "main"
 # Bytes per element of each dtype a program's inputs and outputs may have (numpy's names).
 DTYPE_BYTES = {
     "float16": 2,
@@ -101,8 +98,9 @@ class Manifest:
         """The manifest in a parsed JSON document, every field checked (ArtifactError)."""
         document = Field(d, where)
         entry = document.get("entry")
-        if entry is not None and entry.value != ENTRY_SYMBOL:
-            entry.fail(f"'{ENTRY_SYMBOL}' (the entry point is fixed; it is not chosen by a file)")
+        fixed = Executable.ENTRY_SYMBOL
+        if entry is not None and entry.value != fixed:
+            entry.fail(f"'{fixed}' (the entry point is fixed; it is not chosen by a file)")
         extra = document.get("extra")
         manifest = cls(
             inputs=[TensorSpec.read(s) for s in document["inputs"].as_list()],
@@ -159,6 +157,10 @@ class Executable:
 
     Safe to call from several threads at once: every in-flight run takes its own arena.
     """
+
+    # The entry point's symbol is part of the ABI, never read from a file: a manifest naming
+    # the function to call could make the runtime call any exported symbol (`abort`, ...).
+    ENTRY_SYMBOL = "main"
 
     def __init__(
         self,

@@ -25,7 +25,6 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
 from ember.passes.program import entry_function
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
-from ember.runtime import executable
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
 
 
@@ -96,10 +95,10 @@ def finish_program(
     """Package a module lowered to loops with its manifest (names, shapes, memory sizes)."""
     report = report or CompileReport()
     fn = entry_function(module)
-    if fn.sym_name.data != executable.ENTRY_SYMBOL:
+    if fn.sym_name.data != Executable.ENTRY_SYMBOL:
         # The runtime calls a fixed symbol (never one named by a file): the entry must be it.
         raise ValueError(
-            f"the entry function is @{fn.sym_name.data}, not @{executable.ENTRY_SYMBOL}"
+            f"the entry function is @{fn.sym_name.data}, not @{Executable.ENTRY_SYMBOL}"
         )
     report.arena_bytes = _int_attr(fn, "ember.arena_bytes")
     report.intermediate_bytes = _int_attr(fn, "ember.intermediate_bytes")
@@ -173,7 +172,7 @@ class CompiledModel(Executable):
         self.report = program.report
         set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
         super().__init__(
-            jit.address(executable.ENTRY_SYMBOL),
+            jit.address(self.ENTRY_SYMBOL),
             set_threads,
             program.manifest,
             program.weights_blob(),
