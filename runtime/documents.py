@@ -97,9 +97,6 @@ class Field:
     def _child(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def __contains__(self, key: str) -> bool:
-        return isinstance(self.value, dict) and key in self.value
-
     def __getitem__(self, key: str) -> Field:
         """The required member `key` of this object."""
         members = self.as_dict()

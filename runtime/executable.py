@@ -68,11 +68,8 @@ class TensorSpec:
         return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "manifest", path: str = "") -> TensorSpec:
-        return cls.read(Field(d, where, path))
-
-    @classmethod
     def read(cls, spec: Field) -> TensorSpec:
+        """The tensor described by one entry of a document's `inputs` or `outputs`."""
         shape = tuple(dim.as_int() for dim in spec["shape"].as_list(MAX_RANK))
         return cls(spec["name"].as_str(), shape, spec["dtype"].as_str())
 
