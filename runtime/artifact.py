@@ -387,7 +387,10 @@ class LoadedArtifact(Executable):
         manifest = Manifest.from_dict(document, str(directory / MANIFEST_FILE))
         files = document["files"]
         weights_path = directory / WEIGHTS_FILE
-        if weights_path.is_file() and weights_path.stat().st_size != manifest.weights_bytes:
+        # Before allocating weights_bytes: the file proves that size is real.
+        if not weights_path.is_file():
+            raise ArtifactError(f"{weights_path}: missing; the artifact is incomplete")
+        if weights_path.stat().st_size != manifest.weights_bytes:
             raise ArtifactError(
                 f"{weights_path}: {weights_path.stat().st_size} bytes, but the manifest's "
                 f"weights_bytes is {manifest.weights_bytes}; the weights do not belong to "

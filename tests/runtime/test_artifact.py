@@ -226,6 +226,18 @@ def test_rejects_missing_weights(artifact: Path) -> None:
         ember.runtime.load(artifact)
 
 
+def test_rejects_huge_weights_without_allocating_them(artifact: Path) -> None:
+    """weights_bytes of 1 TiB with no weights file: refused, not a MemoryError."""
+    size = 1 << 40
+    document = json.loads((artifact / "manifest.json").read_text())
+    document["weights_bytes"] = size
+    document["files"]["weights.bin"]["bytes"] = size
+    (artifact / "manifest.json").write_text(json.dumps(document))
+    (artifact / "weights.bin").unlink()
+    with pytest.raises(ArtifactError, match=r"weights.bin: missing"):
+        ember.runtime.load(artifact)
+
+
 def test_rejects_bad_json(artifact: Path) -> None:
     text = (artifact / "manifest.json").read_text()
     (artifact / "manifest.json").write_text(text[: len(text) // 2])
