@@ -547,6 +547,10 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
         r"model.so \(ember_model_info\): field 'arena_bytes' must be an integer from 0 to \d+, "
         r"got -\d+",
     ),
+    "library-not-a-library": (
+        _replace_file("model.so", lambda _, __: b"\x7fELF but not really"),
+        r"model.so: cannot be loaded \(",
+    ),
     "not-an-ember-library": (
         _replace_file("model.so", _library_without_description),
         r"model.so: has no 'ember_model_info' symbol, so it cannot say what it was compiled for",
