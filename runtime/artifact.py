@@ -102,7 +102,6 @@ class Description:
 
     manifest: Manifest
     threads: int
-    weights_sha256: str
 
 
 def read_description(document: dict[str, Any], where: str) -> Description:
@@ -125,7 +124,8 @@ def read_description(document: dict[str, Any], where: str) -> Description:
     size = weights["bytes"]
     if size.as_int() != manifest.weights_bytes:
         size.fail(f"equal to weights_bytes ({manifest.weights_bytes})")
-    return Description(manifest, threads, weights["sha256"].as_str(_SHA256))
+    weights["sha256"].as_str(_SHA256)
+    return Description(manifest, threads)
 
 
 def write_artifact(
@@ -405,6 +405,8 @@ class LoadedArtifact(Executable):
         described = read_model_info(library, str(library_path))
         description = read_description(described, f"{library_path} ({MODEL_INFO_SYMBOL})")
         check_compatible(described, str(library_path))
+        # The weights were checked against the manifest's sha256, so this also checks them
+        # against the sha256 the code was compiled with.
         check_agreement(described, document, directory)
         try:
             entry = ctypes.cast(getattr(library, self.ENTRY_SYMBOL), ctypes.c_void_p).value
