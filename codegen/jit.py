@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import llvmlite.binding as llvm
+import llvmlite.ir as ir
 from xdsl.dialects.builtin import ModuleOp
 
 from ember.codegen.build import (
@@ -40,6 +41,7 @@ from ember.runtime.threads import configure_openmp
 __all__ = [
     "JitModule",
     "create_target_machine",
+    "emit_data_object",
     "emit_object",
     "emit_objects",
     "emit_text",
@@ -218,6 +220,25 @@ def emit_objects(
     public functions and `ember_num_threads`/`ember_set_num_threads`."""
     _, units = build_units(module, target, opt_level, jit=False, jobs=jobs, cache=_cache(cache))
     return [unit.object for unit in units]
+
+
+def emit_data_object(symbol: str, data: bytes, target: Target) -> bytes:
+    """A relocatable object that exports `data` as the read-only byte array `symbol`.
+
+    How a library carries facts about itself (`ember_model_info`): as data, so that a loader
+    can read them without running any of the library's code.
+    """
+    module = ir.Module(name=symbol)
+    array = ir.ArrayType(ir.IntType(8), len(data))
+    variable = ir.GlobalVariable(module, array, symbol)
+    variable.global_constant = True
+    variable.initializer = ir.Constant(array, bytearray(data))
+    variable.align = 8
+    tm = target_machine(target, 0, jit=False)
+    module_ref = llvm.parse_assembly(str(module))
+    module_ref.triple = tm.triple
+    module_ref.data_layout = str(tm.target_data)
+    return bytes(tm.emit_object(module_ref))
 
 
 def emit_object(

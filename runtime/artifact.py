@@ -4,11 +4,18 @@
     y = exe.run({"data": x})
 
 `load` checks everything it can before it runs a single instruction of the artifact: the
-manifest parses and comes from a compatible ember (same major.minor), this machine has the
-CPU features the code was compiled for, the weights have the size the manifest says, and both
-files match their sha256 checksums. Each failure raises `ArtifactError` saying what is wrong
-and where. `write_artifact` is the other half of the format (used by `ember compile`); it too
-needs nothing from the compiler.
+manifest parses within limits and every field has the right type and range, it comes from a
+compatible ember (same major.minor), this machine has the CPU features the code was compiled
+for, and both files have the recorded sizes and sha256 checksums. Those checksums live in the
+manifest, so they only prove the files are the ones the manifest names. The library therefore
+describes itself: `model.so` holds, as data, the signature, buffer sizes, thread default, target
+and weights' sha256 it was compiled with (see `describe`). After dlopen (which runs none of
+ember's code) that description is read, validated the same way, checked against this CPU, and
+every field of it must equal the manifest's; the weights' checksum must be the one it names.
+The runtime then sizes every buffer from the library's description and calls the fixed entry
+symbol. Each failure raises `ArtifactError` naming the file, the field and the values.
+`write_artifact` is the other half of the format (used by `ember compile`); it too needs
+nothing from the compiler.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import ctypes
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +35,27 @@ import numpy as np
 
 from ember import __version__
 from ember.runtime.cpu_features import host_arch, missing_features
+from ember.runtime.documents import MAX_DOCUMENT_BYTES, Field, parse_json, show
 from ember.runtime.errors import ArtifactError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, aligned_empty
 from ember.runtime.threads import configure_openmp
 
 FORMAT = "ember-artifact"
-FORMAT_VERSION = 1
+# 2: model.so describes itself (MODEL_INFO_SYMBOL); the entry symbol is no longer recorded.
+FORMAT_VERSION = 2
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
 MANIFEST_FILE = "manifest.json"
 SET_THREADS_SYMBOL = "ember_set_num_threads"
+# The library's self-description: a read-only data symbol, so reading it runs no code.
+MODEL_INFO_SYMBOL = "ember_model_info"
+MODEL_INFO_MAGIC = b"EMBRINFO"
+MODEL_INFO_VERSION = 1
+# magic, format version, length of the JSON text that follows (little-endian).
+MODEL_INFO_HEADER = struct.Struct("<8sII")
+MAX_THREADS = 4096
+_SHA256 = r"[0-9a-f]{64}"
+_FEATURE = r"[a-z0-9][a-z0-9._-]*"
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
@@ -50,93 +70,256 @@ def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
+def describe(manifest: Manifest, weights_sha256: str, info: Mapping[str, Any]) -> dict[str, Any]:
+    """What model.so says about itself: everything manifest.json holds but the format header
+    and the library's own checksum.
+
+    `info` holds `threads` (the default thread count) and `target` (`arch`, `cpu`,
+    `required_features`, ...), which the runtime checks, and provenance (opt level, pipeline,
+    source model), which it only compares. `ember compile` embeds the description in the
+    library (`encode_model_info`) and writes it into manifest.json; `load` requires the two to
+    agree field by field.
+    """
+    return {
+        "ember_version": __version__,
+        **manifest.to_dict(),
+        **info,
+        "files": {WEIGHTS_FILE: {"bytes": manifest.weights_bytes, "sha256": weights_sha256}},
+    }
+
+
+def encode_model_info(description: Mapping[str, Any]) -> bytes:
+    """The bytes of the `ember_model_info` symbol: header, then canonical JSON."""
+    text = json.dumps(description, sort_keys=True, separators=(",", ":")).encode()
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"the model description is {len(text)} bytes, over {MAX_DOCUMENT_BYTES}")
+    return MODEL_INFO_HEADER.pack(MODEL_INFO_MAGIC, MODEL_INFO_VERSION, len(text)) + text
+
+
+@dataclass(frozen=True)
+class Description:
+    """A validated description (of the manifest or of the library): what running relies on."""
+
+    manifest: Manifest
+    threads: int
+
+
+def read_description(document: dict[str, Any], where: str) -> Description:
+    """Check every field `describe` writes (types, ranges, consistency): ArtifactError if not."""
+    fields = Field(document, where)
+    version = fields["ember_version"].as_str(r"\d+\.\d+(\.\S*)?")
+    if _major_minor(version) != _major_minor(__version__):
+        raise ArtifactError(
+            f"{where}: compiled by ember {version}, which is incompatible with this ember "
+            f"{__version__} (major.minor must match); recompile the model"
+        )
+    manifest = Manifest.from_dict(document, where)
+    threads = fields["threads"].as_int(1, MAX_THREADS)
+    target = fields["target"]
+    target["arch"].as_str()
+    target["cpu"].as_str()
+    for feature in target["required_features"].as_list(1024):
+        feature.as_str(_FEATURE)
+    weights = fields["files"][WEIGHTS_FILE]
+    size = weights["bytes"]
+    if size.as_int() != manifest.weights_bytes:
+        size.fail(f"equal to weights_bytes ({manifest.weights_bytes})")
+    weights["sha256"].as_str(_SHA256)
+    return Description(manifest, threads)
+
+
 def write_artifact(
     directory: str | os.PathLike[str],
     library: str | os.PathLike[str],
     weights: np.ndarray,
-    manifest: Manifest,
-    info: Mapping[str, Any],
+    description: Mapping[str, Any],
 ) -> Path:
     """Complete an artifact directory that already holds the linked `library` (model.so).
 
-    Writes `weights.bin` (exactly `manifest.weights_bytes` bytes of `weights`) and
-    `manifest.json`: the runtime manifest plus `info` (target, threads, source hash, ...) plus
-    the checksums `load` verifies. The manifest is written last, so a directory without one is
-    an interrupted compile, never a half-valid artifact.
+    `description` is what the library was compiled to describe (`describe`). Writes
+    `weights.bin` (exactly its `weights_bytes` bytes of `weights`, which must have the sha256
+    it names) and `manifest.json`: the format header, the description, and the library's size
+    and checksum. The manifest is written last, so a directory without one is an interrupted
+    compile, never a half-valid artifact.
     """
     directory = Path(directory)
     library = Path(library)
     if library.parent.resolve() != directory.resolve() or library.name != LIBRARY_FILE:
         raise ValueError(f"the library must be {directory / LIBRARY_FILE}, got {library}")
-    blob = np.ascontiguousarray(weights).view(np.uint8).reshape(-1)[: manifest.weights_bytes]
-    if blob.size != manifest.weights_bytes:
-        raise ValueError(
-            f"weights hold {blob.size} bytes but the manifest expects {manifest.weights_bytes}"
-        )
+    size = description["weights_bytes"]
+    blob = np.ascontiguousarray(weights).view(np.uint8).reshape(-1)[:size]
+    if blob.size != size:
+        raise ValueError(f"weights hold {blob.size} bytes but the manifest expects {size}")
     weights_path = directory / WEIGHTS_FILE
     with open(weights_path, "wb") as f:
         f.write(memoryview(blob))
+    weights_entry = {"bytes": blob.size, "sha256": sha256_file(weights_path)}
+    if weights_entry != description["files"][WEIGHTS_FILE]:
+        raise ValueError(
+            f"{weights_path}: written as {weights_entry}, but the library was compiled for "
+            f"{description['files'][WEIGHTS_FILE]}"
+        )
     document: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "ember_version": __version__,
-        **manifest.to_dict(),
-        **info,
+        **description,
         "files": {
             LIBRARY_FILE: {"bytes": library.stat().st_size, "sha256": sha256_file(library)},
-            WEIGHTS_FILE: {"bytes": blob.size, "sha256": sha256_file(weights_path)},
+            WEIGHTS_FILE: weights_entry,
         },
     }
     (directory / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
     return directory
 
 
+def _read_limited(path: Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of `path` (so that an oversized file is reported, not read)."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed manifest.json of an artifact, checked for format and ember version."""
+    """The parsed manifest.json of an artifact, every field checked (ArtifactError if not)."""
     path = Path(directory) / MANIFEST_FILE
     if not Path(directory).is_dir():
         raise ArtifactError(f"{directory}: not an artifact directory (no such directory)")
     try:
-        document = json.loads(path.read_text())
+        data = _read_limited(path, MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing; is {directory} an ember artifact?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e}); the artifact is corrupt") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot be read ({e.strerror})") from None
+    document = parse_json(data, str(path))
+    if document.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an ember artifact manifest (no 'format': '{FORMAT}')")
-    version = str(document.get("ember_version", "?"))
-    if _major_minor(version) != _major_minor(__version__):
+    fields = Field(document, str(path))
+    version = fields["ember_version"].value
+    if not isinstance(version, str) or _major_minor(version) != _major_minor(__version__):
         raise ArtifactError(
-            f"{path}: compiled by ember {version}, which is incompatible with this ember "
+            f"{path}: compiled by ember {show(version)}, which is incompatible with this ember "
             f"{__version__} (major.minor must match); recompile the model"
         )
     if document.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
-            f"{path}: artifact format {document.get('format_version')}, this runtime reads "
-            f"format {FORMAT_VERSION}; recompile the model"
+            f"{path}: artifact format {show(document.get('format_version'))}, this runtime "
+            f"reads format {FORMAT_VERSION}; recompile the model"
         )
-    try:
-        Manifest.from_dict(document)
-        document["files"][LIBRARY_FILE]["sha256"]
-        document["files"][WEIGHTS_FILE]["sha256"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{path}: manifest lacks a required field ({e!r})") from None
+    read_description(document, str(path))
+    for name in (LIBRARY_FILE, WEIGHTS_FILE):
+        entry = fields["files"][name]
+        entry["bytes"].as_int(1 if name == LIBRARY_FILE else 0)
+        entry["sha256"].as_str(_SHA256)
     return document
 
 
 def check_compatible(document: Mapping[str, Any], where: str = "artifact") -> None:
-    """Raise ArtifactError if this machine cannot execute the artifact's code."""
-    target = document.get("target", {})
-    arch = target.get("arch")
-    if arch and arch != host_arch():
+    """Raise ArtifactError if this machine cannot execute the artifact's code.
+
+    `document` has passed `read_description` (the manifest, or the library's description).
+    """
+    target = document["target"]
+    arch = target["arch"]
+    if arch != host_arch():
         raise ArtifactError(f"{where}: compiled for {arch}, this machine is {host_arch()}")
-    missing = missing_features(target.get("required_features", []))
+    missing = missing_features(target["required_features"])
     if missing:
         raise ArtifactError(
-            f"{where}: compiled for CPU '{target.get('cpu')}' and needs features this CPU "
+            f"{where}: compiled for CPU '{target['cpu']}' and needs features this CPU "
             f"lacks: {', '.join(missing)}; recompile with `ember compile --target-cpu host` "
             f"(or a portable level such as x86-64-v3) on or for this machine"
         )
+
+
+def read_model_info(library: ctypes.CDLL, where: str) -> dict[str, Any]:
+    """The parsed self-description of a loaded library, read as data (no code runs)."""
+    try:
+        address = ctypes.addressof(ctypes.c_char.in_dll(library, MODEL_INFO_SYMBOL))
+    except ValueError:
+        raise ArtifactError(
+            f"{where}: has no '{MODEL_INFO_SYMBOL}' symbol, so it cannot say what it was "
+            f"compiled for; it is not an ember {__version__} model library (recompile the model)"
+        ) from None
+    magic, version, length = MODEL_INFO_HEADER.unpack(
+        ctypes.string_at(address, MODEL_INFO_HEADER.size)
+    )
+    if magic != MODEL_INFO_MAGIC or version != MODEL_INFO_VERSION:
+        raise ArtifactError(
+            f"{where}: '{MODEL_INFO_SYMBOL}' starts with {magic!r} version {version}, not "
+            f"{MODEL_INFO_MAGIC!r} version {MODEL_INFO_VERSION}; recompile the model"
+        )
+    if length > MAX_DOCUMENT_BYTES:
+        raise ArtifactError(
+            f"{where}: '{MODEL_INFO_SYMBOL}' claims {length} bytes, more than "
+            f"{MAX_DOCUMENT_BYTES}; the library is corrupt"
+        )
+    text = ctypes.string_at(address + MODEL_INFO_HEADER.size, length)
+    return parse_json(text, f"{where} ({MODEL_INFO_SYMBOL})")
+
+
+_MISSING = object()
+
+
+def _disagreement(described: Any, recorded: Any, path: str) -> tuple[str, Any, Any] | None:
+    """The first field (path, recorded value, described value) where the two differ.
+
+    Objects compare member by member (a member only one side has is a difference), arrays of
+    equal length item by item, anything else by type and value (1, 1.0 and true all differ).
+    """
+    if isinstance(described, dict) and isinstance(recorded, dict):
+        for key in [*described, *(k for k in recorded if k not in described)]:
+            child = f"{path}.{key}" if path else key
+            found = _disagreement(described.get(key, _MISSING), recorded.get(key, _MISSING), child)
+            if found is not None:
+                return found
+        return None
+    if (
+        isinstance(described, list)
+        and isinstance(recorded, list)
+        and len(described) == len(recorded)
+    ):
+        for i, (value, other) in enumerate(zip(described, recorded, strict=True)):
+            found = _disagreement(value, other, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if type(described) is type(recorded) and described == recorded:
+        return None
+    return path, recorded, described
+
+
+def _shown(value: Any) -> str:
+    """A value for a disagreement message; arrays also say how many items they hold."""
+    if not isinstance(value, list):
+        return show(value)
+    return f"{show(value)} ({len(value)} item{'' if len(value) == 1 else 's'})"
+
+
+def check_agreement(described: dict[str, Any], document: dict[str, Any], directory: Path) -> None:
+    """Raise ArtifactError unless the manifest holds exactly the library's description.
+
+    Only the manifest's format header and the library's own record in `files` (which the
+    library cannot contain) are not compared.
+    """
+    recorded = {k: v for k, v in document.items() if k not in ("format", "format_version")}
+    if isinstance(recorded.get("files"), dict):
+        recorded["files"] = {k: v for k, v in recorded["files"].items() if k != LIBRARY_FILE}
+    found = _disagreement(described, recorded, "")
+    if found is None:
+        return
+    path, in_manifest, in_library = found
+    manifest_says = (
+        "has no such field" if in_manifest is _MISSING else f"says {_shown(in_manifest)}"
+    )
+    library_says = (
+        "was compiled without it"
+        if in_library is _MISSING
+        else f"was compiled with {_shown(in_library)}"
+    )
+    raise ArtifactError(
+        f"{directory}: {MANIFEST_FILE} and {LIBRARY_FILE} disagree on '{path}': the manifest "
+        f"{manifest_says}, the library {library_says}; the manifest was edited or the files "
+        f"come from different compiles"
+    )
 
 
 def _read_checked(
@@ -193,15 +376,21 @@ def _dlopen_private(image: bytes, origin: Path) -> ctypes.CDLL:
 
 
 class LoadedArtifact(Executable):
-    """An Executable backed by an artifact's shared library and weights file."""
+    """An Executable backed by an artifact's shared library and weights file.
+
+    `document` is the manifest from `read_manifest`, checked by `check_compatible`.
+    """
 
     def __init__(self, directory: Path, document: dict[str, Any], threads: int | None) -> None:
         self.path = directory
         self.info = document
-        manifest = Manifest.from_dict(document)
+        manifest = Manifest.from_dict(document, str(directory / MANIFEST_FILE))
         files = document["files"]
         weights_path = directory / WEIGHTS_FILE
-        if weights_path.is_file() and weights_path.stat().st_size != manifest.weights_bytes:
+        # Before allocating weights_bytes: the file proves that size is real.
+        if not weights_path.is_file():
+            raise ArtifactError(f"{weights_path}: missing; the artifact is incomplete")
+        if weights_path.stat().st_size != manifest.weights_bytes:
             raise ArtifactError(
                 f"{weights_path}: {weights_path.stat().st_size} bytes, but the manifest's "
                 f"weights_bytes is {manifest.weights_bytes}; the weights do not belong to "
@@ -212,8 +401,15 @@ class LoadedArtifact(Executable):
         image = _read_checked(directory, LIBRARY_FILE, files[LIBRARY_FILE])
         library_path = directory / LIBRARY_FILE
         library = _dlopen_private(bytes(image), library_path)
+        # From here on the library, not the manifest, says what its code touches.
+        described = read_model_info(library, str(library_path))
+        description = read_description(described, f"{library_path} ({MODEL_INFO_SYMBOL})")
+        check_compatible(described, str(library_path))
+        # The weights were checked against the manifest's sha256, so this also checks them
+        # against the sha256 the code was compiled with.
+        check_agreement(described, document, directory)
         try:
-            entry = ctypes.cast(getattr(library, manifest.entry), ctypes.c_void_p).value
+            entry = ctypes.cast(getattr(library, self.ENTRY_SYMBOL), ctypes.c_void_p).value
             set_threads = getattr(library, SET_THREADS_SYMBOL)
         except AttributeError as e:
             raise ArtifactError(f"{library_path}: missing exported symbol ({e})") from None
@@ -223,10 +419,10 @@ class LoadedArtifact(Executable):
         super().__init__(
             entry,
             set_threads,
-            manifest,
+            description.manifest,
             weights,
             keepalive=library,
-            threads=threads or int(document.get("threads", 1)),
+            threads=description.threads if threads is None else threads,
         )
 
 

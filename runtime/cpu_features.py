@@ -48,8 +48,9 @@ LLVM_TO_CPUINFO: dict[str, str] = {
     "gfni": "gfni",
     "sha": "sha_ni",
     "adx": "adx",
-    "rdrnd": "rdrand",
-    "rdseed": "rdseed",
+    # Not rdrnd/rdseed: LLVM emits them only for their intrinsics, which ember never calls, and
+    # Linux hides rdseed on Zen 5 (an erratum) while cpuid still reports it, so a host build
+    # that listed it could not be loaded on the machine that compiled it.
     "avxvnni": "avx_vnni",
     "avx512f": "avx512f",
     "avx512cd": "avx512cd",

@@ -8,6 +8,7 @@ and llvmlite are not installed. The entry point's ABI is
 from __future__ import annotations
 
 import ctypes
+import math
 import queue
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,9 +16,27 @@ from typing import Any
 
 import numpy as np
 
+from ember.runtime.documents import MAX_BUFFER_BYTES, Field
 from ember.runtime.errors import InputError
 
 ALIGNMENT = 64
+# Bytes per element of each dtype a program's inputs and outputs may have (numpy's names).
+DTYPE_BYTES = {
+    "float16": 2,
+    "bfloat16": 2,
+    "float32": 4,
+    "float64": 8,
+    "int8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "uint8": 1,
+    "uint16": 2,
+    "uint32": 4,
+    "uint64": 8,
+    "bool": 1,
+}
+MAX_RANK = 32
 
 
 def numpy_dtype(name: np.dtype | str) -> np.dtype:
@@ -44,9 +63,15 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: str
 
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+    def read(cls, spec: Field) -> TensorSpec:
+        """The tensor described by one entry of a document's `inputs` or `outputs`."""
+        shape = tuple(dim.as_int() for dim in spec["shape"].as_list(MAX_RANK))
+        return cls(spec["name"].as_str(), shape, spec["dtype"].as_str())
 
 
 @dataclass
@@ -57,7 +82,6 @@ class Manifest:
     outputs: list[TensorSpec]
     arena_bytes: int
     weights_bytes: int
-    entry: str = "main"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,15 +91,62 @@ class Manifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        return cls(
-            inputs=[TensorSpec.from_dict(s) for s in d["inputs"]],
-            outputs=[TensorSpec.from_dict(s) for s in d["outputs"]],
-            arena_bytes=int(d["arena_bytes"]),
-            weights_bytes=int(d["weights_bytes"]),
-            entry=d.get("entry", "main"),
-            extra=d.get("extra", {}),
+    def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> Manifest:
+        """The manifest in a parsed JSON document, every field checked (ArtifactError)."""
+        document = Field(d, where)
+        entry = document.get("entry")
+        fixed = Executable.ENTRY_SYMBOL
+        if entry is not None and entry.value != fixed:
+            entry.fail(f"'{fixed}' (the entry point is fixed; it is not chosen by a file)")
+        extra = document.get("extra")
+        manifest = cls(
+            inputs=[TensorSpec.read(s) for s in document["inputs"].as_list()],
+            outputs=[TensorSpec.read(s) for s in document["outputs"].as_list()],
+            arena_bytes=document["arena_bytes"].as_int(),
+            weights_bytes=document["weights_bytes"].as_int(),
+            extra=_read_extra(extra) if extra is not None else {},
         )
+        manifest.check(where)
+        return manifest
+
+    def check(self, where: str) -> None:
+        """Raise ArtifactError unless the buffers this manifest describes can be allocated and
+        named unambiguously (shared by AOT artifacts and JIT programs)."""
+        if not self.outputs:
+            Field([], where, "outputs").fail("a non-empty array (a program has outputs)")
+        for key, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+            seen: set[str] = set()
+            for i, spec in enumerate(specs):
+                path = f"{key}[{i}]"
+                if spec.dtype not in DTYPE_BYTES:
+                    Field(spec.dtype, where, f"{path}.dtype").fail(
+                        f"one of {', '.join(DTYPE_BYTES)}"
+                    )
+                if spec.nbytes > MAX_BUFFER_BYTES:
+                    Field(list(spec.shape), where, f"{path}.shape").fail(
+                        f"a shape of at most {MAX_BUFFER_BYTES} bytes (this one: {spec.nbytes})"
+                    )
+                if spec.name in seen:
+                    Field(spec.name, where, f"{path}.name").fail(f"unique among the {key}")
+                seen.add(spec.name)
+        for name in ("arena_bytes", "weights_bytes"):
+            Field(getattr(self, name), where, name).as_int()
+
+
+def _read_extra(extra: Field) -> dict[str, Any]:
+    """`extra`: optional sections; `profile` (one counter slot per site) sizes a buffer."""
+    result = dict(extra.as_dict())
+    profile = extra.get("profile")
+    if profile is not None:
+        result["profile"] = [
+            {
+                "callee": site["callee"].as_str(),
+                "summary": site["summary"].as_str(r".*"),
+                "flops": site["flops"].as_int(),
+            }
+            for site in profile.as_list()
+        ]
+    return result
 
 
 class Executable:
@@ -83,6 +154,10 @@ class Executable:
 
     Safe to call from several threads at once: every in-flight run takes its own arena.
     """
+
+    # The entry point's symbol is part of the ABI, never read from a file: a manifest naming
+    # the function to call could make the runtime call any exported symbol (`abort`, ...).
+    ENTRY_SYMBOL = "main"
 
     def __init__(
         self,
@@ -93,6 +168,7 @@ class Executable:
         keepalive: object = None,
         threads: int = 1,
     ):
+        manifest.check("the compiled program")
         if weights.nbytes < manifest.weights_bytes:
             raise ValueError(
                 f"weights hold {weights.nbytes} bytes but the manifest expects "
@@ -120,8 +196,9 @@ class Executable:
         return [s.name for s in self.manifest.outputs]
 
     def set_num_threads(self, threads: int) -> None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = int(threads)
         self.threads = threads
         self._set_num_threads(threads)
 

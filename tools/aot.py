@@ -24,10 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import onnx
 
 from ember import __version__
-from ember.runtime.artifact import LIBRARY_FILE, MANIFEST_FILE, ArtifactError, write_artifact
+from ember.runtime.artifact import (
+    LIBRARY_FILE,
+    MANIFEST_FILE,
+    MODEL_INFO_SYMBOL,
+    ArtifactError,
+    describe,
+    encode_model_info,
+    write_artifact,
+)
 from ember.runtime.cache import cache_root
 from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
 
@@ -157,7 +166,7 @@ def compile_artifact(
     The directory is assembled next to `output` and moved into place when complete, so
     concurrent readers see either the old artifact or the new one.
     """
-    from ember.codegen.jit import emit_objects, link_shared_library
+    from ember.codegen.jit import emit_data_object, emit_objects, link_shared_library
     from ember.passes.pipeline import DEFAULT_PIPELINE
     from ember.tools.compile import compile_program
 
@@ -175,6 +184,22 @@ def compile_artifact(
         )
     with progress.stage(f"LLVM codegen (O{opt_level})"):
         objects = emit_objects(program.module, target, opt_level)
+        # The library describes itself, weights' checksum included (see runtime/artifact.py).
+        if isinstance(model, onnx.ModelProto):
+            where = {"name": "<ModelProto>"}
+        else:
+            where = {"name": Path(model).name, "path": str(Path(model).absolute())}
+        info = {
+            "threads": target.threads,
+            "opt_level": opt_level,
+            "pipeline": pipeline,
+            "target": target_info(target),
+            "source": where | {"sha256": hashlib.sha256(source).hexdigest()},
+        }
+        weights = program.weights_blob().view(np.uint8)[: program.manifest.weights_bytes]
+        weights_sha256 = hashlib.sha256(memoryview(weights)).hexdigest()
+        description = describe(program.manifest, weights_sha256, info)
+        objects.append(emit_data_object(MODEL_INFO_SYMBOL, encode_model_info(description), target))
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     # mkdtemp makes the directory private; an artifact is meant to be shared like any output.
     umask = os.umask(0)
@@ -184,20 +209,7 @@ def compile_artifact(
         with progress.stage("link model.so"):
             link_shared_library(objects, str(staging / LIBRARY_FILE))
         with progress.stage("write weights and manifest"):
-            if isinstance(model, onnx.ModelProto):
-                where = {"name": "<ModelProto>"}
-            else:
-                where = {"name": Path(model).name, "path": str(Path(model).absolute())}
-            info = {
-                "threads": target.threads,
-                "opt_level": opt_level,
-                "pipeline": pipeline,
-                "target": target_info(target),
-                "source": where | {"sha256": hashlib.sha256(source).hexdigest()},
-            }
-            write_artifact(
-                staging, staging / LIBRARY_FILE, program.weights_blob(), program.manifest, info
-            )
+            write_artifact(staging, staging / LIBRARY_FILE, weights, description)
         _replace_directory(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -95,6 +95,11 @@ def finish_program(
     """Package a module lowered to loops with its manifest (names, shapes, memory sizes)."""
     report = report or CompileReport()
     fn = entry_function(module)
+    if fn.sym_name.data != Executable.ENTRY_SYMBOL:
+        # The runtime calls a fixed symbol (never one named by a file): the entry must be it.
+        raise ValueError(
+            f"the entry function is @{fn.sym_name.data}, not @{Executable.ENTRY_SYMBOL}"
+        )
     report.arena_bytes = _int_attr(fn, "ember.arena_bytes")
     report.intermediate_bytes = _int_attr(fn, "ember.intermediate_bytes")
     report.weights_bytes = _int_attr(fn, "ember.weights_bytes")
@@ -110,7 +115,6 @@ def finish_program(
         outputs=_io_specs(fn, "ember.output_names", len(inputs), "ember.output_dtypes"),
         arena_bytes=report.arena_bytes,
         weights_bytes=report.weights_bytes,
-        entry=fn.sym_name.data,
         extra=extra,
     )
     return Program(module, ctx, manifest, report)
@@ -168,7 +172,7 @@ class CompiledModel(Executable):
         self.report = program.report
         set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
         super().__init__(
-            jit.address(program.manifest.entry),
+            jit.address(self.ENTRY_SYMBOL),
             set_threads,
             program.manifest,
             program.weights_blob(),
