@@ -213,6 +213,7 @@ class _Shapes:
         self.initial: Executable | None = executable
         self._signature: object = None  # ModelSignature, or False once known to be static
         self._cache: object = None  # SpecializationCache, made on first use
+        self.pinning: object = None  # the config's pins, when they left dims open
         if executable is None:
             try:
                 self.initial = config.load()
@@ -221,6 +222,7 @@ class _Shapes:
                 if pinning is None:
                     raise
                 self._signature = pinning.signature
+                self.pinning = pinning
         if self.initial is not None:
             self._specializations().put(self._key(self.initial.manifest.inputs), self.initial)
 
@@ -374,8 +376,14 @@ class Predictor:
             inputs, outputs = manifest.inputs, manifest.outputs
         else:
             signature = self._shapes_of_model.signature()
+            # Dims the config pinned (directly or through a named dim) show as pinned.
+            named = self._shapes_of_model.pinning.named  # type: ignore[attr-defined]
             inputs = [
-                TensorSpec(i.name, _unknown_as_minus_one(i.dims), i.dtype or "float32")
+                TensorSpec(
+                    i.name,
+                    _unknown_as_minus_one([named.get(d, d) for d in i.dims or ()]),
+                    i.dtype or "float32",
+                )
                 for i in signature.inputs  # type: ignore[attr-defined]
                 if not i.dtype_only
             ]
