@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -156,3 +157,48 @@ def test_static_models_take_matching_pins_only() -> None:
     assert isinstance(ember.compile(model, input_shapes={"x": [2, 3]}), ember.CompiledModel)
     with pytest.raises(ember.ModelError, match=r"axis 0 is fixed at 2"):
         ember.compile(model, input_shapes={"x": [4, 3]})
+
+
+def _with_symbolic_dims(model: onnx.ModelProto, dims: dict[str, list[str | int]]) -> None:
+    """Declare graph inputs with these dims (names for symbolic ones), as exporters write them;
+    outputs get unknown dims."""
+    for info in model.graph.input:
+        if info.name in dims:
+            shape = info.type.tensor_type.shape
+            del shape.dim[:]
+            for d in dims[info.name]:
+                if isinstance(d, str):
+                    shape.dim.add().dim_param = d
+                else:
+                    shape.dim.add().dim_value = d
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
+
+
+def test_convnet_with_a_symbolic_batch_matches_onnxruntime_per_batch() -> None:
+    from tests.runtime.util import small_convnet
+
+    model = small_convnet()
+    _with_symbolic_dims(model, {"x": ["N", 8, 10, 10]})
+    specializing = ember.compile(model, threads=1)
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 8, 10, 10)).astype(np.float32)
+        expected = onnxruntime_outputs(model, {"x": x})
+        # Conv + Gemm in float32: summation order differs from onnxruntime's.
+        assert_close(specializing.run({"x": x}), expected, rel=1e-4)
+    assert specializing.compiles == 2
+
+
+def test_bert_with_batch_baked_into_a_reshape_refuses_other_batches() -> None:
+    from tests.models import bert_encoder
+
+    model = bert_encoder(layers=1)
+    _with_symbolic_dims(model, {"input_ids": ["batch", "seq"]})
+    specializing = ember.compile(model, threads=1)
+    ids = np.random.default_rng(0).integers(0, 100, (1, 16)).astype(np.int64)
+    expected = onnxruntime_outputs(model, {"input_ids": ids})
+    assert_close(specializing.run({"input_ids": ids}), expected, rel=1e-4)
+    # The exporter wrote Reshape(ctx, [1, 16, 64]): batch 2 cannot run (onnxruntime fails too).
+    with pytest.raises(ember.InputError) as info:
+        specializing.run({"input_ids": np.zeros((2, 16), np.int64)})
+    assert "does not compile for input shapes {'input_ids': [2, 16]}" in str(info.value)
