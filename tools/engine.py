@@ -32,6 +32,16 @@ from ember.runtime.artifact import ArtifactError, LoadedArtifact, load
 from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
 from ember.runtime.threads import default_threads
+from ember.tools.shapes import (
+    ModelSignature,
+    Pinning,
+    UnpinnedInputsError,
+    check_pin,
+    check_run_shapes,
+    read_model,
+    sizes_of,
+)
+from ember.tools.specialize import MAX_SPECIALIZATIONS, SpecializationCache, shape_key
 
 
 def pipeline_spec(ir_optim: bool = True) -> str:
@@ -116,8 +126,6 @@ class Config:
         sharing a named dim with a pinned one follow it. Checked against the model then
         (ModelError naming the input and both shapes).
         """
-        from ember.tools.shapes import sizes_of
-
         self._input_shapes[name] = sizes_of(name, shape)
 
     def input_shapes(self) -> dict[str, list[int]]:
@@ -211,47 +219,32 @@ class _Shapes:
     def __init__(self, config: Config, executable: Executable | None = None) -> None:
         self.config = config
         self.initial: Executable | None = executable
-        self._signature: object = None  # ModelSignature, or False once known to be static
-        self._cache: object = None  # SpecializationCache, made on first use
-        self.pinning: object = None  # the config's pins, when they left dims open
+        # The config's pins when they left dims open (then nothing is loaded yet).
+        self.pinning: Pinning | None = None
+        self._signature: ModelSignature | None = None
+        self._signature_known = False
+        self._cache = SpecializationCache(self._build, MAX_SPECIALIZATIONS)
         if executable is None:
             try:
                 self.initial = config.load()
-            except ModelError as err:
-                pinning = getattr(err, "pinning", None)  # shapes.UnpinnedInputsError
-                if pinning is None:
-                    raise
-                self._signature = pinning.signature
-                self.pinning = pinning
+            except UnpinnedInputsError as err:
+                self.pinning = err.pinning
+                self._signature, self._signature_known = err.pinning.signature, True
         if self.initial is not None:
-            self._specializations().put(self._key(self.initial.manifest.inputs), self.initial)
+            specs = self.initial.manifest.inputs
+            self._cache.put(tuple((s.name, tuple(s.shape)) for s in specs), self.initial)
 
-    @staticmethod
-    def _key(specs: Sequence[TensorSpec]) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        return tuple((s.name, tuple(s.shape)) for s in specs)
+    def _build(self, input_shapes: dict[str, list[int]]) -> Executable:
+        return self.config._pinned({n: tuple(s) for n, s in input_shapes.items()}).load()
 
-    def _specializations(self) -> object:
-        if self._cache is None:
-            from ember.tools.specialize import MAX_SPECIALIZATIONS, SpecializationCache
-
-            def build(input_shapes: dict[str, list[int]]) -> Executable:
-                pins = {n: tuple(s) for n, s in input_shapes.items()}
-                return self.config._pinned(pins).load()
-
-            self._cache = SpecializationCache(build, MAX_SPECIALIZATIONS)
-        return self._cache
-
-    def signature(self) -> object:
+    def signature(self) -> ModelSignature | None:
         """The model's declared inputs if some dims are symbolic, else None (static, artifact)."""
-        if self._signature is None:
-            self._signature = False
+        if not self._signature_known:
+            self._signature_known = True
             if not self.config.is_artifact():
-                from ember.tools.shapes import ModelSignature, read_model
-
                 signature = ModelSignature.of(read_model(self.config.model_path()))
-                if not signature.is_static:
-                    self._signature = signature
-        return self._signature or None
+                self._signature = None if signature.is_static else signature
+        return self._signature
 
     def check_pin(self, name: str, shape: tuple[int, ...], compiled: tuple[int, ...]) -> None:
         """ModelError unless input `name` may be pinned to `shape` (reshape)."""
@@ -261,10 +254,7 @@ class _Shapes:
                 f"tensor '{name}': the model was compiled for shape {list(compiled)}, "
                 f"cannot reshape to {list(shape)} (its inputs have no symbolic dims)"
             )
-        from ember.tools.shapes import check_pin
-
-        info = signature.input(name)  # type: ignore[attr-defined]
-        check_pin(info, shape, f"tensor '{name}': reshape to {list(shape)}")
+        check_pin(signature.input(name), shape, f"tensor '{name}': reshape to {list(shape)}")
 
     def check_array(self, name: str, shape: tuple[int, ...], compiled: tuple[int, ...]) -> None:
         """InputError unless an array of `shape` fits input `name` (copy_from_cpu)."""
@@ -273,21 +263,13 @@ class _Shapes:
             raise InputError(
                 f"tensor '{name}': expected shape {list(compiled)}, given {list(shape)}"
             )
-        from ember.tools.shapes import check_run_shapes
-
-        check_run_shapes(signature, {name: shape})  # type: ignore[arg-type]
+        check_run_shapes(signature, {name: shape})
 
     def executable_for(self, shapes: dict[str, tuple[int, ...]]) -> Executable:
-        from ember.tools.specialize import shape_key
-
         signature = self.signature()
         if signature is not None:
-            from ember.tools.shapes import check_run_shapes
-
-            check_run_shapes(signature, shapes)  # type: ignore[arg-type]
-        cache = self._specializations()
-        key = shape_key(list(shapes), shapes)
-        return cache.get(key)  # type: ignore[attr-defined,no-any-return]
+            check_run_shapes(signature, shapes)
+        return self._cache.get(shape_key(list(shapes), shapes))
 
 
 class Tensor:
@@ -376,20 +358,22 @@ class Predictor:
             inputs, outputs = manifest.inputs, manifest.outputs
         else:
             signature = self._shapes_of_model.signature()
+            assert signature is not None  # nothing loaded: the model's dims are open
             # Dims the config pinned (directly or through a named dim) show as pinned.
-            named = self._shapes_of_model.pinning.named  # type: ignore[attr-defined]
+            pinning = self._shapes_of_model.pinning
+            named = pinning.named if pinning is not None else {}
             inputs = [
                 TensorSpec(
                     i.name,
                     _unknown_as_minus_one([named.get(d, d) for d in i.dims or ()]),
                     i.dtype or "float32",
                 )
-                for i in signature.inputs  # type: ignore[attr-defined]
+                for i in signature.inputs
                 if not i.dtype_only
             ]
             outputs = [
                 TensorSpec(o.name, _unknown_as_minus_one(o.dims), o.dtype or "float32")
-                for o in signature.outputs  # type: ignore[attr-defined]
+                for o in signature.outputs
             ]
         shapes = None if config.is_artifact() else self._shapes_of_model
         self._inputs = {s.name: Tensor(s, True, shapes) for s in inputs}

@@ -345,9 +345,14 @@ def check_run_shapes(
                 f"input '{info.name}': expected shape {list(pinned[info.name])} (pinned), "
                 f"given {list(shape)}"
             )
+        expected = f"input '{info.name}': expected shape {format_dims(info.dims)}"
+        if any(size < 1 for size in shape):
+            raise InputError(
+                f"{expected}, given {list(shape)}: ember compiles sizes of 1 and more "
+                "(empty tensors are not supported)"
+            )
         if info.dims is None:
             continue
-        expected = f"input '{info.name}': expected shape {format_dims(info.dims)}"
         if len(shape) != len(info.dims):
             raise InputError(f"{expected}, given {list(shape)} (rank {len(shape)})")
         for axis, (dim, size) in enumerate(zip(info.dims, shape)):

@@ -106,6 +106,26 @@ class SpecializationCache(Generic[T]):
             return [(k, v) for k, v in self._entries.items() if not isinstance(v, ModelError)]
 
 
+def _check_inputs(model: onnx.ModelProto, pinning: Pinning) -> None:
+    """What no shape would fix fails now rather than at the first run: a malformed model, or a
+    program input that is no tensor of a dtype ember supports (the importer's own checks).
+    An unsupported op is still found when the first specialisation compiles."""
+    from ember.dialects.dtypes import numpy_dtype_for_onnx
+    from ember.frontend.onnx_importer import load_model
+
+    load_model(model)
+    programs_inputs = {i.name for i in pinning.signature.inputs if not i.dtype_only}
+    for info in model.graph.input:
+        if info.name not in programs_inputs:
+            continue
+        if not info.type.HasField("tensor_type"):
+            raise ModelError(f"graph input '{info.name}' is not a tensor")
+        try:
+            numpy_dtype_for_onnx(info.type.tensor_type.elem_type)
+        except TypeError as err:
+            raise ModelError(f"graph input '{info.name}': {err}") from None
+
+
 class SpecializingModel:
     """A model with symbolic input dims, compiled once per distinct set of input shapes.
 
@@ -127,6 +147,7 @@ class SpecializingModel:
         pipeline: str,
         max_specializations: int = MAX_SPECIALIZATIONS,
     ) -> None:
+        _check_inputs(model, pinning)
         self._model = model
         self._pinning = pinning
         self._signature = pinning.signature

@@ -202,3 +202,23 @@ def test_bert_with_batch_baked_into_a_reshape_refuses_other_batches() -> None:
     with pytest.raises(ember.InputError) as info:
         specializing.run({"input_ids": np.zeros((2, 16), np.int64)})
     assert "does not compile for input shapes {'input_ids': [2, 16]}" in str(info.value)
+
+
+def test_empty_inputs_are_refused_before_compiling(specializing: SpecializingModel) -> None:
+    before = specializing.compiles
+    with pytest.raises(ember.InputError, match=r"given \[0, 3\]: ember compiles sizes of 1 and"):
+        specializing.run(feeds(0, 3))
+    assert specializing.compiles == before
+
+
+def test_what_no_shape_fixes_fails_at_compile_not_at_the_first_run() -> None:
+    sequence = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, ["N"])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "with_a_sequence_input",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"]), sequence],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ember.ModelError, match="graph input 's' is not a tensor"):
+        ember.compile(model)
