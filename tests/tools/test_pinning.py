@@ -1,6 +1,6 @@
 """Pinning symbolic input dims everywhere a model is set up: AOT, Config/Predictor (reshape),
-the `ember` command line (--input-shape), `ember opt`, the ONNX backend and the conformance
-runner; and the specialisation cache behind them."""
+the `ember` command line (--input-shape), `ember opt`, the profiler, the ONNX backend and the
+conformance runner; and the specialisation cache behind them."""
 
 from __future__ import annotations
 
@@ -261,6 +261,16 @@ def test_opt_with_input_shape(workdir: Path, capsys: pytest.CaptureFixture[str])
     argv = ["dynamic.onnx", "--input-shape", "y=2x6", "--input-shape", "x=2x3"]
     assert opt_main([*argv, "--compare-intermediates", "--threads", "1"]) == 0
     assert "every intermediate matches" in capsys.readouterr().out
+
+
+def test_profile_with_input_shape(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ember.tools.profile import main as profile_main
+
+    argv = ["dynamic.onnx", "--runs", "1", "--warmup", "0"]
+    assert profile_main([*argv, "--input-shape", "x=2x3"]) == 0
+    assert "median wall time of a run" in capsys.readouterr().out
+    assert profile_main(argv) == 1
+    assert "error: the model has symbolic input dimensions" in capsys.readouterr().err
 
 
 # -- the ONNX backend and the conformance runner -----------------------------------------------
