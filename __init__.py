@@ -2,6 +2,7 @@
 
     import ember
     model = ember.compile("model.onnx")          # JIT: ONNX -> dialects -> LLVM -> native
+    model = ember.compile("m.onnx", input_shapes={"x": [1, 128]})  # pin symbolic input dims
     outputs = model.run({"input": x})             # dict of numpy arrays
     y, = model(x)                                 # positional form
 
@@ -18,10 +19,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from ember.tools.compile import CompiledModel, compile
     from ember.tools.engine import Config, Predictor, create_predictor
+    from ember.tools.specialize import SpecializingModel
 
 _LAZY = {
     "compile": ("ember.tools.compile", "compile"),
     "CompiledModel": ("ember.tools.compile", "CompiledModel"),
+    "SpecializingModel": ("ember.tools.specialize", "SpecializingModel"),
     "Config": ("ember.tools.engine", "Config"),
     "Predictor": ("ember.tools.engine", "Predictor"),
     "create_predictor": ("ember.tools.engine", "create_predictor"),
@@ -59,6 +62,7 @@ __all__ = [
     "ModelError",
     "Predictor",
     "ResourceLimitError",
+    "SpecializingModel",
     "UnsupportedOpError",
     "__version__",
     "compile",

@@ -402,8 +402,17 @@ class _Importer:
         tensor = info.type.tensor_type
         if info.name in self.input_shapes:
             shape = tuple(int(d) for d in self.input_shapes[info.name])
-            if len(shape) != len(tensor.shape.dim) or any(d <= 0 for d in shape):
-                raise ModelError(f"input_shapes['{info.name}'] = {shape} does not fit the input")
+            fixed = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim]
+            if (
+                len(shape) != len(fixed)
+                or any(d <= 0 for d in shape)
+                # A pin may only set symbolic dims: a fixed one was silently overridden.
+                or any(f > 0 and f != d for f, d in zip(fixed, shape))
+            ):
+                raise ModelError(
+                    f"input_shapes['{info.name}'] = {list(shape)} does not fit the input's "
+                    f"declared dims {[f if f > 0 else '?' for f in fixed]}"
+                )
         else:
             if not tensor.HasField("shape"):
                 raise ModelError(f"graph input '{info.name}' has no shape; pass input_shapes")

@@ -39,6 +39,7 @@ from ember.runtime.artifact import (
 )
 from ember.runtime.cache import cache_root
 from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
+from ember.tools.shapes import InputShapes
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
 
@@ -160,11 +161,13 @@ def compile_artifact(
     opt_level: int = 3,
     pipeline: str | None = None,
     progress: Progress | None = None,
+    input_shapes: InputShapes | None = None,
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
 
-    The directory is assembled next to `output` and moved into place when complete, so
-    concurrent readers see either the old artifact or the new one.
+    `input_shapes` pins inputs with symbolic dims (see `ember.tools.shapes`). The directory is
+    assembled next to `output` and moved into place when complete, so concurrent readers see
+    either the old artifact or the new one.
     """
     from ember.codegen.jit import emit_data_object, emit_objects, link_shared_library
     from ember.passes.pipeline import DEFAULT_PIPELINE
@@ -180,7 +183,11 @@ def compile_artifact(
         source = model_bytes(model)
     with progress.stage("import, optimize, lower to loops"):
         program = compile_program(
-            model, target, pipeline, on_pass=lambda name: setattr(progress, "detail", name)
+            model,
+            target,
+            pipeline,
+            on_pass=lambda name: setattr(progress, "detail", name),
+            input_shapes=input_shapes,
         )
     with progress.stage(f"LLVM codegen (O{opt_level})"):
         objects = emit_objects(program.module, target, opt_level)
@@ -196,6 +203,8 @@ def compile_artifact(
             "target": target_info(target),
             "source": where | {"sha256": hashlib.sha256(source).hexdigest()},
         }
+        if input_shapes:
+            info["input_shapes"] = _shapes_json(input_shapes)
         weights = program.weights_blob().view(np.uint8)[: program.manifest.weights_bytes]
         weights_sha256 = hashlib.sha256(memoryview(weights)).hexdigest()
         description = describe(program.manifest, weights_sha256, info)
@@ -225,9 +234,20 @@ def default_cache_dir() -> Path:
     return cache_root() / "artifacts"
 
 
-def cache_key(source: bytes, target: Any, opt_level: int, pipeline: str) -> str:
-    """Everything the generated code depends on: model, options, compiler version, target."""
-    key = {
+def _shapes_json(input_shapes: InputShapes) -> dict[str, list[int]]:
+    return {name: [int(d) for d in input_shapes[name]] for name in sorted(input_shapes)}
+
+
+def cache_key(
+    source: bytes,
+    target: Any,
+    opt_level: int,
+    pipeline: str,
+    input_shapes: InputShapes | None = None,
+) -> str:
+    """Everything the generated code depends on: model, options, compiler version, target,
+    pinned input shapes."""
+    key: dict[str, Any] = {
         "model_sha256": hashlib.sha256(source).hexdigest(),
         "ember_version": __version__,
         "opt_level": opt_level,
@@ -235,6 +255,8 @@ def cache_key(source: bytes, target: Any, opt_level: int, pipeline: str) -> str:
         # Kernels split their parallel loops by target.threads, so it is part of the code.
         "target": target_info(target) | {"threads": target.threads},
     }
+    if input_shapes:  # absent when unpinned, so keys of static models stay as they were
+        key["input_shapes"] = _shapes_json(input_shapes)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -247,6 +269,7 @@ def compile_cached(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    input_shapes: InputShapes | None = None,
 ) -> Path:
     """The artifact directory for `model` with these options, compiling it on a cache miss.
 
@@ -258,7 +281,7 @@ def compile_cached(
     target = target or resolve_target("host")
     pipeline = pipeline or DEFAULT_PIPELINE
     directory = Path(cache_dir or default_cache_dir()) / cache_key(
-        model_bytes(model), target, opt_level, pipeline
+        model_bytes(model), target, opt_level, pipeline, input_shapes
     )
     if not force:
         try:
@@ -267,6 +290,12 @@ def compile_cached(
         except ArtifactError:
             pass  # a miss, or an entry from another ember version: (re)compile it
     compile_artifact(
-        model, directory, target=target, opt_level=opt_level, pipeline=pipeline, progress=progress
+        model,
+        directory,
+        target=target,
+        opt_level=opt_level,
+        pipeline=pipeline,
+        progress=progress,
+        input_shapes=input_shapes,
     )
     return directory

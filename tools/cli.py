@@ -7,7 +7,9 @@
     ember conformance ...                (see `ember conformance --help`)
 
 `run` and `bench` take an artifact directory or an .onnx file; an .onnx file is compiled once
-and cached (as `ember.Config` does).
+and cached (as `ember.Config` does). Inputs with symbolic dims (a batch, a sequence length) are
+pinned with `--input-shape NAME=1x3x224x224` (repeatable); `run` and `bench` also pin them from
+the shapes of the `--input` arrays.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy as np
 
 from ember import __version__
 from ember.runtime.artifact import read_manifest, sha256_file
-from ember.runtime.executable import Manifest, TensorSpec
+from ember.runtime.executable import Manifest
 from ember.tools.engine import Config, pipeline_spec
+from ember.tools.shapes import UnpinnedInputsError, add_input_shape_option
 
 
 def _positive(text: str) -> int:
@@ -46,6 +49,7 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=_positive, default=None, help="threads (default: all cores)"
     )
+    add_input_shape_option(parser)
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
@@ -111,11 +115,30 @@ def _config(args: argparse.Namespace) -> Config:
     config.set_opt_level(args.opt_level)
     config.set_target_cpu(args.target_cpu)
     config.switch_progress(True)
+    for name, shape in args.input_shapes.items():
+        config.set_input_shape(name, shape)
     return config
 
 
-def _read_inputs(specs: list[TensorSpec], items: list[str]) -> dict[str, np.ndarray]:
-    names = [s.name for s in specs]
+def _pinned_config(args: argparse.Namespace) -> Config:
+    """The config of `args`, its artifact compiled (or found in the cache). Symbolic dims that
+    --input-shape leaves open are pinned from the shapes of the --input arrays."""
+    config = _config(args)
+    try:
+        config.artifact_path()
+    except UnpinnedInputsError as err:
+        if not args.input:
+            raise
+        signature = err.pinning.signature
+        names = [i.name for i in signature.inputs if not i.dtype_only]
+        for name, array in _read_inputs(names, args.input).items():
+            if name not in args.input_shapes:
+                config.set_input_shape(name, array.shape)
+        config.artifact_path()
+    return config
+
+
+def _read_inputs(names: list[str], items: list[str]) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     for item in items:
         name, sep, path = item.rpartition("=")
@@ -152,6 +175,7 @@ def _compile(args: argparse.Namespace) -> int:
         opt_level=args.opt_level,
         pipeline=pipeline,
         progress=progress,
+        input_shapes=args.input_shapes or None,
     )
     if args.verbose and build.report is not None:
         for name, seconds in build.stage_seconds.items():
@@ -171,9 +195,9 @@ def _compile(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ember.tools.bench import random_feeds
 
-    executable = _config(args).load()
+    executable = _pinned_config(args).load()
     specs = executable.manifest.inputs
-    feeds = _read_inputs(specs, args.input)
+    feeds = _read_inputs([s.name for s in specs], args.input)
     missing = [s for s in specs if s.name not in feeds]
     if missing and not args.random_inputs:
         names = [s.name for s in missing]
@@ -195,12 +219,12 @@ def _run(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from ember.tools import bench
 
-    config = _config(args)
-    threads = config.cpu_math_library_num_threads()
     # Compiles (once, cached) outside the measurement.
+    config = _pinned_config(args)
+    threads = config.cpu_math_library_num_threads()
     document = read_manifest(config.artifact_path())
     specs = Manifest.from_dict(document).inputs
-    feeds = bench.random_feeds(specs, args.seed) | _read_inputs(specs, args.input)
+    feeds = bench.random_feeds(specs, args.seed) | _read_inputs([s.name for s in specs], args.input)
     results = [bench.bench_ember(config.load, feeds, threads, args.runs, args.warmup)]
     if args.compare == "onnxruntime":
         onnx_path = args.onnx or (
@@ -220,7 +244,8 @@ def _bench(args: argparse.Namespace) -> int:
             results.append(
                 bench.bench_onnxruntime(onnx_path, feeds, threads, args.runs, args.warmup)
             )
-    print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up, batch as compiled")
+    shapes = ", ".join(f"{s.name} {'x'.join(map(str, s.shape))}" for s in specs)
+    print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up, inputs {shapes}")
     print(bench.format_results(results))
     return 0
 

@@ -2,6 +2,9 @@
 
 `ember.compile` (JIT from Python) and `ember compile` (ahead of time) both go through
 `compile_program`; they differ only in what they do with the final loops-level module.
+Inputs with symbolic dims are pinned by `input_shapes` (checked in tools/shapes.py); without
+pins, `ember.compile` returns a `SpecializingModel` (tools/specialize.py) that compiles one
+specialisation per distinct set of input shapes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -26,6 +30,10 @@ from ember.passes.program import entry_function
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+from ember.tools.shapes import InputShapes, pin_model, read_model, static_input_shapes
+
+if TYPE_CHECKING:
+    from ember.tools.specialize import SpecializingModel
 
 
 @dataclass
@@ -125,11 +133,13 @@ def compile_program(
     target: Target | None = None,
     pipeline: str = DEFAULT_PIPELINE,
     on_pass: Callable[[str], None] | None = None,
+    input_shapes: InputShapes | None = None,
 ) -> Program:
     """Import `model` and run `pipeline` on it, down to the loops level.
 
-    `on_pass(name)` is called before each pass runs (and with "import" first): progress
-    displays hook in here.
+    `input_shapes` pins inputs with symbolic dims ({"x": [1, 3, 224, 224]}); a symbolic dim
+    left unpinned raises UnpinnedInputsError (a ModelError) naming it. `on_pass(name)` is
+    called before each pass runs (and with "import" first): progress displays hook in here.
     """
     from ember.frontend.onnx_importer import import_model
 
@@ -137,7 +147,8 @@ def compile_program(
     if on_pass is not None:
         on_pass("import")
     start = time.perf_counter()
-    module, weights = import_model(model)
+    proto = read_model(model)
+    module, weights = import_model(proto, static_input_shapes(proto, input_shapes))
     report.import_seconds = time.perf_counter() - start
 
     ctx = make_context(weights, target or host_target())
@@ -184,12 +195,32 @@ class CompiledModel(Executable):
 def compile(
     model: str | os.PathLike[str] | onnx.ModelProto,
     *,
+    input_shapes: InputShapes | None = None,
     threads: int | None = None,
     opt_level: int = 3,
     target: Target | None = None,
     pipeline: str = DEFAULT_PIPELINE,
-) -> CompiledModel:
-    """Compile an ONNX model (path or ModelProto) to native code in this process."""
+) -> CompiledModel | SpecializingModel:
+    """Compile an ONNX model (path or ModelProto) to native code in this process.
+
+    `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
+    inputs are all static (or pinned) gives a CompiledModel; otherwise a SpecializingModel with
+    the same API, which compiles on each run with new input shapes (one specialisation per
+    distinct set of shapes, cached).
+    """
     target = target or host_target(threads)
-    program = compile_program(model, target, pipeline)
+    proto = read_model(model)
+    pinning = pin_model(proto, input_shapes)
+    if not pinning.complete:
+        from ember.tools.specialize import SpecializingModel
+
+        return SpecializingModel(
+            proto,
+            pinning,
+            threads=threads or target.threads,
+            opt_level=opt_level,
+            target=target,
+            pipeline=pipeline,
+        )
+    program = compile_program(proto, target, pipeline, input_shapes=input_shapes)
     return CompiledModel(program, opt_level, threads or target.threads)

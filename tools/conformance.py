@@ -4,6 +4,7 @@
     ember conformance -k "relu|conv"          # cases whose name matches a regex
     ember conformance --write-docs            # also regenerate docs/ops.md from the report
     ember conformance --from-json report.json --write-docs   # re-render without re-running
+    ember conformance --input-shape x=2x3     # pin input 'x' in every case that has one
     python -m ember.tools.conformance ...     # the same without the console script
 
 The onnx wheel ships the node-test generators but not their data, so the first run writes each
@@ -19,6 +20,9 @@ per-case timeout is replaced and the case is recorded as crashed, so one case ne
 
 Statuses: passed; failed (ran, wrong shape/dtype/values); errored (did not compile or raised
 while running); crashed (the process died or hung).
+
+A case whose inputs have symbolic dims is compiled for its test data's shapes on the first run
+(EmberBackend's shape specialisation), unless `--input-shape` pins them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from ember.tools.shapes import add_input_shape_option
 
 RTOL = 1e-3
 ATOL = 1e-7
@@ -358,9 +364,16 @@ def run_case(case_dir: str, rtol: float, atol: float, options: dict[str, Any]) -
         data_sets = [(inputs, data_sets[0][1])]
         if frozen:
             result["frozen_inputs"] = frozen
+    backend = dict(options.get("backend", {}))
+    if backend.get("input_shapes"):
+        # --input-shape applies to the cases that have an input of that name.
+        names = {i.name for i in model.graph.input}
+        backend["input_shapes"] = {
+            n: shape for n, shape in backend["input_shapes"].items() if n in names
+        }
     start = time.perf_counter()
     try:
-        rep = EmberBackend.prepare(model, **options.get("backend", {}))
+        rep = EmberBackend.prepare(model, **backend)
     except UnsupportedOpsError as err:
         result["unsupported_ops"] = err.op_types
         outcome("errored", "unsupported-op", err)
@@ -859,6 +872,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-op", type=int, default=8, help="cases per op in --write-subset")
     parser.add_argument("--regenerate-data", action="store_true", help="rewrite the test data")
     parser.add_argument("--pipeline", help="pass pipeline for ember.compile (default: its own)")
+    add_input_shape_option(parser)
     parser.add_argument(
         "--no-freeze",
         action="store_true",
@@ -881,6 +895,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend: dict[str, Any] = {"threads": 1}
         if args.pipeline:
             backend["pipeline"] = args.pipeline
+        if args.input_shapes:
+            backend["input_shapes"] = args.input_shapes
         options = RunOptions(
             jobs=args.jobs, timeout=args.timeout, backend=backend, freeze=not args.no_freeze
         )
@@ -898,6 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "jobs": args.jobs,
             "timeout": args.timeout,
             "freeze_shape_operands": not args.no_freeze,
+            "input_shapes": backend.get("input_shapes", {}),
             "data": str(data),
         }
         settings["seconds"] = round(time.monotonic() - started, 1)

@@ -11,18 +11,37 @@ An `.onnx` model is compiled ahead of time on first use and cached on disk (see
 `ember.tools.aot.compile_cached`), so later processes only load the shared library. An artifact
 directory is loaded by the thin runtime alone: this module imports the compiler only when it
 has an ONNX file to compile.
+
+A model whose inputs have symbolic dims (a batch, a sequence length) is compiled per set of
+input shapes, as Paddle Inference runs a new shape after `reshape`: `config.set_input_shape`
+chooses the shapes compiled when the predictor is created; `handle.reshape(shape)` or
+`handle.copy_from_cpu(array)` with other shapes pins them for the next `run()`, which compiles
+(or finds in the disk cache) that specialisation and keeps the last few loaded.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ember.runtime.artifact import ArtifactError, LoadedArtifact, load
+from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
 from ember.runtime.threads import default_threads
+from ember.tools.shapes import (
+    ModelSignature,
+    Pinning,
+    UnpinnedInputsError,
+    check_pin,
+    check_run_shapes,
+    read_model,
+    sizes_of,
+)
+from ember.tools.specialize import MAX_SPECIALIZATIONS, SpecializationCache, shape_key
 
 
 def pipeline_spec(ir_optim: bool = True) -> str:
@@ -43,6 +62,7 @@ class Config:
         self._target_cpu = "host"
         self._cache_dir: Path | None = None
         self._progress = False
+        self._input_shapes: dict[str, tuple[int, ...]] = {}
 
     # -- model ---------------------------------------------------------------------------------
     def set_model(self, model: str | os.PathLike[str]) -> None:
@@ -99,15 +119,34 @@ class Config:
 
         return self._cache_dir or default_cache_dir()
 
+    def set_input_shape(self, name: str, shape: Sequence[int]) -> None:
+        """Pin input `name` (one with symbolic dims: a batch, a sequence length) to `shape`.
+
+        The predictor compiles the model for the pinned shapes when it is created; inputs
+        sharing a named dim with a pinned one follow it. Checked against the model then
+        (ModelError naming the input and both shapes).
+        """
+        self._input_shapes[name] = sizes_of(name, shape)
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        return {name: list(shape) for name, shape in self._input_shapes.items()}
+
     def pipeline(self) -> str:
         return pipeline_spec(self._ir_optim)
 
     def summary(self) -> str:
+        pinned = f"\ninput_shapes: {self.input_shapes()}" if self._input_shapes else ""
         return (
             f"model: {self._model}\nthreads: {self.cpu_math_library_num_threads()}\n"
             f"ir_optim: {self._ir_optim}\nopt_level: {self._opt_level}\n"
-            f"target_cpu: {self._target_cpu}"
+            f"target_cpu: {self._target_cpu}{pinned}"
         )
+
+    def _pinned(self, input_shapes: dict[str, tuple[int, ...]]) -> Config:
+        """This config with `input_shapes` as its pins (a specialisation's)."""
+        pinned = copy.copy(self)
+        pinned._input_shapes = dict(input_shapes)
+        return pinned
 
     # -- resolution ----------------------------------------------------------------------------
     def artifact_path(self) -> Path:
@@ -130,57 +169,165 @@ class Config:
             cache_dir=self.cache_dir(),
             progress=Progress(quiet=not self._progress),
             force=force,
+            input_shapes=self._input_shapes or None,
         )
 
     def load(self) -> LoadedArtifact:
+        """The loaded artifact; for an .onnx model with symbolic dims that nothing pinned,
+        `ember.tools.shapes.UnpinnedInputsError` (a ModelError saying how to pin them)."""
         path = self.artifact_path()
         try:
-            return load(path, self._threads)
+            loaded = load(path, self._threads)
         except ArtifactError:
             if path == self.model_path():
                 raise
             # A corrupt cache entry is ours to repair, not the user's problem.
-            return load(self._artifact_path(force=True), self._threads)
+            loaded = load(self._artifact_path(force=True), self._threads)
+        if path == self.model_path():
+            _check_artifact_pins(loaded, self._input_shapes, path)
+        return loaded
+
+
+def _check_artifact_pins(
+    loaded: Executable, input_shapes: dict[str, tuple[int, ...]], path: Path
+) -> None:
+    """An artifact was compiled for one shape per input: pins must name it."""
+    specs = {s.name: s for s in loaded.manifest.inputs}
+    for name, shape in input_shapes.items():
+        if name not in specs:
+            raise ModelError(
+                f"input_shapes names '{name}', which is not an input of the artifact {path}; "
+                f"its inputs: {list(specs)}"
+            )
+        if tuple(shape) != specs[name].shape:
+            raise ModelError(
+                f"input_shapes['{name}'] = {list(shape)} contradicts the artifact {path}, "
+                f"compiled for input '{name}' of shape {list(specs[name].shape)} (an artifact "
+                "has one shape per input; compile the .onnx model for others)"
+            )
+
+
+class _Shapes:
+    """The compiled forms of one Config's model, shared by a Predictor and its clones.
+
+    A static model, or an artifact, has one executable. A model with symbolic input dims gets
+    one per distinct set of input shapes, compiled (or found in the disk cache) on first
+    sight; the last `MAX_SPECIALIZATIONS` stay loaded. Whether an .onnx model is symbolic is
+    only worked out (by reading it) when it is given a shape other than the loaded one.
+    """
+
+    def __init__(self, config: Config, executable: Executable | None = None) -> None:
+        self.config = config
+        self.initial: Executable | None = executable
+        # The config's pins when they left dims open (then nothing is loaded yet).
+        self.pinning: Pinning | None = None
+        self._signature: ModelSignature | None = None
+        self._signature_known = False
+        self._cache = SpecializationCache(self._build, MAX_SPECIALIZATIONS)
+        if executable is None:
+            try:
+                self.initial = config.load()
+            except UnpinnedInputsError as err:
+                self.pinning = err.pinning
+                self._signature, self._signature_known = err.pinning.signature, True
+        if self.initial is not None:
+            specs = self.initial.manifest.inputs
+            self._cache.put(tuple((s.name, tuple(s.shape)) for s in specs), self.initial)
+
+    def _build(self, input_shapes: dict[str, list[int]]) -> Executable:
+        return self.config._pinned({n: tuple(s) for n, s in input_shapes.items()}).load()
+
+    def signature(self) -> ModelSignature | None:
+        """The model's declared inputs if some dims are symbolic, else None (static, artifact)."""
+        if not self._signature_known:
+            self._signature_known = True
+            if not self.config.is_artifact():
+                signature = ModelSignature.of(read_model(self.config.model_path()))
+                self._signature = None if signature.is_static else signature
+        return self._signature
+
+    def check_pin(self, name: str, shape: tuple[int, ...], compiled: tuple[int, ...]) -> None:
+        """ModelError unless input `name` may be pinned to `shape` (reshape)."""
+        signature = self.signature()
+        if signature is None:
+            raise ModelError(
+                f"tensor '{name}': the model was compiled for shape {list(compiled)}, "
+                f"cannot reshape to {list(shape)} (its inputs have no symbolic dims)"
+            )
+        check_pin(signature.input(name), shape, f"tensor '{name}': reshape to {list(shape)}")
+
+    def check_array(self, name: str, shape: tuple[int, ...], compiled: tuple[int, ...]) -> None:
+        """InputError unless an array of `shape` fits input `name` (copy_from_cpu)."""
+        signature = self.signature()
+        if signature is None:
+            raise InputError(
+                f"tensor '{name}': expected shape {list(compiled)}, given {list(shape)}"
+            )
+        check_run_shapes(signature, {name: shape})
+
+    def executable_for(self, shapes: dict[str, tuple[int, ...]]) -> Executable:
+        signature = self.signature()
+        if signature is not None:
+            check_run_shapes(signature, shapes)
+        return self._cache.get(shape_key(list(shapes), shapes))
 
 
 class Tensor:
-    """A named input or output of a Predictor, checked against the model's manifest."""
+    """A named input or output of a Predictor, checked against the model.
 
-    def __init__(self, spec: TensorSpec, is_input: bool) -> None:
+    An input of a model with symbolic dims reports -1 for each dim not pinned yet; `reshape`
+    or `copy_from_cpu` pins it for the next run (as in Paddle Inference, copy_from_cpu takes
+    the array's shape).
+    """
+
+    def __init__(self, spec: TensorSpec, is_input: bool, shapes: _Shapes | None = None) -> None:
         self._spec = spec
         self._is_input = is_input
+        self._shapes = shapes
+        self._shape = tuple(spec.shape)
         self._data: np.ndarray | None = None
 
     def name(self) -> str:
         return self._spec.name
 
     def shape(self) -> list[int]:
-        return list(self._spec.shape)
+        return list(self._shape)
 
     def type(self) -> np.dtype:
         return numpy_dtype(self._spec.dtype)
 
-    def reshape(self, shape: list[int] | tuple[int, ...]) -> None:
-        """Shapes are static: accepted only if `shape` is the compiled one."""
-        if tuple(shape) != self._spec.shape:
-            raise ValueError(
+    def reshape(self, shape: Sequence[int]) -> None:
+        """Pin this input's shape for the next run (a model with symbolic dims); a static model
+        accepts only its compiled shape."""
+        from_user = tuple(int(d) for d in shape)
+        if from_user == self._shape:
+            return
+        if not self._is_input or self._shapes is None:
+            raise ModelError(
                 f"tensor '{self.name()}': the model was compiled for shape "
-                f"{list(self._spec.shape)}, cannot reshape to {list(shape)}"
+                f"{list(self._spec.shape)}, cannot reshape to {list(from_user)}"
             )
+        self._shapes.check_pin(self.name(), from_user, self._spec.shape)
+        self._shape = from_user
+        if self._data is not None and self._data.shape != from_user:
+            self._data = None  # as in Paddle: a reshape invalidates the data copied in
 
     def copy_from_cpu(self, data: np.ndarray) -> None:
         if not self._is_input:
             raise ValueError(f"tensor '{self.name()}' is an output; copy_from_cpu is for inputs")
         array = np.asarray(data)
         if array.dtype != self.type():
-            raise ValueError(
+            raise InputError(
                 f"tensor '{self.name()}': expected dtype {self._spec.dtype}, given {array.dtype}"
             )
-        if tuple(array.shape) != self._spec.shape:
-            raise ValueError(
-                f"tensor '{self.name()}': expected shape {list(self._spec.shape)}, "
-                f"given {list(array.shape)}"
-            )
+        if tuple(array.shape) != self._shape:
+            if self._shapes is None:  # an artifact: one shape per input
+                raise InputError(
+                    f"tensor '{self.name()}': expected shape {list(self._shape)}, "
+                    f"given {list(array.shape)}"
+                )
+            self._shapes.check_array(self.name(), tuple(array.shape), self._spec.shape)
+            self._shape = tuple(array.shape)
         # A copy: the caller may reuse its buffer before run().
         self._data = np.array(array, order="C", copy=True)
 
@@ -191,15 +338,46 @@ class Tensor:
         return self._data.copy()
 
 
+def _unknown_as_minus_one(dims: Sequence[object] | None) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) else -1 for d in dims or ())
+
+
 class Predictor:
     """Runs one model. Not for concurrent use: give each thread its own `clone()`."""
 
-    def __init__(self, config: Config, _executable: Executable | None = None) -> None:
+    def __init__(
+        self, config: Config, _executable: Executable | None = None, _shapes: _Shapes | None = None
+    ) -> None:
         self.config = config
-        self.executable = _executable or config.load()
-        manifest = self.executable.manifest
-        self._inputs = {s.name: Tensor(s, True) for s in manifest.inputs}
-        self._outputs = {s.name: Tensor(s, False) for s in manifest.outputs}
+        self._shapes_of_model = _shapes or _Shapes(config, _executable)
+        # The executable that ran last (the one compiled at creation before that); None until
+        # the first run for a model whose symbolic dims nothing pinned.
+        self.executable = self._shapes_of_model.initial
+        if self.executable is not None:
+            manifest = self.executable.manifest
+            inputs, outputs = manifest.inputs, manifest.outputs
+        else:
+            signature = self._shapes_of_model.signature()
+            assert signature is not None  # nothing loaded: the model's dims are open
+            # Dims the config pinned (directly or through a named dim) show as pinned.
+            pinning = self._shapes_of_model.pinning
+            named = pinning.named if pinning is not None else {}
+            inputs = [
+                TensorSpec(
+                    i.name,
+                    _unknown_as_minus_one([named.get(d, d) for d in i.dims or ()]),
+                    i.dtype or "float32",
+                )
+                for i in signature.inputs
+                if not i.dtype_only
+            ]
+            outputs = [
+                TensorSpec(o.name, _unknown_as_minus_one(o.dims), o.dtype or "float32")
+                for o in signature.outputs
+            ]
+        shapes = None if config.is_artifact() else self._shapes_of_model
+        self._inputs = {s.name: Tensor(s, True, shapes) for s in inputs}
+        self._outputs = {s.name: Tensor(s, False) for s in outputs}
 
     def get_input_names(self) -> list[str]:
         return list(self._inputs)
@@ -229,16 +407,26 @@ class Predictor:
         empty = [name for name, h in self._inputs.items() if h._data is None]
         if empty:
             raise ValueError(f"inputs not set (use copy_from_cpu): {empty}")
-        results = self.executable.run({n: h._data for n, h in self._inputs.items()})  # type: ignore[misc]
+        feeds: dict[str, np.ndarray] = {n: h._data for n, h in self._inputs.items()}  # type: ignore[misc]
+        executable = self.executable
+        if executable is None or any(
+            feeds[s.name].shape != s.shape for s in executable.manifest.inputs
+        ):
+            executable = self._shapes_of_model.executable_for(
+                {name: tuple(array.shape) for name, array in feeds.items()}
+            )
+            self.executable = executable
+        results = executable.run(feeds)
         for name, handle in self._outputs.items():
             handle._data = results[name]
+            handle._shape = tuple(results[name].shape)
         if inputs is not None:
             return [results[name] for name in self._outputs]
         return None
 
     def clone(self) -> Predictor:
         """A predictor with its own tensor handles sharing this one's loaded code and weights."""
-        return Predictor(self.config, self.executable)
+        return Predictor(self.config, _shapes=self._shapes_of_model)
 
 
 def _lookup(tensors: dict[str, Tensor], name: str, kind: str) -> Tensor:

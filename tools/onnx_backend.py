@@ -7,6 +7,9 @@
 
 Everything is compiled by `ember.compile`; nothing is evaluated by numpy at run time. An op
 ember cannot import fails in `prepare`, with an error naming every such op in the model.
+A model with symbolic input dims is pinned by `prepare(model, input_shapes={...})`; without
+pins, `prepare` checks the ops and the first `run` compiles for its inputs' shapes (a
+SpecializingModel: each further distinct set of shapes compiles once more).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from onnx.backend.base import Backend, BackendRep
 
 from ember.frontend.errors import ModelError
 from ember.tools.compile import CompiledModel, compile
+from ember.tools.specialize import SpecializingModel
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -63,7 +67,7 @@ def check_supported_ops(model: onnx.ModelProto) -> None:
 class EmberBackendRep(BackendRep):
     """A model compiled to native code; `run` takes inputs in graph-input order (or by name)."""
 
-    def __init__(self, compiled: CompiledModel, graph_inputs: Sequence[str]):
+    def __init__(self, compiled: CompiledModel | SpecializingModel, graph_inputs: Sequence[str]):
         self.compiled = compiled
         # ONNX's runner feeds one array per graph input, initializers excluded; the compiled
         # model may need fewer when an input only contributes its (static) shape.
@@ -92,11 +96,16 @@ class EmberBackend(Backend):
 
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> EmberBackendRep:
-        """Compile `model`; kwargs `threads`, `opt_level`, `pipeline` go to `ember.compile`."""
+        """Compile `model`; kwargs `input_shapes`, `threads`, `opt_level`, `pipeline` go to
+        `ember.compile` (symbolic dims left unpinned: compiled on first run, for its shapes)."""
         if not cls.supports_device(device):
             raise ValueError(f"ember compiles for the CPU only, not for device '{device}'")
         check_supported_ops(model)
-        options = {k: kwargs[k] for k in ("threads", "opt_level", "pipeline") if k in kwargs}
+        options = {
+            k: kwargs[k]
+            for k in ("input_shapes", "threads", "opt_level", "pipeline")
+            if k in kwargs
+        }
         try:
             compiled = compile(model, **options)
         except ModelError:

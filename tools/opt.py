@@ -6,6 +6,7 @@
     ember opt graph.mlir --weights graph.npz --emit loops --timing --statistics
     ember opt model.onnx --bisect-against onnxruntime        # first pass that breaks numerics
     ember opt model.onnx --compare-intermediates             # first node that diverges
+    ember opt bert.onnx --input-shape input_ids=1x128        # pin symbolic input dims
 
 IR dumps, timing and statistics go to stderr (as with mlir-opt), the resulting IR to stdout or
 `-o FILE`. Exit status: 0 success, 1 a pass failed or outputs diverged, 2 bad usage or input.
@@ -51,6 +52,12 @@ from ember.tools.opt_run import (
     format_statistics,
     format_timing,
     run_passes,
+)
+from ember.tools.shapes import (
+    add_input_shape_option,
+    pin_inputs,
+    read_model,
+    static_input_shapes,
 )
 
 EMIT_CHOICES = ("graph", "kernel", "loops", "llvm", "asm")
@@ -158,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights for IR text input (default: the .npz next to it, if any)",
     )
     io.add_argument("--emit", choices=EMIT_CHOICES, help="stop at a stage / emit LLVM IR or asm")
+    add_input_shape_option(io)
     io.add_argument(
         "--elide-large-constants",
         action=argparse.BooleanOptionalAction,
@@ -238,17 +246,24 @@ def _target_flags(args: argparse.Namespace) -> list[str]:
 
 
 def load_input(
-    path: str, weights_path: str | None, target: Target
+    path: str,
+    weights_path: str | None,
+    target: Target,
+    input_shapes: dict[str, list[int]] | None = None,
 ) -> tuple[ModuleOp, EmberContext, bool]:
-    """(module, context with weights, whether the input was ONNX)."""
+    """(module, context with weights, whether the input was ONNX); `input_shapes` pins an
+    ONNX model's symbolic input dims."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"no such file: '{path}'")
     if source.suffix == ".onnx":
         from ember.frontend.onnx_importer import import_model
 
-        module, weights = import_model(source)
+        model = read_model(source)
+        module, weights = import_model(model, static_input_shapes(model, input_shapes))
         return module, make_context(weights, target), True
+    if input_shapes:
+        raise UsageError("--input-shape pins the inputs of an .onnx model, not of IR text")
     weights = WeightStore()
     npz = Path(weights_path) if weights_path else sidecar_path(source)
     if weights_path or npz.is_file():
@@ -295,6 +310,8 @@ def _numerics(
     from ember.tools import opt_bisect
 
     model = opt_bisect.load_onnx(args.input)
+    # The oracles and the intermediates' model run with the shapes ember compiled.
+    pin_inputs(model, static_input_shapes(model, args.input_shapes))
     initializers = {t.name for t in model.graph.initializer}
     names = [v.name for v in model.graph.input if v.name not in initializers]
     feeds = opt_bisect.seeded_inputs(model, args.seed) if len(args.inputs) < len(names) else {}
@@ -356,7 +373,7 @@ def run(
     module = ctx = None
     from_onnx = True
     if args.input is not None and not (args.print_pipeline and args.pipeline):
-        module, ctx, from_onnx = load_input(args.input, args.weights, target)
+        module, ctx, from_onnx = load_input(args.input, args.weights, target, args.input_shapes)
     load_seconds = time.perf_counter() - start
 
     spec = (

@@ -1,6 +1,7 @@
 """Where the time goes: a per-kernel-call-site profile of a compiled ONNX model.
 
     python -m ember.tools.profile model.onnx [--threads 1] [--runs 10] [--order time|program]
+                                             [--input-shape NAME=1x3x224x224 ...]
 
 The model is compiled with the default pipeline plus `instrument-kernels`, which brackets each
 kernel call of the entry function with cycle-counter reads. Each run fills one counter per
@@ -15,6 +16,7 @@ import ctypes
 import os
 import re
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, Instrument
 from ember.runtime.executable import Manifest
 from ember.tools import bench
 from ember.tools.compile import CompiledModel, compile_program, finish_program
+from ember.tools.shapes import InputShapes, add_input_shape_option
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,14 @@ class Profile:
 
 
 def instrumented(
-    model: str | os.PathLike[str] | onnx.ModelProto, target: Target, threads: int
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    target: Target,
+    threads: int,
+    input_shapes: InputShapes | None = None,
 ) -> CompiledModel:
-    """`model` compiled with the default pipeline, then instrument-kernels."""
-    program = compile_program(model, target)
+    """`model` compiled with the default pipeline, then instrument-kernels; `input_shapes`
+    pins symbolic input dims."""
+    program = compile_program(model, target, input_shapes=input_shapes)
     InstrumentKernels().apply(program.ctx, program.module)
     return CompiledModel(finish_program(program.module, program.ctx, program.report), 3, threads)
 
@@ -112,6 +119,7 @@ def profile_model(
     warmup: int = 2,
     statistic: str = "min",
     feeds: dict[str, np.ndarray] | None = None,
+    input_shapes: InputShapes | None = None,
 ) -> Profile:
     """Compile `model` instrumented and time each kernel call site over `runs` runs."""
     if runs < 1:
@@ -119,7 +127,7 @@ def profile_model(
     reduce = {"min": min, "median": statistics.median}.get(statistic)
     if reduce is None:
         raise ValueError(f"statistic must be 'min' or 'median', got '{statistic}'")
-    compiled = instrumented(model, host_target(threads), threads)
+    compiled = instrumented(model, host_target(threads), threads, input_shapes)
     sites = compiled.profile_sites
     assert sites is not None
     feeds = feeds if feeds is not None else random_feeds(compiled.manifest)
@@ -193,16 +201,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--statistic", choices=["min", "median"], default="min")
     parser.add_argument("--order", choices=["time", "program"], default="time")
     parser.add_argument("--top", type=int, default=None, help="show only the N slowest sites")
+    add_input_shape_option(parser)
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
-    profile = profile_model(
-        args.model,
-        threads=args.threads,
-        runs=args.runs,
-        warmup=args.warmup,
-        statistic=args.statistic,
-    )
+    try:
+        profile = profile_model(
+            args.model,
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            statistic=args.statistic,
+            input_shapes=args.input_shapes,
+        )
+    except ValueError as error:  # ModelError and friends: a refusal, not a crash
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
     print(format_profile(profile, args.order, args.top))
     return 0
 

@@ -258,6 +258,16 @@ def test_dynamic_shape_needs_input_shapes() -> None:
         import_model(model, input_shapes={"nope": [1]})
 
 
+def test_input_shapes_may_not_override_a_fixed_dim() -> None:
+    # Regression: a pin of [4, 5] for an input declared [batch, 3] compiled as 4x5.
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])]
+    model = _one_node_model(helper.make_node("Relu", ["x"], ["y"]), inputs=inputs)
+    with pytest.raises(
+        ModelError, match=r"input_shapes\['x'\] = \[4, 5\] does not fit .*\['\?', 3\]"
+    ):
+        import_model(model, input_shapes={"x": [4, 5]})
+
+
 def test_unsupported_input_element_type() -> None:
     inputs = [helper.make_tensor_value_info("x", TensorProto.COMPLEX64, [2, 3])]
     model = _one_node_model(helper.make_node("Identity", ["x"], ["y"]), inputs=inputs)

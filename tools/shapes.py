@@ -1,0 +1,424 @@
+"""Input-shape pinning: what every entry point does with a model whose inputs have symbolic dims.
+
+Exported models declare a batch axis or a sequence length as a symbolic dimension (`dim_param`
+"N", or no value at all). ember compiles static shapes, so such a dim must be *pinned* to a
+size before compiling: `ember.compile(model, input_shapes={"x": [1, 3, 224, 224]})`,
+`Config.set_input_shape`, `--input-shape x=1x3x224x224`, or the shapes of the arrays a run is
+given (shape specialisation, tools/specialize.py). This module is the one place that checks
+pins against the model and says what is still unpinned:
+
+- `ModelSignature.of(model)` reads each graph input's declared dims: an int (fixed), a str (a
+  named dim, `dim_param`) or None (unknown).
+- `pin(signature, input_shapes)` checks user pins (ModelError naming the input and both
+  shapes) and propagates named dims: pinning `input_ids` to [1, 128] also pins an
+  `attention_mask` declared [batch, seq]. What stays unpinned is listed.
+- `static_input_shapes(model, input_shapes)` is what the compiler calls: complete pins, or
+  `UnpinnedInputsError` naming every unpinned dim and how to pin it from Python and the CLI.
+- `check_run_shapes(signature, shapes)` checks the shapes of a run's arrays (InputError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+from ember.runtime.errors import InputError, ModelError
+
+if TYPE_CHECKING:  # onnx is imported where it is used: the engine API loads artifacts without it
+    import onnx
+
+# A declared dim: a fixed size, the name of a symbolic dim (dim_param), or unknown.
+Dim = int | str | None
+ModelSource = Union[str, os.PathLike[str], "onnx.ModelProto"]
+InputShapes = Mapping[str, Sequence[int]]
+
+
+def read_model(model: ModelSource) -> onnx.ModelProto:
+    """The ModelProto of `model` (a path is read, unchecked: the importer checks it once)."""
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        return onnx.load(os.fspath(model))
+    except Exception as err:  # protobuf raises several unrelated types on corrupt input
+        raise ModelError(f"cannot read ONNX model '{os.fspath(model)}': {err}") from err
+
+
+def format_dims(dims: Sequence[Dim] | None) -> str:
+    """[N, 3, ?] for declared dims, [2, 3] for a concrete shape, [...] for an unknown rank."""
+    if dims is None:
+        return "[...]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _declared_dims(info: onnx.ValueInfoProto) -> tuple[Dim, ...] | None:
+    tensor = info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    # Like the importer, a dim_value <= 0 (exporters write -1) counts as unknown.
+    return tuple(
+        d.dim_value
+        if d.HasField("dim_value") and d.dim_value > 0
+        else (d.dim_param if d.HasField("dim_param") and d.dim_param else None)
+        for d in tensor.shape.dim
+    )
+
+
+@dataclass(frozen=True)
+class InputSignature:
+    """A graph input as declared: name, dims (None: no shape at all), element type."""
+
+    name: str
+    dims: tuple[Dim, ...] | None
+    dtype: str | None  # numpy dtype name; None if not a tensor ember knows
+    # Nothing reads the value, only its dtype (CastLike's target_type): the importer does not
+    # make it a program argument, so its shape never needs pinning.
+    dtype_only: bool = False
+
+    @property
+    def is_static(self) -> bool:
+        return self.dims is not None and all(isinstance(d, int) for d in self.dims)
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    inputs: tuple[InputSignature, ...]
+    outputs: tuple[InputSignature, ...]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> ModelSignature:
+        g = model.graph
+        initializers = {t.name for t in g.initializer}
+        outputs = {o.name for o in g.output}
+        uses: dict[str, set[tuple[str, int]]] = {}
+        for node in g.node:
+            for index, name in enumerate(node.input):
+                uses.setdefault(name, set()).add((node.op_type, index))
+
+        def signature(info: onnx.ValueInfoProto, is_input: bool) -> InputSignature:
+            dims = _declared_dims(info)
+            # The importer's rule (onnx_importer._dtype_only_inputs).
+            dtype_only = (
+                is_input
+                and dims is not None
+                and not all(isinstance(d, int) for d in dims)
+                and info.name not in outputs
+                and uses.get(info.name, set()) <= {("CastLike", 1)}
+            )
+            return InputSignature(info.name, dims, _dtype_name(info), dtype_only)
+
+        inputs = tuple(signature(i, True) for i in g.input if i.name not in initializers)
+        return cls(inputs, tuple(signature(o, False) for o in g.output))
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def input(self, name: str) -> InputSignature:
+        for info in self.inputs:
+            if info.name == name:
+                return info
+        raise ModelError(f"the model has no input named '{name}'; its inputs: {self.input_names}")
+
+    @property
+    def is_static(self) -> bool:
+        return all(i.is_static or i.dtype_only for i in self.inputs)
+
+
+def _dtype_name(info: onnx.ValueInfoProto) -> str | None:
+    import onnx
+
+    if not info.type.HasField("tensor_type"):
+        return None
+    from ember.runtime.executable import numpy_dtype
+
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+    except Exception:  # an element type numpy has no dtype for: the importer names it
+        return None
+    return numpy_dtype(dtype).name
+
+
+@dataclass(frozen=True)
+class UnpinnedDim:
+    input: str
+    axis: int | None  # None: the input has no shape at all
+    label: str  # the dim_param, or "?"
+
+
+@dataclass
+class Pinning:
+    """Pins checked against a model: complete shapes, and the dims still symbolic."""
+
+    signature: ModelSignature
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # fully known inputs
+    named: dict[str, int] = field(default_factory=dict)  # dim_param -> size
+    unpinned: list[UnpinnedDim] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unpinned
+
+
+def sizes_of(name: str, shape: object) -> tuple[int, ...]:
+    """`shape` as a tuple of ints (numpy ints too); anything else is a ModelError."""
+    try:
+        return tuple(operator.index(d) for d in shape)  # type: ignore[attr-defined]
+    except TypeError:
+        raise ModelError(
+            f"the shape given for input '{name}', {shape!r}, is not a list of integer sizes"
+        ) from None
+
+
+def check_pin(info: InputSignature, sizes: tuple[int, ...], shown: str) -> None:
+    """ModelError unless `sizes` fits the declared dims of `info`; `shown` says what pinned."""
+    declared = f"input '{info.name}' declared {format_dims(info.dims)}"
+    if info.dims is not None and len(sizes) != len(info.dims):
+        raise ModelError(f"{shown} has rank {len(sizes)}, but {declared} has rank {len(info.dims)}")
+    for axis, size in enumerate(sizes):
+        dim = info.dims[axis] if info.dims is not None else None
+        if size <= 0:
+            raise ModelError(f"{shown}: sizes must be positive ({declared})")
+        if isinstance(dim, int) and size != dim:
+            raise ModelError(f"{shown} contradicts {declared}: axis {axis} is fixed at {dim}")
+
+
+def pin(signature: ModelSignature, input_shapes: InputShapes | None) -> Pinning:
+    """Check `input_shapes` against the declared inputs and propagate named dims."""
+    pinning = Pinning(signature)
+    given = dict(input_shapes or {})
+    known = {i.name for i in signature.inputs}
+    for name in given:
+        if name not in known:
+            raise ModelError(
+                f"input_shapes names '{name}', which is not an input of the model; "
+                f"its inputs: {signature.input_names}"
+            )
+    # Where each named dim was first bound, to name both inputs when another pin disagrees.
+    bound_at: dict[str, tuple[str, int]] = {}
+    for info in signature.inputs:
+        if info.name not in given:
+            continue
+        sizes = sizes_of(info.name, given[info.name])
+        shown = f"input_shapes['{info.name}'] = {list(sizes)}"
+        check_pin(info, sizes, shown)
+        for axis, (size, dim) in enumerate(zip(sizes, info.dims or [None] * len(sizes))):
+            if isinstance(dim, str):
+                if dim in pinning.named and pinning.named[dim] != size:
+                    other, other_axis = bound_at[dim]
+                    raise ModelError(
+                        f"{shown} pins dim '{dim}' to {size} at axis {axis}, but "
+                        f"input_shapes['{other}'] pins it to {pinning.named[dim]} at axis "
+                        f"{other_axis}: inputs sharing a named dim must agree"
+                    )
+                pinning.named[dim] = size
+                bound_at.setdefault(dim, (info.name, axis))
+        pinning.shapes[info.name] = sizes
+    for info in signature.inputs:
+        if info.name in pinning.shapes:
+            continue
+        if info.dims is None:
+            if not info.dtype_only:
+                pinning.unpinned.append(UnpinnedDim(info.name, None, "?"))
+            continue
+        resolved = [d if isinstance(d, int) else pinning.named.get(d) for d in info.dims]  # type: ignore[arg-type]
+        missing = [
+            UnpinnedDim(info.name, axis, d or "?")
+            for axis, (d, size) in enumerate(zip(info.dims, resolved))
+            if size is None
+        ]
+        if not missing:
+            pinning.shapes[info.name] = tuple(resolved)  # type: ignore[arg-type]
+        elif not info.dtype_only:
+            pinning.unpinned.extend(missing)
+    return pinning
+
+
+def pin_model(model: onnx.ModelProto, input_shapes: InputShapes | None) -> Pinning:
+    return pin(ModelSignature.of(model), input_shapes)
+
+
+class UnpinnedInputsError(ModelError):
+    """The model has symbolic input dims that nothing pinned; the message says how to pin them."""
+
+    def __init__(self, pinning: Pinning):
+        self.pinning = pinning
+        super().__init__(unpinned_message(pinning))
+
+
+def _example(pinning: Pinning, info: InputSignature) -> list[int]:
+    if info.dims is None:
+        return [1]
+    return [
+        d if isinstance(d, int) else pinning.named.get(d or "", 1)  # type: ignore[misc]
+        for d in info.dims
+    ]
+
+
+def unpinned_message(pinning: Pinning) -> str:
+    """Names every unpinned dim and shows how to pin it from Python and from the CLI."""
+    by_input: dict[str, list[UnpinnedDim]] = {}
+    for dim in pinning.unpinned:
+        by_input.setdefault(dim.input, []).append(dim)
+    described = []
+    examples = {}
+    covered: set[str] = set()  # named dims an example pin already sets
+    for name, dims in by_input.items():
+        info = pinning.signature.input(name)
+        where = (
+            "no declared shape"
+            if info.dims is None
+            else ", ".join(f"'{d.label}' at axis {d.axis}" for d in dims)
+        )
+        described.append(f"'{name}' {format_dims(info.dims)} ({where})")
+        # An input whose dims are all named ones pinned through another input needs no pin.
+        if info.dims is None or any(d.label == "?" or d.label not in covered for d in dims):
+            examples[name] = _example(pinning, info)
+            covered |= {d.label for d in dims}
+    python = ", ".join(f"'{n}': {shape}" for n, shape in examples.items())
+    cli = " ".join(f"--input-shape {n}={'x'.join(map(str, s))}" for n, s in examples.items())
+    first, shape = next(iter(examples.items()))
+    return (
+        f"the model has symbolic input dimensions: {'; '.join(described)}. Compiling needs a "
+        f"size for each: pin them from Python with ember.compile(model, input_shapes={{{python}}}) "
+        f"or Config.set_input_shape('{first}', {shape}), or on the command line with {cli} "
+        "(sizes are examples; inputs sharing a named dim need it pinned once). "
+        "ember.compile(model) without input_shapes compiles one specialisation per distinct "
+        "set of input shapes instead."
+    )
+
+
+def static_input_shapes(
+    model: onnx.ModelProto, input_shapes: InputShapes | None
+) -> dict[str, tuple[int, ...]]:
+    """Every symbolic input's static shape, from `input_shapes` and the model's named dims.
+
+    Raises ModelError for a pin that does not fit the model, UnpinnedInputsError when a
+    symbolic dim stays unpinned.
+    """
+    pinning = pin_model(model, input_shapes)
+    if not pinning.complete:
+        raise UnpinnedInputsError(pinning)
+    return {
+        info.name: pinning.shapes[info.name]
+        for info in pinning.signature.inputs
+        if not info.is_static and info.name in pinning.shapes
+    }
+
+
+def pin_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> None:
+    """Write `shapes` into the declared dims of `model`'s graph inputs (in place), for tools
+    that hand the model to another engine (onnxruntime) as ember compiled it."""
+    for info in model.graph.input:
+        if info.name in shapes:
+            dims = info.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shapes[info.name]:
+                dims.add().dim_value = int(size)
+
+
+def check_run_shapes(
+    signature: ModelSignature,
+    shapes: Mapping[str, tuple[int, ...]],
+    pinning: Pinning | None = None,
+) -> None:
+    """InputError unless the arrays' `shapes` fit the declared dims, the pins and each other
+    (inputs sharing a named dim must give it the same size)."""
+    pinned = pinning.shapes if pinning is not None else {}
+    named = pinning.named if pinning is not None else {}
+    bound: dict[str, tuple[int, str, int]] = {}  # dim_param -> (size, input, axis)
+    for info in signature.inputs:
+        if info.name not in shapes or info.dtype_only:
+            continue
+        shape = tuple(shapes[info.name])
+        if info.name in pinned and shape != tuple(pinned[info.name]):
+            raise InputError(
+                f"input '{info.name}': expected shape {list(pinned[info.name])} (pinned), "
+                f"given {list(shape)}"
+            )
+        expected = f"input '{info.name}': expected shape {format_dims(info.dims)}"
+        if any(size < 1 for size in shape):
+            raise InputError(
+                f"{expected}, given {list(shape)}: ember compiles sizes of 1 and more "
+                "(empty tensors are not supported)"
+            )
+        if info.dims is None:
+            continue
+        if len(shape) != len(info.dims):
+            raise InputError(f"{expected}, given {list(shape)} (rank {len(shape)})")
+        for axis, (dim, size) in enumerate(zip(info.dims, shape)):
+            if isinstance(dim, int) and size != dim:
+                raise InputError(f"{expected}, given {list(shape)}")
+            if not isinstance(dim, str):
+                continue
+            if dim in named and named[dim] != size:
+                raise InputError(
+                    f"{expected}, given {list(shape)}: dim '{dim}' (axis {axis}) is pinned "
+                    f"to {named[dim]}"
+                )
+            if dim in bound and bound[dim][0] != size:
+                other_size, other, other_axis = bound[dim]
+                raise InputError(
+                    f"inputs '{other}' and '{info.name}' share dim '{dim}' but were given "
+                    f"{other_size} (axis {other_axis} of {list(shapes[other])}) and {size} "
+                    f"(axis {axis} of {list(shape)})"
+                )
+            bound.setdefault(dim, (size, info.name, axis))
+
+
+# -- the command line: --input-shape NAME=1x3x224x224 --------------------------------------------
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """`name=1x3x224x224` (or `name=1,3,224,224`) -> ("name", (1, 3, 224, 224))."""
+    name, sep, sizes = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"'{text}': expected NAME=SIZES, e.g. x=1x3x224x224")
+    try:
+        shape = tuple(int(s) for s in sizes.replace(",", "x").split("x")) if sizes else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': sizes must be integers separated by x, e.g. {name}=1x3x224x224"
+        ) from None
+    return name, shape
+
+
+class _InputShapeAction(argparse.Action):
+    """Collects repeated --input-shape flags into {name: [sizes]}; an input given twice with
+    different shapes is a usage error."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        value: object,
+        option_string: str | None = None,
+    ) -> None:
+        name, shape = value  # type: ignore[misc]
+        shapes = dict(getattr(namespace, self.dest) or {})  # a copy: never the shared default
+        if name in shapes and shapes[name] != list(shape):
+            parser.error(f"--input-shape gives '{name}' twice: {shapes[name]} and {list(shape)}")
+        shapes[name] = list(shape)
+        setattr(namespace, self.dest, shapes)
+
+
+def add_input_shape_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--input-shape NAME=1x3x224x224 (repeatable), parsed into `args.input_shapes`."""
+    parser.add_argument(
+        "--input-shape",
+        dest="input_shapes",
+        action=_InputShapeAction,
+        type=parse_input_shape,
+        default={},
+        metavar="NAME=1x3x224x224",
+        help="pin the shape of an input with symbolic dims (batch, sequence length); repeatable",
+    )
