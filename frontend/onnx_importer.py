@@ -54,6 +54,7 @@ from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for_onnx
 from ember.dialects.weights import WeightStore
 from ember.frontend.errors import ModelError, UnsupportedOpError
+from ember.frontend.validate import NodeInfo, validate_graph, validate_node
 from ember.passes.transforms import numpy_eval
 
 INPUT_NAMES = "ember.input_names"
@@ -109,6 +110,7 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
             model = onnx.load(os.fspath(model))
         except Exception as err:  # protobuf raises several unrelated types on corrupt input
             raise ModelError(f"cannot read ONNX model '{os.fspath(model)}': {err}") from err
+    validate_graph(model)
     try:
         onnx.checker.check_model(model)
     except Exception as err:
@@ -432,10 +434,18 @@ class _Importer:
         for name in proto.input:
             if name and name not in self.env:
                 raise node.error(f"input '{name}' is not defined before use")
+        inputs = [self.env[n] if n else None for n in proto.input]
+        validate_node(
+            NodeInfo(proto.op_type, node.name, self.opset, proto.domain),
+            list(proto.input),
+            [None if v is None else _dtype(v) for v in inputs],
+            [None if v is None else _shape(v) for v in inputs],
+            node.attrs,
+        )
         if converter is None:
             self._expand(node)
             return
-        values = [self.env[n] for n in proto.input if n]
+        values = [v for v in inputs if v is not None]
         self.fold_node = proto.op_type in _SHAPE_OPS or any(_dtype(v).kind in "iub" for v in values)
         self.node = node
         outputs = list(converter(self, node))
@@ -531,6 +541,9 @@ class _Importer:
             arrays = [None if v is None else v.array for v in flat]  # type: ignore[union-attr]
             array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
             return _Const(array)
+        widens = _FLOAT32_KERNELS.get(op_type)
+        if widens is not None and dtype != np.float32:
+            return self._in_float32(op_type, operands, shape, dtype, widens, properties)
         hint = self.node.name if self.node else None
         ssa_operands: list[SSAValue | None | list[SSAValue]] = []
         for o in operands:
@@ -545,6 +558,46 @@ class _Importer:
         )
         self.block.add_op(op)
         return op.results[0]
+
+    def _in_float32(
+        self,
+        op_type: type[IRDLOperation],
+        operands: Sequence[Value | None | Sequence[Value]],
+        shape: Sequence[int],
+        dtype: np.dtype,
+        widens: frozenset[np.dtype],
+        properties: dict[str, Attribute],
+    ) -> Value:
+        """An op whose kernel computes in float32 only, on another element type: widen the
+        operands to float32 and narrow the result back when float32 holds each of their
+        values exactly; refuse the rest (a float64 convolution in float32 is not one)."""
+        flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
+        f32_dtype = np.dtype(np.float32)
+        given = {_dtype(v) for v in flat if v is not None} | {np.dtype(dtype)}
+        if not given - {f32_dtype} <= widens:
+            detail = (
+                f"element type {np.dtype(dtype).name}: ember's {op_type.name} kernel computes in "
+                f"float32 (it widens {', '.join(sorted(d.name for d in widens))} exactly)"
+            )
+            if self.node is None:
+                raise ModelError(detail)
+            raise self.node.unsupported(detail)
+
+        def widen(value: Value) -> Value:
+            if _dtype(value) == f32_dtype:
+                return value
+            if isinstance(value, _Const):
+                return _Const(value.array.astype(f32_dtype))
+            return self.emit(graph.CastOp, [value], _shape(value), f32_dtype)
+
+        wide = [
+            [widen(v) for v in o]
+            if isinstance(o, list | tuple)
+            else (None if o is None else widen(o))
+            for o in operands
+        ]
+        result = self.emit(op_type, wide, shape, f32_dtype, **properties)
+        return self.emit(graph.CastOp, [result], shape, dtype)
 
     # -- shared building blocks ----------------------------------------------------------------
 
@@ -570,6 +623,21 @@ class _Importer:
         if isinstance(lhs, _Const):
             return _Const(lhs.array.astype(_dtype(rhs))), rhs
         return lhs, self.emit(graph.CastOp, [rhs], _shape(rhs), _dtype(lhs))
+
+
+_WIDENED = frozenset({np.dtype(np.float16)})
+# Graph ops whose kernels compute in float32 only, with the element types the importer runs
+# through them widened to float32 (float32 holds every value of those exactly).
+_FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
+    graph.ConvOp: _WIDENED,
+    graph.GemmOp: _WIDENED,
+    graph.MatMulOp: _WIDENED,
+    graph.BatchNormOp: _WIDENED,
+    graph.LRNOp: _WIDENED,
+    graph.AveragePoolOp: _WIDENED,
+    # A max is exact in any type that float32 holds exactly.
+    graph.MaxPoolOp: _WIDENED | {np.dtype(np.int8), np.dtype(np.uint8)},
+}
 
 
 def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:
