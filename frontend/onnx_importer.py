@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
+from onnx.external_data_helper import uses_external_data
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -54,7 +55,13 @@ from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for_onnx
 from ember.dialects.weights import WeightStore
 from ember.frontend.errors import ModelError, UnsupportedOpError
-from ember.frontend.validate import NodeInfo, validate_graph, validate_node
+from ember.frontend.validate import (
+    NodeInfo,
+    check_tensor_size,
+    physical_memory_bytes,
+    validate_graph,
+    validate_node,
+)
 from ember.passes.transforms import numpy_eval
 
 INPUT_NAMES = "ember.input_names"
@@ -103,14 +110,42 @@ def io_names(fn: func.FuncOp) -> tuple[list[str], list[str]]:
     return names(INPUT_NAMES), names(OUTPUT_NAMES)
 
 
-def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
-    """Read and check a model; any failure becomes a ModelError."""
+def load_model(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> onnx.ModelProto:
+    """Read, validate and check a model; any failure becomes a ModelError.
+
+    Tensors kept in external files are read from `base_dir`: by default the folder of the
+    model file; a ModelProto with external data needs it given (it never resolves against the
+    process's working directory). onnx's loader refuses locations that leave that folder
+    (`..`, absolute paths, symlinks out, devices) and offsets/lengths past the file's end.
+    """
     if not isinstance(model, onnx.ModelProto):
+        path = os.fspath(model)
         try:
-            model = onnx.load(os.fspath(model))
+            model = onnx.load(path, load_external_data=False)
         except Exception as err:  # protobuf raises several unrelated types on corrupt input
-            raise ModelError(f"cannot read ONNX model '{os.fspath(model)}': {err}") from err
+            raise ModelError(f"cannot read ONNX model '{path}': {err}") from err
+        base_dir = os.path.dirname(os.path.abspath(path)) if base_dir is None else base_dir
     validate_graph(model)
+    external = [t for t in external_data_helper._get_all_tensors(model) if uses_external_data(t)]
+    if external:
+        if base_dir is None:
+            where = dict((e.key, e.value) for e in external[0].external_data).get("location")
+            raise ModelError(
+                f"tensor '{external[0].name}' keeps its data in the external file '{where}': "
+                "pass base_dir= (the folder the model was saved in) to read it"
+            )
+        loaded = onnx.ModelProto()
+        loaded.CopyFrom(model)  # the caller's proto keeps its external references
+        try:
+            external_data_helper.load_external_data_for_model(loaded, os.fspath(base_dir))
+        except Exception as err:
+            raise ModelError(
+                f"cannot read external data from '{os.fspath(base_dir)}': {err}"
+            ) from err
+        model = loaded
     try:
         onnx.checker.check_model(model)
     except Exception as err:
@@ -121,21 +156,28 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
 def import_model(
     model: str | os.PathLike[str] | onnx.ModelProto,
     input_shapes: dict[str, Sequence[int]] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> tuple[ModuleOp, WeightStore]:
     """Import an ONNX model into a graph-dialect module and its weights.
 
-    `input_shapes` fixes the shapes of inputs with symbolic dimensions (e.g. a batch size).
+    `input_shapes` fixes the shapes of inputs with symbolic dimensions (e.g. a batch size);
+    `base_dir` is where external tensor data is read from (see `load_model`); a tensor bigger
+    than `memory_limit` bytes (default: physical memory) is a ResourceLimitError.
     """
-    imported = import_onnx(model, input_shapes)
+    imported = import_onnx(model, input_shapes, base_dir, memory_limit)
     return imported.module, imported.weights
 
 
 def import_onnx(
     model: str | os.PathLike[str] | onnx.ModelProto,
     input_shapes: dict[str, Sequence[int]] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> ImportedModel:
     """Like `import_model`, also returning the graph's input and output names."""
-    return _Importer(load_model(model), dict(input_shapes or {})).run()
+    limit = physical_memory_bytes() if memory_limit is None else memory_limit
+    return _Importer(load_model(model, base_dir), dict(input_shapes or {}), limit).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,9 +301,15 @@ def function_body(
 
 
 class _Importer:
-    def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]]):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        input_shapes: dict[str, Sequence[int]],
+        memory_limit: int,
+    ):
         self.model = model
         self.input_shapes = input_shapes
+        self.memory_limit = memory_limit
         self.weights = WeightStore()
         self.block = Block()
         self.env: dict[str, Value] = {}
@@ -363,9 +411,15 @@ class _Importer:
                         f"{axis}; pass input_shapes={{'{info.name}': [...]}} to make it static"
                     )
                 shape += (dim.dim_value,)
+        check_tensor_size(f"graph input '{info.name}'", shape, dtype, self.memory_limit)
         return TensorType(numpy_eval.element_type(dtype), shape)
 
     def _tensor_array(self, tensor: onnx.TensorProto) -> np.ndarray:
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except Exception as err:
+            raise ModelError(f"tensor '{tensor.name}': element type {tensor.data_type}") from err
+        check_tensor_size(f"initializer '{tensor.name}'", tensor.dims, dtype, self.memory_limit)
         try:
             return numpy_helper.to_array(tensor)
         except Exception as err:
@@ -457,6 +511,12 @@ class _Importer:
                     raise node.unsupported(f"output #{index} ('{name}') is not supported")
                 continue
             value = outputs[index]
+            check_tensor_size(
+                f"{proto.op_type} node '{node.name}' (opset {node.opset}): output '{name}'",
+                _shape(value),
+                _dtype(value),
+                self.memory_limit,
+            )
             expected = self.inferred.get(name)
             if expected is not None and expected != _shape(value):
                 raise node.error(

@@ -151,8 +151,13 @@ def compile_artifact(
     opt_level: int = 3,
     pipeline: str | None = None,
     progress: Progress | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
+
+    External tensor data is read from `base_dir` (default: the model file's folder; a
+    ModelProto with external data needs it); `memory_limit` as for `ember.compile`.
 
     The directory is assembled next to `output` and moved into place when complete, so
     concurrent readers see either the old artifact or the new one.
@@ -171,7 +176,12 @@ def compile_artifact(
         source = model_bytes(model)
     with progress.stage("import, optimize, lower to loops"):
         program = compile_program(
-            model, target, pipeline, on_pass=lambda name: setattr(progress, "detail", name)
+            model,
+            target,
+            pipeline,
+            on_pass=lambda name: setattr(progress, "detail", name),
+            base_dir=base_dir,
+            memory_limit=memory_limit,
         )
     with progress.stage(f"LLVM codegen (O{opt_level})"):
         objects = emit_objects(program.module, target, opt_level)
