@@ -511,12 +511,7 @@ class _Importer:
                     raise node.unsupported(f"output #{index} ('{name}') is not supported")
                 continue
             value = outputs[index]
-            check_tensor_size(
-                f"{proto.op_type} node '{node.name}' (opset {node.opset}): output '{name}'",
-                _shape(value),
-                _dtype(value),
-                self.memory_limit,
-            )
+            self.check_size(_shape(value), _dtype(value), f"output '{name}'")
             expected = self.inferred.get(name)
             if expected is not None and expected != _shape(value):
                 raise node.error(
@@ -547,6 +542,14 @@ class _Importer:
                 self._convert(inner)
         finally:
             self.opset = outer_opset
+
+    def check_size(self, shape: Sequence[int], dtype: np.dtype, what: str) -> None:
+        """Refuse a tensor the current node would make that no memory could hold (before
+        numpy or the arena tries to)."""
+        if self.node is not None:
+            node = self.node
+            what = f"{node.op_type} node '{node.name}' (opset {node.opset}): {what}"
+        check_tensor_size(what, shape, dtype, self.memory_limit)
 
     def input(self, node: _Node, index: int) -> Value | None:
         names = node.proto.input
@@ -594,6 +597,8 @@ class _Importer:
         flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
         if dtype is None:
             dtype = _dtype(next(v for v in flat if v is not None))
+        output = self.node.proto.output[0] if self.node and self.node.proto.output else "?"
+        self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
         evaluator = numpy_eval.EVALUATORS.get(op_type.name)

@@ -10,7 +10,8 @@ Two stages, both raising ember's error classes with the node, the op, the opset 
 - `validate_node(...)`, per node as the importer reaches it, with the element types and
   shapes ember has inferred so far: the inputs' element types against the op schema's type
   constraints (`onnx.defs.get_schema(op, opset).type_constraints`; inputs sharing a type
-  parameter must agree), the inputs' ranks against the op's minimum, and the window
+  parameter must agree), the inputs' ranks against the op's minimum (`_MIN_RANKS`), integer
+  attributes against their least value (`_INT_MINIMUMS`: sizes, groups, blocks) and the window
   attributes of convolutions and pools (lengths, signs, group) from one table, `_WINDOW_RULES`.
 
 Sizes: `check_tensor_size` refuses (ResourceLimitError) any one tensor - graph input,
@@ -172,6 +173,7 @@ def validate_node(
         return  # not an ONNX op at this opset: the importer reports it as unsupported
     _check_input_types(node, schema, input_names, dtypes)
     _check_ranks(node, input_names, shapes)
+    _check_int_attributes(node, shapes, attrs)
     rules = _WINDOW_RULES.get(node.op_type)
     if rules is not None and shapes and shapes[0] is not None:
         _check_window(node, schema, shapes, attrs)
@@ -248,6 +250,35 @@ def _check_ranks(
             )
 
 
+# Integer attributes with a least value (a count, a size, a block): below it the converters
+# would divide by zero or build empty tensors.
+_INT_MINIMUMS: dict[str, dict[str, int]] = {
+    "LRN": {"size": 1},
+    "DepthToSpace": {"blocksize": 1},
+    "SpaceToDepth": {"blocksize": 1},
+    "Split": {"num_outputs": 1},
+    "GroupNormalization": {"num_groups": 1},
+    "Conv": {"group": 1},
+    "ConvTranspose": {"group": 1},
+}
+# Axis attributes that may also be the rank itself (a split point rather than an axis).
+_SPLIT_POINT_AXES: dict[str, str] = {"Flatten": "axis"}
+
+
+def _check_int_attributes(
+    node: NodeInfo, shapes: Sequence[tuple[int, ...] | None], attrs: dict[str, object]
+) -> None:
+    for name, least in _INT_MINIMUMS.get(node.op_type, {}).items():
+        value = attrs.get(name)
+        if isinstance(value, int) and value < least:
+            raise node.error(f"attribute {name}={value} must be >= {least}")
+    name = _SPLIT_POINT_AXES.get(node.op_type)
+    if name is not None and name in attrs and shapes and shapes[0] is not None:
+        rank, value = len(shapes[0]), attrs[name]
+        if isinstance(value, int) and not -rank <= value <= rank:
+            raise node.error(f"attribute {name}={value} is outside [-{rank}, {rank}] (input rank)")
+
+
 @dataclass(frozen=True)
 class _IntsRule:
     """An ints attribute of a windowed op: its length in spatial dims and its least value."""
@@ -313,8 +344,7 @@ def _check_groups(
     node: NodeInfo, shapes: Sequence[tuple[int, ...] | None], attrs: dict[str, object]
 ) -> None:
     group = attrs.get("group", 1)
-    if not isinstance(group, int) or group < 1:
-        raise node.error(f"attribute group={group} must be >= 1")
+    assert isinstance(group, int)  # >= 1 by _INT_MINIMUMS
     x, w = shapes[0], shapes[1] if len(shapes) > 1 else None
     if x is None or w is None:
         return

@@ -144,6 +144,63 @@ def test_window_attributes_are_checked_against_the_rules(
         import_onnx(model)
 
 
+def _const(name: str, values: list[float] | list[int] | int, dtype: type = np.int64):
+    return numpy_helper.from_array(np.array(values, dtype), name)
+
+
+_X4 = _info("x", TensorProto.FLOAT, [1, 4, 4, 4])
+_BAD_NODES = {
+    "LRN size 0": (helper.make_node("LRN", ["x"], ["y"], size=0), [], 17, "size=0 must be >= 1"),
+    "DepthToSpace blocksize 0": (
+        helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=0),
+        [],
+        17,
+        "blocksize=0 must be >= 1",
+    ),
+    "Flatten axis past the rank": (
+        helper.make_node("Flatten", ["x"], ["y"], axis=9),
+        [],
+        17,
+        r"axis=9 is outside \[-4, 4\]",
+    ),
+    "Split into 0 outputs": (
+        helper.make_node("Split", ["x"], ["y"], num_outputs=0, axis=1),
+        [],
+        18,
+        "num_outputs=0 must be >= 1",
+    ),
+    "GroupNormalization 0 groups": (
+        helper.make_node("GroupNormalization", ["x", "s", "s"], ["y"], num_groups=0),
+        [_const("s", [1.0] * 4, np.float32)],
+        21,
+        "num_groups=0 must be >= 1",
+    ),
+    "Resize to size 0": (
+        helper.make_node("Resize", ["x", "", "sc"], ["y"]),
+        [_const("sc", [1, 1, 0, 0], np.float32)],
+        17,
+        "must be positive",
+    ),
+    "Pad crops more than the axis": (
+        helper.make_node("Pad", ["x", "p"], ["y"]),
+        [_const("p", [0, -100, 0, 0, 0, 0, 0, 0])],
+        17,
+        "cannot crop 100 \\+ 0 elements of an axis of 4",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_NODES))
+def test_node_rules_are_checked(case: str) -> None:
+    node, initializers, opset, rule = _BAD_NODES[case]
+    node.name = "bad"
+    model = _model(
+        [node], [_X4], [_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])], initializers, opset
+    )
+    with pytest.raises(ModelError, match=rf"{node.op_type} node 'bad' \(opset {opset}\): .*{rule}"):
+        import_onnx(model)
+
+
 def test_rank_0_matmul_input_is_refused() -> None:
     model = _model(
         [helper.make_node("MatMul", ["x", "b"], ["y"], name="mm")],
@@ -438,6 +495,23 @@ def test_a_tensor_bigger_than_memory_is_refused_at_import_naming_it() -> None:
     with pytest.raises(
         ResourceLimitError, match=r"MatMul node 'outer' \(opset 17\): output 'big'.*93.1 GiB"
     ):
+        import_onnx(model)
+
+
+@pytest.mark.parametrize("op_type", ["Pad", "ConvTranspose"])
+def test_a_huge_intermediate_is_refused_before_numpy_allocates_it(op_type: str) -> None:
+    if op_type == "Pad":
+        node = helper.make_node("Pad", ["x", "p"], ["y"], name="big")
+        initializers = [_const("p", [0, 0, 0, 10**12, 0, 0, 0, 0])]
+    else:
+        node = helper.make_node(
+            "ConvTranspose", ["x", "w"], ["y"], name="big", output_shape=[10**6, 10**6]
+        )
+        initializers = [_const("w", np.ones((4, 3, 3, 3)).tolist(), np.float32)]
+    model = _model(
+        [node], [_X4], [_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])], initializers
+    )
+    with pytest.raises(ResourceLimitError, match=rf"{op_type} node 'big' \(opset 17\): .*GiB"):
         import_onnx(model)
 
 
