@@ -697,7 +697,6 @@ _FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
     graph.ConvOp: _WIDENED,
     graph.GemmOp: _WIDENED,
     graph.MatMulOp: _WIDENED,
-    graph.BatchNormOp: _WIDENED,
     graph.LRNOp: _WIDENED,
     graph.AveragePoolOp: _WIDENED,
     # A max is exact in any type that float32 holds exactly.
@@ -1136,10 +1135,23 @@ def _batch_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
         raise node.unsupported("training_mode=1")
     x = imp.required(node, 0)
     params = [imp.required(node, i) for i in range(1, 5)]
-    channels = _shape(x)[1]
+    shape = _shape(x)
+    channels = shape[1]
+    epsilon = node.attrs.get("epsilon", 1e-5)
+    if _dtype(x) != np.float32 or not all(isinstance(p, _Const) for p in params):
+        # graph.batch_norm exists for the passes that fold constant float32 parameters (into a
+        # conv, or an affine map); otherwise compute (x - mean) / sqrt(var + eps) * scale + bias
+        # elementwise, in any float type.
+        per_channel = [channels] + [1] * (len(shape) - 2)
+        scale, bias, mean, var = (imp.reshape(p, per_channel) for p in params)
+        var_eps = imp.binary(node, graph.AddOp, var, _Const(np.array(epsilon, _dtype(var))))
+        std = imp.emit(graph.SqrtOp, [var_eps], _shape(var_eps))
+        normalized = imp.binary(node, graph.DivOp, imp.binary(node, graph.SubOp, x, mean), std)
+        return [
+            imp.binary(node, graph.AddOp, imp.binary(node, graph.MulOp, normalized, scale), bias)
+        ]
     params = [imp.reshape(p, [channels]) for p in params]
-    eps = _f32(node.attrs.get("epsilon", 1e-5))
-    return [imp.emit(graph.BatchNormOp, [x, *params], _shape(x), epsilon=eps)]
+    return [imp.emit(graph.BatchNormOp, [x, *params], shape, epsilon=_f32(epsilon))]
 
 
 @_converts("LRN")

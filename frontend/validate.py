@@ -35,11 +35,15 @@ from ember.runtime.errors import ModelError, ResourceLimitError
 _KNOWN_ELEMENT_TYPES = frozenset(onnx.TensorProto.DataType.values())
 
 
-def _describe(index: int, node: onnx.NodeProto) -> str:
+def _describe(index: int, node: onnx.NodeProto, opset: int) -> str:
     name = node.name if isinstance(node.name, str) else repr(node.name)
     label = f"'{name}'" if name else f"#{index}"
     op_type = node.op_type if isinstance(node.op_type, str) else repr(node.op_type)
-    return f"{op_type} node {label}"
+    return f"{op_type} node {label} (opset {opset})"
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 # -- whole graph -------------------------------------------------------------------------------
@@ -48,8 +52,9 @@ def _describe(index: int, node: onnx.NodeProto) -> str:
 def validate_graph(model: onnx.ModelProto) -> None:
     """Refuse malformed graph structure with a ModelError naming the node and the value."""
     g = model.graph
-    _check_text(g)
-    _check_element_types(g)
+    opset = _opset(model)
+    _check_text(g, opset)
+    _check_element_types(g, opset)
     if not g.output:
         raise ModelError("the graph has no outputs: there is nothing to compute")
     producers: dict[str, str] = {}
@@ -75,18 +80,18 @@ def validate_graph(model: onnx.ModelProto) -> None:
         for name in node.input:
             if name and name not in producers:
                 raise ModelError(
-                    f"{_describe(index, node)} reads '{name}', which no graph input, initializer "
+                    f"{_describe(index, node, opset)} reads '{name}', which no graph input, initializer "
                     "or earlier node produces (nodes must be topologically sorted)"
                 )
         for name in node.output:
             if name:
-                produce(name, _describe(index, node))
+                produce(name, _describe(index, node, opset))
     for out in g.output:
         if out.name not in producers:
             raise ModelError(f"graph output '{out.name}' is not produced by any node")
 
 
-def _check_text(g: onnx.GraphProto) -> None:
+def _check_text(g: onnx.GraphProto, opset: int) -> None:
     """Protobuf hands back invalid UTF-8 in string fields as bytes: refuse those names."""
 
     def check(value: object, what: str) -> None:
@@ -101,17 +106,17 @@ def _check_text(g: onnx.GraphProto) -> None:
     for tensor in g.initializer:
         check(tensor.name, "initializer name")
     for index, node in enumerate(g.node):
-        where = _describe(index, node)
+        where = _describe(index, node, opset)
         check(node.op_type, f"op type of node #{index}")
         check(node.domain, f"{where}: domain")
-        check(node.name, f"node #{index} ({node.op_type}): name")
+        check(node.name, f"node #{index} ({node.op_type}, opset {opset}): name")
         for name in [*node.input, *node.output]:
             check(name, f"{where}: value name")
         for attr in node.attribute:
             check(attr.name, f"{where}: attribute name")
 
 
-def _check_element_types(g: onnx.GraphProto) -> None:
+def _check_element_types(g: onnx.GraphProto, opset: int) -> None:
     def check(elem_type: int, what: str) -> None:
         if elem_type not in _KNOWN_ELEMENT_TYPES:
             raise ModelError(f"{what} has element type {elem_type}, which ONNX does not define")
@@ -127,7 +132,7 @@ def _check_element_types(g: onnx.GraphProto) -> None:
         check(tensor.data_type, f"initializer '{tensor.name}'")
     for index, node in enumerate(g.node):
         for attr in node.attribute:
-            where = f"{_describe(index, node)}: attribute '{attr.name}'"
+            where = f"{_describe(index, node, opset)}: attribute '{attr.name}'"
             if attr.type == onnx.AttributeProto.TENSOR:
                 check(attr.t.data_type, where)
             elif attr.type == onnx.AttributeProto.TENSORS:

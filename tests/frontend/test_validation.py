@@ -260,15 +260,15 @@ _C = numpy_helper.from_array(np.ones((2, 3), np.float32), "c")
 _MALFORMED = {
     "two nodes write one name": (
         _model([_relu("x", "y", "a"), _relu("x", "y", "b")], [_X], [_Y]),
-        "value 'y' is defined twice: by Relu node 'a' and by Relu node 'b'",
+        "value 'y' is defined twice: by Relu node 'a' (opset 17) and by Relu node 'b' (opset 17)",
     ),
     "a node writes a graph input": (
         _model([_relu("x", "x", "a")], [_X], [_info("x", TensorProto.FLOAT, [2, 3])]),
-        "value 'x' is defined twice: by a graph input and by Relu node 'a'",
+        "value 'x' is defined twice: by a graph input and by Relu node 'a' (opset 17)",
     ),
     "a node writes an initializer": (
         _model([_relu("x", "c", "a")], [_X], [_info("c", TensorProto.FLOAT, [2, 3])], [_C]),
-        "value 'c' is defined twice: by an initializer and by Relu node 'a'",
+        "value 'c' is defined twice: by an initializer and by Relu node 'a' (opset 17)",
     ),
     "an input listed twice": (
         _model([_relu("x", "y")], [_X, _X], [_Y]),
@@ -280,7 +280,7 @@ _MALFORMED = {
     ),
     "a dangling input": (
         _model([_relu("q", "y", "a")], [_X], [_Y]),
-        "Relu node 'a' reads 'q', which no graph input, initializer or earlier node produces",
+        "Relu node 'a' (opset 17) reads 'q', which no graph input, initializer or earlier node produces",
     ),
     "no outputs": (_model([_relu("x", "y")], [_X], []), "the graph has no outputs"),
     "an output nothing produces": (
@@ -400,6 +400,37 @@ def test_int8_max_pool_matches_onnxruntime() -> None:
     x = np.random.default_rng(4).integers(-128, 128, (1, 2, 6, 6)).astype(np.int8)
     (expected,) = _ort_run(model, {"x": x})
     np.testing.assert_array_equal(ember.compile(model)(x)[0], expected)
+
+
+@pytest.mark.parametrize("params", ["constant", "runtime"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_batch_norm_in_each_float_type_matches_onnxruntime(dtype: type, params: str) -> None:
+    # Runtime parameters used to leave a graph.batch_norm with no kernel form; float16/float64
+    # constant ones reached the float32 affine rewrite.
+    rng = np.random.default_rng(5)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    values = {n: (np.abs(rng.standard_normal(3)) + 0.5).astype(dtype) for n in "sbmv"}
+    inputs = [_info("x", elem, [2, 3, 4, 4])]
+    initializers = []
+    if params == "constant":
+        initializers = [numpy_helper.from_array(a, n) for n, a in values.items()]
+    else:
+        inputs += [_info(n, elem, [3]) for n in values]
+    model = _model(
+        [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])],
+        inputs,
+        [_info("y", elem, [2, 3, 4, 4])],
+        initializers,
+        opset=15,
+    )
+    feeds = {"x": rng.standard_normal((2, 3, 4, 4)).astype(dtype)}
+    if params == "runtime":
+        feeds |= values
+    (expected,) = _ort_run(model, feeds)
+    got = ember.compile(model).run(feeds)["y"]
+    assert got.dtype == dtype
+    tolerance = {np.float16: 1e-2, np.float32: 1e-5, np.float64: 1e-10}[dtype]
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 
 # -- external data -----------------------------------------------------------------------------
