@@ -67,10 +67,13 @@ def validate_graph(model: onnx.ModelProto) -> None:
             )
         producers[name] = by
 
-    initializers = {t.name for t in g.initializer}
+    initializers = {t.name: t for t in g.initializer}
     for info in g.input:
-        # An initializer may also be listed as a graph input (its default value): one value.
-        if info.name not in initializers:
+        # An initializer may also be listed as a graph input (its default value): one value,
+        # whose declared type must then be the initializer's.
+        if info.name in initializers:
+            _check_declared_type(info, initializers[info.name])
+        else:
             produce(info.name, "a graph input")
     for tensor in g.initializer:
         produce(tensor.name, "an initializer")
@@ -89,6 +92,27 @@ def validate_graph(model: onnx.ModelProto) -> None:
     for out in g.output:
         if out.name not in producers:
             raise ModelError(f"graph output '{out.name}' is not produced by any node")
+
+
+def _check_declared_type(info: onnx.ValueInfoProto, tensor: onnx.TensorProto) -> None:
+    if not info.type.HasField("tensor_type"):
+        return
+    declared = info.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in declared.shape.dim]
+    shape_differs = declared.HasField("shape") and (
+        len(dims) != len(tensor.dims)
+        or any(d is not None and d != t for d, t in zip(dims, tensor.dims, strict=True))
+    )
+    if declared.elem_type != tensor.data_type or shape_differs:
+
+        def spell(elem: int, shape: Sequence[int | None]) -> str:
+            name = onnx.TensorProto.DataType.Name(elem) if elem in _KNOWN_ELEMENT_TYPES else elem
+            return f"{name} {[d if d is not None else '?' for d in shape]}"
+
+        raise ModelError(
+            f"graph input '{info.name}' is declared {spell(declared.elem_type, dims)} but its "
+            f"initializer is {spell(tensor.data_type, list(tensor.dims))}"
+        )
 
 
 def _check_text(g: onnx.GraphProto, opset: int) -> None:

@@ -278,6 +278,14 @@ _MALFORMED = {
         _model([_relu("x", "y")], [_X], [_Y], [_C, _C]),
         "value 'c' is defined twice: by an initializer and by an initializer",
     ),
+    "an input whose initializer has another type": (
+        _model([_relu("c", "y")], [_info("c", TensorProto.INT64, [2, 3])], [_Y], [_C]),
+        "graph input 'c' is declared INT64 [2, 3] but its initializer is FLOAT [2, 3]",
+    ),
+    "an input whose initializer has another shape": (
+        _model([_relu("c", "y")], [_info("c", TensorProto.FLOAT, [3, "n"])], [_Y], [_C]),
+        "graph input 'c' is declared FLOAT [3, '?'] but its initializer is FLOAT [2, 3]",
+    ),
     "a dangling input": (
         _model([_relu("q", "y", "a")], [_X], [_Y]),
         "Relu node 'a' (opset 17) reads 'q', which no graph input, initializer or earlier node produces",
