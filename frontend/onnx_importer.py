@@ -19,8 +19,11 @@ evaluators as the `fold-constants` pass; only the constants that a remaining gra
 become `graph.constant "<name>"` ops, whose arrays live in the returned WeightStore. Float
 arithmetic between weights is kept as graph ops for the graph passes to fold.
 
-Unsupported ops raise `UnsupportedOpError` (op type, node name, opset) before any code is
-generated; malformed models raise `ModelError`. Both are ValueErrors.
+The model is validated as it is read (`frontend/validate.py`: structure, element types against
+the ONNX type constraints, attributes, sizes; docs/architecture.md#validation). Unsupported ops
+raise `UnsupportedOpError` (op type, node name, opset) before any code is generated; malformed
+models raise `ModelError`, tensors over the memory limit `ResourceLimitError`. All are
+ValueErrors.
 """
 
 from __future__ import annotations

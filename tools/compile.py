@@ -191,7 +191,7 @@ def _check_memory(
         detail = ""
         if biggest is not None:
             name, shape, dtype, size = biggest
-            detail = f"; the biggest is '{name}' {shape} {dtype.name}, {format_bytes(size)}"
+            detail = f"; its biggest tensor is '{name}' {shape} {dtype.name}, {format_bytes(size)}"
         raise ResourceLimitError(
             f"the model's intermediate tensors need an arena of {format_bytes(report.arena_bytes)}"
             f", more than the limit of {format_bytes(limit)} (memory_limit=){detail}"

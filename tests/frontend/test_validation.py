@@ -578,7 +578,7 @@ def test_arena_over_the_memory_limit_names_the_biggest_tensor() -> None:
     )
     with pytest.raises(
         ResourceLimitError,
-        match=r"arena of .*more than the limit of 400.0 KiB.*the biggest is '\w+' \(256, 256\) float32",
+        match=r"arena of .*more than the limit of 400.0 KiB.*its biggest tensor is '\w+' \(256, 256\) float32",
     ):
         ember.compile(model, memory_limit=400 * 1024)
     # And the same model compiles under the default limit (the machine's memory).
