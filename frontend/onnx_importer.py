@@ -19,8 +19,11 @@ evaluators as the `fold-constants` pass; only the constants that a remaining gra
 become `graph.constant "<name>"` ops, whose arrays live in the returned WeightStore. Float
 arithmetic between weights is kept as graph ops for the graph passes to fold.
 
-Unsupported ops raise `UnsupportedOpError` (op type, node name, opset) before any code is
-generated; malformed models raise `ModelError`. Both are ValueErrors.
+The model is validated as it is read (`frontend/validate.py`: structure, element types against
+the ONNX type constraints, attributes, sizes; docs/architecture.md#validation). Unsupported ops
+raise `UnsupportedOpError` (op type, node name, opset) before any code is generated; malformed
+models raise `ModelError`, tensors over the memory limit `ResourceLimitError`. All are
+ValueErrors.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
+from onnx.external_data_helper import uses_external_data
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -55,6 +59,13 @@ from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for_onnx
 from ember.dialects.weights import WeightStore
 from ember.frontend.errors import ModelError, UnsupportedOpError
+from ember.frontend.validate import (
+    NodeInfo,
+    check_tensor_size,
+    physical_memory_bytes,
+    validate_graph,
+    validate_node,
+)
 from ember.passes.transforms import numpy_eval
 
 INPUT_NAMES = "ember.input_names"
@@ -103,13 +114,42 @@ def io_names(fn: func.FuncOp) -> tuple[list[str], list[str]]:
     return names(INPUT_NAMES), names(OUTPUT_NAMES)
 
 
-def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
-    """Read and check a model; any failure becomes a ModelError."""
+def load_model(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> onnx.ModelProto:
+    """Read, validate and check a model; any failure becomes a ModelError.
+
+    Tensors kept in external files are read from `base_dir`: by default the folder of the
+    model file; a ModelProto with external data needs it given (it never resolves against the
+    process's working directory). onnx's loader refuses locations that leave that folder
+    (`..`, absolute paths, symlinks out, devices) and offsets/lengths past the file's end.
+    """
     if not isinstance(model, onnx.ModelProto):
+        path = os.fspath(model)
         try:
-            model = onnx.load(os.fspath(model))
+            model = onnx.load(path, load_external_data=False)
         except Exception as err:  # protobuf raises several unrelated types on corrupt input
-            raise ModelError(f"cannot read ONNX model '{os.fspath(model)}': {err}") from err
+            raise ModelError(f"cannot read ONNX model '{path}': {err}") from err
+        base_dir = os.path.dirname(os.path.abspath(path)) if base_dir is None else base_dir
+    validate_graph(model)
+    external = [t for t in external_data_helper._get_all_tensors(model) if uses_external_data(t)]
+    if external:
+        if base_dir is None:
+            where = dict((e.key, e.value) for e in external[0].external_data).get("location")
+            raise ModelError(
+                f"tensor '{external[0].name}' keeps its data in the external file '{where}': "
+                "pass base_dir= (the folder the model was saved in) to read it"
+            )
+        loaded = onnx.ModelProto()
+        loaded.CopyFrom(model)  # the caller's proto keeps its external references
+        try:
+            external_data_helper.load_external_data_for_model(loaded, os.fspath(base_dir))
+        except Exception as err:
+            raise ModelError(
+                f"cannot read external data from '{os.fspath(base_dir)}': {err}"
+            ) from err
+        model = loaded
     try:
         _check_model(model)
     except Exception as err:
@@ -173,21 +213,28 @@ def _check_model(model: onnx.ModelProto) -> None:
 def import_model(
     model: str | os.PathLike[str] | onnx.ModelProto,
     input_shapes: dict[str, Sequence[int]] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> tuple[ModuleOp, WeightStore]:
     """Import an ONNX model into a graph-dialect module and its weights.
 
-    `input_shapes` fixes the shapes of inputs with symbolic dimensions (e.g. a batch size).
+    `input_shapes` fixes the shapes of inputs with symbolic dimensions (e.g. a batch size);
+    `base_dir` is where external tensor data is read from (see `load_model`); a tensor bigger
+    than `memory_limit` bytes (default: physical memory) is a ResourceLimitError.
     """
-    imported = import_onnx(model, input_shapes)
+    imported = import_onnx(model, input_shapes, base_dir, memory_limit)
     return imported.module, imported.weights
 
 
 def import_onnx(
     model: str | os.PathLike[str] | onnx.ModelProto,
     input_shapes: dict[str, Sequence[int]] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> ImportedModel:
     """Like `import_model`, also returning the graph's input and output names."""
-    return _Importer(load_model(model), dict(input_shapes or {})).run()
+    limit = physical_memory_bytes() if memory_limit is None else memory_limit
+    return _Importer(load_model(model, base_dir), dict(input_shapes or {}), limit).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,9 +358,15 @@ def function_body(
 
 
 class _Importer:
-    def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]]):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        input_shapes: dict[str, Sequence[int]],
+        memory_limit: int,
+    ):
         self.model = model
         self.input_shapes = input_shapes
+        self.memory_limit = memory_limit
         self.weights = WeightStore()
         self.block = Block()
         self.env: dict[str, Value] = {}
@@ -425,9 +478,15 @@ class _Importer:
                         f"{axis}; pass input_shapes={{'{info.name}': [...]}} to make it static"
                     )
                 shape += (dim.dim_value,)
+        check_tensor_size(f"graph input '{info.name}'", shape, dtype, self.memory_limit)
         return TensorType(numpy_eval.element_type(dtype), shape)
 
     def _tensor_array(self, tensor: onnx.TensorProto) -> np.ndarray:
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except Exception as err:
+            raise ModelError(f"tensor '{tensor.name}': element type {tensor.data_type}") from err
+        check_tensor_size(f"initializer '{tensor.name}'", tensor.dims, dtype, self.memory_limit)
         try:
             return numpy_helper.to_array(tensor)
         except Exception as err:
@@ -498,10 +557,18 @@ class _Importer:
         for name in proto.input:
             if name and name not in self.env:
                 raise node.error(f"input '{name}' is not defined before use")
+        inputs = [self.env[n] if n else None for n in proto.input]
+        validate_node(
+            NodeInfo(proto.op_type, node.name, self.opset, proto.domain),
+            list(proto.input),
+            [None if v is None else _dtype(v) for v in inputs],
+            [None if v is None else _shape(v) for v in inputs],
+            node.attrs,
+        )
         if converter is None:
             self._expand(node)
             return
-        values = [self.env[n] for n in proto.input if n]
+        values = [v for v in inputs if v is not None]
         self.fold_node = proto.op_type in _SHAPE_OPS or any(_dtype(v).kind in "iub" for v in values)
         self.node = node
         outputs = list(converter(self, node))
@@ -513,6 +580,7 @@ class _Importer:
                     raise node.unsupported(f"output #{index} ('{name}') is not supported")
                 continue
             value = outputs[index]
+            self.check_size(_shape(value), _dtype(value), f"output '{name}'")
             expected = self.inferred.get(name)
             if expected is not None and expected != _shape(value):
                 raise node.error(
@@ -543,6 +611,14 @@ class _Importer:
                 self._convert(inner)
         finally:
             self.opset = outer_opset
+
+    def check_size(self, shape: Sequence[int], dtype: np.dtype, what: str) -> None:
+        """Refuse a tensor the current node would make that no memory could hold (before
+        numpy or the arena tries to)."""
+        if self.node is not None:
+            node = self.node
+            what = f"{node.op_type} node '{node.name}' (opset {node.opset}): {what}"
+        check_tensor_size(what, shape, dtype, self.memory_limit)
 
     def input(self, node: _Node, index: int) -> Value | None:
         names = node.proto.input
@@ -590,6 +666,8 @@ class _Importer:
         flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
         if dtype is None:
             dtype = _dtype(next(v for v in flat if v is not None))
+        output = self.node.proto.output[0] if self.node and self.node.proto.output else "?"
+        self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
         evaluator = numpy_eval.EVALUATORS.get(op_type.name)
@@ -597,6 +675,9 @@ class _Importer:
             arrays = [None if v is None else v.array for v in flat]  # type: ignore[union-attr]
             array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
             return _Const(array)
+        widens = _FLOAT32_KERNELS.get(op_type)
+        if widens is not None and dtype != np.float32:
+            return self._in_float32(op_type, operands, shape, dtype, widens, properties)
         hint = self.node.name if self.node else None
         ssa_operands: list[SSAValue | None | list[SSAValue]] = []
         for o in operands:
@@ -611,6 +692,46 @@ class _Importer:
         )
         self.block.add_op(op)
         return op.results[0]
+
+    def _in_float32(
+        self,
+        op_type: type[IRDLOperation],
+        operands: Sequence[Value | None | Sequence[Value]],
+        shape: Sequence[int],
+        dtype: np.dtype,
+        widens: frozenset[np.dtype],
+        properties: dict[str, Attribute],
+    ) -> Value:
+        """An op whose kernel computes in float32 only, on another element type: widen the
+        operands to float32 and narrow the result back when float32 holds each of their
+        values exactly; refuse the rest (a float64 convolution in float32 is not one)."""
+        flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
+        f32_dtype = np.dtype(np.float32)
+        given = {_dtype(v) for v in flat if v is not None} | {np.dtype(dtype)}
+        if not given - {f32_dtype} <= widens:
+            detail = (
+                f"element type {np.dtype(dtype).name}: ember's {op_type.name} kernel computes in "
+                f"float32 (it widens {', '.join(sorted(d.name for d in widens))} exactly)"
+            )
+            if self.node is None:
+                raise ModelError(detail)
+            raise self.node.unsupported(detail)
+
+        def widen(value: Value) -> Value:
+            if _dtype(value) == f32_dtype:
+                return value
+            if isinstance(value, _Const):
+                return _Const(value.array.astype(f32_dtype))
+            return self.emit(graph.CastOp, [value], _shape(value), f32_dtype)
+
+        wide = [
+            [widen(v) for v in o]
+            if isinstance(o, list | tuple)
+            else (None if o is None else widen(o))
+            for o in operands
+        ]
+        result = self.emit(op_type, wide, shape, f32_dtype, **properties)
+        return self.emit(graph.CastOp, [result], shape, dtype)
 
     # -- shared building blocks ----------------------------------------------------------------
 
@@ -636,6 +757,20 @@ class _Importer:
         if isinstance(lhs, _Const):
             return _Const(lhs.array.astype(_dtype(rhs))), rhs
         return lhs, self.emit(graph.CastOp, [rhs], _shape(rhs), _dtype(lhs))
+
+
+_WIDENED = frozenset({np.dtype(np.float16)})
+# Graph ops whose kernels compute in float32 only, with the element types the importer runs
+# through them widened to float32 (float32 holds every value of those exactly).
+_FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
+    graph.ConvOp: _WIDENED,
+    graph.GemmOp: _WIDENED,
+    graph.MatMulOp: _WIDENED,
+    graph.LRNOp: _WIDENED,
+    graph.AveragePoolOp: _WIDENED,
+    # A max is exact in any type that float32 holds exactly.
+    graph.MaxPoolOp: _WIDENED | {np.dtype(np.int8), np.dtype(np.uint8)},
+}
 
 
 def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:
@@ -1069,10 +1204,23 @@ def _batch_norm(imp: _Importer, node: _Node) -> Sequence[Value]:
         raise node.unsupported("training_mode=1")
     x = imp.required(node, 0)
     params = [imp.required(node, i) for i in range(1, 5)]
-    channels = _shape(x)[1]
+    shape = _shape(x)
+    channels = shape[1]
+    epsilon = node.attrs.get("epsilon", 1e-5)
+    if _dtype(x) != np.float32 or not all(isinstance(p, _Const) for p in params):
+        # graph.batch_norm exists for the passes that fold constant float32 parameters (into a
+        # conv, or an affine map); otherwise compute (x - mean) / sqrt(var + eps) * scale + bias
+        # elementwise, in any float type.
+        per_channel = [channels] + [1] * (len(shape) - 2)
+        scale, bias, mean, var = (imp.reshape(p, per_channel) for p in params)
+        var_eps = imp.binary(node, graph.AddOp, var, _Const(np.array(epsilon, _dtype(var))))
+        std = imp.emit(graph.SqrtOp, [var_eps], _shape(var_eps))
+        normalized = imp.binary(node, graph.DivOp, imp.binary(node, graph.SubOp, x, mean), std)
+        return [
+            imp.binary(node, graph.AddOp, imp.binary(node, graph.MulOp, normalized, scale), bias)
+        ]
     params = [imp.reshape(p, [channels]) for p in params]
-    eps = _f32(node.attrs.get("epsilon", 1e-5))
-    return [imp.emit(graph.BatchNormOp, [x, *params], _shape(x), epsilon=eps)]
+    return [imp.emit(graph.BatchNormOp, [x, *params], shape, epsilon=_f32(epsilon))]
 
 
 @_converts("LRN")

@@ -225,21 +225,33 @@ def _pad_indices(mode: str, size: int, before: int, after: int) -> np.ndarray:
     return np.where(q < size, q, period - q)
 
 
+def _crop(imp: _Importer, x: Value, axis: int, before: int, after: int) -> tuple[Value, int, int]:
+    """Apply the negative ones of `before`/`after` (pads that crop); returns what is left to pad."""
+    if before >= 0 and after >= 0:
+        return x, before, after
+    size = _shape(x)[axis]
+    if size + min(before, 0) + min(after, 0) < 0:
+        assert imp.node is not None  # converters run with their node set
+        raise imp.node.error(
+            f"cannot crop {-min(before, 0)} + {-min(after, 0)} elements of an axis of {size}"
+        )
+    start = max(0, -before)
+    x = _slice_axis(imp, x, axis, start, size - start - max(0, -after))
+    return x, max(0, before), max(0, after)
+
+
 def _pad_constant(
     imp: _Importer, x: Value, axis: int, before: int, after: int, value: float | Value = 0.0
 ) -> Value:
     """x with `before`/`after` elements of `value` around `axis` (negative counts crop).
 
     A fill value known only at run time is broadcast into the padding by graph.expand."""
-    if before < 0 or after < 0:
-        size = _shape(x)[axis]
-        start = max(0, -before)
-        x = _slice_axis(imp, x, axis, start, size - start - max(0, -after))
-        before, after = max(0, before), max(0, after)
+    x, before, after = _crop(imp, x, axis, before, after)
     pieces: list[Value] = []
     for width in (before, after):
         block = list(_shape(x))
         block[axis] = width
+        imp.check_size(block, _dtype(x), "padding")
         if isinstance(value, float | int):
             pieces.append(_Const(np.full(block, value, _dtype(x))))
         elif width > 0:
@@ -279,13 +291,9 @@ def _pad(imp: _Importer, node: _Node) -> Sequence[Value]:
     if len(pads) != 2 * len(axes):
         raise node.error(f"{len(pads)} pads for {len(axes)} axes")
     for k, axis in enumerate(axes):
-        before, after = pads[k], pads[k + len(axes)]
-        size = _shape(x)[axis]
         # Negative pads crop first.
-        if before < 0 or after < 0:
-            start = max(0, -before)
-            x = _slice_axis(imp, x, axis, start, size - start - max(0, -after))
-            before, after, size = max(0, before), max(0, after), _shape(x)[axis]
+        x, before, after = _crop(imp, x, axis, pads[k], pads[k + len(axes)])
+        size = _shape(x)[axis]
         if before == 0 and after == 0:
             continue
         if mode == "constant":
@@ -758,6 +766,8 @@ def _resize(imp: _Importer, node: _Node) -> Sequence[Value]:
         raise node.error("one of scales and sizes must be given")
     if len(out) != len(axes):
         raise node.error(f"{len(out)} scales/sizes for {len(axes)} axes")
+    if any(n <= 0 for n in out) or any(not f > 0 for f in factors):
+        raise node.error(f"scales {factors} / sizes {out} must be positive")
     roi_values = [] if roi is None or roi.size == 0 else [float(v) for v in roi]
     y = x
     for k, axis in enumerate(axes):

@@ -162,12 +162,16 @@ def compile_artifact(
     pipeline: str | None = None,
     progress: Progress | None = None,
     input_shapes: InputShapes | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
 
-    `input_shapes` pins inputs with symbolic dims (see `ember.tools.shapes`). The directory is
-    assembled next to `output` and moved into place when complete, so concurrent readers see
-    either the old artifact or the new one.
+    `input_shapes` pins inputs with symbolic dims (see `ember.tools.shapes`). External tensor
+    data is read from `base_dir` (default: the model file's folder; a ModelProto with external
+    data needs it); `memory_limit` as for `ember.compile`. The directory is assembled next to
+    `output` and moved into place when complete, so concurrent readers see either the old
+    artifact or the new one.
     """
     from ember.codegen.jit import emit_data_object, emit_objects, link_shared_library
     from ember.passes.pipeline import DEFAULT_PIPELINE
@@ -188,6 +192,8 @@ def compile_artifact(
             pipeline,
             on_pass=lambda name: setattr(progress, "detail", name),
             input_shapes=input_shapes,
+            base_dir=base_dir,
+            memory_limit=memory_limit,
         )
     with progress.stage(f"LLVM codegen (O{opt_level})"):
         objects = emit_objects(program.module, target, opt_level)

@@ -19,18 +19,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, TensorType
 from xdsl.passes import ModulePass
 
+from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
+from ember.frontend.validate import format_bytes, physical_memory_bytes, tensor_bytes
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
 from ember.passes.program import entry_function
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
+from ember.runtime.errors import ResourceLimitError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
-from ember.tools.shapes import InputShapes, pin_model, read_model, static_input_shapes
+from ember.tools.shapes import (
+    InputShapes,
+    external_data_folder,
+    pin_model,
+    read_model,
+    static_input_shapes,
+)
 
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
@@ -134,12 +143,18 @@ def compile_program(
     pipeline: str = DEFAULT_PIPELINE,
     on_pass: Callable[[str], None] | None = None,
     input_shapes: InputShapes | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> Program:
     """Import `model` and run `pipeline` on it, down to the loops level.
 
     `input_shapes` pins inputs with symbolic dims ({"x": [1, 3, 224, 224]}); a symbolic dim
-    left unpinned raises UnpinnedInputsError (a ModelError) naming it. `on_pass(name)` is
-    called before each pass runs (and with "import" first): progress displays hook in here.
+    left unpinned raises UnpinnedInputsError (a ModelError) naming it. `base_dir` is the folder
+    external tensor data is read from (default: the model file's folder; required for a
+    ModelProto with external data). `memory_limit` bounds, in bytes, any one tensor, the
+    planned arena and the weights (default: the machine's physical memory): a model over it is
+    a ResourceLimitError. `on_pass(name)` is called before each pass runs (and with "import"
+    first): progress displays hook in here.
     """
     from ember.frontend.onnx_importer import import_model
 
@@ -147,8 +162,13 @@ def compile_program(
     if on_pass is not None:
         on_pass("import")
     start = time.perf_counter()
+    base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
-    module, weights = import_model(proto, static_input_shapes(proto, input_shapes))
+    limit = physical_memory_bytes() if memory_limit is None else memory_limit
+    module, weights = import_model(
+        proto, static_input_shapes(proto, input_shapes), base_dir=base_dir, memory_limit=limit
+    )
+    biggest = _biggest_value(module)
     report.import_seconds = time.perf_counter() - start
 
     ctx = make_context(weights, target or host_target())
@@ -167,7 +187,50 @@ def compile_program(
 
     with deferred_gc():  # ~30% of pass time went to collections rescanning the weights
         build_pipeline(pipeline, timed).apply(ctx, module)
-    return finish_program(module, ctx, report)
+    program = finish_program(module, ctx, report)
+    _check_memory(program, biggest, limit)
+    return program
+
+
+def _biggest_value(module: ModuleOp) -> tuple[str, tuple[int, ...], np.dtype, int] | None:
+    """The largest tensor an imported graph computes: (name, shape, dtype, bytes)."""
+    best = None
+    for op in entry_function(module).walk():
+        for value in op.results:
+            if not isinstance(value.type, TensorType) or isinstance(op, graph.ConstantOp):
+                continue
+            dtype = numpy_dtype_for(value.type.get_element_type())
+            shape = shape_of(value)
+            size = tensor_bytes(shape, dtype.itemsize)
+            if best is None or size > best[3]:
+                best = (value.name_hint or op.name, shape, dtype, size)
+    return best
+
+
+def _check_memory(
+    program: Program, biggest: tuple[str, tuple[int, ...], np.dtype, int] | None, limit: int
+) -> None:
+    """Refuse a program whose arena or weights would not fit in `limit` bytes."""
+    report = program.report
+    if report.arena_bytes > limit:
+        detail = ""
+        if biggest is not None:
+            name, shape, dtype, size = biggest
+            detail = f"; its biggest tensor is '{name}' {shape} {dtype.name}, {format_bytes(size)}"
+        raise ResourceLimitError(
+            f"the model's intermediate tensors need an arena of {format_bytes(report.arena_bytes)}"
+            f", more than the limit of {format_bytes(limit)} (memory_limit=){detail}"
+        )
+    if report.weights_bytes > limit:
+        placed = entry_function(program.module).attributes.get("ember.weight_offsets")
+        names = (
+            list(placed.data) if isinstance(placed, DictionaryAttr) else list(program.ctx.weights)
+        )
+        name = max(names, key=lambda n: program.ctx.weights[n].nbytes, default="?")
+        raise ResourceLimitError(
+            f"the model's weights need {format_bytes(report.weights_bytes)}, more than the limit "
+            f"of {format_bytes(limit)} (memory_limit=); the biggest is '{name}'"
+        )
 
 
 class CompiledModel(Executable):
@@ -200,15 +263,21 @@ def compile(
     opt_level: int = 3,
     target: Target | None = None,
     pipeline: str = DEFAULT_PIPELINE,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
 ) -> CompiledModel | SpecializingModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
     `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
     inputs are all static (or pinned) gives a CompiledModel; otherwise a SpecializingModel with
     the same API, which compiles on each run with new input shapes (one specialisation per
-    distinct set of shapes, cached).
+    distinct set of shapes, cached). External tensor data is read from `base_dir` (default: the
+    model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
+    default: the machine's physical memory) bounds any one tensor, the intermediates' arena and
+    the weights.
     """
     target = target or host_target(threads)
+    base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
     pinning = pin_model(proto, input_shapes)
     if not pinning.complete:
@@ -221,6 +290,15 @@ def compile(
             opt_level=opt_level,
             target=target,
             pipeline=pipeline,
+            base_dir=base_dir,
+            memory_limit=memory_limit,
         )
-    program = compile_program(proto, target, pipeline, input_shapes=input_shapes)
+    program = compile_program(
+        proto,
+        target,
+        pipeline,
+        input_shapes=input_shapes,
+        base_dir=base_dir,
+        memory_limit=memory_limit,
+    )
     return CompiledModel(program, opt_level, threads or target.threads)

@@ -38,15 +38,30 @@ InputShapes = Mapping[str, Sequence[int]]
 
 
 def read_model(model: ModelSource) -> onnx.ModelProto:
-    """The ModelProto of `model` (a path is read, unchecked: the importer checks it once)."""
+    """The ModelProto of `model` (a path is read, unchecked: the importer checks it once).
+
+    External tensor data stays on disk: the importer reads it from `external_data_folder`,
+    with its checks on where the data may live."""
     import onnx
 
     if isinstance(model, onnx.ModelProto):
         return model
     try:
-        return onnx.load(os.fspath(model))
+        return onnx.load(os.fspath(model), load_external_data=False)
     except Exception as err:  # protobuf raises several unrelated types on corrupt input
         raise ModelError(f"cannot read ONNX model '{os.fspath(model)}': {err}") from err
+
+
+def external_data_folder(
+    model: ModelSource, base_dir: str | os.PathLike[str] | None
+) -> str | os.PathLike[str] | None:
+    """Where a model's external tensor data is read from: `base_dir`, else the model file's
+    folder; None for a ModelProto without `base_dir` (the importer refuses external data)."""
+    import onnx
+
+    if base_dir is not None or isinstance(model, onnx.ModelProto):
+        return base_dir
+    return os.path.dirname(os.path.abspath(os.fspath(model)))
 
 
 def format_dims(dims: Sequence[Dim] | None) -> str:

@@ -17,6 +17,7 @@ naming the input shapes, and remembered, so a repeat fails without compiling aga
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -106,14 +107,16 @@ class SpecializationCache(Generic[T]):
             return [(k, v) for k, v in self._entries.items() if not isinstance(v, ModelError)]
 
 
-def _check_inputs(model: onnx.ModelProto, pinning: Pinning) -> None:
+def _check_inputs(
+    model: onnx.ModelProto, pinning: Pinning, base_dir: str | os.PathLike[str] | None
+) -> None:
     """What no shape would fix fails now rather than at the first run: a malformed model, or a
     program input that is no tensor of a dtype ember supports (the importer's own checks).
     An unsupported op is still found when the first specialisation compiles."""
     from ember.dialects.dtypes import numpy_dtype_for_onnx
     from ember.frontend.onnx_importer import load_model
 
-    load_model(model)
+    load_model(model, base_dir)
     programs_inputs = {i.name for i in pinning.signature.inputs if not i.dtype_only}
     for info in model.graph.input:
         if info.name not in programs_inputs:
@@ -145,13 +148,21 @@ class SpecializingModel:
         opt_level: int,
         target: Any,
         pipeline: str,
+        base_dir: str | os.PathLike[str] | None = None,
+        memory_limit: int | None = None,
         max_specializations: int = MAX_SPECIALIZATIONS,
     ) -> None:
-        _check_inputs(model, pinning)
+        _check_inputs(model, pinning, base_dir)
         self._model = model
         self._pinning = pinning
         self._signature = pinning.signature
-        self._options = {"opt_level": opt_level, "target": target, "pipeline": pipeline}
+        self._options = {
+            "opt_level": opt_level,
+            "target": target,
+            "pipeline": pipeline,
+            "base_dir": base_dir,
+            "memory_limit": memory_limit,
+        }
         self.threads = threads
         self._specializations: SpecializationCache[Any] = SpecializationCache(
             self._compile, max_specializations

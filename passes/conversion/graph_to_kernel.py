@@ -328,12 +328,17 @@ class _Bufferizer:
 
 
 def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[SSAValue]) -> None:
-    """Make each returned buffer the output argument itself, or copy into it when it cannot be."""
-    claimed: set[SSAValue] = set()
+    """Make each returned buffer the output argument itself, or copy into it when it cannot be.
+
+    A value returned more than once is written in place into its first output and copied from
+    there into the others (the alloc it had is gone by then)."""
+    placed: dict[SSAValue, SSAValue] = {}
     for result, out in zip(results, outputs, strict=True):
         owner = result.owner
-        if isinstance(owner, memref.AllocOp) and result not in claimed:
-            claimed.add(result)
+        if result in placed:
+            body.add_op(kernel.CopyOp(operands=[placed[result], out]))
+        elif isinstance(owner, memref.AllocOp):
+            placed[result] = out
             result.replace_all_uses_with(out)
             owner.detach()
             owner.erase()
