@@ -24,7 +24,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.dialects import graph
-from ember.dialects.dtypes import is_unsigned
+from ember.dialects.dtypes import is_unsigned, numpy_dtype_for
 
 BodyBuilder = Callable[[Operation, list[SSAValue], Attribute, list[Operation]], SSAValue]
 
@@ -296,17 +296,20 @@ def _identity(
 
 def _clip(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
     value = args[0]
-    lo, hi = op.min, op.max  # type: ignore[attr-defined]
+    lo, hi = (None if b is None else b.value.data for b in (op.min, op.max))  # type: ignore[attr-defined]
     if _is_float(out):
+        # maximumf/minimumf: NaN stays NaN. A missing float bound is the type's finite limit
+        # (graph.clip), so +-inf clip to +-max like in onnxruntime.
         maximum, minimum = arith.MaximumfOp, arith.MinimumfOp
+        lo, hi = graph.clip_bounds(lo, hi, numpy_dtype_for(out))
     elif _unsigned(op):
         maximum, minimum = arith.MaxUIOp, arith.MinUIOp
     else:
         maximum, minimum = arith.MaxSIOp, arith.MinSIOp
     if lo is not None:
-        value = _emit(ops, maximum(value, _const(ops, lo.value.data, out)))
+        value = _emit(ops, maximum(value, _const(ops, lo, out)))
     if hi is not None:
-        value = _emit(ops, minimum(value, _const(ops, hi.value.data, out)))
+        value = _emit(ops, minimum(value, _const(ops, hi, out)))
     return value
 
 

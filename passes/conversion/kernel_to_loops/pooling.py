@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsl.dialects import func
+from xdsl.dialects.builtin import f32
 from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     broadcast,
     fail,
-    fconst,
     index_to_f32,
     is_parallel,
     linear,
@@ -86,11 +87,23 @@ class _PlaneEmitter:
         self.vec_cols = range(vec_cols.start, vec_cols.start + blocks * vw)
 
     # -- accumulation --------------------------------------------------------------------------
+    @property
+    def monoid(self) -> simd.Monoid:
+        # max is NaN-propagating (arith.maximumf): a NaN anywhere in the window gives NaN.
+        return simd.Monoid("max" if self.g.is_max else "sum", f32)
+
     def init(self, b: LoopBuilder, width: int) -> SSAValue:
-        return fconst(b, -math.inf if self.g.is_max else 0.0, width)
+        return self.monoid.init(b, width)
 
     def combine(self, b: LoopBuilder, acc: SSAValue, value: SSAValue) -> SSAValue:
-        return b.maxf(acc, value) if self.g.is_max else b.addf(acc, value)
+        # A NaN-propagating max is vmaxps + vcmpunordps + blend on x86 with the NaN test on the
+        # first operand: `value` goes first, keeping the test off the chain through acc.
+        return self.monoid.combine(b, value, acc)
+
+    def combine_row(self, b: LoopBuilder, acc: SSAValue, values: list[SSAValue]) -> SSAValue:
+        """Folds the values of one window row into acc, pairwise among themselves first: the
+        chain through acc is then one combine per row rather than one per value."""
+        return self.combine(b, acc, self.monoid.tree(b, values))
 
     def over_rows(
         self, b: LoopBuilder, base: SSAValue, h0: SSAValue, checked: bool, acc: SSAValue, row: RowFn
@@ -125,6 +138,7 @@ class _PlaneEmitter:
         def row(b: LoopBuilder, row_at: SSAValue, acc: SSAValue) -> SSAValue:
             at = b.add(row_at, w0)
             pairs: dict[int, tuple[SSAValue, SSAValue]] = {}
+            values: list[SSAValue] = []
             for kx in range(g.kw):
                 if g.sw == 1:
                     value = load(b, self.src, b.add(at, kx), vw)
@@ -135,8 +149,8 @@ class _PlaneEmitter:
                         pairs[base] = (first, load(b, self.src, b.add(at, base + vw), vw))
                     lanes = [kx % g.sw + g.sw * j for j in range(vw)]
                     value = shuffle(b, *pairs[base], lanes)
-                acc = self.combine(b, acc, value)
-            return acc
+                values.append(value)
+            return self.combine_row(b, acc, values)
 
         return row
 
@@ -146,9 +160,8 @@ class _PlaneEmitter:
         def row(b: LoopBuilder, row_at: SSAValue, acc: SSAValue) -> SSAValue:
             if not checked:
                 at = b.add(row_at, w0)
-                for kx in range(g.kw):
-                    acc = self.combine(b, acc, load(b, self.src, b.add(at, kx), 1))
-                return acc
+                values = [load(b, self.src, b.add(at, kx), 1) for kx in range(g.kw)]
+                return self.combine_row(b, acc, values)
             start = b.max_index(w0, 0)
             stop = b.min_index(b.add(w0, g.kw), g.width)
 
