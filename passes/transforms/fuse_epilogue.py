@@ -99,7 +99,7 @@ def _activation_of(op: Operation) -> tuple[str, list[float]] | None:
         lo, hi = graph.clip_bounds(
             *(None if b is None else b.value.data for b in (op.min, op.max)), dtype
         )
-        return "clip", [lo, hi]
+        return "clip", [-math.inf if lo is None else lo, math.inf if hi is None else hi]
     return None
 
 

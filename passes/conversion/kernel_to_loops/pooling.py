@@ -78,6 +78,8 @@ class _PlaneEmitter:
 
     def __init__(self, g: _Geometry, vw: int, src: SSAValue, dst: SSAValue):
         self.g, self.vw, self.src, self.dst = g, vw, src, dst
+        # max is NaN-propagating (arith.maximumf): a NaN anywhere in the window gives NaN.
+        self.monoid = simd.Monoid("max" if g.is_max else "sum", f32)
         self.rows = _interior(g.pt, g.sh, g.kh, g.height, g.out_h)
         self.cols = _interior(g.pl, g.sw, g.kw, g.width, g.out_w)
         # A stride-2 vector reads lane pairs, i.e. up to one element past the last window column.
@@ -87,11 +89,6 @@ class _PlaneEmitter:
         self.vec_cols = range(vec_cols.start, vec_cols.start + blocks * vw)
 
     # -- accumulation --------------------------------------------------------------------------
-    @property
-    def monoid(self) -> simd.Monoid:
-        # max is NaN-propagating (arith.maximumf): a NaN anywhere in the window gives NaN.
-        return simd.Monoid("max" if self.g.is_max else "sum", f32)
-
     def init(self, b: LoopBuilder, width: int) -> SSAValue:
         return self.monoid.init(b, width)
 
