@@ -399,3 +399,48 @@ def test_lrn() -> None:
         want = (x / (bias + alpha / size * squares) ** beta).astype(np.float32)
     assert np.isnan(want).any() and np.isfinite(want).any()
     assert_matches(ember_output(model, {"x": X}), want, SUMS)
+
+
+# -- top k, scatter --------------------------------------------------------------------------
+@pytest.mark.parametrize("largest", [0, 1])
+@pytest.mark.parametrize("k", [5, 13])
+def test_top_k(largest: int, k: int) -> None:
+    """NaN ranks above every number, as in onnxruntime (and numpy's sort): first when
+    `largest`, last otherwise; NaNs and equal values keep their index order."""
+    x = X.copy()
+    x[0, 0, 0, :4] = 1.5  # ties
+    outs = ["y", "indices"]
+    node = helper.make_node("TopK", ["x", "k"], outs, axis=-1, largest=largest)
+    graph = helper.make_graph(
+        [node],
+        "top_k",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs],
+        initializer=[numpy_helper.from_array(np.array([k], np.int64), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    for i, out in enumerate(onnx.shape_inference.infer_shapes(model).graph.output):
+        model.graph.output[i].CopyFrom(out)
+    want = onnxruntime_outputs(model, {"x": x})
+    assert np.isnan(want["y"]).any() == (bool(largest) or k == x.shape[-1])
+    lowered_graph_ir(model)
+    got = ember.compile(model).run({"x": x})
+    np.testing.assert_array_equal(got["y"], want["y"])  # NaN == NaN in assert_array_equal
+    np.testing.assert_array_equal(got["indices"], want["indices"])
+
+
+@pytest.mark.parametrize("reduction", ["max", "min"])
+def test_scatter_elements_max_min_propagate_nan(reduction: str) -> None:
+    """A NaN in the data or in the update gives NaN, like every max/min in ember. Neither
+    oracle does: onnxruntime computes `data > update ? data : update` (a NaN in the data is
+    lost) and onnx.reference the other way round (a NaN in the update is lost)."""
+    data = np.array([[np.nan, 1.0, np.nan, 2.0, -np.inf, np.inf]], np.float32)
+    updates = np.array([[1.0, np.nan, np.nan, 3.0, np.nan, -np.inf]], np.float32)
+    indices = numpy_helper.from_array(np.zeros((1, 6), np.int64), "indices")
+    node = helper.make_node(
+        "ScatterElements", ["x", "indices", "x2"], ["y"], axis=0, reduction=reduction
+    )
+    model = make_model([node], {"x": data, "x2": updates}, [indices], opset=18)
+    combine = np.maximum if reduction == "max" else np.minimum
+    got = ember_output(model, {"x": data, "x2": updates})
+    np.testing.assert_array_equal(got, combine(data, updates))
