@@ -20,11 +20,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 
 import ember
 from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_model
+from ember.passes.conversion.kernel_to_loops import simd
+from ember.passes.conversion.kernel_to_loops.builder import kernel_function
 from ember.passes.pipeline import GRAPH_STAGE, KERNEL_STAGE, LOOPS_STAGE, build_pipeline
+from tests.kernels.harness import run_function
 from tests.oracle import onnxruntime_outputs
 
 # Selections (relu, clip, max pooling, arg max) and elementwise bodies are exact up to
@@ -258,6 +262,28 @@ def max_pool_oracle(
     )
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     return windows[:, :, ::sh, ::sw].max(axis=(4, 5))
+
+
+@pytest.mark.parametrize("kind", ["max", "min"])
+def test_extremum_helper_equals_a_nan_propagating_fold(kind: str) -> None:
+    """simd.extremum (the max pool's window reduction) on 7 vectors, one lane per case:
+    a NaN in each position, +-inf, and plain numbers; it must equal np.maximum/minimum.reduce."""
+    count, lanes = 7, 16
+    cases = np.tile(np.linspace(-3, 3, count, dtype=np.float32)[:, None], (1, lanes))
+    for lane in range(count):
+        cases[lane, lane] = np.nan  # a NaN in every position
+    cases[:, 7] = [np.inf, -np.inf, 0, 1, 2, 3, 4]
+    cases[:, 8] = [-np.inf] * count
+    cases[:, 9] = [np.inf, np.nan, -np.inf, 0, 0, 0, 0]
+    types = [MemRefType(f32, [count, lanes]), MemRefType(f32, [lanes])]
+    fn, b = kernel_function("extremum", types)
+    values = [b.vload(fn.args[0], [row, 0], lanes) for row in range(count)]
+    b.vstore(simd.extremum(b, kind, values), fn.args[1], [0])
+    b.ret()
+    out = np.empty(lanes, np.float32)
+    run_function(ModuleOp([fn]), "extremum", [cases, out])
+    fold = np.maximum if kind == "max" else np.minimum
+    np.testing.assert_array_equal(out, fold.reduce(cases, axis=0))
 
 
 @pytest.mark.parametrize("pool", sorted(POOLS))

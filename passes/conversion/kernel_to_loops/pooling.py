@@ -23,6 +23,7 @@ from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     broadcast,
+    element_type,
     fail,
     index_to_f32,
     is_parallel,
@@ -42,6 +43,8 @@ VECTOR_STRIDES = (1, 2)
 
 # How one window row is combined into the accumulator: (builder, row_offset, acc) -> acc.
 RowFn = Callable[[LoopBuilder, SSAValue, SSAValue], SSAValue]
+# The values of one window row, its columns unrolled: (builder, row_offset) -> values.
+RowValues = Callable[[LoopBuilder, SSAValue], list[SSAValue]]
 
 
 def _interior(pad: int, stride: int, reach: int, size: int, out: int) -> range:
@@ -97,10 +100,35 @@ class _PlaneEmitter:
         # first operand: `value` goes first, keeping the test off the chain through acc.
         return self.monoid.combine(b, value, acc)
 
-    def combine_row(self, b: LoopBuilder, acc: SSAValue, values: list[SSAValue]) -> SSAValue:
-        """Folds the values of one window row into acc, pairwise among themselves first: the
-        chain through acc is then one combine per row rather than one per value."""
-        return self.combine(b, acc, self.monoid.tree(b, values))
+    def reduce(self, b: LoopBuilder, values: list[SSAValue]) -> SSAValue:
+        """Max or sum of window values (NaN-propagating max: simd.extremum)."""
+        if self.g.is_max:
+            return simd.extremum(b, "max", values)
+        return self.monoid.tree(b, values)
+
+    def window(
+        self,
+        b: LoopBuilder,
+        base: SSAValue,
+        h0: SSAValue,
+        checked: bool,
+        width: int,
+        row: RowValues,
+    ) -> SSAValue:
+        """Max or sum over the window rows starting at input row h0 (clipped if `checked`),
+        whose columns `row` unrolls: all values at once inside, row by row at the border."""
+        g = self.g
+        if not checked:
+            rows = [row(b, linear(b, [(b.add(h0, ky), g.width)], base)) for ky in range(g.kh)]
+            return self.reduce(b, [v for values in rows for v in values])
+        return self.over_rows(
+            b,
+            base,
+            h0,
+            True,
+            self.init(b, width),
+            lambda rb, at, acc: self.combine(rb, acc, self.reduce(rb, row(rb, at))),
+        )
 
     def over_rows(
         self, b: LoopBuilder, base: SSAValue, h0: SSAValue, checked: bool, acc: SSAValue, row: RowFn
@@ -128,11 +156,11 @@ class _PlaneEmitter:
         return b.sub(b.min_index(b.add(start, k), size), b.max_index(start, 0))
 
     # -- column loads ----------------------------------------------------------------------------
-    def vector_row(self, w0: SSAValue) -> RowFn:
+    def vector_row(self, w0: SSAValue) -> RowValues:
         """All window columns of one row for `vw` consecutive outputs starting at column w0."""
         g, vw = self.g, self.vw
 
-        def row(b: LoopBuilder, row_at: SSAValue, acc: SSAValue) -> SSAValue:
+        def row(b: LoopBuilder, row_at: SSAValue) -> list[SSAValue]:
             at = b.add(row_at, w0)
             pairs: dict[int, tuple[SSAValue, SSAValue]] = {}
             values: list[SSAValue] = []
@@ -147,18 +175,24 @@ class _PlaneEmitter:
                     lanes = [kx % g.sw + g.sw * j for j in range(vw)]
                     value = shuffle(b, *pairs[base], lanes)
                 values.append(value)
-            return self.combine_row(b, acc, values)
+            return values
 
         return row
 
-    def scalar_row(self, w0: SSAValue, checked: bool) -> RowFn:
+    def scalar_row(self, w0: SSAValue) -> RowValues:
+        """The window columns of one row for the output at column w0 (inside the input)."""
+
+        def row(b: LoopBuilder, row_at: SSAValue) -> list[SSAValue]:
+            at = b.add(row_at, w0)
+            return [load(b, self.src, b.add(at, kx), 1) for kx in range(self.g.kw)]
+
+        return row
+
+    def clipped_scalar_row(self, w0: SSAValue) -> RowFn:
+        """Folds the window columns of one row that lie inside the input into acc."""
         g = self.g
 
         def row(b: LoopBuilder, row_at: SSAValue, acc: SSAValue) -> SSAValue:
-            if not checked:
-                at = b.add(row_at, w0)
-                values = [load(b, self.src, b.add(at, kx), 1) for kx in range(g.kw)]
-                return self.combine_row(b, acc, values)
             start = b.max_index(w0, 0)
             stop = b.min_index(b.add(w0, g.kw), g.width)
 
@@ -187,8 +221,12 @@ class _PlaneEmitter:
 
         def emit(ob: LoopBuilder, ow: SSAValue, width: int, checked_cols: bool) -> None:
             w0 = ob.sub(ob.mul(ow, g.sw), g.pl)
-            row = self.vector_row(w0) if width > 1 else self.scalar_row(w0, checked_cols)
-            acc = self.over_rows(ob, src_base, h0, checked_rows, self.init(ob, width), row)
+            if checked_cols:
+                row = self.clipped_scalar_row(w0)
+                acc = self.over_rows(ob, src_base, h0, checked_rows, self.init(ob, width), row)
+            else:
+                values = self.vector_row(w0) if width > 1 else self.scalar_row(w0)
+                acc = self.window(ob, src_base, h0, checked_rows, width, values)
             if not g.is_max:
                 cols = self.window_count(ob, w0, g.kw, g.width, g.pr) if checked_cols else g.kw
                 count = index_to_f32(ob, ob.mul(row_count, cols))
@@ -231,6 +269,8 @@ def build_pool(
         raise fail(op, f"expects NCHW input and output, got {list(in_shape)} -> {list(out_shape)}")
     if in_shape[:2] != out_shape[:2]:
         raise fail(op, f"N, C of input {list(in_shape)} and output {list(out_shape)} differ")
+    if element_type(op.input) != f32 or element_type(op.output) != f32:
+        raise fail(op, f"pools float32 only, got {element_type(op.input)}")
     ks = [int(v) for v in op.kernel_shape.get_values()]
     strides = [int(v) for v in op.strides.get_values()]
     pads = [int(v) for v in op.pads.get_values()]
