@@ -88,10 +88,13 @@ def _mod(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operatio
             x, y = (_emit(ops, arith.ExtFOp(v, f64)) for v in (x, y))
         q = _emit(ops, math.TruncOp(_emit(ops, arith.DivfOp(x, y))))
         r = _emit(ops, arith.SubfOp(x, _emit(ops, arith.MulfOp(q, y))))
-        # fmod(x, +-inf) = x, where the formula computes x - 0 * inf = NaN.
+        # fmod(x, +-inf) = x for a finite x, where the formula computes x - 0 * inf = NaN
+        # (fmod(+-inf, y) stays NaN).
         inf = _const(ops, float("inf"), x.type)
         infinite = _emit(ops, arith.CmpfOp(_emit(ops, math.AbsFOp(y)), inf, "oeq"))
-        r = _emit(ops, arith.SelectOp(infinite, x, r))
+        finite = _emit(ops, arith.CmpfOp(_emit(ops, math.AbsFOp(x)), inf, "olt"))
+        keep_x = _emit(ops, arith.AndIOp(infinite, finite))
+        r = _emit(ops, arith.SelectOp(keep_x, x, r))
         if not op.fmod.value.data:  # type: ignore[attr-defined]
             r = _divisor_sign(r, y, ops, float_type=True)
         return r if r.type == out else _emit(ops, arith.TruncFOp(r, out))

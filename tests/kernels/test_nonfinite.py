@@ -150,6 +150,15 @@ def test_binary_max_min(op_type: str) -> None:
     assert np.isnan(want).sum() > np.isnan(X).sum()  # NaN from both sides
 
 
+def test_fmod_of_every_pair_of_special_values() -> None:
+    """Mod(fmod=1) on NaN, +-inf, +-0 and numbers in every pair: fmod(x, +-inf) = x for a
+    finite x only; fmod(+-inf, y) and fmod(x, 0) are NaN (onnxruntime = np.fmod)."""
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.5, 7.0], np.float32)
+    x, y = (np.ascontiguousarray(g.reshape(1, -1)) for g in np.meshgrid(special, special))
+    model = make_model([helper.make_node("Mod", ["x", "x2"], ["y"], fmod=1)], {"x": x, "x2": y})
+    check_against_onnxruntime(model, {"x": x, "x2": y}, EXACT)
+
+
 CLIPS = {
     "both": (["x", "lo", "hi"], [const("lo", -0.5), const("hi", 0.7)]),
     "min_only": (["x", "lo"], [const("lo", 0.0)]),
