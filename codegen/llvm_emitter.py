@@ -11,7 +11,10 @@ Conventions at the LLVM level:
   are internal, except kernels compiled as units of their own (units.py), which are external
   under a renamed symbol. A function argument gets `noalias` if its arg attrs hold `llvm.noalias`.
 - Float arithmetic carries the fast-math flags `contract reassoc` (never nnan/ninf: NaN
-  semantics matter for ONNX conformance).
+  semantics matter for ONNX conformance). Float min/max (`arith.maximumf` -> `llvm.maximum`,
+  NaN-propagating) add `nsz`: the sign of a zero result is then unspecified, which lets x86
+  lower `llvm.maximum(x, 0)` to one `vmaxps` and a two-variable one to vmaxps + vcmpunordps +
+  blend, instead of an extra sign-bit blend to order -0 below +0.
 - `scf.parallel` is outlined into `void @<fn>__parallel_<k>(ptr ctx)`, where ctx points to a
   struct of captured values; the flattened iteration space is split into contiguous chunks,
   one per OpenMP thread, and launched with `GOMP_parallel` when `ember_num_threads` > 1.
@@ -73,6 +76,8 @@ I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 FAST = ("contract", "reassoc")
+# float min/max: which of -0.0 and +0.0 they return is left open (see the module docstring)
+FAST_MINMAX = (*FAST, "nsz")
 _FLOAT_TYPES = (ir.FloatType, ir.DoubleType, ir.HalfType, BFloatType)
 _DYNAMIC_INDEX = -(2**63)
 
@@ -197,6 +202,18 @@ _INTRINSIC_BINOPS = {
     "arith.minnumf": "llvm.minnum",
     "math.powf": "llvm.pow",
 }
+_FLOAT_MINMAX = frozenset(
+    (
+        "llvm.maximum",
+        "llvm.minimum",
+        "llvm.maxnum",
+        "llvm.minnum",
+        "llvm.vector.reduce.fmaximum",
+        "llvm.vector.reduce.fminimum",
+        "llvm.vector.reduce.fmax",
+        "llvm.vector.reduce.fmin",
+    )
+)
 _CASTS = {
     "arith.sitofp": "sitofp",
     "arith.uitofp": "uitofp",
@@ -505,7 +522,8 @@ class _FunctionEmitter:
         """Call an intrinsic overloaded on the type of its first argument."""
         ty = args[0].type
         fn = self.m.intrinsic(base, ret or ty, [a.type for a in args], [ty])
-        return self.b.call(fn, list(args), fastmath=FAST if fast and _is_float(ty) else ())
+        flags = FAST_MINMAX if base in _FLOAT_MINMAX else FAST
+        return self.b.call(fn, list(args), fastmath=flags if fast and _is_float(ty) else ())
 
     # -- memory addressing -------------------------------------------------------------------
     def element_ptr(self, op: Operation, buffer: SSAValue, indices: Sequence[SSAValue]) -> ir.Value:
@@ -1213,7 +1231,8 @@ def _vector_reduction(self: _FunctionEmitter, op: Operation) -> None:
             raise NotImplementedError(f"codegen: vector.reduction <{kind}> on integers")
         combine = _COMBINE[kind][0]
     fn = self.m.intrinsic(base, element, [source.type], [source.type])
-    result = b.call(fn, [source], fastmath=FAST if _is_float(element) else ())
+    flags = FAST_MINMAX if base in _FLOAT_MINMAX else FAST
+    result = b.call(fn, [source], fastmath=flags if _is_float(element) else ())
     if acc is not None:
         assert combine is not None
         result = _combine(self, combine, acc, result)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import ml_dtypes
+import numpy as np
 from xdsl.dialects.builtin import (
     I64,
     DenseArrayBase,
@@ -200,9 +202,22 @@ class IdentityOp(UnaryElementwiseOp):
     name = "graph.identity"
 
 
+def clip_bounds(
+    lo: float | None, hi: float | None, dtype: np.dtype
+) -> tuple[float | None, float | None]:
+    """The bounds a graph.clip on `dtype` applies: a missing float bound is the type's finite
+    limit (ONNX: numeric_limits::lowest() / max(); onnxruntime clips +inf to FLT_MAX)."""
+    if not np.issubdtype(dtype, np.floating) and dtype != ml_dtypes.bfloat16:
+        return lo, hi
+    limits = ml_dtypes.finfo(dtype)
+    return (float(limits.min) if lo is None else lo, float(limits.max) if hi is None else hi)
+
+
 @irdl_op_definition
 class ClipOp(UnaryElementwiseOp):
-    """min(max(x, min), max); a missing bound is unbounded."""
+    """min(max(x, min), max), NaN-propagating. A missing bound of a float clip is the element
+    type's lowest / largest finite value (ONNX's numeric_limits defaults, as onnxruntime does),
+    so +-inf become +-max; of an integer clip, no bound (`clip_bounds`)."""
 
     name = "graph.clip"
     min = opt_prop_def(FloatAttr)

@@ -24,7 +24,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.dialects import graph
-from ember.dialects.dtypes import is_unsigned
+from ember.dialects.dtypes import is_unsigned, numpy_dtype_for
 
 BodyBuilder = Callable[[Operation, list[SSAValue], Attribute, list[Operation]], SSAValue]
 
@@ -88,10 +88,13 @@ def _mod(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operatio
             x, y = (_emit(ops, arith.ExtFOp(v, f64)) for v in (x, y))
         q = _emit(ops, math.TruncOp(_emit(ops, arith.DivfOp(x, y))))
         r = _emit(ops, arith.SubfOp(x, _emit(ops, arith.MulfOp(q, y))))
-        # fmod(x, +-inf) = x, where the formula computes x - 0 * inf = NaN.
+        # fmod(x, +-inf) = x for a finite x, where the formula computes x - 0 * inf = NaN
+        # (fmod(+-inf, y) stays NaN).
         inf = _const(ops, float("inf"), x.type)
         infinite = _emit(ops, arith.CmpfOp(_emit(ops, math.AbsFOp(y)), inf, "oeq"))
-        r = _emit(ops, arith.SelectOp(infinite, x, r))
+        finite = _emit(ops, arith.CmpfOp(_emit(ops, math.AbsFOp(x)), inf, "olt"))
+        keep_x = _emit(ops, arith.AndIOp(infinite, finite))
+        r = _emit(ops, arith.SelectOp(keep_x, x, r))
         if not op.fmod.value.data:  # type: ignore[attr-defined]
             r = _divisor_sign(r, y, ops, float_type=True)
         return r if r.type == out else _emit(ops, arith.TruncFOp(r, out))
@@ -296,17 +299,20 @@ def _identity(
 
 def _clip(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
     value = args[0]
-    lo, hi = op.min, op.max  # type: ignore[attr-defined]
+    lo, hi = (None if b is None else b.value.data for b in (op.min, op.max))  # type: ignore[attr-defined]
     if _is_float(out):
+        # maximumf/minimumf: NaN stays NaN. A missing float bound is the type's finite limit
+        # (graph.clip), so +-inf clip to +-max like in onnxruntime.
         maximum, minimum = arith.MaximumfOp, arith.MinimumfOp
+        lo, hi = graph.clip_bounds(lo, hi, numpy_dtype_for(out))
     elif _unsigned(op):
         maximum, minimum = arith.MaxUIOp, arith.MinUIOp
     else:
         maximum, minimum = arith.MaxSIOp, arith.MinSIOp
     if lo is not None:
-        value = _emit(ops, maximum(value, _const(ops, lo.value.data, out)))
+        value = _emit(ops, maximum(value, _const(ops, lo, out)))
     if hi is not None:
-        value = _emit(ops, minimum(value, _const(ops, hi.value.data, out)))
+        value = _emit(ops, minimum(value, _const(ops, hi, out)))
     return value
 
 

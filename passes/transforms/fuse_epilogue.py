@@ -17,6 +17,7 @@ from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
 
 from ember.dialects import graph
+from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.weights import WeightStore
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
@@ -94,9 +95,11 @@ def _activation_of(op: Operation) -> tuple[str, list[float]] | None:
     if isinstance(op, graph.LeakyReluOp):
         return "leaky_relu", [op.alpha.value.data]
     if isinstance(op, graph.ClipOp):
-        lo = -math.inf if op.min is None else op.min.value.data
-        hi = math.inf if op.max is None else op.max.value.data
-        return "clip", [lo, hi]
+        dtype = numpy_dtype_for(graph.element_type_of(op.results[0]))
+        lo, hi = graph.clip_bounds(
+            *(None if b is None else b.value.data for b in (op.min, op.max)), dtype
+        )
+        return "clip", [-math.inf if lo is None else lo, math.inf if hi is None else hi]
     return None
 
 

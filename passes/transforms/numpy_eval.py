@@ -107,6 +107,7 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def clip(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
+    lo, hi = graph.clip_bounds(lo, hi, x.dtype)
     if lo is not None:
         x = np.maximum(x, x.dtype.type(lo))
     if hi is not None:

@@ -8,6 +8,7 @@ kernels with rtol 1e-6 (reassociation may change the rounding of sums: rtol 1e-5
 from __future__ import annotations
 
 import ctypes
+import platform
 import re
 
 import numpy as np
@@ -387,6 +388,32 @@ def test_float_ops_casts_and_nan_semantics() -> None:
         np.testing.assert_array_equal(flags[1], ~(a == b))
         np.testing.assert_array_equal(flags[2], np.isnan(a) | np.isnan(b))
         np.testing.assert_array_equal(flags[3], ~(a <= b))
+
+
+def test_relu_is_nan_propagating_and_one_vmaxps() -> None:
+    """max(x, 0) keeps NaN (arith.maximumf -> llvm.maximum) and, carrying `nsz`, needs no NaN
+    or signed-zero fix-up on x86: one vmaxps with 0 as the first source, which returns x when
+    x is NaN (docs/architecture.md, "Non-finite values")."""
+    t = MemRefType(f32, [4 * VW])
+    fn, b = kernel_function("relu", [t, t])
+    b.for_range(
+        0,
+        4 * VW,
+        VW,
+        lambda lb, i: lb.vstore(
+            lb.maxf(lb.vload(fn.args[0], [i], VW), lb.splat(0.0, VW)), fn.args[1], [i]
+        ),
+    )
+    b.ret()
+    x = RNG.standard_normal(4 * VW).astype(np.float32)
+    x[::3], x[1::5], x[2::7] = np.nan, np.inf, -np.inf
+    out = np.empty_like(x)
+    jit = run(ModuleOp([fn]), "relu", [x, out])
+    np.testing.assert_array_equal(out, np.maximum(x, 0))  # NaN where x is NaN
+    assert re.search(r"call [a-z ]*\bnsz\b[^@]*@\"?llvm\.maximum", jit.llvm_ir), jit.llvm_ir
+    if platform.machine() in ("x86_64", "AMD64"):
+        asm = jit.asm()
+        assert "vmaxps" in asm and "vcmpunord" not in asm, asm
 
 
 VECTOR_OPS = """

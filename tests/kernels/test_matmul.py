@@ -236,7 +236,7 @@ def test_matmul_ir_register_blocking() -> None:
     CHECK: scf.for {{.*}} iter_args({{[^)]*}}) -> ({{ACCS}})
     CHECK: vector.load %1[{{.*}}] : memref<2x8x16xf32>, vector<8xf32>
     CHECK-COUNT-12: vector.fma
-    CHECK: arith.maxnumf
+    CHECK: arith.maximumf
     CHECK: vector.store
     """.replace("{{ACCS}}", accs)
     assert_filecheck(ir, checks)
@@ -275,7 +275,7 @@ def test_matmul_ir_k_blocked() -> None:
         CHECK: scf.for {{.*}} iter_args
         CHECK-COUNT-48: vector.fma
         CHECK: arith.cmpi eq, %[[KB]]
-        CHECK: arith.maxnumf
+        CHECK: arith.maximumf
         CHECK: arith.select
         CHECK: vector.store
         """,

@@ -156,7 +156,7 @@ def test_stride2_interior_deinterleaves_vectors(vw: int) -> None:
         CHECK: vector.load {{{{.*}}}} vector<{vw}xf32>
         CHECK: vector.shuffle {{{{.*}}}} [{even}]
         CHECK: vector.shuffle {{{{.*}}}} [{odd}]
-        CHECK: arith.maxnumf {{{{.*}}}} vector<{vw}xf32>
+        CHECK: arith.maximumf {{{{.*}}}} vector<{vw}xf32>
         CHECK: vector.store
         """,
     )

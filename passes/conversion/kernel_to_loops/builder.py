@@ -133,10 +133,15 @@ class LoopBuilder:
         return self.insert(arith.DivfOp(a, b)).results[0]
 
     def maxf(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.insert(arith.MaxnumfOp(a, b)).results[0]
+        """max(a, b), NaN if either is NaN (arith.maximumf), like ONNX Max/Relu/MaxPool.
+
+        Never arith.maxnumf: it returns the non-NaN operand, so a Relu or max pool would turn
+        a NaN into a number (docs/architecture.md, "Non-finite values")."""
+        return self.insert(arith.MaximumfOp(a, b)).results[0]
 
     def minf(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.insert(arith.MinnumfOp(a, b)).results[0]
+        """min(a, b), NaN if either is NaN (arith.minimumf); see `maxf`."""
+        return self.insert(arith.MinimumfOp(a, b)).results[0]
 
     def fma(self, a: SSAValue, b: SSAValue, acc: SSAValue) -> SSAValue:
         """a * b + acc, fused (vector operands)."""
@@ -150,7 +155,7 @@ class LoopBuilder:
 
     def reduce(self, kind: str, v: SSAValue) -> SSAValue:
         """Horizontal reduction of a vector: kind is a vector.CombiningKindFlag value
-        ("add", "mul", "maxnumf", "minimumf", "maxsi", ...)."""
+        ("add", "mul", "maximumf", "minimumf", "maxsi", ...)."""
         # Built by hand: xdsl 0.74's ReductionOp.__init__ gives the result the vector's type
         # instead of the element type.
         reduction = vector.ReductionOp.create(

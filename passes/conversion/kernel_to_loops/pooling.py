@@ -15,14 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsl.dialects import func
+from xdsl.dialects.builtin import f32
 from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     broadcast,
+    element_type,
     fail,
-    fconst,
     index_to_f32,
     is_parallel,
     linear,
@@ -41,6 +43,8 @@ VECTOR_STRIDES = (1, 2)
 
 # How one window row is combined into the accumulator: (builder, row_offset, acc) -> acc.
 RowFn = Callable[[LoopBuilder, SSAValue, SSAValue], SSAValue]
+# The values of one window row, its columns unrolled: (builder, row_offset) -> values.
+RowValues = Callable[[LoopBuilder, SSAValue], list[SSAValue]]
 
 
 def _interior(pad: int, stride: int, reach: int, size: int, out: int) -> range:
@@ -77,6 +81,8 @@ class _PlaneEmitter:
 
     def __init__(self, g: _Geometry, vw: int, src: SSAValue, dst: SSAValue):
         self.g, self.vw, self.src, self.dst = g, vw, src, dst
+        # max is NaN-propagating (arith.maximumf): a NaN anywhere in the window gives NaN.
+        self.monoid = simd.Monoid("max" if g.is_max else "sum", f32)
         self.rows = _interior(g.pt, g.sh, g.kh, g.height, g.out_h)
         self.cols = _interior(g.pl, g.sw, g.kw, g.width, g.out_w)
         # A stride-2 vector reads lane pairs, i.e. up to one element past the last window column.
@@ -87,10 +93,42 @@ class _PlaneEmitter:
 
     # -- accumulation --------------------------------------------------------------------------
     def init(self, b: LoopBuilder, width: int) -> SSAValue:
-        return fconst(b, -math.inf if self.g.is_max else 0.0, width)
+        return self.monoid.init(b, width)
 
     def combine(self, b: LoopBuilder, acc: SSAValue, value: SSAValue) -> SSAValue:
-        return b.maxf(acc, value) if self.g.is_max else b.addf(acc, value)
+        # A NaN-propagating max is vmaxps + vcmpunordps + blend on x86 with the NaN test on the
+        # first operand: `value` goes first, keeping the test off the chain through acc.
+        return self.monoid.combine(b, value, acc)
+
+    def reduce(self, b: LoopBuilder, values: list[SSAValue]) -> SSAValue:
+        """Max or sum of window values (NaN-propagating max: simd.extremum)."""
+        if self.g.is_max:
+            return simd.extremum(b, "max", values)
+        return self.monoid.tree(b, values)
+
+    def window(
+        self,
+        b: LoopBuilder,
+        base: SSAValue,
+        h0: SSAValue,
+        checked: bool,
+        width: int,
+        row: RowValues,
+    ) -> SSAValue:
+        """Max or sum over the window rows starting at input row h0 (clipped if `checked`),
+        whose columns `row` unrolls: all values at once inside, row by row at the border."""
+        g = self.g
+        if not checked:
+            rows = [row(b, linear(b, [(b.add(h0, ky), g.width)], base)) for ky in range(g.kh)]
+            return self.reduce(b, [v for values in rows for v in values])
+        return self.over_rows(
+            b,
+            base,
+            h0,
+            True,
+            self.init(b, width),
+            lambda rb, at, acc: self.combine(rb, acc, self.reduce(rb, row(rb, at))),
+        )
 
     def over_rows(
         self, b: LoopBuilder, base: SSAValue, h0: SSAValue, checked: bool, acc: SSAValue, row: RowFn
@@ -118,13 +156,14 @@ class _PlaneEmitter:
         return b.sub(b.min_index(b.add(start, k), size), b.max_index(start, 0))
 
     # -- column loads ----------------------------------------------------------------------------
-    def vector_row(self, w0: SSAValue) -> RowFn:
+    def vector_row(self, w0: SSAValue) -> RowValues:
         """All window columns of one row for `vw` consecutive outputs starting at column w0."""
         g, vw = self.g, self.vw
 
-        def row(b: LoopBuilder, row_at: SSAValue, acc: SSAValue) -> SSAValue:
+        def row(b: LoopBuilder, row_at: SSAValue) -> list[SSAValue]:
             at = b.add(row_at, w0)
             pairs: dict[int, tuple[SSAValue, SSAValue]] = {}
+            values: list[SSAValue] = []
             for kx in range(g.kw):
                 if g.sw == 1:
                     value = load(b, self.src, b.add(at, kx), vw)
@@ -135,20 +174,25 @@ class _PlaneEmitter:
                         pairs[base] = (first, load(b, self.src, b.add(at, base + vw), vw))
                     lanes = [kx % g.sw + g.sw * j for j in range(vw)]
                     value = shuffle(b, *pairs[base], lanes)
-                acc = self.combine(b, acc, value)
-            return acc
+                values.append(value)
+            return values
 
         return row
 
-    def scalar_row(self, w0: SSAValue, checked: bool) -> RowFn:
+    def scalar_row(self, w0: SSAValue) -> RowValues:
+        """The window columns of one row for the output at column w0 (inside the input)."""
+
+        def row(b: LoopBuilder, row_at: SSAValue) -> list[SSAValue]:
+            at = b.add(row_at, w0)
+            return [load(b, self.src, b.add(at, kx), 1) for kx in range(self.g.kw)]
+
+        return row
+
+    def clipped_scalar_row(self, w0: SSAValue) -> RowFn:
+        """Folds the window columns of one row that lie inside the input into acc."""
         g = self.g
 
         def row(b: LoopBuilder, row_at: SSAValue, acc: SSAValue) -> SSAValue:
-            if not checked:
-                at = b.add(row_at, w0)
-                for kx in range(g.kw):
-                    acc = self.combine(b, acc, load(b, self.src, b.add(at, kx), 1))
-                return acc
             start = b.max_index(w0, 0)
             stop = b.min_index(b.add(w0, g.kw), g.width)
 
@@ -177,8 +221,12 @@ class _PlaneEmitter:
 
         def emit(ob: LoopBuilder, ow: SSAValue, width: int, checked_cols: bool) -> None:
             w0 = ob.sub(ob.mul(ow, g.sw), g.pl)
-            row = self.vector_row(w0) if width > 1 else self.scalar_row(w0, checked_cols)
-            acc = self.over_rows(ob, src_base, h0, checked_rows, self.init(ob, width), row)
+            if checked_cols:
+                row = self.clipped_scalar_row(w0)
+                acc = self.over_rows(ob, src_base, h0, checked_rows, self.init(ob, width), row)
+            else:
+                values = self.vector_row(w0) if width > 1 else self.scalar_row(w0)
+                acc = self.window(ob, src_base, h0, checked_rows, width, values)
             if not g.is_max:
                 cols = self.window_count(ob, w0, g.kw, g.width, g.pr) if checked_cols else g.kw
                 count = index_to_f32(ob, ob.mul(row_count, cols))
@@ -221,6 +269,8 @@ def build_pool(
         raise fail(op, f"expects NCHW input and output, got {list(in_shape)} -> {list(out_shape)}")
     if in_shape[:2] != out_shape[:2]:
         raise fail(op, f"N, C of input {list(in_shape)} and output {list(out_shape)} differ")
+    if element_type(op.input) != f32 or element_type(op.output) != f32:
+        raise fail(op, f"pools float32 only, got {element_type(op.input)}")
     ks = [int(v) for v in op.kernel_shape.get_values()]
     strides = [int(v) for v in op.strides.get_values()]
     pads = [int(v) for v in op.pads.get_values()]

@@ -158,6 +158,31 @@ class Monoid:
         return values[0]
 
 
+def extremum(b: LoopBuilder, kind: str, values: Sequence[SSAValue]) -> SSAValue:
+    """max (`kind` "max") or min of float `values`, NaN if any of them is NaN: the same as
+    folding them with arith.maximumf/minimumf, built cheaper for many values. A chain of
+    ordered compare+selects (NaN-ignoring: one vmaxps per value on x86) finds the extremum,
+    one unordered compare per pair of values finds a NaN; llvm.maximum would cost
+    vmaxps + vcmpunordps + blend per value."""
+    predicate = {"max": "ogt", "min": "olt"}[kind]
+    best = values[0]
+    for v in values[1:]:
+        beats = b.insert(arith.CmpfOp(v, best, predicate)).results[0]
+        best = b.select(beats, v, best)
+    if len(values) == 1:
+        return best
+    found = None
+    for i in range(0, len(values), 2):
+        pair = values[i], values[min(i + 1, len(values) - 1)]
+        nan = b.insert(arith.CmpfOp(*pair, "uno")).results[0]
+        found = nan if found is None else b.insert(arith.OrIOp(found, nan)).results[0]
+    assert found is not None
+    shape = best.type.get_shape() if isinstance(best.type, VectorType) else ()
+    element = best.type.get_element_type() if isinstance(best.type, VectorType) else best.type
+    quiet_nan = b.splat(pymath.nan, shape[0], element) if shape else b.const(pymath.nan, element)
+    return b.select(found, quiet_nan, best)
+
+
 # -- loop nests ----------------------------------------------------------------------------------
 NestBody = Callable[[LoopBuilder, list[SSAValue], list[SSAValue]], Sequence[SSAValue] | None]
 

@@ -321,6 +321,21 @@ def lower_scatter_elements(op: kernel.ScatterElementsOp, target: Target, name: s
 
 
 # -- top k -------------------------------------------------------------------------------------------
+def _ranks_before(b: LoopBuilder, largest: bool, x: SSAValue, ahead: SSAValue) -> SSAValue:
+    """x strictly precedes `ahead` in TopK's order. Floats order NaN above every number (as
+    onnxruntime and numpy's sort do): NaNs come first when `largest`, last otherwise; among
+    NaNs, as among equal numbers, the earlier index stays ahead."""
+    scalar = x.type.get_element_type() if isinstance(x.type, VectorType) else x.type
+    if not isinstance(scalar, AnyFloat):
+        return _better(b, "max" if largest else "min", False, x, ahead)
+    # largest: x > ahead, or x NaN and ahead not: ugt(x, ahead) and ahead is ordered.
+    # smallest: x < ahead, or ahead NaN and x not: ult(x, ahead) and x is ordered.
+    number = ahead if largest else x
+    unordered_or_beats = b.insert(arith.CmpfOp(x, ahead, "ugt" if largest else "ult")).results[0]
+    ordered = b.insert(arith.CmpfOp(number, number, "ord")).results[0]
+    return b.insert(arith.AndIOp(unordered_or_beats, ordered)).results[0]
+
+
 @lowering(kernel.TopKOp)
 def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
     in_shape, out_shape = shape(op.input), shape(op.output)
@@ -330,7 +345,6 @@ def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
     fn, b = kernel_function(name, operand_types(op))
     src = simd.view(b, fn.args[0], [outer, n, inner])
     dst = simd.view(b, fn.args[1], [outer, k, inner])
-    kind = "max" if largest else "min"
 
     def column(cb: LoopBuilder, at: list[SSAValue]) -> None:
         o, c = at
@@ -344,7 +358,7 @@ def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
         def candidate(jb: LoopBuilder, j: SSAValue) -> None:
             v = jb.load(src, [o, j, c])
             last = jb.min_index(j, k - 1)  # the slot a newcomer starts from
-            beats_last = _better(jb, kind, False, v, value_at(jb, jb.index(k - 1)))
+            beats_last = _ranks_before(jb, largest, v, value_at(jb, jb.index(k - 1)))
             enters = jb.insert(arith.OrIOp(jb.cmp_index("slt", j, k), beats_last)).results[0]
 
             def insert(ib: LoopBuilder) -> None:
@@ -352,7 +366,7 @@ def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
                     p = sb.sub(last, step)  # last, last-1, ..., 1
                     prev = sb.load(dst, [o, sb.sub(p, 1), c])
                     ahead = sb.load(src, [o, to_index(sb, prev), c])
-                    better = _better(sb, kind, False, v, ahead)
+                    better = _ranks_before(sb, largest, v, ahead)
                     move = sb.insert(arith.AndIOp(moving, better)).results[0]
                     sb.if_(move, lambda tb: tb.store(prev, dst, [o, p, c]))
                     return [sb.select(move, sb.sub(p, 1), slot), move]
