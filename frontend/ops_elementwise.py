@@ -354,3 +354,33 @@ def _prelu(imp: _Importer, node: _Node) -> Sequence[Value]:
     x, slope = imp.required(node, 0), imp.required(node, 1)
     negative = _compare(imp, node, "lt", x, _scalar(0, x))
     return [_where(imp, node, negative, _mul(imp, node, x, slope), x)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout
+
+
+@_converts("Dropout")
+def _dropout(imp: _Importer, node: _Node) -> Sequence[Value]:
+    """Inference-mode Dropout: the data unchanged and an all-true mask. Training mode (opset
+    12+'s training_mode input) drops random elements, which compiled inference does not do;
+    it is accepted only with a ratio of 0, where nothing is dropped."""
+    x = imp.required(node, 0)
+    if node.opset >= 12 and imp.input(node, 2) is not None:
+        training = imp.input(node, 2)
+        if not isinstance(training, _Const):
+            raise node.unsupported(
+                "training_mode (input #2) given at run time: ember compiles inference and "
+                "training-mode dropout is random, so training_mode must be a compile-time constant"
+            )
+        ratio = imp.input(node, 1)
+        drop = 0.5 if ratio is None else ratio.array if isinstance(ratio, _Const) else None
+        if bool(training.array) and (drop is None or float(drop) != 0.0):
+            given = "given at run time" if drop is None else f"{float(drop):g}"
+            raise node.unsupported(
+                f"training_mode true with ratio {given}: random dropout is not supported "
+                "(ember compiles inference; only ratio 0, which drops nothing, is)"
+            )
+    # The mask has the data's type before opset 10 and is bool from then on.
+    mask_dtype = _dtype(x) if node.opset < 10 else np.dtype(np.bool_)
+    return [x, _Const(np.ones(_shape(x), mask_dtype))]

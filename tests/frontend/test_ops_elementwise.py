@@ -325,3 +325,84 @@ def test_bitcast_reinterprets_bits(source: str, target: str) -> None:
     x = _data(source, low=-100, high=100)
     to = helper.np_dtype_to_tensor_dtype(np.dtype(target))
     np.testing.assert_array_equal(_compiled("BitCast", [x], {"to": to}, opset=26), x.view(target))
+
+
+def _dropout_model(opset: int, constants: dict[str, np.ndarray], runtime: list[str]):
+    """Dropout(x, ratio?, training_mode?) -> (y, mask): named inputs as initializers or as
+    graph inputs, x always a graph input."""
+    x = RNG.standard_normal(SHAPE).astype(np.float32)
+    given = set(constants) | set(runtime)
+    names = ["x"] + [n if n in given else "" for n in ("ratio", "training_mode")]
+    while not names[-1]:
+        names.pop()
+    infos = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, SHAPE)]
+    feeds = {"x": x}
+    for name in runtime:
+        value = {"ratio": np.array(0.0, np.float32), "training_mode": np.array(True)}[name]
+        infos.append(
+            helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), [])
+        )
+        feeds[name] = value
+    node = helper.make_node("Dropout", names, ["y", "mask"])
+    # The mask has the data's type before opset 10 and is bool from then on.
+    mask_type = onnx.TensorProto.FLOAT if opset < 10 else onnx.TensorProto.BOOL
+    graph = helper.make_graph(
+        [node],
+        "dropout",
+        infos,
+        [
+            helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, SHAPE),
+            helper.make_tensor_value_info("mask", mask_type, SHAPE),
+        ],
+        [onnx.numpy_helper.from_array(v, n) for n, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True), feeds
+
+
+@pytest.mark.parametrize(
+    ("opset", "constants", "runtime"),
+    [
+        (9, {}, []),
+        (13, {}, []),
+        (13, {"ratio": np.array(0.3, np.float32)}, []),
+        (13, {"training_mode": np.array(False)}, ["ratio"]),
+        (22, {"ratio": np.array(0.0, np.float32), "training_mode": np.array(True)}, []),
+    ],
+)
+def test_dropout_in_inference_is_identity_with_all_true_mask(
+    opset: int, constants: dict[str, np.ndarray], runtime: list[str]
+) -> None:
+    model, feeds = _dropout_model(opset, constants, runtime)
+    out = ember.compile(model).run(feeds)
+    np.testing.assert_array_equal(out["y"], feeds["x"])
+    mask_dtype = np.float32 if opset < 10 else np.bool_
+    assert out["mask"].dtype == mask_dtype and out["mask"].shape == SHAPE
+    assert (out["mask"] == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("constants", "runtime", "detail"),
+    [
+        ({"training_mode": np.array(True)}, [], "training_mode true with ratio 0.5"),
+        (
+            {"ratio": np.array(0.75, np.float32), "training_mode": np.array(True)},
+            [],
+            "training_mode true with ratio 0.75",
+        ),
+        ({"training_mode": np.array(True)}, ["ratio"], "ratio given at run time"),
+        (
+            {"ratio": np.array(0.0, np.float32)},
+            ["training_mode"],
+            "training_mode (input #2) given at run time",
+        ),
+    ],
+)
+def test_training_mode_dropout_is_refused(
+    constants: dict[str, np.ndarray], runtime: list[str], detail: str
+) -> None:
+    """Training-mode dropout drops random elements: refused, never run as the identity."""
+    model, _ = _dropout_model(22, constants, runtime)
+    with pytest.raises(ember.UnsupportedOpError, match="Dropout") as info:
+        ember.compile(model)
+    assert detail in str(info.value) and "opset 22" in str(info.value)
