@@ -298,6 +298,25 @@ def test_bfloat16_computes_in_float32_and_rounds_after_each_op() -> None:
     np.testing.assert_array_equal(y.astype(np.float32), expected.astype(np.float32))
 
 
+@pytest.mark.parametrize("source", ["float32", "float64"])
+def test_cast_to_bfloat16_rounds_to_nearest_even(source: str) -> None:
+    """Exact ties go to the even neighbour, overflow to infinity, NaN stays NaN: what
+    onnxruntime's BFloat16(float) and ml_dtypes do (truncation was off by one ulp)."""
+    import ml_dtypes
+
+    ties = ((np.arange(0, 1 << 16, 7, dtype=np.uint32) << 16) | 0x8000).view(np.float32)
+    near = ((np.arange(0, 1 << 16, 7, dtype=np.uint32) << 16) | 0x7FFF).view(np.float32)
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4e38, 1e-45], np.float32)
+    with np.errstate(all="ignore"):  # NaN payloads among the bit patterns
+        x = np.concatenate([ties, near, special, _data("float32").ravel()]).astype(source)
+        expected = x.astype(ml_dtypes.bfloat16)
+    to = helper.np_dtype_to_tensor_dtype(np.dtype(ml_dtypes.bfloat16))
+    y = _compiled("Cast", [x], {"to": to}, opset=21)
+    nan = np.isnan(x)
+    assert y.dtype == ml_dtypes.bfloat16 and np.isnan(y[nan].astype(np.float32)).all()
+    np.testing.assert_array_equal(y[~nan].view(np.uint16), expected[~nan].view(np.uint16))
+
+
 def test_cast_like_target_of_unknown_shape_is_not_an_argument() -> None:
     x = _data("float32")
     model = _model("CastLike", [x, np.zeros(1, np.float64)], {}, 18)
