@@ -370,9 +370,14 @@ def _prelu(imp: _Importer, node: _Node) -> Sequence[Value]:
 @_converts("Dropout")
 def _dropout(imp: _Importer, node: _Node) -> Sequence[Value]:
     """Inference-mode Dropout: the data unchanged and an all-true mask. Training mode (opset
-    12+'s training_mode input) drops random elements, which compiled inference does not do;
-    it is accepted only with a ratio of 0, where nothing is dropped."""
+    12+'s training_mode input, is_test=0 before opset 7) drops random elements, which compiled
+    inference does not do; it is accepted only with a ratio of 0, where nothing is dropped."""
     x = imp.required(node, 0)
+    if node.opset < 7 and not node.attrs.get("is_test", 0):
+        raise node.unsupported(
+            "is_test 0 (the default before opset 7) asks for training-mode dropout, which is "
+            "random: ember compiles inference, set is_test=1"
+        )
     if node.opset >= 12 and imp.input(node, 2) is not None:
         training = imp.input(node, 2)
         if not isinstance(training, _Const):

@@ -417,6 +417,14 @@ def test_dropout_in_inference_is_identity_with_all_true_mask(
     assert (out["mask"] == 1).all()
 
 
+def test_dropout_before_opset_7_needs_is_test() -> None:
+    """Before opset 7, is_test=0 (the default) is training mode: refused; is_test=1 runs."""
+    x = _data("float32")
+    with pytest.raises(ember.UnsupportedOpError, match="opset 6.*is_test 0"):
+        ember.compile(_model("Dropout", [x], {}, 6))
+    np.testing.assert_array_equal(_compiled("Dropout", [x], {"is_test": 1}, 6), x)
+
+
 @pytest.mark.parametrize(
     ("constants", "runtime", "detail"),
     [
