@@ -71,6 +71,7 @@ class BFloatType(ir.types._BaseFloatType):
 BFloatType._create_instance()
 
 I1 = ir.IntType(1)
+I8 = ir.IntType(8)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
@@ -1104,6 +1105,11 @@ def _vector_load(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, vector.LoadOp)
     ty = llvm_type(op.result.type)
     ptr = self.element_ptr(op, op.base, op.indices)
+    if _element(ty) == I1:  # bools are bytes in memory; a <N x i1> load would read packed bits
+        wide = ir.VectorType(I8, ty.count)
+        loaded = self.b.load(ptr, typ=wide, align=1)
+        self.set(op, self.b.icmp_unsigned("!=", loaded, ir.Constant(wide, None)))
+        return
     # Element alignment only: buffers (numpy arrays, arena slices) need not be vector-aligned.
     self.set(op, self.b.load(ptr, typ=ty, align=_alignment(_element(ty))))
 
@@ -1113,6 +1119,8 @@ def _vector_store(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, vector.StoreOp)
     value = self.get(op.vector)
     ptr = self.element_ptr(op, op.base, op.indices)
+    if _element(value.type) == I1:  # one byte per bool, as scalar i1 stores and numpy have it
+        value = self.b.zext(value, ir.VectorType(I8, value.type.count))
     self.b.store(value, ptr, align=_alignment(_element(value.type)))
 
 

@@ -874,9 +874,8 @@ def _cast(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [imp.emit(graph.CastOp, [x], _shape(x), dtype)]
 
 
-@_converts("Identity", "Dropout")
+@_converts("Identity")
 def _identity(imp: _Importer, node: _Node) -> Sequence[Value]:
-    # Inference-mode Dropout is the identity; its mask output is rejected when used.
     return [imp.required(node, 0)]
 
 

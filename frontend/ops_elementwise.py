@@ -271,14 +271,21 @@ def _selu(imp: _Importer, node: _Node) -> Sequence[Value]:
 
 @_converts("Celu")
 def _celu(imp: _Importer, node: _Node) -> Sequence[Value]:
+    # 16-bit floats compute in float32 and are rounded once, as ONNX's reference does:
+    # rounding x / alpha, exp, - 1 and the sum to bf16 one by one was an ulp or more off on
+    # about a third of the negative inputs.
     x = _float_input(imp, node)
+    dtype, f32 = _dtype(x), np.dtype(np.float32)
+    if dtype.itemsize < 4:
+        x = imp.emit(graph.CastOp, [x], _shape(x), f32)
     alpha = _attr(node, "alpha", 1.0)
-    scaled = _mul(imp, node, x, _scalar(1.0 / alpha, x))
+    scaled = _binary(imp, node, graph.DivOp, x, _scalar(alpha, x))
     negative = _binary(
         imp, node, graph.MinOp, _exp_minus_one(imp, node, scaled, alpha), _scalar(0.0, x)
     )
     positive = _binary(imp, node, graph.MaxOp, x, _scalar(0.0, x))
-    return [_add(imp, node, positive, negative)]
+    y = _add(imp, node, positive, negative)
+    return [y if dtype == _dtype(y) else imp.emit(graph.CastOp, [y], _shape(y), dtype)]
 
 
 def _hard_sigmoid(imp: _Importer, node: _Node, x: Value, alpha: float, beta: float) -> Value:
@@ -354,3 +361,38 @@ def _prelu(imp: _Importer, node: _Node) -> Sequence[Value]:
     x, slope = imp.required(node, 0), imp.required(node, 1)
     negative = _compare(imp, node, "lt", x, _scalar(0, x))
     return [_where(imp, node, negative, _mul(imp, node, x, slope), x)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout
+
+
+@_converts("Dropout")
+def _dropout(imp: _Importer, node: _Node) -> Sequence[Value]:
+    """Inference-mode Dropout: the data unchanged and an all-true mask. Training mode (opset
+    12+'s training_mode input, is_test=0 before opset 7) drops random elements, which compiled
+    inference does not do; it is accepted only with a ratio of 0, where nothing is dropped."""
+    x = imp.required(node, 0)
+    if node.opset < 7 and not node.attrs.get("is_test", 0):
+        raise node.unsupported(
+            "is_test 0 (the default before opset 7) asks for training-mode dropout, which is "
+            "random: ember compiles inference, set is_test=1"
+        )
+    if node.opset >= 12 and imp.input(node, 2) is not None:
+        training = imp.input(node, 2)
+        if not isinstance(training, _Const):
+            raise node.unsupported(
+                "training_mode (input #2) given at run time: ember compiles inference and "
+                "training-mode dropout is random, so training_mode must be a compile-time constant"
+            )
+        ratio = imp.input(node, 1)
+        drop = 0.5 if ratio is None else ratio.array if isinstance(ratio, _Const) else None
+        if bool(training.array) and (drop is None or float(drop) != 0.0):
+            given = "given at run time" if drop is None else f"{float(drop):g}"
+            raise node.unsupported(
+                f"training_mode true with ratio {given}: random dropout is not supported "
+                "(ember compiles inference; only ratio 0, which drops nothing, is)"
+            )
+    # The mask has the data's type before opset 10 and is bool from then on.
+    mask_dtype = _dtype(x) if node.opset < 10 else np.dtype(np.bool_)
+    return [x, _Const(np.ones(_shape(x), mask_dtype))]

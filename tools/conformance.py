@@ -23,6 +23,12 @@ while running); crashed (the process died or hung).
 
 A case whose inputs have symbolic dims is compiled for its test data's shapes on the first run
 (EmberBackend's shape specialisation), unless `--input-shape` pins them.
+
+Outcomes, what a user of ember would see (`outcome()`): passed; refused (a clear ember error
+naming the op: unsupported op or variant, invalid model, a kernel's run-time check); values
+differ (ran with the right shapes and types but wrong numbers: a silent wrong answer, the worst
+outcome); wrong output (wrong shape, dtype or kind of output); internal error (ember broke while
+compiling or running: a bug, not a refusal); crashed.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ from ember.tools.shapes import add_input_shape_option
 RTOL = 1e-3
 ATOL = 1e-7
 STATUSES = ("passed", "failed", "errored", "crashed")
+OUTCOMES = ("passed", "refused", "values differ", "wrong output", "internal error", "crashed")
+# Categories of `errored` cases that are ember refusing the model with a clear error.
+REFUSALS = ("unsupported-op", "unsupported-variant", "frontend-error", "run-refused")
 CATALOGUE = "cases.json"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DOCS_PATH = PACKAGE_ROOT / "docs" / "ops.md"
@@ -342,6 +351,7 @@ def run_case(case_dir: str, rtol: float, atol: float, options: dict[str, Any]) -
     from onnx.backend.test.runner import Runner
 
     from ember.frontend.errors import ModelError, UnsupportedOpError
+    from ember.runtime.errors import EmberError
     from ember.tools.onnx_backend import BackendCompileError, EmberBackend, UnsupportedOpsError
 
     result: dict[str, Any] = {"status": "passed"}
@@ -394,6 +404,8 @@ def run_case(case_dir: str, rtol: float, atol: float, options: dict[str, Any]) -
     for inputs, refs in data_sets:
         try:
             outs = list(rep.run(inputs))
+        except EmberError as err:
+            return outcome("errored", "run-refused", err)
         except Exception as err:
             return outcome("errored", "run-error", err)
         try:
@@ -601,6 +613,16 @@ def _git_commit() -> str:
         return ""
 
 
+def outcome(case: dict[str, Any]) -> str:
+    """What a user would see of this case result: one of OUTCOMES."""
+    status, category = case["status"], case.get("category")
+    if status == "failed":
+        return "values differ" if category == "value-mismatch" else "wrong output"
+    if status == "errored":
+        return "refused" if category in REFUSALS else "internal error"
+    return status  # passed, crashed
+
+
 def build_report(
     results: dict[str, dict[str, Any]],
     catalogue: dict[str, dict[str, Any]],
@@ -611,6 +633,7 @@ def build_report(
     for name in sorted(results):
         info = catalogue.get(name, {"op": "?", "expanded": False})
         cases[name] = {"op": info["op"], "expanded": info["expanded"], **results[name]}
+        cases[name]["outcome"] = outcome(cases[name])
     ops: dict[str, dict[str, Any]] = {}
     for case in cases.values():
         entry = ops.setdefault(
@@ -624,6 +647,9 @@ def build_report(
     for case in cases.values():
         totals[case["status"]] += 1
     totals["total"] = len(cases)
+    totals["outcomes"] = dict.fromkeys(OUTCOMES, 0)
+    for case in cases.values():
+        totals["outcomes"][case["outcome"]] += 1
     passed = [c for c in cases.values() if c["status"] == "passed"]
     totals["passed_folded"] = sum(1 for c in passed if c.get("folded"))
     totals["passed_frozen"] = sum(1 for c in passed if c.get("frozen_inputs"))
@@ -667,6 +693,7 @@ def failure_groups(report: dict[str, Any]) -> list[dict[str, Any]]:
         group = groups.setdefault(
             key,
             {
+                "outcome": outcome(case),
                 "status": key[0],
                 "category": key[1],
                 "where": key[2],
@@ -696,16 +723,39 @@ def _fraction(counts: dict[str, int]) -> str:
     return f"{counts['passed']}/{total}" if total else "-"
 
 
+def outcome_counts(report: dict[str, Any]) -> dict[str, int]:
+    """Cases per outcome (computed from the cases, so older reports render too)."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for case in report["cases"].values():
+        counts[outcome(case)] += 1
+    return counts
+
+
+def values_differ(report: dict[str, Any]) -> list[str]:
+    """The cases that ran but computed wrong numbers."""
+    return [name for name, case in report["cases"].items() if outcome(case) == "values differ"]
+
+
+def _outcome_line(report: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in outcome_counts(report).items())
+
+
 def format_report(report: dict[str, Any], groups_shown: int = 25) -> str:
     t = report["totals"]
+    differ: Counter[str] = Counter(
+        case["op"]
+        for case in report["cases"].values()
+        if not case["expanded"] and outcome(case) == "values differ"
+    )
     lines = [
-        f"{'op':<34} {'direct':>8} {'fail':>5} {'err':>5} {'crash':>5} {'expanded':>9}",
+        f"{'op':<34} {'direct':>8} {'differ':>6} {'fail':>5} {'err':>5} {'crash':>5} "
+        f"{'expanded':>9}",
     ]
     for op, entry in report["ops"].items():
         d = entry["direct"]
         lines.append(
-            f"{op:<34} {_fraction(d):>8} {d['failed']:>5} {d['errored']:>5} {d['crashed']:>5} "
-            f"{_fraction(entry['expanded']):>9}"
+            f"{op:<34} {_fraction(d):>8} {differ[op]:>6} {d['failed']:>5} {d['errored']:>5} "
+            f"{d['crashed']:>5} {_fraction(entry['expanded']):>9}"
         )
     lines += [
         "",
@@ -713,6 +763,13 @@ def format_report(report: dict[str, Any], groups_shown: int = 25) -> str:
         f"{t['crashed']} crashed of {t['total']} cases "
         f"({t['passed_folded']} of the passes were computed entirely at compile time; "
         f"{t.get('passed_frozen', 0)} had shape operands frozen to constants)",
+        f"outcomes: {_outcome_line(report)}",
+    ]
+    wrong = values_differ(report)
+    if wrong:
+        lines += ["", f"values differ ({len(wrong)} cases: ran, but computed wrong numbers):"]
+        lines += [f"  {name}: {report['cases'][name].get('message', '')[:160]}" for name in wrong]
+    lines += [
         "",
         "ops rejected by the frontend (cases blocked):",
     ]
@@ -723,7 +780,7 @@ def format_report(report: dict[str, Any], groups_shown: int = 25) -> str:
         ops = ", ".join(f"{op} {n}" for op, n in group["ops"].most_common(6))
         more = len(group["ops"]) - 6
         lines.append(
-            f"  {group['count']:>4}  {group['status']}/{group['category']}"
+            f"  {group['count']:>4}  {group['outcome']} ({group['status']}/{group['category']})"
             f"{' at ' + group['where'] if group['where'] else ''}: {group['message']}"
         )
         lines.append(f"        ops: {ops}{f' (+{more} more)' if more > 0 else ''}")
@@ -781,6 +838,8 @@ def render_docs(report: dict[str, Any]) -> str:
         f"ember {report['ember_commit'] or '(unknown commit)'}, {report['date']}: "
         f"**{t['passed']} of {t['total']}** cases pass "
         f"({t['failed']} failed, {t['errored']} errored, {t['crashed']} crashed). "
+        f"By outcome: {_outcome_line(report)} (*refused*: a clear error naming the op; "
+        "*values differ*: ran but computed wrong numbers). "
         f"{t['passed_folded']} of the passing cases have only compile-time-constant inputs, so "
         "ember computed their outputs while compiling. "
         f"{t.get('passed_frozen', 0)} of the passing cases had their shape operands (Reshape's "

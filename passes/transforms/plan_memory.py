@@ -3,8 +3,9 @@
 A buffer lives from the first kernel that touches it to the last kernel that reads it (or any
 `kernel.reshape` view of it). Buffers whose lifetimes do not overlap share bytes; a kernel may
 also write its output over an input that dies at that kernel when the kernel reads each element
-before writing it (same-shape elementwise inputs, the residual of a conv/matmul epilogue).
-Placement is greedy by size, largest first, each at the lowest 64-byte aligned offset that
+before writing it (same-shape elementwise inputs, the residual of a conv/matmul epilogue), and
+then only at exactly the input's offset. Placement is greedy by size, largest first, each at its
+in-place input's offset when that is free, else at the lowest 64-byte aligned offset that
 conflicts with no already placed buffer alive at the same time.
 """
 
@@ -79,22 +80,37 @@ def plan(intervals: list[Interval], may_share: set[tuple[SSAValue, SSAValue]]) -
     """Assign offsets in place; returns the arena size in bytes."""
     placed: list[Interval] = []
     for iv in sorted(intervals, key=lambda i: (-i.size, i.first)):
-        conflicts = sorted(
-            (p.offset, p.offset + _aligned(p.size))
-            for p in placed
-            if p.first <= iv.last
-            and iv.first <= p.last
-            and (p.buffer, iv.buffer) not in may_share
-            and (iv.buffer, p.buffer) not in may_share
-        )
-        offset = 0
-        for start, end in conflicts:
-            if offset + iv.size <= start:
-                break
-            offset = max(offset, end)
-        iv.offset = offset
+        alive = [p for p in placed if p.first <= iv.last and iv.first <= p.last]
+        partners = sorted({p.offset for p in alive if _shares(p, iv, may_share)})
+        reuse = [o for o in partners if _fits_in_place(iv, o, alive, may_share)]
+        if reuse:
+            iv.offset = reuse[0]
+        else:
+            offset = 0
+            for start, end in sorted((p.offset, p.offset + _aligned(p.size)) for p in alive):
+                if offset + iv.size <= start:
+                    break
+                offset = max(offset, end)
+            iv.offset = offset
         placed.append(iv)
     return max((p.offset + _aligned(p.size) for p in placed), default=0)
+
+
+def _shares(a: Interval, b: Interval, may_share: set[tuple[SSAValue, SSAValue]]) -> bool:
+    return (a.buffer, b.buffer) in may_share or (b.buffer, a.buffer) in may_share
+
+
+def _fits_in_place(
+    iv: Interval, offset: int, alive: list[Interval], may_share: set[tuple[SSAValue, SSAValue]]
+) -> bool:
+    """`iv` at `offset` overlaps only its in-place partners, and each at exactly that offset:
+    an output shifted against its input would overwrite input elements before they are read."""
+    end = offset + _aligned(iv.size)
+    return all(
+        p.offset == offset and _shares(p, iv, may_share)
+        for p in alive
+        if offset < p.offset + _aligned(p.size) and p.offset < end
+    )
 
 
 class PlanMemory(ModulePass):

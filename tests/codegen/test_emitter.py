@@ -665,3 +665,25 @@ func.func @tmp(%x: memref<3xf32>, %y: memref<3xf32>) {
     jit = run(parse(text), "tmp", [x, y], opt_level=0)
     np.testing.assert_array_equal(y, x * x)
     assert "aligned_alloc" in jit.llvm_ir and "free" in jit.llvm_ir
+
+
+BOOL_VECTORS = """
+func.func @bool_copy(%src: memref<32xi1>, %dst: memref<32xi1>) {
+  %c0 = arith.constant 0 : index
+  %c16 = arith.constant 16 : index
+  %a = vector.load %src[%c0] : memref<32xi1>, vector<16xi1>
+  %b = vector.load %src[%c16] : memref<32xi1>, vector<16xi1>
+  vector.store %b, %dst[%c0] : memref<32xi1>, vector<16xi1>
+  vector.store %a, %dst[%c16] : memref<32xi1>, vector<16xi1>
+  func.return
+}
+"""
+
+
+def test_bool_vectors_are_one_byte_per_element_in_memory() -> None:
+    """A <16 x i1> load/store in LLVM packs bits; numpy bools are bytes, so a bool copy read
+    garbage (Dropout's all-true mask came out half false)."""
+    src = RNG.standard_normal(32) > 0
+    dst = np.zeros(32, np.bool_)
+    run(parse(BOOL_VECTORS), "bool_copy", [src, dst])
+    np.testing.assert_array_equal(dst.view(np.uint8), np.roll(src, 16).view(np.uint8))

@@ -82,18 +82,21 @@ def test_writer_round_trips_models_data_and_catalogue(suite: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "status", "category"),
+    ("name", "status", "category", "outcome"),
     [
-        ("test_relu_ok", "passed", None),
-        ("test_relu_wrong", "failed", "value-mismatch"),
-        ("test_relu_shape", "failed", "shape-mismatch"),
-        ("test_stringnormalizer", "errored", "unsupported-op"),
+        ("test_relu_ok", "passed", None, "passed"),
+        ("test_relu_wrong", "failed", "value-mismatch", "values differ"),
+        ("test_relu_shape", "failed", "shape-mismatch", "wrong output"),
+        ("test_stringnormalizer", "errored", "unsupported-op", "refused"),
     ],
 )
-def test_run_case_classifies_outcomes(suite: Path, name: str, status: str, category: str) -> None:
+def test_run_case_classifies_outcomes(
+    suite: Path, name: str, status: str, category: str, outcome: str
+) -> None:
     result = conf.run_case(str(suite / name), conf.RTOL, conf.ATOL, {"backend": {"threads": 1}})
     assert result["status"] == status, result
     assert result.get("category") == category
+    assert conf.outcome(result) == outcome
     if status == "passed":
         assert result["folded"] is False  # relu reads its input at run time
     if category == "value-mismatch":
@@ -169,6 +172,14 @@ def test_report_counts_per_op_and_groups_alike_failures() -> None:
         "total": 6,
         "passed_folded": 1,
         "passed_frozen": 0,
+        "outcomes": {
+            "passed": 3,
+            "refused": 1,
+            "values differ": 0,
+            "wrong output": 0,
+            "internal error": 2,
+            "crashed": 0,
+        },
     }
     assert report["ops"]["A"]["direct"]["passed"] == 2
     assert report["ops"]["A"]["expanded"]["errored"] == 1
@@ -222,3 +233,32 @@ def test_shape_operands_become_initializers(suite: Path) -> None:
     assert result["status"] == "passed" and result["frozen_inputs"] == ["shape"], result
     strict = conf.run_case(case, conf.RTOL, conf.ATOL, {"backend": {}, "freeze": False})
     assert strict["status"] == "errored" and "compile-time constant" in strict["message"], strict
+
+
+def test_values_differ_is_counted_apart_from_refusals_and_internal_errors() -> None:
+    """A wrong answer is the worst outcome: counted and listed on its own, never mixed with a
+    refusal (a clear error) or with an internal error (a crash inside ember)."""
+    catalogue = {f"test_{n}": {"op": "X", "expanded": False} for n in "abcdefg"}
+    results = {
+        "test_a": {"status": "passed"},
+        "test_b": {"status": "failed", "category": "value-mismatch", "message": "3/8 differ"},
+        "test_c": {"status": "failed", "category": "dtype-mismatch", "message": "dtype(...)"},
+        "test_d": {"status": "errored", "category": "unsupported-variant", "message": "m"},
+        "test_e": {"status": "errored", "category": "run-refused", "message": "KernelError"},
+        "test_f": {"status": "errored", "category": "compile-error", "message": "TypeError"},
+        "test_g": {"status": "crashed", "category": "crash", "message": "SIGSEGV"},
+    }
+    report = conf.build_report(results, catalogue)
+    assert report["totals"]["outcomes"] == {
+        "passed": 1,
+        "refused": 2,
+        "values differ": 1,
+        "wrong output": 1,
+        "internal error": 1,
+        "crashed": 1,
+    }
+    assert conf.values_differ(report) == ["test_b"]
+    text = conf.format_report(report)
+    assert "outcomes: 1 passed, 2 refused, 1 values differ, 1 wrong output" in text
+    assert "values differ (1 cases: ran, but computed wrong numbers):\n  test_b: 3/8 differ" in text
+    assert "1 values differ" in conf.render_docs(report)

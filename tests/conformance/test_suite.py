@@ -3,7 +3,9 @@
 The subset (`ci_cases.txt`) and the baseline (`passing.txt`) are the cases that passed at the
 last full run, written by
     ember conformance --write-subset tests/conformance/ci_cases.txt   (<= 8 cases per op)
-and the full list of passing cases; a case in either list that stops passing fails the test.
+and the full list of passing cases; a case in either list that stops passing fails the test,
+and a case that runs but computes wrong values ("values differ", a silent wrong answer) fails a
+test of its own, so it is never mistaken for a refusal.
 The whole suite by hand: `ember conformance --write-docs` (or `python -m ember.tools.conformance`).
 """
 
@@ -37,21 +39,40 @@ def data() -> Path:
     return conf.data_dir()  # written once per onnx version into the cache (~30 s)
 
 
-def test_ci_subset_still_passes(data: Path) -> None:
-    """Every case of the fixed subset compiles and matches ONNX's expected outputs."""
+@pytest.fixture(scope="module")
+def ci_results(data: Path) -> dict[str, dict[str, Any]]:
+    """The fixed subset, run once for the tests below (about a minute on 2 cores)."""
     names = _listed("ci_cases.txt")
     catalogue = conf.load_catalogue(data)
-    results = conf.run_cases(names, data, catalogue, conf.RunOptions(jobs=2, timeout=60))
-    failures = _regressions(results, names)
+    return conf.run_cases(names, data, catalogue, conf.RunOptions(jobs=2, timeout=60))
+
+
+def test_ci_subset_never_computes_wrong_values(ci_results: dict[str, dict[str, Any]]) -> None:
+    """No case of the subset runs and returns wrong numbers: ember either matches ONNX's
+    expected outputs or refuses the case with a clear error, never a silent wrong answer."""
+    differ = [
+        f"{name}: {result.get('message', '')[:300]}"
+        for name, result in sorted(ci_results.items())
+        if conf.outcome(result) == "values differ"
+    ]
+    assert not differ, f"{len(differ)} case(s) compute wrong values:\n" + "\n".join(differ)
+
+
+def test_ci_subset_still_passes(ci_results: dict[str, dict[str, Any]]) -> None:
+    """Every case of the fixed subset compiles and matches ONNX's expected outputs."""
+    failures = _regressions(ci_results, _listed("ci_cases.txt"))
     assert not failures, f"{len(failures)} conformance regression(s):\n" + "\n".join(failures)
 
 
 @pytest.mark.slow
 def test_full_node_suite(data: Path, tmp_path: Path) -> None:
-    """All 1,884 node cases (about 2 min on 2 cores): no previously passing case regresses."""
+    """All 1,884 node cases (about 2 min on 2 cores): none computes wrong values, and no
+    previously passing case regresses."""
     catalogue = conf.load_catalogue(data)
     results = conf.run_cases(sorted(catalogue), data, catalogue, conf.RunOptions(jobs=2))
     report = conf.build_report(results, catalogue)
     print(conf.format_report(report, groups_shown=10))
+    differ = conf.values_differ(report)
+    assert not differ, f"{len(differ)} case(s) compute wrong values: {', '.join(differ)}"
     failures = _regressions(results, [n for n in _listed("passing.txt") if n in catalogue])
     assert not failures, f"{len(failures)} conformance regression(s):\n" + "\n".join(failures)

@@ -298,6 +298,42 @@ def test_bfloat16_computes_in_float32_and_rounds_after_each_op() -> None:
     np.testing.assert_array_equal(y.astype(np.float32), expected.astype(np.float32))
 
 
+@pytest.mark.parametrize("source", ["float32", "float64"])
+def test_cast_to_bfloat16_rounds_to_nearest_even(source: str) -> None:
+    """Exact ties go to the even neighbour, overflow to infinity, NaN stays NaN: what
+    onnxruntime's BFloat16(float) and ml_dtypes do (truncation was off by one ulp)."""
+    import ml_dtypes
+
+    ties = ((np.arange(0, 1 << 16, 7, dtype=np.uint32) << 16) | 0x8000).view(np.float32)
+    near = ((np.arange(0, 1 << 16, 7, dtype=np.uint32) << 16) | 0x7FFF).view(np.float32)
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4e38, 1e-45], np.float32)
+    with np.errstate(all="ignore"):  # NaN payloads among the bit patterns
+        x = np.concatenate([ties, near, special, _data("float32").ravel()]).astype(source)
+        expected = x.astype(ml_dtypes.bfloat16)
+    to = helper.np_dtype_to_tensor_dtype(np.dtype(ml_dtypes.bfloat16))
+    y = _compiled("Cast", [x], {"to": to}, opset=21)
+    nan = np.isnan(x)
+    assert y.dtype == ml_dtypes.bfloat16 and np.isnan(y[nan].astype(np.float32)).all()
+    np.testing.assert_array_equal(y[~nan].view(np.uint16), expected[~nan].view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("alpha", [2.0, 3.0])
+def test_celu_on_16_bit_floats_rounds_once(dtype: str, alpha: float) -> None:
+    """Celu computes in float32 and rounds once, as ONNX's reference does (onnxruntime has
+    no 16-bit Celu); rounding after each op was off on about a third of negative inputs."""
+    import ml_dtypes
+    from onnx.reference import ReferenceEvaluator
+
+    dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+    x = (np.random.default_rng(5).standard_normal(512) * 3).astype(dt)
+    model = _model("Celu", [x], {"alpha": alpha}, 24)
+    (expected,) = ReferenceEvaluator(model).run(None, {"x0": x})
+    y = ember.compile(model).run({"x0": x})["y"]
+    assert y.dtype == dt
+    np.testing.assert_allclose(y.astype(np.float32), expected.astype(np.float32), rtol=1e-3)
+
+
 def test_cast_like_target_of_unknown_shape_is_not_an_argument() -> None:
     x = _data("float32")
     model = _model("CastLike", [x, np.zeros(1, np.float64)], {}, 18)
@@ -325,3 +361,92 @@ def test_bitcast_reinterprets_bits(source: str, target: str) -> None:
     x = _data(source, low=-100, high=100)
     to = helper.np_dtype_to_tensor_dtype(np.dtype(target))
     np.testing.assert_array_equal(_compiled("BitCast", [x], {"to": to}, opset=26), x.view(target))
+
+
+def _dropout_model(opset: int, constants: dict[str, np.ndarray], runtime: list[str]):
+    """Dropout(x, ratio?, training_mode?) -> (y, mask): named inputs as initializers or as
+    graph inputs, x always a graph input."""
+    x = RNG.standard_normal(SHAPE).astype(np.float32)
+    given = set(constants) | set(runtime)
+    names = ["x"] + [n if n in given else "" for n in ("ratio", "training_mode")]
+    while not names[-1]:
+        names.pop()
+    infos = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, SHAPE)]
+    feeds = {"x": x}
+    for name in runtime:
+        value = {"ratio": np.array(0.0, np.float32), "training_mode": np.array(True)}[name]
+        infos.append(
+            helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), [])
+        )
+        feeds[name] = value
+    node = helper.make_node("Dropout", names, ["y", "mask"])
+    # The mask has the data's type before opset 10 and is bool from then on.
+    mask_type = onnx.TensorProto.FLOAT if opset < 10 else onnx.TensorProto.BOOL
+    graph = helper.make_graph(
+        [node],
+        "dropout",
+        infos,
+        [
+            helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, SHAPE),
+            helper.make_tensor_value_info("mask", mask_type, SHAPE),
+        ],
+        [onnx.numpy_helper.from_array(v, n) for n, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True), feeds
+
+
+@pytest.mark.parametrize(
+    ("opset", "constants", "runtime"),
+    [
+        (9, {}, []),
+        (13, {}, []),
+        (13, {"ratio": np.array(0.3, np.float32)}, []),
+        (13, {"training_mode": np.array(False)}, ["ratio"]),
+        (22, {"ratio": np.array(0.0, np.float32), "training_mode": np.array(True)}, []),
+    ],
+)
+def test_dropout_in_inference_is_identity_with_all_true_mask(
+    opset: int, constants: dict[str, np.ndarray], runtime: list[str]
+) -> None:
+    model, feeds = _dropout_model(opset, constants, runtime)
+    out = ember.compile(model).run(feeds)
+    np.testing.assert_array_equal(out["y"], feeds["x"])
+    mask_dtype = np.float32 if opset < 10 else np.bool_
+    assert out["mask"].dtype == mask_dtype and out["mask"].shape == SHAPE
+    assert (out["mask"] == 1).all()
+
+
+def test_dropout_before_opset_7_needs_is_test() -> None:
+    """Before opset 7, is_test=0 (the default) is training mode: refused; is_test=1 runs."""
+    x = _data("float32")
+    with pytest.raises(ember.UnsupportedOpError, match="opset 6.*is_test 0"):
+        ember.compile(_model("Dropout", [x], {}, 6))
+    np.testing.assert_array_equal(_compiled("Dropout", [x], {"is_test": 1}, 6), x)
+
+
+@pytest.mark.parametrize(
+    ("constants", "runtime", "detail"),
+    [
+        ({"training_mode": np.array(True)}, [], "training_mode true with ratio 0.5"),
+        (
+            {"ratio": np.array(0.75, np.float32), "training_mode": np.array(True)},
+            [],
+            "training_mode true with ratio 0.75",
+        ),
+        ({"training_mode": np.array(True)}, ["ratio"], "ratio given at run time"),
+        (
+            {"ratio": np.array(0.0, np.float32)},
+            ["training_mode"],
+            "training_mode (input #2) given at run time",
+        ),
+    ],
+)
+def test_training_mode_dropout_is_refused(
+    constants: dict[str, np.ndarray], runtime: list[str], detail: str
+) -> None:
+    """Training-mode dropout drops random elements: refused, never run as the identity."""
+    model, _ = _dropout_model(22, constants, runtime)
+    with pytest.raises(ember.UnsupportedOpError, match="Dropout") as info:
+        ember.compile(model)
+    assert detail in str(info.value) and "opset 22" in str(info.value)

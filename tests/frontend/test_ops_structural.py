@@ -415,6 +415,19 @@ def test_attention() -> None:
     _check(_model(nodes, inputs, outputs, {}, opset=23), feeds)
 
 
+def test_attention_3d_with_mask() -> None:
+    """ONNX's test_attention_3d_attn_mask shapes: the masked probabilities were written in
+    place over their input shifted by 64 bytes, and read back clobbered."""
+    node = helper.make_node(
+        "Attention", ["q", "k", "v", "mask"], ["y"], q_num_heads=3, kv_num_heads=3
+    )
+    shapes = {"q": [2, 4, 24], "k": [2, 6, 24], "v": [2, 6, 24], "mask": [4, 6]}
+    rng = np.random.default_rng(12)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    inputs = [(name, F, shape) for name, shape in shapes.items()]
+    _check(_model([node], inputs, ["y"], {}, opset=23), feeds)
+
+
 def test_resize_imports_as_weighted_gathers() -> None:
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(
