@@ -16,16 +16,19 @@ import numpy as np
 import onnx
 from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
+from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
+from ember.passes.conversion.kernel_to_loops.lower import status_sites
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
-from ember.passes.program import entry_function
+from ember.passes.program import entry_function, set_origin
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+from ember.runtime.status import SITES_KEY
 
 
 @dataclass
@@ -101,6 +104,10 @@ def finish_program(
     report.kernel_functions = sum(1 for op in module.ops if op is not fn)
     inputs = _io_specs(fn, "ember.input_names", 0, "ember.input_dtypes")
     extra: dict[str, object] = {}
+    checked = status_sites(fn)
+    if checked is not None:
+        # The entry takes the run's status record after the weights (runtime/status.py).
+        extra[SITES_KEY] = checked
     sites = profile_sites(fn)
     if sites is not None:
         # instrument-kernels ran: the entry takes a trailing profile buffer (one slot per site).
@@ -116,6 +123,36 @@ def finish_program(
     return Program(module, ctx, manifest, report)
 
 
+def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
+    """Mark each op of the imported entry function with the ONNX node it comes from
+    (`ember.origin`), so that a kernel's run-time error can name the node.
+
+    The importer names the values a node produces after the node's ONNX outputs; an op without
+    such a name (a helper op of a multi-op conversion or of an expanded function body) belongs
+    to the node whose named output comes next, the one it feeds.
+    """
+    from ember.frontend.onnx_importer import _ssa_name
+
+    producers: dict[str, tuple[str, str]] = {}
+    for node in model.graph.node:
+        for output in node.output:
+            if output:
+                producers[_ssa_name(output)] = (node.op_type, node.name or node.output[0])
+    unnamed: list[Operation] = []
+    for op in entry_function(module).body.block.ops:
+        if isinstance(op, func.ReturnOp) or not op.results:
+            continue
+        origin = next(
+            (producers[r.name_hint] for r in op.results if r.name_hint in producers), None
+        )
+        if origin is None:
+            unnamed.append(op)
+            continue
+        for owned in [*unnamed, op]:
+            set_origin(owned, *origin)
+        unnamed.clear()
+
+
 def compile_program(
     model: str | os.PathLike[str] | onnx.ModelProto,
     target: Target | None = None,
@@ -127,13 +164,15 @@ def compile_program(
     `on_pass(name)` is called before each pass runs (and with "import" first): progress
     displays hook in here.
     """
-    from ember.frontend.onnx_importer import import_model
+    from ember.frontend.onnx_importer import import_model, load_model
 
     report = CompileReport()
     if on_pass is not None:
         on_pass("import")
     start = time.perf_counter()
-    module, weights = import_model(model)
+    proto = load_model(model)
+    module, weights = import_model(proto)
+    annotate_origins(module, proto)
     report.import_seconds = time.perf_counter() - start
 
     ctx = make_context(weights, target or host_target())
