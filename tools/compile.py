@@ -23,7 +23,7 @@ from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
 from ember.passes.conversion.kernel_to_loops.lower import status_sites
-from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
+from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
 from ember.passes.program import entry_function, set_origin
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
@@ -223,8 +223,18 @@ def compile(
     opt_level: int = 3,
     target: Target | None = None,
     pipeline: str = DEFAULT_PIPELINE,
+    checks: bool | None = None,
 ) -> CompiledModel:
-    """Compile an ONNX model (path or ModelProto) to native code in this process."""
+    """Compile an ONNX model (path or ModelProto) to native code in this process.
+
+    `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode: every load and
+    store of every kernel is bounds-checked at run time (check-memory-accesses), and one out of
+    bounds raises KernelError instead of touching memory. Slower; for hunting compiler bugs.
+    """
+    if checks is None:
+        checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
+    if checks:
+        pipeline = with_memory_checks(pipeline)
     target = target or host_target(threads)
     program = compile_program(model, target, pipeline)
     return CompiledModel(program, opt_level, threads or target.threads)

@@ -5,6 +5,7 @@ indices in range, negative ones included, give onnxruntime's answer (exact: data
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import subprocess
@@ -296,3 +297,70 @@ def test_aot_artifact_raises_in_the_thin_runtime(tmp_path: Path) -> None:
         assert fields == [op_type, node, value], message
         assert f"dimension {dim} of size {size}" in message
     assert reported[-1] is None  # and the good run after them runs
+
+
+# -- debug mode: every memory access checked ---------------------------------------------------
+def test_memory_checks_keep_answers_and_index_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EMBER_CHECKS=1: every kernel reports through the record; answers do not change."""
+    model = indexing_model(TensorProto.INT64)
+    monkeypatch.setenv("EMBER_CHECKS", "1")
+    exe = ember.compile(model, threads=1)
+    kernels = [site["kernel"] for site in exe.manifest.extra["status_sites"]]
+    assert "one_hot_1" in kernels, kernels  # not only the kernels that check indices
+    feeds = good_feeds(np.int64)
+    expected = onnxruntime_outputs(model, feeds)
+    for name, value in exe.run(feeds).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    with pytest.raises(KernelError, match="GatherND node 'gnd_node'.* index 4 is out of range"):
+        exe.run(with_bad_index(np.int64, "gnd_i", 0, 4))
+
+
+def test_memory_checks_catch_an_access_past_the_end() -> None:
+    """A kernel reading x[i + 1] for i < 8 on 8 elements: the debug mode reports the read of
+    element 8 of argument 0 instead of performing it."""
+    from xdsl.context import Context
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import ArrayAttr, MemRefType, ModuleOp, StringAttr, f32
+
+    from ember.codegen.jit import JitModule
+    from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+    from ember.passes.conversion.kernel_to_loops.checks import STATUS_TYPE
+    from ember.passes.conversion.kernel_to_loops.lower import status_sites
+    from ember.passes.program import STATUS_ROLE, append_argument, set_origin
+    from ember.passes.target import host_target
+    from ember.passes.transforms.check_memory import CheckMemoryAccesses
+    from ember.runtime.status import check_status, new_status
+
+    buffer = MemRefType(f32, [8])
+    kernel, b = kernel_function("shift_1", [buffer, buffer])
+    x, out = kernel.args
+
+    def body(lb: LoopBuilder, i):  # type: ignore[no-untyped-def]
+        lb.store(lb.load(x, [lb.add(i, 1)]), out, [i])
+
+    b.for_range(0, 8, 1, body)
+    b.ret()
+    kernel.sym_visibility = StringAttr("private")
+    entry, eb = kernel_function("main", [buffer, buffer])
+    status = append_argument(entry, STATUS_TYPE, STATUS_ROLE)
+    call = func.CallOp("shift_1", list(entry.args[:2]), [])
+    set_origin(call, "Shift", "shift_node")
+    eb.insert(call)
+    eb.ret()
+    entry.attributes["ember.input_names"] = ArrayAttr([StringAttr("x")])
+    module = ModuleOp([entry, kernel])
+    CheckMemoryAccesses().apply(Context(), module)
+    module.verify()
+    assert status in call.arguments
+
+    jit = JitModule(module, host_target(1), cache=False)
+    data, result, record = np.arange(8, dtype=np.float32), np.zeros(8, np.float32), new_status()
+    jit.function("main", [ctypes.c_void_p] * 3)(
+        data.ctypes.data, result.ctypes.data, record.ctypes.data
+    )
+    np.testing.assert_array_equal(result[:7], data[1:])  # the in-bounds reads are untouched
+    with pytest.raises(KernelError) as caught:
+        check_status(record, status_sites(entry) or [])
+    message = str(caught.value)
+    assert "Shift node 'shift_node' (kernel shift_1)" in message, message
+    assert "element offset 8 of argument 0 of the kernel, which holds 8 elements" in message

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from xdsl.dialects import arith, func, memref
-from xdsl.dialects.builtin import IntegerAttr, MemRefType, UnitAttr, i64
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, MemRefType, UnitAttr, i64
 from xdsl.ir import Attribute, SSAValue
 
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
@@ -40,9 +40,19 @@ def checked_kernel_function(
     name: str, arg_types: Sequence[Attribute]
 ) -> tuple[func.FuncOp, LoopBuilder, SSAValue]:
     """`kernel_function` plus a trailing status-record argument (returned third)."""
-    fn, b = kernel_function(name, [*arg_types, STATUS_TYPE])  # type: ignore[list-item]
+    fn, b = kernel_function(name, arg_types)  # type: ignore[arg-type]
+    return fn, b, add_status_argument(fn)
+
+
+def add_status_argument(fn: func.FuncOp) -> SSAValue:
+    """Give a kernel function the status record as its last argument, and mark it."""
+    block = fn.body.block
+    status = block.insert_arg(STATUS_TYPE, len(block.args))
+    if fn.arg_attrs is not None:
+        fn.arg_attrs = ArrayAttr([*fn.arg_attrs.data, DictionaryAttr({})])
+    fn.update_function_type()
     fn.attributes[STATUS_MARK] = UnitAttr()
-    return fn, b, fn.args[-1]
+    return status
 
 
 def reports_status(fn: func.FuncOp) -> bool:

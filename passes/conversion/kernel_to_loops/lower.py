@@ -8,7 +8,7 @@ The entry function gets the run's status record as its last argument (runtime/st
 of a kernel that checks its data (checks.py) passes the record and is followed by a stamp: if the
 record holds an error and no call site yet, this call's site number. The sites, in order, are
 recorded on the entry function as `ember.status_sites` ({op_type, node, kernel}; the ONNX origin
-comes from the kernel op's `ember.origin`).
+comes from the kernel op's `ember.origin`, which the call keeps).
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ class LowerKernelsToLoops(ModulePass):
         if STATUS_SITES in fn.attributes:
             raise ValueError(f"{self.name}: the entry function is already lowered")
         status = append_argument(fn, STATUS_TYPE, STATUS_ROLE)
+        fn.attributes[STATUS_SITES] = ArrayAttr([])
         functions: dict[str, str] = {}
         checked: set[str] = set()
-        sites: list[DictionaryAttr] = []
         counts: dict[str, int] = {}
         for kernel_op in list(fn.body.block.ops):
             if isinstance(kernel_op, kernel.ReshapeOp):
@@ -94,17 +94,14 @@ class LowerKernelsToLoops(ModulePass):
                     op.body.block.add_op(lowered)
                     if reports_status(lowered):
                         checked.add(name)
-                operands = list(kernel_op.operands)
-                if name in checked:
-                    operands.append(status)
-                call = func.CallOp(name, operands, [])
+                call = func.CallOp(name, list(kernel_op.operands), [])
+                if ORIGIN in kernel_op.attributes:
+                    call.attributes[ORIGIN] = kernel_op.attributes[ORIGIN]
                 kernel_op.parent_block().insert_op_before(call, kernel_op)  # type: ignore[union-attr]
                 if name in checked:
-                    sites.append(_site(kernel_op, name))
-                    _stamp_site(call, status, len(sites))
+                    add_status_site(fn, call, status)
                 kernel_op.detach()
                 kernel_op.erase()
-        fn.attributes[STATUS_SITES] = ArrayAttr(sites)
 
     @staticmethod
     def _lower_reshape(op: kernel.ReshapeOp) -> None:
@@ -118,10 +115,18 @@ class LowerKernelsToLoops(ModulePass):
         op.erase()
 
 
-def _site(kernel_op: Operation, kernel_name: str) -> DictionaryAttr:
-    origin = origin_of(kernel_op)
-    entries = {k: StringAttr(v) for k, v in origin.items() if k in ("op_type", "node")}
-    return DictionaryAttr({**entries, "kernel": StringAttr(kernel_name)})
+def add_status_site(entry: func.FuncOp, call: func.CallOp, status: SSAValue) -> None:
+    """Pass the status record to `call` (of a kernel that takes it) and make the call a site:
+    listed in the entry's `ember.status_sites` (with the ONNX origin the call carries) and
+    stamped after it."""
+    call.operands = [*call.operands, status]
+    origin = origin_of(call)
+    site = {k: StringAttr(v) for k, v in origin.items() if k in ("op_type", "node")}
+    site["kernel"] = StringAttr(call.callee.root_reference.data)
+    known = entry.attributes.get(STATUS_SITES)
+    sites = [*(known.data if isinstance(known, ArrayAttr) else ()), DictionaryAttr(site)]
+    entry.attributes[STATUS_SITES] = ArrayAttr(sites)
+    _stamp_site(call, status, len(sites))
 
 
 def _stamp_site(call: func.CallOp, status: SSAValue, site: int) -> None:
