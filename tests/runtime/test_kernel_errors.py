@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.runtime.errors import KernelError
@@ -364,3 +364,31 @@ def test_memory_checks_catch_an_access_past_the_end() -> None:
     message = str(caught.value)
     assert "Shift node 'shift_node' (kernel shift_1)" in message, message
     assert "element offset 8 of argument 0 of the kernel, which holds 8 elements" in message
+
+
+# -- indices known at compile time ----------------------------------------------------------------
+@pytest.mark.parametrize("site", SITES, ids=[f"{s[2]}-dim{s[4]}" for s in SITES])
+@pytest.mark.parametrize("past", ["end", "start"])
+def test_constant_out_of_range_indices_are_refused_at_compile_time(site, past: str) -> None:  # type: ignore[no-untyped-def]
+    """Folding an op on constants refuses a bad index like its kernel does (numpy alone would
+    wrap -7 into [0, 5) again, a silent wrong answer, or raise IndexError)."""
+    name, position, op_type, _, dim, size = site
+    value = size if past == "end" else -size - 1
+    feeds = with_bad_index(np.int64, name, position, value)
+    model = indexing_model(TensorProto.INT64)
+    graph = model.graph
+    node = next(n for n in graph.node if name in n.input)
+    operands = [n for n in node.input if n not in ("oh_d", "oh_v")]
+    constants = [numpy_helper.from_array(feeds[n], n) for n in operands]
+    result = next(o for o in graph.output if o.name == node.output[0])
+    passthrough = helper.make_tensor_value_info("x2", TensorProto.FLOAT, [ROWS, COLS])
+    folded = helper.make_graph(
+        [node, helper.make_node("Identity", ["x2"], ["y2"])],
+        "folded",
+        [passthrough],
+        [result, helper.make_tensor_value_info("y2", TensorProto.FLOAT, [ROWS, COLS])],
+        constants,
+    )
+    model = helper.make_model(folded, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ember.ModelError, match=rf"{op_type}: constant index {value} is out of "):
+        ember.compile(model)
