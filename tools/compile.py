@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from ember.dialects.dtypes import numpy_dtype_for
@@ -24,7 +24,7 @@ from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
 from ember.passes.conversion.kernel_to_loops.lower import status_sites
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
-from ember.passes.program import entry_function, set_origin
+from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
@@ -124,32 +124,51 @@ def finish_program(
 
 
 def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
-    """Mark each op of the imported entry function with the ONNX node it comes from
-    (`ember.origin`), so that a kernel's run-time error can name the node.
+    """Mark the ops of the imported entry function with the ONNX node they come from
+    (`ember.origin`), where that is certain, so that a kernel's run-time error can name it.
 
-    The importer names the values a node produces after the node's ONNX outputs; an op without
-    such a name (a helper op of a multi-op conversion or of an expanded function body) belongs
-    to the node whose named output comes next, the one it feeds.
+    The importer gives the value a node produces the name of the node's ONNX output, through
+    xDSL's name hints, which drop a trailing `_<digits>`: a hint names a node when exactly one
+    node output has that hint, or when it carries the prefix of exactly one node's expanded
+    function body. Unnamed ops before a named one (the helper ops of a multi-op conversion)
+    belong to its node. Anything else stays unmarked, and its errors name the kernel only: a
+    wrong node name would be worse than none. An origin already set (by the importer) is kept.
     """
     from ember.frontend.onnx_importer import _ssa_name
 
-    producers: dict[str, tuple[str, str]] = {}
+    def hint(name: str) -> str:
+        return SSAValue.extract_valid_name(_ssa_name(name))
+
+    by_output: dict[str, list[tuple[str, str]]] = {}
+    by_prefix: dict[str, list[tuple[str, str]]] = {}
     for node in model.graph.node:
-        for output in node.output:
-            if output:
-                producers[_ssa_name(output)] = (node.op_type, node.name or node.output[0])
+        origin = (node.op_type, node.name or (node.output[0] if node.output else "?"))
+        for output in {hint(o) for o in node.output if o}:
+            by_output.setdefault(output, []).append(origin)
+        # The names an expanded function body gives its values (frontend: function_body).
+        by_prefix.setdefault(_ssa_name(f"{origin[1]}/{node.op_type}/"), []).append(origin)
+
+    def origin_of_hint(name: str) -> tuple[str, str] | None:
+        exact = by_output.get(name, [])
+        if exact:
+            return exact[0] if len(exact) == 1 else None
+        cuts = [k + 1 for k, c in enumerate(name) if c == "_"]
+        owners = [o for cut in cuts for o in by_prefix.get(name[:cut], [])]
+        return owners[0] if len(owners) == 1 else None
+
     unnamed: list[Operation] = []
     for op in entry_function(module).body.block.ops:
+        hints = [r.name_hint for r in op.results if r.name_hint]
         if isinstance(op, func.ReturnOp) or not op.results:
             continue
-        origin = next(
-            (producers[r.name_hint] for r in op.results if r.name_hint in producers), None
-        )
-        if origin is None:
+        if not hints:
             unnamed.append(op)
             continue
-        for owned in [*unnamed, op]:
-            set_origin(owned, *origin)
+        origin = origin_of_hint(hints[0])
+        if origin is not None:
+            for owned in [*unnamed, op]:
+                if ORIGIN not in owned.attributes:
+                    set_origin(owned, *origin)
         unnamed.clear()
 
 

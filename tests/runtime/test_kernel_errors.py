@@ -185,6 +185,57 @@ def test_one_hot_out_of_range_is_an_all_off_row_like_onnxruntime() -> None:
     np.testing.assert_array_equal(exe.run(feeds)["oh"], expected)
 
 
+def test_nodes_sharing_one_kernel_are_told_apart() -> None:
+    """Two identical Gathers compile to one kernel function; the error names the failing node."""
+    nodes = [
+        helper.make_node("Gather", ["x", "a"], ["ya"], axis=0, name="first_lookup"),
+        helper.make_node("Gather", ["x", "b"], ["yb"], axis=0, name="second_lookup"),
+    ]
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, [2]) for n in "ab"]
+    graph = helper.make_graph(
+        nodes,
+        "two_lookups",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [ROWS, COLS]), *ids],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, COLS]) for n in ("ya", "yb")],
+    )
+    exe = ember.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    sites = exe.manifest.extra["status_sites"]
+    assert [s["node"] for s in sites] == ["first_lookup", "second_lookup"]
+    assert sites[0]["kernel"] == sites[1]["kernel"]
+    x = np.zeros((ROWS, COLS), np.float32)
+    good = np.array([0, -1])
+    for bad_input, node in (("a", "first_lookup"), ("b", "second_lookup")):
+        feeds = {"x": x, "a": good, "b": good} | {bad_input: np.array([0, ROWS])}
+        with pytest.raises(KernelError, match=f"Gather node '{node}'"):
+            exe.run(feeds)
+
+
+def test_a_node_name_that_is_not_certain_is_not_given() -> None:
+    """Outputs `t_1` and `t_2` both reach the IR as `t` (xDSL drops `_<digits>`): which node a
+    kernel came from is then unknown, and the error names the kernel only, never a guess."""
+    nodes = [
+        helper.make_node("Gather", ["x", "a"], ["t_1"], axis=0, name="first_lookup"),
+        helper.make_node("Gather", ["x", "b"], ["t_2"], axis=1, name="second_lookup"),
+    ]
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, [2]) for n in "ab"]
+    graph = helper.make_graph(
+        nodes,
+        "ambiguous",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [ROWS, COLS]), *ids],
+        [
+            helper.make_tensor_value_info("t_1", TensorProto.FLOAT, [2, COLS]),
+            helper.make_tensor_value_info("t_2", TensorProto.FLOAT, [ROWS, 2]),
+        ],
+    )
+    exe = ember.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [s.get("node") for s in exe.manifest.extra["status_sites"]] == [None, None]
+    x = np.zeros((ROWS, COLS), np.float32)
+    feeds = {"x": x, "a": np.array([0, 1]), "b": np.array([0, COLS])}
+    with pytest.raises(KernelError, match=r"^kernel gather_2: index 6 is out of range") as caught:
+        exe.run(feeds)
+    assert caught.value.node_name is None
+
+
 def big_gather_model() -> onnx.ModelProto:
     """An embedding lookup big enough that its kernel runs on OpenMP threads."""
     table = helper.make_tensor_value_info("table", TensorProto.FLOAT, [1000, 64])
