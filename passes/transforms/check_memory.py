@@ -80,8 +80,8 @@ class CheckMemoryAccesses(ModulePass):
         }
         for call in [c for c in entry.body.block.ops if isinstance(c, func.CallOp)]:
             kernel = kernels.get(call.callee.root_reference.data)
-            if kernel is None or CHECKED in kernel.attributes and status in call.arguments:
-                continue
+            if kernel is None or (CHECKED in kernel.attributes and status in call.arguments):
+                continue  # not a kernel, or this call is already a checked site
             if not reports_status(kernel):
                 add_status_argument(kernel)
             if CHECKED not in kernel.attributes:
