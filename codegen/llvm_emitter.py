@@ -1005,6 +1005,25 @@ def _memref_store(self: _FunctionEmitter, op: Operation) -> None:
     self.b.store(value, ptr, align=_alignment(value.type))
 
 
+# MLIR's arith::AtomicRMWKind values (the `kind` of memref.atomic_rmw) that have an integer
+# atomicrmw in LLVM.
+_ATOMIC_RMW = {1: "add", 2: "xchg", 4: "max", 5: "umax", 7: "min", 8: "umin", 11: "or", 12: "and"}
+
+
+@_handles("memref.atomic_rmw")
+def _memref_atomic_rmw(self: _FunctionEmitter, op: Operation) -> None:
+    """An integer read-modify-write of one element, sequentially consistent; yields the old
+    value (kernels use it to record an error once when several threads fail together)."""
+    assert isinstance(op, memref.AtomicRMWOp)
+    kind = op.kind.value.data
+    if kind not in _ATOMIC_RMW or not isinstance(op.value.type, IntegerType):
+        raise NotImplementedError(
+            f"codegen: memref.atomic_rmw kind {kind} on {op.value.type} in '{self.fn.name}'"
+        )
+    ptr = self.element_ptr(op, op.memref, op.indices)
+    self.set(op, self.b.atomic_rmw(_ATOMIC_RMW[kind], ptr, self.get(op.value), "seq_cst"))
+
+
 def _static_bytes(self: _FunctionEmitter, op: Operation) -> tuple[ir.Type, int]:
     t = op.results[0].type
     assert isinstance(t, MemRefType)

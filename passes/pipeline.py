@@ -20,6 +20,7 @@ def _graph_passes() -> list[type[ModulePass]]:
 def _lowering_passes() -> list[type[ModulePass]]:
     from ember.passes.conversion.graph_to_kernel import ConvertGraphToKernel
     from ember.passes.conversion.kernel_to_loops.lower import LowerKernelsToLoops
+    from ember.passes.transforms.check_memory import CheckMemoryAccesses
     from ember.passes.transforms.fuse_elementwise import FuseElementwise
     from ember.passes.transforms.instrument_kernels import InstrumentKernels
     from ember.passes.transforms.place_weights import PlaceWeights
@@ -32,6 +33,7 @@ def _lowering_passes() -> list[type[ModulePass]]:
         PlaceWeights,
         LowerKernelsToLoops,
         InstrumentKernels,  # not in the default pipeline: `python -m ember.tools.profile`
+        CheckMemoryAccesses,  # not in the default pipeline: ember.compile(..., checks=True)
     ]
 
 
@@ -52,6 +54,14 @@ DEFAULT_PIPELINE = f"{GRAPH_STAGE},{KERNEL_STAGE},{LOOPS_STAGE}"
 # No graph optimisation: only what lowering needs (canonicalize rewrites gemm and unfolded
 # batch_norm into ops that have kernels).
 MINIMAL_PIPELINE = f"canonicalize,{KERNEL_STAGE},{LOOPS_STAGE}"
+
+
+CHECKS_PASS = "check-memory-accesses"
+
+
+def with_memory_checks(spec: str) -> str:
+    """`spec` followed by the debug-mode bounds check of every kernel memory access."""
+    return spec if CHECKS_PASS in spec.split(",") else f"{spec},{CHECKS_PASS}"
 
 
 def build_pipeline(

@@ -3,14 +3,21 @@
 The frontend marks the program's entry `func.func` with `ember.input_names` and
 `ember.output_names` (the ONNX graph's names, in argument/result order); bufferization turns
 its results into output arguments; memory planning appends the arena and weight-blob arguments.
-Final ABI: (inputs..., outputs..., arena: memref<Nxi8>, weights: memref<Mxi8>).
+lower-kernels-to-loops appends the status record (runtime/status.py). Final ABI:
+(inputs..., outputs..., arena: memref<Nxi8>, weights: memref<Mxi8>, status: memref<8xi64>).
+
+Graph and kernel ops may carry `ember.origin` = {op_type, node}: the ONNX node they come from,
+so that a kernel's run-time error can name it.
 """
 
 from __future__ import annotations
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
-from xdsl.ir import Attribute, BlockArgument
+from xdsl.ir import Attribute, BlockArgument, Operation
+
+ORIGIN = "ember.origin"
+STATUS_ROLE = "status"
 
 
 def entry_function(module: ModuleOp) -> func.FuncOp:
@@ -32,3 +39,27 @@ def append_argument(fn: func.FuncOp, type: Attribute, role: str) -> BlockArgumen
     fn.arg_attrs = ArrayAttr(attrs)
     fn.update_function_type()
     return arg
+
+
+def argument_with_role(fn: func.FuncOp, role: str) -> BlockArgument | None:
+    """The argument `append_argument` added with `role`, if any."""
+    if fn.arg_attrs is None:
+        return None
+    for arg, attrs in zip(fn.body.block.args, fn.arg_attrs.data):
+        if isinstance(attrs, DictionaryAttr) and attrs.data.get("ember.role") == StringAttr(role):
+            return arg
+    return None
+
+
+def set_origin(op: Operation, op_type: str, node: str) -> None:
+    op.attributes[ORIGIN] = DictionaryAttr(
+        {"op_type": StringAttr(op_type), "node": StringAttr(node)}
+    )
+
+
+def origin_of(op: Operation) -> dict[str, str]:
+    """{op_type, node} of the ONNX node `op` comes from; empty when unknown."""
+    attr = op.attributes.get(ORIGIN)
+    if not isinstance(attr, DictionaryAttr):
+        return {}
+    return {k: v.data for k, v in attr.data.items() if isinstance(v, StringAttr)}

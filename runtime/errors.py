@@ -41,4 +41,21 @@ class ArtifactError(EmberError, ValueError):
 
 
 class KernelError(EmberError, RuntimeError):
-    """A compiled kernel refused its data at run time (an index out of range, ...)."""
+    """A compiled kernel refused its data at run time (an index out of range, ...).
+
+    When known: the ONNX `op_type` and `node_name` of the failing kernel and the offending
+    `value` (see runtime/status.py).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        op_type: str | None = None,
+        node_name: str | None = None,
+        value: int | None = None,
+    ):
+        self.op_type = op_type
+        self.node_name = node_name
+        self.value = value
+        super().__init__(message)

@@ -2,7 +2,8 @@
 
 Imports only numpy and ctypes, never the compiler, so an ahead-of-time artifact runs where xDSL
 and llvmlite are not installed. The entry point's ABI is
-`void main(inputs..., outputs..., arena, weights)`, every argument a pointer.
+`void main(inputs..., outputs..., arena, weights, status)`, every argument a pointer; `status`
+is the run's error record (runtime/status.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from ember.runtime.documents import MAX_BUFFER_BYTES, Field
 from ember.runtime.errors import InputError
+from ember.runtime.status import SITES_KEY, check_status, new_status
 
 ALIGNMENT = 64
 # Bytes per element of each dtype a program's inputs and outputs may have (numpy's names).
@@ -180,7 +182,10 @@ class Executable:
         # An instrumented program (instrument-kernels) also takes a profile buffer: one int64
         # cycle counter per kernel call site, then the whole run's cycles.
         self.profile_sites: list[dict[str, Any]] | None = manifest.extra.get("profile")
-        n_args = len(manifest.inputs) + len(manifest.outputs) + 2 + (self.profile_sites is not None)
+        # A program with a status record (runtime/status.py) takes it after the weights.
+        self.status_sites: list[dict[str, Any]] | None = manifest.extra.get(SITES_KEY)
+        n_args = len(manifest.inputs) + len(manifest.outputs) + 2
+        n_args += (self.status_sites is not None) + (self.profile_sites is not None)
         self._entry = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(entry_address)
         self._set_num_threads = set_num_threads
         self._arenas: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
@@ -250,6 +255,10 @@ class Executable:
     ) -> dict[str, np.ndarray]:
         inputs = self._checked_inputs(feeds)
         extra = []
+        status = None
+        if self.status_sites is not None:
+            status = new_status()  # per run: concurrent runs never see each other's errors
+            extra.append(status.ctypes.data)
         if self.profile_sites is not None:
             if counters is None:
                 counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
@@ -269,6 +278,8 @@ class Executable:
             )
         finally:
             self._arenas.put(arena)
+        if status is not None:
+            check_status(status, self.status_sites or [])
         return dict(zip(self.output_names, outputs))
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:

@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--no-ir-optim", action="store_true", help="skip the graph optimisation passes"
     )
+    compile_.add_argument(
+        "--checks",
+        action="store_true",
+        help="debug mode: bounds-check every memory access of every kernel at run time",
+    )
     compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     compile_.add_argument("-v", "--verbose", action="store_true", help="print pass timings")
 
@@ -163,10 +168,13 @@ def _file_name(tensor: str) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from ember.passes.pipeline import with_memory_checks
     from ember.tools.aot import Progress, compile_artifact, resolve_target
 
     target = resolve_target(args.target_cpu, args.threads)
     pipeline = pipeline_spec(ir_optim=not args.no_ir_optim)
+    if args.checks:
+        pipeline = with_memory_checks(pipeline)
     progress = Progress(quiet=args.quiet)
     build = compile_artifact(
         args.model,

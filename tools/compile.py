@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, TensorType
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from ember.dialects import graph
@@ -27,12 +28,14 @@ from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
 from ember.frontend.validate import format_bytes, physical_memory_bytes, tensor_bytes
-from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
-from ember.passes.program import entry_function
+from ember.passes.conversion.kernel_to_loops.lower import status_sites
+from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
+from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.errors import ResourceLimitError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
     InputShapes,
     external_data_folder,
@@ -123,6 +126,10 @@ def finish_program(
     report.kernel_functions = sum(1 for op in module.ops if op is not fn)
     inputs = _io_specs(fn, "ember.input_names", 0, "ember.input_dtypes")
     extra: dict[str, object] = {}
+    checked = status_sites(fn)
+    if checked is not None:
+        # The entry takes the run's status record after the weights (runtime/status.py).
+        extra[SITES_KEY] = checked
     sites = profile_sites(fn)
     if sites is not None:
         # instrument-kernels ran: the entry takes a trailing profile buffer (one slot per site).
@@ -135,6 +142,55 @@ def finish_program(
         extra=extra,
     )
     return Program(module, ctx, manifest, report)
+
+
+def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
+    """Mark the ops of the imported entry function with the ONNX node they come from
+    (`ember.origin`), where that is certain, so that a kernel's run-time error can name it.
+
+    The importer gives the value a node produces the name of the node's ONNX output, through
+    xDSL's name hints, which drop a trailing `_<digits>`: a hint names a node when exactly one
+    node output has that hint, or when it carries the prefix of exactly one node's expanded
+    function body. Unnamed ops before a named one (the helper ops of a multi-op conversion)
+    belong to its node. Anything else stays unmarked, and its errors name the kernel only: a
+    wrong node name would be worse than none. An origin already set (by the importer) is kept.
+    """
+    from ember.frontend.onnx_importer import _ssa_name
+
+    def hint(name: str) -> str:
+        return SSAValue.extract_valid_name(_ssa_name(name))
+
+    by_output: dict[str, list[tuple[str, str]]] = {}
+    by_prefix: dict[str, list[tuple[str, str]]] = {}
+    for node in model.graph.node:
+        origin = (node.op_type, node.name or (node.output[0] if node.output else "?"))
+        for output in {hint(o) for o in node.output if o}:
+            by_output.setdefault(output, []).append(origin)
+        # The names an expanded function body gives its values (frontend: function_body).
+        by_prefix.setdefault(_ssa_name(f"{origin[1]}/{node.op_type}/"), []).append(origin)
+
+    def origin_of_hint(name: str) -> tuple[str, str] | None:
+        exact = by_output.get(name, [])
+        if exact:
+            return exact[0] if len(exact) == 1 else None
+        cuts = [k + 1 for k, c in enumerate(name) if c == "_"]
+        owners = [o for cut in cuts for o in by_prefix.get(name[:cut], [])]
+        return owners[0] if len(owners) == 1 else None
+
+    unnamed: list[Operation] = []
+    for op in entry_function(module).body.block.ops:
+        hints = [r.name_hint for r in op.results if r.name_hint]
+        if isinstance(op, func.ReturnOp) or not op.results:
+            continue
+        if not hints:
+            unnamed.append(op)
+            continue
+        origin = origin_of_hint(hints[0])
+        if origin is not None:
+            for owned in [*unnamed, op]:
+                if ORIGIN not in owned.attributes:
+                    set_origin(owned, *origin)
+        unnamed.clear()
 
 
 def compile_program(
@@ -169,6 +225,7 @@ def compile_program(
         proto, static_input_shapes(proto, input_shapes), base_dir=base_dir, memory_limit=limit
     )
     biggest = _biggest_value(module)
+    annotate_origins(module, proto)
     report.import_seconds = time.perf_counter() - start
 
     ctx = make_context(weights, target or host_target())
@@ -265,6 +322,7 @@ def compile(
     pipeline: str = DEFAULT_PIPELINE,
     base_dir: str | os.PathLike[str] | None = None,
     memory_limit: int | None = None,
+    checks: bool | None = None,
 ) -> CompiledModel | SpecializingModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
@@ -274,8 +332,15 @@ def compile(
     distinct set of shapes, cached). External tensor data is read from `base_dir` (default: the
     model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
     default: the machine's physical memory) bounds any one tensor, the intermediates' arena and
-    the weights.
+    the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
+    every load and store of every kernel is bounds-checked at run time
+    (check-memory-accesses), and one out of bounds raises KernelError instead of touching
+    memory. Slower; for hunting compiler bugs.
     """
+    if checks is None:
+        checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
+    if checks:
+        pipeline = with_memory_checks(pipeline)
     target = target or host_target(threads)
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)

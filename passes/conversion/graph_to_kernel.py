@@ -35,6 +35,7 @@ from ember.dialects.dtypes import element_type_for, signless
 from ember.dialects.graph import element_type_of, i64_array, int_values, shape_of
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
+from ember.passes.program import ORIGIN
 from ember.passes.target import Target
 
 
@@ -370,7 +371,15 @@ class ConvertGraphToKernel(ModulePass):
             if isinstance(graph_op, func.ReturnOp):
                 returned = [state.buffer(v) for v in graph_op.arguments]
                 continue
+            converted_from = body.last_op
             state.converter(graph_op)(graph_op)
+            if ORIGIN in graph_op.attributes:
+                # Every kernel op this graph op became names the same ONNX node.
+                new_op = body.last_op
+                while new_op is not None and new_op is not converted_from:
+                    if isinstance(new_op, kernel.COMPUTE_OPS):
+                        new_op.attributes[ORIGIN] = graph_op.attributes[ORIGIN]
+                    new_op = new_op.prev_op
         _write_results_in_place(body, returned, list(body.args[len(inputs) :]))
         body.add_op(func.ReturnOp())
         # Weights consumed only in packed form (conv, constant-B matmul) leave their plain

@@ -31,7 +31,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
-from ember.passes.program import append_argument, entry_function
+from ember.passes.program import STATUS_ROLE, append_argument, argument_with_role, entry_function
 
 CYCLE_COUNTER = "llvm.readcyclecounter"
 PROFILE_ROLE = "profile"
@@ -48,13 +48,14 @@ def _shape_text(value: SSAValue) -> str:
     return str(ty)
 
 
-def _site(call: func.CallOp, callee: func.FuncOp | None) -> DictionaryAttr:
+def _site(call: func.CallOp, callee: func.FuncOp | None, status: SSAValue | None) -> DictionaryAttr:
     name = call.callee.root_reference.data
     summary = None if callee is None else callee.attributes.get(KERNEL_SUMMARY)
     flops = None if callee is None else callee.attributes.get(KERNEL_FLOPS)
     if not isinstance(summary, StringAttr):
-        # The operands in destination-passing style: inputs..., output last.
-        shapes = [_shape_text(v) for v in call.arguments]
+        # The operands in destination-passing style: inputs..., output last (then the status
+        # record, for a kernel that checks its data).
+        shapes = [_shape_text(v) for v in call.arguments if v is not status]
         text = f"{', '.join(shapes[:-1])} -> {shapes[-1]}" if len(shapes) > 1 else "".join(shapes)
         summary = StringAttr(text)
     return DictionaryAttr(
@@ -98,6 +99,7 @@ class InstrumentKernels(ModulePass):
                 block.insert_op_before(new, before)
 
         sites = []
+        status = argument_with_role(fn, STATUS_ROLE)
         first = block.first_op
         assert first is not None
         entry_start = stamp(first)
@@ -106,7 +108,8 @@ class InstrumentKernels(ModulePass):
             following = call.next_op
             assert following is not None, "the entry function ends with func.return"
             accumulate(slot, start, stamp(following), following)
-            sites.append(_site(call, functions.get(call.callee.root_reference.data)))
+            callee = functions.get(call.callee.root_reference.data)
+            sites.append(_site(call, callee, status))
         ret = block.last_op
         assert isinstance(ret, func.ReturnOp)
         accumulate(len(calls), entry_start, stamp(ret), ret)

@@ -26,6 +26,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.dialects import dtypes, graph
 from ember.dialects.weights import WeightStore
+from ember.runtime.errors import ModelError
 
 Props = Mapping[str, Attribute]
 Evaluator = Callable[[Props, Sequence["np.ndarray | None"], TensorType], np.ndarray]
@@ -233,8 +234,24 @@ def reduce(x: np.ndarray, kind: str, axes: Sequence[int], keepdims: bool) -> np.
     return np.asarray(fn(x, axis=tuple(axes), keepdims=keepdims)).astype(x.dtype)
 
 
+def checked_positions(indices: np.ndarray, size: int, op: str, dim: int) -> np.ndarray:
+    """Constant indices into a dimension of `size` as positions: a negative index counts from the
+    end once; one outside [-size, size) is a ModelError, as onnxruntime and ember's kernels
+    refuse it (numpy would wrap it again or raise IndexError)."""
+    indices = np.asarray(indices).astype(np.int64)
+    bad = (indices < -size) | (indices >= size)
+    if bad.any():
+        value = int(indices[bad].flat[0])
+        raise ModelError(
+            f"{op}: constant index {value} is out of range for dimension {dim} of size {size} "
+            f"(valid indices are {-size}..{size - 1})"
+        )
+    return np.where(indices < 0, indices + size, indices)
+
+
 def gather(data: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
-    idx = np.where(indices < 0, indices + data.shape[axis], indices)
+    axis %= data.ndim
+    idx = checked_positions(indices, data.shape[axis], "Gather", axis)
     return np.take(data, idx, axis=axis)
 
 
@@ -384,7 +401,8 @@ def gather_nd(data: np.ndarray, indices: np.ndarray, batch_dims: int) -> np.ndar
     for b in range(batch):
         for t in flat_idx[b]:
             position = tuple(
-                int(v) + (flat_data.shape[1 + j] if v < 0 else 0) for j, v in enumerate(t)
+                int(checked_positions(v, flat_data.shape[1 + j], "GatherND", batch_dims + j))
+                for j, v in enumerate(t)
             )
             out.append(flat_data[b][position])
     return np.array(out, data.dtype).reshape(*indices.shape[:-1], *data.shape[batch_dims + k :])
@@ -397,7 +415,8 @@ def scatter_nd(
     combine = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
     for position in np.ndindex(*indices.shape[:-1]):
         target = tuple(
-            int(v) + (data.shape[j] if v < 0 else 0) for j, v in enumerate(indices[position])
+            int(checked_positions(v, data.shape[j], "ScatterND", j))
+            for j, v in enumerate(indices[position])
         )
         fn = combine.get(reduction)
         out[target] = updates[position] if fn is None else fn(out[target], updates[position])
@@ -411,8 +430,7 @@ def gather_elements(
     shape[axis] = data.shape[axis]
     data = np.broadcast_to(data, shape)
     ignored = np.zeros(indices.shape, bool) if ignore is None else indices == ignore
-    idx = np.where(ignored, 0, indices)
-    idx = np.where(idx < 0, idx + data.shape[axis], idx)
+    idx = checked_positions(np.where(ignored, 0, indices), data.shape[axis], "GatherElements", axis)
     return np.where(ignored, 0, np.take_along_axis(data, idx, axis)).astype(data.dtype)
 
 
@@ -430,8 +448,9 @@ def scatter_elements(
     combine = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
     for position in np.ndindex(*indices.shape):
         target = list(position)
-        k = int(indices[position])
-        target[axis] = k + data.shape[axis] if k < 0 else k
+        target[axis] = int(
+            checked_positions(indices[position], data.shape[axis], "ScatterElements", axis)
+        )
         at = tuple(target)
         fn = combine.get(reduction)
         out[at] = updates[position] if fn is None else fn(out[at], updates[position])

@@ -17,8 +17,10 @@ from xdsl.ir import Attribute, Block, SSAValue
 from xdsl.irdl import IRDLOperation
 
 from ember.codegen.jit import JitModule
+from ember.passes.conversion.kernel_to_loops.checks import reports_status
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.passes.target import Target, host_target
+from ember.runtime.status import check_status, new_status
 
 _ELEMENT_TYPES: dict[np.dtype, Attribute] = {
     np.dtype(np.float32): f32,
@@ -57,7 +59,10 @@ def run_kernel_op(
     target: Target | None = None,
     threads: int = 1,
 ) -> ModuleOp:
-    """Build the op on buffers typed like `arrays`, lower it, run it; returns the lowered module."""
+    """Build the op on buffers typed like `arrays`, lower it, run it; returns the lowered module.
+
+    A kernel that checks its data gets a status record too; an error in it raises KernelError.
+    """
     target = target or host_target(threads)
     block = Block(arg_types=[memref_type(a) for a in arrays])
     op = make_op(block.args)
@@ -65,5 +70,9 @@ def run_kernel_op(
     fn = lowering_for(op)(op, target, "kernel_under_test")
     module = ModuleOp([fn])
     module.verify()
-    run_function(module, "kernel_under_test", arrays, target, threads)
+    status = new_status() if reports_status(fn) else None
+    extra = [] if status is None else [status]
+    run_function(module, "kernel_under_test", [*arrays, *extra], target, threads)
+    if status is not None:
+        check_status(status, [{"kernel": "kernel_under_test"}])
     return module

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from xdsl.dialects import arith, scf, vector
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, MemRefType, ModuleOp, f32, i64
 from xdsl.ir import Block, SSAValue
 
@@ -21,6 +22,7 @@ from ember.passes.conversion.kernel_to_loops.data_movement import (
 )
 from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
 from ember.passes.target import Target
+from ember.runtime.errors import KernelError
 from tests.filecheck_util import assert_filecheck
 from tests.kernels.harness import run_kernel_op
 
@@ -238,10 +240,40 @@ def test_gather_ir_copies_rows_with_vectors() -> None:
         CHECK: arith.index_cast
         CHECK: arith.cmpi slt
         CHECK: arith.select
+        CHECK: arith.cmpi uge
+        CHECK: scf.if
+        CHECK: memref.atomic_rmw
+        CHECK: arith.select
         CHECK: vector.load {{.*}} vector<8xf32>
         CHECK: vector.store
         """,
     )
+
+
+def test_gather_checks_each_index_once_not_each_element() -> None:
+    """An embedding row of 64 floats costs one bounds check: the loop that moves the row's
+    vectors has none inside."""
+    types = [MemRefType(f32, [100, 64]), MemRefType(i64, [3, 5]), MemRefType(f32, [3, 5, 64])]
+    block = Block(arg_types=types)
+    fn = lower_gather(make_gather(0)(block.args), Target(vector_width=8), "k")
+    checks = [op for op in fn.walk() if isinstance(op, arith.CmpiOp) and "uge" in str(op)]
+    assert len(checks) == 1
+    copy_loop = next(op for op in fn.walk() if isinstance(op, vector.LoadOp)).parent_op()
+    assert isinstance(copy_loop, scf.ForOp)
+    assert not any(op in checks for op in copy_loop.walk())
+
+
+@pytest.mark.parametrize("bad", [100, -101, 2**40, -(2**63)])
+def test_gather_kernel_reports_an_index_out_of_range(bad: int) -> None:
+    table = random((100, 16))
+    ids = np.array([[3, bad, -1]], np.int64)
+    out = np.zeros((1, 3, 16), np.float32)
+    with pytest.raises(
+        KernelError, match=rf"index {bad} is out of range for dimension 0 of size 100"
+    ):
+        run_kernel_op(make_gather(0), [table, ids, out])
+    np.testing.assert_array_equal(out[0, 0], table[3])  # the run went on, within its buffers
+    np.testing.assert_array_equal(out[0, 2], table[-1])
 
 
 def test_gather_bad_output_is_named() -> None:

@@ -73,9 +73,9 @@ def small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_model(small_convnet(), tmp_path_factory.mktemp("small"), threads=2)
 
 
-# Runs in a fresh interpreter where importing xdsl, llvmlite or onnx raises ImportError, as on a
-# machine with only numpy and the ember runtime installed.
-_BLOCKED_SCRIPT = r"""
+# Makes importing xdsl, llvmlite or onnx raise ImportError in a fresh interpreter, as on a
+# machine with only numpy and the ember runtime installed (the start of a `python -c` script).
+BLOCK_COMPILER_IMPORTS = r"""
 import importlib.abc, sys
 
 class Blocker(importlib.abc.MetaPathFinder):
@@ -94,7 +94,11 @@ for blocked in Blocker.BLOCKED:
         pass
     else:
         raise SystemExit(f"blocking {blocked} failed")
+"""
 
+_BLOCKED_SCRIPT = (
+    BLOCK_COMPILER_IMPORTS
+    + r"""
 import json
 import numpy as np
 import ember
@@ -114,6 +118,7 @@ np.savez(outputs, **results)
 compiler = sorted(m for m in sys.modules if m.split(".")[0] in Blocker.BLOCKED)
 print(json.dumps({"compiler_modules": compiler}))
 """
+)
 
 
 def run_without_compiler(

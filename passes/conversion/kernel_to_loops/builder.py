@@ -51,6 +51,15 @@ class LoopBuilder:
             {} if _root is None else _root._constants
         )
 
+    def before(self, op: Operation) -> LoopBuilder:
+        """A builder inserting before `op` (anywhere in this function), sharing constants: for
+        passes that add code around existing ops."""
+        parent = op.parent_block()
+        assert parent is not None, "the op must be in a block"
+        b = self.nested(parent)
+        b._builder = Builder(InsertPoint.before(op))
+        return b
+
     def nested(self, block: Block) -> LoopBuilder:
         """A builder appending to `block` (a region nested in this one), sharing constants."""
         return LoopBuilder(block, _root=self)

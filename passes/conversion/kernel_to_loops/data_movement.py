@@ -15,6 +15,7 @@ from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.checks import checked_index, checked_kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     copy_flat,
     copy_run,
@@ -312,17 +313,14 @@ def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
     outer = math.prod(data_shape[:axis])
     count = math.prod(idx_shape)
     inner = math.prod(data_shape[axis + 1 :])
-    fn, b = kernel_function(name, operand_types(op))
-    data, indices, out = fn.args
+    fn, b, status = checked_kernel_function(name, operand_types(op))
+    data, indices, out = fn.args[:3]
     lanes = lanes_for(data, target)
 
     def row(rb: LoopBuilder, r: SSAValue) -> None:
         o, k = (rb.floordiv(r, count), rb.rem(r, count)) if outer > 1 else (rb.index(0), r)
-        raw = to_index(rb, load(rb, indices, k, 1))
-        # ONNX wraps negative indices once; anything still outside is clamped so that a bad
-        # index reads a wrong row instead of faulting.
-        wrapped = rb.select(rb.cmp_index("slt", raw, 0), rb.add(raw, extent), raw)
-        index = rb.min_index(rb.max_index(wrapped, 0), extent - 1)
+        # One check per row copied (an embedding lookup checks each token id once).
+        index = checked_index(rb, status, to_index(rb, load(rb, indices, k, 1)), extent, axis)
         src_at = linear(rb, [(o, extent * inner), (index, inner)])
         copy_run(rb, data, src_at, out, rb.mul(r, inner), inner, lanes)
 

@@ -3,28 +3,53 @@
 Each distinct kernel op (same operand types, properties and body) is lowered once by its
 registered lowering into a private `func.func` of scf/arith/memref/vector/math ops; every
 occurrence becomes a `func.call`. `kernel.reshape` views become `memref.reinterpret_cast`.
+
+The entry function gets the run's status record as its last argument (runtime/status.py). A call
+of a kernel that checks its data (checks.py) passes the record and is followed by a stamp: if the
+record holds an error and no call site yet, this call's site number. The sites, in order, are
+recorded on the entry function as `ember.status_sites` ({op_type, node, kernel}; the ONNX origin
+comes from the kernel op's `ember.origin`, which the call keeps).
 """
 
 from __future__ import annotations
 
 from xdsl.context import Context
-from xdsl.dialects import func, memref
-from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import Block, Operation
+from xdsl.dialects import arith, func, memref
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    IndexType,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    i64,
+)
+from xdsl.ir import Block, Operation, SSAValue
 from xdsl.irdl import IRDLOperation
 from xdsl.passes import ModulePass
 
 from ember.dialects import kernel
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext
+from ember.passes.conversion.kernel_to_loops.checks import STATUS_TYPE, reports_status
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
-from ember.passes.program import entry_function
+from ember.passes.program import (
+    ORIGIN,
+    STATUS_ROLE,
+    append_argument,
+    entry_function,
+    origin_of,
+)
+from ember.runtime.status import CODE, SITE
+
+STATUS_SITES = "ember.status_sites"
 
 
 def kernel_signature(op: Operation) -> str:
     """The op printed on fresh block arguments: equal strings mean one shared function."""
     block = Block(arg_types=[v.type for v in op.operands])
     clone = op.clone(value_mapper=dict(zip(op.operands, block.args)))
+    clone.attributes.pop(ORIGIN, None)  # where an op comes from does not change its code
     block.add_op(clone)
     return str(clone)
 
@@ -45,7 +70,12 @@ class LowerKernelsToLoops(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         assert isinstance(ctx, EmberContext), "ember passes need an EmberContext"
         fn = entry_function(op)
+        if STATUS_SITES in fn.attributes:
+            raise ValueError(f"{self.name}: the entry function is already lowered")
+        status = append_argument(fn, STATUS_TYPE, STATUS_ROLE)
+        fn.attributes[STATUS_SITES] = ArrayAttr([])
         functions: dict[str, str] = {}
+        checked: set[str] = set()
         counts: dict[str, int] = {}
         for kernel_op in list(fn.body.block.ops):
             if isinstance(kernel_op, kernel.ReshapeOp):
@@ -62,8 +92,14 @@ class LowerKernelsToLoops(ModulePass):
                     lowered = lowering_for(kernel_op)(kernel_op, ctx.target, name)
                     lowered.sym_visibility = StringAttr("private")
                     op.body.block.add_op(lowered)
+                    if reports_status(lowered):
+                        checked.add(name)
                 call = func.CallOp(name, list(kernel_op.operands), [])
+                if ORIGIN in kernel_op.attributes:
+                    call.attributes[ORIGIN] = kernel_op.attributes[ORIGIN]
                 kernel_op.parent_block().insert_op_before(call, kernel_op)  # type: ignore[union-attr]
+                if name in checked:
+                    add_status_site(fn, call, status)
                 kernel_op.detach()
                 kernel_op.erase()
 
@@ -77,3 +113,52 @@ class LowerKernelsToLoops(ModulePass):
         op.output.replace_all_uses_with(cast.result)
         op.detach()
         op.erase()
+
+
+def add_status_site(entry: func.FuncOp, call: func.CallOp, status: SSAValue) -> None:
+    """Pass the status record to `call` (of a kernel that takes it) and make the call a site:
+    listed in the entry's `ember.status_sites` (with the ONNX origin the call carries) and
+    stamped after it."""
+    call.operands = [*call.operands, status]
+    origin = origin_of(call)
+    site = {k: StringAttr(v) for k, v in origin.items() if k in ("op_type", "node")}
+    site["kernel"] = StringAttr(call.callee.root_reference.data)
+    known = entry.attributes.get(STATUS_SITES)
+    sites = [*(known.data if isinstance(known, ArrayAttr) else ()), DictionaryAttr(site)]
+    entry.attributes[STATUS_SITES] = ArrayAttr(sites)
+    _stamp_site(call, status, len(sites))
+
+
+def _stamp_site(call: func.CallOp, status: SSAValue, site: int) -> None:
+    """After `call`: status[SITE] = site if status[CODE] != 0 and status[SITE] == 0.
+
+    Straight-line code (no branch): kernels run in order, so the first failing call is the
+    first one after which the record holds an error.
+    """
+    block = call.parent_block()
+    assert block is not None and call.next_op is not None
+    code_at = arith.ConstantOp(IntegerAttr(CODE, IndexType()))
+    site_at = arith.ConstantOp(IntegerAttr(SITE, IndexType()))
+    zero = arith.ConstantOp(IntegerAttr(0, i64))
+    number = arith.ConstantOp(IntegerAttr(site, i64))
+    code = memref.LoadOp.get(status, [code_at.result])
+    old = memref.LoadOp.get(status, [site_at.result])
+    failed = arith.CmpiOp(code.res, zero.result, "ne")
+    unstamped = arith.CmpiOp(old.res, zero.result, "eq")
+    stamp = arith.AndIOp(failed.result, unstamped.result)
+    new = arith.SelectOp(stamp.result, number.result, old.res)
+    store = memref.StoreOp.get(new.result, status, [site_at.result])
+    ops = [code_at, site_at, zero, number, code, old, failed, unstamped, stamp, new, store]
+    block.insert_ops_after(ops, call)
+
+
+def status_sites(fn: func.FuncOp) -> list[dict[str, str]] | None:
+    """The checked call sites of a lowered entry function, in site order (None: no status)."""
+    sites = fn.attributes.get(STATUS_SITES)
+    if not isinstance(sites, ArrayAttr):
+        return None
+    result = []
+    for site in sites.data:
+        assert isinstance(site, DictionaryAttr)
+        result.append({k: v.data for k, v in site.data.items() if isinstance(v, StringAttr)})
+    return result

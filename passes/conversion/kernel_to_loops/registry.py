@@ -1,7 +1,8 @@
 """Where each kernel op's lowering to loops is registered.
 
 A lowering builds one `func.func` for one kernel op: its arguments are the op's operands in
-order (absent optional operands are simply not there), all memrefs, and it returns nothing.
+order (absent optional operands are simply not there), all memrefs, then the status record if
+the kernel checks its data (checks.py), and it returns nothing.
 The `lower-kernels-to-loops` pass calls it once per distinct op (same types and properties)
 and replaces every such op with a `func.call`.
 """

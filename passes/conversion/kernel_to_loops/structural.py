@@ -6,8 +6,10 @@ The axis-wise kernels (arg_reduce, cumsum, one_hot, top_k) see their buffers as
 inner columns with one accumulator (or running best value and index) per lane, and the axis
 itself is the loop they walk. Slices and ND gathers move contiguous runs with vector copies.
 Element gathers and scatters read or write at data-dependent positions one element at a time
-(scatters in order, so that duplicates combine exactly as ONNX specifies); their indices wrap
-once when negative and are clamped, so a bad index never reads or writes out of bounds.
+(scatters in order, so that duplicates combine exactly as ONNX specifies). Every index they
+read is checked (checks.py): one outside [-size, size) is reported to the runtime, which raises
+KernelError, and is never used as an address. One-hot needs no check: an index out of range
+selects no position, so its row is all `off` values, as ONNX and onnxruntime specify.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ember.dialects import kernel
 from ember.dialects.graph import int_values
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.checks import checked_index, checked_kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     copy_flat,
     copy_run,
@@ -212,18 +215,15 @@ def lower_gather_elements(op: kernel.GatherElementsOp, target: Target, name: str
     extent = data_shape[axis]
     strides = row_major_strides(data_shape)
     total = math.prod(idx_shape)
-    fn, b = kernel_function(name, operand_types(op))
-    data, indices, out = fn.args
+    fn, b, status = checked_kernel_function(name, operand_types(op))
+    data, indices, out = fn.args[:3]
 
     # One element per iteration: the reads are data-dependent, so there is no vector form
     # short of hardware gathers, which the few callers (losses, index plumbing) do not need.
     def element(eb: LoopBuilder, i: SSAValue) -> None:
         position = decompose(eb, i, idx_shape)
         raw = to_index(eb, load(eb, indices, i, 1))
-        # Negative indices wrap once; anything still outside is clamped so a bad index reads a
-        # wrong element instead of faulting.
-        wrapped = eb.select(eb.cmp_index("slt", raw, 0), eb.add(raw, extent), raw)
-        index = eb.min_index(eb.max_index(wrapped, 0), extent - 1)
+        index = checked_index(eb, status, raw, extent, axis, allowed=ignore)
         terms = [
             (p, strides[d]) for d, p in enumerate(position) if d != axis and data_shape[d] != 1
         ]
@@ -295,8 +295,8 @@ def lower_scatter_elements(op: kernel.ScatterElementsOp, target: Target, name: s
         raise fail(op, f"unknown reduction '{reduction}'")
     extent = data_shape[axis]
     strides = row_major_strides(data_shape)
-    fn, b = kernel_function(name, operand_types(op))
-    data, indices, updates, out = fn.args
+    fn, b, status = checked_kernel_function(name, operand_types(op))
+    data, indices, updates, out = fn.args[:4]
     copy_flat(b, data, out, math.prod(data_shape), target)
     is_float = isinstance(element_type(data), AnyFloat)
 
@@ -304,9 +304,7 @@ def lower_scatter_elements(op: kernel.ScatterElementsOp, target: Target, name: s
     # a sequential scatter does, so this loop is neither vectorized nor split over threads.
     def element(eb: LoopBuilder, i: SSAValue) -> None:
         position = decompose(eb, i, idx_shape)
-        raw = to_index(eb, load(eb, indices, i, 1))
-        wrapped = eb.select(eb.cmp_index("slt", raw, 0), eb.add(raw, extent), raw)
-        index = eb.min_index(eb.max_index(wrapped, 0), extent - 1)
+        index = checked_index(eb, status, to_index(eb, load(eb, indices, i, 1)), extent, axis)
         terms = [(p, strides[d]) for d, p in enumerate(position) if d != axis]
         at = linear(eb, [*terms, (index, strides[axis])])
         value = load(eb, updates, i, 1)
@@ -349,17 +347,17 @@ def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
     def column(cb: LoopBuilder, at: list[SSAValue]) -> None:
         o, c = at
 
-        def value_at(vb: LoopBuilder, slot: SSAValue) -> SSAValue:
-            chosen = to_index(vb, vb.load(dst, [o, slot, c]))
-            return vb.load(src, [o, chosen, c])
-
         # Insertion into the sorted list of the best k seen so far (held in the output as
         # indices). Strictly better only: among equal values the earlier index stays ahead.
         def candidate(jb: LoopBuilder, j: SSAValue) -> None:
             v = jb.load(src, [o, j, c])
             last = jb.min_index(j, k - 1)  # the slot a newcomer starts from
-            beats_last = _ranks_before(jb, largest, v, value_at(jb, jb.index(k - 1)))
-            enters = jb.insert(arith.OrIOp(jb.cmp_index("slt", j, k), beats_last)).results[0]
+            filling = jb.cmp_index("slt", j, k)
+            # Until k candidates are in, the last slot holds whatever the buffer held: read
+            # position 0 instead of using that as an address (its comparison is then unused).
+            chosen = jb.select(filling, jb.index(0), to_index(jb, jb.load(dst, [o, k - 1, c])))
+            beats_last = _ranks_before(jb, largest, v, jb.load(src, [o, chosen, c]))
+            enters = jb.insert(arith.OrIOp(filling, beats_last)).results[0]
 
             def insert(ib: LoopBuilder) -> None:
                 def shift(sb: LoopBuilder, step: SSAValue, slot: SSAValue, moving: SSAValue):
@@ -388,19 +386,20 @@ def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
 # -- gather nd / scatter nd --------------------------------------------------------------------------
 def _nd_offset(
     b: LoopBuilder,
+    status: SSAValue,
     indices: SSAValue,
     tuple_at: SSAValue,
+    first_dim: int,
     dims: Sequence[int],
     strides: Sequence[int],
     base: SSAValue | int = 0,
 ) -> SSAValue:
-    """base + the flat offset named by the index tuple starting at flat position `tuple_at`;
-    negative components wrap once, others are clamped into range (never out of bounds)."""
+    """base + the flat offset named by the index tuple starting at flat position `tuple_at`,
+    whose components index data dims first_dim, first_dim + 1, ... (each one checked)."""
     terms = []
     for j, (extent, stride) in enumerate(zip(dims, strides)):
         raw = to_index(b, load(b, indices, b.add(tuple_at, j), 1))
-        wrapped = b.select(b.cmp_index("slt", raw, 0), b.add(raw, extent), raw)
-        terms.append((b.min_index(b.max_index(wrapped, 0), extent - 1), stride))
+        terms.append((checked_index(b, status, raw, extent, first_dim + j), stride))
     return linear(b, terms, base)
 
 
@@ -412,8 +411,8 @@ def lower_gather_nd(op: kernel.GatherNDOp, target: Target, name: str) -> func.Fu
     run = math.prod(data_shape[batch + k :])  # each tuple picks one contiguous slice
     per_batch = math.prod(idx_shape[batch:-1])
     tuples = math.prod(idx_shape[:-1])
-    fn, b = kernel_function(name, operand_types(op))
-    data, indices, out = fn.args
+    fn, b, status = checked_kernel_function(name, operand_types(op))
+    data, indices, out = fn.args[:3]
     lanes = lanes_for(data, target)
 
     def pick(tb: LoopBuilder, t: SSAValue) -> None:
@@ -421,8 +420,10 @@ def lower_gather_nd(op: kernel.GatherNDOp, target: Target, name: str) -> func.Fu
         base = tb.mul(tb.floordiv(t, per_batch), strides[batch - 1]) if batch else 0
         src = _nd_offset(
             tb,
+            status,
             indices,
             tb.mul(t, k),
+            batch,
             data_shape[batch : batch + k],
             strides[batch : batch + k],
             base,
@@ -442,15 +443,15 @@ def lower_scatter_nd(op: kernel.ScatterNDOp, target: Target, name: str) -> func.
         raise fail(op, f"unknown reduction '{reduction}'")
     strides = row_major_strides(data_shape)
     run = math.prod(data_shape[k:])
-    fn, b = kernel_function(name, operand_types(op))
-    data, indices, updates, out = fn.args
+    fn, b, status = checked_kernel_function(name, operand_types(op))
+    data, indices, updates, out = fn.args[:4]
     copy_flat(b, data, out, math.prod(data_shape), target)
     lanes = lanes_for(data, target)
     is_float = isinstance(element_type(data), AnyFloat)
 
     # Tuples apply in order (later duplicates win or combine), each slice with vectors.
     def put(tb: LoopBuilder, t: SSAValue) -> None:
-        dst = _nd_offset(tb, indices, tb.mul(t, k), data_shape[:k], strides[:k])
+        dst = _nd_offset(tb, status, indices, tb.mul(t, k), 0, data_shape[:k], strides[:k])
         src = tb.mul(t, run)
         if reduction == "none":
             copy_run(tb, updates, src, out, dst, run, lanes)
