@@ -227,6 +227,49 @@ class _Bufferizer:
         )
         self.buffers[op.output] = out
 
+    def recurrent(self, op: graph.RecurrentOp) -> None:
+        from ember.passes.conversion.kernel_to_loops.packing import pack_recurrent_weight
+
+        const = self.constant_array(op.r)
+        if const is not None:
+            name, array = const
+            packed, layout = pack_recurrent_weight(array, self.target)
+            packed_name = f"{name}.packed.{layout}"
+            if packed_name not in self.weights:
+                self.weights[packed_name] = packed
+            r = self.weight(packed_name, self.weights[packed_name])
+        else:
+            layout, r = "plain", self.buffer(op.r)
+        _, dirs, batch, hidden = shape_of(op.y)
+        gates = graph.RECURRENT_GATES[op.cell.data]
+        # One step's gate pre-activations per direction, plus GRU's r * H_{t-1}.
+        width = (gates + (op.cell.data == "gru")) * hidden
+        workspace = self.emit(memref.AllocOp.get(f32, 64, [dirs, batch, width])).results[0]
+        results = [op.y, op.y_h, *([op.y_c] if op.y_c is not None else [])]
+        outputs = [self.alloc(v) for v in results]
+        props = {k: v for k, v in op.properties.items() if k != "operandSegmentSizes"}
+        props.pop("resultSegmentSizes", None)
+        self.emit(
+            kernel.RecurrentOp(
+                operands=[
+                    self.buffer(op.x_proj),
+                    r,
+                    self.optional(op.recurrent_bias),
+                    self.optional(op.sequence_lens),
+                    self.optional(op.initial_h),
+                    self.optional(op.initial_c),
+                    self.optional(op.peepholes),
+                    workspace,
+                    outputs[0],
+                    outputs[1],
+                    outputs[2:],
+                ],
+                properties={**props, "weight_layout": StringAttr(layout)},
+            )
+        )
+        for value, out in zip(results, outputs, strict=True):
+            self.buffers[value] = out
+
     def pool(self, op: graph.MaxPoolOp | graph.AveragePoolOp) -> None:
         out = self.alloc(op.output)
         props: dict[str, Attribute] = {
@@ -318,6 +361,7 @@ class _Bufferizer:
             graph.OneHotOp: self.simple(kernel.OneHotOp, ("axis",)),
             graph.ScatterElementsOp: self.simple(kernel.ScatterElementsOp, ("axis", "reduction")),
             graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
+            graph.RecurrentOp: self.recurrent,
         }
         try:
             return table[type(op)]

@@ -41,6 +41,7 @@ KERNEL_MODULES = (
     "lrn",
     "data_movement",
     "structural",
+    "recurrent",
 )
 
 
