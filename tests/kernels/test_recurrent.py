@@ -165,6 +165,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
             "bias": True,
         },
     ),
+    "gru-wide": ("GRU", {"hidden": 160, "seq": 4, "batch": 2, "bias": True}),
     "gru-runtime-weights": (
         "GRU",
         {"runtime_weights": True, "bias": True, "linear_before_reset": 1, "direction": "reverse"},

@@ -40,6 +40,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     k_block,
     load_lanes,
     memref_shape,
+    split_static,
     store_lanes,
     vector_activation,
 )
@@ -285,15 +286,14 @@ def _step_gemm(
         )
         gemm_panel(b, spec, b.index(0), 1)
 
-    if full_panels:
+    panels = ceil_div(hidden, nr)
 
-        def unit(b: LoopBuilder, u: SSAValue) -> None:
-            g = b.add(b.floordiv(u, full_panels), gate_lo)
-            panel(b, g, b.rem(u, full_panels), nr)
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        g = b.add(b.floordiv(u, panels), gate_lo)
+        p = b.rem(u, panels)
+        split_static(b, p, full_panels, panels, lambda b, cols: panel(b, g, p, cols), nr, tail_cols)
 
-        b.for_range(0, (gate_hi - gate_lo) * full_panels, 1, unit)
-    if tail_cols:
-        b.for_range(gate_lo, gate_hi, 1, lambda b, g: panel(b, g, b.index(full_panels), tail_cols))
+    b.for_range(0, (gate_hi - gate_lo) * panels, 1, unit)
 
 
 def _clip(b: LoopBuilder, layer: _Layer, v: SSAValue) -> SSAValue:
