@@ -70,6 +70,8 @@ def _layer(
     if sequence_lens:
         lens = rng.integers(1, seq + 1, batch).astype(np.int32)
         lens[0] = seq  # at least one full-length sequence
+        if batch > 2:
+            lens[1] = 0  # and an empty one: its y_h / y_c are zeros (onnxruntime's reading)
         feeds["L"], names[4] = lens, "L"
         graph_inputs.append(helper.make_tensor_value_info("L", I32, [batch]))
     if initial:
@@ -147,6 +149,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         {
             "linear_before_reset": 1,
             "bias": True,
+            "clip": 0.5,
             "direction": "bidirectional",
             "sequence_lens": True,
             "initial": True,
@@ -246,3 +249,49 @@ def test_unsupported_variants_are_refused(options: dict[str, Any], message: str)
     with pytest.raises(UnsupportedOpError, match=message) as info:
         ember.compile(model)
     assert "RNN" in str(info.value) and "opset" in str(info.value)
+
+
+def test_stacked_layers_as_exported_by_pytorch() -> None:
+    """Bidirectional LSTM -> Transpose -> Reshape -> GRU -> Squeeze (torch.onnx's pattern),
+    with a constant initial state: the recurrent ops compose with the rest of the graph."""
+    rng = np.random.default_rng(1)
+    seq, batch, inputs, hidden = 6, 2, 5, 12
+
+    def normal(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.4).astype(np.float32)
+
+    constants = {
+        "W1": normal(2, 4 * hidden, inputs),
+        "R1": normal(2, 4 * hidden, hidden),
+        "B1": normal(2, 8 * hidden),
+        "H1": np.zeros((2, batch, hidden), np.float32),
+        "W2": normal(1, 3 * hidden, 2 * hidden),
+        "R2": normal(1, 3 * hidden, hidden),
+        "shape": np.array([seq, batch, 2 * hidden], np.int64),
+        "axes": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node(
+            "LSTM",
+            ["X", "W1", "R1", "B1", "", "H1"],
+            ["Y1", "Y1_h"],
+            hidden_size=hidden,
+            direction="bidirectional",
+        ),
+        helper.make_node("Transpose", ["Y1"], ["T1"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["T1", "shape"], ["X2"]),
+        helper.make_node("GRU", ["X2", "W2", "R2"], ["Y2"], hidden_size=hidden),
+        helper.make_node("Squeeze", ["Y2", "axes"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stacked",
+        [helper.make_tensor_value_info("X", F, [seq, batch, inputs])],
+        [helper.make_tensor_value_info(n, F, None) for n in ("out", "Y1_h")],
+        [numpy_helper.from_array(v, k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    feeds = {"X": rng.standard_normal((seq, batch, inputs)).astype(np.float32)}
+    actual = ember.compile(model, threads=2).run(feeds)
+    assert_close(actual, onnxruntime_outputs(model, feeds), rel=1e-4)

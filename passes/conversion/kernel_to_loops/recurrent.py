@@ -232,6 +232,26 @@ def _direction(b: LoopBuilder, layer: _Layer, d: int) -> None:
             _gates(b, layer, d, t)
 
     b.for_range(0, layer.seq, 1, step)
+    lens = layer.buf(op.sequence_lens)
+    if lens is None:
+        return
+
+    def empty_sequences(b: LoopBuilder, bi: SSAValue, h0: SSAValue, lanes: int) -> None:
+        # A sequence of length 0 has no last step: its y_h / y_c are zeros, not the initial
+        # state (onnxruntime's reading; ONNX says only "the last output value").
+        ran = b.cmp_index("sgt", _index_of(b, b.load(lens, [bi])), 0)
+        for state in (y_h, layer.buf(op.y_c)):
+            if state is not None:
+                value = ld(b, state, [d, bi, h0], lanes)
+                store_lanes(
+                    b, b.select(ran, value, b.splat(0.0, vw)), state, [d, bi, h0], lanes, vw
+                )
+
+    _each_vector(b, layer, empty_sequences)
+
+
+def _index_of(b: LoopBuilder, value: SSAValue) -> SSAValue:
+    return b.insert(arith.IndexCastOp(value, IndexType())).results[0]
 
 
 def _step_gemm(
@@ -370,9 +390,7 @@ def _gates(b: LoopBuilder, layer: _Layer, d: int, t: SSAValue) -> None:
 
         y_value = h_new
         if lens is not None:
-            length = b.load(lens, [bi])
-            as_index = b.insert(arith.IndexCastOp(length, IndexType())).results[0]
-            valid = b.cmp_index("slt", t, as_index)
+            valid = b.cmp_index("slt", t, _index_of(b, b.load(lens, [bi])))
             y_value = b.select(valid, h_new, b.splat(0.0, vw))
             h_new = b.select(valid, h_new, h_prev)
             if c_new is not None and c_prev is not None:
