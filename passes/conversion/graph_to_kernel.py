@@ -85,6 +85,21 @@ class _Bufferizer:
             return owner.ref.data, self.weights[owner.ref.data]
         return None
 
+    def packed_constant(
+        self, value: SSAValue, pack: Callable[[np.ndarray], tuple[np.ndarray, str]]
+    ) -> tuple[SSAValue, str] | None:
+        """A constant operand packed at compile time (once per layout), and its layout; None
+        when the operand is computed at run time."""
+        const = self.constant_array(value)
+        if const is None:
+            return None
+        name, array = const
+        packed, layout = pack(array.astype(np.float32))
+        packed_name = f"{name}.packed.{layout}"
+        if packed_name not in self.weights:
+            self.weights[packed_name] = packed
+        return self.weight(packed_name, self.weights[packed_name]), layout
+
     def optional(self, value: SSAValue | None) -> list[SSAValue]:
         return [] if value is None else [self.buffer(value)]
 
@@ -202,16 +217,10 @@ class _Bufferizer:
     def matmul(self, op: graph.MatMulOp) -> None:
         from ember.passes.conversion.kernel_to_loops.packing import pack_matmul_weight
 
-        const = self.constant_array(op.b)
-        if const is not None and len(shape_of(op.b)) == 2:
-            name, array = const
-            packed, layout = pack_matmul_weight(array.astype(np.float32), self.target)
-            packed_name = f"{name}.packed.{layout}"
-            if packed_name not in self.weights:
-                self.weights[packed_name] = packed
-            b = self.weight(packed_name, self.weights[packed_name])
-        else:
-            layout, b = "plain", self.buffer(op.b)
+        packed = None
+        if len(shape_of(op.b)) == 2:
+            packed = self.packed_constant(op.b, lambda a: pack_matmul_weight(a, self.target))
+        b, layout = packed or (self.buffer(op.b), "plain")
         out = self.alloc(op.output)
         self.emit(
             kernel.MatMulOp(
@@ -230,16 +239,8 @@ class _Bufferizer:
     def recurrent(self, op: graph.RecurrentOp) -> None:
         from ember.passes.conversion.kernel_to_loops.packing import pack_recurrent_weight
 
-        const = self.constant_array(op.r)
-        if const is not None:
-            name, array = const
-            packed, layout = pack_recurrent_weight(array, self.target)
-            packed_name = f"{name}.packed.{layout}"
-            if packed_name not in self.weights:
-                self.weights[packed_name] = packed
-            r = self.weight(packed_name, self.weights[packed_name])
-        else:
-            layout, r = "plain", self.buffer(op.r)
+        packed = self.packed_constant(op.r, lambda a: pack_recurrent_weight(a, self.target))
+        r, layout = packed or (self.buffer(op.r), "plain")
         _, dirs, batch, hidden = shape_of(op.y)
         gates = graph.RECURRENT_GATES[op.cell.data]
         # One step's gate pre-activations per direction, plus GRU's r * H_{t-1}.
