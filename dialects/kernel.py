@@ -43,6 +43,7 @@ from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects.graph import (
+    RECURRENT_GATES,
     broadcasts_to,
     shape_of,
     verify_epilogue,
@@ -450,6 +451,12 @@ class ScatterNDOp(IRDLOperation):
     )
 
 
+def recurrent_workspace_shape(cell: str, dirs: int, batch: int, hidden: int) -> tuple[int, ...]:
+    """kernel.recurrent's scratch: one step's gate pre-activations per direction, plus GRU's
+    r * H_{t-1}."""
+    return (dirs, batch, (RECURRENT_GATES[cell] + (cell == "gru")) * hidden)
+
+
 @irdl_op_definition
 class RecurrentOp(IRDLOperation):
     """See graph.recurrent. Writes y, y_h and y_c (LSTM); `workspace` [D, B, G*H (+H)] holds
@@ -480,6 +487,11 @@ class RecurrentOp(IRDLOperation):
 
     def verify_(self) -> None:
         verify_recurrent(self, self.y, self.y_h, self.y_c)
+        expected = recurrent_workspace_shape(self.cell.data, *shape_of(self.y_h))
+        if shape_of(self.workspace) != expected:
+            raise VerifyException(
+                f"kernel.recurrent: workspace {shape_of(self.workspace)}, expected {expected}"
+            )
 
 
 KERNEL_OPS: list[type[IRDLOperation]] = [

@@ -241,11 +241,8 @@ class _Bufferizer:
 
         packed = self.packed_constant(op.r, lambda a: pack_recurrent_weight(a, self.target))
         r, layout = packed or (self.buffer(op.r), "plain")
-        _, dirs, batch, hidden = shape_of(op.y)
-        gates = graph.RECURRENT_GATES[op.cell.data]
-        # One step's gate pre-activations per direction, plus GRU's r * H_{t-1}.
-        width = (gates + (op.cell.data == "gru")) * hidden
-        workspace = self.emit(memref.AllocOp.get(f32, 64, [dirs, batch, width])).results[0]
+        scratch = kernel.recurrent_workspace_shape(op.cell.data, *shape_of(op.y_h))
+        workspace = self.emit(memref.AllocOp.get(f32, 64, list(scratch))).results[0]
         results = [op.y, op.y_h, *([op.y_c] if op.y_c is not None else [])]
         outputs = [self.alloc(v) for v in results]
         props = {k: v for k, v in op.properties.items() if k != "operandSegmentSizes"}

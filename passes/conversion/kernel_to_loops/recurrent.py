@@ -13,9 +13,11 @@ kernel owns what must run step by step. Per direction:
 y_h / y_c are the running state, so a sequence whose length (sequence_lens) has passed simply
 stops updating them while y gets zeros; a sequence of length 0 ends with zero y_h / y_c (as in
 onnxruntime). Lengths outside [0, T] are invalid ONNX (onnxruntime refuses them at run time);
-here a longer one acts as T and a negative one as 0, so no access leaves the buffers. GRU without linear_before_reset needs r before its
-h-gate product: its step is GEMM(z, r), r * H_{t-1}, GEMM(h), gate kernel. Bidirectional layers
-run their two directions on two threads (scf.parallel over directions).
+here a longer one acts as T and a negative one as 0, so no access leaves the buffers.
+
+GRU without linear_before_reset needs r before its h-gate product: its step is GEMM(z, r),
+r * H_{t-1}, GEMM(h), gate kernel. Bidirectional layers run their two directions on two
+threads (scf.parallel over directions).
 """
 
 from __future__ import annotations
