@@ -118,6 +118,10 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         {"direction": "bidirectional", "bias": True, "initial": True, "sequence_lens": True},
     ),
     "lstm-bidirectional-1-thread": ("LSTM", {"direction": "bidirectional", "threads": 1}),
+    "lstm-bidirectional-4-threads": (
+        "LSTM",
+        {"direction": "bidirectional", "threads": 4, "batch": 5, "sequence_lens": True},
+    ),
     "lstm-layout1-seqlens": (
         "LSTM",
         {"direction": "bidirectional", "layout": 1, "initial": True, "sequence_lens": True},

@@ -16,14 +16,14 @@ onnxruntime). Lengths outside [0, T] are invalid ONNX (onnxruntime refuses them 
 here a longer one acts as T and a negative one as 0, so no access leaves the buffers.
 
 GRU without linear_before_reset needs r before its h-gate product: its step is GEMM(z, r),
-r * H_{t-1}, GEMM(h), gate kernel. Bidirectional layers run their two directions on two
-threads (scf.parallel over directions).
+r * H_{t-1}, GEMM(h), gate kernel. Directions and batch rows recur independently, so threads
+take whole time loops (scf.parallel over directions x chunks of rows), never one step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import IndexType
@@ -73,6 +73,9 @@ class _Layer:
     packed: bool
     args: dict[int, SSAValue]
     activations: list[list[Activation]]
+    # The batch rows one work unit runs: [row0, row0 + rows) (rows static, row0 may not be).
+    row0: Value = 0
+    rows: int = 0
 
     def buf(self, value: SSAValue | None) -> SSAValue | None:
         return None if value is None else self.args[id(value)]
@@ -152,22 +155,41 @@ def lower_recurrent(op: kernel.RecurrentOp, target: Target, name: str) -> func.F
         packed=packed,
         args={id(v): a for v, a in zip(present, fn.args, strict=True)},
         activations=activations,
+        rows=batch,
     )
-    if dirs == 2 and target.threads > 1:
-        body.parallel_range(
-            0,
-            2,
-            1,
-            lambda b, d: if_else(
-                b,
-                b.cmp_index("eq", d, 0),
-                lambda t: _direction(t, layer, 0),
-                lambda e: _direction(e, layer, 1),
-            ),
-        )
-    else:
+    # Work units: directions x chunks of batch rows. Rows (and directions) recur independently,
+    # so a unit runs its whole time loop with no synchronisation: threads split the batch
+    # when the directions alone do not occupy them.
+    chunks = min(batch, ceil_div(target.threads, dirs)) if target.threads > 1 else 1
+    rows_per_chunk = ceil_div(batch, chunks)
+    chunks = ceil_div(batch, rows_per_chunk)
+    if dirs * chunks == 1:
+        _direction(body, layer, 0)
+    elif target.threads == 1:
         for d in range(dirs):
             _direction(body, layer, d)
+    else:
+
+        def chunk_of(b: LoopBuilder, d: int, c: SSAValue) -> None:
+            def emit(b: LoopBuilder, rows: int) -> None:
+                _direction(b, replace(layer, row0=b.mul(c, rows_per_chunk), rows=rows), d)
+
+            full = batch // rows_per_chunk
+            split_static(b, c, full, chunks, emit, rows_per_chunk, batch % rows_per_chunk)
+
+        def unit(b: LoopBuilder, u: SSAValue) -> None:
+            if dirs == 1:
+                chunk_of(b, 0, u)
+                return
+            c = b.rem(u, chunks)
+            if_else(
+                b,
+                b.cmp_index("ult", u, chunks),
+                lambda t: chunk_of(t, 0, c),
+                lambda e: chunk_of(e, 1, c),
+            )
+
+        body.parallel_range(0, dirs * chunks, 1, unit)
     body.ret()
     summary = (
         f"{cell} {op.direction.data} T={seq} B={batch} H={hidden} "
@@ -178,7 +200,7 @@ def lower_recurrent(op: kernel.RecurrentOp, target: Target, name: str) -> func.F
 
 
 def _each_vector(b: LoopBuilder, layer: _Layer, emit: Callable[..., None]) -> None:
-    """emit(b, row, h0, lanes) over [batch, hidden] in SIMD vectors (a masked tail)."""
+    """emit(b, row, h0, lanes) over the unit's rows x hidden in SIMD vectors (a masked tail)."""
     full, tail, vw = layer.hidden // layer.vw, layer.hidden % layer.vw, layer.vw
 
     def row(b: LoopBuilder, bi: SSAValue) -> None:
@@ -187,7 +209,8 @@ def _each_vector(b: LoopBuilder, layer: _Layer, emit: Callable[..., None]) -> No
         if tail:
             emit(b, bi, b.index(full * vw), tail)
 
-    b.for_range(0, layer.batch, 1, row)
+    end = layer.row0 + layer.rows if isinstance(layer.row0, int) else b.add(layer.row0, layer.rows)
+    b.for_range(layer.row0, end, 1, row)
 
 
 def _direction(b: LoopBuilder, layer: _Layer, d: int) -> None:
@@ -281,8 +304,11 @@ def _step_gemm(
         columns = [b.add(n0, j * vw) for j in range(ceil_div(cols, vw))]
         gate_columns = [b.add(b.mul(g, hidden), c) for c in columns]
 
+        def row(b: LoopBuilder, m0: SSAValue, i: int) -> SSAValue:
+            return b.add(b.add(m0, i), layer.row0)
+
         def load_a(b: LoopBuilder, m0: SSAValue, k: SSAValue, i: int) -> SSAValue:
-            return b.load(a_buf, [d, b.add(m0, i), b.add(k, a_col)])
+            return b.load(a_buf, [d, row(b, m0, i), b.add(k, a_col)])
 
         def load_b(b: LoopBuilder, k: SSAValue, j: int, k_lo: Value) -> SSAValue:
             if layer.packed:
@@ -290,15 +316,15 @@ def _step_gemm(
             return load_lanes(b, r, [d, g, k, columns[j]], min(vw, cols - j * vw), vw)
 
         def out_index(b: LoopBuilder, m0: SSAValue, i: int, j: int) -> list[Value]:
-            return [d, b.add(m0, i), gate_columns[j]]
+            return [d, row(b, m0, i), gate_columns[j]]
 
         def add(b: LoopBuilder, m0: SSAValue, i: int, j: int) -> SSAValue:
-            return bias(b, g, b.add(m0, i), columns[j], min(vw, cols - j * vw))
+            return bias(b, g, row(b, m0, i), columns[j], min(vw, cols - j * vw))
 
         spec = GemmPanel(
             k_extent=hidden,
             kc=kc,
-            m=layer.batch,
+            m=layer.rows,
             mr=layer.mr,
             cols=cols,
             vw=vw,
