@@ -17,6 +17,7 @@ import ml_dtypes
 import numpy as np
 from xdsl.dialects.builtin import (
     I64,
+    ArrayAttr,
     DenseArrayBase,
     FloatAttr,
     IntegerAttr,
@@ -29,12 +30,14 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Dialect, Operation, SSAValue
 from xdsl.irdl import (
     AttrSizedOperandSegments,
+    AttrSizedResultSegments,
     IRDLOperation,
     ParsePropInAttrDict,
     irdl_op_definition,
     operand_def,
     opt_operand_def,
     opt_prop_def,
+    opt_result_def,
     prop_def,
     result_def,
     traits_def,
@@ -1047,6 +1050,98 @@ class ScatterNDOp(IRDLOperation):
             raise VerifyException(f"graph.scatter_nd: reduction '{self.reduction.data}'")
 
 
+# ---------------------------------------------------------------------------------------------
+# Recurrent layers
+
+# Gates per cell (ONNX order: LSTM i, o, f, c; GRU z, r, h; RNN one) and activations per direction
+# (LSTM f, g, h; GRU f, g; RNN f).
+RECURRENT_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+RECURRENT_ACTIVATIONS = {"lstm": 3, "gru": 2, "rnn": 1}
+RECURRENT_DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+def verify_recurrent(op: Operation, y: SSAValue, y_h: SSAValue, y_c: SSAValue | None) -> None:
+    """Checks shared by graph.recurrent and kernel.recurrent (see RecurrentOp)."""
+    cell, direction = op.cell.data, op.direction.data  # type: ignore[attr-defined]
+    if cell not in RECURRENT_GATES or direction not in RECURRENT_DIRECTIONS:
+        raise VerifyException(f"{op.name}: unknown cell '{cell}' or direction '{direction}'")
+    gates = RECURRENT_GATES[cell]
+    seq, dirs, batch, hidden = shape_of(y)
+    if dirs != (2 if direction == "bidirectional" else 1):
+        raise VerifyException(f"{op.name}: {dirs} directions in y for '{direction}'")
+    expected = {
+        "x_proj": (seq, batch, dirs * gates * hidden),
+        "r": (dirs, gates, hidden, hidden),
+        "recurrent_bias": (dirs, hidden),
+        "sequence_lens": (batch,),
+        "initial_h": (dirs, batch, hidden),
+        "initial_c": (dirs, batch, hidden),
+        "peepholes": (dirs, 3 * hidden),
+    }
+    for name, shape in expected.items():
+        value = getattr(op, name)
+        if value is not None and name != "r" and shape_of(value) != shape:
+            raise VerifyException(f"{op.name}: {name} {shape_of(value)}, expected {shape}")
+    r_shape = shape_of(op.r)  # type: ignore[attr-defined]
+    if r_shape[:2] != (dirs, gates):
+        raise VerifyException(f"{op.name}: r {r_shape} does not hold {dirs}x{gates} gates")
+    if shape_of(y_h) != (dirs, batch, hidden):
+        raise VerifyException(f"{op.name}: y_h {shape_of(y_h)} != {(dirs, batch, hidden)}")
+    if (y_c is not None) != (cell == "lstm") or (
+        y_c is not None and shape_of(y_c) != shape_of(y_h)
+    ):
+        raise VerifyException(f"{op.name}: y_c is the LSTM cell state, shaped like y_h")
+    if (op.initial_c is not None or op.peepholes is not None) and cell != "lstm":  # type: ignore[attr-defined]
+        raise VerifyException(f"{op.name}: initial_c and peepholes belong to an LSTM")
+    per_direction = RECURRENT_ACTIVATIONS[cell]
+    names = op.activations.data  # type: ignore[attr-defined]
+    params = op.activation_params.get_values()  # type: ignore[attr-defined]
+    if len(names) != dirs * per_direction or len(params) != 2 * len(names):
+        raise VerifyException(
+            f"{op.name}: {len(names)} activations and {len(params)} params for {dirs} "
+            f"direction(s) of {per_direction} activation(s), each with (alpha, beta)"
+        )
+
+
+@irdl_op_definition
+class RecurrentOp(IRDLOperation):
+    """ONNX LSTM / GRU / RNN after the input projection (layout 0: time major).
+
+    `x_proj[t, b, (d, gate, j)]` is X @ W^T plus the biases that add before the recurrence;
+    `r[d, gate]` is that gate's R^T ([hidden, hidden], rows = reduction index);
+    `recurrent_bias[d]` is GRU's Rbh, applied inside r * (...) when linear_before_reset.
+    Results: y [T, D, B, H] (zero past a sequence's length), y_h and y_c [D, B, H].
+    `activation_params` holds (alpha, beta) per activation, defaults resolved.
+    """
+
+    name = "graph.recurrent"
+    x_proj = operand_def(TensorType)
+    r = operand_def(TensorType)
+    recurrent_bias = opt_operand_def(TensorType)
+    sequence_lens = opt_operand_def(TensorType)
+    initial_h = opt_operand_def(TensorType)
+    initial_c = opt_operand_def(TensorType)
+    peepholes = opt_operand_def(TensorType)
+    y = result_def(TensorType)
+    y_h = result_def(TensorType)
+    y_c = opt_result_def(TensorType)
+    cell = prop_def(StringAttr)
+    direction = prop_def(StringAttr)
+    activations = prop_def(ArrayAttr)
+    activation_params = prop_def(DenseArrayBase)
+    clip = opt_prop_def(FloatAttr)
+    input_forget = opt_prop_def(UnitAttr)
+    linear_before_reset = opt_prop_def(UnitAttr)
+    irdl_options = (
+        ParsePropInAttrDict(),
+        AttrSizedOperandSegments(as_property=True),
+        AttrSizedResultSegments(as_property=True),
+    )
+
+    def verify_(self) -> None:
+        verify_recurrent(self, self.y, self.y_h, self.y_c)
+
+
 GRAPH_OPS: list[type[IRDLOperation]] = [
     ConstantOp,
     ReluOp,
@@ -1111,6 +1206,7 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     TopKOp,
     GatherNDOp,
     ScatterNDOp,
+    RecurrentOp,
 ]
 Graph = Dialect("graph", GRAPH_OPS, [])
 

@@ -15,6 +15,7 @@ import math
 
 from xdsl.dialects.builtin import (
     I64,
+    ArrayAttr,
     DenseArrayBase,
     FloatAttr,
     IntegerAttr,
@@ -42,10 +43,12 @@ from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects.graph import (
+    RECURRENT_GATES,
     broadcasts_to,
     shape_of,
     verify_epilogue,
     verify_gather_elements,
+    verify_recurrent,
     verify_slice,
 )
 
@@ -448,6 +451,49 @@ class ScatterNDOp(IRDLOperation):
     )
 
 
+def recurrent_workspace_shape(cell: str, dirs: int, batch: int, hidden: int) -> tuple[int, ...]:
+    """kernel.recurrent's scratch: one step's gate pre-activations per direction, plus GRU's
+    r * H_{t-1}."""
+    return (dirs, batch, (RECURRENT_GATES[cell] + (cell == "gru")) * hidden)
+
+
+@irdl_op_definition
+class RecurrentOp(IRDLOperation):
+    """See graph.recurrent. Writes y, y_h and y_c (LSTM); `workspace` [D, B, G*H (+H)] holds
+    one step's gate pre-activations (and GRU's r * H_{t-1}). `r` is "plain" [D, G, H, H] or
+    packed per gate into NR-wide panels ("recurrent_panel{NR}": [D, G, H/NR, H, NR])."""
+
+    name = "kernel.recurrent"
+    x_proj = operand_def(MemRefType)
+    r = operand_def(MemRefType)
+    recurrent_bias = opt_operand_def(MemRefType)
+    sequence_lens = opt_operand_def(MemRefType)
+    initial_h = opt_operand_def(MemRefType)
+    initial_c = opt_operand_def(MemRefType)
+    peepholes = opt_operand_def(MemRefType)
+    workspace = operand_def(MemRefType)
+    y = operand_def(MemRefType)
+    y_h = operand_def(MemRefType)
+    y_c = opt_operand_def(MemRefType)
+    cell = prop_def(StringAttr)
+    direction = prop_def(StringAttr)
+    activations = prop_def(ArrayAttr)
+    activation_params = prop_def(DenseArrayBase)
+    clip = opt_prop_def(FloatAttr)
+    input_forget = opt_prop_def(UnitAttr)
+    linear_before_reset = opt_prop_def(UnitAttr)
+    weight_layout = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+
+    def verify_(self) -> None:
+        verify_recurrent(self, self.y, self.y_h, self.y_c)
+        expected = recurrent_workspace_shape(self.cell.data, *shape_of(self.y_h))
+        if shape_of(self.workspace) != expected:
+            raise VerifyException(
+                f"kernel.recurrent: workspace {shape_of(self.workspace)}, expected {expected}"
+            )
+
+
 KERNEL_OPS: list[type[IRDLOperation]] = [
     WeightOp,
     ReshapeOp,
@@ -473,6 +519,7 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     TopKOp,
     GatherNDOp,
     ScatterNDOp,
+    RecurrentOp,
 ]
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

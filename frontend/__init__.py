@@ -7,6 +7,7 @@ from ember.frontend.onnx_importer import ImportedModel, import_model, import_onn
 from ember.frontend import ops_structural  # noqa: E402, F401  # isort: skip
 from ember.frontend import ops_elementwise  # noqa: E402, F401  # isort: skip
 from ember.frontend import ops_control_flow  # noqa: E402, F401  # isort: skip
+from ember.frontend import ops_recurrent  # noqa: E402, F401  # isort: skip
 
 __all__ = [
     "ImportedModel",

@@ -86,6 +86,21 @@ class _Bufferizer:
             return owner.ref.data, self.weights[owner.ref.data]
         return None
 
+    def packed_constant(
+        self, value: SSAValue, pack: Callable[[np.ndarray], tuple[np.ndarray, str]]
+    ) -> tuple[SSAValue, str] | None:
+        """A constant operand packed at compile time (once per layout), and its layout; None
+        when the operand is computed at run time."""
+        const = self.constant_array(value)
+        if const is None:
+            return None
+        name, array = const
+        packed, layout = pack(array.astype(np.float32))
+        packed_name = f"{name}.packed.{layout}"
+        if packed_name not in self.weights:
+            self.weights[packed_name] = packed
+        return self.weight(packed_name, self.weights[packed_name]), layout
+
     def optional(self, value: SSAValue | None) -> list[SSAValue]:
         return [] if value is None else [self.buffer(value)]
 
@@ -203,16 +218,10 @@ class _Bufferizer:
     def matmul(self, op: graph.MatMulOp) -> None:
         from ember.passes.conversion.kernel_to_loops.packing import pack_matmul_weight
 
-        const = self.constant_array(op.b)
-        if const is not None and len(shape_of(op.b)) == 2:
-            name, array = const
-            packed, layout = pack_matmul_weight(array.astype(np.float32), self.target)
-            packed_name = f"{name}.packed.{layout}"
-            if packed_name not in self.weights:
-                self.weights[packed_name] = packed
-            b = self.weight(packed_name, self.weights[packed_name])
-        else:
-            layout, b = "plain", self.buffer(op.b)
+        packed = None
+        if len(shape_of(op.b)) == 2:
+            packed = self.packed_constant(op.b, lambda a: pack_matmul_weight(a, self.target))
+        b, layout = packed or (self.buffer(op.b), "plain")
         out = self.alloc(op.output)
         self.emit(
             kernel.MatMulOp(
@@ -227,6 +236,38 @@ class _Bufferizer:
             )
         )
         self.buffers[op.output] = out
+
+    def recurrent(self, op: graph.RecurrentOp) -> None:
+        from ember.passes.conversion.kernel_to_loops.packing import pack_recurrent_weight
+
+        packed = self.packed_constant(op.r, lambda a: pack_recurrent_weight(a, self.target))
+        r, layout = packed or (self.buffer(op.r), "plain")
+        scratch = kernel.recurrent_workspace_shape(op.cell.data, *shape_of(op.y_h))
+        workspace = self.emit(memref.AllocOp.get(f32, 64, list(scratch))).results[0]
+        results = [op.y, op.y_h, *([op.y_c] if op.y_c is not None else [])]
+        outputs = [self.alloc(v) for v in results]
+        props = {k: v for k, v in op.properties.items() if k != "operandSegmentSizes"}
+        props.pop("resultSegmentSizes", None)
+        self.emit(
+            kernel.RecurrentOp(
+                operands=[
+                    self.buffer(op.x_proj),
+                    r,
+                    self.optional(op.recurrent_bias),
+                    self.optional(op.sequence_lens),
+                    self.optional(op.initial_h),
+                    self.optional(op.initial_c),
+                    self.optional(op.peepholes),
+                    workspace,
+                    outputs[0],
+                    outputs[1],
+                    outputs[2:],
+                ],
+                properties={**props, "weight_layout": StringAttr(layout)},
+            )
+        )
+        for value, out in zip(results, outputs, strict=True):
+            self.buffers[value] = out
 
     def pool(self, op: graph.MaxPoolOp | graph.AveragePoolOp) -> None:
         out = self.alloc(op.output)
@@ -319,6 +360,7 @@ class _Bufferizer:
             graph.OneHotOp: self.simple(kernel.OneHotOp, ("axis",)),
             graph.ScatterElementsOp: self.simple(kernel.ScatterElementsOp, ("axis", "reduction")),
             graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
+            graph.RecurrentOp: self.recurrent,
         }
         try:
             return table[type(op)]

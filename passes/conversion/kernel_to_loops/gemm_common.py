@@ -113,54 +113,109 @@ def activation_of(op: IRDLOperation) -> Activation | None:
     attr: StringAttr | None = op.activation  # type: ignore[attr-defined]
     if attr is None:
         return None
-    kind = attr.data
     params_attr: DenseArrayBase | None = op.activation_params  # type: ignore[attr-defined]
     params = [float(v) for v in params_attr.get_values()] if params_attr is not None else []
+    return vector_activation(attr.data, params, op.name)
 
-    def need(count: int) -> list[float]:
-        if len(params) != count:
-            raise ValueError(
-                f"{op.name}: activation '{kind}' needs {count} activation_params, got {params}"
-            )
-        return params
+
+# Parameters each activation takes (the rest take none).
+ACTIVATION_PARAM_COUNTS = {
+    "clip": 2,  # (min, max)
+    "leaky_relu": 1,  # (alpha,)
+    "hard_sigmoid": 2,  # (alpha, beta)
+    "elu": 1,
+    "thresholded_relu": 1,
+    "affine": 2,
+    "scaled_tanh": 2,
+}
+
+
+def vector_activation(kind: str, params: Sequence[float], where: str) -> Activation:
+    """`kind` (with its ACTIVATION_PARAM_COUNTS parameters) as a function on f32 vectors."""
+    if kind in ACTIVATION_PARAM_COUNTS and len(params) != ACTIVATION_PARAM_COUNTS[kind]:
+        raise ValueError(
+            f"{where}: activation '{kind}' needs {ACTIVATION_PARAM_COUNTS.get(kind, 0)} "
+            f"parameters, got {list(params)}"
+        )
+    p = [float(v) for v in params]
 
     def splat_like(b: LoopBuilder, value: float, like: SSAValue) -> SSAValue:
         return b.splat(value, like.type.get_shape()[0])  # type: ignore[attr-defined]
 
-    if kind == "relu":
-        return lambda b, v: b.maxf(v, splat_like(b, 0.0, v))
-    if kind == "clip":
-        lo, hi = need(2)
-        return lambda b, v: b.minf(b.maxf(v, splat_like(b, lo, v)), splat_like(b, hi, v))
-    if kind == "leaky_relu":
-        (alpha,) = need(1)
+    def sigmoid(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        one = splat_like(b, 1.0, v)
+        e = b.exp(b.insert(arith.NegfOp(v)).results[0])
+        return b.divf(one, b.addf(one, e))
 
-        def leaky(b: LoopBuilder, v: SSAValue) -> SSAValue:
-            # max(x,0) + alpha*min(x,0): exact for any alpha, no vector compare/select needed.
-            zero = splat_like(b, 0.0, v)
-            return b.addf(b.maxf(v, zero), b.mulf(splat_like(b, alpha, v), b.minf(v, zero)))
+    def tanh(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        return b.insert(math.TanhOp(v)).results[0]
 
-        return leaky
-    if kind == "sigmoid":
+    def leaky(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        # max(x,0) + alpha*min(x,0): exact for any alpha, no vector compare/select needed.
+        zero = splat_like(b, 0.0, v)
+        return b.addf(b.maxf(v, zero), b.mulf(splat_like(b, p[0], v), b.minf(v, zero)))
 
-        def sigmoid(b: LoopBuilder, v: SSAValue) -> SSAValue:
-            one = splat_like(b, 1.0, v)
-            e = b.exp(b.insert(arith.NegfOp(v)).results[0])
-            return b.divf(one, b.addf(one, e))
+    def gelu(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        scaled = b.mulf(v, splat_like(b, 1.0 / pymath.sqrt(2.0), v))
+        erf = b.insert(math.ErfOp(scaled)).results[0]
+        half_x = b.mulf(v, splat_like(b, 0.5, v))
+        return b.mulf(half_x, b.addf(erf, splat_like(b, 1.0, v)))
 
-        return sigmoid
-    if kind == "tanh":
-        return lambda b, v: b.insert(math.TanhOp(v)).results[0]
-    if kind == "gelu":
+    def hard_sigmoid(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        linear = b.addf(b.mulf(v, splat_like(b, p[0], v)), splat_like(b, p[1], v))
+        return b.minf(b.maxf(linear, splat_like(b, 0.0, v)), splat_like(b, 1.0, v))
 
-        def gelu(b: LoopBuilder, v: SSAValue) -> SSAValue:
-            scaled = b.mulf(v, splat_like(b, 1.0 / pymath.sqrt(2.0), v))
-            erf = b.insert(math.ErfOp(scaled)).results[0]
-            half_x = b.mulf(v, splat_like(b, 0.5, v))
-            return b.mulf(half_x, b.addf(erf, splat_like(b, 1.0, v)))
+    def elu(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        # max(x,0) + alpha*(exp(min(x,0)) - 1): no compare/select, exact on both sides.
+        zero, one = splat_like(b, 0.0, v), splat_like(b, 1.0, v)
+        negative = b.subf(b.exp(b.minf(v, zero)), one)
+        return b.addf(b.maxf(v, zero), b.mulf(splat_like(b, p[0], v), negative))
 
-        return gelu
-    raise ValueError(f"{op.name}: unsupported activation '{kind}'")
+    def softsign(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        magnitude = b.insert(math.AbsFOp(v)).results[0]
+        return b.divf(v, b.addf(splat_like(b, 1.0, v), magnitude))
+
+    def softplus(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        # max(x,0) + log(1 + exp(-|x|)): no overflow of exp for large x.
+        magnitude = b.insert(math.AbsFOp(v)).results[0]
+        tail = b.exp(b.insert(arith.NegfOp(magnitude)).results[0])
+        log = b.insert(math.LogOp(b.addf(splat_like(b, 1.0, v), tail))).results[0]
+        return b.addf(b.maxf(v, splat_like(b, 0.0, v)), log)
+
+    def thresholded_relu(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        above = b.insert(arith.CmpfOp(v, splat_like(b, p[0], v), "ogt")).results[0]
+        return b.select(above, v, splat_like(b, 0.0, v))
+
+    def affine(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        return b.addf(b.mulf(v, splat_like(b, p[0], v)), splat_like(b, p[1], v))
+
+    def scaled_tanh(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        return b.mulf(splat_like(b, p[0], v), tanh(b, b.mulf(v, splat_like(b, p[1], v))))
+
+    def relu(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        return b.maxf(v, splat_like(b, 0.0, v))
+
+    def clip(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        return b.minf(b.maxf(v, splat_like(b, p[0], v)), splat_like(b, p[1], v))
+
+    table: dict[str, Activation] = {
+        "relu": relu,
+        "clip": clip,
+        "leaky_relu": leaky,
+        "sigmoid": sigmoid,
+        "tanh": tanh,
+        "gelu": gelu,
+        "hard_sigmoid": hard_sigmoid,
+        "elu": elu,
+        "softsign": softsign,
+        "softplus": softplus,
+        "thresholded_relu": thresholded_relu,
+        "affine": affine,
+        "scaled_tanh": scaled_tanh,
+    }
+    if kind not in table:
+        raise ValueError(f"{where}: unsupported activation '{kind}'")
+    return table[kind]
 
 
 def lane_mask(b: LoopBuilder, lanes: int, vw: int) -> SSAValue:

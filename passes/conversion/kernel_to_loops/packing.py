@@ -10,6 +10,8 @@ with unit stride:
   - conv weight OIHW     -> [G, ceil(M/MR), K, MR]    layout "conv_a_panel{MR}"
     (M = Cout/G rows, K = Cin/G*kh*kw, zero-padded in M)
   - depthwise conv OIHW  -> [C, kh*kw]                layout "depthwise_c_kk"
+  - recurrent R^T [D, G, K, N] -> [D, G, ceil(N/NR), K, NR]  layout "recurrent_panel{NR}"
+    (each gate's matrix packed as a matmul B)
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def gemm_blocking(target: Target) -> GemmBlocking:
 
 def matmul_layout(nr: int) -> str:
     return f"gemm_b_panel{nr}"
+
+
+def recurrent_layout(nr: int) -> str:
+    return f"recurrent_panel{nr}"
 
 
 def conv_layout(mr: int) -> str:
@@ -86,3 +92,16 @@ def pack_conv_weight(w: np.ndarray, group: int, target: Target) -> tuple[np.ndar
     padded[:, :m, :] = w.reshape(group, m, k)
     packed = padded.reshape(group, tiles, mr, k).transpose(0, 1, 3, 2)
     return np.ascontiguousarray(packed), conv_layout(mr)
+
+
+def pack_recurrent_weight(r_t: np.ndarray, target: Target) -> tuple[np.ndarray, str]:
+    """Pack each gate's R^T [K, N] of a [D, G, K, N] weight as matmul B panels."""
+    if r_t.ndim != 4:
+        raise ValueError(f"pack_recurrent_weight: expected [D, G, K, N], got shape {r_t.shape}")
+    packed = np.stack(
+        [
+            np.stack([pack_matmul_weight(gate.astype(np.float32), target)[0] for gate in gates])
+            for gates in r_t
+        ]
+    )
+    return packed, recurrent_layout(gemm_blocking(target).nr)

@@ -42,6 +42,7 @@ KERNEL_MODULES = (
     "lrn",
     "data_movement",
     "structural",
+    "recurrent",
 )
 
 
