@@ -8,8 +8,9 @@ computed here, at compile time, with numpy:
   linear/cubic (and antialiased) taps add weighted gathers, so every coordinate mode shares
   one mechanism; dilated pooling is the same idea with max/add folds;
 - Split, Slice of a runtime tensor and negative pads are `graph.slice`;
-- Tile is a concat of copies, DepthToSpace/SpaceToDepth a reshape-transpose-reshape, 1-D and
-  3-D pooling are 2-D poolings of reshaped views (pooling is separable);
+- Tile is a broadcast (graph.expand) between reshapes, so its cost is one kernel whatever
+  the repeats; DepthToSpace/SpaceToDepth a reshape-transpose-reshape, 1-D and 3-D pooling
+  are 2-D poolings of reshaped views (pooling is separable);
 - ConvTranspose is a stride-1 convolution of the zero-stuffed input with the flipped filter;
 - the L1/L2/log-sum(-exp)/sum-square reductions are `graph.reduce` around elementwise ops,
   and the normalizations (instance, group, mean-variance, Lp, RMS, LayerNorm's extra outputs)
@@ -189,10 +190,9 @@ def _expand(imp: _Importer, node: _Node) -> Sequence[Value]:
         out = graph.broadcast_shapes(_shape(data), tuple(int(d) for d in shape))
     except ValueError as err:
         raise node.error(str(err)) from err
-    if isinstance(data, _Const):
-        return [_Const(np.broadcast_to(data.array, out).copy())]
     if out == _shape(data):
         return [data]
+    # Folded when `data` is known and the result small; a kernel otherwise.
     return [imp.emit(graph.ExpandOp, [data], out)]
 
 
@@ -201,14 +201,20 @@ def _tile(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     repeats = imp.constant(node, 1, "repeats")
     assert repeats is not None
-    if len(repeats) != len(_shape(x)) or any(r < 1 for r in repeats):
-        raise node.error(f"repeats {list(repeats)} do not fit input shape {_shape(x)}")
-    if isinstance(x, _Const):
-        return [_Const(np.tile(x.array, [int(r) for r in repeats]))]
-    for axis, r in enumerate(repeats):
-        if r > 1:
-            x = _concat(imp, [x] * int(r), axis)
-    return [x]
+    shape = _shape(x)
+    if len(repeats) != len(shape) or any(r < 1 for r in repeats):
+        raise node.error(f"repeats {list(repeats)} do not fit input shape {shape}")
+    # Tile is a broadcast: an axis of size d tiled r times is a new axis of r in front of it,
+    # broadcast, then merged with it. One graph.expand however large the repeats.
+    split: list[int] = []
+    grown: list[int] = []
+    for d, r in zip(shape, (int(r) for r in repeats), strict=True):
+        split += [1, d] if r > 1 else [d]
+        grown += [r, d] if r > 1 else [d]
+    if split == grown:
+        return [x]
+    tiled = imp.emit(graph.ExpandOp, [imp.reshape(x, split)], grown)
+    return [imp.reshape(tiled, [d * int(r) for d, r in zip(shape, repeats, strict=True)])]
 
 
 def _pad_indices(mode: str, size: int, before: int, after: int) -> np.ndarray:
@@ -230,7 +236,8 @@ def _pad_constant(
 ) -> Value:
     """x with `before`/`after` elements of `value` around `axis` (negative counts crop).
 
-    A fill value known only at run time is broadcast into the padding by graph.expand."""
+    The padding is a graph.expand of the fill value: folded when small, a fill kernel when
+    large (so wide pads cost no compile time), and the only way for a run-time fill value."""
     if before < 0 or after < 0:
         size = _shape(x)[axis]
         start = max(0, -before)
@@ -240,13 +247,15 @@ def _pad_constant(
     for width in (before, after):
         block = list(_shape(x))
         block[axis] = width
-        if isinstance(value, float | int):
-            pieces.append(_Const(np.full(block, value, _dtype(x))))
-        elif width > 0:
-            scalar = imp.reshape(value, [1] * len(block))
-            pieces.append(imp.emit(graph.ExpandOp, [scalar], block))
-        else:
+        if width == 0:  # dropped by _concat
             pieces.append(_Const(np.zeros(block, _dtype(x))))
+            continue
+        ones = [1] * len(block)
+        if isinstance(value, float | int):
+            scalar: Value = _Const(np.full(ones, value, _dtype(x)))
+        else:
+            scalar = imp.reshape(value, ones)
+        pieces.append(scalar if block == ones else imp.emit(graph.ExpandOp, [scalar], block))
     return _concat(imp, [pieces[0], x, pieces[1]], axis)
 
 

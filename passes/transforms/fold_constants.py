@@ -1,4 +1,8 @@
-"""fold-constants: evaluate graph ops whose operands are all constants at compile time."""
+"""fold-constants: evaluate graph ops whose operands are all constants at compile time.
+
+Results larger than `FOLD_LIMIT_BYTES` are not folded: the op stays a kernel and computes
+them at run time, so compile time and the weights blob do not grow with tensor values.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,12 @@ from ember.passes.transforms.graph_utils import (
     new_constant,
     weights_of,
 )
-from ember.passes.transforms.numpy_eval import EVALUATORS, evaluate, operand_slots
+from ember.passes.transforms.numpy_eval import (
+    EVALUATORS,
+    evaluate,
+    foldable_size,
+    operand_slots,
+)
 
 
 @dataclass
@@ -27,6 +36,8 @@ class FoldConstantOp(RewritePattern):
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         if isinstance(op, graph.ConstantOp) or op.name not in EVALUATORS or len(op.results) != 1:
+            return
+        if not foldable_size(op.results[0].type):  # type: ignore[arg-type]
             return
         slots = operand_slots(op)
         arrays = [None if v is None else constant_array(v, self.weights) for v in slots]

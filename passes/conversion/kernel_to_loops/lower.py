@@ -19,6 +19,7 @@ from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.passes.program import entry_function
+from ember.runtime.errors import ResourceLimitError
 
 
 def kernel_signature(op: Operation) -> str:
@@ -52,6 +53,11 @@ class LowerKernelsToLoops(ModulePass):
                 self._lower_reshape(kernel_op)
             elif isinstance(kernel_op, kernel.COMPUTE_OPS):
                 assert isinstance(kernel_op, IRDLOperation)
+                if len(kernel_op.operands) > kernel.MAX_OPERANDS:
+                    raise ResourceLimitError(
+                        f"{kernel_op.name} takes {len(kernel_op.operands)} buffers, more than "
+                        f"the {kernel.MAX_OPERANDS} one kernel call may take"
+                    )
                 key = kernel_signature(kernel_op)
                 name = functions.get(key)
                 if name is None:

@@ -1,0 +1,58 @@
+"""Size limits: how big a tensor the compiler folds, and how big a tensor a program may hold.
+
+- `FOLD_LIMIT_BYTES`: constant folding (the importer's and the `fold-constants` pass's) leaves
+  any result above it as a run-time kernel, so that compile time, compile memory and the
+  weights blob never grow with tensor values (Tile/Expand/ConstantOfShape/Range of constants).
+- `memory_limit_bytes()`: no tensor of a program may exceed it (default: the machine's
+  physical memory; `EMBER_MEMORY_LIMIT` sets another, in bytes or with a K/M/G/T suffix). A
+  model with such a tensor could never run, so it is refused while importing, naming the
+  node, the tensor and the bytes, instead of failing to allocate at run time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from ember.runtime.errors import ResourceLimitError
+
+FOLD_LIMIT_BYTES = 64 << 20
+
+_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def tensor_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
+    """Bytes of a dense tensor (Python ints: no overflow, however absurd the shape)."""
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+
+
+def memory_limit_bytes() -> int:
+    """The largest tensor a program may hold: $EMBER_MEMORY_LIMIT, else physical memory."""
+    configured = os.environ.get("EMBER_MEMORY_LIMIT", "").strip().upper().removesuffix("B")
+    if configured:
+        digits, suffix = configured.rstrip("KMGT"), configured[len(configured.rstrip("KMGT")) :]
+        if not digits.isdigit() or suffix not in _SUFFIXES:
+            raise ValueError(
+                f"EMBER_MEMORY_LIMIT='{os.environ['EMBER_MEMORY_LIMIT']}' is not a byte count "
+                "(e.g. 8000000000 or 8G)"
+            )
+        return int(digits) * _SUFFIXES[suffix]
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no known limit
+        return 1 << 62
+
+
+def check_fits_in_memory(shape: Sequence[int], dtype: np.dtype, what: str) -> None:
+    """ResourceLimitError naming `what` if a tensor of this shape exceeds the memory limit."""
+    size = tensor_bytes(shape, dtype)
+    limit = memory_limit_bytes()
+    if size > limit:
+        raise ResourceLimitError(
+            f"{what}: tensor of shape {list(shape)} and type {np.dtype(dtype).name} needs "
+            f"{size:,} bytes, more than the {limit:,} bytes of memory a tensor may use "
+            "(the machine's memory; EMBER_MEMORY_LIMIT sets another limit)"
+        )
