@@ -706,6 +706,11 @@ def _resize_taps(
     return index, weight, outside if outside is not None and outside.any() else None
 
 
+# Per-tap gathers (fused into one elementwise sum) up to this many taps per output; beyond,
+# one gather of all taps and a reduction.
+_MAX_UNROLLED_TAPS = 8
+
+
 def _resize_axis(
     imp: _Importer,
     node: _Node,
@@ -719,11 +724,19 @@ def _resize_axis(
     index, weight, outside = _resize_taps(node, shape[axis], out_size, scale, roi)
     trailing = [1] * (len(shape) - axis - 1)
     dtype = _dtype(x)
+    taps = [t for t in range(index.shape[1]) if weight[:, t].any()]
     y: Value | None = None
-    for t in range(index.shape[1]):
+    if len(taps) > _MAX_UNROLLED_TAPS:
+        # Antialiased downsampling widens the filter with the ratio: gather every tap at once
+        # into a new axis, weight and sum it, so that the op count does not grow with it.
+        gathered = _gather_axis(imp, x, axis, index[:, taps].reshape(-1))
+        split = [*shape[:axis], out_size, len(taps), *shape[axis + 1 :]]
+        w = weight[:, taps].astype(dtype).reshape(out_size, len(taps), *trailing)
+        y = imp.binary(node, graph.MulOp, imp.reshape(gathered, split), _Const(w))
+        y = _reduce(imp, node, y, "sum", [axis + 1], False)
+        taps = []
+    for t in taps:
         w = weight[:, t]
-        if not w.any():
-            continue
         term = _gather_axis(imp, x, axis, index[:, t])
         if not np.all(w == 1):
             term = imp.binary(

@@ -57,6 +57,10 @@ def _ops(program: Program) -> int:
     return sum(1 for _ in program.module.walk())
 
 
+def _calls(program: Program) -> int:
+    return sum(1 for op in program.module.walk() if op.name == "func.call")
+
+
 def _max_call_operands(program: Program) -> int:
     return max(len(op.operands) for op in program.module.walk() if op.name == "func.call")
 
@@ -263,6 +267,31 @@ def test_short_ranges_fold_and_match_onnxruntime() -> None:
         x = np.zeros(1, dtype)
         (got,) = ember.compile(model, threads=1)(x)
         np.testing.assert_allclose(got, _onnxruntime(model, {"x": x})[0], rtol=1e-5)
+
+
+# -- Resize ----------------------------------------------------------------------------------------
+
+
+def _downsample(width: int) -> onnx.ModelProto:
+    return _model(
+        [n("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", antialias=1)],
+        [("x", F, [1, 2, 3, width])],
+        [("y", F, [1, 2, 3, 7])],
+        {"sizes": np.array([1, 2, 3, 7], np.int64)},
+    )
+
+
+def test_antialiased_downsampling_costs_the_same_ops_whatever_the_ratio() -> None:
+    # Taps per output grow with the ratio (2 * width / 7 here): they are one gather, not many.
+    programs = {width: _lowered(_downsample(width)) for width in (700, 7000)}
+    calls = {width: _calls(p) for width, p in programs.items()}
+    assert len(set(calls.values())) == 1 and calls[7000] < 10, calls
+    # (The kernels' loops differ a little with the tap count: a tail here, an unroll there.)
+    assert max(_ops(p) for p in programs.values()) < 200
+    model = _downsample(7000)
+    x = np.random.default_rng(3).standard_normal((1, 2, 3, 7000)).astype(np.float32)
+    (got,) = ember.compile(model, threads=1)(x)
+    np.testing.assert_allclose(got, _onnxruntime(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
 
 
 # -- ONNX's own shape inference ------------------------------------------------------------------------
