@@ -6,7 +6,8 @@ computed here, at compile time, with numpy:
 
 - Pad (reflect/edge/wrap) and Resize are per-axis gathers with constant index tables; Resize's
   linear/cubic (and antialiased) taps add weighted gathers, so every coordinate mode shares
-  one mechanism; dilated pooling is the same idea with max/add folds;
+  one mechanism (wide antialiased filters gather all taps at once and sum them); dilated
+  pooling is the same idea with max/add folds;
 - Split, Slice of a runtime tensor and negative pads are `graph.slice`;
 - Tile is a broadcast (graph.expand) between reshapes, so its cost is one kernel whatever
   the repeats; DepthToSpace/SpaceToDepth a reshape-transpose-reshape, 1-D and 3-D pooling
@@ -51,6 +52,7 @@ from ember.frontend.onnx_importer import (
     _shape,
     _window_geometry,
 )
+from ember.passes import limits
 
 # ---------------------------------------------------------------------------------------------
 # Small shared builders
@@ -1616,7 +1618,19 @@ def _eye_like(imp: _Importer, node: _Node) -> Sequence[Value]:
         raise node.error(f"input of rank {len(shape)}; EyeLike needs a matrix")
     to = node.attrs.get("dtype")
     dtype = _dtype(imp.required(node, 0)) if to is None else onnx_dtype(to)
-    return [_Const(np.eye(shape[0], shape[1], int(node.attrs.get("k", 0)), dtype=dtype))]
+    k = int(node.attrs.get("k", 0))
+    if limits.tensor_bytes(shape, dtype) <= limits.FOLD_LIMIT_BYTES:
+        return [_Const(np.eye(shape[0], shape[1], k, dtype=dtype))]
+    # Too big to store: computed at run time as (row + k == column).
+    from ember.frontend.ops_elementwise import _compare
+
+    def iota(count: int, first: int) -> Value:
+        bounds = [_Const(np.array([v], np.int64)) for v in (first, 1)]
+        return imp.emit(graph.RangeOp, bounds, [count], np.dtype(np.int64))
+
+    rows = imp.reshape(iota(shape[0], k), [shape[0], 1])
+    on_diagonal = _compare(imp, node, "eq", rows, imp.reshape(iota(shape[1], 0), [1, shape[1]]))
+    return [imp.emit(graph.CastOp, [on_diagonal], shape, dtype)]
 
 
 @_converts("ReverseSequence")

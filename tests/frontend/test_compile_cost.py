@@ -221,6 +221,25 @@ def test_expand_and_pad_lower_to_the_same_program_whatever_the_size(monkeypatch)
     assert huge.report.weights_bytes < 1024
 
 
+def test_eye_like_beyond_the_fold_limit_is_computed_at_run_time(monkeypatch) -> None:
+    monkeypatch.setattr(limits, "FOLD_LIMIT_BYTES", 1024)
+    model = _model(
+        [
+            n("EyeLike", ["x"], ["eye"], k=3),
+            n("EyeLike", ["x"], ["ints"], k=-40, dtype=I32),
+        ],
+        [("x", F, [50, 70])],
+        [("eye", F, [50, 70]), ("ints", I32, [50, 70])],
+        {},
+    )
+    # Only the row and column numbers may fold (3500 bytes of one eye would not).
+    assert _lowered(model).report.weights_bytes <= 2 * (50 + 70) * 8 + 4 * 64
+    x = np.zeros((50, 70), np.float32)
+    got = ember.compile(model, threads=1).run({"x": x})
+    for name, want in zip(["eye", "ints"], _onnxruntime(model, {"x": x})):
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
 # -- Range -------------------------------------------------------------------------------------------
 
 
