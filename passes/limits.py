@@ -3,6 +3,9 @@
 - `FOLD_LIMIT_BYTES`: constant folding (the importer's and the `fold-constants` pass's) leaves
   any result above it as a run-time kernel, so that compile time, compile memory and the
   weights blob never grow with tensor values (Tile/Expand/ConstantOfShape/Range of constants).
+- `WEIGHT_FOLD_LIMIT_BYTES`: a folded result that only becomes a conv or matmul weight may be
+  this big: it is a weight, which those kernels pack at compile time anyway (computing it at
+  run time would also repack it on every run).
 - `memory_limit_bytes()`: no tensor of a program may exceed it (default: the machine's
   physical memory; `EMBER_MEMORY_LIMIT` sets another, in bytes or with a K/M/G/T suffix). A
   model with such a tensor could never run, so it is refused while importing, naming the
@@ -20,6 +23,7 @@ import numpy as np
 from ember.runtime.errors import ResourceLimitError
 
 FOLD_LIMIT_BYTES = 64 << 20
+WEIGHT_FOLD_LIMIT_BYTES = 1 << 30
 
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 

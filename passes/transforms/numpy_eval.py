@@ -56,10 +56,13 @@ def tensor_type(array: np.ndarray) -> TensorType:
 # How big a folded result may be
 
 
+def result_bytes(out_type: TensorType) -> int:
+    return limits.tensor_bytes(graph.shape_of(out_type), numpy_dtype(out_type.get_element_type()))
+
+
 def foldable_size(out_type: TensorType) -> bool:
     """Whether a result of this type is small enough to fold into a constant (see limits)."""
-    size = limits.tensor_bytes(graph.shape_of(out_type), numpy_dtype(out_type.get_element_type()))
-    return size <= limits.FOLD_LIMIT_BYTES
+    return result_bytes(out_type) <= limits.FOLD_LIMIT_BYTES
 
 
 # ---------------------------------------------------------------------------------------------

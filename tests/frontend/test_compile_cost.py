@@ -169,6 +169,34 @@ def test_constant_of_shape_of_2_to_the_32_is_a_fill_kernel(monkeypatch) -> None:
     assert _ops(huge) == _ops(folded_limit)
 
 
+def test_a_fill_that_only_becomes_a_weight_still_folds(monkeypatch) -> None:
+    """The light models' fully connected weights are ConstantOfShape fills of 150-400 MB:
+    as weights they fold (up to WEIGHT_FOLD_LIMIT_BYTES) and the matmul packs them."""
+    monkeypatch.setattr(limits, "FOLD_LIMIT_BYTES", 1024)
+    fill = numpy_helper.from_array(np.array([0.5], np.float32))
+
+    def fill_then(nodes: list[onnx.NodeProto], outputs: list[tuple[str, int, list[int]]]):
+        return _model(
+            [n("ConstantOfShape", ["shape"], ["w"], value=fill), *nodes],
+            [("x", F, [2, 64])],
+            outputs,
+            {"shape": np.array([32, 64], np.int64)},
+        )
+
+    weight = fill_then([n("Gemm", ["x", "w"], ["y"], transB=1)], [("y", F, [2, 32])])
+    assert _lowered(weight).report.weights_bytes >= 32 * 64 * 4  # packed for the matmul
+    not_only_weight = fill_then(
+        [n("Gemm", ["x", "w"], ["y"], transB=1), n("Add", ["w", "w"], ["twice"])],
+        [("y", F, [2, 32]), ("twice", F, [32, 64])],
+    )
+    assert _lowered(not_only_weight).report.weights_bytes < 1024
+    x = np.random.default_rng(4).standard_normal((2, 64)).astype(np.float32)
+    for model in (weight, not_only_weight):
+        got = ember.compile(model, threads=1).run({"x": x})
+        for name, want in zip(got, _onnxruntime(model, {"x": x})):
+            np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_constant_of_shape_larger_than_memory_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("EMBER_MEMORY_LIMIT", "8G")
     with pytest.raises(ResourceLimitError, match=r"ConstantOfShape.*'c'.*17,179,869,184 bytes"):
