@@ -206,17 +206,24 @@ def _tile(imp: _Importer, node: _Node) -> Sequence[Value]:
     shape = _shape(x)
     if len(repeats) != len(shape) or any(r < 1 for r in repeats):
         raise node.error(f"repeats {list(repeats)} do not fit input shape {shape}")
-    # Tile is a broadcast: an axis of size d tiled r times is a new axis of r in front of it,
-    # broadcast, then merged with it. One graph.expand however large the repeats.
+    return [_tiled(imp, x, [int(r) for r in repeats])]
+
+
+def _tiled(imp: _Importer, x: Value, repeats: Sequence[int]) -> Value:
+    """x repeated repeats[d] times along each axis d: one broadcast, whatever the repeats.
+
+    An axis of size n tiled r times is a new axis of r in front of it, broadcast, then
+    merged with it."""
+    shape = _shape(x)
     split: list[int] = []
     grown: list[int] = []
-    for d, r in zip(shape, (int(r) for r in repeats), strict=True):
+    for d, r in zip(shape, repeats, strict=True):
         split += [1, d] if r > 1 else [d]
         grown += [r, d] if r > 1 else [d]
     if split == grown:
-        return [x]
+        return x
     tiled = imp.emit(graph.ExpandOp, [imp.reshape(x, split)], grown)
-    return [imp.reshape(tiled, [d * int(r) for d, r in zip(shape, repeats, strict=True)])]
+    return imp.reshape(tiled, [d * r for d, r in zip(shape, repeats, strict=True)])
 
 
 def _pad_indices(mode: str, size: int, before: int, after: int) -> np.ndarray:
@@ -299,13 +306,44 @@ def _pad(imp: _Importer, node: _Node) -> Sequence[Value]:
             before, after, size = max(0, before), max(0, after), _shape(x)[axis]
         if before == 0 and after == 0:
             continue
+        if mode == "reflect" and (before >= size or after >= size) and size > 1:
+            raise node.error(f"reflect pads {before},{after} exceed axis {axis} of {size}")
+        if mode == "reflect" and size == 1:
+            mode = "edge"  # reflecting one element repeats it
         if mode == "constant":
             x = _pad_constant(imp, x, axis, before, after, value)
-        else:
-            if mode == "reflect" and (before >= size or after >= size) and size > 1:
-                raise node.error(f"reflect pads {before},{after} exceed axis {axis} of {size}")
+        elif before + after <= size:
             x = _gather_axis(imp, x, axis, _pad_indices(mode, size, before, after))
+        # Wider pads would make the index table grow with them: edges are broadcast, wraps
+        # are a slice of the axis tiled.
+        elif mode == "edge":
+            x = _pad_edge(imp, x, axis, before, after)
+        else:
+            x = _pad_wrap(imp, x, axis, before, after)
     return [x]
+
+
+def _pad_edge(imp: _Importer, x: Value, axis: int, before: int, after: int) -> Value:
+    size = _shape(x)[axis]
+    pieces = [x]
+    for width, at in ((before, 0), (after, size - 1)):
+        if width == 0:
+            continue
+        block = list(_shape(x))
+        block[axis] = width
+        edge = _slice_axis(imp, x, axis, at, 1)
+        edge = edge if width == 1 else imp.emit(graph.ExpandOp, [edge], block)
+        pieces.insert(0 if at == 0 else len(pieces), edge)
+    return _concat(imp, pieces, axis)
+
+
+def _pad_wrap(imp: _Importer, x: Value, axis: int, before: int, after: int) -> Value:
+    size = _shape(x)[axis]
+    total = before + size + after
+    first = -before % size  # the input position the padded axis starts at
+    repeats = [1] * len(_shape(x))
+    repeats[axis] = -(-(first + total) // size)
+    return _slice_axis(imp, _tiled(imp, x, repeats), axis, first, total)
 
 
 # ---------------------------------------------------------------------------------------------

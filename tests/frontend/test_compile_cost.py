@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.codegen import build
@@ -265,6 +266,39 @@ def test_eye_like_beyond_the_fold_limit_is_computed_at_run_time(monkeypatch) -> 
     x = np.zeros((50, 70), np.float32)
     got = ember.compile(model, threads=1).run({"x": x})
     for name, want in zip(["eye", "ints"], _onnxruntime(model, {"x": x})):
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
+def _wide_pads(wide: int, reflect: bool = True) -> onnx.ModelProto:
+    pads = np.array([1, wide, 2, wide + 5], np.int64)
+    nodes = [
+        n("Pad", ["x", "pads"], ["edge"], mode="edge"),
+        n("Pad", ["x", "pads"], ["wrap"], mode="wrap"),
+    ]
+    inputs = [("x", F, [2, 3])]
+    outputs = [("edge", F, [5, 3 + 2 * wide + 5]), ("wrap", F, [5, 3 + 2 * wide + 5])]
+    if reflect:
+        nodes.append(n("Pad", ["column", "pads"], ["reflect"], mode="reflect"))
+        inputs.append(("column", F, [3, 1]))
+        outputs.append(("reflect", F, [6, 1 + 2 * wide + 5]))
+    return _model(nodes, inputs, outputs, {"pads": pads})
+
+
+def test_edge_wrap_and_reflect_pads_wider_than_the_input_need_no_index_tables() -> None:
+    programs = {wide: _lowered(_wide_pads(wide)) for wide in (100000, 10**7)}
+    assert len({_ops(p) for p in programs.values()}) == 1
+    assert programs[10**7].report.weights_bytes < 1024
+    model = _wide_pads(1000)
+    rng = np.random.default_rng(5)
+    feeds = {
+        "x": rng.standard_normal((2, 3)).astype(np.float32),
+        "column": rng.standard_normal((3, 1)).astype(np.float32),
+    }
+    got = ember.compile(model, threads=1).run(feeds)
+    # onnxruntime refuses to reflect an axis of one element; ONNX's reference repeats it.
+    expected = ReferenceEvaluator(model).run(None, feeds)
+    edge, wrap = _onnxruntime(_wide_pads(1000, reflect=False), {"x": feeds["x"]})
+    for name, want in zip(["edge", "wrap", "reflect"], [edge, wrap, expected[2]]):
         np.testing.assert_array_equal(got[name], want, err_msg=name)
 
 
