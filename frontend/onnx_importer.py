@@ -515,11 +515,7 @@ class _Importer:
         flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
         if dtype is None:
             dtype = _dtype(next(v for v in flat if v is not None))
-        what = op_type.name
-        if self.node is not None:
-            node, outputs = self.node, ", ".join(repr(o) for o in self.node.proto.output if o)
-            what = f"{node.op_type} node '{node.name}' (opset {node.opset}) computing {outputs}"
-        limits.check_fits_in_memory(shape, dtype, what)
+        limits.check_fits_in_memory(shape, dtype, computing(self.node, op_type.name))
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
         evaluator = numpy_eval.EVALUATORS.get(op_type.name)
@@ -571,6 +567,14 @@ class _Importer:
         if isinstance(lhs, _Const):
             return _Const(lhs.array.astype(_dtype(rhs))), rhs
         return lhs, self.emit(graph.CastOp, [rhs], _shape(rhs), _dtype(lhs))
+
+
+def computing(node: _Node | None, fallback: str) -> str:
+    """Names what is being computed, for size-limit errors: the node and its outputs."""
+    if node is None:
+        return fallback
+    outputs = ", ".join(repr(o) for o in node.proto.output if o)
+    return f"{node.op_type} node '{node.name}' (opset {node.opset}) computing {outputs}"
 
 
 def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:

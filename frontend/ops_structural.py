@@ -51,6 +51,7 @@ from ember.frontend.onnx_importer import (
     _reduce,
     _shape,
     _window_geometry,
+    computing,
 )
 from ember.passes import limits
 
@@ -206,6 +207,8 @@ def _tile(imp: _Importer, node: _Node) -> Sequence[Value]:
     shape = _shape(x)
     if len(repeats) != len(shape) or any(r < 1 for r in repeats):
         raise node.error(f"repeats {list(repeats)} do not fit input shape {shape}")
+    out = [d * int(r) for d, r in zip(shape, repeats, strict=True)]
+    limits.check_fits_in_memory(out, _dtype(x), computing(node, "Tile"))  # before any step
     return [_tiled(imp, x, [int(r) for r in repeats])]
 
 
