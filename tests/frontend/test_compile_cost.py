@@ -146,7 +146,9 @@ def test_tile_of_a_constant_beyond_the_fold_limit_runs_as_a_kernel(monkeypatch) 
 
 def test_a_tile_too_big_for_memory_is_refused_naming_the_node(monkeypatch) -> None:
     monkeypatch.setenv("EMBER_MEMORY_LIMIT", "16G")
-    with pytest.raises(ResourceLimitError, match=r"Tile node 'y'.*\[200000, 750000\].*600,000,000,000 bytes"):
+    with pytest.raises(
+        ResourceLimitError, match=r"Tile node 'y'.*\[200000, 750000\].*600,000,000,000 bytes"
+    ):
         _lowered(_tile([2, 3], [100000, 250000]))
 
 
