@@ -17,7 +17,10 @@ computed from them by shape ops such as Shape/Gather/Concat/Unsqueeze/ConstantOf
 Range/Slice, or by integer arithmetic) are folded with numpy while importing, using the same
 evaluators as the `fold-constants` pass; only the constants that a remaining graph op consumes
 become `graph.constant "<name>"` ops, whose arrays live in the returned WeightStore. Float
-arithmetic between weights is kept as graph ops for the graph passes to fold.
+arithmetic between weights is kept as graph ops for the graph passes to fold. No result
+larger than `limits.FOLD_LIMIT_BYTES` is folded (it stays a graph op, a kernel at run time),
+and a tensor larger than the memory limit is refused (`ResourceLimitError`), so that import
+cost never grows with tensor values (see `passes/limits.py`).
 
 Unsupported ops raise `UnsupportedOpError` (op type, node name, opset) before any code is
 generated; malformed models raise `ModelError`. Both are ValueErrors.
