@@ -6,8 +6,10 @@ Each unit is emitted (xDSL -> LLVM IR text), looked up in the object cache by th
 on a miss parsed, optimized with the O<opt_level> pipeline and compiled to an object file.
 Units go to a pool of worker processes forked from this one (so they see the xDSL module
 without serializing it). Threads would not do: emission is pure Python under the GIL, and
-llvmlite parses every module into one global LLVMContext, which is not thread-safe. A small
-program, or `jobs=1`, compiles in this process.
+llvmlite parses every module into one global LLVMContext, which is not thread-safe. Only a
+small program compiles in this process; any other, even with `jobs=1`, in at least one
+worker, so that LLVM failing hard on a huge unit (an assertion aborts the process, memory
+runs out) ends the worker and becomes an error, not the end of the caller's process.
 
 The caller's objects are frozen out of the garbage collector for the duration (gc.freeze):
 collections then skip the program's IR and weights, and forked workers do not copy the pages
@@ -240,13 +242,17 @@ def _run_in_worker(index: int) -> CompiledUnit:
 SMALL_PROGRAM_OPS = 1000
 
 
+def is_small(part: Partition) -> bool:
+    return sum(unit.ops for unit in part.units) < SMALL_PROGRAM_OPS
+
+
 def worker_count(part: Partition, jobs: int | None) -> int:
     """`jobs` if given, else $EMBER_JOBS, else one per CPU (1 for a small program)."""
     if jobs is None:
         configured = os.environ.get("EMBER_JOBS", "").strip()
         if configured:
             jobs = int(configured)
-        elif sum(unit.ops for unit in part.units) < SMALL_PROGRAM_OPS:
+        elif is_small(part):
             jobs = 1
         else:
             jobs = os.cpu_count() or 1
@@ -284,7 +290,8 @@ def _build_units(
     workers = worker_count(part, jobs)
     # Daemonic processes (e.g. multiprocessing.Pool workers) may not start children.
     can_fork = "fork" in multiprocessing.get_all_start_methods()
-    if workers <= 1 or not can_fork or multiprocessing.current_process().daemon:
+    in_process = workers <= 1 and is_small(part)
+    if in_process or not can_fork or multiprocessing.current_process().daemon:
         compiled = []
         for unit in part.units:
             try:
@@ -320,7 +327,7 @@ def _build_in_workers(job: _Job, workers: int) -> list[CompiledUnit]:
                     raise RuntimeError(
                         "an ember codegen worker process died (LLVM crashed or the process was "
                         f"killed) while compiling one of the units {', '.join(unfinished)}; "
-                        "rerun with EMBER_JOBS=1 to see the failure in this process"
+                        "LLVM's own message, if any, is on standard error"
                     ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

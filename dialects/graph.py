@@ -841,6 +841,32 @@ class ExpandOp(IRDLOperation):
 
 
 @irdl_op_definition
+class RangeOp(IRDLOperation):
+    """output[i] = start + i * delta (ONNX Range with its length known): a kernel, so that
+    a long range costs its length in memory at run time, not at compile time."""
+
+    name = "graph.range"
+    start = operand_def(TensorType)
+    delta = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$start `,` $delta attr-dict `:` type($start) `,` type($delta) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        if len(shape_of(self.output)) != 1:
+            raise VerifyException(f"graph.range: output {shape_of(self.output)} is not 1-D")
+        for operand in (self.start, self.delta):
+            if shape_of(operand) != (1,) or element_type_of(operand) != element_type_of(
+                self.output
+            ):
+                raise VerifyException(
+                    "graph.range: start and delta must be 1-element tensors of the output's type"
+                )
+
+
+@irdl_op_definition
 class ArgReduceOp(IRDLOperation):
     """ArgMax/ArgMin (kind max|min) along `axis`; the i64 result keeps the axis as size 1."""
 
@@ -1198,6 +1224,7 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     GatherOp,
     SliceOp,
     ExpandOp,
+    RangeOp,
     ArgReduceOp,
     CumSumOp,
     GatherElementsOp,

@@ -188,6 +188,12 @@ class YieldOp(IRDLOperation):
     assembly_format = "$value attr-dict `:` type($value)"
 
 
+# Most buffers one kernel op may take: each becomes an argument of its function's call, and
+# LLVM's instruction selector asserts (aborting the process) on a call of more than 65535
+# operands. Wider concats are split into groups, fusion stops short of it.
+MAX_OPERANDS = 1024
+
+
 @irdl_op_definition
 class ElementwiseOp(IRDLOperation):
     """output[i] = body(inputs[i]...) with numpy broadcasting of each input to output.
@@ -388,6 +394,20 @@ class OneHotOp(IRDLOperation):
 
 
 @irdl_op_definition
+class RangeOp(IRDLOperation):
+    """See graph.range."""
+
+    name = "kernel.range"
+    start = operand_def(MemRefType)
+    delta = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    assembly_format = (
+        "$start `,` $delta `->` $output attr-dict `:` type($start) `,` type($delta) "
+        "`->` type($output)"
+    )
+
+
+@irdl_op_definition
 class ScatterElementsOp(IRDLOperation):
     """See graph.scatter_elements."""
 
@@ -515,6 +535,7 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     CumSumOp,
     GatherElementsOp,
     OneHotOp,
+    RangeOp,
     ScatterElementsOp,
     TopKOp,
     GatherNDOp,

@@ -17,7 +17,10 @@ computed from them by shape ops such as Shape/Gather/Concat/Unsqueeze/ConstantOf
 Range/Slice, or by integer arithmetic) are folded with numpy while importing, using the same
 evaluators as the `fold-constants` pass; only the constants that a remaining graph op consumes
 become `graph.constant "<name>"` ops, whose arrays live in the returned WeightStore. Float
-arithmetic between weights is kept as graph ops for the graph passes to fold.
+arithmetic between weights is kept as graph ops for the graph passes to fold. No result
+larger than `limits.FOLD_LIMIT_BYTES` is folded (it stays a graph op, a kernel at run time),
+and a tensor larger than the memory limit is refused (`ResourceLimitError`), so that import
+cost never grows with tensor values (see `passes/limits.py`).
 
 The model is validated as it is read (`frontend/validate.py`: structure, element types against
 the ONNX type constraints, attributes, sizes; docs/architecture.md#validation). Unsupported ops
@@ -59,13 +62,8 @@ from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for_onnx
 from ember.dialects.weights import WeightStore
 from ember.frontend.errors import ModelError, UnsupportedOpError
-from ember.frontend.validate import (
-    NodeInfo,
-    check_tensor_size,
-    physical_memory_bytes,
-    validate_graph,
-    validate_node,
-)
+from ember.frontend.validate import NodeInfo, validate_graph, validate_node
+from ember.passes import limits
 from ember.passes.transforms import numpy_eval
 
 INPUT_NAMES = "ember.input_names"
@@ -233,7 +231,7 @@ def import_onnx(
     memory_limit: int | None = None,
 ) -> ImportedModel:
     """Like `import_model`, also returning the graph's input and output names."""
-    limit = physical_memory_bytes() if memory_limit is None else memory_limit
+    limit = limits.memory_limit_bytes() if memory_limit is None else memory_limit
     return _Importer(load_model(model, base_dir), dict(input_shapes or {}), limit).run()
 
 
@@ -478,7 +476,7 @@ class _Importer:
                         f"{axis}; pass input_shapes={{'{info.name}': [...]}} to make it static"
                     )
                 shape += (dim.dim_value,)
-        check_tensor_size(f"graph input '{info.name}'", shape, dtype, self.memory_limit)
+        limits.check_fits_in_memory(shape, dtype, f"graph input '{info.name}'", self.memory_limit)
         return TensorType(numpy_eval.element_type(dtype), shape)
 
     def _tensor_array(self, tensor: onnx.TensorProto) -> np.ndarray:
@@ -486,7 +484,9 @@ class _Importer:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
         except Exception as err:
             raise ModelError(f"tensor '{tensor.name}': element type {tensor.data_type}") from err
-        check_tensor_size(f"initializer '{tensor.name}'", tensor.dims, dtype, self.memory_limit)
+        limits.check_fits_in_memory(
+            tensor.dims, dtype, f"initializer '{tensor.name}'", self.memory_limit
+        )
         try:
             return numpy_helper.to_array(tensor)
         except Exception as err:
@@ -501,18 +501,7 @@ class _Importer:
                 for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
                     dim.Clear()
                     dim.dim_value = int(size)
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-        except Exception:
-            return {}  # ONNX's inference gives up on some valid graphs; ours still runs
-        shapes = {}
-        for info in list(inferred.graph.value_info) + list(inferred.graph.output):
-            dims = info.type.tensor_type.shape.dim
-            if info.type.tensor_type.HasField("shape") and all(
-                d.HasField("dim_value") for d in dims
-            ):
-                shapes[info.name] = tuple(d.dim_value for d in dims)
-        return shapes
+        return _inferred_shapes(model)
 
     def _skeleton(self) -> onnx.ModelProto:
         """The model with big initializers replaced by typed inputs: shape inference
@@ -614,11 +603,10 @@ class _Importer:
 
     def check_size(self, shape: Sequence[int], dtype: np.dtype, what: str) -> None:
         """Refuse a tensor the current node would make that no memory could hold (before
-        numpy or the arena tries to)."""
+        numpy or the arena tries to), naming the node and `what` it is."""
         if self.node is not None:
-            node = self.node
-            what = f"{node.op_type} node '{node.name}' (opset {node.opset}): {what}"
-        check_tensor_size(what, shape, dtype, self.memory_limit)
+            what = f"{computing(self.node, '')}: {what}"
+        limits.check_fits_in_memory(shape, dtype, what, self.memory_limit)
 
     def input(self, node: _Node, index: int) -> Value | None:
         names = node.proto.input
@@ -662,16 +650,21 @@ class _Importer:
         dtype: np.dtype | None = None,
         **props: Attribute | None,
     ) -> Value:
-        """Add one graph op, or fold it with numpy when its operands are known."""
+        """Add one graph op, or fold it with numpy when its operands are known and the result
+        is small enough (`limits.FOLD_LIMIT_BYTES`); a result too big for memory is refused."""
         flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
         if dtype is None:
             dtype = _dtype(next(v for v in flat if v is not None))
-        output = self.node.proto.output[0] if self.node and self.node.proto.output else "?"
-        self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
+        self.check_size(shape, dtype, f"a {op_type.name} result")
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
         evaluator = numpy_eval.EVALUATORS.get(op_type.name)
-        if self.fold_node and evaluator and all(isinstance(v, _Const | None) for v in flat):
+        if (
+            self.fold_node
+            and evaluator
+            and all(isinstance(v, _Const | None) for v in flat)
+            and numpy_eval.foldable_size(result_type)
+        ):
             arrays = [None if v is None else v.array for v in flat]  # type: ignore[union-attr]
             array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
             return _Const(array)
@@ -773,6 +766,14 @@ _FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
 }
 
 
+def computing(node: _Node | None, fallback: str) -> str:
+    """Names what is being computed, for size-limit errors: the node and its outputs."""
+    if node is None:
+        return fallback
+    outputs = ", ".join(repr(o) for o in node.proto.output if o)
+    return f"{node.op_type} node '{node.name}' (opset {node.opset}) computing {outputs}"
+
+
 def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:
     return ArrayAttr(
         [StringAttr(numpy_eval.numpy_dtype(graph.element_type_of(t)).name) for t in types]
@@ -797,6 +798,67 @@ def _f32(value: float) -> FloatAttr:
 
 def _i64(value: int) -> IntegerAttr:
     return IntegerAttr(int(value), i64)
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX's shape inference, at a cost that does not grow with tensor values
+
+# Ops that make a tensor of any size from small inputs.
+_VALUE_GENERATORS = frozenset({"ConstantOfShape", "Range", "Expand", "Tile"})
+# Tensors up to this many elements keep their values for ONNX's data propagation.
+_PROPAGATED_ELEMENTS = 1024
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Static shapes by ONNX's inference, twice: without data propagation, then with it on a
+    copy where large tensors arrive as graph inputs of their type.
+
+    Data propagation (needed for shapes computed by Shape/Gather/Concat...) stores every value
+    of the tensors it follows as a protobuf message, ~1 us each: a ConstantOfShape or Range
+    of 10^8 elements would cost minutes and gigabytes. Only small shape tensors need values,
+    so every tensor known to be large, and every output of a value generator of unknown
+    size, is cut from the graph before it (its shape stays known from the first pass).
+    """
+    try:
+        typed = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:
+        return {}  # ONNX's inference gives up on some valid graphs; ours still runs
+    types = {v.name: v.type for v in [*typed.graph.value_info, *typed.graph.output]}
+    shapes = _static_shapes(typed)
+
+    def cut(name: str, op_type: str) -> bool:
+        shape = shapes.get(name)
+        if shape is None:
+            return op_type in _VALUE_GENERATORS and name in types
+        return math.prod(shape) > _PROPAGATED_ELEMENTS
+
+    small = onnx.ModelProto()
+    small.CopyFrom(model)
+    kept = []
+    for node in small.graph.node:
+        outputs = [o for o in node.output if o]
+        if outputs and any(cut(o, node.op_type) for o in outputs):
+            for name in outputs:
+                if name in types:
+                    small.graph.input.append(onnx.ValueInfoProto(name=name, type=types[name]))
+        else:
+            kept.append(node)
+    del small.graph.node[:]
+    small.graph.node.extend(kept)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(small, strict_mode=False, data_prop=True)
+    except Exception:
+        return shapes
+    return {**shapes, **_static_shapes(inferred)}
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for info in list(model.graph.value_info) + list(model.graph.output):
+        dims = info.type.tensor_type.shape.dim
+        if info.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = tuple(d.dim_value for d in dims)
+    return shapes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -837,9 +899,15 @@ def _constant_of_shape(imp: _Importer, node: _Node) -> Sequence[Value]:
     scalar = (
         numpy_helper.to_array(fill).reshape(-1) if fill is not None else np.zeros(1, np.float32)
     )
-    return [
-        _Const(np.full(tuple(int(d) for d in shape), scalar[0], scalar.dtype), node.proto.output[0])
-    ]
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise node.error(f"shape {dims} has a negative dimension")
+    # A broadcast of the fill value: folded when small, else a fill kernel at run time.
+    value = _Const(scalar[:1].reshape([1] * len(dims)))
+    filled = imp.emit(graph.ExpandOp, [value], dims) if dims != [1] * len(dims) else value
+    if isinstance(filled, _Const):
+        filled.name = node.proto.output[0]
+    return [filled]
 
 
 @_converts("Shape")
@@ -858,7 +926,20 @@ def _size(imp: _Importer, node: _Node) -> Sequence[Value]:
 def _range(imp: _Importer, node: _Node) -> Sequence[Value]:
     start, limit, delta = (imp.constant(node, i, "Range bound") for i in range(3))
     assert start is not None and limit is not None and delta is not None
-    return [_Const(np.arange(start, limit, delta).astype(start.dtype))]
+    dtype = start.dtype
+    if start.size != 1 or limit.size != 1 or delta.size != 1:
+        raise node.error("start, limit and delta must be scalars")
+    first, last, step = (v.reshape(()).item() for v in (start, limit, delta))
+    if step == 0 or not all(math.isfinite(v) for v in (first, last, step)):
+        raise node.error(f"Range({first}, {last}, {step}) has no finite length")
+    # ONNX: max(ceil((limit - start) / delta), 0) elements; integers exactly, floats in double.
+    if dtype.kind in "iu":
+        count = max(-((first - last) // step), 0)
+    else:
+        count = max(math.ceil((float(last) - float(first)) / float(step)), 0)
+    operands = [_Const(v.reshape(1).astype(dtype)) for v in (start, delta)]
+    # Folded when short; a kernel at run time when long.
+    return [imp.emit(graph.RangeOp, operands, [count], dtype)]
 
 
 @_converts("Cast")

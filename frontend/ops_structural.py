@@ -6,10 +6,12 @@ computed here, at compile time, with numpy:
 
 - Pad (reflect/edge/wrap) and Resize are per-axis gathers with constant index tables; Resize's
   linear/cubic (and antialiased) taps add weighted gathers, so every coordinate mode shares
-  one mechanism; dilated pooling is the same idea with max/add folds;
+  one mechanism (wide antialiased filters gather all taps at once and sum them); dilated
+  pooling is the same idea with max/add folds;
 - Split, Slice of a runtime tensor and negative pads are `graph.slice`;
-- Tile is a concat of copies, DepthToSpace/SpaceToDepth a reshape-transpose-reshape, 1-D and
-  3-D pooling are 2-D poolings of reshaped views (pooling is separable);
+- Tile is a broadcast (graph.expand) between reshapes, so its cost is one kernel whatever
+  the repeats; DepthToSpace/SpaceToDepth a reshape-transpose-reshape, 1-D and 3-D pooling
+  are 2-D poolings of reshaped views (pooling is separable);
 - ConvTranspose is a stride-1 convolution of the zero-stuffed input with the flipped filter;
 - the L1/L2/log-sum(-exp)/sum-square reductions are `graph.reduce` around elementwise ops,
   and the normalizations (instance, group, mean-variance, Lp, RMS, LayerNorm's extra outputs)
@@ -50,6 +52,7 @@ from ember.frontend.onnx_importer import (
     _shape,
     _window_geometry,
 )
+from ember.passes import limits
 
 # ---------------------------------------------------------------------------------------------
 # Small shared builders
@@ -189,10 +192,9 @@ def _expand(imp: _Importer, node: _Node) -> Sequence[Value]:
         out = graph.broadcast_shapes(_shape(data), tuple(int(d) for d in shape))
     except ValueError as err:
         raise node.error(str(err)) from err
-    if isinstance(data, _Const):
-        return [_Const(np.broadcast_to(data.array, out).copy())]
     if out == _shape(data):
         return [data]
+    # Folded when `data` is known and the result small; a kernel otherwise.
     return [imp.emit(graph.ExpandOp, [data], out)]
 
 
@@ -201,14 +203,29 @@ def _tile(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     repeats = imp.constant(node, 1, "repeats")
     assert repeats is not None
-    if len(repeats) != len(_shape(x)) or any(r < 1 for r in repeats):
-        raise node.error(f"repeats {list(repeats)} do not fit input shape {_shape(x)}")
-    if isinstance(x, _Const):
-        return [_Const(np.tile(x.array, [int(r) for r in repeats]))]
-    for axis, r in enumerate(repeats):
-        if r > 1:
-            x = _concat(imp, [x] * int(r), axis)
-    return [x]
+    shape = _shape(x)
+    if len(repeats) != len(shape) or any(r < 1 for r in repeats):
+        raise node.error(f"repeats {list(repeats)} do not fit input shape {shape}")
+    out = [d * int(r) for d, r in zip(shape, repeats, strict=True)]
+    imp.check_size(out, _dtype(x), "the Tile result")  # before any step
+    return [_tiled(imp, x, [int(r) for r in repeats])]
+
+
+def _tiled(imp: _Importer, x: Value, repeats: Sequence[int]) -> Value:
+    """x repeated repeats[d] times along each axis d: one broadcast, whatever the repeats.
+
+    An axis of size n tiled r times is a new axis of r in front of it, broadcast, then
+    merged with it."""
+    shape = _shape(x)
+    split: list[int] = []
+    grown: list[int] = []
+    for d, r in zip(shape, repeats, strict=True):
+        split += [1, d] if r > 1 else [d]
+        grown += [r, d] if r > 1 else [d]
+    if split == grown:
+        return x
+    tiled = imp.emit(graph.ExpandOp, [imp.reshape(x, split)], grown)
+    return imp.reshape(tiled, [d * r for d, r in zip(shape, repeats, strict=True)])
 
 
 def _pad_indices(mode: str, size: int, before: int, after: int) -> np.ndarray:
@@ -245,20 +262,23 @@ def _pad_constant(
 ) -> Value:
     """x with `before`/`after` elements of `value` around `axis` (negative counts crop).
 
-    A fill value known only at run time is broadcast into the padding by graph.expand."""
+    The padding is a graph.expand of the fill value: folded when small, a fill kernel when
+    large (so wide pads cost no compile time), and the only way for a run-time fill value."""
     x, before, after = _crop(imp, x, axis, before, after)
     pieces: list[Value] = []
     for width in (before, after):
         block = list(_shape(x))
         block[axis] = width
         imp.check_size(block, _dtype(x), "padding")
-        if isinstance(value, float | int):
-            pieces.append(_Const(np.full(block, value, _dtype(x))))
-        elif width > 0:
-            scalar = imp.reshape(value, [1] * len(block))
-            pieces.append(imp.emit(graph.ExpandOp, [scalar], block))
-        else:
+        if width == 0:  # dropped by _concat
             pieces.append(_Const(np.zeros(block, _dtype(x))))
+            continue
+        ones = [1] * len(block)
+        if isinstance(value, float | int):
+            scalar: Value = _Const(np.full(ones, value, _dtype(x)))
+        else:
+            scalar = imp.reshape(value, ones)
+        pieces.append(scalar if block == ones else imp.emit(graph.ExpandOp, [scalar], block))
     return _concat(imp, [pieces[0], x, pieces[1]], axis)
 
 
@@ -296,13 +316,44 @@ def _pad(imp: _Importer, node: _Node) -> Sequence[Value]:
         size = _shape(x)[axis]
         if before == 0 and after == 0:
             continue
+        if mode == "reflect" and (before >= size or after >= size) and size > 1:
+            raise node.error(f"reflect pads {before},{after} exceed axis {axis} of {size}")
+        if mode == "reflect" and size == 1:
+            mode = "edge"  # reflecting one element repeats it
         if mode == "constant":
             x = _pad_constant(imp, x, axis, before, after, value)
-        else:
-            if mode == "reflect" and (before >= size or after >= size) and size > 1:
-                raise node.error(f"reflect pads {before},{after} exceed axis {axis} of {size}")
+        elif before + after <= size:
             x = _gather_axis(imp, x, axis, _pad_indices(mode, size, before, after))
+        # Wider pads would make the index table grow with them: edges are broadcast, wraps
+        # are a slice of the axis tiled.
+        elif mode == "edge":
+            x = _pad_edge(imp, x, axis, before, after)
+        else:
+            x = _pad_wrap(imp, x, axis, before, after)
     return [x]
+
+
+def _pad_edge(imp: _Importer, x: Value, axis: int, before: int, after: int) -> Value:
+    size = _shape(x)[axis]
+    pieces = [x]
+    for width, at in ((before, 0), (after, size - 1)):
+        if width == 0:
+            continue
+        block = list(_shape(x))
+        block[axis] = width
+        edge = _slice_axis(imp, x, axis, at, 1)
+        edge = edge if width == 1 else imp.emit(graph.ExpandOp, [edge], block)
+        pieces.insert(0 if at == 0 else len(pieces), edge)
+    return _concat(imp, pieces, axis)
+
+
+def _pad_wrap(imp: _Importer, x: Value, axis: int, before: int, after: int) -> Value:
+    size = _shape(x)[axis]
+    total = before + size + after
+    first = -before % size  # the input position the padded axis starts at
+    repeats = [1] * len(_shape(x))
+    repeats[axis] = -(-(first + total) // size)
+    return _slice_axis(imp, _tiled(imp, x, repeats), axis, first, total)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,6 +756,11 @@ def _resize_taps(
     return index, weight, outside if outside is not None and outside.any() else None
 
 
+# Per-tap gathers (fused into one elementwise sum) up to this many taps per output; beyond,
+# one gather of all taps and a reduction.
+_MAX_UNROLLED_TAPS = 8
+
+
 def _resize_axis(
     imp: _Importer,
     node: _Node,
@@ -718,11 +774,19 @@ def _resize_axis(
     index, weight, outside = _resize_taps(node, shape[axis], out_size, scale, roi)
     trailing = [1] * (len(shape) - axis - 1)
     dtype = _dtype(x)
+    taps = [t for t in range(index.shape[1]) if weight[:, t].any()]
     y: Value | None = None
-    for t in range(index.shape[1]):
+    if len(taps) > _MAX_UNROLLED_TAPS:
+        # Antialiased downsampling widens the filter with the ratio: gather every tap at once
+        # into a new axis, weight and sum it, so that the op count does not grow with it.
+        gathered = _gather_axis(imp, x, axis, index[:, taps].reshape(-1))
+        split = [*shape[:axis], out_size, len(taps), *shape[axis + 1 :]]
+        w = weight[:, taps].astype(dtype).reshape(out_size, len(taps), *trailing)
+        y = imp.binary(node, graph.MulOp, imp.reshape(gathered, split), _Const(w))
+        y = _reduce(imp, node, y, "sum", [axis + 1], False)
+        taps = []
+    for t in taps:
         w = weight[:, t]
-        if not w.any():
-            continue
         term = _gather_axis(imp, x, axis, index[:, t])
         if not np.all(w == 1):
             term = imp.binary(
@@ -1604,7 +1668,19 @@ def _eye_like(imp: _Importer, node: _Node) -> Sequence[Value]:
         raise node.error(f"input of rank {len(shape)}; EyeLike needs a matrix")
     to = node.attrs.get("dtype")
     dtype = _dtype(imp.required(node, 0)) if to is None else onnx_dtype(to)
-    return [_Const(np.eye(shape[0], shape[1], int(node.attrs.get("k", 0)), dtype=dtype))]
+    k = int(node.attrs.get("k", 0))
+    if limits.tensor_bytes(shape, dtype) <= limits.FOLD_LIMIT_BYTES:
+        return [_Const(np.eye(shape[0], shape[1], k, dtype=dtype))]
+    # Too big to store: computed at run time as (row + k == column).
+    from ember.frontend.ops_elementwise import _compare
+
+    def iota(count: int, first: int) -> Value:
+        bounds = [_Const(np.array([v], np.int64)) for v in (first, 1)]
+        return imp.emit(graph.RangeOp, bounds, [count], np.dtype(np.int64))
+
+    rows = imp.reshape(iota(shape[0], k), [shape[0], 1])
+    on_diagonal = _compare(imp, node, "eq", rows, imp.reshape(iota(shape[1], 0), [1, shape[1]]))
+    return [imp.emit(graph.CastOp, [on_diagonal], shape, dtype)]
 
 
 @_converts("ReverseSequence")

@@ -14,23 +14,21 @@ Two stages, both raising ember's error classes with the node, the op, the opset 
   attributes against their least value (`_INT_MINIMUMS`: sizes, groups, blocks) and the window
   attributes of convolutions and pools (lengths, signs, group) from one table, `_WINDOW_RULES`.
 
-Sizes: `check_tensor_size` refuses (ResourceLimitError) any one tensor - graph input,
-initializer, node output - whose size overflows int64 or exceeds the memory limit (default:
-`physical_memory_bytes()`); the compile driver applies the same limit to the planned arena and
-to the weights.
+Sizes are checked with `passes/limits.py` (`check_fits_in_memory`): any one tensor - graph
+input, initializer, node output - whose size overflows int64 or exceeds the memory limit
+(`memory_limit=`, `EMBER_MEMORY_LIMIT`, default: physical memory) is a ResourceLimitError; the
+compile driver applies the same limit to the planned arena and to the weights.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
-from ember.runtime.errors import ModelError, ResourceLimitError
+from ember.runtime.errors import ModelError
 
 _KNOWN_ELEMENT_TYPES = frozenset(onnx.TensorProto.DataType.values())
 
@@ -408,44 +406,3 @@ def _check_groups(
                     f"output_padding={output_padding} must be less than the stride or the "
                     f"dilation ({strides}, {dilations})"
                 )
-
-
-# -- sizes -------------------------------------------------------------------------------------
-
-_INT64_MAX = 2**63 - 1
-
-
-def physical_memory_bytes() -> int:
-    """The machine's physical memory: the default limit for any one tensor, the arena and the
-    weights (a model that cannot fit is refused when compiled, not when first run)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX: no limit we can know
-        return _INT64_MAX
-
-
-def format_bytes(count: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit} ({count:,} bytes)"
-    return f"{count} bytes"
-
-
-def tensor_bytes(shape: Sequence[int], itemsize: int) -> int:
-    return math.prod(int(d) for d in shape) * itemsize
-
-
-def check_tensor_size(what: str, shape: Sequence[int], dtype: np.dtype, limit: int) -> None:
-    """Refuse one tensor whose size overflows int64 or exceeds `limit` bytes, naming it."""
-    count = math.prod(int(d) for d in shape)
-    size = count * np.dtype(dtype).itemsize
-    if count > _INT64_MAX or size > _INT64_MAX:
-        raise ResourceLimitError(
-            f"{what} of shape {tuple(shape)} has {count:,} elements, more than int64 can count"
-        )
-    if size > limit:
-        raise ResourceLimitError(
-            f"{what} of shape {tuple(shape)} and type {np.dtype(dtype).name} needs "
-            f"{format_bytes(size)}, more than the limit of {format_bytes(limit)} "
-            "(memory_limit=, default: the machine's physical memory)"
-        )

@@ -27,8 +27,8 @@ from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
-from ember.frontend.validate import format_bytes, physical_memory_bytes, tensor_bytes
 from ember.passes.conversion.kernel_to_loops.lower import status_sites
+from ember.passes.limits import format_bytes, memory_limit_bytes, tensor_bytes
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.target import Target, host_target
@@ -220,7 +220,7 @@ def compile_program(
     start = time.perf_counter()
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
-    limit = physical_memory_bytes() if memory_limit is None else memory_limit
+    limit = memory_limit_bytes() if memory_limit is None else memory_limit
     module, weights = import_model(
         proto, static_input_shapes(proto, input_shapes), base_dir=base_dir, memory_limit=limit
     )
@@ -258,7 +258,7 @@ def _biggest_value(module: ModuleOp) -> tuple[str, tuple[int, ...], np.dtype, in
                 continue
             dtype = numpy_dtype_for(value.type.get_element_type())
             shape = shape_of(value)
-            size = tensor_bytes(shape, dtype.itemsize)
+            size = tensor_bytes(shape, dtype)
             if best is None or size > best[3]:
                 best = (value.name_hint or op.name, shape, dtype, size)
     return best

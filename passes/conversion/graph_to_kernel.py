@@ -307,6 +307,33 @@ class _Bufferizer:
             )
         ).results[0]
 
+    def concat(self, op: graph.ConcatOp) -> None:
+        inputs = [self.buffer(v) for v in op.inputs]
+        axis = op.axis.value.data % len(shape_of(op.output))
+        out = self.alloc(op.output)
+        # A kernel call takes every buffer as an argument: concatenate in groups first when
+        # there are more than one call may take.
+        group = kernel.MAX_OPERANDS - 1
+        while len(inputs) > group:
+            inputs = [
+                self.concat_into_new(inputs[k : k + group], axis)
+                for k in range(0, len(inputs), group)
+            ]
+        self.emit(kernel.ConcatOp(operands=[inputs, out], properties={"axis": op.axis}))
+        self.buffers[op.output] = out
+
+    def concat_into_new(self, inputs: list[SSAValue], axis: int) -> SSAValue:
+        if len(inputs) == 1:
+            return inputs[0]
+        shape = list(shape_of(inputs[0]))
+        shape[axis] = sum(shape_of(v)[axis] for v in inputs)
+        element = inputs[0].type.get_element_type()  # type: ignore[attr-defined]
+        out = self.emit(memref.AllocOp.get(element, 64, shape)).results[0]
+        self.emit(
+            kernel.ConcatOp(operands=[inputs, out], properties={"axis": IntegerAttr(axis, i64)})
+        )
+        return out
+
     def simple(self, kernel_op: type[Operation], props: tuple[str, ...]) -> Callable:
         """Ops whose kernel twin takes the same operands plus an output buffer."""
 
@@ -314,9 +341,7 @@ class _Bufferizer:
             out = self.alloc(op.results[0])
             operands = [self.buffer(v) for v in op.operands]
             properties = {k: op.properties[k] for k in props if k in op.properties}
-            if kernel_op in (kernel.ConcatOp,):
-                new = kernel_op(operands=[operands, out], properties=properties)
-            elif kernel_op is kernel.LayerNormOp:
+            if kernel_op is kernel.LayerNormOp:
                 scale_bias = operands[1:]
                 new = kernel_op(
                     operands=[operands[0], scale_bias[0], scale_bias[1:], out],
@@ -344,7 +369,7 @@ class _Bufferizer:
             graph.LayerNormOp: self.simple(kernel.LayerNormOp, ("axis", "epsilon")),
             graph.LRNOp: self.simple(kernel.LRNOp, ("size", "alpha", "beta", "bias")),
             graph.TransposeOp: self.simple(kernel.TransposeOp, ("perm",)),
-            graph.ConcatOp: self.simple(kernel.ConcatOp, ("axis",)),
+            graph.ConcatOp: self.concat,
             graph.GatherOp: self.simple(kernel.GatherOp, ("axis",)),
             graph.SliceOp: self.simple(kernel.SliceOp, ("starts", "steps")),
             graph.ArgReduceOp: self.simple(
@@ -358,6 +383,7 @@ class _Bufferizer:
             graph.ExpandOp: self.expand,
             graph.GatherElementsOp: self.simple(kernel.GatherElementsOp, ("axis", "ignore_index")),
             graph.OneHotOp: self.simple(kernel.OneHotOp, ("axis",)),
+            graph.RangeOp: self.simple(kernel.RangeOp, ()),
             graph.ScatterElementsOp: self.simple(kernel.ScatterElementsOp, ("axis", "reduction")),
             graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
             graph.RecurrentOp: self.recurrent,
@@ -374,8 +400,11 @@ def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[
     """Make each returned buffer the output argument itself, or copy into it when it cannot be.
 
     A value returned more than once is written in place into its first output and copied from
-    there into the others (the alloc it had is gone by then)."""
+    there into the others (the alloc it had is gone by then). A returned reshape of an
+    intermediate (Tile, Flatten of a computed tensor) makes that intermediate a view of the
+    output argument: its producer writes the output directly."""
     placed: dict[SSAValue, SSAValue] = {}
+    claimed: set[SSAValue] = set()
     for result, out in zip(results, outputs, strict=True):
         owner = result.owner
         if result in placed:
@@ -385,6 +414,18 @@ def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[
             result.replace_all_uses_with(out)
             owner.detach()
             owner.erase()
+        elif (
+            isinstance(owner, kernel.ReshapeOp)
+            and isinstance(alloc := owner.input.owner, memref.AllocOp)
+            and owner.input not in claimed
+        ):
+            claimed.add(owner.input)
+            placed[result] = out
+            view = kernel.ReshapeOp(operands=[out], result_types=[owner.input.type])
+            body.insert_op_before(view, alloc)
+            owner.input.replace_all_uses_with(view.output)
+            alloc.detach()
+            alloc.erase()
         else:
             body.add_op(kernel.CopyOp(operands=[result, out]))
 

@@ -1,4 +1,11 @@
-"""fold-constants: evaluate graph ops whose operands are all constants at compile time."""
+"""fold-constants: evaluate graph ops whose operands are all constants at compile time.
+
+Results larger than `FOLD_LIMIT_BYTES` are not folded: the op stays a kernel and computes
+them at run time, so compile time and the weights blob do not grow with tensor values. A
+result that only ever becomes a conv weight or a matmul B (through transposes, reshapes,
+casts) folds up to `WEIGHT_FOLD_LIMIT_BYTES`: it is a weight, which those kernels pack at
+compile time (the light models' fully connected weights are ConstantOfShape fills of 400 MB).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +13,36 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
 from ember.dialects import graph
 from ember.dialects.weights import WeightStore
+from ember.passes import limits
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
     constant_array,
     new_constant,
     weights_of,
 )
-from ember.passes.transforms.numpy_eval import EVALUATORS, evaluate, operand_slots
+from ember.passes.transforms.numpy_eval import EVALUATORS, evaluate, operand_slots, result_bytes
+
+# Ops that only relayout a weight on its way to the kernel that packs it.
+_LAYOUT_OPS = (graph.TransposeOp, graph.ReshapeOp, graph.CastOp, graph.ExpandOp)
+
+
+def _only_a_weight(value: SSAValue) -> bool:
+    """Whether every use of `value` ends, through layout ops, as the weight operand (#1) of a
+    conv, matmul or gemm."""
+    for use in value.uses:
+        user = use.operation
+        if isinstance(user, graph.ConvOp | graph.MatMulOp | graph.GemmOp) and use.index == 1:
+            continue
+        if isinstance(user, _LAYOUT_OPS) and _only_a_weight(user.results[0]):
+            continue
+        return False
+    return bool(value.uses)
 
 
 @dataclass
@@ -27,6 +51,12 @@ class FoldConstantOp(RewritePattern):
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         if isinstance(op, graph.ConstantOp) or op.name not in EVALUATORS or len(op.results) != 1:
+            return
+        result_type = op.results[0].type
+        limit = limits.FOLD_LIMIT_BYTES
+        if _only_a_weight(op.results[0]):
+            limit = limits.WEIGHT_FOLD_LIMIT_BYTES
+        if result_bytes(result_type) > limit:  # type: ignore[arg-type]
             return
         slots = operand_slots(op)
         arrays = [None if v is None else constant_array(v, self.weights) for v in slots]

@@ -29,6 +29,9 @@ def _sole_consumer(producer: kernel.ElementwiseOp) -> kernel.ElementwiseOp | Non
     consumer = readers[0]
     if consumer.output is out or out.type != consumer.output.type:
         return None
+    inputs = {*producer.inputs, *consumer.inputs} - {out}
+    if len(inputs) + 1 > kernel.MAX_OPERANDS:  # a call takes every buffer as an argument
+        return None
     return consumer
 
 

@@ -26,6 +26,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.dialects import dtypes, graph
 from ember.dialects.weights import WeightStore
+from ember.passes import limits
 from ember.runtime.errors import ModelError
 
 Props = Mapping[str, Attribute]
@@ -50,6 +51,19 @@ def element_type(dtype: np.dtype | type) -> Attribute:
 
 def tensor_type(array: np.ndarray) -> TensorType:
     return TensorType(element_type(array.dtype), array.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# How big a folded result may be
+
+
+def result_bytes(out_type: TensorType) -> int:
+    return limits.tensor_bytes(graph.shape_of(out_type), numpy_dtype(out_type.get_element_type()))
+
+
+def foldable_size(out_type: TensorType) -> bool:
+    """Whether a result of this type is small enough to fold into a constant (see limits)."""
+    return result_bytes(out_type) <= limits.FOLD_LIMIT_BYTES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +384,17 @@ def strided_slice(x: np.ndarray, starts: Sequence[int], steps: Sequence[int], ou
     return x[np.ix_(*index)] if index else x
 
 
+def arange(start: np.ndarray, delta: np.ndarray, count: int) -> np.ndarray:
+    """start + i * delta for i < count in the dtype of start; float ranges are computed in
+    float64 and rounded once, integer ones wrap (graph.range's kernel does the same)."""
+    dtype = start.dtype
+    i = np.arange(count)
+    if dtype.kind == "f":
+        wide = i * delta.astype(np.float64).reshape(()) + start.astype(np.float64).reshape(())
+        return wide.astype(dtype)
+    return (i.astype(dtype) * delta.reshape(()) + start.reshape(())).astype(dtype)
+
+
 def arg_reduce(x: np.ndarray, kind: str, axis: int, last: bool) -> np.ndarray:
     fn = np.argmax if kind == "max" else np.argmin
     if last:
@@ -614,6 +639,7 @@ EVALUATORS: dict[str, Evaluator] = {
         _only(ins), _ints(p, "starts"), _ints(p, "steps"), graph.shape_of(out)
     ),
     "graph.expand": lambda p, ins, out: np.broadcast_to(_only(ins), graph.shape_of(out)).copy(),
+    "graph.range": lambda p, ins, out: arange(ins[0], ins[1], graph.shape_of(out)[0]),  # type: ignore[arg-type]
     "graph.arg_reduce": lambda p, ins, out: arg_reduce(
         _only(ins),
         p["kind"].data,  # type: ignore[attr-defined]

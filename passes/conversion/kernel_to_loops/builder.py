@@ -21,6 +21,7 @@ from xdsl.builder import Builder
 from xdsl.dialects import arith, func, math, memref, scf, vector
 from xdsl.dialects.builtin import (
     AnyFloat,
+    DenseIntOrFPElementsAttr,
     FloatAttr,
     IndexType,
     IntegerAttr,
@@ -99,6 +100,13 @@ class LoopBuilder:
     def splat(self, value: float | SSAValue, width: int, type: Attribute = f32) -> SSAValue:
         scalar = value if isinstance(value, SSAValue) else self.const(value, type)
         return self.insert(vector.BroadcastOp(scalar, VectorType(scalar.type, [width]))).results[0]
+
+    def lane_numbers(self, width: int, type: Attribute) -> SSAValue:
+        """The constant vector<width x type> [0, 1, ..., width - 1]."""
+        vtype = VectorType(type, [width])
+        values = [float(k) if isinstance(type, AnyFloat) else k for k in range(width)]
+        attr = DenseIntOrFPElementsAttr.from_list(vtype, values)
+        return self._constant(attr, (("lanes", width), type))
 
     # -- index arithmetic ----------------------------------------------------------------------
     def add(self, a: Value, b: Value) -> SSAValue:

@@ -160,14 +160,6 @@ def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> fu
         parallel = simd.want_threads(target, total, pymath.prod(outer))
         simd.for_each_index(b, outer, lambda rb, idx: row(rb, idx, 0, n), parallel)
     else:
-        # One flat row: split it in SIMD-aligned chunks, a few per thread to even out the load.
-        chunk = -(-n // (4 * max(target.threads, 1)))
-        chunk = -(-chunk // (16 * width)) * 16 * width
-        if simd.want_threads(target, total, -(-n // chunk)):
-            b.parallel_range(
-                0, n, chunk, lambda rb, c: row(rb, [], c, rb.min_index(rb.add(c, chunk), n))
-            )
-        else:
-            row(b, [], 0, n)
+        simd.split_flat(b, n, width, target, lambda rb, lo, hi: row(rb, [], lo, hi))
     b.ret()
     return fn

@@ -40,6 +40,7 @@ from ember.passes.program import (
     entry_function,
     origin_of,
 )
+from ember.runtime.errors import ResourceLimitError
 from ember.runtime.status import CODE, SITE
 
 STATUS_SITES = "ember.status_sites"
@@ -82,6 +83,11 @@ class LowerKernelsToLoops(ModulePass):
                 self._lower_reshape(kernel_op)
             elif isinstance(kernel_op, kernel.COMPUTE_OPS):
                 assert isinstance(kernel_op, IRDLOperation)
+                if len(kernel_op.operands) > kernel.MAX_OPERANDS:
+                    raise ResourceLimitError(
+                        f"{kernel_op.name} takes {len(kernel_op.operands)} buffers, more than "
+                        f"the {kernel.MAX_OPERANDS} one kernel call may take"
+                    )
                 key = kernel_signature(kernel_op)
                 name = functions.get(key)
                 if name is None:

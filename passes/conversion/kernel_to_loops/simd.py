@@ -234,6 +234,23 @@ def for_each_index(
         for_nest(b, dims, lambda ib, idx, _: body(ib, idx))
 
 
+def split_flat(
+    b: LoopBuilder,
+    n: int,
+    width: int,
+    target: Target,
+    row: Callable[[LoopBuilder, Value, Value], None],
+) -> None:
+    """row(b, lo, hi) over [0, n) of one flat row: SIMD-aligned chunks, a few per thread to
+    even out the load, as a scf.parallel when the row is worth two threads."""
+    chunk = -(-n // (4 * max(target.threads, 1)))
+    chunk = -(-chunk // (16 * width)) * 16 * width
+    if want_threads(target, n, -(-n // chunk)):
+        b.parallel_range(0, n, chunk, lambda rb, c: row(rb, c, rb.min_index(rb.add(c, chunk), n)))
+    else:
+        row(b, 0, n)
+
+
 # -- sweeps --------------------------------------------------------------------------------------
 # visit(b, i, width) handles elements [i, i + width) (a vector, or a scalar when width == 1) and
 # returns one value per monoid to fold in.

@@ -1,5 +1,5 @@
 """Loop lowerings of the structural kernels: slice, arg max/min, cumulative sum/product,
-one-hot, top-k, and the data-dependent gathers and scatters (elements and ND).
+one-hot, range, top-k, and the data-dependent gathers and scatters (elements and ND).
 
 The axis-wise kernels (arg_reduce, cumsum, one_hot, top_k) see their buffers as
 [outer, n, inner] around one axis: work along `inner` is contiguous, so vectors run across
@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 
 from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import AnyFloat, VectorType, i64
+from xdsl.dialects.builtin import AnyFloat, VectorType, f64, i64
 from xdsl.ir import SSAValue
 
 from ember.dialects import kernel
@@ -273,6 +273,53 @@ def lower_one_hot(op: kernel.OneHotOp, target: Target, name: str) -> func.FuncOp
 
     total = math.prod(out_shape)
     simd.for_each_index(b, [outer, depth], plane, is_parallel(total) and outer * depth > 1)
+    b.ret()
+    return fn
+
+
+# -- range -------------------------------------------------------------------------------------------
+@lowering(kernel.RangeOp)
+def lower_range(op: kernel.RangeOp, target: Target, name: str) -> func.FuncOp:
+    """out[i] = start + i * delta, a vector of consecutive i at a time. Floats are computed in
+    f64 (i exact up to 2^53) and rounded once; integers in their own type, wrapping."""
+    (count,) = shape(op.output)
+    kind = element_type(op.output)
+    if shape(op.start) != (1,) or shape(op.delta) != (1,):
+        raise fail(op, "start and delta must hold one element each")
+    is_float = isinstance(kind, AnyFloat)
+    wide = f64 if is_float else kind
+    fn, b = kernel_function(name, operand_types(op))
+    start_buf, delta_buf, out = fn.args
+    start, delta = b.load(start_buf, [0]), b.load(delta_buf, [0])
+    if is_float and kind != f64:
+        start = b.insert(arith.ExtFOp(start, f64)).results[0]
+        delta = b.insert(arith.ExtFOp(delta, f64)).results[0]
+    width = lanes_for(out, target)
+
+    def row(rb: LoopBuilder, lo: SSAValue | int, hi: SSAValue | int) -> None:
+        def visit(vb: LoopBuilder, i: SSAValue, w: int) -> list[SSAValue]:
+            at = vb.insert(arith.IndexCastOp(i, i64 if is_float else wide)).results[0]
+            if is_float:
+                at = vb.insert(arith.SIToFPOp(at, f64)).results[0]
+            if w > 1:
+                at = vb.splat(at, w, wide)
+                lanes = vb.lane_numbers(w, wide)
+                at = vb.insert((arith.AddfOp if is_float else arith.AddiOp)(at, lanes)).results[0]
+            step, first = simd.broadcast(vb, delta, w), simd.broadcast(vb, start, w)
+            if is_float:
+                value = vb.addf(vb.mulf(at, step), first)
+                if kind != f64:
+                    vtype = VectorType(kind, [w]) if w > 1 else kind
+                    value = vb.insert(arith.TruncFOp(value, vtype)).results[0]
+            else:
+                value = vb.insert(arith.AddiOp(vb.insert(arith.MuliOp(at, step)).results[0], first))
+                value = value.results[0]
+            simd.store(vb, value, out, [i])
+            return []
+
+        simd.sweep(rb, lo, hi, width, visit)
+
+    simd.split_flat(b, count, width, target, row)
     b.ret()
     return fn
 
