@@ -605,7 +605,8 @@ class _Importer:
         """Refuse a tensor the current node would make that no memory could hold (before
         numpy or the arena tries to), naming the node and `what` it is."""
         if self.node is not None:
-            what = f"{computing(self.node, '')}: {what}"
+            node = self.node
+            what = f"{node.op_type} node '{node.name}' (opset {node.opset}): {what}"
         limits.check_fits_in_memory(shape, dtype, what, self.memory_limit)
 
     def input(self, node: _Node, index: int) -> Value | None:
@@ -655,7 +656,8 @@ class _Importer:
         flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
         if dtype is None:
             dtype = _dtype(next(v for v in flat if v is not None))
-        self.check_size(shape, dtype, f"a {op_type.name} result")
+        output = self.node.proto.output[0] if self.node and self.node.proto.output else "?"
+        self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
         evaluator = numpy_eval.EVALUATORS.get(op_type.name)
@@ -764,14 +766,6 @@ _FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
     # A max is exact in any type that float32 holds exactly.
     graph.MaxPoolOp: _WIDENED | {np.dtype(np.int8), np.dtype(np.uint8)},
 }
-
-
-def computing(node: _Node | None, fallback: str) -> str:
-    """Names what is being computed, for size-limit errors: the node and its outputs."""
-    if node is None:
-        return fallback
-    outputs = ", ".join(repr(o) for o in node.proto.output if o)
-    return f"{node.op_type} node '{node.name}' (opset {node.opset}) computing {outputs}"
 
 
 def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:
