@@ -38,6 +38,7 @@ _LAZY = {
             "InputError",
             "ArtifactError",
             "KernelError",
+            "InternalCompilerError",
         )
     },
 }
@@ -58,6 +59,7 @@ __all__ = [
     "Config",
     "EmberError",
     "InputError",
+    "InternalCompilerError",
     "KernelError",
     "ModelError",
     "Predictor",

@@ -59,3 +59,7 @@ class KernelError(EmberError, RuntimeError):
         self.node_name = node_name
         self.value = value
         super().__init__(message)
+
+
+class InternalCompilerError(EmberError, RuntimeError):
+    """ember broke its own invariants while compiling (a bug to report, not a user error)."""

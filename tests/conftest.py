@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Every compile in the tests (and in the subprocesses they start) verifies the IR after each
+# pass, so a pass that breaks the IR fails the test that compiled it, naming the pass.
+os.environ.setdefault("EMBER_VERIFY_EACH", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -164,6 +164,7 @@ def compile_artifact(
     input_shapes: InputShapes | None = None,
     base_dir: str | os.PathLike[str] | None = None,
     memory_limit: int | None = None,
+    verify_each: bool | None = None,
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
 
@@ -194,6 +195,7 @@ def compile_artifact(
             input_shapes=input_shapes,
             base_dir=base_dir,
             memory_limit=memory_limit,
+            verify_each=verify_each,
         )
     with progress.stage(f"LLVM codegen (O{opt_level})"):
         objects = emit_objects(program.module, target, opt_level)

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="debug mode: bounds-check every memory access of every kernel at run time",
     )
+    compile_.add_argument(
+        "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
+    )
     compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     compile_.add_argument("-v", "--verbose", action="store_true", help="print pass timings")
 
@@ -184,6 +187,7 @@ def _compile(args: argparse.Namespace) -> int:
         pipeline=pipeline,
         progress=progress,
         input_shapes=args.input_shapes or None,
+        verify_each=args.verify_each or None,
     )
     if args.verbose and build.report is not None:
         for name, seconds in build.stage_seconds.items():

@@ -22,6 +22,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
@@ -33,7 +34,7 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
-from ember.runtime.errors import ResourceLimitError
+from ember.runtime.errors import InternalCompilerError, ResourceLimitError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
 from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
@@ -201,8 +202,12 @@ def compile_program(
     input_shapes: InputShapes | None = None,
     base_dir: str | os.PathLike[str] | None = None,
     memory_limit: int | None = None,
+    verify_each: bool | None = None,
 ) -> Program:
     """Import `model` and run `pipeline` on it, down to the loops level.
+
+    `verify_each` (default: on when $EMBER_VERIFY_EACH is set and not 0; the tests set it)
+    verifies the IR after every pass, so a pass that breaks it is named at once.
 
     `input_shapes` pins inputs with symbolic dims ({"x": [1, 3, 224, 224]}); a symbolic dim
     left unpinned raises UnpinnedInputsError (a ModelError) naming it. `base_dir` is the folder
@@ -231,11 +236,16 @@ def compile_program(
     ctx = make_context(weights, target or host_target())
     last = [time.perf_counter()]
 
+    if verify_each is None:
+        verify_each = os.environ.get("EMBER_VERIFY_EACH", "0") not in ("", "0")
+
     def timed(previous: ModulePass | None, _module: ModuleOp, _next: ModulePass | None) -> None:
         now = time.perf_counter()
         if previous is not None:
             key = previous.name
             report.pass_seconds[key] = report.pass_seconds.get(key, 0.0) + now - last[0]
+            if verify_each:
+                _verify_after(_module, key)
         if on_pass is not None and _next is not None:
             on_pass(_next.name)
         last[0] = time.perf_counter()
@@ -247,6 +257,16 @@ def compile_program(
     program = finish_program(module, ctx, report)
     _check_memory(program, biggest, limit)
     return program
+
+
+def _verify_after(module: ModuleOp, pass_name: str) -> None:
+    try:
+        module.verify()
+    except VerifyException as err:
+        raise InternalCompilerError(
+            f"the IR does not verify after pass '{pass_name}' (an ember bug; `ember opt "
+            f"--verify-each --print-ir-after-all` shows it): {err}"
+        ) from err
 
 
 def _biggest_value(module: ModuleOp) -> tuple[str, tuple[int, ...], np.dtype, int] | None:
