@@ -86,6 +86,8 @@ def _layer(
         names.pop()
     initializers = []
     for name, array in weights.items():
+        # One element type for X and the weights, as the op's type constraint T requires.
+        array = array.astype(helper.tensor_dtype_to_np_dtype(x_type))
         if runtime_weights:
             feeds[name] = array
             graph_inputs.append(helper.make_tensor_value_info(name, F, list(array.shape)))
