@@ -466,6 +466,49 @@ class WhereOp(IRDLOperation):
             )
 
 
+class _TernaryBroadcastOp(IRDLOperation):
+    """Three operands broadcast together to the result's shape."""
+
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    zero_point = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $scale `,` $zero_point attr-dict `:` type($input) `,` type($scale) `,` "
+        "type($zero_point) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        shapes = [shape_of(v) for v in (self.input, self.scale, self.zero_point)]
+        try:
+            expected = broadcast_shapes(*shapes)
+        except ValueError as err:
+            raise VerifyException(f"{self.name}: {err}") from err
+        if expected != shape_of(self.output):
+            raise VerifyException(
+                f"{self.name}: result shape {shape_of(self.output)} != broadcast {expected}"
+            )
+
+
+@irdl_op_definition
+class QuantizeLinearOp(_TernaryBroadcastOp):
+    """saturate(round_half_even(input / scale) + zero_point) in the result's integer type,
+    computed in float32; NaN gives the type's minimum (as onnxruntime). A graph op of its own
+    so that no rewrite turns the division into a multiplication by 1 / scale."""
+
+    name = "graph.quantize_linear"
+
+
+@irdl_op_definition
+class DequantizeLinearOp(_TernaryBroadcastOp):
+    """(input - zero_point) * scale in float32 (the subtraction in int32 for int32 input),
+    rounded once to the result's float type; exact in the differences, unlike the
+    (x - zp) * s -> x * s - zp * s rewrite of separate ops."""
+
+    name = "graph.dequantize_linear"
+
+
 # ---------------------------------------------------------------------------------------------
 # Contractions (with fusable epilogue)
 
@@ -1208,6 +1251,8 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     IsInfOp,
     BitcastOp,
     WhereOp,
+    QuantizeLinearOp,
+    DequantizeLinearOp,
     ConvOp,
     GemmOp,
     MatMulOp,

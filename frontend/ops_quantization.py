@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
-from xdsl.dialects.builtin import StringAttr
 
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for_onnx
@@ -132,40 +131,32 @@ def _broadcastable(
     )
 
 
+def _broadcast_shape(node: _Node, *values: Value) -> tuple[int, ...]:
+    try:
+        return graph.broadcast_shapes(*(_shape(v) for v in values))
+    except ValueError as err:
+        raise node.error(str(err)) from err
+
+
 def quantize(
     imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, dtype: np.dtype
 ) -> Value:
-    """saturate(round_half_even(x / scale) + zero_point) as `dtype`; scale and zero point
-    broadcast against x. NaN gives the type's minimum, as onnxruntime's kernels do (their
-    clamp is max(v, lo) with SSE's rule that a NaN operand yields the other one)."""
-    q = _elementwise(imp, node, graph.DivOp, _as_f32(imp, x), _as_f32(imp, scale))
-    q = imp.emit(graph.RoundOp, [q], _shape(q))
-    if zero_point is not None:
-        q = _elementwise(imp, node, graph.AddOp, q, _as_f32(imp, zero_point))
-    info = np.iinfo(dtype)
-    lowest, highest = _Const(np.array(info.min, _F32)), _Const(np.array(info.max, _F32))
-    # An ordered >= is false for NaN, which so becomes the minimum.
-    above = imp.emit(
-        graph.CompareOp, [q, lowest], _shape(q), np.dtype(np.bool_), predicate=StringAttr("ge")
-    )
-    q = imp.emit(graph.WhereOp, [above, q, lowest], _shape(q), _F32)
-    q = _elementwise(imp, node, graph.MinOp, q, highest)
-    return imp.emit(graph.CastOp, [q], _shape(q), dtype)
+    """saturate(round_half_even(x / scale) + zero_point) as `dtype` (graph.quantize_linear);
+    scale and zero point broadcast against x."""
+    if zero_point is None:
+        zero_point = _Const(np.zeros((), dtype))
+    shape = _broadcast_shape(node, x, scale, zero_point)
+    return imp.emit(graph.QuantizeLinearOp, [x, scale, zero_point], shape, dtype)
 
 
 def dequantize(
     imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, dtype: np.dtype
 ) -> Value:
-    """(x - zero_point) * scale as `dtype`. 8- and 16-bit values and their differences are
-    exact in float32; an int32 x subtracts its zero point in int32 first."""
-    if zero_point is not None and _dtype(x) == _I32:
-        x = _elementwise(imp, node, graph.SubOp, x, _cast(imp, zero_point, _I32))
-        zero_point = None
-    y = _as_f32(imp, x)
-    if zero_point is not None:
-        y = _elementwise(imp, node, graph.SubOp, y, _as_f32(imp, zero_point))
-    y = _elementwise(imp, node, graph.MulOp, y, _as_f32(imp, scale))
-    return _cast(imp, y, dtype)
+    """(x - zero_point) * scale as `dtype` (graph.dequantize_linear)."""
+    if zero_point is None:
+        zero_point = _Const(np.zeros((), _dtype(x)))
+    shape = _broadcast_shape(node, x, scale, zero_point)
+    return imp.emit(graph.DequantizeLinearOp, [x, scale, zero_point], shape, dtype)
 
 
 def _scale_dtype(node: _Node, scale: Value) -> np.dtype:
@@ -433,10 +424,8 @@ def _integer_operand(
 
 
 def _minus_zero_point(imp: _Importer, node: _Node, x: Value, zero_point: Value | None) -> Value:
-    y = _as_f32(imp, x)
-    if zero_point is None:
-        return y
-    return _elementwise(imp, node, graph.SubOp, y, _as_f32(imp, zero_point))
+    """x - zero_point in float32 (exact for 8-bit values)."""
+    return dequantize(imp, node, x, _Const(np.ones((), _F32)), zero_point, _F32)
 
 
 @_converts("MatMulInteger")
