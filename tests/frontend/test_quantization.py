@@ -396,3 +396,80 @@ def test_blocked_scale_of_wrong_shape_is_a_model_error() -> None:
     model = _model([node], {"x": x}, {"y": np.int8}, inits, opset=21)
     with pytest.raises(ModelError, match=r"QuantizeLinear node 'qb'.*block_size 4.*\(3, 3\)"):
         ember.compile(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models written by onnxruntime's quantize_static
+
+
+def _float_conv_matmul_model() -> onnx.ModelProto:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> MatMul -> Add, seeded weights."""
+    rng = np.random.default_rng(5)
+    inits = {
+        "w": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+        "wb": (rng.standard_normal(8) * 0.1).astype(np.float32),
+        "m": (rng.standard_normal((8, 5)) * 0.5).astype(np.float32),
+        "mb": (rng.standard_normal(5) * 0.1).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "wb"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("MatMul", ["f", "m"], ["mm"]),
+        helper.make_node("Add", ["mm", "mb"], ["y"]),
+    ]
+    x = np.zeros((1, 3, 10, 10), np.float32)
+    model = _model(nodes, {"x": x}, {"y": np.float32}, inits, opset=13)
+    del model.opset_import[1:]  # only ai.onnx: quantize_static adds com.microsoft itself
+    return model
+
+
+class _SeededCalibration:
+    """quantize_static's CalibrationDataReader protocol over 8 seeded batches."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(11)
+        self.batches = iter(
+            [{"x": rng.standard_normal((1, 3, 10, 10)).astype(np.float32)} for _ in range(8)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+@pytest.mark.parametrize("quant_format", ["QDQ", "QOperator"])
+def test_quantize_static_model_matches_onnxruntime(quant_format: str, tmp_path: Any) -> None:
+    from onnxruntime import quantization
+
+    float_path, quantized_path = tmp_path / "float.onnx", tmp_path / "quantized.onnx"
+    onnx.save(_float_conv_matmul_model(), float_path)
+    quantization.quantize_static(
+        str(float_path),
+        str(quantized_path),
+        _SeededCalibration(),
+        quant_format=getattr(quantization.QuantFormat, quant_format),
+        per_channel=True,
+        activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8,
+    )
+    model = onnx.load(quantized_path)
+    op_types = {n.op_type for n in model.graph.node}
+    if quant_format == "QOperator":
+        assert {"QLinearConv", "QLinearMatMul", "QLinearGlobalAveragePool"} <= op_types, op_types
+    else:
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv", "MatMul"} <= op_types, op_types
+    # The output's quantization step: the scale of the DequantizeLinear that produces it.
+    producer = next(n for n in model.graph.node if n.output[0] == model.graph.output[0].name)
+    assert producer.op_type == "DequantizeLinear"
+    step = float(
+        numpy_helper.to_array(
+            next(t for t in model.graph.initializer if t.name == producer.input[1])
+        )
+    )
+    rng = np.random.default_rng(17)
+    for _ in range(3):
+        x = rng.standard_normal((1, 3, 10, 10)).astype(np.float32)
+        (y,), (y_ref,) = _run_both(model, {"x": x})
+        # At most one quantization step of the output apart (see the module docstring).
+        assert np.max(np.abs(y - y_ref)) <= step * 1.001, (np.max(np.abs(y - y_ref)), step)
