@@ -341,24 +341,32 @@ _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "stride
 _POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
 
 
+def _dequantized_bias(imp: _Importer, node: _Node, index: int) -> Value | None:
+    """The int32 bias at input `index` in float32: it is quantized with scale
+    input_scale * weight_scale (inputs #1 and #4, the weight's per channel) and zero point 0."""
+    bias = imp.input(node, index)
+    if bias is None:
+        return None
+    if _dtype(bias) != _I32:
+        raise node.error(f"input #{index} (bias) has type {_dtype(bias)}; int32 is required")
+    input_scale, weight_scale = imp.required(node, 1), imp.required(node, 4)
+    if math.prod(_shape(weight_scale)) == 1:
+        weight_scale = imp.reshape(weight_scale, [])
+    scale = _elementwise(
+        imp,
+        node,
+        graph.MulOp,
+        _as_f32(imp, imp.reshape(input_scale, [])),
+        _as_f32(imp, weight_scale),
+    )
+    return _elementwise(imp, node, graph.MulOp, _as_f32(imp, bias), scale)
+
+
 @_converts("QLinearConv")
 def _qlinear_conv(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = _dequantized(imp, node, 0)
     w = _dequantized(imp, node, 3, axis=0)
-    bias = imp.input(node, 8)
-    if bias is not None:
-        if _dtype(bias) != _I32:
-            raise node.error(f"bias has type {_dtype(bias)}; int32 is required")
-        # The bias is quantized with scale x_scale * w_scale and zero point 0.
-        w_scale = imp.required(node, 4)
-        bias_scale = _elementwise(
-            imp,
-            node,
-            graph.MulOp,
-            _as_f32(imp, imp.reshape(imp.required(node, 1), [])),
-            _as_f32(imp, w_scale if math.prod(_shape(w_scale)) != 1 else imp.reshape(w_scale, [])),
-        )
-        bias = _elementwise(imp, node, graph.MulOp, _as_f32(imp, bias), bias_scale)
+    bias = _dequantized_bias(imp, node, 8)
     y = _float_op(imp, node, "Conv", [x, w, bias], _window_attrs(node, _CONV_ATTRS))
     return [_requantized(imp, node, y, 6, imp.required(node, 0))]
 
@@ -568,3 +576,29 @@ def _matmul_integer_to_float(imp: _Importer, node: _Node) -> Sequence[Value]:
     if bias is not None:
         y = _elementwise(imp, node, graph.AddOp, y, _as_f32(imp, bias))
     return [_cast(imp, y, _dtype(imp.required(node, 2)))]
+
+
+@_converts("QGemm", domain=_MS)
+def _qgemm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    # Inputs: A, a_scale, a_zero_point, B, b_scale, b_zero_point, C (int32 at scale
+    # a_scale * b_scale), y_scale, y_zero_point. onnxruntime computes
+    # alpha * a_scale * b_scale * (C + sum (a - a_zp)(b - b_zp)), requantized when y_zero_point
+    # is given, else float.
+    trans_b = int(node.attrs.get("transB", 0))
+    a = _dequantized(imp, node, 0)
+    b = _dequantized(imp, node, 3, axis=0 if trans_b else 1)
+    alpha = float(node.attrs.get("alpha", 1.0))
+    bias = _dequantized_bias(imp, node, 6)
+    attrs = {
+        "alpha": alpha,
+        "beta": alpha,
+        "transA": int(node.attrs.get("transA", 0)),
+        "transB": trans_b,
+    }
+    y = _float_op(imp, node, "Gemm", [a, b, bias], attrs)
+    y_scale, y_zero_point = imp.input(node, 7), imp.input(node, 8)
+    if y_zero_point is None:
+        if y_scale is not None:
+            raise node.unsupported("y_scale without y_zero_point")
+        return [y]
+    return [_requantized(imp, node, y, 7, imp.required(node, 0))]

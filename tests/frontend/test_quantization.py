@@ -310,6 +310,34 @@ def test_com_microsoft_qlinear_ops(op_type: str, inputs: list[str], attrs: dict[
     _assert_within_one_step(y, y_ref)
 
 
+@pytest.mark.parametrize("quantized_output", [True, False])
+def test_qgemm(quantized_output: bool) -> None:
+    a = _quantized(np.uint8, (5, 16))
+    inits = {
+        "b": _quantized(np.int8, (6, 16)),  # transB=1: B is N x K, per-column scales
+        "bs": RNG.uniform(0.005, 0.01, 6).astype(np.float32),
+        "bz": np.zeros(6, np.int8),
+        "c": RNG.integers(-3000, 3000, 6).astype(np.int32),
+        **_scalars(as_=(0.03, np.float32), az=(128, np.uint8)),
+        **_scalars(ys=(0.08, np.float32), yz=(110, np.uint8)),
+    }
+    outputs = ["ys", "yz"] if quantized_output else []
+    node = helper.make_node(
+        "QGemm",
+        ["a", "as_", "az", "b", "bs", "bz", "c", *outputs],
+        ["y"],
+        domain=MS,
+        alpha=0.75,
+        transB=1,
+    )
+    model = _ms_model(node, {"a": a}, inits, np.uint8 if quantized_output else np.float32)
+    (y,), (y_ref,) = _run_both(model, {"a": a})
+    if quantized_output:
+        _assert_within_one_step(y, y_ref)
+    else:  # float sums in another order than onnxruntime's int32 sum
+        np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_matmul_integer_to_float() -> None:
     a = _quantized(np.uint8, (5, 16))
     inits = {
