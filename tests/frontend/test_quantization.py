@@ -501,3 +501,26 @@ def test_quantize_static_model_matches_onnxruntime(quant_format: str, tmp_path: 
         (y,), (y_ref,) = _run_both(model, {"x": x})
         # At most one quantization step of the output apart (see the module docstring).
         assert np.max(np.abs(y - y_ref)) <= step * 1.001, (np.max(np.abs(y - y_ref)), step)
+
+
+def test_quantize_dynamic_model_matches_onnxruntime(tmp_path: Any) -> None:
+    """DynamicQuantizeLinear -> ConvInteger/MatMulInteger -> Cast -> Mul, per-channel weights."""
+    from onnxruntime import quantization
+
+    float_path, quantized_path = tmp_path / "float.onnx", tmp_path / "dynamic.onnx"
+    onnx.save(_float_conv_matmul_model(), float_path)
+    quantization.quantize_dynamic(
+        str(float_path),
+        str(quantized_path),
+        weight_type=quantization.QuantType.QInt8,
+        per_channel=True,
+    )
+    model = onnx.load(quantized_path)
+    assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= {
+        n.op_type for n in model.graph.node
+    }
+    x = np.random.default_rng(19).standard_normal((1, 3, 10, 10)).astype(np.float32)
+    (y,), (y_ref,) = _run_both(model, {"x": x})
+    # The integer ops are exact and the dynamic quantization identical; what is left is
+    # float32 arithmetic in another order: 1e-5 relative to max |y|.
+    assert np.max(np.abs(y - y_ref)) <= 1e-5 * np.max(np.abs(y_ref))
