@@ -455,15 +455,17 @@ class WhereOp(IRDLOperation):
     )
 
     def verify_(self) -> None:
-        shapes = [shape_of(v) for v in (self.condition, self.lhs, self.rhs)]
-        try:
-            expected = broadcast_shapes(*shapes)
-        except ValueError as err:
-            raise VerifyException(f"graph.where: {err}") from err
-        if expected != shape_of(self.output):
-            raise VerifyException(
-                f"graph.where: result shape {shape_of(self.output)} != broadcast {expected}"
-            )
+        _verify_broadcast_result(self, [self.condition, self.lhs, self.rhs], self.output)
+
+
+def _verify_broadcast_result(op: Operation, operands: Sequence[SSAValue], result: SSAValue) -> None:
+    """The result's shape is the operands' shapes broadcast together."""
+    try:
+        expected = broadcast_shapes(*(shape_of(v) for v in operands))
+    except ValueError as err:
+        raise VerifyException(f"{op.name}: {err}") from err
+    if expected != shape_of(result):
+        raise VerifyException(f"{op.name}: result shape {shape_of(result)} != broadcast {expected}")
 
 
 class _TernaryBroadcastOp(IRDLOperation):
@@ -480,15 +482,7 @@ class _TernaryBroadcastOp(IRDLOperation):
     )
 
     def verify_(self) -> None:
-        shapes = [shape_of(v) for v in (self.input, self.scale, self.zero_point)]
-        try:
-            expected = broadcast_shapes(*shapes)
-        except ValueError as err:
-            raise VerifyException(f"{self.name}: {err}") from err
-        if expected != shape_of(self.output):
-            raise VerifyException(
-                f"{self.name}: result shape {shape_of(self.output)} != broadcast {expected}"
-            )
+        _verify_broadcast_result(self, [self.input, self.scale, self.zero_point], self.output)
 
 
 @irdl_op_definition

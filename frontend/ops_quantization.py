@@ -26,7 +26,7 @@ Both compute in float32 (float16/bfloat16 scales are widened, the result rounded
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -408,13 +408,45 @@ def _offset_bound(x: Value, zero_point: Value | None) -> int:
     return int(info.max) - int(info.min)
 
 
-def _check_exact(node: _Node, bound: int, detail: str) -> None:
+def _check_exact(
+    node: _Node,
+    depth: int,
+    x: tuple[Value, Value | None, str],
+    w: tuple[Value, Value | None, str],
+    weight_sums: Callable[[np.ndarray], np.ndarray],
+) -> None:
+    """Refuse an integer contraction of `depth` terms whose float32 partial sums could leave
+    the integers float32 holds exactly. With w constant, the bound is max|x - x_zp| times the
+    largest sum of |w - w_zp| over one output (`weight_sums`), else depth * both maxima."""
+    (x_value, x_zp, x_name), (w_value, w_zp, w_name) = x, w
+    x_max, w_max = _offset_bound(x_value, x_zp), _offset_bound(w_value, w_zp)
+    bound = depth * x_max * w_max
+    detail = f"K {depth} * max|{x_name} - zero point| {x_max} * max|{w_name} - zero point| {w_max}"
+    w_known = _centered(w_value, w_zp)
+    if w_known is not None:
+        largest = int(weight_sums(w_known).max(initial=0))
+        if x_max * largest < bound:
+            bound = x_max * largest
+            detail = (
+                f"max|{x_name} - zero point| {x_max} * the largest sum of |{w_name} - zero "
+                f"point| over one output {largest}"
+            )
     if bound > _EXACT_F32_INTEGERS:
         raise node.unsupported(
             f"its int32 result would be computed with float32 accumulation, exact only while "
             f"every partial sum stays within 2^24, and {detail} = {bound} > 2^24 "
             "(integer kernels are planned)"
         )
+
+
+def _column_sums(b: np.ndarray) -> np.ndarray:
+    """Sums over K of a MatMul's B: its rows (a 1-D B is one column)."""
+    return b.sum(axis=-2 if b.ndim >= 2 else 0)
+
+
+def _filter_sums(w: np.ndarray) -> np.ndarray:
+    """Sums over K of a convolution weight: one per output channel."""
+    return w.reshape(len(w), -1).sum(axis=1)
 
 
 def _integer_operand(
@@ -444,28 +476,7 @@ def _matmul_integer(imp: _Importer, node: _Node) -> Sequence[Value]:
     b, b_zp = _integer_operand(
         imp, node, imp.required(node, 1), imp.input(node, 3), -1, "B (input #1)"
     )
-    depth = _shape(a)[-1]
-    a_max, b_max = _offset_bound(a, a_zp), _offset_bound(b, b_zp)
-    bound, detail = (
-        depth * a_max * b_max,
-        f"K {depth} * max|a - a_zero_point| {a_max} * max|b - b_zero_point| {b_max}",
-    )
-    b_known, a_known = _centered(b, b_zp), _centered(a, a_zp)
-    if b_known is not None and b_known.ndim >= 2:
-        column = int(b_known.sum(axis=-2).max(initial=0))
-        if a_max * column < bound:
-            bound, detail = (
-                a_max * column,
-                f"max|a - a_zero_point| {a_max} * the largest column sum of |b - b_zero_point| {column}",
-            )
-    if a_known is not None and a_known.ndim >= 1:
-        row = int(a_known.sum(axis=-1).max(initial=0))
-        if row * b_max < bound:
-            bound, detail = (
-                row * b_max,
-                f"the largest row sum of |a - a_zero_point| {row} * max|b - b_zero_point| {b_max}",
-            )
-    _check_exact(node, bound, detail)
+    _check_exact(node, _shape(a)[-1], (a, a_zp, "A"), (b, b_zp, "B"), _column_sums)
     y = _float_op(
         imp,
         node,
@@ -485,21 +496,7 @@ def _conv_integer(imp: _Importer, node: _Node) -> Sequence[Value]:
     )
     if x_zp is not None and math.prod(_shape(x_zp)) != 1:
         raise node.error(f"x_zero_point has shape {_shape(x_zp)}; one element expected")
-    depth = math.prod(_shape(w)[1:])
-    x_max, w_max = _offset_bound(x, x_zp), _offset_bound(w, w_zp)
-    bound, detail = (
-        depth * x_max * w_max,
-        f"K {depth} * max|x - x_zero_point| {x_max} * max|w - w_zero_point| {w_max}",
-    )
-    w_known = _centered(w, w_zp)
-    if w_known is not None and w_known.ndim >= 1:
-        filter_sum = int(w_known.reshape(len(w_known), -1).sum(axis=1).max(initial=0))
-        if x_max * filter_sum < bound:
-            bound, detail = (
-                x_max * filter_sum,
-                f"max|x - x_zero_point| {x_max} * the largest filter sum of |w - w_zero_point| {filter_sum}",
-            )
-    _check_exact(node, bound, detail)
+    _check_exact(node, math.prod(_shape(w)[1:]), (x, x_zp, "x"), (w, w_zp, "w"), _filter_sums)
     # Padding the centered input with 0 is ONNX's padding with the zero point.
     y = _float_op(
         imp,

@@ -269,6 +269,18 @@ def test_conv_integer_is_exact() -> None:
     np.testing.assert_array_equal(y, y_ref)
 
 
+def test_matmul_integer_with_constant_b_is_proved_exact_from_its_column_sums() -> None:
+    # K = 1024 would exceed 2^24 for arbitrary int8 B (1024 * 255 * 128), but this constant
+    # B's largest column sum of |b| times 255 stays below it: compiled, and exact.
+    a = _quantized(np.uint8, (3, 1024))
+    b = RNG.integers(-40, 41, (1024, 4)).astype(np.int8)
+    assert 255 * np.abs(b.astype(np.int64)).sum(axis=0).max() <= 1 << 24
+    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"], name="wide_mmi")
+    model = _model([node], {"a": a}, {"y": np.int32}, {"b": b}, opset=10)
+    (y,), (y_ref,) = _run_both(model, {"a": a})
+    np.testing.assert_array_equal(y, y_ref)
+
+
 def test_matmul_integer_refused_when_float32_is_not_exact() -> None:
     # K = 1024 with both operands at run time: 1024 * 255 * 128 > 2^24.
     a, b = _quantized(np.uint8, (2, 1024)), _quantized(np.int8, (1024, 3))
