@@ -104,7 +104,7 @@ def _broadcastable(
 ) -> Value:
     """A scale or zero point reshaped to broadcast against x: per tensor (one element), per
     axis (1-D of x's size along `axis`) or blocked (x's rank, ceil(size / block_size) along
-    `axis`, expanded here; it must be a constant)."""
+    `axis`, expanded along it by a Gather)."""
     shape, rank = _shape(param), len(x_shape)
     if block_size > 0:
         axis = _axis(node, axis, rank)
@@ -115,10 +115,10 @@ def _broadcastable(
                 f"{what} has shape {shape}; block_size {block_size} along axis {axis} of x "
                 f"{tuple(x_shape)} needs {expected}"
             )
-        if not isinstance(param, _Const):
-            raise node.unsupported(f"blocked {what} given at run time (it must be a constant)")
-        expanded = np.repeat(param.array, block_size, axis=axis)
-        return _Const(np.take(expanded, np.arange(x_shape[axis]), axis=axis))
+        # Element i along the axis reads block i // block_size: one Gather (folded when the
+        # parameter is a constant).
+        blocks_of = _Const(np.arange(x_shape[axis], dtype=np.int64) // block_size)
+        return _float_op(imp, node, "Gather", [param, blocks_of], {"axis": axis})
     if math.prod(shape) == 1 and len(shape) <= 1:
         return imp.reshape(param, [])
     if len(shape) == 1 and rank > 0:

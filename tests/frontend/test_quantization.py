@@ -156,7 +156,8 @@ def test_quantize_without_zero_point_is_uint8_or_output_dtype() -> None:
     np.testing.assert_array_equal(i, i_ref)
 
 
-def test_blocked_quantize_dequantize() -> None:
+@pytest.mark.parametrize("scale_at_run_time", [False, True])
+def test_blocked_quantize_dequantize(scale_at_run_time: bool) -> None:
     # Blocks of 4 along axis 1 of a 10-wide tensor: the last block is partial.
     x = (RNG.standard_normal((3, 10)) * 2).astype(np.float32)
     scale = RNG.uniform(0.01, 0.1, (3, 3)).astype(np.float32)
@@ -166,13 +167,13 @@ def test_blocked_quantize_dequantize() -> None:
         helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], **attrs),
         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], **attrs),
     ]
-    model = _model(
-        nodes, {"x": x}, {"q": np.int8, "y": np.float32}, {"s": scale, "z": zero_point}, opset=21
-    )
+    feeds = {"x": x, "s": scale} if scale_at_run_time else {"x": x}
+    inits = {"z": zero_point} if scale_at_run_time else {"s": scale, "z": zero_point}
+    model = _model(nodes, feeds, {"q": np.int8, "y": np.float32}, inits, opset=21)
     expected_scale = np.repeat(scale, 4, axis=1)[:, :10]
     expected_zp = np.repeat(zero_point, 4, axis=1)[:, :10].astype(np.float32)
     expected_q = np.clip(np.rint(x / expected_scale) + expected_zp, -128, 127).astype(np.int8)
-    (q, y), (q_ref, y_ref) = _run_both(model, {"x": x})
+    (q, y), (q_ref, y_ref) = _run_both(model, feeds)
     np.testing.assert_array_equal(q, expected_q)
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(y, y_ref)
