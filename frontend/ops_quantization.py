@@ -89,10 +89,6 @@ def _cast(imp: _Importer, value: Value, dtype: np.dtype) -> Value:
     )
 
 
-def _elementwise(imp: _Importer, node: _Node, op_type: type, lhs: Value, rhs: Value) -> Value:
-    return imp.binary(node, op_type, lhs, rhs)
-
-
 def _broadcastable(
     imp: _Importer,
     node: _Node,
@@ -352,14 +348,10 @@ def _dequantized_bias(imp: _Importer, node: _Node, index: int) -> Value | None:
     input_scale, weight_scale = imp.required(node, 1), imp.required(node, 4)
     if math.prod(_shape(weight_scale)) == 1:
         weight_scale = imp.reshape(weight_scale, [])
-    scale = _elementwise(
-        imp,
-        node,
-        graph.MulOp,
-        _as_f32(imp, imp.reshape(input_scale, [])),
-        _as_f32(imp, weight_scale),
+    scale = imp.binary(
+        node, graph.MulOp, _as_f32(imp, imp.reshape(input_scale, [])), _as_f32(imp, weight_scale)
     )
-    return _elementwise(imp, node, graph.MulOp, _as_f32(imp, bias), scale)
+    return dequantize(imp, node, bias, scale, None, _F32)
 
 
 @_converts("QLinearConv")
@@ -571,7 +563,7 @@ def _matmul_integer_to_float(imp: _Importer, node: _Node) -> Sequence[Value]:
     y = _float_op(imp, node, "MatMul", [a, b])
     bias = imp.input(node, 6)
     if bias is not None:
-        y = _elementwise(imp, node, graph.AddOp, y, _as_f32(imp, bias))
+        y = imp.binary(node, graph.AddOp, y, _as_f32(imp, bias))
     return [_cast(imp, y, _dtype(imp.required(node, 2)))]
 
 
