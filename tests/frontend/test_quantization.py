@@ -537,3 +537,16 @@ def test_quantize_dynamic_model_matches_onnxruntime(tmp_path: Any) -> None:
     # The integer ops are exact and the dynamic quantization identical; what is left is
     # float32 arithmetic in another order: 1e-5 relative to max |y|.
     assert np.max(np.abs(y - y_ref)) <= 1e-5 * np.max(np.abs(y_ref))
+
+
+def test_int4_weight_is_refused_naming_the_type() -> None:
+    weight = helper.make_tensor("w", TensorProto.INT4, [4, 2], [1, 2, 3, 4, -1, -2, -3, -4])
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], name="dq4"),
+        helper.make_node("MatMul", ["x", "wf"], ["y"]),
+    ]
+    x = np.zeros((3, 4), np.float32)
+    model = _model(nodes, {"x": x}, {"y": np.float32}, {"s": np.float32(0.1)}, opset=21)
+    model.graph.initializer.append(weight)
+    with pytest.raises(UnsupportedOpError, match=r"DequantizeLinear.*'dq4'.*opset 21.*int4"):
+        ember.compile(model)
