@@ -455,15 +455,52 @@ class WhereOp(IRDLOperation):
     )
 
     def verify_(self) -> None:
-        shapes = [shape_of(v) for v in (self.condition, self.lhs, self.rhs)]
-        try:
-            expected = broadcast_shapes(*shapes)
-        except ValueError as err:
-            raise VerifyException(f"graph.where: {err}") from err
-        if expected != shape_of(self.output):
-            raise VerifyException(
-                f"graph.where: result shape {shape_of(self.output)} != broadcast {expected}"
-            )
+        _verify_broadcast_result(self, [self.condition, self.lhs, self.rhs], self.output)
+
+
+def _verify_broadcast_result(op: Operation, operands: Sequence[SSAValue], result: SSAValue) -> None:
+    """The result's shape is the operands' shapes broadcast together."""
+    try:
+        expected = broadcast_shapes(*(shape_of(v) for v in operands))
+    except ValueError as err:
+        raise VerifyException(f"{op.name}: {err}") from err
+    if expected != shape_of(result):
+        raise VerifyException(f"{op.name}: result shape {shape_of(result)} != broadcast {expected}")
+
+
+class _TernaryBroadcastOp(IRDLOperation):
+    """Three operands broadcast together to the result's shape."""
+
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    zero_point = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $scale `,` $zero_point attr-dict `:` type($input) `,` type($scale) `,` "
+        "type($zero_point) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        _verify_broadcast_result(self, [self.input, self.scale, self.zero_point], self.output)
+
+
+@irdl_op_definition
+class QuantizeLinearOp(_TernaryBroadcastOp):
+    """saturate(round_half_even(input / scale) + zero_point) in the result's integer type,
+    computed in float32; NaN gives the type's minimum (as onnxruntime). A graph op of its own
+    so that no rewrite turns the division into a multiplication by 1 / scale."""
+
+    name = "graph.quantize_linear"
+
+
+@irdl_op_definition
+class DequantizeLinearOp(_TernaryBroadcastOp):
+    """(input - zero_point) * scale in float32 (the subtraction in int32 for int32 input),
+    rounded once to the result's float type; exact in the differences, unlike the
+    (x - zp) * s -> x * s - zp * s rewrite of separate ops."""
+
+    name = "graph.dequantize_linear"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1208,6 +1245,8 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     IsInfOp,
     BitcastOp,
     WhereOp,
+    QuantizeLinearOp,
+    DequantizeLinearOp,
     ConvOp,
     GemmOp,
     MatMulOp,

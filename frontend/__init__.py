@@ -8,6 +8,7 @@ from ember.frontend import ops_structural  # noqa: E402, F401  # isort: skip
 from ember.frontend import ops_elementwise  # noqa: E402, F401  # isort: skip
 from ember.frontend import ops_control_flow  # noqa: E402, F401  # isort: skip
 from ember.frontend import ops_recurrent  # noqa: E402, F401  # isort: skip
+from ember.frontend import ops_quantization  # noqa: E402, F401  # isort: skip
 
 __all__ = [
     "ImportedModel",

@@ -285,10 +285,13 @@ Converter = Callable[["_Importer", _Node], Sequence[Value]]
 _CONVERTERS: dict[str, Converter] = {}
 
 
-def _converts(*op_types: str) -> Callable[[Converter], Converter]:
+def _converts(*op_types: str, domain: str = "") -> Callable[[Converter], Converter]:
+    """Register a converter; ops of another domain than ai.onnx (onnxruntime's com.microsoft
+    contrib ops) are keyed "domain.OpType"."""
+
     def register(fn: Converter) -> Converter:
         for op_type in op_types:
-            _CONVERTERS[op_type] = fn
+            _CONVERTERS[f"{domain}.{op_type}" if domain else op_type] = fn
         return fn
 
     return register
@@ -535,14 +538,14 @@ class _Importer:
     # -- per node ------------------------------------------------------------------------------
 
     def _convert(self, proto: onnx.NodeProto) -> None:
-        if proto.domain not in ("", "ai.onnx"):
-            raise UnsupportedOpError(
-                f"{proto.domain}.{proto.op_type}", proto.name or proto.output[0], self.opset
-            )
+        onnx_domain = proto.domain in ("", "ai.onnx")
+        key = proto.op_type if onnx_domain else f"{proto.domain}.{proto.op_type}"
+        if not onnx_domain and key not in _CONVERTERS:
+            raise UnsupportedOpError(key, proto.name or proto.output[0], self.opset)
         node = _Node(
             proto, self.opset, {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
         )
-        converter = _CONVERTERS.get(proto.op_type)
+        converter = _CONVERTERS.get(key)
         for name in proto.input:
             if name and name not in self.env:
                 raise node.error(f"input '{name}' is not defined before use")

@@ -56,10 +56,11 @@ def check_supported_ops(model: onnx.ModelProto) -> None:
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
     missing: dict[str, str] = {}
     for node in model.graph.node:
-        if node.domain not in _DEFAULT_DOMAINS or (
-            node.op_type not in known and not has_function_body(node.op_type, opset)
+        label = _op_label(node)  # com.microsoft ops are known as "com.microsoft.OpType"
+        if label not in known and (
+            node.domain not in _DEFAULT_DOMAINS or not has_function_body(node.op_type, opset)
         ):
-            missing.setdefault(_op_label(node), node.name or (node.output or ["?"])[0])
+            missing.setdefault(label, node.name or (node.output or ["?"])[0])
     if missing:
         raise UnsupportedOpsError(list(missing), list(missing.values()))
 

@@ -356,6 +356,50 @@ def _bitcast(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Oper
     return _emit(ops, arith.BitcastOp(args[0], out))
 
 
+def _to_f32(value: SSAValue, unsigned: bool, ops: list[Operation]) -> SSAValue:
+    """An integer (signed or not) or float scalar as f32."""
+    if value.type == f32:
+        return value
+    if _is_float(value.type):
+        return _emit(ops, arith.ExtFOp(value, f32))
+    return _emit(ops, (arith.UIToFPOp if unsigned else arith.SIToFPOp)(value, f32))
+
+
+def _quantize_linear(
+    op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
+) -> SSAValue:
+    x, scale, zero_point = args
+    unsigned = is_unsigned(graph.element_type_of(op.results[0]))
+    q = _emit(ops, arith.DivfOp(_to_f32(x, False, ops), _to_f32(scale, False, ops)))
+    q = _emit(ops, math.RoundEvenOp(q))
+    q = _emit(ops, arith.AddfOp(q, _to_f32(zero_point, unsigned, ops)))
+    width = out.width.data  # type: ignore[attr-defined]
+    lowest, highest = (
+        (0, (1 << width) - 1) if unsigned else (-(1 << width - 1), (1 << width - 1) - 1)
+    )
+    lo, hi = _const(ops, lowest, f32), _const(ops, highest, f32)
+    # An ordered >= is false for NaN, which so saturates to the minimum like onnxruntime's
+    # max_ps(v, lo) (SSE returns the second operand when one is NaN).
+    above = _emit(ops, arith.CmpfOp(q, lo, "oge"))
+    q = _emit(ops, arith.MinimumfOp(_emit(ops, arith.SelectOp(above, q, lo)), hi))
+    return _emit(ops, (arith.FPToUIOp if unsigned else arith.FPToSIOp)(q, out))
+
+
+def _dequantize_linear(
+    op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
+) -> SSAValue:
+    x, scale, zero_point = args
+    unsigned = _unsigned(op)
+    if x.type == IntegerType(32):  # int32 - zero point in int32 (wrapping), as onnxruntime
+        difference = _emit(ops, arith.SIToFPOp(_emit(ops, arith.SubiOp(x, zero_point)), f32))
+    else:  # 8- and 16-bit values and their differences are exact in f32
+        difference = _emit(
+            ops, arith.SubfOp(_to_f32(x, unsigned, ops), _to_f32(zero_point, unsigned, ops))
+        )
+    y = _emit(ops, arith.MulfOp(difference, _to_f32(scale, False, ops)))
+    return y if y.type == out else _emit(ops, arith.TruncFOp(y, out))
+
+
 BODIES: dict[type[Operation], BodyBuilder] = {
     graph.ReluOp: _relu,
     graph.SigmoidOp: _sigmoid,
@@ -395,6 +439,8 @@ BODIES: dict[type[Operation], BodyBuilder] = {
     graph.IsInfOp: _isinf,
     graph.WhereOp: _where,
     graph.BitcastOp: _bitcast,
+    graph.QuantizeLinearOp: _quantize_linear,
+    graph.DequantizeLinearOp: _dequantize_linear,
 }
 
 

@@ -566,6 +566,30 @@ def _binary_evaluator(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Eval
     return lambda props, ins, out: np.asarray(f(ins[0], ins[1])).astype(_out_dtype(out))  # type: ignore[arg-type]
 
 
+def quantize_linear(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, dtype: np.dtype
+) -> np.ndarray:
+    """graph.quantize_linear: saturate(rint(x / scale) + zero_point), NaN -> the minimum."""
+    info = np.iinfo(dtype)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = np.rint(x.astype(np.float32) / scale.astype(np.float32))
+        q = q + zero_point.astype(np.float32)
+        q = np.minimum(np.where(q >= info.min, q, np.float32(info.min)), np.float32(info.max))
+    return q.astype(dtype)
+
+
+def dequantize_linear(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, dtype: np.dtype
+) -> np.ndarray:
+    """graph.dequantize_linear: (x - zero_point) * scale in float32."""
+    if x.dtype == np.int32:
+        difference = (x.astype(np.int64) - zero_point).astype(np.int32).astype(np.float32)
+    else:
+        difference = x.astype(np.float32) - zero_point.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (difference * scale.astype(np.float32)).astype(dtype)
+
+
 EVALUATORS: dict[str, Evaluator] = {
     **{name: _unary_evaluator(f) for name, f in _UNARY.items()},
     **{name: _binary_evaluator(f) for name, f in _BINARY.items()},
@@ -578,6 +602,8 @@ EVALUATORS: dict[str, Evaluator] = {
         _only(ins), bool(_int(p, "detect_positive")), bool(_int(p, "detect_negative"))
     ),
     "graph.where": lambda p, ins, out: np.where(ins[0], ins[1], ins[2]),  # type: ignore[arg-type]
+    "graph.quantize_linear": lambda p, ins, out: quantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
+    "graph.dequantize_linear": lambda p, ins, out: dequantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
     "graph.bitcast": lambda p, ins, out: _only(ins).view(_out_dtype(out)),
     "graph.leaky_relu": lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
     "graph.cast": lambda p, ins, out: _only(ins).astype(_out_dtype(out)),

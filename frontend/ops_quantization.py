@@ -1,0 +1,593 @@
+"""ONNX -> graph dialect: quantized models, lowered to float (dequantize -> float op -> quantize).
+
+Both formats onnxruntime's quantization tool writes import here:
+
+- QDQ: `DequantizeLinear -> Conv/MatMul/Add/... -> QuantizeLinear`. Each Q/DQ becomes a few
+  elementwise graph ops that the fuse-elementwise pass merges into one vectorized kernel; a DQ
+  of a constant weight is folded while importing, so the op between runs ember's packed float
+  kernel on a float weight.
+- QOperator: QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger (ai.onnx) and onnxruntime's
+  com.microsoft QLinearAdd/Mul/Sigmoid/LeakyRelu/AveragePool/GlobalAveragePool/Concat and
+  MatMulIntegerToFloat are decomposed into dequantize -> the float op's own converter ->
+  quantize.
+
+This is the simplest correct lowering; integer (VNNI) kernels are planned. A quantized output of
+a float-fallback op may differ from onnxruntime's integer kernels by one quantization step where
+the float result lands next to a rounding tie. MatMulInteger and ConvInteger promise an exact
+int32: float32 accumulation is exact only while every partial sum stays within 2^24, which is
+proved from the shapes, the constant operands and the zero points at compile time, or the node
+is refused.
+
+Quantize is round-half-to-even(x / scale) + zero_point saturated to the type's range, with
+NaN -> the type's minimum as onnxruntime's kernels give; dequantize is (x - zero_point) * scale.
+Both compute in float32 (float16/bfloat16 scales are widened, the result rounded once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx
+
+from ember.dialects import graph
+from ember.dialects.dtypes import numpy_dtype_for_onnx
+from ember.frontend.onnx_importer import (
+    _CONVERTERS,
+    Value,
+    _axis,
+    _Const,
+    _converts,
+    _dtype,
+    _Importer,
+    _Node,
+    _shape,
+)
+from ember.frontend.validate import NodeInfo, validate_node
+
+_F32 = np.dtype(np.float32)
+_I32 = np.dtype(np.int32)
+# The quantized element types ember has tensors for; the rest (int4, uint4, float8, ...) are
+# refused by name.
+_QUANTIZED = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+_MS = "com.microsoft"
+# Float32 represents every integer of magnitude up to 2^24 exactly.
+_EXACT_F32_INTEGERS = 1 << 24
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared building blocks
+
+
+def _type_name(onnx_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(onnx_type).lower()
+    except ValueError:
+        return f"#{onnx_type}"
+
+
+def _quantized_dtype(node: _Node, dtype: np.dtype, what: str) -> np.dtype:
+    if dtype not in _QUANTIZED:
+        raise node.unsupported(
+            f"{what} of type {dtype}: ember quantizes to int8, uint8, int16 and uint16 only"
+        )
+    return dtype
+
+
+def _as_f32(imp: _Importer, value: Value) -> Value:
+    if _dtype(value) == _F32:
+        return value
+    if isinstance(value, _Const):
+        return _Const(value.array.astype(_F32))
+    return imp.emit(graph.CastOp, [value], _shape(value), _F32)
+
+
+def _cast(imp: _Importer, value: Value, dtype: np.dtype) -> Value:
+    return (
+        value if _dtype(value) == dtype else imp.emit(graph.CastOp, [value], _shape(value), dtype)
+    )
+
+
+def _broadcastable(
+    imp: _Importer,
+    node: _Node,
+    param: Value,
+    x_shape: Sequence[int],
+    axis: int,
+    block_size: int,
+    what: str,
+) -> Value:
+    """A scale or zero point reshaped to broadcast against x: per tensor (one element), per
+    axis (1-D of x's size along `axis`) or blocked (x's rank, ceil(size / block_size) along
+    `axis`, expanded along it by a Gather)."""
+    shape, rank = _shape(param), len(x_shape)
+    if block_size > 0:
+        axis = _axis(node, axis, rank)
+        blocks = -(-x_shape[axis] // block_size)
+        expected = (*x_shape[:axis], blocks, *x_shape[axis + 1 :])
+        if shape != expected:
+            raise node.error(
+                f"{what} has shape {shape}; block_size {block_size} along axis {axis} of x "
+                f"{tuple(x_shape)} needs {expected}"
+            )
+        # Element i along the axis reads block i // block_size: one Gather (folded when the
+        # parameter is a constant).
+        blocks_of = _Const(np.arange(x_shape[axis], dtype=np.int64) // block_size)
+        return _float_op(imp, node, "Gather", [param, blocks_of], {"axis": axis})
+    if math.prod(shape) == 1 and len(shape) <= 1:
+        return imp.reshape(param, [])
+    if len(shape) == 1 and rank > 0:
+        axis = _axis(node, axis, rank)
+        if shape[0] == x_shape[axis]:
+            return imp.reshape(param, [shape[0] if i == axis else 1 for i in range(rank)])
+    raise node.error(
+        f"{what} has shape {shape}: it must have one element, or be 1-D with x's size along "
+        f"axis {axis} (x has shape {tuple(x_shape)})"
+    )
+
+
+def _broadcast_shape(node: _Node, *values: Value) -> tuple[int, ...]:
+    try:
+        return graph.broadcast_shapes(*(_shape(v) for v in values))
+    except ValueError as err:
+        raise node.error(str(err)) from err
+
+
+def quantize(
+    imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, dtype: np.dtype
+) -> Value:
+    """saturate(round_half_even(x / scale) + zero_point) as `dtype` (graph.quantize_linear);
+    scale and zero point broadcast against x."""
+    if zero_point is None:
+        zero_point = _Const(np.zeros((), dtype))
+    shape = _broadcast_shape(node, x, scale, zero_point)
+    return imp.emit(graph.QuantizeLinearOp, [x, scale, zero_point], shape, dtype)
+
+
+def dequantize(
+    imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, dtype: np.dtype
+) -> Value:
+    """(x - zero_point) * scale as `dtype` (graph.dequantize_linear)."""
+    if zero_point is None:
+        zero_point = _Const(np.zeros((), _dtype(x)))
+    shape = _broadcast_shape(node, x, scale, zero_point)
+    return imp.emit(graph.DequantizeLinearOp, [x, scale, zero_point], shape, dtype)
+
+
+def _scale_dtype(node: _Node, scale: Value) -> np.dtype:
+    dtype = _dtype(scale)
+    if dtype.kind != "f" or dtype.itemsize > 4:
+        raise node.unsupported(f"scale of type {dtype} (float, float16 or bfloat16 is required)")
+    return dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# QuantizeLinear / DequantizeLinear (ai.onnx 10, 13, 19, 21+; com.microsoft)
+
+
+def _axis_and_block(node: _Node) -> tuple[int, int]:
+    block_size = int(node.attrs.get("block_size", 0))
+    if block_size < 0:
+        raise node.error(f"block_size must be >= 0, not {block_size}")
+    return int(node.attrs.get("axis", 1)), block_size
+
+
+@_converts("QuantizeLinear")
+@_converts("QuantizeLinear", domain=_MS)
+def _quantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, scale, zero_point = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    _scale_dtype(node, scale)
+    output_dtype = int(node.attrs.get("output_dtype", 0))
+    if output_dtype:
+        try:
+            dtype = numpy_dtype_for_onnx(output_dtype)
+        except (TypeError, ValueError):
+            dtype = None
+        if dtype is None or dtype not in _QUANTIZED:
+            raise node.unsupported(
+                f"output_dtype {_type_name(output_dtype)}: ember quantizes to int8, uint8, int16 "
+                "and uint16 only"
+            )
+        if zero_point is not None and _dtype(zero_point) != dtype:
+            raise node.error(
+                f"output_dtype {_type_name(output_dtype)} differs from the zero point's type "
+                f"{_dtype(zero_point)}"
+            )
+    else:
+        dtype = np.dtype(np.uint8) if zero_point is None else _dtype(zero_point)
+    _quantized_dtype(node, dtype, "output")
+    precision = int(node.attrs.get("precision", 0))
+    if precision not in (0, onnx.TensorProto.FLOAT):
+        raise node.unsupported(
+            f"precision {_type_name(precision)}: ember divides by the scale in float32"
+        )
+    if _dtype(x).kind not in "fi":
+        raise node.unsupported(f"input of type {_dtype(x)}")
+    axis, block_size = _axis_and_block(node)
+    x_shape = _shape(x)
+    scale = _broadcastable(imp, node, scale, x_shape, axis, block_size, "y_scale")
+    if zero_point is not None:
+        zero_point = _broadcastable(
+            imp, node, zero_point, x_shape, axis, block_size, "y_zero_point"
+        )
+    return [quantize(imp, node, x, scale, zero_point, dtype)]
+
+
+@_converts("DequantizeLinear")
+@_converts("DequantizeLinear", domain=_MS)
+def _dequantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, scale, zero_point = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    if _dtype(x) not in _QUANTIZED | {_I32}:
+        raise node.unsupported(
+            f"input of type {_dtype(x)}: ember dequantizes int8, uint8, int16, uint16 and int32"
+        )
+    if zero_point is not None and _dtype(zero_point) != _dtype(x):
+        raise node.error(f"zero point of type {_dtype(zero_point)} for an input of {_dtype(x)}")
+    dtype = _scale_dtype(node, scale)
+    output_dtype = int(node.attrs.get("output_dtype", 0))
+    if output_dtype:
+        try:
+            dtype = numpy_dtype_for_onnx(output_dtype)
+        except (TypeError, ValueError) as err:
+            raise node.unsupported(f"output_dtype {_type_name(output_dtype)}") from err
+    axis, block_size = _axis_and_block(node)
+    x_shape = _shape(x)
+    scale = _broadcastable(imp, node, scale, x_shape, axis, block_size, "x_scale")
+    if zero_point is not None:
+        zero_point = _broadcastable(
+            imp, node, zero_point, x_shape, axis, block_size, "x_zero_point"
+        )
+    return [dequantize(imp, node, x, scale, zero_point, dtype)]
+
+
+# ---------------------------------------------------------------------------------------------
+# QOperator ops: dequantize -> the float op's converter -> quantize
+
+
+def _float_op(
+    imp: _Importer,
+    node: _Node,
+    op_type: str,
+    inputs: Sequence[Value | None],
+    attrs: dict[str, object] | None = None,
+) -> Value:
+    """Run the converter of the float ONNX op `op_type` on `inputs` (validated as that op), as
+    part of `node`: the float op keeps one implementation of its attributes and shapes."""
+    attrs = dict(attrs or {})
+    prefix = f"{node.proto.output[0]}/{node.op_type}/{op_type}"
+    names = []
+    for index, value in enumerate(inputs):
+        if value is None:
+            names.append("")
+            continue
+        names.append(f"{prefix}/input{index}")
+        imp.env[names[-1]] = value
+    proto = onnx.helper.make_node(
+        op_type, names, [f"{prefix}/output"], name=f"{node.name}/{op_type}", **attrs
+    )
+    inner = _Node(proto, node.opset, attrs)
+    validate_node(
+        NodeInfo(op_type, inner.name, node.opset),
+        names,
+        [None if v is None else _dtype(v) for v in inputs],
+        [None if v is None else _shape(v) for v in inputs],
+        attrs,
+    )
+    outer, imp.node = imp.node, inner
+    try:
+        return list(_CONVERTERS[op_type](imp, inner))[0]
+    finally:
+        imp.node = outer
+
+
+def _dequantized(imp: _Importer, node: _Node, index: int, axis: int | None = None) -> Value:
+    """The (x, scale, zero point) triple at inputs index..index+2 dequantized to float32."""
+    x, scale = imp.required(node, index), imp.required(node, index + 1)
+    return _dequantize_with(
+        imp, node, x, scale, imp.input(node, index + 2), axis, f"input #{index}"
+    )
+
+
+def _dequantize_with(
+    imp: _Importer,
+    node: _Node,
+    x: Value,
+    scale: Value,
+    zero_point: Value | None,
+    axis: int | None,
+    what: str,
+) -> Value:
+    """x dequantized to float32, per tensor or (`axis` given) per axis when the scale is 1-D."""
+    _quantized_dtype(node, _dtype(x), what)
+    _scale_dtype(node, scale)
+    if zero_point is not None and _dtype(zero_point) != _dtype(x):
+        raise node.error(f"{what}'s zero point has type {_dtype(zero_point)}, x has {_dtype(x)}")
+
+    def shaped(param: Value, name: str) -> Value:
+        if axis is None and math.prod(_shape(param)) != 1:
+            raise node.error(f"{what}'s {name} has shape {_shape(param)}; one element expected")
+        return _broadcastable(imp, node, param, _shape(x), axis or 0, 0, f"{what}'s {name}")
+
+    scale = shaped(scale, "scale")
+    zero_point = None if zero_point is None else shaped(zero_point, "zero point")
+    return dequantize(imp, node, x, scale, zero_point, _F32)
+
+
+def _requantized(imp: _Importer, node: _Node, y: Value, index: int, like: Value) -> Value:
+    """Float y quantized with the per-tensor (scale, zero point) at inputs index, index+1; the
+    output type is the zero point's, else `like`'s."""
+    scale, zero_point = imp.required(node, index), imp.input(node, index + 1)
+    _scale_dtype(node, scale)
+    dtype = _dtype(like) if zero_point is None else _dtype(zero_point)
+    _quantized_dtype(node, dtype, "output")
+    for param, name in ((scale, "scale"), (zero_point, "zero point")):
+        if param is not None and math.prod(_shape(param)) != 1:
+            raise node.error(f"output {name} has shape {_shape(param)}; one element expected")
+    scale = imp.reshape(scale, [])
+    zero_point = None if zero_point is None else imp.reshape(zero_point, [])
+    return quantize(imp, node, y, scale, zero_point, dtype)
+
+
+def _window_attrs(node: _Node, names: Sequence[str]) -> dict[str, object]:
+    return {k: v for k, v in node.attrs.items() if k in names}
+
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+_POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
+
+
+def _dequantized_bias(imp: _Importer, node: _Node, index: int) -> Value | None:
+    """The int32 bias at input `index` in float32: it is quantized with scale
+    input_scale * weight_scale (inputs #1 and #4, the weight's per channel) and zero point 0."""
+    bias = imp.input(node, index)
+    if bias is None:
+        return None
+    if _dtype(bias) != _I32:
+        raise node.error(f"input #{index} (bias) has type {_dtype(bias)}; int32 is required")
+    input_scale, weight_scale = imp.required(node, 1), imp.required(node, 4)
+    if math.prod(_shape(weight_scale)) == 1:
+        weight_scale = imp.reshape(weight_scale, [])
+    scale = imp.binary(
+        node, graph.MulOp, _as_f32(imp, imp.reshape(input_scale, [])), _as_f32(imp, weight_scale)
+    )
+    return dequantize(imp, node, bias, scale, None, _F32)
+
+
+@_converts("QLinearConv")
+def _qlinear_conv(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x = _dequantized(imp, node, 0)
+    w = _dequantized(imp, node, 3, axis=0)
+    bias = _dequantized_bias(imp, node, 8)
+    y = _float_op(imp, node, "Conv", [x, w, bias], _window_attrs(node, _CONV_ATTRS))
+    return [_requantized(imp, node, y, 6, imp.required(node, 0))]
+
+
+@_converts("QLinearMatMul")
+def _qlinear_matmul(imp: _Importer, node: _Node) -> Sequence[Value]:
+    # A 1-D scale or zero point runs along A's rows and B's columns.
+    a = _dequantized(imp, node, 0, axis=-2)
+    b = _dequantized(imp, node, 3, axis=-1)
+    y = _float_op(imp, node, "MatMul", [a, b])
+    return [_requantized(imp, node, y, 6, imp.required(node, 0))]
+
+
+# ---------------------------------------------------------------------------------------------
+# MatMulInteger, ConvInteger: exact int32 through float32, when provably exact
+
+
+def _centered(x: Value, zero_point: Value | None) -> np.ndarray | None:
+    """|x - zero_point| when both are compile-time constants (zero point broadcast)."""
+    if not isinstance(x, _Const) or not (zero_point is None or isinstance(zero_point, _Const)):
+        return None
+    offset = x.array.astype(np.int64)
+    if zero_point is not None:
+        offset = offset - zero_point.array.astype(np.int64)
+    return np.abs(offset)
+
+
+def _offset_bound(x: Value, zero_point: Value | None) -> int:
+    """The largest |x - zero_point| any run can see."""
+    known = _centered(x, zero_point)
+    if known is not None:
+        return int(known.max(initial=0))
+    info = np.iinfo(_dtype(x))
+    if zero_point is None:
+        return max(-int(info.min), int(info.max))
+    if isinstance(zero_point, _Const):
+        zp = zero_point.array.astype(np.int64)
+        return int(max((zp - info.min).max(initial=0), (info.max - zp).max(initial=0)))
+    return int(info.max) - int(info.min)
+
+
+def _check_exact(
+    node: _Node,
+    depth: int,
+    x: tuple[Value, Value | None, str],
+    w: tuple[Value, Value | None, str],
+    weight_sums: Callable[[np.ndarray], np.ndarray],
+) -> None:
+    """Refuse an integer contraction of `depth` terms whose float32 partial sums could leave
+    the integers float32 holds exactly. With w constant, the bound is max|x - x_zp| times the
+    largest sum of |w - w_zp| over one output (`weight_sums`), else depth * both maxima."""
+    (x_value, x_zp, x_name), (w_value, w_zp, w_name) = x, w
+    x_max, w_max = _offset_bound(x_value, x_zp), _offset_bound(w_value, w_zp)
+    bound = depth * x_max * w_max
+    detail = f"K {depth} * max|{x_name} - zero point| {x_max} * max|{w_name} - zero point| {w_max}"
+    w_known = _centered(w_value, w_zp)
+    if w_known is not None:
+        largest = int(weight_sums(w_known).max(initial=0))
+        if x_max * largest < bound:
+            bound = x_max * largest
+            detail = (
+                f"max|{x_name} - zero point| {x_max} * the largest sum of |{w_name} - zero "
+                f"point| over one output {largest}"
+            )
+    if bound > _EXACT_F32_INTEGERS:
+        raise node.unsupported(
+            f"its int32 result would be computed with float32 accumulation, exact only while "
+            f"every partial sum stays within 2^24, and {detail} = {bound} > 2^24 "
+            "(integer kernels are planned)"
+        )
+
+
+def _column_sums(b: np.ndarray) -> np.ndarray:
+    """Sums over K of a MatMul's B: its rows (a 1-D B is one column)."""
+    return b.sum(axis=-2 if b.ndim >= 2 else 0)
+
+
+def _filter_sums(w: np.ndarray) -> np.ndarray:
+    """Sums over K of a convolution weight: one per output channel."""
+    return w.reshape(len(w), -1).sum(axis=1)
+
+
+def _integer_operand(
+    imp: _Importer, node: _Node, x: Value, zero_point: Value | None, axis: int, what: str
+) -> tuple[Value, Value | None]:
+    """x and its zero point broadcastable against it (1-D: along `axis`), type-checked."""
+    _quantized_dtype(node, _dtype(x), what)
+    if zero_point is None:
+        return x, None
+    if _dtype(zero_point) != _dtype(x):
+        raise node.error(
+            f"{what}'s zero point has type {_dtype(zero_point)}, {what} has {_dtype(x)}"
+        )
+    return x, _broadcastable(imp, node, zero_point, _shape(x), axis, 0, f"{what}'s zero point")
+
+
+def _minus_zero_point(imp: _Importer, node: _Node, x: Value, zero_point: Value | None) -> Value:
+    """x - zero_point in float32 (exact for 8-bit values)."""
+    return dequantize(imp, node, x, _Const(np.ones((), _F32)), zero_point, _F32)
+
+
+@_converts("MatMulInteger")
+def _matmul_integer(imp: _Importer, node: _Node) -> Sequence[Value]:
+    a, a_zp = _integer_operand(
+        imp, node, imp.required(node, 0), imp.input(node, 2), -2, "A (input #0)"
+    )
+    b, b_zp = _integer_operand(
+        imp, node, imp.required(node, 1), imp.input(node, 3), -1, "B (input #1)"
+    )
+    _check_exact(node, _shape(a)[-1], (a, a_zp, "A"), (b, b_zp, "B"), _column_sums)
+    y = _float_op(
+        imp,
+        node,
+        "MatMul",
+        [_minus_zero_point(imp, node, a, a_zp), _minus_zero_point(imp, node, b, b_zp)],
+    )
+    return [imp.emit(graph.CastOp, [y], _shape(y), _I32)]
+
+
+@_converts("ConvInteger")
+def _conv_integer(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, x_zp = _integer_operand(
+        imp, node, imp.required(node, 0), imp.input(node, 2), 1, "x (input #0)"
+    )
+    w, w_zp = _integer_operand(
+        imp, node, imp.required(node, 1), imp.input(node, 3), 0, "w (input #1)"
+    )
+    if x_zp is not None and math.prod(_shape(x_zp)) != 1:
+        raise node.error(f"x_zero_point has shape {_shape(x_zp)}; one element expected")
+    _check_exact(node, math.prod(_shape(w)[1:]), (x, x_zp, "x"), (w, w_zp, "w"), _filter_sums)
+    # Padding the centered input with 0 is ONNX's padding with the zero point.
+    y = _float_op(
+        imp,
+        node,
+        "Conv",
+        [_minus_zero_point(imp, node, x, x_zp), _minus_zero_point(imp, node, w, w_zp)],
+        _window_attrs(node, _CONV_ATTRS),
+    )
+    return [imp.emit(graph.CastOp, [y], _shape(y), _I32)]
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime's com.microsoft QOperator ops (as quantize_static writes them)
+
+
+@_converts("QLinearAdd", "QLinearMul", domain=_MS)
+def _qlinear_binary(imp: _Importer, node: _Node) -> Sequence[Value]:
+    a, b = _dequantized(imp, node, 0), _dequantized(imp, node, 3)
+    y = _float_op(imp, node, node.op_type.removeprefix("QLinear"), [a, b])
+    return [_requantized(imp, node, y, 6, imp.required(node, 0))]
+
+
+@_converts("QLinearSigmoid", "QLinearLeakyRelu", domain=_MS)
+def _qlinear_unary(imp: _Importer, node: _Node) -> Sequence[Value]:
+    attrs = {"alpha": node.attrs["alpha"]} if "alpha" in node.attrs else {}
+    y = _float_op(
+        imp, node, node.op_type.removeprefix("QLinear"), [_dequantized(imp, node, 0)], attrs
+    )
+    return [_requantized(imp, node, y, 3, imp.required(node, 0))]
+
+
+def _channels_first(node: _Node) -> None:
+    if node.attrs.get("channels_last", 0):
+        raise node.unsupported("channels_last=1 (NHWC input); only NCHW is supported")
+
+
+@_converts("QLinearGlobalAveragePool", domain=_MS)
+def _qlinear_global_average_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    _channels_first(node)
+    y = _float_op(imp, node, "GlobalAveragePool", [_dequantized(imp, node, 0)])
+    return [_requantized(imp, node, y, 3, imp.required(node, 0))]
+
+
+@_converts("QLinearAveragePool", domain=_MS)
+def _qlinear_average_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    _channels_first(node)
+    attrs = _window_attrs(node, _POOL_ATTRS)
+    y = _float_op(imp, node, "AveragePool", [_dequantized(imp, node, 0)], attrs)
+    return [_requantized(imp, node, y, 3, imp.required(node, 0))]
+
+
+@_converts("QLinearConcat", domain=_MS)
+def _qlinear_concat(imp: _Importer, node: _Node) -> Sequence[Value]:
+    # Inputs: Y_scale, Y_zero_point, then one (X, X_scale, X_zero_point) triple per input.
+    count = len(node.proto.input) - 2
+    if count <= 0 or count % 3:
+        raise node.error(f"has {count + 2} inputs; 2 + 3 per concatenated tensor expected")
+    parts = [_dequantized(imp, node, index) for index in range(2, count + 2, 3)]
+    y = _float_op(imp, node, "Concat", parts, {"axis": node.attrs.get("axis", 0)})
+    return [_requantized(imp, node, y, 0, imp.required(node, 2))]
+
+
+@_converts("MatMulIntegerToFloat", domain=_MS)
+def _matmul_integer_to_float(imp: _Importer, node: _Node) -> Sequence[Value]:
+    # Inputs: A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias.
+    a = _dequantize_with(
+        imp, node, imp.required(node, 0), imp.required(node, 2), imp.input(node, 4), -2, "A"
+    )
+    b = _dequantize_with(
+        imp, node, imp.required(node, 1), imp.required(node, 3), imp.input(node, 5), -1, "B"
+    )
+    y = _float_op(imp, node, "MatMul", [a, b])
+    bias = imp.input(node, 6)
+    if bias is not None:
+        y = imp.binary(node, graph.AddOp, y, _as_f32(imp, bias))
+    return [_cast(imp, y, _dtype(imp.required(node, 2)))]
+
+
+@_converts("QGemm", domain=_MS)
+def _qgemm(imp: _Importer, node: _Node) -> Sequence[Value]:
+    # Inputs: A, a_scale, a_zero_point, B, b_scale, b_zero_point, C (int32 at scale
+    # a_scale * b_scale), y_scale, y_zero_point. onnxruntime computes
+    # alpha * a_scale * b_scale * (C + sum (a - a_zp)(b - b_zp)), requantized when y_zero_point
+    # is given, else float.
+    trans_b = int(node.attrs.get("transB", 0))
+    a = _dequantized(imp, node, 0)
+    b = _dequantized(imp, node, 3, axis=0 if trans_b else 1)
+    alpha = float(node.attrs.get("alpha", 1.0))
+    bias = _dequantized_bias(imp, node, 6)
+    attrs = {
+        "alpha": alpha,
+        "beta": alpha,
+        "transA": int(node.attrs.get("transA", 0)),
+        "transB": trans_b,
+    }
+    y = _float_op(imp, node, "Gemm", [a, b, bias], attrs)
+    y_scale, y_zero_point = imp.input(node, 7), imp.input(node, 8)
+    if y_zero_point is None:
+        if y_scale is not None:
+            raise node.unsupported("y_scale without y_zero_point")
+        return [y]
+    return [_requantized(imp, node, y, 7, imp.required(node, 0))]
