@@ -37,6 +37,7 @@ from xdsl.dialects.builtin import StringAttr, UnitAttr
 from xdsl.irdl import IRDLOperation
 
 from ember.dialects import graph
+from ember.dialects.dtypes import FLOAT_TYPES
 from ember.frontend.onnx_importer import (
     Value,
     _axes_of,
@@ -53,6 +54,7 @@ from ember.frontend.onnx_importer import (
     _window_geometry,
 )
 from ember.passes import limits
+from ember.passes.transforms import numpy_eval
 
 # ---------------------------------------------------------------------------------------------
 # Small shared builders
@@ -451,10 +453,24 @@ def _composed_reduction(imp: _Importer, node: _Node) -> Sequence[Value]:
     if op in ("ReduceL2", "ReduceSumSquare"):
         total = reduce(imp.binary(node, graph.MulOp, x, x), "sum")
         return [_unary(imp, graph.SqrtOp, total) if op == "ReduceL2" else total]
+    if not isinstance(numpy_eval.element_type(_dtype(x)), FLOAT_TYPES):
+        # exp/log kernels compute in float types only; onnxruntime truncates the float result
+        raise node.unsupported(f"input of type {_dtype(x)} (exp/log need a float type)")
     if op == "ReduceLogSum":
         return [_unary(imp, graph.LogOp, reduce(x, "sum"))]
-    # ReduceLogSumExp, shifted by the maximum so that exp cannot overflow.
+    # ReduceLogSumExp, shifted by the maximum so that exp cannot overflow. Only by a finite
+    # maximum: a row's +inf or NaN maximum is replaced by 0, as is a row of only -inf, whose
+    # shift would be inf - inf = NaN; unshifted, those rows give +inf, NaN and -inf, as in
+    # onnxruntime.
     peak = reduce(x, "max", True)
+    finite = imp.emit(
+        graph.CompareOp,
+        [_unary(imp, graph.AbsOp, peak), _scalar(np.inf, peak)],
+        _shape(peak),
+        np.dtype(np.bool_),
+        predicate=StringAttr("lt"),
+    )
+    peak = imp.emit(graph.WhereOp, [finite, peak, _scalar(0.0, peak)], _shape(peak), _dtype(peak))
     shifted = _unary(imp, graph.ExpOp, imp.binary(node, graph.SubOp, x, peak))
     y = imp.binary(node, graph.AddOp, _unary(imp, graph.LogOp, reduce(shifted, "sum", True)), peak)
     if keep or identity:

@@ -378,6 +378,55 @@ def test_reductions_of_infinities() -> None:
         np.testing.assert_array_equal(ember_output(model, {"x": x}), want)
 
 
+INFINITE_ROWS = np.array(
+    [
+        [1, np.inf, 2, 0],
+        [-np.inf] * 4,
+        [np.inf, np.inf, 1, 0],
+        [np.nan, 1, 2, 0],
+        [-np.inf, 0, 1, -np.inf],
+        [1, 2, 3, 4],
+        [80, 90, 100, 0],  # exp overflows float32 unless shifted
+    ],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize("op_type", ["ReduceLogSumExp", "ReduceLogSum"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_log_sum_reductions_of_infinities(op_type: str, keepdims: int) -> None:
+    """As onnxruntime: a row holding +inf gives +inf, one of only -inf gives -inf, NaN gives
+    NaN. ReduceLogSumExp shifts by the row's maximum only where it is finite (an infinite
+    shift would be inf - inf = NaN for the whole row)."""
+    x = INFINITE_ROWS if op_type == "ReduceLogSumExp" else np.abs(INFINITE_ROWS)
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    node = helper.make_node(op_type, ["x", "axes"], ["y"], keepdims=keepdims)
+    want = check_against_onnxruntime(make_model([node], {"x": x}, [axes]), {"x": x}, SUMS)
+    assert np.isinf(want).any() and np.isfinite(want).any()
+
+
+@pytest.mark.parametrize(
+    ("row", "want"),
+    [
+        ([np.nan, 1, 2], [1, 0, 0]),
+        ([np.nan, np.nan, 1], [1, 0, 0]),
+        ([1, np.nan, 3], [0, 0, 1]),
+        ([1, 2, np.nan], [0, 1, 0]),
+        ([np.nan, np.nan, np.nan], [1, 0, 0]),
+    ],
+)
+def test_hardmax_with_nan_follows_arg_max(row: list[float], want: list[float]) -> None:
+    """Hardmax is one_hot(ArgMax), so a NaN wins only in first place, as ArgMax in ember and
+    onnxruntime: every row has exactly one 1. onnxruntime's own Hardmax is not a usable
+    oracle: it gives [0, 0, 0] for [nan, 1, 2] (no 1 at all) but [0, 0, 1] for [1, nan, 3];
+    onnx.reference (np.argmax) picks the first NaN instead."""
+    x = np.array([row], np.float32)
+    model = make_model([helper.make_node("Hardmax", ["x"], ["y"])], {"x": x})
+    arg_max = make_model([helper.make_node("ArgMax", ["x"], ["y"], axis=-1)], {"x": x})
+    assert onnxruntime_outputs(arg_max, {"x": x})["y"][0, 0] == want.index(1)
+    np.testing.assert_array_equal(ember_output(model, {"x": x}), np.array([want], np.float32))
+
+
 @pytest.mark.parametrize("op_type", ["ArgMax", "ArgMin"])
 @pytest.mark.parametrize("select_last_index", [0, 1])
 @pytest.mark.parametrize("axis", [1, -1])
