@@ -777,6 +777,20 @@ def _resize_taps(
 _MAX_UNROLLED_TAPS = 8
 
 
+def _weighted(imp: _Importer, node: _Node, term: Value, weight: np.ndarray) -> Value:
+    """term * weight, and exactly 0 where the weight is 0: a tap that does not count reads no
+    NaN or inf into the result (NaN * 0 is NaN). Which zero-weight taps an implementation
+    reads is arbitrary (onnxruntime's and onnx.reference's differ), so only this rule makes a
+    NaN reach just the outputs that weigh it."""
+    y = term
+    if not np.all((weight == 0) | (weight == 1)):
+        y = imp.binary(node, graph.MulOp, term, _Const(weight.astype(_dtype(term))))
+    if np.any(weight == 0):
+        zero = _scalar(0.0, term)
+        y = imp.emit(graph.WhereOp, [_Const(weight != 0), y, zero], _shape(y), _dtype(term))
+    return y
+
+
 def _resize_axis(
     imp: _Importer,
     node: _Node,
@@ -797,23 +811,22 @@ def _resize_axis(
         # into a new axis, weight and sum it, so that the op count does not grow with it.
         gathered = _gather_axis(imp, x, axis, index[:, taps].reshape(-1))
         split = [*shape[:axis], out_size, len(taps), *shape[axis + 1 :]]
-        w = weight[:, taps].astype(dtype).reshape(out_size, len(taps), *trailing)
-        y = imp.binary(node, graph.MulOp, imp.reshape(gathered, split), _Const(w))
+        w = weight[:, taps].reshape(out_size, len(taps), *trailing)
+        y = _weighted(imp, node, imp.reshape(gathered, split), w)
         y = _reduce(imp, node, y, "sum", [axis + 1], False)
         taps = []
     for t in taps:
-        w = weight[:, t]
         term = _gather_axis(imp, x, axis, index[:, t])
-        if not np.all(w == 1):
-            term = imp.binary(
-                node, graph.MulOp, term, _Const(w.astype(dtype).reshape(-1, *trailing))
-            )
+        term = _weighted(imp, node, term, weight[:, t].reshape(-1, *trailing))
         y = term if y is None else imp.binary(node, graph.AddOp, y, term)
     if y is None or outside is not None:
         fill = np.where(outside if outside is not None else True, 1.0, 0.0)
         value = float(node.attrs.get("extrapolation_value", 0.0))
         extra = _Const((fill * value).astype(dtype).reshape(-1, *trailing))
-        y = extra if y is None else imp.binary(node, graph.AddOp, y, extra)
+        if y is None:  # every position extrapolated: the fill, in the output's shape
+            grown = [*shape[:axis], out_size, *shape[axis + 1 :]]
+            return imp.emit(graph.ExpandOp, [extra], grown)
+        y = imp.binary(node, graph.AddOp, y, extra)
     return y
 
 
