@@ -1536,6 +1536,9 @@ def _attention(imp: _Importer, node: _Node) -> Sequence[Value]:
     rank = len(_shape(q))
     dtype = _dtype(q)
     f32 = np.dtype(np.float32)
+    if dtype.itemsize > f32.itemsize:
+        # The matmul kernels compute in float32: float64 inputs would silently lose precision.
+        raise node.unsupported(f"inputs of type {dtype} (Attention computes in float32 only)")
     if dtype != f32:  # 16-bit inputs compute in float32, rounded once at the end
         q, k, v = (imp.emit(graph.CastOp, [t], _shape(t), f32) for t in (q, k, v))
         past_k, past_v = (

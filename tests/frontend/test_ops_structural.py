@@ -513,3 +513,19 @@ def test_integer_log_reductions_are_refused(op_type: str) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(ember.UnsupportedOpError, match=f"{op_type} .*int32"):
         import_onnx(model)
+
+
+def test_float64_attention_is_refused() -> None:
+    """Attention's matmuls compute in float32: float64 inputs were computed in float32 and
+    cast back (errors of 1e-7 relative where onnxruntime computes in float64)."""
+    shapes = {"q": [1, 2, 3, 8], "k": [1, 2, 5, 8], "v": [1, 2, 5, 8]}
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], name="attn")
+    graph = helper.make_graph(
+        [node],
+        "attention_f64",
+        [helper.make_tensor_value_info(n, TensorProto.DOUBLE, s) for n, s in shapes.items()],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    with pytest.raises(ember.UnsupportedOpError, match=r"Attention \(node 'attn'.*float64"):
+        ember.compile(model)
