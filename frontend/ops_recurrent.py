@@ -191,6 +191,14 @@ def _recurrent(imp: _Importer, node: _Node) -> Sequence[Value]:
         if _dtype(sequence_lens) != np.int32:
             raise node.error(f"sequence_lens of type {_dtype(sequence_lens)} (int32 expected)")
         _expect_shape(node, sequence_lens, "sequence_lens", [batch])
+        if isinstance(sequence_lens, _Const):  # known now: refused now (else the kernel checks)
+            outside = np.flatnonzero((sequence_lens.array < 0) | (sequence_lens.array > seq))
+            if outside.size:
+                row = int(outside[0])
+                raise node.error(
+                    f"sequence_lens[{row}] = {int(sequence_lens.array[row])} is out of range "
+                    f"for a sequence of length {seq} (valid lengths are 0..{seq})"
+                )
     state_shape = [dirs, batch, hidden] if layout == 0 else [batch, dirs, hidden]
     initial_h = _float_input(imp, node, 5, "initial_h")
     _expect_shape(node, initial_h, "initial_h", state_shape)

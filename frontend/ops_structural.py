@@ -37,6 +37,7 @@ from xdsl.dialects.builtin import StringAttr, UnitAttr
 from xdsl.irdl import IRDLOperation
 
 from ember.dialects import graph
+from ember.dialects.dtypes import FLOAT_TYPES
 from ember.frontend.onnx_importer import (
     Value,
     _axes_of,
@@ -53,6 +54,7 @@ from ember.frontend.onnx_importer import (
     _window_geometry,
 )
 from ember.passes import limits
+from ember.passes.transforms import numpy_eval
 
 # ---------------------------------------------------------------------------------------------
 # Small shared builders
@@ -451,10 +453,24 @@ def _composed_reduction(imp: _Importer, node: _Node) -> Sequence[Value]:
     if op in ("ReduceL2", "ReduceSumSquare"):
         total = reduce(imp.binary(node, graph.MulOp, x, x), "sum")
         return [_unary(imp, graph.SqrtOp, total) if op == "ReduceL2" else total]
+    if not isinstance(numpy_eval.element_type(_dtype(x)), FLOAT_TYPES):
+        # exp/log kernels compute in float types only; onnxruntime truncates the float result
+        raise node.unsupported(f"input of type {_dtype(x)} (exp/log need a float type)")
     if op == "ReduceLogSum":
         return [_unary(imp, graph.LogOp, reduce(x, "sum"))]
-    # ReduceLogSumExp, shifted by the maximum so that exp cannot overflow.
+    # ReduceLogSumExp, shifted by the maximum so that exp cannot overflow. Only by a finite
+    # maximum: a row's +inf or NaN maximum is replaced by 0, as is a row of only -inf, whose
+    # shift would be inf - inf = NaN; unshifted, those rows give +inf, NaN and -inf, as in
+    # onnxruntime.
     peak = reduce(x, "max", True)
+    finite = imp.emit(
+        graph.CompareOp,
+        [_unary(imp, graph.AbsOp, peak), _scalar(np.inf, peak)],
+        _shape(peak),
+        np.dtype(np.bool_),
+        predicate=StringAttr("lt"),
+    )
+    peak = imp.emit(graph.WhereOp, [finite, peak, _scalar(0.0, peak)], _shape(peak), _dtype(peak))
     shifted = _unary(imp, graph.ExpOp, imp.binary(node, graph.SubOp, x, peak))
     y = imp.binary(node, graph.AddOp, _unary(imp, graph.LogOp, reduce(shifted, "sum", True)), peak)
     if keep or identity:
@@ -761,6 +777,20 @@ def _resize_taps(
 _MAX_UNROLLED_TAPS = 8
 
 
+def _weighted(imp: _Importer, node: _Node, term: Value, weight: np.ndarray) -> Value:
+    """term * weight, and exactly 0 where the weight is 0: a tap that does not count reads no
+    NaN or inf into the result (NaN * 0 is NaN). Which zero-weight taps an implementation
+    reads is arbitrary (onnxruntime's and onnx.reference's differ), so only this rule makes a
+    NaN reach just the outputs that weigh it."""
+    y = term
+    if not np.all((weight == 0) | (weight == 1)):
+        y = imp.binary(node, graph.MulOp, term, _Const(weight.astype(_dtype(term))))
+    if np.any(weight == 0):
+        zero = _scalar(0.0, term)
+        y = imp.emit(graph.WhereOp, [_Const(weight != 0), y, zero], _shape(y), _dtype(term))
+    return y
+
+
 def _resize_axis(
     imp: _Importer,
     node: _Node,
@@ -781,23 +811,22 @@ def _resize_axis(
         # into a new axis, weight and sum it, so that the op count does not grow with it.
         gathered = _gather_axis(imp, x, axis, index[:, taps].reshape(-1))
         split = [*shape[:axis], out_size, len(taps), *shape[axis + 1 :]]
-        w = weight[:, taps].astype(dtype).reshape(out_size, len(taps), *trailing)
-        y = imp.binary(node, graph.MulOp, imp.reshape(gathered, split), _Const(w))
+        w = weight[:, taps].reshape(out_size, len(taps), *trailing)
+        y = _weighted(imp, node, imp.reshape(gathered, split), w)
         y = _reduce(imp, node, y, "sum", [axis + 1], False)
         taps = []
     for t in taps:
-        w = weight[:, t]
         term = _gather_axis(imp, x, axis, index[:, t])
-        if not np.all(w == 1):
-            term = imp.binary(
-                node, graph.MulOp, term, _Const(w.astype(dtype).reshape(-1, *trailing))
-            )
+        term = _weighted(imp, node, term, weight[:, t].reshape(-1, *trailing))
         y = term if y is None else imp.binary(node, graph.AddOp, y, term)
     if y is None or outside is not None:
         fill = np.where(outside if outside is not None else True, 1.0, 0.0)
         value = float(node.attrs.get("extrapolation_value", 0.0))
         extra = _Const((fill * value).astype(dtype).reshape(-1, *trailing))
-        y = extra if y is None else imp.binary(node, graph.AddOp, y, extra)
+        if y is None:  # every position extrapolated: the fill, in the output's shape
+            grown = [*shape[:axis], out_size, *shape[axis + 1 :]]
+            return imp.emit(graph.ExpandOp, [extra], grown)
+        y = imp.binary(node, graph.AddOp, y, extra)
     return y
 
 
@@ -1507,6 +1536,9 @@ def _attention(imp: _Importer, node: _Node) -> Sequence[Value]:
     rank = len(_shape(q))
     dtype = _dtype(q)
     f32 = np.dtype(np.float32)
+    if dtype.itemsize > f32.itemsize:
+        # The matmul kernels compute in float32: float64 inputs would silently lose precision.
+        raise node.unsupported(f"inputs of type {dtype} (Attention computes in float32 only)")
     if dtype != f32:  # 16-bit inputs compute in float32, rounded once at the end
         q, k, v = (imp.emit(graph.CastOp, [t], _shape(t), f32) for t in (q, k, v))
         past_k, past_v = (

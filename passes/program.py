@@ -63,3 +63,11 @@ def origin_of(op: Operation) -> dict[str, str]:
     if not isinstance(attr, DictionaryAttr):
         return {}
     return {k: v.data for k, v in attr.data.items() if isinstance(v, StringAttr)}
+
+
+def describe_op(op: Operation) -> str:
+    """`MaxPool node 'pool1' (kernel.pool)`, or just the op's name when its origin is unknown."""
+    origin = origin_of(op)
+    if origin.get("op_type"):
+        return f"{origin['op_type']} node '{origin.get('node', '?')}' ({op.name})"
+    return op.name

@@ -9,7 +9,8 @@ before the call and read after it:
     1     call site: 1 + the index in the manifest's `status_sites` of the kernel call that failed
     2     the offending value (an index as the model gave it, before negative wrapping)
     3     the size it had to fit (the extent of the indexed dimension)
-    4     which dimension of the data the value indexes (OUT_OF_BOUNDS: which kernel argument)
+    4     which dimension of the data the value indexes (OUT_OF_BOUNDS: which kernel argument;
+          LENGTH_OUT_OF_RANGE: which batch row's length)
     5     claim word: a failing kernel swaps 1 into it and writes words 0, 2-4 only if it was 0
 
 A kernel that finds bad data records it and carries on with a clamped value, so it never reads or
@@ -38,7 +39,12 @@ CODE, SITE, VALUE, BOUND, DIM, CLAIM = range(6)
 
 INDEX_OUT_OF_RANGE = 1
 OUT_OF_BOUNDS = 2  # debug mode (check-memory-accesses): word 4 is the kernel argument, or -1
-ERROR_MESSAGES = {INDEX_OUT_OF_RANGE: "index out of range", OUT_OF_BOUNDS: "access out of bounds"}
+LENGTH_OUT_OF_RANGE = 3  # a recurrent layer's sequence_lens: word 3 is T, word 4 the batch row
+ERROR_MESSAGES = {
+    INDEX_OUT_OF_RANGE: "index out of range",
+    OUT_OF_BOUNDS: "access out of bounds",
+    LENGTH_OUT_OF_RANGE: "sequence length out of range",
+}
 
 SITES_KEY = "status_sites"
 
@@ -70,6 +76,11 @@ def check_status(status: np.ndarray, sites: Sequence[Mapping[str, Any]]) -> None
         message = (
             f"{where}: index {value} is out of range for dimension {dim} of size {bound} of "
             f"its data ({valid})"
+        )
+    elif code == LENGTH_OUT_OF_RANGE:
+        message = (
+            f"{where}: sequence_lens[{dim}] = {value} is out of range for a sequence of "
+            f"length {bound} (valid lengths are 0..{bound})"
         )
     elif code == OUT_OF_BOUNDS:
         buffer = f"argument {dim}" if dim >= 0 else "a buffer view"

@@ -35,6 +35,7 @@ from ember.passes.pipeline import (
 )
 from ember.passes.program import entry_function
 from ember.passes.target import Target, host_target, named_target
+from ember.runtime.errors import KernelError
 from ember.tools.opt_bisect import MANDATORY_PASSES, ORACLES
 from ember.tools.opt_ir import (
     InputError,
@@ -470,6 +471,9 @@ def main(argv: Sequence[str] | None = None, extra_passes: Sequence[type[ModulePa
         return run(args, extra_passes)
     except (UsageError, InputError) as error:
         sys.stderr.write(f"ember opt: error: {error}\n")
+        return 2
+    except KernelError as error:  # the numerics' run refused its inputs (an index, a length)
+        sys.stderr.write(f"ember opt: error: the compiled model refused the inputs: {error}\n")
         return 2
     except ValueError as error:  # the frontend's ModelError/UnsupportedOpError, among others
         sys.stderr.write(f"ember opt: error: {error}\n")

@@ -38,8 +38,13 @@ Outputs = dict[str, np.ndarray]
 # -- running both sides --------------------------------------------------------------------------
 
 
+class OracleError(ValueError):
+    """The oracle refused the model or its inputs (seeded ones may not suit an index input)."""
+
+
 def seeded_inputs(model: onnx.ModelProto, seed: int = 0) -> Outputs:
-    """Seeded inputs for every real graph input of `model` (see `bench.random_feeds`)."""
+    """Seeded inputs for every real graph input of `model` (see `bench.random_feeds`); a
+    recurrent layer's `sequence_lens` gets lengths in [0, T], the only ones it accepts."""
     from ember.runtime.executable import TensorSpec
     from ember.tools.bench import random_feeds
 
@@ -56,11 +61,56 @@ def seeded_inputs(model: onnx.ModelProto, seed: int = 0) -> Outputs:
             )
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         specs.append(TensorSpec(value.name, shape, dtype.name))
-    return random_feeds(specs, seed)
+    feeds = random_feeds(specs, seed)
+    _valid_sequence_lengths(model, feeds, seed)
+    return feeds
+
+
+def _valid_sequence_lengths(model: onnx.ModelProto, feeds: Outputs, seed: int) -> None:
+    """Redraw each recurrent layer's graph-input sequence_lens within [0, T] of its X."""
+    rng = np.random.default_rng(seed)
+    shapes = _static_shapes(model)
+    for node in model.graph.node:
+        if node.op_type not in ("LSTM", "GRU", "RNN") or len(node.input) < 5:
+            continue
+        lens, x = node.input[4], node.input[0]
+        if lens not in feeds or x not in shapes or len(shapes[x]) != 3:
+            continue
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+        seq = shapes[x][1 if layout else 0]
+        feeds[lens] = rng.integers(0, seq + 1, size=feeds[lens].shape).astype(feeds[lens].dtype)
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """The static shapes ONNX's shape inference finds for the model's values."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # inference failing only means no shapes: the seeded values stay
+        inferred = model.graph
+    shapes = {}
+    for value in [*inferred.input, *inferred.value_info, *inferred.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.type.tensor_type.HasField("shape") and all(d.dim_value > 0 for d in dims):
+            shapes[value.name] = tuple(d.dim_value for d in dims)
+    return shapes
 
 
 def oracle_outputs(model: onnx.ModelProto, feeds: Outputs, oracle: str) -> Outputs:
-    """Every graph output of `model` computed by onnxruntime or onnx.reference."""
+    """Every graph output of `model` computed by onnxruntime or onnx.reference; OracleError
+    if the oracle refuses the model or the inputs."""
+    try:
+        return _run_oracle(model, feeds, oracle)
+    except OracleError:
+        raise
+    except Exception as error:  # each oracle has its own exception types
+        detail = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        raise OracleError(
+            f"{oracle} refused the model on these inputs ({detail}); give inputs it accepts "
+            f"with --input NAME=FILE.npy"
+        ) from error
+
+
+def _run_oracle(model: onnx.ModelProto, feeds: Outputs, oracle: str) -> Outputs:
     names = [o.name for o in model.graph.output]
     if oracle == "onnxruntime":
         import onnxruntime as ort
@@ -75,7 +125,7 @@ def oracle_outputs(model: onnx.ModelProto, feeds: Outputs, oracle: str) -> Outpu
         from onnx.reference import ReferenceEvaluator
 
         return dict(zip(names, ReferenceEvaluator(model).run(names, feeds)))
-    raise ValueError(f"unknown oracle '{oracle}' (expected one of {', '.join(ORACLES)})")
+    raise OracleError(f"unknown oracle '{oracle}' (expected one of {', '.join(ORACLES)})")
 
 
 def run_ember(

@@ -35,12 +35,14 @@ from ember.dialects.dtypes import element_type_for, signless
 from ember.dialects.graph import element_type_of, i64_array, int_values, shape_of
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
-from ember.passes.program import ORIGIN
+from ember.passes.program import ORIGIN, describe_op
 from ember.passes.target import Target
+from ember.runtime.errors import ModelError
 
 
-class ConversionError(ValueError):
-    """A graph op that bufferization cannot express as kernels."""
+class ConversionError(ModelError):
+    """A graph op that bufferization cannot express as kernels (an ember error: the message
+    names the ONNX node the op comes from, when known)."""
 
 
 def buffer_type(tensor: Attribute) -> MemRefType:
@@ -147,7 +149,7 @@ class _Bufferizer:
 
         cout, cin_g, kh, kw = shape_of(weight)
         if element_type_of(weight) != f32:
-            raise ConversionError(f"graph.conv: weight of type {element_type_of(weight)}")
+            raise ConversionError(f"weight of type {element_type_of(weight)}")
         w = self.buffer(weight)
         if is_depthwise(shape_of(weight), group):
             return self.view(w, [cout, kh * kw]), DEPTHWISE_LAYOUT
@@ -392,7 +394,7 @@ class _Bufferizer:
             return table[type(op)]
         except KeyError:
             raise ConversionError(
-                f"'{op.name}' has no kernel form; run the graph pipeline (canonicalize) first"
+                "no kernel form; run the graph pipeline (canonicalize) first"
             ) from None
 
 
@@ -455,7 +457,10 @@ class ConvertGraphToKernel(ModulePass):
                 returned = [state.buffer(v) for v in graph_op.arguments]
                 continue
             converted_from = body.last_op
-            state.converter(graph_op)(graph_op)
+            try:
+                state.converter(graph_op)(graph_op)
+            except ConversionError as error:
+                raise ConversionError(f"{describe_op(graph_op)}: {error}") from None
             if ORIGIN in graph_op.attributes:
                 # Every kernel op this graph op became names the same ONNX node.
                 new_op = body.last_op

@@ -496,3 +496,36 @@ def test_bad_attributes_name_the_node(node: onnx.NodeProto, message: str) -> Non
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     with pytest.raises(ValueError, match=message):
         import_onnx(model)
+
+
+@pytest.mark.parametrize("op_type", ["ReduceLogSumExp", "ReduceLogSum"])
+def test_integer_log_reductions_are_refused(op_type: str) -> None:
+    """exp/log have float kernels only: an int32 input is refused naming the type (it was a
+    NotImplementedError from inside the importer)."""
+    node = helper.make_node(op_type, ["x", "axes"], ["y"], keepdims=0)
+    graph = helper.make_graph(
+        [node],
+        "int_log_reduction",
+        [helper.make_tensor_value_info("x", TensorProto.INT32, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [2])],
+        [numpy_helper.from_array(_i64(-1), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ember.UnsupportedOpError, match=f"{op_type} .*int32"):
+        import_onnx(model)
+
+
+def test_float64_attention_is_refused() -> None:
+    """Attention's matmuls compute in float32: float64 inputs were computed in float32 and
+    cast back (errors of 1e-7 relative where onnxruntime computes in float64)."""
+    shapes = {"q": [1, 2, 3, 8], "k": [1, 2, 5, 8], "v": [1, 2, 5, 8]}
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], name="attn")
+    graph = helper.make_graph(
+        [node],
+        "attention_f64",
+        [helper.make_tensor_value_info(n, TensorProto.DOUBLE, s) for n, s in shapes.items()],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    with pytest.raises(ember.UnsupportedOpError, match=r"Attention \(node 'attn'.*float64"):
+        ember.compile(model)

@@ -378,6 +378,55 @@ def test_reductions_of_infinities() -> None:
         np.testing.assert_array_equal(ember_output(model, {"x": x}), want)
 
 
+INFINITE_ROWS = np.array(
+    [
+        [1, np.inf, 2, 0],
+        [-np.inf] * 4,
+        [np.inf, np.inf, 1, 0],
+        [np.nan, 1, 2, 0],
+        [-np.inf, 0, 1, -np.inf],
+        [1, 2, 3, 4],
+        [80, 90, 100, 0],  # exp overflows float32 unless shifted
+    ],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize("op_type", ["ReduceLogSumExp", "ReduceLogSum"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_log_sum_reductions_of_infinities(op_type: str, keepdims: int) -> None:
+    """As onnxruntime: a row holding +inf gives +inf, one of only -inf gives -inf, NaN gives
+    NaN. ReduceLogSumExp shifts by the row's maximum only where it is finite (an infinite
+    shift would be inf - inf = NaN for the whole row)."""
+    x = INFINITE_ROWS if op_type == "ReduceLogSumExp" else np.abs(INFINITE_ROWS)
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    node = helper.make_node(op_type, ["x", "axes"], ["y"], keepdims=keepdims)
+    want = check_against_onnxruntime(make_model([node], {"x": x}, [axes]), {"x": x}, SUMS)
+    assert np.isinf(want).any() and np.isfinite(want).any()
+
+
+@pytest.mark.parametrize(
+    ("row", "want"),
+    [
+        ([np.nan, 1, 2], [1, 0, 0]),
+        ([np.nan, np.nan, 1], [1, 0, 0]),
+        ([1, np.nan, 3], [0, 0, 1]),
+        ([1, 2, np.nan], [0, 1, 0]),
+        ([np.nan, np.nan, np.nan], [1, 0, 0]),
+    ],
+)
+def test_hardmax_with_nan_follows_arg_max(row: list[float], want: list[float]) -> None:
+    """Hardmax is one_hot(ArgMax), so a NaN wins only in first place, as ArgMax in ember and
+    onnxruntime: every row has exactly one 1. onnxruntime's own Hardmax is not a usable
+    oracle: it gives [0, 0, 0] for [nan, 1, 2] (no 1 at all) but [0, 0, 1] for [1, nan, 3];
+    onnx.reference (np.argmax) picks the first NaN instead."""
+    x = np.array([row], np.float32)
+    model = make_model([helper.make_node("Hardmax", ["x"], ["y"])], {"x": x})
+    arg_max = make_model([helper.make_node("ArgMax", ["x"], ["y"], axis=-1)], {"x": x})
+    assert onnxruntime_outputs(arg_max, {"x": x})["y"][0, 0] == want.index(1)
+    np.testing.assert_array_equal(ember_output(model, {"x": x}), np.array([want], np.float32))
+
+
 @pytest.mark.parametrize("op_type", ["ArgMax", "ArgMin"])
 @pytest.mark.parametrize("select_last_index", [0, 1])
 @pytest.mark.parametrize("axis", [1, -1])
@@ -434,6 +483,65 @@ def test_lrn() -> None:
         want = (x / (bias + alpha / size * squares) ** beta).astype(np.float32)
     assert np.isnan(want).any() and np.isfinite(want).any()
     assert_matches(ember_output(model, {"x": X}), want, SUMS)
+
+
+# -- resize ------------------------------------------------------------------------------------
+def weighted_only_oracle(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """Resize as the linear map it is, from onnx.reference: the finite part of `x` resized, plus
+    each non-finite input times its weight in each output, where that weight is not 0. So a
+    NaN reaches exactly the outputs that weigh it, whichever taps of weight 0 an implementation
+    happens to read."""
+    reference = ReferenceEvaluator(model)
+    bad = ~np.isfinite(x)
+    y = reference.run(None, {"x": np.where(bad, 0, x)})[0].astype(np.float64)
+    for position in zip(*np.nonzero(bad), strict=True):
+        one_hot = np.zeros_like(x)
+        one_hot[position] = 1
+        weight = reference.run(None, {"x": one_hot})[0].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            y = y + np.where(weight != 0, weight * np.float64(x[position]), 0)
+    return y.astype(np.float32)
+
+
+RESIZES = {
+    "linear": ("linear", {}, [2, 2]),
+    "linear_width_only": ("linear", {}, [1, 2]),
+    "cubic_width_only": ("cubic", {}, [1, 2]),
+    "cubic_align_corners": ("cubic", {"coordinate_transformation_mode": "align_corners"}, [2, 2]),
+    "linear_align_corners": (
+        "linear",
+        {"coordinate_transformation_mode": "align_corners"},
+        [1.5, 1.5],
+    ),
+    "cubic_antialias": ("cubic", {"antialias": 1}, [0.75, 1.25]),
+    "linear_crop_outside": (
+        "linear",
+        {"coordinate_transformation_mode": "tf_crop_and_resize"},
+        [0.5, 0.5],
+    ),
+}
+
+
+@pytest.mark.parametrize("special", [np.nan, np.inf])
+@pytest.mark.parametrize("case", sorted(RESIZES))
+def test_resize_reads_no_zero_weight_tap(case: str, special: float) -> None:
+    """A tap of weight 0 contributes 0, not NaN * 0 or inf * 0 = NaN. onnxruntime is not a
+    usable oracle: it multiplies zero-weight neighbours in on some paths and not others
+    (linear 2x upsampling of a NaN gives 20 NaNs with antialias=0 and 16 with antialias=1,
+    the same filter), and which neighbours it reads depends on its rounding (a NaN at row 1
+    reaches row 0 but not row 2 of a height scale of 1); onnx.reference reads other ones."""
+    mode, attrs, scales = RESIZES[case]
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 2] = special
+    inputs = ["x", "roi", "scales"]
+    initializers = [numpy_helper.from_array(np.array([1, 1, *scales], np.float32), "scales")]
+    initializers.append(
+        numpy_helper.from_array(np.array([0, 0, -0.2, 0.1, 1, 1, 1.1, 0.9], np.float32), "roi")
+    )
+    node = helper.make_node("Resize", inputs, ["y"], mode=mode, **attrs)
+    model = make_model([node], {"x": x}, initializers)
+    want = weighted_only_oracle(model, x)
+    assert_matches(ember_output(model, {"x": x}), want, SUMS)
 
 
 # -- top k, scatter --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     MemRefType,
@@ -23,11 +23,17 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Block, SSAValue
 
+import ember
 from ember.dialects import kernel
+from ember.dialects.weights import make_context
+from ember.frontend.onnx_importer import import_model
+from ember.passes.conversion.graph_to_kernel import ConversionError
 from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
 from ember.passes.conversion.kernel_to_loops.pooling import build_pool, lower_pool
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+from ember.passes.pipeline import build_pipeline
 from ember.passes.target import Target
+from ember.tools.compile import annotate_origins
 from tests.filecheck_util import assert_filecheck
 from tests.kernels.harness import run_kernel_op
 
@@ -178,6 +184,51 @@ def test_stride1_uses_plain_vector_loads() -> None:
 def test_pad_not_smaller_than_kernel_is_rejected() -> None:
     with pytest.raises(KernelShapeError, match=r"kernel\.pool: pads \[2, 0, 0, 0\]"):
         _lowered(make_pool("max", (2, 2), (1, 1), (2, 0, 0, 0)), (1, 1, 8, 8), (1, 1, 9, 7))
+
+
+@pytest.mark.parametrize("elem_type", [TensorProto.UINT8, TensorProto.INT8, TensorProto.FLOAT])
+def test_pads_not_smaller_than_kernel_through_compile_is_an_ember_error(elem_type: int) -> None:
+    """The kernel's refusal reaches ember.compile as a ModelError naming the ONNX node (it was
+    a plain ValueError naming only kernel.pool); onnxruntime refuses the model too."""
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], pads=[2, 0, 0, 0]
+    )
+    graph = helper.make_graph(
+        [node],
+        "pool",
+        [helper.make_tensor_value_info("x", elem_type, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", elem_type, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    with pytest.raises(Exception, match="[Pp]ad"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(ember.ModelError) as info:
+        ember.compile(model)
+    assert isinstance(info.value, KernelShapeError)
+    assert "MaxPool node 'pool' (kernel.pool): pads [2, 0, 0, 0] must be smaller than" in str(
+        info.value
+    )
+
+
+def test_conversion_errors_are_ember_errors_naming_the_node() -> None:
+    """A graph op left without a kernel form (here: convert-graph-to-kernel run without the
+    graph pipeline that folds BatchNormalization) is a ModelError naming the ONNX node."""
+    params = [numpy_helper.from_array(np.ones(4, np.float32), n) for n in "sbmv"]
+    node = helper.make_node("BatchNormalization", ["x", *"sbmv"], ["y"], name="bn")
+    graph = helper.make_graph(
+        [node],
+        "bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        params,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    module, weights = import_model(model)
+    annotate_origins(module, model)
+    with pytest.raises(ember.ModelError) as info:
+        build_pipeline("convert-graph-to-kernel").apply(make_context(weights), module)
+    assert isinstance(info.value, ConversionError)
+    assert str(info.value).startswith("BatchNormalization node 'bn' (graph.batch_norm): no kernel")
 
 
 def test_lowering_is_registered() -> None:

@@ -301,3 +301,35 @@ def test_stacked_layers_as_exported_by_pytorch() -> None:
     feeds = {"X": rng.standard_normal((seq, batch, inputs)).astype(np.float32)}
     actual = ember.compile(model, threads=2).run(feeds)
     assert_close(actual, onnxruntime_outputs(model, feeds), rel=1e-4)
+
+
+@pytest.mark.parametrize("op", list(GATES))
+def test_sequence_lens_out_of_range_raise_kernel_error(op: str) -> None:
+    """A length above T or below 0 is refused at run time, as onnxruntime refuses it (it was
+    clamped silently); a valid run of the same compiled model still matches onnxruntime."""
+    model, feeds = _layer(op, sequence_lens=True, direction="bidirectional", batch=5)
+    compiled = ember.compile(model, threads=2)
+    seq = feeds["X"].shape[0]
+    for row, length in ((1, seq + 1), (3, -1)):
+        bad = {**feeds, "L": np.array([seq, 1, 2, 0, 3], np.int32)}
+        bad["L"][row] = length
+        with pytest.raises(Exception, match="sequence_lens"):
+            onnxruntime_outputs(model, bad)
+        with pytest.raises(ember.KernelError) as info:
+            compiled.run(bad)
+        message = str(info.value)
+        assert f"{op} node 'Y'" in message, message
+        assert f"sequence_lens[{row}] = {length} is out of range" in message, message
+        assert f"valid lengths are 0..{seq}" in message, message
+        assert (info.value.op_type, info.value.value) == (op, length)
+    assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), rel=1e-4)
+
+
+def test_constant_sequence_lens_out_of_range_are_refused_at_compile_time() -> None:
+    model, feeds = _layer("GRU", sequence_lens=True)
+    lens = feeds["L"].copy()
+    lens[2] = 7
+    model.graph.input.remove(next(i for i in model.graph.input if i.name == "L"))
+    model.graph.initializer.append(numpy_helper.from_array(lens, "L"))
+    with pytest.raises(ember.ModelError, match=r"GRU node .*sequence_lens\[2\] = 7 .*0\.\.5"):
+        ember.compile(model)

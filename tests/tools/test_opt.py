@@ -434,6 +434,44 @@ def test_bisect_finds_nothing_in_the_default_pipeline(
     assert "no divergence beyond rtol 0.0001" in out
 
 
+@pytest.fixture(scope="module")
+def lstm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An LSTM whose int32 sequence_lens is a graph input (T = 5): seeded integers in [0, 16)
+    would be lengths onnxruntime refuses."""
+    from tests.kernels.test_recurrent import _layer
+
+    model, _ = _layer("LSTM", sequence_lens=True)
+    path = tmp_path_factory.mktemp("models") / "lstm.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_bisect_seeds_valid_sequence_lengths(
+    capsys: pytest.CaptureFixture[str], lstm_path: Path
+) -> None:
+    """It crashed with onnxruntime's InvalidArgument traceback: the seeded lengths were > T."""
+    code, out, err = opt(capsys, lstm_path, "--bisect-against", "onnxruntime", "--opt-level", "1")
+    assert code == 0, out + err
+    assert "no divergence" in out
+
+
+def test_inputs_the_oracle_or_ember_refuse_are_clear_errors(
+    capsys: pytest.CaptureFixture[str], lstm_path: Path, tmp_path: Path
+) -> None:
+    lengths = tmp_path / "L.npy"
+    np.save(lengths, np.array([5, 9, 1], np.int32))
+    code, _, err = opt(
+        capsys, lstm_path, "--bisect-against", "onnxruntime", "--input", f"L={lengths}"
+    )
+    assert code == 2 and "Traceback" not in err, err
+    assert "ember opt: error: onnxruntime refused the model on these inputs" in err, err
+    assert "sequence_lens" in err and "--input NAME=FILE.npy" in err, err
+    code, _, err = opt(capsys, lstm_path, "--compare-intermediates", "--input", f"L={lengths}")
+    assert code == 2 and "Traceback" not in err, err
+    assert "the compiled model refused the inputs" in err, err
+    assert "sequence_lens[1] = 9 is out of range" in err, err
+
+
 def test_compare_intermediates_names_the_first_wrong_node(
     capsys: pytest.CaptureFixture[str], small_path: Path
 ) -> None:

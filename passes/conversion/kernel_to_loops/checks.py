@@ -67,7 +67,7 @@ def _as_i64(b: LoopBuilder, value: SSAValue | int) -> SSAValue:
 
 
 def record_error(
-    b: LoopBuilder, status: SSAValue, code: int, value: SSAValue, bound: int, dim: int
+    b: LoopBuilder, status: SSAValue, code: int, value: SSAValue, bound: int, dim: SSAValue | int
 ) -> None:
     """Write one error into `status` unless another thread (or index) got there first.
 

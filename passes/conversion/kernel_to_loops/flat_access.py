@@ -27,18 +27,21 @@ from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import IRDLOperation
 
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
+from ember.passes.program import describe_op
 from ember.passes.target import Target
+from ember.runtime.errors import ModelError
 
 # Below this many elements a kernel runs on one thread: a GOMP region costs ~2 us.
 PARALLEL_MIN_ELEMENTS = 32 * 1024
 
 
-class KernelShapeError(ValueError):
-    """A kernel op whose operand shapes or properties the lowering cannot honour."""
+class KernelShapeError(ModelError):
+    """A kernel op whose operand shapes or properties the lowering cannot honour: the model
+    asks for something ember's kernels do not take (an ember error, naming the ONNX node)."""
 
 
 def fail(op: IRDLOperation, message: str) -> KernelShapeError:
-    return KernelShapeError(f"{op.name}: {message}")
+    return KernelShapeError(f"{describe_op(op)}: {message}")
 
 
 def operand_types(op: IRDLOperation) -> list[Attribute]:

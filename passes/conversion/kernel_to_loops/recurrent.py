@@ -12,8 +12,11 @@ kernel owns what must run step by step. Per direction:
 
 y_h / y_c are the running state, so a sequence whose length (sequence_lens) has passed simply
 stops updating them while y gets zeros; a sequence of length 0 ends with zero y_h / y_c (as in
-onnxruntime). Lengths outside [0, T] are invalid ONNX (onnxruntime refuses them at run time);
-here a longer one acts as T and a negative one as 0, so no access leaves the buffers.
+onnxruntime). Lengths outside [0, T] are invalid ONNX: the kernel checks each row's length
+once, before its time loops, and reports one outside through the run's status record
+(LENGTH_OUT_OF_RANGE; the runtime raises KernelError, as onnxruntime refuses them at run
+time). It still runs (a longer length acts as T, a negative one as 0, so no access leaves the
+buffers), and the run's outputs are discarded.
 
 GRU without linear_before_reset needs r before its h-gate product: its step is GEMM(z, r),
 r * H_{t-1}, GEMM(h), gate kernel. Directions and batch rows recur independently, so threads
@@ -32,6 +35,7 @@ from xdsl.ir import SSAValue
 from ember.dialects import kernel
 from ember.dialects.graph import RECURRENT_ACTIVATIONS, RECURRENT_GATES
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
+from ember.passes.conversion.kernel_to_loops.checks import checked_kernel_function, record_error
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
     ACTIVATION_PARAM_COUNTS,
     Activation,
@@ -51,6 +55,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
 from ember.passes.conversion.kernel_to_loops.packing import gemm_blocking, recurrent_layout
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 from ember.passes.target import Target
+from ember.runtime.status import LENGTH_OUT_OF_RANGE
 
 # bias(b, gate, row, column, lanes): the vector added to GEMM outputs [row, gate*H + column...].
 StepBias = Callable[[LoopBuilder, SSAValue, SSAValue, SSAValue, int], SSAValue]
@@ -140,7 +145,11 @@ def lower_recurrent(op: kernel.RecurrentOp, target: Target, name: str) -> func.F
         op.y_c,
     ]
     present = [v for v in operands if v is not None]
-    fn, body = kernel_function(name, [v.type for v in present])  # type: ignore[misc]
+    arg_types = [v.type for v in present]
+    if op.sequence_lens is None:
+        fn, body = kernel_function(name, arg_types)  # type: ignore[arg-type]
+    else:
+        fn, body, status = checked_kernel_function(name, arg_types)
     layer = _Layer(
         op=op,
         cell=cell,
@@ -153,10 +162,12 @@ def lower_recurrent(op: kernel.RecurrentOp, target: Target, name: str) -> func.F
         mr=blocking.mr,
         nr=nr,
         packed=packed,
-        args={id(v): a for v, a in zip(present, fn.args, strict=True)},
+        args={id(v): a for v, a in zip(present, fn.args[: len(present)], strict=True)},
         activations=activations,
         rows=batch,
     )
+    if op.sequence_lens is not None:
+        _check_lengths(body, layer.args[id(op.sequence_lens)], status, seq, batch)
     # Work units: directions x chunks of batch rows. Rows (and directions) recur independently,
     # so a unit runs its whole time loop with no synchronisation: threads split the batch
     # when the directions alone do not occupy them.
@@ -197,6 +208,18 @@ def lower_recurrent(op: kernel.RecurrentOp, target: Target, name: str) -> func.F
     )
     describe_kernel(fn, summary, 2 * seq * dirs * batch * gates * hidden * hidden)
     return fn
+
+
+def _check_lengths(b: LoopBuilder, lens: SSAValue, status: SSAValue, seq: int, batch: int) -> None:
+    """Report the first sequence length outside [0, seq] (before any thread starts)."""
+
+    def row(b: LoopBuilder, bi: SSAValue) -> None:
+        length = _index_of(b, b.load(lens, [bi]))
+        # Unsigned: a negative length compares as huge, so one compare covers both ends.
+        bad = b.cmp_index("ugt", length, seq)
+        b.if_(bad, lambda eb: record_error(eb, status, LENGTH_OUT_OF_RANGE, length, seq, bi))
+
+    b.for_range(0, batch, 1, row)
 
 
 def _each_vector(b: LoopBuilder, layer: _Layer, emit: Callable[..., None]) -> None:
