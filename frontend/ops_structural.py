@@ -27,7 +27,8 @@ cumsum, gather_elements, scatter_elements, one_hot, top_k (and softmax's `log` f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from onnx.helper import tensor_dtype_to_np_dtype as onnx_dtype
@@ -951,7 +952,182 @@ def _top_k(imp: _Importer, node: _Node) -> Sequence[Value]:
 
 
 # ---------------------------------------------------------------------------------------------
-# ConvTranspose as a convolution of the zero-stuffed input with the flipped filter
+# The convolution family in 1, 2 and 3 dims, on the 2-D (NCHW) kernels
+#
+# - 1-D: a problem over N×C×L is the 2-D one over N×C×1×L with a neutral leading window axis;
+#   `_on_2d_kernel` lifts the operands and drops the unit axis of the result, for Conv,
+#   ConvTranspose and pooling alike (reshapes of constant weights fold at compile time).
+# - 3-D convolution folds its depth taps into channels: the KD input slices that each output
+#   depth reads are gathered beside each other, and one 2-D convolution with a
+#   [Cout, KD*Cin/g, KH, KW] filter runs over all N*OD output slices at once (`_conv3d`): the
+#   real kernel's FLOPs, in one GEMM-shaped call, for a KD-fold copy of the input.
+# - 3-D pooling is separable: a 2-D pool over (H, W), then one over D (`_pool_nd`).
+# - ConvTranspose is a stride-1 convolution of the zero-stuffed input with the flipped filter.
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A sliding window's geometry, one entry per spatial axis; pads are begins then ends."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]
+
+    @staticmethod
+    def of(
+        kernel: Sequence[int],
+        strides: Sequence[int],
+        dilations: Sequence[int],
+        pads: Sequence[int],
+    ) -> _Window:
+        return _Window(
+            tuple(int(k) for k in kernel),
+            tuple(int(s) for s in strides),
+            tuple(int(d) for d in dilations),
+            tuple(int(p) for p in pads),
+        )
+
+    def axes(self, first: int, count: int) -> _Window:
+        """The window over spatial axes first .. first + count - 1."""
+        rank, last = len(self.kernel), first + count
+        return _Window(
+            self.kernel[first:last],
+            self.strides[first:last],
+            self.dilations[first:last],
+            self.pads[first:last] + self.pads[rank + first : rank + last],
+        )
+
+    def lifted(self) -> _Window:
+        """This 1-D window as a 2-D one of height 1."""
+        (k,), (s,), (d,), (begin, end) = self.kernel, self.strides, self.dilations, self.pads
+        return _Window((1, k), (1, s), (1, d), (0, begin, 0, end))
+
+
+def _on_2d_kernel(
+    imp: _Importer,
+    operands: Sequence[Value],
+    window: _Window,
+    emit_2d: Callable[[Sequence[Value], _Window], Value],
+) -> Value:
+    """emit_2d (a 2-D windowed op on NCHW operands) applied to 2-D or 1-D operands: 1-D ones
+    (N×C×L inputs, O×I×K filters) are viewed with a unit height and the result without it."""
+    if len(window.kernel) == 2:
+        return emit_2d(operands, window)
+    assert len(window.kernel) == 1, window
+    lifted = [imp.reshape(v, [*_shape(v)[:2], 1, *_shape(v)[2:]]) for v in operands]
+    y = emit_2d(lifted, window.lifted())
+    ys = _shape(y)
+    return imp.reshape(y, [ys[0], ys[1], ys[3]])
+
+
+def _transpose(imp: _Importer, x: Value, perm: Sequence[int]) -> Value:
+    shape = _shape(x)
+    return imp.emit(
+        graph.TransposeOp, [x], [shape[p] for p in perm], perm=graph.i64_array(list(perm))
+    )
+
+
+def _spatial_rank(node: _Node, x: Value, w: Value) -> int:
+    """The number of spatial axes of a convolution of x by w: 1, 2 or 3, else refused."""
+    xs, ws = _shape(x), _shape(w)
+    spatial = len(xs) - 2
+    if spatial not in (1, 2, 3):
+        raise node.unsupported(
+            f"{node.op_type} over {spatial} spatial dims (input rank {len(xs)}, shape {xs}); "
+            "1-D, 2-D and 3-D are supported"
+        )
+    if len(ws) != len(xs):
+        raise node.error(f"weight {ws} and input {xs} differ in rank")
+    kernel = node.attrs.get("kernel_shape")
+    if kernel is not None and tuple(kernel) != ws[2:]:
+        raise node.error(f"kernel_shape {list(kernel)} does not match weight {ws}")
+    return spatial
+
+
+def _conv2d(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    window: _Window,
+    group: int,
+    out: Sequence[int],
+) -> Value:
+    return imp.emit(
+        graph.ConvOp,
+        [x, w, bias, None],
+        [_shape(x)[0], _shape(w)[0], *out],
+        strides=graph.i64_array(window.strides),
+        pads=graph.i64_array(window.pads),
+        dilations=graph.i64_array(window.dilations),
+        group=_i64(group),
+    )
+
+
+def _conv3d(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    window: _Window,
+    group: int,
+    out: Sequence[int],
+) -> Value:
+    """A 3-D convolution as one 2-D convolution over the output depth slices (see above)."""
+    n, c, _, h, wd = _shape(x)
+    cout, per_group, kd = _shape(w)[:3]
+    depth = window.axes(0, 1)
+    od = out[0]
+    padded = _pad_constant(imp, x, 2, depth.pads[0], depth.pads[1])
+    taps = np.arange(od)[:, None] * depth.strides[0] + np.arange(kd) * depth.dilations[0]
+    slices = _gather_axis(imp, padded, 2, taps.reshape(-1))  # N, C, OD*KD, H, W
+    # Input channels of a group g become g's KD taps of its C/g channels, in that order.
+    split = imp.reshape(slices, [n, group, c // group, od, kd, h * wd])
+    stacked = _transpose(imp, split, [0, 3, 1, 4, 2, 5])  # N, OD, g, KD, C/g, H*W
+    planes = imp.reshape(stacked, [n * od, group * kd * (c // group), h, wd])
+    filt = _transpose(imp, w, [0, 2, 1, 3, 4])  # Cout, KD, C/g, KH, KW
+    filt = imp.reshape(filt, [cout, kd * per_group, *_shape(w)[3:]])
+    y = _conv2d(imp, planes, filt, bias, window.axes(1, 2), group, out[1:])
+    y = _transpose(imp, imp.reshape(y, [n, od, cout, out[1] * out[2]]), [0, 2, 1, 3])
+    return imp.reshape(y, [n, cout, *out])
+
+
+def _conv_nd(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    window: _Window,
+    group: int,
+    out: Sequence[int],
+) -> Value:
+    """Convolution of N×C×spatial x by O×(C/group)×kernel w over 1, 2 or 3 spatial dims."""
+    if len(window.kernel) == 3:
+        return _conv3d(imp, x, w, bias, window, group, out)
+    spatial_out = [1, *out][-2:]
+    return _on_2d_kernel(
+        imp,
+        [x, w],
+        window,
+        lambda xw, win: _conv2d(imp, xw[0], xw[1], bias, win, group, spatial_out),
+    )
+
+
+@_converts("Conv")
+def _conv(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    spatial = _spatial_rank(node, x, w)
+    xs, ws = _shape(x), _shape(w)
+    group = int(node.attrs.get("group", 1))
+    if group <= 0 or xs[1] != ws[1] * group or ws[0] % group:
+        raise node.error(f"input {xs}, weight {ws} and group {group} do not match")
+    kernel = list(ws[2:])
+    strides = list(node.attrs.get("strides", [1] * spatial))
+    dilations = list(node.attrs.get("dilations", [1] * spatial))
+    out, pads = _window_geometry(node, xs[2:], kernel, strides, dilations)
+    window = _Window.of(kernel, strides, dilations, pads)
+    return [_conv_nd(imp, x, w, bias, window, group, out)]
 
 
 def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
@@ -973,19 +1149,18 @@ def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
 @_converts("ConvTranspose")
 def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
     x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    spatial = _spatial_rank(node, x, w)
     xs, ws = _shape(x), _shape(w)
-    spatial = len(xs) - 2
-    if spatial not in (1, 2) or len(ws) != len(xs):
-        raise node.unsupported(f"only 1-D and 2-D ConvTranspose (input {xs}, weight {ws})")
     a = node.attrs
     group = int(a.get("group", 1))
-    kernel = list(a.get("kernel_shape", ws[2:]))
+    kernel = list(ws[2:])
     strides = list(a.get("strides", [1] * spatial))
     dilations = list(a.get("dilations", [1] * spatial))
     extra = list(a.get("output_padding", [0] * spatial))
-    cin, cout = xs[1], ws[1] * group
-    if ws[0] != cin or cin % group:
+    cin = xs[1]
+    if group <= 0 or ws[0] != cin or cin % group:
         raise node.error(f"input {xs}, weight {ws} and group {group} do not match")
+    cout = ws[1] * group
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     full = [s * (n - 1) + e + o for s, n, e, o in zip(strides, xs[2:], extent, extra)]
     auto_pad = a.get("auto_pad", b"NOTSET")
@@ -1001,55 +1176,28 @@ def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
     else:
         pads = list(a.get("pads", [0] * 2 * spatial))
         begin, end = pads[:spatial], pads[spatial:]
-    if spatial == 1:  # a 1-D problem is a 2-D one of height 1
-        x, w = imp.reshape(x, [*xs[:2], 1, xs[2]]), imp.reshape(w, [*ws[:2], 1, ws[2]])
-        strides, dilations, extent, extra, begin, end = (
-            [neutral, v[0]]
-            for v, neutral in (
-                (strides, 1),
-                (dilations, 1),
-                (extent, 1),
-                (extra, 0),
-                (begin, 0),
-                (end, 0),
-            )
-        )
     # Filter: [Cin, Cout/g, k..] -> [Cout, Cin/g, k..], flipped in space.
-    wshape = _shape(w)
-    grouped = imp.reshape(w, [group, cin // group, cout // group, *wshape[2:]])
-    swapped = imp.emit(
-        graph.TransposeOp,
-        [grouped],
-        [group, cout // group, cin // group, *wshape[2:]],
-        perm=graph.i64_array([0, 2, 1, 3, 4]),
-    )
-    filt = imp.reshape(swapped, [cout, cin // group, *wshape[2:]])
-    for axis in (2, 3):
-        filt = _gather_axis(imp, filt, axis, np.arange(wshape[axis])[::-1].copy())
+    grouped = imp.reshape(w, [group, cin // group, cout // group, *kernel])
+    swapped = _transpose(imp, grouped, [0, 2, 1, *range(3, 3 + spatial)])
+    filt = imp.reshape(swapped, [cout, cin // group, *kernel])
+    for k in range(spatial):
+        filt = _gather_axis(imp, filt, 2 + k, np.arange(kernel[k])[::-1].copy())
     # Input: zero-stuffed, then padded so that a stride-1 convolution yields the output.
     y = _stuff_zeros(imp, x, strides)
-    for k in range(2):
+    for k in range(spatial):
         y = _pad_constant(
             imp, y, 2 + k, extent[k] - 1 - begin[k], extent[k] - 1 - end[k] + extra[k]
         )
     ys = _shape(y)
-    out_hw = [ys[2 + k] - extent[k] + 1 for k in range(2)]
-    if any(n <= 0 for n in out_hw):
-        raise node.error(f"output size {out_hw} is not positive")
-    out = imp.emit(
-        graph.ConvOp,
-        [y, filt, bias, None],
-        [xs[0], cout, *out_hw],
-        strides=graph.i64_array([1, 1]),
-        pads=graph.i64_array([0, 0, 0, 0]),
-        dilations=graph.i64_array(dilations),
-        group=_i64(group),
-    )
-    return [imp.reshape(out, [xs[0], cout, out_hw[1]]) if spatial == 1 else out]
+    out = [ys[2 + k] - extent[k] + 1 for k in range(spatial)]
+    if any(n <= 0 for n in out):
+        raise node.error(f"output size {out} is not positive")
+    window = _Window.of(kernel, [1] * spatial, dilations, [0] * 2 * spatial)
+    return [_conv_nd(imp, y, filt, bias, window, group, out)]
 
 
 # ---------------------------------------------------------------------------------------------
-# Pooling: 1-D as 2-D of height 1, 3-D as a 2-D pool over (H, W) then one over D
+# Pooling (1-D and 3-D as above)
 
 
 def _pool2d(
@@ -1096,18 +1244,14 @@ def _pool_nd(
     if spatial == 2:
         return _pool2d(imp, x, kind, kernel, strides, pads, out, include_pad)
     if spatial == 1:
-        flat = imp.reshape(x, [n, c, 1, xs[2]])
-        y = _pool2d(
+        return _on_2d_kernel(
             imp,
-            flat,
-            kind,
-            [1, kernel[0]],
-            [1, strides[0]],
-            [0, pads[0], 0, pads[1]],
-            [1, out[0]],
-            include_pad,
+            [x],
+            _Window.of(kernel, strides, [1], pads),
+            lambda v, win: _pool2d(
+                imp, v[0], kind, win.kernel, win.strides, win.pads, [1, *out], include_pad
+            ),
         )
-        return imp.reshape(y, [n, c, out[0]])
     d, h, w = xs[2:]
     planes = imp.reshape(x, [n, c * d, h, w])
     hw = [pads[1], pads[2], pads[4], pads[5]]
