@@ -1028,6 +1028,27 @@ def _transpose(imp: _Importer, x: Value, perm: Sequence[int]) -> Value:
     )
 
 
+def _in_float32(
+    imp: _Importer, node: _Node, operands: Sequence[Value | None], exact_ints: bool = False
+) -> tuple[list[Value | None], Callable[[Value], Value]]:
+    """The operands as float32 (the windowed kernels' only type) and the cast of a float32
+    result back to the operands' type. 16-bit floats widen (and are rounded once, at the end);
+    small integers, which float32 holds exactly, only where `exact_ints` (max pooling); any
+    other type is refused rather than silently rounded."""
+    dtype = _dtype(next(v for v in operands if v is not None))
+    if dtype == np.float32:
+        return list(operands), lambda y: y
+    widens = dtype.kind in "fV" and dtype.itemsize < 4
+    if not (widens or (exact_ints and dtype.kind in "iu" and dtype.itemsize <= 2)):
+        raise node.unsupported(
+            f"{node.op_type} on {dtype} tensors (its kernel computes in float32, which does "
+            f"not hold {dtype} exactly)"
+        )
+    f32 = np.dtype(np.float32)
+    widened = [None if v is None else imp.emit(graph.CastOp, [v], _shape(v), f32) for v in operands]
+    return widened, lambda y: imp.emit(graph.CastOp, [y], _shape(y), dtype)
+
+
 def _spatial_rank(node: _Node, x: Value, w: Value) -> int:
     """The number of spatial axes of a convolution of x by w: 1, 2 or 3, else refused."""
     xs, ws = _shape(x), _shape(w)
@@ -1118,6 +1139,8 @@ def _conv_nd(
 def _conv(imp: _Importer, node: _Node) -> Sequence[Value]:
     x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
     spatial = _spatial_rank(node, x, w)
+    (x, w, bias), restore = _in_float32(imp, node, [x, w, bias])
+    assert x is not None and w is not None
     xs, ws = _shape(x), _shape(w)
     group = int(node.attrs.get("group", 1))
     if group <= 0 or xs[1] != ws[1] * group or ws[0] % group:
@@ -1127,7 +1150,7 @@ def _conv(imp: _Importer, node: _Node) -> Sequence[Value]:
     dilations = list(node.attrs.get("dilations", [1] * spatial))
     out, pads = _window_geometry(node, xs[2:], kernel, strides, dilations)
     window = _Window.of(kernel, strides, dilations, pads)
-    return [_conv_nd(imp, x, w, bias, window, group, out)]
+    return [restore(_conv_nd(imp, x, w, bias, window, group, out))]
 
 
 def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
@@ -1150,6 +1173,8 @@ def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
 def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
     x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
     spatial = _spatial_rank(node, x, w)
+    (x, w, bias), restore = _in_float32(imp, node, [x, w, bias])
+    assert x is not None and w is not None
     xs, ws = _shape(x), _shape(w)
     a = node.attrs
     group = int(a.get("group", 1))
@@ -1193,7 +1218,7 @@ def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
     if any(n <= 0 for n in out):
         raise node.error(f"output size {out} is not positive")
     window = _Window.of(kernel, [1] * spatial, dilations, [0] * 2 * spatial)
-    return [_conv_nd(imp, y, filt, bias, window, group, out)]
+    return [restore(_conv_nd(imp, y, filt, bias, window, group, out))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1331,7 +1356,12 @@ def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     xs = _shape(x)
     spatial = len(xs) - 2
     if spatial not in (1, 2, 3):
-        raise node.unsupported(f"pooling over {spatial} dims (input {xs})")
+        raise node.unsupported(
+            f"pooling over {spatial} spatial dims (input rank {len(xs)}, shape {xs}); "
+            "1-D, 2-D and 3-D are supported"
+        )
+    (x,), restore = _in_float32(imp, node, [x], exact_ints=node.op_type == "MaxPool")
+    assert x is not None
     kernel = list(node.attrs["kernel_shape"])
     strides = list(node.attrs.get("strides", [1] * spatial))
     dilations = list(node.attrs.get("dilations", [1] * spatial))
@@ -1344,16 +1374,16 @@ def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     else:
         pool = _pool_nd  # type: ignore[assignment]
     if node.op_type == "MaxPool":
-        return [pool(imp, x, "max", kernel, strides, pads, out, False, dilations)]
+        return [restore(pool(imp, x, "max", kernel, strides, pads, out, False, dilations))]
     if node.op_type == "AveragePool":
         include = bool(node.attrs.get("count_include_pad", 0))
-        return [pool(imp, x, "avg", kernel, strides, pads, out, include, dilations)]
+        return [restore(pool(imp, x, "avg", kernel, strides, pads, out, include, dilations))]
     # LpPool: (sum of |x|^p over the window)^(1/p); padding adds zeros to the sum.
     p = float(node.attrs.get("p", 2))
     powered = _power(imp, node, x, p)
     mean = pool(imp, powered, "avg", kernel, strides, pads, out, True, dilations)
     total = imp.binary(node, graph.MulOp, mean, _scalar(float(math.prod(kernel)), mean))
-    return [_root(imp, node, total, p)]
+    return [restore(_root(imp, node, total, p))]
 
 
 @_converts("GlobalLpPool")
