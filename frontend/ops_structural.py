@@ -1357,7 +1357,7 @@ def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     spatial = len(xs) - 2
     if spatial not in (1, 2, 3):
         raise node.unsupported(
-            f"pooling over {spatial} spatial dims (input rank {len(xs)}, shape {xs}); "
+            f"{node.op_type} over {spatial} spatial dims (input rank {len(xs)}, shape {xs}); "
             "1-D, 2-D and 3-D are supported"
         )
     (x,), restore = _in_float32(imp, node, [x], exact_ints=node.op_type == "MaxPool")
