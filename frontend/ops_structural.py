@@ -1,5 +1,5 @@
-"""ONNX converters of the structural ops: slicing, padding, resizing, pooling, normalizations,
-reductions, index ops and losses.
+"""ONNX converters of the structural ops: slicing, padding, resizing, the convolution family
+(Conv, ConvTranspose, pooling in 1-3 dims), normalizations, reductions, index ops and losses.
 
 Most of these ops are exact compositions of a few graph ops whose index tables or weights are
 computed here, at compile time, with numpy:
