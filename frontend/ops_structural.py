@@ -1195,8 +1195,25 @@ def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
         if wanted is None:
             wanted = [n * s for n, s in zip(xs[2:], strides)]
         totals = [f - o for f, o in zip(full, wanted)]
+        same = auto_pad in ("SAME_UPPER", "SAME_LOWER")
+        if same and any(t < 0 for t in totals):
+            # A kernel extent below the stride: onnxruntime (and ONNX shape inference) clamp
+            # the padding to 0 and shrink the output, the ONNX reference keeps the size and
+            # places the extra outputs elsewhere. No answer is safe.
+            raise node.unsupported(
+                f"auto_pad {auto_pad} with an output of {wanted} beyond the {full} that input "
+                f"{xs} and kernel extent {extent} reach (onnxruntime and the ONNX reference "
+                "disagree on such outputs)"
+            )
+        if any(-t >= s for t, s in zip(totals, strides)):
+            raise node.error(
+                f"output_shape {wanted} is beyond the {full} that input {xs}, strides "
+                f"{strides} and kernel extent {extent} reach with an output_padding below the "
+                "stride"
+            )
         upper = auto_pad == "SAME_UPPER"
-        begin = [t // 2 if upper else t - t // 2 for t in totals]
+        # An output_shape beyond the full result extends it at the end (negative end pads).
+        begin = [0 if t < 0 else t // 2 if upper else t - t // 2 for t in totals]
         end = [t - b for t, b in zip(totals, begin)]
     else:
         pads = list(a.get("pads", [0] * 2 * spatial))

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.frontend.onnx_importer import import_onnx
-from ember.runtime.errors import UnsupportedOpError
+from ember.runtime.errors import ModelError, UnsupportedOpError
 from tests.filecheck_util import assert_filecheck
 from tests.oracle import assert_close
 
@@ -141,6 +141,9 @@ def test_conv_transpose_1d_and_3d() -> None:
         node("ConvTranspose", ["x1", "w1"], ["same_lower_1d"], strides=[3], auto_pad="SAME_LOWER"),
         node("ConvTranspose", ["x1", "wg1"], ["grouped_dilated_1d"], group=2, dilations=[2]),
         node("ConvTranspose", ["x1", "wd1"], ["depthwise_1d"], group=4, strides=[2]),
+        # Regression: an output_shape beyond the full result was padded at the front.
+        node("ConvTranspose", ["x1", "wk1"], ["beyond_full_1d"], strides=[3], output_shape=[27]),
+        node("ConvTranspose", ["x1", "wk2"], ["beyond_full_k2"], strides=[3], output_shape=[27]),
         node("ConvTranspose", ["x3", "w3", "b3"], ["strided_3d"], strides=[2, 1, 2], pads=[1] * 6),
         node(
             "ConvTranspose",
@@ -161,6 +164,8 @@ def test_conv_transpose_1d_and_3d() -> None:
         b1=(3,),
         wg1=(4, 2, 3),
         wd1=(4, 1, 4),
+        wk1=(4, 3, 1),
+        wk2=(4, 3, 2),
         w3=(2, 3, 2, 3, 2),
         b3=(3,),
         wg3=(2, 2, 3, 2, 2),
@@ -322,4 +327,29 @@ def test_refusals_name_the_op_and_what_is_missing(dtype: int, op: str, message: 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     with pytest.raises(UnsupportedOpError, match=f"the_node.*{message}"):
+        import_onnx(model)
+
+
+@pytest.mark.parametrize(
+    "attrs,error,message",
+    [
+        # kernel extent 1 < stride 3: onnxruntime gives 13 outputs, the ONNX reference 15.
+        ({"strides": [3], "auto_pad": "SAME_UPPER"}, UnsupportedOpError, "disagree"),
+        ({"strides": [3], "auto_pad": "SAME_LOWER", "output_shape": [15]}, UnsupportedOpError, ""),
+        # full is 13; output_padding < stride reaches 15 at most.
+        ({"strides": [3], "output_shape": [16]}, ModelError, r"output_shape \[16\] is beyond"),
+    ],
+)
+def test_conv_transpose_outputs_beyond_its_reach_are_refused(
+    attrs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    graph = helper.make_graph(
+        [node("ConvTranspose", ["x", "w"], ["y"], name="the_node", **attrs)],
+        "refused",
+        [helper.make_tensor_value_info("x", F, [1, 2, 5])],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.ones([2, 1, 1], np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(error, match=f"the_node.*{message}"):
         import_onnx(model)
