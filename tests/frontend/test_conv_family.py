@@ -353,3 +353,18 @@ def test_conv_transpose_outputs_beyond_its_reach_are_refused(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     with pytest.raises(error, match=f"the_node.*{message}"):
         import_onnx(model)
+
+
+def test_convolutions_padded_only_at_the_end() -> None:
+    # Regression: the im2col packing checked bounds only when ho*sh > h (or the start was
+    # padded), so end-only padding read past each input row/plane: garbage or 1e36 outputs.
+    nodes = [
+        node("Conv", ["x2", "w2"], ["bottom_only"], pads=[0, 0, 2, 0]),
+        node("Conv", ["x2", "w2"], ["bottom_right"], pads=[0, 0, 1, 1]),
+        node("Conv", ["x2", "w2s"], ["same_upper_stride_2"], auto_pad="SAME_UPPER", strides=[2, 2]),
+        node("Conv", ["x1", "w1"], ["end_only_1d"], pads=[0, 2]),
+        node("Conv", ["x1", "w1"], ["end_only_1d_dilated"], pads=[0, 3], dilations=[2]),
+    ]
+    weights = _weights(16, w2=(4, 6, 3, 1), w2s=(4, 6, 3, 3), w1=(4, 6, 3))
+    inputs = {"x2": (F, [1, 6, 4, 8]), "x1": (F, [2, 6, 9])}
+    _check(_model(nodes, inputs, weights), seed=17)

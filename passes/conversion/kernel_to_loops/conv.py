@@ -189,7 +189,11 @@ def _pack_im2col(
     loop is then a load/select/store per element.
     """
     zero = b.const(0.0)
-    padded = geo.pt > 0 or geo.pl > 0 or geo.ho * geo.sh > geo.h or geo.wo * geo.sw > geo.w
+    # The last window's last tap decides whether the end padding is read (not ho*sh > h:
+    # pads [0, 0, 2, 0] with a 3-row kernel over 4 rows read rows 4 and 5 unchecked).
+    last_row = (geo.ho - 1) * geo.sh - geo.pt + (geo.kh - 1) * geo.dh
+    last_col = (geo.wo - 1) * geo.sw - geo.pl + (geo.kw - 1) * geo.dw
+    padded = geo.pt > 0 or geo.pl > 0 or last_row >= geo.h or last_col >= geo.w
     cols = len(corners)
     taps = geo.kh * geo.kw
     c_lo, c_hi = channels
