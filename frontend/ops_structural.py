@@ -1386,6 +1386,19 @@ def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
         raise node.unsupported("storage_order=1")
     ceil = bool(node.attrs.get("ceil_mode", 0))
     out, pads = _window_geometry(node, xs[2:], kernel, strides, dilations, ceil)
+    auto_pad = node.attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+        short = [(n - 1) * s + e - size for n, s, e, size in zip(out, strides, extents, xs[2:])]
+        if any(t < 0 for t in short):
+            # SAME windows that do not reach the input's end: onnxruntime shifts average
+            # pools by the negative padding and refuses max pools, the ONNX reference shifts
+            # max pools and fails on average pools. No answer is safe.
+            raise node.unsupported(
+                f"auto_pad {auto_pad} where kernel {kernel} with strides {strides} leaves "
+                f"input {xs} partly unread (negative SAME padding {short})"
+            )
     if any(d != 1 for d in dilations):
         pool = _dilated_pool
     else:
@@ -1395,11 +1408,20 @@ def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     if node.op_type == "AveragePool":
         include = bool(node.attrs.get("count_include_pad", 0))
         return [restore(pool(imp, x, "avg", kernel, strides, pads, out, include, dilations))]
-    # LpPool: (sum of |x|^p over the window)^(1/p); padding adds zeros to the sum.
+    # LpPool: (sum of |x|^p over the window)^(1/p); padding adds zeros to the sum. The sum is
+    # the padding-inclusive mean times the window's taps inside the padded input: all of
+    # them, except in ceil-mode windows that reach past the end padding.
     p = float(node.attrs.get("p", 2))
     powered = _power(imp, node, x, p)
     mean = pool(imp, powered, "avg", kernel, strides, pads, out, True, dilations)
-    total = imp.binary(node, graph.MulOp, mean, _scalar(float(math.prod(kernel)), mean))
+    counts = np.ones(out, _dtype(mean))
+    for a in range(spatial):
+        padded_size = xs[2 + a] + pads[a] + pads[a + spatial]
+        taps = np.arange(out[a])[:, None] * strides[a] + np.arange(kernel[a]) * dilations[a]
+        inside = (taps < padded_size).sum(axis=1)
+        counts = counts * inside.reshape(-1, *[1] * (spatial - a - 1))
+    scale = _scalar(float(counts.flat[0]), mean) if np.all(counts == counts.flat[0]) else None
+    total = imp.binary(node, graph.MulOp, mean, scale or _Const(counts))
     return [restore(_root(imp, node, total, p))]
 
 

@@ -206,6 +206,17 @@ def test_pooling_1d_and_global_pools() -> None:
         node("AveragePool", ["x"], ["avg_dilated"], kernel_shape=[2], dilations=[3], pads=[1, 1]),
         node("LpPool", ["x"], ["lp2"], kernel_shape=[3], strides=[2], pads=[1, 1]),
         node("LpPool", ["x"], ["lp3_same"], kernel_shape=[2], p=3, auto_pad="SAME_UPPER"),
+        # Regression: a ceil-mode window past the end padding summed k taps, not those inside.
+        node("LpPool", ["x"], ["lp_ceil"], kernel_shape=[2], pads=[1, 0], strides=[2], ceil_mode=1),
+        node(
+            "LpPool",
+            ["x"],
+            ["lp_ceil_dilated"],
+            kernel_shape=[2],
+            dilations=[2],
+            strides=[3],
+            ceil_mode=1,
+        ),
         node("GlobalAveragePool", ["x"], ["global_avg"]),
         node("GlobalMaxPool", ["x"], ["global_max"]),
         node("GlobalLpPool", ["x"], ["global_lp"]),
@@ -310,6 +321,8 @@ def test_1d_and_3d_convolutions_import_as_one_2d_conv() -> None:
         (TensorProto.INT32, "MaxPool", "MaxPool on int32 tensors"),
         (TensorProto.FLOAT, "Conv", "Conv over 4 spatial dims"),
         (TensorProto.FLOAT, "AveragePool", "AveragePool over 4 spatial dims"),
+        # SAME windows that leave the end unread: onnxruntime and the ONNX reference differ.
+        (TensorProto.FLOAT, "MaxPool", r"auto_pad SAME_UPPER .*negative SAME padding \[-2, 0\]"),
     ],
 )
 def test_refusals_name_the_op_and_what_is_missing(dtype: int, op: str, message: str) -> None:
@@ -318,6 +331,11 @@ def test_refusals_name_the_op_and_what_is_missing(dtype: int, op: str, message: 
     weight = np.ones([2, 2, *[1] * (len(shape) - 2)], np_dtype)
     inputs = ["x", "w"] if op == "Conv" else ["x"]
     attrs = {} if op == "Conv" else {"kernel_shape": [1] * (len(shape) - 2)}
+    if "SAME" in message:
+        shape, attrs = (
+            [1, 2, 9, 5],
+            {"kernel_shape": [1, 1], "strides": [3, 1], "auto_pad": "SAME_UPPER"},
+        )
     graph = helper.make_graph(
         [node(op, inputs, ["y"], name="the_node", **attrs)],
         "refused",
