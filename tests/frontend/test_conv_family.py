@@ -386,3 +386,83 @@ def test_convolutions_padded_only_at_the_end() -> None:
     weights = _weights(16, w2=(4, 6, 3, 1), w2s=(4, 6, 3, 3), w1=(4, 6, 3))
     inputs = {"x2": (F, [1, 6, 4, 8]), "x1": (F, [2, 6, 9])}
     _check(_model(nodes, inputs, weights), seed=17)
+
+
+def _random_window_node(
+    rng: np.random.Generator, index: int, x: str, channels: int, spatial: int
+) -> tuple[onnx.NodeProto, dict[str, np.ndarray]]:
+    """One Conv / ConvTranspose / pooling node with random geometry over input x."""
+    op = str(rng.choice(["Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"]))
+    kernel = [int(k) for k in rng.integers(1, 4, spatial)]
+    dilations = [int(d) for d in rng.integers(1, 3, spatial)]
+    attrs: dict[str, object] = {"strides": [int(s) for s in rng.integers(1, 4, spatial)]}
+    auto_pad = str(rng.choice(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    if auto_pad == "NOTSET":
+        attrs["pads"] = [int(rng.integers(0, kernel[i % spatial])) for i in range(2 * spatial)]
+    else:
+        attrs["auto_pad"] = auto_pad
+    name, weights = f"{op}_{spatial}d_{index}", {}
+    inputs = [x]
+    if op in ("Conv", "ConvTranspose"):
+        group = int(rng.choice([g for g in (1, 2, channels) if channels % g == 0]))
+        per_group = int(rng.integers(1, 3))
+        attrs["group"] = group
+        if auto_pad in ("NOTSET", "VALID"):  # onnxruntime refuses dilated SAME convolutions
+            attrs["dilations"] = dilations
+        shape = (
+            (group * per_group, channels // group, *kernel)
+            if op == "Conv"
+            else (channels, per_group, *kernel)
+        )
+        weights[name + "_w"] = rng.standard_normal(shape).astype(np.float32)
+        inputs.append(name + "_w")
+        if rng.random() < 0.5:
+            weights[name + "_b"] = rng.standard_normal(group * per_group).astype(np.float32)
+            inputs.append(name + "_b")
+    else:
+        attrs["kernel_shape"] = kernel
+        attrs["ceil_mode"] = int(rng.random() < 0.4)
+        if op == "AveragePool":
+            attrs["count_include_pad"] = int(rng.random() < 0.5)
+        if op == "MaxPool" and auto_pad in ("NOTSET", "VALID") and rng.random() < 0.4:
+            attrs["dilations"] = dilations
+        if op == "LpPool":
+            attrs["p"] = int(rng.choice([1, 2, 3]))
+    return node(op, inputs, [name], **attrs), weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(24))
+def test_random_windows_in_1d_and_3d(seed: int) -> None:
+    """Random Conv/ConvTranspose/pooling geometry in 1-D and 3-D against onnxruntime. Nodes
+    onnxruntime rejects are dropped; nodes ember refuses must be refused as EmberErrors.
+    Seed 18 (a dilated ceil-mode 3-D MaxPool) needs plan-memory's exact-offset in-place rule:
+    an elementwise output placed 64 bytes past its dying input overwrote it before reading."""
+    from ember.runtime.errors import EmberError
+
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, tuple[int, list[int]]] = {}
+    candidates = []
+    for spatial in (1, 3):
+        channels = int(rng.choice([2, 4, 6]))
+        shape = [int(rng.integers(1, 3)), channels, *map(int, rng.integers(4, 12, spatial))]
+        inputs[f"x{spatial}"] = (F, shape)
+        for i in range(12 if spatial == 1 else 6):
+            candidates.append(_random_window_node(rng, i, f"x{spatial}", channels, spatial))
+    feeds = _feeds(_model([], inputs, {}), seed)
+    kept, weights = [], {}
+    for candidate, candidate_weights in candidates:
+        single = _model([candidate], inputs, candidate_weights)
+        try:
+            _onnxruntime(single, feeds)
+        except Exception:  # noqa: BLE001 - onnxruntime's own refusals are not ember's business
+            continue
+        try:
+            import_onnx(single)
+        except EmberError:
+            continue
+        kept.append(candidate)
+        weights.update(candidate_weights)
+    assert kept
+    model = _model(kept, inputs, weights)
+    assert_close(ember.compile(model, threads=1).run(feeds), _onnxruntime(model, feeds), rel=1e-4)
