@@ -466,3 +466,20 @@ def test_random_windows_in_1d_and_3d(seed: int) -> None:
     assert kept
     model = _model(kept, inputs, weights)
     assert_close(ember.compile(model, threads=1).run(feeds), _onnxruntime(model, feeds), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "cin,kh,kw,direct", [(3, 5, 5, True), (3, 7, 7, True), (3, 11, 11, False), (1, 1, 320, False)]
+)
+def test_long_filters_take_the_gemm_conv_not_the_unrolled_direct_one(
+    cin: int, kh: int, kw: int, direct: bool
+) -> None:
+    # The direct conv unrolls all Cin*kh*kw taps: a 1x320 audio filter compiled for 64 s.
+    from ember.passes.conversion.kernel_to_loops.conv import ConvGeometry, _direct_planes
+    from ember.passes.target import Target
+
+    geo = ConvGeometry(
+        batch=1, cin=cin, h=kh, w=400, cout=32, ho=1, wo=400 - kw + 1, kh=kh, kw=kw,
+        sh=1, sw=1, dh=1, dw=1, pt=0, pl=0, group=1,
+    )  # fmt: skip
+    assert (_direct_planes(geo, Target()) is not None) == direct

@@ -455,6 +455,13 @@ DEPTHWISE_ROW_VECTORS = 4
 # as a direct conv: K = Cin*kh*kw is too small for im2col packing to be amortized.
 DIRECT_MAX_CIN = 3
 
+# The direct conv unrolls its whole reduction (Cin*kh*kw taps) into every tile variant, so its
+# compile time grows with it, and past ~100 taps the GEMM path is as fast at run time (1 thread,
+# cold cache; compile / run): 3->32 5x5 (75 taps) direct 2.6 s / 0.38 ms, GEMM 0.6 s / 0.65 ms;
+# 3->64 7x7 (147) direct 8 s / 1.45 ms, GEMM 0.7 s / 1.37 ms; 3->64 11x11 (363) direct 101 s /
+# 1.21 ms, GEMM 0.5 s / 0.84 ms; a 1->32 1-D audio filter of 320 taps took 64 s to compile.
+DIRECT_MAX_TAPS = 160
+
 
 @dataclass(frozen=True)
 class BandPlanes:
@@ -680,7 +687,7 @@ def _lower_depthwise(
 
 def _direct_planes(geo: ConvGeometry, target: Target) -> BandPlanes | None:
     """The band planes of a direct (no im2col) conv, if this conv should run as one."""
-    if geo.group != 1 or geo.cin > DIRECT_MAX_CIN:
+    if geo.group != 1 or geo.cin > DIRECT_MAX_CIN or geo.cin * geo.kh * geo.kw > DIRECT_MAX_TAPS:
         return None
     planes = BandPlanes.plan(geo, target.vector_width, geo.cin)
     return planes if planes.fits else None
