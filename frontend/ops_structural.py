@@ -962,7 +962,9 @@ def _top_k(imp: _Importer, node: _Node) -> Sequence[Value]:
 #   [Cout, KD*Cin/g, KH, KW] filter runs over all N*OD output slices at once (`_conv3d`): the
 #   real kernel's FLOPs, in one GEMM-shaped call, for a KD-fold copy of the input.
 # - 3-D pooling is separable: a 2-D pool over (H, W), then one over D (`_pool_nd`).
-# - ConvTranspose is a stride-1 convolution of the zero-stuffed input with the flipped filter.
+# - ConvTranspose: strided and undilated, one convolution over the stride phases
+#   (`_conv_transpose_by_phases`); otherwise a stride-1 convolution of the zero-stuffed input
+#   with the flipped filter.
 
 
 @dataclass(frozen=True)
@@ -1169,6 +1171,61 @@ def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
     return x
 
 
+def _conv_transpose_by_phases(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    group: int,
+    strides: Sequence[int],
+    begin: Sequence[int],
+    out: Sequence[int],
+) -> Value:
+    """A strided, undilated ConvTranspose as one stride-1 convolution whose output channels
+    are the stride phases (sub-pixel convolution).
+
+    Position q*s + r of the full result only meets filter taps k = j*s + r, so phase r is
+    y_r[q] = sum_j x[q - j] * w[j*s + r]: a convolution of x with those J = ceil(K/s) taps,
+    flipped. All phases of all axes are the output channels of one convolution (ordered group,
+    phases, channel so that groups stay contiguous), interleaved back by a reshape-transpose.
+    This does the transposed convolution's FLOPs, where zero-stuffing multiplies s-1 of every
+    s inputs by zero.
+    """
+    xs, ws = _shape(x), _shape(w)
+    spatial = len(xs) - 2
+    cin, per_group, kernel = ws[0], ws[1], ws[2:]
+    taps = [-(-k // s) for k, s in zip(kernel, strides)]
+    phases = math.prod(strides)
+    # Filter [Cin, Cout/g, K..] -> [g * phases * Cout/g, Cin/g, J..], taps flipped.
+    filt = w
+    for a in range(spatial):
+        filt = _pad_constant(imp, filt, 2 + a, 0, taps[a] * strides[a] - kernel[a])
+    per_axis = [d for a in range(spatial) for d in (taps[a], strides[a])]
+    filt = imp.reshape(filt, [group, cin // group, per_group, *per_axis])
+    for a in range(spatial):
+        filt = _gather_axis(imp, filt, 3 + 2 * a, np.arange(taps[a])[::-1].copy())
+    phase_axes = [4 + 2 * a for a in range(spatial)]
+    tap_axes = [3 + 2 * a for a in range(spatial)]
+    filt = _transpose(imp, filt, [0, *phase_axes, 2, 1, *tap_axes])
+    filt = imp.reshape(filt, [group * phases * per_group, cin // group, *taps])
+    if bias is not None:  # the bias of channel (g, c) for every phase of it
+        grouped_bias = imp.reshape(bias, [group, 1, per_group])
+        bias = imp.reshape(_concat(imp, [grouped_bias] * phases, 1), [group * phases * per_group])
+    # Stride-1 convolution padded J-1 before (full correlation) and J after (room for
+    # output_padding): Q = L + J outputs per phase and axis.
+    window = _Window.of(taps, [1] * spatial, [1] * spatial, [t - 1 for t in taps] + taps)
+    sizes = [n + t for n, t in zip(xs[2:], taps)]
+    y = _conv_nd(imp, x, filt, bias, window, group, sizes)
+    # [N, g * phases * C/g, Q..] -> [N, g, s.., C/g, Q..] -> [N, g, C/g, Q1, s1, ..] -> [N, C, Q*s..]
+    y = imp.reshape(y, [xs[0], group, *strides, per_group, *sizes])
+    interleaved = [d for a in range(spatial) for d in (3 + spatial + a, 2 + a)]
+    y = _transpose(imp, y, [0, 1, 2 + spatial, *interleaved])
+    y = imp.reshape(y, [xs[0], group * per_group, *[q * s for q, s in zip(sizes, strides)]])
+    for a in range(spatial):
+        y = _slice_axis(imp, y, 2 + a, begin[a], out[a])
+    return y
+
+
 @_converts("ConvTranspose")
 def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
     x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
@@ -1218,6 +1275,14 @@ def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
     else:
         pads = list(a.get("pads", [0] * 2 * spatial))
         begin, end = pads[:spatial], pads[spatial:]
+    wanted = [f - b - e for f, b, e in zip(full, begin, end)]
+    if any(n <= 0 for n in wanted):
+        raise node.error(f"output size {wanted} is not positive")
+    # The phase form covers outputs up to (L + ceil(K/s)) * s, past any output_padding < s.
+    reach = [(n + -(-k // s)) * s for n, k, s in zip(xs[2:], kernel, strides)]
+    covered = all(0 <= b and b + n <= r for b, n, r in zip(begin, wanted, reach))
+    if any(s > 1 for s in strides) and all(d == 1 for d in dilations) and covered:
+        return [restore(_conv_transpose_by_phases(imp, x, w, bias, group, strides, begin, wanted))]
     # Filter: [Cin, Cout/g, k..] -> [Cout, Cin/g, k..], flipped in space.
     grouped = imp.reshape(w, [group, cin // group, cout // group, *kernel])
     swapped = _transpose(imp, grouped, [0, 2, 1, *range(3, 3 + spatial)])

@@ -141,6 +141,19 @@ def test_conv_transpose_1d_and_3d() -> None:
         node("ConvTranspose", ["x1", "w1"], ["same_lower_1d"], strides=[3], auto_pad="SAME_LOWER"),
         node("ConvTranspose", ["x1", "wg1"], ["grouped_dilated_1d"], group=2, dilations=[2]),
         node("ConvTranspose", ["x1", "wd1"], ["depthwise_1d"], group=4, strides=[2]),
+        node(
+            "ConvTranspose",
+            ["x1", "wg1", "bg1"],
+            ["grouped_strided_1d"],
+            group=2,
+            strides=[3],
+            pads=[1, 0],
+            output_padding=[2],
+        ),
+        node("ConvTranspose", ["x1", "w_in", "b_in"], ["weight_at_run_time_1d"], strides=[2]),
+        node(
+            "ConvTranspose", ["x1", "w_long"], ["kernel_not_a_multiple"], strides=[4], pads=[2, 3]
+        ),
         # Regression: an output_shape beyond the full result was padded at the front.
         node("ConvTranspose", ["x1", "wk1"], ["beyond_full_1d"], strides=[3], output_shape=[27]),
         node("ConvTranspose", ["x1", "wk2"], ["beyond_full_k2"], strides=[3], output_shape=[27]),
@@ -166,12 +179,34 @@ def test_conv_transpose_1d_and_3d() -> None:
         wd1=(4, 1, 4),
         wk1=(4, 3, 1),
         wk2=(4, 3, 2),
+        bg1=(4,),
+        w_long=(4, 2, 7),
         w3=(2, 3, 2, 3, 2),
         b3=(3,),
         wg3=(2, 2, 3, 2, 2),
     )
-    inputs = {"x1": (F, [2, 4, 9]), "x3": (F, [1, 2, 4, 3, 4])}
+    inputs = {
+        "x1": (F, [2, 4, 9]),
+        "x3": (F, [1, 2, 4, 3, 4]),
+        "w_in": (F, [4, 3, 5]),
+        "b_in": (F, [3]),
+    }
     _check(_model(nodes, inputs, weights), seed=6)
+
+
+def test_strided_conv_transpose_imports_as_one_phase_convolution() -> None:
+    # Stride 4, kernel 8: 4 phases of 2 taps each, not a convolution of a zero-stuffed input.
+    nodes = [node("ConvTranspose", ["x", "w"], ["y"], strides=[4], pads=[2, 2])]
+    model = _model(nodes, {"x": (F, [1, 16, 50])}, _weights(18, w=(16, 8, 8)))
+    assert_filecheck(
+        str(import_onnx(model).module),
+        """
+        CHECK-NOT: graph.concat
+        CHECK: graph.conv {{.*}} : tensor<1x16x1x50xf32>, tensor<32x16x1x2xf32> -> tensor<1x32x1x52xf32>
+        CHECK: graph.transpose
+        CHECK: -> tensor<1x8x200xf32>
+        """,
+    )
 
 
 def test_pooling_1d_and_global_pools() -> None:
