@@ -1432,6 +1432,68 @@ def _root(imp: _Importer, node: _Node, x: Value, p: float) -> Value:
     return imp.binary(node, graph.PowOp, x, _scalar(1.0 / p, x))
 
 
+def _max_pool_with_indices(
+    imp: _Importer, node: _Node, x: Value, window: _Window, out: Sequence[int], column_major: bool
+) -> tuple[Value, Value]:
+    """MaxPool's values and Indices output: the taps of every window gathered side by side
+    into one trailing axis (padding as -inf), its max the value and its first argmax (ONNX's
+    and onnxruntime's tie rule) mapped by constant tables to the flat index into x, over
+    N, C and the spatial dims row-major (or, with storage_order=1, spatial dims
+    column-major)."""
+    xs = _shape(x)
+    n, c, sizes = xs[0], xs[1], xs[2:]
+    spatial = len(sizes)
+    taps = x
+    origins = []
+    for a in range(spatial):
+        k, s, d = window.kernel[a], window.strides[a], window.dilations[a]
+        begin, end = window.pads[a], window.pads[a + spatial]
+        coords = np.arange(out[a])[:, None] * s + np.arange(k) * d  # in the padded input
+        beyond = max(0, int(coords.max()) + 1 - (sizes[a] + begin + end))
+        padded = _pad_constant(imp, taps, 2 + a, begin, end + beyond, -np.inf)
+        taps = _gather_axis(imp, padded, 2 + a, coords.reshape(-1))
+        origins.append(np.arange(out[a]) * s - begin)
+    # [N, C, o1*k1, ..] -> [N, C, o1, k1, ..] -> [N, C, o.., k..] -> [N, C, o.., K]
+    taps = imp.reshape(
+        taps, [n, c, *[v for a in range(spatial) for v in (out[a], window.kernel[a])]]
+    )
+    perm = [0, 1, *[2 + 2 * a for a in range(spatial)], *[3 + 2 * a for a in range(spatial)]]
+    taps = imp.reshape(_transpose(imp, taps, perm), [n, c, *out, math.prod(window.kernel)])
+    last = 2 + spatial
+    values = _reduce(imp, node, taps, "max", [last], False)
+    tap = imp.emit(
+        graph.ArgReduceOp,
+        [taps],
+        [n, c, *out, 1],
+        np.dtype(np.int64),
+        kind=StringAttr("max"),
+        axis=_i64(last),
+        select_last_index=_i64(0),
+    )
+    tap = imp.reshape(tap, [n, c, *out])
+    # Flat index = plane (n, c) + window origin + the tap's offset in the window.
+    order = range(spatial) if column_major else range(spatial - 1, -1, -1)
+    step, steps = 1, [0] * spatial
+    for a in order:
+        steps[a], step = step, step * sizes[a]
+    tap_offsets = sum(
+        j * window.dilations[a] * steps[a]
+        for a, j in enumerate(np.indices(window.kernel).reshape(spatial, -1))
+    )
+    origin = np.zeros(out, np.int64)
+    for a in range(spatial):
+        origin = origin + (origins[a] * steps[a]).reshape(-1, *[1] * (spatial - a - 1))
+    planes = (np.arange(n * c, dtype=np.int64) * math.prod(sizes)).reshape(n, c, *[1] * spatial)
+    index = imp.emit(
+        graph.GatherOp,
+        [_Const(np.asarray(tap_offsets, np.int64)), tap],
+        [n, c, *out],
+        axis=_i64(0),
+    )
+    index = imp.binary(node, graph.AddOp, index, _Const(origin + planes))
+    return values, index
+
+
 @_converts("MaxPool", "AveragePool", "LpPool")
 def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
@@ -1447,12 +1509,17 @@ def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     kernel = list(node.attrs["kernel_shape"])
     strides = list(node.attrs.get("strides", [1] * spatial))
     dilations = list(node.attrs.get("dilations", [1] * spatial))
-    if node.attrs.get("storage_order", 0):
-        raise node.unsupported("storage_order=1")
     ceil = bool(node.attrs.get("ceil_mode", 0))
     out, pads = _window_geometry(node, xs[2:], kernel, strides, dilations, ceil)
     auto_pad = node.attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and any(d != 1 for d in dilations):
+        # onnxruntime sizes these outputs without the dilation, the ONNX reference with it
+        # and fills them differently from the spec's padding.
+        raise node.unsupported(
+            f"dilated pooling (dilations {dilations}) with auto_pad {auto_pad}: onnxruntime "
+            "and the ONNX reference disagree on its output"
+        )
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
         short = [(n - 1) * s + e - size for n, s, e, size in zip(out, strides, extents, xs[2:])]
@@ -1468,6 +1535,11 @@ def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
         pool = _dilated_pool
     else:
         pool = _pool_nd  # type: ignore[assignment]
+    if node.op_type == "MaxPool" and len(node.proto.output) > 1 and node.proto.output[1]:
+        column_major = bool(node.attrs.get("storage_order", 0))
+        window = _Window.of(kernel, strides, dilations, pads)
+        values, indices = _max_pool_with_indices(imp, node, x, window, out, column_major)
+        return [restore(values), indices]
     if node.op_type == "MaxPool":
         return [restore(pool(imp, x, "max", kernel, strides, pads, out, False, dilations))]
     if node.op_type == "AveragePool":

@@ -358,6 +358,7 @@ def test_1d_and_3d_convolutions_import_as_one_2d_conv() -> None:
         (TensorProto.FLOAT, "AveragePool", "AveragePool over 4 spatial dims"),
         # SAME windows that leave the end unread: onnxruntime and the ONNX reference differ.
         (TensorProto.FLOAT, "MaxPool", r"auto_pad SAME_UPPER .*negative SAME padding \[-2, 0\]"),
+        (TensorProto.FLOAT, "LpPool", r"dilated pooling \(dilations \[2, 1\]\) with auto_pad SAME"),
     ],
 )
 def test_refusals_name_the_op_and_what_is_missing(dtype: int, op: str, message: str) -> None:
@@ -371,6 +372,8 @@ def test_refusals_name_the_op_and_what_is_missing(dtype: int, op: str, message: 
             [1, 2, 9, 5],
             {"kernel_shape": [1, 1], "strides": [3, 1], "auto_pad": "SAME_UPPER"},
         )
+        if "dilated" in message:
+            attrs = {"kernel_shape": [2, 2], "dilations": [2, 1], "auto_pad": "SAME_UPPER"}
     graph = helper.make_graph(
         [node(op, inputs, ["y"], name="the_node", **attrs)],
         "refused",
@@ -518,3 +521,39 @@ def test_long_filters_take_the_gemm_conv_not_the_unrolled_direct_one(
         sh=1, sw=1, dh=1, dw=1, pt=0, pl=0, group=1,
     )  # fmt: skip
     assert (_direct_planes(geo, Target()) is not None) == direct
+
+
+def test_max_pool_indices_in_one_two_and_three_dims() -> None:
+    # Indices: flat positions in x (N, C, spatial row-major; storage_order=1: spatial
+    # column-major), first maximum of each window; values and indices must match exactly.
+    def pool(x: str, name: str, **attrs: object) -> onnx.NodeProto:
+        return node("MaxPool", [x], [f"{name}_values", f"{name}_indices"], **attrs)
+
+    nodes = [
+        pool("x1", "one_d", kernel_shape=[3], strides=[2], pads=[1, 1], ceil_mode=1),
+        pool("x1", "one_d_dilated", kernel_shape=[3], dilations=[3], pads=[2, 1], ceil_mode=1),
+        pool("x2", "two_d", kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1]),
+        pool("x2", "two_d_column_major", kernel_shape=[2, 3], strides=[1, 2], storage_order=1),
+        pool("x3", "three_d", kernel_shape=[2, 2, 3], strides=[1, 2, 2], pads=[0, 1, 1, 1, 0, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "indices",
+        [
+            helper.make_tensor_value_info("x1", F, [2, 3, 10]),
+            helper.make_tensor_value_info("x2", F, [2, 2, 7, 8]),
+            helper.make_tensor_value_info("x3", F, [1, 2, 4, 5, 6]),
+        ],
+        [
+            helper.make_tensor_value_info(o, F if o.endswith("values") else TensorProto.INT64, None)
+            for n in nodes
+            for o in n.output
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    feeds = _feeds(model, seed=19)
+    expected = _onnxruntime(model, feeds)
+    got = ember.compile(model, threads=1).run(feeds)
+    for name, want in expected.items():
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
