@@ -1972,3 +1972,48 @@ def _reverse_sequence(imp: _Importer, node: _Node) -> Sequence[Value]:
     source = _where(imp, node, inside, flipped, t)
     source = imp.emit(graph.ExpandOp, [source], shape) if _shape(source) != shape else source
     return [_gather_elements(imp, x, source, time_axis)]
+
+
+@_converts("MaxUnpool")
+def _max_unpool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    """Zeros with x scattered to the flat positions of `indices` (MaxPool's Indices output)
+    in the shape the pooling came from."""
+    x, indices = imp.required(node, 0), imp.required(node, 1)
+    xs = _shape(x)
+    spatial = len(xs) - 2
+    if spatial < 1 or _shape(indices) != xs:
+        raise node.error(f"input {xs} and indices {_shape(indices)} must be N×C×spatial alike")
+    kernel = list(node.attrs["kernel_shape"])
+    strides = list(node.attrs.get("strides", [1] * spatial))
+    pads = list(node.attrs.get("pads", [0] * 2 * spatial))
+    pooled = [
+        *xs[:2],
+        *[
+            (n - 1) * s + k - pads[a] - pads[a + spatial]
+            for a, (n, s, k) in enumerate(zip(xs[2:], strides, kernel))
+        ],
+    ]
+    wanted = imp.constant(node, 2, "output_shape")
+    out = pooled if wanted is None else [int(d) for d in wanted.reshape(-1)]
+    if min(pooled) <= 0:
+        raise node.error(f"input {xs} unpools to an empty shape {pooled}")
+    if out != pooled:
+        # The ONNX reference scatters into the unpooled shape and pads it to output_shape;
+        # onnxruntime (and PyTorch, whose exports use it) read the indices in output_shape.
+        raise node.unsupported(
+            f"output_shape {out} other than the unpooled {pooled} (onnxruntime and the ONNX "
+            "reference place the values differently)"
+        )
+    flat = [math.prod(xs)]
+    y = imp.emit(
+        graph.ScatterElementsOp,
+        [
+            _Const(np.zeros(math.prod(pooled), _dtype(x))),
+            imp.reshape(indices, flat),
+            imp.reshape(x, flat),
+        ],
+        [math.prod(pooled)],
+        axis=_i64(0),
+        reduction=StringAttr("none"),
+    )
+    return [imp.reshape(y, pooled)]

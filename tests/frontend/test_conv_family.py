@@ -557,3 +557,66 @@ def test_max_pool_indices_in_one_two_and_three_dims() -> None:
     got = ember.compile(model, threads=1).run(feeds)
     for name, want in expected.items():
         np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
+def test_max_unpool_inverts_max_pool_indices() -> None:
+    nodes = [
+        node("MaxPool", ["x1"], ["_v1", "_i1"], kernel_shape=[2], strides=[2]),
+        node("MaxUnpool", ["_v1", "_i1"], ["unpooled_1d"], kernel_shape=[2], strides=[2]),
+        node(
+            "MaxPool",
+            ["x2"],
+            ["_v2", "_i2"],
+            kernel_shape=[3, 2],
+            strides=[2, 2],
+            pads=[1, 0, 1, 0],
+        ),
+        node(
+            "MaxUnpool",
+            ["_v2", "_i2"],
+            ["unpooled_2d"],
+            kernel_shape=[3, 2],
+            strides=[2, 2],
+            pads=[1, 0, 1, 0],
+        ),
+        node(
+            "MaxUnpool",
+            ["_v2", "_i2", "same_shape"],
+            ["unpooled_2d_shaped"],
+            kernel_shape=[3, 2],
+            strides=[2, 2],
+            pads=[1, 0, 1, 0],
+        ),
+        node("MaxPool", ["x3"], ["_v3", "_i3"], kernel_shape=[2, 2, 2], strides=[2, 2, 2]),
+        node(
+            "MaxUnpool", ["_v3", "_i3"], ["unpooled_3d"], kernel_shape=[2, 2, 2], strides=[2, 2, 2]
+        ),
+    ]
+    inputs = {"x1": (F, [2, 3, 10]), "x2": (F, [1, 2, 7, 6]), "x3": (F, [1, 2, 4, 4, 6])}
+    _check(_model(nodes, inputs, {"same_shape": np.array([1, 2, 7, 6], np.int64)}), seed=20)
+
+
+def test_max_unpool_to_another_output_shape_is_refused() -> None:
+    # The ONNX reference pads the unpooled 4x4 to 5x5, onnxruntime reads the indices in 5x5.
+    graph = helper.make_graph(
+        [
+            node(
+                "MaxUnpool",
+                ["x", "i", "shape"],
+                ["y"],
+                name="the_node",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+            )
+        ],
+        "refused",
+        [
+            helper.make_tensor_value_info("x", F, [1, 1, 2, 2]),
+            helper.make_tensor_value_info("i", TensorProto.INT64, [1, 1, 2, 2]),
+        ],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.array([1, 1, 5, 5], np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(UnsupportedOpError, match=r"the_node.*output_shape \[1, 1, 5, 5\]"):
+        import_onnx(model)
