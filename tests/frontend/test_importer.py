@@ -212,7 +212,7 @@ def test_unsupported_op_names_type_node_and_opset() -> None:
 
 
 def test_unsupported_op_variant_and_used_extra_output() -> None:
-    node = helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[1, 1], name="mp")
+    node = helper.make_node("Dropout", ["x"], ["y", "mask"], name="dp")
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 3])]
     graph_proto = helper.make_graph(
         [node],
@@ -220,11 +220,11 @@ def test_unsupported_op_variant_and_used_extra_output() -> None:
         inputs,
         [
             helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 3]),
-            helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 1, 2, 3]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 1, 2, 3]),
         ],
     )
     model = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedOpError, match=r"MaxPool.*'mp'.*output #1"):
+    with pytest.raises(UnsupportedOpError, match=r"Dropout.*'dp'.*output #1"):
         import_model(model)
 
 
