@@ -1295,12 +1295,8 @@ def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
         y = _pad_constant(
             imp, y, 2 + k, extent[k] - 1 - begin[k], extent[k] - 1 - end[k] + extra[k]
         )
-    ys = _shape(y)
-    out = [ys[2 + k] - extent[k] + 1 for k in range(spatial)]
-    if any(n <= 0 for n in out):
-        raise node.error(f"output size {out} is not positive")
     window = _Window.of(kernel, [1] * spatial, dilations, [0] * 2 * spatial)
-    return [restore(_conv_nd(imp, y, filt, bias, window, group, out))]
+    return [restore(_conv_nd(imp, y, filt, bias, window, group, wanted))]
 
 
 # ---------------------------------------------------------------------------------------------
