@@ -1197,32 +1197,6 @@ def _window_geometry(
     return out, pads
 
 
-@_converts("Conv")
-def _conv(imp: _Importer, node: _Node) -> Sequence[Value]:
-    x, w, b = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
-    xs, ws = _shape(x), _shape(w)
-    if len(xs) != 4 or len(ws) != 4:
-        raise node.unsupported(f"only 2-D convolution (input {xs}, weight {ws})")
-    group = node.attrs.get("group", 1)
-    if xs[1] != ws[1] * group or ws[0] % group:
-        raise node.error(f"input {xs}, weight {ws} and group {group} do not match")
-    kernel = list(node.attrs.get("kernel_shape", ws[2:]))
-    strides = list(node.attrs.get("strides", [1, 1]))
-    dilations = list(node.attrs.get("dilations", [1, 1]))
-    out_hw, pads = _window_geometry(node, xs[2:], kernel, strides, dilations)
-    return [
-        imp.emit(
-            graph.ConvOp,
-            [x, w, b, None],
-            [xs[0], ws[0], *out_hw],
-            strides=graph.i64_array(strides),
-            pads=graph.i64_array(pads),
-            dilations=graph.i64_array(dilations),
-            group=_i64(group),
-        )
-    ]
-
-
 @_converts("Gemm")
 def _gemm(imp: _Importer, node: _Node) -> Sequence[Value]:
     a, b, c = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)

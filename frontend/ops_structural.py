@@ -1,5 +1,5 @@
-"""ONNX converters of the structural ops: slicing, padding, resizing, pooling, normalizations,
-reductions, index ops and losses.
+"""ONNX converters of the structural ops: slicing, padding, resizing, the convolution family
+(Conv, ConvTranspose, pooling in 1-3 dims), normalizations, reductions, index ops and losses.
 
 Most of these ops are exact compositions of a few graph ops whose index tables or weights are
 computed here, at compile time, with numpy:
@@ -29,7 +29,8 @@ cumsum, gather_elements, scatter_elements, one_hot, top_k (and softmax's `log` f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from onnx.helper import tensor_dtype_to_np_dtype as onnx_dtype
@@ -1054,7 +1055,207 @@ def _top_k(imp: _Importer, node: _Node) -> Sequence[Value]:
 
 
 # ---------------------------------------------------------------------------------------------
-# ConvTranspose as a convolution of the zero-stuffed input with the flipped filter
+# The convolution family in 1, 2 and 3 dims, on the 2-D (NCHW) kernels
+#
+# - 1-D: a problem over N×C×L is the 2-D one over N×C×1×L with a neutral leading window axis;
+#   `_on_2d_kernel` lifts the operands and drops the unit axis of the result, for Conv,
+#   ConvTranspose and pooling alike (reshapes of constant weights fold at compile time).
+# - 3-D convolution folds its depth taps into channels: the KD input slices that each output
+#   depth reads are gathered beside each other, and one 2-D convolution with a
+#   [Cout, KD*Cin/g, KH, KW] filter runs over all N*OD output slices at once (`_conv3d`): the
+#   real kernel's FLOPs, in one GEMM-shaped call, for a KD-fold copy of the input.
+# - 3-D pooling is separable: a 2-D pool over (H, W), then one over D (`_pool_nd`).
+# - ConvTranspose: strided and undilated, one convolution over the stride phases
+#   (`_conv_transpose_by_phases`); otherwise a stride-1 convolution of the zero-stuffed input
+#   with the flipped filter.
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A sliding window's geometry, one entry per spatial axis; pads are begins then ends."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]
+
+    @staticmethod
+    def of(
+        kernel: Sequence[int],
+        strides: Sequence[int],
+        dilations: Sequence[int],
+        pads: Sequence[int],
+    ) -> _Window:
+        return _Window(
+            tuple(int(k) for k in kernel),
+            tuple(int(s) for s in strides),
+            tuple(int(d) for d in dilations),
+            tuple(int(p) for p in pads),
+        )
+
+    def axes(self, first: int, count: int) -> _Window:
+        """The window over spatial axes first .. first + count - 1."""
+        rank, last = len(self.kernel), first + count
+        return _Window(
+            self.kernel[first:last],
+            self.strides[first:last],
+            self.dilations[first:last],
+            self.pads[first:last] + self.pads[rank + first : rank + last],
+        )
+
+    def lifted(self) -> _Window:
+        """This 1-D window as a 2-D one of height 1."""
+        (k,), (s,), (d,), (begin, end) = self.kernel, self.strides, self.dilations, self.pads
+        return _Window((1, k), (1, s), (1, d), (0, begin, 0, end))
+
+
+def _on_2d_kernel(
+    imp: _Importer,
+    operands: Sequence[Value],
+    window: _Window,
+    emit_2d: Callable[[Sequence[Value], _Window], Value],
+) -> Value:
+    """emit_2d (a 2-D windowed op on NCHW operands) applied to 2-D or 1-D operands: 1-D ones
+    (N×C×L inputs, O×I×K filters) are viewed with a unit height and the result without it."""
+    if len(window.kernel) == 2:
+        return emit_2d(operands, window)
+    assert len(window.kernel) == 1, window
+    lifted = [imp.reshape(v, [*_shape(v)[:2], 1, *_shape(v)[2:]]) for v in operands]
+    y = emit_2d(lifted, window.lifted())
+    ys = _shape(y)
+    return imp.reshape(y, [ys[0], ys[1], ys[3]])
+
+
+def _transpose(imp: _Importer, x: Value, perm: Sequence[int]) -> Value:
+    shape = _shape(x)
+    return imp.emit(
+        graph.TransposeOp, [x], [shape[p] for p in perm], perm=graph.i64_array(list(perm))
+    )
+
+
+def _in_float32(
+    imp: _Importer, node: _Node, operands: Sequence[Value | None], exact_ints: bool = False
+) -> tuple[list[Value | None], Callable[[Value], Value]]:
+    """The operands as float32 (the windowed kernels' only type) and the cast of a float32
+    result back to the operands' type. 16-bit floats widen (and are rounded once, at the end);
+    small integers, which float32 holds exactly, only where `exact_ints` (max pooling); any
+    other type is refused rather than silently rounded."""
+    dtype = _dtype(next(v for v in operands if v is not None))
+    if dtype == np.float32:
+        return list(operands), lambda y: y
+    widens = dtype.kind in "fV" and dtype.itemsize < 4
+    if not (widens or (exact_ints and dtype.kind in "iu" and dtype.itemsize <= 2)):
+        raise node.unsupported(
+            f"{node.op_type} on {dtype} tensors (its kernel computes in float32, which does "
+            f"not hold {dtype} exactly)"
+        )
+    f32 = np.dtype(np.float32)
+    widened = [None if v is None else imp.emit(graph.CastOp, [v], _shape(v), f32) for v in operands]
+    return widened, lambda y: imp.emit(graph.CastOp, [y], _shape(y), dtype)
+
+
+def _spatial_rank(node: _Node, x: Value, w: Value) -> int:
+    """The number of spatial axes of a convolution of x by w: 1, 2 or 3, else refused."""
+    xs, ws = _shape(x), _shape(w)
+    spatial = len(xs) - 2
+    if spatial not in (1, 2, 3):
+        raise node.unsupported(
+            f"{node.op_type} over {spatial} spatial dims (input rank {len(xs)}, shape {xs}); "
+            "1-D, 2-D and 3-D are supported"
+        )
+    if len(ws) != len(xs):
+        raise node.error(f"weight {ws} and input {xs} differ in rank")
+    kernel = node.attrs.get("kernel_shape")
+    if kernel is not None and tuple(kernel) != ws[2:]:
+        raise node.error(f"kernel_shape {list(kernel)} does not match weight {ws}")
+    return spatial
+
+
+def _conv2d(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    window: _Window,
+    group: int,
+    out: Sequence[int],
+) -> Value:
+    return imp.emit(
+        graph.ConvOp,
+        [x, w, bias, None],
+        [_shape(x)[0], _shape(w)[0], *out],
+        strides=graph.i64_array(window.strides),
+        pads=graph.i64_array(window.pads),
+        dilations=graph.i64_array(window.dilations),
+        group=_i64(group),
+    )
+
+
+def _conv3d(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    window: _Window,
+    group: int,
+    out: Sequence[int],
+) -> Value:
+    """A 3-D convolution as one 2-D convolution over the output depth slices (see above)."""
+    n, c, _, h, wd = _shape(x)
+    cout, per_group, kd = _shape(w)[:3]
+    depth = window.axes(0, 1)
+    od = out[0]
+    padded = _pad_constant(imp, x, 2, depth.pads[0], depth.pads[1])
+    taps = np.arange(od)[:, None] * depth.strides[0] + np.arange(kd) * depth.dilations[0]
+    slices = _gather_axis(imp, padded, 2, taps.reshape(-1))  # N, C, OD*KD, H, W
+    # Input channels of a group g become g's KD taps of its C/g channels, in that order.
+    split = imp.reshape(slices, [n, group, c // group, od, kd, h * wd])
+    stacked = _transpose(imp, split, [0, 3, 1, 4, 2, 5])  # N, OD, g, KD, C/g, H*W
+    planes = imp.reshape(stacked, [n * od, group * kd * (c // group), h, wd])
+    filt = _transpose(imp, w, [0, 2, 1, 3, 4])  # Cout, KD, C/g, KH, KW
+    filt = imp.reshape(filt, [cout, kd * per_group, *_shape(w)[3:]])
+    y = _conv2d(imp, planes, filt, bias, window.axes(1, 2), group, out[1:])
+    y = _transpose(imp, imp.reshape(y, [n, od, cout, out[1] * out[2]]), [0, 2, 1, 3])
+    return imp.reshape(y, [n, cout, *out])
+
+
+def _conv_nd(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    window: _Window,
+    group: int,
+    out: Sequence[int],
+) -> Value:
+    """Convolution of N×C×spatial x by O×(C/group)×kernel w over 1, 2 or 3 spatial dims."""
+    if len(window.kernel) == 3:
+        return _conv3d(imp, x, w, bias, window, group, out)
+    spatial_out = [1, *out][-2:]
+    return _on_2d_kernel(
+        imp,
+        [x, w],
+        window,
+        lambda xw, win: _conv2d(imp, xw[0], xw[1], bias, win, group, spatial_out),
+    )
+
+
+@_converts("Conv")
+def _conv(imp: _Importer, node: _Node) -> Sequence[Value]:
+    x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    spatial = _spatial_rank(node, x, w)
+    (x, w, bias), restore = _in_float32(imp, node, [x, w, bias])
+    assert x is not None and w is not None
+    xs, ws = _shape(x), _shape(w)
+    group = int(node.attrs.get("group", 1))
+    if group <= 0 or xs[1] != ws[1] * group or ws[0] % group:
+        raise node.error(f"input {xs}, weight {ws} and group {group} do not match")
+    kernel = list(ws[2:])
+    strides = list(node.attrs.get("strides", [1] * spatial))
+    dilations = list(node.attrs.get("dilations", [1] * spatial))
+    out, pads = _window_geometry(node, xs[2:], kernel, strides, dilations)
+    window = _Window.of(kernel, strides, dilations, pads)
+    return [restore(_conv_nd(imp, x, w, bias, window, group, out))]
 
 
 def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
@@ -1073,22 +1274,78 @@ def _stuff_zeros(imp: _Importer, x: Value, strides: Sequence[int]) -> Value:
     return x
 
 
+def _conv_transpose_by_phases(
+    imp: _Importer,
+    x: Value,
+    w: Value,
+    bias: Value | None,
+    group: int,
+    strides: Sequence[int],
+    begin: Sequence[int],
+    out: Sequence[int],
+) -> Value:
+    """A strided, undilated ConvTranspose as one stride-1 convolution whose output channels
+    are the stride phases (sub-pixel convolution).
+
+    Position q*s + r of the full result only meets filter taps k = j*s + r, so phase r is
+    y_r[q] = sum_j x[q - j] * w[j*s + r]: a convolution of x with those J = ceil(K/s) taps,
+    flipped. All phases of all axes are the output channels of one convolution (ordered group,
+    phases, channel so that groups stay contiguous), interleaved back by a reshape-transpose.
+    This does the transposed convolution's FLOPs, where zero-stuffing multiplies s-1 of every
+    s inputs by zero.
+    """
+    xs, ws = _shape(x), _shape(w)
+    spatial = len(xs) - 2
+    cin, per_group, kernel = ws[0], ws[1], ws[2:]
+    taps = [-(-k // s) for k, s in zip(kernel, strides)]
+    phases = math.prod(strides)
+    # Filter [Cin, Cout/g, K..] -> [g * phases * Cout/g, Cin/g, J..], taps flipped.
+    filt = w
+    for a in range(spatial):
+        filt = _pad_constant(imp, filt, 2 + a, 0, taps[a] * strides[a] - kernel[a])
+    per_axis = [d for a in range(spatial) for d in (taps[a], strides[a])]
+    filt = imp.reshape(filt, [group, cin // group, per_group, *per_axis])
+    for a in range(spatial):
+        filt = _gather_axis(imp, filt, 3 + 2 * a, np.arange(taps[a])[::-1].copy())
+    phase_axes = [4 + 2 * a for a in range(spatial)]
+    tap_axes = [3 + 2 * a for a in range(spatial)]
+    filt = _transpose(imp, filt, [0, *phase_axes, 2, 1, *tap_axes])
+    filt = imp.reshape(filt, [group * phases * per_group, cin // group, *taps])
+    if bias is not None:  # the bias of channel (g, c) for every phase of it
+        grouped_bias = imp.reshape(bias, [group, 1, per_group])
+        bias = imp.reshape(_concat(imp, [grouped_bias] * phases, 1), [group * phases * per_group])
+    # Stride-1 convolution padded J-1 before (full correlation) and J after (room for
+    # output_padding): Q = L + J outputs per phase and axis.
+    window = _Window.of(taps, [1] * spatial, [1] * spatial, [t - 1 for t in taps] + taps)
+    sizes = [n + t for n, t in zip(xs[2:], taps)]
+    y = _conv_nd(imp, x, filt, bias, window, group, sizes)
+    # [N, g * phases * C/g, Q..] -> [N, g, s.., C/g, Q..] -> [N, g, C/g, Q1, s1, ..] -> [N, C, Q*s..]
+    y = imp.reshape(y, [xs[0], group, *strides, per_group, *sizes])
+    interleaved = [d for a in range(spatial) for d in (3 + spatial + a, 2 + a)]
+    y = _transpose(imp, y, [0, 1, 2 + spatial, *interleaved])
+    y = imp.reshape(y, [xs[0], group * per_group, *[q * s for q, s in zip(sizes, strides)]])
+    for a in range(spatial):
+        y = _slice_axis(imp, y, 2 + a, begin[a], out[a])
+    return y
+
+
 @_converts("ConvTranspose")
 def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
     x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    spatial = _spatial_rank(node, x, w)
+    (x, w, bias), restore = _in_float32(imp, node, [x, w, bias])
+    assert x is not None and w is not None
     xs, ws = _shape(x), _shape(w)
-    spatial = len(xs) - 2
-    if spatial not in (1, 2) or len(ws) != len(xs):
-        raise node.unsupported(f"only 1-D and 2-D ConvTranspose (input {xs}, weight {ws})")
     a = node.attrs
     group = int(a.get("group", 1))
-    kernel = list(a.get("kernel_shape", ws[2:]))
+    kernel = list(ws[2:])
     strides = list(a.get("strides", [1] * spatial))
     dilations = list(a.get("dilations", [1] * spatial))
     extra = list(a.get("output_padding", [0] * spatial))
-    cin, cout = xs[1], ws[1] * group
-    if ws[0] != cin or cin % group:
+    cin = xs[1]
+    if group <= 0 or ws[0] != cin or cin % group:
         raise node.error(f"input {xs}, weight {ws} and group {group} do not match")
+    cout = ws[1] * group
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     full = [s * (n - 1) + e + o for s, n, e, o in zip(strides, xs[2:], extent, extra)]
     auto_pad = a.get("auto_pad", b"NOTSET")
@@ -1098,61 +1355,55 @@ def _conv_transpose(imp: _Importer, node: _Node) -> Sequence[Value]:
         if wanted is None:
             wanted = [n * s for n, s in zip(xs[2:], strides)]
         totals = [f - o for f, o in zip(full, wanted)]
+        same = auto_pad in ("SAME_UPPER", "SAME_LOWER")
+        if same and any(t < 0 for t in totals):
+            # A kernel extent below the stride: onnxruntime (and ONNX shape inference) clamp
+            # the padding to 0 and shrink the output, the ONNX reference keeps the size and
+            # places the extra outputs elsewhere. No answer is safe.
+            raise node.unsupported(
+                f"auto_pad {auto_pad} with an output of {wanted} beyond the {full} that input "
+                f"{xs} and kernel extent {extent} reach (onnxruntime and the ONNX reference "
+                "disagree on such outputs)"
+            )
+        if any(-t >= s for t, s in zip(totals, strides)):
+            raise node.error(
+                f"output_shape {wanted} is beyond the {full} that input {xs}, strides "
+                f"{strides} and kernel extent {extent} reach with an output_padding below the "
+                "stride"
+            )
         upper = auto_pad == "SAME_UPPER"
-        begin = [t // 2 if upper else t - t // 2 for t in totals]
+        # An output_shape beyond the full result extends it at the end (negative end pads).
+        begin = [0 if t < 0 else t // 2 if upper else t - t // 2 for t in totals]
         end = [t - b for t, b in zip(totals, begin)]
     else:
         pads = list(a.get("pads", [0] * 2 * spatial))
         begin, end = pads[:spatial], pads[spatial:]
-    if spatial == 1:  # a 1-D problem is a 2-D one of height 1
-        x, w = imp.reshape(x, [*xs[:2], 1, xs[2]]), imp.reshape(w, [*ws[:2], 1, ws[2]])
-        strides, dilations, extent, extra, begin, end = (
-            [neutral, v[0]]
-            for v, neutral in (
-                (strides, 1),
-                (dilations, 1),
-                (extent, 1),
-                (extra, 0),
-                (begin, 0),
-                (end, 0),
-            )
-        )
+    wanted = [f - b - e for f, b, e in zip(full, begin, end)]
+    if any(n <= 0 for n in wanted):
+        raise node.error(f"output size {wanted} is not positive")
+    # The phase form covers outputs up to (L + ceil(K/s)) * s, past any output_padding < s.
+    reach = [(n + -(-k // s)) * s for n, k, s in zip(xs[2:], kernel, strides)]
+    covered = all(0 <= b and b + n <= r for b, n, r in zip(begin, wanted, reach))
+    if any(s > 1 for s in strides) and all(d == 1 for d in dilations) and covered:
+        return [restore(_conv_transpose_by_phases(imp, x, w, bias, group, strides, begin, wanted))]
     # Filter: [Cin, Cout/g, k..] -> [Cout, Cin/g, k..], flipped in space.
-    wshape = _shape(w)
-    grouped = imp.reshape(w, [group, cin // group, cout // group, *wshape[2:]])
-    swapped = imp.emit(
-        graph.TransposeOp,
-        [grouped],
-        [group, cout // group, cin // group, *wshape[2:]],
-        perm=graph.i64_array([0, 2, 1, 3, 4]),
-    )
-    filt = imp.reshape(swapped, [cout, cin // group, *wshape[2:]])
-    for axis in (2, 3):
-        filt = _gather_axis(imp, filt, axis, np.arange(wshape[axis])[::-1].copy())
+    grouped = imp.reshape(w, [group, cin // group, cout // group, *kernel])
+    swapped = _transpose(imp, grouped, [0, 2, 1, *range(3, 3 + spatial)])
+    filt = imp.reshape(swapped, [cout, cin // group, *kernel])
+    for k in range(spatial):
+        filt = _gather_axis(imp, filt, 2 + k, np.arange(kernel[k])[::-1].copy())
     # Input: zero-stuffed, then padded so that a stride-1 convolution yields the output.
     y = _stuff_zeros(imp, x, strides)
-    for k in range(2):
+    for k in range(spatial):
         y = _pad_constant(
             imp, y, 2 + k, extent[k] - 1 - begin[k], extent[k] - 1 - end[k] + extra[k]
         )
-    ys = _shape(y)
-    out_hw = [ys[2 + k] - extent[k] + 1 for k in range(2)]
-    if any(n <= 0 for n in out_hw):
-        raise node.error(f"output size {out_hw} is not positive")
-    out = imp.emit(
-        graph.ConvOp,
-        [y, filt, bias, None],
-        [xs[0], cout, *out_hw],
-        strides=graph.i64_array([1, 1]),
-        pads=graph.i64_array([0, 0, 0, 0]),
-        dilations=graph.i64_array(dilations),
-        group=_i64(group),
-    )
-    return [imp.reshape(out, [xs[0], cout, out_hw[1]]) if spatial == 1 else out]
+    window = _Window.of(kernel, [1] * spatial, dilations, [0] * 2 * spatial)
+    return [restore(_conv_nd(imp, y, filt, bias, window, group, wanted))]
 
 
 # ---------------------------------------------------------------------------------------------
-# Pooling: 1-D as 2-D of height 1, 3-D as a 2-D pool over (H, W) then one over D
+# Pooling (1-D and 3-D as above)
 
 
 def _pool2d(
@@ -1199,18 +1450,14 @@ def _pool_nd(
     if spatial == 2:
         return _pool2d(imp, x, kind, kernel, strides, pads, out, include_pad)
     if spatial == 1:
-        flat = imp.reshape(x, [n, c, 1, xs[2]])
-        y = _pool2d(
+        return _on_2d_kernel(
             imp,
-            flat,
-            kind,
-            [1, kernel[0]],
-            [1, strides[0]],
-            [0, pads[0], 0, pads[1]],
-            [1, out[0]],
-            include_pad,
+            [x],
+            _Window.of(kernel, strides, [1], pads),
+            lambda v, win: _pool2d(
+                imp, v[0], kind, win.kernel, win.strides, win.pads, [1, *out], include_pad
+            ),
         )
-        return imp.reshape(y, [n, c, out[0]])
     d, h, w = xs[2:]
     planes = imp.reshape(x, [n, c * d, h, w])
     hw = [pads[1], pads[2], pads[4], pads[5]]
@@ -1284,35 +1531,134 @@ def _root(imp: _Importer, node: _Node, x: Value, p: float) -> Value:
     return imp.binary(node, graph.PowOp, x, _scalar(1.0 / p, x))
 
 
+def _max_pool_with_indices(
+    imp: _Importer, node: _Node, x: Value, window: _Window, out: Sequence[int], column_major: bool
+) -> tuple[Value, Value]:
+    """MaxPool's values and Indices output: the taps of every window gathered side by side
+    into one trailing axis (padding as -inf), its max the value and its first argmax (ONNX's
+    and onnxruntime's tie rule) mapped by constant tables to the flat index into x, over
+    N, C and the spatial dims row-major (or, with storage_order=1, spatial dims
+    column-major)."""
+    xs = _shape(x)
+    n, c, sizes = xs[0], xs[1], xs[2:]
+    spatial = len(sizes)
+    taps = x
+    origins = []
+    for a in range(spatial):
+        k, s, d = window.kernel[a], window.strides[a], window.dilations[a]
+        begin, end = window.pads[a], window.pads[a + spatial]
+        coords = np.arange(out[a])[:, None] * s + np.arange(k) * d  # in the padded input
+        beyond = max(0, int(coords.max()) + 1 - (sizes[a] + begin + end))
+        padded = _pad_constant(imp, taps, 2 + a, begin, end + beyond, -np.inf)
+        taps = _gather_axis(imp, padded, 2 + a, coords.reshape(-1))
+        origins.append(np.arange(out[a]) * s - begin)
+    # [N, C, o1*k1, ..] -> [N, C, o1, k1, ..] -> [N, C, o.., k..] -> [N, C, o.., K]
+    taps = imp.reshape(
+        taps, [n, c, *[v for a in range(spatial) for v in (out[a], window.kernel[a])]]
+    )
+    perm = [0, 1, *[2 + 2 * a for a in range(spatial)], *[3 + 2 * a for a in range(spatial)]]
+    taps = imp.reshape(_transpose(imp, taps, perm), [n, c, *out, math.prod(window.kernel)])
+    last = 2 + spatial
+    values = _reduce(imp, node, taps, "max", [last], False)
+    tap = imp.emit(
+        graph.ArgReduceOp,
+        [taps],
+        [n, c, *out, 1],
+        np.dtype(np.int64),
+        kind=StringAttr("max"),
+        axis=_i64(last),
+        select_last_index=_i64(0),
+    )
+    tap = imp.reshape(tap, [n, c, *out])
+    # Flat index = plane (n, c) + window origin + the tap's offset in the window.
+    order = range(spatial) if column_major else range(spatial - 1, -1, -1)
+    step, steps = 1, [0] * spatial
+    for a in order:
+        steps[a], step = step, step * sizes[a]
+    tap_offsets = sum(
+        j * window.dilations[a] * steps[a]
+        for a, j in enumerate(np.indices(window.kernel).reshape(spatial, -1))
+    )
+    origin = np.zeros(out, np.int64)
+    for a in range(spatial):
+        origin = origin + (origins[a] * steps[a]).reshape(-1, *[1] * (spatial - a - 1))
+    planes = (np.arange(n * c, dtype=np.int64) * math.prod(sizes)).reshape(n, c, *[1] * spatial)
+    index = imp.emit(
+        graph.GatherOp,
+        [_Const(np.asarray(tap_offsets, np.int64)), tap],
+        [n, c, *out],
+        axis=_i64(0),
+    )
+    index = imp.binary(node, graph.AddOp, index, _Const(origin + planes))
+    return values, index
+
+
 @_converts("MaxPool", "AveragePool", "LpPool")
 def _pool(imp: _Importer, node: _Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     xs = _shape(x)
     spatial = len(xs) - 2
     if spatial not in (1, 2, 3):
-        raise node.unsupported(f"pooling over {spatial} dims (input {xs})")
+        raise node.unsupported(
+            f"{node.op_type} over {spatial} spatial dims (input rank {len(xs)}, shape {xs}); "
+            "1-D, 2-D and 3-D are supported"
+        )
+    (x,), restore = _in_float32(imp, node, [x], exact_ints=node.op_type == "MaxPool")
+    assert x is not None
     kernel = list(node.attrs["kernel_shape"])
     strides = list(node.attrs.get("strides", [1] * spatial))
     dilations = list(node.attrs.get("dilations", [1] * spatial))
-    if node.attrs.get("storage_order", 0):
-        raise node.unsupported("storage_order=1")
     ceil = bool(node.attrs.get("ceil_mode", 0))
     out, pads = _window_geometry(node, xs[2:], kernel, strides, dilations, ceil)
+    auto_pad = node.attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and any(d != 1 for d in dilations):
+        # onnxruntime sizes these outputs without the dilation, the ONNX reference with it
+        # and fills them differently from the spec's padding.
+        raise node.unsupported(
+            f"dilated pooling (dilations {dilations}) with auto_pad {auto_pad}: onnxruntime "
+            "and the ONNX reference disagree on its output"
+        )
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+        short = [(n - 1) * s + e - size for n, s, e, size in zip(out, strides, extents, xs[2:])]
+        if any(t < 0 for t in short):
+            # SAME windows that do not reach the input's end: onnxruntime shifts average
+            # pools by the negative padding and refuses max pools, the ONNX reference shifts
+            # max pools and fails on average pools. No answer is safe.
+            raise node.unsupported(
+                f"auto_pad {auto_pad} where kernel {kernel} with strides {strides} leaves "
+                f"input {xs} partly unread (negative SAME padding {short})"
+            )
     if any(d != 1 for d in dilations):
         pool = _dilated_pool
     else:
         pool = _pool_nd  # type: ignore[assignment]
+    if node.op_type == "MaxPool" and len(node.proto.output) > 1 and node.proto.output[1]:
+        column_major = bool(node.attrs.get("storage_order", 0))
+        window = _Window.of(kernel, strides, dilations, pads)
+        values, indices = _max_pool_with_indices(imp, node, x, window, out, column_major)
+        return [restore(values), indices]
     if node.op_type == "MaxPool":
-        return [pool(imp, x, "max", kernel, strides, pads, out, False, dilations)]
+        return [restore(pool(imp, x, "max", kernel, strides, pads, out, False, dilations))]
     if node.op_type == "AveragePool":
         include = bool(node.attrs.get("count_include_pad", 0))
-        return [pool(imp, x, "avg", kernel, strides, pads, out, include, dilations)]
-    # LpPool: (sum of |x|^p over the window)^(1/p); padding adds zeros to the sum.
+        return [restore(pool(imp, x, "avg", kernel, strides, pads, out, include, dilations))]
+    # LpPool: (sum of |x|^p over the window)^(1/p); padding adds zeros to the sum. The sum is
+    # the padding-inclusive mean times the window's taps inside the padded input: all of
+    # them, except in ceil-mode windows that reach past the end padding.
     p = float(node.attrs.get("p", 2))
     powered = _power(imp, node, x, p)
     mean = pool(imp, powered, "avg", kernel, strides, pads, out, True, dilations)
-    total = imp.binary(node, graph.MulOp, mean, _scalar(float(math.prod(kernel)), mean))
-    return [_root(imp, node, total, p)]
+    counts = np.ones(out, _dtype(mean))
+    for a in range(spatial):
+        padded_size = xs[2 + a] + pads[a] + pads[a + spatial]
+        taps = np.arange(out[a])[:, None] * strides[a] + np.arange(kernel[a]) * dilations[a]
+        inside = (taps < padded_size).sum(axis=1)
+        counts = counts * inside.reshape(-1, *[1] * (spatial - a - 1))
+    scale = _scalar(float(counts.flat[0]), mean) if np.all(counts == counts.flat[0]) else None
+    total = imp.binary(node, graph.MulOp, mean, scale or _Const(counts))
+    return [restore(_root(imp, node, total, p))]
 
 
 @_converts("GlobalLpPool")
@@ -1740,3 +2086,48 @@ def _reverse_sequence(imp: _Importer, node: _Node) -> Sequence[Value]:
     source = _where(imp, node, inside, flipped, t)
     source = imp.emit(graph.ExpandOp, [source], shape) if _shape(source) != shape else source
     return [_gather_elements(imp, x, source, time_axis)]
+
+
+@_converts("MaxUnpool")
+def _max_unpool(imp: _Importer, node: _Node) -> Sequence[Value]:
+    """Zeros with x scattered to the flat positions of `indices` (MaxPool's Indices output)
+    in the shape the pooling came from."""
+    x, indices = imp.required(node, 0), imp.required(node, 1)
+    xs = _shape(x)
+    spatial = len(xs) - 2
+    if spatial < 1 or _shape(indices) != xs:
+        raise node.error(f"input {xs} and indices {_shape(indices)} must be N×C×spatial alike")
+    kernel = list(node.attrs["kernel_shape"])
+    strides = list(node.attrs.get("strides", [1] * spatial))
+    pads = list(node.attrs.get("pads", [0] * 2 * spatial))
+    pooled = [
+        *xs[:2],
+        *[
+            (n - 1) * s + k - pads[a] - pads[a + spatial]
+            for a, (n, s, k) in enumerate(zip(xs[2:], strides, kernel))
+        ],
+    ]
+    wanted = imp.constant(node, 2, "output_shape")
+    out = pooled if wanted is None else [int(d) for d in wanted.reshape(-1)]
+    if min(pooled) <= 0:
+        raise node.error(f"input {xs} unpools to an empty shape {pooled}")
+    if out != pooled:
+        # The ONNX reference scatters into the unpooled shape and pads it to output_shape;
+        # onnxruntime (and PyTorch, whose exports use it) read the indices in output_shape.
+        raise node.unsupported(
+            f"output_shape {out} other than the unpooled {pooled} (onnxruntime and the ONNX "
+            "reference place the values differently)"
+        )
+    flat = [math.prod(xs)]
+    y = imp.emit(
+        graph.ScatterElementsOp,
+        [
+            _Const(np.zeros(math.prod(pooled), _dtype(x))),
+            imp.reshape(indices, flat),
+            imp.reshape(x, flat),
+        ],
+        [math.prod(pooled)],
+        axis=_i64(0),
+        reduction=StringAttr("none"),
+    )
+    return [imp.reshape(y, pooled)]

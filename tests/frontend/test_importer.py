@@ -212,7 +212,7 @@ def test_unsupported_op_names_type_node_and_opset() -> None:
 
 
 def test_unsupported_op_variant_and_used_extra_output() -> None:
-    node = helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[1, 1], name="mp")
+    node = helper.make_node("Dropout", ["x"], ["y", "mask"], name="dp")
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 3])]
     graph_proto = helper.make_graph(
         [node],
@@ -220,11 +220,11 @@ def test_unsupported_op_variant_and_used_extra_output() -> None:
         inputs,
         [
             helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 3]),
-            helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 1, 2, 3]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 1, 2, 3]),
         ],
     )
     model = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedOpError, match=r"MaxPool.*'mp'.*output #1"):
+    with pytest.raises(UnsupportedOpError, match=r"Dropout.*'dp'.*output #1"):
         import_model(model)
 
 
@@ -293,17 +293,17 @@ def test_runtime_value_where_a_constant_is_required() -> None:
         import_model(model)
 
 
-def test_non_2d_conv_is_unsupported() -> None:
+def test_conv_over_four_spatial_dims_is_unsupported() -> None:
     inputs = [
-        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5]),
-        helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 2, 3]),
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3, 3, 5]),
+        helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 2, 1, 1, 1, 3]),
     ]
     graph_proto = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], name="c1d")],
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="c4d")],
         "g",
         inputs,
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 3, 3, 3, 3])],
     )
     model = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(UnsupportedOpError, match=r"Conv.*'c1d'.*2-D"):
+    with pytest.raises(UnsupportedOpError, match=r"Conv.*'c4d'.*4 spatial dims"):
         import_model(model)

@@ -189,7 +189,11 @@ def _pack_im2col(
     loop is then a load/select/store per element.
     """
     zero = b.const(0.0)
-    padded = geo.pt > 0 or geo.pl > 0 or geo.ho * geo.sh > geo.h or geo.wo * geo.sw > geo.w
+    # The last window's last tap decides whether the end padding is read (not ho*sh > h:
+    # pads [0, 0, 2, 0] with a 3-row kernel over 4 rows read rows 4 and 5 unchecked).
+    last_row = (geo.ho - 1) * geo.sh - geo.pt + (geo.kh - 1) * geo.dh
+    last_col = (geo.wo - 1) * geo.sw - geo.pl + (geo.kw - 1) * geo.dw
+    padded = geo.pt > 0 or geo.pl > 0 or last_row >= geo.h or last_col >= geo.w
     cols = len(corners)
     taps = geo.kh * geo.kw
     c_lo, c_hi = channels
@@ -451,6 +455,13 @@ DEPTHWISE_ROW_VECTORS = 4
 # as a direct conv: K = Cin*kh*kw is too small for im2col packing to be amortized.
 DIRECT_MAX_CIN = 3
 
+# The direct conv unrolls its whole reduction (Cin*kh*kw taps) into every tile variant, so its
+# compile time grows with it, and past ~100 taps the GEMM path is as fast at run time (1 thread,
+# cold cache; compile / run): 3->32 5x5 (75 taps) direct 2.6 s / 0.38 ms, GEMM 0.6 s / 0.65 ms;
+# 3->64 7x7 (147) direct 8 s / 1.45 ms, GEMM 0.7 s / 1.37 ms; 3->64 11x11 (363) direct 101 s /
+# 1.21 ms, GEMM 0.5 s / 0.84 ms; a 1->32 1-D audio filter of 320 taps took 64 s to compile.
+DIRECT_MAX_TAPS = 160
+
 
 @dataclass(frozen=True)
 class BandPlanes:
@@ -676,7 +687,7 @@ def _lower_depthwise(
 
 def _direct_planes(geo: ConvGeometry, target: Target) -> BandPlanes | None:
     """The band planes of a direct (no im2col) conv, if this conv should run as one."""
-    if geo.group != 1 or geo.cin > DIRECT_MAX_CIN:
+    if geo.group != 1 or geo.cin > DIRECT_MAX_CIN or geo.cin * geo.kh * geo.kw > DIRECT_MAX_TAPS:
         return None
     planes = BandPlanes.plan(geo, target.vector_width, geo.cin)
     return planes if planes.fits else None
