@@ -445,9 +445,11 @@ def _ops(model: bytes | None) -> set[str]:
     if not model:
         return set()
     try:
-        return {n.op_type for n in onnx.load_from_string(model).graph.node}
+        ops = [n.op_type for n in onnx.load_from_string(model).graph.node]
     except Exception:
         return set()
+    # a flipped bit can leave an op_type that is not UTF-8: protobuf hands back bytes
+    return {op if isinstance(op, str) else repr(op) for op in ops}
 
 
 def has_self_residual(model: onnx.ModelProto, producers: Iterable[str] = ("Conv",)) -> bool:
