@@ -26,13 +26,16 @@ replaced after a crash or a timeout. A wrong, internal, crashed or hung differen
 reduced by delta debugging (keep one output, cut inputs, bypass nodes while the failure
 persists) to a minimal model, saved with the original under --findings.
 
-Tolerance for float32 outputs: |ember - ref| <= RTOL * |ref| + ATOL * max|ref| per output.
+Tolerance for float32 outputs: |ember - ref| <= RTOL * |ref| + ATOL * max(max|ref|, 1) per
+output.
 Both sides compute in float32 but sum in different orders (blocked GEMM and convolution, tree
 reductions, FMA contraction) and ember's exp/tanh/erf are polynomial approximations accurate to
 a few ulp; for the dot products here (K <= ~600) the rounding error is about sqrt(K) * 6e-8 of
 the sum of |terms|, 1e-6 of max|ref| or less. RTOL = 1e-4 (~1,600 ulp) leaves room for that
 error to grow through ~10 chained ops; ATOL = 1e-5 of the output's max|ref| covers elements
-that cancel to near zero. A real defect (a wrong index, a lost epilogue, a bad broadcast) is
+that cancel to near zero, and at least 1e-5 absolute because rounding errors scale with the
+intermediate values (O(1) here: normal inputs, weights scaled by 1/sqrt(fan-in)), not with an
+output that cancels to zero (LogSumExp of a LogSoftmax is 0 up to 1e-15). A real defect (a wrong index, a lost epilogue, a bad broadcast) is
 off by the order of |ref|, four orders of magnitude above. Integer and bool outputs must match
 exactly; NaN and infinities must be in the same places.
 """
@@ -120,7 +123,7 @@ def compare(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> 
             o, r = out.astype(np.float64), ref.astype(np.float64)
             finite = np.isfinite(r)
             scale = float(np.abs(r[finite]).max()) if finite.any() else 0.0
-            close = np.abs(o - r) <= RTOL * np.abs(r) + ATOL * scale
+            close = np.abs(o - r) <= RTOL * np.abs(r) + ATOL * max(scale, 1.0)
             close |= (np.isnan(o) & np.isnan(r)) | (np.isinf(r) & (o == r))
         if not close.all():
             bad = ~close
@@ -157,7 +160,8 @@ def reference_outputs(
     try:
         session = _ort_session(model)
         names = [o.name for o in session.get_outputs()]
-        values = session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        # asarray(order="C"), not ascontiguousarray: that one makes a 0-d input 1-d
+        values = session.run(names, {k: np.asarray(v, order="C") for k, v in feeds.items()})
         return dict(zip(names, values)), ""
     except Exception as err:
         return None, f"{type(err).__name__}: {err}"[:400]
@@ -252,6 +256,8 @@ def run_model(
     specs = [(s.name, s.shape, s.dtype) for s in compiled.manifest.inputs]
     try:
         feeds = fuzz_cases.random_feeds(specs, np.random.default_rng(input_seed))
+    except MemoryError:  # a valid model with inputs too big to make (a 2**40 dim...)
+        return {"status": "pass", "note": "compiled; its inputs are too large to run it"}
     except Exception as err:  # a dtype numpy cannot make: ember's manifest names it
         return {**classify_exception(err, "inputs"), "status": "internal"}
     try:
@@ -500,10 +506,16 @@ def known_bug(result: dict[str, Any], case: Case | None = None) -> str | None:
         return "index bounds checks in Gather/Scatter"
     if status == "hang" and ops & {"Tile", "ConstantOfShape"}:
         return "Tile/ConstantOfShape compile cost"
+    where = result.get("where", "")
     if (
         status == "internal"
         and result.get("stage") == "compile"
-        and family in ("proto", "attribute", "dtype", "shape", "graph")
+        and (
+            family in ("proto", "attribute", "dtype", "shape")
+            # a broken graph structure the importer passes on; a failure deeper down with a
+            # structurally valid graph (two outputs naming one value...) is a bug of its own
+            or (family == "graph" and where.startswith("frontend/"))
+        )
     ):
         return "import-time validation of types/attributes/names"
     if status == "wrong" and family == "diff" and case is not None and case.model:
@@ -592,6 +604,11 @@ def shrink_candidates(model: onnx.ModelProto) -> list[onnx.ModelProto]:
     values = [o for n in graph.node for o in n.output if o]
     singles = [subgraph(model, [v]) for v in values if [v] != outputs]
     singles.sort(key=lambda m: len(m.graph.node))
+    fewer_outputs = [
+        subgraph(model, [o for o in outputs if o != dropped])
+        for dropped in outputs
+        if len(outputs) > 1
+    ]
     produced = set(values)
     cuts = [
         subgraph(model, outputs, [i])
@@ -601,7 +618,8 @@ def shrink_candidates(model: onnx.ModelProto) -> list[onnx.ModelProto]:
     ]
     bypasses = [m for k in range(len(graph.node)) if (m := _bypassed(model, k)) is not None]
     size = len(graph.node)
-    return [m for m in singles + cuts + bypasses if len(m.graph.node) < size]
+    smaller = [m for m in singles + cuts + bypasses if len(m.graph.node) < size]
+    return smaller + fewer_outputs
 
 
 def _same_failure(result: dict[str, Any], target: dict[str, Any]) -> bool:

@@ -199,7 +199,7 @@ def random_feeds(
     for name, shape, dtype in specs:
         kind = np.dtype(dtype).kind if dtype != "bfloat16" else "f"
         if kind == "f":
-            value = rng.standard_normal(shape).astype(dtype)
+            value = np.asarray(rng.standard_normal(shape)).astype(dtype)
         elif kind in "iu":
             value = rng.integers(0, 3, size=shape).astype(dtype)
         elif kind == "b":
@@ -825,7 +825,8 @@ def _binary(b: GraphBuilder) -> str | None:
         y = b.node("Add", [a, b.const(np.array(0.5, np.float32))], b.shapes[y]) if a else None
         if y is None:
             return None
-    operands = [x, y] if rng.random() < 0.7 else [y, x]
+    # the guarded divisor stays a divisor; other ops see the broadcast operand on either side
+    operands = [x, y] if op == "Div" or rng.random() < 0.7 else [y, x]
     out_shape = tuple(np.broadcast_shapes(b.shapes[operands[0]], b.shapes[operands[1]]))
     return b.node(op, operands, out_shape)
 
@@ -924,6 +925,33 @@ def _conv(b: GraphBuilder) -> str | None:
         var = b.const((np.abs(rng.standard_normal(c_out)) + 0.5).astype(np.float32))
         y = b.node("BatchNormalization", [y, scale, bias, mean, var], b.shapes[y])
     return _epilogue(b, x, y, 1)
+
+
+def _residual_block(b: GraphBuilder) -> str | None:
+    """y = x + act(Conv(x) + bias) with a shape-preserving Conv: the residual epilogue."""
+    x = b.pick(rank=4)
+    if x is None:
+        return None
+    rng = b.rng
+    n, c, h, w = b.shapes[x]
+    k = int(rng.choice([1, 3, 3]))
+    dilation = int(rng.choice([1, 1, 2])) if k > 1 else 1
+    group = c if c > 1 and rng.random() < 0.25 else 1
+    attrs: dict[str, Any] = {"kernel_shape": [k, k], "pads": [(k // 2) * dilation] * 4}
+    if dilation > 1:
+        attrs["dilations"] = [dilation, dilation]
+    if group > 1:
+        attrs["group"] = group
+    inputs = [x, b.weight((c, c // group, k, k), scale=1.0 / np.sqrt(k * k * c / group))]
+    if rng.random() < 0.7:
+        inputs.append(b.weight((c,)))
+    y = b.node("Conv", inputs, (n, c, h, w), **attrs)
+    if y is not None and rng.random() < 0.5:
+        y = _activation(b, y)
+    if y is None:
+        return None
+    b.patterns.append("x + Conv(x)")
+    return b.node("Add", [x, y] if rng.random() < 0.5 else [y, x], (n, c, h, w))
 
 
 def _matmul(b: GraphBuilder) -> str | None:
@@ -1145,6 +1173,7 @@ GENERATORS: dict[str, tuple[Callable[[GraphBuilder], str | None], float]] = {
     "unary": (_unary, 3),
     "binary": (_binary, 3),
     "conv": (_conv, 3),
+    "residual": (_residual_block, 1.5),
     "matmul": (_matmul, 2),
     "gemm": (_gemm, 1),
     "reshape": (_reshape, 1),
