@@ -74,6 +74,12 @@ WORKER_RUNNER = "ember.tools.fuzz:run_job"
 # A worker may not map more than this (bytes): a model that makes ember allocate without limit
 # gets a MemoryError (an internal error) instead of taking the machine's memory.
 MEMORY_LIMIT = 6 << 30
+# Artifacts are compiled for a portable level, not `host`: on a VM whose /proc/cpuinfo hides a
+# feature LLVM detects (rdseed), a host artifact does not load on its own host.
+ARTIFACT_CPU = "x86-64-v3"
+# Manifest fields the compiled code depends on: an artifact whose manifest changed one of
+# them must not load.
+TRUSTED_MANIFEST_FIELDS = {"arena_bytes", "weights_bytes", "inputs", "outputs", "entry"}
 GATHER_SCATTER = {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND"}
 
 
@@ -371,6 +377,16 @@ def _run_artifact_case(case: Case, artifacts: Path | None, reference: bool) -> d
             executable = load(directory)
         except Exception as err:
             return classify_exception(err, "load")
+        edit = case.artifact_edit
+        if edit["kind"] == "manifest" and edit["key"].split("/")[0] in TRUSTED_MANIFEST_FIELDS:
+            # The native code was compiled for the original value: running it on the edited one
+            # writes out of bounds or returns the wrong thing, even when it happens not to show.
+            return {
+                "status": "wrong",
+                "stage": "load",
+                "message": f"artifact loaded although its manifest's {edit['key']} was edited "
+                f"to {edit['value']!r}",
+            }
         try:
             outputs = executable.run(feeds)
         except Exception as err:
@@ -381,16 +397,19 @@ def _run_artifact_case(case: Case, artifacts: Path | None, reference: bool) -> d
 
 
 def prepare_artifacts(directory: str) -> dict[str, Any]:
-    """Compile every seed model to an artifact under `directory` (one worker job)."""
+    """Compile every seed model to an artifact under `directory` (one worker job), and check
+    that each untampered artifact loads and runs: tampering a broken artifact tests nothing."""
+    from ember.runtime.artifact import load
     from ember.tools.aot import compile_artifact, resolve_target
 
     try:
         for name in fuzz_cases.SEED_BUILDERS:
-            compile_artifact(
-                fuzz_cases.seed_model(name),
-                Path(directory) / name,
-                target=resolve_target("host", threads=1),
+            model = fuzz_cases.seed_model(name)
+            compile_artifact(model, Path(directory) / name, target=resolve_target(ARTIFACT_CPU, 1))
+            feeds = fuzz_cases.random_feeds(
+                fuzz_cases.graph_input_specs(model), np.random.default_rng(0)
             )
+            load(Path(directory) / name).run(feeds)
     except Exception as err:
         return classify_exception(err, "prepare")
     return {"status": "pass"}

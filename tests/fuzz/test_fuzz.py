@@ -91,6 +91,9 @@ def test_compare_tolerance_is_relative_to_the_output_scale() -> None:
     ref = np.array([100.0, 1.0, 0.0], np.float32)
     assert fuzz.compare([ref + np.float32(5e-4)], [ref]) is None  # 5e-6 of max|ref|
     assert "1/3 elements differ" in fuzz.compare([ref + np.float32([0, 0, 0.01])], [ref])
+    # an output that cancels to ~0 is compared absolutely (1e-5), not relative to its own size
+    assert fuzz.compare([np.float32([3.5e-15, 0])], [np.float32([0, 0])]) is None
+    assert fuzz.compare([np.float32([2e-5, 0])], [np.float32([0, 0])]) is not None
     assert "shape" in fuzz.compare([ref[:2]], [ref])
     assert "dtype" in fuzz.compare([ref.astype(np.float64)], [ref])
     nan = np.array([np.nan, 1.0], np.float32)
