@@ -63,6 +63,7 @@ import onnx
 
 from ember.tools import fuzz_cases
 from ember.tools.fuzz_cases import Case
+from ember.tools.workers import RECYCLE_KEY
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -390,10 +391,13 @@ def _run_artifact_case(case: Case, artifacts: Path | None, reference: bool) -> d
         try:
             outputs = executable.run(feeds)
         except Exception as err:
-            return classify_exception(err, "run")
+            return classify_exception(err, "run") | {RECYCLE_KEY: True}
+    # Tampered native code ran in this worker: whatever it corrupted must not leak into the
+    # next case (seen: a heap corrupted by one case aborting a later, unrelated one).
     if not reference:
-        return {"status": "pass"}
-    return _outputs_result(outputs, model.SerializeToString(), feeds, strict=False)
+        return {"status": "pass", RECYCLE_KEY: True}
+    result = _outputs_result(outputs, model.SerializeToString(), feeds, strict=False)
+    return result | {RECYCLE_KEY: True}
 
 
 def prepare_artifacts(directory: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@
 A case runs as `runner(*args)` in a spawned worker and returns a dict. A worker runs many cases
 (no Python start per case) and is replaced after `recycle` cases (bounding the memory held by
 JIT-compiled modules), when it dies (a segfault in generated code) or when a case outlives its
-`timeout`. Such a case gets `{"status": "crashed", "category": "crash" | "timeout", "message":
+`timeout`, or when a case's result asks for it (`RECYCLE_KEY`). A crashed or hung case gets `{"status": "crashed", "category": "crash" | "timeout", "message":
 ...}`, so one case never stops a run. Used by the conformance runner and the fuzzer.
 """
 
@@ -22,6 +22,8 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 Job = tuple[Hashable, tuple[Any, ...]]
+# A result holding this key set to True has its worker replaced before the next case.
+RECYCLE_KEY = "recycle_worker"
 Progress = Callable[[Hashable, dict[str, Any]], None]
 
 
@@ -152,8 +154,12 @@ class WorkerPool:
                     restart = False
                     try:
                         if worker.conn.poll():
-                            record(worker, worker.conn.recv())
-                            restart = worker.done >= self.recycle
+                            result = worker.conn.recv()
+                            # A case may ask for a fresh worker (it ran code that may have
+                            # corrupted this process without killing it).
+                            restart = bool(result.pop(RECYCLE_KEY, False))
+                            record(worker, result)
+                            restart = restart or worker.done >= self.recycle
                         elif not worker.process.is_alive():
                             raise EOFError
                         elif time.monotonic() > worker.deadline:
