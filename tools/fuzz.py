@@ -261,6 +261,15 @@ def run_model(
         except Exception as err:
             return classify_exception(err, "compile")
     specs = [(s.name, s.shape, s.dtype) for s in compiled.manifest.inputs]
+    for name, shape, dtype in specs:
+        nbytes = int(np.prod(shape, dtype=object)) * fuzz_cases.itemsize(dtype)
+        if nbytes >= 2**63:
+            return {
+                "status": "internal",
+                "stage": "compile",
+                "message": f"compiled although input '{name}' {list(shape)} {dtype} has "
+                f"{nbytes} bytes, more than int64 byte offsets hold (no ResourceLimitError)",
+            }
     try:
         feeds = fuzz_cases.random_feeds(specs, np.random.default_rng(input_seed))
     except MemoryError:  # a valid model with inputs too big to make (a 2**40 dim...)
@@ -911,7 +920,7 @@ def failure_groups(campaign: Campaign) -> list[dict[str, Any]]:
     """Failures grouped by (status, family, where, normalized message), largest first."""
     groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for name, result in campaign.failures().items():
-        key = _group_key(result)
+        key = (*_group_key(result), result.get("known_bug") or "")
         group = groups.setdefault(
             key,
             {

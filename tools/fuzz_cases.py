@@ -210,6 +210,10 @@ def random_feeds(
     return feeds
 
 
+def itemsize(dtype: str) -> int:
+    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+
+
 def graph_input_specs(model: onnx.ModelProto) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, numpy dtype name) of a well-formed model's runtime inputs."""
     inits = {t.name for t in model.graph.initializer}
