@@ -160,7 +160,7 @@ def _seed_gather_reshape() -> onnx.ModelProto:
     return _model(
         nodes,
         [
-            helper.make_tensor_value_info("x", FLOAT, [4, 6]),
+            helper.make_tensor_value_info("x", FLOAT, [16, 6]),  # indices are in [0, 16)
             helper.make_tensor_value_info("i", TensorProto.INT64, [3]),
         ],
         [
@@ -190,24 +190,14 @@ def seed_model(name: str) -> onnx.ModelProto:
     return copy
 
 
-def random_feeds(
-    specs: list[tuple[str, tuple[int, ...], str]], rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Seeded inputs for (name, shape, dtype) specs: normals for floats, small ints (valid
-    indices for the seed models' Gather), random bools."""
-    feeds = {}
-    for name, shape, dtype in specs:
-        kind = np.dtype(dtype).kind if dtype != "bfloat16" else "f"
-        if kind == "f":
-            value = np.asarray(rng.standard_normal(shape)).astype(dtype)
-        elif kind in "iu":
-            value = rng.integers(0, 3, size=shape).astype(dtype)
-        elif kind == "b":
-            value = rng.random(shape) < 0.5
-        else:
-            value = np.zeros(shape, dtype)
-        feeds[name] = value
-    return feeds
+def random_feeds(specs: list[tuple[str, tuple[int, ...], str]], seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs for (name, shape, dtype) specs, as `ember bench` makes them: normal floats,
+    integers in [0, 16) (valid indices for the seed models' Gather), random bools."""
+    from ember.runtime.executable import TensorSpec
+    from ember.tools.bench import random_feeds as bench_feeds
+
+    feeds = bench_feeds([TensorSpec(n, tuple(shape), dtype) for n, shape, dtype in specs], seed)
+    return {name: np.asarray(value) for name, value in feeds.items()}
 
 
 def itemsize(dtype: str) -> int:
@@ -530,7 +520,7 @@ def _mutate_graph(model: onnx.ModelProto, rng: np.random.Generator) -> str:
 
 def _bad_feeds(model: onnx.ModelProto, rng: np.random.Generator) -> tuple[Any, str]:
     specs = graph_input_specs(model)
-    feeds: dict[str, Any] = random_feeds(specs, rng)
+    feeds: dict[str, Any] = random_feeds(specs, int(rng.integers(2**31)))
     name, shape, dtype = specs[int(rng.integers(len(specs)))]
     action = int(rng.integers(16))
     if action == 0:
@@ -545,10 +535,10 @@ def _bad_feeds(model: onnx.ModelProto, rng: np.random.Generator) -> tuple[Any, s
         return feeds, f"'{name}' with an extra leading dim"
     if action == 3:
         bigger = tuple(d + 1 for d in shape)
-        feeds[name] = random_feeds([(name, bigger, dtype)], rng)[name]
+        feeds[name] = random_feeds([(name, bigger, dtype)], int(rng.integers(2**31)))[name]
         return feeds, f"'{name}' of shape {bigger}"
     if action == 4:  # non-contiguous but valid: must run and match
-        doubled = random_feeds([(name, shape + (2,), dtype)], rng)[name]
+        doubled = random_feeds([(name, shape + (2,), dtype)], int(rng.integers(2**31)))[name]
         feeds[name] = doubled[..., 0]
         return feeds, f"'{name}' non-contiguous (valid)"
     if action == 5:
