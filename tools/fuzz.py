@@ -81,6 +81,8 @@ ARTIFACT_CPU = "x86-64-v3"
 # Manifest fields the compiled code depends on: an artifact whose manifest changed one of
 # them must not load.
 TRUSTED_MANIFEST_FIELDS = {"arena_bytes", "weights_bytes", "inputs", "outputs", "entry"}
+RESIDUAL_BUG = "residual-add fusion (y = x + Conv(x))"
+RESIDUAL_CONFIRMATIONS = 20  # failures labelled RESIDUAL_BUG that a campaign reduces to check
 GATHER_SCATTER = {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND"}
 
 
@@ -550,7 +552,7 @@ def known_bug(result: dict[str, Any], case: Case | None = None) -> str | None:
         return "import-time validation of types/attributes/names"
     if status == "wrong" and family == "diff" and case is not None and case.model:
         if has_self_residual(onnx.load_from_string(case.model)):
-            return "residual-add fusion (y = x + Conv(x))"
+            return RESIDUAL_BUG
     return None
 
 
@@ -803,9 +805,15 @@ def _reduce_failures(
         for n, r in results.items()
         if cases[n].family == "diff" and r["status"] in ("wrong", "internal", "crash", "hang")
     ]
-    # Unknown failures first: they are the news.
-    failing.sort(key=lambda n: (bool(results[n].get("known_bug")), n))
-    for name in failing[: options.reduce]:
+    # A graph holding y = x + Conv(x) may fail for another reason: those are always reduced
+    # (a few tries each), and keep the residual label only if the minimal model still has it.
+    residual = [n for n in failing if results[n].get("known_bug") == RESIDUAL_BUG]
+    # Then unknown failures first: they are the news.
+    others = sorted(
+        (n for n in failing if n not in residual),
+        key=lambda n: (bool(results[n].get("known_bug")), n),
+    )
+    for name in residual[:RESIDUAL_CONFIRMATIONS] + others[: options.reduce]:
         model = onnx.load_from_string(cases[name].model or b"")
         threads = _threads_for(name)
 
@@ -824,8 +832,10 @@ def _reduce_failures(
             "ops": [n.op_type for n in reduced.graph.node],
             "tries": tries,
         }
-        if results[name]["status"] == "wrong" and has_self_residual(reduced):
-            results[name]["known_bug"] = "residual-add fusion (y = x + Conv(x))"
+        if results[name].get("known_bug") == RESIDUAL_BUG and not has_self_residual(reduced):
+            del results[name]["known_bug"]
+        elif results[name]["status"] == "wrong" and has_self_residual(reduced):
+            results[name]["known_bug"] = RESIDUAL_BUG
 
 
 REPRO = '''"""Fuzz finding {name}: {status} ({family}) - {detail}
