@@ -262,7 +262,10 @@ def run_model(
             compiled = ember.compile(str(path), threads=threads)
         except Exception as err:
             return classify_exception(err, "compile")
-    specs = [(s.name, s.shape, s.dtype) for s in compiled.manifest.inputs]
+    try:
+        specs = _input_specs(compiled, model)
+    except Exception as err:
+        return {**classify_exception(err, "inputs"), "status": "internal"}
     for name, shape, dtype in specs:
         nbytes = int(np.prod(shape, dtype=object)) * fuzz_cases.itemsize(dtype)
         if nbytes >= 2**63:
@@ -294,6 +297,25 @@ def run_model(
         return {"status": "pass"}
     result = _outputs_result(outputs, model, feeds, strict)
     return result
+
+
+SYMBOLIC_DIM = 2  # the size given to a symbolic input dim when making inputs
+
+
+def _input_specs(compiled: Any, model: bytes) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape, dtype) of what `compiled` takes: from its manifest, or, for a model with
+    symbolic dims (no manifest until it runs), from the ONNX inputs with SYMBOLIC_DIM."""
+    manifest = getattr(compiled, "manifest", None)
+    if manifest is not None:
+        return [(s.name, tuple(s.shape), s.dtype) for s in manifest.inputs]
+    graph = onnx.load_from_string(model).graph
+    infos = {i.name: i.type.tensor_type for i in graph.input}
+    specs = []
+    for name in compiled.input_names:
+        tensor = infos[name]
+        shape = tuple(d.dim_value if d.dim_value > 0 else SYMBOLIC_DIM for d in tensor.shape.dim)
+        specs.append((name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name))
+    return specs
 
 
 def _run_inputs_case(case: Case, reference: bool) -> dict[str, Any]:
