@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import platform
 import re
 import shutil
@@ -46,7 +45,6 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -424,39 +422,7 @@ def run_case(case_dir: str, rtol: float, atol: float, options: dict[str, Any]) -
 
 
 # ---------------------------------------------------------------------------------------------
-# The worker pool
-
-
-CaseRunner = Callable[[str, float, float, dict[str, Any]], dict[str, Any]]
-
-
-def _resolve(spec: str) -> CaseRunner:
-    import importlib
-
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def _worker_main(conn: Connection, runner_spec: str) -> None:
-    runner = _resolve(runner_spec)
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
-        case_dir, rtol, atol, options = job
-        conn.send(runner(case_dir, rtol, atol, options))
-
-
-@dataclass
-class _Worker:
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
-    case: str | None = None
-    deadline: float = 0.0
-    done: int = 0
+# The worker pool (tools/workers.py)
 
 
 @dataclass
@@ -469,17 +435,6 @@ class RunOptions:
     runner: str = "ember.tools.conformance:run_case"
 
 
-def _signal_name(exitcode: int | None) -> str:
-    if exitcode is None or exitcode >= 0:
-        return f"exit code {exitcode}"
-    import signal
-
-    try:
-        return signal.Signals(-exitcode).name
-    except ValueError:
-        return f"signal {-exitcode}"
-
-
 def run_cases(
     names: Sequence[str],
     data: Path,
@@ -488,98 +443,25 @@ def run_cases(
     progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run `names` (case directories under `data`) in worker processes; return name -> result."""
+    from ember.tools.workers import WorkerPool
+
     options = options or RunOptions()
     catalogue = catalogue or {}
-    # Spawned, not forked: workers start from a clean interpreter (no inherited LLVM state).
-    mp = multiprocessing.get_context("spawn")
-    pending = list(reversed(names))
-    results: dict[str, dict[str, Any]] = {}
-
-    def start_worker() -> _Worker:
-        parent, child = mp.Pipe()
-        process = mp.Process(target=_worker_main, args=(child, options.runner), daemon=True)
-        process.start()
-        child.close()
-        return _Worker(process, parent)
-
-    def stop(worker: _Worker) -> None:
-        if worker.process.is_alive():
-            worker.process.kill()
-        worker.process.join()
-        worker.conn.close()
-
-    def record(worker: _Worker, result: dict[str, Any]) -> None:
-        assert worker.case is not None
-        results[worker.case] = result
-        if progress:
-            progress(worker.case, result)
-        worker.case = None
-        worker.done += 1
-
-    def assign(worker: _Worker) -> None:
-        name = pending.pop()
-        info = catalogue.get(name, {})
-        case_options = {"backend": options.backend, "freeze": options.freeze}
-        job = (str(data / name), info.get("rtol", RTOL), info.get("atol", ATOL), case_options)
-        worker.case, worker.deadline = name, time.monotonic() + options.timeout
-        worker.conn.send(job)
-
-    workers = [start_worker() for _ in range(max(1, min(options.jobs, len(names))))]
-    try:
-        for worker in workers:
-            if pending:
-                assign(worker)
-        while any(w.case is not None for w in workers):
-            busy = [w for w in workers if w.case is not None]
-            timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
-            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
-            for i, worker in enumerate(workers):
-                if worker.case is None:
-                    continue
-                restart = False
-                try:
-                    if worker.conn.poll():
-                        record(worker, worker.conn.recv())
-                        restart = worker.done >= options.recycle
-                    elif not worker.process.is_alive():
-                        raise EOFError
-                    elif time.monotonic() > worker.deadline:
-                        record(
-                            worker,
-                            {
-                                "status": "crashed",
-                                "category": "timeout",
-                                "message": f"no result after {options.timeout:g} s",
-                            },
-                        )
-                        restart = True
-                except (EOFError, OSError):
-                    worker.process.join(5)
-                    reason = _signal_name(worker.process.exitcode)
-                    record(
-                        worker,
-                        {
-                            "status": "crashed",
-                            "category": "crash",
-                            "message": f"worker died ({reason})",
-                        },
-                    )
-                    restart = True
-                if restart:
-                    stop(worker)
-                    workers[i] = worker = start_worker()
-                if worker.case is None and pending:
-                    assign(worker)
-    finally:
-        for worker in workers:
-            if worker.process.is_alive() and worker.case is None:
-                try:
-                    worker.conn.send(None)
-                except OSError:
-                    pass
-            worker.process.join(2)
-            stop(worker)
-    return results
+    case_options = {"backend": options.backend, "freeze": options.freeze}
+    jobs = [
+        (
+            name,
+            (
+                str(data / name),
+                catalogue.get(name, {}).get("rtol", RTOL),
+                catalogue.get(name, {}).get("atol", ATOL),
+                case_options,
+            ),
+        )
+        for name in names
+    ]
+    with WorkerPool(options.runner, options.jobs, options.timeout, options.recycle) as pool:
+        return pool.map(jobs, progress)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
