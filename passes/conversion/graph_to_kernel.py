@@ -402,29 +402,31 @@ def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[
     """Make each returned buffer the output argument itself, or copy into it when it cannot be.
 
     A value returned more than once is written in place into its first output and copied from
-    there into the others (the alloc it had is gone by then). A returned reshape of an
-    intermediate (Tile, Flatten of a computed tensor) makes that intermediate a view of the
-    output argument: its producer writes the output directly."""
+    there into the others. A returned reshape of an intermediate (Tile, Flatten of a computed
+    tensor) makes that intermediate a view of the output argument: its producer writes the
+    output directly; the intermediate, if also returned, is then copied out of that view."""
     placed: dict[SSAValue, SSAValue] = {}
-    claimed: set[SSAValue] = set()
+    # Buffers replaced while placing earlier results (an alloc by an output, or by a view of
+    # one): later results that name them read the replacement.
+    replaced: dict[SSAValue, SSAValue] = {}
     for result, out in zip(results, outputs, strict=True):
+        result = replaced.get(result, result)
         owner = result.owner
         if result in placed:
             body.add_op(kernel.CopyOp(operands=[placed[result], out]))
         elif isinstance(owner, memref.AllocOp):
             placed[result] = out
+            replaced[result] = out
             result.replace_all_uses_with(out)
             owner.detach()
             owner.erase()
-        elif (
-            isinstance(owner, kernel.ReshapeOp)
-            and isinstance(alloc := owner.input.owner, memref.AllocOp)
-            and owner.input not in claimed
+        elif isinstance(owner, kernel.ReshapeOp) and isinstance(
+            alloc := owner.input.owner, memref.AllocOp
         ):
-            claimed.add(owner.input)
             placed[result] = out
             view = kernel.ReshapeOp(operands=[out], result_types=[owner.input.type])
             body.insert_op_before(view, alloc)
+            replaced[owner.input] = view.output
             owner.input.replace_all_uses_with(view.output)
             alloc.detach()
             alloc.erase()

@@ -60,3 +60,32 @@ def test_residual_add_of_the_matmul_input() -> None:
     model = _model(nodes, inits, 16, prev)
     x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
     assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+@pytest.mark.parametrize("view_first", [True, False])
+@pytest.mark.parametrize("op", ["Unsqueeze", "Reshape"])
+def test_an_output_and_a_view_of_it_both_returned(op: str, view_first: bool) -> None:
+    """r and Reshape/Unsqueeze(r) both graph outputs (found by the differential fuzzer): the
+    view's placement used to leave r naming an erased buffer ("Cannot detach ...")."""
+    info = helper.make_tensor_value_info
+    target = [0] if op == "Unsqueeze" else [3, 4]
+    k = numpy_helper.from_array(np.array(target, np.int64), "k")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node(op, ["r", "k"], ["v"]),
+    ]
+    v_shape = [1, 12] if op == "Unsqueeze" else [3, 4]
+    outputs = [info("v", TensorProto.FLOAT, v_shape), info("r", TensorProto.FLOAT, [12])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [info("x", TensorProto.FLOAT, [12])],
+        outputs if view_first else outputs[::-1],
+        [k],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(2).standard_normal(12).astype(np.float32)
+    got = ember.compile(model).run({"x": x})
+    expected = onnxruntime_outputs(model, {"x": x})
+    for name, array in expected.items():
+        np.testing.assert_array_equal(got[name], array)
