@@ -81,9 +81,6 @@ ARTIFACT_CPU = "x86-64-v3"
 # Manifest fields the compiled code depends on: an artifact whose manifest changed one of
 # them must not load.
 TRUSTED_MANIFEST_FIELDS = {"arena_bytes", "weights_bytes", "inputs", "outputs", "entry"}
-RESIDUAL_BUG = "residual-add fusion (y = x + Conv(x))"
-RESIDUAL_CONFIRMATIONS = 20  # failures labelled RESIDUAL_BUG that a campaign reduces to check
-GATHER_SCATTER = {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,41 +537,14 @@ def has_self_residual(model: onnx.ModelProto, producers: Iterable[str] = ("Conv"
 
 
 def known_bug(result: dict[str, Any], case: Case | None = None) -> str | None:
-    """The known bug (fixed on another branch) that explains a failing result, if any.
+    """The known, filed bug that explains a failing result, if any (the tests xfail those).
 
-    Remove a rule when its fix merges: the suite then asserts that class of failure away.
+    Empty: the rules for the bugs this suite first found (residual-add fusion, NaN in max/min
+    kernels, Gather/Scatter bounds, import validation, artifact tampering, Tile cost) were
+    removed when their fixes merged, so the suite now asserts those failures away. Add a rule
+    only for a bug that is filed and being fixed elsewhere.
     """
-    status = result.get("status")
-    if status in ("pass", "error"):
-        return None
-    family = result.get("family")
-    ops = set(result.get("ops", ()))
-    if family == "artifact":
-        return "artifact tampering (manifest and files are not cross-checked)"
-    if status == "wrong" and result.get("nan_only"):
-        return "NaN propagation in max/min kernels"
-    reference_error = result.get("reference_error", "")
-    if ops & GATHER_SCATTER and (
-        status == "crash" or "out of bounds" in reference_error or "indices" in reference_error
-    ):
-        return "index bounds checks in Gather/Scatter"
-    if status == "hang" and ops & {"Tile", "ConstantOfShape"}:
-        return "Tile/ConstantOfShape compile cost"
-    where = result.get("where", "")
-    if (
-        status == "internal"
-        and result.get("stage") == "compile"
-        and (
-            family in ("proto", "attribute", "dtype", "shape")
-            # a broken graph structure the importer passes on; a failure deeper down with a
-            # structurally valid graph (two outputs naming one value...) is a bug of its own
-            or (family == "graph" and where.startswith("frontend/"))
-        )
-    ):
-        return "import-time validation of types/attributes/names"
-    if status == "wrong" and family == "diff" and case is not None and case.model:
-        if has_self_residual(onnx.load_from_string(case.model)):
-            return RESIDUAL_BUG
+    del result, case
     return None
 
 
@@ -827,15 +797,9 @@ def _reduce_failures(
         for n, r in results.items()
         if cases[n].family == "diff" and r["status"] in ("wrong", "internal", "crash", "hang")
     ]
-    # A graph holding y = x + Conv(x) may fail for another reason: those are always reduced
-    # (a few tries each), and keep the residual label only if the minimal model still has it.
-    residual = [n for n in failing if results[n].get("known_bug") == RESIDUAL_BUG]
-    # Then unknown failures first: they are the news.
-    others = sorted(
-        (n for n in failing if n not in residual),
-        key=lambda n: (bool(results[n].get("known_bug")), n),
-    )
-    for name in residual[:RESIDUAL_CONFIRMATIONS] + others[: options.reduce]:
+    # Unknown failures first: they are the news.
+    others = sorted(failing, key=lambda n: (bool(results[n].get("known_bug")), n))
+    for name in others[: options.reduce]:
         model = onnx.load_from_string(cases[name].model or b"")
         threads = _threads_for(name)
 
@@ -854,10 +818,6 @@ def _reduce_failures(
             "ops": [n.op_type for n in reduced.graph.node],
             "tries": tries,
         }
-        if results[name].get("known_bug") == RESIDUAL_BUG and not has_self_residual(reduced):
-            del results[name]["known_bug"]
-        elif results[name]["status"] == "wrong" and has_self_residual(reduced):
-            results[name]["known_bug"] = RESIDUAL_BUG
 
 
 REPRO = '''"""Fuzz finding {name}: {status} ({family}) - {detail}
