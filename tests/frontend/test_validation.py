@@ -542,8 +542,9 @@ def test_a_huge_intermediate_is_refused_before_numpy_allocates_it(op_type: str) 
         node = helper.make_node("Pad", ["x", "p"], ["y"], name="big")
         initializers = [_const("p", [0, 0, 0, 10**12, 0, 0, 0, 0])]
     else:
+        # Strides of a million: a (3e6 x 3e6) output from a 4x4 input.
         node = helper.make_node(
-            "ConvTranspose", ["x", "w"], ["y"], name="big", output_shape=[10**6, 10**6]
+            "ConvTranspose", ["x", "w"], ["y"], name="big", strides=[10**6, 10**6]
         )
         initializers = [_const("w", np.ones((4, 3, 3, 3)).tolist(), np.float32)]
     model = _model(
