@@ -343,20 +343,24 @@ def _set_path(document: Any, path: str, value: Any) -> None:
         document[last] = value
 
 
-def tamper(directory: Path, edit: dict[str, Any], artifacts: Path) -> None:
-    """Apply one artifact edit (see fuzz_cases.ARTIFACT_EDITS) to the artifact in `directory`."""
+def tamper(directory: Path, edit: dict[str, Any], artifacts: Path) -> bool:
+    """Apply one artifact edit (see fuzz_cases.ARTIFACT_EDITS) to the artifact in `directory`.
+
+    False when a manifest edit changed nothing (the field already held that value, e.g. an
+    arena of 64 bytes set to 64, or is absent): loading is then right, not a miss."""
     from ember.runtime.artifact import MANIFEST_FILE, WEIGHTS_FILE, sha256_file
 
     manifest = directory / MANIFEST_FILE
     kind, key, value = edit["kind"], edit["key"], edit["value"]
     if kind == "manifest":
         document = json.loads(manifest.read_text())
+        before = json.dumps(document, sort_keys=True)
         try:
             _set_path(document, key, value)
         except (KeyError, IndexError, TypeError):
             pass  # the field is not there in this artifact: the edit is a no-op
         manifest.write_text(json.dumps(document))
-        return
+        return json.dumps(document, sort_keys=True) != before
     if kind == "manifest-text":
         text = manifest.read_text()
         cut = int(len(text) * edit["position"])
@@ -401,7 +405,7 @@ def _run_artifact_case(case: Case, artifacts: Path | None, reference: bool) -> d
         directory = Path(tmp) / "model.ember"
         shutil.copytree(artifacts / seed, directory)
         try:
-            tamper(directory, case.artifact_edit, artifacts)
+            changed = tamper(directory, case.artifact_edit, artifacts)
         except Exception as err:
             return {**classify_exception(err, "tamper"), "status": "internal"}
         try:
@@ -409,7 +413,8 @@ def _run_artifact_case(case: Case, artifacts: Path | None, reference: bool) -> d
         except Exception as err:
             return classify_exception(err, "load")
         edit = case.artifact_edit
-        if edit["kind"] == "manifest" and edit["key"].split("/")[0] in TRUSTED_MANIFEST_FIELDS:
+        manifest_edit = edit["kind"] == "manifest"
+        if manifest_edit and changed and edit["key"].split("/")[0] in TRUSTED_MANIFEST_FIELDS:
             # The native code was compiled for the original value: running it on the edited one
             # writes out of bounds or returns the wrong thing, even when it happens not to show.
             return {
