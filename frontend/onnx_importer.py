@@ -497,7 +497,7 @@ class _Importer:
 
     def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
         """ONNX's own static shapes, used to cross-check ours."""
-        model = self._skeleton()
+        model = type_skeleton(self.model)
         for info in model.graph.input:
             if info.name in self.input_shapes:
                 dims = info.type.tensor_type.shape.dim
@@ -505,35 +505,6 @@ class _Importer:
                     dim.Clear()
                     dim.dim_value = int(size)
         return _inferred_shapes(model)
-
-    def _skeleton(self) -> onnx.ModelProto:
-        """The model with big initializers replaced by typed inputs: shape inference
-        serializes its argument, and only small (shape-like) tensors matter to it."""
-        src = self.model.graph
-        g = onnx.GraphProto(name=src.name)
-        g.node.extend(src.node)
-        # Declared output shapes and value_info are the exporter's claims (a -1, a stale size):
-        # ONNX would merge them into its inference, so leave them out and infer from the inputs.
-        for out in src.output:
-            g.output.append(onnx.helper.make_value_info(out.name, onnx.TypeProto()))
-        declared = {i.name for i in src.input}
-        g.input.extend(src.input)
-        for tensor in src.initializer:
-            if math.prod(tensor.dims) <= 64:
-                g.initializer.append(tensor)
-                continue
-            info = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
-            if tensor.name in declared:
-                for existing in g.input:
-                    if existing.name == tensor.name:
-                        existing.CopyFrom(info)
-            else:
-                g.input.append(info)
-        model = onnx.ModelProto()
-        model.ir_version = self.model.ir_version
-        model.opset_import.extend(self.model.opset_import)
-        model.graph.CopyFrom(g)
-        return model
 
     # -- per node ------------------------------------------------------------------------------
 
@@ -847,6 +818,49 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     except Exception:
         return shapes
     return {**shapes, **_static_shapes(inferred)}
+
+
+def type_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with big initializers replaced by typed inputs: shape inference
+    serializes its argument, and only small (shape-like) tensors matter to it."""
+    src = model.graph
+    g = onnx.GraphProto(name=src.name)
+    g.node.extend(src.node)
+    # Declared output shapes and value_info are the exporter's claims (a -1, a stale size):
+    # ONNX would merge them into its inference, so leave them out and infer from the inputs.
+    for out in src.output:
+        g.output.append(onnx.helper.make_value_info(out.name, onnx.TypeProto()))
+    declared = {i.name for i in src.input}
+    g.input.extend(src.input)
+    for tensor in src.initializer:
+        if math.prod(tensor.dims) <= 64:
+            g.initializer.append(tensor)
+            continue
+        info = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+        if tensor.name in declared:
+            for existing in g.input:
+                if existing.name == tensor.name:
+                    existing.CopyFrom(info)
+        else:
+            g.input.append(info)
+    skeleton = onnx.ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.graph.CopyFrom(g)
+    return skeleton
+
+
+def inferred_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """ONNX's inferred type of every value it can type (graph inputs, intermediates, outputs),
+    on `type_skeleton(model)`: without the declared output types, so they are what the graph
+    computes; {} when ONNX's inference gives up."""
+    skeleton = type_skeleton(model)
+    try:
+        typed = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
+    except Exception:  # ONNX's inference gives up on some valid graphs
+        return {}
+    values = [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]
+    return {v.name: v.type for v in values if v.type.WhichOneof("value") is not None}
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
