@@ -157,7 +157,10 @@ class _Checker:
         except ModelError as err:  # a pin that does not fit the model
             self.problems.append(Problem("invalid-model", str(err)))
             return False
+        tensors = {i.name for i in self.model.graph.input if i.type.HasField("tensor_type")}
         for dim in pinning.unpinned:
+            if dim.input not in tensors:
+                continue  # a sequence, a map...: reported as an unsupported type
             info = pinning.signature.input(dim.input)
             example = "x".join(map(str, example_shape(pinning, info)))
             where = "has no declared shape" if dim.axis is None else f"axis {dim.axis}"
@@ -193,7 +196,7 @@ class _Checker:
                 try:
                     numpy_dtype_for_onnx(elem)
                     return
-                except TypeError:
+                except (TypeError, ValueError):  # ValueError: a number ONNX does not define
                     shown = _elem_name(elem)
                     reason = f"has element type {shown}"
             seen.add(name)

@@ -140,3 +140,35 @@ def test_import_stage_finds_what_only_converters_see() -> None:
     (problem,) = report.problems
     assert problem.kind == "unsupported-op" and problem.details["node"] == "choice"
     assert "run time" in problem.message
+
+
+def test_malformed_models_are_reported_not_crashed_on() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    opsets = [helper.make_opsetid("", 17)]
+    undefined = helper.make_graph([helper.make_node("Add", ["x", "nope"], ["y"])], "g", [x], [y])
+    unknown_type = helper.make_graph(
+        [relu], "g", [helper.make_tensor_value_info("x", 99, [2])], [y]
+    )
+    sequence = helper.make_graph(
+        [helper.make_node("SequenceLength", ["s"], ["n"])],
+        "g",
+        [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+    )
+    reports = {
+        name: ember.check(helper.make_model(graph, opset_imports=opsets))
+        for name, graph in [
+            ("undefined", undefined),
+            ("unknown_type", unknown_type),
+            ("sequence", sequence),
+        ]
+    }
+    assert "'nope'" in reports["undefined"].problems[0].message
+    assert {p.kind for p in reports["unknown_type"].problems} == {
+        "invalid-model",
+        "unsupported-type",
+    }
+    assert [p.kind for p in reports["sequence"].problems] == ["unsupported-op", "unsupported-type"]
+    assert "seq(tensor(float))" in reports["sequence"].of_kind("unsupported-type")[0].message
