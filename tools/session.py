@@ -122,9 +122,9 @@ class SessionOptions:
 
     @intra_op_num_threads.setter
     def intra_op_num_threads(self, threads: int) -> None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 0:
             raise ValueError(f"intra_op_num_threads must be an integer >= 0, got {threads!r}")
-        self._intra_op_num_threads = threads
+        self._intra_op_num_threads = int(threads)
 
     @property
     def graph_optimization_level(self) -> GraphOptimizationLevel:
@@ -143,7 +143,8 @@ class SessionOptions:
 
     def add_free_dimension_override_by_name(self, dim_name: str, dim_value: int) -> None:
         """Pin the symbolic dim `dim_name` (a dim_param such as "batch") to `dim_value` in
-        every input that declares it, as onnxruntime does."""
+        every input that declares it, as onnxruntime does (an .onnx model only: an artifact's
+        shapes are fixed, and its inputs are checked against them at run)."""
         if isinstance(dim_value, bool) or not isinstance(dim_value, int) or dim_value < 1:
             raise ValueError(
                 f"dim '{dim_name}': the size must be an integer >= 1, got {dim_value!r}"
