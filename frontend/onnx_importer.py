@@ -301,6 +301,15 @@ def supported_ops() -> list[str]:
     return sorted(_CONVERTERS)
 
 
+def _converter_key(op_type: str, domain: str) -> str:
+    return op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"
+
+
+def has_converter(op_type: str, domain: str = "") -> bool:
+    """Whether the importer has a converter of its own for `op_type` of `domain`."""
+    return _converter_key(op_type, domain) in _CONVERTERS
+
+
 def has_function_body(op_type: str, opset: int, domain: str = "") -> bool:
     """Whether ONNX defines `op_type` at `opset` by a function of other ops (see `_expand`)."""
     if not onnx.defs.has(op_type, domain):
@@ -510,7 +519,7 @@ class _Importer:
 
     def _convert(self, proto: onnx.NodeProto) -> None:
         onnx_domain = proto.domain in ("", "ai.onnx")
-        key = proto.op_type if onnx_domain else f"{proto.domain}.{proto.op_type}"
+        key = _converter_key(proto.op_type, proto.domain)
         if not onnx_domain and key not in _CONVERTERS:
             raise UnsupportedOpError(key, proto.name or proto.output[0], self.opset)
         node = _Node(

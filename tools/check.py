@@ -249,13 +249,11 @@ class _Checker:
 
     def _unsupported(self, node: onnx.NodeProto, opset: int) -> str | None:
         """Why ember cannot import `node` (None: it can, as far as the tables tell)."""
-        from ember.frontend.onnx_importer import _CONVERTERS, function_body, has_function_body
+        from ember.frontend.onnx_importer import function_body, has_converter, has_function_body
 
-        onnx_domain = node.domain in ("", "ai.onnx")
-        key = node.op_type if onnx_domain else f"{node.domain}.{node.op_type}"
-        if key in _CONVERTERS:
+        if has_converter(node.op_type, node.domain):
             return None
-        if not onnx_domain or not has_function_body(node.op_type, opset, node.domain):
+        if not has_function_body(node.op_type, opset, node.domain):
             return "ember has no converter for this op"
         input_types = [
             self.types.get(n, onnx.TypeProto()) if n else onnx.TypeProto() for n in node.input
