@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,7 @@ from tests.symbolic_models import symbolic_model
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.
 REL_TOL = 1e-4
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def typical_snippet(ort: ModuleType, model_path: str, batch: int) -> dict[str, Any]:
@@ -215,3 +217,29 @@ def test_unsupported_op_of_a_symbolic_model_is_refused_at_creation() -> None:
     model.graph.node.append(onnx.helper.make_node("Det", ["out"], ["det"], name="det0"))
     with pytest.raises(ember.UnsupportedOpError, match=r"Det \(node 'det0', opset 17\)"):
         ember.InferenceSession(model)
+
+
+def test_readme_snippet_runs_with_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Coming from onnxruntime" snippet, on onnxruntime and on ember."""
+    section = README.read_text().split("## Coming from onnxruntime", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match and "import ember as ort" in match.group(1)
+    snippet = match.group(1)
+    onnx.save(small_convnet(), str(tmp_path / "model.onnx"))  # input x, outputs logits, features
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(4).standard_normal((2, 8, 10, 10)).astype(np.float32)
+    results = {}
+    for engine in ("ember", "onnxruntime"):
+        namespace: dict[str, Any] = {"x": x}
+        code = snippet.replace("import ember as ort", f"import {engine} as ort")
+        exec(compile(code, str(README), "exec"), namespace)
+        results[engine] = namespace
+    names = ["logits", "features"]
+    assert_close(
+        dict(zip(names, results["ember"]["outputs"])),
+        dict(zip(names, results["onnxruntime"]["outputs"])),
+        REL_TOL,
+    )
+    assert_close(
+        {"logits": results["ember"]["logits"]}, {"logits": results["onnxruntime"]["logits"]}
+    )
