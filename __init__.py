@@ -5,6 +5,8 @@
     model = ember.compile("m.onnx", input_shapes={"x": [1, 128]})  # pin symbolic input dims
     outputs = model.run({"input": x})             # dict of numpy arrays
     y, = model(x)                                 # positional form
+    session = ember.InferenceSession("model.onnx")  # onnxruntime's API: `import ember as ort`
+    report = ember.check("model.onnx")            # every problem to fix before compiling
 
 The compiler is imported lazily: `import ember.runtime` (loading an ahead-of-time artifact)
 must work where xDSL and llvmlite are not installed.
@@ -17,8 +19,17 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from ember.tools.check import CheckReport, check
     from ember.tools.compile import CompiledModel, compile
     from ember.tools.engine import Config, Predictor, create_predictor
+    from ember.tools.session import (
+        ExecutionMode,
+        GraphOptimizationLevel,
+        InferenceSession,
+        RunOptions,
+        SessionOptions,
+        get_available_providers,
+    )
     from ember.tools.specialize import SpecializingModel
 
 _LAZY = {
@@ -28,6 +39,20 @@ _LAZY = {
     "Config": ("ember.tools.engine", "Config"),
     "Predictor": ("ember.tools.engine", "Predictor"),
     "create_predictor": ("ember.tools.engine", "create_predictor"),
+    "check": ("ember.tools.check", "check"),
+    "CheckReport": ("ember.tools.check", "CheckReport"),
+    # onnxruntime's session API (tools/session.py): `import ember as ort` runs ort code.
+    **{
+        name: ("ember.tools.session", name)
+        for name in (
+            "InferenceSession",
+            "SessionOptions",
+            "RunOptions",
+            "GraphOptimizationLevel",
+            "ExecutionMode",
+            "get_available_providers",
+        )
+    },
     **{
         name: ("ember.runtime.errors", name)
         for name in (
@@ -55,18 +80,26 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ArtifactError",
+    "CheckReport",
     "CompiledModel",
     "Config",
     "EmberError",
+    "ExecutionMode",
+    "GraphOptimizationLevel",
+    "InferenceSession",
     "InputError",
     "InternalCompilerError",
     "KernelError",
     "ModelError",
     "Predictor",
     "ResourceLimitError",
+    "RunOptions",
+    "SessionOptions",
     "SpecializingModel",
     "UnsupportedOpError",
     "__version__",
+    "check",
     "compile",
     "create_predictor",
+    "get_available_providers",
 ]

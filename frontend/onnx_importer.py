@@ -301,6 +301,15 @@ def supported_ops() -> list[str]:
     return sorted(_CONVERTERS)
 
 
+def _converter_key(op_type: str, domain: str) -> str:
+    return op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"
+
+
+def has_converter(op_type: str, domain: str = "") -> bool:
+    """Whether the importer has a converter of its own for `op_type` of `domain`."""
+    return _converter_key(op_type, domain) in _CONVERTERS
+
+
 def has_function_body(op_type: str, opset: int, domain: str = "") -> bool:
     """Whether ONNX defines `op_type` at `opset` by a function of other ops (see `_expand`)."""
     if not onnx.defs.has(op_type, domain):
@@ -497,7 +506,7 @@ class _Importer:
 
     def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
         """ONNX's own static shapes, used to cross-check ours."""
-        model = self._skeleton()
+        model = type_skeleton(self.model)
         for info in model.graph.input:
             if info.name in self.input_shapes:
                 dims = info.type.tensor_type.shape.dim
@@ -506,40 +515,11 @@ class _Importer:
                     dim.dim_value = int(size)
         return _inferred_shapes(model)
 
-    def _skeleton(self) -> onnx.ModelProto:
-        """The model with big initializers replaced by typed inputs: shape inference
-        serializes its argument, and only small (shape-like) tensors matter to it."""
-        src = self.model.graph
-        g = onnx.GraphProto(name=src.name)
-        g.node.extend(src.node)
-        # Declared output shapes and value_info are the exporter's claims (a -1, a stale size):
-        # ONNX would merge them into its inference, so leave them out and infer from the inputs.
-        for out in src.output:
-            g.output.append(onnx.helper.make_value_info(out.name, onnx.TypeProto()))
-        declared = {i.name for i in src.input}
-        g.input.extend(src.input)
-        for tensor in src.initializer:
-            if math.prod(tensor.dims) <= 64:
-                g.initializer.append(tensor)
-                continue
-            info = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
-            if tensor.name in declared:
-                for existing in g.input:
-                    if existing.name == tensor.name:
-                        existing.CopyFrom(info)
-            else:
-                g.input.append(info)
-        model = onnx.ModelProto()
-        model.ir_version = self.model.ir_version
-        model.opset_import.extend(self.model.opset_import)
-        model.graph.CopyFrom(g)
-        return model
-
     # -- per node ------------------------------------------------------------------------------
 
     def _convert(self, proto: onnx.NodeProto) -> None:
         onnx_domain = proto.domain in ("", "ai.onnx")
-        key = proto.op_type if onnx_domain else f"{proto.domain}.{proto.op_type}"
+        key = _converter_key(proto.op_type, proto.domain)
         if not onnx_domain and key not in _CONVERTERS:
             raise UnsupportedOpError(key, proto.name or proto.output[0], self.opset)
         node = _Node(
@@ -847,6 +827,49 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     except Exception:
         return shapes
     return {**shapes, **_static_shapes(inferred)}
+
+
+def type_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with big initializers replaced by typed inputs: shape inference
+    serializes its argument, and only small (shape-like) tensors matter to it."""
+    src = model.graph
+    g = onnx.GraphProto(name=src.name)
+    g.node.extend(src.node)
+    # Declared output shapes and value_info are the exporter's claims (a -1, a stale size):
+    # ONNX would merge them into its inference, so leave them out and infer from the inputs.
+    for out in src.output:
+        g.output.append(onnx.helper.make_value_info(out.name, onnx.TypeProto()))
+    declared = {i.name for i in src.input}
+    g.input.extend(src.input)
+    for tensor in src.initializer:
+        if math.prod(tensor.dims) <= 64:
+            g.initializer.append(tensor)
+            continue
+        info = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+        if tensor.name in declared:
+            for existing in g.input:
+                if existing.name == tensor.name:
+                    existing.CopyFrom(info)
+        else:
+            g.input.append(info)
+    skeleton = onnx.ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.graph.CopyFrom(g)
+    return skeleton
+
+
+def inferred_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """ONNX's inferred type of every value it can type (graph inputs, intermediates, outputs),
+    on `type_skeleton(model)`: without the declared output types, so they are what the graph
+    computes; {} when ONNX's inference gives up."""
+    skeleton = type_skeleton(model)
+    try:
+        typed = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
+    except Exception:  # ONNX's inference gives up on some valid graphs
+        return {}
+    values = [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]
+    return {v.name: v.type for v in values if v.type.WhichOneof("value") is not None}
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

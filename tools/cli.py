@@ -6,6 +6,7 @@
     ember opt ...                        (see `ember opt --help`)
     ember conformance ...                (see `ember conformance --help`)
     ember fuzz ...                       (see `ember fuzz --help`)
+    ember check model.onnx [--json]      (every problem to fix before compiling)
 
 `run` and `bench` take an artifact directory or an .onnx file; an .onnx file is compiled once
 and cached (as `ember.Config` does). Inputs with symbolic dims (a batch, a sequence length) are
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         "conformance", help="ONNX node conformance suite (see `ember conformance --help`)"
     )
     commands.add_parser("fuzz", help="fuzz and differential tests (see `ember fuzz --help`)")
+    commands.add_parser("check", help="list every problem to fix before a model compiles")
     return parser
 
 
@@ -269,6 +271,7 @@ _DELEGATED = {
     "opt": "ember.tools.opt",
     "conformance": "ember.tools.conformance",
     "fuzz": "ember.tools.fuzz",
+    "check": "ember.tools.check",
 }
 
 

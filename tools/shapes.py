@@ -270,7 +270,8 @@ class UnpinnedInputsError(ModelError):
         super().__init__(unpinned_message(pinning))
 
 
-def _example(pinning: Pinning, info: InputSignature) -> list[int]:
+def example_shape(pinning: Pinning, info: InputSignature) -> list[int]:
+    """A shape to show in a pin's example: fixed dims, named dims pinned so far, else 1."""
     if info.dims is None:
         return [1]
     return [
@@ -297,7 +298,7 @@ def unpinned_message(pinning: Pinning) -> str:
         described.append(f"'{name}' {format_dims(info.dims)} ({where})")
         # An input whose dims are all named ones pinned through another input needs no pin.
         if info.dims is None or any(d.label == "?" or d.label not in covered for d in dims):
-            examples[name] = _example(pinning, info)
+            examples[name] = example_shape(pinning, info)
             covered |= {d.label for d in dims}
     python = ", ".join(f"'{n}': {shape}" for n, shape in examples.items())
     cli = " ".join(f"--input-shape {n}={'x'.join(map(str, s))}" for n, s in examples.items())

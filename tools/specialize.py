@@ -110,13 +110,22 @@ class SpecializationCache(Generic[T]):
 def _check_inputs(
     model: onnx.ModelProto, pinning: Pinning, base_dir: str | os.PathLike[str] | None
 ) -> None:
-    """What no shape would fix fails now rather than at the first run: a malformed model, or a
-    program input that is no tensor of a dtype ember supports (the importer's own checks).
-    An unsupported op is still found when the first specialisation compiles."""
+    """What no shape would fix fails now rather than at the first run: a malformed model, a
+    program input that is no tensor of a dtype ember supports (the importer's own checks), or
+    an op with neither a converter nor an ONNX function body. An op variant ember refuses is
+    still found when the first specialisation compiles."""
     from ember.dialects.dtypes import numpy_dtype_for_onnx
-    from ember.frontend.onnx_importer import load_model
+    from ember.frontend.onnx_importer import has_converter, has_function_body, load_model
 
     load_model(model, base_dir)
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    for node in model.graph.node:
+        opset = opsets.get(node.domain or "ai.onnx", 1)
+        if not has_converter(node.op_type, node.domain) and not has_function_body(
+            node.op_type, opset, node.domain
+        ):
+            name = node.name or (node.output[0] if node.output else "?")
+            raise UnsupportedOpError(node.op_type, name, opset, "ember has no converter for it")
     programs_inputs = {i.name for i in pinning.signature.inputs if not i.dtype_only}
     for info in model.graph.input:
         if info.name not in programs_inputs:
