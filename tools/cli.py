@@ -224,15 +224,13 @@ def _seeded_feeds(
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int]]]:
     """Seeded inputs for `specs`, index inputs in the ranges the .onnx model accepts (see
     ember.tools.feeds), and those ranges. Without the .onnx, integer inputs get [0, 16)."""
-    import onnx
-
     from ember.tools.feeds import index_ranges, random_feeds
+    from ember.tools.shapes import read_model
 
     integers = [s.name for s in specs if np.issubdtype(numpy_dtype(s.dtype), np.integer)]
     ranges: dict[str, tuple[int, int]] = {}
     if integers and onnx_path:
-        model = onnx.load(onnx_path, load_external_data=False)  # index ranges need no weights
-        ranges = index_ranges(model, {s.name: s.shape for s in specs})
+        ranges = index_ranges(read_model(onnx_path), {s.name: s.shape for s in specs})
     elif integers:
         print(
             f"warning: no .onnx model to derive index ranges from: integer inputs {integers} "

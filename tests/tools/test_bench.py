@@ -229,3 +229,27 @@ def test_constant_fill_weights_are_recognised() -> None:
     check on them says little, and benchmarks/compare.py says so."""
     assert bench.constant_fill_share(onnx.load(light_model_path("resnet50"))) > 0.99
     assert bench.constant_fill_share(_bert()) == 0.0
+
+
+def test_an_artifact_takes_index_ranges_from_its_source_or_onnx(
+    tmp_path: Path, bert_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An artifact's .onnx gives the ranges; without one, bench says what it draws instead."""
+    source = tmp_path / "bert.onnx"
+    source.write_bytes(bert_path.read_bytes())
+    artifact = tmp_path / "bert.ember"
+    assert main(["compile", str(source), "-o", str(artifact), "-q", "--threads", "1"]) == 0
+    capsys.readouterr()
+    argv = ["bench", str(artifact), "--runs", "1", "--warmup", "0", "--json"]
+    assert main(argv) == 0  # the manifest's source.path
+    ranges = [i["range"] for i in json.loads(capsys.readouterr().out)["inputs"]]
+    assert ranges == [[0, VOCAB], [0, TOKEN_TYPES]]
+    source.unlink()
+    # Drawn from [0, 16): token_type_ids 2..15 index past the 2-row table.
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "warning: no .onnx model to derive index ranges from: integer inputs" in err
+    assert "ember bench: error: " in err and "out of range" in err
+    assert main([*argv, "--onnx", str(bert_path)]) == 0
+    ranges = [i["range"] for i in json.loads(capsys.readouterr().out)["inputs"]]
+    assert ranges == [[0, VOCAB], [0, TOKEN_TYPES]]
