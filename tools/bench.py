@@ -1,6 +1,8 @@
-"""Performance comparison: latency percentiles, throughput and peak memory, ember vs onnxruntime.
+"""Performance comparison: latency percentiles, throughput, peak memory and the difference of
+the outputs, ember vs onnxruntime.
 
-Both engines run in this process, one after the other, with the same inputs and thread count.
+Both engines run in this process, one after the other, with the same inputs and thread count;
+the outputs of the last timed run of each are compared (`output_errors`).
 Peak memory is the rise of the resident set's high-water mark (VmHWM in /proc/self/status)
 over the RSS before the engine was loaded; the mark is reset between engines through
 /proc/self/clear_refs so the second engine is not charged for the first one's peak.
@@ -12,12 +14,15 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from ember.runtime.executable import Executable
 from ember.tools.feeds import random_feeds  # noqa: F401  (the seeding `ember bench` uses)
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass
@@ -197,6 +202,7 @@ def constant_fill_share(model: onnx.ModelProto) -> float:
     repeated: ConstantOfShape outputs, single-valued initializers or Constants). Agreement
     with another engine says little about a model whose weights are mostly fills, such as
     the onnx wheel's light_*.onnx models."""
+    import onnx
     from onnx import numpy_helper
 
     values = {t.name: t for t in model.graph.initializer}

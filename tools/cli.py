@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from ember.runtime.errors import EmberError, InputError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
 from ember.tools.engine import Config, pipeline_spec
 from ember.tools.shapes import UnpinnedInputsError, add_input_shape_option
+
+if TYPE_CHECKING:
+    from ember.tools.bench import BenchResult, Error
 
 
 def _positive(text: str) -> int:
@@ -301,7 +305,7 @@ def _bench(args: argparse.Namespace) -> int:
     ember_result = bench.bench_ember(config.load, feeds, threads, args.runs, args.warmup)
     results = [ember_result]
     compare_error: str | None = None
-    errors: dict[str, bench.Error | None] | None = None
+    errors: dict[str, Error | None] | None = None
     if args.compare == "onnxruntime":
         if onnx_path is None:
             raise InputError("--compare onnxruntime needs the .onnx model: pass --onnx PATH")
@@ -345,11 +349,11 @@ def _bench_json(
     specs: Sequence[TensorSpec],
     given: dict[str, np.ndarray],
     ranges: dict[str, tuple[int, int]],
-    results: list,
+    results: list[BenchResult],
     compare_error: str | None,
-    errors: dict | None,
+    errors: dict[str, Error | None] | None,
 ) -> dict[str, object]:
-    """`ember bench --json`'s document (its schema is in docs/cli.md)."""
+    """`ember bench --json`'s document (its schema is in docs/aot.md)."""
     from ember.tools import bench
 
     target = document.get("target", {})
@@ -417,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _message(error: BaseException) -> str:
-    """`error` as one line (the message's lines joined), its type if the message is empty."""
+    """`error` as one line: ember's messages are whole sentences, so all their lines are kept,
+    joined (a foreign engine's error is cut to its reason instead: `bench.one_line`)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(lines) if lines else type(error).__name__
 

@@ -253,3 +253,23 @@ def test_an_artifact_takes_index_ranges_from_its_source_or_onnx(
     assert main([*argv, "--onnx", str(bert_path)]) == 0
     ranges = [i["range"] for i in json.loads(capsys.readouterr().out)["inputs"]]
     assert ranges == [[0, VOCAB], [0, TOKEN_TYPES]]
+
+
+def test_run_random_inputs_are_seeded_within_range(
+    bert_path: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "run",
+        str(bert_path),
+        "--random-inputs",
+        "--seed",
+        "3",
+        "--npz",
+        str(tmp_path / "o.npz"),
+    ]
+    assert main(argv) == 0  # token_type_ids drawn from [0, 16) made the Gather kernel refuse
+    model = _bert()
+    with np.load(tmp_path / "o.npz") as archive:
+        outputs = dict(archive)
+    expected = onnxruntime_outputs(model, seeded_inputs(model, seed=3))
+    assert_close(outputs, expected, REL_TOL)
