@@ -4,7 +4,8 @@
 Floats are drawn from N(0, 1) and booleans from {0, 1}. An integer input that indexes something
 is drawn inside the range the model accepts, derived from the model itself (`index_ranges`):
 the size of the data axis of a Gather / GatherElements / ScatterElements it feeds (an embedding
-table, a token-type table, ...), or [0, T] for a recurrent layer's `sequence_lens`. The input
+table, a token-type table, ...), the smallest data dim a GatherND / ScatterND index tuple runs
+over, or [0, T] for a recurrent layer's `sequence_lens`. The input
 may reach its consumer through value-preserving ops (Cast, Unsqueeze, Reshape, ...). Other
 integer inputs get values in [0, 16).
 """
@@ -40,6 +41,8 @@ _VALUE_PRESERVING = frozenset(
 )
 # op -> the input position holding indices into input 0 along the `axis` attribute.
 _INDEXING = {"Gather": 1, "GatherElements": 1, "ScatterElements": 1}
+# ops whose input 1 holds index tuples into input 0 (its last axis: one index per data dim).
+_INDEXING_ND = frozenset({"GatherND", "ScatterND"})
 _RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
 
 IndexRange = tuple[int, int]  # [low, high)
@@ -81,8 +84,11 @@ def index_ranges(
         for position, name in enumerate(node.input):
             consumers.setdefault(name, []).append((node, position))
 
+    def shape_of(tensor: str) -> tuple[int, ...] | None:
+        return constants.get(tensor) or shapes.get(tensor)
+
     def axis_size(tensor: str, axis: int) -> int | None:
-        shape = constants.get(tensor) or shapes.get(tensor)
+        shape = shape_of(tensor)
         if shape is None or not -len(shape) <= axis < len(shape):
             return None
         return shape[axis]
@@ -92,6 +98,14 @@ def index_ranges(
         if _INDEXING.get(node.op_type) == position:
             size = axis_size(node.input[0], int(attrs.get("axis", 0)))
             return (0, size) if size else None
+        if node.op_type in _INDEXING_ND and position == 1:
+            # Each index tuple's last axis runs over data dims batch_dims .. batch_dims + k.
+            data, indices = shape_of(node.input[0]), shape_of(node.input[1])
+            if not data or not indices:
+                return None
+            first = int(attrs.get("batch_dims", 0))
+            dims = data[first : first + indices[-1]]
+            return (0, min(dims)) if dims and min(dims) > 0 else None
         if node.op_type in _RECURRENT and position == 4:  # sequence_lens: lengths in [0, T]
             seq = axis_size(node.input[0], 1 if attrs.get("layout", 0) else 0)
             return (0, seq + 1) if seq else None

@@ -82,6 +82,17 @@ def test_an_input_indexing_two_tables_gets_the_smaller_range() -> None:
     assert index_ranges(_gathers([5, 3], through_add=True)) == {}  # not a simple chain
 
 
+def test_gather_nd_index_tuples_get_the_smallest_dim_they_run_over() -> None:
+    data = helper.make_tensor("data", TensorProto.FLOAT, [4, 3, 5], [0.0] * 60)
+    node = helper.make_node("GatherND", ["data", "idx"], ["y"])
+    idx = helper.make_tensor_value_info("idx", TensorProto.INT64, [6, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([node], "gather_nd", [idx], [y], [data])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert index_ranges(model) == {"idx": (0, 3)}  # tuples index dims 0 and 1 of data
+    onnxruntime_outputs(model, seeded_inputs(model))
+
+
 def test_recurrent_sequence_lens_range_uses_the_pinned_sequence_length() -> None:
     from tests.kernels.test_recurrent import _layer
 
