@@ -2,7 +2,8 @@
 
     resnet18(seed=0, image_size=224) -> onnx.ModelProto            opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
-    bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0) -> ModelProto  opset 17
+    bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0)
+        -> ModelProto  opset 17 (token_types > 0: a token_type_ids input too)
 
 Each model passes onnx.checker and runs in onnxruntime. Conv and BatchNormalization stay
 separate nodes (as exporters write them) so that the graph passes have something to fold.
@@ -153,8 +154,13 @@ def bert_encoder(
     heads: int = 4,
     vocab: int = 100,
     seed: int = 0,
+    token_types: int = 0,
 ) -> onnx.ModelProto:
     """Embeddings + post-LN transformer layers + tanh pooler, as a BERT exporter writes them.
+
+    With `token_types` > 0 the model has a second input, `token_type_ids` [1, seq] (int64),
+    that indexes a table of that many segment embeddings through Cast and Unsqueeze/Squeeze,
+    so only values in [0, token_types) are valid.
 
     The head split computes its Reshape target with Shape/Gather/Unsqueeze/Concat (folded at
     import); the second LayerNorm of each layer is spelled out with ReduceMean/Sub/Pow/Sqrt/Div
@@ -196,6 +202,11 @@ def bert_encoder(
     word = b.normal((vocab, hidden), std, "word_embeddings")
     position = b.normal((1, seq, hidden), std, "position_embeddings")
     x = b.node("Add", [b.node("Gather", [word, "input_ids"], axis=0), position])
+    if token_types:
+        segment = b.normal((token_types, hidden), std, "token_type_embeddings")
+        ids = b.node("Cast", ["token_type_ids"], to=TensorProto.INT32)
+        ids = b.node("Squeeze", [b.node("Unsqueeze", [ids, b.const(np.array([0], np.int64))])])
+        x = b.node("Add", [x, b.node("Gather", [segment, ids], axis=0)])
     x = layer_norm(x)
     for _ in range(layers):
         q = split_heads(linear(x, hidden, hidden), [0, 2, 1, 3])
@@ -215,6 +226,8 @@ def bert_encoder(
     first = b.node("Gather", [x, b.const(np.array(0, np.int64))], axis=1)
     pooled = b.node("Tanh", [linear(first, hidden, hidden)])
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])]
+    if token_types:
+        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, [1, seq]))
     outputs = [
         helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, seq, hidden]),
         helper.make_tensor_value_info(pooled, TensorProto.FLOAT, [1, hidden]),

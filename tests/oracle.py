@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ember.tools.opt_bisect import seeded_inputs
+from ember.tools.feeds import seeded_inputs
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = (
@@ -29,7 +29,8 @@ def light_model_path(name: str) -> Path:
 
 
 def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for every real graph input (not initializers): floats ~ N(0,1), ints small."""
+    """Seeded inputs for every real graph input (not initializers): floats ~ N(0,1), index
+    inputs within the range the model accepts, other ints in [0, 16) (`ember.tools.feeds`)."""
     return seeded_inputs(model, seed)
 
 

@@ -1,6 +1,8 @@
-"""Performance comparison: latency percentiles, throughput and peak memory, ember vs onnxruntime.
+"""Performance comparison: latency percentiles, throughput, peak memory and the difference of
+the outputs, ember vs onnxruntime.
 
-Both engines run in this process, one after the other, with the same inputs and thread count.
+Both engines run in this process, one after the other, with the same inputs and thread count;
+the outputs of the last timed run of each are compared (`output_errors`).
 Peak memory is the rise of the resident set's high-water mark (VmHWM in /proc/self/status)
 over the RSS before the engine was loaded; the mark is reset between engines through
 /proc/self/clear_refs so the second engine is not charged for the first one's peak.
@@ -11,11 +13,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
+from ember.runtime.executable import Executable
+from ember.tools.feeds import random_feeds  # noqa: F401  (the seeding `ember bench` uses)
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass
@@ -24,6 +31,9 @@ class BenchResult:
     threads: int
     latencies_ms: list[float]
     peak_memory_mb: float | None
+    version: str = ""
+    # The last timed run's outputs, for the accuracy report.
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
@@ -44,6 +54,31 @@ class BenchResult:
     def throughput(self) -> float:
         """Inferences per second, one request at a time."""
         return 1000.0 * len(self.latencies_ms) / sum(self.latencies_ms)
+
+
+@dataclass(frozen=True)
+class Error:
+    """max |actual - expected| and that over max |expected| (finite values; inf if shapes, NaNs
+    or infinities differ)."""
+
+    abs: float
+    rel: float
+
+    @staticmethod
+    def of(actual: np.ndarray, expected: np.ndarray) -> Error:
+        if actual.shape != expected.shape:
+            return Error(float("inf"), float("inf"))
+        if expected.size == 0:
+            return Error(0.0, 0.0)
+        a, e = actual.astype(np.float64), expected.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # inf - inf: equal infinities are caught below
+            diff = np.abs(a - e)
+        same = (a == e) | (np.isnan(a) & np.isnan(e))
+        diff = np.where(same, 0.0, diff)
+        err = float(np.max(np.where(np.isnan(diff), np.inf, diff)))
+        finite = np.abs(e[np.isfinite(e)])  # an infinite output must not hide the others
+        scale = float(np.max(finite)) if finite.size else 0.0
+        return Error(err, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
 
 
 def _status_kib(field: str) -> int | None:
@@ -94,21 +129,6 @@ def time_runs(run: Callable[[], object], runs: int, warmup: int) -> list[float]:
     return latencies
 
 
-def random_feeds(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs: floats ~ N(0, 1), integers in [0, 16) (valid for small index ranges)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        dtype = numpy_dtype(spec.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feeds[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[spec.name] = rng.integers(0, 2, size=spec.shape).astype(dtype)
-        else:
-            feeds[spec.name] = rng.integers(0, 16, size=spec.shape).astype(dtype)
-    return feeds
-
-
 def bench_ember(
     load: Callable[[], Executable],
     feeds: dict[str, np.ndarray],
@@ -117,11 +137,14 @@ def bench_ember(
     warmup: int,
 ) -> BenchResult:
     """Time an executable; `load` runs inside the memory measurement (weights, arena count)."""
+    from ember import __version__
+
+    outputs: dict[str, np.ndarray] = {}
     with PeakMemory() as memory:
         executable = load()
         executable.set_num_threads(threads)
-        latencies = time_runs(lambda: executable.run(feeds), runs, warmup)
-    return BenchResult("ember", threads, latencies, memory.mb)
+        latencies = time_runs(lambda: outputs.update(executable.run(feeds)), runs, warmup)
+    return BenchResult("ember", threads, latencies, memory.mb, __version__, outputs)
 
 
 def onnxruntime_available() -> bool:
@@ -141,6 +164,7 @@ def bench_onnxruntime(
 ) -> BenchResult:
     import onnxruntime as ort
 
+    outputs: dict[str, np.ndarray] = {}
     with PeakMemory() as memory:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -148,8 +172,87 @@ def bench_onnxruntime(
         options.log_severity_level = 3  # warnings about unused initializers are noise here
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        latencies = time_runs(lambda: session.run(names, feeds), runs, warmup)
-    return BenchResult("onnxruntime", threads, latencies, memory.mb)
+
+        def run() -> None:
+            outputs.update(zip(names, session.run(names, feeds)))
+
+        latencies = time_runs(run, runs, warmup)
+    return BenchResult("onnxruntime", threads, latencies, memory.mb, ort.__version__, outputs)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its last non-empty message line (where engines put the
+    reason), prefixed with its type when the message is empty."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def output_errors(
+    actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> dict[str, Error | None]:
+    """Per output of `expected`: the difference of `actual`'s (None where it has none)."""
+    return {
+        name: Error.of(np.asarray(actual[name]), np.asarray(ref)) if name in actual else None
+        for name, ref in expected.items()
+    }
+
+
+def constant_fill_share(model: onnx.ModelProto) -> float:
+    """The share of the model's float weight elements that are constant fills (one value
+    repeated: ConstantOfShape outputs, single-valued initializers or Constants). Agreement
+    with another engine says little about a model whose weights are mostly fills, such as
+    the onnx wheel's light_*.onnx models."""
+    import onnx
+    from onnx import numpy_helper
+
+    values = {t.name: t for t in model.graph.initializer}
+    tensors = list(model.graph.initializer)
+    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                if a.name == "value"]  # fmt: skip
+    total = fill = 0
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            continue  # not loaded: neither counted nor read
+        array = numpy_helper.to_array(tensor)
+        if array.size > 1 and np.issubdtype(array.dtype, np.floating):
+            total += array.size
+            fill += array.size if np.all(array == array.flat[0]) else 0
+    for node in model.graph.node:
+        shape = values.get(node.input[0]) if node.op_type == "ConstantOfShape" else None
+        if shape is not None:
+            size = int(np.prod(numpy_helper.to_array(shape)))
+            total += size
+            fill += size
+    return fill / total if total else 0.0
+
+
+# -- machine -------------------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown cpu" elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown cpu"
+
+
+_SIMD_PREFIXES = ("sse", "ssse", "avx", "fma", "amx")
+
+
+def simd_features(features: str | list[str]) -> list[str]:
+    """The vector-ISA extensions among LLVM target features ("+avx2,+fma,-avx512f" or a
+    list of names), sorted."""
+    names = features.split(",") if isinstance(features, str) else features
+    enabled = {n[1:] if n[:1] == "+" else n for n in names if n and n[:1] != "-"}
+    return sorted(n for n in enabled if n.startswith(_SIMD_PREFIXES))
+
+
+# -- reports -------------------------------------------------------------------------------------
 
 
 def format_results(results: Sequence[BenchResult]) -> str:
@@ -171,3 +274,47 @@ def format_results(results: Sequence[BenchResult]) -> str:
             f"({'faster' if ember.p50 < other.p50 else 'slower'})"
         )
     return "\n".join(lines)
+
+
+def format_accuracy(errors: dict[str, Error | None], reference: str) -> str:
+    """One line per output: max abs and max rel difference of ember's against `reference`."""
+    width = max([len("output"), *map(len, errors)])
+    lines = [f"accuracy vs {reference} (rel = max abs diff / max |{reference} output|):"]
+    lines.append(f"  {'output':<{width}} {'max abs':>10} {'max rel':>10}")
+    for name, error in errors.items():
+        if error is None:
+            lines.append(f"  {name:<{width}} {'(ember has no such output)':>21}")
+        else:
+            lines.append(f"  {name:<{width}} {error.abs:10.3e} {error.rel:10.3e}")
+    return "\n".join(lines)
+
+
+def result_json(result: BenchResult) -> dict[str, object]:
+    """One engine's numbers as JSON-ready values."""
+    return {
+        "engine": result.engine,
+        "version": result.version,
+        "threads": result.threads,
+        "runs": len(result.latencies_ms),
+        "latency_ms": {
+            "p50": result.p50,
+            "p90": result.p90,
+            "p99": result.p99,
+            "mean": float(np.mean(result.latencies_ms)),
+            "min": float(np.min(result.latencies_ms)),
+        },
+        "throughput_per_s": result.throughput,
+        "peak_memory_mb": result.peak_memory_mb,
+    }
+
+
+def errors_json(errors: dict[str, Error | None]) -> dict[str, object]:
+    """Per output {max_abs, max_rel} (None where ember lacks the output); inf becomes None."""
+
+    def number(x: float) -> float | None:
+        return x if np.isfinite(x) else None
+
+    return {
+        name: None if e is None else {"max_abs": number(e.abs), "max_rel": number(e.rel)}
+        for name, e in errors.items()
+    }

@@ -17,19 +17,25 @@ the shapes of the `--input` arrays.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ember import __version__
 from ember.runtime.artifact import read_manifest, sha256_file
-from ember.runtime.executable import Manifest
+from ember.runtime.errors import EmberError, InputError
+from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
 from ember.tools.engine import Config, pipeline_spec
 from ember.tools.shapes import UnpinnedInputsError, add_input_shape_option
+
+if TYPE_CHECKING:
+    from ember.tools.bench import BenchResult, Error
 
 
 def _positive(text: str) -> int:
@@ -91,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("model", help="artifact directory or .onnx file")
     _add_inputs(run)
     run.add_argument("--random-inputs", action="store_true", help="seeded random missing inputs")
+    run.add_argument("--seed", type=int, default=0, help="seed of --random-inputs")
     run.add_argument("--output-dir", help="write each output to OUTPUT_DIR/<name>.npy")
+    run.add_argument("--npz", metavar="FILE", help="write all outputs to one .npz archive")
     _add_build_options(run)
 
     bench = commands.add_parser("bench", help="measure latency, throughput and peak memory")
@@ -104,8 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         "--compare", choices=["onnxruntime"], help="also time this engine on the same inputs"
     )
     bench.add_argument(
-        "--onnx", help="the .onnx for --compare when MODEL is an artifact (default: its source)"
+        "--onnx",
+        help="the .onnx for --compare and for index ranges when MODEL is an artifact "
+        "(default: its source)",
     )
+    bench.add_argument("--json", action="store_true", help="print the results as one JSON document")
     _add_build_options(bench)
 
     commands.add_parser("opt", help="run and debug pass pipelines (see `ember opt --help`)")
@@ -156,14 +167,14 @@ def _read_inputs(names: list[str], items: list[str]) -> dict[str, np.ndarray]:
         name, sep, path = item.rpartition("=")
         if not sep:
             if len(names) != 1:
-                raise ValueError(f"--input {item}: the model has inputs {names}; use NAME=FILE")
+                raise InputError(f"--input {item}: the model has inputs {names}; use NAME=FILE")
             name = names[0]
         if name not in names:
-            raise ValueError(f"--input {item}: the model has no input '{name}'; inputs: {names}")
+            raise InputError(f"--input {item}: the model has no input '{name}'; inputs: {names}")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise ValueError(f"--input {item}: cannot read {path} ({e})") from None
+            raise InputError(f"--input {item}: cannot read {path} ({e})") from None
     return feeds
 
 
@@ -208,27 +219,76 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ember.tools.bench import random_feeds
+def _source_onnx(args: argparse.Namespace, document: dict) -> str | None:
+    """The .onnx `args.model` is or was compiled from (--onnx overrides); None if not found."""
+    path = getattr(args, "onnx", None) or (
+        args.model if Path(args.model).is_file() else document.get("source", {}).get("path")
+    )
+    return str(path) if path and Path(path).is_file() else None
 
-    executable = _pinned_config(args).load()
+
+def _seeded_feeds(
+    specs: Sequence[TensorSpec], onnx_path: str | None, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int]]]:
+    """Seeded inputs for `specs`, index inputs in the ranges the .onnx model accepts (see
+    ember.tools.feeds), and those ranges. Without the .onnx, integer inputs get [0, 16)."""
+    from ember.tools.feeds import index_ranges, random_feeds
+    from ember.tools.shapes import read_model
+
+    integers = [s.name for s in specs if np.issubdtype(numpy_dtype(s.dtype), np.integer)]
+    ranges: dict[str, tuple[int, int]] = {}
+    if integers and onnx_path:
+        ranges = index_ranges(read_model(onnx_path), {s.name: s.shape for s in specs})
+    elif integers:
+        print(
+            f"warning: no .onnx model to derive index ranges from: integer inputs {integers} "
+            "are drawn from [0, 16); pass --onnx PATH or --input NAME=FILE.npy",
+            file=sys.stderr,
+        )
+    return random_feeds(specs, seed, ranges), ranges
+
+
+def _preview(array: np.ndarray, count: int = 6) -> str:
+    """Shape, dtype, min/max/mean over the finite values (NaN/inf counted) and the first values."""
+    line = f"shape {list(array.shape)} {array.dtype}"
+    if array.size == 0:
+        return line + " (empty)"
+    flat = array.reshape(-1)
+    numeric = flat.astype(np.float64) if flat.dtype != np.bool_ else flat.astype(np.int8)
+    finite = numeric[np.isfinite(numeric)]
+    if finite.size:
+        line += f"  min {finite.min():.6g} max {finite.max():.6g} mean {finite.mean():.6g}"
+    if finite.size < flat.size:
+        line += f"  ({flat.size - finite.size} NaN/inf)"
+    first = ", ".join(f"{v:.6g}" if np.issubdtype(flat.dtype, np.floating) else str(v)
+                      for v in flat[:count].tolist())  # fmt: skip
+    return line + f"  [{first}{', ...' if flat.size > count else ''}]"
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _pinned_config(args)
+    executable = config.load()
     specs = executable.manifest.inputs
     feeds = _read_inputs([s.name for s in specs], args.input)
     missing = [s for s in specs if s.name not in feeds]
     if missing and not args.random_inputs:
         names = [s.name for s in missing]
-        raise ValueError(f"no --input for {names} (or pass --random-inputs)")
-    feeds |= random_feeds(missing)
+        raise InputError(f"no --input for {names} (or pass --random-inputs)")
+    if missing:
+        onnx_path = _source_onnx(args, read_manifest(config.artifact_path()))
+        feeds |= _seeded_feeds(missing, onnx_path, args.seed)[0]
     outputs = executable.run(feeds)
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
     for name, array in outputs.items():
-        line = f"{name}: shape {list(array.shape)} {array.dtype}"
+        print(f"{name}: {_preview(array)}")
         if args.output_dir:
             path = Path(args.output_dir) / _file_name(name)
             np.save(path, array)
-            line += f" -> {path}"
-        print(line)
+            print(f"  -> {path}")
+    if args.npz:
+        np.savez(args.npz, **outputs)
+        print(f"wrote {len(outputs)} outputs to {args.npz}")
     return 0
 
 
@@ -240,14 +300,19 @@ def _bench(args: argparse.Namespace) -> int:
     threads = config.cpu_math_library_num_threads()
     document = read_manifest(config.artifact_path())
     specs = Manifest.from_dict(document).inputs
-    feeds = bench.random_feeds(specs, args.seed) | _read_inputs([s.name for s in specs], args.input)
-    results = [bench.bench_ember(config.load, feeds, threads, args.runs, args.warmup)]
+    given = _read_inputs([s.name for s in specs], args.input)
+    onnx_path = _source_onnx(args, document)
+    if args.onnx and onnx_path is None:
+        raise FileNotFoundError(f"--onnx {args.onnx}: no such file")
+    seeded, ranges = _seeded_feeds([s for s in specs if s.name not in given], onnx_path, args.seed)
+    feeds = seeded | given
+    ember_result = bench.bench_ember(config.load, feeds, threads, args.runs, args.warmup)
+    results = [ember_result]
+    compare_error: str | None = None
+    errors: dict[str, Error | None] | None = None
     if args.compare == "onnxruntime":
-        onnx_path = args.onnx or (
-            args.model if Path(args.model).is_file() else document.get("source", {}).get("path")
-        )
-        if not onnx_path or not Path(onnx_path).is_file():
-            raise ValueError("--compare onnxruntime needs the .onnx model: pass --onnx PATH")
+        if onnx_path is None:
+            raise InputError("--compare onnxruntime needs the .onnx model: pass --onnx PATH")
         compiled_from = document.get("source", {}).get("sha256")
         if compiled_from and sha256_file(onnx_path) != compiled_from:
             print(
@@ -255,15 +320,79 @@ def _bench(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         if not bench.onnxruntime_available():
-            print("onnxruntime is not installed: comparison skipped", file=sys.stderr)
+            compare_error = "onnxruntime is not installed"
         else:
-            results.append(
-                bench.bench_onnxruntime(onnx_path, feeds, threads, args.runs, args.warmup)
+            try:
+                other = bench.bench_onnxruntime(onnx_path, feeds, threads, args.runs, args.warmup)
+            except Exception as error:  # onnxruntime has exception types of its own
+                compare_error = bench.one_line(error)
+            else:
+                results.append(other)
+                errors = bench.output_errors(ember_result.outputs, other.outputs)
+    if args.json:
+        print(
+            json.dumps(
+                _bench_json(args, document, specs, given, ranges, results, compare_error, errors),
+                indent=2,
             )
+        )
+        return 0
     shapes = ", ".join(f"{s.name} {'x'.join(map(str, s.shape))}" for s in specs)
     print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up, inputs {shapes}")
     print(bench.format_results(results))
+    if compare_error is not None:
+        print(f"{args.compare}: failed, comparison skipped: {compare_error}")
+    if errors is not None:
+        print(bench.format_accuracy(errors, args.compare))
     return 0
+
+
+def _bench_json(
+    args: argparse.Namespace,
+    document: dict,
+    specs: Sequence[TensorSpec],
+    given: dict[str, np.ndarray],
+    ranges: dict[str, tuple[int, int]],
+    results: list[BenchResult],
+    compare_error: str | None,
+    errors: dict[str, Error | None] | None,
+) -> dict[str, object]:
+    """`ember bench --json`'s document (its schema is in docs/aot.md)."""
+    from ember.tools import bench
+
+    target = document.get("target", {})
+    engines: list[dict[str, object]] = [bench.result_json(r) for r in results]
+    if compare_error is not None:
+        engines.append({"engine": args.compare, "error": compare_error})
+    return {
+        "model": str(args.model),
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "threads": results[0].threads,
+        "inputs": [
+            {
+                "name": s.name,
+                "shape": list(s.shape),
+                "dtype": s.dtype,
+                "source": "file" if s.name in given else "seeded",
+                "range": list(ranges[s.name]) if s.name in ranges and s.name not in given else None,
+            }
+            for s in specs
+        ],
+        "machine": {
+            "cpu": bench.cpu_name(),
+            "cores": os.cpu_count(),
+            "arch": target.get("arch"),
+            "target_cpu": target.get("cpu"),
+            "vector_bits": 32 * int(target.get("vector_width", 0)) or None,
+            "isa": bench.simd_features(target.get("required_features", [])),
+        },
+        "engines": engines,
+        "accuracy": None
+        if errors is None
+        else {"reference": args.compare, "outputs": bench.errors_json(errors)},
+    }
 
 
 # Subcommands with parsers of their own: everything after the name is handed over untouched.
@@ -283,15 +412,28 @@ def _delegate(command: str, argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _DELEGATED:
-        return _delegate(argv[0], argv[1:])
-    args = _parser().parse_args(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
     commands = {"compile": _compile, "run": _run, "bench": _bench}
+    # User errors (ember's refusals, unreadable files, bad arguments) are one line on stderr
+    # and exit status 1; anything else is a bug in ember and keeps its traceback.
     try:
+        if command in _DELEGATED:
+            return _delegate(command, argv[1:])
+        args = _parser().parse_args(argv)
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"ember {args.command}: error: {e}", file=sys.stderr)
+    except (EmberError, OSError, ValueError, RuntimeError) as error:
+        print(f"ember {command}: error: {_message(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"ember {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _message(error: BaseException) -> str:
+    """`error` as one line: ember's messages are whole sentences, so all their lines are kept,
+    joined (a foreign engine's error is cut to its reason instead: `bench.one_line`)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from ember.dialects.weights import EmberContext
+from ember.tools.bench import Error, one_line
 
 MANDATORY_PASSES = (
     "convert-graph-to-kernel",
@@ -43,56 +44,11 @@ class OracleError(ValueError):
 
 
 def seeded_inputs(model: onnx.ModelProto, seed: int = 0) -> Outputs:
-    """Seeded inputs for every real graph input of `model` (see `bench.random_feeds`); a
-    recurrent layer's `sequence_lens` gets lengths in [0, T], the only ones it accepts."""
-    from ember.runtime.executable import TensorSpec
-    from ember.tools.bench import random_feeds
+    """Seeded inputs for every real graph input of `model`, index inputs (Gather indices,
+    recurrent sequence_lens, ...) within the range the model accepts (see `ember.tools.feeds`)."""
+    from ember.tools import feeds
 
-    initializers = {t.name for t in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        shape = tuple(d.dim_value for d in tensor.shape.dim)
-        if any(d <= 0 for d in shape):
-            raise ValueError(
-                f"input '{value.name}' has a symbolic shape {list(shape)}; give it with --input"
-            )
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-        specs.append(TensorSpec(value.name, shape, dtype.name))
-    feeds = random_feeds(specs, seed)
-    _valid_sequence_lengths(model, feeds, seed)
-    return feeds
-
-
-def _valid_sequence_lengths(model: onnx.ModelProto, feeds: Outputs, seed: int) -> None:
-    """Redraw each recurrent layer's graph-input sequence_lens within [0, T] of its X."""
-    rng = np.random.default_rng(seed)
-    shapes = _static_shapes(model)
-    for node in model.graph.node:
-        if node.op_type not in ("LSTM", "GRU", "RNN") or len(node.input) < 5:
-            continue
-        lens, x = node.input[4], node.input[0]
-        if lens not in feeds or x not in shapes or len(shapes[x]) != 3:
-            continue
-        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
-        seq = shapes[x][1 if layout else 0]
-        feeds[lens] = rng.integers(0, seq + 1, size=feeds[lens].shape).astype(feeds[lens].dtype)
-
-
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """The static shapes ONNX's shape inference finds for the model's values."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
-    except Exception:  # inference failing only means no shapes: the seeded values stay
-        inferred = model.graph
-    shapes = {}
-    for value in [*inferred.input, *inferred.value_info, *inferred.output]:
-        dims = value.type.tensor_type.shape.dim
-        if value.type.tensor_type.HasField("shape") and all(d.dim_value > 0 for d in dims):
-            shapes[value.name] = tuple(d.dim_value for d in dims)
-    return shapes
+    return feeds.seeded_inputs(model, seed)
 
 
 def oracle_outputs(model: onnx.ModelProto, feeds: Outputs, oracle: str) -> Outputs:
@@ -103,7 +59,7 @@ def oracle_outputs(model: onnx.ModelProto, feeds: Outputs, oracle: str) -> Outpu
     except OracleError:
         raise
     except Exception as error:  # each oracle has its own exception types
-        detail = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        detail = one_line(error)
         raise OracleError(
             f"{oracle} refused the model on these inputs ({detail}); give inputs it accepts "
             f"with --input NAME=FILE.npy"
@@ -143,28 +99,6 @@ def run_ember(
         p.apply(ctx, module)
     compiled = CompiledModel(finish_program(module, ctx), opt_level, 1)
     return compiled.run(feeds)
-
-
-@dataclass(frozen=True)
-class Error:
-    """max |actual - expected| and that over max |expected| (inf if shapes or NaNs differ)."""
-
-    abs: float
-    rel: float
-
-    @staticmethod
-    def of(actual: np.ndarray, expected: np.ndarray) -> Error:
-        if actual.shape != expected.shape:
-            return Error(float("inf"), float("inf"))
-        if expected.size == 0:
-            return Error(0.0, 0.0)
-        a, e = actual.astype(np.float64), expected.astype(np.float64)
-        diff = np.abs(a - e)
-        both_nan = np.isnan(a) & np.isnan(e)
-        diff = np.where(both_nan, 0.0, diff)
-        err = float(np.max(np.where(np.isnan(diff), np.inf, diff)))
-        scale = float(np.max(np.abs(np.nan_to_num(e, nan=0.0))))
-        return Error(err, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
 
 
 def worst_error(actual: Outputs, expected: Outputs) -> tuple[str, Error]:

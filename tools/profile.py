@@ -32,7 +32,8 @@ from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, Instrument
 from ember.runtime.executable import Manifest
 from ember.tools import bench
 from ember.tools.compile import CompiledModel, compile_program, finish_program
-from ember.tools.shapes import InputShapes, add_input_shape_option
+from ember.tools.feeds import index_ranges
+from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,15 @@ def counter_rate(target: Target, seconds: float = 0.05) -> float:
     return (c1 - c0) / (t1 - t0)
 
 
-def random_feeds(manifest: Manifest, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for every input of `manifest` (see `ember.tools.bench.random_feeds`)."""
-    return bench.random_feeds(manifest.inputs, seed)
+def random_feeds(
+    manifest: Manifest, seed: int = 0, model: onnx.ModelProto | None = None
+) -> dict[str, np.ndarray]:
+    """Seeded inputs for every input of `manifest`, index inputs within the ranges `model`
+    accepts (see `ember.tools.feeds`)."""
+    ranges = None
+    if model is not None:
+        ranges = index_ranges(model, {spec.name: spec.shape for spec in manifest.inputs})
+    return bench.random_feeds(manifest.inputs, seed, ranges)
 
 
 def profile_model(
@@ -130,7 +137,8 @@ def profile_model(
     compiled = instrumented(model, host_target(threads), threads, input_shapes)
     sites = compiled.profile_sites
     assert sites is not None
-    feeds = feeds if feeds is not None else random_feeds(compiled.manifest)
+    if feeds is None:
+        feeds = random_feeds(compiled.manifest, model=read_model(model))
     for _ in range(warmup):
         compiled.run(feeds)
     samples, walls = [], []

@@ -85,13 +85,33 @@ def test_run_writes_outputs(
         "--output-dir",
         str(out),
     ]
-    assert main(argv) == 0
+    assert main([*argv, "--npz", str(tmp_path / "all.npz")]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("logits: shape [2, 5] float32 -> ")
-    assert printed[1].startswith("features: shape [2, 8, 10, 10] float32 -> ")
     expected = onnxruntime_outputs(small_convnet(), {"x": _x(2)})
+    logits = expected["logits"]
+    assert printed[0].startswith("logits: shape [2, 5] float32  min ")
+    # The preview's statistics and first values are ember's outputs, printed with 6 digits.
+    words = printed[0].replace(",", " ").replace("[", " ").replace("]", " ").split()
+    stats = {
+        words[i]: float(words[i + 1])
+        for i in range(len(words) - 1)
+        if words[i] in {"min", "max", "mean"}
+    }
+    np.testing.assert_allclose(
+        [stats["min"], stats["max"], stats["mean"]],
+        [logits.min(), logits.max(), logits.mean()],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose([float(w) for w in words[-7:-1]], logits.reshape(-1)[:6], rtol=1e-4)
+    assert words[-1] == "..."
+    assert printed[1] == f"  -> {out / 'logits.npy'}"
+    assert printed[2].startswith("features: shape [2, 8, 10, 10] float32  min ")
+    assert printed[-1] == f"wrote 2 outputs to {tmp_path / 'all.npz'}"
     written = {name: np.load(out / f"{name}.npy") for name in expected}
     assert_close(written, expected, rel=REL_TOL)
+    with np.load(tmp_path / "all.npz") as archive:
+        assert_close(dict(archive), expected, rel=REL_TOL)
 
 
 def test_run_accepts_a_bare_file_for_a_single_input(
