@@ -5,6 +5,7 @@
     ember bench model.onnx --threads 2 --runs 50 --compare onnxruntime
     ember opt ...                        (see `ember opt --help`)
     ember conformance ...                (see `ember conformance --help`)
+    ember cache info|list|clear          (see `ember cache --help`)
 
 `run` and `bench` take an artifact directory or an .onnx file; an .onnx file is compiled once
 and cached (as `ember.Config` does). Inputs with symbolic dims (a batch, a sequence length) are
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "conformance", help="ONNX node conformance suite (see `ember conformance --help`)"
     )
+    commands.add_parser("cache", help="show or clear the on-disk cache (see `ember cache --help`)")
     return parser
 
 
@@ -263,7 +265,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 # Subcommands with parsers of their own: everything after the name is handed over untouched.
-_DELEGATED = {"opt": "ember.tools.opt", "conformance": "ember.tools.conformance"}
+_DELEGATED = {
+    "opt": "ember.tools.opt",
+    "conformance": "ember.tools.conformance",
+    "cache": "ember.tools.cache",
+}
 
 
 def _delegate(command: str, argv: list[str]) -> int:
