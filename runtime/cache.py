@@ -13,10 +13,11 @@ Compiled entries (objects and artifacts) are capped at `$EMBER_CACHE_MAX_BYTES` 
   the cache; only when the ledger passes the cap (or is missing, or was last measured a day
   ago) is the cache scanned, and entries are evicted, oldest use first, down to 90% of the cap so that the next
   writes do not scan again;
-- processes share the cache without locks: entries and the ledger are written to a temporary
-  file and renamed, an artifact is renamed away before it is deleted, and a file that vanishes
-  under a reader is a miss. Concurrent ledger updates can lose an addition; that only delays
-  the next scan, which measures the truth again.
+- processes share the cache: entries and the ledger are written to a temporary file and
+  renamed, an artifact is renamed away before it is deleted, and a file that vanishes under a
+  reader is a miss. Updating the ledger (and evicting) holds an flock on `.usage.lock`, so
+  concurrent writers' sizes add up; readers take no lock. Without flock an addition can be
+  lost, which only delays the next scan, which measures the truth again.
 
 The conformance data is listed and cleared with the rest (`ember cache`) but never evicted:
 it is not compiled code, it has one version, and rewriting it takes half a minute.
@@ -24,6 +25,7 @@ it is not compiled code, it has one version, and rewriting it takes half a minut
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,6 +42,7 @@ DEFAULT_MAX_BYTES = 2 << 30
 # Eviction goes below the cap by this fraction, so the writes that follow do not scan again.
 LOW_WATER = 0.9
 LEDGER_FILE = ".usage"
+LOCK_FILE = ".usage.lock"
 # A ledger older than this is not trusted (entries may have come and gone without it).
 LEDGER_MAX_AGE = 24 * 3600
 # A temporary (dot-named) file or folder this old belongs to a writer that died.
@@ -139,7 +142,7 @@ def _folder_entry(path: Path, kind: str) -> CacheEntry | None:
 
 
 def _remove_if_stale(item: os.DirEntry[str], now: float) -> None:
-    if item.name == LEDGER_FILE:
+    if item.name in (LEDGER_FILE, LOCK_FILE):
         return
     try:
         if now - item.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
@@ -208,17 +211,22 @@ class DiskCache:
 
         Never fails: a cache that cannot be measured or trimmed still works.
         """
-        ledger = self._read_ledger()
-        if ledger is None:  # unknown: measure, and trim to the cap
-            self.evict(self.max_bytes, written)
-        elif ledger[0] + nbytes > self.max_bytes:
-            self.evict(int(self.max_bytes * LOW_WATER), written)
-        else:
-            self._write_ledger(ledger[0] + nbytes, scanned=ledger[1])
+        with self._locked():
+            ledger = self._read_ledger()
+            if ledger is None:  # unknown: measure, and trim to the cap
+                self._evict(self.max_bytes, written)
+            elif ledger[0] + nbytes > self.max_bytes:
+                self._evict(int(self.max_bytes * LOW_WATER), written)
+            else:
+                self._write_ledger(ledger[0] + nbytes, scanned=ledger[1])
 
     def evict(self, target_bytes: int, keep: Path | None = None) -> list[CacheEntry]:
         """Remove compiled entries, least recently used first, until they hold at most
         `target_bytes` (never `keep`, the entry just written); returns what was removed."""
+        with self._locked():
+            return self._evict(target_bytes, keep)
+
+    def _evict(self, target_bytes: int, keep: Path | None) -> list[CacheEntry]:
         entries = sorted(self.entries((OBJECT, ARTIFACT)), key=lambda e: e.last_used)
         total = sum(e.bytes for e in entries)
         removed = []
@@ -236,14 +244,37 @@ class DiskCache:
     def clear(self, older_than_seconds: float | None = None) -> list[CacheEntry]:
         """Remove every entry (of every kind), or those unused for `older_than_seconds`."""
         now = time.time()
-        removed = [
-            entry
-            for entry in self.entries()
-            if (older_than_seconds is None or now - entry.last_used > older_than_seconds)
-            and _remove(entry.path)
-        ]
-        self._write_ledger(sum(e.bytes for e in self.entries((OBJECT, ARTIFACT))))
+        with self._locked():
+            removed = [
+                entry
+                for entry in self.entries()
+                if (older_than_seconds is None or now - entry.last_used > older_than_seconds)
+                and _remove(entry.path)
+            ]
+            self._write_ledger(sum(e.bytes for e in self.entries((OBJECT, ARTIFACT))))
         return removed
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the cache's lock (an flock, released by the kernel if the process dies) while
+        the ledger is read and rewritten, so that concurrent writers' additions add up. Where
+        there is no flock (not POSIX, some network file systems) the ledger goes unlocked."""
+        try:
+            import fcntl
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        except (ImportError, OSError):
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+            yield
+        finally:
+            os.close(fd)
 
     @property
     def _ledger(self) -> Path:

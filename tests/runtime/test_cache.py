@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -260,3 +262,34 @@ def test_cache_command_refuses_bad_arguments(
     with pytest.raises(SystemExit):
         cli_main(["cache", "info", "--older-than", "1"])
     assert "--older-than applies to clear only" in capsys.readouterr().err
+
+
+_WRITER = r"""
+import sys
+from pathlib import Path
+from ember.codegen.objcache import CachedObject, ObjectCache
+from ember.runtime.cache import DiskCache
+
+cache = DiskCache.default(max_bytes=int(sys.argv[2]))
+objects = ObjectCache(cache.root / "objects", cache)
+for i in range(150):
+    key = ObjectCache.key(f"{sys.argv[1]}-{i}", "settings")
+    objects.store(key, CachedObject(b"\0" * 3000, ("f",), ()))
+    for j in range(max(0, i - 3), i + 1):  # read back recent ones, as a second compile would
+        objects.load(ObjectCache.key(f"{sys.argv[1]}-{j}", "settings"))
+"""
+
+
+def test_two_processes_share_a_small_cache(root: Path) -> None:
+    """Two writers storing, hitting and evicting in one cache at once: neither fails, and their
+    additions add up in the ledger (it is locked), so the cache ends within its cap."""
+    cap = 20 * BLOCK
+    env = {**os.environ, "EMBER_CACHE_DIR": str(root)}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, name, str(cap)], env=env)
+        for name in ("a", "b")
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    cache = DiskCache.default(max_bytes=cap)
+    assert 0 < sum(e.bytes for e in cache.entries()) <= cap
+    assert not [p for p in (root / "objects").rglob(".*")]  # no temporaries left behind
