@@ -11,16 +11,18 @@ Compiled entries (objects and artifacts) are capped at `$EMBER_CACHE_MAX_BYTES` 
 - a hit touches the entry (its mtime is its last use: atime is unreliable on relatime mounts);
 - a write adds the entry's size to a small ledger (`.usage` in the root) instead of measuring
   the cache; only when the ledger passes the cap (or is missing, or was last measured a day
-  ago) is the cache scanned, and entries are evicted, oldest use first, down to 90% of the cap so that the next
-  writes do not scan again;
+  ago) is the cache scanned, and entries are evicted, oldest use first, down to 90% of the
+  cap, so that the next writes do not scan again;
 - processes share the cache: entries and the ledger are written to a temporary file and
   renamed, an artifact is renamed away before it is deleted, and a file that vanishes under a
   reader is a miss. Updating the ledger (and evicting) holds an flock on `.usage.lock`, so
   concurrent writers' sizes add up; readers take no lock. Without flock an addition can be
   lost, which only delays the next scan, which measures the truth again.
 
-The conformance data is listed and cleared with the rest (`ember cache`) but never evicted:
-it is not compiled code, it has one version, and rewriting it takes half a minute.
+The conformance data is listed and cleared with the rest (`ember cache`) but never evicted: it
+is data, not compiled code, and there is one copy per onnx version. Only names that ember
+writes are entries (or temporaries, removed once an hour old): anything else in a folder is
+left alone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -90,6 +93,21 @@ class CacheEntry:
     last_used: float  # seconds since the epoch
 
 
+# What each kind's entries and its writers' temporaries are named: anything else in a folder is
+# not ember's (a folder given to Config.set_cache_dir may hold other files) and is left alone.
+_ENTRY_NAMES = {
+    OBJECT: re.compile(r"[0-9a-f]{64}\.o"),  # in shards named by 2 hex digits
+    ARTIFACT: re.compile(r"[0-9a-f]{32}"),  # tools/aot.py cache_key
+    DATA: re.compile(r"onnx-[^/]+"),  # tools/conformance.py data_dir
+}
+_TEMPORARY_NAMES = {
+    OBJECT: re.compile(r"\.[0-9a-f]{16}-.+"),  # ObjectCache.store
+    ARTIFACT: re.compile(r"\.(?:[0-9a-f]{32}|old|removed|usage)-.+"),  # compile_artifact, here
+    DATA: re.compile(r"\.(?:staging|removed)-.+"),
+}
+_SHARD = re.compile(r"[0-9a-f]{2}")
+
+
 @dataclass(frozen=True)
 class _Section:
     """A folder of entries of one kind: files two levels down (objects/ab/<key>.o) or folders
@@ -101,27 +119,30 @@ class _Section:
     def entries(self, now: float) -> Iterator[CacheEntry]:
         if self.kind == OBJECT:
             for shard in _scan(self.directory):
-                if shard.is_dir(follow_symlinks=False):
+                if _SHARD.fullmatch(shard.name) and shard.is_dir(follow_symlinks=False):
                     yield from self._files(Path(shard.path), now)
-        else:
-            for item in _scan(self.directory):
-                if item.name.startswith(".") or not item.is_dir(follow_symlinks=False):
-                    _remove_if_stale(item, now)
-                    continue
+            return
+        for item in _scan(self.directory):
+            if _TEMPORARY_NAMES[self.kind].fullmatch(item.name):
+                _remove_if_stale(item, now)
+            elif _ENTRY_NAMES[self.kind].fullmatch(item.name) and item.is_dir(
+                follow_symlinks=False
+            ):
                 entry = _folder_entry(Path(item.path), self.kind)
                 if entry is not None:
                     yield entry
 
     def _files(self, shard: Path, now: float) -> Iterator[CacheEntry]:
         for item in _scan(shard):
-            if item.name.startswith("."):
+            if _TEMPORARY_NAMES[OBJECT].fullmatch(item.name):
                 _remove_if_stale(item, now)
-                continue
-            try:
-                stat = item.stat(follow_symlinks=False)
-            except OSError:
-                continue  # evicted by another process meanwhile
-            yield CacheEntry(self.kind, Path(item.path), stored_bytes(stat.st_size), stat.st_mtime)
+            elif _ENTRY_NAMES[OBJECT].fullmatch(item.name):
+                try:
+                    stat = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # evicted by another process meanwhile
+                size = stored_bytes(stat.st_size)
+                yield CacheEntry(OBJECT, Path(item.path), size, stat.st_mtime)
 
 
 def _scan(directory: Path) -> list[os.DirEntry[str]]:
@@ -142,8 +163,6 @@ def _folder_entry(path: Path, kind: str) -> CacheEntry | None:
 
 
 def _remove_if_stale(item: os.DirEntry[str], now: float) -> None:
-    if item.name in (LEDGER_FILE, LOCK_FILE):
-        return
     try:
         if now - item.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
             _remove(Path(item.path))

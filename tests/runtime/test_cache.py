@@ -58,9 +58,10 @@ def _store(objects: ObjectCache, name: str, size: int = 3000, age_days: float = 
     return path
 
 
-def _artifact(root: Path, name: str, files: int = 2, age_days: float = 0) -> Path:
-    """A fake artifact entry: a folder of one-block files, last used `age_days` ago."""
-    folder = root / "artifacts" / name
+def _artifact(directory: Path, name: str, files: int = 2, age_days: float = 0) -> Path:
+    """A fake artifact entry in `directory`: a folder of one-block files, last used `age_days`
+    ago."""
+    folder = directory / name
     folder.mkdir(parents=True)
     for i in range(files):
         (folder / f"f{i}").write_bytes(b"x" * 100)
@@ -113,7 +114,9 @@ def test_writes_past_the_cap_evict_the_least_recently_used(root: Path) -> None:
     old = [_store(objects, f"old{i}", age_days=10 - i) for i in range(8)]
     # A hit touches: the oldest entry becomes the most recently used.
     assert objects.load(ObjectCache.key("old0", "settings")) is not None
-    artifact = _artifact(root, "a" * 32, files=1, age_days=20)  # older than every object
+    artifact = _artifact(
+        root / "artifacts", "a" * 32, files=1, age_days=20
+    )  # older than every object
     cache.evict(cache.max_bytes)  # 8 objects + a 1-block artifact: at the cap, nothing goes
     assert all(p.exists() for p in old) and artifact.exists()
 
@@ -168,7 +171,7 @@ def test_entries_vanishing_during_eviction_are_tolerated(
         return found
 
     monkeypatch.setattr(DiskCache, "entries", entries_then_vanish)
-    _artifact(root, "gone")
+    _artifact(root / "artifacts", "c" * 32)
     assert cache.evict(0) == []  # nothing left to remove, no error
     assert not any(p.exists() for p in paths)
 
@@ -177,8 +180,9 @@ def test_stale_temporaries_are_removed_fresh_ones_kept(root: Path) -> None:
     cache = DiskCache.default()
     objects = _objects(cache)
     entry = _store(objects, "kept")
-    stale, fresh = entry.parent / ".deadbeef-stale", entry.parent / ".deadbeef-fresh"
-    stale_dir = root / "artifacts" / ".key-staging"
+    stale = entry.parent / ".0123456789abcdef-stale"
+    fresh = entry.parent / ".0123456789abcdef-fresh"
+    stale_dir = root / "artifacts" / f".{'d' * 32}-staging"
     for path in (stale, fresh):
         path.write_bytes(b"partial")
     stale_dir.mkdir(parents=True)
@@ -187,6 +191,23 @@ def test_stale_temporaries_are_removed_fresh_ones_kept(root: Path) -> None:
         os.utime(path, (long_ago, long_ago))
     assert [e.path for e in cache.entries()] == [entry]
     assert not stale.exists() and not stale_dir.exists() and fresh.exists()
+
+
+def test_files_that_are_not_ember_s_are_left_alone(tmp_path: Path) -> None:
+    """A folder given to Config.set_cache_dir may hold other things: only entries go."""
+    folder = tmp_path / "mine"
+    cache = DiskCache.for_artifacts(folder)
+    entry = _artifact(folder, "e" * 32, age_days=5)
+    theirs = [folder / "notes.txt", folder / "photos", folder / ".hidden", folder / "ab"]
+    theirs[0].write_text("mine")
+    for path in theirs[1:]:
+        path.mkdir()
+    long_ago = time.time() - 30 * DAY
+    for path in theirs:
+        os.utime(path, (long_ago, long_ago))
+    assert [e.path.name for e in cache.entries()] == [entry.name]
+    assert len(cache.evict(0)) == 1 and len(cache.clear()) == 0
+    assert all(path.exists() for path in theirs)
 
 
 def _identity_model() -> onnx.ModelProto:
@@ -222,7 +243,7 @@ def test_cache_command(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     objects = _objects(cache)
     recent = _store(objects, "recent")
     old = _store(objects, "old", age_days=10)
-    artifact = _artifact(root, "b" * 32, age_days=3)
+    artifact = _artifact(root / "artifacts", "b" * 32, age_days=3)
     data = root / "onnx-node-tests" / "onnx-1.0"
     data.mkdir(parents=True)
     (data / "cases.json").write_text("{}")
