@@ -4,8 +4,8 @@
     key = cache.key(ir_text, settings)
     entry = cache.load(key) or compile_and(cache.store(key, ...))
 
-Location: `$EMBER_CACHE_DIR/objects`, else `$XDG_CACHE_HOME/ember/objects` or
-`~/.cache/ember/objects`. The key hashes the unit's IR text with everything else that decides
+Location: `objects/` in the cache root (runtime/cache.py: `$EMBER_CACHE_DIR`, else the
+platform's user cache directory, `~/.cache/ember` on Linux). The key hashes the unit's IR text with everything else that decides
 the machine code: target cpu/features, opt level, relocation model (JIT or shared library),
 llvmlite and LLVM versions, `CODEGEN_VERSION` and the source of the module that drives LLVM
 (so changing the pass pipeline invalidates old objects without anyone remembering to bump a
@@ -14,8 +14,9 @@ number).
 One file per entry: a JSON header line (payload size and sha256, the symbols the object
 defines and needs) then the object bytes. Entries are written to a temporary file and
 renamed, so readers see a whole entry or none; an entry that fails validation is a miss and
-is overwritten by the recompiled one. There is no eviction: delete the directory to reclaim
-space.
+is overwritten by the recompiled one. The default cache is size-capped with the artifacts
+(runtime/cache.py): a hit touches the entry, a store is recorded and may evict the least
+recently used entries; `ember cache clear` empties it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ember.runtime.cache import cache_root
+from ember.runtime.cache import DiskCache, cache_root, stored_bytes, touch
 
 # Bump when the meaning of a cached object changes in a way the key does not capture.
 CODEGEN_VERSION = 1
@@ -52,13 +53,15 @@ class CachedObject:
 class ObjectCache:
     """A directory of compiled units, keyed by `key()`."""
 
-    def __init__(self, directory: str | os.PathLike[str]):
+    def __init__(self, directory: str | os.PathLike[str], managed: DiskCache | None = None):
+        """`managed`: the size-capped cache this directory belongs to (None: unbounded)."""
         self.directory = Path(directory)
+        self.managed = managed
 
     @classmethod
     def default(cls) -> ObjectCache | None:
         """The user's cache, or None when EMBER_NO_CACHE is set."""
-        return None if cache_disabled() else cls(default_cache_dir())
+        return None if cache_disabled() else cls(default_cache_dir(), DiskCache.default())
 
     @staticmethod
     def key(ir_text: str, settings: str) -> str:
@@ -86,9 +89,11 @@ class ObjectCache:
             if len(data) != header["size"] or hashlib.sha256(data).hexdigest() != header["sha256"]:
                 return None
             symbols = (tuple(str(s) for s in header[k]) for k in ("defined", "undefined"))
-            return CachedObject(data, *symbols)
+            entry = CachedObject(data, *symbols)
         except (ValueError, KeyError, TypeError):
             return None
+        touch(self._path(key))
+        return entry
 
     def store(self, key: str, entry: CachedObject) -> None:
         """Write the entry atomically; a cache that cannot be written is silently skipped."""
@@ -105,9 +110,12 @@ class ObjectCache:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(_MAGIC + json.dumps(header).encode() + b"\n" + entry.data)
+                    size = f.tell()
                 os.replace(tmp, path)
             except BaseException:
                 os.unlink(tmp)
                 raise
         except OSError:
-            pass
+            return
+        if self.managed is not None:
+            self.managed.record_write(stored_bytes(size), path)

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from ember.runtime.errors import ResourceLimitError
+from ember.runtime.sizes import parse_byte_count
 
 FOLD_LIMIT_BYTES = 64 << 20
 WEIGHT_FOLD_LIMIT_BYTES = 1 << 30
 
 _INT64_MAX = 2**63 - 1
-_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def tensor_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
@@ -36,15 +36,9 @@ def tensor_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
 
 def memory_limit_bytes() -> int:
     """The largest tensor a program may hold: $EMBER_MEMORY_LIMIT, else physical memory."""
-    configured = os.environ.get("EMBER_MEMORY_LIMIT", "").strip().upper().removesuffix("B")
+    configured = os.environ.get("EMBER_MEMORY_LIMIT", "").strip()
     if configured:
-        digits, suffix = configured.rstrip("KMGT"), configured[len(configured.rstrip("KMGT")) :]
-        if not digits.isdigit() or suffix not in _SUFFIXES:
-            raise ValueError(
-                f"EMBER_MEMORY_LIMIT='{os.environ['EMBER_MEMORY_LIMIT']}' is not a byte count "
-                "(e.g. 8000000000 or 8G)"
-            )
-        return int(digits) * _SUFFIXES[suffix]
+        return parse_byte_count(configured, "EMBER_MEMORY_LIMIT")
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not a POSIX system: no known limit

@@ -1,14 +1,37 @@
-"""Test options: slow suites run only with --runslow (see README)."""
+"""Test options: slow suites run only with --runslow (see README); a cache of the tests' own."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Every compile in the tests (and in the subprocesses they start) verifies the IR after each
 # pass, so a pass that breaks the IR fails the test that compiled it, naming the pass.
 os.environ.setdefault("EMBER_VERIFY_EACH", "1")
+
+
+# Compiled kernels and models go to a cache of the session's (inherited by the subprocesses tests
+# start), never to the cache of the developer or CI machine running the suite, which tests would
+# otherwise fill. It starts cold: EMBER_TEST_CACHE_DIR names a persistent one to reuse instead.
+_SESSION_CACHE: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SESSION_CACHE
+    persistent = os.environ.get("EMBER_TEST_CACHE_DIR")
+    if persistent:
+        os.environ["EMBER_CACHE_DIR"] = persistent
+    else:
+        _SESSION_CACHE = tempfile.mkdtemp(prefix="ember-test-cache-")
+        os.environ["EMBER_CACHE_DIR"] = _SESSION_CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -4,7 +4,8 @@
     exe = ember.runtime.load("out/")
 
 The artifact format (files, manifest, checksums) belongs to `ember.runtime.artifact`; this
-module drives the compiler and the system linker. `compile_cached` is the on-disk cache behind
+module drives the compiler and the system linker, and writes the C header (`ember.h`,
+tools/cheader.py). `compile_cached` is the on-disk cache behind
 `ember.Config("model.onnx")`: one artifact per (model hash, options, ember version, target).
 """
 
@@ -37,8 +38,9 @@ from ember.runtime.artifact import (
     encode_model_info,
     write_artifact,
 )
-from ember.runtime.cache import cache_root
+from ember.runtime.cache import DiskCache, cache_root, stored_bytes, touch
 from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
+from ember.tools.cheader import write_header
 from ember.tools.shapes import InputShapes
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
@@ -225,7 +227,8 @@ def compile_artifact(
     try:
         with progress.stage("link model.so"):
             link_shared_library(objects, str(staging / LIBRARY_FILE))
-        with progress.stage("write weights and manifest"):
+        with progress.stage("write weights, ember.h and manifest"):
+            write_header(staging, description)  # before the manifest, which comes last
             write_artifact(staging, staging / LIBRARY_FILE, weights, description)
         _replace_directory(staging, output)
     except BaseException:
@@ -281,19 +284,21 @@ def compile_cached(
 ) -> Path:
     """The artifact directory for `model` with these options, compiling it on a cache miss.
 
-    `force` recompiles even on a hit (for an entry that turned out to be corrupt).
+    `force` recompiles even on a hit (for an entry that turned out to be corrupt). A hit
+    touches the entry; a compile is recorded in the size-capped cache (runtime/cache.py), which
+    may evict the least recently used entries (never this one).
     """
     from ember.passes.pipeline import DEFAULT_PIPELINE
     from ember.runtime.artifact import read_manifest
 
     target = target or resolve_target("host")
     pipeline = pipeline or DEFAULT_PIPELINE
-    directory = Path(cache_dir or default_cache_dir()) / cache_key(
-        model_bytes(model), target, opt_level, pipeline, input_shapes
-    )
+    cache = Path(cache_dir or default_cache_dir())
+    directory = cache / cache_key(model_bytes(model), target, opt_level, pipeline, input_shapes)
     if not force:
         try:
             read_manifest(directory)
+            touch(directory)
             return directory
         except ArtifactError:
             pass  # a miss, or an entry from another ember version: (re)compile it
@@ -306,4 +311,6 @@ def compile_cached(
         progress=progress,
         input_shapes=input_shapes,
     )
+    written = sum(stored_bytes(f.stat().st_size) for f in directory.iterdir() if f.is_file())
+    DiskCache.for_artifacts(cache).record_write(written, directory)
     return directory

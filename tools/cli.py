@@ -7,6 +7,7 @@
     ember conformance ...                (see `ember conformance --help`)
     ember fuzz ...                       (see `ember fuzz --help`)
     ember check model.onnx [--json]      (every problem to fix before compiling)
+    ember cache info|list|clear          (see `ember cache --help`)
 
 `run` and `bench` take an artifact directory or an .onnx file; an .onnx file is compiled once
 and cached (as `ember.Config` does). Inputs with symbolic dims (a batch, a sequence length) are
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("fuzz", help="fuzz and differential tests (see `ember fuzz --help`)")
     commands.add_parser("check", help="list every problem to fix before a model compiles")
+    commands.add_parser("cache", help="show or clear the on-disk cache (see `ember cache --help`)")
     return parser
 
 
@@ -401,6 +403,7 @@ _DELEGATED = {
     "conformance": "ember.tools.conformance",
     "fuzz": "ember.tools.fuzz",
     "check": "ember.tools.check",
+    "cache": "ember.tools.cache",
 }
 
 

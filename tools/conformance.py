@@ -52,6 +52,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ember.runtime.cache import touch
 from ember.tools.shapes import add_input_shape_option
 
 RTOL = 1e-3
@@ -88,6 +89,7 @@ def data_dir(root: Path | None = None, regenerate: bool = False) -> Path:
     root = root or cache_root()
     target = root / f"onnx-{onnx.__version__}"
     if (target / CATALOGUE).exists() and not regenerate:
+        touch(target)  # its last use, for `ember cache list` and `clear --older-than`
         return target
     root.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed, so concurrent runs never see half a suite.

@@ -40,6 +40,7 @@ def test_compile_writes_an_artifact(tmp_path: Path) -> None:
     assert result.stdout.startswith(f"wrote {tmp_path / 'out'} (model.so ")
     assert result.stderr == ""  # not a terminal: no progress display
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "ember.h",
         "manifest.json",
         "model.so",
         "weights.bin",
