@@ -986,6 +986,12 @@ def _identity(imp: _Importer, node: _Node) -> Sequence[Value]:
 
 def _reshape_target(node: _Node, in_shape: Sequence[int], spec: Sequence[int]) -> list[int]:
     allowzero = node.attrs.get("allowzero", 0)
+    if any(int(d) < -1 for d in spec):
+        raise node.error(f"shape {list(spec)} has a negative size other than -1")
+    if not allowzero and any(d == 0 and i >= len(in_shape) for i, d in enumerate(spec)):
+        raise node.error(
+            f"shape {list(spec)} copies (0) a dim that the rank-{len(in_shape)} input lacks"
+        )
     out = [(in_shape[i] if d == 0 and not allowzero else int(d)) for i, d in enumerate(spec)]
     if out.count(-1) > 1:
         raise node.error(f"shape {list(spec)} has more than one -1")
@@ -1231,11 +1237,9 @@ def _gemm(imp: _Importer, node: _Node) -> Sequence[Value]:
     k2, n = (sb[1], sb[0]) if trans_b else sb
     if k != k2:
         raise node.error(f"contraction mismatch {sa} x {sb} (transA={trans_a}, transB={trans_b})")
-    if c is not None:
-        try:
-            graph.broadcast_shapes(_shape(c), (m, n))
-        except ValueError as err:
-            raise node.error(f"C {_shape(c)} does not broadcast to {(m, n)}") from err
+    # C broadcasts to (M, N) one way only: [3, 1] against (1, 3) would widen the output.
+    if c is not None and not graph.broadcasts_to(_shape(c), (m, n)):
+        raise node.error(f"C {_shape(c)} does not broadcast to {(m, n)}")
     return [
         imp.emit(
             graph.GemmOp,

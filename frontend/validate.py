@@ -273,6 +273,34 @@ _MIN_RANKS: dict[str, tuple[int, ...]] = {
 }
 
 
+# Operands the spec defines as 1-D lists (a shape, axes, pads, bounds, a bias): input index ->
+# exact rank. A [3, 1] "starts" or conv bias would otherwise reach code that reads a list.
+_LIST_OPERANDS: dict[str, dict[int, int]] = {
+    "Conv": {2: 1},
+    "ConvTranspose": {2: 1},
+    "Slice": {1: 1, 2: 1, 3: 1, 4: 1},
+    "Reshape": {1: 1},
+    "Expand": {1: 1},
+    "Tile": {1: 1},
+    "Unsqueeze": {1: 1},
+    "Squeeze": {1: 1},
+    "ConstantOfShape": {0: 1},
+    "Pad": {1: 1, 3: 1},
+    "ReduceSum": {1: 1},
+    "ReduceMean": {1: 1},
+    "ReduceMax": {1: 1},
+    "ReduceMin": {1: 1},
+    "ReduceProd": {1: 1},
+    "ReduceL1": {1: 1},
+    "ReduceL2": {1: 1},
+    "ReduceLogSum": {1: 1},
+    "ReduceLogSumExp": {1: 1},
+    "ReduceSumSquare": {1: 1},
+    "TopK": {1: 1},
+    "Split": {1: 1},
+}
+
+
 def _check_ranks(
     node: NodeInfo, input_names: Sequence[str], shapes: Sequence[tuple[int, ...] | None]
 ) -> None:
@@ -282,6 +310,13 @@ def _check_ranks(
             raise node.error(
                 f"input #{index} '{input_names[index]}' has rank {len(shape)} (shape {shape}); "
                 f"{node.op_type} needs rank >= {least}"
+            )
+    for index, rank in _LIST_OPERANDS.get(node.op_type, {}).items():
+        shape = shapes[index] if index < len(shapes) else None
+        if shape is not None and input_names[index] and len(shape) != rank:
+            raise node.error(
+                f"input #{index} '{input_names[index]}' has shape {list(shape)}; {node.op_type} "
+                f"takes it as a 1-D list"
             )
 
 

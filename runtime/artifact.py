@@ -351,6 +351,34 @@ def _read_checked(
     return data
 
 
+def check_elf_image(image: bytes, origin: Path) -> None:
+    """Refuse an image that is no complete x86-64 ELF shared object before dlopen maps it.
+
+    The loader maps each PT_LOAD segment from the file; a segment that reaches past the end of a
+    truncated file raises SIGBUS in this process when touched, and no checksum helps when the
+    tamperer rewrote it. Checking that the headers and every segment lie inside the image turns
+    that crash into an ArtifactError (edited code inside the image is another matter: only a
+    signature would catch it, see docs/aot.md)."""
+    size = len(image)
+    if size < 64 or image[:4] != b"\x7fELF" or image[4] != 2 or image[5] != 1:
+        raise ArtifactError(f"{origin}: not a 64-bit little-endian ELF shared library")
+    e_type, e_machine = struct.unpack_from("<HH", image, 16)
+    if e_type != 3 or e_machine != 62:  # ET_DYN, EM_X86_64
+        raise ArtifactError(f"{origin}: not an x86-64 shared library (type {e_type})")
+    phoff, shoff = struct.unpack_from("<QQ", image, 32)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", image, 54)
+    if phentsize < 56 or phoff + phnum * phentsize > size or shoff + shnum * shentsize > size:
+        raise ArtifactError(f"{origin}: truncated (its ELF headers reach past {size} bytes)")
+    for k in range(phnum):
+        p_type, _, p_offset = struct.unpack_from("<IIQ", image, phoff + k * phentsize)
+        (p_filesz,) = struct.unpack_from("<Q", image, phoff + k * phentsize + 32)
+        if p_type == 1 and p_offset + p_filesz > size:  # PT_LOAD
+            raise ArtifactError(
+                f"{origin}: truncated (a loadable segment ends at byte {p_offset + p_filesz} of "
+                f"a {size}-byte file)"
+            )
+
+
 def _dlopen_private(image: bytes, origin: Path) -> ctypes.CDLL:
     """dlopen the verified library image from a private copy, removed once it is mapped.
 
@@ -400,6 +428,7 @@ class LoadedArtifact(Executable):
         _read_checked(directory, WEIGHTS_FILE, files[WEIGHTS_FILE], into=weights)
         image = _read_checked(directory, LIBRARY_FILE, files[LIBRARY_FILE])
         library_path = directory / LIBRARY_FILE
+        check_elf_image(bytes(image), library_path)
         library = _dlopen_private(bytes(image), library_path)
         # From here on the library, not the manifest, says what its code touches.
         described = read_model_info(library, str(library_path))

@@ -549,7 +549,13 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "library-not-a-library": (
         _replace_file("model.so", lambda _, __: b"\x7fELF but not really"),
-        r"model.so: cannot be loaded \(",
+        r"model.so: not a 64-bit little-endian ELF shared library",
+    ),
+    # A truncated library with a rewritten checksum: its segments reach past the end of the
+    # file, which dlopen would turn into SIGBUS.
+    "library-truncated": (
+        _replace_file("model.so", lambda a, _: (a / "model.so").read_bytes()[:-4096]),
+        r"model.so: truncated \(",
     ),
     "not-an-ember-library": (
         _replace_file("model.so", _library_without_description),
