@@ -606,3 +606,71 @@ def test_every_refusal_is_an_ember_error() -> None:
     for model, _ in _MALFORMED.values():
         with pytest.raises(EmberError):
             import_onnx(model)
+
+
+# -- found by the fuzzer (tools/fuzz.py): list operands, reshape sizes, Gemm's C -----------------
+
+
+def _tensor(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return onnx.numpy_helper.from_array(array, name)
+
+
+@pytest.mark.parametrize(
+    ("op", "inputs", "initializers", "message"),
+    [
+        (
+            "Slice",
+            ["x", "starts", "ends"],
+            [_tensor("starts", np.zeros((1, 1), np.int64)), _tensor("ends", np.ones(1, np.int64))],
+            r"Slice node 'n' .*input #1 'starts' has shape \[1, 1\]; Slice takes it as a 1-D list",
+        ),
+        (
+            "Reshape",
+            ["x", "shape"],
+            [_tensor("shape", np.array([[3], [2]], np.int64))],
+            r"input #1 'shape' has shape \[2, 1\]",
+        ),
+        (
+            "Reshape",
+            ["x", "shape"],
+            [_tensor("shape", np.array([-2, -3], np.int64))],
+            r"shape \[-2, -3\] has a negative size other than -1",
+        ),
+        (
+            "Reshape",
+            ["x", "shape"],
+            [_tensor("shape", np.array([6, 1, 0], np.int64))],
+            r"copies \(0\) a dim that the rank-2 input lacks",
+        ),
+    ],
+)
+def test_malformed_list_operands_are_model_errors(
+    op: str, inputs: list[str], initializers: list[onnx.TensorProto], message: str
+) -> None:
+    model = _model(
+        [helper.make_node(op, inputs, ["y"], name="n")],
+        [_X],
+        [_info("y", TensorProto.FLOAT, None)],  # type: ignore[arg-type]
+        initializers,
+    )
+    with pytest.raises(Exception, match="ONNXRuntimeError"):  # onnxruntime refuses it when run
+        _ort_run(model, {"x": np.ones((2, 3), np.float32)})
+    with pytest.raises(ModelError, match=message):
+        import_onnx(model)
+
+
+def test_gemm_c_must_broadcast_to_the_output_one_way() -> None:
+    # C [3, 1] against an output of (1, 3) would widen the result to (3, 3).
+    model = _model(
+        [helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="fc", transB=1)],
+        [_info("x", TensorProto.FLOAT, [1, 2])],
+        [_info("y", TensorProto.FLOAT, [1, 3])],
+        [
+            _tensor("w", np.ones((3, 2), np.float32)),
+            _tensor("c", np.ones((3, 1), np.float32)),
+        ],
+    )
+    with pytest.raises(Exception, match="bias shape"):  # onnxruntime refuses it when run
+        _ort_run(model, {"x": np.ones((1, 2), np.float32)})
+    with pytest.raises(ModelError, match=r"Gemm node 'fc' .*C \(3, 1\) does not broadcast"):
+        import_onnx(model)
