@@ -274,7 +274,9 @@ _MIN_RANKS: dict[str, tuple[int, ...]] = {
 
 
 # Operands the spec defines as 1-D lists (a shape, axes, pads, bounds, a bias): input index ->
-# exact rank. A [3, 1] "starts" or conv bias would otherwise reach code that reads a list.
+# highest rank. A [3, 1] "starts" or conv bias would otherwise reach code that reads a list; a
+# scalar is accepted as a one-element list (ONNX's own function bodies, e.g. AffineGrid's
+# Unsqueeze axes, write them so).
 _LIST_OPERANDS: dict[str, dict[int, int]] = {
     "Conv": {2: 1},
     "ConvTranspose": {2: 1},
@@ -313,7 +315,7 @@ def _check_ranks(
             )
     for index, rank in _LIST_OPERANDS.get(node.op_type, {}).items():
         shape = shapes[index] if index < len(shapes) else None
-        if shape is not None and input_names[index] and len(shape) != rank:
+        if shape is not None and input_names[index] and len(shape) > rank:
             raise node.error(
                 f"input #{index} '{input_names[index]}' has shape {list(shape)}; {node.op_type} "
                 f"takes it as a 1-D list"
