@@ -274,32 +274,39 @@ _MIN_RANKS: dict[str, tuple[int, ...]] = {
 
 
 # Operands the spec defines as 1-D lists (a shape, axes, pads, bounds, a bias): input index ->
-# highest rank. A [3, 1] "starts" or conv bias would otherwise reach code that reads a list; a
-# scalar is accepted as a one-element list (ONNX's own function bodies, e.g. AffineGrid's
-# Unsqueeze axes, write them so).
-_LIST_OPERANDS: dict[str, dict[int, int]] = {
-    "Conv": {2: 1},
-    "ConvTranspose": {2: 1},
-    "Slice": {1: 1, 2: 1, 3: 1, 4: 1},
-    "Reshape": {1: 1},
-    "Expand": {1: 1},
-    "Tile": {1: 1},
-    "Unsqueeze": {1: 1},
-    "Squeeze": {1: 1},
-    "ConstantOfShape": {0: 1},
-    "Pad": {1: 1, 3: 1},
-    "ReduceSum": {1: 1},
-    "ReduceMean": {1: 1},
-    "ReduceMax": {1: 1},
-    "ReduceMin": {1: 1},
-    "ReduceProd": {1: 1},
-    "ReduceL1": {1: 1},
-    "ReduceL2": {1: 1},
-    "ReduceLogSum": {1: 1},
-    "ReduceLogSumExp": {1: 1},
-    "ReduceSumSquare": {1: 1},
-    "TopK": {1: 1},
-    "Split": {1: 1},
+# the ranks accepted. A [3, 1] "starts" or conv bias would otherwise reach code that reads a
+# list. Axes may also be a scalar (ONNX's own function bodies, e.g. AffineGrid's, write
+# Unsqueeze axes so, and onnxruntime accepts it).
+_LIST = (1,)
+_AXES = (0, 1)
+_LIST_OPERANDS: dict[str, dict[int, tuple[int, ...]]] = {
+    "Conv": {2: _LIST},
+    "ConvTranspose": {2: _LIST},
+    "Slice": {1: _LIST, 2: _LIST, 3: _LIST, 4: _LIST},
+    "Reshape": {1: _LIST},
+    "Expand": {1: _LIST},
+    "Tile": {1: _LIST},
+    "Unsqueeze": {1: _AXES},
+    "Squeeze": {1: _AXES},
+    "ConstantOfShape": {0: _LIST},
+    "Pad": {1: _LIST, 3: _LIST},
+    **{
+        op: {1: _AXES}
+        for op in (
+            "ReduceSum",
+            "ReduceMean",
+            "ReduceMax",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceL1",
+            "ReduceL2",
+            "ReduceLogSum",
+            "ReduceLogSumExp",
+            "ReduceSumSquare",
+        )
+    },
+    "TopK": {1: _LIST},
+    "Split": {1: _LIST},
 }
 
 
@@ -313,9 +320,9 @@ def _check_ranks(
                 f"input #{index} '{input_names[index]}' has rank {len(shape)} (shape {shape}); "
                 f"{node.op_type} needs rank >= {least}"
             )
-    for index, rank in _LIST_OPERANDS.get(node.op_type, {}).items():
+    for index, ranks in _LIST_OPERANDS.get(node.op_type, {}).items():
         shape = shapes[index] if index < len(shapes) else None
-        if shape is not None and input_names[index] and len(shape) > rank:
+        if shape is not None and input_names[index] and len(shape) not in ranks:
             raise node.error(
                 f"input #{index} '{input_names[index]}' has shape {list(shape)}; {node.op_type} "
                 f"takes it as a 1-D list"

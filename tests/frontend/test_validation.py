@@ -631,6 +631,12 @@ def _tensor(name: str, array: np.ndarray) -> onnx.TensorProto:
             r"input #1 'shape' has shape \[2, 1\]",
         ),
         (
+            "Slice",
+            ["x", "starts", "ends"],
+            [_tensor("starts", np.array(0, np.int64)), _tensor("ends", np.ones(1, np.int64))],
+            r"input #1 'starts' has shape \[\]; Slice takes it as a 1-D list",
+        ),
+        (
             "Reshape",
             ["x", "shape"],
             [_tensor("shape", np.array([-2, -3], np.int64))],
@@ -674,3 +680,15 @@ def test_gemm_c_must_broadcast_to_the_output_one_way() -> None:
         _ort_run(model, {"x": np.ones((1, 2), np.float32)})
     with pytest.raises(ModelError, match=r"Gemm node 'fc' .*C \(3, 1\) does not broadcast"):
         import_onnx(model)
+
+
+def test_scalar_unsqueeze_axes_are_a_one_element_list() -> None:
+    # ONNX's own AffineGrid function body writes Unsqueeze axes as a scalar.
+    model = _model(
+        [helper.make_node("Unsqueeze", ["x", "axes"], ["y"])],
+        [_X],
+        [_info("y", TensorProto.FLOAT, [1, 2, 3])],
+        [_tensor("axes", np.array(0, np.int64))],
+    )
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(ember.compile(model).run({"x": x})["y"], x[None])
