@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ember.runtime.executable import Executable
-from ember.tools.feeds import random_feeds  # noqa: F401  (the seeding `ember bench` uses)
 
 if TYPE_CHECKING:
     import onnx

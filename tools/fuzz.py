@@ -61,7 +61,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ember.runtime.executable import TensorSpec
 from ember.tools import fuzz_cases
+from ember.tools.feeds import model_input_specs, random_feeds
 from ember.tools.fuzz_cases import Case
 from ember.tools.workers import RECYCLE_KEY
 
@@ -263,17 +265,17 @@ def run_model(
         specs = _input_specs(compiled, model)
     except Exception as err:
         return {**classify_exception(err, "inputs"), "status": "internal"}
-    for name, shape, dtype in specs:
-        nbytes = int(np.prod(shape, dtype=object)) * fuzz_cases.itemsize(dtype)
+    for spec in specs:
+        nbytes = int(np.prod(spec.shape, dtype=object)) * fuzz_cases.itemsize(spec.dtype)
         if nbytes >= 2**63:
             return {
                 "status": "internal",
                 "stage": "compile",
-                "message": f"compiled although input '{name}' {list(shape)} {dtype} has "
+                "message": f"compiled although input '{spec.name}' {list(spec.shape)} {spec.dtype} has "
                 f"{nbytes} bytes, more than int64 byte offsets hold (no ResourceLimitError)",
             }
     try:
-        feeds = fuzz_cases.random_feeds(specs, input_seed)
+        feeds = random_feeds(specs, input_seed)
     except MemoryError:  # a valid model with inputs too big to make (a 2**40 dim...)
         return {"status": "pass", "note": "compiled; its inputs are too large to run it"}
     except Exception as err:  # a dtype numpy cannot make: ember's manifest names it
@@ -299,19 +301,20 @@ def run_model(
 SYMBOLIC_DIM = 2  # the size given to a symbolic input dim when making inputs
 
 
-def _input_specs(compiled: Any, model: bytes) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, shape, dtype) of what `compiled` takes: from its manifest, or, for a model with
-    symbolic dims (no manifest until it runs), from the ONNX inputs with SYMBOLIC_DIM."""
+def _input_specs(compiled: Any, model: bytes) -> list[TensorSpec]:
+    """What `compiled` takes: from its manifest, or, for a model with symbolic dims (no
+    manifest until it runs), from the ONNX inputs with SYMBOLIC_DIM."""
     manifest = getattr(compiled, "manifest", None)
     if manifest is not None:
-        return [(s.name, tuple(s.shape), s.dtype) for s in manifest.inputs]
+        return list(manifest.inputs)
     graph = onnx.load_from_string(model).graph
     infos = {i.name: i.type.tensor_type for i in graph.input}
     specs = []
     for name in compiled.input_names:
         tensor = infos[name]
         shape = tuple(d.dim_value if d.dim_value > 0 else SYMBOLIC_DIM for d in tensor.shape.dim)
-        specs.append((name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name))
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        specs.append(TensorSpec(name, shape, dtype))
     return specs
 
 
@@ -399,8 +402,7 @@ def _run_artifact_case(case: Case, artifacts: Path | None, reference: bool) -> d
         return {"status": "internal", "stage": "setup", "message": "no artifacts prepared"}
     seed = case.seed or ""
     model = fuzz_cases.seed_model(seed)
-    specs = fuzz_cases.graph_input_specs(model)
-    feeds = fuzz_cases.random_feeds(specs, 0)
+    feeds = random_feeds(model_input_specs(model), 0)
     with tempfile.TemporaryDirectory(prefix="ember-fuzz-artifact-") as tmp:
         directory = Path(tmp) / "model.ember"
         shutil.copytree(artifacts / seed, directory)
@@ -445,7 +447,7 @@ def prepare_artifacts(directory: str) -> dict[str, Any]:
         for name in fuzz_cases.SEED_BUILDERS:
             model = fuzz_cases.seed_model(name)
             compile_artifact(model, Path(directory) / name, target=resolve_target(ARTIFACT_CPU, 1))
-            feeds = fuzz_cases.random_feeds(fuzz_cases.graph_input_specs(model), 0)
+            feeds = random_feeds(model_input_specs(model), 0)
             load(Path(directory) / name).run(feeds)
     except Exception as err:
         return classify_exception(err, "prepare")

@@ -20,6 +20,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ember.runtime.executable import TensorSpec
+from ember.tools.feeds import model_input_specs, random_feeds
+
 OPSET = 17
 FLOAT = TensorProto.FLOAT
 
@@ -190,32 +193,8 @@ def seed_model(name: str) -> onnx.ModelProto:
     return copy
 
 
-def random_feeds(specs: list[tuple[str, tuple[int, ...], str]], seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs for (name, shape, dtype) specs, as `ember bench` makes them: normal floats,
-    integers in [0, 16) (valid indices for the seed models' Gather), random bools."""
-    from ember.runtime.executable import TensorSpec
-    from ember.tools.bench import random_feeds as bench_feeds
-
-    feeds = bench_feeds([TensorSpec(n, tuple(shape), dtype) for n, shape, dtype in specs], seed)
-    return {name: np.asarray(value) for name, value in feeds.items()}
-
-
 def itemsize(dtype: str) -> int:
     return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-
-
-def graph_input_specs(model: onnx.ModelProto) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, shape, numpy dtype name) of a well-formed model's runtime inputs."""
-    inits = {t.name for t in model.graph.initializer}
-    specs = []
-    for info in model.graph.input:
-        if info.name in inits:
-            continue
-        tensor = info.type.tensor_type
-        shape = tuple(d.dim_value for d in tensor.shape.dim)
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-        specs.append((info.name, shape, dtype))
-    return specs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,9 +498,10 @@ def _mutate_graph(model: onnx.ModelProto, rng: np.random.Generator) -> str:
 
 
 def _bad_feeds(model: onnx.ModelProto, rng: np.random.Generator) -> tuple[Any, str]:
-    specs = graph_input_specs(model)
+    specs = model_input_specs(model)
     feeds: dict[str, Any] = random_feeds(specs, int(rng.integers(2**31)))
-    name, shape, dtype = specs[int(rng.integers(len(specs)))]
+    spec = specs[int(rng.integers(len(specs)))]
+    name, shape, dtype = spec.name, spec.shape, spec.dtype
     action = int(rng.integers(16))
     if action == 0:
         other = "float64" if dtype != "float64" else "float32"
@@ -535,10 +515,14 @@ def _bad_feeds(model: onnx.ModelProto, rng: np.random.Generator) -> tuple[Any, s
         return feeds, f"'{name}' with an extra leading dim"
     if action == 3:
         bigger = tuple(d + 1 for d in shape)
-        feeds[name] = random_feeds([(name, bigger, dtype)], int(rng.integers(2**31)))[name]
+        feeds[name] = random_feeds([TensorSpec(name, bigger, dtype)], int(rng.integers(2**31)))[
+            name
+        ]
         return feeds, f"'{name}' of shape {bigger}"
     if action == 4:  # non-contiguous but valid: must run and match
-        doubled = random_feeds([(name, shape + (2,), dtype)], int(rng.integers(2**31)))[name]
+        doubled = random_feeds([TensorSpec(name, shape + (2,), dtype)], int(rng.integers(2**31)))[
+            name
+        ]
         feeds[name] = doubled[..., 0]
         return feeds, f"'{name}' non-contiguous (valid)"
     if action == 5:

@@ -30,9 +30,9 @@ from xdsl.ir import Block, Region
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, InstrumentKernels
 from ember.runtime.executable import Manifest
-from ember.tools import bench
 from ember.tools.compile import CompiledModel, compile_program, finish_program
 from ember.tools.feeds import index_ranges
+from ember.tools.feeds import random_feeds as feeds_for_specs
 from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
 
 
@@ -115,7 +115,7 @@ def random_feeds(
     ranges = None
     if model is not None:
         ranges = index_ranges(model, {spec.name: spec.shape for spec in manifest.inputs})
-    return bench.random_feeds(manifest.inputs, seed, ranges)
+    return feeds_for_specs(manifest.inputs, seed, ranges)
 
 
 def profile_model(
