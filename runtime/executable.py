@@ -151,6 +151,30 @@ def _read_extra(extra: Field) -> dict[str, Any]:
     return result
 
 
+def require_mapping(feeds: object, input_names: Sequence[str], positional: bool = True) -> None:
+    """InputError unless `feeds` is a mapping of input name -> array (a list is the usual slip);
+    `positional`: the caller also offers a positional call, which the message then suggests."""
+    if not isinstance(feeds, Mapping):
+        hint = " (call the model positionally for a list)" if positional else ""
+        raise InputError(
+            f"run() takes a dict of input name -> array, given {type(feeds).__name__}; "
+            f"the inputs are {list(input_names)}{hint}"
+        )
+
+
+def check_feed_names(feeds: object, input_names: Sequence[str]) -> None:
+    """InputError unless `feeds` maps exactly the model's inputs, naming what is off."""
+    require_mapping(feeds, input_names)
+    assert isinstance(feeds, Mapping)
+    missing = [n for n in input_names if n not in feeds]
+    extra = [n for n in feeds if n not in set(input_names)]
+    if missing or extra:
+        raise InputError(
+            f"inputs do not match the model: missing {missing}, unexpected {extra}; "
+            f"expected {list(input_names)}"
+        )
+
+
 class Executable:
     """A loaded program: validates inputs, runs the native entry point, returns numpy outputs.
 
@@ -209,19 +233,7 @@ class Executable:
 
     # -- running -------------------------------------------------------------------------------
     def _checked_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if not isinstance(feeds, Mapping):
-            raise InputError(
-                f"run() takes a dict of input name -> array, given {type(feeds).__name__}; "
-                f"the inputs are {self.input_names} (call the model positionally for a list)"
-            )
-        expected = {s.name for s in self.manifest.inputs}
-        missing = [n for n in self.input_names if n not in feeds]
-        extra = [n for n in feeds if n not in expected]
-        if missing or extra:
-            raise InputError(
-                f"inputs do not match the model: missing {missing}, unexpected {extra}; "
-                f"expected {self.input_names}"
-            )
+        check_feed_names(feeds, self.input_names)
         arrays = []
         for spec in self.manifest.inputs:
             given = feeds[spec.name]

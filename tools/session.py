@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ember.runtime.errors import InputError, ModelError
+from ember.runtime.executable import require_mapping
 
 if TYPE_CHECKING:
     import onnx
@@ -421,11 +422,7 @@ class InferenceSession:
                 f"run() asks for output(s) {unknown}, which the model does not have; "
                 f"its outputs: {outputs}"
             )
-        if not isinstance(input_feed, Mapping):
-            raise InputError(
-                f"run() takes a dict of input name -> array, given {type(input_feed).__name__}; "
-                f"the inputs are {[i.name for i in self._inputs]}"
-            )
+        require_mapping(input_feed, [i.name for i in self._inputs], positional=False)
         declared = {i.name for i in self._inputs}
         unexpected = [name for name in input_feed if name not in declared]
         if unexpected:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import numpy as np
 
 from ember.runtime.errors import InputError, ModelError, UnsupportedOpError
-from ember.runtime.executable import numpy_dtype
+from ember.runtime.executable import check_feed_names, numpy_dtype
 from ember.tools.shapes import Pinning, check_run_shapes
 
 if TYPE_CHECKING:
@@ -236,18 +236,7 @@ class SpecializingModel:
 
     # -- running -------------------------------------------------------------------------------
     def _checked(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        if not isinstance(feeds, Mapping):
-            raise InputError(
-                f"run() takes a dict of input name -> array, given {type(feeds).__name__}; "
-                f"the inputs are {self.input_names} (call the model positionally for a list)"
-            )
-        missing = [n for n in self.input_names if n not in feeds]
-        extra = [n for n in feeds if n not in self.input_names]
-        if missing or extra:
-            raise InputError(
-                f"inputs do not match the model: missing {missing}, unexpected {extra}; "
-                f"expected {self.input_names}"
-            )
+        check_feed_names(feeds, self.input_names)
         arrays = {}
         for info in self._signature.inputs:
             array = np.asarray(feeds[info.name])
