@@ -516,33 +516,6 @@ def _ops(model: bytes | None) -> set[str]:
     return {op if isinstance(op, str) else repr(op) for op in ops}
 
 
-def has_self_residual(model: onnx.ModelProto, producers: Iterable[str] = ("Conv",)) -> bool:
-    """True when some Add reads x and a value computed from x by one of `producers` followed
-    only by single-input ops or constant operands: the y = x + Conv(x) pattern."""
-    produced_by = {out: node for node in model.graph.node for out in node.output}
-    constants = {t.name for t in model.graph.initializer}
-    wanted = set(producers)
-
-    def sources(value: str, depth: int = 0) -> set[str]:
-        """The values a chain of epilogue-like ops ending in `value` started from."""
-        node = produced_by.get(value)
-        if node is None or depth > 6:
-            return set()
-        if node.op_type in wanted:
-            return {node.input[0]}
-        dynamic = [i for i in node.input if i and i not in constants]
-        if len(dynamic) == 1:
-            return sources(dynamic[0], depth + 1)
-        return set()
-
-    for node in model.graph.node:
-        if node.op_type == "Add" and len(node.input) == 2:
-            a, b = node.input
-            if a in sources(b) or b in sources(a):
-                return True
-    return False
-
-
 def known_bug(result: dict[str, Any], case: Case | None = None) -> str | None:
     """The known, filed bug that explains a failing result, if any (the tests xfail those).
 
