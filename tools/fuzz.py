@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ember.runtime.executable import TensorSpec
+from ember.runtime.executable import TensorSpec, numpy_dtype
 from ember.tools import fuzz_cases
 from ember.tools.feeds import model_input_specs, random_feeds
 from ember.tools.fuzz_cases import Case
@@ -266,7 +266,7 @@ def run_model(
     except Exception as err:
         return {**classify_exception(err, "inputs"), "status": "internal"}
     for spec in specs:
-        nbytes = int(np.prod(spec.shape, dtype=object)) * fuzz_cases.itemsize(spec.dtype)
+        nbytes = int(np.prod(spec.shape, dtype=object)) * numpy_dtype(spec.dtype).itemsize
         if nbytes >= 2**63:
             return {
                 "status": "internal",

@@ -193,10 +193,6 @@ def seed_model(name: str) -> onnx.ModelProto:
     return copy
 
 
-def itemsize(dtype: str) -> int:
-    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-
-
 # ---------------------------------------------------------------------------------------------
 # Malformed cases
 
