@@ -204,14 +204,24 @@ def _quantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
         )
     if _dtype(x).kind not in "fi":
         raise node.unsupported(f"input of type {_dtype(x)}")
+    scale, zero_point = _scale_and_zero_point(imp, node, x, scale, zero_point, "y")
+    return [quantize(imp, node, x, scale, zero_point, dtype)]
+
+
+def _scale_and_zero_point(
+    imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, prefix: str
+) -> tuple[Value, Value | None]:
+    """Scale and zero point broadcastable against `x` (per tensor, per axis or blocked);
+    `prefix` names them as the spec does ("y_scale" for QuantizeLinear, "x_scale" for
+    DequantizeLinear)."""
     axis, block_size = _axis_and_block(node)
     x_shape = _shape(x)
-    scale = _broadcastable(imp, node, scale, x_shape, axis, block_size, "y_scale")
+    scale = _broadcastable(imp, node, scale, x_shape, axis, block_size, f"{prefix}_scale")
     if zero_point is not None:
         zero_point = _broadcastable(
-            imp, node, zero_point, x_shape, axis, block_size, "y_zero_point"
+            imp, node, zero_point, x_shape, axis, block_size, f"{prefix}_zero_point"
         )
-    return [quantize(imp, node, x, scale, zero_point, dtype)]
+    return scale, zero_point
 
 
 @_converts("DequantizeLinear")
@@ -231,13 +241,7 @@ def _dequantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
             dtype = numpy_dtype_for_onnx(output_dtype)
         except (TypeError, ValueError) as err:
             raise node.unsupported(f"output_dtype {_type_name(output_dtype)}") from err
-    axis, block_size = _axis_and_block(node)
-    x_shape = _shape(x)
-    scale = _broadcastable(imp, node, scale, x_shape, axis, block_size, "x_scale")
-    if zero_point is not None:
-        zero_point = _broadcastable(
-            imp, node, zero_point, x_shape, axis, block_size, "x_zero_point"
-        )
+    scale, zero_point = _scale_and_zero_point(imp, node, x, scale, zero_point, "x")
     return [dequantize(imp, node, x, scale, zero_point, dtype)]
 
 
