@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(autouse=True)
+def _reproducers_in_tmp(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `ember opt` writes a failing pipeline's reproducer into the working directory by default;
+    # a test that exercises a failure must not leave one in the checkout.
+    if request.node.get_closest_marker("default_repro_dir"):
+        return
+    import ember.tools.opt_run as opt_run
+
+    monkeypatch.setattr(opt_run, "default_repro_dir", lambda: tmp_path / "ember-repro")

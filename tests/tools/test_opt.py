@@ -376,6 +376,7 @@ def test_failing_pass_writes_a_reproducer_that_reruns_to_the_same_failure(
     assert (tmp_path / "r2" / "input.mlir").read_text() == (repro / "input.mlir").read_text()
 
 
+@pytest.mark.default_repro_dir
 def test_reproducer_goes_to_a_timestamped_directory_by_default(
     capsys: pytest.CaptureFixture[str],
     small_path: Path,
