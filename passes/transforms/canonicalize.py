@@ -8,6 +8,8 @@
 - sub/div by a constant -> add/mul by the negated/reciprocal constant (a reciprocal differs
   from the division by at most 1 ulp), constants moved to the rhs of add/mul, and
   mul(mul(x, a), b), add(add(x, a), b), mul(add(x, a), b) reassociated so that constants meet;
+  in 16-bit floats, where one rounding is the size of a user's tolerance, only an exact
+  reciprocal is used and nothing is reassociated;
 - pow(x, 2) -> x * x, pow(x, 0.5) -> sqrt(x), pow(x, 1) -> x.
 """
 
@@ -204,9 +206,15 @@ class ConstantArithmetic(RewritePattern):
         if isinstance(op, graph.SubOp):
             rewriter.replace(op, _binary(graph.AddOp, x, self._const(rewriter, -rhs_c, op.rhs)))
             return
+        # In 16-bit floats one rounding is ~5e-4 relative, the size of the tolerances users
+        # compare with: there, only rewrites that give the same values apply.
+        narrow = rhs_c.dtype.itemsize < 4
         if isinstance(op, graph.DivOp):
             if np.all(np.isfinite(rhs_c)) and np.all(rhs_c != 0):
-                inverse = (1.0 / rhs_c.astype(np.float64)).astype(rhs_c.dtype)
+                exact_inverse = 1.0 / rhs_c.astype(np.float64)
+                inverse = exact_inverse.astype(rhs_c.dtype)
+                if narrow and not np.array_equal(inverse.astype(np.float64), exact_inverse):
+                    return
                 rewriter.replace(
                     op, _binary(graph.MulOp, x, self._const(rewriter, inverse, op.rhs))
                 )
@@ -216,7 +224,7 @@ class ConstantArithmetic(RewritePattern):
             rewriter.replace(op, [], [x])
             return
         inner = x.owner
-        if not isinstance(inner, graph.AddOp | graph.MulOp) or not x.has_one_use():
+        if narrow or not isinstance(inner, graph.AddOp | graph.MulOp) or not x.has_one_use():
             return
         inner_c = constant_array(inner.rhs, self.weights)
         if inner_c is None or constant_array(inner.lhs, self.weights) is not None:

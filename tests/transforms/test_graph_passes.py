@@ -178,6 +178,39 @@ def test_canonicalize_constant_arithmetic() -> None:
     )
 
 
+def test_canonicalize_keeps_16_bit_float_arithmetic_as_written() -> None:
+    # A reciprocal or a reassociated constant rounds once more: in f16 that is ~5e-4 relative,
+    # the size of the tolerance a user compares with. Only the exact reciprocal (of 4) applies.
+    ir = func(
+        "%x: tensor<2x4xf16>",
+        """
+    %three = graph.constant "three" : tensor<1xf16>
+    %four = graph.constant "four" : tensor<1xf16>
+    %c = graph.constant "c" : tensor<4xf16>
+    %a = graph.div %x, %three : tensor<2x4xf16>, tensor<1xf16> -> tensor<2x4xf16>
+    %b = graph.div %a, %four : tensor<2x4xf16>, tensor<1xf16> -> tensor<2x4xf16>
+    %m = graph.mul %b, %c : tensor<2x4xf16>, tensor<4xf16> -> tensor<2x4xf16>
+    %n = graph.mul %m, %c : tensor<2x4xf16>, tensor<4xf16> -> tensor<2x4xf16>
+    func.return %n : tensor<2x4xf16>""",
+        "tensor<2x4xf16>",
+    )
+    weights = {
+        "three": np.array([3.0], np.float16),
+        "four": np.array([4.0], np.float16),
+        "c": rand(4, seed=1).astype(np.float16),
+    }
+    text, _ = apply(ir, weights, Canonicalize())
+    assert_filecheck(
+        text,
+        """
+        CHECK:     %[[A:.*]] = graph.div %x, %{{.*}} : tensor<2x4xf16>, tensor<1xf16>
+        CHECK:     %[[B:.*]] = graph.mul %[[A]], %{{.*}} : tensor<2x4xf16>, tensor<1xf16>
+        CHECK:     %[[M:.*]] = graph.mul %[[B]], %c
+        CHECK:     graph.mul %[[M]], %c
+        """,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # fold-constants, dce
 
