@@ -106,7 +106,7 @@ class BatchPolicy:
     """
 
     max_batch_size: int = 8
-    preferred_batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    preferred_batch_sizes: tuple[int, ...] = ()  # () : the powers of two up to max_batch_size
     max_queue_delay: float = 0.002
     queue_limit: int = 256
     instances: int = 1
@@ -131,7 +131,10 @@ class BatchPolicy:
     @property
     def batch_sizes(self) -> tuple[int, ...]:
         """The sizes batches are padded to, ascending; max_batch_size included."""
-        return tuple(sorted({*self.preferred_batch_sizes, self.max_batch_size}))
+        preferred = self.preferred_batch_sizes or tuple(
+            1 << i for i in range(self.max_batch_size.bit_length())
+        )
+        return tuple(sorted({*preferred, self.max_batch_size}))
 
     def padded_rows(self, rows: int) -> int:
         """The batch size `rows` rows are padded up to."""
@@ -153,7 +156,7 @@ class BatchStats:
     failed: bool
 
 
-@dataclass
+@dataclass(eq=False)  # identity: requests are removed from the queue by identity
 class _Request:
     feeds: dict[str, np.ndarray]
     rows: int
@@ -357,6 +360,8 @@ class DynamicBatcher:
             now = time.monotonic()
             live = []
             for request in batch:
+                if not request.future.set_running_or_notify_cancel():
+                    continue  # its caller gave up (cancelled) while it waited
                 if request.deadline is not None and now > request.deadline:
                     request.future.set_exception(
                         RequestTimeout(
@@ -364,10 +369,17 @@ class DynamicBatcher:
                             f"{now - request.enqueued:.3f} s in the queue, past its timeout"
                         )
                     )
-                elif request.future.set_running_or_notify_cancel():
-                    live.append(request)  # else: its caller gave up (cancelled) meanwhile
-            if live:
+                else:
+                    live.append(request)
+            if not live:
+                continue
+            try:
                 self._run_batch(live, individually_on_failure=True)
+            except Exception as error:  # a bug here must not leave requests waiting forever
+                log.exception("model %s: the batcher failed", self.name)
+                for request in live:
+                    if not request.future.done():
+                        request.future.set_exception(error)
 
     def _run_batch(self, batch: list[_Request], individually_on_failure: bool) -> None:
         sequence = self.policy.sequence

@@ -112,12 +112,13 @@ def create_app(repository: ModelRepository) -> FastAPI:
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
         served = model(name, version)
+        assert served.accepts is not None
         return {
             "name": name,
             "versions": ["1"],
             "platform": "ember",
-            "inputs": _tensor_metadata(served, served.signature.inputs),
-            "outputs": _tensor_metadata(served, served.signature.outputs),
+            "inputs": _tensor_metadata(served, served.accepts.inputs),
+            "outputs": _tensor_metadata(served, served.accepts.outputs),
             "parameters": {
                 "batching": served.batching,
                 "batching_reason": served.batching_reason,

@@ -151,6 +151,12 @@ class ServedModel:
     batching: bool = False
     batching_reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # What requests may send: the signature, with a static batch axis made variable when the
+    # batcher pads requests up to it.
+    accepts: ModelSignature | None = None
+
+    def __post_init__(self) -> None:
+        self.accepts = self.accepts or self.signature
 
     @property
     def input_names(self) -> list[str]:
@@ -168,14 +174,15 @@ class ServedModel:
     def check(self, feeds: dict[str, np.ndarray]) -> None:
         """InputError unless `feeds` fits the model: names, dtypes, ranks, fixed and shared
         dims (so a bad request never joins a batch)."""
+        assert self.accepts is not None
         check_feed_names(feeds, self.input_names)
-        for info in self.signature.inputs:
+        for info in self.accepts.inputs:
             if info.dtype_only or info.dtype is None:
                 continue
             given = feeds[info.name].dtype
             if given != numpy_dtype(info.dtype):
                 raise InputError(f"input '{info.name}': expected dtype {info.dtype}, given {given}")
-        check_run_shapes(self.signature, {n: a.shape for n, a in feeds.items()})
+        check_run_shapes(self.accepts, {n: a.shape for n, a in feeds.items()})
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model.run(feeds)
@@ -306,6 +313,8 @@ def _decide_batching(served: ServedModel) -> None:
         reason = _probe_rows(served, settings)
     served.settings = settings if not reason else replace(settings, max_batch_size=1)
     served.batching = not reason
+    if served.batching and isinstance(dim, int):
+        served.accepts = _variable_batch(served.signature)
     served.batching_reason = reason or (
         f"batches of up to {settings.max_batch_size} rows, padded to "
         f"{list(settings.policy().batch_sizes)}"
@@ -316,6 +325,18 @@ def _decide_batching(served: ServedModel) -> None:
         "on" if served.batching else "off",
         served.batching_reason,
         extra={"model": served.name, "batching": served.batching},
+    )
+
+
+def _variable_batch(signature: ModelSignature) -> ModelSignature:
+    """`signature` with axis 0 of every input and output named 'batch'."""
+
+    def variable(info: InputSignature) -> InputSignature:
+        dims = info.dims
+        return replace(info, dims=("batch", *dims[1:]) if dims else dims)
+
+    return ModelSignature(
+        tuple(variable(i) for i in signature.inputs), tuple(variable(o) for o in signature.outputs)
     )
 
 

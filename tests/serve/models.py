@@ -1,9 +1,9 @@
 """Tiny models for the serving tests (onnx.helper, seeded weights, a symbolic batch axis).
 
-    dense_model()        x [batch, 4] f32, ids [batch, 2] i64 -> y [batch, 3] f32, picked [batch, 2, 3]
-    masked_mean_model()  tokens [batch, seq, 4] f32, mask [batch, seq] f32 -> pooled [batch, 4]
-    batch_mixing_model() x [batch, 4] -> x - mean over the batch (rows depend on each other)
-    with_symbolic_batch(model) -> the model with axis 0 of its inputs and outputs named 'batch'
+dense_model()        x [batch, 4] f32, ids [batch, 2] i64 -> y [batch, 3] f32, picked [batch, 2, 3]
+masked_mean_model()  tokens [batch, seq, 4] f32, mask [batch, seq] f32 -> pooled [batch, 4]
+batch_mixing_model() x [batch, 4] -> x - mean over the batch (rows depend on each other)
+with_symbolic_batch(model) -> the model with axis 0 of its inputs and outputs named 'batch'
 """
 
 from __future__ import annotations
