@@ -229,6 +229,29 @@ def split(
     return results
 
 
+def run_in_chunks(
+    run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+    requests: Sequence[Feeds],
+    names: Sequence[str],
+    batch: int,
+) -> list[Outputs]:
+    """Run `requests` (each of any rows) through a model compiled for a static batch of
+    `batch` rows: their rows in chunks of `batch`, the last chunk padded (repeating its last
+    row); each request gets its own rows of every output. What the Ray integration does with
+    an artifact (its batch is fixed when it is compiled)."""
+    rows = [int(np.asarray(r[names[0]]).shape[0]) if names else 1 for r in requests]
+    stacked = {n: np.concatenate([np.asarray(r[n]) for r in requests]) for n in names}
+    total = sum(rows)
+    if total == 0 or batch < 1:
+        raise InputError(f"nothing to run: {total} rows in batches of {batch}")
+    chunks: list[Mapping[str, np.ndarray]] = []
+    for start in range(0, total, batch):
+        part = {n: a[start : start + batch] for n, a in stacked.items()}
+        chunks.append(run(concatenate([part], names, batch)))
+    whole = {n: np.concatenate([c[n] for c in chunks])[:total] for n in chunks[0]}
+    return split(whole, rows)
+
+
 class DynamicBatcher:
     """Queues requests to one model and runs them in batches on `policy.instances` threads.
 
