@@ -340,41 +340,46 @@ def _variable_batch(signature: ModelSignature) -> ModelSignature:
     )
 
 
-def _probe_rows(served: ServedModel, settings: ModelSettings) -> str:
-    """'' if two seeded rows run in one batch give what each gives alone; else why not."""
-    from ember.runtime.executable import TensorSpec
-    from ember.tools.feeds import random_feeds
+# Sizes tried, in turn, for a symbolic dim other than the batch (a sequence length) while
+# checking that rows are independent: the first the model compiles for is used.
+_PROBE_SIZES = (8, 1)
 
-    rows = 2
+
+def _probe_rows(served: ServedModel, settings: ModelSettings) -> str:
+    """'' if seeded rows run in one batch give what each gives alone; else why not."""
+    reason = ""
+    for size in _PROBE_SIZES:
+        ran, reason = _probe_once(served, settings, size)
+        if ran:
+            return reason
+    return reason
+
+
+def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tuple[bool, str]:
+    """Run the check with `other` for every symbolic non-batch dim (a sequence bucket's first
+    length for a padded sequence axis): (whether the model ran, the reason it cannot batch)."""
+    from ember.runtime.executable import TensorSpec
+    from ember.tools.feeds import index_ranges, random_feeds
+
     static = _batch_dim(served)
-    batch = static if isinstance(static, int) else rows
-    named = {}
+    batch = static if isinstance(static, int) else 2
+    named: dict[str, int] = {}
     if settings.sequence is not None:
         for input_name, (axis, _) in settings.sequence.inputs.items():
             info = served.signature.input(input_name)
-            if info.dims and isinstance(info.dims[axis], str):
+            if info.dims and len(info.dims) > axis and isinstance(info.dims[axis], str):
                 named[info.dims[axis]] = settings.sequence.buckets[0]
     specs = []
     for info in served.signature.inputs:
         if info.dtype_only:
             continue
-        dims = list(info.dims or ())
-        shape = [batch] + [
-            d if isinstance(d, int) else named.get(d) if isinstance(d, str) else None
-            for d in dims[1:]
-        ]
-        if any(d is None for d in shape) or info.dtype is None:
-            return (
-                f"could not check that rows are independent: input '{info.name}' has dims "
-                f"{dims} (set assume_independent_rows, or sequence buckets, in {CONFIG_FILE})"
-            )
-        specs.append(TensorSpec(info.name, tuple(shape), info.dtype))
-    ranges = None
+        if info.dtype is None:
+            return True, f"input '{info.name}' has no tensor type ember knows"
+        dims = list(info.dims or ())[1:]
+        shape = [d if isinstance(d, int) else named.get(d, other) for d in dims]  # type: ignore[arg-type]
+        specs.append(TensorSpec(info.name, (batch, *shape), info.dtype))
     proto = served.extra.get("proto")
-    if proto is not None:
-        from ember.tools.feeds import index_ranges
-
-        ranges = index_ranges(proto, {s.name: s.shape for s in specs})
+    ranges = index_ranges(proto, {s.name: s.shape for s in specs}) if proto is not None else None
     feeds = random_feeds(specs, _PROBE_SEED, ranges)
     # The last row in a batch with other rows, then with copies of itself (the batcher's
     # padding), then alone when the batch is not fixed: all must agree.
@@ -384,22 +389,26 @@ def _probe_rows(served: ServedModel, settings: ModelSettings) -> str:
     try:
         results = [served.run(run) for run in runs]
     except EmberError as error:
-        return f"could not check that rows are independent: seeded rows fail ({error})"
+        return False, (
+            f"could not check that rows are independent: seeded rows of shapes "
+            f"{ {s.name: list(s.shape) for s in specs} } fail ({error}); set "
+            f"assume_independent_rows in {CONFIG_FILE} if they are"
+        )
     for name in results[0]:
         first = results[0][name]
         for run, result in zip(runs, results):
             rows_run = next(iter(run.values())).shape[0]
             if result[name].shape[:1] != (rows_run,):
-                return (
+                return True, (
                     f"output '{name}' has no batch axis: {rows_run} rows in give shape "
                     f"{list(result[name].shape)}"
                 )
             if not _close(first[-1], result[name][-1]):
-                return (
+                return True, (
                     f"output '{name}' of a row changes with the other rows of its batch "
                     f"(checked on seeded inputs): the model mixes rows"
                 )
-    return ""
+    return True, ""
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
