@@ -1,0 +1,91 @@
+"""The model repository of `ember serve`: config files, the thread plan, batching decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from ember.runtime.errors import ArtifactError, ModelError
+from ember.tests.serve.models import masked_mean_model
+from ember.tools.serve_models import (
+    ModelSettings,
+    find_models,
+    load_model,
+    read_settings,
+    thread_plan,
+)
+
+
+def _config(tmp_path: Path, document: object) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_config_overrides_defaults(tmp_path: Path) -> None:
+    settings = read_settings(
+        _config(
+            tmp_path,
+            {
+                "max_batch_size": 16,
+                "preferred_batch_sizes": [4, 16],
+                "max_queue_delay_ms": 1.5,
+                "sequence": {"inputs": {"ids": [1, 0]}, "outputs": {"h": 1}, "buckets": [8, 16]},
+            },
+        ),
+        ModelSettings(instances=2),
+    )
+    assert settings.instances == 2 and settings.max_batch_size == 16
+    policy = settings.policy()
+    assert policy.batch_sizes == (4, 16) and policy.max_queue_delay == 0.0015
+    assert policy.sequence is not None and policy.sequence.bucket(9) == 16
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"max_batch_szie": 4}, "field 'max_batch_szie' must be absent: unknown setting"),
+        ({"max_batch_size": 0}, "field 'max_batch_size' must be an integer from 1 to 4096, got 0"),
+        ({"max_queue_delay_ms": "2"}, "field 'max_queue_delay_ms' must be a number"),
+        ({"sequence": {"inputs": {"ids": [0, 0]}, "buckets": [8]}}, "sequence.inputs.ids[0]"),
+        ({"sequence": {"inputs": {"ids": [1, 0]}, "buckets": [16, 8]}}, "ascending"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, document: object, message: str) -> None:
+    with pytest.raises(ArtifactError, match=r".*config\.json.*") as caught:
+        read_settings(_config(tmp_path, document), ModelSettings())
+    assert message in str(caught.value)
+
+
+def test_thread_plan_never_oversubscribes_by_default() -> None:
+    plan = thread_plan({"a": ModelSettings(instances=2), "b": ModelSettings()}, cpus=6)
+    assert plan == {"a": 2, "b": 2}  # 3 instances share 6 cores
+    pinned = {"a": ModelSettings(threads_per_instance=4), "b": ModelSettings()}
+    assert thread_plan(pinned, cpus=6) == {"a": 4, "b": 2}
+    too_many = {"a": ModelSettings(instances=2, threads_per_instance=2)}
+    with pytest.raises(ModelError, match="ask for 4 threads .* but 2 cores"):
+        thread_plan(too_many, cpus=2)
+    assert thread_plan(too_many, cpus=2, oversubscribe=True) == {"a": 2}
+
+
+def test_find_models(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no models"):
+        find_models(tmp_path)
+    onnx.save(masked_mean_model(), str(tmp_path / "pool.onnx"))
+    (tmp_path / "notes").mkdir()
+    assert find_models(tmp_path) == {"pool": tmp_path / "pool.onnx"}
+
+
+def test_symbolic_sequence_without_padding_batches_equal_lengths(tmp_path: Path) -> None:
+    path = tmp_path / "pool.onnx"
+    onnx.save(masked_mean_model(), str(path))
+    served = load_model("pool", path, ModelSettings(), threads=1)
+    # The check ran with a sequence of 8; no sequence config: nothing is padded along it.
+    assert served.batching and served.settings.sequence is None
+    feeds = {"tokens": np.ones((2, 3, 4), np.float32), "mask": np.ones((2, 3), np.float32)}
+    assert served.run(feeds)["pooled"].shape == (2, 4)
