@@ -182,6 +182,9 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
     repo = workdir / name
     (repo / name).mkdir(parents=True)
     onnx.save(model, str(repo / name / "model.onnx"))
+    if name == "bert":  # compile every (batch size, length) before the clients start
+        config = {"warmup_dims": {"seq": args.seq_lengths}}
+        (repo / name / "config.json").write_text(json.dumps(config))
     rows = []
     for batching in (False, True):
         port = free_port()

@@ -164,14 +164,15 @@ def load_repository(
     for name, model_path in paths.items():
         started = time.perf_counter()
         served = load_model(name, model_path, settings[name], threads[name])
-        if warmup:
-            warm_up(served)
+        variants = warm_up(served) if warmup else 0
         models[name] = served
         log.info(
-            "model %s loaded from %s in %.1f s: %d instances x %d threads",
+            "model %s loaded from %s in %.1f s (%d variants compiled ahead): "
+            "%d instances x %d threads",
             name,
             model_path,
             time.perf_counter() - started,
+            variants,
             served.settings.instances,
             served.threads,
             extra={"model": name, "source": served.kind, "batching": served.batching},

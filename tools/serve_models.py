@@ -15,7 +15,7 @@ config.json (every key optional; the command line's flags give the defaults):
     {"instances": 2, "threads_per_instance": 1, "max_batch_size": 8,
      "preferred_batch_sizes": [1, 2, 4, 8], "max_queue_delay_ms": 2, "queue_limit": 256,
      "request_timeout_s": 60, "max_request_bytes": 67108864,
-     "assume_independent_rows": false,
+     "assume_independent_rows": false, "warmup_dims": {"seq": [64, 128]},
      "sequence": {"inputs": {"input_ids": [1, 0], "attention_mask": [1, 0]},
                   "outputs": {"last_hidden_state": 1}, "buckets": [16, 32, 64, 128]}}
 
@@ -29,6 +29,7 @@ with another request's influence. `assume_independent_rows` skips that check.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,6 +65,8 @@ class ModelSettings:
     max_request_bytes: int = 64 << 20
     assume_independent_rows: bool = False
     sequence: SequencePadding | None = None
+    # Sizes of symbolic dims other than the batch to compile ahead ({"seq": (64, 128)}).
+    warmup_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def policy(self, instances: int | None = None) -> BatchPolicy:
         preferred = tuple(s for s in self.preferred_batch_sizes if s <= self.max_batch_size)
@@ -110,10 +113,18 @@ def read_settings(path: Path, defaults: ModelSettings) -> ModelSettings:
             values[key] = member
         elif key == "sequence":
             values[key] = _read_sequence(item)
+        elif key == "warmup_dims":
+            values[key] = {
+                dim: tuple(
+                    size.as_int(1, 1 << 20)
+                    for size in Field(listed, where, f"{key}.{dim}").as_list(64)
+                )
+                for dim, listed in item.as_dict().items()
+            }
         else:
             known = sorted(
                 [*_INT_KEYS, *_FLOAT_KEYS, "preferred_batch_sizes", "assume_independent_rows"]
-                + ["sequence"]
+                + ["sequence", "warmup_dims"]
             )
             item.fail(f"absent: unknown setting (the settings are {', '.join(known)})")
     return replace(defaults, **values)
@@ -420,22 +431,39 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def warm_up(served: ServedModel) -> None:
-    """Compile every batch size ahead (a model specialised per shape, whose non-batch dims are
-    fixed), so the first requests do not wait for the compiler."""
+def warm_up(served: ServedModel) -> int:
+    """Compile ahead every variant requests will need (a model specialised per shape), so the
+    first requests do not wait for the compiler: each batch size, times each size of the other
+    symbolic dims given by `warmup_dims` or by the sequence buckets. Nothing when a symbolic
+    dim has no listed sizes (they come with the requests). Returns the variants compiled."""
     specialize = getattr(served.model, "specialization", None)
-    if specialize is None or not served.batching:
-        return
-    shapes_of = {}
-    for info in served.signature.inputs:
-        if info.dtype_only:
-            continue
-        dims = info.dims or ()
-        if not all(isinstance(d, int) for d in dims[1:]):
-            return  # other symbolic dims: their sizes come with the requests
-        shapes_of[info.name] = list(dims[1:])
-    for size in served.settings.policy().batch_sizes:
-        specialize({name: [size, *rest] for name, rest in shapes_of.items()})
+    if specialize is None:
+        return 0
+    settings = served.settings
+    sizes: dict[str, tuple[int, ...]] = dict(settings.warmup_dims)
+    if settings.sequence is not None:
+        for name, (axis, _) in settings.sequence.inputs.items():
+            dims = served.signature.input(name).dims or ()
+            if len(dims) > axis and isinstance(dims[axis], str):
+                sizes.setdefault(dims[axis], settings.sequence.buckets)
+    inputs = [i for i in served.signature.inputs if not i.dtype_only]
+    named = sorted(
+        {d for i in inputs for d in (i.dims or ())[1:] if not isinstance(d, int)}, key=str
+    )
+    if any(d not in sizes for d in named) or any(i.dims is None for i in inputs):
+        return 0
+    batch_sizes = settings.policy().batch_sizes if served.batching else (1,)
+    compiled = 0
+    for combination in itertools.product(*(sizes[d] for d in named)):
+        chosen = dict(zip(named, combination))
+        for batch in batch_sizes:
+            shapes = {
+                i.name: [batch] + [d if isinstance(d, int) else chosen[d] for d in i.dims[1:]]  # type: ignore[index]
+                for i in inputs
+            }
+            specialize(shapes)
+            compiled += 1
+    return compiled
 
 
 def describe_settings(served: ServedModel) -> dict[str, Any]:
@@ -456,6 +484,7 @@ def describe_settings(served: ServedModel) -> dict[str, Any]:
         "threads_per_instance": served.threads,
         "request_timeout_s": s.request_timeout_s,
         "max_request_bytes": s.max_request_bytes,
+        "warmup_dims": {k: list(v) for k, v in s.warmup_dims.items()},
         "sequence": None
         if s.sequence is None
         else {

@@ -89,3 +89,46 @@ def test_symbolic_sequence_without_padding_batches_equal_lengths(tmp_path: Path)
     assert served.batching and served.settings.sequence is None
     feeds = {"tokens": np.ones((2, 3, 4), np.float32), "mask": np.ones((2, 3), np.float32)}
     assert served.run(feeds)["pooled"].shape == (2, 4)
+
+
+def test_cli_refuses_a_missing_repository(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    from ember.tools.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert main(["serve", str(tmp_path / "absent"), "--port", "0"]) == 1
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err
+    assert "ember serve: error:" in err and "not a folder" in err
+
+
+def test_json_logs_carry_the_fields() -> None:
+    import logging
+
+    from ember.tools.serve import JsonFormatter
+
+    record = logging.makeLogRecord(
+        {"name": "ember.serve", "levelname": "INFO", "msg": "model %s loaded", "args": ("m",)}
+    )
+    record.model = "m"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "model m loaded" and line["model"] == "m"
+    assert line["level"] == "INFO"
+
+
+def test_warm_up_compiles_every_variant_ahead(tmp_path: Path) -> None:
+    from ember.tools.serve_models import warm_up
+
+    path = tmp_path / "pool.onnx"
+    onnx.save(masked_mean_model(), str(path))
+    settings = ModelSettings(max_batch_size=2, warmup_dims={"seq": (3, 5)})
+    served = load_model("pool", path, settings, threads=1)
+    assert warm_up(served) == 4
+    shapes = {tuple(s["tokens"]) for s in served.model.specialized_shapes}
+    assert {(1, 3, 4), (2, 3, 4), (1, 5, 4), (2, 5, 4)} <= shapes
+    # Without sizes for `seq`, nothing can be compiled ahead.
+    assert warm_up(load_model("pool", path, ModelSettings(), threads=1)) == 0
