@@ -9,10 +9,12 @@ value) and with the same model run on each request alone; gathers compare exactl
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -275,11 +277,12 @@ def test_bad_requests_are_400_and_name_the_problem(
     assert client.infer("dense", _inputs(feeds)).as_numpy("y").shape == (2, 3)
 
 
-def _gate(
+@contextmanager
+def _gated(
     repository: ModelRepository, name: str, queue_limit: int
-) -> tuple[threading.Event, threading.Event, DynamicBatcher]:
-    """Put a batcher whose runs wait for a gate in front of model `name` (returns the gate,
-    the event set when a run has started, and the batcher it replaced)."""
+) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Model `name` behind a batcher (batch 1, `queue_limit`) whose runs wait for a gate:
+    yields the gate and the event set once a run has started; the old batcher comes back."""
     gate, entered = threading.Event(), threading.Event()
     served = repository.models[name]
 
@@ -292,14 +295,18 @@ def _gate(
     repository.batchers[name] = DynamicBatcher(
         run, BatchPolicy(max_batch_size=1, queue_limit=queue_limit), served.input_names, name=name
     )
-    return gate, entered, original
+    try:
+        yield gate, entered
+    finally:
+        gate.set()
+        repository.batchers[name].close()
+        repository.batchers[name] = original
 
 
 def test_full_queue_answers_503_at_once(
     client: http.InferenceServerClient, repository: ModelRepository
 ) -> None:
-    gate, entered, original = _gate(repository, "mixing", queue_limit=1)
-    try:
+    with _gated(repository, "mixing", queue_limit=1) as (gate, entered):
         x = {"x": np.ones((1, 4), np.float32)}
         running = client.async_infer("mixing", _inputs(x))
         assert entered.wait(30)
@@ -313,17 +320,12 @@ def test_full_queue_answers_503_at_once(
         gate.set()
         for p in (running, queued):
             np.testing.assert_array_equal(p.get_result().as_numpy("y"), np.zeros((1, 4)))
-    finally:
-        gate.set()
-        repository.batchers["mixing"].close()
-        repository.batchers["mixing"] = original
 
 
 def test_request_timeout_answers_503(
     client: http.InferenceServerClient, repository: ModelRepository
 ) -> None:
-    gate, entered, original = _gate(repository, "mixing", queue_limit=4)
-    try:
+    with _gated(repository, "mixing", queue_limit=4) as (gate, entered):
         x = {"x": np.ones((1, 4), np.float32)}
         running = client.async_infer("mixing", _inputs(x))
         assert entered.wait(30)
@@ -331,17 +333,22 @@ def test_request_timeout_answers_503(
         assert late.status() == "503" and "request timeout" in late.message()
         gate.set()
         running.get_result()
-    finally:
-        gate.set()
-        repository.batchers["mixing"].close()
-        repository.batchers["mixing"] = original
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
     onnx.save(dense_model(), str(tmp_path / "dense.onnx"))
     repository = load_repository(tmp_path, cpus=2, warmup=False)
     server = BackgroundServer(repository)
-    gate, entered, _ = _gate(repository, "dense", queue_limit=8)
+    with _gated(repository, "dense", queue_limit=8) as (gate, entered):
+        _stop_while_busy(server, repository, gate, entered)
+
+
+def _stop_while_busy(
+    server: BackgroundServer,
+    repository: ModelRepository,
+    gate: threading.Event,
+    entered: threading.Event,
+) -> None:
     client = http.InferenceServerClient(server.url, concurrency=4)
     feeds = [dense_feeds(1, seed=i) for i in range(3)]
     pending = [client.async_infer("dense", _inputs(f)) for f in feeds]
@@ -350,6 +357,15 @@ def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
         threading.Event().wait(0.01)
     stopper = threading.Thread(target=server.stop)
     stopper.start()  # as SIGTERM: no new connections, the requests in flight finish
+    for _ in range(3000):  # until the server has stopped listening, the requests still held
+        try:
+            socket.create_connection((server.host, server.port), timeout=1).close()
+        except OSError:
+            break
+        threading.Event().wait(0.01)
+    else:
+        pytest.fail("the server kept listening after stop()")
+    assert repository.batchers["dense"].queued == 2  # still in flight
     gate.set()
     for f, p in zip(feeds, pending):
         np.testing.assert_allclose(
