@@ -9,6 +9,9 @@ Slow (Ray's local start-up is ~10-15 s of a ~30 s test on 2 cores) and needs the
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,11 +36,16 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+def local_ray() -> Iterator[int]:
+    """A local Ray instance; Serve's HTTP proxy on a free localhost port (yielded)."""
     from ray import serve
 
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
     serve.shutdown()
     ray.shutdown()
 
@@ -54,7 +62,7 @@ def _direct(artifact: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
-def test_serve_deployment_batches_and_matches(artifact: Path, local_ray: None) -> None:
+def test_serve_deployment_batches_and_matches(artifact: Path, local_ray: int) -> None:
     from ray import serve
 
     from ember.integrations.ray import deployment, pack_artifact
@@ -62,7 +70,7 @@ def test_serve_deployment_batches_and_matches(artifact: Path, local_ray: None) -
     handle = serve.run(
         deployment(pack_artifact(artifact), threads=1, batch_wait_timeout_s=0.2),
         name="ember",
-        route_prefix=None,
+        route_prefix="/ember",
     )
     xs = np.random.default_rng(0).standard_normal((10, 1, 8, 10, 10)).astype(np.float32)
     responses = [handle.infer.remote({"x": x}) for x in xs]
@@ -73,9 +81,15 @@ def test_serve_deployment_batches_and_matches(artifact: Path, local_ray: None) -
             np.testing.assert_allclose(value, expected[name][i : i + 1], rtol=1e-5, atol=1e-6)
     stats = handle.stats.remote().result(timeout_s=60)
     assert max(stats["batch_sizes"]) > 1 and sum(stats["batch_sizes"]) == len(xs)
+    # The same deployment over HTTP, JSON in and out.
+    body = json.dumps({"inputs": {"x": xs[0].tolist()}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{local_ray}/ember", data=body)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())["outputs"]
+    np.testing.assert_allclose(answer["logits"], expected["logits"][:1], rtol=1e-5, atol=1e-6)
 
 
-def test_data_map_batches_matches(artifact: Path, local_ray: None) -> None:
+def test_data_map_batches_matches(artifact: Path, local_ray: int) -> None:
     from ember.integrations.ray import EmberPredictor
 
     xs = np.random.default_rng(1).standard_normal((11, 8, 10, 10)).astype(np.float32)
