@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ember.runtime.batching import BatchStats, DynamicBatcher
+from ember.runtime.errors import ModelError
 from ember.tools.serve_models import (
     ModelSettings,
     ServedModel,
@@ -159,6 +160,11 @@ def load_repository(
     defaults = defaults or ModelSettings()
     paths = find_models(Path(path))
     settings = {name: settings_for(p, defaults) for name, p in paths.items()}
+    for name, chosen in settings.items():  # every model's settings checked before compiling
+        try:
+            chosen.policy()
+        except ValueError as error:
+            raise ModelError(f"model '{name}': {error}") from None
     threads = thread_plan(settings, cpus or environment_cpus(), oversubscribe)
     models = {}
     for name, model_path in paths.items():
