@@ -1,7 +1,8 @@
 """`ember serve` under load: a closed-loop load generator on localhost, batching off and on.
 
     python benchmarks/serve.py                                  # ResNet-18 and BERT, c = 1, 8, 32
-    python benchmarks/serve.py --models bert --requests 10000 --duration 600   # the soak run
+    python benchmarks/serve.py --models bert --requests 10000 --duration 600 --concurrency 32 \
+        --batching on                                           # the soak run
     python benchmarks/serve.py --models resnet --image-size 64 --requests 100 --duration 10
 
 For each model the server runs in its own process (`ember serve`), once with batching off
@@ -186,7 +187,7 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
         config = {"warmup_dims": {"seq": args.seq_lengths}}
         (repo / name / "config.json").write_text(json.dumps(config))
     rows = []
-    for batching in (False, True):
+    for batching in [mode == "on" for mode in args.batching]:
         port = free_port()
         server = start_server(repo, port, batching, args)
         try:
@@ -246,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-lengths", default="64,128")
     parser.add_argument("--bert-layers", type=int, default=4)
     parser.add_argument("--bert-hidden", type=int, default=256)
+    parser.add_argument("--batching", default="off,on", help="modes to run: off, on or both")
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--json", help="also write the points to this file")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.seq_lengths = [int(s) for s in args.seq_lengths.split(",")]
+    args.batching = args.batching.split(",")
+    if not set(args.batching) <= {"off", "on"}:
+        parser.error(f"--batching takes off, on or off,on; got {args.batching}")
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (shared machines: noisy)")
     points = []
     with tempfile.TemporaryDirectory(prefix="ember-serve-bench-") as workdir:
