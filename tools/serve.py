@@ -322,9 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
         import uvicorn
-    except ImportError:
-        print(f"ember serve: error: {_MISSING_EXTRA}", file=sys.stderr)
+    except ImportError as error:
+        print(f"ember serve: error: {_MISSING_EXTRA} ({error})", file=sys.stderr)
         return 1
     defaults = replace(
         ModelSettings(),
