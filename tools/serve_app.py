@@ -74,7 +74,15 @@ def create_app(repository: ModelRepository) -> FastAPI:
         await run_in_threadpool(repository.close)
         log.info("server stopped", extra={"event": "shutdown"})
 
-    app = FastAPI(title="ember serve", version=__version__, lifespan=lifespan)
+    # No generated API pages: the server answers the protocol's routes and /metrics only.
+    app = FastAPI(
+        title="ember serve",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     def error(status: int, message: str) -> JSONResponse:
         headers = {"Retry-After": "1"} if status == 503 else None
