@@ -253,8 +253,41 @@ def load_model(name: str, path: Path, settings: ModelSettings, threads: int) -> 
         served = _load_artifact(name, path, settings, threads)
     else:
         served = _load_onnx(name, path, settings, threads)
+    if settings.sequence is not None:
+        _check_sequence(served, settings.sequence)
     _decide_batching(served)
     return served
+
+
+def _check_sequence(served: ServedModel, sequence: SequencePadding) -> None:
+    """ModelError unless the sequence padding covers the model: each padded axis is a symbolic
+    dim, and every input and output with that dim is padded or cut back along it (else padding
+    would reach an input that is not padded, or an answer)."""
+    where = f"model '{served.name}': sequence padding"
+    if served.kind == "artifact":
+        raise ModelError(f"{where}: an artifact has static shapes; pad sequences of an .onnx model")
+    names: set[str] = set()
+    for name, (axis, _) in sequence.inputs.items():
+        if name not in served.signature.input_names:
+            raise ModelError(f"{where}: no input '{name}'; the inputs: {served.input_names}")
+        dims = served.signature.input(name).dims or ()
+        if axis >= len(dims) or not isinstance(dims[axis], str):
+            raise ModelError(
+                f"{where}: axis {axis} of input '{name}' (dims {list(dims)}) is no named dim"
+            )
+        names.add(dims[axis])
+    listed = {"input": dict(sequence.inputs), "output": dict(sequence.outputs)}
+    for kind, infos in (("input", served.signature.inputs), ("output", served.signature.outputs)):
+        for info in infos:
+            for axis, dim in enumerate(info.dims or ()):
+                if dim in names and info.name not in listed[kind]:
+                    raise ModelError(
+                        f"{where}: {kind} '{info.name}' has the padded dim '{dim}' (axis {axis}) "
+                        f"but is not in sequence.{kind}s"
+                    )
+    for name in sequence.outputs:
+        if name not in served.output_names:
+            raise ModelError(f"{where}: no output '{name}'; the outputs: {served.output_names}")
 
 
 def _load_artifact(name: str, path: Path, settings: ModelSettings, threads: int) -> ServedModel:

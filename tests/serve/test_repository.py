@@ -132,3 +132,19 @@ def test_warm_up_compiles_every_variant_ahead(tmp_path: Path) -> None:
     assert {(1, 3, 4), (2, 3, 4), (1, 5, 4), (2, 5, 4)} <= shapes
     # Without sizes for `seq`, nothing can be compiled ahead.
     assert warm_up(load_model("pool", path, ModelSettings(), threads=1)) == 0
+
+
+def test_sequence_padding_must_cover_the_model(tmp_path: Path) -> None:
+    from ember.runtime.batching import SequencePadding
+
+    path = tmp_path / "pool.onnx"
+    onnx.save(masked_mean_model(), str(path))
+    # Padding the tokens but not the mask would feed the model inputs of two lengths.
+    partial = ModelSettings(sequence=SequencePadding({"tokens": (1, 0.0)}, {}, (4, 8)))
+    with pytest.raises(
+        ModelError, match="input 'mask' has the padded dim 'seq' .* not in sequence.inputs"
+    ):
+        load_model("pool", path, partial, threads=1)
+    fixed_axis = ModelSettings(sequence=SequencePadding({"tokens": (2, 0.0)}, {}, (4, 8)))
+    with pytest.raises(ModelError, match="axis 2 of input 'tokens' .* is no named dim"):
+        load_model("pool", path, fixed_axis, threads=1)
