@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ember.runtime.artifact import MANIFEST_FILE
-from ember.runtime.batching import BatchPolicy, SequencePadding
+from ember.runtime.batching import BatchPolicy, SequencePadding, concatenate, split
 from ember.runtime.documents import Field, parse_json
 from ember.runtime.errors import EmberError, InputError, ModelError
 from ember.runtime.executable import check_feed_names, numpy_dtype
@@ -255,6 +255,7 @@ def load_model(name: str, path: Path, settings: ModelSettings, threads: int) -> 
         served = _load_onnx(name, path, settings, threads)
     if settings.sequence is not None:
         _check_sequence(served, settings.sequence)
+        _check_padding_is_masked(served, settings.sequence)
     _decide_batching(served)
     return served
 
@@ -399,12 +400,60 @@ def _probe_rows(served: ServedModel, settings: ModelSettings) -> str:
     return reason
 
 
-def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tuple[bool, str]:
-    """Run the check with `other` for every symbolic non-batch dim (a sequence bucket's first
-    length for a padded sequence axis): (whether the model ran, the reason it cannot batch)."""
+def _seeded_feeds(
+    served: ServedModel, batch: int, named: dict[str, int], other: int
+) -> dict[str, np.ndarray]:
+    """Seeded inputs of `batch` rows: each symbolic dim sized by `named`, else `other`; index
+    inputs within the ranges the model accepts."""
     from ember.runtime.executable import TensorSpec
     from ember.tools.feeds import index_ranges, random_feeds
 
+    specs = []
+    for info in served.signature.inputs:
+        if info.dtype_only:
+            continue
+        if info.dtype is None:
+            raise ModelError(f"input '{info.name}' has no tensor type ember knows")
+        dims = list(info.dims or ())[1:]
+        shape = [d if isinstance(d, int) else named.get(d, other) for d in dims]  # type: ignore[arg-type]
+        specs.append(TensorSpec(info.name, (batch, *shape), info.dtype))
+    proto = served.extra.get("proto")
+    ranges = index_ranges(proto, {s.name: s.shape for s in specs}) if proto is not None else None
+    return random_feeds(specs, _PROBE_SEED, ranges)
+
+
+def _check_padding_is_masked(served: ServedModel, sequence: SequencePadding) -> None:
+    """ModelError unless a seeded request gives the same answer padded to its bucket as alone
+    (a mask input or pad value named wrong in the config would change answers)."""
+    inside = [b - 1 for b in sequence.buckets if b > 1]
+    if not inside:
+        return  # buckets of 1 pad nothing
+    length = inside[0]
+    name, (axis, _) = next(iter(sequence.inputs.items()))
+    dim = (served.signature.input(name).dims or ())[axis]
+    feeds = _seeded_feeds(served, 1, {str(dim): length}, length)
+    padded = concatenate([feeds], list(feeds), 1, sequence, sequence.bucket(length))
+    try:
+        alone = served.run(feeds)
+        (cut,) = split(served.run(padded), [1], sequence, [length])
+    except EmberError as error:
+        raise ModelError(
+            f"model '{served.name}': could not check the sequence padding on seeded inputs "
+            f"({error})"
+        ) from None
+    for output, value in alone.items():
+        if not _close(value, cut[output]):
+            raise ModelError(
+                f"model '{served.name}': sequence padding changes output '{output}' (a seeded "
+                f"request of length {length}, alone and padded to {sequence.bucket(length)}): "
+                f"check which inputs the config pads and with which values (the mask's pad "
+                f"value must make the model ignore padded positions)"
+            )
+
+
+def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tuple[bool, str]:
+    """Run the check with `other` for every symbolic non-batch dim (a sequence bucket's first
+    length for a padded sequence axis): (whether the model ran, the reason it cannot batch)."""
     static = _batch_dim(served)
     batch = static if isinstance(static, int) else 2
     named: dict[str, int] = {}
@@ -413,18 +462,10 @@ def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tup
             info = served.signature.input(input_name)
             if info.dims and len(info.dims) > axis and isinstance(info.dims[axis], str):
                 named[info.dims[axis]] = settings.sequence.buckets[0]
-    specs = []
-    for info in served.signature.inputs:
-        if info.dtype_only:
-            continue
-        if info.dtype is None:
-            return True, f"input '{info.name}' has no tensor type ember knows"
-        dims = list(info.dims or ())[1:]
-        shape = [d if isinstance(d, int) else named.get(d, other) for d in dims]  # type: ignore[arg-type]
-        specs.append(TensorSpec(info.name, (batch, *shape), info.dtype))
-    proto = served.extra.get("proto")
-    ranges = index_ranges(proto, {s.name: s.shape for s in specs}) if proto is not None else None
-    feeds = random_feeds(specs, _PROBE_SEED, ranges)
+    try:
+        feeds = _seeded_feeds(served, batch, named, other)
+    except ModelError as error:
+        return True, str(error)
     # The last row in a batch with other rows, then with copies of itself (the batcher's
     # padding), then alone when the batch is not fixed: all must agree.
     runs = [feeds, {n: np.repeat(a[-1:], batch, axis=0) for n, a in feeds.items()}]
@@ -435,7 +476,7 @@ def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tup
     except EmberError as error:
         return False, (
             f"could not check that rows are independent: seeded rows of shapes "
-            f"{ {s.name: list(s.shape) for s in specs} } fail ({error}); set "
+            f"{ {n: list(a.shape) for n, a in feeds.items()} } fail ({error}); set "
             f"assume_independent_rows in {CONFIG_FILE} if they are"
         )
     for name in results[0]:

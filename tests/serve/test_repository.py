@@ -148,3 +148,16 @@ def test_sequence_padding_must_cover_the_model(tmp_path: Path) -> None:
     fixed_axis = ModelSettings(sequence=SequencePadding({"tokens": (2, 0.0)}, {}, (4, 8)))
     with pytest.raises(ModelError, match="axis 2 of input 'tokens' .* is no named dim"):
         load_model("pool", path, fixed_axis, threads=1)
+
+
+def test_sequence_padding_that_changes_answers_is_refused(tmp_path: Path) -> None:
+    from ember.runtime.batching import SequencePadding
+
+    path = tmp_path / "pool.onnx"
+    onnx.save(masked_mean_model(), str(path))
+    # A mask padded with 1 counts the padded positions: the answers would change.
+    wrong = SequencePadding({"tokens": (1, 0.0), "mask": (1, 1.0)}, {}, (4, 8))
+    with pytest.raises(ModelError, match="sequence padding changes output 'pooled'"):
+        load_model("pool", path, ModelSettings(sequence=wrong), threads=1)
+    right = SequencePadding({"tokens": (1, 0.0), "mask": (1, 0.0)}, {}, (4, 8))
+    assert load_model("pool", path, ModelSettings(sequence=right), threads=1).batching
