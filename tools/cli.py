@@ -8,6 +8,7 @@
     ember fuzz ...                       (see `ember fuzz --help`)
     ember check model.onnx [--json]      (every problem to fix before compiling)
     ember cache info|list|clear          (see `ember cache --help`)
+    ember serve models/ --port 8000      (KServe v2 server; see `ember serve --help`)
 
 `run` and `bench` take an artifact directory or an .onnx file; an .onnx file is compiled once
 and cached (as `ember.Config` does). Inputs with symbolic dims (a batch, a sequence length) are
@@ -127,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("fuzz", help="fuzz and differential tests (see `ember fuzz --help`)")
     commands.add_parser("check", help="list every problem to fix before a model compiles")
     commands.add_parser("cache", help="show or clear the on-disk cache (see `ember cache --help`)")
+    commands.add_parser(
+        "serve", help="serve a model repository over HTTP, KServe v2 (see `ember serve --help`)"
+    )
     return parser
 
 
@@ -404,6 +408,7 @@ _DELEGATED = {
     "fuzz": "ember.tools.fuzz",
     "check": "ember.tools.check",
     "cache": "ember.tools.cache",
+    "serve": "ember.tools.serve",
 }
 
 
