@@ -86,14 +86,19 @@ class _Histogram:
         return np.linspace(self.lo, self.hi, HISTOGRAM_BINS + 1)
 
 
+def check_method(method: str, percentile: float) -> None:
+    """InputError for an unknown method or a percentile outside (50, 100]."""
+    if method not in METHODS:
+        raise InputError(f"calibration method '{method}': expected one of {list(METHODS)}")
+    if not 50.0 < percentile <= 100.0:
+        raise InputError(f"percentile {percentile}: expected a value in (50, 100]")
+
+
 class Calibrator:
     """Collects the values of the tensors named in `collect` and gives their ranges."""
 
     def __init__(self, method: str = "minmax", percentile: float = 99.999) -> None:
-        if method not in METHODS:
-            raise InputError(f"calibration method '{method}': expected one of {list(METHODS)}")
-        if not 50.0 < percentile <= 100.0:
-            raise InputError(f"percentile {percentile}: expected a value in (50, 100]")
+        check_method(method, percentile)
         self.method = method
         self.percentile = percentile
         self._min: dict[str, float] = {}

@@ -82,6 +82,8 @@ def quantize(
         keep_float_nodes=frozenset(keep_float_nodes),
         keep_float_op_types=frozenset(keep_float_op_types),
     )
+    if not dynamic:
+        calib.check_method(method, percentile)
     proto = _load_weights(model)
     if dynamic:
         result = quantization.quantize_dynamic(proto, options)

@@ -1,0 +1,470 @@
+"""Post-training quantization (frontend/quantize.py, frontend/calibrate.py, tools/quantize.py).
+
+- Calibrators on known distributions: min-max exact; percentile within one histogram bin of
+  numpy's percentile; entropy clips outliers and keeps a uniform range.
+- Quantized models pass onnx.checker, have the structure onnxruntime's quantize_static writes,
+  run in onnxruntime and in ember, and ember matches onnxruntime on them within one step of
+  the output's scale (the float fallback may round a tie differently, see
+  tests/frontend/test_quantization.py); against the float model: output cosine >= 0.99.
+- A CNN trained here (numpy, seeded) on scikit-learn's bundled digits: int8 test accuracy
+  within 1 point of float.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.frontend import calibrate as calib
+from ember.frontend import quantize as quantization
+from ember.runtime.artifact import load
+from ember.runtime.errors import InputError, ModelError
+from ember.tests.models import bert_encoder, mobilenet_v2, resnet18
+from ember.tools.feeds import seeded_inputs
+from ember.tools.quantize import accuracy_report, main, quantize
+
+# -- calibrators --------------------------------------------------------------------------------
+
+
+def _ranges(method: str, batches: list[np.ndarray], **kw: float) -> calib.TensorRange:
+    calibrator = calib.Calibrator(method, **kw)
+    for batch in batches:
+        calibrator.collect("t", batch)
+    return calibrator.ranges()["t"]
+
+
+def test_minmax_is_exact_and_contains_zero() -> None:
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(0.5, 3.0, 1000).astype(np.float32) for _ in range(3)]
+    r = _ranges("minmax", batches)
+    assert r.hi == max(float(b.max()) for b in batches)
+    assert r.lo == 0.0  # widened: quantization needs 0 exactly representable
+    r = _ranges("minmax", [np.array([-2.0, np.nan, 1.0, np.inf], np.float32)])
+    assert (r.lo, r.hi) == (-2.0, 1.0)  # non-finite values are ignored
+
+
+def test_percentile_matches_numpy_within_a_bin() -> None:
+    rng = np.random.default_rng(1)
+    # Two batches, the second wider, so the histogram is re-binned once.
+    batches = [rng.normal(0, 1, 100_000).astype(np.float32), rng.normal(0, 2, 100_000)]
+    data = np.concatenate(batches)
+    r = _ranges("percentile", batches, percentile=99.9)
+    width = 2 * (data.max() - data.min()) / calib.HISTOGRAM_BINS  # re-binning costs a bin
+    assert abs(r.hi - np.percentile(data, 99.9)) <= width
+    assert abs(r.lo - np.percentile(data, 0.1)) <= width
+    assert r.hi < data.max() and r.lo > data.min()
+
+
+def test_entropy_clips_outliers_but_not_a_uniform_range() -> None:
+    rng = np.random.default_rng(2)
+    # Outliers within 16x of the bulk: the smallest threshold tried is 128 of the 2048 bins.
+    gaussian = np.concatenate([rng.normal(0, 1, 200_000), [40.0, -35.0]]).astype(np.float32)
+    r = _ranges("entropy", [gaussian])
+    assert 3.0 < r.hi < 6.0 and r.lo == -r.hi  # the outliers are clipped away
+    uniform = rng.uniform(0, 1, 200_000).astype(np.float32)
+    r = _ranges("entropy", [uniform])
+    assert r.lo == 0.0 and r.hi > 0.9  # nothing to clip: (nearly) the whole range
+
+
+def test_calibrator_refuses_unknown_method_and_empty_data() -> None:
+    with pytest.raises(InputError, match="calibration method 'kl'"):
+        calib.Calibrator("kl")
+    with pytest.raises(InputError, match="percentile 20"):
+        calib.Calibrator("percentile", percentile=20)
+    with pytest.raises(InputError, match="calibration data is empty"):
+        calib.calibrate(_small_model(), ["r"], [], lambda m: lambda f: {})
+
+
+def test_quantize_weight_per_channel_symmetric() -> None:
+    rng = np.random.default_rng(3)
+    weight = rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
+    weight[2] = 0.0  # an all-zero channel must still get a usable scale
+    values, scale = quantization.quantize_weight(weight, 0)
+    assert values.dtype == np.int8 and scale.shape == (4,) and np.all(scale > 0)
+    assert values.min() >= -127 and values.max() <= 127
+    assert np.abs(values).reshape(4, -1).max(axis=1).tolist() == [127, 127, 0, 127]
+    error = np.abs(values * scale.reshape(-1, 1, 1, 1) - weight)
+    assert np.all(error <= scale.reshape(-1, 1, 1, 1) / 2 + 1e-7)
+
+
+# -- the quantized model -----------------------------------------------------------------------
+
+
+def _small_model() -> onnx.ModelProto:
+    """Conv+BN -> Relu -> MaxPool -> Conv -> Clip(0, 6) -> Concat -> Reshape -> MatMul and Gemm
+    outputs: every rule of the static plan once."""
+    rng = np.random.default_rng(4)
+
+    def init(name: str, *shape: int, std: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(0, std, shape).astype(np.float32), name)
+
+    inits = [
+        init("w1", 8, 3, 3, 3), init("b1", 8, std=0.1),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_scale"),
+        init("bn_bias", 8, std=0.1), init("bn_mean", 8, std=0.1),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_var"),
+        init("w2", 8, 8, 3, 3, std=0.2),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+        numpy_helper.from_array(np.array([1, 256], np.int64), "flat"),
+        init("m", 256, 5, std=0.05), init("g", 5, 256, std=0.05), init("gb", 5, std=0.1),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean",
+                                                "bn_var"], ["bn"], name="bn"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["p", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c2", "zero", "six"], ["r6"], name="relu6"),
+        helper.make_node("Concat", ["p", "r6"], ["cat"], name="concat", axis=1),
+        helper.make_node("Reshape", ["cat", "flat"], ["f"], name="reshape"),
+        helper.make_node("MatMul", ["f", "m"], ["y"], name="matmul"),
+        helper.make_node("Gemm", ["f", "g", "gb"], ["z"], name="gemm", transB=1),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 5]) for n in ("y", "z")],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _feeds(model: onnx.ModelProto, first_seed: int, count: int) -> list[dict[str, np.ndarray]]:
+    return [seeded_inputs(model, first_seed + i) for i in range(count)]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _scale_of(model: onnx.ModelProto, output: str) -> float:
+    """The scale of the QuantizeLinear whose DequantizeLinear writes graph output `output`."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and
+              n.output[0] == output)  # fmt: skip
+    return float(inits[dq.input[1]])
+
+
+def _check_against_onnxruntime_and_float(
+    float_model: onnx.ModelProto, quantized: onnx.ModelProto, feeds: list[dict], qdq: bool
+) -> list[float]:
+    """ember == onnxruntime on the quantized model (within one output step for QDQ outputs,
+    1e-4 of the largest value for float outputs); returns the cosine of each output against
+    the float model. onnxruntime runs the QDQ model as written (its optimizations off), in
+    float as ember does: its integer kernels round some ties the other way, and in a deep
+    model one step early on moves a float output by more than 1e-4."""
+    compiled = ember.compile(quantized)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(quantized.SerializeToString(), plain)
+    reference = ort.InferenceSession(float_model.SerializeToString())
+    names = [o.name for o in float_model.graph.output]
+    cosines = []
+    for feed in feeds:
+        ours = compiled.run(feed)
+        theirs = dict(zip(names, session.run(names, feed)))
+        floats = dict(zip(names, reference.run(names, feed)))
+        for name in names:
+            step = _scale_of(quantized, name) * 1.001 if qdq else 1e-4 * np.abs(theirs[name]).max()
+            np.testing.assert_allclose(ours[name], theirs[name], rtol=0, atol=step)
+            cosines.append(_cosine(ours[name], floats[name]))
+    return cosines
+
+
+def test_static_quantization_structure_and_accuracy() -> None:
+    model = _small_model()
+    quantized = quantize(model, calibration=_feeds(model, 0, 8))
+    onnx.checker.check_model(quantized, full_check=True)
+    ops = [n.op_type for n in quantized.graph.node]
+    # BN folded into the Conv, Relu and Clip(0, 6) absorbed by the quantized outputs.
+    assert "BatchNormalization" not in ops and "Relu" not in ops and "Clip" not in ops
+    nodes = {n.name: n for n in quantized.graph.node}
+    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    # Weights: s8 per output channel, zero point 0, through DequantizeLinear.
+    for weight, axis, channels in (("w1", 0, 8), ("w2", 0, 8), ("m", 1, 5), ("g", 0, 5)):
+        dq = nodes[f"{weight}_DequantizeLinear_Output"]
+        assert inits[dq.input[0]].dtype == np.int8
+        assert inits[dq.input[1]].shape == (channels,)
+        assert not inits[dq.input[2]].any()
+        assert next(a.i for a in dq.attribute if a.name == "axis") == axis
+    # Biases: int32 at x_scale * w_scale.
+    conv1 = nodes["conv1"]
+    bias_dq = next(n for n in quantized.graph.node if n.output[0] == conv1.input[2])
+    assert inits[bias_dq.input[0]].dtype == np.int32
+    x_scale = inits["x_scale"]
+    w_scale = inits["w1_scale"]
+    np.testing.assert_allclose(inits[bias_dq.input[1]], x_scale * w_scale, rtol=1e-6)
+    # MaxPool and Reshape keep the scale of their input; Concat and outputs have their own.
+    q_of = {n.input[0]: n for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
+    assert q_of["p"].input[1] == q_of["r"].input[1] == "r_scale"
+    assert q_of["f"].input[1] == q_of["cat"].input[1] == "cat_scale"
+    assert q_of["y_QuantizeLinear_Input"].input[1] == "y_scale"
+    assert inits["x_zero_point"].dtype == np.uint8
+    cosines = _check_against_onnxruntime_and_float(model, quantized, _feeds(model, 100, 3), True)
+    assert min(cosines) >= 0.99, cosines
+
+
+def test_s8_activations_per_tensor_and_keep_float() -> None:
+    model = quantization.prepare(_small_model())
+    options = quantization.QuantizeOptions(
+        per_channel=False,
+        activation_type="s8",
+        keep_float_op_types={"MatMul"},
+        keep_float_nodes={"conv2"},
+    )
+    plan = quantization.plan_static(model, options)
+    assert plan.calibration_tensors == ["f", "r", "x", "z"]  # conv2's and concat's are float
+    ranges = {name: calib.TensorRange(-4.0, 4.0) for name in plan.calibration_tensors}
+    quantized = quantization.quantize_static(model, ranges, options)
+    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    assert inits["x_zero_point"].dtype == np.int8
+    assert inits["w1_scale"].shape == ()  # per tensor
+    nodes = {n.name: n for n in quantized.graph.node}
+    assert nodes["matmul"].input[1] == "m"  # kept float: the float weight
+    assert nodes["conv2"].input[1] == "w2"
+    assert "relu6" in nodes  # not absorbed: conv2 stays float
+    session = ort.InferenceSession(quantized.SerializeToString())
+    session.run(None, _feeds(quantized, 0, 1)[0])
+
+
+def test_a_range_is_missing() -> None:
+    with pytest.raises(ModelError, match="no calibrated range"):
+        quantization.quantize_static(quantization.prepare(_small_model()), {})
+
+
+def test_random_calibration_warns() -> None:
+    model = _small_model()
+    with pytest.warns(UserWarning, match="seeded random inputs"):
+        quantized = quantize(model)
+    assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+
+
+def test_calibration_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        np.savez(tmp_path / f"b{i}.npz", x=rng.random((1, 3, 8, 8), dtype=np.float32))
+    np.save(tmp_path / "b2.npy", rng.random((1, 3, 8, 8), dtype=np.float32))
+    batches = calib.read_calibration_folder(tmp_path, ["x"])
+    assert [sorted(b) for b in batches] == [["x"], ["x"], ["x"]]
+    np.savez(tmp_path / "b3.npz", y=np.zeros(3), w=np.zeros(3))
+    with pytest.raises(InputError, match=r"b3.npz: arrays \['w', 'y'\] name no input"):
+        calib.read_calibration_folder(tmp_path, ["x"])
+    with pytest.raises(InputError, match="a .npy file feeds one input"):
+        calib.read_calibration_folder(tmp_path, ["x", "y"])
+    with pytest.raises(InputError, match="not a directory"):
+        calib.read_calibration_folder(tmp_path / "nope", ["x"])
+
+
+# -- built models: int8 vs float cosine >= 0.99 ------------------------------------------------
+
+
+def test_resnet_style_cnn_int8_cosine() -> None:
+    model = resnet18(image_size=32, classes=10, width=0.125)
+    quantized = quantize(model, calibration=_feeds(model, 0, 8))
+    cosines = _check_against_onnxruntime_and_float(model, quantized, _feeds(model, 100, 2), True)
+    assert min(cosines) >= 0.99, cosines
+
+
+def test_bert_encoder_int8_static_and_dynamic_cosine() -> None:
+    model = bert_encoder()
+    static = quantize(model, calibration=_feeds(model, 0, 8))
+    matmuls = [n for n in static.graph.node if n.op_type == "MatMul"]
+    # Projections (constant weight) and attention (two activations): every MatMul quantized.
+    assert all(n.input[1].endswith("_DequantizeLinear_Output") for n in matmuls)
+    cosines = _check_against_onnxruntime_and_float(model, static, _feeds(model, 100, 2), False)
+    assert min(cosines) >= 0.99, cosines
+
+    dynamic = quantize(model, dynamic=True)
+    ops = [n.op_type for n in dynamic.graph.node]
+    assert ops.count("MatMulInteger") == 2 * 6 + 1  # q, k, v, out, ffn x2 per layer; pooler
+    assert ops.count("MatMul") == 2 * 2  # attention stays float
+    cosines = _check_against_onnxruntime_and_float(model, dynamic, _feeds(model, 100, 2), False)
+    assert min(cosines) >= 0.99, cosines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_full_resnet18_and_mobilenet_int8_cosine(method: str) -> None:
+    for model in (resnet18(image_size=64, classes=100), mobilenet_v2(image_size=64, classes=100)):
+        quantized = quantize(model, calibration=_feeds(model, 0, 8), method=method)
+        report = accuracy_report(model, quantized, _feeds(model, 100, 2))
+        assert min(r.cosine for r in report) >= 0.99, report
+
+
+# -- a trained classifier: scikit-learn's digits -----------------------------------------------
+
+
+def _im2col(x: np.ndarray) -> np.ndarray:
+    """3x3 patches, padding 1: [n, c, h, w] -> [n, c*9, h*w]."""
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    patches = [padded[:, :, i : i + h, j : j + w] for i in range(3) for j in range(3)]
+    return np.stack(patches, axis=2).reshape(n, c * 9, h * w)
+
+
+def _col2im(cols: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    n, c, h, w = shape
+    cols = cols.reshape(n, c, 9, h, w)
+    padded = np.zeros((n, c, h + 2, w + 2), cols.dtype)
+    for k in range(9):
+        i, j = divmod(k, 3)
+        padded[:, :, i : i + h, j : j + w] += cols[:, :, k]
+    return padded[:, :, 1:-1, 1:-1]
+
+
+def _forward(p: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Conv 1->8 3x3, Relu, Conv 8->16 3x3, Relu, MaxPool 2, Gemm 256->10 (8x8 images)."""
+    n = len(x)
+    c1 = _im2col(x)
+    z1 = np.einsum("ok,nkp->nop", p["w1"].reshape(8, -1), c1) + p["b1"][:, None]
+    a1 = np.maximum(z1, 0).reshape(n, 8, 8, 8)
+    c2 = _im2col(a1)
+    z2 = np.einsum("ok,nkp->nop", p["w2"].reshape(16, -1), c2) + p["b2"][:, None]
+    a2 = np.maximum(z2, 0).reshape(n, 16, 4, 2, 4, 2)
+    pooled = a2.max(axis=(3, 5))
+    flat = pooled.reshape(n, -1)
+    return flat @ p["w3"].T + p["b3"], (c1, z1, c2, z2, a2, pooled, flat)
+
+
+def _train_digits_cnn(x: np.ndarray, y: np.ndarray, epochs: int = 8) -> dict[str, np.ndarray]:
+    """SGD with momentum on the cross-entropy, seeded He initialisation (~1.5 s of CPU)."""
+    rng = np.random.default_rng(0)
+    shapes = {"w1": (8, 1, 3, 3), "b1": (8,), "w2": (16, 8, 3, 3), "b2": (16,), "w3": (10, 256),
+              "b3": (10,)}  # fmt: skip
+    p = {k: (rng.normal(0, np.sqrt(2 / np.prod(s[1:])), s) if len(s) > 1 else np.zeros(s))
+         .astype(np.float32) for k, s in shapes.items()}  # fmt: skip
+    velocity = {k: np.zeros_like(v) for k, v in p.items()}
+    for _ in range(epochs):
+        order = rng.permutation(len(y))
+        for start in range(0, len(order), 32):
+            idx = order[start : start + 32]
+            n = len(idx)
+            logits, (c1, z1, c2, z2, a2, pooled, flat) = _forward(p, x[idx])
+            g = np.exp(logits - logits.max(1, keepdims=True))
+            g /= g.sum(1, keepdims=True)
+            g[np.arange(n), y[idx]] -= 1
+            g /= n
+            grads = {"w3": g.T @ flat, "b3": g.sum(0)}
+            at_max = a2 == pooled[:, :, :, None, :, None]
+            g_pool = (g @ p["w3"]).reshape(pooled.shape)[:, :, :, None, :, None]
+            gz2 = (at_max * g_pool).reshape(n, 16, 64) * (z2 > 0)
+            grads["w2"] = np.einsum("nop,nkp->ok", gz2, c2).reshape(shapes["w2"])
+            grads["b2"] = gz2.sum((0, 2))
+            ga1 = _col2im(np.einsum("ok,nop->nkp", p["w2"].reshape(16, -1), gz2), (n, 8, 8, 8))
+            gz1 = ga1.reshape(n, 8, 64) * (z1 > 0)
+            grads["w1"] = np.einsum("nop,nkp->ok", gz1, c1).reshape(shapes["w1"])
+            grads["b1"] = gz1.sum((0, 2))
+            for k, grad in grads.items():
+                velocity[k] = 0.9 * velocity[k] - 0.01 * grad.astype(np.float32)
+                p[k] += velocity[k]
+    return p
+
+
+def _digits_onnx(p: dict[str, np.ndarray], batch: int) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["a1"]),
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["a2"]),
+        helper.make_node("MaxPool", ["a2"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        [numpy_helper.from_array(v, k) for k, v in p.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_digits_cnn_int8_accuracy_within_one_point() -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    y = digits.target
+    order = np.random.default_rng(0).permutation(len(y))
+    test, train = order[:450], order[450:]
+    params = _train_digits_cnn(x[train], y[train])
+    batch = 50
+    model = _digits_onnx(params, batch)
+    calibration = [{"image": x[train[i : i + batch]]} for i in range(0, 8 * batch, batch)]
+    quantized = quantize(model, calibration=calibration)
+    float_run, int8_run = ember.compile(model), ember.compile(quantized)
+    float_correct = int8_correct = 0
+    for start in range(0, len(test), batch):
+        images, labels = x[test[start : start + batch]], y[test[start : start + batch]]
+        float_correct += int((float_run(images)[0].argmax(1) == labels).sum())
+        int8_correct += int((int8_run(images)[0].argmax(1) == labels).sum())
+    float_accuracy, int8_accuracy = float_correct / len(test), int8_correct / len(test)
+    assert float_accuracy > 0.9  # the training worked
+    assert abs(int8_accuracy - float_accuracy) <= 0.01, (float_accuracy, int8_accuracy)
+
+
+# -- the command line and the engine API ---------------------------------------------------------
+
+
+def test_cli_quantize_compile_int8_and_config(tmp_path: Path, capsys) -> None:
+    model = _small_model()
+    onnx.save(model, tmp_path / "model.onnx")
+    (tmp_path / "calib").mkdir()
+    for i, feed in enumerate(_feeds(model, 0, 4)):
+        np.savez(tmp_path / "calib" / f"{i}.npz", **feed)
+    out = tmp_path / "model.int8.onnx"
+    argv = [str(tmp_path / "model.onnx"), "-o", str(out), "--calib", str(tmp_path / "calib"),
+            "--method", "percentile", "--keep-float", "Gemm", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "cosine" in printed
+    rows = [line.split() for line in printed.splitlines() if line.split()[:1] in (["y"], ["z"])]
+    assert len(rows) == 2 and all(float(row[3]) >= 0.99 for row in rows), printed
+    nodes = {n.name: n for n in onnx.load(out).graph.node}
+    assert nodes["gemm"].input[1] == "g"  # --keep-float Gemm: an op type of the model
+
+    assert main([str(tmp_path / "model.onnx"), "-o", str(out), "--method", "kl"]) == 1
+    assert "calibration method 'kl'" in capsys.readouterr().err
+
+    from ember.tools.cli import main as ember_main
+
+    artifact = tmp_path / "model.int8.ember"
+    argv = ["compile", str(tmp_path / "model.onnx"), "-o", str(artifact), "--int8", "--calib",
+            str(tmp_path / "calib"), "--method", "percentile", "--keep-float", "Gemm", "-q"]  # fmt: skip
+    assert ember_main(argv) == 0
+    # The options of `ember quantize` above: the same QDQ model, one output step apart at most.
+    feed = _feeds(model, 0, 1)[0]
+    expected = ort.InferenceSession(str(out)).run(["y"], feed)[0]
+    step = _scale_of(onnx.load(out), "y") * 1.001
+    np.testing.assert_allclose(load(artifact).run(feed)["y"], expected, atol=step)
+
+    config = ember.Config(tmp_path / "model.onnx")
+    config.set_cache_dir(tmp_path / "cache")
+    config.enable_int8(calibration=str(tmp_path / "calib"), method="percentile",
+                       keep_float_op_types=["Gemm"])  # fmt: skip
+    predictor = ember.create_predictor(config)
+    predictor.get_input_handle("x").copy_from_cpu(feed["x"])
+    predictor.run()
+    np.testing.assert_allclose(predictor.get_output_handle("y").copy_to_cpu(), expected, atol=step)
+    with pytest.raises(ValueError, match="unknown or reserved options"):
+        config.enable_int8(calibration=None, frobnicate=True)
+
+
+def test_quantize_is_exported_lazily() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ember.quantize is quantize
+    assert "quantize" in ember.__all__
