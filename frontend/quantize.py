@@ -40,6 +40,8 @@ Only float32 tensors are quantized; nodes on other types, nodes named in
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +51,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ember.frontend.calibrate import TensorRange
-from ember.runtime.errors import InputError, ModelError
+from ember.runtime.errors import InputError, InternalCompilerError, ModelError
 
 QUANTIZED_OPS = frozenset({"Conv", "MatMul", "Gemm"})
 # Ops whose output holds values of their quantized input (moved, selected or clipped at 0).
@@ -247,6 +249,8 @@ def quantize_static(
     """The QDQ model of `model` (already `prepare`d) with activations quantized from `ranges`
     (calibrate.calibrate over `plan_static(model, options).calibration_tensors`)."""
     options = options or QuantizeOptions()
+    _require_opset(model, 10, "QuantizeLinear")
+    options = _per_tensor_below_opset_13(model, options)
     plan = plan_static(model, options)
     missing = [t for t in plan.calibration_tensors if t not in ranges]
     if missing:
@@ -310,7 +314,7 @@ def quantize_static(
     del graph.node[:]
     graph.node.extend(weight_nodes + new_nodes)
     _drop_unused_initializers(graph)
-    onnx.checker.check_model(model)
+    _check_written(model)
     return model
 
 
@@ -410,18 +414,18 @@ def _quantize_weights(
     x_params = tensor_params.get(_undequantized(node.input[0]))
     if x_params is None:
         return new_nodes
-    bias_scale = (np.float32(x_params.scale_value) * np.broadcast_to(w_scale, (channels,))).astype(
-        np.float32
-    )
+    # Per channel with per-channel weights (axis 0 of the bias), else one scale.
+    bias_scale = (np.float32(x_params.scale_value) * w_scale).astype(np.float32)
     values = np.rint(bias.astype(np.float64) / bias_scale.astype(np.float64))
     if np.any(np.abs(values) > _INT32_MAX) or not np.all(np.isfinite(values)):
         return new_nodes  # kept float: still a valid (and correct) model
     bias_name = node.input[2]
     q = _add_init(graph, f"{bias_name}_quantized", values.astype(np.int32))
     s = _add_init(graph, f"{bias_name}_quantized_scale", bias_scale)
-    zp = _add_init(graph, f"{bias_name}_quantized_zero_point", np.zeros(channels, np.int32))
+    zp = _add_init(graph, f"{bias_name}_quantized_zero_point", np.zeros(bias_scale.shape, np.int32))
     out = _unique_name(graph, f"{bias_name}_DequantizeLinear_Output")
-    new_nodes.append(helper.make_node("DequantizeLinear", [q, s, zp], [out], name=out, axis=0))
+    attrs = {"axis": 0} if bias_scale.ndim else {}
+    new_nodes.append(helper.make_node("DequantizeLinear", [q, s, zp], [out], name=out, **attrs))
     node.input[2] = out
     return new_nodes
 
@@ -442,6 +446,7 @@ def quantize_dynamic(
     onnxruntime's dynamic form (see the module docstring). Weights: symmetric s8, per column
     with `options.per_channel`."""
     options = options or QuantizeOptions()
+    _require_opset(model, 11, "DynamicQuantizeLinear")
     model = _copy(model)
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -492,7 +497,7 @@ def quantize_dynamic(
     del graph.node[:]
     graph.node.extend(new_nodes)
     _drop_unused_initializers(graph)
-    onnx.checker.check_model(model)
+    _check_written(model)
     return model
 
 
@@ -501,21 +506,56 @@ def quantize_dynamic(
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy to rewrite, of a model onnx's checker accepts (ModelError otherwise)."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as error:
+        raise ModelError(f"the float model is not valid ONNX: {error}") from None
     result = onnx.ModelProto()
     result.CopyFrom(model)
-    # QuantizeLinear/DequantizeLinear with per-axis scales need opset >= 13.
-    for opset in result.opset_import:
-        if opset.domain in ("", "ai.onnx") and opset.version < 13:
-            raise ModelError(
-                f"model opset {opset.version}: quantization writes per-axis "
-                "DequantizeLinear, which needs opset >= 13; convert the model first "
-                "(onnx.version_converter.convert_version(model, 13))"
-            )
     return result
 
 
+def opset_of(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _require_opset(model: onnx.ModelProto, minimum: int, what: str) -> None:
+    if opset_of(model) < minimum:
+        raise ModelError(
+            f"model opset {opset_of(model)}: {what} needs opset >= {minimum}; convert the "
+            f"model first (onnx.version_converter.convert_version(model, {minimum}))"
+        )
+
+
+def _per_tensor_below_opset_13(model: onnx.ModelProto, options: QuantizeOptions) -> QuantizeOptions:
+    """Per-axis DequantizeLinear needs opset 13: older models get per-tensor weights."""
+    if options.per_channel and opset_of(model) < 13:
+        warnings.warn(
+            f"model opset {opset_of(model)} < 13 has no per-axis DequantizeLinear: weights are "
+            "quantized per tensor (convert the model to opset 13 for per-channel weights)",
+            stacklevel=3,
+        )
+        return dataclasses.replace(options, per_channel=False)
+    return options
+
+
+def _check_written(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as error:
+        raise InternalCompilerError(f"quantization wrote an invalid model: {error}") from None
+
+
 def _use_counts(graph: onnx.GraphProto) -> Counter[str]:
-    uses: Counter[str] = Counter(name for node in graph.node for name in node.input)
+    """How often each tensor is read: by nodes (and the subgraphs of If/Loop/Scan, which may
+    read the outer graph's tensors) and as a graph output."""
+    uses: Counter[str] = Counter()
+    for node in graph.node:
+        uses.update(node.input)
+        for attribute in node.attribute:
+            for body in (attribute.g, *attribute.graphs):
+                uses.update(_use_counts(body))
     uses.update(o.name for o in graph.output)
     return uses
 

@@ -97,7 +97,7 @@ def test_quantize_weight_per_channel_symmetric() -> None:
 # -- the quantized model -----------------------------------------------------------------------
 
 
-def _small_model() -> onnx.ModelProto:
+def _small_model(opset: int = 17) -> onnx.ModelProto:
     """Conv+BN -> Relu -> MaxPool -> Conv -> Clip(0, 6) -> Concat -> Reshape -> MatMul and Gemm
     outputs: every rule of the static plan once."""
     rng = np.random.default_rng(4)
@@ -137,7 +137,7 @@ def _small_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 5]) for n in ("y", "z")],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _feeds(model: onnx.ModelProto, first_seed: int, count: int) -> list[dict[str, np.ndarray]]:
@@ -237,6 +237,23 @@ def test_s8_activations_per_tensor_and_keep_float() -> None:
     assert "relu6" in nodes  # not absorbed: conv2 stays float
     session = ort.InferenceSession(quantized.SerializeToString())
     session.run(None, _feeds(quantized, 0, 1)[0])
+
+
+def test_old_opsets_get_per_tensor_weights_or_a_clear_refusal() -> None:
+    model = _small_model(opset=11)
+    with pytest.warns(UserWarning, match="opset 11 < 13 has no per-axis DequantizeLinear"):
+        quantized = quantize(model, calibration=_feeds(model, 0, 2))
+    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    scales = [name for name in inits if name.endswith("_scale")]
+    assert "w1_scale" in scales and "w1_folded_bias_quantized_scale" in scales
+    assert all(inits[name].shape == () for name in scales)
+    ort.InferenceSession(quantized.SerializeToString()).run(None, _feeds(model, 0, 1)[0])
+    with pytest.raises(ModelError, match="opset 10: DynamicQuantizeLinear needs opset >= 11"):
+        quantization.quantize_dynamic(_small_model(opset=10))
+    broken = _small_model()
+    broken.graph.node[0].input[0] = "nowhere"
+    with pytest.raises(ModelError, match="the float model is not valid ONNX"):
+        quantization.prepare(broken)
 
 
 def test_a_range_is_missing() -> None:
