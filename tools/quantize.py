@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from ember.runtime.errors import EmberError, InputError
+from ember.tools.feeds import seeded_inputs
 from ember.tools.shapes import (
     InputShapes,
     ModelSource,
@@ -150,8 +151,6 @@ def calibration_feeds(
     from ember.frontend import calibrate as calib
 
     if data is None:
-        from ember.tools.feeds import seeded_inputs
-
         calib.warn_random_calibration(model.graph.name or "the model")
         return [seeded_inputs(model, seed + i, input_shapes) for i in range(RANDOM_BATCHES)]
     if isinstance(data, (str, os.PathLike)):
@@ -202,9 +201,12 @@ def accuracy_report(
     return report
 
 
-def format_accuracy(report: Sequence[OutputAccuracy]) -> str:
+def format_accuracy(report: Sequence[OutputAccuracy], source: str) -> str:
+    """The report as a table; `source` says what it was measured on."""
     width = max([len("output"), *(len(r.name) for r in report)])
-    lines = ["accuracy of the int8 model vs the float model (rel = max abs / max |float|):"]
+    lines = [
+        f"accuracy of the int8 model vs the float model on {source} (rel = max abs / max |float|):"
+    ]
     lines.append(f"  {'output':<{width}} {'max abs':>10} {'max rel':>10} {'cosine':>9}")
     for r in report:
         lines.append(f"  {r.name:<{width}} {r.max_abs:10.3e} {r.max_rel:10.3e} {r.cosine:9.6f}")
@@ -298,12 +300,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = Path(args.output).stat().st_size
         print(f"wrote {args.output} ({size / 1024:.0f} KiB; {counts or 'nothing quantized'})")
         if not args.no_report:
+            # On the calibration data (at most RANDOM_BATCHES batches of it), else on seeded
+            # random inputs (the warning was given when calibrating).
             proto = _load_weights(args.model)
-            feeds = calibration_feeds(proto, args.calib, args.input_shapes or None, args.seed)
-            feeds = list(feeds)[:RANDOM_BATCHES]
-            report = accuracy_report(proto, quantized, feeds, args.input_shapes or None,
-                                     args.threads)  # fmt: skip
-            print(format_accuracy(report))
+            shapes = args.input_shapes or None
+            if args.calib:
+                feeds = list(calibration_feeds(proto, args.calib, shapes))[:RANDOM_BATCHES]
+                source = f"{len(feeds)} batches of {args.calib}"
+            else:
+                feeds = [seeded_inputs(proto, args.seed + i, shapes) for i in range(2)]
+                source = f"{len(feeds)} batches of seeded random inputs"
+            report = accuracy_report(proto, quantized, feeds, shapes, args.threads)
+            print(format_accuracy(report, source))
     except (EmberError, OSError, ValueError) as error:
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"ember quantize: error: {message}", file=sys.stderr)
