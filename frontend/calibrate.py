@@ -116,7 +116,12 @@ class Calibrator:
         if self.method == "percentile":
             self._histograms.setdefault(name, _Histogram()).add(values, lo, hi)
         elif self.method == "entropy":
-            magnitudes = np.abs(values)
+            # Zeros (half of a Relu's output) quantize exactly whatever the threshold; in the
+            # histogram their spike would be smeared over its level's bins by Q, and favour
+            # small thresholds for no gain.
+            magnitudes = np.abs(values[values != 0])
+            if magnitudes.size == 0:
+                return
             self._histograms.setdefault(name, _Histogram()).add(magnitudes, 0.0, max(-lo, hi))
 
     def ranges(self) -> dict[str, TensorRange]:
@@ -125,7 +130,7 @@ class Calibrator:
             lo, hi = self._min[name], self._max[name]
             if self.method == "percentile":
                 lo, hi = _percentile_range(self._histograms[name], self.percentile, lo, hi)
-            elif self.method == "entropy":
+            elif self.method == "entropy" and name in self._histograms:  # else all zeros
                 threshold = entropy_threshold(self._histograms[name])
                 lo, hi = max(lo, -threshold), min(hi, threshold)
             result[name] = TensorRange(min(lo, 0.0), max(hi, 0.0))

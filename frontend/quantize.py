@@ -99,6 +99,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     inits = {t.name: t for t in graph.initializer}
     uses = _use_counts(graph)
     producer = {out: node for node in graph.node for out in node.output}
+    names = _Names(graph)
     removed: list[onnx.NodeProto] = []
     for bn in graph.node:
         if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
@@ -108,8 +109,8 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         if bn.input[0] in {o.name for o in graph.output}:
             continue
-        names = [*bn.input[1:5], *conv.input[1:]]
-        if not all(name in inits for name in names if name):
+        constants = [*bn.input[1:5], *conv.input[1:]]
+        if not all(name in inits for name in constants if name):
             continue
         scale, bias, mean, var = (numpy_helper.to_array(inits[n]) for n in bn.input[1:5])
         weight = numpy_helper.to_array(inits[conv.input[1]])
@@ -125,8 +126,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         new_weight = weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))
         new_bias = ((old_bias - mean) * factor + bias).astype(np.float32)
         inits[conv.input[1]].CopyFrom(numpy_helper.from_array(new_weight, conv.input[1]))
-        bias_name = _unique_name(graph, f"{conv.input[1]}_folded_bias")
-        graph.initializer.append(numpy_helper.from_array(new_bias, bias_name))
+        bias_name = names.initializer(f"{conv.input[1]}_folded_bias", new_bias)
         inits[bias_name] = graph.initializer[-1]
         del conv.input[2:]
         conv.input.append(bias_name)
@@ -163,6 +163,7 @@ def plan_static(model: onnx.ModelProto, options: QuantizeOptions) -> StaticPlan:
     types = _float32_tensors(model)
     uses = _use_counts(graph)
     outputs = {o.name for o in graph.output}
+    passed_through = outputs & {i.name for i in graph.input}
     consumers: dict[str, list[int]] = {}
     for i, node in enumerate(graph.node):
         for name in node.input:
@@ -179,6 +180,8 @@ def plan_static(model: onnx.ModelProto, options: QuantizeOptions) -> StaticPlan:
             acts = _activation_inputs(node, inits, types)
             if acts is None or node.output[0] not in types:
                 continue
+            if any(name in passed_through for name in acts):
+                continue  # a graph input that is also an output keeps its name: no DQ for it
             for name in acts:
                 activations.setdefault(name, name)
             out = node.output[0]
@@ -267,12 +270,13 @@ def quantize_static(
         old_nodes[i].output[0] = old_nodes[j].output[0]
     dropped = set(plan.fused.values())
 
+    names = _Names(graph)
     params: dict[str, _QParams] = {}
     for source in plan.calibration_tensors:
         scale, zero_point = _activation_params(ranges[source], qmin, qmax)
         params[source] = _QParams(
-            _add_init(graph, f"{source}_scale", np.array(scale, np.float32)),
-            _add_init(graph, f"{source}_zero_point", np.array(zero_point, _np(elem_type))),
+            names.initializer(f"{source}_scale", np.array(scale, np.float32)),
+            names.initializer(f"{source}_zero_point", np.array(zero_point, _np(elem_type))),
             scale,
         )
     tensor_params = {t: params[source] for t, source in plan.activations.items()}
@@ -280,13 +284,13 @@ def quantize_static(
     weight_nodes: list[onnx.NodeProto] = []
     dequantized: dict[str, str] = {}  # tensor -> its DequantizeLinear output
     for t in tensor_params:
-        dequantized[t] = t if t in outputs else f"{t}_DequantizeLinear_Output"
+        dequantized[t] = t if t in outputs else names.fresh(f"{t}_DequantizeLinear_Output")
 
     new_nodes: list[onnx.NodeProto] = []
     graph_inputs = {i.name for i in graph.input}
     for t, p in tensor_params.items():
         if t in graph_inputs:
-            new_nodes += _qdq(t, t, p, dequantized[t])
+            new_nodes += _qdq(names, t, t, p, dequantized[t])
     weights_done: dict[tuple[str, int | None], tuple[str, np.ndarray]] = {}
     quantized = set(plan.nodes)
     for i, node in enumerate(old_nodes):
@@ -297,17 +301,17 @@ def quantize_static(
             if name in dequantized and name not in outputs:
                 node.input[k] = dequantized[name]
         if i in quantized:
-            weight_nodes += _quantize_weights(graph, node, inits, tensor_params, weights_done,
+            weight_nodes += _quantize_weights(names, node, inits, tensor_params, weights_done,
                                               options)  # fmt: skip
         for k, name in enumerate(node.output):
             if name not in tensor_params:
                 continue
             source = name
             if name in outputs:
-                source = f"{name}_QuantizeLinear_Input"
+                source = names.fresh(f"{name}_QuantizeLinear_Input")
                 node.output[k] = source
             new_nodes.append(node)
-            new_nodes += _qdq(name, source, tensor_params[name], dequantized[name])
+            new_nodes += _qdq(names, name, source, tensor_params[name], dequantized[name])
             break
         else:
             new_nodes.append(node)
@@ -318,13 +322,14 @@ def quantize_static(
     return model
 
 
-def _qdq(name: str, source: str, p: _QParams, output: str) -> list[onnx.NodeProto]:
-    q = f"{name}_QuantizeLinear_Output"
+def _qdq(names: _Names, name: str, source: str, p: _QParams, output: str) -> list[onnx.NodeProto]:
+    """QuantizeLinear(source) -> DequantizeLinear -> output, named after tensor `name`."""
+    q = names.fresh(f"{name}_QuantizeLinear_Output")
     return [
         helper.make_node("QuantizeLinear", [source, p.scale, p.zero_point], [q],
-                         name=f"{name}_QuantizeLinear"),
+                         name=names.fresh(f"{name}_QuantizeLinear")),
         helper.make_node("DequantizeLinear", [q, p.scale, p.zero_point], [output],
-                         name=f"{name}_DequantizeLinear"),
+                         name=names.fresh(f"{name}_DequantizeLinear")),
     ]  # fmt: skip
 
 
@@ -370,7 +375,7 @@ def quantize_weight(weight: np.ndarray, axis: int | None) -> tuple[np.ndarray, n
 
 
 def _quantize_weights(
-    graph: onnx.GraphProto,
+    names: _Names,
     node: onnx.NodeProto,
     inits: Mapping[str, onnx.TensorProto],
     tensor_params: Mapping[str, _QParams],
@@ -389,10 +394,10 @@ def _quantize_weights(
     key = (name, axis)
     if key not in done:
         values, scale = quantize_weight(weight, axis)
-        q = _add_init(graph, f"{name}_quantized", values)
-        s = _add_init(graph, f"{name}_scale", scale)
-        zp = _add_init(graph, f"{name}_zero_point", np.zeros(scale.shape, np.int8))
-        out = _unique_name(graph, f"{name}_DequantizeLinear_Output")
+        q = names.initializer(f"{name}_quantized", values)
+        s = names.initializer(f"{name}_scale", scale)
+        zp = names.initializer(f"{name}_zero_point", np.zeros(scale.shape, np.int8))
+        out = names.fresh(f"{name}_DequantizeLinear_Output")
         attrs = {"axis": axis} if axis is not None else {}
         new_nodes.append(helper.make_node("DequantizeLinear", [q, s, zp], [out], name=out, **attrs))
         done[key] = (out, scale)
@@ -420,10 +425,12 @@ def _quantize_weights(
     if np.any(np.abs(values) > _INT32_MAX) or not np.all(np.isfinite(values)):
         return new_nodes  # kept float: still a valid (and correct) model
     bias_name = node.input[2]
-    q = _add_init(graph, f"{bias_name}_quantized", values.astype(np.int32))
-    s = _add_init(graph, f"{bias_name}_quantized_scale", bias_scale)
-    zp = _add_init(graph, f"{bias_name}_quantized_zero_point", np.zeros(bias_scale.shape, np.int32))
-    out = _unique_name(graph, f"{bias_name}_DequantizeLinear_Output")
+    q = names.initializer(f"{bias_name}_quantized", values.astype(np.int32))
+    s = names.initializer(f"{bias_name}_quantized_scale", bias_scale)
+    zp = names.initializer(
+        f"{bias_name}_quantized_zero_point", np.zeros(bias_scale.shape, np.int32)
+    )
+    out = names.fresh(f"{bias_name}_DequantizeLinear_Output")
     attrs = {"axis": 0} if bias_scale.ndim else {}
     new_nodes.append(helper.make_node("DequantizeLinear", [q, s, zp], [out], name=out, **attrs))
     node.input[2] = out
@@ -451,6 +458,7 @@ def quantize_dynamic(
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     types = _float32_tensors(model)
+    names = _Names(graph)
     new_nodes: list[onnx.NodeProto] = []
     dynamic: dict[str, tuple[str, str, str]] = {}  # activation -> (quantized, scale, zero point)
     weights: dict[str, tuple[str, str, str]] = {}
@@ -468,31 +476,33 @@ def quantize_dynamic(
             continue
         a, out = node.input[0], node.output[0]
         if a not in dynamic:
-            names = (f"{a}_quantized", f"{a}_scale", f"{a}_zero_point")
+            quantized = tuple(names.fresh(f"{a}_{part}") for part in ("quantized", "scale",
+                                                                        "zero_point"))  # fmt: skip
             new_nodes.append(
-                helper.make_node("DynamicQuantizeLinear", [a], list(names), name=f"{a}_quantize")
-            )
-            dynamic[a] = names
+                helper.make_node("DynamicQuantizeLinear", [a], list(quantized),
+                                 name=names.fresh(f"{a}_quantize"))
+            )  # fmt: skip
+            dynamic[a] = quantized
         if b not in weights:
             values, scale = quantize_weight(
                 numpy_helper.to_array(inits[b]), 1 if options.per_channel else None
             )
             weights[b] = (
-                _add_init(graph, f"{b}_quantized", values),
-                _add_init(graph, f"{b}_scale", scale),
-                _add_init(graph, f"{b}_zero_point", np.zeros(scale.shape, np.int8)),
+                names.initializer(f"{b}_quantized", values),
+                names.initializer(f"{b}_scale", scale),
+                names.initializer(f"{b}_zero_point", np.zeros(scale.shape, np.int8)),
             )
         a_q, a_scale, a_zp = dynamic[a]
         b_q, b_scale, b_zp = weights[b]
-        scales = _unique_name(graph, f"{a_scale}_{b_scale}_mul")
-        product = f"{out}_output_quantized"
-        cast = f"{out}_output_quantized_cast_output"
+        scales = names.fresh(f"{a_scale}_{b_scale}_mul")
+        product = names.fresh(f"{out}_output_quantized")
+        cast = names.fresh(f"{out}_output_quantized_cast_output")
         new_nodes += [
             helper.make_node("Mul", [a_scale, b_scale], [scales], name=scales),
             helper.make_node("MatMulInteger", [a_q, b_q, a_zp, b_zp], [product],
-                             name=f"{node.name or out}_quant"),
+                             name=names.fresh(f"{node.name or out}_quant")),
             helper.make_node("Cast", [product], [cast], name=cast, to=TensorProto.FLOAT),
-            helper.make_node("Mul", [cast, scales], [out], name=f"{out}_scaled"),
+            helper.make_node("Mul", [cast, scales], [out], name=names.fresh(f"{out}_scaled")),
         ]  # fmt: skip
     del graph.node[:]
     graph.node.extend(new_nodes)
@@ -573,19 +583,38 @@ def _float32_tensors(model: onnx.ModelProto) -> set[str]:
     return result
 
 
-def _unique_name(graph: onnx.GraphProto, base: str) -> str:
-    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
-    taken |= {i.name for i in graph.input}
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    return name
+class _Names:
+    """Fresh names for tensors and nodes added to a graph: the base name, else base_1, base_2..."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.taken = _all_names(graph)
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    def initializer(self, base: str, array: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
 
 
-def _add_init(graph: onnx.GraphProto, base: str, array: np.ndarray) -> str:
-    name = _unique_name(graph, base)
-    graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
-    return name
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor and node name of the graph and its subgraphs."""
+    names = {t.name for t in graph.initializer}
+    names |= {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+        for attribute in node.attribute:
+            for body in (attribute.g, *attribute.graphs):
+                names |= _all_names(body)
+    return names
 
 
 def _np(elem_type: int) -> np.dtype:
@@ -593,10 +622,16 @@ def _np(elem_type: int) -> np.dtype:
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in used]
+    """Initializers nothing reads any more (the float weights quantized) go, with the graph
+    inputs that named them (models of IR < 4 list initializers as inputs too)."""
+    used = set(_use_counts(graph))
+    dropped = {t.name for t in graph.initializer if t.name not in used}
+    keep = [t for t in graph.initializer if t.name not in dropped]
     del graph.initializer[:]
     graph.initializer.extend(keep)
+    inputs = [i for i in graph.input if i.name not in dropped]
+    del graph.input[:]
+    graph.input.extend(inputs)
 
 
 __all__: Sequence[str] = [
