@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,16 +91,17 @@ def quantize(
     else:
         prepared = quantization.prepare(proto)
         plan = quantization.plan_static(prepared, options)
-        feeds = calibration_feeds(prepared, calibration, input_shapes, seed)
-        ranges = calib.calibrate(
-            prepared,
-            plan.calibration_tensors,
-            feeds,
-            _runner(input_shapes, threads),
-            method=method,
-            percentile=percentile,
-            progress=progress,
-        )
+        ranges = {}
+        if plan.calibration_tensors:  # else nothing to quantize: no compile, no warning
+            ranges = calib.calibrate(
+                prepared,
+                plan.calibration_tensors,
+                calibration_feeds(prepared, calibration, input_shapes, seed),
+                _runner(input_shapes, threads),
+                method=method,
+                percentile=percentile,
+                progress=progress,
+            )
         result = quantization.quantize_static(prepared, ranges, options)
     if output is not None:
         onnx.save(result, os.fspath(output))
@@ -128,9 +129,8 @@ def _runner(input_shapes: InputShapes | None, threads: int | None) -> RunModel:
     """Compiles a model with ember; the result runs feeds to a dict of all outputs."""
     from ember.tools.compile import compile
 
-    def run_model(model: onnx.ModelProto):  # noqa: ANN202 - a closure over the compiled model
-        compiled = compile(model, input_shapes=input_shapes, threads=threads)
-        return compiled.run
+    def run_model(model: onnx.ModelProto) -> Callable[[Mapping[str, np.ndarray]], Mapping]:
+        return compile(model, input_shapes=input_shapes, threads=threads).run
 
     return run_model
 

@@ -283,6 +283,20 @@ def test_random_calibration_warns() -> None:
     assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
 
 
+def test_nothing_to_quantize_needs_no_calibration() -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])],
+        "add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no random-calibration warning: nothing is calibrated
+        quantized = quantize(model)
+    assert [n.op_type for n in quantized.graph.node] == ["Add"]
+
+
 def test_calibration_folder(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     for i in range(2):
