@@ -548,6 +548,10 @@ def test_cli_quantize_compile_int8_and_config(tmp_path: Path, capsys) -> None:
     np.testing.assert_allclose(predictor.get_output_handle("y").copy_to_cpu(), expected, atol=step)
     with pytest.raises(ValueError, match="unknown or reserved options"):
         config.enable_int8(calibration=None, frobnicate=True)
+    compiled = ember.Config(artifact)
+    compiled.enable_int8()
+    with pytest.raises(ValueError, match="is a compiled artifact; int8 needs the .onnx model"):
+        ember.create_predictor(compiled)
 
 
 def test_quantize_is_exported_lazily() -> None:
