@@ -146,9 +146,14 @@ class Config:
         """
         from ember.tools.quantize import quantize
 
-        unknown = set(options) - set(inspect.signature(quantize).parameters) - {"calibration"}
-        if unknown or {"output", "model", "input_shapes"} & set(options):
-            raise ValueError(f"enable_int8: unknown or reserved options {sorted(options)}")
+        unknown = set(options) - set(inspect.signature(quantize).parameters)
+        # The model, its pins, threads and progress display are the Config's own.
+        reserved = {"model", "output", "input_shapes", "threads", "progress"} & set(options)
+        if unknown | reserved:
+            raise ValueError(
+                f"enable_int8: unknown or reserved options {sorted(unknown | reserved)}; "
+                "options are ember.quantize's keyword arguments (set_input_shape pins shapes)"
+            )
         self._int8 = {"calibration": calibration, **options}
         self._int8_model = None
 

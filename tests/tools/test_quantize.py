@@ -546,8 +546,10 @@ def test_cli_quantize_compile_int8_and_config(tmp_path: Path, capsys) -> None:
     predictor.get_input_handle("x").copy_from_cpu(feed["x"])
     predictor.run()
     np.testing.assert_allclose(predictor.get_output_handle("y").copy_to_cpu(), expected, atol=step)
-    with pytest.raises(ValueError, match="unknown or reserved options"):
+    with pytest.raises(ValueError, match=r"unknown or reserved options \['frobnicate'\]"):
         config.enable_int8(calibration=None, frobnicate=True)
+    with pytest.raises(ValueError, match=r"reserved options \['threads'\]"):
+        config.enable_int8(threads=2)
     compiled = ember.Config(artifact)
     compiled.enable_int8()
     with pytest.raises(ValueError, match="is a compiled artifact; int8 needs the .onnx model"):
