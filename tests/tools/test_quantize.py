@@ -271,6 +271,21 @@ def test_old_opsets_get_per_tensor_weights_or_a_clear_refusal() -> None:
         quantization.prepare(broken)
 
 
+def test_names_written_never_collide_with_the_models() -> None:
+    """Regression: a model tensor already named like a Q output of another tensor."""
+    model = _small_model()
+    for node in model.graph.node:
+        node.input[:] = ["r_QuantizeLinear_Output" if n == "p" else n for n in node.input]
+        node.output[:] = ["r_QuantizeLinear_Output" if n == "p" else n for n in node.output]
+    quantized = quantize(model, calibration=_feeds(model, 0, 2))  # checks the model written
+    produced = [name for node in quantized.graph.node for name in node.output]
+    assert len(produced) == len(set(produced))
+    feed = _feeds(model, 0, 1)[0]
+    float_y = ort.InferenceSession(model.SerializeToString()).run(["y"], feed)[0]
+    int8_y = ort.InferenceSession(quantized.SerializeToString()).run(["y"], feed)[0]
+    assert _cosine(int8_y, float_y) >= 0.99
+
+
 def test_a_range_is_missing() -> None:
     with pytest.raises(ModelError, match="no calibrated range"):
         quantization.quantize_static(quantization.prepare(_small_model()), {})
