@@ -7,6 +7,7 @@
     y, = model(x)                                 # positional form
     session = ember.InferenceSession("model.onnx")  # onnxruntime's API: `import ember as ort`
     report = ember.check("model.onnx")            # every problem to fix before compiling
+    ember.quantize("model.onnx", "model.int8.onnx", calibration="calib/")  # int8 QDQ model
 
 The compiler is imported lazily: `import ember.runtime` (loading an ahead-of-time artifact)
 must work where xDSL and llvmlite are not installed.
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ember.tools.check import CheckReport, check
     from ember.tools.compile import CompiledModel, compile
     from ember.tools.engine import Config, Predictor, create_predictor
+    from ember.tools.quantize import quantize
     from ember.tools.session import (
         ExecutionMode,
         GraphOptimizationLevel,
@@ -40,6 +42,7 @@ _LAZY = {
     "Predictor": ("ember.tools.engine", "Predictor"),
     "create_predictor": ("ember.tools.engine", "create_predictor"),
     "check": ("ember.tools.check", "check"),
+    "quantize": ("ember.tools.quantize", "quantize"),
     "CheckReport": ("ember.tools.check", "CheckReport"),
     # onnxruntime's session API (tools/session.py): `import ember as ort` runs ort code.
     **{
@@ -102,4 +105,5 @@ __all__ = [
     "compile",
     "create_predictor",
     "get_available_providers",
+    "quantize",
 ]

@@ -1,6 +1,6 @@
 """ONNX models built with onnx.helper and seeded random weights (no downloads).
 
-    resnet18(seed=0, image_size=224) -> onnx.ModelProto            opset 17
+    resnet18(seed=0, image_size=224, width=1.0) -> onnx.ModelProto  opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
     bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0)
         -> ModelProto  opset 17 (token_types > 0: a token_type_ids input too)
@@ -94,12 +94,16 @@ def _image_input(image_size: int) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, image_size, image_size])
 
 
-def resnet18(seed: int = 0, image_size: int = 224, classes: int = 1000) -> onnx.ModelProto:
+def resnet18(
+    seed: int = 0, image_size: int = 224, classes: int = 1000, width: float = 1.0
+) -> onnx.ModelProto:
+    """`width` scales every stage's channels (64, 128, 256, 512) for small, fast variants."""
     b = GraphBuilder(seed)
-    x = b.node("Relu", [b.conv_bn("input", 3, 64, 7, stride=2)])
+    widths = [max(8, int(c * width)) for c in (64, 128, 256, 512)]
+    x = b.node("Relu", [b.conv_bn("input", 3, widths[0], 7, stride=2)])
     x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
-    cin = 64
-    for stage, cout in enumerate([64, 128, 256, 512]):
+    cin = widths[0]
+    for stage, cout in enumerate(widths):
         for block in range(2):
             stride = 2 if stage > 0 and block == 0 else 1
             y = b.node("Relu", [b.conv_bn(x, cin, cout, 3, stride)])
@@ -107,7 +111,7 @@ def resnet18(seed: int = 0, image_size: int = 224, classes: int = 1000) -> onnx.
             shortcut = x if stride == 1 and cin == cout else b.conv_bn(x, cin, cout, 1, stride)
             x = b.node("Relu", [b.node("Add", [y, shortcut])])
             cin = cout
-    logits = b.classifier(x, 512, classes)
+    logits = b.classifier(x, widths[-1], classes)
     out = helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, classes])
     return b.model("resnet18", [_image_input(image_size)], [out], 17)
 

@@ -7,6 +7,8 @@
     ember conformance ...                (see `ember conformance --help`)
     ember fuzz ...                       (see `ember fuzz --help`)
     ember check model.onnx [--json]      (every problem to fix before compiling)
+    ember quantize model.onnx -o model.int8.onnx [--calib DIR]   (int8 QDQ model)
+    ember compile model.onnx -o model.ember --int8 [--calib DIR] (quantize, then compile)
     ember cache info|list|clear          (see `ember cache --help`)
     ember serve models/ --port 8000      (KServe v2 server; see `ember serve --help`)
 
@@ -34,6 +36,7 @@ from ember.runtime.artifact import read_manifest, sha256_file
 from ember.runtime.errors import EmberError, InputError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
 from ember.tools.engine import Config, pipeline_spec
+from ember.tools.quantize import add_quantize_options, quantize_from_args
 from ember.tools.shapes import UnpinnedInputsError, add_input_shape_option
 
 if TYPE_CHECKING:
@@ -93,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
     )
     compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    int8 = compile_.add_argument_group(
+        "int8", "--int8 quantizes the model first (as `ember quantize`; docs/quantization.md)"
+    )
+    int8.add_argument("--int8", action="store_true", help="compile the int8 (QDQ) model")
+    add_quantize_options(int8)
     compile_.add_argument("-v", "--verbose", action="store_true", help="print pass timings")
 
     run = commands.add_parser("run", help="run an artifact or .onnx model on .npy inputs")
@@ -127,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("fuzz", help="fuzz and differential tests (see `ember fuzz --help`)")
     commands.add_parser("check", help="list every problem to fix before a model compiles")
+    commands.add_parser("quantize", help="post-training int8 quantization to a QDQ ONNX model")
     commands.add_parser("cache", help="show or clear the on-disk cache (see `ember cache --help`)")
     commands.add_parser(
         "serve", help="serve a model repository over HTTP, KServe v2 (see `ember serve --help`)"
@@ -200,8 +209,9 @@ def _compile(args: argparse.Namespace) -> int:
     if args.checks:
         pipeline = with_memory_checks(pipeline)
     progress = Progress(quiet=args.quiet)
+    model = quantize_from_args(args, progress=not args.quiet) if args.int8 else args.model
     build = compile_artifact(
-        args.model,
+        model,
         args.output,
         target=target,
         opt_level=args.opt_level,
@@ -209,6 +219,7 @@ def _compile(args: argparse.Namespace) -> int:
         progress=progress,
         input_shapes=args.input_shapes or None,
         verify_each=args.verify_each or None,
+        base_dir=Path(args.model).parent if args.int8 else None,
     )
     if args.verbose and build.report is not None:
         for name, seconds in build.stage_seconds.items():
@@ -407,6 +418,7 @@ _DELEGATED = {
     "conformance": "ember.tools.conformance",
     "fuzz": "ember.tools.fuzz",
     "check": "ember.tools.check",
+    "quantize": "ember.tools.quantize",
     "cache": "ember.tools.cache",
     "serve": "ember.tools.serve",
 }

@@ -22,9 +22,11 @@ chooses the shapes compiled when the predictor is created; `handle.reshape(shape
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +65,8 @@ class Config:
         self._cache_dir: Path | None = None
         self._progress = False
         self._input_shapes: dict[str, tuple[int, ...]] = {}
+        self._int8: dict[str, Any] | None = None
+        self._int8_model: Path | None = None
 
     # -- model ---------------------------------------------------------------------------------
     def set_model(self, model: str | os.PathLike[str]) -> None:
@@ -131,6 +135,31 @@ class Config:
     def input_shapes(self) -> dict[str, list[int]]:
         return {name: list(shape) for name, shape in self._input_shapes.items()}
 
+    def enable_int8(self, calibration: Any = None, **options: Any) -> None:
+        """Run the int8 model: the .onnx model is quantized (`ember.quantize`, static QDQ by
+        default) when the predictor is created, then compiled and cached as any model.
+
+        `calibration`: a folder of .npy/.npz batches or a list of feed dicts (None: seeded
+        random data, with a warning); `options` are `ember.quantize`'s keyword arguments
+        (method="entropy", dynamic=True, keep_float_op_types=[...], ...). The quantized model
+        is written to the cache directory (int8/<sha256>.onnx).
+        """
+        from ember.tools.quantize import quantize
+
+        unknown = set(options) - set(inspect.signature(quantize).parameters)
+        # The model, its pins, threads and progress display are the Config's own.
+        reserved = {"model", "output", "input_shapes", "threads", "progress"} & set(options)
+        if unknown | reserved:
+            raise ValueError(
+                f"enable_int8: unknown or reserved options {sorted(unknown | reserved)}; "
+                "options are ember.quantize's keyword arguments (set_input_shape pins shapes)"
+            )
+        self._int8 = {"calibration": calibration, **options}
+        self._int8_model = None
+
+    def int8_enabled(self) -> bool:
+        return self._int8 is not None
+
     def pipeline(self) -> str:
         return pipeline_spec(self._ir_optim)
 
@@ -139,7 +168,7 @@ class Config:
         return (
             f"model: {self._model}\nthreads: {self.cpu_math_library_num_threads()}\n"
             f"ir_optim: {self._ir_optim}\nopt_level: {self._opt_level}\n"
-            f"target_cpu: {self._target_cpu}{pinned}"
+            f"target_cpu: {self._target_cpu}{pinned}\nint8: {self._int8 is not None}"
         )
 
     def _pinned(self, input_shapes: dict[str, tuple[int, ...]]) -> Config:
@@ -155,6 +184,10 @@ class Config:
 
     def _artifact_path(self, force: bool) -> Path:
         model = self.model_path()
+        if model.is_dir() and self._int8 is not None:
+            raise ValueError(
+                f"enable_int8: {model} is a compiled artifact; int8 needs the .onnx model"
+            )
         if model.is_dir():
             return model
         if not model.is_file():
@@ -162,7 +195,7 @@ class Config:
         from ember.tools.aot import Progress, compile_cached, resolve_target
 
         return compile_cached(
-            model,
+            self._quantized_model() if self._int8 is not None else model,
             target=resolve_target(self._target_cpu, self.cpu_math_library_num_threads()),
             opt_level=self._opt_level,
             pipeline=self.pipeline(),
@@ -171,6 +204,30 @@ class Config:
             force=force,
             input_shapes=self._input_shapes or None,
         )
+
+    def _quantized_model(self) -> Path:
+        """The int8 model of the .onnx model (quantized once per Config), in the cache."""
+        if self._int8_model is None or not self._int8_model.is_file():
+            import hashlib
+
+            from ember.tools.quantize import quantize
+
+            quantized = quantize(
+                self.model_path(),
+                input_shapes=self._input_shapes or None,
+                threads=self._threads,
+                progress=self._progress,
+                **self._int8 or {},
+            ).SerializeToString()
+            folder = self.cache_dir() / "int8"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{hashlib.sha256(quantized).hexdigest()}.onnx"
+            if not path.is_file():
+                partial = path.with_suffix(f".{os.getpid()}.part")
+                partial.write_bytes(quantized)
+                os.replace(partial, path)  # readers never see a partial file
+            self._int8_model = path
+        return self._int8_model
 
     def load(self) -> LoadedArtifact:
         """The loaded artifact; for an .onnx model with symbolic dims that nothing pinned,
