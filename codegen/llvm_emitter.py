@@ -619,6 +619,19 @@ def _call(self: _FunctionEmitter, op: Operation) -> None:
         self.set(op, result)
 
 
+@_handles("llvm.call_intrinsic")
+def _call_intrinsic(self: _FunctionEmitter, op: Operation) -> None:
+    """A target intrinsic by its full LLVM name (e.g. `llvm.x86.avx512.vpdpbusd.512`),
+    declared with the op's operand and result types: the one way kernels reach
+    instructions that LLVM's generic IR does not express (the int8 dot products)."""
+    args = [self.get(v) for v in op.operands]
+    ret = llvm_type(op.results[0].type) if op.results else VOID
+    fn = self.m.declare(op.properties["intrin"].data, ret, [a.type for a in args])  # type: ignore[attr-defined]
+    result = self.b.call(fn, args)
+    if op.results:
+        self.set(op, result)
+
+
 # -- arith --------------------------------------------------------------------------------------
 @_handles("arith.constant")
 def _constant(self: _FunctionEmitter, op: Operation) -> None:
