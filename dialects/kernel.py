@@ -549,7 +549,9 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
 class QConv2dOp(IRDLOperation):
     """graph.qconv on buffers: `weight` packed (int32 words of 4 int8 taps) in the layout named
     by `weight_layout`, which also names the instruction set it was packed for; `workspace`
-    holds one image's input, channel-interleaved by 4 and padded (`qconv_workspace_words`)."""
+    holds one image's input, channel-interleaved by 4 and padded (`qconv_workspace_words`).
+    Unlike graph.qconv, `input_zero_point` and `offset` are those of the input as the kernel
+    reads it (int8 shifted to uint8), and `bias` includes the output zero point."""
 
     name = "kernel.qconv2d"
     input = operand_def(MemRefType)

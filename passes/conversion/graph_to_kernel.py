@@ -273,8 +273,9 @@ class _Bufferizer:
             self.buffers[value] = out
 
     def qconv(self, op: graph.QConvOp) -> None:
-        """Pack the int8 filter for the target's int8 instructions and fold the input zero
-        point's correction (-zero_point * the filter's row sums) into the int32 offsets."""
+        """Pack the int8 filter for the target's int8 instructions, fold the input zero
+        point's correction (-zero_point * the filter's row sums) into the int32 offsets and
+        the output zero point into the float bias."""
         from ember.passes.conversion.kernel_to_loops.qconv import (
             QConvGeometry,
             int8_isa,
@@ -306,6 +307,13 @@ class _Bufferizer:
             tuple(op.strides.get_values()), tuple(op.pads.get_values()),
             tuple(op.dilations.get_values()),
         )  # fmt: skip
+        bias = self.constant_array(op.bias)
+        if bias is None:
+            raise ConversionError("graph.qconv needs a constant bias")
+        output_zero_point = op.output_zero_point.value.data
+        biased = (bias[1].astype(np.float64) + output_zero_point).astype(np.float32)
+        biased_name = f"{bias[0]}.zero_point_{output_zero_point}"
+        self.weights[biased_name] = biased
         words = qconv_workspace_words(geometry, isa)
         workspace = self.emit(memref.AllocOp.get(i32, 64, [words])).results[0]
         out = self.alloc(op.output)
@@ -320,7 +328,7 @@ class _Bufferizer:
                     self.weight(packed_name, self.weights[packed_name]),
                     self.weight(corrected_name, corrected),
                     self.buffer(op.multiplier),
-                    self.buffer(op.bias),
+                    self.weight(biased_name, biased),
                     workspace,
                     out,
                 ],

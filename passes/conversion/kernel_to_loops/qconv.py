@@ -24,8 +24,8 @@ lane's int32. So k runs in groups of four input channels at one tap:
      a filter whose weights all lie in [-64, 64] is packed once (255 * 64 * 2 = 32640 fits
      s16), any other is split at compile time into w >> 1 and w - (w >> 1), both in [-64, 64],
      and accumulated as two products (twice the work for that layer, never a wrong sum).
-4. **Epilogue**, in registers: float(acc + offset[co]) * multiplier[co] + bias[co], + output
-   zero point, clamped to [output_min, output_max], rounded half to even (the clamp bounds
+4. **Epilogue**, in registers: fma(float(acc + offset[co]), multiplier[co], bias[co]) (the
+   output zero point is already in `bias`: one rounding, the same on every target), clamped to [output_min, output_max], rounded half to even (the clamp bounds
    are integers, so clamping first is the same), narrowed to 8 bits and stored (masked at
    the pixel tail).
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import arith, func, llvm, memref, vector
-from xdsl.dialects.builtin import IntegerType, VectorType, f32, i1, i8, i16, i32
+from xdsl.dialects.builtin import IntegerType, VectorType, f32, i8, i16, i32
 from xdsl.ir import Attribute, SSAValue
 
 from ember.dialects import kernel
@@ -442,7 +442,6 @@ class _QConv:
         off = b.splat(b.load(offset, [co]), lanes, i32)
         mul = b.splat(b.load(multiplier, [co]), lanes)
         add = b.splat(b.load(bias, [co]), lanes)
-        zero_point = b.splat(float(op.output_zero_point.value.data), lanes)
         lo = b.splat(float(op.output_min.value.data), lanes)
         hi = b.splat(float(op.output_max.value.data), lanes)
         dst = b.add(b.mul(b.add(b.mul(n, g.cout), co), g.pixels), p0)
@@ -451,14 +450,17 @@ class _QConv:
             if not count:
                 continue
             v = _exact_float(b, _binary(b, arith.AddiOp, acc, off), lanes)
-            v = b.minf(b.maxf(b.addf(b.addf(b.mulf(v, mul), add), zero_point), lo), hi)
+            v = b.minf(b.maxf(b.fma(v, mul, add), lo), hi)
             q = _low_bytes(b, _round_to_int(b, v, lanes), lanes)
             at = [0, 0, 0, b.add(dst, j * lanes)]
             if count == lanes:
                 b.vstore(q, out, at)
-            else:
-                mask = b.insert(vector.CreateMaskOp([b.index(count)], _v(i1, lanes))).results[0]
-                b.insert(vector.MaskedStoreOp(out, [b.index(i) for i in at], mask, q))
+                continue
+            # The pixel tail byte by byte: LLVM 22 (x86) compiles a masked store of a
+            # truncated vector of one lane into a 4-byte vmovss, writing past the mask.
+            for lane in range(count):
+                byte = b.insert(vector.ExtractOp(q, [lane], i8)).results[0]
+                b.store(byte, out, [0, 0, 0, b.add(dst, j * lanes + lane)])
 
 
 @lowering(kernel.QConv2dOp)
