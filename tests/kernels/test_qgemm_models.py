@@ -1,0 +1,142 @@
+"""Quantized models from onnxruntime's own quantization tool, run by ember (integer convs via
+quantize-ops + kernel.qconv2d, the rest in the float fallback) against onnxruntime running
+the same int8 model: outputs within one quantization step of the output."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import ember
+from ember.dialects.weights import make_context
+from ember.frontend.onnx_importer import import_model
+from ember.passes.transforms.graph_pipeline import run_graph_passes
+from ember.tests.models import GraphBuilder
+from ember.tests.oracle import onnxruntime_outputs
+
+ort_quantization = pytest.importorskip("onnxruntime.quantization")
+
+
+def resnet_block_model(seed: int = 0) -> onnx.ModelProto:
+    """A small ResNet-style CNN: stem, a basic block, a strided block with a 1x1 shortcut, a
+    depthwise conv (float fallback), global pooling and a classifier."""
+    b = GraphBuilder(seed)
+    x = b.node("Relu", [b.conv_bn("input", 3, 16, 3)])
+    y = b.node("Relu", [b.conv_bn(x, 16, 16, 3)])
+    x = b.node("Relu", [b.node("Add", [b.conv_bn(y, 16, 16, 3), x])])
+    y = b.node("Relu", [b.conv_bn(x, 16, 24, 3, stride=2)])
+    y = b.conv_bn(y, 24, 24, 3)
+    x = b.node("Relu", [b.node("Add", [y, b.conv_bn(x, 16, 24, 1, stride=2)])])
+    x = b.node("Relu", [b.conv_bn(x, 24, 24, 3, group=24)])
+    logits = b.classifier(x, 24, 10)
+    out = helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 10])
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 20, 20])
+    return b.model("resnet_block", [image], [out], 17)
+
+
+class _Reader(ort_quantization.CalibrationDataReader):
+    def __init__(self, shape: tuple[int, ...], count: int = 4) -> None:
+        rng = np.random.default_rng(1)
+        self._feeds = iter(
+            [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def quantize_static(
+    model: onnx.ModelProto, shape: tuple[int, ...], quant_format: str, per_channel: bool, act: str
+) -> onnx.ModelProto:
+    """onnxruntime's quant_pre_process (folds BatchNorm) then quantize_static."""
+    q = ort_quantization
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("f.onnx", "pre.onnx", "q.onnx"))
+        onnx.save(model, src)
+        q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        q.quantize_static(
+            str(pre),
+            str(dst),
+            _Reader(shape),
+            quant_format=getattr(q.QuantFormat, quant_format),
+            per_channel=per_channel,
+            activation_type=getattr(q.QuantType, act),
+            weight_type=q.QuantType.QInt8,
+        )
+        return onnx.load(dst)
+
+
+def _output_scale(model: onnx.ModelProto) -> float:
+    """The scale of the quantization step in front of the (dequantized) model output."""
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    output = model.graph.output[0].name
+    for node in model.graph.node:
+        if output in node.output and node.op_type == "DequantizeLinear":
+            return float(inits[node.input[1]])
+    raise AssertionError("the model output is not dequantized")
+
+
+def integer_convs(model: onnx.ModelProto) -> int:
+    """graph.qconv ops after the graph passes."""
+    module, weights = import_model(model)
+    run_graph_passes(module, make_context(weights))
+    return sum(op.name == "graph.qconv" for op in module.walk())
+
+
+def _count(model: onnx.ModelProto, op_type: str) -> int:
+    return sum(node.op_type == op_type for node in model.graph.node)
+
+
+@pytest.mark.parametrize(
+    "quant_format,per_channel,act",
+    [
+        ("QDQ", True, "QUInt8"),
+        ("QDQ", False, "QInt8"),
+        ("QOperator", True, "QUInt8"),
+        ("QOperator", False, "QUInt8"),
+    ],
+)
+def test_quantize_static_models_match_onnxruntime(
+    quant_format: str, per_channel: bool, act: str
+) -> None:
+    shape = (1, 3, 20, 20)
+    model = quantize_static(resnet_block_model(), shape, quant_format, per_channel, act)
+    if quant_format == "QOperator":
+        assert _count(model, "QLinearConv") >= 6
+    feeds = {"input": np.random.default_rng(7).standard_normal(shape).astype(np.float32)}
+    # Every conv but the depthwise one runs as an integer conv, not in the float fallback.
+    assert integer_convs(model) == 6
+    (got,) = ember.compile(model)(feeds["input"])
+    (expected,) = onnxruntime_outputs(model, feeds).values()
+    step = _output_scale(model)
+    assert np.abs(got - expected).max() <= step * 1.001, (np.abs(got - expected).max(), step)
+
+
+def test_quantize_dynamic_matmul_matches_onnxruntime() -> None:
+    """quantize_dynamic's MatMulInteger + DynamicQuantizeLinear (the float fallback)."""
+    b = GraphBuilder(3)
+    hidden = b.node("MatMul", ["input", b.normal((32, 48), 0.2)])
+    hidden = b.node("Relu", [b.node("Add", [hidden, b.normal((48,), 0.1)])])
+    logits = b.node("MatMul", [hidden, b.normal((48, 8), 0.2)])
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 32])
+    out = helper.make_tensor_value_info(logits, TensorProto.FLOAT, [4, 8])
+    model = b.model("mlp", [image], [out], 17)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
+        onnx.save(model, src)
+        ort_quantization.quantize_dynamic(
+            str(src), str(dst), weight_type=ort_quantization.QuantType.QInt8
+        )
+        quantized = onnx.load(dst)
+    assert _count(quantized, "MatMulInteger") == 2
+    feeds = {"input": np.random.default_rng(5).standard_normal((4, 32)).astype(np.float32)}
+    (got,) = ember.compile(quantized)(feeds["input"])
+    (expected,) = onnxruntime_outputs(quantized, feeds).values()
+    # Dynamic quantization's output is float: the int32 sums are exact in both, the scales
+    # are computed in float32 by both.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
