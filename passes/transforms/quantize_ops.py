@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, TensorType, i64
-from xdsl.ir import SSAValue
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, ModuleOp, TensorType, i64
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
 
@@ -81,8 +81,106 @@ def _dequantized(value: SSAValue, weights: WeightStore) -> _Dequantized | None:
     return _Dequantized(op.input, scale, zero_point)
 
 
+@dataclass(frozen=True)
+class _Contraction:
+    """A float conv/matmul/gemm on a dequantized input and a dequantized int8 constant,
+    seen as a 2-D convolution: `weight` OIHW, per-output-channel weight scales and bias."""
+
+    x: _Dequantized
+    weight: np.ndarray
+    weight_name: SSAValue | None  # the int8 constant itself, when usable as OIHW unchanged
+    w_scale: np.ndarray
+    bias: np.ndarray
+    strides: DenseArrayBase
+    pads: DenseArrayBase
+    dilations: DenseArrayBase
+    rows: int  # matmul/gemm: rows of A (the conv's pixels); 0 for a conv
+
+
+def _int8_weight(
+    value: SSAValue, weights: WeightStore, axis: int
+) -> tuple[_Dequantized, np.ndarray, np.ndarray] | None:
+    """The int8 constant behind a DequantizeLinear with zero points 0, and its scale per
+    slice along `axis` (per tensor or per axis)."""
+    wq = _dequantized(value, weights)
+    if wq is None:
+        return None
+    weight = constant_array(wq.x, weights)
+    if weight is None or weight.dtype != np.int8 or np.any(wq.zero_point != 0):
+        return None
+    w_scale = per_channel(wq.scale, weight.shape, axis)
+    if w_scale is None or not np.all(np.isfinite(w_scale) & (w_scale > 0)):
+        return None
+    return wq, weight, w_scale
+
+
+def _bias(
+    value: SSAValue | None, weights: WeightStore, out_shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """A constant float32 bias as one value per output channel (a conv's is [Cout]; a gemm's
+    C must vary along N only), zeros when absent."""
+    channels = out_shape[1]
+    if value is None:
+        return np.zeros(channels, np.float32)
+    given = constant_array(value, weights)
+    if given is None or given.dtype != np.float32:
+        return None
+    if given.shape == (channels,):
+        return given
+    return per_channel(given, out_shape, 1)
+
+
+_UNIT = graph.i64_array([1, 1])
+_NO_PADS = graph.i64_array([0, 0, 0, 0])
+
+
+def _contraction(producer: object, weights: WeightStore) -> _Contraction | None:
+    """The conv, matmul ([M, K] @ [K, N]) or gemm (alpha = beta = 1, A not transposed) that
+    quantize-ops can run as an integer convolution, else None."""
+    if isinstance(producer, graph.ConvOp):
+        if producer.group.value.data != 1 or producer.residual is not None:
+            return None
+        if producer.activation is not None:
+            return None
+        found = _int8_weight(producer.weight, weights, 0)
+        bias = _bias(producer.bias, weights, graph.shape_of(producer.output))
+        x = _dequantized(producer.input, weights)
+        if found is None or bias is None or x is None:
+            return None
+        wq, weight, w_scale = found
+        return _Contraction(
+            x, weight, wq.x, w_scale, bias,
+            producer.strides, producer.pads, producer.dilations, 0,
+        )  # fmt: skip
+    if isinstance(producer, graph.MatMulOp):
+        if producer.residual is not None or producer.activation is not None:
+            return None
+        a, b, c, trans_b = producer.a, producer.b, producer.bias, False
+    elif isinstance(producer, graph.GemmOp):
+        if producer.alpha.value.data != 1.0 or producer.trans_a.value.data:
+            return None
+        if producer.c is not None and producer.beta.value.data != 1.0:
+            return None
+        a, b, c, trans_b = producer.a, producer.b, producer.c, bool(producer.trans_b.value.data)
+    else:
+        return None
+    out_shape = graph.shape_of(producer.output)
+    if len(graph.shape_of(a)) != 2 or len(graph.shape_of(b)) != 2 or len(out_shape) != 2:
+        return None
+    found = _int8_weight(b, weights, 0 if trans_b else 1)
+    bias = _bias(c, weights, out_shape)
+    x = _dequantized(a, weights)
+    if found is None or bias is None or x is None:
+        return None
+    _, weight, w_scale = found
+    oihw = (weight if trans_b else weight.T)[:, :, None, None]
+    return _Contraction(
+        x, np.ascontiguousarray(oihw), None, w_scale, bias, _UNIT, _NO_PADS, _UNIT, out_shape[0]
+    )
+
+
 @dataclass
-class QuantizeConv(RewritePattern):
+class QuantizeContraction(RewritePattern):
     weights: WeightStore
 
     @op_type_rewrite_pattern
@@ -97,39 +195,21 @@ class QuantizeConv(RewritePattern):
         producer, relu = op.input.owner, False
         if isinstance(producer, graph.ReluOp) and only_user(producer.output) is op:
             producer, relu = producer.input.owner, True
-        if not isinstance(producer, graph.ConvOp) or not producer.output.has_one_use():
+        if not isinstance(producer, graph.ConvOp | graph.MatMulOp | graph.GemmOp):
             return
-        conv = producer
-        if (
-            conv.group.value.data != 1
-            or conv.residual is not None
-            or conv.activation is not None
-            or _dtype_of(conv.output) != np.float32
-        ):
+        if not producer.output.has_one_use() or _dtype_of(producer.output) != np.float32:
             return
-        x, wq = _dequantized(conv.input, w), _dequantized(conv.weight, w)
-        if x is None or wq is None:
+        found = _contraction(producer, w)
+        if found is None:
             return
-        x_dtype = _dtype_of(x.x)
+        x = found.x
         x_scale, x_zero = x.scale.reshape(-1), x.zero_point.reshape(-1)
-        if x_dtype not in _EIGHT_BIT or x_scale.size != 1 or x_zero.size != 1:
+        if _dtype_of(x.x) not in _EIGHT_BIT or x_scale.size != 1 or x_zero.size != 1:
             return
         if not (np.isfinite(x_scale[0]) and x_scale[0] > 0):
             return
-        weight = constant_array(wq.x, w)
-        w_shape = graph.shape_of(wq.x)
-        if weight is None or weight.dtype != np.int8 or np.any(wq.zero_point != 0):
-            return
-        w_scale = per_channel(wq.scale, w_shape, 0)
-        if w_scale is None or not np.all(np.isfinite(w_scale) & (w_scale > 0)):
-            return
-        bias = np.zeros(w_shape[0], np.float32)
-        if conv.bias is not None:
-            given = constant_array(conv.bias, w)
-            if given is None or given.dtype != np.float32:
-                return
-            bias = given
-        depth = int(np.prod(w_shape[1:]))
+        w_scale, bias = found.w_scale, found.bias
+        depth = int(np.prod(found.weight.shape[1:]))
         if 2 * depth * 255 * 128 > _INT32_MAX:
             return
 
@@ -151,33 +231,75 @@ class QuantizeConv(RewritePattern):
         def int_attr(value: int) -> IntegerAttr:
             return IntegerAttr(int(value), i64)
 
+        element = graph.element_type_of(op.output)
+        x_value, out_shape = x.x, graph.shape_of(op.output)
+        weight_value = found.weight_name
+        if found.rows:  # [M, K] @ [K, N] as a 1x1 conv over M pixels: x^T [1, K, 1, M]
+            rows, cols = graph.shape_of(x.x)
+            if rows > 1:
+                x_value = _insert(rewriter, _transpose(x_value, (cols, rows)))
+            x_value = _insert(rewriter, _reshape(x_value, (1, cols, 1, rows)))
+            weight_value = new_constant(rewriter, w, found.weight, "qgemm.weight")
+            conv_shape = (1, out_shape[1], 1, rows)
+        else:
+            conv_shape = out_shape
+        assert weight_value is not None
         operands = [
-            x.x,
-            wq.x,
+            x_value,
+            weight_value,
             new_constant(rewriter, w, offset, "qconv.offset"),
             new_constant(rewriter, w, multiplier, "qconv.multiplier"),
             new_constant(rewriter, w, float_bias.astype(np.float32), "qconv.bias"),
         ]
         qconv = graph.QConvOp.build(
             operands=operands,
-            result_types=[TensorType(graph.element_type_of(op.output), graph.shape_of(op.output))],
+            result_types=[TensorType(element, conv_shape)],
             properties={
-                "strides": conv.strides,
-                "pads": conv.pads,
-                "dilations": conv.dilations,
+                "strides": found.strides,
+                "pads": found.pads,
+                "dilations": found.dilations,
                 "input_zero_point": int_attr(int(x_zero[0])),
                 "output_zero_point": int_attr(int(y_zero)),
                 "output_min": int_attr(output_min),
                 "output_max": int_attr(int(info.max)),
             },
         )
-        rewriter.replace(op, [qconv])
+        if not found.rows:
+            rewriter.replace(op, [qconv])
+            return
+        rows, cols = out_shape
+        ops: list[Operation] = [qconv]
+        if rows > 1:  # [1, N, 1, M] -> [N, M] -> [M, N]
+            ops.append(_reshape(qconv.results[0], (cols, rows)))
+            ops.append(_transpose(ops[-1].results[0], (rows, cols)))
+        else:
+            ops.append(_reshape(qconv.results[0], (rows, cols)))
+        rewriter.replace(op, ops)
+
+
+def _reshape(value: SSAValue, shape: tuple[int, ...]) -> Operation:
+    element = graph.element_type_of(value)
+    return graph.ReshapeOp.build(operands=[value], result_types=[TensorType(element, shape)])
+
+
+def _transpose(value: SSAValue, shape: tuple[int, int]) -> Operation:
+    element = graph.element_type_of(value)
+    return graph.TransposeOp.build(
+        operands=[value],
+        result_types=[TensorType(element, shape)],
+        properties={"perm": graph.i64_array([1, 0])},
+    )
+
+
+def _insert(rewriter: PatternRewriter, op: Operation) -> SSAValue:
+    rewriter.insert(op)
+    return op.results[0]
 
 
 class QuantizeOps(ModulePass):
-    """Rewrites DequantizeLinear -> Conv -> QuantizeLinear patterns into integer graph.qconv."""
+    """Rewrites DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear into graph.qconv."""
 
     name = "quantize-ops"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        apply_patterns(op, [QuantizeConv(weights_of(ctx))])
+        apply_patterns(op, [QuantizeContraction(weights_of(ctx))])

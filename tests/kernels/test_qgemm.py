@@ -101,6 +101,7 @@ def run_qconv(
     lo: int,
     hi: int,
     seed: int = 0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's output and the reference's, for x given as stored (uint8 bytes, read as
     int8 when `signed`)."""
@@ -138,7 +139,7 @@ def run_qconv(
             },
         )
 
-    run_kernel_op(make, arrays)
+    run_kernel_op(make, arrays, threads=threads)
     expected = reference(
         values, weights, g, input_zero_point, given_offset, multiplier, bias, lo, hi
     )
@@ -181,6 +182,17 @@ def test_qconv_int8_input_and_output_bit_exact(isa_name: str) -> None:
         pytest.skip(f"this host cannot run {isa_name}")
     x, w, g = _case((1, 10, 9, 21), 18, (3, 3), 1, 1, 1, seed=7)
     got, expected = run_qconv(x, w, g, isa_name, input_zero_point=-3, signed=True, lo=-128, hi=127)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_qconv_on_two_threads_is_bit_exact() -> None:
+    """Both parallel loops (interleave over channel groups, pixel blocks with per-thread
+    panels) split across threads."""
+    isa_name = "vnni512" if _RUNNABLE["vnni512"] else "avx2"
+    x, w, g = _case((1, 24, 23, 29), 19, (3, 3), 1, 1, 1, seed=11)
+    got, expected = run_qconv(
+        x, w, g, isa_name, input_zero_point=77, signed=False, lo=0, hi=255, threads=2
+    )
     np.testing.assert_array_equal(got, expected)
 
 

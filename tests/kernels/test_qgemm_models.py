@@ -40,10 +40,10 @@ def resnet_block_model(seed: int = 0) -> onnx.ModelProto:
 
 
 class _Reader(ort_quantization.CalibrationDataReader):
-    def __init__(self, shape: tuple[int, ...], count: int = 4) -> None:
+    def __init__(self, name: str, shape: tuple[int, ...], count: int = 4) -> None:
         rng = np.random.default_rng(1)
         self._feeds = iter(
-            [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
+            [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -51,7 +51,12 @@ class _Reader(ort_quantization.CalibrationDataReader):
 
 
 def quantize_static(
-    model: onnx.ModelProto, shape: tuple[int, ...], quant_format: str, per_channel: bool, act: str
+    model: onnx.ModelProto,
+    shape: tuple[int, ...],
+    quant_format: str,
+    per_channel: bool,
+    act: str,
+    input_name: str = "input",
 ) -> onnx.ModelProto:
     """onnxruntime's quant_pre_process (folds BatchNorm) then quantize_static."""
     q = ort_quantization
@@ -62,7 +67,7 @@ def quantize_static(
         q.quantize_static(
             str(pre),
             str(dst),
-            _Reader(shape),
+            _Reader(input_name, shape),
             quant_format=getattr(q.QuantFormat, quant_format),
             per_channel=per_channel,
             activation_type=getattr(q.QuantType, act),
@@ -109,8 +114,32 @@ def test_quantize_static_models_match_onnxruntime(
     if quant_format == "QOperator":
         assert _count(model, "QLinearConv") >= 6
     feeds = {"input": np.random.default_rng(7).standard_normal(shape).astype(np.float32)}
-    # Every conv but the depthwise one runs as an integer conv, not in the float fallback.
-    assert integer_convs(model) == 6
+    # Every conv but the depthwise one, and the classifier's Gemm, run as integer kernels,
+    # not in the float fallback.
+    assert integer_convs(model) == 7
+    (got,) = ember.compile(model)(feeds["input"])
+    (expected,) = onnxruntime_outputs(model, feeds).values()
+    step = _output_scale(model)
+    assert np.abs(got - expected).max() <= step * 1.001, (np.abs(got - expected).max(), step)
+
+
+def mlp_model(rows: int, seed: int = 3) -> onnx.ModelProto:
+    b = GraphBuilder(seed)
+    hidden = b.node("MatMul", ["input", b.normal((32, 48), 0.2)])
+    hidden = b.node("Relu", [b.node("Add", [hidden, b.normal((48,), 0.1)])])
+    logits = b.node("Gemm", [hidden, b.normal((8, 48), 0.2), b.normal((8,), 0.1)], transB=1)
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [rows, 32])
+    out = helper.make_tensor_value_info(logits, TensorProto.FLOAT, [rows, 8])
+    return b.model("mlp", [image], [out], 17)
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_quantize_static_matmul_and_gemm_match_onnxruntime(rows: int) -> None:
+    """MatMul (+ Add + Relu) and Gemm as integer 1x1 convs over the rows (transposed views
+    when there is more than one row)."""
+    model = quantize_static(mlp_model(rows), (rows, 32), "QDQ", True, "QUInt8")
+    assert integer_convs(model) == 2
+    feeds = {"input": np.random.default_rng(9).standard_normal((rows, 32)).astype(np.float32)}
     (got,) = ember.compile(model)(feeds["input"])
     (expected,) = onnxruntime_outputs(model, feeds).values()
     step = _output_scale(model)
