@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -89,7 +90,8 @@ def with_seeded_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     del g.input[:]
     g.input.extend(inputs)
     model.ir_version = max(model.ir_version, 4)  # initializers need not be inputs
-    return model
+    # Per-channel DequantizeLinear (its `axis`) needs opset 13.
+    return onnx.version_converter.convert_version(model, 13)
 
 
 MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
