@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ember  # noqa: E402
 from ember.passes.conversion.kernel_to_loops.qconv import int8_isa  # noqa: E402
-from ember.passes.target import host_target  # noqa: E402
+from ember.passes.target import Target, host_target, named_target  # noqa: E402
 from tests.kernels.test_qgemm_models import (  # noqa: E402
     integer_convs,
     quantize_static,
@@ -134,8 +134,16 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--cpu",
+        help="compile ember for this LLVM cpu instead of the host (x86-64-v3: the AVX2 path)",
+    )
     args = parser.parse_args()
-    print(f"int8 kernels: {int8_isa(host_target()).name}, cpu {host_target().cpu}")
+
+    def target(threads: int) -> Target:
+        return named_target(args.cpu, threads) if args.cpu else host_target(threads)
+
+    print(f"int8 kernels: {int8_isa(target(1)).name}, cpu {target(1).cpu}")
     for name in args.models:
         make, shape = MODELS[name]
         model = make()
@@ -144,8 +152,8 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         print(f"{name}: {integer_convs(quantized)} integer convs")
         for threads in args.threads:
-            fp32 = ember.compile(model, threads=threads)
-            int8 = ember.compile(quantized, threads=threads)
+            fp32 = ember.compile(model, threads=threads, target=target(threads))
+            int8 = ember.compile(quantized, threads=threads, target=target(threads))
             ort_int8 = onnxruntime_session(quantized, threads)
             ort_fp32 = onnxruntime_session(model, threads)
             feeds = {input_name: x}

@@ -45,8 +45,9 @@ from ember.passes.transforms.graph_utils import (
 )
 
 _EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
-# |acc + offset| <= 2 * K * 255 * 128 must stay an int32 (the kernel shifts int8 inputs to
-# uint8, so the zero-point correction can be as large as the sum).
+# |acc + offset| <= 2 * K * 255 * 128 + 2^24 must stay an int32: the kernel shifts int8
+# inputs to uint8, so the zero-point correction can be as large as the sum, and the
+# recovered int32 bias is below 2^24.
 _INT32_MAX = (1 << 31) - 1
 
 
@@ -210,7 +211,7 @@ class QuantizeContraction(RewritePattern):
             return
         w_scale, bias = found.w_scale, found.bias
         depth = int(np.prod(found.weight.shape[1:]))
-        if 2 * depth * 255 * 128 > _INT32_MAX:
+        if 2 * depth * 255 * 128 + (1 << 24) > _INT32_MAX:
             return
 
         # The bias the quantization tool wrote is int32 at scale x_scale * w_scale[c]: recover
