@@ -16,6 +16,7 @@ from ember.dialects.graph import i64_array
 from ember.passes.conversion.kernel_to_loops.qconv import (
     ISAS,
     QConvGeometry,
+    int8_isa,
     lower_qconv,
     pack_qconv_weight,
     qconv_workspace_words,
@@ -26,6 +27,7 @@ from ember.tests.kernels.harness import memref_type, run_kernel_op
 _FEATURES = llvm.get_host_cpu_features()
 _RUNNABLE = {
     "avx2": bool(_FEATURES.get("avx2")),
+    "vnni256": bool(_FEATURES.get("avxvnni")),
     "vnni512": bool(_FEATURES.get("avx512vnni")) and bool(_FEATURES.get("avx512f")),
 }
 
@@ -176,7 +178,7 @@ def test_qconv_is_bit_exact_uint8(isa_name: str, case: int) -> None:
     assert len(np.unique(expected)) > 10  # the test sees more than the clamp bounds
 
 
-@pytest.mark.parametrize("isa_name", ["vnni512", "avx2"])
+@pytest.mark.parametrize("isa_name", ["vnni512", "vnni256", "avx2"])
 def test_qconv_int8_input_and_output_bit_exact(isa_name: str) -> None:
     if not _RUNNABLE[isa_name]:
         pytest.skip(f"this host cannot run {isa_name}")
@@ -268,3 +270,9 @@ def test_avx2_path_compiles_for_an_avx2_only_cpu_to_vpmaddubsw() -> None:
 def test_vnni_path_compiles_to_vpdpbusd_on_zmm() -> None:
     asm = _asm_for("vnni512", "icelake-server")
     assert "vpdpbusd" in asm and "zmm" in asm
+
+
+def test_avx_vnni_path_compiles_to_vex_vpdpbusd_on_ymm() -> None:
+    assert int8_isa(named_target("alderlake", threads=1)).name == "vnni256"
+    asm = _asm_for("vnni256", "alderlake")
+    assert "{vex}\tvpdpbusd" in asm and "ymm" in asm and "zmm" not in asm

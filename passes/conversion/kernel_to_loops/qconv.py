@@ -18,6 +18,7 @@ lane's int32. So k runs in groups of four input channels at one tap:
    k-group one vector load of NR/lanes words, one broadcast word of 4 weights per row:
    - `vnni512`: `vpdpbusd` (llvm.x86.avx512.vpdpbusd.512), 64 u8 x s8 products per
      instruction, MR=14 x NR=32 (28 zmm accumulators);
+   - `vnni256`: AVX-VNNI's VEX-encoded `vpdpbusd` on ymm (no AVX-512), MR=6 x NR=16;
    - `avx2`: `vpmaddubsw` (u8 x s8 pairs summed into s16) + `vpmaddwd` by 1 (s16 pairs into
      s32) + `vpaddd`, MR=4 x NR=16. vpmaddubsw saturates its s16 pair sums, which
      255 * 127 * 2 overflows; ember keeps it exact by restricting each weight to 7 bits:
@@ -71,16 +72,30 @@ class Int8Isa:
         return self.lanes * self.nvec
 
 
+# ... and those with AVX-VNNI (vpdpbusd on ymm, VEX-encoded) but no AVX-512.
+_AVX_VNNI_CPUS = ("alderlake", "raptorlake", "meteorlake", "arrowlake", "lunarlake", "gracemont")
+
 ISAS = {
     "vnni512": Int8Isa("vnni512", lanes=16, nvec=2, mr=14),
+    "vnni256": Int8Isa("vnni256", lanes=8, nvec=2, mr=6),
     "avx2": Int8Isa("avx2", lanes=8, nvec=2, mr=4),
+}
+_VPDPBUSD = {
+    "vnni512": "llvm.x86.avx512.vpdpbusd.512",
+    # LLVM encodes the 256-bit form with VEX ({vex} vpdpbusd) on AVX-VNNI targets.
+    "vnni256": "llvm.x86.avx512.vpdpbusd.256",
 }
 
 
 def int8_isa(target: Target) -> Int8Isa:
-    """vpdpbusd on AVX-512 VNNI hosts, vpmaddubsw + vpmaddwd on the rest (AVX2)."""
-    vnni = "+avx512vnni" in target.features.split(",") or target.cpu in _VNNI_CPUS
-    return ISAS["vnni512" if target.has_avx512 and vnni else "avx2"]
+    """vpdpbusd on zmm with AVX-512 VNNI, on ymm with AVX-VNNI, else vpmaddubsw + vpmaddwd
+    (AVX2)."""
+    features = target.features.split(",")
+    if target.has_avx512 and ("+avx512vnni" in features or target.cpu in _VNNI_CPUS):
+        return ISAS["vnni512"]
+    if "+avxvnni" in features or target.cpu in _AVX_VNNI_CPUS:
+        return ISAS["vnni256"]
+    return ISAS["avx2"]
 
 
 def qconv_layout(isa: Int8Isa, terms: int) -> str:
@@ -418,8 +433,8 @@ class _QConv:
     ) -> SSAValue:
         """acc + the dot products of 4 u8 (x) by 4 s8 (w) bytes in each int32 lane."""
         lanes = self.isa.lanes
-        if self.isa.name == "vnni512":
-            return _intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", [acc, x, w], _v(i32, lanes))
+        if self.isa.name in _VPDPBUSD:
+            return _intrinsic(b, _VPDPBUSD[self.isa.name], [acc, x, w], _v(i32, lanes))
         assert ones is not None
         xb = _cast(b, vector.BitcastOp, x, _v(i8, 4 * lanes))
         wb = _cast(b, vector.BitcastOp, w, _v(i8, 4 * lanes))
