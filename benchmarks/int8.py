@@ -138,6 +138,11 @@ def main() -> None:
         "--cpu",
         help="compile ember for this LLVM cpu instead of the host (x86-64-v3: the AVX2 path)",
     )
+    parser.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="quantize weights to 7 bits (one vpmaddubsw per product on the AVX2 path)",
+    )
     args = parser.parse_args()
 
     def target(threads: int) -> Target:
@@ -148,7 +153,9 @@ def main() -> None:
         make, shape = MODELS[name]
         model = make()
         input_name = model.graph.input[0].name
-        quantized = quantize_static(model, shape, "QDQ", True, "QUInt8", input_name)
+        quantized = quantize_static(
+            model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
+        )
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         print(f"{name}: {integer_convs(quantized)} integer convs")
         for threads in args.threads:
