@@ -17,7 +17,8 @@ lane's int32. So k runs in groups of four input channels at one tap:
 3. **Micro-kernel**: MR output channels x NR pixels of int32 accumulators in registers; per
    k-group one vector load of NR/lanes words, one broadcast word of 4 weights per row:
    - `vnni512`: `vpdpbusd` (llvm.x86.avx512.vpdpbusd.512), 64 u8 x s8 products per
-     instruction, MR=14 x NR=32 (28 zmm accumulators);
+     instruction, MR=16 x NR=16 (16 zmm accumulators; the broadcast weights are memory
+     operands);
    - `vnni256`: AVX-VNNI's VEX-encoded `vpdpbusd` on ymm (no AVX-512), MR=6 x NR=16;
    - `avx2`: `vpmaddubsw` (u8 x s8 pairs summed into s16) + `vpmaddwd` by 1 (s16 pairs into
      s32) + `vpaddd`, MR=4 x NR=16. vpmaddubsw saturates its s16 pair sums, which
@@ -76,7 +77,9 @@ class Int8Isa:
 _AVX_VNNI_CPUS = ("alderlake", "raptorlake", "meteorlake", "arrowlake", "lunarlake", "gracemont")
 
 ISAS = {
-    "vnni512": Int8Isa("vnni512", lanes=16, nvec=2, mr=14),
+    # 16 x 16 measured faster than 14 x 32 and 8 x 48 (znver5, 1 thread): no padded rows for
+    # channel counts that are multiples of 16, and 49-pixel 7x7 maps fill 49 of 64 lanes.
+    "vnni512": Int8Isa("vnni512", lanes=16, nvec=1, mr=16),
     "vnni256": Int8Isa("vnni256", lanes=8, nvec=2, mr=6),
     "avx2": Int8Isa("avx2", lanes=8, nvec=2, mr=4),
 }
