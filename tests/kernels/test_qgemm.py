@@ -73,8 +73,8 @@ def _case(
     shape: tuple[int, int, int, int],
     cout: int,
     kernel_hw: tuple[int, int],
-    stride: int,
-    pad: int,
+    stride: int | tuple[int, int],
+    pad: int | tuple[int, int, int, int],
     dilation: int,
     seed: int,
     weight_range: int = 128,
@@ -82,11 +82,11 @@ def _case(
     rng = np.random.default_rng(seed)
     n, c, h, w_ = shape
     kh, kw = kernel_hw
-    oh = _out_size(h, kh, stride, 2 * pad, dilation)
-    ow = _out_size(w_, kw, stride, 2 * pad, dilation)
-    g = QConvGeometry(
-        n, c, h, w_, cout, oh, ow, kh, kw, (stride, stride), (pad,) * 4, (dilation, dilation)
-    )
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    pads = (pad,) * 4 if isinstance(pad, int) else pad
+    oh = _out_size(h, kh, sh, pads[0] + pads[2], dilation)
+    ow = _out_size(w_, kw, sw, pads[1] + pads[3], dilation)
+    g = QConvGeometry(n, c, h, w_, cout, oh, ow, kh, kw, (sh, sw), pads, (dilation, dilation))
     weights = rng.integers(-weight_range, weight_range, (cout, c, kh, kw)).astype(np.int8)
     x = rng.integers(0, 256, shape).astype(np.uint8)
     return x, weights, g
@@ -163,6 +163,8 @@ SHAPES = [
     # A pixel tail of one lane: LLVM 22 turned its masked byte store into a 4-byte store
     # that overwrote the next channel's first pixels (the tail is now stored byte by byte).
     ((1, 4, 5, 5), 14, (1, 1), 1, 2, 1),
+    # Asymmetric pads and strides, a non-square filter.
+    ((1, 7, 13, 18), 17, (3, 2), (2, 1), (0, 1, 2, 0), 1),
 ]
 
 
