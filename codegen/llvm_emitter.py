@@ -227,6 +227,11 @@ _CASTS = {
     "arith.trunci": "trunc",
     "arith.bitcast": "bitcast",
     "vector.bitcast": "bitcast",
+    # xdsl 0.74's arith casts verify on scalars only; kernels cast vectors with these.
+    "llvm.sitofp": "sitofp",
+    "llvm.zext": "zext",
+    "llvm.sext": "sext",
+    "llvm.trunc": "trunc",
 }
 _CMPI = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
 _CMPI_LLVMLITE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}

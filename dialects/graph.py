@@ -1277,6 +1277,17 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
 # --- int8: integer convolution (the quantize-ops pass; kernel_to_loops/qconv.py) -------------
 
 
+RESIDUAL_PARAMS = (
+    "conv_scale",
+    "residual_scale",
+    "residual_zero_point",
+    "sum_scale",
+    "sum_zero_point",
+    "sum_min",
+    "sum_max",
+)
+
+
 @irdl_op_definition
 class QConvOp(IRDLOperation):
     """Quantized 2-D convolution with a fused requantize epilogue (group 1, NCHW, OIHW).
@@ -1289,6 +1300,12 @@ class QConvOp(IRDLOperation):
     int32 correction folded at compile time, `multiplier` = x_scale * w_scale[c] / y_scale and
     `bias` the float bias / y_scale; `output_min`/`output_max` are the type's range narrowed by a
     fused Relu (max(q, output_zero_point)).
+
+    With a `residual` (a fused QDQ Add, optionally followed by Relu), that q is the conv's
+    quantized output as the model computes it, and the result is
+    `clamp(round_half_even(((q - output_zero_point) * conv_scale + (residual -
+    residual_zero_point) * residual_scale) / sum_scale) + sum_zero_point, sum_min, sum_max)`
+    in the result's 8-bit type (`residual_params`).
     """
 
     name = "graph.qconv"
@@ -1297,6 +1314,7 @@ class QConvOp(IRDLOperation):
     offset = operand_def(TensorType)
     multiplier = operand_def(TensorType)
     bias = operand_def(TensorType)
+    residual = opt_operand_def(TensorType)
     output = result_def(TensorType)
     strides = prop_def(DenseArrayBase)
     pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
@@ -1305,12 +1323,15 @@ class QConvOp(IRDLOperation):
     output_zero_point = prop_def(IntegerAttr[I64])
     output_min = prop_def(IntegerAttr[I64])
     output_max = prop_def(IntegerAttr[I64])
+    # With `residual`: [conv_scale, residual_scale, residual_zero_point, sum_scale,
+    # sum_zero_point, sum_min, sum_max] (RESIDUAL_PARAMS).
+    residual_params = opt_prop_def(DenseArrayBase)
     traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
-        "$input `,` $weight `,` $offset `,` $multiplier `,` $bias attr-dict `:` type($input) "
-        "`,` type($weight) `,` type($offset) `,` type($multiplier) `,` type($bias) "
-        "`->` type($output)"
+        "$input `,` $weight `,` $offset `,` $multiplier `,` $bias (`residual` $residual^)? "
+        "attr-dict `:` type($input) `,` type($weight) `,` type($offset) `,` "
+        "type($multiplier) `,` type($bias) (`,` type($residual)^)? `->` type($output)"
     )
 
     def verify_(self) -> None:
@@ -1320,6 +1341,13 @@ class QConvOp(IRDLOperation):
         for operand in (self.offset, self.multiplier, self.bias):
             if shape_of(operand) != (w[0],):
                 raise VerifyException(f"graph.qconv: per-channel operands must be ({w[0]},)")
+        has_params = self.residual_params is not None
+        if (self.residual is not None) != has_params or (
+            self.residual is not None and shape_of(self.residual) != y
+        ):
+            raise VerifyException("graph.qconv: a residual has the output's shape and its params")
+        if has_params and len(self.residual_params.get_values()) != len(RESIDUAL_PARAMS):
+            raise VerifyException(f"graph.qconv: residual_params are {RESIDUAL_PARAMS}")
 
 
 GRAPH_OPS.append(QConvOp)

@@ -551,7 +551,8 @@ class QConv2dOp(IRDLOperation):
     by `weight_layout`, which also names the instruction set it was packed for; `workspace`
     holds one image's input, channel-interleaved by 4 and padded (`qconv_workspace_words`).
     Unlike graph.qconv, `input_zero_point` and `offset` are those of the input as the kernel
-    reads it (int8 shifted to uint8), and `bias` includes the output zero point."""
+    reads it (int8 shifted to uint8), and `bias` includes the output zero point. A residual
+    is added in the epilogue as graph.qconv describes."""
 
     name = "kernel.qconv2d"
     input = operand_def(MemRefType)
@@ -559,6 +560,7 @@ class QConv2dOp(IRDLOperation):
     offset = operand_def(MemRefType)
     multiplier = operand_def(MemRefType)
     bias = operand_def(MemRefType)
+    residual = opt_operand_def(MemRefType)
     workspace = operand_def(MemRefType)
     output = operand_def(MemRefType)
     kernel_shape = prop_def(DenseArrayBase)  # [kh, kw]
@@ -571,11 +573,13 @@ class QConv2dOp(IRDLOperation):
     output_min = prop_def(IntegerAttr[I64])
     output_max = prop_def(IntegerAttr[I64])
     weight_layout = prop_def(StringAttr)
-    irdl_options = (ParsePropInAttrDict(),)
+    residual_params = opt_prop_def(DenseArrayBase)  # graph.RESIDUAL_PARAMS
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
-        "$input `,` $weight `,` $offset `,` $multiplier `,` $bias `,` $workspace `->` $output "
-        "attr-dict `:` type($input) `,` type($weight) `,` type($offset) `,` type($multiplier) "
-        "`,` type($bias) `,` type($workspace) `->` type($output)"
+        "$input `,` $weight `,` $offset `,` $multiplier `,` $bias (`residual` $residual^)? `,` "
+        "$workspace `->` $output attr-dict `:` type($input) `,` type($weight) `,` "
+        "type($offset) `,` type($multiplier) `,` type($bias) (`,` type($residual)^)? `,` "
+        "type($workspace) `->` type($output)"
     )
 
     def verify_(self) -> None:

@@ -33,7 +33,7 @@ from xdsl.passes import ModulePass
 
 from ember.dialects import graph, kernel
 from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
-from ember.dialects.graph import element_type_of, i64_array, int_values, shape_of
+from ember.dialects.graph import element_type_of, f32_array, i64_array, int_values, shape_of
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
 from ember.passes.program import ORIGIN, describe_op
@@ -329,6 +329,7 @@ class _Bufferizer:
                     self.weight(corrected_name, corrected),
                     self.buffer(op.multiplier),
                     self.weight(biased_name, biased),
+                    self.optional(op.residual),
                     workspace,
                     out,
                 ],
@@ -343,10 +344,21 @@ class _Bufferizer:
                     "output_min": op.output_min,
                     "output_max": op.output_max,
                     "weight_layout": StringAttr(layout),
+                    **self.qconv_residual_params(op),
                 },
             )
         )
         self.buffers[op.output] = out
+
+    def qconv_residual_params(self, op: graph.QConvOp) -> dict[str, Attribute]:
+        """graph.qconv's residual params, the residual's zero point as the kernel reads it
+        (int8 shifted to uint8), and whether it was int8."""
+        if op.residual is None or op.residual_params is None:
+            return {}
+        params = [float(v) for v in op.residual_params.get_values()]
+        signed = numpy_dtype_for(element_type_of(op.residual)) == np.int8
+        params[2] += 128 if signed else 0
+        return {"residual_params": f32_array([*params, float(signed)])}
 
     def pool(self, op: graph.MaxPoolOp | graph.AveragePoolOp) -> None:
         out = self.alloc(op.output)

@@ -251,6 +251,7 @@ class QuantizeContraction(RewritePattern):
             new_constant(rewriter, w, offset, "qconv.offset"),
             new_constant(rewriter, w, multiplier, "qconv.multiplier"),
             new_constant(rewriter, w, float_bias.astype(np.float32), "qconv.bias"),
+            None,  # residual: FuseQuantizedResidual adds one
         ]
         qconv = graph.QConvOp.build(
             operands=operands,
@@ -278,6 +279,87 @@ class QuantizeContraction(RewritePattern):
         rewriter.replace(op, ops)
 
 
+@dataclass
+class FuseQuantizedResidual(RewritePattern):
+    """QuantizeLinear(Add(DequantizeLinear(qconv), DequantizeLinear(r)) [-> Relu]) -> one
+    graph.qconv with `residual`: the add runs in the conv's epilogue instead of as a float
+    elementwise kernel, with the same arithmetic (the conv's output is still quantized first,
+    as the model says)."""
+
+    weights: WeightStore
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: graph.QuantizeLinearOp, rewriter: PatternRewriter) -> None:
+        w = self.weights
+        out_dtype = _dtype_of(op.output)
+        y_scale, y_zero = _scalar(op.scale, w), _scalar(op.zero_point, w)
+        if out_dtype not in _EIGHT_BIT or y_scale is None or y_zero is None:
+            return
+        if y_scale.dtype != np.float32 or not (np.isfinite(y_scale) and y_scale > 0):
+            return
+        add, relu = op.input.owner, False
+        if isinstance(add, graph.ReluOp) and only_user(add.output) is op:
+            add, relu = add.input.owner, True
+        if not isinstance(add, graph.AddOp) or not add.output.has_one_use():
+            return
+        shape = graph.shape_of(add.output)
+        if any(graph.shape_of(v) != shape for v in (add.lhs, add.rhs)):
+            return
+        for conv_side, residual_side in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
+            fused = self._fused(conv_side, residual_side, add)
+            if fused is None:
+                continue
+            qconv, conv_scale, residual = fused
+            info = np.iinfo(out_dtype)
+            params = [
+                conv_scale,
+                float(residual.scale.reshape(())),
+                float(residual.zero_point.reshape(())),
+                float(y_scale),
+                float(y_zero),
+                float(max(int(info.min), int(y_zero)) if relu else int(info.min)),
+                float(info.max),
+            ]
+            properties = dict(qconv.properties)
+            properties.pop("operandSegmentSizes", None)
+            properties["residual_params"] = graph.f32_array(params)
+            new = graph.QConvOp.build(
+                operands=[*qconv.operands[:5], residual.x],
+                result_types=[op.output.type],
+                properties=properties,
+            )
+            rewriter.replace(op, [new])
+            return
+
+    def _fused(
+        self, conv_side: SSAValue, residual_side: SSAValue, add: graph.AddOp
+    ) -> tuple[graph.QConvOp, float, _Dequantized] | None:
+        conv_dq, residual = (
+            _dequantized(conv_side, self.weights),
+            _dequantized(residual_side, self.weights),
+        )
+        if conv_dq is None or residual is None:
+            return None
+        qconv = conv_dq.x.owner
+        if not isinstance(qconv, graph.QConvOp) or qconv.residual is not None:
+            return None
+        # The conv's result is read only through this dequantize, which only the add reads.
+        if not (conv_dq.x.has_one_use() and conv_side.has_one_use()):
+            return None
+        if conv_dq.scale.size != 1 or conv_dq.zero_point.size != 1:
+            return None
+        if int(conv_dq.zero_point.reshape(())) != qconv.output_zero_point.value.data:
+            return None
+        if residual.scale.size != 1 or residual.zero_point.size != 1:
+            return None
+        if _dtype_of(residual.x) not in _EIGHT_BIT:
+            return None
+        scales = (float(conv_dq.scale.reshape(())), float(residual.scale.reshape(())))
+        if not all(np.isfinite(s) and s > 0 for s in scales):
+            return None
+        return qconv, scales[0], residual
+
+
 def _reshape(value: SSAValue, shape: tuple[int, ...]) -> Operation:
     element = graph.element_type_of(value)
     return graph.ReshapeOp.build(operands=[value], result_types=[TensorType(element, shape)])
@@ -303,4 +385,5 @@ class QuantizeOps(ModulePass):
     name = "quantize-ops"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        apply_patterns(op, [QuantizeContraction(weights_of(ctx))])
+        weights = weights_of(ctx)
+        apply_patterns(op, [QuantizeContraction(weights), FuseQuantizedResidual(weights)])

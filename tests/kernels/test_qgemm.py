@@ -12,7 +12,7 @@ from xdsl.ir import Block
 
 from ember.codegen.jit import JitModule
 from ember.dialects import kernel
-from ember.dialects.graph import i64_array
+from ember.dialects.graph import f32_array, i64_array
 from ember.passes.conversion.kernel_to_loops.qconv import (
     ISAS,
     QConvGeometry,
@@ -104,6 +104,7 @@ def run_qconv(
     hi: int,
     seed: int = 0,
     threads: int = 1,
+    residual: tuple[np.ndarray, list[float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's output and the reference's, for x given as stored (uint8 bytes, read as
     int8 when `signed`)."""
@@ -119,14 +120,16 @@ def run_qconv(
     offset = (given_offset - shifted_zero_point * row_sums).astype(np.int32)
     out = np.zeros((g.n, g.cout, g.oh, g.ow), np.int8)
     workspace = np.zeros(qconv_workspace_words(g, isa), np.int32)
-    arrays = [x.view(np.int8), packed, offset, multiplier, bias, workspace, out]
+    extra = [] if residual is None else [residual[0].view(np.int8)]
+    arrays = [x.view(np.int8), packed, offset, multiplier, bias, *extra, workspace, out]
 
     def make(args: list) -> kernel.QConv2dOp:
         def attr(value: int) -> IntegerAttr:
             return IntegerAttr(value, i64)
 
+        fused = {} if residual is None else {"residual_params": f32_array(residual[1])}
         return kernel.QConv2dOp(
-            operands=list(args),
+            operands=[*args[:5], args[5:-2], *args[-2:]],
             properties={
                 "kernel_shape": i64_array([g.kh, g.kw]),
                 "strides": i64_array(g.strides),
@@ -138,6 +141,7 @@ def run_qconv(
                 "output_min": attr(lo),
                 "output_max": attr(hi),
                 "weight_layout": StringAttr(layout),
+                **fused,
             },
         )
 
@@ -145,8 +149,21 @@ def run_qconv(
     expected = reference(
         values, weights, g, input_zero_point, given_offset, multiplier, bias, lo, hi
     )
+    if residual is not None:
+        expected = reference_residual(expected, residual[0], residual[1])
+        lo = int(residual[1][5])
     got = out.astype(np.int64) if signed or lo < 0 else out.view(np.uint8).astype(np.int64)
     return got, expected.astype(np.int64)
+
+
+def reference_residual(q: np.ndarray, r: np.ndarray, params: list[float]) -> np.ndarray:
+    """The fused QDQ Add in float32, as the elementwise kernels compute it: dequantize both,
+    add, divide by the scale, round half to even, add the zero point, clamp."""
+    conv_scale, r_scale, r_zero, sum_scale, sum_zero, sum_min, sum_max, _ = params
+    f = np.float32
+    conv = (q.astype(f) - f(0)) * f(conv_scale)  # output zero point 0 in these tests
+    res = (r.astype(f) - f(r_zero)) * f(r_scale)
+    return np.clip(np.rint((conv + res) / f(sum_scale)) + sum_zero, sum_min, sum_max)
 
 
 # (input NCHW, Cout, kernel, stride, pad, dilation): channel counts not multiples of 4, Cout
@@ -200,6 +217,27 @@ def test_qconv_on_two_threads_is_bit_exact() -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("isa_name", ["vnni512", "avx2"])
+def test_qconv_with_fused_residual_add(isa_name: str) -> None:
+    """A QDQ Add in the epilogue: float arithmetic after the exact int32 part, so the
+    reference is float32 numpy; the fused multiply-adds LLVM may form can move a result that
+    lands on a rounding tie by one step, never more."""
+    if not _RUNNABLE[isa_name]:
+        pytest.skip(f"this host cannot run {isa_name}")
+    x, w, g = _case((1, 10, 9, 21), 18, (3, 3), 1, 1, 1, seed=13)  # 189 pixels: a tail
+    r = np.random.default_rng(14).integers(0, 256, (1, 18, 9, 21)).astype(np.uint8)
+    # conv_scale, residual_scale, residual_zero_point, sum_scale, sum_zero_point, min, max,
+    # residual signed
+    params = [0.05, 0.03, 120.0, 0.07, 10.0, 10.0, 255.0, 0.0]
+    got, expected = run_qconv(
+        x, w, g, isa_name, input_zero_point=131, signed=False, lo=0, hi=255,
+        residual=(r, params),
+    )  # fmt: skip
+    assert np.abs(got - expected).max() <= 1
+    assert np.mean(got == expected) > 0.999
+    assert got.min() == 10 and len(np.unique(got)) > 50
+
+
 def test_qconv_relu_bound_and_seven_bit_weights_on_avx2() -> None:
     """Weights within [-64, 64] take AVX2's single-product path (no split)."""
     if not _RUNNABLE["avx2"]:
@@ -242,7 +280,7 @@ def _asm_for(isa_name: str, cpu: str) -> str:
         return IntegerAttr(value, i64)
 
     op = kernel.QConv2dOp(
-        operands=list(block.args),
+        operands=[*block.args[:5], [], *block.args[5:]],
         properties={
             "kernel_shape": i64_array([3, 3]),
             "strides": i64_array([1, 1]),

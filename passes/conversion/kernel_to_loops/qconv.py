@@ -43,11 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import arith, func, llvm, memref, vector
-from xdsl.dialects.builtin import IntegerType, VectorType, f32, i8, i16, i32
+from xdsl.dialects.builtin import IntegerType, VectorType, f32, i1, i8, i16, i32
 from xdsl.ir import Attribute, SSAValue
 
 from ember.dialects import kernel
-from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     fail,
     operand_types,
@@ -222,25 +222,16 @@ def _intrinsic(b: LoopBuilder, name: str, args: list[SSAValue], result: Attribut
 _ZIP16 = [k for i in range(16) for k in (i, 16 + i)]
 # 1.5 * 2^23: adding it to a float of magnitude below 2^22 leaves that float's integer
 # (rounded half to even, the default rounding) in the low mantissa bits, and its bit pattern
-# minus this one's is that integer; the reverse turns such an integer into its float. xdsl
-# 0.74 verifies no int <-> float casts on vectors, and these are two vector ops each.
+# minus this one's is that integer: a float -> int conversion of two vector ops that LLVM's
+# reassociation cannot undo (the bitcast stands between them). The int -> float direction
+# uses llvm.sitofp: the same trick there (bits - magic as floats) is undone by `reassoc`.
 _MAGIC = 12582912.0
 _MAGIC_BITS = 0x4B400000
 
 
 def _exact_float(b: LoopBuilder, value: SSAValue, lanes: int) -> SSAValue:
-    """float(value) of int32 lanes, correctly rounded: high and low 16 bits converted
-    exactly, then one rounding in their sum."""
-    magic_bits = b.splat(b.const(_MAGIC_BITS, i32), lanes, i32)
-    magic = b.splat(_MAGIC, lanes)
-
-    def small(part: SSAValue) -> SSAValue:  # |part| < 2^22
-        bits = _binary(b, arith.AddiOp, part, magic_bits)
-        return b.subf(_cast(b, vector.BitcastOp, bits, _v(f32, lanes)), magic)
-
-    high = _binary(b, arith.ShRSIOp, value, b.splat(b.const(16, i32), lanes, i32))
-    low = _binary(b, arith.AndIOp, value, b.splat(b.const(0xFFFF, i32), lanes, i32))
-    return b.addf(b.mulf(small(high), b.splat(65536.0, lanes)), small(low))
+    """float(value) of int32 lanes, correctly rounded (vcvtdq2ps)."""
+    return b.insert(llvm.SIToFPOp(value, _v(f32, lanes))).results[0]
 
 
 def _round_to_int(b: LoopBuilder, value: SSAValue, lanes: int) -> SSAValue:
@@ -250,9 +241,8 @@ def _round_to_int(b: LoopBuilder, value: SSAValue, lanes: int) -> SSAValue:
 
 
 def _low_bytes(b: LoopBuilder, words: SSAValue, lanes: int) -> SSAValue:
-    """The low byte of each int32 lane (little endian), as vector<lanes x i8>."""
-    as_bytes = _cast(b, vector.BitcastOp, words, _v(i8, 4 * lanes))
-    return shuffle(b, as_bytes, as_bytes, [4 * i for i in range(lanes)])
+    """The low byte of each int32 lane, as vector<lanes x i8>."""
+    return b.insert(llvm.TruncOp(words, _v(i8, lanes))).results[0]
 
 
 def _splat_word(value: int) -> int:
@@ -269,13 +259,18 @@ class _QConv:
     terms: int
     args: list[SSAValue]
 
+    def arg(self, operand: SSAValue | None) -> SSAValue:
+        """The function argument that stands for one of the op's operands."""
+        assert operand is not None
+        return self.args[list(self.op.operands).index(operand)]
+
     @property
     def x(self) -> SSAValue:
-        return self.args[0]
+        return self.arg(self.op.input)
 
     @property
     def workspace(self) -> SSAValue:
-        return self.args[5]
+        return self.arg(self.op.workspace)
 
     # -- 1. interleave one image into the workspace ------------------------------------------
     def interleave(self, b: LoopBuilder, n: SSAValue) -> None:
@@ -403,7 +398,7 @@ class _QConv:
         valid: int,
     ) -> None:
         g, isa = self.g, self.isa
-        weights = self.args[1]
+        weights = self.arg(self.op.weight)
         tiles = -(-g.cout // isa.mr)
         zero = b.splat(b.const(0, i32), isa.lanes, i32)
         ones = b.splat(b.const(1, i16), 2 * isa.lanes, i16) if isa.name == "avx2" else None
@@ -455,7 +450,8 @@ class _QConv:
         valid: int,
     ) -> None:
         g, isa, op = self.g, self.isa, self.op
-        offset, multiplier, bias, out = self.args[2], self.args[3], self.args[4], self.args[6]
+        offset, multiplier, bias = (self.arg(v) for v in (op.offset, op.multiplier, op.bias))
+        out = self.arg(op.output)
         lanes = isa.lanes
         off = b.splat(b.load(offset, [co]), lanes, i32)
         mul = b.splat(b.load(multiplier, [co]), lanes)
@@ -469,8 +465,11 @@ class _QConv:
                 continue
             v = _exact_float(b, _binary(b, arith.AddiOp, acc, off), lanes)
             v = b.minf(b.maxf(b.fma(v, mul, add), lo), hi)
-            q = _low_bytes(b, _round_to_int(b, v, lanes), lanes)
+            q_int = _round_to_int(b, v, lanes)
             at = [0, 0, 0, b.add(dst, j * lanes)]
+            if op.residual is not None:
+                q_int = self.add_residual(b, q_int, at, count)
+            q = _low_bytes(b, q_int, lanes)
             if count == lanes:
                 b.vstore(q, out, at)
                 continue
@@ -479,6 +478,42 @@ class _QConv:
             for lane in range(count):
                 byte = b.insert(vector.ExtractOp(q, [lane], i8)).results[0]
                 b.store(byte, out, [0, 0, 0, b.add(dst, j * lanes + lane)])
+
+    def add_residual(self, b: LoopBuilder, q: SSAValue, at: list[Value], count: int) -> SSAValue:
+        """The conv's quantized lanes `q` (int32) dequantized, plus the dequantized residual
+        at `at`, requantized (a QDQ Add fused into the epilogue; graph.qconv)."""
+        lanes = self.isa.lanes
+        params = [float(v) for v in self.op.residual_params.get_values()]  # type: ignore[union-attr]
+        conv_scale, r_scale, r_zero, sum_scale, sum_zero, sum_min, sum_max, signed = params
+        residual = self.arg(self.op.residual)
+        indices = [b.index(i) for i in at]
+        if count == lanes:
+            r = b.vload(residual, at, lanes)
+        else:  # loads are safe to mask (only the stores were miscompiled)
+            mask = b.insert(vector.CreateMaskOp([b.index(count)], _v(i1, lanes))).results[0]
+            zero = b.splat(b.const(0, i8), lanes, i8)
+            r = b.insert(vector.MaskedLoadOp(residual, indices, mask, zero, _v(i8, lanes)))
+            r = r.results[0]
+        if signed:  # int8 as uint8 (r + 128), its zero point shifted alike
+            r = _binary(b, arith.XOrIOp, r, b.splat(b.const(-128, i8), lanes, i8))
+        r_words = b.insert(llvm.ZExtOp(r, _v(i32, lanes))).results[0]
+
+        def dequantized(words: SSAValue, zero_point: float, scale: float) -> SSAValue:
+            value = _exact_float(b, words, lanes)  # small integers: exact
+            return b.mulf(b.subf(value, b.splat(zero_point, lanes)), b.splat(scale, lanes))
+
+        total = b.addf(
+            dequantized(q, float(self.op.output_zero_point.value.data), conv_scale),
+            dequantized(r_words, r_zero, r_scale),
+        )
+        # round_half_even(total / scale) + zero point, clamped (integer bounds: clamping
+        # before rounding is the same).
+        y = b.divf(total, b.splat(sum_scale, lanes))
+        y = b.minf(
+            b.maxf(y, b.splat(sum_min - sum_zero, lanes)), b.splat(sum_max - sum_zero, lanes)
+        )
+        zero_point = b.splat(b.const(int(sum_zero), i32), lanes, i32)
+        return _binary(b, arith.AddiOp, _round_to_int(b, y, lanes), zero_point)
 
 
 @lowering(kernel.QConv2dOp)
