@@ -166,3 +166,77 @@ def test_patterns_it_cannot_prove_stay_in_float(case: str) -> None:
         CHECK:     graph.quantize_linear
         """,
     )
+
+
+def _residual_ir() -> str:
+    """A graph.qconv whose output is dequantized, added to a dequantized uint8 residual,
+    relu'd and quantized (as quantize-ops leaves a QDQ residual block)."""
+    props = (
+        "{strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = "
+        "array<i64: 1, 1>, input_zero_point = 0 : i64, output_zero_point = 7 : i64, "
+        "output_min = 0 : i64, output_max = 255 : i64}"
+    )
+    t8 = "tensor<1x4x5x5xui8>"
+    tf = "tensor<1x4x5x5xf32>"
+    return f"""builtin.module {{
+  func.func @main(%xq: {t8}, %rq: {t8}) -> ({t8}) {{
+    %w = graph.constant "w" : tensor<4x4x1x1xi8>
+    %off = graph.constant "off" : tensor<4xi32>
+    %mul = graph.constant "mul" : tensor<4xf32>
+    %b = graph.constant "b" : tensor<4xf32>
+    %cq = graph.qconv %xq, %w, %off, %mul, %b {props} : {t8}, tensor<4x4x1x1xi8>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32> -> {t8}
+    %cs = graph.constant "cs" : tensor<f32>
+    %cz = graph.constant "cz" : tensor<ui8>
+    %c = graph.dequantize_linear %cq, %cs, %cz : {t8}, tensor<f32>, tensor<ui8> -> {tf}
+    %rs = graph.constant "rs" : tensor<f32>
+    %rz = graph.constant "rz" : tensor<ui8>
+    %r = graph.dequantize_linear %rq, %rs, %rz : {t8}, tensor<f32>, tensor<ui8> -> {tf}
+    %sum = graph.add %r, %c : {tf}, {tf} -> {tf}
+    %relu = graph.relu %sum : {tf} -> {tf}
+    %ys = graph.constant "ys" : tensor<f32>
+    %yz = graph.constant "yz" : tensor<ui8>
+    %y = graph.quantize_linear %relu, %ys, %yz : {tf}, tensor<f32>, tensor<ui8> -> {t8}
+    func.return %y : {t8}
+  }}
+}}"""
+
+
+def _residual_weights(conv_zero_point: int) -> dict[str, np.ndarray]:
+    return {
+        "w": np.ones((4, 4, 1, 1), np.int8),
+        "off": np.zeros(4, np.int32),
+        "mul": np.full(4, 0.01, np.float32),
+        "b": np.zeros(4, np.float32),
+        "cs": np.array(0.5, np.float32),
+        "cz": np.array(conv_zero_point, np.uint8),
+        "rs": np.array(0.25, np.float32),
+        "rz": np.array(3, np.uint8),
+        "ys": np.array(0.75, np.float32),
+        "yz": np.array(9, np.uint8),
+    }
+
+
+def test_quantized_residual_add_fuses_into_the_qconv() -> None:
+    text, _ = _run(_residual_ir(), _residual_weights(7))
+    assert_filecheck(
+        text,
+        """
+        CHECK:      %y = graph.qconv %xq, %w, %off, %mul, %b residual %rq
+        CHECK-SAME: residual_params = array<f32: 5.000000e-01, 2.500000e-01, 3.000000e+00, 7.500000e-01, 9.000000e+00, 9.000000e+00, 2.550000e+02>
+        CHECK-NOT:  graph.add
+        CHECK-NOT:  graph.quantize_linear
+        """,
+    )
+
+
+def test_residual_add_stays_float_when_the_dequantize_disagrees_with_the_conv() -> None:
+    """The conv's output dequantized with another zero point than it was quantized with."""
+    text, _ = _run(_residual_ir(), _residual_weights(8))
+    assert_filecheck(
+        text,
+        """
+        CHECK-NOT: residual
+        CHECK:     graph.add
+        CHECK:     graph.quantize_linear
+        """,
+    )
