@@ -227,6 +227,11 @@ _CASTS = {
     "arith.trunci": "trunc",
     "arith.bitcast": "bitcast",
     "vector.bitcast": "bitcast",
+    # xdsl 0.74's arith casts verify on scalars only; kernels cast vectors with these.
+    "llvm.sitofp": "sitofp",
+    "llvm.zext": "zext",
+    "llvm.sext": "sext",
+    "llvm.trunc": "trunc",
 }
 _CMPI = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
 _CMPI_LLVMLITE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -615,6 +620,19 @@ def _call(self: _FunctionEmitter, op: Operation) -> None:
     if callee is None:
         raise ValueError(f"codegen: func.call to undefined function @{name} in '{self.fn.name}'")
     result = self.b.call(callee, [self.get(a) for a in op.arguments])
+    if op.results:
+        self.set(op, result)
+
+
+@_handles("llvm.call_intrinsic")
+def _call_intrinsic(self: _FunctionEmitter, op: Operation) -> None:
+    """A target intrinsic by its full LLVM name (e.g. `llvm.x86.avx512.vpdpbusd.512`),
+    declared with the op's operand and result types: the one way kernels reach
+    instructions that LLVM's generic IR does not express (the int8 dot products)."""
+    args = [self.get(v) for v in op.operands]
+    ret = llvm_type(op.results[0].type) if op.results else VOID
+    fn = self.m.declare(op.properties["intrin"].data, ret, [a.type for a in args])  # type: ignore[attr-defined]
+    result = self.b.call(fn, args)
     if op.results:
         self.set(op, result)
 

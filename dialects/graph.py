@@ -1274,6 +1274,84 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     ScatterNDOp,
     RecurrentOp,
 ]
+# --- int8: integer convolution (the quantize-ops pass; kernel_to_loops/qconv.py) -------------
+
+
+RESIDUAL_PARAMS = (
+    "conv_scale",
+    "residual_scale",
+    "residual_zero_point",
+    "sum_scale",
+    "sum_zero_point",
+    "sum_min",
+    "sum_max",
+)
+
+
+@irdl_op_definition
+class QConvOp(IRDLOperation):
+    """Quantized 2-D convolution with a fused requantize epilogue (group 1, NCHW, OIHW).
+
+    `input` is uint8 or int8 with zero point `input_zero_point`; `weight` is a constant int8
+    filter whose zero point is 0. With acc = sum over taps of (x - input_zero_point) * w in
+    int32 (padding reads the zero point, i.e. a real 0), each output channel c is
+    `clamp(round_half_even(float(acc + offset[c]) * multiplier[c] + bias[c])
+    + output_zero_point, output_min, output_max)` in the output's 8-bit type; `offset` is an
+    int32 correction folded at compile time, `multiplier` = x_scale * w_scale[c] / y_scale and
+    `bias` the float bias / y_scale; `output_min`/`output_max` are the type's range narrowed by a
+    fused Relu (max(q, output_zero_point)).
+
+    With a `residual` (a fused QDQ Add, optionally followed by Relu), that q is the conv's
+    quantized output as the model computes it, and the result is
+    `clamp(round_half_even(((q - output_zero_point) * conv_scale + (residual -
+    residual_zero_point) * residual_scale) / sum_scale) + sum_zero_point, sum_min, sum_max)`
+    in the result's 8-bit type (`residual_params`).
+    """
+
+    name = "graph.qconv"
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    offset = operand_def(TensorType)
+    multiplier = operand_def(TensorType)
+    bias = operand_def(TensorType)
+    residual = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    strides = prop_def(DenseArrayBase)
+    pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
+    dilations = prop_def(DenseArrayBase)
+    input_zero_point = prop_def(IntegerAttr[I64])
+    output_zero_point = prop_def(IntegerAttr[I64])
+    output_min = prop_def(IntegerAttr[I64])
+    output_max = prop_def(IntegerAttr[I64])
+    # With `residual`: [conv_scale, residual_scale, residual_zero_point, sum_scale,
+    # sum_zero_point, sum_min, sum_max] (RESIDUAL_PARAMS).
+    residual_params = opt_prop_def(DenseArrayBase)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$input `,` $weight `,` $offset `,` $multiplier `,` $bias (`residual` $residual^)? "
+        "attr-dict `:` type($input) `,` type($weight) `,` type($offset) `,` "
+        "type($multiplier) `,` type($bias) (`,` type($residual)^)? `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        x, w, y = shape_of(self.input), shape_of(self.weight), shape_of(self.output)
+        if len(x) != 4 or len(w) != 4 or len(y) != 4 or x[1] != w[1] or y[1] != w[0]:
+            raise VerifyException(f"graph.qconv: shapes x {x}, w {w}, y {y} do not fit")
+        for operand in (self.offset, self.multiplier, self.bias):
+            if shape_of(operand) != (w[0],):
+                raise VerifyException(f"graph.qconv: per-channel operands must be ({w[0]},)")
+        has_params = self.residual_params is not None
+        if (self.residual is not None) != has_params or (
+            self.residual is not None and shape_of(self.residual) != y
+        ):
+            raise VerifyException("graph.qconv: a residual has the output's shape and its params")
+        if has_params and len(self.residual_params.get_values()) != len(RESIDUAL_PARAMS):
+            raise VerifyException(f"graph.qconv: residual_params are {RESIDUAL_PARAMS}")
+
+
+GRAPH_OPS.append(QConvOp)
+
 Graph = Dialect("graph", GRAPH_OPS, [])
 
 UNARY_OPS: tuple[type[UnaryElementwiseOp], ...] = tuple(

@@ -542,6 +542,53 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     ScatterNDOp,
     RecurrentOp,
 ]
+# --- int8: integer convolution (kernel_to_loops/qconv.py) -----------------------------------
+
+
+@irdl_op_definition
+class QConv2dOp(IRDLOperation):
+    """graph.qconv on buffers: `weight` packed (int32 words of 4 int8 taps) in the layout named
+    by `weight_layout`, which also names the instruction set it was packed for; `workspace`
+    holds one image's input, channel-interleaved by 4 and padded (`qconv_workspace_words`).
+    Unlike graph.qconv, `input_zero_point` and `offset` are those of the input as the kernel
+    reads it (int8 shifted to uint8), and `bias` includes the output zero point. A residual
+    is added in the epilogue as graph.qconv describes."""
+
+    name = "kernel.qconv2d"
+    input = operand_def(MemRefType)
+    weight = operand_def(MemRefType)
+    offset = operand_def(MemRefType)
+    multiplier = operand_def(MemRefType)
+    bias = operand_def(MemRefType)
+    residual = opt_operand_def(MemRefType)
+    workspace = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    kernel_shape = prop_def(DenseArrayBase)  # [kh, kw]
+    strides = prop_def(DenseArrayBase)
+    pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
+    dilations = prop_def(DenseArrayBase)
+    input_zero_point = prop_def(IntegerAttr[I64])
+    input_signed = prop_def(IntegerAttr[I64])
+    output_zero_point = prop_def(IntegerAttr[I64])
+    output_min = prop_def(IntegerAttr[I64])
+    output_max = prop_def(IntegerAttr[I64])
+    weight_layout = prop_def(StringAttr)
+    residual_params = opt_prop_def(DenseArrayBase)  # graph.RESIDUAL_PARAMS
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$input `,` $weight `,` $offset `,` $multiplier `,` $bias (`residual` $residual^)? `,` "
+        "$workspace `->` $output attr-dict `:` type($input) `,` type($weight) `,` "
+        "type($offset) `,` type($multiplier) `,` type($bias) (`,` type($residual)^)? `,` "
+        "type($workspace) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        if len(shape_of(self.input)) != 4 or len(shape_of(self.output)) != 4:
+            raise VerifyException("kernel.qconv2d: input and output must be NCHW")
+
+
+KERNEL_OPS.append(QConv2dOp)
+
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 
 # Ops that compute (everything but the buffer-naming ops and the region terminator).

@@ -152,6 +152,14 @@ def dequantize(
     if zero_point is None:
         zero_point = _Const(np.zeros((), _dtype(x)))
     shape = _broadcast_shape(node, x, scale, zero_point)
+    if isinstance(x, _Const) and _dtype(x).itemsize == 1:
+        # An 8-bit constant (a quantized weight) stays a graph.dequantize_linear: the
+        # quantize-ops pass reads its integers; fold-constants folds it where that pass did not.
+        fold, imp.fold_node = imp.fold_node, False
+        try:
+            return imp.emit(graph.DequantizeLinearOp, [x, scale, zero_point], shape, dtype)
+        finally:
+            imp.fold_node = fold
     return imp.emit(graph.DequantizeLinearOp, [x, scale, zero_point], shape, dtype)
 
 

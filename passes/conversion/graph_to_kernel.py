@@ -25,14 +25,15 @@ from xdsl.dialects.builtin import (
     TensorType,
     UnitAttr,
     f32,
+    i32,
     i64,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from ember.dialects import graph, kernel
-from ember.dialects.dtypes import element_type_for, signless
-from ember.dialects.graph import element_type_of, i64_array, int_values, shape_of
+from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
+from ember.dialects.graph import element_type_of, f32_array, i64_array, int_values, shape_of
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
 from ember.passes.program import ORIGIN, describe_op
@@ -271,6 +272,94 @@ class _Bufferizer:
         for value, out in zip(results, outputs, strict=True):
             self.buffers[value] = out
 
+    def qconv(self, op: graph.QConvOp) -> None:
+        """Pack the int8 filter for the target's int8 instructions, fold the input zero
+        point's correction (-zero_point * the filter's row sums) into the int32 offsets and
+        the output zero point into the float bias."""
+        from ember.passes.conversion.kernel_to_loops.qconv import (
+            QConvGeometry,
+            int8_isa,
+            pack_qconv_weight,
+            qconv_workspace_words,
+        )
+
+        weight, offset = self.constant_array(op.weight), self.constant_array(op.offset)
+        if weight is None or offset is None:
+            raise ConversionError("graph.qconv needs a constant weight and offset")
+        (w_name, w), (o_name, given_offset) = weight, offset
+        isa = int8_isa(self.target)
+        packed, layout = pack_qconv_weight(w, isa)
+        packed_name = f"{w_name}.packed.{layout}"
+        if packed_name not in self.weights:
+            self.weights[packed_name] = packed
+        # int8 inputs run shifted to uint8 (x + 128), and so does their zero point.
+        input_signed = numpy_dtype_for(element_type_of(op.input)) == np.int8
+        zero_point = op.input_zero_point.value.data + (128 if input_signed else 0)
+        row_sums = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+        corrected = (given_offset.astype(np.int64) - zero_point * row_sums).astype(np.int32)
+        corrected_name = f"{o_name}.zero_point_{zero_point}"
+        self.weights[corrected_name] = corrected
+        n, c, h, width = shape_of(op.input)
+        kh, kw = shape_of(op.weight)[2:]
+        _, cout, oh, ow = shape_of(op.output)
+        geometry = QConvGeometry(
+            n, c, h, width, cout, oh, ow, kh, kw,
+            tuple(op.strides.get_values()), tuple(op.pads.get_values()),
+            tuple(op.dilations.get_values()),
+        )  # fmt: skip
+        bias = self.constant_array(op.bias)
+        if bias is None:
+            raise ConversionError("graph.qconv needs a constant bias")
+        output_zero_point = op.output_zero_point.value.data
+        biased = (bias[1].astype(np.float64) + output_zero_point).astype(np.float32)
+        biased_name = f"{bias[0]}.zero_point_{output_zero_point}"
+        self.weights[biased_name] = biased
+        words = qconv_workspace_words(geometry, isa)
+        workspace = self.emit(memref.AllocOp.get(i32, 64, [words])).results[0]
+        out = self.alloc(op.output)
+
+        def i64_attr(value: int) -> IntegerAttr:
+            return IntegerAttr(int(value), i64)
+
+        self.emit(
+            kernel.QConv2dOp(
+                operands=[
+                    self.buffer(op.input),
+                    self.weight(packed_name, self.weights[packed_name]),
+                    self.weight(corrected_name, corrected),
+                    self.buffer(op.multiplier),
+                    self.weight(biased_name, biased),
+                    self.optional(op.residual),
+                    workspace,
+                    out,
+                ],
+                properties={
+                    "kernel_shape": i64_array([kh, kw]),
+                    "strides": op.strides,
+                    "pads": op.pads,
+                    "dilations": op.dilations,
+                    "input_zero_point": i64_attr(zero_point),
+                    "input_signed": i64_attr(int(input_signed)),
+                    "output_zero_point": op.output_zero_point,
+                    "output_min": op.output_min,
+                    "output_max": op.output_max,
+                    "weight_layout": StringAttr(layout),
+                    **self.qconv_residual_params(op),
+                },
+            )
+        )
+        self.buffers[op.output] = out
+
+    def qconv_residual_params(self, op: graph.QConvOp) -> dict[str, Attribute]:
+        """graph.qconv's residual params, the residual's zero point as the kernel reads it
+        (int8 shifted to uint8), and whether it was int8."""
+        if op.residual is None or op.residual_params is None:
+            return {}
+        params = [float(v) for v in op.residual_params.get_values()]
+        signed = numpy_dtype_for(element_type_of(op.residual)) == np.int8
+        params[2] += 128 if signed else 0
+        return {"residual_params": f32_array([*params, float(signed)])}
+
     def pool(self, op: graph.MaxPoolOp | graph.AveragePoolOp) -> None:
         out = self.alloc(op.output)
         props: dict[str, Attribute] = {
@@ -389,6 +478,7 @@ class _Bufferizer:
             graph.ScatterElementsOp: self.simple(kernel.ScatterElementsOp, ("axis", "reduction")),
             graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
             graph.RecurrentOp: self.recurrent,
+            graph.QConvOp: self.qconv,
         }
         try:
             return table[type(op)]

@@ -138,7 +138,9 @@ class GemmToMatMul(RewritePattern):
                 scaled = (c_array * np.float32(beta)).astype(c_array.dtype)
                 column = per_channel(scaled, out_shape, 1)
                 hint = const_hint(op.c, "bias")
-                if column is not None:
+                # A bias in the matmul's epilogue would be scaled by an alpha applied after it.
+                alpha_after = alpha != 1.0 and not (a_const or b_const)
+                if column is not None and not alpha_after:
                     bias = new_constant(rewriter, self.weights, column, hint)
                 else:
                     addend = new_constant(rewriter, self.weights, scaled, hint)

@@ -11,8 +11,10 @@ from ember.passes.transforms.dce import DeadCodeElimination
 from ember.passes.transforms.fold_batchnorm import FoldBatchNorm
 from ember.passes.transforms.fold_constants import FoldConstants
 from ember.passes.transforms.fuse_epilogue import FuseBiasAdd, FuseConvActivation, FuseResidualAdd
+from ember.passes.transforms.quantize_ops import QuantizeOps
 
 GRAPH_PASSES: tuple[type[ModulePass], ...] = (
+    QuantizeOps,
     Canonicalize,
     FoldConstants,
     DeadCodeElimination,
@@ -24,8 +26,10 @@ GRAPH_PASSES: tuple[type[ModulePass], ...] = (
 
 
 def graph_passes() -> list[ModulePass]:
-    """Simplify and fold first, so that the fusions see conv/matmul followed by plain adds."""
+    """Integer kernels for quantized convs first (before folding turns their weights to float);
+    then simplify and fold, so that the fusions see conv/matmul followed by plain adds."""
     return [
+        QuantizeOps(),
         Canonicalize(),
         FoldConstants(),
         Canonicalize(),

@@ -192,6 +192,15 @@ def test_gemm_with_runtime_operands_and_full_c() -> None:
     check(make([node], inputs, ["y"], 13), feeds)
 
 
+def test_gemm_with_runtime_operands_and_constant_row_c() -> None:
+    # Regression: a constant per-column C went into the matmul's epilogue bias, and the
+    # alpha applied after the matmul then scaled it too (alpha * beta * C).
+    node = helper.make_node("Gemm", ["a", "b", "c"], ["y"], transB=1, alpha=0.75, beta=0.75)
+    inputs = [("a", F, [5, 16]), ("b", F, [6, 16])]
+    model = make([node], inputs, ["y"], 13, {"c": rand(6, seed=2)})
+    check(model, {"a": rand(5, 16), "b": rand(6, 16, seed=1)})
+
+
 @pytest.mark.parametrize(
     "a_shape,b_shape", [([4], [4, 3]), ([2, 3, 4], [4]), ([2, 1, 3, 4], [5, 4, 2])]
 )

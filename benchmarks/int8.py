@@ -1,0 +1,193 @@
+"""int8 vs fp32: ember on a model quantized by onnxruntime's quantize_static (QDQ, per-channel
+int8 weights, uint8 activations, after quant_pre_process) against ember fp32 on the float
+model and onnxruntime running the same QDQ model, in one process, one engine after another.
+
+    python benchmarks/int8.py --models bottleneck resnet50 --threads 1 --runs 20
+
+Prints the host's int8 instruction set (vpdpbusd on AVX-512 VNNI, else AVX2), how many convs
+run as integer kernels, the minimum and median latency over --runs runs after --warmup (CPU
+time of the process at 1 thread, wall time at more; ratios from the minimum) and the max
+difference of ember's int8 output from onnxruntime's.
+Not a test: numbers depend on the machine (and on its other load: take several runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.version_converter
+from onnx import TensorProto, helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ember  # noqa: E402
+from ember.passes.conversion.kernel_to_loops.qconv import int8_isa  # noqa: E402
+from ember.passes.target import Target, host_target, named_target  # noqa: E402
+from tests.kernels.test_qgemm_models import (  # noqa: E402
+    integer_convs,
+    quantize_static,
+    resnet_block_model,
+)
+from tests.models import GraphBuilder  # noqa: E402
+from tests.oracle import light_model_path  # noqa: E402
+
+
+def bottleneck_model(seed: int = 0) -> onnx.ModelProto:
+    """Two ResNet-50 bottleneck blocks of its first stage on a 56x56 input (1x1 64, 3x3 64,
+    1x1 256, projection shortcut on the first), seeded weights, BatchNorm after every conv."""
+    b = GraphBuilder(seed)
+    x, cin = "input", 64
+    for block in range(2):
+        y = b.node("Relu", [b.conv_bn(x, cin, 64, 1)])
+        y = b.node("Relu", [b.conv_bn(y, 64, 64, 3)])
+        y = b.conv_bn(y, 64, 256, 1)
+        shortcut = b.conv_bn(x, cin, 256, 1) if block == 0 else x
+        x, cin = b.node("Relu", [b.node("Add", [y, shortcut])]), 256
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 64, 56, 56])
+    out = helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 256, 56, 56])
+    return b.model("bottleneck", [image], [out], 17)
+
+
+def with_seeded_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """A light model with each ConstantOfShape weight fill replaced by a seeded initializer
+    (He-scaled conv and fc weights, positive BatchNorm scales and variances): quantization
+    needs weights as initializers, and constant fills would make every channel alike."""
+    rng = np.random.default_rng(seed)
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+    kept = []
+    for node in g.node:
+        if node.op_type != "ConstantOfShape" or node.input[0] not in inits:
+            kept.append(node)
+            continue
+        shape = tuple(int(d) for d in inits[node.input[0]])
+        name = node.output[0]
+        if len(shape) >= 2:
+            fan_in = int(np.prod(shape[1:]))
+            array = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif "riv" in name or "_s_" in name:
+            array = rng.uniform(0.5, 1.5, shape)
+        else:
+            array = rng.normal(0.0, 0.1, shape)
+        g.initializer.append(onnx.numpy_helper.from_array(array.astype(np.float32), name))
+    del g.node[:]
+    g.node.extend(kept)
+    used = {i for node in g.node for i in node.input}
+    initializers = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(initializers)
+    names = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in names and i.name in used]
+    del g.input[:]
+    g.input.extend(inputs)
+    model.ir_version = max(model.ir_version, 4)  # initializers need not be inputs
+    # Per-channel DequantizeLinear (its `axis`) needs opset 13.
+    return onnx.version_converter.convert_version(model, 13)
+
+
+MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
+    "resnet_block": (resnet_block_model, (1, 3, 20, 20)),
+    "bottleneck": (bottleneck_model, (1, 64, 56, 56)),
+    "resnet50": (
+        lambda: with_seeded_weights(onnx.load(light_model_path("resnet50"))),
+        (1, 3, 224, 224),
+    ),
+}
+
+
+def timed_ms(run: Callable[[], object], runs: int, warmup: int, threads: int) -> list[float]:
+    """Milliseconds per run: process CPU time at one thread (robust against other processes
+    on a shared machine), wall time otherwise."""
+    clock = time.process_time if threads == 1 else time.perf_counter
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = clock()
+        run()
+        times.append(1e3 * (clock() - start))
+    return times
+
+
+def onnxruntime_session(model: onnx.ModelProto, threads: int):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--cpu",
+        help="compile ember for this LLVM cpu instead of the host (x86-64-v3: the AVX2 path)",
+    )
+    parser.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="quantize weights to 7 bits (one vpmaddubsw per product on the AVX2 path)",
+    )
+    args = parser.parse_args()
+
+    def target(threads: int) -> Target:
+        return named_target(args.cpu, threads) if args.cpu else host_target(threads)
+
+    print(f"int8 kernels: {int8_isa(target(1)).name}, cpu {target(1).cpu}")
+    for name in args.models:
+        make, shape = MODELS[name]
+        model = make()
+        input_name = model.graph.input[0].name
+        quantized = quantize_static(
+            model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
+        )
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        print(f"{name}: {integer_convs(quantized)} integer convs")
+        for threads in args.threads:
+            fp32 = ember.compile(model, threads=threads, target=target(threads))
+            int8 = ember.compile(quantized, threads=threads, target=target(threads))
+            ort_int8 = onnxruntime_session(quantized, threads)
+            ort_fp32 = onnxruntime_session(model, threads)
+            feeds = {input_name: x}
+            got = int8.run(feeds)[int8.output_names[0]]
+            expected = ort_int8.run(None, feeds)[0]
+            runners = {
+                "ember fp32": partial(fp32.run, feeds),
+                "ember int8": partial(int8.run, feeds),
+                "onnxruntime int8": partial(ort_int8.run, None, feeds),
+                "onnxruntime fp32": partial(ort_fp32.run, None, feeds),
+            }
+            samples = {
+                k: timed_ms(run, args.runs, args.warmup, threads) for k, run in runners.items()
+            }
+            times = {k: min(v) for k, v in samples.items()}
+            line = ", ".join(
+                f"{k} {min(v):.2f} (median {statistics.median(v):.2f}) ms"
+                for k, v in samples.items()
+            )
+            speedup = times["ember fp32"] / times["ember int8"]
+            vs_ort = times["ember int8"] / times["onnxruntime int8"]
+            diff = float(np.abs(got - expected).max())
+            print(
+                f"  {threads} thread(s): {line}; int8 speedup {speedup:.2f}x, "
+                f"ember/onnxruntime int8 {vs_ort:.2f}; max |int8 - onnxruntime int8| {diff:.4g}"
+            )
+
+
+if __name__ == "__main__":
+    main()

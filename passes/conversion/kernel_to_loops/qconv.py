@@ -1,0 +1,555 @@
+"""kernel.qconv2d: uint8 x int8 -> int32 convolution with a requantize epilogue (int8 kernels).
+
+The convolution is the GEMM out[co, p] = sum_k w[co, k] * x'[k, p] over k = (channel, tap),
+with the filter as the broadcast operand and the activations as the vector operand, as in
+the float conv (conv.py). The int8 dot-product instructions multiply groups of four
+consecutive bytes: four u8 activations (one 32-bit lane) by four s8 weights, summed into the
+lane's int32. So k runs in groups of four input channels at one tap:
+
+1. **Interleave** (per image): the input is rewritten into `workspace` as int32 words holding
+   channels 4c..4c+3 of one pixel, [C/4][H + pads][W + pads], the padding filled with the
+   input zero point (a real 0). int8 inputs are shifted to uint8 (x ^ 0x80, zero point + 128);
+   the kernel computes sum x' w - zero_point' * sum w, whose second term is folded into the
+   per-channel `offset` at compile time.
+2. **Panels**: a 1x1, stride-1, unpadded conv reads NR consecutive pixels of a channel group
+   straight from the workspace; others copy the words each of NR output pixels reads
+   (im2col, one word = 4 channels) into a per-thread panel [K/4][NR].
+3. **Micro-kernel**: MR output channels x NR pixels of int32 accumulators in registers; per
+   k-group one vector load of NR/lanes words, one broadcast word of 4 weights per row:
+   - `vnni512`: `vpdpbusd` (llvm.x86.avx512.vpdpbusd.512), 64 u8 x s8 products per
+     instruction, MR=16 x NR=16 (16 zmm accumulators; the broadcast weights are memory
+     operands);
+   - `vnni256`: AVX-VNNI's VEX-encoded `vpdpbusd` on ymm (no AVX-512), MR=6 x NR=16;
+   - `avx2`: `vpmaddubsw` (u8 x s8 pairs summed into s16) + `vpmaddwd` by 1 (s16 pairs into
+     s32) + `vpaddd`, MR=4 x NR=16. vpmaddubsw saturates its s16 pair sums, which
+     255 * 127 * 2 overflows; ember keeps it exact by restricting each weight to 7 bits:
+     a filter whose weights all lie in [-64, 64] is packed once (255 * 64 * 2 = 32640 fits
+     s16), any other is split at compile time into w >> 1 and w - (w >> 1), both in [-64, 64],
+     and accumulated as two products (twice the work for that layer, never a wrong sum).
+4. **Epilogue**, in registers: fma(float(acc + offset[co]), multiplier[co], bias[co]) (the
+   output zero point is already in `bias`: one rounding, the same on every target), clamped to [output_min, output_max], rounded half to even (the clamp bounds
+   are integers, so clamping first is the same), narrowed to 8 bits and stored (masked at
+   the pixel tail).
+
+Weights are packed at compile time (`pack_qconv_weight`) as int32 words [terms][Cout/MR]
+[K/4][MR]; the layout name records the instruction set and MR, and the lowering follows it,
+so a model packed for AVX2 runs AVX2 code on any host that has it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects import arith, func, llvm, memref, vector
+from xdsl.dialects.builtin import IntegerType, VectorType, f32, i1, i8, i16, i32
+from xdsl.ir import Attribute, SSAValue
+
+from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
+from ember.passes.conversion.kernel_to_loops.flat_access import (
+    fail,
+    operand_types,
+    shape,
+    shuffle,
+)
+from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.target import Target
+
+# CPUs LLVM knows by name whose AVX-512 includes VNNI (named targets carry no feature list).
+_VNNI_CPUS = ("icelake-server", "icelake-client", "sapphirerapids", "znver4", "znver5")
+
+
+@dataclass(frozen=True)
+class Int8Isa:
+    name: str  # "vnni512" or "avx2"
+    lanes: int  # int32 lanes per vector
+    nvec: int  # vectors of pixels per micro-kernel row
+    mr: int  # output channels per micro-kernel
+
+    @property
+    def nr(self) -> int:
+        return self.lanes * self.nvec
+
+
+# ... and those with AVX-VNNI (vpdpbusd on ymm, VEX-encoded) but no AVX-512.
+_AVX_VNNI_CPUS = ("alderlake", "raptorlake", "meteorlake", "arrowlake", "lunarlake", "gracemont")
+
+ISAS = {
+    # 16 x 16 measured faster than 14 x 32 and 8 x 48 (znver5, 1 thread): no padded rows for
+    # channel counts that are multiples of 16, and 49-pixel 7x7 maps fill 49 of 64 lanes.
+    "vnni512": Int8Isa("vnni512", lanes=16, nvec=1, mr=16),
+    "vnni256": Int8Isa("vnni256", lanes=8, nvec=2, mr=6),
+    "avx2": Int8Isa("avx2", lanes=8, nvec=2, mr=4),
+}
+_VPDPBUSD = {
+    "vnni512": "llvm.x86.avx512.vpdpbusd.512",
+    # LLVM encodes the 256-bit form with VEX ({vex} vpdpbusd) on AVX-VNNI targets.
+    "vnni256": "llvm.x86.avx512.vpdpbusd.256",
+}
+
+
+def int8_isa(target: Target) -> Int8Isa:
+    """vpdpbusd on zmm with AVX-512 VNNI, on ymm with AVX-VNNI, else vpmaddubsw + vpmaddwd
+    (AVX2)."""
+    features = target.features.split(",")
+    if target.has_avx512 and ("+avx512vnni" in features or target.cpu in _VNNI_CPUS):
+        return ISAS["vnni512"]
+    if "+avxvnni" in features or target.cpu in _AVX_VNNI_CPUS:
+        return ISAS["vnni256"]
+    return ISAS["avx2"]
+
+
+def qconv_layout(isa: Int8Isa, terms: int) -> str:
+    return f"qconv_{isa.name}_mr{isa.mr}_t{terms}"
+
+
+def parse_qconv_layout(layout: str) -> tuple[Int8Isa, int]:
+    match = re.fullmatch(r"qconv_(\w+?)_mr(\d+)_t([12])", layout)
+    if match is None or match.group(1) not in ISAS:
+        raise ValueError(f"not a qconv weight layout: '{layout}'")
+    isa = ISAS[match.group(1)]
+    if int(match.group(2)) != isa.mr:
+        raise ValueError(f"qconv layout '{layout}': MR {match.group(2)} is not {isa.name}'s")
+    return isa, int(match.group(3))
+
+
+# AVX2 keeps vpmaddubsw's s16 pair sums exact with weights of at most 7 bits (see above).
+_SEVEN_BITS = 64
+
+
+def pack_qconv_weight(w: np.ndarray, isa: Int8Isa) -> tuple[np.ndarray, str]:
+    """An int8 OIHW filter as int32 words [terms, ceil(Cout/MR), K/4, MR] (flat), each word the
+    weights of 4 consecutive input channels at one tap; k runs over (channel group, kh, kw)."""
+    if w.ndim != 4 or w.dtype != np.int8:
+        raise ValueError(
+            f"pack_qconv_weight: expected an int8 OIHW filter, got {w.dtype} {w.shape}"
+        )
+    cout, cin, kh, kw = w.shape
+    groups, tiles = -(-cin // 4), -(-cout // isa.mr)
+    terms = [w]
+    if isa.name == "avx2" and int(np.abs(w.astype(np.int16)).max(initial=0)) > _SEVEN_BITS:
+        high = np.right_shift(w, 1)  # floor(w / 2) in [-64, 63]
+        terms = [high, (w - high).astype(np.int8)]  # ceil(w / 2) in [-64, 64]
+    packed = []
+    for term in terms:
+        padded = np.zeros((tiles * isa.mr, groups * 4, kh, kw), np.int8)
+        padded[:cout, :cin] = term
+        words = padded.reshape(tiles, isa.mr, groups, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+        packed.append(np.ascontiguousarray(words).view(np.int32).reshape(-1))
+    return np.concatenate(packed), qconv_layout(isa, len(terms))
+
+
+@dataclass(frozen=True)
+class QConvGeometry:
+    n: int
+    c: int
+    h: int
+    w: int
+    cout: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+
+    @property
+    def groups(self) -> int:  # channel groups of 4
+        return -(-self.c // 4)
+
+    @property
+    def hp(self) -> int:
+        return self.h + self.pads[0] + self.pads[2]
+
+    @property
+    def wp(self) -> int:
+        return self.w + self.pads[1] + self.pads[3]
+
+    @property
+    def k4(self) -> int:
+        return self.groups * self.kh * self.kw
+
+    @property
+    def pixels(self) -> int:
+        return self.oh * self.ow
+
+    @property
+    def direct(self) -> bool:
+        """A 1x1, stride-1, unpadded conv reads its panels straight from the workspace."""
+        return (self.kh, self.kw, self.strides, any(self.pads)) == (1, 1, (1, 1), False)
+
+
+def qconv_workspace_words(g: QConvGeometry, isa: Int8Isa) -> int:
+    """The interleaved, padded image plus NR words that the last direct panel may read past
+    its end (into lanes that are never stored)."""
+    return g.groups * g.hp * g.wp + isa.nr
+
+
+def _pairs(values: object) -> tuple[int, ...]:
+    return tuple(int(v) for v in values.get_values())  # type: ignore[attr-defined]
+
+
+def geometry_of(op: kernel.QConv2dOp) -> QConvGeometry:
+    n, c, h, w = shape(op.input)
+    _, cout, oh, ow = shape(op.output)
+    kh, kw = _pairs(op.kernel_shape)
+    return QConvGeometry(
+        n, c, h, w, cout, oh, ow, kh, kw,
+        _pairs(op.strides), _pairs(op.pads), _pairs(op.dilations),
+    )  # fmt: skip
+
+
+def _v(type_: Attribute, lanes: int) -> VectorType:
+    return VectorType(type_, [lanes])
+
+
+def _cast(b: LoopBuilder, op_type: type, value: SSAValue, result: Attribute) -> SSAValue:
+    return b.insert(op_type.create(operands=[value], result_types=[result])).results[0]
+
+
+def _binary(b: LoopBuilder, op_type: type, x: SSAValue, y: SSAValue) -> SSAValue:
+    return b.insert(op_type(x, y)).results[0]
+
+
+def _intrinsic(b: LoopBuilder, name: str, args: list[SSAValue], result: Attribute) -> SSAValue:
+    return b.insert(llvm.CallIntrinsicOp(name, args, [result])).results[0]
+
+
+# Lane order that interleaves two vectors of 16: a0 b0 a1 b1 ...
+_ZIP16 = [k for i in range(16) for k in (i, 16 + i)]
+# 1.5 * 2^23: adding it to a float of magnitude below 2^22 leaves that float's integer
+# (rounded half to even, the default rounding) in the low mantissa bits, and its bit pattern
+# minus this one's is that integer: a float -> int conversion of two vector ops that LLVM's
+# reassociation cannot undo (the bitcast stands between them). The int -> float direction
+# uses llvm.sitofp: the same trick there (bits - magic as floats) is undone by `reassoc`.
+_MAGIC = 12582912.0
+_MAGIC_BITS = 0x4B400000
+
+
+def _exact_float(b: LoopBuilder, value: SSAValue, lanes: int) -> SSAValue:
+    """float(value) of int32 lanes, correctly rounded (vcvtdq2ps)."""
+    return b.insert(llvm.SIToFPOp(value, _v(f32, lanes))).results[0]
+
+
+def _round_to_int(b: LoopBuilder, value: SSAValue, lanes: int) -> SSAValue:
+    """round_half_even(value) as int32 lanes, for |value| < 2^22."""
+    bits = _cast(b, vector.BitcastOp, b.addf(value, b.splat(_MAGIC, lanes)), _v(i32, lanes))
+    return _binary(b, arith.SubiOp, bits, b.splat(b.const(_MAGIC_BITS, i32), lanes, i32))
+
+
+def _low_bytes(b: LoopBuilder, words: SSAValue, lanes: int) -> SSAValue:
+    """The low byte of each int32 lane, as vector<lanes x i8>."""
+    return b.insert(llvm.TruncOp(words, _v(i8, lanes))).results[0]
+
+
+def _splat_word(value: int) -> int:
+    """A byte repeated in all four bytes of an int32 (as a signed value)."""
+    word = (value & 0xFF) * 0x01010101
+    return word - (1 << 32) if word >= 1 << 31 else word
+
+
+@dataclass
+class _QConv:
+    op: kernel.QConv2dOp
+    g: QConvGeometry
+    isa: Int8Isa
+    terms: int
+    args: list[SSAValue]
+
+    def arg(self, operand: SSAValue | None) -> SSAValue:
+        """The function argument that stands for one of the op's operands."""
+        assert operand is not None
+        return self.args[list(self.op.operands).index(operand)]
+
+    @property
+    def x(self) -> SSAValue:
+        return self.arg(self.op.input)
+
+    @property
+    def workspace(self) -> SSAValue:
+        return self.arg(self.op.workspace)
+
+    # -- 1. interleave one image into the workspace ------------------------------------------
+    def interleave(self, b: LoopBuilder, n: SSAValue) -> None:
+        g = self.g
+        full = g.c // 4
+        if full:
+            b.parallel_range(0, full, 1, lambda b, c4: self.interleave_group(b, n, c4, 4))
+        if g.c % 4:
+            self.interleave_group(b, n, b.index(full), g.c % 4)
+
+    def interleave_group(self, b: LoopBuilder, n: SSAValue, c4: SSAValue, channels: int) -> None:
+        g, ws = self.g, self.workspace
+        plane = g.hp * g.wp
+        base = b.mul(c4, plane)
+        zero_point = self.op.input_zero_point.value.data
+        if any(g.pads):
+            fill = b.const(_splat_word(zero_point), i32)
+            vec_end = plane // 16 * 16
+            fill_v = b.splat(fill, 16, i32)
+            b.for_range(0, vec_end, 16, lambda b, i: b.vstore(fill_v, ws, [b.add(base, i)]))
+            b.for_range(vec_end, plane, 1, lambda b, i: b.store(fill, ws, [b.add(base, i)]))
+        # Channels of this group, as offsets of their rows in x.
+        first = b.mul(b.add(b.mul(n, g.c), b.mul(c4, 4)), g.h * g.w)
+
+        def byte_rows(b: LoopBuilder, src: SSAValue, width: int) -> list[SSAValue]:
+            rows = []
+            for i in range(4):
+                if i >= channels:  # a channel past C: its weights are 0
+                    rows.append(b.splat(b.const(0, i8), width, i8) if width > 1 else None)
+                    continue
+                at = [0, 0, 0, b.add(src, i * g.h * g.w)]
+                rows.append(b.vload(self.x, at, width) if width > 1 else b.load(self.x, at))
+            return rows
+
+        def vector_word(b: LoopBuilder, src: SSAValue) -> SSAValue:
+            # Byte interleave of four rows of 16 (xdsl has no vector int casts): bytes of
+            # rows 0/1 and 2/3 in pairs, then those pairs as 16-bit halves of each word.
+            r0, r1, r2, r3 = byte_rows(b, src, 16)
+            pairs = [shuffle(b, r0, r1, _ZIP16), shuffle(b, r2, r3, _ZIP16)]
+            halves = [_cast(b, vector.BitcastOp, v, _v(i16, 16)) for v in pairs]
+            words = _cast(b, vector.BitcastOp, shuffle(b, *halves, _ZIP16), _v(i32, 16))
+            return self.flip(b, words, 16)
+
+        def scalar_word(b: LoopBuilder, src: SSAValue) -> SSAValue:
+            out: SSAValue | None = None
+            for i, byte in enumerate(byte_rows(b, src, 1)):
+                if byte is None:
+                    continue
+                lane = _cast(b, arith.ExtUIOp, byte, i32)
+                if i:
+                    lane = _binary(b, arith.ShLIOp, lane, b.const(8 * i, i32))
+                out = lane if out is None else _binary(b, arith.OrIOp, out, lane)
+            assert out is not None
+            return self.flip(b, out, 1)
+
+        def row(b: LoopBuilder, h: SSAValue) -> None:
+            src = b.add(first, b.mul(h, g.w))
+            dst = b.add(base, b.add(b.mul(b.add(h, g.pads[0]), g.wp), g.pads[1]))
+            vec_end = g.w // 16 * 16
+
+            def vec(b: LoopBuilder, w: SSAValue) -> None:
+                b.vstore(vector_word(b, b.add(src, w)), ws, [b.add(dst, w)])
+
+            def one(b: LoopBuilder, w: SSAValue) -> None:
+                b.store(scalar_word(b, b.add(src, w)), ws, [b.add(dst, w)])
+
+            b.for_range(0, vec_end, 16, vec)
+            b.for_range(vec_end, g.w, 1, one)
+
+        b.for_range(0, g.h, 1, row)
+
+    def flip(self, b: LoopBuilder, words: SSAValue, width: int) -> SSAValue:
+        """int8 inputs as uint8: x ^ 0x80 in every byte (x + 128)."""
+        if not self.op.input_signed.value.data:
+            return words
+        mask = b.const(_splat_word(0x80), i32)
+        return _binary(b, arith.XOrIOp, words, b.splat(mask, width, i32) if width > 1 else mask)
+
+    # -- 2. + 3. + 4. one block of NR output pixels, all output channels -------------------------
+    def block(self, b: LoopBuilder, n: SSAValue, pb: SSAValue, valid: int) -> None:
+        g, isa = self.g, self.isa
+        p0 = b.mul(pb, isa.nr)
+        if g.direct:
+            source, source_base, stride = self.workspace, p0, g.pixels
+        else:
+            panel = b.insert(memref.AllocaOp.get(i32, shape=[g.k4 * isa.nr])).results[0]
+            self.pack_panel(b, panel, p0)
+            source, source_base, stride = panel, b.index(0), isa.nr
+        tiles = -(-g.cout // isa.mr)
+        b.for_range(
+            0, tiles, 1, lambda b, t: self.tile(b, n, t, p0, source, source_base, stride, valid)
+        )
+
+    def pack_panel(self, b: LoopBuilder, panel: SSAValue, p0: SSAValue) -> None:
+        g, isa, ws = self.g, self.isa, self.workspace
+        (sh, sw), (dh, dw) = g.strides, g.dilations
+
+        def pixel(b: LoopBuilder, j: SSAValue) -> None:
+            # Pixels past the end read the last one's words (their lanes are never stored).
+            p = b.min_index(b.add(p0, j), g.pixels - 1)
+            oh, ow = b.floordiv(p, g.ow), b.rem(p, g.ow)
+            at = b.add(b.mul(b.mul(oh, sh), g.wp), b.mul(ow, sw))
+
+            def group(b: LoopBuilder, c4: SSAValue) -> None:
+                src_c = b.add(at, b.mul(c4, g.hp * g.wp))
+                dst_c = b.add(j, b.mul(c4, g.kh * g.kw * isa.nr))
+                for ki in range(g.kh):
+                    for kj in range(g.kw):
+                        word = b.load(ws, [b.add(src_c, ki * dh * g.wp + kj * dw)])
+                        b.store(word, panel, [b.add(dst_c, (ki * g.kw + kj) * isa.nr)])
+
+            b.for_range(0, g.groups, 1, group)
+
+        b.for_range(0, isa.nr, 1, pixel)
+
+    def tile(
+        self,
+        b: LoopBuilder,
+        n: SSAValue,
+        t: SSAValue,
+        p0: SSAValue,
+        source: SSAValue,
+        source_base: SSAValue,
+        stride: int,
+        valid: int,
+    ) -> None:
+        g, isa = self.g, self.isa
+        weights = self.arg(self.op.weight)
+        tiles = -(-g.cout // isa.mr)
+        zero = b.splat(b.const(0, i32), isa.lanes, i32)
+        ones = b.splat(b.const(1, i16), 2 * isa.lanes, i16) if isa.name == "avx2" else None
+
+        def step(b: LoopBuilder, k: SSAValue, *accs: SSAValue) -> list[SSAValue]:
+            at = b.add(source_base, b.mul(k, stride))
+            xs = [b.vload(source, [b.add(at, j * isa.lanes)], isa.lanes) for j in range(isa.nvec)]
+            out = list(accs)
+            for term in range(self.terms):
+                row0 = b.mul(b.add(b.mul(b.add(t, term * tiles), g.k4), k), isa.mr)
+                for r in range(isa.mr):
+                    w = b.splat(b.load(weights, [b.add(row0, r)]), isa.lanes, i32)
+                    for j in range(isa.nvec):
+                        i = r * isa.nvec + j
+                        out[i] = self.dot(b, out[i], xs[j], w, ones)
+            return out
+
+        accs = b.for_range(0, g.k4, 1, step, [zero] * (isa.mr * isa.nvec))
+        for r in range(isa.mr):
+            co = b.add(b.mul(t, isa.mr), r)
+            row = accs[r * isa.nvec : (r + 1) * isa.nvec]
+            if g.cout % isa.mr:
+                in_range = b.cmp_index("slt", co, g.cout)
+                b.if_(in_range, lambda b, co=co, row=row: self.epilogue(b, n, co, p0, row, valid))
+            else:
+                self.epilogue(b, n, co, p0, row, valid)
+
+    def dot(
+        self, b: LoopBuilder, acc: SSAValue, x: SSAValue, w: SSAValue, ones: SSAValue | None
+    ) -> SSAValue:
+        """acc + the dot products of 4 u8 (x) by 4 s8 (w) bytes in each int32 lane."""
+        lanes = self.isa.lanes
+        if self.isa.name in _VPDPBUSD:
+            return _intrinsic(b, _VPDPBUSD[self.isa.name], [acc, x, w], _v(i32, lanes))
+        assert ones is not None
+        xb = _cast(b, vector.BitcastOp, x, _v(i8, 4 * lanes))
+        wb = _cast(b, vector.BitcastOp, w, _v(i8, 4 * lanes))
+        pairs = _intrinsic(b, "llvm.x86.avx2.pmadd.ub.sw", [xb, wb], _v(i16, 2 * lanes))
+        quads = _intrinsic(b, "llvm.x86.avx2.pmadd.wd", [pairs, ones], _v(i32, lanes))
+        return _binary(b, arith.AddiOp, acc, quads)
+
+    def epilogue(
+        self,
+        b: LoopBuilder,
+        n: SSAValue,
+        co: SSAValue,
+        p0: SSAValue,
+        row: list[SSAValue],
+        valid: int,
+    ) -> None:
+        g, isa, op = self.g, self.isa, self.op
+        offset, multiplier, bias = (self.arg(v) for v in (op.offset, op.multiplier, op.bias))
+        out = self.arg(op.output)
+        lanes = isa.lanes
+        off = b.splat(b.load(offset, [co]), lanes, i32)
+        mul = b.splat(b.load(multiplier, [co]), lanes)
+        add = b.splat(b.load(bias, [co]), lanes)
+        lo = b.splat(float(op.output_min.value.data), lanes)
+        hi = b.splat(float(op.output_max.value.data), lanes)
+        dst = b.add(b.mul(b.add(b.mul(n, g.cout), co), g.pixels), p0)
+        for j, acc in enumerate(row):
+            count = min(max(valid - j * lanes, 0), lanes)
+            if not count:
+                continue
+            v = _exact_float(b, _binary(b, arith.AddiOp, acc, off), lanes)
+            v = b.minf(b.maxf(b.fma(v, mul, add), lo), hi)
+            q_int = _round_to_int(b, v, lanes)
+            at = [0, 0, 0, b.add(dst, j * lanes)]
+            if op.residual is not None:
+                q_int = self.add_residual(b, q_int, at, count)
+            q = _low_bytes(b, q_int, lanes)
+            if count == lanes:
+                b.vstore(q, out, at)
+                continue
+            # The pixel tail byte by byte: LLVM 22 (x86) compiles a masked store of a
+            # truncated vector of one lane into a 4-byte vmovss, writing past the mask.
+            for lane in range(count):
+                byte = b.insert(vector.ExtractOp(q, [lane], i8)).results[0]
+                b.store(byte, out, [0, 0, 0, b.add(dst, j * lanes + lane)])
+
+    def add_residual(self, b: LoopBuilder, q: SSAValue, at: list[Value], count: int) -> SSAValue:
+        """The conv's quantized lanes `q` (int32) dequantized, plus the dequantized residual
+        at `at`, requantized (a QDQ Add fused into the epilogue; graph.qconv)."""
+        lanes = self.isa.lanes
+        params = [float(v) for v in self.op.residual_params.get_values()]  # type: ignore[union-attr]
+        conv_scale, r_scale, r_zero, sum_scale, sum_zero, sum_min, sum_max, signed = params
+        residual = self.arg(self.op.residual)
+        indices = [b.index(i) for i in at]
+        if count == lanes:
+            r = b.vload(residual, at, lanes)
+        else:  # loads are safe to mask (only the stores were miscompiled)
+            mask = b.insert(vector.CreateMaskOp([b.index(count)], _v(i1, lanes))).results[0]
+            zero = b.splat(b.const(0, i8), lanes, i8)
+            r = b.insert(vector.MaskedLoadOp(residual, indices, mask, zero, _v(i8, lanes)))
+            r = r.results[0]
+        if signed:  # int8 as uint8 (r + 128), its zero point shifted alike
+            r = _binary(b, arith.XOrIOp, r, b.splat(b.const(-128, i8), lanes, i8))
+        r_words = b.insert(llvm.ZExtOp(r, _v(i32, lanes))).results[0]
+
+        def dequantized(words: SSAValue, zero_point: float, scale: float) -> SSAValue:
+            value = _exact_float(b, words, lanes)  # small integers: exact
+            return b.mulf(b.subf(value, b.splat(zero_point, lanes)), b.splat(scale, lanes))
+
+        total = b.addf(
+            dequantized(q, float(self.op.output_zero_point.value.data), conv_scale),
+            dequantized(r_words, r_zero, r_scale),
+        )
+        # round_half_even(total / scale) + zero point, clamped (integer bounds: clamping
+        # before rounding is the same).
+        y = b.divf(total, b.splat(sum_scale, lanes))
+        y = b.minf(
+            b.maxf(y, b.splat(sum_min - sum_zero, lanes)), b.splat(sum_max - sum_zero, lanes)
+        )
+        zero_point = b.splat(b.const(int(sum_zero), i32), lanes, i32)
+        return _binary(b, arith.AddiOp, _round_to_int(b, y, lanes), zero_point)
+
+
+@lowering(kernel.QConv2dOp)
+def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
+    try:
+        isa, terms = parse_qconv_layout(op.weight_layout.data)
+    except ValueError as err:
+        raise fail(op, str(err)) from None
+    g = geometry_of(op)
+    if shape(op.workspace) != (qconv_workspace_words(g, isa),):
+        raise fail(op, f"workspace {shape(op.workspace)} does not fit the geometry {g}")
+    for value in (op.input, op.output):
+        if not isinstance(value.type.get_element_type(), IntegerType):  # type: ignore[attr-defined]
+            raise fail(op, "input and output must be 8-bit integers")
+    fn, b = kernel_function(name, operand_types(op))
+    conv = _QConv(op, g, isa, terms, list(fn.args))
+    full, tail = divmod(g.pixels, isa.nr)
+
+    def image(b: LoopBuilder, n: SSAValue) -> None:
+        conv.interleave(b, n)
+        if full:
+            b.parallel_range(0, full, 1, lambda b, pb: conv.block(b, n, pb, isa.nr))
+        if tail:
+            conv.block(b, n, b.index(full), tail)
+
+    b.for_range(0, g.n, 1, image)
+    b.ret()
+    return fn
+
+
+__all__ = [
+    "ISAS",
+    "Int8Isa",
+    "QConvGeometry",
+    "geometry_of",
+    "int8_isa",
+    "pack_qconv_weight",
+    "qconv_workspace_words",
+]
