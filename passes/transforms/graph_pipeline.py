@@ -10,6 +10,7 @@ from ember.passes.transforms.canonicalize import Canonicalize
 from ember.passes.transforms.dce import DeadCodeElimination
 from ember.passes.transforms.fold_batchnorm import FoldBatchNorm
 from ember.passes.transforms.fold_constants import FoldConstants
+from ember.passes.transforms.fuse_attention import FuseAttention
 from ember.passes.transforms.fuse_epilogue import FuseBiasAdd, FuseConvActivation, FuseResidualAdd
 
 GRAPH_PASSES: tuple[type[ModulePass], ...] = (
@@ -17,6 +18,7 @@ GRAPH_PASSES: tuple[type[ModulePass], ...] = (
     FoldConstants,
     DeadCodeElimination,
     FoldBatchNorm,
+    FuseAttention,
     FuseBiasAdd,
     FuseResidualAdd,
     FuseConvActivation,
@@ -31,6 +33,7 @@ def graph_passes() -> list[ModulePass]:
         Canonicalize(),
         FoldBatchNorm(),
         FoldConstants(),
+        FuseAttention(),
         FuseBiasAdd(),
         FuseResidualAdd(),
         FuseConvActivation(),

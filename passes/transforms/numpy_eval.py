@@ -153,6 +153,25 @@ def apply_activation(x: np.ndarray, name: str | None, params: Sequence[float]) -
     raise ValueError(f"unknown activation '{name}'")
 
 
+def attention(
+    q: np.ndarray,
+    k_t: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    scale: float,
+    seq_major: Sequence[int],
+) -> np.ndarray:
+    """graph.attention: softmax(scale * q @ k_t + mask) @ v, as the unfused ops compute it."""
+    heads_first = (0, 2, 1, 3)  # [B, S, H, D] <-> [B, H, S, D]
+    q = q.transpose(heads_first) if seq_major[0] else q
+    v = v.transpose(heads_first) if seq_major[1] else v
+    scores = np.matmul(q, k_t) * q.dtype.type(scale)
+    if mask is not None:
+        scores = scores + mask
+    out = np.matmul(softmax(scores, -1, False), v)
+    return np.ascontiguousarray(out.transpose(heads_first) if seq_major[2] else out)
+
+
 def mod(a: np.ndarray, b: np.ndarray, fmod: bool) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.fmod(a, b) if fmod else np.mod(a, b)
@@ -633,6 +652,11 @@ EVALUATORS: dict[str, Evaluator] = {
         _float(p, "beta") or 0.0,
         _float(p, "bias") or 0.0,
     ),
+    "graph.attention": lambda p, ins, out: attention(
+        *ins,  # type: ignore[arg-type]
+        _float(p, "scale") or 0.0,
+        _ints(p, "seq_major"),
+    ),
     "graph.conv": _eval_conv,
     "graph.matmul": _eval_matmul,
     "graph.gemm": _eval_gemm,
@@ -697,6 +721,8 @@ def operand_slots(op: Operation) -> list[SSAValue | None]:
         return [op.a, op.b, op.c]
     if isinstance(op, graph.LayerNormOp):
         return [op.input, op.scale, op.bias]
+    if isinstance(op, graph.AttentionOp):
+        return [op.q, op.k_t, op.v, op.mask]
     return list(op.operands)
 
 

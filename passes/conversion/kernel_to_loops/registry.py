@@ -43,6 +43,7 @@ KERNEL_MODULES = (
     "data_movement",
     "structural",
     "recurrent",
+    "attention",
 )
 
 
