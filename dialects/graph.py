@@ -48,7 +48,7 @@ from xdsl.utils.exceptions import VerifyException
 
 # Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
 # travel in `activation_params`: clip -> (min, max); leaky_relu -> (alpha,).
-ACTIVATIONS = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu")
+ACTIVATIONS = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh")
 
 
 def shape_of(value: SSAValue | Attribute) -> tuple[int, ...]:

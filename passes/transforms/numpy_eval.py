@@ -121,6 +121,13 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return (0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(x.dtype)
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    x64 = x.astype(np.float64)
+    inner = math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64**3)
+    return (0.5 * x64 * (1.0 + np.tanh(inner))).astype(x.dtype)
+
+
 def clip(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
     lo, hi = graph.clip_bounds(lo, hi, x.dtype)
     if lo is not None:
@@ -150,6 +157,8 @@ def apply_activation(x: np.ndarray, name: str | None, params: Sequence[float]) -
         return np.tanh(x)
     if name == "gelu":
         return gelu(x)
+    if name == "gelu_tanh":
+        return gelu_tanh(x)
     raise ValueError(f"unknown activation '{name}'")
 
 
