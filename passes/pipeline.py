@@ -45,8 +45,8 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 # Stages, so that `--emit graph|kernel|loops` can stop at a dialect boundary.
 # Simplify and fold first, so that the fusions see conv/matmul followed by plain adds.
 GRAPH_STAGE = (
-    "canonicalize,fold-constants,canonicalize,fold-batchnorm,fold-constants,fuse-attention,"
-    "fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
+    "canonicalize,fold-constants,canonicalize,fold-batchnorm,fold-constants,fuse-layer-norm,"
+    "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
 )
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"
 LOOPS_STAGE = "lower-kernels-to-loops"

@@ -12,12 +12,14 @@ from ember.passes.transforms.fold_batchnorm import FoldBatchNorm
 from ember.passes.transforms.fold_constants import FoldConstants
 from ember.passes.transforms.fuse_attention import FuseAttention
 from ember.passes.transforms.fuse_epilogue import FuseBiasAdd, FuseConvActivation, FuseResidualAdd
+from ember.passes.transforms.fuse_layer_norm import FuseLayerNorm
 
 GRAPH_PASSES: tuple[type[ModulePass], ...] = (
     Canonicalize,
     FoldConstants,
     DeadCodeElimination,
     FoldBatchNorm,
+    FuseLayerNorm,
     FuseAttention,
     FuseBiasAdd,
     FuseResidualAdd,
@@ -33,6 +35,7 @@ def graph_passes() -> list[ModulePass]:
         Canonicalize(),
         FoldBatchNorm(),
         FoldConstants(),
+        FuseLayerNorm(),
         FuseAttention(),
         FuseBiasAdd(),
         FuseResidualAdd(),
