@@ -202,3 +202,13 @@ def test_bert_encoder_with_padding_mask_matches_onnxruntime(
     feeds = random_inputs(model, seed=2)
     feeds["attention_mask"] = (np.arange(19) < 13).astype(np.int64)[None]
     compare(model, feeds, 2)
+
+
+def test_a_two_dimensional_causal_mask_is_fused_and_matches_onnxruntime() -> None:
+    """A [Sq, Sk] mask (rank 2) is viewed as [1, 1, Sq, Sk] by the fused op."""
+    sq, heads, dh = 21, 2, 8
+    model = attention_model(sq, sq, heads, dh, (sq, sq))
+    assert fused_count(model) == 1
+    feeds = random_inputs(model, seed=3)
+    feeds["mask"] = np.triu(np.full((sq, sq), -np.inf, np.float32), k=1)
+    compare(model, feeds, 1)
