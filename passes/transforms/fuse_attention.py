@@ -29,7 +29,12 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 from ember.dialects import graph
 from ember.dialects.weights import WeightStore
 from ember.passes.program import ORIGIN
-from ember.passes.transforms.graph_utils import apply_patterns, scalar_value, weights_of
+from ember.passes.transforms.graph_utils import (
+    apply_patterns,
+    erase_unused,
+    scalar_value,
+    weights_of,
+)
 
 HEADS_FIRST = (0, 2, 1, 3)  # [B, S, H, D] <-> [B, H, S, D]
 
@@ -162,14 +167,7 @@ class FuseAttentionPattern(RewritePattern):
         if ORIGIN in softmax.attributes:
             fused.attributes[ORIGIN] = softmax.attributes[ORIGIN]
         rewriter.replace(replaced, fused)
-        # Erase the matched chain, users before producers: sweep until nothing more is free.
-        while dead:
-            free = [d for d in dead if not any(r.uses for r in d.results)]
-            if not free:
-                break
-            for dead_op in free:
-                rewriter.erase(dead_op)
-                dead.remove(dead_op)
+        erase_unused(rewriter, dead)
 
 
 class FuseAttention(ModulePass):

@@ -30,6 +30,7 @@ from ember.passes.transforms.graph_utils import (
     apply_patterns,
     const_hint,
     constant_array,
+    erase_unused,
     new_constant,
     only_user,
     scalar_value,
@@ -145,13 +146,7 @@ class FuseLayerNormPattern(RewritePattern):
         rewriter.replace(last, fused)
         dead = [found[0] for found in (bias, scale) if found is not None and found[0] is not last]
         dead += matched
-        while dead:
-            free = [d for d in dead if not any(r.uses for r in d.results)]
-            if not free:
-                break
-            for dead_op in free:
-                rewriter.erase(dead_op)
-                dead.remove(dead_op)
+        erase_unused(rewriter, dead)
 
 
 class FuseLayerNorm(ModulePass):
