@@ -11,8 +11,8 @@ Matched (every intermediate used only inside the pattern, everything float32, ra
 and around it the head split's transposes (perm [0, 2, 1, 3]) of q and v (when used only
 here) and of the output (when its only user): the attention op reads and writes those
 [B, S, H, D] tensors directly (`seq_major`). Anything else (softmax on another axis, a log
-softmax, probabilities used elsewhere, a mask over the key axis of size 1, other types) is
-left alone.
+softmax, probabilities used elsewhere, a mask over the key axis of size 1, value heads wider
+than MAX_VALUE_HEAD_SIZE, other types) is left alone.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from ember.passes.transforms.graph_utils import (
 )
 
 HEADS_FIRST = (0, 2, 1, 3)  # [B, S, H, D] <-> [B, H, S, D]
+# The kernel keeps an MR x Dv accumulator per thread on the stack (16 KiB at MR = 8).
+MAX_VALUE_HEAD_SIZE = 512
 
 
 def _plain_matmul(value: SSAValue) -> graph.MatMulOp | None:
@@ -133,6 +135,8 @@ class FuseAttentionPattern(RewritePattern):
         if graph.shape_of(q)[:2] != (b, h) or graph.shape_of(k_t)[:2] != (b, h):
             return
         if len(graph.shape_of(v)) != 4 or graph.shape_of(v)[:3] != (b, h, sk):
+            return
+        if graph.shape_of(v)[3] > MAX_VALUE_HEAD_SIZE:
             return
         dead.append(qk)
         if mask is not None and len(graph.shape_of(mask)) < 4:

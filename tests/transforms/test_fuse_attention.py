@@ -108,6 +108,18 @@ def test_fuse_attention_leaves_a_mask_that_broadcasts_over_keys_alone() -> None:
     assert_filecheck(text, "CHECK-NOT: graph.attention\n")
 
 
+def test_fuse_attention_leaves_very_wide_value_heads_alone() -> None:
+    wide_v, wide_out = "tensor<1x2x7x600xf32>", "tensor<1x2x5x600xf32>"
+    ir = func(
+        ARGS.replace(V, wide_v),
+        scores_ir().replace(f"{V} -> {T}", f"{wide_v} -> {wide_out}")
+        + f"\n    func.return %o : {wide_out}",
+        wide_out,
+    )
+    text, _ = apply(ir, WEIGHTS, FuseAttention())
+    assert_filecheck(text, "CHECK-NOT: graph.attention\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # Whole models against onnxruntime
 
