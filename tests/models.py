@@ -2,8 +2,12 @@
 
     resnet18(seed=0, image_size=224) -> onnx.ModelProto            opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
-    bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0)
-        -> ModelProto  opset 17 (token_types > 0: a token_type_ids input too)
+    bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0,
+                 intermediate=None, attention_mask=False, mask_value=-10000.0, gelu="erf",
+                 layer_norm="mixed", name="bert_encoder")
+        -> ModelProto  opset 17 (token_types > 0: a token_type_ids input too; attention_mask:
+           an attention_mask input as HF exports it; gelu "erf"|"tanh"; layer_norm
+           "op"|"decomposed"|"mixed")
 
 Each model passes onnx.checker and runs in onnxruntime. Conv and BatchNormalization stay
 separate nodes (as exporters write them) so that the graph passes have something to fold.
