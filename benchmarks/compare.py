@@ -2,6 +2,7 @@
 
     python benchmarks/compare.py                       # the twelve models, 1 and 2 threads
     python benchmarks/compare.py --models resnet50 --threads 1 --runs 20
+    python benchmarks/compare.py --models transformers   # BERT-base 128/384, sentence encoder
 
 For each model and thread count: ember's ahead-of-time compile time, the median latency of the
 loaded artifact and of onnxruntime over --runs runs after --warmup runs (one engine after the
@@ -43,13 +44,57 @@ BUILT_MODELS = {
     "mobilenet_v2": lambda: models.mobilenet_v2(seed=0),
     "bert": lambda: models.bert_encoder(layers=4, seq=128, hidden=256, heads=4, vocab=1000, seed=0),
 }
-ALL_MODELS = [*LIGHT_MODELS, *BUILT_MODELS]
+
+
+def _bert_base(seq: int) -> onnx.ModelProto:
+    """BERT-base's size (12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 30522) with an
+    attention mask (-10000 fill), the LayerNormalization op and erf GELU."""
+    return models.bert_encoder(layers=12, seq=seq, hidden=768, heads=12, vocab=30522,
+                               token_types=2, attention_mask=True, layer_norm="op",
+                               name=f"bert_base_{seq}")  # fmt: skip
+
+
+def _sentence_encoder() -> onnx.ModelProto:
+    """A MiniLM-L6-size sentence encoder (6 layers, hidden 384, 12 heads, FFN 1536) written
+    the other way: decomposed LayerNorm, tanh GELU, float32's lowest as the mask fill."""
+    return models.bert_encoder(layers=6, seq=128, hidden=384, heads=12, vocab=30522,
+                               token_types=2, attention_mask=True, gelu="tanh",
+                               layer_norm="decomposed", mask_value=float(np.finfo(np.float32).min),
+                               name="sentence_encoder")  # fmt: skip
+
+
+TRANSFORMER_MODELS = {
+    "bert_base_128": lambda: _bert_base(128),
+    "bert_base_384": lambda: _bert_base(384),
+    "sentence_encoder": _sentence_encoder,
+}
+# The default set: the twelve models; the transformers are asked for by name or by group.
+DEFAULT_MODELS = [*LIGHT_MODELS, *BUILT_MODELS]
+ALL_MODELS = [*DEFAULT_MODELS, *TRANSFORMER_MODELS]
+GROUPS = {"default": DEFAULT_MODELS, "transformers": list(TRANSFORMER_MODELS), "all": ALL_MODELS}
 
 
 def load_model(name: str) -> onnx.ModelProto:
     if name in BUILT_MODELS:
         return BUILT_MODELS[name]()
+    if name in TRANSFORMER_MODELS:
+        return TRANSFORMER_MODELS[name]()
     return onnx.load(light_model_path(name))
+
+
+def model_inputs(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Seeded inputs; an `attention_mask` attends to the first three quarters of the sequence
+    (a padded batch of one), not to random integers."""
+    feeds = random_inputs(model, seed=0)
+    if "attention_mask" in feeds:
+        seq = feeds["attention_mask"].shape[-1]
+        feeds["attention_mask"] = (np.arange(seq) < (3 * seq + 3) // 4).astype(np.int64)[None]
+    return feeds
+
+
+def selected_models(names: list[str]) -> list[str]:
+    """Model names, with group names (default, transformers, all) expanded in place."""
+    return [m for name in names for m in GROUPS.get(name, [name])]
 
 
 def machine() -> str:
@@ -105,7 +150,7 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
     from ember.tools.bench import Error, constant_fill_share, time_runs
 
     model = load_model(name)
-    feeds = random_inputs(model, seed=0)
+    feeds = model_inputs(model)
     start = time.perf_counter()
     target = resolve_target("host", threads)
     build = compile_artifact(model, workdir / f"{name}-{threads}", target=target)
@@ -145,7 +190,13 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=ALL_MODELS, choices=ALL_MODELS)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["default"],
+        choices=[*ALL_MODELS, *GROUPS],
+        help="model names or groups: default (the twelve), transformers, all",
+    )
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -154,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"runs: {args.runs} after {args.warmup} warm-up, medians, same process\n")
     header = (
-        f"| {'model':<13} | thr | compile s | ember ms | onnxruntime ms | ratio | "
+        f"| {'model':<16} | thr | compile s | ember ms | onnxruntime ms | ratio | "
         f"rel err  | arena/intermediates | ember MiB | onnxruntime MiB |"
     )
     print(header)
@@ -162,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios: dict[int, list[float]] = {t: [] for t in args.threads}
     workdir = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     filled = False
-    for name in args.models:
+    for name in selected_models(args.models):
         for threads in args.threads:
             r = bench(name, threads, args.runs, args.warmup, workdir)
             ratio = r["ember_ms"] / r["ort_ms"]
@@ -170,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             filled |= bool(r["constant_fills"])
             ratios[threads].append(ratio)
             print(
-                f"| {name:<13} | {threads:>3} | {r['compile_s']:>9.2f} | {r['ember_ms']:>8.2f} | "
+                f"| {name:<16} | {threads:>3} | {r['compile_s']:>9.2f} | {r['ember_ms']:>8.2f} | "
                 f"{r['ort_ms']:>14.2f} | {ratio:>5.2f} | {accuracy:>8} | "
                 f"{r['arena_ratio']:>19.0%} | {r['ember_mb']:>9.0f} | {r['ort_mb']:>15.0f} |",
                 flush=True,

@@ -48,7 +48,7 @@ from xdsl.utils.exceptions import VerifyException
 
 # Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
 # travel in `activation_params`: clip -> (min, max); leaky_relu -> (alpha,).
-ACTIVATIONS = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu")
+ACTIVATIONS = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh")
 
 
 def shape_of(value: SSAValue | Attribute) -> tuple[int, ...]:
@@ -1205,6 +1205,77 @@ class RecurrentOp(IRDLOperation):
         verify_recurrent(self, self.y, self.y_h, self.y_c)
 
 
+# ---------------------------------------------------------------------------------------------
+# Fused attention (built by passes/transforms/fuse_attention.py, never by the importer)
+
+
+def attention_dims(
+    op_name: str,
+    q: Sequence[int],
+    k_t: Sequence[int],
+    v: Sequence[int],
+    mask: Sequence[int] | None,
+    out: Sequence[int],
+    seq_major: Sequence[int],
+) -> tuple[int, int, int, int, int, int]:
+    """(B, H, Sq, Sk, D, Dv) of an attention op's operand shapes, or VerifyException.
+
+    `seq_major` flags q, v and the output: 1 = stored [B, S, H, D], 0 = [B, H, S, D]."""
+
+    def logical(shape: Sequence[int], flag: int) -> tuple[int, ...]:
+        shape = tuple(shape)
+        return (shape[0], shape[2], shape[1], shape[3]) if flag else shape
+
+    if len(seq_major) != 3 or any(f not in (0, 1) for f in seq_major):
+        raise VerifyException(f"{op_name}: seq_major must be 3 flags of 0/1, not {seq_major}")
+    if any(len(s) != 4 for s in (q, k_t, v, out)) or (mask is not None and len(mask) != 4):
+        raise VerifyException(f"{op_name}: operands must have rank 4")
+    b, h, sq, d = logical(q, seq_major[0])
+    sk, dv = logical(v, seq_major[1])[2:]
+    if tuple(k_t) != (b, h, d, sk) or logical(v, seq_major[1])[:2] != (b, h):
+        raise VerifyException(f"{op_name}: q {q}, k_t {k_t}, v {v} do not agree")
+    if logical(out, seq_major[2]) != (b, h, sq, dv):
+        raise VerifyException(f"{op_name}: output {out} != {(b, h, sq, dv)} (logical)")
+    if mask is not None and (mask[3] != sk or not broadcasts_to(mask, (b, h, sq, sk))):
+        raise VerifyException(f"{op_name}: mask {mask} does not broadcast to {(b, h, sq, sk)}")
+    return b, h, sq, sk, d, dv
+
+
+@irdl_op_definition
+class AttentionOp(IRDLOperation):
+    """softmax(scale * Q @ K^T + mask) @ V over the keys, per batch and head, as one op.
+
+    q [B, H, Sq, D]; k_t [B, H, D, Sk] (K transposed, as exporters write it); v [B, H, Sk, Dv];
+    `mask` (optional, added to the scaled scores) broadcasts to [B, H, Sq, Sk] and has Sk as
+    its last dim; output [B, H, Sq, Dv]. `seq_major` flags q, v and the output stored as
+    [B, S, H, D] instead (the head split's reshape, before its transpose).
+    """
+
+    name = "graph.attention"
+    q = operand_def(TensorType)
+    k_t = operand_def(TensorType)
+    v = operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    scale = prop_def(FloatAttr)
+    seq_major = prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$q `,` $k_t `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k_t) `,` "
+        "type($v) (`,` type($mask)^)? `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        mask = None if self.mask is None else shape_of(self.mask)
+        attention_dims(
+            self.name,
+            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
+            mask,
+            shape_of(self.output),
+            int_values(self.seq_major),
+        )
+
+
 GRAPH_OPS: list[type[IRDLOperation]] = [
     ConstantOp,
     ReluOp,
@@ -1273,6 +1344,7 @@ GRAPH_OPS: list[type[IRDLOperation]] = [
     GatherNDOp,
     ScatterNDOp,
     RecurrentOp,
+    AttentionOp,
 ]
 # --- int8: integer convolution (the quantize-ops pass; kernel_to_loops/qconv.py) -------------
 

@@ -44,7 +44,9 @@ from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects.graph import (
     RECURRENT_GATES,
+    attention_dims,
     broadcasts_to,
+    int_values,
     shape_of,
     verify_epilogue,
     verify_gather_elements,
@@ -514,6 +516,38 @@ class RecurrentOp(IRDLOperation):
             )
 
 
+# Fused attention (passes/conversion/kernel_to_loops/attention.py)
+
+
+@irdl_op_definition
+class AttentionOp(IRDLOperation):
+    """See graph.attention: q, k_t, v (, mask) -> output, one streaming kernel."""
+
+    name = "kernel.attention"
+    q = operand_def(MemRefType)
+    k_t = operand_def(MemRefType)
+    v = operand_def(MemRefType)
+    mask = opt_operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    scale = prop_def(FloatAttr)
+    seq_major = prop_def(DenseArrayBase)
+    irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    assembly_format = (
+        "$q `,` $k_t `,` $v (`mask` $mask^)? `->` $output attr-dict `:` type($q) `,` "
+        "type($k_t) `,` type($v) (`,` type($mask)^)? `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        mask = None if self.mask is None else shape_of(self.mask)
+        attention_dims(
+            self.name,
+            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
+            mask,
+            shape_of(self.output),
+            int_values(self.seq_major),
+        )
+
+
 KERNEL_OPS: list[type[IRDLOperation]] = [
     WeightOp,
     ReshapeOp,
@@ -541,6 +575,7 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
     GatherNDOp,
     ScatterNDOp,
     RecurrentOp,
+    AttentionOp,
 ]
 # --- int8: integer convolution (kernel_to_loops/qconv.py) -----------------------------------
 

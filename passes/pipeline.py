@@ -46,8 +46,8 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 # Quantized convs become integer ones first, while their weights are still int8 constants;
 # then simplify and fold, so that the fusions see conv/matmul followed by plain adds.
 GRAPH_STAGE = (
-    "quantize-ops,canonicalize,fold-constants,canonicalize,fold-batchnorm,fold-constants,"
-    "fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
+    "quantize-ops,canonicalize,fold-constants,canonicalize,fold-batchnorm,fold-constants,fuse-layer-norm,"
+    "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
 )
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"
 LOOPS_STAGE = "lower-kernels-to-loops"

@@ -2,8 +2,12 @@
 
     resnet18(seed=0, image_size=224, width=1.0) -> onnx.ModelProto  opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
-    bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0)
-        -> ModelProto  opset 17 (token_types > 0: a token_type_ids input too)
+    bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0,
+                 intermediate=None, attention_mask=False, mask_value=-10000.0, gelu="erf",
+                 layer_norm="mixed", name="bert_encoder")
+        -> ModelProto  opset 17 (token_types > 0: a token_type_ids input too; attention_mask:
+           an attention_mask input as HF exports it; gelu "erf"|"tanh"; layer_norm
+           "op"|"decomposed"|"mixed")
 
 Each model passes onnx.checker and runs in onnxruntime. Conv and BatchNormalization stay
 separate nodes (as exporters write them) so that the graph passes have something to fold.
@@ -159,6 +163,12 @@ def bert_encoder(
     vocab: int = 100,
     seed: int = 0,
     token_types: int = 0,
+    intermediate: int | None = None,
+    attention_mask: bool = False,
+    mask_value: float = -10000.0,
+    gelu: str = "erf",
+    layer_norm: str = "mixed",
+    name: str = "bert_encoder",
 ) -> onnx.ModelProto:
     """Embeddings + post-LN transformer layers + tanh pooler, as a BERT exporter writes them.
 
@@ -167,18 +177,30 @@ def bert_encoder(
     so only values in [0, token_types) are valid.
 
     The head split computes its Reshape target with Shape/Gather/Unsqueeze/Concat (folded at
-    import); the second LayerNorm of each layer is spelled out with ReduceMean/Sub/Pow/Sqrt/Div
-    and the FFN uses the erf-based GELU, so the importer and the fusion passes see both forms.
+    import). `intermediate` is the FFN width (default 4 * hidden).
+
+    - `attention_mask`: a third input `attention_mask` [1, seq] (int64, 1 = attend) becomes
+      the additive mask HF's exporters write: Unsqueeze to [1, 1, 1, seq], Cast to float,
+      (1 - mask) * `mask_value` (-10000 in older exports, float32's lowest in newer ones),
+      added to the scaled scores.
+    - `gelu`: "erf" (x * 0.5 * (1 + erf(x / sqrt 2))) or "tanh" (the approximation
+      0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))), with Pow(x, 3)).
+    - `layer_norm`: "op" (opset-17 LayerNormalization), "decomposed"
+      (ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add) or "mixed" (the embedding and
+      attention LayerNorms as the op, the FFN's decomposed), so one model shows both forms.
     """
+    if gelu not in ("erf", "tanh") or layer_norm not in ("op", "decomposed", "mixed"):
+        raise ValueError(f"bert_encoder: gelu={gelu!r}, layer_norm={layer_norm!r}")
     b = GraphBuilder(seed)
     dh = hidden // heads
+    ffn = 4 * hidden if intermediate is None else intermediate
     std = 0.02
 
     def linear(t: str, n_in: int, n_out: int) -> str:
         y = b.node("MatMul", [t, b.normal((n_in, n_out), 1.0 / math.sqrt(n_in))])
         return b.node("Add", [y, b.normal((n_out,), std)])
 
-    def layer_norm(t: str) -> str:
+    def layer_norm_op(t: str) -> str:
         scale = b.const(b.rng.uniform(0.8, 1.2, hidden).astype(np.float32), "ln_scale")
         return b.node("LayerNormalization", [t, scale, b.normal((hidden,), std)], axis=-1)
 
@@ -211,29 +233,52 @@ def bert_encoder(
         ids = b.node("Cast", ["token_type_ids"], to=TensorProto.INT32)
         ids = b.node("Squeeze", [b.node("Unsqueeze", [ids, b.const(np.array([0], np.int64))])])
         x = b.node("Add", [x, b.node("Gather", [segment, ids], axis=0)])
-    x = layer_norm(x)
+
+    def gelu_of(h: str) -> str:
+        one, half = b.const(np.array(1.0, np.float32)), b.const(np.array(0.5, np.float32))
+        if gelu == "erf":
+            root2 = b.const(np.array(math.sqrt(2.0), np.float32))
+            erf = b.node("Erf", [b.node("Div", [h, root2])])
+            return b.node("Mul", [b.node("Mul", [h, b.node("Add", [erf, one])]), half])
+        cube = b.node("Pow", [h, b.const(np.array(3.0, np.float32))])
+        inner = b.node("Add", [h, b.node("Mul", [cube, b.const(np.array(0.044715, np.float32))])])
+        root = b.const(np.array(math.sqrt(2.0 / math.pi), np.float32))
+        tanh = b.node("Tanh", [b.node("Mul", [inner, root])])
+        return b.node("Mul", [b.node("Mul", [half, h]), b.node("Add", [one, tanh])])
+
+    first_norm = layer_norm_decomposed if layer_norm == "decomposed" else layer_norm_op
+    second_norm = layer_norm_op if layer_norm == "op" else layer_norm_decomposed
+    additive_mask = None
+    if attention_mask:
+        axes = b.const(np.array([1, 2], np.int64))
+        mask = b.node("Cast", [b.node("Unsqueeze", ["attention_mask", axes])], to=TensorProto.FLOAT)
+        inverted = b.node("Sub", [b.const(np.array(1.0, np.float32)), mask])
+        additive_mask = b.node("Mul", [inverted, b.const(np.array(mask_value, np.float32))])
+
+    x = first_norm(x)
     for _ in range(layers):
         q = split_heads(linear(x, hidden, hidden), [0, 2, 1, 3])
         k = split_heads(linear(x, hidden, hidden), [0, 2, 3, 1])
         v = split_heads(linear(x, hidden, hidden), [0, 2, 1, 3])
         scale = b.node("Sqrt", [b.const(np.array(float(dh), np.float32), "head_dim")])
         scores = b.node("Div", [b.node("MatMul", [q, k]), scale])
+        if additive_mask is not None:
+            scores = b.node("Add", [scores, additive_mask])
         probs = b.node("Softmax", [scores], axis=-1)
         ctx = b.node("Transpose", [b.node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
         ctx = b.node("Reshape", [ctx, b.const(np.array([1, seq, hidden], np.int64))])
-        x = layer_norm(b.node("Add", [linear(ctx, hidden, hidden), x]))
-        h = linear(x, hidden, 4 * hidden)
-        erf = b.node("Erf", [b.node("Div", [h, b.const(np.array(math.sqrt(2.0), np.float32))])])
-        one, half = b.const(np.array(1.0, np.float32)), b.const(np.array(0.5, np.float32))
-        gelu = b.node("Mul", [b.node("Mul", [h, b.node("Add", [erf, one])]), half])
-        x = layer_norm_decomposed(b.node("Add", [linear(gelu, 4 * hidden, hidden), x]))
+        x = first_norm(b.node("Add", [linear(ctx, hidden, hidden), x]))
+        h = gelu_of(linear(x, hidden, ffn))
+        x = second_norm(b.node("Add", [linear(h, ffn, hidden), x]))
     first = b.node("Gather", [x, b.const(np.array(0, np.int64))], axis=1)
     pooled = b.node("Tanh", [linear(first, hidden, hidden)])
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq])]
     if token_types:
         inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, [1, seq]))
+    if attention_mask:
+        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, seq]))
     outputs = [
         helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, seq, hidden]),
         helper.make_tensor_value_info(pooled, TensorProto.FLOAT, [1, hidden]),
     ]
-    return b.model("bert_encoder", inputs, outputs, 17)
+    return b.model(name, inputs, outputs, 17)

@@ -425,6 +425,17 @@ class _Bufferizer:
         )
         return out
 
+    def attention(self, op: graph.AttentionOp) -> None:
+        out = self.alloc(op.output)
+        operands = [self.buffer(v) for v in (op.q, op.k_t, op.v)]
+        self.emit(
+            kernel.AttentionOp(
+                operands=[*operands, self.optional(op.mask), out],
+                properties={"scale": op.scale, "seq_major": op.seq_major},
+            )
+        )
+        self.buffers[op.output] = out
+
     def simple(self, kernel_op: type[Operation], props: tuple[str, ...]) -> Callable:
         """Ops whose kernel twin takes the same operands plus an output buffer."""
 
@@ -479,6 +490,7 @@ class _Bufferizer:
             graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
             graph.RecurrentOp: self.recurrent,
             graph.QConvOp: self.qconv,
+            graph.AttentionOp: self.attention,
         }
         try:
             return table[type(op)]

@@ -125,7 +125,9 @@ class FuseActivationPattern(RewritePattern):
 
 @dataclass
 class FuseGeluPattern(RewritePattern):
-    """x * 0.5 * (1 + erf(x / sqrt 2)) after a matmul (any association of the products)."""
+    """x * 0.5 * (1 + erf(x / sqrt 2)) ("gelu") or its tanh approximation
+    x * 0.5 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))) ("gelu_tanh") after a matmul
+    (any association of the products and order of the operands)."""
 
     weights: WeightStore
 
@@ -159,6 +161,63 @@ class FuseGeluPattern(RewritePattern):
                 return True
         return False
 
+    def _constant_factor(
+        self, value: SSAValue, expected: float, inner: list[Operation]
+    ) -> SSAValue | None:
+        """y when `value` = y * c or c * y (single use) with the constant c == `expected`."""
+        op = value.owner
+        if not isinstance(op, graph.MulOp) or not value.has_one_use():
+            return None
+        for y, c in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+            factor = scalar_value(c, self.weights)
+            if factor is not None and np.isclose(factor, expected, rtol=1e-6, atol=0.0):
+                inner.append(op)
+                return y
+        return None
+
+    def _is_cube(self, value: SSAValue, x: SSAValue, inner: list[Operation]) -> bool:
+        """x^3 as Pow(x, 3), (x * x) * x or x * (x * x)."""
+        op = value.owner
+        if not value.has_one_use():
+            return False
+        if isinstance(op, graph.PowOp) and op.lhs is x:
+            if scalar_value(op.rhs, self.weights) == 3.0:
+                inner.append(op)
+                return True
+        if isinstance(op, graph.MulOp):
+            for single, square in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+                sq = square.owner
+                if single is x and isinstance(sq, graph.MulOp) and square.has_one_use():
+                    if sq.lhs is x and sq.rhs is x:
+                        inner.extend([op, sq])
+                        return True
+        return False
+
+    def _is_tanh_term(self, value: SSAValue, x: SSAValue, inner: list[Operation]) -> bool:
+        """1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)), in any operand order."""
+        add = value.owner
+        if not isinstance(add, graph.AddOp) or not value.has_one_use():
+            return False
+        for tanh_v, one in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
+            tanh = tanh_v.owner
+            if scalar_value(one, self.weights) != 1.0 or not isinstance(tanh, graph.TanhOp):
+                continue
+            found: list[Operation] = [add, tanh]
+            poly = self._constant_factor(tanh.input, math.sqrt(2.0 / math.pi), found)
+            poly_op = None if poly is None else poly.owner
+            if not tanh_v.has_one_use() or poly is None or not poly.has_one_use():
+                continue
+            if not isinstance(poly_op, graph.AddOp):
+                continue
+            found.append(poly_op)
+            for linear, cubic in ((poly_op.lhs, poly_op.rhs), (poly_op.rhs, poly_op.lhs)):
+                candidate = list(found)
+                cube = self._constant_factor(cubic, 0.044715, candidate)
+                if linear is x and cube is not None and self._is_cube(cube, x, candidate):
+                    inner.extend(candidate)
+                    return True
+        return False
+
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: graph.MulOp, rewriter: PatternRewriter) -> None:
         inner: list[Operation] = []
@@ -175,12 +234,16 @@ class FuseGeluPattern(RewritePattern):
             matched: list[Operation] = list(inner)
             if len(halves) != 1 or len(erf_terms) != 1:
                 continue
-            if not self._is_erf_term(erf_terms[0], x, matched):
+            if self._is_erf_term(erf_terms[0], x, matched):
+                activation = "gelu"
+            elif self._is_tanh_term(erf_terms[0], x, matched):
+                activation = "gelu_tanh"
+            else:
                 continue
             # Every use of x must be inside the pattern (the scaled erf input and one factor).
             if any(use.operation not in matched for use in x.uses):
                 continue
-            rewriter.replace(op, _with_activation(producer, "gelu", []))
+            rewriter.replace(op, _with_activation(producer, activation, []))
             for dead in [*matched[1:], producer]:  # users before producers
                 if (
                     dead is not op
@@ -210,7 +273,7 @@ class FuseResidualAdd(ModulePass):
 
 
 class FuseConvActivation(ModulePass):
-    """Folds relu/clip/leaky_relu/sigmoid/tanh (and erf-GELU after matmul) into conv/matmul."""
+    """Folds relu/clip/leaky_relu/sigmoid/tanh (and both GELUs after matmul) into conv/matmul."""
 
     name = "fuse-conv-activation"
 

@@ -10,7 +10,9 @@ from ember.passes.transforms.canonicalize import Canonicalize
 from ember.passes.transforms.dce import DeadCodeElimination
 from ember.passes.transforms.fold_batchnorm import FoldBatchNorm
 from ember.passes.transforms.fold_constants import FoldConstants
+from ember.passes.transforms.fuse_attention import FuseAttention
 from ember.passes.transforms.fuse_epilogue import FuseBiasAdd, FuseConvActivation, FuseResidualAdd
+from ember.passes.transforms.fuse_layer_norm import FuseLayerNorm
 from ember.passes.transforms.quantize_ops import QuantizeOps
 
 GRAPH_PASSES: tuple[type[ModulePass], ...] = (
@@ -19,6 +21,8 @@ GRAPH_PASSES: tuple[type[ModulePass], ...] = (
     FoldConstants,
     DeadCodeElimination,
     FoldBatchNorm,
+    FuseLayerNorm,
+    FuseAttention,
     FuseBiasAdd,
     FuseResidualAdd,
     FuseConvActivation,
@@ -35,6 +39,8 @@ def graph_passes() -> list[ModulePass]:
         Canonicalize(),
         FoldBatchNorm(),
         FoldConstants(),
+        FuseLayerNorm(),
+        FuseAttention(),
         FuseBiasAdd(),
         FuseResidualAdd(),
         FuseConvActivation(),

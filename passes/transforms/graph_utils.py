@@ -75,6 +75,18 @@ def per_channel(array: np.ndarray, out_shape: Sequence[int], axis: int) -> np.nd
     return np.broadcast_to(full.reshape(-1), (out_shape[axis],)).astype(array.dtype)
 
 
+def erase_unused(rewriter: PatternRewriter, ops: list[Operation]) -> None:
+    """Erase those of `ops` (a matched chain) left without users, users before producers."""
+    pending = list(ops)
+    while pending:
+        free = [op for op in pending if not any(r.uses for r in op.results)]
+        if not free:
+            return
+        for op in free:
+            rewriter.erase(op)
+            pending.remove(op)
+
+
 def apply_patterns(module: ModuleOp, patterns: list[RewritePattern]) -> None:
     PatternRewriteWalker(GreedyRewritePatternApplier(patterns)).rewrite_module(module)
 

@@ -121,6 +121,13 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return (0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(x.dtype)
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    x64 = x.astype(np.float64)
+    inner = math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64**3)
+    return (0.5 * x64 * (1.0 + np.tanh(inner))).astype(x.dtype)
+
+
 def clip(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
     lo, hi = graph.clip_bounds(lo, hi, x.dtype)
     if lo is not None:
@@ -150,7 +157,28 @@ def apply_activation(x: np.ndarray, name: str | None, params: Sequence[float]) -
         return np.tanh(x)
     if name == "gelu":
         return gelu(x)
+    if name == "gelu_tanh":
+        return gelu_tanh(x)
     raise ValueError(f"unknown activation '{name}'")
+
+
+def attention(
+    q: np.ndarray,
+    k_t: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    scale: float,
+    seq_major: Sequence[int],
+) -> np.ndarray:
+    """graph.attention: softmax(scale * q @ k_t + mask) @ v, as the unfused ops compute it."""
+    heads_first = (0, 2, 1, 3)  # [B, S, H, D] <-> [B, H, S, D]
+    q = q.transpose(heads_first) if seq_major[0] else q
+    v = v.transpose(heads_first) if seq_major[1] else v
+    scores = np.matmul(q, k_t) * q.dtype.type(scale)
+    if mask is not None:
+        scores = scores + mask
+    out = np.matmul(softmax(scores, -1, False), v)
+    return np.ascontiguousarray(out.transpose(heads_first) if seq_major[2] else out)
 
 
 def mod(a: np.ndarray, b: np.ndarray, fmod: bool) -> np.ndarray:
@@ -633,6 +661,11 @@ EVALUATORS: dict[str, Evaluator] = {
         _float(p, "beta") or 0.0,
         _float(p, "bias") or 0.0,
     ),
+    "graph.attention": lambda p, ins, out: attention(
+        *ins,  # type: ignore[arg-type]
+        _float(p, "scale") or 0.0,
+        _ints(p, "seq_major"),
+    ),
     "graph.conv": _eval_conv,
     "graph.matmul": _eval_matmul,
     "graph.gemm": _eval_gemm,
@@ -697,6 +730,8 @@ def operand_slots(op: Operation) -> list[SSAValue | None]:
         return [op.a, op.b, op.c]
     if isinstance(op, graph.LayerNormOp):
         return [op.input, op.scale, op.bias]
+    if isinstance(op, graph.AttentionOp):
+        return [op.q, op.k_t, op.v, op.mask]
     return list(op.operands)
 
 

@@ -35,6 +35,10 @@ ACTIVATIONS: dict[str, tuple[list[float], Callable[[np.ndarray], np.ndarray]]] =
     "sigmoid": ([], lambda x: 1 / (1 + np.exp(-x))),
     "tanh": ([], np.tanh),
     "gelu": ([], lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
+    "gelu_tanh": (
+        [],
+        lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+    ),
 }
 
 

@@ -161,6 +161,14 @@ def vector_activation(kind: str, params: Sequence[float], where: str) -> Activat
         half_x = b.mulf(v, splat_like(b, 0.5, v))
         return b.mulf(half_x, b.addf(erf, splat_like(b, 1.0, v)))
 
+    def gelu_tanh(b: LoopBuilder, v: SSAValue) -> SSAValue:
+        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in the order the graph computes it.
+        cube = b.mulf(b.mulf(v, v), v)
+        inner = b.addf(v, b.mulf(cube, splat_like(b, 0.044715, v)))
+        curve = tanh(b, b.mulf(inner, splat_like(b, pymath.sqrt(2.0 / pymath.pi), v)))
+        half_x = b.mulf(v, splat_like(b, 0.5, v))
+        return b.mulf(half_x, b.addf(curve, splat_like(b, 1.0, v)))
+
     def hard_sigmoid(b: LoopBuilder, v: SSAValue) -> SSAValue:
         linear = b.addf(b.mulf(v, splat_like(b, p[0], v)), splat_like(b, p[1], v))
         return b.minf(b.maxf(linear, splat_like(b, 0.0, v)), splat_like(b, 1.0, v))
@@ -205,6 +213,7 @@ def vector_activation(kind: str, params: Sequence[float], where: str) -> Activat
         "sigmoid": sigmoid,
         "tanh": tanh,
         "gelu": gelu,
+        "gelu_tanh": gelu_tanh,
         "hard_sigmoid": hard_sigmoid,
         "elu": elu,
         "softsign": softsign,

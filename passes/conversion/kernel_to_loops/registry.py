@@ -44,6 +44,7 @@ KERNEL_MODULES = (
     "structural",
     "recurrent",
     "qconv",
+    "attention",
 )
 
 

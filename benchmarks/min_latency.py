@@ -1,0 +1,84 @@
+"""Minimum latency of ember and onnxruntime on compare.py's models, for a loaded machine.
+
+    python benchmarks/min_latency.py --models transformers --threads 1 2 --runs 12
+
+compare.py reports medians, which other processes on a shared machine inflate. This script
+reports the least disturbed of --runs runs instead: at 1 thread the CPU time of the process
+(`time.process_time()`: time other processes hold the core is not counted), at more threads
+the wall time (CPU time would add up the threads). ember runs JIT-compiled
+(`ember.compile`), then an onnxruntime session with the same thread count, one after the
+other. Not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from compare import ALL_MODELS, GROUPS, load_model, machine, model_inputs, selected_models
+
+import ember
+
+
+def least(fn: Callable[[], object], runs: int, threads: int) -> float:
+    """Milliseconds of the fastest of `runs` calls after two warm-up calls."""
+    fn()
+    fn()
+    best = float("inf")
+    clock = time.process_time if threads == 1 else time.perf_counter
+    for _ in range(runs):
+        start = clock()
+        fn()
+        best = min(best, clock() - start)
+    return best * 1e3
+
+
+def measure(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int
+) -> tuple[float, float]:
+    """(ember ms, onnxruntime ms), one engine after the other."""
+    compiled = ember.compile(model, threads=threads)
+    ours = least(functools.partial(compiled.run, feeds), runs, threads)
+    del compiled
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return ours, least(lambda: session.run(None, feeds), runs, threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--models", nargs="+", default=["transformers"], choices=[*ALL_MODELS, *GROUPS]
+    )
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--runs", type=int, default=12)
+    args = parser.parse_args(argv)
+    print(f"machine: {machine()}")
+    print(f"minimum of {args.runs} runs: CPU time at 1 thread, wall time otherwise\n")
+    print("| model            | thr | ember ms | onnxruntime ms | ratio |")
+    print("|------------------|-----|----------|----------------|-------|")
+    for name in selected_models(args.models):
+        model = load_model(name)
+        feeds = model_inputs(model)
+        for threads in args.threads:
+            ours, theirs = measure(model, feeds, threads, args.runs)
+            print(
+                f"| {name:<16} | {threads:>3} | {ours:>8.2f} | {theirs:>14.2f} | "
+                f"{ours / theirs:>5.2f} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
