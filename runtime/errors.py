@@ -42,6 +42,7 @@ class RuntimeOperandError(UnsupportedOpError):
         self, op_type: str, node_name: str, opset: int, detail: str, inputs: tuple[str, ...]
     ):
         self.inputs = inputs
+        self.detail = detail
         if inputs:
             detail += f"; it is computed from graph input(s) {', '.join(map(repr, inputs))}"
         super().__init__(op_type, node_name, opset, detail)

@@ -34,7 +34,7 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
-from ember.runtime.errors import InternalCompilerError, ResourceLimitError
+from ember.runtime.errors import InternalCompilerError, ResourceLimitError, RuntimeOperandError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
 from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
@@ -378,8 +378,41 @@ def compile(
             base_dir=base_dir,
             memory_limit=memory_limit,
         )
+    options = {
+        "opt_level": opt_level,
+        "target": target,
+        "pipeline": pipeline,
+        "base_dir": base_dir,
+        "memory_limit": memory_limit,
+    }
+    try:
+        return compile_static(proto, input_shapes, threads=threads, **options)
+    except RuntimeOperandError as err:
+        if not err.inputs:
+            raise
+        from ember.tools.specialize import SpecializingModel
+
+        # A shape operand computed from graph inputs: compiled per distinct value of them.
+        return SpecializingModel(
+            proto, pinning, threads=threads or target.threads, value_inputs=err, **options
+        )
+
+
+def compile_static(
+    model: onnx.ModelProto,
+    input_shapes: InputShapes | None,
+    *,
+    threads: int | None,
+    opt_level: int,
+    target: Target,
+    pipeline: str,
+    base_dir: str | os.PathLike[str] | None,
+    memory_limit: int | None,
+) -> CompiledModel:
+    """One CompiledModel of `model` with every input pinned (what `compile` and each variant
+    of a SpecializingModel compile)."""
     program = compile_program(
-        proto,
+        model,
         target,
         pipeline,
         input_shapes=input_shapes,

@@ -53,7 +53,7 @@ import onnx
 from onnx import numpy_helper
 
 from ember.runtime.cache import touch
-from ember.tools.shapes import add_input_shape_option
+from ember.tools.shapes import add_input_shape_option, freeze_inputs
 
 RTOL = 1e-3
 ATOL = 1e-7
@@ -274,13 +274,8 @@ def freeze_shape_operands(
     if not frozen:
         return model, inputs, []
     values = dict(zip(graph_inputs, inputs))
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    kept = [i for i in model.graph.input if i.name not in frozen]
-    del out.graph.input[:]
-    out.graph.input.extend(kept)
-    out.graph.initializer.extend(numpy_helper.from_array(values[n], n) for n in frozen)
-    return out, [values[i.name] for i in kept], frozen
+    out = freeze_inputs(model, {n: values[n] for n in frozen})
+    return out, [values[i.name] for i in out.graph.input], frozen
 
 
 # ---------------------------------------------------------------------------------------------

@@ -342,13 +342,38 @@ def pin_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> N
                 dims.add().dim_value = int(size)
 
 
+def freeze_inputs(model: onnx.ModelProto, values: Mapping[str, object]) -> onnx.ModelProto:
+    """A copy of `model` whose graph inputs named in `values` are initializers holding those
+    arrays: the importer sees them as constants (value specialisation, tools/specialize.py;
+    the conformance runner's frozen shape operands)."""
+    import numpy as np
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = [i for i in model.graph.input if i.name not in values]
+    del out.graph.input[:]
+    out.graph.input.extend(kept)
+    frozen = {t.name for t in out.graph.initializer} & set(values)
+    if frozen:  # an input with a default value (an initializer of the same name): replaced
+        kept_initializers = [t for t in out.graph.initializer if t.name not in frozen]
+        del out.graph.initializer[:]
+        out.graph.initializer.extend(kept_initializers)
+    out.graph.initializer.extend(
+        onnx.numpy_helper.from_array(np.asarray(array), name) for name, array in values.items()
+    )
+    return out
+
+
 def check_run_shapes(
     signature: ModelSignature,
     shapes: Mapping[str, tuple[int, ...]],
     pinning: Pinning | None = None,
+    allow_empty: bool = False,
 ) -> None:
     """InputError unless the arrays' `shapes` fit the declared dims, the pins and each other
-    (inputs sharing a named dim must give it the same size)."""
+    (inputs sharing a named dim must give it the same size). Sizes of 0 are refused unless
+    `allow_empty` (a SpecializingModel compiles an empty input in as a constant)."""
     pinned = pinning.shapes if pinning is not None else {}
     named = pinning.named if pinning is not None else {}
     bound: dict[str, tuple[int, str, int]] = {}  # dim_param -> (size, input, axis)
@@ -362,7 +387,7 @@ def check_run_shapes(
                 f"given {list(shape)}"
             )
         expected = f"input '{info.name}': expected shape {format_dims(info.dims)}"
-        if any(size < 1 for size in shape):
+        if not allow_empty and any(size < 1 for size in shape):
             raise InputError(
                 f"{expected}, given {list(shape)}: ember compiles sizes of 1 and more "
                 "(empty tensors are not supported)"
