@@ -38,6 +38,7 @@ from ember.runtime.errors import InternalCompilerError, ResourceLimitError, Runt
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
 from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
+    DimRanges,
     InputShapes,
     external_data_folder,
     pin_model,
@@ -343,13 +344,18 @@ def compile(
     base_dir: str | os.PathLike[str] | None = None,
     memory_limit: int | None = None,
     checks: bool | None = None,
+    dynamic_dims: DimRanges | None = None,
 ) -> CompiledModel | SpecializingModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
     `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
     inputs are all static (or pinned) gives a CompiledModel; otherwise a SpecializingModel with
     the same API, which compiles on each run with new input shapes (one specialisation per
-    distinct set of shapes, cached). External tensor data is read from `base_dir` (default: the
+    distinct set of shapes, cached). `dynamic_dims` bounds named dims, {"batch": (1, 64)}: a
+    pin or a run's input outside the range is refused (ModelError / InputError naming the
+    input, the dim and the sizes) before anything compiles or runs. A shape operand computed
+    from small graph inputs (a Reshape's shape fed at run time) also gives a
+    SpecializingModel, one variant per distinct value of those inputs (tools/specialize.py). External tensor data is read from `base_dir` (default: the
     model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
     default: the machine's physical memory) bounds any one tensor, the intermediates' arena and
     the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
@@ -364,7 +370,7 @@ def compile(
     target = target or host_target(threads)
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
-    pinning = pin_model(proto, input_shapes)
+    pinning = pin_model(proto, input_shapes, dynamic_dims)
     if not pinning.complete:
         from ember.tools.specialize import SpecializingModel
 

@@ -302,6 +302,11 @@ class SpecializingModel:
         return [{n: list(s) for n, s in key[0]} for key, _ in self._specializations.items()]
 
     @property
+    def dim_ranges(self) -> dict[str, tuple[int, int]]:
+        """The ranges named dims may take ({"batch": (1, 64)}, from `dynamic_dims`)."""
+        return dict(self._pinning.ranges)
+
+    @property
     def value_inputs(self) -> list[str]:
         """The inputs whose values (not only shapes) select a compiled variant."""
         return list(self._value_inputs)
