@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ember.runtime.artifact import ArtifactError, LoadedArtifact, load
+from ember.runtime.artifact import ArtifactError, LoadedArtifact, VariantArtifact, load
 from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
 from ember.runtime.threads import default_threads
@@ -183,9 +183,37 @@ class Config:
                 raise
             # A corrupt cache entry is ours to repair, not the user's problem.
             loaded = load(self._artifact_path(force=True), self._threads)
+        if isinstance(loaded, VariantArtifact):
+            loaded = _pick_variant(loaded, self._input_shapes, path)
         if path == self.model_path():
             _check_artifact_pins(loaded, self._input_shapes, path)
         return loaded
+
+
+def _pick_variant(
+    variants: VariantArtifact, input_shapes: dict[str, tuple[int, ...]], path: Path
+) -> LoadedArtifact:
+    """The variant of a multi-variant artifact that the pins select (the only one if it has
+    one); ModelError listing the built shapes otherwise."""
+    matching = [
+        loaded
+        for loaded in variants.variants.values()
+        if all(
+            tuple(spec.shape) == tuple(input_shapes[spec.name])
+            for spec in loaded.manifest.inputs
+            if spec.name in input_shapes
+        )
+    ]
+    if len(matching) == 1:
+        return matching[0]
+    raise ModelError(
+        f"{path} holds variants for input shapes {variants.built_shapes}; "
+        + (
+            f"the pins { ({n: list(s) for n, s in input_shapes.items()}) } select none of them"
+            if not matching
+            else "choose one with set_input_shape (--input-shape on the command line)"
+        )
+    )
 
 
 def _check_artifact_pins(

@@ -552,3 +552,17 @@ def add_dim_range_option(parser: argparse.ArgumentParser | argparse._ArgumentGro
         help="the range of sizes a named (symbolic) dim may take; inputs outside it are "
         "refused before any kernel runs; repeatable",
     )
+
+
+def add_dim_sizes_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--shapes batch=1,4,16 (repeatable), parsed into `args.dim_sizes`."""
+    parser.add_argument(
+        "--shapes",
+        dest="dim_sizes",
+        action=_DimAction,
+        type=parse_dim_sizes,
+        default={},
+        metavar="DIM=SIZE,SIZE",
+        help="build one static variant per size of a named dim (repeated: every combination); "
+        "the artifact dispatches by input shape",
+    )
