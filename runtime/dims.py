@@ -9,7 +9,7 @@ an InputError naming the input, the dim and the sizes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ember.runtime.errors import InputError
 
@@ -45,12 +45,12 @@ def check_input_shapes(
     pinned: Mapping[str, Sequence[int]] | None = None,
     named: Mapping[str, int] | None = None,
     ranges: DimRanges | None = None,
-    allow_empty: bool = False,
+    allow_empty: Collection[str] = (),
 ) -> None:
     """InputError unless the arrays' `shapes` fit the `declared` (name, dims) inputs, the
     `pinned` shapes, the `named` dims' pinned sizes, their `ranges` and each other (inputs
-    sharing a named dim must give it the same size). Sizes of 0 are refused unless
-    `allow_empty`. Inputs absent from `shapes` are not checked."""
+    sharing a named dim must give it the same size). Sizes of 0 are refused except in the
+    inputs named in `allow_empty`. Inputs absent from `shapes` are not checked."""
     pinned = pinned or {}
     named = named or {}
     ranges = ranges or {}
@@ -64,7 +64,7 @@ def check_input_shapes(
                 f"input '{name}': expected shape {list(pinned[name])} (pinned), given {list(shape)}"
             )
         expected = f"input '{name}': expected shape {format_dims(dims)}"
-        if not allow_empty and any(size < 1 for size in shape):
+        if name not in allow_empty and any(size < 1 for size in shape):
             raise InputError(
                 f"{expected}, given {list(shape)}: ember compiles sizes of 1 and more "
                 "(empty tensors are not supported)"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -428,11 +428,11 @@ def check_run_shapes(
     signature: ModelSignature,
     shapes: Mapping[str, tuple[int, ...]],
     pinning: Pinning | None = None,
-    allow_empty: bool = False,
+    allow_empty: Collection[str] = (),
 ) -> None:
     """InputError unless the arrays' `shapes` fit the declared dims, the pins, the dims'
-    ranges and each other (runtime/dims.py). Sizes of 0 are refused unless `allow_empty` (a
-    SpecializingModel compiles an empty input in as a constant)."""
+    ranges and each other (runtime/dims.py). Sizes of 0 are refused except in the inputs named
+    in `allow_empty` (a SpecializingModel compiles an empty integer input in as a constant)."""
     check_input_shapes(
         [(i.name, i.dims) for i in signature.inputs if not i.dtype_only],
         shapes,

@@ -327,7 +327,7 @@ class SpecializingModel:
         """The CompiledModel for these input shapes ({name: shape}), compiling it if needed;
         `values` gives the arrays of the value-specialised inputs (`value_inputs`)."""
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
-        check_run_shapes(self._signature, shapes, self._pinning, allow_empty=True)
+        check_run_shapes(self._signature, shapes, self._pinning, allow_empty=self._integer_inputs())
         while True:
             key = self._key(shapes, values or {})
             try:
@@ -341,12 +341,16 @@ class SpecializingModel:
     def _key(
         self, shapes: Mapping[str, tuple[int, ...]], values: Mapping[str, np.ndarray]
     ) -> tuple[ShapeKey, ValueKey]:
-        # An empty input has no values (its shape is all there is) and no program argument
-        # can be empty, so it is a constant of its variant, like a value-specialised one.
+        # An empty integer input (axes=[], pads, ...: an operand, not data) has no values,
+        # its shape is all there is, and no program argument can be empty: it is a constant
+        # of its variant, like a value-specialised one. Empty data stays refused.
         empty = [
             i.name
             for i in self._signature.inputs
-            if i.name not in self._value_inputs and 0 in shapes.get(i.name, (1,))
+            if i.name not in self._value_inputs
+            and 0 in shapes.get(i.name, (1,))
+            and i.dtype is not None
+            and numpy_dtype(i.dtype).kind in "iu"
         ]
         constants = [*self._value_inputs, *empty]
         # Inputs that only give their dtype (CastLike) are no program argument: shape-free.
@@ -371,6 +375,13 @@ class SpecializingModel:
                 )
             value_key.append((name, array.dtype, array.shape, array.tobytes()))
         return shape_key(names, shapes), tuple(value_key)
+
+    def _integer_inputs(self) -> set[str]:
+        return {
+            i.name
+            for i in self._signature.inputs
+            if i.dtype is not None and numpy_dtype(i.dtype).kind in "iu"
+        }
 
     def _dtype_of(self, name: str) -> np.dtype:
         dtype = self._signature.input(name).dtype

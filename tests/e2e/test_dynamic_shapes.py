@@ -204,15 +204,13 @@ def test_bert_with_batch_baked_into_a_reshape_refuses_other_batches() -> None:
     assert "does not compile for input shapes {'input_ids': [2, 16]}" in str(info.value)
 
 
-def test_empty_inputs_are_constants_of_their_specialisation(
-    specializing: SpecializingModel,
-) -> None:
-    # An empty tensor has no values, so the variant compiles it in as a constant (a program
-    # argument cannot be empty); here the whole graph then folds to the empty output.
-    inputs = feeds(0, 3)
-    (expected,) = onnxruntime_outputs(symbolic_model(), inputs).values()
-    (out,) = specializing.run(inputs).values()
-    assert out.shape == expected.shape == (0, 4) and out.dtype == expected.dtype
+def test_empty_inputs_are_refused_before_compiling(specializing: SpecializingModel) -> None:
+    # Empty data is refused; only an empty integer operand (axes=[]) is compiled in as a
+    # constant (tests/tools/test_dynamic_models.py).
+    before = specializing.compiles
+    with pytest.raises(ember.InputError, match=r"given \[0, 3\]: ember compiles sizes of 1 and"):
+        specializing.run(feeds(0, 3))
+    assert specializing.compiles == before
 
 
 def test_what_no_shape_fixes_fails_at_compile_not_at_the_first_run() -> None:

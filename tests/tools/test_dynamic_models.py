@@ -114,6 +114,10 @@ SHAPE_OPERAND_CASES = {
             for s, a in ((0, 1), (2, 1), (-3, 0), (1, 0))
         ],
     ),  # fmt: skip
+    "reduce_axes": (  # axes=[] (all axes): an empty integer operand is a constant too
+        _one_node("ReduceSum", [("x", F, [4, 6]), ("axes", I64, ["n"])], F, keepdims=0),
+        [{"x": X, "axes": np.array(a, np.int64)} for a in ([1], [], [0, 1], [-2])],
+    ),
     "topk_k": (
         _one_node("TopK", [("x", F, [4, 6]), ("k", I64, [1])], F, I64, axis=1),
         [{"x": X, "k": np.array([k], np.int64)} for k in (1, 3, 6)],
