@@ -118,13 +118,15 @@ def _dim(node_name: str, shape: str, axis: int, out: str) -> list[onnx.NodeProto
     ]
 
 
-def bert_encoder_model() -> onnx.ModelProto:
-    """input_ids, attention_mask [batch, seq] (int64) -> hidden [batch, seq, 16]: embeddings
-    (positions from Range over the sequence length), one self-attention layer with 2 heads
-    whose Reshape targets are Shape -> Gather -> Unsqueeze -> Concat chains, the mask added as
-    -10000 where 0, LayerNormalization."""
+def bert_encoder_model(
+    layers: int = 1, hidden: int = HIDDEN, heads: int = HEADS, vocab: int = VOCAB
+) -> onnx.ModelProto:
+    """input_ids, attention_mask [batch, seq] (int64) -> hidden_out [batch, seq, hidden]:
+    embeddings (positions from Range over the sequence length, up to 512), `layers`
+    self-attention layers whose Reshape targets are Shape -> Gather -> Unsqueeze -> Concat
+    chains, the mask added as -10000 where 0, LayerNormalization after each."""
     rng = np.random.default_rng(2)
-    head = HIDDEN // HEADS
+    head = hidden // heads
     nodes = [
         helper.make_node("Gather", ["word_emb", "input_ids"], ["words"]),
         helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
@@ -133,7 +135,7 @@ def bert_encoder_model() -> onnx.ModelProto:
         helper.make_node("Squeeze", ["seq_1d", "axes0"], ["seq_len"]),
         helper.make_node("Range", ["start0", "seq_len", "step1"], ["positions"]),
         helper.make_node("Gather", ["pos_emb", "positions"], ["pos"]),
-        helper.make_node("Add", ["words", "pos"], ["emb"]),
+        helper.make_node("Add", ["words", "pos"], ["x0"]),
         # attention mask: (1 - mask) * -10000, as [batch, 1, 1, seq]
         helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
         helper.make_node("Sub", ["one_f", "mask_f"], ["inv_mask"]),
@@ -143,40 +145,46 @@ def bert_encoder_model() -> onnx.ModelProto:
                          axis=0),
         helper.make_node("Concat", ["batch_1d", "seq_1d", "hidden"], ["merge_shape"], axis=0),
     ]  # fmt: skip
-    for name in ("q", "k", "v"):
-        nodes += [
-            helper.make_node("MatMul", ["emb", f"w{name}"], [f"{name}_lin"]),
-            helper.make_node("Add", [f"{name}_lin", f"b{name}"], [f"{name}_flat"]),
-            helper.make_node("Reshape", [f"{name}_flat", "split_shape"], [f"{name}_split"]),
-        ]
-    nodes += [
-        helper.make_node("Transpose", ["q_split"], ["q_h"], perm=[0, 2, 1, 3]),
-        helper.make_node("Transpose", ["k_split"], ["k_t"], perm=[0, 2, 3, 1]),
-        helper.make_node("Transpose", ["v_split"], ["v_h"], perm=[0, 2, 1, 3]),
-        helper.make_node("MatMul", ["q_h", "k_t"], ["scores_raw"]),
-        helper.make_node("Div", ["scores_raw", "scale"], ["scores_scaled"]),
-        helper.make_node("Add", ["scores_scaled", "mask_add"], ["scores"]),
-        helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
-        helper.make_node("MatMul", ["probs", "v_h"], ["context_h"]),
-        helper.make_node("Transpose", ["context_h"], ["context_t"], perm=[0, 2, 1, 3]),
-        helper.make_node("Reshape", ["context_t", "merge_shape"], ["context"]),
-        helper.make_node("MatMul", ["context", "wo"], ["attn"]),
-        helper.make_node("Add", ["attn", "emb"], ["residual"]),
-        helper.make_node("LayerNormalization", ["residual", "gamma", "beta"], ["hidden_out"],
-                         axis=-1, epsilon=1e-5),
-    ]  # fmt: skip
     initializers = [
-        _weight(rng, "word_emb", VOCAB, HIDDEN), _weight(rng, "pos_emb", 512, HIDDEN),
-        *(_weight(rng, f"w{n}", HIDDEN, HIDDEN) for n in "qkvo"),
-        *(_weight(rng, f"b{n}", HIDDEN) for n in "qkv"),
-        _weight(rng, "gamma", HIDDEN), _weight(rng, "beta", HIDDEN),
+        _weight(rng, "word_emb", vocab, hidden), _weight(rng, "pos_emb", 512, hidden),
         _ints("axis0", 0), _ints("axis1", 1), _ints("axes0", [0]), _ints("axes12", [1, 2]),
         _ints("start0", 0), _ints("step1", 1),
-        _ints("heads", [HEADS]), _ints("head_dim", [head]), _ints("hidden", [HIDDEN]),
+        _ints("heads", [heads]), _ints("head_dim", [head]), _ints("hidden", [hidden]),
         onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
         onnx.numpy_helper.from_array(np.array(-10000.0, np.float32), "neg_big"),
         onnx.numpy_helper.from_array(np.array(np.sqrt(head), np.float32), "scale"),
     ]  # fmt: skip
+    for layer in range(layers):
+        x, p = f"x{layer}", f"l{layer}_"
+        for name in ("q", "k", "v"):
+            nodes += [
+                helper.make_node("MatMul", [x, f"{p}w{name}"], [f"{p}{name}_lin"]),
+                helper.make_node("Add", [f"{p}{name}_lin", f"{p}b{name}"], [f"{p}{name}_flat"]),
+                helper.make_node("Reshape", [f"{p}{name}_flat", "split_shape"],
+                                 [f"{p}{name}_split"]),
+            ]  # fmt: skip
+        nodes += [
+            helper.make_node("Transpose", [f"{p}q_split"], [f"{p}q_h"], perm=[0, 2, 1, 3]),
+            helper.make_node("Transpose", [f"{p}k_split"], [f"{p}k_t"], perm=[0, 2, 3, 1]),
+            helper.make_node("Transpose", [f"{p}v_split"], [f"{p}v_h"], perm=[0, 2, 1, 3]),
+            helper.make_node("MatMul", [f"{p}q_h", f"{p}k_t"], [f"{p}scores_raw"]),
+            helper.make_node("Div", [f"{p}scores_raw", "scale"], [f"{p}scores_scaled"]),
+            helper.make_node("Add", [f"{p}scores_scaled", "mask_add"], [f"{p}scores"]),
+            helper.make_node("Softmax", [f"{p}scores"], [f"{p}probs"], axis=-1),
+            helper.make_node("MatMul", [f"{p}probs", f"{p}v_h"], [f"{p}context_h"]),
+            helper.make_node("Transpose", [f"{p}context_h"], [f"{p}context_t"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [f"{p}context_t", "merge_shape"], [f"{p}context"]),
+            helper.make_node("MatMul", [f"{p}context", f"{p}wo"], [f"{p}attn"]),
+            helper.make_node("Add", [f"{p}attn", x], [f"{p}residual"]),
+            helper.make_node("LayerNormalization", [f"{p}residual", f"{p}gamma", f"{p}beta"],
+                             ["hidden_out" if layer == layers - 1 else f"x{layer + 1}"],
+                             axis=-1, epsilon=1e-5),
+        ]  # fmt: skip
+        initializers += [
+            *(_weight(rng, f"{p}w{n}", hidden, hidden) for n in "qkvo"),
+            *(_weight(rng, f"{p}b{n}", hidden) for n in "qkv"),
+            _weight(rng, f"{p}gamma", hidden), _weight(rng, f"{p}beta", hidden),
+        ]  # fmt: skip
     graph = helper.make_graph(
         nodes,
         "bert_encoder",
@@ -184,7 +192,7 @@ def bert_encoder_model() -> onnx.ModelProto:
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
         ],
-        [helper.make_tensor_value_info("hidden_out", TensorProto.FLOAT, ["batch", "seq", HIDDEN])],
+        [helper.make_tensor_value_info("hidden_out", TensorProto.FLOAT, ["batch", "seq", hidden])],
         initializers,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

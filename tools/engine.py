@@ -38,6 +38,7 @@ from ember.tools.shapes import (
     UnpinnedInputsError,
     check_pin,
     check_run_shapes,
+    pin,
     read_model,
     sizes_of,
 )
@@ -63,6 +64,7 @@ class Config:
         self._cache_dir: Path | None = None
         self._progress = False
         self._input_shapes: dict[str, tuple[int, ...]] = {}
+        self._dim_ranges: dict[str, tuple[int, int]] = {}
 
     # -- model ---------------------------------------------------------------------------------
     def set_model(self, model: str | os.PathLike[str]) -> None:
@@ -130,6 +132,16 @@ class Config:
 
     def input_shapes(self) -> dict[str, list[int]]:
         return {name: list(shape) for name, shape in self._input_shapes.items()}
+
+    def set_dim_range(self, dim: str, low: int, high: int) -> None:
+        """Bound named dim `dim` (a dim_param such as "batch") to sizes low..high: a pin or a
+        run's input outside it is refused (ModelError / InputError naming the input, the dim
+        and the sizes) before anything compiles or runs. Checked against the model when the
+        predictor is created."""
+        self._dim_ranges[dim] = (int(low), int(high))
+
+    def dim_ranges(self) -> dict[str, tuple[int, int]]:
+        return dict(self._dim_ranges)
 
     def pipeline(self) -> str:
         return pipeline_spec(self._ir_optim)
@@ -252,6 +264,18 @@ class _Shapes:
         self._signature: ModelSignature | None = None
         self._signature_known = False
         self._cache = SpecializationCache(self._build, MAX_SPECIALIZATIONS)
+        self._ranges: Pinning | None = None  # the config's dim ranges, checked on the model
+        if config.dim_ranges():
+            signature = self.signature()
+            if signature is None:
+                raise ModelError(
+                    f"dim ranges {config.dim_ranges()} were set, but {config.model_path()} has "
+                    "no symbolic input dims"
+                )
+            # The pins must lie in the ranges too (ModelError naming the input and dim); runs
+            # are checked against the ranges alone (other shapes compile other variants).
+            ranges = pin(signature, config.input_shapes(), config.dim_ranges()).ranges
+            self._ranges = Pinning(signature, ranges=ranges)
         if executable is None:
             try:
                 self.initial = config.load()
@@ -291,12 +315,12 @@ class _Shapes:
             raise InputError(
                 f"tensor '{name}': expected shape {list(compiled)}, given {list(shape)}"
             )
-        check_run_shapes(signature, {name: shape})
+        check_run_shapes(signature, {name: shape}, self._ranges)
 
     def executable_for(self, shapes: dict[str, tuple[int, ...]]) -> Executable:
         signature = self.signature()
         if signature is not None:
-            check_run_shapes(signature, shapes)
+            check_run_shapes(signature, shapes, self._ranges)
         return self._cache.get(shape_key(list(shapes), shapes))
 
 

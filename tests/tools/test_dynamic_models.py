@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -269,3 +270,17 @@ def test_dim_ranges_refuse_sizes_outside_them_before_compiling() -> None:
 def test_bad_ranges_and_pins_outside_them_are_model_errors(options: dict, message: str) -> None:
     with pytest.raises(ember.ModelError, match=message):
         ember.compile(symbolic_model(), threads=1, **options)
+
+
+def test_config_dim_ranges_check_pins_and_arrays(tmp_path: Path) -> None:
+    onnx.save(symbolic_model(), tmp_path / "model.onnx")
+    config = ember.Config(str(tmp_path / "model.onnx"))
+    config.set_cache_dir(tmp_path / "cache")
+    config.set_dim_range("batch", 1, 4)
+    config.set_input_shape("x", [7, 3])
+    with pytest.raises(ember.ModelError, match=r"dim 'batch' is 7, outside its range 1\.\.4"):
+        ember.create_predictor(config)
+    config.set_input_shape("x", [2, 3])
+    predictor = ember.create_predictor(config)
+    with pytest.raises(ember.InputError, match=r"input 'x' given \[5, 3\]: dim 'batch' is 5"):
+        predictor.get_input_handle("x").copy_from_cpu(np.zeros((5, 3), np.float32))
