@@ -40,6 +40,7 @@ from ember.runtime.documents import MAX_DOCUMENT_BYTES, Field, parse_json, show
 from ember.runtime.errors import ArtifactError, InputError
 from ember.runtime.executable import (
     ALIGNMENT,
+    DTYPE_BYTES,
     Executable,
     Manifest,
     aligned_empty,
@@ -546,7 +547,10 @@ def read_variants_document(document: dict[str, Any], where: str) -> VariantsMani
                     dims.append(dim.value if dim.value is None else dim.as_str())
                 else:
                     dims.append(dim.as_int(1))
-        inputs.append((name, dims, entry["dtype"].as_str()))
+        dtype = entry["dtype"]
+        if dtype.value not in DTYPE_BYTES:
+            dtype.fail(f"one of ember's dtypes ({', '.join(sorted(DTYPE_BYTES))})")
+        inputs.append((name, dims, dtype.as_str()))
     outputs = [o.as_str() for o in fields["outputs"].as_list(4096)]
     ranges = {}
     for dim, bounds in fields["dim_ranges"].as_dict().items():

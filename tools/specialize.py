@@ -225,7 +225,9 @@ class SpecializingModel:
     The same API as CompiledModel: `input_names`, `output_names`, `run(dict)`, `model(*arrays)`,
     `report` (of the specialisation that ran last), `threads` / `set_num_threads`. Also
     `input_dims` (the declared dims, names for symbolic ones), `specialization(shapes)` (compile
-    or fetch one ahead of time) and `specialized_shapes` (what is cached, oldest first).
+    or fetch one ahead of time), `specialized_shapes` (what is cached, oldest first),
+    `value_inputs` (inputs whose values select a variant too: they feed shape operands) and
+    `dim_ranges` (`dynamic_dims`, checked with the shapes before anything compiles).
     Thread-safe: runs of compiled specialisations proceed concurrently, compiles one at a time.
     """
 

@@ -112,3 +112,15 @@ def test_ember_compile_shapes_and_bench_batch(
     )
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [(row[0], row[1]) for row in rows] == [("1", "ember"), ("2", "ember")]
+
+
+def test_inference_session_on_a_variants_artifact(variants: Path) -> None:
+    session = ember.InferenceSession(str(variants))
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [
+        ("x", ["batch", "seq"]),
+        ("y", ["batch", 6]),
+    ]
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("out", [None, 4])]
+    inputs = feeds(3, 5, seed=3)
+    (out,) = session.run(None, inputs)
+    assert_close({"out": out}, onnxruntime_outputs(symbolic_model(), inputs), REL_TOL)
