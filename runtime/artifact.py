@@ -593,8 +593,11 @@ class VariantArtifact:
             if not isinstance(loaded, LoadedArtifact):
                 raise ArtifactError(f"{directory / sub}: a variant cannot hold variants")
             where = f"{directory / sub} (variant {sizes})"
-            if loaded.output_names != manifest.outputs or not set(loaded.input_names) <= set(
-                self._input_names
+            first = next(iter(self.variants.values()), loaded)
+            if (
+                loaded.output_names != manifest.outputs
+                or not set(loaded.input_names) <= set(self._input_names)
+                or loaded.input_names != first.input_names
             ):
                 raise ArtifactError(
                     f"{where}: takes {loaded.input_names} and gives {loaded.output_names}, the "
@@ -641,10 +644,11 @@ class VariantArtifact:
             shapes,
             ranges=self.info.dim_ranges,
         )
-        for key, loaded in self.variants.items():
-            if all(name in shapes for name in loaded.input_names) and key == self._key(
-                shapes, loaded
-            ):
+        # Every variant takes the same program inputs (one model), so one key finds it.
+        first = next(iter(self.variants.values()))
+        if all(name in shapes for name in first.input_names):
+            loaded = self.variants.get(self._key(shapes, first))
+            if loaded is not None:
                 return loaded
         given = {name: list(shape) for name, shape in shapes.items()}
         raise InputError(

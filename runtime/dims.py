@@ -38,6 +38,10 @@ def check_in_range(
             )
 
 
+def _expected(name: str, dims: Sequence[Dim] | None) -> str:
+    return f"input '{name}': expected shape {format_dims(dims)}"
+
+
 def check_input_shapes(
     declared: Sequence[tuple[str, Sequence[Dim] | None]],
     shapes: Mapping[str, Sequence[int]],
@@ -63,25 +67,25 @@ def check_input_shapes(
             raise InputError(
                 f"input '{name}': expected shape {list(pinned[name])} (pinned), given {list(shape)}"
             )
-        expected = f"input '{name}': expected shape {format_dims(dims)}"
         if name not in allow_empty and any(size < 1 for size in shape):
             raise InputError(
-                f"{expected}, given {list(shape)}: ember compiles sizes of 1 and more "
+                f"{_expected(name, dims)}, given {list(shape)}: ember compiles sizes of 1 and more "
                 "(empty tensors are not supported)"
             )
         if dims is None:
             continue
         if len(shape) != len(dims):
-            raise InputError(f"{expected}, given {list(shape)} (rank {len(shape)})")
+            raise InputError(f"{_expected(name, dims)}, given {list(shape)} (rank {len(shape)})")
         for axis, (dim, size) in enumerate(zip(dims, shape)):
             if isinstance(dim, int) and size != dim:
-                raise InputError(f"{expected}, given {list(shape)}")
+                raise InputError(f"{_expected(name, dims)}, given {list(shape)}")
             if not isinstance(dim, str):
                 continue
-            check_in_range(ranges, dim, size, f"input '{name}' given {list(shape)}", InputError)
+            if dim in ranges:
+                check_in_range(ranges, dim, size, f"input '{name}' given {list(shape)}", InputError)
             if dim in named and named[dim] != size:
                 raise InputError(
-                    f"{expected}, given {list(shape)}: dim '{dim}' (axis {axis}) is pinned "
+                    f"{_expected(name, dims)}, given {list(shape)}: dim '{dim}' (axis {axis}) is pinned "
                     f"to {named[dim]}"
                 )
             if dim in bound and bound[dim][0] != size:

@@ -231,7 +231,8 @@ def check_dim_ranges(
             ) from None
         if not 1 <= low <= high:
             raise ModelError(
-                f"dynamic_dims['{dim}'] = ({low}, {high}): sizes must satisfy 1 <= smallest <= largest"
+                f"dynamic_dims['{dim}'] = ({low}, {high}): sizes must satisfy "
+                "1 <= smallest <= largest"
             )
         checked[dim] = (low, high)
     return checked

@@ -28,6 +28,7 @@ run recompiles on every run, and a `SpecializationWarning` says so when the cach
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -252,6 +253,12 @@ class SpecializingModel:
         # Inputs whose values key the variants too (they feed a shape operand); learnt from
         # the importer's RuntimeOperandError, here or at the first compile that raises one.
         self._value_inputs: tuple[str, ...] = ()
+        # Integer inputs, in input order: the ones that may be given empty (see _key).
+        self._integer_inputs = tuple(
+            i.name
+            for i in self._signature.inputs
+            if i.dtype is not None and numpy_dtype(i.dtype).kind in "iu"
+        )
         if value_inputs is not None and not self._learn_value_inputs(value_inputs):
             raise value_inputs
         self._options = {
@@ -329,7 +336,7 @@ class SpecializingModel:
         """The CompiledModel for these input shapes ({name: shape}), compiling it if needed;
         `values` gives the arrays of the value-specialised inputs (`value_inputs`)."""
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
-        check_run_shapes(self._signature, shapes, self._pinning, allow_empty=self._integer_inputs())
+        check_run_shapes(self._signature, shapes, self._pinning, allow_empty=self._integer_inputs)
         while True:
             key = self._key(shapes, values or {})
             try:
@@ -347,12 +354,9 @@ class SpecializingModel:
         # its shape is all there is, and no program argument can be empty: it is a constant
         # of its variant, like a value-specialised one. Empty data stays refused.
         empty = [
-            i.name
-            for i in self._signature.inputs
-            if i.name not in self._value_inputs
-            and 0 in shapes.get(i.name, (1,))
-            and i.dtype is not None
-            and numpy_dtype(i.dtype).kind in "iu"
+            name
+            for name in self._integer_inputs
+            if name not in self._value_inputs and 0 in shapes.get(name, (1,))
         ]
         constants = [*self._value_inputs, *empty]
         # Inputs that only give their dtype (CastLike) are no program argument: shape-free.
@@ -378,13 +382,6 @@ class SpecializingModel:
             value_key.append((name, array.dtype, array.shape, array.tobytes()))
         return shape_key(names, shapes), tuple(value_key)
 
-    def _integer_inputs(self) -> set[str]:
-        return {
-            i.name
-            for i in self._signature.inputs
-            if i.dtype is not None and numpy_dtype(i.dtype).kind in "iu"
-        }
-
     def _dtype_of(self, name: str) -> np.dtype:
         dtype = self._signature.input(name).dtype
         return numpy_dtype(dtype) if dtype is not None else np.dtype(np.float32)
@@ -401,8 +398,8 @@ class SpecializingModel:
             reason = None
             if info.dtype is None or not _is_numeric(numpy_dtype(info.dtype)):
                 reason = f"its element type is {info.dtype or 'not a numeric tensor'}"
-            elif info.is_static and int(np.prod(info.dims)) > MAX_VALUE_ELEMENTS:  # type: ignore[arg-type]
-                reason = f"it has {int(np.prod(info.dims))} elements"  # type: ignore[arg-type]
+            elif info.is_static and math.prod(info.dims) > MAX_VALUE_ELEMENTS:  # type: ignore[arg-type]
+                reason = f"it has {math.prod(info.dims)} elements"  # type: ignore[arg-type]
             if reason is not None:
                 raise UnsupportedOpError(
                     err.op_type,
