@@ -4,7 +4,8 @@
 `compile_program`; they differ only in what they do with the final loops-level module.
 Inputs with symbolic dims are pinned by `input_shapes` (checked in tools/shapes.py); without
 pins, `ember.compile` returns a `SpecializingModel` (tools/specialize.py) that compiles one
-specialisation per distinct set of input shapes.
+specialisation per distinct set of input shapes; so it does for a model whose shape operand is
+computed from graph inputs (the importer's RuntimeOperandError), keyed on their values too.
 """
 
 from __future__ import annotations
