@@ -74,6 +74,7 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
         "--threads", type=_positive, default=None, help="threads (default: all cores)"
     )
     add_input_shape_option(parser)
+    add_dim_range_option(parser)
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +108,6 @@ def _parser() -> argparse.ArgumentParser:
         "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
     )
     add_dim_sizes_option(compile_)
-    add_dim_range_option(compile_)
     compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     compile_.add_argument("-v", "--verbose", action="store_true", help="print pass timings")
 
@@ -166,6 +166,8 @@ def _config(args: argparse.Namespace) -> Config:
     config.switch_progress(True)
     for name, shape in args.input_shapes.items():
         config.set_input_shape(name, shape)
+    for dim, (low, high) in args.dynamic_dims.items():
+        config.set_dim_range(dim, low, high)
     return config
 
 

@@ -173,6 +173,8 @@ class Config:
             raise FileNotFoundError(f"model not found: {model}")
         from ember.tools.aot import Progress, compile_cached, resolve_target
 
+        if self._dim_ranges:  # the ranges and the pins within them, before compiling
+            pin(ModelSignature.of(read_model(model)), self._input_shapes, self._dim_ranges)
         return compile_cached(
             model,
             target=resolve_target(self._target_cpu, self.cpu_math_library_num_threads()),

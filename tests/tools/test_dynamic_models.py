@@ -284,3 +284,17 @@ def test_config_dim_ranges_check_pins_and_arrays(tmp_path: Path) -> None:
     predictor = ember.create_predictor(config)
     with pytest.raises(ember.InputError, match=r"input 'x' given \[5, 3\]: dim 'batch' is 5"):
         predictor.get_input_handle("x").copy_from_cpu(np.zeros((5, 3), np.float32))
+
+
+def test_cli_dim_ranges_refuse_pins_outside_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ember.tools import cli
+
+    onnx.save(symbolic_model(), tmp_path / "model.onnx")
+    argv = ["run", str(tmp_path / "model.onnx"), "--random-inputs", "--dim", "batch=1:4"]
+    assert cli.main([*argv, "--input-shape", "x=9x3"]) == 1
+    assert "dim 'batch' is 9, outside its range 1..4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a usage error
+        cli.main([*argv, "--dim", "batch=2:3"])
+    assert "--dim gives dim 'batch' twice" in capsys.readouterr().err
