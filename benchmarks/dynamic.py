@@ -1,6 +1,6 @@
 """Dynamic vs static ember (issue 10), with onnxruntime on the same inputs.
 
-    python benchmarks/dynamic.py                          # ResNet-50 batch 1, 8; BERT seq 16, 64, 128
+    python benchmarks/dynamic.py              # ResNet-50 batch 1, 8; BERT seq 16, 64, 128, 384
     python benchmarks/dynamic.py --models bert --runs 20 --threads 1
 
 For each model with a symbolic dim and each size, the best latency (the minimum over
@@ -77,7 +77,7 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], str, list[int], Callable]
     "bert": (
         lambda: bert_encoder_model(layers=4, hidden=256, heads=4, vocab=1000),
         "seq",
-        [16, 64, 128],
+        [16, 64, 128, 384],
         bert_feeds,
     ),
 }
