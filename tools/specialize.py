@@ -253,6 +253,7 @@ class SpecializingModel:
         # Inputs whose values key the variants too (they feed a shape operand); learnt from
         # the importer's RuntimeOperandError, here or at the first compile that raises one.
         self._value_inputs: tuple[str, ...] = ()
+        self._learning = threading.Lock()
         # Integer inputs, in input order: the ones that may be given empty (see _key).
         self._integer_inputs = tuple(
             i.name
@@ -338,17 +339,21 @@ class SpecializingModel:
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
         check_run_shapes(self._signature, shapes, self._pinning, allow_empty=self._integer_inputs)
         while True:
-            key = self._key(shapes, values or {})
+            known = self._value_inputs  # one snapshot per key: other runs may learn more
+            key = self._key(shapes, values or {}, known)
             try:
                 return self._specializations.get(key)
             except RuntimeOperandError as err:
                 # Retried with the values of the inputs it names as constants (each retry
-                # learns at least one more input, so this ends).
-                if not self._learn_value_inputs(err):
+                # knows at least one more input, so this ends).
+                if not self._learn_value_inputs(err, known):
                     raise
 
     def _key(
-        self, shapes: Mapping[str, tuple[int, ...]], values: Mapping[str, np.ndarray]
+        self,
+        shapes: Mapping[str, tuple[int, ...]],
+        values: Mapping[str, np.ndarray],
+        value_inputs: tuple[str, ...],
     ) -> tuple[ShapeKey, ValueKey]:
         # An empty integer input (axes=[], pads, ...: an operand, not data) has no values,
         # its shape is all there is, and no program argument can be empty: it is a constant
@@ -356,9 +361,9 @@ class SpecializingModel:
         empty = [
             name
             for name in self._integer_inputs
-            if name not in self._value_inputs and 0 in shapes.get(name, (1,))
+            if name not in value_inputs and 0 in shapes.get(name, (1,))
         ]
-        constants = [*self._value_inputs, *empty]
+        constants = [*value_inputs, *empty]
         # Inputs that only give their dtype (CastLike) are no program argument: shape-free.
         names = [
             i.name for i in self._signature.inputs if not i.dtype_only and i.name not in constants
@@ -386,11 +391,14 @@ class SpecializingModel:
         dtype = self._signature.input(name).dtype
         return numpy_dtype(dtype) if dtype is not None else np.dtype(np.float32)
 
-    def _learn_value_inputs(self, err: RuntimeOperandError) -> bool:
-        """Add the inputs `err` names to the value-specialised ones; False when it names no
-        new one (specialising on values cannot help). An input that cannot be specialised
-        (too many elements, not numeric) is refused with the reason."""
-        new = [name for name in err.inputs if name not in self._value_inputs]
+    def _learn_value_inputs(
+        self, err: RuntimeOperandError, known: tuple[str, ...] | None = None
+    ) -> bool:
+        """Add the inputs `err` names to the value-specialised ones; False when it names none
+        beyond `known` (those the failed compile already had as constants: specialising on
+        values cannot help). An input that cannot be specialised (too many elements, not
+        numeric) is refused with the reason."""
+        new = [name for name in err.inputs if name not in (known or ())]
         if not new:
             return False
         for name in new:
@@ -409,7 +417,9 @@ class SpecializingModel:
                     f"ember cannot specialise on ({reason}; at most {MAX_VALUE_ELEMENTS} "
                     "numeric elements)",
                 ) from err
-        self._value_inputs = (*self._value_inputs, *new)
+        with self._learning:  # two runs learning at once must not add a name twice
+            added = [name for name in new if name not in self._value_inputs]
+            self._value_inputs = (*self._value_inputs, *added)
         return True
 
     def _compile(self, key: tuple[ShapeKey, ValueKey]) -> Any:
