@@ -54,7 +54,7 @@ from xdsl.dialects.builtin import (
     f32,
     i64,
 )
-from xdsl.ir import Attribute, Block, Region, SSAValue
+from xdsl.ir import Attribute, Block, BlockArgument, OpResult, Region, SSAValue
 from xdsl.irdl import IRDLOperation
 from xdsl.utils.exceptions import VerifyException
 
@@ -65,6 +65,7 @@ from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.frontend.validate import NodeInfo, validate_graph, validate_node
 from ember.passes import limits
 from ember.passes.transforms import numpy_eval
+from ember.runtime.errors import RuntimeOperandError
 
 INPUT_NAMES = "ember.input_names"
 OUTPUT_NAMES = "ember.output_names"
@@ -610,8 +611,33 @@ class _Importer:
         if value is None:
             return None
         if not isinstance(value, _Const):
-            raise node.unsupported(f"{what} (input #{index}) must be a compile-time constant")
+            raise RuntimeOperandError(
+                node.op_type,
+                node.name,
+                node.opset,
+                f"{what} (input #{index}) must be a compile-time constant",
+                self._graph_inputs_feeding(value),
+            )
         return value.array
+
+    def _graph_inputs_feeding(self, value: SSAValue) -> tuple[str, ...]:
+        """The graph inputs `value` is computed from, in graph-input order (for value
+        specialisation: given as constants, they may let `value` fold)."""
+        names = {arg: name for name, arg in self.env.items() if isinstance(arg, BlockArgument)}
+        found: set[str] = set()
+        seen: set[SSAValue] = set()
+        pending = [value]
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if isinstance(current, BlockArgument):
+                if current in names:
+                    found.add(names[current])
+            elif isinstance(current, OpResult):
+                pending.extend(current.op.operands)
+        return tuple(arg_name for arg_name in names.values() if arg_name in found)
 
     def _ssa(self, value: Value, hint: str | None = None) -> SSAValue:
         if isinstance(value, SSAValue):

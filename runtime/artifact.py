@@ -26,7 +26,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,17 @@ import numpy as np
 
 from ember import __version__
 from ember.runtime.cpu_features import host_arch, missing_features
+from ember.runtime.dims import check_input_shapes
 from ember.runtime.documents import MAX_DOCUMENT_BYTES, Field, parse_json, show
-from ember.runtime.errors import ArtifactError
-from ember.runtime.executable import ALIGNMENT, Executable, Manifest, aligned_empty
+from ember.runtime.errors import ArtifactError, InputError
+from ember.runtime.executable import (
+    ALIGNMENT,
+    DTYPE_BYTES,
+    Executable,
+    Manifest,
+    aligned_empty,
+    check_feed_names,
+)
 from ember.runtime.threads import configure_openmp
 
 FORMAT = "ember-artifact"
@@ -178,8 +186,8 @@ def _read_limited(path: Path, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed manifest.json of an artifact, every field checked (ArtifactError if not)."""
+def _parse_manifest(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """manifest.json of `directory`, parsed within limits (no field checked yet)."""
     path = Path(directory) / MANIFEST_FILE
     if not Path(directory).is_dir():
         raise ArtifactError(f"{directory}: not an artifact directory (no such directory)")
@@ -189,21 +197,34 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ArtifactError(f"{path}: missing; is {directory} an ember artifact?") from None
     except OSError as e:
         raise ArtifactError(f"{path}: cannot be read ({e.strerror})") from None
-    document = parse_json(data, str(path))
-    if document.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: not an ember artifact manifest (no 'format': '{FORMAT}')")
+    return path, parse_json(data, str(path))
+
+
+def _check_header(document: dict[str, Any], path: Path, form: str, version: int) -> None:
+    """The manifest's format, format version and ember version (ArtifactError if not ours)."""
+    if document.get("format") != form:
+        raise ArtifactError(f"{path}: not an ember artifact manifest (no 'format': '{form}')")
     fields = Field(document, str(path))
-    version = fields["ember_version"].value
-    if not isinstance(version, str) or _major_minor(version) != _major_minor(__version__):
+    ember_version = fields["ember_version"].value
+    if not isinstance(ember_version, str) or _major_minor(ember_version) != _major_minor(
+        __version__
+    ):
         raise ArtifactError(
-            f"{path}: compiled by ember {show(version)}, which is incompatible with this ember "
-            f"{__version__} (major.minor must match); recompile the model"
+            f"{path}: compiled by ember {show(ember_version)}, which is incompatible with this "
+            f"ember {__version__} (major.minor must match); recompile the model"
         )
-    if document.get("format_version") != FORMAT_VERSION:
+    if document.get("format_version") != version:
         raise ArtifactError(
             f"{path}: artifact format {show(document.get('format_version'))}, this runtime "
-            f"reads format {FORMAT_VERSION}; recompile the model"
+            f"reads format {version}; recompile the model"
         )
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed manifest.json of an artifact, every field checked (ArtifactError if not)."""
+    path, document = _parse_manifest(directory)
+    _check_header(document, path, FORMAT, FORMAT_VERSION)
+    fields = Field(document, str(path))
     read_description(document, str(path))
     for name in (LIBRARY_FILE, WEIGHTS_FILE):
         entry = fields["files"][name]
@@ -455,9 +476,197 @@ class LoadedArtifact(Executable):
         )
 
 
-def load(path: str | os.PathLike[str], threads: int | None = None) -> LoadedArtifact:
-    """Load an artifact written by `ember compile`, after checking it fits this machine."""
+def load(
+    path: str | os.PathLike[str], threads: int | None = None
+) -> LoadedArtifact | VariantArtifact:
+    """Load an artifact written by `ember compile`, after checking it fits this machine
+    (a multi-variant one, `ember compile --shapes`, gives a VariantArtifact)."""
     directory = Path(path)
+    _, document = _parse_manifest(directory)
+    if document.get("format") == VARIANTS_FORMAT:
+        return VariantArtifact(directory, read_variants_manifest(directory), threads)
     document = read_manifest(directory)
     check_compatible(document, str(directory))
     return LoadedArtifact(directory, document, threads)
+
+
+# -- multi-variant artifacts: one static variant per set of named dim sizes ---------------------
+
+VARIANTS_FORMAT = "ember-artifact-variants"
+VARIANTS_FORMAT_VERSION = 1
+MAX_VARIANTS = 256
+_VARIANT_DIRECTORY = r"variant-[0-9]{1,3}"
+
+
+def variants_document(
+    inputs: list[dict[str, Any]],
+    outputs: list[str],
+    dim_ranges: Mapping[str, tuple[int, int]],
+    variants: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The top manifest of a multi-variant artifact: the declared inputs (`dims`: sizes, dim
+    names or null), the outputs, the named dims' ranges, and each variant's directory and
+    dim sizes. Each variant directory is a complete artifact of its own (checksums, ...)."""
+    return {
+        "format": VARIANTS_FORMAT,
+        "format_version": VARIANTS_FORMAT_VERSION,
+        "ember_version": __version__,
+        "inputs": inputs,
+        "outputs": outputs,
+        "dim_ranges": {name: list(bounds) for name, bounds in dim_ranges.items()},
+        "variants": variants,
+    }
+
+
+def write_variants_manifest(directory: str | os.PathLike[str], document: dict[str, Any]) -> None:
+    """Write the top manifest (last, after every variant is complete)."""
+    read_variants_document(document, str(Path(directory) / MANIFEST_FILE))
+    (Path(directory) / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class VariantsManifest:
+    inputs: list[tuple[str, list[int | str | None] | None, str]]  # name, dims, dtype
+    outputs: list[str]
+    dim_ranges: dict[str, tuple[int, int]]
+    variants: list[tuple[str, dict[str, int]]]  # directory, dim sizes
+
+
+def read_variants_document(document: dict[str, Any], where: str) -> VariantsManifest:
+    """Every field of a multi-variant manifest checked (ArtifactError naming the field)."""
+    fields = Field(document, where)
+    inputs = []
+    for entry in fields["inputs"].as_list(4096):
+        name = entry["name"].as_str()
+        dims_field = entry["dims"]
+        dims: list[int | str | None] | None = None
+        if dims_field.value is not None:
+            dims = []
+            for dim in dims_field.as_list(64):
+                if dim.value is None or isinstance(dim.value, str):
+                    dims.append(dim.value if dim.value is None else dim.as_str())
+                else:
+                    dims.append(dim.as_int(1))
+        dtype = entry["dtype"]
+        if dtype.value not in DTYPE_BYTES:
+            dtype.fail(f"one of ember's dtypes ({', '.join(sorted(DTYPE_BYTES))})")
+        inputs.append((name, dims, dtype.as_str()))
+    outputs = [o.as_str() for o in fields["outputs"].as_list(4096)]
+    ranges = {}
+    for dim, bounds in fields["dim_ranges"].as_dict().items():
+        pair = Field(bounds, where, f"dim_ranges.{dim}")
+        low, high = (b.as_int(1) for b in pair.as_list(2))
+        if low > high:
+            pair.fail("[smallest, largest] with smallest <= largest")
+        ranges[dim] = (low, high)
+    variants = []
+    for entry in fields["variants"].as_list(MAX_VARIANTS):
+        directory = entry["directory"].as_str(_VARIANT_DIRECTORY)
+        sizes = {k: entry["dims"][k].as_int(1) for k in entry["dims"].as_dict()}
+        variants.append((directory, sizes))
+    if not variants:
+        fields["variants"].fail("a non-empty array")
+    return VariantsManifest(inputs, outputs, ranges, variants)
+
+
+def read_variants_manifest(directory: str | os.PathLike[str]) -> VariantsManifest:
+    path, document = _parse_manifest(directory)
+    _check_header(document, path, VARIANTS_FORMAT, VARIANTS_FORMAT_VERSION)
+    return read_variants_document(document, str(path))
+
+
+class VariantArtifact:
+    """A multi-variant artifact (`ember compile --shapes batch=1,4,16`): one static artifact
+    per built set of dim sizes, each loaded and checked like any artifact, and a run
+    dispatched by its input shapes. Before dispatch the shapes are checked against the declared
+    dims and ranges (runtime/dims.py); a shape no variant was built for is refused, listing
+    the built ones. The same API as an Executable: input_names, output_names, run, __call__,
+    set_num_threads."""
+
+    def __init__(self, directory: Path, manifest: VariantsManifest, threads: int | None) -> None:
+        self.path = directory
+        self.info = manifest
+        self.variants: dict[tuple[tuple[int, ...], ...], LoadedArtifact] = {}
+        self._input_names = [name for name, _, _ in manifest.inputs]
+        for sub, sizes in manifest.variants:
+            loaded = load(directory / sub, threads)
+            if not isinstance(loaded, LoadedArtifact):
+                raise ArtifactError(f"{directory / sub}: a variant cannot hold variants")
+            where = f"{directory / sub} (variant {sizes})"
+            first = next(iter(self.variants.values()), loaded)
+            if (
+                loaded.output_names != manifest.outputs
+                or not set(loaded.input_names) <= set(self._input_names)
+                or loaded.input_names != first.input_names
+            ):
+                raise ArtifactError(
+                    f"{where}: takes {loaded.input_names} and gives {loaded.output_names}, the "
+                    f"manifest declares inputs {self._input_names} and outputs "
+                    f"{manifest.outputs}; the files come from different compiles"
+                )
+            key = self._key({s.name: s.shape for s in loaded.manifest.inputs}, loaded)
+            if key in self.variants:
+                raise ArtifactError(f"{where}: a second variant for the same input shapes")
+            self.variants[key] = loaded
+        self.threads = next(iter(self.variants.values())).threads
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.info.outputs)
+
+    @property
+    def built_shapes(self) -> list[dict[str, list[int]]]:
+        """The input shapes of each variant."""
+        return [
+            {s.name: list(s.shape) for s in loaded.manifest.inputs}
+            for loaded in self.variants.values()
+        ]
+
+    @staticmethod
+    def _key(
+        shapes: Mapping[str, Sequence[int]], loaded: LoadedArtifact
+    ) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(shapes[name]) for name in loaded.input_names)
+
+    def set_num_threads(self, threads: int) -> None:
+        for loaded in self.variants.values():
+            loaded.set_num_threads(threads)
+        self.threads = threads
+
+    def variant_for(self, shapes: Mapping[str, Sequence[int]]) -> LoadedArtifact:
+        """The loaded variant for these input shapes, or InputError naming the built ones."""
+        check_input_shapes(
+            [(name, dims) for name, dims, _ in self.info.inputs],
+            shapes,
+            ranges=self.info.dim_ranges,
+        )
+        # Every variant takes the same program inputs (one model), so one key finds it.
+        first = next(iter(self.variants.values()))
+        if all(name in shapes for name in first.input_names):
+            loaded = self.variants.get(self._key(shapes, first))
+            if loaded is not None:
+                return loaded
+        given = {name: list(shape) for name, shape in shapes.items()}
+        raise InputError(
+            f"{self.path}: no variant built for input shapes {given}; built: "
+            f"{self.built_shapes} (compile the model with these sizes in `ember compile "
+            "--shapes`)"
+        )
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        check_feed_names(feeds, self._input_names)
+        arrays = {name: np.asarray(feeds[name]) for name in self._input_names}
+        loaded = self.variant_for({name: a.shape for name, a in arrays.items()})
+        return loaded.run({name: arrays[name] for name in loaded.input_names})
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if len(arrays) != len(self._input_names):
+            raise InputError(
+                f"expected {len(self._input_names)} inputs {self._input_names}, given {len(arrays)}"
+            )
+        results = self.run(dict(zip(self._input_names, arrays)))
+        return [results[n] for n in self.output_names]

@@ -28,6 +28,26 @@ class UnsupportedOpError(ModelError):
         super().__init__(f"{message}: {detail}" if detail else message)
 
 
+class RuntimeOperandError(UnsupportedOpError):
+    """An operand that must be known at compile time (a shape, axes, k, bounds, ...) is computed
+    from graph inputs at run time.
+
+    `inputs` names the graph inputs it is computed from (empty when it depends on none that a
+    caller could supply, e.g. only on values computed inside the graph): compiling again with
+    those inputs' values given as constants (value specialisation, tools/specialize.py) removes
+    this refusal when every op between them and the operand folds.
+    """
+
+    def __init__(
+        self, op_type: str, node_name: str, opset: int, detail: str, inputs: tuple[str, ...]
+    ):
+        self.inputs = inputs
+        self.detail = detail
+        if inputs:
+            detail += f"; it is computed from graph input(s) {', '.join(map(repr, inputs))}"
+        super().__init__(op_type, node_name, opset, detail)
+
+
 class ResourceLimitError(ModelError):
     """A tensor, arena or constant would exceed a size limit (the message names it and the bytes)."""
 

@@ -56,3 +56,180 @@ def feeds(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
         "x": rng.standard_normal((batch, seq)).astype(np.float32),
         "y": rng.standard_normal((batch, 6)).astype(np.float32),
     }
+
+
+# -- the three models of issue 10, with the shape chains exporters write --------------------------
+
+
+def _weight(rng: np.random.Generator, name: str, *shape: int) -> onnx.TensorProto:
+    return onnx.numpy_helper.from_array((0.3 * rng.standard_normal(shape)).astype(np.float32), name)
+
+
+def _ints(name: str, values: int | list[int]) -> onnx.TensorProto:
+    return onnx.numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def text_detector_model() -> onnx.ModelProto:
+    """x [N, 3, H, W] -> score map [N, 1, ceil(H/2), ceil(W/2)]: two stride-2 convs, the deeper
+    map upsampled by Resize to the shallower one's size (sizes from Shape -> Slice -> Concat),
+    Concat of the two, a 1x1 conv and a Sigmoid head."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["f1"]),
+        helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["f2"]),
+        helper.make_node("Shape", ["f2"], ["f2_shape"]),
+        helper.make_node("Slice", ["f2_shape", "zero", "two"], ["f2_nc"]),
+        helper.make_node("Shape", ["f1"], ["f1_shape"]),
+        helper.make_node("Slice", ["f1_shape", "two", "four"], ["f1_hw"]),
+        helper.make_node("Concat", ["f2_nc", "f1_hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["f2", "", "", "sizes"], ["up"], mode="nearest"),
+        helper.make_node("Concat", ["f1", "up"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w3", "b3"], ["logits"], kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["logits"], ["score"]),
+    ]  # fmt: skip
+    initializers = [
+        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
+        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+        _weight(rng, "w3", 1, 16, 1, 1), _weight(rng, "b3", 1),
+        _ints("zero", [0]), _ints("two", [2]), _ints("four", [4]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "text_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1, None, None])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+HIDDEN, HEADS, VOCAB = 16, 2, 50
+
+
+def _dim(node_name: str, shape: str, axis: int, out: str) -> list[onnx.NodeProto]:
+    """Shape -> Gather(axis) -> Unsqueeze, as exporters write a dim into a Reshape target."""
+    return [
+        helper.make_node("Gather", [shape, f"axis{axis}"], [f"{node_name}_g"], axis=0),
+        helper.make_node("Unsqueeze", [f"{node_name}_g", "axes0"], [out]),
+    ]
+
+
+def bert_encoder_model(
+    layers: int = 1, hidden: int = HIDDEN, heads: int = HEADS, vocab: int = VOCAB
+) -> onnx.ModelProto:
+    """input_ids, attention_mask [batch, seq] (int64) -> hidden_out [batch, seq, hidden]:
+    embeddings (positions from Range over the sequence length, up to 512), `layers`
+    self-attention layers whose Reshape targets are Shape -> Gather -> Unsqueeze -> Concat
+    chains, the mask added as -10000 where 0, LayerNormalization after each."""
+    rng = np.random.default_rng(2)
+    head = hidden // heads
+    nodes = [
+        helper.make_node("Gather", ["word_emb", "input_ids"], ["words"]),
+        helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
+        *_dim("seq", "ids_shape", 1, "seq_1d"),
+        *_dim("batch", "ids_shape", 0, "batch_1d"),
+        helper.make_node("Squeeze", ["seq_1d", "axes0"], ["seq_len"]),
+        helper.make_node("Range", ["start0", "seq_len", "step1"], ["positions"]),
+        helper.make_node("Gather", ["pos_emb", "positions"], ["pos"]),
+        helper.make_node("Add", ["words", "pos"], ["x0"]),
+        # attention mask: (1 - mask) * -10000, as [batch, 1, 1, seq]
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one_f", "mask_f"], ["inv_mask"]),
+        helper.make_node("Mul", ["inv_mask", "neg_big"], ["mask_add2d"]),
+        helper.make_node("Unsqueeze", ["mask_add2d", "axes12"], ["mask_add"]),
+        helper.make_node("Concat", ["batch_1d", "seq_1d", "heads", "head_dim"], ["split_shape"],
+                         axis=0),
+        helper.make_node("Concat", ["batch_1d", "seq_1d", "hidden"], ["merge_shape"], axis=0),
+    ]  # fmt: skip
+    initializers = [
+        _weight(rng, "word_emb", vocab, hidden), _weight(rng, "pos_emb", 512, hidden),
+        _ints("axis0", 0), _ints("axis1", 1), _ints("axes0", [0]), _ints("axes12", [1, 2]),
+        _ints("start0", 0), _ints("step1", 1),
+        _ints("heads", [heads]), _ints("head_dim", [head]), _ints("hidden", [hidden]),
+        onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
+        onnx.numpy_helper.from_array(np.array(-10000.0, np.float32), "neg_big"),
+        onnx.numpy_helper.from_array(np.array(np.sqrt(head), np.float32), "scale"),
+    ]  # fmt: skip
+    for layer in range(layers):
+        x, p = f"x{layer}", f"l{layer}_"
+        for name in ("q", "k", "v"):
+            nodes += [
+                helper.make_node("MatMul", [x, f"{p}w{name}"], [f"{p}{name}_lin"]),
+                helper.make_node("Add", [f"{p}{name}_lin", f"{p}b{name}"], [f"{p}{name}_flat"]),
+                helper.make_node("Reshape", [f"{p}{name}_flat", "split_shape"],
+                                 [f"{p}{name}_split"]),
+            ]  # fmt: skip
+        nodes += [
+            helper.make_node("Transpose", [f"{p}q_split"], [f"{p}q_h"], perm=[0, 2, 1, 3]),
+            helper.make_node("Transpose", [f"{p}k_split"], [f"{p}k_t"], perm=[0, 2, 3, 1]),
+            helper.make_node("Transpose", [f"{p}v_split"], [f"{p}v_h"], perm=[0, 2, 1, 3]),
+            helper.make_node("MatMul", [f"{p}q_h", f"{p}k_t"], [f"{p}scores_raw"]),
+            helper.make_node("Div", [f"{p}scores_raw", "scale"], [f"{p}scores_scaled"]),
+            helper.make_node("Add", [f"{p}scores_scaled", "mask_add"], [f"{p}scores"]),
+            helper.make_node("Softmax", [f"{p}scores"], [f"{p}probs"], axis=-1),
+            helper.make_node("MatMul", [f"{p}probs", f"{p}v_h"], [f"{p}context_h"]),
+            helper.make_node("Transpose", [f"{p}context_h"], [f"{p}context_t"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [f"{p}context_t", "merge_shape"], [f"{p}context"]),
+            helper.make_node("MatMul", [f"{p}context", f"{p}wo"], [f"{p}attn"]),
+            helper.make_node("Add", [f"{p}attn", x], [f"{p}residual"]),
+            helper.make_node("LayerNormalization", [f"{p}residual", f"{p}gamma", f"{p}beta"],
+                             ["hidden_out" if layer == layers - 1 else f"x{layer + 1}"],
+                             axis=-1, epsilon=1e-5),
+        ]  # fmt: skip
+        initializers += [
+            *(_weight(rng, f"{p}w{n}", hidden, hidden) for n in "qkvo"),
+            *(_weight(rng, f"{p}b{n}", hidden) for n in "qkv"),
+            _weight(rng, f"{p}gamma", hidden), _weight(rng, f"{p}beta", hidden),
+        ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "bert_encoder",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("hidden_out", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def recognizer_model() -> onnx.ModelProto:
+    """x [N, 1, 32, W] -> logits [N, ceil(W/4), 10]: two stride-2 convs, the [N, C, H, W']
+    map reshaped to [N, C*H, W'] (target Concat(Shape[0], C*H, Shape[3])), transposed to a
+    sequence [N, W', C*H], a MatMul classifier."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["f1"]),
+        helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["f2"]),
+        helper.make_node("Shape", ["f2"], ["f2_shape"]),
+        *_dim("n", "f2_shape", 0, "n_1d"),
+        *_dim("w", "f2_shape", 3, "w_1d"),
+        helper.make_node("Concat", ["n_1d", "features", "w_1d"], ["seq_shape"], axis=0),
+        helper.make_node("Reshape", ["f2", "seq_shape"], ["columns"]),
+        helper.make_node("Transpose", ["columns"], ["sequence"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["sequence", "wc"], ["scores"]),
+        helper.make_node("Add", ["scores", "bc"], ["logits"]),
+    ]  # fmt: skip
+    initializers = [
+        _weight(rng, "w1", 4, 1, 3, 3), _weight(rng, "b1", 4),
+        _weight(rng, "w2", 8, 4, 3, 3), _weight(rng, "b2", 8),
+        _weight(rng, "wc", 64, 10), _weight(rng, "bc", 10),
+        _ints("axis0", 0), _ints("axis3", 3), _ints("axes0", [0]), _ints("features", [64]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "recognizer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 32, "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", None, 10])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

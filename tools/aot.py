@@ -12,6 +12,7 @@ tools/cheader.py). `compile_cached` is the on-disk cache behind
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +33,28 @@ from ember import __version__
 from ember.runtime.artifact import (
     LIBRARY_FILE,
     MANIFEST_FILE,
+    MAX_VARIANTS,
     MODEL_INFO_SYMBOL,
     ArtifactError,
     describe,
     encode_model_info,
+    variants_document,
     write_artifact,
+    write_variants_manifest,
 )
 from ember.runtime.cache import DiskCache, cache_root, stored_bytes, touch
 from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
+from ember.runtime.errors import ModelError
 from ember.tools.cheader import write_header
-from ember.tools.shapes import InputShapes
+from ember.tools.shapes import (
+    DimRanges,
+    InputShapes,
+    ModelSignature,
+    UnpinnedInputsError,
+    check_dim_ranges,
+    pin,
+    read_model,
+)
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
 
@@ -135,6 +148,16 @@ def target_info(target: Any) -> dict[str, Any]:
     }
 
 
+def _staging_directory(output: Path) -> Path:
+    """A new directory beside `output` to assemble an artifact in (moved into place whole)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    # mkdtemp makes the directory private; an artifact is meant to be shared like any output.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
+
+
 def _replace_directory(staging: Path, output: Path) -> None:
     """Move the finished `staging` directory to `output`, replacing an older artifact there."""
     old: Path | None = None
@@ -219,11 +242,7 @@ def compile_artifact(
         weights_sha256 = hashlib.sha256(memoryview(weights)).hexdigest()
         description = describe(program.manifest, weights_sha256, info)
         objects.append(emit_data_object(MODEL_INFO_SYMBOL, encode_model_info(description), target))
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    # mkdtemp makes the directory private; an artifact is meant to be shared like any output.
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
+    staging = _staging_directory(output)
     try:
         with progress.stage("link model.so"):
             link_shared_library(objects, str(staging / LIBRARY_FILE))
@@ -235,6 +254,79 @@ def compile_artifact(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ArtifactBuild(output, dict(progress.seconds), program.report)
+
+
+# -- a dynamic model: several static variants in one artifact ---------------------------------
+
+
+def compile_variants(
+    model: ModelSource,
+    output: str | os.PathLike[str],
+    dim_sizes: Mapping[str, Sequence[int]],
+    *,
+    dim_ranges: DimRanges | None = None,
+    input_shapes: InputShapes | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> list[ArtifactBuild]:
+    """Compile one static variant of `model` per combination of `dim_sizes` ({"batch": [1, 4,
+    16]}: three variants) into one artifact directory, each a complete artifact in its own
+    subdirectory under a manifest the thin runtime dispatches by (runtime/artifact.py,
+    VariantArtifact). `dim_ranges` bounds the named dims (recorded, checked at run time);
+    `input_shapes` pins other dims; `options` go to `compile_artifact`. Every symbolic dim
+    must be pinned by `dim_sizes` or `input_shapes` (UnpinnedInputsError names the others)."""
+    proto = read_model(model)
+    signature = ModelSignature.of(proto)
+    ranges = check_dim_ranges(signature, dim_ranges)
+    combinations = [dict(zip(dim_sizes, sizes)) for sizes in itertools.product(*dim_sizes.values())]
+    if not combinations or len(combinations) > MAX_VARIANTS:
+        raise ModelError(
+            f"--shapes gives {len(combinations)} variants; an artifact holds 1 to {MAX_VARIANTS}"
+        )
+    # Every variant's pins are checked before the first one compiles.
+    variant_shapes = []
+    for sizes in combinations:
+        pinning = pin(signature, input_shapes, ranges, sizes)
+        if not pinning.complete:
+            raise UnpinnedInputsError(pinning)
+        variant_shapes.append(
+            {
+                info.name: pinning.shapes[info.name]
+                for info in signature.inputs
+                if not info.is_static and info.name in pinning.shapes
+            }
+        )
+    output = Path(output).absolute()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_directory(output)
+    builds = []
+    try:
+        variants = []
+        for index, (sizes, shapes) in enumerate(zip(combinations, variant_shapes)):
+            directory = f"variant-{index}"
+            if progress is not None and progress.enabled:
+                print(f"variant {index + 1}/{len(combinations)}: {sizes}", file=progress.stream)
+            builds.append(
+                compile_artifact(
+                    model, staging / directory, input_shapes=shapes, progress=progress, **options
+                )
+            )
+            variants.append({"directory": directory, "dims": sizes})
+        inputs = [
+            {
+                "name": info.name,
+                "dims": None if info.dims is None else list(info.dims),
+                "dtype": info.dtype or "unknown",
+            }
+            for info in signature.inputs
+        ]
+        document = variants_document(inputs, signature.output_names, ranges, variants)
+        write_variants_manifest(staging, document)
+        _replace_directory(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [ArtifactBuild(output / b.path.name, b.stage_seconds, b.report) for b in builds]
 
 
 # -- the on-disk cache behind Config("model.onnx") ---------------------------------------------

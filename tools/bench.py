@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ember.runtime.errors import InputError
 from ember.runtime.executable import Executable
 
 if TYPE_CHECKING:
@@ -223,6 +224,67 @@ def constant_fill_share(model: onnx.ModelProto) -> float:
             total += size
             fill += size
     return fill / total if total else 0.0
+
+
+# -- ember bench --batch: one model at several batch sizes -------------------------------------
+
+
+def batch_shapes(
+    declared: Sequence[tuple[str, Sequence[int | str | None] | None]],
+    batch: int,
+    pins: Mapping[str, Sequence[int]],
+) -> dict[str, list[int]]:
+    """The input shapes of a run at `batch`: axis 0 of every input whose axis 0 is symbolic
+    set to `batch`, other symbolic dims from `pins` (--input-shape; a named dim pinned in one
+    input applies to every input sharing it). InputError naming what stays unknown."""
+    named: dict[str, int] = {}
+    for name, dims in declared:
+        for axis, dim in enumerate(dims or ()):
+            if isinstance(dim, str) and name in pins and axis > 0 and axis < len(pins[name]):
+                named.setdefault(dim, int(pins[name][axis]))
+    shapes: dict[str, list[int]] = {}
+    batched = False
+    for name, dims in declared:
+        if dims is None:
+            raise InputError(f"input '{name}' declares no shape: give it with --input-shape")
+        if dims and not isinstance(dims[0], int):
+            batched = True
+            named_batch = dims[0]
+            if isinstance(named_batch, str):
+                named[named_batch] = batch
+        elif all(isinstance(d, int) for d in dims):
+            continue  # static: nothing to pin
+        given = list(pins.get(name, dims))
+        shape = [
+            batch if axis == 0 and not isinstance(dims[0], int) else size
+            for axis, size in enumerate(given)
+        ]
+        shape = [named.get(d, d) if isinstance(d, str) else d for d in shape]  # type: ignore[misc]
+        if any(not isinstance(d, int) for d in shape):
+            shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+            raise InputError(
+                f"input '{name}' {shown} has symbolic dims besides the batch axis: pin them with "
+                f"--input-shape {name}=... (its batch size is replaced by each --batch size)"
+            )
+        shapes[name] = shape  # type: ignore[assignment]
+    if not batched:
+        raise InputError("--batch: no input of the model has a symbolic batch axis (axis 0)")
+    return shapes
+
+
+def format_batch_results(rows: Sequence[tuple[int, Sequence[BenchResult]]]) -> str:
+    """Per batch size and engine: p50/p90 latency and throughput in samples per second."""
+    lines = [
+        f"{'batch':>5} {'engine':<12} {'p50 ms':>9} {'p90 ms':>9} {'samples/s':>10} "
+        f"{'ms/sample':>9}"
+    ]
+    for batch, results in rows:
+        for r in results:
+            lines.append(
+                f"{batch:>5} {r.engine:<12} {r.p50:9.3f} {r.p90:9.3f} "
+                f"{batch * r.throughput:10.1f} {r.p50 / batch:9.3f}"
+            )
+    return "\n".join(lines)
 
 
 # -- machine -------------------------------------------------------------------------------------

@@ -27,17 +27,22 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ember import __version__
 from ember.runtime.artifact import read_manifest, sha256_file
-from ember.runtime.errors import EmberError, InputError
+from ember.runtime.errors import EmberError, InputError, ModelError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
 from ember.tools.engine import Config, pipeline_spec
 from ember.tools.quantize import add_quantize_options, quantize_from_args
-from ember.tools.shapes import UnpinnedInputsError, add_input_shape_option
+from ember.tools.shapes import (
+    UnpinnedInputsError,
+    add_dim_range_option,
+    add_dim_sizes_option,
+    add_input_shape_option,
+)
 
 if TYPE_CHECKING:
     from ember.tools.bench import BenchResult, Error
@@ -48,6 +53,16 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected sizes like 1,4,16") from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"'{text}': sizes must be >= 1")
+    return sizes
 
 
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +78,7 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
         "--threads", type=_positive, default=None, help="threads (default: all cores)"
     )
     add_input_shape_option(parser)
+    add_dim_range_option(parser)
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
     )
+    add_dim_sizes_option(compile_)
     compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     int8 = compile_.add_argument_group(
         "int8", "--int8 quantizes the model first (as `ember quantize`; docs/quantization.md)"
@@ -127,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: its source)",
     )
     bench.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    bench.add_argument(
+        "--batch",
+        type=_sizes,
+        metavar="1,4,16",
+        help="time each batch size (axis 0 of inputs with a symbolic batch axis): latency and "
+        "throughput per size",
+    )
     _add_build_options(bench)
 
     commands.add_parser("opt", help="run and debug pass pipelines (see `ember opt --help`)")
@@ -155,6 +179,8 @@ def _config(args: argparse.Namespace) -> Config:
     config.switch_progress(True)
     for name, shape in args.input_shapes.items():
         config.set_input_shape(name, shape)
+    for dim, (low, high) in args.dynamic_dims.items():
+        config.set_dim_range(dim, low, high)
     return config
 
 
@@ -209,7 +235,14 @@ def _compile(args: argparse.Namespace) -> int:
     if args.checks:
         pipeline = with_memory_checks(pipeline)
     progress = Progress(quiet=args.quiet)
+    if args.dynamic_dims and not args.dim_sizes:
+        raise ModelError(
+            "--dim records the range of a dim in a multi-variant artifact: give the sizes to "
+            "build with --shapes (e.g. --shapes batch=1,4,16)"
+        )
     model = quantize_from_args(args, progress=not args.quiet) if args.int8 else args.model
+    if args.dim_sizes:
+        return _compile_variants(args, model, target, pipeline, progress)
     build = compile_artifact(
         model,
         args.output,
@@ -232,6 +265,31 @@ def _compile(args: argparse.Namespace) -> int:
         f"wrote {build.path} (model.so {so / 1024:.0f} KiB, weights.bin "
         f"{weights / 2**20:.1f} MiB, cpu {target.cpu}, {target.threads} threads) "
         f"in {build.total_seconds:.2f} s"
+    )
+    return 0
+
+
+def _compile_variants(
+    args: argparse.Namespace, model: Any, target: Any, pipeline: str, progress: Any
+) -> int:
+    from ember.tools.aot import compile_variants
+
+    builds = compile_variants(
+        model,
+        args.output,
+        args.dim_sizes,
+        dim_ranges=args.dynamic_dims or None,
+        input_shapes=args.input_shapes or None,
+        progress=progress,
+        target=target,
+        opt_level=args.opt_level,
+        pipeline=pipeline,
+        verify_each=args.verify_each or None,
+    )
+    seconds = sum(b.total_seconds for b in builds)
+    print(
+        f"wrote {Path(args.output).absolute()} ({len(builds)} variants for "
+        f"{args.dim_sizes}, cpu {target.cpu}, {target.threads} threads) in {seconds:.2f} s"
     )
     return 0
 
@@ -309,8 +367,66 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _declared_inputs(model: str) -> list[tuple[str, list | None]]:
+    """The declared (name, dims) of an .onnx model's or a multi-variant artifact's inputs."""
+    from ember.runtime.artifact import VARIANTS_FORMAT, read_variants_manifest
+    from ember.tools.shapes import ModelSignature, read_model
+
+    if Path(model).is_dir():
+        manifest = Path(model) / "manifest.json"
+        if manifest.is_file() and f'"{VARIANTS_FORMAT}"' in manifest.read_text()[:4096]:
+            return [(n, d) for n, d, _ in read_variants_manifest(model).inputs]
+        raise InputError(
+            f"--batch: {model} is an artifact of one static shape; give the .onnx model, or "
+            "an artifact built with `ember compile --shapes batch=...`"
+        )
+    signature = ModelSignature.of(read_model(model))
+    return [(i.name, None if i.dims is None else list(i.dims)) for i in signature.inputs
+            if not i.dtype_only]  # fmt: skip
+
+
+def _bench_batches(args: argparse.Namespace) -> int:
+    """`ember bench --batch 1,4,16`: each batch size compiled (or its variant picked) and
+    timed like one bench, latency and throughput per size."""
+    from ember.tools import bench
+
+    if args.input:
+        raise InputError("--batch draws seeded inputs of each size; it takes no --input")
+    declared = _declared_inputs(args.model)
+    rows = []
+    for batch in args.batch:
+        config = _config(args)
+        for name, shape in bench.batch_shapes(declared, batch, args.input_shapes).items():
+            config.set_input_shape(name, shape)
+        executable = config.load()  # compiled (once, cached) outside the measurement; bench
+        # loads it again inside, as `ember bench` does, to measure its memory
+        threads = config.cpu_math_library_num_threads()
+        specs = executable.manifest.inputs
+        onnx_path = _source_onnx(args, executable.info)
+        feeds = _seeded_feeds(specs, onnx_path, args.seed)[0]
+        results = [bench.bench_ember(config.load, feeds, threads, args.runs, args.warmup)]
+        if args.compare == "onnxruntime" and onnx_path is not None:
+            results.append(
+                bench.bench_onnxruntime(onnx_path, feeds, threads, args.runs, args.warmup)
+            )
+        rows.append((batch, results))
+    if args.json:
+        document = [
+            {"batch": batch, "engines": [bench.result_json(r) for r in results]}
+            for batch, results in rows
+        ]
+        print(json.dumps({"model": str(args.model), "batches": document}, indent=2))
+        return 0
+    print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up per batch size")
+    print(bench.format_batch_results(rows))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from ember.tools import bench
+
+    if args.batch:
+        return _bench_batches(args)
 
     # Compiles (once, cached) outside the measurement.
     config = _pinned_config(args)

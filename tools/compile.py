@@ -4,7 +4,8 @@
 `compile_program`; they differ only in what they do with the final loops-level module.
 Inputs with symbolic dims are pinned by `input_shapes` (checked in tools/shapes.py); without
 pins, `ember.compile` returns a `SpecializingModel` (tools/specialize.py) that compiles one
-specialisation per distinct set of input shapes.
+specialisation per distinct set of input shapes; so it does for a model whose shape operand is
+computed from graph inputs (the importer's RuntimeOperandError), keyed on their values too.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
-from ember.runtime.errors import InternalCompilerError, ResourceLimitError
+from ember.runtime.errors import InternalCompilerError, ResourceLimitError, RuntimeOperandError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
 from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
+    DimRanges,
     InputShapes,
     external_data_folder,
     pin_model,
@@ -343,13 +345,18 @@ def compile(
     base_dir: str | os.PathLike[str] | None = None,
     memory_limit: int | None = None,
     checks: bool | None = None,
+    dynamic_dims: DimRanges | None = None,
 ) -> CompiledModel | SpecializingModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
     `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
     inputs are all static (or pinned) gives a CompiledModel; otherwise a SpecializingModel with
     the same API, which compiles on each run with new input shapes (one specialisation per
-    distinct set of shapes, cached). External tensor data is read from `base_dir` (default: the
+    distinct set of shapes, cached). `dynamic_dims` bounds named dims, {"batch": (1, 64)}: a
+    pin or a run's input outside the range is refused (ModelError / InputError naming the
+    input, the dim and the sizes) before anything compiles or runs. A shape operand computed
+    from small graph inputs (a Reshape's shape fed at run time) also gives a
+    SpecializingModel, one variant per distinct value of those inputs (tools/specialize.py). External tensor data is read from `base_dir` (default: the
     model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
     default: the machine's physical memory) bounds any one tensor, the intermediates' arena and
     the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
@@ -364,7 +371,7 @@ def compile(
     target = target or host_target(threads)
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
-    pinning = pin_model(proto, input_shapes)
+    pinning = pin_model(proto, input_shapes, dynamic_dims)
     if not pinning.complete:
         from ember.tools.specialize import SpecializingModel
 
@@ -378,8 +385,41 @@ def compile(
             base_dir=base_dir,
             memory_limit=memory_limit,
         )
+    options = {
+        "opt_level": opt_level,
+        "target": target,
+        "pipeline": pipeline,
+        "base_dir": base_dir,
+        "memory_limit": memory_limit,
+    }
+    try:
+        return compile_static(proto, input_shapes, threads=threads, **options)
+    except RuntimeOperandError as err:
+        if not err.inputs:
+            raise
+        from ember.tools.specialize import SpecializingModel
+
+        # A shape operand computed from graph inputs: compiled per distinct value of them.
+        return SpecializingModel(
+            proto, pinning, threads=threads or target.threads, value_inputs=err, **options
+        )
+
+
+def compile_static(
+    model: onnx.ModelProto,
+    input_shapes: InputShapes | None,
+    *,
+    threads: int | None,
+    opt_level: int,
+    target: Target,
+    pipeline: str,
+    base_dir: str | os.PathLike[str] | None,
+    memory_limit: int | None,
+) -> CompiledModel:
+    """One CompiledModel of `model` with every input pinned (what `compile` and each variant
+    of a SpecializingModel compile)."""
     program = compile_program(
-        proto,
+        model,
         target,
         pipeline,
         input_shapes=input_shapes,

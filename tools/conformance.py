@@ -5,6 +5,7 @@
     ember conformance --write-docs            # also regenerate docs/ops.md from the report
     ember conformance --from-json report.json --write-docs   # re-render without re-running
     ember conformance --input-shape x=2x3     # pin input 'x' in every case that has one
+    ember conformance --freeze                # shape operands as initializers (see SHAPE_OPERANDS)
     python -m ember.tools.conformance ...     # the same without the console script
 
 The onnx wheel ships the node-test generators but not their data, so the first run writes each
@@ -22,7 +23,9 @@ Statuses: passed; failed (ran, wrong shape/dtype/values); errored (did not compi
 while running); crashed (the process died or hung).
 
 A case whose inputs have symbolic dims is compiled for its test data's shapes on the first run
-(EmberBackend's shape specialisation), unless `--input-shape` pins them.
+(EmberBackend's shape specialisation), unless `--input-shape` pins them. Every operand is a
+graph input by default, as ONNX's runner gives it: an op whose shape operand comes from one is
+compiled for the test data's value of it (value specialisation, tools/specialize.py).
 
 Outcomes, what a user of ember would see (`outcome()`): passed; refused (a clear ember error
 naming the op: unsupported op or variant, invalid model, a kernel's run-time check); values
@@ -53,7 +56,7 @@ import onnx
 from onnx import numpy_helper
 
 from ember.runtime.cache import touch
-from ember.tools.shapes import add_input_shape_option
+from ember.tools.shapes import add_input_shape_option, freeze_inputs
 
 RTOL = 1e-3
 ATOL = 1e-7
@@ -217,7 +220,10 @@ def load_case(case_dir: Path) -> tuple[onnx.ModelProto, list[tuple[list[Any], li
 # carry these as initializers, and ember compiles static shapes, so by default the runner turns
 # the graph inputs feeding these positions into initializers holding the test's values (as
 # onnx-mlir's backend tests do with CONSTANT_INPUT). The data operands stay runtime inputs.
-# `--no-freeze` measures without this; every case records what it froze.
+# `ember conformance` runs without this by default (every operand a graph input, as ONNX's
+# runner gives them: ember specialises on the values of shape operands, tools/specialize.py);
+# `--freeze` and RunOptions' default (the regression baselines) freeze them; every case
+# records what it froze.
 
 SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "AffineGrid": (1,),
@@ -274,13 +280,8 @@ def freeze_shape_operands(
     if not frozen:
         return model, inputs, []
     values = dict(zip(graph_inputs, inputs))
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    kept = [i for i in model.graph.input if i.name not in frozen]
-    del out.graph.input[:]
-    out.graph.input.extend(kept)
-    out.graph.initializer.extend(numpy_helper.from_array(values[n], n) for n in frozen)
-    return out, [values[i.name] for i in kept], frozen
+    out = freeze_inputs(model, {n: values[n] for n in frozen})
+    return out, [values[i.name] for i in out.graph.input], frozen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -712,6 +713,17 @@ def render_docs(report: dict[str, Any]) -> str:
             out.append(line)
         return out
 
+    operands = (
+        f"{t.get('passed_frozen', 0)} of the passing cases had their shape operands "
+        "(Reshape's shape, Slice's starts, a reduction's axes, ...) given as constants "
+        "rather than as graph inputs, as real models give them (see `SHAPE_OPERANDS` in "
+        "`tools/conformance.py`)."
+        if report["settings"].get("freeze_shape_operands", True)
+        else "Every operand was a graph input, as ONNX's runner gives them; ember compiles "
+        "an op whose shape operand (Reshape's shape, Slice's starts, a reduction's axes, "
+        "...) is fed at run time once per distinct value of it (value specialisation, "
+        "`tools/specialize.py`)."
+    )
     lines = [
         "# Supported ONNX ops",
         "",
@@ -725,10 +737,7 @@ def render_docs(report: dict[str, Any]) -> str:
         f"By outcome: {_outcome_line(report)} (*refused*: a clear error naming the op; "
         "*values differ*: ran but computed wrong numbers). "
         f"{t['passed_folded']} of the passing cases have only compile-time-constant inputs, so "
-        "ember computed their outputs while compiling. "
-        f"{t.get('passed_frozen', 0)} of the passing cases had their shape operands (Reshape's "
-        "shape, Slice's starts, a reduction's axes, ...) given as constants rather than as graph "
-        "inputs, as real models give them (see `SHAPE_OPERANDS` in `tools/conformance.py`).",
+        "ember computed their outputs while compiling. " + operands,
         "",
         "An op's *node tests* run the op itself; its *function-expanded* tests run the ONNX",
         "function body that defines it, in terms of other ops.",
@@ -816,10 +825,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--regenerate-data", action="store_true", help="rewrite the test data")
     parser.add_argument("--pipeline", help="pass pipeline for ember.compile (default: its own)")
     add_input_shape_option(parser)
-    parser.add_argument(
+    freeze = parser.add_mutually_exclusive_group()
+    freeze.add_argument(
+        "--freeze",
+        action="store_true",
+        help="give shape operands (Reshape's shape, axes, ...) as initializers, as real models "
+        "do (the regression baselines in tests/conformance are recorded this way)",
+    )
+    freeze.add_argument(
         "--no-freeze",
         action="store_true",
-        help="feed shape operands (Reshape's shape, axes, ...) as graph inputs, as ONNX's runner does",
+        help="feed every operand as a graph input, as ONNX's runner does (the default)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-case progress")
     parser.add_argument("--groups", type=int, default=25, help="failure groups to print")
@@ -841,7 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.input_shapes:
             backend["input_shapes"] = args.input_shapes
         options = RunOptions(
-            jobs=args.jobs, timeout=args.timeout, backend=backend, freeze=not args.no_freeze
+            jobs=args.jobs, timeout=args.timeout, backend=backend, freeze=args.freeze
         )
         done = [0]
         started = time.monotonic()
@@ -856,7 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = {
             "jobs": args.jobs,
             "timeout": args.timeout,
-            "freeze_shape_operands": not args.no_freeze,
+            "freeze_shape_operands": args.freeze,
             "input_shapes": backend.get("input_shapes", {}),
             "data": str(data),
         }

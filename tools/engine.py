@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.runtime.artifact import ArtifactError, LoadedArtifact, load
+from ember.runtime.artifact import ArtifactError, LoadedArtifact, VariantArtifact, load
 from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
 from ember.runtime.threads import default_threads
@@ -40,6 +40,7 @@ from ember.tools.shapes import (
     UnpinnedInputsError,
     check_pin,
     check_run_shapes,
+    pin,
     read_model,
     sizes_of,
 )
@@ -67,6 +68,7 @@ class Config:
         self._input_shapes: dict[str, tuple[int, ...]] = {}
         self._int8: dict[str, Any] | None = None
         self._int8_model: Path | None = None
+        self._dim_ranges: dict[str, tuple[int, int]] = {}
 
     # -- model ---------------------------------------------------------------------------------
     def set_model(self, model: str | os.PathLike[str]) -> None:
@@ -160,6 +162,16 @@ class Config:
     def int8_enabled(self) -> bool:
         return self._int8 is not None
 
+    def set_dim_range(self, dim: str, low: int, high: int) -> None:
+        """Bound named dim `dim` (a dim_param such as "batch") to sizes low..high: a pin or a
+        run's input outside it is refused (ModelError / InputError naming the input, the dim
+        and the sizes) before anything compiles or runs. Checked against the model when the
+        predictor is created."""
+        self._dim_ranges[dim] = (int(low), int(high))
+
+    def dim_ranges(self) -> dict[str, tuple[int, int]]:
+        return dict(self._dim_ranges)
+
     def pipeline(self) -> str:
         return pipeline_spec(self._ir_optim)
 
@@ -194,6 +206,8 @@ class Config:
             raise FileNotFoundError(f"model not found: {model}")
         from ember.tools.aot import Progress, compile_cached, resolve_target
 
+        if self._dim_ranges:  # the ranges and the pins within them, before compiling
+            pin(ModelSignature.of(read_model(model)), self._input_shapes, self._dim_ranges)
         return compile_cached(
             self._quantized_model() if self._int8 is not None else model,
             target=resolve_target(self._target_cpu, self.cpu_math_library_num_threads()),
@@ -240,9 +254,37 @@ class Config:
                 raise
             # A corrupt cache entry is ours to repair, not the user's problem.
             loaded = load(self._artifact_path(force=True), self._threads)
+        if isinstance(loaded, VariantArtifact):
+            loaded = _pick_variant(loaded, self._input_shapes, path)
         if path == self.model_path():
             _check_artifact_pins(loaded, self._input_shapes, path)
         return loaded
+
+
+def _pick_variant(
+    variants: VariantArtifact, input_shapes: dict[str, tuple[int, ...]], path: Path
+) -> LoadedArtifact:
+    """The variant of a multi-variant artifact that the pins select (the only one if it has
+    one); ModelError listing the built shapes otherwise."""
+    matching = [
+        loaded
+        for loaded in variants.variants.values()
+        if all(
+            tuple(spec.shape) == tuple(input_shapes[spec.name])
+            for spec in loaded.manifest.inputs
+            if spec.name in input_shapes
+        )
+    ]
+    if len(matching) == 1:
+        return matching[0]
+    raise ModelError(
+        f"{path} holds variants for input shapes {variants.built_shapes}; "
+        + (
+            f"the pins { ({n: list(s) for n, s in input_shapes.items()}) } select none of them"
+            if not matching
+            else "choose one with set_input_shape (--input-shape on the command line)"
+        )
+    )
 
 
 def _check_artifact_pins(
@@ -281,6 +323,18 @@ class _Shapes:
         self._signature: ModelSignature | None = None
         self._signature_known = False
         self._cache = SpecializationCache(self._build, MAX_SPECIALIZATIONS)
+        self._ranges: Pinning | None = None  # the config's dim ranges, checked on the model
+        if config.dim_ranges():
+            signature = self.signature()
+            if signature is None:
+                raise ModelError(
+                    f"dim ranges {config.dim_ranges()} were set, but {config.model_path()} has "
+                    "no symbolic input dims"
+                )
+            # The pins must lie in the ranges too (ModelError naming the input and dim); runs
+            # are checked against the ranges alone (other shapes compile other variants).
+            ranges = pin(signature, config.input_shapes(), config.dim_ranges()).ranges
+            self._ranges = Pinning(signature, ranges=ranges)
         if executable is None:
             try:
                 self.initial = config.load()
@@ -320,12 +374,12 @@ class _Shapes:
             raise InputError(
                 f"tensor '{name}': expected shape {list(compiled)}, given {list(shape)}"
             )
-        check_run_shapes(signature, {name: shape})
+        check_run_shapes(signature, {name: shape}, self._ranges)
 
     def executable_for(self, shapes: dict[str, tuple[int, ...]]) -> Executable:
         signature = self.signature()
         if signature is not None:
-            check_run_shapes(signature, shapes)
+            check_run_shapes(signature, shapes, self._ranges)
         return self._cache.get(shape_key(list(shapes), shapes))
 
 

@@ -9,7 +9,10 @@ Everything is compiled by `ember.compile`; nothing is evaluated by numpy at run 
 ember cannot import fails in `prepare`, with an error naming every such op in the model.
 A model with symbolic input dims is pinned by `prepare(model, input_shapes={...})`; without
 pins, `prepare` checks the ops and the first `run` compiles for its inputs' shapes (a
-SpecializingModel: each further distinct set of shapes compiles once more).
+SpecializingModel: each further distinct set of shapes compiles once more). An operand that
+must be known at compile time (Reshape's shape, TopK's k, ...) fed as a graph input is compiled
+per distinct value of it the same way (value specialisation, tools/specialize.py), as ONNX's
+test runner feeds every operand.
 """
 
 from __future__ import annotations

@@ -332,11 +332,31 @@ class InferenceSession:
             self._compile(path_or_bytes, threads)
 
     def _load_artifact(self, directory: Path, threads: int | None) -> None:
-        from ember.runtime.artifact import load
+        from ember.runtime.artifact import VariantArtifact, load
 
         self._model = load(directory, threads)
-        manifest = self._model.manifest
         self._meta = ModelMetadata()
+        if isinstance(self._model, VariantArtifact):
+            # Several static variants: the declared dims (names for symbolic ones) as inputs,
+            # and output dims that differ between variants unknown (None), as onnxruntime shows.
+            variants = [v.manifest for v in self._model.variants.values()]
+            self._inputs = [
+                NodeArg(name, f"tensor({_ORT_TYPES[dtype]})", list(dims or []))
+                for name, dims, dtype in self._model.info.inputs
+            ]
+            self._outputs = [
+                NodeArg(
+                    spec.name,
+                    f"tensor({_ORT_TYPES[spec.dtype]})",
+                    [
+                        size if all(m.outputs[i].shape[axis] == size for m in variants) else None
+                        for axis, size in enumerate(spec.shape)
+                    ],
+                )
+                for i, spec in enumerate(variants[0].outputs)
+            ]
+            return
+        manifest = self._model.manifest
         self._inputs, self._outputs = (
             [NodeArg(s.name, f"tensor({_ORT_TYPES[s.dtype]})", list(s.shape)) for s in specs]
             for specs in (manifest.inputs, manifest.outputs)

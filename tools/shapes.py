@@ -22,17 +22,16 @@ from __future__ import annotations
 import argparse
 import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
-from ember.runtime.errors import InputError, ModelError
+from ember.runtime.dims import Dim, DimRanges, check_in_range, check_input_shapes, format_dims
+from ember.runtime.errors import ModelError
 
 if TYPE_CHECKING:  # onnx is imported where it is used: the engine API loads artifacts without it
     import onnx
 
-# A declared dim: a fixed size, the name of a symbolic dim (dim_param), or unknown.
-Dim = int | str | None
 ModelSource = Union[str, os.PathLike[str], "onnx.ModelProto"]
 InputShapes = Mapping[str, Sequence[int]]
 
@@ -62,13 +61,6 @@ def external_data_folder(
     if base_dir is not None or isinstance(model, onnx.ModelProto):
         return base_dir
     return os.path.dirname(os.path.abspath(os.fspath(model)))
-
-
-def format_dims(dims: Sequence[Dim] | None) -> str:
-    """[N, 3, ?] for declared dims, [2, 3] for a concrete shape, [...] for an unknown rank."""
-    if dims is None:
-        return "[...]"
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def _declared_dims(info: onnx.ValueInfoProto) -> tuple[Dim, ...] | None:
@@ -178,6 +170,7 @@ class Pinning:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # fully known inputs
     named: dict[str, int] = field(default_factory=dict)  # dim_param -> size
     unpinned: list[UnpinnedDim] = field(default_factory=list)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # dim_param -> (lo, hi)
 
     @property
     def complete(self) -> bool:
@@ -207,9 +200,62 @@ def check_pin(info: InputSignature, sizes: tuple[int, ...], shown: str) -> None:
             raise ModelError(f"{shown} contradicts {declared}: axis {axis} is fixed at {dim}")
 
 
-def pin(signature: ModelSignature, input_shapes: InputShapes | None) -> Pinning:
-    """Check `input_shapes` against the declared inputs and propagate named dims."""
-    pinning = Pinning(signature)
+def named_dims(signature: ModelSignature) -> list[str]:
+    """The model's named (dim_param) input dims, in order of first appearance."""
+    names: dict[str, None] = {}
+    for info in signature.inputs:
+        names.update((d, None) for d in info.dims or () if isinstance(d, str))
+    return list(names)
+
+
+def _check_dim_name(signature: ModelSignature, dim: str, what: str) -> None:
+    if dim not in named_dims(signature):
+        raise ModelError(
+            f"{what} names dim '{dim}', which no input of the model declares; its named dims: "
+            f"{named_dims(signature) or 'none'}"
+        )
+
+
+def check_dim_ranges(
+    signature: ModelSignature, ranges: DimRanges | None
+) -> dict[str, tuple[int, int]]:
+    """`ranges` ({dim_param: (lo, hi)}) checked against the model: ModelError naming the dim."""
+    checked = {}
+    for dim, bounds in (ranges or {}).items():
+        _check_dim_name(signature, dim, "dynamic_dims")
+        try:
+            low, high = (operator.index(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ModelError(
+                f"dynamic_dims['{dim}'] = {bounds!r}: expected (smallest, largest) integer sizes"
+            ) from None
+        if not 1 <= low <= high:
+            raise ModelError(
+                f"dynamic_dims['{dim}'] = ({low}, {high}): sizes must satisfy "
+                "1 <= smallest <= largest"
+            )
+        checked[dim] = (low, high)
+    return checked
+
+
+def pin(
+    signature: ModelSignature,
+    input_shapes: InputShapes | None,
+    dim_ranges: DimRanges | None = None,
+    dim_sizes: Mapping[str, int] | None = None,
+) -> Pinning:
+    """Check `input_shapes` against the declared inputs and propagate named dims.
+
+    `dim_ranges` bounds named dims (checked here against pins, at run time against arrays);
+    `dim_sizes` pins named dims directly ({"batch": 4}: each variant of `ember compile --shapes`).
+    """
+    pinning = Pinning(signature, ranges=check_dim_ranges(signature, dim_ranges))
+    for dim, size in (dim_sizes or {}).items():
+        _check_dim_name(signature, dim, "the dim sizes")
+        if size < 1:
+            raise ModelError(f"dim '{dim}' = {size}: sizes must be positive")
+        check_in_range(pinning.ranges, dim, size, f"pinning dim '{dim}' to {size}", ModelError)
+        pinning.named[dim] = size
     given = dict(input_shapes or {})
     known = {i.name for i in signature.inputs}
     for name in given:
@@ -228,6 +274,12 @@ def pin(signature: ModelSignature, input_shapes: InputShapes | None) -> Pinning:
         check_pin(info, sizes, shown)
         for axis, (size, dim) in enumerate(zip(sizes, info.dims or [None] * len(sizes))):
             if isinstance(dim, str):
+                check_in_range(pinning.ranges, dim, size, f"{shown} (axis {axis})", ModelError)
+                if dim in pinning.named and pinning.named[dim] != size and dim not in bound_at:
+                    raise ModelError(
+                        f"{shown} gives dim '{dim}' size {size} at axis {axis}, but it is "
+                        f"pinned to {pinning.named[dim]}"
+                    )
                 if dim in pinning.named and pinning.named[dim] != size:
                     other, other_axis = bound_at[dim]
                     raise ModelError(
@@ -258,8 +310,13 @@ def pin(signature: ModelSignature, input_shapes: InputShapes | None) -> Pinning:
     return pinning
 
 
-def pin_model(model: onnx.ModelProto, input_shapes: InputShapes | None) -> Pinning:
-    return pin(ModelSignature.of(model), input_shapes)
+def pin_model(
+    model: onnx.ModelProto,
+    input_shapes: InputShapes | None,
+    dim_ranges: DimRanges | None = None,
+    dim_sizes: Mapping[str, int] | None = None,
+) -> Pinning:
+    return pin(ModelSignature.of(model), input_shapes, dim_ranges, dim_sizes)
 
 
 class UnpinnedInputsError(ModelError):
@@ -314,14 +371,17 @@ def unpinned_message(pinning: Pinning) -> str:
 
 
 def static_input_shapes(
-    model: onnx.ModelProto, input_shapes: InputShapes | None
+    model: onnx.ModelProto,
+    input_shapes: InputShapes | None,
+    dim_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """Every symbolic input's static shape, from `input_shapes` and the model's named dims.
+    """Every symbolic input's static shape, from `input_shapes`, `dim_sizes` and the model's
+    named dims.
 
     Raises ModelError for a pin that does not fit the model, UnpinnedInputsError when a
     symbolic dim stays unpinned.
     """
-    pinning = pin_model(model, input_shapes)
+    pinning = pin_model(model, input_shapes, dim_sizes=dim_sizes)
     if not pinning.complete:
         raise UnpinnedInputsError(pinning)
     return {
@@ -342,53 +402,46 @@ def pin_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> N
                 dims.add().dim_value = int(size)
 
 
+def freeze_inputs(model: onnx.ModelProto, values: Mapping[str, object]) -> onnx.ModelProto:
+    """A copy of `model` whose graph inputs named in `values` are initializers holding those
+    arrays: the importer sees them as constants (value specialisation, tools/specialize.py;
+    the conformance runner's frozen shape operands)."""
+    import numpy as np
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = [i for i in model.graph.input if i.name not in values]
+    del out.graph.input[:]
+    out.graph.input.extend(kept)
+    frozen = {t.name for t in out.graph.initializer} & set(values)
+    if frozen:  # an input with a default value (an initializer of the same name): replaced
+        kept_initializers = [t for t in out.graph.initializer if t.name not in frozen]
+        del out.graph.initializer[:]
+        out.graph.initializer.extend(kept_initializers)
+    out.graph.initializer.extend(
+        onnx.numpy_helper.from_array(np.asarray(array), name) for name, array in values.items()
+    )
+    return out
+
+
 def check_run_shapes(
     signature: ModelSignature,
     shapes: Mapping[str, tuple[int, ...]],
     pinning: Pinning | None = None,
+    allow_empty: Collection[str] = (),
 ) -> None:
-    """InputError unless the arrays' `shapes` fit the declared dims, the pins and each other
-    (inputs sharing a named dim must give it the same size)."""
-    pinned = pinning.shapes if pinning is not None else {}
-    named = pinning.named if pinning is not None else {}
-    bound: dict[str, tuple[int, str, int]] = {}  # dim_param -> (size, input, axis)
-    for info in signature.inputs:
-        if info.name not in shapes or info.dtype_only:
-            continue
-        shape = tuple(shapes[info.name])
-        if info.name in pinned and shape != tuple(pinned[info.name]):
-            raise InputError(
-                f"input '{info.name}': expected shape {list(pinned[info.name])} (pinned), "
-                f"given {list(shape)}"
-            )
-        expected = f"input '{info.name}': expected shape {format_dims(info.dims)}"
-        if any(size < 1 for size in shape):
-            raise InputError(
-                f"{expected}, given {list(shape)}: ember compiles sizes of 1 and more "
-                "(empty tensors are not supported)"
-            )
-        if info.dims is None:
-            continue
-        if len(shape) != len(info.dims):
-            raise InputError(f"{expected}, given {list(shape)} (rank {len(shape)})")
-        for axis, (dim, size) in enumerate(zip(info.dims, shape)):
-            if isinstance(dim, int) and size != dim:
-                raise InputError(f"{expected}, given {list(shape)}")
-            if not isinstance(dim, str):
-                continue
-            if dim in named and named[dim] != size:
-                raise InputError(
-                    f"{expected}, given {list(shape)}: dim '{dim}' (axis {axis}) is pinned "
-                    f"to {named[dim]}"
-                )
-            if dim in bound and bound[dim][0] != size:
-                other_size, other, other_axis = bound[dim]
-                raise InputError(
-                    f"inputs '{other}' and '{info.name}' share dim '{dim}' but were given "
-                    f"{other_size} (axis {other_axis} of {list(shapes[other])}) and {size} "
-                    f"(axis {axis} of {list(shape)})"
-                )
-            bound.setdefault(dim, (size, info.name, axis))
+    """InputError unless the arrays' `shapes` fit the declared dims, the pins, the dims'
+    ranges and each other (runtime/dims.py). Sizes of 0 are refused except in the inputs named
+    in `allow_empty` (a SpecializingModel compiles an empty integer input in as a constant)."""
+    check_input_shapes(
+        [(i.name, i.dims) for i in signature.inputs if not i.dtype_only],
+        shapes,
+        pinned=pinning.shapes if pinning is not None else None,
+        named=pinning.named if pinning is not None else None,
+        ranges=pinning.ranges if pinning is not None else None,
+        allow_empty=allow_empty,
+    )
 
 
 # -- the command line: --input-shape NAME=1x3x224x224 --------------------------------------------
@@ -437,4 +490,80 @@ def add_input_shape_option(parser: argparse.ArgumentParser | argparse._ArgumentG
         default={},
         metavar="NAME=1x3x224x224",
         help="pin the shape of an input with symbolic dims (batch, sequence length); repeatable",
+    )
+
+
+def parse_dim_range(text: str) -> tuple[str, tuple[int, int]]:
+    """`batch=1:64` -> ("batch", (1, 64))."""
+    name, sep, bounds = text.rpartition("=")
+    low, colon, high = bounds.partition(":")
+    try:
+        if not sep or not name or not colon:
+            raise ValueError
+        return name, (int(low), int(high))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': expected DIM=SMALLEST:LARGEST, e.g. batch=1:64"
+        ) from None
+
+
+def parse_dim_sizes(text: str) -> tuple[str, tuple[int, ...]]:
+    """`batch=1,4,16` -> ("batch", (1, 4, 16))."""
+    name, sep, sizes = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        values = tuple(int(s) for s in sizes.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': expected DIM=SIZE,SIZE,..., e.g. batch=1,4,16"
+        ) from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}': sizes must be positive")
+    return name, values
+
+
+class _DimAction(argparse.Action):
+    """Collects repeated DIM=... flags into {dim: value}; a dim given twice is a usage error."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        value: object,
+        option_string: str | None = None,
+    ) -> None:
+        name, parsed = value  # type: ignore[misc]
+        collected = dict(getattr(namespace, self.dest) or {})
+        if name in collected:
+            parser.error(f"{option_string} gives dim '{name}' twice")
+        collected[name] = parsed
+        setattr(namespace, self.dest, collected)
+
+
+def add_dim_range_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--dim batch=1:64 (repeatable), parsed into `args.dynamic_dims`."""
+    parser.add_argument(
+        "--dim",
+        dest="dynamic_dims",
+        action=_DimAction,
+        type=parse_dim_range,
+        default={},
+        metavar="DIM=LO:HI",
+        help="the range of sizes a named (symbolic) dim may take; inputs outside it are "
+        "refused before any kernel runs; repeatable",
+    )
+
+
+def add_dim_sizes_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--shapes batch=1,4,16 (repeatable), parsed into `args.dim_sizes`."""
+    parser.add_argument(
+        "--shapes",
+        dest="dim_sizes",
+        action=_DimAction,
+        type=parse_dim_sizes,
+        default={},
+        metavar="DIM=SIZE,SIZE",
+        help="build one static variant per size of a named dim (repeated: every combination); "
+        "the artifact dispatches by input shape",
     )

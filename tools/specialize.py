@@ -13,30 +13,54 @@ and named dims shared by inputs (two inputs declared [batch, ...] must be given 
 batch), each an InputError naming the inputs and shapes. Shapes the graph cannot take (a
 Reshape that no longer fits) fail to compile: that compile error is raised as an InputError
 naming the input shapes, and remembered, so a repeat fails without compiling again.
+
+Value specialisation: an op whose shape operand (Reshape's shape, Slice's starts, TopK's k,
+Resize's sizes, Range's bounds, a reduction's axes, ...) is computed from graph inputs at run
+time is refused by the importer with a `RuntimeOperandError` naming those inputs. A
+SpecializingModel then also keys its compiled variants on those inputs' *values*: each variant
+is compiled with the values as constants (so the operand folds), one compile per distinct
+value, within the same LRU bound. Only small tensors qualify (at most `MAX_VALUE_ELEMENTS`
+elements of a numeric or bool dtype); a larger one is refused naming the input and its size.
+This is specialisation, not symbolic execution: a model whose shape operands change on every
+run recompiles on every run, and a `SpecializationWarning` says so when the cache thrashes
+(a variant dropped from it is needed again).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from ember.runtime.errors import InputError, ModelError, UnsupportedOpError
+from ember.runtime.errors import InputError, ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names, numpy_dtype
-from ember.tools.shapes import Pinning, check_run_shapes
+from ember.tools.shapes import Pinning, check_run_shapes, freeze_inputs
 
 if TYPE_CHECKING:
     import onnx
 
 # How many compiled specialisations a SpecializingModel keeps (memory: code + weights each).
 MAX_SPECIALIZATIONS = 8
+# The largest input (in elements) whose values a SpecializingModel keys its variants on.
+MAX_VALUE_ELEMENTS = 64
+# How many dropped keys a cache remembers to notice that it thrashes.
+_DROPPED_REMEMBERED = 1024
 
 ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]
+# (input name, dtype, shape, the bytes of its value) for each value-specialised input.
+ValueKey = tuple[tuple[str, np.dtype, tuple[int, ...], bytes], ...]
 T = TypeVar("T")
+
+
+class SpecializationWarning(UserWarning):
+    """A specialisation cache recompiles variants it dropped: more distinct shapes or values
+    reach it than it holds."""
 
 
 def shape_key(names: Sequence[str], shapes: Mapping[str, Sequence[int]]) -> ShapeKey:
@@ -48,51 +72,92 @@ def describe(key: ShapeKey) -> str:
     return "{" + ", ".join(f"'{name}': {list(shape)}" for name, shape in key) + "}"
 
 
-class SpecializationCache(Generic[T]):
-    """Compiled forms of one model by input shapes: least recently used dropped past `capacity`.
+def _shapes_of(key: Any) -> dict[str, list[int]]:
+    return {name: list(shape) for name, shape in key}
 
-    `build(input_shapes)` compiles one. A ModelError it raises (other than an unsupported op,
-    which no shape would fix) means the model does not take these shapes: it is remembered and
-    raised, now and on every repeat, as an InputError naming the shapes. Thread-safe: lookups
-    go on while one build runs; builds run one at a time.
+
+def _describe_shapes(key: Any) -> str:
+    return f"input shapes {describe(key)}"
+
+
+class SpecializationCache(Generic[T]):
+    """Compiled forms of one model by key (input shapes, and values of value-specialised
+    inputs): least recently used dropped past `capacity`.
+
+    `build(argument(key))` compiles one (by default the key is a ShapeKey and the argument
+    {input: shape}). A ModelError it raises (other than an unsupported op, which no shape would
+    fix) means the model does not take this key: it is remembered and raised, now and on every
+    repeat, as an InputError naming it (`describe(key)`). Building a key that was dropped
+    warns once (SpecializationWarning): the cache thrashes. Thread-safe: lookups go on while
+    one build runs; builds run one at a time.
     """
 
-    def __init__(self, build: Callable[[dict[str, list[int]]], T], capacity: int) -> None:
+    def __init__(
+        self,
+        build: Callable[[Any], T],
+        capacity: int,
+        *,
+        argument: Callable[[Any], Any] = _shapes_of,
+        describe: Callable[[Any], str] = _describe_shapes,
+    ) -> None:
         self._build = build
+        self._argument = argument
+        self._describe = describe
         self.capacity = capacity
-        self._entries: OrderedDict[ShapeKey, T | ModelError] = OrderedDict()
-        self._lock = threading.Lock()  # guards _entries
+        self._entries: OrderedDict[Any, T | ModelError] = OrderedDict()
+        self._dropped: set[Any] = set()
+        self._warned = False
+        self._lock = threading.Lock()  # guards _entries and _dropped
         self._building = threading.Lock()
         self.builds = 0  # compiles so far, failed ones included
 
-    def _lookup(self, key: ShapeKey) -> T | ModelError | None:
+    def _lookup(self, key: Any) -> T | ModelError | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
             return entry
 
-    def put(self, key: ShapeKey, value: T) -> None:
+    def put(self, key: Any, value: T) -> None:
         with self._lock:
             self._entries[key] = value
             self._entries.move_to_end(key)
             while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                dropped, _ = self._entries.popitem(last=False)
+                if len(self._dropped) >= _DROPPED_REMEMBERED:
+                    self._dropped.clear()
+                self._dropped.add(dropped)
 
-    def get(self, key: ShapeKey) -> T:
+    def _warn_if_dropped(self, key: Any) -> None:
+        with self._lock:
+            again = key in self._dropped
+            self._dropped.discard(key)
+        if again and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"recompiling for {self._describe(key)}, which was dropped from the cache of "
+                f"{self.capacity} compiled variants: the model is run with more distinct "
+                "input shapes (or shape-operand values) than it keeps, so runs keep "
+                "recompiling; pin the shapes, or raise max_specializations",
+                SpecializationWarning,
+                stacklevel=4,
+            )
+
+    def get(self, key: Any) -> T:
         entry = self._lookup(key)
         if entry is None:
             with self._building:
                 entry = self._lookup(key)
                 if entry is None:
+                    self._warn_if_dropped(key)
                     self.builds += 1
                     try:
-                        entry = self._build({name: list(shape) for name, shape in key})
+                        entry = self._build(self._argument(key))
                     except UnsupportedOpError:
                         raise
                     except ModelError as err:
                         failure = ModelError(
-                            f"the model does not compile for input shapes {describe(key)}: {err}"
+                            f"the model does not compile for {self._describe(key)}: {err}"
                         )
                         failure.__cause__ = err
                         entry = failure
@@ -101,7 +166,7 @@ class SpecializationCache(Generic[T]):
             raise InputError(str(entry)) from entry.__cause__
         return entry
 
-    def items(self) -> list[tuple[ShapeKey, T]]:
+    def items(self) -> list[tuple[Any, T]]:
         """The compiled entries, least recently used first."""
         with self._lock:
             return [(k, v) for k, v in self._entries.items() if not isinstance(v, ModelError)]
@@ -138,13 +203,32 @@ def _check_inputs(
             raise ModelError(f"graph input '{info.name}': {err}") from None
 
 
+def _is_numeric(dtype: np.dtype) -> bool:
+    # ml_dtypes' bfloat16 and float8 types are numpy kind 'V'.
+    return dtype.kind in "biuf" or dtype.name.startswith(("bfloat16", "float8", "float4"))
+
+
+def _describe_variant(key: tuple[ShapeKey, ValueKey]) -> str:
+    shapes, values = key
+    text = f"input shapes {describe(shapes)}"
+    if values:
+        shown = ", ".join(
+            f"'{name}': {np.frombuffer(data, dtype).reshape(shape).tolist()}"
+            for name, dtype, shape, data in values
+        )
+        text += f" and input values {{{shown}}}"
+    return text
+
+
 class SpecializingModel:
     """A model with symbolic input dims, compiled once per distinct set of input shapes.
 
     The same API as CompiledModel: `input_names`, `output_names`, `run(dict)`, `model(*arrays)`,
     `report` (of the specialisation that ran last), `threads` / `set_num_threads`. Also
     `input_dims` (the declared dims, names for symbolic ones), `specialization(shapes)` (compile
-    or fetch one ahead of time) and `specialized_shapes` (what is cached, oldest first).
+    or fetch one ahead of time), `specialized_shapes` (what is cached, oldest first),
+    `value_inputs` (inputs whose values select a variant too: they feed shape operands) and
+    `dim_ranges` (`dynamic_dims`, checked with the shapes before anything compiles).
     Thread-safe: runs of compiled specialisations proceed concurrently, compiles one at a time.
     """
 
@@ -160,11 +244,24 @@ class SpecializingModel:
         base_dir: str | os.PathLike[str] | None = None,
         memory_limit: int | None = None,
         max_specializations: int = MAX_SPECIALIZATIONS,
+        value_inputs: RuntimeOperandError | None = None,
     ) -> None:
         _check_inputs(model, pinning, base_dir)
         self._model = model
         self._pinning = pinning
         self._signature = pinning.signature
+        # Inputs whose values key the variants too (they feed a shape operand); learnt from
+        # the importer's RuntimeOperandError, here or at the first compile that raises one.
+        self._value_inputs: tuple[str, ...] = ()
+        self._learning = threading.Lock()
+        # Integer inputs, in input order: the ones that may be given empty (see _key).
+        self._integer_inputs = tuple(
+            i.name
+            for i in self._signature.inputs
+            if i.dtype is not None and numpy_dtype(i.dtype).kind in "iu"
+        )
+        if value_inputs is not None and not self._learn_value_inputs(value_inputs):
+            raise value_inputs
         self._options = {
             "opt_level": opt_level,
             "target": target,
@@ -174,7 +271,10 @@ class SpecializingModel:
         }
         self.threads = threads
         self._specializations: SpecializationCache[Any] = SpecializationCache(
-            self._compile, max_specializations
+            self._compile,
+            max_specializations,
+            argument=lambda key: key,
+            describe=_describe_variant,
         )
         self._last: Any = None
 
@@ -209,7 +309,17 @@ class SpecializingModel:
     @property
     def specialized_shapes(self) -> list[dict[str, list[int]]]:
         """The input shapes of the cached specialisations, least recently used first."""
-        return [{n: list(s) for n, s in key} for key, _ in self._specializations.items()]
+        return [{n: list(s) for n, s in key[0]} for key, _ in self._specializations.items()]
+
+    @property
+    def dim_ranges(self) -> dict[str, tuple[int, int]]:
+        """The ranges named dims may take ({"batch": (1, 64)}, from `dynamic_dims`)."""
+        return dict(self._pinning.ranges)
+
+    @property
+    def value_inputs(self) -> list[str]:
+        """The inputs whose values (not only shapes) select a compiled variant."""
+        return list(self._value_inputs)
 
     def set_num_threads(self, threads: int) -> None:
         if threads < 1:
@@ -219,18 +329,113 @@ class SpecializingModel:
             compiled.set_num_threads(threads)
 
     # -- specialising --------------------------------------------------------------------------
-    def specialization(self, shapes: Mapping[str, Sequence[int]]) -> Any:
-        """The CompiledModel for these input shapes ({name: shape}), compiling it if needed."""
+    def specialization(
+        self,
+        shapes: Mapping[str, Sequence[int]],
+        values: Mapping[str, np.ndarray] | None = None,
+    ) -> Any:
+        """The CompiledModel for these input shapes ({name: shape}), compiling it if needed;
+        `values` gives the arrays of the value-specialised inputs (`value_inputs`)."""
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
-        check_run_shapes(self._signature, shapes, self._pinning)
+        check_run_shapes(self._signature, shapes, self._pinning, allow_empty=self._integer_inputs)
+        while True:
+            known = self._value_inputs  # one snapshot per key: other runs may learn more
+            key = self._key(shapes, values or {}, known)
+            try:
+                return self._specializations.get(key)
+            except RuntimeOperandError as err:
+                # Retried with the values of the inputs it names as constants (each retry
+                # knows at least one more input, so this ends).
+                if not self._learn_value_inputs(err, known):
+                    raise
+
+    def _key(
+        self,
+        shapes: Mapping[str, tuple[int, ...]],
+        values: Mapping[str, np.ndarray],
+        value_inputs: tuple[str, ...],
+    ) -> tuple[ShapeKey, ValueKey]:
+        # An empty integer input (axes=[], pads, ...: an operand, not data) has no values,
+        # its shape is all there is, and no program argument can be empty: it is a constant
+        # of its variant, like a value-specialised one. Empty data stays refused.
+        empty = [
+            name
+            for name in self._integer_inputs
+            if name not in value_inputs and 0 in shapes.get(name, (1,))
+        ]
+        constants = [*value_inputs, *empty]
         # Inputs that only give their dtype (CastLike) are no program argument: shape-free.
-        names = [i.name for i in self._signature.inputs if not i.dtype_only]
-        return self._specializations.get(shape_key(names, shapes))
+        names = [
+            i.name for i in self._signature.inputs if not i.dtype_only and i.name not in constants
+        ]
+        value_key = []
+        for name in constants:
+            if name in empty and name not in values:
+                values = {**values, name: np.zeros(shapes[name], self._dtype_of(name))}
+            if name not in values:
+                raise InputError(
+                    f"input '{name}' feeds a shape operand, so the model is compiled for its "
+                    "value: give its array, not only its shape"
+                )
+            array = np.ascontiguousarray(values[name])
+            if array.size > MAX_VALUE_ELEMENTS:
+                raise InputError(
+                    f"input '{name}' feeds a shape operand (the model is compiled for each of "
+                    f"its values), which ember does for at most {MAX_VALUE_ELEMENTS} elements; "
+                    f"given shape {list(array.shape)} ({array.size} elements)"
+                )
+            value_key.append((name, array.dtype, array.shape, array.tobytes()))
+        return shape_key(names, shapes), tuple(value_key)
 
-    def _compile(self, input_shapes: dict[str, list[int]]) -> Any:
-        from ember.tools.compile import compile
+    def _dtype_of(self, name: str) -> np.dtype:
+        dtype = self._signature.input(name).dtype
+        return numpy_dtype(dtype) if dtype is not None else np.dtype(np.float32)
 
-        compiled = compile(self._model, input_shapes=input_shapes, **self._options)
+    def _learn_value_inputs(
+        self, err: RuntimeOperandError, known: tuple[str, ...] | None = None
+    ) -> bool:
+        """Add the inputs `err` names to the value-specialised ones; False when it names none
+        beyond `known` (those the failed compile already had as constants: specialising on
+        values cannot help). An input that cannot be specialised (too many elements, not
+        numeric) is refused with the reason."""
+        new = [name for name in err.inputs if name not in (known or ())]
+        if not new:
+            return False
+        for name in new:
+            info = self._signature.input(name)
+            reason = None
+            if info.dtype is None or not _is_numeric(numpy_dtype(info.dtype)):
+                reason = f"its element type is {info.dtype or 'not a numeric tensor'}"
+            elif info.is_static and math.prod(info.dims) > MAX_VALUE_ELEMENTS:  # type: ignore[arg-type]
+                reason = f"it has {math.prod(info.dims)} elements"  # type: ignore[arg-type]
+            if reason is not None:
+                raise UnsupportedOpError(
+                    err.op_type,
+                    err.node_name,
+                    err.opset,
+                    f"{err.detail}; it is computed from graph input '{name}', whose values "
+                    f"ember cannot specialise on ({reason}; at most {MAX_VALUE_ELEMENTS} "
+                    "numeric elements)",
+                ) from err
+        with self._learning:  # two runs learning at once must not add a name twice
+            added = [name for name in new if name not in self._value_inputs]
+            self._value_inputs = (*self._value_inputs, *added)
+        return True
+
+    def _compile(self, key: tuple[ShapeKey, ValueKey]) -> Any:
+        from ember.tools.compile import compile_static
+
+        shapes, values = key
+        model = self._model
+        if values:
+            model = freeze_inputs(
+                model,
+                {
+                    name: np.frombuffer(data, dtype).reshape(shape)
+                    for name, dtype, shape, data in values
+                },
+            )
+        compiled = compile_static(model, _shapes_of(shapes), threads=self.threads, **self._options)
         compiled.set_num_threads(self.threads)
         return compiled
 
@@ -249,9 +454,10 @@ class SpecializingModel:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = self._checked(feeds)
-        compiled = self.specialization({n: a.shape for n, a in arrays.items()})
+        compiled = self.specialization({n: a.shape for n, a in arrays.items()}, arrays)
         self._last = compiled
-        # A specialisation takes fewer inputs when one only contributes its dtype (CastLike).
+        # A specialisation takes fewer inputs when one only contributes its dtype (CastLike)
+        # or is a constant of it (value-specialised).
         return compiled.run({name: arrays[name] for name in compiled.input_names})
 
     def __call__(self, *arrays: Any) -> list[np.ndarray]:

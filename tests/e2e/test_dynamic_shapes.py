@@ -205,6 +205,8 @@ def test_bert_with_batch_baked_into_a_reshape_refuses_other_batches() -> None:
 
 
 def test_empty_inputs_are_refused_before_compiling(specializing: SpecializingModel) -> None:
+    # Empty data is refused; only an empty integer operand (axes=[]) is compiled in as a
+    # constant (tests/tools/test_dynamic_models.py).
     before = specializing.compiles
     with pytest.raises(ember.InputError, match=r"given \[0, 3\]: ember compiles sizes of 1 and"):
         specializing.run(feeds(0, 3))

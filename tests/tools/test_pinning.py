@@ -22,7 +22,11 @@ from ember.tools.cli import main
 from ember.tools.onnx_backend import EmberBackend
 from ember.tools.opt import main as opt_main
 from ember.tools.shapes import parse_input_shape
-from ember.tools.specialize import SpecializationCache, SpecializingModel
+from ember.tools.specialize import (
+    SpecializationCache,
+    SpecializationWarning,
+    SpecializingModel,
+)
 from tests.oracle import assert_close, onnxruntime_outputs
 from tests.symbolic_models import feeds, fixed_reshape_model, symbolic_model
 
@@ -360,7 +364,8 @@ def test_specialization_cache_is_a_bounded_lru_that_remembers_failures() -> None
     cache.get(key[1])  # now 2 is the least recently used
     cache.get(key[3])
     assert [k for k, _ in cache.items()] == [key[1], key[3]]
-    cache.get(key[2])  # dropped, so compiled again
+    with pytest.warns(SpecializationWarning, match="dropped from the cache of 2"):
+        cache.get(key[2])  # dropped, so compiled again
     assert cache.builds == 4
     for _ in range(2):
         with pytest.raises(ember.InputError, match=r"for input shapes \{'x': \[7, 3\]\}: Reshape"):

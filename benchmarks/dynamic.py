@@ -1,0 +1,175 @@
+"""Dynamic vs static ember (issue 10), with onnxruntime on the same inputs.
+
+    python benchmarks/dynamic.py              # ResNet-50 batch 1, 8; BERT seq 16, 64, 128, 384
+    python benchmarks/dynamic.py --models bert --runs 20 --threads 1
+
+For each model with a symbolic dim and each size, the best latency (the minimum over
+--runs runs, taken in rounds that alternate the engines) of:
+- static: `ember.compile(model, input_shapes=...)`, a CompiledModel for that one shape;
+- specialising: `ember.compile(model)`, a SpecializingModel that compiled a variant per size
+  (the first run of each size compiles, untimed) and dispatches by shape on every run;
+- variants: one artifact from `compile_variants` (`ember compile --shapes`) holding every size,
+  loaded by the thin runtime, dispatching by shape;
+- onnxruntime on the symbolic model.
+The dynamic forms run the same static code as the static one, so their ratio to static
+measures the per-run cost of shape checks and dispatch. Not a test: numbers depend on the
+machine (printed first) and on what else runs on it.
+
+ResNet-50 is the onnx wheel's light model with its batch axis made symbolic (the Reshape
+before the classifier had the batch baked in as 1: its target becomes [-1, 2048]); the BERT
+encoder is tests/symbolic_models.bert_encoder_model (4 layers, hidden 256, 4 heads, symbolic
+batch and sequence, the mask as a second input, Shape -> Gather -> Unsqueeze -> Concat ->
+Reshape chains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compare import machine  # noqa: E402  (this directory: the script's own)
+
+import ember  # noqa: E402
+from tests.oracle import light_model_path  # noqa: E402
+from tests.symbolic_models import bert_encoder_model  # noqa: E402
+
+
+def resnet50_symbolic_batch() -> onnx.ModelProto:
+    model = onnx.load(light_model_path("resnet50"))
+    initializers = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Reshape" and node.input[1] in initializers:
+            target = onnx.numpy_helper.to_array(initializers[node.input[1]]).copy()
+            if target[0] == 1:
+                target[0] = -1
+                initializers[node.input[1]].CopyFrom(
+                    onnx.numpy_helper.from_array(target, node.input[1])
+                )
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[0].dim_param = "N"
+    return model
+
+
+def resnet50_feeds(model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(batch)
+    return {model.graph.input[0].name: rng.standard_normal((batch, 3, 224, 224), np.float32)}
+
+
+def bert_feeds(_: onnx.ModelProto, seq: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seq)
+    return {
+        "input_ids": rng.integers(0, 1000, (1, seq), dtype=np.int64),
+        "attention_mask": np.ones((1, seq), np.int64),
+    }
+
+
+MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], str, list[int], Callable]] = {
+    "resnet50": (resnet50_symbolic_batch, "N", [1, 8], resnet50_feeds),
+    "bert": (
+        lambda: bert_encoder_model(layers=4, hidden=256, heads=4, vocab=1000),
+        "seq",
+        [16, 64, 128, 384],
+        bert_feeds,
+    ),
+}
+
+
+def best_ms(
+    engines: dict[str, Callable[[dict[str, np.ndarray]], object]],
+    feeds: dict[str, np.ndarray],
+    runs: int,
+    warmup: int,
+    rounds: int = 5,
+) -> dict[str, float]:
+    """The fastest run of each engine: `rounds` rounds, each timing every engine in turn for
+    runs / rounds runs, so that a burst of load on the shared machine hits all engines alike
+    (the minimum is the figure least disturbed by other processes)."""
+    from ember.tools.bench import time_runs
+
+    best = dict.fromkeys(engines, float("inf"))
+    for _ in range(rounds):
+        for name, run in engines.items():
+            times = time_runs(lambda run=run: run(feeds), max(runs // rounds, 1), warmup)
+            best[name] = min(best[name], *times)
+    return best
+
+
+def bench_model(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> list[dict]:
+    import onnxruntime as ort
+
+    from ember.runtime import load
+    from ember.tools.aot import compile_variants, resolve_target
+
+    build, dim, sizes, make_feeds = MODELS[name]
+    model = build()
+    path = workdir / f"{name}.onnx"
+    onnx.save(model, path)
+    fixed = {"batch": 1} if name == "bert" else {}
+    compile_variants(
+        path,
+        workdir / f"{name}-variants",
+        {dim: sizes, **{k: [v] for k, v in fixed.items()}},
+        target=resolve_target("host", threads),
+    )
+    variants = load(workdir / f"{name}-variants", threads=threads)
+    specializing = ember.compile(model, threads=threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    rows = []
+    for size in sizes:
+        feeds = make_feeds(model, size)
+        static = ember.compile(
+            model, threads=threads, input_shapes={n: a.shape for n, a in feeds.items()}
+        )
+        specializing.run(feeds)  # compiles this size, untimed
+        engines = {
+            "static_ms": static.run,
+            "specializing_ms": specializing.run,
+            "variants_ms": variants.run,
+            "ort_ms": lambda f: session.run(None, f),
+        }
+        row = {"model": name, dim: size, **best_ms(engines, feeds, runs, warmup)}
+        rows.append(row)
+        print(format_row(row, dim), flush=True)
+    return rows
+
+
+def format_row(row: dict, dim: str) -> str:
+    static = row["static_ms"]
+    return (
+        f"{row['model']:<9} {dim}={row[dim]:<4} static {static:9.3f} ms  specialising "
+        f"{row['specializing_ms']:9.3f} ms ({row['specializing_ms'] / static:.3f}x)  variants "
+        f"{row['variants_ms']:9.3f} ms ({row['variants_ms'] / static:.3f}x)  onnxruntime "
+        f"{row['ort_ms']:9.3f} ms ({row['ort_ms'] / static:.3f}x)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="resnet50,bert")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(machine())
+    print(f"threads {args.threads}, best of {args.runs} runs per engine, in 5 rounds")
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.models.split(","):
+            bench_model(name, args.threads, args.runs, args.warmup, Path(workdir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
