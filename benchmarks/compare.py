@@ -31,12 +31,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-# The test helpers build the seeded-weight models; benchmarks reuse them rather than copy them.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import ember  # noqa: E402
-from tests import models  # noqa: E402
-from tests.oracle import LIGHT_MODELS, light_model_path, random_inputs  # noqa: E402
+import ember
+from ember.tools import model_zoo as models
+from ember.tools.feeds import seeded_inputs
+from ember.tools.model_zoo import LIGHT_MODELS, light_model_path
 
 BUILT_MODELS = {
     "resnet18": lambda: models.resnet18(seed=0),
@@ -105,7 +103,7 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
     from ember.tools.bench import Error, constant_fill_share, time_runs
 
     model = load_model(name)
-    feeds = random_inputs(model, seed=0)
+    feeds = seeded_inputs(model, seed=0)
     start = time.perf_counter()
     target = resolve_target("host", threads)
     build = compile_artifact(model, workdir / f"{name}-{threads}", target=target)

@@ -20,7 +20,7 @@ become `graph.constant "<name>"` ops, whose arrays live in the returned WeightSt
 arithmetic between weights is kept as graph ops for the graph passes to fold. No result
 larger than `limits.FOLD_LIMIT_BYTES` is folded (it stays a graph op, a kernel at run time),
 and a tensor larger than the memory limit is refused (`ResourceLimitError`), so that import
-cost never grows with tensor values (see `passes/limits.py`).
+cost never grows with tensor values (see `core/limits.py`).
 
 The model is validated as it is read (`frontend/validate.py`: structure, element types against
 the ONNX type constraints, attributes, sizes; docs/architecture.md#validation). Unsupported ops
@@ -58,13 +58,12 @@ from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.irdl import IRDLOperation
 from xdsl.utils.exceptions import VerifyException
 
-from ember.dialects import graph
-from ember.dialects.dtypes import numpy_dtype_for_onnx
+from ember.core import limits
+from ember.dialects import graph, numpy_eval
 from ember.dialects.weights import WeightStore
+from ember.frontend.dtypes import numpy_dtype_for_onnx
 from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.frontend.validate import NodeInfo, validate_graph, validate_node
-from ember.passes import limits
-from ember.passes.transforms import numpy_eval
 
 INPUT_NAMES = "ember.input_names"
 OUTPUT_NAMES = "ember.output_names"

@@ -16,7 +16,7 @@ import onnx
 from xdsl.dialects.builtin import StringAttr
 from xdsl.irdl import IRDLOperation
 
-from ember.dialects import graph
+from ember.dialects import graph, numpy_eval
 from ember.dialects.dtypes import FLOAT_TYPES
 from ember.frontend.onnx_importer import (
     Value,
@@ -29,7 +29,6 @@ from ember.frontend.onnx_importer import (
     _Node,
     _shape,
 )
-from ember.passes.transforms import numpy_eval
 
 # ---------------------------------------------------------------------------------------------
 # Shared building blocks

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from ember.dialects import graph
-from ember.dialects.dtypes import numpy_dtype_for_onnx
+from ember.frontend.dtypes import numpy_dtype_for_onnx
 from ember.frontend.onnx_importer import (
     _CONVERTERS,
     Value,

@@ -37,7 +37,8 @@ from onnx.helper import tensor_dtype_to_np_dtype as onnx_dtype
 from xdsl.dialects.builtin import StringAttr, UnitAttr
 from xdsl.irdl import IRDLOperation
 
-from ember.dialects import graph
+from ember.core import limits
+from ember.dialects import graph, numpy_eval
 from ember.dialects.dtypes import FLOAT_TYPES
 from ember.frontend.onnx_importer import (
     Value,
@@ -54,8 +55,6 @@ from ember.frontend.onnx_importer import (
     _shape,
     _window_geometry,
 )
-from ember.passes import limits
-from ember.passes.transforms import numpy_eval
 
 # ---------------------------------------------------------------------------------------------
 # Small shared builders

@@ -181,7 +181,7 @@ class _Checker:
         return pinning.complete
 
     def element_types(self) -> None:
-        from ember.dialects.dtypes import numpy_dtype_for_onnx
+        from ember.frontend.dtypes import numpy_dtype_for_onnx
 
         g = self.model.graph
         seen: set[str] = set()

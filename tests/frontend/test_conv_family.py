@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 import ember
 from ember.frontend.onnx_importer import import_onnx
 from ember.runtime.errors import ModelError, UnsupportedOpError
-from tests.filecheck_util import assert_filecheck
-from tests.oracle import assert_close
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.oracle import assert_close
 
 F = TensorProto.FLOAT
 node = helper.make_node
@@ -514,8 +514,8 @@ def test_long_filters_take_the_gemm_conv_not_the_unrolled_direct_one(
     cin: int, kh: int, kw: int, direct: bool
 ) -> None:
     # The direct conv unrolls all Cin*kh*kw taps: a 1x320 audio filter compiled for 64 s.
+    from ember.core.target import Target
     from ember.passes.conversion.kernel_to_loops.conv import ConvGeometry, _direct_planes
-    from ember.passes.target import Target
 
     geo = ConvGeometry(
         batch=1, cin=cin, h=kh, w=400, cout=32, ho=1, wo=400 - kw + 1, kh=kh, kw=kw,

@@ -16,13 +16,13 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
 from ember.dialects import graph
+from ember.dialects.numpy_eval import evaluate_function
 from ember.dialects.weights import WeightStore, make_context
 from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.frontend.onnx_importer import import_model, import_onnx, io_names
 from ember.passes.transforms.graph_pipeline import run_graph_passes
-from ember.passes.transforms.numpy_eval import evaluate_function
-from tests import models
-from tests.oracle import LIGHT_MODELS, light_model_path
+from ember.tools import model_zoo as models
+from ember.tools.model_zoo import LIGHT_MODELS, light_model_path
 
 
 def op_counts(module: ModuleOp) -> collections.Counter[str]:

@@ -16,6 +16,8 @@ from onnx import TensorProto, helper
 import ember
 import ember.runtime
 import ember.tools.aot
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.symbolic_models import feeds, fixed_reshape_model, symbolic_model
 from ember.tools import conformance as conf
 from ember.tools.aot import compile_artifact, resolve_target
 from ember.tools.cli import main
@@ -23,8 +25,6 @@ from ember.tools.onnx_backend import EmberBackend
 from ember.tools.opt import main as opt_main
 from ember.tools.shapes import parse_input_shape
 from ember.tools.specialize import SpecializationCache, SpecializingModel
-from tests.oracle import assert_close, onnxruntime_outputs
-from tests.symbolic_models import feeds, fixed_reshape_model, symbolic_model
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "engine_api.md"
 # Float32 MatMul and ReduceSum vs onnxruntime: different summation orders, same math.

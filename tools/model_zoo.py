@@ -1,4 +1,5 @@
-"""ONNX models built with onnx.helper and seeded random weights (no downloads).
+"""Models to test and measure ember with: built with onnx.helper and seeded random weights (no
+downloads), and the light models shipped in the onnx wheel. Shared by tests/ and benchmarks/.
 
     resnet18(seed=0, image_size=224) -> onnx.ModelProto            opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
@@ -7,13 +8,12 @@
 
 Each model passes onnx.checker and runs in onnxruntime. Conv and BatchNormalization stay
 separate nodes (as exporters write them) so that the graph passes have something to fold.
-`light_model_paths()` lists the nine light models shipped in the onnx wheel.
+`LIGHT_MODELS` names the nine light models shipped in the onnx wheel (`light_model_path(name)`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,10 +21,22 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = (
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+)
 
-def light_model_paths() -> list[Path]:
-    root = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
-    return sorted(root.glob("light_*.onnx"))
+
+def light_model_path(name: str) -> Path:
+    return LIGHT_DIR / f"light_{name}.onnx"
 
 
 class GraphBuilder:
