@@ -65,6 +65,20 @@ def imports(source: str, module: str, is_package: bool) -> list[tuple[int, str]]
     return found
 
 
+def private_imports(source: str, module: str) -> list[str]:
+    """Private names (`_x`) that a frontend module imports from another ember module: the
+    frontend's modules share public names only (the converters' context, shared builders)."""
+    if not module.startswith("ember.frontend"):
+        return []
+    return [
+        f"{module}:{node.lineno} imports the private name {node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ember.")
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+
+
 def folder_of(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
@@ -106,7 +120,10 @@ def test_every_import_follows_the_layering() -> None:
     problems = [
         problem
         for path in files
-        for problem in violations(path.read_text(), module_name(path), path.name == "__init__.py")
+        for problem in [
+            *violations(path.read_text(), module_name(path), path.name == "__init__.py"),
+            *private_imports(path.read_text(), module_name(path)),
+        ]
     ]
     assert not problems, "\n".join(problems)
 
@@ -131,6 +148,14 @@ def test_every_import_follows_the_layering() -> None:
 def test_the_checker_finds_each_kind_of_back_edge(module: str, source: str, expected: str) -> None:
     found = violations(source, module)
     assert found and expected in found[0], found
+
+
+def test_a_private_frontend_import_is_found() -> None:
+    source = "from ember.frontend.ops.shape import _reshape_target"
+    assert private_imports(source, "ember.frontend.ops.conv")
+    assert not private_imports(
+        "from ember.frontend.ops.shape import pad_constant", "ember.frontend.ops.conv"
+    )
 
 
 def test_the_checker_accepts_the_documented_direction() -> None:

@@ -156,10 +156,10 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
     belong to its node. Anything else stays unmarked, and its errors name the kernel only: a
     wrong node name would be worse than none. An origin already set (by the importer) is kept.
     """
-    from ember.frontend.onnx_importer import _ssa_name
+    from ember.frontend.onnx_importer import ssa_name
 
     def hint(name: str) -> str:
-        return SSAValue.extract_valid_name(_ssa_name(name))
+        return SSAValue.extract_valid_name(ssa_name(name))
 
     by_output: dict[str, list[tuple[str, str]]] = {}
     by_prefix: dict[str, list[tuple[str, str]]] = {}
@@ -168,7 +168,7 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
         for output in {hint(o) for o in node.output if o}:
             by_output.setdefault(output, []).append(origin)
         # The names an expanded function body gives its values (frontend: function_body).
-        by_prefix.setdefault(_ssa_name(f"{origin[1]}/{node.op_type}/"), []).append(origin)
+        by_prefix.setdefault(ssa_name(f"{origin[1]}/{node.op_type}/"), []).append(origin)
 
     def origin_of_hint(name: str) -> tuple[str, str] | None:
         exact = by_output.get(name, [])

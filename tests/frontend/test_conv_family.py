@@ -2,7 +2,7 @@
 global pools), compiled to native code and compared with onnxruntime on seeded inputs.
 
 1-D problems run on the 2-D kernels as images of height 1, 3-D convolutions as one 2-D
-convolution over depth-folded channels (see ops_structural.py). Each test builds one model whose
+convolution over depth-folded channels (see frontend/ops/conv.py). Each test builds one model whose
 outputs cover several variants, so a family costs one compilation. Tolerance: max |ember - ort|
 <= 1e-4 x max |ort| per output (float32 sums in another order); max pooling and 16-bit results
 are compared exactly or to one float16 rounding.
