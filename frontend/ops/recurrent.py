@@ -104,7 +104,8 @@ def _activations(node: Node, cell: str, dirs: int) -> tuple[list[str], list[floa
     return kinds, params
 
 
-def _float_input(imp: ImportContext, node: Node, index: int, what: str) -> Value | None:
+def _float32_input(imp: ImportContext, node: Node, index: int, what: str) -> Value | None:
+    """Input #index (None when absent), refused unless float32: the recurrent kernel's only type."""
     value = imp.input(node, index)
     if value is not None and dtype_of(value) != np.float32:
         raise node.unsupported(f"{what} of type {dtype_of(value)} (float32 is supported)")
@@ -166,9 +167,9 @@ def _recurrent(imp: ImportContext, node: Node) -> Sequence[Value]:
     if layout not in (0, 1):
         raise node.unsupported(f"layout={layout}")
 
-    x = _float_input(imp, node, 0, "X")
-    w = _float_input(imp, node, 1, "W")
-    r = _float_input(imp, node, 2, "R")
+    x = _float32_input(imp, node, 0, "X")
+    w = _float32_input(imp, node, 1, "W")
+    r = _float32_input(imp, node, 2, "R")
     if x is None or w is None or r is None:
         raise node.error("X, W and R are required")
     if len(shape_of(x)) != 3 or len(shape_of(w)) != 3:
@@ -185,7 +186,7 @@ def _recurrent(imp: ImportContext, node: Node) -> Sequence[Value]:
     _expect_shape(node, w, "W", [dirs, gates * hidden, inputs])
     _expect_shape(node, r, "R", [dirs, gates * hidden, hidden])
 
-    b = _float_input(imp, node, 3, "B")
+    b = _float32_input(imp, node, 3, "B")
     _expect_shape(node, b, "B", [dirs, 2 * gates * hidden])
     sequence_lens = imp.input(node, 4)
     if sequence_lens is not None:
@@ -201,13 +202,13 @@ def _recurrent(imp: ImportContext, node: Node) -> Sequence[Value]:
                     f"for a sequence of length {seq} (valid lengths are 0..{seq})"
                 )
     state_shape = [dirs, batch, hidden] if layout == 0 else [batch, dirs, hidden]
-    initial_h = _float_input(imp, node, 5, "initial_h")
+    initial_h = _float32_input(imp, node, 5, "initial_h")
     _expect_shape(node, initial_h, "initial_h", state_shape)
     initial_c = peepholes = None
     if cell == "lstm":
-        initial_c = _float_input(imp, node, 6, "initial_c")
+        initial_c = _float32_input(imp, node, 6, "initial_c")
         _expect_shape(node, initial_c, "initial_c", state_shape)
-        peepholes = _float_input(imp, node, 7, "P")
+        peepholes = _float32_input(imp, node, 7, "P")
         _expect_shape(node, peepholes, "P", [dirs, 3 * hidden])
     if layout == 1:
         initial_h = None if initial_h is None else imp.transpose(initial_h, [1, 0, 2])
