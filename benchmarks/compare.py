@@ -32,12 +32,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-# The test helpers build the seeded-weight models; benchmarks reuse them rather than copy them.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import ember  # noqa: E402
-from tests import models  # noqa: E402
-from tests.oracle import LIGHT_MODELS, light_model_path, random_inputs  # noqa: E402
+import ember
+from ember.tools import model_zoo as models
+from ember.tools.feeds import seeded_inputs
+from ember.tools.model_zoo import LIGHT_MODELS, light_model_path
 
 BUILT_MODELS = {
     "resnet18": lambda: models.resnet18(seed=0),
@@ -85,7 +83,7 @@ def load_model(name: str) -> onnx.ModelProto:
 def model_inputs(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Seeded inputs; an `attention_mask` attends to the first three quarters of the sequence
     (a padded batch of one), not to random integers."""
-    feeds = random_inputs(model, seed=0)
+    feeds = seeded_inputs(model, seed=0)
     if "attention_mask" in feeds:
         seq = feeds["attention_mask"].shape[-1]
         feeds["attention_mask"] = (np.arange(seq) < (3 * seq + 3) // 4).astype(np.int64)[None]

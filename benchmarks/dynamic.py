@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compare import machine  # noqa: E402  (this directory: the script's own)
 
 import ember  # noqa: E402
-from tests.oracle import light_model_path  # noqa: E402
-from tests.symbolic_models import bert_encoder_model  # noqa: E402
+from ember.tools.model_zoo import light_model_path  # noqa: E402
+from ember.tools.symbolic_zoo import bert_encoder_model  # noqa: E402
 
 
 def resnet50_symbolic_batch() -> onnx.ModelProto:

@@ -29,15 +29,15 @@ from onnx import TensorProto, helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ember  # noqa: E402
+from ember.core.target import Target, host_target, named_target  # noqa: E402
 from ember.passes.conversion.kernel_to_loops.qconv import int8_isa  # noqa: E402
-from ember.passes.target import Target, host_target, named_target  # noqa: E402
-from tests.kernels.test_qgemm_models import (  # noqa: E402
-    integer_convs,
+from ember.tools.model_zoo import (  # noqa: E402
+    GraphBuilder,
+    graph_op_counts,
+    light_model_path,
     quantize_static,
     resnet_block_model,
 )
-from tests.models import GraphBuilder  # noqa: E402
-from tests.oracle import light_model_path  # noqa: E402
 
 
 def bottleneck_model(seed: int = 0) -> onnx.ModelProto:
@@ -157,7 +157,7 @@ def main() -> None:
             model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
         )
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        print(f"{name}: {integer_convs(quantized)} integer convs")
+        print(f"{name}: {graph_op_counts(quantized)} integer convs")
         for threads in args.threads:
             fp32 = ember.compile(model, threads=threads, target=target(threads))
             int8 = ember.compile(quantized, threads=threads, target=target(threads))

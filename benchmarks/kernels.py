@@ -15,29 +15,22 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 from xdsl.ir import Block, SSAValue
 from xdsl.irdl import IRDLOperation
 
-# The op builders of the kernel tests are reused rather than copied.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ember.codegen.jit import JitModule  # noqa: E402
-from ember.passes.conversion.kernel_to_loops import conv, matmul  # noqa: E402, F401
-from ember.passes.conversion.kernel_to_loops.packing import (  # noqa: E402
+from ember.codegen.jit import JitModule
+from ember.core.target import host_target
+from ember.dialects.weight_layouts import (
     pack_conv_weight,
     pack_matmul_weight,
 )
-from ember.passes.conversion.kernel_to_loops.registry import lowering_for  # noqa: E402
-from ember.passes.target import host_target  # noqa: E402
-from tests.kernels.test_conv import conv_op, out_size  # noqa: E402
-from tests.kernels.test_matmul import matmul_op  # noqa: E402
+from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+from ember.tools.kernel_ops import conv_op, conv_out_size, matmul_op
 
 
 def aligned(shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
@@ -111,8 +104,8 @@ def conv_case(
     x = aligned(x_shape, rng)
     weight = rng.standard_normal((cout, cin // group, *ks), dtype=np.float32)
     packed, layout = pack_conv_weight(weight, group, host_target(threads))
-    ho = out_size(h, ks[0], strides[0], pads[0] + pads[2], 1)
-    wo = out_size(w, ks[1], strides[1], pads[1] + pads[3], 1)
+    ho = conv_out_size(h, ks[0], strides[0], pads[0] + pads[2], 1)
+    wo = conv_out_size(w, ks[1], strides[1], pads[1] + pads[3], 1)
     bias = aligned((cout,), rng)
     out = aligned((batch, cout, ho, wo), rng)
     make = conv_op(ks, strides, pads, (1, 1), group, layout, True, False, "relu")

@@ -43,8 +43,8 @@ import onnx
 # The test helpers build the seeded-weight models; benchmarks reuse them rather than copy them.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ember.tests import models  # noqa: E402
-from ember.tests.serve.models import bert_with_symbolic_shapes, with_symbolic_batch  # noqa: E402
+from ember.tools import model_zoo as models  # noqa: E402
+from ember.tools.symbolic_zoo import bert_with_symbolic_shapes, with_symbolic_batch  # noqa: E402
 
 
 def build(

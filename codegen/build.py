@@ -40,7 +40,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from ember.codegen.objcache import CachedObject, ObjectCache
 from ember.codegen.units import Partition, UnitPlan, emit_unit, partition
-from ember.passes.target import Target
+from ember.core.target import Target
 
 
 @dataclass

@@ -35,7 +35,7 @@ from ember.codegen.build import (
 )
 from ember.codegen.objcache import ObjectCache
 from ember.codegen.units import emit_unit, partition
-from ember.passes.target import Target
+from ember.core.target import Target
 from ember.runtime.threads import configure_openmp
 
 __all__ = [

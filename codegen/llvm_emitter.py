@@ -48,7 +48,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, SSAValue
 
 from ember.codegen import mathlib
-from ember.passes.target import Target
+from ember.core.target import Target
 
 
 class BFloatType(ir.types._BaseFloatType):

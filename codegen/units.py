@@ -20,7 +20,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
 from ember.codegen.llvm_emitter import ModuleEmitter, is_private, module_functions
-from ember.passes.target import Target
+from ember.core.target import Target
 
 KERNEL_PREFIX = "ember."
 # The attribute passes/program.py uses to mark the entry function.

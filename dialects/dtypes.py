@@ -1,10 +1,9 @@
-"""One mapping between numpy dtypes, ONNX element types and xDSL element types."""
+"""One mapping between numpy dtypes and xDSL element types (ONNX's element types: frontend/dtypes.py)."""
 
 from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
-from onnx import TensorProto
 from xdsl.dialects.builtin import (
     BFloat16Type,
     Float16Type,
@@ -42,22 +41,6 @@ _NUMPY_TO_XDSL: dict[np.dtype, Attribute] = {
 }
 _XDSL_TO_NUMPY: dict[Attribute, np.dtype] = {v: k for k, v in _NUMPY_TO_XDSL.items()}
 
-_ONNX_TO_NUMPY: dict[int, np.dtype] = {
-    TensorProto.FLOAT: np.dtype(np.float32),
-    TensorProto.DOUBLE: np.dtype(np.float64),
-    TensorProto.FLOAT16: np.dtype(np.float16),
-    TensorProto.BFLOAT16: np.dtype(ml_dtypes.bfloat16),
-    TensorProto.INT64: np.dtype(np.int64),
-    TensorProto.INT32: np.dtype(np.int32),
-    TensorProto.INT16: np.dtype(np.int16),
-    TensorProto.INT8: np.dtype(np.int8),
-    TensorProto.UINT8: np.dtype(np.uint8),
-    TensorProto.UINT16: np.dtype(np.uint16),
-    TensorProto.UINT32: np.dtype(np.uint32),
-    TensorProto.UINT64: np.dtype(np.uint64),
-    TensorProto.BOOL: np.dtype(np.bool_),
-}
-
 
 def element_type_for(dtype: np.dtype | type) -> Attribute:
     """xDSL element type of a numpy dtype."""
@@ -73,15 +56,6 @@ def numpy_dtype_for(element_type: Attribute) -> np.dtype:
         return _XDSL_TO_NUMPY[element_type]
     except KeyError:
         raise TypeError(f"element type {element_type} has no numpy dtype") from None
-
-
-def numpy_dtype_for_onnx(elem_type: int) -> np.dtype:
-    """numpy dtype of an ONNX TensorProto element type."""
-    try:
-        return _ONNX_TO_NUMPY[elem_type]
-    except KeyError:
-        name = TensorProto.DataType.Name(elem_type)
-        raise TypeError(f"ONNX element type {name} is not supported") from None
 
 
 FLOAT_TYPES = (Float16Type, BFloat16Type, Float32Type, Float64Type)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 from xdsl.context import Context
 
-from ember.passes.target import Target
+from ember.core.target import Target
 
 
 class WeightStore:

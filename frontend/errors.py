@@ -6,6 +6,11 @@ re-exported here for the frontend's callers.
 
 from __future__ import annotations
 
-from ember.runtime.errors import ModelError, ResourceLimitError, UnsupportedOpError
+from ember.runtime.errors import (
+    ModelError,
+    ResourceLimitError,
+    RuntimeOperandError,
+    UnsupportedOpError,
+)
 
-__all__ = ["ModelError", "ResourceLimitError", "UnsupportedOpError"]
+__all__ = ["ModelError", "ResourceLimitError", "RuntimeOperandError", "UnsupportedOpError"]

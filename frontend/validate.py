@@ -14,7 +14,7 @@ Two stages, both raising ember's error classes with the node, the op, the opset 
   attributes against their least value (`_INT_MINIMUMS`: sizes, groups, blocks) and the window
   attributes of convolutions and pools (lengths, signs, group) from one table, `_WINDOW_RULES`.
 
-Sizes are checked with `passes/limits.py` (`check_fits_in_memory`): any one tensor - graph
+Sizes are checked with `core/limits.py` (`check_fits_in_memory`): any one tensor - graph
 input, initializer, node output - whose size overflows int64 or exceeds the memory limit
 (`memory_limit=`, `EMBER_MEMORY_LIMIT`, default: physical memory) is a ResourceLimitError; the
 compile driver applies the same limit to the planned arena and to the weights.

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import onnx
 
 from ember.tools.feeds import seeded_inputs
-
-LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_MODELS = (
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-)
-
-
-def light_model_path(name: str) -> Path:
-    return LIGHT_DIR / f"light_{name}.onnx"
 
 
 def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:

@@ -117,7 +117,7 @@ class ArtifactBuild:
 
 def resolve_target(cpu: str = "host", threads: int | None = None) -> Any:
     """`host` (this machine as LLVM sees it) or an LLVM cpu name such as `x86-64-v3`."""
-    from ember.passes.target import host_target, named_target
+    from ember.core.target import host_target, named_target
 
     if cpu != "host" and cpu not in CPU_LEVEL_FEATURES:
         # LLVM aborts the process on some unknown names, and for names outside the table the

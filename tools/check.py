@@ -139,12 +139,12 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def structure(self) -> None:
-        from ember.frontend.onnx_importer import _check_model
+        from ember.frontend.onnx_importer import check_model
         from ember.frontend.validate import validate_graph
 
         try:
             validate_graph(self.model)
-            _check_model(self.model)
+            check_model(self.model)
         except EmberError as err:
             self.problems.append(_problem_of(err))
         except Exception as err:  # onnx.checker's ValidationError and kin
@@ -181,7 +181,7 @@ class _Checker:
         return pinning.complete
 
     def element_types(self) -> None:
-        from ember.dialects.dtypes import numpy_dtype_for_onnx
+        from ember.frontend.dtypes import numpy_dtype_for_onnx
 
         g = self.model.graph
         seen: set[str] = set()

@@ -25,15 +25,15 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
+from ember.core.limits import format_bytes, memory_limit_bytes, tensor_bytes
+from ember.core.target import Target, host_target
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
 from ember.passes.conversion.kernel_to_loops.lower import status_sites
-from ember.passes.limits import format_bytes, memory_limit_bytes, tensor_bytes
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
 from ember.passes.program import ORIGIN, entry_function, set_origin
-from ember.passes.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.errors import InternalCompilerError, ResourceLimitError, RuntimeOperandError
 from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
@@ -158,10 +158,10 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
     belong to its node. Anything else stays unmarked, and its errors name the kernel only: a
     wrong node name would be worse than none. An origin already set (by the importer) is kept.
     """
-    from ember.frontend.onnx_importer import _ssa_name
+    from ember.frontend.onnx_importer import ssa_name
 
     def hint(name: str) -> str:
-        return SSAValue.extract_valid_name(_ssa_name(name))
+        return SSAValue.extract_valid_name(ssa_name(name))
 
     by_output: dict[str, list[tuple[str, str]]] = {}
     by_prefix: dict[str, list[tuple[str, str]]] = {}
@@ -170,7 +170,7 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
         for output in {hint(o) for o in node.output if o}:
             by_output.setdefault(output, []).append(origin)
         # The names an expanded function body gives its values (frontend: function_body).
-        by_prefix.setdefault(_ssa_name(f"{origin[1]}/{node.op_type}/"), []).append(origin)
+        by_prefix.setdefault(ssa_name(f"{origin[1]}/{node.op_type}/"), []).append(origin)
 
     def origin_of_hint(name: str) -> tuple[str, str] | None:
         exact = by_output.get(name, [])

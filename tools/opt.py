@@ -26,6 +26,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline, get_pass_option_infos
 
+from ember.core.target import Target, host_target, named_target
 from ember.dialects.weights import EmberContext, WeightStore, make_context
 from ember.passes.pipeline import (
     DEFAULT_PIPELINE,
@@ -34,7 +35,6 @@ from ember.passes.pipeline import (
     available_passes,
 )
 from ember.passes.program import entry_function
-from ember.passes.target import Target, host_target, named_target
 from ember.runtime.errors import KernelError
 from ember.tools.opt_bisect import MANDATORY_PASSES, ORACLES
 from ember.tools.opt_ir import (

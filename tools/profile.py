@@ -27,7 +27,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, i64
 from xdsl.ir import Block, Region
 
-from ember.passes.target import Target, host_target
+from ember.core.target import Target, host_target
 from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, InstrumentKernels
 from ember.runtime.executable import Manifest
 from ember.tools.compile import CompiledModel, compile_program, finish_program

@@ -179,7 +179,7 @@ def _check_inputs(
     program input that is no tensor of a dtype ember supports (the importer's own checks), or
     an op with neither a converter nor an ONNX function body. An op variant ember refuses is
     still found when the first specialisation compiles."""
-    from ember.dialects.dtypes import numpy_dtype_for_onnx
+    from ember.frontend.dtypes import numpy_dtype_for_onnx
     from ember.frontend.onnx_importer import has_converter, has_function_body, load_model
 
     load_model(model, base_dir)

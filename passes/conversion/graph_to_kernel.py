@@ -31,13 +31,22 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
+from ember.core.target import Target
 from ember.dialects import graph, kernel
 from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
 from ember.dialects.graph import element_type_of, f32_array, i64_array, int_values, shape_of
+from ember.dialects.weight_layouts import (
+    DEPTHWISE_LAYOUT,
+    conv_layout,
+    gemm_blocking,
+    is_depthwise,
+    pack_conv_weight,
+    pack_matmul_weight,
+    pack_recurrent_weight,
+)
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
 from ember.passes.program import ORIGIN, describe_op
-from ember.passes.target import Target
 from ember.runtime.errors import ModelError
 
 
@@ -141,13 +150,6 @@ class _Bufferizer:
 
     def pack_conv_weight_at_run_time(self, weight: SSAValue, group: int) -> tuple[SSAValue, str]:
         """Copy kernels that lay out a weight computed at run time as pack_conv_weight does."""
-        from ember.passes.conversion.kernel_to_loops.packing import (
-            DEPTHWISE_LAYOUT,
-            conv_layout,
-            gemm_blocking,
-            is_depthwise,
-        )
-
         cout, cin_g, kh, kw = shape_of(weight)
         if element_type_of(weight) != f32:
             raise ConversionError(f"weight of type {element_type_of(weight)}")
@@ -181,8 +183,6 @@ class _Bufferizer:
         return packed, conv_layout(mr)
 
     def conv(self, op: graph.ConvOp) -> None:
-        from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
-
         group = op.group.value.data
         const = self.constant_array(op.weight)
         if const is None:
@@ -219,8 +219,6 @@ class _Bufferizer:
         self.buffers[op.output] = out
 
     def matmul(self, op: graph.MatMulOp) -> None:
-        from ember.passes.conversion.kernel_to_loops.packing import pack_matmul_weight
-
         packed = None
         if len(shape_of(op.b)) == 2:
             packed = self.packed_constant(op.b, lambda a: pack_matmul_weight(a, self.target))
@@ -241,8 +239,6 @@ class _Bufferizer:
         self.buffers[op.output] = out
 
     def recurrent(self, op: graph.RecurrentOp) -> None:
-        from ember.passes.conversion.kernel_to_loops.packing import pack_recurrent_weight
-
         packed = self.packed_constant(op.r, lambda a: pack_recurrent_weight(a, self.target))
         r, layout = packed or (self.buffer(op.r), "plain")
         scratch = kernel.recurrent_workspace_shape(op.cell.data, *shape_of(op.y_h))

@@ -17,16 +17,16 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
+from ember.core import limits
 from ember.dialects import graph
+from ember.dialects.numpy_eval import EVALUATORS, evaluate, operand_slots, result_bytes
 from ember.dialects.weights import WeightStore
-from ember.passes import limits
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
     constant_array,
     new_constant,
     weights_of,
 )
-from ember.passes.transforms.numpy_eval import EVALUATORS, evaluate, operand_slots, result_bytes
 
 # Ops that only relayout a weight on its way to the kernel that packs it.
 _LAYOUT_OPS = (graph.TransposeOp, graph.ReshapeOp, graph.CastOp, graph.ExpandOp)

@@ -16,8 +16,8 @@ from xdsl.pattern_rewriter import (
 )
 
 from ember.dialects import graph
+from ember.dialects.numpy_eval import tensor_type
 from ember.dialects.weights import WeightStore
-from ember.passes.transforms.numpy_eval import tensor_type
 
 
 def weights_of(ctx: Context) -> WeightStore:

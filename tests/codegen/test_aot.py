@@ -14,8 +14,8 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 from xdsl.ir import SSAValue
 
 from ember.codegen.jit import emit_object, emit_text, link_shared_library
+from ember.core.target import host_target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
-from ember.passes.target import host_target
 
 ROWS, COLS = 64, 48
 

@@ -12,9 +12,9 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 from xdsl.ir import SSAValue
 
 from ember.codegen.jit import JitModule
+from ember.core.target import host_target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
-from ember.passes.target import host_target
-from tests.codegen.test_sgemm_microkernel import microkernel
+from ember.tests.codegen.test_sgemm_microkernel import microkernel
 
 
 def _gelu_like(name: str, n: int, vw: int) -> func.FuncOp:

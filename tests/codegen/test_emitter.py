@@ -19,9 +19,9 @@ from xdsl.ir import SSAValue
 
 from ember.codegen.jit import JitModule
 from ember.codegen.llvm_emitter import emit_module
+from ember.core.target import host_target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
-from ember.passes.target import host_target
-from tests.codegen.util import parse, run
+from ember.tests.codegen.util import parse, run
 
 TARGET = host_target()
 VW = TARGET.vector_width

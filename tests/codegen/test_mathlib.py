@@ -16,9 +16,9 @@ from xdsl.dialects import math as xmath
 from xdsl.dialects.builtin import MemRefType, ModuleOp, f32, f64
 from xdsl.ir import SSAValue
 
+from ember.core.target import host_target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
-from ember.passes.target import host_target
-from tests.codegen.util import run
+from ember.tests.codegen.util import run
 
 VW = host_target().vector_width
 SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, 3.4e38, -3.4e38]

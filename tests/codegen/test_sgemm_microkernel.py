@@ -15,8 +15,8 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 from xdsl.ir import SSAValue
 
 from ember.codegen.jit import JitModule
+from ember.core.target import Target, host_target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
-from ember.passes.target import Target, host_target
 
 
 def microkernel(target: Target, k: int) -> tuple[ModuleOp, int, int]:

@@ -26,8 +26,8 @@ from ember.codegen import build
 from ember.codegen.jit import JitModule, emit_object, emit_objects, emit_text, link_shared_library
 from ember.codegen.objcache import ObjectCache
 from ember.codegen.units import emit_unit, partition
-from ember.passes.target import host_target
-from tests.codegen.util import parse
+from ember.core.target import host_target
+from ember.tests.codegen.util import parse
 
 TARGET = host_target()
 VW = TARGET.vector_width
@@ -298,7 +298,7 @@ def test_unit_ir_is_the_same_in_every_process() -> None:
     script = textwrap.dedent(
         """
         import hashlib
-        from tests.codegen.test_units import TARGET, _program
+        from ember.tests.codegen.test_units import TARGET, _program
         from ember.codegen.units import emit_unit, partition
         module = _program()
         part = partition(module)

@@ -12,7 +12,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
 from ember.codegen.jit import JitModule
-from ember.passes.target import Target, host_target
+from ember.core.target import Target, host_target
 
 
 def parse(text: str) -> ModuleOp:

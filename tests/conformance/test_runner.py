@@ -110,7 +110,7 @@ def test_pool_survives_segfaults_hangs_and_exits(tmp_path: Path) -> None:
         timeout=5.0,
         recycle=2,
         backend={"tag": 7},
-        runner="tests.conformance.fake_cases:run",
+        runner="ember.tests.conformance.fake_cases:run",
     )
     results = conf.run_cases(names, tmp_path, None, options)
     assert set(results) == set(names)

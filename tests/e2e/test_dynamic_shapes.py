@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember
+from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools.compile import compile_program
 from ember.tools.specialize import SpecializingModel
-from tests.oracle import assert_close, onnxruntime_outputs
-from tests.symbolic_models import feeds, fixed_reshape_model, symbolic_model
+from ember.tools.symbolic_zoo import feeds, fixed_reshape_model, symbolic_model
 
 # Float32 MatMul and ReduceSum vs onnxruntime: different summation orders, same math.
 REL_TOL = 1e-5
@@ -176,7 +176,7 @@ def _with_symbolic_dims(model: onnx.ModelProto, dims: dict[str, list[str | int]]
 
 
 def test_convnet_with_a_symbolic_batch_matches_onnxruntime_per_batch() -> None:
-    from tests.runtime.util import small_convnet
+    from ember.tests.runtime.util import small_convnet
 
     model = small_convnet()
     _with_symbolic_dims(model, {"x": ["N", 8, 10, 10]})
@@ -190,7 +190,7 @@ def test_convnet_with_a_symbolic_batch_matches_onnxruntime_per_batch() -> None:
 
 
 def test_bert_with_batch_baked_into_a_reshape_refuses_other_batches() -> None:
-    from tests.models import bert_encoder
+    from ember.tools.model_zoo import bert_encoder
 
     model = bert_encoder(layers=1)
     _with_symbolic_dims(model, {"input_ids": ["batch", "seq"]})

@@ -11,14 +11,9 @@ import onnx
 import pytest
 
 import ember
-from tests import models
-from tests.oracle import (
-    LIGHT_MODELS,
-    assert_close,
-    light_model_path,
-    onnxruntime_outputs,
-    random_inputs,
-)
+from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs
+from ember.tools import model_zoo as models
+from ember.tools.model_zoo import LIGHT_MODELS, light_model_path
 
 REL_TOL = 1e-4
 

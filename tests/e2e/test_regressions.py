@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
-from tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.oracle import assert_close, onnxruntime_outputs
 
 
 def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], c: int, out: str):

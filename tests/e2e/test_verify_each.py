@@ -9,8 +9,8 @@ from onnx import TensorProto, helper
 import ember.passes.pipeline as pipeline_module
 from ember.passes.pipeline import DEFAULT_PIPELINE
 from ember.runtime.errors import InternalCompilerError
+from ember.tests.tools.test_opt import BreakShapes
 from ember.tools.compile import compile_program
-from tests.tools.test_opt import BreakShapes
 
 
 def _relu_model():

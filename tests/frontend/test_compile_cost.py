@@ -21,10 +21,10 @@ from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.codegen import build
+from ember.core import limits
+from ember.core.target import host_target
 from ember.dialects import kernel
 from ember.frontend import onnx_importer
-from ember.passes import limits
-from ember.passes.target import host_target
 from ember.runtime.errors import ResourceLimitError
 from ember.tools.compile import Program, compile_program
 

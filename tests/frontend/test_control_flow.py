@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.runtime.errors import UnsupportedOpError
-from tests.oracle import onnxruntime_outputs
+from ember.tests.oracle import onnxruntime_outputs
 
 X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
 

@@ -2,7 +2,7 @@
 global pools), compiled to native code and compared with onnxruntime on seeded inputs.
 
 1-D problems run on the 2-D kernels as images of height 1, 3-D convolutions as one 2-D
-convolution over depth-folded channels (see ops_structural.py). Each test builds one model whose
+convolution over depth-folded channels (see frontend/ops/conv.py). Each test builds one model whose
 outputs cover several variants, so a family costs one compilation. Tolerance: max |ember - ort|
 <= 1e-4 x max |ort| per output (float32 sums in another order); max pooling and 16-bit results
 are compared exactly or to one float16 rounding.
@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 import ember
 from ember.frontend.onnx_importer import import_onnx
 from ember.runtime.errors import ModelError, UnsupportedOpError
-from tests.filecheck_util import assert_filecheck
-from tests.oracle import assert_close
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.oracle import assert_close
 
 F = TensorProto.FLOAT
 node = helper.make_node
@@ -514,8 +514,8 @@ def test_long_filters_take_the_gemm_conv_not_the_unrolled_direct_one(
     cin: int, kh: int, kw: int, direct: bool
 ) -> None:
     # The direct conv unrolls all Cin*kh*kw taps: a 1x320 audio filter compiled for 64 s.
+    from ember.core.target import Target
     from ember.passes.conversion.kernel_to_loops.conv import ConvGeometry, _direct_planes
-    from ember.passes.target import Target
 
     geo = ConvGeometry(
         batch=1, cin=cin, h=kh, w=400, cout=32, ho=1, wo=400 - kw + 1, kh=kh, kw=kw,

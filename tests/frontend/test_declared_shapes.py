@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 import ember
 from ember.frontend.onnx_importer import DeclaredShapeWarning
-from tests.oracle import onnxruntime_outputs
+from ember.tests.oracle import onnxruntime_outputs
 
 
 def _relu_model(declared: list[int | str] | None) -> onnx.ModelProto:

@@ -16,13 +16,13 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
 from ember.dialects import graph
+from ember.dialects.numpy_eval import evaluate_function
 from ember.dialects.weights import WeightStore, make_context
 from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.frontend.onnx_importer import import_model, import_onnx, io_names
 from ember.passes.transforms.graph_pipeline import run_graph_passes
-from ember.passes.transforms.numpy_eval import evaluate_function
-from tests import models
-from tests.oracle import LIGHT_MODELS, light_model_path
+from ember.tools import model_zoo as models
+from ember.tools.model_zoo import LIGHT_MODELS, light_model_path
 
 
 def op_counts(module: ModuleOp) -> collections.Counter[str]:
@@ -215,11 +215,9 @@ def test_unsupported_op_variant_and_used_extra_output(monkeypatch: pytest.Monkey
     """A converter that yields fewer outputs than the node lists is refused when the model uses
     the missing one. Every converter now yields all it is asked for, so this one is a stand-in:
     Dropout without its mask."""
-    from ember.frontend import onnx_importer
+    from ember.frontend import registry
 
-    converters = dict(onnx_importer._CONVERTERS)
-    converters["Dropout"] = lambda imp, node: [imp.required(node, 0)]
-    monkeypatch.setattr(onnx_importer, "_CONVERTERS", converters)
+    monkeypatch.setitem(registry.CONVERTERS, "Dropout", lambda imp, node: [imp.required(node, 0)])
     node = helper.make_node("Dropout", ["x"], ["y", "mask"], name="dp")
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 3])]
     graph_proto = helper.make_graph(

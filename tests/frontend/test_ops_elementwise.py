@@ -21,7 +21,7 @@ from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import build_pipeline
 from ember.runtime.errors import ModelError
-from tests.filecheck_util import assert_filecheck
+from ember.tests.filecheck_util import assert_filecheck
 
 RNG = np.random.default_rng(7)
 SHAPE = (3, 21)  # 63 elements: a vector main loop and a scalar tail

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.frontend.onnx_importer import import_onnx
-from tests.filecheck_util import assert_filecheck
+from ember.tests.filecheck_util import assert_filecheck
 
 RTOL, ATOL = 1e-4, 1e-5
 F, I64 = TensorProto.FLOAT, TensorProto.INT64

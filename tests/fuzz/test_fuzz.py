@@ -196,7 +196,7 @@ def test_artifact_tampering_edits(tmp_path: Any) -> None:
 def test_a_case_can_ask_for_a_fresh_worker() -> None:
     from ember.tools.workers import RECYCLE_KEY, WorkerPool
 
-    with WorkerPool("tests.fuzz.fake_runner:run", jobs=1, timeout=30) as pool:
+    with WorkerPool("ember.tests.fuzz.fake_runner:run", jobs=1, timeout=30) as pool:
         results = pool.map([(i, (i == 1,)) for i in range(4)])
     pids = [results[i]["pid"] for i in range(4)]
     assert pids[0] == pids[1] != pids[2] == pids[3]  # replaced right after case 1

@@ -17,9 +17,9 @@ from xdsl.ir import Attribute, Block, SSAValue
 from xdsl.irdl import IRDLOperation
 
 from ember.codegen.jit import JitModule
+from ember.core.target import Target, host_target
 from ember.passes.conversion.kernel_to_loops.checks import reports_status
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
-from ember.passes.target import Target, host_target
 from ember.runtime.status import check_status, new_status
 
 _ELEMENT_TYPES: dict[np.dtype, Attribute] = {

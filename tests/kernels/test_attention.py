@@ -15,9 +15,9 @@ import pytest
 from xdsl.dialects.builtin import FloatAttr, f32
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target, host_target
 from ember.dialects import graph, kernel
-from ember.passes.target import Target, host_target
-from ember.passes.transforms.numpy_eval import attention
+from ember.dialects.numpy_eval import attention
 from ember.tests.kernels.harness import run_kernel_op
 
 REL = 2e-5

@@ -5,67 +5,23 @@ Reference: float64 im2col + einsum. Tolerance: max |out - ref| <= 1e-4 * max(1, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
 import pytest
 from xdsl.dialects.builtin import (
-    DenseArrayBase,
-    IntegerAttr,
     MemRefType,
     ModuleOp,
-    StringAttr,
     f32,
-    i64,
 )
-from xdsl.ir import Block, SSAValue
+from xdsl.ir import Block
 
-from ember.dialects import kernel
+from ember.core.target import Target, host_target, named_target
+from ember.dialects.weight_layouts import pack_conv_weight
 from ember.passes.conversion.kernel_to_loops import conv  # noqa: F401  (registers lowering)
-from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
-from ember.passes.target import Target, host_target, named_target
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
-from tests.kernels.test_matmul import ACTIVATIONS, RTOL
-
-
-def conv_op(
-    kernel_shape: tuple[int, int],
-    strides: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    dilations: tuple[int, int],
-    group: int,
-    layout: str,
-    has_bias: bool,
-    has_residual: bool,
-    activation: str | None,
-) -> Callable[[Sequence[SSAValue]], kernel.Conv2dOp]:
-    def make(args: Sequence[SSAValue]) -> kernel.Conv2dOp:
-        it = iter(args)
-        x, w = next(it), next(it)
-        bias = next(it) if has_bias else None
-        residual = next(it) if has_residual else None
-        props: dict = {
-            "kernel_shape": DenseArrayBase.from_list(i64, list(kernel_shape)),
-            "strides": DenseArrayBase.from_list(i64, list(strides)),
-            "pads": DenseArrayBase.from_list(i64, list(pads)),
-            "dilations": DenseArrayBase.from_list(i64, list(dilations)),
-            "group": IntegerAttr(group, i64),
-            "weight_layout": StringAttr(layout),
-        }
-        if activation is not None:
-            props["activation"] = StringAttr(activation)
-            params = ACTIVATIONS[activation][0]
-            if params:
-                props["activation_params"] = DenseArrayBase.from_list(f32, params)
-        return kernel.Conv2dOp(operands=[x, w, bias, residual, next(it)], properties=props)
-
-    return make
-
-
-def out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
-    return (size + pad - dilation * (k - 1) - 1) // stride + 1
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
+from ember.tests.kernels.test_matmul import ACTIVATIONS, RTOL
+from ember.tools.kernel_ops import conv_op, conv_out_size
 
 
 def conv_reference(
@@ -81,8 +37,8 @@ def conv_reference(
     pt, pl, pb, pr = pads
     sh, sw = strides
     dh, dw = dilations
-    ho = out_size(h, kh, sh, pt + pb, dh)
-    wo = out_size(wd, kw, sw, pl + pr, dw)
+    ho = conv_out_size(h, kh, sh, pt + pb, dh)
+    wo = conv_out_size(wd, kw, sw, pl + pr, dw)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     cols = np.empty((batch, cin, kh, kw, ho, wo))
     for r in range(kh):
@@ -116,8 +72,8 @@ def run_conv(
     kh, kw = kernel_shape
     x = rng.standard_normal(x_shape, dtype=np.float32)
     w = rng.standard_normal((cout, cin // group, kh, kw), dtype=np.float32)
-    ho = out_size(h, kh, strides[0], pads[0] + pads[2], dilations[0])
-    wo = out_size(wd, kw, strides[1], pads[1] + pads[3], dilations[1])
+    ho = conv_out_size(h, kh, strides[0], pads[0] + pads[2], dilations[0])
+    wo = conv_out_size(wd, kw, strides[1], pads[1] + pads[3], dilations[1])
     out_shape = (batch, cout, ho, wo)
     bias_arr = rng.standard_normal((cout,), dtype=np.float32) if bias else None
     res_arr = rng.standard_normal(out_shape, dtype=np.float32) if residual else None
@@ -401,8 +357,8 @@ def _lowered(
     target = target or Target(vector_width=8, vector_registers=16, threads=2)
     w = np.zeros((cout, x_shape[1] // group, *ks), np.float32)
     packed, layout = pack_conv_weight(w, group, target)
-    ho = out_size(x_shape[2], ks[0], 1, pads[0] + pads[2], 1)
-    wo = out_size(x_shape[3], ks[1], 1, pads[1] + pads[3], 1)
+    ho = conv_out_size(x_shape[2], ks[0], 1, pads[0] + pads[2], 1)
+    wo = conv_out_size(x_shape[3], ks[1], 1, pads[1] + pads[3], 1)
     types = [MemRefType(f32, s) for s in (x_shape, packed.shape, (1, cout, ho, wo))]
     block = Block(arg_types=types)
     op = conv_op(ks, (1, 1), pads, (1, 1), group, layout, False, False, None)(block.args)

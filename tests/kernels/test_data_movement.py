@@ -13,6 +13,7 @@ from xdsl.dialects import arith, scf, vector
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, MemRefType, ModuleOp, f32, i64
 from xdsl.ir import Block, SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.data_movement import (
     lower_concat,
@@ -21,10 +22,9 @@ from ember.passes.conversion.kernel_to_loops.data_movement import (
     simplify_transpose,
 )
 from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
-from ember.passes.target import Target
 from ember.runtime.errors import KernelError
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
 
 RNG = np.random.default_rng(7)
 

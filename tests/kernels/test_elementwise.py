@@ -12,15 +12,15 @@ from xdsl.dialects import math as xmath
 from xdsl.dialects.builtin import IntegerType, MemRefType, ModuleOp, f32, i1
 from xdsl.ir import Block, Region, SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
 from ember.passes.conversion.kernel_to_loops.elementwise import (
     collapse_broadcast,
     lower_elementwise,
 )
-from ember.passes.target import Target
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
 
 Body = Callable[[LoopBuilder, list[SSAValue]], SSAValue]
 

@@ -13,11 +13,11 @@ import pytest
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, MemRefType, ModuleOp, f32, i64
 from xdsl.ir import Block, SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.lrn import lower_lrn
-from ember.passes.target import Target
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
 
 
 def make_lrn(size: int, alpha: float, beta: float, bias: float):  # type: ignore[no-untyped-def]

@@ -6,20 +6,20 @@ Tolerance: max |out - ref| <= 1e-4 * max(1, max |ref|) (float32 accumulation ove
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from xdsl.dialects.builtin import DenseArrayBase, MemRefType, ModuleOp, StringAttr, f32
-from xdsl.ir import Block, SSAValue
+from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
+from xdsl.ir import Block
 
-from ember.dialects import kernel
+from ember.core.target import Target, host_target, named_target
+from ember.dialects.weight_layouts import gemm_blocking, pack_matmul_weight
 from ember.passes.conversion.kernel_to_loops import matmul  # noqa: F401  (registers lowering)
-from ember.passes.conversion.kernel_to_loops.packing import gemm_blocking, pack_matmul_weight
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
-from ember.passes.target import Target, host_target, named_target
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
+from ember.tools.kernel_ops import ACTIVATION_PARAMS, matmul_op
 
 RTOL = 1e-4
 
@@ -29,36 +29,17 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 ACTIVATIONS: dict[str, tuple[list[float], Callable[[np.ndarray], np.ndarray]]] = {
-    "relu": ([], lambda x: np.maximum(x, 0)),
-    "clip": ([-0.5, 0.75], lambda x: np.clip(x, -0.5, 0.75)),
-    "leaky_relu": ([0.1], lambda x: np.where(x > 0, x, 0.1 * x)),
-    "sigmoid": ([], lambda x: 1 / (1 + np.exp(-x))),
-    "tanh": ([], np.tanh),
-    "gelu": ([], lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
+    "relu": (ACTIVATION_PARAMS["relu"], lambda x: np.maximum(x, 0)),
+    "clip": (ACTIVATION_PARAMS["clip"], lambda x: np.clip(x, -0.5, 0.75)),
+    "leaky_relu": (ACTIVATION_PARAMS["leaky_relu"], lambda x: np.where(x > 0, x, 0.1 * x)),
+    "sigmoid": (ACTIVATION_PARAMS["sigmoid"], lambda x: 1 / (1 + np.exp(-x))),
+    "tanh": (ACTIVATION_PARAMS["tanh"], np.tanh),
+    "gelu": (ACTIVATION_PARAMS["gelu"], lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
     "gelu_tanh": (
-        [],
+        ACTIVATION_PARAMS["gelu_tanh"],
         lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
     ),
 }
-
-
-def matmul_op(
-    layout: str, has_bias: bool, has_residual: bool, activation: str | None = None
-) -> Callable[[Sequence[SSAValue]], kernel.MatMulOp]:
-    def make(args: Sequence[SSAValue]) -> kernel.MatMulOp:
-        it = iter(args)
-        a, b = next(it), next(it)
-        bias = next(it) if has_bias else None
-        residual = next(it) if has_residual else None
-        props: dict = {"weight_layout": StringAttr(layout)}
-        if activation is not None:
-            props["activation"] = StringAttr(activation)
-            params = ACTIVATIONS[activation][0]
-            if params:
-                props["activation_params"] = DenseArrayBase.from_list(f32, params)
-        return kernel.MatMulOp(operands=[a, b, bias, residual, next(it)], properties=props)
-
-    return make
 
 
 def reference(

@@ -28,8 +28,8 @@ from ember.frontend.onnx_importer import import_model
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import kernel_function
 from ember.passes.pipeline import GRAPH_STAGE, KERNEL_STAGE, LOOPS_STAGE, build_pipeline
-from tests.kernels.harness import run_function
-from tests.oracle import onnxruntime_outputs
+from ember.tests.kernels.harness import run_function
+from ember.tests.oracle import onnxruntime_outputs
 
 # Selections (relu, clip, max pooling, arg max) and elementwise bodies are exact up to
 # ember's vector exp/erf; sums of products (conv, matmul, softmax, norms) are not.

@@ -9,14 +9,14 @@ import pytest
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, MemRefType, ModuleOp, f32, i32, i64
 from xdsl.ir import Block, SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.normalization import (
     lower_layer_norm,
     lower_softmax,
 )
-from ember.passes.target import Target
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
 
 rng = np.random.default_rng(2)
 

@@ -24,6 +24,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, SSAValue
 
 import ember
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_model
@@ -32,10 +33,9 @@ from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
 from ember.passes.conversion.kernel_to_loops.pooling import build_pool, lower_pool
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.passes.pipeline import build_pipeline
-from ember.passes.target import Target
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
 from ember.tools.compile import annotate_origins
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
 
 
 def make_pool(

@@ -11,6 +11,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.ir import Block
 
 from ember.codegen.jit import JitModule
+from ember.core.target import named_target
 from ember.dialects import kernel
 from ember.dialects.graph import f32_array, i64_array
 from ember.passes.conversion.kernel_to_loops.qconv import (
@@ -21,7 +22,6 @@ from ember.passes.conversion.kernel_to_loops.qconv import (
     pack_qconv_weight,
     qconv_workspace_words,
 )
-from ember.passes.target import named_target
 from ember.tests.kernels.harness import memref_type, run_kernel_op
 
 _FEATURES = llvm.get_host_cpu_features()

@@ -23,7 +23,7 @@ from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
 from ember.runtime.errors import UnsupportedOpError
-from tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.oracle import assert_close, onnxruntime_outputs
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 F, I32 = TensorProto.FLOAT, TensorProto.INT32

@@ -9,12 +9,12 @@ import pytest
 from xdsl.dialects.builtin import MemRefType, ModuleOp, StringAttr, f32
 from xdsl.ir import Block, SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import i64_array
 from ember.passes.conversion.kernel_to_loops.reduction import collapse_reduction, lower_reduce
-from ember.passes.target import Target
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
 
 NUMPY = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}
 

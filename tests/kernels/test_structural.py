@@ -22,15 +22,10 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import i64_array
-from ember.passes.conversion.kernel_to_loops.structural import (
-    lower_arg_reduce,
-    lower_slice,
-    slice_runs,
-)
-from ember.passes.target import Target
-from ember.passes.transforms.numpy_eval import (
+from ember.dialects.numpy_eval import (
     arg_reduce,
     cumsum,
     gather_elements,
@@ -41,8 +36,13 @@ from ember.passes.transforms.numpy_eval import (
     strided_slice,
     top_k_indices,
 )
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
+from ember.passes.conversion.kernel_to_loops.structural import (
+    lower_arg_reduce,
+    lower_slice,
+    slice_runs,
+)
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
 
 RNG = np.random.default_rng(11)
 

@@ -8,7 +8,7 @@ from xdsl.parser import Parser
 from ember.dialects.weights import WeightStore, make_context
 from ember.passes.pipeline import build_pipeline
 from ember.passes.program import entry_function
-from tests.filecheck_util import assert_filecheck
+from ember.tests.filecheck_util import assert_filecheck
 
 GRAPH = """
 builtin.module {

@@ -25,8 +25,8 @@ from ember.runtime.cpu_features import (
     required_features,
 )
 from ember.runtime.documents import nesting_depth
-from tests.oracle import assert_close, onnxruntime_outputs
-from tests.runtime.util import compile_model, run_without_compiler, small_convnet
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.runtime.util import compile_model, run_without_compiler, small_convnet
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.
 REL_TOL = 1e-4
@@ -671,7 +671,7 @@ def test_host_cpu_flags_parses_cpuinfo(tmp_path: Path) -> None:
 
 def test_recompiling_into_a_loaded_directory_loads_the_new_code(tmp_path: Path) -> None:
     """dlopen would hand back the old library for the same path; load must not."""
-    from tests.runtime.util import compile_model
+    from ember.tests.runtime.util import compile_model
 
     artifact = compile_model(small_convnet(seed=1), tmp_path, threads=1)
     first = ember.runtime.load(artifact)

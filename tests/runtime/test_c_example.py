@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember.runtime
 from ember.runtime.errors import KernelError
+from ember.tests.runtime.util import compile_model
 from ember.tools.cheader import HEADER_FILE, c_string, render_header
-from tests.runtime.util import compile_model
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "c_example.c"
 CC = shutil.which("cc")

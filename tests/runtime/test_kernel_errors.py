@@ -20,8 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.runtime.errors import KernelError
-from tests.oracle import onnxruntime_outputs
-from tests.runtime.util import BLOCK_COMPILER_IMPORTS, compile_model
+from ember.tests.oracle import onnxruntime_outputs
+from ember.tests.runtime.util import BLOCK_COMPILER_IMPORTS, compile_model
 
 INT64_MIN, INT32_MIN, INT32_MAX = -(2**63), -(2**31), 2**31 - 1
 # x is [4, 6]: which data dimension (and its size) each op's indices address.
@@ -374,11 +374,11 @@ def test_memory_checks_catch_an_access_past_the_end() -> None:
     from xdsl.dialects.builtin import ArrayAttr, MemRefType, ModuleOp, StringAttr, f32
 
     from ember.codegen.jit import JitModule
+    from ember.core.target import host_target
     from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
     from ember.passes.conversion.kernel_to_loops.checks import STATUS_TYPE
     from ember.passes.conversion.kernel_to_loops.lower import status_sites
     from ember.passes.program import STATUS_ROLE, append_argument, set_origin
-    from ember.passes.target import host_target
     from ember.passes.transforms.check_memory import CheckMemoryAccesses
     from ember.runtime.status import check_status, new_status
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from tests.models import resnet18
-from tests.oracle import assert_close, light_model_path, onnxruntime_outputs, random_inputs
-from tests.runtime.util import compile_model, run_without_compiler
+from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs
+from ember.tests.runtime.util import compile_model, run_without_compiler
+from ember.tools.model_zoo import light_model_path, resnet18
 
 # max |ember - onnxruntime| <= REL_TOL * max |onnxruntime| per output: float32 end to end, the
 # engines differ only in summation order (measured ~1e-6 on ResNet-18).

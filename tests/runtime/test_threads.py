@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ember.passes.target import host_target, named_target
+from ember.core.target import host_target, named_target
 from ember.runtime.threads import default_threads
 
 

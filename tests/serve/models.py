@@ -3,7 +3,8 @@
 dense_model()        x [batch, 4] f32, ids [batch, 2] i64 -> y [batch, 3] f32, picked [batch, 2, 3]
 masked_mean_model()  tokens [batch, seq, 4] f32, mask [batch, seq] f32 -> pooled [batch, 4]
 batch_mixing_model() x [batch, 4] -> x - mean over the batch (rows depend on each other)
-with_symbolic_batch(model) -> the model with axis 0 of its inputs and outputs named 'batch'
+(with_symbolic_batch and bert_with_symbolic_shapes, for the benchmark's models, are in
+ember.tools.symbolic_zoo.)
 """
 
 from __future__ import annotations
@@ -94,53 +95,3 @@ def dense_feeds(rows: int, seed: int) -> dict[str, np.ndarray]:
         "x": rng.standard_normal((rows, 4)).astype(np.float32),
         "ids": rng.integers(0, 5, size=(rows, 2)).astype(np.int64),
     }
-
-
-def with_symbolic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.ModelProto:
-    """A copy of `model` whose inputs and outputs declare axis 0 as the symbolic dim `name`
-    (for builders that write a batch of 1, when the graph itself takes any batch)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for info in (*copy.graph.input, *copy.graph.output):
-        dims = info.type.tensor_type.shape.dim
-        if dims:
-            dims[0].Clear()
-            dims[0].dim_param = name
-    return copy
-
-
-def bert_with_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`ember.tests.models.bert_encoder`'s graph with `input_ids` [batch, seq]: the position
-    table is sliced to the input's length, and the one Reshape to a constant [1, seq, hidden]
-    keeps axis 0 (0) and infers the length (-1). Sequences up to the built `seq` are valid."""
-    copy = with_symbolic_batch(model)
-    graph = copy.graph
-    graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
-    graph.output[0].type.tensor_type.shape.dim[1].dim_param = "seq"
-    position = next(t.name for t in graph.initializer if t.name.startswith("position_embeddings"))
-    sliced = position + "_sliced"
-    extra = [
-        numpy_helper.from_array(np.array([1], np.int64), "seq_axis_start"),
-        numpy_helper.from_array(np.array([2], np.int64), "seq_axis_end"),
-        numpy_helper.from_array(np.array([0], np.int64), "seq_zero"),
-        numpy_helper.from_array(np.array([1], np.int64), "seq_axis"),
-    ]
-    slicing = [
-        helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
-        helper.make_node("Slice", ["ids_shape", "seq_axis_start", "seq_axis_end"], ["ids_seq"]),
-        helper.make_node("Slice", [position, "seq_zero", "ids_seq", "seq_axis"], [sliced]),
-    ]
-    for node in graph.node:
-        node.input[:] = [sliced if name == position else name for name in node.input]
-    for tensor in graph.initializer:
-        array = numpy_helper.to_array(tensor)
-        if array.dtype == np.int64 and array.ndim == 1 and len(array) == 3 and array[0] == 1:
-            tensor.CopyFrom(
-                numpy_helper.from_array(np.array([0, -1, array[2]], np.int64), tensor.name)
-            )
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(slicing + nodes)
-    graph.initializer.extend(extra)
-    onnx.checker.check_model(copy)
-    return copy

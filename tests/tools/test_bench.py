@@ -12,11 +12,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools import bench
+from ember.tools import model_zoo as models
 from ember.tools.cli import main
 from ember.tools.feeds import index_ranges, seeded_inputs
-from tests import models
-from tests.oracle import assert_close, light_model_path, onnxruntime_outputs
+from ember.tools.model_zoo import light_model_path
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.
 REL_TOL = 1e-4
@@ -94,7 +95,7 @@ def test_gather_nd_index_tuples_get_the_smallest_dim_they_run_over() -> None:
 
 
 def test_recurrent_sequence_lens_range_uses_the_pinned_sequence_length() -> None:
-    from tests.kernels.test_recurrent import _layer
+    from ember.tests.kernels.test_recurrent import _layer
 
     model, _ = _layer("LSTM", sequence_lens=True)
     lens = model.graph.node[0].input[4]

@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember
+from ember.tests.runtime.util import small_convnet
 from ember.tools.cli import main
-from tests.runtime.util import small_convnet
-from tests.symbolic_models import symbolic_model
+from ember.tools.symbolic_zoo import symbolic_model
 
 
 def many_problems() -> onnx.ModelProto:

@@ -13,10 +13,10 @@ import pytest
 
 import ember.runtime
 import ember.tools
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.runtime.util import save, small_convnet
 from ember.tools.aot import Progress
 from ember.tools.cli import main
-from tests.oracle import assert_close, onnxruntime_outputs
-from tests.runtime.util import save, small_convnet
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.
 REL_TOL = 1e-4

@@ -17,19 +17,19 @@ from onnx import TensorProto, helper
 import ember
 from ember.runtime.errors import RuntimeOperandError
 from ember.tests.oracle import assert_close, onnxruntime_outputs
-from ember.tests.symbolic_models import (
+from ember.tools.specialize import (
+    MAX_VALUE_ELEMENTS,
+    SpecializationCache,
+    SpecializationWarning,
+    SpecializingModel,
+)
+from ember.tools.symbolic_zoo import (
     VOCAB,
     bert_encoder_model,
     feeds,
     recognizer_model,
     symbolic_model,
     text_detector_model,
-)
-from ember.tools.specialize import (
-    MAX_VALUE_ELEMENTS,
-    SpecializationCache,
-    SpecializationWarning,
-    SpecializingModel,
 )
 
 # Float32 convolutions, matmuls and softmax vs onnxruntime: different summation orders.

@@ -14,8 +14,8 @@ import pytest
 
 import ember
 import ember.tools.aot
-from tests.oracle import assert_close, onnxruntime_outputs
-from tests.runtime.util import save, small_convnet
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.runtime.util import save, small_convnet
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "engine_api.md"
 # Float32 kernels vs onnxruntime: different summation orders, same math.

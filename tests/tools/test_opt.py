@@ -1,4 +1,4 @@
-"""`ember opt`, flag by flag, on small seeded models from tests/models.py.
+"""`ember opt`, flag by flag, on small seeded models from tools/model_zoo.py.
 
 Most tests stop at the graph or kernel stage (no JIT) to stay fast; the numerical tools
 (bisect, intermediates) JIT a five-conv model a few times. Numerical tolerance: the tool's own
@@ -20,14 +20,14 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.passes import ModulePass
 
+from ember.core.target import host_target
 from ember.dialects import graph
 from ember.dialects.weights import make_context
 from ember.passes.pipeline import DEFAULT_PIPELINE, available_passes
-from ember.passes.target import host_target
+from ember.tools import model_zoo as models
 from ember.tools.opt import main
 from ember.tools.opt_bisect import MANDATORY_PASSES, cut_pipeline
 from ember.tools.opt_ir import load_weights, parse_ir
-from tests import models
 
 # -- test-only passes ------------------------------------------------------------------------------
 
@@ -439,7 +439,7 @@ def test_bisect_finds_nothing_in_the_default_pipeline(
 def lstm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An LSTM whose int32 sequence_lens is a graph input (T = 5): seeded integers in [0, 16)
     would be lengths onnxruntime refuses."""
-    from tests.kernels.test_recurrent import _layer
+    from ember.tests.kernels.test_recurrent import _layer
 
     model, _ = _layer("LSTM", sequence_lens=True)
     path = tmp_path_factory.mktemp("models") / "lstm.onnx"

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 import ember
 import ember.runtime
 import ember.tools.aot
+from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools import conformance as conf
 from ember.tools.aot import compile_artifact, resolve_target
 from ember.tools.cli import main
@@ -27,8 +28,7 @@ from ember.tools.specialize import (
     SpecializationWarning,
     SpecializingModel,
 )
-from tests.oracle import assert_close, onnxruntime_outputs
-from tests.symbolic_models import feeds, fixed_reshape_model, symbolic_model
+from ember.tools.symbolic_zoo import feeds, fixed_reshape_model, symbolic_model
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "engine_api.md"
 # Float32 MatMul and ReduceSum vs onnxruntime: different summation orders, same math.

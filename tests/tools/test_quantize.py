@@ -26,8 +26,8 @@ from ember.frontend import calibrate as calib
 from ember.frontend import quantize as quantization
 from ember.runtime.artifact import load
 from ember.runtime.errors import InputError, ModelError
-from ember.tests.models import bert_encoder, mobilenet_v2, resnet18
 from ember.tools.feeds import seeded_inputs
+from ember.tools.model_zoo import bert_encoder, mobilenet_v2, resnet18
 from ember.tools.quantize import main, quantize
 
 # -- calibrators --------------------------------------------------------------------------------

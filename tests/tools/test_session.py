@@ -13,9 +13,9 @@ import onnxruntime
 import pytest
 
 import ember
-from tests.oracle import assert_close
-from tests.runtime.util import small_convnet
-from tests.symbolic_models import symbolic_model
+from ember.tests.oracle import assert_close
+from ember.tests.runtime.util import small_convnet
+from ember.tools.symbolic_zoo import symbolic_model
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.
 REL_TOL = 1e-4

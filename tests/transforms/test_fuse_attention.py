@@ -16,10 +16,10 @@ from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.transforms.fuse_attention import FuseAttention
 from ember.passes.transforms.graph_pipeline import run_graph_passes
-from ember.tests import models
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs
 from ember.tests.transforms.test_graph_passes import apply, func
+from ember.tools import model_zoo as models
 
 T = "tensor<1x2x5x4xf32>"  # q, v: [B, H, S, D]
 KT = "tensor<1x2x4x7xf32>"  # k_t: [B, H, D, Sk]

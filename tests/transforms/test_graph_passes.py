@@ -9,14 +9,14 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 from xdsl.passes import ModulePass
 
+from ember.dialects.numpy_eval import evaluate_function, numpy_dtype
 from ember.dialects.weights import WeightStore, make_context
 from ember.passes.transforms.canonicalize import Canonicalize
 from ember.passes.transforms.dce import DeadCodeElimination
 from ember.passes.transforms.fold_batchnorm import FoldBatchNorm
 from ember.passes.transforms.fold_constants import FoldConstants
 from ember.passes.transforms.fuse_epilogue import FuseBiasAdd, FuseConvActivation, FuseResidualAdd
-from ember.passes.transforms.numpy_eval import evaluate_function, numpy_dtype
-from tests.filecheck_util import assert_filecheck
+from ember.tests.filecheck_util import assert_filecheck
 
 RTOL, ATOL = 1e-5, 1e-6
 CONV = "{strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, dilations = array<i64: 1, 1>, group = 1 : i64}"

@@ -27,13 +27,13 @@ from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import f32
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import attention_dims, element_type_of, int_values, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, split_static
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 KEY_VECTORS = 2  # vectors of keys per tile: MR x 2 score accumulators
 VALUE_VECTORS = 2  # vectors of Dv per pass of P @ V: MR x 2 output accumulators

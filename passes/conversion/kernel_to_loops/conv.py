@@ -1,7 +1,7 @@
 """kernel.conv2d -> GEMM-formulated SIMD loops (and a direct kernel for depthwise convs).
 
 Per group, C[Cout/G, Ho*Wo] = W[Cout/G, K] @ im2col(x)[K, Ho*Wo] with K = Cin/G*kh*kw.
-The packed weights are the A operand ("conv_a_panel{MR}", see packing.py) so each A element
+The packed weights are the A operand ("conv_a_panel{MR}", see dialects/weight_layouts.py) so each A element
 is one broadcast; the activations are B, N = Ho*Wo runs across vector lanes. Work units
 (batch, group, N panel, M chunk) run under scf.parallel; inside a unit the k loop is blocked
 (gemm_common.gemm_panel). A 1x1 stride-1 unpadded conv with a single k block reads B
@@ -22,7 +22,13 @@ from xdsl.dialects import arith, func, vector
 from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1, i64
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
+from ember.dialects.weight_layouts import (
+    DEPTHWISE_LAYOUT,
+    conv_layout,
+    gemm_blocking,
+)
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
     K_UNROLL,
@@ -46,13 +52,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     pack_rows,
     split_static,
 )
-from ember.passes.conversion.kernel_to_loops.packing import (
-    DEPTHWISE_LAYOUT,
-    conv_layout,
-    gemm_blocking,
-)
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 
 def _ints(attr: DenseArrayBase) -> list[int]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from xdsl.dialects import func
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.checks import checked_index, checked_kernel_function
@@ -34,7 +35,6 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     to_index,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 
 # -- copy -----------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import IRDLOperation
 
+from ember.core.target import Target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
 from ember.passes.program import describe_op
-from ember.passes.target import Target
 from ember.runtime.errors import ModelError
 
 # Below this many elements a kernel runs on one thread: a GOMP region costs ~2 us.

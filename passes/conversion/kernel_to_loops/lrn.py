@@ -15,6 +15,7 @@ from xdsl.dialects import func
 from xdsl.dialects import math as mathd
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
@@ -29,7 +30,6 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     store,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 
 def power_neg(b: LoopBuilder, t: SSAValue, beta: float, width: int) -> SSAValue:

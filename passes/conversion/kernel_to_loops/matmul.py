@@ -15,7 +15,9 @@ import math
 from xdsl.dialects import func
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
+from ember.dialects.weight_layouts import gemm_blocking, matmul_layout
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
     Epilogue,
@@ -34,9 +36,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     pack_rows,
     split_static,
 )
-from ember.passes.conversion.kernel_to_loops.packing import gemm_blocking, matmul_layout
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 
 def _batch_index(

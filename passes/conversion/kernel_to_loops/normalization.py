@@ -16,12 +16,12 @@ from xdsl.dialects import func, math
 from xdsl.dialects.builtin import AnyFloat
 from xdsl.ir import Attribute, SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import element_type_of, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 
 def _axis(op_name: str, axis: int, rank: int) -> int:

@@ -18,6 +18,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import f32
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
@@ -36,7 +37,6 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     store,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 # Strides whose interior is computed with vectors; others use unrolled scalar loops.
 VECTOR_STRIDES = (1, 2)

@@ -46,6 +46,7 @@ from xdsl.dialects import arith, func, llvm, memref, vector
 from xdsl.dialects.builtin import IntegerType, VectorType, f32, i1, i8, i16, i32
 from xdsl.ir import Attribute, SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
@@ -55,7 +56,6 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     shuffle,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 # CPUs LLVM knows by name whose AVX-512 includes VNNI (named targets carry no feature list).
 _VNNI_CPUS = ("icelake-server", "icelake-client", "sapphirerapids", "znver4", "znver5")

@@ -32,8 +32,10 @@ from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import IndexType
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import RECURRENT_ACTIVATIONS, RECURRENT_GATES
+from ember.dialects.weight_layouts import gemm_blocking, recurrent_layout
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.checks import checked_kernel_function, record_error
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
@@ -52,9 +54,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     store_lanes,
     vector_activation,
 )
-from ember.passes.conversion.kernel_to_loops.packing import gemm_blocking, recurrent_layout
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 from ember.runtime.status import LENGTH_OUT_OF_RANGE
 
 # bias(b, gate, row, column, lanes): the vector added to GEMM outputs [row, gate*H + column...].

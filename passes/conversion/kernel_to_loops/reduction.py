@@ -20,13 +20,13 @@ from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import AnyFloat
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import element_type_of, int_values, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 KINDS = ("sum", "mean", "max", "min", "prod")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from xdsl.dialects import func
 from xdsl.irdl import IRDLOperation
 
-from ember.passes.target import Target
+from ember.core.target import Target
 
 KernelLowering = Callable[[IRDLOperation, Target, str], func.FuncOp]
 

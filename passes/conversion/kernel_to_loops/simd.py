@@ -16,9 +16,9 @@ from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import AnyFloat, IntegerType, MemRefType, VectorType
 from xdsl.ir import Attribute, SSAValue
 
+from ember.core.target import Target
 from ember.dialects.graph import shape_of
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
-from ember.passes.target import Target
 
 # Below this many elements a GOMP region (~2 us) costs more than the second core saves.
 PARALLEL_MIN_ELEMENTS = 32 * 1024

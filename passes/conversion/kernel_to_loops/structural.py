@@ -21,6 +21,7 @@ from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import AnyFloat, VectorType, f64, i64
 from xdsl.ir import SSAValue
 
+from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import int_values
 from ember.passes.conversion.kernel_to_loops import simd
@@ -44,7 +45,6 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     to_index,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.target import Target
 
 
 def _around(dims: Sequence[int], axis: int) -> tuple[int, int, int]:

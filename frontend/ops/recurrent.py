@@ -22,18 +22,19 @@ from xdsl.dialects.builtin import ArrayAttr, StringAttr, TensorType, UnitAttr, f
 
 from ember.dialects import graph
 from ember.dialects.graph import RECURRENT_ACTIVATIONS, RECURRENT_GATES
-from ember.frontend.onnx_importer import (
+from ember.frontend.context import (
+    Const,
+    ImportContext,
+    Node,
     Value,
-    _Const,
-    _converts,
-    _dtype,
-    _f32,
-    _Importer,
-    _Node,
-    _shape,
+    dtype_of,
+    f32_attr,
+    shape_of,
 )
+from ember.frontend.registry import converts
 
 _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
+
 
 # ONNX's default activations per direction.
 _DEFAULT_ACTIVATIONS = {
@@ -41,6 +42,7 @@ _DEFAULT_ACTIVATIONS = {
     "gru": ("Sigmoid", "Tanh"),
     "rnn": ("Tanh",),
 }
+
 
 # Activation -> (kernel name, takes alpha, takes beta, default alpha, default beta). ONNX says
 # alpha/beta are consumed in order by the activations that take them (onnxruntime does so too).
@@ -65,7 +67,7 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _activations(node: _Node, cell: str, dirs: int) -> tuple[list[str], list[float]]:
+def _activations(node: Node, cell: str, dirs: int) -> tuple[list[str], list[float]]:
     """Kernel activation names and their (alpha, beta) pairs, defaults resolved."""
     names = [_text(a) for a in node.attrs.get("activations", [])]
     if not names:
@@ -102,27 +104,21 @@ def _activations(node: _Node, cell: str, dirs: int) -> tuple[list[str], list[flo
     return kinds, params
 
 
-def _float_input(imp: _Importer, node: _Node, index: int, what: str) -> Value | None:
+def _float32_input(imp: ImportContext, node: Node, index: int, what: str) -> Value | None:
+    """Input #index (None when absent), refused unless float32: the recurrent kernel's only type."""
     value = imp.input(node, index)
-    if value is not None and _dtype(value) != np.float32:
-        raise node.unsupported(f"{what} of type {_dtype(value)} (float32 is supported)")
+    if value is not None and dtype_of(value) != np.float32:
+        raise node.unsupported(f"{what} of type {dtype_of(value)} (float32 is supported)")
     return value
 
 
-def _expect_shape(node: _Node, value: Value | None, what: str, shape: Sequence[int]) -> None:
-    if value is not None and _shape(value) != tuple(shape):
-        raise node.error(f"{what} has shape {list(_shape(value))}, expected {list(shape)}")
+def _expect_shape(node: Node, value: Value | None, what: str, shape: Sequence[int]) -> None:
+    if value is not None and shape_of(value) != tuple(shape):
+        raise node.error(f"{what} has shape {list(shape_of(value))}, expected {list(shape)}")
 
 
-def _transpose(imp: _Importer, value: Value, perm: Sequence[int]) -> Value:
-    shape = _shape(value)
-    return imp.emit(
-        graph.TransposeOp, [value], [shape[p] for p in perm], perm=graph.i64_array(perm)
-    )
-
-
-def _slice_last(imp: _Importer, value: Value, start: int, size: int) -> Value:
-    shape = _shape(value)
+def _slice_last(imp: ImportContext, value: Value, start: int, size: int) -> Value:
+    shape = shape_of(value)
     return imp.emit(
         graph.SliceOp,
         [value],
@@ -133,7 +129,13 @@ def _slice_last(imp: _Importer, value: Value, start: int, size: int) -> Value:
 
 
 def _biases(
-    imp: _Importer, node: _Node, b: Value | None, dirs: int, gates: int, hidden: int, split_h: bool
+    imp: ImportContext,
+    node: Node,
+    b: Value | None,
+    dirs: int,
+    gates: int,
+    hidden: int,
+    split_h: bool,
 ) -> tuple[Value | None, Value | None]:
     """(Wb + Rb as [D*G*H] for the projection, GRU's Rbh as [D, H] when `split_h`)."""
     if b is None:
@@ -146,13 +148,13 @@ def _biases(
         recurrent_bias = _slice_last(imp, rb, (gates - 1) * hidden, hidden)
         mask = np.ones(width, np.float32)
         mask[(gates - 1) * hidden :] = 0.0
-        rb = imp.binary(node, graph.MulOp, rb, _Const(mask))
+        rb = imp.binary(node, graph.MulOp, rb, Const(mask))
     combined = imp.binary(node, graph.AddOp, wb, rb)
     return imp.reshape(combined, [dirs * width]), recurrent_bias
 
 
-@_converts(*_CELLS)
-def _recurrent(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts(*_CELLS)
+def _recurrent(imp: ImportContext, node: Node) -> Sequence[Value]:
     cell = _CELLS[node.op_type]
     if node.opset < 7:
         raise node.unsupported("opset < 7 (the output_sequence attribute era)")
@@ -165,33 +167,33 @@ def _recurrent(imp: _Importer, node: _Node) -> Sequence[Value]:
     if layout not in (0, 1):
         raise node.unsupported(f"layout={layout}")
 
-    x = _float_input(imp, node, 0, "X")
-    w = _float_input(imp, node, 1, "W")
-    r = _float_input(imp, node, 2, "R")
+    x = _float32_input(imp, node, 0, "X")
+    w = _float32_input(imp, node, 1, "W")
+    r = _float32_input(imp, node, 2, "R")
     if x is None or w is None or r is None:
         raise node.error("X, W and R are required")
-    if len(_shape(x)) != 3 or len(_shape(w)) != 3:
-        raise node.error(f"X {list(_shape(x))} and W {list(_shape(w))} must be 3-D")
+    if len(shape_of(x)) != 3 or len(shape_of(w)) != 3:
+        raise node.error(f"X {list(shape_of(x))} and W {list(shape_of(w))} must be 3-D")
     if layout == 1:
-        x = _transpose(imp, x, [1, 0, 2])
-    seq, batch, inputs = _shape(x)
-    hidden = _shape(w)[1] // gates
+        x = imp.transpose(x, [1, 0, 2])
+    seq, batch, inputs = shape_of(x)
+    hidden = shape_of(w)[1] // gates
     declared = node.attrs.get("hidden_size")
     if declared is not None and int(declared) != hidden:
-        raise node.error(f"hidden_size={declared} but W has {_shape(w)[1]} rows")
+        raise node.error(f"hidden_size={declared} but W has {shape_of(w)[1]} rows")
     if hidden == 0 or min(seq, batch, inputs) == 0:
         raise node.unsupported(f"empty dims (T={seq}, B={batch}, I={inputs}, H={hidden})")
     _expect_shape(node, w, "W", [dirs, gates * hidden, inputs])
     _expect_shape(node, r, "R", [dirs, gates * hidden, hidden])
 
-    b = _float_input(imp, node, 3, "B")
+    b = _float32_input(imp, node, 3, "B")
     _expect_shape(node, b, "B", [dirs, 2 * gates * hidden])
     sequence_lens = imp.input(node, 4)
     if sequence_lens is not None:
-        if _dtype(sequence_lens) != np.int32:
-            raise node.error(f"sequence_lens of type {_dtype(sequence_lens)} (int32 expected)")
+        if dtype_of(sequence_lens) != np.int32:
+            raise node.error(f"sequence_lens of type {dtype_of(sequence_lens)} (int32 expected)")
         _expect_shape(node, sequence_lens, "sequence_lens", [batch])
-        if isinstance(sequence_lens, _Const):  # known now: refused now (else the kernel checks)
+        if isinstance(sequence_lens, Const):  # known now: refused now (else the kernel checks)
             outside = np.flatnonzero((sequence_lens.array < 0) | (sequence_lens.array > seq))
             if outside.size:
                 row = int(outside[0])
@@ -200,17 +202,17 @@ def _recurrent(imp: _Importer, node: _Node) -> Sequence[Value]:
                     f"for a sequence of length {seq} (valid lengths are 0..{seq})"
                 )
     state_shape = [dirs, batch, hidden] if layout == 0 else [batch, dirs, hidden]
-    initial_h = _float_input(imp, node, 5, "initial_h")
+    initial_h = _float32_input(imp, node, 5, "initial_h")
     _expect_shape(node, initial_h, "initial_h", state_shape)
     initial_c = peepholes = None
     if cell == "lstm":
-        initial_c = _float_input(imp, node, 6, "initial_c")
+        initial_c = _float32_input(imp, node, 6, "initial_c")
         _expect_shape(node, initial_c, "initial_c", state_shape)
-        peepholes = _float_input(imp, node, 7, "P")
+        peepholes = _float32_input(imp, node, 7, "P")
         _expect_shape(node, peepholes, "P", [dirs, 3 * hidden])
     if layout == 1:
-        initial_h = None if initial_h is None else _transpose(imp, initial_h, [1, 0, 2])
-        initial_c = None if initial_c is None else _transpose(imp, initial_c, [1, 0, 2])
+        initial_h = None if initial_h is None else imp.transpose(initial_h, [1, 0, 2])
+        initial_c = None if initial_c is None else imp.transpose(initial_c, [1, 0, 2])
 
     kinds, params = _activations(node, cell, dirs)
     props: dict[str, object] = {
@@ -223,7 +225,7 @@ def _recurrent(imp: _Importer, node: _Node) -> Sequence[Value]:
         clip = float(node.attrs["clip"])
         if not clip > 0:
             raise node.error(f"clip={clip} must be positive")
-        props["clip"] = _f32(clip)
+        props["clip"] = f32_attr(clip)
     if cell == "lstm" and int(node.attrs.get("input_forget", 0)):
         props["input_forget"] = UnitAttr()
     linear_before_reset = cell == "gru" and bool(int(node.attrs.get("linear_before_reset", 0)))
@@ -231,16 +233,16 @@ def _recurrent(imp: _Importer, node: _Node) -> Sequence[Value]:
         props["linear_before_reset"] = UnitAttr()
 
     # The input projection of all steps: one GEMM with the biases as its epilogue.
-    w_t = imp.reshape(_transpose(imp, w, [2, 0, 1]), [inputs, dirs * gates * hidden])
+    w_t = imp.reshape(imp.transpose(w, [2, 0, 1]), [inputs, dirs * gates * hidden])
     bias, recurrent_bias = _biases(imp, node, b, dirs, gates, hidden, linear_before_reset)
     x_rows = imp.reshape(x, [seq * batch, inputs])
-    x_proj = imp.emit(graph.MatMulOp, [x_rows, w_t, bias, None], [seq * batch, _shape(w_t)[1]])
+    x_proj = imp.emit(graph.MatMulOp, [x_rows, w_t, bias, None], [seq * batch, shape_of(w_t)[1]])
     x_proj = imp.reshape(x_proj, [seq, batch, dirs * gates * hidden])
     # R^T per gate: r[d, g, k, n] = R[d, g*H + n, k].
-    r_t = _transpose(imp, imp.reshape(r, [dirs, gates, hidden, hidden]), [0, 1, 3, 2])
+    r_t = imp.transpose(imp.reshape(r, [dirs, gates, hidden, hidden]), [0, 1, 3, 2])
 
     operands = [x_proj, r_t, recurrent_bias, sequence_lens, initial_h, initial_c, peepholes]
-    ssa = [None if v is None else imp._ssa(v, node.name) for v in operands]
+    ssa = [None if v is None else imp.materialize(v, node.name) for v in operands]
     state_type = TensorType(f32, [dirs, batch, hidden])
     op = graph.RecurrentOp.build(
         operands=ssa,  # type: ignore[arg-type]
@@ -257,7 +259,7 @@ def _recurrent(imp: _Importer, node: _Node) -> Sequence[Value]:
     if op.y_c is not None:
         outputs.append(op.y_c)
     if layout == 1:
-        outputs = [_transpose(imp, y, [2, 0, 1, 3])] + [
-            _transpose(imp, v, [1, 0, 2]) for v in outputs[1:]
+        outputs = [imp.transpose(y, [2, 0, 1, 3])] + [
+            imp.transpose(v, [1, 0, 2]) for v in outputs[1:]
         ]
     return outputs

@@ -1,4 +1,5 @@
-"""ONNX models built with onnx.helper and seeded random weights (no downloads).
+"""Models to test and measure ember with: built with onnx.helper and seeded random weights (no
+downloads), and the light models shipped in the onnx wheel. Shared by tests/ and benchmarks/.
 
     resnet18(seed=0, image_size=224, width=1.0) -> onnx.ModelProto  opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
@@ -11,13 +12,13 @@
 
 Each model passes onnx.checker and runs in onnxruntime. Conv and BatchNormalization stay
 separate nodes (as exporters write them) so that the graph passes have something to fold.
-`light_model_paths()` lists the nine light models shipped in the onnx wheel.
+`LIGHT_MODELS` names the nine light models shipped in the onnx wheel (`light_model_path(name)`).
 """
 
 from __future__ import annotations
 
 import math
-import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,10 +26,22 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = (
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+)
 
-def light_model_paths() -> list[Path]:
-    root = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
-    return sorted(root.glob("light_*.onnx"))
+
+def light_model_path(name: str) -> Path:
+    return LIGHT_DIR / f"light_{name}.onnx"
 
 
 class GraphBuilder:
@@ -282,3 +295,75 @@ def bert_encoder(
         helper.make_tensor_value_info(pooled, TensorProto.FLOAT, [1, hidden]),
     ]
     return b.model(name, inputs, outputs, 17)
+
+
+def resnet_block_model(seed: int = 0) -> onnx.ModelProto:
+    """A small ResNet-style CNN: stem, a basic block, a strided block with a 1x1 shortcut, a
+    depthwise conv (float fallback), global pooling and a classifier."""
+    b = GraphBuilder(seed)
+    x = b.node("Relu", [b.conv_bn("input", 3, 16, 3)])
+    y = b.node("Relu", [b.conv_bn(x, 16, 16, 3)])
+    x = b.node("Relu", [b.node("Add", [b.conv_bn(y, 16, 16, 3), x])])
+    y = b.node("Relu", [b.conv_bn(x, 16, 24, 3, stride=2)])
+    y = b.conv_bn(y, 24, 24, 3)
+    x = b.node("Relu", [b.node("Add", [y, b.conv_bn(x, 16, 24, 1, stride=2)])])
+    x = b.node("Relu", [b.conv_bn(x, 24, 24, 3, group=24)])
+    logits = b.classifier(x, 24, 10)
+    out = helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, 10])
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 20, 20])
+    return b.model("resnet_block", [image], [out], 17)
+
+
+class _Reader:
+    def __init__(self, name: str, shape: tuple[int, ...], count: int = 4) -> None:
+        rng = np.random.default_rng(1)
+        self._feeds = iter(
+            [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def quantize_static(
+    model: onnx.ModelProto,
+    shape: tuple[int, ...],
+    quant_format: str,
+    per_channel: bool,
+    act: str,
+    input_name: str = "input",
+    reduce_range: bool = False,
+) -> onnx.ModelProto:
+    """onnxruntime's quant_pre_process (folds BatchNorm) then quantize_static
+    (`reduce_range`: 7-bit weights, onnxruntime's advice for AVX2's vpmaddubsw)."""
+    from onnxruntime import quantization as q  # the oracle's own tool, for comparisons
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("f.onnx", "pre.onnx", "q.onnx"))
+        onnx.save(model, src)
+        q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        q.quantize_static(
+            str(pre),
+            str(dst),
+            _Reader(input_name, shape),
+            quant_format=getattr(q.QuantFormat, quant_format),
+            per_channel=per_channel,
+            activation_type=getattr(q.QuantType, act),
+            weight_type=q.QuantType.QInt8,
+            reduce_range=reduce_range,
+        )
+        return onnx.load(dst)
+
+
+def graph_op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many of each graph op `model` has after the graph passes (e.g. "graph.qconv": the
+    convolutions quantize-ops turned into integer kernels)."""
+    from collections import Counter
+
+    from ember.dialects.weights import make_context
+    from ember.frontend.onnx_importer import import_model
+    from ember.passes.transforms.graph_pipeline import run_graph_passes
+
+    module, weights = import_model(model)
+    run_graph_passes(module, make_context(weights))
+    return Counter(op.name for op in module.walk())

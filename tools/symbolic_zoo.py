@@ -1,10 +1,12 @@
-"""Small models whose inputs have symbolic dims, shared by the pinning and specialisation tests."""
+"""Models whose inputs have symbolic dims (dim_param), shared by the tests (pinning,
+specialisation, dynamic shapes, serving) and the benchmarks; and helpers that make the static
+builders of model_zoo.py symbolic."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 
 def symbolic_model() -> onnx.ModelProto:
@@ -233,3 +235,53 @@ def recognizer_model() -> onnx.ModelProto:
         initializers,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def with_symbolic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.ModelProto:
+    """A copy of `model` whose inputs and outputs declare axis 0 as the symbolic dim `name`
+    (for builders that write a batch of 1, when the graph itself takes any batch)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for info in (*copy.graph.input, *copy.graph.output):
+        dims = info.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = name
+    return copy
+
+
+def bert_with_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model_zoo.bert_encoder`'s graph with `input_ids` [batch, seq]: the position
+    table is sliced to the input's length, and the one Reshape to a constant [1, seq, hidden]
+    keeps axis 0 (0) and infers the length (-1). Sequences up to the built `seq` are valid."""
+    copy = with_symbolic_batch(model)
+    graph = copy.graph
+    graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    graph.output[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    position = next(t.name for t in graph.initializer if t.name.startswith("position_embeddings"))
+    sliced = position + "_sliced"
+    extra = [
+        numpy_helper.from_array(np.array([1], np.int64), "seq_axis_start"),
+        numpy_helper.from_array(np.array([2], np.int64), "seq_axis_end"),
+        numpy_helper.from_array(np.array([0], np.int64), "seq_zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "seq_axis"),
+    ]
+    slicing = [
+        helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
+        helper.make_node("Slice", ["ids_shape", "seq_axis_start", "seq_axis_end"], ["ids_seq"]),
+        helper.make_node("Slice", [position, "seq_zero", "ids_seq", "seq_axis"], [sliced]),
+    ]
+    for node in graph.node:
+        node.input[:] = [sliced if name == position else name for name in node.input]
+    for tensor in graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if array.dtype == np.int64 and array.ndim == 1 and len(array) == 3 and array[0] == 1:
+            tensor.CopyFrom(
+                numpy_helper.from_array(np.array([0, -1, array[2]], np.int64), tensor.name)
+            )
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(slicing + nodes)
+    graph.initializer.extend(extra)
+    onnx.checker.check_model(copy)
+    return copy

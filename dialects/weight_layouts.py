@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.passes.target import Target
+from ember.core.target import Target
 
 DEPTHWISE_LAYOUT = "depthwise_c_kk"
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ember.frontend.onnx_importer import Value, _Const, _converts, _Importer, _Node
+from ember.frontend.context import (
+    Const,
+    ImportContext,
+    Node,
+    Value,
+)
+from ember.frontend.registry import converts
 
 
-@_converts("If")
-def _if(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("If")
+def _if(imp: ImportContext, node: Node) -> Sequence[Value]:
     condition = imp.required(node, 0)
-    if not isinstance(condition, _Const):
+    if not isinstance(condition, Const):
         raise node.unsupported(
             "the condition is computed at run time; ember folds an If only when its condition "
             "is a compile-time constant (e.g. a comparison of static shapes)"
@@ -35,9 +41,9 @@ def _if(imp: _Importer, node: _Node) -> Sequence[Value]:
         )
     inner = {t.name: t for t in taken.initializer}
     for name, tensor in inner.items():
-        imp.env[name] = _Const(imp._tensor_array(tensor), name)
+        imp.env[name] = Const(imp.tensor_array(tensor), name)
     for proto in taken.node:
-        imp._convert(proto)
+        imp.import_node(proto)
     outputs = []
     for out in taken.output:
         if out.name not in imp.env:

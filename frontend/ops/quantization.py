@@ -32,32 +32,35 @@ import numpy as np
 import onnx
 
 from ember.dialects import graph
-from ember.dialects.dtypes import numpy_dtype_for_onnx
-from ember.frontend.onnx_importer import (
-    _CONVERTERS,
+from ember.frontend.context import (
+    Const,
+    ImportContext,
+    Node,
     Value,
-    _axis,
-    _Const,
-    _converts,
-    _dtype,
-    _Importer,
-    _Node,
-    _shape,
+    dtype_of,
+    normalize_axis,
+    shape_of,
 )
+from ember.frontend.dtypes import numpy_dtype_for_onnx
+from ember.frontend.registry import CONVERTERS, converts
 from ember.frontend.validate import NodeInfo, validate_node
 
 _F32 = np.dtype(np.float32)
+
+
 _I32 = np.dtype(np.int32)
+
+
 # The quantized element types ember has tensors for; the rest (int4, uint4, float8, ...) are
 # refused by name.
 _QUANTIZED = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+
+
 _MS = "com.microsoft"
+
+
 # Float32 represents every integer of magnitude up to 2^24 exactly.
 _EXACT_F32_INTEGERS = 1 << 24
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared building blocks
 
 
 def _type_name(onnx_type: int) -> str:
@@ -67,7 +70,7 @@ def _type_name(onnx_type: int) -> str:
         return f"#{onnx_type}"
 
 
-def _quantized_dtype(node: _Node, dtype: np.dtype, what: str) -> np.dtype:
+def _quantized_dtype(node: Node, dtype: np.dtype, what: str) -> np.dtype:
     if dtype not in _QUANTIZED:
         raise node.unsupported(
             f"{what} of type {dtype}: ember quantizes to int8, uint8, int16 and uint16 only"
@@ -75,23 +78,25 @@ def _quantized_dtype(node: _Node, dtype: np.dtype, what: str) -> np.dtype:
     return dtype
 
 
-def _as_f32(imp: _Importer, value: Value) -> Value:
-    if _dtype(value) == _F32:
+def _as_f32(imp: ImportContext, value: Value) -> Value:
+    if dtype_of(value) == _F32:
         return value
-    if isinstance(value, _Const):
-        return _Const(value.array.astype(_F32))
-    return imp.emit(graph.CastOp, [value], _shape(value), _F32)
+    if isinstance(value, Const):
+        return Const(value.array.astype(_F32))
+    return imp.emit(graph.CastOp, [value], shape_of(value), _F32)
 
 
-def _cast(imp: _Importer, value: Value, dtype: np.dtype) -> Value:
+def _cast(imp: ImportContext, value: Value, dtype: np.dtype) -> Value:
     return (
-        value if _dtype(value) == dtype else imp.emit(graph.CastOp, [value], _shape(value), dtype)
+        value
+        if dtype_of(value) == dtype
+        else imp.emit(graph.CastOp, [value], shape_of(value), dtype)
     )
 
 
 def _broadcastable(
-    imp: _Importer,
-    node: _Node,
+    imp: ImportContext,
+    node: Node,
     param: Value,
     x_shape: Sequence[int],
     axis: int,
@@ -101,9 +106,9 @@ def _broadcastable(
     """A scale or zero point reshaped to broadcast against x: per tensor (one element), per
     axis (1-D of x's size along `axis`) or blocked (x's rank, ceil(size / block_size) along
     `axis`, expanded along it by a Gather)."""
-    shape, rank = _shape(param), len(x_shape)
+    shape, rank = shape_of(param), len(x_shape)
     if block_size > 0:
-        axis = _axis(node, axis, rank)
+        axis = normalize_axis(node, axis, rank)
         blocks = -(-x_shape[axis] // block_size)
         expected = (*x_shape[:axis], blocks, *x_shape[axis + 1 :])
         if shape != expected:
@@ -113,12 +118,12 @@ def _broadcastable(
             )
         # Element i along the axis reads block i // block_size: one Gather (folded when the
         # parameter is a constant).
-        blocks_of = _Const(np.arange(x_shape[axis], dtype=np.int64) // block_size)
+        blocks_of = Const(np.arange(x_shape[axis], dtype=np.int64) // block_size)
         return _float_op(imp, node, "Gather", [param, blocks_of], {"axis": axis})
     if math.prod(shape) == 1 and len(shape) <= 1:
         return imp.reshape(param, [])
     if len(shape) == 1 and rank > 0:
-        axis = _axis(node, axis, rank)
+        axis = normalize_axis(node, axis, rank)
         if shape[0] == x_shape[axis]:
             return imp.reshape(param, [shape[0] if i == axis else 1 for i in range(rank)])
     raise node.error(
@@ -127,32 +132,42 @@ def _broadcastable(
     )
 
 
-def _broadcast_shape(node: _Node, *values: Value) -> tuple[int, ...]:
+def _broadcast_shape(node: Node, *values: Value) -> tuple[int, ...]:
     try:
-        return graph.broadcast_shapes(*(_shape(v) for v in values))
+        return graph.broadcast_shapes(*(shape_of(v) for v in values))
     except ValueError as err:
         raise node.error(str(err)) from err
 
 
 def quantize(
-    imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, dtype: np.dtype
+    imp: ImportContext,
+    node: Node,
+    x: Value,
+    scale: Value,
+    zero_point: Value | None,
+    dtype: np.dtype,
 ) -> Value:
     """saturate(round_half_even(x / scale) + zero_point) as `dtype` (graph.quantize_linear);
     scale and zero point broadcast against x."""
     if zero_point is None:
-        zero_point = _Const(np.zeros((), dtype))
+        zero_point = Const(np.zeros((), dtype))
     shape = _broadcast_shape(node, x, scale, zero_point)
     return imp.emit(graph.QuantizeLinearOp, [x, scale, zero_point], shape, dtype)
 
 
 def dequantize(
-    imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, dtype: np.dtype
+    imp: ImportContext,
+    node: Node,
+    x: Value,
+    scale: Value,
+    zero_point: Value | None,
+    dtype: np.dtype,
 ) -> Value:
     """(x - zero_point) * scale as `dtype` (graph.dequantize_linear)."""
     if zero_point is None:
-        zero_point = _Const(np.zeros((), _dtype(x)))
+        zero_point = Const(np.zeros((), dtype_of(x)))
     shape = _broadcast_shape(node, x, scale, zero_point)
-    if isinstance(x, _Const) and _dtype(x).itemsize == 1:
+    if isinstance(x, Const) and dtype_of(x).itemsize == 1:
         # An 8-bit constant (a quantized weight) stays a graph.dequantize_linear: the
         # quantize-ops pass reads its integers; fold-constants folds it where that pass did not.
         fold, imp.fold_node = imp.fold_node, False
@@ -163,27 +178,23 @@ def dequantize(
     return imp.emit(graph.DequantizeLinearOp, [x, scale, zero_point], shape, dtype)
 
 
-def _scale_dtype(node: _Node, scale: Value) -> np.dtype:
-    dtype = _dtype(scale)
+def _scale_dtype(node: Node, scale: Value) -> np.dtype:
+    dtype = dtype_of(scale)
     if dtype.kind != "f" or dtype.itemsize > 4:
         raise node.unsupported(f"scale of type {dtype} (float, float16 or bfloat16 is required)")
     return dtype
 
 
-# ---------------------------------------------------------------------------------------------
-# QuantizeLinear / DequantizeLinear (ai.onnx 10, 13, 19, 21+; com.microsoft)
-
-
-def _axis_and_block(node: _Node) -> tuple[int, int]:
+def _axis_and_block(node: Node) -> tuple[int, int]:
     block_size = int(node.attrs.get("block_size", 0))
     if block_size < 0:
         raise node.error(f"block_size must be >= 0, not {block_size}")
     return int(node.attrs.get("axis", 1)), block_size
 
 
-@_converts("QuantizeLinear")
-@_converts("QuantizeLinear", domain=_MS)
-def _quantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QuantizeLinear")
+@converts("QuantizeLinear", domain=_MS)
+def _quantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, scale, zero_point = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
     _scale_dtype(node, scale)
     output_dtype = int(node.attrs.get("output_dtype", 0))
@@ -197,33 +208,33 @@ def _quantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
                 f"output_dtype {_type_name(output_dtype)}: ember quantizes to int8, uint8, int16 "
                 "and uint16 only"
             )
-        if zero_point is not None and _dtype(zero_point) != dtype:
+        if zero_point is not None and dtype_of(zero_point) != dtype:
             raise node.error(
                 f"output_dtype {_type_name(output_dtype)} differs from the zero point's type "
-                f"{_dtype(zero_point)}"
+                f"{dtype_of(zero_point)}"
             )
     else:
-        dtype = np.dtype(np.uint8) if zero_point is None else _dtype(zero_point)
+        dtype = np.dtype(np.uint8) if zero_point is None else dtype_of(zero_point)
     _quantized_dtype(node, dtype, "output")
     precision = int(node.attrs.get("precision", 0))
     if precision not in (0, onnx.TensorProto.FLOAT):
         raise node.unsupported(
             f"precision {_type_name(precision)}: ember divides by the scale in float32"
         )
-    if _dtype(x).kind not in "fi":
-        raise node.unsupported(f"input of type {_dtype(x)}")
+    if dtype_of(x).kind not in "fi":
+        raise node.unsupported(f"input of type {dtype_of(x)}")
     scale, zero_point = _scale_and_zero_point(imp, node, x, scale, zero_point, "y")
     return [quantize(imp, node, x, scale, zero_point, dtype)]
 
 
 def _scale_and_zero_point(
-    imp: _Importer, node: _Node, x: Value, scale: Value, zero_point: Value | None, prefix: str
+    imp: ImportContext, node: Node, x: Value, scale: Value, zero_point: Value | None, prefix: str
 ) -> tuple[Value, Value | None]:
     """Scale and zero point broadcastable against `x` (per tensor, per axis or blocked);
     `prefix` names them as the spec does ("y_scale" for QuantizeLinear, "x_scale" for
     DequantizeLinear)."""
     axis, block_size = _axis_and_block(node)
-    x_shape = _shape(x)
+    x_shape = shape_of(x)
     scale = _broadcastable(imp, node, scale, x_shape, axis, block_size, f"{prefix}_scale")
     if zero_point is not None:
         zero_point = _broadcastable(
@@ -232,16 +243,16 @@ def _scale_and_zero_point(
     return scale, zero_point
 
 
-@_converts("DequantizeLinear")
-@_converts("DequantizeLinear", domain=_MS)
-def _dequantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("DequantizeLinear")
+@converts("DequantizeLinear", domain=_MS)
+def _dequantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, scale, zero_point = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
-    if _dtype(x) not in _QUANTIZED | {_I32}:
+    if dtype_of(x) not in _QUANTIZED | {_I32}:
         raise node.unsupported(
-            f"input of type {_dtype(x)}: ember dequantizes int8, uint8, int16, uint16 and int32"
+            f"input of type {dtype_of(x)}: ember dequantizes int8, uint8, int16, uint16 and int32"
         )
-    if zero_point is not None and _dtype(zero_point) != _dtype(x):
-        raise node.error(f"zero point of type {_dtype(zero_point)} for an input of {_dtype(x)}")
+    if zero_point is not None and dtype_of(zero_point) != dtype_of(x):
+        raise node.error(f"zero point of type {dtype_of(zero_point)} for an input of {dtype_of(x)}")
     dtype = _scale_dtype(node, scale)
     output_dtype = int(node.attrs.get("output_dtype", 0))
     if output_dtype:
@@ -253,13 +264,9 @@ def _dequantize_linear(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [dequantize(imp, node, x, scale, zero_point, dtype)]
 
 
-# ---------------------------------------------------------------------------------------------
-# QOperator ops: dequantize -> the float op's converter -> quantize
-
-
 def _float_op(
-    imp: _Importer,
-    node: _Node,
+    imp: ImportContext,
+    node: Node,
     op_type: str,
     inputs: Sequence[Value | None],
     attrs: dict[str, object] | None = None,
@@ -278,22 +285,22 @@ def _float_op(
     proto = onnx.helper.make_node(
         op_type, names, [f"{prefix}/output"], name=f"{node.name}/{op_type}", **attrs
     )
-    inner = _Node(proto, node.opset, attrs)
+    inner = Node(proto, node.opset, attrs)
     validate_node(
         NodeInfo(op_type, inner.name, node.opset),
         names,
-        [None if v is None else _dtype(v) for v in inputs],
-        [None if v is None else _shape(v) for v in inputs],
+        [None if v is None else dtype_of(v) for v in inputs],
+        [None if v is None else shape_of(v) for v in inputs],
         attrs,
     )
     outer, imp.node = imp.node, inner
     try:
-        return list(_CONVERTERS[op_type](imp, inner))[0]
+        return list(CONVERTERS[op_type](imp, inner))[0]
     finally:
         imp.node = outer
 
 
-def _dequantized(imp: _Importer, node: _Node, index: int, axis: int | None = None) -> Value:
+def _dequantized(imp: ImportContext, node: Node, index: int, axis: int | None = None) -> Value:
     """The (x, scale, zero point) triple at inputs index..index+2 dequantized to float32."""
     x, scale = imp.required(node, index), imp.required(node, index + 1)
     return _dequantize_with(
@@ -302,8 +309,8 @@ def _dequantized(imp: _Importer, node: _Node, index: int, axis: int | None = Non
 
 
 def _dequantize_with(
-    imp: _Importer,
-    node: _Node,
+    imp: ImportContext,
+    node: Node,
     x: Value,
     scale: Value,
     zero_point: Value | None,
@@ -311,54 +318,58 @@ def _dequantize_with(
     what: str,
 ) -> Value:
     """x dequantized to float32, per tensor or (`axis` given) per axis when the scale is 1-D."""
-    _quantized_dtype(node, _dtype(x), what)
+    _quantized_dtype(node, dtype_of(x), what)
     _scale_dtype(node, scale)
-    if zero_point is not None and _dtype(zero_point) != _dtype(x):
-        raise node.error(f"{what}'s zero point has type {_dtype(zero_point)}, x has {_dtype(x)}")
+    if zero_point is not None and dtype_of(zero_point) != dtype_of(x):
+        raise node.error(
+            f"{what}'s zero point has type {dtype_of(zero_point)}, x has {dtype_of(x)}"
+        )
 
     def shaped(param: Value, name: str) -> Value:
-        if axis is None and math.prod(_shape(param)) != 1:
-            raise node.error(f"{what}'s {name} has shape {_shape(param)}; one element expected")
-        return _broadcastable(imp, node, param, _shape(x), axis or 0, 0, f"{what}'s {name}")
+        if axis is None and math.prod(shape_of(param)) != 1:
+            raise node.error(f"{what}'s {name} has shape {shape_of(param)}; one element expected")
+        return _broadcastable(imp, node, param, shape_of(x), axis or 0, 0, f"{what}'s {name}")
 
     scale = shaped(scale, "scale")
     zero_point = None if zero_point is None else shaped(zero_point, "zero point")
     return dequantize(imp, node, x, scale, zero_point, _F32)
 
 
-def _requantized(imp: _Importer, node: _Node, y: Value, index: int, like: Value) -> Value:
+def _requantized(imp: ImportContext, node: Node, y: Value, index: int, like: Value) -> Value:
     """Float y quantized with the per-tensor (scale, zero point) at inputs index, index+1; the
     output type is the zero point's, else `like`'s."""
     scale, zero_point = imp.required(node, index), imp.input(node, index + 1)
     _scale_dtype(node, scale)
-    dtype = _dtype(like) if zero_point is None else _dtype(zero_point)
+    dtype = dtype_of(like) if zero_point is None else dtype_of(zero_point)
     _quantized_dtype(node, dtype, "output")
     for param, name in ((scale, "scale"), (zero_point, "zero point")):
-        if param is not None and math.prod(_shape(param)) != 1:
-            raise node.error(f"output {name} has shape {_shape(param)}; one element expected")
+        if param is not None and math.prod(shape_of(param)) != 1:
+            raise node.error(f"output {name} has shape {shape_of(param)}; one element expected")
     scale = imp.reshape(scale, [])
     zero_point = None if zero_point is None else imp.reshape(zero_point, [])
     return quantize(imp, node, y, scale, zero_point, dtype)
 
 
-def _window_attrs(node: _Node, names: Sequence[str]) -> dict[str, object]:
+def _window_attrs(node: Node, names: Sequence[str]) -> dict[str, object]:
     return {k: v for k, v in node.attrs.items() if k in names}
 
 
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
 _POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
 
 
-def _dequantized_bias(imp: _Importer, node: _Node, index: int) -> Value | None:
+def _dequantized_bias(imp: ImportContext, node: Node, index: int) -> Value | None:
     """The int32 bias at input `index` in float32: it is quantized with scale
     input_scale * weight_scale (inputs #1 and #4, the weight's per channel) and zero point 0."""
     bias = imp.input(node, index)
     if bias is None:
         return None
-    if _dtype(bias) != _I32:
-        raise node.error(f"input #{index} (bias) has type {_dtype(bias)}; int32 is required")
+    if dtype_of(bias) != _I32:
+        raise node.error(f"input #{index} (bias) has type {dtype_of(bias)}; int32 is required")
     input_scale, weight_scale = imp.required(node, 1), imp.required(node, 4)
-    if math.prod(_shape(weight_scale)) == 1:
+    if math.prod(shape_of(weight_scale)) == 1:
         weight_scale = imp.reshape(weight_scale, [])
     scale = imp.binary(
         node, graph.MulOp, _as_f32(imp, imp.reshape(input_scale, [])), _as_f32(imp, weight_scale)
@@ -366,8 +377,8 @@ def _dequantized_bias(imp: _Importer, node: _Node, index: int) -> Value | None:
     return dequantize(imp, node, bias, scale, None, _F32)
 
 
-@_converts("QLinearConv")
-def _qlinear_conv(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QLinearConv")
+def _qlinear_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = _dequantized(imp, node, 0)
     w = _dequantized(imp, node, 3, axis=0)
     bias = _dequantized_bias(imp, node, 8)
@@ -375,8 +386,8 @@ def _qlinear_conv(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [_requantized(imp, node, y, 6, imp.required(node, 0))]
 
 
-@_converts("QLinearMatMul")
-def _qlinear_matmul(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QLinearMatMul")
+def _qlinear_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
     # A 1-D scale or zero point runs along A's rows and B's columns.
     a = _dequantized(imp, node, 0, axis=-2)
     b = _dequantized(imp, node, 3, axis=-1)
@@ -384,13 +395,9 @@ def _qlinear_matmul(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [_requantized(imp, node, y, 6, imp.required(node, 0))]
 
 
-# ---------------------------------------------------------------------------------------------
-# MatMulInteger, ConvInteger: exact int32 through float32, when provably exact
-
-
 def _centered(x: Value, zero_point: Value | None) -> np.ndarray | None:
     """|x - zero_point| when both are compile-time constants (zero point broadcast)."""
-    if not isinstance(x, _Const) or not (zero_point is None or isinstance(zero_point, _Const)):
+    if not isinstance(x, Const) or not (zero_point is None or isinstance(zero_point, Const)):
         return None
     offset = x.array.astype(np.int64)
     if zero_point is not None:
@@ -403,17 +410,17 @@ def _offset_bound(x: Value, zero_point: Value | None) -> int:
     known = _centered(x, zero_point)
     if known is not None:
         return int(known.max(initial=0))
-    info = np.iinfo(_dtype(x))
+    info = np.iinfo(dtype_of(x))
     if zero_point is None:
         return max(-int(info.min), int(info.max))
-    if isinstance(zero_point, _Const):
+    if isinstance(zero_point, Const):
         zp = zero_point.array.astype(np.int64)
         return int(max((zp - info.min).max(initial=0), (info.max - zp).max(initial=0)))
     return int(info.max) - int(info.min)
 
 
 def _check_exact(
-    node: _Node,
+    node: Node,
     depth: int,
     x: tuple[Value, Value | None, str],
     w: tuple[Value, Value | None, str],
@@ -454,53 +461,53 @@ def _filter_sums(w: np.ndarray) -> np.ndarray:
 
 
 def _integer_operand(
-    imp: _Importer, node: _Node, x: Value, zero_point: Value | None, axis: int, what: str
+    imp: ImportContext, node: Node, x: Value, zero_point: Value | None, axis: int, what: str
 ) -> tuple[Value, Value | None]:
     """x and its zero point broadcastable against it (1-D: along `axis`), type-checked."""
-    _quantized_dtype(node, _dtype(x), what)
+    _quantized_dtype(node, dtype_of(x), what)
     if zero_point is None:
         return x, None
-    if _dtype(zero_point) != _dtype(x):
+    if dtype_of(zero_point) != dtype_of(x):
         raise node.error(
-            f"{what}'s zero point has type {_dtype(zero_point)}, {what} has {_dtype(x)}"
+            f"{what}'s zero point has type {dtype_of(zero_point)}, {what} has {dtype_of(x)}"
         )
-    return x, _broadcastable(imp, node, zero_point, _shape(x), axis, 0, f"{what}'s zero point")
+    return x, _broadcastable(imp, node, zero_point, shape_of(x), axis, 0, f"{what}'s zero point")
 
 
-def _minus_zero_point(imp: _Importer, node: _Node, x: Value, zero_point: Value | None) -> Value:
+def _minus_zero_point(imp: ImportContext, node: Node, x: Value, zero_point: Value | None) -> Value:
     """x - zero_point in float32 (exact for 8-bit values)."""
-    return dequantize(imp, node, x, _Const(np.ones((), _F32)), zero_point, _F32)
+    return dequantize(imp, node, x, Const(np.ones((), _F32)), zero_point, _F32)
 
 
-@_converts("MatMulInteger")
-def _matmul_integer(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("MatMulInteger")
+def _matmul_integer(imp: ImportContext, node: Node) -> Sequence[Value]:
     a, a_zp = _integer_operand(
         imp, node, imp.required(node, 0), imp.input(node, 2), -2, "A (input #0)"
     )
     b, b_zp = _integer_operand(
         imp, node, imp.required(node, 1), imp.input(node, 3), -1, "B (input #1)"
     )
-    _check_exact(node, _shape(a)[-1], (a, a_zp, "A"), (b, b_zp, "B"), _column_sums)
+    _check_exact(node, shape_of(a)[-1], (a, a_zp, "A"), (b, b_zp, "B"), _column_sums)
     y = _float_op(
         imp,
         node,
         "MatMul",
         [_minus_zero_point(imp, node, a, a_zp), _minus_zero_point(imp, node, b, b_zp)],
     )
-    return [imp.emit(graph.CastOp, [y], _shape(y), _I32)]
+    return [imp.emit(graph.CastOp, [y], shape_of(y), _I32)]
 
 
-@_converts("ConvInteger")
-def _conv_integer(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("ConvInteger")
+def _conv_integer(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, x_zp = _integer_operand(
         imp, node, imp.required(node, 0), imp.input(node, 2), 1, "x (input #0)"
     )
     w, w_zp = _integer_operand(
         imp, node, imp.required(node, 1), imp.input(node, 3), 0, "w (input #1)"
     )
-    if x_zp is not None and math.prod(_shape(x_zp)) != 1:
-        raise node.error(f"x_zero_point has shape {_shape(x_zp)}; one element expected")
-    _check_exact(node, math.prod(_shape(w)[1:]), (x, x_zp, "x"), (w, w_zp, "w"), _filter_sums)
+    if x_zp is not None and math.prod(shape_of(x_zp)) != 1:
+        raise node.error(f"x_zero_point has shape {shape_of(x_zp)}; one element expected")
+    _check_exact(node, math.prod(shape_of(w)[1:]), (x, x_zp, "x"), (w, w_zp, "w"), _filter_sums)
     # Padding the centered input with 0 is ONNX's padding with the zero point.
     y = _float_op(
         imp,
@@ -509,22 +516,18 @@ def _conv_integer(imp: _Importer, node: _Node) -> Sequence[Value]:
         [_minus_zero_point(imp, node, x, x_zp), _minus_zero_point(imp, node, w, w_zp)],
         _window_attrs(node, _CONV_ATTRS),
     )
-    return [imp.emit(graph.CastOp, [y], _shape(y), _I32)]
+    return [imp.emit(graph.CastOp, [y], shape_of(y), _I32)]
 
 
-# ---------------------------------------------------------------------------------------------
-# onnxruntime's com.microsoft QOperator ops (as quantize_static writes them)
-
-
-@_converts("QLinearAdd", "QLinearMul", domain=_MS)
-def _qlinear_binary(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QLinearAdd", "QLinearMul", domain=_MS)
+def _qlinear_binary(imp: ImportContext, node: Node) -> Sequence[Value]:
     a, b = _dequantized(imp, node, 0), _dequantized(imp, node, 3)
     y = _float_op(imp, node, node.op_type.removeprefix("QLinear"), [a, b])
     return [_requantized(imp, node, y, 6, imp.required(node, 0))]
 
 
-@_converts("QLinearSigmoid", "QLinearLeakyRelu", domain=_MS)
-def _qlinear_unary(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QLinearSigmoid", "QLinearLeakyRelu", domain=_MS)
+def _qlinear_unary(imp: ImportContext, node: Node) -> Sequence[Value]:
     attrs = {"alpha": node.attrs["alpha"]} if "alpha" in node.attrs else {}
     y = _float_op(
         imp, node, node.op_type.removeprefix("QLinear"), [_dequantized(imp, node, 0)], attrs
@@ -532,28 +535,28 @@ def _qlinear_unary(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
 
 
-def _channels_first(node: _Node) -> None:
+def _channels_first(node: Node) -> None:
     if node.attrs.get("channels_last", 0):
         raise node.unsupported("channels_last=1 (NHWC input); only NCHW is supported")
 
 
-@_converts("QLinearGlobalAveragePool", domain=_MS)
-def _qlinear_global_average_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QLinearGlobalAveragePool", domain=_MS)
+def _qlinear_global_average_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
     _channels_first(node)
     y = _float_op(imp, node, "GlobalAveragePool", [_dequantized(imp, node, 0)])
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
 
 
-@_converts("QLinearAveragePool", domain=_MS)
-def _qlinear_average_pool(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QLinearAveragePool", domain=_MS)
+def _qlinear_average_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
     _channels_first(node)
     attrs = _window_attrs(node, _POOL_ATTRS)
     y = _float_op(imp, node, "AveragePool", [_dequantized(imp, node, 0)], attrs)
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
 
 
-@_converts("QLinearConcat", domain=_MS)
-def _qlinear_concat(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QLinearConcat", domain=_MS)
+def _qlinear_concat(imp: ImportContext, node: Node) -> Sequence[Value]:
     # Inputs: Y_scale, Y_zero_point, then one (X, X_scale, X_zero_point) triple per input.
     count = len(node.proto.input) - 2
     if count <= 0 or count % 3:
@@ -563,8 +566,8 @@ def _qlinear_concat(imp: _Importer, node: _Node) -> Sequence[Value]:
     return [_requantized(imp, node, y, 0, imp.required(node, 2))]
 
 
-@_converts("MatMulIntegerToFloat", domain=_MS)
-def _matmul_integer_to_float(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("MatMulIntegerToFloat", domain=_MS)
+def _matmul_integer_to_float(imp: ImportContext, node: Node) -> Sequence[Value]:
     # Inputs: A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias.
     a = _dequantize_with(
         imp, node, imp.required(node, 0), imp.required(node, 2), imp.input(node, 4), -2, "A"
@@ -576,11 +579,11 @@ def _matmul_integer_to_float(imp: _Importer, node: _Node) -> Sequence[Value]:
     bias = imp.input(node, 6)
     if bias is not None:
         y = imp.binary(node, graph.AddOp, y, _as_f32(imp, bias))
-    return [_cast(imp, y, _dtype(imp.required(node, 2)))]
+    return [_cast(imp, y, dtype_of(imp.required(node, 2)))]
 
 
-@_converts("QGemm", domain=_MS)
-def _qgemm(imp: _Importer, node: _Node) -> Sequence[Value]:
+@converts("QGemm", domain=_MS)
+def _qgemm(imp: ImportContext, node: Node) -> Sequence[Value]:
     # Inputs: A, a_scale, a_zero_point, B, b_scale, b_zero_point, C (int32 at scale
     # a_scale * b_scale), y_scale, y_zero_point. onnxruntime computes
     # alpha * a_scale * b_scale * (C + sum (a - a_zp)(b - b_zp)), requantized when y_zero_point

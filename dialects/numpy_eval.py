@@ -24,9 +24,9 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
+from ember.core import limits
 from ember.dialects import dtypes, graph
 from ember.dialects.weights import WeightStore
-from ember.passes import limits
 from ember.runtime.errors import ModelError
 
 Props = Mapping[str, Attribute]

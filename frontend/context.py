@@ -1,0 +1,568 @@
+"""The interface converters receive: `ImportContext`, and the values it hands them.
+
+A converter (`frontend/ops/<family>.py`, registered with `@converts`) is called with the
+context and the ONNX node being imported:
+
+    @converts("Relu")
+    def _relu(imp: ImportContext, node: Node) -> Sequence[Value]:
+        x = imp.required(node, 0)                      # an input (absent: ModelError)
+        return [imp.emit(graph.ReluOp, [x], shape_of(x))]
+
+What a converter may use:
+
+- **values**: `Value` is an `SSAValue` (computed at run time) or a `Const` (a numpy array
+  known at compile time; it becomes a `graph.constant` only if a graph op reads it).
+  `shape_of(v)`, `dtype_of(v)`; `scalar(3.0, like=x)` is a 0-d constant of x's dtype.
+- **the node**: `Node` (`op_type`, `name`, `opset`, `attrs`, `proto`; `node.error(...)`
+  a ModelError, `node.unsupported(...)` an UnsupportedOpError, both naming op, node, opset),
+  `normalize_axis(node, axis, rank)`, `f32_attr` / `i64_attr` for op properties.
+- **inputs**: `imp.input` (None when absent), `imp.required`, `imp.constant` (a compile-time
+  array, else refused), `imp.float_input`, `imp.axes` (`axes` as attribute or input).
+- **building graph ops**: `imp.emit(OpClass, operands, shape, dtype, **properties)` adds one
+  op, or folds it with numpy when every operand is a constant and the node computes shapes
+  or integers (`dialects/numpy_eval.py`), and runs float32-only kernels on other float types
+  widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
+  `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
+  `gather_axis`, `concat`.
+- **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's), `imp.env`
+  maps ONNX names to values, `imp.tensor_array(t)` decodes a TensorProto.
+
+Nothing else of the importer is API: the driver (`frontend/onnx_importer.py`) builds the
+function around the imported nodes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, TensorType, f32, i64
+from xdsl.ir import Attribute, Block, BlockArgument, OpResult, SSAValue
+from xdsl.irdl import IRDLOperation
+
+from ember.core import limits
+from ember.dialects import graph, numpy_eval
+from ember.dialects.dtypes import FLOAT_TYPES
+from ember.dialects.weights import WeightStore
+from ember.frontend import registry
+from ember.frontend.errors import ModelError, RuntimeOperandError, UnsupportedOpError
+from ember.frontend.functions import function_body
+from ember.frontend.validate import NodeInfo, validate_node
+
+# Ops folded whenever all their inputs are known: they compute shapes or move data around.
+_SHAPE_OPS = frozenset(
+    {
+        "Shape",
+        "Size",
+        "Gather",
+        "Concat",
+        "Unsqueeze",
+        "Squeeze",
+        "Reshape",
+        "Flatten",
+        "ConstantOfShape",
+        "Cast",
+        "Range",
+        "Slice",
+        "Identity",
+        "Expand",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values and nodes
+
+
+@dataclass
+class Const:
+    """A value known at compile time; becomes a graph.constant only if a graph op needs it."""
+
+    array: np.ndarray
+    name: str | None = None
+
+
+Value = SSAValue | Const
+
+
+def shape_of(value: Value) -> tuple[int, ...]:
+    return value.array.shape if isinstance(value, Const) else graph.shape_of(value)
+
+
+def dtype_of(value: Value) -> np.dtype:
+    if isinstance(value, Const):
+        return value.array.dtype
+    return numpy_eval.numpy_dtype(graph.element_type_of(value))
+
+
+@dataclass
+class Node:
+    """The ONNX node being imported, with its attributes decoded and the opset it runs at."""
+
+    proto: onnx.NodeProto
+    opset: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def op_type(self) -> str:
+        return self.proto.op_type
+
+    @property
+    def name(self) -> str:
+        return self.proto.name or (self.proto.output[0] if self.proto.output else "?")
+
+    def unsupported(self, detail: str = "") -> UnsupportedOpError:
+        return UnsupportedOpError(self.op_type, self.name, self.opset, detail)
+
+    def error(self, detail: str) -> ModelError:
+        return ModelError(f"{self.op_type} node '{self.name}' (opset {self.opset}): {detail}")
+
+    def float_attr(self, name: str, default: float) -> float:
+        return float(self.attrs.get(name, default))
+
+
+def ssa_name(name: str) -> str:
+    """An ONNX name as a valid SSA name hint (printing keeps the IR readable)."""
+    name = re.sub(r"[^A-Za-z0-9_$.-]", "_", name)
+    return name if name and not name[0].isdigit() else f"v{name}"
+
+
+def normalize_axis(node: Node, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise node.error(f"axis {axis} out of range for rank {rank}")
+    return axis % rank
+
+
+def f32_attr(value: float) -> FloatAttr:
+    return FloatAttr(float(value), f32)
+
+
+def i64_attr(value: int) -> IntegerAttr:
+    return IntegerAttr(int(value), i64)
+
+
+def scalar(value: float, like: Value) -> Const:
+    """A 0-d constant of `like`'s dtype."""
+    return Const(np.array(value, dtype_of(like)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The context
+
+
+class ImportContext:
+    """The state of one import (values by ONNX name, the block being built, the weights) and
+    the services converters use; see the module docstring."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        input_shapes: dict[str, Sequence[int]],
+        memory_limit: int,
+    ):
+        self.model = model
+        self.input_shapes = input_shapes
+        self.memory_limit = memory_limit
+        self.weights = WeightStore()
+        self.block = Block()
+        self.env: dict[str, Value] = {}
+        self.materialized: dict[str, SSAValue] = {}
+        self.fold_node = False
+        self.node: Node | None = None
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        # ONNX's own static shapes (cross-checked against each converter's) and every name a
+        # node reads (an unsupported output nobody reads is no error): set by the driver.
+        self.inferred: dict[str, tuple[int, ...]] = {}
+        self.used: set[str] = set()
+
+    # -- per node ------------------------------------------------------------------------------
+
+    def import_node(self, proto: onnx.NodeProto) -> None:
+        """Validate `proto`, run its converter (or import its ONNX function body) and bind its
+        outputs' names in `env`."""
+        onnx_domain = proto.domain in ("", "ai.onnx")
+        key = registry.converter_key(proto.op_type, proto.domain)
+        if not onnx_domain and key not in registry.CONVERTERS:
+            raise UnsupportedOpError(key, proto.name or proto.output[0], self.opset)
+        node = Node(
+            proto, self.opset, {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
+        )
+        converter = registry.CONVERTERS.get(key)
+        for name in proto.input:
+            if name and name not in self.env:
+                raise node.error(f"input '{name}' is not defined before use")
+        inputs = [self.env[n] if n else None for n in proto.input]
+        validate_node(
+            NodeInfo(proto.op_type, node.name, self.opset, proto.domain),
+            list(proto.input),
+            [None if v is None else dtype_of(v) for v in inputs],
+            [None if v is None else shape_of(v) for v in inputs],
+            node.attrs,
+        )
+        if converter is None:
+            self._expand(node)
+            return
+        values = [v for v in inputs if v is not None]
+        self.fold_node = proto.op_type in _SHAPE_OPS or any(
+            dtype_of(v).kind in "iub" for v in values
+        )
+        self.node = node
+        outputs = list(converter(self, node))
+        for index, name in enumerate(proto.output):
+            if not name:
+                continue
+            if index >= len(outputs):
+                if name in self.used:
+                    raise node.unsupported(f"output #{index} ('{name}') is not supported")
+                continue
+            value = outputs[index]
+            self.check_size(shape_of(value), dtype_of(value), f"output '{name}'")
+            expected = self.inferred.get(name)
+            if expected is not None and expected != shape_of(value):
+                raise node.error(
+                    f"computed shape {shape_of(value)} for '{name}' but ONNX infers {expected}"
+                )
+            if isinstance(value, SSAValue) and value.name_hint is None:
+                value.name_hint = ssa_name(name)
+            self.env[name] = value
+
+    def _expand(self, node: Node) -> None:
+        """Import an op without a converter through its ONNX function body, if it has one."""
+        input_types = [
+            onnx.helper.make_tensor_type_proto(
+                onnx.helper.np_dtype_to_tensor_dtype(dtype_of(self.env[n])), shape_of(self.env[n])
+            )
+            if n
+            else onnx.TypeProto()
+            for n in node.proto.input
+        ]
+        body = function_body(node.proto, node.opset, input_types)
+        if body is None:
+            raise node.unsupported()
+        nodes, body_opset = body
+        self.used |= {name for n in nodes for name in n.input if name}
+        outer_opset, self.opset = self.opset, body_opset
+        try:
+            for inner in nodes:
+                self.import_node(inner)
+        finally:
+            self.opset = outer_opset
+
+    def check_size(self, shape: Sequence[int], dtype: np.dtype, what: str) -> None:
+        """Refuse a tensor the current node would make that no memory could hold (before
+        numpy or the arena tries to), naming the node and `what` it is."""
+        if self.node is not None:
+            node = self.node
+            what = f"{node.op_type} node '{node.name}' (opset {node.opset}): {what}"
+        limits.check_fits_in_memory(shape, dtype, what, self.memory_limit)
+
+    def input(self, node: Node, index: int) -> Value | None:
+        names = node.proto.input
+        if index >= len(names) or not names[index]:
+            return None
+        return self.env[names[index]]
+
+    def required(self, node: Node, index: int) -> Value:
+        value = self.input(node, index)
+        if value is None:
+            raise node.error(f"missing required input #{index}")
+        return value
+
+    def float_input(self, node: Node, index: int = 0) -> Value:
+        """A required input of a float type (an op ONNX defines on floats only)."""
+        x = self.required(node, index)
+        if not isinstance(numpy_eval.element_type(dtype_of(x)), FLOAT_TYPES):
+            raise node.unsupported(
+                f"input #{index} of type {dtype_of(x)} (a float type is required)"
+            )
+        return x
+
+    def axes(self, node: Node, attr_until: int) -> list[int] | None:
+        """`axes` as an attribute (opset < attr_until) or as the second input."""
+        if node.opset < attr_until:
+            axes = node.attrs.get("axes")
+            return None if axes is None else list(axes)
+        axes_in = self.constant(node, 1, "axes")
+        return None if axes_in is None else [int(a) for a in axes_in.reshape(-1)]
+
+    def constant(self, node: Node, index: int, what: str) -> np.ndarray | None:
+        """A compile-time input (absent -> None); a runtime value is an error."""
+        value = self.input(node, index)
+        if value is None:
+            return None
+        if not isinstance(value, Const):
+            raise RuntimeOperandError(
+                node.op_type,
+                node.name,
+                node.opset,
+                f"{what} (input #{index}) must be a compile-time constant",
+                self.graph_inputs_feeding(value),
+            )
+        return value.array
+
+    def graph_inputs_feeding(self, value: SSAValue) -> tuple[str, ...]:
+        """The graph inputs `value` is computed from, in graph-input order (for value
+        specialisation: given as constants, they may let `value` fold)."""
+        names = {arg: name for name, arg in self.env.items() if isinstance(arg, BlockArgument)}
+        found: set[str] = set()
+        seen: set[SSAValue] = set()
+        pending = [value]
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if isinstance(current, BlockArgument):
+                if current in names:
+                    found.add(names[current])
+            elif isinstance(current, OpResult):
+                pending.extend(current.op.operands)
+        return tuple(arg_name for arg_name in names.values() if arg_name in found)
+
+    def materialize(self, value: Value, hint: str | None = None) -> SSAValue:
+        """The SSA value of `value`: a constant becomes a graph.constant (once per name)."""
+        if isinstance(value, SSAValue):
+            return value
+        if value.name is not None and value.name in self.materialized:
+            return self.materialized[value.name]
+        ref = self.weights.add(value.array, value.name or hint or "const")
+        op = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
+        op.output.name_hint = ssa_name(ref)
+        self.block.add_op(op)
+        if value.name is not None:
+            self.materialized[value.name] = op.output
+        return op.output
+
+    def emit(
+        self,
+        op_type: type[IRDLOperation],
+        operands: Sequence[Value | None | Sequence[Value]],
+        shape: Sequence[int],
+        dtype: np.dtype | None = None,
+        **props: Attribute | None,
+    ) -> Value:
+        """Add one graph op, or fold it with numpy when its operands are known and the result
+        is small enough (`limits.FOLD_LIMIT_BYTES`); a result too big for memory is refused."""
+        flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
+        if dtype is None:
+            dtype = dtype_of(next(v for v in flat if v is not None))
+        output = self.node.proto.output[0] if self.node and self.node.proto.output else "?"
+        self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
+        result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
+        properties = {k: v for k, v in props.items() if v is not None}
+        evaluator = numpy_eval.EVALUATORS.get(op_type.name)
+        if (
+            self.fold_node
+            and evaluator
+            and all(isinstance(v, Const | None) for v in flat)
+            and numpy_eval.foldable_size(result_type)
+        ):
+            arrays = [None if v is None else v.array for v in flat]  # type: ignore[union-attr]
+            array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
+            return Const(array)
+        widens = _FLOAT32_KERNELS.get(op_type)
+        if widens is not None and dtype != np.float32:
+            return self._in_float32(op_type, operands, shape, dtype, widens, properties)
+        hint = self.node.name if self.node else None
+        ssa_operands: list[SSAValue | None | list[SSAValue]] = []
+        for o in operands:
+            if isinstance(o, list | tuple):
+                ssa_operands.append([self.materialize(v, hint) for v in o])
+            else:
+                ssa_operands.append(None if o is None else self.materialize(o, hint))
+        op = op_type.build(
+            operands=ssa_operands,  # type: ignore[arg-type]
+            result_types=[result_type],
+            properties=properties,
+        )
+        self.block.add_op(op)
+        return op.results[0]
+
+    def _in_float32(
+        self,
+        op_type: type[IRDLOperation],
+        operands: Sequence[Value | None | Sequence[Value]],
+        shape: Sequence[int],
+        dtype: np.dtype,
+        widens: frozenset[np.dtype],
+        properties: dict[str, Attribute],
+    ) -> Value:
+        """An op whose kernel computes in float32 only, on another element type: widen the
+        operands to float32 and narrow the result back when float32 holds each of their
+        values exactly; refuse the rest (a float64 convolution in float32 is not one)."""
+        flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
+        f32_dtype = np.dtype(np.float32)
+        given = {dtype_of(v) for v in flat if v is not None} | {np.dtype(dtype)}
+        if not given - {f32_dtype} <= widens:
+            detail = (
+                f"element type {np.dtype(dtype).name}: ember's {op_type.name} kernel computes in "
+                f"float32 (it widens {', '.join(sorted(d.name for d in widens))} exactly)"
+            )
+            if self.node is None:
+                raise ModelError(detail)
+            raise self.node.unsupported(detail)
+
+        def widen(value: Value) -> Value:
+            if dtype_of(value) == f32_dtype:
+                return value
+            if isinstance(value, Const):
+                return Const(value.array.astype(f32_dtype))
+            return self.emit(graph.CastOp, [value], shape_of(value), f32_dtype)
+
+        wide = [
+            [widen(v) for v in o]
+            if isinstance(o, list | tuple)
+            else (None if o is None else widen(o))
+            for o in operands
+        ]
+        result = self.emit(op_type, wide, shape, f32_dtype, **properties)
+        return self.emit(graph.CastOp, [result], shape, dtype)
+
+    # -- building blocks ----------------------------------------------------------------
+
+    def reshape(self, value: Value, shape: Sequence[int]) -> Value:
+        if shape_of(value) == tuple(shape):
+            return value
+        return self.emit(graph.ReshapeOp, [value], shape)
+
+    def transpose(self, x: Value, perm: Sequence[int]) -> Value:
+        shape = shape_of(x)
+        return self.emit(
+            graph.TransposeOp, [x], [shape[p] for p in perm], perm=graph.i64_array(list(perm))
+        )
+
+    def unary(self, op_type: type[IRDLOperation], x: Value, **props: Attribute | None) -> Value:
+        return self.emit(op_type, [x], shape_of(x), **props)
+
+    def elementwise(
+        self,
+        node: Node,
+        op_type: type[IRDLOperation],
+        operands: Sequence[Value],
+        dtype: np.dtype | None = None,
+        **props: Attribute | None,
+    ) -> Value:
+        """One broadcasting elementwise op; `dtype` overrides the result dtype (i1 comparisons)."""
+        try:
+            shape = graph.broadcast_shapes(*(shape_of(v) for v in operands))
+        except ValueError as err:
+            raise node.error(str(err)) from err
+        return self.emit(op_type, list(operands), shape, dtype, **props)
+
+    def binary(
+        self,
+        node: Node,
+        op_type: type[IRDLOperation],
+        lhs: Value,
+        rhs: Value,
+        dtype: np.dtype | None = None,
+        **props: Attribute | None,
+    ) -> Value:
+        """A broadcasting binary op, after `unify_dtypes`."""
+        lhs, rhs = self.unify_dtypes(node, lhs, rhs)
+        return self.elementwise(node, op_type, [lhs, rhs], dtype, **props)
+
+    def compare(self, node: Node, predicate: str, lhs: Value, rhs: Value) -> Value:
+        return self.binary(
+            node, graph.CompareOp, lhs, rhs, np.dtype(np.bool_), predicate=StringAttr(predicate)
+        )
+
+    def where(self, node: Node, cond: Value, lhs: Value, rhs: Value) -> Value:
+        lhs, rhs = self.unify_dtypes(node, lhs, rhs)
+        return self.elementwise(node, graph.WhereOp, [cond, lhs, rhs], dtype_of(lhs))
+
+    def reduce(self, node: Node, x: Value, kind: str, axes: list[int], keep: bool) -> Value:
+        """graph.reduce of `kind` (sum, mean, max, ...) over `axes`."""
+        shape = shape_of(x)
+        axes = sorted({normalize_axis(node, a, len(shape)) for a in axes})
+        out = [1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes]
+        return self.emit(
+            graph.ReduceOp,
+            [x],
+            out,
+            reduction=StringAttr(kind),
+            axes=graph.i64_array(axes),
+            keepdims=i64_attr(int(keep)),
+        )
+
+    def slice(
+        self, x: Value, starts: Sequence[int], steps: Sequence[int], out: Sequence[int]
+    ) -> Value:
+        """x[starts[d] :: steps[d]] with out[d] elements per axis (starts already in range)."""
+        if tuple(out) == shape_of(x) and all(s == 0 for s in starts) and all(s == 1 for s in steps):
+            return x
+        return self.emit(
+            graph.SliceOp,
+            [x],
+            out,
+            starts=graph.i64_array(starts),
+            steps=graph.i64_array(steps),
+        )
+
+    def slice_axis(self, x: Value, axis: int, start: int, count: int) -> Value:
+        shape = list(shape_of(x))
+        starts, steps = [0] * len(shape), [1] * len(shape)
+        starts[axis], shape[axis] = start, count
+        return self.slice(x, starts, steps, shape)
+
+    def gather_axis(self, x: Value, axis: int, indices: np.ndarray) -> Value:
+        """x taken at constant `indices` along `axis` (the identity table costs nothing)."""
+        shape = shape_of(x)
+        if len(indices) == shape[axis] and np.array_equal(indices, np.arange(shape[axis])):
+            return x
+        out = [*shape[:axis], len(indices), *shape[axis + 1 :]]
+        return self.emit(
+            graph.GatherOp, [x, Const(indices.astype(np.int64))], out, axis=i64_attr(axis)
+        )
+
+    def concat(self, values: Sequence[Value], axis: int) -> Value:
+        """Values concatenated along `axis`, zero-sized ones left out."""
+        values = [v for v in values if shape_of(v)[axis] > 0]
+        if len(values) == 1:
+            return values[0]
+        out = list(shape_of(values[0]))
+        out[axis] = sum(shape_of(v)[axis] for v in values)
+        return self.emit(graph.ConcatOp, [list(values)], out, axis=i64_attr(axis))
+
+    def unify_dtypes(self, node: Node, lhs: Value, rhs: Value) -> tuple[Value, Value]:
+        """Pow-style mixed types: convert a constant operand, else cast the rhs."""
+        if dtype_of(lhs) == dtype_of(rhs):
+            return lhs, rhs
+        if isinstance(rhs, Const):
+            return lhs, Const(rhs.array.astype(dtype_of(lhs)))
+        if isinstance(lhs, Const):
+            return Const(lhs.array.astype(dtype_of(rhs))), rhs
+        return lhs, self.emit(graph.CastOp, [rhs], shape_of(rhs), dtype_of(lhs))
+
+    def tensor_array(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The array of an initializer (checked against the memory limit first)."""
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except Exception as err:
+            raise ModelError(f"tensor '{tensor.name}': element type {tensor.data_type}") from err
+        limits.check_fits_in_memory(
+            tensor.dims, dtype, f"initializer '{tensor.name}'", self.memory_limit
+        )
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as err:
+            raise ModelError(f"cannot decode tensor '{tensor.name}': {err}") from err
+
+
+_WIDENED = frozenset({np.dtype(np.float16)})
+# Graph ops whose kernels compute in float32 only, with the element types the importer runs
+# through them widened to float32 (float32 holds every value of those exactly).
+_FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
+    graph.ConvOp: _WIDENED,
+    graph.GemmOp: _WIDENED,
+    graph.MatMulOp: _WIDENED,
+    graph.LRNOp: _WIDENED,
+    graph.AveragePoolOp: _WIDENED,
+    # A max is exact in any type that float32 holds exactly.
+    graph.MaxPoolOp: _WIDENED | {np.dtype(np.int8), np.dtype(np.uint8)},
+}

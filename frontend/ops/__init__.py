@@ -1,0 +1,46 @@
+"""The ONNX op converters, one module per ONNX family (as onnx-mlir's ONNXToKrnl is split).
+
+Each converter is registered with `@converts` (frontend/registry.py) next to its code and
+receives the import's `ImportContext` (frontend/context.py). Where an op lives (every
+registered op is listed, checked by tests/frontend/test_registry.py):
+
+| module | ops |
+|---|---|
+| `tensor.py` | Constant, ConstantOfShape, Range, EyeLike, Trilu, Shape, Size, Cast, CastLike, BitCast, Identity, Dropout |
+| `shape.py` | Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Expand, Tile, Pad, CenterCropPad, DepthToSpace, SpaceToDepth |
+| `indexing.py` | Gather, GatherElements, GatherND, ScatterElements, Scatter, ScatterND, OneHot, Compress, ReverseSequence |
+| `elementwise.py` | Add, Sub, Mul, Div, Pow, Mod, Sum, Max, Min, Mean, Equal, Greater, GreaterOrEqual, Less, LessOrEqual, And, Or, Xor, Not, BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot, BitShift, Where |
+| `math.py` | Exp, Log, Sqrt, Erf, Neg, Abs, Reciprocal, Sign, Floor, Ceil, Round, Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, IsNaN, IsInf |
+| `activation.py` | Relu, Sigmoid, Tanh, LeakyRelu, Clip, Softplus, Elu, Selu, Celu, HardSigmoid, HardSwish, Softsign, Shrink, ThresholdedRelu, Mish, Gelu, PRelu, Softmax, LogSoftmax, Hardmax |
+| `matmul.py` | MatMul, Gemm, Einsum |
+| `conv.py` | Conv, ConvTranspose (the window helpers they share with pooling: `window.py`) |
+| `pooling.py` | MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool, MaxUnpool |
+| `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization |
+| `reduction.py` | ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, CumSum, CumProd, TopK |
+| `resize.py` | Resize, Upsample |
+| `loss.py` | NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss |
+| `attention.py` | Attention |
+| `recurrent.py` | LSTM, GRU, RNN |
+| `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
+| `control_flow.py` | If |
+"""
+
+from ember.frontend.ops import (  # noqa: F401  (each module registers its converters)
+    activation,
+    attention,
+    control_flow,
+    conv,
+    elementwise,
+    indexing,
+    loss,
+    math,
+    matmul,
+    normalization,
+    pooling,
+    quantization,
+    recurrent,
+    reduction,
+    resize,
+    shape,
+    tensor,
+)

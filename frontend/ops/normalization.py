@@ -1,0 +1,190 @@
+"""ONNX -> graph dialect: BatchNormalization, LRN, LayerNormalization, RMSNormalization,
+MeanVarianceNormalization, LpNormalization, InstanceNormalization and GroupNormalization.
+
+BatchNormalization with constant float32 parameters is `graph.batch_norm` (for the passes that
+fold it into a conv); the others are reductions + elementwise ops, or `graph.layer_norm` on a
+reshaped view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ember.dialects import graph
+from ember.frontend.context import (
+    Const,
+    ImportContext,
+    Node,
+    Value,
+    dtype_of,
+    f32_attr,
+    i64_attr,
+    normalize_axis,
+    scalar,
+    shape_of,
+)
+from ember.frontend.registry import converts
+
+
+@converts("BatchNormalization")
+def _batch_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    if node.attrs.get("training_mode", 0):
+        raise node.unsupported("training_mode=1")
+    x = imp.required(node, 0)
+    params = [imp.required(node, i) for i in range(1, 5)]
+    shape = shape_of(x)
+    channels = shape[1]
+    epsilon = node.attrs.get("epsilon", 1e-5)
+    if dtype_of(x) != np.float32 or not all(isinstance(p, Const) for p in params):
+        # graph.batch_norm exists for the passes that fold constant float32 parameters (into a
+        # conv, or an affine map); otherwise compute (x - mean) / sqrt(var + eps) * scale + bias
+        # elementwise, in any float type.
+        per_channel = [channels] + [1] * (len(shape) - 2)
+        scale, bias, mean, var = (imp.reshape(p, per_channel) for p in params)
+        var_eps = imp.binary(node, graph.AddOp, var, Const(np.array(epsilon, dtype_of(var))))
+        std = imp.emit(graph.SqrtOp, [var_eps], shape_of(var_eps))
+        normalized = imp.binary(node, graph.DivOp, imp.binary(node, graph.SubOp, x, mean), std)
+        return [
+            imp.binary(node, graph.AddOp, imp.binary(node, graph.MulOp, normalized, scale), bias)
+        ]
+    params = [imp.reshape(p, [channels]) for p in params]
+    return [imp.emit(graph.BatchNormOp, [x, *params], shape, epsilon=f32_attr(epsilon))]
+
+
+@converts("LRN")
+def _lrn(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    return [
+        imp.emit(
+            graph.LRNOp,
+            [x],
+            shape_of(x),
+            size=i64_attr(node.attrs["size"]),
+            alpha=f32_attr(node.attrs.get("alpha", 1e-4)),
+            beta=f32_attr(node.attrs.get("beta", 0.75)),
+            bias=f32_attr(node.attrs.get("bias", 1.0)),
+        )
+    ]
+
+
+def _moments(imp: ImportContext, node: Node, x: Value, axes: list[int]) -> tuple[Value, Value]:
+    """(x - mean, variance) over `axes`, both with the reduced dims kept."""
+    mean = imp.reduce(node, x, "mean", axes, True)
+    centered = imp.binary(node, graph.SubOp, x, mean)
+    variance = imp.reduce(
+        node, imp.binary(node, graph.MulOp, centered, centered), "mean", axes, True
+    )
+    return centered, variance
+
+
+def _inv_std(imp: ImportContext, node: Node, variance: Value, eps: float) -> Value:
+    shifted = imp.binary(node, graph.AddOp, variance, scalar(eps, variance))
+    return imp.unary(graph.ReciprocalOp, imp.unary(graph.SqrtOp, shifted))
+
+
+@converts("LayerNormalization")
+def _layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x, scale, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    shape = shape_of(x)
+    axis = normalize_axis(node, node.attrs.get("axis", -1), len(shape))
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    y = imp.emit(
+        graph.LayerNormOp, [x, scale, bias], shape, axis=i64_attr(axis), epsilon=f32_attr(eps)
+    )
+    wanted = [name for name in node.proto.output[1:] if name in imp.used]
+    if not wanted:
+        return [y]
+    # Mean and inverse std-dev are separate (cheap) reductions; the fused kernel stays intact.
+    axes = list(range(axis, len(shape)))
+    mean = imp.reduce(node, x, "mean", axes, True)
+    _, variance = _moments(imp, node, x, axes)
+    return [y, mean, _inv_std(imp, node, variance, eps)]
+
+
+@converts("RMSNormalization")
+def _rms_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x, scale = imp.required(node, 0), imp.required(node, 1)
+    shape = shape_of(x)
+    axis = normalize_axis(node, node.attrs.get("axis", -1), len(shape))
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    squares = imp.binary(node, graph.MulOp, x, x)
+    mean_square = imp.reduce(node, squares, "mean", list(range(axis, len(shape))), True)
+    y = imp.binary(node, graph.MulOp, x, _inv_std(imp, node, mean_square, eps))
+    return [imp.binary(node, graph.MulOp, y, scale)]
+
+
+@converts("MeanVarianceNormalization")
+def _mvn(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    rank = len(shape_of(x))
+    axes = [normalize_axis(node, a, rank) for a in node.attrs.get("axes", [0, 2, 3])]
+    centered, variance = _moments(imp, node, x, axes)
+    return [imp.binary(node, graph.MulOp, centered, _inv_std(imp, node, variance, 1e-9))]
+
+
+@converts("LpNormalization")
+def _lp_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    axis = normalize_axis(node, node.attrs.get("axis", -1), len(shape_of(x)))
+    p = node.attrs.get("p", 2)
+    if p == 1:
+        norm = imp.reduce(node, imp.unary(graph.AbsOp, x), "sum", [axis], True)
+    elif p == 2:
+        squares = imp.binary(node, graph.MulOp, x, x)
+        norm = imp.unary(graph.SqrtOp, imp.reduce(node, squares, "sum", [axis], True))
+    else:
+        raise node.error(f"p must be 1 or 2, got {p}")
+    # An all-zero row stays zero (0 / tiny) instead of becoming NaN (0 / 0), as in ONNX.
+    tiny = scalar(float(np.finfo(dtype_of(x)).tiny), x)
+    return [imp.binary(node, graph.DivOp, x, imp.binary(node, graph.MaxOp, norm, tiny))]
+
+
+def _channel_affine(
+    imp: ImportContext, node: Node, y: Value, scale: Value, bias: Value, channels: int
+) -> Value:
+    """y * scale[c] + bias[c] over axis 1 of y."""
+    rank = len(shape_of(y))
+    per_channel = [channels] + [1] * (rank - 2)
+    y = imp.binary(node, graph.MulOp, y, imp.reshape(scale, per_channel))
+    return imp.binary(node, graph.AddOp, y, imp.reshape(bias, per_channel))
+
+
+def _grouped_norm(imp: ImportContext, node: Node, x: Value, groups: int, eps: float) -> Value:
+    """Normalize each (n, group) slice of x to zero mean, unit variance via graph.layer_norm."""
+    shape = shape_of(x)
+    rows = [shape[0], groups, math.prod(shape[1:]) // groups]
+    ones = Const(np.ones(rows[2:], dtype_of(x)))
+    y = imp.emit(
+        graph.LayerNormOp,
+        [imp.reshape(x, rows), ones, None],
+        rows,
+        axis=i64_attr(2),
+        epsilon=f32_attr(eps),
+    )
+    return imp.reshape(y, shape)
+
+
+@converts("InstanceNormalization")
+def _instance_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x, scale, bias = (imp.required(node, i) for i in range(3))
+    c = shape_of(x)[1]
+    y = _grouped_norm(imp, node, x, c, float(node.attrs.get("epsilon", 1e-5)))
+    return [_channel_affine(imp, node, y, scale, bias, c)]
+
+
+@converts("GroupNormalization")
+def _group_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x, scale, bias = (imp.required(node, i) for i in range(3))
+    c = shape_of(x)[1]
+    groups = int(node.attrs["num_groups"])
+    if c % groups:
+        raise node.error(f"{c} channels do not split into {groups} groups")
+    y = _grouped_norm(imp, node, x, groups, float(node.attrs.get("epsilon", 1e-5)))
+    if node.opset < 21 and shape_of(scale) != (c,):
+        # Opset 18 scales per group; repeat each group's value over its channels.
+        scale = imp.gather_axis(scale, 0, np.repeat(np.arange(groups), c // groups))
+        bias = imp.gather_axis(bias, 0, np.repeat(np.arange(groups), c // groups))
+    return [_channel_affine(imp, node, y, scale, bias, c)]

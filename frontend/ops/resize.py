@@ -1,0 +1,233 @@
+"""ONNX -> graph dialect: Resize (and the older Upsample).
+
+Per axis, y = sum over taps t of gather(x, index[:, t]) * weight[:, t], with index tables and
+weights computed here with numpy: every coordinate transformation and mode (nearest, linear,
+cubic, antialiased) shares this one mechanism; wide antialiased filters gather all taps at once
+and sum them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ember.dialects import graph
+from ember.frontend.context import (
+    Const,
+    ImportContext,
+    Node,
+    Value,
+    dtype_of,
+    normalize_axis,
+    scalar,
+    shape_of,
+)
+from ember.frontend.registry import converts
+
+
+def _source_coordinates(
+    mode: str, out_size: int, in_size: int, scale: float, roi: tuple[float, float]
+) -> np.ndarray:
+    """The input coordinate each output position samples (ONNX coordinate_transformation_mode)."""
+    i = np.arange(out_size, dtype=np.float64)
+    if mode == "half_pixel":
+        return (i + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        adjustment = out_size / (scale * in_size)
+        center = in_size / 2
+        return center * (1 - adjustment) + (i + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+    if mode == "align_corners":
+        # ONNX divides by the unrounded output length scale * in_size.
+        span = scale * in_size - 1
+        return i * (in_size - 1) / span if out_size > 1 else np.zeros(out_size)
+    if mode == "asymmetric":
+        return i / scale
+    if mode == "tf_crop_and_resize":
+        start, end = roi
+        if out_size > 1:
+            return start * (in_size - 1) + i * (end - start) * (in_size - 1) / (out_size - 1)
+        return np.full(out_size, 0.5 * (start + end) * (in_size - 1))
+    raise ValueError(f"coordinate_transformation_mode '{mode}'")
+
+
+def _nearest(x: np.ndarray, rule: str) -> np.ndarray:
+    if rule == "floor":
+        return np.floor(x)
+    if rule == "ceil":
+        return np.ceil(x)
+    half = x - np.floor(x) == 0.5
+    if rule == "round_prefer_ceil":
+        return np.where(half, np.ceil(x), np.round(x))
+    if rule == "round_prefer_floor":
+        return np.where(half, np.floor(x), np.round(x))
+    raise ValueError(f"nearest_mode '{rule}'")
+
+
+def _filter_taps(
+    mode: str, ratio: np.ndarray, shrink: float, a: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets from floor(x), weights [out, taps]) of the linear or Keys-cubic filter.
+
+    `shrink` < 1 widens the filter by 1/shrink (antialiased downsampling); the weights are
+    then renormalized, as ONNX does.
+    """
+    reach = 1 if mode == "linear" else 2
+    start = int(np.floor(-reach / shrink) + 1)
+    offsets = np.arange(start, 2 - start)
+    t = np.abs((offsets[None, :] - ratio[:, None]) * shrink)
+    if mode == "linear":
+        weight = np.clip(1 - t, 0, 1)
+    else:
+        near = ((a + 2) * t - (a + 3)) * t * t + 1
+        far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+        weight = np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+    if shrink < 1:
+        weight = weight / weight.sum(axis=1, keepdims=True)
+    return offsets, weight
+
+
+def _resize_taps(
+    node: Node, in_size: int, out_size: int, scale: float, roi: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(index [out, taps], weight [out, taps], extrapolated positions or None) of one axis."""
+    a = node.attrs
+
+    def text(key: str, default: str) -> str:
+        value = a.get(key, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    mode, coord = text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel")
+    if node.opset < 11:
+        coord = "asymmetric"
+    x = _source_coordinates(coord, out_size, in_size, scale, roi)
+    outside = None
+    if coord == "tf_crop_and_resize":
+        outside = (x < 0) | (x > in_size - 1)
+    if mode == "nearest":
+        rule = "floor" if node.opset < 11 else text("nearest_mode", "round_prefer_floor")
+        index = np.clip(_nearest(x, rule), 0, in_size - 1).astype(np.int64)[:, None]
+        weight = np.ones((out_size, 1))
+    else:
+        base = np.floor(x)
+        # A coordinate on a sample point takes ratio 1 from its left neighbour (as ONNX does).
+        exact = base == x
+        base = np.where(exact, base - 1, base)
+        ratio = x - base
+        if mode not in ("linear", "cubic"):
+            raise node.unsupported(f"mode '{mode}'")
+        shrink = min(scale, 1.0) if a.get("antialias", 0) else 1.0
+        offsets, weight = _filter_taps(mode, ratio, shrink, float(a.get("cubic_coeff_a", -0.75)))
+        raw = base.astype(np.int64)[:, None] + offsets[None, :]
+        if a.get("exclude_outside", 0):
+            weight = np.where((raw < 0) | (raw >= in_size), 0.0, weight)
+            weight = weight / weight.sum(axis=1, keepdims=True)
+        index = np.clip(raw, 0, in_size - 1)
+    if outside is not None:
+        weight = np.where(outside[:, None], 0.0, weight)
+    return index, weight, outside if outside is not None and outside.any() else None
+
+
+# Per-tap gathers (fused into one elementwise sum) up to this many taps per output; beyond,
+# one gather of all taps and a reduction.
+_MAX_UNROLLED_TAPS = 8
+
+
+def _weighted(imp: ImportContext, node: Node, term: Value, weight: np.ndarray) -> Value:
+    """term * weight, and exactly 0 where the weight is 0: a tap that does not count reads no
+    NaN or inf into the result (NaN * 0 is NaN). Which zero-weight taps an implementation
+    reads is arbitrary (onnxruntime's and onnx.reference's differ), so only this rule makes a
+    NaN reach just the outputs that weigh it."""
+    y = term
+    if not np.all((weight == 0) | (weight == 1)):
+        y = imp.binary(node, graph.MulOp, term, Const(weight.astype(dtype_of(term))))
+    if np.any(weight == 0):
+        zero = scalar(0.0, term)
+        y = imp.emit(graph.WhereOp, [Const(weight != 0), y, zero], shape_of(y), dtype_of(term))
+    return y
+
+
+def _resize_axis(
+    imp: ImportContext,
+    node: Node,
+    x: Value,
+    axis: int,
+    out_size: int,
+    scale: float,
+    roi: tuple[float, float],
+) -> Value:
+    shape = shape_of(x)
+    index, weight, outside = _resize_taps(node, shape[axis], out_size, scale, roi)
+    trailing = [1] * (len(shape) - axis - 1)
+    dtype = dtype_of(x)
+    taps = [t for t in range(index.shape[1]) if weight[:, t].any()]
+    y: Value | None = None
+    if len(taps) > _MAX_UNROLLED_TAPS:
+        # Antialiased downsampling widens the filter with the ratio: gather every tap at once
+        # into a new axis, weight and sum it, so that the op count does not grow with it.
+        gathered = imp.gather_axis(x, axis, index[:, taps].reshape(-1))
+        split = [*shape[:axis], out_size, len(taps), *shape[axis + 1 :]]
+        w = weight[:, taps].reshape(out_size, len(taps), *trailing)
+        y = _weighted(imp, node, imp.reshape(gathered, split), w)
+        y = imp.reduce(node, y, "sum", [axis + 1], False)
+        taps = []
+    for t in taps:
+        term = imp.gather_axis(x, axis, index[:, t])
+        term = _weighted(imp, node, term, weight[:, t].reshape(-1, *trailing))
+        y = term if y is None else imp.binary(node, graph.AddOp, y, term)
+    if y is None or outside is not None:
+        fill = np.where(outside if outside is not None else True, 1.0, 0.0)
+        value = float(node.attrs.get("extrapolation_value", 0.0))
+        extra = Const((fill * value).astype(dtype).reshape(-1, *trailing))
+        if y is None:  # every position extrapolated: the fill, in the output's shape
+            grown = [*shape[:axis], out_size, *shape[axis + 1 :]]
+            return imp.emit(graph.ExpandOp, [extra], grown)
+        y = imp.binary(node, graph.AddOp, y, extra)
+    return y
+
+
+@converts("Resize", "Upsample")
+def _resize(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = shape_of(x)
+    rank = len(shape)
+    if node.opset < 11:
+        roi, scales, sizes = None, imp.constant(node, 1, "scales"), None
+    else:
+        roi, scales = imp.constant(node, 1, "roi"), imp.constant(node, 2, "scales")
+        sizes = imp.constant(node, 3, "sizes")
+    axes = [normalize_axis(node, int(v), rank) for v in node.attrs.get("axes", range(rank))]
+    if scales is not None and scales.size:
+        factors = [float(s) for s in scales]
+        out = [int(math.floor(shape[a] * f)) for a, f in zip(axes, factors, strict=True)]
+    elif sizes is not None and sizes.size:
+        out = [int(s) for s in sizes]
+        factors = [o / shape[a] for a, o in zip(axes, out, strict=True)]
+        policy = node.attrs.get("keep_aspect_ratio_policy", b"stretch")
+        policy = policy.decode() if isinstance(policy, bytes) else policy
+        if policy != "stretch":
+            pick = min if policy == "not_larger" else max
+            factor = pick(factors)
+            factors = [factor] * len(axes)
+            # ONNX rounds half away from zero here (std::round in the reference kernels).
+            out = [int(math.floor(shape[a] * factor + 0.5)) for a in axes]
+    else:
+        raise node.error("one of scales and sizes must be given")
+    if len(out) != len(axes):
+        raise node.error(f"{len(out)} scales/sizes for {len(axes)} axes")
+    if any(n <= 0 for n in out) or any(not f > 0 for f in factors):
+        raise node.error(f"scales {factors} / sizes {out} must be positive")
+    roi_values = [] if roi is None or roi.size == 0 else [float(v) for v in roi]
+    y = x
+    for k, axis in enumerate(axes):
+        if roi_values:
+            box = (roi_values[k], roi_values[k + len(axes)])
+        else:
+            box = (0.0, 1.0)
+        if out[k] == shape[axis] and factors[k] == 1.0 and not roi_values:
+            continue
+        y = _resize_axis(imp, node, y, axis, out[k], factors[k], box)
+    return [y]

@@ -1,0 +1,71 @@
+"""docs/architecture.md's "How to add an op", followed at test time: a toy op `ToyCube`
+(y = x * x * x, domain "ember.toy") registered in the three places an elementwise op needs
+(converter, op definition with its numpy semantics, kernel body), then compiled and run.
+
+Oracle: numpy, x ** 3 in float32; tolerance rtol 1e-6 (two float32 multiplies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from xdsl.dialects import arith
+from xdsl.irdl import irdl_op_definition
+
+import ember
+from ember.dialects import graph, numpy_eval
+from ember.frontend import registry
+from ember.frontend.context import ImportContext, Node, Value, shape_of
+from ember.passes.conversion import elementwise_bodies
+
+
+# 2. The op definition (dialects/graph.py) with its semantics (dialects/numpy_eval.py).
+@irdl_op_definition
+class ToyCubeOp(graph.UnaryElementwiseOp):
+    name = "graph.toy_cube"
+
+
+def _cube_body(op, args, out, ops):  # 3. the kernel body (elementwise_bodies.py)
+    square = arith.MulfOp(args[0], args[0])
+    cube = arith.MulfOp(square.result, args[0])
+    ops += [square, cube]
+    return cube.result
+
+
+def _toy_cube(imp: ImportContext, node: Node) -> list[Value]:  # 1. the converter (frontend/ops/)
+    x = imp.float_input(node)
+    return [imp.emit(ToyCubeOp, [x], shape_of(x))]
+
+
+@pytest.fixture
+def toy_cube_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What `@converts("ToyCube", domain="ember.toy")` does at import, undone after the test.
+    monkeypatch.setitem(
+        registry.CONVERTERS, registry.converter_key("ToyCube", "ember.toy"), _toy_cube
+    )
+    monkeypatch.setitem(numpy_eval.EVALUATORS, ToyCubeOp.name, lambda props, ins, out: ins[0] ** 3)
+    monkeypatch.setitem(elementwise_bodies.BODIES, ToyCubeOp, _cube_body)
+
+
+def _model(shape: list[int]):
+    node = helper.make_node("ToyCube", ["x"], ["y"], name="cube", domain="ember.toy")
+    g = helper.make_graph(
+        [node],
+        "toy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    return helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ember.toy", 1)]
+    )
+
+
+def test_a_toy_op_added_in_three_places_compiles_and_runs(toy_cube_registered: None) -> None:
+    x = np.random.default_rng(0).standard_normal((2, 37), dtype=np.float32)
+    (y,) = ember.compile(_model([2, 37]))(x)
+    np.testing.assert_allclose(y, x * x * x, rtol=1e-6)
+
+
+def test_without_its_converter_the_toy_op_is_refused() -> None:
+    with pytest.raises(ember.UnsupportedOpError, match="ToyCube"):
+        ember.compile(_model([2, 3]))
