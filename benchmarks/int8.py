@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ember  # noqa: E402
 from ember.core.target import Target, host_target, named_target  # noqa: E402
-from ember.passes.conversion.kernel_to_loops.qconv import int8_isa  # noqa: E402
+from ember.dialects.weight_layouts import int8_isa  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     GraphBuilder,
     graph_op_counts,

@@ -17,6 +17,7 @@ with unit stride:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,3 +106,132 @@ def pack_recurrent_weight(r_t: np.ndarray, target: Target) -> tuple[np.ndarray, 
         ]
     )
     return packed, recurrent_layout(gemm_blocking(target).nr)
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 convolution (kernel.qconv2d): the instruction set the target offers and the packed filter
+
+# CPUs LLVM knows by name whose AVX-512 includes VNNI (named targets carry no feature list).
+_VNNI_CPUS = ("icelake-server", "icelake-client", "sapphirerapids", "znver4", "znver5")
+
+
+@dataclass(frozen=True)
+class Int8Isa:
+    name: str  # "vnni512" or "avx2"
+    lanes: int  # int32 lanes per vector
+    nvec: int  # vectors of pixels per micro-kernel row
+    mr: int  # output channels per micro-kernel
+
+    @property
+    def nr(self) -> int:
+        return self.lanes * self.nvec
+
+
+# ... and those with AVX-VNNI (vpdpbusd on ymm, VEX-encoded) but no AVX-512.
+_AVX_VNNI_CPUS = ("alderlake", "raptorlake", "meteorlake", "arrowlake", "lunarlake", "gracemont")
+
+ISAS = {
+    # 16 x 16 measured faster than 14 x 32 and 8 x 48 (znver5, 1 thread): no padded rows for
+    # channel counts that are multiples of 16, and 49-pixel 7x7 maps fill 49 of 64 lanes.
+    "vnni512": Int8Isa("vnni512", lanes=16, nvec=1, mr=16),
+    "vnni256": Int8Isa("vnni256", lanes=8, nvec=2, mr=6),
+    "avx2": Int8Isa("avx2", lanes=8, nvec=2, mr=4),
+}
+
+
+def int8_isa(target: Target) -> Int8Isa:
+    """vpdpbusd on zmm with AVX-512 VNNI, on ymm with AVX-VNNI, else vpmaddubsw + vpmaddwd
+    (AVX2)."""
+    features = target.features.split(",")
+    if target.has_avx512 and ("+avx512vnni" in features or target.cpu in _VNNI_CPUS):
+        return ISAS["vnni512"]
+    if "+avxvnni" in features or target.cpu in _AVX_VNNI_CPUS:
+        return ISAS["vnni256"]
+    return ISAS["avx2"]
+
+
+def qconv_layout(isa: Int8Isa, terms: int) -> str:
+    return f"qconv_{isa.name}_mr{isa.mr}_t{terms}"
+
+
+def parse_qconv_layout(layout: str) -> tuple[Int8Isa, int]:
+    match = re.fullmatch(r"qconv_(\w+?)_mr(\d+)_t([12])", layout)
+    if match is None or match.group(1) not in ISAS:
+        raise ValueError(f"not a qconv weight layout: '{layout}'")
+    isa = ISAS[match.group(1)]
+    if int(match.group(2)) != isa.mr:
+        raise ValueError(f"qconv layout '{layout}': MR {match.group(2)} is not {isa.name}'s")
+    return isa, int(match.group(3))
+
+
+# AVX2 keeps vpmaddubsw's s16 pair sums exact with weights of at most 7 bits (see above).
+_SEVEN_BITS = 64
+
+
+def pack_qconv_weight(w: np.ndarray, isa: Int8Isa) -> tuple[np.ndarray, str]:
+    """An int8 OIHW filter as int32 words [terms, ceil(Cout/MR), K/4, MR] (flat), each word the
+    weights of 4 consecutive input channels at one tap; k runs over (channel group, kh, kw)."""
+    if w.ndim != 4 or w.dtype != np.int8:
+        raise ValueError(
+            f"pack_qconv_weight: expected an int8 OIHW filter, got {w.dtype} {w.shape}"
+        )
+    cout, cin, kh, kw = w.shape
+    groups, tiles = -(-cin // 4), -(-cout // isa.mr)
+    terms = [w]
+    if isa.name == "avx2" and int(np.abs(w.astype(np.int16)).max(initial=0)) > _SEVEN_BITS:
+        high = np.right_shift(w, 1)  # floor(w / 2) in [-64, 63]
+        terms = [high, (w - high).astype(np.int8)]  # ceil(w / 2) in [-64, 64]
+    packed = []
+    for term in terms:
+        padded = np.zeros((tiles * isa.mr, groups * 4, kh, kw), np.int8)
+        padded[:cout, :cin] = term
+        words = padded.reshape(tiles, isa.mr, groups, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+        packed.append(np.ascontiguousarray(words).view(np.int32).reshape(-1))
+    return np.concatenate(packed), qconv_layout(isa, len(terms))
+
+
+@dataclass(frozen=True)
+class QConvGeometry:
+    n: int
+    c: int
+    h: int
+    w: int
+    cout: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+
+    @property
+    def groups(self) -> int:  # channel groups of 4
+        return -(-self.c // 4)
+
+    @property
+    def hp(self) -> int:
+        return self.h + self.pads[0] + self.pads[2]
+
+    @property
+    def wp(self) -> int:
+        return self.w + self.pads[1] + self.pads[3]
+
+    @property
+    def k4(self) -> int:
+        return self.groups * self.kh * self.kw
+
+    @property
+    def pixels(self) -> int:
+        return self.oh * self.ow
+
+    @property
+    def direct(self) -> bool:
+        """A 1x1, stride-1, unpadded conv reads its panels straight from the workspace."""
+        return (self.kh, self.kw, self.strides, any(self.pads)) == (1, 1, (1, 1), False)
+
+
+def qconv_workspace_words(g: QConvGeometry, isa: Int8Isa) -> int:
+    """The interleaved, padded image plus NR words that the last direct panel may read past
+    its end (into lanes that are never stored)."""
+    return g.groups * g.hp * g.wp + isa.nr

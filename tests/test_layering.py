@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent  # the `ember` package
-FOLDERS = ("runtime", "core", "dialects", "frontend", "passes", "codegen", "tools")
+FOLDERS = (
+    "runtime",
+    "core",
+    "dialects",
+    "frontend",
+    "passes",
+    "codegen",
+    "tools",
+    "integrations",
+)
 # What each folder may import of ember besides itself (docs/architecture.md, "Layering").
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "runtime": frozenset(),
@@ -19,7 +28,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "frontend": frozenset({"dialects", "core", "runtime"}),
     "passes": frozenset({"dialects", "core", "runtime"}),
     "codegen": frozenset({"dialects", "core", "runtime"}),
-    "tools": frozenset(FOLDERS),
+    "tools": frozenset(FOLDERS) - {"integrations"},
+    # Optional integrations with serving frameworks run artifacts with the thin runtime.
+    "integrations": frozenset({"runtime"}),
     "benchmarks": frozenset(FOLDERS),
     "tests": frozenset({*FOLDERS, "tests"}),
     "": frozenset(FOLDERS),  # ember/__init__.py: the public API

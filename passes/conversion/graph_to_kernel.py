@@ -37,12 +37,16 @@ from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
 from ember.dialects.graph import element_type_of, f32_array, i64_array, int_values, shape_of
 from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
+    QConvGeometry,
     conv_layout,
     gemm_blocking,
+    int8_isa,
     is_depthwise,
     pack_conv_weight,
     pack_matmul_weight,
+    pack_qconv_weight,
     pack_recurrent_weight,
+    qconv_workspace_words,
 )
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
@@ -272,13 +276,6 @@ class _Bufferizer:
         """Pack the int8 filter for the target's int8 instructions, fold the input zero
         point's correction (-zero_point * the filter's row sums) into the int32 offsets and
         the output zero point into the float bias."""
-        from ember.passes.conversion.kernel_to_loops.qconv import (
-            QConvGeometry,
-            int8_isa,
-            pack_qconv_weight,
-            qconv_workspace_words,
-        )
-
         weight, offset = self.constant_array(op.weight), self.constant_array(op.offset)
         if weight is None or offset is None:
             raise ConversionError("graph.qconv needs a constant weight and offset")

@@ -14,14 +14,14 @@ from ember.codegen.jit import JitModule
 from ember.core.target import named_target
 from ember.dialects import kernel
 from ember.dialects.graph import f32_array, i64_array
-from ember.passes.conversion.kernel_to_loops.qconv import (
+from ember.dialects.weight_layouts import (
     ISAS,
     QConvGeometry,
     int8_isa,
-    lower_qconv,
     pack_qconv_weight,
     qconv_workspace_words,
 )
+from ember.passes.conversion.kernel_to_loops.qconv import lower_qconv
 from ember.tests.kernels.harness import memref_type, run_kernel_op
 
 _FEATURES = llvm.get_host_cpu_features()
