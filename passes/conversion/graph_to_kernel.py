@@ -180,7 +180,11 @@ class _Bufferizer:
         return packed, conv_layout(mr)
 
     def conv(self, op: graph.ConvOp) -> None:
-        from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
+        from ember.passes.conversion.kernel_to_loops.packing import (
+            conv_lanes_blocking,
+            pack_conv_lanes_weight,
+            pack_conv_weight,
+        )
 
         group = op.group.value.data
         const = self.constant_array(op.weight)
@@ -188,7 +192,19 @@ class _Bufferizer:
             weight, layout = self.pack_conv_weight_at_run_time(op.weight, group)
         else:
             name, array = const
-            packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
+            lanes = conv_lanes_blocking(
+                shape_of(op.input)[1] // group,
+                shape_of(op.output)[1],
+                group,
+                tuple(shape_of(op.output)[2:]),  # type: ignore[arg-type]
+                tuple(shape_of(op.weight)[2:]),  # type: ignore[arg-type]
+                tuple(int(v) for v in op.strides.get_values()),  # type: ignore[arg-type]
+                self.target,
+            )
+            if lanes is not None:
+                packed, layout = pack_conv_lanes_weight(array, lanes.nr)
+            else:
+                packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
             packed_name = f"{name}.packed.{layout}"
             if packed_name not in self.weights:
                 self.weights[packed_name] = packed
