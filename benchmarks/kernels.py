@@ -36,8 +36,8 @@ from ember.passes.conversion.kernel_to_loops.packing import (  # noqa: E402
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for  # noqa: E402
 from ember.passes.target import host_target  # noqa: E402
-from tests.kernels.test_conv import conv_op, out_size  # noqa: E402
-from tests.kernels.test_matmul import matmul_op  # noqa: E402
+from ember.tests.kernels.test_conv import conv_op, out_size  # noqa: E402
+from ember.tests.kernels.test_matmul import matmul_op  # noqa: E402
 
 
 def aligned(shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:

@@ -25,9 +25,9 @@ from ember.passes.conversion.kernel_to_loops import conv  # noqa: F401  (registe
 from ember.passes.conversion.kernel_to_loops.packing import pack_conv_weight
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.passes.target import Target, host_target, named_target
-from tests.filecheck_util import assert_filecheck
-from tests.kernels.harness import run_kernel_op
-from tests.kernels.test_matmul import ACTIVATIONS, RTOL
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
+from ember.tests.kernels.test_matmul import ACTIVATIONS, RTOL
 
 
 def conv_op(
