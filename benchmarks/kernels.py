@@ -26,6 +26,8 @@ from xdsl.irdl import IRDLOperation
 from ember.codegen.jit import JitModule
 from ember.core.target import host_target
 from ember.dialects.weight_layouts import (
+    conv_lanes_blocking,
+    pack_conv_lanes_weight,
     pack_conv_weight,
     pack_matmul_weight,
 )
@@ -103,9 +105,15 @@ def conv_case(
     batch, cin, h, w = x_shape
     x = aligned(x_shape, rng)
     weight = rng.standard_normal((cout, cin // group, *ks), dtype=np.float32)
-    packed, layout = pack_conv_weight(weight, group, host_target(threads))
     ho = conv_out_size(h, ks[0], strides[0], pads[0] + pads[2], 1)
     wo = conv_out_size(w, ks[1], strides[1], pads[1] + pads[3], 1)
+    # The kernel the compiler picks for this shape (graph_to_kernel: conv_lanes_blocking).
+    target = host_target(threads)
+    lanes = conv_lanes_blocking(cin // group, cout, group, (ho, wo), ks, strides, target)
+    if lanes is not None:
+        packed, layout = pack_conv_lanes_weight(weight, lanes.nr)
+    else:
+        packed, layout = pack_conv_weight(weight, group, target)
     bias = aligned((cout,), rng)
     out = aligned((batch, cout, ho, wo), rng)
     make = conv_op(ks, strides, pads, (1, 1), group, layout, True, False, "relu")
@@ -119,7 +127,12 @@ CONVS = [
     ("resnet 3x3 64->64 @56", (1, 64, 56, 56), 64, (3, 3), (1, 1), (1, 1, 1, 1), 1),
     ("resnet 1x1 256->64 @56", (1, 256, 56, 56), 64, (1, 1), (1, 1), (0, 0, 0, 0), 1),
     ("resnet 1x1 64->256 @56", (1, 64, 56, 56), 256, (1, 1), (1, 1), (0, 0, 0, 0), 1),
+    ("resnet 3x3 128->128 @28", (1, 128, 28, 28), 128, (3, 3), (1, 1), (1, 1, 1, 1), 1),
+    ("resnet 3x3/2 128 @56", (1, 128, 56, 56), 128, (3, 3), (2, 2), (1, 1, 1, 1), 1),
+    ("resnet 3x3 256->256 @14", (1, 256, 14, 14), 256, (3, 3), (1, 1), (1, 1, 1, 1), 1),
     ("resnet 3x3 512->512 @7", (1, 512, 7, 7), 512, (3, 3), (1, 1), (1, 1, 1, 1), 1),
+    ("resnet 1x1 512->2048 @7", (1, 512, 7, 7), 2048, (1, 1), (1, 1), (0, 0, 0, 0), 1),
+    ("resnet 1x1/2 1024->2048 @14", (1, 1024, 14, 14), 2048, (1, 1), (2, 2), (0, 0, 0, 0), 1),
     ("resnet 7x7/2 3->64 @224", (1, 3, 224, 224), 64, (7, 7), (2, 2), (3, 3, 3, 3), 1),
     ("squeezenet 3x3/2 3->64 @224", (1, 3, 224, 224), 64, (3, 3), (2, 2), (0, 0, 0, 0), 1),
     ("mobilenet 3x3/2 3->32 @224", (1, 3, 224, 224), 32, (3, 3), (2, 2), (1, 1, 1, 1), 1),

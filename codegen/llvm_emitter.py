@@ -16,8 +16,9 @@ Conventions at the LLVM level:
   lower `llvm.maximum(x, 0)` to one `vmaxps` and a two-variable one to vmaxps + vcmpunordps +
   blend, instead of an extra sign-bit blend to order -0 below +0.
 - `scf.parallel` is outlined into `void @<fn>__parallel_<k>(ptr ctx)`, where ctx points to a
-  struct of captured values; the flattened iteration space is split into contiguous chunks,
-  one per OpenMP thread, and launched with `GOMP_parallel` when `ember_num_threads` > 1.
+  struct of captured values and a shared counter; the threads claim chunks of the flattened
+  iteration space from the counter (CHUNKS_PER_THREAD per thread, an atomic add each), and
+  the region is launched with `GOMP_parallel` when `ember_num_threads` > 1.
   A program exports `i32 ember_num_threads` (default 1) and `ember_set_num_threads(i32)`,
   defined in its entry unit.
 """
@@ -862,6 +863,11 @@ def _if(self: _FunctionEmitter, op: Operation) -> None:
     self.set(op, *results)
 
 
+# Chunks per thread of a parallel region's iterations: enough that a slowed thread's share
+# is taken over, few enough that the claims (one atomic add each) cost nothing.
+CHUNKS_PER_THREAD = 4
+
+
 @_handles("scf.parallel")
 def _parallel(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, scf.ParallelOp)
@@ -925,7 +931,8 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     # immediates, so LLVM can still fold and unroll with them.
     constants = {v: self.get(v) for v in used if isinstance(self.get(v), ir.Constant)}
     captures = [v for v in used if v not in constants]
-    ctx_type = ir.LiteralStructType([llvm_type(v.type) for v in captures])
+    # The last field is the shared counter of the next unclaimed flat iteration.
+    ctx_type = ir.LiteralStructType([*(llvm_type(v.type) for v in captures), I64])
 
     outlined = ir.Function(
         m.module, ir.FunctionType(VOID, [PTR]), m.outlined_name(self.fn.name.split("__")[0])
@@ -948,13 +955,25 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     total = counts[0]
     for count in counts[1:]:
         total = ib.mul(total, count, flags=["nsw"])
-    # Contiguous static chunks: thread t runs flat iterations [t*chunk, (t+1)*chunk).
-    thread = ib.sext(ib.call(m.declare("omp_get_thread_num", I32, []), []), I64)
+    # Dynamic chunks: each thread claims the next `grain` flat iterations from the shared
+    # counter until none are left, so a thread that is descheduled (a shared machine) or
+    # given costlier units (edge tiles, tails) does not hold the others at the barrier.
+    # Consecutive iterations stay together in a chunk (units are ordered for cache reuse).
     threads = ib.sext(ib.call(m.declare("omp_get_num_threads", I32, []), []), I64)
-    chunk = ib.udiv(ib.add(total, ib.sub(threads, I64(1))), threads)
-    begin = ib.mul(thread, chunk)
-    begin = ib.select(ib.icmp_signed("<", begin, total), begin, total)
-    end = ib.add(begin, chunk)
+    pieces = ib.mul(threads, I64(CHUNKS_PER_THREAD), flags=["nsw"])
+    pieces = ib.select(ib.icmp_signed(">", threads, I64(1)), pieces, I64(1))
+    grain = ib.udiv(ib.add(total, ib.sub(pieces, I64(1))), pieces)
+    grain = ib.select(ib.icmp_signed(">", grain, I64(0)), grain, I64(1))
+    counter = ib.gep(outlined.args[0], [I32(0), I32(len(captures))], source_etype=ctx_type)
+    claim = outlined.append_basic_block("claim")
+    work = outlined.append_basic_block("work")
+    done = outlined.append_basic_block("done")
+    ib.branch(claim)
+    ib.position_at_end(claim)
+    begin = ib.atomic_rmw("add", counter, grain, "monotonic")
+    ib.cbranch(ib.icmp_signed("<", begin, total), work, done)
+    ib.position_at_end(work)
+    end = ib.add(begin, grain, flags=["nsw"])
     end = ib.select(ib.icmp_signed("<", end, total), end, total)
 
     def body(flat: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
@@ -974,6 +993,8 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
         return []
 
     inner.emit_loop(begin, end, I64(1), [], body, name="chunk")
+    ib.branch(claim)
+    ib.position_at_end(done)
     ib.ret_void()
     inner.finish()
 
@@ -981,6 +1002,7 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     ctx = self.alloca(ctx_type, 8, name="par.ctx")
     for i, value in enumerate(captures):
         b.store(self.get(value), b.gep(ctx, [I32(0), I32(i)], source_etype=ctx_type))
+    b.store(I64(0), b.gep(ctx, [I32(0), I32(len(captures))], source_etype=ctx_type))
     total = None
     for lo, up, st in zip(op.lowerBound, op.upperBound, op.step, strict=True):
         count = self.trip_count(self.get(lo), self.get(up), self.get(st))

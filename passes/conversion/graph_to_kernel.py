@@ -38,10 +38,12 @@ from ember.dialects.graph import element_type_of, f32_array, i64_array, int_valu
 from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
     QConvGeometry,
+    conv_lanes_blocking,
     conv_layout,
     gemm_blocking,
     int8_isa,
     is_depthwise,
+    pack_conv_lanes_weight,
     pack_conv_weight,
     pack_matmul_weight,
     pack_qconv_weight,
@@ -193,7 +195,19 @@ class _Bufferizer:
             weight, layout = self.pack_conv_weight_at_run_time(op.weight, group)
         else:
             name, array = const
-            packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
+            lanes = conv_lanes_blocking(
+                shape_of(op.input)[1] // group,
+                shape_of(op.output)[1],
+                group,
+                tuple(shape_of(op.output)[2:]),  # type: ignore[arg-type]
+                tuple(shape_of(op.weight)[2:]),  # type: ignore[arg-type]
+                tuple(int(v) for v in op.strides.get_values()),  # type: ignore[arg-type]
+                self.target,
+            )
+            if lanes is not None:
+                packed, layout = pack_conv_lanes_weight(array, lanes.nr)
+            else:
+                packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
             packed_name = f"{name}.packed.{layout}"
             if packed_name not in self.weights:
                 self.weights[packed_name] = packed

@@ -402,9 +402,9 @@ def test_conv_ir_im2col_panel() -> None:
 
 
 def test_conv_ir_direct_small_cin() -> None:
-    """3 input channels: band planes (3 channels x 1 phase) and a statically unrolled
-    K = 27 reduction of 6 x 2 vector tiles (then 6 x 1 for the 4 output columns left of
-    each row); no im2col panel."""
+    """3 input channels: band planes (3 channels x 1 phase) and a K = 27 reduction of
+    6 x 2 vector tiles (then 6 x 1 for the 4 output columns left of each row) looped over
+    the 9 (channel, kernel row) pairs, the 3 taps of each unrolled; no im2col panel."""
     ir = _lowered((1, 3, 20, 20), 12, (3, 3), (1, 1, 1, 1), 1)
     assert "memref<27x16xf32>" not in ir
     assert_filecheck(
@@ -412,9 +412,15 @@ def test_conv_ir_direct_small_cin() -> None:
         """
         CHECK: scf.parallel
         CHECK: memref.alloca() : memref<3x22x32xf32>
-        CHECK-COUNT-324: vector.fma {{.*}} : vector<8xf32>
+        CHECK: scf.for
+        CHECK-COUNT-36: vector.fma {{.*}} : vector<8xf32>
+        CHECK-NOT: vector.fma
+        CHECK: scf.yield
         CHECK: vector.store
-        CHECK-COUNT-162: vector.fma {{.*}} : vector<8xf32>
+        CHECK: scf.for
+        CHECK-COUNT-18: vector.fma {{.*}} : vector<8xf32>
+        CHECK-NOT: vector.fma
+        CHECK: scf.yield
         CHECK: vector.maskedstore
         """,
     )

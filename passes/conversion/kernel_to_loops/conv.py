@@ -26,8 +26,10 @@ from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
+    conv_lanes_layout,
     conv_layout,
     gemm_blocking,
+    lanes_row_tile,
 )
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
@@ -147,6 +149,8 @@ def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
         raise ValueError(f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({geo.cout},)")
     if op.weight_layout.data == DEPTHWISE_LAYOUT:
         fn = _lower_depthwise(op, geo, target, name)
+    elif op.weight_layout.data.startswith(conv_lanes_layout(0)[:-1]):
+        fn = _lower_channel_lanes(op, geo, target, name)
     else:
         planes = _direct_planes(geo, target)
         if planes is not None:
@@ -455,11 +459,13 @@ DEPTHWISE_ROW_VECTORS = 4
 # as a direct conv: K = Cin*kh*kw is too small for im2col packing to be amortized.
 DIRECT_MAX_CIN = 3
 
-# The direct conv unrolls its whole reduction (Cin*kh*kw taps) into every tile variant, so its
-# compile time grows with it, and past ~100 taps the GEMM path is as fast at run time (1 thread,
-# cold cache; compile / run): 3->32 5x5 (75 taps) direct 2.6 s / 0.38 ms, GEMM 0.6 s / 0.65 ms;
-# 3->64 7x7 (147) direct 8 s / 1.45 ms, GEMM 0.7 s / 1.37 ms; 3->64 11x11 (363) direct 101 s /
-# 1.21 ms, GEMM 0.5 s / 0.84 ms; a 1->32 1-D audio filter of 320 taps took 64 s to compile.
+# The direct conv used to unroll its whole reduction (Cin*kh*kw taps) into every tile
+# variant; measured then (AVX2, 1 thread, cold cache; compile / run): 3->32 5x5 (75 taps)
+# direct 2.6 s / 0.38 ms, GEMM 0.6 s / 0.65 ms; 3->64 7x7 (147) direct 8 s / 1.45 ms, GEMM
+# 0.7 s / 1.37 ms; 3->64 11x11 (363) direct 101 s / 1.21 ms, GEMM 0.5 s / 0.84 ms. It now
+# loops over (channel, kernel row) and unrolls only the kw taps of a row, which compiles in
+# a fraction of that and runs faster (ResNet-50's 7x7/2 stem on AVX-512: 157 -> 244 GFLOP/s,
+# its LLVM time ~20 s -> under 1 s); the limit is kept from the run-time measurements.
 DIRECT_MAX_TAPS = 160
 
 
@@ -700,8 +706,8 @@ def _lower_direct(
     the band planes.
 
     Each MR x NR tile of C (MR output channels, NR consecutive output columns of one row)
-    runs the whole reduction, K = Cin*kh*kw, statically unrolled: for every (ci, r, s) the
-    B row is `nvec` vector loads from the de-interleaved planes at that tap's offset and the
+    runs the whole reduction, K = Cin*kh*kw, as a loop over (ci, r) with the kw taps of
+    each kernel row unrolled: for every (ci, r, s) the B row is `nvec` vector loads from the de-interleaved planes at that tap's offset and the
     A column MR broadcasts of the packed weights. Work units are (batch, band of output
     rows); a band's input rows are copied once, then all of its rows and channels computed.
     """
@@ -713,7 +719,6 @@ def _lower_direct(
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
     activation = activation_of(op)
-    taps = [(ci, r, s) for ci in range(geo.cin) for r in range(geo.kh) for s in range(geo.kw)]
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         plane = planes.allocate(b)
@@ -730,19 +735,28 @@ def _lower_direct(
 
                 def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
                     panel = b.floordiv(m0, mr)
-                    acc = [[zero] * nv for _ in range(rows)]
-                    for k, (ci, r, s) in enumerate(taps):
-                        phase, shift = planes.tap(s)
-                        row = b.add(base, r * geo.dh)
-                        slot = ci * geo.sw + phase
-                        vs = [
-                            b.vload(plane, [slot, row, b.add(ow0, j * vw + shift)], vw)
-                            for j in range(nv)
-                        ]
-                        for i in range(rows):
-                            a = b.splat(b.load(w, [0, panel, k, i]), vw)
-                            for j in range(nv):
-                                acc[i][j] = b.fma(a, vs[j], acc[i][j])
+
+                    def kernel_row(b: LoopBuilder, q: SSAValue, *values: SSAValue) -> list:
+                        """Taps (ci, r, 0..kw-1) of q = ci*kh + r: k = q*kw + s."""
+                        accs = list(values)
+                        ci, r = b.floordiv(q, geo.kh), b.rem(q, geo.kh)
+                        row = b.add(base, b.mul(r, geo.dh))
+                        for s in range(geo.kw):
+                            phase, shift = planes.tap(s)
+                            slot = b.add(b.mul(ci, geo.sw), phase)
+                            k = b.add(b.mul(q, geo.kw), s)
+                            vs = [
+                                b.vload(plane, [slot, row, b.add(ow0, j * vw + shift)], vw)
+                                for j in range(nv)
+                            ]
+                            for i in range(rows):
+                                a = b.splat(b.load(w, [0, panel, k, i]), vw)
+                                for j in range(nv):
+                                    accs[i * nv + j] = b.fma(a, vs[j], accs[i * nv + j])
+                        return accs
+
+                    flat = b.for_range(0, geo.cin * geo.kh, 1, kernel_row, [zero] * (rows * nv))
+                    acc = [flat[i * nv : (i + 1) * nv] for i in range(rows)]
                     for i in range(rows):
                         co = b.add(m0, i)
                         bias = None
@@ -759,5 +773,169 @@ def _lower_direct(
         planes.output_rows(b, band, out_row)
 
     body.parallel_range(0, geo.batch * planes.bands, 1, unit)
+    body.ret()
+    return fn
+
+
+# Below this many bytes of packed weights, units walk output rows outermost (each input row
+# is read by all channel blocks while in L1, the weights stay in L2); above it, channel
+# blocks outermost, so that each thread streams its share of the weights once.
+LANES_ROWS_FIRST_MAX_WEIGHT_BYTES = 512 * 1024
+
+
+def _lower_channel_lanes(
+    op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
+) -> func.FuncOp:
+    """Direct conv with output channels across the vector lanes (layout conv_lanes_panel).
+
+    A tile is `mr` consecutive output columns of one output row x NR = nvec x VW output
+    channels, accumulated in registers over k = (r, ci, s): per k, nvec vector loads of
+    the packed weights and one broadcast of the input element under each column, read in
+    place (no im2col copy; strides and dilations only change the broadcast addresses).
+    Padding costs nothing in the loop: a kernel row outside the input runs no channels, and
+    tiles at the left/right edge are emitted statically without their out-of-bounds taps;
+    interior tiles run in a loop without checks. The epilogue turns the tile around through
+    scratch so that each channel's `mr` columns are one vector for bias, residual,
+    activation and a (masked) store into NCHW.
+    Work units are (batch, channel block, output row), all of the row's tiles per unit.
+    """
+    vw = target.vector_width
+    w_shape = memref_shape(op.weight)
+    nr = w_shape[-1]
+    k_extent = geo.kh * geo.cin * geo.kw
+    blocks = ceil_div(geo.cout, nr)
+    layout = op.weight_layout.data
+    if (
+        geo.group != 1
+        or nr % vw
+        or layout != conv_lanes_layout(nr)
+        or w_shape != (blocks, k_extent, nr)
+    ):
+        raise ValueError(
+            f"kernel.conv2d: weight {w_shape} with layout '{layout}' does not match a "
+            f"{geo.kh}x{geo.kw} conv {geo.cin}->{geo.cout}, group {geo.group} (expected "
+            f"group 1 and [ceil(O/NR), kh*I*kw, NR] from pack_conv_lanes_weight, NR a "
+            f"multiple of {vw})"
+        )
+    nvec = nr // vw
+    mr = lanes_row_tile(geo.wo, nvec, target)
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+    rows_first = blocks * k_extent * nr * 4 <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES
+    # Channels per unrolled reduction step: enough FMAs per iteration for short kernels.
+    unroll = max(1, K_UNROLL // geo.kw)
+
+    def column_ok(ow: int, s: int) -> bool:
+        iw = ow * geo.sw - geo.pl + s * geo.dw
+        return 0 <= iw < geo.w
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        if rows_first:
+            bi, oh, cb = decode(b, u, [geo.batch, geo.ho, blocks])
+        else:
+            bi, cb, oh = decode(b, u, [geo.batch, blocks, geo.ho])
+        tile_scratch = alloca(b, [mr, nr])
+        rows_scratch = alloca(b, [nr, vw])
+        epi = Epilogue(out, args.get("residual"), activation, vw)
+        zero = b.splat(0.0, vw)
+        co0 = b.mul(cb, nr)
+        # Input row of each kernel row, and the channels to run for it (none if outside).
+        kernel_rows = []
+        for r in range(geo.kh):
+            ih = b.add(b.mul(oh, geo.sh), r * geo.dh - geo.pt)
+            inside = b.cmp_index("ult", ih, geo.h)
+            kernel_rows.append((ih, b.select(inside, b.index(geo.cin), b.index(0))))
+
+        def tile(b: LoopBuilder, ow0: Value, cols: int, static_ow0: int | None) -> None:
+            iw0 = b.sub(b.mul(ow0, geo.sw), geo.pl)
+
+            def valid(i: int, s: int) -> bool:
+                return static_ow0 is None or column_ok(static_ow0 + i, s)
+
+            accs = [zero] * (cols * nvec)
+            for r, (ih, channels) in enumerate(kernel_rows):
+
+                def step(
+                    b: LoopBuilder,
+                    ci: SSAValue,
+                    values: list[SSAValue],
+                    r: int = r,
+                    ih: SSAValue = ih,
+                ) -> None:
+                    row = b.mul(b.add(ci, r * geo.cin), geo.kw)
+                    for s in range(geo.kw):
+                        k = b.add(row, s)
+                        weights = [b.vload(w, [cb, k, j * vw], vw) for j in range(nvec)]
+                        for i in range(cols):
+                            if not valid(i, s):
+                                continue
+                            iw = b.add(iw0, i * geo.sw + s * geo.dw)
+                            a = b.splat(b.load(x, [bi, ci, ih, iw]), vw)
+                            for j in range(nvec):
+                                values[i * nvec + j] = b.fma(a, weights[j], values[i * nvec + j])
+
+                def unrolled(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
+                    current = list(values)
+                    for q in range(unroll):
+                        step(b, ci if q == 0 else b.add(ci, q), current)
+                    return current
+
+                def single(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
+                    current = list(values)
+                    step(b, ci, current)
+                    return current
+
+                if unroll > 1:
+                    main = b.sub(channels, b.rem(channels, unroll))
+                    accs = b.for_range(0, main, unroll, unrolled, accs)
+                    accs = b.for_range(main, channels, 1, single, accs)
+                else:
+                    accs = b.for_range(0, channels, 1, single, accs)
+
+            for i in range(cols):
+                for j in range(nvec):
+                    b.vstore(accs[i * nvec + j], tile_scratch, [i, j * vw])
+
+            def channel(b: LoopBuilder, c: SSAValue) -> None:
+                for i in range(cols):
+                    b.store(b.load(tile_scratch, [i, c]), rows_scratch, [c, i])
+                co = b.add(co0, c)
+                bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
+                lanes = b.vload(rows_scratch, [c, 0], vw)
+                epi.finish(b, lanes, [bi, co, oh, ow0], cols, bias)
+
+            if geo.cout % nr:
+                b.for_range(0, b.min_index(nr, b.sub(geo.cout, co0)), 1, channel)
+            else:
+                b.for_range(0, nr, 1, channel)
+
+        # Row tiles: edge tiles (some tap outside the row) static, runs of interior ones looped.
+        starts = list(range(0, geo.wo, mr))
+        interior = [
+            min(mr, geo.wo - ow0) == mr
+            and all(column_ok(ow0 + i, s) for i in range(mr) for s in range(geo.kw))
+            for ow0 in starts
+        ]
+        t = 0
+        while t < len(starts):
+            if not interior[t]:
+                cols = min(mr, geo.wo - starts[t])
+                tile(b, b.index(starts[t]), cols, starts[t])
+                t += 1
+                continue
+            end = t
+            while end < len(starts) and interior[end]:
+                end += 1
+            if end - t == 1:
+                tile(b, b.index(starts[t]), mr, None)
+            else:
+                b.for_range(
+                    starts[t], starts[end - 1] + mr, mr, lambda b2, ow0: tile(b2, ow0, mr, None)
+                )
+            t = end
+
+    body.parallel_range(0, geo.batch * blocks * geo.ho, 1, unit)
     body.ret()
     return fn

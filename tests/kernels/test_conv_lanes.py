@@ -1,0 +1,210 @@
+"""The channel-lanes direct conv (layout conv_lanes_panel{NR}) against a float64 reference.
+
+Output channels across the vector lanes, output columns in registers, activations read in
+place. Cases cover odd channel counts (a partial last channel block), widths that leave a
+narrow last tile, stride 2, asymmetric padding, dilation, batch 2 and 2 threads, on the
+host ISA (AVX-512 here) and on an AVX2 target (8 lanes, 16 registers), which runs on any
+AVX-512 host too. Tolerance: max |out - ref| <= 1e-4 * max(1, max |ref|).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
+from xdsl.ir import Block
+
+from ember.core.target import Target, host_target
+from ember.dialects.weight_layouts import (
+    conv_lanes_blocking,
+    conv_lanes_layout,
+    lanes_row_tile,
+    pack_conv_lanes_weight,
+)
+from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+from ember.tests.filecheck_util import assert_filecheck
+from ember.tests.kernels.harness import run_kernel_op
+from ember.tests.kernels.test_conv import conv_reference
+from ember.tests.kernels.test_matmul import ACTIVATIONS, RTOL
+from ember.tools.kernel_ops import conv_op
+from ember.tools.kernel_ops import conv_out_size as out_size
+
+AVX2 = Target(cpu="x86-64-v3", vector_width=8, vector_registers=16, threads=2)
+
+
+def run_lanes_conv(
+    x_shape: tuple[int, int, int, int],
+    cout: int,
+    kernel_shape: tuple[int, int],
+    *,
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    nvec: int = 2,
+    bias: bool = True,
+    residual: bool = False,
+    activation: str | None = "relu",
+    threads: int = 1,
+    target: Target | None = None,
+    seed: int = 0,
+) -> None:
+    rng = np.random.default_rng(seed)
+    batch, cin, h, wd = x_shape
+    kh, kw = kernel_shape
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal((cout, cin, kh, kw), dtype=np.float32)
+    ho = out_size(h, kh, strides[0], pads[0] + pads[2], dilations[0])
+    wo = out_size(wd, kw, strides[1], pads[1] + pads[3], dilations[1])
+    out_shape = (batch, cout, ho, wo)
+    bias_arr = rng.standard_normal((cout,), dtype=np.float32) if bias else None
+    res_arr = rng.standard_normal(out_shape, dtype=np.float32) if residual else None
+    target = target or host_target(threads)
+    packed, layout = pack_conv_lanes_weight(w, nvec * target.vector_width)
+    out = np.full(out_shape, np.nan, dtype=np.float32)
+    arrays = [x, packed, *(a for a in (bias_arr, res_arr) if a is not None), out]
+    make = conv_op(kernel_shape, strides, pads, dilations, 1, layout, bias, residual, activation)
+    run_kernel_op(make, arrays, target, threads)
+    ref = conv_reference(x, w, 1, strides, pads, dilations)
+    if bias_arr is not None:
+        ref = ref + bias_arr[None, :, None, None]
+    if res_arr is not None:
+        ref = ref + res_arr
+    if activation is not None:
+        ref = ACTIVATIONS[activation][1](ref)
+    err = np.max(np.abs(out - ref))
+    assert err <= RTOL * max(1.0, np.max(np.abs(ref))), f"max error {err}"
+
+
+# (input NCHW, Cout, kernel, strides, pads, dilations)
+LANES_CASES = [
+    ((1, 40, 7, 7), 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # ResNet 7x7 stage
+    ((1, 24, 14, 14), 37, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # partial channel block
+    ((1, 19, 29, 23), 35, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # stride 2, odd sizes
+    ((2, 21, 10, 19), 18, (3, 3), (1, 1), (0, 2, 1, 0), (1, 1)),  # asymmetric pads, batch 2
+    ((1, 17, 13, 30), 33, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),  # dilation, several tiles
+    ((1, 300, 9, 9), 20, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise, unrolled channels
+    ((1, 130, 14, 13), 48, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),  # strided pointwise
+    ((1, 9, 11, 11), 16, (5, 3), (2, 1), (2, 1, 2, 1), (1, 1)),  # non-square kernel
+    ((1, 33, 5, 3), 17, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # width < kernel reach
+]
+
+
+def _case_id(case: tuple) -> str:
+    x_shape, cout, ks, strides, pads, dilations = case
+    return f"{x_shape}->{cout}k{ks}s{strides}p{pads}d{dilations}"
+
+
+@pytest.mark.parametrize("case", LANES_CASES, ids=_case_id)
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_conv_lanes(case: tuple, isa: str) -> None:
+    x_shape, cout, ks, strides, pads, dilations = case
+    target = AVX2 if isa == "avx2" else None
+    run_lanes_conv(
+        x_shape, cout, ks, strides=strides, pads=pads, dilations=dilations, target=target
+    )
+
+
+@pytest.mark.parametrize("nvec", [3, 4])
+def test_conv_lanes_wider_channel_blocks(nvec: int) -> None:
+    run_lanes_conv((1, 20, 9, 9), 50, (3, 3), pads=(1, 1, 1, 1), nvec=nvec)
+
+
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_conv_lanes_two_threads_residual(isa: str) -> None:
+    """Units split over threads; the residual aliases nothing and is added before relu."""
+    target = AVX2 if isa == "avx2" else host_target(2)
+    run_lanes_conv(
+        (2, 32, 15, 15),
+        40,
+        (3, 3),
+        strides=(2, 2),
+        pads=(1, 1, 1, 1),
+        residual=True,
+        threads=2,
+        target=target,
+    )
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid", "leaky_relu"])
+def test_conv_lanes_epilogues(activation: str | None) -> None:
+    run_lanes_conv(
+        (1, 30, 7, 7),
+        33,
+        (3, 3),
+        pads=(1, 1, 1, 1),
+        bias=activation is None,
+        residual=True,
+        activation=activation,
+    )
+
+
+def test_conv_lanes_weights_first_order() -> None:
+    """Weights over the rows-first limit: units walk channel blocks outermost."""
+    run_lanes_conv((1, 256, 7, 7), 96, (3, 3), pads=(1, 1, 1, 1), threads=2)
+
+
+def test_pack_conv_lanes_weight_layout() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 3, 2, 4), dtype=np.float32)
+    packed, layout = pack_conv_lanes_weight(w, 8)
+    assert layout == conv_lanes_layout(8) == "conv_lanes_panel8"
+    assert packed.shape == (1, 2 * 3 * 4, 8)
+    for co, ci, r, s in [(0, 0, 0, 0), (4, 2, 1, 3), (2, 1, 0, 2)]:
+        assert packed[0, (r * 3 + ci) * 4 + s, co] == w[co, ci, r, s]
+    assert not packed[0, :, 5:].any()  # padded channels are zero
+
+
+def test_conv_lanes_choice() -> None:
+    """Which convs take the channel-lanes kernel (see conv_lanes_blocking)."""
+    avx512 = Target(vector_width=16, vector_registers=32)
+    choose = conv_lanes_blocking
+    assert choose(512, 512, 1, (7, 7), (3, 3), (1, 1), avx512) is not None  # ResNet 7x7
+    assert choose(128, 128, 1, (28, 28), (3, 3), (1, 1), avx512) is not None
+    assert choose(128, 128, 1, (56, 56), (3, 3), (2, 2), avx512) is not None  # strided
+    assert choose(64, 64, 1, (56, 56), (3, 3), (1, 1), avx512) is None  # wide: GEMM
+    assert choose(512, 2048, 1, (7, 7), (1, 1), (1, 1), avx512) is not None
+    assert choose(256, 1024, 1, (14, 14), (1, 1), (1, 1), avx512) is None
+    assert choose(8, 16, 1, (7, 7), (3, 3), (1, 1), avx512) is None  # short reduction
+    assert choose(64, 64, 2, (7, 7), (3, 3), (1, 1), avx512) is None  # groups
+    blocking = choose(512, 512, 1, (7, 7), (3, 3), (1, 1), AVX2)
+    assert blocking is not None and blocking.vw == 8 and blocking.nvec == 2
+    assert blocking.mr == 4  # 6 columns of 2 ymm vectors at most: 7 = 4 + 3
+    assert lanes_row_tile(56, 2, avx512) == 12 and lanes_row_tile(14, 2, avx512) == 7
+
+
+def _lowered(make, shapes: Sequence[tuple[int, ...]], target: Target) -> str:  # noqa: ANN001
+    block = Block(arg_types=[MemRefType(f32, s) for s in shapes])
+    op = make(block.args)
+    block.add_op(op)
+    module = ModuleOp([lowering_for(op)(op, target, "conv")])
+    module.verify()
+    return str(module)
+
+
+def test_conv_ir_lanes() -> None:
+    """Broadcast activations x vector weights into MR x nvec accumulators, masked stores."""
+    make = conv_op(
+        (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_lanes_panel16", True, False, "relu"
+    )
+    text = _lowered(make, [(1, 32, 7, 7), (2, 288, 16), (32,), (1, 32, 7, 7)], AVX2)
+    assert_filecheck(
+        text,
+        """
+        CHECK: scf.parallel
+        CHECK: scf.for
+        CHECK: vector.load {{.*}} vector<8xf32>
+        CHECK: vector.broadcast {{.*}} vector<8xf32>
+        CHECK: vector.fma
+        CHECK: vector.maskedstore
+        """,
+    )
+
+
+def test_conv_lanes_weight_mismatch_is_clear() -> None:
+    make = conv_op(
+        (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_lanes_panel16", False, False, None
+    )
+    with pytest.raises(ValueError, match="conv_lanes_weight"):
+        _lowered(make, [(1, 32, 7, 7), (2, 280, 16), (1, 32, 7, 7)], AVX2)
