@@ -218,7 +218,11 @@ def _resize(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     shape = shape_of(x)
     rank = len(shape)
-    if node.opset < 11:
+    if node.opset < 9 and "scales" in node.attrs:
+        # Upsample-7 carries its scales as an attribute (opset 9 made them an input).
+        roi, sizes = None, None
+        scales = np.asarray(node.attrs["scales"], dtype=np.float32)
+    elif node.opset < 11:
         roi, scales, sizes = None, imp.constant(node, 1, "scales"), None
     else:
         roi, scales = imp.constant(node, 1, "roi"), imp.constant(node, 2, "scales")
