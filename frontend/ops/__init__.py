@@ -15,7 +15,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `matmul.py` | MatMul, Gemm, Einsum |
 | `conv.py` | Conv, ConvTranspose (the window helpers they share with pooling: `window.py`) |
 | `pooling.py` | MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool, MaxUnpool |
-| `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization |
+| `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization, ImageScaler |
 | `reduction.py` | ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, CumSum, CumProd, TopK |
 | `resize.py` | Resize, Upsample |
 | `loss.py` | NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss |
