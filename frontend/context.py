@@ -24,8 +24,10 @@ What a converter may use:
   widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
   `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
   `gather_axis`, `concat`.
-- **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's), `imp.env`
-  maps ONNX names to values, `imp.tensor_array(t)` decodes a TensorProto.
+- **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
+  `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
+  decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
+  TensorProto.
 
 Nothing else of the importer is API: the driver (`frontend/onnx_importer.py`) builds the
 function around the imported nodes.
@@ -245,13 +247,23 @@ class ImportContext:
         if body is None:
             raise node.unsupported()
         nodes, body_opset = body
-        self.used |= {name for n in nodes for name in n.input if name}
         outer_opset, self.opset = self.opset, body_opset
+        try:
+            self.import_nodes(nodes)
+        finally:
+            self.opset = outer_opset
+
+    def import_nodes(self, nodes: Sequence[onnx.NodeProto]) -> None:
+        """Import nodes that stand in for the current one (a function body, a converter's
+        decomposition into ONNX ops): the names they read count as used, and the current
+        node is the current one again afterwards (its outputs are checked in its name)."""
+        self.used |= {name for n in nodes for name in n.input if name}
+        outer = self.node, self.fold_node
         try:
             for inner in nodes:
                 self.import_node(inner)
         finally:
-            self.opset = outer_opset
+            self.node, self.fold_node = outer
 
     def check_size(self, shape: Sequence[int], dtype: np.dtype, what: str) -> None:
         """Refuse a tensor the current node would make that no memory could hold (before
