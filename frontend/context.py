@@ -23,7 +23,8 @@ What a converter may use:
   or integers (`dialects/numpy_eval.py`), and runs float32-only kernels on other float types
   widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
   `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
-  `gather_axis`, `concat`.
+  `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
+  only, on 16-bit floats: widen, and cast the results back once).
 - **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
   `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
   decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
@@ -418,14 +419,7 @@ class ImportContext:
             if self.node is None:
                 raise ModelError(detail)
             raise self.node.unsupported(detail)
-
-        def widen(value: Value) -> Value:
-            if dtype_of(value) == f32_dtype:
-                return value
-            if isinstance(value, Const):
-                return Const(value.array.astype(f32_dtype))
-            return self.emit(graph.CastOp, [value], shape_of(value), f32_dtype)
-
+        widen = self.widen_to_float32
         wide = [
             [widen(v) for v in o]
             if isinstance(o, list | tuple)
@@ -434,6 +428,16 @@ class ImportContext:
         ]
         result = self.emit(op_type, wide, shape, f32_dtype, **properties)
         return self.emit(graph.CastOp, [result], shape, dtype)
+
+    def widen_to_float32(self, value: Value) -> Value:
+        """`value` as float32: a constant converted, a run-time value cast (the caller has
+        checked that float32 holds each of its values exactly)."""
+        f32_dtype = np.dtype(np.float32)
+        if dtype_of(value) == f32_dtype:
+            return value
+        if isinstance(value, Const):
+            return Const(value.array.astype(f32_dtype))
+        return self.emit(graph.CastOp, [value], shape_of(value), f32_dtype)
 
     # -- building blocks ----------------------------------------------------------------
 
