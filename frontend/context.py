@@ -25,6 +25,11 @@ What a converter may use:
   `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
   `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
   only, on 16-bit floats: widen, and cast the results back once).
+- **shapes**: each output's shape is cross-checked against ONNX's shape inference (a
+  mismatch is a ModelError); `imp.onnx_infers_instead(name, shape)` accepts ONNX's `shape`
+  for one output where the converter knows ONNX's inference departs from onnxruntime
+  (ceil-mode pooling whose last window would start in the end padding); ONNX's inference
+  then runs again from ember's shape, so the nodes downstream are checked again.
 - **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
   `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
   decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
@@ -55,6 +60,7 @@ from ember.dialects.weights import WeightStore
 from ember.frontend import registry
 from ember.frontend.errors import ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.frontend.functions import function_body
+from ember.frontend.shape_inference import inferred_shapes, type_skeleton
 from ember.frontend.validate import NodeInfo, validate_node
 
 # Ops folded whenever all their inputs are known: they compute shapes or move data around.
@@ -182,6 +188,12 @@ class ImportContext:
         # node reads (an unsupported output nobody reads is no error): set by the driver.
         self.inferred: dict[str, tuple[int, ...]] = {}
         self.used: set[str] = set()
+        # Outputs whose converter follows onnxruntime where ONNX's shape inference is known to
+        # differ: the shape ONNX infers for each, which the cross-check then accepts (only it).
+        self.onnx_shape_known_wrong: dict[str, tuple[int, ...]] = {}
+        # The outputs of nodes where that happened, with ember's shapes: ONNX's inference is
+        # run again from them, so that the shapes it infers downstream check ours again.
+        self.onnx_settled: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
 
     # -- per node ------------------------------------------------------------------------------
 
@@ -216,6 +228,7 @@ class ImportContext:
         )
         self.node = node
         outputs = list(converter(self, node))
+        settled = False
         for index, name in enumerate(proto.output):
             if not name:
                 continue
@@ -227,12 +240,19 @@ class ImportContext:
             self.check_size(shape_of(value), dtype_of(value), f"output '{name}'")
             expected = self.inferred.get(name)
             if expected is not None and expected != shape_of(value):
-                raise node.error(
-                    f"computed shape {shape_of(value)} for '{name}' but ONNX infers {expected}"
-                )
+                if self.onnx_shape_known_wrong.get(name) != expected:
+                    raise node.error(
+                        f"computed shape {shape_of(value)} for '{name}' but ONNX infers {expected}"
+                    )
+                settled = True
             if isinstance(value, SSAValue) and value.name_hint is None:
                 value.name_hint = ssa_name(name)
             self.env[name] = value
+        if settled:
+            for name in proto.output:
+                if name in self.env:
+                    self.onnx_settled[name] = (dtype_of(self.env[name]), shape_of(self.env[name]))
+            self.inferred = self._onnx_shapes()
 
     def _expand(self, node: Node) -> None:
         """Import an op without a converter through its ONNX function body, if it has one."""
@@ -265,6 +285,34 @@ class ImportContext:
                 self.import_node(inner)
         finally:
             self.node, self.fold_node = outer
+
+    def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
+        """ONNX's own static shapes, used to cross-check ours: inferred from the graph inputs
+        (at the shapes the import pins), and from ember's shapes for the outputs in
+        `onnx_settled` (their nodes are cut, their outputs become typed inputs)."""
+        model = type_skeleton(self.model)
+        for info in model.graph.input:
+            if info.name in self.input_shapes:
+                dims = info.type.tensor_type.shape.dim
+                for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
+                    dim.Clear()
+                    dim.dim_value = int(size)
+        if self.onnx_settled:
+            g = model.graph
+            kept = [n for n in g.node if not any(o in self.onnx_settled for o in n.output)]
+            del g.node[:]
+            g.node.extend(kept)
+            for name, (dtype, shape) in self.onnx_settled.items():
+                elem_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+                g.input.append(onnx.helper.make_tensor_value_info(name, elem_type, shape))
+        return inferred_shapes(model)
+
+    def onnx_infers_instead(self, name: str, onnx_shape: Sequence[int]) -> None:
+        """Let output `name` of the current node disagree with ONNX's shape inference in one
+        documented case: where the converter computes onnxruntime's shape and knows that ONNX
+        infers `onnx_shape` instead (the caller says why). Any other disagreement is still
+        refused."""
+        self.onnx_shape_known_wrong[name] = tuple(int(d) for d in onnx_shape)
 
     def check_size(self, shape: Sequence[int], dtype: np.dtype, what: str) -> None:
         """Refuse a tensor the current node would make that no memory could hold (before
