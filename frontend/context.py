@@ -185,7 +185,8 @@ class ImportContext:
         self.node: Node | None = None
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         # ONNX's own static shapes (cross-checked against each converter's) and every name a
-        # node reads (an unsupported output nobody reads is no error): set by the driver.
+        # node reads (an unsupported output nobody reads is no error): set by the driver (the
+        # shapes inferred again past an output in `onnx_settled`, below).
         self.inferred: dict[str, tuple[int, ...]] = {}
         self.used: set[str] = set()
         # Outputs whose converter follows onnxruntime where ONNX's shape inference is known to
