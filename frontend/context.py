@@ -23,9 +23,17 @@ What a converter may use:
   or integers (`dialects/numpy_eval.py`), and runs float32-only kernels on other float types
   widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
   `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
-  `gather_axis`, `concat`.
-- **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's), `imp.env`
-  maps ONNX names to values, `imp.tensor_array(t)` decodes a TensorProto.
+  `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
+  only, on 16-bit floats: widen, and cast the results back once).
+- **shapes**: each output's shape is cross-checked against ONNX's shape inference (a
+  mismatch is a ModelError); `imp.onnx_infers_instead(name, shape)` accepts ONNX's `shape`
+  for one output where the converter knows ONNX's inference departs from onnxruntime
+  (ceil-mode pooling whose last window would start in the end padding); ONNX's inference
+  then runs again from ember's shape, so the nodes downstream are checked again.
+- **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
+  `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
+  decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
+  TensorProto.
 
 Nothing else of the importer is API: the driver (`frontend/onnx_importer.py`) builds the
 function around the imported nodes.
@@ -52,6 +60,7 @@ from ember.dialects.weights import WeightStore
 from ember.frontend import registry
 from ember.frontend.errors import ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.frontend.functions import function_body
+from ember.frontend.shape_inference import inferred_shapes, type_skeleton
 from ember.frontend.validate import NodeInfo, validate_node
 
 # Ops folded whenever all their inputs are known: they compute shapes or move data around.
@@ -176,9 +185,16 @@ class ImportContext:
         self.node: Node | None = None
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         # ONNX's own static shapes (cross-checked against each converter's) and every name a
-        # node reads (an unsupported output nobody reads is no error): set by the driver.
+        # node reads (an unsupported output nobody reads is no error): set by the driver (the
+        # shapes inferred again past an output in `onnx_settled`, below).
         self.inferred: dict[str, tuple[int, ...]] = {}
         self.used: set[str] = set()
+        # Outputs whose converter follows onnxruntime where ONNX's shape inference is known to
+        # differ: the shape ONNX infers for each, which the cross-check then accepts (only it).
+        self.onnx_shape_known_wrong: dict[str, tuple[int, ...]] = {}
+        # The outputs of nodes where that happened, with ember's shapes: ONNX's inference is
+        # run again from them, so that the shapes it infers downstream check ours again.
+        self.onnx_settled: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
 
     # -- per node ------------------------------------------------------------------------------
 
@@ -213,6 +229,7 @@ class ImportContext:
         )
         self.node = node
         outputs = list(converter(self, node))
+        settled = False
         for index, name in enumerate(proto.output):
             if not name:
                 continue
@@ -224,12 +241,19 @@ class ImportContext:
             self.check_size(shape_of(value), dtype_of(value), f"output '{name}'")
             expected = self.inferred.get(name)
             if expected is not None and expected != shape_of(value):
-                raise node.error(
-                    f"computed shape {shape_of(value)} for '{name}' but ONNX infers {expected}"
-                )
+                if self.onnx_shape_known_wrong.get(name) != expected:
+                    raise node.error(
+                        f"computed shape {shape_of(value)} for '{name}' but ONNX infers {expected}"
+                    )
+                settled = True
             if isinstance(value, SSAValue) and value.name_hint is None:
                 value.name_hint = ssa_name(name)
             self.env[name] = value
+        if settled:
+            for name in proto.output:
+                if name in self.env:
+                    self.onnx_settled[name] = (dtype_of(self.env[name]), shape_of(self.env[name]))
+            self.inferred = self._onnx_shapes()
 
     def _expand(self, node: Node) -> None:
         """Import an op without a converter through its ONNX function body, if it has one."""
@@ -245,13 +269,51 @@ class ImportContext:
         if body is None:
             raise node.unsupported()
         nodes, body_opset = body
-        self.used |= {name for n in nodes for name in n.input if name}
         outer_opset, self.opset = self.opset, body_opset
+        try:
+            self.import_nodes(nodes)
+        finally:
+            self.opset = outer_opset
+
+    def import_nodes(self, nodes: Sequence[onnx.NodeProto]) -> None:
+        """Import nodes that stand in for the current one (a function body, a converter's
+        decomposition into ONNX ops): the names they read count as used, and the current
+        node is the current one again afterwards (its outputs are checked in its name)."""
+        self.used |= {name for n in nodes for name in n.input if name}
+        outer = self.node, self.fold_node
         try:
             for inner in nodes:
                 self.import_node(inner)
         finally:
-            self.opset = outer_opset
+            self.node, self.fold_node = outer
+
+    def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
+        """ONNX's own static shapes, used to cross-check ours: inferred from the graph inputs
+        (at the shapes the import pins), and from ember's shapes for the outputs in
+        `onnx_settled` (their nodes are cut, their outputs become typed inputs)."""
+        model = type_skeleton(self.model)
+        for info in model.graph.input:
+            if info.name in self.input_shapes:
+                dims = info.type.tensor_type.shape.dim
+                for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
+                    dim.Clear()
+                    dim.dim_value = int(size)
+        if self.onnx_settled:
+            g = model.graph
+            kept = [n for n in g.node if not any(o in self.onnx_settled for o in n.output)]
+            del g.node[:]
+            g.node.extend(kept)
+            for name, (dtype, shape) in self.onnx_settled.items():
+                elem_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+                g.input.append(onnx.helper.make_tensor_value_info(name, elem_type, shape))
+        return inferred_shapes(model)
+
+    def onnx_infers_instead(self, name: str, onnx_shape: Sequence[int]) -> None:
+        """Let output `name` of the current node disagree with ONNX's shape inference in one
+        documented case: where the converter computes onnxruntime's shape and knows that ONNX
+        infers `onnx_shape` instead (the caller says why). Any other disagreement is still
+        refused."""
+        self.onnx_shape_known_wrong[name] = tuple(int(d) for d in onnx_shape)
 
     def check_size(self, shape: Sequence[int], dtype: np.dtype, what: str) -> None:
         """Refuse a tensor the current node would make that no memory could hold (before
@@ -406,14 +468,7 @@ class ImportContext:
             if self.node is None:
                 raise ModelError(detail)
             raise self.node.unsupported(detail)
-
-        def widen(value: Value) -> Value:
-            if dtype_of(value) == f32_dtype:
-                return value
-            if isinstance(value, Const):
-                return Const(value.array.astype(f32_dtype))
-            return self.emit(graph.CastOp, [value], shape_of(value), f32_dtype)
-
+        widen = self.widen_to_float32
         wide = [
             [widen(v) for v in o]
             if isinstance(o, list | tuple)
@@ -422,6 +477,16 @@ class ImportContext:
         ]
         result = self.emit(op_type, wide, shape, f32_dtype, **properties)
         return self.emit(graph.CastOp, [result], shape, dtype)
+
+    def widen_to_float32(self, value: Value) -> Value:
+        """`value` as float32: a constant converted, a run-time value cast (the caller has
+        checked that float32 holds each of its values exactly)."""
+        f32_dtype = np.dtype(np.float32)
+        if dtype_of(value) == f32_dtype:
+            return value
+        if isinstance(value, Const):
+            return Const(value.array.astype(f32_dtype))
+        return self.emit(graph.CastOp, [value], shape_of(value), f32_dtype)
 
     # -- building blocks ----------------------------------------------------------------
 

@@ -58,7 +58,7 @@ from ember.frontend.dtypes import numpy_dtype_for_onnx
 from ember.frontend.errors import ModelError
 from ember.frontend.functions import function_body, has_function_body
 from ember.frontend.registry import has_converter, supported_ops
-from ember.frontend.shape_inference import inferred_shapes, inferred_types, type_skeleton
+from ember.frontend.shape_inference import inferred_types, type_skeleton
 from ember.frontend.validate import validate_graph
 
 __all__ = [
@@ -338,17 +338,6 @@ class _GraphImporter(ImportContext):
                 shape += (dim.dim_value,)
         limits.check_fits_in_memory(shape, dtype, f"graph input '{info.name}'", self.memory_limit)
         return TensorType(numpy_eval.element_type(dtype), shape)
-
-    def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
-        """ONNX's own static shapes, used to cross-check ours."""
-        model = type_skeleton(self.model)
-        for info in model.graph.input:
-            if info.name in self.input_shapes:
-                dims = info.type.tensor_type.shape.dim
-                for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
-                    dim.Clear()
-                    dim.dim_value = int(size)
-        return inferred_shapes(model)
 
 
 def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:

@@ -15,9 +15,10 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `matmul.py` | MatMul, Gemm, Einsum |
 | `conv.py` | Conv, ConvTranspose (the window helpers they share with pooling: `window.py`) |
 | `pooling.py` | MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool, MaxUnpool |
-| `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization |
+| `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization, ImageScaler |
 | `reduction.py` | ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, CumSum, CumProd, TopK |
 | `resize.py` | Resize, Upsample |
+| `sampling.py` | GridSample |
 | `loss.py` | NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss |
 | `attention.py` | Attention |
 | `recurrent.py` | LSTM, GRU, RNN |
@@ -41,6 +42,7 @@ from ember.frontend.ops import (  # noqa: F401  (each module registers its conve
     recurrent,
     reduction,
     resize,
+    sampling,
     shape,
     tensor,
 )

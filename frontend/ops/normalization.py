@@ -1,5 +1,6 @@
 """ONNX -> graph dialect: BatchNormalization, LRN, LayerNormalization, RMSNormalization,
-MeanVarianceNormalization, LpNormalization, InstanceNormalization and GroupNormalization.
+MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization and
+ImageScaler (an experimental per-channel affine map of opsets 1-9).
 
 BatchNormalization with constant float32 parameters is `graph.batch_norm` (for the passes that
 fold it into a conv); the others are reductions + elementwise ops, or `graph.layer_norm` on a
@@ -173,6 +174,21 @@ def _instance_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     c = shape_of(x)[1]
     y = _grouped_norm(imp, node, x, c, float(node.attrs.get("epsilon", 1e-5)))
     return [_channel_affine(imp, node, y, scale, bias, c)]
+
+
+@converts("ImageScaler")
+def _image_scaler(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """x * scale + bias[c]: an experimental op of opsets 1-9, still in Model Zoo models
+    (tiny YOLOv2) and run by onnxruntime; onnx itself no longer has a schema for it."""
+    x = imp.required(node, 0)
+    shape = shape_of(x)
+    if len(shape) != 4:
+        raise node.error(f"input must be NCHW (rank 4), got shape {list(shape)}")
+    bias = np.asarray(node.attrs.get("bias", [0.0] * shape[1]), dtype=dtype_of(x))
+    if bias.shape != (shape[1],):
+        raise node.error(f"bias has {bias.size} values for {shape[1]} channels")
+    scale = np.full(shape[1], float(node.attrs.get("scale", 1.0)), dtype=dtype_of(x))
+    return [_channel_affine(imp, node, x, Const(scale), Const(bias), shape[1])]
 
 
 @converts("GroupNormalization")

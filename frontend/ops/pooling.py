@@ -224,6 +224,32 @@ def _max_pool_with_indices(
     return values, index
 
 
+def _accept_onnx_ceil_sizes(
+    imp: ImportContext,
+    node: Node,
+    xs: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads: Sequence[int],
+    out: Sequence[int],
+) -> None:
+    """ceil_mode drops a last window that would start in the end padding (onnxruntime,
+    PyTorch and window_geometry); ONNX's shape inference (onnx 1.23) keeps it, one more
+    output per such axis. Where that is the only difference, ONNX's shape is accepted for
+    this node's outputs: ember's is onnxruntime's."""
+    spatial = len(out)
+    onnx_out = []
+    for a in range(spatial):
+        extent = (kernel[a] - 1) * dilations[a] + 1
+        span = xs[2 + a] + pads[a] + pads[a + spatial] - extent
+        onnx_out.append(-(-span // strides[a]) + 1)
+    if onnx_out != list(out):
+        for name in node.proto.output:
+            if name:
+                imp.onnx_infers_instead(name, [*xs[:2], *onnx_out])
+
+
 @converts("MaxPool", "AveragePool", "LpPool")
 def _pool(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
@@ -243,6 +269,8 @@ def _pool(imp: ImportContext, node: Node) -> Sequence[Value]:
     out, pads = window_geometry(node, xs[2:], kernel, strides, dilations, ceil)
     auto_pad = node.attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if ceil and auto_pad == "NOTSET":
+        _accept_onnx_ceil_sizes(imp, node, xs, kernel, strides, dilations, pads, out)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER") and any(d != 1 for d in dilations):
         # onnxruntime sizes these outputs without the dilation, the ONNX reference with it
         # and fills them differently from the spec's padding.

@@ -9,7 +9,8 @@ Each layer becomes three parts, none of which grows with the sequence length:
 - one `graph.recurrent`, whose kernel owns the time loop (a step GEMM on H_{t-1} plus a fused,
   vectorized gate kernel per step).
 
-Layout 1 (batch major) is layout 0 between transposes. Whatever the kernel does not implement
+Layout 1 (batch major) is layout 0 between transposes. float16 and bfloat16 layers run in
+float32 (inputs widened exactly, each output rounded back once, as onnxruntime's CPU does). Whatever the kernel does not implement
 is refused with UnsupportedOpError naming the attribute and its value.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ml_dtypes
 import numpy as np
 from xdsl.dialects.builtin import ArrayAttr, StringAttr, TensorType, UnitAttr, f32
 
@@ -104,12 +106,22 @@ def _activations(node: Node, cell: str, dirs: int) -> tuple[list[str], list[floa
     return kinds, params
 
 
+# Element types the recurrent kernel (float32 only) runs widened: float32 holds their values
+# exactly, and onnxruntime's CPU casts float16 around its float32 kernel the same way.
+_WIDENED = frozenset({np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)})
+
+
 def _float32_input(imp: ImportContext, node: Node, index: int, what: str) -> Value | None:
-    """Input #index (None when absent), refused unless float32: the recurrent kernel's only type."""
+    """Input #index (None when absent) in float32, the recurrent kernel's only type: 16-bit
+    floats widen exactly (the outputs are rounded back once, at the end); others are refused."""
     value = imp.input(node, index)
-    if value is not None and dtype_of(value) != np.float32:
-        raise node.unsupported(f"{what} of type {dtype_of(value)} (float32 is supported)")
-    return value
+    if value is None or dtype_of(value) == np.float32:
+        return value
+    if dtype_of(value) not in _WIDENED:
+        raise node.unsupported(
+            f"{what} of type {dtype_of(value)} (float32, float16 and bfloat16 are supported)"
+        )
+    return imp.widen_to_float32(value)
 
 
 def _expect_shape(node: Node, value: Value | None, what: str, shape: Sequence[int]) -> None:
@@ -167,6 +179,8 @@ def _recurrent(imp: ImportContext, node: Node) -> Sequence[Value]:
     if layout not in (0, 1):
         raise node.unsupported(f"layout={layout}")
 
+    given = imp.input(node, 0)
+    out_dtype = np.dtype(np.float32) if given is None else dtype_of(given)
     x = _float32_input(imp, node, 0, "X")
     w = _float32_input(imp, node, 1, "W")
     r = _float32_input(imp, node, 2, "R")
@@ -262,4 +276,6 @@ def _recurrent(imp: ImportContext, node: Node) -> Sequence[Value]:
         outputs = [imp.transpose(y, [2, 0, 1, 3])] + [
             imp.transpose(v, [1, 0, 2]) for v in outputs[1:]
         ]
+    if out_dtype != np.float32:
+        outputs = [imp.emit(graph.CastOp, [v], shape_of(v), out_dtype) for v in outputs]
     return outputs

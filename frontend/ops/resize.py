@@ -26,6 +26,17 @@ from ember.frontend.context import (
 )
 from ember.frontend.registry import converts
 
+_COORDINATE_MODES = (
+    "half_pixel",
+    "half_pixel_symmetric",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+    "tf_half_pixel_for_nn",
+    "tf_crop_and_resize",
+)
+_NEAREST_MODES = ("floor", "ceil", "round_prefer_ceil", "round_prefer_floor")
+
 
 def _source_coordinates(
     mode: str, out_size: int, in_size: int, scale: float, roi: tuple[float, float]
@@ -46,6 +57,11 @@ def _source_coordinates(
         return i * (in_size - 1) / span if out_size > 1 else np.zeros(out_size)
     if mode == "asymmetric":
         return i / scale
+    if mode == "tf_half_pixel_for_nn":
+        # Opset 11's TensorFlow nearest mode (dropped from the spec in 13; onnxruntime and
+        # tf2onnx-converted models still use it). In float32, as onnxruntime computes it: a
+        # coordinate that lands on an integer in float32 must floor to it.
+        return ((i + 0.5).astype(np.float32) / np.float32(scale)).astype(np.float64)
     if mode == "tf_crop_and_resize":
         start, end = roi
         if out_size > 1:
@@ -103,6 +119,14 @@ def _resize_taps(
     mode, coord = text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel")
     if node.opset < 11:
         coord = "asymmetric"
+    if coord not in _COORDINATE_MODES:
+        known = ", ".join(_COORDINATE_MODES)
+        raise node.error(f"coordinate_transformation_mode '{coord}' is not one of {known}")
+    if mode == "nearest" and node.opset >= 11:
+        rule = text("nearest_mode", "round_prefer_floor")
+        if rule not in _NEAREST_MODES:
+            known = ", ".join(_NEAREST_MODES)
+            raise node.error(f"nearest_mode '{rule}' is not one of {known}")
     x = _source_coordinates(coord, out_size, in_size, scale, roi)
     outside = None
     if coord == "tf_crop_and_resize":
@@ -194,7 +218,11 @@ def _resize(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     shape = shape_of(x)
     rank = len(shape)
-    if node.opset < 11:
+    if node.opset < 9 and "scales" in node.attrs:
+        # Upsample-7 carries its scales as an attribute (opset 9 made them an input).
+        roi, sizes = None, None
+        scales = np.asarray(node.attrs["scales"], dtype=np.float32)
+    elif node.opset < 11:
         roi, scales, sizes = None, imp.constant(node, 1, "scales"), None
     else:
         roi, scales = imp.constant(node, 1, "roi"), imp.constant(node, 2, "scales")

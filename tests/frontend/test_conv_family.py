@@ -259,6 +259,52 @@ def test_pooling_1d_and_global_pools() -> None:
     _check(_model(nodes, {"x": (F, [2, 5, 19])}, {}), seed=7)
 
 
+def test_ceil_mode_pools_whose_last_window_would_start_in_the_padding() -> None:
+    """Regression: with ceil_mode=1 a last window that would start in the end padding is
+    dropped (onnxruntime, PyTorch: 7x7, kernel 2, stride 3, pads 1 gives 3x3), while ONNX's
+    shape inference keeps it (4x4): ember computed 3x3 and refused the model ("computed shape
+    ... but ONNX infers ..."). Here in 1-D, 2-D (one axis dropped, the other not) and 3-D,
+    MaxPool (with Indices, then a Relu and a Conv), AveragePool counting the padding or not,
+    LpPool; against onnxruntime, rel 1e-4."""
+    geometries = {  # input: (shape, kernel, strides, pads)
+        "x1": ([1, 2, 10], [3], [4], [1, 1]),
+        "x2": ([1, 2, 7, 7], [2, 2], [3, 3], [1, 1, 1, 1]),
+        "xm": ([2, 3, 5, 8], [2, 3], [2, 2], [1, 1, 1, 1]),
+        "x3": ([1, 1, 5, 7, 7], [2, 2, 2], [2, 3, 3], [1, 1, 1, 1, 1, 1]),
+    }
+    nodes = []
+    for x, (_, kernel, strides, pads) in geometries.items():
+        window = {"kernel_shape": kernel, "strides": strides, "pads": pads, "ceil_mode": 1}
+        nodes += [
+            node("MaxPool", [x], [f"max_{x}"], **window),
+            node("AveragePool", [x], [f"avg_incl_{x}"], count_include_pad=1, **window),
+            node("AveragePool", [x], [f"avg_excl_{x}"], count_include_pad=0, **window),
+            node("LpPool", [x], [f"lp_{x}"], **window),
+        ]
+        if x == "x2":
+            nodes.append(node("MaxPool", [x], ["max_values", "max_indices"], **window))
+            # The ops after the pool import too (ONNX's shapes for them derive from its 4x4).
+            nodes.append(node("Relu", ["max_values"], ["_relu"]))
+            nodes.append(node("Conv", ["_relu", "w"], ["conv_after_pool"]))
+    inputs = [helper.make_tensor_value_info(x, F, g[0]) for x, g in geometries.items()]
+    outputs = [
+        helper.make_tensor_value_info(o, TensorProto.INT64 if o == "max_indices" else F, None)
+        for n in nodes
+        for o in n.output
+        if not o.startswith("_")
+    ]
+    w = numpy_helper.from_array(_weights(6, w=(4, 2, 1, 1))["w"], "w")
+    graph = helper.make_graph(nodes, "ceil_pools", inputs, outputs, [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    inferred = onnx.shape_inference.infer_shapes(model).graph.output
+    onnx_shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred}
+    feeds = _feeds(model, seed=5)
+    expected = _onnxruntime(model, feeds)
+    assert list(expected["max_x2"].shape) == [1, 2, 3, 3] != onnx_shapes["max_x2"]
+    got = ember.compile(model, threads=1).run(feeds)
+    assert_close(got, expected, rel=1e-4)
+
+
 def test_conv1d_audio_stack_end_to_end() -> None:
     """A speech front end: framing conv (the learned-STFT shape), conv-relu-conv blocks with
     residuals, a pooled time axis and a per-frame projection."""

@@ -234,6 +234,57 @@ def test_unsupported_op_variant_and_used_extra_output(monkeypatch: pytest.Monkey
         import_model(model)
 
 
+@pytest.mark.parametrize("waived_shape", [None, (3, 3)])
+def test_a_shape_onnx_infers_otherwise_is_refused(
+    monkeypatch: pytest.MonkeyPatch, waived_shape: tuple[int, ...] | None
+) -> None:
+    """Each computed shape is cross-checked against ONNX's shape inference (a stand-in Relu
+    converter that drops a row). `onnx_infers_instead` accepts only the very shape it names
+    for ONNX: a waiver naming another one does not silence the check."""
+    from ember.frontend import registry
+    from ember.frontend.context import ImportContext, Node, Value
+
+    def wrong_relu(imp: ImportContext, node: Node) -> list[Value]:
+        x = imp.slice_axis(imp.required(node, 0), 0, 0, 1)
+        if waived_shape is not None:
+            imp.onnx_infers_instead(node.proto.output[0], waived_shape)
+        return [imp.emit(graph.ReluOp, [x], (1, 3))]
+
+    monkeypatch.setitem(registry.CONVERTERS, "Relu", wrong_relu)
+    model = _one_node_model(helper.make_node("Relu", ["x"], ["y"], name="relu"))
+    with pytest.raises(
+        ModelError, match=r"computed shape \(1, 3\) for 'y' but ONNX infers \(2, 3\)"
+    ):
+        import_model(model)
+
+
+def test_shapes_after_a_ceil_mode_pool_are_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past a ceil-mode MaxPool whose shape ONNX gets wrong (4x4 for onnxruntime's 3x3), ONNX's
+    inference runs again from ember's 3x3: a stand-in Relu that drops a row is refused against
+    3x3, not let through (nor refused against the stale 4x4)."""
+    from ember.frontend import registry
+    from ember.frontend.context import ImportContext, Node, Value
+
+    def wrong_relu(imp: ImportContext, node: Node) -> list[Value]:
+        x = imp.slice_axis(imp.required(node, 0), 2, 0, 2)
+        return [imp.emit(graph.ReluOp, [x], (1, 1, 2, 3))]
+
+    monkeypatch.setitem(registry.CONVERTERS, "Relu", wrong_relu)
+    window = {"kernel_shape": [2, 2], "strides": [3, 3], "pads": [1, 1, 1, 1], "ceil_mode": 1}
+    graph_proto = helper.make_graph(
+        [
+            helper.make_node("MaxPool", ["x"], ["p"], **window),
+            helper.make_node("Relu", ["p"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 19)])
+    with pytest.raises(ModelError, match=r"\(1, 1, 2, 3\) for 'y' but ONNX infers \(1, 1, 3, 3\)"):
+        import_model(model)
+
+
 def test_corrupt_file_is_a_model_error(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.onnx"
     good = _one_node_model(helper.make_node("Relu", ["x"], ["y"])).SerializeToString()

@@ -1,0 +1,177 @@
+"""What real exporters write (torch.onnx's two exporters, tf2onnx, the ONNX Model Zoo's old
+opsets), as small onnx.helper graphs with seeded weights, checked against onnxruntime.
+
+Each test reproduces a pattern that ember once refused, crashed on or computed differently
+(tests/exporters/ exports the real zoo with torch; this file needs no torch).
+Tolerance: assert_close's default, max |ember - onnxruntime| <= 1e-4 x max |onnxruntime|.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    opset: int,
+    shape: list[int],
+    outputs: tuple[str, ...] = ("y",),
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "pattern",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _check(model: onnx.ModelProto, x: np.ndarray) -> None:
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+@pytest.mark.parametrize("nearest_mode", ["floor", "round_prefer_floor", "ceil"])
+def test_resize_tf_half_pixel_for_nn(nearest_mode: str) -> None:
+    """tf2onnx writes opset-11 Resize with coordinate_transformation_mode tf_half_pixel_for_nn
+    (a ValueError inside the importer before). Height 8 x 1.7 puts output row 8 at 8.5 / 1.7,
+    5 in float32 but just below it in float64: floor must give 5, as onnxruntime does."""
+    scales = numpy_helper.from_array(np.array([1, 1, 1.7, 0.6], np.float32), "scales")
+    roi = numpy_helper.from_array(np.zeros(0, np.float32), "roi")
+    resize = helper.make_node(
+        "Resize",
+        ["x", "roi", "scales"],
+        ["y"],
+        mode="nearest",
+        coordinate_transformation_mode="tf_half_pixel_for_nn",
+        nearest_mode=nearest_mode,
+    )
+    x = np.random.default_rng(0).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    _check(_model([resize], [roi, scales], 11, [1, 2, 8, 8]), x)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("coordinate_transformation_mode", "bogus"), ("nearest_mode", "nearest_even")],
+)
+def test_resize_unknown_mode_is_a_model_error(attribute: str, value: str) -> None:
+    """An unknown mode names the attribute and the modes ONNX defines (was a ValueError)."""
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    resize = helper.make_node("Resize", ["x", "", "scales"], ["y"], **{attribute: value})
+    model = _model([resize], [scales], 13, [1, 1, 4, 4])
+    with pytest.raises(ember.ModelError, match=f"{attribute} '{value}' is not one of"):
+        ember.compile(model)
+
+
+@pytest.mark.parametrize(("opset", "mode"), [(7, "nearest"), (8, "linear")])
+def test_upsample_scales_attribute(opset: int, mode: str) -> None:
+    """Upsample-7 (Model Zoo models of opsets 7-8) has its scales as an attribute; it was
+    refused with 'one of scales and sizes must be given'."""
+    upsample = helper.make_node("Upsample", ["x"], ["y"], scales=[1.0, 1.0, 2.0, 3.0], mode=mode)
+    x = np.random.default_rng(1).standard_normal((1, 3, 5, 4)).astype(np.float32)
+    _check(_model([upsample], [], opset, [1, 3, 5, 4]), x)
+
+
+def test_image_scaler() -> None:
+    """ImageScaler (experimental, opsets 1-9; tiny YOLOv2 of the Model Zoo starts with it):
+    onnx has no schema for it any more, onnxruntime still runs it."""
+    scaler = helper.make_node("ImageScaler", ["x"], ["s"], bias=[1.0, -2.0, 0.5], scale=1 / 255)
+    relu = helper.make_node("Relu", ["s"], ["y"])
+    x = np.random.default_rng(2).uniform(0, 255, (2, 3, 4, 4)).astype(np.float32)
+    _check(_model([scaler, relu], [], 8, [2, 3, 4, 4]), x)
+
+
+@pytest.mark.parametrize(
+    ("mode", "padding", "align_corners"),
+    [("bilinear", "zeros", 0), ("bilinear", "border", 1), ("nearest", "zeros", 1)],
+)
+def test_grid_sample(mode: str, padding: str, align_corners: int) -> None:
+    """GridSample (F.grid_sample: spatial transformers, OCR rectification) was unsupported.
+    The grid reaches past [-1, 1] so that padding is exercised, and hits a pixel centre and
+    the image's corner exactly."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, (2, 4, 6, 2)).astype(np.float32)
+    grid[0, 0, :2] = [[1.0, -1.0], [0.0, 0.0]]
+    node = helper.make_node(
+        "GridSample",
+        ["x", "grid"],
+        ["y"],
+        mode=mode,
+        padding_mode=padding,
+        align_corners=align_corners,
+    )
+    graph = helper.make_graph(
+        [node],
+        "grid_sample",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape)),
+            helper.make_tensor_value_info("grid", TensorProto.FLOAT, list(grid.shape)),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    feeds = {"x": x, "grid": grid}
+    assert_close(ember.compile(model).run(feeds), onnxruntime_outputs(model, feeds))
+
+
+def test_grid_sample_reflection_is_refused() -> None:
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], padding_mode="reflection")
+    graph = helper.make_graph(
+        [node],
+        "grid_sample",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4]),
+            helper.make_tensor_value_info("grid", TensorProto.FLOAT, [1, 2, 2, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    with pytest.raises(ember.UnsupportedOpError, match="padding_mode 'reflection'"):
+        ember.compile(model)
+
+
+@pytest.mark.parametrize("op_type", ["LSTM", "GRU"])
+def test_float16_recurrent_layer(op_type: str) -> None:
+    """A model exported in float16 (module.half()) writes its LSTM/GRU in float16; it was
+    refused. onnxruntime's CPU casts around its float32 kernel, as ember now does: widen,
+    compute in float32, round each output once. Tolerance: 2e-3 x max |ref| (a float16 ulp is
+    ~1e-3 relative; float32 sums in another order may round to the neighbouring one)."""
+    rng = np.random.default_rng(4)
+    gates, hidden, inputs, seq, batch = (4 if op_type == "LSTM" else 3), 5, 3, 6, 2
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.4).astype(np.float16)
+
+    inits = [
+        numpy_helper.from_array(weight(2, gates * hidden, inputs), "W"),
+        numpy_helper.from_array(weight(2, gates * hidden, hidden), "R"),
+        numpy_helper.from_array(weight(2, 2 * gates * hidden), "B"),
+    ]
+    outputs = ["y", "y_h"]
+    node = helper.make_node(
+        op_type,
+        ["x", "W", "R", "B"],
+        outputs,
+        hidden_size=hidden,
+        direction="bidirectional",
+    )
+    graph = helper.make_graph(
+        [node],
+        "recurrent_f16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [seq, batch, inputs])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT16, None) for o in outputs],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((seq, batch, inputs)).astype(np.float16)
+    got = ember.compile(model).run({"x": x})
+    assert all(v.dtype == np.float16 for v in got.values())
+    assert_close(got, onnxruntime_outputs(model, {"x": x}), rel=2e-3)
