@@ -1189,20 +1189,63 @@ def _masked_load(self: _FunctionEmitter, op: Operation) -> None:
     ty = llvm_type(op.result.type)
     ptr = self.element_ptr(op, op.base, op.indices)
     mask, passthru = self.get(op.mask), self.get(op.pass_thru)
+    bools = _element(ty) == I1  # bools are bytes in memory, as in vector.load
+    if bools:
+        ty = ir.VectorType(I8, ty.count)
+        passthru = self.b.zext(passthru, ty)
     fn = self.m.intrinsic("llvm.masked.load", ty, [PTR, I32, mask.type, ty], [ty, PTR])
-    align = I32(_alignment(_element(ty)))
-    self.set(op, self.b.call(fn, [ptr, align, mask, passthru]))
+    loaded = self.b.call(fn, [ptr, I32(_alignment(_element(ty))), mask, passthru])
+    self.set(op, self.b.icmp_unsigned("!=", loaded, ir.Constant(ty, None)) if bools else loaded)
 
 
 @_handles("vector.maskedstore")
 def _masked_store(self: _FunctionEmitter, op: Operation) -> None:
+    """A masked store, except that a mask of exactly lane 0 stores lane 0 as a scalar.
+
+    LLVM 22 (x86 AVX-512) miscompiles llvm.masked.store with a constant one-lane mask of a
+    truncated vector (`trunc <16 x i32> to <16 x i8>`, also i64->i32/i16/i8, i16->i8): it
+    becomes a scalar store of the untruncated lane (a 4-byte `movl` for one byte), clobbering
+    the bytes after it. Masks of vector.create_mask whose bound is 1 (known here or at run
+    time: a branch, folded away when LLVM learns the bound) therefore never reach it.
+    """
     assert isinstance(op, vector.MaskedStoreOp)
     value = self.get(op.value_to_store)
     ptr = self.element_ptr(op, op.base, op.indices)
-    mask = self.get(op.mask)
+    if _element(value.type) == I1:  # one byte per bool, as in vector.store
+        value = self.b.zext(value, ir.VectorType(I8, value.type.count))
     ty = value.type
-    fn = self.m.intrinsic("llvm.masked.store", VOID, [ty, PTR, I32, mask.type], [ty, PTR])
-    self.b.call(fn, [value, ptr, I32(_alignment(_element(ty))), mask])
+    align = _alignment(_element(ty))
+
+    def store_masked() -> None:
+        fn = self.m.intrinsic("llvm.masked.store", VOID, [ty, PTR, I32, mask.type], [ty, PTR])
+        self.b.call(fn, [value, ptr, I32(align), mask])
+
+    def store_lane_zero() -> None:
+        self.b.store(self.b.extract_element(value, I32(0)), ptr, align=align)
+
+    mask = self.get(op.mask)
+    creator = op.mask.owner
+    if not isinstance(creator, vector.CreateMaskOp) or len(creator.operands) != 1:
+        store_masked()
+        return
+    bound = self.get(creator.operands[0])
+    if not isinstance(bound, ir.Constant):
+        with self.b.if_else(self.b.icmp_signed("==", bound, ir.Constant(bound.type, 1))) as (
+            one_lane,
+            more_lanes,
+        ):
+            with one_lane:
+                store_lane_zero()
+            with more_lanes:
+                store_masked()
+        return
+    lanes = int(bound.constant)
+    if lanes >= ty.count:
+        self.b.store(value, ptr, align=align)
+    elif lanes == 1:
+        store_lane_zero()
+    elif lanes > 1:
+        store_masked()
 
 
 @_handles("vector.create_mask")

@@ -356,11 +356,10 @@ class _QConv:
             if count == lanes:
                 b.vstore(q, out, at)
                 continue
-            # The pixel tail byte by byte: LLVM 22 (x86) compiles a masked store of a
-            # truncated vector of one lane into a 4-byte vmovss, writing past the mask.
-            for lane in range(count):
-                byte = b.insert(vector.ExtractOp(q, [lane], i8)).results[0]
-                b.store(byte, out, [0, 0, 0, b.add(dst, j * lanes + lane)])
+            # The pixel tail masked (the emitter stores a one-lane tail as a scalar: LLVM 22
+            # widens a one-lane masked store of a truncated vector to 4 bytes).
+            mask = b.insert(vector.CreateMaskOp([b.index(count)], _v(i1, lanes))).results[0]
+            b.insert(vector.MaskedStoreOp(out, [b.index(i) for i in at], mask, q))
 
     def add_residual(self, b: LoopBuilder, q: SSAValue, at: list[Value], count: int) -> SSAValue:
         """The conv's quantized lanes `q` (int32) dequantized, plus the dequantized residual
