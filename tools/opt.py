@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline, get_pass_option_infos
 
@@ -55,8 +54,10 @@ from ember.tools.opt_run import (
     run_passes,
 )
 from ember.tools.shapes import (
+    add_input_files_option,
     add_input_shape_option,
     pin_inputs,
+    read_input_files,
     read_model,
     static_input_shapes,
 )
@@ -215,13 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rtol", type=float, default=1e-3, help="divergence: max|err| > RTOL x max|ref|"
     )
     numerics.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    numerics.add_argument(
-        "--input",
-        dest="inputs",
-        action="append",
-        default=[],
-        metavar="NAME=FILE.npy",
-        help="use this input instead of a random one (repeatable)",
+    add_input_files_option(
+        numerics, dest="inputs", help="use this input instead of a random one (repeatable)"
     )
     build = parser.add_argument_group("target and failures")
     build.add_argument("--target-cpu", default="host", help="host or an LLVM cpu name")
@@ -282,23 +278,6 @@ def load_input(
     return module, ctx, False
 
 
-def _read_inputs(items: list[str], model_inputs: list[str]) -> dict[str, np.ndarray]:
-    feeds = {}
-    for item in items:
-        name, sep, file = item.partition("=")
-        if not sep:
-            if len(model_inputs) != 1:
-                raise UsageError(f"--input {item}: say which input (NAME=FILE.npy)")
-            name, file = model_inputs[0], item
-        if name not in model_inputs:
-            raise UsageError(f"--input {item}: the model has no input '{name}' ({model_inputs})")
-        try:
-            feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise InputError(f"--input {item}: cannot read '{file}': {error}") from None
-    return feeds
-
-
 def _numerics(
     args: argparse.Namespace,
     module: ModuleOp,
@@ -316,7 +295,7 @@ def _numerics(
     initializers = {t.name for t in model.graph.initializer}
     names = [v.name for v in model.graph.input if v.name not in initializers]
     feeds = opt_bisect.seeded_inputs(model, args.seed) if len(args.inputs) < len(names) else {}
-    feeds.update(_read_inputs(args.inputs, names))
+    feeds.update(read_input_files(args.inputs, names))
     diverged = False
     if args.bisect_against:
         reference = opt_bisect.oracle_outputs(model, feeds, args.bisect_against)
