@@ -269,6 +269,61 @@ def test_dce_removes_unused_ops_and_their_weights() -> None:
     assert list(store) == ["c"]
 
 
+def test_dce_removes_unused_contractions_pools_and_reductions() -> None:
+    """dce is xDSL's generic deadness: conv, matmul, pools, softmax, reduce are `Pure` too."""
+    ir = func(
+        "%x: tensor<1x2x4x4xf32>, %a: tensor<2x3xf32>",
+        f"""
+    %w = graph.constant "w" : tensor<2x2x3x3xf32>
+    %b = graph.constant "b" : tensor<3x5xf32>
+    %c = graph.conv %x, %w {CONV} : tensor<1x2x4x4xf32>, tensor<2x2x3x3xf32> -> tensor<1x2x4x4xf32>
+    %m = graph.matmul %a, %b : tensor<2x3xf32>, tensor<3x5xf32> -> tensor<2x5xf32>
+    %p = graph.max_pool %x {{kernel_shape = array<i64: 2, 2>, strides = array<i64: 2, 2>, pads = array<i64: 0, 0, 0, 0>}} : tensor<1x2x4x4xf32> -> tensor<1x2x2x2xf32>
+    %s = graph.softmax %a {{axis = 1 : i64}} : tensor<2x3xf32> -> tensor<2x3xf32>
+    %r = graph.relu %a : tensor<2x3xf32> -> tensor<2x3xf32>
+    func.return %r : tensor<2x3xf32>""",
+        "tensor<2x3xf32>",
+    )
+    text, store = apply(ir, {"w": rand(2, 2, 3, 3), "b": rand(3, 5)})
+    assert_filecheck(
+        text,
+        """
+        CHECK:      func.func @main(
+        CHECK-NEXT:   %r = graph.relu %a
+        CHECK-NEXT:   func.return %r
+        """,
+    )
+    assert not store
+
+
+def test_dce_keeps_ops_that_write_buffers() -> None:
+    """After bufferization: an unused weight view goes, a kernel op writing its output stays
+    (no declared memory effects = unknown effects = live)."""
+    ir = """builtin.module {
+  func.func @main(%x: memref<4xf32>, %y: memref<4xf32>) {
+    %w = kernel.weight "w" : memref<4xf32>
+    %u = kernel.weight "unused" : memref<4xf32>
+    %v = kernel.reshape %x : memref<4xf32> to memref<2x2xf32>
+    kernel.copy %w -> %y : memref<4xf32> -> memref<4xf32>
+    func.return
+  }
+}"""
+    store = WeightStore({"w": rand(4), "unused": rand(4)})
+    ctx = make_context(store)
+    module = Parser(ctx, ir).parse_module()
+    DeadCodeElimination().apply(ctx, module)
+    module.verify()
+    assert_filecheck(
+        str(module),
+        """
+        CHECK:      %w = kernel.weight "w"
+        CHECK-NEXT: kernel.copy %w -> %y
+        CHECK-NEXT: func.return
+        """,
+    )
+    assert list(store) == ["w"]
+
+
 # ---------------------------------------------------------------------------------------------
 # fold-batchnorm
 
