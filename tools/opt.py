@@ -43,6 +43,7 @@ from ember.tools.opt_ir import (
     parse_ir,
     print_ir,
     referenced_weights,
+    seeded_weights,
     sidecar_path,
     write_ir,
 )
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.npz",
         help="weights for IR text input (default: the .npz next to it, if any)",
     )
+    io.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="IR text: seeded weights (--seed) for those no .npz supplies, e.g. hand-written IR",
+    )
     io.add_argument("--emit", choices=EMIT_CHOICES, help="stop at a stage / emit LLVM IR or asm")
     add_input_shape_option(io)
     io.add_argument(
@@ -215,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     numerics.add_argument(
         "--rtol", type=float, default=1e-3, help="divergence: max|err| > RTOL x max|ref|"
     )
-    numerics.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    numerics.add_argument(
+        "--seed", type=int, default=0, help="seed of the random inputs and weights"
+    )
     add_input_files_option(
         numerics, dest="inputs", help="use this input instead of a random one (repeatable)"
     )
@@ -247,9 +255,11 @@ def load_input(
     weights_path: str | None,
     target: Target,
     input_shapes: dict[str, list[int]] | None = None,
+    random_weights_seed: int | None = None,
 ) -> tuple[ModuleOp, EmberContext, bool]:
     """(module, context with weights, whether the input was ONNX); `input_shapes` pins an
-    ONNX model's symbolic input dims."""
+    ONNX model's symbolic input dims; with `random_weights_seed`, IR text gets seeded weights
+    for those its weights file lacks."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"no such file: '{path}'")
@@ -271,6 +281,10 @@ def load_input(
         module.verify()
     except Exception as error:
         raise InputError(f"'{path}' does not verify: {error}") from None
+    if random_weights_seed is not None:
+        for name, array in seeded_weights(module, random_weights_seed).items():
+            if name not in weights:
+                weights[name] = array
     check_weights(module, weights, str(source))
     # Keep only what the IR names: a shared .npz (e.g. of --ir-dump-dir) also holds weights of
     # later stages, whose names would push the passes' fresh names to other suffixes.
@@ -353,7 +367,13 @@ def run(
     module = ctx = None
     from_onnx = True
     if args.input is not None and not (args.print_pipeline and args.pipeline):
-        module, ctx, from_onnx = load_input(args.input, args.weights, target, args.input_shapes)
+        module, ctx, from_onnx = load_input(
+            args.input,
+            args.weights,
+            target,
+            args.input_shapes,
+            args.seed if args.random_weights else None,
+        )
     load_seconds = time.perf_counter() - start
 
     spec = (
