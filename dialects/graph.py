@@ -512,6 +512,7 @@ class ConvOp(IRDLOperation):
     """2-D convolution, NCHW input, OIHW weight (ONNX Conv), with an optional fused epilogue."""
 
     name = "graph.conv"
+    traits = traits_def(Pure())
     input = operand_def(TensorType)
     weight = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
@@ -551,6 +552,7 @@ class GemmOp(IRDLOperation):
     """ONNX Gemm: alpha * op(A) @ op(B) + beta * C. Canonicalized to graph.matmul."""
 
     name = "graph.gemm"
+    traits = traits_def(Pure())
     a = operand_def(TensorType)
     b = operand_def(TensorType)
     c = opt_operand_def(TensorType)
@@ -574,6 +576,7 @@ class MatMulOp(IRDLOperation):
     """
 
     name = "graph.matmul"
+    traits = traits_def(Pure())
     a = operand_def(TensorType)
     b = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
@@ -612,6 +615,7 @@ class BatchNormOp(IRDLOperation):
     """Inference-mode BatchNormalization over axis 1."""
 
     name = "graph.batch_norm"
+    traits = traits_def(Pure())
     input = operand_def(TensorType)
     scale = operand_def(TensorType)
     bias = operand_def(TensorType)
@@ -638,6 +642,7 @@ class LayerNormOp(IRDLOperation):
     """LayerNormalization over axes [axis, rank)."""
 
     name = "graph.layer_norm"
+    traits = traits_def(Pure())
     input = operand_def(TensorType)
     scale = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
@@ -659,6 +664,7 @@ class LRNOp(IRDLOperation):
     """Local response normalization across channels (ONNX LRN)."""
 
     name = "graph.lrn"
+    traits = traits_def(Pure())
     input = operand_def(TensorType)
     output = result_def(TensorType)
     size = prop_def(IntegerAttr[I64])
@@ -677,6 +683,7 @@ class SoftmaxOp(IRDLOperation):
     """Softmax along one axis (opset-13 semantics; older opsets are rewritten by the frontend)."""
 
     name = "graph.softmax"
+    traits = traits_def(Pure())
     input = operand_def(TensorType)
     output = result_def(TensorType)
     axis = prop_def(IntegerAttr[I64])
@@ -689,6 +696,7 @@ class SoftmaxOp(IRDLOperation):
 
 
 class PoolOp(IRDLOperation):
+    traits = traits_def(Pure())
     input = operand_def(TensorType)
     output = result_def(TensorType)
     kernel_shape = prop_def(DenseArrayBase)
@@ -719,6 +727,7 @@ class ReduceOp(IRDLOperation):
     """Reduction over `axes` (kind: sum, mean, max, min, prod); GlobalAveragePool is a mean."""
 
     name = "graph.reduce"
+    traits = traits_def(Pure())
     KINDS: ClassVar[tuple[str, ...]] = ("sum", "mean", "max", "min", "prod")
     input = operand_def(TensorType)
     output = result_def(TensorType)
@@ -1178,6 +1187,7 @@ class RecurrentOp(IRDLOperation):
     """
 
     name = "graph.recurrent"
+    traits = traits_def(Pure())
     x_proj = operand_def(TensorType)
     r = operand_def(TensorType)
     recurrent_bias = opt_operand_def(TensorType)
@@ -1252,6 +1262,7 @@ class AttentionOp(IRDLOperation):
     """
 
     name = "graph.attention"
+    traits = traits_def(Pure())
     q = operand_def(TensorType)
     k_t = operand_def(TensorType)
     v = operand_def(TensorType)

@@ -8,13 +8,37 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline, PassPipelineCallbackType
 
 
 def _graph_passes() -> list[type[ModulePass]]:
-    from ember.passes.transforms.graph_pipeline import GRAPH_PASSES
+    from ember.passes.transforms.canonicalize import Canonicalize
+    from ember.passes.transforms.dce import DeadCodeElimination
+    from ember.passes.transforms.fold_batchnorm import FoldBatchNorm
+    from ember.passes.transforms.fold_constants import FoldConstants
+    from ember.passes.transforms.fuse_attention import FuseAttention
+    from ember.passes.transforms.fuse_epilogue import (
+        FuseBiasAdd,
+        FuseConvActivation,
+        FuseResidualAdd,
+    )
+    from ember.passes.transforms.fuse_layer_norm import FuseLayerNorm
+    from ember.passes.transforms.quantize_ops import QuantizeOps
 
-    return list(GRAPH_PASSES)
+    return [
+        QuantizeOps,
+        Canonicalize,
+        FoldConstants,
+        DeadCodeElimination,
+        FoldBatchNorm,
+        FuseLayerNorm,
+        FuseAttention,
+        FuseBiasAdd,
+        FuseResidualAdd,
+        FuseConvActivation,
+    ]
 
 
 def _lowering_passes() -> list[type[ModulePass]]:
@@ -69,3 +93,9 @@ def build_pipeline(
     spec: str = DEFAULT_PIPELINE, callback: PassPipelineCallbackType | None = None
 ) -> PassPipeline:
     return PassPipeline.parse_spec(available_passes(), spec, callback)
+
+
+def run_graph_passes(module: ModuleOp, ctx: Context) -> None:
+    """The graph stage of the default pipeline, in place (tests and tools that stop at the
+    graph dialect: the same order the compiler runs, from the one GRAPH_STAGE string)."""
+    build_pipeline(GRAPH_STAGE).apply(ctx, module)

@@ -3,7 +3,7 @@
 The root is `$EMBER_CACHE_DIR`, else the user cache directory of the platform (`platformdirs`:
 `$XDG_CACHE_HOME/ember` or `~/.cache/ember` on Linux, `~/Library/Caches/ember` on macOS), and
 holds `artifacts/` (compiled models, see tools/aot.py), `objects/` (compiled kernels, see
-codegen/objcache.py) and `onnx-node-tests/` (the conformance data, see tools/conformance.py).
+codegen/objcache.py) and `onnx-node-tests/` (the conformance data, see tools/conformance/data.py).
 
 Compiled entries (objects and artifacts) are capped at `$EMBER_CACHE_MAX_BYTES` (default
 2 GiB; `500M`, `4G` and `4GiB` are accepted) and evicted least recently used first:
@@ -98,7 +98,7 @@ class CacheEntry:
 _ENTRY_NAMES = {
     OBJECT: re.compile(r"[0-9a-f]{64}\.o"),  # in shards named by 2 hex digits
     ARTIFACT: re.compile(r"[0-9a-f]{32}"),  # tools/aot.py cache_key
-    DATA: re.compile(r"onnx-[^/]+"),  # tools/conformance.py data_dir
+    DATA: re.compile(r"onnx-[^/]+"),  # tools/conformance/data.py data_dir
 }
 _TEMPORARY_NAMES = {
     OBJECT: re.compile(r"\.[0-9a-f]{16}-.+"),  # ObjectCache.store

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ember.tests.lit import MlirTestFile
+
 # Every compile in the tests (and in the subprocesses they start) verifies the IR after each
 # pass, so a pass that breaks the IR fails the test that compiled it, naming the pass.
 os.environ.setdefault("EMBER_VERIFY_EACH", "1")
@@ -33,6 +35,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _SESSION_CACHE is not None:
         shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """IR tests as files: every tests/**/*.mlir runs its `// RUN:` lines (see tests/lit.py)."""
+    if file_path.suffix == ".mlir":
+        return MlirTestFile.from_parent(parent, path=file_path)
+    return None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

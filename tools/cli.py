@@ -41,7 +41,9 @@ from ember.tools.shapes import (
     UnpinnedInputsError,
     add_dim_range_option,
     add_dim_sizes_option,
+    add_input_files_option,
     add_input_shape_option,
+    read_input_files,
 )
 
 if TYPE_CHECKING:
@@ -81,16 +83,6 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     add_dim_range_option(parser)
 
 
-def _add_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="NAME=FILE.npy",
-        help="an input from a .npy file (repeat per input; NAME= may be omitted for one input)",
-    )
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
@@ -122,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run an artifact or .onnx model on .npy inputs")
     run.add_argument("model", help="artifact directory or .onnx file")
-    _add_inputs(run)
+    add_input_files_option(run)
     run.add_argument("--random-inputs", action="store_true", help="seeded random missing inputs")
     run.add_argument("--seed", type=int, default=0, help="seed of --random-inputs")
     run.add_argument("--output-dir", help="write each output to OUTPUT_DIR/<name>.npy")
@@ -131,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure latency, throughput and peak memory")
     bench.add_argument("model", help="artifact directory or .onnx file")
-    _add_inputs(bench)
+    add_input_files_option(bench)
     bench.add_argument("--runs", type=_positive, default=50)
     bench.add_argument("--warmup", type=int, default=5)
     bench.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -195,28 +187,11 @@ def _pinned_config(args: argparse.Namespace) -> Config:
             raise
         signature = err.pinning.signature
         names = [i.name for i in signature.inputs if not i.dtype_only]
-        for name, array in _read_inputs(names, args.input).items():
+        for name, array in read_input_files(args.input, names).items():
             if name not in args.input_shapes:
                 config.set_input_shape(name, array.shape)
         config.artifact_path()
     return config
-
-
-def _read_inputs(names: list[str], items: list[str]) -> dict[str, np.ndarray]:
-    feeds: dict[str, np.ndarray] = {}
-    for item in items:
-        name, sep, path = item.rpartition("=")
-        if not sep:
-            if len(names) != 1:
-                raise InputError(f"--input {item}: the model has inputs {names}; use NAME=FILE")
-            name = names[0]
-        if name not in names:
-            raise InputError(f"--input {item}: the model has no input '{name}'; inputs: {names}")
-        try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"--input {item}: cannot read {path} ({e})") from None
-    return feeds
 
 
 def _file_name(tensor: str) -> str:
@@ -344,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _pinned_config(args)
     executable = config.load()
     specs = executable.manifest.inputs
-    feeds = _read_inputs([s.name for s in specs], args.input)
+    feeds = read_input_files(args.input, [s.name for s in specs])
     missing = [s for s in specs if s.name not in feeds]
     if missing and not args.random_inputs:
         names = [s.name for s in missing]
@@ -433,7 +408,7 @@ def _bench(args: argparse.Namespace) -> int:
     threads = config.cpu_math_library_num_threads()
     document = read_manifest(config.artifact_path())
     specs = Manifest.from_dict(document).inputs
-    given = _read_inputs([s.name for s in specs], args.input)
+    given = read_input_files(args.input, [s.name for s in specs])
     onnx_path = _source_onnx(args, document)
     if args.onnx and onnx_path is None:
         raise FileNotFoundError(f"--onnx {args.onnx}: no such file")

@@ -891,9 +891,9 @@ def _print_result(result: dict[str, Any]) -> None:
 
 
 def _group_key(result: dict[str, Any]) -> tuple[str, ...]:
-    from ember.tools.conformance import _normalize
+    from ember.tools.conformance.report import normalize_message
 
-    message = _normalize(result.get("message", ""))
+    message = normalize_message(result.get("message", ""))
     return (result["status"], result.get("family", ""), result.get("where", ""), message)
 
 

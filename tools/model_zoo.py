@@ -362,7 +362,7 @@ def graph_op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
     from ember.dialects.weights import make_context
     from ember.frontend.onnx_importer import import_model
-    from ember.passes.transforms.graph_pipeline import run_graph_passes
+    from ember.passes.pipeline import run_graph_passes
 
     module, weights = import_model(model)
     run_graph_passes(module, make_context(weights))

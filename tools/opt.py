@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline, get_pass_option_infos
 
@@ -44,6 +43,7 @@ from ember.tools.opt_ir import (
     parse_ir,
     print_ir,
     referenced_weights,
+    seeded_weights,
     sidecar_path,
     write_ir,
 )
@@ -55,8 +55,10 @@ from ember.tools.opt_run import (
     run_passes,
 )
 from ember.tools.shapes import (
+    add_input_files_option,
     add_input_shape_option,
     pin_inputs,
+    read_input_files,
     read_model,
     static_input_shapes,
 )
@@ -165,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.npz",
         help="weights for IR text input (default: the .npz next to it, if any)",
     )
+    io.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="IR text: seeded weights (--seed) for those no .npz supplies, e.g. hand-written IR",
+    )
     io.add_argument("--emit", choices=EMIT_CHOICES, help="stop at a stage / emit LLVM IR or asm")
     add_input_shape_option(io)
     io.add_argument(
@@ -214,14 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     numerics.add_argument(
         "--rtol", type=float, default=1e-3, help="divergence: max|err| > RTOL x max|ref|"
     )
-    numerics.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     numerics.add_argument(
-        "--input",
-        dest="inputs",
-        action="append",
-        default=[],
-        metavar="NAME=FILE.npy",
-        help="use this input instead of a random one (repeatable)",
+        "--seed", type=int, default=0, help="seed of the random inputs and weights"
+    )
+    add_input_files_option(
+        numerics, dest="inputs", help="use this input instead of a random one (repeatable)"
     )
     build = parser.add_argument_group("target and failures")
     build.add_argument("--target-cpu", default="host", help="host or an LLVM cpu name")
@@ -251,9 +255,11 @@ def load_input(
     weights_path: str | None,
     target: Target,
     input_shapes: dict[str, list[int]] | None = None,
+    random_weights_seed: int | None = None,
 ) -> tuple[ModuleOp, EmberContext, bool]:
     """(module, context with weights, whether the input was ONNX); `input_shapes` pins an
-    ONNX model's symbolic input dims."""
+    ONNX model's symbolic input dims; with `random_weights_seed`, IR text gets seeded weights
+    for those its weights file lacks."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"no such file: '{path}'")
@@ -275,28 +281,15 @@ def load_input(
         module.verify()
     except Exception as error:
         raise InputError(f"'{path}' does not verify: {error}") from None
+    if random_weights_seed is not None:
+        for name, array in seeded_weights(module, random_weights_seed).items():
+            if name not in weights:
+                weights[name] = array
     check_weights(module, weights, str(source))
     # Keep only what the IR names: a shared .npz (e.g. of --ir-dump-dir) also holds weights of
     # later stages, whose names would push the passes' fresh names to other suffixes.
     ctx.weights = WeightStore({name: weights[name] for name in referenced_weights(module)})
     return module, ctx, False
-
-
-def _read_inputs(items: list[str], model_inputs: list[str]) -> dict[str, np.ndarray]:
-    feeds = {}
-    for item in items:
-        name, sep, file = item.partition("=")
-        if not sep:
-            if len(model_inputs) != 1:
-                raise UsageError(f"--input {item}: say which input (NAME=FILE.npy)")
-            name, file = model_inputs[0], item
-        if name not in model_inputs:
-            raise UsageError(f"--input {item}: the model has no input '{name}' ({model_inputs})")
-        try:
-            feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise InputError(f"--input {item}: cannot read '{file}': {error}") from None
-    return feeds
 
 
 def _numerics(
@@ -316,7 +309,7 @@ def _numerics(
     initializers = {t.name for t in model.graph.initializer}
     names = [v.name for v in model.graph.input if v.name not in initializers]
     feeds = opt_bisect.seeded_inputs(model, args.seed) if len(args.inputs) < len(names) else {}
-    feeds.update(_read_inputs(args.inputs, names))
+    feeds.update(read_input_files(args.inputs, names))
     diverged = False
     if args.bisect_against:
         reference = opt_bisect.oracle_outputs(model, feeds, args.bisect_against)
@@ -374,7 +367,13 @@ def run(
     module = ctx = None
     from_onnx = True
     if args.input is not None and not (args.print_pipeline and args.pipeline):
-        module, ctx, from_onnx = load_input(args.input, args.weights, target, args.input_shapes)
+        module, ctx, from_onnx = load_input(
+            args.input,
+            args.weights,
+            target,
+            args.input_shapes,
+            args.seed if args.random_weights else None,
+        )
     load_seconds = time.perf_counter() - start
 
     spec = (

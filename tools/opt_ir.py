@@ -26,6 +26,7 @@ from xdsl.ir import Attribute
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError
 
+from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.weights import EmberContext, WeightStore
 
 # Dense attributes with more elements than this are printed as a placeholder.
@@ -139,6 +140,26 @@ def write_ir(
     return npz
 
 
+def seeded_weights(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
+    """A seeded array for every `graph.constant`/`kernel.weight` of `module`, shaped and typed as
+    its result: what `--random-weights` gives hand-written IR (the IR tests' .mlir files).
+
+    Values are drawn in [0.5, 1.5) (integers: 1), so that variances, divisors and the operands
+    of sqrt/log are valid wherever a pass folds them."""
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray] = {}
+    for op in module.walk():
+        ref = op.properties.get("ref")
+        if not (isinstance(ref, StringAttr) and op.name in ("graph.constant", "kernel.weight")):
+            continue
+        result_type = op.results[0].type
+        shape = tuple(result_type.get_shape())  # type: ignore[attr-defined]
+        dtype = numpy_dtype_for(result_type.get_element_type())  # type: ignore[attr-defined]
+        values = rng.uniform(0.5, 1.5, shape)
+        weights[ref.data] = values.astype(dtype) if dtype.kind in "fc" else np.ones(shape, dtype)
+    return weights
+
+
 def check_weights(module: ModuleOp, weights: WeightStore, source: str) -> None:
     missing = [n for n in referenced_weights(module) if n not in weights]
     if missing:
@@ -146,5 +167,6 @@ def check_weights(module: ModuleOp, weights: WeightStore, source: str) -> None:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(
             f"'{source}' references {len(missing)} weight(s) not in the weights file: "
-            f"{shown}{more}; pass the .npz written next to the IR with --weights FILE"
+            f"{shown}{more}; pass the .npz written next to the IR with --weights FILE "
+            "(hand-written IR: --random-weights)"
         )

@@ -26,8 +26,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
+import numpy as np
+
 from ember.runtime.dims import Dim, DimRanges, check_in_range, check_input_shapes, format_dims
-from ember.runtime.errors import ModelError
+from ember.runtime.errors import InputError, ModelError
 
 if TYPE_CHECKING:  # onnx is imported where it is used: the engine API loads artifacts without it
     import onnx
@@ -491,6 +493,44 @@ def add_input_shape_option(parser: argparse.ArgumentParser | argparse._ArgumentG
         metavar="NAME=1x3x224x224",
         help="pin the shape of an input with symbolic dims (batch, sequence length); repeatable",
     )
+
+
+# -- the command line: --input NAME=FILE.npy ------------------------------------------------------
+
+
+def add_input_files_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    dest: str = "input",
+    help: str = "an input from a .npy file (repeat per input; NAME= may be omitted for one input)",
+) -> None:
+    """--input NAME=FILE.npy (repeatable), collected as a list in `args.<dest>`; read with
+    `read_input_files` once the model's input names are known."""
+    parser.add_argument(
+        "--input", dest=dest, action="append", default=[], metavar="NAME=FILE.npy", help=help
+    )
+
+
+def read_input_files(items: Sequence[str], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays of `--input NAME=FILE.npy` items for a model with inputs `names`; a bare FILE
+    names the only input. InputError names the item and the model's inputs."""
+    feeds: dict[str, np.ndarray] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            if len(names) != 1:
+                raise InputError(
+                    f"--input {item}: the model has inputs {list(names)}; use NAME=FILE"
+                )
+            name, path = names[0], item
+        if name not in names:
+            raise InputError(
+                f"--input {item}: the model has no input '{name}'; inputs: {list(names)}"
+            )
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise InputError(f"--input {item}: cannot read {path} ({error})") from None
+    return feeds
 
 
 def parse_dim_range(text: str) -> tuple[str, tuple[int, int]]:

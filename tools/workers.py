@@ -1,6 +1,6 @@
 """A pool of worker processes that run many test cases each, replaced when one crashes or hangs.
 
-    with WorkerPool("ember.tools.conformance:run_case", jobs=2, timeout=60) as pool:
+    with WorkerPool("ember.tools.conformance.runner:run_case", jobs=2, timeout=60) as pool:
         results = pool.map([(name, (case_dir, rtol, atol, options)) for name in names])
 
 A case runs as `runner(*args)` in a spawned worker and returns a dict. A worker runs many cases

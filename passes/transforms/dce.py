@@ -1,22 +1,21 @@
-"""dce: erase graph ops whose results are unused, and weights no op references any more."""
+"""dce: erase side-effect-free ops whose results are unused, and weights no op references any more.
+
+Deadness is xDSL's (MLIR's wouldOpBeTriviallyDead): an op with no used result, no memory
+effects beyond reads (every graph op is `Pure`), that is neither a terminator nor a symbol.
+Ops with unknown effects (kernel ops writing their buffers) are kept."""
 
 from __future__ import annotations
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import Operation
 from xdsl.passes import ModulePass
+from xdsl.transforms.dead_code_elimination import is_trivially_dead
 
 from ember.passes.transforms.graph_utils import weights_of
 
 
-def _is_dead(op: Operation) -> bool:
-    # Every graph op is free of side effects (conv/matmul just lack the Pure trait).
-    return op.name.startswith("graph.") and all(not r.uses for r in op.results)
-
-
 class DeadCodeElimination(ModulePass):
-    """Erases unused graph ops and drops the weights that no graph.constant/kernel.weight names."""
+    """Erases unused side-effect-free ops and the weights no graph.constant/kernel.weight names."""
 
     name = "dce"
 
@@ -25,7 +24,7 @@ class DeadCodeElimination(ModulePass):
             for region in block_op.regions:
                 for block in region.blocks:
                     for inner in reversed(list(block.ops)):
-                        if _is_dead(inner):
+                        if is_trivially_dead(inner):
                             block.erase_op(inner)
         referenced = {
             ref.data

@@ -209,7 +209,7 @@ def test_data_dir_is_keyed_by_onnx_version(tmp_path: Path, monkeypatch: pytest.M
         (dest / conf.CATALOGUE).write_text(json.dumps({"cases": {}}))
         return {}
 
-    monkeypatch.setattr(conf, "write_node_tests", fake_write)
+    monkeypatch.setattr(conf.data, "write_node_tests", fake_write)
     stale = tmp_path / "onnx-0.0.1"
     stale.mkdir()
     first = conf.data_dir(tmp_path)

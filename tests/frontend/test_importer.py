@@ -20,7 +20,7 @@ from ember.dialects.numpy_eval import evaluate_function
 from ember.dialects.weights import WeightStore, make_context
 from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.frontend.onnx_importer import import_model, import_onnx, io_names
-from ember.passes.transforms.graph_pipeline import run_graph_passes
+from ember.passes.pipeline import run_graph_passes
 from ember.tools import model_zoo as models
 from ember.tools.model_zoo import LIGHT_MODELS, light_model_path
 

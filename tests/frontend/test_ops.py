@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ember.dialects.numpy_eval import evaluate_function
 from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_onnx, io_names
-from ember.passes.transforms.graph_pipeline import run_graph_passes
+from ember.passes.pipeline import run_graph_passes
 
 RTOL, ATOL = 1e-4, 1e-5
 F = TensorProto.FLOAT

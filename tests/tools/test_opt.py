@@ -473,6 +473,25 @@ def test_inputs_the_oracle_or_ember_refuse_are_clear_errors(
     assert "sequence_lens[1] = 9 is out of range" in err, err
 
 
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("y={d}/x.npy", "--input y={d}/x.npy: the model has no input 'y'; inputs: ['input']"),
+        ("input={d}/absent.npy", "--input input={d}/absent.npy: cannot read {d}/absent.npy"),
+    ],
+)
+def test_input_files_are_read_like_ember_run(
+    capsys: pytest.CaptureFixture[str], small_path: Path, tmp_path: Path, item: str, message: str
+) -> None:
+    """`--input` is parsed by the one helper `ember run` uses: same messages, exit status 2."""
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
+    code, _, err = opt(
+        capsys, small_path, "--compare-intermediates", "--input", item.format(d=tmp_path)
+    )
+    assert code == 2 and "Traceback" not in err, err
+    assert f"ember opt: error: {message.format(d=tmp_path)}" in err, err
+
+
 def test_compare_intermediates_names_the_first_wrong_node(
     capsys: pytest.CaptureFixture[str], small_path: Path
 ) -> None:

@@ -334,7 +334,7 @@ def test_conformance_cases_with_symbolic_inputs(
 def test_conformance_command_takes_input_shape(
     symbolic_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conf, "data_dir", lambda root=None, regenerate=False: symbolic_suite)
+    monkeypatch.setattr(conf.data, "data_dir", lambda root=None, regenerate=False: symbolic_suite)
     report_path = tmp_path / "report.json"
     argv = ["-k", "relu_symbolic", "-j", "1", "-q", "--json", str(report_path)]
     assert conf.main([*argv, "--input-shape", "x=3x16"]) == 0

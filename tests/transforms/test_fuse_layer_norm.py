@@ -11,8 +11,8 @@ import pytest
 import ember
 from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_model
+from ember.passes.pipeline import run_graph_passes
 from ember.passes.transforms.fuse_layer_norm import FuseLayerNorm
-from ember.passes.transforms.graph_pipeline import run_graph_passes
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs
 from ember.tests.transforms.test_graph_passes import apply, func, rand
