@@ -145,8 +145,6 @@ def _compress(imp: ImportContext, node: Node) -> Sequence[Value]:
         axis = 0
     axis = normalize_axis(node, int(axis), len(shape_of(x)))
     keep = np.flatnonzero(condition.reshape(-1)[: shape_of(x)[axis]])
-    if keep.size == 0:
-        raise node.unsupported("Compress with an empty result")
     return [imp.gather_axis(x, axis, keep)]
 
 

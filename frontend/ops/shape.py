@@ -170,8 +170,6 @@ def _slice_op(imp: ImportContext, node: Node) -> Sequence[Value]:
             for f, s, c in zip(first, stride, count)
         )
         return [Const(data.array[index])]
-    if 0 in count:
-        raise node.unsupported(f"Slice with an empty result {count}")
     return [imp.slice(data, first, stride, count)]
 
 
@@ -194,8 +192,6 @@ def _split(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.error(f"split sizes {sizes} do not add up to {shape[axis]} along {axis}")
     results, start = [], 0
     for size in sizes:
-        if size == 0:
-            raise node.unsupported("Split with an empty output")
         results.append(imp.slice_axis(x, axis, start, size))
         start += size
     return results
