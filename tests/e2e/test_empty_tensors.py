@@ -180,6 +180,38 @@ _GRAPHS = {
         },
         {"x": (0, 2, 5, 5)},
     ),
+    "top_k_of_zero": (
+        [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1)],
+        _X34,
+        ["v"],
+        {"k": _i64(0)},
+        {"x": (3, 4)},
+    ),
+    "attention_op_with_an_empty_past": (
+        [
+            helper.make_node(
+                "Attention",
+                ["q", "k", "v", "", "past_k", "past_v"],
+                ["y", "present_k", "present_v"],
+            )
+        ],
+        [
+            ("q", FLOAT, [1, 2, 3, 4]),
+            ("k", FLOAT, [1, 2, 3, 4]),
+            ("v", FLOAT, [1, 2, 3, 4]),
+            ("past_k", FLOAT, [1, 2, "past", 4]),
+            ("past_v", FLOAT, [1, 2, "past", 4]),
+        ],
+        ["y", "present_k", "present_v"],
+        {},
+        {
+            "q": (1, 2, 3, 4),
+            "k": (1, 2, 3, 4),
+            "v": (1, 2, 3, 4),
+            "past_k": (1, 2, 0, 4),
+            "past_v": (1, 2, 0, 4),
+        },
+    ),
     "compress_to_nothing": (
         [helper.make_node("Compress", ["x", "keep"], ["y"], axis=1)],
         _X34,
@@ -193,7 +225,7 @@ _GRAPHS = {
 @pytest.mark.parametrize("name", list(_GRAPHS))
 def test_empty_values_match_onnxruntime(name: str) -> None:
     nodes, inputs, outputs, initializers, shapes = _GRAPHS[name]
-    model = _model(nodes, inputs, outputs, initializers, opset=18)
+    model = _model(nodes, inputs, outputs, initializers, opset=23)
     feeds = _feeds(shapes, seed=len(name))
     expected = onnxruntime_outputs(model, feeds)
     assert_close(ember.compile(model, threads=1).run(feeds), expected, REL_TOL)
@@ -264,6 +296,18 @@ def test_undefined_reductions_over_nothing_are_model_errors(
     with pytest.raises(ember.ModelError) as info:
         ember.compile(model)
     assert message in str(info.value)
+
+
+def test_what_onnxruntime_refuses_on_empty_axes_is_a_model_error() -> None:
+    # Nothing to reflect (Pad), no key to attend to (Attention): onnxruntime fails on both.
+    pad = helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect", name="pad")
+    model = _model([pad], [("x", FLOAT, [2, 0])], ["y"], {"pads": _i64(0, 1, 0, 1)}, 18)
+    with pytest.raises(ember.ModelError, match="'pad'.*reflect pads 1,1 on axis 1, which is empty"):
+        ember.compile(model)
+    attention = helper.make_node("Attention", ["q", "k", "v"], ["y"], name="attention")
+    qkv = [("q", FLOAT, [1, 2, 3, 4]), ("k", FLOAT, [1, 2, 0, 4]), ("v", FLOAT, [1, 2, 0, 4])]
+    with pytest.raises(ember.ModelError, match=r"'attention'.*no keys to attend to: key \[1, 2, 0"):
+        ember.compile(_model([attention], qkv, ["y"], {}, 23))
 
 
 def test_a_run_time_result_from_an_empty_operand_is_refused_naming_it() -> None:
