@@ -9,6 +9,8 @@ first step.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -90,6 +92,24 @@ def test_kv_cache_decoder_runs_from_an_empty_past() -> None:
         outputs = compiled.run(inputs)
         assert_close(outputs, onnxruntime_outputs(model, inputs), REL_TOL)
         assert outputs["present_key"].shape == (1, 4, past + 1, 8)
+
+
+def test_kv_cache_artifact_has_a_variant_for_the_empty_past(tmp_path: Path) -> None:
+    # `ember compile --shapes past=0,1,5`: the thin runtime dispatches an empty past too.
+    from ember.runtime.artifact import load
+    from ember.tools.aot import compile_variants
+
+    model = _kv_cache_decoder()
+    onnx.save(model, tmp_path / "decoder.onnx")
+    out = tmp_path / "decoder.ember"
+    compile_variants(
+        tmp_path / "decoder.onnx", out, {"past": [0, 1, 5]}, dim_ranges={"past": (0, 8)}
+    )
+    loaded = load(out, threads=1)
+    for past in (0, 1, 5):
+        shapes = {"x": (1, 4, 1, 8), "past_key": (1, 4, past, 8), "past_value": (1, 4, past, 8)}
+        inputs = _feeds(shapes, seed=10 + past)
+        assert_close(loaded.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
 
 
 def test_input_declared_empty_compiles_statically() -> None:
