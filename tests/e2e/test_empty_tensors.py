@@ -232,6 +232,31 @@ _GRAPHS = {
             "past_v": (1, 2, 0, 4),
         },
     ),
+    "scatters_of_no_updates_are_the_data": (
+        [
+            helper.make_node("ScatterND", ["x", "nd_indices", "nd_updates"], ["a"]),
+            helper.make_node("ScatterElements", ["x", "indices", "updates"], ["b"]),
+        ],
+        _X34,
+        ["a", "b"],
+        {
+            "nd_indices": np.zeros((0, 1), np.int64),
+            "nd_updates": np.zeros((0, 4), np.float32),
+            "indices": np.zeros((0, 4), np.int64),
+            "updates": np.zeros((0, 4), np.float32),
+        },
+        {"x": (3, 4)},
+    ),
+    "hardmax_and_mean_variance_normalization_of_empty_values": (
+        [
+            helper.make_node("Hardmax", ["x"], ["h"], axis=-1),
+            helper.make_node("MeanVarianceNormalization", ["batch"], ["m"]),
+        ],
+        [("x", FLOAT, [3, "n"]), ("batch", FLOAT, ["n", 3, 2, 2])],
+        ["h", "m"],
+        {},
+        {"x": (3, 0), "batch": (0, 3, 2, 2)},
+    ),
     "compress_to_nothing": (
         [helper.make_node("Compress", ["x", "keep"], ["y"], axis=1)],
         _X34,
@@ -319,7 +344,12 @@ def test_undefined_reductions_over_nothing_are_model_errors(
 
 
 def test_what_onnxruntime_refuses_on_empty_axes_is_a_model_error() -> None:
-    # Nothing to reflect (Pad), no key to attend to (Attention): onnxruntime fails on both.
+    # Nothing to reflect (Pad), no key to attend to (Attention), nothing to gather from:
+    # onnxruntime fails on each.
+    gather = helper.make_node("Gather", ["x", "i"], ["y"], name="gather")
+    inputs = [("x", FLOAT, [0, 6]), ("i", TensorProto.INT64, [3])]
+    with pytest.raises(ember.ModelError, match=r"'gather'.*indices \[3\] into axis 0 of size 0"):
+        ember.compile(_model([gather], inputs, ["y"]))
     pad = helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect", name="pad")
     model = _model([pad], [("x", FLOAT, [2, 0])], ["y"], {"pads": _i64(0, 1, 0, 1)}, 18)
     with pytest.raises(ember.ModelError, match="'pad'.*reflect pads 1,1 on axis 1, which is empty"):
@@ -331,16 +361,14 @@ def test_what_onnxruntime_refuses_on_empty_axes_is_a_model_error() -> None:
 
 
 def test_a_run_time_result_from_an_empty_operand_is_refused_naming_it() -> None:
-    # ScatterND of no updates is the data itself; ember has no kernel for empty updates and
-    # says so rather than running one on size 0.
-    nodes = [helper.make_node("ScatterND", ["x", "indices", "updates"], ["y"], name="scatter")]
-    initializers = {
-        "indices": np.zeros((0, 1), np.int64),
-        "updates": np.zeros((0, 4), np.float32),
-    }
-    model = _model(nodes, _X34, ["y"], initializers)
+    # A convolution of no input channels is its bias: with the bias given at run time that
+    # needs a kernel of C = 0, which ember does not run; it says so instead.
+    weight = np.zeros((2, 0, 2, 2), np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")]
+    inputs = [("x", FLOAT, [1, 0, 3, 3]), ("b", FLOAT, [2])]
+    model = _model(nodes, inputs, ["y"], {"w": weight})
     with pytest.raises(ember.UnsupportedOpError) as info:
         ember.compile(model)
     text = str(info.value)
-    assert "ScatterND" in text and "'scatter'" in text
-    assert "of an empty operand (shapes [[3, 4], [0, 1], [0, 4]])" in text
+    assert "Conv" in text and "'conv'" in text
+    assert "of an empty operand (shapes [[1, 0, 3, 3], [2, 0, 2, 2], [2]])" in text
