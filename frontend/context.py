@@ -412,10 +412,18 @@ class ImportContext:
         ):
             return
         shapes = [list(shape_of(v)) for v in flat if v is not None]
+        if not has_evaluator:
+            reason = f"ember cannot compute {op_type.name} at compile time"
+        elif all(isinstance(v, Const | None) for v in flat):
+            reason = (
+                f"its {numpy_eval.result_bytes(result_type)} bytes are over the "
+                f"{limits.FOLD_LIMIT_BYTES} ember computes at compile time"
+            )
+        else:
+            reason = "ember computes such results only at compile time, from constant operands"
         detail = (
             f"{op_type.name} of an empty operand (shapes {shapes}) into a non-empty result "
-            f"{list(result_type.get_shape())}: ember computes such results only at compile time, "
-            "from constant operands"
+            f"{list(result_type.get_shape())}: {reason}"
         )
         if self.node is None:
             raise ModelError(detail)

@@ -372,3 +372,13 @@ def test_a_run_time_result_from_an_empty_operand_is_refused_naming_it() -> None:
     text = str(info.value)
     assert "Conv" in text and "'conv'" in text
     assert "of an empty operand (shapes [[1, 0, 3, 3], [2, 0, 2, 2], [2]])" in text
+
+
+def test_a_result_from_an_empty_operand_over_the_fold_limit_is_refused() -> None:
+    # 100 MB of zeros from a sum over nothing: more than ember folds (limits.FOLD_LIMIT_BYTES).
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0, name="sum")]
+    model = _model(nodes, [("x", FLOAT, [5000, 0, 5000])], ["y"], {"axes": _i64(1)}, 18)
+    with pytest.raises(
+        ember.UnsupportedOpError, match=r"'sum'.*\[5000, 5000\]: its 100000000 bytes"
+    ):
+        ember.compile(model)
