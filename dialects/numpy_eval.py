@@ -271,9 +271,38 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 # Shared array functions (the importer calls these directly with ONNX attributes)
 
 
+def _lowest(dtype: np.dtype) -> object:
+    """The least value of `dtype`: -inf for floats (ReduceMax's value over no elements)."""
+    if dtype.kind == "f":
+        return -np.inf
+    return False if dtype.kind == "b" else np.iinfo(dtype).min
+
+
+def _highest(dtype: np.dtype) -> object:
+    if dtype.kind == "f":
+        return np.inf
+    return True if dtype.kind == "b" else np.iinfo(dtype).max
+
+
 def reduce(x: np.ndarray, kind: str, axes: Sequence[int], keepdims: bool) -> np.ndarray:
-    fn = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}[kind]
-    return np.asarray(fn(x, axis=tuple(axes), keepdims=keepdims)).astype(x.dtype)
+    """ONNX's reductions; over no elements each gives its identity (sum 0, prod 1, max the
+    dtype's least value: -inf for floats, min its greatest), as onnx.reference and onnxruntime
+    do. A mean over no elements is undefined in ONNX (onnxruntime gives 0, onnx.reference NaN):
+    a ModelError."""
+    axes = tuple(axes)
+    if x.size == 0 and kind == "mean" and any(x.shape[a] == 0 for a in axes):
+        raise ModelError(
+            f"ReduceMean over an empty axis of shape {list(x.shape)} (axes {list(axes)}) is "
+            "undefined in ONNX"
+        )
+    if kind in ("max", "min"):
+        initial = (_lowest if kind == "max" else _highest)(x.dtype)
+        fn = np.max if kind == "max" else np.min
+        result = fn(x, axis=axes, keepdims=keepdims, initial=initial)
+    else:
+        fn = {"sum": np.sum, "mean": np.mean, "prod": np.prod}[kind]
+        result = fn(x, axis=axes, keepdims=keepdims)
+    return np.asarray(result).astype(x.dtype)
 
 
 def checked_positions(indices: np.ndarray, size: int, op: str, dim: int) -> np.ndarray:
@@ -424,6 +453,11 @@ def arange(start: np.ndarray, delta: np.ndarray, count: int) -> np.ndarray:
 
 
 def arg_reduce(x: np.ndarray, kind: str, axis: int, last: bool) -> np.ndarray:
+    if x.shape[axis] == 0:
+        # No index to return: onnxruntime and onnx.reference fail too.
+        raise ModelError(
+            f"Arg{kind.capitalize()} along axis {axis} of size 0 (shape {list(x.shape)})"
+        )
     fn = np.argmax if kind == "max" else np.argmin
     if last:
         flipped = np.flip(x, axis)
@@ -587,7 +621,12 @@ def _only(ins: Sequence[np.ndarray | None]) -> np.ndarray:
 
 
 def _unary_evaluator(f: Callable[[np.ndarray], np.ndarray]) -> Evaluator:
-    return lambda props, ins, out: np.asarray(f(_only(ins))).astype(_out_dtype(out))
+    def evaluate(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
+        # IEEE results (log 0 = -inf, sqrt -1 = NaN) are the op's answer, not a warning.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.asarray(f(_only(ins))).astype(_out_dtype(out))
+
+    return evaluate
 
 
 def _binary_evaluator(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Evaluator:

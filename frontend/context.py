@@ -409,23 +409,35 @@ class ImportContext:
         **props: Attribute | None,
     ) -> Value:
         """Add one graph op, or fold it with numpy when its operands are known and the result
-        is small enough (`limits.FOLD_LIMIT_BYTES`); a result too big for memory is refused."""
+        is small enough (`limits.FOLD_LIMIT_BYTES`); a result too big for memory is refused.
+        An empty result is a constant (there is nothing to compute), and so is a result
+        computed from an empty operand (a sum over an empty axis): no kernel sees size 0."""
         flat = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
         if dtype is None:
             dtype = dtype_of(next(v for v in flat if v is not None))
+        if 0 in shape:
+            return Const(np.zeros(tuple(shape), dtype))
         output = self.node.proto.output[0] if self.node and self.node.proto.output else "?"
         self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
         evaluator = numpy_eval.EVALUATORS.get(op_type.name)
+        empty_operand = any(v is not None and 0 in shape_of(v) for v in flat)
+        if empty_operand:
+            self._check_foldable_from_empty(op_type, flat, result_type, evaluator is not None)
         if (
-            self.fold_node
+            (self.fold_node or empty_operand)
             and evaluator
             and all(isinstance(v, Const | None) for v in flat)
             and numpy_eval.foldable_size(result_type)
         ):
             arrays = [None if v is None else v.array for v in flat]  # type: ignore[union-attr]
-            array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
+            try:
+                array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
+            except ModelError as err:
+                if self.node is None:
+                    raise
+                raise self.node.error(str(err)) from err
             return Const(array)
         widens = _FLOAT32_KERNELS.get(op_type)
         if widens is not None and dtype != np.float32:
@@ -444,6 +456,40 @@ class ImportContext:
         )
         self.block.add_op(op)
         return op.results[0]
+
+    def _check_foldable_from_empty(
+        self,
+        op_type: type[IRDLOperation],
+        flat: Sequence[Value | None],
+        result_type: TensorType,
+        has_evaluator: bool,
+    ) -> None:
+        """Refuse a non-empty result computed from an empty operand that cannot fold: ember's
+        kernels are built for sizes of 1 and more (a loop over an empty axis of a reduction
+        or a matmul would never store its identity value)."""
+        if (
+            has_evaluator
+            and all(isinstance(v, Const | None) for v in flat)
+            and numpy_eval.foldable_size(result_type)
+        ):
+            return
+        shapes = [list(shape_of(v)) for v in flat if v is not None]
+        if not has_evaluator:
+            reason = f"ember cannot compute {op_type.name} at compile time"
+        elif all(isinstance(v, Const | None) for v in flat):
+            reason = (
+                f"its {numpy_eval.result_bytes(result_type)} bytes are over the "
+                f"{limits.FOLD_LIMIT_BYTES} ember computes at compile time"
+            )
+        else:
+            reason = "ember computes such results only at compile time, from constant operands"
+        detail = (
+            f"{op_type.name} of an empty operand (shapes {shapes}) into a non-empty result "
+            f"{list(result_type.get_shape())}: {reason}"
+        )
+        if self.node is None:
+            raise ModelError(detail)
+        raise self.node.unsupported(detail)
 
     def _in_float32(
         self,

@@ -251,6 +251,10 @@ class _GraphImporter(ImportContext):
         for arg, info in zip(self.block.args, inputs, strict=True):
             arg.name_hint = ssa_name(info.name)
             self.env[info.name] = arg
+            if 0 in shape_of(arg):
+                # An empty input has no values to read (a KV cache at the first step): the
+                # program still takes it, as the model's signature says, but nothing reads it.
+                self.env[info.name] = Const(np.zeros(shape_of(arg), self._input_dtype(info)))
         for tensor in g.initializer:
             self.env[tensor.name] = Const(self.tensor_array(tensor), tensor.name)
 
@@ -313,23 +317,23 @@ class _GraphImporter(ImportContext):
         tensor = info.type.tensor_type
         if info.name in self.input_shapes:
             shape = tuple(int(d) for d in self.input_shapes[info.name])
-            fixed = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim]
+            fixed = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
             if (
                 len(shape) != len(fixed)
-                or any(d <= 0 for d in shape)
+                or any(d < 0 for d in shape)
                 # A pin may only set symbolic dims: a fixed one was silently overridden.
-                or any(f > 0 and f != d for f, d in zip(fixed, shape))
+                or any(f is not None and f >= 0 and f != d for f, d in zip(fixed, shape))
             ):
                 raise ModelError(
                     f"input_shapes['{info.name}'] = {list(shape)} does not fit the input's "
-                    f"declared dims {[f if f > 0 else '?' for f in fixed]}"
+                    f"declared dims {['?' if f is None or f < 0 else f for f in fixed]}"
                 )
         else:
             if not tensor.HasField("shape"):
                 raise ModelError(f"graph input '{info.name}' has no shape; pass input_shapes")
             shape = ()
             for axis, dim in enumerate(tensor.shape.dim):
-                if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                if not dim.HasField("dim_value") or dim.dim_value < 0:
                     label = dim.dim_param or "?"
                     raise ModelError(
                         f"graph input '{info.name}' has dynamic dimension '{label}' at axis "

@@ -546,7 +546,7 @@ def read_variants_document(document: dict[str, Any], where: str) -> VariantsMani
                 if dim.value is None or isinstance(dim.value, str):
                     dims.append(dim.value if dim.value is None else dim.as_str())
                 else:
-                    dims.append(dim.as_int(1))
+                    dims.append(dim.as_int(0))
         dtype = entry["dtype"]
         if dtype.value not in DTYPE_BYTES:
             dtype.fail(f"one of ember's dtypes ({', '.join(sorted(DTYPE_BYTES))})")
@@ -555,14 +555,14 @@ def read_variants_document(document: dict[str, Any], where: str) -> VariantsMani
     ranges = {}
     for dim, bounds in fields["dim_ranges"].as_dict().items():
         pair = Field(bounds, where, f"dim_ranges.{dim}")
-        low, high = (b.as_int(1) for b in pair.as_list(2))
+        low, high = (b.as_int(0) for b in pair.as_list(2))
         if low > high:
             pair.fail("[smallest, largest] with smallest <= largest")
         ranges[dim] = (low, high)
     variants = []
     for entry in fields["variants"].as_list(MAX_VARIANTS):
         directory = entry["directory"].as_str(_VARIANT_DIRECTORY)
-        sizes = {k: entry["dims"][k].as_int(1) for k in entry["dims"].as_dict()}
+        sizes = {k: entry["dims"][k].as_int(0) for k in entry["dims"].as_dict()}
         variants.append((directory, sizes))
     if not variants:
         fields["variants"].fail("a non-empty array")

@@ -9,7 +9,7 @@ an InputError naming the input, the dim and the sizes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ember.runtime.errors import InputError
 
@@ -49,12 +49,11 @@ def check_input_shapes(
     pinned: Mapping[str, Sequence[int]] | None = None,
     named: Mapping[str, int] | None = None,
     ranges: DimRanges | None = None,
-    allow_empty: Collection[str] = (),
 ) -> None:
     """InputError unless the arrays' `shapes` fit the `declared` (name, dims) inputs, the
     `pinned` shapes, the `named` dims' pinned sizes, their `ranges` and each other (inputs
-    sharing a named dim must give it the same size). Sizes of 0 are refused except in the
-    inputs named in `allow_empty`. Inputs absent from `shapes` are not checked."""
+    sharing a named dim must give it the same size); a size of 0 is a size like any other.
+    Inputs absent from `shapes` are not checked."""
     pinned = pinned or {}
     named = named or {}
     ranges = ranges or {}
@@ -66,11 +65,6 @@ def check_input_shapes(
         if name in pinned and shape != tuple(pinned[name]):
             raise InputError(
                 f"input '{name}': expected shape {list(pinned[name])} (pinned), given {list(shape)}"
-            )
-        if name not in allow_empty and any(size < 1 for size in shape):
-            raise InputError(
-                f"{_expected(name, dims)}, given {list(shape)}: ember compiles sizes of 1 and more "
-                "(empty tensors are not supported)"
             )
         if dims is None:
             continue

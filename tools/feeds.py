@@ -151,8 +151,11 @@ def model_input_specs(
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
-        shape = tuple(input_shapes.get(value.name) or (d.dim_value for d in tensor.shape.dim))
-        if any(d <= 0 for d in shape):
+        given = input_shapes.get(value.name)
+        # A declared dim_value of 0 is an empty dim; a dim_param (or a negative size) is not.
+        declared = (d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+        shape = tuple(declared if given is None else given)
+        if any(d < 0 for d in shape):
             raise ValueError(
                 f"input '{value.name}' has a symbolic shape {list(shape)}; give it with --input"
             )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import operator
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -69,10 +69,11 @@ def _declared_dims(info: onnx.ValueInfoProto) -> tuple[Dim, ...] | None:
     tensor = info.type.tensor_type
     if not tensor.HasField("shape"):
         return None
-    # Like the importer, a dim_value <= 0 (exporters write -1) counts as unknown.
+    # Like the importer, a negative dim_value (exporters write -1) counts as unknown; a 0 is
+    # a fixed empty size, as in onnxruntime.
     return tuple(
         d.dim_value
-        if d.HasField("dim_value") and d.dim_value > 0
+        if d.HasField("dim_value") and d.dim_value >= 0
         else (d.dim_param if d.HasField("dim_param") and d.dim_param else None)
         for d in tensor.shape.dim
     )
@@ -196,8 +197,8 @@ def check_pin(info: InputSignature, sizes: tuple[int, ...], shown: str) -> None:
         raise ModelError(f"{shown} has rank {len(sizes)}, but {declared} has rank {len(info.dims)}")
     for axis, size in enumerate(sizes):
         dim = info.dims[axis] if info.dims is not None else None
-        if size <= 0:
-            raise ModelError(f"{shown}: sizes must be positive ({declared})")
+        if size < 0:
+            raise ModelError(f"{shown}: sizes must not be negative ({declared})")
         if isinstance(dim, int) and size != dim:
             raise ModelError(f"{shown} contradicts {declared}: axis {axis} is fixed at {dim}")
 
@@ -231,10 +232,10 @@ def check_dim_ranges(
             raise ModelError(
                 f"dynamic_dims['{dim}'] = {bounds!r}: expected (smallest, largest) integer sizes"
             ) from None
-        if not 1 <= low <= high:
+        if not 0 <= low <= high:
             raise ModelError(
                 f"dynamic_dims['{dim}'] = ({low}, {high}): sizes must satisfy "
-                "1 <= smallest <= largest"
+                "0 <= smallest <= largest"
             )
         checked[dim] = (low, high)
     return checked
@@ -254,8 +255,8 @@ def pin(
     pinning = Pinning(signature, ranges=check_dim_ranges(signature, dim_ranges))
     for dim, size in (dim_sizes or {}).items():
         _check_dim_name(signature, dim, "the dim sizes")
-        if size < 1:
-            raise ModelError(f"dim '{dim}' = {size}: sizes must be positive")
+        if size < 0:
+            raise ModelError(f"dim '{dim}' = {size}: sizes must not be negative")
         check_in_range(pinning.ranges, dim, size, f"pinning dim '{dim}' to {size}", ModelError)
         pinning.named[dim] = size
     given = dict(input_shapes or {})
@@ -431,18 +432,15 @@ def check_run_shapes(
     signature: ModelSignature,
     shapes: Mapping[str, tuple[int, ...]],
     pinning: Pinning | None = None,
-    allow_empty: Collection[str] = (),
 ) -> None:
     """InputError unless the arrays' `shapes` fit the declared dims, the pins, the dims'
-    ranges and each other (runtime/dims.py). Sizes of 0 are refused except in the inputs named
-    in `allow_empty` (a SpecializingModel compiles an empty integer input in as a constant)."""
+    ranges and each other (runtime/dims.py)."""
     check_input_shapes(
         [(i.name, i.dims) for i in signature.inputs if not i.dtype_only],
         shapes,
         pinned=pinning.shapes if pinning is not None else None,
         named=pinning.named if pinning is not None else None,
         ranges=pinning.ranges if pinning is not None else None,
-        allow_empty=allow_empty,
     )
 
 
@@ -558,8 +556,8 @@ def parse_dim_sizes(text: str) -> tuple[str, tuple[int, ...]]:
         raise argparse.ArgumentTypeError(
             f"'{text}': expected DIM=SIZE,SIZE,..., e.g. batch=1,4,16"
         ) from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"'{text}': sizes must be positive")
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}': sizes must not be negative")
     return name, values
 
 

@@ -254,12 +254,6 @@ class SpecializingModel:
         # the importer's RuntimeOperandError, here or at the first compile that raises one.
         self._value_inputs: tuple[str, ...] = ()
         self._learning = threading.Lock()
-        # Integer inputs, in input order: the ones that may be given empty (see _key).
-        self._integer_inputs = tuple(
-            i.name
-            for i in self._signature.inputs
-            if i.dtype is not None and numpy_dtype(i.dtype).kind in "iu"
-        )
         if value_inputs is not None and not self._learn_value_inputs(value_inputs):
             raise value_inputs
         self._options = {
@@ -337,7 +331,7 @@ class SpecializingModel:
         """The CompiledModel for these input shapes ({name: shape}), compiling it if needed;
         `values` gives the arrays of the value-specialised inputs (`value_inputs`)."""
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
-        check_run_shapes(self._signature, shapes, self._pinning, allow_empty=self._integer_inputs)
+        check_run_shapes(self._signature, shapes, self._pinning)
         while True:
             known = self._value_inputs  # one snapshot per key: other runs may learn more
             key = self._key(shapes, values or {}, known)
@@ -355,21 +349,17 @@ class SpecializingModel:
         values: Mapping[str, np.ndarray],
         value_inputs: tuple[str, ...],
     ) -> tuple[ShapeKey, ValueKey]:
-        # An empty integer input (axes=[], pads, ...: an operand, not data) has no values,
-        # its shape is all there is, and no program argument can be empty: it is a constant
-        # of its variant, like a value-specialised one. Empty data stays refused.
-        empty = [
-            name
-            for name in self._integer_inputs
-            if name not in value_inputs and 0 in shapes.get(name, (1,))
-        ]
-        constants = [*value_inputs, *empty]
+        # An empty input (axes=[], a KV cache's first step) is a program argument with no
+        # values: the importer compiles it in as an empty constant, so its shape is its key.
+        empty = [name for name in value_inputs if 0 in shapes.get(name, (1,))]
         # Inputs that only give their dtype (CastLike) are no program argument: shape-free.
         names = [
-            i.name for i in self._signature.inputs if not i.dtype_only and i.name not in constants
+            i.name
+            for i in self._signature.inputs
+            if not i.dtype_only and i.name not in value_inputs
         ]
         value_key = []
-        for name in constants:
+        for name in value_inputs:
             if name in empty and name not in values:
                 values = {**values, name: np.zeros(shapes[name], self._dtype_of(name))}
             if name not in values:

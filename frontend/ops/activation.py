@@ -99,6 +99,8 @@ def _softmax(imp: ImportContext, node: Node) -> Sequence[Value]:
 def _hardmax(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     shape = shape_of(x)
+    if 0 in shape:  # nothing to pick a maximum from (an ArgMax over no elements is an error)
+        return [x]
     if node.opset < 13:  # coerced to 2-D at `axis`, as Softmax was
         axis = normalize_axis(node, node.attrs.get("axis", 1), len(shape))
         rows = [math.prod(shape[:axis]), math.prod(shape[axis:])]

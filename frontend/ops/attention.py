@@ -67,6 +67,9 @@ def _attention(imp: ImportContext, node: Node) -> Sequence[Value]:
     present_k, present_v = k, v
     batch, q_heads, q_len, head = shape_of(q)
     kv_heads, kv_len = shape_of(k)[1], shape_of(k)[2]
+    if kv_len == 0 and batch * q_heads * q_len > 0:
+        # A softmax over no keys is undefined (onnxruntime and onnx.reference fail too).
+        raise node.error(f"no keys to attend to: key {list(shape_of(k))} (sequence length 0)")
     past = shape_of(past_k)[2] if past_k is not None else 0
 
     # One additive bias [.., q_len, kv_len]: the mask, then causal/window limits (constants).

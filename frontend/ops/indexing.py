@@ -36,6 +36,10 @@ def _gather(imp: ImportContext, node: Node) -> Sequence[Value]:
     if dtype_of(indices).kind not in "iu":
         raise node.error("indices must be an integer tensor")
     out = [*shape[:axis], *shape_of(indices), *shape[axis + 1 :]]
+    if shape[axis] == 0 and math.prod(out) > 0:
+        raise node.error(
+            f"indices {list(shape_of(indices))} into axis {axis} of size 0 (data {list(shape)})"
+        )
     return [imp.emit(graph.GatherOp, [data, indices], out, axis=i64_attr(axis))]
 
 
@@ -77,6 +81,8 @@ def _scatter_elements(imp: ImportContext, node: Node) -> Sequence[Value]:
         or any(k != axis and i[k] > d[k] for k in range(rank))
     ):
         raise node.error(f"indices {i} / updates {shape_of(updates)} do not fit data {d}")
+    if 0 in i:  # no updates: the data as it is
+        return [data]
     return [
         imp.emit(
             graph.ScatterElementsOp,
@@ -109,6 +115,8 @@ def _scatter_nd(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.error(f"indices {i} and updates {u} do not fit data {d}")
     if reduction not in graph.ScatterElementsOp.REDUCTIONS:
         raise node.unsupported(f"reduction '{reduction}'")
+    if 0 in i[:-1]:  # no updates: the data as it is
+        return [data]
     return [
         imp.emit(graph.ScatterNDOp, [data, indices, updates], d, reduction=StringAttr(reduction))
     ]
@@ -145,8 +153,6 @@ def _compress(imp: ImportContext, node: Node) -> Sequence[Value]:
         axis = 0
     axis = normalize_axis(node, int(axis), len(shape_of(x)))
     keep = np.flatnonzero(condition.reshape(-1)[: shape_of(x)[axis]])
-    if keep.size == 0:
-        raise node.unsupported("Compress with an empty result")
     return [imp.gather_axis(x, axis, keep)]
 
 

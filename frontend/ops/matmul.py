@@ -20,6 +20,7 @@ from ember.frontend.context import (
     dtype_of,
     f32_attr,
     i64_attr,
+    scalar,
     shape_of,
 )
 from ember.frontend.registry import converts
@@ -39,6 +40,11 @@ def _gemm(imp: ImportContext, node: Node) -> Sequence[Value]:
     # C broadcasts to (M, N) one way only: [3, 1] against (1, 3) would widen the output.
     if c is not None and not graph.broadcasts_to(shape_of(c), (m, n)):
         raise node.error(f"C {shape_of(c)} does not broadcast to {(m, n)}")
+    if k == 0 and m * n > 0:
+        # alpha * A @ B sums no products: the result is beta * C (or zeros), no kernel of K=0.
+        beta = node.attrs.get("beta", 1.0)
+        term = scalar(0.0, a) if c is None else imp.binary(node, graph.MulOp, c, scalar(beta, c))
+        return [term if shape_of(term) == (m, n) else imp.emit(graph.ExpandOp, [term], [m, n])]
     return [
         imp.emit(
             graph.GemmOp,

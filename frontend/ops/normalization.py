@@ -122,6 +122,8 @@ def _mvn(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     rank = len(shape_of(x))
     axes = [normalize_axis(node, a, rank) for a in node.attrs.get("axes", [0, 2, 3])]
+    if 0 in shape_of(x):  # an empty result (its mean over no elements is never needed)
+        return [x]
     centered, variance = _moments(imp, node, x, axes)
     return [imp.binary(node, graph.MulOp, centered, _inv_std(imp, node, variance, 1e-9))]
 

@@ -163,7 +163,7 @@ def _top_k(imp: ImportContext, node: Node) -> Sequence[Value]:
         k_in = imp.constant(node, 1, "K")
         assert k_in is not None
         k = int(k_in.reshape(-1)[0])
-    if not 1 <= k <= shape[axis]:
+    if not 0 <= k <= shape[axis]:
         raise node.unsupported(f"k = {k} for an axis of {shape[axis]}")
     out = [k if d == axis else n for d, n in enumerate(shape)]
     largest = node.attrs.get("largest", 1)

@@ -170,8 +170,6 @@ def _slice_op(imp: ImportContext, node: Node) -> Sequence[Value]:
             for f, s, c in zip(first, stride, count)
         )
         return [Const(data.array[index])]
-    if 0 in count:
-        raise node.unsupported(f"Slice with an empty result {count}")
     return [imp.slice(data, first, stride, count)]
 
 
@@ -194,8 +192,6 @@ def _split(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.error(f"split sizes {sizes} do not add up to {shape[axis]} along {axis}")
     results, start = [], 0
     for size in sizes:
-        if size == 0:
-            raise node.unsupported("Split with an empty output")
         results.append(imp.slice_axis(x, axis, start, size))
         start += size
     return results
@@ -337,17 +333,20 @@ def _pad(imp: ImportContext, node: Node) -> Sequence[Value]:
         size = shape_of(x)[axis]
         if before == 0 and after == 0:
             continue
+        if mode != "constant" and size == 0:
+            # onnxruntime fails too: there is no element to repeat.
+            raise node.error(f"{mode} pads {before},{after} on axis {axis}, which is empty")
         if mode == "reflect" and (before >= size or after >= size) and size > 1:
             raise node.error(f"reflect pads {before},{after} exceed axis {axis} of {size}")
-        if mode == "reflect" and size == 1:
-            mode = "edge"  # reflecting one element repeats it
-        if mode == "constant":
+        # Reflecting one element repeats it (for this axis only).
+        axis_mode = "edge" if mode == "reflect" and size == 1 else mode
+        if axis_mode == "constant":
             x = pad_constant(imp, x, axis, before, after, value)
         elif before + after <= size:
-            x = imp.gather_axis(x, axis, _pad_indices(mode, size, before, after))
+            x = imp.gather_axis(x, axis, _pad_indices(axis_mode, size, before, after))
         # Wider pads would make the index table grow with them: edges are broadcast, wraps
         # are a slice of the axis tiled.
-        elif mode == "edge":
+        elif axis_mode == "edge":
             x = _pad_edge(imp, x, axis, before, after)
         else:
             x = _pad_wrap(imp, x, axis, before, after)

@@ -158,19 +158,15 @@ def _dropout(imp: ImportContext, node: Node) -> Sequence[Value]:
             "is_test 0 (the default before opset 7) asks for training-mode dropout, which is "
             "random: ember compiles inference, set is_test=1"
         )
-    if node.opset >= 12 and imp.input(node, 2) is not None:
-        training = imp.input(node, 2)
-        if not isinstance(training, Const):
+    # Both through constant(): given at run time they are value-specialised (the model is
+    # compiled per value, tools/specialize.py), so a run-time training_mode=false still runs.
+    training = imp.constant(node, 2, "training_mode") if node.opset >= 12 else None
+    if training is not None and bool(training.reshape(-1)[0]):
+        ratio = imp.constant(node, 1, "ratio")
+        drop = 0.5 if ratio is None else float(ratio.reshape(-1)[0])
+        if drop != 0.0:
             raise node.unsupported(
-                "training_mode (input #2) given at run time: ember compiles inference and "
-                "training-mode dropout is random, so training_mode must be a compile-time constant"
-            )
-        ratio = imp.input(node, 1)
-        drop = 0.5 if ratio is None else ratio.array if isinstance(ratio, Const) else None
-        if bool(training.array) and (drop is None or float(drop) != 0.0):
-            given = "given at run time" if drop is None else f"{float(drop):g}"
-            raise node.unsupported(
-                f"training_mode true with ratio {given}: random dropout is not supported "
+                f"training_mode true with ratio {drop:g}: random dropout is not supported "
                 "(ember compiles inference; only ratio 0, which drops nothing, is)"
             )
     # The mask has the data's type before opset 10 and is bool from then on.

@@ -402,6 +402,10 @@ def _dropout_model(opset: int, constants: dict[str, np.ndarray], runtime: list[s
         (13, {"ratio": np.array(0.3, np.float32)}, []),
         (13, {"training_mode": np.array(False)}, ["ratio"]),
         (22, {"ratio": np.array(0.0, np.float32), "training_mode": np.array(True)}, []),
+        # Given at run time (ratio 0, training_mode true): compiled for their values.
+        (22, {"training_mode": np.array(True)}, ["ratio"]),
+        (22, {"ratio": np.array(0.0, np.float32)}, ["training_mode"]),
+        (22, {}, ["ratio", "training_mode"]),
     ],
 )
 def test_dropout_in_inference_is_identity_with_all_true_mask(
@@ -432,19 +436,17 @@ def test_dropout_before_opset_7_needs_is_test() -> None:
             [],
             "training_mode true with ratio 0.75",
         ),
-        ({"training_mode": np.array(True)}, ["ratio"], "ratio given at run time"),
-        (
-            {"ratio": np.array(0.0, np.float32)},
-            ["training_mode"],
-            "training_mode (input #2) given at run time",
-        ),
+        # training_mode true given at run time, ratio the default 0.5.
+        ({}, ["training_mode"], "training_mode true with ratio 0.5"),
     ],
 )
 def test_training_mode_dropout_is_refused(
     constants: dict[str, np.ndarray], runtime: list[str], detail: str
 ) -> None:
     """Training-mode dropout drops random elements: refused, never run as the identity."""
-    model, _ = _dropout_model(22, constants, runtime)
-    with pytest.raises(ember.UnsupportedOpError, match="Dropout") as info:
-        ember.compile(model)
-    assert detail in str(info.value) and "opset 22" in str(info.value)
+    model, feeds = _dropout_model(22, constants, runtime)
+    with pytest.raises(ember.EmberError) as info:
+        ember.compile(model).run(feeds)
+    error = info.value if isinstance(info.value, ember.UnsupportedOpError) else info.value.__cause__
+    assert isinstance(error, ember.UnsupportedOpError)
+    assert detail in str(error) and "Dropout" in str(error) and "opset 22" in str(error)

@@ -105,6 +105,19 @@ def test_pad_with_a_fill_value_computed_at_run_time() -> None:
     _check(model, {"x": x, "fill": np.array(-2.5, np.float32)})
 
 
+def test_reflect_pad_of_a_size_1_axis_reflects_the_next_axis() -> None:
+    # Regression: reflecting an axis of one element (an edge pad) turned the following axes'
+    # reflect pads into edge pads too. onnxruntime refuses size-1 reflects: onnx.reference.
+    from onnx.reference import ReferenceEvaluator
+
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")
+    model = _model([node], [("x", F, [1, 5])], ["y"], {"pads": _i64(1, 2, 1, 2)})
+    x = np.arange(5, dtype=np.float32).reshape(1, 5)
+    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ember.compile(model).run({"x": x})["y"], expected)
+    assert expected[0].tolist() == [2, 1, 0, 1, 2, 3, 4, 3, 2]
+
+
 def test_compress_center_crop_pad_and_eye_like() -> None:
     n = helper.make_node
     nodes = [

@@ -260,7 +260,7 @@ def test_dim_ranges_refuse_sizes_outside_them_before_compiling() -> None:
     ("options", "message"),
     [
         ({"dynamic_dims": {"bogus": (1, 2)}}, "names dim 'bogus', which no input"),
-        ({"dynamic_dims": {"batch": (3, 2)}}, r"1 <= smallest <= largest"),
+        ({"dynamic_dims": {"batch": (3, 2)}}, r"0 <= smallest <= largest"),
         (
             {"dynamic_dims": {"batch": (1, 4)}, "input_shapes": {"x": [9, 3]}},
             r"input_shapes\['x'\] = \[9, 3\] \(axis 0\): dim 'batch' is 9, outside its range",

@@ -81,6 +81,12 @@ class LowerKernelsToLoops(ModulePass):
         for kernel_op in list(fn.body.block.ops):
             if isinstance(kernel_op, kernel.ReshapeOp):
                 self._lower_reshape(kernel_op)
+            elif isinstance(kernel_op, kernel.COMPUTE_OPS) and all(
+                0 in shape_of(v) for v in kernel_op.operands
+            ):
+                # Only empty buffers (an empty graph output's copy): nothing to read or write.
+                kernel_op.detach()
+                kernel_op.erase()
             elif isinstance(kernel_op, kernel.COMPUTE_OPS):
                 assert isinstance(kernel_op, IRDLOperation)
                 if len(kernel_op.operands) > kernel.MAX_OPERANDS:
