@@ -34,7 +34,12 @@ from ember.frontend.registry import converts
 def _global_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     kind = "mean" if node.op_type == "GlobalAveragePool" else "max"
-    return [imp.reduce(node, x, kind, list(range(2, len(shape_of(x)))), True)]
+    spatial = list(range(2, len(shape_of(x))))
+    if any(shape_of(x)[axis] == 0 for axis in spatial):
+        # A reduction's identity (-inf, or 0/0) is no pooled value: onnxruntime and the ONNX
+        # reference both fail here.
+        raise node.error(f"pools an empty spatial area (input shape {list(shape_of(x))})")
+    return [imp.reduce(node, x, kind, spatial, True)]
 
 
 def _pool2d(

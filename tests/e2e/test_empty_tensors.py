@@ -382,3 +382,18 @@ def test_a_result_from_an_empty_operand_over_the_fold_limit_is_refused() -> None
         ember.UnsupportedOpError, match=r"'sum'.*\[5000, 5000\]: its 100000000 bytes"
     ):
         ember.compile(model)
+
+
+@pytest.mark.parametrize("op_type", ["GlobalMaxPool", "GlobalAveragePool"])
+def test_global_pool_over_an_empty_area_is_refused(op_type: str) -> None:
+    # onnxruntime and onnx.reference both fail; the reduction's identity (-inf) is no answer.
+    node = helper.make_node(op_type, ["x"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 0, 0])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ember.ModelError, match="empty spatial area"):
+        ember.compile(model)
