@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 import ember
+from ember.core.target import named_target
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools import model_zoo
 from ember.tools.symbolic_zoo import bert_with_symbolic_shapes
@@ -26,9 +27,26 @@ def bert() -> onnx.ModelProto:
     )
 
 
-@pytest.mark.parametrize("batch", [1, 3, 8])
-def test_bert_batches_match_onnxruntime(bert: onnx.ModelProto, batch: int) -> None:
-    compiled = ember.compile(bert, threads=1, input_shapes={"input_ids": (batch, SEQ)})
+@pytest.mark.parametrize(
+    "batch,target,checks",
+    [
+        (1, None, False),
+        (3, None, False),
+        (8, None, False),
+        (3, "x86-64-v3", False),  # the AVX2 6x16 tile
+        (3, None, True),  # bounds-checked accesses through the folded views
+    ],
+)
+def test_bert_batches_match_onnxruntime(
+    bert: onnx.ModelProto, batch: int, target: str | None, checks: bool
+) -> None:
+    compiled = ember.compile(
+        bert,
+        threads=1,
+        input_shapes={"input_ids": (batch, SEQ)},
+        target=named_target(target, threads=1) if target else None,
+        checks=checks,
+    )
     ids = np.random.default_rng(batch).integers(0, 100, size=(batch, SEQ), dtype=np.int64)
     feeds = {"input_ids": ids}
     assert_close(compiled.run(feeds), onnxruntime_outputs(bert, feeds), rel=1e-4)
