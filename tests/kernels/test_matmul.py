@@ -265,3 +265,67 @@ def test_matmul_ir_k_blocked() -> None:
         CHECK: vector.store
         """,
     )
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
+@pytest.mark.parametrize(
+    "a_shape,bias_shape",
+    [
+        ((3, 17, 40), (21,)),  # odd batch, M tail: the rows of all batches form one GEMM
+        ((2, 3, 5, 40), (1, 1, 21)),  # two batch dims, a bias with unit leading dims
+        ((3, 5, 40), (3, 1, 21)),  # a per-batch bias: not folded
+        ((3, 5, 40), (5, 21)),  # a per-row bias: not folded
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matmul_batch_folded_into_m(
+    a_shape: tuple[int, ...], bias_shape: tuple[int, ...], packed: bool, threads: int
+) -> None:
+    run_matmul(
+        a_shape,
+        (40, 21),
+        packed=packed,
+        bias=True,
+        bias_shape=bias_shape,
+        residual=True,
+        activation="gelu",
+        threads=threads,
+    )
+
+
+def test_matmul_ir_batch_folded_into_m() -> None:
+    """[8, 64, K] @ packed [K, N]: A, C and the residual are viewed as [512, K] / [512, N]
+    and the parallel units are panels of the 512-row GEMM (no batch coordinate in the
+    tile addressing). A batched B keeps the per-batch loop."""
+    target = named_target("x86-64-v4", threads=1)
+    packed, layout = pack_matmul_weight(np.zeros((48, 64), np.float32), target)
+    block = Block(
+        arg_types=[
+            MemRefType(f32, (8, 64, 48)),
+            MemRefType(f32, packed.shape),
+            MemRefType(f32, (64,)),
+            MemRefType(f32, (8, 64, 64)),
+            MemRefType(f32, (8, 64, 64)),
+        ]
+    )
+    op = matmul_op(layout, True, True, None)(list(block.args))
+    fn = lowering_for(op)(op, target, "mm")
+    ModuleOp([fn]).verify()
+    assert_filecheck(
+        str(fn),
+        """
+        CHECK: memref.reinterpret_cast %0 {{.*}} to memref<512x48xf32>
+        CHECK: memref.reinterpret_cast %4 {{.*}} to memref<512x64xf32>
+        CHECK: memref.reinterpret_cast %3 {{.*}} to memref<512x64xf32>
+        CHECK-NOT: memref<8x64x48xf32>
+        CHECK: scf.parallel
+        CHECK: memref.load {{.*}} : memref<512x48xf32>
+        """,
+    )
+    assert fn.attributes["ember.kernel_summary"].data.startswith("matmul (8x64)x48 @ 48x64")
+
+    plain = Block(arg_types=[MemRefType(f32, (8, 64, 48)), MemRefType(f32, (8, 48, 64))])
+    out = Block(arg_types=[MemRefType(f32, (8, 64, 64))]).args[0]
+    batched = matmul_op("plain", False, False, None)([*plain.args, out])
+    batched_ir = str(lowering_for(batched)(batched, target, "mm"))
+    assert "reinterpret_cast" not in batched_ir
