@@ -24,7 +24,7 @@ import operator
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -461,9 +461,15 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-class _InputShapeAction(argparse.Action):
-    """Collects repeated --input-shape flags into {name: [sizes]}; an input given twice with
-    different shapes is a usage error."""
+class _KeyedAction(argparse.Action):
+    """Collects repeated NAME=VALUE flags into {name: value}; a name given twice with
+    different values is a usage error (`what` names the key in the message)."""
+
+    what = "name"
+
+    @staticmethod
+    def convert(value: Any) -> Any:
+        return value
 
     def __call__(
         self,
@@ -472,12 +478,20 @@ class _InputShapeAction(argparse.Action):
         value: object,
         option_string: str | None = None,
     ) -> None:
-        name, shape = value  # type: ignore[misc]
-        shapes = dict(getattr(namespace, self.dest) or {})  # a copy: never the shared default
-        if name in shapes and shapes[name] != list(shape):
-            parser.error(f"--input-shape gives '{name}' twice: {shapes[name]} and {list(shape)}")
-        shapes[name] = list(shape)
-        setattr(namespace, self.dest, shapes)
+        name, parsed = value  # type: ignore[misc]
+        parsed = self.convert(parsed)
+        collected = dict(getattr(namespace, self.dest) or {})  # a copy: never the shared default
+        if name in collected and collected[name] != parsed:
+            parser.error(
+                f"{option_string} gives {self.what} '{name}' twice: {collected[name]} and {parsed}"
+            )
+        collected[name] = parsed
+        setattr(namespace, self.dest, collected)
+
+
+class _InputShapeAction(_KeyedAction):
+    what = "input"
+    convert = staticmethod(list)
 
 
 def add_input_shape_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -561,22 +575,8 @@ def parse_dim_sizes(text: str) -> tuple[str, tuple[int, ...]]:
     return name, values
 
 
-class _DimAction(argparse.Action):
-    """Collects repeated DIM=... flags into {dim: value}; a dim given twice is a usage error."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        value: object,
-        option_string: str | None = None,
-    ) -> None:
-        name, parsed = value  # type: ignore[misc]
-        collected = dict(getattr(namespace, self.dest) or {})
-        if name in collected:
-            parser.error(f"{option_string} gives dim '{name}' twice")
-        collected[name] = parsed
-        setattr(namespace, self.dest, collected)
+class _DimAction(_KeyedAction):
+    what = "dim"
 
 
 def add_dim_range_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -180,6 +180,23 @@ def _contraction(producer: object, weights: WeightStore) -> _Contraction | None:
     )
 
 
+def _output_quantization(
+    op: graph.QuantizeLinearOp, weights: WeightStore
+) -> tuple[np.dtype, np.ndarray, np.ndarray, Operation | None, bool] | None:
+    """(output dtype, scale, zero point, producer, relu) of an 8-bit QuantizeLinear with a
+    positive float32 scalar scale; a Relu used only by it is looked through (relu=True)."""
+    out_dtype = _dtype_of(op.output)
+    y_scale, y_zero = _scalar(op.scale, weights), _scalar(op.zero_point, weights)
+    if out_dtype not in _EIGHT_BIT or y_scale is None or y_zero is None:
+        return None
+    if y_scale.dtype != np.float32 or not (np.isfinite(y_scale) and y_scale > 0):
+        return None
+    producer, relu = op.input.owner, False
+    if isinstance(producer, graph.ReluOp) and only_user(producer.output) is op:
+        producer, relu = producer.input.owner, True
+    return out_dtype, y_scale, y_zero, producer if isinstance(producer, Operation) else None, relu
+
+
 @dataclass
 class QuantizeContraction(RewritePattern):
     weights: WeightStore
@@ -187,15 +204,10 @@ class QuantizeContraction(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: graph.QuantizeLinearOp, rewriter: PatternRewriter) -> None:
         w = self.weights
-        out_dtype = _dtype_of(op.output)
-        y_scale, y_zero = _scalar(op.scale, w), _scalar(op.zero_point, w)
-        if out_dtype not in _EIGHT_BIT or y_scale is None or y_zero is None:
+        quantized = _output_quantization(op, w)
+        if quantized is None:
             return
-        if y_scale.dtype != np.float32 or not (np.isfinite(y_scale) and y_scale > 0):
-            return
-        producer, relu = op.input.owner, False
-        if isinstance(producer, graph.ReluOp) and only_user(producer.output) is op:
-            producer, relu = producer.input.owner, True
+        out_dtype, y_scale, y_zero, producer, relu = quantized
         if not isinstance(producer, graph.ConvOp | graph.MatMulOp | graph.GemmOp):
             return
         if not producer.output.has_one_use() or _dtype_of(producer.output) != np.float32:
@@ -291,15 +303,10 @@ class FuseQuantizedResidual(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: graph.QuantizeLinearOp, rewriter: PatternRewriter) -> None:
         w = self.weights
-        out_dtype = _dtype_of(op.output)
-        y_scale, y_zero = _scalar(op.scale, w), _scalar(op.zero_point, w)
-        if out_dtype not in _EIGHT_BIT or y_scale is None or y_zero is None:
+        quantized = _output_quantization(op, w)
+        if quantized is None:
             return
-        if y_scale.dtype != np.float32 or not (np.isfinite(y_scale) and y_scale > 0):
-            return
-        add, relu = op.input.owner, False
-        if isinstance(add, graph.ReluOp) and only_user(add.output) is op:
-            add, relu = add.input.owner, True
+        out_dtype, y_scale, y_zero, add, relu = quantized
         if not isinstance(add, graph.AddOp) or not add.output.has_one_use():
             return
         shape = graph.shape_of(add.output)

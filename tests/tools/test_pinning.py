@@ -231,7 +231,7 @@ def test_cli_compile_pins_and_refuses_unpinned(
     assert "--input-shape x=1x1" in err
     with pytest.raises(SystemExit):
         main([*argv, "--input-shape", "x=2x3", "--input-shape", "x=4x3"])
-    assert "gives 'x' twice" in capsys.readouterr().err
+    assert "gives input 'x' twice" in capsys.readouterr().err
 
 
 def test_cli_run_pins_from_flags_or_from_the_input_arrays(
