@@ -1389,6 +1389,9 @@ class QConvOp(IRDLOperation):
     `clamp(round_half_even(((q - output_zero_point) * conv_scale + (residual -
     residual_zero_point) * residual_scale) / sum_scale) + sum_zero_point, sum_min, sum_max)`
     in the result's 8-bit type (`residual_params`).
+
+    With an int32 output (no residual) there is no requantize: the result is acc + offset[c]
+    itself (MatMulInteger; quantize-ops subtracts a run-time input zero point after it).
     """
 
     name = "graph.qconv"
