@@ -10,6 +10,7 @@ from xdsl.parser import Parser
 
 from ember.dialects.weights import WeightStore, make_context
 from ember.passes.transforms.dce import DeadCodeElimination
+from ember.passes.transforms.fold_constants import FoldConstants
 from ember.passes.transforms.quantize_ops import QuantizeOps
 from ember.tests.filecheck_util import assert_filecheck
 
@@ -303,3 +304,20 @@ def test_matmul_integer_with_a_scaled_weight_stays_in_float() -> None:
     # Not MatMulInteger: a dequantized weight with scale != 1 is a float product.
     text, _ = _run(_matmul_integer_ir(), _matmul_integer_weights(w_scale=0.5))
     assert_filecheck(text, "CHECK: graph.matmul\nCHECK-NOT: graph.qconv")
+
+
+def test_an_integer_only_cast_is_not_folded_in_float() -> None:
+    # The frontend marks MatMulInteger's cast when float32 may not hold its sums: folding it
+    # with numpy would compute exactly that inexact float product.
+    ir = """builtin.module {
+  func.func @main() -> tensor<2xi32> {
+    %c = graph.constant "c" : tensor<2xf32>
+    %y = graph.cast %c {"ember.integer_only" = ["MatMulInteger", "mmi", "17", "sums"]} : tensor<2xf32> -> tensor<2xi32>
+    func.return %y : tensor<2xi32>
+  }
+}"""
+    store = WeightStore({"c": np.array([1.0, 2.0], np.float32)})
+    ctx = make_context(store)
+    module: ModuleOp = Parser(ctx, ir).parse_module()
+    FoldConstants().apply(ctx, module)
+    assert_filecheck(str(module), 'CHECK: graph.cast %c {ember.integer_only = ["MatMulInteger"')
