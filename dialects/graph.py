@@ -235,6 +235,28 @@ class LeakyReluOp(UnaryElementwiseOp):
     irdl_options = (ParsePropInAttrDict(),)
 
 
+# A graph.cast<int32> whose float32 input the frontend could not prove exact (MatMulInteger
+# sums that may pass 2^24): quantize-ops replaces the pair by the integer kernel; one left for
+# the float fallback is refused when lowered, with the frontend's reason. The value is
+# [op_type, node name, opset, detail].
+INTEGER_ONLY = "ember.integer_only"
+
+
+def mark_integer_only(op: Operation, op_type: str, node_name: str, opset: int, detail: str) -> None:
+    op.attributes[INTEGER_ONLY] = ArrayAttr(
+        [StringAttr(op_type), StringAttr(node_name), StringAttr(str(opset)), StringAttr(detail)]
+    )
+
+
+def integer_only_reason(op: Operation) -> tuple[str, str, int, str] | None:
+    """(op_type, node name, opset, detail) of a mark_integer_only op, else None."""
+    marked = op.attributes.get(INTEGER_ONLY)
+    if not isinstance(marked, ArrayAttr):
+        return None
+    op_type, node_name, opset, detail = (a.data for a in marked.data)  # type: ignore[attr-defined]
+    return op_type, node_name, int(opset), detail
+
+
 @irdl_op_definition
 class CastOp(IRDLOperation):
     """Element type conversion (ONNX Cast); the target type is the result's element type."""
@@ -1389,6 +1411,9 @@ class QConvOp(IRDLOperation):
     `clamp(round_half_even(((q - output_zero_point) * conv_scale + (residual -
     residual_zero_point) * residual_scale) / sum_scale) + sum_zero_point, sum_min, sum_max)`
     in the result's 8-bit type (`residual_params`).
+
+    With an int32 output (no residual) there is no requantize: the result is acc + offset[c]
+    itself (MatMulInteger; quantize-ops subtracts a run-time input zero point after it).
     """
 
     name = "graph.qconv"

@@ -426,9 +426,22 @@ def _check_exact(
     w: tuple[Value, Value | None, str],
     weight_sums: Callable[[np.ndarray], np.ndarray],
 ) -> None:
-    """Refuse an integer contraction of `depth` terms whose float32 partial sums could leave
-    the integers float32 holds exactly. With w constant, the bound is max|x - x_zp| times the
-    largest sum of |w - w_zp| over one output (`weight_sums`), else depth * both maxima."""
+    """Refuse an integer contraction whose float32 sums may be inexact (`_inexact`)."""
+    reason = _inexact(depth, x, w, weight_sums)
+    if reason is not None:
+        raise node.unsupported(reason)
+
+
+def _inexact(
+    depth: int,
+    x: tuple[Value, Value | None, str],
+    w: tuple[Value, Value | None, str],
+    weight_sums: Callable[[np.ndarray], np.ndarray],
+) -> str | None:
+    """Why an integer contraction of `depth` terms has float32 partial sums that could leave
+    the integers float32 holds exactly, else None. With w constant, the bound is max|x - x_zp|
+    times the largest sum of |w - w_zp| over one output (`weight_sums`), else depth * both
+    maxima."""
     (x_value, x_zp, x_name), (w_value, w_zp, w_name) = x, w
     x_max, w_max = _offset_bound(x_value, x_zp), _offset_bound(w_value, w_zp)
     bound = depth * x_max * w_max
@@ -442,12 +455,12 @@ def _check_exact(
                 f"max|{x_name} - zero point| {x_max} * the largest sum of |{w_name} - zero "
                 f"point| over one output {largest}"
             )
-    if bound > _EXACT_F32_INTEGERS:
-        raise node.unsupported(
-            f"its int32 result would be computed with float32 accumulation, exact only while "
-            f"every partial sum stays within 2^24, and {detail} = {bound} > 2^24 "
-            "(integer kernels are planned)"
-        )
+    if bound <= _EXACT_F32_INTEGERS:
+        return None
+    return (
+        f"its int32 result would be computed with float32 accumulation, exact only while "
+        f"every partial sum stays within 2^24, and {detail} = {bound} > 2^24"
+    )
 
 
 def _column_sums(b: np.ndarray) -> np.ndarray:
@@ -487,14 +500,21 @@ def _matmul_integer(imp: ImportContext, node: Node) -> Sequence[Value]:
     b, b_zp = _integer_operand(
         imp, node, imp.required(node, 1), imp.input(node, 3), -1, "B (input #1)"
     )
-    _check_exact(node, shape_of(a)[-1], (a, a_zp, "A"), (b, b_zp, "B"), _column_sums)
+    # Sums that float32 may not hold exactly are refused later, unless quantize-ops runs the
+    # product on its integer kernel (a constant int8 B with zero point 0).
+    inexact = _inexact(shape_of(a)[-1], (a, a_zp, "A"), (b, b_zp, "B"), _column_sums)
     y = _float_op(
         imp,
         node,
         "MatMul",
         [_minus_zero_point(imp, node, a, a_zp), _minus_zero_point(imp, node, b, b_zp)],
     )
-    return [imp.emit(graph.CastOp, [y], shape_of(y), _I32)]
+    result = imp.emit(graph.CastOp, [y], shape_of(y), _I32)
+    if inexact is not None:
+        if isinstance(result, Const):  # folded in float32 here: no integer kernel to take it
+            raise node.unsupported(inexact)
+        graph.mark_integer_only(result.owner, node.op_type, node.name, node.opset, inexact)
+    return [result]
 
 
 @converts("ConvInteger")

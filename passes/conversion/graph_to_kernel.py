@@ -53,7 +53,7 @@ from ember.dialects.weight_layouts import (
 from ember.dialects.weights import EmberContext
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
 from ember.passes.program import ORIGIN, describe_op
-from ember.runtime.errors import ModelError
+from ember.runtime.errors import ModelError, UnsupportedOpError
 
 
 class ConversionError(ModelError):
@@ -129,6 +129,16 @@ class _Bufferizer:
         ).results[0]
 
     def elementwise(self, op: Operation) -> None:
+        inexact = graph.integer_only_reason(op)
+        if inexact is not None:  # quantize-ops did not take it onto the integer kernel
+            op_type, node_name, opset, detail = inexact
+            raise UnsupportedOpError(
+                op_type,
+                node_name,
+                opset,
+                f"{detail}; the integer kernel takes MatMulInteger only with a constant int8 B "
+                "whose zero point is 0 and an 8-bit A with one zero point",
+            )
         operands = list(op.operands)
         out_type = signless(element_type_of(op.results[0]))
         block = Block(arg_types=[signless(element_type_of(v)) for v in operands])

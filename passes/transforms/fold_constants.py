@@ -52,6 +52,8 @@ class FoldConstantOp(RewritePattern):
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         if isinstance(op, graph.ConstantOp) or op.name not in EVALUATORS or len(op.results) != 1:
             return
+        if graph.integer_only_reason(op) is not None:  # its float32 input may be inexact
+            return
         result_type = op.results[0].type
         limit = limits.FOLD_LIMIT_BYTES
         if _only_a_weight(op.results[0]):

@@ -19,6 +19,11 @@ a constant int8 weight with zero points 0 (per tensor or per output channel), gr
 conv result used only by the QuantizeLinear (or a Relu that only it reads), and sums that
 fit int32. Anything else keeps the float fallback, which is correct. Runs before
 fold-constants, which would fold the weight's DequantizeLinear into a float weight.
+
+MatMulInteger with a constant int8 weight (what dynamic quantization writes after
+DynamicQuantizeLinear, imported as Cast<int32>(MatMul(x - x_zero_point, w))) becomes a
+graph.qconv with an int32 output holding sum x * w exactly, minus x_zero_point * colsum(w) as an
+int32 elementwise op: the zero point is a run-time value there, colsum(w) a constant.
 """
 
 from __future__ import annotations
@@ -291,6 +296,105 @@ class QuantizeContraction(RewritePattern):
         rewriter.replace(op, ops)
 
 
+def _runtime_dequantized(value: SSAValue, weights: WeightStore) -> tuple[SSAValue, SSAValue] | None:
+    """(x, zero_point) of a graph.dequantize_linear(x, 1, zero_point) of 8-bit x whose zero
+    point is one value, constant or computed at run time (DynamicQuantizeLinear's): x minus
+    its zero point, as the frontend writes MatMulInteger's operands."""
+    op = value.owner
+    if not isinstance(op, graph.DequantizeLinearOp) or _dtype_of(op.input) not in _EIGHT_BIT:
+        return None
+    scale = _scalar(op.scale, weights)
+    if scale is None or scale.dtype != np.float32 or float(scale) != 1.0:
+        return None
+    if _dtype_of(op.zero_point) != _dtype_of(op.input):
+        return None
+    if int(np.prod(graph.shape_of(op.zero_point))) != 1:
+        return None
+    return op.input, op.zero_point
+
+
+@dataclass
+class IntegerMatMul(RewritePattern):
+    """Cast<int32>(MatMul(x - x_zero_point, w)) of 8-bit x and a constant int8 w [K, N] with
+    zero points 0 (MatMulInteger as the frontend writes it) -> graph.qconv with an int32
+    output (the exact sum of x * w) minus x_zero_point * colsum(w). The zero point may be a
+    run-time value (DynamicQuantizeLinear computes it): the correction is an int32
+    elementwise op, colsum(w) a constant."""
+
+    weights: WeightStore
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: graph.CastOp, rewriter: PatternRewriter) -> None:
+        w = self.weights
+        if _dtype_of(op.output) != np.int32:
+            return
+        matmul = op.input.owner
+        if not isinstance(matmul, graph.MatMulOp) or not matmul.output.has_one_use():
+            return
+        if matmul.residual is not None or matmul.activation is not None or matmul.bias is not None:
+            return
+        x = _runtime_dequantized(matmul.a, w)
+        found = _int8_weight(matmul.b, w, 1)
+        if x is None or found is None or np.any(found[2] != 1.0):
+            return
+        x_value, x_zero = x
+        weight = found[1]
+        x_shape, out_shape = graph.shape_of(x_value), graph.shape_of(op.output)
+        if len(x_shape) < 2 or weight.ndim != 2 or x_shape[-1] != weight.shape[0]:
+            return
+        depth, cols = weight.shape
+        if out_shape != (*x_shape[:-1], cols):
+            return
+        # |sum x * w| and |x_zero_point * colsum(w)| are below K * 255 * 128 each.
+        if 2 * depth * 255 * 128 > _INT32_MAX:
+            return
+        rows = int(np.prod(x_shape[:-1]))
+        if len(x_shape) != 2:
+            x_value = _insert(rewriter, _reshape(x_value, (rows, depth)))
+        if rows > 1:  # [M, K] @ [K, N] as a 1x1 conv over M pixels: x^T [1, K, 1, M]
+            x_value = _insert(rewriter, _transpose(x_value, (depth, rows)))
+        x_value = _insert(rewriter, _reshape(x_value, (1, depth, 1, rows)))
+        int32 = graph.element_type_of(op.output)
+        info = np.iinfo(np.int32)
+        zero = IntegerAttr(0, i64)
+        qconv = graph.QConvOp.build(
+            operands=[
+                x_value,
+                new_constant(rewriter, w, weight.T[:, :, None, None], "qmatmul.weight"),
+                new_constant(rewriter, w, np.zeros(cols, np.int32), "qconv.offset"),
+                new_constant(rewriter, w, np.ones(cols, np.float32), "qconv.multiplier"),
+                new_constant(rewriter, w, np.zeros(cols, np.float32), "qconv.bias"),
+                None,
+            ],
+            result_types=[TensorType(int32, (1, cols, 1, rows))],
+            properties={
+                "strides": _UNIT,
+                "pads": _NO_PADS,
+                "dilations": _UNIT,
+                "input_zero_point": zero,
+                "output_zero_point": zero,
+                "output_min": IntegerAttr(int(info.min), i64),
+                "output_max": IntegerAttr(int(info.max), i64),
+            },
+        )
+        rewriter.insert(qconv)
+        product = qconv.results[0]
+        if rows > 1:  # [1, N, 1, M] -> [N, M] -> [M, N]
+            product = _insert(rewriter, _reshape(product, (cols, rows)))
+            product = _insert(rewriter, _transpose(product, (rows, cols)))
+        if graph.shape_of(product) != out_shape:
+            product = _insert(rewriter, _reshape(product, out_shape))
+        zero_point = graph.CastOp.build(
+            operands=[x_zero], result_types=[TensorType(int32, graph.shape_of(x_zero))]
+        )
+        column_sums = weight.astype(np.int64).sum(axis=0).astype(np.int32)
+        correction = graph.MulOp(
+            _insert(rewriter, zero_point), new_constant(rewriter, w, column_sums, "qmatmul.colsum")
+        )
+        rewriter.insert(correction)
+        rewriter.replace(op, [graph.SubOp(product, correction.output)])
+
+
 @dataclass
 class FuseQuantizedResidual(RewritePattern):
     """QuantizeLinear(Add(DequantizeLinear(qconv), DequantizeLinear(r)) [-> Relu]) -> one
@@ -393,4 +497,7 @@ class QuantizeOps(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         weights = weights_of(ctx)
-        apply_patterns(op, [QuantizeContraction(weights), FuseQuantizedResidual(weights)])
+        apply_patterns(
+            op,
+            [QuantizeContraction(weights), FuseQuantizedResidual(weights), IntegerMatMul(weights)],
+        )

@@ -36,20 +36,10 @@ def _out_size(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
     return (size + pad - dilation * (k - 1) - 1) // stride + 1
 
 
-def reference(
-    x: np.ndarray,
-    w: np.ndarray,
-    g: QConvGeometry,
-    zero_point: int,
-    offset: np.ndarray,
-    multiplier: np.ndarray,
-    bias_with_zero_point: np.ndarray,
-    lo: int,
-    hi: int,
+def reference_sum(
+    x: np.ndarray, w: np.ndarray, g: QConvGeometry, zero_point: int, offset: np.ndarray
 ) -> np.ndarray:
-    """The kernel's arithmetic in numpy: int64 sums of (x - zero_point) * w (padding is the
-    zero point), + offset, to float32 (correctly rounded), one fma-like rounding of
-    * multiplier + bias, clamp, round half to even."""
+    """int64 sums of (x - zero_point) * w (padding is the zero point) + offset."""
     (pt, pl, pb, pr), (sh, sw), (dh, dw) = g.pads, g.strides, g.dilations
     centred = np.pad(x.astype(np.int64) - zero_point, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     acc = np.zeros((g.n, g.cout, g.oh, g.ow), np.int64)
@@ -62,7 +52,23 @@ def reference(
                 kj * dw : kj * dw + sw * (g.ow - 1) + 1 : sw,
             ]
             acc += np.einsum("nchw,oc->nohw", window, w[:, :, ki, kj].astype(np.int64))
-    total = (acc + offset[None, :, None, None]).astype(np.float32)
+    return acc + offset[None, :, None, None]
+
+
+def reference(
+    x: np.ndarray,
+    w: np.ndarray,
+    g: QConvGeometry,
+    zero_point: int,
+    offset: np.ndarray,
+    multiplier: np.ndarray,
+    bias_with_zero_point: np.ndarray,
+    lo: int,
+    hi: int,
+) -> np.ndarray:
+    """The kernel's arithmetic in numpy: `reference_sum` to float32 (correctly rounded), one
+    fma-like rounding of * multiplier + bias, clamp, round half to even."""
+    total = reference_sum(x, w, g, zero_point, offset).astype(np.float32)
     # float64 holds the f32 x f32 product exactly: one rounding to f32 after the add, as fma.
     v = total.astype(np.float64) * multiplier.astype(np.float64)[None, :, None, None]
     v = (v + bias_with_zero_point.astype(np.float64)[None, :, None, None]).astype(np.float32)
@@ -105,9 +111,10 @@ def run_qconv(
     seed: int = 0,
     threads: int = 1,
     residual: tuple[np.ndarray, list[float]] | None = None,
+    int32_output: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's output and the reference's, for x given as stored (uint8 bytes, read as
-    int8 when `signed`)."""
+    int8 when `signed`); with `int32_output`, the exact sums (no requantize)."""
     rng = np.random.default_rng(seed + 100)
     isa = ISAS[isa_name]
     packed, layout = pack_qconv_weight(weights, isa)
@@ -118,7 +125,7 @@ def run_qconv(
     shifted_zero_point = input_zero_point + (128 if signed else 0)
     row_sums = weights.reshape(g.cout, -1).astype(np.int64).sum(axis=1)
     offset = (given_offset - shifted_zero_point * row_sums).astype(np.int32)
-    out = np.zeros((g.n, g.cout, g.oh, g.ow), np.int8)
+    out = np.zeros((g.n, g.cout, g.oh, g.ow), np.int32 if int32_output else np.int8)
     workspace = np.zeros(qconv_workspace_words(g, isa), np.int32)
     extra = [] if residual is None else [residual[0].view(np.int8)]
     arrays = [x.view(np.int8), packed, offset, multiplier, bias, *extra, workspace, out]
@@ -146,6 +153,10 @@ def run_qconv(
         )
 
     run_kernel_op(make, arrays, threads=threads)
+    if int32_output:
+        return out.astype(np.int64), reference_sum(
+            values, weights, g, input_zero_point, given_offset
+        )
     expected = reference(
         values, weights, g, input_zero_point, given_offset, multiplier, bias, lo, hi
     )
@@ -195,6 +206,23 @@ def test_qconv_is_bit_exact_uint8(isa_name: str, case: int) -> None:
     got, expected = run_qconv(x, w, g, isa_name, input_zero_point=131, signed=False, lo=0, hi=255)
     np.testing.assert_array_equal(got, expected)
     assert len(np.unique(expected)) > 10  # the test sees more than the clamp bounds
+
+
+@pytest.mark.parametrize("isa_name", ["vnni512", "vnni256", "avx2"])
+@pytest.mark.parametrize("case", [1, 4, 6, 7])
+def test_qconv_int32_output_is_the_exact_sum(isa_name: str, case: int) -> None:
+    # MatMulInteger's form (graph.qconv with an int32 output): no requantize, the pixel
+    # tails stored masked as int32 lanes; int8 inputs too (their shift folded in the offset).
+    if not _RUNNABLE[isa_name]:
+        pytest.skip(f"this host cannot run {isa_name}")
+    shape, cout, k, stride, pad, dilation = SHAPES[case]
+    x, w, g = _case(shape, cout, k, stride, pad, dilation, seed=case)
+    for signed, zero_point in ((False, 0), (False, 255), (True, -128)):
+        got, expected = run_qconv(
+            x, w, g, isa_name, input_zero_point=zero_point, signed=signed, lo=0, hi=0,
+            int32_output=True,
+        )  # fmt: skip
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("isa_name", ["vnni512", "vnni256", "avx2"])

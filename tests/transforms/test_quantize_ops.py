@@ -10,6 +10,7 @@ from xdsl.parser import Parser
 
 from ember.dialects.weights import WeightStore, make_context
 from ember.passes.transforms.dce import DeadCodeElimination
+from ember.passes.transforms.fold_constants import FoldConstants
 from ember.passes.transforms.quantize_ops import QuantizeOps
 from ember.tests.filecheck_util import assert_filecheck
 
@@ -240,3 +241,83 @@ def test_residual_add_stays_float_when_the_dequantize_disagrees_with_the_conv() 
         CHECK:     graph.quantize_linear
         """,
     )
+
+
+def _matmul_integer_ir(w_scale: str = "1.0") -> str:
+    # MatMulInteger as the frontend writes it: (x - zp) * 1 @ dequantized int8 w, cast to i32;
+    # the zero point is a function argument (DynamicQuantizeLinear's is computed at run time).
+    return """builtin.module {
+  func.func @main(%xq: tensor<2x3x5xui8>, %xz: tensor<ui8>) -> tensor<2x3x4xi32> {
+    %one = graph.constant "one" : tensor<f32>
+    %x = graph.dequantize_linear %xq, %one, %xz : tensor<2x3x5xui8>, tensor<f32>, tensor<ui8> -> tensor<2x3x5xf32>
+    %wq = graph.constant "wq" : tensor<5x4xi8>
+    %ws = graph.constant "ws" : tensor<f32>
+    %wz = graph.constant "wz" : tensor<1x4xi8>
+    %w = graph.dequantize_linear %wq, %ws, %wz : tensor<5x4xi8>, tensor<f32>, tensor<1x4xi8> -> tensor<5x4xf32>
+    %mm = graph.matmul %x, %w : tensor<2x3x5xf32>, tensor<5x4xf32> -> tensor<2x3x4xf32>
+    %y = graph.cast %mm : tensor<2x3x4xf32> -> tensor<2x3x4xi32>
+    func.return %y : tensor<2x3x4xi32>
+  }
+}"""
+
+
+def _matmul_integer_weights(w_scale: float = 1.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {
+        "one": np.array(1.0, np.float32),
+        "wq": rng.integers(-128, 128, (5, 4)).astype(np.int8),
+        "ws": np.array(w_scale, np.float32),
+        "wz": np.zeros((1, 4), np.int8),
+    }
+
+
+def test_matmul_integer_with_a_runtime_zero_point_becomes_an_int32_qconv() -> None:
+    before = _matmul_integer_ir()
+    assert_filecheck(
+        before,
+        """
+        CHECK: graph.dequantize_linear %xq, %one, %xz
+        CHECK: graph.matmul
+        CHECK: graph.cast %mm
+        """,
+    )
+    weights = _matmul_integer_weights()
+    text, store = _run(before, weights)
+    assert_filecheck(
+        text,
+        """
+        CHECK:      %[[XT:.*]] = graph.transpose
+        CHECK:      %[[X4:.*]] = graph.reshape %[[XT]] {{.*}} -> tensor<1x5x1x6xui8>
+        CHECK:      %[[Q:.*]] = graph.qconv %[[X4]], {{.*}} input_zero_point = 0 : i64, {{.*}} -> tensor<1x4x1x6xi32>
+        CHECK:      %[[ZP:.*]] = graph.cast %xz : tensor<ui8> -> tensor<i32>
+        CHECK:      %[[SUMS:.*]] = graph.constant "qmatmul.colsum" : tensor<4xi32>
+        CHECK:      %[[C:.*]] = graph.mul %[[ZP]], %[[SUMS]]
+        CHECK:      %y = graph.sub %{{.*}}, %[[C]] : tensor<2x3x4xi32>, tensor<4xi32> -> tensor<2x3x4xi32>
+        CHECK-NOT:  graph.matmul
+        """,
+    )
+    sums = next(store[name] for name in store if name.startswith("qmatmul.colsum"))
+    np.testing.assert_array_equal(sums, weights["wq"].astype(np.int32).sum(axis=0))
+
+
+def test_matmul_integer_with_a_scaled_weight_stays_in_float() -> None:
+    # Not MatMulInteger: a dequantized weight with scale != 1 is a float product.
+    text, _ = _run(_matmul_integer_ir(), _matmul_integer_weights(w_scale=0.5))
+    assert_filecheck(text, "CHECK: graph.matmul\nCHECK-NOT: graph.qconv")
+
+
+def test_an_integer_only_cast_is_not_folded_in_float() -> None:
+    # The frontend marks MatMulInteger's cast when float32 may not hold its sums: folding it
+    # with numpy would compute exactly that inexact float product.
+    ir = """builtin.module {
+  func.func @main() -> tensor<2xi32> {
+    %c = graph.constant "c" : tensor<2xf32>
+    %y = graph.cast %c {"ember.integer_only" = ["MatMulInteger", "mmi", "17", "sums"]} : tensor<2xf32> -> tensor<2xi32>
+    func.return %y : tensor<2xi32>
+  }
+}"""
+    store = WeightStore({"c": np.array([1.0, 2.0], np.float32)})
+    ctx = make_context(store)
+    module: ModuleOp = Parser(ctx, ir).parse_module()
+    FoldConstants().apply(ctx, module)
+    assert_filecheck(str(module), 'CHECK: graph.cast %c {ember.integer_only = ["MatMulInteger"')

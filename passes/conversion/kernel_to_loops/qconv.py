@@ -29,7 +29,7 @@ lane's int32. So k runs in groups of four input channels at one tap:
 4. **Epilogue**, in registers: fma(float(acc + offset[co]), multiplier[co], bias[co]) (the
    output zero point is already in `bias`: one rounding, the same on every target), clamped to [output_min, output_max], rounded half to even (the clamp bounds
    are integers, so clamping first is the same), narrowed to 8 bits and stored (masked at
-   the pixel tail).
+   the pixel tail). An int32 output stores acc + offset[co] unrounded instead (MatMulInteger).
 
 Weights are packed at compile time (`pack_qconv_weight`) as int32 words [terms][Cout/MR]
 [K/4][MR]; the layout name records the instruction set and MR, and the lowering follows it,
@@ -334,7 +334,6 @@ class _QConv:
     ) -> None:
         g, isa, op = self.g, self.isa, self.op
         offset, multiplier, bias = (self.arg(v) for v in (op.offset, op.multiplier, op.bias))
-        out = self.arg(op.output)
         lanes = isa.lanes
         off = b.splat(b.load(offset, [co]), lanes, i32)
         mul = b.splat(b.load(multiplier, [co]), lanes)
@@ -346,20 +345,34 @@ class _QConv:
             count = min(max(valid - j * lanes, 0), lanes)
             if not count:
                 continue
+            if self.int32_output:  # the exact sum, no requantize (MatMulInteger)
+                self.store(
+                    b, _binary(b, arith.AddiOp, acc, off), [0, 0, 0, b.add(dst, j * lanes)], count
+                )
+                continue
             v = _exact_float(b, _binary(b, arith.AddiOp, acc, off), lanes)
             v = b.minf(b.maxf(b.fma(v, mul, add), lo), hi)
             q_int = _round_to_int(b, v, lanes)
             at = [0, 0, 0, b.add(dst, j * lanes)]
             if op.residual is not None:
                 q_int = self.add_residual(b, q_int, at, count)
-            q = _low_bytes(b, q_int, lanes)
-            if count == lanes:
-                b.vstore(q, out, at)
-                continue
-            # The pixel tail masked (the emitter stores a one-lane tail as a scalar: LLVM 22
-            # widens a one-lane masked store of a truncated vector to 4 bytes).
-            mask = b.insert(vector.CreateMaskOp([b.index(count)], _v(i1, lanes))).results[0]
-            b.insert(vector.MaskedStoreOp(out, [b.index(i) for i in at], mask, q))
+            self.store(b, _low_bytes(b, q_int, lanes), at, count)
+
+    def store(self, b: LoopBuilder, lanes_value: SSAValue, at: list[Value], count: int) -> None:
+        """Store the first `count` lanes at `at` in the output (8-bit or int32)."""
+        out = self.arg(self.op.output)
+        if count == self.isa.lanes:
+            b.vstore(lanes_value, out, at)
+            return
+        # The pixel tail masked (the emitter stores a one-lane tail as a scalar: LLVM 22
+        # widens a one-lane masked store of a truncated vector to 4 bytes).
+        mask = b.insert(vector.CreateMaskOp([b.index(count)], _v(i1, self.isa.lanes))).results[0]
+        b.insert(vector.MaskedStoreOp(out, [b.index(i) for i in at], mask, lanes_value))
+
+    @property
+    def int32_output(self) -> bool:
+        element = self.op.output.type.get_element_type()  # type: ignore[attr-defined]
+        return isinstance(element, IntegerType) and element.width.data == 32
 
     def add_residual(self, b: LoopBuilder, q: SSAValue, at: list[Value], count: int) -> SSAValue:
         """The conv's quantized lanes `q` (int32) dequantized, plus the dequantized residual
@@ -407,9 +420,12 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
     g = geometry_of(op)
     if shape(op.workspace) != (qconv_workspace_words(g, isa),):
         raise fail(op, f"workspace {shape(op.workspace)} does not fit the geometry {g}")
+    widths = []
     for value in (op.input, op.output):
-        if not isinstance(value.type.get_element_type(), IntegerType):  # type: ignore[attr-defined]
-            raise fail(op, "input and output must be 8-bit integers")
+        element = value.type.get_element_type()  # type: ignore[attr-defined]
+        widths.append(element.width.data if isinstance(element, IntegerType) else 0)
+    if widths[0] != 8 or widths[1] not in (8, 32) or (widths[1] == 32 and op.residual):
+        raise fail(op, "input must be 8-bit integers, output 8-bit or (without residual) int32")
     fn, b = kernel_function(name, operand_types(op))
     conv = _QConv(op, g, isa, terms, list(fn.args))
     full, tail = divmod(g.pixels, isa.nr)
