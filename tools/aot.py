@@ -43,7 +43,12 @@ from ember.runtime.artifact import (
     write_variants_manifest,
 )
 from ember.runtime.cache import DiskCache, cache_root, stored_bytes, touch
-from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
+from ember.runtime.cpu_features import (
+    CPU_LEVEL_FEATURES,
+    host_arch,
+    host_microarchitecture,
+    required_features,
+)
 from ember.runtime.errors import ModelError
 from ember.tools.cheader import write_header
 from ember.tools.shapes import (
@@ -145,6 +150,9 @@ def target_info(target: Any) -> dict[str, Any]:
         "required_features": required_features(target.cpu, target.features),
         "vector_width": target.vector_width,
         "vector_registers": target.vector_registers,
+        # The machine that compiled it, for people ("x86_64_v4 (avx512 + vnni)"); the loader
+        # checks `required_features`, not this.
+        "built_on": host_microarchitecture(),
     }
 
 

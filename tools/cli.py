@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ember import __version__
+from ember.core.target import host_cpu_description
 from ember.runtime.artifact import read_manifest, sha256_file
+from ember.runtime.cpu_features import host_microarchitecture
 from ember.runtime.errors import EmberError, InputError, ModelError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
 from ember.tools.engine import Config, pipeline_spec
@@ -397,6 +399,7 @@ def _bench_batches(args: argparse.Namespace) -> int:
         print(json.dumps({"model": str(args.model), "batches": document}, indent=2))
         return 0
     print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up per batch size")
+    print(f"host: {host_cpu_description()}; {os.cpu_count()} cores")
     print(bench.format_batch_results(rows))
     return 0
 
@@ -451,6 +454,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     shapes = ", ".join(f"{s.name} {'x'.join(map(str, s.shape))}" for s in specs)
     print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up, inputs {shapes}")
+    print(f"host: {host_cpu_description()}; {os.cpu_count()} cores")
     print(bench.format_results(results))
     if compare_error is not None:
         print(f"{args.compare}: failed, comparison skipped: {compare_error}")
@@ -494,6 +498,7 @@ def _bench_json(
         ],
         "machine": {
             "cpu": bench.cpu_name(),
+            "microarchitecture": host_microarchitecture(),
             "cores": os.cpu_count(),
             "arch": target.get("arch"),
             "target_cpu": target.get("cpu"),
