@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -62,6 +63,8 @@ from ember.tools.shapes import (
 )
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
+# Debug-level timings of each build stage (the passes' own: tools/compile.py).
+log = logging.getLogger("ember.compile")
 
 
 class Progress:
@@ -99,6 +102,7 @@ class Progress:
             if ticker is not None:
                 ticker.join()
             self.seconds[name] = time.perf_counter() - start
+            log.debug("%s: %.3f s", name, self.seconds[name])
             if self.enabled:
                 self._draw(f"  {name:<32} {self.seconds[name]:6.2f} s\n")
 

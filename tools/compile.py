@@ -11,6 +11,7 @@ computed from graph inputs (the importer's RuntimeOperandError), keyed on their 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -46,6 +47,9 @@ from ember.tools.shapes import (
     read_model,
     static_input_shapes,
 )
+
+# Debug-level stage and pass timings (`logging.getLogger("ember").setLevel(logging.DEBUG)`).
+log = logging.getLogger("ember.compile")
 
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
@@ -268,6 +272,7 @@ def compile_program(
     biggest = _biggest_value(module)
     annotate_origins(module, proto)
     report.import_seconds = time.perf_counter() - start
+    log.debug("import: %.3f s (%d ONNX nodes)", report.import_seconds, len(proto.graph.node))
 
     ctx = make_context(weights, target or host_target())
     last = [time.perf_counter()]
@@ -280,6 +285,7 @@ def compile_program(
         if previous is not None:
             key = previous.name
             report.pass_seconds[key] = report.pass_seconds.get(key, 0.0) + now - last[0]
+            log.debug("pass %s: %.3f s", key, now - last[0])
             if verify_each:
                 _verify_after(_module, key)
         if on_pass is not None and _next is not None:
