@@ -150,6 +150,9 @@ def _read_extra(extra: Field) -> dict[str, Any]:
                     key: field.as_str(r".*") if (field := site.get(key)) is not None else ""
                     for key in ("shapes", "op_type", "node")
                 },
+                "absorbed": [
+                    name.as_str() for name in (site.get("absorbed") or Field([], "")).as_list()
+                ],
             }
             for site in profile.as_list()
         ]

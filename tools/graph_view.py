@@ -30,7 +30,7 @@ from xdsl.dialects.builtin import ArrayAttr, MemRefType, ModuleOp, StringAttr, T
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.passes.pipeline import GRAPH_STAGE, KERNEL_STAGE
-from ember.passes.program import entry_function, origin_of
+from ember.passes.program import absorbed_nodes, entry_function, origin_of
 from ember.runtime.errors import EmberError, InputError
 from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
 
@@ -135,13 +135,18 @@ def graph_of(module: ModuleOp, stage: str) -> Graph:
         written = _written(op)
         produced = list(op.results) + written
         origin = origin_of(op)
+        origin_text = ""
+        if origin.get("op_type"):
+            fused = absorbed_nodes(op)
+            origin_text = f"{origin['op_type']} '{origin.get('node', '?')}'"
+            origin_text += f" + {', '.join(fused)}" if fused else ""
         graph.nodes.append(
             Node(
                 node_id,
                 "op",
                 op_label(op),
                 [_shape(v.type) for v in produced],
-                f"{origin['op_type']} '{origin.get('node', '?')}'" if origin.get("op_type") else "",
+                origin_text,
             )
         )
         for operand in op.operands:

@@ -10,8 +10,8 @@ call site; cycles become seconds by the counter's rate, measured against the wal
 minimum is the least disturbed sample. Inputs are seeded random numbers.
 
 Each row also names the ONNX node the kernel call comes from (`ember.origin`, set at import;
-a fused kernel names the node it was built from, its summary says what it absorbed, e.g.
-"+bias+relu"). `--trace` writes every call of every run as a Chrome trace-event file
+a fused kernel names the node it was built from, then the nodes fused into it: "Conv 'c1' +
+bn1, relu1"). `--trace` writes every call of every run as a Chrome trace-event file
 (chrome://tracing, https://ui.perfetto.dev).
 """
 
@@ -53,11 +53,15 @@ class SiteProfile:
     op_type: str = ""  # the ONNX node the call comes from ("" when unknown)
     node: str = ""
     shapes: str = ""  # operand shapes, "1x16x24x24, 16x16x3x3 -> 1x16x24x24"
+    absorbed: tuple[str, ...] = ()  # the nodes fused into it (a BatchNormalization, a Relu)
 
     @property
     def onnx_node(self) -> str:
-        """`Conv 'conv1'`, or "?" when the call's origin is unknown."""
-        return f"{self.op_type} '{self.node}'" if self.op_type else "?"
+        """`Conv 'conv1' + bn1, relu1`, or "?" when the call's origin is unknown."""
+        if not self.op_type:
+            return "?"
+        fused = f" + {', '.join(self.absorbed)}" if self.absorbed else ""
+        return f"{self.op_type} '{self.node}'{fused}"
 
     @property
     def kind(self) -> str:
@@ -177,6 +181,7 @@ def profile_model(
             str(s.get("op_type", "")),
             str(s.get("node", "")),
             str(s.get("shapes", "")),
+            tuple(s.get("absorbed", ())),
         )
         for i, s in enumerate(sites)
     ]
@@ -217,6 +222,7 @@ def trace_events(profile: Profile) -> dict[str, object]:
                 "op": site.summary,
                 "onnx_op": site.op_type,
                 "node": site.node,
+                "nodes": [site.node, *site.absorbed] if site.node else [],
                 "shape": site.shapes,
             }
             if site.flops and duration > 0:

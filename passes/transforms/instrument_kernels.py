@@ -12,7 +12,8 @@ The entry function records what each slot is in `ember.profile_sites`: one dicti
 call site with the callee, a human summary of the kernel (the kernel lowering's
 `ember.kernel_summary` when it set one, else the callee's operand shapes), its floating
 point operations (`ember.kernel_flops`, 0 when unknown), its operand shapes and the ONNX node
-the call comes from (`op_type` and `node` of the call's `ember.origin`, empty when unknown).
+the call comes from (`op_type` and `node` of the call's `ember.origin`, empty when unknown,
+and `absorbed`: the nodes fused into it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from xdsl.passes import ModulePass
 
 from ember.passes.program import (
     STATUS_ROLE,
+    absorbed_nodes,
     append_argument,
     argument_with_role,
     entry_function,
@@ -74,6 +76,7 @@ def _site(call: func.CallOp, callee: func.FuncOp | None, status: SSAValue | None
             "shapes": StringAttr(shape_text),
             "op_type": StringAttr(origin.get("op_type", "")),
             "node": StringAttr(origin.get("node", "")),
+            "absorbed": ArrayAttr([StringAttr(n) for n in absorbed_nodes(call)]),
         }
     )
 
@@ -127,12 +130,12 @@ class InstrumentKernels(ModulePass):
         fn.attributes[PROFILE_SITES] = ArrayAttr(sites)
 
 
-def profile_sites(fn: func.FuncOp) -> list[dict[str, str | int]] | None:
+def profile_sites(fn: func.FuncOp) -> list[dict[str, str | int | list[str]]] | None:
     """The call sites an instrumented entry function profiles, in slot order (None if not)."""
     sites = fn.attributes.get(PROFILE_SITES)
     if not isinstance(sites, ArrayAttr):
         return None
-    result: list[dict[str, str | int]] = []
+    result: list[dict[str, str | int | list[str]]] = []
     for site in sites.data:
         assert isinstance(site, DictionaryAttr)
         callee, summary, flops = (site.data[k] for k in ("callee", "summary", "flops"))
@@ -142,7 +145,15 @@ def profile_sites(fn: func.FuncOp) -> list[dict[str, str | int]] | None:
             key: value.data if isinstance(value := site.data.get(key), StringAttr) else ""
             for key in ("shapes", "op_type", "node")
         }
+        absorbed = site.data.get("absorbed")
+        fused = [a.data for a in absorbed.data] if isinstance(absorbed, ArrayAttr) else []
         result.append(
-            {"callee": callee.data, "summary": summary.data, "flops": flops.value.data, **origin}
+            {
+                "callee": callee.data,
+                "summary": summary.data,
+                "flops": flops.value.data,
+                **origin,
+                "absorbed": fused,
+            }
         )
     return result

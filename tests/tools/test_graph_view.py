@@ -54,7 +54,8 @@ def test_each_stage_draws_inputs_ops_and_outputs_connected(stage: str, tmp_path:
     nodes, edges = dot_structure(to_dot(graph))
     assert {"in0", "out0"} <= nodes and reaches(edges, "in0", "out0")
     first = next(n for n in graph.nodes if n.kind == "op")
-    assert first.origin == "Conv 'c1'" and first.shapes == ["1x16x24x24 f32"]
+    fused = " + r1" if stage != "import" else ""  # the Relu's node (named by its output)
+    assert first.origin == f"Conv 'c1'{fused}" and first.shapes == ["1x16x24x24 f32"]
 
 
 def test_bert_graph_names_the_fused_ops(tmp_path: Path) -> None:
@@ -64,6 +65,9 @@ def test_bert_graph_names_the_fused_ops(tmp_path: Path) -> None:
     graph = model_graph(path, "graph")
     labels = {n.label for n in graph.nodes}
     assert {"attention", "matmul+bias+gelu", "matmul+bias+residual", "layer_norm"} <= labels
+    # The attention op is named by its Softmax and lists both MatMuls it swallowed.
+    attention = next(n for n in graph.nodes if n.label == "attention")
+    assert attention.origin.startswith("Softmax '") and attention.origin.count("matmul_") == 2
     io = {n.label for n in graph.nodes if n.kind != "op"}
     assert io == {v.name for v in [*model.graph.input, *model.graph.output]}
     # Without Graphviz, .svg is the built-in layout (with it, dot's): either way an SVG.

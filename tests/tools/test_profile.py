@@ -153,9 +153,11 @@ def test_rows_name_the_onnx_node_even_after_fusion(capsys: pytest.CaptureFixture
         ("Conv", "/block2/Conv"),
         ("GlobalAveragePool", "/block4/GlobalAveragePool"),
     ]
+    # ... and lists the nodes fused into it.
+    assert [s.absorbed for s in result.sites] == [("/block1/Relu",), ("/block3/Relu",), ()]
     assert result.sites[0].shapes.endswith("-> 1x16x24x24")
     table = profile_tool.format_profile(result, order="program")
-    assert "Conv '/block2/Conv'" in table.splitlines()[3]
+    assert table.splitlines()[3].endswith("Conv '/block2/Conv' + /block3/Relu")
 
 
 def test_trace_has_one_complete_event_per_kernel_per_run(tmp_path) -> None:
@@ -180,6 +182,7 @@ def test_trace_has_one_complete_event_per_kernel_per_run(tmp_path) -> None:
         }
         <= node_names
     )
+    assert {n for e in kernels for n in e["args"]["nodes"]} == node_names
     for event in kernels:
         assert event["dur"] > 0 and event["name"] == event["args"]["node"]
         assert {"op", "onnx_op", "shape", "kernel"} <= event["args"].keys()
@@ -203,6 +206,8 @@ def test_nodes_sharing_a_name_stem_are_told_apart_by_order() -> None:
     result = profile_tool.profile_model(model, runs=1, warmup=0)
     convs = [s for s in result.sites if s.callee.startswith("conv2d")]
     assert len(convs) == len(conv_weights) == len({s.node for s in convs})
+    # Every conv absorbed its BatchNormalization (fold-batchnorm records it).
+    assert all(site.absorbed[0].startswith("batchnormalization_") for site in convs)
     for site in convs:
         out_channels, in_channels, kh, kw = conv_weights[site.node]
         assert site.summary.startswith(f"conv {kh}x{kw} "), (site.node, site.summary)
