@@ -95,3 +95,12 @@ def test_cli_refuses_an_unknown_format_in_one_line(tmp_path: Path, capsys) -> No
     assert cli.main(["graph", str(path), "-o", str(tmp_path / "graph.png")]) == 1
     err = capsys.readouterr().err
     assert "name it .html, .dot or .svg" in err and len(err.strip().splitlines()) == 1
+
+
+def test_opt_emit_dot_draws_the_graph_stage(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "twin.onnx"
+    onnx.save(twin_convs(), str(path))
+    assert cli.main(["opt", str(path), "--emit", "dot"]) == 0
+    text = capsys.readouterr().out
+    nodes, edges = dot_structure(text)
+    assert text.count("conv+bias+relu") == 2 and reaches(edges, "in0", "out0")
