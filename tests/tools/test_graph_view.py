@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from xml.etree import ElementTree
 
 import onnx
 import pytest
@@ -87,6 +88,10 @@ def test_cli_writes_a_self_contained_page(tmp_path: Path, capsys) -> None:
     assert page.count("conv+bias+relu") >= 2 and "Conv &#x27;c2&#x27;" in page
     assert ">x<" in page and ">y<" in page  # the model's input and output
     assert page == to_html(model_graph(path), "twin.onnx")
+    # The drawing is well-formed SVG: every node a group, every edge a path.
+    svg = ElementTree.fromstring(page[page.index("<svg") : page.index("</svg>") + 6])
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(svg.findall(f"{ns}g")) == 5 and len(svg.findall(f"{ns}path")) == 4
 
 
 def test_cli_refuses_an_unknown_format_in_one_line(tmp_path: Path, capsys) -> None:
