@@ -41,6 +41,16 @@ def host_target(threads: int | None = None) -> Target:
     )
 
 
+def host_cpu_description() -> str:
+    """The host as people name it, then as LLVM does (which codegen uses):
+    "x86_64_v4 (avx512 + vnni + bf16), LLVM cpu znver5"."""
+    import llvmlite.binding as llvm
+
+    from ember.runtime.cpu_features import host_microarchitecture
+
+    return f"{host_microarchitecture()}, LLVM cpu {llvm.get_host_cpu_name()}"
+
+
 def named_target(cpu: str, threads: int | None = None) -> Target:
     """A portable target by LLVM cpu name, e.g. "x86-64-v3" (AVX2) or "x86-64-v4" (AVX-512)."""
     avx512 = cpu in ("x86-64-v4", "skylake-avx512", "icelake-server", "sapphirerapids", "znver4")

@@ -7,7 +7,8 @@ lower-kernels-to-loops appends the status record (runtime/status.py). Final ABI:
 (inputs..., outputs..., arena: memref<Nxi8>, weights: memref<Mxi8>, status: memref<8xi64>).
 
 Graph and kernel ops may carry `ember.origin` = {op_type, node}: the ONNX node they come from,
-so that a kernel's run-time error can name it.
+so that a kernel's run-time error can name it; a fused op also lists, in `absorbed`, the nodes
+of the ops folded into it (a Conv's BatchNormalization, Add and Relu).
 """
 
 from __future__ import annotations
@@ -55,6 +56,34 @@ def set_origin(op: Operation, op_type: str, node: str) -> None:
     op.attributes[ORIGIN] = DictionaryAttr(
         {"op_type": StringAttr(op_type), "node": StringAttr(node)}
     )
+
+
+def absorb_origins(fused: Operation, *absorbed: Operation) -> Operation:
+    """Record on `fused` (which has an origin) the ONNX nodes of the ops folded into it, in
+    `ember.origin`'s `absorbed` list; returns `fused`. An op of unknown origin adds nothing."""
+    attr = fused.attributes.get(ORIGIN)
+    if not isinstance(attr, DictionaryAttr):
+        return fused
+    nodes = absorbed_nodes(fused)
+    own = origin_of(fused).get("node")
+    for op in absorbed:
+        for node in [origin_of(op).get("node", ""), *absorbed_nodes(op)]:
+            if node and node != own and node not in nodes:
+                nodes.append(node)
+    if nodes:
+        fields = dict(attr.data)
+        fields["absorbed"] = ArrayAttr([StringAttr(n) for n in nodes])
+        fused.attributes[ORIGIN] = DictionaryAttr(fields)
+    return fused
+
+
+def absorbed_nodes(op: Operation) -> list[str]:
+    """The ONNX nodes fused into `op` besides its own origin (`absorb_origins`)."""
+    attr = op.attributes.get(ORIGIN)
+    absorbed = attr.data.get("absorbed") if isinstance(attr, DictionaryAttr) else None
+    if not isinstance(absorbed, ArrayAttr):
+        return []
+    return [a.data for a in absorbed.data if isinstance(a, StringAttr)]
 
 
 def origin_of(op: Operation) -> dict[str, str]:

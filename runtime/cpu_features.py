@@ -149,3 +149,68 @@ def missing_features(required: Iterable[str], flags: set[str] | None = None) -> 
 
 def host_arch() -> str:
     return platform.machine().lower()
+
+
+# The portable x86-64 levels, highest first, as archspec names them (LLVM: x86-64-v4).
+_LEVELS = ("x86-64-v4", "x86-64-v3", "x86-64-v2", "x86-64")
+
+
+def host_isa_summary(flags: set[str] | None = None) -> str:
+    """The host's widest vector ISA and its dot-product / matrix extras from cpuinfo flags:
+    "avx512 + vnni + bf16", "avx2 + vnni", "" when the flags cannot be read."""
+    flags = host_cpu_flags() if flags is None else flags
+    if not flags:
+        return ""
+    if "avx512f" in flags:
+        parts = ["avx512"]
+    elif "avx2" in flags:
+        parts = ["avx2"]
+    elif "sse4_2" in flags:
+        parts = ["sse4.2"]
+    elif "asimd" in flags:  # AArch64's cpuinfo `Features`
+        parts = ["neon"] + (["sve"] if "sve" in flags else [])
+    else:
+        parts = []
+    extras = {
+        "vnni": ("avx512_vnni", "avx_vnni"),
+        "bf16": ("avx512_bf16",),
+        "fp16": ("avx512_fp16",),
+        "amx": ("amx_tile",),
+    }
+    parts += [name for name, spellings in extras.items() if any(s in flags for s in spellings)]
+    return " + ".join(parts)
+
+
+def host_level(flags: set[str] | None = None) -> str | None:
+    """The highest portable x86-64 level (archspec's spelling, `x86_64_v3`) the host's
+    cpuinfo flags meet, or None (not x86, flags unreadable)."""
+    flags = host_cpu_flags() if flags is None else flags
+    if not flags or host_arch() not in ("x86_64", "amd64"):
+        return None
+    for level in _LEVELS:
+        if not missing_features(CPU_LEVEL_FEATURES[level], flags):
+            return level.replace("-", "_")
+    return None
+
+
+def host_microarchitecture() -> str:
+    """The host CPU for people: "zen5 (x86_64_v4, avx512 + vnni)".
+
+    The micro-architecture name comes from archspec (the Spack/pip library that names CPUs
+    from cpuinfo), when it is installed; a CPU it only knows by its features (in a VM that
+    hides some flags) is named by its generic level. Code generation keeps LLVM's cpu name.
+    """
+    flags = host_cpu_flags()
+    name: str | None = None
+    level = host_level(flags)
+    try:
+        import archspec.cpu
+
+        host = archspec.cpu.host()
+        name = host.name
+        level = host.generic.name if host.generic.name != "x86_64" or level is None else level
+    except Exception:  # not installed, or an unknown machine: the level is still right
+        pass
+    details = [d for d in (level if level != name else None, host_isa_summary(flags)) if d]
+    name = name or level or host_arch()
+    return f"{name} ({', '.join(details)})" if details else name

@@ -145,6 +145,14 @@ def _read_extra(extra: Field) -> dict[str, Any]:
                 "callee": site["callee"].as_str(),
                 "summary": site["summary"].as_str(r".*"),
                 "flops": site["flops"].as_int(),
+                # The ONNX node of the site (absent from artifacts built before they were kept).
+                **{
+                    key: field.as_str(r".*") if (field := site.get(key)) is not None else ""
+                    for key in ("shapes", "op_type", "node")
+                },
+                "absorbed": [
+                    name.as_str() for name in (site.get("absorbed") or Field([], "")).as_list()
+                ],
             }
             for site in profile.as_list()
         ]

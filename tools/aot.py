@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -43,7 +44,12 @@ from ember.runtime.artifact import (
     write_variants_manifest,
 )
 from ember.runtime.cache import DiskCache, cache_root, stored_bytes, touch
-from ember.runtime.cpu_features import CPU_LEVEL_FEATURES, host_arch, required_features
+from ember.runtime.cpu_features import (
+    CPU_LEVEL_FEATURES,
+    host_arch,
+    host_microarchitecture,
+    required_features,
+)
 from ember.runtime.errors import ModelError
 from ember.tools.cheader import write_header
 from ember.tools.shapes import (
@@ -57,6 +63,8 @@ from ember.tools.shapes import (
 )
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
+# Debug-level timings of each build stage (the passes' own: tools/compile.py).
+log = logging.getLogger("ember.compile")
 
 
 class Progress:
@@ -94,6 +102,7 @@ class Progress:
             if ticker is not None:
                 ticker.join()
             self.seconds[name] = time.perf_counter() - start
+            log.debug("%s: %.3f s", name, self.seconds[name])
             if self.enabled:
                 self._draw(f"  {name:<32} {self.seconds[name]:6.2f} s\n")
 
@@ -145,6 +154,9 @@ def target_info(target: Any) -> dict[str, Any]:
         "required_features": required_features(target.cpu, target.features),
         "vector_width": target.vector_width,
         "vector_registers": target.vector_registers,
+        # The machine that compiled it, for people ("x86_64_v4 (avx512 + vnni)"); the loader
+        # checks `required_features`, not this.
+        "built_on": host_microarchitecture(),
     }
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import onnx
 
+from ember.core.target import host_cpu_description
 from ember.runtime.errors import EmberError, ModelError, ResourceLimitError, UnsupportedOpError
 from ember.tools.session import onnx_type_string, ort_dims
 from ember.tools.shapes import (
@@ -80,6 +81,9 @@ class CheckReport:
     model: str
     problems: list[Problem] = field(default_factory=list)
     imported: bool = False
+    # The machine checked on ("x86_64_v4 (avx512 + vnni), LLVM cpu znver5"): what `host`
+    # builds will target.
+    host: str = field(default_factory=host_cpu_description)
 
     @property
     def ok(self) -> bool:
@@ -93,12 +97,13 @@ class CheckReport:
             "model": self.model,
             "ok": self.ok,
             "imported": self.imported,
+            "host": self.host,
             "problems": [p.to_dict() for p in self.problems],
         }
 
     def __str__(self) -> str:
         if self.ok:
-            return f"{self.model}: no problems found; the model imports as is"
+            return f"{self.model}: no problems found; the model imports as is\nhost: {self.host}"
         lines = [f"{self.model}: {len(self.problems)} problem(s) to fix before compiling"]
         for problem in self.problems:
             lines.append(f"  [{problem.kind}] {problem.message}")
@@ -109,6 +114,7 @@ class CheckReport:
                 "  (the import check runs once these are fixed: it may find more, e.g. op "
                 "variants ember refuses)"
             )
+        lines.append(f"host: {self.host}")
         return "\n".join(lines)
 
 

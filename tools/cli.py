@@ -7,6 +7,7 @@
     ember conformance ...                (see `ember conformance --help`)
     ember fuzz ...                       (see `ember fuzz --help`)
     ember check model.onnx [--json]      (every problem to fix before compiling)
+    ember graph model.onnx -o graph.html [--stage import|graph|kernel]   (a picture of the graph)
     ember quantize model.onnx -o model.int8.onnx [--calib DIR]   (int8 QDQ model)
     ember compile model.onnx -o model.ember --int8 [--calib DIR] (quantize, then compile)
     ember cache info|list|clear          (see `ember cache --help`)
@@ -32,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ember import __version__
+from ember.core.target import host_cpu_description
 from ember.runtime.artifact import read_manifest, sha256_file
+from ember.runtime.cpu_features import host_microarchitecture
 from ember.runtime.errors import EmberError, InputError, ModelError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
 from ember.tools.engine import Config, pipeline_spec
@@ -151,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("fuzz", help="fuzz and differential tests (see `ember fuzz --help`)")
     commands.add_parser("check", help="list every problem to fix before a model compiles")
+    commands.add_parser(
+        "graph", help="draw the graph after ember's passes (.html, .dot, .svg; see --help)"
+    )
     commands.add_parser("quantize", help="post-training int8 quantization to a QDQ ONNX model")
     commands.add_parser("cache", help="show or clear the on-disk cache (see `ember cache --help`)")
     commands.add_parser(
@@ -393,6 +399,7 @@ def _bench_batches(args: argparse.Namespace) -> int:
         print(json.dumps({"model": str(args.model), "batches": document}, indent=2))
         return 0
     print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up per batch size")
+    print(f"host: {host_cpu_description()}; {os.cpu_count()} cores")
     print(bench.format_batch_results(rows))
     return 0
 
@@ -447,6 +454,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     shapes = ", ".join(f"{s.name} {'x'.join(map(str, s.shape))}" for s in specs)
     print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up, inputs {shapes}")
+    print(f"host: {host_cpu_description()}; {os.cpu_count()} cores")
     print(bench.format_results(results))
     if compare_error is not None:
         print(f"{args.compare}: failed, comparison skipped: {compare_error}")
@@ -490,6 +498,7 @@ def _bench_json(
         ],
         "machine": {
             "cpu": bench.cpu_name(),
+            "microarchitecture": host_microarchitecture(),
             "cores": os.cpu_count(),
             "arch": target.get("arch"),
             "target_cpu": target.get("cpu"),
@@ -509,6 +518,7 @@ _DELEGATED = {
     "conformance": "ember.tools.conformance",
     "fuzz": "ember.tools.fuzz",
     "check": "ember.tools.check",
+    "graph": "ember.tools.graph_view",
     "quantize": "ember.tools.quantize",
     "cache": "ember.tools.cache",
     "serve": "ember.tools.serve",

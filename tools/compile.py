@@ -11,6 +11,7 @@ computed from graph inputs (the importer's RuntimeOperandError), keyed on their 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -46,6 +47,9 @@ from ember.tools.shapes import (
     read_model,
     static_input_shapes,
 )
+
+# Debug-level stage and pass timings (`logging.getLogger("ember").setLevel(logging.DEBUG)`).
+log = logging.getLogger("ember.compile")
 
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
@@ -154,9 +158,14 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
     The importer gives the value a node produces the name of the node's ONNX output, through
     xDSL's name hints, which drop a trailing `_<digits>`: a hint names a node when exactly one
     node output has that hint, or when it carries the prefix of exactly one node's expanded
-    function body. Unnamed ops before a named one (the helper ops of a multi-op conversion)
-    belong to its node. Anything else stays unmarked, and its errors name the kernel only: a
-    wrong node name would be worse than none. An origin already set (by the importer) is kept.
+    function body. Hints shared by several node outputs (exporters' `conv_2`, `conv_11` both
+    become `conv`) are matched in order: the importer converts nodes in graph order, so when
+    the non-constant values with that hint are exactly as many as the node outputs, the k-th
+    value is the k-th output (a count that differs, e.g. a folded or forwarded output, leaves
+    them all unmarked; so does a model with subgraphs or local functions). Unnamed ops before
+    a named one (the helper ops of a multi-op conversion) belong to its node. Anything else
+    stays unmarked, and its errors name the kernel only: a wrong node name would be worse than
+    none. An origin already set (by the importer) is kept.
     """
     from ember.frontend.onnx_importer import ssa_name
 
@@ -165,12 +174,41 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
 
     by_output: dict[str, list[tuple[str, str]]] = {}
     by_prefix: dict[str, list[tuple[str, str]]] = {}
+    each_output: dict[str, list[tuple[str, str]]] = {}  # one entry per output, in node order
     for node in model.graph.node:
         origin = (node.op_type, node.name or (node.output[0] if node.output else "?"))
         for output in {hint(o) for o in node.output if o}:
             by_output.setdefault(output, []).append(origin)
+        for output in node.output:
+            if output:
+                each_output.setdefault(hint(output), []).append(origin)
         # The names an expanded function body gives its values (frontend: function_body).
         by_prefix.setdefault(ssa_name(f"{origin[1]}/{node.op_type}/"), []).append(origin)
+
+    # Values named like several node outputs, in program order (constants are materialized
+    # when first used, out of node order, so they take no part).
+    shared: dict[str, list[SSAValue]] = {}
+    for op in entry_function(module).body.block.ops:
+        if isinstance(op, graph.ConstantOp):
+            continue
+        for result in op.results:
+            if result.name_hint and len(by_output.get(result.name_hint, [])) > 1:
+                shared.setdefault(result.name_hint, []).append(result)
+    in_order: dict[SSAValue, tuple[str, str]] = {}
+    # Subgraphs (If/Loop bodies) and local functions add values no top-level output counts.
+    plain = not model.functions and not any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for node in model.graph.node
+        for a in node.attribute
+    )
+    for name, values in shared.items() if plain else ():
+        if len(values) == len(each_output[name]):
+            in_order.update(zip(values, each_output[name]))
+
+    def origin_of_value(value: SSAValue) -> tuple[str, str] | None:
+        if value in in_order:
+            return in_order[value]
+        return origin_of_hint(value.name_hint or "")
 
     def origin_of_hint(name: str) -> tuple[str, str] | None:
         exact = by_output.get(name, [])
@@ -182,13 +220,13 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
 
     unnamed: list[Operation] = []
     for op in entry_function(module).body.block.ops:
-        hints = [r.name_hint for r in op.results if r.name_hint]
+        named = [r for r in op.results if r.name_hint]
         if isinstance(op, func.ReturnOp) or not op.results:
             continue
-        if not hints:
+        if not named:
             unnamed.append(op)
             continue
-        origin = origin_of_hint(hints[0])
+        origin = origin_of_value(named[0])
         if origin is not None:
             for owned in [*unnamed, op]:
                 if ORIGIN not in owned.attributes:
@@ -234,6 +272,7 @@ def compile_program(
     biggest = _biggest_value(module)
     annotate_origins(module, proto)
     report.import_seconds = time.perf_counter() - start
+    log.debug("import: %.3f s (%d ONNX nodes)", report.import_seconds, len(proto.graph.node))
 
     ctx = make_context(weights, target or host_target())
     last = [time.perf_counter()]
@@ -246,6 +285,7 @@ def compile_program(
         if previous is not None:
             key = previous.name
             report.pass_seconds[key] = report.pass_seconds.get(key, 0.0) + now - last[0]
+            log.debug("pass %s: %.3f s", key, now - last[0])
             if verify_each:
                 _verify_after(_module, key)
         if on_pass is not None and _next is not None:

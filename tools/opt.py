@@ -1,6 +1,7 @@
 """`ember opt`: run any pass pipeline on an ONNX model or on ember IR text, and debug it.
 
     ember opt model.onnx --emit kernel                       # IR after the kernel stage
+    ember opt model.onnx --emit dot -o graph.dot             # the --emit graph IR, drawn
     ember opt model.onnx --print-ir-after-change --print-ir-diff
     ember opt model.onnx --pipeline "canonicalize,fold-batchnorm,dce" -o graph.mlir
     ember opt graph.mlir --weights graph.npz --emit loops --timing --statistics
@@ -63,7 +64,7 @@ from ember.tools.shapes import (
     static_input_shapes,
 )
 
-EMIT_CHOICES = ("graph", "kernel", "loops", "llvm", "asm")
+EMIT_CHOICES = ("graph", "kernel", "loops", "llvm", "asm", "dot")
 _KERNEL_PASSES = frozenset(KERNEL_STAGE.split(","))
 _LOOPS_PASSES = frozenset(LOOPS_STAGE.split(","))
 _LOWERING_PASSES = _KERNEL_PASSES | _LOOPS_PASSES
@@ -172,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="IR text: seeded weights (--seed) for those no .npz supplies, e.g. hand-written IR",
     )
-    io.add_argument("--emit", choices=EMIT_CHOICES, help="stop at a stage / emit LLVM IR or asm")
+    io.add_argument(
+        "--emit",
+        choices=EMIT_CHOICES,
+        help="stop at a stage / emit LLVM IR or asm / dot: the graph-stage IR as Graphviz text",
+    )
     add_input_shape_option(io)
     io.add_argument(
         "--elide-large-constants",
@@ -392,7 +397,8 @@ def run(
             raise UsageError("--bisect-against/--compare-intermediates need an .onnx model")
         return _numerics(args, module, ctx, passes, out, log)
 
-    passes = cut_for_emit(passes, args.emit)
+    # --emit dot draws the graph-stage IR (`ember graph --stage` draws the others).
+    passes = cut_for_emit(passes, "graph" if args.emit == "dot" else args.emit)
     requested = {
         "--print-ir-before": _pass_names(args.print_ir_before),
         "--print-ir-after": _pass_names(args.print_ir_after),
@@ -434,6 +440,14 @@ def run(
         start = time.perf_counter()
         text = _emit_code(module, target, args.emit, args.opt_level)
         extra_timing[f"codegen (--emit {args.emit})"] = time.perf_counter() - start
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            out.write(text)
+    elif args.emit == "dot":
+        from ember.tools.graph_view import graph_of, to_dot
+
+        text = to_dot(graph_of(module, "graph"))
         if args.output:
             Path(args.output).write_text(text)
         else:

@@ -2,17 +2,24 @@
 
     python -m ember.tools.profile model.onnx [--threads 1] [--runs 10] [--order time|program]
                                              [--input-shape NAME=1x3x224x224 ...]
+                                             [--trace trace.json]
 
 The model is compiled with the default pipeline plus `instrument-kernels`, which brackets each
 kernel call of the entry function with cycle-counter reads. Each run fills one counter per
 call site; cycles become seconds by the counter's rate, measured against the wall clock. A site's time is its best (or median) over the runs: on a shared machine the
 minimum is the least disturbed sample. Inputs are seeded random numbers.
+
+Each row also names the ONNX node the kernel call comes from (`ember.origin`, set at import;
+a fused kernel names the node it was built from, then the nodes fused into it: "Conv 'c1' +
+bn1, relu1"). `--trace` writes every call of every run as a Chrome trace-event file
+(chrome://tracing, https://ui.perfetto.dev).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import re
 import statistics
@@ -43,6 +50,18 @@ class SiteProfile:
     summary: str  # what it computes, e.g. "conv 3x3 s1 64->64 @56x56+bias+relu"
     flops: int  # floating point operations of one call (0: not counted for this kernel)
     seconds: float
+    op_type: str = ""  # the ONNX node the call comes from ("" when unknown)
+    node: str = ""
+    shapes: str = ""  # operand shapes, "1x16x24x24, 16x16x3x3 -> 1x16x24x24"
+    absorbed: tuple[str, ...] = ()  # the nodes fused into it (a BatchNormalization, a Relu)
+
+    @property
+    def onnx_node(self) -> str:
+        """`Conv 'conv1' + bn1, relu1`, or "?" when the call's origin is unknown."""
+        if not self.op_type:
+            return "?"
+        fused = f" + {', '.join(self.absorbed)}" if self.absorbed else ""
+        return f"{self.op_type} '{self.node}'{fused}"
 
     @property
     def kind(self) -> str:
@@ -62,6 +81,8 @@ class Profile:
     cycles_per_second: float
     runs: int
     threads: int
+    # Cycles of every run (rows) at every site, the whole entry last (columns): the trace.
+    samples: np.ndarray | None = None
 
     @property
     def site_seconds(self) -> float:
@@ -151,10 +172,94 @@ def profile_model(
     per_slot = np.stack(samples)
     seconds = [float(reduce(list(per_slot[:, i]))) / rate for i in range(per_slot.shape[1])]
     result = [
-        SiteProfile(i, str(s["callee"]), str(s["summary"]), int(s["flops"]), seconds[i])
+        SiteProfile(
+            i,
+            str(s["callee"]),
+            str(s["summary"]),
+            int(s["flops"]),
+            seconds[i],
+            str(s.get("op_type", "")),
+            str(s.get("node", "")),
+            str(s.get("shapes", "")),
+            tuple(s.get("absorbed", ())),
+        )
         for i, s in enumerate(sites)
     ]
-    return Profile(result, seconds[-1], statistics.median(walls), rate, runs, threads)
+    return Profile(result, seconds[-1], statistics.median(walls), rate, runs, threads, per_slot)
+
+
+def trace_events(profile: Profile) -> dict[str, object]:
+    """The profile's runs as Chrome trace events: one complete event ("ph": "X") per kernel
+    call per run, in microseconds.
+
+    The counters give each call's duration, not its start: calls are laid end to end from the
+    start of their run (the entry runs them one after another; the gaps between them are the
+    entry's own few instructions), and each run starts where the previous one ended.
+    """
+    if profile.samples is None:
+        raise ValueError("the profile has no per-run samples to trace")
+    to_us = 1e6 / profile.cycles_per_second
+    events: list[dict[str, object]] = []
+    run_start = 0.0
+    for run, counters in enumerate(profile.samples):
+        events.append(
+            {
+                "name": f"run {run}",
+                "cat": "run",
+                "ph": "X",
+                "ts": run_start,
+                "dur": float(counters[-1]) * to_us,
+                "pid": 0,
+                "tid": 0,
+            }
+        )
+        start = run_start
+        for site in profile.sites:
+            duration = float(counters[site.index]) * to_us
+            args: dict[str, object] = {
+                "site": site.index,
+                "kernel": site.callee,
+                "op": site.summary,
+                "onnx_op": site.op_type,
+                "node": site.node,
+                "nodes": [site.node, *site.absorbed] if site.node else [],
+                "shape": site.shapes,
+            }
+            if site.flops and duration > 0:
+                args["GFLOP/s"] = round(site.flops / duration / 1e3, 2)
+            events.append(
+                {
+                    "name": site.node or site.callee,
+                    "cat": site.kind,
+                    "ph": "X",
+                    "ts": start,
+                    "dur": duration,
+                    "pid": 0,
+                    "tid": 1,
+                    "args": args,
+                }
+            )
+            start += duration
+        run_start += float(counters[-1]) * to_us
+    names = [("process_name", 0, None, "ember"), ("thread_name", 0, 0, "runs")]
+    names.append(("thread_name", 0, 1, "kernels"))
+    metadata = [
+        {
+            "name": kind,
+            "ph": "M",
+            "pid": pid,
+            **({} if tid is None else {"tid": tid}),
+            "args": {"name": label},
+        }
+        for kind, pid, tid, label in names
+    ]
+    return {"traceEvents": metadata + events, "displayTimeUnit": "ms"}
+
+
+def write_trace(profile: Profile, path: str | os.PathLike[str]) -> None:
+    """`trace_events(profile)` as a JSON file for chrome://tracing or ui.perfetto.dev."""
+    with open(path, "w") as out:
+        json.dump(trace_events(profile), out)
 
 
 def format_profile(profile: Profile, order: str = "time", top: int | None = None) -> str:
@@ -168,13 +273,14 @@ def format_profile(profile: Profile, order: str = "time", top: int | None = None
     lines = [
         f"{profile.threads} thread(s), {profile.runs} runs; counter at "
         f"{profile.cycles_per_second / 1e9:.2f} GHz",
-        f"{'site':>4}  {'kernel':<14} {'op':<{width}}  {'share':>6} {'us':>9} {'GFLOP/s':>8}",
+        f"{'site':>4}  {'kernel':<14} {'op':<{width}}  {'share':>6} {'us':>9} {'GFLOP/s':>8}"
+        "  onnx node",
     ]
     for s in shown:
         gflops = f"{s.gflops:8.1f}" if s.gflops is not None else f"{'':>8}"
         lines.append(
             f"{s.index:>4}  {s.callee:<14} {s.summary:<{width}}  "
-            f"{s.seconds / total:>6.1%} {s.seconds * 1e6:>9.1f} {gflops}"
+            f"{s.seconds / total:>6.1%} {s.seconds * 1e6:>9.1f} {gflops}  {s.onnx_node}"
         )
     if top and len(sites) > top:
         rest = sum(s.seconds for s in sites[top:])
@@ -209,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--statistic", choices=["min", "median"], default="min")
     parser.add_argument("--order", choices=["time", "program"], default="time")
     parser.add_argument("--top", type=int, default=None, help="show only the N slowest sites")
+    parser.add_argument(
+        "--trace",
+        metavar="OUT.json",
+        help="also write every kernel call of every run as a Chrome trace-event file",
+    )
     add_input_shape_option(parser)
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -226,6 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     print(format_profile(profile, args.order, args.top))
+    if args.trace:
+        try:
+            write_trace(profile, args.trace)
+        except OSError as error:
+            print(f"{parser.prog}: error: cannot write {args.trace}: {error}", file=sys.stderr)
+            return 1
+        print(f"trace: {args.trace} ({len(profile.sites)} kernels x {profile.runs} runs)")
     return 0
 
 

@@ -13,6 +13,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 
 from ember.dialects import graph
 from ember.dialects.weights import WeightStore
+from ember.passes.program import absorb_origins
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
     const_hint,
@@ -79,7 +80,8 @@ class FoldBatchNormIntoConv(RewritePattern):
         affine = batch_norm_affine(op, self.weights)
         if conv is None or affine is None:
             return
-        rewriter.replace(op, _scale_conv(conv, *affine, self.weights, rewriter))
+        fused = _scale_conv(conv, *affine, self.weights, rewriter)
+        rewriter.replace(op, absorb_origins(fused, op))
         rewriter.erase(conv)
 
 
@@ -100,7 +102,8 @@ class FoldChannelScaleIntoConv(RewritePattern):
             if scale is None:
                 continue
             zero = np.zeros_like(scale)
-            rewriter.replace(op, _scale_conv(conv, scale, zero, self.weights, rewriter))
+            fused = _scale_conv(conv, scale, zero, self.weights, rewriter)
+            rewriter.replace(op, absorb_origins(fused, op))
             rewriter.erase(conv)
             return
 

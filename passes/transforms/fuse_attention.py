@@ -28,7 +28,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 
 from ember.dialects import graph
 from ember.dialects.weights import WeightStore
-from ember.passes.program import ORIGIN
+from ember.passes.program import ORIGIN, absorb_origins
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
     erase_unused,
@@ -170,6 +170,7 @@ class FuseAttentionPattern(RewritePattern):
         )
         if ORIGIN in softmax.attributes:
             fused.attributes[ORIGIN] = softmax.attributes[ORIGIN]
+            absorb_origins(fused, *dead, replaced)
         rewriter.replace(replaced, fused)
         erase_unused(rewriter, dead)
 

@@ -19,6 +19,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.weights import WeightStore
+from ember.passes.program import absorb_origins
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
     const_hint,
@@ -63,7 +64,7 @@ class FuseBiasAddPattern(RewritePattern):
                     continue
                 vector = old + vector
             bias = new_constant(rewriter, self.weights, vector, const_hint(c, "bias"))
-            rewriter.replace(op, rebuild(producer, bias=bias))
+            rewriter.replace(op, absorb_origins(rebuild(producer, bias=bias), op))
             rewriter.erase(producer)
             return
 
@@ -80,7 +81,7 @@ class FuseResidualAddPattern(RewritePattern):
             # The fused op takes the add's place: its own operands dominate its old position,
             # which precedes the add, and `other` (which cannot depend on the single-use `y`)
             # is defined before the add, so no cycle can form.
-            rewriter.replace(op, rebuild(producer, residual=other))
+            rewriter.replace(op, absorb_origins(rebuild(producer, residual=other), op))
             rewriter.erase(producer)
             return
 
@@ -119,7 +120,7 @@ class FuseActivationPattern(RewritePattern):
         producer = fusable_producer(op.operands[0])
         if producer is None:
             return
-        rewriter.replace(op, _with_activation(producer, *activation))
+        rewriter.replace(op, absorb_origins(_with_activation(producer, *activation), op))
         rewriter.erase(producer)
 
 
@@ -243,7 +244,8 @@ class FuseGeluPattern(RewritePattern):
             # Every use of x must be inside the pattern (the scaled erf input and one factor).
             if any(use.operation not in matched for use in x.uses):
                 continue
-            rewriter.replace(op, _with_activation(producer, activation, []))
+            fused = _with_activation(producer, activation, [])
+            rewriter.replace(op, absorb_origins(fused, *reversed(matched), op))
             for dead in [*matched[1:], producer]:  # users before producers
                 if (
                     dead is not op

@@ -109,4 +109,7 @@ def rebuild(op: graph.ConvOp | graph.MatMulOp, **changes: object) -> graph.ConvO
         operands=[first, second, bias, residual],  # type: ignore[list-item]
         result_types=[op.output.type],
         properties=properties,  # type: ignore[arg-type]
+        # The discardable attributes (ember.origin: the ONNX node the op comes from) stay, so
+        # that the fused kernel's errors and profile rows still name the node.
+        attributes=dict(op.attributes),
     )

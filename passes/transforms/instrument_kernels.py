@@ -10,8 +10,10 @@ counters meaningful when a caller runs the program several times on one buffer.
 
 The entry function records what each slot is in `ember.profile_sites`: one dictionary per
 call site with the callee, a human summary of the kernel (the kernel lowering's
-`ember.kernel_summary` when it set one, else the callee's operand shapes) and its floating
-point operations (`ember.kernel_flops`, 0 when unknown).
+`ember.kernel_summary` when it set one, else the callee's operand shapes), its floating
+point operations (`ember.kernel_flops`, 0 when unknown), its operand shapes and the ONNX node
+the call comes from (`op_type` and `node` of the call's `ember.origin`, empty when unknown,
+and `absorbed`: the nodes fused into it).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
-from ember.passes.program import STATUS_ROLE, append_argument, argument_with_role, entry_function
+from ember.passes.program import (
+    STATUS_ROLE,
+    absorbed_nodes,
+    append_argument,
+    argument_with_role,
+    entry_function,
+    origin_of,
+)
 
 CYCLE_COUNTER = "llvm.readcyclecounter"
 PROFILE_ROLE = "profile"
@@ -52,17 +61,22 @@ def _site(call: func.CallOp, callee: func.FuncOp | None, status: SSAValue | None
     name = call.callee.root_reference.data
     summary = None if callee is None else callee.attributes.get(KERNEL_SUMMARY)
     flops = None if callee is None else callee.attributes.get(KERNEL_FLOPS)
+    # The operands in destination-passing style: inputs..., output last (then the status
+    # record, for a kernel that checks its data).
+    shapes = [_shape_text(v) for v in call.arguments if v is not status]
+    shape_text = f"{', '.join(shapes[:-1])} -> {shapes[-1]}" if len(shapes) > 1 else "".join(shapes)
     if not isinstance(summary, StringAttr):
-        # The operands in destination-passing style: inputs..., output last (then the status
-        # record, for a kernel that checks its data).
-        shapes = [_shape_text(v) for v in call.arguments if v is not status]
-        text = f"{', '.join(shapes[:-1])} -> {shapes[-1]}" if len(shapes) > 1 else "".join(shapes)
-        summary = StringAttr(text)
+        summary = StringAttr(shape_text)
+    origin = origin_of(call)
     return DictionaryAttr(
         {
             "callee": StringAttr(name),
             "summary": summary,
             "flops": flops if isinstance(flops, IntegerAttr) else IntegerAttr(0, i64),
+            "shapes": StringAttr(shape_text),
+            "op_type": StringAttr(origin.get("op_type", "")),
+            "node": StringAttr(origin.get("node", "")),
+            "absorbed": ArrayAttr([StringAttr(n) for n in absorbed_nodes(call)]),
         }
     )
 
@@ -116,16 +130,30 @@ class InstrumentKernels(ModulePass):
         fn.attributes[PROFILE_SITES] = ArrayAttr(sites)
 
 
-def profile_sites(fn: func.FuncOp) -> list[dict[str, str | int]] | None:
+def profile_sites(fn: func.FuncOp) -> list[dict[str, str | int | list[str]]] | None:
     """The call sites an instrumented entry function profiles, in slot order (None if not)."""
     sites = fn.attributes.get(PROFILE_SITES)
     if not isinstance(sites, ArrayAttr):
         return None
-    result: list[dict[str, str | int]] = []
+    result: list[dict[str, str | int | list[str]]] = []
     for site in sites.data:
         assert isinstance(site, DictionaryAttr)
         callee, summary, flops = (site.data[k] for k in ("callee", "summary", "flops"))
         assert isinstance(callee, StringAttr) and isinstance(summary, StringAttr)
         assert isinstance(flops, IntegerAttr)
-        result.append({"callee": callee.data, "summary": summary.data, "flops": flops.value.data})
+        origin = {
+            key: value.data if isinstance(value := site.data.get(key), StringAttr) else ""
+            for key in ("shapes", "op_type", "node")
+        }
+        absorbed = site.data.get("absorbed")
+        fused = [a.data for a in absorbed.data] if isinstance(absorbed, ArrayAttr) else []
+        result.append(
+            {
+                "callee": callee.data,
+                "summary": summary.data,
+                "flops": flops.value.data,
+                **origin,
+                "absorbed": fused,
+            }
+        )
     return result

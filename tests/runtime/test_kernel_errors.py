@@ -210,24 +210,47 @@ def test_nodes_sharing_one_kernel_are_told_apart() -> None:
             exe.run(feeds)
 
 
-def test_a_node_name_that_is_not_certain_is_not_given() -> None:
-    """Outputs `t_1` and `t_2` both reach the IR as `t` (xDSL drops `_<digits>`): which node a
-    kernel came from is then unknown, and the error names the kernel only, never a guess."""
+def stem_sharing_gathers(forward: bool) -> onnx.ModelProto:
+    """Outputs `t_1` and `t_2` both reach the IR as `t` (xDSL drops `_<digits>`); `forward`
+    adds an Identity whose output `t_3` is the input `x` itself (no op of its own)."""
     nodes = [
         helper.make_node("Gather", ["x", "a"], ["t_1"], axis=0, name="first_lookup"),
         helper.make_node("Gather", ["x", "b"], ["t_2"], axis=1, name="second_lookup"),
     ]
+    outputs = [
+        helper.make_tensor_value_info("t_1", TensorProto.FLOAT, [2, COLS]),
+        helper.make_tensor_value_info("t_2", TensorProto.FLOAT, [ROWS, 2]),
+    ]
+    if forward:
+        nodes.insert(0, helper.make_node("Identity", ["x"], ["t_3"], name="forward"))
+        outputs.append(helper.make_tensor_value_info("t_3", TensorProto.FLOAT, [ROWS, COLS]))
     ids = [helper.make_tensor_value_info(n, TensorProto.INT64, [2]) for n in "ab"]
     graph = helper.make_graph(
         nodes,
         "ambiguous",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [ROWS, COLS]), *ids],
-        [
-            helper.make_tensor_value_info("t_1", TensorProto.FLOAT, [2, COLS]),
-            helper.make_tensor_value_info("t_2", TensorProto.FLOAT, [ROWS, 2]),
-        ],
+        outputs,
     )
-    exe = ember.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_nodes_sharing_a_name_stem_are_named_by_their_order() -> None:
+    """Two values named `t` for two outputs named `t_<k>`: the importer converts nodes in
+    order, so the second value is the second node's (regression: they were left unnamed)."""
+    exe = ember.compile(stem_sharing_gathers(forward=False))
+    nodes = [s.get("node") for s in exe.manifest.extra["status_sites"]]
+    assert nodes == ["first_lookup", "second_lookup"]
+    x = np.zeros((ROWS, COLS), np.float32)
+    feeds = {"x": x, "a": np.array([0, 1]), "b": np.array([0, COLS])}
+    with pytest.raises(KernelError, match="Gather node 'second_lookup'"):
+        exe.run(feeds)
+
+
+def test_a_node_name_that_is_not_certain_is_not_given() -> None:
+    """Three outputs named `t_<k>` but two values named `t` (Identity forwards `x`): which
+    node a kernel came from is then unknown, and the error names the kernel only, never a
+    guess."""
+    exe = ember.compile(stem_sharing_gathers(forward=True))
     assert [s.get("node") for s in exe.manifest.extra["status_sites"]] == [None, None]
     x = np.zeros((ROWS, COLS), np.float32)
     feeds = {"x": x, "a": np.array([0, 1]), "b": np.array([0, COLS])}

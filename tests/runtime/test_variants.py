@@ -112,7 +112,7 @@ def test_ember_compile_shapes_and_bench_batch(
         cli.main(["bench", str(out), "--batch", "1,2", "--input-shape", "x=1x3", "--runs", "2"])
         == 0
     )
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:]]  # after the host
     assert [(row[0], row[1]) for row in rows] == [("1", "ember"), ("2", "ember")]
 
 

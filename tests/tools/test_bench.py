@@ -150,7 +150,15 @@ def test_bench_json_schema(
          "range": [0, TOKEN_TYPES]},
     ]  # fmt: skip
     machine = doc["machine"]
-    assert set(machine) == {"cpu", "cores", "arch", "target_cpu", "vector_bits", "isa"}
+    assert set(machine) == {
+        "cpu",
+        "microarchitecture",
+        "cores",
+        "arch",
+        "target_cpu",
+        "vector_bits",
+        "isa",
+    }
     assert isinstance(machine["cpu"], str) and machine["cores"] >= 1
     assert machine["vector_bits"] in (128, 256, 512) and "sse2" in machine["isa"]
     import onnxruntime
@@ -187,8 +195,9 @@ def test_a_failing_compared_engine_is_one_line_and_ember_still_reports(
     argv = ["bench", str(bert_path), "--runs", "2", "--warmup", "0", "--compare", "onnxruntime"]
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[2].split()[0] == "ember" and len(out) == 4
-    assert out[3] == "onnxruntime: failed, comparison skipped: bad things happened"
+    assert out[1].startswith("host: ")  # the machine, then the table
+    assert out[3].split()[0] == "ember" and len(out) == 5
+    assert out[4] == "onnxruntime: failed, comparison skipped: bad things happened"
     assert main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["engines"][1] == {"engine": "onnxruntime", "error": "bad things happened"}

@@ -134,3 +134,81 @@ def test_uninstrumented_program_refuses_run_profiled() -> None:
     compiled = ember.compile(twin_convs(), threads=1)
     with pytest.raises(ValueError, match="not instrumented"):
         compiled.run_profiled(profile_tool.random_feeds(compiled.manifest))
+
+
+def named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every node named after its op and position, as exporters name them."""
+    for position, node in enumerate(model.graph.node):
+        node.name = f"/block{position}/{node.op_type}"
+    return model
+
+
+def test_rows_name_the_onnx_node_even_after_fusion(capsys: pytest.CaptureFixture[str]) -> None:
+    model = named(twin_convs())
+    result = profile_tool.profile_model(model, runs=1, warmup=0)
+    # Conv+bias+Relu became one kernel: it keeps the Conv's name (the summary says what it
+    # absorbed); the pool names its own node.
+    assert [(s.op_type, s.node) for s in result.sites] == [
+        ("Conv", "/block0/Conv"),
+        ("Conv", "/block2/Conv"),
+        ("GlobalAveragePool", "/block4/GlobalAveragePool"),
+    ]
+    # ... and lists the nodes fused into it.
+    assert [s.absorbed for s in result.sites] == [("/block1/Relu",), ("/block3/Relu",), ()]
+    assert result.sites[0].shapes.endswith("-> 1x16x24x24")
+    table = profile_tool.format_profile(result, order="program")
+    assert table.splitlines()[3].endswith("Conv '/block2/Conv' + /block3/Relu")
+
+
+def test_trace_has_one_complete_event_per_kernel_per_run(tmp_path) -> None:
+    import json
+
+    model = named(twin_convs())
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    trace_path = tmp_path / "trace.json"
+    assert profile_tool.main([str(path), "--runs", "3", "--trace", str(trace_path)]) == 0
+    trace = json.loads(trace_path.read_text())
+    kernels = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["cat"] != "run"]
+    runs = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["cat"] == "run"]
+    assert len(runs) == 3 and len(kernels) == 3 * 3
+    node_names = {node.name for node in model.graph.node}
+    assert (
+        {e["args"]["node"] for e in kernels}
+        == {
+            "/block0/Conv",
+            "/block2/Conv",
+            "/block4/GlobalAveragePool",
+        }
+        <= node_names
+    )
+    assert {n for e in kernels for n in e["args"]["nodes"]} == node_names
+    for event in kernels:
+        assert event["dur"] > 0 and event["name"] == event["args"]["node"]
+        assert {"op", "onnx_op", "shape", "kernel"} <= event["args"].keys()
+    assert all(e["args"]["GFLOP/s"] > 0 for e in kernels if e["args"]["onnx_op"] == "Conv")
+    # Calls lie inside their run, one after another.
+    for run in runs:
+        inside = [e for e in kernels if run["ts"] <= e["ts"] < run["ts"] + run["dur"]]
+        assert len(inside) == 3
+        assert inside[-1]["ts"] + inside[-1]["dur"] <= run["ts"] + run["dur"] * 1.001
+
+
+def test_nodes_sharing_a_name_stem_are_told_apart_by_order() -> None:
+    """Exporter names like conv_2, conv_11 all give the IR name hint `conv`: the importer
+    converts nodes in order, so the k-th conv value is the k-th Conv node. Each Conv row must
+    name a Conv whose weight matches the kernel's summary (kernel size, channels)."""
+    from ember.tools.model_zoo import resnet18
+
+    model = resnet18(seed=0, image_size=32, classes=10)
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    conv_weights = {n.name: weights[n.input[1]] for n in model.graph.node if n.op_type == "Conv"}
+    result = profile_tool.profile_model(model, runs=1, warmup=0)
+    convs = [s for s in result.sites if s.callee.startswith("conv2d")]
+    assert len(convs) == len(conv_weights) == len({s.node for s in convs})
+    # Every conv absorbed its BatchNormalization (fold-batchnorm records it).
+    assert all(site.absorbed[0].startswith("batchnormalization_") for site in convs)
+    for site in convs:
+        out_channels, in_channels, kh, kw = conv_weights[site.node]
+        assert site.summary.startswith(f"conv {kh}x{kw} "), (site.node, site.summary)
+        assert f" {in_channels}->{out_channels} " in site.summary, (site.node, site.summary)
