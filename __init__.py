@@ -62,6 +62,7 @@ _LAZY = {
             "EmberError",
             "ModelError",
             "UnsupportedOpError",
+            "RuntimeOperandError",
             "ResourceLimitError",
             "InputError",
             "ArtifactError",
