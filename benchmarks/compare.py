@@ -120,12 +120,10 @@ if engine == "ember":
     with PeakMemory() as memory:
         load(path, threads=threads).run(feeds)
 else:
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+    import onnxruntime  # loaded before the measurement, as ember's runtime is
+    from ember.tools.bench import onnxruntime_session
     with PeakMemory() as memory:
-        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).run(None, feeds)
+        onnxruntime_session(path, threads).run(None, feeds)
 print(memory.mb)
 """
 
@@ -141,11 +139,9 @@ def peak_memory_mb(engine: str, path: Path, threads: int, feeds_file: Path) -> f
 
 
 def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dict[str, float]:
-    import onnxruntime as ort
-
     from ember.runtime import load
     from ember.tools.aot import compile_artifact, resolve_target
-    from ember.tools.bench import Error, constant_fill_share, time_runs
+    from ember.tools.bench import Error, constant_fill_share, onnxruntime_session, time_runs
 
     model = load_model(name)
     feeds = model_inputs(model)
@@ -158,13 +154,7 @@ def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dic
     # spinning after a run and would steal ember's second core if the runs were interleaved.
     executable = load(build.path, threads=threads)
     ember_times = time_runs(lambda: executable.run(feeds), runs, warmup)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = onnxruntime_session(model, threads)
     names = [o.name for o in session.get_outputs()]
     ort_times = time_runs(lambda: session.run(names, feeds), runs, warmup)
     ours, theirs = executable.run(feeds), session.run(names, feeds)

@@ -104,10 +104,9 @@ def best_ms(
 
 
 def bench_model(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> list[dict]:
-    import onnxruntime as ort
-
     from ember.runtime import load
     from ember.tools.aot import compile_variants, resolve_target
+    from ember.tools.bench import onnxruntime_session
 
     build, dim, sizes, make_feeds = MODELS[name]
     model = build()
@@ -122,11 +121,7 @@ def bench_model(name: str, threads: int, runs: int, warmup: int, workdir: Path) 
     )
     variants = load(workdir / f"{name}-variants", threads=threads)
     specializing = ember.compile(model, threads=threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(str(path), threads)
     rows = []
     for size in sizes:
         feeds = make_feeds(model, size)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ember  # noqa: E402
 from ember.core.target import Target, host_target, named_target  # noqa: E402
 from ember.dialects.weight_layouts import int8_isa  # noqa: E402
+from ember.tools.bench import onnxruntime_session  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     GraphBuilder,
     graph_op_counts,
@@ -116,16 +117,6 @@ def timed_ms(run: Callable[[], object], runs: int, warmup: int, threads: int) ->
         run()
         times.append(1e3 * (clock() - start))
     return times
-
-
-def onnxruntime_session(model: onnx.ModelProto, threads: int):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
 
 
 def main() -> None:

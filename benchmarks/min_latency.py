@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from compare import ALL_MODELS, GROUPS, load_model, machine, model_inputs, selected_models
 
 import ember
+from ember.tools.bench import onnxruntime_session
 
 
 def least(fn: Callable[[], object], runs: int, threads: int) -> float:
@@ -45,13 +45,7 @@ def measure(
     compiled = ember.compile(model, threads=threads)
     ours = least(functools.partial(compiled.run, feeds), runs, threads)
     del compiled
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = onnxruntime_session(model, threads)
     return ours, least(lambda: session.run(None, feeds), runs, threads)
 
 

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -166,11 +166,7 @@ def bench_onnxruntime(
 
     outputs: dict[str, np.ndarray] = {}
     with PeakMemory() as memory:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about unused initializers are noise here
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(str(model), threads)
         names = [o.name for o in session.get_outputs()]
 
         def run() -> None:
@@ -178,6 +174,20 @@ def bench_onnxruntime(
 
         latencies = time_runs(run, runs, warmup)
     return BenchResult("onnxruntime", threads, latencies, memory.mb, ort.__version__, outputs)
+
+
+def onnxruntime_session(model: str | bytes | onnx.ModelProto, threads: int) -> Any:
+    """onnxruntime on the CPU with exactly `threads` intra-op threads (the comparison engine of
+    `ember bench` and the benchmarks: every engine gets the same explicit thread count)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initializers are noise here
+    if not isinstance(model, str | bytes):  # a ModelProto (onnx is imported only for typing)
+        model = model.SerializeToString()
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def one_line(error: BaseException) -> str:
