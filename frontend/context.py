@@ -487,9 +487,13 @@ class ImportContext:
             f"{op_type.name} of an empty operand (shapes {shapes}) into a non-empty result "
             f"{list(result_type.get_shape())}: {reason}"
         )
+        raise self._unsupported(detail)
+
+    def _unsupported(self, detail: str) -> ModelError | UnsupportedOpError:
+        """The refusal of what the current node asks for (a ModelError outside any node)."""
         if self.node is None:
-            raise ModelError(detail)
-        raise self.node.unsupported(detail)
+            return ModelError(detail)
+        return self.node.unsupported(detail)
 
     def _in_float32(
         self,
@@ -511,9 +515,7 @@ class ImportContext:
                 f"element type {np.dtype(dtype).name}: ember's {op_type.name} kernel computes in "
                 f"float32 (it widens {', '.join(sorted(d.name for d in widens))} exactly)"
             )
-            if self.node is None:
-                raise ModelError(detail)
-            raise self.node.unsupported(detail)
+            raise self._unsupported(detail)
         widen = self.widen_to_float32
         wide = [
             [widen(v) for v in o]
