@@ -19,6 +19,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `reduction.py` | ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, CumSum, CumProd, TopK |
 | `resize.py` | Resize, Upsample |
 | `sampling.py` | GridSample |
+| `signal.py` | DFT, STFT, MelWeightMatrix |
 | `loss.py` | NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss |
 | `attention.py` | Attention |
 | `recurrent.py` | LSTM, GRU, RNN |
@@ -43,6 +44,7 @@ from ember.frontend.ops import (  # noqa: F401  (each module registers its conve
     reduction,
     resize,
     sampling,
+    signal,
     shape,
     tensor,
 )
