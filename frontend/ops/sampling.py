@@ -23,8 +23,9 @@ from ember.frontend.context import ImportContext, Node, Value, dtype_of, shape_o
 from ember.frontend.registry import converts
 
 
-class _Nodes:
-    """Builds the decomposition's nodes with names unique to the GridSample node."""
+class OnnxNodes:
+    """Builds a converter's decomposition into ONNX nodes (imported with
+    `ImportContext.import_nodes`), with names unique to the node it stands in for."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -36,6 +37,12 @@ class _Nodes:
         out = f"{self.prefix}/{op}_{self.count}"
         self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
+
+    def reduce(self, op: str, value: str, axes: Sequence[int], opset: int, keepdims: int) -> str:
+        """A ReduceMean/Max/... over `axes`, spelled as `opset` takes them (an input from 18)."""
+        if opset >= 18:
+            return self.add(op, [value, self.const(np.array(axes, np.int64))], keepdims=keepdims)
+        return self.add(op, [value], axes=list(axes), keepdims=keepdims)
 
     def const(self, array: np.ndarray) -> str:
         self.count += 1
@@ -69,7 +76,7 @@ def _grid_sample(imp: ImportContext, node: Node) -> Sequence[Value]:
     dtype = dtype_of(x)
     ho, wo = grid_shape[1], grid_shape[2]
     names = node.proto.input
-    b = _Nodes(f"{node.name}/GridSample")
+    b = OnnxNodes(f"{node.name}/GridSample")
 
     def f(value: float) -> str:
         return b.const(np.array(value, dtype))
