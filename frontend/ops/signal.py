@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from ember.core import limits
 from ember.dialects import graph
 from ember.frontend.context import (
     Const,
@@ -85,6 +86,18 @@ def dft_matrix(
     if window is not None:
         matrix *= window.astype(np.float64)[:, None, None, None]
     return matrix.reshape(in_bins * in_parts, out_bins * out_parts)
+
+
+def _check_matrix_size(node: Node, rows: int, cols: int, length: int) -> None:
+    """Refuse a transform whose matrix would outgrow what ember folds at compile time: the
+    matrix is O(length²) (a 2,048-point complex DFT is 32 MiB of float32)."""
+    size = rows * cols * 4
+    if size > limits.FOLD_LIMIT_BYTES:
+        raise node.unsupported(
+            f"a {length}-point transform: ember computes a DFT as a product with a constant "
+            f"[{rows}, {cols}] matrix, {size} bytes, over the {limits.FOLD_LIMIT_BYTES} it "
+            "computes at compile time"
+        )
 
 
 def _times_matrix(imp: ImportContext, rows: Value, matrix: np.ndarray) -> Value:
@@ -152,8 +165,9 @@ def _dft(imp: ImportContext, node: Node) -> Sequence[Value]:
         used = min(size, length)
         out_bins = length // 2 + 1 if onesided else length
         real_output = False
-    matrix = dft_matrix(used, parts, length, out_bins, inverse, real_output)
     out_parts = 1 if real_output else 2
+    _check_matrix_size(node, used * parts, out_bins * out_parts, length)
+    matrix = dft_matrix(used, parts, length, out_bins, inverse, real_output)
 
     # Move the signal axis next to the parts axis, flatten to rows, multiply, move it back.
     others = [d for d in range(rank - 1) if d != axis]
@@ -220,6 +234,7 @@ def _stft(imp: ImportContext, node: Node) -> Sequence[Value]:
     elif window_value is not None:
         taps = imp.reshape(window_value, [1, 1, frame_length, 1])
         framed = imp.binary(node, graph.MulOp, framed, taps)
+    _check_matrix_size(node, frame_length * parts, bins * 2, frame_length)
     matrix = dft_matrix(frame_length, parts, frame_length, bins, False, False, window)
     flat = imp.reshape(framed, [batch * frames, frame_length * parts])
     product = _times_matrix(imp, flat, matrix)

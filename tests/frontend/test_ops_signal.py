@@ -133,6 +133,11 @@ def test_dft_refuses_the_parts_axis_a_bad_last_dim_and_a_onesided_complex_input(
         ember.compile(_dft_model([2, 8, 2], 17, 1, None, onesided=1))
 
 
+def test_a_dft_whose_matrix_outgrows_compile_time_folding_is_refused_by_name() -> None:
+    with pytest.raises(ember.UnsupportedOpError, match="DFT.*'dft'.*a 8192-point transform"):
+        ember.compile(_dft_model([1, 8192, 2], 17, 1, None))
+
+
 def _stft_model(
     signal: list[int],
     step: int,
