@@ -341,5 +341,4 @@ def _col2im(imp: ImportContext, node: Node) -> Sequence[Value]:
         attrs["output_padding"] = output_padding
     weight = b.const(np.tile(one_hot, (channels,) + (1,) * (rank + 1)))
     out = b.add("ConvTranspose", [grid, weight], **attrs)
-    imp.import_nodes(b.nodes)
-    return [imp.env[out]]
+    return [b.import_as(imp, node, out)]

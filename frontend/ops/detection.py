@@ -148,8 +148,7 @@ def _roi_align(imp: ImportContext, node: Node) -> Sequence[Value]:
     grid = b.add("Reshape", [total, i64([boxes, out_h, ratio, out_w, ratio, c])])
     pooled = b.reduce(reduce, grid, [2, 4], node.opset, keepdims=0)  # [R, out_h, out_w, C]
     out = b.add("Transpose", [pooled], perm=[0, 3, 1, 2])
-    imp.import_nodes(b.nodes)
-    return [imp.env[out]]
+    return [b.import_as(imp, node, out)]
 
 
 @converts("DeformConv")
@@ -275,5 +274,4 @@ def _deform_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
     out = b.add("Reshape", [product, i64([n, out_c, out_h, out_w])])
     if bias is not None:
         out = b.add("Add", [out, b.add("Reshape", [names[3], i64([1, out_c, 1, 1])])])
-    imp.import_nodes(b.nodes)
-    return [imp.env[out]]
+    return [b.import_as(imp, node, out)]

@@ -241,5 +241,4 @@ def _tensor_scatter(imp: ImportContext, node: Node) -> Sequence[Value]:
         position = b.add("Where", [negative, b.const(np.array(length, np.int64)), position])
     index = b.add("Expand", [position, b.const(np.array(update_shape, np.int64))])
     out = b.add("ScatterElements", [node.proto.input[0], index, node.proto.input[1]], axis=axis)
-    imp.import_nodes(b.nodes)
-    return [imp.env[out]]
+    return [b.import_as(imp, node, out)]

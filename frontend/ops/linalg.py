@@ -95,5 +95,4 @@ def _det(imp: ImportContext, node: Node) -> Sequence[Value]:
             ],
         )
     out = b.add("Reshape", [det, const(batch)])
-    imp.import_nodes(b.nodes)
-    return [imp.env[out]]
+    return [b.import_as(imp, node, out)]

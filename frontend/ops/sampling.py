@@ -20,6 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ember.frontend.context import ImportContext, Node, Value, dtype_of, shape_of
+from ember.frontend.errors import RuntimeOperandError, UnsupportedOpError
 from ember.frontend.registry import converts
 
 
@@ -43,6 +44,20 @@ class OnnxNodes:
         if opset >= 18:
             return self.add(op, [value, self.const(np.array(axes, np.int64))], keepdims=keepdims)
         return self.add(op, [value], axes=list(axes), keepdims=keepdims)
+
+    def import_as(self, imp: ImportContext, node: Node, output: str) -> Value:
+        """Import the nodes in place of `node` and return the value of `output`. A node of the
+        decomposition ember refuses (e.g. a float64 MatMul) is refused in `node`'s name, since
+        the user wrote `node`, not the decomposition."""
+        try:
+            imp.import_nodes(self.nodes)
+        except RuntimeOperandError:
+            raise
+        except UnsupportedOpError as err:
+            raise node.unsupported(
+                f"ember computes it as ONNX ops, one of which is refused: {err}"
+            ) from err
+        return imp.env[output]
 
     def const(self, array: np.ndarray) -> str:
         self.count += 1
@@ -130,5 +145,4 @@ def _grid_sample(imp: ImportContext, node: Node) -> Sequence[Value]:
         total = value if total is None else b.add("Add", [total, value])
     assert total is not None
     out = b.add("Reshape", [total, b.const(np.array([n, c, ho, wo], np.int64))])
-    imp.import_nodes(b.nodes)
-    return [imp.env[out]]
+    return [b.import_as(imp, node, out)]

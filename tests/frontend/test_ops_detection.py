@@ -249,6 +249,20 @@ def test_col2im_of_a_mismatched_block_count_is_refused() -> None:
         ember.compile(model)
 
 
+def test_col2im_of_float64_is_refused_in_its_own_name() -> None:
+    """Col2Im runs as a ConvTranspose, whose kernel computes in float32: the refusal names the
+    Col2Im node the user wrote, then the op of its decomposition that is refused."""
+    inits = [
+        numpy_helper.from_array(np.array([3, 3], np.int64), "image"),
+        numpy_helper.from_array(np.array([2, 2], np.int64), "block"),
+    ]
+    model = _model("Col2Im", [("x", TensorProto.DOUBLE, [1, 4, 4])], 18, inits)
+    with pytest.raises(
+        ember.UnsupportedOpError, match="op Col2Im \\(node 'node'.*ConvTranspose.*float64"
+    ):
+        ember.compile(model)
+
+
 # --- TensorScatter ---------------------------------------------------------------------------
 
 
