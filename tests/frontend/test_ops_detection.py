@@ -54,7 +54,6 @@ def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], rel: float) -> 
     [
         ("avg", "half_pixel", 1.0, 2),
         ("avg", "output_half_pixel", 0.5, 3),
-        ("max", "output_half_pixel", 1.0, 2),
         ("max", "half_pixel", 0.25, 1),
     ],
 )
@@ -112,7 +111,6 @@ def test_roi_align_adaptive_sampling_is_refused_by_name() -> None:
     [
         (2, 3, 1, 1, [3, 3], {"pads": [1, 1, 1, 1]}, False),
         (4, 4, 2, 2, [2, 3], {"strides": [2, 1], "dilations": [1, 2]}, True),
-        (3, 2, 1, 3, [1, 1], {}, True),
     ],
 )
 def test_deform_conv_matches_onnxruntime_and_reference(
@@ -174,7 +172,7 @@ def test_deform_conv_of_one_dim_is_refused_by_name() -> None:
 # --- Det -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [[3, 3], [4, 2, 2], [2, 3, 5, 5], [1, 1, 1]])
+@pytest.mark.parametrize("shape", [[3, 3], [2, 3, 4, 4], [1, 1, 1]])
 def test_det_matches_numpy_and_onnxruntime(shape: list[int]) -> None:
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     model = _model("Det", [("x", 1, shape)], 22)
@@ -211,7 +209,6 @@ def test_det_beyond_the_unrolled_size_is_refused_by_name() -> None:
 @pytest.mark.parametrize(
     ("image", "block", "attrs"),
     [
-        ([6, 7], [2, 3], {}),
         ([9, 8], [3, 3], {"strides": [2, 3], "pads": [1, 0, 2, 1], "dilations": [1, 2]}),
         ([10], [4], {"strides": [3], "pads": [1, 2]}),
         ([4, 5, 3], [2, 2, 1], {"strides": [2, 1, 1]}),
