@@ -109,6 +109,20 @@ def test_dft_matches_numpy_reference_and_onnxruntime(
         assert_close({"y": y}, onnxruntime_outputs(model, {"x": x}), rel=REL)
 
 
+def test_a_dft_imports_as_one_matmul_with_a_constant_matrix() -> None:
+    """The transform runs on the GEMM kernel: one graph.matmul whose B is a constant (packed
+    at compile time), between the data-movement ops that bring the signal axis next to the
+    real/imaginary one; no other compute op."""
+    from ember.frontend.onnx_importer import import_model
+
+    module, weights = import_model(_dft_model([3, 16, 5, 2], 20, 1, None))
+    names = [op.name for op in module.walk() if op.name.startswith("graph.")]
+    assert names.count("graph.matmul") == 1
+    assert set(names) <= {"graph.matmul", "graph.constant", "graph.transpose", "graph.reshape"}
+    matmul = next(op for op in module.walk() if op.name == "graph.matmul")
+    assert matmul.operands[1].owner.name == "graph.constant"
+
+
 def test_dft_length_given_at_run_time_is_specialised_on_its_value() -> None:
     node = helper.make_node("DFT", ["x", "n"], ["y"], name="dft", axis=1)
     inputs = [
