@@ -32,6 +32,7 @@ from ember.frontend.context import (
     i64_attr,
     shape_of,
 )
+from ember.frontend.errors import ModelError
 from ember.frontend.registry import converts
 
 
@@ -123,7 +124,7 @@ def _signal_input(imp: ImportContext, node: Node) -> Value:
     return x
 
 
-def _complex_onesided(node: Node, shape: Sequence[int]) -> Exception:
+def _complex_onesided(node: Node, shape: Sequence[int]) -> ModelError:
     """The spec's "onesided output is not possible" for a complex input (onnxruntime refuses
     it too; onnx.reference returns the first half of the full spectrum)."""
     return node.error(f"onesided=1 on a complex input of shape {list(shape)} (needs a real input)")
