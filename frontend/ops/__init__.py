@@ -8,17 +8,20 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 |---|---|
 | `tensor.py` | Constant, ConstantOfShape, Range, EyeLike, Trilu, Shape, Size, Cast, CastLike, BitCast, Identity, Dropout |
 | `shape.py` | Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Expand, Tile, Pad, CenterCropPad, DepthToSpace, SpaceToDepth |
-| `indexing.py` | Gather, GatherElements, GatherND, ScatterElements, Scatter, ScatterND, OneHot, Compress, ReverseSequence |
+| `indexing.py` | Gather, GatherElements, GatherND, ScatterElements, Scatter, ScatterND, OneHot, Compress, ReverseSequence, TensorScatter |
 | `elementwise.py` | Add, Sub, Mul, Div, Pow, Mod, Sum, Max, Min, Mean, Equal, Greater, GreaterOrEqual, Less, LessOrEqual, And, Or, Xor, Not, BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot, BitShift, Where |
 | `math.py` | Exp, Log, Sqrt, Erf, Neg, Abs, Reciprocal, Sign, Floor, Ceil, Round, Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, IsNaN, IsInf |
 | `activation.py` | Relu, Sigmoid, Tanh, LeakyRelu, Clip, Softplus, Elu, Selu, Celu, HardSigmoid, HardSwish, Softsign, Shrink, ThresholdedRelu, Mish, Gelu, PRelu, Softmax, LogSoftmax, Hardmax |
 | `matmul.py` | MatMul, Gemm, Einsum |
-| `conv.py` | Conv, ConvTranspose (the window helpers they share with pooling: `window.py`) |
+| `conv.py` | Conv, ConvTranspose, Col2Im (the window helpers they share with pooling: `window.py`) |
 | `pooling.py` | MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool, MaxUnpool |
 | `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization, ImageScaler |
 | `reduction.py` | ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, CumSum, CumProd, TopK |
 | `resize.py` | Resize, Upsample |
 | `sampling.py` | GridSample |
+| `linalg.py` | Det |
+| `detection.py` | RoiAlign, DeformConv |
+| `signal.py` | DFT, STFT, MelWeightMatrix |
 | `loss.py` | NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss |
 | `attention.py` | Attention |
 | `recurrent.py` | LSTM, GRU, RNN |
@@ -31,8 +34,10 @@ from ember.frontend.ops import (  # noqa: F401  (each module registers its conve
     attention,
     control_flow,
     conv,
+    detection,
     elementwise,
     indexing,
+    linalg,
     loss,
     math,
     matmul,
@@ -44,5 +49,6 @@ from ember.frontend.ops import (  # noqa: F401  (each module registers its conve
     resize,
     sampling,
     shape,
+    signal,
     tensor,
 )

@@ -19,9 +19,11 @@ from ember.frontend.context import (
     ImportContext,
     Node,
     Value,
+    dtype_of,
     i64_attr,
     shape_of,
 )
+from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.ops.shape import pad_constant
 from ember.frontend.ops.window import Window, in_float32, on_2d_kernel, window_geometry
 from ember.frontend.registry import converts
@@ -271,3 +273,72 @@ def _conv_transpose(imp: ImportContext, node: Node) -> Sequence[Value]:
         y = pad_constant(imp, y, 2 + k, extent[k] - 1 - begin[k], extent[k] - 1 - end[k] + extra[k])
     window = Window.of(kernel, [1] * spatial, dilations, [0] * 2 * spatial)
     return [restore(_conv_nd(imp, y, filt, bias, window, group, wanted))]
+
+
+# --- Col2Im (signalops block) -------------------------------------------------------------------
+
+
+@converts("Col2Im")
+def _col2im(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """Col2Im is a ConvTranspose with a constant one-hot filter: input channel c·K + k (K
+    blocks per channel) adds its column into output channel c at block position k, with
+    group = C, the op's strides, dilations and pads, and the output_padding that reaches
+    image_shape exactly. So the overlapping sums run on ember's conv kernel (it also does the
+    K-fold multiply-by-zero work a scatter-add would skip; Col2Im's are small)."""
+    x = imp.float_input(node, 0)
+    image = imp.constant(node, 1, "image_shape")
+    block = imp.constant(node, 2, "block_shape")
+    assert image is not None and block is not None  # required inputs, checked by validation
+    image_dims, block_dims = (
+        [int(v) for v in image.reshape(-1)],
+        [int(v) for v in block.reshape(-1)],
+    )
+    shape = shape_of(x)
+    rank = len(image_dims)
+    if len(shape) != 3 or len(block_dims) != rank:
+        raise node.error(
+            f"input of shape {list(shape)}, image_shape {image_dims}, block_shape {block_dims}"
+        )
+    if rank not in (1, 2, 3):
+        raise node.unsupported(f"{rank} spatial dims (1-D, 2-D and 3-D are supported)")
+    dilations = [int(v) for v in node.attrs.get("dilations", [1] * rank)]
+    strides = [int(v) for v in node.attrs.get("strides", [1] * rank)]
+    pads = [int(v) for v in node.attrs.get("pads", [0] * 2 * rank)]
+    if len(dilations) != rank or len(strides) != rank or len(pads) != 2 * rank:
+        raise node.error(
+            f"dilations {dilations}, strides {strides}, pads {pads} for {rank} spatial dims"
+        )
+    blocks_per_channel = math.prod(block_dims)
+    if min(image_dims + block_dims + dilations + strides) < 1 or min(pads) < 0:
+        raise node.error(
+            f"image_shape {image_dims}, block_shape {block_dims}, dilations {dilations}, "
+            f"strides {strides}, pads {pads} (sizes must be positive, pads non-negative)"
+        )
+    reach = [dilations[i] * (block_dims[i] - 1) + 1 for i in range(rank)]
+    padded = [image_dims[i] + pads[i] + pads[i + rank] for i in range(rank)]
+    counts = [(padded[i] - reach[i]) // strides[i] + 1 for i in range(rank)]
+    if shape[1] % blocks_per_channel or min(counts) < 1 or math.prod(counts) != shape[2]:
+        raise node.error(
+            f"input of shape {list(shape)} does not hold blocks of {block_dims} over image "
+            f"{image_dims} (pads {pads}, strides {strides}, dilations {dilations}: "
+            f"{counts} block positions, {blocks_per_channel} values per channel)"
+        )
+    channels = shape[1] // blocks_per_channel
+    output_padding = [padded[i] - ((counts[i] - 1) * strides[i] + reach[i]) for i in range(rank)]
+    one_hot = np.eye(blocks_per_channel, dtype=dtype_of(x)).reshape(
+        blocks_per_channel, 1, *block_dims
+    )
+    b = OnnxNodes(f"{node.name}/Col2Im")
+    grid = b.add("Reshape", [node.proto.input[0], b.const(np.array([shape[0], shape[1], *counts]))])
+    attrs: dict[str, object] = {
+        "group": channels,
+        "kernel_shape": block_dims,
+        "strides": strides,
+        "dilations": dilations,
+        "pads": pads,
+    }
+    if any(output_padding):
+        attrs["output_padding"] = output_padding
+    weight = b.const(np.tile(one_hot, (channels,) + (1,) * (rank + 1)))
+    out = b.add("ConvTranspose", [grid, weight], **attrs)
+    return [b.import_as(imp, node, out)]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 from xdsl.dialects.builtin import StringAttr
 
 from ember.dialects import graph
@@ -25,6 +26,7 @@ from ember.frontend.context import (
     normalize_axis,
     shape_of,
 )
+from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.registry import converts
 
 
@@ -180,3 +182,63 @@ def _reverse_sequence(imp: ImportContext, node: Node) -> Sequence[Value]:
     source = imp.where(node, inside, flipped, t)
     source = imp.emit(graph.ExpandOp, [source], shape) if shape_of(source) != shape else source
     return [gather_elements(imp, x, source, time_axis)]
+
+
+# --- TensorScatter (opset 24; signalops block) --------------------------------------------------
+
+
+@converts("TensorScatter")
+def _tensor_scatter(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """A KV-cache write: update's `seq` steps go to each batch row's cache at write_indices[b]
+    + i (mod the cache length in circular mode), as one ScatterElements whose indices are
+    computed from write_indices at run time. A linear write past the cache end, or a negative
+    write index, is an index the scatter kernel checks (KernelError), not a wrapped write."""
+    cache, update = imp.required(node, 0), imp.required(node, 1)
+    cache_shape, update_shape = shape_of(cache), shape_of(update)
+    rank = len(cache_shape)
+    axis = int(node.attrs.get("axis", -2))
+    if rank < 2 or not -rank <= axis < rank or axis % rank == 0:
+        raise node.error(
+            f"axis {axis} for a cache of shape {list(cache_shape)} (the sequence axis must be "
+            "an axis after the batch axis 0)"
+        )
+    axis %= rank
+    if len(update_shape) != rank or any(
+        (u > c) if i == axis else (u != c)
+        for i, (u, c) in enumerate(zip(update_shape, cache_shape, strict=True))
+    ):
+        raise node.error(
+            f"update of shape {list(update_shape)} for a cache of shape {list(cache_shape)} "
+            f"(same dims, at most as long on axis {axis})"
+        )
+    mode = node.attrs.get("mode", "linear")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("linear", "circular"):
+        raise node.unsupported(f"mode '{mode}' (linear and circular are defined)")
+    batch, steps, length = cache_shape[0], update_shape[axis], cache_shape[axis]
+    writes = imp.input(node, 2)
+    if writes is not None and shape_of(writes) != (batch,):
+        raise node.error(f"write_indices of shape {list(shape_of(writes))} for batch {batch}")
+    b = OnnxNodes(f"{node.name}/TensorScatter")
+    if writes is None:
+        starts = b.const(np.zeros(batch, np.int64))
+    else:
+        starts = b.add("Cast", [node.proto.input[2]], to=onnx.TensorProto.INT64)
+    per_row = [batch] + [1] * (rank - 1)
+    along_axis = [1] * rank
+    along_axis[axis] = steps
+    position = b.add(
+        "Add",
+        [
+            b.add("Reshape", [starts, b.const(np.array(per_row, np.int64))]),
+            b.const(np.arange(steps, dtype=np.int64).reshape(along_axis)),
+        ],
+    )
+    if mode == "circular":
+        position = b.add("Mod", [position, b.const(np.array(length, np.int64))])
+    else:  # a negative start is out of range, not a position counted from the end
+        negative = b.add("Less", [position, b.const(np.array(0, np.int64))])
+        position = b.add("Where", [negative, b.const(np.array(length, np.int64)), position])
+    index = b.add("Expand", [position, b.const(np.array(update_shape, np.int64))])
+    out = b.add("ScatterElements", [node.proto.input[0], index, node.proto.input[1]], axis=axis)
+    return [b.import_as(imp, node, out)]

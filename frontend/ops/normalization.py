@@ -33,7 +33,7 @@ from ember.frontend.registry import converts
 @converts("BatchNormalization")
 def _batch_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     if node.attrs.get("training_mode", 0):
-        raise node.unsupported("training_mode=1")
+        return batch_norm_training(imp, node)
     x = imp.required(node, 0)
     params = [imp.required(node, i) for i in range(1, 5)]
     shape = shape_of(x)
@@ -53,6 +53,46 @@ def _batch_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
         ]
     params = [imp.reshape(p, [channels]) for p in params]
     return [imp.emit(graph.BatchNormOp, [x, *params], shape, epsilon=f32_attr(epsilon))]
+
+
+def batch_norm_training(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """training_mode=1 (opset 14+): normalise by the batch's own statistics (mean and biased
+    variance over every axis but the channels) and return the running statistics updated
+    with `momentum`: running = input · momentum + batch · (1 - momentum), as ONNX's reference
+    and onnxruntime's training kernel compute them. Elementwise ops and reductions, any float
+    type."""
+    x = imp.float_input(node, 0)
+    scale, bias, mean, var = (imp.required(node, i) for i in range(1, 5))
+    shape = shape_of(x)
+    if len(shape) < 2:
+        raise node.error(f"input of shape {list(shape)} has no channel axis")
+    channels = shape[1]
+    for name, value in (("scale", scale), ("B", bias), ("input_mean", mean), ("input_var", var)):
+        if shape_of(value) != (channels,):
+            raise node.error(f"{name} of shape {list(shape_of(value))} for {channels} channels")
+    epsilon = node.attrs.get("epsilon", 1e-5)
+    momentum = node.attrs.get("momentum", 0.9)
+    dtype = dtype_of(x)
+    axes = [a for a in range(len(shape)) if a != 1]
+    per_channel = [channels] + [1] * (len(shape) - 2)
+    batch_mean = imp.reduce(node, x, "mean", axes, keep=True)
+    centered = imp.binary(node, graph.SubOp, x, batch_mean)
+    squares = imp.binary(node, graph.MulOp, centered, centered)
+    batch_var = imp.reduce(node, squares, "mean", axes, keep=True)
+    var_eps = imp.binary(node, graph.AddOp, batch_var, Const(np.array(epsilon, dtype)))
+    std = imp.emit(graph.SqrtOp, [var_eps], shape_of(var_eps))
+    normalized = imp.binary(node, graph.DivOp, centered, std)
+    scaled = imp.binary(node, graph.MulOp, normalized, imp.reshape(scale, per_channel))
+    y = imp.binary(node, graph.AddOp, scaled, imp.reshape(bias, per_channel))
+
+    def running(given: Value, batch: Value) -> Value:
+        kept = imp.binary(node, graph.MulOp, given, Const(np.array(momentum, dtype)))
+        new = imp.binary(
+            node, graph.MulOp, imp.reshape(batch, [channels]), Const(np.array(1 - momentum, dtype))
+        )
+        return imp.binary(node, graph.AddOp, kept, new)
+
+    return [y, running(mean, batch_mean), running(var, batch_var)]
 
 
 @converts("LRN")

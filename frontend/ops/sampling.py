@@ -20,11 +20,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ember.frontend.context import ImportContext, Node, Value, dtype_of, shape_of
+from ember.frontend.errors import RuntimeOperandError, UnsupportedOpError
 from ember.frontend.registry import converts
 
 
-class _Nodes:
-    """Builds the decomposition's nodes with names unique to the GridSample node."""
+class OnnxNodes:
+    """Builds a converter's decomposition into ONNX nodes (imported with
+    `ImportContext.import_nodes`), with names unique to the node it stands in for."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -36,6 +38,26 @@ class _Nodes:
         out = f"{self.prefix}/{op}_{self.count}"
         self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
+
+    def reduce(self, op: str, value: str, axes: Sequence[int], opset: int, keepdims: int) -> str:
+        """A ReduceMean/Max/... over `axes`, spelled as `opset` takes them (an input from 18)."""
+        if opset >= 18:
+            return self.add(op, [value, self.const(np.array(axes, np.int64))], keepdims=keepdims)
+        return self.add(op, [value], axes=list(axes), keepdims=keepdims)
+
+    def import_as(self, imp: ImportContext, node: Node, output: str) -> Value:
+        """Import the nodes in place of `node` and return the value of `output`. A node of the
+        decomposition ember refuses (e.g. a float64 MatMul) is refused in `node`'s name, since
+        the user wrote `node`, not the decomposition."""
+        try:
+            imp.import_nodes(self.nodes)
+        except RuntimeOperandError:
+            raise
+        except UnsupportedOpError as err:
+            raise node.unsupported(
+                f"ember computes it as ONNX ops, one of which is refused: {err}"
+            ) from err
+        return imp.env[output]
 
     def const(self, array: np.ndarray) -> str:
         self.count += 1
@@ -69,7 +91,7 @@ def _grid_sample(imp: ImportContext, node: Node) -> Sequence[Value]:
     dtype = dtype_of(x)
     ho, wo = grid_shape[1], grid_shape[2]
     names = node.proto.input
-    b = _Nodes(f"{node.name}/GridSample")
+    b = OnnxNodes(f"{node.name}/GridSample")
 
     def f(value: float) -> str:
         return b.const(np.array(value, dtype))
@@ -123,5 +145,4 @@ def _grid_sample(imp: ImportContext, node: Node) -> Sequence[Value]:
         total = value if total is None else b.add("Add", [total, value])
     assert total is not None
     out = b.add("Reshape", [total, b.const(np.array([n, c, ho, wo], np.int64))])
-    imp.import_nodes(b.nodes)
-    return [imp.env[out]]
+    return [b.import_as(imp, node, out)]
