@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnx.helper import tensor_dtype_to_np_dtype as onnx_dtype
+from xdsl.dialects.builtin import StringAttr, UnitAttr
 
 from ember.core import limits
-from ember.dialects import graph, numpy_eval
+from ember.dialects import graph, numpy_eval, small_types
 from ember.frontend.context import (
     Const,
     ImportContext,
@@ -116,7 +117,27 @@ def _cast(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.unsupported(f"cast to type {node.attrs.get('to')}") from err
     if dtype_of(x) == dtype:
         return [x]
-    return [imp.emit(graph.CastOp, [x], shape_of(x), dtype)]
+    return [_emit_cast(imp, node, x, dtype)]
+
+
+def _emit_cast(imp: ImportContext, node: Node, x: Value, dtype: np.dtype) -> Value:
+    """graph.cast of x to dtype with the node's `saturate` (float8 results) and `round_mode`
+    (float8e8m0 results)."""
+    round_mode = node.attrs.get("round_mode", b"up")
+    round_mode = round_mode.decode() if isinstance(round_mode, bytes) else str(round_mode)
+    if round_mode not in small_types.ROUND_MODES:
+        raise node.error(
+            f"round_mode '{round_mode}' is not one of {', '.join(small_types.ROUND_MODES)}"
+        )
+    saturate = int(node.attrs.get("saturate", 1))
+    return imp.emit(
+        graph.CastOp,
+        [x],
+        shape_of(x),
+        dtype,
+        no_saturate=None if saturate else UnitAttr(),
+        round_mode=None if round_mode == "up" else StringAttr(round_mode),
+    )
 
 
 @converts("Identity")
@@ -129,7 +150,7 @@ def _cast_like(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, like = imp.required(node, 0), imp.required(node, 1)
     if dtype_of(x) == dtype_of(like):
         return [x]
-    return [imp.emit(graph.CastOp, [x], shape_of(x), dtype_of(like))]
+    return [_emit_cast(imp, node, x, dtype_of(like))]
 
 
 @converts("BitCast")
