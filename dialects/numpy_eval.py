@@ -49,6 +49,14 @@ def element_type(dtype: np.dtype | type) -> Attribute:
         raise ValueError(str(err)) from None
 
 
+def is_small_dtype(dtype: np.dtype) -> bool:
+    """Whether numpy `dtype` is one of the 8-, 4- and 2-bit types (float8, float4, int4, int2)."""
+    try:
+        return dtypes.is_small_type(dtypes.element_type_for(dtype))
+    except TypeError:
+        return False
+
+
 def tensor_type(array: np.ndarray) -> TensorType:
     return TensorType(element_type(array.dtype), array.shape)
 
