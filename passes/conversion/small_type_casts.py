@@ -6,10 +6,11 @@ dialects/small_types.py). A cast decodes the source byte to float32 (a small flo
 an 8-bit integer (int4/int2: sign- or zero-extended), converts that with the ordinary cast
 (`convert`, from elementwise_bodies), and encodes into the target's byte:
 
-- float -> float8/float4: round half to even on the float's bits (float64 in i64, everything
-  else widened to float32 exactly first), subnormals included; overflow saturates to +-max or
-  becomes inf/NaN (saturate=0) as the format allows; NaN -> the format's NaN (float4e2m1 has
-  none: ml_dtypes' code, the zero of the opposite sign, as onnx.reference); FNUZ has no -0.
+- float -> float8/float4: round half to even on the float32 bits, subnormals included;
+  overflow saturates to +-max or becomes inf/NaN (saturate=0) as the format allows; NaN -> the
+  format's NaN (float4e2m1 has none: ml_dtypes' code, the zero of the opposite sign, as
+  onnx.reference); FNUZ has no -0. Like ml_dtypes, float64 and integers are rounded to
+  float32 first (so twice).
 - float -> float8e8m0: the float32 exponent, rounded up/nearest/down by the mantissa (Cast-24).
 - float -> int4/int2: truncated toward zero through int32 and wrapped (ml_dtypes); NaN and
   magnitudes >= 2^31 give 0, as ml_dtypes does on x86.
@@ -23,7 +24,6 @@ from collections.abc import Callable
 from xdsl.dialects import arith
 from xdsl.dialects.builtin import (
     AnyFloat,
-    Float16Type,
     FloatAttr,
     IntegerAttr,
     f32,
@@ -31,7 +31,6 @@ from xdsl.dialects.builtin import (
     i1,
     i8,
     i32,
-    i64,
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
@@ -130,7 +129,7 @@ def _decode_float(b: _Body, code: SSAValue, fmt: FloatFormat) -> SSAValue:
     elif fmt.specials == "all_ones":
         bits = b.select(b.cmp(magnitude, "eq", (1 << magnitude_bits) - 1), quiet_nan, bits)
     elif fmt.specials == "negative_zero":
-        bits = b.select(b.cmp(code, "eq", 1 << magnitude_bits), b.int(0x7FC00000, i32), bits)
+        bits = b.select(b.cmp(code, "eq", 1 << magnitude_bits), quiet_nan, bits)  # -NaN
     return b.emit(arith.BitcastOp(bits, f32))
 
 
@@ -154,9 +153,8 @@ def _round_shift(b: _Body, value: SSAValue, shift: SSAValue | int) -> SSAValue:
 
 
 def _encode_float(b: _Body, value: SSAValue, fmt: FloatFormat, saturate: bool) -> SSAValue:
-    """The code (i8) of a float32 or float64 value, rounded half to even."""
-    wide = value.type == f64
-    int_type, width, source_m, source_bias = (i64, 64, 52, 1023) if wide else (i32, 32, 23, 127)
+    """The code (i8) of a float32 value, rounded half to even."""
+    int_type, width, source_m, source_bias = i32, 32, 23, 127
     m = fmt.mantissa_bits
     bits = b.emit(arith.BitcastOp(value, int_type))
     sign = b.shr(bits, width - 1)
@@ -274,10 +272,9 @@ def cast(
         value = convert(value, from_unsigned, False, f32, ops)
         return _encode_e8m0(b, value, saturate, round_mode)
     if target_format is not None:
-        if not isinstance(value.type, AnyFloat):
-            value = convert(value, from_unsigned, False, f64, ops)  # exact up to 2^53
-        elif isinstance(value.type, Float16Type) or value.type not in (f32, f64):
-            value = convert(value, False, False, f32, ops)  # float16/bfloat16: exact
+        # Through float32, as ml_dtypes (onnx.reference) converts: exact from float16 and
+        # bfloat16, rounded once more from float64 and wide integers.
+        value = convert(value, from_unsigned, False, f32, ops)
         return _encode_float(b, value, target_format, saturate)  # type: ignore[arg-type]
     if target_int is not None:
         if not isinstance(value.type, AnyFloat) and value.type != STORAGE:
