@@ -319,7 +319,14 @@ def _dequantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
         x = _cast(imp, x, narrow[0])
     elif dtype_of(x) in _SMALL_FLOATS or dtype_of(x) == np.dtype(ml_dtypes.float8_e8m0fnu):
         # float32(x) * scale; a float8 zero point must be 0 and float4e2m1's is not read
-        # (onnx.reference), so neither is subtracted.
+        # (onnx.reference), so neither is subtracted. A constant one is checked; one given at
+        # run time is taken to be 0, as the spec requires.
+        if (
+            dtype_of(x) != _FLOAT4
+            and isinstance(zero_point, Const)
+            and np.any(zero_point.array.view(np.uint8))
+        ):
+            raise node.error(f"x_zero_point of {dtype_of(x)} must be 0, not {zero_point.array}")
         x, zero_point = _cast(imp, x, _F32), None
     if given not in _QUANTIZED | _QUANTIZED_SMALL | {_I32, np.dtype(ml_dtypes.float8_e8m0fnu)}:
         raise node.unsupported(

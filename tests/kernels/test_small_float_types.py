@@ -330,3 +330,20 @@ def test_other_ops_on_small_types_are_refused_by_name() -> None:
     )
     with pytest.raises(ModelError, match=r"Add.*sum.*int4"):
         ember.compile(add)
+
+
+def test_float8_dequantize_refuses_a_nonzero_constant_zero_point() -> None:
+    zero = np.array(0.5, np.float32).astype(ml_dtypes.float8_e4m3fn)
+    model = _model(
+        [helper.make_node("DequantizeLinear", ["x", "scale", "zero"], ["y"], name="dq8")],
+        [_info("x", "FLOAT8E4M3FN", [4])],
+        [_info("y", "FLOAT", [4])],
+        [
+            onnx.numpy_helper.from_array(np.array(2.0, np.float32), "scale"),
+            helper.make_tensor(
+                "zero", TensorProto.FLOAT8E4M3FN, [], zero.view(np.uint8).tobytes(), raw=True
+            ),
+        ],
+    )
+    with pytest.raises(ModelError, match=r"DequantizeLinear.*dq8.*x_zero_point.*must be 0"):
+        ember.compile(model)
