@@ -25,6 +25,10 @@ NARROW_INTS = ["INT4", "UINT4", "INT2", "UINT2"]
 SMALL = [*SMALL_FLOATS, "FLOAT8E8M0", *NARROW_INTS]
 FLOAT8 = SMALL_FLOATS[:4]
 ORDINARY = ["FLOAT", "FLOAT16", "BFLOAT16", "DOUBLE", "INT8", "UINT8", "INT32", "INT64", "BOOL"]
+# Targets of a small type's cast besides the small types: a decoded small float is a float32
+# and a narrow int an int8/uint8, whose further conversion is the ordinary cast's (bfloat16,
+# float64 and int64 targets take the same paths as float16 and int32 ones).
+ORDINARY_FROM_SMALL = ["FLOAT", "FLOAT16", "INT8", "UINT8", "INT32", "BOOL"]
 OPSET = 25
 
 
@@ -35,7 +39,7 @@ def _np(name: str) -> np.dtype:
 def _targets(source: str) -> list[tuple[str, dict[str, object]]]:
     """(target type, Cast attributes) for every cast the spec allows from `source`."""
     targets: list[tuple[str, dict[str, object]]] = []
-    for target in [*SMALL, *ORDINARY] if source not in SMALL else [*SMALL, *ORDINARY]:
+    for target in [*SMALL, *ORDINARY] if source not in SMALL else [*SMALL, *ORDINARY_FROM_SMALL]:
         if target == source or (source not in SMALL and target not in SMALL):
             continue
         targets.append((target, {}))
@@ -162,7 +166,7 @@ def _target(node: onnx.NodeProto) -> np.dtype:
 
 @pytest.mark.parametrize(
     "source",
-    [*SMALL, "FLOAT", "FLOAT16", "BFLOAT16", "DOUBLE", "INT8", "UINT8", "INT32", "INT64", "BOOL"],
+    [*SMALL, "FLOAT", "FLOAT16", "BFLOAT16", "DOUBLE", "INT8", "UINT8", "INT32", "BOOL"],
 )
 def test_cast_matches_onnx_reference(source: str) -> None:
     x = _inputs(source, seed=len(source))
