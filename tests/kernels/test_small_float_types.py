@@ -302,21 +302,37 @@ def test_constant_casts_fold_like_onnx_reference() -> None:
 
 
 def test_data_movement_and_io_of_small_types() -> None:
-    """A float8 input reshaped to the output untouched; a wrong input dtype names both."""
+    """int4 and float8 tensors (run-time and Constant) pass through Identity, Reshape,
+    Flatten, Unsqueeze and Squeeze bit for bit; a wrong input dtype names both."""
+    constant = np.array([1.5, -2, 448, 0.001], np.float32).astype(ml_dtypes.float8_e4m3fn)
+    nodes = [
+        helper.make_node("Constant", [], ["k"], value=onnx.numpy_helper.from_array(constant)),
+        helper.make_node("Identity", ["k"], ["k_out"]),
+        helper.make_node("Identity", ["x"], ["same"]),
+        helper.make_node("Reshape", ["x", "shape"], ["reshaped"]),
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+        helper.make_node("Unsqueeze", ["x", "axes"], ["wide"]),
+        helper.make_node("Squeeze", ["wide", "axes"], ["narrow"]),
+    ]
+    outputs = [_info("k_out", "FLOAT8E4M3FN", [4])]
+    outputs += [_info(n, "INT4", None) for n in ("same", "reshaped", "flat", "narrow")]
     model = _model(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
-        [_info("x", "FLOAT8E5M2", [4, 6])],
-        [_info("y", "FLOAT8E5M2", [3, 8])],
-        [onnx.numpy_helper.from_array(np.array([3, 8], np.int64), "shape")],
+        nodes,
+        [_info("x", "INT4", [2, 3, 2])],
+        outputs,
+        [
+            onnx.numpy_helper.from_array(np.array([3, 4], np.int64), "shape"),
+            onnx.numpy_helper.from_array(np.array([0], np.int64), "axes"),
+        ],
     )
     compiled = ember.compile(model)
-    x = np.arange(24, dtype=np.uint8).view(ml_dtypes.float8_e5m2).reshape(4, 6)
-    y = compiled(x)
-    y = y[0] if isinstance(y, list | tuple) else y
-    assert y.dtype == ml_dtypes.float8_e5m2
-    np.testing.assert_array_equal(y.view(np.uint8), x.reshape(3, 8).view(np.uint8))
-    with pytest.raises(InputError, match="expected dtype float8_e5m2, given float32"):
-        compiled(x.astype(np.float32))
+    x = np.arange(-6, 6).reshape(2, 3, 2).astype(ml_dtypes.int4)
+    expected = ReferenceEvaluator(model).run(None, {"x": x})
+    got = compiled(x)
+    assert [g.dtype for g in got] == [e.dtype for e in expected]
+    _assert_same(got, expected, [o.name for o in outputs])
+    with pytest.raises(InputError, match="expected dtype int4, given int8"):
+        compiled(x.astype(np.int8))
 
 
 def test_other_ops_on_small_types_are_refused_by_name() -> None:
