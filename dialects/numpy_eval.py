@@ -51,10 +51,7 @@ def element_type(dtype: np.dtype | type) -> Attribute:
 
 def is_small_dtype(dtype: np.dtype) -> bool:
     """Whether numpy `dtype` is one of the 8-, 4- and 2-bit types (float8, float4, int4, int2)."""
-    try:
-        return dtypes.is_small_type(dtypes.element_type_for(dtype))
-    except TypeError:
-        return False
+    return dtype in small_types.SMALL_FLOAT_DTYPES | small_types.NARROW_INT_DTYPES
 
 
 def tensor_type(array: np.ndarray) -> TensorType:

@@ -97,7 +97,8 @@ def narrow_int(element_type: Attribute) -> tuple[int, bool] | None:
 # ---------------------------------------------------------------------------------------------
 # numpy (compile-time folding)
 
-_SATURABLE_NUMPY = frozenset(
+# Their numpy dtypes (ml_dtypes'), for the frontend and for folding.
+FLOAT8_DTYPES = frozenset(
     np.dtype(t)
     for t in (
         ml_dtypes.float8_e4m3fn,
@@ -106,20 +107,20 @@ _SATURABLE_NUMPY = frozenset(
         ml_dtypes.float8_e5m2fnuz,
     )
 )
-_NARROW_INTS = frozenset(
+FLOAT4_DTYPE = np.dtype(ml_dtypes.float4_e2m1fn)
+E8M0_DTYPE = np.dtype(ml_dtypes.float8_e8m0fnu)
+SMALL_FLOAT_DTYPES = FLOAT8_DTYPES | {FLOAT4_DTYPE, E8M0_DTYPE}
+NARROW_INT_DTYPES = frozenset(
     np.dtype(t) for t in (ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2)
-)
-_SMALL_FLOATS = frozenset(
-    np.dtype(t) for t in (*_SATURABLE_NUMPY, ml_dtypes.float8_e8m0fnu, ml_dtypes.float4_e2m1fn)
 )
 
 
 def _widened(x: np.ndarray) -> np.ndarray:
     """`x` in a numpy-native type holding it exactly (small floats: float32; narrow ints:
     int64): ml_dtypes has no casts between some pairs of its types."""
-    if x.dtype in _SMALL_FLOATS:
+    if x.dtype in SMALL_FLOAT_DTYPES:
         return x.astype(np.float32)
-    if x.dtype in _NARROW_INTS:
+    if x.dtype in NARROW_INT_DTYPES:
         return x.astype(np.int64)
     return x
 
@@ -151,16 +152,13 @@ def cast_array(
     `round_mode`; everything else is ml_dtypes' conversion (round half to even; a float to
     int4 truncates and wraps)."""
     dtype = np.dtype(dtype)
-    if dtype == np.dtype(ml_dtypes.float8_e8m0fnu):
+    if dtype == E8M0_DTYPE:
         return to_e8m0(x, saturate, round_mode)
-    if (
-        dtype not in _SMALL_FLOATS
-        and dtype not in _NARROW_INTS
-        and x.dtype not in (_SMALL_FLOATS | _NARROW_INTS)
-    ):
+    small = SMALL_FLOAT_DTYPES | NARROW_INT_DTYPES
+    if dtype not in small and x.dtype not in small:
         return x.astype(dtype)
     x = _widened(x)
-    if dtype in _SATURABLE_NUMPY and saturate:
+    if dtype in FLOAT8_DTYPES and saturate:
         info = ml_dtypes.finfo(dtype)
         x = np.clip(x.astype(np.float64) if x.dtype.kind in "iub" else x, info.min, info.max)
     with np.errstate(invalid="ignore", over="ignore"):

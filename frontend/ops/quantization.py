@@ -31,9 +31,8 @@ from collections.abc import Callable, Sequence
 import ml_dtypes
 import numpy as np
 import onnx
-from xdsl.dialects.builtin import UnitAttr
 
-from ember.dialects import graph
+from ember.dialects import graph, small_types
 from ember.frontend.context import (
     Const,
     ImportContext,
@@ -44,6 +43,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
+from ember.frontend.ops.tensor import emit_cast
 from ember.frontend.registry import CONVERTERS, converts
 from ember.frontend.validate import NodeInfo, validate_node
 
@@ -66,17 +66,8 @@ _NARROW_INTS: dict[np.dtype, tuple[np.dtype, int, int]] = {
 # The small floats: quantized as Cast(x / scale) (float8 saturating unless saturate=0; the zero
 # point, which must be 0, is not read, as onnx.reference; float4e2m1 adds its zero point) and
 # dequantized as float32(x) * scale.
-_SMALL_FLOATS = frozenset(
-    np.dtype(t)
-    for t in (
-        ml_dtypes.float8_e4m3fn,
-        ml_dtypes.float8_e4m3fnuz,
-        ml_dtypes.float8_e5m2,
-        ml_dtypes.float8_e5m2fnuz,
-        ml_dtypes.float4_e2m1fn,
-    )
-)
-_FLOAT4 = np.dtype(ml_dtypes.float4_e2m1fn)
+_SMALL_FLOATS = small_types.FLOAT8_DTYPES | {small_types.FLOAT4_DTYPE}
+_FLOAT4 = small_types.FLOAT4_DTYPE
 _QUANTIZED_SMALL = frozenset(_NARROW_INTS) | _SMALL_FLOATS
 
 
@@ -282,14 +273,8 @@ def _quantize_small(
         q = imp.binary(node, graph.AddOp, q, _cast(imp, zero_point, compute))
     elif quotient_dtype != compute:
         q = _cast(imp, q, quotient_dtype)
-    saturate = int(node.attrs.get("saturate", 1))
-    return imp.emit(
-        graph.CastOp,
-        [q],
-        shape_of(q),
-        dtype,
-        no_saturate=None if saturate or dtype == _FLOAT4 else UnitAttr(),
-    )
+    saturate = bool(node.attrs.get("saturate", 1))
+    return emit_cast(imp, q, dtype, saturate or dtype == _FLOAT4)
 
 
 def _scale_and_zero_point(
@@ -317,7 +302,7 @@ def _dequantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
         if zero_point is not None and dtype_of(zero_point) == dtype_of(x):
             zero_point = _cast(imp, zero_point, narrow[0])
         x = _cast(imp, x, narrow[0])
-    elif dtype_of(x) in _SMALL_FLOATS or dtype_of(x) == np.dtype(ml_dtypes.float8_e8m0fnu):
+    elif dtype_of(x) in _SMALL_FLOATS or dtype_of(x) == small_types.E8M0_DTYPE:
         # float32(x) * scale; a float8 zero point must be 0 and float4e2m1's is not read
         # (onnx.reference), so neither is subtracted. A constant one is checked; one given at
         # run time is taken to be 0, as the spec requires.
@@ -328,7 +313,7 @@ def _dequantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
         ):
             raise node.error(f"x_zero_point of {dtype_of(x)} must be 0, not {zero_point.array}")
         x, zero_point = _cast(imp, x, _F32), None
-    if given not in _QUANTIZED | _QUANTIZED_SMALL | {_I32, np.dtype(ml_dtypes.float8_e8m0fnu)}:
+    if given not in _QUANTIZED | _QUANTIZED_SMALL | {_I32, small_types.E8M0_DTYPE}:
         raise node.unsupported(
             f"input of type {given}: ember dequantizes int8, uint8, int16, uint16, int32, "
             "int4, uint4, int2, uint2, float8 and float4e2m1"

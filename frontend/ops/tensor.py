@@ -121,15 +121,21 @@ def _cast(imp: ImportContext, node: Node) -> Sequence[Value]:
 
 
 def _emit_cast(imp: ImportContext, node: Node, x: Value, dtype: np.dtype) -> Value:
-    """graph.cast of x to dtype with the node's `saturate` (float8 results) and `round_mode`
-    (float8e8m0 results)."""
+    """Cast/CastLike: graph.cast with the node's `saturate` and `round_mode`."""
     round_mode = node.attrs.get("round_mode", b"up")
     round_mode = round_mode.decode() if isinstance(round_mode, bytes) else str(round_mode)
     if round_mode not in small_types.ROUND_MODES:
         raise node.error(
             f"round_mode '{round_mode}' is not one of {', '.join(small_types.ROUND_MODES)}"
         )
-    saturate = int(node.attrs.get("saturate", 1))
+    return emit_cast(imp, x, dtype, bool(node.attrs.get("saturate", 1)), round_mode)
+
+
+def emit_cast(
+    imp: ImportContext, x: Value, dtype: np.dtype, saturate: bool = True, round_mode: str = "up"
+) -> Value:
+    """graph.cast of x to dtype; `saturate` matters for float8 results only, `round_mode`
+    (up, nearest, down) for float8e8m0 ones (dialects/small_types.py)."""
     return imp.emit(
         graph.CastOp,
         [x],
