@@ -367,3 +367,19 @@ def test_float8_dequantize_refuses_a_nonzero_constant_zero_point() -> None:
     )
     with pytest.raises(ModelError, match=r"DequantizeLinear.*dq8.*x_zero_point.*must be 0"):
         ember.compile(model)
+
+
+def test_runtime_tables_name_every_small_type() -> None:
+    """The manifest's dtype names load as ml_dtypes' types, one byte each, and the
+    onnxruntime-style session spells them as ONNX does."""
+    from ember.runtime.executable import DTYPE_BYTES, SMALL_DTYPES, numpy_dtype
+    from ember.tools.cheader import C_TYPES
+    from ember.tools.session import _ORT_TYPES
+
+    for name in SMALL_DTYPES:
+        dtype = numpy_dtype(name)
+        assert dtype == np.dtype(getattr(ml_dtypes, name)) and DTYPE_BYTES[name] == 1
+        enum = helper.np_dtype_to_tensor_dtype(dtype)
+        assert _ORT_TYPES[name] == TensorProto.DataType.Name(enum).lower()
+        assert C_TYPES[name] == "uint8_t"
+    assert {_np(t) for t in SMALL} == {numpy_dtype(n) for n in SMALL_DTYPES}
