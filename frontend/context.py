@@ -84,8 +84,8 @@ _SHAPE_OPS = frozenset(
 )
 
 # The ops that take or give the 8-, 4- and 2-bit types (float8, float4e2m1, int4, uint4, int2,
-# uint2): conversions, and data movement that only sees bytes. Any other op on them is refused
-# by name (dialects/small_types.py).
+# uint2): conversions, data movement that only sees bytes, and Shape/Size. Any other op on
+# them is refused by name (dialects/small_types.py).
 _SMALL_TYPE_OPS = frozenset(
     {
         "Cast",
@@ -98,6 +98,9 @@ _SMALL_TYPE_OPS = frozenset(
         "Flatten",
         "Squeeze",
         "Unsqueeze",
+        "Transpose",
+        "Shape",
+        "Size",
     }
 )
 
@@ -112,7 +115,7 @@ def _check_small_types(node: Node, values: Sequence[Value | None], what: str) ->
                 f"{what} #{index} has element type {dtype_of(value)}: ember computes on the "
                 "8-, 4- and 2-bit types only in Cast, CastLike, QuantizeLinear and "
                 "DequantizeLinear (and moves them in Identity, Reshape, Flatten, Squeeze, "
-                "Unsqueeze)"
+                "Unsqueeze, Transpose)"
             )
 
 

@@ -303,7 +303,7 @@ def test_constant_casts_fold_like_onnx_reference() -> None:
 
 def test_data_movement_and_io_of_small_types() -> None:
     """int4 and float8 tensors (run-time and Constant) pass through Identity, Reshape,
-    Flatten, Unsqueeze and Squeeze bit for bit; a wrong input dtype names both."""
+    Flatten, Unsqueeze, Squeeze and Transpose bit for bit; a wrong input dtype names both."""
     constant = np.array([1.5, -2, 448, 0.001], np.float32).astype(ml_dtypes.float8_e4m3fn)
     nodes = [
         helper.make_node("Constant", [], ["k"], value=onnx.numpy_helper.from_array(constant)),
@@ -313,9 +313,12 @@ def test_data_movement_and_io_of_small_types() -> None:
         helper.make_node("Flatten", ["x"], ["flat"], axis=1),
         helper.make_node("Unsqueeze", ["x", "axes"], ["wide"]),
         helper.make_node("Squeeze", ["wide", "axes"], ["narrow"]),
+        helper.make_node("Transpose", ["x"], ["turned"], perm=[2, 0, 1]),
+        helper.make_node("Shape", ["x"], ["shape_of_x"]),
     ]
     outputs = [_info("k_out", "FLOAT8E4M3FN", [4])]
-    outputs += [_info(n, "INT4", None) for n in ("same", "reshaped", "flat", "narrow")]
+    outputs += [_info(n, "INT4", None) for n in ("same", "reshaped", "flat", "narrow", "turned")]
+    outputs.append(_info("shape_of_x", "INT64", [3]))
     model = _model(
         nodes,
         [_info("x", "INT4", [2, 3, 2])],
@@ -337,11 +340,12 @@ def test_data_movement_and_io_of_small_types() -> None:
 
 def test_other_ops_on_small_types_are_refused_by_name() -> None:
     model = _model(
-        [helper.make_node("Transpose", ["x"], ["y"], name="flip")],
+        [helper.make_node("Pad", ["x", "pads"], ["y"], name="grow")],
         [_info("x", "FLOAT8E4M3FN", [2, 3])],
-        [_info("y", "FLOAT8E4M3FN", [3, 2])],
+        [_info("y", "FLOAT8E4M3FN", [4, 3])],
+        [onnx.numpy_helper.from_array(np.array([1, 0, 1, 0], np.int64), "pads")],
     )
-    with pytest.raises(UnsupportedOpError, match=r"Transpose.*flip.*opset 25.*float8_e4m3fn"):
+    with pytest.raises(UnsupportedOpError, match=r"Pad.*grow.*opset 25.*float8_e4m3fn"):
         ember.compile(model)
     add = _model(  # not even valid ONNX: Add has no float8
         [helper.make_node("Add", ["x", "x"], ["y"], name="sum")],
