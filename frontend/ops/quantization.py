@@ -69,6 +69,10 @@ _NARROW_INTS: dict[np.dtype, tuple[np.dtype, int, int]] = {
 _SMALL_FLOATS = small_types.FLOAT8_DTYPES | {small_types.FLOAT4_DTYPE}
 _FLOAT4 = small_types.FLOAT4_DTYPE
 _QUANTIZED_SMALL = frozenset(_NARROW_INTS) | _SMALL_FLOATS
+_QUANTIZE_TO = (
+    "QuantizeLinear gives int8, uint8, int16, uint16, int4, uint4, int2, uint2, float8 (e4m3fn, "
+    "e4m3fnuz, e5m2, e5m2fnuz) and float4e2m1 only"
+)
 
 
 _MS = "com.microsoft"
@@ -219,11 +223,7 @@ def _quantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
         except (TypeError, ValueError):
             dtype = None
         if dtype is None or dtype not in _QUANTIZED | _QUANTIZED_SMALL:
-            raise node.unsupported(
-                f"output_dtype {_type_name(output_dtype)}: ember quantizes to int8, uint8, int16, "
-                "uint16, int4, uint4, int2, uint2, float8 (e4m3fn, e4m3fnuz, e5m2, e5m2fnuz) and "
-                "float4e2m1 only"
-            )
+            raise node.unsupported(f"output_dtype {_type_name(output_dtype)}: {_QUANTIZE_TO}")
         if zero_point is not None and dtype_of(zero_point) != dtype:
             raise node.error(
                 f"output_dtype {_type_name(output_dtype)} differs from the zero point's type "
@@ -231,8 +231,8 @@ def _quantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
             )
     else:
         dtype = np.dtype(np.uint8) if zero_point is None else dtype_of(zero_point)
-    if dtype not in _QUANTIZED_SMALL:
-        _quantized_dtype(node, dtype, "output")
+    if dtype not in _QUANTIZED | _QUANTIZED_SMALL:
+        raise node.unsupported(f"output of type {dtype}: {_QUANTIZE_TO}")
     precision = int(node.attrs.get("precision", 0))
     if precision not in (0, onnx.TensorProto.FLOAT):
         raise node.unsupported(
