@@ -259,12 +259,17 @@ def integer_only_reason(op: Operation) -> tuple[str, str, int, str] | None:
 
 @irdl_op_definition
 class CastOp(IRDLOperation):
-    """Element type conversion (ONNX Cast); the target type is the result's element type."""
+    """Element type conversion (ONNX Cast); the target type is the result's element type.
+    `no_saturate` (ONNX saturate=0) and `round_mode` ("up", "nearest", "down"; absent is "up")
+    matter only for a float8 result, resp. a float8e8m0 one (dialects/small_types.py)."""
 
     name = "graph.cast"
     input = operand_def(TensorType)
     output = result_def(TensorType)
+    no_saturate = opt_prop_def(UnitAttr)
+    round_mode = opt_prop_def(StringAttr)
     traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:

@@ -25,7 +25,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.core import limits
-from ember.dialects import dtypes, graph
+from ember.dialects import dtypes, graph, small_types
 from ember.dialects.weights import WeightStore
 from ember.runtime.errors import ModelError
 
@@ -47,6 +47,11 @@ def element_type(dtype: np.dtype | type) -> Attribute:
         return dtypes.element_type_for(dtype)
     except TypeError as err:
         raise ValueError(str(err)) from None
+
+
+def is_small_dtype(dtype: np.dtype) -> bool:
+    """Whether numpy `dtype` is one of the 8-, 4- and 2-bit types (float8, float4, int4, int2)."""
+    return dtype in small_types.SMALL_FLOAT_DTYPES | small_types.NARROW_INT_DTYPES
 
 
 def tensor_type(array: np.ndarray) -> TensorType:
@@ -96,6 +101,11 @@ def _floats(props: Props, name: str) -> tuple[float, ...]:
         return ()
     assert isinstance(attr, DenseArrayBase)
     return tuple(float(v) for v in attr.get_values())
+
+
+def _string(props: Props, name: str, default: str) -> str:
+    attr = props.get(name)
+    return attr.data if isinstance(attr, StringAttr) else default
 
 
 def _out_dtype(out_type: TensorType) -> np.dtype:
@@ -673,7 +683,9 @@ EVALUATORS: dict[str, Evaluator] = {
     "graph.dequantize_linear": lambda p, ins, out: dequantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
     "graph.bitcast": lambda p, ins, out: _only(ins).view(_out_dtype(out)),
     "graph.leaky_relu": lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
-    "graph.cast": lambda p, ins, out: _only(ins).astype(_out_dtype(out)),
+    "graph.cast": lambda p, ins, out: small_types.cast_array(
+        _only(ins), _out_dtype(out), "no_saturate" not in p, _string(p, "round_mode", "up")
+    ),
     "graph.reshape": lambda p, ins, out: _only(ins).reshape(graph.shape_of(out)),
     "graph.transpose": lambda p, ins, out: np.transpose(_only(ins), _ints(p, "perm")),
     "graph.concat": lambda p, ins, out: np.concatenate(list(ins), axis=_int(p, "axis")),  # type: ignore[arg-type]

@@ -83,6 +83,41 @@ _SHAPE_OPS = frozenset(
     }
 )
 
+# The ops that take or give the 8-, 4- and 2-bit types (float8, float4e2m1, int4, uint4, int2,
+# uint2): conversions, data movement that only sees bytes, and Shape/Size. Any other op on
+# them is refused by name (dialects/small_types.py).
+_SMALL_TYPE_OPS = frozenset(
+    {
+        "Cast",
+        "CastLike",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "Constant",
+        "Identity",
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Shape",
+        "Size",
+    }
+)
+
+
+def _check_small_types(node: Node, values: Sequence[Value | None], what: str) -> None:
+    """Refuse a node outside `_SMALL_TYPE_OPS` that reads or writes a small-type tensor."""
+    if node.op_type in _SMALL_TYPE_OPS:
+        return
+    for index, value in enumerate(values):
+        if value is not None and numpy_eval.is_small_dtype(dtype_of(value)):
+            raise node.unsupported(
+                f"{what} #{index} has element type {dtype_of(value)}: ember computes on the "
+                "8-, 4- and 2-bit types only in Cast, CastLike, QuantizeLinear and "
+                "DequantizeLinear (and moves them in Identity, Reshape, Flatten, Squeeze, "
+                "Unsqueeze, Transpose)"
+            )
+
 
 # ---------------------------------------------------------------------------------------------
 # Values and nodes
@@ -220,6 +255,7 @@ class ImportContext:
             [None if v is None else shape_of(v) for v in inputs],
             node.attrs,
         )
+        _check_small_types(node, inputs, "input")
         if converter is None:
             self._expand(node)
             return
@@ -229,6 +265,7 @@ class ImportContext:
         )
         self.node = node
         outputs = list(converter(self, node))
+        _check_small_types(node, outputs, "output")
         settled = False
         for index, name in enumerate(proto.output):
             if not name:

@@ -38,15 +38,31 @@ DTYPE_BYTES = {
     "uint64": 8,
     "bool": 1,
 }
+# The 8-, 4- and 2-bit types: ml_dtypes' numpy types, one byte per element (their 4- and 2-bit
+# integers are the low bits of the byte), exactly as onnx.numpy_helper gives them.
+SMALL_DTYPES = (
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float4_e2m1fn",
+    "int4",
+    "uint4",
+    "int2",
+    "uint2",
+)
+DTYPE_BYTES.update(dict.fromkeys(SMALL_DTYPES, 1))
 MAX_RANK = 32
 
 
 def numpy_dtype(name: np.dtype | str) -> np.dtype:
-    """The numpy dtype of a manifest's dtype name; bfloat16 comes from ml_dtypes (onnx's)."""
-    if str(name) == "bfloat16":
+    """The numpy dtype of a manifest's dtype name; bfloat16 and the small types come from
+    ml_dtypes (onnx's), imported only when a model has them."""
+    if str(name) == "bfloat16" or str(name) in SMALL_DTYPES:
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(getattr(ml_dtypes, str(name)))
     return np.dtype(name)
 
 

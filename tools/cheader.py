@@ -18,7 +18,7 @@ from typing import Any
 
 from ember import __version__
 from ember.runtime.artifact import LIBRARY_FILE, MODEL_INFO_SYMBOL, SET_THREADS_SYMBOL, WEIGHTS_FILE
-from ember.runtime.executable import ALIGNMENT, DTYPE_BYTES, Executable
+from ember.runtime.executable import ALIGNMENT, DTYPE_BYTES, SMALL_DTYPES, Executable
 from ember.runtime.status import (
     BOUND,
     CLAIM,
@@ -50,6 +50,8 @@ C_TYPES = {
     "uint64": "uint64_t",
     "bool": "uint8_t",
 }
+# The 8-, 4- and 2-bit types: one byte each, as ml_dtypes holds them (an int4 is the low nibble).
+C_TYPES.update(dict.fromkeys(SMALL_DTYPES, "uint8_t"))
 assert C_TYPES.keys() == DTYPE_BYTES.keys()
 
 _STATUS_WORDS_DOC = {

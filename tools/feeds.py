@@ -60,7 +60,7 @@ def random_feeds(
     feeds = {}
     for spec in specs:
         dtype = numpy_dtype(spec.dtype)
-        if np.issubdtype(dtype, np.floating) or str(dtype) == "bfloat16":
+        if np.issubdtype(dtype, np.floating) or dtype.name.startswith(("bfloat16", "float")):
             feeds[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
         elif dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, size=spec.shape).astype(dtype)

@@ -53,6 +53,17 @@ _ORT_TYPES = {
     "uint32": "uint32",
     "uint64": "uint64",
     "bool": "bool",
+    # The 8-, 4- and 2-bit types: ONNX's names (TensorProto enum, lower case).
+    "float8_e4m3fn": "float8e4m3fn",
+    "float8_e4m3fnuz": "float8e4m3fnuz",
+    "float8_e5m2": "float8e5m2",
+    "float8_e5m2fnuz": "float8e5m2fnuz",
+    "float8_e8m0fnu": "float8e8m0",
+    "float4_e2m1fn": "float4e2m1",
+    "int4": "int4",
+    "uint4": "uint4",
+    "int2": "int2",
+    "uint2": "uint2",
 }
 
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import ml_dtypes
 import numpy as np
 import onnx
 
-from ember.dialects import graph
+from ember.dialects import graph, small_types
 from ember.frontend.context import (
     Const,
     ImportContext,
@@ -42,6 +43,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
+from ember.frontend.ops.tensor import emit_cast
 from ember.frontend.registry import CONVERTERS, converts
 from ember.frontend.validate import NodeInfo, validate_node
 
@@ -51,9 +53,26 @@ _F32 = np.dtype(np.float32)
 _I32 = np.dtype(np.int32)
 
 
-# The quantized element types ember has tensors for; the rest (int4, uint4, float8, ...) are
-# refused by name.
+# The quantized element types the quantize/dequantize kernels compute in.
 _QUANTIZED = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+# The 4- and 2-bit integers: quantized as int8/uint8 clamped to their range, then narrowed
+# (exact), and widened to 8 bits before dequantizing.
+_NARROW_INTS: dict[np.dtype, tuple[np.dtype, int, int]] = {
+    np.dtype(ml_dtypes.int4): (np.dtype(np.int8), -8, 7),
+    np.dtype(ml_dtypes.uint4): (np.dtype(np.uint8), 0, 15),
+    np.dtype(ml_dtypes.int2): (np.dtype(np.int8), -2, 1),
+    np.dtype(ml_dtypes.uint2): (np.dtype(np.uint8), 0, 3),
+}
+# The small floats: quantized as Cast(x / scale) (float8 saturating unless saturate=0; the zero
+# point, which must be 0, is not read, as onnx.reference; float4e2m1 adds its zero point) and
+# dequantized as float32(x) * scale.
+_SMALL_FLOATS = small_types.FLOAT8_DTYPES | {small_types.FLOAT4_DTYPE}
+_FLOAT4 = small_types.FLOAT4_DTYPE
+_QUANTIZED_SMALL = frozenset(_NARROW_INTS) | _SMALL_FLOATS
+_QUANTIZE_TO = (
+    "QuantizeLinear gives int8, uint8, int16, uint16, int4, uint4, int2, uint2, float8 (e4m3fn, "
+    "e4m3fnuz, e5m2, e5m2fnuz) and float4e2m1 only"
+)
 
 
 _MS = "com.microsoft"
@@ -203,11 +222,8 @@ def _quantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
             dtype = numpy_dtype_for_onnx(output_dtype)
         except (TypeError, ValueError):
             dtype = None
-        if dtype is None or dtype not in _QUANTIZED:
-            raise node.unsupported(
-                f"output_dtype {_type_name(output_dtype)}: ember quantizes to int8, uint8, int16 "
-                "and uint16 only"
-            )
+        if dtype is None or dtype not in _QUANTIZED | _QUANTIZED_SMALL:
+            raise node.unsupported(f"output_dtype {_type_name(output_dtype)}: {_QUANTIZE_TO}")
         if zero_point is not None and dtype_of(zero_point) != dtype:
             raise node.error(
                 f"output_dtype {_type_name(output_dtype)} differs from the zero point's type "
@@ -215,7 +231,8 @@ def _quantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
             )
     else:
         dtype = np.dtype(np.uint8) if zero_point is None else dtype_of(zero_point)
-    _quantized_dtype(node, dtype, "output")
+    if dtype not in _QUANTIZED | _QUANTIZED_SMALL:
+        raise node.unsupported(f"output of type {dtype}: {_QUANTIZE_TO}")
     precision = int(node.attrs.get("precision", 0))
     if precision not in (0, onnx.TensorProto.FLOAT):
         raise node.unsupported(
@@ -224,7 +241,40 @@ def _quantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
     if dtype_of(x).kind not in "fi":
         raise node.unsupported(f"input of type {dtype_of(x)}")
     scale, zero_point = _scale_and_zero_point(imp, node, x, scale, zero_point, "y")
+    if dtype in _QUANTIZED_SMALL:
+        return [_quantize_small(imp, node, x, scale, zero_point, dtype)]
     return [quantize(imp, node, x, scale, zero_point, dtype)]
+
+
+def _quantize_small(
+    imp: ImportContext,
+    node: Node,
+    x: Value,
+    scale: Value,
+    zero_point: Value | None,
+    dtype: np.dtype,
+) -> Value:
+    """QuantizeLinear to a 4-/2-bit integer or a small float (see _NARROW_INTS, _SMALL_FLOATS)."""
+    narrow = _NARROW_INTS.get(dtype)
+    if narrow is not None:
+        wide, lowest, highest = narrow
+        wide_zero = None if zero_point is None else _cast(imp, zero_point, wide)
+        q = quantize(imp, node, x, scale, wide_zero, wide)
+        q = imp.binary(node, graph.MaxOp, q, Const(np.array(lowest, wide)))
+        q = imp.binary(node, graph.MinOp, q, Const(np.array(highest, wide)))
+        return _cast(imp, q, dtype)
+    # x / scale in the type numpy's division gives (onnx.reference): float16 and bfloat16
+    # quotients are computed in float32 and rounded once, integers are divided in float64.
+    quotient_dtype = np.result_type(dtype_of(x), dtype_of(scale))
+    compute = np.dtype(np.float64) if quotient_dtype == np.float64 else _F32
+    shape = _broadcast_shape(node, x, scale)
+    q = imp.emit(graph.DivOp, [_cast(imp, x, compute), _cast(imp, scale, compute)], shape)
+    if dtype == _FLOAT4 and zero_point is not None:
+        q = imp.binary(node, graph.AddOp, q, _cast(imp, zero_point, compute))
+    elif quotient_dtype != compute:
+        q = _cast(imp, q, quotient_dtype)
+    saturate = bool(node.attrs.get("saturate", 1))
+    return emit_cast(imp, q, dtype, saturate or dtype == _FLOAT4)
 
 
 def _scale_and_zero_point(
@@ -247,9 +297,26 @@ def _scale_and_zero_point(
 @converts("DequantizeLinear", domain=_MS)
 def _dequantize_linear(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, scale, zero_point = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
-    if dtype_of(x) not in _QUANTIZED | {_I32}:
+    narrow, given = _NARROW_INTS.get(dtype_of(x)), dtype_of(x)
+    if narrow is not None:  # widened to 8 bits (exact), zero point alike
+        if zero_point is not None and dtype_of(zero_point) == dtype_of(x):
+            zero_point = _cast(imp, zero_point, narrow[0])
+        x = _cast(imp, x, narrow[0])
+    elif dtype_of(x) in _SMALL_FLOATS or dtype_of(x) == small_types.E8M0_DTYPE:
+        # float32(x) * scale; a float8 zero point must be 0 and float4e2m1's is not read
+        # (onnx.reference), so neither is subtracted. A constant one is checked; one given at
+        # run time is taken to be 0, as the spec requires.
+        if (
+            dtype_of(x) != _FLOAT4
+            and isinstance(zero_point, Const)
+            and np.any(zero_point.array.view(np.uint8))
+        ):
+            raise node.error(f"x_zero_point of {dtype_of(x)} must be 0, not {zero_point.array}")
+        x, zero_point = _cast(imp, x, _F32), None
+    if given not in _QUANTIZED | _QUANTIZED_SMALL | {_I32, small_types.E8M0_DTYPE}:
         raise node.unsupported(
-            f"input of type {dtype_of(x)}: ember dequantizes int8, uint8, int16, uint16 and int32"
+            f"input of type {given}: ember dequantizes int8, uint8, int16, uint16, int32, "
+            "int4, uint4, int2, uint2, float8 and float4e2m1"
         )
     if zero_point is not None and dtype_of(zero_point) != dtype_of(x):
         raise node.error(f"zero point of type {dtype_of(zero_point)} for an input of {dtype_of(x)}")

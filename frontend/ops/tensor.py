@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnx.helper import tensor_dtype_to_np_dtype as onnx_dtype
+from xdsl.dialects.builtin import StringAttr, UnitAttr
 
 from ember.core import limits
-from ember.dialects import graph, numpy_eval
+from ember.dialects import graph, numpy_eval, small_types
 from ember.frontend.context import (
     Const,
     ImportContext,
@@ -116,7 +117,33 @@ def _cast(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.unsupported(f"cast to type {node.attrs.get('to')}") from err
     if dtype_of(x) == dtype:
         return [x]
-    return [imp.emit(graph.CastOp, [x], shape_of(x), dtype)]
+    return [_emit_cast(imp, node, x, dtype)]
+
+
+def _emit_cast(imp: ImportContext, node: Node, x: Value, dtype: np.dtype) -> Value:
+    """Cast/CastLike: graph.cast with the node's `saturate` and `round_mode`."""
+    round_mode = node.attrs.get("round_mode", b"up")
+    round_mode = round_mode.decode() if isinstance(round_mode, bytes) else str(round_mode)
+    if round_mode not in small_types.ROUND_MODES:
+        raise node.error(
+            f"round_mode '{round_mode}' is not one of {', '.join(small_types.ROUND_MODES)}"
+        )
+    return emit_cast(imp, x, dtype, bool(node.attrs.get("saturate", 1)), round_mode)
+
+
+def emit_cast(
+    imp: ImportContext, x: Value, dtype: np.dtype, saturate: bool = True, round_mode: str = "up"
+) -> Value:
+    """graph.cast of x to dtype; `saturate` matters for float8 results only, `round_mode`
+    (up, nearest, down) for float8e8m0 ones (dialects/small_types.py)."""
+    return imp.emit(
+        graph.CastOp,
+        [x],
+        shape_of(x),
+        dtype,
+        no_saturate=None if saturate else UnitAttr(),
+        round_mode=None if round_mode == "up" else StringAttr(round_mode),
+    )
 
 
 @converts("Identity")
@@ -129,7 +156,7 @@ def _cast_like(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, like = imp.required(node, 0), imp.required(node, 1)
     if dtype_of(x) == dtype_of(like):
         return [x]
-    return [imp.emit(graph.CastOp, [x], shape_of(x), dtype_of(like))]
+    return [_emit_cast(imp, node, x, dtype_of(like))]
 
 
 @converts("BitCast")

@@ -24,7 +24,8 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.dialects import graph
-from ember.dialects.dtypes import is_unsigned, numpy_dtype_for
+from ember.dialects.dtypes import is_small_type, is_unsigned, numpy_dtype_for
+from ember.passes.conversion import small_type_casts
 
 BodyBuilder = Callable[[Operation, list[SSAValue], Attribute, list[Operation]], SSAValue]
 
@@ -324,28 +325,45 @@ def _leaky_relu(
     return _emit(ops, arith.SelectOp(negative, _emit(ops, arith.MulfOp(args[0], alpha)), args[0]))
 
 
-def _cast(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
-    source = args[0].type
-    from_unsigned = is_unsigned(graph.element_type_of(op.operands[0]))
-    to_unsigned = is_unsigned(graph.element_type_of(op.results[0]))
+def _convert(
+    value: SSAValue, from_unsigned: bool, to_unsigned: bool, out: Attribute, ops: list[Operation]
+) -> SSAValue:
+    """`value` (a float, integer or bool scalar) converted to `out`."""
+    source = value.type
     boolean = IntegerType(1)
     if source == out:
-        return args[0]
+        return value
     if _is_float(source) and _is_float(out):
         wider = source.bitwidth < out.bitwidth  # type: ignore[attr-defined]
-        return _emit(ops, (arith.ExtFOp if wider else arith.TruncFOp)(args[0], out))
+        return _emit(ops, (arith.ExtFOp if wider else arith.TruncFOp)(value, out))
     if out == boolean:
         if _is_float(source):
-            return _emit(ops, arith.CmpfOp(args[0], _const(ops, 0.0, source), "une"))
-        return _emit(ops, arith.CmpiOp(args[0], _const(ops, 0, source), "ne"))
+            return _emit(ops, arith.CmpfOp(value, _const(ops, 0.0, source), "une"))
+        return _emit(ops, arith.CmpiOp(value, _const(ops, 0, source), "ne"))
     if _is_float(source):
-        return _emit(ops, (arith.FPToUIOp if to_unsigned else arith.FPToSIOp)(args[0], out))
+        return _emit(ops, (arith.FPToUIOp if to_unsigned else arith.FPToSIOp)(value, out))
     zero_extend = from_unsigned or source == boolean
     if _is_float(out):
-        return _emit(ops, (arith.UIToFPOp if zero_extend else arith.SIToFPOp)(args[0], out))
+        return _emit(ops, (arith.UIToFPOp if zero_extend else arith.SIToFPOp)(value, out))
     if source.bitwidth < out.bitwidth:  # type: ignore[attr-defined]
-        return _emit(ops, (arith.ExtUIOp if zero_extend else arith.ExtSIOp)(args[0], out))
-    return _emit(ops, arith.TruncIOp(args[0], out))
+        return _emit(ops, (arith.ExtUIOp if zero_extend else arith.ExtSIOp)(value, out))
+    return _emit(ops, arith.TruncIOp(value, out))
+
+
+def _cast(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:
+    source, target = graph.element_type_of(op.operands[0]), graph.element_type_of(op.results[0])
+    if is_small_type(source) or is_small_type(target):
+        round_mode = op.round_mode  # type: ignore[attr-defined]
+        return small_type_casts.cast(
+            args[0],
+            source,
+            target,
+            op.no_saturate is None,  # type: ignore[attr-defined]
+            "up" if round_mode is None else round_mode.data,
+            _convert,
+            ops,
+        )
+    return _convert(args[0], is_unsigned(source), is_unsigned(target), out, ops)
 
 
 def _bitcast(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]) -> SSAValue:

@@ -387,10 +387,10 @@ def test_dynamic_quantize_linear() -> None:
     [
         (
             helper.make_node(
-                "QuantizeLinear", ["x", "s"], ["y"], name="q4", output_dtype=TensorProto.INT4
+                "QuantizeLinear", ["x", "s"], ["y"], name="q4", output_dtype=TensorProto.BOOL
             ),
             {"s": np.float32(0.1)},
-            r"QuantizeLinear.*'q4'.*opset 21.*output_dtype int4",
+            r"QuantizeLinear.*'q4'.*opset 21.*output_dtype bool",
         ),
         (
             helper.make_node(
@@ -539,14 +539,16 @@ def test_quantize_dynamic_model_matches_onnxruntime(tmp_path: Any) -> None:
     assert np.max(np.abs(y - y_ref)) <= 1e-5 * np.max(np.abs(y_ref))
 
 
-def test_int4_weight_is_refused_naming_the_type() -> None:
-    weight = helper.make_tensor("w", TensorProto.INT4, [4, 2], [1, 2, 3, 4, -1, -2, -3, -4])
+def test_int4_weight_dequantizes_like_onnxruntime() -> None:
+    """An INT4 initializer (packed two per byte in the proto) unpacks at import and
+    dequantizes exactly (formerly refused)."""
+    weight = helper.make_tensor("w", TensorProto.INT4, [4, 2], [1, 2, 3, 4, -1, -2, -3, -8])
     nodes = [
         helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], name="dq4"),
         helper.make_node("MatMul", ["x", "wf"], ["y"]),
     ]
-    x = np.zeros((3, 4), np.float32)
+    x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
     model = _model(nodes, {"x": x}, {"y": np.float32}, {"s": np.float32(0.1)}, opset=21)
     model.graph.initializer.append(weight)
-    with pytest.raises(UnsupportedOpError, match=r"DequantizeLinear.*'dq4'.*opset 21.*int4"):
-        ember.compile(model)
+    (y,), (y_ref,) = _run_both(model, {"x": x}, optimize=False)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
