@@ -58,7 +58,12 @@ from ember.dialects import graph, numpy_eval
 from ember.dialects.dtypes import FLOAT_TYPES
 from ember.dialects.weights import WeightStore
 from ember.frontend import registry
-from ember.frontend.errors import ModelError, RuntimeOperandError, UnsupportedOpError
+from ember.frontend.errors import (
+    ModelError,
+    ResourceLimitError,
+    RuntimeOperandError,
+    UnsupportedOpError,
+)
 from ember.frontend.functions import function_body
 from ember.frontend.shape_inference import inferred_shapes, type_skeleton
 from ember.frontend.validate import NodeInfo, validate_node
@@ -97,6 +102,43 @@ class Const:
 
 
 Value = SSAValue | Const
+
+
+# -- sequences and optionals (ONNX's non-tensor types) -----------------------------------------
+#
+# ember's structure is static, so a sequence is a tuple of tensor values of a length known at
+# import, and an optional is a value or nothing, known at import: neither exists at run time.
+# Every element is an ordinary graph value, so the ops on elements are ordinary kernels.
+
+# The longest sequence ember builds: each element is a value, each per-element op (SequenceMap's
+# body, SplitToSequence's slices) an op of its own.
+MAX_SEQUENCE_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class SequenceValue:
+    """An ONNX sequence: its tensors (a tuple of values) and their element type (an empty
+    sequence has one too)."""
+
+    elements: tuple[Value, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class OptionalValue:
+    """An ONNX optional: its value (a tensor or a sequence) or None when it is empty."""
+
+    element: Value | SequenceValue | None
+
+
+AnyValue = Value | SequenceValue | OptionalValue
+
+
+def kind_of(value: AnyValue) -> str:
+    """'sequence', 'optional' or 'tensor': what a value is, for messages."""
+    if isinstance(value, SequenceValue):
+        return "sequence"
+    return "optional" if isinstance(value, OptionalValue) else "tensor"
 
 
 def shape_of(value: Value) -> tuple[int, ...]:
@@ -179,7 +221,7 @@ class ImportContext:
         self.memory_limit = memory_limit
         self.weights = WeightStore()
         self.block = Block()
-        self.env: dict[str, Value] = {}
+        self.env: dict[str, AnyValue] = {}
         self.materialized: dict[str, SSAValue] = {}
         self.fold_node = False
         self.node: Node | None = None
@@ -212,7 +254,11 @@ class ImportContext:
         for name in proto.input:
             if name and name not in self.env:
                 raise node.error(f"input '{name}' is not defined before use")
-        inputs = [self.env[n] if n else None for n in proto.input]
+        # Sequences and optionals take no part in the tensor checks (their ops check them).
+        inputs = [
+            None if not n or isinstance(self.env[n], SequenceValue | OptionalValue) else self.env[n]
+            for n in proto.input
+        ]
         validate_node(
             NodeInfo(proto.op_type, node.name, self.opset, proto.domain),
             list(proto.input),
@@ -238,6 +284,9 @@ class ImportContext:
                     raise node.unsupported(f"output #{index} ('{name}') is not supported")
                 continue
             value = outputs[index]
+            if isinstance(value, SequenceValue | OptionalValue):
+                self.env[name] = value  # its tensors were checked as they were made
+                continue
             self.check_size(shape_of(value), dtype_of(value), f"output '{name}'")
             expected = self.inferred.get(name)
             if expected is not None and expected != shape_of(value):
@@ -257,6 +306,12 @@ class ImportContext:
 
     def _expand(self, node: Node) -> None:
         """Import an op without a converter through its ONNX function body, if it has one."""
+        structured = [n for n in node.proto.input if n and not isinstance(self.env[n], Value)]
+        if structured:
+            raise node.unsupported(
+                f"input '{structured[0]}' is a {kind_of(self.env[structured[0]])}; ember imports "
+                "this op through its ONNX function body, for tensor inputs only"
+            )
         input_types = [
             onnx.helper.make_tensor_type_proto(
                 onnx.helper.np_dtype_to_tensor_dtype(dtype_of(self.env[n])), shape_of(self.env[n])
@@ -324,10 +379,50 @@ class ImportContext:
         limits.check_fits_in_memory(shape, dtype, what, self.memory_limit)
 
     def input(self, node: Node, index: int) -> Value | None:
+        value = self.any_input(node, index)
+        if isinstance(value, SequenceValue | OptionalValue):
+            name = node.proto.input[index]
+            raise node.error(f"input #{index} '{name}' is a {kind_of(value)}, not a tensor")
+        return value
+
+    def any_input(self, node: Node, index: int) -> AnyValue | None:
+        """An input of any kind: a tensor value, a SequenceValue or an OptionalValue."""
         names = node.proto.input
         if index >= len(names) or not names[index]:
             return None
         return self.env[names[index]]
+
+    def sequence_input(self, node: Node, index: int) -> SequenceValue:
+        """A required input that is a sequence."""
+        value = self.any_input(node, index)
+        if not isinstance(value, SequenceValue):
+            what = "missing" if value is None else f"a {kind_of(value)}"
+            raise node.error(f"input #{index} must be a sequence, it is {what}")
+        return value
+
+    def sequence(self, elements: Sequence[Value], dtype: np.dtype) -> SequenceValue:
+        """A sequence of `elements`, refused past MAX_SEQUENCE_LENGTH (every element is a
+        value, and ops on sequences make one op per element)."""
+        self.check_sequence_length(len(elements))
+        for element in elements:
+            if dtype_of(element) != dtype:
+                raise self._unsupported(
+                    f"a sequence of {np.dtype(dtype).name} tensors cannot hold one of "
+                    f"{dtype_of(element).name}"
+                )
+        return SequenceValue(tuple(elements), np.dtype(dtype))
+
+    def check_sequence_length(self, length: int) -> None:
+        """ResourceLimitError, naming the node, for a sequence over MAX_SEQUENCE_LENGTH."""
+        if length > MAX_SEQUENCE_LENGTH:
+            what = f"a sequence of {length} tensors"
+            if self.node is not None:
+                node = self.node
+                what = f"{node.op_type} node '{node.name}' (opset {node.opset}): {what}"
+            raise ResourceLimitError(
+                f"{what}: ember builds sequences of at most {MAX_SEQUENCE_LENGTH} tensors "
+                "(each is a value of its own, and each op on it one op per element)"
+            )
 
     def required(self, node: Node, index: int) -> Value:
         value = self.input(node, index)

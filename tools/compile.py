@@ -11,17 +11,18 @@ computed from graph inputs (the importer's RuntimeOperandError), keyed on their 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, TensorType
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
@@ -37,7 +38,15 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.errors import InternalCompilerError, ResourceLimitError, RuntimeOperandError
-from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+from ember.runtime.executable import (
+    ALIGNMENT,
+    GRAPH_OUTPUTS_KEY,
+    Executable,
+    Manifest,
+    TensorSpec,
+    aligned_empty,
+    assemble_outputs,
+)
 from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
     DimRanges,
@@ -137,6 +146,12 @@ def finish_program(
     if checked is not None:
         # The entry takes the run's status record after the weights (runtime/status.py).
         extra[SITES_KEY] = checked
+    from ember.frontend.onnx_importer import OUTPUT_STRUCTURE
+
+    structure = fn.attributes.get(OUTPUT_STRUCTURE)
+    if isinstance(structure, StringAttr):
+        # Sequence / optional graph outputs: how the flat outputs group (CompiledModel.run).
+        extra[GRAPH_OUTPUTS_KEY] = json.loads(structure.data)
     sites = profile_sites(fn)
     if sites is not None:
         # instrument-kernels ran: the entry takes a trailing profile buffer (one slot per site).
@@ -372,6 +387,23 @@ class CompiledModel(Executable):
             keepalive=jit,
             threads=threads or program.ctx.target.threads,
         )
+        # Graph outputs that are sequences or optionals: `run` gives lists of arrays and None
+        # (the program's flat outputs, `y[0]` .. `y[n-1]`, regrouped).
+        self.graph_outputs: list[dict[str, Any]] | None = program.manifest.extra.get(
+            GRAPH_OUTPUTS_KEY
+        )
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.graph_outputs is None:
+            return super().output_names
+        return [entry["name"] for entry in self.graph_outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        results = super().run(feeds)
+        if self.graph_outputs is None:
+            return results
+        return assemble_outputs(results, self.graph_outputs)
 
 
 def compile(

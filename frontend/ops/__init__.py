@@ -24,6 +24,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
 | `control_flow.py` | If |
+| `sequence.py` | SequenceConstruct, SequenceEmpty, SequenceLength, SequenceAt, SequenceInsert, SequenceErase, SplitToSequence, ConcatFromSequence, SequenceMap, Optional, OptionalHasElement, OptionalGetElement |
 """
 
 from ember.frontend.ops import (  # noqa: F401  (each module registers its converters)
@@ -43,6 +44,7 @@ from ember.frontend.ops import (  # noqa: F401  (each module registers its conve
     reduction,
     resize,
     sampling,
+    sequence,
     shape,
     tensor,
 )

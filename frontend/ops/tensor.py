@@ -19,6 +19,7 @@ from onnx.helper import tensor_dtype_to_np_dtype as onnx_dtype
 from ember.core import limits
 from ember.dialects import graph, numpy_eval
 from ember.frontend.context import (
+    AnyValue,
     Const,
     ImportContext,
     Node,
@@ -120,8 +121,12 @@ def _cast(imp: ImportContext, node: Node) -> Sequence[Value]:
 
 
 @converts("Identity")
-def _identity(imp: ImportContext, node: Node) -> Sequence[Value]:
-    return [imp.required(node, 0)]
+def _identity(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    # Also of a sequence or an optional (import-time structures: passed on as they are).
+    value = imp.any_input(node, 0)
+    if value is None:
+        raise node.error("missing required input #0")
+    return [value]
 
 
 @converts("CastLike")

@@ -1,0 +1,271 @@
+"""Sequences and optionals: SequenceConstruct, SequenceEmpty, SequenceAt, SequenceInsert,
+SequenceErase, SequenceLength, SplitToSequence, ConcatFromSequence, SequenceMap, Optional,
+OptionalHasElement, OptionalGetElement (Identity passes either on: tensor.py).
+
+ember's structure is static, so these are import-time structures over ordinary graph values
+(`SequenceValue`, `OptionalValue`, frontend/context.py): a sequence is a tuple of tensors whose
+length is known at import, an optional a value or nothing. No sequence op becomes a kernel;
+the ops on the elements do (SplitToSequence is slices, as Split; ConcatFromSequence a concat,
+with new_axis a reshape first; SequenceMap's body is imported once per element). A position
+(SequenceAt/Insert/Erase) or split computed at run time is a shape operand: compiled per
+value (value specialisation, tools/specialize.py). A sequence is at most
+`MAX_SEQUENCE_LENGTH` tensors (ResourceLimitError).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from xdsl.ir import SSAValue
+
+from ember.frontend.context import (
+    AnyValue,
+    Const,
+    ImportContext,
+    Node,
+    OptionalValue,
+    SequenceValue,
+    Value,
+    dtype_of,
+    kind_of,
+    normalize_axis,
+    shape_of,
+)
+from ember.frontend.dtypes import numpy_dtype_for_onnx
+from ember.frontend.registry import converts
+
+
+def _position(imp: ImportContext, node: Node, index: int, length: int, end_ok: bool) -> int | None:
+    """The position operand (absent: None) in [0, length) (or [0, length] when `end_ok`:
+    SequenceInsert may append), negative ones counted from the end."""
+    given = imp.constant(node, index, "position")
+    if given is None:
+        return None
+    if given.size != 1 or given.dtype.kind not in "iu":
+        raise node.error(f"position must be one integer, given {given.dtype} {list(given.shape)}")
+    position = int(given.reshape(()))
+    high = length if end_ok else length - 1
+    if not -length <= position <= high:
+        allowed = f"[{-length}, {high}]"
+        raise node.error(
+            f"position {position} is out of range {allowed} for a sequence of {length}"
+        )
+    return position + length if position < 0 else position
+
+
+@converts("SequenceConstruct")
+def _sequence_construct(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    tensors = [imp.required(node, i) for i in range(len(node.proto.input))]
+    if not tensors:
+        raise node.error("needs at least one input tensor")
+    return [imp.sequence(tensors, dtype_of(tensors[0]))]
+
+
+@converts("SequenceEmpty")
+def _sequence_empty(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    element_type = node.attrs.get("dtype", onnx.TensorProto.FLOAT)
+    try:
+        dtype = numpy_dtype_for_onnx(element_type)
+    except TypeError as err:
+        raise node.unsupported(f"element type {element_type}: {err}") from None
+    return [imp.sequence([], dtype)]
+
+
+@converts("SequenceLength")
+def _sequence_length(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    return [Const(np.array(len(imp.sequence_input(node, 0).elements), np.int64))]
+
+
+@converts("SequenceAt")
+def _sequence_at(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    seq = imp.sequence_input(node, 0)
+    position = _position(imp, node, 1, len(seq.elements), end_ok=False)
+    if position is None:
+        raise node.error("missing required input #1 (position)")
+    return [seq.elements[position]]
+
+
+@converts("SequenceInsert")
+def _sequence_insert(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    seq = imp.sequence_input(node, 0)
+    tensor = imp.required(node, 1)
+    elements = list(seq.elements)
+    position = _position(imp, node, 2, len(elements), end_ok=True)
+    elements.insert(len(elements) if position is None else position, tensor)
+    return [imp.sequence(elements, seq.dtype)]
+
+
+@converts("SequenceErase")
+def _sequence_erase(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    seq = imp.sequence_input(node, 0)
+    elements = list(seq.elements)
+    if not elements:
+        raise node.error("cannot erase from an empty sequence")
+    position = _position(imp, node, 1, len(elements), end_ok=False)
+    del elements[len(elements) - 1 if position is None else position]
+    return [imp.sequence(elements, seq.dtype)]
+
+
+@converts("SplitToSequence")
+def _split_to_sequence(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    x = imp.required(node, 0)
+    shape = shape_of(x)
+    if not shape:
+        raise node.error("cannot split a 0-d tensor")
+    axis = normalize_axis(node, node.attrs.get("axis", 0), len(shape))
+    size = shape[axis]
+    split = imp.constant(node, 1, "split")
+    squeeze = False
+    if split is None:
+        # Pieces of one, the axis dropped unless keepdims (ONNX ignores keepdims otherwise).
+        sizes = [1] * size
+        squeeze = not node.attrs.get("keepdims", 1)
+    elif split.ndim == 0:
+        chunk = int(split)
+        if chunk <= 0:
+            raise node.error(f"split {chunk} must be positive")
+        sizes = [min(chunk, size - start) for start in range(0, size, chunk)]
+    elif split.ndim == 1:
+        sizes = [int(s) for s in split]
+        if any(s < 0 for s in sizes) or sum(sizes) != size:
+            raise node.error(f"split sizes {sizes} do not add up to {size} along axis {axis}")
+    else:
+        raise node.error(f"split must be a scalar or 1-D, given shape {list(split.shape)}")
+    imp.check_sequence_length(len(sizes))
+    pieces: list[Value] = []
+    start = 0
+    for piece in sizes:
+        value = imp.slice_axis(x, axis, start, piece)
+        if squeeze:
+            value = imp.reshape(value, shape[:axis] + shape[axis + 1 :])
+        pieces.append(value)
+        start += piece
+    return [imp.sequence(pieces, dtype_of(x))]
+
+
+@converts("ConcatFromSequence")
+def _concat_from_sequence(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    seq = imp.sequence_input(node, 0)
+    if not seq.elements:
+        raise node.error("cannot concatenate an empty sequence (the result has no shape)")
+    if "axis" not in node.attrs:
+        raise node.error("missing required attribute 'axis'")
+    new_axis = bool(node.attrs.get("new_axis", 0))
+    first = shape_of(seq.elements[0])
+    rank = len(first) + new_axis
+    axis = normalize_axis(node, node.attrs["axis"], rank)
+    elements = list(seq.elements)
+    if new_axis:
+        # Stacking: each element gains an axis of one at `axis` (a reshape: no copy).
+        elements = [imp.reshape(e, (*shape_of(e)[:axis], 1, *shape_of(e)[axis:])) for e in elements]
+    shapes = [shape_of(e) for e in elements]
+    for other in shapes[1:]:
+        if len(other) != len(shapes[0]) or any(
+            a != b for d, (a, b) in enumerate(zip(other, shapes[0])) if d != axis
+        ):
+            raise node.error(
+                f"the sequence's tensors {[list(s) for s in shapes]} differ outside axis {axis}"
+            )
+    return [imp.concat(elements, axis)]
+
+
+@converts("SequenceMap")
+def _sequence_map(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    body: onnx.GraphProto = node.attrs["body"]
+    operands = [imp.any_input(node, i) for i in range(len(node.proto.input))]
+    if not operands or not isinstance(operands[0], SequenceValue):
+        raise node.error("input #0 must be a sequence")
+    length = len(operands[0].elements)
+    for index, operand in enumerate(operands):
+        if isinstance(operand, OptionalValue) or operand is None:
+            raise node.error(f"input #{index} must be a tensor or a sequence")
+        if isinstance(operand, SequenceValue) and len(operand.elements) != length:
+            raise node.error(
+                f"input #{index} is a sequence of {len(operand.elements)} tensors, input #0 of "
+                f"{length}: the sequences must have the same length"
+            )
+    if len(body.input) != len(operands):
+        raise node.error(f"the body takes {len(body.input)} inputs, the node gives {len(operands)}")
+    if len(body.output) != len(node.proto.output):
+        raise node.error(
+            f"the body has {len(body.output)} outputs, the node {len(node.proto.output)}"
+        )
+    imp.check_sequence_length(length)
+    for tensor in body.initializer:
+        imp.env[tensor.name] = Const(imp.tensor_array(tensor), tensor.name)
+    # The body is imported once per element: its values are bound anew each time, and the
+    # outer values its names shadow are put back afterwards.
+    shadowed = {
+        name: imp.env[name]
+        for name in [i.name for i in body.input] + [n for p in body.node for n in p.output]
+        if name in imp.env
+    }
+    outputs: list[list[Value]] = [[] for _ in body.output]
+    try:
+        for k in range(length):
+            for info, operand in zip(body.input, operands, strict=True):
+                imp.env[info.name] = (
+                    operand.elements[k] if isinstance(operand, SequenceValue) else operand
+                )
+            imp.import_nodes(list(body.node))
+            for slot, out in zip(outputs, body.output, strict=True):
+                if out.name not in imp.env:
+                    raise node.error(f"body output '{out.name}' is not produced in the body")
+                value = imp.env[out.name]
+                if not isinstance(value, SSAValue | Const):
+                    raise node.unsupported(
+                        f"body output '{out.name}' is a {kind_of(value)}; ember maps bodies "
+                        "that give tensors"
+                    )
+                slot.append(value)
+    finally:
+        imp.env.update(shadowed)
+    results: list[AnyValue] = []
+    for slot, out in zip(outputs, body.output, strict=True):
+        dtype = dtype_of(slot[0]) if slot else _declared_dtype(node, out)
+        results.append(imp.sequence(slot, dtype))
+    return results
+
+
+def _declared_dtype(node: Node, info: onnx.ValueInfoProto) -> np.dtype:
+    """The element type a body output declares (the type of an empty result sequence)."""
+    kind = info.type.WhichOneof("value")
+    tensor = info.type.sequence_type.elem_type.tensor_type if kind == "sequence_type" else None
+    elem_type = tensor.elem_type if tensor is not None else info.type.tensor_type.elem_type
+    try:
+        return numpy_dtype_for_onnx(elem_type)
+    except TypeError:
+        raise node.unsupported(
+            f"body output '{info.name}' has no tensor element type ember knows"
+        ) from None
+
+
+@converts("Optional")
+def _optional(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    element = imp.any_input(node, 0)
+    if isinstance(element, OptionalValue):
+        raise node.error("input #0 is an optional: an optional holds a tensor or a sequence")
+    if element is None and "type" not in node.attrs:
+        raise node.error("an empty Optional needs its 'type' attribute")
+    return [OptionalValue(element)]
+
+
+@converts("OptionalHasElement")
+def _optional_has_element(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    value = imp.any_input(node, 0)
+    present = value is not None and not (isinstance(value, OptionalValue) and value.element is None)
+    return [Const(np.array(present))]
+
+
+@converts("OptionalGetElement")
+def _optional_get_element(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    value = imp.any_input(node, 0)
+    if value is None:
+        raise node.error("missing required input #0")
+    if isinstance(value, OptionalValue):
+        if value.element is None:
+            raise node.error(f"the optional '{node.proto.input[0]}' is empty")
+        return [value.element]
+    return [value]  # a tensor or a sequence is its own element (opset 18)
