@@ -37,7 +37,12 @@ from ember.passes.conversion.kernel_to_loops.lower import status_sites
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.transforms.instrument_kernels import profile_sites
-from ember.runtime.errors import InternalCompilerError, ResourceLimitError, RuntimeOperandError
+from ember.runtime.errors import (
+    InternalCompilerError,
+    ModelError,
+    ResourceLimitError,
+    RuntimeOperandError,
+)
 from ember.runtime.executable import (
     ALIGNMENT,
     GRAPH_OUTPUTS_KEY,
@@ -280,6 +285,7 @@ def compile_program(
     start = time.perf_counter()
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
+    _refuse_structured_inputs(proto)
     limit = memory_limit_bytes() if memory_limit is None else memory_limit
     module, weights = import_model(
         proto, static_input_shapes(proto, input_shapes), base_dir=base_dir, memory_limit=limit
@@ -314,6 +320,22 @@ def compile_program(
     program = finish_program(module, ctx, report)
     _check_memory(program, biggest, limit)
     return program
+
+
+def _refuse_structured_inputs(model: onnx.ModelProto) -> None:
+    """A program takes tensors: a sequence or optional graph input has a structure (length,
+    shapes, presence) that only a run gives, which `ember.compile` compiles per structure
+    (tools/structured.py); one program (an artifact, `ember compile`) cannot take it."""
+    from ember.tools.structured import structured_inputs
+
+    for name, type_proto in structured_inputs(model).items():
+        kind = type_proto.WhichOneof("value").removesuffix("_type")
+        raise ModelError(
+            f"graph input '{name}' is a {kind}: a compiled program (an ahead-of-time artifact) "
+            "takes tensors only, and a sequence's length and shapes, or whether an optional "
+            "holds a value, are known only when a run gives it; ember.compile(model) compiles "
+            "one variant per structure of what runs give (docs/engine_api.md)"
+        )
 
 
 def _verify_after(module: ModuleOp, pass_name: str) -> None:
@@ -443,6 +465,31 @@ def compile(
     target = target or host_target(threads)
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
+    from ember.tools.structured import StructuredModel, structured_inputs
+
+    if structured_inputs(proto):
+        # Sequence / optional inputs: compiled per structure of what runs give them, each
+        # variant a model of tensor inputs compiled as below (tools/structured.py).
+        def compile_variant(variant: onnx.ModelProto) -> CompiledModel | SpecializingModel:
+            return compile(
+                variant,
+                input_shapes=input_shapes,
+                threads=threads,
+                opt_level=opt_level,
+                target=target,
+                pipeline=pipeline,
+                base_dir=base_dir,
+                memory_limit=memory_limit,
+                dynamic_dims=dynamic_dims,
+            )
+
+        return StructuredModel(  # type: ignore[return-value]
+            proto,
+            compile_variant,
+            threads=threads or target.threads,
+            base_dir=base_dir,
+            input_shapes=input_shapes,
+        )
     pinning = pin_model(proto, input_shapes, dynamic_dims)
     if not pinning.complete:
         from ember.tools.specialize import SpecializingModel

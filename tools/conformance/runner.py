@@ -72,6 +72,11 @@ SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
         for kind in ("L1", "L2", "LogSum", "LogSumExp", "Max", "Mean", "Min", "Prod", "Sum")
     },
     "ReduceSumSquare": (1,),
+    # Sequence positions and SplitToSequence's split (frontend/ops/sequence.py).
+    "SequenceAt": (1,),
+    "SequenceErase": (1,),
+    "SequenceInsert": (2,),
+    "SplitToSequence": (1,),
 }
 
 
