@@ -254,6 +254,9 @@ class ImportContext:
         for name in proto.input:
             if name and name not in self.env:
                 raise node.error(f"input '{name}' is not defined before use")
+        if key in registry.STRUCTURED_CONVERTERS and self._has_structured_values(proto):
+            # A Loop or If over sequences/optionals: unrolled / specialised at import.
+            converter = registry.STRUCTURED_CONVERTERS[key]
         # Sequences and optionals take no part in the tensor checks (their ops check them).
         inputs = [
             None if not n or isinstance(self.env[n], SequenceValue | OptionalValue) else self.env[n]
@@ -266,6 +269,11 @@ class ImportContext:
             [None if v is None else shape_of(v) for v in inputs],
             node.attrs,
         )
+        if converter is None and key in registry.STRUCTURED_CONVERTERS:
+            raise node.unsupported(
+                "ember imports this op only over sequences or optionals (unrolled or "
+                "specialised at import); this one has tensors only"
+            )
         if converter is None:
             self._expand(node)
             return
@@ -303,6 +311,17 @@ class ImportContext:
                 if name in self.env:
                     self.onnx_settled[name] = (dtype_of(self.env[name]), shape_of(self.env[name]))
             self.inferred = self._onnx_shapes()
+
+    def _has_structured_values(self, proto: onnx.NodeProto) -> bool:
+        """Whether `proto` reads a sequence or optional, or a subgraph of it gives one."""
+        if any(n and isinstance(self.env[n], SequenceValue | OptionalValue) for n in proto.input):
+            return True
+        subgraphs = [a.g for a in proto.attribute if a.HasField("g")]
+        return any(
+            out.type.WhichOneof("value") in ("sequence_type", "optional_type")
+            for g in subgraphs
+            for out in g.output
+        )
 
     def _expand(self, node: Node) -> None:
         """Import an op without a converter through its ONNX function body, if it has one."""

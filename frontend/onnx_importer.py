@@ -88,6 +88,7 @@ __all__ = [
     "inferred_types",
     "io_names",
     "load_model",
+    "nested_reads",
     "ssa_name",
     "supported_ops",
     "type_skeleton",
@@ -175,6 +176,17 @@ def _names_read(g: onnx.GraphProto) -> set[str]:
             for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
                 names |= _names_read(sub) | {o.name for o in sub.output}
     return names
+
+
+def nested_reads(g: onnx.GraphProto) -> set[str]:
+    """The names that the subgraphs of `g`'s nodes (and theirs) read."""
+    return {
+        name
+        for n in g.node
+        for attr in n.attribute
+        for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs))
+        for name in _names_read(sub) | {o.name for o in sub.output}
+    }
 
 
 class DeclaredShapeWarning(UserWarning):
@@ -320,7 +332,8 @@ class _GraphImporter(ImportContext):
         """Inputs of unknown or empty shape that nothing reads but CastLike's `target_type`:
         they are not program arguments, so their shape never needs to be static."""
         g = self.model.graph
-        outputs = {o.name for o in g.output}
+        # Read inside a subgraph (a Loop or If body): a value, whatever the reading op.
+        outputs = {o.name for o in g.output} | nested_reads(g)
         found = []
         for info in inputs:
             dims = info.type.tensor_type.shape.dim

@@ -109,6 +109,10 @@ class ModelSignature:
         for node in g.node:
             for index, name in enumerate(node.input):
                 uses.setdefault(name, set()).add((node.op_type, index))
+        from ember.frontend.onnx_importer import nested_reads
+
+        for name in nested_reads(g):  # read inside a Loop/If body: a value
+            uses.setdefault(name, set()).add(("subgraph", -1))
 
         def signature(info: onnx.ValueInfoProto, is_input: bool) -> InputSignature:
             dims = _declared_dims(info)

@@ -34,7 +34,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
-from ember.frontend.registry import converts
+from ember.frontend.registry import converter_for, converts, converts_structured
 
 
 def _position(imp: ImportContext, node: Node, index: int, length: int, end_ok: bool) -> int | None:
@@ -193,40 +193,47 @@ def _sequence_map(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
             f"the body has {len(body.output)} outputs, the node {len(node.proto.output)}"
         )
     imp.check_sequence_length(length)
-    for tensor in body.initializer:
-        imp.env[tensor.name] = Const(imp.tensor_array(tensor), tensor.name)
-    # The body is imported once per element: its values are bound anew each time, and the
-    # outer values its names shadow are put back afterwards.
-    shadowed = {
-        name: imp.env[name]
-        for name in [i.name for i in body.input] + [n for p in body.node for n in p.output]
-        if name in imp.env
-    }
     outputs: list[list[Value]] = [[] for _ in body.output]
-    try:
-        for k in range(length):
-            for info, operand in zip(body.input, operands, strict=True):
-                imp.env[info.name] = (
-                    operand.elements[k] if isinstance(operand, SequenceValue) else operand
+    for k in range(length):
+        bound = [op.elements[k] if isinstance(op, SequenceValue) else op for op in operands]
+        for slot, value in zip(outputs, _import_body(imp, node, body, bound), strict=True):
+            if not isinstance(value, SSAValue | Const):
+                raise node.unsupported(
+                    f"body output is a {kind_of(value)}; ember maps bodies that give tensors"
                 )
-            imp.import_nodes(list(body.node))
-            for slot, out in zip(outputs, body.output, strict=True):
-                if out.name not in imp.env:
-                    raise node.error(f"body output '{out.name}' is not produced in the body")
-                value = imp.env[out.name]
-                if not isinstance(value, SSAValue | Const):
-                    raise node.unsupported(
-                        f"body output '{out.name}' is a {kind_of(value)}; ember maps bodies "
-                        "that give tensors"
-                    )
-                slot.append(value)
-    finally:
-        imp.env.update(shadowed)
+            slot.append(value)
     results: list[AnyValue] = []
     for slot, out in zip(outputs, body.output, strict=True):
         dtype = dtype_of(slot[0]) if slot else _declared_dtype(node, out)
         results.append(imp.sequence(slot, dtype))
     return results
+
+
+def _import_body(
+    imp: ImportContext, node: Node, body: onnx.GraphProto, inputs: Sequence[AnyValue]
+) -> list[AnyValue]:
+    """Import `body` once with its inputs bound to `inputs` and return its outputs. A body
+    imported several times (once per element or iteration) binds its names anew each time;
+    the outer values its names shadow are put back afterwards."""
+    names = [i.name for i in body.input] + [t.name for t in body.initializer]
+    names += [o for proto in body.node for o in proto.output if o]
+    shadowed = {name: imp.env[name] for name in names if name in imp.env}
+    try:
+        for tensor in body.initializer:
+            imp.env[tensor.name] = Const(imp.tensor_array(tensor), tensor.name)
+        for info, value in zip(body.input, inputs, strict=True):
+            imp.env[info.name] = value
+        imp.import_nodes(list(body.node))
+        outputs = []
+        for out in body.output:
+            if out.name not in imp.env:
+                raise node.error(f"body output '{out.name}' is not produced in '{body.name}'")
+            outputs.append(imp.env[out.name])
+        return outputs
+    finally:
+        for name in names:
+            imp.env.pop(name, None)
+        imp.env.update(shadowed)
 
 
 def _declared_dtype(node: Node, info: onnx.ValueInfoProto) -> np.dtype:
@@ -269,3 +276,72 @@ def _optional_get_element(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
             raise node.error(f"the optional '{node.proto.input[0]}' is empty")
         return [value.element]
     return [value]  # a tensor or a sequence is its own element (opset 18)
+
+
+# ---------------------------------------------------------------------------------------------
+# Control flow over sequences (dispatched by ImportContext when a node reads or gives one)
+
+
+@converts_structured("Loop")
+def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    """A Loop that carries a sequence (torch's exported `for x in list: out.append(...)`),
+    unrolled at import: each iteration's sequence has a length known at import only if the
+    trip count and every iteration's condition are known there too; a condition computed
+    from run-time data makes the sequence's length data-dependent (refused)."""
+    body: onnx.GraphProto = node.attrs["body"]
+    trip = imp.constant(node, 0, "trip count (of a Loop that carries a sequence)")
+    cond = imp.constant(node, 1, "condition (of a Loop that carries a sequence)")
+    if trip is None and cond is None:
+        raise node.error("a Loop with neither trip count nor condition never ends")
+    carried = [imp.any_input(node, i) for i in range(2, len(node.proto.input))]
+    if any(v is None for v in carried):
+        raise node.error("a loop-carried initial value is missing")
+    n_scan = len(body.output) - 1 - len(carried)
+    if len(body.input) != 2 + len(carried) or n_scan < 0:
+        raise node.error(
+            f"the body takes {len(body.input)} inputs and gives {len(body.output)} outputs for "
+            f"{len(carried)} loop-carried values"
+        )
+    limit = None if trip is None else int(trip.reshape(()))
+    running = True if cond is None else bool(cond.reshape(()))
+    scans: list[list[Value]] = [[] for _ in range(n_scan)]
+    k = 0
+    while running and (limit is None or k < limit):
+        imp.check_sequence_length(k + 1)  # at most that many iterations, each a body's ops
+        condition = Const(np.array(running))
+        outputs = _import_body(imp, node, body, [Const(np.array(k, np.int64)), condition, *carried])
+        cond_out = outputs[0]
+        if not isinstance(cond_out, Const):
+            raise node.unsupported(
+                f"the body's condition '{body.output[0].name}' is computed at run time: the "
+                "number of iterations, and so the length of the sequence the Loop carries, "
+                "depend on data"
+            )
+        running = bool(cond_out.array.reshape(()))
+        carried = outputs[1 : 1 + len(carried)]
+        for slot, value in zip(scans, outputs[1 + len(carried) :], strict=True):
+            if not isinstance(value, SSAValue | Const):
+                raise node.unsupported(f"scan output is a {kind_of(value)}, not a tensor")
+            slot.append(value)
+        k += 1
+    stacked: list[AnyValue] = []
+    for slot, out in zip(scans, body.output[1 + len(carried) :], strict=True):
+        if not slot:
+            raise node.unsupported(
+                f"scan output '{out.name}' of a Loop that runs no iteration has no shape"
+            )
+        rows = [imp.reshape(v, (1, *shape_of(v))) for v in slot]
+        stacked.append(imp.concat(rows, 0))
+    return [*carried, *stacked]
+
+
+@converts_structured("If")
+def _if_over_sequences(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    """An If whose branches give sequences or optionals: the condition selects a structure,
+    so it must be known at import; a condition fed at run time is compiled per value (value
+    specialisation), one computed inside the graph is refused."""
+    imp.constant(node, 0, "condition (of an If whose branches give sequences or optionals)")
+    own = converter_for("If")
+    if own is None:
+        raise node.unsupported("ember has no If converter")
+    return own(imp, node)
