@@ -313,10 +313,14 @@ class ImportContext:
             self.inferred = self._onnx_shapes()
 
     def _has_structured_values(self, proto: onnx.NodeProto) -> bool:
-        """Whether `proto` reads a sequence or optional, or a subgraph of it gives one."""
-        if any(n and isinstance(self.env[n], SequenceValue | OptionalValue) for n in proto.input):
-            return True
+        """Whether `proto` or a subgraph of it reads a sequence or optional, or a subgraph of
+        it gives one (such values exist at import only: no region can capture them)."""
         subgraphs = [a.g for a in proto.attribute if a.HasField("g")]
+        read = [*proto.input, *(name for g in subgraphs for name in _subgraph_reads(g))]
+        if any(
+            isinstance(self.env.get(name), SequenceValue | OptionalValue) for name in read if name
+        ):
+            return True
         return any(
             out.type.WhichOneof("value") in ("sequence_type", "optional_type")
             for g in subgraphs
@@ -779,6 +783,16 @@ class ImportContext:
             return numpy_helper.to_array(tensor)
         except Exception as err:
             raise ModelError(f"cannot decode tensor '{tensor.name}': {err}") from err
+
+
+def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
+    """Every name the nodes of `g`, and of the subgraphs nested in them, read."""
+    names = {name for n in g.node for name in n.input if name}
+    for n in g.node:
+        for attr in n.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _subgraph_reads(sub)
+    return names
 
 
 _WIDENED = frozenset({np.dtype(np.float16)})

@@ -287,6 +287,44 @@ def test_constant_if_returning_a_sequence() -> None:
     assert len(_check(model, {"x": _rand(2, 2)})["s"]) == 2
 
 
+def test_if_on_a_runtime_condition_over_sequences_is_compiled_per_condition() -> None:
+    """Branches that read an outer sequence, or give one: a sequence exists at import only,
+    so the condition (a graph input) selects a compiled variant."""
+    pick = [
+        helper.make_graph(
+            [helper.make_node("SequenceAt", ["seq", f"i{k}"], [f"t{k}"])],
+            f"pick{k}",
+            [],
+            [_tensor(f"t{k}")],
+        )
+        for k in (0, 1)
+    ]
+    give = [
+        helper.make_graph(
+            [helper.make_node("SequenceErase", ["seq", f"i{k}"], [f"s{k}"])],
+            f"give{k}",
+            [],
+            [_seq(f"s{k}")],
+        )
+        for k in (0, 1)
+    ]
+    nodes = [
+        *_three(),
+        helper.make_node("If", ["c"], ["y"], then_branch=pick[0], else_branch=pick[1]),
+        helper.make_node("If", ["c"], ["rest"], then_branch=give[0], else_branch=give[1]),
+    ]
+    inputs = [_tensor("x", [3]), _tensor("c", [], elem=TensorProto.BOOL)]
+    model = _model(nodes, inputs, [_tensor("y"), _seq("rest")], [_int("i0", 0), _int("i1", -1)])
+    compiled = ember.compile(model)
+    x = _rand(3)
+    for c in (True, False, True):
+        feeds = {"x": x, "c": np.array(c)}
+        got, ref = compiled.run(feeds), onnxruntime_outputs(model, feeds)
+        _same(got["y"], ref["y"])
+        _same(got["rest"], ref["rest"])
+    assert compiled.compiles == 2
+
+
 # -- refusals ---------------------------------------------------------------------------------
 
 
