@@ -429,10 +429,11 @@ class ImportContext:
         self.check_sequence_length(len(elements))
         for element in elements:
             if dtype_of(element) != dtype:
-                raise self._unsupported(
+                detail = (
                     f"a sequence of {np.dtype(dtype).name} tensors cannot hold one of "
                     f"{dtype_of(element).name}"
                 )
+                raise ModelError(detail) if self.node is None else self.node.error(detail)
         return SequenceValue(tuple(elements), np.dtype(dtype))
 
     def check_sequence_length(self, length: int) -> None:

@@ -21,6 +21,7 @@ import onnx
 from xdsl.ir import SSAValue
 
 from ember.frontend.context import (
+    MAX_SEQUENCE_LENGTH,
     AnyValue,
     Const,
     ImportContext,
@@ -34,6 +35,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
+from ember.frontend.errors import ResourceLimitError
 from ember.frontend.registry import converter_for, converts, converts_structured
 
 
@@ -307,7 +309,12 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
     scans: list[list[Value]] = [[] for _ in range(n_scan)]
     k = 0
     while running and (limit is None or k < limit):
-        imp.check_sequence_length(k + 1)  # at most that many iterations, each a body's ops
+        if k == MAX_SEQUENCE_LENGTH:
+            raise ResourceLimitError(
+                f"Loop node '{node.name}' (opset {node.opset}): more than {MAX_SEQUENCE_LENGTH} "
+                "iterations; ember unrolls a Loop that carries a sequence (one copy of the body "
+                f"per iteration), up to {MAX_SEQUENCE_LENGTH}"
+            )
         condition = Const(np.array(running))
         outputs = _import_body(imp, node, body, [Const(np.array(k, np.int64)), condition, *carried])
         cond_out = outputs[0]

@@ -394,6 +394,25 @@ def test_sequences_longer_than_the_limit_are_refused() -> None:
         ember.compile(model)
 
 
+def test_unrolled_loops_are_capped() -> None:
+    body = helper.make_graph(
+        [
+            helper.make_node("SequenceInsert", ["acc_in", "x"], ["acc_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [_tensor("i", [], elem=7), _tensor("cond_in", [], elem=TensorProto.BOOL), _seq("acc_in")],
+        [_tensor("cond_out", [], elem=TensorProto.BOOL), _seq("acc_out")],
+    )
+    nodes = [
+        helper.make_node("SequenceEmpty", [], ["empty"]),
+        helper.make_node("Loop", ["n", "", "empty"], ["seq"], body=body, name="many"),
+    ]
+    model = _model(nodes, [_tensor("x", [2])], [_seq("seq")], [_int("n", 5000)])
+    with pytest.raises(ResourceLimitError, match="Loop node 'many'.*more than 1024 iterations"):
+        ember.compile(model)
+
+
 def test_ahead_of_time_refuses_sequence_inputs_by_name() -> None:
     model = _model(
         [helper.make_node("ConcatFromSequence", ["s"], ["y"], axis=0)], [_seq("s")], [_tensor("y")]
