@@ -55,13 +55,6 @@ def element_name(name: str, index: int) -> str:
     return f"{name}[{index}]"
 
 
-def _tensor_type(name: str, type_proto: onnx.TypeProto) -> onnx.TypeProto.Tensor:
-    if not type_proto.HasField("tensor_type"):
-        raise ModelError(
-            f"graph input '{name}' holds a {type_proto.WhichOneof('value') or 'value'} of no "
-            "tensor type: ember takes sequences and optionals of tensors only"
-        )
-    return type_proto.tensor_type
 
 
 def _numpy_dtype(name: str, tensor: onnx.TypeProto.Tensor) -> np.dtype:
@@ -76,11 +69,19 @@ def _numpy_dtype(name: str, tensor: onnx.TypeProto.Tensor) -> np.dtype:
 def _check_declared(name: str, type_proto: onnx.TypeProto) -> None:
     """ModelError unless `type_proto` is a sequence of tensors, an optional of a tensor or an
     optional of a sequence of tensors."""
-    if type_proto.HasField("optional_type"):
-        type_proto = type_proto.optional_type.elem_type
-    if type_proto.HasField("sequence_type"):
-        type_proto = type_proto.sequence_type.elem_type
-    _numpy_dtype(name, _tensor_type(name, type_proto))
+    inner = type_proto
+    if inner.HasField("optional_type"):
+        inner = inner.optional_type.elem_type
+    if inner.HasField("sequence_type"):
+        inner = inner.sequence_type.elem_type
+    if not inner.HasField("tensor_type"):
+        from ember.tools.session import onnx_type_string
+
+        raise ModelError(
+            f"graph input '{name}' is a {onnx_type_string(type_proto)}: ember takes sequences "
+            "and optionals of tensors only"
+        )
+    _numpy_dtype(name, inner.tensor_type)
 
 
 def _tensor_structure(

@@ -394,6 +394,14 @@ def test_sequences_longer_than_the_limit_are_refused() -> None:
         ember.compile(model)
 
 
+def test_sequences_of_sequences_are_refused_by_name() -> None:
+    nested = helper.make_sequence_type_proto(SEQ_F)
+    node = helper.make_node("SequenceLength", ["s"], ["n"])
+    model = _model([node], [helper.make_value_info("s", nested)], [_tensor("n", elem=7)])
+    with pytest.raises(ModelError, match=r"'s' is a seq\(seq\(tensor\(float\)\)\)"):
+        ember.compile(model)
+
+
 def test_unrolled_loops_are_capped() -> None:
     body = helper.make_graph(
         [
