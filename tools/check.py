@@ -8,11 +8,13 @@ Compiling stops at the first refusal; this lists them all, in one pass over the 
 - `invalid-model`: what `frontend/validate.py` (`validate_graph`) and ONNX's checker refuse;
 - `symbolic-dim`: each input dim with no size (name, axis, dim_param), and the `--input-shape`
   that pins it (`ember.compile` and `ember.InferenceSession` also specialise per shape at run
-  time, but `ember compile` needs them pinned);
+  time, but `ember compile` needs them pinned), and each sequence or optional input (whose
+  structure `ember.compile` specialises on at run time; no artifact can take it);
 - `unsupported-op`: each node whose op has no converter in the importer and no ONNX function
   body made of supported ops (op, node, opset, domain);
 - `unsupported-type`: each tensor (input, output, initializer, attribute, inferred value) of an
-  element type ember has no kernels for;
+  element type ember has no kernels for (of a sequence or optional, its tensors'; a sequence
+  of sequences or a map is no supported type);
 - `invalid-node`: the per-node checks of `validate_node` (type constraints, ranks, attributes),
   on the types and static shapes ONNX's inference gives without compiling.
 
