@@ -270,6 +270,42 @@ def test_torch_split_loop_cat_pattern() -> None:
     np.testing.assert_array_equal(got["y"], np.maximum(x, 0) * 2)
 
 
+def test_torch_split_loop_accumulate_and_stack_pattern() -> None:
+    """torch.onnx.export (TorchScript) of `acc = zeros; for p in split(x, 2, 1): acc = acc +
+    sigmoid(p)` and `stack(parts)`: a Loop that carries a tensor and reads the outer sequence
+    (unrolled: no region can capture a sequence), and ConcatFromSequence with new_axis."""
+    body = helper.make_graph(
+        [
+            helper.make_node("SequenceAt", ["parts", "i"], ["p"]),
+            helper.make_node("Sigmoid", ["p"], ["s"]),
+            helper.make_node("Add", ["acc_in", "s"], ["acc_out"]),
+            helper.make_node("Identity", ["true"], ["cond_out"]),
+        ],
+        "body",
+        [_tensor("i", [], elem=7), _tensor("cond_in", [], elem=TensorProto.BOOL)]
+        + [_tensor("acc_in", [3, 2])],
+        [_tensor("cond_out", [], elem=TensorProto.BOOL), _tensor("acc_out")],
+    )
+    nodes = [
+        helper.make_node("SplitToSequence", ["x", "two"], ["parts"], axis=1),
+        helper.make_node("SequenceLength", ["parts"], ["n"]),
+        helper.make_node("Loop", ["n", "true", "zeros"], ["y"], body=body),
+        helper.make_node("ConcatFromSequence", ["parts"], ["z"], axis=0, new_axis=1),
+    ]
+    inits = [
+        _int("two", 2),
+        numpy_helper.from_array(np.array(True), "true"),
+        numpy_helper.from_array(np.zeros((3, 2), np.float32), "zeros"),
+    ]
+    model = _model(nodes, [_tensor("x", [3, 6])], [_tensor("y"), _tensor("z")], inits, 17)
+    x = _rand(3, 6)
+    got = ember.compile(model).run({"x": x})
+    ref = onnxruntime_outputs(model, {"x": x})
+    # Sigmoid in float32 by different code: a few ulps.
+    np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-6, atol=1e-6)
+    _same(got["z"], ref["z"])
+
+
 def test_constant_if_returning_a_sequence() -> None:
     then_g = helper.make_graph(
         [helper.make_node("SplitToSequence", ["x"], ["ts"], axis=0)], "then", [], [_seq("ts")]
