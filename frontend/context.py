@@ -135,10 +135,10 @@ AnyValue = Value | SequenceValue | OptionalValue
 
 
 def kind_of(value: AnyValue) -> str:
-    """'sequence', 'optional' or 'tensor': what a value is, for messages."""
+    """'a sequence', 'an optional' or 'a tensor': what a value is, for messages."""
     if isinstance(value, SequenceValue):
-        return "sequence"
-    return "optional" if isinstance(value, OptionalValue) else "tensor"
+        return "a sequence"
+    return "an optional" if isinstance(value, OptionalValue) else "a tensor"
 
 
 def shape_of(value: Value) -> tuple[int, ...]:
@@ -332,7 +332,7 @@ class ImportContext:
         structured = [n for n in node.proto.input if n and not isinstance(self.env[n], Value)]
         if structured:
             raise node.unsupported(
-                f"input '{structured[0]}' is a {kind_of(self.env[structured[0]])}; ember imports "
+                f"input '{structured[0]}' is {kind_of(self.env[structured[0]])}; ember imports "
                 "this op through its ONNX function body, for tensor inputs only"
             )
         input_types = [
@@ -405,7 +405,7 @@ class ImportContext:
         value = self.any_input(node, index)
         if isinstance(value, SequenceValue | OptionalValue):
             name = node.proto.input[index]
-            raise node.error(f"input #{index} '{name}' is a {kind_of(value)}, not a tensor")
+            raise node.error(f"input #{index} '{name}' is {kind_of(value)}, not a tensor")
         return value
 
     def any_input(self, node: Node, index: int) -> AnyValue | None:
@@ -419,7 +419,7 @@ class ImportContext:
         """A required input that is a sequence."""
         value = self.any_input(node, index)
         if not isinstance(value, SequenceValue):
-            what = "missing" if value is None else f"a {kind_of(value)}"
+            what = "missing" if value is None else kind_of(value)
             raise node.error(f"input #{index} must be a sequence, it is {what}")
         return value
 

@@ -201,7 +201,7 @@ def _sequence_map(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
         for slot, value in zip(outputs, _import_body(imp, node, body, bound), strict=True):
             if not isinstance(value, SSAValue | Const):
                 raise node.unsupported(
-                    f"body output is a {kind_of(value)}; ember maps bodies that give tensors"
+                    f"body output is {kind_of(value)}; ember maps bodies that give tensors"
                 )
             slot.append(value)
     results: list[AnyValue] = []
@@ -328,7 +328,7 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
         carried = outputs[1 : 1 + len(carried)]
         for slot, value in zip(scans, outputs[1 + len(carried) :], strict=True):
             if not isinstance(value, SSAValue | Const):
-                raise node.unsupported(f"scan output is a {kind_of(value)}, not a tensor")
+                raise node.unsupported(f"scan output is {kind_of(value)}, not a tensor")
             slot.append(value)
         k += 1
     stacked: list[AnyValue] = []
