@@ -170,6 +170,9 @@ def _concat_from_sequence(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
             raise node.error(
                 f"the sequence's tensors {[list(s) for s in shapes]} differ outside axis {axis}"
             )
+    out = [*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1 :]]
+    if 0 in out:  # nothing to concatenate (every piece is empty along the axis)
+        return [Const(np.zeros(out, seq.dtype))]
     return [imp.concat(elements, axis)]
 
 

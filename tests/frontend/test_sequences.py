@@ -141,6 +141,19 @@ def test_concat_from_sequence(axis: int, new_axis: int) -> None:
     _check(_model(nodes, [_tensor("x", [2, 3])], [_tensor("y")]), {"x": _rand(2, 3)})
 
 
+def test_concat_from_sequence_of_empty_pieces() -> None:
+    """Pieces empty along the axis (a split of sizes 0 and 0) concatenate to an empty tensor."""
+    nodes = [
+        helper.make_node("Slice", ["x", "zero", "zero", "one"], ["none"]),
+        helper.make_node("SequenceConstruct", ["none", "none"], ["seq"]),
+        helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=1),
+        helper.make_node("Add", ["x", "x"], ["z"]),
+    ]
+    inits = [_int("zero", [0]), _int("one", [1])]
+    model = _model(nodes, [_tensor("x", [2, 3])], [_tensor("y"), _tensor("z")], inits)
+    _check(model, {"x": _rand(2, 3)})
+
+
 def test_sequence_map_one_and_several_inputs() -> None:
     relu = helper.make_graph(
         [helper.make_node("Relu", ["a"], ["b"])], "relu", [_tensor("a")], [_tensor("b")]
