@@ -533,3 +533,23 @@ def test_docs_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     _same(out["parts"], [np.maximum(a, 0) for a in s])
     _same(out["y"], np.maximum(np.concatenate(s), 0))
     assert namespace["compiled"].compiles == 2
+
+
+def test_artifact_outputs_are_the_flat_tensors(tmp_path: Path) -> None:
+    """At the native boundary a sequence output is its tensors, `y[0]` .. (the manifest says
+    how they group); an artifact loads without the compiler and runs them."""
+    from ember.runtime.artifact import load
+    from ember.tools.aot import compile_artifact
+
+    node = helper.make_node("SplitToSequence", ["x"], ["parts"], axis=0, keepdims=0)
+    model = _model([node], [_tensor("x", [2, 3])], [_seq("parts")])
+    build = compile_artifact(model, tmp_path / "artifact")
+    loaded = load(build.path)
+    assert loaded.output_names == ["parts[0]", "parts[1]"]
+    assert loaded.manifest.extra["graph_outputs"] == [
+        {"name": "parts", "kind": "sequence", "length": 2}
+    ]
+    x = _rand(2, 3)
+    got = loaded.run({"x": x})
+    np.testing.assert_array_equal(got["parts[0]"], x[0])
+    np.testing.assert_array_equal(got["parts[1]"], x[1])
