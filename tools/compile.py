@@ -480,6 +480,7 @@ def compile(
                 pipeline=pipeline,
                 base_dir=base_dir,
                 memory_limit=memory_limit,
+                checks=False,  # `pipeline` has the checks already when they are asked for
                 dynamic_dims=dynamic_dims,
             )
 
