@@ -30,6 +30,11 @@ What a converter may use:
   for one output where the converter knows ONNX's inference departs from onnxruntime
   (ceil-mode pooling whose last window would start in the end padding); ONNX's inference
   then runs again from ember's shape, so the nodes downstream are checked again.
+- **sequences and optionals**: import-time structures over values, `SequenceValue` (a tuple of
+  values and their dtype) and `OptionalValue` (a value or None); `imp.input` refuses them (a
+  tensor op given one is a ModelError naming the input), `imp.any_input` returns any kind,
+  `imp.sequence_input` a sequence, `imp.sequence(values, dtype)` builds one (at most
+  `MAX_SEQUENCE_LENGTH` tensors). Converters in frontend/ops/sequence.py.
 - **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
   `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
   decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
