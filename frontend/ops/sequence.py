@@ -178,7 +178,7 @@ def _concat_from_sequence(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
 
 @converts("SequenceMap")
 def _sequence_map(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
-    body: onnx.GraphProto = node.attrs["body"]
+    body = _body(node)
     operands = [imp.any_input(node, i) for i in range(len(node.proto.input))]
     if not operands or not isinstance(operands[0], SequenceValue):
         raise node.error("input #0 must be a sequence")
@@ -212,6 +212,13 @@ def _sequence_map(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
         dtype = dtype_of(slot[0]) if slot else _declared_dtype(node, out)
         results.append(imp.sequence(slot, dtype))
     return results
+
+
+def _body(node: Node) -> onnx.GraphProto:
+    body = node.attrs.get("body")
+    if not isinstance(body, onnx.GraphProto):
+        raise node.error("missing required graph attribute 'body'")
+    return body
 
 
 def _import_body(
@@ -293,7 +300,7 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
     unrolled at import: each iteration's sequence has a length known at import only if the
     trip count and every iteration's condition are known there too; a condition computed
     from run-time data makes the sequence's length data-dependent (refused)."""
-    body: onnx.GraphProto = node.attrs["body"]
+    body = _body(node)
     trip = imp.constant(node, 0, "trip count (of a Loop that carries a sequence)")
     cond = imp.constant(node, 1, "condition (of a Loop that carries a sequence)")
     if trip is None and cond is None:
