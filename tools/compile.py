@@ -67,6 +67,7 @@ log = logging.getLogger("ember.compile")
 
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
+    from ember.tools.structured import StructuredModel
 
 
 @dataclass
@@ -440,7 +441,7 @@ def compile(
     memory_limit: int | None = None,
     checks: bool | None = None,
     dynamic_dims: DimRanges | None = None,
-) -> CompiledModel | SpecializingModel:
+) -> CompiledModel | SpecializingModel | StructuredModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
     `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
@@ -450,8 +451,10 @@ def compile(
     pin or a run's input outside the range is refused (ModelError / InputError naming the
     input, the dim and the sizes) before anything compiles or runs. A shape operand computed
     from small graph inputs (a Reshape's shape fed at run time) also gives a
-    SpecializingModel, one variant per distinct value of those inputs (tools/specialize.py). External tensor data is read from `base_dir` (default: the
-    model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
+    SpecializingModel, one variant per distinct value of those inputs (tools/specialize.py).
+    A sequence or optional graph input gives a StructuredModel, one variant per structure of
+    what runs give it (tools/structured.py). External tensor data is read from `base_dir`
+    (default: the model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
     default: the machine's physical memory) bounds any one tensor, the intermediates' arena and
     the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
     every load and store of every kernel is bounds-checked at run time
@@ -484,7 +487,7 @@ def compile(
                 dynamic_dims=dynamic_dims,
             )
 
-        return StructuredModel(  # type: ignore[return-value]
+        return StructuredModel(
             proto,
             compile_variant,
             threads=threads or target.threads,
