@@ -357,7 +357,7 @@ def _if_over_sequences(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
     """An If whose branches give sequences or optionals: the condition selects a structure,
     so it must be known at import; a condition fed at run time is compiled per value (value
     specialisation), one computed inside the graph is refused."""
-    imp.constant(node, 0, "condition (of an If whose branches give sequences or optionals)")
+    imp.constant(node, 0, "condition (of an If whose branches read or give sequences or optionals)")
     own = converter_for("If")
     if own is None:
         raise node.unsupported("ember has no If converter")
