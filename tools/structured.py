@@ -55,8 +55,6 @@ def element_name(name: str, index: int) -> str:
     return f"{name}[{index}]"
 
 
-
-
 def _numpy_dtype(name: str, tensor: onnx.TypeProto.Tensor) -> np.dtype:
     from ember.frontend.dtypes import numpy_dtype_for_onnx
 
