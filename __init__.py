@@ -33,11 +33,13 @@ if TYPE_CHECKING:
         get_available_providers,
     )
     from ember.tools.specialize import SpecializingModel
+    from ember.tools.structured import StructuredModel
 
 _LAZY = {
     "compile": ("ember.tools.compile", "compile"),
     "CompiledModel": ("ember.tools.compile", "CompiledModel"),
     "SpecializingModel": ("ember.tools.specialize", "SpecializingModel"),
+    "StructuredModel": ("ember.tools.structured", "StructuredModel"),
     "Config": ("ember.tools.engine", "Config"),
     "Predictor": ("ember.tools.engine", "Predictor"),
     "create_predictor": ("ember.tools.engine", "create_predictor"),
@@ -100,6 +102,7 @@ __all__ = [
     "RunOptions",
     "SessionOptions",
     "SpecializingModel",
+    "StructuredModel",
     "UnsupportedOpError",
     "__version__",
     "check",

@@ -30,6 +30,11 @@ What a converter may use:
   for one output where the converter knows ONNX's inference departs from onnxruntime
   (ceil-mode pooling whose last window would start in the end padding); ONNX's inference
   then runs again from ember's shape, so the nodes downstream are checked again.
+- **sequences and optionals**: import-time structures over values, `SequenceValue` (a tuple of
+  values and their dtype) and `OptionalValue` (a value or None); `imp.input` refuses them (a
+  tensor op given one is a ModelError naming the input), `imp.any_input` returns any kind,
+  `imp.sequence_input` a sequence, `imp.sequence(values, dtype)` builds one (at most
+  `MAX_SEQUENCE_LENGTH` tensors). Converters in frontend/ops/sequence.py.
 - **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
   `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
   decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
@@ -58,7 +63,12 @@ from ember.dialects import graph, numpy_eval
 from ember.dialects.dtypes import FLOAT_TYPES
 from ember.dialects.weights import WeightStore
 from ember.frontend import registry
-from ember.frontend.errors import ModelError, RuntimeOperandError, UnsupportedOpError
+from ember.frontend.errors import (
+    ModelError,
+    ResourceLimitError,
+    RuntimeOperandError,
+    UnsupportedOpError,
+)
 from ember.frontend.functions import function_body
 from ember.frontend.shape_inference import inferred_shapes, type_skeleton
 from ember.frontend.validate import NodeInfo, validate_node
@@ -105,11 +115,13 @@ _SMALL_TYPE_OPS = frozenset(
 )
 
 
-def _check_small_types(node: Node, values: Sequence[Value | None], what: str) -> None:
+def _check_small_types(node: Node, values: Sequence[object], what: str) -> None:
     """Refuse a node outside `_SMALL_TYPE_OPS` that reads or writes a small-type tensor."""
     if node.op_type in _SMALL_TYPE_OPS:
         return
     for index, value in enumerate(values):
+        if isinstance(value, SequenceValue | OptionalValue):
+            continue  # their elements were checked by the ops that made them
         if value is not None and numpy_eval.is_small_dtype(dtype_of(value)):
             raise node.unsupported(
                 f"{what} #{index} has element type {dtype_of(value)}: ember computes on the "
@@ -132,6 +144,43 @@ class Const:
 
 
 Value = SSAValue | Const
+
+
+# -- sequences and optionals (ONNX's non-tensor types) -----------------------------------------
+#
+# ember's structure is static, so a sequence is a tuple of tensor values of a length known at
+# import, and an optional is a value or nothing, known at import: neither exists at run time.
+# Every element is an ordinary graph value, so the ops on elements are ordinary kernels.
+
+# The longest sequence ember builds: each element is a value, each per-element op (SequenceMap's
+# body, SplitToSequence's slices) an op of its own.
+MAX_SEQUENCE_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class SequenceValue:
+    """An ONNX sequence: its tensors (a tuple of values) and their element type (an empty
+    sequence has one too)."""
+
+    elements: tuple[Value, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class OptionalValue:
+    """An ONNX optional: its value (a tensor or a sequence) or None when it is empty."""
+
+    element: Value | SequenceValue | None
+
+
+AnyValue = Value | SequenceValue | OptionalValue
+
+
+def kind_of(value: AnyValue) -> str:
+    """'a sequence', 'an optional' or 'a tensor': what a value is, for messages."""
+    if isinstance(value, SequenceValue):
+        return "a sequence"
+    return "an optional" if isinstance(value, OptionalValue) else "a tensor"
 
 
 def shape_of(value: Value) -> tuple[int, ...]:
@@ -214,7 +263,7 @@ class ImportContext:
         self.memory_limit = memory_limit
         self.weights = WeightStore()
         self.block = Block()
-        self.env: dict[str, Value] = {}
+        self.env: dict[str, AnyValue] = {}
         self.materialized: dict[str, SSAValue] = {}
         self.fold_node = False
         self.node: Node | None = None
@@ -247,7 +296,14 @@ class ImportContext:
         for name in proto.input:
             if name and name not in self.env:
                 raise node.error(f"input '{name}' is not defined before use")
-        inputs = [self.env[n] if n else None for n in proto.input]
+        if key in registry.STRUCTURED_CONVERTERS and self._has_structured_values(proto):
+            # A Loop or If over sequences/optionals: unrolled / specialised at import.
+            converter = registry.STRUCTURED_CONVERTERS[key]
+        # Sequences and optionals take no part in the tensor checks (their ops check them).
+        inputs = [
+            None if not n or isinstance(self.env[n], SequenceValue | OptionalValue) else self.env[n]
+            for n in proto.input
+        ]
         validate_node(
             NodeInfo(proto.op_type, node.name, self.opset, proto.domain),
             list(proto.input),
@@ -256,6 +312,11 @@ class ImportContext:
             node.attrs,
         )
         _check_small_types(node, inputs, "input")
+        if converter is None and key in registry.STRUCTURED_CONVERTERS:
+            raise node.unsupported(
+                "ember imports this op only over sequences or optionals (unrolled or "
+                "specialised at import); this one has tensors only"
+            )
         if converter is None:
             self._expand(node)
             return
@@ -275,6 +336,9 @@ class ImportContext:
                     raise node.unsupported(f"output #{index} ('{name}') is not supported")
                 continue
             value = outputs[index]
+            if isinstance(value, SequenceValue | OptionalValue):
+                self.env[name] = value  # its tensors were checked as they were made
+                continue
             self.check_size(shape_of(value), dtype_of(value), f"output '{name}'")
             expected = self.inferred.get(name)
             if expected is not None and expected != shape_of(value):
@@ -292,8 +356,29 @@ class ImportContext:
                     self.onnx_settled[name] = (dtype_of(self.env[name]), shape_of(self.env[name]))
             self.inferred = self._onnx_shapes()
 
+    def _has_structured_values(self, proto: onnx.NodeProto) -> bool:
+        """Whether `proto` or a subgraph of it reads a sequence or optional, or a subgraph of
+        it gives one (such values exist at import only: no region can capture them)."""
+        subgraphs = [a.g for a in proto.attribute if a.HasField("g")]
+        read = [*proto.input, *(name for g in subgraphs for name in _subgraph_reads(g))]
+        if any(
+            isinstance(self.env.get(name), SequenceValue | OptionalValue) for name in read if name
+        ):
+            return True
+        return any(
+            out.type.WhichOneof("value") in ("sequence_type", "optional_type")
+            for g in subgraphs
+            for out in g.output
+        )
+
     def _expand(self, node: Node) -> None:
         """Import an op without a converter through its ONNX function body, if it has one."""
+        structured = [n for n in node.proto.input if n and not isinstance(self.env[n], Value)]
+        if structured:
+            raise node.unsupported(
+                f"input '{structured[0]}' is {kind_of(self.env[structured[0]])}; ember imports "
+                "this op through its ONNX function body, for tensor inputs only"
+            )
         input_types = [
             onnx.helper.make_tensor_type_proto(
                 onnx.helper.np_dtype_to_tensor_dtype(dtype_of(self.env[n])), shape_of(self.env[n])
@@ -361,10 +446,51 @@ class ImportContext:
         limits.check_fits_in_memory(shape, dtype, what, self.memory_limit)
 
     def input(self, node: Node, index: int) -> Value | None:
+        value = self.any_input(node, index)
+        if isinstance(value, SequenceValue | OptionalValue):
+            name = node.proto.input[index]
+            raise node.error(f"input #{index} '{name}' is {kind_of(value)}, not a tensor")
+        return value
+
+    def any_input(self, node: Node, index: int) -> AnyValue | None:
+        """An input of any kind: a tensor value, a SequenceValue or an OptionalValue."""
         names = node.proto.input
         if index >= len(names) or not names[index]:
             return None
         return self.env[names[index]]
+
+    def sequence_input(self, node: Node, index: int) -> SequenceValue:
+        """A required input that is a sequence."""
+        value = self.any_input(node, index)
+        if not isinstance(value, SequenceValue):
+            what = "missing" if value is None else kind_of(value)
+            raise node.error(f"input #{index} must be a sequence, it is {what}")
+        return value
+
+    def sequence(self, elements: Sequence[Value], dtype: np.dtype) -> SequenceValue:
+        """A sequence of `elements`, refused past MAX_SEQUENCE_LENGTH (every element is a
+        value, and ops on sequences make one op per element)."""
+        self.check_sequence_length(len(elements))
+        for element in elements:
+            if dtype_of(element) != dtype:
+                detail = (
+                    f"a sequence of {np.dtype(dtype).name} tensors cannot hold one of "
+                    f"{dtype_of(element).name}"
+                )
+                raise ModelError(detail) if self.node is None else self.node.error(detail)
+        return SequenceValue(tuple(elements), np.dtype(dtype))
+
+    def check_sequence_length(self, length: int) -> None:
+        """ResourceLimitError, naming the node, for a sequence over MAX_SEQUENCE_LENGTH."""
+        if length > MAX_SEQUENCE_LENGTH:
+            what = f"a sequence of {length} tensors"
+            if self.node is not None:
+                node = self.node
+                what = f"{node.op_type} node '{node.name}' (opset {node.opset}): {what}"
+            raise ResourceLimitError(
+                f"{what}: ember builds sequences of at most {MAX_SEQUENCE_LENGTH} tensors "
+                "(each is a value of its own, and each op on it one op per element)"
+            )
 
     def required(self, node: Node, index: int) -> Value:
         value = self.input(node, index)
@@ -702,6 +828,16 @@ class ImportContext:
             return numpy_helper.to_array(tensor)
         except Exception as err:
             raise ModelError(f"cannot decode tensor '{tensor.name}': {err}") from err
+
+
+def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
+    """Every name the nodes of `g`, and of the subgraphs nested in them, read."""
+    names = {name for n in g.node for name in n.input if name}
+    for n in g.node:
+        for attr in n.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _subgraph_reads(sub)
+    return names
 
 
 _WIDENED = frozenset({np.dtype(np.float16)})

@@ -35,6 +35,7 @@ ValueErrors.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -46,14 +47,23 @@ from onnx import external_data_helper
 from onnx.external_data_helper import uses_external_data
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr, TensorType
-from xdsl.ir import Attribute, Block, Region
+from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
 import ember.frontend.ops  # noqa: F401  (the converters register themselves)
 from ember.core import limits
 from ember.dialects import graph, numpy_eval
 from ember.dialects.weights import WeightStore
-from ember.frontend.context import Const, ImportContext, shape_of, ssa_name
+from ember.frontend.context import (
+    AnyValue,
+    Const,
+    ImportContext,
+    OptionalValue,
+    SequenceValue,
+    Value,
+    shape_of,
+    ssa_name,
+)
 from ember.frontend.dtypes import numpy_dtype_for_onnx
 from ember.frontend.errors import ModelError
 from ember.frontend.functions import function_body, has_function_body
@@ -66,6 +76,7 @@ __all__ = [
     "INPUT_NAMES",
     "OUTPUT_DTYPES",
     "OUTPUT_NAMES",
+    "OUTPUT_STRUCTURE",
     "DeclaredShapeWarning",
     "ImportedModel",
     "check_model",
@@ -77,6 +88,7 @@ __all__ = [
     "inferred_types",
     "io_names",
     "load_model",
+    "nested_reads",
     "ssa_name",
     "supported_ops",
     "type_skeleton",
@@ -86,6 +98,11 @@ INPUT_NAMES = "ember.input_names"
 OUTPUT_NAMES = "ember.output_names"
 INPUT_DTYPES = "ember.input_dtypes"
 OUTPUT_DTYPES = "ember.output_dtypes"
+# JSON, present when a graph output is a sequence or an optional: per graph output, its kind
+# ("tensor", "sequence", "none" for an empty optional) and a sequence's length. The program's
+# results are flat: a sequence `y` of n tensors is the results `y[0]` .. `y[n-1]`, an empty
+# optional none, a present one its value (`flatten_output`).
+OUTPUT_STRUCTURE = "ember.output_structure"
 
 
 @dataclass
@@ -159,6 +176,17 @@ def _names_read(g: onnx.GraphProto) -> set[str]:
             for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
                 names |= _names_read(sub) | {o.name for o in sub.output}
     return names
+
+
+def nested_reads(g: onnx.GraphProto) -> set[str]:
+    """The names that the subgraphs of `g`'s nodes (and theirs) read."""
+    return {
+        name
+        for n in g.node
+        for attr in n.attribute
+        for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs))
+        for name in _names_read(sub) | {o.name for o in sub.output}
+    }
 
 
 class DeclaredShapeWarning(UserWarning):
@@ -265,11 +293,22 @@ class _GraphImporter(ImportContext):
             self.import_node(proto)
 
         results = []
+        result_names: list[str] = []
+        structure: list[dict[str, object]] = []
         for out in g.output:
             if out.name not in self.env:
                 raise ModelError(f"graph output '{out.name}' is not produced by any node")
-            results.append(self.materialize(self.env[out.name], out.name))
-            _warn_if_declared_shape_differs(out, shape_of(self.env[out.name]))
+            value = self.env[out.name]
+            for flat_name, element in flatten_output(out.name, value, structure):
+                results.append(self.materialize(element, flat_name))
+                result_names.append(flat_name)
+            if isinstance(value, SSAValue | Const):
+                _warn_if_declared_shape_differs(out, shape_of(value))
+        if not results:
+            raise ModelError(
+                f"every graph output ({', '.join(o.name for o in g.output)}) is an empty "
+                "sequence or optional: the program would compute nothing"
+            )
         self.block.add_op(func.ReturnOp(*results))
         fn = func.FuncOp(
             "main",
@@ -277,7 +316,9 @@ class _GraphImporter(ImportContext):
             Region(self.block),
         )
         fn.attributes[INPUT_NAMES] = ArrayAttr([StringAttr(i.name) for i in inputs])
-        fn.attributes[OUTPUT_NAMES] = ArrayAttr([StringAttr(o.name) for o in g.output])
+        fn.attributes[OUTPUT_NAMES] = ArrayAttr([StringAttr(n) for n in result_names])
+        if any(entry["kind"] != "tensor" for entry in structure):
+            fn.attributes[OUTPUT_STRUCTURE] = StringAttr(json.dumps(structure))
         fn.attributes[INPUT_DTYPES] = _dtype_names(arg_types)
         fn.attributes[OUTPUT_DTYPES] = _dtype_names([r.type for r in results])
         module = ModuleOp([fn])
@@ -285,15 +326,14 @@ class _GraphImporter(ImportContext):
             module.verify()
         except VerifyException as err:
             raise ModelError(f"imported graph does not verify: {err}") from err
-        return ImportedModel(
-            module, self.weights, [i.name for i in inputs], [o.name for o in g.output]
-        )
+        return ImportedModel(module, self.weights, [i.name for i in inputs], result_names)
 
     def _dtype_only_inputs(self, inputs: list[onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:
         """Inputs of unknown or empty shape that nothing reads but CastLike's `target_type`:
         they are not program arguments, so their shape never needs to be static."""
         g = self.model.graph
-        outputs = {o.name for o in g.output}
+        # Read inside a subgraph (a Loop or If body): a value, whatever the reading op.
+        outputs = {o.name for o in g.output} | nested_reads(g)
         found = []
         for info in inputs:
             dims = info.type.tensor_type.shape.dim
@@ -305,6 +345,13 @@ class _GraphImporter(ImportContext):
         return found
 
     def _input_dtype(self, info: onnx.ValueInfoProto) -> np.dtype:
+        if info.type.HasField("sequence_type") or info.type.HasField("optional_type"):
+            kind = "sequence" if info.type.HasField("sequence_type") else "optional"
+            raise ModelError(
+                f"graph input '{info.name}' is a {kind}: a compiled program takes tensors only; "
+                "ember.compile(model) takes it from Python (a list of arrays, or None), "
+                "compiled per structure of what it is given (docs/engine_api.md)"
+            )
         if not info.type.HasField("tensor_type"):
             raise ModelError(f"graph input '{info.name}' is not a tensor")
         try:
@@ -342,6 +389,23 @@ class _GraphImporter(ImportContext):
                 shape += (dim.dim_value,)
         limits.check_fits_in_memory(shape, dtype, f"graph input '{info.name}'", self.memory_limit)
         return TensorType(numpy_eval.element_type(dtype), shape)
+
+
+def flatten_output(
+    name: str, value: AnyValue, structure: list[dict[str, object]]
+) -> list[tuple[str, Value]]:
+    """The program results of graph output `name` (see OUTPUT_STRUCTURE), its entry appended
+    to `structure`."""
+    if isinstance(value, OptionalValue):
+        if value.element is None:
+            structure.append({"name": name, "kind": "none"})
+            return []
+        value = value.element
+    if isinstance(value, SequenceValue):
+        structure.append({"name": name, "kind": "sequence", "length": len(value.elements)})
+        return [(f"{name}[{i}]", element) for i, element in enumerate(value.elements)]
+    structure.append({"name": name, "kind": "tensor"})
+    return [(name, value)]
 
 
 def _dtype_names(types: Sequence[Attribute]) -> ArrayAttr:

@@ -20,6 +20,12 @@ Converter = Callable[["ImportContext", "Node"], Sequence[Any]]
 CONVERTERS: dict[str, Converter] = {}
 
 
+# Converters used instead of an op's own when the node reads a sequence or an optional or a
+# subgraph of it gives one (frontend/ops/sequence.py): such a Loop is unrolled at import, such
+# an If compiled per value of its condition (sequences exist at import only).
+STRUCTURED_CONVERTERS: dict[str, Converter] = {}
+
+
 def converter_key(op_type: str, domain: str = "") -> str:
     return op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"
 
@@ -38,15 +44,28 @@ def converts(*op_types: str, domain: str = "") -> Callable[[Converter], Converte
     return register
 
 
+def converts_structured(*op_types: str) -> Callable[[Converter], Converter]:
+    """Register the decorated function in STRUCTURED_CONVERTERS for `op_types` (ai.onnx)."""
+
+    def register(fn: Converter) -> Converter:
+        for op_type in op_types:
+            STRUCTURED_CONVERTERS[converter_key(op_type)] = fn
+        return fn
+
+    return register
+
+
 def converter_for(op_type: str, domain: str = "") -> Converter | None:
     """The converter registered for `op_type` of `domain`, or None."""
     return CONVERTERS.get(converter_key(op_type, domain))
 
 
 def has_converter(op_type: str, domain: str = "") -> bool:
-    """Whether the importer has a converter of its own for `op_type` of `domain`."""
-    return converter_key(op_type, domain) in CONVERTERS
+    """Whether the importer has a converter of its own for `op_type` of `domain` (for some of
+    its uses, at least: a structured one)."""
+    key = converter_key(op_type, domain)
+    return key in CONVERTERS or key in STRUCTURED_CONVERTERS
 
 
 def supported_ops() -> list[str]:
-    return sorted(CONVERTERS)
+    return sorted(set(CONVERTERS) | set(STRUCTURED_CONVERTERS))

@@ -175,6 +175,29 @@ def _read_extra(extra: Field) -> dict[str, Any]:
     return result
 
 
+# The manifest's `extra` entry describing graph outputs that are sequences or optionals (the
+# importer's OUTPUT_STRUCTURE): [{"name", "kind": "tensor" | "sequence" | "none", "length"}].
+# The program's outputs are flat: sequence `y` of n tensors is `y[0]` .. `y[n-1]`.
+GRAPH_OUTPUTS_KEY = "graph_outputs"
+
+
+def assemble_outputs(
+    flat: Mapping[str, np.ndarray], structure: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A program's flat outputs as the graph's: a list of arrays per sequence output, None
+    per empty optional, an array per tensor."""
+    outputs: dict[str, Any] = {}
+    for entry in structure:
+        name, kind = entry["name"], entry["kind"]
+        if kind == "sequence":
+            outputs[name] = [flat[f"{name}[{i}]"] for i in range(int(entry["length"]))]
+        elif kind == "none":
+            outputs[name] = None
+        else:
+            outputs[name] = flat[name]
+    return outputs
+
+
 def require_mapping(feeds: object, input_names: Sequence[str], positional: bool = True) -> None:
     """InputError unless `feeds` is a mapping of input name -> array (a list is the usual slip);
     `positional`: the caller also offers a positional call, which the message then suggests."""
@@ -316,7 +339,7 @@ class Executable:
             self._arenas.put(arena)
         if status is not None:
             check_status(status, self.status_sites or [])
-        return dict(zip(self.output_names, outputs))
+        return dict(zip((s.name for s in self.manifest.outputs), outputs))
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         if len(arrays) != len(self.manifest.inputs):

@@ -8,11 +8,13 @@ Compiling stops at the first refusal; this lists them all, in one pass over the 
 - `invalid-model`: what `frontend/validate.py` (`validate_graph`) and ONNX's checker refuse;
 - `symbolic-dim`: each input dim with no size (name, axis, dim_param), and the `--input-shape`
   that pins it (`ember.compile` and `ember.InferenceSession` also specialise per shape at run
-  time, but `ember compile` needs them pinned);
+  time, but `ember compile` needs them pinned), and each sequence or optional input (whose
+  structure `ember.compile` specialises on at run time; no artifact can take it);
 - `unsupported-op`: each node whose op has no converter in the importer and no ONNX function
   body made of supported ops (op, node, opset, domain);
 - `unsupported-type`: each tensor (input, output, initializer, attribute, inferred value) of an
-  element type ember has no kernels for;
+  element type ember has no kernels for (of a sequence or optional, its tensors'; a sequence
+  of sequences or a map is no supported type);
 - `invalid-node`: the per-node checks of `validate_node` (type constraints, ranks, attributes),
   on the types and static shapes ONNX's inference gives without compiling.
 
@@ -164,9 +166,28 @@ class _Checker:
             self.problems.append(Problem("invalid-model", str(err)))
             return False
         tensors = {i.name for i in self.model.graph.input if i.type.HasField("tensor_type")}
+        structured = {
+            i.name
+            for i in self.model.graph.input
+            if i.type.WhichOneof("value") in ("sequence_type", "optional_type")
+        }
         for dim in pinning.unpinned:
+            if dim.input in structured:
+                kind = "sequence" if dim.input in self._sequences() else "optional"
+                self.problems.append(
+                    Problem(
+                        "symbolic-dim",
+                        f"input '{dim.input}' is a {kind}: its structure (length, shapes, "
+                        "presence) is known only when a run gives it, so `ember compile` cannot "
+                        "build an artifact for it",
+                        fix="ember.compile(model) or ember.InferenceSession compile one variant "
+                        "per structure a run gives",
+                        details={"input": dim.input, "axis": None, "dim_param": None},
+                    )
+                )
+                continue
             if dim.input not in tensors:
-                continue  # a sequence, a map...: reported as an unsupported type
+                continue  # a map...: reported as an unsupported type
             info = pinning.signature.input(dim.input)
             example = "x".join(map(str, example_shape(pinning, info)))
             where = "has no declared shape" if dim.axis is None else f"axis {dim.axis}"
@@ -186,6 +207,9 @@ class _Checker:
             )
         return pinning.complete
 
+    def _sequences(self) -> set[str]:
+        return {i.name for i in self.model.graph.input if i.type.HasField("sequence_type")}
+
     def element_types(self) -> None:
         from ember.frontend.dtypes import numpy_dtype_for_onnx
 
@@ -195,8 +219,18 @@ class _Checker:
         def check(name: str, what: str, type_proto: onnx.TypeProto | None, elem: int) -> None:
             if name in seen:
                 return
+            if type_proto is not None:
+                # Sequences and optionals of tensors are import-time structures of tensors
+                # (frontend/ops/sequence.py): their element type is what needs kernels.
+                outer = type_proto
+                if type_proto.WhichOneof("value") == "optional_type":
+                    type_proto = type_proto.optional_type.elem_type
+                if type_proto.WhichOneof("value") == "sequence_type":
+                    type_proto = type_proto.sequence_type.elem_type
+                if type_proto is not outer:
+                    elem = type_proto.tensor_type.elem_type
             if type_proto is not None and type_proto.WhichOneof("value") != "tensor_type":
-                shown = onnx_type_string(type_proto)
+                shown = onnx_type_string(outer)
                 reason = f"is a {shown}, not a tensor"
             else:
                 try:

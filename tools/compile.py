@@ -11,17 +11,18 @@ computed from graph inputs (the importer's RuntimeOperandError), keyed on their 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, TensorType
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
@@ -36,8 +37,21 @@ from ember.passes.conversion.kernel_to_loops.lower import status_sites
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.transforms.instrument_kernels import profile_sites
-from ember.runtime.errors import InternalCompilerError, ResourceLimitError, RuntimeOperandError
-from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+from ember.runtime.errors import (
+    InternalCompilerError,
+    ModelError,
+    ResourceLimitError,
+    RuntimeOperandError,
+)
+from ember.runtime.executable import (
+    ALIGNMENT,
+    GRAPH_OUTPUTS_KEY,
+    Executable,
+    Manifest,
+    TensorSpec,
+    aligned_empty,
+    assemble_outputs,
+)
 from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
     DimRanges,
@@ -53,6 +67,7 @@ log = logging.getLogger("ember.compile")
 
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
+    from ember.tools.structured import StructuredModel
 
 
 @dataclass
@@ -137,6 +152,12 @@ def finish_program(
     if checked is not None:
         # The entry takes the run's status record after the weights (runtime/status.py).
         extra[SITES_KEY] = checked
+    from ember.frontend.onnx_importer import OUTPUT_STRUCTURE
+
+    structure = fn.attributes.get(OUTPUT_STRUCTURE)
+    if isinstance(structure, StringAttr):
+        # Sequence / optional graph outputs: how the flat outputs group (CompiledModel.run).
+        extra[GRAPH_OUTPUTS_KEY] = json.loads(structure.data)
     sites = profile_sites(fn)
     if sites is not None:
         # instrument-kernels ran: the entry takes a trailing profile buffer (one slot per site).
@@ -265,6 +286,7 @@ def compile_program(
     start = time.perf_counter()
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
+    _refuse_structured_inputs(proto)
     limit = memory_limit_bytes() if memory_limit is None else memory_limit
     module, weights = import_model(
         proto, static_input_shapes(proto, input_shapes), base_dir=base_dir, memory_limit=limit
@@ -299,6 +321,22 @@ def compile_program(
     program = finish_program(module, ctx, report)
     _check_memory(program, biggest, limit)
     return program
+
+
+def _refuse_structured_inputs(model: onnx.ModelProto) -> None:
+    """A program takes tensors: a sequence or optional graph input has a structure (length,
+    shapes, presence) that only a run gives, which `ember.compile` compiles per structure
+    (tools/structured.py); one program (an artifact, `ember compile`) cannot take it."""
+    from ember.tools.structured import structured_inputs
+
+    for name, type_proto in structured_inputs(model).items():
+        kind = type_proto.WhichOneof("value").removesuffix("_type")
+        raise ModelError(
+            f"graph input '{name}' is a {kind}: a compiled program (an ahead-of-time artifact) "
+            "takes tensors only, and a sequence's length and shapes, or whether an optional "
+            "holds a value, are known only when a run gives it; ember.compile(model) compiles "
+            "one variant per structure of what runs give (docs/engine_api.md)"
+        )
 
 
 def _verify_after(module: ModuleOp, pass_name: str) -> None:
@@ -372,6 +410,23 @@ class CompiledModel(Executable):
             keepalive=jit,
             threads=threads or program.ctx.target.threads,
         )
+        # Graph outputs that are sequences or optionals: `run` gives lists of arrays and None
+        # (the program's flat outputs, `y[0]` .. `y[n-1]`, regrouped).
+        self.graph_outputs: list[dict[str, Any]] | None = program.manifest.extra.get(
+            GRAPH_OUTPUTS_KEY
+        )
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.graph_outputs is None:
+            return super().output_names
+        return [entry["name"] for entry in self.graph_outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        results = super().run(feeds)
+        if self.graph_outputs is None:
+            return results
+        return assemble_outputs(results, self.graph_outputs)
 
 
 def compile(
@@ -386,7 +441,7 @@ def compile(
     memory_limit: int | None = None,
     checks: bool | None = None,
     dynamic_dims: DimRanges | None = None,
-) -> CompiledModel | SpecializingModel:
+) -> CompiledModel | SpecializingModel | StructuredModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
     `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
@@ -396,8 +451,10 @@ def compile(
     pin or a run's input outside the range is refused (ModelError / InputError naming the
     input, the dim and the sizes) before anything compiles or runs. A shape operand computed
     from small graph inputs (a Reshape's shape fed at run time) also gives a
-    SpecializingModel, one variant per distinct value of those inputs (tools/specialize.py). External tensor data is read from `base_dir` (default: the
-    model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
+    SpecializingModel, one variant per distinct value of those inputs (tools/specialize.py).
+    A sequence or optional graph input gives a StructuredModel, one variant per structure of
+    what runs give it (tools/structured.py). External tensor data is read from `base_dir`
+    (default: the model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
     default: the machine's physical memory) bounds any one tensor, the intermediates' arena and
     the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
     every load and store of every kernel is bounds-checked at run time
@@ -411,6 +468,32 @@ def compile(
     target = target or host_target(threads)
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
+    from ember.tools.structured import StructuredModel, structured_inputs
+
+    if structured_inputs(proto):
+        # Sequence / optional inputs: compiled per structure of what runs give them, each
+        # variant a model of tensor inputs compiled as below (tools/structured.py).
+        def compile_variant(variant: onnx.ModelProto) -> CompiledModel | SpecializingModel:
+            return compile(
+                variant,
+                input_shapes=input_shapes,
+                threads=threads,
+                opt_level=opt_level,
+                target=target,
+                pipeline=pipeline,
+                base_dir=base_dir,
+                memory_limit=memory_limit,
+                checks=False,  # `pipeline` has the checks already when they are asked for
+                dynamic_dims=dynamic_dims,
+            )
+
+        return StructuredModel(
+            proto,
+            compile_variant,
+            threads=threads or target.threads,
+            base_dir=base_dir,
+            input_shapes=input_shapes,
+        )
     pinning = pin_model(proto, input_shapes, dynamic_dims)
     if not pinning.complete:
         from ember.tools.specialize import SpecializingModel

@@ -88,8 +88,12 @@ class EmberBackendRep(BackendRep):
                     f"given {len(arrays)}"
                 )
             feeds = dict(zip(self.graph_inputs, arrays))
+        # Sequence and optional inputs are given as lists and None (tools/structured.py).
+        structured = set(getattr(self.compiled, "structured_inputs", ()))
         used = {
-            name: np.asarray(feeds[name]) for name in self.compiled.input_names if name in feeds
+            name: feeds[name] if name in structured else np.asarray(feeds[name])
+            for name in self.compiled.input_names
+            if name in feeds
         }
         results = self.compiled.run(used)
         return tuple(results[name] for name in self.compiled.output_names)

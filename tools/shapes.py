@@ -109,6 +109,8 @@ class ModelSignature:
         for node in g.node:
             for index, name in enumerate(node.input):
                 uses.setdefault(name, set()).add((node.op_type, index))
+        for name in _subgraph_reads(g):  # read inside a Loop/If body: a value
+            uses.setdefault(name, set()).add(("subgraph", -1))
 
         def signature(info: onnx.ValueInfoProto, is_input: bool) -> InputSignature:
             dims = _declared_dims(info)
@@ -142,6 +144,18 @@ class ModelSignature:
     @property
     def is_static(self) -> bool:
         return all(i.is_static or i.dtype_only for i in self.inputs)
+
+
+def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
+    """The names the subgraphs of `g`'s nodes (and theirs) read: the importer's
+    `nested_reads`, without importing the compiler (a signature is read to load artifacts)."""
+    names: set[str] = set()
+    for node in g.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= {name for n in sub.node for name in n.input if name}
+                names |= {o.name for o in sub.output} | _subgraph_reads(sub)
+    return names
 
 
 def _dtype_name(info: onnx.ValueInfoProto) -> str | None:

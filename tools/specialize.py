@@ -367,7 +367,9 @@ class SpecializingModel:
                     f"input '{name}' feeds a shape operand, so the model is compiled for its "
                     "value: give its array, not only its shape"
                 )
-            array = np.ascontiguousarray(values[name])
+            # Not np.ascontiguousarray: it makes a 0-d array 1-d (SplitToSequence's scalar
+            # split would become a list of one size).
+            array = np.array(values[name], order="C", copy=True)
             if array.size > MAX_VALUE_ELEMENTS:
                 raise InputError(
                     f"input '{name}' feeds a shape operand (the model is compiled for each of "

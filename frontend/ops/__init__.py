@@ -27,6 +27,11 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
 | `control_flow.py` | If |
+| `sequence.py` | SequenceConstruct, SequenceEmpty, SequenceLength, SequenceAt, SequenceInsert, SequenceErase, SplitToSequence, ConcatFromSequence, SequenceMap, Optional, OptionalHasElement, OptionalGetElement |
+
+`sequence.py` also holds the converters used instead of Loop's and If's own when a node reads
+or gives a sequence or an optional (`registry.STRUCTURED_CONVERTERS`): such a Loop is unrolled
+at import, such an If compiled per value of its condition.
 """
 
 from ember.frontend.ops import (  # noqa: F401  (each module registers its converters)
@@ -48,6 +53,7 @@ from ember.frontend.ops import (  # noqa: F401  (each module registers its conve
     reduction,
     resize,
     sampling,
+    sequence,
     shape,
     signal,
     tensor,

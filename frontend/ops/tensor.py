@@ -20,6 +20,7 @@ from xdsl.dialects.builtin import StringAttr, UnitAttr
 from ember.core import limits
 from ember.dialects import graph, numpy_eval, small_types
 from ember.frontend.context import (
+    AnyValue,
     Const,
     ImportContext,
     Node,
@@ -147,8 +148,12 @@ def emit_cast(
 
 
 @converts("Identity")
-def _identity(imp: ImportContext, node: Node) -> Sequence[Value]:
-    return [imp.required(node, 0)]
+def _identity(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+    # Also of a sequence or an optional (import-time structures: passed on as they are).
+    value = imp.any_input(node, 0)
+    if value is None:
+        raise node.error("missing required input #0")
+    return [value]
 
 
 @converts("CastLike")

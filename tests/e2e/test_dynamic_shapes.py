@@ -218,11 +218,17 @@ def test_empty_inputs_run_like_any_other_shape(specializing: SpecializingModel) 
 
 
 def test_what_no_shape_fixes_fails_at_compile_not_at_the_first_run() -> None:
-    sequence = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, ["N"])
+    # A map input (sequences and optionals of tensors are compiled per structure instead).
+    mapping = helper.make_value_info(
+        "s",
+        helper.make_map_type_proto(
+            TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, ["N"])
+        ),
+    )
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
-        "with_a_sequence_input",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"]), sequence],
+        "with_a_map_input",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"]), mapping],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
