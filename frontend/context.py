@@ -42,14 +42,23 @@ function around the imported nodes.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, TensorType, f32, i64
+from xdsl.dialects.builtin import (
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    f32,
+    i64,
+)
 from xdsl.ir import Attribute, Block, BlockArgument, OpResult, SSAValue
 from xdsl.irdl import IRDLOperation
 
@@ -179,6 +188,10 @@ class ImportContext:
         self.memory_limit = memory_limit
         self.weights = WeightStore()
         self.block = Block()
+        self.root_block = self.block
+        # Block arguments of control-flow bodies (graph.loop, graph.if) -> the outer value
+        # each one captures (so graph_inputs_feeding sees through region boundaries).
+        self.captured_from: dict[BlockArgument, SSAValue] = {}
         self.env: dict[str, Value] = {}
         self.materialized: dict[str, SSAValue] = {}
         self.fold_node = False
@@ -287,6 +300,28 @@ class ImportContext:
         finally:
             self.node, self.fold_node = outer
 
+    @contextmanager
+    def region(self, arg_types: Sequence[TensorType], reads: Iterable[str]) -> Iterator[Region]:
+        """Build a control-flow body: ops emitted inside go to a new block with `arg_types`
+        arguments; each outer run-time value the body reads by name (`reads`) or that the
+        converter passes to `Region.capture` becomes a trailing block argument (the op's
+        `captures` operand), so the body is isolated from above. Constants stay constants
+        (materialized inside the body). Names the body defines stay local to it."""
+        region = Region(self, Block(arg_types=arg_types))
+        env = dict(self.env)
+        for name in reads:
+            value = self.env.get(name)
+            if isinstance(value, SSAValue):
+                env[name] = region.capture(value)
+        saved = self.block, self.env, self.materialized, self.inferred, self.node, self.fold_node
+        self.block, self.env, self.materialized, self.inferred = region.block, env, {}, {}
+        try:
+            yield region
+        finally:
+            self.block, self.env, self.materialized, self.inferred, self.node, self.fold_node = (
+                saved
+            )
+
     def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
         """ONNX's own static shapes, used to cross-check ours: inferred from the graph inputs
         (at the shapes the import pins), and from ember's shapes for the outputs in
@@ -370,7 +405,11 @@ class ImportContext:
     def graph_inputs_feeding(self, value: SSAValue) -> tuple[str, ...]:
         """The graph inputs `value` is computed from, in graph-input order (for value
         specialisation: given as constants, they may let `value` fold)."""
-        names = {arg: name for name, arg in self.env.items() if isinstance(arg, BlockArgument)}
+        names = {
+            arg: name
+            for name, arg in self.env.items()
+            if isinstance(arg, BlockArgument) and arg.owner is self.root_block
+        }
         found: set[str] = set()
         seen: set[SSAValue] = set()
         pending = [value]
@@ -382,6 +421,8 @@ class ImportContext:
             if isinstance(current, BlockArgument):
                 if current in names:
                     found.add(names[current])
+                elif current in self.captured_from:
+                    pending.append(self.captured_from[current])
             elif isinstance(current, OpResult):
                 pending.extend(current.op.operands)
         return tuple(arg_name for arg_name in names.values() if arg_name in found)
@@ -455,6 +496,11 @@ class ImportContext:
             properties=properties,
         )
         self.block.add_op(op)
+        if self.block is not self.root_block and self.node is not None:
+            # Inside a control-flow body: the driver's annotate_origins sees the top level only.
+            op.attributes["ember.origin"] = DictionaryAttr(
+                {"op_type": StringAttr(self.node.op_type), "node": StringAttr(self.node.name)}
+            )
         return op.results[0]
 
     def _check_foldable_from_empty(
@@ -665,6 +711,58 @@ class ImportContext:
             return numpy_helper.to_array(tensor)
         except Exception as err:
             raise ModelError(f"cannot decode tensor '{tensor.name}': {err}") from err
+
+
+@dataclass
+class Region:
+    """A control-flow body being imported (`ImportContext.region`)."""
+
+    imp: ImportContext
+    block: Block
+    captures: list[SSAValue] = field(default_factory=list)
+    args: dict[SSAValue, BlockArgument] = field(default_factory=dict)
+
+    def capture(self, value: SSAValue) -> BlockArgument:
+        """The block argument standing for outer value `value` inside the body."""
+        if value not in self.args:
+            self.args[value] = self.block.insert_arg(value.type, len(self.block.args))
+            self.captures.append(value)
+            self.imp.captured_from[self.args[value]] = value
+        return self.args[value]
+
+    def finish(self, values: Sequence[Value], hint: str) -> None:
+        """End the body with graph.yield of `values` (constants materialized inside)."""
+        yielded = []
+        for value in values:
+            if isinstance(value, Const):  # a constant of the body: materialized inside it
+                ref = self.imp.weights.add(value.array, value.name or hint)
+                constant = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
+                self.block.add_op(constant)
+                value = constant.output
+            yielded.append(value)
+        self.block.add_op(graph.YieldOp(operands=[yielded]))
+
+
+def subgraph_reads(body: onnx.GraphProto) -> list[str]:
+    """The names a subgraph (and the subgraphs nested in it) reads but does not define, in
+    order of first use: the outer values it captures."""
+    defined: set[str] = set()
+    reads: list[str] = []
+
+    def walk(g: onnx.GraphProto) -> None:
+        defined.update(i.name for i in g.input)
+        defined.update(t.name for t in g.initializer)
+        for n in g.node:
+            for name in n.input:
+                if name and name not in defined and name not in reads:
+                    reads.append(name)
+            for attr in n.attribute:
+                for inner in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    walk(inner)
+            defined.update(o for o in n.output if o)
+
+    walk(body)
+    return [name for name in reads if name not in defined]
 
 
 _WIDENED = frozenset({np.dtype(np.float16)})

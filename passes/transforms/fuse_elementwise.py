@@ -27,6 +27,8 @@ def _sole_consumer(producer: kernel.ElementwiseOp) -> kernel.ElementwiseOp | Non
     if len(readers) != 1 or not isinstance(readers[0], kernel.ElementwiseOp):
         return None
     consumer = readers[0]
+    if consumer.parent_block() is not producer.parent_block():
+        return None  # never move a kernel into (or out of) a loop or branch body
     if consumer.output is out or out.type != consumer.output.type:
         return None
     inputs = {*producer.inputs, *consumer.inputs} - {out}

@@ -1,7 +1,8 @@
 """plan-memory: place every intermediate buffer at an offset in one arena, by liveness.
 
 A buffer lives from the first kernel that touches it to the last kernel that reads it (or any
-`kernel.reshape` view of it). Buffers whose lifetimes do not overlap share bytes; a kernel may
+`kernel.reshape` view of it); a buffer a loop or branch body touches lives across that whole
+scf op. Buffers whose lifetimes do not overlap share bytes; a kernel may
 also write its output over an input that dies at that kernel when the kernel reads each element
 before writing it (same-shape elementwise inputs, the residual of a conv/matmul epilogue), and
 then only at exactly the input's offset. Placement is greedy by size, largest first, each at its
@@ -130,14 +131,18 @@ class PlanMemory(ModulePass):
         for index, user in enumerate(block.ops):
             if isinstance(user, memref.AllocOp | kernel.ReshapeOp):
                 continue
-            for operand in user.operands:
+            # An op with regions (the scf.while/scf.if of a graph.loop/graph.if) touches every
+            # buffer its body touches, all at its own position: a body's buffers live for the
+            # whole loop (none shares memory with another, nor with what outlives the loop).
+            nested = [o for o in user.walk() if o is not user]
+            for operand in [*user.operands, *(v for o in nested for v in o.operands)]:
                 iv = intervals.get(_root(operand))
                 if iv is None:
                     continue
                 iv.first = index if iv.first < 0 else iv.first
                 iv.last = index
             out = getattr(user, "output", None)
-            if out is not None and _root(out) in intervals:
+            if isinstance(out, SSAValue) and _root(out) in intervals:
                 for candidate in _in_place_operands(user):
                     source = intervals.get(_root(candidate))
                     if source is not None and source.last == index:

@@ -78,7 +78,12 @@ class LowerKernelsToLoops(ModulePass):
         functions: dict[str, str] = {}
         checked: set[str] = set()
         counts: dict[str, int] = {}
-        for kernel_op in list(fn.body.block.ops):
+        # Kernels inside the scf ops of graph.loop/graph.if bodies too (not the scalar bodies
+        # of kernel.elementwise: those are not kernel ops).
+        kernel_ops = [
+            o for o in fn.walk() if isinstance(o, (kernel.ReshapeOp, *kernel.COMPUTE_OPS))
+        ]
+        for kernel_op in kernel_ops:
             if isinstance(kernel_op, kernel.ReshapeOp):
                 self._lower_reshape(kernel_op)
             elif isinstance(kernel_op, kernel.COMPUTE_OPS) and all(
