@@ -392,6 +392,8 @@ class ImportContext:
         value = self.input(node, index)
         if value is None:
             return None
+        if not isinstance(value, Const) and (known := self.known_value(value)) is not None:
+            return known
         if not isinstance(value, Const):
             raise RuntimeOperandError(
                 node.op_type,
@@ -402,14 +404,45 @@ class ImportContext:
             )
         return value.array
 
+    def known_value(self, value: SSAValue) -> np.ndarray | None:
+        """`value` computed with numpy when only constants feed it (float arithmetic the
+        importer kept as ops: an expanded Range's trip count `Ceil((limit - start) / delta)`
+        on frozen inputs); None when a graph input or a body argument feeds it."""
+        known: dict[SSAValue, np.ndarray] = {}
+
+        def evaluate(current: SSAValue) -> np.ndarray | None:
+            if current in known:
+                return known[current]
+            if not isinstance(current, OpResult):
+                return None
+            op = current.op
+            if isinstance(op, graph.ConstantOp):
+                return self.weights[op.ref.data]
+            evaluator = numpy_eval.EVALUATORS.get(op.name)
+            result_type = current.type
+            if evaluator is None or len(op.results) != 1 or not isinstance(result_type, TensorType):
+                return None
+            if not numpy_eval.foldable_size(result_type):
+                return None
+            operands = [evaluate(v) for v in op.operands]
+            if any(a is None for a in operands):
+                return None
+            dtype = numpy_eval.numpy_dtype(result_type.element_type)
+            array = np.asarray(evaluator(dict(op.properties), operands, result_type)).astype(dtype)
+            known[current] = array
+            return array
+
+        return evaluate(value)
+
     def graph_inputs_feeding(self, value: SSAValue) -> tuple[str, ...]:
         """The graph inputs `value` is computed from, in graph-input order (for value
         specialisation: given as constants, they may let `value` fold)."""
-        names = {
-            arg: name
-            for name, arg in self.env.items()
-            if isinstance(arg, BlockArgument) and arg.owner is self.root_block
-        }
+        # The graph input's own name: bound first (an Identity, or a Cast to its own type,
+        # later binds another name to the same argument).
+        names: dict[BlockArgument, str] = {}
+        for name, arg in self.env.items():
+            if isinstance(arg, BlockArgument) and arg.owner is self.root_block:
+                names.setdefault(arg, name)
         found: set[str] = set()
         seen: set[SSAValue] = set()
         pending = [value]

@@ -367,7 +367,8 @@ class SpecializingModel:
                     f"input '{name}' feeds a shape operand, so the model is compiled for its "
                     "value: give its array, not only its shape"
                 )
-            array = np.ascontiguousarray(values[name])
+            # (np.ascontiguousarray alone makes a 0-d value 1-d: the frozen input would too.)
+            array = np.ascontiguousarray(values[name]).reshape(np.shape(values[name]))
             if array.size > MAX_VALUE_ELEMENTS:
                 raise InputError(
                     f"input '{name}' feeds a shape operand (the model is compiled for each of "
