@@ -23,7 +23,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `attention.py` | Attention |
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
-| `control_flow.py` | If |
+| `control_flow.py` | If, Loop, Scan |
 """
 
 from ember.frontend.ops import (  # noqa: F401  (each module registers its converters)
