@@ -413,3 +413,19 @@ def test_graph_loop_and_its_bufferization_print() -> None:
         CHECK-NOT: graph.
         """,
     )
+
+
+def test_profile_counts_the_kernels_inside_a_loop() -> None:
+    """instrument-kernels brackets the calls inside the scf.while too (their slots sum over
+    the iterations), so a profile attributes a loop's time to its kernels."""
+    from ember.core.target import host_target
+    from ember.tools import profile as profile_tool
+
+    model = _scan_model()
+    compiled = profile_tool.instrumented(model, host_target(1), threads=1)
+    feeds = profile_tool.random_feeds(compiled.manifest)
+    outputs, counters = compiled.run_profiled(feeds)
+    assert_close(outputs, onnxruntime_outputs(model, feeds), RTOL)
+    kernels = [str(site["callee"]) for site in compiled.profile_sites]
+    assert any(k.startswith("insert_slice") for k in kernels), kernels
+    assert (counters > 0).all()
