@@ -193,7 +193,8 @@ class ImportContext:
         # each one captures (so graph_inputs_feeding sees through region boundaries).
         self.captured_from: dict[BlockArgument, SSAValue] = {}
         self.env: dict[str, Value] = {}
-        self.materialized: dict[str, SSAValue] = {}
+        self.materialized: dict[str, SSAValue] = {}  # per block being built (regions: own)
+        self.weight_of: dict[str, str] = {}  # named constant -> its WeightStore entry
         self.fold_node = False
         self.node: Node | None = None
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
@@ -466,7 +467,12 @@ class ImportContext:
             return value
         if value.name is not None and value.name in self.materialized:
             return self.materialized[value.name]
-        ref = self.weights.add(value.array, value.name or hint or "const")
+        # A named constant keeps one weight when control-flow bodies materialize it too.
+        ref = self.weight_of.get(value.name) if value.name is not None else None
+        if ref is None:
+            ref = self.weights.add(value.array, value.name or hint or "const")
+            if value.name is not None:
+                self.weight_of[value.name] = ref
         op = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
         op.output.name_hint = ssa_name(ref)
         self.block.add_op(op)

@@ -429,3 +429,26 @@ def test_profile_counts_the_kernels_inside_a_loop() -> None:
     kernels = [str(site["callee"]) for site in compiled.profile_sites]
     assert any(k.startswith("insert_slice") for k in kernels), kernels
     assert (counters > 0).all()
+
+
+def test_a_weight_read_inside_and_outside_bodies_is_stored_once() -> None:
+    then_g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["t"])], "then", [], [_info("t", FLOAT, [2, 3])]
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["e"])], "else", [], [_info("e", FLOAT, [2, 3])]
+    )
+    nodes = [
+        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+        helper.make_node("Sub", ["x", "w"], ["z"]),
+    ]
+    w = numpy_helper.from_array(np.arange(3, dtype=np.float32), "w")
+    inputs = [_info("c", BOOL, []), _info("x", FLOAT, [2, 3])]
+    model = _model(nodes, inputs, [_info("y", FLOAT, None), _info("z", FLOAT, None)], [w])
+    module, weights = import_model(model, {})
+    refs = {op.ref.data for op in module.walk() if op.name == "graph.constant"}
+    assert len(refs) == 1 and len(weights) == 1, refs
+    rng = _rng()
+    for cond in (True, False):
+        feeds = {"c": np.array(cond), "x": rng.standard_normal((2, 3)).astype(np.float32)}
+        _check(model, feeds)
