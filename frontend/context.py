@@ -192,6 +192,8 @@ class ImportContext:
         # Block arguments of control-flow bodies (graph.loop, graph.if) -> the outer value
         # each one captures (so graph_inputs_feeding sees through region boundaries).
         self.captured_from: dict[BlockArgument, SSAValue] = {}
+        # The iteration counters of Loop bodies (non-negative: a Slice at `i + c` is a Gather).
+        self.iteration_args: set[SSAValue] = set()
         self.env: dict[str, Value] = {}
         self.materialized: dict[str, SSAValue] = {}  # per block being built (regions: own)
         self.weight_of: dict[str, str] = {}  # named constant -> its WeightStore entry

@@ -208,6 +208,7 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
     with imp.region(
         [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
     ) as region:
+        imp.iteration_args.add(region.block.args[0])
         _bind_body(imp, body, list(region.block.args[: 2 + n_carried]))
         imp.import_nodes(body.node)
         yields = _body_outputs(node, imp, body)
@@ -335,3 +336,71 @@ def _scan_op(imp: ImportContext, node: Node) -> Sequence[Value]:
     yields = [Const(np.array(True)), *outs]
     results = _build_loop(imp, node, region, trip_count, None, [], yields, size)
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Slices at the iteration index (`x[i : i + 1]` in a Loop body)
+
+
+def _offset_from_iteration(imp: ImportContext, value: Value) -> tuple[SSAValue, int] | None:
+    """(counter, c) when one-element `value` is `counter + c`: a Loop body's iteration
+    counter through reshapes (Unsqueeze) and additions of integer constants."""
+    offset = 0
+    current: Value = value
+    while isinstance(current, SSAValue) and int(np.prod(shape_of(current))) == 1:
+        if current in imp.iteration_args:
+            return current, offset
+        owner = current.owner
+        if isinstance(owner, graph.ReshapeOp):
+            current = owner.input
+            continue
+        if not isinstance(owner, graph.AddOp | graph.SubOp):
+            return None
+        lhs, rhs = owner.operands
+        constants = [
+            imp.weights[v.owner.ref.data] if isinstance(v.owner, graph.ConstantOp) else None
+            for v in (lhs, rhs)
+        ]
+        if constants[1] is not None and constants[1].dtype.kind in "iu":
+            step = int(constants[1].reshape(-1)[0])
+            offset += step if isinstance(owner, graph.AddOp) else -step
+            current = lhs
+        elif constants[0] is not None and isinstance(owner, graph.AddOp):
+            if constants[0].dtype.kind not in "iu":
+                return None
+            offset += int(constants[0].reshape(-1)[0])
+            current = rhs
+        else:
+            return None
+    return None
+
+
+def slice_at_loop_index(imp: ImportContext, node: Node) -> list[Value] | None:
+    """Slice(x, i + a, i + b) on one axis with step 1, `i` a Loop's iteration counter and
+    0 <= a < b: the b - a rows from i + a, as a Gather at the run-time indices i + a ...
+    i + b - 1. Where ONNX would clamp (rows past the end: fewer rows, a size known only at run
+    time) the Gather refuses the index with a KernelError. None for any other Slice."""
+    starts, ends = imp.input(node, 1), imp.input(node, 2)
+    if starts is None or ends is None or isinstance(starts, Const):
+        return None
+    first, last = _offset_from_iteration(imp, starts), _offset_from_iteration(imp, ends)
+    if first is None or last is None or first[0] is not last[0]:
+        return None
+    axes_in, steps_in = imp.input(node, 3), imp.input(node, 4)
+    if not isinstance(axes_in, Const | None) or not isinstance(steps_in, Const | None):
+        return None
+    if steps_in is not None and steps_in.array.reshape(-1).tolist() != [1]:
+        return None
+    data = imp.required(node, 0)
+    shape = shape_of(data)
+    axis = normalize_axis(
+        node, 0 if axes_in is None else int(axes_in.array.reshape(-1)[0]), len(shape)
+    )
+    start, count = first[1], last[1] - first[1]
+    if start < 0 or not 0 < count <= shape[axis]:
+        return None
+    counter = imp.reshape(first[0], [])
+    rows = Const(np.arange(start, start + count, dtype=np.int64))
+    indices = imp.emit(graph.AddOp, [counter, rows], [count])
+    out_shape = [*shape[:axis], count, *shape[axis + 1 :]]
+    return [imp.emit(graph.GatherOp, [data, indices], out_shape, axis=i64_attr(axis))]

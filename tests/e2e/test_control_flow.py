@@ -452,3 +452,45 @@ def test_a_weight_read_inside_and_outside_bodies_is_stored_once() -> None:
     for cond in (True, False):
         feeds = {"c": np.array(cond), "x": rng.standard_normal((2, 3)).astype(np.float32)}
         _check(model, feeds)
+
+
+def _sum_of_row_pairs() -> onnx.ModelProto:
+    """acc += sum(x[i + 1 : i + 3]) for M iterations: a Slice at the iteration counter."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["i", "one"], ["i1"]),
+            helper.make_node("Add", ["i", "three"], ["i3"]),
+            helper.make_node("Unsqueeze", ["i1", "axis0"], ["start"]),
+            helper.make_node("Unsqueeze", ["i3", "axis0"], ["end"]),
+            helper.make_node("Slice", ["x", "start", "end"], ["rows"], name="pair"),
+            helper.make_node("ReduceSum", ["rows", "axis0"], ["row_sum"], keepdims=0),
+            helper.make_node("Add", ["acc_in", "row_sum"], ["acc_out"]),
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+        ],
+        "body",
+        [_info("i", INT64, []), _info("c_in", BOOL, []), _info("acc_in", FLOAT, [3])],
+        [_info("c_out", BOOL, []), _info("acc_out", FLOAT, [3])],
+        [
+            numpy_helper.from_array(np.array(1, np.int64), "one"),
+            numpy_helper.from_array(np.array(3, np.int64), "three"),
+            numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        ],
+    )
+    loop = helper.make_node("Loop", ["M", "", "acc0"], ["acc"], body=body)
+    inputs = [_info("M", INT64, []), _info("acc0", FLOAT, [3]), _info("x", FLOAT, [5, 3])]
+    return _model([loop], inputs, [_info("acc", FLOAT, None)], opset=13)
+
+
+def test_slice_at_the_iteration_counter() -> None:
+    model = _sum_of_row_pairs()
+    rng = _rng()
+    feeds = {
+        "M": np.array(3, np.int64),
+        "acc0": np.zeros(3, np.float32),
+        "x": rng.standard_normal((5, 3)).astype(np.float32),
+    }
+    _check(model, feeds)
+    # At i = 3 the rows 4 and 5 are asked for; onnxruntime clamps to row 4 alone (a shape
+    # known only at run time): ember refuses the index instead of a wrong-shaped answer.
+    with pytest.raises(ember.KernelError, match=r"Slice node 'pair'.*index 5 is out of range"):
+        ember.compile(model).run(dict(feeds, M=np.array(4, np.int64)))
