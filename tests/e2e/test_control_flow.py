@@ -494,3 +494,49 @@ def test_slice_at_the_iteration_counter() -> None:
     # known only at run time): ember refuses the index instead of a wrong-shaped answer.
     with pytest.raises(ember.KernelError, match=r"Slice node 'pair'.*index 5 is out of range"):
         ember.compile(model).run(dict(feeds, M=np.array(4, np.int64)))
+
+
+def _expanded_range() -> onnx.ModelProto:
+    """Range written as ONNX's function body does: a Loop of Ceil((limit - start) / delta)
+    iterations (scalars: specialised on their values) whose scan output is the range."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+            helper.make_node("Add", ["prev", "delta_same"], ["current"]),
+            helper.make_node("Identity", ["prev"], ["value"]),
+        ],
+        "step",
+        [_info("i", INT64, []), _info("c_in", BOOL, []), _info("prev", FLOAT, [])],
+        [_info("c_out", BOOL, []), _info("current", FLOAT, []), _info("value", FLOAT, [])],
+    )
+    nodes = [
+        helper.make_node("Sub", ["limit", "start"], ["span"]),
+        # A Cast to its own type: a second name for the graph input `delta`.
+        helper.make_node("Cast", ["delta"], ["delta_same"], to=FLOAT),
+        helper.make_node("Div", ["span", "delta_same"], ["ratio"]),
+        helper.make_node("Ceil", ["ratio"], ["steps_f"]),
+        helper.make_node("Relu", ["steps_f"], ["steps_pos"]),
+        helper.make_node("Cast", ["steps_pos"], ["steps"], to=INT64),
+        helper.make_node("Cast", ["steps_pos"], ["go"], to=BOOL),
+        helper.make_node("Loop", ["steps", "go", "start"], ["last", "range"], body=body),
+    ]
+    inputs = [_info(n, FLOAT, []) for n in ("start", "limit", "delta")]
+    return _model(nodes, inputs, [_info("range", FLOAT, None)])
+
+
+def test_an_expanded_range_compiles_per_value_of_its_bounds() -> None:
+    # Regressions: the trip count folds from the frozen scalars (float ops kept at import),
+    # the inputs named are the graph's own (not the Cast's alias), 0-d values stay 0-d.
+    model = _expanded_range()
+    compiled = ember.compile(model)
+    for start, limit, delta in ((1.0, 5.0, 2.0), (0.5, 3.0, 0.5), (3.0, 1.0, 1.0)):
+        feeds = {
+            "start": np.array(start, np.float32),
+            "limit": np.array(limit, np.float32),
+            "delta": np.array(delta, np.float32),
+        }
+        got = compiled.run(feeds)
+        expected = onnxruntime_outputs(model, feeds)
+        assert got["range"].shape == expected["range"].shape
+        assert_close(got, expected, RTOL)
+    assert list(compiled.value_inputs) == ["start", "limit", "delta"]
