@@ -30,6 +30,10 @@ What a converter may use:
   for one output where the converter knows ONNX's inference departs from onnxruntime
   (ceil-mode pooling whose last window would start in the end padding); ONNX's inference
   then runs again from ember's shape, so the nodes downstream are checked again.
+- **control-flow bodies**: `with imp.region(arg_types, subgraph_reads(body)) as region:`
+  imports into a new block isolated from above (outer run-time values become captured block
+  arguments, `region.capture(v)` adds one; `region.finish(values)` ends it in graph.yield);
+  `imp.known_value(v)` computes a value only constants feed (frontend/ops/control_flow.py).
 - **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
   `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
   decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
