@@ -1508,6 +1508,11 @@ class LoopOp(IRDLOperation):
     body = region_def("single_block")
     traits = traits_def(RecursiveMemoryEffect())
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    assembly_format = (
+        "(`trip_count` $trip_count^ `:` type($trip_count))? (`cond` $cond^ `:` type($cond))? "
+        "`inits` `(` $inits `)` `captures` `(` $captures `)` `:` `(` type($inits) `)` `,` "
+        "`(` type($captures) `)` `->` `(` type($outputs) `)` $body attr-dict"
+    )
 
     def verify_(self) -> None:
         scalar_types = [TensorType(i64, []), TensorType(IntegerType(1), [])]
@@ -1552,6 +1557,10 @@ class IfOp(IRDLOperation):
     then_region = region_def("single_block")
     else_region = region_def("single_block")
     traits = traits_def(RecursiveMemoryEffect())
+    assembly_format = (
+        "$cond `captures` `(` $captures `)` `:` type($cond) `,` `(` type($captures) `)` `->` "
+        "`(` type($outputs) `)` $then_region `else` $else_region attr-dict"
+    )
 
     def verify_(self) -> None:
         if self.cond.type != TensorType(IntegerType(1), []):
