@@ -545,3 +545,38 @@ def test_an_expanded_range_compiles_per_value_of_its_bounds() -> None:
         assert got["range"].shape == expected["range"].shape
         assert_close(got, expected, RTOL)
     assert list(compiled.value_inputs) == ["start", "limit", "delta"]
+
+
+def _walk_until_large() -> onnx.ModelProto:
+    """An unbounded loop (no trip count): idx += 1 while table[idx] < 100."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "idx_in"], ["v"], axis=0, name="lookup"),
+            helper.make_node("Less", ["v", "hundred"], ["c_out"]),
+            helper.make_node("Add", ["idx_in", "one"], ["idx_out"]),
+        ],
+        "body",
+        [_info("i", INT64, []), _info("c_in", BOOL, []), _info("idx_in", INT64, [])],
+        [_info("c_out", BOOL, []), _info("idx_out", INT64, [])],
+    )
+    loop = helper.make_node("Loop", ["", "go", "idx0"], ["idx"], body=body)
+    inits = [
+        numpy_helper.from_array(np.array([0.0, 10.0, 200.0, 300.0], np.float32), "table"),
+        numpy_helper.from_array(np.array(100.0, np.float32), "hundred"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array(True), "go"),
+    ]
+    return _model([loop], [_info("idx0", INT64, [])], [_info("idx", INT64, None)], inits)
+
+
+def test_an_unbounded_loop_stops_at_a_kernel_error() -> None:
+    model = _walk_until_large()
+    compiled = ember.compile(model)
+    feeds = {"idx0": np.array(0, np.int64)}
+    np.testing.assert_array_equal(
+        compiled.run(feeds)["idx"], onnxruntime_outputs(model, feeds)["idx"]
+    )
+    # A bad index is clamped to 0 (table[0] < 100: the condition stays true); the loop ends
+    # because the error is recorded, and the run raises it.
+    with pytest.raises(ember.KernelError, match=r"Gather node 'lookup'.*index 50"):
+        compiled.run({"idx0": np.array(50, np.int64)})
