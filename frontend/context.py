@@ -473,7 +473,15 @@ class ImportContext:
             return value
         if value.name is not None and value.name in self.materialized:
             return self.materialized[value.name]
-        # A named constant keeps one weight when control-flow bodies materialize it too.
+        op = self.constant_op(value, hint)
+        self.block.add_op(op)
+        if value.name is not None:
+            self.materialized[value.name] = op.output
+        return op.output
+
+    def constant_op(self, value: Const, hint: str | None = None) -> graph.ConstantOp:
+        """A graph.constant of `value` (not inserted). A named constant keeps one weight when
+        control-flow bodies materialize it too."""
         ref = self.weight_of.get(value.name) if value.name is not None else None
         if ref is None:
             ref = self.weights.add(value.array, value.name or hint or "const")
@@ -481,10 +489,7 @@ class ImportContext:
                 self.weight_of[value.name] = ref
         op = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
         op.output.name_hint = ssa_name(ref)
-        self.block.add_op(op)
-        if value.name is not None:
-            self.materialized[value.name] = op.output
-        return op.output
+        return op
 
     def emit(
         self,
@@ -780,8 +785,7 @@ class Region:
         yielded = []
         for value in values:
             if isinstance(value, Const):  # a constant of the body: materialized inside it
-                ref = self.imp.weights.add(value.array, value.name or hint)
-                constant = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
+                constant = self.imp.constant_op(value, hint)
                 self.block.add_op(constant)
                 value = constant.output
             yielded.append(value)
