@@ -580,3 +580,33 @@ def test_an_unbounded_loop_stops_at_a_kernel_error() -> None:
     # because the error is recorded, and the run raises it.
     with pytest.raises(ember.KernelError, match=r"Gather node 'lookup'.*index 50"):
         compiled.run({"idx0": np.array(50, np.int64)})
+
+
+def test_buffers_local_to_a_loop_body_share_memory() -> None:
+    """A body's own intermediates live within an iteration: those whose uses do not overlap
+    share arena bytes (the carried value and what the body reads from outside do not)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["x_in"], ["t1"], perm=[1, 0]),
+            helper.make_node("Softmax", ["t1"], ["t2"], axis=1),
+            helper.make_node("Transpose", ["t2"], ["t3"], perm=[1, 0]),
+            helper.make_node("Softmax", ["t3"], ["t4"], axis=1),
+            helper.make_node("Add", ["t4", "x_in"], ["x_out"]),
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+        ],
+        "body",
+        [_info("i", INT64, []), _info("c_in", BOOL, []), _info("x_in", FLOAT, [64, 64])],
+        [_info("c_out", BOOL, []), _info("x_out", FLOAT, [64, 64])],
+    )
+    loop = helper.make_node("Loop", ["M", "", "x0"], ["x"], body=body)
+    model = _model(
+        [loop], [_info("M", INT64, []), _info("x0", FLOAT, [64, 64])], [_info("x", FLOAT, None)]
+    )
+    compiled = ember.compile(model)
+    report = compiled.report
+    assert report.arena_bytes < report.intermediate_bytes, (
+        report.arena_bytes,
+        report.intermediate_bytes,
+    )
+    feeds = {"M": np.array(3, np.int64), "x0": _rng().standard_normal((64, 64)).astype(np.float32)}
+    assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), RTOL)
