@@ -435,7 +435,11 @@ class ImportContext:
             if any(a is None for a in operands):
                 return None
             dtype = numpy_eval.numpy_dtype(result_type.element_type)
-            array = np.asarray(evaluator(dict(op.properties), operands, result_type)).astype(dtype)
+            try:
+                array = np.asarray(evaluator(dict(op.properties), operands, result_type))
+            except ModelError:
+                return None  # left to the kernel (and the refusal it leads to), as before
+            array = array.astype(dtype)
             known[current] = array
             return array
 
