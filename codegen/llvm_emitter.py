@@ -863,6 +863,42 @@ def _if(self: _FunctionEmitter, op: Operation) -> None:
     self.set(op, *results)
 
 
+@_handles("scf.while")
+def _while(self: _FunctionEmitter, op: Operation) -> None:
+    """`before` computes the condition (scf.condition) and the values handed to `after`,
+    whose scf.yield feeds `before` again; the results are those of the last scf.condition."""
+    assert isinstance(op, scf.WhileOp)
+    b = self.b
+    preheader = b.block
+    header = self.fn.append_basic_block("while.before")
+    body_block = self.fn.append_basic_block("while.after")
+    exit_block = self.fn.append_basic_block("while.exit")
+    b.branch(header)
+    b.position_at_end(header)
+    phis = []
+    for value in op.arguments:
+        phi = b.phi(llvm_type(value.type))
+        phi.add_incoming(self.get(value), preheader)
+        phis.append(phi)
+    before = op.before_region.block
+    for arg, phi in zip(before.args, phis, strict=True):
+        self.values[arg] = phi
+    condition = before.last_op
+    assert isinstance(condition, scf.ConditionOp)
+    for inner in before.ops:
+        if inner is not condition:
+            self.emit_op(inner)
+    forwarded = [self.get(v) for v in condition.args]
+    b.cbranch(self.get(condition.condition), body_block, exit_block)
+    b.position_at_end(body_block)
+    yielded = self.emit_region_block(op.after_region.block, forwarded)
+    for phi, value in zip(phis, yielded, strict=True):
+        phi.add_incoming(value, b.block)
+    b.branch(header)
+    b.position_at_end(exit_block)
+    self.set(op, *forwarded)
+
+
 # Chunks per thread of a parallel region's iterations: enough that a slowed thread's share
 # is taken over, few enough that the claims (one atomic add each) cost nothing.
 CHUNKS_PER_THREAD = 4

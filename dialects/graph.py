@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import (
     DenseArrayBase,
     FloatAttr,
     IntegerAttr,
+    IntegerType,
     StringAttr,
     TensorType,
     UnitAttr,
@@ -39,11 +40,13 @@ from xdsl.irdl import (
     opt_prop_def,
     opt_result_def,
     prop_def,
+    region_def,
     result_def,
     traits_def,
     var_operand_def,
+    var_result_def,
 )
-from xdsl.traits import Pure
+from xdsl.traits import HasParent, IsTerminator, Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 # Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
@@ -1473,3 +1476,118 @@ UNARY_OPS: tuple[type[UnaryElementwiseOp], ...] = tuple(
 BINARY_OPS: tuple[type[BinaryElementwiseOp], ...] = tuple(
     op for op in GRAPH_OPS if issubclass(op, BinaryElementwiseOp)
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Control flow: ops with regions (ONNX Loop, Scan, If)
+#
+# Each body is one block isolated from above: every outer value it reads is an explicit
+# `captures` operand and a trailing block argument (constants are materialized inside), so
+# that no graph rewrite can move an op across a region boundary. Bodies end in `graph.yield`.
+
+
+def _check_yield(op: Operation, region_name: str, block_types: Sequence[Attribute]) -> None:
+    block = getattr(op, region_name).block
+    terminator = block.last_op
+    if not isinstance(terminator, YieldOp):
+        raise VerifyException(f"{op.name}: the {region_name} must end in graph.yield")
+    got = [v.type for v in terminator.values]
+    if got != list(block_types):
+        raise VerifyException(f"{op.name}: the {region_name} yields {got}, expected {block_types}")
+
+
+@irdl_op_definition
+class LoopOp(IRDLOperation):
+    """ONNX Loop (and Scan): `while (iter < trip_count && cond)` runs the body, whose block
+    arguments are (iter: tensor<i64>, cond: tensor<i1>, carried..., captures...) and which
+    yields (cond, carried..., per-iteration scan values...). Results: the final carried values,
+    then each scan value stacked along a new leading axis (its size: the iterations run, which
+    the frontend knows at compile time whenever there are scan values)."""
+
+    name = "graph.loop"
+    trip_count = opt_operand_def(TensorType)
+    cond = opt_operand_def(TensorType)
+    inits = var_operand_def(TensorType)
+    captures = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    body = region_def("single_block")
+    traits = traits_def(RecursiveMemoryEffect())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    assembly_format = (
+        "(`trip_count` $trip_count^ `:` type($trip_count))? (`cond` $cond^ `:` type($cond))? "
+        "`inits` `(` $inits `)` `captures` `(` $captures `)` `:` `(` type($inits) `)` `,` "
+        "`(` type($captures) `)` `->` `(` type($outputs) `)` $body attr-dict"
+    )
+
+    def verify_(self) -> None:
+        scalar_types = [TensorType(i64, []), TensorType(IntegerType(1), [])]
+        for name, operand, expected in (
+            ("trip count", self.trip_count, scalar_types[0]),
+            ("condition", self.cond, scalar_types[1]),
+        ):
+            if operand is not None and operand.type != expected:
+                raise VerifyException(f"graph.loop: the {name} must be a {expected}")
+        carried = [v.type for v in self.inits]
+        args = [a.type for a in self.body.block.args]
+        captured = [v.type for v in self.captures]
+        if args != [*scalar_types, *carried, *captured]:
+            raise VerifyException(
+                f"graph.loop: body arguments {args} are not (iter, cond, carried, captures)"
+            )
+        if [r.type for r in self.outputs[: len(carried)]] != carried:
+            raise VerifyException("graph.loop: the carried results differ from their inits")
+        scans = self.outputs[len(carried) :]
+        if any(not shape_of(r) for r in scans):
+            raise VerifyException("graph.loop: a scan result needs a leading iteration axis")
+        trips = {shape_of(r)[0] for r in scans}
+        if len(trips) > 1:
+            raise VerifyException(f"graph.loop: scan results disagree on the trip count {trips}")
+        scan_types = [TensorType(element_type_of(r), shape_of(r)[1:]) for r in scans]
+        _check_yield(self, "body", [scalar_types[1], *carried, *scan_types])
+
+    @property
+    def num_carried(self) -> int:
+        return len(self.inits)
+
+
+@irdl_op_definition
+class IfOp(IRDLOperation):
+    """ONNX If on a condition computed at run time: both branches take the captures as block
+    arguments and yield values of the results' (one static) types."""
+
+    name = "graph.if"
+    cond = operand_def(TensorType)
+    captures = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    then_region = region_def("single_block")
+    else_region = region_def("single_block")
+    traits = traits_def(RecursiveMemoryEffect())
+    assembly_format = (
+        "$cond `captures` `(` $captures `)` `:` type($cond) `,` `(` type($captures) `)` `->` "
+        "`(` type($outputs) `)` $then_region `else` $else_region attr-dict"
+    )
+
+    def verify_(self) -> None:
+        if self.cond.type != TensorType(IntegerType(1), []):
+            raise VerifyException("graph.if: the condition must be a tensor<i1> scalar")
+        captured = [v.type for v in self.captures]
+        results = [r.type for r in self.outputs]
+        for region_name in ("then_region", "else_region"):
+            args = [a.type for a in getattr(self, region_name).block.args]
+            if args != captured:
+                raise VerifyException(f"graph.if: {region_name} arguments {args} != captures")
+            _check_yield(self, region_name, results)
+
+
+@irdl_op_definition
+class YieldOp(IRDLOperation):
+    """The values a graph.loop body or graph.if branch hands back."""
+
+    name = "graph.yield"
+    values = var_operand_def(TensorType)
+    traits = traits_def(IsTerminator(), HasParent(LoopOp, IfOp), Pure())
+    assembly_format = "($values^ `:` type($values))? attr-dict"
+
+
+GRAPH_OPS.extend([LoopOp, IfOp, YieldOp])
+Graph = Dialect("graph", GRAPH_OPS, [])

@@ -624,6 +624,32 @@ class QConv2dOp(IRDLOperation):
 
 KERNEL_OPS.append(QConv2dOp)
 
+
+# Control flow (graph.loop's scan outputs; the loops themselves are scf ops in the entry).
+@irdl_op_definition
+class InsertSliceOp(IRDLOperation):
+    """output[index] = input along the leading axis, at a run-time index (an i64 scalar
+    buffer, clamped into range): one iteration's slice of a loop's scan output."""
+
+    name = "kernel.insert_slice"
+    input = operand_def(MemRefType)
+    index = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    assembly_format = (
+        "$input `,` $index `->` $output attr-dict `:` type($input) `,` type($index) "
+        "`->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        if shape_of(self.output)[1:] != shape_of(self.input) or shape_of(self.index) != ():
+            raise VerifyException(
+                f"kernel.insert_slice: {shape_of(self.input)} into {shape_of(self.output)} "
+                f"at an index of shape {shape_of(self.index)}"
+            )
+
+
+KERNEL_OPS.append(InsertSliceOp)
+
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 
 # Ops that compute (everything but the buffer-naming ops and the region terminator).

@@ -35,6 +35,10 @@ What a converter may use:
   tensor op given one is a ModelError naming the input), `imp.any_input` returns any kind,
   `imp.sequence_input` a sequence, `imp.sequence(values, dtype)` builds one (at most
   `MAX_SEQUENCE_LENGTH` tensors). Converters in frontend/ops/sequence.py.
+- **control-flow bodies**: `with imp.region(arg_types, subgraph_reads(body)) as region:`
+  imports into a new block isolated from above (outer run-time values become captured block
+  arguments, `region.capture(v)` adds one; `region.finish(values)` ends it in graph.yield);
+  `imp.known_value(v)` computes a value only constants feed (frontend/ops/control_flow.py).
 - **nested graphs**: `imp.import_node(proto)` imports a node (an `If` branch's),
   `imp.import_nodes(protos)` the ONNX nodes a converter writes in place of its node (GridSample's
   decomposition), `imp.env` maps ONNX names to values, `imp.tensor_array(t)` decodes a
@@ -47,14 +51,23 @@ function around the imported nodes.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, TensorType, f32, i64
+from xdsl.dialects.builtin import (
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    f32,
+    i64,
+)
 from xdsl.ir import Attribute, Block, BlockArgument, OpResult, SSAValue
 from xdsl.irdl import IRDLOperation
 
@@ -263,8 +276,15 @@ class ImportContext:
         self.memory_limit = memory_limit
         self.weights = WeightStore()
         self.block = Block()
+        self.root_block = self.block
+        # Block arguments of control-flow bodies (graph.loop, graph.if) -> the outer value
+        # each one captures (so graph_inputs_feeding sees through region boundaries).
+        self.captured_from: dict[BlockArgument, SSAValue] = {}
+        # The iteration counters of Loop bodies (non-negative: a Slice at `i + c` is a Gather).
+        self.iteration_args: set[SSAValue] = set()
         self.env: dict[str, AnyValue] = {}
-        self.materialized: dict[str, SSAValue] = {}
+        self.materialized: dict[str, SSAValue] = {}  # per block being built (regions: own)
+        self.weight_of: dict[str, str] = {}  # named constant -> its WeightStore entry
         self.fold_node = False
         self.node: Node | None = None
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
@@ -360,7 +380,7 @@ class ImportContext:
         """Whether `proto` or a subgraph of it reads a sequence or optional, or a subgraph of
         it gives one (such values exist at import only: no region can capture them)."""
         subgraphs = [a.g for a in proto.attribute if a.HasField("g")]
-        read = [*proto.input, *(name for g in subgraphs for name in _subgraph_reads(g))]
+        read = [*proto.input, *(name for g in subgraphs for name in subgraph_reads(g))]
         if any(
             isinstance(self.env.get(name), SequenceValue | OptionalValue) for name in read if name
         ):
@@ -408,6 +428,28 @@ class ImportContext:
                 self.import_node(inner)
         finally:
             self.node, self.fold_node = outer
+
+    @contextmanager
+    def region(self, arg_types: Sequence[TensorType], reads: Iterable[str]) -> Iterator[Region]:
+        """Build a control-flow body: ops emitted inside go to a new block with `arg_types`
+        arguments; each outer run-time value the body reads by name (`reads`) or that the
+        converter passes to `Region.capture` becomes a trailing block argument (the op's
+        `captures` operand), so the body is isolated from above. Constants stay constants
+        (materialized inside the body). Names the body defines stay local to it."""
+        region = Region(self, Block(arg_types=arg_types))
+        env = dict(self.env)
+        for name in reads:
+            value = self.env.get(name)
+            if isinstance(value, SSAValue):
+                env[name] = region.capture(value)
+        saved = self.block, self.env, self.materialized, self.inferred, self.node, self.fold_node
+        self.block, self.env, self.materialized, self.inferred = region.block, env, {}, {}
+        try:
+            yield region
+        finally:
+            self.block, self.env, self.materialized, self.inferred, self.node, self.fold_node = (
+                saved
+            )
 
     def _onnx_shapes(self) -> dict[str, tuple[int, ...]]:
         """ONNX's own static shapes, used to cross-check ours: inferred from the graph inputs
@@ -520,6 +562,8 @@ class ImportContext:
         value = self.input(node, index)
         if value is None:
             return None
+        if not isinstance(value, Const) and (known := self.known_value(value)) is not None:
+            return known
         if not isinstance(value, Const):
             raise RuntimeOperandError(
                 node.op_type,
@@ -530,10 +574,49 @@ class ImportContext:
             )
         return value.array
 
+    def known_value(self, value: SSAValue) -> np.ndarray | None:
+        """`value` computed with numpy when only constants feed it (float arithmetic the
+        importer kept as ops: an expanded Range's trip count `Ceil((limit - start) / delta)`
+        on frozen inputs); None when a graph input or a body argument feeds it."""
+        known: dict[SSAValue, np.ndarray] = {}
+
+        def evaluate(current: SSAValue) -> np.ndarray | None:
+            if current in known:
+                return known[current]
+            if not isinstance(current, OpResult):
+                return None
+            op = current.op
+            if isinstance(op, graph.ConstantOp):
+                return self.weights[op.ref.data]
+            evaluator = numpy_eval.EVALUATORS.get(op.name)
+            result_type = current.type
+            if evaluator is None or len(op.results) != 1 or not isinstance(result_type, TensorType):
+                return None
+            if not numpy_eval.foldable_size(result_type):
+                return None
+            operands = [evaluate(v) for v in op.operands]
+            if any(a is None for a in operands):
+                return None
+            dtype = numpy_eval.numpy_dtype(result_type.element_type)
+            try:
+                array = np.asarray(evaluator(dict(op.properties), operands, result_type))
+            except ModelError:
+                return None  # left to the kernel (and the refusal it leads to), as before
+            array = array.astype(dtype)
+            known[current] = array
+            return array
+
+        return evaluate(value)
+
     def graph_inputs_feeding(self, value: SSAValue) -> tuple[str, ...]:
         """The graph inputs `value` is computed from, in graph-input order (for value
         specialisation: given as constants, they may let `value` fold)."""
-        names = {arg: name for name, arg in self.env.items() if isinstance(arg, BlockArgument)}
+        # The graph input's own name: bound first (an Identity, or a Cast to its own type,
+        # later binds another name to the same argument).
+        names: dict[BlockArgument, str] = {}
+        for name, arg in self.env.items():
+            if isinstance(arg, BlockArgument) and arg.owner is self.root_block:
+                names.setdefault(arg, name)
         found: set[str] = set()
         seen: set[SSAValue] = set()
         pending = [value]
@@ -545,6 +628,8 @@ class ImportContext:
             if isinstance(current, BlockArgument):
                 if current in names:
                     found.add(names[current])
+                elif current in self.captured_from:
+                    pending.append(self.captured_from[current])
             elif isinstance(current, OpResult):
                 pending.extend(current.op.operands)
         return tuple(arg_name for arg_name in names.values() if arg_name in found)
@@ -555,13 +640,23 @@ class ImportContext:
             return value
         if value.name is not None and value.name in self.materialized:
             return self.materialized[value.name]
-        ref = self.weights.add(value.array, value.name or hint or "const")
-        op = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
-        op.output.name_hint = ssa_name(ref)
+        op = self.constant_op(value, hint)
         self.block.add_op(op)
         if value.name is not None:
             self.materialized[value.name] = op.output
         return op.output
+
+    def constant_op(self, value: Const, hint: str | None = None) -> graph.ConstantOp:
+        """A graph.constant of `value` (not inserted). A named constant keeps one weight when
+        control-flow bodies materialize it too."""
+        ref = self.weight_of.get(value.name) if value.name is not None else None
+        if ref is None:
+            ref = self.weights.add(value.array, value.name or hint or "const")
+            if value.name is not None:
+                self.weight_of[value.name] = ref
+        op = graph.ConstantOp(ref, numpy_eval.tensor_type(value.array))
+        op.output.name_hint = ssa_name(ref)
+        return op
 
     def emit(
         self,
@@ -618,6 +713,11 @@ class ImportContext:
             properties=properties,
         )
         self.block.add_op(op)
+        if self.block is not self.root_block and self.node is not None:
+            # Inside a control-flow body: the driver's annotate_origins sees the top level only.
+            op.attributes["ember.origin"] = DictionaryAttr(
+                {"op_type": StringAttr(self.node.op_type), "node": StringAttr(self.node.name)}
+            )
         return op.results[0]
 
     def _check_foldable_from_empty(
@@ -830,14 +930,55 @@ class ImportContext:
             raise ModelError(f"cannot decode tensor '{tensor.name}': {err}") from err
 
 
-def _subgraph_reads(g: onnx.GraphProto) -> set[str]:
-    """Every name the nodes of `g`, and of the subgraphs nested in them, read."""
-    names = {name for n in g.node for name in n.input if name}
-    for n in g.node:
-        for attr in n.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                names |= _subgraph_reads(sub)
-    return names
+@dataclass
+class Region:
+    """A control-flow body being imported (`ImportContext.region`)."""
+
+    imp: ImportContext
+    block: Block
+    captures: list[SSAValue] = field(default_factory=list)
+    args: dict[SSAValue, BlockArgument] = field(default_factory=dict)
+
+    def capture(self, value: SSAValue) -> BlockArgument:
+        """The block argument standing for outer value `value` inside the body."""
+        if value not in self.args:
+            self.args[value] = self.block.insert_arg(value.type, len(self.block.args))
+            self.captures.append(value)
+            self.imp.captured_from[self.args[value]] = value
+        return self.args[value]
+
+    def finish(self, values: Sequence[Value], hint: str) -> None:
+        """End the body with graph.yield of `values` (constants materialized inside)."""
+        yielded = []
+        for value in values:
+            if isinstance(value, Const):  # a constant of the body: materialized inside it
+                constant = self.imp.constant_op(value, hint)
+                self.block.add_op(constant)
+                value = constant.output
+            yielded.append(value)
+        self.block.add_op(graph.YieldOp(operands=[yielded]))
+
+
+def subgraph_reads(body: onnx.GraphProto) -> list[str]:
+    """The names a subgraph (and the subgraphs nested in it) reads but does not define, in
+    order of first use: the outer values it captures."""
+    defined: set[str] = set()
+    reads: list[str] = []
+
+    def walk(g: onnx.GraphProto) -> None:
+        defined.update(i.name for i in g.input)
+        defined.update(t.name for t in g.initializer)
+        for n in g.node:
+            for name in n.input:
+                if name and name not in defined and name not in reads:
+                    reads.append(name)
+            for attr in n.attribute:
+                for inner in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    walk(inner)
+            defined.update(o for o in n.output if o)
+
+    walk(body)
+    return [name for name in reads if name not in defined]
 
 
 _WIDENED = frozenset({np.dtype(np.float16)})

@@ -275,7 +275,7 @@ class _GraphImporter(ImportContext):
             self.env[info.name] = Const(np.zeros(0, self._input_dtype(info)), info.name)
             inputs.remove(info)
         arg_types = [self._input_type(i) for i in inputs]
-        self.block = Block(arg_types=arg_types)
+        self.block = self.root_block = Block(arg_types=arg_types)
         for arg, info in zip(self.block.args, inputs, strict=True):
             arg.name_hint = ssa_name(info.name)
             self.env[info.name] = arg

@@ -26,7 +26,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `attention.py` | Attention |
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
-| `control_flow.py` | If |
+| `control_flow.py` | If, Loop, Scan |
 | `sequence.py` | SequenceConstruct, SequenceEmpty, SequenceLength, SequenceAt, SequenceInsert, SequenceErase, SplitToSequence, ConcatFromSequence, SequenceMap, Optional, OptionalHasElement, OptionalGetElement |
 
 `sequence.py` also holds the converters used instead of Loop's and If's own when a node reads

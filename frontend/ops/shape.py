@@ -26,6 +26,7 @@ from ember.frontend.context import (
     normalize_axis,
     shape_of,
 )
+from ember.frontend.ops.control_flow import slice_at_loop_index
 from ember.frontend.registry import converts
 
 
@@ -156,6 +157,10 @@ def _slice_op(imp: ImportContext, node: Node) -> Sequence[Value]:
         axes = list(node.attrs.get("axes", range(len(starts))))
         steps: list[int] = [1] * len(starts)
     else:
+        # control flow: x[i + a : i + b] at a Loop's iteration counter i
+        at_loop_index = slice_at_loop_index(imp, node)
+        if at_loop_index is not None:
+            return at_loop_index
         starts = [int(v) for v in imp.constant(node, 1, "starts")]  # type: ignore[union-attr]
         ends = [int(v) for v in imp.constant(node, 2, "ends")]  # type: ignore[union-attr]
         axes_in, steps_in = imp.constant(node, 3, "axes"), imp.constant(node, 4, "steps")

@@ -9,16 +9,17 @@ kernels read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects import func, memref
+from xdsl.dialects import arith, func, memref, scf
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DictionaryAttr,
     IntegerAttr,
+    IntegerType,
     MemRefType,
     ModuleOp,
     StringAttr,
@@ -66,6 +67,13 @@ def buffer_type(tensor: Attribute) -> MemRefType:
     return MemRefType(signless(element_type_of(tensor)), shape_of(tensor))
 
 
+def _root(buffer: SSAValue) -> SSAValue:
+    """The buffer a chain of kernel.reshape views looks at."""
+    while isinstance(buffer.owner, kernel.ReshapeOp):
+        buffer = buffer.owner.input
+    return buffer
+
+
 def _epilogue_props(op: Operation) -> dict[str, Attribute]:
     props: dict[str, Attribute] = {}
     for key in ("activation", "activation_params"):
@@ -82,10 +90,33 @@ class _Bufferizer:
     target: Target
     body: Block
     buffers: dict[SSAValue, SSAValue]
+    # Where compute ops go: the entry's block, or the body of an scf op a graph.loop or
+    # graph.if becomes. Buffers (allocs) and weights always go to the entry's block, before
+    # the scf op, so that plan-memory and place-weights see them all at the top level.
+    current: Block | None = None
 
     def emit(self, op: Operation) -> Operation:
-        self.body.add_op(op)
+        if self.current is None or isinstance(op, memref.AllocOp | kernel.WeightOp):
+            self.body.add_op(op)
+        else:
+            self.current.add_op(op)
         return op
+
+    def convert(self, graph_op: Operation) -> None:
+        """Convert one graph op; the kernel ops it becomes carry its `ember.origin`."""
+        block = self.current or self.body
+        converted_from = block.last_op
+        try:
+            self.converter(graph_op)(graph_op)
+        except ConversionError as error:
+            raise ConversionError(f"{describe_op(graph_op)}: {error}") from None
+        if ORIGIN in graph_op.attributes:
+            # Every kernel op this graph op became names the same ONNX node.
+            new_op = block.last_op
+            while new_op is not None and new_op is not converted_from:
+                if isinstance(new_op, kernel.COMPUTE_OPS):
+                    new_op.attributes[ORIGIN] = graph_op.attributes[ORIGIN]
+                new_op = new_op.prev_op
 
     def alloc(self, tensor: SSAValue) -> SSAValue:
         element = signless(element_type_of(tensor))
@@ -473,6 +504,122 @@ class _Bufferizer:
 
         return convert
 
+    # -- control flow: graph.loop and graph.if become scf ops in the entry --------------------
+    def region_body(self, graph_block: Block, args: Sequence[SSAValue], block: Block) -> list:
+        """Bufferize a graph body into `block` (its arguments bound to `args`); returns the
+        buffers of the values it yields."""
+        for arg, buffer in zip(graph_block.args, args, strict=True):
+            self.buffers[arg] = buffer
+        outer, self.current = self.current, block
+        try:
+            for graph_op in graph_block.ops:
+                if isinstance(graph_op, graph.YieldOp):
+                    return [self.buffer(v) for v in graph_op.values]
+                self.convert(graph_op)
+        finally:
+            self.current = outer
+        raise ConversionError("a control-flow body without graph.yield")
+
+    def copy_all(self, sources: Sequence[SSAValue], targets: Sequence[SSAValue]) -> None:
+        """targets[k] = sources[k] for all k at once: a source that is (a view of) another
+        target is staged through a copy first, so no copy reads an overwritten buffer."""
+        roots = {_root(t) for t in targets}
+        staged = []
+        for source, target in zip(sources, targets, strict=True):
+            if _root(source) in roots and _root(source) is not _root(target):
+                element = source.type.get_element_type()  # type: ignore[attr-defined]
+                copy = self.emit(memref.AllocOp.get(element, 64, shape_of(source))).results[0]
+                self.emit(kernel.CopyOp(operands=[source, copy]))
+                source = copy
+            staged.append(source)
+        for source, target in zip(staged, targets, strict=True):
+            if _root(source) is not _root(target):
+                self.emit(kernel.CopyOp(operands=[source, target]))
+
+    def constant_true(self, value: SSAValue) -> bool:
+        """Whether `value` is a constant whose every element is true (a body condition that
+        never ends its loop: nothing to copy back)."""
+        const = self.constant_array(value)
+        return const is not None and bool(np.all(const[1]))
+
+    def scalar_load(self, buffer: SSAValue, block: Block) -> SSAValue:
+        load = memref.LoadOp.get(buffer, [])
+        block.add_op(load)
+        return load.res
+
+    def loop(self, op: graph.LoopOp) -> None:
+        """`i = 0; cond = initial; while (i < trip_count && cond) { body; i += 1 }` as one
+        scf.while; the carried values live in their result buffers (copied back at the end of
+        each iteration), each scan value is copied into its result at row i."""
+        n = op.num_carried
+        iteration = self.alloc(op.body.block.args[0])
+        cond = self.alloc(op.body.block.args[1])
+        carried = [self.alloc(r) for r in op.outputs[:n]]
+        scans = [self.alloc(r) for r in op.outputs[n:]]
+        self.copy_all([self.buffer(v) for v in op.inits], carried)
+        block = self.current or self.body
+        if op.cond is not None:
+            self.emit(kernel.CopyOp(operands=[self.buffer(op.cond), cond]))
+        else:
+            true = arith.ConstantOp(IntegerAttr(1, IntegerType(1)))
+            block.add_ops([true, memref.StoreOp.get(true.result, cond, [])])
+        bound = (
+            None if op.trip_count is None else self.scalar_load(self.buffer(op.trip_count), block)
+        )
+        zero = arith.ConstantOp(IntegerAttr(0, i64))
+        block.add_op(zero)
+
+        before = Block(arg_types=[i64])
+        go = self.scalar_load(cond, before)
+        if bound is not None:
+            in_range = arith.CmpiOp(before.args[0], bound, "slt")
+            both = arith.AndIOp(go, in_range.result)
+            before.add_ops([in_range, both])
+            go = both.result
+        before.add_op(scf.ConditionOp(go, before.args[0]))
+
+        after = Block(arg_types=[i64])
+        after.add_op(memref.StoreOp.get(after.args[0], iteration, []))
+        args = [iteration, cond, *carried, *(self.buffer(v) for v in op.captures)]
+        yielded = self.region_body(op.body.block, args, after)
+        outer, self.current = self.current, after
+        try:
+            for value, scan in zip(yielded[1 + n :], scans, strict=True):
+                self.emit(kernel.InsertSliceOp(operands=[value, iteration, scan]))
+            if self.constant_true(op.body.block.last_op.values[0]):  # type: ignore[union-attr]
+                self.copy_all(yielded[1 : 1 + n], carried)
+            else:
+                self.copy_all(yielded[: 1 + n], [cond, *carried])
+        finally:
+            self.current = outer
+        one = arith.ConstantOp(IntegerAttr(1, i64))
+        next_iteration = arith.AddiOp(after.args[0], one.result)
+        after.add_ops([one, next_iteration, scf.YieldOp(next_iteration.result)])
+        block.add_op(scf.WhileOp([zero.result], [i64], Region(before), Region(after)))
+        for result, buffer in zip(op.outputs, [*carried, *scans], strict=True):
+            self.buffers[result] = buffer
+
+    def if_(self, op: graph.IfOp) -> None:
+        """scf.if on the condition; each branch's kernels write the If's result buffers."""
+        results = [self.alloc(r) for r in op.outputs]
+        captures = [self.buffer(v) for v in op.captures]
+        block = self.current or self.body
+        cond = self.scalar_load(self.buffer(op.cond), block)
+        branches = []
+        for region in (op.then_region, op.else_region):
+            branch = Block()
+            yielded = self.region_body(region.block, captures, branch)
+            outer, self.current = self.current, branch
+            try:
+                self.copy_all(yielded, results)
+            finally:
+                self.current = outer
+            branch.add_op(scf.YieldOp())
+            branches.append(Region(branch))
+        block.add_op(scf.IfOp(cond, [], branches[0], branches[1]))
+        for result, buffer in zip(op.outputs, results, strict=True):
+            self.buffers[result] = buffer
+
     def converter(self, op: Operation) -> Callable[[Operation], None]:
         if type(op) in BODIES:
             return self.elementwise
@@ -508,6 +655,9 @@ class _Bufferizer:
             graph.RecurrentOp: self.recurrent,
             graph.QConvOp: self.qconv,
             graph.AttentionOp: self.attention,
+            # control flow
+            graph.LoopOp: self.loop,
+            graph.IfOp: self.if_,
         }
         try:
             return table[type(op)]
@@ -577,18 +727,7 @@ class ConvertGraphToKernel(ModulePass):
             if isinstance(graph_op, func.ReturnOp):
                 returned = [state.buffer(v) for v in graph_op.arguments]
                 continue
-            converted_from = body.last_op
-            try:
-                state.converter(graph_op)(graph_op)
-            except ConversionError as error:
-                raise ConversionError(f"{describe_op(graph_op)}: {error}") from None
-            if ORIGIN in graph_op.attributes:
-                # Every kernel op this graph op became names the same ONNX node.
-                new_op = body.last_op
-                while new_op is not None and new_op is not converted_from:
-                    if isinstance(new_op, kernel.COMPUTE_OPS):
-                        new_op.attributes[ORIGIN] = graph_op.attributes[ORIGIN]
-                    new_op = new_op.prev_op
+            state.convert(graph_op)
         _write_results_in_place(body, returned, list(body.args[len(inputs) :]))
         body.add_op(func.ReturnOp())
         # Weights consumed only in packed form (conv, constant-B matmul) leave their plain

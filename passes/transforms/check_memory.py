@@ -78,7 +78,7 @@ class CheckMemoryAccesses(ModulePass):
             for f in op.ops
             if isinstance(f, func.FuncOp) and f is not entry and f.body.blocks
         }
-        for call in [c for c in entry.body.block.ops if isinstance(c, func.CallOp)]:
+        for call in [c for c in entry.walk() if isinstance(c, func.CallOp)]:
             kernel = kernels.get(call.callee.root_reference.data)
             if kernel is None or (CHECKED in kernel.attributes and status in call.arguments):
                 continue  # not a kernel, or this call is already a checked site

@@ -10,7 +10,7 @@ hold their values where the consumer runs.
 from __future__ import annotations
 
 from xdsl.context import Context
-from xdsl.dialects import memref
+from xdsl.dialects import memref, scf
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Region, SSAValue
 from xdsl.passes import ModulePass
@@ -27,6 +27,8 @@ def _sole_consumer(producer: kernel.ElementwiseOp) -> kernel.ElementwiseOp | Non
     if len(readers) != 1 or not isinstance(readers[0], kernel.ElementwiseOp):
         return None
     consumer = readers[0]
+    if consumer.parent_block() is not producer.parent_block():
+        return None  # never move a kernel into (or out of) a loop or branch body
     if consumer.output is out or out.type != consumer.output.type:
         return None
     inputs = {*producer.inputs, *consumer.inputs} - {out}
@@ -65,7 +67,22 @@ class FuseElementwise(ModulePass):
     name = "fuse-elementwise"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        block = entry_function(op).body.block
+        entry = entry_function(op)
+        # The entry's block and the bodies of the scf ops a graph.loop/graph.if became: in a
+        # body, every kernel writes a buffer of its own before the copies that end an
+        # iteration, so a producer's inputs still hold their values at its consumer.
+        blocks = [entry.body.block] + [
+            region.block
+            for inner in entry.walk()
+            if isinstance(inner, scf.WhileOp | scf.IfOp)
+            for region in inner.regions
+            if region.blocks
+        ]
+        for block in blocks:
+            self._fuse_in(block)
+
+    @staticmethod
+    def _fuse_in(block: Block) -> None:
         changed = True
         while changed:
             changed = False

@@ -47,7 +47,9 @@ def new_constant(
     rewriter: PatternRewriter, weights: WeightStore, array: np.ndarray, hint: str
 ) -> SSAValue:
     """Store `array` and insert a graph.constant for it before the matched op."""
-    op = graph.ConstantOp(weights.add(np.ascontiguousarray(array), hint), tensor_type(array))
+    # (np.ascontiguousarray alone makes a 0-d array 1-d: the constant would change type.)
+    array = np.ascontiguousarray(array).reshape(np.shape(array))
+    op = graph.ConstantOp(weights.add(array, hint), tensor_type(array))
     rewriter.insert(op)
     return op.output
 

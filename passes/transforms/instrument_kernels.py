@@ -95,12 +95,13 @@ class InstrumentKernels(ModulePass):
             counter = func.FuncOp(CYCLE_COUNTER, ([], [i64]), Region(), "private")
             op.body.block.add_op(counter)
         block = fn.body.block
-        calls = [c for c in block.ops if isinstance(c, func.CallOp)]
+        # Calls inside loop and branch bodies too: their slots sum over iterations.
+        calls = [c for c in fn.walk() if isinstance(c, func.CallOp)]
         profile = append_argument(fn, MemRefType(i64, [len(calls) + 1]), PROFILE_ROLE)
 
         def stamp(before: Operation) -> SSAValue:
             read = func.CallOp(CYCLE_COUNTER, [], [i64])
-            block.insert_op_before(read, before)
+            before.parent_block().insert_op_before(read, before)  # type: ignore[union-attr]
             return read.res[0]
 
         def accumulate(slot: int, start: SSAValue, end: SSAValue, before: Operation) -> None:
@@ -110,7 +111,7 @@ class InstrumentKernels(ModulePass):
             total = arith.AddiOp(old.res, elapsed.result)
             store = memref.StoreOp.get(total.result, profile, [index.result])
             for new in (index, elapsed, old, total, store):
-                block.insert_op_before(new, before)
+                before.parent_block().insert_op_before(new, before)  # type: ignore[union-attr]
 
         sites = []
         status = argument_with_role(fn, STATUS_ROLE)

@@ -1,7 +1,8 @@
 """plan-memory: place every intermediate buffer at an offset in one arena, by liveness.
 
 A buffer lives from the first kernel that touches it to the last kernel that reads it (or any
-`kernel.reshape` view of it). Buffers whose lifetimes do not overlap share bytes; a kernel may
+`kernel.reshape` view of it); inside the scf ops of loops and branches, a buffer used only in
+one body lives within it, one used in and around a loop across the whole loop (`_live_span`). Buffers whose lifetimes do not overlap share bytes; a kernel may
 also write its output over an input that dies at that kernel when the kernel reads each element
 before writing it (same-shape elementwise inputs, the residual of a conv/matmul epilogue), and
 then only at exactly the input's offset. Placement is greedy by size, largest first, each at its
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import IndexType, IntegerAttr, MemRefType, ModuleOp, i8
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from ember.dialects import kernel
@@ -113,6 +114,57 @@ def _fits_in_place(
     )
 
 
+def _spans(block: Block) -> dict[Operation, tuple[int, int]]:
+    """Program positions: each op, in order, takes the next position, and an op with regions
+    spans the positions of every op nested in it."""
+    spans: dict[Operation, tuple[int, int]] = {}
+    counter = 0
+
+    def visit(op: Operation) -> None:
+        nonlocal counter
+        start = counter
+        counter += 1
+        for region in op.regions:
+            for inner_block in region.blocks:
+                for inner in inner_block.ops:
+                    visit(inner)
+        spans[op] = (start, counter - 1)
+
+    for op in block.ops:
+        visit(op)
+    return spans
+
+
+def _live_span(users: list[Operation], spans: dict[Operation, tuple[int, int]]) -> tuple[int, int]:
+    """The positions a buffer is live at: from its first to its last use in the innermost
+    block holding all its uses, where a use nested deeper counts as the whole op (loop or
+    branch) that holds it in that block. A buffer all of whose uses are in one loop body is
+    written before it is read in each iteration (bufferization gives each body value its own
+    buffer), so it lives within the iteration; one used in and around a loop (a carried value,
+    a value the body reads from outside) lives across the whole loop."""
+
+    def blocks_of(op: Operation) -> list[Block]:
+        chain = []
+        block = op.parent_block()
+        while block is not None:
+            chain.append(block)
+            parent = block.parent_op()
+            block = None if parent is None else parent.parent_block()
+        return chain
+
+    chains = [blocks_of(u) for u in users]
+    common = next(b for b in chains[0] if all(b in chain for chain in chains[1:]))
+    first, last = None, None
+    for user in users:
+        while user.parent_block() is not common:
+            user = user.parent_op()  # type: ignore[assignment]
+        start, end = spans[user]
+        first = start if first is None else min(first, start)
+        last = end if last is None else max(last, end)
+    assert first is not None and last is not None
+    return first, last
+
+
 class PlanMemory(ModulePass):
     """Replaces memref.alloc buffers with memref.view slices of one arena argument."""
 
@@ -127,17 +179,21 @@ class PlanMemory(ModulePass):
             for a in allocs
         }
         may_share: set[tuple[SSAValue, SSAValue]] = set()
-        for index, user in enumerate(block.ops):
-            if isinstance(user, memref.AllocOp | kernel.ReshapeOp):
+        spans = _spans(block)
+        users: dict[SSAValue, list[Operation]] = {buffer: [] for buffer in intervals}
+        for user in fn.walk():
+            if user is fn or isinstance(user, memref.AllocOp | kernel.ReshapeOp):
                 continue
             for operand in user.operands:
-                iv = intervals.get(_root(operand))
-                if iv is None:
-                    continue
-                iv.first = index if iv.first < 0 else iv.first
-                iv.last = index
+                if (root := _root(operand)) in users:
+                    users[root].append(user)
+        for buffer, touching in users.items():
+            if touching:
+                intervals[buffer].first, intervals[buffer].last = _live_span(touching, spans)
+        for user in block.ops:
+            index = spans[user][0]
             out = getattr(user, "output", None)
-            if out is not None and _root(out) in intervals:
+            if isinstance(out, SSAValue) and _root(out) in intervals:
                 for candidate in _in_place_operands(user):
                     source = intervals.get(_root(candidate))
                     if source is not None and source.last == index:

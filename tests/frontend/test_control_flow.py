@@ -1,6 +1,7 @@
 """`If` with a compile-time condition (the exporters' `If` on a shape) imports the taken branch;
-a run-time condition is refused naming the op. Values checked against onnxruntime (exact: the
-branches here are elementwise)."""
+a run-time condition whose branches disagree on an output's shape is refused naming the op
+(run-time If itself: tests/e2e/test_control_flow.py). Values checked against onnxruntime
+(exact: the branches here are elementwise)."""
 
 from __future__ import annotations
 
@@ -78,18 +79,19 @@ def test_nested_if_reads_outer_scope_values() -> None:
     assert (got >= 0).all()
 
 
-def test_if_on_a_runtime_condition_is_refused() -> None:
+def test_if_on_a_runtime_condition_with_branches_of_two_shapes_is_refused() -> None:
     c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    flat = _const("flat", np.array([-1], np.int64))
     node = helper.make_node(
         "If",
         ["c"],
         ["y"],
         name="guard",
         then_branch=_branch("then", [helper.make_node("Relu", ["x"], ["t"])], "t"),
-        else_branch=_branch("else", [helper.make_node("Neg", ["x"], ["e"])], "e"),
+        else_branch=_branch("else", [flat, helper.make_node("Reshape", ["x", "flat"], ["e"])], "e"),
     )
     graph = helper.make_graph([node], "g", [X, c], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(UnsupportedOpError, match=r"If \(node 'guard', opset 17\).*run time"):
+    with pytest.raises(UnsupportedOpError, match=r"If \(node 'guard', opset 17\).*one static"):
         ember.compile(model)

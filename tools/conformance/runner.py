@@ -66,6 +66,8 @@ SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "TopK": (1,),
     "Trilu": (1,),
     "Unsqueeze": (1,),
+    # control flow: a Loop with scan outputs needs its trip count and first condition
+    "Loop": (0, 1),
     "Upsample": (1,),
     **{
         f"Reduce{kind}": (1,)

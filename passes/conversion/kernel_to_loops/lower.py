@@ -14,7 +14,7 @@ comes from the kernel op's `ember.origin`, which the call keeps).
 from __future__ import annotations
 
 from xdsl.context import Context
-from xdsl.dialects import arith, func, memref
+from xdsl.dialects import arith, func, memref, scf
 from xdsl.dialects.builtin import (
     ArrayAttr,
     DictionaryAttr,
@@ -75,10 +75,17 @@ class LowerKernelsToLoops(ModulePass):
             raise ValueError(f"{self.name}: the entry function is already lowered")
         status = append_argument(fn, STATUS_TYPE, STATUS_ROLE)
         fn.attributes[STATUS_SITES] = ArrayAttr([])
+        for loop in [o for o in fn.walk() if isinstance(o, scf.WhileOp)]:
+            _stop_on_error(loop, status)
         functions: dict[str, str] = {}
         checked: set[str] = set()
         counts: dict[str, int] = {}
-        for kernel_op in list(fn.body.block.ops):
+        # Kernels inside the scf ops of graph.loop/graph.if bodies too (not the scalar bodies
+        # of kernel.elementwise: those are not kernel ops).
+        kernel_ops = [
+            o for o in fn.walk() if isinstance(o, (kernel.ReshapeOp, *kernel.COMPUTE_OPS))
+        ]
+        for kernel_op in kernel_ops:
             if isinstance(kernel_op, kernel.ReshapeOp):
                 self._lower_reshape(kernel_op)
             elif isinstance(kernel_op, kernel.COMPUTE_OPS) and all(
@@ -125,6 +132,21 @@ class LowerKernelsToLoops(ModulePass):
         op.output.replace_all_uses_with(cast.result)
         op.detach()
         op.erase()
+
+
+def _stop_on_error(loop: scf.WhileOp, status: SSAValue) -> None:
+    """A graph.loop's scf.while also ends once a kernel has reported an error: the run's
+    outputs are discarded anyway, and a condition computed from clamped data (a bad index)
+    must not keep an unbounded loop going."""
+    condition = loop.before_region.block.last_op
+    assert isinstance(condition, scf.ConditionOp)
+    code_at = arith.ConstantOp(IntegerAttr(CODE, IndexType()))
+    zero = arith.ConstantOp(IntegerAttr(0, i64))
+    code = memref.LoadOp.get(status, [code_at.result])
+    clean = arith.CmpiOp(code.res, zero.result, "eq")
+    go = arith.AndIOp(condition.condition, clean.result)
+    loop.before_region.block.insert_ops_before([code_at, zero, code, clean, go], condition)
+    condition.operands = [go.result, *condition.args]
 
 
 def add_status_site(entry: func.FuncOp, call: func.CallOp, status: SSAValue) -> None:

@@ -45,6 +45,8 @@ KERNEL_MODULES = (
     "recurrent",
     "qconv",
     "attention",
+    # control flow
+    "control_flow",
 )
 
 
