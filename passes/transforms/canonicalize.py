@@ -8,14 +8,15 @@
 - sub/div by a constant -> add/mul by the negated/reciprocal constant (a reciprocal differs
   from the division by at most 1 ulp), constants moved to the rhs of add/mul, and
   mul(mul(x, a), b), add(add(x, a), b), mul(add(x, a), b) reassociated so that constants meet;
-  in 16-bit floats, where one rounding is the size of a user's tolerance, only an exact
-  reciprocal is used and nothing is reassociated;
+  in 16-bit floats, where one rounding is the size of a user's tolerance, and on values that
+  reach a rounding or comparison (Floor(x / 0.1), a Ceil of a trip count), where one ulp can
+  move a result by a whole step, only an exact reciprocal is used and nothing is reassociated;
 - pow(x, 2) -> x * x, pow(x, 0.5) -> sqrt(x), pow(x, 1) -> x.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.context import Context
@@ -186,11 +187,55 @@ class BatchNormToAffine(RewritePattern):
         rewriter.replace(op, [mul, _binary(graph.AddOp, mul.output, shift)])
 
 
+# Ops whose result jumps where their float input crosses a boundary: one ulp of difference
+# upstream can change it by a whole step (a bucket, a trip count, a comparison's answer).
+_STEP_OPS = (
+    graph.FloorOp,
+    graph.CeilOp,
+    graph.RoundOp,
+    graph.SignOp,
+    graph.CompareOp,
+    graph.ModOp,
+    graph.ArgReduceOp,
+    graph.TopKOp,
+    graph.QuantizeLinearOp,
+    graph.YieldOp,  # control flow: a condition or a trip count may be made of it
+    graph.LoopOp,
+    graph.IfOp,
+)
+
+
+def _is_float(value: SSAValue) -> bool:
+    element = getattr(value.type, "element_type", None)
+    return element is not None and type(element).__name__.startswith(("Float", "BFloat"))
+
+
+class _StepReach:
+    """Whether a value flows, through float results, into one of `_STEP_OPS`."""
+
+    def __init__(self) -> None:
+        self.memo: dict[SSAValue, bool] = {}
+
+    def __call__(self, value: SSAValue) -> bool:
+        if value not in self.memo:
+            self.memo[value] = True  # a cycle (none in a graph) stays conservative
+            self.memo[value] = any(self._use_reaches(use.operation) for use in value.uses)
+        return self.memo[value]
+
+    def _use_reaches(self, user: Operation) -> bool:
+        if isinstance(user, _STEP_OPS):
+            return True
+        if isinstance(user, graph.CastOp) and not _is_float(user.results[0]):
+            return True
+        return any(self(result) for result in user.results if _is_float(result))
+
+
 @dataclass
 class ConstantArithmetic(RewritePattern):
     """Sub/div by constants, constants on the rhs, reassociation, x*1 and x+0."""
 
     weights: WeightStore
+    reaches_step: _StepReach = field(default_factory=_StepReach)
 
     def _const(self, rewriter: PatternRewriter, array: np.ndarray, like: SSAValue) -> SSAValue:
         return new_constant(rewriter, self.weights, array, const_hint(like, "canon"))
@@ -210,7 +255,7 @@ class ConstantArithmetic(RewritePattern):
             return
         # In 16-bit floats one rounding is ~5e-4 relative, the size of the tolerances users
         # compare with: there, only rewrites that give the same values apply.
-        narrow = rhs_c.dtype.itemsize < 4
+        narrow = rhs_c.dtype.itemsize < 4 or self.reaches_step(op.results[0])
         if isinstance(op, graph.DivOp):
             if np.all(np.isfinite(rhs_c)) and np.all(rhs_c != 0):
                 exact_inverse = 1.0 / rhs_c.astype(np.float64)

@@ -177,6 +177,39 @@ def test_canonicalize_keeps_16_bit_float_arithmetic_as_written() -> None:
     )
 
 
+def test_canonicalize_keeps_division_that_feeds_a_rounding_as_written() -> None:
+    # Floor(x / 0.1): the reciprocal 10.000000149 moves a value on a bucket boundary into the next
+    # bucket. A division whose result reaches Floor (through a Relu) stays a division, an exact
+    # reciprocal (of 0.5) still applies, and a division that reaches no step op is rewritten.
+    ir = func(
+        "%x: tensor<2x4xf32>",
+        """
+    %tenth = graph.constant "tenth" : tensor<1xf32>
+    %half = graph.constant "half" : tensor<1xf32>
+    %a = graph.div %x, %tenth : tensor<2x4xf32>, tensor<1xf32> -> tensor<2x4xf32>
+    %r = graph.relu %a : tensor<2x4xf32> -> tensor<2x4xf32>
+    %f = graph.floor %r : tensor<2x4xf32> -> tensor<2x4xf32>
+    %b = graph.div %x, %half : tensor<2x4xf32>, tensor<1xf32> -> tensor<2x4xf32>
+    %g = graph.floor %b : tensor<2x4xf32> -> tensor<2x4xf32>
+    %c = graph.div %x, %tenth : tensor<2x4xf32>, tensor<1xf32> -> tensor<2x4xf32>
+    func.return %f, %g, %c : tensor<2x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>""",
+        "tensor<2x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>",
+    )
+    weights = {"tenth": np.array([0.1], np.float32), "half": np.array([0.5], np.float32)}
+    text, _ = apply(ir, weights, Canonicalize())
+    assert_filecheck(
+        text,
+        """
+        CHECK:     %[[A:.*]] = graph.div %x, %tenth
+        CHECK:     graph.floor
+        CHECK:     %[[B:.*]] = graph.mul %x, %{{.*}} : tensor<2x4xf32>, tensor<1xf32>
+        CHECK:     graph.floor %[[B]]
+        CHECK:     graph.mul %x, %{{.*}} : tensor<2x4xf32>, tensor<1xf32>
+        CHECK-NOT: graph.div
+        """,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # dce
 
