@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -667,7 +668,8 @@ class ImportContext:
             raise ModelError(f"cannot decode tensor '{tensor.name}': {err}") from err
 
 
-_WIDENED = frozenset({np.dtype(np.float16)})
+# float32 holds every float16 and bfloat16 value exactly (bfloat16 is float32's upper half).
+_WIDENED = frozenset({np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)})
 # Graph ops whose kernels compute in float32 only, with the element types the importer runs
 # through them widened to float32 (float32 holds every value of those exactly).
 _FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {

@@ -25,14 +25,16 @@ SIXTEEN_BIT = {
 }
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: dict[str, list[int]], elem: int) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto], inputs: dict[str, list[int]], elem: int, opset: int = 18
+) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "low_precision",
         [helper.make_tensor_value_info(n, elem, s) for n, s in inputs.items()],
         [helper.make_tensor_value_info(nodes[-1].output[0], elem, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     return model
 
@@ -106,3 +108,48 @@ def test_float16_attention_chain_matches_the_onnx_reference() -> None:
     np.testing.assert_allclose(
         _run(model, feeds).astype(np.float64), want.astype(np.float64), rtol=1e-3, atol=1e-7
     )
+
+
+def _bf16(rng: np.random.Generator, shape: list[int]) -> np.ndarray:
+    return rng.standard_normal(shape).astype(ml_dtypes.bfloat16)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "shapes", "exact"),
+    [
+        (
+            [helper.make_node("MatMul", ["a", "b"], ["y"])],
+            {"a": [2, 5, 67], "b": [67, 19]},
+            lambda f: f["a"] @ f["b"],
+        ),
+        (
+            [helper.make_node("Gemm", ["a", "b", "c"], ["y"], alpha=0.5, beta=2.0, transB=1)],
+            {"a": [7, 33], "b": [11, 33], "c": [11]},
+            lambda f: 0.5 * (f["a"] @ f["b"].T) + 2.0 * f["c"],
+        ),
+        (
+            [helper.make_node("Conv", ["a", "b"], ["y"], pads=[1, 1, 1, 1])],
+            {"a": [1, 3, 6, 6], "b": [4, 3, 3, 3]},
+            None,
+        ),
+    ],
+    ids=["matmul", "gemm", "conv"],
+)
+def test_bfloat16_gemm_and_conv_widen_exactly_and_round_once(nodes, shapes, exact) -> None:
+    """bfloat16 MatMul/Gemm/Conv run float32's kernels on exactly widened operands and round
+    the result to bfloat16 once: within 1 bfloat16 ulp of the float64 result rounded once
+    (float32 accumulation may land on the other side of a rounding tie), mostly equal."""
+    rng = np.random.default_rng(2)
+    feeds = {n: _bf16(rng, s) for n, s in shapes.items()}
+    # opset 22: the first whose Conv takes bfloat16
+    got = _run(_model(nodes, shapes, TensorProto.BFLOAT16, opset=22), feeds)
+    wide = {n: a.astype(np.float64) for n, a in feeds.items()}
+    if exact is None:  # Conv: onnx.reference in float64
+        conv = _model(nodes, shapes, TensorProto.DOUBLE, opset=22)
+        want64 = ReferenceEvaluator(conv).run(None, wide)[0]
+    else:
+        want64 = exact(wide)
+    distance = _ulps(got, want64.astype(ml_dtypes.bfloat16))
+    assert got.dtype == ml_dtypes.bfloat16
+    assert distance.max() <= 1
+    assert np.count_nonzero(distance) <= max(1, distance.size // 100)
