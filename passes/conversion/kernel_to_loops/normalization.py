@@ -221,8 +221,19 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
     outer_dims = _outer(rows)
     width = target.vector_width
     unroll = simd.accumulator_unroll(target)
-    total = simd.Monoid("sum", element)
+    # 16-bit floats: statistics and normalization in float32 (LayerNormalization's default
+    # stash_type), the normalized value rounded to the element type, then Mul by the scale
+    # and Add of the bias each rounded, as the op's function body computes them.
+    compute = simd.compute_type(element)
+    narrow = compute != element
+    total = simd.Monoid("sum", compute)
     eps = op.epsilon.value.data
+
+    def load(vb: LoopBuilder, buffer: SSAValue, idx: list[SSAValue], w: int) -> SSAValue:
+        return simd.convert_float(vb, simd.load(vb, buffer, idx, w), compute)
+
+    def rounded(vb: LoopBuilder, value: SSAValue) -> SSAValue:
+        return simd.round_to(vb, value, element) if narrow else value
 
     fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
     x, *params, y = fn.args
@@ -233,9 +244,9 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
 
     def row(rb: LoopBuilder, idx: list[SSAValue]) -> None:
         def load_x(vb: LoopBuilder, j: SSAValue, w: int) -> SSAValue:
-            return simd.load(vb, x, [*idx, j], w)
+            return load(vb, x, [*idx, j], w)
 
-        inv_n = rb.const(1.0 / n, element)
+        inv_n = rb.const(1.0 / n, compute)
         sum_ = simd.sweep(rb, 0, n, width, lambda vb, j, w: [load_x(vb, j, w)], [total], unroll)[0]
         mean = _per_width(rb, rb.mulf(sum_, inv_n), width)
 
@@ -245,18 +256,28 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
 
         ss = simd.sweep(rb, 0, n, width, squared_deviation, [total], unroll)[0]
         variance = rb.mulf(ss, inv_n)
-        rstd = _per_width(rb, _recip(rb, rb.sqrt(rb.addf(variance, rb.const(eps, element)))), width)
+        rstd = _per_width(rb, _recip(rb, rb.sqrt(rb.addf(variance, rb.const(eps, compute)))), width)
         # Per-row loads of uniform parameters, splat like any row constant.
-        hoisted = {p: _per_width(rb, rb.load(p, [0]), width) for p in uniform if uniform[p]}
+        hoisted = {
+            p: _per_width(rb, simd.convert_float(rb, rb.load(p, [0]), compute), width)
+            for p in uniform
+            if uniform[p]
+        }
 
         def param(vb: LoopBuilder, p: SSAValue, j: SSAValue, w: int) -> SSAValue:
-            return hoisted[p][w] if uniform[p] else simd.load(vb, p, [j], w)
+            return hoisted[p][w] if uniform[p] else load(vb, p, [j], w)
 
         def normalize(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
             t = vb.mulf(vb.subf(load_x(vb, j, w), mean[w]), rstd[w])
             s = param(vb, scale, j, w)
-            out = simd.muladd(vb, t, s, param(vb, bias[0], j, w)) if bias else vb.mulf(t, s)
-            simd.store(vb, out, y, [*idx, j])
+            if narrow:
+                out = rounded(vb, vb.mulf(rounded(vb, t), s))
+                out = vb.addf(out, param(vb, bias[0], j, w)) if bias else out
+            elif bias:
+                out = simd.muladd(vb, t, s, param(vb, bias[0], j, w))
+            else:
+                out = vb.mulf(t, s)
+            simd.store(vb, simd.convert_float(vb, out, element), y, [*idx, j])
             return []
 
         simd.sweep(rb, 0, n, width, normalize)
