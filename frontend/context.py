@@ -60,7 +60,7 @@ from ember.dialects.dtypes import FLOAT_TYPES
 from ember.dialects.weights import WeightStore
 from ember.frontend import registry
 from ember.frontend.errors import ModelError, RuntimeOperandError, UnsupportedOpError
-from ember.frontend.functions import function_body
+from ember.frontend.functions import function_body, has_function_body
 from ember.frontend.shape_inference import inferred_shapes, type_skeleton
 from ember.frontend.validate import NodeInfo, validate_node
 
@@ -185,6 +185,8 @@ class ImportContext:
         self.fold_node = False
         self.node: Node | None = None
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        # Versions of the other domains (ai.onnx.preview ops are imported via their bodies).
+        self.domain_opsets = {o.domain: o.version for o in model.opset_import}
         # ONNX's own static shapes (cross-checked against each converter's) and every name a
         # node reads (an unsupported output nobody reads is no error): set by the driver (the
         # shapes inferred again past an output in `onnx_settled`, below).
@@ -204,7 +206,11 @@ class ImportContext:
         outputs' names in `env`."""
         onnx_domain = proto.domain in ("", "ai.onnx")
         key = registry.converter_key(proto.op_type, proto.domain)
-        if not onnx_domain and key not in registry.CONVERTERS:
+        if (
+            not onnx_domain
+            and key not in registry.CONVERTERS
+            and not has_function_body(proto.op_type, self._domain_opset(proto), proto.domain)
+        ):
             raise UnsupportedOpError(key, proto.name or proto.output[0], self.opset)
         node = Node(
             proto, self.opset, {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
@@ -256,6 +262,12 @@ class ImportContext:
                     self.onnx_settled[name] = (dtype_of(self.env[name]), shape_of(self.env[name]))
             self.inferred = self._onnx_shapes()
 
+    def _domain_opset(self, proto: onnx.NodeProto) -> int:
+        """The opset version the model imports `proto`'s domain at."""
+        if proto.domain in ("", "ai.onnx"):
+            return self.opset
+        return self.domain_opsets.get(proto.domain, 1)
+
     def _expand(self, node: Node) -> None:
         """Import an op without a converter through its ONNX function body, if it has one."""
         input_types = [
@@ -266,7 +278,7 @@ class ImportContext:
             else onnx.TypeProto()
             for n in node.proto.input
         ]
-        body = function_body(node.proto, node.opset, input_types)
+        body = function_body(node.proto, self._domain_opset(node.proto), input_types, self.opset)
         if body is None:
             raise node.unsupported()
         nodes, body_opset = body
