@@ -453,7 +453,8 @@ class ImportContext:
                 raise self.node.error(str(err)) from err
             return Const(array)
         widens = _FLOAT32_KERNELS.get(op_type)
-        if widens is not None and dtype != np.float32:
+        native = dtype == np.float32 or (dtype == np.float64 and op_type in _FLOAT64_KERNELS)
+        if widens is not None and not native:
             return self._in_float32(op_type, operands, shape, dtype, widens, properties)
         hint = self.node.name if self.node else None
         ssa_operands: list[SSAValue | None | list[SSAValue]] = []
@@ -693,3 +694,5 @@ _FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
     # A max is exact in any type that float32 holds exactly.
     graph.MaxPoolOp: _WIDENED | {np.dtype(np.int8), np.dtype(np.uint8)},
 }
+# Of those, the ones with a float64 kernel of their own (float32 would round float64 values).
+_FLOAT64_KERNELS = frozenset({graph.GemmOp, graph.MatMulOp})
