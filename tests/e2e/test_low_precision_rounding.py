@@ -20,6 +20,7 @@ from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.core.target import host_target, named_target
+from ember.tests.oracle import onnxruntime_outputs
 
 SIXTEEN_BIT = {
     "float16": (TensorProto.FLOAT16, np.dtype(np.float16)),
@@ -271,3 +272,50 @@ def test_float64_gemm_computes_in_float64(target_name: str) -> None:
         # float64 sums in another order: ~1e-15 relative; float32 would be ~1e-7.
         scale = np.max(np.abs(expected))
         assert np.max(np.abs(got[name] - expected)) <= 1e-13 * scale, name
+
+
+def test_float16_rms_and_layer_norm_statistics_use_the_float32_stash_type() -> None:
+    """RMSNormalization's body casts float16 x to float32 (stash_type 1) before x * x: computed
+    in float16, |x| > 256 overflowed and every output was 0 (onnx.reference still computes in
+    float16; onnxruntime follows the body). LayerNormalization's Mean and InvStdDev outputs are
+    float32 for float16 x (they were float16)."""
+    elem = TensorProto.FLOAT16
+    x = (np.random.default_rng(7).standard_normal((4, 64)) * 400).astype(np.float16)
+    scale = np.random.default_rng(8).standard_normal(64).astype(np.float16)
+    inputs = [
+        helper.make_tensor_value_info("x", elem, [4, 64]),
+        helper.make_tensor_value_info("s", elem, [64]),
+    ]
+    rms = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("RMSNormalization", ["x", "s"], ["y"], axis=-1)],
+            "rms",
+            inputs,
+            [helper.make_tensor_value_info("y", elem, None)],
+        ),
+        opset_imports=[helper.make_opsetid("", 23)],
+    )
+    layer = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean", "inv_std"])],
+            "layer",
+            inputs,
+            [helper.make_tensor_value_info("y", elem, None)]
+            + [
+                helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                for n in ("mean", "inv_std")
+            ],
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+    feeds = {"x": x, "s": scale}
+    for model in (rms, layer):
+        model.ir_version = 9
+        got = ember.compile(model).run(feeds)
+        for name, want in onnxruntime_outputs(model, feeds).items():
+            assert got[name].dtype == want.dtype, name
+            # float16 y: 2 ulps (onnxruntime's statistics sum in another order); float32: 1e-5.
+            rtol = 2e-3 if want.dtype == np.float16 else 1e-5
+            np.testing.assert_allclose(
+                got[name].astype(np.float64), want.astype(np.float64), rtol=rtol, atol=1e-3 * rtol
+            )
