@@ -319,3 +319,20 @@ def test_float16_rms_and_layer_norm_statistics_use_the_float32_stash_type() -> N
             np.testing.assert_allclose(
                 got[name].astype(np.float64), want.astype(np.float64), rtol=rtol, atol=1e-3 * rtol
             )
+
+
+@pytest.mark.parametrize(
+    ("op_type", "exact"),
+    [
+        ("Sigmoid", lambda x: 1 / (1 + np.exp(-x))),
+        ("Softplus", lambda x: np.log1p(np.exp(x))),
+    ],
+)
+def test_float16_elementwise_op_rounds_once_not_per_step(op_type: str, exact) -> None:
+    """A float16 elementwise op computes its steps in float32 and rounds its result once: in
+    float16, Sigmoid's exp(-x) overflowed below x = -11 (0 instead of 6.1e-6, 255 ulps) and
+    Softplus lost up to 4095 ulps. Within 1 ulp of the float64 result rounded once."""
+    x = np.linspace(-12, 12, 4001).astype(np.float16)
+    model = _model([helper.make_node(op_type, ["x"], ["y"])], {"x": [x.size]}, TensorProto.FLOAT16)
+    got = _run(model, {"x": x})
+    assert _ulps(got, exact(x.astype(np.float64)).astype(np.float16)).max() <= 1
