@@ -100,7 +100,9 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
             return rounded(b, _log(b, rounded(b, sum_)))
         return b.addf(peak, _log(b, sum_))
 
-    def log_softmax_value(b: LoopBuilder, x: SSAValue, peak: SSAValue, offset: SSAValue):
+    def log_softmax_value(
+        b: LoopBuilder, x: SSAValue, peak: SSAValue, offset: SSAValue
+    ) -> SSAValue:
         if narrow:
             return b.subf(rounded(b, b.subf(x, peak)), offset)
         return b.subf(x, offset)
