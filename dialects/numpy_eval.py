@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import ml_dtypes
 import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -281,15 +282,26 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 # Shared array functions (the importer calls these directly with ONNX attributes)
 
 
+def _is_float(dtype: np.dtype) -> bool:
+    """numpy's floats and ml_dtypes' (bfloat16 has kind 'V', and np.iinfo refuses it)."""
+    if dtype.kind == "f":
+        return True
+    try:
+        ml_dtypes.finfo(dtype)
+    except ValueError:
+        return False
+    return True
+
+
 def _lowest(dtype: np.dtype) -> object:
     """The least value of `dtype`: -inf for floats (ReduceMax's value over no elements)."""
-    if dtype.kind == "f":
+    if _is_float(dtype):
         return -np.inf
     return False if dtype.kind == "b" else np.iinfo(dtype).min
 
 
 def _highest(dtype: np.dtype) -> object:
-    if dtype.kind == "f":
+    if _is_float(dtype):
         return np.inf
     return True if dtype.kind == "b" else np.iinfo(dtype).max
 

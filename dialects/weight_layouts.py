@@ -34,18 +34,19 @@ DEPTHWISE_LAYOUT = "depthwise_c_kk"
 class GemmBlocking:
     mr: int  # rows of C per micro-kernel (broadcast A elements)
     nvec: int  # SIMD vectors per row of C
-    vw: int  # float32 lanes per vector
+    vw: int  # lanes per vector (of float32, or of the element type asked for)
 
     @property
     def nr(self) -> int:
         return self.nvec * self.vw
 
 
-def gemm_blocking(target: Target) -> GemmBlocking:
-    """The largest MR for two vectors per row that fits the register file."""
+def gemm_blocking(target: Target, itemsize: int = 4) -> GemmBlocking:
+    """The largest MR for two vectors per row that fits the register file, for elements of
+    `itemsize` bytes (float32: 16 lanes a zmm; float64: 8)."""
     nvec = 2
     mr = (target.vector_registers - nvec - 1) // nvec
-    return GemmBlocking(mr=mr, nvec=nvec, vw=target.vector_width)
+    return GemmBlocking(mr=mr, nvec=nvec, vw=target.vector_width * 4 // itemsize)
 
 
 def matmul_layout(nr: int) -> str:
@@ -163,10 +164,12 @@ def pack_matmul_weight(b: np.ndarray, target: Target) -> tuple[np.ndarray, str]:
     """Cut a constant [K, N] matrix into zero-padded column panels [N/NR, K, NR]."""
     if b.ndim != 2:
         raise ValueError(f"pack_matmul_weight: expected a 2-D [K, N] weight, got shape {b.shape}")
-    nr = gemm_blocking(target).nr
+    # float64 stays float64 (its own, narrower panels); everything else is packed as float32.
+    dtype = np.dtype(np.float64) if b.dtype == np.float64 else np.dtype(np.float32)
+    nr = gemm_blocking(target, dtype.itemsize).nr
     k, n = b.shape
     panels = math.ceil(n / nr)
-    padded = np.zeros((k, panels * nr), dtype=np.float32)
+    padded = np.zeros((k, panels * nr), dtype=dtype)
     padded[:, :n] = b
     packed = padded.reshape(k, panels, nr).transpose(1, 0, 2)
     return np.ascontiguousarray(packed), matmul_layout(nr)

@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -82,7 +83,7 @@ from ember.frontend.errors import (
     RuntimeOperandError,
     UnsupportedOpError,
 )
-from ember.frontend.functions import function_body
+from ember.frontend.functions import function_body, has_function_body
 from ember.frontend.shape_inference import inferred_shapes, type_skeleton
 from ember.frontend.validate import NodeInfo, validate_node
 
@@ -288,6 +289,8 @@ class ImportContext:
         self.fold_node = False
         self.node: Node | None = None
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        # Versions of the other domains (ai.onnx.preview ops are imported via their bodies).
+        self.domain_opsets = {o.domain: o.version for o in model.opset_import}
         # ONNX's own static shapes (cross-checked against each converter's) and every name a
         # node reads (an unsupported output nobody reads is no error): set by the driver (the
         # shapes inferred again past an output in `onnx_settled`, below).
@@ -307,7 +310,11 @@ class ImportContext:
         outputs' names in `env`."""
         onnx_domain = proto.domain in ("", "ai.onnx")
         key = registry.converter_key(proto.op_type, proto.domain)
-        if not onnx_domain and key not in registry.CONVERTERS:
+        if (
+            not onnx_domain
+            and key not in registry.CONVERTERS
+            and not has_function_body(proto.op_type, self._domain_opset(proto), proto.domain)
+        ):
             raise UnsupportedOpError(key, proto.name or proto.output[0], self.opset)
         node = Node(
             proto, self.opset, {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
@@ -391,6 +398,12 @@ class ImportContext:
             for out in g.output
         )
 
+    def _domain_opset(self, proto: onnx.NodeProto) -> int:
+        """The opset version the model imports `proto`'s domain at."""
+        if proto.domain in ("", "ai.onnx"):
+            return self.opset
+        return self.domain_opsets.get(proto.domain, 1)
+
     def _expand(self, node: Node) -> None:
         """Import an op without a converter through its ONNX function body, if it has one."""
         structured = [n for n in node.proto.input if n and not isinstance(self.env[n], Value)]
@@ -407,7 +420,7 @@ class ImportContext:
             else onnx.TypeProto()
             for n in node.proto.input
         ]
-        body = function_body(node.proto, node.opset, input_types)
+        body = function_body(node.proto, self._domain_opset(node.proto), input_types, self.opset)
         if body is None:
             raise node.unsupported()
         nodes, body_opset = body
@@ -698,7 +711,8 @@ class ImportContext:
                 raise self.node.error(str(err)) from err
             return Const(array)
         widens = _FLOAT32_KERNELS.get(op_type)
-        if widens is not None and dtype != np.float32:
+        native = dtype == np.float32 or (dtype == np.float64 and op_type in _FLOAT64_KERNELS)
+        if widens is not None and not native:
             return self._in_float32(op_type, operands, shape, dtype, widens, properties)
         hint = self.node.name if self.node else None
         ssa_operands: list[SSAValue | None | list[SSAValue]] = []
@@ -981,7 +995,8 @@ def subgraph_reads(body: onnx.GraphProto) -> list[str]:
     return [name for name in reads if name not in defined]
 
 
-_WIDENED = frozenset({np.dtype(np.float16)})
+# float32 holds every float16 and bfloat16 value exactly (bfloat16 is float32's upper half).
+_WIDENED = frozenset({np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)})
 # Graph ops whose kernels compute in float32 only, with the element types the importer runs
 # through them widened to float32 (float32 holds every value of those exactly).
 _FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
@@ -993,3 +1008,5 @@ _FLOAT32_KERNELS: dict[type[IRDLOperation], frozenset[np.dtype]] = {
     # A max is exact in any type that float32 holds exactly.
     graph.MaxPoolOp: _WIDENED | {np.dtype(np.int8), np.dtype(np.uint8)},
 }
+# Of those, the ones with a float64 kernel of their own (float32 would round float64 values).
+_FLOAT64_KERNELS = frozenset({graph.GemmOp, graph.MatMulOp})

@@ -21,9 +21,14 @@ def has_function_body(op_type: str, opset: int, domain: str = "") -> bool:
 
 
 def function_body(
-    proto: onnx.NodeProto, opset: int, input_types: Sequence[onnx.TypeProto]
+    proto: onnx.NodeProto,
+    opset: int,
+    input_types: Sequence[onnx.TypeProto],
+    model_opset: int | None = None,
 ) -> tuple[list[onnx.NodeProto], int] | None:
-    """The nodes of `proto`'s ONNX function body (as of `opset`) and the opset they use.
+    """The nodes of `proto`'s ONNX function body (as of `opset`, the version of its domain)
+    and the ai.onnx opset they use: the body's own import of it, else `model_opset` (the
+    model's; an ai.onnx.preview body imports only its own domain), else `opset`.
 
     Ops such as Attention or RotaryEmbedding are specified by ONNX as functions of simpler
     ops; importing that body compiles them with the kernels ember already has.
@@ -56,7 +61,8 @@ def function_body(
     else:
         return None
     body_opset = next(
-        (o.version for o in function.opset_import if o.domain in ("", "ai.onnx")), opset
+        (o.version for o in function.opset_import if o.domain in ("", "ai.onnx")),
+        opset if model_opset is None else model_opset,
     )
     prefix = f"{proto.name or proto.output[0]}/{proto.op_type}/"
     return function_expand_helper(node, function, prefix), body_opset

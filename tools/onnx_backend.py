@@ -56,13 +56,14 @@ def check_supported_ops(model: onnx.ModelProto) -> None:
     from ember.frontend.onnx_importer import has_function_body, supported_ops
 
     known = set(supported_ops())
+    opsets = {o.domain: o.version for o in model.opset_import}
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
     missing: dict[str, str] = {}
     for node in model.graph.node:
         label = _op_label(node)  # com.microsoft ops are known as "com.microsoft.OpType"
-        if label not in known and (
-            node.domain not in _DEFAULT_DOMAINS or not has_function_body(node.op_type, opset)
-        ):
+        # ONNX's own domains (ai.onnx.preview too) define some ops by function bodies.
+        version = opset if node.domain in _DEFAULT_DOMAINS else opsets.get(node.domain, 1)
+        if label not in known and not has_function_body(node.op_type, version, node.domain):
             missing.setdefault(label, node.name or (node.output or ["?"])[0])
     if missing:
         raise UnsupportedOpsError(list(missing), list(missing.values()))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import ml_dtypes
 import numpy as np
+from onnx import TensorProto
 
 from ember.dialects import graph
 from ember.frontend.context import (
@@ -139,10 +141,22 @@ def _layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     if not wanted:
         return [y]
     # Mean and inverse std-dev are separate (cheap) reductions; the fused kernel stays intact.
+    # They are of the stash type (float32 for 16-bit x, as ONNX infers and onnxruntime gives).
     axes = list(range(axis, len(shape)))
-    mean = imp.reduce(node, x, "mean", axes, True)
-    _, variance = _moments(imp, node, x, axes)
+    stashed = _stashed(imp, node, x)
+    mean = imp.reduce(node, stashed, "mean", axes, True)
+    _, variance = _moments(imp, node, stashed, axes)
     return [y, mean, _inv_std(imp, node, variance, eps)]
+
+
+def _stashed(imp: ImportContext, node: Node, x: Value) -> Value:
+    """x in the type LayerNormalization/RMSNormalization compute their statistics in: their
+    function bodies cast 16-bit x to `stash_type` (float32 by default) first, so that x * x
+    neither overflows (|x| > 256 in float16) nor is summed in the 16-bit type."""
+    sixteen_bit = dtype_of(x) in (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+    if sixteen_bit and node.attrs.get("stash_type", 1) == TensorProto.FLOAT:
+        return imp.widen_to_float32(x)
+    return x
 
 
 @converts("RMSNormalization")
@@ -151,9 +165,12 @@ def _rms_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     shape = shape_of(x)
     axis = normalize_axis(node, node.attrs.get("axis", -1), len(shape))
     eps = float(node.attrs.get("epsilon", 1e-5))
-    squares = imp.binary(node, graph.MulOp, x, x)
+    stashed = _stashed(imp, node, x)
+    squares = imp.binary(node, graph.MulOp, stashed, stashed)
     mean_square = imp.reduce(node, squares, "mean", list(range(axis, len(shape))), True)
-    y = imp.binary(node, graph.MulOp, x, _inv_std(imp, node, mean_square, eps))
+    y = imp.binary(node, graph.MulOp, stashed, _inv_std(imp, node, mean_square, eps))
+    if dtype_of(y) != dtype_of(x):  # the body's Cast back to x's type, before the scale
+        y = imp.emit(graph.CastOp, [y], shape, dtype_of(x))
     return [imp.binary(node, graph.MulOp, y, scale)]
 
 

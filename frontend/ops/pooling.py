@@ -336,7 +336,7 @@ def _global_lp_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
 @converts("MaxUnpool")
 def _max_unpool(imp: ImportContext, node: Node) -> Sequence[Value]:
     """Zeros with x scattered to the flat positions of `indices` (MaxPool's Indices output)
-    in the shape the pooling came from."""
+    in the shape the pooling came from, padded at the end to `output_shape` if larger."""
     x, indices = imp.required(node, 0), imp.required(node, 1)
     xs = shape_of(x)
     spatial = len(xs) - 2
@@ -356,12 +356,14 @@ def _max_unpool(imp: ImportContext, node: Node) -> Sequence[Value]:
     out = pooled if wanted is None else [int(d) for d in wanted.reshape(-1)]
     if min(pooled) <= 0:
         raise node.error(f"input {xs} unpools to an empty shape {pooled}")
-    if out != pooled:
-        # The ONNX reference scatters into the unpooled shape and pads it to output_shape;
-        # onnxruntime (and PyTorch, whose exports use it) read the indices in output_shape.
-        raise node.unsupported(
-            f"output_shape {out} other than the unpooled {pooled} (onnxruntime and the ONNX "
-            "reference place the values differently)"
+    if (
+        len(out) != len(pooled)
+        or out[:2] != pooled[:2]
+        or any(o < p for o, p in zip(out[2:], pooled[2:]))
+    ):
+        raise node.error(
+            f"output_shape {out} must keep N, C of {pooled[:2]} and be at least the unpooled "
+            f"spatial shape {pooled[2:]}"
         )
     flat = [math.prod(xs)]
     y = imp.emit(
@@ -375,4 +377,10 @@ def _max_unpool(imp: ImportContext, node: Node) -> Sequence[Value]:
         axis=i64_attr(0),
         reduction=StringAttr("none"),
     )
-    return [imp.reshape(y, pooled)]
+    # A larger output_shape pads the unpooled tensor with zeros at the end of each spatial
+    # dim, the indices staying relative to the unpooled shape: the ONNX reference and the
+    # node suite's expected output (onnxruntime, like PyTorch, reads them in output_shape).
+    y = imp.reshape(y, pooled)
+    for axis in range(2, len(pooled)):
+        y = pad_constant(imp, y, axis, 0, out[axis] - pooled[axis])
+    return [y]

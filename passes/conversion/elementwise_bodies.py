@@ -15,6 +15,7 @@ from xdsl.dialects import arith, math
 from xdsl.dialects.builtin import (
     AnyFloat,
     BFloat16Type,
+    Float16Type,
     FloatAttr,
     IntegerAttr,
     IntegerType,
@@ -462,16 +463,27 @@ BODIES: dict[type[Operation], BodyBuilder] = {
 }
 
 
+# Conversions keep their own types: widening a float64 -> float16 Cast through float32 would
+# round twice.
+_EXACT_TYPES = (graph.CastOp, graph.BitcastOp, graph.QuantizeLinearOp, graph.DequantizeLinearOp)
+
+
 def build_body(
     op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operation]
 ) -> SSAValue:
-    """The scalar body of `op` on `args`; bf16 values are widened to f32 around it (and the
-    result rounded back), because LLVM's bf16 arithmetic calls helpers the JIT cannot resolve."""
+    """The scalar body of `op` on `args`. 16-bit float values are widened to f32 around it
+    and the result rounded back once: an ONNX op's result is rounded to its element type,
+    the steps inside it are not (Sigmoid's exp(-x) overflowed float16 for x < -11, Softplus
+    and Mish lost thousands of ulps). bf16 must be widened anyway: LLVM's bf16 arithmetic
+    calls helpers the JIT cannot resolve."""
     build = BODIES[type(op)]
-    if not any(isinstance(t, BFloat16Type) for t in [out, *(a.type for a in args)]):
+    types = [out, *(a.type for a in args)]
+    if any(isinstance(t, BFloat16Type) for t in types):
+        narrow: tuple[type, ...] = (BFloat16Type,)
+    elif any(isinstance(t, Float16Type) for t in types) and not isinstance(op, _EXACT_TYPES):
+        narrow = (Float16Type,)
+    else:
         return build(op, args, out, ops)
-    wide = [
-        _emit(ops, arith.ExtFOp(a, f32)) if isinstance(a.type, BFloat16Type) else a for a in args
-    ]
-    result = build(op, wide, f32 if isinstance(out, BFloat16Type) else out, ops)
+    wide = [_emit(ops, arith.ExtFOp(a, f32)) if isinstance(a.type, narrow) else a for a in args]
+    result = build(op, wide, f32 if isinstance(out, narrow) else out, ops)
     return result if result.type == out else _emit(ops, arith.TruncFOp(result, out))

@@ -144,7 +144,8 @@ class _Bufferizer:
         if const is None:
             return None
         name, array = const
-        packed, layout = pack(array.astype(np.float32))
+        # float64 keeps its type (matmul has a float64 kernel); the rest packs as float32.
+        packed, layout = pack(array if array.dtype == np.float64 else array.astype(np.float32))
         packed_name = f"{name}.packed.{layout}"
         if packed_name not in self.weights:
             self.weights[packed_name] = packed

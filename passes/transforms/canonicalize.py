@@ -26,6 +26,7 @@ from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
 
 from ember.dialects import graph
+from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.weights import WeightStore
 from ember.passes.transforms.fold_batchnorm import absorbing_conv, batch_norm_affine
 from ember.passes.transforms.graph_utils import (
@@ -92,6 +93,11 @@ def _binary(
     return op_type(lhs, rhs)
 
 
+def _dtype_of(value: SSAValue) -> np.dtype:
+    """numpy dtype of a tensor value's elements (a float64 Gemm's alpha/beta stay float64)."""
+    return numpy_dtype_for(graph.element_type_of(value))
+
+
 @dataclass
 class GemmToMatMul(RewritePattern):
     weights: WeightStore
@@ -149,7 +155,7 @@ class GemmToMatMul(RewritePattern):
                 addend = op.c
                 if beta != 1.0:
                     beta_c = new_constant(
-                        rewriter, self.weights, np.array(beta, np.float32), "gemm.beta"
+                        rewriter, self.weights, np.array(beta, _dtype_of(op.c)), "gemm.beta"
                     )
                     scale = _binary(graph.MulOp, op.c, beta_c)
                     rewriter.insert(scale)
@@ -159,7 +165,7 @@ class GemmToMatMul(RewritePattern):
         ]
         if alpha != 1.0 and not (a_const or b_const):
             alpha_c = new_constant(
-                rewriter, self.weights, np.array(alpha, np.float32), "gemm.alpha"
+                rewriter, self.weights, np.array(alpha, _dtype_of(op.output)), "gemm.alpha"
             )
             new_ops.append(_binary(graph.MulOp, new_ops[-1].results[0], alpha_c))
         if addend is not None:

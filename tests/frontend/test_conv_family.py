@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.frontend.onnx_importer import import_onnx
@@ -643,8 +644,7 @@ def test_max_unpool_inverts_max_pool_indices() -> None:
     _check(_model(nodes, inputs, {"same_shape": np.array([1, 2, 7, 6], np.int64)}), seed=20)
 
 
-def test_max_unpool_to_another_output_shape_is_refused() -> None:
-    # The ONNX reference pads the unpooled 4x4 to 5x5, onnxruntime reads the indices in 5x5.
+def _max_unpool_model(out_shape: list[int]) -> onnx.ModelProto:
     graph = helper.make_graph(
         [
             node(
@@ -656,14 +656,35 @@ def test_max_unpool_to_another_output_shape_is_refused() -> None:
                 strides=[2, 2],
             )
         ],
-        "refused",
+        "unpool",
         [
-            helper.make_tensor_value_info("x", F, [1, 1, 2, 2]),
-            helper.make_tensor_value_info("i", TensorProto.INT64, [1, 1, 2, 2]),
+            helper.make_tensor_value_info("x", F, [1, 2, 2, 3]),
+            helper.make_tensor_value_info("i", TensorProto.INT64, [1, 2, 2, 3]),
         ],
         [helper.make_tensor_value_info("y", F, None)],
-        [numpy_helper.from_array(np.array([1, 1, 5, 5], np.int64), "shape")],
+        [numpy_helper.from_array(np.array(out_shape, np.int64), "shape")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    with pytest.raises(UnsupportedOpError, match=r"the_node.*output_shape \[1, 1, 5, 5\]"):
-        import_onnx(model)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_max_unpool_to_a_larger_output_shape_pads_at_the_end() -> None:
+    """The ONNX reference (and the node suite) scatters into the unpooled 4x6 and pads it with
+    zeros to output_shape; onnxruntime reads the indices in output_shape instead."""
+    model = _max_unpool_model([1, 2, 5, 8])
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 2, 2, 3)).astype(np.float32)
+    # One position of each 2x2 window of the unpooled [2, 4, 6] (flat over N, C, H, W).
+    rows, cols = np.meshgrid(np.arange(2) * 2, np.arange(3) * 2, indexing="ij")
+    offsets = rng.integers(0, 2, (1, 2, 2, 3, 2))
+    flat = (rows + offsets[..., 0]) * 6 + cols + offsets[..., 1]
+    indices = (flat + np.arange(2).reshape(1, 2, 1, 1) * 24).astype(np.int64)
+    feeds = {"x": x, "i": indices}
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = ember.compile(model).run(feeds)["y"]
+    assert got.shape == (1, 2, 5, 8)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_max_unpool_to_a_smaller_output_shape_is_refused() -> None:
+    with pytest.raises(ModelError, match=r"the_node.*output_shape \[1, 2, 3, 8\]"):
+        import_onnx(_max_unpool_model([1, 2, 3, 8]))

@@ -377,9 +377,28 @@ def test_float16_matmul_softmax_runs_in_float32_and_matches_onnxruntime() -> Non
     np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), atol=2e-3)
 
 
-def test_float64_matmul_is_refused_naming_the_dtype() -> None:
-    with pytest.raises(UnsupportedOpError, match=r"MatMul \(node 'mm', opset 17\).*float64"):
-        import_onnx(_matmul_softmax(TensorProto.DOUBLE))
+def test_float64_matmul_softmax_runs_in_float64() -> None:
+    # MatMul has a float64 GEMM (it was refused: widening float64 to float32 is not exact).
+    model = _matmul_softmax(TensorProto.DOUBLE)
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.standard_normal((2, 4)), "b": rng.standard_normal((4, 3))}
+    (expected,) = _ort_run(model, feeds)
+    got = ember.compile(model).run(feeds)["y"]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-13)
+
+
+def test_float64_conv_is_refused_naming_the_dtype() -> None:
+    model = _model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="cv")],
+        [
+            _info("x", TensorProto.DOUBLE, [1, 2, 5, 5]),
+            _info("w", TensorProto.DOUBLE, [3, 2, 3, 3]),
+        ],
+        [_info("y", TensorProto.DOUBLE, [1, 3, 3, 3])],
+    )
+    with pytest.raises(UnsupportedOpError, match=r"Conv \(node 'cv', opset 17\).*float64"):
+        import_onnx(model)
 
 
 def test_float16_conv_with_constant_weights_matches_onnxruntime() -> None:

@@ -140,7 +140,8 @@ def vector_activation(kind: str, params: Sequence[float], where: str) -> Activat
     p = [float(v) for v in params]
 
     def splat_like(b: LoopBuilder, value: float, like: SSAValue) -> SSAValue:
-        return b.splat(value, like.type.get_shape()[0])  # type: ignore[attr-defined]
+        shape, element = like.type.get_shape(), like.type.get_element_type()  # type: ignore[attr-defined]
+        return b.splat(value, shape[0], element)
 
     def sigmoid(b: LoopBuilder, v: SSAValue) -> SSAValue:
         one = splat_like(b, 1.0, v)
@@ -238,9 +239,10 @@ def load_lanes(
     if lanes == vw:
         return b.vload(buf, idx, vw)
     indices = [b.index(i) for i in idx]
-    zero = b.splat(0.0, vw)
+    element = buf.type.get_element_type()  # type: ignore[attr-defined]
+    zero = b.splat(0.0, vw, element)
     return b.insert(
-        vector.MaskedLoadOp(buf, indices, lane_mask(b, lanes, vw), zero, VectorType(f32, [vw]))
+        vector.MaskedLoadOp(buf, indices, lane_mask(b, lanes, vw), zero, VectorType(element, [vw]))
     ).results[0]
 
 
@@ -328,7 +330,7 @@ def micro_kernel(
     main = _span(b, k_lo, k_hi, K_UNROLL)
     static = isinstance(main, int) and isinstance(k_lo, int) and isinstance(k_hi, int)
     if not static or main != k_lo:
-        zero = b.splat(0.0, vw)
+        zero = b.splat(0.0, vw, accs[0].type.get_element_type())  # type: ignore[attr-defined]
         accs = b.for_range(k_lo, main, K_UNROLL, unrolled, accs + [zero] * (tile * (sets - 1)))
         for extra in range(1, sets):
             accs[:tile] = [b.addf(x, y) for x, y in zip(accs[:tile], accs[extra * tile :][:tile])]
@@ -342,10 +344,10 @@ def micro_kernel(
 L1_BLOCK_BYTES = 16 * 1024
 
 
-def k_block(k_extent: int, nr: int, granule: int = K_UNROLL) -> int:
+def k_block(k_extent: int, nr: int, granule: int = K_UNROLL, itemsize: int = 4) -> int:
     """A balanced k-block size, a multiple of `granule`, whose NR-wide B block fits in
     L1_BLOCK_BYTES (or one granule when a single granule is already larger)."""
-    limit = max(granule, L1_BLOCK_BYTES // (nr * 4) // granule * granule)
+    limit = max(granule, L1_BLOCK_BYTES // (nr * itemsize) // granule * granule)
     blocks = ceil_div(k_extent, limit)
     return min(k_extent, ceil_div(ceil_div(k_extent, blocks), granule) * granule)
 
@@ -423,7 +425,7 @@ def gemm_panels(b: LoopBuilder, panels: Sequence[GemmPanel], chunk: SSAValue, ch
         def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
             return g.load_b(b, k, j, k_lo)
 
-        zero = b.splat(0.0, vw)
+        zero = b.splat(0.0, vw, epi.output.type.get_element_type())  # type: ignore[attr-defined]
         if kb is None:
             acc = micro_kernel(b, k_lo, k_hi, [[zero] * nv] * rows, vw, load_a, load_b)
             for i in range(rows):

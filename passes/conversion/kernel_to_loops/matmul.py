@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from xdsl.dialects import func
+from xdsl.dialects.builtin import f32, f64
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
@@ -56,7 +57,16 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
     m, k_extent = a_shape[-2:]
     n = out_shape[-1]
     layout = op.weight_layout.data
-    blocking = gemm_blocking(target)
+    element = op.output.type.get_element_type()  # type: ignore[attr-defined]
+    if element not in (f32, f64) or any(
+        v.type.get_element_type() != element  # type: ignore[attr-defined]
+        for v in (op.a, op.b, op.bias, op.residual)
+        if v is not None
+    ):
+        types = [str(v.type) for v in (op.a, op.b, op.bias, op.residual) if v is not None]
+        raise ValueError(f"kernel.matmul: element types other than all f32 or all f64: {types}")
+    itemsize = 8 if element == f64 else 4
+    blocking = gemm_blocking(target, itemsize)
     vw = blocking.vw
     packed = layout != "plain"
     if packed:
@@ -123,13 +133,13 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
     full_panels = n // nr
     chunks = m_chunking(batches * panels, m, mr, target.threads)
 
-    kc = k_block(k_extent, nr)
+    kc = k_block(k_extent, nr, itemsize=itemsize)
     # A plain B read in place has its rows N floats apart; once the k loop is blocked those
     # strided rows fight over L1 sets, so each k block is copied into contiguous scratch.
     pack_plain = not packed and kc < k_extent
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
-        panel_buf = alloca(b, [kc, nr]) if pack_plain else None
+        panel_buf = alloca(b, [kc, nr], element) if pack_plain else None
         t, p, c = decode(b, u, [batches, panels, chunks])
         coords = decode(b, t, list(batch_shape)) if batch_shape else []
         a_batch = _batch_index(coords, batch_shape, a_shape[:-2])

@@ -58,18 +58,62 @@ def _log(b: LoopBuilder, value: SSAValue) -> SSAValue:
 
 @lowering(kernel.SoftmaxOp)
 def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncOp:
+    """Softmax (or log softmax) along `axis`. float16/bfloat16 compute in float32 and round to
+    the element type where ONNX's function body of the op has an op boundary: x - max, exp,
+    the sum, log (log softmax) and the division or subtraction. The ONNX reference and its
+    expected outputs compute exactly that; one rounding at the end is more accurate but
+    differs from them by up to 2 ulps after a following MatMul (docs/architecture.md)."""
     shape = shape_of(op.input)
     if shape_of(op.output) != shape:
         raise ValueError(f"kernel.softmax: output shape {shape_of(op.output)} != input {shape}")
     element = _float_element("kernel.softmax", op.input)
+    compute = simd.compute_type(element)
+    narrow = compute != element
     axis = _axis("kernel.softmax", op.axis.value.data, len(shape))
     outer, n, inner = pymath.prod(shape[:axis]), shape[axis], pymath.prod(shape[axis + 1 :])
     outer_dims = _outer(outer)
     width = target.vector_width
     unroll = simd.accumulator_unroll(target)
-    maximum, total = simd.Monoid("max", element), simd.Monoid("sum", element)
+    maximum, total = simd.Monoid("max", compute), simd.Monoid("sum", compute)
     parallel_rows = simd.want_threads(target, pymath.prod(shape), outer)
     log = op.log is not None
+
+    def rounded(b: LoopBuilder, value: SSAValue) -> SSAValue:
+        """An op boundary of the function body: round a 16-bit element type's value."""
+        return simd.round_to(b, value, element) if narrow else value
+
+    def load(b: LoopBuilder, buffer: SSAValue, idx: list[SSAValue], w: int) -> SSAValue:
+        return simd.convert_float(b, simd.load(b, buffer, idx, w), compute)
+
+    def store(b: LoopBuilder, value: SSAValue, idx: list[SSAValue]) -> None:
+        simd.store(b, simd.convert_float(b, value, element), dst, idx)
+
+    def shifted_exp(b: LoopBuilder, x: SSAValue, peak: SSAValue) -> tuple[SSAValue, SSAValue]:
+        """(x - max, exp(x - max)), each rounded at its op boundary."""
+        shifted = rounded(b, b.subf(x, peak))
+        return shifted, rounded(b, b.exp(shifted))
+
+    def log_offset(b: LoopBuilder, peak: SSAValue, sum_: SSAValue) -> SSAValue:
+        # float32: log softmax = x - (max + log(sum)): no division, and exact for tiny terms.
+        # 16-bit: (x - max) - log(sum), the function body's order (see `log_softmax_value`).
+        if narrow:
+            return rounded(b, _log(b, rounded(b, sum_)))
+        return b.addf(peak, _log(b, sum_))
+
+    def log_softmax_value(
+        b: LoopBuilder, x: SSAValue, peak: SSAValue, offset: SSAValue
+    ) -> SSAValue:
+        if narrow:
+            return b.subf(rounded(b, b.subf(x, peak)), offset)
+        return b.subf(x, offset)
+
+    def normalized(b: LoopBuilder, e: SSAValue, sum_or_scale: SSAValue) -> SSAValue:
+        # float32 multiplies by 1/sum; 16-bit divides by the rounded sum, as the body does
+        # (a float32 quotient of 16-bit values rounds to the same 16-bit value as the exact one).
+        return b.divf(e, sum_or_scale) if narrow else b.mulf(e, sum_or_scale)
+
+    def divisor(b: LoopBuilder, sum_: SSAValue) -> SSAValue:
+        return rounded(b, sum_) if narrow else _recip(b, sum_)
 
     fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
     view_shape = [*outer_dims, n] + ([inner] if inner > 1 else [])
@@ -79,29 +123,28 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
 
         def row(rb: LoopBuilder, idx: list[SSAValue]) -> None:
             def load_x(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-                return [simd.load(vb, src, [*idx, j], w)]
+                return [load(vb, src, [*idx, j], w)]
 
             peak = _per_width(rb, simd.sweep(rb, 0, n, width, load_x, [maximum], unroll)[0], width)
 
             def exponentiate(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-                e = vb.exp(vb.subf(load_x(vb, j, w)[0], peak[w]))
+                _, e = shifted_exp(vb, load_x(vb, j, w)[0], peak[w])
                 if not log:
-                    simd.store(vb, e, dst, [*idx, j])
+                    store(vb, e, [*idx, j])
                 return [e]
 
             sum_ = simd.sweep(rb, 0, n, width, exponentiate, [total], unroll)[0]
             if log:
-                # log softmax = x - (max + log(sum)): no division, and exact for tiny terms.
-                offset = _per_width(rb, rb.addf(peak[1], _log(rb, sum_)), width)
+                offset = _per_width(rb, log_offset(rb, peak[1], sum_), width)
             else:
-                scale = _per_width(rb, _recip(rb, sum_), width)
+                scale = _per_width(rb, divisor(rb, sum_), width)
 
             def normalize(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
                 if log:
-                    y = vb.subf(load_x(vb, j, w)[0], offset[w])
+                    y = log_softmax_value(vb, load_x(vb, j, w)[0], peak[w], offset[w])
                 else:
-                    y = vb.mulf(simd.load(vb, dst, [*idx, j], w), scale[w])
-                simd.store(vb, y, dst, [*idx, j])
+                    y = normalized(vb, load(vb, dst, [*idx, j], w), scale[w])
+                store(vb, y, [*idx, j])
                 return []
 
             simd.sweep(rb, 0, n, width, normalize)
@@ -120,9 +163,7 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
                     return simd.for_nest(bb, [n], step, init)
 
                 def lanes_at(lb: LoopBuilder, buffer: SSAValue, i: SSAValue) -> list[SSAValue]:
-                    return [
-                        simd.load(lb, buffer, [*idx, i, c], w) for c, (_, w) in zip(cols, lanes)
-                    ]
+                    return [load(lb, buffer, [*idx, i, c], w) for c, (_, w) in zip(cols, lanes)]
 
                 peaks = down_rows(
                     [maximum.init(bb, w) for _, w in lanes],
@@ -132,25 +173,27 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
                 )
 
                 def exponentiate(lb: LoopBuilder, i: list[SSAValue], accs: list[SSAValue]):
-                    exps = [lb.exp(lb.subf(x, p)) for x, p in zip(lanes_at(lb, src, i[0]), peaks)]
+                    exps = [
+                        shifted_exp(lb, x, p)[1] for x, p in zip(lanes_at(lb, src, i[0]), peaks)
+                    ]
                     if not log:
                         for e, c in zip(exps, cols):
-                            simd.store(lb, e, dst, [*idx, i[0], c])
+                            store(lb, e, [*idx, i[0], c])
                     return [total.combine(lb, a, e) for a, e in zip(accs, exps)]
 
                 sums = down_rows([total.init(bb, w) for _, w in lanes], exponentiate)
                 if log:
-                    offsets = [bb.addf(p, _log(bb, s)) for p, s in zip(peaks, sums)]
+                    offsets = [log_offset(bb, p, s) for p, s in zip(peaks, sums)]
                 else:
-                    scales = [_recip(bb, s) for s in sums]
+                    scales = [divisor(bb, s) for s in sums]
 
                 def normalize(lb: LoopBuilder, i: list[SSAValue], _: list[SSAValue]) -> None:
                     if log:
-                        for x, off, c in zip(lanes_at(lb, src, i[0]), offsets, cols):
-                            simd.store(lb, lb.subf(x, off), dst, [*idx, i[0], c])
+                        for x, p, off, c in zip(lanes_at(lb, src, i[0]), peaks, offsets, cols):
+                            store(lb, log_softmax_value(lb, x, p, off), [*idx, i[0], c])
                         return
-                    for x, s, c in zip(lanes_at(lb, dst, i[0]), scales, cols):
-                        simd.store(lb, lb.mulf(x, s), dst, [*idx, i[0], c])
+                    for e, s, c in zip(lanes_at(lb, dst, i[0]), scales, cols):
+                        store(lb, normalized(lb, e, s), [*idx, i[0], c])
 
                 down_rows([], normalize)
 
@@ -180,8 +223,19 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
     outer_dims = _outer(rows)
     width = target.vector_width
     unroll = simd.accumulator_unroll(target)
-    total = simd.Monoid("sum", element)
+    # 16-bit floats: statistics and normalization in float32 (LayerNormalization's default
+    # stash_type), the normalized value rounded to the element type, then Mul by the scale
+    # and Add of the bias each rounded, as the op's function body computes them.
+    compute = simd.compute_type(element)
+    narrow = compute != element
+    total = simd.Monoid("sum", compute)
     eps = op.epsilon.value.data
+
+    def load(vb: LoopBuilder, buffer: SSAValue, idx: list[SSAValue], w: int) -> SSAValue:
+        return simd.convert_float(vb, simd.load(vb, buffer, idx, w), compute)
+
+    def rounded(vb: LoopBuilder, value: SSAValue) -> SSAValue:
+        return simd.round_to(vb, value, element) if narrow else value
 
     fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
     x, *params, y = fn.args
@@ -192,9 +246,9 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
 
     def row(rb: LoopBuilder, idx: list[SSAValue]) -> None:
         def load_x(vb: LoopBuilder, j: SSAValue, w: int) -> SSAValue:
-            return simd.load(vb, x, [*idx, j], w)
+            return load(vb, x, [*idx, j], w)
 
-        inv_n = rb.const(1.0 / n, element)
+        inv_n = rb.const(1.0 / n, compute)
         sum_ = simd.sweep(rb, 0, n, width, lambda vb, j, w: [load_x(vb, j, w)], [total], unroll)[0]
         mean = _per_width(rb, rb.mulf(sum_, inv_n), width)
 
@@ -204,18 +258,28 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
 
         ss = simd.sweep(rb, 0, n, width, squared_deviation, [total], unroll)[0]
         variance = rb.mulf(ss, inv_n)
-        rstd = _per_width(rb, _recip(rb, rb.sqrt(rb.addf(variance, rb.const(eps, element)))), width)
+        rstd = _per_width(rb, _recip(rb, rb.sqrt(rb.addf(variance, rb.const(eps, compute)))), width)
         # Per-row loads of uniform parameters, splat like any row constant.
-        hoisted = {p: _per_width(rb, rb.load(p, [0]), width) for p in uniform if uniform[p]}
+        hoisted = {
+            p: _per_width(rb, simd.convert_float(rb, rb.load(p, [0]), compute), width)
+            for p in uniform
+            if uniform[p]
+        }
 
         def param(vb: LoopBuilder, p: SSAValue, j: SSAValue, w: int) -> SSAValue:
-            return hoisted[p][w] if uniform[p] else simd.load(vb, p, [j], w)
+            return hoisted[p][w] if uniform[p] else load(vb, p, [j], w)
 
         def normalize(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
             t = vb.mulf(vb.subf(load_x(vb, j, w), mean[w]), rstd[w])
             s = param(vb, scale, j, w)
-            out = simd.muladd(vb, t, s, param(vb, bias[0], j, w)) if bias else vb.mulf(t, s)
-            simd.store(vb, out, y, [*idx, j])
+            if narrow:
+                out = rounded(vb, vb.mulf(rounded(vb, t), s))
+                out = vb.addf(out, param(vb, bias[0], j, w)) if bias else out
+            elif bias:
+                out = simd.muladd(vb, t, s, param(vb, bias[0], j, w))
+            else:
+                out = vb.mulf(t, s)
+            simd.store(vb, simd.convert_float(vb, out, element), y, [*idx, j])
             return []
 
         simd.sweep(rb, 0, n, width, normalize)

@@ -26,6 +26,7 @@ from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import element_type_of, int_values, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.gemm_common import alloca
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
 KINDS = ("sum", "mean", "max", "min", "prod")
@@ -89,6 +90,19 @@ STREAM_CHUNK = 1024
 Finish = Callable[[LoopBuilder, SSAValue], SSAValue]
 
 
+def _load(
+    b: LoopBuilder, buffer: SSAValue, idx: Sequence[SSAValue], width: int, monoid: simd.Monoid
+) -> SSAValue:
+    """Elements of `buffer` in the type the reduction accumulates in."""
+    return simd.convert_float(b, simd.load(b, buffer, idx, width), monoid.type)
+
+
+def _store(b: LoopBuilder, value: SSAValue, buffer: SSAValue, idx: Sequence[SSAValue]) -> None:
+    """A result stored in the buffer's element type (rounded once, when it accumulated wider)."""
+    element = buffer.type.get_element_type()  # type: ignore[attr-defined]
+    simd.store(b, simd.convert_float(b, value, element), buffer, idx)
+
+
 def _contiguous_rows(
     b: LoopBuilder,
     target: Target,
@@ -109,7 +123,7 @@ def _contiguous_rows(
         def row_total(rb: LoopBuilder, red_idx: list[SSAValue]) -> SSAValue:
             def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
                 at = _interleave(groups, kept_idx, [*red_idx, j])
-                return [simd.load(vb, source, at, w)]
+                return [_load(vb, source, at, w, monoid)]
 
             return simd.sweep(rb, 0, row, width, visit, [monoid], unroll)[0]
 
@@ -122,7 +136,7 @@ def _contiguous_rows(
             )[0]
         else:
             acc = row_total(eb, [])
-        eb.store(finish(eb, acc), dest, kept_idx or [0])
+        _store(eb, finish(eb, acc), dest, kept_idx or [0])
 
     total = pymath.prod(n for n, _ in groups)
     simd.for_each_index(b, kept, element_body, simd.want_threads(target, total, pymath.prod(kept)))
@@ -154,7 +168,7 @@ def _register_columns(
                     monoid.combine(
                         ab,
                         acc,
-                        simd.load(ab, source, _interleave(groups, [*kept_idx, c], red_idx), w),
+                        _load(ab, source, _interleave(groups, [*kept_idx, c], red_idx), w, monoid),
                     )
                     for acc, c, (_, w) in zip(accs, columns_at, lanes)
                 ]
@@ -162,7 +176,7 @@ def _register_columns(
             init = [monoid.init(bb, w) for _, w in lanes]
             accs = simd.for_nest(bb, reduced, accumulate, init)
             for acc, c in zip(accs, columns_at):
-                simd.store(bb, finish(bb, acc), dest, [*kept_idx, c])
+                _store(bb, finish(bb, acc), dest, [*kept_idx, c])
 
         simd.column_blocks(rb, columns, width, simd.accumulator_unroll(target), block)
 
@@ -187,30 +201,36 @@ def _streamed_columns(
     space = [*kept_outer, chunks]
     parallel = simd.want_threads(target, pymath.prod(n for n, _ in groups), pymath.prod(space))
 
+    # A 16-bit float sums into a float32 scratch chunk, stored rounded once at the end.
+    wide = monoid.type != dest.type.get_element_type()  # type: ignore[attr-defined]
+
     def chunk_body(cb: LoopBuilder, idx: list[SSAValue]) -> None:
         kept_idx = idx[:-1]
         lo = cb.mul(idx[-1], STREAM_CHUNK)
         hi = cb.min_index(cb.add(lo, STREAM_CHUNK), columns)
         identity = {w: monoid.init(cb, w) for w in {1, width}}
+        scratch = alloca(cb, [STREAM_CHUNK], monoid.type) if wide else None
 
-        def out_at(j: SSAValue) -> list[SSAValue]:
-            return [*kept_idx, j]
+        def acc_at(vb: LoopBuilder, j: SSAValue) -> tuple[SSAValue, list[SSAValue]]:
+            if scratch is not None:
+                return scratch, [vb.sub(j, lo)]
+            return dest, [*kept_idx, j]
 
         def reset(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-            simd.store(vb, identity[w], dest, out_at(j))
+            simd.store(vb, identity[w], *acc_at(vb, j))
             return []
 
         def fold_row(rb: LoopBuilder, red_idx: list[SSAValue], _: list[SSAValue]) -> None:
             def fold(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-                x = simd.load(vb, source, _interleave(groups, out_at(j), red_idx), w)
-                acc = simd.load(vb, dest, out_at(j), w)
-                simd.store(vb, monoid.combine(vb, acc, x), dest, out_at(j))
+                x = _load(vb, source, _interleave(groups, [*kept_idx, j], red_idx), w, monoid)
+                acc = simd.load(vb, *acc_at(vb, j), w)
+                simd.store(vb, monoid.combine(vb, acc, x), *acc_at(vb, j))
                 return []
 
             simd.sweep(rb, lo, hi, width, fold)
 
         def final(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-            simd.store(vb, finish(vb, simd.load(vb, dest, out_at(j), w)), dest, out_at(j))
+            _store(vb, finish(vb, simd.load(vb, *acc_at(vb, j), w)), dest, [*kept_idx, j])
             return []
 
         simd.sweep(cb, lo, hi, width, reset)
@@ -234,7 +254,10 @@ def lower_reduce(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
             f"{in_shape} reduced over axes {axes}"
         )
     element = element_type_of(op.input)
-    monoid = simd.Monoid("sum" if kind == "mean" else kind, element)
+    # Sums and products of 16-bit floats accumulate in float32 and round once (a float16
+    # running sum loses a bit per doubling of its magnitude); max/min are exact in any type.
+    compute = element if kind in ("max", "min") else simd.compute_type(element)
+    monoid = simd.Monoid("sum" if kind == "mean" else kind, compute)
     groups = collapse_reduction(in_shape, axes)
     kept = [n for n, r in groups if not r]
     count = pymath.prod(n for n, r in groups if r)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, memref
-from xdsl.dialects.builtin import AnyFloat, IntegerType, MemRefType, VectorType
+from xdsl.dialects.builtin import AnyFloat, IntegerType, MemRefType, VectorType, f32
 from xdsl.ir import Attribute, SSAValue
 
 from ember.core.target import Target
@@ -70,6 +70,33 @@ def element_and_width(value: SSAValue) -> tuple[Attribute, int]:
 
 def broadcast(b: LoopBuilder, scalar: SSAValue, width: int) -> SSAValue:
     return b.splat(scalar, width) if width > 1 else scalar
+
+
+def compute_type(element: Attribute) -> Attribute:
+    """The type a kernel computes `element` values in: float32 for the 16-bit floats (float32
+    holds each of their values exactly), the element type itself otherwise."""
+    if isinstance(element, AnyFloat) and element.bitwidth == 16:
+        return f32
+    return element
+
+
+def convert_float(b: LoopBuilder, value: SSAValue, element: Attribute) -> SSAValue:
+    """`value` (scalar or vector) as float type `element`: widened exactly (extf) or rounded
+    to nearest even (truncf); unchanged when it already has that type."""
+    have, width = element_and_width(value)
+    if have == element:
+        return value
+    target = VectorType(element, [width]) if isinstance(value.type, VectorType) else element
+    widen = have.bitwidth < element.bitwidth  # type: ignore[attr-defined]
+    op = arith.ExtFOp(value, target) if widen else arith.TruncFOp(value, target)
+    return b.insert(op).results[0]
+
+
+def round_to(b: LoopBuilder, value: SSAValue, element: Attribute) -> SSAValue:
+    """`value`, computed in a wider float type, rounded to `element` and widened back: the
+    result an op whose output is stored as `element` hands the next op."""
+    narrow = convert_float(b, value, element)
+    return convert_float(b, narrow, element_and_width(value)[0])
 
 
 def muladd(b: LoopBuilder, a: SSAValue, x: SSAValue, c: SSAValue) -> SSAValue:
