@@ -301,6 +301,11 @@ class QConvGeometry:
     strides: tuple[int, int]
     pads: tuple[int, int, int, int]
     dilations: tuple[int, int]
+    group: int = 1  # c for a depthwise conv (the only group > 1 the int8 kernels run)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.group > 1
 
     @property
     def groups(self) -> int:  # channel groups of 4
@@ -330,5 +335,33 @@ class QConvGeometry:
 
 def qconv_workspace_words(g: QConvGeometry, isa: Int8Isa) -> int:
     """The interleaved, padded image plus NR words that the last direct panel may read past
-    its end (into lanes that are never stored)."""
+    its end (into lanes that are never stored); the depthwise kernel keeps its padded input
+    rows in per-thread scratch instead (one word, unused)."""
+    if g.depthwise:
+        return 1
     return g.groups * g.hp * g.wp + isa.nr
+
+
+# The depthwise int8 kernel (kernel_to_loops/qconv.py, `lower_qconv_depthwise`) multiplies
+# zero-extended activations by weights with vpmaddwd (int16 pairs summed into int32 lanes):
+# each weight is one int32 word, the weight sign-extended to 16 bits in its low half and 0 in
+# its high half, so that a pair sums x * w + 0 * 0.
+def qconv_depthwise_layout(isa: Int8Isa) -> str:
+    return f"qconv_dw_{isa.name}"
+
+
+def qconv_depthwise_isa(layout: str) -> Int8Isa | None:
+    """The instruction set a depthwise qconv layout was packed for; None for other layouts."""
+    match = re.fullmatch(r"qconv_dw_(\w+)", layout)
+    return None if match is None else ISAS.get(match.group(1))
+
+
+def pack_qconv_depthwise_weight(w: np.ndarray, isa: Int8Isa) -> tuple[np.ndarray, str]:
+    """An int8 depthwise filter [C, 1, kh, kw] as int32 words [C * kh * kw] (see above)."""
+    if w.ndim != 4 or w.dtype != np.int8 or w.shape[1] != 1:
+        raise ValueError(
+            f"pack_qconv_depthwise_weight: expected an int8 [C, 1, kh, kw] filter, got "
+            f"{w.dtype} {w.shape}"
+        )
+    words = w.reshape(-1).astype(np.int16).view(np.uint16).astype(np.int32)
+    return words, qconv_depthwise_layout(isa)

@@ -46,6 +46,7 @@ from ember.dialects.weight_layouts import (
     pack_conv_lanes_weight,
     pack_conv_weight,
     pack_matmul_weight,
+    pack_qconv_depthwise_weight,
     pack_qconv_weight,
     pack_recurrent_weight,
     qconv_workspace_words,
@@ -305,7 +306,11 @@ class _Bufferizer:
             raise ConversionError("graph.qconv needs a constant weight and offset")
         (w_name, w), (o_name, given_offset) = weight, offset
         isa = int8_isa(self.target)
-        packed, layout = pack_qconv_weight(w, isa)
+        group = op.group_count
+        if group == 1:
+            packed, layout = pack_qconv_weight(w, isa)
+        else:  # depthwise (graph.qconv verifies it)
+            packed, layout = pack_qconv_depthwise_weight(w, isa)
         packed_name = f"{w_name}.packed.{layout}"
         if packed_name not in self.weights:
             self.weights[packed_name] = packed
@@ -322,7 +327,7 @@ class _Bufferizer:
         geometry = QConvGeometry(
             n, c, h, width, cout, oh, ow, kh, kw,
             tuple(op.strides.get_values()), tuple(op.pads.get_values()),
-            tuple(op.dilations.get_values()),
+            tuple(op.dilations.get_values()), group,
         )  # fmt: skip
         bias = self.constant_array(op.bias)
         if bias is None:

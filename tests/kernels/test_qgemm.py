@@ -11,13 +11,14 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.ir import Block
 
 from ember.codegen.jit import JitModule
-from ember.core.target import named_target
+from ember.core.target import Target, named_target
 from ember.dialects import kernel
 from ember.dialects.graph import f32_array, i64_array
 from ember.dialects.weight_layouts import (
     ISAS,
     QConvGeometry,
     int8_isa,
+    pack_qconv_depthwise_weight,
     pack_qconv_weight,
     qconv_workspace_words,
 )
@@ -51,7 +52,10 @@ def reference_sum(
                 ki * dh : ki * dh + sh * (g.oh - 1) + 1 : sh,
                 kj * dw : kj * dw + sw * (g.ow - 1) + 1 : sw,
             ]
-            acc += np.einsum("nchw,oc->nohw", window, w[:, :, ki, kj].astype(np.int64))
+            if g.depthwise:  # w [C, 1, kh, kw]: each channel its own filter
+                acc += window * w[:, 0, ki, kj].astype(np.int64)[None, :, None, None]
+            else:
+                acc += np.einsum("nchw,oc->nohw", window, w[:, :, ki, kj].astype(np.int64))
     return acc + offset[None, :, None, None]
 
 
@@ -112,12 +116,14 @@ def run_qconv(
     threads: int = 1,
     residual: tuple[np.ndarray, list[float]] | None = None,
     int32_output: bool = False,
+    target: Target | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's output and the reference's, for x given as stored (uint8 bytes, read as
     int8 when `signed`); with `int32_output`, the exact sums (no requantize)."""
     rng = np.random.default_rng(seed + 100)
     isa = ISAS[isa_name]
-    packed, layout = pack_qconv_weight(weights, isa)
+    pack = pack_qconv_depthwise_weight if g.depthwise else pack_qconv_weight
+    packed, layout = pack(weights, isa)
     given_offset = rng.integers(-5000, 5000, g.cout).astype(np.int32)
     multiplier = rng.uniform(1e-4, 3e-3, g.cout).astype(np.float32)
     bias = rng.uniform(-20, 20, g.cout).astype(np.float32)
@@ -125,7 +131,10 @@ def run_qconv(
     shifted_zero_point = input_zero_point + (128 if signed else 0)
     row_sums = weights.reshape(g.cout, -1).astype(np.int64).sum(axis=1)
     offset = (given_offset - shifted_zero_point * row_sums).astype(np.int32)
-    out = np.zeros((g.n, g.cout, g.oh, g.ow), np.int32 if int32_output else np.int8)
+    # Guard bytes after the output: a tail store past its last lane fails the test.
+    out_size = g.n * g.cout * g.oh * g.ow
+    guarded = np.full(out_size + 64, -91, np.int32 if int32_output else np.int8)
+    out = guarded[:out_size].reshape(g.n, g.cout, g.oh, g.ow)
     workspace = np.zeros(qconv_workspace_words(g, isa), np.int32)
     extra = [] if residual is None else [residual[0].view(np.int8)]
     arrays = [x.view(np.int8), packed, offset, multiplier, bias, *extra, workspace, out]
@@ -152,7 +161,8 @@ def run_qconv(
             },
         )
 
-    run_kernel_op(make, arrays, threads=threads)
+    run_kernel_op(make, arrays, threads=threads, target=target)
+    assert np.all(guarded[out_size:] == -91), "a store past the output's end"
     if int32_output:
         return out.astype(np.int64), reference_sum(
             values, weights, g, input_zero_point, given_offset

@@ -30,7 +30,8 @@ def _ir(
     if relu:
         relu_line = "    %relu = graph.relu %conv : tensor<1x4x5x5xf32> -> tensor<1x4x5x5xf32>\n"
         conv_out = "%relu"
-    cin = 3 if group == 1 else 1
+    x_in = 3 if group == 1 else 4
+    cin = x_in // group
     extra = (
         "    %extra = graph.relu %conv : tensor<1x4x5x5xf32> -> tensor<1x4x5x5xf32>\n"
         if extra_use
@@ -40,7 +41,6 @@ def _ir(
         "{strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, "
         f"dilations = array<i64: 1, 1>, group = {group} : i64}}"
     )
-    x_in = 3 if group == 1 else 4
     # A second reader of the conv result stays live as a second function result.
     results = "tensor<1x4x5x5xui8>" + (", tensor<1x4x5x5xf32>" if extra_use else "")
     returned = "%y" + (", %extra" if extra_use else "")
@@ -129,6 +129,22 @@ def test_qdq_conv_becomes_qconv_with_folded_constants() -> None:
     np.testing.assert_array_equal(store["qconv.multiplier"], expected)
 
 
+def test_depthwise_qdq_conv_becomes_a_depthwise_qconv() -> None:
+    """group == input channels == output channels: graph.qconv with `group`, the [C, 1, kh,
+    kw] filter unchanged (graph_to_kernel packs it for the depthwise kernel)."""
+    text, store = _run(_ir(group=4), _weights(cin=1))
+    assert_filecheck(
+        text,
+        """
+        CHECK:      %y = graph.qconv %xq
+        CHECK-SAME: group = 4 : i64
+        CHECK-SAME: tensor<1x4x5x5xui8>, tensor<4x1x3x3xi8>
+        CHECK-NOT:  graph.conv
+        """,
+    )
+    np.testing.assert_array_equal(store["qconv.offset"], [100, -2000, 0, 7])
+
+
 def test_relu_between_conv_and_quantize_raises_the_lower_bound_to_the_zero_point() -> None:
     text, _ = _run(_ir(relu=True), _weights())
     assert_filecheck(
@@ -154,8 +170,8 @@ def test_a_float_bias_that_is_no_int32_stays_in_float() -> None:
 def test_patterns_it_cannot_prove_stay_in_float(case: str) -> None:
     if case == "weight_zero_point":
         ir, weights = _ir(), _weights(w_zero=3)
-    elif case == "grouped":
-        ir, weights = _ir(group=4), _weights(cin=1)
+    elif case == "grouped":  # two groups of two channels: not depthwise, no integer kernel
+        ir, weights = _ir(group=2), _weights(cin=2)
     else:
         ir, weights = _ir(extra_use=True), _weights()
     text, _ = _run(ir, weights)

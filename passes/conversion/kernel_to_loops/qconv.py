@@ -34,6 +34,24 @@ lane's int32. So k runs in groups of four input channels at one tap:
 Weights are packed at compile time (`pack_qconv_weight`) as int32 words [terms][Cout/MR]
 [K/4][MR]; the layout name records the instruction set and MR, and the lowering follows it,
 so a model packed for AVX2 runs AVX2 code on any host that has it.
+
+**Depthwise** convs (group == C, layout `qconv_dw_<isa>`) run a direct kernel instead
+(`lower_qconv_depthwise`), the float depthwise kernel's structure (conv.py) on integers:
+output columns across the lanes, one channel at a time, its input rows copied per band into
+padded planes of int32 words (zero-extended u8; int8 flipped to u8; padding the zero
+point), de-interleaved by column phase for stride 2, so that every tap of a vector of
+output columns is one unaligned load. Each tap is one `vpmaddwd` of those words (x in the
+low int16, 0 in the high) by the tap's weight word (w sign-extended in the low int16, 0 in
+the high): x * w + 0 * 0, exact in int32, accumulated with `vpaddd` in a register block of
+4 vectors of columns; then the same epilogue as the dense kernel, per channel.
+Why not the dot-product instructions: vpdpbusd/vpmaddubsw sum 4 (2) consecutive bytes of
+one lane, i.e. 4 input channels of a dense conv, but a depthwise output reads one channel:
+they would need the taps of 4 kernel columns (or rows) gathered into each lane first, a
+shuffle per tap that costs what the multiply saves. Why columns and not channels across the
+lanes: activations are NCHW, so a channel's row is contiguous and the per-channel epilogue
+stores whole vectors; channels across lanes would need an NHWC copy of the input and a
+transpose of every output tile, each about as much work as the 9 taps. The cost: maps
+narrower than a vector (7x7 on AVX-512's 16 lanes) leave lanes idle.
 """
 
 from __future__ import annotations
@@ -53,15 +71,23 @@ from ember.dialects.weight_layouts import (
     int8_isa,
     pack_qconv_weight,
     parse_qconv_layout,
+    qconv_depthwise_isa,
     qconv_workspace_words,
 )
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
+from ember.passes.conversion.kernel_to_loops.conv import (
+    DEPTHWISE_ROW_VECTORS,
+    BandPlanes,
+    ConvGeometry,
+    width_chunks,
+)
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     fail,
     operand_types,
     shape,
     shuffle,
 )
+from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, ceil_div, decode, if_else
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
 _VPDPBUSD = {
@@ -79,9 +105,10 @@ def geometry_of(op: kernel.QConv2dOp) -> QConvGeometry:
     n, c, h, w = shape(op.input)
     _, cout, oh, ow = shape(op.output)
     kh, kw = _pairs(op.kernel_shape)
+    group = c if qconv_depthwise_isa(op.weight_layout.data) else 1
     return QConvGeometry(
         n, c, h, w, cout, oh, ow, kh, kw,
-        _pairs(op.strides), _pairs(op.pads), _pairs(op.dilations),
+        _pairs(op.strides), _pairs(op.pads), _pairs(op.dilations), group,
     )  # fmt: skip
 
 
@@ -413,8 +440,11 @@ class _QConv:
 
 @lowering(kernel.QConv2dOp)
 def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
+    depthwise_isa = qconv_depthwise_isa(op.weight_layout.data)
     try:
-        isa, terms = parse_qconv_layout(op.weight_layout.data)
+        isa, terms = depthwise_isa, 1
+        if isa is None:
+            isa, terms = parse_qconv_layout(op.weight_layout.data)
     except ValueError as err:
         raise fail(op, str(err)) from None
     g = geometry_of(op)
@@ -426,6 +456,10 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
         widths.append(element.width.data if isinstance(element, IntegerType) else 0)
     if widths[0] != 8 or widths[1] not in (8, 32) or (widths[1] == 32 and op.residual):
         raise fail(op, "input must be 8-bit integers, output 8-bit or (without residual) int32")
+    if g.depthwise:
+        if widths[1] != 8:
+            raise fail(op, "a depthwise qconv has an 8-bit output")
+        return lower_qconv_depthwise(op, g, isa, target, name)
     fn, b = kernel_function(name, operand_types(op))
     conv = _QConv(op, g, isa, terms, list(fn.args))
     full, tail = divmod(g.pixels, isa.nr)
@@ -439,6 +473,187 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
 
     b.for_range(0, g.n, 1, image)
     b.ret()
+    return fn
+
+
+# vpmaddwd on int32 lanes (pairs of int16 multiplied and summed), by vector width.
+_PMADDWD = {16: "llvm.x86.avx512.pmaddw.d.512", 8: "llvm.x86.avx2.pmadd.wd"}
+
+
+@dataclass(frozen=True)
+class _DepthwisePlanes:
+    """conv.py's BandPlanes geometry with int32 words: a channel's input rows of one band,
+    zero-extended (int8 flipped to uint8), everything outside the input the zero point."""
+
+    planes: BandPlanes
+    zero_point: int
+    signed: bool
+
+    def allocate(self, b: LoopBuilder) -> SSAValue:
+        """The planes, filled with the zero point: fills only write the interior."""
+        p = self.planes
+        plane = alloca(b, [p.geo.sw, p.rows, p.width], i32)
+
+        def clear(b: LoopBuilder, q: SSAValue) -> None:
+            b.for_range(0, p.rows, 1, lambda b, r: self.fill_row(b, plane, q, r))
+
+        b.for_range(0, p.geo.sw, 1, clear)
+        return plane
+
+    def fill_row(self, b: LoopBuilder, plane: SSAValue, phase: Value, row: SSAValue) -> None:
+        fill = b.splat(b.const(self.zero_point, i32), self.planes.vw, i32)
+        for t in range(0, self.planes.width, self.planes.vw):
+            b.vstore(fill, plane, [phase, row, t])
+
+    def widen(self, b: LoopBuilder, raw: SSAValue, lanes: int) -> SSAValue:
+        """vector<lanes x i8> as stored -> the uint8 values as int32 lanes."""
+        if self.signed:
+            raw = _binary(b, arith.XOrIOp, raw, b.splat(b.const(-128, i8), lanes, i8))
+        return b.insert(llvm.ZExtOp(raw, _v(i32, lanes))).results[0]
+
+    def widen_one(self, b: LoopBuilder, raw: SSAValue) -> SSAValue:
+        if self.signed:
+            raw = _binary(b, arith.XOrIOp, raw, b.const(-128, i8))
+        return _cast(b, arith.ExtUIOp, raw, i32)
+
+    def fill(
+        self,
+        b: LoopBuilder,
+        plane: SSAValue,
+        x: SSAValue,
+        n: SSAValue,
+        ch: SSAValue,
+        band: SSAValue,
+    ) -> None:
+        """Copy the input rows of output band `band` of channel `ch` into the planes."""
+        p = self.planes
+        geo, vw, sw = p.geo, p.vw, p.geo.sw
+
+        def copy_row(b: LoopBuilder, ih: SSAValue, row: SSAValue) -> None:
+            if sw == 1:
+                full = p.copy_cols - p.copy_cols % vw
+                for t in range(0, full, vw):
+                    words = self.widen(b, b.vload(x, [n, ch, ih, t], vw), vw)
+                    b.vstore(words, plane, [0, row, t + geo.pl])
+                for t in range(full, p.copy_cols):
+                    word = self.widen_one(b, b.load(x, [n, ch, ih, t]))
+                    b.store(word, plane, [0, row, t + geo.pl])
+                return
+            vector_cols = 0
+            if sw == 2:  # 2 * vw bytes -> even and odd columns by two shuffles
+                vector_cols = p.copy_cols - p.copy_cols % (2 * vw)
+
+                def copy_pair(b: LoopBuilder, iw: SSAValue) -> None:
+                    both = b.vload(x, [n, ch, ih, iw], 2 * vw)
+                    t = b.floordiv(iw, 2)
+                    for e in range(2):
+                        lanes = shuffle(b, both, both, list(range(e, 2 * vw, 2)))
+                        phase = (e + geo.pl) % 2
+                        at = [phase, row, b.add(t, (e + geo.pl) // 2)]
+                        b.vstore(self.widen(b, lanes, vw), plane, at)
+
+                if vector_cols:
+                    b.for_range(0, vector_cols, 2 * vw, copy_pair)
+
+            def copy_col(b: LoopBuilder, iw: SSAValue) -> None:
+                col = b.add(iw, geo.pl)
+                at = [b.rem(col, sw), row, b.floordiv(col, sw)]
+                b.store(self.widen_one(b, b.load(x, [n, ch, ih, iw])), plane, at)
+
+            if vector_cols < p.copy_cols:
+                b.for_range(vector_cols, p.copy_cols, 1, copy_col)
+
+        def outside(b: LoopBuilder, row: SSAValue) -> None:
+            for q in range(sw):
+                self.fill_row(b, plane, q, row)
+
+        ih0 = b.sub(b.mul(p.first_output_row(b, band), geo.sh), geo.pt)
+
+        def fill_row(b: LoopBuilder, row: SSAValue) -> None:
+            ih = b.add(ih0, row)
+            inside = b.cmp_index("ult", ih, geo.h)  # negative rows wrap around
+            if_else(b, inside, lambda t: copy_row(t, ih, row), lambda e: outside(e, row))
+
+        b.for_range(0, p.rows, 1, fill_row)
+
+
+def lower_qconv_depthwise(
+    op: kernel.QConv2dOp, g: QConvGeometry, isa: Int8Isa, target: Target, name: str
+) -> func.FuncOp:
+    """The depthwise int8 kernel (module docstring): work units (image, chunk of channels),
+    per channel its band planes, then vpmaddwd taps over blocks of output columns."""
+    vw, taps = isa.lanes, g.kh * g.kw
+    if g.cout != g.c or shape(op.weight) != (g.c * taps,):
+        raise fail(
+            op, f"depthwise weight {shape(op.weight)} does not fit {g.c} channels of {g.kh}x{g.kw}"
+        )
+    (sh, sw), (dh, dw) = g.strides, g.dilations
+    geo = ConvGeometry(
+        g.n, g.c, g.h, g.w, g.cout, g.oh, g.ow, g.kh, g.kw, sh, sw, dh, dw,
+        g.pads[0], g.pads[1], g.c,
+    )  # fmt: skip
+    band_planes = BandPlanes.plan(geo, vw, 1)
+    if not band_planes.fits:
+        raise fail(
+            op,
+            f"depthwise window of {band_planes.rows}x{band_planes.width} rows exceeds the scratch limit",
+        )
+    planes = _DepthwisePlanes(
+        band_planes, op.input_zero_point.value.data, bool(op.input_signed.value.data)
+    )
+    chunks = min(g.c, 4 * max(target.threads, 1))
+    per_chunk = ceil_div(g.c, chunks)
+    chunks = ceil_div(g.c, per_chunk)
+    fn, body = kernel_function(name, operand_types(op))
+    conv = _QConv(op, g, isa, 1, list(fn.args))
+    weights = conv.arg(op.weight)
+    pairs = _v(i16, 2 * vw)
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        plane = planes.allocate(b)
+        zero = b.splat(b.const(0, i32), vw, i32)
+        n, chunk_index = decode(b, u, [g.n, chunks])
+        first = b.mul(chunk_index, per_chunk)
+        last = b.min_index(b.add(first, per_chunk), g.c)
+
+        def channel(b: LoopBuilder, ch: SSAValue) -> None:
+            base = b.mul(ch, taps)
+            tap_words = [
+                _cast(
+                    b, vector.BitcastOp, b.splat(b.load(weights, [b.add(base, t)]), vw, i32), pairs
+                )
+                for t in range(taps)
+            ]
+
+            def out_row(b: LoopBuilder, oh: SSAValue, row0: SSAValue) -> None:
+                def columns(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
+                    nv = ceil_div(cols, vw)
+                    accs = [zero] * nv
+                    for r in range(g.kh):
+                        row = b.add(row0, r * dh)
+                        for s in range(g.kw):
+                            phase, shift = band_planes.tap(s)
+                            for j in range(nv):
+                                at = [phase, row, b.add(ow0, j * vw + shift)]
+                                x = _cast(b, vector.BitcastOp, b.vload(plane, at, vw), pairs)
+                                product = _intrinsic(
+                                    b, _PMADDWD[vw], [x, tap_words[r * g.kw + s]], _v(i32, vw)
+                                )
+                                accs[j] = _binary(b, arith.AddiOp, accs[j], product)
+                    conv.epilogue(b, n, ch, b.add(b.mul(oh, g.ow), ow0), accs, cols)
+
+                width_chunks(b, g.ow, DEPTHWISE_ROW_VECTORS * vw, columns)
+
+            def band(b: LoopBuilder, index: SSAValue) -> None:
+                planes.fill(b, plane, conv.x, n, ch, index)
+                band_planes.output_rows(b, index, out_row)
+
+            b.for_range(0, band_planes.bands, 1, band)
+
+        b.for_range(first, last, 1, channel)
+
+    body.parallel_range(0, g.n * chunks, 1, unit)
+    body.ret()
     return fn
 
 

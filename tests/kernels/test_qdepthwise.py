@@ -1,0 +1,178 @@
+"""kernel.qconv2d on a depthwise filter (layout qconv_dw_<isa>: vpmaddwd over output columns)
+bit-exact against numpy doing the same integer arithmetic (test_qgemm's reference), with the
+16-lane (AVX-512) and 8-lane (AVX2) paths, the AVX2 one also compiled for an AVX2-only CPU,
+guard bytes after every output, and the instructions checked in the assembly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.ir import Block
+
+from ember.codegen.jit import JitModule
+from ember.core.target import named_target
+from ember.dialects import kernel
+from ember.dialects.graph import i64_array
+from ember.dialects.weight_layouts import (
+    ISAS,
+    QConvGeometry,
+    pack_qconv_depthwise_weight,
+    qconv_workspace_words,
+)
+from ember.passes.conversion.kernel_to_loops.qconv import lower_qconv
+from ember.tests.kernels.harness import memref_type
+from ember.tests.kernels.test_qgemm import _RUNNABLE, _out_size, run_qconv
+
+ISA_NAMES = ["vnni512", "avx2"]  # 16 and 8 int32 lanes
+
+
+def _case(
+    shape: tuple[int, int, int, int],
+    k: int,
+    stride: int,
+    pad: int | tuple[int, int, int, int],
+    dilation: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, QConvGeometry]:
+    rng = np.random.default_rng(seed)
+    n, c, h, w = shape
+    pads = (pad,) * 4 if isinstance(pad, int) else pad
+    oh = _out_size(h, k, stride, pads[0] + pads[2], dilation)
+    ow = _out_size(w, k, stride, pads[1] + pads[3], dilation)
+    g = QConvGeometry(
+        n, c, h, w, c, oh, ow, k, k, (stride, stride), pads, (dilation, dilation), group=c
+    )
+    weights = rng.integers(-128, 128, (c, 1, k, k)).astype(np.int8)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    return x, weights, g
+
+
+# (input NCHW, kernel, stride, pad, dilation): channel counts that are not multiples of the
+# lanes, output widths below one vector, with a tail of every kind, and above the 4-vector
+# column block; stride 2 through the vector de-interleave (rows of >= 2 vectors) and the
+# scalar one; MobileNet's asymmetric TF-style stride-2 pads; 5x5; batch 2; dilation 2.
+SHAPES = [
+    ((1, 16, 12, 12), 3, 1, 1, 1),
+    ((1, 13, 9, 37), 3, 2, 1, 1),
+    ((2, 7, 11, 19), 5, 1, 2, 1),
+    ((1, 9, 10, 70), 5, 2, 2, 1),
+    ((1, 5, 7, 7), 3, 1, 1, 1),
+    ((1, 6, 8, 8), 3, 2, (0, 0, 1, 1), 1),
+    ((1, 3, 6, 17), 3, 1, 0, 1),
+    ((1, 4, 9, 80), 3, 1, 1, 1),
+    ((1, 11, 10, 12), 3, 1, 2, 2),
+]
+
+
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+@pytest.mark.parametrize("case", range(len(SHAPES)))
+def test_depthwise_qconv_is_bit_exact(isa_name: str, case: int) -> None:
+    if not _RUNNABLE[isa_name]:
+        pytest.skip(f"this host cannot run {isa_name}")
+    x, w, g = _case(*SHAPES[case], seed=case)
+    got, expected = run_qconv(x, w, g, isa_name, input_zero_point=131, signed=False, lo=0, hi=255)
+    np.testing.assert_array_equal(got, expected)
+    assert len(np.unique(expected)) > 10  # the test sees more than the clamp bounds
+
+
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+def test_depthwise_qconv_int8_input_output_and_relu_bound(isa_name: str) -> None:
+    """int8 activations (flipped to uint8, the padding their shifted zero point), an int8
+    output with a Relu-raised lower bound, extreme weights (-128 and 127)."""
+    if not _RUNNABLE[isa_name]:
+        pytest.skip(f"this host cannot run {isa_name}")
+    x, w, g = _case((1, 19, 9, 21), 3, 1, 1, 1, seed=7)
+    w[0] = -128
+    w[1] = 127
+    got, expected = run_qconv(x, w, g, isa_name, input_zero_point=-3, signed=True, lo=-20, hi=127)
+    np.testing.assert_array_equal(got, expected)
+    assert got.min() == -20
+
+
+def test_depthwise_qconv_on_two_threads_is_bit_exact() -> None:
+    x, w, g = _case((2, 21, 15, 23), 3, 2, 1, 1, seed=11)
+    got, expected = run_qconv(
+        x, w, g, "avx2", input_zero_point=77, signed=False, lo=0, hi=255, threads=2
+    )
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+def test_depthwise_qconv_with_fused_residual_add(isa_name: str) -> None:
+    """The residual epilogue is the dense kernel's: float after the exact int32 part (a tie
+    may move by one step, as in test_qgemm)."""
+    if not _RUNNABLE[isa_name]:
+        pytest.skip(f"this host cannot run {isa_name}")
+    x, w, g = _case((1, 10, 9, 21), 3, 1, 1, 1, seed=13)
+    r = np.random.default_rng(14).integers(0, 256, (1, 10, 9, 21)).astype(np.uint8)
+    params = [0.05, 0.03, 120.0, 0.07, 10.0, 10.0, 255.0, 0.0]
+    got, expected = run_qconv(
+        x, w, g, isa_name, input_zero_point=131, signed=False, lo=0, hi=255,
+        residual=(r, params),
+    )  # fmt: skip
+    assert np.abs(got - expected).max() <= 1
+    assert np.mean(got == expected) > 0.999
+    assert got.min() == 10 and len(np.unique(got)) > 50
+
+
+def test_depthwise_avx2_path_compiled_for_an_avx2_only_cpu_is_bit_exact() -> None:
+    if not _RUNNABLE["avx2"]:
+        pytest.skip("this host cannot run avx2")
+    x, w, g = _case((1, 13, 9, 37), 3, 2, 1, 1, seed=5)
+    got, expected = run_qconv(
+        x, w, g, "avx2", input_zero_point=5, signed=False, lo=0, hi=255,
+        target=named_target("x86-64-v3", threads=1),
+    )  # fmt: skip
+    np.testing.assert_array_equal(got, expected)
+
+
+def _asm_for(isa_name: str, cpu: str) -> str:
+    x, w, g = _case((1, 16, 10, 10), 3, 1, 1, 1, seed=0)
+    packed, layout = pack_qconv_depthwise_weight(w, ISAS[isa_name])
+    arrays = [
+        x.view(np.int8),
+        packed,
+        np.zeros(16, np.int32),
+        np.ones(16, np.float32),
+        np.zeros(16, np.float32),
+        np.zeros(qconv_workspace_words(g, ISAS[isa_name]), np.int32),
+        np.zeros((1, 16, 10, 10), np.int8),
+    ]
+    block = Block(arg_types=[memref_type(a) for a in arrays])
+
+    def attr(value: int) -> IntegerAttr:
+        return IntegerAttr(value, i64)
+
+    op = kernel.QConv2dOp(
+        operands=[*block.args[:5], [], *block.args[5:]],
+        properties={
+            "kernel_shape": i64_array([3, 3]),
+            "strides": i64_array([1, 1]),
+            "pads": i64_array([1, 1, 1, 1]),
+            "dilations": i64_array([1, 1]),
+            "input_zero_point": attr(0),
+            "input_signed": attr(0),
+            "output_zero_point": attr(0),
+            "output_min": attr(0),
+            "output_max": attr(255),
+            "weight_layout": StringAttr(layout),
+        },
+    )
+    block.add_op(op)
+    target = named_target(cpu, threads=1)
+    module = ModuleOp([lower_qconv(op, target, "qdepthwise_under_test")])
+    module.verify()
+    return JitModule(module, target).asm()
+
+
+def test_depthwise_avx2_path_compiles_to_vpmaddwd_on_ymm() -> None:
+    asm = _asm_for("avx2", "x86-64-v3")
+    assert "vpmaddwd" in asm and "ymm" in asm and "zmm" not in asm
+    assert "vpdpbusd" not in asm and "vpmulld" not in asm
+
+
+def test_depthwise_avx512_path_compiles_to_vpmaddwd_on_zmm() -> None:
+    asm = _asm_for("vnni512", "znver5")
+    assert "vpmaddwd" in asm and "zmm" in asm
+    assert "vpmulld" not in asm
