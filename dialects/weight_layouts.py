@@ -343,9 +343,10 @@ def qconv_workspace_words(g: QConvGeometry, isa: Int8Isa) -> int:
 
 
 # The depthwise int8 kernel (kernel_to_loops/qconv.py, `lower_qconv_depthwise`) multiplies
-# zero-extended activations by weights with vpmaddwd (int16 pairs summed into int32 lanes):
-# each weight is one int32 word, the weight sign-extended to 16 bits in its low half and 0 in
-# its high half, so that a pair sums x * w + 0 * 0.
+# int16 pairs summed into int32 lanes (vpdpwssd, or vpmaddwd + vpaddd): each activation word
+# holds one input column of two kernel rows apart (rows r and r + 1 of a filter), each weight
+# word the two weights of those rows at one kernel column, sign-extended to 16 bits (an odd
+# last row paired with 0): one instruction computes two taps.
 def qconv_depthwise_layout(isa: Int8Isa) -> str:
     return f"qconv_dw_{isa.name}"
 
@@ -357,11 +358,15 @@ def qconv_depthwise_isa(layout: str) -> Int8Isa | None:
 
 
 def pack_qconv_depthwise_weight(w: np.ndarray, isa: Int8Isa) -> tuple[np.ndarray, str]:
-    """An int8 depthwise filter [C, 1, kh, kw] as int32 words [C * kh * kw] (see above)."""
+    """An int8 depthwise filter [C, 1, kh, kw] as int32 words [C, ceil(kh / 2), kw], word
+    (c, p, s) = w[c, 0, 2p, s] in the low int16 and w[c, 0, 2p + 1, s] (or 0) in the high."""
     if w.ndim != 4 or w.dtype != np.int8 or w.shape[1] != 1:
         raise ValueError(
             f"pack_qconv_depthwise_weight: expected an int8 [C, 1, kh, kw] filter, got "
             f"{w.dtype} {w.shape}"
         )
-    words = w.reshape(-1).astype(np.int16).view(np.uint16).astype(np.int32)
-    return words, qconv_depthwise_layout(isa)
+    c, _, kh, kw = w.shape
+    rows = np.zeros((c, 2 * -(-kh // 2), kw), np.int16)
+    rows[:, :kh] = w[:, 0]
+    pairs = rows.reshape(c, -1, 2, kw).transpose(0, 1, 3, 2)  # [C, pairs, kw, (low, high)]
+    return np.ascontiguousarray(pairs).view(np.int32).reshape(-1), qconv_depthwise_layout(isa)

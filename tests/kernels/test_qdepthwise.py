@@ -1,5 +1,5 @@
-"""kernel.qconv2d on a depthwise filter (layout qconv_dw_<isa>: vpmaddwd over output columns)
-bit-exact against numpy doing the same integer arithmetic (test_qgemm's reference), with the
+"""kernel.qconv2d on a depthwise filter (layout qconv_dw_<isa>: int16 pairs of two kernel rows,
+vpdpwssd with VNNI, else vpmaddwd + vpaddd, over output columns) bit-exact against numpy doing the same integer arithmetic (test_qgemm's reference), with the
 16-lane (AVX-512) and 8-lane (AVX2) paths, the AVX2 one also compiled for an AVX2-only CPU,
 guard bytes after every output, and the instructions checked in the assembly."""
 
@@ -24,7 +24,7 @@ from ember.passes.conversion.kernel_to_loops.qconv import lower_qconv
 from ember.tests.kernels.harness import memref_type
 from ember.tests.kernels.test_qgemm import _RUNNABLE, _out_size, run_qconv
 
-ISA_NAMES = ["vnni512", "avx2"]  # 16 and 8 int32 lanes
+ISA_NAMES = ["vnni512", "avx2"]  # 16 and 8 int32 lanes; vpdpwssd and vpmaddwd
 
 
 def _case(
@@ -76,7 +76,7 @@ def test_depthwise_qconv_is_bit_exact(isa_name: str, case: int) -> None:
     assert len(np.unique(expected)) > 10  # the test sees more than the clamp bounds
 
 
-@pytest.mark.parametrize("isa_name", ISA_NAMES)
+@pytest.mark.parametrize("isa_name", [*ISA_NAMES, "vnni256"])
 def test_depthwise_qconv_int8_input_output_and_relu_bound(isa_name: str) -> None:
     """int8 activations (flipped to uint8, the padding their shifted zero point), an int8
     output with a Relu-raised lower bound, extreme weights (-128 and 127)."""
@@ -169,10 +169,12 @@ def _asm_for(isa_name: str, cpu: str) -> str:
 def test_depthwise_avx2_path_compiles_to_vpmaddwd_on_ymm() -> None:
     asm = _asm_for("avx2", "x86-64-v3")
     assert "vpmaddwd" in asm and "ymm" in asm and "zmm" not in asm
-    assert "vpdpbusd" not in asm and "vpmulld" not in asm
+    assert "vpdpwssd" not in asm and "vpmulld" not in asm
 
 
-def test_depthwise_avx512_path_compiles_to_vpmaddwd_on_zmm() -> None:
+def test_depthwise_vnni_paths_compile_to_vpdpwssd() -> None:
     asm = _asm_for("vnni512", "znver5")
-    assert "vpmaddwd" in asm and "zmm" in asm
-    assert "vpmulld" not in asm
+    assert "vpdpwssd" in asm and "zmm" in asm
+    assert "vpmaddwd" not in asm and "vpmulld" not in asm
+    asm = _asm_for("vnni256", "alderlake")  # AVX-VNNI: VEX-encoded on ymm
+    assert "vpdpwssd" in asm and "zmm" not in asm

@@ -476,14 +476,20 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
     return fn
 
 
-# vpmaddwd on int32 lanes (pairs of int16 multiplied and summed), by vector width.
+# int16 pairs multiplied and summed into int32 lanes, added to an accumulator: vpdpwssd where
+# the target has VNNI (AVX-512 on zmm, AVX-VNNI on ymm), else vpmaddwd + vpaddd.
+_VPDPWSSD = {
+    "vnni512": "llvm.x86.avx512.vpdpwssd.512",
+    "vnni256": "llvm.x86.avx512.vpdpwssd.256",  # VEX-encoded on AVX-VNNI targets
+}
 _PMADDWD = {16: "llvm.x86.avx512.pmaddw.d.512", 8: "llvm.x86.avx2.pmadd.wd"}
 
 
 @dataclass(frozen=True)
 class _DepthwisePlanes:
-    """conv.py's BandPlanes geometry with int32 words: a channel's input rows of one band,
-    zero-extended (int8 flipped to uint8), everything outside the input the zero point."""
+    """conv.py's BandPlanes geometry with int32 words: plane row i of a band holds, per
+    column, its input row i (zero-extended, int8 flipped to uint8) in the low int16 and input
+    row i + dilation in the high one; outside the input both are the zero point."""
 
     planes: BandPlanes
     zero_point: int
@@ -501,20 +507,35 @@ class _DepthwisePlanes:
         return plane
 
     def fill_row(self, b: LoopBuilder, plane: SSAValue, phase: Value, row: SSAValue) -> None:
-        fill = b.splat(b.const(self.zero_point, i32), self.planes.vw, i32)
+        fill = b.splat(b.const(self.zero_point * 0x10001, i32), self.planes.vw, i32)
         for t in range(0, self.planes.width, self.planes.vw):
             b.vstore(fill, plane, [phase, row, t])
 
-    def widen(self, b: LoopBuilder, raw: SSAValue, lanes: int) -> SSAValue:
-        """vector<lanes x i8> as stored -> the uint8 values as int32 lanes."""
-        if self.signed:
-            raw = _binary(b, arith.XOrIOp, raw, b.splat(b.const(-128, i8), lanes, i8))
-        return b.insert(llvm.ZExtOp(raw, _v(i32, lanes))).results[0]
+    def words(self, b: LoopBuilder, halves: list[SSAValue | None], lanes: int) -> SSAValue:
+        """Words of two rows of bytes as stored (vector<lanes x i8>, or scalars if lanes is
+        0), the first in the low int16; None: the zero point."""
+        words = []
+        for raw in halves:
+            if raw is None:
+                words.append(None)
+                continue
+            if self.signed:
+                flip = b.const(-128, i8)
+                raw = _binary(b, arith.XOrIOp, raw, b.splat(flip, lanes, i8) if lanes else flip)
+            if lanes:
+                words.append(b.insert(llvm.ZExtOp(raw, _v(i32, lanes))).results[0])
+            else:
+                words.append(_cast(b, arith.ExtUIOp, raw, i32))
 
-    def widen_one(self, b: LoopBuilder, raw: SSAValue) -> SSAValue:
-        if self.signed:
-            raw = _binary(b, arith.XOrIOp, raw, b.const(-128, i8))
-        return _cast(b, arith.ExtUIOp, raw, i32)
+        def const(value: int) -> SSAValue:
+            word = b.const(value, i32)
+            return b.splat(word, lanes, i32) if lanes else word
+
+        low, high = words
+        if high is None:
+            return _binary(b, arith.OrIOp, low, const(self.zero_point << 16))
+        high = _binary(b, arith.ShLIOp, high, const(16))
+        return _binary(b, arith.OrIOp, const(self.zero_point) if low is None else low, high)
 
     def fill(
         self,
@@ -529,39 +550,51 @@ class _DepthwisePlanes:
         p = self.planes
         geo, vw, sw = p.geo, p.vw, p.geo.sw
 
-        def copy_row(b: LoopBuilder, ih: SSAValue, row: SSAValue) -> None:
-            if sw == 1:
-                full = p.copy_cols - p.copy_cols % vw
-                for t in range(0, full, vw):
-                    words = self.widen(b, b.vload(x, [n, ch, ih, t], vw), vw)
-                    b.vstore(words, plane, [0, row, t + geo.pl])
-                for t in range(full, p.copy_cols):
-                    word = self.widen_one(b, b.load(x, [n, ch, ih, t]))
-                    b.store(word, plane, [0, row, t + geo.pl])
+        def copy_row(b: LoopBuilder, rows: list[SSAValue | None], row: SSAValue) -> None:
+            """Plane row `row` from input rows `rows` (low, high; None: outside the input)."""
+
+            def load(b: LoopBuilder, col: Value, lanes: int) -> list[SSAValue | None]:
+                return [
+                    None
+                    if ih is None
+                    else b.vload(x, [n, ch, ih, col], lanes)
+                    if lanes
+                    else b.load(x, [n, ch, ih, col])
+                    for ih in rows
+                ]
+
+            # Vectors of vw (stride 1) or 2 * vw (stride 2, de-interleaved by two shuffles)
+            # input columns; the last vector ends at the last column, overlapping the one
+            # before it (its words written twice, alike), so that no column is copied by
+            # scalars unless the row is narrower than one vector.
+            span = vw * sw if sw <= 2 else 0
+            if span and p.copy_cols >= span:
+
+                def copy_vector(b: LoopBuilder, iw: Value, parity: int) -> None:
+                    loaded = load(b, iw, span)
+                    for e in range(sw):
+                        halves = loaded
+                        if sw == 2:
+                            mask = list(range(e, span, 2))
+                            halves = [None if v is None else shuffle(b, v, v, mask) for v in loaded]
+                        col = b.add(iw, e + geo.pl)
+                        phase = (parity + e + geo.pl) % sw
+                        at = [phase, row, b.floordiv(col, sw) if sw > 1 else col]
+                        b.vstore(self.words(b, halves, vw), plane, at)
+
+                full = p.copy_cols - p.copy_cols % span
+                b.for_range(0, full, span, lambda b, iw: copy_vector(b, iw, 0))
+                if full < p.copy_cols:
+                    last = p.copy_cols - span
+                    copy_vector(b, b.index(last), last % sw)
                 return
-            vector_cols = 0
-            if sw == 2:  # 2 * vw bytes -> even and odd columns by two shuffles
-                vector_cols = p.copy_cols - p.copy_cols % (2 * vw)
-
-                def copy_pair(b: LoopBuilder, iw: SSAValue) -> None:
-                    both = b.vload(x, [n, ch, ih, iw], 2 * vw)
-                    t = b.floordiv(iw, 2)
-                    for e in range(2):
-                        lanes = shuffle(b, both, both, list(range(e, 2 * vw, 2)))
-                        phase = (e + geo.pl) % 2
-                        at = [phase, row, b.add(t, (e + geo.pl) // 2)]
-                        b.vstore(self.widen(b, lanes, vw), plane, at)
-
-                if vector_cols:
-                    b.for_range(0, vector_cols, 2 * vw, copy_pair)
 
             def copy_col(b: LoopBuilder, iw: SSAValue) -> None:
                 col = b.add(iw, geo.pl)
                 at = [b.rem(col, sw), row, b.floordiv(col, sw)]
-                b.store(self.widen_one(b, b.load(x, [n, ch, ih, iw])), plane, at)
+                b.store(self.words(b, load(b, iw, 0), 0), plane, at)
 
-            if vector_cols < p.copy_cols:
-                b.for_range(vector_cols, p.copy_cols, 1, copy_col)
+            b.for_range(0, p.copy_cols, 1, copy_col)
 
         def outside(b: LoopBuilder, row: SSAValue) -> None:
             for q in range(sw):
@@ -570,9 +603,25 @@ class _DepthwisePlanes:
         ih0 = b.sub(b.mul(p.first_output_row(b, band), geo.sh), geo.pt)
 
         def fill_row(b: LoopBuilder, row: SSAValue) -> None:
-            ih = b.add(ih0, row)
-            inside = b.cmp_index("ult", ih, geo.h)  # negative rows wrap around
-            if_else(b, inside, lambda t: copy_row(t, ih, row), lambda e: outside(e, row))
+            low = b.add(ih0, row)
+            high = b.add(low, geo.dh)
+            # negative rows wrap around: one unsigned compare per row
+            low_in, high_in = (b.cmp_index("ult", ih, geo.h) for ih in (low, high))
+
+            def low_inside(b: LoopBuilder) -> None:
+                if_else(
+                    b,
+                    high_in,
+                    lambda t: copy_row(t, [low, high], row),
+                    lambda e: copy_row(e, [low, None], row),
+                )
+
+            def low_outside(b: LoopBuilder) -> None:
+                if_else(
+                    b, high_in, lambda t: copy_row(t, [None, high], row), lambda e: outside(e, row)
+                )
+
+            if_else(b, low_in, low_inside, low_outside)
 
         b.for_range(0, p.rows, 1, fill_row)
 
@@ -581,9 +630,10 @@ def lower_qconv_depthwise(
     op: kernel.QConv2dOp, g: QConvGeometry, isa: Int8Isa, target: Target, name: str
 ) -> func.FuncOp:
     """The depthwise int8 kernel (module docstring): work units (image, chunk of channels),
-    per channel its band planes, then vpmaddwd taps over blocks of output columns."""
-    vw, taps = isa.lanes, g.kh * g.kw
-    if g.cout != g.c or shape(op.weight) != (g.c * taps,):
+    per channel its band planes, then one pair instruction per two kernel rows at a kernel
+    column over blocks of output columns."""
+    vw, pairs = isa.lanes, -(-g.kh // 2)
+    if g.cout != g.c or shape(op.weight) != (g.c * pairs * g.kw,):
         raise fail(
             op, f"depthwise weight {shape(op.weight)} does not fit {g.c} channels of {g.kh}x{g.kw}"
         )
@@ -596,7 +646,8 @@ def lower_qconv_depthwise(
     if not band_planes.fits:
         raise fail(
             op,
-            f"depthwise window of {band_planes.rows}x{band_planes.width} rows exceeds the scratch limit",
+            f"depthwise window of {band_planes.rows}x{band_planes.width} rows exceeds the "
+            "scratch limit",
         )
     planes = _DepthwisePlanes(
         band_planes, op.input_zero_point.value.data, bool(op.input_signed.value.data)
@@ -607,7 +658,13 @@ def lower_qconv_depthwise(
     fn, body = kernel_function(name, operand_types(op))
     conv = _QConv(op, g, isa, 1, list(fn.args))
     weights = conv.arg(op.weight)
-    pairs = _v(i16, 2 * vw)
+    int16_pairs, int32_lanes = _v(i16, 2 * vw), _v(i32, vw)
+
+    def dot(b: LoopBuilder, acc: SSAValue, x: SSAValue, w: SSAValue) -> SSAValue:
+        if isa.name in _VPDPWSSD:
+            return _intrinsic(b, _VPDPWSSD[isa.name], [acc, x, w], int32_lanes)
+        product = _intrinsic(b, _PMADDWD[vw], [x, w], int32_lanes)
+        return _binary(b, arith.AddiOp, acc, product)
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         plane = planes.allocate(b)
@@ -617,29 +674,29 @@ def lower_qconv_depthwise(
         last = b.min_index(b.add(first, per_chunk), g.c)
 
         def channel(b: LoopBuilder, ch: SSAValue) -> None:
-            base = b.mul(ch, taps)
+            base = b.mul(ch, pairs * g.kw)
             tap_words = [
                 _cast(
-                    b, vector.BitcastOp, b.splat(b.load(weights, [b.add(base, t)]), vw, i32), pairs
+                    b,
+                    vector.BitcastOp,
+                    b.splat(b.load(weights, [b.add(base, t)]), vw, i32),
+                    int16_pairs,
                 )
-                for t in range(taps)
+                for t in range(pairs * g.kw)
             ]
 
             def out_row(b: LoopBuilder, oh: SSAValue, row0: SSAValue) -> None:
                 def columns(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
                     nv = ceil_div(cols, vw)
                     accs = [zero] * nv
-                    for r in range(g.kh):
-                        row = b.add(row0, r * dh)
+                    for pair in range(pairs):
+                        row = b.add(row0, 2 * pair * dh)
                         for s in range(g.kw):
                             phase, shift = band_planes.tap(s)
                             for j in range(nv):
                                 at = [phase, row, b.add(ow0, j * vw + shift)]
-                                x = _cast(b, vector.BitcastOp, b.vload(plane, at, vw), pairs)
-                                product = _intrinsic(
-                                    b, _PMADDWD[vw], [x, tap_words[r * g.kw + s]], _v(i32, vw)
-                                )
-                                accs[j] = _binary(b, arith.AddiOp, accs[j], product)
+                                x = _cast(b, vector.BitcastOp, b.vload(plane, at, vw), int16_pairs)
+                                accs[j] = dot(b, accs[j], x, tap_words[pair * g.kw + s])
                     conv.epilogue(b, n, ch, b.add(b.mul(oh, g.ow), ow0), accs, cols)
 
                 width_chunks(b, g.ow, DEPTHWISE_ROW_VECTORS * vw, columns)
