@@ -168,7 +168,7 @@ def main() -> None:
                 model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
             )
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        print(f"{name}: {graph_op_counts(quantized)} integer convs")
+        print(f"{name}: {graph_op_counts(quantized)['graph.qconv']} integer convs")
         for threads in args.threads:
             fp32 = ember.compile(model, threads=threads, target=target(threads))
             int8 = ember.compile(quantized, threads=threads, target=target(threads))

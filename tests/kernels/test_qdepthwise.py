@@ -10,8 +10,9 @@ import pytest
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.ir import Block
 
+import ember
 from ember.codegen.jit import JitModule
-from ember.core.target import named_target
+from ember.core.target import host_target, named_target
 from ember.dialects import kernel
 from ember.dialects.graph import i64_array
 from ember.dialects.weight_layouts import (
@@ -23,6 +24,9 @@ from ember.dialects.weight_layouts import (
 from ember.passes.conversion.kernel_to_loops.qconv import lower_qconv
 from ember.tests.kernels.harness import memref_type
 from ember.tests.kernels.test_qgemm import _RUNNABLE, _out_size, run_qconv
+from ember.tests.kernels.test_qgemm_models import _output_scale
+from ember.tests.oracle import onnxruntime_outputs
+from ember.tools.model_zoo import graph_op_counts, inverted_residual_model
 
 ISA_NAMES = ["vnni512", "avx2"]  # 16 and 8 int32 lanes; vpdpwssd and vpmaddwd
 
@@ -127,8 +131,8 @@ def test_depthwise_avx2_path_compiled_for_an_avx2_only_cpu_is_bit_exact() -> Non
     np.testing.assert_array_equal(got, expected)
 
 
-def _asm_for(isa_name: str, cpu: str) -> str:
-    x, w, g = _case((1, 16, 10, 10), 3, 1, 1, 1, seed=0)
+def _asm_for(isa_name: str, cpu: str, size: int = 10) -> str:
+    x, w, g = _case((1, 16, size, size), 3, 1, 1, 1, seed=0)
     packed, layout = pack_qconv_depthwise_weight(w, ISAS[isa_name])
     arrays = [
         x.view(np.int8),
@@ -137,7 +141,7 @@ def _asm_for(isa_name: str, cpu: str) -> str:
         np.ones(16, np.float32),
         np.zeros(16, np.float32),
         np.zeros(qconv_workspace_words(g, ISAS[isa_name]), np.int32),
-        np.zeros((1, 16, 10, 10), np.int8),
+        np.zeros((1, 16, size, size), np.int8),
     ]
     block = Block(arg_types=[memref_type(a) for a in arrays])
 
@@ -178,3 +182,30 @@ def test_depthwise_vnni_paths_compile_to_vpdpwssd() -> None:
     assert "vpmaddwd" not in asm and "vpmulld" not in asm
     asm = _asm_for("vnni256", "alderlake")  # AVX-VNNI: VEX-encoded on ymm
     assert "vpdpwssd" in asm and "zmm" not in asm
+    # Outputs of at most 8 columns run on 8 lanes (ymm) on AVX-512 too.
+    asm = _asm_for("vnni512", "znver5", size=7)
+    assert "vpdpwssd" in asm and "ymm" in asm and "zmm" not in asm
+
+
+@pytest.mark.parametrize("cpu", ["host", "x86-64-v3"])
+def test_inverted_residual_blocks_quantized_by_ember_match_onnxruntime(cpu: str) -> None:
+    """MobileNetV2 blocks (1x1 expand, 3x3 depthwise, 1x1 project + residual; then a 5x5
+    stride-2 depthwise block) quantized by `ember quantize`: every conv, the depthwise ones
+    too, runs as an integer kernel, and the output is within one quantization step of
+    onnxruntime running the same QDQ model (its own QLinearConv kernels), on the host's
+    int8 path and on the AVX2 one."""
+    size = 19  # odd: stride-2 and column tails
+    model = inverted_residual_model(size=size, blocks=((6, 24, 3, 1), (4, 32, 5, 2)))
+    rng = np.random.default_rng(3)
+    shape = (1, 24, size, size)
+    batches = [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)]
+    quantized = ember.quantize(model, calibration=batches)
+    ops = graph_op_counts(quantized)
+    assert ops["graph.qconv"] == 6 and ops["graph.conv"] == 0
+    target = host_target(1) if cpu == "host" else named_target(cpu, threads=1)
+    compiled = ember.compile(quantized, target=target)
+    feeds = {"input": rng.standard_normal(shape).astype(np.float32)}
+    (got,) = compiled(feeds["input"])
+    (expected,) = onnxruntime_outputs(quantized, feeds).values()
+    step = _output_scale(quantized)
+    assert np.abs(got - expected).max() <= step * 1.001, (np.abs(got - expected).max(), step)

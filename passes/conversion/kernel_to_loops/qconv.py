@@ -56,7 +56,7 @@ narrower than a vector (7x7 on AVX-512's 16 lanes) leave lanes idle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsl.dialects import arith, func, llvm, memref, vector
 from xdsl.dialects.builtin import IntegerType, VectorType, f32, i1, i8, i16, i32
@@ -478,10 +478,8 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
 
 # int16 pairs multiplied and summed into int32 lanes, added to an accumulator: vpdpwssd where
 # the target has VNNI (AVX-512 on zmm, AVX-VNNI on ymm), else vpmaddwd + vpaddd.
-_VPDPWSSD = {
-    "vnni512": "llvm.x86.avx512.vpdpwssd.512",
-    "vnni256": "llvm.x86.avx512.vpdpwssd.256",  # VEX-encoded on AVX-VNNI targets
-}
+# By lanes; the 256-bit form is EVEX-encoded with AVX-512 VL, VEX-encoded with AVX-VNNI.
+_VPDPWSSD = {16: "llvm.x86.avx512.vpdpwssd.512", 8: "llvm.x86.avx512.vpdpwssd.256"}
 _PMADDWD = {16: "llvm.x86.avx512.pmaddw.d.512", 8: "llvm.x86.avx2.pmadd.wd"}
 
 
@@ -623,7 +621,9 @@ class _DepthwisePlanes:
 
             if_else(b, low_in, low_inside, low_outside)
 
-        b.for_range(0, p.rows, 1, fill_row)
+        # The kernel reads plane rows (output row) * stride + 2 * pair * dilation: with an even
+        # stride only the even ones (each input row is then copied once, not twice).
+        b.for_range(0, p.rows, 2 if geo.sh % 2 == 0 else 1, fill_row)
 
 
 def lower_qconv_depthwise(
@@ -632,6 +632,8 @@ def lower_qconv_depthwise(
     """The depthwise int8 kernel (module docstring): work units (image, chunk of channels),
     per channel its band planes, then one pair instruction per two kernel rows at a kernel
     column over blocks of output columns."""
+    if isa.lanes == 16 and g.ow <= 8:  # outputs of 7 columns: 7 of 8 lanes, not 7 of 16
+        isa = replace(isa, lanes=8)
     vw, pairs = isa.lanes, -(-g.kh // 2)
     if g.cout != g.c or shape(op.weight) != (g.c * pairs * g.kw,):
         raise fail(
@@ -661,8 +663,8 @@ def lower_qconv_depthwise(
     int16_pairs, int32_lanes = _v(i16, 2 * vw), _v(i32, vw)
 
     def dot(b: LoopBuilder, acc: SSAValue, x: SSAValue, w: SSAValue) -> SSAValue:
-        if isa.name in _VPDPWSSD:
-            return _intrinsic(b, _VPDPWSSD[isa.name], [acc, x, w], int32_lanes)
+        if isa.name in _VPDPBUSD:  # the VNNI targets
+            return _intrinsic(b, _VPDPWSSD[vw], [acc, x, w], int32_lanes)
         product = _intrinsic(b, _PMADDWD[vw], [x, w], int32_lanes)
         return _binary(b, arith.AddiOp, acc, product)
 
@@ -688,15 +690,21 @@ def lower_qconv_depthwise(
             def out_row(b: LoopBuilder, oh: SSAValue, row0: SSAValue) -> None:
                 def columns(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
                     nv = ceil_div(cols, vw)
-                    accs = [zero] * nv
+                    # Two accumulator chains per vector, taps alternating: half the
+                    # dependent vpdpwssd latency per row (measured 5-10% faster, znver5).
+                    chains = [[zero] * nv for _ in range(2)]
+                    tap = 0
                     for pair in range(pairs):
                         row = b.add(row0, 2 * pair * dh)
                         for s in range(g.kw):
                             phase, shift = band_planes.tap(s)
+                            accs = chains[tap % 2]
                             for j in range(nv):
                                 at = [phase, row, b.add(ow0, j * vw + shift)]
                                 x = _cast(b, vector.BitcastOp, b.vload(plane, at, vw), int16_pairs)
                                 accs[j] = dot(b, accs[j], x, tap_words[pair * g.kw + s])
+                            tap += 1
+                    accs = [_binary(b, arith.AddiOp, a, c) for a, c in zip(*chains, strict=True)]
                     conv.epilogue(b, n, ch, b.add(b.mul(oh, g.ow), ow0), accs, cols)
 
                 width_chunks(b, g.ow, DEPTHWISE_ROW_VECTORS * vw, columns)
