@@ -1395,8 +1395,8 @@ RESIDUAL_PARAMS = (
 
 @irdl_op_definition
 class QConvOp(IRDLOperation):
-    """Quantized 2-D convolution with a fused requantize epilogue (NCHW, OIHW; group 1, or
-    depthwise: `group` == input channels == output channels, weight [C, 1, kh, kw]).
+    """Quantized 2-D convolution with a fused requantize epilogue (NCHW, OIHW; `group` as
+    ONNX Conv's, absent = 1; depthwise when group == input channels == output channels).
 
     `input` is uint8 or int8 with zero point `input_zero_point`; `weight` is a constant int8
     filter whose zero point is 0. With acc = sum over taps of (x - input_zero_point) * w in
@@ -1449,8 +1449,8 @@ class QConvOp(IRDLOperation):
         group = self.group_count
         if len(x) != 4 or len(w) != 4 or len(y) != 4 or x[1] != w[1] * group or y[1] != w[0]:
             raise VerifyException(f"graph.qconv: shapes x {x}, w {w}, y {y} do not fit")
-        if group != 1 and (w[1], w[0]) != (1, group):
-            raise VerifyException(f"graph.qconv: group {group} is not depthwise (w {w})")
+        if group < 1 or w[0] % group:
+            raise VerifyException(f"graph.qconv: {w[0]} output channels in {group} groups")
         for operand in (self.offset, self.multiplier, self.bias):
             if shape_of(operand) != (w[0],):
                 raise VerifyException(f"graph.qconv: per-channel operands must be ({w[0]},)")

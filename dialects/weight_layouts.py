@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -265,26 +265,31 @@ def parse_qconv_layout(layout: str) -> tuple[Int8Isa, int]:
 _SEVEN_BITS = 64
 
 
-def pack_qconv_weight(w: np.ndarray, isa: Int8Isa) -> tuple[np.ndarray, str]:
-    """An int8 OIHW filter as int32 words [terms, ceil(Cout/MR), K/4, MR] (flat), each word the
-    weights of 4 consecutive input channels at one tap; k runs over (channel group, kh, kw)."""
-    if w.ndim != 4 or w.dtype != np.int8:
+def pack_qconv_weight(w: np.ndarray, isa: Int8Isa, group: int = 1) -> tuple[np.ndarray, str]:
+    """An int8 OIHW filter as int32 words [group, terms, ceil(Cout/group/MR), K/4, MR] (flat),
+    each word the weights of 4 consecutive input channels at one tap; k runs over (channel
+    group of 4, kh, kw) of the conv group's input channels."""
+    if w.ndim != 4 or w.dtype != np.int8 or w.shape[0] % group:
         raise ValueError(
-            f"pack_qconv_weight: expected an int8 OIHW filter, got {w.dtype} {w.shape}"
+            f"pack_qconv_weight: expected an int8 OIHW filter with output channels divisible "
+            f"by group {group}, got {w.dtype} {w.shape}"
         )
     cout, cin, kh, kw = w.shape
+    cout //= group
     groups, tiles = -(-cin // 4), -(-cout // isa.mr)
-    terms = [w]
-    if isa.name == "avx2" and int(np.abs(w.astype(np.int16)).max(initial=0)) > _SEVEN_BITS:
-        high = np.right_shift(w, 1)  # floor(w / 2) in [-64, 63]
-        terms = [high, (w - high).astype(np.int8)]  # ceil(w / 2) in [-64, 64]
+    split = isa.name == "avx2" and int(np.abs(w.astype(np.int16)).max(initial=0)) > _SEVEN_BITS
     packed = []
-    for term in terms:
-        padded = np.zeros((tiles * isa.mr, groups * 4, kh, kw), np.int8)
-        padded[:cout, :cin] = term
-        words = padded.reshape(tiles, isa.mr, groups, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
-        packed.append(np.ascontiguousarray(words).view(np.int32).reshape(-1))
-    return np.concatenate(packed), qconv_layout(isa, len(terms))
+    for filters in np.split(w, group):
+        terms = [filters]
+        if split:
+            high = np.right_shift(filters, 1)  # floor(w / 2) in [-64, 63]
+            terms = [high, (filters - high).astype(np.int8)]  # ceil(w / 2) in [-64, 64]
+        for term in terms:
+            padded = np.zeros((tiles * isa.mr, groups * 4, kh, kw), np.int8)
+            padded[:cout, :cin] = term
+            words = padded.reshape(tiles, isa.mr, groups, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+            packed.append(np.ascontiguousarray(words).view(np.int32).reshape(-1))
+    return np.concatenate(packed), qconv_layout(isa, 2 if split else 1)
 
 
 @dataclass(frozen=True)
@@ -301,11 +306,15 @@ class QConvGeometry:
     strides: tuple[int, int]
     pads: tuple[int, int, int, int]
     dilations: tuple[int, int]
-    group: int = 1  # c for a depthwise conv (the only group > 1 the int8 kernels run)
+    group: int = 1  # c, cout: all channels, group > 1 for grouped and depthwise convs
 
     @property
     def depthwise(self) -> bool:
-        return self.group > 1
+        return self.group > 1 and self.group == self.c == self.cout
+
+    def per_group(self) -> QConvGeometry:
+        """The conv of one group (the dense kernel runs the groups one after another)."""
+        return replace(self, c=self.c // self.group, cout=self.cout // self.group, group=1)
 
     @property
     def groups(self) -> int:  # channel groups of 4
@@ -339,7 +348,8 @@ def qconv_workspace_words(g: QConvGeometry, isa: Int8Isa) -> int:
     rows in per-thread scratch instead (one word, unused)."""
     if g.depthwise:
         return 1
-    return g.groups * g.hp * g.wp + isa.nr
+    one = g.per_group()  # the groups of a grouped conv take turns in it
+    return one.groups * one.hp * one.wp + isa.nr
 
 
 # The depthwise int8 kernel (kernel_to_loops/qconv.py, `lower_qconv_depthwise`) multiplies

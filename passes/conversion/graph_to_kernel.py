@@ -307,10 +307,11 @@ class _Bufferizer:
         (w_name, w), (o_name, given_offset) = weight, offset
         isa = int8_isa(self.target)
         group = op.group_count
-        if group == 1:
-            packed, layout = pack_qconv_weight(w, isa)
-        else:  # depthwise (graph.qconv verifies it)
+        n, c, h, width = shape_of(op.input)
+        if group > 1 and group == c == w.shape[0]:  # depthwise: its own kernel
             packed, layout = pack_qconv_depthwise_weight(w, isa)
+        else:  # the groups one after another
+            packed, layout = pack_qconv_weight(w, isa, group)
         packed_name = f"{w_name}.packed.{layout}"
         if packed_name not in self.weights:
             self.weights[packed_name] = packed
@@ -321,7 +322,6 @@ class _Bufferizer:
         corrected = (given_offset.astype(np.int64) - zero_point * row_sums).astype(np.int32)
         corrected_name = f"{o_name}.zero_point_{zero_point}"
         self.weights[corrected_name] = corrected
-        n, c, h, width = shape_of(op.input)
         kh, kw = shape_of(op.weight)[2:]
         _, cout, oh, ow = shape_of(op.output)
         geometry = QConvGeometry(
@@ -367,6 +367,7 @@ class _Bufferizer:
                     "output_max": op.output_max,
                     "weight_layout": StringAttr(layout),
                     **self.qconv_residual_params(op),
+                    **({"group": i64_attr(group)} if group > 1 else {}),
                 },
             )
         )

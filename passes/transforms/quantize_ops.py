@@ -15,8 +15,8 @@ A bias that is an int32 quantized at x_scale * w_scale[c] (what the tool writes)
 exactly and added in int32 (`offset`); any other float bias stays in `bias`.
 
 It matches only what it can prove: constant per-tensor scales and zero points for x and y,
-a constant int8 weight with zero points 0 (per tensor or per output channel), group 1 or
-depthwise (group == input channels == output channels), a conv result used only by the QuantizeLinear (or a Relu that only it reads), and sums that
+a constant int8 weight with zero points 0 (per tensor or per output channel), any group
+(depthwise and grouped convs have integer kernels too), a conv result used only by the QuantizeLinear (or a Relu that only it reads), and sums that
 fit int32. Anything else keeps the float fallback, which is correct. Runs before
 fold-constants, which would fold the weight's DequantizeLinear into a float weight.
 
@@ -39,7 +39,6 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
-from ember.dialects.weight_layouts import is_depthwise
 from ember.dialects.weights import WeightStore
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
@@ -102,7 +101,7 @@ class _Contraction:
     pads: DenseArrayBase
     dilations: DenseArrayBase
     rows: int  # matmul/gemm: rows of A (the conv's pixels); 0 for a conv
-    group: int = 1  # a depthwise conv's channels
+    group: int = 1  # the conv's
 
 
 def _int8_weight(
@@ -149,10 +148,8 @@ def _contraction(producer: object, weights: WeightStore) -> _Contraction | None:
         group = producer.group.value.data
         if producer.residual is not None or producer.activation is not None:
             return None
-        # Grouped convs other than depthwise keep the float fallback (no integer kernel).
-        if group != 1 and not is_depthwise(graph.shape_of(producer.weight), group):
-            return None
-        if group != 1 and graph.shape_of(producer.input)[1] != group:
+        w_shape = graph.shape_of(producer.weight)
+        if graph.shape_of(producer.input)[1] != group * w_shape[1] or w_shape[0] % group:
             return None
         found = _int8_weight(producer.weight, weights, 0)
         bias = _bias(producer.bias, weights, graph.shape_of(producer.output))

@@ -1,12 +1,14 @@
-"""kernel.qconv2d on a depthwise filter (layout qconv_dw_<isa>: int16 pairs of two kernel rows,
+"""kernel.qconv2d on depthwise and grouped filters. Depthwise (layout qconv_dw_<isa>: int16 pairs of two kernel rows,
 vpdpwssd with VNNI, else vpmaddwd + vpaddd, over output columns) bit-exact against numpy doing the same integer arithmetic (test_qgemm's reference), with the
 16-lane (AVX-512) and 8-lane (AVX2) paths, the AVX2 one also compiled for an AVX2-only CPU,
-guard bytes after every output, and the instructions checked in the assembly."""
+guard bytes after every output, and the instructions checked in the assembly. Grouped convs
+(1 < group < channels) run the dense kernel once per group: bit-exact likewise."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.ir import Block
 
@@ -26,7 +28,7 @@ from ember.tests.kernels.harness import memref_type
 from ember.tests.kernels.test_qgemm import _RUNNABLE, _out_size, run_qconv
 from ember.tests.kernels.test_qgemm_models import _output_scale
 from ember.tests.oracle import onnxruntime_outputs
-from ember.tools.model_zoo import graph_op_counts, inverted_residual_model
+from ember.tools.model_zoo import GraphBuilder, graph_op_counts, inverted_residual_model
 
 ISA_NAMES = ["vnni512", "avx2"]  # 16 and 8 int32 lanes; vpdpwssd and vpmaddwd
 
@@ -187,6 +189,36 @@ def test_depthwise_vnni_paths_compile_to_vpdpwssd() -> None:
     assert "vpdpwssd" in asm and "ymm" in asm and "zmm" not in asm
 
 
+# (input NCHW, group, Cout, kernel, stride, pad): input channels per group a multiple of 4
+# and not, output channels per group below and above MR, the direct 1x1 path and im2col,
+# a depthwise conv with a channel multiplier of 2 (one input channel per group), batch 2.
+GROUPED = [
+    ((1, 8, 10, 10), 2, 12, 3, 1, 1),
+    ((1, 12, 9, 13), 3, 9, 3, 2, 1),
+    ((2, 10, 7, 9), 5, 10, 1, 1, 0),
+    ((1, 64, 8, 8), 2, 40, 3, 1, 1),
+    ((1, 4, 8, 11), 4, 8, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+@pytest.mark.parametrize("case", range(len(GROUPED)))
+def test_grouped_qconv_is_bit_exact(isa_name: str, case: int) -> None:
+    if not _RUNNABLE[isa_name]:
+        pytest.skip(f"this host cannot run {isa_name}")
+    (n, c, h, w), group, cout, k, stride, pad = GROUPED[case]
+    rng = np.random.default_rng(case)
+    oh, ow = (_out_size(size, k, stride, 2 * pad, 1) for size in (h, w))
+    g = QConvGeometry(n, c, h, w, cout, oh, ow, k, k, (stride,) * 2, (pad,) * 4, (1, 1), group)
+    weights = rng.integers(-128, 128, (cout, c // group, k, k)).astype(np.int8)
+    x = rng.integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    got, expected = run_qconv(
+        x, weights, g, isa_name, input_zero_point=9, signed=True, lo=-128, hi=127
+    )
+    np.testing.assert_array_equal(got, expected)
+    assert len(np.unique(expected)) > 10
+
+
 @pytest.mark.parametrize("cpu", ["host", "x86-64-v3"])
 def test_inverted_residual_blocks_quantized_by_ember_match_onnxruntime(cpu: str) -> None:
     """MobileNetV2 blocks (1x1 expand, 3x3 depthwise, 1x1 project + residual; then a 5x5
@@ -206,6 +238,30 @@ def test_inverted_residual_blocks_quantized_by_ember_match_onnxruntime(cpu: str)
     compiled = ember.compile(quantized, target=target)
     feeds = {"input": rng.standard_normal(shape).astype(np.float32)}
     (got,) = compiled(feeds["input"])
+    (expected,) = onnxruntime_outputs(quantized, feeds).values()
+    step = _output_scale(quantized)
+    assert np.abs(got - expected).max() <= step * 1.001, (np.abs(got - expected).max(), step)
+
+
+def test_grouped_convs_quantized_by_ember_match_onnxruntime() -> None:
+    """ResNeXt-style grouped 3x3 convs (4 groups; 8 groups at stride 2) between 1x1 convs,
+    quantized by `ember quantize`: all integer, within one step of onnxruntime."""
+    b = GraphBuilder(5)
+    y = b.node("Relu", [b.conv_bn("input", 16, 32, 1)])
+    y = b.node("Relu", [b.conv_bn(y, 32, 32, 3, group=4)])
+    y = b.node("Relu", [b.conv_bn(y, 32, 48, 3, stride=2, group=8)])
+    y = b.conv_bn(y, 48, 24, 1)
+    shape = (1, 16, 13, 13)
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))
+    out = helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 24, 7, 7])
+    model = b.model("grouped", [image], [out], 13)
+    rng = np.random.default_rng(4)
+    batches = [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)]
+    quantized = ember.quantize(model, calibration=batches)
+    ops = graph_op_counts(quantized)
+    assert ops["graph.qconv"] == 4 and ops["graph.conv"] == 0
+    feeds = {"input": rng.standard_normal(shape).astype(np.float32)}
+    (got,) = ember.compile(quantized)(feeds["input"])
     (expected,) = onnxruntime_outputs(quantized, feeds).values()
     step = _output_scale(quantized)
     assert np.abs(got - expected).max() <= step * 1.001, (np.abs(got - expected).max(), step)

@@ -54,8 +54,14 @@ def reference_sum(
             ]
             if g.depthwise:  # w [C, 1, kh, kw]: each channel its own filter
                 acc += window * w[:, 0, ki, kj].astype(np.int64)[None, :, None, None]
-            else:
-                acc += np.einsum("nchw,oc->nohw", window, w[:, :, ki, kj].astype(np.int64))
+                continue
+            cin, cout = g.c // g.group, g.cout // g.group
+            for group in range(g.group):  # grouped: each group its channels
+                acc[:, group * cout : (group + 1) * cout] += np.einsum(
+                    "nchw,oc->nohw",
+                    window[:, group * cin : (group + 1) * cin],
+                    w[group * cout : (group + 1) * cout, :, ki, kj].astype(np.int64),
+                )
     return acc + offset[None, :, None, None]
 
 
@@ -122,8 +128,10 @@ def run_qconv(
     int8 when `signed`); with `int32_output`, the exact sums (no requantize)."""
     rng = np.random.default_rng(seed + 100)
     isa = ISAS[isa_name]
-    pack = pack_qconv_depthwise_weight if g.depthwise else pack_qconv_weight
-    packed, layout = pack(weights, isa)
+    if g.depthwise:
+        packed, layout = pack_qconv_depthwise_weight(weights, isa)
+    else:
+        packed, layout = pack_qconv_weight(weights, isa, g.group)
     given_offset = rng.integers(-5000, 5000, g.cout).astype(np.int32)
     multiplier = rng.uniform(1e-4, 3e-3, g.cout).astype(np.float32)
     bias = rng.uniform(-20, 20, g.cout).astype(np.float32)
@@ -144,6 +152,8 @@ def run_qconv(
             return IntegerAttr(value, i64)
 
         fused = {} if residual is None else {"residual_params": f32_array(residual[1])}
+        if g.group > 1:
+            fused["group"] = attr(g.group)
         return kernel.QConv2dOp(
             operands=[*args[:5], args[5:-2], *args[-2:]],
             properties={

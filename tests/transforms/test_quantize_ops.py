@@ -145,6 +145,21 @@ def test_depthwise_qdq_conv_becomes_a_depthwise_qconv() -> None:
     np.testing.assert_array_equal(store["qconv.offset"], [100, -2000, 0, 7])
 
 
+def test_grouped_qdq_conv_becomes_a_grouped_qconv() -> None:
+    """Two groups of two input channels: graph.qconv with `group` (the dense integer kernel
+    runs the groups one after another)."""
+    text, _ = _run(_ir(group=2), _weights(cin=2))
+    assert_filecheck(
+        text,
+        """
+        CHECK:      %y = graph.qconv %xq
+        CHECK-SAME: group = 2 : i64
+        CHECK-SAME: tensor<1x4x5x5xui8>, tensor<4x2x3x3xi8>
+        CHECK-NOT:  graph.conv
+        """,
+    )
+
+
 def test_relu_between_conv_and_quantize_raises_the_lower_bound_to_the_zero_point() -> None:
     text, _ = _run(_ir(relu=True), _weights())
     assert_filecheck(
@@ -165,13 +180,11 @@ def test_a_float_bias_that_is_no_int32_stays_in_float() -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["weight_zero_point", "grouped", "conv_read_twice"],
+    ["weight_zero_point", "conv_read_twice"],
 )
 def test_patterns_it_cannot_prove_stay_in_float(case: str) -> None:
     if case == "weight_zero_point":
         ir, weights = _ir(), _weights(w_zero=3)
-    elif case == "grouped":  # two groups of two channels: not depthwise, no integer kernel
-        ir, weights = _ir(group=2), _weights(cin=2)
     else:
         ir, weights = _ir(extra_use=True), _weights()
     text, _ = _run(ir, weights)

@@ -105,7 +105,9 @@ def geometry_of(op: kernel.QConv2dOp) -> QConvGeometry:
     n, c, h, w = shape(op.input)
     _, cout, oh, ow = shape(op.output)
     kh, kw = _pairs(op.kernel_shape)
-    group = c if qconv_depthwise_isa(op.weight_layout.data) else 1
+    group = 1 if op.group is None else op.group.value.data
+    if qconv_depthwise_isa(op.weight_layout.data):
+        group = c
     return QConvGeometry(
         n, c, h, w, cout, oh, ow, kh, kw,
         _pairs(op.strides), _pairs(op.pads), _pairs(op.dilations), group,
@@ -164,10 +166,18 @@ def _splat_word(value: int) -> int:
 @dataclass
 class _QConv:
     op: kernel.QConv2dOp
-    g: QConvGeometry
+    g: QConvGeometry  # of one group (all of a group-1 or depthwise conv)
     isa: Int8Isa
     terms: int
     args: list[SSAValue]
+    groups: int = 1  # of a grouped conv, run one after another
+    group_index: SSAValue | None = None  # the group being emitted
+
+    def channel(self, b: LoopBuilder, per_group: int, index: Value) -> SSAValue:
+        """The channel of all the conv's channels that is `index` of the group's."""
+        if self.group_index is None:
+            return b.index(index)
+        return b.add(b.mul(self.group_index, per_group), index)
 
     def arg(self, operand: SSAValue | None) -> SSAValue:
         """The function argument that stands for one of the op's operands."""
@@ -203,7 +213,8 @@ class _QConv:
             b.for_range(0, vec_end, 16, lambda b, i: b.vstore(fill_v, ws, [b.add(base, i)]))
             b.for_range(vec_end, plane, 1, lambda b, i: b.store(fill, ws, [b.add(base, i)]))
         # Channels of this group, as offsets of their rows in x.
-        first = b.mul(b.add(b.mul(n, g.c), b.mul(c4, 4)), g.h * g.w)
+        channel = self.channel(b, g.c, b.mul(c4, 4))
+        first = b.mul(b.add(b.mul(n, g.c * self.groups), channel), g.h * g.w)
 
         def byte_rows(b: LoopBuilder, src: SSAValue, width: int) -> list[SSAValue]:
             rows = []
@@ -318,7 +329,8 @@ class _QConv:
             xs = [b.vload(source, [b.add(at, j * isa.lanes)], isa.lanes) for j in range(isa.nvec)]
             out = list(accs)
             for term in range(self.terms):
-                row0 = b.mul(b.add(b.mul(b.add(t, term * tiles), g.k4), k), isa.mr)
+                tile = b.add(t, b.mul(self.channel(b, self.terms, term), tiles))
+                row0 = b.mul(b.add(b.mul(tile, g.k4), k), isa.mr)
                 for r in range(isa.mr):
                     w = b.splat(b.load(weights, [b.add(row0, r)]), isa.lanes, i32)
                     for j in range(isa.nvec):
@@ -362,12 +374,13 @@ class _QConv:
         g, isa, op = self.g, self.isa, self.op
         offset, multiplier, bias = (self.arg(v) for v in (op.offset, op.multiplier, op.bias))
         lanes = isa.lanes
+        co = self.channel(b, g.cout, co)
         off = b.splat(b.load(offset, [co]), lanes, i32)
         mul = b.splat(b.load(multiplier, [co]), lanes)
         add = b.splat(b.load(bias, [co]), lanes)
         lo = b.splat(float(op.output_min.value.data), lanes)
         hi = b.splat(float(op.output_max.value.data), lanes)
-        dst = b.add(b.mul(b.add(b.mul(n, g.cout), co), g.pixels), p0)
+        dst = b.add(b.mul(b.add(b.mul(n, g.cout * self.groups), co), g.pixels), p0)
         for j, acc in enumerate(row):
             count = min(max(valid - j * lanes, 0), lanes)
             if not count:
@@ -460,16 +473,32 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
         if widths[1] != 8:
             raise fail(op, "a depthwise qconv has an 8-bit output")
         return lower_qconv_depthwise(op, g, isa, target, name)
+    one = g.per_group()
+    expected = g.group * terms * -(-one.cout // isa.mr) * one.k4 * isa.mr
+    if g.c % g.group or g.cout % g.group or shape(op.weight) != (expected,):
+        raise fail(op, f"weight {shape(op.weight)} does not fit {g} packed as {isa.name}")
     fn, b = kernel_function(name, operand_types(op))
-    conv = _QConv(op, g, isa, terms, list(fn.args))
+    conv = _QConv(op, one, isa, terms, list(fn.args), g.group)
     full, tail = divmod(g.pixels, isa.nr)
 
-    def image(b: LoopBuilder, n: SSAValue) -> None:
+    def one_group(b: LoopBuilder, n: SSAValue) -> None:
         conv.interleave(b, n)
         if full:
             b.parallel_range(0, full, 1, lambda b, pb: conv.block(b, n, pb, isa.nr))
         if tail:
             conv.block(b, n, b.index(full), tail)
+
+    def image(b: LoopBuilder, n: SSAValue) -> None:
+        if g.group == 1:
+            one_group(b, n)
+            return
+
+        def group(b: LoopBuilder, index: SSAValue) -> None:
+            conv.group_index = index
+            one_group(b, n)
+            conv.group_index = None
+
+        b.for_range(0, g.group, 1, group)
 
     b.for_range(0, g.n, 1, image)
     b.ret()
