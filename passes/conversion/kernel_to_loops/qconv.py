@@ -280,10 +280,17 @@ class _QConv:
             panel = b.insert(memref.AllocaOp.get(i32, shape=[g.k4 * isa.nr])).results[0]
             self.pack_panel(b, panel, p0)
             source, source_base, stride = panel, b.index(0), isa.nr
-        tiles = -(-g.cout // isa.mr)
-        b.for_range(
-            0, tiles, 1, lambda b, t: self.tile(b, n, t, p0, source, source_base, stride, valid)
-        )
+        # Full tiles of MR output channels in a loop; a last partial tile computes only its
+        # channels (a grouped conv's 4 channels per group: 4 rows, not 16).
+        full, rows = divmod(g.cout, isa.mr)
+
+        def tile(b: LoopBuilder, t: SSAValue, rows: int) -> None:
+            self.tile(b, n, t, p0, source, source_base, stride, valid, rows)
+
+        if full:
+            b.for_range(0, full, 1, lambda b, t: tile(b, t, isa.mr))
+        if rows:
+            tile(b, b.index(full), rows)
 
     def pack_panel(self, b: LoopBuilder, panel: SSAValue, p0: SSAValue) -> None:
         g, isa, ws = self.g, self.isa, self.workspace
@@ -317,7 +324,9 @@ class _QConv:
         source_base: SSAValue,
         stride: int,
         valid: int,
+        rows: int,
     ) -> None:
+        """Output channels t * MR .. t * MR + rows - 1 of NR pixels at p0."""
         g, isa = self.g, self.isa
         weights = self.arg(self.op.weight)
         tiles = -(-g.cout // isa.mr)
@@ -331,22 +340,17 @@ class _QConv:
             for term in range(self.terms):
                 tile = b.add(t, b.mul(self.channel(b, self.terms, term), tiles))
                 row0 = b.mul(b.add(b.mul(tile, g.k4), k), isa.mr)
-                for r in range(isa.mr):
+                for r in range(rows):
                     w = b.splat(b.load(weights, [b.add(row0, r)]), isa.lanes, i32)
                     for j in range(isa.nvec):
                         i = r * isa.nvec + j
                         out[i] = self.dot(b, out[i], xs[j], w, ones)
             return out
 
-        accs = b.for_range(0, g.k4, 1, step, [zero] * (isa.mr * isa.nvec))
-        for r in range(isa.mr):
+        accs = b.for_range(0, g.k4, 1, step, [zero] * (rows * isa.nvec))
+        for r in range(rows):
             co = b.add(b.mul(t, isa.mr), r)
-            row = accs[r * isa.nvec : (r + 1) * isa.nvec]
-            if g.cout % isa.mr:
-                in_range = b.cmp_index("slt", co, g.cout)
-                b.if_(in_range, lambda b, co=co, row=row: self.epilogue(b, n, co, p0, row, valid))
-            else:
-                self.epilogue(b, n, co, p0, row, valid)
+            self.epilogue(b, n, co, p0, accs[r * isa.nvec : (r + 1) * isa.nvec], valid)
 
     def dot(
         self, b: LoopBuilder, acc: SSAValue, x: SSAValue, w: SSAValue, ones: SSAValue | None
