@@ -583,8 +583,9 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
 @irdl_op_definition
 class QConv2dOp(IRDLOperation):
     """graph.qconv on buffers (`group` as graph.qconv's): `weight` packed (int32 words of 4 int8
-    taps; depthwise: int16 pairs) in the layout named by `weight_layout`, which also names the instruction set it was packed for; `workspace`
-    holds one image's input, channel-interleaved by 4 and padded (`qconv_workspace_words`).
+    taps; depthwise: int16 pairs) in the layout named by `weight_layout`, which also names the
+    instruction set it was packed for; `workspace` holds one image's (one group's) input,
+    channel-interleaved by 4 and padded (`qconv_workspace_words`).
     Unlike graph.qconv, `input_zero_point` and `offset` are those of the input as the kernel
     reads it (int8 shifted to uint8), and `bias` includes the output zero point. A residual
     is added in the epilogue as graph.qconv describes."""

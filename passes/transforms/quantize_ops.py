@@ -16,8 +16,8 @@ exactly and added in int32 (`offset`); any other float bias stays in `bias`.
 
 It matches only what it can prove: constant per-tensor scales and zero points for x and y,
 a constant int8 weight with zero points 0 (per tensor or per output channel), any group
-(depthwise and grouped convs have integer kernels too), a conv result used only by the QuantizeLinear (or a Relu that only it reads), and sums that
-fit int32. Anything else keeps the float fallback, which is correct. Runs before
+(depthwise and grouped convs have integer kernels too), a conv result used only by the
+QuantizeLinear (or a Relu that only it reads), and sums that fit int32. Anything else keeps the float fallback, which is correct. Runs before
 fold-constants, which would fold the weight's DequantizeLinear into a float weight.
 
 MatMulInteger with a constant int8 weight (what dynamic quantization writes after

@@ -35,23 +35,30 @@ Weights are packed at compile time (`pack_qconv_weight`) as int32 words [terms][
 [K/4][MR]; the layout name records the instruction set and MR, and the lowering follows it,
 so a model packed for AVX2 runs AVX2 code on any host that has it.
 
-**Depthwise** convs (group == C, layout `qconv_dw_<isa>`) run a direct kernel instead
-(`lower_qconv_depthwise`), the float depthwise kernel's structure (conv.py) on integers:
-output columns across the lanes, one channel at a time, its input rows copied per band into
-padded planes of int32 words (zero-extended u8; int8 flipped to u8; padding the zero
-point), de-interleaved by column phase for stride 2, so that every tap of a vector of
-output columns is one unaligned load. Each tap is one `vpmaddwd` of those words (x in the
-low int16, 0 in the high) by the tap's weight word (w sign-extended in the low int16, 0 in
-the high): x * w + 0 * 0, exact in int32, accumulated with `vpaddd` in a register block of
-4 vectors of columns; then the same epilogue as the dense kernel, per channel.
-Why not the dot-product instructions: vpdpbusd/vpmaddubsw sum 4 (2) consecutive bytes of
-one lane, i.e. 4 input channels of a dense conv, but a depthwise output reads one channel:
-they would need the taps of 4 kernel columns (or rows) gathered into each lane first, a
-shuffle per tap that costs what the multiply saves. Why columns and not channels across the
+**Grouped** convs (1 < group < C, kernel.qconv2d's `group`) run this kernel once per group,
+one after another: the group's channels interleaved into the workspace, its packed filters
+[group][terms][...] and its output channels (`_QConv.channel`).
+
+**Depthwise** convs (group == C == Cout, layout `qconv_dw_<isa>`) run a direct kernel
+instead (`lower_qconv_depthwise`), the float depthwise kernel's structure (conv.py) on
+integers: output columns across the lanes, one channel at a time, its input rows copied per
+band into padded planes of int32 words, de-interleaved by column phase for stride 2, so that
+every tap of a vector of output columns is one unaligned load. A word holds one column of
+two input rows (row i zero-extended in the low int16, row i + dilation in the high; int8
+flipped to u8; outside the input the zero point), a packed weight word the weights of
+kernel rows 2p and 2p + 1 at one kernel column (an odd last row paired with 0): one
+`vpdpwssd` (int16 pairs multiplied, summed and accumulated into int32; AVX-512 VNNI zmm, or
+ymm for outputs of at most 8 columns; AVX-VNNI ymm) or `vpmaddwd` + `vpaddd` (AVX2) computes
+two taps of a vector of columns exactly: 6 per 3x3, 15 per 5x5. Register block: 4 vectors of
+columns, two accumulator chains each. Then the dense kernel's epilogue, per channel.
+Why not vpdpbusd / vpmaddubsw: they sum 4 (2) consecutive bytes of a lane, 4 input channels
+of a dense conv, but a depthwise output reads one channel: the taps would first have to be
+gathered into each lane's bytes, a shuffle per tap that costs what the wider multiply
+saves (and vpmaddubsw's int16 sums saturate). Why columns and not channels across the
 lanes: activations are NCHW, so a channel's row is contiguous and the per-channel epilogue
 stores whole vectors; channels across lanes would need an NHWC copy of the input and a
 transpose of every output tile, each about as much work as the 9 taps. The cost: maps
-narrower than a vector (7x7 on AVX-512's 16 lanes) leave lanes idle.
+narrower than a vector leave lanes idle (14 columns on 16 lanes).
 """
 
 from __future__ import annotations
