@@ -40,6 +40,7 @@ from ember.tools.model_zoo import (  # noqa: E402
     graph_op_counts,
     inverted_residual_model,
     light_model_path,
+    mobilenet_v2,
     quantize_static,
     resnet_block_model,
 )
@@ -105,6 +106,7 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
     # MobileNetV2's inverted residual blocks at 56x56 (1x1 expand, 3x3/5x5 depthwise, 1x1
     # project): the depthwise convs' integer kernel.
     "inverted_residual": (inverted_residual_model, (1, 24, 56, 56)),
+    "mobilenet_v2": (mobilenet_v2, (1, 3, 224, 224)),
     "resnet50": (
         lambda: with_seeded_weights(onnx.load(light_model_path("resnet50"))),
         (1, 3, 224, 224),
