@@ -1,31 +1,30 @@
-"""kernel.qconv2d on depthwise and grouped filters. Depthwise (layout qconv_dw_<isa>: int16 pairs of two kernel rows,
-vpdpwssd with VNNI, else vpmaddwd + vpaddd, over output columns) bit-exact against numpy doing the same integer arithmetic (test_qgemm's reference), with the
-16-lane (AVX-512) and 8-lane (AVX2) paths, the AVX2 one also compiled for an AVX2-only CPU,
-guard bytes after every output, and the instructions checked in the assembly. Grouped convs
-(1 < group < channels) run the dense kernel once per group: bit-exact likewise."""
+"""kernel.qconv2d on depthwise and grouped filters, bit-exact against numpy doing the same
+integer arithmetic (test_qgemm's reference), guard bytes after every output.
+
+Depthwise (layout qconv_dw_<isa>: int16 pairs of two kernel rows over output columns,
+vpdpwssd with VNNI, else vpmaddwd + vpaddd): the 16-lane (AVX-512) and 8-lane (AVX2) paths,
+the AVX2 one also compiled for an AVX2-only CPU, the instructions checked in the assembly.
+Grouped convs (1 < group < channels) run the dense kernel once per group. Both also end to
+end: models quantized by `ember quantize`, within one step of onnxruntime."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
-from xdsl.ir import Block
 
 import ember
-from ember.codegen.jit import JitModule
 from ember.core.target import host_target, named_target
-from ember.dialects import kernel
-from ember.dialects.graph import i64_array
 from ember.dialects.weight_layouts import (
-    ISAS,
     QConvGeometry,
-    pack_qconv_depthwise_weight,
-    qconv_workspace_words,
 )
-from ember.passes.conversion.kernel_to_loops.qconv import lower_qconv
-from ember.tests.kernels.harness import memref_type
-from ember.tests.kernels.test_qgemm import _RUNNABLE, _out_size, run_qconv
+from ember.tests.kernels.test_qgemm import (
+    _RUNNABLE,
+    _out_size,
+    check_fused_residual,
+    qconv_asm,
+    run_qconv,
+)
 from ember.tests.kernels.test_qgemm_models import _output_scale
 from ember.tests.oracle import onnxruntime_outputs
 from ember.tools.model_zoo import GraphBuilder, graph_op_counts, inverted_residual_model
@@ -111,15 +110,7 @@ def test_depthwise_qconv_with_fused_residual_add(isa_name: str) -> None:
     if not _RUNNABLE[isa_name]:
         pytest.skip(f"this host cannot run {isa_name}")
     x, w, g = _case((1, 10, 9, 21), 3, 1, 1, 1, seed=13)
-    r = np.random.default_rng(14).integers(0, 256, (1, 10, 9, 21)).astype(np.uint8)
-    params = [0.05, 0.03, 120.0, 0.07, 10.0, 10.0, 255.0, 0.0]
-    got, expected = run_qconv(
-        x, w, g, isa_name, input_zero_point=131, signed=False, lo=0, hi=255,
-        residual=(r, params),
-    )  # fmt: skip
-    assert np.abs(got - expected).max() <= 1
-    assert np.mean(got == expected) > 0.999
-    assert got.min() == 10 and len(np.unique(got)) > 50
+    check_fused_residual(x, w, g, isa_name)
 
 
 def test_depthwise_avx2_path_compiled_for_an_avx2_only_cpu_is_bit_exact() -> None:
@@ -135,41 +126,7 @@ def test_depthwise_avx2_path_compiled_for_an_avx2_only_cpu_is_bit_exact() -> Non
 
 def _asm_for(isa_name: str, cpu: str, size: int = 10) -> str:
     x, w, g = _case((1, 16, size, size), 3, 1, 1, 1, seed=0)
-    packed, layout = pack_qconv_depthwise_weight(w, ISAS[isa_name])
-    arrays = [
-        x.view(np.int8),
-        packed,
-        np.zeros(16, np.int32),
-        np.ones(16, np.float32),
-        np.zeros(16, np.float32),
-        np.zeros(qconv_workspace_words(g, ISAS[isa_name]), np.int32),
-        np.zeros((1, 16, size, size), np.int8),
-    ]
-    block = Block(arg_types=[memref_type(a) for a in arrays])
-
-    def attr(value: int) -> IntegerAttr:
-        return IntegerAttr(value, i64)
-
-    op = kernel.QConv2dOp(
-        operands=[*block.args[:5], [], *block.args[5:]],
-        properties={
-            "kernel_shape": i64_array([3, 3]),
-            "strides": i64_array([1, 1]),
-            "pads": i64_array([1, 1, 1, 1]),
-            "dilations": i64_array([1, 1]),
-            "input_zero_point": attr(0),
-            "input_signed": attr(0),
-            "output_zero_point": attr(0),
-            "output_min": attr(0),
-            "output_max": attr(255),
-            "weight_layout": StringAttr(layout),
-        },
-    )
-    block.add_op(op)
-    target = named_target(cpu, threads=1)
-    module = ModuleOp([lower_qconv(op, target, "qdepthwise_under_test")])
-    module.verify()
-    return JitModule(module, target).asm()
+    return qconv_asm(x, w, g, isa_name, cpu)
 
 
 def test_depthwise_avx2_path_compiles_to_vpmaddwd_on_ymm() -> None:

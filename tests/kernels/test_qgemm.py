@@ -273,7 +273,12 @@ def test_qconv_with_fused_residual_add(isa_name: str) -> None:
     if not _RUNNABLE[isa_name]:
         pytest.skip(f"this host cannot run {isa_name}")
     x, w, g = _case((1, 10, 9, 21), 18, (3, 3), 1, 1, 1, seed=13)  # 189 pixels: a tail
-    r = np.random.default_rng(14).integers(0, 256, (1, 18, 9, 21)).astype(np.uint8)
+    check_fused_residual(x, w, g, isa_name)
+
+
+def check_fused_residual(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str) -> None:
+    """The conv with a residual add fused, within one step of the float32 reference."""
+    r = np.random.default_rng(14).integers(0, 256, (g.n, g.cout, g.oh, g.ow)).astype(np.uint8)
     # conv_scale, residual_scale, residual_zero_point, sum_scale, sum_zero_point, min, max,
     # residual signed
     params = [0.05, 0.03, 120.0, 0.07, 10.0, 10.0, 255.0, 0.0]
@@ -309,18 +314,22 @@ def test_avx2_weights_outside_seven_bits_are_split_exactly() -> None:
     np.testing.assert_array_equal(first.astype(np.int16).sum(axis=0), w.reshape(8))
 
 
-def _asm_for(isa_name: str, cpu: str) -> str:
-    x, w, g = _case((1, 8, 10, 10), 16, (3, 3), 1, 1, 1, seed=0)
+def qconv_asm(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str, cpu: str) -> str:
+    """The assembly of kernel.qconv2d for this conv (3x3, stride 1, pads 1), packed for
+    `isa_name` (depthwise when `g` is) and compiled for the LLVM cpu `cpu`."""
     isa = ISAS[isa_name]
-    packed, layout = pack_qconv_weight(w, isa)
+    if g.depthwise:
+        packed, layout = pack_qconv_depthwise_weight(w, isa)
+    else:
+        packed, layout = pack_qconv_weight(w, isa, g.group)
     arrays = [
         x.view(np.int8),
         packed,
-        np.zeros(16, np.int32),
-        np.ones(16, np.float32),
-        np.zeros(16, np.float32),
+        np.zeros(g.cout, np.int32),
+        np.ones(g.cout, np.float32),
+        np.zeros(g.cout, np.float32),
         np.zeros(qconv_workspace_words(g, isa), np.int32),
-        np.zeros((1, 16, 10, 10), np.int8),
+        np.zeros((g.n, g.cout, g.oh, g.ow), np.int8),
     ]
     block = Block(arg_types=[memref_type(a) for a in arrays])
 
@@ -340,6 +349,7 @@ def _asm_for(isa_name: str, cpu: str) -> str:
             "output_min": attr(0),
             "output_max": attr(255),
             "weight_layout": StringAttr(layout),
+            **({"group": attr(g.group)} if g.group > 1 else {}),
         },
     )
     block.add_op(op)
@@ -347,6 +357,11 @@ def _asm_for(isa_name: str, cpu: str) -> str:
     module = ModuleOp([lower_qconv(op, target, "qconv_under_test")])
     module.verify()
     return JitModule(module, target).asm()
+
+
+def _asm_for(isa_name: str, cpu: str) -> str:
+    x, w, g = _case((1, 8, 10, 10), 16, (3, 3), 1, 1, 1, seed=0)
+    return qconv_asm(x, w, g, isa_name, cpu)
 
 
 def test_avx2_path_compiles_for_an_avx2_only_cpu_to_vpmaddubsw() -> None:

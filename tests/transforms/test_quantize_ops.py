@@ -129,35 +129,23 @@ def test_qdq_conv_becomes_qconv_with_folded_constants() -> None:
     np.testing.assert_array_equal(store["qconv.multiplier"], expected)
 
 
-def test_depthwise_qdq_conv_becomes_a_depthwise_qconv() -> None:
-    """group == input channels == output channels: graph.qconv with `group`, the [C, 1, kh,
-    kw] filter unchanged (graph_to_kernel packs it for the depthwise kernel)."""
-    text, store = _run(_ir(group=4), _weights(cin=1))
+@pytest.mark.parametrize("group", [4, 2])
+def test_depthwise_and_grouped_qdq_convs_become_qconvs_with_their_group(group: int) -> None:
+    """Depthwise (group 4 = channels) and grouped (two groups of two channels): graph.qconv
+    with `group`, the filter unchanged (graph_to_kernel packs it for the depthwise kernel or
+    per group for the group-1 kernel)."""
+    cin = 4 // group
+    text, store = _run(_ir(group=group), _weights(cin=cin))
     assert_filecheck(
         text,
-        """
+        f"""
         CHECK:      %y = graph.qconv %xq
-        CHECK-SAME: group = 4 : i64
-        CHECK-SAME: tensor<1x4x5x5xui8>, tensor<4x1x3x3xi8>
+        CHECK-SAME: group = {group} : i64
+        CHECK-SAME: tensor<1x4x5x5xui8>, tensor<4x{cin}x3x3xi8>
         CHECK-NOT:  graph.conv
         """,
     )
     np.testing.assert_array_equal(store["qconv.offset"], [100, -2000, 0, 7])
-
-
-def test_grouped_qdq_conv_becomes_a_grouped_qconv() -> None:
-    """Two groups of two input channels: graph.qconv with `group` (the dense integer kernel
-    runs the groups one after another)."""
-    text, _ = _run(_ir(group=2), _weights(cin=2))
-    assert_filecheck(
-        text,
-        """
-        CHECK:      %y = graph.qconv %xq
-        CHECK-SAME: group = 2 : i64
-        CHECK-SAME: tensor<1x4x5x5xui8>, tensor<4x2x3x3xi8>
-        CHECK-NOT:  graph.conv
-        """,
-    )
 
 
 def test_relu_between_conv_and_quantize_raises_the_lower_bound_to_the_zero_point() -> None:
