@@ -151,7 +151,7 @@ def test_depthwise_vnni_paths_compile_to_vpdpwssd() -> None:
 # and not, output channels per group below and above MR, the direct 1x1 path and im2col,
 # a depthwise conv with a channel multiplier of 2 (one input channel per group), batch 2.
 GROUPED = [
-    ((1, 8, 10, 10), 2, 12, 3, 1, 1),
+    ((1, 8, 10, 37), 2, 12, 3, 1, 1),
     ((1, 12, 9, 13), 3, 9, 3, 2, 1),
     ((2, 10, 7, 9), 5, 10, 1, 1, 0),
     ((1, 64, 8, 8), 2, 40, 3, 1, 1),

@@ -13,7 +13,8 @@ lane's int32. So k runs in groups of four input channels at one tap:
    per-channel `offset` at compile time.
 2. **Panels**: a 1x1, stride-1, unpadded conv reads NR consecutive pixels of a channel group
    straight from the workspace; others copy the words each of NR output pixels reads
-   (im2col, one word = 4 channels) into a per-thread panel [K/4][NR].
+   (im2col, one word = 4 channels) into a per-thread panel [K/4][NR]: one vector per tap
+   when the NR pixels lie in one output row at column stride 1, else word by word.
 3. **Micro-kernel**: MR output channels x NR pixels of int32 accumulators in registers; per
    k-group one vector load of NR/lanes words, one broadcast word of 4 weights per row:
    - `vnni512`: `vpdpbusd` (llvm.x86.avx512.vpdpbusd.512), 64 u8 x s8 products per
@@ -319,7 +320,29 @@ class _QConv:
 
             b.for_range(0, g.groups, 1, group)
 
-        b.for_range(0, isa.nr, 1, pixel)
+        def by_pixel(b: LoopBuilder) -> None:
+            b.for_range(0, isa.nr, 1, pixel)
+
+        if sw != 1 or g.ow < isa.nr:
+            by_pixel(b)
+            return
+        # NR pixels within one output row (stride 1): each tap's words are one vector.
+        oh, ow0 = b.floordiv(p0, g.ow), b.rem(p0, g.ow)
+        row_start = b.add(b.mul(b.mul(oh, sh), g.wp), ow0)
+
+        def by_row(b: LoopBuilder) -> None:
+            def group(b: LoopBuilder, c4: SSAValue) -> None:
+                src_c = b.add(row_start, b.mul(c4, g.hp * g.wp))
+                dst_c = b.mul(c4, g.kh * g.kw * isa.nr)
+                for ki in range(g.kh):
+                    for kj in range(g.kw):
+                        words = b.vload(ws, [b.add(src_c, ki * dh * g.wp + kj * dw)], isa.nr)
+                        b.vstore(words, panel, [b.add(dst_c, (ki * g.kw + kj) * isa.nr)])
+
+            b.for_range(0, g.groups, 1, group)
+
+        in_row = b.cmp_index("sle", b.add(ow0, isa.nr), g.ow)
+        if_else(b, in_row, by_row, by_pixel)
 
     def tile(
         self,
