@@ -555,6 +555,13 @@ class _DepthwisePlanes:
     planes: BandPlanes
     zero_point: int
     signed: bool
+    masked_loads: bool  # the target loads bytes under a mask natively (AVX-512 BW)
+
+    @property
+    def stored_zero_point(self) -> int:
+        """The input byte that reads as the zero point (int8 before its flip to uint8)."""
+        byte = self.zero_point ^ 0x80 if self.signed else self.zero_point
+        return byte - 256 if byte > 127 else byte
 
     def allocate(self, b: LoopBuilder) -> SSAValue:
         """The planes, filled with the zero point: fills only write the interior."""
@@ -629,25 +636,44 @@ class _DepthwisePlanes:
             # before it (its words written twice, alike), so that no column is copied by
             # scalars unless the row is narrower than one vector.
             span = vw * sw if sw <= 2 else 0
+
+            def copy_vector(
+                b: LoopBuilder, iw: Value, parity: int, loaded: list[SSAValue | None]
+            ) -> None:
+                for e in range(sw):
+                    halves = loaded
+                    if sw == 2:
+                        mask = list(range(e, span, 2))
+                        halves = [None if v is None else shuffle(b, v, v, mask) for v in loaded]
+                    col = b.add(iw, e + geo.pl)
+                    phase = (parity + e + geo.pl) % sw
+                    at = [phase, row, b.floordiv(col, sw) if sw > 1 else col]
+                    b.vstore(self.words(b, halves, vw), plane, at)
+
             if span and p.copy_cols >= span:
-
-                def copy_vector(b: LoopBuilder, iw: Value, parity: int) -> None:
-                    loaded = load(b, iw, span)
-                    for e in range(sw):
-                        halves = loaded
-                        if sw == 2:
-                            mask = list(range(e, span, 2))
-                            halves = [None if v is None else shuffle(b, v, v, mask) for v in loaded]
-                        col = b.add(iw, e + geo.pl)
-                        phase = (parity + e + geo.pl) % sw
-                        at = [phase, row, b.floordiv(col, sw) if sw > 1 else col]
-                        b.vstore(self.words(b, halves, vw), plane, at)
-
                 full = p.copy_cols - p.copy_cols % span
-                b.for_range(0, full, span, lambda b, iw: copy_vector(b, iw, 0))
+                b.for_range(0, full, span, lambda b, iw: copy_vector(b, iw, 0, load(b, iw, span)))
                 if full < p.copy_cols:
                     last = p.copy_cols - span
-                    copy_vector(b, b.index(last), last % sw)
+                    copy_vector(b, b.index(last), last % sw, load(b, last, span))
+                return
+            # A row narrower than a vector (14x14, 7x7 maps): one masked load per input row,
+            # the lanes past it the zero point (the right padding), where the plane row has
+            # room for the whole vector; AVX-512 only (AVX2 has no masked byte loads).
+            if span and self.masked_loads and (sw - 1 + geo.pl) // sw + vw <= p.width:
+                mask = b.insert(vector.CreateMaskOp([b.index(p.copy_cols)], _v(i1, span)))
+                fill = b.splat(b.const(self.stored_zero_point, i8), span, i8)
+                loaded = [
+                    None
+                    if ih is None
+                    else b.insert(
+                        vector.MaskedLoadOp(
+                            x, [n, ch, ih, b.index(0)], mask.results[0], fill, _v(i8, span)
+                        )
+                    ).results[0]
+                    for ih in rows
+                ]
+                copy_vector(b, b.index(0), 0, loaded)
                 return
 
             def copy_col(b: LoopBuilder, iw: SSAValue) -> None:
@@ -715,7 +741,10 @@ def lower_qconv_depthwise(
             "scratch limit",
         )
     planes = _DepthwisePlanes(
-        band_planes, op.input_zero_point.value.data, bool(op.input_signed.value.data)
+        band_planes,
+        op.input_zero_point.value.data,
+        bool(op.input_signed.value.data),
+        masked_loads=isa.name == "vnni512",
     )
     chunks = min(g.c, 4 * max(target.threads, 1))
     per_chunk = ceil_div(g.c, chunks)
