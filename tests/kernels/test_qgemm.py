@@ -213,6 +213,8 @@ SHAPES = [
     ((1, 4, 5, 5), 14, (1, 1), 1, 2, 1),
     # Asymmetric pads and strides, a non-square filter.
     ((1, 7, 13, 18), 17, (3, 2), (2, 1), (0, 1, 2, 0), 1),
+    # Stride 2 on rows of 35 outputs: panels of one row copied as the even words of vectors.
+    ((1, 6, 9, 70), 10, (3, 3), 2, 1, 1),
 ]
 
 

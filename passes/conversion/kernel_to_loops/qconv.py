@@ -323,12 +323,14 @@ class _QConv:
         def by_pixel(b: LoopBuilder) -> None:
             b.for_range(0, isa.nr, 1, pixel)
 
-        if sw != 1 or g.ow < isa.nr:
+        if sw > 2 or g.ow < isa.nr:
             by_pixel(b)
             return
-        # NR pixels within one output row (stride 1): each tap's words are one vector.
+        # NR pixels within one output row: each tap's words are one vector (column stride
+        # 2: the even words of two vectors; the workspace has NR words of slack at its end).
         oh, ow0 = b.floordiv(p0, g.ow), b.rem(p0, g.ow)
-        row_start = b.add(b.mul(b.mul(oh, sh), g.wp), ow0)
+        row_start = b.add(b.mul(b.mul(oh, sh), g.wp), b.mul(ow0, sw))
+        even = list(range(0, 2 * isa.nr, 2))
 
         def by_row(b: LoopBuilder) -> None:
             def group(b: LoopBuilder, c4: SSAValue) -> None:
@@ -336,7 +338,12 @@ class _QConv:
                 dst_c = b.mul(c4, g.kh * g.kw * isa.nr)
                 for ki in range(g.kh):
                     for kj in range(g.kw):
-                        words = b.vload(ws, [b.add(src_c, ki * dh * g.wp + kj * dw)], isa.nr)
+                        at = [b.add(src_c, ki * dh * g.wp + kj * dw)]
+                        if sw == 1:
+                            words = b.vload(ws, at, isa.nr)
+                        else:
+                            both = b.vload(ws, at, 2 * isa.nr)
+                            words = shuffle(b, both, both, even)
                         b.vstore(words, panel, [b.add(dst_c, (ki * g.kw + kj) * isa.nr)])
 
             b.for_range(0, g.groups, 1, group)
