@@ -582,6 +582,7 @@ class _DepthwisePlanes:
         return plane
 
     def fill_row(self, b: LoopBuilder, plane: SSAValue, phase: Value, row: SSAValue) -> None:
+        """Plane row `row` of column phase `phase` all the zero point (both halves)."""
         fill = b.splat(b.const(self.zero_point * 0x10001, i32), self.planes.vw, i32)
         for t in range(0, self.planes.width, self.planes.vw):
             b.vstore(fill, plane, [phase, row, t])
@@ -696,7 +697,7 @@ class _DepthwisePlanes:
 
         ih0 = b.sub(b.mul(p.first_output_row(b, band), geo.sh), geo.pt)
 
-        def fill_row(b: LoopBuilder, row: SSAValue) -> None:
+        def plane_row(b: LoopBuilder, row: SSAValue) -> None:
             low = b.add(ih0, row)
             high = b.add(low, geo.dh)
             # negative rows wrap around: one unsigned compare per row
@@ -719,7 +720,7 @@ class _DepthwisePlanes:
 
         # The kernel reads plane rows (output row) * stride + 2 * pair * dilation: with an even
         # stride only the even ones (each input row is then copied once, not twice).
-        b.for_range(0, p.rows, 2 if geo.sh % 2 == 0 else 1, fill_row)
+        b.for_range(0, p.rows, 2 if geo.sh % 2 == 0 else 1, plane_row)
 
 
 def lower_qconv_depthwise(
