@@ -1,8 +1,11 @@
 """int8 vs fp32: ember on a model quantized by onnxruntime's quantize_static (QDQ, per-channel
-int8 weights, uint8 activations, after quant_pre_process) against ember fp32 on the float
-model and onnxruntime running the same QDQ model, in one process, one engine after another.
+int8 weights, uint8 activations, after quant_pre_process) or by `ember quantize`
+(--quantizer ember: the same form, minmax ranges from 8 seeded batches) against ember fp32 on
+the float model and onnxruntime running the same QDQ model, in one process, one engine after
+another.
 
     python benchmarks/int8.py --models bottleneck resnet50 --threads 1 --runs 20
+    python benchmarks/int8.py --models inverted_residual --quantizer ember --runs 20
 
 Prints the host's int8 instruction set (vpdpbusd on AVX-512 VNNI, else AVX2), how many convs
 run as integer kernels, the minimum and median latency over --runs runs after --warmup (CPU
@@ -35,7 +38,9 @@ from ember.tools.bench import onnxruntime_session  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     GraphBuilder,
     graph_op_counts,
+    inverted_residual_model,
     light_model_path,
+    mobilenet_v2,
     quantize_static,
     resnet_block_model,
 )
@@ -98,6 +103,10 @@ def with_seeded_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
 MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
     "resnet_block": (resnet_block_model, (1, 3, 20, 20)),
     "bottleneck": (bottleneck_model, (1, 64, 56, 56)),
+    # MobileNetV2's inverted residual blocks at 56x56 (1x1 expand, 3x3/5x5 depthwise, 1x1
+    # project): the depthwise convs' integer kernel.
+    "inverted_residual": (inverted_residual_model, (1, 24, 56, 56)),
+    "mobilenet_v2": (mobilenet_v2, (1, 3, 224, 224)),
     "resnet50": (
         lambda: with_seeded_weights(onnx.load(light_model_path("resnet50"))),
         (1, 3, 224, 224),
@@ -130,6 +139,12 @@ def main() -> None:
         help="compile ember for this LLVM cpu instead of the host (x86-64-v3: the AVX2 path)",
     )
     parser.add_argument(
+        "--quantizer",
+        choices=["onnxruntime", "ember"],
+        default="onnxruntime",
+        help="which tool writes the QDQ model (both engines run the same one)",
+    )
+    parser.add_argument(
         "--reduce-range",
         action="store_true",
         help="quantize weights to 7 bits (one vpmaddubsw per product on the AVX2 path)",
@@ -144,11 +159,18 @@ def main() -> None:
         make, shape = MODELS[name]
         model = make()
         input_name = model.graph.input[0].name
-        quantized = quantize_static(
-            model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
-        )
+        if args.quantizer == "ember":
+            rng = np.random.default_rng(1)
+            batches = [
+                {input_name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)
+            ]
+            quantized = ember.quantize(model, calibration=batches)
+        else:
+            quantized = quantize_static(
+                model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
+            )
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        print(f"{name}: {graph_op_counts(quantized)} integer convs")
+        print(f"{name}: {graph_op_counts(quantized)['graph.qconv']} integer convs")
         for threads in args.threads:
             fp32 = ember.compile(model, threads=threads, target=target(threads))
             int8 = ember.compile(quantized, threads=threads, target=target(threads))

@@ -1403,7 +1403,8 @@ RESIDUAL_PARAMS = (
 
 @irdl_op_definition
 class QConvOp(IRDLOperation):
-    """Quantized 2-D convolution with a fused requantize epilogue (group 1, NCHW, OIHW).
+    """Quantized 2-D convolution with a fused requantize epilogue (NCHW, OIHW; `group` as
+    ONNX Conv's, absent = 1; depthwise when group == input channels == output channels).
 
     `input` is uint8 or int8 with zero point `input_zero_point`; `weight` is a constant int8
     filter whose zero point is 0. With acc = sum over taps of (x - input_zero_point) * w in
@@ -1442,6 +1443,7 @@ class QConvOp(IRDLOperation):
     # With `residual`: [conv_scale, residual_scale, residual_zero_point, sum_scale,
     # sum_zero_point, sum_min, sum_max] (RESIDUAL_PARAMS).
     residual_params = opt_prop_def(DenseArrayBase)
+    group = opt_prop_def(IntegerAttr[I64])  # absent: 1
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
@@ -1452,8 +1454,11 @@ class QConvOp(IRDLOperation):
 
     def verify_(self) -> None:
         x, w, y = shape_of(self.input), shape_of(self.weight), shape_of(self.output)
-        if len(x) != 4 or len(w) != 4 or len(y) != 4 or x[1] != w[1] or y[1] != w[0]:
+        group = self.group_count
+        if len(x) != 4 or len(w) != 4 or len(y) != 4 or x[1] != w[1] * group or y[1] != w[0]:
             raise VerifyException(f"graph.qconv: shapes x {x}, w {w}, y {y} do not fit")
+        if group < 1 or w[0] % group:
+            raise VerifyException(f"graph.qconv: {w[0]} output channels in {group} groups")
         for operand in (self.offset, self.multiplier, self.bias):
             if shape_of(operand) != (w[0],):
                 raise VerifyException(f"graph.qconv: per-channel operands must be ({w[0]},)")
@@ -1464,6 +1469,10 @@ class QConvOp(IRDLOperation):
             raise VerifyException("graph.qconv: a residual has the output's shape and its params")
         if has_params and len(self.residual_params.get_values()) != len(RESIDUAL_PARAMS):
             raise VerifyException(f"graph.qconv: residual_params are {RESIDUAL_PARAMS}")
+
+    @property
+    def group_count(self) -> int:
+        return 1 if self.group is None else self.group.value.data
 
 
 GRAPH_OPS.append(QConvOp)

@@ -582,9 +582,10 @@ KERNEL_OPS: list[type[IRDLOperation]] = [
 
 @irdl_op_definition
 class QConv2dOp(IRDLOperation):
-    """graph.qconv on buffers: `weight` packed (int32 words of 4 int8 taps) in the layout named
-    by `weight_layout`, which also names the instruction set it was packed for; `workspace`
-    holds one image's input, channel-interleaved by 4 and padded (`qconv_workspace_words`).
+    """graph.qconv on buffers (`group` as graph.qconv's): `weight` packed (int32 words of 4 int8
+    taps; depthwise: int16 pairs) in the layout named by `weight_layout`, which also names the
+    instruction set it was packed for; `workspace` holds one image's (one group's) input,
+    channel-interleaved by 4 and padded (`qconv_workspace_words`).
     Unlike graph.qconv, `input_zero_point` and `offset` are those of the input as the kernel
     reads it (int8 shifted to uint8), and `bias` includes the output zero point. A residual
     is added in the epilogue as graph.qconv describes."""
@@ -609,6 +610,7 @@ class QConv2dOp(IRDLOperation):
     output_max = prop_def(IntegerAttr[I64])
     weight_layout = prop_def(StringAttr)
     residual_params = opt_prop_def(DenseArrayBase)  # graph.RESIDUAL_PARAMS
+    group = opt_prop_def(IntegerAttr[I64])  # absent: 1 (or all channels: a depthwise layout)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
         "$input `,` $weight `,` $offset `,` $multiplier `,` $bias (`residual` $residual^)? `,` "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -268,26 +268,31 @@ def parse_qconv_layout(layout: str) -> tuple[Int8Isa, int]:
 _SEVEN_BITS = 64
 
 
-def pack_qconv_weight(w: np.ndarray, isa: Int8Isa) -> tuple[np.ndarray, str]:
-    """An int8 OIHW filter as int32 words [terms, ceil(Cout/MR), K/4, MR] (flat), each word the
-    weights of 4 consecutive input channels at one tap; k runs over (channel group, kh, kw)."""
-    if w.ndim != 4 or w.dtype != np.int8:
+def pack_qconv_weight(w: np.ndarray, isa: Int8Isa, group: int = 1) -> tuple[np.ndarray, str]:
+    """An int8 OIHW filter as int32 words [group, terms, ceil(Cout/group/MR), K/4, MR] (flat),
+    each word the weights of 4 consecutive input channels at one tap; k runs over (channel
+    group of 4, kh, kw) of the conv group's input channels."""
+    if w.ndim != 4 or w.dtype != np.int8 or w.shape[0] % group:
         raise ValueError(
-            f"pack_qconv_weight: expected an int8 OIHW filter, got {w.dtype} {w.shape}"
+            f"pack_qconv_weight: expected an int8 OIHW filter with output channels divisible "
+            f"by group {group}, got {w.dtype} {w.shape}"
         )
     cout, cin, kh, kw = w.shape
+    cout //= group
     groups, tiles = -(-cin // 4), -(-cout // isa.mr)
-    terms = [w]
-    if isa.name == "avx2" and int(np.abs(w.astype(np.int16)).max(initial=0)) > _SEVEN_BITS:
-        high = np.right_shift(w, 1)  # floor(w / 2) in [-64, 63]
-        terms = [high, (w - high).astype(np.int8)]  # ceil(w / 2) in [-64, 64]
+    split = isa.name == "avx2" and int(np.abs(w.astype(np.int16)).max(initial=0)) > _SEVEN_BITS
     packed = []
-    for term in terms:
-        padded = np.zeros((tiles * isa.mr, groups * 4, kh, kw), np.int8)
-        padded[:cout, :cin] = term
-        words = padded.reshape(tiles, isa.mr, groups, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
-        packed.append(np.ascontiguousarray(words).view(np.int32).reshape(-1))
-    return np.concatenate(packed), qconv_layout(isa, len(terms))
+    for filters in np.split(w, group):
+        terms = [filters]
+        if split:
+            high = np.right_shift(filters, 1)  # floor(w / 2) in [-64, 63]
+            terms = [high, (filters - high).astype(np.int8)]  # ceil(w / 2) in [-64, 64]
+        for term in terms:
+            padded = np.zeros((tiles * isa.mr, groups * 4, kh, kw), np.int8)
+            padded[:cout, :cin] = term
+            words = padded.reshape(tiles, isa.mr, groups, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+            packed.append(np.ascontiguousarray(words).view(np.int32).reshape(-1))
+    return np.concatenate(packed), qconv_layout(isa, 2 if split else 1)
 
 
 @dataclass(frozen=True)
@@ -304,6 +309,15 @@ class QConvGeometry:
     strides: tuple[int, int]
     pads: tuple[int, int, int, int]
     dilations: tuple[int, int]
+    group: int = 1  # c, cout: all channels, group > 1 for grouped and depthwise convs
+
+    @property
+    def depthwise(self) -> bool:
+        return self.group > 1 and self.group == self.c == self.cout
+
+    def per_group(self) -> QConvGeometry:
+        """The conv of one group (the dense kernel runs the groups one after another)."""
+        return replace(self, c=self.c // self.group, cout=self.cout // self.group, group=1)
 
     @property
     def groups(self) -> int:  # channel groups of 4
@@ -333,5 +347,39 @@ class QConvGeometry:
 
 def qconv_workspace_words(g: QConvGeometry, isa: Int8Isa) -> int:
     """The interleaved, padded image plus NR words that the last direct panel may read past
-    its end (into lanes that are never stored)."""
-    return g.groups * g.hp * g.wp + isa.nr
+    its end (into lanes that are never stored); the depthwise kernel keeps its padded input
+    rows in per-thread scratch instead (one word, unused)."""
+    if g.depthwise:
+        return 1
+    one = g.per_group()  # the groups of a grouped conv take turns in it
+    return one.groups * one.hp * one.wp + isa.nr
+
+
+# The depthwise int8 kernel (kernel_to_loops/qconv.py, `lower_qconv_depthwise`) multiplies
+# int16 pairs summed into int32 lanes (vpdpwssd, or vpmaddwd + vpaddd): each activation word
+# holds one input column of two kernel rows apart (rows r and r + 1 of a filter), each weight
+# word the two weights of those rows at one kernel column, sign-extended to 16 bits (an odd
+# last row paired with 0): one instruction computes two taps.
+def qconv_depthwise_layout(isa: Int8Isa) -> str:
+    return f"qconv_dw_{isa.name}"
+
+
+def qconv_depthwise_isa(layout: str) -> Int8Isa | None:
+    """The instruction set a depthwise qconv layout was packed for; None for other layouts."""
+    match = re.fullmatch(r"qconv_dw_(\w+)", layout)
+    return None if match is None else ISAS.get(match.group(1))
+
+
+def pack_qconv_depthwise_weight(w: np.ndarray, isa: Int8Isa) -> tuple[np.ndarray, str]:
+    """An int8 depthwise filter [C, 1, kh, kw] as int32 words [C, ceil(kh / 2), kw], word
+    (c, p, s) = w[c, 0, 2p, s] in the low int16 and w[c, 0, 2p + 1, s] (or 0) in the high."""
+    if w.ndim != 4 or w.dtype != np.int8 or w.shape[1] != 1:
+        raise ValueError(
+            f"pack_qconv_depthwise_weight: expected an int8 [C, 1, kh, kw] filter, got "
+            f"{w.dtype} {w.shape}"
+        )
+    c, _, kh, kw = w.shape
+    rows = np.zeros((c, 2 * -(-kh // 2), kw), np.int16)
+    rows[:, :kh] = w[:, 0]
+    pairs = rows.reshape(c, -1, 2, kw).transpose(0, 1, 3, 2)  # [C, pairs, kw, (low, high)]
+    return np.ascontiguousarray(pairs).view(np.int32).reshape(-1), qconv_depthwise_layout(isa)

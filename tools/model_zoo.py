@@ -3,6 +3,8 @@ downloads), and the light models shipped in the onnx wheel. Shared by tests/ and
 
     resnet18(seed=0, image_size=224, width=1.0) -> onnx.ModelProto  opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
+    inverted_residual_model(seed=0, size=56, channels=24) -> ModelProto  opset 13
+        (MobileNetV2 blocks: 1x1 expand, depthwise, 1x1 project)
     bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0,
                  intermediate=None, attention_mask=False, mask_value=-10000.0, gelu="erf",
                  layer_norm="mixed", name="bert_encoder")
@@ -295,6 +297,37 @@ def bert_encoder(
         helper.make_tensor_value_info(pooled, TensorProto.FLOAT, [1, hidden]),
     ]
     return b.model(name, inputs, outputs, 17)
+
+
+# (expansion, output channels, depthwise kernel, stride) of each inverted residual block.
+INVERTED_RESIDUAL_BLOCKS = ((6, 24, 3, 1), (6, 32, 3, 2), (6, 32, 5, 1))
+
+
+def inverted_residual_model(
+    seed: int = 0,
+    size: int = 56,
+    channels: int = 24,
+    blocks: Sequence[tuple[int, int, int, int]] = INVERTED_RESIDUAL_BLOCKS,
+) -> onnx.ModelProto:
+    """MobileNetV2's inverted residual blocks on a [1, channels, size, size] input: 1x1
+    expand, ReLU6, kxk depthwise (stride s), ReLU6, 1x1 project, residual Add when the
+    shape allows (the default: MobileNetV2's 56x56 stage, a stride-2 block into its 28x28
+    stage, and a 5x5 depthwise block as MobileNetV3 has). Opset 13, BatchNorm after
+    every conv, ReLU6 as Clip(0, 6)."""
+    b = GraphBuilder(seed)
+    zero = b.const(np.array(0.0, np.float32), "zero")
+    six = b.const(np.array(6.0, np.float32), "six")
+    x, cin, out_size = "input", channels, size
+    for t, cout, k, stride in blocks:
+        hidden = cin * t
+        y = b.node("Clip", [b.conv_bn(x, cin, hidden, 1), zero, six])
+        y = b.node("Clip", [b.conv_bn(y, hidden, hidden, k, stride, group=hidden), zero, six])
+        y = b.conv_bn(y, hidden, cout, 1)
+        x = b.node("Add", [x, y]) if stride == 1 and cin == cout else y
+        cin, out_size = cout, (out_size - 1) // stride + 1
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels, size, size])
+    out = helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, cin, out_size, out_size])
+    return b.model("inverted_residual", [image], [out], 13)
 
 
 def resnet_block_model(seed: int = 0) -> onnx.ModelProto:

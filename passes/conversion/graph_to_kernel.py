@@ -47,6 +47,7 @@ from ember.dialects.weight_layouts import (
     pack_conv_lanes_weight,
     pack_conv_weight,
     pack_matmul_weight,
+    pack_qconv_depthwise_weight,
     pack_qconv_weight,
     pack_recurrent_weight,
     qconv_workspace_words,
@@ -337,7 +338,12 @@ class _Bufferizer:
             raise ConversionError("graph.qconv needs a constant weight and offset")
         (w_name, w), (o_name, given_offset) = weight, offset
         isa = int8_isa(self.target)
-        packed, layout = pack_qconv_weight(w, isa)
+        group = op.group_count
+        n, c, h, width = shape_of(op.input)
+        if group > 1 and group == c == w.shape[0]:  # depthwise: its own kernel
+            packed, layout = pack_qconv_depthwise_weight(w, isa)
+        else:  # the groups one after another
+            packed, layout = pack_qconv_weight(w, isa, group)
         packed_name = f"{w_name}.packed.{layout}"
         if packed_name not in self.weights:
             self.weights[packed_name] = packed
@@ -348,13 +354,12 @@ class _Bufferizer:
         corrected = (given_offset.astype(np.int64) - zero_point * row_sums).astype(np.int32)
         corrected_name = f"{o_name}.zero_point_{zero_point}"
         self.weights[corrected_name] = corrected
-        n, c, h, width = shape_of(op.input)
         kh, kw = shape_of(op.weight)[2:]
         _, cout, oh, ow = shape_of(op.output)
         geometry = QConvGeometry(
             n, c, h, width, cout, oh, ow, kh, kw,
             tuple(op.strides.get_values()), tuple(op.pads.get_values()),
-            tuple(op.dilations.get_values()),
+            tuple(op.dilations.get_values()), group,
         )  # fmt: skip
         bias = self.constant_array(op.bias)
         if bias is None:
@@ -394,6 +399,7 @@ class _Bufferizer:
                     "output_max": op.output_max,
                     "weight_layout": StringAttr(layout),
                     **self.qconv_residual_params(op),
+                    **({"group": i64_attr(group)} if group > 1 else {}),
                 },
             )
         )

@@ -15,9 +15,9 @@ A bias that is an int32 quantized at x_scale * w_scale[c] (what the tool writes)
 exactly and added in int32 (`offset`); any other float bias stays in `bias`.
 
 It matches only what it can prove: constant per-tensor scales and zero points for x and y,
-a constant int8 weight with zero points 0 (per tensor or per output channel), group 1, a
-conv result used only by the QuantizeLinear (or a Relu that only it reads), and sums that
-fit int32. Anything else keeps the float fallback, which is correct. Runs before
+a constant int8 weight with zero points 0 (per tensor or per output channel), any group
+(depthwise and grouped convs have integer kernels too), a conv result used only by the
+QuantizeLinear (or a Relu that only it reads), and sums that fit int32. Anything else keeps the float fallback, which is correct. Runs before
 fold-constants, which would fold the weight's DequantizeLinear into a float weight.
 
 MatMulInteger with a constant int8 weight (what dynamic quantization writes after
@@ -101,6 +101,7 @@ class _Contraction:
     pads: DenseArrayBase
     dilations: DenseArrayBase
     rows: int  # matmul/gemm: rows of A (the conv's pixels); 0 for a conv
+    group: int = 1  # the conv's
 
 
 def _int8_weight(
@@ -144,9 +145,11 @@ def _contraction(producer: object, weights: WeightStore) -> _Contraction | None:
     """The conv, matmul ([M, K] @ [K, N]) or gemm (alpha = beta = 1, A not transposed) that
     quantize-ops can run as an integer convolution, else None."""
     if isinstance(producer, graph.ConvOp):
-        if producer.group.value.data != 1 or producer.residual is not None:
+        group = producer.group.value.data
+        if producer.residual is not None or producer.activation is not None:
             return None
-        if producer.activation is not None:
+        w_shape = graph.shape_of(producer.weight)
+        if graph.shape_of(producer.input)[1] != group * w_shape[1] or w_shape[0] % group:
             return None
         found = _int8_weight(producer.weight, weights, 0)
         bias = _bias(producer.bias, weights, graph.shape_of(producer.output))
@@ -156,7 +159,7 @@ def _contraction(producer: object, weights: WeightStore) -> _Contraction | None:
         wq, weight, w_scale = found
         return _Contraction(
             x, weight, wq.x, w_scale, bias,
-            producer.strides, producer.pads, producer.dilations, 0,
+            producer.strides, producer.pads, producer.dilations, 0, group,
         )  # fmt: skip
     if isinstance(producer, graph.MatMulOp):
         if producer.residual is not None or producer.activation is not None:
@@ -281,6 +284,7 @@ class QuantizeContraction(RewritePattern):
                 "output_zero_point": int_attr(int(y_zero)),
                 "output_min": int_attr(output_min),
                 "output_max": int_attr(int(info.max)),
+                **({"group": int_attr(found.group)} if found.group != 1 else {}),
             },
         )
         if not found.rows:

@@ -11,13 +11,14 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.ir import Block
 
 from ember.codegen.jit import JitModule
-from ember.core.target import named_target
+from ember.core.target import Target, named_target
 from ember.dialects import kernel
 from ember.dialects.graph import f32_array, i64_array
 from ember.dialects.weight_layouts import (
     ISAS,
     QConvGeometry,
     int8_isa,
+    pack_qconv_depthwise_weight,
     pack_qconv_weight,
     qconv_workspace_words,
 )
@@ -51,7 +52,16 @@ def reference_sum(
                 ki * dh : ki * dh + sh * (g.oh - 1) + 1 : sh,
                 kj * dw : kj * dw + sw * (g.ow - 1) + 1 : sw,
             ]
-            acc += np.einsum("nchw,oc->nohw", window, w[:, :, ki, kj].astype(np.int64))
+            if g.depthwise:  # w [C, 1, kh, kw]: each channel its own filter
+                acc += window * w[:, 0, ki, kj].astype(np.int64)[None, :, None, None]
+                continue
+            cin, cout = g.c // g.group, g.cout // g.group
+            for group in range(g.group):  # grouped: each group its channels
+                acc[:, group * cout : (group + 1) * cout] += np.einsum(
+                    "nchw,oc->nohw",
+                    window[:, group * cin : (group + 1) * cin],
+                    w[group * cout : (group + 1) * cout, :, ki, kj].astype(np.int64),
+                )
     return acc + offset[None, :, None, None]
 
 
@@ -112,12 +122,16 @@ def run_qconv(
     threads: int = 1,
     residual: tuple[np.ndarray, list[float]] | None = None,
     int32_output: bool = False,
+    target: Target | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's output and the reference's, for x given as stored (uint8 bytes, read as
     int8 when `signed`); with `int32_output`, the exact sums (no requantize)."""
     rng = np.random.default_rng(seed + 100)
     isa = ISAS[isa_name]
-    packed, layout = pack_qconv_weight(weights, isa)
+    if g.depthwise:
+        packed, layout = pack_qconv_depthwise_weight(weights, isa)
+    else:
+        packed, layout = pack_qconv_weight(weights, isa, g.group)
     given_offset = rng.integers(-5000, 5000, g.cout).astype(np.int32)
     multiplier = rng.uniform(1e-4, 3e-3, g.cout).astype(np.float32)
     bias = rng.uniform(-20, 20, g.cout).astype(np.float32)
@@ -125,7 +139,10 @@ def run_qconv(
     shifted_zero_point = input_zero_point + (128 if signed else 0)
     row_sums = weights.reshape(g.cout, -1).astype(np.int64).sum(axis=1)
     offset = (given_offset - shifted_zero_point * row_sums).astype(np.int32)
-    out = np.zeros((g.n, g.cout, g.oh, g.ow), np.int32 if int32_output else np.int8)
+    # Guard bytes after the output: a tail store past its last lane fails the test.
+    out_size = g.n * g.cout * g.oh * g.ow
+    guarded = np.full(out_size + 64, -91, np.int32 if int32_output else np.int8)
+    out = guarded[:out_size].reshape(g.n, g.cout, g.oh, g.ow)
     workspace = np.zeros(qconv_workspace_words(g, isa), np.int32)
     extra = [] if residual is None else [residual[0].view(np.int8)]
     arrays = [x.view(np.int8), packed, offset, multiplier, bias, *extra, workspace, out]
@@ -135,6 +152,8 @@ def run_qconv(
             return IntegerAttr(value, i64)
 
         fused = {} if residual is None else {"residual_params": f32_array(residual[1])}
+        if g.group > 1:
+            fused["group"] = attr(g.group)
         return kernel.QConv2dOp(
             operands=[*args[:5], args[5:-2], *args[-2:]],
             properties={
@@ -152,7 +171,8 @@ def run_qconv(
             },
         )
 
-    run_kernel_op(make, arrays, threads=threads)
+    run_kernel_op(make, arrays, threads=threads, target=target)
+    assert np.all(guarded[out_size:] == -91), "a store past the output's end"
     if int32_output:
         return out.astype(np.int64), reference_sum(
             values, weights, g, input_zero_point, given_offset
@@ -193,6 +213,8 @@ SHAPES = [
     ((1, 4, 5, 5), 14, (1, 1), 1, 2, 1),
     # Asymmetric pads and strides, a non-square filter.
     ((1, 7, 13, 18), 17, (3, 2), (2, 1), (0, 1, 2, 0), 1),
+    # Stride 2 on rows of 35 outputs: panels of one row copied as the even words of vectors.
+    ((1, 6, 9, 70), 10, (3, 3), 2, 1, 1),
 ]
 
 
@@ -253,7 +275,12 @@ def test_qconv_with_fused_residual_add(isa_name: str) -> None:
     if not _RUNNABLE[isa_name]:
         pytest.skip(f"this host cannot run {isa_name}")
     x, w, g = _case((1, 10, 9, 21), 18, (3, 3), 1, 1, 1, seed=13)  # 189 pixels: a tail
-    r = np.random.default_rng(14).integers(0, 256, (1, 18, 9, 21)).astype(np.uint8)
+    check_fused_residual(x, w, g, isa_name)
+
+
+def check_fused_residual(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str) -> None:
+    """The conv with a residual add fused, within one step of the float32 reference."""
+    r = np.random.default_rng(14).integers(0, 256, (g.n, g.cout, g.oh, g.ow)).astype(np.uint8)
     # conv_scale, residual_scale, residual_zero_point, sum_scale, sum_zero_point, min, max,
     # residual signed
     params = [0.05, 0.03, 120.0, 0.07, 10.0, 10.0, 255.0, 0.0]
@@ -289,18 +316,22 @@ def test_avx2_weights_outside_seven_bits_are_split_exactly() -> None:
     np.testing.assert_array_equal(first.astype(np.int16).sum(axis=0), w.reshape(8))
 
 
-def _asm_for(isa_name: str, cpu: str) -> str:
-    x, w, g = _case((1, 8, 10, 10), 16, (3, 3), 1, 1, 1, seed=0)
+def qconv_asm(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str, cpu: str) -> str:
+    """The assembly of kernel.qconv2d for this conv (3x3, stride 1, pads 1), packed for
+    `isa_name` (depthwise when `g` is) and compiled for the LLVM cpu `cpu`."""
     isa = ISAS[isa_name]
-    packed, layout = pack_qconv_weight(w, isa)
+    if g.depthwise:
+        packed, layout = pack_qconv_depthwise_weight(w, isa)
+    else:
+        packed, layout = pack_qconv_weight(w, isa, g.group)
     arrays = [
         x.view(np.int8),
         packed,
-        np.zeros(16, np.int32),
-        np.ones(16, np.float32),
-        np.zeros(16, np.float32),
+        np.zeros(g.cout, np.int32),
+        np.ones(g.cout, np.float32),
+        np.zeros(g.cout, np.float32),
         np.zeros(qconv_workspace_words(g, isa), np.int32),
-        np.zeros((1, 16, 10, 10), np.int8),
+        np.zeros((g.n, g.cout, g.oh, g.ow), np.int8),
     ]
     block = Block(arg_types=[memref_type(a) for a in arrays])
 
@@ -320,6 +351,7 @@ def _asm_for(isa_name: str, cpu: str) -> str:
             "output_min": attr(0),
             "output_max": attr(255),
             "weight_layout": StringAttr(layout),
+            **({"group": attr(g.group)} if g.group > 1 else {}),
         },
     )
     block.add_op(op)
@@ -327,6 +359,11 @@ def _asm_for(isa_name: str, cpu: str) -> str:
     module = ModuleOp([lower_qconv(op, target, "qconv_under_test")])
     module.verify()
     return JitModule(module, target).asm()
+
+
+def _asm_for(isa_name: str, cpu: str) -> str:
+    x, w, g = _case((1, 8, 10, 10), 16, (3, 3), 1, 1, 1, seed=0)
+    return qconv_asm(x, w, g, isa_name, cpu)
 
 
 def test_avx2_path_compiles_for_an_avx2_only_cpu_to_vpmaddubsw() -> None:

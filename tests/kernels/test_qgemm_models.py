@@ -59,10 +59,10 @@ def test_quantize_static_models_match_onnxruntime(
     if quant_format == "QOperator":
         assert _count(model, "QLinearConv") >= 6
     feeds = {"input": np.random.default_rng(7).standard_normal(shape).astype(np.float32)}
-    # Every conv but the depthwise one, and the classifier's Gemm, run as integer kernels,
+    # Every conv (the depthwise one too) and the classifier's Gemm run as integer kernels,
     # not in the float fallback; both residual adds run in a conv's epilogue.
     ops = graph_op_counts(model)
-    assert ops["graph.qconv"] == 7 and ops["graph.add"] == 0
+    assert ops["graph.qconv"] == 8 and ops["graph.add"] == 0
     (got,) = ember.compile(model)(feeds["input"])
     (expected,) = onnxruntime_outputs(model, feeds).values()
     step = _output_scale(model)

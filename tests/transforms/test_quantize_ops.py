@@ -30,7 +30,8 @@ def _ir(
     if relu:
         relu_line = "    %relu = graph.relu %conv : tensor<1x4x5x5xf32> -> tensor<1x4x5x5xf32>\n"
         conv_out = "%relu"
-    cin = 3 if group == 1 else 1
+    x_in = 3 if group == 1 else 4
+    cin = x_in // group
     extra = (
         "    %extra = graph.relu %conv : tensor<1x4x5x5xf32> -> tensor<1x4x5x5xf32>\n"
         if extra_use
@@ -40,7 +41,6 @@ def _ir(
         "{strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, "
         f"dilations = array<i64: 1, 1>, group = {group} : i64}}"
     )
-    x_in = 3 if group == 1 else 4
     # A second reader of the conv result stays live as a second function result.
     results = "tensor<1x4x5x5xui8>" + (", tensor<1x4x5x5xf32>" if extra_use else "")
     returned = "%y" + (", %extra" if extra_use else "")
@@ -129,6 +129,25 @@ def test_qdq_conv_becomes_qconv_with_folded_constants() -> None:
     np.testing.assert_array_equal(store["qconv.multiplier"], expected)
 
 
+@pytest.mark.parametrize("group", [4, 2])
+def test_depthwise_and_grouped_qdq_convs_become_qconvs_with_their_group(group: int) -> None:
+    """Depthwise (group 4 = channels) and grouped (two groups of two channels): graph.qconv
+    with `group`, the filter unchanged (graph_to_kernel packs it for the depthwise kernel or
+    per group for the group-1 kernel)."""
+    cin = 4 // group
+    text, store = _run(_ir(group=group), _weights(cin=cin))
+    assert_filecheck(
+        text,
+        f"""
+        CHECK:      %y = graph.qconv %xq
+        CHECK-SAME: group = {group} : i64
+        CHECK-SAME: tensor<1x4x5x5xui8>, tensor<4x{cin}x3x3xi8>
+        CHECK-NOT:  graph.conv
+        """,
+    )
+    np.testing.assert_array_equal(store["qconv.offset"], [100, -2000, 0, 7])
+
+
 def test_relu_between_conv_and_quantize_raises_the_lower_bound_to_the_zero_point() -> None:
     text, _ = _run(_ir(relu=True), _weights())
     assert_filecheck(
@@ -149,13 +168,11 @@ def test_a_float_bias_that_is_no_int32_stays_in_float() -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["weight_zero_point", "grouped", "conv_read_twice"],
+    ["weight_zero_point", "conv_read_twice"],
 )
 def test_patterns_it_cannot_prove_stay_in_float(case: str) -> None:
     if case == "weight_zero_point":
         ir, weights = _ir(), _weights(w_zero=3)
-    elif case == "grouped":
-        ir, weights = _ir(group=4), _weights(cin=1)
     else:
         ir, weights = _ir(extra_use=True), _weights()
     text, _ = _run(ir, weights)

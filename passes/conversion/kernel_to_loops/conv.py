@@ -611,7 +611,7 @@ class BandPlanes:
         return col % self.geo.sw, col // self.geo.sw
 
 
-def _width_chunks(
+def width_chunks(
     b: LoopBuilder, wo: int, chunk_w: int, emit: Callable[[LoopBuilder, SSAValue, int], None]
 ) -> None:
     """emit(b, ow0, cols) over an output row: full chunks in a loop, the static tail last."""
@@ -676,7 +676,7 @@ def _lower_depthwise(
                         lanes = min(vw, cols - j * vw)
                         epi.finish(b, acc[j], [bi, ch, oh, b.add(ow0, j * vw)], lanes, None)
 
-                _width_chunks(b, geo.wo, chunk_w, chunk)
+                width_chunks(b, geo.wo, chunk_w, chunk)
 
             def band(b: LoopBuilder, index: SSAValue) -> None:
                 planes.fill(b, plane, x, bi, ch, 0, index)
@@ -768,7 +768,7 @@ def _lower_direct(
 
                 m_tile_loop(b, b.index(0), 1, m, mr, tile)
 
-            _width_chunks(b, geo.wo, nr, chunk)
+            width_chunks(b, geo.wo, nr, chunk)
 
         planes.output_rows(b, band, out_row)
 
