@@ -211,29 +211,59 @@ _STEP_OPS = (
 )
 
 
+# Ops that pass a value on unchanged or elementwise: a difference of one ulp reaches their
+# results as it is. Contractions and reductions are not followed: their accumulation order
+# already differs between engines by more than that.
+_VALUE_CARRIERS = (
+    graph.UnaryElementwiseOp,
+    graph.BinaryElementwiseOp,
+    graph.CastOp,
+    graph.WhereOp,
+    graph.ReshapeOp,
+    graph.TransposeOp,
+    graph.SliceOp,
+    graph.GatherOp,
+    graph.ConcatOp,
+    graph.ExpandOp,
+)
+
+
 def _is_float(value: SSAValue) -> bool:
     element = getattr(value.type, "element_type", None)
     return element is not None and type(element).__name__.startswith(("Float", "BFloat"))
 
 
 class _StepReach:
-    """Whether a value flows, through float results, into one of `_STEP_OPS`."""
+    """Whether a value flows, through elementwise ops and data movement, into a `_STEP_OPS`."""
 
     def __init__(self) -> None:
         self.memo: dict[SSAValue, bool] = {}
 
-    def __call__(self, value: SSAValue) -> bool:
-        if value not in self.memo:
-            self.memo[value] = True  # a cycle (none in a graph) stays conservative
-            self.memo[value] = any(self._use_reaches(use.operation) for use in value.uses)
-        return self.memo[value]
-
-    def _use_reaches(self, user: Operation) -> bool:
-        if isinstance(user, _STEP_OPS):
-            return True
-        if isinstance(user, graph.CastOp) and not _is_float(user.results[0]):
-            return True
-        return any(self(result) for result in user.results if _is_float(result))
+    def __call__(self, start: SSAValue) -> bool:
+        if start in self.memo:
+            return self.memo[start]
+        seen = {start}
+        stack = [start]
+        while stack:
+            value = stack.pop()
+            if self.memo.get(value) is False:
+                continue
+            for use in value.uses:
+                user = use.operation
+                if isinstance(user, _STEP_OPS) or (
+                    isinstance(user, graph.CastOp) and not _is_float(user.results[0])
+                ):
+                    self.memo[start] = True
+                    return True
+                if not isinstance(user, _VALUE_CARRIERS):
+                    continue
+                for result in user.results:
+                    if _is_float(result) and result not in seen:
+                        seen.add(result)
+                        stack.append(result)
+        for value in seen:  # nothing reachable from `start` is a step op
+            self.memo[value] = False
+        return False
 
 
 @dataclass
