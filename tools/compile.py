@@ -37,7 +37,14 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_
 from ember.passes.program import ORIGIN, entry_function, set_origin
 from ember.passes.transforms.instrument_kernels import profile_sites
 from ember.runtime.errors import InternalCompilerError, ResourceLimitError, RuntimeOperandError
-from ember.runtime.executable import ALIGNMENT, Executable, Manifest, TensorSpec, aligned_empty
+from ember.runtime.executable import (
+    ALIGNMENT,
+    BOUNDED_KEY,
+    Executable,
+    Manifest,
+    TensorSpec,
+    aligned_empty,
+)
 from ember.runtime.status import SITES_KEY
 from ember.tools.shapes import (
     DimRanges,
@@ -47,12 +54,14 @@ from ember.tools.shapes import (
     read_model,
     static_input_shapes,
 )
+from ember.tools.staging import bounded_outputs, head_only, stage
 
 # Debug-level stage and pass timings (`logging.getLogger("ember").setLevel(logging.DEBUG)`).
 log = logging.getLogger("ember.compile")
 
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
+    from ember.tools.staging import StagedModel
 
 
 @dataclass
@@ -264,7 +273,10 @@ def compile_program(
         on_pass("import")
     start = time.perf_counter()
     base_dir = external_data_folder(model, base_dir)
-    proto = read_model(model)
+    # A model whose data-dependent values (NonZero, Unique) are graph outputs compiles as its
+    # head, whose runtime slices them; one whose such values feed further ops is refused
+    # (tools/staging.py: only ember.compile stages it).
+    proto = head_only(read_model(model))
     limit = memory_limit_bytes() if memory_limit is None else memory_limit
     module, weights = import_model(
         proto, static_input_shapes(proto, input_shapes), base_dir=base_dir, memory_limit=limit
@@ -297,6 +309,9 @@ def compile_program(
     with deferred_gc():  # ~30% of pass time went to collections rescanning the weights
         build_pipeline(pipeline, timed).apply(ctx, module)
     program = finish_program(module, ctx, report)
+    bounded = bounded_outputs(proto)
+    if bounded:
+        program.manifest.extra[BOUNDED_KEY] = bounded
     _check_memory(program, biggest, limit)
     return program
 
@@ -386,7 +401,7 @@ def compile(
     memory_limit: int | None = None,
     checks: bool | None = None,
     dynamic_dims: DimRanges | None = None,
-) -> CompiledModel | SpecializingModel:
+) -> CompiledModel | SpecializingModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
     `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
@@ -412,6 +427,24 @@ def compile(
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
     pinning = pin_model(proto, input_shapes, dynamic_dims)
+    options = {
+        "opt_level": opt_level,
+        "target": target,
+        "pipeline": pipeline,
+        "base_dir": base_dir,
+        "memory_limit": memory_limit,
+    }
+    # Data-dependent output sizes that feed further ops: a head and a tail compiled per
+    # run-time size (tools/staging.py).
+    staged = stage(
+        proto,
+        pinning,
+        input_shapes=input_shapes,
+        threads=threads or target.threads,
+        options=options,
+    )
+    if staged is not None:
+        return staged
     if not pinning.complete:
         from ember.tools.specialize import SpecializingModel
 
@@ -425,13 +458,6 @@ def compile(
             base_dir=base_dir,
             memory_limit=memory_limit,
         )
-    options = {
-        "opt_level": opt_level,
-        "target": target,
-        "pipeline": pipeline,
-        "base_dir": base_dir,
-        "memory_limit": memory_limit,
-    }
     try:
         return compile_static(proto, input_shapes, threads=threads, **options)
     except RuntimeOperandError as err:
