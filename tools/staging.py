@@ -89,7 +89,11 @@ def staged_nodes(model: onnx.ModelProto) -> list[int]:
     return [
         k
         for k, node in enumerate(model.graph.node)
-        if _is_data_dependent(node) and not all(n in constants for n in node.input if n)
+        if _is_data_dependent(node)
+        # NonMaxSuppression is not folded: staged even on constants.
+        and (
+            node.op_type == "NonMaxSuppression" or not all(n in constants for n in node.input if n)
+        )
     ]
 
 

@@ -42,7 +42,11 @@ BOUNDED_DOMAIN = "ai.ember.bounded"
 DATA_DEPENDENT_OPS: dict[str, dict[int, str | int]] = {
     "NonZero": {0: 1},
     "Unique": {0: "axis", 1: 0, 3: 0},
+    "NonMaxSuppression": {0: 0},
 }
+# How many boxes per class NonMaxSuppression selects at most: its decomposition repeats one
+# selection step (pick the best box left, drop those it overlaps) this many times.
+MAX_NMS_SELECTIONS = 128
 # Unique along an axis compares every slice with every other: at most this many elements.
 MAX_PAIRWISE_ELEMENTS = 1 << 24
 # The opset the decompositions are written in.
@@ -130,10 +134,10 @@ def _unique_axis(node: Node, x: Value) -> int | None:
     return int(axis) % rank
 
 
-@converts("NonZero", "Unique")
+@converts("NonZero", "Unique", "NonMaxSuppression")
 def _data_dependent(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
-    if not isinstance(x, Const):
+    if not isinstance(x, Const) or node.op_type == "NonMaxSuppression":
         raise node.unsupported(
             "its output shape depends on the values of its input, which are known only at "
             "run time; ember.compile runs such a model staged (the program is split at this "
@@ -273,3 +277,119 @@ def _bounded_unique(imp: ImportContext, node: Node) -> Sequence[Value]:
     valid_first = b.one("Min", [first, b.i64(m - 1)])
     values = b.one("Gather", [x_name if axis is not None else rows, valid_first], axis=gather_axis)
     return _import(imp, b, [values, first, inverse, counts, count])
+
+
+def _scalar(imp: ImportContext, node: Node, index: int, what: str, default: float) -> float:
+    value = imp.constant(node, index, what)
+    if value is None:
+        return default
+    if value.size != 1:
+        raise node.error(
+            f"{what} (input #{index}) must hold one value, given shape {list(value.shape)}"
+        )
+    return float(value.reshape(-1)[0])
+
+
+@converts("NonMaxSuppression", domain=BOUNDED_DOMAIN)
+def _bounded_nms(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """Greedy selection per (batch, class), as onnxruntime: among the boxes left whose score
+    is above score_threshold, the highest score (the lowest index among equal scores) is
+    selected and every box whose IoU with it exceeds iou_threshold is dropped; at most
+    max_output_boxes_per_class times. Rows come out batch by batch, class by class, in the
+    order selected."""
+    boxes, scores = imp.float_input(node, 0), imp.float_input(node, 1)
+    b_shape, s_shape = shape_of(boxes), shape_of(scores)
+    if len(b_shape) != 3 or b_shape[2] != 4 or len(s_shape) != 3:
+        raise node.error(
+            f"boxes {list(b_shape)} must be [batches, boxes, 4], scores {list(s_shape)} [batches, classes, boxes]"
+        )
+    batches, n, _ = b_shape
+    classes = s_shape[1]
+    if s_shape[0] != batches or s_shape[2] != n:
+        raise node.error(f"scores {list(s_shape)} do not match boxes {list(b_shape)}")
+    limit = int(_scalar(imp, node, 2, "max_output_boxes_per_class", 0))
+    iou_threshold = _scalar(imp, node, 3, "iou_threshold", 0.0)
+    score_threshold = imp.constant(node, 4, "score_threshold")
+    center = int(node.attrs.get("center_point_box", 0))
+    if center not in (0, 1):
+        raise node.error(f"center_point_box must be 0 or 1, given {center}")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise node.error(f"iou_threshold {iou_threshold} must be in [0, 1]")
+    steps = min(max(limit, 0), n)
+    if steps == 0 or batches * classes == 0:
+        return [Const(np.zeros((0, 3), np.int64)), Const(np.array(0, np.int64))]
+    if steps > MAX_NMS_SELECTIONS:
+        raise node.unsupported(
+            f"max_output_boxes_per_class {limit} with {n} boxes: ember selects at most "
+            f"{MAX_NMS_SELECTIONS} boxes per class (one unrolled selection step each)"
+        )
+    b = _Nodes(f"{node.name}/bounded")
+    f32 = np.float32
+    box_in = b.one("Cast", [_bind(imp, b, f"{b.prefix}/boxes", boxes)], to=TensorProto.FLOAT)
+    score_in = b.one("Cast", [_bind(imp, b, f"{b.prefix}/scores", scores)], to=TensorProto.FLOAT)
+    parts = b.add("Split", [box_in, b.i64([1, 1, 1, 1])], 4, axis=2)  # each [B, N, 1]
+    parts = [b.one("Reshape", [p, b.i64([batches, 1, n])]) for p in parts]  # [B, 1, N]
+    if center == 0:  # [y1, x1, y2, x2], either corner first
+        y_lo, y_hi = b.one("Min", [parts[0], parts[2]]), b.one("Max", [parts[0], parts[2]])
+        x_lo, x_hi = b.one("Min", [parts[1], parts[3]]), b.one("Max", [parts[1], parts[3]])
+    else:  # [x_center, y_center, width, height]
+        half_w = b.one("Div", [parts[2], b.const(f32(2))])
+        half_h = b.one("Div", [parts[3], b.const(f32(2))])
+        x_lo, x_hi = b.one("Sub", [parts[0], half_w]), b.one("Add", [parts[0], half_w])
+        y_lo, y_hi = b.one("Sub", [parts[1], half_h]), b.one("Add", [parts[1], half_h])
+    area = b.one("Mul", [b.one("Sub", [x_hi, x_lo]), b.one("Sub", [y_hi, y_lo])])
+    grid = b.i64([batches, classes, n])
+    corners = [b.one("Expand", [v, grid]) for v in (x_lo, y_lo, x_hi, y_hi, area)]
+    alive = b.one("Not", [b.one("IsNaN", [score_in])])
+    if score_threshold is not None:
+        alive = b.one("Greater", [score_in, b.const(f32(float(score_threshold.reshape(-1)[0])))])
+    positions = b.i64(np.arange(n).reshape(1, 1, n))
+    lowest = b.const(np.array(-np.inf, f32))
+    zero = b.const(f32(0))
+    picks, valid = [], []
+    for _ in range(steps):
+        ranked = b.one("Where", [alive, score_in, lowest])
+        best = b.one("ArgMax", [ranked], axis=2, keepdims=1)  # [B, C, 1]
+        any_alive = b.one(
+            "ReduceMax", [b.one("Cast", [alive], to=TensorProto.INT64), b.i64([2])], keepdims=1
+        )
+        picks.append(best)
+        valid.append(any_alive)
+        chosen = [b.one("GatherElements", [c, best], axis=2) for c in corners]
+        width = b.one(
+            "Sub", [b.one("Min", [corners[2], chosen[2]]), b.one("Max", [corners[0], chosen[0]])]
+        )
+        height = b.one(
+            "Sub", [b.one("Min", [corners[3], chosen[3]]), b.one("Max", [corners[1], chosen[1]])]
+        )
+        overlap = b.one("Mul", [b.one("Max", [width, zero]), b.one("Max", [height, zero])])
+        union = b.one("Sub", [b.one("Add", [corners[4], chosen[4]]), overlap])
+        # onnxruntime's rule: no suppression by an empty intersection, box or union.
+        counts = b.one("And", [b.one("Greater", [overlap, zero]), b.one("Greater", [union, zero])])
+        counts = b.one("And", [counts, b.one("Greater", [corners[4], zero])])
+        counts = b.one("And", [counts, b.one("Greater", [chosen[4], zero])])
+        iou = b.one("Div", [overlap, b.one("Where", [counts, union, b.const(f32(1))])])
+        suppressed = b.one("And", [counts, b.one("Greater", [iou, b.const(f32(iou_threshold))])])
+        dropped = b.one("Or", [suppressed, b.one("Equal", [positions, best])])
+        alive = b.one("And", [alive, b.one("Not", [dropped])])
+    total = batches * classes * steps
+    pick = b.one("Reshape", [b.one("Concat", picks, axis=2), b.i64([total])])
+    keep = b.one(
+        "Cast",
+        [b.one("Reshape", [b.one("Concat", valid, axis=2), b.i64([total])])],
+        to=TensorProto.BOOL,
+    )
+    ones = b.one("Cast", [keep], to=TensorProto.INT64)
+    position = b.one("Sub", [b.one("CumSum", [ones, b.i64(0)]), b.i64(1)])
+    count = b.one("ReduceSum", [ones], keepdims=0)
+    target = b.one("Where", [keep, position, b.i64(total)])
+    slot = b.one(
+        "ScatterElements", [b.i64(np.zeros(total + 1, np.int64)), target, b.i64(np.arange(total))]
+    )
+    slot = b.one("Slice", [slot, b.i64([0]), b.i64([total])])
+    batch = b.one("Div", [slot, b.i64(classes * steps)])
+    klass = b.one("Mod", [b.one("Div", [slot, b.i64(steps)]), b.i64(classes)])
+    index = b.one("Gather", [pick, slot], axis=0)
+    rows = [b.one("Unsqueeze", [v, b.i64([1])]) for v in (batch, klass, index)]
+    selected = b.one("Concat", rows, axis=1)
+    return _import(imp, b, [selected, count])
