@@ -24,7 +24,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
 | `control_flow.py` | If |
-| `data_dependent.py` | NonZero, Unique; their bounded forms (domain ai.ember.bounded) |
+| `data_dependent.py` | NonZero, Unique, NonMaxSuppression; their bounded forms (domain ai.ember.bounded) |
 """
 
 from ember.frontend.ops import (  # noqa: F401  (each module registers its converters)

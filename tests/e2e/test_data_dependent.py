@@ -1,0 +1,240 @@
+"""Data-dependent output shapes: NonZero, Unique and NonMaxSuppression as graph outputs (one
+program whose runtime slices the bounded outputs) and feeding further ops (a StagedModel:
+head program, tail compiled per run-time size), against onnxruntime and onnx.reference.
+
+Every output here is integer or selected/gathered input values: compared exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+import ember
+from ember.runtime.errors import UnsupportedOpError
+from ember.tests.oracle import onnxruntime_outputs
+from ember.tools.staging import StagedModel
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=OPSET)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _check(
+    compiled, model: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: bool = True
+) -> None:
+    """Exactly onnxruntime's outputs and onnx.reference's (shapes and values)."""
+    got = compiled.run(feeds)
+    expected = onnxruntime_outputs(model, feeds)
+    for name, ref in expected.items():
+        np.testing.assert_array_equal(got[name], ref, err_msg=f"{name} vs onnxruntime")
+    if reference:
+        results = ReferenceEvaluator(model).run(None, feeds)
+        for name, ref in zip(expected, results):
+            np.testing.assert_array_equal(got[name], ref, err_msg=f"{name} vs onnx.reference")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.bool_, np.int64])
+def test_nonzero_row_major_and_empty(dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    model = _model(
+        [helper.make_node("NonZero", ["x"], ["y"], name="nz")],
+        [helper.make_tensor_value_info("x", elem, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [3, -1])],
+    )
+    compiled = ember.compile(model)
+    for density in (0.3, 0.9, 0.0):
+        x = (rng.random((2, 3, 4)) < density) * rng.integers(1, 5, (2, 3, 4))
+        _check(compiled, model, {"x": x.astype(dtype)})
+
+
+def _unique_model(shape: list[int], axis: int | None, is_sorted: int) -> onnx.ModelProto:
+    attrs = {"sorted": is_sorted} | ({} if axis is None else {"axis": axis})
+    names = ["y", "indices", "inverse", "counts"]
+    return _model(
+        [helper.make_node("Unique", ["x"], names, name="unique", **attrs)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [
+            helper.make_tensor_value_info(
+                n, TensorProto.FLOAT, [None] * (1 if axis is None else len(shape))
+            )
+            if n == "y"
+            else helper.make_tensor_value_info(n, TensorProto.INT64, [None])
+            for n in names
+        ],
+    )
+
+
+@pytest.mark.parametrize("axis", [None, 0, -1])
+@pytest.mark.parametrize("is_sorted", [1, 0])
+def test_unique_all_four_outputs(axis: int | None, is_sorted: int) -> None:
+    rng = np.random.default_rng(1)
+    model = _unique_model([6, 3], axis, is_sorted)
+    compiled = ember.compile(model)
+    for seed in range(2):
+        x = rng.integers(0, 3 if seed else 2, (6, 3)).astype(np.float32)
+        x[4] = x[1]  # a repeated row
+        x[:, 2] = x[:, 0]  # and a repeated column
+        # onnx.reference 1.23 gets sorted=0 wrong: a TypeError without an axis, slices of
+        # the wrong axis with one ([2, 3] for Unique(axis=-1) of [6, 3]).
+        _check(compiled, model, {"x": x}, reference=bool(is_sorted))
+
+
+def _nms_model(center_point_box: int, with_score_threshold: bool) -> onnx.ModelProto:
+    inputs = ["boxes", "scores", "max_out", "iou"] + (["score_min"] if with_score_threshold else [])
+    initializers = [
+        helper.make_tensor("max_out", TensorProto.INT64, [1], [3]),
+        helper.make_tensor("iou", TensorProto.FLOAT, [1], [0.4]),
+        helper.make_tensor("score_min", TensorProto.FLOAT, [1], [0.2]),
+    ]
+    return _model(
+        [
+            helper.make_node(
+                "NonMaxSuppression",
+                inputs,
+                ["selected"],
+                name="nms",
+                center_point_box=center_point_box,
+            )
+        ],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [2, 8, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 3, 8]),
+        ],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, [-1, 3])],
+        initializers[: len(inputs) - 2],
+    )
+
+
+def _boxes(rng: np.random.Generator, center_point_box: int) -> np.ndarray:
+    """Overlapping boxes in a small square (corners in either order, or centers and sizes)."""
+    if center_point_box:
+        centers = rng.random((2, 8, 2)) * 2
+        sizes = rng.random((2, 8, 2)) * 1.5 + 0.1
+        return np.concatenate([centers, sizes], axis=2).astype(np.float32)
+    return (rng.random((2, 8, 4)) * 2).astype(np.float32)
+
+
+@pytest.mark.parametrize(("center_point_box", "with_score_threshold"), [(0, True), (1, False)])
+def test_nms_overlaps_ties_batches_classes(
+    center_point_box: int, with_score_threshold: bool
+) -> None:
+    rng = np.random.default_rng(2)
+    model = _nms_model(center_point_box, with_score_threshold)
+    compiled = ember.compile(model)
+    for _ in range(3):
+        scores = rng.choice(np.array([0.1, 0.3, 0.5, 0.7, 0.9], np.float32), (2, 3, 8))  # ties
+        _check(compiled, model, {"boxes": _boxes(rng, center_point_box), "scores": scores})
+
+
+def _detector_model() -> onnx.ModelProto:
+    """boxes/scores -> NMS -> the selected boxes gathered, scaled: a detector's tail."""
+    nodes = [
+        helper.make_node(
+            "NonMaxSuppression",
+            ["boxes", "scores", "max_out", "iou", "score_min"],
+            ["selected"],
+            name="nms",
+        ),
+        helper.make_node("Gather", ["selected", "two"], ["box_index"], axis=1),
+        helper.make_node("Squeeze", ["boxes", "zero"], ["boxes0"]),
+        helper.make_node(
+            "Gather", ["boxes0", "box_index"], ["picked"], axis=0, name="gather_boxes"
+        ),
+        helper.make_node("Mul", ["picked", "scale"], ["out"]),
+    ]
+    return _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 10, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2, 10]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [-1, 4])],
+        [
+            helper.make_tensor("max_out", TensorProto.INT64, [1], [4]),
+            helper.make_tensor("iou", TensorProto.FLOAT, [1], [0.5]),
+            helper.make_tensor("score_min", TensorProto.FLOAT, [1], [0.3]),
+            helper.make_tensor("two", TensorProto.INT64, [], [2]),
+            helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("scale", TensorProto.FLOAT, [], [2.0]),
+        ],
+    )
+
+
+def test_nms_feeding_gather_compiles_the_tail_per_count() -> None:
+    rng = np.random.default_rng(3)
+    model = _detector_model()
+    compiled = ember.compile(model)
+    assert isinstance(compiled, StagedModel)
+    counts = set()
+    for scale in (1.0, 0.45, 0.1):  # fewer boxes above score_threshold 0.3, then none
+        scores = (rng.random((1, 2, 10)) * scale).astype(np.float32)
+        feeds = {"boxes": (rng.random((1, 10, 4)) * 2).astype(np.float32), "scores": scores}
+        _check(compiled, model, feeds)
+        counts.add(compiled.run(feeds)["out"].shape[0])
+    assert len(counts) > 1, counts  # several run-time sizes: the tail compiled for each
+    assert compiled.tail.compiles == len(counts)
+
+
+def _nonzero_gather_nd_model() -> onnx.ModelProto:
+    """mask -> NonZero -> Transpose -> GatherND: torchvision's boolean indexing."""
+    nodes = [
+        helper.make_node("Greater", ["x", "threshold"], ["mask"]),
+        helper.make_node("NonZero", ["mask"], ["where"], name="nonzero"),
+        helper.make_node("Transpose", ["where"], ["coordinates"], perm=[1, 0]),
+        helper.make_node("GatherND", ["x", "coordinates"], ["values"], name="gather_nd"),
+        helper.make_node("Neg", ["values"], ["out"]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, [-1]),
+            helper.make_tensor_value_info("where", TensorProto.INT64, [2, -1]),
+        ],
+        [helper.make_tensor("threshold", TensorProto.FLOAT, [], [0.5])],
+    )
+
+
+def test_nonzero_transpose_gather_nd_chain() -> None:
+    rng = np.random.default_rng(4)
+    model = _nonzero_gather_nd_model()
+    compiled = ember.compile(model)
+    assert isinstance(compiled, StagedModel)
+    for density in (0.2, 0.6, 0.0):
+        x = np.where(rng.random((3, 5)) < density, 1.0, 0.0) * rng.random((3, 5)) + 0.5 * (
+            rng.random((3, 5)) < density
+        )
+        _check(compiled, model, {"x": x.astype(np.float32)})
+    assert compiled.tail.compiles == 3
+
+
+def test_ahead_of_time_refuses_a_tail_naming_the_nodes() -> None:
+    from ember.tools.compile import compile_program
+
+    with pytest.raises(UnsupportedOpError, match=r"NonZero \(node 'nonzero'.*feeds Transpose"):
+        compile_program(_nonzero_gather_nd_model())
+
+
+def test_ahead_of_time_artifact_slices_data_dependent_outputs(tmp_path) -> None:
+    from ember.runtime.artifact import load
+    from ember.tools.aot import compile_artifact
+
+    model = _unique_model([5], None, 0)
+    compile_artifact(model, tmp_path / "unique")
+    artifact = load(tmp_path / "unique")
+    assert artifact.output_names == ["y", "indices", "inverse", "counts"]
+    x = np.array([3, 1, 3, 2, 1], np.float32)
+    got = artifact.run({"x": x})
+    expected = onnxruntime_outputs(model, {"x": x})
+    for name, ref in expected.items():
+        np.testing.assert_array_equal(got[name], ref)
