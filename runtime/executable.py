@@ -261,6 +261,20 @@ class Executable:
     def output_names(self) -> list[str]:
         return [s.name for s in self.manifest.outputs if s.name not in self._counts]
 
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        """The outputs a run returns: a data-dependent size (`bounded_outputs`) is -1."""
+        specs = []
+        for spec in self.manifest.outputs:
+            if spec.name in self._counts:
+                continue
+            if spec.name in self.bounded:
+                axis = self.bounded[spec.name][1]
+                shape = (*spec.shape[:axis], -1, *spec.shape[axis + 1 :])
+                spec = TensorSpec(spec.name, shape, spec.dtype)
+            specs.append(spec)
+        return specs
+
     def set_num_threads(self, threads: int) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
