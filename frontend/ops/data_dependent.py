@@ -1,4 +1,5 @@
-"""ONNX -> graph dialect: ops whose output shape depends on tensor values: NonZero, Unique.
+"""ONNX -> graph dialect: ops whose output shape depends on tensor values: NonZero, Unique,
+NonMaxSuppression.
 
 ember's programs have static shapes, so these ops are imported in two forms:
 
@@ -7,20 +8,25 @@ ember's programs have static shapes, so these ops are imported in two forms:
   since it splits such a model at these ops (`tools/staging.py`, a `StagedModel`).
 - **Bounded** (domain `ai.ember.bounded`, written only by `tools/staging.py`): the same op
   with the same inputs and attributes, whose outputs have their static upper bound (NonZero
-  [rank, numel], Unique [numel] along the axis) followed by one more output, the actual count
+  [rank, numel], Unique [numel] along the axis, NonMaxSuppression [batches * classes *
+  min(max_output_boxes_per_class, boxes), 3]) followed by one more output, the actual count
   (an int64 scalar). The runtime slices the bounded outputs to the count
   (`runtime/executable.py`, manifest `extra.bounded_outputs`); what follows them compiles for
   the sliced shapes. Positions past the count hold unspecified values.
 
-The bounded forms are written as the ONNX graph they amount to (a mask, a prefix sum of it
-giving each kept element its output position, a scatter into the bounded buffer) and imported
-as any other nodes (`ImportContext.import_nodes`), so they run on ember's kernels:
+NonZero's and Unique's bounded forms are written as the ONNX graph they amount to (a mask, a
+prefix sum of it giving each kept element its output position, a scatter into the bounded
+buffer) and imported as any other nodes (`ImportContext.import_nodes`), so they run on
+ember's kernels:
 - NonZero: flat positions of the nonzero elements in row-major order, then their coordinates.
 - Unique: a stable sort (TopK over the flattened input; for `axis`, each slice's rank among
   the others from pairwise lexicographic comparison, O(M^2 C), refused above
   `MAX_PAIRWISE_ELEMENTS`), a flag where the sorted sequence changes, group ids by prefix sum;
   the first occurrence of a group is its first element in the stable order. sorted=0 orders
   the groups by first occurrence (a second sort).
+- NonMaxSuppression is sequential by nature: one graph op, `graph.non_max_suppression`,
+  whose kernel (kernel_to_loops/selection.py) writes the count and the selected rows into
+  one buffer; the converter slices them apart.
 """
 
 from __future__ import annotations
@@ -32,7 +38,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ember.frontend.context import Const, ImportContext, Node, Value, dtype_of, shape_of
+from ember.dialects import graph
+from ember.frontend.context import (
+    Const,
+    ImportContext,
+    Node,
+    Value,
+    dtype_of,
+    f32_attr,
+    i64_attr,
+    shape_of,
+)
 from ember.frontend.registry import converts
 
 # The domain of the bounded forms (written by tools/staging.py, imported only here).
@@ -44,9 +60,7 @@ DATA_DEPENDENT_OPS: dict[str, dict[int, str | int]] = {
     "Unique": {0: "axis", 1: 0, 3: 0},
     "NonMaxSuppression": {0: 0},
 }
-# How many boxes per class NonMaxSuppression selects at most: its decomposition repeats one
-# selection step (pick the best box left, drop those it overlaps) this many times.
-MAX_NMS_SELECTIONS = 128
+
 # Unique along an axis compares every slice with every other: at most this many elements.
 MAX_PAIRWISE_ELEMENTS = 1 << 24
 # The opset the decompositions are written in.
@@ -318,78 +332,18 @@ def _bounded_nms(imp: ImportContext, node: Node) -> Sequence[Value]:
     steps = min(max(limit, 0), n)
     if steps == 0 or batches * classes == 0:
         return [Const(np.zeros((0, 3), np.int64)), Const(np.array(0, np.int64))]
-    if steps > MAX_NMS_SELECTIONS:
-        raise node.unsupported(
-            f"max_output_boxes_per_class {limit} with {n} boxes: ember selects at most "
-            f"{MAX_NMS_SELECTIONS} boxes per class (one unrolled selection step each)"
-        )
-    b = _Nodes(f"{node.name}/bounded")
-    f32 = np.float32
-    box_in = b.one("Cast", [_bind(imp, b, f"{b.prefix}/boxes", boxes)], to=TensorProto.FLOAT)
-    score_in = b.one("Cast", [_bind(imp, b, f"{b.prefix}/scores", scores)], to=TensorProto.FLOAT)
-    parts = b.add("Split", [box_in, b.i64([1, 1, 1, 1])], 4, axis=2)  # each [B, N, 1]
-    parts = [b.one("Reshape", [p, b.i64([batches, 1, n])]) for p in parts]  # [B, 1, N]
-    if center == 0:  # [y1, x1, y2, x2], either corner first
-        y_lo, y_hi = b.one("Min", [parts[0], parts[2]]), b.one("Max", [parts[0], parts[2]])
-        x_lo, x_hi = b.one("Min", [parts[1], parts[3]]), b.one("Max", [parts[1], parts[3]])
-    else:  # [x_center, y_center, width, height]
-        half_w = b.one("Div", [parts[2], b.const(f32(2))])
-        half_h = b.one("Div", [parts[3], b.const(f32(2))])
-        x_lo, x_hi = b.one("Sub", [parts[0], half_w]), b.one("Add", [parts[0], half_w])
-        y_lo, y_hi = b.one("Sub", [parts[1], half_h]), b.one("Add", [parts[1], half_h])
-    area = b.one("Mul", [b.one("Sub", [x_hi, x_lo]), b.one("Sub", [y_hi, y_lo])])
-    grid = b.i64([batches, classes, n])
-    corners = [b.one("Expand", [v, grid]) for v in (x_lo, y_lo, x_hi, y_hi, area)]
-    alive = b.one("Not", [b.one("IsNaN", [score_in])])
-    if score_threshold is not None:
-        alive = b.one("Greater", [score_in, b.const(f32(float(score_threshold.reshape(-1)[0])))])
-    positions = b.i64(np.arange(n).reshape(1, 1, n))
-    lowest = b.const(np.array(-np.inf, f32))
-    zero = b.const(f32(0))
-    picks, valid = [], []
-    for _ in range(steps):
-        ranked = b.one("Where", [alive, score_in, lowest])
-        best = b.one("ArgMax", [ranked], axis=2, keepdims=1)  # [B, C, 1]
-        any_alive = b.one(
-            "ReduceMax", [b.one("Cast", [alive], to=TensorProto.INT64), b.i64([2])], keepdims=1
-        )
-        picks.append(best)
-        valid.append(any_alive)
-        chosen = [b.one("GatherElements", [c, best], axis=2) for c in corners]
-        width = b.one(
-            "Sub", [b.one("Min", [corners[2], chosen[2]]), b.one("Max", [corners[0], chosen[0]])]
-        )
-        height = b.one(
-            "Sub", [b.one("Min", [corners[3], chosen[3]]), b.one("Max", [corners[1], chosen[1]])]
-        )
-        overlap = b.one("Mul", [b.one("Max", [width, zero]), b.one("Max", [height, zero])])
-        union = b.one("Sub", [b.one("Add", [corners[4], chosen[4]]), overlap])
-        # onnxruntime's rule: no suppression by an empty intersection, box or union.
-        counts = b.one("And", [b.one("Greater", [overlap, zero]), b.one("Greater", [union, zero])])
-        counts = b.one("And", [counts, b.one("Greater", [corners[4], zero])])
-        counts = b.one("And", [counts, b.one("Greater", [chosen[4], zero])])
-        iou = b.one("Div", [overlap, b.one("Where", [counts, union, b.const(f32(1))])])
-        suppressed = b.one("And", [counts, b.one("Greater", [iou, b.const(f32(iou_threshold))])])
-        dropped = b.one("Or", [suppressed, b.one("Equal", [positions, best])])
-        alive = b.one("And", [alive, b.one("Not", [dropped])])
-    total = batches * classes * steps
-    pick = b.one("Reshape", [b.one("Concat", picks, axis=2), b.i64([total])])
-    keep = b.one(
-        "Cast",
-        [b.one("Reshape", [b.one("Concat", valid, axis=2), b.i64([total])])],
-        to=TensorProto.BOOL,
+    rows = batches * classes * steps
+    packed = imp.emit(
+        graph.NonMaxSuppressionOp,
+        [boxes, scores],
+        [1 + rows, 3],
+        np.dtype(np.int64),
+        center_point_box=i64_attr(center),
+        max_per_class=i64_attr(steps),
+        iou_threshold=f32_attr(iou_threshold),
+        score_threshold=None
+        if score_threshold is None
+        else f32_attr(float(score_threshold.reshape(-1)[0])),
     )
-    ones = b.one("Cast", [keep], to=TensorProto.INT64)
-    position = b.one("Sub", [b.one("CumSum", [ones, b.i64(0)]), b.i64(1)])
-    count = b.one("ReduceSum", [ones], keepdims=0)
-    target = b.one("Where", [keep, position, b.i64(total)])
-    slot = b.one(
-        "ScatterElements", [b.i64(np.zeros(total + 1, np.int64)), target, b.i64(np.arange(total))]
-    )
-    slot = b.one("Slice", [slot, b.i64([0]), b.i64([total])])
-    batch = b.one("Div", [slot, b.i64(classes * steps)])
-    klass = b.one("Mod", [b.one("Div", [slot, b.i64(steps)]), b.i64(classes)])
-    index = b.one("Gather", [pick, slot], axis=0)
-    rows = [b.one("Unsqueeze", [v, b.i64([1])]) for v in (batch, klass, index)]
-    selected = b.one("Concat", rows, axis=1)
-    return _import(imp, b, [selected, count])
+    count = imp.reshape(imp.slice_axis(imp.slice_axis(packed, 0, 0, 1), 1, 0, 1), [])
+    return [imp.slice_axis(packed, 0, 1, rows), count]

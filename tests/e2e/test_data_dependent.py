@@ -238,3 +238,42 @@ def test_ahead_of_time_artifact_slices_data_dependent_outputs(tmp_path) -> None:
     expected = onnxruntime_outputs(model, {"x": x})
     for name, ref in expected.items():
         np.testing.assert_array_equal(got[name], ref)
+
+
+def _many_boxes_model(limit: int) -> onnx.ModelProto:
+    inputs = ["boxes", "scores", "max_out", "iou", "score_min"]
+    return _model(
+        [helper.make_node("NonMaxSuppression", inputs, ["selected"], name="nms")],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [2, 300, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 4, 300]),
+        ],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, [-1, 3])],
+        [
+            helper.make_tensor("max_out", TensorProto.INT64, [1], [limit]),
+            helper.make_tensor("iou", TensorProto.FLOAT, [1], [0.3]),
+            helper.make_tensor("score_min", TensorProto.FLOAT, [1], [0.05]),
+        ],
+    )
+
+
+@pytest.mark.parametrize("limit", [2**63 - 1, 40])  # torchvision exports sys.maxsize
+def test_nms_hundreds_of_boxes_any_limit(limit: int) -> None:
+    """The kernel selects up to every box per class (no unrolled steps): onnxruntime's rows,
+    and the numpy evaluator (constant folding, reference interpreter) agrees."""
+    from ember.dialects.numpy_eval import non_max_suppression
+
+    rng = np.random.default_rng(5)
+    model = _many_boxes_model(limit)
+    compiled = ember.compile(model)
+    corner = rng.random((2, 300, 2)) * 10
+    boxes = np.concatenate([corner, corner + rng.random((2, 300, 2)) * 3], axis=2)
+    boxes = boxes[..., [1, 0, 3, 2]].astype(np.float32)  # [y1, x1, y2, x2]
+    scores = rng.choice(np.linspace(0, 1, 50, dtype=np.float32), (2, 4, 300))  # many ties
+    feeds = {"boxes": boxes, "scores": scores}
+    got = compiled.run(feeds)["selected"]
+    expected = onnxruntime_outputs(model, feeds)["selected"]
+    np.testing.assert_array_equal(got, expected)
+    assert len(expected) > 100
+    packed = non_max_suppression(boxes, scores, 0, min(limit, 300), 0.3, 0.05)
+    np.testing.assert_array_equal(packed[1 : 1 + packed[0, 0]], expected)

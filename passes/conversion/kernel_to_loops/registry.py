@@ -45,6 +45,7 @@ KERNEL_MODULES = (
     "recurrent",
     "qconv",
     "attention",
+    "selection",
 )
 
 
