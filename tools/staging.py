@@ -27,6 +27,7 @@ computed from initializers alone); a constant one folds while importing.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +164,19 @@ def split_model(model: onnx.ModelProto) -> Split | None:
         else:
             head_nodes.append(node)
     types = _elem_types(model)
+    # Compile-time constants the tail reads (a Constant node, a shape computed from
+    # initializers) are computed in the tail again, so that they stay constants there.
+    constants = _constants(model)
+    producer = {o: k for k, n in enumerate(g.node) for o in n.output if o}
+    pending = [n for node in tail_nodes for n in _reads(node)]
+    copied: set[int] = set()
+    while pending:
+        name = pending.pop()
+        k = producer.get(name)
+        if name in constants and k is not None and k not in copied:
+            copied.add(k)
+            pending.extend(_reads(g.node[k]))
+    tail_nodes = [g.node[k] for k in sorted(copied)] + tail_nodes
     produced_in_tail = {o for n in tail_nodes for o in n.output if o}
     tail_reads = sorted({n for node in tail_nodes for n in _reads(node)} - produced_in_tail)
     graph_inputs = {i.name for i in g.input}
@@ -295,6 +309,7 @@ class StagedModel:
             split.head, input_shapes=input_shapes or None, threads=threads, **self._options
         )
         self.tail: Any = None
+        self._tail_lock = threading.Lock()
 
     @property
     def input_names(self) -> list[str]:
@@ -332,8 +347,9 @@ class StagedModel:
         results = self._head.run(head_feeds)
         if self._split.tail_nodes:
             values = {**results, **{n: np.asarray(a) for n, a in feeds.items()}}
-            if self.tail is None:
-                self.tail = self._compile_tail(values)
+            with self._tail_lock:  # concurrent first runs compile the tail once
+                if self.tail is None:
+                    self.tail = self._compile_tail(values)
             missing = [n for n in self.tail.input_names if n not in values]
             if missing:
                 raise InputError(f"the staged model's tail reads {missing}, which no stage gives")

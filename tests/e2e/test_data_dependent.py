@@ -277,3 +277,34 @@ def test_nms_hundreds_of_boxes_any_limit(limit: int) -> None:
     assert len(expected) > 100
     packed = non_max_suppression(boxes, scores, 0, min(limit, 300), 0.3, 0.05)
     np.testing.assert_array_equal(packed[1 : 1 + packed[0, 0]], expected)
+
+
+def test_constants_the_tail_reads_stay_constants() -> None:
+    """A Constant node before the cut, read after it (a Reshape's shape, a MatMul weight), is
+    computed in the tail again: no run-time input, no value specialisation."""
+    nodes = [
+        helper.make_node("Constant", [], ["shape"], value_ints=[-1, 1]),
+        helper.make_node(
+            "Constant",
+            [],
+            ["w"],
+            value=helper.make_tensor("w", TensorProto.FLOAT, [1, 3], [1, 2, 3]),
+        ),
+        helper.make_node("Greater", ["x", "threshold"], ["mask"]),
+        helper.make_node("NonZero", ["mask"], ["where"], name="nonzero"),
+        helper.make_node("Transpose", ["where"], ["coordinates"], perm=[1, 0]),
+        helper.make_node("GatherND", ["x", "coordinates"], ["values"]),
+        helper.make_node("Reshape", ["values", "shape"], ["column"]),
+        helper.make_node("MatMul", ["column", "w"], ["out"]),
+    ]
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [-1, 3])],
+        [helper.make_tensor("threshold", TensorProto.FLOAT, [], [0.5])],
+    )
+    compiled = ember.compile(model)
+    x = np.random.default_rng(6).random((4, 5)).astype(np.float32)
+    _check(compiled, model, {"x": x})
+    assert sorted(compiled.tail.input_names) == ["where", "x"]
+    assert compiled.tail.value_inputs == []
