@@ -83,6 +83,11 @@ def _constants(model: onnx.ModelProto) -> set[str]:
     return known
 
 
+def _decisive_inputs(node: onnx.NodeProto) -> list[str]:
+    """The inputs whose values decide the node's output size."""
+    return list(node.input[1:2]) if node.op_type == "Compress" else list(node.input)
+
+
 def staged_nodes(model: onnx.ModelProto) -> list[int]:
     """The positions of the data-dependent nodes of `model`'s graph whose input is known only
     at run time."""
@@ -91,9 +96,11 @@ def staged_nodes(model: onnx.ModelProto) -> list[int]:
         k
         for k, node in enumerate(model.graph.node)
         if _is_data_dependent(node)
-        # NonMaxSuppression is not folded: staged even on constants.
+        # NonMaxSuppression is not folded: staged even on constants; Compress is when its
+        # condition is known only at run time.
         and (
-            node.op_type == "NonMaxSuppression" or not all(n in constants for n in node.input if n)
+            node.op_type == "NonMaxSuppression"
+            or not all(n in constants for n in _decisive_inputs(node) if n)
         )
     ]
 

@@ -56,6 +56,7 @@ BOUNDED_DOMAIN = "ai.ember.bounded"
 # The ONNX ops whose output shape depends on tensor values, with the output positions that
 # are bounded and along which axis ("axis" means Unique's axis attribute, 0 without one).
 DATA_DEPENDENT_OPS: dict[str, dict[int, str | int]] = {
+    "Compress": {0: "axis"},  # only with a run-time condition (tools/staging.py)
     "NonZero": {0: 1},
     "Unique": {0: "axis", 1: 0, 3: 0},
     "NonMaxSuppression": {0: 0},
@@ -166,16 +167,14 @@ def _data_dependent(imp: ImportContext, node: Node) -> Sequence[Value]:
 
 
 # -- bounded forms -------------------------------------------------------------------------------
-@converts("NonZero", domain=BOUNDED_DOMAIN)
-def _bounded_nonzero(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x = imp.required(node, 0)
-    shape = shape_of(x)
-    rank, n = len(shape), math.prod(shape)
-    if rank == 0:
-        raise node.unsupported("a 0-d input")
-    if n == 0:
-        return [Const(np.zeros((rank, 0), np.int64)), Const(np.array(0, np.int64))]
-    b = _Nodes(f"{node.name}/bounded")
+def kept_positions(
+    imp: ImportContext, node: Node, x: Value, prefix: str = "kept"
+) -> tuple[Value, Value]:
+    """The flat positions of the nonzero elements of `x` in row-major order, bounded: an
+    int64 [numel] whose first `count` entries are them (the rest 0, a valid position), and
+    `count` (an int64 scalar). For NonZero, and Compress with a run-time condition."""
+    n = math.prod(shape_of(x))
+    b = _Nodes(f"{node.name}/{prefix}")
     flat = b.one("Reshape", [_bind(imp, b, f"{b.prefix}/x", x), b.i64([n])])
     zero = b.const(np.zeros((), dtype_of(x)))
     keep = b.one("Not", [b.one("Equal", [flat, zero])])  # NaN is nonzero, as in numpy
@@ -187,11 +186,26 @@ def _bounded_nonzero(imp: ImportContext, node: Node) -> Sequence[Value]:
     spare = b.i64(np.zeros(n + 1, np.int64))
     flat_index = b.one("ScatterElements", [spare, target, b.i64(np.arange(n))])
     flat_index = b.one("Slice", [flat_index, b.i64([0]), b.i64([n])])
+    positions, total = _import(imp, b, [flat_index, count])
+    return positions, total
+
+
+@converts("NonZero", domain=BOUNDED_DOMAIN)
+def _bounded_nonzero(imp: ImportContext, node: Node) -> Sequence[Value]:
+    x = imp.required(node, 0)
+    shape = shape_of(x)
+    rank, n = len(shape), math.prod(shape)
+    if rank == 0:
+        raise node.unsupported("a 0-d input")
+    if n == 0:
+        return [Const(np.zeros((rank, 0), np.int64)), Const(np.array(0, np.int64))]
+    positions, count = kept_positions(imp, node, x)
+    b = _Nodes(f"{node.name}/coordinates")
     strides = np.array([math.prod(shape[d + 1 :]) for d in range(rank)], np.int64).reshape(-1, 1)
     dims = np.array(shape, np.int64).reshape(-1, 1)
-    row = b.one("Unsqueeze", [flat_index, b.i64([0])])
+    row = b.one("Unsqueeze", [_bind(imp, b, f"{b.prefix}/positions", positions), b.i64([0])])
     coordinates = b.one("Mod", [b.one("Div", [row, b.i64(strides)]), b.i64(dims)])
-    return _import(imp, b, [coordinates, count])
+    return [*_import(imp, b, [coordinates]), count]
 
 
 @converts("Unique", domain=BOUNDED_DOMAIN)

@@ -308,3 +308,31 @@ def test_constants_the_tail_reads_stay_constants() -> None:
     _check(compiled, model, {"x": x})
     assert sorted(compiled.tail.input_names) == ["where", "x"]
     assert compiled.tail.value_inputs == []
+
+
+@pytest.mark.parametrize(("axis", "length"), [(0, 100), (1, 3), (None, 7)])
+def test_compress_with_a_run_time_condition(axis: int | None, length: int) -> None:
+    """A condition of any length given at run time (value specialisation took at most 64
+    elements): bounded and staged, the compressed values feeding a Mul."""
+    attrs = {} if axis is None else {"axis": axis}
+    model = _model(
+        [
+            helper.make_node("Compress", ["x", "condition"], ["kept"], name="compress", **attrs),
+            helper.make_node("Mul", ["kept", "kept"], ["out"]),
+        ],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [100, 4]),
+            helper.make_tensor_value_info("condition", TensorProto.BOOL, [length]),
+        ],
+        [
+            helper.make_tensor_value_info(
+                "out", TensorProto.FLOAT, [None] * (1 if axis is None else 2)
+            )
+        ],
+    )
+    compiled = ember.compile(model)
+    assert isinstance(compiled, StagedModel)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((100, 4)).astype(np.float32)
+    for density in (0.5, 0.1):
+        _check(compiled, model, {"x": x, "condition": rng.random(length) < density})
