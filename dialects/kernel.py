@@ -630,8 +630,8 @@ KERNEL_OPS.append(QConv2dOp)
 
 @irdl_op_definition
 class NonMaxSuppressionOp(IRDLOperation):
-    """See graph.non_max_suppression; `workspace` f32 [N] marks the boxes of one class still
-    in play."""
+    """See graph.non_max_suppression; `workspace` i64 [N] holds one class's candidates (a
+    heap of box indices)."""
 
     name = "kernel.non_max_suppression"
     boxes = operand_def(MemRefType)

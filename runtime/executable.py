@@ -346,7 +346,8 @@ class Executable:
         results = {spec.name: array for spec, array in zip(self.manifest.outputs, outputs)}
         for name, (count_name, axis) in self.bounded.items():
             # A data-dependent output: its buffer holds the upper bound, the count how much
-            # of it is the result (a view of the first `count` along `axis`).
+            # of it is the result: its first `count` along `axis` (contiguous, as every other
+            # output: a view along axis 0, a copy past it).
             array = results[name]
             count = int(results[count_name])
             if not 0 <= count <= array.shape[axis]:
@@ -354,7 +355,7 @@ class Executable:
                     f"output '{name}': the program counted {count} results along axis {axis} "
                     f"of a buffer of {array.shape[axis]} (an ember bug)"
                 )
-            results[name] = array[(slice(None),) * axis + (slice(0, count),)]
+            results[name] = np.ascontiguousarray(array[(slice(None),) * axis + (slice(0, count),)])
         for count_name in self._counts:
             del results[count_name]
         return results

@@ -297,9 +297,9 @@ class _Bufferizer:
             self.buffers[value] = out
 
     def non_max_suppression(self, op: graph.NonMaxSuppressionOp) -> None:
-        # One class's boxes still in play: the kernel's only scratch.
+        # One class's candidates (a heap of box indices): the kernel's only scratch.
         boxes = shape_of(op.boxes)[1]
-        workspace = self.emit(memref.AllocOp.get(f32, 64, [boxes])).results[0]
+        workspace = self.emit(memref.AllocOp.get(i64, 64, [boxes])).results[0]
         out = self.alloc(op.output)
         self.emit(
             kernel.NonMaxSuppressionOp(

@@ -130,7 +130,9 @@ def test_nms_overlaps_ties_batches_classes(
 ) -> None:
     rng = np.random.default_rng(2)
     model = _nms_model(center_point_box, with_score_threshold)
-    compiled = ember.compile(model)
+    # Bounds-checked (a regression: the heap's unused slots were read as box indices before
+    # they were initialised).
+    compiled = ember.compile(model, checks=True)
     for _ in range(3):
         scores = rng.choice(np.array([0.1, 0.3, 0.5, 0.7, 0.9], np.float32), (2, 3, 8))  # ties
         _check(compiled, model, {"boxes": _boxes(rng, center_point_box), "scores": scores})

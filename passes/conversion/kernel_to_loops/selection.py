@@ -1,19 +1,20 @@
 """Kernels whose output size depends on the data: NonMaxSuppression.
 
-`kernel.non_max_suppression` is greedy and sequential by nature: per (batch, class), the
-highest-scoring box left is selected and every box overlapping it by more than the IoU
-threshold leaves play, at most `max_per_class` times. Scalar loops, one class after another
-(the selections are written in that order, after a running count); the workspace holds the
-class's boxes still in play (1.0 / 0.0). Each step scans the N boxes twice (the best one
-left, then the overlaps), so a class costs O(min(max_per_class, candidates) * N). The IoU is
-computed in float32 exactly as onnxruntime's `SuppressByIOU` (same operations, same order,
-same comparisons with NaN), so a box at the threshold is treated the same.
+`kernel.non_max_suppression` follows onnxruntime's algorithm, per (batch, class), one class
+after another: the boxes whose score passes score_threshold go into a binary max-heap (the
+workspace: box indices; ordered by score, then by lower index), and are popped best first;
+a popped box is selected unless its IoU with a box already selected for this class exceeds
+iou_threshold, until max_per_class are selected or the heap is empty. Selections are written
+in that order after a running count. A class costs O(A + popped * (log A + selected)) for A
+candidates. Scalar loops (the work is sequential by nature); the IoU is computed in float32
+exactly as onnxruntime's `SuppressByIOU` (same operations, same order, same comparisons
+with NaN), so a box at the threshold is treated the same.
 """
 
 from __future__ import annotations
 
 from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import i64
+from xdsl.dialects.builtin import IndexType, i64
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
@@ -79,75 +80,132 @@ def lower_non_max_suppression(
     center = bool(op.center_point_box.value.data)
     iou_threshold = op.iou_threshold.value.data
     score_threshold = None if op.score_threshold is None else op.score_threshold.value.data
+    depth = max(1, n.bit_length())  # levels a sift-down may descend
     fn, b = kernel_function(name, operand_types(op))
-    boxes, scores, in_play, out = fn.args
-    one, zero = b.const(1.0), b.const(0.0)
+    boxes, scores, heap, out = fn.args
+    zero = b.const(0.0)
 
     def as_i64(eb: LoopBuilder, index: SSAValue) -> SSAValue:
         return eb.insert(arith.IndexCastOp(index, i64)).results[0]
 
+    def as_index(eb: LoopBuilder, value: SSAValue) -> SSAValue:
+        return eb.insert(arith.IndexCastOp(value, IndexType())).results[0]
+
     def one_class(cb: LoopBuilder, pair: SSAValue, written: SSAValue) -> list[SSAValue]:
         batch, klass = cb.floordiv(pair, classes), cb.rem(pair, classes)
 
-        def candidate(nb: LoopBuilder, box: SSAValue, count: SSAValue) -> list[SSAValue]:
-            score = nb.load(scores, [batch, klass, box])
+        def score_of(eb: LoopBuilder, box: SSAValue) -> SSAValue:
+            return eb.load(scores, [batch, klass, box])
+
+        def ahead(eb: LoopBuilder, box: SSAValue, other: SSAValue) -> SSAValue:
+            """box pops before other: a higher score, or an equal one and a lower index."""
+            s, t = score_of(eb, box), score_of(eb, other)
+            tie = _and(eb, _cmpf(eb, "oeq", s, t), eb.cmp_index("ult", box, other))
+            return _or(eb, _cmpf(eb, "ogt", s, t), tie)
+
+        def heap_at(eb: LoopBuilder, slot: SSAValue) -> SSAValue:
+            return as_index(eb, eb.load(heap, [slot]))
+
+        def sift_down(eb: LoopBuilder, start: SSAValue, size: SSAValue) -> None:
+            def level(lb: LoopBuilder, _: SSAValue, at: SSAValue) -> list[SSAValue]:
+                left = lb.add(lb.mul(at, 2), 1)
+                right = lb.add(left, 1)
+                has_left = lb.cmp_index("ult", left, size)
+                has_right = lb.cmp_index("ult", right, size)
+                # Slots past the heap are read clamped (in bounds) and never chosen.
+                left_box = heap_at(lb, lb.min_index(left, n - 1))
+                right_box = heap_at(lb, lb.min_index(right, n - 1))
+                take_right = _and(lb, has_right, ahead(lb, right_box, left_box))
+                child = lb.select(take_right, right, left)
+                child_box = lb.select(take_right, right_box, left_box)
+                at_box = heap_at(lb, at)
+                swap = _and(lb, has_left, ahead(lb, child_box, at_box))
+
+                def exchange(sb: LoopBuilder) -> None:
+                    sb.store(as_i64(sb, child_box), heap, [at])
+                    sb.store(as_i64(sb, at_box), heap, [child])
+
+                lb.if_(swap, exchange)
+                return [lb.select(swap, child, at)]
+
+            eb.for_range(0, depth, 1, level, [start])
+
+        def candidate(nb: LoopBuilder, box: SSAValue, size: SSAValue) -> list[SSAValue]:
+            score = score_of(nb, box)
             if score_threshold is None:
                 keep = _cmpf(nb, "ord", score, score)
             else:
                 keep = _cmpf(nb, "ogt", score, nb.const(score_threshold))
-            nb.store(nb.select(keep, one, zero), in_play, [box])
-            return [nb.add(count, nb.select(keep, nb.index(1), nb.index(0)))]
+            nb.store(as_i64(nb, box), heap, [size])  # kept only if counted (size <= box)
+            return [nb.add(size, nb.select(keep, nb.index(1), nb.index(0)))]
 
-        (candidates,) = cb.for_range(0, n, 1, candidate, [cb.index(0)])
+        (size,) = cb.for_range(0, n, 1, candidate, [cb.index(0)])
 
-        def step(sb: LoopBuilder, _: SSAValue, written: SSAValue) -> list[SSAValue]:
-            # The best box in play: the highest score, the lowest index among equal ones.
-            def scan(nb: LoopBuilder, box: SSAValue, best_score: SSAValue, best: SSAValue):
-                score = nb.load(scores, [batch, klass, box])
-                playing = _cmpf(nb, "ogt", nb.load(in_play, [box]), zero)
-                first = nb.cmp_index("eq", best, n)
-                better = _or(nb, first, _cmpf(nb, "ogt", score, best_score))
-                take = _and(nb, playing, better)
-                return [nb.select(take, score, best_score), nb.select(take, box, best)]
+        def heapify(hb: LoopBuilder, k: SSAValue) -> None:
+            # Parents from the last one down to the root: size // 2 - 1 - k.
+            sift_down(hb, hb.sub(hb.sub(hb.floordiv(size, 2), 1), k), size)
 
-            _, best = sb.for_range(0, n, 1, scan, [zero, sb.index(n)])
-            found = sb.cmp_index("ult", best, n)
+        cb.for_range(0, cb.floordiv(size, 2), 1, heapify)
+        first = written  # this class's selections are rows first + 1 .. written
 
-            def select(ib: LoopBuilder) -> None:
-                row = ib.add(written, 1)
-                for column, value in enumerate((batch, klass, best)):
-                    ib.store(as_i64(ib, value), out, [row, column])
-                ib.store(zero, in_play, [best])
-                sx_min, sx_max, sy_min, sy_max = _extent(ib, boxes, batch, best, center)
-                selected_area = ib.mulf(ib.subf(sx_max, sx_min), ib.subf(sy_max, sy_min))
+        def pop(pb: LoopBuilder, _: SSAValue, left: SSAValue, written: SSAValue):
+            active = _and(
+                pb,
+                pb.cmp_index("ugt", left, 0),
+                pb.cmp_index("ult", pb.sub(written, first), limit),
+            )
+            last = pb.max_index(pb.sub(left, 1), 0)
+            box = heap_at(pb, pb.index(0))
 
-                def suppress(nb: LoopBuilder, box: SSAValue) -> None:
-                    x_min, x_max, y_min, y_max = _extent(nb, boxes, batch, box, center)
-                    width = nb.subf(_std_min(nb, x_max, sx_max), _std_max(nb, x_min, sx_min))
-                    height = nb.subf(_std_min(nb, y_max, sy_max), _std_max(nb, y_min, sy_min))
-                    overlap = nb.mulf(_std_max(nb, width, zero), _std_max(nb, height, zero))
-                    area = nb.mulf(nb.subf(x_max, x_min), nb.subf(y_max, y_min))
-                    union = nb.subf(nb.addf(area, selected_area), overlap)
-                    # onnxruntime: no suppression by an empty intersection, box or union.
-                    counts = _and(nb, _cmpf(nb, "ogt", overlap, zero), _cmpf(nb, "ogt", area, zero))
-                    counts = _and(nb, counts, _cmpf(nb, "ogt", selected_area, zero))
-                    counts = _and(nb, counts, _cmpf(nb, "ogt", union, zero))
-                    iou = nb.divf(overlap, nb.select(counts, union, one))
-                    over = _cmpf(nb, "ogt", iou, nb.const(iou_threshold))
-                    dropped = _and(nb, counts, over)
-                    nb.store(nb.select(dropped, zero, nb.load(in_play, [box])), in_play, [box])
+            def take(tb: LoopBuilder) -> None:
+                tb.store(tb.load(heap, [last]), heap, [tb.index(0)])
+                sift_down(tb, tb.index(0), last)
 
-                ib.for_range(0, n, 1, suppress)
+            pb.if_(active, take)
+            x_min, x_max, y_min, y_max = _extent(pb, boxes, batch, box, center)
+            area = pb.mulf(pb.subf(x_max, x_min), pb.subf(y_max, y_min))
 
-            sb.if_(found, select)
-            return [sb.add(written, sb.select(found, sb.index(1), sb.index(0)))]
+            def against(sb: LoopBuilder, row: SSAValue, kept: SSAValue) -> list[SSAValue]:
+                other = as_index(sb, sb.load(out, [sb.add(row, 1), 2]))
+                sx_min, sx_max, sy_min, sy_max = _extent(sb, boxes, batch, other, center)
+                width = sb.subf(_std_min(sb, x_max, sx_max), _std_max(sb, x_min, sx_min))
+                height = sb.subf(_std_min(sb, y_max, sy_max), _std_max(sb, y_min, sy_min))
+                overlap = sb.mulf(_std_max(sb, width, zero), _std_max(sb, height, zero))
+                other_area = sb.mulf(sb.subf(sx_max, sx_min), sb.subf(sy_max, sy_min))
+                union = sb.subf(sb.addf(area, other_area), overlap)
+                # onnxruntime: no suppression by an empty intersection, box or union.
+                counts = _and(sb, _cmpf(sb, "ogt", overlap, zero), _cmpf(sb, "ogt", area, zero))
+                counts = _and(sb, counts, _cmpf(sb, "ogt", other_area, zero))
+                counts = _and(sb, counts, _cmpf(sb, "ogt", union, zero))
+                iou = sb.divf(overlap, sb.select(counts, union, sb.const(1.0)))
+                over = _and(sb, counts, _cmpf(sb, "ogt", iou, sb.const(iou_threshold)))
+                return [_and(sb, kept, sb.insert(arith.XOrIOp(over, true)).results[0])]
 
-        steps = cb.min_index(candidates, limit)
-        return cb.for_range(0, steps, 1, step, [written])
+            true = pb.insert(arith.ConstantOp.from_int_and_width(1, 1)).results[0]
+            upper = pb.select(active, written, first)  # no scan once nothing is popped
+            (kept,) = pb.for_range(first, upper, 1, against, [true])
+            chosen = _and(pb, active, kept)
 
+            def select(sb: LoopBuilder) -> None:
+                row = sb.add(written, 1)
+                for column, value in enumerate((batch, klass, box)):
+                    sb.store(as_i64(sb, value), out, [row, column])
+
+            pb.if_(chosen, select)
+            return [
+                pb.select(active, last, left),
+                pb.add(written, pb.select(chosen, pb.index(1), pb.index(0))),
+            ]
+
+        _, written = cb.for_range(0, size, 1, pop, [size, written])
+        return [written]
+
+    # Every slot holds a box index from the start: a sift-down reads the slots past the heap
+    # (clamped into the buffer) before it knows they are unused, and uses them as addresses.
+    zero_i64 = b.const(0, i64)
+    b.for_range(0, n, 1, lambda zb, k: zb.store(zero_i64, heap, [k]))
     (total,) = b.for_range(0, batches * classes, 1, one_class, [b.index(0)])
     b.store(as_i64(b, total), out, [0, 0])
-    zero_i64 = b.const(0, i64)
     b.store(zero_i64, out, [0, 1])
     b.store(zero_i64, out, [0, 2])
     b.ret()
