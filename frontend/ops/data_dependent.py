@@ -231,6 +231,24 @@ def _bounded_unique(imp: ImportContext, node: Node) -> Sequence[Value]:
     if m == 0 or math.prod(shape) == 0:
         raise node.unsupported(f"an empty input {list(shape)}")
     arange = b.i64(np.arange(m))
+    is_float = dtype_of(x).kind == "f" or dtype_of(x).name == "bfloat16"
+
+    # numpy's order (np.unique): NaN after every number, NaNs equal to each other; as values,
+    # all NaNs are one without an axis (equal_nan), but slices holding NaN stay distinct.
+    def same(p: str, q: str, nan_is_nan: bool = True) -> str:
+        equal = b.one("Equal", [p, q])
+        if not is_float or not nan_is_nan:
+            return equal
+        both_nan = b.one("And", [b.one("IsNaN", [p]), b.one("IsNaN", [q])])
+        return b.one("Or", [equal, both_nan])
+
+    def before(p: str, q: str) -> str:
+        less = b.one("Less", [p, q])
+        if not is_float:
+            return less
+        number_then_nan = b.one("And", [b.one("Not", [b.one("IsNaN", [p])]), b.one("IsNaN", [q])])
+        return b.one("Or", [less, number_then_nan])
+
     if axis is None:
         keys = rows
         if dtype_of(x).name in ("float16", "bfloat16"):  # TopK's types: sort exact f32 copies
@@ -240,7 +258,7 @@ def _bounded_unique(imp: ImportContext, node: Node) -> Sequence[Value]:
         if m > 1:
             head = b.one("Slice", [sorted_rows, b.i64([1]), b.i64([m])])
             tail = b.one("Slice", [sorted_rows, b.i64([0]), b.i64([m - 1])])
-            changes = b.one("Not", [b.one("Equal", [head, tail])])
+            changes = b.one("Not", [same(head, tail)])
     else:
         if m * m * other > MAX_PAIRWISE_ELEMENTS:
             raise node.unsupported(
@@ -250,26 +268,33 @@ def _bounded_unique(imp: ImportContext, node: Node) -> Sequence[Value]:
             )
         a = b.one("Unsqueeze", [rows, b.i64([1])])  # [M, 1, C]
         c = b.one("Unsqueeze", [rows, b.i64([0])])  # [1, M, C]
-        differs = b.one("Cast", [b.one("Not", [b.one("Equal", [a, c])])], to=TensorProto.INT64)
-        below = b.one("Cast", [b.one("Less", [a, c])], to=TensorProto.INT64)
+        differs = b.one("Cast", [b.one("Not", [same(a, c)])], to=TensorProto.INT64)
+        below = b.one("Cast", [before(a, c)], to=TensorProto.INT64)
         first_difference = b.one("ArgMax", [differs], axis=2, keepdims=1)  # [M, M, 1]
         any_difference = b.one("ReduceMax", [differs, b.i64([2])], keepdims=1)
         less = b.one(
             "Mul", [b.one("GatherElements", [below, first_difference], axis=2), any_difference]
         )
-        equal = b.one("Sub", [b.i64(1), any_difference])
+        # Neither below the other: equal, or both NaN where they first differ.
+        unordered = b.one(
+            "Mul",
+            [
+                b.one("Sub", [b.i64(1), less]),
+                b.one("Sub", [b.i64(1), b.one("Transpose", [less], perm=[1, 0, 2])]),
+            ],
+        )
         earlier = b.i64(np.triu(np.ones((m, m), np.int64), 1).reshape(m, m, 1))  # i < j
-        # Slice j's place in a stable sort: the slices below it, and the equal ones before it.
-        precedes = b.one("Add", [less, b.one("Mul", [equal, earlier])])
+        # Slice j's place in a stable sort: the slices below it, and the unordered ones
+        # before it (so the ranks are a permutation whatever the values).
+        precedes = b.one("Add", [less, b.one("Mul", [unordered, earlier])])
         rank = b.one("ReduceSum", [precedes, b.i64([0, 2])], keepdims=0)  # [M]
         perm = b.one("ScatterElements", [b.i64(np.zeros(m, np.int64)), rank, arange])
         sorted_rows = b.one("Gather", [rows, perm], axis=0)
         if m > 1:
             head = b.one("Slice", [sorted_rows, b.i64([1]), b.i64([m])])
             tail = b.one("Slice", [sorted_rows, b.i64([0]), b.i64([m - 1])])
-            changed = b.one(
-                "Cast", [b.one("Not", [b.one("Equal", [head, tail])])], to=TensorProto.INT64
-            )
+            distinct = b.one("Not", [same(head, tail, nan_is_nan=False)])
+            changed = b.one("Cast", [distinct], to=TensorProto.INT64)
             changes = b.one(
                 "Cast", [b.one("ReduceMax", [changed, b.i64([1])], keepdims=0)], to=TensorProto.BOOL
             )

@@ -338,3 +338,23 @@ def test_compress_with_a_run_time_condition(axis: int | None, length: int) -> No
     x = rng.standard_normal((100, 4)).astype(np.float32)
     for density in (0.5, 0.1):
         _check(compiled, model, {"x": x, "condition": rng.random(length) < density})
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_unique_nan_as_numpy(axis: int | None) -> None:
+    """NaN: onnxruntime has no consistent answer (Unique([2, nan, 1, nan]) counts a NaN as
+    1.0), so numpy's np.unique is the oracle: NaN sorts after every number; without an axis
+    all NaNs are one value (equal_nan), along an axis slices holding NaN stay distinct while
+    ordering treats NaNs as equal."""
+    model = _unique_model([8, 3], axis, 1)
+    compiled = ember.compile(model)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        x = rng.choice(np.array([np.nan, 1, 2], np.float32), (8, 3))
+        x[1] = x[0]  # a repeated slice holding NaN (maybe)
+        got = compiled.run({"x": x})
+        expected = np.unique(
+            x, return_index=True, return_inverse=True, return_counts=True, axis=axis
+        )
+        for name, ref in zip(["y", "indices", "inverse", "counts"], expected):
+            np.testing.assert_array_equal(got[name], ref.reshape(got[name].shape))
