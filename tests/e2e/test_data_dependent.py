@@ -342,8 +342,8 @@ def test_compress_with_a_run_time_condition(axis: int | None, length: int) -> No
 
 @pytest.mark.parametrize("axis", [None, 0])
 def test_unique_nan_as_numpy(axis: int | None) -> None:
-    """NaN: onnxruntime has no consistent answer (Unique([2, nan, 1, nan]) counts a NaN as
-    1.0), so numpy's np.unique is the oracle: NaN sorts after every number; without an axis
+    """NaN: onnxruntime has no consistent answer (for [2, nan, 1, nan, 2, -0] it counts one
+    NaN as 2.0, the other as 1.0), so numpy's np.unique is the oracle: NaN sorts after every number; without an axis
     all NaNs are one value (equal_nan), along an axis slices holding NaN stay distinct while
     ordering treats NaNs as equal."""
     model = _unique_model([8, 3], axis, 1)
