@@ -328,7 +328,14 @@ class StagedModel:
 
     @property
     def report(self) -> Any:
+        """The CompileReport of the head (of its last specialisation)."""
         return self._head.report
+
+    @property
+    def compiles(self) -> int:
+        """Programs compiled so far: the head's, and the tail's (every run-time size)."""
+        head = getattr(self._head, "compiles", 1)
+        return head + (0 if self.tail is None else getattr(self.tail, "compiles", 1))
 
     def set_num_threads(self, threads: int) -> None:
         self.threads = threads

@@ -185,6 +185,7 @@ def test_nms_feeding_gather_compiles_the_tail_per_count() -> None:
         counts.add(compiled.run(feeds)["out"].shape[0])
     assert len(counts) > 1, counts  # several run-time sizes: the tail compiled for each
     assert compiled.tail.compiles == len(counts)
+    assert compiled.compiles == 1 + len(counts)
 
 
 def _nonzero_gather_nd_model() -> onnx.ModelProto:
@@ -358,3 +359,46 @@ def test_unique_nan_as_numpy(axis: int | None) -> None:
         )
         for name, ref in zip(["y", "indices", "inverse", "counts"], expected):
             np.testing.assert_array_equal(got[name], ref.reshape(got[name].shape))
+
+
+def test_data_dependent_ops_in_series_and_side_by_side() -> None:
+    """NonZero -> GatherND -> Unique (a tail holding a data-dependent op is staged again),
+    beside a second NonZero that is only a graph output (both cut in the head)."""
+    nodes = [
+        helper.make_node("Greater", ["x", "threshold"], ["mask"]),
+        helper.make_node("NonZero", ["mask"], ["where"], name="nonzero"),
+        helper.make_node("Transpose", ["where"], ["coordinates"], perm=[1, 0]),
+        helper.make_node("GatherND", ["x", "coordinates"], ["values"]),
+        helper.make_node("Floor", ["scaled"], ["binned"]),
+        helper.make_node("Unique", ["binned"], ["u", "", "", "counts"], name="unique"),
+        helper.make_node("Add", ["u", "one"], ["out"]),
+        helper.make_node("NonZero", ["y"], ["where_y"], name="nonzero_y"),
+    ]
+    nodes.insert(4, helper.make_node("Mul", ["values", "ten"], ["scaled"]))
+    model = _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 5]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, [None]),
+            helper.make_tensor_value_info("counts", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("where_y", TensorProto.INT64, [1, None]),
+        ],
+        [
+            helper.make_tensor("threshold", TensorProto.FLOAT, [], [0.3]),
+            helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0]),
+            helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+        ],
+    )
+    compiled = ember.compile(model)
+    assert compiled.cut == ["nonzero", "nonzero_y"]
+    rng = np.random.default_rng(9)
+    for _ in range(2):
+        feeds = {
+            "x": rng.random((6, 5)).astype(np.float32),
+            "y": (rng.random(4) > 0.5).astype(np.float32),
+        }
+        _check(compiled, model, feeds)
+    assert isinstance(compiled.tail, StagedModel) and compiled.tail.cut == ["unique"]
