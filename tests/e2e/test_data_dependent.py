@@ -402,3 +402,36 @@ def test_data_dependent_ops_in_series_and_side_by_side() -> None:
         }
         _check(compiled, model, feeds)
     assert isinstance(compiled.tail, StagedModel) and compiled.tail.cut == ["unique"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis", "k", "largest", "dtype"),
+    [
+        ((300,), 0, 300, 0, np.float32),  # a full sort (Unique's)
+        ((3, 200, 2), 1, 57, 1, np.float32),  # columns with inner > 1
+        ((2, 130), 1, 32, 0, np.int64),
+    ],
+)
+def test_top_k_heap_for_large_k(
+    shape: tuple[int, ...], axis: int, k: int, largest: int, dtype: type
+) -> None:
+    """k >= 32 keeps the best k in a heap: the same order as the insertion sort (and
+    onnxruntime): ties by lower index, NaN above every number."""
+    rng = np.random.default_rng(10)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    model = _model(
+        [helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=axis, largest=largest)],
+        [helper.make_tensor_value_info("x", elem, list(shape))],
+        [
+            helper.make_tensor_value_info("values", elem, [None] * len(shape)),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, [None] * len(shape)),
+        ],
+        [helper.make_tensor("k", TensorProto.INT64, [1], [k])],
+    )
+    x = rng.integers(0, 20, shape).astype(dtype)  # many ties
+    if dtype == np.float32:
+        x[rng.random(shape) < 0.05] = np.nan
+    got = ember.compile(model).run({"x": x})
+    expected = onnxruntime_outputs(model, {"x": x})
+    for name, ref in expected.items():
+        np.testing.assert_array_equal(got[name], ref, err_msg=name)
