@@ -435,3 +435,9 @@ def test_top_k_heap_for_large_k(
     expected = onnxruntime_outputs(model, {"x": x})
     for name, ref in expected.items():
         np.testing.assert_array_equal(got[name], ref, err_msg=name)
+
+
+def test_unique_along_an_axis_too_large_to_compare_pairwise_is_refused() -> None:
+    model = _unique_model([4097, 1], 0, 1)
+    with pytest.raises(UnsupportedOpError, match=r"Unique \(node 'unique'.*pairwise comparison"):
+        ember.compile(model)
