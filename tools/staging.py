@@ -121,17 +121,20 @@ class Split:
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001  (a malformed model is refused by the importer later)
-        inferred = model
-    types = {}
-    g = inferred.graph
-    for info in [*g.input, *g.value_info, *g.output]:
-        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
-            types[info.name] = info.type.tensor_type.elem_type
-    for tensor in g.initializer:
-        types[tensor.name] = tensor.data_type
+    """Element types of the graph's values: declared, and by ONNX's inference on the model
+    with its big initializers as typed inputs (frontend/shape_inference.py)."""
+    from ember.frontend.shape_inference import inferred_types
+
+    g = model.graph
+    types = {
+        info.name: info.type.tensor_type.elem_type
+        for info in [*g.input, *g.value_info]
+        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type
+    }
+    types |= {t.name: t.data_type for t in g.initializer}
+    for name, value_type in inferred_types(model).items():
+        if value_type.HasField("tensor_type") and value_type.tensor_type.elem_type:
+            types[name] = value_type.tensor_type.elem_type
     return types
 
 
