@@ -442,6 +442,7 @@ def compile(
         input_shapes=input_shapes,
         threads=threads or target.threads,
         options=options,
+        dynamic_dims=dynamic_dims,
     )
     if staged is not None:
         return staged

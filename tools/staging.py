@@ -161,10 +161,9 @@ def split_model(model: onnx.ModelProto) -> Split | None:
             for index, axis in axes.items():
                 if index < len(outputs) and outputs[index]:
                     bounded[outputs[index]] = (count, axis)
-            outputs += [""] * (max(DATA_DEPENDENT_OPS[node.op_type]) + 1 - len(outputs))
-            # Unique has four outputs; the bounded form adds the count after them all.
+            # Unique has four outputs (any may be omitted); the count comes after them all.
             width = 4 if node.op_type == "Unique" else 1
-            outputs = outputs[:width] + [""] * (width - len(outputs[:width])) + [count]
+            outputs = (outputs + [""] * width)[:width] + [count]
             bounded_node = helper.make_node(
                 node.op_type, list(node.input), outputs, name=_name(node), domain=BOUNDED_DOMAIN
             )
@@ -303,6 +302,7 @@ class StagedModel:
         input_shapes: Any,
         threads: int,
         options: Mapping[str, Any],
+        dynamic_dims: Any = None,
     ) -> None:
         from ember.tools.compile import compile as ember_compile
 
@@ -316,7 +316,11 @@ class StagedModel:
         if input_shapes:
             input_shapes = {n: s for n, s in input_shapes.items() if n in head_inputs}
         self._head = ember_compile(
-            split.head, input_shapes=input_shapes or None, threads=threads, **self._options
+            split.head,
+            input_shapes=input_shapes or None,
+            dynamic_dims=dynamic_dims,
+            threads=threads,
+            **self._options,
         )
         self.tail: Any = None
         self._tail_lock = threading.Lock()
@@ -389,6 +393,7 @@ def stage(
     input_shapes: Any,
     threads: int,
     options: Mapping[str, Any],
+    dynamic_dims: Any = None,
 ) -> StagedModel | None:
     """A StagedModel of `model` when its data-dependent values feed further ops, else None
     (nothing to stage, or only graph outputs: compile_program compiles those directly)."""
@@ -396,5 +401,11 @@ def stage(
     if split is None or not split.tail_nodes:
         return None
     return StagedModel(
-        model, pinning, split, input_shapes=input_shapes, threads=threads, options=options
+        model,
+        pinning,
+        split,
+        input_shapes=input_shapes,
+        threads=threads,
+        options=options,
+        dynamic_dims=dynamic_dims,
     )
