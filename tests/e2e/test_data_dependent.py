@@ -441,3 +441,21 @@ def test_unique_along_an_axis_too_large_to_compare_pairwise_is_refused() -> None
     model = _unique_model([4097, 1], 0, 1)
     with pytest.raises(UnsupportedOpError, match=r"Unique \(node 'unique'.*pairwise comparison"):
         ember.compile(model)
+
+
+def test_engine_predictor_lists_a_data_dependent_size_as_minus_one(tmp_path) -> None:
+    """The Config -> Predictor API (artifacts underneath): the count output is not listed, the
+    data-dependent dim shows as -1 until a run gives it."""
+    model = _model(
+        [helper.make_node("NonZero", ["x"], ["y"], name="nz")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2, -1])],
+    )
+    onnx.save(model, tmp_path / "nonzero.onnx")
+    predictor = ember.create_predictor(ember.Config(str(tmp_path / "nonzero.onnx")))
+    assert predictor.get_output_names() == ["y"]
+    assert predictor.get_output_handle("y").shape() == [2, -1]
+    x = np.array([[0, 1, 0, 2], [0, 0, 0, 0], [3, 0, 0, 0]], np.float32)
+    (result,) = predictor.run([x])
+    np.testing.assert_array_equal(result, np.array(np.nonzero(x)))
+    assert predictor.get_output_handle("y").shape() == [2, 3]
