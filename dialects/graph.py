@@ -1511,6 +1511,29 @@ def verify_non_max_suppression(
 
 GRAPH_OPS.append(NonMaxSuppressionOp)
 
+
+@irdl_op_definition
+class NonZeroOp(IRDLOperation):
+    """ONNX NonZero, bounded: the coordinates of the nonzero elements of `input` (NaN is
+    nonzero) in row-major order, packed in i64 [1 + rank * numel]: element 0 is their count,
+    then one row of numel per dimension, each holding the count coordinates then zeros."""
+
+    name = "graph.nonzero"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        dims = shape_of(self.input)
+        size = 1 + len(dims) * int(np.prod(dims))
+        if not dims or shape_of(self.output) != (size,) or element_type_of(self.output) != i64:
+            raise VerifyException(f"graph.nonzero: output must be i64 [{size}], input not 0-d")
+
+
+GRAPH_OPS.append(NonZeroOp)
+
 Graph = Dialect("graph", GRAPH_OPS, [])
 
 UNARY_OPS: tuple[type[UnaryElementwiseOp], ...] = tuple(

@@ -660,6 +660,20 @@ class NonMaxSuppressionOp(IRDLOperation):
 
 KERNEL_OPS.append(NonMaxSuppressionOp)
 
+
+@irdl_op_definition
+class NonZeroOp(IRDLOperation):
+    """See graph.nonzero."""
+
+    name = "kernel.nonzero"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+KERNEL_OPS.append(NonZeroOp)
+
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 
 # Ops that compute (everything but the buffer-naming ops and the region terminator).

@@ -757,6 +757,7 @@ EVALUATORS: dict[str, Evaluator] = {
         reduction=p["reduction"].data,  # type: ignore[attr-defined]
     ),
     # data-dependent output sizes
+    "graph.nonzero": lambda p, ins, out: nonzero(_only(ins)),
     "graph.non_max_suppression": lambda p, ins, out: non_max_suppression(
         ins[0],  # type: ignore[arg-type]
         ins[1],  # type: ignore[arg-type]
@@ -766,6 +767,14 @@ EVALUATORS: dict[str, Evaluator] = {
         _float(p, "score_threshold"),
     ),
 }
+
+
+def nonzero(x: np.ndarray) -> np.ndarray:
+    """graph.nonzero: [count, then per dimension numel slots: coordinates, zeros]."""
+    coordinates = np.array(np.nonzero(x), np.int64).reshape(x.ndim, -1)
+    out = np.zeros((x.ndim, x.size), np.int64)
+    out[:, : coordinates.shape[1]] = coordinates
+    return np.concatenate([[coordinates.shape[1]], out.reshape(-1)]).astype(np.int64)
 
 
 def non_max_suppression(

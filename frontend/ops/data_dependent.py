@@ -14,11 +14,10 @@ ember's programs have static shapes, so these ops are imported in two forms:
   (`runtime/executable.py`, manifest `extra.bounded_outputs`); what follows them compiles for
   the sliced shapes. Positions past the count hold unspecified values.
 
-NonZero's and Unique's bounded forms are written as the ONNX graph they amount to (a mask, a
-prefix sum of it giving each kept element its output position, a scatter into the bounded
-buffer) and imported as any other nodes (`ImportContext.import_nodes`), so they run on
-ember's kernels:
-- NonZero: flat positions of the nonzero elements in row-major order, then their coordinates.
+NonZero is one native pass (graph.nonzero, also Compress's positions). Unique's bounded form
+is written as the ONNX graph it amounts to (a sort, a prefix sum numbering the groups, a
+scatter of their starts into the bounded buffers) and imported as any other nodes
+(`ImportContext.import_nodes`), so it runs on ember's kernels:
 - Unique: a stable sort (TopK over the flattened input; for `axis`, each slice's rank among
   the others from pairwise lexicographic comparison, O(M^2 C), refused above
   `MAX_PAIRWISE_ELEMENTS`), a flag where the sorted sequence changes, group ids by prefix sum;
@@ -167,27 +166,15 @@ def _data_dependent(imp: ImportContext, node: Node) -> Sequence[Value]:
 
 
 # -- bounded forms -------------------------------------------------------------------------------
-def kept_positions(
-    imp: ImportContext, node: Node, x: Value, prefix: str = "kept"
-) -> tuple[Value, Value]:
-    """The flat positions of the nonzero elements of `x` in row-major order, bounded: an
-    int64 [numel] whose first `count` entries are them (the rest 0, a valid position), and
-    `count` (an int64 scalar). For NonZero, and Compress with a run-time condition."""
-    n = math.prod(shape_of(x))
-    b = _Nodes(f"{node.name}/{prefix}")
-    flat = b.one("Reshape", [_bind(imp, b, f"{b.prefix}/x", x), b.i64([n])])
-    zero = b.const(np.zeros((), dtype_of(x)))
-    keep = b.one("Not", [b.one("Equal", [flat, zero])])  # NaN is nonzero, as in numpy
-    ones = b.one("Cast", [keep], to=TensorProto.INT64)
-    position = b.one("Sub", [b.one("CumSum", [ones, b.i64(0)]), b.i64(1)])
-    count = b.one("ReduceSum", [ones], keepdims=0)
-    # Each kept element's flat index goes to its output position; the others to a spare slot.
-    target = b.one("Where", [keep, position, b.i64(n)])
-    spare = b.i64(np.zeros(n + 1, np.int64))
-    flat_index = b.one("ScatterElements", [spare, target, b.i64(np.arange(n))])
-    flat_index = b.one("Slice", [flat_index, b.i64([0]), b.i64([n])])
-    positions, total = _import(imp, b, [flat_index, count])
-    return positions, total
+def nonzero_coordinates(imp: ImportContext, node: Node, x: Value) -> tuple[Value, Value]:
+    """The coordinates of the nonzero elements of `x` in row-major order, bounded: int64
+    [rank, numel] whose first `count` columns are them (the rest 0, valid coordinates), and
+    `count` (an int64 scalar): one native pass (graph.nonzero). For NonZero, and Compress
+    with a run-time condition (rank 1: the positions)."""
+    rank, n = len(shape_of(x)), math.prod(shape_of(x))
+    packed = imp.emit(graph.NonZeroOp, [x], [1 + rank * n], np.dtype(np.int64))
+    count = imp.reshape(imp.slice_axis(packed, 0, 0, 1), [])
+    return imp.reshape(imp.slice_axis(packed, 0, 1, rank * n), [rank, n]), count
 
 
 @converts("NonZero", domain=BOUNDED_DOMAIN)
@@ -199,13 +186,7 @@ def _bounded_nonzero(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.unsupported("a 0-d input")
     if n == 0:
         return [Const(np.zeros((rank, 0), np.int64)), Const(np.array(0, np.int64))]
-    positions, count = kept_positions(imp, node, x)
-    b = _Nodes(f"{node.name}/coordinates")
-    strides = np.array([math.prod(shape[d + 1 :]) for d in range(rank)], np.int64).reshape(-1, 1)
-    dims = np.array(shape, np.int64).reshape(-1, 1)
-    row = b.one("Unsqueeze", [_bind(imp, b, f"{b.prefix}/positions", positions), b.i64([0])])
-    coordinates = b.one("Mod", [b.one("Div", [row, b.i64(strides)]), b.i64(dims)])
-    return [*_import(imp, b, [coordinates]), count]
+    return list(nonzero_coordinates(imp, node, x))
 
 
 @converts("Unique", domain=BOUNDED_DOMAIN)

@@ -26,7 +26,7 @@ from ember.frontend.context import (
     normalize_axis,
     shape_of,
 )
-from ember.frontend.ops.data_dependent import BOUNDED_DOMAIN, kept_positions
+from ember.frontend.ops.data_dependent import BOUNDED_DOMAIN, nonzero_coordinates
 from ember.frontend.registry import converts
 
 
@@ -177,7 +177,8 @@ def _bounded_compress(imp: ImportContext, node: Node) -> Sequence[Value]:
         shape[axis] = 0
         return [Const(np.zeros(shape, dtype_of(x))), Const(np.array(0, np.int64))]
     condition = imp.slice_axis(condition, 0, 0, length)
-    positions, count = kept_positions(imp, node, condition)
+    coordinates, count = nonzero_coordinates(imp, node, condition)
+    positions = imp.reshape(coordinates, [length])
     shape = list(shape_of(x))
     shape[axis] = length
     return [imp.emit(graph.GatherOp, [x, positions], shape, axis=i64_attr(axis)), count]

@@ -523,6 +523,7 @@ class _Bufferizer:
             graph.AttentionOp: self.attention,
             # data-dependent output sizes
             graph.NonMaxSuppressionOp: self.non_max_suppression,
+            graph.NonZeroOp: self.simple(kernel.NonZeroOp, ()),
         }
         try:
             return table[type(op)]

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import ember
+from ember.dialects.numpy_eval import nonzero
 from ember.runtime.errors import UnsupportedOpError
 from ember.tests.oracle import onnxruntime_outputs
 from ember.tools.staging import StagedModel
@@ -55,6 +56,12 @@ def test_nonzero_row_major_and_empty(dtype: type) -> None:
     for density in (0.3, 0.9, 0.0):
         x = (rng.random((2, 3, 4)) < density) * rng.integers(1, 5, (2, 3, 4))
         _check(compiled, model, {"x": x.astype(dtype)})
+        # The numpy evaluator of graph.nonzero (folding, reference interpreter) agrees.
+        packed = nonzero(x.astype(dtype))
+        count = int(packed[0])
+        np.testing.assert_array_equal(
+            packed[1:].reshape(3, -1)[:, :count], np.array(np.nonzero(x), np.int64)
+        )
 
 
 def _unique_model(shape: list[int], axis: int | None, is_sorted: int) -> onnx.ModelProto:

@@ -1,4 +1,9 @@
-"""Kernels whose output size depends on the data: NonMaxSuppression.
+"""Kernels whose output size depends on the data: NonZero (also Compress's positions) and
+NonMaxSuppression.
+
+`kernel.nonzero` is one pass over the input: a nonzero element's coordinates (from its flat
+index) go to the running count's slot of each dimension's row; then the slots past the
+count are zeroed (valid coordinates, for the gathers that read the whole bound).
 
 `kernel.non_max_suppression` follows onnxruntime's algorithm, per (batch, class), one class
 after another: the boxes whose score passes score_threshold go into a binary max-heap (the
@@ -13,14 +18,17 @@ with NaN), so a box at the threshold is treated the same.
 
 from __future__ import annotations
 
+import math
+
 from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import IndexType, i64
+from xdsl.dialects.builtin import AnyFloat, IndexType, i64
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
 from ember.dialects import kernel
+from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
-from ember.passes.conversion.kernel_to_loops.flat_access import operand_types, shape
+from ember.passes.conversion.kernel_to_loops.flat_access import element_type, operand_types, shape
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
 
@@ -208,5 +216,44 @@ def lower_non_max_suppression(
     b.store(as_i64(b, total), out, [0, 0])
     b.store(zero_i64, out, [0, 1])
     b.store(zero_i64, out, [0, 2])
+    b.ret()
+    return fn
+
+
+@lowering(kernel.NonZeroOp)
+def lower_nonzero(op: kernel.NonZeroOp, target: Target, name: str) -> func.FuncOp:
+    dims = shape(op.input)
+    size, rank = math.prod(dims), len(dims)
+    strides = [math.prod(dims[d + 1 :]) for d in range(rank)]
+    fn, b = kernel_function(name, operand_types(op))
+    source = simd.view(b, fn.args[0], [size])
+    out = fn.args[1]
+    element = element_type(op.input)
+    zero_i64 = b.const(0, i64)
+
+    def as_i64(eb: LoopBuilder, index: SSAValue) -> SSAValue:
+        return eb.insert(arith.IndexCastOp(index, i64)).results[0]
+
+    def element_at(eb: LoopBuilder, i: SSAValue, count: SSAValue) -> list[SSAValue]:
+        x = eb.load(source, [i])
+        if isinstance(element, AnyFloat):
+            nonzero = _cmpf(eb, "une", x, eb.const(0.0, element))  # NaN is nonzero
+        else:
+            nonzero = eb.insert(arith.CmpiOp(x, eb.const(0, element), "ne")).results[0]
+
+        def write(wb: LoopBuilder) -> None:
+            for d in range(rank):
+                coordinate = wb.rem(wb.floordiv(i, strides[d]), dims[d]) if rank > 1 else i
+                wb.store(as_i64(wb, coordinate), out, [wb.add(count, 1 + d * size)])
+
+        eb.if_(nonzero, write)
+        return [eb.add(count, eb.select(nonzero, eb.index(1), eb.index(0)))]
+
+    (count,) = b.for_range(0, size, 1, element_at, [b.index(0)])
+    for d in range(rank):
+        b.for_range(
+            count, size, 1, lambda zb, j, d=d: zb.store(zero_i64, out, [zb.add(j, 1 + d * size)])
+        )
+    b.store(as_i64(b, count), out, [0])
     b.ret()
     return fn
