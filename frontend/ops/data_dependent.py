@@ -153,9 +153,10 @@ def _data_dependent(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     if not isinstance(x, Const) or node.op_type == "NonMaxSuppression":
         raise node.unsupported(
-            "its output shape depends on the values of its input, which are known only at "
-            "run time; ember.compile runs such a model staged (the program is split at this "
-            "node: tools/staging.py), compile_program alone cannot"
+            "its output shape depends on tensor values known only at run time; ember.compile "
+            "splits a model at such nodes of its main graph (tools/staging.py), not inside a "
+            "subgraph or a function body, and compile_program (ember compile) only where "
+            "their values are graph outputs"
         )
     if node.op_type == "NonZero":
         if x.array.ndim == 0:
