@@ -1477,6 +1477,80 @@ class QConvOp(IRDLOperation):
 
 GRAPH_OPS.append(QConvOp)
 
+# --- data-dependent output sizes (frontend/ops/data_dependent.py) ----------------------------
+
+
+@irdl_op_definition
+class NonMaxSuppressionOp(IRDLOperation):
+    """ONNX NonMaxSuppression with its output bounded: boxes f32 [B, N, 4], scores f32
+    [B, C, N] -> i64 [1 + B * C * max_per_class, 3]. Row 0 is [count, 0, 0]; rows 1 .. count
+    are the selected (batch, class, box) triples, batch by batch, class by class, in the order
+    selected (greedy, as onnxruntime); later rows are unspecified. `max_per_class` <= N."""
+
+    name = "graph.non_max_suppression"
+    boxes = operand_def(TensorType)
+    scores = operand_def(TensorType)
+    output = result_def(TensorType)
+    center_point_box = prop_def(IntegerAttr[I64])
+    max_per_class = prop_def(IntegerAttr[I64])
+    iou_threshold = prop_def(FloatAttr)
+    score_threshold = opt_prop_def(FloatAttr)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$boxes `,` $scores attr-dict `:` type($boxes) `,` type($scores) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        verify_non_max_suppression(
+            "graph.non_max_suppression",
+            shape_of(self.boxes),
+            shape_of(self.scores),
+            shape_of(self.output),
+            self.max_per_class.value.data,
+        )
+
+
+def verify_non_max_suppression(
+    name: str,
+    boxes: Sequence[int],
+    scores: Sequence[int],
+    output: Sequence[int],
+    max_per_class: int,
+) -> None:
+    if len(boxes) != 3 or boxes[2] != 4 or len(scores) != 3:
+        raise VerifyException(f"{name}: boxes {boxes} and scores {scores} must be 3-D, [B, N, 4]")
+    if scores[0] != boxes[0] or scores[2] != boxes[1] or not 1 <= max_per_class <= boxes[1]:
+        raise VerifyException(f"{name}: scores {scores} do not match boxes {boxes}")
+    if tuple(output) != (1 + scores[0] * scores[1] * max_per_class, 3):
+        raise VerifyException(f"{name}: output {output} is not [1 + B * C * max_per_class, 3]")
+
+
+GRAPH_OPS.append(NonMaxSuppressionOp)
+
+
+@irdl_op_definition
+class NonZeroOp(IRDLOperation):
+    """ONNX NonZero, bounded: the coordinates of the nonzero elements of `input` (NaN is
+    nonzero) in row-major order, packed in i64 [1 + rank * numel]: element 0 is their count,
+    then one row of numel per dimension, each holding the count coordinates then zeros."""
+
+    name = "graph.nonzero"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        dims = shape_of(self.input)
+        size = 1 + len(dims) * int(np.prod(dims))
+        if not dims or shape_of(self.output) != (size,) or element_type_of(self.output) != i64:
+            raise VerifyException(f"graph.nonzero: output must be i64 [{size}], input not 0-d")
+
+
+GRAPH_OPS.append(NonZeroOp)
+
 Graph = Dialect("graph", GRAPH_OPS, [])
 
 UNARY_OPS: tuple[type[UnaryElementwiseOp], ...] = tuple(

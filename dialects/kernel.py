@@ -50,6 +50,7 @@ from ember.dialects.graph import (
     shape_of,
     verify_epilogue,
     verify_gather_elements,
+    verify_non_max_suppression,
     verify_recurrent,
     verify_slice,
 )
@@ -651,6 +652,56 @@ class InsertSliceOp(IRDLOperation):
 
 
 KERNEL_OPS.append(InsertSliceOp)
+
+
+# --- data-dependent output sizes (kernel_to_loops/selection.py) ------------------------------
+
+
+@irdl_op_definition
+class NonMaxSuppressionOp(IRDLOperation):
+    """See graph.non_max_suppression; `workspace` i64 [N] holds one class's candidates (a
+    heap of box indices)."""
+
+    name = "kernel.non_max_suppression"
+    boxes = operand_def(MemRefType)
+    scores = operand_def(MemRefType)
+    workspace = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    center_point_box = prop_def(IntegerAttr[I64])
+    max_per_class = prop_def(IntegerAttr[I64])
+    iou_threshold = prop_def(FloatAttr)
+    score_threshold = opt_prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$boxes `,` $scores `,` $workspace `->` $output attr-dict `:` type($boxes) `,` "
+        "type($scores) `,` type($workspace) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        verify_non_max_suppression(
+            "kernel.non_max_suppression",
+            shape_of(self.boxes),
+            shape_of(self.scores),
+            shape_of(self.output),
+            self.max_per_class.value.data,
+        )
+
+
+KERNEL_OPS.append(NonMaxSuppressionOp)
+
+
+@irdl_op_definition
+class NonZeroOp(IRDLOperation):
+    """See graph.nonzero."""
+
+    name = "kernel.nonzero"
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+KERNEL_OPS.append(NonZeroOp)
 
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

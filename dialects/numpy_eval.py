@@ -780,7 +780,70 @@ EVALUATORS: dict[str, Evaluator] = {
         *ins,  # type: ignore[arg-type]
         reduction=p["reduction"].data,  # type: ignore[attr-defined]
     ),
+    # data-dependent output sizes
+    "graph.nonzero": lambda p, ins, out: nonzero(_only(ins)),
+    "graph.non_max_suppression": lambda p, ins, out: non_max_suppression(
+        ins[0],  # type: ignore[arg-type]
+        ins[1],  # type: ignore[arg-type]
+        _int(p, "center_point_box"),
+        _int(p, "max_per_class"),
+        _float(p, "iou_threshold"),
+        _float(p, "score_threshold"),
+    ),
 }
+
+
+def nonzero(x: np.ndarray) -> np.ndarray:
+    """graph.nonzero: [count, then per dimension numel slots: coordinates, zeros]."""
+    coordinates = np.array(np.nonzero(x), np.int64).reshape(x.ndim, -1)
+    out = np.zeros((x.ndim, x.size), np.int64)
+    out[:, : coordinates.shape[1]] = coordinates
+    return np.concatenate([[coordinates.shape[1]], out.reshape(-1)]).astype(np.int64)
+
+
+def non_max_suppression(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    center_point_box: int,
+    max_per_class: int,
+    iou_threshold: float,
+    score_threshold: float | None,
+) -> np.ndarray:
+    """graph.non_max_suppression: greedy per (batch, class), float32 IoU as onnxruntime."""
+    batches, classes, n = scores.shape
+    out = np.zeros((1 + batches * classes * max_per_class, 3), np.int64)
+    b32 = boxes.astype(np.float32)
+    if center_point_box:
+        half = b32[..., 2:] / np.float32(2)
+        lo, hi = b32[..., :2] - half, b32[..., :2] + half  # (x, y)
+    else:
+        lo = np.minimum(b32[..., [1, 0]], b32[..., [3, 2]])
+        hi = np.maximum(b32[..., [1, 0]], b32[..., [3, 2]])
+    area = (hi[..., 0] - lo[..., 0]) * (hi[..., 1] - lo[..., 1])
+    count = 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for b in range(batches):
+            for c in range(classes):
+                s = scores[b, c].astype(np.float32)
+                alive = s > np.float32(score_threshold) if score_threshold is not None else s == s
+                for _ in range(max_per_class):
+                    if not alive.any():
+                        break
+                    best = int(np.flatnonzero(alive)[np.argmax(s[alive])])
+                    count += 1
+                    out[count] = (b, c, best)
+                    alive[best] = False
+                    edge = np.maximum(
+                        np.minimum(hi[b], hi[b, best]) - np.maximum(lo[b], lo[b, best]),
+                        np.float32(0),
+                    )
+                    inter = edge[:, 0] * edge[:, 1]
+                    union = area[b] + area[b, best] - inter
+                    suppress = (inter > 0) & (area[b] > 0) & (area[b, best] > 0) & (union > 0)
+                    suppress &= inter / np.where(union > 0, union, 1) > np.float32(iou_threshold)
+                    alive &= ~suppress
+    out[0, 0] = count
+    return out
 
 
 def operand_slots(op: Operation) -> list[SSAValue | None]:

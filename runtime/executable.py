@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ember.runtime.documents import MAX_BUFFER_BYTES, Field
-from ember.runtime.errors import InputError
+from ember.runtime.errors import InputError, KernelError
 from ember.runtime.status import SITES_KEY, check_status, new_status
 
 ALIGNMENT = 64
@@ -54,6 +54,10 @@ SMALL_DTYPES = (
 )
 DTYPE_BYTES.update(dict.fromkeys(SMALL_DTYPES, 1))
 MAX_RANK = 32
+# Manifest `extra` section of a program with data-dependent output sizes (tools/staging.py):
+# {output: [count output, axis]}: the output holds its upper bound along `axis`, the count
+# output (an int64 scalar) how much of it is the result; the runtime slices and drops counts.
+BOUNDED_KEY = "bounded_outputs"
 
 
 def numpy_dtype(name: np.dtype | str) -> np.dtype:
@@ -198,6 +202,29 @@ def assemble_outputs(
     return outputs
 
 
+def _bounded_outputs(manifest: Manifest) -> dict[str, tuple[str, int]]:
+    """{output: (count output, axis)} from the manifest's `extra.bounded_outputs`, checked."""
+    section = manifest.extra.get(BOUNDED_KEY)
+    if not section:
+        return {}
+    specs = {s.name: s for s in manifest.outputs}
+    bounded = {}
+    where = Field(section, "manifest", f"extra.{BOUNDED_KEY}")
+    for name in where.as_dict():
+        entry = where[name]
+        pair = entry.as_list(2)
+        if len(pair) != 2:
+            entry.fail("[count output, axis]")
+        count_name, axis = pair[0].as_str(), pair[1].as_int(-MAX_RANK, MAX_RANK)
+        if name not in specs or count_name not in specs or specs[count_name].shape != ():
+            entry.fail("an output and the scalar output that counts it")
+        rank = len(specs[name].shape)
+        if not -rank <= axis < rank:
+            entry.fail(f"an axis of output '{name}' {list(specs[name].shape)}")
+        bounded[name] = (count_name, axis % rank)
+    return bounded
+
+
 def require_mapping(feeds: object, input_names: Sequence[str], positional: bool = True) -> None:
     """InputError unless `feeds` is a mapping of input name -> array (a list is the usual slip);
     `positional`: the caller also offers a positional call, which the message then suggests."""
@@ -260,6 +287,8 @@ class Executable:
         self._entry = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(entry_address)
         self._set_num_threads = set_num_threads
         self._arenas: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self.bounded: dict[str, tuple[str, int]] = _bounded_outputs(manifest)
+        self._counts = {count for count, _ in self.bounded.values()}
         self.set_num_threads(threads)
 
     # -- introspection -------------------------------------------------------------------------
@@ -269,7 +298,21 @@ class Executable:
 
     @property
     def output_names(self) -> list[str]:
-        return [s.name for s in self.manifest.outputs]
+        return [s.name for s in self.manifest.outputs if s.name not in self._counts]
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        """The outputs a run returns: a data-dependent size (`bounded_outputs`) is -1."""
+        specs = []
+        for spec in self.manifest.outputs:
+            if spec.name in self._counts:
+                continue
+            if spec.name in self.bounded:
+                axis = self.bounded[spec.name][1]
+                shape = (*spec.shape[:axis], -1, *spec.shape[axis + 1 :])
+                spec = TensorSpec(spec.name, shape, spec.dtype)
+            specs.append(spec)
+        return specs
 
     def set_num_threads(self, threads: int) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
@@ -339,7 +382,22 @@ class Executable:
             self._arenas.put(arena)
         if status is not None:
             check_status(status, self.status_sites or [])
-        return dict(zip((s.name for s in self.manifest.outputs), outputs))
+        results = {spec.name: array for spec, array in zip(self.manifest.outputs, outputs)}
+        for name, (count_name, axis) in self.bounded.items():
+            # A data-dependent output: its buffer holds the upper bound, the count how much
+            # of it is the result: its first `count` along `axis` (contiguous, as every other
+            # output: a view along axis 0, a copy past it).
+            array = results[name]
+            count = int(results[count_name])
+            if not 0 <= count <= array.shape[axis]:
+                raise KernelError(
+                    f"output '{name}': the program counted {count} results along axis {axis} "
+                    f"of a buffer of {array.shape[axis]} (an ember bug)"
+                )
+            results[name] = np.ascontiguousarray(array[(slice(None),) * axis + (slice(0, count),)])
+        for count_name in self._counts:
+            del results[count_name]
+        return results
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         if len(arrays) != len(self.manifest.inputs):

@@ -18,7 +18,13 @@ from typing import Any
 
 from ember import __version__
 from ember.runtime.artifact import LIBRARY_FILE, MODEL_INFO_SYMBOL, SET_THREADS_SYMBOL, WEIGHTS_FILE
-from ember.runtime.executable import ALIGNMENT, DTYPE_BYTES, SMALL_DTYPES, Executable
+from ember.runtime.executable import (
+    ALIGNMENT,
+    BOUNDED_KEY,
+    DTYPE_BYTES,
+    SMALL_DTYPES,
+    Executable,
+)
 from ember.runtime.status import (
     BOUND,
     CLAIM,
@@ -195,6 +201,17 @@ def render_header(description: Mapping[str, Any]) -> str:
         "range, ...) and the outputs of that run are meaningless: status[EMBER_STATUS_SITE] "
         "- 1 indexes EMBER_STATUS_SITES. ember's Python runtime raises KernelError then.",
     ]
+    bounded = extra.get(BOUNDED_KEY) or {}
+    if bounded:  # data-dependent sizes (tools/staging.py)
+        listed = "; ".join(
+            f"{name}: the first *{count} along axis {axis}"
+            for name, (count, axis) in bounded.items()
+        )
+        usage.append(
+            "5. Outputs whose size depends on the data hold their upper bound; the result is "
+            f"a prefix, its length in a scalar output ({listed}). The rest is unspecified. "
+            "ember's Python runtime returns the prefixes and not the counts."
+        )
     sizes = [
         *_tensor_table("input", inputs),
         *_tensor_table("output", outputs),

@@ -45,6 +45,7 @@ from ember.runtime.errors import (
 )
 from ember.runtime.executable import (
     ALIGNMENT,
+    BOUNDED_KEY,
     GRAPH_OUTPUTS_KEY,
     Executable,
     Manifest,
@@ -61,6 +62,7 @@ from ember.tools.shapes import (
     read_model,
     static_input_shapes,
 )
+from ember.tools.staging import bounded_outputs, head_only, stage
 
 # Debug-level stage and pass timings (`logging.getLogger("ember").setLevel(logging.DEBUG)`).
 log = logging.getLogger("ember.compile")
@@ -68,6 +70,7 @@ log = logging.getLogger("ember.compile")
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
     from ember.tools.structured import StructuredModel
+    from ember.tools.staging import StagedModel
 
 
 @dataclass
@@ -287,6 +290,10 @@ def compile_program(
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
     _refuse_structured_inputs(proto)
+    # A model whose data-dependent values (NonZero, Unique) are graph outputs compiles as its
+    # head, whose runtime slices them; one whose such values feed further ops is refused
+    # (tools/staging.py: only ember.compile stages it).
+    proto = head_only(proto)
     limit = memory_limit_bytes() if memory_limit is None else memory_limit
     module, weights = import_model(
         proto, static_input_shapes(proto, input_shapes), base_dir=base_dir, memory_limit=limit
@@ -319,6 +326,9 @@ def compile_program(
     with deferred_gc():  # ~30% of pass time went to collections rescanning the weights
         build_pipeline(pipeline, timed).apply(ctx, module)
     program = finish_program(module, ctx, report)
+    bounded = bounded_outputs(proto)
+    if bounded:
+        program.manifest.extra[BOUNDED_KEY] = bounded
     _check_memory(program, biggest, limit)
     return program
 
@@ -441,7 +451,7 @@ def compile(
     memory_limit: int | None = None,
     checks: bool | None = None,
     dynamic_dims: DimRanges | None = None,
-) -> CompiledModel | SpecializingModel | StructuredModel:
+) -> CompiledModel | SpecializingModel | StructuredModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
     `input_shapes` pins inputs with symbolic dims, e.g. {"x": [1, 3, 224, 224]}. A model whose
@@ -473,7 +483,9 @@ def compile(
     if structured_inputs(proto):
         # Sequence / optional inputs: compiled per structure of what runs give them, each
         # variant a model of tensor inputs compiled as below (tools/structured.py).
-        def compile_variant(variant: onnx.ModelProto) -> CompiledModel | SpecializingModel:
+        def compile_variant(
+            variant: onnx.ModelProto,
+        ) -> CompiledModel | SpecializingModel | StagedModel:
             return compile(
                 variant,
                 input_shapes=input_shapes,
@@ -495,6 +507,25 @@ def compile(
             input_shapes=input_shapes,
         )
     pinning = pin_model(proto, input_shapes, dynamic_dims)
+    options = {
+        "opt_level": opt_level,
+        "target": target,
+        "pipeline": pipeline,
+        "base_dir": base_dir,
+        "memory_limit": memory_limit,
+    }
+    # Data-dependent output sizes that feed further ops: a head and a tail compiled per
+    # run-time size (tools/staging.py).
+    staged = stage(
+        proto,
+        pinning,
+        input_shapes=input_shapes,
+        threads=threads or target.threads,
+        options=options,
+        dynamic_dims=dynamic_dims,
+    )
+    if staged is not None:
+        return staged
     if not pinning.complete:
         from ember.tools.specialize import SpecializingModel
 
@@ -508,13 +539,6 @@ def compile(
             base_dir=base_dir,
             memory_limit=memory_limit,
         )
-    options = {
-        "opt_level": opt_level,
-        "target": target,
-        "pipeline": pipeline,
-        "base_dir": base_dir,
-        "memory_limit": memory_limit,
-    }
     try:
         return compile_static(proto, input_shapes, threads=threads, **options)
     except RuntimeOperandError as err:

@@ -466,7 +466,7 @@ class Predictor:
         self.executable = self._shapes_of_model.initial
         if self.executable is not None:
             manifest = self.executable.manifest
-            inputs, outputs = manifest.inputs, manifest.outputs
+            inputs, outputs = manifest.inputs, self.executable.output_specs
         else:
             signature = self._shapes_of_model.signature()
             assert signature is not None  # nothing loaded: the model's dims are open

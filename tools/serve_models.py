@@ -298,7 +298,11 @@ def _load_artifact(name: str, path: Path, settings: ModelSettings, threads: int)
     manifest = executable.manifest
     signature = ModelSignature(
         tuple(InputSignature(s.name, s.shape, s.dtype) for s in manifest.inputs),
-        tuple(InputSignature(s.name, s.shape, s.dtype) for s in manifest.outputs),
+        # A data-dependent output size is unknown (and its count output is no output).
+        tuple(
+            InputSignature(s.name, tuple(d if d >= 0 else None for d in s.shape), s.dtype)
+            for s in executable.output_specs
+        ),
     )
     return ServedModel(name, path, "artifact", executable, signature, settings, threads)
 

@@ -27,6 +27,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
 | `control_flow.py` | If, Loop, Scan |
+| `data_dependent.py` | NonZero, Unique, NonMaxSuppression; their bounded forms (domain ai.ember.bounded) |
 | `sequence.py` | SequenceConstruct, SequenceEmpty, SequenceLength, SequenceAt, SequenceInsert, SequenceErase, SplitToSequence, ConcatFromSequence, SequenceMap, Optional, OptionalHasElement, OptionalGetElement |
 
 `sequence.py` also holds the converters used instead of Loop's and If's own when a node reads
@@ -39,6 +40,7 @@ from ember.frontend.ops import (  # noqa: F401  (each module registers its conve
     attention,
     control_flow,
     conv,
+    data_dependent,
     detection,
     elementwise,
     indexing,

@@ -2,8 +2,9 @@
 ScatterElements (Scatter), ScatterND, OneHot, Compress and ReverseSequence.
 
 Kernels that read indices from a tensor check them at run time (docs/architecture.md, "The
-status record"); Compress and ReverseSequence need their data-dependent part (the condition,
-the lengths) known at compile time.
+status record"); ReverseSequence needs its lengths known at compile time. Compress with a
+condition known only at run time is staged (tools/staging.py) and imported in its bounded
+form (frontend/ops/data_dependent.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.ops.sampling import OnnxNodes
+from ember.frontend.ops.data_dependent import BOUNDED_DOMAIN, nonzero_coordinates
 from ember.frontend.registry import converts
 
 
@@ -156,6 +158,32 @@ def _compress(imp: ImportContext, node: Node) -> Sequence[Value]:
     axis = normalize_axis(node, int(axis), len(shape_of(x)))
     keep = np.flatnonzero(condition.reshape(-1)[: shape_of(x)[axis]])
     return [imp.gather_axis(x, axis, keep)]
+
+
+@converts("Compress", domain=BOUNDED_DOMAIN)
+def _bounded_compress(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """Compress with a run-time condition, bounded (frontend/ops/data_dependent.py): the
+    whole axis, the kept slices first, and their count."""
+    x, condition = imp.required(node, 0), imp.required(node, 1)
+    if len(shape_of(condition)) != 1 or dtype_of(condition) != np.bool_:
+        raise node.error(f"condition must be a 1-D bool tensor, given {shape_of(condition)}")
+    axis = node.attrs.get("axis")
+    if axis is None:  # the flattened input
+        x = imp.reshape(x, [math.prod(shape_of(x))])
+        axis = 0
+    axis = normalize_axis(node, int(axis), len(shape_of(x)))
+    # Entries past the axis's end select nothing (onnxruntime ignores them too).
+    length = min(shape_of(condition)[0], shape_of(x)[axis])
+    if length == 0:
+        shape = list(shape_of(x))
+        shape[axis] = 0
+        return [Const(np.zeros(shape, dtype_of(x))), Const(np.array(0, np.int64))]
+    condition = imp.slice_axis(condition, 0, 0, length)
+    coordinates, count = nonzero_coordinates(imp, node, condition)
+    positions = imp.reshape(coordinates, [length])
+    shape = list(shape_of(x))
+    shape[axis] = length
+    return [imp.emit(graph.GatherOp, [x, positions], shape, axis=i64_attr(axis)), count]
 
 
 @converts("ReverseSequence")

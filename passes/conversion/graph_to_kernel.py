@@ -329,6 +329,19 @@ class _Bufferizer:
         for value, out in zip(results, outputs, strict=True):
             self.buffers[value] = out
 
+    def non_max_suppression(self, op: graph.NonMaxSuppressionOp) -> None:
+        # One class's candidates (a heap of box indices): the kernel's only scratch.
+        boxes = shape_of(op.boxes)[1]
+        workspace = self.emit(memref.AllocOp.get(i64, 64, [boxes])).results[0]
+        out = self.alloc(op.output)
+        self.emit(
+            kernel.NonMaxSuppressionOp(
+                operands=[self.buffer(op.boxes), self.buffer(op.scores), workspace, out],
+                properties=dict(op.properties),
+            )
+        )
+        self.buffers[op.output] = out
+
     def qconv(self, op: graph.QConvOp) -> None:
         """Pack the int8 filter for the target's int8 instructions, fold the input zero
         point's correction (-zero_point * the filter's row sums) into the int32 offsets and
@@ -665,6 +678,9 @@ class _Bufferizer:
             # control flow
             graph.LoopOp: self.loop,
             graph.IfOp: self.if_,
+            # data-dependent output sizes
+            graph.NonMaxSuppressionOp: self.non_max_suppression,
+            graph.NonZeroOp: self.simple(kernel.NonZeroOp, ()),
         }
         try:
             return table[type(op)]

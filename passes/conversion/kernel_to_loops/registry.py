@@ -47,6 +47,7 @@ KERNEL_MODULES = (
     "attention",
     # control flow
     "control_flow",
+    "selection",
 )
 
 

@@ -386,6 +386,92 @@ def _ranks_before(b: LoopBuilder, largest: bool, x: SSAValue, ahead: SSAValue) -
     return b.insert(arith.AndIOp(unordered_or_beats, ordered)).results[0]
 
 
+# From this k on, TopK keeps its best k in a heap (O(n log k) per column) instead of a sorted
+# list that newcomers are inserted into (O(n k) at worst, O(n^2) for a full sort: Unique).
+HEAP_TOP_K_MIN = 32
+
+
+def _heap_top_k(
+    cb: LoopBuilder,
+    src: SSAValue,
+    dst: SSAValue,
+    o: SSAValue,
+    c: SSAValue,
+    n: int,
+    k: int,
+    largest: bool,
+) -> None:
+    """The best k of one column into dst[o, :, c], best first, with a binary heap of indices
+    whose root is the worst kept (then sorted in place by popping it to the end). The order is
+    strict and total (values as TopK orders them, then the lower index first), so the result
+    is the insertion sort's exactly."""
+    depth = max(1, k.bit_length())
+
+    def precedes(eb: LoopBuilder, i: SSAValue, j: SSAValue) -> SSAValue:
+        vi, vj = eb.load(src, [o, i, c]), eb.load(src, [o, j, c])
+        i_first = _ranks_before(eb, largest, vi, vj)
+        j_first = _ranks_before(eb, largest, vj, vi)
+        tie = eb.insert(arith.AndIOp(eb.cmp_index("ult", i, j), _not(eb, j_first))).results[0]
+        return eb.insert(arith.OrIOp(i_first, tie)).results[0]
+
+    def slot(eb: LoopBuilder, at: SSAValue) -> SSAValue:
+        return to_index(eb, eb.load(dst, [o, at, c]))
+
+    def sift_down(eb: LoopBuilder, start: SSAValue, size: SSAValue) -> None:
+        def level(lb: LoopBuilder, _: SSAValue, at: SSAValue) -> list[SSAValue]:
+            left = lb.add(lb.mul(at, 2), 1)
+            right = lb.add(left, 1)
+            # Slots past the heap are read clamped (they hold indices) and never chosen.
+            left_item = slot(lb, lb.min_index(left, k - 1))
+            right_item = slot(lb, lb.min_index(right, k - 1))
+            # The worse child goes up: the root is the worst kept.
+            take_right = lb.insert(
+                arith.AndIOp(lb.cmp_index("ult", right, size), precedes(lb, left_item, right_item))
+            ).results[0]
+            child = lb.select(take_right, right, left)
+            child_item = lb.select(take_right, right_item, left_item)
+            at_item = slot(lb, at)
+            swap = lb.insert(
+                arith.AndIOp(lb.cmp_index("ult", left, size), precedes(lb, at_item, child_item))
+            ).results[0]
+
+            def exchange(sb: LoopBuilder) -> None:
+                sb.store(_as_i64(sb, child_item, 1), dst, [o, at, c])
+                sb.store(_as_i64(sb, at_item, 1), dst, [o, child, c])
+
+            lb.if_(swap, exchange)
+            return [lb.select(swap, child, at)]
+
+        eb.for_range(0, depth, 1, level, [start])
+
+    cb.for_range(0, k, 1, lambda ib, p: ib.store(_as_i64(ib, p, 1), dst, [o, p, c]))
+    size = cb.index(k)
+    cb.for_range(0, k // 2, 1, lambda hb, q: sift_down(hb, hb.sub(k // 2 - 1, q), size))
+
+    def offer(jb: LoopBuilder, j: SSAValue) -> None:
+        def replace(rb: LoopBuilder) -> None:
+            rb.store(_as_i64(rb, j, 1), dst, [o, rb.index(0), c])
+            sift_down(rb, rb.index(0), size)
+
+        jb.if_(precedes(jb, j, slot(jb, jb.index(0))), replace)
+
+    cb.for_range(k, n, 1, offer)
+
+    def pop(pb: LoopBuilder, step: SSAValue) -> None:
+        end = pb.sub(k - 1, step)  # k - 1, ..., 1: the worst left goes there
+        root, last = slot(pb, pb.index(0)), slot(pb, end)
+        pb.store(_as_i64(pb, last, 1), dst, [o, pb.index(0), c])
+        pb.store(_as_i64(pb, root, 1), dst, [o, end, c])
+        sift_down(pb, pb.index(0), end)
+
+    cb.for_range(0, k - 1, 1, pop)
+
+
+def _not(b: LoopBuilder, x: SSAValue) -> SSAValue:
+    true = b.insert(arith.ConstantOp.from_int_and_width(1, 1)).results[0]
+    return b.insert(arith.XOrIOp(x, true)).results[0]
+
+
 @lowering(kernel.TopKOp)
 def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
     in_shape, out_shape = shape(op.input), shape(op.output)
@@ -398,6 +484,9 @@ def lower_top_k(op: kernel.TopKOp, target: Target, name: str) -> func.FuncOp:
 
     def column(cb: LoopBuilder, at: list[SSAValue]) -> None:
         o, c = at
+        if k >= HEAP_TOP_K_MIN:
+            _heap_top_k(cb, src, dst, o, c, n, k, largest)
+            return
 
         # Insertion into the sorted list of the best k seen so far (held in the output as
         # indices). Strictly better only: among equal values the earlier index stays ahead.
