@@ -69,8 +69,8 @@ log = logging.getLogger("ember.compile")
 
 if TYPE_CHECKING:
     from ember.tools.specialize import SpecializingModel
-    from ember.tools.structured import StructuredModel
     from ember.tools.staging import StagedModel
+    from ember.tools.structured import StructuredModel
 
 
 @dataclass

@@ -27,8 +27,8 @@ from ember.frontend.context import (
     normalize_axis,
     shape_of,
 )
-from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.ops.data_dependent import BOUNDED_DOMAIN, nonzero_coordinates
+from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.registry import converts
 
 
