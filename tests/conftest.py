@@ -69,13 +69,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _group_shared_fixtures(items)
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+_SHARED_SCOPES = ("module", "package", "class")
+
+
+def _group_shared_fixtures(items: list[pytest.Item]) -> None:
+    """Marks the tests of a file that use a module-, package- or class-scoped fixture as one
+    xdist group (`xdist_group`, honoured by `-n 2 --dist loadgroup`), so that the fixture (the
+    conformance subset's run, a fuzz campaign, a model compiled once per module: up to minutes)
+    is built by one worker instead of by every worker the file's tests are spread over. Other
+    tests are spread one by one. Session fixtures are per worker whatever the grouping."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)  # pytest's, not public: no grouping without
+        definitions = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+        if any(d.scope in _SHARED_SCOPES for defs in definitions.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(autouse=True)
