@@ -497,6 +497,8 @@ def _bench_breakdown(
     from ember.tools.aot import resolve_target
 
     target = resolve_target(args.target_cpu, threads)
+    # A second compile of the model, as long as the first one: say why the wait.
+    print(f"--breakdown: compiling an instrumented build of {onnx_path}", file=sys.stderr)
     breakdown = bench.ember_breakdown(
         onnx_path, feeds, threads, args.runs, args.warmup, target, args.opt_level
     )
