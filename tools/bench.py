@@ -176,15 +176,21 @@ def bench_onnxruntime(
     return BenchResult("onnxruntime", threads, latencies, memory.mb, ort.__version__, outputs)
 
 
-def onnxruntime_session(model: str | bytes | onnx.ModelProto, threads: int) -> Any:
+def onnxruntime_session(
+    model: str | bytes | onnx.ModelProto, threads: int, profile_prefix: str | None = None
+) -> Any:
     """onnxruntime on the CPU with exactly `threads` intra-op threads (the comparison engine of
-    `ember bench` and the benchmarks: every engine gets the same explicit thread count)."""
+    `ember bench` and the benchmarks: every engine gets the same explicit thread count);
+    `profile_prefix`: profile every node, into a JSON file named from it (`end_profiling()`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initializers are noise here
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     if not isinstance(model, str | bytes):  # a ModelProto (onnx is imported only for typing)
         model = model.SerializeToString()
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
@@ -389,3 +395,311 @@ def errors_json(errors: dict[str, Error | None]) -> dict[str, object]:
         name: None if e is None else {"max_abs": number(e.abs), "max_rel": number(e.rel)}
         for name, e in errors.items()
     }
+
+
+# -- ember bench --breakdown: where the time goes, per ONNX node ----------------------------------
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """One kernel call of the entry function, as `--breakdown` reports it."""
+
+    site: int  # position of the call in the entry function (ember.tools.profile)
+    kernel: str  # what it computes: "conv 3x3 s1 16->16 @24x24+bias+relu"
+    nodes: tuple[str, ...]  # the ONNX node it comes from, then the nodes fused into it
+    op_types: tuple[str, ...]  # their op types, in that order, without repeats
+    ms: float  # median per run
+    gflops: float | None
+    onnxruntime_ms: float | None = None  # onnxruntime's time for the same nodes, where named
+
+    @property
+    def op_type_key(self) -> str:
+        return "+".join(self.op_types) or "?"
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """ember's time per kernel call (median per run over `runs` runs of an instrumented build
+    of the model, ember.tools.profile), slowest first, and optionally onnxruntime's per-node
+    profile of the same inputs."""
+
+    kernels: list[KernelTime]
+    entry_ms: float  # the whole entry function, median per run
+    runs: int
+    threads: int
+    onnxruntime: OnnxruntimeProfile | None = None
+
+    @property
+    def kernels_ms(self) -> float:
+        return sum(k.ms for k in self.kernels)
+
+    def by_op_type(self) -> list[tuple[str, int, float]]:
+        """(op types, calls, ms) per op-type combination ("Conv+Relu" for a fused kernel),
+        slowest first."""
+        groups: dict[str, list[KernelTime]] = {}
+        for kernel in self.kernels:
+            groups.setdefault(kernel.op_type_key, []).append(kernel)
+        rows = [(key, len(group), sum(k.ms for k in group)) for key, group in groups.items()]
+        return sorted(rows, key=lambda row: -row[2])
+
+
+@dataclass(frozen=True)
+class OnnxruntimeProfile:
+    """onnxruntime's own per-node profile (SessionOptions.enable_profiling): median per run
+    of each node's kernel time, keyed by onnxruntime's node name (after its graph rewrites,
+    which rename fused nodes: "r1_nchwc"), with the node's op type."""
+
+    node_ms: dict[str, float]
+    node_op_types: dict[str, str]
+    runs: int
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.node_ms.values())
+
+    def by_op_type(self) -> list[tuple[str, int, float]]:
+        """(op type, nodes, ms) per op type, slowest first."""
+        groups: dict[str, list[float]] = {}
+        for name, ms in self.node_ms.items():
+            groups.setdefault(self.node_op_types.get(name, "?"), []).append(ms)
+        return sorted(
+            ((op, len(times), sum(times)) for op, times in groups.items()), key=lambda r: -r[2]
+        )
+
+    def ms_of(self, nodes: Sequence[str]) -> float | None:
+        """onnxruntime's time for the ONNX nodes `nodes` (an ember kernel's node and the nodes
+        fused into it): the nodes whose onnxruntime name is one of them, or one of them plus a
+        suffix of its rewrites ("_nchwc"); None if none is found under those names."""
+        wanted = set(nodes)
+        times = [ms for name, ms in self.node_ms.items() if _onnxruntime_base_name(name) in wanted]
+        return sum(times) if times else None
+
+
+# The suffixes onnxruntime's CPU graph rewrites append to the names of the nodes they replace.
+_ONNXRUNTIME_SUFFIXES = ("_nchwc", "_token")
+
+
+def _onnxruntime_base_name(name: str) -> str:
+    for suffix in _ONNXRUNTIME_SUFFIXES:
+        at = name.find(suffix)
+        if at > 0:
+            return name[:at]
+    return name
+
+
+def node_labels(model: onnx.ModelProto) -> dict[str, str]:
+    """Each top-level node's label as ember's profile names it (its name, else its first
+    output's) -> its op type."""
+    return {(n.name or (n.output[0] if n.output else "")): n.op_type for n in model.graph.node}
+
+
+def ember_breakdown(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    runs: int,
+    warmup: int,
+    target: Any = None,
+    opt_level: int = 3,
+) -> Breakdown:
+    """Time every kernel call of `model` on `feeds` (ember.tools.profile: an instrumented build
+    with the inputs pinned to the feeds' shapes), median per run, slowest first."""
+    from ember.tools.profile import profile_model
+    from ember.tools.shapes import read_model
+
+    profile = profile_model(
+        model,
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        statistic="median",
+        feeds=feeds,
+        input_shapes={name: list(array.shape) for name, array in feeds.items()},
+        target=target,
+        opt_level=opt_level,
+    )
+    op_types = node_labels(read_model(model))
+    kernels = []
+    for site in sorted(profile.sites, key=lambda s: -s.seconds):
+        nodes = (site.node, *site.absorbed) if site.node else ()
+        types = [site.op_type] if site.op_type else []
+        types += [op_types[n] for n in site.absorbed if n in op_types]
+        kernels.append(
+            KernelTime(
+                site.index,
+                site.summary,
+                nodes,
+                tuple(dict.fromkeys(types)),
+                site.seconds * 1e3,
+                site.gflops,
+            )
+        )
+    return Breakdown(kernels, profile.run_seconds * 1e3, runs, threads)
+
+
+def onnxruntime_breakdown(
+    model: str | os.PathLike[str],
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    runs: int,
+    warmup: int,
+) -> OnnxruntimeProfile:
+    """onnxruntime's per-node profile of `model` on `feeds`: a profiling
+    `onnxruntime_session`, `warmup` + `runs` runs, each node's kernel time summed
+    within a run, median over the timed runs. Unnamed nodes are named after their first output
+    first, as ember's profile names them, so that the two tables can be matched (not in a
+    model with external data, which onnxruntime then reads from `model`'s folder as it is)."""
+    import json
+    import tempfile
+
+    import onnx
+
+    from ember.tools.shapes import read_model
+
+    proto = read_model(model)
+    source: str | bytes = os.fspath(model)
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        for node in proto.graph.node:
+            if not node.name and node.output:
+                node.name = node.output[0]
+        source = proto.SerializeToString()
+    with tempfile.TemporaryDirectory(prefix="ember-ort-profile-") as folder:
+        session = onnxruntime_session(source, threads, os.path.join(folder, "profile"))
+        for _ in range(warmup + runs):
+            session.run(None, feeds)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    return onnxruntime_profile(events, skip_runs=warmup)
+
+
+def onnxruntime_profile(events: list[dict[str, Any]], skip_runs: int = 0) -> OnnxruntimeProfile:
+    """The per-node median over runs of an onnxruntime profile's events (its JSON file): the
+    "Node" events "<name>_kernel_time" inside each "model_run" event, the first `skip_runs`
+    runs left out."""
+    model_runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
+    )[skip_runs:]
+    suffix = "_kernel_time"
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith(suffix)]
+    per_run: list[dict[str, float]] = []
+    op_types: dict[str, str] = {}
+    for run in model_runs:
+        start, end = run["ts"], run["ts"] + run["dur"]
+        times: dict[str, float] = {}
+        for event in kernels:
+            if start <= event["ts"] <= end:
+                name = event["name"][: -len(suffix)]
+                times[name] = times.get(name, 0.0) + event["dur"] / 1e3
+                op_types[name] = str(event.get("args", {}).get("op_name", "?"))
+        per_run.append(times)
+    names = list(dict.fromkeys(n for times in per_run for n in times))
+    node_ms = {n: float(np.median([times.get(n, 0.0) for times in per_run])) for n in names}
+    return OnnxruntimeProfile(node_ms, op_types, len(per_run))
+
+
+def with_onnxruntime(breakdown: Breakdown, profile: OnnxruntimeProfile) -> Breakdown:
+    """`breakdown` with each kernel's onnxruntime time (by node names) and the profile."""
+    kernels = [
+        KernelTime(**{**k.__dict__, "onnxruntime_ms": profile.ms_of(k.nodes)})
+        for k in breakdown.kernels
+    ]
+    return Breakdown(kernels, breakdown.entry_ms, breakdown.runs, breakdown.threads, profile)
+
+
+def _nodes_label(kernel: KernelTime) -> str:
+    if not kernel.nodes:
+        return "?"
+    node, *fused = kernel.nodes
+    return f"'{node}'" + (f" + {', '.join(fused)}" if fused else "")
+
+
+def format_breakdown(breakdown: Breakdown, top: int = 10) -> str:
+    """The `top` slowest kernels (share of all kernels' time, ms per run, op types, ONNX nodes,
+    what the kernel computes), then the time per op type; with onnxruntime's profile, its time
+    for the same nodes and its own per-op-type table."""
+    total = breakdown.kernels_ms or 1.0
+    ort = breakdown.onnxruntime
+    shown = breakdown.kernels[:top]
+    types_width = max([len(k.op_type_key) for k in shown] + [len("op types")])
+    ort_head = f" {'ort ms':>8}" if ort else ""
+    lines = [
+        f"where ember's time goes: {len(breakdown.kernels)} kernel calls, median of "
+        f"{breakdown.runs} runs of an instrumented build, {breakdown.threads} thread(s): "
+        f"{breakdown.kernels_ms:.3f} ms in kernels of {breakdown.entry_ms:.3f} ms per run",
+        f"{'#':>3} {'share':>6} {'ms':>8}{ort_head}  {'op types':<{types_width}}  onnx nodes  "
+        "[kernel]",
+    ]
+    for rank, k in enumerate(shown, 1):
+        ort_cell = ""
+        if ort:
+            ort_cell = f" {k.onnxruntime_ms:8.3f}" if k.onnxruntime_ms is not None else f" {'-':>8}"
+        lines.append(
+            f"{rank:>3} {k.ms / total:>6.1%} {k.ms:8.3f}{ort_cell}  "
+            f"{k.op_type_key:<{types_width}}  {_nodes_label(k)}  [{k.kernel}]"
+        )
+    rest = breakdown.kernels[top:]
+    if rest:
+        rest_ms = sum(k.ms for k in rest)
+        lines.append(f"{'':>3} {rest_ms / total:>6.1%} {rest_ms:8.3f}  ({len(rest)} more kernels)")
+    lines += ["", "ember per op type:", *_op_type_rows(breakdown.by_op_type(), total, "calls")]
+    if ort:
+        lines += [
+            "",
+            f"onnxruntime per op type (its own profile, median of {ort.runs} runs, "
+            f"{ort.total_ms:.3f} ms in nodes):",
+            *_op_type_rows(ort.by_op_type(), ort.total_ms or 1.0, "nodes"),
+        ]
+    return "\n".join(lines)
+
+
+def _op_type_rows(rows: Sequence[tuple[str, int, float]], total: float, counted: str) -> list[str]:
+    lines = [f"  {'share':>6} {'ms':>8} {counted:>6}  op types"]
+    lines += [f"  {ms / total:>6.1%} {ms:8.3f} {count:>6}  {key}" for key, count, ms in rows]
+    return lines
+
+
+def breakdown_json(breakdown: Breakdown, top: int = 10) -> dict[str, object]:
+    """`--breakdown` in `ember bench --json` (schema in docs/aot.md)."""
+    total = breakdown.kernels_ms or 1.0
+    rest = breakdown.kernels[top:]
+    document: dict[str, object] = {
+        "statistic": "median",
+        "runs": breakdown.runs,
+        "threads": breakdown.threads,
+        "entry_ms": breakdown.entry_ms,
+        "kernels_ms": breakdown.kernels_ms,
+        "kernel_calls": len(breakdown.kernels),
+        "top": [
+            {
+                "site": k.site,
+                "kernel": k.kernel,
+                "nodes": list(k.nodes),
+                "op_types": list(k.op_types),
+                "ms": k.ms,
+                "share": k.ms / total,
+                "gflops": k.gflops,
+                **({"onnxruntime_ms": k.onnxruntime_ms} if breakdown.onnxruntime else {}),
+            }
+            for k in breakdown.kernels[:top]
+        ],
+        "rest": {"kernels": len(rest), "ms": sum(k.ms for k in rest)},
+        "op_types": [
+            {"op_types": key, "calls": calls, "ms": ms, "share": ms / total}
+            for key, calls, ms in breakdown.by_op_type()
+        ],
+    }
+    ort = breakdown.onnxruntime
+    if ort is not None:
+        document["onnxruntime"] = {
+            "runs": ort.runs,
+            "nodes_ms": ort.total_ms,
+            "nodes": [
+                {"node": name, "op_type": ort.node_op_types.get(name, "?"), "ms": ms}
+                for name, ms in sorted(ort.node_ms.items(), key=lambda item: -item[1])
+            ],
+            "op_types": [
+                {"op_type": key, "nodes": count, "ms": ms} for key, count, ms in ort.by_op_type()
+            ],
+        }
+    return document

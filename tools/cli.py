@@ -3,6 +3,7 @@
     ember compile model.onnx -o model.ember [--opt-level 3] [--target-cpu host] [--threads N]
     ember run model.ember --input data=x.npy [--output-dir out/]
     ember bench model.onnx --threads 2 --runs 50 --compare onnxruntime
+    ember bench model.onnx --breakdown [--top 10]   (+ the slowest kernels by ONNX node, op type)
     ember opt ...                        (see `ember opt --help`)
     ember conformance ...                (see `ember conformance --help`)
     ember fuzz ...                       (see `ember fuzz --help`)
@@ -145,6 +146,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="1,4,16",
         help="time each batch size (axis 0 of inputs with a symbolic batch axis): latency and "
         "throughput per size",
+    )
+    bench.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time each kernel call (an instrumented build, ember.tools.profile): the "
+        "slowest ones by ONNX node and the time per op type; with --compare onnxruntime, its own "
+        "per-node profile beside them",
+    )
+    bench.add_argument(
+        "--top", type=_positive, default=10, help="kernels listed by --breakdown (default 10)"
     )
     _add_build_options(bench)
 
@@ -408,6 +419,8 @@ def _bench(args: argparse.Namespace) -> int:
     from ember.tools import bench
 
     if args.batch:
+        if args.breakdown:
+            raise InputError("--breakdown profiles one input shape: run it without --batch")
         return _bench_batches(args)
 
     # Compiles (once, cached) outside the measurement.
@@ -444,13 +457,12 @@ def _bench(args: argparse.Namespace) -> int:
             else:
                 results.append(other)
                 errors = bench.output_errors(ember_result.outputs, other.outputs)
+    breakdown = _bench_breakdown(args, onnx_path, feeds, threads, errors is not None)
     if args.json:
-        print(
-            json.dumps(
-                _bench_json(args, document, specs, given, ranges, results, compare_error, errors),
-                indent=2,
-            )
-        )
+        report = _bench_json(args, document, specs, given, ranges, results, compare_error, errors)
+        if breakdown is not None:
+            report["breakdown"] = bench.breakdown_json(breakdown, args.top)
+        print(json.dumps(report, indent=2))
         return 0
     shapes = ", ".join(f"{s.name} {'x'.join(map(str, s.shape))}" for s in specs)
     print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up, inputs {shapes}")
@@ -460,7 +472,44 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"{args.compare}: failed, comparison skipped: {compare_error}")
     if errors is not None:
         print(bench.format_accuracy(errors, args.compare))
+    if breakdown is not None:
+        print()
+        print(bench.format_breakdown(breakdown, args.top))
     return 0
+
+
+def _bench_breakdown(
+    args: argparse.Namespace,
+    onnx_path: str | None,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    with_onnxruntime: bool,
+) -> Any:
+    """`--breakdown`: ember's time per kernel call (and onnxruntime's per node when it was
+    compared successfully); None without the option."""
+    if not args.breakdown:
+        return None
+    if onnx_path is None:
+        raise InputError(
+            "--breakdown compiles an instrumented build of the .onnx model: pass --onnx PATH"
+        )
+    from ember.tools import bench
+    from ember.tools.aot import resolve_target
+
+    target = resolve_target(args.target_cpu, threads)
+    # A second compile of the model, as long as the first one: say why the wait.
+    print(f"--breakdown: compiling an instrumented build of {onnx_path}", file=sys.stderr)
+    breakdown = bench.ember_breakdown(
+        onnx_path, feeds, threads, args.runs, args.warmup, target, args.opt_level
+    )
+    if with_onnxruntime:
+        try:
+            profile = bench.onnxruntime_breakdown(onnx_path, feeds, threads, args.runs, args.warmup)
+        except Exception as error:  # onnxruntime has exception types of its own
+            print(f"onnxruntime profile skipped: {bench.one_line(error)}", file=sys.stderr)
+        else:
+            breakdown = bench.with_onnxruntime(breakdown, profile)
+    return breakdown
 
 
 def _bench_json(

@@ -94,12 +94,14 @@ def instrumented(
     target: Target,
     threads: int,
     input_shapes: InputShapes | None = None,
+    opt_level: int = 3,
 ) -> CompiledModel:
     """`model` compiled with the default pipeline, then instrument-kernels; `input_shapes`
     pins symbolic input dims."""
     program = compile_program(model, target, input_shapes=input_shapes)
     InstrumentKernels().apply(program.ctx, program.module)
-    return CompiledModel(finish_program(program.module, program.ctx, program.report), 3, threads)
+    finished = finish_program(program.module, program.ctx, program.report)
+    return CompiledModel(finished, opt_level, threads)
 
 
 def counter_rate(target: Target, seconds: float = 0.05) -> float:
@@ -148,14 +150,18 @@ def profile_model(
     statistic: str = "min",
     feeds: dict[str, np.ndarray] | None = None,
     input_shapes: InputShapes | None = None,
+    target: Target | None = None,
+    opt_level: int = 3,
 ) -> Profile:
-    """Compile `model` instrumented and time each kernel call site over `runs` runs."""
+    """Compile `model` instrumented and time each kernel call site over `runs` runs (for
+    `target`, default the host with `threads` threads)."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     reduce = {"min": min, "median": statistics.median}.get(statistic)
     if reduce is None:
         raise ValueError(f"statistic must be 'min' or 'median', got '{statistic}'")
-    compiled = instrumented(model, host_target(threads), threads, input_shapes)
+    target = target or host_target(threads)
+    compiled = instrumented(model, target, threads, input_shapes, opt_level)
     sites = compiled.profile_sites
     assert sites is not None
     if feeds is None:
