@@ -36,7 +36,8 @@ compiling or running: a bug, not a refusal); crashed.
 The package, one job a module: `data` (write and read the suite), `runner` (one case in a
 worker process, the worker pool), `report` (counts, failure groups, docs/ops.md), `unsupported`
 (why each unsupported op or failing variant fails, rendered into docs/ops.md; an op ember
-refuses with no entry there fails tests/conformance/test_runner.py), `cli` (the command).
+neither converts nor expands, with no entry there, fails tests/conformance/test_runner.py),
+`cli` (the command).
 Their public names are re-exported here.
 """
 
