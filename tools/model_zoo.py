@@ -12,6 +12,14 @@ downloads), and the light models shipped in the onnx wheel. Shared by tests/ and
            an attention_mask input as HF exports it; gelu "erf"|"tanh"; layer_norm
            "op"|"decomposed"|"mixed")
 
+Speech, OCR and decoding (control flow, recurrent layers):
+    vad_model(seed=0, samples=512, n_fft=64, channels=32, hidden=32)  Silero-VAD-shaped: If on
+        the run-time sample rate, |STFT| as Conv1D, Conv1D stack, LSTM with state in and out
+    crnn_model(seed=0, height=32, width=64, classes=37, hidden=48)  conv stack, bidirectional
+        LSTM, per-step classifier
+    greedy_decoder(vocab=16, hidden=8)  Loop with a run-time trip count and a scan output
+    recurrent_layer(kind, seq=100, batch=1, hidden=128)  one LSTM or GRU layer
+
 Each model passes onnx.checker and runs in onnxruntime. Conv and BatchNormalization stay
 separate nodes (as exporters write them) so that the graph passes have something to fold.
 `LIGHT_MODELS` names the nine light models shipped in the onnx wheel (`light_model_path(name)`).
@@ -400,3 +408,214 @@ def graph_op_counts(model: onnx.ModelProto) -> dict[str, int]:
     module, weights = import_model(model)
     run_graph_passes(module, make_context(weights))
     return Counter(op.name for op in module.walk())
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech, OCR and decoding models (control flow and recurrent layers)
+
+
+def _stft_basis(n_fft: int, window: np.ndarray) -> np.ndarray:
+    """[2 * bins, 1, n_fft] Conv1D weights computing a windowed real DFT: the cosine (real)
+    rows of bins 0..n_fft/2, then the negative sine (imaginary) rows."""
+    n = np.arange(n_fft)
+    k = np.arange(n_fft // 2 + 1)[:, None]
+    angle = 2.0 * np.pi * k * n / n_fft
+    basis = np.concatenate([np.cos(angle), -np.sin(angle)]) * window
+    return basis[:, None, :].astype(np.float32)
+
+
+def _stft_magnitude_branch(
+    b: GraphBuilder, name: str, frames: str, window: np.ndarray, n_fft: int, hop: int
+) -> onnx.GraphProto:
+    """An If branch: |STFT| of the outer `frames` ([1, 1, samples]) as Conv1D + magnitude,
+    [1, bins, T]. Reads `frames` from the enclosing graph."""
+    bins = n_fft // 2 + 1
+    basis = numpy_helper.from_array(_stft_basis(n_fft, window), f"{name}_basis")
+    starts = [numpy_helper.from_array(np.array([v], np.int64), f"{name}_{v}") for v in (0, bins)]
+    end = numpy_helper.from_array(np.array([2 * bins], np.int64), f"{name}_end")
+    axis = numpy_helper.from_array(np.array([1], np.int64), f"{name}_axis")
+    eps = numpy_helper.from_array(np.array(1e-6, np.float32), f"{name}_eps")
+    spec, re, im, out = (f"{name}_{v}" for v in ("spec", "re", "im", "magnitude"))
+    nodes = [
+        helper.make_node("Conv", [frames, basis.name], [spec], strides=[hop], kernel_shape=[n_fft]),
+        helper.make_node("Slice", [spec, starts[0].name, starts[1].name, axis.name], [re]),
+        helper.make_node("Slice", [spec, starts[1].name, end.name, axis.name], [im]),
+        helper.make_node("Mul", [re, re], [f"{name}_re2"]),
+        helper.make_node("Mul", [im, im], [f"{name}_im2"]),
+        helper.make_node("Add", [f"{name}_re2", f"{name}_im2"], [f"{name}_power"]),
+        helper.make_node("Add", [f"{name}_power", eps.name], [f"{name}_power_eps"]),
+        helper.make_node("Sqrt", [f"{name}_power_eps"], [out]),
+    ]
+    inits = [basis, *starts, end, axis, eps]
+    output = helper.make_tensor_value_info(out, TensorProto.FLOAT, None)
+    return helper.make_graph(nodes, name, [], [output], inits)
+
+
+def vad_model(
+    seed: int = 0, samples: int = 512, n_fft: int = 64, channels: int = 32, hidden: int = 32
+) -> onnx.ModelProto:
+    """A voice-activity detector shaped like Silero-VAD: inputs audio [1, samples], sr (int64
+    scalar, 16000 or 8000), h0 and c0 [1, 1, hidden]; an `If` on Equal(sr, 16000) picks the
+    feature extractor (|STFT| as Conv1D, Hann window with hop n_fft/2 at 16 kHz, Hamming at
+    8 kHz; both [1, bins, T]), then two Conv1D + ReLU (the second stride 2), an LSTM with the
+    state in and out, a per-frame Linear + Sigmoid and the mean over frames.
+    Outputs prob [1, 1], hn and cn [1, 1, hidden]. Opset 17."""
+    b = GraphBuilder(seed)
+    hop, bins = n_fft // 2, n_fft // 2 + 1
+    frames = b.node("Reshape", ["audio", b.const(np.array([1, 1, samples], np.int64), "shape")])
+    is_16k = b.node("Equal", ["sr", b.const(np.array(16000, np.int64), "sr16k")])
+    hann = np.hanning(n_fft + 1)[:-1]
+    hamming = np.hamming(n_fft + 1)[:-1]
+    features = b.node(
+        "If",
+        [is_16k],
+        then_branch=_stft_magnitude_branch(b, "stft16k", frames, hann, n_fft, hop),
+        else_branch=_stft_magnitude_branch(b, "stft8k", frames, hamming, n_fft, hop),
+    )
+    x, cin = features, bins
+    for stride in (1, 2):
+        w = b.normal((channels, cin, 3), math.sqrt(2.0 / (cin * 3)))
+        bias = b.normal((channels,), 0.1)
+        conv = b.node("Conv", [x, w, bias], kernel_shape=[3], pads=[1, 1], strides=[stride])
+        x, cin = b.node("Relu", [conv]), channels
+    sequence = b.node("Transpose", [x], perm=[2, 0, 1])  # [T, 1, channels]
+    scale = 1.0 / math.sqrt(hidden)
+    lstm_w = b.normal((1, 4 * hidden, channels), scale)
+    lstm_r = b.normal((1, 4 * hidden, hidden), scale)
+    lstm_b = b.normal((1, 8 * hidden), 0.1)
+    y = b.fresh("lstm")
+    b.nodes.append(
+        helper.make_node(
+            "LSTM",
+            [sequence, lstm_w, lstm_r, lstm_b, "", "h0", "c0"],
+            [y, "hn", "cn"],
+            name=y,
+            hidden_size=hidden,
+        )
+    )
+    per_frame = b.node("Relu", [b.node("Squeeze", [y, b.const(np.array([1], np.int64), "ax")])])
+    projected = b.node("MatMul", [per_frame, b.normal((hidden, 1), scale)])
+    logit = b.node("Add", [projected, b.normal((1,), 0.1)])
+    prob = b.node("ReduceMean", [b.node("Sigmoid", [logit])], axes=[0], keepdims=0)  # [1, 1]
+    b.nodes.append(helper.make_node("Identity", [prob], ["prob"], name="prob"))
+    state = [_state_info(n, hidden) for n in ("h0", "c0")]
+    inputs = [
+        helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, samples]),
+        helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        *state,
+    ]
+    outputs = [
+        helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 1]),
+        *(_state_info(n, hidden) for n in ("hn", "cn")),
+    ]
+    return b.model("vad", inputs, outputs, 17)
+
+
+def _state_info(name: str, hidden: int) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 1, hidden])
+
+
+def crnn_model(
+    seed: int = 0, height: int = 32, width: int = 64, classes: int = 37, hidden: int = 48
+) -> onnx.ModelProto:
+    """A CRNN text recognizer: input [1, 1, height, width]; three Conv + ReLU + MaxPool
+    (2x2, then 2x1 twice: the width stays a sequence of width/2 steps), the width turned
+    into a sequence by Transpose + Reshape ([T, 1, channels * height/8]), a bidirectional
+    LSTM, its two directions concatenated per step (Transpose + Reshape) and a per-step
+    classifier (MatMul + Add + LogSoftmax). Output logprobs [width/2, 1, classes]. Opset 17."""
+    b = GraphBuilder(seed)
+    x, cin = "input", 1
+    for cout, pool in ((16, (2, 2)), (32, (2, 1)), (48, (2, 1))):
+        w = b.normal((cout, cin, 3, 3), math.sqrt(2.0 / (cin * 9)))
+        conv = b.node("Conv", [x, w, b.normal((cout,), 0.1)], kernel_shape=[3, 3], pads=[1] * 4)
+        x = b.node("MaxPool", [b.node("Relu", [conv])], kernel_shape=list(pool), strides=list(pool))
+        cin = cout
+    steps, features = width // 2, cin * (height // 8)
+    sequence = b.node("Transpose", [x], perm=[3, 0, 1, 2])  # [T, 1, channels, height/8]
+    sequence = b.node("Reshape", [sequence, b.const(np.array([steps, 1, features], np.int64))])
+    scale = 1.0 / math.sqrt(hidden)
+    w = b.normal((2, 4 * hidden, features), scale)
+    r = b.normal((2, 4 * hidden, hidden), scale)
+    bias = b.normal((2, 8 * hidden), 0.1)
+    y = b.node("LSTM", [sequence, w, r, bias], hidden_size=hidden, direction="bidirectional")
+    y = b.node("Transpose", [y], perm=[0, 2, 1, 3])  # [T, 1, 2, hidden]
+    y = b.node("Reshape", [y, b.const(np.array([steps, 1, 2 * hidden], np.int64))])
+    logits = b.node("MatMul", [y, b.normal((2 * hidden, classes), 1.0 / math.sqrt(2 * hidden))])
+    logits = b.node("Add", [logits, b.normal((classes,), 0.1)])
+    b.nodes.append(helper.make_node("LogSoftmax", [logits], ["logprobs"], axis=2, name="out"))
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, height, width])
+    out = helper.make_tensor_value_info("logprobs", TensorProto.FLOAT, [steps, 1, classes])
+    return b.model("crnn", [image], [out], 17)
+
+
+def greedy_decoder(vocab: int = 16, hidden: int = 8, seed: int = 1) -> onnx.ModelProto:
+    """A greedy decoder driven by `Loop` with a run-time trip count (input steps, int64
+    scalar): each step embeds the last token, updates a tanh hidden state and takes the
+    argmax of the logits as the next token, every token a scan output. Inputs steps, bos
+    [1] (int64), h0 [1, hidden]; outputs last, h and tokens [steps, 1]. Opset 17."""
+    rng = np.random.default_rng(seed)
+    weights = {
+        "embed": rng.standard_normal((vocab, hidden)),
+        "w_h": rng.standard_normal((hidden, hidden)) * 0.5,
+        "w_out": rng.standard_normal((hidden, vocab)),
+    }
+    inits = [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()]
+    info = helper.make_tensor_value_info
+    int64, boolean, flt = TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT
+    body = helper.make_graph(
+        [
+            helper.make_node("Gather", ["embed", "tok_in"], ["e"], axis=0),
+            helper.make_node("MatMul", ["h_in", "w_h"], ["hh"]),
+            helper.make_node("Add", ["e", "hh"], ["pre"]),
+            helper.make_node("Tanh", ["pre"], ["h_out"]),
+            helper.make_node("MatMul", ["h_out", "w_out"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["tok_out"], axis=1, keepdims=0),
+            helper.make_node("Identity", ["tok_out"], ["tok_scan"]),
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+        ],
+        "decode_step",
+        [
+            info("i", int64, []),
+            info("c_in", boolean, []),
+            info("tok_in", int64, [1]),
+            info("h_in", flt, [1, hidden]),
+        ],
+        [
+            info("c_out", boolean, []),
+            info("tok_out", int64, [1]),
+            info("h_out", flt, [1, hidden]),
+            info("tok_scan", int64, [1]),
+        ],
+    )
+    loop = helper.make_node(
+        "Loop", ["steps", "", "bos", "h0"], ["last", "h", "tokens"], body=body, name="decode"
+    )
+    inputs = [info("steps", int64, []), info("bos", int64, [1]), info("h0", flt, [1, hidden])]
+    outputs = [info(n, e, None) for n, e in (("last", int64), ("h", flt), ("tokens", int64))]
+    graph = helper.make_graph([loop], "greedy_decoder", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def recurrent_layer(
+    kind: str, seq: int = 100, batch: int = 1, hidden: int = 128, seed: int = 0
+) -> onnx.ModelProto:
+    """One forward `kind` ("LSTM" or "GRU") layer, input size = hidden, with bias: input X
+    [seq, batch, hidden], outputs Y [seq, 1, batch, hidden] and Y_h. Opset 17."""
+    gates = {"LSTM": 4, "GRU": 3}[kind]
+    b = GraphBuilder(seed)
+    scale = 1.0 / math.sqrt(hidden)
+    w = b.normal((1, gates * hidden, hidden), scale)
+    r = b.normal((1, gates * hidden, hidden), scale)
+    bias = b.normal((1, 2 * gates * hidden), 0.1)
+    b.nodes.append(
+        helper.make_node(
+            kind, ["X", w, r, bias], ["Y", "Y_h"], name=kind.lower(), hidden_size=hidden
+        )
+    )
+    info = helper.make_tensor_value_info
+    inputs = [info("X", TensorProto.FLOAT, [seq, batch, hidden])]
+    outputs = [
+        info("Y", TensorProto.FLOAT, [seq, 1, batch, hidden]),
+        info("Y_h", TensorProto.FLOAT, [1, batch, hidden]),
+    ]
+    return b.model(f"{kind.lower()}_layer", inputs, outputs, 17)

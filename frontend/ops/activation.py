@@ -5,13 +5,15 @@ LogSoftmax one `graph.softmax` (with `log`), Hardmax one_hot(ArgMax). The activa
 defines as functions (Elu, Selu, Celu, HardSigmoid, HardSwish, Softsign, Shrink,
 ThresholdedRelu, Mish, Gelu, PRelu) become the few elementwise graph ops of that body; the
 fuse-elementwise pass later merges them into one kernel, so a decomposition costs no extra
-memory traffic. Scalar parameters become 0-d constants, which the kernel splats once.
+memory traffic. Scalar parameters become 0-d constants, which the kernel splats once. On
+16-bit floats the bodies of Elu, Selu, Celu, HardSigmoid, HardSwish, Mish and Gelu compute
+in float32 and round once, as onnxruntime does (`_in_float32`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import StringAttr, UnitAttr
@@ -125,6 +127,18 @@ def _hardmax_along(imp: ImportContext, x: Value, axis: int) -> Value:
     return one_hot(imp, first, Const(np.array([0, 1], dtype_of(x))), shape[axis], axis)
 
 
+def _in_float32(imp: ImportContext, x: Value, compute: Callable[[Value], Value]) -> Value:
+    """compute(x), on a 16-bit float x widened to float32 and the result rounded once (as
+    onnxruntime and ONNX's reference compute these function-defined activations): rounding
+    every step of the body to float16 lost small results (Gelu(-3.67) gave -0.0, not
+    -0.000445) and was an ulp or more off on many inputs."""
+    dtype = dtype_of(x)
+    if dtype.itemsize >= 4:
+        return compute(x)
+    y = compute(imp.emit(graph.CastOp, [x], shape_of(x), np.dtype(np.float32)))
+    return imp.emit(graph.CastOp, [y], shape_of(y), dtype)
+
+
 def _mul(imp: ImportContext, node: Node, a: Value, b: Value) -> Value:
     return imp.binary(node, graph.MulOp, a, b)
 
@@ -141,40 +155,43 @@ def _exp_minus_one(imp: ImportContext, node: Node, x: Value, scale: float) -> Va
 
 @converts("Elu")
 def _elu(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x = imp.float_input(node)
-    negative = imp.compare(node, "lt", x, scalar(0.0, x))
-    return [
-        imp.where(node, negative, _exp_minus_one(imp, node, x, node.float_attr("alpha", 1.0)), x)
-    ]
+    alpha = node.float_attr("alpha", 1.0)
+
+    def elu(x: Value) -> Value:
+        negative = imp.compare(node, "lt", x, scalar(0.0, x))
+        return imp.where(node, negative, _exp_minus_one(imp, node, x, alpha), x)
+
+    return [_in_float32(imp, imp.float_input(node), elu)]
 
 
 @converts("Selu")
 def _selu(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x = imp.float_input(node)
     alpha = node.float_attr("alpha", 1.67326319217681884765625)
     gamma = node.float_attr("gamma", 1.05070102214813232421875)
-    positive = imp.compare(node, "gt", x, scalar(0.0, x))
-    y = imp.where(node, positive, x, _exp_minus_one(imp, node, x, alpha))
-    return [_mul(imp, node, y, scalar(gamma, x))]
+
+    def selu(x: Value) -> Value:
+        positive = imp.compare(node, "gt", x, scalar(0.0, x))
+        y = imp.where(node, positive, x, _exp_minus_one(imp, node, x, alpha))
+        return _mul(imp, node, y, scalar(gamma, x))
+
+    return [_in_float32(imp, imp.float_input(node), selu)]
 
 
 @converts("Celu")
 def _celu(imp: ImportContext, node: Node) -> Sequence[Value]:
-    # 16-bit floats compute in float32 and are rounded once, as ONNX's reference does:
-    # rounding x / alpha, exp, - 1 and the sum to bf16 one by one was an ulp or more off on
-    # about a third of the negative inputs.
-    x = imp.float_input(node)
-    dtype, f32 = dtype_of(x), np.dtype(np.float32)
-    if dtype.itemsize < 4:
-        x = imp.emit(graph.CastOp, [x], shape_of(x), f32)
+    # In float32 for 16-bit floats: rounding x / alpha, exp, - 1 and the sum to bf16 one by
+    # one was an ulp or more off on about a third of the negative inputs.
     alpha = node.float_attr("alpha", 1.0)
-    scaled = imp.binary(node, graph.DivOp, x, scalar(alpha, x))
-    negative = imp.binary(
-        node, graph.MinOp, _exp_minus_one(imp, node, scaled, alpha), scalar(0.0, x)
-    )
-    positive = imp.binary(node, graph.MaxOp, x, scalar(0.0, x))
-    y = _add(imp, node, positive, negative)
-    return [y if dtype == dtype_of(y) else imp.emit(graph.CastOp, [y], shape_of(y), dtype)]
+
+    def celu(x: Value) -> Value:
+        scaled = imp.binary(node, graph.DivOp, x, scalar(alpha, x))
+        negative = imp.binary(
+            node, graph.MinOp, _exp_minus_one(imp, node, scaled, alpha), scalar(0.0, x)
+        )
+        positive = imp.binary(node, graph.MaxOp, x, scalar(0.0, x))
+        return _add(imp, node, positive, negative)
+
+    return [_in_float32(imp, imp.float_input(node), celu)]
 
 
 def _hard_sigmoid(imp: ImportContext, node: Node, x: Value, alpha: float, beta: float) -> Value:
@@ -184,16 +201,18 @@ def _hard_sigmoid(imp: ImportContext, node: Node, x: Value, alpha: float, beta: 
 
 @converts("HardSigmoid")
 def _hardsigmoid(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x = imp.float_input(node)
+    alpha, beta = node.float_attr("alpha", 0.2), node.float_attr("beta", 0.5)
     return [
-        _hard_sigmoid(imp, node, x, node.float_attr("alpha", 0.2), node.float_attr("beta", 0.5))
+        _in_float32(imp, imp.float_input(node), lambda x: _hard_sigmoid(imp, node, x, alpha, beta))
     ]
 
 
 @converts("HardSwish")
 def _hardswish(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x = imp.float_input(node)
-    return [_mul(imp, node, x, _hard_sigmoid(imp, node, x, 1.0 / 6.0, 0.5))]
+    def hardswish(x: Value) -> Value:
+        return _mul(imp, node, x, _hard_sigmoid(imp, node, x, 1.0 / 6.0, 0.5))
+
+    return [_in_float32(imp, imp.float_input(node), hardswish)]
 
 
 @converts("Softsign")
@@ -224,9 +243,10 @@ def _thresholded_relu(imp: ImportContext, node: Node) -> Sequence[Value]:
 
 @converts("Mish")
 def _mish(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x = imp.float_input(node)
-    softplus = imp.unary(graph.SoftplusOp, x)
-    return [_mul(imp, node, x, imp.unary(graph.TanhOp, softplus))]
+    def mish(x: Value) -> Value:
+        return _mul(imp, node, x, imp.unary(graph.TanhOp, imp.unary(graph.SoftplusOp, x)))
+
+    return [_in_float32(imp, imp.float_input(node), mish)]
 
 
 @converts("Gelu")
@@ -234,17 +254,21 @@ def _gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.float_input(node)
     approximate = node.attrs.get("approximate", b"none")
     approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
-    if approximate == "tanh":
-        cube = _mul(imp, node, _mul(imp, node, x, x), x)
-        inner = _add(imp, node, x, _mul(imp, node, cube, scalar(0.044715, x)))
-        inner = _mul(imp, node, inner, scalar(math.sqrt(2.0 / math.pi), x))
-        curve = imp.unary(graph.TanhOp, inner)
-    elif approximate == "none":
-        curve = imp.unary(graph.ErfOp, _mul(imp, node, x, scalar(math.sqrt(0.5), x)))
-    else:
+    if approximate not in ("none", "tanh"):
         raise node.error(f"approximate must be 'none' or 'tanh', not '{approximate}'")
-    half_x = _mul(imp, node, x, scalar(0.5, x))
-    return [_mul(imp, node, half_x, _add(imp, node, curve, scalar(1.0, x)))]
+
+    def gelu(x: Value) -> Value:
+        if approximate == "tanh":
+            cube = _mul(imp, node, _mul(imp, node, x, x), x)
+            inner = _add(imp, node, x, _mul(imp, node, cube, scalar(0.044715, x)))
+            inner = _mul(imp, node, inner, scalar(math.sqrt(2.0 / math.pi), x))
+            curve = imp.unary(graph.TanhOp, inner)
+        else:
+            curve = imp.unary(graph.ErfOp, _mul(imp, node, x, scalar(math.sqrt(0.5), x)))
+        half_x = _mul(imp, node, x, scalar(0.5, x))
+        return _mul(imp, node, half_x, _add(imp, node, curve, scalar(1.0, x)))
+
+    return [_in_float32(imp, x, gelu)]
 
 
 @converts("PRelu")

@@ -197,8 +197,35 @@ def test_docs_list_supported_ops_with_counts() -> None:
     supported = docs.split("## Supported")[1].split("## Mostly")[0]
     assert "| A | 2/2 (1 at compile time) | 0/1 |" in supported
     mostly = docs.split("## Mostly")[1].split("## Partly")[0]
-    assert "| B | 1/2 | - | b2 |" in mostly
-    assert docs.rstrip().endswith("C")  # the not-supported list
+    assert "| B | 1/2 | - | b2 |  |" in mostly  # no reason recorded for B
+    not_supported = docs.split("## Not supported: no node test passes")[1].split("## ")[0]
+    assert "| C | 1 |  |" in not_supported
+
+
+def test_docs_give_the_reason_each_unsupported_op_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reasons come from tools/conformance/unsupported.py: in the failing ops' rows, and for
+    the ONNX ops without node tests that ember neither converts nor expands."""
+    from ember.tools.conformance import unsupported
+
+    monkeypatch.setitem(unsupported.REASONS, "B", "b2 needs int8")
+    monkeypatch.setitem(unsupported.REASONS, "C", "C is out of scope")
+    docs = conf.render_docs(_synthetic_report())
+    assert "| B | 1/2 | - | b2 | b2 needs int8 |" in docs
+    assert "| C | 1 | C is out of scope |" in docs
+    untested = docs.split("## Not supported, no node test")[1]
+    assert "| RandomUniform | random numbers:" in untested
+    assert "| ai.onnx.ml.SVMClassifier | ai.onnx.ml domain" in untested
+    # Converted ops and ops a function body defines (expanded by the importer) are not listed.
+    assert "| Relu |" not in untested and "| HannWindow |" not in untested
+
+
+def test_every_recorded_reason_names_an_onnx_op_and_every_unconverted_op_has_one() -> None:
+    from ember.tools.conformance.unsupported import REASONS, unconverted_ops
+
+    schemas = {f"{s.domain}.{s.name}" if s.domain else s.name for s in onnx.defs.get_all_schemas()}
+    assert set(REASONS) <= schemas, sorted(set(REASONS) - schemas)
+    missing = [op for op in unconverted_ops(set()) if op not in REASONS]
+    assert not missing, f"ops ember refuses without a reason in docs/ops.md: {missing}"
 
 
 def test_data_dir_is_keyed_by_onnx_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,7 @@ from ember.passes.pipeline import GRAPH_STAGE, build_pipeline
 from ember.runtime.errors import UnsupportedOpError
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tools.model_zoo import greedy_decoder
 
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 RTOL = 1e-5
@@ -247,52 +248,10 @@ def test_loop_with_scan_outputs_and_an_early_exit_is_refused() -> None:
         )
 
 
-def _greedy_decoder(vocab: int = 16, hidden: int = 8) -> onnx.ModelProto:
-    """A greedy decoder: each step embeds the last token, updates a tanh hidden state, takes
-    the argmax of the logits as the next token; M steps (a run-time input), every token a scan
-    output."""
-    rng = np.random.default_rng(1)
-    weights = {
-        "embed": rng.standard_normal((vocab, hidden)),
-        "w_h": rng.standard_normal((hidden, hidden)) * 0.5,
-        "w_out": rng.standard_normal((hidden, vocab)),
-    }
-    inits = [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()]
-    body = helper.make_graph(
-        [
-            helper.make_node("Gather", ["embed", "tok_in"], ["e"], axis=0),
-            helper.make_node("MatMul", ["h_in", "w_h"], ["hh"]),
-            helper.make_node("Add", ["e", "hh"], ["pre"]),
-            helper.make_node("Tanh", ["pre"], ["h_out"]),
-            helper.make_node("MatMul", ["h_out", "w_out"], ["logits"]),
-            helper.make_node("ArgMax", ["logits"], ["tok_out"], axis=1, keepdims=0),
-            helper.make_node("Identity", ["tok_out"], ["tok_scan"]),
-            helper.make_node("Identity", ["c_in"], ["c_out"]),
-        ],
-        "decode_step",
-        [
-            _info("i", INT64, []),
-            _info("c_in", BOOL, []),
-            _info("tok_in", INT64, [1]),
-            _info("h_in", FLOAT, [1, hidden]),
-        ],
-        [
-            _info("c_out", BOOL, []),
-            _info("tok_out", INT64, [1]),
-            _info("h_out", FLOAT, [1, hidden]),
-            _info("tok_scan", INT64, [1]),
-        ],
-    )
-    loop = helper.make_node(
-        "Loop", ["steps", "", "bos", "h0"], ["last", "h", "tokens"], body=body, name="decode"
-    )
-    inputs = [_info("steps", INT64, []), _info("bos", INT64, [1]), _info("h0", FLOAT, [1, hidden])]
-    outputs = [_info(n, e, None) for n, e in (("last", INT64), ("h", FLOAT), ("tokens", INT64))]
-    return _model([loop], inputs, outputs, inits)
-
-
 def test_greedy_decoder_loop_matches_onnxruntime() -> None:
-    model = _greedy_decoder()
+    """The greedy decoder of the speech/OCR model set (tools/model_zoo.py; its other models are
+    in test_speech_ocr_models.py)."""
+    model = greedy_decoder()
     compiled = ember.compile(model)
     for steps, bos in ((6, 3), (2, 11), (6, 5)):
         feeds = {

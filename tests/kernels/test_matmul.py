@@ -15,7 +15,7 @@ from xdsl.ir import Block
 
 from ember.core.target import Target, host_target, named_target
 from ember.dialects.weight_layouts import gemm_blocking, pack_matmul_weight
-from ember.passes.conversion.kernel_to_loops import matmul  # noqa: F401  (registers lowering)
+from ember.passes.conversion.kernel_to_loops import matmul  # (also registers the lowering)
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.kernels.harness import run_kernel_op
@@ -173,9 +173,28 @@ def test_matmul_packed_3d_activation() -> None:
 
 @pytest.mark.parametrize("packed", [True, False], ids=["packed", "plain"])
 @pytest.mark.parametrize("shape", [(1, 64, 1000), (50, 40, 70), (130, 16, 20)])
-def test_matmul_two_threads(shape: tuple[int, int, int], packed: bool) -> None:
+def test_matmul_two_threads(
+    shape: tuple[int, int, int], packed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # These products are below the size worth a second thread: split them anyway.
+    monkeypatch.setattr(matmul, "PARALLEL_MIN_FLOPS", 0)
     m, k, n = shape
     run_matmul((m, k), (k, n), packed=packed, bias=True, threads=2)
+
+
+@pytest.mark.parametrize(("m", "parallel"), [(8, False), (512, True)])
+def test_a_small_product_runs_on_the_calling_thread(m: int, parallel: bool) -> None:
+    """At 2 threads an 8x64 @ 64x48 product (49 kflop, ~1 us) is a plain loop: a parallel
+    region cost ~15 us of hand-over on a loaded machine; 512 rows (3 Mflop) are split."""
+    target = named_target("x86-64-v4", threads=2)
+    packed, layout = pack_matmul_weight(np.zeros((64, 48), np.float32), target)
+    block = Block(arg_types=[MemRefType(f32, (m, 64)), MemRefType(f32, packed.shape)])
+    out = Block(arg_types=[MemRefType(f32, (m, 48))]).args[0]
+    op = matmul_op(layout, False, False, None)([*block.args, out])
+    fn = lowering_for(op)(op, target, "mm")
+    ModuleOp([fn]).verify()
+    assert ("scf.parallel" in str(fn)) == parallel
+    run_matmul((m, 64), (64, 48), packed=True, bias=True, threads=2)
 
 
 def test_matmul_resnet_fc() -> None:
@@ -205,7 +224,7 @@ def lowered_ir(a_shape: tuple[int, ...], b_shape: tuple[int, ...], layout: str, 
     out_shape = (a_shape[0], n)
     out = Block(arg_types=[MemRefType(f32, out_shape)]).args[0]
     op = matmul_op(layout, False, False, "relu")([*block.args, out])
-    fn = lowering_for(op)(op, Target(vector_width=8, vector_registers=16, threads=2), "mm")
+    fn = lowering_for(op)(op, Target(vector_width=8, vector_registers=16, threads=1), "mm")
     module = ModuleOp([fn])
     module.verify()
     return str(module)

@@ -34,8 +34,11 @@ outcome); wrong output (wrong shape, dtype or kind of output); internal error (e
 compiling or running: a bug, not a refusal); crashed.
 
 The package, one job a module: `data` (write and read the suite), `runner` (one case in a
-worker process, the worker pool), `report` (counts, failure groups, docs/ops.md), `cli` (the
-command). Their public names are re-exported here.
+worker process, the worker pool), `report` (counts, failure groups, docs/ops.md), `unsupported`
+(why each unsupported op or failing variant fails, rendered into docs/ops.md; an op ember
+neither converts nor expands, with no entry there, fails tests/conformance/test_runner.py),
+`cli` (the command).
+Their public names are re-exported here.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 import onnx
 
 from ember.tools.conformance.runner import ATOL, PACKAGE_ROOT, REFUSALS, RTOL, STATUSES
+from ember.tools.conformance.unsupported import reason, unconverted_ops
 
 OUTCOMES = ("passed", "refused", "values differ", "wrong output", "internal error", "crashed")
 DOCS_PATH = PACKAGE_ROOT / "docs" / "ops.md"
@@ -255,17 +256,23 @@ def render_docs(report: dict[str, Any]) -> str:
 
     def table(rows: list[tuple[str, dict[str, Any]]], with_failures: bool) -> list[str]:
         head = "| op | node tests passed | function-expanded tests passed |"
-        out = [head + (" failing |" if with_failures else ""), "|---|---:|---:|"]
-        out[-1] += "---|" if with_failures else ""
+        out = [head + (" failing | why |" if with_failures else ""), "|---|---:|---:|"]
+        out[-1] += "---|---|" if with_failures else ""
         for op, entry in rows:
             folded = f" ({entry['folded']} at compile time)" if entry.get("folded") else ""
             line = (
                 f"| {op} | {_fraction(entry['direct'])}{folded} | {_fraction(entry['expanded'])} |"
             )
             if with_failures:
-                line += " " + ", ".join(sorted(failing[op])) + " |"
+                line += f" {', '.join(sorted(failing[op]))} | {reason(op)} |"
             out.append(line)
         return out
+
+    unsupported = ["| op | node tests | why |", "|---|---:|---|"]
+    unsupported += [
+        f"| {op} | {sum(report['ops'][op]['direct'].values())} | {reason(op)} |" for op in none
+    ]
+    untested = unconverted_ops(set(report["ops"]))
 
     operands = (
         f"{t.get('passed_frozen', 0)} of the passing cases had their shape operands "
@@ -310,7 +317,18 @@ def render_docs(report: dict[str, Any]) -> str:
         "",
         f"## Not supported: no node test passes ({len(none)} ops)",
         "",
-        ", ".join(none) if none else "none",
+        *(unsupported if none else ["none"]),
+        "",
+        f"## Not supported, no node test: ONNX ops ember neither converts nor expands "
+        f"({len(untested)} ops)",
+        "",
+        "Ops of the ONNX schemas (onnx " + onnx.__version__ + ") that the suite has no node "
+        "test of, that ember has no converter for and that no function body defines; a model "
+        "using one is refused at import, naming it.",
+        "",
+        "| op | why |",
+        "|---|---|",
+        *(f"| {op} | {reason(op)} |" for op in untested),
         "",
     ]
     return "\n".join(lines)

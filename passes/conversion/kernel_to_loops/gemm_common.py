@@ -185,11 +185,16 @@ def vector_activation(kind: str, params: Sequence[float], where: str) -> Activat
         return b.divf(v, b.addf(splat_like(b, 1.0, v), magnitude))
 
     def softplus(b: LoopBuilder, v: SSAValue) -> SSAValue:
-        # max(x,0) + log(1 + exp(-|x|)): no overflow of exp for large x.
+        # max(x,0) + log1p(exp(-|x|)): no overflow of exp for large x; log1p(d) as
+        # log(u) * d / (u - 1), u = 1 + d, as elementwise_bodies' softplus computes it.
         magnitude = b.insert(math.AbsFOp(v)).results[0]
-        tail = b.exp(b.insert(arith.NegfOp(magnitude)).results[0])
-        log = b.insert(math.LogOp(b.addf(splat_like(b, 1.0, v), tail))).results[0]
-        return b.addf(b.maxf(v, splat_like(b, 0.0, v)), log)
+        decay = b.exp(b.insert(arith.NegfOp(magnitude)).results[0])
+        one = splat_like(b, 1.0, v)
+        u = b.addf(one, decay)
+        log = b.insert(math.LogOp(u)).results[0]
+        scaled = b.mulf(log, b.divf(decay, b.subf(u, one)))
+        exact_one = b.insert(arith.CmpfOp(u, one, "oeq")).results[0]
+        return b.addf(b.maxf(v, splat_like(b, 0.0, v)), b.select(exact_one, decay, scaled))
 
     def thresholded_relu(b: LoopBuilder, v: SSAValue) -> SSAValue:
         above = b.insert(arith.CmpfOp(v, splat_like(b, p[0], v), "ogt")).results[0]
