@@ -64,6 +64,13 @@ def test_ci_subset_still_passes(ci_results: dict[str, dict[str, Any]]) -> None:
     assert not failures, f"{len(failures)} conformance regression(s):\n" + "\n".join(failures)
 
 
+# Cases whose expected outputs are further from the exact result than the suite's tolerance:
+# the inverse DFT's expected data holds 1.9e-7 of float32 rounding noise where the exact value is
+# 0 (atol 1e-7); ember's ~1e-15 is the float64 answer rounded. onnxruntime fails both as well.
+# They still show as "values differ" in docs/ops.md; any other case that differs fails the test.
+EXPECTED_DATA_INEXACT = {"test_dft_inverse", "test_dft_inverse_opset19"}
+
+
 @pytest.mark.slow
 def test_full_node_suite(data: Path, tmp_path: Path) -> None:
     """All 1,884 node cases (about 2 min on 2 cores): none computes wrong values, and no
@@ -72,7 +79,7 @@ def test_full_node_suite(data: Path, tmp_path: Path) -> None:
     results = conf.run_cases(sorted(catalogue), data, catalogue, conf.RunOptions(jobs=2))
     report = conf.build_report(results, catalogue)
     print(conf.format_report(report, groups_shown=10))
-    differ = conf.values_differ(report)
+    differ = [name for name in conf.values_differ(report) if name not in EXPECTED_DATA_INEXACT]
     assert not differ, f"{len(differ)} case(s) compute wrong values: {', '.join(differ)}"
     failures = _regressions(results, [n for n in _listed("passing.txt") if n in catalogue])
     assert not failures, f"{len(failures)} conformance regression(s):\n" + "\n".join(failures)
