@@ -107,6 +107,29 @@ class Metrics:
         self.queue_depth = Gauge(
             "ember_queue_depth", "Requests waiting", ["model"], registry=self.registry
         )
+        self.compiles = Gauge(
+            "ember_model_compiles",
+            "Shape variants compiled since the model was loaded, warm-up included (a rise "
+            "under traffic means requests waited for the compiler)",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def declare(self, model: str) -> None:
+        """Export every series of `model` at zero from the start. A labelled series otherwise
+        appears only once it is first touched, so a scrape before the model's first run lacks
+        it (and a rate or a before/after difference over that window has no starting point)."""
+        for metric in (
+            self.requests,
+            self.request_seconds,
+            self.queue_seconds,
+            self.compute_seconds,
+            self.batch_size,
+        ):
+            metric.labels(model)
+        for kind in ("request", "padding"):
+            self.rows.labels(model, kind)
+            self.elements.labels(model, kind)
 
     def observe(self, model: str, stats: BatchStats) -> None:
         for waited in stats.queue_seconds:
@@ -135,6 +158,10 @@ class ModelRepository:
                 on_batch=lambda stats, model=name: self.metrics.observe(model, stats),
             )
             batcher = self.batchers[name]
+            self.metrics.declare(name)
+            if hasattr(served.model, "compiles"):  # a model specialised per input shape
+                compiled = served.model
+                self.metrics.compiles.labels(name).set_function(lambda m=compiled: m.compiles)
             self.metrics.queue_depth.labels(name).set_function(lambda b=batcher: b.queued)
         self.ready = True
 
