@@ -87,6 +87,29 @@ class Metrics:
             buckets=seconds,
             registry=self.registry,
         )
+        self.formation_seconds = Histogram(
+            "ember_batch_formation_seconds",
+            "Time from a batch's oldest request's arrival until the batch was complete (full, "
+            "or max_queue_delay over); its queue time beyond that is waiting for a worker",
+            ["model"],
+            buckets=seconds,
+            registry=self.registry,
+        )
+        self.model_seconds = Histogram(
+            "ember_model_seconds",
+            "Time of the model call alone in one run (compute minus stacking and splitting)",
+            ["model"],
+            buckets=seconds,
+            registry=self.registry,
+        )
+        self.model_stall_seconds = Histogram(
+            "ember_model_stall_seconds",
+            "Time of the model call its calling thread was off the CPU (preempted, or waiting "
+            "for a descheduled compute thread)",
+            ["model"],
+            buckets=seconds,
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "ember_batch_size",
             "Rows of requests per run (before padding)",
@@ -124,6 +147,9 @@ class Metrics:
             self.request_seconds,
             self.queue_seconds,
             self.compute_seconds,
+            self.formation_seconds,
+            self.model_seconds,
+            self.model_stall_seconds,
             self.batch_size,
         ):
             metric.labels(model)
@@ -135,6 +161,9 @@ class Metrics:
         for waited in stats.queue_seconds:
             self.queue_seconds.labels(model).observe(waited)
         self.compute_seconds.labels(model).observe(stats.compute_seconds)
+        self.formation_seconds.labels(model).observe(stats.formation_seconds)
+        self.model_seconds.labels(model).observe(stats.model_seconds)
+        self.model_stall_seconds.labels(model).observe(stats.model_stall_seconds)
         self.batch_size.labels(model).observe(stats.rows)
         self.rows.labels(model, "request").inc(stats.rows)
         self.rows.labels(model, "padding").inc(stats.padded_rows - stats.rows)
