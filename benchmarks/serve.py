@@ -5,14 +5,20 @@
         --batching on                                           # the soak run
     python benchmarks/serve.py --models resnet --image-size 64 --requests 100 --duration 10
 
-For each model the server runs in its own process (`ember serve`), once with batching off
-(--max-batch-size 1) and once on (--max-batch-size 8, preferred sizes 1,2,4,8), with the same
-threads. C clients (tritonclient.http.aio, binary tensors) each send a request, wait for its
-answer and send the next (closed loop) until --requests requests or --duration seconds, at each
-concurrency. Reported per point: throughput, p50 / p99 latency, failures, whether every request
-was answered exactly once, and, from the server's /metrics, the mean rows per run and the
-padding ratio (padded input elements / all input elements run); the server's resident memory
-after warm-up and at the end shows whether it stays flat.
+For each model two servers run, each in its own process (`ember serve`): batching off
+(--max-batch-size 1) and on (--max-batch-size 8, preferred sizes 1,2,4,8), with the same
+threads. Both stay up and the points alternate between them (off, on, off, on, ... for
+--repeat rounds), so a change of the machine's load (a shared machine) falls on both modes
+alike; the summary gives each mode's medians and the median of the on/off throughput ratios of
+the pairs run back to back. C clients (tritonclient.http.aio, binary tensors) each send a
+request, wait for its answer and send the next (closed loop) until --requests requests or
+--duration seconds, at each concurrency. Reported per point: throughput, p50 / p99 latency
+(and p99 past the first 2C requests), failures, whether every request was answered exactly
+once; from the server's /metrics: rows per run, the padding ratio (padded input elements / all
+input elements run), queue and run time (mean, p99), the model call's time and how much of it
+its thread was off the CPU, batch formation time, compiles during the point; the server's CPU
+time per request (/proc: independent of how much CPU the machine's other users leave it); the
+server's resident memory after warm-up and at the end shows whether it stays flat.
 
 Models (seeded weights, built by ember.tests.models, made batch-symbolic by
 ember.tests.serve.models): ResNet-18 ([batch, 3, S, S]) and a BERT encoder ([batch, seq]) fed
@@ -152,6 +158,12 @@ def histogram_quantile(
     return float("nan")
 
 
+def percentile(latencies: list[float], q: float) -> float:
+    """The q-quantile of `latencies` (seconds), in ms."""
+    ordered = sorted(latencies)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
+
+
 async def closed_loop(
     port: int, model: str, pool: list[dict[str, np.ndarray]], concurrency: int,
     requests: int, duration: float,
@@ -162,6 +174,7 @@ async def closed_loop(
     datatypes = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
     client = aio.InferenceServerClient(f"127.0.0.1:{port}", conn_limit=concurrency)
     latencies: list[float] = []
+    steady: list[float] = []
     answered: dict[str, int] = {}
     failures = 0
     next_index = 0
@@ -185,6 +198,8 @@ async def closed_loop(
                 failures += 1
                 continue
             latencies.append(time.perf_counter() - started)
+            if index >= 2 * concurrency:  # past the first requests (new connections, ...)
+                steady.append(latencies[-1])
             answer = result.get_response().get("id", "")
             answered[answer] = answered.get(answer, 0) + 1
 
@@ -203,9 +218,8 @@ async def closed_loop(
         and len(answered) + failures == sent,
         "throughput": len(latencies) / elapsed,
         "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        if latencies
-        else float("nan"),
+        "p99_ms": percentile(latencies, 0.99),
+        "p99_steady_ms": percentile(steady, 0.99),
     }
 
 
@@ -315,7 +329,8 @@ def summarize(rows: list[dict]) -> None:
                     f"  c={concurrency} batching {mode}: median of {len(mine)}: "
                     f"{statistics.median(r['throughput'] for r in mine):.1f} req/s, "
                     f"p50 {statistics.median(r['p50_ms'] for r in mine):.1f} ms, "
-                    f"p99 {statistics.median(r['p99_ms'] for r in mine):.1f} ms, "
+                    f"p99 {statistics.median(r['p99_ms'] for r in mine):.1f} ms (past the "
+                    f"first requests {statistics.median(r['p99_steady_ms'] for r in mine):.1f}), "
                     f"server CPU {statistics.median(r['server_cpu_ms_per_request'] for r in mine):.1f} ms/request"
                 )
         pairs = {}
@@ -330,10 +345,39 @@ def summarize(rows: list[dict]) -> None:
             )
 
 
+def simulate_closed_loop(
+    max_batch: int, spread: float, clients: int = 32, requests: int = 30000, seed: int = 0
+) -> tuple[float, float]:
+    """(p50, p99) latency of a model of the closed loop: `clients` users, requests alternating
+    between two lengths that cost 1 and 2 per row, one worker running the oldest request with
+    the oldest requests of its length (up to `max_batch` rows, the batcher's policy), each run's
+    time multiplied by a lognormal factor of spread `spread` (the machine's noise). In units of
+    one short row. Shows how a run's noise reaches the tail with and without batching."""
+    import random
+
+    draw = random.Random(seed)
+    cost = (1.0, 2.0)
+    now, sent = 0.0, clients
+    queue = [(0.0, i, i % 2) for i in range(clients)]  # (arrival, index, length kind)
+    latencies: list[float] = []
+    while len(latencies) < requests:
+        head = queue[0]
+        batch = [r for r in queue if r[2] == head[2]][:max_batch]
+        for request in batch:
+            queue.remove(request)
+        now += sum(cost[r[2]] for r in batch) * draw.lognormvariate(0, spread)
+        for request in batch:
+            latencies.append(now - request[0])
+            queue.append((now, sent, sent % 2))
+            sent += 1
+    return percentile(latencies, 0.5), percentile(latencies, 0.99)
+
+
 def _row(p: dict) -> str:
     return (
         f"{p['model']:7} batching {p['batching']:3}  c={p['concurrency']:<3} "
-        f"{p['throughput']:8.1f} req/s  p50 {p['p50_ms']:8.1f} ms  p99 {p['p99_ms']:8.1f} ms  "
+        f"{p['throughput']:8.1f} req/s  p50 {p['p50_ms']:8.1f} ms  p99 {p['p99_ms']:8.1f} ms "
+        f"(past the first {2 * p['concurrency']}: {p['p99_steady_ms']:.0f})  "
         f"rows/run {p['rows_per_run']:4.1f}  padding {p['padding_ratio']:.2f}  "
         f"answered {p['answered']}/{p['sent']} once: {p['exactly_once']}\n"
         f"    server: queue mean {p['queue_mean_ms']:.1f} p99 {p['queue_p99_ms']:.0f} ms, "
@@ -369,7 +413,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--json", help="also write the points to this file")
+    parser.add_argument(
+        "--simulate", action="store_true", help="only the closed-loop model: p99/p50 by noise"
+    )
     args = parser.parse_args(argv)
+    if args.simulate:
+        for spread in (0.0, 0.5, 1.0):
+            ratios = []
+            for max_batch in (8, 1):
+                p50, p99 = simulate_closed_loop(max_batch, spread)
+                ratios.append(f"max batch {max_batch}: p99/p50 {p99 / p50:.2f}")
+            print(f"run-time spread {spread}: " + ", ".join(ratios))
+        return 0
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.seq_lengths = [int(s) for s in args.seq_lengths.split(",")]
     args.batching = args.batching.split(",")
