@@ -244,30 +244,48 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
             # Warm-up: the server compiled every (batch size, length) ahead; this runs each once.
             asyncio.run(closed_loop(port, name, pool, 32, args.warmup, 600))
             warm[mode] = resident_mb(server.pid)
+        # --simultaneous: both servers under load at once, each by its own clients, so every
+        # instant of the machine's load falls on both (they then share the machine's CPU).
+        groups = [list(servers.items())] if args.simultaneous else [[s] for s in servers.items()]
         for repeat in range(args.repeat):
             for concurrency in args.concurrency:
-                for mode, (server, port) in servers.items():
-                    before, cpu_before = metrics(port, name), cpu_seconds(server.pid)
-                    client_before = time.process_time()
-                    point = asyncio.run(
-                        closed_loop(port, name, pool, concurrency, args.requests, args.duration)
-                    )
-                    client_cpu = time.process_time() - client_before
-                    after, cpu_after = metrics(port, name), cpu_seconds(server.pid)
-                    point |= describe_window(before, after, point["answered"])
-                    point |= {
-                        "model": name,
-                        "batching": mode,
-                        "concurrency": concurrency,
-                        "repeat": repeat,
-                        "server_cpu_ms_per_request": 1000
-                        * (cpu_after - cpu_before)
-                        / max(point["answered"], 1),
-                        "client_cpu_ms_per_request": 1000 * client_cpu / max(point["answered"], 1),
-                        "load_average": os.getloadavg()[0],
+                for group in groups:
+                    started = {
+                        mode: (metrics(port, name), cpu_seconds(server.pid))
+                        for mode, (server, port) in group
                     }
-                    rows.append(point)
-                    print(_row(point), flush=True)
+                    client_before = time.process_time()
+
+                    async def load(group: list = group, concurrency: int = concurrency) -> list:
+                        return await asyncio.gather(
+                            *(
+                                closed_loop(
+                                    port, name, pool, concurrency, args.requests, args.duration
+                                )
+                                for _, (_, port) in group
+                            )
+                        )
+
+                    points = asyncio.run(load())
+                    client_cpu = time.process_time() - client_before
+                    answered = max(sum(p["answered"] for p in points), 1)
+                    for (mode, (server, port)), point in zip(group, points):
+                        before, cpu_before = started[mode]
+                        after, cpu_after = metrics(port, name), cpu_seconds(server.pid)
+                        point |= describe_window(before, after, point["answered"])
+                        point |= {
+                            "model": name,
+                            "batching": mode,
+                            "concurrency": concurrency,
+                            "repeat": repeat,
+                            "server_cpu_ms_per_request": 1000
+                            * (cpu_after - cpu_before)
+                            / max(point["answered"], 1),
+                            "client_cpu_ms_per_request": 1000 * client_cpu / answered,
+                            "load_average": os.getloadavg()[0],
+                        }
+                        rows.append(point)
+                        print(_row(point), flush=True)
         for mode, (server, _) in servers.items():
             end = resident_mb(server.pid)
             print(
@@ -413,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--json", help="also write the points to this file")
+    parser.add_argument(
+        "--simultaneous",
+        action="store_true",
+        help="load both servers at once (each its own clients) instead of alternating",
+    )
     parser.add_argument(
         "--simulate", action="store_true", help="only the closed-loop model: p99/p50 by noise"
     )
