@@ -5,14 +5,20 @@
         --batching on                                           # the soak run
     python benchmarks/serve.py --models resnet --image-size 64 --requests 100 --duration 10
 
-For each model the server runs in its own process (`ember serve`), once with batching off
-(--max-batch-size 1) and once on (--max-batch-size 8, preferred sizes 1,2,4,8), with the same
-threads. C clients (tritonclient.http.aio, binary tensors) each send a request, wait for its
-answer and send the next (closed loop) until --requests requests or --duration seconds, at each
-concurrency. Reported per point: throughput, p50 / p99 latency, failures, whether every request
-was answered exactly once, and, from the server's /metrics, the mean rows per run and the
-padding ratio (padded input elements / all input elements run); the server's resident memory
-after warm-up and at the end shows whether it stays flat.
+For each model two servers run, each in its own process (`ember serve`): batching off
+(--max-batch-size 1) and on (--max-batch-size 8, preferred sizes 1,2,4,8), with the same
+threads. Both stay up and the points alternate between them (off, on, off, on, ... for
+--repeat rounds), so a change of the machine's load (a shared machine) falls on both modes
+alike; the summary gives each mode's medians and the median of the on/off throughput ratios of
+the pairs run back to back. C clients (tritonclient.http.aio, binary tensors) each send a
+request, wait for its answer and send the next (closed loop) until --requests requests or
+--duration seconds, at each concurrency. Reported per point: throughput, p50 / p99 latency
+(and p99 past the first 2C requests), failures, whether every request was answered exactly
+once; from the server's /metrics: rows per run, the padding ratio (padded input elements / all
+input elements run), queue and run time (mean, p99), the model call's time and how much of it
+its thread was off the CPU, batch formation time, compiles during the point; the server's CPU
+time per request (/proc: independent of how much CPU the machine's other users leave it); the
+server's resident memory after warm-up and at the end shows whether it stays flat.
 
 Models (seeded weights, built by ember.tests.models, made batch-symbolic by
 ember.tests.serve.models): ResNet-18 ([batch, 3, S, S]) and a BERT encoder ([batch, seq]) fed
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -83,7 +90,10 @@ def start_server(
         "--log-level", "warning", "--max-batch-size", "8" if batching else "1",
         "--preferred-batch-sizes", "1,2,4,8" if batching else "1",
         "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--queue-limit", "1024",
+        "--instances", str(args.instances),
     ]  # fmt: skip
+    if args.threads_per_instance:
+        command += ["--threads-per-instance", str(args.threads_per_instance)]
     server = subprocess.Popen(command)
     deadline = time.monotonic() + args.startup_timeout
     while time.monotonic() < deadline:
@@ -116,9 +126,42 @@ def metrics(port: int, model: str) -> dict[str, float]:
                 key = sample.name + "".join(
                     f"|{v}" for k, v in sorted(sample.labels.items()) if k not in ("model", "le")
                 )
-                if "le" not in sample.labels:
-                    values[key] = sample.value
+                if "le" in sample.labels:
+                    key += f"|le={sample.labels['le']}"
+                values[key] = sample.value
     return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def histogram_quantile(
+    after: dict[str, float], before: dict[str, float], name: str, q: float
+) -> float:
+    """The q-quantile of histogram `name` over the window (the upper bound of the bucket it
+    falls in, as Prometheus' histogram_quantile without the interpolation), in ms."""
+    prefix = f"{name}_bucket|le="
+    bounds = sorted(
+        (float(k[len(prefix) :]), delta(after, before, k)) for k in after if k.startswith(prefix)
+    )
+    total = bounds[-1][1] if bounds else 0.0
+    for bound, count in bounds:
+        if total and count >= q * total:
+            return 1000 * bound
+    return float("nan")
+
+
+def percentile(latencies: list[float], q: float) -> float:
+    """The q-quantile of `latencies` (seconds), in ms."""
+    ordered = sorted(latencies)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
 
 
 async def closed_loop(
@@ -131,6 +174,7 @@ async def closed_loop(
     datatypes = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
     client = aio.InferenceServerClient(f"127.0.0.1:{port}", conn_limit=concurrency)
     latencies: list[float] = []
+    steady: list[float] = []
     answered: dict[str, int] = {}
     failures = 0
     next_index = 0
@@ -154,6 +198,8 @@ async def closed_loop(
                 failures += 1
                 continue
             latencies.append(time.perf_counter() - started)
+            if index >= 2 * concurrency:  # past the first requests (new connections, ...)
+                steady.append(latencies[-1])
             answer = result.get_response().get("id", "")
             answered[answer] = answered.get(answer, 0) + 1
 
@@ -172,9 +218,8 @@ async def closed_loop(
         and len(answered) + failures == sent,
         "throughput": len(latencies) / elapsed,
         "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        if latencies
-        else float("nan"),
+        "p99_ms": percentile(latencies, 0.99),
+        "p99_steady_ms": percentile(steady, 0.99),
     }
 
 
@@ -186,53 +231,181 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
     if name == "bert":  # compile every (batch size, length) before the clients start
         config = {"warmup_dims": {"seq": args.seq_lengths}}
         (repo / name / "config.json").write_text(json.dumps(config))
-    rows = []
-    for batching in [mode == "on" for mode in args.batching]:
-        port = free_port()
-        server = start_server(repo, port, batching, args)
-        try:
-            # Warm-up: compiles every (batch size, length) the run will meet.
+    # Both servers stay up and the points alternate between them (off, on, off, on, ...), so a
+    # change of the machine's load (shared machines) falls on both modes alike.
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    rows: list[dict] = []
+    try:
+        for mode in args.batching:
+            port = free_port()
+            servers[mode] = (start_server(repo, port, mode == "on", args), port)
+        warm: dict[str, float] = {}
+        for mode, (server, port) in servers.items():
+            # Warm-up: the server compiled every (batch size, length) ahead; this runs each once.
             asyncio.run(closed_loop(port, name, pool, 32, args.warmup, 600))
-            rss_warm = resident_mb(server.pid)
-            before = metrics(port, name)
+            warm[mode] = resident_mb(server.pid)
+        # --simultaneous: both servers under load at once, each by its own clients, so every
+        # instant of the machine's load falls on both (they then share the machine's CPU).
+        groups = [list(servers.items())] if args.simultaneous else [[s] for s in servers.items()]
+        for repeat in range(args.repeat):
             for concurrency in args.concurrency:
-                point = asyncio.run(
-                    closed_loop(port, name, pool, concurrency, args.requests, args.duration)
-                )
-                after = metrics(port, name)
-                runs = after["ember_batch_size_count"] - before.get("ember_batch_size_count", 0)
-                rows_run = after["ember_batch_size_sum"] - before.get("ember_batch_size_sum", 0)
-                padding = after.get("ember_input_elements_total|padding", 0) - before.get(
-                    "ember_input_elements_total|padding", 0
-                )
-                real = after.get("ember_input_elements_total|request", 0) - before.get(
-                    "ember_input_elements_total|request", 0
-                )
-                before = after
-                point |= {
-                    "model": name,
-                    "batching": "on" if batching else "off",
-                    "concurrency": concurrency,
-                    "rows_per_run": rows_run / runs if runs else float("nan"),
-                    "padding_ratio": padding / (padding + real) if real else float("nan"),
-                }
-                rows.append(point)
-                print(_row(point), flush=True)
-            rss_end = resident_mb(server.pid)
-            print(f"  server memory: {rss_warm:.0f} MB after warm-up, {rss_end:.0f} MB at the end")
-            rows[-1]["rss_warm_mb"], rows[-1]["rss_end_mb"] = rss_warm, rss_end
-        finally:
+                for group in groups:
+                    started = {
+                        mode: (metrics(port, name), cpu_seconds(server.pid))
+                        for mode, (server, port) in group
+                    }
+                    client_before = time.process_time()
+
+                    async def load(group: list = group, concurrency: int = concurrency) -> list:
+                        return await asyncio.gather(
+                            *(
+                                closed_loop(
+                                    port, name, pool, concurrency, args.requests, args.duration
+                                )
+                                for _, (_, port) in group
+                            )
+                        )
+
+                    points = asyncio.run(load())
+                    client_cpu = time.process_time() - client_before
+                    answered = max(sum(p["answered"] for p in points), 1)
+                    for (mode, (server, port)), point in zip(group, points):
+                        before, cpu_before = started[mode]
+                        after, cpu_after = metrics(port, name), cpu_seconds(server.pid)
+                        point |= describe_window(before, after, point["answered"])
+                        point |= {
+                            "model": name,
+                            "batching": mode,
+                            "concurrency": concurrency,
+                            "repeat": repeat,
+                            "server_cpu_ms_per_request": 1000
+                            * (cpu_after - cpu_before)
+                            / max(point["answered"], 1),
+                            "client_cpu_ms_per_request": 1000 * client_cpu / answered,
+                            "load_average": os.getloadavg()[0],
+                        }
+                        rows.append(point)
+                        print(_row(point), flush=True)
+        for mode, (server, _) in servers.items():
+            end = resident_mb(server.pid)
+            print(
+                f"  {mode}: server memory {warm[mode]:.0f} MB after warm-up, {end:.0f} MB at the end"
+            )
+            last = [r for r in rows if r["batching"] == mode][-1]
+            last["rss_warm_mb"], last["rss_end_mb"] = warm[mode], end
+    finally:
+        for server, _ in servers.values():
             server.send_signal(signal.SIGTERM)
+        for server, _ in servers.values():
             server.wait(60)
+    summarize(rows)
     return rows
+
+
+def describe_window(before: dict[str, float], after: dict[str, float], answered: int) -> dict:
+    """What the server's /metrics say about one point: rows per run, padding, where the time
+    went (queue wait and run time, mean and p99), and compiles during the point."""
+    runs = delta(after, before, "ember_batch_size_count")
+    padding = delta(after, before, "ember_input_elements_total|padding")
+    real = delta(after, before, "ember_input_elements_total|request")
+    queued = delta(after, before, "ember_queue_seconds_count")
+    return {
+        "rows_per_run": delta(after, before, "ember_batch_size_sum") / runs if runs else math.nan,
+        "padding_ratio": padding / (padding + real) if real else math.nan,
+        "queue_mean_ms": 1000 * delta(after, before, "ember_queue_seconds_sum") / queued
+        if queued
+        else math.nan,
+        "queue_p99_ms": histogram_quantile(after, before, "ember_queue_seconds", 0.99),
+        "run_mean_ms": 1000 * delta(after, before, "ember_compute_seconds_sum") / runs
+        if runs
+        else math.nan,
+        "run_p99_ms": histogram_quantile(after, before, "ember_compute_seconds", 0.99),
+        "server_p99_ms": histogram_quantile(after, before, "ember_request_seconds", 0.99),
+        "formation_mean_ms": 1000 * delta(after, before, "ember_batch_formation_seconds_sum") / runs
+        if runs
+        else math.nan,
+        "model_mean_ms": 1000 * delta(after, before, "ember_model_seconds_sum") / runs
+        if runs
+        else math.nan,
+        "stall_mean_ms": 1000 * delta(after, before, "ember_model_stall_seconds_sum") / runs
+        if runs
+        else math.nan,
+        "stall_p99_ms": histogram_quantile(after, before, "ember_model_stall_seconds", 0.99),
+        "compiles": delta(after, before, "ember_model_compiles"),
+    }
+
+
+def summarize(rows: list[dict]) -> None:
+    """Per concurrency: the median over repeats of each mode's figures, and the median of the
+    on/off throughput ratios of the pairs run back to back."""
+    for concurrency in sorted({r["concurrency"] for r in rows}):
+        at = [r for r in rows if r["concurrency"] == concurrency]
+        for mode in ("off", "on"):
+            mine = [r for r in at if r["batching"] == mode]
+            if mine:
+                print(
+                    f"  c={concurrency} batching {mode}: median of {len(mine)}: "
+                    f"{statistics.median(r['throughput'] for r in mine):.1f} req/s, "
+                    f"p50 {statistics.median(r['p50_ms'] for r in mine):.1f} ms, "
+                    f"p99 {statistics.median(r['p99_ms'] for r in mine):.1f} ms (past the "
+                    f"first requests {statistics.median(r['p99_steady_ms'] for r in mine):.1f}), "
+                    f"server CPU {statistics.median(r['server_cpu_ms_per_request'] for r in mine):.1f} ms/request"
+                )
+        pairs = {}
+        for r in at:
+            pairs.setdefault(r["repeat"], {})[r["batching"]] = r["throughput"]
+        ratios = sorted(p["on"] / p["off"] for p in pairs.values() if {"on", "off"} <= set(p))
+        if ratios:
+            listed = ", ".join(f"{x:.2f}" for x in ratios)
+            print(
+                f"  c={concurrency}: throughput on/off, median of {len(ratios)} pairs: "
+                f"{statistics.median(ratios):.2f} ({listed})"
+            )
+
+
+def simulate_closed_loop(
+    max_batch: int, spread: float, clients: int = 32, requests: int = 30000, seed: int = 0
+) -> tuple[float, float]:
+    """(p50, p99) latency of a model of the closed loop: `clients` users, requests alternating
+    between two lengths that cost 1 and 2 per row, one worker running the oldest request with
+    the oldest requests of its length (up to `max_batch` rows, the batcher's policy), each run's
+    time multiplied by a lognormal factor of spread `spread` (the machine's noise). In units of
+    one short row. Shows how a run's noise reaches the tail with and without batching."""
+    import random
+
+    draw = random.Random(seed)
+    cost = (1.0, 2.0)
+    now, sent = 0.0, clients
+    queue = [(0.0, i, i % 2) for i in range(clients)]  # (arrival, index, length kind)
+    latencies: list[float] = []
+    while len(latencies) < requests:
+        head = queue[0]
+        batch = [r for r in queue if r[2] == head[2]][:max_batch]
+        for request in batch:
+            queue.remove(request)
+        now += sum(cost[r[2]] for r in batch) * draw.lognormvariate(0, spread)
+        for request in batch:
+            latencies.append(now - request[0])
+            queue.append((now, sent, sent % 2))
+            sent += 1
+    return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
 def _row(p: dict) -> str:
     return (
         f"{p['model']:7} batching {p['batching']:3}  c={p['concurrency']:<3} "
-        f"{p['throughput']:8.1f} req/s  p50 {p['p50_ms']:8.1f} ms  p99 {p['p99_ms']:8.1f} ms  "
+        f"{p['throughput']:8.1f} req/s  p50 {p['p50_ms']:8.1f} ms  p99 {p['p99_ms']:8.1f} ms "
+        f"(past the first {2 * p['concurrency']}: {p['p99_steady_ms']:.0f})  "
         f"rows/run {p['rows_per_run']:4.1f}  padding {p['padding_ratio']:.2f}  "
-        f"answered {p['answered']}/{p['sent']} once: {p['exactly_once']}"
+        f"answered {p['answered']}/{p['sent']} once: {p['exactly_once']}\n"
+        f"    server: queue mean {p['queue_mean_ms']:.1f} p99 {p['queue_p99_ms']:.0f} ms, "
+        f"run mean {p['run_mean_ms']:.1f} p99 {p['run_p99_ms']:.0f} ms (model call "
+        f"{p['model_mean_ms']:.1f}, of which off-CPU {p['stall_mean_ms']:.1f} p99 "
+        f"{p['stall_p99_ms']:.0f}), batch formed in {p['formation_mean_ms']:.1f} ms,\n    "
+        f"arrival-to-answer p99 {p['server_p99_ms']:.0f} ms, "
+        f"CPU {p['server_cpu_ms_per_request']:.1f} ms/request (client "
+        f"{p['client_cpu_ms_per_request']:.1f}), compiles {p['compiles']:.0f}, "
+        f"load {p['load_average']:.1f}"
     )
 
 
@@ -248,10 +421,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bert-layers", type=int, default=4)
     parser.add_argument("--bert-hidden", type=int, default=256)
     parser.add_argument("--batching", default="off,on", help="modes to run: off, on or both")
+    parser.add_argument("--instances", type=int, default=1, help="of the model, both modes")
+    parser.add_argument(
+        "--threads-per-instance", type=int, help="default: the server's (cores / instances)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of alternating off/on points (medians)"
+    )
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--json", help="also write the points to this file")
+    parser.add_argument(
+        "--simultaneous",
+        action="store_true",
+        help="load both servers at once (each its own clients) instead of alternating",
+    )
+    parser.add_argument(
+        "--simulate", action="store_true", help="only the closed-loop model: p99/p50 by noise"
+    )
     args = parser.parse_args(argv)
+    if args.simulate:
+        for spread in (0.0, 0.5, 1.0):
+            ratios = []
+            for max_batch in (8, 1):
+                p50, p99 = simulate_closed_loop(max_batch, spread)
+                ratios.append(f"max batch {max_batch}: p99/p50 {p99 / p50:.2f}")
+            print(f"run-time spread {spread}: " + ", ".join(ratios))
+        return 0
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.seq_lengths = [int(s) for s in args.seq_lengths.split(",")]
     args.batching = args.batching.split(",")

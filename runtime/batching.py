@@ -152,8 +152,16 @@ class BatchStats:
     real_elements: int  # input elements the requests sent
     padded_elements: int  # input elements run, padding included
     queue_seconds: list[float]  # per request: submit -> start of the run
-    compute_seconds: float
+    compute_seconds: float  # stacking, the model call and splitting
     failed: bool
+    # Where the time went (tools/serve.py's metrics; docs/serving.md "Where the latency goes"):
+    # The oldest request's arrival -> the batch was complete (full, or the queue delay over);
+    # the rest of its queue time it waited for a free worker.
+    formation_seconds: float = 0.0
+    model_seconds: float = 0.0  # the model call alone (compute minus the copies)
+    # The model call's wall time its calling thread spent off the CPU: preempted, or asleep
+    # at a barrier waiting for another compute thread (only the calling thread is measured).
+    model_stall_seconds: float = 0.0
 
 
 @dataclass(eq=False)  # identity: requests are removed from the queue by identity
@@ -165,6 +173,9 @@ class _Request:
     enqueued: float
     deadline: float | None
     future: Future[Outputs] = field(default_factory=Future)
+    # When its batch was complete: full (the last member's arrival) or the oldest member's
+    # delay over; the batch may wait longer for a free worker (time.monotonic).
+    ready: float = 0.0
 
 
 def concatenate(
@@ -360,8 +371,12 @@ class DynamicBatcher:
                 rows = sum(r.rows for r in chosen)
                 wait = head.enqueued + policy.max_queue_delay - time.monotonic()
                 if rows >= policy.max_batch_size or wait <= 0 or self._closing:
+                    deadline = head.enqueued + policy.max_queue_delay
+                    full = rows >= policy.max_batch_size
+                    ready = min(chosen[-1].enqueued if full else deadline, time.monotonic())
                     for request in chosen:
                         self._pending.remove(request)
+                        request.ready = ready
                     return chosen
                 self._changed.wait(timeout=wait)
 
@@ -414,11 +429,15 @@ class DynamicBatcher:
         started = time.monotonic()
         failed = False
         feeds: dict[str, np.ndarray] = {}
+        model_seconds = stall_seconds = 0.0
         try:
             feeds = concatenate(
                 [r.feeds for r in batch], self.input_names, padded_rows, sequence, length
             )
+            call_started, call_cpu = time.monotonic(), time.thread_time()
             outputs = self._run(feeds)
+            model_seconds = time.monotonic() - call_started
+            stall_seconds = max(0.0, model_seconds - (time.thread_time() - call_cpu))
             results = split(outputs, [r.rows for r in batch], sequence, [r.length for r in batch])
         except Exception as error:  # the model's (or a bug's): the requests' answer, not ours
             failed = True
@@ -455,6 +474,9 @@ class DynamicBatcher:
                     queue_seconds=[started - r.enqueued for r in batch],
                     compute_seconds=elapsed,
                     failed=failed,
+                    formation_seconds=max(0.0, batch[0].ready - batch[0].enqueued),
+                    model_seconds=model_seconds,
+                    model_stall_seconds=stall_seconds,
                 )
             )
 

@@ -87,6 +87,29 @@ class Metrics:
             buckets=seconds,
             registry=self.registry,
         )
+        self.formation_seconds = Histogram(
+            "ember_batch_formation_seconds",
+            "Time from a batch's oldest request's arrival until the batch was complete (full, "
+            "or max_queue_delay over); its queue time beyond that is waiting for a worker",
+            ["model"],
+            buckets=seconds,
+            registry=self.registry,
+        )
+        self.model_seconds = Histogram(
+            "ember_model_seconds",
+            "Time of the model call alone in one run (compute minus stacking and splitting)",
+            ["model"],
+            buckets=seconds,
+            registry=self.registry,
+        )
+        self.model_stall_seconds = Histogram(
+            "ember_model_stall_seconds",
+            "Time of the model call its calling thread was off the CPU (preempted, or waiting "
+            "for a descheduled compute thread)",
+            ["model"],
+            buckets=seconds,
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "ember_batch_size",
             "Rows of requests per run (before padding)",
@@ -107,11 +130,40 @@ class Metrics:
         self.queue_depth = Gauge(
             "ember_queue_depth", "Requests waiting", ["model"], registry=self.registry
         )
+        self.compiles = Gauge(
+            "ember_model_compiles",
+            "Shape variants compiled since the model was loaded, warm-up included (a rise "
+            "under traffic means requests waited for the compiler)",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def declare(self, model: str) -> None:
+        """Export every series of `model` at zero from the start. A labelled series otherwise
+        appears only once it is first touched, so a scrape before the model's first run lacks
+        it (and a rate or a before/after difference over that window has no starting point)."""
+        for metric in (
+            self.requests,
+            self.request_seconds,
+            self.queue_seconds,
+            self.compute_seconds,
+            self.formation_seconds,
+            self.model_seconds,
+            self.model_stall_seconds,
+            self.batch_size,
+        ):
+            metric.labels(model)
+        for kind in ("request", "padding"):
+            self.rows.labels(model, kind)
+            self.elements.labels(model, kind)
 
     def observe(self, model: str, stats: BatchStats) -> None:
         for waited in stats.queue_seconds:
             self.queue_seconds.labels(model).observe(waited)
         self.compute_seconds.labels(model).observe(stats.compute_seconds)
+        self.formation_seconds.labels(model).observe(stats.formation_seconds)
+        self.model_seconds.labels(model).observe(stats.model_seconds)
+        self.model_stall_seconds.labels(model).observe(stats.model_stall_seconds)
         self.batch_size.labels(model).observe(stats.rows)
         self.rows.labels(model, "request").inc(stats.rows)
         self.rows.labels(model, "padding").inc(stats.padded_rows - stats.rows)
@@ -135,6 +187,10 @@ class ModelRepository:
                 on_batch=lambda stats, model=name: self.metrics.observe(model, stats),
             )
             batcher = self.batchers[name]
+            self.metrics.declare(name)
+            if hasattr(served.model, "compiles"):  # a model specialised per input shape
+                compiled = served.model
+                self.metrics.compiles.labels(name).set_function(lambda m=compiled: m.compiles)
             self.metrics.queue_depth.labels(name).set_function(lambda b=batcher: b.queued)
         self.ready = True
 

@@ -16,6 +16,7 @@ import pytest
 
 from ember.runtime.batching import (
     BatchPolicy,
+    BatchStats,
     DynamicBatcher,
     Overloaded,
     RequestTimeout,
@@ -221,3 +222,32 @@ def test_policy_is_checked() -> None:
     assert BatchPolicy(max_batch_size=6, preferred_batch_sizes=(1, 4)).batch_sizes == (1, 4, 6)
     with pytest.raises(ValueError, match="ascending"):
         SequencePadding({"x": (1, 0)}, {}, buckets=(8, 4))
+
+
+def test_batch_stats_split_the_time_of_each_run() -> None:
+    # What the server's latency metrics are built from: every span is measured on one
+    # monotonic clock, so the parts nest (no durations are asserted, only their order).
+    gate = threading.Event()
+    model = GatedModel(gate)
+    reported: list[BatchStats] = []
+    policy = BatchPolicy(max_batch_size=4, preferred_batch_sizes=(4,), queue_limit=16)
+    batcher = DynamicBatcher(model, policy, ["x"], on_batch=reported.append)
+    first = batcher.submit(_x(1))
+    assert model.entered.wait(30)
+    queued = [batcher.submit(_x(i)) for i in range(2, 6)]  # one full batch waits
+    gate.set()
+    for future in [first, *queued]:
+        future.result(30)
+    batcher.close()
+    assert [(s.requests, s.rows, s.padded_rows) for s in reported] == [(1, 1, 4), (4, 4, 4)]
+    for stats in reported:
+        assert 0 <= stats.model_stall_seconds <= stats.model_seconds <= stats.compute_seconds
+        # The oldest request waited for the batch to be complete, then for a free worker.
+        assert 0 <= stats.formation_seconds <= stats.queue_seconds[0]
+    # A lone request's batch is complete when the queue delay is over, not later.
+    assert reported[0].formation_seconds <= policy.max_queue_delay + 1e-9  # float rounding
+    # The full batch was complete when its last request came, while the worker was busy: its
+    # oldest request then waited for the worker, the rest of the first run.
+    assert reported[1].formation_seconds < reported[1].queue_seconds[0]
+    # ... its requests all came while the first run's model call held the worker.
+    assert reported[1].formation_seconds <= reported[0].model_seconds

@@ -23,6 +23,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 http = pytest.importorskip("tritonclient.http")
+from prometheus_client import generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
@@ -35,7 +36,12 @@ from ember.tests.serve.models import (  # noqa: E402
     dense_model,
     masked_mean_model,
 )
-from ember.tools.serve import BackgroundServer, ModelRepository, load_repository  # noqa: E402
+from ember.tools.serve import (  # noqa: E402
+    BackgroundServer,
+    Metrics,
+    ModelRepository,
+    load_repository,
+)
 
 DATATYPES = {
     np.dtype(np.float32): "FP32",
@@ -163,6 +169,25 @@ def test_artifact_with_static_batch_pads_one_row(client: http.InferenceServerCli
     assert_close(
         {"logits": alone.as_numpy("logits")}, {"logits": reference["logits"][:1]}, rel=1e-5
     )
+
+
+def test_metrics_exist_before_a_models_first_run() -> None:
+    # Regression: a labelled series appeared only after the model's first batch, so a
+    # before/after difference taken across that first batch (test_concurrent_clients_through_
+    # the_batcher run alone) raised KeyError on ('ember_batch_rows_total', ...).
+    metrics = Metrics()
+    metrics.declare("idle")
+    text = generate_latest(metrics.registry).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    for kind in ("request", "padding"):
+        assert samples[("ember_batch_rows_total", (("kind", kind), ("model", "idle")))] == 0
+        assert samples[("ember_input_elements_total", (("kind", kind), ("model", "idle")))] == 0
+    for name in ("ember_requests_total", "ember_batch_size_count", "ember_queue_seconds_count"):
+        assert samples[(name, (("model", "idle"),))] == 0
 
 
 def test_concurrent_clients_through_the_batcher(
