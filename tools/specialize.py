@@ -24,10 +24,18 @@ elements of a numeric or bool dtype); a larger one is refused naming the input a
 This is specialisation, not symbolic execution: a model whose shape operands change on every
 run recompiles on every run, and a `SpecializationWarning` says so when the cache thrashes
 (a variant dropped from it is needed again).
+
+Batch polymorphism: when the inputs' leading axes share one symbolic dim (the batch) and the
+model is proven batch-separable for the other dims' sizes (passes/analysis/batch_separable.py:
+no op mixes samples), the batch is not part of the key: one program compiled at batch 1 serves
+every batch size, run once per sample (runtime/polymorphic.py). Other symbolic dims (sequence
+length, H/W) are still specialised. When the proof fails, the batch is specialised like any
+other dim, and the debug log (`ember.specialize`) says why.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -44,6 +52,11 @@ from ember.tools.shapes import Pinning, check_run_shapes, freeze_inputs
 
 if TYPE_CHECKING:
     import onnx
+
+    from ember.passes.analysis.batch_separable import BatchProof
+    from ember.runtime.polymorphic import BatchLoop
+
+log = logging.getLogger("ember.specialize")
 
 # How many compiled specialisations a SpecializingModel keeps (memory: code + weights each).
 MAX_SPECIALIZATIONS = 8
@@ -245,6 +258,7 @@ class SpecializingModel:
         memory_limit: int | None = None,
         max_specializations: int = MAX_SPECIALIZATIONS,
         value_inputs: RuntimeOperandError | None = None,
+        batch_polymorphic: bool = True,
     ) -> None:
         _check_inputs(model, pinning, base_dir)
         self._model = model
@@ -271,6 +285,17 @@ class SpecializingModel:
             describe=_describe_variant,
         )
         self._last: Any = None
+        # The batch dim (the dim_param the inputs' leading axes share), unless pinned, and the
+        # batch-separability proof per batch-1 shapes (one per size of the other dims).
+        self._batch_dim: str | None = None
+        if batch_polymorphic:
+            from ember.tools.batch_polymorphic import leading_dim
+
+            dim = leading_dim(model)
+            if dim is not None and dim not in pinning.named:
+                self._batch_dim = dim
+        self._batch_proofs: dict[ShapeKey, BatchProof] = {}
+        self._proving = threading.Lock()
 
     # -- introspection -------------------------------------------------------------------------
     @property
@@ -299,6 +324,17 @@ class SpecializingModel:
     def compiles(self) -> int:
         """Specialisations compiled so far (failed ones included)."""
         return self._specializations.builds
+
+    @property
+    def batch_dim(self) -> str | None:
+        """The symbolic batch dim a batch-polymorphic program may serve (None: none)."""
+        return self._batch_dim
+
+    @property
+    def batch_proofs(self) -> dict[str, BatchProof]:
+        """The batch-separability proof for each batch-1 shape set tried ({shapes: proof})."""
+        with self._proving:
+            return {describe(key): proof for key, proof in self._batch_proofs.items()}
 
     @property
     def specialized_shapes(self) -> list[dict[str, list[int]]]:
@@ -332,6 +368,9 @@ class SpecializingModel:
         `values` gives the arrays of the value-specialised inputs (`value_inputs`)."""
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
         check_run_shapes(self._signature, shapes, self._pinning)
+        polymorphic = self._batch_polymorphic(shapes)
+        if polymorphic is not None:
+            return polymorphic
         while True:
             known = self._value_inputs  # one snapshot per key: other runs may learn more
             key = self._key(shapes, values or {}, known)
@@ -342,6 +381,67 @@ class SpecializingModel:
                 # knows at least one more input, so this ends).
                 if not self._learn_value_inputs(err, known):
                     raise
+
+    def _batch_polymorphic(self, shapes: Mapping[str, tuple[int, ...]]) -> BatchLoop | None:
+        """The batch-1 program run per sample for these shapes, if the model is proven
+        batch-separable at them (None: specialise on the batch as on any dim)."""
+        if self._batch_dim is None or self._value_inputs:
+            return None
+        from ember.runtime.polymorphic import BatchLoop
+        from ember.tools.batch_polymorphic import (
+            BatchProof,
+            batch_inputs,
+            prove_batch_separable,
+        )
+
+        names, _ = batch_inputs(self._model, self._batch_dim)
+        at_one = {
+            name: ((1, *shape[1:]) if name in names else shape) for name, shape in shapes.items()
+        }
+        key = self._key(at_one, {}, ())
+        with self._proving:
+            proof = self._batch_proofs.get(key[0])
+            if proof is None:
+                proof = prove_batch_separable(
+                    self._model,
+                    self._batch_dim,
+                    _shapes_of(key[0]),
+                    base_dir=self._options["base_dir"],
+                    memory_limit=self._options["memory_limit"],
+                )
+                if proof.separable:
+                    log.debug(
+                        "batch dim '%s' is polymorphic at %s", self._batch_dim, describe(key[0])
+                    )
+                else:
+                    log.debug(
+                        "batch dim '%s' specialised at %s: the model is not provably "
+                        "batch-separable: %s",
+                        self._batch_dim,
+                        describe(key[0]),
+                        proof.reason,
+                    )
+                self._batch_proofs[key[0]] = proof
+        if not proof.separable:
+            return None
+        try:
+            compiled = self._specializations.get(key)
+        except RuntimeOperandError:
+            with self._proving:
+                self._batch_proofs[key[0]] = BatchProof(False, "a shape operand is an input")
+            return None
+        if compiled.bounded or compiled.graph_outputs is not None:
+            with self._proving:
+                self._batch_proofs[key[0]] = BatchProof(
+                    False, "its outputs have data-dependent sizes or are not tensors"
+                )
+            return None
+        return BatchLoop(
+            compiled,
+            [n for n in names if n in compiled.input_names],
+            self._batch_dim,
+            self._pinning.ranges.get(self._batch_dim),
+        )
 
     def _key(
         self,

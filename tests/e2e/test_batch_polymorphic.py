@@ -1,0 +1,225 @@
+"""Batch-polymorphic programs: a model proven batch-separable compiles ONCE (at batch 1) and
+serves every batch size, as one call per sample (passes/analysis/batch_separable.py,
+runtime/polymorphic.py); a model the proof refuses falls back to specialising per batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.runtime.polymorphic import BatchLoop
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tools.batch_polymorphic import prove_batch_separable
+from ember.tools.specialize import SpecializingModel
+from ember.tools.symbolic_zoo import bert_encoder_model
+
+# Float32 convolutions and matmuls vs onnxruntime: other summation orders, same math.
+REL_TOL = 1e-4
+BATCHES = (1, 2, 3, 7, 16)
+SEQ = 6
+
+
+def _weight(rng: np.random.Generator, name: str, *shape: int) -> onnx.TensorProto:
+    return numpy_helper.from_array((0.3 * rng.standard_normal(shape)).astype(np.float32), name)
+
+
+def _ints(name: str, values: list[int]) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def cnn_model() -> onnx.ModelProto:
+    """x [batch, 3, 12, 12] -> logits [batch, 5]: conv, max pool, a residual conv block, global
+    average pool, a Flatten written as exporters do (Shape -> Gather -> Unsqueeze -> Concat ->
+    Reshape) and a Gemm head."""
+    rng = np.random.default_rng(7)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "p1"], ["res"]),
+        helper.make_node("Relu", ["res"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
+        helper.make_node("Shape", ["gap"], ["gap_shape"]),
+        helper.make_node("Gather", ["gap_shape", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n_1d"]),
+        helper.make_node("Concat", ["n_1d", "minus_one"], ["flat_shape"], axis=0),
+        helper.make_node("Reshape", ["gap", "flat_shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], transB=1),
+    ]  # fmt: skip
+    initializers = [
+        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
+        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+        _weight(rng, "wf", 5, 8), _weight(rng, "bf", 5),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        _ints("axes0", [0]), _ints("minus_one", [-1]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 12, 12])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def bert_model() -> onnx.ModelProto:
+    """The issue's BERT-style encoder (symbolic batch, sequence pinned to SEQ, attention mask)
+    with a token head on a Reshape to [batch * seq, hidden]."""
+    model = bert_encoder_model()
+    graph = model.graph
+    for info in graph.input:
+        info.type.tensor_type.shape.dim[1].Clear()
+        info.type.tensor_type.shape.dim[1].dim_value = SEQ
+    hidden = graph.output[0].type.tensor_type.shape.dim[2].dim_value
+    rng = np.random.default_rng(8)
+    graph.initializer.extend(
+        [_ints("tokens_shape", [-1, hidden]), _weight(rng, "w_tok", hidden, 3)]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Reshape", ["hidden_out", "tokens_shape"], ["tokens"]),
+            helper.make_node("MatMul", ["tokens", "w_tok"], ["token_scores"]),
+        ]
+    )
+    graph.output.extend(
+        [helper.make_tensor_value_info("token_scores", TensorProto.FLOAT, [None, 3])]
+    )
+    del graph.output[0].type.tensor_type.shape.dim[1:]  # re-declare [batch, SEQ, hidden]
+    graph.output[0].type.tensor_type.shape.dim.add().dim_value = SEQ
+    graph.output[0].type.tensor_type.shape.dim.add().dim_value = hidden
+    onnx.checker.check_model(model)
+    return model
+
+
+def bert_feeds(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, SEQ), np.int64)
+    for row in range(batch):
+        mask[row, rng.integers(1, SEQ + 1) :] = 0  # padded tails of different lengths
+    return {"input_ids": rng.integers(0, 50, (batch, SEQ)).astype(np.int64), "attention_mask": mask}
+
+
+def cnn_feeds(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((batch, 3, 12, 12)).astype(np.float32)}
+
+
+@pytest.mark.parametrize(
+    ("build", "make_feeds"), [(cnn_model, cnn_feeds), (bert_model, bert_feeds)], ids=["cnn", "bert"]
+)
+def test_compiled_once_serves_every_batch(build, make_feeds) -> None:  # type: ignore[no-untyped-def]
+    model = build()
+    compiled = ember.compile(model, threads=2)
+    assert isinstance(compiled, SpecializingModel)
+    for batch in BATCHES:
+        inputs = make_feeds(batch, seed=batch)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiles == 1
+    assert isinstance(compiled.specialization({n: a.shape for n, a in inputs.items()}), BatchLoop)
+    assert [p.separable for p in compiled.batch_proofs.values()] == [True]
+
+
+def _single_input_model(nodes: list[onnx.NodeProto], out_dims: list, extra=()) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
+    graph = helper.make_graph(
+        nodes,
+        "not_separable",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)],
+        list(extra),
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def reduce_over_batch_model() -> onnx.ModelProto:
+    """y = x - the sum over the batch axis: every sample's output depends on the others."""
+    return _single_input_model(
+        [
+            helper.make_node("ReduceSum", ["x", "axes0"], ["m"], keepdims=1),
+            helper.make_node("Sub", ["x", "m"], ["y"]),
+        ],
+        ["batch", 4, 6],
+        [_ints("axes0", [0])],
+    )
+
+
+def batch_into_columns_model() -> onnx.ModelProto:
+    """[b, s, h] -> transpose -> [s, b, h] -> Reshape [s, b*h] (target from Shape chains)."""
+    return _single_input_model(
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+            helper.make_node("Shape", ["x"], ["shape"]),
+            helper.make_node("Gather", ["shape", "one"], ["s"], axis=0),
+            helper.make_node("Unsqueeze", ["s", "axes0"], ["s_1d"]),
+            helper.make_node("Concat", ["s_1d", "minus_one"], ["target"], axis=0),
+            helper.make_node("Reshape", ["t", "target"], ["y"]),
+        ],
+        [4, None],
+        [
+            numpy_helper.from_array(np.array(1, np.int64), "one"),
+            _ints("axes0", [0]),
+            _ints("minus_one", [-1]),
+        ],
+    )
+
+
+def reshape_mixing_batch_model() -> onnx.ModelProto:
+    """[b, s, h] -> Reshape [s, b*h] directly (no transpose): rows of one sample spread."""
+    return _single_input_model(
+        [helper.make_node("Reshape", ["x", "target"], ["y"])],
+        [4, None],
+        [_ints("target", [4, -1])],
+    )
+
+
+def batch_norm_training_model() -> onnx.ModelProto:
+    """BatchNormalization in training mode normalises with the batch's own statistics."""
+    rng = np.random.default_rng(9)
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "BatchNormalization",
+                ["x", "s", "b", "m", "v"],
+                ["y", "mean", "var"],
+                training_mode=1,
+            )
+        ],
+        "bn_training",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 6])],
+        [
+            _weight(rng, "s", 4),
+            _weight(rng, "b", 4),
+            _weight(rng, "m", 4),
+            numpy_helper.from_array(np.abs(rng.standard_normal(4)).astype(np.float32) + 1, "v"),
+        ],  # fmt: skip
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (reduce_over_batch_model, "reduces over axis 0"),
+        (batch_into_columns_model, "moves the batch axis"),
+        (reshape_mixing_batch_model, "not scaled along its leading axis"),
+        (batch_norm_training_model, "axis 0"),
+    ],
+    ids=["reduce_axis0", "transpose_reshape", "reshape_mix", "batchnorm_training"],
+)
+def test_not_separable_falls_back_to_specialisation(build, reason: str) -> None:  # type: ignore[no-untyped-def]
+    model = build()
+    proof = prove_batch_separable(model, "batch", {"x": (1, 4, 6)})
+    assert not proof.separable
+    assert reason in proof.reason
+    compiled = ember.compile(model, threads=1)
+    assert isinstance(compiled, SpecializingModel)
+    batches = (2, 3) if build is not reshape_mixing_batch_model else (1, 3)
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch, 4, 6)).astype(np.float32)
+        assert_close(compiled.run({"x": x}), onnxruntime_outputs(model, {"x": x}), REL_TOL)
+    assert compiled.compiles == len(batches)  # one specialisation per batch size
