@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ember.runtime.dims import check_in_range
+from ember.runtime.documents import Field
 from ember.runtime.errors import InputError
 from ember.runtime.executable import (
     Executable,
@@ -64,6 +65,13 @@ class BatchLoop:
             raise ValueError("a batch-polymorphic program has no scalar outputs")
 
     # -- the Executable API --------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (an artifact's `path` and `info`, `output_specs`, ...) is the batch-1
+        # program's.
+        if name == "program":
+            raise AttributeError(name)
+        return getattr(self.program, name)
+
     @property
     def manifest(self) -> Any:
         return self.program.manifest
@@ -157,3 +165,43 @@ class BatchLoop:
             )
         results = self.run(dict(zip(self.input_names, arrays)))
         return [results[n] for n in self.output_names]
+
+
+def polymorphic_section(dim: str, inputs: Sequence[str], dim_range: tuple[int, int] | None) -> dict:
+    """The manifest's `extra.batch_polymorphic` section (written by tools/aot.py)."""
+    return {
+        "dim": dim,
+        "inputs": list(inputs),
+        "range": None if dim_range is None else list(dim_range),
+    }
+
+
+def serve_per_sample(program: Executable, where: str) -> Executable | BatchLoop:
+    """`program` itself, or, when its manifest declares its batch dim polymorphic, a BatchLoop
+    over it (the section checked: ArtifactError naming the field)."""
+    section = program.manifest.extra.get(POLYMORPHIC_KEY)
+    if section is None:
+        return program
+    fields = Field(section, where, f"extra.{POLYMORPHIC_KEY}")
+    dim = fields["dim"].as_str()
+    specs = {spec.name: spec for spec in program.manifest.inputs}
+    names = []
+    for entry in fields["inputs"].as_list(len(specs)):
+        name = entry.as_str()
+        if name not in specs or not specs[name].shape or specs[name].shape[0] != 1:
+            entry.fail("an input of the program whose leading dim is 1 (its batch-1 shape)")
+        names.append(name)
+    if not names:
+        fields["inputs"].fail("a non-empty array")
+    if program.bounded or any(not spec.shape for spec in program.manifest.outputs):
+        fields.fail("no section: a program with scalar or data-dependent outputs")
+    dim_range = None
+    if fields["range"].value is not None:
+        pair = fields["range"].as_list(2)
+        if len(pair) != 2:
+            fields["range"].fail("[low, high] or null")
+        low, high = pair[0].as_int(), pair[1].as_int()
+        if low > high:
+            fields["range"].fail("[low, high] with low <= high")
+        dim_range = (low, high)
+    return BatchLoop(program, names, dim, dim_range)

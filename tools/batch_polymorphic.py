@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import onnx
 
 from ember.passes.analysis.batch_separable import PROBE_BATCH, BatchProof, compare_programs
 from ember.passes.program import entry_function
-from ember.runtime.errors import EmberError
+from ember.runtime.errors import EmberError, ModelError
+from ember.tools.shapes import DimRanges, InputShapes, ModelSignature, pin
 
 
 def batch_inputs(model: onnx.ModelProto, dim: str) -> tuple[list[str], str | None]:
@@ -77,3 +79,56 @@ def prove_batch_separable(
     return compare_programs(
         entry_function(one), entry_function(many), weights_one, weights_many, PROBE_BATCH
     )
+
+
+@dataclass(frozen=True)
+class PolymorphicBatch:
+    """How to build a batch-polymorphic artifact: the batch `dim`, the `inputs` whose leading
+    axis it is, every input's shape at batch 1, and the range runs may give the dim."""
+
+    dim: str
+    inputs: tuple[str, ...]
+    shapes_at_one: dict[str, tuple[int, ...]]
+    dim_range: tuple[int, int] | None
+
+
+def plan_polymorphic_batch(
+    model: onnx.ModelProto,
+    input_shapes: InputShapes | None,
+    dim_ranges: DimRanges | None = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
+) -> tuple[PolymorphicBatch | None, str]:
+    """For a model `input_shapes` leave symbolic: a batch-polymorphic build if the only dim
+    left open is the batch (the inputs' shared leading dim_param) and the model is proven
+    batch-separable at the pinned shapes; else (None, why not). A range in `dim_ranges` must
+    be the batch dim's (ModelError otherwise: a single program records no other range)."""
+    signature = ModelSignature.of(model)
+    dim = leading_dim(model)
+    if dim is None:
+        return None, "the inputs' leading axes share no symbolic dim"
+    others = [name for name in (dim_ranges or {}) if name != dim]
+    if others:
+        raise ModelError(
+            f"--dim {others[0]}: a single-program artifact can only take a range for its "
+            f"batch dim '{dim}'; build variants with --shapes for other dims"
+        )
+    dim_range = (dim_ranges or {}).get(dim)
+    pinning = pin(signature, input_shapes, dim_ranges)
+    if dim in pinning.named:
+        return None, f"the batch dim '{dim}' is pinned"
+    at_one = pin(signature, input_shapes, None, {dim: 1})
+    if not at_one.complete:
+        open_dims = sorted({u.label for u in at_one.unpinned})
+        return None, f"dims other than the batch are symbolic too: {open_dims}"
+    names, _ = batch_inputs(model, dim)
+    shapes = {
+        info.name: at_one.shapes[info.name]
+        for info in signature.inputs
+        if not info.dtype_only and info.name in at_one.shapes
+    }
+    proof = prove_batch_separable(model, dim, shapes, base_dir=base_dir, memory_limit=memory_limit)
+    if not proof.separable:
+        return None, f"the model is not provably batch-separable: {proof.reason}"
+    return PolymorphicBatch(dim, tuple(names), shapes, dim_range), ""

@@ -4,6 +4,8 @@ runtime/polymorphic.py); a model the proof refuses falls back to specialising pe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -223,3 +225,78 @@ def test_not_separable_falls_back_to_specialisation(build, reason: str) -> None:
         x = np.random.default_rng(batch).standard_normal((batch, 4, 6)).astype(np.float32)
         assert_close(compiled.run({"x": x}), onnxruntime_outputs(model, {"x": x}), REL_TOL)
     assert compiled.compiles == len(batches)  # one specialisation per batch size
+
+
+def test_batch_polymorphism_can_be_turned_off() -> None:
+    compiled = ember.compile(cnn_model(), threads=1, batch_polymorphic=False)
+    assert isinstance(compiled, SpecializingModel)
+    for batch in (1, 2):
+        compiled.run(cnn_feeds(batch, seed=0))
+    assert compiled.compiles == 2
+
+
+def test_batch_range_and_shapes_are_checked() -> None:
+    compiled = ember.compile(cnn_model(), threads=1, dynamic_dims={"batch": (1, 8)})
+    compiled.run(cnn_feeds(8, seed=0))
+    with pytest.raises(ember.InputError, match=r"dim 'batch' is 9, outside its range 1\.\.8"):
+        compiled.run(cnn_feeds(9, seed=0))
+    with pytest.raises(ember.InputError, match=r"input 'x': expected shape"):
+        compiled.run({"x": np.zeros((2, 3, 12, 11), np.float32)})
+
+
+def test_artifact_serves_every_batch_in_the_thin_runtime(tmp_path: Path) -> None:
+    from ember.runtime import load
+    from ember.runtime.polymorphic import POLYMORPHIC_KEY
+    from ember.tools.aot import compile_artifact
+
+    model = bert_model()
+    compile_artifact(
+        model, tmp_path / "bert", batch_polymorphic=True, dim_ranges={"batch": (1, 16)}
+    )
+    manifest = (tmp_path / "bert" / "manifest.json").read_text()
+    assert f'"{POLYMORPHIC_KEY}"' in manifest
+    loaded = load(tmp_path / "bert", threads=2)
+    assert isinstance(loaded, BatchLoop) and loaded.dim_range == (1, 16)
+    for batch in (1, 3, 16):
+        inputs = bert_feeds(batch, seed=batch)
+        assert_close(loaded.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    with pytest.raises(
+        ember.InputError, match=r"share dim 'batch' \(axis 0\) but were given 2 and 3"
+    ):
+        loaded.run(
+            {
+                "input_ids": bert_feeds(2, 0)["input_ids"],
+                "attention_mask": bert_feeds(3, 0)["attention_mask"],
+            }
+        )
+    with pytest.raises(ember.InputError, match="outside its range 1..16"):
+        loaded.run(bert_feeds(17, seed=0))
+
+
+def test_artifact_of_a_model_not_separable_says_why(tmp_path: Path) -> None:
+    from ember.tools.aot import compile_artifact
+    from ember.tools.shapes import UnpinnedInputsError
+
+    with pytest.raises(UnpinnedInputsError, match="the batch is not polymorphic: .*axis 0"):
+        compile_artifact(reduce_over_batch_model(), tmp_path / "m", batch_polymorphic=True)
+
+
+def test_kernel_errors_name_the_sample() -> None:
+    """The status record is checked after each call: an index out of range in sample 2 of a
+    batch of 4 is a KernelError naming that sample."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)],
+        "embed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4])],
+        [numpy_helper.from_array(np.arange(20, dtype=np.float32).reshape(5, 4), "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = ember.compile(model, threads=1)
+    ids = np.zeros((4, 3), np.int64)
+    table = numpy_helper.to_array(graph.initializer[0])
+    np.testing.assert_array_equal(compiled.run({"ids": ids})["y"], table[ids])
+    ids[2, 1] = 7
+    with pytest.raises(ember.KernelError, match="index 7 is out of range.*sample 2 of the batch"):
+        compiled.run({"ids": ids})
+    assert compiled.compiles == 1
