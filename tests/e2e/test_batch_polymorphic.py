@@ -300,3 +300,14 @@ def test_kernel_errors_name_the_sample() -> None:
     with pytest.raises(ember.KernelError, match="index 7 is out of range.*sample 2 of the batch"):
         compiled.run({"ids": ids})
     assert compiled.compiles == 1
+
+
+def test_check_reports_the_polymorphic_batch_or_why_not() -> None:
+    from ember.tools.check import check
+
+    report = check(cnn_model())
+    assert report.ok and report.imported and report.batch_polymorphic == "batch"
+    report = check(reduce_over_batch_model())
+    assert not report.ok and report.batch_polymorphic is None
+    (problem,) = report.of_kind("symbolic-dim")
+    assert "the batch is not polymorphic" in problem.fix and "axis 0" in problem.fix
