@@ -86,7 +86,9 @@ def _broadcast_free(op: Operation, batched: Sequence[bool]) -> str | None:
 
 
 def _same_shape(op: Operation, batched: Sequence[bool]) -> str | None:
-    return None  # one operand, the result of its shape: nothing crosses samples
+    if len(op.operands) != 1:
+        return f"it has {len(op.operands)} operands"
+    return None  # one operand, each result element from its own element: nothing crosses
 
 
 def _axis_not_leading(name: str) -> Rule:
@@ -169,8 +171,11 @@ def _transpose(op: Operation, batched: Sequence[bool]) -> str | None:
 
 def _slice(op: Operation, batched: Sequence[bool]) -> str | None:
     starts, steps = _ints(op.starts), _ints(op.steps)  # type: ignore[attr-defined]
-    if starts[0] != 0 or steps[0] != 1:
-        return f"it slices axis 0 (start {starts[0]}, step {steps[0]})"
+    rows, kept = shape_of(op.operands[0])[0], shape_of(op.results[0])[0]
+    # All of axis 0 or nothing: a slice ending at a size computed from the batch ([: n // 2])
+    # scales with it too, yet takes whole samples from the front.
+    if starts[0] != 0 or steps[0] != 1 or kept != rows:
+        return f"it slices axis 0 (start {starts[0]}, step {steps[0]}, {kept} of {rows})"
     return None
 
 
@@ -194,9 +199,9 @@ def _gather_elements(op: Operation, batched: Sequence[bool]) -> str | None:
 
 
 def _expand(op: Operation, batched: Sequence[bool]) -> str | None:
-    shape, rank = shape_of(op.operands[0]), _rank(op.results[0])
-    if batched[0] and len(shape) != rank:
-        return "it broadcasts a batched input into a higher rank"
+    shape, result = shape_of(op.operands[0]), shape_of(op.results[0])
+    if batched[0] and (len(shape) != len(result) or shape[0] != result[0]):
+        return f"it broadcasts a batched input {list(shape)} along axis 0 or a new axis"
     return None
 
 
@@ -205,9 +210,11 @@ def _attention(op: Operation, batched: Sequence[bool]) -> str | None:
     flags = dict(zip(op.operands, batched))
     if not (flags[att.q] and flags[att.k_t] and flags[att.v]):
         return "q, k and v are not all batched"
-    if att.mask is not None and not flags[att.mask]:
+    if att.mask is not None:
         mask = shape_of(att.mask)
-        if len(mask) == 4 and mask[0] != 1:
+        if flags[att.mask] and len(mask) != 4:
+            return f"its batched mask {list(mask)} broadcasts its batch axis onto another"
+        if not flags[att.mask] and len(mask) == 4 and mask[0] != 1:
             return f"its batch-free mask {list(mask)} spans the batch axis"
     return None
 

@@ -178,6 +178,30 @@ def reshape_mixing_batch_model() -> onnx.ModelProto:
     )
 
 
+def front_rows_model() -> onnx.ModelProto:
+    """[b, 4, 6] -> rows [4b, 6] -> the first half of them, [: 4b // 2], an end computed from
+    the shape: it scales with the batch (2 rows at batch 1, 6 at 3), yet takes whole samples
+    from the front instead of half of each sample's rows."""
+    return _single_input_model(
+        [
+            helper.make_node("Reshape", ["x", "rows_shape"], ["rows"]),
+            helper.make_node("Shape", ["rows"], ["shape"]),
+            helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+            helper.make_node("Div", ["n", "two"], ["half"]),
+            helper.make_node("Unsqueeze", ["half", "axes0"], ["end"]),
+            helper.make_node("Slice", ["rows", "zero_1d", "end", "zero_1d"], ["y"]),
+        ],
+        [None, 6],
+        [
+            _ints("rows_shape", [-1, 6]),
+            numpy_helper.from_array(np.array(0, np.int64), "zero"),
+            numpy_helper.from_array(np.array(2, np.int64), "two"),
+            _ints("axes0", [0]),
+            _ints("zero_1d", [0]),
+        ],
+    )
+
+
 def batch_norm_training_model() -> onnx.ModelProto:
     """BatchNormalization in training mode normalises with the batch's own statistics."""
     rng = np.random.default_rng(9)
@@ -210,8 +234,9 @@ def batch_norm_training_model() -> onnx.ModelProto:
         (batch_into_columns_model, "moves the batch axis"),
         (reshape_mixing_batch_model, "not scaled along its leading axis"),
         (batch_norm_training_model, "axis 0"),
+        (front_rows_model, "slices axis 0"),
     ],
-    ids=["reduce_axis0", "transpose_reshape", "reshape_mix", "batchnorm_training"],
+    ids=["reduce_axis0", "transpose_reshape", "reshape_mix", "batchnorm_training", "front_rows"],
 )
 def test_not_separable_falls_back_to_specialisation(build, reason: str) -> None:  # type: ignore[no-untyped-def]
     model = build()
