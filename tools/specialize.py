@@ -288,12 +288,14 @@ class SpecializingModel:
         # The batch dim (the dim_param the inputs' leading axes share), unless pinned, and the
         # batch-separability proof per batch-1 shapes (one per size of the other dims).
         self._batch_dim: str | None = None
+        self._batch_inputs: list[str] = []
         if batch_polymorphic:
-            from ember.tools.batch_polymorphic import leading_dim
+            from ember.tools.batch_polymorphic import batch_inputs, leading_dim
 
             dim = leading_dim(model)
             if dim is not None and dim not in pinning.named:
-                self._batch_dim = dim
+                self._batch_inputs, why_not = batch_inputs(model, dim)
+                self._batch_dim = dim if why_not is None and self._batch_inputs else None
         self._batch_proofs: dict[ShapeKey, BatchProof] = {}
         self._proving = threading.Lock()
 
@@ -388,13 +390,9 @@ class SpecializingModel:
         if self._batch_dim is None or self._value_inputs:
             return None
         from ember.runtime.polymorphic import BatchLoop
-        from ember.tools.batch_polymorphic import (
-            BatchProof,
-            batch_inputs,
-            prove_batch_separable,
-        )
+        from ember.tools.batch_polymorphic import BatchProof, prove_batch_separable
 
-        names, _ = batch_inputs(self._model, self._batch_dim)
+        names = self._batch_inputs
         at_one = {
             name: ((1, *shape[1:]) if name in names else shape) for name, shape in shapes.items()
         }
@@ -426,9 +424,11 @@ class SpecializingModel:
             return None
         try:
             compiled = self._specializations.get(key)
-        except RuntimeOperandError:
+        except (RuntimeOperandError, InputError) as err:
+            # Not at batch 1 (a shape operand fed at run time, a compile error): specialise
+            # the run's own shapes instead, which say for themselves what is wrong.
             with self._proving:
-                self._batch_proofs[key[0]] = BatchProof(False, "a shape operand is an input")
+                self._batch_proofs[key[0]] = BatchProof(False, f"at batch 1: {err}")
             return None
         if compiled.bounded or compiled.graph_outputs is not None:
             with self._proving:
