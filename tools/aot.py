@@ -236,15 +236,16 @@ def compile_artifact(
         source = model_bytes(model)
     with progress.stage("import, optimize, lower to loops"):
         batch = None
+        program_source: ModelSource = model  # `model` itself names the source in the manifest
         if batch_polymorphic:
             proto = read_model(model)
             base_dir = external_data_folder(model, base_dir)
             batch = _polymorphic_batch(proto, input_shapes, dim_ranges, base_dir, memory_limit)
-            model = proto
+            program_source = proto
         elif dim_ranges:
             raise ModelError("a dim range (--dim) needs variants (--shapes) or a polymorphic batch")
         program = compile_program(
-            model,
+            program_source,
             target,
             pipeline,
             on_pass=lambda name: setattr(progress, "detail", name),
