@@ -81,13 +81,34 @@ def bert_feeds(_: onnx.ModelProto, seq: int) -> dict[str, np.ndarray]:
     }
 
 
-MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], str, list[int], Callable]] = {
-    "resnet50": (resnet50_symbolic_batch, "N", [1, 8], resnet50_feeds),
+def bert_batch_feeds(_: onnx.ModelProto, batch: int, seq: int = 64) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(batch)
+    return {
+        "input_ids": rng.integers(0, 1000, (batch, seq), dtype=np.int64),
+        "attention_mask": np.ones((batch, seq), np.int64),
+    }
+
+
+# name: (model, the dim varied, its sizes, feeds of a size, the other symbolic dims' sizes)
+MODELS: dict[
+    str, tuple[Callable[[], onnx.ModelProto], str, list[int], Callable, dict[str, int]]
+] = {
+    "resnet50": (resnet50_symbolic_batch, "N", [1, 8], resnet50_feeds, {}),
     "bert": (
         lambda: bert_encoder_model(layers=4, hidden=256, heads=4, vocab=1000),
         "seq",
         [16, 64, 128, 384],
         bert_feeds,
+        {"batch": 1},
+    ),
+    # The GEMM-heavy case for batch polymorphism: batch-1 calls multiply [64, 256] rows, the
+    # static batch-8 program [512, 256].
+    "bert_batch": (
+        lambda: bert_encoder_model(layers=4, hidden=256, heads=4, vocab=1000),
+        "batch",
+        [1, 8],
+        bert_batch_feeds,
+        {"seq": 64},
     ),
 }
 
@@ -133,11 +154,10 @@ def bench_model(name: str, threads: int, runs: int, warmup: int, workdir: Path) 
     from ember.tools.aot import compile_variants, resolve_target
     from ember.tools.bench import onnxruntime_session
 
-    build, dim, sizes, make_feeds = MODELS[name]
+    build, dim, sizes, make_feeds, fixed = MODELS[name]
     model = build()
     path = workdir / f"{name}.onnx"
     onnx.save(model, path)
-    fixed = {"batch": 1} if name == "bert" else {}
     compile_variants(
         path,
         workdir / f"{name}-variants",

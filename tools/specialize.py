@@ -48,13 +48,12 @@ import numpy as np
 
 from ember.runtime.errors import InputError, ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names, numpy_dtype
+from ember.runtime.polymorphic import BatchLoop
+from ember.tools.batch_polymorphic import BatchProof, prove_batch_separable
 from ember.tools.shapes import Pinning, check_run_shapes, freeze_inputs
 
 if TYPE_CHECKING:
     import onnx
-
-    from ember.passes.analysis.batch_separable import BatchProof
-    from ember.runtime.polymorphic import BatchLoop
 
 log = logging.getLogger("ember.specialize")
 
@@ -389,37 +388,14 @@ class SpecializingModel:
         batch-separable at them (None: specialise on the batch as on any dim)."""
         if self._batch_dim is None or self._value_inputs:
             return None
-        from ember.runtime.polymorphic import BatchLoop
-        from ember.tools.batch_polymorphic import BatchProof, prove_batch_separable
-
         names = self._batch_inputs
         at_one = {
             name: ((1, *shape[1:]) if name in names else shape) for name, shape in shapes.items()
         }
         key = self._key(at_one, {}, ())
-        with self._proving:
-            proof = self._batch_proofs.get(key[0])
-            if proof is None:
-                proof = prove_batch_separable(
-                    self._model,
-                    self._batch_dim,
-                    _shapes_of(key[0]),
-                    base_dir=self._options["base_dir"],
-                    memory_limit=self._options["memory_limit"],
-                )
-                if proof.separable:
-                    log.debug(
-                        "batch dim '%s' is polymorphic at %s", self._batch_dim, describe(key[0])
-                    )
-                else:
-                    log.debug(
-                        "batch dim '%s' specialised at %s: the model is not provably "
-                        "batch-separable: %s",
-                        self._batch_dim,
-                        describe(key[0]),
-                        proof.reason,
-                    )
-                self._batch_proofs[key[0]] = proof
+        proof = self._batch_proofs.get(key[0])  # proven once per key: no lock on the way
+        if proof is None:
+            proof = self._prove(key[0])
         if not proof.separable:
             return None
         try:
@@ -430,18 +406,49 @@ class SpecializingModel:
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(False, f"at batch 1: {err}")
             return None
+        loop = getattr(compiled, "_batch_loop", None)  # one per compiled program, with it
+        if loop is not None:
+            return loop
         if compiled.bounded or compiled.graph_outputs is not None:
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(
                     False, "its outputs have data-dependent sizes or are not tensors"
                 )
             return None
-        return BatchLoop(
+        loop = BatchLoop(
             compiled,
             [n for n in names if n in compiled.input_names],
             self._batch_dim,
             self._pinning.ranges.get(self._batch_dim),
         )
+        compiled._batch_loop = loop
+        return loop
+
+    def _prove(self, key: ShapeKey) -> BatchProof:
+        """The batch-separability proof at the batch-1 shapes `key`, made once."""
+        assert self._batch_dim is not None
+        with self._proving:
+            proof = self._batch_proofs.get(key)
+            if proof is None:
+                proof = prove_batch_separable(
+                    self._model,
+                    self._batch_dim,
+                    _shapes_of(key),
+                    base_dir=self._options["base_dir"],
+                    memory_limit=self._options["memory_limit"],
+                )
+                if proof.separable:
+                    log.debug("batch dim '%s' is polymorphic at %s", self._batch_dim, describe(key))
+                else:
+                    log.debug(
+                        "batch dim '%s' specialised at %s: the model is not provably "
+                        "batch-separable: %s",
+                        self._batch_dim,
+                        describe(key),
+                        proof.reason,
+                    )
+                self._batch_proofs[key] = proof
+        return proof
 
     def _key(
         self,
