@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 import ember
 from ember.runtime.polymorphic import BatchLoop
 from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.runtime.util import run_without_compiler
 from ember.tools.batch_polymorphic import prove_batch_separable
 from ember.tools.specialize import SpecializingModel
 from ember.tools.symbolic_zoo import bert_encoder_model
@@ -296,6 +297,12 @@ def test_artifact_serves_every_batch_in_the_thin_runtime(tmp_path: Path) -> None
         )
     with pytest.raises(ember.InputError, match="outside its range 1..16"):
         loaded.run(bert_feeds(17, seed=0))
+    # The same in a process that cannot import the compiler (xDSL, llvmlite, onnx).
+    inputs = bert_feeds(7, seed=7)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    got = run_without_compiler(tmp_path / "bert", inputs, scratch)
+    assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
 
 
 def test_artifact_of_a_model_not_separable_says_why(tmp_path: Path) -> None:
