@@ -49,11 +49,14 @@ import numpy as np
 from ember.runtime.errors import InputError, ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names, numpy_dtype
 from ember.runtime.polymorphic import BatchLoop
-from ember.tools.batch_polymorphic import BatchProof, prove_batch_separable
 from ember.tools.shapes import Pinning, check_run_shapes, freeze_inputs
 
 if TYPE_CHECKING:
     import onnx
+
+    # The proof imports onnx and xDSL: this module is imported by the compiler-free engine API
+    # (tools/engine.py), so it is imported when a model is compiled, not here.
+    from ember.tools.batch_polymorphic import BatchProof
 
 log = logging.getLogger("ember.specialize")
 
@@ -403,6 +406,8 @@ class SpecializingModel:
         except (RuntimeOperandError, InputError) as err:
             # Not at batch 1 (a shape operand fed at run time, a compile error): specialise
             # the run's own shapes instead, which say for themselves what is wrong.
+            from ember.tools.batch_polymorphic import BatchProof
+
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(False, f"at batch 1: {err}")
             return None
@@ -410,6 +415,8 @@ class SpecializingModel:
         if loop is not None:
             return loop
         if compiled.bounded or compiled.graph_outputs is not None:
+            from ember.tools.batch_polymorphic import BatchProof
+
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(
                     False, "its outputs have data-dependent sizes or are not tensors"
@@ -426,6 +433,8 @@ class SpecializingModel:
 
     def _prove(self, key: ShapeKey) -> BatchProof:
         """The batch-separability proof at the batch-1 shapes `key`, made once."""
+        from ember.tools.batch_polymorphic import prove_batch_separable
+
         assert self._batch_dim is not None
         with self._proving:
             proof = self._batch_proofs.get(key)
