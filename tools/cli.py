@@ -437,7 +437,8 @@ def _bench_batches(args: argparse.Namespace) -> int:
             {"batch": batch, "engines": [bench.result_json(r) for r in results]}
             for batch, results in rows
         ]
-        print(json.dumps({"model": str(args.model), "batches": document}, indent=2))
+        whole = {"model": str(args.model), "batch_polymorphic": polymorphic is not None}
+        print(json.dumps(whole | {"batches": document}, indent=2))
         return 0
     how = "one batch-polymorphic program" if polymorphic is not None else "a program per size"
     print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up per batch size ({how})")

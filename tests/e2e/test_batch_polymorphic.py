@@ -343,3 +343,23 @@ def test_check_reports_the_polymorphic_batch_or_why_not() -> None:
     assert not report.ok and report.batch_polymorphic is None
     (problem,) = report.of_kind("symbolic-dim")
     assert "the batch is not polymorphic" in problem.fix and "axis 0" in problem.fix
+
+
+def test_cli_compile_and_bench_one_program(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from ember.tools.cli import main
+
+    source = tmp_path / "cnn.onnx"
+    onnx.save(cnn_model(), source)
+    out = tmp_path / "cnn.ember"
+    assert main(["compile", str(source), "-o", str(out), "-q", "--dim", "batch=1:16"]) == 0
+    capsys.readouterr()
+    for model in (out, source):  # the artifact, and the .onnx compiled once through Config
+        argv = ["bench", str(model), "--batch", "1,3", "--runs", "1", "--warmup", "0", "--json"]
+        assert main(argv) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["batch_polymorphic"] is True
+        assert [row["batch"] for row in document["batches"]] == [1, 3]
