@@ -487,7 +487,13 @@ def load(
         return VariantArtifact(directory, read_variants_manifest(directory), threads)
     document = read_manifest(directory)
     check_compatible(document, str(directory))
-    return LoadedArtifact(directory, document, threads)
+    loaded = LoadedArtifact(directory, document, threads)
+    # -- batch-polymorphic artifacts: one call per sample (runtime/polymorphic.py) --
+    from ember.runtime.polymorphic import POLYMORPHIC_KEY, serve_per_sample
+
+    if POLYMORPHIC_KEY in loaded.manifest.extra:
+        return serve_per_sample(loaded, str(directory / MANIFEST_FILE))  # type: ignore[return-value]
+    return loaded
 
 
 # -- multi-variant artifacts: one static variant per set of named dim sizes ---------------------

@@ -399,6 +399,51 @@ class Executable:
             del results[count_name]
         return results
 
+    def call_per_sample(
+        self,
+        inputs: Sequence[np.ndarray],
+        outputs: Sequence[np.ndarray],
+        input_steps: Sequence[int],
+        output_steps: Sequence[int],
+        samples: int,
+    ) -> None:
+        """Call the entry `samples` times, the k-th on every buffer's address plus k times its
+        step in bytes (0: the same buffer each call), one arena for all (the calls are
+        sequential); the status record is checked after each call (runtime/polymorphic.py).
+        The caller has checked the buffers: C-contiguous, of the manifest's dtypes, and
+        holding `samples` blocks of the shapes the manifest gives."""
+        if self.profile_sites is not None or self.bounded:
+            raise ValueError("a profiled or bounded-output program is not run per sample")
+        status = new_status() if self.status_sites is not None else None
+        extra = [status.ctypes.data] if status is not None else []
+        in_addresses = [a.ctypes.data for a in inputs]
+        out_addresses = [o.ctypes.data for o in outputs]
+        try:
+            arena = self._arenas.get_nowait()
+        except queue.Empty:
+            arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
+        try:
+            for k in range(samples):
+                self._entry(
+                    *[a + k * s for a, s in zip(in_addresses, input_steps)],
+                    *[a + k * s for a, s in zip(out_addresses, output_steps)],
+                    arena.ctypes.data,
+                    self._weights.ctypes.data,
+                    *extra,
+                )
+                if status is not None and status[0] != 0:
+                    try:
+                        check_status(status, self.status_sites or [])
+                    except KernelError as err:
+                        raise KernelError(
+                            f"{err} (in sample {k} of the batch)",
+                            op_type=err.op_type,
+                            node_name=err.node_name,
+                            value=err.value,
+                        ) from None
+        finally:
+            self._arenas.put(arena)
+
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         if len(arrays) != len(self.manifest.inputs):
             raise InputError(

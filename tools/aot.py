@@ -51,6 +51,9 @@ from ember.runtime.cpu_features import (
     required_features,
 )
 from ember.runtime.errors import ModelError
+from ember.runtime.executable import BOUNDED_KEY, GRAPH_OUTPUTS_KEY
+from ember.runtime.polymorphic import POLYMORPHIC_KEY, polymorphic_section
+from ember.tools.batch_polymorphic import PolymorphicBatch, plan_polymorphic_batch
 from ember.tools.cheader import write_header
 from ember.tools.shapes import (
     DimRanges,
@@ -58,7 +61,9 @@ from ember.tools.shapes import (
     ModelSignature,
     UnpinnedInputsError,
     check_dim_ranges,
+    external_data_folder,
     pin,
+    pin_model,
     read_model,
 )
 
@@ -202,10 +207,16 @@ def compile_artifact(
     base_dir: str | os.PathLike[str] | None = None,
     memory_limit: int | None = None,
     verify_each: bool | None = None,
+    batch_polymorphic: bool = False,
+    dim_ranges: DimRanges | None = None,
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
 
-    `input_shapes` pins inputs with symbolic dims (see `ember.tools.shapes`). External tensor
+    `input_shapes` pins inputs with symbolic dims (see `ember.tools.shapes`). With
+    `batch_polymorphic` (`ember compile`), a symbolic batch dim left unpinned is compiled as
+    one program at batch 1 that the runtime runs once per sample, when the model is proven
+    batch-separable (tools/batch_polymorphic.py); its manifest says so
+    (`extra.batch_polymorphic`, with the dim's range from `dim_ranges`). External tensor
     data is read from `base_dir` (default: the model file's folder; a ModelProto with external
     data needs it); `memory_limit` as for `ember.compile`. The directory is assembled next to
     `output` and moved into place when complete, so concurrent readers see either the old
@@ -224,16 +235,27 @@ def compile_artifact(
     with progress.stage("read model"):
         source = model_bytes(model)
     with progress.stage("import, optimize, lower to loops"):
+        batch = None
+        program_source: ModelSource = model  # `model` itself names the source in the manifest
+        if batch_polymorphic:
+            proto = read_model(model)
+            base_dir = external_data_folder(model, base_dir)
+            batch = _polymorphic_batch(proto, input_shapes, dim_ranges, base_dir, memory_limit)
+            program_source = proto
+        elif dim_ranges:
+            raise ModelError("a dim range (--dim) needs variants (--shapes) or a polymorphic batch")
         program = compile_program(
-            model,
+            program_source,
             target,
             pipeline,
             on_pass=lambda name: setattr(progress, "detail", name),
-            input_shapes=input_shapes,
+            input_shapes=batch.shapes_at_one if batch is not None else input_shapes,
             base_dir=base_dir,
             memory_limit=memory_limit,
             verify_each=verify_each,
         )
+        if batch is not None:
+            _declare_polymorphic(program, batch)
     with progress.stage(f"LLVM codegen (O{opt_level})"):
         objects = emit_objects(program.module, target, opt_level)
         # The library describes itself, weights' checksum included (see runtime/artifact.py).
@@ -266,6 +288,48 @@ def compile_artifact(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ArtifactBuild(output, dict(progress.seconds), program.report)
+
+
+def _polymorphic_batch(
+    proto: onnx.ModelProto,
+    input_shapes: InputShapes | None,
+    dim_ranges: DimRanges | None,
+    base_dir: str | os.PathLike[str] | None,
+    memory_limit: int | None,
+) -> PolymorphicBatch | None:
+    """The batch-polymorphic build of a model pins leave symbolic (None: the pins are complete);
+    UnpinnedInputsError, saying why the batch is not polymorphic, when it cannot be one."""
+    pinning = pin_model(proto, input_shapes, dim_ranges)
+    if pinning.complete:
+        if dim_ranges:
+            raise ModelError(
+                f"--dim {next(iter(dim_ranges))}: the dim is pinned; a range needs variants "
+                "(--shapes) or a polymorphic batch dim"
+            )
+        return None
+    batch, why = plan_polymorphic_batch(
+        proto, input_shapes, dim_ranges, base_dir=base_dir, memory_limit=memory_limit
+    )
+    if batch is None:
+        log.debug("no batch-polymorphic artifact: %s", why)
+        error = UnpinnedInputsError(pinning)
+        error.args = (f"{error.args[0]}\n(the batch is not polymorphic: {why})",)
+        raise error
+    return batch
+
+
+def _declare_polymorphic(program: Any, batch: PolymorphicBatch) -> None:
+    """Record in the manifest that the batch-1 program serves any batch (one call per sample)."""
+    if program.manifest.extra.get(BOUNDED_KEY) or program.manifest.extra.get(GRAPH_OUTPUTS_KEY):
+        raise ModelError(
+            f"dim '{batch.dim}' cannot be polymorphic: the model's outputs have data-dependent "
+            "sizes or are sequences; pin it (--input-shape) or build variants (--shapes)"
+        )
+    program.manifest.extra[POLYMORPHIC_KEY] = polymorphic_section(
+        batch.dim,
+        [n for n in batch.inputs if n in {spec.name for spec in program.manifest.inputs}],
+        batch.dim_range,
+    )
 
 
 # -- a dynamic model: several static variants in one artifact ---------------------------------
@@ -359,6 +423,7 @@ def cache_key(
     opt_level: int,
     pipeline: str,
     input_shapes: InputShapes | None = None,
+    batch_polymorphic: dict[str, Any] | None = None,
 ) -> str:
     """Everything the generated code depends on: model, options, compiler version, target,
     pinned input shapes."""
@@ -372,6 +437,8 @@ def cache_key(
     }
     if input_shapes:  # absent when unpinned, so keys of static models stay as they were
         key["input_shapes"] = _shapes_json(input_shapes)
+    if batch_polymorphic:  # likewise absent unless asked for
+        key["batch_polymorphic"] = batch_polymorphic
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -385,6 +452,8 @@ def compile_cached(
     progress: Progress | None = None,
     force: bool = False,
     input_shapes: InputShapes | None = None,
+    batch_polymorphic: bool = False,
+    dim_ranges: DimRanges | None = None,
 ) -> Path:
     """The artifact directory for `model` with these options, compiling it on a cache miss.
 
@@ -398,7 +467,10 @@ def compile_cached(
     target = target or resolve_target("host")
     pipeline = pipeline or DEFAULT_PIPELINE
     cache = Path(cache_dir or default_cache_dir())
-    directory = cache / cache_key(model_bytes(model), target, opt_level, pipeline, input_shapes)
+    polymorphic = {"ranges": dict(dim_ranges or {})} if batch_polymorphic else None
+    directory = cache / cache_key(
+        model_bytes(model), target, opt_level, pipeline, input_shapes, polymorphic
+    )
     if not force:
         try:
             read_manifest(directory)
@@ -414,6 +486,8 @@ def compile_cached(
         pipeline=pipeline,
         progress=progress,
         input_shapes=input_shapes,
+        batch_polymorphic=batch_polymorphic,
+        dim_ranges=dim_ranges,
     )
     written = sum(stored_bytes(f.stat().st_size) for f in directory.iterdir() if f.is_file())
     DiskCache.for_artifacts(cache).record_write(written, directory)

@@ -27,6 +27,7 @@ Exit status of `ember check`: 0 no problems, 1 problems, 2 the model cannot be r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -86,6 +87,9 @@ class CheckReport:
     # The machine checked on ("x86_64_v4 (avx512 + vnni), LLVM cpu znver5"): what `host`
     # builds will target.
     host: str = field(default_factory=host_cpu_description)
+    # The symbolic batch dim one program serves at every size (tools/batch_polymorphic.py):
+    # not a problem; None when there is none.
+    batch_polymorphic: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -100,12 +104,22 @@ class CheckReport:
             "ok": self.ok,
             "imported": self.imported,
             "host": self.host,
+            "batch_polymorphic": self.batch_polymorphic,
             "problems": [p.to_dict() for p in self.problems],
         }
 
     def __str__(self) -> str:
+        polymorphic = (
+            f"\nbatch dim '{self.batch_polymorphic}': polymorphic (one program serves every "
+            "batch size)"
+            if self.batch_polymorphic
+            else ""
+        )
         if self.ok:
-            return f"{self.model}: no problems found; the model imports as is\nhost: {self.host}"
+            return (
+                f"{self.model}: no problems found; the model imports as is{polymorphic}\n"
+                f"host: {self.host}"
+            )
         lines = [f"{self.model}: {len(self.problems)} problem(s) to fix before compiling"]
         for problem in self.problems:
             lines.append(f"  [{problem.kind}] {problem.message}")
@@ -350,6 +364,36 @@ class _Checker:
                 details = {"op": node.op_type, "node": name, "opset": opset}
                 self.problems.append(Problem("invalid-node", str(err), details=details))
 
+    def polymorphic_batch(self, base_dir: str | os.PathLike[str] | None) -> str | None:
+        """When the only problems are the symbolic batch dim's: drop them if the model is
+        proven batch-separable (one program serves every batch; the import check then runs at
+        batch 1) and return the dim; else say why in their fix. None when it is no candidate."""
+        from ember.tools.batch_polymorphic import leading_dim, plan_polymorphic_batch
+
+        dim = leading_dim(self.model)
+        batch_problems = [
+            p
+            for p in self.problems
+            if p.kind == "symbolic-dim" and p.details.get("dim_param") == dim and dim is not None
+        ]
+        if not batch_problems or len(batch_problems) != len(self.problems):
+            return None
+        try:
+            plan, why = plan_polymorphic_batch(self.model, self.input_shapes, base_dir=base_dir)
+        except EmberError as err:
+            plan, why = None, str(err)
+        if plan is None:
+            self.problems = [
+                dataclasses.replace(p, fix=f"{p.fix} (the batch is not polymorphic: {why})")
+                if p in batch_problems
+                else p
+                for p in self.problems
+            ]
+            return None
+        self.problems = [p for p in self.problems if p not in batch_problems]
+        self.input_shapes = plan.shapes_at_one
+        return dim
+
     def imports(self, base_dir: str | os.PathLike[str] | None) -> None:
         from ember.frontend.onnx_importer import import_onnx
 
@@ -387,8 +431,11 @@ def check(
     checker.element_types()
     checker.ops()
     checker.nodes()
+    polymorphic = checker.polymorphic_batch(base_dir) if not complete else None
+    if polymorphic is not None:
+        complete = True
     problems = sorted(checker.problems, key=lambda p: KINDS.index(p.kind))
-    report = CheckReport(shown, problems)
+    report = CheckReport(shown, problems, batch_polymorphic=polymorphic)
     if not problems and complete:
         checker.imports(base_dir)
         report.problems = checker.problems

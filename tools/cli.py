@@ -37,7 +37,7 @@ from ember import __version__
 from ember.core.target import host_cpu_description
 from ember.runtime.artifact import read_manifest, sha256_file
 from ember.runtime.cpu_features import host_microarchitecture
-from ember.runtime.errors import EmberError, InputError, ModelError
+from ember.runtime.errors import EmberError, InputError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
 from ember.tools.engine import Config, pipeline_spec
 from ember.tools.quantize import add_quantize_options, quantize_from_args
@@ -145,7 +145,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_sizes,
         metavar="1,4,16",
         help="time each batch size (axis 0 of inputs with a symbolic batch axis): latency and "
-        "throughput per size",
+        "throughput per size, on one batch-polymorphic program when the model is proven "
+        "batch-separable",
+    )
+    bench.add_argument(
+        "--per-batch",
+        action="store_true",
+        help="with --batch: compile each batch size as its own static program, even when one "
+        "batch-polymorphic program could serve them all",
     )
     bench.add_argument(
         "--breakdown",
@@ -227,11 +234,6 @@ def _compile(args: argparse.Namespace) -> int:
     if args.checks:
         pipeline = with_memory_checks(pipeline)
     progress = Progress(quiet=args.quiet)
-    if args.dynamic_dims and not args.dim_sizes:
-        raise ModelError(
-            "--dim records the range of a dim in a multi-variant artifact: give the sizes to "
-            "build with --shapes (e.g. --shapes batch=1,4,16)"
-        )
     model = quantize_from_args(args, progress=not args.quiet) if args.int8 else args.model
     if args.dim_sizes:
         return _compile_variants(args, model, target, pipeline, progress)
@@ -245,6 +247,9 @@ def _compile(args: argparse.Namespace) -> int:
         input_shapes=args.input_shapes or None,
         verify_each=args.verify_each or None,
         base_dir=Path(args.model).parent if args.int8 else None,
+        # An unpinned symbolic batch: one program serving every batch, when provable.
+        batch_polymorphic=True,
+        dim_ranges=args.dynamic_dims or None,
     )
     if args.verbose and build.report is not None:
         for name, seconds in build.stage_seconds.items():
@@ -368,6 +373,16 @@ def _declared_inputs(model: str) -> list[tuple[str, list | None]]:
         manifest = Path(model) / "manifest.json"
         if manifest.is_file() and f'"{VARIANTS_FORMAT}"' in manifest.read_text()[:4096]:
             return [(n, d) for n, d, _ in read_variants_manifest(model).inputs]
+        from ember.runtime.polymorphic import POLYMORPHIC_KEY
+
+        section = read_manifest(model).get("extra", {}).get(POLYMORPHIC_KEY)
+        if section is not None:  # a batch-polymorphic artifact: its batch-1 shapes
+            document = read_manifest(model)
+            return [
+                (i["name"], [section["dim"], *i["shape"][1:]] if i["name"] in section["inputs"]
+                 else list(i["shape"]))
+                for i in document["inputs"]
+            ]  # fmt: skip
         raise InputError(
             f"--batch: {model} is an artifact of one static shape; give the .onnx model, or "
             "an artifact built with `ember compile --shapes batch=...`"
@@ -375,6 +390,22 @@ def _declared_inputs(model: str) -> list[tuple[str, list | None]]:
     signature = ModelSignature.of(read_model(model))
     return [(i.name, None if i.dims is None else list(i.dims)) for i in signature.inputs
             if not i.dtype_only]  # fmt: skip
+
+
+def _polymorphic_config(args: argparse.Namespace) -> Config | None:
+    """The config of one batch-polymorphic program of `args.model` (None: the model is not
+    proven batch-separable, or the artifact given is not polymorphic; the reason on stderr)."""
+    from ember.runtime.polymorphic import BatchLoop
+
+    config = _config(args)
+    config.enable_batch_polymorphism()
+    try:
+        loaded = config.load()
+    except UnpinnedInputsError as err:
+        reason = str(err).rpartition("(the batch is not polymorphic: ")[2].rstrip(")")
+        print(f"note: one program per batch size: {reason}", file=sys.stderr)
+        return None
+    return config if isinstance(loaded, BatchLoop) else None
 
 
 def _bench_batches(args: argparse.Namespace) -> int:
@@ -385,15 +416,25 @@ def _bench_batches(args: argparse.Namespace) -> int:
     if args.input:
         raise InputError("--batch draws seeded inputs of each size; it takes no --input")
     declared = _declared_inputs(args.model)
+    polymorphic = None if args.per_batch else _polymorphic_config(args)
     rows = []
     for batch in args.batch:
-        config = _config(args)
-        for name, shape in bench.batch_shapes(declared, batch, args.input_shapes).items():
-            config.set_input_shape(name, shape)
-        executable = config.load()  # compiled (once, cached) outside the measurement; bench
-        # loads it again inside, as `ember bench` does, to measure its memory
+        shapes = bench.batch_shapes(declared, batch, args.input_shapes)
+        if polymorphic is not None:
+            config = polymorphic  # one program for every batch size
+            executable = config.load()
+            specs = [
+                TensorSpec(s.name, tuple(shapes[s.name]), s.dtype)
+                for s in executable.manifest.inputs
+            ]
+        else:
+            config = _config(args)
+            for name, shape in shapes.items():
+                config.set_input_shape(name, shape)
+            executable = config.load()  # compiled (once, cached) outside the measurement;
+            # bench loads it again inside, as `ember bench` does, to measure its memory
+            specs = executable.manifest.inputs
         threads = config.cpu_math_library_num_threads()
-        specs = executable.manifest.inputs
         onnx_path = _source_onnx(args, executable.info)
         feeds = _seeded_feeds(specs, onnx_path, args.seed)[0]
         results = [bench.bench_ember(config.load, feeds, threads, args.runs, args.warmup)]
@@ -407,9 +448,11 @@ def _bench_batches(args: argparse.Namespace) -> int:
             {"batch": batch, "engines": [bench.result_json(r) for r in results]}
             for batch, results in rows
         ]
-        print(json.dumps({"model": str(args.model), "batches": document}, indent=2))
+        whole = {"model": str(args.model), "batch_polymorphic": polymorphic is not None}
+        print(json.dumps(whole | {"batches": document}, indent=2))
         return 0
-    print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up per batch size")
+    how = "one batch-polymorphic program" if polymorphic is not None else "a program per size"
+    print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up per batch size ({how})")
     print(f"host: {host_cpu_description()}; {os.cpu_count()} cores")
     print(bench.format_batch_results(rows))
     return 0

@@ -451,6 +451,7 @@ def compile(
     memory_limit: int | None = None,
     checks: bool | None = None,
     dynamic_dims: DimRanges | None = None,
+    batch_polymorphic: bool = True,
 ) -> CompiledModel | SpecializingModel | StructuredModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
@@ -469,7 +470,10 @@ def compile(
     the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
     every load and store of every kernel is bounds-checked at run time
     (check-memory-accesses), and one out of bounds raises KernelError instead of touching
-    memory. Slower; for hunting compiler bugs.
+    memory. Slower; for hunting compiler bugs. `batch_polymorphic` (default on): a model
+    whose inputs' leading axes share a symbolic batch dim and which is proven batch-separable
+    runs every batch size on one program compiled at batch 1 (tools/specialize.py); off, each
+    batch size is specialised like any other dim.
     """
     if checks is None:
         checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
@@ -497,6 +501,7 @@ def compile(
                 memory_limit=memory_limit,
                 checks=False,  # `pipeline` has the checks already when they are asked for
                 dynamic_dims=dynamic_dims,
+                batch_polymorphic=batch_polymorphic,
             )
 
         return StructuredModel(
@@ -538,6 +543,7 @@ def compile(
             pipeline=pipeline,
             base_dir=base_dir,
             memory_limit=memory_limit,
+            batch_polymorphic=batch_polymorphic,
         )
     try:
         return compile_static(proto, input_shapes, threads=threads, **options)

@@ -69,6 +69,7 @@ class Config:
         self._int8: dict[str, Any] | None = None
         self._int8_model: Path | None = None
         self._dim_ranges: dict[str, tuple[int, int]] = {}
+        self._batch_polymorphic = False
 
     # -- model ---------------------------------------------------------------------------------
     def set_model(self, model: str | os.PathLike[str]) -> None:
@@ -172,6 +173,12 @@ class Config:
     def dim_ranges(self) -> dict[str, tuple[int, int]]:
         return dict(self._dim_ranges)
 
+    def enable_batch_polymorphism(self, enable: bool = True) -> None:
+        """Compile an .onnx model whose symbolic batch nothing pins as one program serving
+        every batch size, when it is proven batch-separable (runtime/polymorphic.py); `load`
+        then gives a BatchLoop. Not provable: `load` raises UnpinnedInputsError saying why."""
+        self._batch_polymorphic = enable
+
     def pipeline(self) -> str:
         return pipeline_spec(self._ir_optim)
 
@@ -217,6 +224,8 @@ class Config:
             progress=Progress(quiet=not self._progress),
             force=force,
             input_shapes=self._input_shapes or None,
+            batch_polymorphic=self._batch_polymorphic,
+            dim_ranges=(self._dim_ranges or None) if self._batch_polymorphic else None,
         )
 
     def _quantized_model(self) -> Path:

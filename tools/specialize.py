@@ -24,10 +24,18 @@ elements of a numeric or bool dtype); a larger one is refused naming the input a
 This is specialisation, not symbolic execution: a model whose shape operands change on every
 run recompiles on every run, and a `SpecializationWarning` says so when the cache thrashes
 (a variant dropped from it is needed again).
+
+Batch polymorphism: when the inputs' leading axes share one symbolic dim (the batch) and the
+model is proven batch-separable for the other dims' sizes (passes/analysis/batch_separable.py:
+no op mixes samples), the batch is not part of the key: one program compiled at batch 1 serves
+every batch size, run once per sample (runtime/polymorphic.py). Other symbolic dims (sequence
+length, H/W) are still specialised. When the proof fails, the batch is specialised like any
+other dim, and the debug log (`ember.specialize`) says why.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -40,10 +48,17 @@ import numpy as np
 
 from ember.runtime.errors import InputError, ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names, numpy_dtype
+from ember.runtime.polymorphic import BatchLoop
 from ember.tools.shapes import Pinning, check_run_shapes, freeze_inputs
 
 if TYPE_CHECKING:
     import onnx
+
+    # The proof imports onnx and xDSL: this module is imported by the compiler-free engine API
+    # (tools/engine.py), so it is imported when a model is compiled, not here.
+    from ember.tools.batch_polymorphic import BatchProof
+
+log = logging.getLogger("ember.specialize")
 
 # How many compiled specialisations a SpecializingModel keeps (memory: code + weights each).
 MAX_SPECIALIZATIONS = 8
@@ -245,6 +260,7 @@ class SpecializingModel:
         memory_limit: int | None = None,
         max_specializations: int = MAX_SPECIALIZATIONS,
         value_inputs: RuntimeOperandError | None = None,
+        batch_polymorphic: bool = True,
     ) -> None:
         _check_inputs(model, pinning, base_dir)
         self._model = model
@@ -271,6 +287,19 @@ class SpecializingModel:
             describe=_describe_variant,
         )
         self._last: Any = None
+        # The batch dim (the dim_param the inputs' leading axes share), unless pinned, and the
+        # batch-separability proof per batch-1 shapes (one per size of the other dims).
+        self._batch_dim: str | None = None
+        self._batch_inputs: list[str] = []
+        if batch_polymorphic:
+            from ember.tools.batch_polymorphic import batch_inputs, leading_dim
+
+            dim = leading_dim(model)
+            if dim is not None and dim not in pinning.named:
+                self._batch_inputs, why_not = batch_inputs(model, dim)
+                self._batch_dim = dim if why_not is None and self._batch_inputs else None
+        self._batch_proofs: dict[ShapeKey, BatchProof] = {}
+        self._proving = threading.Lock()
 
     # -- introspection -------------------------------------------------------------------------
     @property
@@ -299,6 +328,17 @@ class SpecializingModel:
     def compiles(self) -> int:
         """Specialisations compiled so far (failed ones included)."""
         return self._specializations.builds
+
+    @property
+    def batch_dim(self) -> str | None:
+        """The symbolic batch dim a batch-polymorphic program may serve (None: none)."""
+        return self._batch_dim
+
+    @property
+    def batch_proofs(self) -> dict[str, BatchProof]:
+        """The batch-separability proof for each batch-1 shape set tried ({shapes: proof})."""
+        with self._proving:
+            return {describe(key): proof for key, proof in self._batch_proofs.items()}
 
     @property
     def specialized_shapes(self) -> list[dict[str, list[int]]]:
@@ -332,6 +372,9 @@ class SpecializingModel:
         `values` gives the arrays of the value-specialised inputs (`value_inputs`)."""
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
         check_run_shapes(self._signature, shapes, self._pinning)
+        polymorphic = self._batch_polymorphic(shapes)
+        if polymorphic is not None:
+            return polymorphic
         while True:
             known = self._value_inputs  # one snapshot per key: other runs may learn more
             key = self._key(shapes, values or {}, known)
@@ -342,6 +385,79 @@ class SpecializingModel:
                 # knows at least one more input, so this ends).
                 if not self._learn_value_inputs(err, known):
                     raise
+
+    def _batch_polymorphic(self, shapes: Mapping[str, tuple[int, ...]]) -> BatchLoop | None:
+        """The batch-1 program run per sample for these shapes, if the model is proven
+        batch-separable at them (None: specialise on the batch as on any dim)."""
+        if self._batch_dim is None or self._value_inputs:
+            return None
+        names = self._batch_inputs
+        at_one = {
+            name: ((1, *shape[1:]) if name in names else shape) for name, shape in shapes.items()
+        }
+        key = self._key(at_one, {}, ())
+        proof = self._batch_proofs.get(key[0])  # proven once per key: no lock on the way
+        if proof is None:
+            proof = self._prove(key[0])
+        if not proof.separable:
+            return None
+        try:
+            compiled = self._specializations.get(key)
+        except (RuntimeOperandError, InputError) as err:
+            # Not at batch 1 (a shape operand fed at run time, a compile error): specialise
+            # the run's own shapes instead, which say for themselves what is wrong.
+            from ember.tools.batch_polymorphic import BatchProof
+
+            with self._proving:
+                self._batch_proofs[key[0]] = BatchProof(False, f"at batch 1: {err}")
+            return None
+        loop = getattr(compiled, "_batch_loop", None)  # one per compiled program, with it
+        if loop is not None:
+            return loop
+        if compiled.bounded or compiled.graph_outputs is not None:
+            from ember.tools.batch_polymorphic import BatchProof
+
+            with self._proving:
+                self._batch_proofs[key[0]] = BatchProof(
+                    False, "its outputs have data-dependent sizes or are not tensors"
+                )
+            return None
+        loop = BatchLoop(
+            compiled,
+            [n for n in names if n in compiled.input_names],
+            self._batch_dim,
+            self._pinning.ranges.get(self._batch_dim),
+        )
+        compiled._batch_loop = loop
+        return loop
+
+    def _prove(self, key: ShapeKey) -> BatchProof:
+        """The batch-separability proof at the batch-1 shapes `key`, made once."""
+        from ember.tools.batch_polymorphic import prove_batch_separable
+
+        assert self._batch_dim is not None
+        with self._proving:
+            proof = self._batch_proofs.get(key)
+            if proof is None:
+                proof = prove_batch_separable(
+                    self._model,
+                    self._batch_dim,
+                    _shapes_of(key),
+                    base_dir=self._options["base_dir"],
+                    memory_limit=self._options["memory_limit"],
+                )
+                if proof.separable:
+                    log.debug("batch dim '%s' is polymorphic at %s", self._batch_dim, describe(key))
+                else:
+                    log.debug(
+                        "batch dim '%s' specialised at %s: the model is not provably "
+                        "batch-separable: %s",
+                        self._batch_dim,
+                        describe(key),
+                        proof.reason,
+                    )
+                self._batch_proofs[key] = proof
+        return proof
 
     def _key(
         self,

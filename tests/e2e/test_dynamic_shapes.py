@@ -48,8 +48,10 @@ def test_specializes_once_per_distinct_shape(specializing: SpecializingModel) ->
         assert_close(specializing.run(inputs), expected, REL_TOL)
         (out,) = specializing(inputs["x"], inputs["y"])
         np.testing.assert_array_equal(out, specializing.run(inputs)["out"])
-    assert specializing.compiles - before == 3
-    assert {"x": [2, 3], "y": [2, 6]} in specializing.specialized_shapes
+    # The model is batch-separable: one compile per sequence length serves every batch
+    # (tests/e2e/test_batch_polymorphic.py).
+    assert specializing.compiles - before == 2
+    assert {"x": [1, 3], "y": [1, 6]} in specializing.specialized_shapes
     assert specializing.report is not None and specializing.report.arena_bytes >= 0
 
 
@@ -189,7 +191,7 @@ def test_convnet_with_a_symbolic_batch_matches_onnxruntime_per_batch() -> None:
         expected = onnxruntime_outputs(model, {"x": x})
         # Conv + Gemm in float32: summation order differs from onnxruntime's.
         assert_close(specializing.run({"x": x}), expected, rel=1e-4)
-    assert specializing.compiles == 2
+    assert specializing.compiles == 1  # batch-polymorphic: one program at batch 1
 
 
 def test_bert_with_batch_baked_into_a_reshape_refuses_other_batches() -> None:
