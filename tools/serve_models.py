@@ -321,7 +321,9 @@ def _load_onnx(name: str, path: Path, settings: ModelSettings, threads: int) -> 
         file = candidates[0]
     proto = read_model(file)
     signature = ModelSignature.of(proto)
-    model = ember.compile(proto, threads=threads, base_dir=file.parent)
+    # Not batch-polymorphic: a polymorphic program runs a batch as one call per sample, and the
+    # batcher exists to run the batched kernels (larger GEMMs) of each preferred batch size.
+    model = ember.compile(proto, threads=threads, base_dir=file.parent, batch_polymorphic=False)
     served = ServedModel(name, path, "onnx", model, signature, settings, threads)
     served.extra["proto"] = proto
     return served
