@@ -8,7 +8,9 @@
     ember conformance ...                (see `ember conformance --help`)
     ember fuzz ...                       (see `ember fuzz --help`)
     ember check model.onnx [--json]      (every problem to fix before compiling)
-    ember graph model.onnx -o graph.html [--stage import|graph|kernel]   (a picture of the graph)
+    ember graph model.onnx -o graph.html [--stage import|graph|kernel]   (a picture of the graph;
+                                         `ember view` is the same command)
+    ember profile model.onnx [--runs 10] [--trace trace.json]   (time per kernel, by ONNX node)
     ember quantize model.onnx -o model.int8.onnx [--calib DIR]   (int8 QDQ model)
     ember compile model.onnx -o model.ember --int8 [--calib DIR] (quantize, then compile)
     ember cache info|list|clear          (see `ember cache --help`)
@@ -166,7 +168,13 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("fuzz", help="fuzz and differential tests (see `ember fuzz --help`)")
     commands.add_parser("check", help="list every problem to fix before a model compiles")
     commands.add_parser(
-        "graph", help="draw the graph after ember's passes (.html, .dot, .svg; see --help)"
+        "graph",
+        aliases=["view"],
+        help="draw the graph after ember's passes (.html, .dot, .svg; see --help)",
+    )
+    commands.add_parser(
+        "profile",
+        help="time each kernel call by ONNX node, --trace for a timeline (see --help)",
     )
     commands.add_parser("quantize", help="post-training int8 quantization to a QDQ ONNX model")
     commands.add_parser("cache", help="show or clear the on-disk cache (see `ember cache --help`)")
@@ -568,6 +576,8 @@ _DELEGATED = {
     "fuzz": "ember.tools.fuzz",
     "check": "ember.tools.check",
     "graph": "ember.tools.graph_view",
+    "view": "ember.tools.graph_view",
+    "profile": "ember.tools.profile",
     "quantize": "ember.tools.quantize",
     "cache": "ember.tools.cache",
     "serve": "ember.tools.serve",
