@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -51,9 +52,12 @@ from ember.tools.shapes import (
     add_input_shape_option,
     read_input_files,
 )
+from ember.tools.verbosity import apply_verbosity, restored_logging, verbosity_options
 
 if TYPE_CHECKING:
     from ember.tools.bench import BenchResult, Error
+
+log = logging.getLogger("ember.cli")
 
 
 def _positive(text: str) -> int:
@@ -93,8 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    verbosity = [verbosity_options()]  # -v/-q, the same on every command (tools/verbosity.py)
 
-    compile_ = commands.add_parser("compile", help="compile an ONNX model to an artifact directory")
+    compile_ = commands.add_parser(
+        "compile", parents=verbosity, help="compile an ONNX model to an artifact directory"
+    )
     compile_.add_argument("model", help="the .onnx file")
     compile_.add_argument("-o", "--output", required=True, help="artifact directory to write")
     _add_build_options(compile_)
@@ -110,15 +117,15 @@ def _parser() -> argparse.ArgumentParser:
         "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
     )
     add_dim_sizes_option(compile_)
-    compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     int8 = compile_.add_argument_group(
         "int8", "--int8 quantizes the model first (as `ember quantize`; docs/quantization.md)"
     )
     int8.add_argument("--int8", action="store_true", help="compile the int8 (QDQ) model")
     add_quantize_options(int8)
-    compile_.add_argument("-v", "--verbose", action="store_true", help="print pass timings")
 
-    run = commands.add_parser("run", help="run an artifact or .onnx model on .npy inputs")
+    run = commands.add_parser(
+        "run", parents=verbosity, help="run an artifact or .onnx model on .npy inputs"
+    )
     run.add_argument("model", help="artifact directory or .onnx file")
     add_input_files_option(run)
     run.add_argument("--random-inputs", action="store_true", help="seeded random missing inputs")
@@ -127,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--npz", metavar="FILE", help="write all outputs to one .npz archive")
     _add_build_options(run)
 
-    bench = commands.add_parser("bench", help="measure latency, throughput and peak memory")
+    bench = commands.add_parser(
+        "bench", parents=verbosity, help="measure latency, throughput and peak memory"
+    )
     bench.add_argument("model", help="artifact directory or .onnx file")
     add_input_files_option(bench)
     bench.add_argument("--runs", type=_positive, default=50)
@@ -193,7 +202,7 @@ def _config(args: argparse.Namespace) -> Config:
         config.set_cpu_math_library_num_threads(args.threads)
     config.set_opt_level(args.opt_level)
     config.set_target_cpu(args.target_cpu)
-    config.switch_progress(True)
+    config.switch_progress(not args.quiet)
     for name, shape in args.input_shapes.items():
         config.set_input_shape(name, shape)
     for dim, (low, high) in args.dynamic_dims.items():
@@ -254,11 +263,6 @@ def _compile(args: argparse.Namespace) -> int:
         verify_each=args.verify_each or None,
         base_dir=Path(args.model).parent if args.int8 else None,
     )
-    if args.verbose and build.report is not None:
-        for name, seconds in build.stage_seconds.items():
-            print(f"  {name:<36} {seconds:8.3f} s", file=sys.stderr)
-        for name, seconds in build.report.pass_seconds.items():
-            print(f"    pass {name:<31} {seconds:8.3f} s", file=sys.stderr)
     so = (build.path / "model.so").stat().st_size
     weights = (build.path / "weights.bin").stat().st_size
     print(
@@ -506,7 +510,7 @@ def _bench_breakdown(
 
     target = resolve_target(args.target_cpu, threads)
     # A second compile of the model, as long as the first one: say why the wait.
-    print(f"--breakdown: compiling an instrumented build of {onnx_path}", file=sys.stderr)
+    log.info("--breakdown: compiling an instrumented build of %s", onnx_path)
     breakdown = bench.ember_breakdown(
         onnx_path, feeds, threads, args.runs, args.warmup, target, args.opt_level
     )
@@ -514,7 +518,7 @@ def _bench_breakdown(
         try:
             profile = bench.onnxruntime_breakdown(onnx_path, feeds, threads, args.runs, args.warmup)
         except Exception as error:  # onnxruntime has exception types of its own
-            print(f"onnxruntime profile skipped: {bench.one_line(error)}", file=sys.stderr)
+            log.warning("onnxruntime profile skipped: %s", bench.one_line(error))
         else:
             breakdown = bench.with_onnxruntime(breakdown, profile)
     return breakdown
@@ -597,10 +601,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # User errors (ember's refusals, unreadable files, bad arguments) are one line on stderr
     # and exit status 1; anything else is a bug in ember and keeps its traceback.
     try:
-        if command in _DELEGATED:
-            return _delegate(command, argv[1:])
-        args = _parser().parse_args(argv)
-        return commands[args.command](args)
+        with restored_logging():
+            if command in _DELEGATED:
+                return _delegate(command, argv[1:])
+            args = _parser().parse_args(argv)
+            apply_verbosity(args)
+            return commands[args.command](args)
     except (EmberError, OSError, ValueError, RuntimeError) as error:
         print(f"ember {command}: error: {_message(error)}", file=sys.stderr)
         return 1

@@ -451,6 +451,7 @@ def compile(
     memory_limit: int | None = None,
     checks: bool | None = None,
     dynamic_dims: DimRanges | None = None,
+    progress: bool = True,
 ) -> CompiledModel | SpecializingModel | StructuredModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
@@ -469,7 +470,8 @@ def compile(
     the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
     every load and store of every kernel is bounds-checked at run time
     (check-memory-accesses), and one out of bounds raises KernelError instead of touching
-    memory. Slower; for hunting compiler bugs.
+    memory. Slower; for hunting compiler bugs. `progress` shows the compile's stages (the pass
+    running, the elapsed time) on stderr while it runs, when stderr is a terminal.
     """
     if checks is None:
         checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
@@ -540,7 +542,7 @@ def compile(
             memory_limit=memory_limit,
         )
     try:
-        return compile_static(proto, input_shapes, threads=threads, **options)
+        return compile_static(proto, input_shapes, threads=threads, progress=progress, **options)
     except RuntimeOperandError as err:
         if not err.inputs:
             raise
@@ -562,15 +564,22 @@ def compile_static(
     pipeline: str,
     base_dir: str | os.PathLike[str] | None,
     memory_limit: int | None,
+    progress: bool = False,
 ) -> CompiledModel:
     """One CompiledModel of `model` with every input pinned (what `compile` and each variant
-    of a SpecializingModel compile)."""
-    program = compile_program(
-        model,
-        target,
-        pipeline,
-        input_shapes=input_shapes,
-        base_dir=base_dir,
-        memory_limit=memory_limit,
-    )
-    return CompiledModel(program, opt_level, threads or target.threads)
+    of a SpecializingModel compile); `progress`: its stages on stderr if a terminal."""
+    from ember.tools.aot import Progress
+
+    stages = Progress(quiet=not progress)
+    with stages.stage("import, optimize, lower to loops"):
+        program = compile_program(
+            model,
+            target,
+            pipeline,
+            on_pass=lambda name: setattr(stages, "detail", name),
+            input_shapes=input_shapes,
+            base_dir=base_dir,
+            memory_limit=memory_limit,
+        )
+    with stages.stage(f"LLVM codegen (O{opt_level})"):
+        return CompiledModel(program, opt_level, threads or target.threads)

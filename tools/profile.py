@@ -43,6 +43,7 @@ from ember.tools.compile import CompiledModel, compile_program, finish_program
 from ember.tools.feeds import index_ranges
 from ember.tools.feeds import random_feeds as feeds_for_specs
 from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 
 @dataclass(frozen=True)
@@ -335,7 +336,9 @@ def _onnx_path_error(model: str) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "ember profile") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        parents=[verbosity_options()], prog=prog, description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model", help="an .onnx file")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=10)
@@ -350,6 +353,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "ember profile") -> int:
     )
     add_input_shape_option(parser)
     args = parser.parse_args(argv)
+    apply_verbosity(args)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if (problem := _onnx_path_error(args.model)) is not None:
