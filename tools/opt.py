@@ -268,6 +268,8 @@ def load_input(
     ONNX model's symbolic input dims; with `random_weights_seed`, IR text gets seeded weights
     for those its weights file lacks."""
     source = Path(path)
+    if source.is_dir():
+        raise InputError(f"'{path}' is a directory: give an .onnx model or a file of ember IR")
     if not source.is_file():
         raise InputError(f"no such file: '{path}'")
     if source.suffix == ".onnx":

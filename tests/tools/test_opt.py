@@ -522,3 +522,10 @@ def test_numerics_need_an_onnx_model(
     assert opt(capsys, small_path, "--emit", "graph", "-o", ir)[0] == 0
     code, _, err = opt(capsys, ir, "--bisect-against", "onnxruntime")
     assert code == 2 and ".onnx model" in err
+
+
+def test_a_directory_is_named_as_such(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An artifact folder given to `ember opt` was reported as "no such file"."""
+    code, _, err = opt(capsys, tmp_path)
+    assert code == 2 and "is a directory: give an .onnx model" in err
+    assert len(err.strip().splitlines()) == 1
