@@ -1,19 +1,26 @@
 """Minimum latency of ember and onnxruntime on compare.py's models, for a loaded machine.
 
     python benchmarks/min_latency.py --models transformers --threads 1 2 --runs 12
+    python benchmarks/min_latency.py --models default --threads 1 2 --runs 15 \
+        --json benchmarks/results/min_latency.json --chart docs/img/latency.svg
 
 compare.py reports medians, which other processes on a shared machine inflate. This script
 reports the least disturbed of --runs runs instead: at 1 thread the CPU time of the process
 (`time.process_time()`: time other processes hold the core is not counted), at more threads
 the wall time (CPU time would add up the threads). ember runs JIT-compiled
 (`ember.compile`), then an onnxruntime session with the same thread count, one after the
-other. Not a test: numbers depend on the machine.
+other. Not a test: numbers depend on the machine. `--json` writes the rows as a results file
+and `--chart` draws them (benchmarks/charts.py, which also redraws a chart from a results file
+without measuring again; matplotlib: `pip install ember[bench]`).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
+import json
+import sys
 import time
 from collections.abc import Callable
 
@@ -56,7 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--json", metavar="OUT.json", help="also write the rows as a results file")
+    parser.add_argument(
+        "--chart", metavar="OUT.svg", help="also draw the rows (benchmarks/charts.py, matplotlib)"
+    )
     args = parser.parse_args(argv)
+    if args.chart:  # fail before measuring for minutes, not after
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--chart needs matplotlib (pip install ember[bench])")
+    rows = []
     print(f"machine: {machine()}")
     print(f"minimum of {args.runs} runs: CPU time at 1 thread, wall time otherwise\n")
     print("| model            | thr | ember ms | onnxruntime ms | ratio |")
@@ -66,11 +83,29 @@ def main(argv: list[str] | None = None) -> int:
         feeds = model_inputs(model)
         for threads in args.threads:
             ours, theirs = measure(model, feeds, threads, args.runs)
+            rows.append(
+                {"model": name, "threads": threads, "ember_ms": ours, "onnxruntime_ms": theirs}
+            )
             print(
                 f"| {name:<16} | {threads:>3} | {ours:>8.2f} | {theirs:>14.2f} | "
                 f"{ours / theirs:>5.2f} |",
                 flush=True,
             )
+    document = {
+        "command": " ".join(["python benchmarks/min_latency.py", *(argv or sys.argv[1:])]),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "statistic": f"fastest of {args.runs} runs: CPU time at 1 thread, wall time otherwise",
+        "rows": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(document, out, indent=1)
+        print(f"wrote {args.json}")
+    if args.chart:
+        from charts import latency_chart
+
+        print(f"wrote {latency_chart(document, args.chart)}")
     return 0
 
 

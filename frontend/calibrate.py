@@ -243,7 +243,8 @@ def _progress(feeds: Iterable[Feeds], show: bool) -> Iterator[Feeds]:
     from tqdm import tqdm
 
     total = len(feeds) if isinstance(feeds, Sequence) else None
-    yield from tqdm(feeds, total=total, desc="calibrating", unit="batch", leave=False)
+    # disable=None: drawn on a terminal only (logs and captured output stay clean).
+    yield from tqdm(feeds, total=total, desc="calibrating", unit="batch", leave=False, disable=None)
 
 
 def read_calibration_folder(folder: str | Path, input_names: Sequence[str]) -> list[dict]:

@@ -189,6 +189,14 @@ def _read_limited(path: Path, limit: int) -> bytes:
 def _parse_manifest(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     """manifest.json of `directory`, parsed within limits (no field checked yet)."""
     path = Path(directory) / MANIFEST_FILE
+    if Path(directory).is_file():  # most often the .onnx model itself: say what to do with it
+        hint = (
+            "; an .onnx model is compiled by ember.compile() / ember.Config, or ahead of time "
+            "by `ember compile MODEL -o DIR`"
+            if Path(directory).suffix.lower() == ".onnx"
+            else ""
+        )
+        raise ArtifactError(f"{directory}: is a file, not an artifact directory{hint}")
     if not Path(directory).is_dir():
         raise ArtifactError(f"{directory}: not an artifact directory (no such directory)")
     try:

@@ -73,7 +73,7 @@ log = logging.getLogger("ember.compile")
 
 
 class Progress:
-    """Stage names with elapsed time on stderr, redrawn in place while a stage runs.
+    """Stage names with elapsed time on stderr, a tqdm line per stage redrawn while it runs.
 
     Silent unless the stream is a terminal (so logs and CI output stay clean) or when quiet.
     """
@@ -91,12 +91,25 @@ class Progress:
         done = threading.Event()
         ticker = None
         self.detail = ""
+        line = None
         if self.enabled:
+            from tqdm import tqdm
+
+            # A stage has no count of steps: tqdm draws the name, the pass running and the
+            # elapsed time (and owns the terminal escapes); a ticker redraws it, as nothing
+            # else updates it while a pass runs.
+            line = tqdm(
+                desc=f"  {name}",
+                file=self.stream,
+                bar_format="{desc} ... {elapsed}",
+                leave=True,
+                dynamic_ncols=True,
+            )
 
             def tick() -> None:
                 while not done.wait(0.2):
                     detail = f" [{self.detail}]" if self.detail else ""
-                    self._draw(f"  {name}{detail} ... {time.perf_counter() - start:5.1f} s")
+                    line.set_description_str(f"  {name}{detail}", refresh=True)
 
             ticker = threading.Thread(target=tick, daemon=True)
             ticker.start()
@@ -108,12 +121,9 @@ class Progress:
                 ticker.join()
             self.seconds[name] = time.perf_counter() - start
             log.debug("%s: %.3f s", name, self.seconds[name])
-            if self.enabled:
-                self._draw(f"  {name:<32} {self.seconds[name]:6.2f} s\n")
-
-    def _draw(self, text: str) -> None:
-        self.stream.write("\r\033[K" + text)
-        self.stream.flush()
+            if line is not None:
+                line.bar_format = f"  {name:<32} {self.seconds[name]:6.2f} s"
+                line.close()
 
 
 @dataclass

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 from ember.runtime.cache import ARTIFACT, DATA, OBJECT, CacheEntry, DiskCache
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 KIND_NAMES = {
     OBJECT: "compiled kernels (objects/)",
@@ -98,7 +99,9 @@ def _days(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ember cache", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        parents=[verbosity_options()], prog="ember cache", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("action", choices=["info", "list", "clear"])
     parser.add_argument(
         "--older-than",
@@ -107,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="clear: only entries not used for this many days",
     )
     args = parser.parse_args(argv)
+    apply_verbosity(args)
     if args.older_than is not None and args.action != "clear":
         parser.error("--older-than applies to clear only")
     try:

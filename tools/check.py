@@ -51,6 +51,7 @@ from ember.tools.shapes import (
     read_model,
     static_input_shapes,
 )
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 # The kinds of problem, in the order a report lists them.
 KINDS = (
@@ -446,12 +447,15 @@ def check(
 def main(argv: Sequence[str] | None = None) -> int:
     """`ember check`: 0 no problems, 1 problems (listed), 2 the model cannot be read."""
     parser = argparse.ArgumentParser(
-        prog="ember check", description="List every problem to fix before a model compiles."
+        parents=[verbosity_options()],
+        prog="ember check",
+        description="List every problem to fix before a model compiles.",
     )
     parser.add_argument("model", help="the .onnx file")
     add_input_shape_option(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    apply_verbosity(args)
     try:
         report = check(args.model, args.input_shapes or None)
     except ModelError as err:

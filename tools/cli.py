@@ -8,7 +8,9 @@
     ember conformance ...                (see `ember conformance --help`)
     ember fuzz ...                       (see `ember fuzz --help`)
     ember check model.onnx [--json]      (every problem to fix before compiling)
-    ember graph model.onnx -o graph.html [--stage import|graph|kernel]   (a picture of the graph)
+    ember graph model.onnx -o graph.html [--stage import|graph|kernel]   (a picture of the graph;
+                                         `ember view` is the same command)
+    ember profile model.onnx [--runs 10] [--trace trace.json]   (time per kernel, by ONNX node)
     ember quantize model.onnx -o model.int8.onnx [--calib DIR]   (int8 QDQ model)
     ember compile model.onnx -o model.ember --int8 [--calib DIR] (quantize, then compile)
     ember cache info|list|clear          (see `ember cache --help`)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -49,9 +52,12 @@ from ember.tools.shapes import (
     add_input_shape_option,
     read_input_files,
 )
+from ember.tools.verbosity import apply_verbosity, restored_logging, verbosity_options
 
 if TYPE_CHECKING:
     from ember.tools.bench import BenchResult, Error
+
+log = logging.getLogger("ember.cli")
 
 
 def _positive(text: str) -> int:
@@ -91,8 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    verbosity = [verbosity_options()]  # -v/-q, the same on every command (tools/verbosity.py)
 
-    compile_ = commands.add_parser("compile", help="compile an ONNX model to an artifact directory")
+    compile_ = commands.add_parser(
+        "compile", parents=verbosity, help="compile an ONNX model to an artifact directory"
+    )
     compile_.add_argument("model", help="the .onnx file")
     compile_.add_argument("-o", "--output", required=True, help="artifact directory to write")
     _add_build_options(compile_)
@@ -108,15 +117,15 @@ def _parser() -> argparse.ArgumentParser:
         "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
     )
     add_dim_sizes_option(compile_)
-    compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     int8 = compile_.add_argument_group(
         "int8", "--int8 quantizes the model first (as `ember quantize`; docs/quantization.md)"
     )
     int8.add_argument("--int8", action="store_true", help="compile the int8 (QDQ) model")
     add_quantize_options(int8)
-    compile_.add_argument("-v", "--verbose", action="store_true", help="print pass timings")
 
-    run = commands.add_parser("run", help="run an artifact or .onnx model on .npy inputs")
+    run = commands.add_parser(
+        "run", parents=verbosity, help="run an artifact or .onnx model on .npy inputs"
+    )
     run.add_argument("model", help="artifact directory or .onnx file")
     add_input_files_option(run)
     run.add_argument("--random-inputs", action="store_true", help="seeded random missing inputs")
@@ -125,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--npz", metavar="FILE", help="write all outputs to one .npz archive")
     _add_build_options(run)
 
-    bench = commands.add_parser("bench", help="measure latency, throughput and peak memory")
+    bench = commands.add_parser(
+        "bench", parents=verbosity, help="measure latency, throughput and peak memory"
+    )
     bench.add_argument("model", help="artifact directory or .onnx file")
     add_input_files_option(bench)
     bench.add_argument("--runs", type=_positive, default=50)
@@ -173,7 +184,13 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("fuzz", help="fuzz and differential tests (see `ember fuzz --help`)")
     commands.add_parser("check", help="list every problem to fix before a model compiles")
     commands.add_parser(
-        "graph", help="draw the graph after ember's passes (.html, .dot, .svg; see --help)"
+        "graph",
+        aliases=["view"],
+        help="draw the graph after ember's passes (.html, .dot, .svg; see --help)",
+    )
+    commands.add_parser(
+        "profile",
+        help="time each kernel call by ONNX node, --trace for a timeline (see --help)",
     )
     commands.add_parser("quantize", help="post-training int8 quantization to a QDQ ONNX model")
     commands.add_parser("cache", help="show or clear the on-disk cache (see `ember cache --help`)")
@@ -192,7 +209,7 @@ def _config(args: argparse.Namespace) -> Config:
         config.set_cpu_math_library_num_threads(args.threads)
     config.set_opt_level(args.opt_level)
     config.set_target_cpu(args.target_cpu)
-    config.switch_progress(True)
+    config.switch_progress(not args.quiet)
     for name, shape in args.input_shapes.items():
         config.set_input_shape(name, shape)
     for dim, (low, high) in args.dynamic_dims.items():
@@ -251,11 +268,6 @@ def _compile(args: argparse.Namespace) -> int:
         batch_polymorphic=True,
         dim_ranges=args.dynamic_dims or None,
     )
-    if args.verbose and build.report is not None:
-        for name, seconds in build.stage_seconds.items():
-            print(f"  {name:<36} {seconds:8.3f} s", file=sys.stderr)
-        for name, seconds in build.report.pass_seconds.items():
-            print(f"    pass {name:<31} {seconds:8.3f} s", file=sys.stderr)
     so = (build.path / "model.so").stat().st_size
     weights = (build.path / "weights.bin").stat().st_size
     print(
@@ -541,7 +553,7 @@ def _bench_breakdown(
 
     target = resolve_target(args.target_cpu, threads)
     # A second compile of the model, as long as the first one: say why the wait.
-    print(f"--breakdown: compiling an instrumented build of {onnx_path}", file=sys.stderr)
+    log.info("--breakdown: compiling an instrumented build of %s", onnx_path)
     breakdown = bench.ember_breakdown(
         onnx_path, feeds, threads, args.runs, args.warmup, target, args.opt_level
     )
@@ -549,7 +561,7 @@ def _bench_breakdown(
         try:
             profile = bench.onnxruntime_breakdown(onnx_path, feeds, threads, args.runs, args.warmup)
         except Exception as error:  # onnxruntime has exception types of its own
-            print(f"onnxruntime profile skipped: {bench.one_line(error)}", file=sys.stderr)
+            log.warning("onnxruntime profile skipped: %s", bench.one_line(error))
         else:
             breakdown = bench.with_onnxruntime(breakdown, profile)
     return breakdown
@@ -611,6 +623,8 @@ _DELEGATED = {
     "fuzz": "ember.tools.fuzz",
     "check": "ember.tools.check",
     "graph": "ember.tools.graph_view",
+    "view": "ember.tools.graph_view",
+    "profile": "ember.tools.profile",
     "quantize": "ember.tools.quantize",
     "cache": "ember.tools.cache",
     "serve": "ember.tools.serve",
@@ -630,10 +644,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # User errors (ember's refusals, unreadable files, bad arguments) are one line on stderr
     # and exit status 1; anything else is a bug in ember and keeps its traceback.
     try:
-        if command in _DELEGATED:
-            return _delegate(command, argv[1:])
-        args = _parser().parse_args(argv)
-        return commands[args.command](args)
+        with restored_logging():
+            if command in _DELEGATED:
+                return _delegate(command, argv[1:])
+            args = _parser().parse_args(argv)
+            apply_verbosity(args)
+            return commands[args.command](args)
     except (EmberError, OSError, ValueError, RuntimeError) as error:
         print(f"ember {command}: error: {_message(error)}", file=sys.stderr)
         return 1

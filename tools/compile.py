@@ -452,6 +452,7 @@ def compile(
     checks: bool | None = None,
     dynamic_dims: DimRanges | None = None,
     batch_polymorphic: bool = True,
+    progress: bool = True,
 ) -> CompiledModel | SpecializingModel | StructuredModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
@@ -473,7 +474,8 @@ def compile(
     memory. Slower; for hunting compiler bugs. `batch_polymorphic` (default on): a model
     whose inputs' leading axes share a symbolic batch dim and which is proven batch-separable
     runs every batch size on one program compiled at batch 1 (tools/specialize.py); off, each
-    batch size is specialised like any other dim.
+    batch size is specialised like any other dim. `progress` shows the compile's stages (the
+    pass running, the elapsed time) on stderr while it runs, when stderr is a terminal.
     """
     if checks is None:
         checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
@@ -546,7 +548,7 @@ def compile(
             batch_polymorphic=batch_polymorphic,
         )
     try:
-        return compile_static(proto, input_shapes, threads=threads, **options)
+        return compile_static(proto, input_shapes, threads=threads, progress=progress, **options)
     except RuntimeOperandError as err:
         if not err.inputs:
             raise
@@ -568,15 +570,22 @@ def compile_static(
     pipeline: str,
     base_dir: str | os.PathLike[str] | None,
     memory_limit: int | None,
+    progress: bool = False,
 ) -> CompiledModel:
     """One CompiledModel of `model` with every input pinned (what `compile` and each variant
-    of a SpecializingModel compile)."""
-    program = compile_program(
-        model,
-        target,
-        pipeline,
-        input_shapes=input_shapes,
-        base_dir=base_dir,
-        memory_limit=memory_limit,
-    )
-    return CompiledModel(program, opt_level, threads or target.threads)
+    of a SpecializingModel compile); `progress`: its stages on stderr if a terminal."""
+    from ember.tools.aot import Progress
+
+    stages = Progress(quiet=not progress)
+    with stages.stage("import, optimize, lower to loops"):
+        program = compile_program(
+            model,
+            target,
+            pipeline,
+            on_pass=lambda name: setattr(stages, "detail", name),
+            input_shapes=input_shapes,
+            base_dir=base_dir,
+            memory_limit=memory_limit,
+        )
+    with stages.stage(f"LLVM codegen (O{opt_level})"):
+        return CompiledModel(program, opt_level, threads or target.threads)

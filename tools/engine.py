@@ -64,7 +64,7 @@ class Config:
         self._opt_level = 3
         self._target_cpu = "host"
         self._cache_dir: Path | None = None
-        self._progress = False
+        self._progress = True  # shown only when stderr is a terminal (tools/aot.Progress)
         self._input_shapes: dict[str, tuple[int, ...]] = {}
         self._int8: dict[str, Any] | None = None
         self._int8_model: Path | None = None

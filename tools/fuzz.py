@@ -65,6 +65,7 @@ from ember.runtime.executable import TensorSpec, numpy_dtype
 from ember.tools import fuzz_cases
 from ember.tools.feeds import model_input_specs, random_feeds
 from ember.tools.fuzz_cases import Case
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 from ember.tools.workers import RECYCLE_KEY
 
 RTOL = 1e-4
@@ -950,7 +951,9 @@ def format_summary(campaign: Campaign) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ember fuzz", description="Fuzz ember and compare it with onnxruntime."
+        parents=[verbosity_options()],
+        prog="ember fuzz",
+        description="Fuzz ember and compare it with onnxruntime.",
     )
     parser.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
     parser.add_argument("--malformed", type=int, default=300, help="malformed cases (300)")
@@ -963,12 +966,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--case", action="append", default=[], help="run only this case")
     parser.add_argument("--replay", help="run one case in this process and print the result")
     parser.add_argument("--check-model", type=Path, help="compile + compare one .onnx file")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no per-case progress")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_verbosity(args)
     if args.replay:
         return 0 if replay(args.replay)["status"] in ("pass", "error") else 1
     if args.check_model:

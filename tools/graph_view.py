@@ -33,6 +33,7 @@ from ember.passes.pipeline import GRAPH_STAGE, KERNEL_STAGE
 from ember.passes.program import absorbed_nodes, entry_function, origin_of
 from ember.runtime.errors import EmberError, InputError
 from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 STAGES = {"import": "", "graph": GRAPH_STAGE, "kernel": f"{GRAPH_STAGE},{KERNEL_STAGE}"}
 # Ops that only name data (weights, views of the arena, index constants): not drawn.
@@ -332,12 +333,15 @@ def render(graph: Graph, path: Path, title: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ember graph", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        parents=[verbosity_options()], prog="ember graph", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model", help="an .onnx file")
     parser.add_argument("-o", "--output", required=True, help="graph.html, graph.dot or graph.svg")
     parser.add_argument("--stage", choices=list(STAGES), default="graph")
     add_input_shape_option(parser)
     args = parser.parse_args(argv)
+    apply_verbosity(args)
     try:
         out = Path(args.output)
         if out.suffix.lower() not in (".html", ".htm", ".dot", ".gv", ".svg"):

@@ -63,6 +63,7 @@ from ember.tools.shapes import (
     read_model,
     static_input_shapes,
 )
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 EMIT_CHOICES = ("graph", "kernel", "loops", "llvm", "asm", "dot")
 _KERNEL_PASSES = frozenset(KERNEL_STAGE.split(","))
@@ -156,6 +157,7 @@ def _pass_names(values: list[str]) -> set[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        parents=[verbosity_options()],
         prog="ember opt",
         description="Run and debug ember pass pipelines on an ONNX model or ember IR text.",
         epilog=f"Default pipeline: {DEFAULT_PIPELINE}",
@@ -266,6 +268,8 @@ def load_input(
     ONNX model's symbolic input dims; with `random_weights_seed`, IR text gets seeded weights
     for those its weights file lacks."""
     source = Path(path)
+    if source.is_dir():
+        raise InputError(f"'{path}' is a directory: give an .onnx model or a file of ember IR")
     if not source.is_file():
         raise InputError(f"no such file: '{path}'")
     if source.suffix == ".onnx":
@@ -480,6 +484,7 @@ def main(argv: Sequence[str] | None = None, extra_passes: Sequence[type[ModulePa
     """Entry point of `ember opt` / `ember-opt`; `extra_passes` registers more passes by name."""
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    apply_verbosity(args)
     try:
         return run(args, extra_passes)
     except (UsageError, InputError) as error:

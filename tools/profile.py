@@ -1,8 +1,9 @@
 """Where the time goes: a per-kernel-call-site profile of a compiled ONNX model.
 
-    python -m ember.tools.profile model.onnx [--threads 1] [--runs 10] [--order time|program]
-                                             [--input-shape NAME=1x3x224x224 ...]
-                                             [--trace trace.json]
+    ember profile model.onnx [--threads 1] [--runs 10] [--order time|program]
+                             [--input-shape NAME=1x3x224x224 ...] [--trace trace.json]
+
+(also `python -m ember.tools.profile`, same options)
 
 The model is compiled with the default pipeline plus `instrument-kernels`, which brackets each
 kernel call of the entry function with cycle-counter reads. Each run fills one counter per
@@ -27,6 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -41,6 +43,7 @@ from ember.tools.compile import CompiledModel, compile_program, finish_program
 from ember.tools.feeds import index_ranges
 from ember.tools.feeds import random_feeds as feeds_for_specs
 from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 
 @dataclass(frozen=True)
@@ -310,9 +313,31 @@ def format_profile(profile: Profile, order: str = "time", top: int | None = None
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _onnx_path_error(model: str) -> str | None:
+    """Why `model` is not an .onnx file to profile (None if it is one): the profile compiles
+    the model again, instrumented, so an artifact directory is named with its source model."""
+    path = Path(model)
+    if path.is_dir():
+        source = None
+        manifest = path / "manifest.json"
+        if manifest.is_file():
+            try:
+                source = json.loads(manifest.read_text()).get("source", {}).get("path")
+            except (ValueError, OSError, AttributeError):
+                source = None
+        hint = f" (it was compiled from {source})" if source else ""
+        return (
+            f"{model} is a directory (an artifact?): the profile compiles an instrumented build, "
+            f"so give the .onnx model{hint}"
+        )
+    if not path.is_file():
+        return f"{model}: no such file"
+    return None
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "ember profile") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ember.tools.profile", description=__doc__.splitlines()[0]
+        parents=[verbosity_options()], prog=prog, description=__doc__.splitlines()[0]
     )
     parser.add_argument("model", help="an .onnx file")
     parser.add_argument("--threads", type=int, default=1)
@@ -328,8 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_input_shape_option(parser)
     args = parser.parse_args(argv)
+    apply_verbosity(args)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if (problem := _onnx_path_error(args.model)) is not None:
+        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+        return 1
     try:
         profile = profile_model(
             args.model,
@@ -354,4 +383,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m ember.tools.profile"))

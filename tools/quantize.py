@@ -34,6 +34,7 @@ from ember.tools.shapes import (
     external_data_folder,
     read_model,
 )
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 if TYPE_CHECKING:
     from ember.frontend.calibrate import RunModel
@@ -278,6 +279,7 @@ def quantize_from_args(args: argparse.Namespace, progress: bool = True) -> onnx.
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        parents=[verbosity_options()],
         prog="ember quantize",
         description="Post-training int8 quantization: write a QDQ ONNX model "
         "(see docs/quantization.md).",
@@ -291,8 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-report", action="store_true", help="skip the accuracy report (saves two compiles)"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    apply_verbosity(args)
     try:
         quantized = quantize_from_args(args, progress=not args.quiet)
         onnx.save(quantized, args.output)

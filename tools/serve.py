@@ -333,9 +333,12 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     defaults = ModelSettings()
+    from ember.tools.verbosity import verbosity_options
+
     parser = argparse.ArgumentParser(
         prog="ember serve",
         description="Serve a model repository with the KServe v2 protocol (docs/serving.md).",
+        parents=[verbosity_options()],
     )
     parser.add_argument("repository", help="folder of artifacts, model folders and .onnx files")
     parser.add_argument(
@@ -368,7 +371,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-warmup", action="store_true", help="compile batch sizes on demand")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: info (-v: debug, -q: warning)",
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     return parser
@@ -376,7 +382,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    level = args.log_level or ("debug" if args.verbose else "warning" if args.quiet else "info")
+    configure_logging(level, args.log_format)
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401

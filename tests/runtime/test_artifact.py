@@ -267,6 +267,16 @@ def test_rejects_not_an_artifact(tmp_path: Path) -> None:
         ember.runtime.load(tmp_path)
 
 
+def test_an_onnx_file_is_not_called_a_missing_directory(tmp_path: Path) -> None:
+    """Issue 15: load("model.onnx") said "no such directory" for a file that exists."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x07")
+    with pytest.raises(ArtifactError) as error:
+        ember.runtime.load(model)
+    assert "is a file, not an artifact directory" in str(error.value)
+    assert "no such directory" not in str(error.value) and "ember compile" in str(error.value)
+
+
 def test_rejects_incompatible_ember_version(artifact: Path) -> None:
     major, minor, *_ = ember.__version__.split(".")
     _edit_manifest(artifact, ember_version=f"{major}.{int(minor) + 1}.0")

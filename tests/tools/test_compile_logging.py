@@ -32,6 +32,6 @@ def test_artifact_build_stages_are_timed(tmp_path, caplog: pytest.LogCaptureFixt
     path = tmp_path / "twin.onnx"
     onnx.save(twin_convs(4, 4), str(path))
     with caplog.at_level(logging.DEBUG, logger="ember"):
-        assert cli.main(["compile", str(path), "-o", str(tmp_path / "twin.ember")]) == 0
+        assert cli.main(["compile", str(path), "-o", str(tmp_path / "twin.ember"), "-v"]) == 0
     messages = [r.getMessage() for r in caplog.records if r.name == "ember.compile"]
     assert any(m.startswith("link model.so: ") for m in messages), messages

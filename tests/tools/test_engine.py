@@ -228,3 +228,37 @@ def test_clones_run_concurrently(small_artifact: Path) -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_ir_optim_off_runs_an_unfolded_batch_norm(tmp_path: Path, monkeypatch) -> None:
+    """Issue 15: switch_ir_optim(False) on a model with a BatchNormalization failed with "has
+    no kernel form; run the graph pipeline (canonicalize) first" although canonicalize ran."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    stats = [
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 3).astype(np.float32), name)
+        for name in ("scale", "bias", "mean", "var")
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("BatchNormalization", ["r", *(t.name for t in stats)], ["y"]),
+        ],
+        "bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        stats,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "bn.onnx"))
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    config = ember.Config(str(tmp_path / "bn.onnx"))
+    config.switch_ir_optim(False)
+    predictor = ember.create_predictor(config)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    outputs = predictor.run([x])
+    assert outputs is not None
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert_close(dict(zip(predictor.get_output_names(), outputs)), expected, rel=REL_TOL)

@@ -109,3 +109,12 @@ def test_opt_emit_dot_draws_the_graph_stage(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     nodes, edges = dot_structure(text)
     assert text.count("conv+bias+relu") == 2 and reaches(edges, "in0", "out0")
+
+
+def test_view_is_the_graph_command(tmp_path: Path) -> None:
+    """`ember view` (the issue's name for it) draws the same page as `ember graph`."""
+    path = tmp_path / "twin.onnx"
+    onnx.save(twin_convs(4, 4), str(path))
+    out = tmp_path / "view.html"
+    assert cli.main(["view", str(path), "-o", str(out)]) == 0
+    assert out.read_text() == to_html(model_graph(path), "twin.onnx")

@@ -522,3 +522,27 @@ def test_numerics_need_an_onnx_model(
     assert opt(capsys, small_path, "--emit", "graph", "-o", ir)[0] == 0
     code, _, err = opt(capsys, ir, "--bisect-against", "onnxruntime")
     assert code == 2 and ".onnx model" in err
+
+
+def test_a_directory_is_named_as_such(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An artifact folder given to `ember opt` was reported as "no such file"."""
+    code, _, err = opt(capsys, tmp_path)
+    assert code == 2 and "is a directory: give an .onnx model" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_compare_intermediates_with_shapeless_value_info(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 15: value_info entries without a shape made the instrumented copy invalid
+    ("Field 'shape' of 'type' is required")."""
+    model = small_cnn()
+    for node in model.graph.node[:3]:
+        model.graph.value_info.append(
+            helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)
+        )
+    path = tmp_path / "shapeless.onnx"
+    onnx.save(model, str(path))
+    code, out, err = opt(capsys, path, "--compare-intermediates")
+    assert code == 0, out + err
+    assert "every intermediate matches" in out

@@ -212,3 +212,33 @@ def test_nodes_sharing_a_name_stem_are_told_apart_by_order() -> None:
         out_channels, in_channels, kh, kw = conv_weights[site.node]
         assert site.summary.startswith(f"conv {kh}x{kw} "), (site.node, site.summary)
         assert f" {in_channels}->{out_channels} " in site.summary, (site.node, site.summary)
+
+
+def test_profile_is_an_ember_subcommand_with_a_trace(tmp_path, capsys) -> None:
+    from ember.tools import cli
+
+    path = tmp_path / "twin.onnx"
+    onnx.save(twin_convs(4, 4), str(path))
+    trace_path = tmp_path / "trace.json"
+    argv = ["profile", str(path), "--runs", "2", "--trace", str(trace_path)]
+    assert cli.main(argv) == 0
+    assert "whole entry" in capsys.readouterr().out
+    assert '"traceEvents"' in trace_path.read_text()
+
+
+@pytest.mark.parametrize("what", ["artifact", "missing"])
+def test_profile_refuses_what_is_not_an_onnx_file_in_one_line(tmp_path, capsys, what) -> None:
+    from ember.tools import cli
+
+    if what == "artifact":  # an artifact folder: named as such, with the model it came from
+        target = tmp_path / "model.ember"
+        target.mkdir()
+        (target / "manifest.json").write_text('{"source": {"path": "/models/m.onnx"}}')
+        expected = "give the .onnx model (it was compiled from /models/m.onnx)"
+    else:
+        target = tmp_path / "nope.onnx"
+        expected = "nope.onnx: no such file"
+    assert cli.main(["profile", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ember profile: error: ") and expected in err
+    assert len(err.strip().splitlines()) == 1

@@ -23,6 +23,7 @@ from ember.tools.conformance.report import (
 )
 from ember.tools.conformance.runner import RunOptions, run_cases
 from ember.tools.shapes import add_input_shape_option
+from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 
 def select_cases(
@@ -48,6 +49,7 @@ def select_cases(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        parents=[verbosity_options()],
         prog="ember conformance",
         description="Run ONNX's node conformance tests through ember and report per op.",
     )
@@ -86,13 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="feed every operand as a graph input, as ONNX's runner does (the default)",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no per-case progress")
     parser.add_argument("--groups", type=int, default=25, help="failure groups to print")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_verbosity(args)
     if args.from_json:
         report = json.loads(args.from_json.read_text())
     else:
