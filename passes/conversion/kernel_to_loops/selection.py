@@ -272,8 +272,8 @@ def lower_roi_align_adaptive(
     [0, N) is recorded (KernelError after the call) and reads image 0.
 
     Scalar loops: in NCHW the channels of one tap are H·W apart (no contiguous lanes), and the
-    sample grid varies per box; the taps' positions and weights are recomputed per channel
-    rather than staged in a per-box scratch buffer."""
+    sample grid varies per box. Each sample's taps and weights are computed once, then applied
+    to every channel, accumulating in the output; boxes run in parallel."""
     n, channels, height, width = shape(op.x)
     boxes = shape(op.rois)[0]
     out_h, out_w = shape(op.output)[2:]
@@ -359,47 +359,62 @@ def lower_roi_align_adaptive(
             low_weight = sb.subf(sb.const(1.0), high_weight)
             return valid, low, high, low_weight, high_weight
 
-        def one_channel(cb: LoopBuilder, c: SSAValue) -> None:
-            def one_bin(bb: LoopBuilder, bin_index: SSAValue) -> None:
-                ph, pw = bb.floordiv(bin_index, out_w), bb.rem(bin_index, out_w)
+        def one_bin(bb: LoopBuilder, bin_index: SSAValue) -> None:
+            ph, pw = bb.floordiv(bin_index, out_w), bb.rem(bin_index, out_w)
+            # The bin's value of every channel accumulates in the output (0 if it takes no
+            # samples), so each sample's taps and weights are computed once for all channels.
+            zero = bb.const(0.0)
+            bb.for_range(0, channels, 1, lambda zb, c: zb.store(zero, out, [r, c, ph, pw]))
 
-                def sample_row(yb: LoopBuilder, iy: SSAValue, acc: SSAValue) -> list[SSAValue]:
-                    y_ok, y_low, y_high, hy, ly = axis(yb, start_h, bin_h, grid_h_f, ph, iy, height)
+            def sample_row(yb: LoopBuilder, iy: SSAValue) -> None:
+                y_ok, y_low, y_high, hy, ly = axis(yb, start_h, bin_h, grid_h_f, ph, iy, height)
 
-                    def sample(sb: LoopBuilder, ix: SSAValue, acc: SSAValue) -> list[SSAValue]:
-                        x_ok, x_low, x_high, hx, lx = axis(
-                            sb, start_w, bin_w, grid_w_f, pw, ix, width
-                        )
-                        ok = _and(sb, y_ok, x_ok)
-                        zero = sb.const(0.0)
-                        # Out of range: every weight 0 and every tap at (0, 0), as onnxruntime.
-                        taps = []
-                        for yi, wy in ((y_low, hy), (y_high, ly)):
-                            for xi, wx in ((x_low, hx), (x_high, lx)):
-                                weight = sb.select(ok, sb.mulf(wy, wx), zero)
-                                yi_ok = sb.select(ok, yi, sb.index(0))
-                                xi_ok = sb.select(ok, xi, sb.index(0))
-                                value = sb.load(x, [image, c, yi_ok, xi_ok])
-                                taps.append(sb.mulf(weight, value))
-                        if not max_mode:
-                            total = sb.addf(sb.addf(sb.addf(taps[0], taps[1]), taps[2]), taps[3])
-                            return [sb.addf(acc, total)]
-                        best = _std_max(
-                            sb, _std_max(sb, _std_max(sb, taps[0], taps[1]), taps[2]), taps[3]
-                        )
-                        first = _and(sb, sb.cmp_index("eq", iy, 0), sb.cmp_index("eq", ix, 0))
-                        return [sb.select(first, best, _std_max(sb, acc, best))]
+                def sample(sb: LoopBuilder, ix: SSAValue) -> None:
+                    x_ok, x_low, x_high, hx, lx = axis(sb, start_w, bin_w, grid_w_f, pw, ix, width)
+                    ok = _and(sb, y_ok, x_ok)
+                    # Out of range: every weight 0 and every tap at (0, 0), as onnxruntime.
+                    taps = []
+                    for yi, wy in ((y_low, hy), (y_high, ly)):
+                        for xi, wx in ((x_low, hx), (x_high, lx)):
+                            weight = sb.select(ok, sb.mulf(wy, wx), sb.const(0.0))
+                            yi_ok = sb.select(ok, yi, sb.index(0))
+                            xi_ok = sb.select(ok, xi, sb.index(0))
+                            taps.append((weight, yi_ok, xi_ok))
+                    first = _and(sb, sb.cmp_index("eq", iy, 0), sb.cmp_index("eq", ix, 0))
 
-                    return yb.for_range(0, grid_w, 1, sample, [acc])
+                    def one_channel(cb: LoopBuilder, c: SSAValue) -> None:
+                        weighted = [
+                            cb.mulf(weight, cb.load(x, [image, c, yi, xi]))
+                            for weight, yi, xi in taps
+                        ]
+                        acc = cb.load(out, [r, c, ph, pw])
+                        if max_mode:
+                            best = _std_max(cb, weighted[0], weighted[1])
+                            best = _std_max(cb, _std_max(cb, best, weighted[2]), weighted[3])
+                            acc = cb.select(first, best, _std_max(cb, acc, best))
+                        else:
+                            total = cb.addf(cb.addf(weighted[0], weighted[1]), weighted[2])
+                            acc = cb.addf(acc, cb.addf(total, weighted[3]))
+                        cb.store(acc, out, [r, c, ph, pw])
 
-                (acc,) = bb.for_range(0, grid_h, 1, sample_row, [bb.const(0.0)])
-                result = acc if max_mode else bb.divf(acc, count_f)
-                bb.store(result, out, [r, c, ph, pw])
+                    sb.for_range(0, channels, 1, one_channel)
 
-            cb.for_range(0, out_h * out_w, 1, one_bin)
+                yb.for_range(0, grid_w, 1, sample)
 
-        rb.for_range(0, channels, 1, one_channel)
+            bb.for_range(0, grid_h, 1, sample_row)
+            if not max_mode:
+                bb.for_range(
+                    0,
+                    channels,
+                    1,
+                    lambda db, c: db.store(
+                        db.divf(db.load(out, [r, c, ph, pw]), count_f), out, [r, c, ph, pw]
+                    ),
+                )
 
-    b.for_range(0, boxes, 1, one_box)
+        rb.for_range(0, out_h * out_w, 1, one_bin)
+
+    # Boxes write disjoint output rows: they run on the thread pool.
+    b.parallel_range(0, boxes, 1, one_box)
     b.ret()
     return fn
