@@ -1673,4 +1673,59 @@ class YieldOp(IRDLOperation):
 
 
 GRAPH_OPS.extend([LoopOp, IfOp, YieldOp])
+# --- RoiAlign with the adaptive sampling grid (kernel_to_loops/selection.py) ------------------
+
+
+@irdl_op_definition
+class RoiAlignAdaptiveOp(IRDLOperation):
+    """ONNX RoiAlign with sampling_ratio 0: x f32 [N, C, H, W], rois f32 [R, 4] (x1, y1, x2,
+    y2), batch_indices i64 [R] -> f32 [R, C, out_h, out_w]. Each box takes ceil(box size /
+    output size) samples per bin along each axis, a count known only at run time (as
+    onnxruntime). `max_mode` 1 maxes the weighted taps, 0 averages; `half_pixel` 1 shifts box
+    coordinates by -0.5 (coordinate_transformation_mode half_pixel)."""
+
+    name = "graph.roi_align_adaptive"
+    x = operand_def(TensorType)
+    rois = operand_def(TensorType)
+    batch_indices = operand_def(TensorType)
+    output = result_def(TensorType)
+    max_mode = prop_def(IntegerAttr[I64])
+    half_pixel = prop_def(IntegerAttr[I64])
+    spatial_scale = prop_def(FloatAttr)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$x `,` $rois `,` $batch_indices attr-dict `:` type($x) `,` type($rois) `,` "
+        "type($batch_indices) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        verify_roi_align_adaptive(
+            self.name,
+            shape_of(self.x),
+            shape_of(self.rois),
+            shape_of(self.batch_indices),
+            shape_of(self.output),
+        )
+
+
+def verify_roi_align_adaptive(
+    name: str,
+    x: Sequence[int],
+    rois: Sequence[int],
+    batch_indices: Sequence[int],
+    output: Sequence[int],
+) -> None:
+    if len(x) != 4 or len(rois) != 2 or rois[1] != 4 or tuple(batch_indices) != (rois[0],):
+        raise VerifyException(
+            f"{name}: x {x}, rois {rois}, batch_indices {batch_indices} are not "
+            "[N, C, H, W], [R, 4], [R]"
+        )
+    if len(output) != 4 or tuple(output[:2]) != (rois[0], x[1]):
+        raise VerifyException(f"{name}: output {output} is not [R, C, out_h, out_w]")
+
+
+GRAPH_OPS.append(RoiAlignAdaptiveOp)
+
+
 Graph = Dialect("graph", GRAPH_OPS, [])

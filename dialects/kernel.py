@@ -52,6 +52,7 @@ from ember.dialects.graph import (
     verify_gather_elements,
     verify_non_max_suppression,
     verify_recurrent,
+    verify_roi_align_adaptive,
     verify_slice,
 )
 
@@ -702,6 +703,39 @@ class NonZeroOp(IRDLOperation):
 
 
 KERNEL_OPS.append(NonZeroOp)
+
+# --- RoiAlign with the adaptive sampling grid (kernel_to_loops/selection.py) ------------------
+
+
+@irdl_op_definition
+class RoiAlignAdaptiveOp(IRDLOperation):
+    """See graph.roi_align_adaptive."""
+
+    name = "kernel.roi_align_adaptive"
+    x = operand_def(MemRefType)
+    rois = operand_def(MemRefType)
+    batch_indices = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    max_mode = prop_def(IntegerAttr[I64])
+    half_pixel = prop_def(IntegerAttr[I64])
+    spatial_scale = prop_def(FloatAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$x `,` $rois `,` $batch_indices `->` $output attr-dict `:` type($x) `,` type($rois) "
+        "`,` type($batch_indices) `->` type($output)"
+    )
+
+    def verify_(self) -> None:
+        verify_roi_align_adaptive(
+            self.name,
+            shape_of(self.x),
+            shape_of(self.rois),
+            shape_of(self.batch_indices),
+            shape_of(self.output),
+        )
+
+
+KERNEL_OPS.append(RoiAlignAdaptiveOp)
 
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

@@ -6,6 +6,8 @@ offsets): the converter writes each position's integer taps, their weights and f
 as ONNX nodes, gathers the taps (Gather / GatherElements, which check every index at run
 time) and combines them with elementwise ops, reductions and, for DeformConv, one batched
 MatMul of the filter with the sampled columns (im2col with data-dependent positions).
+RoiAlign with sampling_ratio 0 (a per-box sample count) is the one exception: a graph op with
+its own kernel, `graph.roi_align_adaptive`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ember.frontend.context import ImportContext, Node, Value, dtype_of, shape_of
+from ember.dialects import graph
+from ember.frontend.context import (
+    ImportContext,
+    Node,
+    Value,
+    dtype_of,
+    f32_attr,
+    i64_attr,
+    shape_of,
+)
 from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.registry import converts
 
@@ -59,12 +70,9 @@ def _roi_align(imp: ImportContext, node: Node) -> Sequence[Value]:
     scale = node.float_attr("spatial_scale", 1.0)
     if out_h < 1 or out_w < 1:
         raise node.error(f"output_height {out_h} and output_width {out_w} must be positive")
-    if ratio <= 0:
-        raise node.unsupported(
-            f"sampling_ratio {ratio}: the adaptive grid (ceil(box size / output size) samples "
-            "per bin) depends on the box values; ember samples a fixed grid (sampling_ratio > 0)"
-        )
     dtype = dtype_of(x)
+    if ratio <= 0:
+        return [_roi_align_adaptive(imp, node, mode, transform, (out_h, out_w), scale)]
     half_pixel = transform == "half_pixel"
     names = node.proto.input
     b = OnnxNodes(f"{node.name}/RoiAlign")
@@ -149,6 +157,36 @@ def _roi_align(imp: ImportContext, node: Node) -> Sequence[Value]:
     pooled = b.reduce(reduce, grid, [2, 4], node.opset, keepdims=0)  # [R, out_h, out_w, C]
     out = b.add("Transpose", [pooled], perm=[0, 3, 1, 2])
     return [b.import_as(imp, node, out)]
+
+
+def _roi_align_adaptive(
+    imp: ImportContext,
+    node: Node,
+    mode: str,
+    transform: str,
+    output_size: tuple[int, int],
+    scale: float,
+) -> Value:
+    """sampling_ratio 0: each box takes ceil(box size / output size) samples per bin along each
+    axis, a count known only from the box values at run time, so it is one graph op whose
+    kernel loops over a per-box number of samples (`kernel_to_loops/selection.py`)."""
+    x, rois, indices = (imp.required(node, i) for i in range(3))
+    if dtype_of(x) != np.float32 or dtype_of(rois) != np.float32:
+        raise node.unsupported(
+            f"sampling_ratio 0 on {dtype_of(x)} (ember's adaptive-grid kernel takes float32)"
+        )
+    if dtype_of(indices) != np.int64:
+        raise node.error(f"batch_indices of type {dtype_of(indices)} (RoiAlign takes int64)")
+    boxes, channels = shape_of(rois)[0], shape_of(x)[1]
+    return imp.emit(
+        graph.RoiAlignAdaptiveOp,
+        [x, rois, indices],
+        [boxes, channels, *output_size],
+        np.dtype(np.float32),
+        max_mode=i64_attr(int(mode == "max")),
+        half_pixel=i64_attr(int(transform == "half_pixel")),
+        spatial_scale=f32_attr(scale),
+    )
 
 
 @converts("DeformConv")

@@ -681,6 +681,10 @@ class _Bufferizer:
             # data-dependent output sizes
             graph.NonMaxSuppressionOp: self.non_max_suppression,
             graph.NonZeroOp: self.simple(kernel.NonZeroOp, ()),
+            # RoiAlign with the adaptive sampling grid
+            graph.RoiAlignAdaptiveOp: self.simple(
+                kernel.RoiAlignAdaptiveOp, ("max_mode", "half_pixel", "spatial_scale")
+            ),
         }
         try:
             return table[type(op)]

@@ -122,19 +122,82 @@ def test_grid_sample(mode: str, padding: str, align_corners: int) -> None:
     assert_close(ember.compile(model).run(feeds), onnxruntime_outputs(model, feeds))
 
 
-def test_grid_sample_reflection_is_refused() -> None:
-    node = helper.make_node("GridSample", ["x", "grid"], ["y"], padding_mode="reflection")
+def _grid_sample_model(
+    x_shape: list[int], grid_shape: list[int], opset: int, **attrs: object
+) -> onnx.ModelProto:
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], **attrs)
     graph = helper.make_graph(
         [node],
         "grid_sample",
         [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4]),
-            helper.make_tensor_value_info("grid", TensorProto.FLOAT, [1, 2, 2, 2]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape),
+            helper.make_tensor_value_info("grid", TensorProto.FLOAT, grid_shape),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
-    with pytest.raises(ember.UnsupportedOpError, match="padding_mode 'reflection'"):
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize(
+    ("mode", "padding", "align_corners", "x_shape"),
+    [
+        ("bicubic", "zeros", 0, [2, 3, 5, 7]),
+        ("bicubic", "border", 1, [2, 3, 5, 7]),
+        ("bicubic", "reflection", 0, [2, 3, 5, 7]),
+        ("bicubic", "reflection", 1, [1, 2, 4, 1]),
+        ("bilinear", "reflection", 1, [2, 3, 5, 7]),
+        ("nearest", "reflection", 0, [2, 3, 5, 7]),
+    ],
+)
+def test_grid_sample_cubic_and_reflection(
+    mode: str, padding: str, align_corners: int, x_shape: list[int]
+) -> None:
+    """Bicubic sampling (16 taps, A = -0.75) and reflection padding were refused. The grid
+    reaches to 3x the image so that taps fold more than once; a 1-pixel-wide axis (where
+    reflection has no span) is sampled too. Padding applies to the taps, not to the
+    coordinate (onnxruntime, PyTorch; onnx.reference differs for cubic + border).
+    vs onnxruntime, max |error| <= 1e-5 * max |expected|."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    grid = rng.uniform(-3.0, 3.0, (x_shape[0], 4, 6, 2)).astype(np.float32)
+    grid[0, 0, :3] = [[1.0, -1.0], [0.0, 0.0], [-1.0, 1.0]]
+    model = _grid_sample_model(
+        x_shape,
+        list(grid.shape),
+        16,
+        mode=mode,
+        padding_mode=padding,
+        align_corners=align_corners,
+    )
+    feeds = {"x": x, "grid": grid}
+    assert_close(ember.compile(model).run(feeds), onnxruntime_outputs(model, feeds), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("mode", "padding", "align_corners"),
+    [("linear", "zeros", 0), ("linear", "border", 1), ("nearest", "reflection", 1)],
+)
+def test_grid_sample_volumetric(mode: str, padding: str, align_corners: int) -> None:
+    """5-D GridSample (opset 20: trilinear and nearest over [N, C, D, H, W]) was refused.
+    vs onnxruntime, max |error| <= 1e-5 * max |expected|."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 4, 5, 6)).astype(np.float32)
+    grid = rng.uniform(-1.5, 1.5, (2, 3, 2, 4, 3)).astype(np.float32)
+    model = _grid_sample_model(
+        list(x.shape),
+        list(grid.shape),
+        20,
+        mode=mode,
+        padding_mode=padding,
+        align_corners=align_corners,
+    )
+    feeds = {"x": x, "grid": grid}
+    assert_close(ember.compile(model).run(feeds), onnxruntime_outputs(model, feeds), rel=1e-5)
+
+
+def test_grid_sample_cubic_on_5d_is_an_error() -> None:
+    model = _grid_sample_model([1, 1, 2, 3, 4], [1, 2, 2, 2, 3], 20, mode="cubic")
+    with pytest.raises(ember.ModelError, match="mode 'cubic' on a 5-D input"):
         ember.compile(model)
 
 

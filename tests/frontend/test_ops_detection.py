@@ -83,12 +83,13 @@ def test_roi_align_matches_onnxruntime_and_reference(
     assert y.shape == (5, 3, 3, 4)
 
 
-def test_roi_align_batch_index_out_of_range_is_a_kernel_error() -> None:
+@pytest.mark.parametrize("ratio", [1, 0])
+def test_roi_align_batch_index_out_of_range_is_a_kernel_error(ratio: int) -> None:
     model = _model(
         "RoiAlign",
         [("x", 1, [2, 1, 4, 4]), ("rois", 1, [1, 4]), ("batch", 7, [1])],
         10,  # RoiAlign's first opset: the decomposition's ops are spelled for it
-        sampling_ratio=1,
+        sampling_ratio=ratio,
     )
     compiled = ember.compile(model)
     x, rois = np.ones((2, 1, 4, 4), np.float32), np.array([[0, 0, 2, 2]], np.float32)
@@ -97,8 +98,59 @@ def test_roi_align_batch_index_out_of_range_is_a_kernel_error() -> None:
             compiled(x, rois, np.array([bad], np.int64))
 
 
-def test_roi_align_adaptive_sampling_is_refused_by_name() -> None:
-    model = _model("RoiAlign", [("x", 1, [1, 1, 4, 4]), ("rois", 1, [1, 4]), ("batch", 7, [1])], 22)
+@pytest.mark.parametrize(
+    ("mode", "transform", "scale"),
+    [
+        ("avg", "half_pixel", 1.0),
+        ("avg", "output_half_pixel", 0.5),
+        ("max", "half_pixel", 0.25),
+        ("max", "output_half_pixel", 1.0),
+    ],
+)
+def test_roi_align_adaptive_sampling_matches_onnxruntime(
+    mode: str, transform: str, scale: float
+) -> None:
+    """sampling_ratio 0 (the ONNX default, detectron2-style exports) was refused: each box
+    takes ceil(box size / output size) samples per bin, here from 1 to 6 per axis, and 0 for a
+    degenerate half_pixel box. vs onnxruntime (and onnx.reference for avg; its max mode
+    differs from onnxruntime's max of weighted taps), max |error| <= 1e-5 * max |expected|."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 12, 10)).astype(np.float32)
+    rois = np.array(
+        [
+            [0, 0, 9, 11.5],  # the whole image: 4 x 5 samples per bin at scale 1
+            [1.5, 2.2, 3.1, 4.0],  # small: 1 x 1
+            [-3, -2, 20, 25],  # past the image: 9 x 12
+            [5, 5, 4, 4],  # degenerate (x2 < x1)
+            [2, 1, 9.7, 8.3],
+            [0.3, 0.1, 0.9, 0.6],
+        ],
+        np.float32,
+    ) / np.float32(scale)
+    batch = np.array([0, 1, 1, 0, 1, 0], np.int64)
+    model = _model(
+        "RoiAlign",
+        [("x", 1, [2, 3, 12, 10]), ("rois", 1, [6, 4]), ("batch", 7, [6])],
+        16,
+        mode=mode,
+        coordinate_transformation_mode=transform,
+        output_height=3,
+        output_width=2,
+        sampling_ratio=0,
+        spatial_scale=scale,
+    )
+    feeds = {"x": x, "rois": rois, "batch": batch}
+    (y,) = ember.compile(model)(*feeds.values())
+    assert_close({"y": y}, onnxruntime_outputs(model, feeds), rel=1e-5)
+    if mode == "avg":
+        (reference,) = ReferenceEvaluator(model).run(None, feeds)
+        assert_close({"y": y}, {"y": reference}, rel=1e-5)
+
+
+def test_roi_align_adaptive_sampling_of_float64_is_refused_by_name() -> None:
+    model = _model(
+        "RoiAlign", [("x", 11, [1, 1, 4, 4]), ("rois", 11, [1, 4]), ("batch", 7, [1])], 16
+    )
     with pytest.raises(ember.UnsupportedOpError, match="RoiAlign.*'node'.*sampling_ratio 0"):
         ember.compile(model)
 

@@ -82,10 +82,6 @@ REASONS: dict[str, str] = {
         )
     },
     # Variants of supported ops
-    "GridSample": (
-        "refused with the reason: mode 'cubic', padding_mode 'reflection' and 5-D (volumetric) "
-        "inputs; bilinear and nearest sampling of 4-D inputs with zeros or border padding run"
-    ),
     "DFT": (
         "dft_inverse*: values differ only where the exact result is 0: ember gives ~1e-15, "
         "the reference's float32 rounding noise is ~2e-7, above the suite's atol of 1e-7 "

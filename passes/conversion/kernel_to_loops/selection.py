@@ -1,5 +1,6 @@
-"""Kernels whose output size depends on the data: NonZero (also Compress's positions) and
-NonMaxSuppression.
+"""Kernels whose output size or loop bounds depend on the data: NonZero (also Compress's
+positions), NonMaxSuppression, and RoiAlign with sampling_ratio 0 (`kernel.roi_align_adaptive`,
+per-box sample counts; see its lowering).
 
 `kernel.nonzero` is one pass over the input: a nonzero element's coordinates (from its flat
 index) go to the running count's slot of each dimension's row; then the slots past the
@@ -28,8 +29,10 @@ from ember.core.target import Target
 from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.checks import checked_kernel_function, record_error
 from ember.passes.conversion.kernel_to_loops.flat_access import element_type, operand_types, shape
 from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.runtime.status import INDEX_OUT_OF_RANGE
 
 
 def _cmpf(b: LoopBuilder, predicate: str, x: SSAValue, y: SSAValue) -> SSAValue:
@@ -255,5 +258,163 @@ def lower_nonzero(op: kernel.NonZeroOp, target: Target, name: str) -> func.FuncO
             count, size, 1, lambda zb, j, d=d: zb.store(zero_i64, out, [zb.add(j, 1 + d * size)])
         )
     b.store(as_i64(b, count), out, [0])
+    b.ret()
+    return fn
+
+
+@lowering(kernel.RoiAlignAdaptiveOp)
+def lower_roi_align_adaptive(
+    op: kernel.RoiAlignAdaptiveOp, target: Target, name: str
+) -> func.FuncOp:
+    """onnxruntime's RoiAlign with sampling_ratio 0, operation for operation: per box, the
+    number of samples per bin along each axis is ceil(box extent / output extent), computed
+    from the box at run time, so the sample loops have run-time bounds. A batch index outside
+    [0, N) is recorded (KernelError after the call) and reads image 0.
+
+    Scalar loops: in NCHW the channels of one tap are H·W apart (no contiguous lanes), and the
+    sample grid varies per box. Each sample's taps and weights are computed once, then applied
+    to every channel, accumulating in the output; boxes run in parallel."""
+    n, channels, height, width = shape(op.x)
+    boxes = shape(op.rois)[0]
+    out_h, out_w = shape(op.output)[2:]
+    max_mode = bool(op.max_mode.value.data)
+    half_pixel = bool(op.half_pixel.value.data)
+    scale = op.spatial_scale.value.data
+    fn, b, status = checked_kernel_function(name, operand_types(op))
+    x, rois, batch_indices, out = fn.args[:4]
+
+    def to_index(eb: LoopBuilder, value: SSAValue) -> SSAValue:
+        """A float known to be in [-1, 65536] truncated toward zero, as static_cast<int64_t>."""
+        as_int = eb.insert(arith.FPToSIOp(value, i64)).results[0]
+        return eb.insert(arith.IndexCastOp(as_int, IndexType())).results[0]
+
+    def to_float(eb: LoopBuilder, index: SSAValue) -> SSAValue:
+        as_int = eb.insert(arith.IndexCastOp(index, i64)).results[0]
+        return eb.insert(arith.SIToFPOp(as_int, eb.const(0.0).type)).results[0]
+
+    def grid_count(eb: LoopBuilder, extent: SSAValue, bins: int) -> SSAValue:
+        """ceil(extent / bins) as a count; NaN and negative extents give 0 samples (as the
+        loops of onnxruntime, which then writes 0), and the count is capped at 65536 per
+        axis (past it onnxruntime would take more than 4e9 samples per bin)."""
+        ratio = eb.divf(extent, eb.const(float(bins)))
+        ratio = eb.select(_cmpf(eb, "ogt", ratio, eb.const(-1.0)), ratio, eb.const(-1.0))
+        ratio = _std_min(eb, ratio, eb.const(65536.0))
+        truncated = to_index(eb, ratio)
+        up = _cmpf(eb, "olt", to_float(eb, truncated), ratio)  # ceil of a positive fraction
+        count = eb.add(truncated, eb.select(up, eb.index(1), eb.index(0)))
+        return eb.max_index(count, 0)
+
+    def one_box(rb: LoopBuilder, r: SSAValue) -> None:
+        raw = rb.insert(arith.IndexCastOp(rb.load(batch_indices, [r]), IndexType())).results[0]
+        outside = rb.cmp_index("uge", raw, n)  # unsigned: negative indices are outside too
+        rb.if_(
+            outside,
+            lambda eb: record_error(eb, status, INDEX_OUT_OF_RANGE, raw, n, 0),
+        )
+        image = rb.select(outside, rb.index(0), raw)
+        offset = rb.const(0.5 if half_pixel else 0.0)
+        start_w, start_h, end_w, end_h = (
+            rb.subf(rb.mulf(rb.load(rois, [r, k]), rb.const(scale)), offset) for k in range(4)
+        )
+        roi_w, roi_h = rb.subf(end_w, start_w), rb.subf(end_h, start_h)
+        if not half_pixel:  # malformed boxes are forced to 1x1
+            roi_w, roi_h = _std_max(rb, roi_w, rb.const(1.0)), _std_max(rb, roi_h, rb.const(1.0))
+        bin_h, bin_w = (
+            rb.divf(roi_h, rb.const(float(out_h))),
+            rb.divf(roi_w, rb.const(float(out_w))),
+        )
+        grid_h, grid_w = grid_count(rb, roi_h, out_h), grid_count(rb, roi_w, out_w)
+        grid_h_f, grid_w_f = to_float(rb, grid_h), to_float(rb, grid_w)
+        count = rb.max_index(rb.mul(grid_h, grid_w), 1)
+        count_f = to_float(rb, count)
+
+        def axis(
+            sb: LoopBuilder,
+            start: SSAValue,
+            bin_size: SSAValue,
+            grid_f: SSAValue,
+            p: SSAValue,
+            i: SSAValue,
+            size: int,
+        ) -> tuple[SSAValue, SSAValue, SSAValue, SSAValue, SSAValue]:
+            """(in range, low tap, high tap, low weight, high weight) of one sample along
+            one axis, as onnxruntime's pre_calc_for_bilinear_interpolate."""
+            step = sb.divf(sb.mulf(sb.addf(to_float(sb, i), sb.const(0.5)), bin_size), grid_f)
+            pos = sb.addf(sb.addf(start, sb.mulf(to_float(sb, p), bin_size)), step)
+            valid = _and(
+                sb,
+                # Ordered: a NaN position reads nothing (onnxruntime's cast of it is undefined).
+                _cmpf(sb, "oge", pos, sb.const(-1.0)),
+                _cmpf(sb, "ole", pos, sb.const(float(size))),
+            )
+            pos = sb.select(_cmpf(sb, "ole", pos, sb.const(0.0)), sb.const(0.0), pos)
+            # In range, pos is in [0, size]: its truncation is an index.
+            pos = sb.select(valid, pos, sb.const(0.0))
+            low = to_index(sb, pos)
+            at_edge = sb.cmp_index("sge", low, size - 1)
+            low = sb.select(at_edge, sb.index(size - 1), low)
+            high = sb.select(at_edge, low, sb.add(low, 1))
+            pos = sb.select(at_edge, to_float(sb, low), pos)
+            high_weight = sb.subf(pos, to_float(sb, low))
+            low_weight = sb.subf(sb.const(1.0), high_weight)
+            return valid, low, high, low_weight, high_weight
+
+        def one_bin(bb: LoopBuilder, bin_index: SSAValue) -> None:
+            ph, pw = bb.floordiv(bin_index, out_w), bb.rem(bin_index, out_w)
+            # The bin's value of every channel accumulates in the output (0 if it takes no
+            # samples), so each sample's taps and weights are computed once for all channels.
+            zero = bb.const(0.0)
+            bb.for_range(0, channels, 1, lambda zb, c: zb.store(zero, out, [r, c, ph, pw]))
+
+            def sample_row(yb: LoopBuilder, iy: SSAValue) -> None:
+                y_ok, y_low, y_high, hy, ly = axis(yb, start_h, bin_h, grid_h_f, ph, iy, height)
+
+                def sample(sb: LoopBuilder, ix: SSAValue) -> None:
+                    x_ok, x_low, x_high, hx, lx = axis(sb, start_w, bin_w, grid_w_f, pw, ix, width)
+                    ok = _and(sb, y_ok, x_ok)
+                    # Out of range: every weight 0 and every tap at (0, 0), as onnxruntime.
+                    taps = []
+                    for yi, wy in ((y_low, hy), (y_high, ly)):
+                        for xi, wx in ((x_low, hx), (x_high, lx)):
+                            weight = sb.select(ok, sb.mulf(wy, wx), sb.const(0.0))
+                            yi_ok = sb.select(ok, yi, sb.index(0))
+                            xi_ok = sb.select(ok, xi, sb.index(0))
+                            taps.append((weight, yi_ok, xi_ok))
+                    first = _and(sb, sb.cmp_index("eq", iy, 0), sb.cmp_index("eq", ix, 0))
+
+                    def one_channel(cb: LoopBuilder, c: SSAValue) -> None:
+                        weighted = [
+                            cb.mulf(weight, cb.load(x, [image, c, yi, xi]))
+                            for weight, yi, xi in taps
+                        ]
+                        acc = cb.load(out, [r, c, ph, pw])
+                        if max_mode:
+                            best = _std_max(cb, weighted[0], weighted[1])
+                            best = _std_max(cb, _std_max(cb, best, weighted[2]), weighted[3])
+                            acc = cb.select(first, best, _std_max(cb, acc, best))
+                        else:
+                            total = cb.addf(cb.addf(weighted[0], weighted[1]), weighted[2])
+                            acc = cb.addf(acc, cb.addf(total, weighted[3]))
+                        cb.store(acc, out, [r, c, ph, pw])
+
+                    sb.for_range(0, channels, 1, one_channel)
+
+                yb.for_range(0, grid_w, 1, sample)
+
+            bb.for_range(0, grid_h, 1, sample_row)
+            if not max_mode:
+                bb.for_range(
+                    0,
+                    channels,
+                    1,
+                    lambda db, c: db.store(
+                        db.divf(db.load(out, [r, c, ph, pw]), count_f), out, [r, c, ph, pw]
+                    ),
+                )
+
+        rb.for_range(0, out_h * out_w, 1, one_bin)
+
+    # Boxes write disjoint output rows: they run on the thread pool.
+    b.parallel_range(0, boxes, 1, one_box)
     b.ret()
     return fn
