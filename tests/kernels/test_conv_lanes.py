@@ -197,9 +197,14 @@ def test_conv_ir_lanes() -> None:
         CHECK: vector.load {{.*}} vector<8xf32>
         CHECK: vector.broadcast {{.*}} vector<8xf32>
         CHECK: vector.fma
+        CHECK: vector.shuffle {{.*}} [0, 8, 1, 9, 2, 10, 3, 11]
         CHECK: vector.maskedstore
         """,
     )
+    # The tile is turned around in registers (3 rounds of 8 shuffles per vector of channels,
+    # 2 per tile), not by one scalar copy per output through scratch.
+    shuffles = text.count("vector.shuffle")
+    assert shuffles > 0 and shuffles % 48 == 0
 
 
 def test_conv_lanes_weight_mismatch_is_clear() -> None:
