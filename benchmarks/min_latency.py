@@ -25,10 +25,10 @@ import ember
 from ember.tools.bench import onnxruntime_session
 
 
-def least(fn: Callable[[], object], runs: int, threads: int) -> float:
-    """Milliseconds of the fastest of `runs` calls after two warm-up calls."""
-    fn()
-    fn()
+def least(fn: Callable[[], object], runs: int, threads: int, warmup: int = 2) -> float:
+    """Milliseconds of the fastest of `runs` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
     best = float("inf")
     clock = time.process_time if threads == 1 else time.perf_counter
     for _ in range(runs):
@@ -39,10 +39,25 @@ def least(fn: Callable[[], object], runs: int, threads: int) -> float:
 
 
 def measure(
-    model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    runs: int,
+    alternate: bool = False,
 ) -> tuple[float, float]:
-    """(ember ms, onnxruntime ms), one engine after the other."""
+    """(ember ms, onnxruntime ms), one engine after the other, or run by run if `alternate`
+    (both then see the same spells of load from other processes on a shared machine)."""
     compiled = ember.compile(model, threads=threads)
+    if alternate:
+        session = onnxruntime_session(model, threads)
+        engines = [functools.partial(compiled.run, feeds), lambda: session.run(None, feeds)]
+        for engine in engines:  # warm-up
+            engine()
+            engine()
+        best = [float("inf"), float("inf")]
+        for _ in range(runs):
+            best = [min(b, least(fn, 1, threads, warmup=0)) for b, fn in zip(best, engines)]
+        return best[0], best[1]
     ours = least(functools.partial(compiled.run, feeds), runs, threads)
     del compiled
     session = onnxruntime_session(model, threads)
@@ -56,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument(
+        "--alternate", action="store_true", help="time the engines run by run, not in turn"
+    )
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
     print(f"minimum of {args.runs} runs: CPU time at 1 thread, wall time otherwise\n")
@@ -65,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(name)
         feeds = model_inputs(model)
         for threads in args.threads:
-            ours, theirs = measure(model, feeds, threads, args.runs)
+            ours, theirs = measure(model, feeds, threads, args.runs, args.alternate)
             print(
                 f"| {name:<16} | {threads:>3} | {ours:>8.2f} | {theirs:>14.2f} | "
                 f"{ours / theirs:>5.2f} |",
