@@ -334,8 +334,10 @@ class _PlaneEmitter:
         def copy_row(rb: LoopBuilder, ih: SSAValue) -> None:
             src_at = linear(rb, [(ih, g.width)], src_base)
             dst_at = linear(rb, [(ih, pad.width)], g.pt * pad.width + g.pl)
-            if g.pl:  # before the copy, which overwrites what this writes past the padding
-                store(rb, identity, scratch, linear(rb, [(ih, pad.width)], g.pt * pad.width))
+            # Before the copy, which overwrites what these write past the padding.
+            row_at = linear(rb, [(ih, pad.width)], g.pt * pad.width)
+            for t in range(0, g.pl, vw):
+                store(rb, identity, scratch, rb.add(row_at, t))
 
             def block(cb: LoopBuilder, c: Value) -> None:
                 value = load(cb, self.src, cb.add(src_at, c), cw)
