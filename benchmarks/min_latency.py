@@ -32,10 +32,10 @@ import ember
 from ember.tools.bench import onnxruntime_session
 
 
-def least(fn: Callable[[], object], runs: int, threads: int) -> float:
-    """Milliseconds of the fastest of `runs` calls after two warm-up calls."""
-    fn()
-    fn()
+def least(fn: Callable[[], object], runs: int, threads: int, warmup: int = 2) -> float:
+    """Milliseconds of the fastest of `runs` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
     best = float("inf")
     clock = time.process_time if threads == 1 else time.perf_counter
     for _ in range(runs):
@@ -46,10 +46,25 @@ def least(fn: Callable[[], object], runs: int, threads: int) -> float:
 
 
 def measure(
-    model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    runs: int,
+    alternate: bool = False,
 ) -> tuple[float, float]:
-    """(ember ms, onnxruntime ms), one engine after the other."""
+    """(ember ms, onnxruntime ms), one engine after the other, or run by run if `alternate`
+    (both then see the same spells of load from other processes on a shared machine)."""
     compiled = ember.compile(model, threads=threads)
+    if alternate:
+        session = onnxruntime_session(model, threads)
+        engines = [functools.partial(compiled.run, feeds), lambda: session.run(None, feeds)]
+        for engine in engines:  # warm-up
+            engine()
+            engine()
+        best = [float("inf"), float("inf")]
+        for _ in range(runs):
+            best = [min(b, least(fn, 1, threads, warmup=0)) for b, fn in zip(best, engines)]
+        return best[0], best[1]
     ours = least(functools.partial(compiled.run, feeds), runs, threads)
     del compiled
     session = onnxruntime_session(model, threads)
@@ -67,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chart", metavar="OUT.svg", help="also draw the rows (benchmarks/charts.py, matplotlib)"
     )
+    parser.add_argument(
+        "--alternate", action="store_true", help="time the engines run by run, not in turn"
+    )
     args = parser.parse_args(argv)
     if args.chart:  # fail before measuring for minutes, not after
         try:
@@ -82,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(name)
         feeds = model_inputs(model)
         for threads in args.threads:
-            ours, theirs = measure(model, feeds, threads, args.runs)
+            ours, theirs = measure(model, feeds, threads, args.runs, args.alternate)
             rows.append(
                 {"model": name, "threads": threads, "ember_ms": ours, "onnxruntime_ms": theirs}
             )

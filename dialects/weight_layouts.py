@@ -84,6 +84,15 @@ class LanesBlocking:
 LANES_MIN_TAPS = 256
 
 
+# A strided 1x1 conv reads its input in place where the GEMM copies it column by column: the
+# lanes kernel wins from 64 input channels (ResNet-18's 64->128 @56/2).
+LANES_MIN_TAPS_STRIDED_1X1 = 64
+
+# 1x1 convs with at least this many times more input than output channels: long reductions
+# into few output rows, where the GEMM's MR-row tiles idle and its panels stream the input.
+LANES_REDUCING_1X1 = 4
+
+
 # Accumulators per channel-lanes tile: with more, LLVM spills on AVX-512 (measured: 3x3
 # 256->256 at 14x14, 1 thread: 14x2 tiles 215 GFLOP/s, 7x2 281).
 LANES_MAX_ACCUMULATORS = 24
@@ -121,15 +130,24 @@ def conv_lanes_blocking(
     3x3 at 28x28 175 -> 266, 14x14 196 -> 281, 7x7 152 -> 310, 3x3/2 166 -> 252) and where
     N = Ho*Wo is under two panels (1x1 at 7x7: 184 -> 206-236); the GEMM stays ahead on wide
     outputs (3x3 at 56x56 227 vs 197) and on 1x1 convs at 14x14 and up (230 vs 208).
+    Since the epilogue transposes tiles with shuffles (no scalar copy per output), also
+    strided 1x1 convs (whose GEMM packs im2col with scalar code: ResNet-50's projections,
+    us GEMM -> lanes: 256->512 @56/2 1462 -> 976, 512->1024 @28/2 1226 -> 1103, ResNet-18's
+    64->128 @56/2 78 -> 62) and 1x1 convs reducing channels at least 4-fold at any size
+    (256->64 @56 571 -> 455, 512->128 @28 464 -> 426, 1024->256 @14 458 -> 425, inception's
+    576->128 @14 127 -> 115); widening ones stay on the GEMM (256->1024 @14 448 vs 510).
     """
     ho, wo = out_hw
-    if group != 1 or cin_g * kernel[0] * kernel[1] < LANES_MIN_TAPS:
+    taps = cin_g * kernel[0] * kernel[1]
+    if group != 1:
         return None
     gemm_nr = gemm_blocking(target).nr
     if kernel == (1, 1):
-        if ho * wo > 2 * gemm_nr:
+        strided = strides != (1, 1) and taps >= LANES_MIN_TAPS_STRIDED_1X1
+        narrow = ho * wo <= 2 * gemm_nr or cin_g >= LANES_REDUCING_1X1 * cout
+        if not (strided or (narrow and taps >= LANES_MIN_TAPS)):
             return None
-    elif strides[1] == 1 and wo >= gemm_nr:
+    elif taps < LANES_MIN_TAPS or (strides[1] == 1 and wo >= gemm_nr):
         return None
     vw = target.vector_width
     best: tuple[float, LanesBlocking] | None = None

@@ -8,6 +8,13 @@ before writing it (same-shape elementwise inputs, the residual of a conv/matmul 
 then only at exactly the input's offset. Placement is greedy by size, largest first, each at its
 in-place input's offset when that is free, else at the lowest 64-byte aligned offset that
 conflicts with no already placed buffer alive at the same time.
+
+A concatenation whose inputs are contiguous byte ranges of its output (the dims before the
+axis all 1, e.g. NCHW channels at batch 1) costs no copy: each input buffer is placed at its
+range inside the output buffer, which then lives from the first input's first use, and the
+kernel.concat is erased (squeezenet's fire modules: 8 concats, 90 us of 3.7 ms). Only
+inputs that are this function's own buffers, in no in-place pair, each in one such concat,
+at 64-byte aligned ranges.
 """
 
 from __future__ import annotations
@@ -114,6 +121,41 @@ def _fits_in_place(
     )
 
 
+def _concat_ranges(
+    block: Block, intervals: dict[SSAValue, Interval], excluded: set[SSAValue]
+) -> dict[kernel.ConcatOp, list[tuple[SSAValue, int]]]:
+    """Concats whose inputs can live inside their output: op -> [(input buffer, byte offset)].
+    No buffer in `excluded` is an input, none is an input or output of two of them."""
+    found: dict[kernel.ConcatOp, list[tuple[SSAValue, int]]] = {}
+    claimed = set(excluded)
+    for op in block.ops:
+        if not isinstance(op, kernel.ConcatOp) or op.output not in intervals:
+            continue
+        out_type = op.output.type
+        assert isinstance(out_type, MemRefType)
+        axis = op.axis.value.data
+        if math.prod(out_type.get_shape()[:axis]) != 1:
+            continue  # each input is strided in the output
+        buffers = list(op.inputs)
+        if (
+            len(set(buffers)) != len(buffers)
+            or op.output in claimed
+            or any(v in claimed or v not in intervals for v in buffers)
+            or any(v.type.get_element_type() != out_type.get_element_type() for v in buffers)  # type: ignore[attr-defined]
+        ):
+            continue
+        offsets, at = [], 0
+        for v in buffers:
+            offsets.append((v, at))
+            at += intervals[v].size
+        if at != intervals[op.output].size or any(o % ALIGNMENT for _, o in offsets):
+            continue
+        found[op] = offsets
+        claimed.update(buffers)
+        claimed.add(op.output)
+    return found
+
+
 def _spans(block: Block) -> dict[Operation, tuple[int, int]]:
     """Program positions: each op, in order, takes the next position, and an op with regions
     spans the positions of every op nested in it."""
@@ -198,10 +240,24 @@ class PlanMemory(ModulePass):
                     source = intervals.get(_root(candidate))
                     if source is not None and source.last == index:
                         may_share.add((source.buffer, _root(out)))
+        # Concats in place: inputs in no in-place pair (their offset is fixed by the concat).
+        concats = _concat_ranges(block, intervals, {v for pair in may_share for v in pair})
+        inside: dict[SSAValue, tuple[SSAValue, int]] = {}
+        for concat, ranges in concats.items():
+            whole = intervals[concat.output]
+            for buffer, offset in ranges:
+                whole.first = min(whole.first, intervals[buffer].first)
+                whole.last = max(whole.last, intervals[buffer].last)
+                inside[buffer] = (concat.output, offset)
         # The in-place pairs may only share if the input really dies at that op.
         may_share = {(a, b) for (a, b) in may_share if intervals[a].last == intervals[b].first}
-        live = [iv for iv in intervals.values() if iv.first >= 0]
+        live = [iv for iv in intervals.values() if iv.first >= 0 and iv.buffer not in inside]
         arena_bytes = plan(live, may_share)
+        for buffer, (whole, offset) in inside.items():
+            intervals[buffer].offset = intervals[whole].offset + offset
+        for concat in concats:
+            concat.detach()
+            concat.erase()
 
         arena = append_argument(fn, MemRefType(i8, [max(arena_bytes, ALIGNMENT)]), "arena")
         for a in allocs:

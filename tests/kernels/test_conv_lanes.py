@@ -88,6 +88,8 @@ LANES_CASES = [
     ((1, 130, 14, 13), 48, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),  # strided pointwise
     ((1, 9, 11, 11), 16, (5, 3), (2, 1), (2, 1, 2, 1), (1, 1)),  # non-square kernel
     ((1, 33, 5, 3), 17, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # width < kernel reach
+    ((1, 263, 9, 37), 61, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # reducing 1x1, wide rows
+    ((1, 70, 17, 35), 45, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),  # strided 1x1, 18-col rows
 ]
 
 
@@ -165,7 +167,11 @@ def test_conv_lanes_choice() -> None:
     assert choose(128, 128, 1, (56, 56), (3, 3), (2, 2), avx512) is not None  # strided
     assert choose(64, 64, 1, (56, 56), (3, 3), (1, 1), avx512) is None  # wide: GEMM
     assert choose(512, 2048, 1, (7, 7), (1, 1), (1, 1), avx512) is not None
-    assert choose(256, 1024, 1, (14, 14), (1, 1), (1, 1), avx512) is None
+    assert choose(256, 1024, 1, (14, 14), (1, 1), (1, 1), avx512) is None  # widening
+    assert choose(256, 64, 1, (56, 56), (1, 1), (1, 1), avx512) is not None  # 4-fold reducing
+    assert choose(192, 64, 1, (28, 28), (1, 1), (1, 1), avx512) is None  # 3-fold: GEMM
+    assert choose(64, 128, 1, (28, 28), (1, 1), (2, 2), avx512) is not None  # strided 1x1
+    assert choose(32, 64, 1, (28, 28), (1, 1), (2, 2), avx512) is None  # too few taps
     assert choose(8, 16, 1, (7, 7), (3, 3), (1, 1), avx512) is None  # short reduction
     assert choose(64, 64, 2, (7, 7), (3, 3), (1, 1), avx512) is None  # groups
     blocking = choose(512, 512, 1, (7, 7), (3, 3), (1, 1), AVX2)
@@ -197,9 +203,14 @@ def test_conv_ir_lanes() -> None:
         CHECK: vector.load {{.*}} vector<8xf32>
         CHECK: vector.broadcast {{.*}} vector<8xf32>
         CHECK: vector.fma
+        CHECK: vector.shuffle {{.*}} [0, 8, 1, 9, 2, 10, 3, 11]
         CHECK: vector.maskedstore
         """,
     )
+    # The tile is turned around in registers (3 rounds of 8 shuffles per vector of channels,
+    # 2 per tile), not by one scalar copy per output through scratch.
+    shuffles = text.count("vector.shuffle")
+    assert shuffles > 0 and shuffles % 48 == 0
 
 
 def test_conv_lanes_weight_mismatch_is_clear() -> None:

@@ -32,6 +32,7 @@ from ember.dialects.weight_layouts import (
     lanes_row_tile,
 )
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
+from ember.passes.conversion.kernel_to_loops.flat_access import shuffle
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
     K_UNROLL,
     SCRATCH_LIMIT_BYTES,
@@ -783,6 +784,21 @@ def _lower_direct(
 LANES_ROWS_FIRST_MAX_WEIGHT_BYTES = 512 * 1024
 
 
+def transpose_square(b: LoopBuilder, rows: list[SSAValue]) -> list[SSAValue]:
+    """The transpose of n vectors of n lanes (n a power of two): log2(n) rounds of n two-input
+    shuffles, each pairing row m with row m + n/2 and interleaving their low, then high halves
+    (after log2(n) rounds lane i of row c has come from lane c of row i)."""
+    n = len(rows)
+    if n & (n - 1) or any(r.type.get_shape() != (n,) for r in rows):  # type: ignore[attr-defined]
+        raise ValueError(f"transpose_square: {n} rows are not {n} vectors of {n} lanes")
+    low = [j for k in range(n // 2) for j in (k, n + k)]
+    high = [j for k in range(n // 2, n) for j in (k, n + k)]
+    for _ in range(n.bit_length() - 1):
+        pairs = [(rows[m], rows[m + n // 2]) for m in range(n // 2)]
+        rows = [shuffle(b, x, y, mask) for x, y in pairs for mask in (low, high)]
+    return rows
+
+
 def _lower_channel_lanes(
     op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
 ) -> func.FuncOp:
@@ -794,9 +810,10 @@ def _lower_channel_lanes(
     place (no im2col copy; strides and dilations only change the broadcast addresses).
     Padding costs nothing in the loop: a kernel row outside the input runs no channels, and
     tiles at the left/right edge are emitted statically without their out-of-bounds taps;
-    interior tiles run in a loop without checks. The epilogue turns the tile around through
-    scratch so that each channel's `mr` columns are one vector for bias, residual,
-    activation and a (masked) store into NCHW.
+    interior tiles run in a loop without checks. The epilogue turns the tile around with
+    register shuffles (`transpose_square`; it was one scalar copy per output through scratch)
+    so that each channel's `mr` columns are one vector for bias, residual, activation and a
+    (masked) store into NCHW.
     Work units are (batch, channel block, output row), all of the row's tiles per unit.
     """
     vw = target.vector_width
@@ -836,7 +853,6 @@ def _lower_channel_lanes(
             bi, oh, cb = decode(b, u, [geo.batch, geo.ho, blocks])
         else:
             bi, cb, oh = decode(b, u, [geo.batch, blocks, geo.ho])
-        tile_scratch = alloca(b, [mr, nr])
         rows_scratch = alloca(b, [nr, vw])
         epi = Epilogue(out, args.get("residual"), activation, vw)
         zero = b.splat(0.0, vw)
@@ -894,13 +910,13 @@ def _lower_channel_lanes(
                 else:
                     accs = b.for_range(0, channels, 1, single, accs)
 
-            for i in range(cols):
-                for j in range(nvec):
-                    b.vstore(accs[i * nvec + j], tile_scratch, [i, j * vw])
+            # Channel c's columns as one vector: transpose each vector of channels in registers.
+            for j in range(nvec):
+                columns = [accs[i * nvec + j] for i in range(cols)] + [zero] * (vw - cols)
+                for c, row in enumerate(transpose_square(b, columns)):
+                    b.vstore(row, rows_scratch, [j * vw + c, 0])
 
             def channel(b: LoopBuilder, c: SSAValue) -> None:
-                for i in range(cols):
-                    b.store(b.load(tile_scratch, [i, c]), rows_scratch, [c, i])
                 co = b.add(co0, c)
                 bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
                 lanes = b.vload(rows_scratch, [c, 0], vw)
