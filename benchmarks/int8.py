@@ -1,8 +1,8 @@
 """int8 vs fp32: ember on a model quantized by onnxruntime's quantize_static (QDQ, per-channel
 int8 weights, uint8 activations, after quant_pre_process) or by `ember quantize`
 (--quantizer ember: the same form, minmax ranges from 8 seeded batches) against ember fp32 on
-the float model and onnxruntime running the same QDQ model, in one process, one engine after
-another.
+the float model and onnxruntime running the same QDQ model, in one process, the engines
+alternating run by run.
 
     python benchmarks/int8.py --models bottleneck resnet50 --threads 1 --runs 20
     python benchmarks/int8.py --models inverted_residual --quantizer ember --runs 20
@@ -114,17 +114,22 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
 }
 
 
-def timed_ms(run: Callable[[], object], runs: int, warmup: int, threads: int) -> list[float]:
-    """Milliseconds per run: process CPU time at one thread (robust against other processes
-    on a shared machine), wall time otherwise."""
+def timed_ms(
+    runners: dict[str, Callable[[], object]], runs: int, warmup: int, threads: int
+) -> dict[str, list[float]]:
+    """Milliseconds per run of each runner: process CPU time at one thread (robust against
+    other processes on a shared machine), wall time otherwise. The runners alternate run by
+    run, so a drift in the machine's load touches every engine alike."""
     clock = time.process_time if threads == 1 else time.perf_counter
-    for _ in range(warmup):
-        run()
-    times = []
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(runs):
-        start = clock()
-        run()
-        times.append(1e3 * (clock() - start))
+        for name, run in runners.items():
+            start = clock()
+            run()
+            times[name].append(1e3 * (clock() - start))
     return times
 
 
@@ -185,9 +190,7 @@ def main() -> None:
                 "onnxruntime int8": partial(ort_int8.run, None, feeds),
                 "onnxruntime fp32": partial(ort_fp32.run, None, feeds),
             }
-            samples = {
-                k: timed_ms(run, args.runs, args.warmup, threads) for k, run in runners.items()
-            }
+            samples = timed_ms(runners, args.runs, args.warmup, threads)
             times = {k: min(v) for k, v in samples.items()}
             line = ", ".join(
                 f"{k} {min(v):.2f} (median {statistics.median(v):.2f}) ms"

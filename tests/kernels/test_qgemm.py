@@ -215,6 +215,12 @@ SHAPES = [
     ((1, 7, 13, 18), 17, (3, 2), (2, 1), (0, 1, 2, 0), 1),
     # Stride 2 on rows of 35 outputs: panels of one row copied as the even words of vectors.
     ((1, 6, 9, 70), 10, (3, 3), 2, 1, 1),
+    # Stride 1 at padded-row positions: 14x14 (a block is one padded row of 16), 7x7 (a block
+    # reaches three output rows), 2x2 outputs, 5x5 on rows wider than a block.
+    ((1, 16, 14, 14), 24, (3, 3), 1, 1, 1),
+    ((2, 9, 7, 7), 40, (3, 3), 1, 1, 1),
+    ((1, 4, 4, 4), 29, (3, 3), 1, 0, 1),
+    ((1, 8, 6, 40), 16, (5, 5), 1, 2, 1),
 ]
 
 
