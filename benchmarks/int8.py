@@ -35,8 +35,10 @@ import ember  # noqa: E402
 from ember.core.target import Target, host_target, named_target  # noqa: E402
 from ember.dialects.weight_layouts import int8_isa  # noqa: E402
 from ember.tools.bench import onnxruntime_session  # noqa: E402
+from ember.tools.feeds import seeded_inputs  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     GraphBuilder,
+    bert_encoder,
     graph_op_counts,
     inverted_residual_model,
     light_model_path,
@@ -44,6 +46,7 @@ from ember.tools.model_zoo import (  # noqa: E402
     quantize_static,
     resnet_block_model,
 )
+from ember.tools.quantize import target_has_vnni  # noqa: E402
 
 
 def bottleneck_model(seed: int = 0) -> onnx.ModelProto:
@@ -111,7 +114,27 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
         lambda: with_seeded_weights(onnx.load(light_model_path("resnet50"))),
         (1, 3, 224, 224),
     ),
+    # Dynamic quantization (DynamicQuantizeLinear + MatMulInteger, as quantize_dynamic writes
+    # it): a BERT-base-size encoder at sequence 128, and a 4-layer hidden-256 one.
+    "bert_base": (
+        lambda: bert_encoder(
+            layers=12,
+            seq=128,
+            hidden=768,
+            heads=12,
+            vocab=30522,
+            token_types=2,
+            attention_mask=True,
+            layer_norm="op",
+        ),
+        (1, 128),
+    ),  # fmt: skip
+    "bert_small": (
+        lambda: bert_encoder(layers=4, seq=128, hidden=256, heads=4, vocab=1000),
+        (1, 128),
+    ),
 }
+DYNAMIC = {"bert_base", "bert_small"}
 
 
 def timed_ms(
@@ -151,37 +174,48 @@ def main() -> None:
     )
     parser.add_argument(
         "--reduce-range",
-        action="store_true",
-        help="quantize weights to 7 bits (one vpmaddubsw per product on the AVX2 path)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="quantize weights to 7 bits (one vpmaddubsw per product on the AVX2 path); "
+        "default: as `ember quantize`, 7 bits when the target cpu has no VNNI",
     )
     args = parser.parse_args()
+    cpu = args.cpu or "host"
+    reduce_range = not target_has_vnni(cpu) if args.reduce_range is None else args.reduce_range
 
     def target(threads: int) -> Target:
         return named_target(args.cpu, threads) if args.cpu else host_target(threads)
 
-    print(f"int8 kernels: {int8_isa(target(1)).name}, cpu {target(1).cpu}")
+    print(
+        f"int8 kernels: {int8_isa(target(1)).name}, cpu {target(1).cpu}, "
+        f"{7 if reduce_range else 8}-bit weights"
+    )
     for name in args.models:
         make, shape = MODELS[name]
         model = make()
         input_name = model.graph.input[0].name
-        if args.quantizer == "ember":
+        if name in DYNAMIC:  # both engines run the model ember's quantize_dynamic writes
+            quantized = ember.quantize(model, dynamic=True, reduce_range=reduce_range)
+        elif args.quantizer == "ember":
             rng = np.random.default_rng(1)
             batches = [
                 {input_name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)
             ]
-            quantized = ember.quantize(model, calibration=batches)
+            quantized = ember.quantize(model, calibration=batches, reduce_range=reduce_range)
         else:
             quantized = quantize_static(
-                model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
+                model, shape, "QDQ", True, "QUInt8", input_name, reduce_range
             )
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        if name in DYNAMIC:
+            feeds = seeded_inputs(model, 0)
+        else:
+            feeds = {input_name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         print(f"{name}: {graph_op_counts(quantized)['graph.qconv']} integer convs")
         for threads in args.threads:
             fp32 = ember.compile(model, threads=threads, target=target(threads))
             int8 = ember.compile(quantized, threads=threads, target=target(threads))
             ort_int8 = onnxruntime_session(quantized, threads)
             ort_fp32 = onnxruntime_session(model, threads)
-            feeds = {input_name: x}
             got = int8.run(feeds)[int8.output_names[0]]
             expected = ort_int8.run(None, feeds)[0]
             runners = {
