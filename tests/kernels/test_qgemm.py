@@ -221,6 +221,11 @@ SHAPES = [
     ((2, 9, 7, 7), 40, (3, 3), 1, 1, 1),
     ((1, 4, 4, 4), 29, (3, 3), 1, 0, 1),
     ((1, 8, 6, 40), 16, (5, 5), 1, 2, 1),
+    # Stride 2 on four phase planes: ResNet's 3x3 (14x14 -> 7x7) and unpadded 1x1 (even size:
+    # no fill), dilation 2 on an odd width written 16 columns at a time (33: a vector + tail).
+    ((1, 16, 14, 14), 20, (3, 3), 2, 1, 1),
+    ((1, 32, 14, 14), 18, (1, 1), 2, 0, 1),
+    ((1, 5, 11, 33), 12, (3, 3), 2, (1, 2, 0, 1), 2),
 ]
 
 

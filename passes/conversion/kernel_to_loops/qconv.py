@@ -64,6 +64,7 @@ narrower than a vector leave lanes idle (14 columns on 16 lanes).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from xdsl.dialects import arith, func, llvm, memref, vector
@@ -233,10 +234,11 @@ class _QConv:
 
     def interleave_group(self, b: LoopBuilder, n: SSAValue, c4: SSAValue, channels: int) -> None:
         g, ws = self.g, self.workspace
-        plane = g.hp * g.wp
+        plane = self.group_words
         base = b.mul(c4, plane)
         zero_point = self.op.input_zero_point.value.data
-        if any(g.pads):
+        # Phase planes of an odd padded size also have cells past the input: filled alike.
+        if any(g.pads) or (self.phased and (g.hp % 2 or g.wp % 2)):
             fill = b.const(_splat_word(zero_point), i32)
             vec_end = plane // 16 * 16
             fill_v = b.splat(fill, 16, i32)
@@ -279,19 +281,58 @@ class _QConv:
 
         def row(b: LoopBuilder, h: SSAValue) -> None:
             src = b.add(first, b.mul(h, g.w))
-            dst = b.add(base, b.add(b.mul(b.add(h, g.pads[0]), g.wp), g.pads[1]))
             vec_end = g.w // 16 * 16
+            if self.phased:
+                vec, one = self.phased_row(b, base, h, src, vector_word, scalar_word)
+            else:
+                dst = b.add(base, b.add(b.mul(b.add(h, g.pads[0]), g.wp), g.pads[1]))
 
-            def vec(b: LoopBuilder, w: SSAValue) -> None:
-                b.vstore(vector_word(b, b.add(src, w)), ws, [b.add(dst, w)])
+                def vec(b: LoopBuilder, w: SSAValue) -> None:
+                    b.vstore(vector_word(b, b.add(src, w)), ws, [b.add(dst, w)])
 
-            def one(b: LoopBuilder, w: SSAValue) -> None:
-                b.store(scalar_word(b, b.add(src, w)), ws, [b.add(dst, w)])
+                def one(b: LoopBuilder, w: SSAValue) -> None:
+                    b.store(scalar_word(b, b.add(src, w)), ws, [b.add(dst, w)])
 
             b.for_range(0, vec_end, 16, vec)
             b.for_range(vec_end, g.w, 1, one)
 
         b.for_range(0, g.h, 1, row)
+
+    def phased_row(
+        self,
+        b: LoopBuilder,
+        base: SSAValue,
+        h: SSAValue,
+        src: SSAValue,
+        vector_word: Callable[[LoopBuilder, SSAValue], SSAValue],
+        scalar_word: Callable[[LoopBuilder, SSAValue], SSAValue],
+    ) -> tuple[Callable[[LoopBuilder, SSAValue], None], Callable[[LoopBuilder, SSAValue], None]]:
+        """Writers of 16 columns and of one column of input row h into the phase planes:
+        padded (row, col) at plane (row % 2, col % 2), word (row // 2, col // 2)."""
+        g, ws = self.g, self.workspace
+        rows, width = g.phase_rows, g.phase_width
+        padded_row = b.add(h, g.pads[0])
+        row_base = b.add(
+            b.add(base, b.mul(b.rem(padded_row, 2), 2 * rows * width)),
+            b.mul(b.floordiv(padded_row, 2), width),
+        )
+
+        def at(b: LoopBuilder, col: Value) -> SSAValue:  # padded column col
+            phase = b.mul(b.rem(col, 2), rows * width)
+            return b.add(row_base, b.add(phase, b.floordiv(col, 2)))
+
+        def vec(b: LoopBuilder, w: SSAValue) -> None:
+            # w is a multiple of 16: lanes 0, 2, ... share a column parity, 1, 3, ... the other.
+            words = vector_word(b, b.add(src, w))
+            col = b.add(w, g.pads[1])
+            for first in (0, 1):
+                half = shuffle(b, words, words, list(range(first, 16, 2)))
+                b.vstore(half, ws, [at(b, b.add(col, first))])
+
+        def one(b: LoopBuilder, w: SSAValue) -> None:
+            b.store(scalar_word(b, b.add(src, w)), ws, [at(b, b.add(w, g.pads[1]))])
+
+        return vec, one
 
     def flip(self, b: LoopBuilder, words: SSAValue, width: int) -> SSAValue:
         """int8 inputs as uint8: x ^ 0x80 in every byte (x + 128)."""
@@ -309,7 +350,7 @@ class _QConv:
             source = _Source(self.workspace, p0, g.pixels)
         elif self.padded_rows:
             # p0 counts padded-row positions here: every tap is one vector load.
-            source = _Source(self.workspace, p0, g.hp * g.wp, self.tap_offsets)
+            source = _Source(self.workspace, p0, self.group_words, self.tap_offsets)
             segments = self.row_segments(b, p0)
         else:
             panel = b.insert(memref.AllocaOp.get(i32, shape=[g.k4 * isa.nr])).results[0]
@@ -339,32 +380,58 @@ class _QConv:
         14x14 maps 14/16, 7x7 7/9). Fused residuals and int32 outputs keep the panels."""
         g, op = self.g, self.op
         plain = op.residual is None and not self.int32_output
-        return g.strides == (1, 1) and not g.direct and plain
+        return g.strides in ((1, 1), (2, 2)) and not g.direct and plain
+
+    @property
+    def phased(self) -> bool:
+        """A stride-2 conv at padded-row positions: the workspace holds each channel group
+        as four phase planes (padded rows and columns by parity), so that output (oh, ow)
+        reads tap (ki, kj) at plane ((ki dh) % 2, (kj dw) % 2), word (oh + ki dh // 2,
+        ow + kj dw // 2): a stride-1 conv on each plane."""
+        return self.padded_rows and self.g.strides == (2, 2)
+
+    @property
+    def row_words(self) -> int:
+        """Words between output rows at padded-row positions."""
+        return self.g.phase_width if self.phased else self.g.wp
+
+    @property
+    def group_words(self) -> int:
+        """Words of one channel group in the workspace."""
+        g = self.g
+        return 4 * g.phase_rows * g.phase_width if self.phased else g.hp * g.wp
 
     @property
     def padded_positions(self) -> int:
-        """Padded-row positions up to the last output: the last row's wp - ow are not."""
-        return (self.g.oh - 1) * self.g.wp + self.g.ow
+        """Padded-row positions up to the last output: the last row's padding is not."""
+        return (self.g.oh - 1) * self.row_words + self.g.ow
 
     @property
     def tap_offsets(self) -> tuple[int, ...]:
         """Workspace offsets of the taps (k order within a channel group: ki, then kj)."""
         g, (dh, dw) = self.g, self.g.dilations
-        return tuple(ki * dh * g.wp + kj * dw for ki in range(g.kh) for kj in range(g.kw))
+        if not self.phased:
+            return tuple(ki * dh * g.wp + kj * dw for ki in range(g.kh) for kj in range(g.kw))
+        plane, width = g.phase_rows * g.phase_width, g.phase_width
+        return tuple(
+            ((ki * dh) % 2 * 2 + (kj * dw) % 2) * plane + (ki * dh // 2) * width + kj * dw // 2
+            for ki in range(g.kh)
+            for kj in range(g.kw)
+        )
 
     def row_segments(self, b: LoopBuilder, p0: SSAValue) -> list[_RowSegment]:
         """The output rows that the NR positions from p0 reach: which lanes belong to each
         and where they go in the output (lane `first` stored at output pixel `pixel`)."""
-        g, nr = self.g, self.isa.nr
-        first_row = b.floordiv(p0, g.wp)
+        g, nr, wp = self.g, self.isa.nr, self.row_words
+        first_row = b.floordiv(p0, wp)
         # Rows from p0's (which may end before p0) to the last one with an output in reach.
         count = max(
-            (p0 + nr - 1) // g.wp - p0 // g.wp + 1 for p0 in range(0, self.padded_positions, nr)
+            (p0 + nr - 1) // wp - p0 // wp + 1 for p0 in range(0, self.padded_positions, nr)
         )
         segments = []
         for s in range(count):
             row = b.add(first_row, s)
-            row_start = b.mul(row, g.wp)  # its position: row * wp (may be before p0)
+            row_start = b.mul(row, wp)  # its position: row * wp (may be before p0)
             first = b.max_index(b.sub(row_start, p0), 0)
             end = b.min_index(b.sub(b.add(row_start, g.ow), p0), nr)
             lanes = b.select(b.cmp_index("slt", row, g.oh), b.sub(end, first), b.index(0))
