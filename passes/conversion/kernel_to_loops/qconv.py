@@ -380,7 +380,14 @@ class _QConv:
         14x14 maps 14/16, 7x7 7/9). Fused residuals and int32 outputs keep the panels."""
         g, op = self.g, self.op
         plain = op.residual is None and not self.int32_output
-        return g.strides in ((1, 1), (2, 2)) and not g.direct and plain
+        # At most 9 taps: the micro-kernel unrolls them, and 49 (a 7x7 stem) would keep more
+        # vectors live than there are registers. A 1x1 stride-2 conv keeps its compact
+        # panels: read from a plane, a deep input's k-groups lie a plane apart, which L1
+        # holds worse across the tiles (ResNet-50's 1024 -> 2048 at 7x7: 320 -> 390 us).
+        taps = g.kh * g.kw
+        if g.strides == (2, 2):
+            return 1 < taps <= 9 and plain
+        return g.strides == (1, 1) and taps <= 9 and not g.direct and plain
 
     @property
     def phased(self) -> bool:
