@@ -312,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="the quantized .onnx to write")
     add_quantize_options(parser)
     add_input_shape_option(parser)
+    parser.add_argument(
+        "--target-cpu",
+        default="host",
+        help="the cpu the model will run on (host, or an LLVM cpu name such as x86-64-v3): "
+        "without VNNI, 7-bit weights by default (see --reduce-range)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random calibration data")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(

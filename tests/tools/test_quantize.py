@@ -573,6 +573,16 @@ def test_cli_quantize_compile_int8_and_config(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "model.onnx"), "-o", str(out), "--method", "kl"]) == 1
     assert "calibration method 'kl'" in capsys.readouterr().err
 
+    # An AVX2 target gets 7-bit weights unless told otherwise; an unknown cpu is refused.
+    argv = [str(tmp_path / "model.onnx"), "-o", str(out), "--calib", str(tmp_path / "calib"),
+            "--target-cpu", "x86-64-v3", "--no-report", "-q"]  # fmt: skip
+    for extra, level in (([], 64), (["--no-reduce-range"], 127)):
+        assert main(argv + extra) == 0
+        weights = [numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
+        assert max(int(np.abs(w).max()) for w in weights if w.dtype == np.int8) == level
+    assert main([*argv[:5], "--target-cpu", "pentium9", "--no-report"]) == 1
+    assert "unknown target cpu 'pentium9'" in capsys.readouterr().err
+
     from ember.tools.cli import main as ember_main
 
     artifact = tmp_path / "model.int8.ember"
