@@ -328,7 +328,7 @@ def test_avx2_weights_outside_seven_bits_are_split_exactly() -> None:
 
 
 def qconv_asm(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str, cpu: str) -> str:
-    """The assembly of kernel.qconv2d for this conv (3x3, stride 1, pads 1), packed for
+    """The assembly of kernel.qconv2d for this conv (3x3, its strides and pads), packed for
     `isa_name` (depthwise when `g` is) and compiled for the LLVM cpu `cpu`."""
     isa = ISAS[isa_name]
     if g.depthwise:
@@ -353,9 +353,9 @@ def qconv_asm(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str, cpu
         operands=[*block.args[:5], [], *block.args[5:]],
         properties={
             "kernel_shape": i64_array([3, 3]),
-            "strides": i64_array([1, 1]),
-            "pads": i64_array([1, 1, 1, 1]),
-            "dilations": i64_array([1, 1]),
+            "strides": i64_array(g.strides),
+            "pads": i64_array(g.pads),
+            "dilations": i64_array(g.dilations),
             "input_zero_point": attr(0),
             "input_signed": attr(0),
             "output_zero_point": attr(0),
@@ -381,6 +381,15 @@ def test_avx2_path_compiles_for_an_avx2_only_cpu_to_vpmaddubsw() -> None:
     asm = _asm_for("avx2", "x86-64-v3")
     assert "vpmaddubsw" in asm and "vpmaddwd" in asm
     assert "vpdpbusd" not in asm and "zmm" not in asm
+
+
+def test_stride_two_phase_planes_compile_for_both_isas() -> None:
+    """The phase-plane (stride 2) path on an AVX2-only cpu and on AVX-512 VNNI."""
+    x, w, g = _case((1, 8, 14, 14), 16, (3, 3), 2, 1, 1, seed=0)
+    avx2 = qconv_asm(x, w, g, "avx2", "x86-64-v3")
+    assert "vpmaddubsw" in avx2 and "vpdpbusd" not in avx2 and "zmm" not in avx2
+    vnni = qconv_asm(x, w, g, "vnni512", "icelake-server")
+    assert "vpdpbusd" in vnni and "zmm" in vnni
 
 
 def test_vnni_path_compiles_to_vpdpbusd_on_zmm() -> None:

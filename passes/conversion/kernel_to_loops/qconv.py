@@ -12,9 +12,14 @@ lane's int32. So k runs in groups of four input channels at one tap:
    the kernel computes sum x' w - zero_point' * sum w, whose second term is folded into the
    per-channel `offset` at compile time.
 2. **Panels**: a 1x1, stride-1, unpadded conv reads NR consecutive pixels of a channel group
-   straight from the workspace; others copy the words each of NR output pixels reads
-   (im2col, one word = 4 channels) into a per-thread panel [K/4][NR]: one vector per tap
-   when the NR pixels lie in one output row at column stride 1, else word by word.
+   straight from the workspace. Other convs of stride 1 or 2 and at most 9 taps compute at
+   padded-row positions (`padded_rows`): output (oh, ow) at oh * row + ow, so that NR
+   consecutive positions read NR consecutive workspace words per tap (stride 2: from four
+   phase planes per channel group, padded rows and columns by parity) — one vector load, no
+   im2col — and each output row's lanes are stored under a mask after a pshufb moves them
+   to lane 0. The rest copy the words each of NR output pixels reads (im2col, one word = 4
+   channels) into a per-thread panel [K/4][NR]: one vector per tap when the NR pixels lie in
+   one output row, else word by word.
 3. **Micro-kernel**: MR output channels x NR pixels of int32 accumulators in registers; per
    k-group one vector load of NR/lanes words, one broadcast word of 4 weights per row:
    - `vnni512`: `vpdpbusd` (llvm.x86.avx512.vpdpbusd.512), 64 u8 x s8 products per
