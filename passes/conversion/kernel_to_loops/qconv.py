@@ -12,7 +12,8 @@ lane's int32. So k runs in groups of four input channels at one tap:
    the kernel computes sum x' w - zero_point' * sum w, whose second term is folded into the
    per-channel `offset` at compile time.
 2. **Panels**: a 1x1, stride-1, unpadded conv reads NR consecutive pixels of a channel group
-   straight from the workspace. Other convs of stride 1 or 2 and at most 9 taps compute at
+   straight from the workspace. Other convs of stride 1 or 2, at most 9 taps and at least
+   16 input channels compute at
    padded-row positions (`padded_rows`): output (oh, ow) at oh * row + ow, so that NR
    consecutive positions read NR consecutive workspace words per tap (stride 2: from four
    phase planes per channel group, padded rows and columns by parity) — one vector load, no
@@ -389,10 +390,14 @@ class _QConv:
         # vectors live than there are registers. A 1x1 stride-2 conv keeps its compact
         # panels: read from a plane, a deep input's k-groups lie a plane apart, which L1
         # holds worse across the tiles (ResNet-50's 1024 -> 2048 at 7x7: 320 -> 390 us).
+        # And at least 4 channel groups: on a shallow input (a 3-channel stem, k = 9) the
+        # masked per-row stores cost more than the panel copy saves (MobileNetV2's stem
+        # 3x3 stride 2: 52 -> 171 us).
         taps = g.kh * g.kw
+        plain = plain and taps <= 9 and g.groups >= 4
         if g.strides == (2, 2):
-            return 1 < taps <= 9 and plain
-        return g.strides == (1, 1) and taps <= 9 and not g.direct and plain
+            return taps > 1 and plain
+        return g.strides == (1, 1) and not g.direct and plain
 
     @property
     def phased(self) -> bool:
