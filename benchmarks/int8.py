@@ -1,8 +1,8 @@
 """int8 vs fp32: ember on a model quantized by onnxruntime's quantize_static (QDQ, per-channel
 int8 weights, uint8 activations, after quant_pre_process) or by `ember quantize`
 (--quantizer ember: the same form, minmax ranges from 8 seeded batches) against ember fp32 on
-the float model and onnxruntime running the same QDQ model, in one process, one engine after
-another.
+the float model and onnxruntime running the same QDQ model, in one process, the engines
+alternating run by run.
 
     python benchmarks/int8.py --models bottleneck resnet50 --threads 1 --runs 20
     python benchmarks/int8.py --models inverted_residual --quantizer ember --runs 20
@@ -35,8 +35,10 @@ import ember  # noqa: E402
 from ember.core.target import Target, host_target, named_target  # noqa: E402
 from ember.dialects.weight_layouts import int8_isa  # noqa: E402
 from ember.tools.bench import onnxruntime_session  # noqa: E402
+from ember.tools.feeds import seeded_inputs  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     GraphBuilder,
+    bert_encoder,
     graph_op_counts,
     inverted_residual_model,
     light_model_path,
@@ -44,6 +46,7 @@ from ember.tools.model_zoo import (  # noqa: E402
     quantize_static,
     resnet_block_model,
 )
+from ember.tools.quantize import target_has_vnni  # noqa: E402
 
 
 def bottleneck_model(seed: int = 0) -> onnx.ModelProto:
@@ -111,20 +114,45 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
         lambda: with_seeded_weights(onnx.load(light_model_path("resnet50"))),
         (1, 3, 224, 224),
     ),
+    # Dynamic quantization (DynamicQuantizeLinear + MatMulInteger, as quantize_dynamic writes
+    # it): a BERT-base-size encoder at sequence 128, and a 4-layer hidden-256 one.
+    "bert_base": (
+        lambda: bert_encoder(
+            layers=12,
+            seq=128,
+            hidden=768,
+            heads=12,
+            vocab=30522,
+            token_types=2,
+            attention_mask=True,
+            layer_norm="op",
+        ),
+        (1, 128),
+    ),  # fmt: skip
+    "bert_small": (
+        lambda: bert_encoder(layers=4, seq=128, hidden=256, heads=4, vocab=1000),
+        (1, 128),
+    ),
 }
+DYNAMIC = {"bert_base", "bert_small"}
 
 
-def timed_ms(run: Callable[[], object], runs: int, warmup: int, threads: int) -> list[float]:
-    """Milliseconds per run: process CPU time at one thread (robust against other processes
-    on a shared machine), wall time otherwise."""
+def timed_ms(
+    runners: dict[str, Callable[[], object]], runs: int, warmup: int, threads: int
+) -> dict[str, list[float]]:
+    """Milliseconds per run of each runner: process CPU time at one thread (robust against
+    other processes on a shared machine), wall time otherwise. The runners alternate run by
+    run, so a drift in the machine's load touches every engine alike."""
     clock = time.process_time if threads == 1 else time.perf_counter
-    for _ in range(warmup):
-        run()
-    times = []
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(runs):
-        start = clock()
-        run()
-        times.append(1e3 * (clock() - start))
+        for name, run in runners.items():
+            start = clock()
+            run()
+            times[name].append(1e3 * (clock() - start))
     return times
 
 
@@ -146,37 +174,48 @@ def main() -> None:
     )
     parser.add_argument(
         "--reduce-range",
-        action="store_true",
-        help="quantize weights to 7 bits (one vpmaddubsw per product on the AVX2 path)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="quantize weights to 7 bits (one vpmaddubsw per product on the AVX2 path); "
+        "default: as `ember quantize`, 7 bits when the target cpu has no VNNI",
     )
     args = parser.parse_args()
+    cpu = args.cpu or "host"
+    reduce_range = not target_has_vnni(cpu) if args.reduce_range is None else args.reduce_range
 
     def target(threads: int) -> Target:
         return named_target(args.cpu, threads) if args.cpu else host_target(threads)
 
-    print(f"int8 kernels: {int8_isa(target(1)).name}, cpu {target(1).cpu}")
+    print(
+        f"int8 kernels: {int8_isa(target(1)).name}, cpu {target(1).cpu}, "
+        f"{7 if reduce_range else 8}-bit weights"
+    )
     for name in args.models:
         make, shape = MODELS[name]
         model = make()
         input_name = model.graph.input[0].name
-        if args.quantizer == "ember":
+        if name in DYNAMIC:  # both engines run the model ember's quantize_dynamic writes
+            quantized = ember.quantize(model, dynamic=True, reduce_range=reduce_range)
+        elif args.quantizer == "ember":
             rng = np.random.default_rng(1)
             batches = [
                 {input_name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)
             ]
-            quantized = ember.quantize(model, calibration=batches)
+            quantized = ember.quantize(model, calibration=batches, reduce_range=reduce_range)
         else:
             quantized = quantize_static(
-                model, shape, "QDQ", True, "QUInt8", input_name, args.reduce_range
+                model, shape, "QDQ", True, "QUInt8", input_name, reduce_range
             )
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        if name in DYNAMIC:
+            feeds = seeded_inputs(model, 0)
+        else:
+            feeds = {input_name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         print(f"{name}: {graph_op_counts(quantized)['graph.qconv']} integer convs")
         for threads in args.threads:
             fp32 = ember.compile(model, threads=threads, target=target(threads))
             int8 = ember.compile(quantized, threads=threads, target=target(threads))
             ort_int8 = onnxruntime_session(quantized, threads)
             ort_fp32 = onnxruntime_session(model, threads)
-            feeds = {input_name: x}
             got = int8.run(feeds)[int8.output_names[0]]
             expected = ort_int8.run(None, feeds)[0]
             runners = {
@@ -185,9 +224,7 @@ def main() -> None:
                 "onnxruntime int8": partial(ort_int8.run, None, feeds),
                 "onnxruntime fp32": partial(ort_fp32.run, None, feeds),
             }
-            samples = {
-                k: timed_ms(run, args.runs, args.warmup, threads) for k, run in runners.items()
-            }
+            samples = timed_ms(runners, args.runs, args.warmup, threads)
             times = {k: min(v) for k, v in samples.items()}
             line = ", ".join(
                 f"{k} {min(v):.2f} (median {statistics.median(v):.2f}) ms"

@@ -362,15 +362,29 @@ class QConvGeometry:
         """A 1x1, stride-1, unpadded conv reads its panels straight from the workspace."""
         return (self.kh, self.kw, self.strides, any(self.pads)) == (1, 1, (1, 1), False)
 
+    @property
+    def phase_rows(self) -> int:
+        """Rows of each of the four phase planes of a stride-2 workspace (padded rows of one
+        parity)."""
+        return -(-self.hp // 2)
+
+    @property
+    def phase_width(self) -> int:
+        return -(-self.wp // 2)
+
 
 def qconv_workspace_words(g: QConvGeometry, isa: Int8Isa) -> int:
-    """The interleaved, padded image plus NR words that the last direct panel may read past
-    its end (into lanes that are never stored); the depthwise kernel keeps its padded input
-    rows in per-thread scratch instead (one word, unused)."""
+    """The interleaved, padded image (for stride 2 possibly as four phase planes per channel
+    group, which the kernel chooses: room for either) plus NR words that the last block may
+    read past its end (into lanes that are never stored); the depthwise kernel keeps its
+    padded input rows in per-thread scratch instead (one word, unused)."""
     if g.depthwise:
         return 1
     one = g.per_group()  # the groups of a grouped conv take turns in it
-    return one.groups * one.hp * one.wp + isa.nr
+    words = one.hp * one.wp
+    if one.strides == (2, 2):
+        words = max(words, 4 * one.phase_rows * one.phase_width)
+    return one.groups * words + isa.nr
 
 
 # The depthwise int8 kernel (kernel_to_loops/qconv.py, `lower_qconv_depthwise`) multiplies

@@ -60,7 +60,11 @@ SCALE_KEEPING_OPS = frozenset(
 )
 ACTIVATION_TYPES = {"u8": (TensorProto.UINT8, 0, 255), "s8": (TensorProto.INT8, -128, 127)}
 # Symmetric s8 weights use [-127, 127] (as onnxruntime does): -w is always representable.
+# With `reduce_range`, 7-bit weights in [-64, 64] (onnxruntime's reduce_range): on CPUs
+# without VNNI, vpmaddubsw's int16 pair sums then never saturate (255 * 64 * 2 < 32768), so
+# the AVX2 kernel multiplies each weight once instead of as two 7-bit halves.
 _WEIGHT_LEVEL = 127
+_REDUCED_WEIGHT_LEVEL = 64
 _INT32_MAX = 2**31 - 1
 
 
@@ -70,6 +74,7 @@ class QuantizeOptions:
 
     per_channel: bool = True
     activation_type: str = "u8"
+    reduce_range: bool = False  # 7-bit weights, [-64, 64]
     keep_float_nodes: frozenset[str] = field(default_factory=frozenset)
     keep_float_op_types: frozenset[str] = field(default_factory=frozenset)
 
@@ -81,6 +86,10 @@ class QuantizeOptions:
             )
         object.__setattr__(self, "keep_float_nodes", frozenset(self.keep_float_nodes))
         object.__setattr__(self, "keep_float_op_types", frozenset(self.keep_float_op_types))
+
+    @property
+    def weight_level(self) -> int:
+        return _REDUCED_WEIGHT_LEVEL if self.reduce_range else _WEIGHT_LEVEL
 
     def keeps_float(self, node: onnx.NodeProto) -> bool:
         return node.name in self.keep_float_nodes or node.op_type in self.keep_float_op_types
@@ -357,20 +366,23 @@ def _weight_axis(node: onnx.NodeProto, rank: int) -> int:
     return rank - 1
 
 
-def quantize_weight(weight: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric s8 values in [-127, 127] and float32 scales (per `axis`, or one scale)."""
+def quantize_weight(
+    weight: np.ndarray, axis: int | None, level: int = _WEIGHT_LEVEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric s8 values in [-level, level] (127, or 64 for 7-bit weights) and float32
+    scales (per `axis`, or one scale)."""
     if axis is None:
         magnitude = np.array(np.max(np.abs(weight)) if weight.size else 0.0)
     else:
         others = tuple(d for d in range(weight.ndim) if d != axis)
         magnitude = np.max(np.abs(weight), axis=others) if weight.size else np.zeros(0)
-    scale = (magnitude / _WEIGHT_LEVEL).astype(np.float32)
+    scale = (magnitude / level).astype(np.float32)
     # An all-zero channel quantizes to zeros with any positive scale.
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1
-    values = np.clip(np.rint(weight / scale.reshape(shape)), -_WEIGHT_LEVEL, _WEIGHT_LEVEL)
+    values = np.clip(np.rint(weight / scale.reshape(shape)), -level, level)
     return values.astype(np.int8), scale
 
 
@@ -393,7 +405,7 @@ def _quantize_weights(
         axis = None
     key = (name, axis)
     if key not in done:
-        values, scale = quantize_weight(weight, axis)
+        values, scale = quantize_weight(weight, axis, options.weight_level)
         q = names.initializer(f"{name}_quantized", values)
         s = names.initializer(f"{name}_scale", scale)
         zp = names.initializer(f"{name}_zero_point", np.zeros(scale.shape, np.int8))
@@ -485,7 +497,9 @@ def quantize_dynamic(
             dynamic[a] = quantized
         if b not in weights:
             values, scale = quantize_weight(
-                numpy_helper.to_array(inits[b]), 1 if options.per_channel else None
+                numpy_helper.to_array(inits[b]),
+                1 if options.per_channel else None,
+                options.weight_level,
             )
             weights[b] = (
                 names.initializer(f"{b}_quantized", values),

@@ -150,8 +150,10 @@ class Config:
         from ember.tools.quantize import quantize
 
         unknown = set(options) - set(inspect.signature(quantize).parameters)
-        # The model, its pins, threads and progress display are the Config's own.
-        reserved = {"model", "output", "input_shapes", "threads", "progress"} & set(options)
+        # The model, its pins, threads, target cpu and progress display are the Config's own.
+        reserved = {
+            "model", "output", "input_shapes", "threads", "progress", "target_cpu"
+        } & set(options)  # fmt: skip
         if unknown | reserved:
             raise ValueError(
                 f"enable_int8: unknown or reserved options {sorted(unknown | reserved)}; "
@@ -240,6 +242,7 @@ class Config:
                 input_shapes=self._input_shapes or None,
                 threads=self._threads,
                 progress=self._progress,
+                target_cpu=self._target_cpu,  # 7-bit weights for a target without VNNI
                 **self._int8 or {},
             ).SerializeToString()
             folder = self.cache_dir() / "int8"

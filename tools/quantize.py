@@ -57,6 +57,8 @@ def quantize(
     percentile: float = 99.999,
     per_channel: bool = True,
     activation_type: str = "u8",
+    reduce_range: bool | None = None,
+    target_cpu: str = "host",
     keep_float_nodes: Sequence[str] = (),
     keep_float_op_types: Sequence[str] = (),
     input_shapes: InputShapes | None = None,
@@ -72,15 +74,21 @@ def quantize(
     about real data). `dynamic=True`: MatMuls with constant weights in onnxruntime's dynamic
     form (DynamicQuantizeLinear + MatMulInteger), no calibration. Weights are symmetric s8
     (per output channel with `per_channel`), activations `activation_type` "u8" or "s8".
+    `reduce_range`: 7-bit weights ([-64, 64], onnxruntime's reduce_range); None (default)
+    chooses them when `target_cpu` ("host" or an LLVM cpu name) has no VNNI (neither AVX-512
+    VNNI nor AVX-VNNI), whose int8 kernel would otherwise split every 8-bit weight in two.
     Nodes named in `keep_float_nodes` and ops in `keep_float_op_types` stay float.
     `input_shapes` pins symbolic input dims for the calibration compile and random data.
     """
     from ember.frontend import calibrate as calib
     from ember.frontend import quantize as quantization
 
+    if reduce_range is None:
+        reduce_range = not target_has_vnni(target_cpu)
     options = quantization.QuantizeOptions(
         per_channel=per_channel,
         activation_type=activation_type,
+        reduce_range=reduce_range,
         keep_float_nodes=frozenset(keep_float_nodes),
         keep_float_op_types=frozenset(keep_float_op_types),
     )
@@ -107,6 +115,15 @@ def quantize(
     if output is not None:
         onnx.save(result, os.fspath(output))
     return result
+
+
+def target_has_vnni(target_cpu: str = "host") -> bool:
+    """Whether the int8 kernels for `target_cpu` use vpdpbusd (AVX-512 VNNI or AVX-VNNI);
+    without it they use vpmaddubsw (AVX2), which wants 7-bit weights."""
+    from ember.dialects.weight_layouts import int8_isa
+    from ember.tools.aot import resolve_target
+
+    return int8_isa(resolve_target(target_cpu, 1)).name != "avx2"
 
 
 def _load_weights(model: ModelSource) -> onnx.ModelProto:
@@ -247,6 +264,13 @@ def add_quantize_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
     )
     parser.add_argument("--activation-type", default="u8", help="u8 (default) or s8")
     parser.add_argument(
+        "--reduce-range",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="7-bit weights ([-64, 64]); default: on when the target cpu has no VNNI (its "
+        "AVX2 int8 kernel would split every 8-bit weight in two), off otherwise",
+    )
+    parser.add_argument(
         "--keep-float",
         action="append",
         default=[],
@@ -268,6 +292,8 @@ def quantize_from_args(args: argparse.Namespace, progress: bool = True) -> onnx.
         percentile=args.percentile,
         per_channel=not args.per_tensor,
         activation_type=args.activation_type,
+        reduce_range=args.reduce_range,
+        target_cpu=getattr(args, "target_cpu", "host"),
         keep_float_nodes=[k for k in keep if k not in op_types],
         keep_float_op_types=[k for k in keep if k in op_types],
         input_shapes=args.input_shapes or None,
@@ -288,6 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="the quantized .onnx to write")
     add_quantize_options(parser)
     add_input_shape_option(parser)
+    parser.add_argument(
+        "--target-cpu",
+        default="host",
+        help="the cpu the model will run on (host, or an LLVM cpu name such as x86-64-v3): "
+        "without VNNI, 7-bit weights by default (see --reduce-range)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random calibration data")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(

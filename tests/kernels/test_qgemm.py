@@ -215,6 +215,18 @@ SHAPES = [
     ((1, 7, 13, 18), 17, (3, 2), (2, 1), (0, 1, 2, 0), 1),
     # Stride 2 on rows of 35 outputs: panels of one row copied as the even words of vectors.
     ((1, 6, 9, 70), 10, (3, 3), 2, 1, 1),
+    # Stride 1 at padded-row positions (16 or more input channels): 14x14 (a block is one
+    # padded row of 16), 7x7 (a block reaches three output rows), 2x2 outputs; 5x5 (25 taps:
+    # panels) on rows wider than a block.
+    ((1, 16, 14, 14), 24, (3, 3), 1, 1, 1),
+    ((2, 17, 7, 7), 40, (3, 3), 1, 1, 1),
+    ((1, 16, 4, 4), 29, (3, 3), 1, 0, 1),
+    ((1, 8, 6, 40), 16, (5, 5), 1, 2, 1),
+    # Stride 2 on four phase planes: ResNet's 3x3 (14x14 -> 7x7), dilation 2 on an odd width
+    # written 16 columns at a time (33: a vector + tail); a 1x1 stride 2 keeps its panels.
+    ((1, 16, 14, 14), 20, (3, 3), 2, 1, 1),
+    ((1, 32, 14, 14), 18, (1, 1), 2, 0, 1),
+    ((1, 18, 11, 33), 12, (3, 3), 2, (1, 2, 0, 1), 2),
 ]
 
 
@@ -317,7 +329,7 @@ def test_avx2_weights_outside_seven_bits_are_split_exactly() -> None:
 
 
 def qconv_asm(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str, cpu: str) -> str:
-    """The assembly of kernel.qconv2d for this conv (3x3, stride 1, pads 1), packed for
+    """The assembly of kernel.qconv2d for this conv (3x3, its strides and pads), packed for
     `isa_name` (depthwise when `g` is) and compiled for the LLVM cpu `cpu`."""
     isa = ISAS[isa_name]
     if g.depthwise:
@@ -342,9 +354,9 @@ def qconv_asm(x: np.ndarray, w: np.ndarray, g: QConvGeometry, isa_name: str, cpu
         operands=[*block.args[:5], [], *block.args[5:]],
         properties={
             "kernel_shape": i64_array([3, 3]),
-            "strides": i64_array([1, 1]),
-            "pads": i64_array([1, 1, 1, 1]),
-            "dilations": i64_array([1, 1]),
+            "strides": i64_array(g.strides),
+            "pads": i64_array(g.pads),
+            "dilations": i64_array(g.dilations),
             "input_zero_point": attr(0),
             "input_signed": attr(0),
             "output_zero_point": attr(0),
@@ -370,6 +382,15 @@ def test_avx2_path_compiles_for_an_avx2_only_cpu_to_vpmaddubsw() -> None:
     asm = _asm_for("avx2", "x86-64-v3")
     assert "vpmaddubsw" in asm and "vpmaddwd" in asm
     assert "vpdpbusd" not in asm and "zmm" not in asm
+
+
+def test_stride_two_phase_planes_compile_for_both_isas() -> None:
+    """The phase-plane (stride 2) path on an AVX2-only cpu and on AVX-512 VNNI."""
+    x, w, g = _case((1, 16, 14, 14), 16, (3, 3), 2, 1, 1, seed=0)
+    avx2 = qconv_asm(x, w, g, "avx2", "x86-64-v3")
+    assert "vpmaddubsw" in avx2 and "vpdpbusd" not in avx2 and "zmm" not in avx2
+    vnni = qconv_asm(x, w, g, "vnni512", "icelake-server")
+    assert "vpdpbusd" in vnni and "zmm" in vnni
 
 
 def test_vnni_path_compiles_to_vpdpbusd_on_zmm() -> None:

@@ -99,6 +99,34 @@ def test_quantize_weight_per_channel_symmetric() -> None:
     assert np.all(error <= scale.reshape(-1, 1, 1, 1) / 2 + 1e-7)
 
 
+def test_seven_bit_weights_by_default_for_a_target_without_vnni() -> None:
+    """reduce_range=None (the default) follows the target: 7-bit weights ([-64, 64]) where
+    the int8 kernel is AVX2's vpmaddubsw, 8-bit where it is vpdpbusd; an explicit value wins."""
+    weight = np.random.default_rng(5).normal(0, 1, (6, 4)).astype(np.float32)
+    values, scale = quantization.quantize_weight(weight, 0, 64)
+    assert np.abs(values).max(axis=1).tolist() == [64] * 6
+    assert np.all(np.abs(values * scale[:, None] - weight) <= scale[:, None] / 2 + 1e-7)
+
+    from ember.tools.quantize import target_has_vnni
+
+    assert not target_has_vnni("x86-64-v3")
+    assert target_has_vnni("icelake-server")
+    model = _small_model()
+    feeds = _feeds(model, 0, 2)
+
+    def weight_extremes(quantized: onnx.ModelProto) -> set[int]:
+        return {
+            int(np.abs(numpy_helper.to_array(t)).max())
+            for t in quantized.graph.initializer
+            if t.name.endswith("_quantized") and t.data_type == onnx.TensorProto.INT8
+        }
+
+    assert weight_extremes(quantize(model, calibration=feeds, target_cpu="x86-64-v3")) == {64}
+    assert weight_extremes(quantize(model, calibration=feeds, target_cpu="icelake-server")) == {127}
+    explicit = quantize(model, calibration=feeds, target_cpu="x86-64-v3", reduce_range=False)
+    assert weight_extremes(explicit) == {127}
+
+
 # -- the quantized model -----------------------------------------------------------------------
 
 
@@ -331,9 +359,11 @@ def test_calibration_folder(tmp_path: Path) -> None:
 # -- built models: int8 vs float cosine >= 0.99 ------------------------------------------------
 
 
-def test_resnet_style_cnn_int8_cosine() -> None:
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_resnet_style_cnn_int8_cosine(reduce_range: bool) -> None:
+    """Also with 7-bit weights (the default for a target without VNNI)."""
     model = resnet18(image_size=32, classes=10, width=0.125)
-    quantized = quantize(model, calibration=_feeds(model, 0, 8))
+    quantized = quantize(model, calibration=_feeds(model, 0, 8), reduce_range=reduce_range)
     cosines = _check_against_onnxruntime_and_float(model, quantized, _feeds(model, 100, 2), True)
     assert min(cosines) >= 0.99, cosines
 
@@ -494,7 +524,9 @@ def _digits_onnx(p: dict[str, np.ndarray], batch: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_digits_cnn_int8_accuracy_within_one_point() -> None:
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_digits_cnn_int8_accuracy_within_one_point(reduce_range: bool) -> None:
+    """Also with 7-bit weights (the default for a target without VNNI)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -506,7 +538,7 @@ def test_digits_cnn_int8_accuracy_within_one_point() -> None:
     batch = 50
     model = _digits_onnx(params, batch)
     calibration = [{"image": x[train[i : i + batch]]} for i in range(0, 8 * batch, batch)]
-    quantized = quantize(model, calibration=calibration)
+    quantized = quantize(model, calibration=calibration, reduce_range=reduce_range)
     float_run, int8_run = ember.compile(model), ember.compile(quantized)
     float_correct = int8_correct = 0
     for start in range(0, len(test), batch):
@@ -540,6 +572,16 @@ def test_cli_quantize_compile_int8_and_config(tmp_path: Path, capsys) -> None:
 
     assert main([str(tmp_path / "model.onnx"), "-o", str(out), "--method", "kl"]) == 1
     assert "calibration method 'kl'" in capsys.readouterr().err
+
+    # An AVX2 target gets 7-bit weights unless told otherwise; an unknown cpu is refused.
+    argv = [str(tmp_path / "model.onnx"), "-o", str(out), "--calib", str(tmp_path / "calib"),
+            "--target-cpu", "x86-64-v3", "--no-report", "-q"]  # fmt: skip
+    for extra, level in (([], 64), (["--no-reduce-range"], 127)):
+        assert main(argv + extra) == 0
+        weights = [numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
+        assert max(int(np.abs(w).max()) for w in weights if w.dtype == np.int8) == level
+    assert main([*argv[:5], "--target-cpu", "pentium9", "--no-report"]) == 1
+    assert "unknown target cpu 'pentium9'" in capsys.readouterr().err
 
     from ember.tools.cli import main as ember_main
 

@@ -12,9 +12,15 @@ lane's int32. So k runs in groups of four input channels at one tap:
    the kernel computes sum x' w - zero_point' * sum w, whose second term is folded into the
    per-channel `offset` at compile time.
 2. **Panels**: a 1x1, stride-1, unpadded conv reads NR consecutive pixels of a channel group
-   straight from the workspace; others copy the words each of NR output pixels reads
-   (im2col, one word = 4 channels) into a per-thread panel [K/4][NR]: one vector per tap
-   when the NR pixels lie in one output row at column stride 1, else word by word.
+   straight from the workspace. Other convs of stride 1 or 2, at most 9 taps and at least
+   16 input channels compute at
+   padded-row positions (`padded_rows`): output (oh, ow) at oh * row + ow, so that NR
+   consecutive positions read NR consecutive workspace words per tap (stride 2: from four
+   phase planes per channel group, padded rows and columns by parity) — one vector load, no
+   im2col — and each output row's lanes are stored under a mask after a pshufb moves them
+   to lane 0. The rest copy the words each of NR output pixels reads (im2col, one word = 4
+   channels) into a per-thread panel [K/4][NR]: one vector per tap when the NR pixels lie in
+   one output row, else word by word.
 3. **Micro-kernel**: MR output channels x NR pixels of int32 accumulators in registers; per
    k-group one vector load of NR/lanes words, one broadcast word of 4 weights per row:
    - `vnni512`: `vpdpbusd` (llvm.x86.avx512.vpdpbusd.512), 64 u8 x s8 products per
@@ -64,6 +70,7 @@ narrower than a vector leave lanes idle (14 columns on 16 lanes).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from xdsl.dialects import arith, func, llvm, memref, vector
@@ -171,6 +178,28 @@ def _splat_word(value: int) -> int:
     return word - (1 << 32) if word >= 1 << 31 else word
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where the micro-kernel reads the activation words of k-group k = outer * taps + u:
+    buffer[base + outer * stride + tap_offsets[u]] (an im2col panel, the workspace of a
+    direct 1x1, or the workspace at padded-row positions with one offset per tap)."""
+
+    buffer: SSAValue
+    base: SSAValue
+    stride: int
+    tap_offsets: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class _RowSegment:
+    """The lanes first .. first + lanes - 1 of a block of padded-row positions, one output
+    row's; lane `first` is output pixel `pixel` (lanes <= 0: no row there)."""
+
+    first: SSAValue
+    lanes: SSAValue
+    pixel: SSAValue
+
+
 @dataclass
 class _QConv:
     op: kernel.QConv2dOp
@@ -211,10 +240,11 @@ class _QConv:
 
     def interleave_group(self, b: LoopBuilder, n: SSAValue, c4: SSAValue, channels: int) -> None:
         g, ws = self.g, self.workspace
-        plane = g.hp * g.wp
+        plane = self.group_words
         base = b.mul(c4, plane)
         zero_point = self.op.input_zero_point.value.data
-        if any(g.pads):
+        # Phase planes of an odd padded size also have cells past the input: filled alike.
+        if any(g.pads) or (self.phased and (g.hp % 2 or g.wp % 2)):
             fill = b.const(_splat_word(zero_point), i32)
             vec_end = plane // 16 * 16
             fill_v = b.splat(fill, 16, i32)
@@ -257,19 +287,58 @@ class _QConv:
 
         def row(b: LoopBuilder, h: SSAValue) -> None:
             src = b.add(first, b.mul(h, g.w))
-            dst = b.add(base, b.add(b.mul(b.add(h, g.pads[0]), g.wp), g.pads[1]))
             vec_end = g.w // 16 * 16
+            if self.phased:
+                vec, one = self.phased_row(b, base, h, src, vector_word, scalar_word)
+            else:
+                dst = b.add(base, b.add(b.mul(b.add(h, g.pads[0]), g.wp), g.pads[1]))
 
-            def vec(b: LoopBuilder, w: SSAValue) -> None:
-                b.vstore(vector_word(b, b.add(src, w)), ws, [b.add(dst, w)])
+                def vec(b: LoopBuilder, w: SSAValue) -> None:
+                    b.vstore(vector_word(b, b.add(src, w)), ws, [b.add(dst, w)])
 
-            def one(b: LoopBuilder, w: SSAValue) -> None:
-                b.store(scalar_word(b, b.add(src, w)), ws, [b.add(dst, w)])
+                def one(b: LoopBuilder, w: SSAValue) -> None:
+                    b.store(scalar_word(b, b.add(src, w)), ws, [b.add(dst, w)])
 
             b.for_range(0, vec_end, 16, vec)
             b.for_range(vec_end, g.w, 1, one)
 
         b.for_range(0, g.h, 1, row)
+
+    def phased_row(
+        self,
+        b: LoopBuilder,
+        base: SSAValue,
+        h: SSAValue,
+        src: SSAValue,
+        vector_word: Callable[[LoopBuilder, SSAValue], SSAValue],
+        scalar_word: Callable[[LoopBuilder, SSAValue], SSAValue],
+    ) -> tuple[Callable[[LoopBuilder, SSAValue], None], Callable[[LoopBuilder, SSAValue], None]]:
+        """Writers of 16 columns and of one column of input row h into the phase planes:
+        padded (row, col) at plane (row % 2, col % 2), word (row // 2, col // 2)."""
+        g, ws = self.g, self.workspace
+        rows, width = g.phase_rows, g.phase_width
+        padded_row = b.add(h, g.pads[0])
+        row_base = b.add(
+            b.add(base, b.mul(b.rem(padded_row, 2), 2 * rows * width)),
+            b.mul(b.floordiv(padded_row, 2), width),
+        )
+
+        def at(b: LoopBuilder, col: Value) -> SSAValue:  # padded column col
+            phase = b.mul(b.rem(col, 2), rows * width)
+            return b.add(row_base, b.add(phase, b.floordiv(col, 2)))
+
+        def vec(b: LoopBuilder, w: SSAValue) -> None:
+            # w is a multiple of 16: lanes 0, 2, ... share a column parity, 1, 3, ... the other.
+            words = vector_word(b, b.add(src, w))
+            col = b.add(w, g.pads[1])
+            for first in (0, 1):
+                half = shuffle(b, words, words, list(range(first, 16, 2)))
+                b.vstore(half, ws, [at(b, b.add(col, first))])
+
+        def one(b: LoopBuilder, w: SSAValue) -> None:
+            b.store(scalar_word(b, b.add(src, w)), ws, [at(b, b.add(w, g.pads[1]))])
+
+        return vec, one
 
     def flip(self, b: LoopBuilder, words: SSAValue, width: int) -> SSAValue:
         """int8 inputs as uint8: x ^ 0x80 in every byte (x + 128)."""
@@ -282,23 +351,128 @@ class _QConv:
     def block(self, b: LoopBuilder, n: SSAValue, pb: SSAValue, valid: int) -> None:
         g, isa = self.g, self.isa
         p0 = b.mul(pb, isa.nr)
+        segments: list[_RowSegment] | None = None
         if g.direct:
-            source, source_base, stride = self.workspace, p0, g.pixels
+            source = _Source(self.workspace, p0, g.pixels)
+        elif self.padded_rows:
+            # p0 counts padded-row positions here: every tap is one vector load.
+            source = _Source(self.workspace, p0, self.group_words, self.tap_offsets)
+            segments = self.row_segments(b, p0)
         else:
             panel = b.insert(memref.AllocaOp.get(i32, shape=[g.k4 * isa.nr])).results[0]
             self.pack_panel(b, panel, p0)
-            source, source_base, stride = panel, b.index(0), isa.nr
+            source = _Source(panel, b.index(0), isa.nr)
         # Full tiles of MR output channels in a loop; a last partial tile computes only its
         # channels (a grouped conv's 4 channels per group: 4 rows, not 16).
         full, rows = divmod(g.cout, isa.mr)
 
         def tile(b: LoopBuilder, t: SSAValue, rows: int) -> None:
-            self.tile(b, n, t, p0, source, source_base, stride, valid, rows)
+            self.tile(b, n, t, p0, source, valid, rows, segments)
 
         if full:
             b.for_range(0, full, 1, lambda b, t: tile(b, t, isa.mr))
         if rows:
             tile(b, b.index(full), rows)
+
+    # -- stride-1 convs: blocks of padded-row positions, no im2col --------------------------
+    @property
+    def padded_rows(self) -> bool:
+        """A stride-1 conv (other than the direct 1x1) computes its outputs at the positions
+        of the padded input rows: output (oh, ow) at oh * wp + ow, whose tap (ki, kj) is the
+        workspace word (oh + ki * dh) * wp + ow + kj * dw of each channel group. So NR
+        consecutive positions read NR consecutive words per tap, straight from the workspace
+        (no im2col panel), whether or not they lie in one output row; the wp - ow positions
+        past each row's end are computed and never stored (ow / wp of the lanes do work:
+        14x14 maps 14/16, 7x7 7/9). Fused residuals and int32 outputs keep the panels."""
+        g, op = self.g, self.op
+        plain = op.residual is None and not self.int32_output
+        # At most 9 taps: the micro-kernel unrolls them, and 49 (a 7x7 stem) would keep more
+        # vectors live than there are registers. A 1x1 stride-2 conv keeps its compact
+        # panels: read from a plane, a deep input's k-groups lie a plane apart, which L1
+        # holds worse across the tiles (ResNet-50's 1024 -> 2048 at 7x7: 320 -> 390 us).
+        # And at least 4 channel groups: on a shallow input (a 3-channel stem, k = 9) the
+        # masked per-row stores cost more than the panel copy saves (MobileNetV2's stem
+        # 3x3 stride 2: 52 -> 171 us).
+        taps = g.kh * g.kw
+        plain = plain and taps <= 9 and g.groups >= 4
+        if g.strides == (2, 2):
+            return taps > 1 and plain
+        return g.strides == (1, 1) and not g.direct and plain
+
+    @property
+    def phased(self) -> bool:
+        """A stride-2 conv at padded-row positions: the workspace holds each channel group
+        as four phase planes (padded rows and columns by parity), so that output (oh, ow)
+        reads tap (ki, kj) at plane ((ki dh) % 2, (kj dw) % 2), word (oh + ki dh // 2,
+        ow + kj dw // 2): a stride-1 conv on each plane."""
+        return self.padded_rows and self.g.strides == (2, 2)
+
+    @property
+    def row_words(self) -> int:
+        """Words between output rows at padded-row positions."""
+        return self.g.phase_width if self.phased else self.g.wp
+
+    @property
+    def group_words(self) -> int:
+        """Words of one channel group in the workspace."""
+        g = self.g
+        return 4 * g.phase_rows * g.phase_width if self.phased else g.hp * g.wp
+
+    @property
+    def padded_positions(self) -> int:
+        """Padded-row positions up to the last output: the last row's padding is not."""
+        return (self.g.oh - 1) * self.row_words + self.g.ow
+
+    @property
+    def tap_offsets(self) -> tuple[int, ...]:
+        """Workspace offsets of the taps (k order within a channel group: ki, then kj)."""
+        g, (dh, dw) = self.g, self.g.dilations
+        if not self.phased:
+            return tuple(ki * dh * g.wp + kj * dw for ki in range(g.kh) for kj in range(g.kw))
+        plane, width = g.phase_rows * g.phase_width, g.phase_width
+        return tuple(
+            ((ki * dh) % 2 * 2 + (kj * dw) % 2) * plane + (ki * dh // 2) * width + kj * dw // 2
+            for ki in range(g.kh)
+            for kj in range(g.kw)
+        )
+
+    def row_segments(self, b: LoopBuilder, p0: SSAValue) -> list[_RowSegment]:
+        """The output rows that the NR positions from p0 reach: which lanes belong to each
+        and where they go in the output (lane `first` stored at output pixel `pixel`)."""
+        g, nr, wp = self.g, self.isa.nr, self.row_words
+        first_row = b.floordiv(p0, wp)
+        # Rows from p0's (which may end before p0) to the last one with an output in reach.
+        count = max(
+            (p0 + nr - 1) // wp - p0 // wp + 1 for p0 in range(0, self.padded_positions, nr)
+        )
+        segments = []
+        for s in range(count):
+            row = b.add(first_row, s)
+            row_start = b.mul(row, wp)  # its position: row * wp (may be before p0)
+            first = b.max_index(b.sub(row_start, p0), 0)
+            end = b.min_index(b.sub(b.add(row_start, g.ow), p0), nr)
+            lanes = b.select(b.cmp_index("slt", row, g.oh), b.sub(end, first), b.index(0))
+            pixel = b.sub(b.add(b.mul(row, g.ow), b.add(p0, first)), row_start)
+            segments.append(_RowSegment(first, lanes, pixel))
+        return segments
+
+    def store_segments(
+        self, b: LoopBuilder, row_bytes: SSAValue, channel_start: SSAValue, segments: list
+    ) -> None:
+        """Each segment's lanes of `row_bytes` (NR output bytes of one channel at padded-row
+        positions) moved to lane 0 (pshufb by lane + first) and stored under a mask."""
+        out, nr = self.arg(self.op.output), self.isa.nr
+        for seg in segments:
+
+            def store(b: LoopBuilder, seg: _RowSegment = seg) -> None:
+                shift = b.insert(arith.IndexCastOp(seg.first, i8)).results[0]
+                lanes = _binary(b, arith.AddiOp, b.lane_numbers(nr, i8), b.splat(shift, nr, i8))
+                moved = _intrinsic(b, "llvm.x86.ssse3.pshuf.b.128", [row_bytes, lanes], _v(i8, nr))
+                mask = b.insert(vector.CreateMaskOp([seg.lanes], _v(i1, nr))).results[0]
+                at = [b.index(0)] * 3 + [b.add(channel_start, seg.pixel)]
+                b.insert(vector.MaskedStoreOp(out, at, mask, moved))
+
+            b.if_(b.cmp_index("sgt", seg.lanes, 0), store)
 
     def pack_panel(self, b: LoopBuilder, panel: SSAValue, p0: SSAValue) -> None:
         g, isa, ws = self.g, self.isa, self.workspace
@@ -357,37 +531,45 @@ class _QConv:
         n: SSAValue,
         t: SSAValue,
         p0: SSAValue,
-        source: SSAValue,
-        source_base: SSAValue,
-        stride: int,
+        source: _Source,
         valid: int,
         rows: int,
+        segments: list[_RowSegment] | None = None,
     ) -> None:
-        """Output channels t * MR .. t * MR + rows - 1 of NR pixels at p0."""
+        """Output channels t * MR .. t * MR + rows - 1 of NR pixels at p0 (padded-row
+        positions with `segments`)."""
         g, isa = self.g, self.isa
         weights = self.arg(self.op.weight)
         tiles = -(-g.cout // isa.mr)
         zero = b.splat(b.const(0, i32), isa.lanes, i32)
         ones = b.splat(b.const(1, i16), 2 * isa.lanes, i16) if isa.name == "avx2" else None
+        taps = len(source.tap_offsets)
 
-        def step(b: LoopBuilder, k: SSAValue, *accs: SSAValue) -> list[SSAValue]:
-            at = b.add(source_base, b.mul(k, stride))
-            xs = [b.vload(source, [b.add(at, j * isa.lanes)], isa.lanes) for j in range(isa.nvec)]
+        def step(b: LoopBuilder, k_outer: SSAValue, *accs: SSAValue) -> list[SSAValue]:
+            outer = b.add(source.base, b.mul(k_outer, source.stride))
             out = list(accs)
-            for term in range(self.terms):
-                tile = b.add(t, b.mul(self.channel(b, self.terms, term), tiles))
-                row0 = b.mul(b.add(b.mul(tile, g.k4), k), isa.mr)
-                for r in range(rows):
-                    w = b.splat(b.load(weights, [b.add(row0, r)]), isa.lanes, i32)
-                    for j in range(isa.nvec):
-                        i = r * isa.nvec + j
-                        out[i] = self.dot(b, out[i], xs[j], w, ones)
+            for u, tap in enumerate(source.tap_offsets):
+                k = b.add(b.mul(k_outer, taps), u) if taps > 1 else k_outer
+                at = b.add(outer, tap)
+                xs = [
+                    b.vload(source.buffer, [b.add(at, j * isa.lanes)], isa.lanes)
+                    for j in range(isa.nvec)
+                ]
+                for term in range(self.terms):
+                    tile = b.add(t, b.mul(self.channel(b, self.terms, term), tiles))
+                    row0 = b.mul(b.add(b.mul(tile, g.k4), k), isa.mr)
+                    for r in range(rows):
+                        w = b.splat(b.load(weights, [b.add(row0, r)]), isa.lanes, i32)
+                        for j in range(isa.nvec):
+                            i = r * isa.nvec + j
+                            out[i] = self.dot(b, out[i], xs[j], w, ones)
             return out
 
-        accs = b.for_range(0, g.k4, 1, step, [zero] * (rows * isa.nvec))
+        accs = b.for_range(0, g.k4 // taps, 1, step, [zero] * (rows * isa.nvec))
         for r in range(rows):
             co = b.add(b.mul(t, isa.mr), r)
-            self.epilogue(b, n, co, p0, accs[r * isa.nvec : (r + 1) * isa.nvec], valid)
+            row = accs[r * isa.nvec : (r + 1) * isa.nvec]
+            self.epilogue(b, n, co, p0, row, valid, segments)
 
     def dot(
         self, b: LoopBuilder, acc: SSAValue, x: SSAValue, w: SSAValue, ones: SSAValue | None
@@ -411,6 +593,7 @@ class _QConv:
         p0: SSAValue,
         row: list[SSAValue],
         valid: int,
+        segments: list[_RowSegment] | None = None,
     ) -> None:
         g, isa, op = self.g, self.isa, self.op
         offset, multiplier, bias = (self.arg(v) for v in (op.offset, op.multiplier, op.bias))
@@ -421,7 +604,9 @@ class _QConv:
         add = b.splat(b.load(bias, [co]), lanes)
         lo = b.splat(float(op.output_min.value.data), lanes)
         hi = b.splat(float(op.output_max.value.data), lanes)
-        dst = b.add(b.mul(b.add(b.mul(n, g.cout * self.groups), co), g.pixels), p0)
+        channel_start = b.mul(b.add(b.mul(n, g.cout * self.groups), co), g.pixels)
+        dst = b.add(channel_start, p0)
+        row_bytes: list[SSAValue] = []
         for j, acc in enumerate(row):
             count = min(max(valid - j * lanes, 0), lanes)
             if not count:
@@ -434,10 +619,17 @@ class _QConv:
             v = _exact_float(b, _binary(b, arith.AddiOp, acc, off), lanes)
             v = b.minf(b.maxf(b.fma(v, mul, add), lo), hi)
             q_int = _round_to_int(b, v, lanes)
+            if segments is not None:
+                row_bytes.append(_low_bytes(b, q_int, lanes))
+                continue
             at = [0, 0, 0, b.add(dst, j * lanes)]
             if op.residual is not None:
                 q_int = self.add_residual(b, q_int, at, count)
             self.store(b, _low_bytes(b, q_int, lanes), at, count)
+        if segments is not None:
+            if len(row_bytes) == 2:  # AVX2: two vectors of 8 lanes
+                row_bytes = [shuffle(b, *row_bytes, list(range(2 * lanes)))]
+            self.store_segments(b, row_bytes[0], channel_start, segments)
 
     def store(self, b: LoopBuilder, lanes_value: SSAValue, at: list[Value], count: int) -> None:
         """Store the first `count` lanes at `at` in the output (8-bit or int32)."""
@@ -520,7 +712,10 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
         raise fail(op, f"weight {shape(op.weight)} does not fit {g} packed as {isa.name}")
     fn, b = kernel_function(name, operand_types(op))
     conv = _QConv(op, one, isa, terms, list(fn.args), g.group)
+    # Blocks of NR pixels, or of NR padded-row positions (all lanes computed, stores masked).
     full, tail = divmod(g.pixels, isa.nr)
+    if conv.padded_rows:
+        full, tail = ceil_div(conv.padded_positions, isa.nr), 0
 
     def one_group(b: LoopBuilder, n: SSAValue) -> None:
         conv.interleave(b, n)
