@@ -613,14 +613,14 @@ class VariantArtifact:
         directory: Path,
         manifest: VariantsManifest,
         threads: int | None,
-        key: bytes | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self.path = directory
         self.info = manifest
         self.variants: dict[tuple[tuple[int, ...], ...], LoadedArtifact] = {}
         self._input_names = [name for name, _, _ in manifest.inputs]
         for sub, sizes in manifest.variants:
-            loaded = load(directory / sub, threads, key)
+            loaded = load(directory / sub, threads, signing_key)
             if not isinstance(loaded, LoadedArtifact):
                 raise ArtifactError(f"{directory / sub}: a variant cannot hold variants")
             where = f"{directory / sub} (variant {sizes})"

@@ -106,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
     )
+    compile_.add_argument(
+        "--sign-key",
+        metavar="FILE",
+        help="sign the artifact with the secret key in FILE (HMAC-SHA256; default: the file "
+        "$EMBER_ARTIFACT_KEY names, if set); load then verifies it when given the key",
+    )
     add_dim_sizes_option(compile_)
     compile_.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     int8 = compile_.add_argument_group(
@@ -114,6 +120,17 @@ def _parser() -> argparse.ArgumentParser:
     int8.add_argument("--int8", action="store_true", help="compile the int8 (QDQ) model")
     add_quantize_options(int8)
     compile_.add_argument("-v", "--verbose", action="store_true", help="print pass timings")
+
+    verify = commands.add_parser(
+        "verify", help="check an artifact as `load` does (code hash, signature), run nothing"
+    )
+    verify.add_argument("model", help="artifact directory")
+    verify.add_argument(
+        "--key",
+        metavar="FILE",
+        help="require a signature by the key in FILE (default: the file $EMBER_ARTIFACT_KEY "
+        "names, if set)",
+    )
 
     run = commands.add_parser("run", help="run an artifact or .onnx model on .npy inputs")
     run.add_argument("model", help="artifact directory or .onnx file")
@@ -209,6 +226,7 @@ def _file_name(tensor: str) -> str:
 
 def _compile(args: argparse.Namespace) -> int:
     from ember.passes.pipeline import with_memory_checks
+    from ember.runtime.integrity import read_key
     from ember.tools.aot import Progress, compile_artifact, resolve_target
 
     target = resolve_target(args.target_cpu, args.threads)
@@ -221,9 +239,10 @@ def _compile(args: argparse.Namespace) -> int:
             "--dim records the range of a dim in a multi-variant artifact: give the sizes to "
             "build with --shapes (e.g. --shapes batch=1,4,16)"
         )
+    sign_key = read_key(args.sign_key) if args.sign_key else None
     model = quantize_from_args(args, progress=not args.quiet) if args.int8 else args.model
     if args.dim_sizes:
-        return _compile_variants(args, model, target, pipeline, progress)
+        return _compile_variants(args, model, target, pipeline, progress, sign_key)
     build = compile_artifact(
         model,
         args.output,
@@ -234,6 +253,7 @@ def _compile(args: argparse.Namespace) -> int:
         input_shapes=args.input_shapes or None,
         verify_each=args.verify_each or None,
         base_dir=Path(args.model).parent if args.int8 else None,
+        sign_key=sign_key,
     )
     if args.verbose and build.report is not None:
         for name, seconds in build.stage_seconds.items():
@@ -250,8 +270,32 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """Every check `ember.runtime.load` makes; for C callers, which cannot make them."""
+    from ember.runtime.artifact import LoadedArtifact, load
+    from ember.runtime.integrity import read_key, resolve_key
+
+    key = read_key(args.key) if args.key else resolve_key(None)
+    loaded = load(args.model, threads=1, key=key)
+    parts = list(loaded.variants.values()) if not isinstance(loaded, LoadedArtifact) else [loaded]
+    for part in parts:
+        library = part.info["files"]["model.so"]
+        print(f"{part.path}: ok (code sha256 {library['code_sha256']})")
+    print(
+        f"{args.model}: signed by the key given"
+        if key
+        else f"{args.model}: signature not checked (no key)"
+    )
+    return 0
+
+
 def _compile_variants(
-    args: argparse.Namespace, model: Any, target: Any, pipeline: str, progress: Any
+    args: argparse.Namespace,
+    model: Any,
+    target: Any,
+    pipeline: str,
+    progress: Any,
+    sign_key: bytes | None,
 ) -> int:
     from ember.tools.aot import compile_variants
 
@@ -266,6 +310,7 @@ def _compile_variants(
         opt_level=args.opt_level,
         pipeline=pipeline,
         verify_each=args.verify_each or None,
+        sign_key=sign_key,
     )
     seconds = sum(b.total_seconds for b in builds)
     print(
@@ -534,7 +579,7 @@ def _delegate(command: str, argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
-    commands = {"compile": _compile, "run": _run, "bench": _bench}
+    commands = {"compile": _compile, "run": _run, "bench": _bench, "verify": _verify}
     # User errors (ember's refusals, unreadable files, bad arguments) are one line on stderr
     # and exit status 1; anything else is a bug in ember and keeps its traceback.
     try:
