@@ -53,6 +53,7 @@ from ember.runtime.integrity import (
     code_sha256,
     elf_layout,
     resolve_key,
+    sha256_file,
     verify_signature,
 )
 from ember.runtime.threads import configure_openmp
@@ -74,14 +75,6 @@ MODEL_INFO_HEADER = struct.Struct("<8sII")
 MAX_THREADS = 4096
 _SHA256 = r"[0-9a-f]{64}"
 _FEATURE = r"[a-z0-9][a-z0-9._-]*"
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _major_minor(version: str) -> tuple[str, ...]:

@@ -236,10 +236,10 @@ def signature_mac(key: bytes, manifest: bytes, file_sha256: Mapping[str, str]) -
     return mac.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1 << 22):
+        while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
 
@@ -250,7 +250,7 @@ def sign_artifact(
     """Write `signature` into a complete artifact directory (the manifest written last)."""
     directory = Path(directory)
     manifest = (directory / "manifest.json").read_bytes()
-    digests = {name: _file_sha256(directory / name) for name in files}
+    digests = {name: sha256_file(directory / name) for name in files}
     document = {
         "format": SIGNATURE_FORMAT,
         "algorithm": SIGNATURE_ALGORITHM,
