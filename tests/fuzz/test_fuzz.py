@@ -221,3 +221,29 @@ def test_a_case_can_ask_for_a_fresh_worker() -> None:
     pids = [results[i]["pid"] for i in range(4)]
     assert pids[0] == pids[1] != pids[2] == pids[3]  # replaced right after case 1
     assert all(RECYCLE_KEY not in r for r in results.values())
+
+
+def test_erf_of_a_folded_scalar() -> None:
+    """diff-1-1502 (reduced): Erf of a rank-0 constant is folded at compile time; numpy's
+    frompyfunc returned a Python float for it (AttributeError: no 'astype')."""
+    import ember
+    from ember.dialects.numpy_eval import erf
+    from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+    folded = erf(np.array(0.5, np.float32))
+    assert folded.shape == () and folded.dtype == np.float32
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.float32(0.5))),
+        helper.make_node("Erf", ["c"], ["e"]),
+        helper.make_node("Add", ["x", "e"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "erf_scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    feeds = {"x": np.float32([1.0, -2.0, 0.25])}
+    got = ember.compile(model).run(feeds)
+    assert_close(got, onnxruntime_outputs(model, feeds), rel=1e-6)
