@@ -119,7 +119,9 @@ def _out_dtype(out_type: TensorType) -> np.dtype:
 
 def erf(x: np.ndarray) -> np.ndarray:
     """Exact (libm) erf; numpy has none and folding only meets small arrays."""
-    return np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(x.dtype)
+    # frompyfunc gives a Python float, not an array, for a 0-d input: asarray keeps the rank.
+    values = np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64))
+    return np.asarray(values, dtype=np.float64).astype(x.dtype)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

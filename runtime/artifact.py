@@ -46,11 +46,22 @@ from ember.runtime.executable import (
     aligned_empty,
     check_feed_names,
 )
+from ember.runtime.integrity import (
+    SIGNED_FILES,
+    check_code_hash,
+    check_loaded_slot,
+    code_sha256,
+    elf_layout,
+    resolve_key,
+    sha256_file,
+    verify_signature,
+)
 from ember.runtime.threads import configure_openmp
 
 FORMAT = "ember-artifact"
 # 2: model.so describes itself (MODEL_INFO_SYMBOL); the entry symbol is no longer recorded.
-FORMAT_VERSION = 2
+# 3: model.so carries the hash of its own code (runtime/integrity.py), the manifest repeats it.
+FORMAT_VERSION = 3
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
 MANIFEST_FILE = "manifest.json"
@@ -64,14 +75,6 @@ MODEL_INFO_HEADER = struct.Struct("<8sII")
 MAX_THREADS = 4096
 _SHA256 = r"[0-9a-f]{64}"
 _FEATURE = r"[a-z0-9][a-z0-9._-]*"
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _major_minor(version: str) -> tuple[str, ...]:
@@ -147,8 +150,9 @@ def write_artifact(
     `description` is what the library was compiled to describe (`describe`). Writes
     `weights.bin` (exactly its `weights_bytes` bytes of `weights`, which must have the sha256
     it names) and `manifest.json`: the format header, the description, and the library's size
-    and checksum. The manifest is written last, so a directory without one is an interrupted
-    compile, never a half-valid artifact.
+    and checksum, and the code hash sealed into it (runtime/integrity.py). The manifest is
+    written last, so a directory without one is an interrupted compile, never a half-valid
+    artifact.
     """
     directory = Path(directory)
     library = Path(library)
@@ -167,14 +171,20 @@ def write_artifact(
             f"{weights_path}: written as {weights_entry}, but the library was compiled for "
             f"{description['files'][WEIGHTS_FILE]}"
         )
+    image = library.read_bytes()
+    computed, embedded = code_sha256(image, library)
+    if computed != embedded:
+        raise ValueError(f"{library}: not sealed (integrity.seal_library) after linking")
+    library_entry = {
+        "bytes": len(image),
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "code_sha256": computed,
+    }
     document: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **description,
-        "files": {
-            LIBRARY_FILE: {"bytes": library.stat().st_size, "sha256": sha256_file(library)},
-            WEIGHTS_FILE: weights_entry,
-        },
+        "files": {LIBRARY_FILE: library_entry, WEIGHTS_FILE: weights_entry},
     }
     (directory / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
     return directory
@@ -188,6 +198,12 @@ def _read_limited(path: Path, limit: int) -> bytes:
 
 def _parse_manifest(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     """manifest.json of `directory`, parsed within limits (no field checked yet)."""
+    path, data = _read_manifest_bytes(directory)
+    return path, parse_json(data, str(path))
+
+
+def _read_manifest_bytes(directory: str | os.PathLike[str]) -> tuple[Path, bytes]:
+    """manifest.json of `directory` as bytes, at most MAX_DOCUMENT_BYTES + 1 of them."""
     path = Path(directory) / MANIFEST_FILE
     if Path(directory).is_file():  # most often the .onnx model itself: say what to do with it
         hint = (
@@ -205,7 +221,7 @@ def _parse_manifest(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, 
         raise ArtifactError(f"{path}: missing; is {directory} an ember artifact?") from None
     except OSError as e:
         raise ArtifactError(f"{path}: cannot be read ({e.strerror})") from None
-    return path, parse_json(data, str(path))
+    return path, data
 
 
 def _check_header(document: dict[str, Any], path: Path, form: str, version: int) -> None:
@@ -231,6 +247,12 @@ def _check_header(document: dict[str, Any], path: Path, form: str, version: int)
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed manifest.json of an artifact, every field checked (ArtifactError if not)."""
     path, document = _parse_manifest(directory)
+    check_manifest(document, path)
+    return document
+
+
+def check_manifest(document: dict[str, Any], path: Path) -> None:
+    """Every field of a parsed manifest.json checked (ArtifactError if not)."""
     _check_header(document, path, FORMAT, FORMAT_VERSION)
     fields = Field(document, str(path))
     read_description(document, str(path))
@@ -238,7 +260,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         entry = fields["files"][name]
         entry["bytes"].as_int(1 if name == LIBRARY_FILE else 0)
         entry["sha256"].as_str(_SHA256)
-    return document
+    fields["files"][LIBRARY_FILE]["code_sha256"].as_str(_SHA256)
 
 
 def check_compatible(document: Mapping[str, Any], where: str = "artifact") -> None:
@@ -381,31 +403,9 @@ def _read_checked(
 
 
 def check_elf_image(image: bytes, origin: Path) -> None:
-    """Refuse an image that is no complete x86-64 ELF shared object before dlopen maps it.
-
-    The loader maps each PT_LOAD segment from the file; a segment that reaches past the end of a
-    truncated file raises SIGBUS in this process when touched, and no checksum helps when the
-    tamperer rewrote it. Checking that the headers and every segment lie inside the image turns
-    that crash into an ArtifactError (edited code inside the image is another matter: only a
-    signature would catch it, see docs/aot.md)."""
-    size = len(image)
-    if size < 64 or image[:4] != b"\x7fELF" or image[4] != 2 or image[5] != 1:
-        raise ArtifactError(f"{origin}: not a 64-bit little-endian ELF shared library")
-    e_type, e_machine = struct.unpack_from("<HH", image, 16)
-    if e_type != 3 or e_machine != 62:  # ET_DYN, EM_X86_64
-        raise ArtifactError(f"{origin}: not an x86-64 shared library (type {e_type})")
-    phoff, shoff = struct.unpack_from("<QQ", image, 32)
-    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", image, 54)
-    if phentsize < 56 or phoff + phnum * phentsize > size or shoff + shnum * shentsize > size:
-        raise ArtifactError(f"{origin}: truncated (its ELF headers reach past {size} bytes)")
-    for k in range(phnum):
-        p_type, _, p_offset = struct.unpack_from("<IIQ", image, phoff + k * phentsize)
-        (p_filesz,) = struct.unpack_from("<Q", image, phoff + k * phentsize + 32)
-        if p_type == 1 and p_offset + p_filesz > size:  # PT_LOAD
-            raise ArtifactError(
-                f"{origin}: truncated (a loadable segment ends at byte {p_offset + p_filesz} of "
-                f"a {size}-byte file)"
-            )
+    """Refuse an image that is no complete x86-64 ELF shared object before dlopen maps it
+    (`integrity.elf_layout`: a segment reaching past a truncated file would SIGBUS)."""
+    elf_layout(image, origin)
 
 
 def _dlopen_private(image: bytes, origin: Path) -> ctypes.CDLL:
@@ -458,7 +458,9 @@ class LoadedArtifact(Executable):
         image = _read_checked(directory, LIBRARY_FILE, files[LIBRARY_FILE])
         library_path = directory / LIBRARY_FILE
         check_elf_image(bytes(image), library_path)
+        code_hash = check_code_hash(bytes(image), files[LIBRARY_FILE]["code_sha256"], library_path)
         library = _dlopen_private(bytes(image), library_path)
+        check_loaded_slot(library, code_hash, library_path)
         # From here on the library, not the manifest, says what its code touches.
         described = read_model_info(library, str(library_path))
         description = read_description(described, f"{library_path} ({MODEL_INFO_SYMBOL})")
@@ -485,15 +487,31 @@ class LoadedArtifact(Executable):
 
 
 def load(
-    path: str | os.PathLike[str], threads: int | None = None
+    path: str | os.PathLike[str], threads: int | None = None, key: bytes | None = None
 ) -> LoadedArtifact | VariantArtifact:
     """Load an artifact written by `ember compile`, after checking it fits this machine
-    (a multi-variant one, `ember compile --shapes`, gives a VariantArtifact)."""
+    (a multi-variant one, `ember compile --shapes`, gives a VariantArtifact).
+
+    With a signing `key` (or $EMBER_ARTIFACT_KEY naming a key file) the artifact must carry a
+    valid signature by that key (runtime/integrity.py); without one, signatures are ignored.
+    """
     directory = Path(path)
-    _, document = _parse_manifest(directory)
+    key = resolve_key(key)
+    manifest_path, data = _read_manifest_bytes(directory)
+    document = parse_json(data, str(manifest_path))
     if document.get("format") == VARIANTS_FORMAT:
-        return VariantArtifact(directory, read_variants_manifest(directory), threads)
-    document = read_manifest(directory)
+        if key is not None:  # the top manifest; each variant is verified as it loads
+            verify_signature(directory, key, data, {})
+        _check_header(document, manifest_path, VARIANTS_FORMAT, VARIANTS_FORMAT_VERSION)
+        variants = read_variants_document(document, str(manifest_path))
+        return VariantArtifact(directory, variants, threads, key)
+    check_manifest(document, manifest_path)
+    if key is not None:
+        # The signed digests are the ones the files are then checked against.
+        files = document["files"]
+        verify_signature(
+            directory, key, data, {name: files[name]["sha256"] for name in SIGNED_FILES}
+        )
     check_compatible(document, str(directory))
     loaded = LoadedArtifact(directory, document, threads)
     # -- batch-polymorphic artifacts: one call per sample (runtime/polymorphic.py) --
@@ -597,13 +615,19 @@ class VariantArtifact:
     the built ones. The same API as an Executable: input_names, output_names, run, __call__,
     set_num_threads."""
 
-    def __init__(self, directory: Path, manifest: VariantsManifest, threads: int | None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: VariantsManifest,
+        threads: int | None,
+        signing_key: bytes | None = None,
+    ) -> None:
         self.path = directory
         self.info = manifest
         self.variants: dict[tuple[tuple[int, ...], ...], LoadedArtifact] = {}
         self._input_names = [name for name, _, _ in manifest.inputs]
         for sub, sizes in manifest.variants:
-            loaded = load(directory / sub, threads)
+            loaded = load(directory / sub, threads, signing_key)
             if not isinstance(loaded, LoadedArtifact):
                 raise ArtifactError(f"{directory / sub}: a variant cannot hold variants")
             where = f"{directory / sub} (variant {sizes})"

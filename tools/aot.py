@@ -52,6 +52,14 @@ from ember.runtime.cpu_features import (
 )
 from ember.runtime.errors import ModelError
 from ember.runtime.executable import BOUNDED_KEY, GRAPH_OUTPUTS_KEY
+from ember.runtime.integrity import (
+    CODE_HASH_SLOT,
+    CODE_HASH_SYMBOL,
+    SIGNATURE_FILE,
+    resolve_key,
+    seal_library,
+    sign_artifact,
+)
 from ember.runtime.polymorphic import POLYMORPHIC_KEY, polymorphic_section
 from ember.tools.batch_polymorphic import PolymorphicBatch, plan_polymorphic_batch
 from ember.tools.cheader import write_header
@@ -219,6 +227,7 @@ def compile_artifact(
     verify_each: bool | None = None,
     batch_polymorphic: bool = False,
     dim_ranges: DimRanges | None = None,
+    sign_key: bytes | None = None,
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
 
@@ -230,7 +239,8 @@ def compile_artifact(
     data is read from `base_dir` (default: the model file's folder; a ModelProto with external
     data needs it); `memory_limit` as for `ember.compile`. The directory is assembled next to
     `output` and moved into place when complete, so concurrent readers see either the old
-    artifact or the new one.
+    artifact or the new one. With `sign_key` (or $EMBER_ARTIFACT_KEY naming a key file) the
+    artifact is signed (runtime/integrity.py).
     """
     from ember.codegen.jit import emit_data_object, emit_objects, link_shared_library
     from ember.passes.pipeline import DEFAULT_PIPELINE
@@ -239,6 +249,7 @@ def compile_artifact(
     progress = progress or Progress(quiet=True)
     target = target or resolve_target("host")
     pipeline = pipeline or DEFAULT_PIPELINE
+    sign_key = resolve_key(sign_key)  # a bad key is refused before the compile, not after
     output = Path(output).absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -286,13 +297,18 @@ def compile_artifact(
         weights_sha256 = hashlib.sha256(memoryview(weights)).hexdigest()
         description = describe(program.manifest, weights_sha256, info)
         objects.append(emit_data_object(MODEL_INFO_SYMBOL, encode_model_info(description), target))
+        # The reserved slot the linked library's code hash is written into (seal_library).
+        objects.append(emit_data_object(CODE_HASH_SYMBOL, CODE_HASH_SLOT, target))
     staging = _staging_directory(output)
     try:
         with progress.stage("link model.so"):
             link_shared_library(objects, str(staging / LIBRARY_FILE))
+            seal_library(staging / LIBRARY_FILE)
         with progress.stage("write weights, ember.h and manifest"):
             write_header(staging, description)  # before the manifest, which comes last
             write_artifact(staging, staging / LIBRARY_FILE, weights, description)
+            if sign_key is not None:
+                sign_artifact(staging, sign_key)
         _replace_directory(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -408,6 +424,9 @@ def compile_variants(
         ]
         document = variants_document(inputs, signature.output_names, ranges, variants)
         write_variants_manifest(staging, document)
+        sign_key = resolve_key(options.get("sign_key"))
+        if sign_key is not None:  # each variant was signed by compile_artifact
+            sign_artifact(staging, sign_key, files=())
         _replace_directory(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -481,9 +500,13 @@ def compile_cached(
     directory = cache / cache_key(
         model_bytes(model), target, opt_level, pipeline, input_shapes, polymorphic
     )
+    # With $EMBER_ARTIFACT_KEY set, loads need a signature: an unsigned entry is a miss.
+    signing = resolve_key(None) is not None
     if not force:
         try:
             read_manifest(directory)
+            if signing and not (directory / SIGNATURE_FILE).is_file():
+                raise ArtifactError(f"{directory}: not signed")
             touch(directory)
             return directory
         except ArtifactError:

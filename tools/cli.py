@@ -116,12 +116,31 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--verify-each", action="store_true", help="verify the IR after every pass (debugging)"
     )
+    compile_.add_argument(
+        "--sign-key",
+        metavar="FILE",
+        help="sign the artifact with the secret key in FILE (HMAC-SHA256; default: the file "
+        "$EMBER_ARTIFACT_KEY names, if set); load then verifies it when given the key",
+    )
     add_dim_sizes_option(compile_)
     int8 = compile_.add_argument_group(
         "int8", "--int8 quantizes the model first (as `ember quantize`; docs/quantization.md)"
     )
     int8.add_argument("--int8", action="store_true", help="compile the int8 (QDQ) model")
     add_quantize_options(int8)
+
+    verify = commands.add_parser(
+        "verify",
+        parents=verbosity,
+        help="check an artifact as `load` does (code hash, signature), run nothing",
+    )
+    verify.add_argument("model", help="artifact directory")
+    verify.add_argument(
+        "--key",
+        metavar="FILE",
+        help="require a signature by the key in FILE (default: the file $EMBER_ARTIFACT_KEY "
+        "names, if set)",
+    )
 
     run = commands.add_parser(
         "run", parents=verbosity, help="run an artifact or .onnx model on .npy inputs"
@@ -244,6 +263,7 @@ def _file_name(tensor: str) -> str:
 
 def _compile(args: argparse.Namespace) -> int:
     from ember.passes.pipeline import with_memory_checks
+    from ember.runtime.integrity import read_key
     from ember.tools.aot import Progress, compile_artifact, resolve_target
 
     target = resolve_target(args.target_cpu, args.threads)
@@ -251,9 +271,10 @@ def _compile(args: argparse.Namespace) -> int:
     if args.checks:
         pipeline = with_memory_checks(pipeline)
     progress = Progress(quiet=args.quiet)
+    sign_key = read_key(args.sign_key) if args.sign_key else None
     model = quantize_from_args(args, progress=not args.quiet) if args.int8 else args.model
     if args.dim_sizes:
-        return _compile_variants(args, model, target, pipeline, progress)
+        return _compile_variants(args, model, target, pipeline, progress, sign_key)
     build = compile_artifact(
         model,
         args.output,
@@ -267,6 +288,7 @@ def _compile(args: argparse.Namespace) -> int:
         # An unpinned symbolic batch: one program serving every batch, when provable.
         batch_polymorphic=True,
         dim_ranges=args.dynamic_dims or None,
+        sign_key=sign_key,
     )
     so = (build.path / "model.so").stat().st_size
     weights = (build.path / "weights.bin").stat().st_size
@@ -278,8 +300,32 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """Every check `ember.runtime.load` makes; for C callers, which cannot make them."""
+    from ember.runtime.artifact import LoadedArtifact, load
+    from ember.runtime.integrity import read_key, resolve_key
+
+    key = read_key(args.key) if args.key else resolve_key(None)
+    loaded = load(args.model, threads=1, key=key)
+    parts = list(loaded.variants.values()) if not isinstance(loaded, LoadedArtifact) else [loaded]
+    for part in parts:
+        library = part.info["files"]["model.so"]
+        print(f"{part.path}: ok (code sha256 {library['code_sha256']})")
+    print(
+        f"{args.model}: signed by the key given"
+        if key
+        else f"{args.model}: signature not checked (no key)"
+    )
+    return 0
+
+
 def _compile_variants(
-    args: argparse.Namespace, model: Any, target: Any, pipeline: str, progress: Any
+    args: argparse.Namespace,
+    model: Any,
+    target: Any,
+    pipeline: str,
+    progress: Any,
+    sign_key: bytes | None,
 ) -> int:
     from ember.tools.aot import compile_variants
 
@@ -294,6 +340,7 @@ def _compile_variants(
         opt_level=args.opt_level,
         pipeline=pipeline,
         verify_each=args.verify_each or None,
+        sign_key=sign_key,
     )
     seconds = sum(b.total_seconds for b in builds)
     print(
@@ -640,7 +687,7 @@ def _delegate(command: str, argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else ""
-    commands = {"compile": _compile, "run": _run, "bench": _bench}
+    commands = {"compile": _compile, "run": _run, "bench": _bench, "verify": _verify}
     # User errors (ember's refusals, unreadable files, bad arguments) are one line on stderr
     # and exit status 1; anything else is a bug in ember and keeps its traceback.
     try:

@@ -2,10 +2,9 @@
 
 The CI-sized campaign (300 malformed cases, 100 random graphs) runs by default; the large one
 (5,000 and 2,000) with --runslow. Each asserts no crash, no hang, no internal exception, no
-wrong output and no invalid generated graph. Failures explained by `fuzz.known_bug` (today only
-a documented limit: model.so machine code edited by someone who also rewrote its checksum)
-turn the assertion into an xfail naming it; anything else fails the test with a list of cases
-to replay (`python -m ember.tools.fuzz --replay NAME`).
+wrong output and no invalid generated graph. Failures explained by `fuzz.known_bug` (today
+none) would turn the assertion into an xfail naming the bug; anything else fails the test with
+a list of cases to replay (`python -m ember.tools.fuzz --replay NAME`).
 """
 
 from __future__ import annotations
@@ -22,8 +21,17 @@ from onnx import TensorProto, helper, numpy_helper
 from ember.runtime.errors import InputError
 from ember.tools import fuzz, fuzz_cases
 
+# The two cases of the large campaign that flip a byte of model.so and rewrite its checksums
+# in the manifest (sha256 and code_sha256). 1079's byte is machine code: it used to crash the
+# worker. 1020's lies in the padding between two segments, which the loader never reads.
+CODE_EDITS = {"malformed-1-1079": "error", "malformed-1-1020": "pass"}
 CAMPAIGNS = {
-    "ci": fuzz.FuzzOptions(seed=0, malformed=300, differential=100, reduce=0, timeout=60),
+    "ci": fuzz.FuzzOptions(
+        seed=0,
+        reduce=0,
+        timeout=60,
+        names=[*fuzz.case_names(0, malformed=300, differential=100), *CODE_EDITS],
+    ),
     "slow": fuzz.FuzzOptions(seed=1, malformed=5000, differential=2000, reduce=0, timeout=60),
 }
 
@@ -56,6 +64,18 @@ def _check(campaign: fuzz.Campaign, status: str) -> None:
 @pytest.mark.parametrize("status", ["crash", "hang", "internal", "wrong", "invalid"])
 def test_campaign_has_no(campaign: fuzz.Campaign, status: str) -> None:
     _check(campaign, status)
+
+
+def test_code_edited_with_checksums_rewritten_is_refused(campaign: fuzz.Campaign) -> None:
+    """The embedded code hash (runtime/integrity.py) refuses a code edit before dlopen."""
+    for name, status in CODE_EDITS.items():
+        edit = fuzz.make_case(name).artifact_edit
+        assert edit is not None and (edit["key"], edit["value"]) == ("model.so", "flip")
+        assert edit["fix_checksums"]
+        assert campaign.results[name]["status"] == status, campaign.results[name]
+    refused = campaign.results["malformed-1-1079"]
+    assert refused["error_type"] == "ArtifactError", refused
+    assert "the library was edited or is corrupt" in refused["message"], refused
 
 
 def test_campaign_covers_every_family(campaign: fuzz.Campaign) -> None:
@@ -201,3 +221,29 @@ def test_a_case_can_ask_for_a_fresh_worker() -> None:
     pids = [results[i]["pid"] for i in range(4)]
     assert pids[0] == pids[1] != pids[2] == pids[3]  # replaced right after case 1
     assert all(RECYCLE_KEY not in r for r in results.values())
+
+
+def test_erf_of_a_folded_scalar() -> None:
+    """diff-1-1502 (reduced): Erf of a rank-0 constant is folded at compile time; numpy's
+    frompyfunc returned a Python float for it (AttributeError: no 'astype')."""
+    import ember
+    from ember.dialects.numpy_eval import erf
+    from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+    folded = erf(np.array(0.5, np.float32))
+    assert folded.shape == () and folded.dtype == np.float32
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.float32(0.5))),
+        helper.make_node("Erf", ["c"], ["e"]),
+        helper.make_node("Add", ["x", "e"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "erf_scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    feeds = {"x": np.float32([1.0, -2.0, 0.25])}
+    got = ember.compile(model).run(feeds)
+    assert_close(got, onnxruntime_outputs(model, feeds), rel=1e-6)

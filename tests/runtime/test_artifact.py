@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from ember.runtime.cpu_features import (
     required_features,
 )
 from ember.runtime.documents import nesting_depth
+from ember.runtime.integrity import CODE_HASH_TAG, code_sha256
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tests.runtime.util import compile_model, run_without_compiler, small_convnet
 
@@ -79,10 +81,10 @@ def test_manifest_records_what_the_runtime_checks(small_artifact: Path) -> None:
     assert document["target"]["cpu"] and "avx2" in document["target"]["required_features"]
     for name in ("model.so", "weights.bin"):
         data = (small_artifact / name).read_bytes()
-        assert document["files"][name] == {
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
+        entry = dict(document["files"][name])
+        if name == "model.so":  # the hash model.so carries of its own code (integrity.py)
+            assert entry.pop("code_sha256") == code_sha256(data, small_artifact)[1]
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert document["files"]["weights.bin"]["bytes"] == document["weights_bytes"]
     assert "entry" not in document  # fixed by the ABI, not chosen by a file
 
@@ -377,16 +379,63 @@ def _write_text(text: Callable[[str], str]) -> Tamper:
     return tamper
 
 
-def _replace_file(name: str, data: Callable[[Path, Path], bytes]) -> Tamper:
-    """Replace an artifact file and record its new size and sha256: a consistent edit."""
+def _replace_file(
+    name: str, data: Callable[[Path, Path], bytes], code_hash: bool = False
+) -> Tamper:
+    """Replace an artifact file and record its new size and sha256: a consistent edit.
+
+    With `code_hash`, a library's manifest code_sha256 is recomputed from it too (what its
+    embedded hash says, or, if it is no ember library, whatever it hashes to)."""
 
     def tamper(artifact: Path, other: Path) -> None:
         content = data(artifact, other)
         (artifact / name).write_bytes(content)
         record = {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
-        _rewrite(artifact, lambda document: document["files"].update({name: record}))
+
+        def edit(document: dict) -> None:
+            document["files"][name].update(record)
+            if code_hash:
+                document["files"][name]["code_sha256"] = code_sha256(content, artifact)[0]
+
+        _rewrite(artifact, edit)
 
     return tamper
+
+
+def _section(image: bytes, wanted: str) -> tuple[int, int]:
+    """(file offset, size) of the ELF section `wanted`, from the section headers."""
+    (shoff,) = struct.unpack_from("<Q", image, 40)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", image, 58)
+    headers = [struct.unpack_from("<IIQQQQ", image, shoff + k * shentsize) for k in range(shnum)]
+    names_at = headers[shstrndx][4]
+    for name_at, _, _, _, offset, size in headers:
+        end = image.index(b"\0", names_at + name_at)
+        if image[names_at + name_at : end].decode() == wanted:
+            return offset, size
+    raise AssertionError(f"no section {wanted}")
+
+
+def _resealed(image: bytes) -> bytes:
+    """`image` with its embedded code hash recomputed: what a deliberate attacker does."""
+    computed, embedded = code_sha256(image, Path("model.so"))
+    at = image.index(CODE_HASH_TAG) + len(CODE_HASH_TAG)
+    assert image[at : at + 32].hex() == embedded
+    return image[:at] + bytes.fromhex(computed) + image[at + 32 :]
+
+
+def _flipped_code(artifact: Path, _: Path) -> bytes:
+    """One bit of model.so's machine code (the middle of .text) flipped."""
+    data = bytearray((artifact / "model.so").read_bytes())
+    offset, size = _section(bytes(data), ".text")
+    data[offset + size // 2] ^= 0x10
+    return bytes(data)
+
+
+def _edited_code_hash(artifact: Path, _: Path) -> bytes:
+    """The embedded code hash with one bit flipped, the code left as it was."""
+    data = bytearray((artifact / "model.so").read_bytes())
+    data[data.index(CODE_HASH_TAG) + len(CODE_HASH_TAG) + 5] ^= 0x01
+    return bytes(data)
 
 
 def _flipped_weight(artifact: Path, _: Path) -> bytes:
@@ -411,6 +460,10 @@ def _negative_arena_in_library(artifact: Path, _: Path) -> bytes:
     edited, count = re.subn(rb'"arena_bytes":\d', b'"arena_bytes":-', data)
     assert count == 1
     return edited
+
+
+def _negative_arena_resealed(artifact: Path, other: Path) -> bytes:
+    return _resealed(_negative_arena_in_library(artifact, other))
 
 
 def _drop_required_feature(document: dict) -> None:
@@ -550,10 +603,37 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "other-models-library": (
         _replace_file("model.so", lambda _, other: (other / "model.so").read_bytes()),
+        r"model.so: its code hash is [0-9a-f]{64} \(as embedded\), but manifest.json records "
+        r"code_sha256 [0-9a-f]{64}; the manifest was edited",
+    ),
+    "other-models-library-and-code-hash": (
+        _replace_file(
+            "model.so", lambda _, other: (other / "model.so").read_bytes(), code_hash=True
+        ),
         rf"{_DISAGREE} 'files.weights.bin.sha256'",
     ),
+    # model.so edited where the loader maps it: its embedded code hash no longer matches.
+    "library-code-flipped": (
+        _replace_file("model.so", _flipped_code, code_hash=True),
+        r"model.so: its code and read-only data hash to [0-9a-f]{64}, but the library was "
+        r"sealed with [0-9a-f]{64} \('ember_code_sha256'\); the library was edited or is corrupt",
+    ),
+    "library-code-hash-edited": (
+        _replace_file("model.so", _edited_code_hash),
+        r"model.so: its code and read-only data hash to [0-9a-f]{64}, but the library was "
+        r"sealed with",
+    ),
+    "manifest-code-hash-edited": (
+        _set("files", "model.so", "code_sha256", value="0" * 64),
+        r"but manifest.json records code_sha256 0{64}",
+    ),
+    "library-description-edited": (
+        _replace_file("model.so", _negative_arena_in_library, code_hash=True),
+        r"model.so: its code and read-only data hash to",
+    ),
+    # A deliberate attacker who recomputes the embedded hash: the description is still checked.
     "library-description-invalid": (
-        _replace_file("model.so", _negative_arena_in_library),
+        _replace_file("model.so", _negative_arena_resealed, code_hash=True),
         r"model.so \(ember_model_info\): field 'arena_bytes' must be an integer from 0 to \d+, "
         r"got -\d+",
     ),
@@ -569,7 +649,8 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "not-an-ember-library": (
         _replace_file("model.so", _library_without_description),
-        r"model.so: has no 'ember_model_info' symbol, so it cannot say what it was compiled for",
+        r"model.so: has no embedded code hash \('ember_code_sha256'\), so nothing vouches for "
+        r"its code",
     ),
 }
 
