@@ -49,6 +49,8 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
+from ember.dialects.twins import TwinSpec
+
 # Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
 # travel in `activation_params`: clip -> (min, max); leaky_relu -> (alpha,).
 ACTIVATIONS = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh")
@@ -667,8 +669,22 @@ class BatchNormOp(IRDLOperation):
                 raise VerifyException(f"graph.batch_norm: parameter shape != ({channels},)")
 
 
+class SameShapeSpec(TwinSpec):
+    """A twin whose output has its input's shape."""
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)  # type: ignore[attr-defined, arg-type]
+
+
+class LayerNormSpec(SameShapeSpec):
+    """LayerNormalization over axes [axis, rank) (graph.layer_norm, kernel.layer_norm)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    epsilon = prop_def(FloatAttr)
+
+
 @irdl_op_definition
-class LayerNormOp(IRDLOperation):
+class LayerNormOp(LayerNormSpec, IRDLOperation):
     """LayerNormalization over axes [axis, rank)."""
 
     name = "graph.layer_norm"
@@ -677,52 +693,51 @@ class LayerNormOp(IRDLOperation):
     scale = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    epsilon = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$input `,` $scale (`,` $bias^)? attr-dict `:` type($input) `,` type($scale) "
         "(`,` type($bias)^)? `->` type($output)"
     )
 
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.input, self.output)
+
+class LRNSpec(SameShapeSpec):
+    """Local response normalization across channels (graph.lrn, kernel.lrn)."""
+
+    size = prop_def(IntegerAttr[I64])
+    alpha = prop_def(FloatAttr)
+    beta = prop_def(FloatAttr)
+    bias = prop_def(FloatAttr)
 
 
 @irdl_op_definition
-class LRNOp(IRDLOperation):
+class LRNOp(LRNSpec, IRDLOperation):
     """Local response normalization across channels (ONNX LRN)."""
 
     name = "graph.lrn"
     traits = traits_def(Pure())
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    size = prop_def(IntegerAttr[I64])
-    alpha = prop_def(FloatAttr)
-    beta = prop_def(FloatAttr)
-    bias = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.input, self.output)
+
+class SoftmaxSpec(SameShapeSpec):
+    """Softmax (or, with `log`, LogSoftmax) along one axis (graph.softmax, kernel.softmax)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    log = opt_prop_def(UnitAttr)  # LogSoftmax
 
 
 @irdl_op_definition
-class SoftmaxOp(IRDLOperation):
+class SoftmaxOp(SoftmaxSpec, IRDLOperation):
     """Softmax along one axis (opset-13 semantics; older opsets are rewritten by the frontend)."""
 
     name = "graph.softmax"
     traits = traits_def(Pure())
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    log = opt_prop_def(UnitAttr)  # LogSoftmax
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.input, self.output)
 
 
 class PoolOp(IRDLOperation):
@@ -835,26 +850,31 @@ class ConcatOp(IRDLOperation):
             raise VerifyException(f"graph.concat: inputs sum to {total} along axis {axis}")
 
 
+class GatherSpec(TwinSpec):
+    """ONNX Gather: out = take(data, indices, axis) (graph.gather, kernel.gather)."""
+
+    axis = prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)  # type: ignore[attr-defined]
+        axis = self.axis.value.data
+        if y != (*d[:axis], *i, *d[axis + 1 :]):
+            raise VerifyException(f"{self.name}: output {y} != data {d} gathered by {i}")  # type: ignore[attr-defined]
+
+
 @irdl_op_definition
-class GatherOp(IRDLOperation):
+class GatherOp(GatherSpec, IRDLOperation):
     """ONNX Gather: out = take(data, indices, axis); indices are i64 (or i32)."""
 
     name = "graph.gather"
     data = operand_def(TensorType)
     indices = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)
-        axis = self.axis.value.data
-        if y != (*d[:axis], *i, *d[axis + 1 :]):
-            raise VerifyException(f"graph.gather: output {y} != data {d} gathered by {i}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -988,8 +1008,19 @@ class CumSumOp(IRDLOperation):
             raise VerifyException(f"graph.cumsum: axis {self.axis.value.data} out of range")
 
 
+class GatherElementsSpec(TwinSpec):
+    """graph.gather_elements and kernel.gather_elements (see GatherElementsOp)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    ignore_index = opt_prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))  # type: ignore[attr-defined, arg-type]
+        _verify_same_shape(self, self.indices, self.output)  # type: ignore[attr-defined, arg-type]
+
+
 @irdl_op_definition
-class GatherElementsOp(IRDLOperation):
+class GatherElementsOp(GatherElementsSpec, IRDLOperation):
     """out[i] = data[i with axis coordinate indices[i]] (ONNX GatherElements).
 
     Data dims of size 1 broadcast against the indices. With `ignore_index`, positions whose
@@ -1000,17 +1031,11 @@ class GatherElementsOp(IRDLOperation):
     data = operand_def(TensorType)
     indices = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    ignore_index = opt_prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))
-        _verify_same_shape(self, self.indices, self.output)
 
 
 def verify_gather_elements(op: Operation, data: tuple[int, ...], indices: tuple[int, ...]) -> None:
@@ -1022,8 +1047,21 @@ def verify_gather_elements(op: Operation, data: tuple[int, ...], indices: tuple[
             raise VerifyException(f"{op.name}: data dim {d} ({n}) does not fit indices ({m})")
 
 
+class OneHotSpec(TwinSpec):
+    """graph.one_hot and kernel.one_hot (see OneHotOp)."""
+
+    axis = prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        x, y, axis = shape_of(self.indices), shape_of(self.output), self.axis.value.data  # type: ignore[attr-defined]
+        if not 0 <= axis < len(y) or y[:axis] + y[axis + 1 :] != x:
+            raise VerifyException(f"{self.name}: output {y} is not indices {x} + axis {axis}")  # type: ignore[attr-defined]
+        if shape_of(self.values) != (2,) or element_type_of(self.indices) != i64:  # type: ignore[attr-defined]
+            raise VerifyException(f"{self.name}: needs i64 indices and values of shape (2,)")  # type: ignore[attr-defined]
+
+
 @irdl_op_definition
-class OneHotOp(IRDLOperation):
+class OneHotOp(OneHotSpec, IRDLOperation):
     """values[1] where the position along `axis` equals the (i64) index, values[0] elsewhere.
 
     The result has the index shape with a `depth`-long axis inserted at `axis`; negative
@@ -1034,50 +1072,47 @@ class OneHotOp(IRDLOperation):
     indices = operand_def(TensorType)
     values = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$indices `,` $values attr-dict `:` type($indices) `,` type($values) `->` type($output)"
     )
 
+
+class ScatterElementsSpec(TwinSpec):
+    """graph.scatter_elements and kernel.scatter_elements (see ScatterElementsOp)."""
+
+    REDUCTIONS: ClassVar[tuple[str, ...]] = ("none", "add", "mul", "max", "min")
+    axis = prop_def(IntegerAttr[I64])
+    reduction = prop_def(StringAttr)
+
     def verify_(self) -> None:
-        x, y, axis = shape_of(self.indices), shape_of(self.output), self.axis.value.data
-        if not 0 <= axis < len(y) or y[:axis] + y[axis + 1 :] != x:
-            raise VerifyException(f"graph.one_hot: output {y} is not indices {x} + axis {axis}")
-        if shape_of(self.values) != (2,) or element_type_of(self.indices) != i64:
-            raise VerifyException("graph.one_hot: needs i64 indices and values of shape (2,)")
+        _verify_same_shape(self, self.data, self.output)  # type: ignore[attr-defined, arg-type]
+        _verify_same_shape(self, self.indices, self.updates)  # type: ignore[attr-defined, arg-type]
+        if self.reduction.data not in self.REDUCTIONS:
+            raise VerifyException(f"{self.name}: reduction '{self.reduction.data}'")  # type: ignore[attr-defined]
+        d, i = shape_of(self.data), shape_of(self.indices)  # type: ignore[attr-defined]
+        axis = self.axis.value.data
+        if len(d) != len(i) or any(k != axis and i[k] > d[k] for k in range(len(d))):
+            raise VerifyException(f"{self.name}: indices {i} do not fit data {d}")  # type: ignore[attr-defined]
 
 
 @irdl_op_definition
-class ScatterElementsOp(IRDLOperation):
+class ScatterElementsOp(ScatterElementsSpec, IRDLOperation):
     """data with updates[i] written (or combined: add|mul|max|min) at i's position, its axis
     coordinate replaced by indices[i] (ONNX ScatterElements); updates apply in order."""
 
     name = "graph.scatter_elements"
-    REDUCTIONS: ClassVar[tuple[str, ...]] = ("none", "add", "mul", "max", "min")
     data = operand_def(TensorType)
     indices = operand_def(TensorType)
     updates = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    reduction = prop_def(StringAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
         "type($updates) `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.data, self.output)
-        _verify_same_shape(self, self.indices, self.updates)
-        if self.reduction.data not in self.REDUCTIONS:
-            raise VerifyException(f"graph.scatter_elements: reduction '{self.reduction.data}'")
-        d, i = shape_of(self.data), shape_of(self.indices)
-        axis = self.axis.value.data
-        if len(d) != len(i) or any(k != axis and i[k] > d[k] for k in range(len(d))):
-            raise VerifyException(f"graph.scatter_elements: indices {i} do not fit data {d}")
 
 
 @irdl_op_definition
@@ -1104,30 +1139,49 @@ class TopKOp(IRDLOperation):
             raise VerifyException("graph.top_k: result must be i64")
 
 
+class GatherNDSpec(TwinSpec):
+    """graph.gather_nd and kernel.gather_nd (see GatherNDOp)."""
+
+    batch_dims = prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)  # type: ignore[attr-defined]
+        b = self.batch_dims.value.data
+        if not i or d[:b] != i[:b] or b + i[-1] > len(d) or y != (*i[:-1], *d[b + i[-1] :]):
+            raise VerifyException(f"{self.name}: data {d}, indices {i} -> output {y}")  # type: ignore[attr-defined]
+
+
 @irdl_op_definition
-class GatherNDOp(IRDLOperation):
+class GatherNDOp(GatherNDSpec, IRDLOperation):
     """ONNX GatherND: each index tuple (the last indices dim) picks a slice of data."""
 
     name = "graph.gather_nd"
     data = operand_def(TensorType)
     indices = operand_def(TensorType)
     output = result_def(TensorType)
-    batch_dims = prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
     )
 
+
+class ScatterNDSpec(TwinSpec):
+    """graph.scatter_nd and kernel.scatter_nd (see ScatterNDOp)."""
+
+    reduction = prop_def(StringAttr)
+
     def verify_(self) -> None:
-        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)
-        b = self.batch_dims.value.data
-        if not i or d[:b] != i[:b] or b + i[-1] > len(d) or y != (*i[:-1], *d[b + i[-1] :]):
-            raise VerifyException(f"graph.gather_nd: data {d}, indices {i} -> output {y}")
+        _verify_same_shape(self, self.data, self.output)  # type: ignore[attr-defined, arg-type]
+        d, i, u = shape_of(self.data), shape_of(self.indices), shape_of(self.updates)  # type: ignore[attr-defined]
+        if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
+            raise VerifyException(f"{self.name}: data {d}, indices {i}, updates {u}")  # type: ignore[attr-defined]
+        if self.reduction.data not in ScatterElementsSpec.REDUCTIONS:
+            raise VerifyException(f"{self.name}: reduction '{self.reduction.data}'")  # type: ignore[attr-defined]
 
 
 @irdl_op_definition
-class ScatterNDOp(IRDLOperation):
+class ScatterNDOp(ScatterNDSpec, IRDLOperation):
     """ONNX ScatterND: data with each index tuple's slice replaced (or combined) by updates."""
 
     name = "graph.scatter_nd"
@@ -1135,21 +1189,12 @@ class ScatterNDOp(IRDLOperation):
     indices = operand_def(TensorType)
     updates = operand_def(TensorType)
     output = result_def(TensorType)
-    reduction = prop_def(StringAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
         "type($updates) `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.data, self.output)
-        d, i, u = shape_of(self.data), shape_of(self.indices), shape_of(self.updates)
-        if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
-            raise VerifyException(f"graph.scatter_nd: data {d}, indices {i}, updates {u}")
-        if self.reduction.data not in ScatterElementsOp.REDUCTIONS:
-            raise VerifyException(f"graph.scatter_nd: reduction '{self.reduction.data}'")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ function. Conv and MatMul carry the epilogue (bias -> residual -> activation) fu
 
 from __future__ import annotations
 
+import functools
 import math
 
 from xdsl.dialects.builtin import (
@@ -23,7 +24,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     UnitAttr,
 )
-from xdsl.ir import Dialect, Region
+from xdsl.ir import Dialect, Operation, Region
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
@@ -42,6 +43,7 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
+from ember.dialects import graph
 from ember.dialects.graph import (
     RECURRENT_GATES,
     attention_dims,
@@ -49,11 +51,11 @@ from ember.dialects.graph import (
     int_values,
     shape_of,
     verify_epilogue,
-    verify_gather_elements,
     verify_non_max_suppression,
     verify_recurrent,
     verify_slice,
 )
+from ember.dialects.twins import spec_of
 
 
 @irdl_op_definition
@@ -232,25 +234,21 @@ class ElementwiseOp(IRDLOperation):
 
 
 @irdl_op_definition
-class SoftmaxOp(IRDLOperation):
+class SoftmaxOp(graph.SoftmaxSpec, IRDLOperation):
     name = "kernel.softmax"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    log = opt_prop_def(UnitAttr)  # LogSoftmax
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class LayerNormOp(IRDLOperation):
+class LayerNormOp(graph.LayerNormSpec, IRDLOperation):
     name = "kernel.layer_norm"
     input = operand_def(MemRefType)
     scale = operand_def(MemRefType)
     bias = opt_operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    epsilon = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
         "$input `,` $scale (`bias` $bias^)? `->` $output attr-dict `:` type($input) `,` "
@@ -259,14 +257,10 @@ class LayerNormOp(IRDLOperation):
 
 
 @irdl_op_definition
-class LRNOp(IRDLOperation):
+class LRNOp(graph.LRNSpec, IRDLOperation):
     name = "kernel.lrn"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    size = prop_def(IntegerAttr[I64])
-    alpha = prop_def(FloatAttr)
-    beta = prop_def(FloatAttr)
-    bias = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
@@ -294,12 +288,11 @@ class ConcatOp(IRDLOperation):
 
 
 @irdl_op_definition
-class GatherOp(IRDLOperation):
+class GatherOp(graph.GatherSpec, IRDLOperation):
     name = "kernel.gather"
     data = operand_def(MemRefType)
     indices = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
@@ -361,34 +354,28 @@ class CumSumOp(IRDLOperation):
 
 
 @irdl_op_definition
-class GatherElementsOp(IRDLOperation):
+class GatherElementsOp(graph.GatherElementsSpec, IRDLOperation):
     """See graph.gather_elements."""
 
     name = "kernel.gather_elements"
     data = operand_def(MemRefType)
     indices = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    ignore_index = opt_prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
         "`->` type($output)"
     )
 
-    def verify_(self) -> None:
-        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))
-
 
 @irdl_op_definition
-class OneHotOp(IRDLOperation):
+class OneHotOp(graph.OneHotSpec, IRDLOperation):
     """See graph.one_hot."""
 
     name = "kernel.one_hot"
     indices = operand_def(MemRefType)
     values = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$indices `,` $values `->` $output attr-dict `:` type($indices) `,` type($values) "
@@ -411,7 +398,7 @@ class RangeOp(IRDLOperation):
 
 
 @irdl_op_definition
-class ScatterElementsOp(IRDLOperation):
+class ScatterElementsOp(graph.ScatterElementsSpec, IRDLOperation):
     """See graph.scatter_elements."""
 
     name = "kernel.scatter_elements"
@@ -419,8 +406,6 @@ class ScatterElementsOp(IRDLOperation):
     indices = operand_def(MemRefType)
     updates = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    reduction = prop_def(StringAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
@@ -442,14 +427,13 @@ class TopKOp(IRDLOperation):
 
 
 @irdl_op_definition
-class GatherNDOp(IRDLOperation):
+class GatherNDOp(graph.GatherNDSpec, IRDLOperation):
     """See graph.gather_nd."""
 
     name = "kernel.gather_nd"
     data = operand_def(MemRefType)
     indices = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    batch_dims = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
@@ -458,7 +442,7 @@ class GatherNDOp(IRDLOperation):
 
 
 @irdl_op_definition
-class ScatterNDOp(IRDLOperation):
+class ScatterNDOp(graph.ScatterNDSpec, IRDLOperation):
     """See graph.scatter_nd."""
 
     name = "kernel.scatter_nd"
@@ -466,7 +450,6 @@ class ScatterNDOp(IRDLOperation):
     indices = operand_def(MemRefType)
     updates = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    reduction = prop_def(StringAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
@@ -702,6 +685,16 @@ class NonZeroOp(IRDLOperation):
 
 
 KERNEL_OPS.append(NonZeroOp)
+
+
+@functools.cache
+def twin_of(graph_op: type[Operation]) -> type[IRDLOperation] | None:
+    """The kernel op built from the same TwinSpec as `graph_op` (its buffer form), or None."""
+    spec = spec_of(graph_op)
+    if spec is None:
+        return None
+    return next((op for op in KERNEL_OPS if spec_of(op) is spec), None)
+
 
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

@@ -30,12 +30,14 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.irdl import IRDLOperation
 from xdsl.passes import ModulePass
 
 from ember.core.target import Target
 from ember.dialects import graph, kernel
 from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
 from ember.dialects.graph import element_type_of, f32_array, i64_array, int_values, shape_of
+from ember.dialects.twins import shared_properties
 from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
     QConvGeometry,
@@ -511,16 +513,38 @@ class _Bufferizer:
             out = self.alloc(op.results[0])
             operands = [self.buffer(v) for v in op.operands]
             properties = {k: op.properties[k] for k in props if k in op.properties}
-            if kernel_op is kernel.LayerNormOp:
-                scale_bias = operands[1:]
-                new = kernel_op(
-                    operands=[operands[0], scale_bias[0], scale_bias[1:], out],
-                    properties=properties,
-                )
-            else:
-                new = kernel_op(operands=[*operands, out], properties=properties)
-            self.emit(new)
+            self.emit(kernel_op(operands=[*operands, out], properties=properties))
             self.buffers[op.results[0]] = out
+
+        return convert
+
+    def twin(self, kernel_op: type[IRDLOperation]) -> Callable[[IRDLOperation], None]:
+        """A graph op whose kernel twin (dialects/twins.py) takes its operands, by name, a
+        buffer per result (a graph result is the kernel operand of the same name) and the
+        properties both define."""
+        kernel_operands = [name for name, _ in kernel_op.get_irdl_definition().operands]
+
+        def convert(op: IRDLOperation) -> None:
+            results = [name for name, _ in type(op).get_irdl_definition().results]
+            outputs = {
+                name: self.alloc(value)
+                for name in results
+                if (value := getattr(op, name)) is not None  # an absent optional result
+            }
+            operands: list[SSAValue | list[SSAValue]] = []
+            for name in kernel_operands:
+                if name in outputs:
+                    operands.append(outputs[name])
+                    continue
+                value = getattr(op, name)
+                if isinstance(value, SSAValue):
+                    operands.append(self.buffer(value))
+                else:  # an absent optional operand (None) or a variadic one
+                    operands.append([self.buffer(v) for v in value or ()])
+            properties = shared_properties(op, kernel_op)
+            self.emit(kernel_op(operands=operands, properties=properties))
+            for name, out in outputs.items():
+                self.buffers[getattr(op, name)] = out
 
         return convert
 
@@ -651,12 +675,8 @@ class _Bufferizer:
             graph.AveragePoolOp: self.pool,
             graph.ReduceOp: self.reduce,
             graph.ReshapeOp: self.reshape,
-            graph.SoftmaxOp: self.simple(kernel.SoftmaxOp, ("axis", "log")),
-            graph.LayerNormOp: self.simple(kernel.LayerNormOp, ("axis", "epsilon")),
-            graph.LRNOp: self.simple(kernel.LRNOp, ("size", "alpha", "beta", "bias")),
             graph.TransposeOp: self.simple(kernel.TransposeOp, ("perm",)),
             graph.ConcatOp: self.concat,
-            graph.GatherOp: self.simple(kernel.GatherOp, ("axis",)),
             graph.SliceOp: self.simple(kernel.SliceOp, ("starts", "steps")),
             graph.ArgReduceOp: self.simple(
                 kernel.ArgReduceOp, ("kind", "axis", "select_last_index")
@@ -664,13 +684,8 @@ class _Bufferizer:
             graph.CumSumOp: self.simple(
                 kernel.CumSumOp, ("axis", "exclusive", "reverse", "product")
             ),
-            graph.GatherNDOp: self.simple(kernel.GatherNDOp, ("batch_dims",)),
-            graph.ScatterNDOp: self.simple(kernel.ScatterNDOp, ("reduction",)),
             graph.ExpandOp: self.expand,
-            graph.GatherElementsOp: self.simple(kernel.GatherElementsOp, ("axis", "ignore_index")),
-            graph.OneHotOp: self.simple(kernel.OneHotOp, ("axis",)),
             graph.RangeOp: self.simple(kernel.RangeOp, ()),
-            graph.ScatterElementsOp: self.simple(kernel.ScatterElementsOp, ("axis", "reduction")),
             graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
             graph.RecurrentOp: self.recurrent,
             graph.QConvOp: self.qconv,
@@ -682,12 +697,12 @@ class _Bufferizer:
             graph.NonMaxSuppressionOp: self.non_max_suppression,
             graph.NonZeroOp: self.simple(kernel.NonZeroOp, ()),
         }
-        try:
+        if type(op) in table:
             return table[type(op)]
-        except KeyError:
-            raise ConversionError(
-                "no kernel form; run the graph pipeline (canonicalize) first"
-            ) from None
+        twin = kernel.twin_of(type(op))
+        if twin is not None:
+            return self.twin(twin)
+        raise ConversionError("no kernel form; run the graph pipeline (canonicalize) first")
 
 
 def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[SSAValue]) -> None:
