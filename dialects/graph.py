@@ -811,31 +811,31 @@ class ReshapeOp(IRDLOperation):
             )
 
 
-@irdl_op_definition
-class TransposeOp(IRDLOperation):
-    name = "graph.transpose"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
+class TransposeSpec(TwinSpec):
+    """graph.transpose and kernel.transpose: output = input with its axes permuted."""
+
     perm = prop_def(DenseArrayBase)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         x, y, perm = shape_of(self.input), shape_of(self.output), int_values(self.perm)
         if sorted(perm) != list(range(len(x))) or tuple(x[p] for p in perm) != y:
-            raise VerifyException(f"graph.transpose: perm {perm} maps {x} not to {y}")
+            raise VerifyException(f"{self.name}: perm {perm} maps {x} not to {y}")
 
 
 @irdl_op_definition
-class ConcatOp(IRDLOperation):
-    name = "graph.concat"
-    inputs = var_operand_def(TensorType)
+class TransposeOp(TransposeSpec, IRDLOperation):
+    name = "graph.transpose"
+    input = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$inputs attr-dict `:` type($inputs) `->` type($output)"
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+
+class ConcatSpec(TwinSpec):
+    """graph.concat and kernel.concat: the inputs joined along `axis`."""
+
+    axis = prop_def(IntegerAttr[I64])
 
     def verify_(self) -> None:
         axis = self.axis.value.data
@@ -844,10 +844,20 @@ class ConcatOp(IRDLOperation):
         for operand in self.inputs:
             s = shape_of(operand)
             if len(s) != len(y) or any(s[i] != y[i] for i in range(len(y)) if i != axis):
-                raise VerifyException(f"graph.concat: input {s} incompatible with output {y}")
+                raise VerifyException(f"{self.name}: input {s} incompatible with output {y}")
             total += s[axis]
         if total != y[axis]:
-            raise VerifyException(f"graph.concat: inputs sum to {total} along axis {axis}")
+            raise VerifyException(f"{self.name}: inputs sum to {total} along axis {axis}")
+
+
+@irdl_op_definition
+class ConcatOp(ConcatSpec, IRDLOperation):
+    name = "graph.concat"
+    inputs = var_operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$inputs attr-dict `:` type($inputs) `->` type($output)"
 
 
 class GatherSpec(TwinSpec):
@@ -881,21 +891,26 @@ class GatherOp(GatherSpec, IRDLOperation):
 # Structural ops (slices, broadcasts, index reductions, scans)
 
 
+class SliceSpec(TwinSpec):
+    """graph.slice and kernel.slice (see SliceOp)."""
+
+    starts = prop_def(DenseArrayBase)
+    steps = prop_def(DenseArrayBase)
+
+    def verify_(self) -> None:
+        verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
+
+
 @irdl_op_definition
-class SliceOp(IRDLOperation):
+class SliceOp(SliceSpec, IRDLOperation):
     """out[i] = input[starts + i * steps] per axis; the result type gives the counts."""
 
     name = "graph.slice"
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    starts = prop_def(DenseArrayBase)
-    steps = prop_def(DenseArrayBase)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
 
 
 def verify_slice(
@@ -936,8 +951,23 @@ class ExpandOp(IRDLOperation):
             )
 
 
+class RangeSpec(TwinSpec):
+    """graph.range and kernel.range (see RangeOp)."""
+
+    def verify_(self) -> None:
+        if len(shape_of(self.output)) != 1:
+            raise VerifyException(f"{self.name}: output {shape_of(self.output)} is not 1-D")
+        for operand in (self.start, self.delta):
+            if shape_of(operand) != (1,) or element_type_of(operand) != element_type_of(
+                self.output
+            ):
+                raise VerifyException(
+                    f"{self.name}: start and delta must be 1-element tensors of the output's type"
+                )
+
+
 @irdl_op_definition
-class RangeOp(IRDLOperation):
+class RangeOp(RangeSpec, IRDLOperation):
     """output[i] = start + i * delta (ONNX Range with its length known): a kernel, so that
     a long range costs its length in memory at run time, not at compile time."""
 
@@ -950,62 +980,61 @@ class RangeOp(IRDLOperation):
         "$start `,` $delta attr-dict `:` type($start) `,` type($delta) `->` type($output)"
     )
 
+
+class ArgReduceSpec(TwinSpec):
+    """graph.arg_reduce and kernel.arg_reduce (see ArgReduceOp)."""
+
+    kind = prop_def(StringAttr)
+    axis = prop_def(IntegerAttr[I64])
+    select_last_index = prop_def(IntegerAttr[I64])
+
     def verify_(self) -> None:
-        if len(shape_of(self.output)) != 1:
-            raise VerifyException(f"graph.range: output {shape_of(self.output)} is not 1-D")
-        for operand in (self.start, self.delta):
-            if shape_of(operand) != (1,) or element_type_of(operand) != element_type_of(
-                self.output
-            ):
-                raise VerifyException(
-                    "graph.range: start and delta must be 1-element tensors of the output's type"
-                )
+        x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
+        if self.kind.data not in ("max", "min"):
+            raise VerifyException(f"{self.name}: unknown kind '{self.kind.data}'")
+        if not 0 <= axis < len(x) or y != tuple(1 if i == axis else d for i, d in enumerate(x)):
+            raise VerifyException(f"{self.name}: output {y} != {x} reduced along {axis}")
+        if element_type_of(self.output) != i64:
+            raise VerifyException(f"{self.name}: result must be i64")
 
 
 @irdl_op_definition
-class ArgReduceOp(IRDLOperation):
+class ArgReduceOp(ArgReduceSpec, IRDLOperation):
     """ArgMax/ArgMin (kind max|min) along `axis`; the i64 result keeps the axis as size 1."""
 
     name = "graph.arg_reduce"
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    kind = prop_def(StringAttr)
-    axis = prop_def(IntegerAttr[I64])
-    select_last_index = prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
+
+class CumSumSpec(TwinSpec):
+    """graph.cumsum and kernel.cumsum (see CumSumOp)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    exclusive = prop_def(IntegerAttr[I64])
+    reverse = prop_def(IntegerAttr[I64])
+    product = opt_prop_def(UnitAttr)
+
     def verify_(self) -> None:
-        x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
-        if self.kind.data not in ("max", "min"):
-            raise VerifyException(f"graph.arg_reduce: unknown kind '{self.kind.data}'")
-        if not 0 <= axis < len(x) or y != tuple(1 if i == axis else d for i, d in enumerate(x)):
-            raise VerifyException(f"graph.arg_reduce: output {y} != {x} reduced along {axis}")
-        if element_type_of(self.output) != i64:
-            raise VerifyException("graph.arg_reduce: result must be i64")
+        _verify_same_shape(self, self.input, self.output)
+        if not 0 <= self.axis.value.data < len(shape_of(self.input)):
+            raise VerifyException(f"{self.name}: axis {self.axis.value.data} out of range")
 
 
 @irdl_op_definition
-class CumSumOp(IRDLOperation):
+class CumSumOp(CumSumSpec, IRDLOperation):
     """Running sum (or, with `product`, product) along `axis` (ONNX CumSum/CumProd with their
     exclusive/reverse flags)."""
 
     name = "graph.cumsum"
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    exclusive = prop_def(IntegerAttr[I64])
-    reverse = prop_def(IntegerAttr[I64])
-    product = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.input, self.output)
-        if not 0 <= self.axis.value.data < len(shape_of(self.input)):
-            raise VerifyException(f"graph.cumsum: axis {self.axis.value.data} out of range")
 
 
 class GatherElementsSpec(TwinSpec):
@@ -1115,28 +1144,33 @@ class ScatterElementsOp(ScatterElementsSpec, IRDLOperation):
     )
 
 
+class TopKSpec(TwinSpec):
+    """graph.top_k and kernel.top_k (see TopKOp)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    largest = prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
+        if len(x) != len(y) or not 0 <= axis < len(x) or not 1 <= y[axis] <= x[axis]:
+            raise VerifyException(f"{self.name}: output {y} does not select from {x}")
+        if any(x[d] != y[d] for d in range(len(x)) if d != axis):
+            raise VerifyException(f"{self.name}: output {y} does not select from {x}")
+        if element_type_of(self.output) != i64:
+            raise VerifyException(f"{self.name}: result must be i64")
+
+
 @irdl_op_definition
-class TopKOp(IRDLOperation):
+class TopKOp(TopKSpec, IRDLOperation):
     """i64 indices of the k largest (or smallest) elements along `axis`, best first, ties by
     lower index (ONNX TopK's indices; its values are a gather_elements of these)."""
 
     name = "graph.top_k"
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    largest = prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
-        if len(x) != len(y) or not 0 <= axis < len(x) or not 1 <= y[axis] <= x[axis]:
-            raise VerifyException(f"graph.top_k: output {y} does not select from {x}")
-        if any(x[d] != y[d] for d in range(len(x)) if d != axis):
-            raise VerifyException(f"graph.top_k: output {y} does not select from {x}")
-        if element_type_of(self.output) != i64:
-            raise VerifyException("graph.top_k: result must be i64")
 
 
 class GatherNDSpec(TwinSpec):
@@ -1574,8 +1608,18 @@ def verify_non_max_suppression(
 GRAPH_OPS.append(NonMaxSuppressionOp)
 
 
+class NonZeroSpec(TwinSpec):
+    """graph.nonzero and kernel.nonzero (see NonZeroOp)."""
+
+    def verify_(self) -> None:
+        dims = shape_of(self.input)
+        size = 1 + len(dims) * int(np.prod(dims))
+        if not dims or shape_of(self.output) != (size,) or element_type_of(self.output) != i64:
+            raise VerifyException(f"{self.name}: output must be i64 [{size}], input not 0-d")
+
+
 @irdl_op_definition
-class NonZeroOp(IRDLOperation):
+class NonZeroOp(NonZeroSpec, IRDLOperation):
     """ONNX NonZero, bounded: the coordinates of the nonzero elements of `input` (NaN is
     nonzero) in row-major order, packed in i64 [1 + rank * numel]: element 0 is their count,
     then one row of numel per dimension, each holding the count coordinates then zeros."""
@@ -1586,12 +1630,6 @@ class NonZeroOp(IRDLOperation):
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        dims = shape_of(self.input)
-        size = 1 + len(dims) * int(np.prod(dims))
-        if not dims or shape_of(self.output) != (size,) or element_type_of(self.output) != i64:
-            raise VerifyException(f"graph.nonzero: output must be i64 [{size}], input not 0-d")
 
 
 GRAPH_OPS.append(NonZeroOp)

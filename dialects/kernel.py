@@ -53,7 +53,6 @@ from ember.dialects.graph import (
     verify_epilogue,
     verify_non_max_suppression,
     verify_recurrent,
-    verify_slice,
 )
 from ember.dialects.twins import spec_of
 
@@ -266,21 +265,19 @@ class LRNOp(graph.LRNSpec, IRDLOperation):
 
 
 @irdl_op_definition
-class TransposeOp(IRDLOperation):
+class TransposeOp(graph.TransposeSpec, IRDLOperation):
     name = "kernel.transpose"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    perm = prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class ConcatOp(IRDLOperation):
+class ConcatOp(graph.ConcatSpec, IRDLOperation):
     name = "kernel.concat"
     inputs = var_operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
         "`(` $inputs `)` `->` $output attr-dict `:` `(` type($inputs) `)` `->` type($output)"
@@ -309,46 +306,34 @@ class CopyOp(IRDLOperation):
 
 
 @irdl_op_definition
-class SliceOp(IRDLOperation):
+class SliceOp(graph.SliceSpec, IRDLOperation):
     """output[i] = input[starts + i * steps] per axis (strided box copy)."""
 
     name = "kernel.slice"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    starts = prop_def(DenseArrayBase)
-    steps = prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
-    def verify_(self) -> None:
-        verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
-
 
 @irdl_op_definition
-class ArgReduceOp(IRDLOperation):
+class ArgReduceOp(graph.ArgReduceSpec, IRDLOperation):
     """Index (i64) of the first (or last) max/min along `axis`; output keeps the axis as 1."""
 
     name = "kernel.arg_reduce"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    kind = prop_def(StringAttr)  # max | min
-    axis = prop_def(IntegerAttr[I64])
-    select_last_index = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class CumSumOp(IRDLOperation):
+class CumSumOp(graph.CumSumSpec, IRDLOperation):
     """Running sum, or product, along `axis` (exclusive: shifted by one; reverse: from the end)."""
 
     name = "kernel.cumsum"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    exclusive = prop_def(IntegerAttr[I64])
-    reverse = prop_def(IntegerAttr[I64])
-    product = opt_prop_def(UnitAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
@@ -384,7 +369,7 @@ class OneHotOp(graph.OneHotSpec, IRDLOperation):
 
 
 @irdl_op_definition
-class RangeOp(IRDLOperation):
+class RangeOp(graph.RangeSpec, IRDLOperation):
     """See graph.range."""
 
     name = "kernel.range"
@@ -414,14 +399,12 @@ class ScatterElementsOp(graph.ScatterElementsSpec, IRDLOperation):
 
 
 @irdl_op_definition
-class TopKOp(IRDLOperation):
+class TopKOp(graph.TopKSpec, IRDLOperation):
     """See graph.top_k: output holds the selected indices (i64)."""
 
     name = "kernel.top_k"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    largest = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
@@ -674,7 +657,7 @@ KERNEL_OPS.append(NonMaxSuppressionOp)
 
 
 @irdl_op_definition
-class NonZeroOp(IRDLOperation):
+class NonZeroOp(graph.NonZeroSpec, IRDLOperation):
     """See graph.nonzero."""
 
     name = "kernel.nonzero"

@@ -506,18 +506,6 @@ class _Bufferizer:
         )
         self.buffers[op.output] = out
 
-    def simple(self, kernel_op: type[Operation], props: tuple[str, ...]) -> Callable:
-        """Ops whose kernel twin takes the same operands plus an output buffer."""
-
-        def convert(op: Operation) -> None:
-            out = self.alloc(op.results[0])
-            operands = [self.buffer(v) for v in op.operands]
-            properties = {k: op.properties[k] for k in props if k in op.properties}
-            self.emit(kernel_op(operands=[*operands, out], properties=properties))
-            self.buffers[op.results[0]] = out
-
-        return convert
-
     def twin(self, kernel_op: type[IRDLOperation]) -> Callable[[IRDLOperation], None]:
         """A graph op whose kernel twin (dialects/twins.py) takes its operands, by name, a
         buffer per result (a graph result is the kernel operand of the same name) and the
@@ -675,18 +663,8 @@ class _Bufferizer:
             graph.AveragePoolOp: self.pool,
             graph.ReduceOp: self.reduce,
             graph.ReshapeOp: self.reshape,
-            graph.TransposeOp: self.simple(kernel.TransposeOp, ("perm",)),
             graph.ConcatOp: self.concat,
-            graph.SliceOp: self.simple(kernel.SliceOp, ("starts", "steps")),
-            graph.ArgReduceOp: self.simple(
-                kernel.ArgReduceOp, ("kind", "axis", "select_last_index")
-            ),
-            graph.CumSumOp: self.simple(
-                kernel.CumSumOp, ("axis", "exclusive", "reverse", "product")
-            ),
             graph.ExpandOp: self.expand,
-            graph.RangeOp: self.simple(kernel.RangeOp, ()),
-            graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
             graph.RecurrentOp: self.recurrent,
             graph.QConvOp: self.qconv,
             graph.AttentionOp: self.attention,
@@ -695,7 +673,6 @@ class _Bufferizer:
             graph.IfOp: self.if_,
             # data-dependent output sizes
             graph.NonMaxSuppressionOp: self.non_max_suppression,
-            graph.NonZeroOp: self.simple(kernel.NonZeroOp, ()),
         }
         if type(op) in table:
             return table[type(op)]
