@@ -1284,8 +1284,23 @@ def verify_recurrent(op: Operation, y: SSAValue, y_h: SSAValue, y_c: SSAValue | 
         )
 
 
+class RecurrentSpec(TwinSpec):
+    """graph.recurrent and kernel.recurrent (see RecurrentOp)."""
+
+    cell = prop_def(StringAttr)
+    direction = prop_def(StringAttr)
+    activations = prop_def(ArrayAttr)
+    activation_params = prop_def(DenseArrayBase)
+    clip = opt_prop_def(FloatAttr)
+    input_forget = opt_prop_def(UnitAttr)
+    linear_before_reset = opt_prop_def(UnitAttr)
+
+    def verify_(self) -> None:
+        verify_recurrent(self, self.y, self.y_h, self.y_c)
+
+
 @irdl_op_definition
-class RecurrentOp(IRDLOperation):
+class RecurrentOp(RecurrentSpec, IRDLOperation):
     """ONNX LSTM / GRU / RNN after the input projection (layout 0: time major).
 
     `x_proj[t, b, (d, gate, j)]` is X @ W^T plus the biases that add before the recurrence;
@@ -1307,21 +1322,11 @@ class RecurrentOp(IRDLOperation):
     y = result_def(TensorType)
     y_h = result_def(TensorType)
     y_c = opt_result_def(TensorType)
-    cell = prop_def(StringAttr)
-    direction = prop_def(StringAttr)
-    activations = prop_def(ArrayAttr)
-    activation_params = prop_def(DenseArrayBase)
-    clip = opt_prop_def(FloatAttr)
-    input_forget = opt_prop_def(UnitAttr)
-    linear_before_reset = opt_prop_def(UnitAttr)
     irdl_options = (
         ParsePropInAttrDict(),
         AttrSizedOperandSegments(as_property=True),
         AttrSizedResultSegments(as_property=True),
     )
-
-    def verify_(self) -> None:
-        verify_recurrent(self, self.y, self.y_h, self.y_c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1360,8 +1365,25 @@ def attention_dims(
     return b, h, sq, sk, d, dv
 
 
+class AttentionSpec(TwinSpec):
+    """graph.attention and kernel.attention (see AttentionOp)."""
+
+    scale = prop_def(FloatAttr)
+    seq_major = prop_def(DenseArrayBase)
+
+    def verify_(self) -> None:
+        mask = None if self.mask is None else shape_of(self.mask)
+        attention_dims(
+            self.name,
+            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
+            mask,
+            shape_of(self.output),
+            int_values(self.seq_major),
+        )
+
+
 @irdl_op_definition
-class AttentionOp(IRDLOperation):
+class AttentionOp(AttentionSpec, IRDLOperation):
     """softmax(scale * Q @ K^T + mask) @ V over the keys, per batch and head, as one op.
 
     q [B, H, Sq, D]; k_t [B, H, D, Sk] (K transposed, as exporters write it); v [B, H, Sk, Dv];
@@ -1377,23 +1399,11 @@ class AttentionOp(IRDLOperation):
     v = operand_def(TensorType)
     mask = opt_operand_def(TensorType)
     output = result_def(TensorType)
-    scale = prop_def(FloatAttr)
-    seq_major = prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$q `,` $k_t `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k_t) `,` "
         "type($v) (`,` type($mask)^)? `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        mask = None if self.mask is None else shape_of(self.mask)
-        attention_dims(
-            self.name,
-            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
-            mask,
-            shape_of(self.output),
-            int_values(self.seq_major),
-        )
 
 
 GRAPH_OPS: list[type[IRDLOperation]] = [
@@ -1559,8 +1569,26 @@ GRAPH_OPS.append(QConvOp)
 # --- data-dependent output sizes (frontend/ops/data_dependent.py) ----------------------------
 
 
+class NonMaxSuppressionSpec(TwinSpec):
+    """graph.non_max_suppression and kernel.non_max_suppression (see NonMaxSuppressionOp)."""
+
+    center_point_box = prop_def(IntegerAttr[I64])
+    max_per_class = prop_def(IntegerAttr[I64])
+    iou_threshold = prop_def(FloatAttr)
+    score_threshold = opt_prop_def(FloatAttr)
+
+    def verify_(self) -> None:
+        verify_non_max_suppression(
+            self.name,
+            shape_of(self.boxes),
+            shape_of(self.scores),
+            shape_of(self.output),
+            self.max_per_class.value.data,
+        )
+
+
 @irdl_op_definition
-class NonMaxSuppressionOp(IRDLOperation):
+class NonMaxSuppressionOp(NonMaxSuppressionSpec, IRDLOperation):
     """ONNX NonMaxSuppression with its output bounded: boxes f32 [B, N, 4], scores f32
     [B, C, N] -> i64 [1 + B * C * max_per_class, 3]. Row 0 is [count, 0, 0]; rows 1 .. count
     are the selected (batch, class, box) triples, batch by batch, class by class, in the order
@@ -1570,24 +1598,11 @@ class NonMaxSuppressionOp(IRDLOperation):
     boxes = operand_def(TensorType)
     scores = operand_def(TensorType)
     output = result_def(TensorType)
-    center_point_box = prop_def(IntegerAttr[I64])
-    max_per_class = prop_def(IntegerAttr[I64])
-    iou_threshold = prop_def(FloatAttr)
-    score_threshold = opt_prop_def(FloatAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$boxes `,` $scores attr-dict `:` type($boxes) `,` type($scores) `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        verify_non_max_suppression(
-            "graph.non_max_suppression",
-            shape_of(self.boxes),
-            shape_of(self.scores),
-            shape_of(self.output),
-            self.max_per_class.value.data,
-        )
 
 
 def verify_non_max_suppression(

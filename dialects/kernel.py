@@ -16,9 +16,7 @@ import math
 
 from xdsl.dialects.builtin import (
     I64,
-    ArrayAttr,
     DenseArrayBase,
-    FloatAttr,
     IntegerAttr,
     MemRefType,
     StringAttr,
@@ -46,13 +44,9 @@ from xdsl.utils.exceptions import VerifyException
 from ember.dialects import graph
 from ember.dialects.graph import (
     RECURRENT_GATES,
-    attention_dims,
     broadcasts_to,
-    int_values,
     shape_of,
     verify_epilogue,
-    verify_non_max_suppression,
-    verify_recurrent,
 )
 from ember.dialects.twins import spec_of
 
@@ -447,7 +441,7 @@ def recurrent_workspace_shape(cell: str, dirs: int, batch: int, hidden: int) -> 
 
 
 @irdl_op_definition
-class RecurrentOp(IRDLOperation):
+class RecurrentOp(graph.RecurrentSpec, IRDLOperation):
     """See graph.recurrent. Writes y, y_h and y_c (LSTM); `workspace` [D, B, G*H (+H)] holds
     one step's gate pre-activations (and GRU's r * H_{t-1}). `r` is "plain" [D, G, H, H] or
     packed per gate into NR-wide panels ("recurrent_panel{NR}": [D, G, H/NR, H, NR])."""
@@ -464,18 +458,11 @@ class RecurrentOp(IRDLOperation):
     y = operand_def(MemRefType)
     y_h = operand_def(MemRefType)
     y_c = opt_operand_def(MemRefType)
-    cell = prop_def(StringAttr)
-    direction = prop_def(StringAttr)
-    activations = prop_def(ArrayAttr)
-    activation_params = prop_def(DenseArrayBase)
-    clip = opt_prop_def(FloatAttr)
-    input_forget = opt_prop_def(UnitAttr)
-    linear_before_reset = opt_prop_def(UnitAttr)
     weight_layout = prop_def(StringAttr)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
 
     def verify_(self) -> None:
-        verify_recurrent(self, self.y, self.y_h, self.y_c)
+        super().verify_()
         expected = recurrent_workspace_shape(self.cell.data, *shape_of(self.y_h))
         if shape_of(self.workspace) != expected:
             raise VerifyException(
@@ -487,7 +474,7 @@ class RecurrentOp(IRDLOperation):
 
 
 @irdl_op_definition
-class AttentionOp(IRDLOperation):
+class AttentionOp(graph.AttentionSpec, IRDLOperation):
     """See graph.attention: q, k_t, v (, mask) -> output, one streaming kernel."""
 
     name = "kernel.attention"
@@ -496,23 +483,11 @@ class AttentionOp(IRDLOperation):
     v = operand_def(MemRefType)
     mask = opt_operand_def(MemRefType)
     output = operand_def(MemRefType)
-    scale = prop_def(FloatAttr)
-    seq_major = prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
         "$q `,` $k_t `,` $v (`mask` $mask^)? `->` $output attr-dict `:` type($q) `,` "
         "type($k_t) `,` type($v) (`,` type($mask)^)? `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        mask = None if self.mask is None else shape_of(self.mask)
-        attention_dims(
-            self.name,
-            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
-            mask,
-            shape_of(self.output),
-            int_values(self.seq_major),
-        )
 
 
 KERNEL_OPS: list[type[IRDLOperation]] = [
@@ -624,7 +599,7 @@ KERNEL_OPS.append(InsertSliceOp)
 
 
 @irdl_op_definition
-class NonMaxSuppressionOp(IRDLOperation):
+class NonMaxSuppressionOp(graph.NonMaxSuppressionSpec, IRDLOperation):
     """See graph.non_max_suppression; `workspace` i64 [N] holds one class's candidates (a
     heap of box indices)."""
 
@@ -633,24 +608,11 @@ class NonMaxSuppressionOp(IRDLOperation):
     scores = operand_def(MemRefType)
     workspace = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    center_point_box = prop_def(IntegerAttr[I64])
-    max_per_class = prop_def(IntegerAttr[I64])
-    iou_threshold = prop_def(FloatAttr)
-    score_threshold = opt_prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$boxes `,` $scores `,` $workspace `->` $output attr-dict `:` type($boxes) `,` "
         "type($scores) `,` type($workspace) `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        verify_non_max_suppression(
-            "kernel.non_max_suppression",
-            shape_of(self.boxes),
-            shape_of(self.scores),
-            shape_of(self.output),
-            self.max_per_class.value.data,
-        )
 
 
 KERNEL_OPS.append(NonMaxSuppressionOp)

@@ -308,8 +308,6 @@ class _Bufferizer:
         workspace = self.emit(memref.AllocOp.get(f32, 64, list(scratch))).results[0]
         results = [op.y, op.y_h, *([op.y_c] if op.y_c is not None else [])]
         outputs = [self.alloc(v) for v in results]
-        props = {k: v for k, v in op.properties.items() if k != "operandSegmentSizes"}
-        props.pop("resultSegmentSizes", None)
         self.emit(
             kernel.RecurrentOp(
                 operands=[
@@ -325,7 +323,10 @@ class _Bufferizer:
                     outputs[1],
                     outputs[2:],
                 ],
-                properties={**props, "weight_layout": StringAttr(layout)},
+                properties={
+                    **shared_properties(op, kernel.RecurrentOp),
+                    "weight_layout": StringAttr(layout),
+                },
             )
         )
         for value, out in zip(results, outputs, strict=True):
@@ -339,7 +340,7 @@ class _Bufferizer:
         self.emit(
             kernel.NonMaxSuppressionOp(
                 operands=[self.buffer(op.boxes), self.buffer(op.scores), workspace, out],
-                properties=dict(op.properties),
+                properties=shared_properties(op, kernel.NonMaxSuppressionOp),
             )
         )
         self.buffers[op.output] = out
@@ -494,17 +495,6 @@ class _Bufferizer:
             kernel.ConcatOp(operands=[inputs, out], properties={"axis": IntegerAttr(axis, i64)})
         )
         return out
-
-    def attention(self, op: graph.AttentionOp) -> None:
-        out = self.alloc(op.output)
-        operands = [self.buffer(v) for v in (op.q, op.k_t, op.v)]
-        self.emit(
-            kernel.AttentionOp(
-                operands=[*operands, self.optional(op.mask), out],
-                properties={"scale": op.scale, "seq_major": op.seq_major},
-            )
-        )
-        self.buffers[op.output] = out
 
     def twin(self, kernel_op: type[IRDLOperation]) -> Callable[[IRDLOperation], None]:
         """A graph op whose kernel twin (dialects/twins.py) takes its operands, by name, a
@@ -667,7 +657,6 @@ class _Bufferizer:
             graph.ExpandOp: self.expand,
             graph.RecurrentOp: self.recurrent,
             graph.QConvOp: self.qconv,
-            graph.AttentionOp: self.attention,
             # control flow
             graph.LoopOp: self.loop,
             graph.IfOp: self.if_,
