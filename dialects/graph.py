@@ -117,6 +117,44 @@ def verify_epilogue(op: Operation) -> None:
         )
 
 
+class _InOutOp(IRDLOperation):
+    """An op computing `output` from `input` alone."""
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+
+class _DataIndicesOp(IRDLOperation):
+    """An op reading `data` at `indices`."""
+
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
+    )
+
+
+class _ScatterOp(IRDLOperation):
+    """An op writing `updates` into a copy of `data` at `indices`."""
+
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
+        "type($updates) `->` type($output)"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Constants
 
@@ -710,15 +748,10 @@ class LRNSpec(SameShapeSpec):
 
 
 @irdl_op_definition
-class LRNOp(LRNSpec, IRDLOperation):
+class LRNOp(LRNSpec, _InOutOp):
     """Local response normalization across channels (ONNX LRN)."""
 
     name = "graph.lrn"
-    traits = traits_def(Pure())
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
 class SoftmaxSpec(SameShapeSpec):
@@ -729,26 +762,16 @@ class SoftmaxSpec(SameShapeSpec):
 
 
 @irdl_op_definition
-class SoftmaxOp(SoftmaxSpec, IRDLOperation):
+class SoftmaxOp(SoftmaxSpec, _InOutOp):
     """Softmax along one axis (opset-13 semantics; older opsets are rewritten by the frontend)."""
 
     name = "graph.softmax"
-    traits = traits_def(Pure())
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
-class PoolOp(IRDLOperation):
-    traits = traits_def(Pure())
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
+class PoolOp(_InOutOp):
     kernel_shape = prop_def(DenseArrayBase)
     strides = prop_def(DenseArrayBase)
     pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         x, y = shape_of(self.input), shape_of(self.output)
@@ -768,19 +791,14 @@ class AveragePoolOp(PoolOp):
 
 
 @irdl_op_definition
-class ReduceOp(IRDLOperation):
+class ReduceOp(_InOutOp):
     """Reduction over `axes` (kind: sum, mean, max, min, prod); GlobalAveragePool is a mean."""
 
     name = "graph.reduce"
-    traits = traits_def(Pure())
     KINDS: ClassVar[tuple[str, ...]] = ("sum", "mean", "max", "min", "prod")
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
     reduction = prop_def(StringAttr)
     axes = prop_def(DenseArrayBase)
     keepdims = prop_def(IntegerAttr[I64])
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         if self.reduction.data not in self.KINDS:
@@ -823,13 +841,8 @@ class TransposeSpec(TwinSpec):
 
 
 @irdl_op_definition
-class TransposeOp(TransposeSpec, IRDLOperation):
+class TransposeOp(TransposeSpec, _InOutOp):
     name = "graph.transpose"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
 class ConcatSpec(TwinSpec):
@@ -873,18 +886,10 @@ class GatherSpec(TwinSpec):
 
 
 @irdl_op_definition
-class GatherOp(GatherSpec, IRDLOperation):
+class GatherOp(GatherSpec, _DataIndicesOp):
     """ONNX Gather: out = take(data, indices, axis); indices are i64 (or i32)."""
 
     name = "graph.gather"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -902,15 +907,10 @@ class SliceSpec(TwinSpec):
 
 
 @irdl_op_definition
-class SliceOp(SliceSpec, IRDLOperation):
+class SliceOp(SliceSpec, _InOutOp):
     """out[i] = input[starts + i * steps] per axis; the result type gives the counts."""
 
     name = "graph.slice"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
 def verify_slice(
@@ -999,15 +999,10 @@ class ArgReduceSpec(TwinSpec):
 
 
 @irdl_op_definition
-class ArgReduceOp(ArgReduceSpec, IRDLOperation):
+class ArgReduceOp(ArgReduceSpec, _InOutOp):
     """ArgMax/ArgMin (kind max|min) along `axis`; the i64 result keeps the axis as size 1."""
 
     name = "graph.arg_reduce"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
 class CumSumSpec(TwinSpec):
@@ -1025,16 +1020,11 @@ class CumSumSpec(TwinSpec):
 
 
 @irdl_op_definition
-class CumSumOp(CumSumSpec, IRDLOperation):
+class CumSumOp(CumSumSpec, _InOutOp):
     """Running sum (or, with `product`, product) along `axis` (ONNX CumSum/CumProd with their
     exclusive/reverse flags)."""
 
     name = "graph.cumsum"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
 class GatherElementsSpec(TwinSpec):
@@ -1049,7 +1039,7 @@ class GatherElementsSpec(TwinSpec):
 
 
 @irdl_op_definition
-class GatherElementsOp(GatherElementsSpec, IRDLOperation):
+class GatherElementsOp(GatherElementsSpec, _DataIndicesOp):
     """out[i] = data[i with axis coordinate indices[i]] (ONNX GatherElements).
 
     Data dims of size 1 broadcast against the indices. With `ignore_index`, positions whose
@@ -1057,14 +1047,6 @@ class GatherElementsOp(GatherElementsSpec, IRDLOperation):
     """
 
     name = "graph.gather_elements"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
-    )
 
 
 def verify_gather_elements(op: Operation, data: tuple[int, ...], indices: tuple[int, ...]) -> None:
@@ -1127,21 +1109,11 @@ class ScatterElementsSpec(TwinSpec):
 
 
 @irdl_op_definition
-class ScatterElementsOp(ScatterElementsSpec, IRDLOperation):
+class ScatterElementsOp(ScatterElementsSpec, _ScatterOp):
     """data with updates[i] written (or combined: add|mul|max|min) at i's position, its axis
     coordinate replaced by indices[i] (ONNX ScatterElements); updates apply in order."""
 
     name = "graph.scatter_elements"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    updates = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
-        "type($updates) `->` type($output)"
-    )
 
 
 class TopKSpec(TwinSpec):
@@ -1161,16 +1133,11 @@ class TopKSpec(TwinSpec):
 
 
 @irdl_op_definition
-class TopKOp(TopKSpec, IRDLOperation):
+class TopKOp(TopKSpec, _InOutOp):
     """i64 indices of the k largest (or smallest) elements along `axis`, best first, ties by
     lower index (ONNX TopK's indices; its values are a gather_elements of these)."""
 
     name = "graph.top_k"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
 class GatherNDSpec(TwinSpec):
@@ -1186,18 +1153,10 @@ class GatherNDSpec(TwinSpec):
 
 
 @irdl_op_definition
-class GatherNDOp(GatherNDSpec, IRDLOperation):
+class GatherNDOp(GatherNDSpec, _DataIndicesOp):
     """ONNX GatherND: each index tuple (the last indices dim) picks a slice of data."""
 
     name = "graph.gather_nd"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
-    )
 
 
 class ScatterNDSpec(TwinSpec):
@@ -1215,20 +1174,10 @@ class ScatterNDSpec(TwinSpec):
 
 
 @irdl_op_definition
-class ScatterNDOp(ScatterNDSpec, IRDLOperation):
+class ScatterNDOp(ScatterNDSpec, _ScatterOp):
     """ONNX ScatterND: data with each index tuple's slice replaced (or combined) by updates."""
 
     name = "graph.scatter_nd"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    updates = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
-        "type($updates) `->` type($output)"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1634,17 +1583,12 @@ class NonZeroSpec(TwinSpec):
 
 
 @irdl_op_definition
-class NonZeroOp(NonZeroSpec, IRDLOperation):
+class NonZeroOp(NonZeroSpec, _InOutOp):
     """ONNX NonZero, bounded: the coordinates of the nonzero elements of `input` (NaN is
     nonzero) in row-major order, packed in i64 [1 + rank * numel]: element 0 is their count,
     then one row of numel per dimension, each holding the count coordinates then zeros."""
 
     name = "graph.nonzero"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
 
 GRAPH_OPS.append(NonZeroOp)

@@ -51,6 +51,42 @@ from ember.dialects.graph import (
 from ember.dialects.twins import spec_of
 
 
+class _InOutOp(IRDLOperation):
+    """A kernel that reads `input` and writes `output`."""
+
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+
+
+class _DataIndicesOp(IRDLOperation):
+    """A kernel that reads `data` at `indices` and writes `output`."""
+
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
+        "`->` type($output)"
+    )
+
+
+class _ScatterOp(IRDLOperation):
+    """A kernel that writes `data` with `updates` at `indices` into `output`."""
+
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    updates = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
+        "type($indices) `,` type($updates) `->` type($output)"
+    )
+
+
 @irdl_op_definition
 class WeightOp(IRDLOperation):
     """A (pre-packed) weight buffer: `ref` names an entry of the WeightStore."""
@@ -144,19 +180,15 @@ class MatMulOp(IRDLOperation):
 
 
 @irdl_op_definition
-class PoolOp(IRDLOperation):
+class PoolOp(_InOutOp):
     """2-D max or average pooling over NCHW (`kind` = "max" | "avg")."""
 
     name = "kernel.pool"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
     kind = prop_def(StringAttr)
     kernel_shape = prop_def(DenseArrayBase)
     strides = prop_def(DenseArrayBase)
     pads = prop_def(DenseArrayBase)
     count_include_pad = opt_prop_def(UnitAttr)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         if self.kind.data not in ("max", "avg"):
@@ -164,16 +196,12 @@ class PoolOp(IRDLOperation):
 
 
 @irdl_op_definition
-class ReduceOp(IRDLOperation):
+class ReduceOp(_InOutOp):
     """Reduce `axes` of input into output (which keeps the reduced dims as size 1)."""
 
     name = "kernel.reduce"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
     kind = prop_def(StringAttr)  # sum | mean | max | min | prod
     axes = prop_def(DenseArrayBase)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
@@ -227,12 +255,8 @@ class ElementwiseOp(IRDLOperation):
 
 
 @irdl_op_definition
-class SoftmaxOp(graph.SoftmaxSpec, IRDLOperation):
+class SoftmaxOp(graph.SoftmaxSpec, _InOutOp):
     name = "kernel.softmax"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
@@ -250,21 +274,13 @@ class LayerNormOp(graph.LayerNormSpec, IRDLOperation):
 
 
 @irdl_op_definition
-class LRNOp(graph.LRNSpec, IRDLOperation):
+class LRNOp(graph.LRNSpec, _InOutOp):
     name = "kernel.lrn"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class TransposeOp(graph.TransposeSpec, IRDLOperation):
+class TransposeOp(graph.TransposeSpec, _InOutOp):
     name = "kernel.transpose"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
@@ -279,16 +295,8 @@ class ConcatOp(graph.ConcatSpec, IRDLOperation):
 
 
 @irdl_op_definition
-class GatherOp(graph.GatherSpec, IRDLOperation):
+class GatherOp(graph.GatherSpec, _DataIndicesOp):
     name = "kernel.gather"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
-        "`->` type($output)"
-    )
 
 
 @irdl_op_definition
@@ -300,51 +308,31 @@ class CopyOp(IRDLOperation):
 
 
 @irdl_op_definition
-class SliceOp(graph.SliceSpec, IRDLOperation):
+class SliceOp(graph.SliceSpec, _InOutOp):
     """output[i] = input[starts + i * steps] per axis (strided box copy)."""
 
     name = "kernel.slice"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class ArgReduceOp(graph.ArgReduceSpec, IRDLOperation):
+class ArgReduceOp(graph.ArgReduceSpec, _InOutOp):
     """Index (i64) of the first (or last) max/min along `axis`; output keeps the axis as 1."""
 
     name = "kernel.arg_reduce"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class CumSumOp(graph.CumSumSpec, IRDLOperation):
+class CumSumOp(graph.CumSumSpec, _InOutOp):
     """Running sum, or product, along `axis` (exclusive: shifted by one; reverse: from the end)."""
 
     name = "kernel.cumsum"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class GatherElementsOp(graph.GatherElementsSpec, IRDLOperation):
+class GatherElementsOp(graph.GatherElementsSpec, _DataIndicesOp):
     """See graph.gather_elements."""
 
     name = "kernel.gather_elements"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
-        "`->` type($output)"
-    )
 
 
 @irdl_op_definition
@@ -377,61 +365,31 @@ class RangeOp(graph.RangeSpec, IRDLOperation):
 
 
 @irdl_op_definition
-class ScatterElementsOp(graph.ScatterElementsSpec, IRDLOperation):
+class ScatterElementsOp(graph.ScatterElementsSpec, _ScatterOp):
     """See graph.scatter_elements."""
 
     name = "kernel.scatter_elements"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    updates = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
-        "type($indices) `,` type($updates) `->` type($output)"
-    )
 
 
 @irdl_op_definition
-class TopKOp(graph.TopKSpec, IRDLOperation):
+class TopKOp(graph.TopKSpec, _InOutOp):
     """See graph.top_k: output holds the selected indices (i64)."""
 
     name = "kernel.top_k"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class GatherNDOp(graph.GatherNDSpec, IRDLOperation):
+class GatherNDOp(graph.GatherNDSpec, _DataIndicesOp):
     """See graph.gather_nd."""
 
     name = "kernel.gather_nd"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
-        "`->` type($output)"
-    )
 
 
 @irdl_op_definition
-class ScatterNDOp(graph.ScatterNDSpec, IRDLOperation):
+class ScatterNDOp(graph.ScatterNDSpec, _ScatterOp):
     """See graph.scatter_nd."""
 
     name = "kernel.scatter_nd"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    updates = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
-        "type($indices) `,` type($updates) `->` type($output)"
-    )
 
 
 def recurrent_workspace_shape(cell: str, dirs: int, batch: int, hidden: int) -> tuple[int, ...]:
@@ -619,14 +577,10 @@ KERNEL_OPS.append(NonMaxSuppressionOp)
 
 
 @irdl_op_definition
-class NonZeroOp(graph.NonZeroSpec, IRDLOperation):
+class NonZeroOp(graph.NonZeroSpec, _InOutOp):
     """See graph.nonzero."""
 
     name = "kernel.nonzero"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 KERNEL_OPS.append(NonZeroOp)
