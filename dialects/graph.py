@@ -105,11 +105,19 @@ def _verify_same_shape(op: Operation, a: SSAValue, b: SSAValue) -> None:
         raise VerifyException(f"{op.name}: shape {shape_of(a)} != {shape_of(b)}")
 
 
+def verify_enum(op: Operation, prop: str, allowed: Sequence[str]) -> None:
+    """An enum-like string property (`activation`, `kind`, `reduction`, ...) holds one of
+    `allowed`, or is absent when optional. The IR keeps plain strings (`kind = "max"`)."""
+    attr = op.properties.get(prop)
+    if isinstance(attr, StringAttr) and attr.data not in allowed:
+        raise VerifyException(
+            f"{op.name}: unknown {prop} '{attr.data}' (expected one of {', '.join(allowed)})"
+        )
+
+
 def verify_epilogue(op: Operation) -> None:
     """Checks shared by every op carrying a fused epilogue (graph and kernel level)."""
-    act = op.activation  # type: ignore[attr-defined]
-    if act is not None and act.data not in ACTIVATIONS:
-        raise VerifyException(f"{op.name}: unknown activation '{act.data}'")
+    verify_enum(op, "activation", ACTIVATIONS)
     residual = op.residual  # type: ignore[attr-defined]
     if residual is not None and shape_of(residual) != shape_of(op.output):  # type: ignore[attr-defined]
         raise VerifyException(
@@ -395,8 +403,7 @@ class CompareOp(BinaryElementwiseOp):
 
     def verify_(self) -> None:
         super().verify_()
-        if self.predicate.data not in self.PREDICATES:
-            raise VerifyException(f"graph.compare: unknown predicate '{self.predicate.data}'")
+        verify_enum(self, "predicate", self.PREDICATES)
 
 
 @irdl_op_definition
@@ -481,8 +488,7 @@ class TrigOp(UnaryElementwiseOp):
 
     def verify_(self) -> None:
         super().verify_()
-        if self.fn.data not in self.FUNCTIONS:
-            raise VerifyException(f"graph.trig: unknown function '{self.fn.data}'")
+        verify_enum(self, "fn", self.FUNCTIONS)
 
 
 @irdl_op_definition
@@ -801,8 +807,7 @@ class ReduceOp(_InOutOp):
     keepdims = prop_def(IntegerAttr[I64])
 
     def verify_(self) -> None:
-        if self.reduction.data not in self.KINDS:
-            raise VerifyException(f"graph.reduce: unknown reduction '{self.reduction.data}'")
+        verify_enum(self, "reduction", self.KINDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -984,14 +989,14 @@ class RangeOp(RangeSpec, IRDLOperation):
 class ArgReduceSpec(TwinSpec):
     """graph.arg_reduce and kernel.arg_reduce (see ArgReduceOp)."""
 
+    KINDS: ClassVar[tuple[str, ...]] = ("max", "min")
     kind = prop_def(StringAttr)
     axis = prop_def(IntegerAttr[I64])
     select_last_index = prop_def(IntegerAttr[I64])
 
     def verify_(self) -> None:
         x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
-        if self.kind.data not in ("max", "min"):
-            raise VerifyException(f"{self.name}: unknown kind '{self.kind.data}'")
+        verify_enum(self, "kind", self.KINDS)  # type: ignore[arg-type]
         if not 0 <= axis < len(x) or y != tuple(1 if i == axis else d for i, d in enumerate(x)):
             raise VerifyException(f"{self.name}: output {y} != {x} reduced along {axis}")
         if element_type_of(self.output) != i64:
@@ -1100,8 +1105,7 @@ class ScatterElementsSpec(TwinSpec):
     def verify_(self) -> None:
         _verify_same_shape(self, self.data, self.output)  # type: ignore[attr-defined, arg-type]
         _verify_same_shape(self, self.indices, self.updates)  # type: ignore[attr-defined, arg-type]
-        if self.reduction.data not in self.REDUCTIONS:
-            raise VerifyException(f"{self.name}: reduction '{self.reduction.data}'")  # type: ignore[attr-defined]
+        verify_enum(self, "reduction", self.REDUCTIONS)  # type: ignore[arg-type]
         d, i = shape_of(self.data), shape_of(self.indices)  # type: ignore[attr-defined]
         axis = self.axis.value.data
         if len(d) != len(i) or any(k != axis and i[k] > d[k] for k in range(len(d))):
@@ -1169,8 +1173,7 @@ class ScatterNDSpec(TwinSpec):
         d, i, u = shape_of(self.data), shape_of(self.indices), shape_of(self.updates)  # type: ignore[attr-defined]
         if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
             raise VerifyException(f"{self.name}: data {d}, indices {i}, updates {u}")  # type: ignore[attr-defined]
-        if self.reduction.data not in ScatterElementsSpec.REDUCTIONS:
-            raise VerifyException(f"{self.name}: reduction '{self.reduction.data}'")  # type: ignore[attr-defined]
+        verify_enum(self, "reduction", ScatterElementsSpec.REDUCTIONS)  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -1192,9 +1195,9 @@ RECURRENT_DIRECTIONS = ("forward", "reverse", "bidirectional")
 
 def verify_recurrent(op: Operation, y: SSAValue, y_h: SSAValue, y_c: SSAValue | None) -> None:
     """Checks shared by graph.recurrent and kernel.recurrent (see RecurrentOp)."""
+    verify_enum(op, "cell", tuple(RECURRENT_GATES))
+    verify_enum(op, "direction", RECURRENT_DIRECTIONS)
     cell, direction = op.cell.data, op.direction.data  # type: ignore[attr-defined]
-    if cell not in RECURRENT_GATES or direction not in RECURRENT_DIRECTIONS:
-        raise VerifyException(f"{op.name}: unknown cell '{cell}' or direction '{direction}'")
     gates = RECURRENT_GATES[cell]
     seq, dirs, batch, hidden = shape_of(y)
     if dirs != (2 if direction == "bidirectional" else 1):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import ClassVar
 
 from xdsl.dialects.builtin import (
     I64,
@@ -46,6 +47,7 @@ from ember.dialects.graph import (
     RECURRENT_GATES,
     broadcasts_to,
     shape_of,
+    verify_enum,
     verify_epilogue,
 )
 from ember.dialects.twins import spec_of
@@ -184,6 +186,7 @@ class PoolOp(_InOutOp):
     """2-D max or average pooling over NCHW (`kind` = "max" | "avg")."""
 
     name = "kernel.pool"
+    KINDS: ClassVar[tuple[str, ...]] = ("max", "avg")
     kind = prop_def(StringAttr)
     kernel_shape = prop_def(DenseArrayBase)
     strides = prop_def(DenseArrayBase)
@@ -191,8 +194,7 @@ class PoolOp(_InOutOp):
     count_include_pad = opt_prop_def(UnitAttr)
 
     def verify_(self) -> None:
-        if self.kind.data not in ("max", "avg"):
-            raise VerifyException(f"kernel.pool: unknown kind '{self.kind.data}'")
+        verify_enum(self, "kind", self.KINDS)
 
 
 @irdl_op_definition

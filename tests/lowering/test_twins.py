@@ -4,6 +4,8 @@ own."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from xdsl.dialects.builtin import IntegerAttr, MemRefType, TensorType, f32, i64
@@ -85,3 +87,37 @@ builtin.module {
         CHECK-NEXT: kernel.cumsum %[[N]] -> %[[C]] {axis = 1 : i64, exclusive = 0 : i64, reverse = 1 : i64, product}
         """,
     )
+
+
+@pytest.mark.parametrize(
+    ("op_text", "message"),
+    [
+        (
+            'graph.arg_reduce %x {kind = "median", axis = 1 : i64, select_last_index = 0 : i64}'
+            " : tensor<2x8xf32> -> tensor<2x1xi64>",
+            "graph.arg_reduce: unknown kind 'median' (expected one of max, min)",
+        ),
+        (
+            'graph.reduce %x {reduction = "l2", axes = array<i64: 1>, keepdims = 1 : i64}'
+            " : tensor<2x8xf32> -> tensor<2x1xf32>",
+            "graph.reduce: unknown reduction 'l2'",
+        ),
+        (
+            'graph.trig %x {fn = "sec"} : tensor<2x8xf32> -> tensor<2x8xf32>',
+            "graph.trig: unknown fn 'sec'",
+        ),
+    ],
+)
+def test_enum_like_properties_refuse_unknown_values(op_text: str, message: str) -> None:
+    text = f"""
+builtin.module {{
+  func.func @main(%x: tensor<2x8xf32>) {{
+    %y = {op_text}
+    func.return
+  }}
+}}
+"""
+    ctx = make_context(WeightStore())
+    module = Parser(ctx, text).parse_module()
+    with pytest.raises(VerifyException, match=re.escape(message)):
+        module.verify()
