@@ -49,7 +49,7 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
-from ember.dialects.twins import TwinSpec
+from ember.dialects.twins import TwinSpec, tensor_format
 
 # Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
 # travel in `activation_params`: clip -> (min, max); leaky_relu -> (alpha,).
@@ -132,7 +132,7 @@ class _InOutOp(IRDLOperation):
     output = result_def(TensorType)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
 
 class _DataIndicesOp(IRDLOperation):
@@ -143,9 +143,7 @@ class _DataIndicesOp(IRDLOperation):
     output = result_def(TensorType)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
-    )
+    assembly_format = tensor_format("data", "indices")
 
 
 class _ScatterOp(IRDLOperation):
@@ -157,10 +155,7 @@ class _ScatterOp(IRDLOperation):
     output = result_def(TensorType)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
-        "type($updates) `->` type($output)"
-    )
+    assembly_format = tensor_format("data", "indices", "updates")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +186,7 @@ class UnaryElementwiseOp(IRDLOperation):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def __init__(self, input: SSAValue | Operation, **props: Attribute):
         value = SSAValue.get(input)
@@ -321,7 +316,7 @@ class CastOp(IRDLOperation):
     round_mode = opt_prop_def(StringAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def verify_(self) -> None:
         _verify_same_shape(self, self.input, self.output)
@@ -334,7 +329,7 @@ class BinaryElementwiseOp(IRDLOperation):
     rhs = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($output)"
+    assembly_format = tensor_format("lhs", "rhs")
 
     def __init__(self, lhs: SSAValue | Operation, rhs: SSAValue | Operation):
         lhs, rhs = SSAValue.get(lhs), SSAValue.get(rhs)
@@ -525,10 +520,7 @@ class WhereOp(IRDLOperation):
     rhs = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = (
-        "$condition `,` $lhs `,` $rhs attr-dict `:` type($condition) `,` type($lhs) `,` "
-        "type($rhs) `->` type($output)"
-    )
+    assembly_format = tensor_format("condition", "lhs", "rhs")
 
     def verify_(self) -> None:
         _verify_broadcast_result(self, [self.condition, self.lhs, self.rhs], self.output)
@@ -552,10 +544,7 @@ class _TernaryBroadcastOp(IRDLOperation):
     zero_point = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = (
-        "$input `,` $scale `,` $zero_point attr-dict `:` type($input) `,` type($scale) `,` "
-        "type($zero_point) `->` type($output)"
-    )
+    assembly_format = tensor_format("input", "scale", "zero_point")
 
     def verify_(self) -> None:
         _verify_broadcast_result(self, [self.input, self.scale, self.zero_point], self.output)
@@ -700,10 +689,7 @@ class BatchNormOp(IRDLOperation):
     output = result_def(TensorType)
     epsilon = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$input `,` $scale `,` $bias `,` $mean `,` $var attr-dict `:` type($input) `,` "
-        "type($scale) `,` type($bias) `,` type($mean) `,` type($var) `->` type($output)"
-    )
+    assembly_format = tensor_format("input", "scale", "bias", "mean", "var")
 
     def verify_(self) -> None:
         _verify_same_shape(self, self.input, self.output)
@@ -822,7 +808,7 @@ class ReshapeOp(IRDLOperation):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def verify_(self) -> None:
         import math
@@ -946,7 +932,7 @@ class ExpandOp(IRDLOperation):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def verify_(self) -> None:
         if not broadcasts_to(shape_of(self.input), shape_of(self.output)):
@@ -981,9 +967,7 @@ class RangeOp(RangeSpec, IRDLOperation):
     delta = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = (
-        "$start `,` $delta attr-dict `:` type($start) `,` type($delta) `->` type($output)"
-    )
+    assembly_format = tensor_format("start", "delta")
 
 
 class ArgReduceSpec(TwinSpec):
@@ -1090,9 +1074,7 @@ class OneHotOp(OneHotSpec, IRDLOperation):
     output = result_def(TensorType)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$indices `,` $values attr-dict `:` type($indices) `,` type($values) `->` type($output)"
-    )
+    assembly_format = tensor_format("indices", "values")
 
 
 class ScatterElementsSpec(TwinSpec):
@@ -1552,9 +1534,7 @@ class NonMaxSuppressionOp(NonMaxSuppressionSpec, IRDLOperation):
     output = result_def(TensorType)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$boxes `,` $scores attr-dict `:` type($boxes) `,` type($scores) `->` type($output)"
-    )
+    assembly_format = tensor_format("boxes", "scores")
 
 
 def verify_non_max_suppression(

@@ -50,7 +50,7 @@ from ember.dialects.graph import (
     verify_enum,
     verify_epilogue,
 )
-from ember.dialects.twins import spec_of
+from ember.dialects.twins import buffer_format, spec_of
 
 
 class _InOutOp(IRDLOperation):
@@ -59,7 +59,7 @@ class _InOutOp(IRDLOperation):
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+    assembly_format = buffer_format("input")
 
 
 class _DataIndicesOp(IRDLOperation):
@@ -69,10 +69,7 @@ class _DataIndicesOp(IRDLOperation):
     indices = operand_def(MemRefType)
     output = operand_def(MemRefType)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
-        "`->` type($output)"
-    )
+    assembly_format = buffer_format("data", "indices")
 
 
 class _ScatterOp(IRDLOperation):
@@ -83,10 +80,7 @@ class _ScatterOp(IRDLOperation):
     updates = operand_def(MemRefType)
     output = operand_def(MemRefType)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
-        "type($indices) `,` type($updates) `->` type($output)"
-    )
+    assembly_format = buffer_format("data", "indices", "updates")
 
 
 @irdl_op_definition
@@ -306,7 +300,7 @@ class CopyOp(IRDLOperation):
     name = "kernel.copy"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+    assembly_format = buffer_format("input")
 
 
 @irdl_op_definition
@@ -346,10 +340,7 @@ class OneHotOp(graph.OneHotSpec, IRDLOperation):
     values = operand_def(MemRefType)
     output = operand_def(MemRefType)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$indices `,` $values `->` $output attr-dict `:` type($indices) `,` type($values) "
-        "`->` type($output)"
-    )
+    assembly_format = buffer_format("indices", "values")
 
 
 @irdl_op_definition
@@ -360,10 +351,7 @@ class RangeOp(graph.RangeSpec, IRDLOperation):
     start = operand_def(MemRefType)
     delta = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    assembly_format = (
-        "$start `,` $delta `->` $output attr-dict `:` type($start) `,` type($delta) "
-        "`->` type($output)"
-    )
+    assembly_format = buffer_format("start", "delta")
 
 
 @irdl_op_definition
@@ -539,10 +527,7 @@ class InsertSliceOp(IRDLOperation):
     input = operand_def(MemRefType)
     index = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    assembly_format = (
-        "$input `,` $index `->` $output attr-dict `:` type($input) `,` type($index) "
-        "`->` type($output)"
-    )
+    assembly_format = buffer_format("input", "index")
 
     def verify_(self) -> None:
         if shape_of(self.output)[1:] != shape_of(self.input) or shape_of(self.index) != ():
@@ -569,10 +554,7 @@ class NonMaxSuppressionOp(graph.NonMaxSuppressionSpec, IRDLOperation):
     workspace = operand_def(MemRefType)
     output = operand_def(MemRefType)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$boxes `,` $scores `,` $workspace `->` $output attr-dict `:` type($boxes) `,` "
-        "type($scores) `,` type($workspace) `->` type($output)"
-    )
+    assembly_format = buffer_format("boxes", "scores", "workspace")
 
 
 KERNEL_OPS.append(NonMaxSuppressionOp)

@@ -40,3 +40,20 @@ def shared_properties(op: IRDLOperation, twin: type[IRDLOperation]) -> dict[str,
         for name in twin.get_irdl_definition().properties
         if name in own and name in op.properties and name not in _SEGMENT_SIZES
     }
+
+
+def tensor_format(*operands: str) -> str:
+    """The assembly format of a graph op on `operands` with one result `output`:
+    $a `,` $b attr-dict `:` type($a) `,` type($b) `->` type($output)."""
+    types = " `,` ".join(f"type(${name})" for name in operands)
+    names = " `,` ".join("$" + name for name in operands)
+    return f"{names} attr-dict `:` {types} `->` type($output)"
+
+
+def buffer_format(*inputs: str) -> str:
+    """The assembly format of a kernel op reading `inputs` and writing its last operand,
+    `output` (destination-passing style):
+    $a `,` $b `->` $output attr-dict `:` type($a) `,` type($b) `->` type($output)."""
+    types = " `,` ".join(f"type(${name})" for name in inputs)
+    names = " `,` ".join("$" + name for name in inputs)
+    return f"{names} `->` $output attr-dict `:` {types} `->` type($output)"
