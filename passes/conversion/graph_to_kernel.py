@@ -503,7 +503,14 @@ class _Bufferizer:
         kernel_operands = [name for name, _ in kernel_op.get_irdl_definition().operands]
 
         def convert(op: IRDLOperation) -> None:
-            results = [name for name, _ in type(op).get_irdl_definition().results]
+            graph_def = type(op).get_irdl_definition()
+            properties = shared_properties(op, kernel_op)
+            dropped = [n for n, _ in graph_def.operands if n not in kernel_operands] + [
+                n for n in op.properties if n not in properties and not n.endswith("SegmentSizes")
+            ]
+            if dropped:  # the kernel would compute something else: never convert silently
+                raise ConversionError(f"{kernel_op.name} takes no {', '.join(dropped)}")
+            results = [name for name, _ in graph_def.results]
             outputs = {
                 name: self.alloc(value)
                 for name in results
@@ -519,7 +526,6 @@ class _Bufferizer:
                     operands.append(self.buffer(value))
                 else:  # an absent optional operand (None) or a variadic one
                     operands.append([self.buffer(v) for v in value or ()])
-            properties = shared_properties(op, kernel_op)
             self.emit(kernel_op(operands=operands, properties=properties))
             for name, out in outputs.items():
                 self.buffers[getattr(op, name)] = out

@@ -16,6 +16,7 @@ from xdsl.utils.exceptions import VerifyException
 from ember.dialects import graph, kernel
 from ember.dialects.twins import TwinSpec, spec_of
 from ember.dialects.weights import WeightStore, make_context
+from ember.passes.conversion.graph_to_kernel import ConversionError
 from ember.passes.pipeline import build_pipeline
 from ember.tests.filecheck_util import assert_filecheck
 
@@ -121,3 +122,20 @@ builtin.module {{
     module = Parser(ctx, text).parse_module()
     with pytest.raises(VerifyException, match=re.escape(message)):
         module.verify()
+
+
+def test_generic_conversion_refuses_what_the_kernel_would_drop() -> None:
+    text = """
+builtin.module {
+  func.func @main(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+    %y = graph.softmax %x {axis = 1 : i64} : tensor<2x8xf32> -> tensor<2x8xf32>
+    func.return %y : tensor<2x8xf32>
+  }
+}
+"""
+    ctx = make_context(WeightStore())
+    module = Parser(ctx, text).parse_module()
+    softmax = next(op for op in module.walk() if isinstance(op, graph.SoftmaxOp))
+    softmax.properties["temperature"] = IntegerAttr(2, i64)  # a property no kernel reads
+    with pytest.raises(ConversionError, match="kernel.softmax takes no temperature"):
+        build_pipeline("convert-graph-to-kernel").apply(ctx, module)
