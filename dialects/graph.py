@@ -162,18 +162,23 @@ class _ScatterOp(IRDLOperation):
 # Constants
 
 
+class WeightRef:
+    """An op naming an entry of the WeightStore by `ref` (graph.constant, kernel.weight)."""
+
+    ref = prop_def(StringAttr)
+    assembly_format = "$ref attr-dict `:` type($output)"
+
+    def __init__(self, ref: str, result_type: Attribute):
+        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])  # type: ignore[call-arg]
+
+
 @irdl_op_definition
-class ConstantOp(IRDLOperation):
+class ConstantOp(WeightRef, IRDLOperation):
     """A weight or folded constant: `ref` names an entry of the WeightStore."""
 
     name = "graph.constant"
-    ref = prop_def(StringAttr)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$ref attr-dict `:` type($output)"
-
-    def __init__(self, ref: str, result_type: TensorType):
-        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])
 
 
 # ---------------------------------------------------------------------------------------------

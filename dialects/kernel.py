@@ -84,17 +84,12 @@ class _ScatterOp(IRDLOperation):
 
 
 @irdl_op_definition
-class WeightOp(IRDLOperation):
+class WeightOp(graph.WeightRef, IRDLOperation):
     """A (pre-packed) weight buffer: `ref` names an entry of the WeightStore."""
 
     name = "kernel.weight"
-    ref = prop_def(StringAttr)
     output = result_def(MemRefType)
     traits = traits_def(NoMemoryEffect())
-    assembly_format = "$ref attr-dict `:` type($output)"
-
-    def __init__(self, ref: str, result_type: MemRefType):
-        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])
 
 
 @irdl_op_definition
