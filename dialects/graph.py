@@ -49,6 +49,8 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
+from ember.dialects.twins import TwinSpec, tensor_format
+
 # Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
 # travel in `activation_params`: clip -> (min, max); leaky_relu -> (alpha,).
 ACTIVATIONS = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh")
@@ -103,11 +105,19 @@ def _verify_same_shape(op: Operation, a: SSAValue, b: SSAValue) -> None:
         raise VerifyException(f"{op.name}: shape {shape_of(a)} != {shape_of(b)}")
 
 
+def verify_enum(op: Operation, prop: str, allowed: Sequence[str]) -> None:
+    """An enum-like string property (`activation`, `kind`, `reduction`, ...) holds one of
+    `allowed`, or is absent when optional. The IR keeps plain strings (`kind = "max"`)."""
+    attr = op.properties.get(prop)
+    if isinstance(attr, StringAttr) and attr.data not in allowed:
+        raise VerifyException(
+            f"{op.name}: unknown {prop} '{attr.data}' (expected one of {', '.join(allowed)})"
+        )
+
+
 def verify_epilogue(op: Operation) -> None:
     """Checks shared by every op carrying a fused epilogue (graph and kernel level)."""
-    act = op.activation  # type: ignore[attr-defined]
-    if act is not None and act.data not in ACTIVATIONS:
-        raise VerifyException(f"{op.name}: unknown activation '{act.data}'")
+    verify_enum(op, "activation", ACTIVATIONS)
     residual = op.residual  # type: ignore[attr-defined]
     if residual is not None and shape_of(residual) != shape_of(op.output):  # type: ignore[attr-defined]
         raise VerifyException(
@@ -115,22 +125,60 @@ def verify_epilogue(op: Operation) -> None:
         )
 
 
+class _InOutOp(IRDLOperation):
+    """An op computing `output` from `input` alone."""
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = tensor_format("input")
+
+
+class _DataIndicesOp(IRDLOperation):
+    """An op reading `data` at `indices`."""
+
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = tensor_format("data", "indices")
+
+
+class _ScatterOp(IRDLOperation):
+    """An op writing `updates` into a copy of `data` at `indices`."""
+
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = tensor_format("data", "indices", "updates")
+
+
 # ---------------------------------------------------------------------------------------------
 # Constants
 
 
+class WeightRef:
+    """An op naming an entry of the WeightStore by `ref` (graph.constant, kernel.weight)."""
+
+    ref = prop_def(StringAttr)
+    assembly_format = "$ref attr-dict `:` type($output)"
+
+    def __init__(self, ref: str, result_type: Attribute):
+        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])  # type: ignore[call-arg]
+
+
 @irdl_op_definition
-class ConstantOp(IRDLOperation):
+class ConstantOp(WeightRef, IRDLOperation):
     """A weight or folded constant: `ref` names an entry of the WeightStore."""
 
     name = "graph.constant"
-    ref = prop_def(StringAttr)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$ref attr-dict `:` type($output)"
-
-    def __init__(self, ref: str, result_type: TensorType):
-        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +191,7 @@ class UnaryElementwiseOp(IRDLOperation):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def __init__(self, input: SSAValue | Operation, **props: Attribute):
         value = SSAValue.get(input)
@@ -273,7 +321,7 @@ class CastOp(IRDLOperation):
     round_mode = opt_prop_def(StringAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def verify_(self) -> None:
         _verify_same_shape(self, self.input, self.output)
@@ -286,7 +334,7 @@ class BinaryElementwiseOp(IRDLOperation):
     rhs = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($output)"
+    assembly_format = tensor_format("lhs", "rhs")
 
     def __init__(self, lhs: SSAValue | Operation, rhs: SSAValue | Operation):
         lhs, rhs = SSAValue.get(lhs), SSAValue.get(rhs)
@@ -355,8 +403,7 @@ class CompareOp(BinaryElementwiseOp):
 
     def verify_(self) -> None:
         super().verify_()
-        if self.predicate.data not in self.PREDICATES:
-            raise VerifyException(f"graph.compare: unknown predicate '{self.predicate.data}'")
+        verify_enum(self, "predicate", self.PREDICATES)
 
 
 @irdl_op_definition
@@ -441,8 +488,7 @@ class TrigOp(UnaryElementwiseOp):
 
     def verify_(self) -> None:
         super().verify_()
-        if self.fn.data not in self.FUNCTIONS:
-            raise VerifyException(f"graph.trig: unknown function '{self.fn.data}'")
+        verify_enum(self, "fn", self.FUNCTIONS)
 
 
 @irdl_op_definition
@@ -479,10 +525,7 @@ class WhereOp(IRDLOperation):
     rhs = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = (
-        "$condition `,` $lhs `,` $rhs attr-dict `:` type($condition) `,` type($lhs) `,` "
-        "type($rhs) `->` type($output)"
-    )
+    assembly_format = tensor_format("condition", "lhs", "rhs")
 
     def verify_(self) -> None:
         _verify_broadcast_result(self, [self.condition, self.lhs, self.rhs], self.output)
@@ -506,10 +549,7 @@ class _TernaryBroadcastOp(IRDLOperation):
     zero_point = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = (
-        "$input `,` $scale `,` $zero_point attr-dict `:` type($input) `,` type($scale) `,` "
-        "type($zero_point) `->` type($output)"
-    )
+    assembly_format = tensor_format("input", "scale", "zero_point")
 
     def verify_(self) -> None:
         _verify_broadcast_result(self, [self.input, self.scale, self.zero_point], self.output)
@@ -654,10 +694,7 @@ class BatchNormOp(IRDLOperation):
     output = result_def(TensorType)
     epsilon = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$input `,` $scale `,` $bias `,` $mean `,` $var attr-dict `:` type($input) `,` "
-        "type($scale) `,` type($bias) `,` type($mean) `,` type($var) `->` type($output)"
-    )
+    assembly_format = tensor_format("input", "scale", "bias", "mean", "var")
 
     def verify_(self) -> None:
         _verify_same_shape(self, self.input, self.output)
@@ -667,8 +704,22 @@ class BatchNormOp(IRDLOperation):
                 raise VerifyException(f"graph.batch_norm: parameter shape != ({channels},)")
 
 
+class SameShapeSpec(TwinSpec):
+    """A twin whose output has its input's shape."""
+
+    def verify_(self) -> None:
+        _verify_same_shape(self, self.input, self.output)  # type: ignore[attr-defined, arg-type]
+
+
+class LayerNormSpec(SameShapeSpec):
+    """LayerNormalization over axes [axis, rank) (graph.layer_norm, kernel.layer_norm)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    epsilon = prop_def(FloatAttr)
+
+
 @irdl_op_definition
-class LayerNormOp(IRDLOperation):
+class LayerNormOp(LayerNormSpec, IRDLOperation):
     """LayerNormalization over axes [axis, rank)."""
 
     name = "graph.layer_norm"
@@ -677,63 +728,47 @@ class LayerNormOp(IRDLOperation):
     scale = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    epsilon = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$input `,` $scale (`,` $bias^)? attr-dict `:` type($input) `,` type($scale) "
         "(`,` type($bias)^)? `->` type($output)"
     )
 
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.input, self.output)
 
+class LRNSpec(SameShapeSpec):
+    """Local response normalization across channels (graph.lrn, kernel.lrn)."""
 
-@irdl_op_definition
-class LRNOp(IRDLOperation):
-    """Local response normalization across channels (ONNX LRN)."""
-
-    name = "graph.lrn"
-    traits = traits_def(Pure())
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
     size = prop_def(IntegerAttr[I64])
     alpha = prop_def(FloatAttr)
     beta = prop_def(FloatAttr)
     bias = prop_def(FloatAttr)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.input, self.output)
 
 
 @irdl_op_definition
-class SoftmaxOp(IRDLOperation):
+class LRNOp(LRNSpec, _InOutOp):
+    """Local response normalization across channels (ONNX LRN)."""
+
+    name = "graph.lrn"
+
+
+class SoftmaxSpec(SameShapeSpec):
+    """Softmax (or, with `log`, LogSoftmax) along one axis (graph.softmax, kernel.softmax)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    log = opt_prop_def(UnitAttr)  # LogSoftmax
+
+
+@irdl_op_definition
+class SoftmaxOp(SoftmaxSpec, _InOutOp):
     """Softmax along one axis (opset-13 semantics; older opsets are rewritten by the frontend)."""
 
     name = "graph.softmax"
-    traits = traits_def(Pure())
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    log = opt_prop_def(UnitAttr)  # LogSoftmax
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.input, self.output)
 
 
-class PoolOp(IRDLOperation):
-    traits = traits_def(Pure())
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
+class PoolOp(_InOutOp):
     kernel_shape = prop_def(DenseArrayBase)
     strides = prop_def(DenseArrayBase)
     pads = prop_def(DenseArrayBase)  # [top, left, bottom, right]
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         x, y = shape_of(self.input), shape_of(self.output)
@@ -753,23 +788,17 @@ class AveragePoolOp(PoolOp):
 
 
 @irdl_op_definition
-class ReduceOp(IRDLOperation):
+class ReduceOp(_InOutOp):
     """Reduction over `axes` (kind: sum, mean, max, min, prod); GlobalAveragePool is a mean."""
 
     name = "graph.reduce"
-    traits = traits_def(Pure())
     KINDS: ClassVar[tuple[str, ...]] = ("sum", "mean", "max", "min", "prod")
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
     reduction = prop_def(StringAttr)
     axes = prop_def(DenseArrayBase)
     keepdims = prop_def(IntegerAttr[I64])
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
-        if self.reduction.data not in self.KINDS:
-            raise VerifyException(f"graph.reduce: unknown reduction '{self.reduction.data}'")
+        verify_enum(self, "reduction", self.KINDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,7 +813,7 @@ class ReshapeOp(IRDLOperation):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def verify_(self) -> None:
         import math
@@ -796,31 +825,26 @@ class ReshapeOp(IRDLOperation):
             )
 
 
-@irdl_op_definition
-class TransposeOp(IRDLOperation):
-    name = "graph.transpose"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
+class TransposeSpec(TwinSpec):
+    """graph.transpose and kernel.transpose: output = input with its axes permuted."""
+
     perm = prop_def(DenseArrayBase)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         x, y, perm = shape_of(self.input), shape_of(self.output), int_values(self.perm)
         if sorted(perm) != list(range(len(x))) or tuple(x[p] for p in perm) != y:
-            raise VerifyException(f"graph.transpose: perm {perm} maps {x} not to {y}")
+            raise VerifyException(f"{self.name}: perm {perm} maps {x} not to {y}")
 
 
 @irdl_op_definition
-class ConcatOp(IRDLOperation):
-    name = "graph.concat"
-    inputs = var_operand_def(TensorType)
-    output = result_def(TensorType)
+class TransposeOp(TransposeSpec, _InOutOp):
+    name = "graph.transpose"
+
+
+class ConcatSpec(TwinSpec):
+    """graph.concat and kernel.concat: the inputs joined along `axis`."""
+
     axis = prop_def(IntegerAttr[I64])
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$inputs attr-dict `:` type($inputs) `->` type($output)"
 
     def verify_(self) -> None:
         axis = self.axis.value.data
@@ -829,53 +853,60 @@ class ConcatOp(IRDLOperation):
         for operand in self.inputs:
             s = shape_of(operand)
             if len(s) != len(y) or any(s[i] != y[i] for i in range(len(y)) if i != axis):
-                raise VerifyException(f"graph.concat: input {s} incompatible with output {y}")
+                raise VerifyException(f"{self.name}: input {s} incompatible with output {y}")
             total += s[axis]
         if total != y[axis]:
-            raise VerifyException(f"graph.concat: inputs sum to {total} along axis {axis}")
+            raise VerifyException(f"{self.name}: inputs sum to {total} along axis {axis}")
 
 
 @irdl_op_definition
-class GatherOp(IRDLOperation):
+class ConcatOp(ConcatSpec, IRDLOperation):
+    name = "graph.concat"
+    inputs = var_operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$inputs attr-dict `:` type($inputs) `->` type($output)"
+
+
+class GatherSpec(TwinSpec):
+    """ONNX Gather: out = take(data, indices, axis) (graph.gather, kernel.gather)."""
+
+    axis = prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)  # type: ignore[attr-defined]
+        axis = self.axis.value.data
+        if y != (*d[:axis], *i, *d[axis + 1 :]):
+            raise VerifyException(f"{self.name}: output {y} != data {d} gathered by {i}")  # type: ignore[attr-defined]
+
+
+@irdl_op_definition
+class GatherOp(GatherSpec, _DataIndicesOp):
     """ONNX Gather: out = take(data, indices, axis); indices are i64 (or i32)."""
 
     name = "graph.gather"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)
-        axis = self.axis.value.data
-        if y != (*d[:axis], *i, *d[axis + 1 :]):
-            raise VerifyException(f"graph.gather: output {y} != data {d} gathered by {i}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Structural ops (slices, broadcasts, index reductions, scans)
 
 
-@irdl_op_definition
-class SliceOp(IRDLOperation):
-    """out[i] = input[starts + i * steps] per axis; the result type gives the counts."""
+class SliceSpec(TwinSpec):
+    """graph.slice and kernel.slice (see SliceOp)."""
 
-    name = "graph.slice"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
     starts = prop_def(DenseArrayBase)
     steps = prop_def(DenseArrayBase)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
+
+
+@irdl_op_definition
+class SliceOp(SliceSpec, _InOutOp):
+    """out[i] = input[starts + i * steps] per axis; the result type gives the counts."""
+
+    name = "graph.slice"
 
 
 def verify_slice(
@@ -906,7 +937,7 @@ class ExpandOp(IRDLOperation):
     input = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = tensor_format("input")
 
     def verify_(self) -> None:
         if not broadcasts_to(shape_of(self.input), shape_of(self.output)):
@@ -916,8 +947,23 @@ class ExpandOp(IRDLOperation):
             )
 
 
+class RangeSpec(TwinSpec):
+    """graph.range and kernel.range (see RangeOp)."""
+
+    def verify_(self) -> None:
+        if len(shape_of(self.output)) != 1:
+            raise VerifyException(f"{self.name}: output {shape_of(self.output)} is not 1-D")
+        for operand in (self.start, self.delta):
+            if shape_of(operand) != (1,) or element_type_of(operand) != element_type_of(
+                self.output
+            ):
+                raise VerifyException(
+                    f"{self.name}: start and delta must be 1-element tensors of the output's type"
+                )
+
+
 @irdl_op_definition
-class RangeOp(IRDLOperation):
+class RangeOp(RangeSpec, IRDLOperation):
     """output[i] = start + i * delta (ONNX Range with its length known): a kernel, so that
     a long range costs its length in memory at run time, not at compile time."""
 
@@ -926,70 +972,68 @@ class RangeOp(IRDLOperation):
     delta = operand_def(TensorType)
     output = result_def(TensorType)
     traits = traits_def(Pure())
-    assembly_format = (
-        "$start `,` $delta attr-dict `:` type($start) `,` type($delta) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        if len(shape_of(self.output)) != 1:
-            raise VerifyException(f"graph.range: output {shape_of(self.output)} is not 1-D")
-        for operand in (self.start, self.delta):
-            if shape_of(operand) != (1,) or element_type_of(operand) != element_type_of(
-                self.output
-            ):
-                raise VerifyException(
-                    "graph.range: start and delta must be 1-element tensors of the output's type"
-                )
+    assembly_format = tensor_format("start", "delta")
 
 
-@irdl_op_definition
-class ArgReduceOp(IRDLOperation):
-    """ArgMax/ArgMin (kind max|min) along `axis`; the i64 result keeps the axis as size 1."""
+class ArgReduceSpec(TwinSpec):
+    """graph.arg_reduce and kernel.arg_reduce (see ArgReduceOp)."""
 
-    name = "graph.arg_reduce"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
+    KINDS: ClassVar[tuple[str, ...]] = ("max", "min")
     kind = prop_def(StringAttr)
     axis = prop_def(IntegerAttr[I64])
     select_last_index = prop_def(IntegerAttr[I64])
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
-        if self.kind.data not in ("max", "min"):
-            raise VerifyException(f"graph.arg_reduce: unknown kind '{self.kind.data}'")
+        verify_enum(self, "kind", self.KINDS)  # type: ignore[arg-type]
         if not 0 <= axis < len(x) or y != tuple(1 if i == axis else d for i, d in enumerate(x)):
-            raise VerifyException(f"graph.arg_reduce: output {y} != {x} reduced along {axis}")
+            raise VerifyException(f"{self.name}: output {y} != {x} reduced along {axis}")
         if element_type_of(self.output) != i64:
-            raise VerifyException("graph.arg_reduce: result must be i64")
+            raise VerifyException(f"{self.name}: result must be i64")
 
 
 @irdl_op_definition
-class CumSumOp(IRDLOperation):
-    """Running sum (or, with `product`, product) along `axis` (ONNX CumSum/CumProd with their
-    exclusive/reverse flags)."""
+class ArgReduceOp(ArgReduceSpec, _InOutOp):
+    """ArgMax/ArgMin (kind max|min) along `axis`; the i64 result keeps the axis as size 1."""
 
-    name = "graph.cumsum"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
+    name = "graph.arg_reduce"
+
+
+class CumSumSpec(TwinSpec):
+    """graph.cumsum and kernel.cumsum (see CumSumOp)."""
+
     axis = prop_def(IntegerAttr[I64])
     exclusive = prop_def(IntegerAttr[I64])
     reverse = prop_def(IntegerAttr[I64])
     product = opt_prop_def(UnitAttr)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         _verify_same_shape(self, self.input, self.output)
         if not 0 <= self.axis.value.data < len(shape_of(self.input)):
-            raise VerifyException(f"graph.cumsum: axis {self.axis.value.data} out of range")
+            raise VerifyException(f"{self.name}: axis {self.axis.value.data} out of range")
 
 
 @irdl_op_definition
-class GatherElementsOp(IRDLOperation):
+class CumSumOp(CumSumSpec, _InOutOp):
+    """Running sum (or, with `product`, product) along `axis` (ONNX CumSum/CumProd with their
+    exclusive/reverse flags)."""
+
+    name = "graph.cumsum"
+
+
+class GatherElementsSpec(TwinSpec):
+    """graph.gather_elements and kernel.gather_elements (see GatherElementsOp)."""
+
+    axis = prop_def(IntegerAttr[I64])
+    ignore_index = opt_prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))  # type: ignore[attr-defined, arg-type]
+        _verify_same_shape(self, self.indices, self.output)  # type: ignore[attr-defined, arg-type]
+
+
+@irdl_op_definition
+class GatherElementsOp(GatherElementsSpec, _DataIndicesOp):
     """out[i] = data[i with axis coordinate indices[i]] (ONNX GatherElements).
 
     Data dims of size 1 broadcast against the indices. With `ignore_index`, positions whose
@@ -997,20 +1041,6 @@ class GatherElementsOp(IRDLOperation):
     """
 
     name = "graph.gather_elements"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    ignore_index = opt_prop_def(IntegerAttr[I64])
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))
-        _verify_same_shape(self, self.indices, self.output)
 
 
 def verify_gather_elements(op: Operation, data: tuple[int, ...], indices: tuple[int, ...]) -> None:
@@ -1022,8 +1052,21 @@ def verify_gather_elements(op: Operation, data: tuple[int, ...], indices: tuple[
             raise VerifyException(f"{op.name}: data dim {d} ({n}) does not fit indices ({m})")
 
 
+class OneHotSpec(TwinSpec):
+    """graph.one_hot and kernel.one_hot (see OneHotOp)."""
+
+    axis = prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        x, y, axis = shape_of(self.indices), shape_of(self.output), self.axis.value.data  # type: ignore[attr-defined]
+        if not 0 <= axis < len(y) or y[:axis] + y[axis + 1 :] != x:
+            raise VerifyException(f"{self.name}: output {y} is not indices {x} + axis {axis}")  # type: ignore[attr-defined]
+        if shape_of(self.values) != (2,) or element_type_of(self.indices) != i64:  # type: ignore[attr-defined]
+            raise VerifyException(f"{self.name}: needs i64 indices and values of shape (2,)")  # type: ignore[attr-defined]
+
+
 @irdl_op_definition
-class OneHotOp(IRDLOperation):
+class OneHotOp(OneHotSpec, IRDLOperation):
     """values[1] where the position along `axis` equals the (i64) index, values[0] elsewhere.
 
     The result has the index shape with a `depth`-long axis inserted at `axis`; negative
@@ -1034,122 +1077,97 @@ class OneHotOp(IRDLOperation):
     indices = operand_def(TensorType)
     values = operand_def(TensorType)
     output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$indices `,` $values attr-dict `:` type($indices) `,` type($values) `->` type($output)"
-    )
+    assembly_format = tensor_format("indices", "values")
+
+
+class ScatterElementsSpec(TwinSpec):
+    """graph.scatter_elements and kernel.scatter_elements (see ScatterElementsOp)."""
+
+    REDUCTIONS: ClassVar[tuple[str, ...]] = ("none", "add", "mul", "max", "min")
+    axis = prop_def(IntegerAttr[I64])
+    reduction = prop_def(StringAttr)
 
     def verify_(self) -> None:
-        x, y, axis = shape_of(self.indices), shape_of(self.output), self.axis.value.data
-        if not 0 <= axis < len(y) or y[:axis] + y[axis + 1 :] != x:
-            raise VerifyException(f"graph.one_hot: output {y} is not indices {x} + axis {axis}")
-        if shape_of(self.values) != (2,) or element_type_of(self.indices) != i64:
-            raise VerifyException("graph.one_hot: needs i64 indices and values of shape (2,)")
+        _verify_same_shape(self, self.data, self.output)  # type: ignore[attr-defined, arg-type]
+        _verify_same_shape(self, self.indices, self.updates)  # type: ignore[attr-defined, arg-type]
+        verify_enum(self, "reduction", self.REDUCTIONS)  # type: ignore[arg-type]
+        d, i = shape_of(self.data), shape_of(self.indices)  # type: ignore[attr-defined]
+        axis = self.axis.value.data
+        if len(d) != len(i) or any(k != axis and i[k] > d[k] for k in range(len(d))):
+            raise VerifyException(f"{self.name}: indices {i} do not fit data {d}")  # type: ignore[attr-defined]
 
 
 @irdl_op_definition
-class ScatterElementsOp(IRDLOperation):
+class ScatterElementsOp(ScatterElementsSpec, _ScatterOp):
     """data with updates[i] written (or combined: add|mul|max|min) at i's position, its axis
     coordinate replaced by indices[i] (ONNX ScatterElements); updates apply in order."""
 
     name = "graph.scatter_elements"
-    REDUCTIONS: ClassVar[tuple[str, ...]] = ("none", "add", "mul", "max", "min")
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    updates = operand_def(TensorType)
-    output = result_def(TensorType)
-    axis = prop_def(IntegerAttr[I64])
-    reduction = prop_def(StringAttr)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
-        "type($updates) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.data, self.output)
-        _verify_same_shape(self, self.indices, self.updates)
-        if self.reduction.data not in self.REDUCTIONS:
-            raise VerifyException(f"graph.scatter_elements: reduction '{self.reduction.data}'")
-        d, i = shape_of(self.data), shape_of(self.indices)
-        axis = self.axis.value.data
-        if len(d) != len(i) or any(k != axis and i[k] > d[k] for k in range(len(d))):
-            raise VerifyException(f"graph.scatter_elements: indices {i} do not fit data {d}")
 
 
-@irdl_op_definition
-class TopKOp(IRDLOperation):
-    """i64 indices of the k largest (or smallest) elements along `axis`, best first, ties by
-    lower index (ONNX TopK's indices; its values are a gather_elements of these)."""
+class TopKSpec(TwinSpec):
+    """graph.top_k and kernel.top_k (see TopKOp)."""
 
-    name = "graph.top_k"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
     axis = prop_def(IntegerAttr[I64])
     largest = prop_def(IntegerAttr[I64])
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
         x, y, axis = shape_of(self.input), shape_of(self.output), self.axis.value.data
         if len(x) != len(y) or not 0 <= axis < len(x) or not 1 <= y[axis] <= x[axis]:
-            raise VerifyException(f"graph.top_k: output {y} does not select from {x}")
+            raise VerifyException(f"{self.name}: output {y} does not select from {x}")
         if any(x[d] != y[d] for d in range(len(x)) if d != axis):
-            raise VerifyException(f"graph.top_k: output {y} does not select from {x}")
+            raise VerifyException(f"{self.name}: output {y} does not select from {x}")
         if element_type_of(self.output) != i64:
-            raise VerifyException("graph.top_k: result must be i64")
+            raise VerifyException(f"{self.name}: result must be i64")
 
 
 @irdl_op_definition
-class GatherNDOp(IRDLOperation):
+class TopKOp(TopKSpec, _InOutOp):
+    """i64 indices of the k largest (or smallest) elements along `axis`, best first, ties by
+    lower index (ONNX TopK's indices; its values are a gather_elements of these)."""
+
+    name = "graph.top_k"
+
+
+class GatherNDSpec(TwinSpec):
+    """graph.gather_nd and kernel.gather_nd (see GatherNDOp)."""
+
+    batch_dims = prop_def(IntegerAttr[I64])
+
+    def verify_(self) -> None:
+        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)  # type: ignore[attr-defined]
+        b = self.batch_dims.value.data
+        if not i or d[:b] != i[:b] or b + i[-1] > len(d) or y != (*i[:-1], *d[b + i[-1] :]):
+            raise VerifyException(f"{self.name}: data {d}, indices {i} -> output {y}")  # type: ignore[attr-defined]
+
+
+@irdl_op_definition
+class GatherNDOp(GatherNDSpec, _DataIndicesOp):
     """ONNX GatherND: each index tuple (the last indices dim) picks a slice of data."""
 
     name = "graph.gather_nd"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    output = result_def(TensorType)
-    batch_dims = prop_def(IntegerAttr[I64])
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices attr-dict `:` type($data) `,` type($indices) `->` type($output)"
-    )
+
+
+class ScatterNDSpec(TwinSpec):
+    """graph.scatter_nd and kernel.scatter_nd (see ScatterNDOp)."""
+
+    reduction = prop_def(StringAttr)
 
     def verify_(self) -> None:
-        d, i, y = shape_of(self.data), shape_of(self.indices), shape_of(self.output)
-        b = self.batch_dims.value.data
-        if not i or d[:b] != i[:b] or b + i[-1] > len(d) or y != (*i[:-1], *d[b + i[-1] :]):
-            raise VerifyException(f"graph.gather_nd: data {d}, indices {i} -> output {y}")
+        _verify_same_shape(self, self.data, self.output)  # type: ignore[attr-defined, arg-type]
+        d, i, u = shape_of(self.data), shape_of(self.indices), shape_of(self.updates)  # type: ignore[attr-defined]
+        if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
+            raise VerifyException(f"{self.name}: data {d}, indices {i}, updates {u}")  # type: ignore[attr-defined]
+        verify_enum(self, "reduction", ScatterElementsSpec.REDUCTIONS)  # type: ignore[arg-type]
 
 
 @irdl_op_definition
-class ScatterNDOp(IRDLOperation):
+class ScatterNDOp(ScatterNDSpec, _ScatterOp):
     """ONNX ScatterND: data with each index tuple's slice replaced (or combined) by updates."""
 
     name = "graph.scatter_nd"
-    data = operand_def(TensorType)
-    indices = operand_def(TensorType)
-    updates = operand_def(TensorType)
-    output = result_def(TensorType)
-    reduction = prop_def(StringAttr)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates attr-dict `:` type($data) `,` type($indices) `,` "
-        "type($updates) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        _verify_same_shape(self, self.data, self.output)
-        d, i, u = shape_of(self.data), shape_of(self.indices), shape_of(self.updates)
-        if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
-            raise VerifyException(f"graph.scatter_nd: data {d}, indices {i}, updates {u}")
-        if self.reduction.data not in ScatterElementsOp.REDUCTIONS:
-            raise VerifyException(f"graph.scatter_nd: reduction '{self.reduction.data}'")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1164,9 +1182,9 @@ RECURRENT_DIRECTIONS = ("forward", "reverse", "bidirectional")
 
 def verify_recurrent(op: Operation, y: SSAValue, y_h: SSAValue, y_c: SSAValue | None) -> None:
     """Checks shared by graph.recurrent and kernel.recurrent (see RecurrentOp)."""
+    verify_enum(op, "cell", tuple(RECURRENT_GATES))
+    verify_enum(op, "direction", RECURRENT_DIRECTIONS)
     cell, direction = op.cell.data, op.direction.data  # type: ignore[attr-defined]
-    if cell not in RECURRENT_GATES or direction not in RECURRENT_DIRECTIONS:
-        raise VerifyException(f"{op.name}: unknown cell '{cell}' or direction '{direction}'")
     gates = RECURRENT_GATES[cell]
     seq, dirs, batch, hidden = shape_of(y)
     if dirs != (2 if direction == "bidirectional" else 1):
@@ -1205,8 +1223,23 @@ def verify_recurrent(op: Operation, y: SSAValue, y_h: SSAValue, y_c: SSAValue | 
         )
 
 
+class RecurrentSpec(TwinSpec):
+    """graph.recurrent and kernel.recurrent (see RecurrentOp)."""
+
+    cell = prop_def(StringAttr)
+    direction = prop_def(StringAttr)
+    activations = prop_def(ArrayAttr)
+    activation_params = prop_def(DenseArrayBase)
+    clip = opt_prop_def(FloatAttr)
+    input_forget = opt_prop_def(UnitAttr)
+    linear_before_reset = opt_prop_def(UnitAttr)
+
+    def verify_(self) -> None:
+        verify_recurrent(self, self.y, self.y_h, self.y_c)
+
+
 @irdl_op_definition
-class RecurrentOp(IRDLOperation):
+class RecurrentOp(RecurrentSpec, IRDLOperation):
     """ONNX LSTM / GRU / RNN after the input projection (layout 0: time major).
 
     `x_proj[t, b, (d, gate, j)]` is X @ W^T plus the biases that add before the recurrence;
@@ -1228,21 +1261,11 @@ class RecurrentOp(IRDLOperation):
     y = result_def(TensorType)
     y_h = result_def(TensorType)
     y_c = opt_result_def(TensorType)
-    cell = prop_def(StringAttr)
-    direction = prop_def(StringAttr)
-    activations = prop_def(ArrayAttr)
-    activation_params = prop_def(DenseArrayBase)
-    clip = opt_prop_def(FloatAttr)
-    input_forget = opt_prop_def(UnitAttr)
-    linear_before_reset = opt_prop_def(UnitAttr)
     irdl_options = (
         ParsePropInAttrDict(),
         AttrSizedOperandSegments(as_property=True),
         AttrSizedResultSegments(as_property=True),
     )
-
-    def verify_(self) -> None:
-        verify_recurrent(self, self.y, self.y_h, self.y_c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1281,8 +1304,25 @@ def attention_dims(
     return b, h, sq, sk, d, dv
 
 
+class AttentionSpec(TwinSpec):
+    """graph.attention and kernel.attention (see AttentionOp)."""
+
+    scale = prop_def(FloatAttr)
+    seq_major = prop_def(DenseArrayBase)
+
+    def verify_(self) -> None:
+        mask = None if self.mask is None else shape_of(self.mask)
+        attention_dims(
+            self.name,
+            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
+            mask,
+            shape_of(self.output),
+            int_values(self.seq_major),
+        )
+
+
 @irdl_op_definition
-class AttentionOp(IRDLOperation):
+class AttentionOp(AttentionSpec, IRDLOperation):
     """softmax(scale * Q @ K^T + mask) @ V over the keys, per batch and head, as one op.
 
     q [B, H, Sq, D]; k_t [B, H, D, Sk] (K transposed, as exporters write it); v [B, H, Sk, Dv];
@@ -1298,23 +1338,11 @@ class AttentionOp(IRDLOperation):
     v = operand_def(TensorType)
     mask = opt_operand_def(TensorType)
     output = result_def(TensorType)
-    scale = prop_def(FloatAttr)
-    seq_major = prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$q `,` $k_t `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k_t) `,` "
         "type($v) (`,` type($mask)^)? `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        mask = None if self.mask is None else shape_of(self.mask)
-        attention_dims(
-            self.name,
-            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
-            mask,
-            shape_of(self.output),
-            int_values(self.seq_major),
-        )
 
 
 GRAPH_OPS: list[type[IRDLOperation]] = [
@@ -1480,8 +1508,26 @@ GRAPH_OPS.append(QConvOp)
 # --- data-dependent output sizes (frontend/ops/data_dependent.py) ----------------------------
 
 
+class NonMaxSuppressionSpec(TwinSpec):
+    """graph.non_max_suppression and kernel.non_max_suppression (see NonMaxSuppressionOp)."""
+
+    center_point_box = prop_def(IntegerAttr[I64])
+    max_per_class = prop_def(IntegerAttr[I64])
+    iou_threshold = prop_def(FloatAttr)
+    score_threshold = opt_prop_def(FloatAttr)
+
+    def verify_(self) -> None:
+        verify_non_max_suppression(
+            self.name,
+            shape_of(self.boxes),
+            shape_of(self.scores),
+            shape_of(self.output),
+            self.max_per_class.value.data,
+        )
+
+
 @irdl_op_definition
-class NonMaxSuppressionOp(IRDLOperation):
+class NonMaxSuppressionOp(NonMaxSuppressionSpec, IRDLOperation):
     """ONNX NonMaxSuppression with its output bounded: boxes f32 [B, N, 4], scores f32
     [B, C, N] -> i64 [1 + B * C * max_per_class, 3]. Row 0 is [count, 0, 0]; rows 1 .. count
     are the selected (batch, class, box) triples, batch by batch, class by class, in the order
@@ -1491,24 +1537,9 @@ class NonMaxSuppressionOp(IRDLOperation):
     boxes = operand_def(TensorType)
     scores = operand_def(TensorType)
     output = result_def(TensorType)
-    center_point_box = prop_def(IntegerAttr[I64])
-    max_per_class = prop_def(IntegerAttr[I64])
-    iou_threshold = prop_def(FloatAttr)
-    score_threshold = opt_prop_def(FloatAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$boxes `,` $scores attr-dict `:` type($boxes) `,` type($scores) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        verify_non_max_suppression(
-            "graph.non_max_suppression",
-            shape_of(self.boxes),
-            shape_of(self.scores),
-            shape_of(self.output),
-            self.max_per_class.value.data,
-        )
+    assembly_format = tensor_format("boxes", "scores")
 
 
 def verify_non_max_suppression(
@@ -1529,29 +1560,27 @@ def verify_non_max_suppression(
 GRAPH_OPS.append(NonMaxSuppressionOp)
 
 
-@irdl_op_definition
-class NonZeroOp(IRDLOperation):
-    """ONNX NonZero, bounded: the coordinates of the nonzero elements of `input` (NaN is
-    nonzero) in row-major order, packed in i64 [1 + rank * numel]: element 0 is their count,
-    then one row of numel per dimension, each holding the count coordinates then zeros."""
-
-    name = "graph.nonzero"
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+class NonZeroSpec(TwinSpec):
+    """graph.nonzero and kernel.nonzero (see NonZeroOp)."""
 
     def verify_(self) -> None:
         dims = shape_of(self.input)
         size = 1 + len(dims) * int(np.prod(dims))
         if not dims or shape_of(self.output) != (size,) or element_type_of(self.output) != i64:
-            raise VerifyException(f"graph.nonzero: output must be i64 [{size}], input not 0-d")
+            raise VerifyException(f"{self.name}: output must be i64 [{size}], input not 0-d")
+
+
+@irdl_op_definition
+class NonZeroOp(NonZeroSpec, _InOutOp):
+    """ONNX NonZero, bounded: the coordinates of the nonzero elements of `input` (NaN is
+    nonzero) in row-major order, packed in i64 [1 + rank * numel]: element 0 is their count,
+    then one row of numel per dimension, each holding the count coordinates then zeros."""
+
+    name = "graph.nonzero"
 
 
 GRAPH_OPS.append(NonZeroOp)
 
-Graph = Dialect("graph", GRAPH_OPS, [])
 
 UNARY_OPS: tuple[type[UnaryElementwiseOp], ...] = tuple(
     op for op in GRAPH_OPS if issubclass(op, UnaryElementwiseOp)
@@ -1673,40 +1702,9 @@ class YieldOp(IRDLOperation):
 
 
 GRAPH_OPS.extend([LoopOp, IfOp, YieldOp])
+
+
 # --- RoiAlign with the adaptive sampling grid (kernel_to_loops/selection.py) ------------------
-
-
-@irdl_op_definition
-class RoiAlignAdaptiveOp(IRDLOperation):
-    """ONNX RoiAlign with sampling_ratio 0: x f32 [N, C, H, W], rois f32 [R, 4] (x1, y1, x2,
-    y2), batch_indices i64 [R] -> f32 [R, C, out_h, out_w]. Each box takes ceil(box size /
-    output size) samples per bin along each axis, a count known only at run time (as
-    onnxruntime). `max_mode` 1 maxes the weighted taps, 0 averages; `half_pixel` 1 shifts box
-    coordinates by -0.5 (coordinate_transformation_mode half_pixel)."""
-
-    name = "graph.roi_align_adaptive"
-    x = operand_def(TensorType)
-    rois = operand_def(TensorType)
-    batch_indices = operand_def(TensorType)
-    output = result_def(TensorType)
-    max_mode = prop_def(IntegerAttr[I64])
-    half_pixel = prop_def(IntegerAttr[I64])
-    spatial_scale = prop_def(FloatAttr)
-    traits = traits_def(Pure())
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$x `,` $rois `,` $batch_indices attr-dict `:` type($x) `,` type($rois) `,` "
-        "type($batch_indices) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        verify_roi_align_adaptive(
-            self.name,
-            shape_of(self.x),
-            shape_of(self.rois),
-            shape_of(self.batch_indices),
-            shape_of(self.output),
-        )
 
 
 def verify_roi_align_adaptive(
@@ -1723,6 +1721,44 @@ def verify_roi_align_adaptive(
         )
     if len(output) != 4 or tuple(output[:2]) != (rois[0], x[1]):
         raise VerifyException(f"{name}: output {output} is not [R, C, out_h, out_w]")
+
+
+class RoiAlignAdaptiveSpec(TwinSpec):
+    """graph.roi_align_adaptive and kernel.roi_align_adaptive (see RoiAlignAdaptiveOp)."""
+
+    max_mode = prop_def(IntegerAttr[I64])
+    half_pixel = prop_def(IntegerAttr[I64])
+    spatial_scale = prop_def(FloatAttr)
+
+    def verify_(self) -> None:
+        verify_roi_align_adaptive(
+            self.name,
+            shape_of(self.x),
+            shape_of(self.rois),
+            shape_of(self.batch_indices),
+            shape_of(self.output),
+        )
+
+
+@irdl_op_definition
+class RoiAlignAdaptiveOp(RoiAlignAdaptiveSpec, IRDLOperation):
+    """ONNX RoiAlign with sampling_ratio 0: x f32 [N, C, H, W], rois f32 [R, 4] (x1, y1, x2,
+    y2), batch_indices i64 [R] -> f32 [R, C, out_h, out_w]. Each box takes ceil(box size /
+    output size) samples per bin along each axis, a count known only at run time (as
+    onnxruntime). `max_mode` 1 maxes the weighted taps, 0 averages; `half_pixel` 1 shifts box
+    coordinates by -0.5 (coordinate_transformation_mode half_pixel)."""
+
+    name = "graph.roi_align_adaptive"
+    x = operand_def(TensorType)
+    rois = operand_def(TensorType)
+    batch_indices = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$x `,` $rois `,` $batch_indices attr-dict `:` type($x) `,` type($rois) `,` "
+        "type($batch_indices) `->` type($output)"
+    )
 
 
 GRAPH_OPS.append(RoiAlignAdaptiveOp)

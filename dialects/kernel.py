@@ -11,19 +11,19 @@ function. Conv and MatMul carry the epilogue (bias -> residual -> activation) fu
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import ClassVar
 
 from xdsl.dialects.builtin import (
     I64,
-    ArrayAttr,
     DenseArrayBase,
-    FloatAttr,
     IntegerAttr,
     MemRefType,
     StringAttr,
     UnitAttr,
 )
-from xdsl.ir import Dialect, Region
+from xdsl.ir import Dialect, Operation, Region
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
@@ -42,33 +42,54 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
+from ember.dialects import graph
 from ember.dialects.graph import (
     RECURRENT_GATES,
-    attention_dims,
     broadcasts_to,
-    int_values,
     shape_of,
+    verify_enum,
     verify_epilogue,
-    verify_gather_elements,
-    verify_non_max_suppression,
-    verify_recurrent,
-    verify_roi_align_adaptive,
-    verify_slice,
 )
+from ember.dialects.twins import buffer_format, spec_of
+
+
+class _InOutOp(IRDLOperation):
+    """A kernel that reads `input` and writes `output`."""
+
+    input = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = buffer_format("input")
+
+
+class _DataIndicesOp(IRDLOperation):
+    """A kernel that reads `data` at `indices` and writes `output`."""
+
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = buffer_format("data", "indices")
+
+
+class _ScatterOp(IRDLOperation):
+    """A kernel that writes `data` with `updates` at `indices` into `output`."""
+
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    updates = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = buffer_format("data", "indices", "updates")
 
 
 @irdl_op_definition
-class WeightOp(IRDLOperation):
+class WeightOp(graph.WeightRef, IRDLOperation):
     """A (pre-packed) weight buffer: `ref` names an entry of the WeightStore."""
 
     name = "kernel.weight"
-    ref = prop_def(StringAttr)
     output = result_def(MemRefType)
     traits = traits_def(NoMemoryEffect())
-    assembly_format = "$ref attr-dict `:` type($output)"
-
-    def __init__(self, ref: str, result_type: MemRefType):
-        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])
 
 
 @irdl_op_definition
@@ -150,36 +171,28 @@ class MatMulOp(IRDLOperation):
 
 
 @irdl_op_definition
-class PoolOp(IRDLOperation):
+class PoolOp(_InOutOp):
     """2-D max or average pooling over NCHW (`kind` = "max" | "avg")."""
 
     name = "kernel.pool"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
+    KINDS: ClassVar[tuple[str, ...]] = ("max", "avg")
     kind = prop_def(StringAttr)
     kernel_shape = prop_def(DenseArrayBase)
     strides = prop_def(DenseArrayBase)
     pads = prop_def(DenseArrayBase)
     count_include_pad = opt_prop_def(UnitAttr)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
     def verify_(self) -> None:
-        if self.kind.data not in ("max", "avg"):
-            raise VerifyException(f"kernel.pool: unknown kind '{self.kind.data}'")
+        verify_enum(self, "kind", self.KINDS)
 
 
 @irdl_op_definition
-class ReduceOp(IRDLOperation):
+class ReduceOp(_InOutOp):
     """Reduce `axes` of input into output (which keeps the reduced dims as size 1)."""
 
     name = "kernel.reduce"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
     kind = prop_def(StringAttr)  # sum | mean | max | min | prod
     axes = prop_def(DenseArrayBase)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
@@ -233,25 +246,17 @@ class ElementwiseOp(IRDLOperation):
 
 
 @irdl_op_definition
-class SoftmaxOp(IRDLOperation):
+class SoftmaxOp(graph.SoftmaxSpec, _InOutOp):
     name = "kernel.softmax"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    log = opt_prop_def(UnitAttr)  # LogSoftmax
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class LayerNormOp(IRDLOperation):
+class LayerNormOp(graph.LayerNormSpec, IRDLOperation):
     name = "kernel.layer_norm"
     input = operand_def(MemRefType)
     scale = operand_def(MemRefType)
     bias = opt_operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    epsilon = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
         "$input `,` $scale (`bias` $bias^)? `->` $output attr-dict `:` type($input) `,` "
@@ -260,34 +265,20 @@ class LayerNormOp(IRDLOperation):
 
 
 @irdl_op_definition
-class LRNOp(IRDLOperation):
+class LRNOp(graph.LRNSpec, _InOutOp):
     name = "kernel.lrn"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    size = prop_def(IntegerAttr[I64])
-    alpha = prop_def(FloatAttr)
-    beta = prop_def(FloatAttr)
-    bias = prop_def(FloatAttr)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class TransposeOp(IRDLOperation):
+class TransposeOp(graph.TransposeSpec, _InOutOp):
     name = "kernel.transpose"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    perm = prop_def(DenseArrayBase)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class ConcatOp(IRDLOperation):
+class ConcatOp(graph.ConcatSpec, IRDLOperation):
     name = "kernel.concat"
     inputs = var_operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
         "`(` $inputs `)` `->` $output attr-dict `:` `(` type($inputs) `)` `->` type($output)"
@@ -295,17 +286,8 @@ class ConcatOp(IRDLOperation):
 
 
 @irdl_op_definition
-class GatherOp(IRDLOperation):
+class GatherOp(graph.GatherSpec, _DataIndicesOp):
     name = "kernel.gather"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
-        "`->` type($output)"
-    )
 
 
 @irdl_op_definition
@@ -313,166 +295,86 @@ class CopyOp(IRDLOperation):
     name = "kernel.copy"
     input = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
+    assembly_format = buffer_format("input")
 
 
 @irdl_op_definition
-class SliceOp(IRDLOperation):
+class SliceOp(graph.SliceSpec, _InOutOp):
     """output[i] = input[starts + i * steps] per axis (strided box copy)."""
 
     name = "kernel.slice"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    starts = prop_def(DenseArrayBase)
-    steps = prop_def(DenseArrayBase)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
-
-    def verify_(self) -> None:
-        verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
 
 
 @irdl_op_definition
-class ArgReduceOp(IRDLOperation):
+class ArgReduceOp(graph.ArgReduceSpec, _InOutOp):
     """Index (i64) of the first (or last) max/min along `axis`; output keeps the axis as 1."""
 
     name = "kernel.arg_reduce"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    kind = prop_def(StringAttr)  # max | min
-    axis = prop_def(IntegerAttr[I64])
-    select_last_index = prop_def(IntegerAttr[I64])
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class CumSumOp(IRDLOperation):
+class CumSumOp(graph.CumSumSpec, _InOutOp):
     """Running sum, or product, along `axis` (exclusive: shifted by one; reverse: from the end)."""
 
     name = "kernel.cumsum"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    exclusive = prop_def(IntegerAttr[I64])
-    reverse = prop_def(IntegerAttr[I64])
-    product = opt_prop_def(UnitAttr)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class GatherElementsOp(IRDLOperation):
+class GatherElementsOp(graph.GatherElementsSpec, _DataIndicesOp):
     """See graph.gather_elements."""
 
     name = "kernel.gather_elements"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    ignore_index = opt_prop_def(IntegerAttr[I64])
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
-        "`->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))
 
 
 @irdl_op_definition
-class OneHotOp(IRDLOperation):
+class OneHotOp(graph.OneHotSpec, IRDLOperation):
     """See graph.one_hot."""
 
     name = "kernel.one_hot"
     indices = operand_def(MemRefType)
     values = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$indices `,` $values `->` $output attr-dict `:` type($indices) `,` type($values) "
-        "`->` type($output)"
-    )
+    assembly_format = buffer_format("indices", "values")
 
 
 @irdl_op_definition
-class RangeOp(IRDLOperation):
+class RangeOp(graph.RangeSpec, IRDLOperation):
     """See graph.range."""
 
     name = "kernel.range"
     start = operand_def(MemRefType)
     delta = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    assembly_format = (
-        "$start `,` $delta `->` $output attr-dict `:` type($start) `,` type($delta) "
-        "`->` type($output)"
-    )
+    assembly_format = buffer_format("start", "delta")
 
 
 @irdl_op_definition
-class ScatterElementsOp(IRDLOperation):
+class ScatterElementsOp(graph.ScatterElementsSpec, _ScatterOp):
     """See graph.scatter_elements."""
 
     name = "kernel.scatter_elements"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    updates = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    reduction = prop_def(StringAttr)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
-        "type($indices) `,` type($updates) `->` type($output)"
-    )
 
 
 @irdl_op_definition
-class TopKOp(IRDLOperation):
+class TopKOp(graph.TopKSpec, _InOutOp):
     """See graph.top_k: output holds the selected indices (i64)."""
 
     name = "kernel.top_k"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    axis = prop_def(IntegerAttr[I64])
-    largest = prop_def(IntegerAttr[I64])
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 @irdl_op_definition
-class GatherNDOp(IRDLOperation):
+class GatherNDOp(graph.GatherNDSpec, _DataIndicesOp):
     """See graph.gather_nd."""
 
     name = "kernel.gather_nd"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    batch_dims = prop_def(IntegerAttr[I64])
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `->` $output attr-dict `:` type($data) `,` type($indices) "
-        "`->` type($output)"
-    )
 
 
 @irdl_op_definition
-class ScatterNDOp(IRDLOperation):
+class ScatterNDOp(graph.ScatterNDSpec, _ScatterOp):
     """See graph.scatter_nd."""
 
     name = "kernel.scatter_nd"
-    data = operand_def(MemRefType)
-    indices = operand_def(MemRefType)
-    updates = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    reduction = prop_def(StringAttr)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$data `,` $indices `,` $updates `->` $output attr-dict `:` type($data) `,` "
-        "type($indices) `,` type($updates) `->` type($output)"
-    )
 
 
 def recurrent_workspace_shape(cell: str, dirs: int, batch: int, hidden: int) -> tuple[int, ...]:
@@ -482,7 +384,7 @@ def recurrent_workspace_shape(cell: str, dirs: int, batch: int, hidden: int) -> 
 
 
 @irdl_op_definition
-class RecurrentOp(IRDLOperation):
+class RecurrentOp(graph.RecurrentSpec, IRDLOperation):
     """See graph.recurrent. Writes y, y_h and y_c (LSTM); `workspace` [D, B, G*H (+H)] holds
     one step's gate pre-activations (and GRU's r * H_{t-1}). `r` is "plain" [D, G, H, H] or
     packed per gate into NR-wide panels ("recurrent_panel{NR}": [D, G, H/NR, H, NR])."""
@@ -499,18 +401,11 @@ class RecurrentOp(IRDLOperation):
     y = operand_def(MemRefType)
     y_h = operand_def(MemRefType)
     y_c = opt_operand_def(MemRefType)
-    cell = prop_def(StringAttr)
-    direction = prop_def(StringAttr)
-    activations = prop_def(ArrayAttr)
-    activation_params = prop_def(DenseArrayBase)
-    clip = opt_prop_def(FloatAttr)
-    input_forget = opt_prop_def(UnitAttr)
-    linear_before_reset = opt_prop_def(UnitAttr)
     weight_layout = prop_def(StringAttr)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
 
     def verify_(self) -> None:
-        verify_recurrent(self, self.y, self.y_h, self.y_c)
+        super().verify_()
         expected = recurrent_workspace_shape(self.cell.data, *shape_of(self.y_h))
         if shape_of(self.workspace) != expected:
             raise VerifyException(
@@ -522,7 +417,7 @@ class RecurrentOp(IRDLOperation):
 
 
 @irdl_op_definition
-class AttentionOp(IRDLOperation):
+class AttentionOp(graph.AttentionSpec, IRDLOperation):
     """See graph.attention: q, k_t, v (, mask) -> output, one streaming kernel."""
 
     name = "kernel.attention"
@@ -531,23 +426,11 @@ class AttentionOp(IRDLOperation):
     v = operand_def(MemRefType)
     mask = opt_operand_def(MemRefType)
     output = operand_def(MemRefType)
-    scale = prop_def(FloatAttr)
-    seq_major = prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
     assembly_format = (
         "$q `,` $k_t `,` $v (`mask` $mask^)? `->` $output attr-dict `:` type($q) `,` "
         "type($k_t) `,` type($v) (`,` type($mask)^)? `->` type($output)"
     )
-
-    def verify_(self) -> None:
-        mask = None if self.mask is None else shape_of(self.mask)
-        attention_dims(
-            self.name,
-            *(shape_of(v) for v in (self.q, self.k_t, self.v)),
-            mask,
-            shape_of(self.output),
-            int_values(self.seq_major),
-        )
 
 
 KERNEL_OPS: list[type[IRDLOperation]] = [
@@ -639,10 +522,7 @@ class InsertSliceOp(IRDLOperation):
     input = operand_def(MemRefType)
     index = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    assembly_format = (
-        "$input `,` $index `->` $output attr-dict `:` type($input) `,` type($index) "
-        "`->` type($output)"
-    )
+    assembly_format = buffer_format("input", "index")
 
     def verify_(self) -> None:
         if shape_of(self.output)[1:] != shape_of(self.input) or shape_of(self.index) != ():
@@ -659,7 +539,7 @@ KERNEL_OPS.append(InsertSliceOp)
 
 
 @irdl_op_definition
-class NonMaxSuppressionOp(IRDLOperation):
+class NonMaxSuppressionOp(graph.NonMaxSuppressionSpec, IRDLOperation):
     """See graph.non_max_suppression; `workspace` i64 [N] holds one class's candidates (a
     heap of box indices)."""
 
@@ -668,38 +548,18 @@ class NonMaxSuppressionOp(IRDLOperation):
     scores = operand_def(MemRefType)
     workspace = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    center_point_box = prop_def(IntegerAttr[I64])
-    max_per_class = prop_def(IntegerAttr[I64])
-    iou_threshold = prop_def(FloatAttr)
-    score_threshold = opt_prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = (
-        "$boxes `,` $scores `,` $workspace `->` $output attr-dict `:` type($boxes) `,` "
-        "type($scores) `,` type($workspace) `->` type($output)"
-    )
-
-    def verify_(self) -> None:
-        verify_non_max_suppression(
-            "kernel.non_max_suppression",
-            shape_of(self.boxes),
-            shape_of(self.scores),
-            shape_of(self.output),
-            self.max_per_class.value.data,
-        )
+    assembly_format = buffer_format("boxes", "scores", "workspace")
 
 
 KERNEL_OPS.append(NonMaxSuppressionOp)
 
 
 @irdl_op_definition
-class NonZeroOp(IRDLOperation):
+class NonZeroOp(graph.NonZeroSpec, _InOutOp):
     """See graph.nonzero."""
 
     name = "kernel.nonzero"
-    input = operand_def(MemRefType)
-    output = operand_def(MemRefType)
-    irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input `->` $output attr-dict `:` type($input) `->` type($output)"
 
 
 KERNEL_OPS.append(NonZeroOp)
@@ -708,7 +568,7 @@ KERNEL_OPS.append(NonZeroOp)
 
 
 @irdl_op_definition
-class RoiAlignAdaptiveOp(IRDLOperation):
+class RoiAlignAdaptiveOp(graph.RoiAlignAdaptiveSpec, IRDLOperation):
     """See graph.roi_align_adaptive."""
 
     name = "kernel.roi_align_adaptive"
@@ -716,26 +576,24 @@ class RoiAlignAdaptiveOp(IRDLOperation):
     rois = operand_def(MemRefType)
     batch_indices = operand_def(MemRefType)
     output = operand_def(MemRefType)
-    max_mode = prop_def(IntegerAttr[I64])
-    half_pixel = prop_def(IntegerAttr[I64])
-    spatial_scale = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$x `,` $rois `,` $batch_indices `->` $output attr-dict `:` type($x) `,` type($rois) "
         "`,` type($batch_indices) `->` type($output)"
     )
 
-    def verify_(self) -> None:
-        verify_roi_align_adaptive(
-            self.name,
-            shape_of(self.x),
-            shape_of(self.rois),
-            shape_of(self.batch_indices),
-            shape_of(self.output),
-        )
-
 
 KERNEL_OPS.append(RoiAlignAdaptiveOp)
+
+
+@functools.cache
+def twin_of(graph_op: type[Operation]) -> type[IRDLOperation] | None:
+    """The kernel op built from the same TwinSpec as `graph_op` (its buffer form), or None."""
+    spec = spec_of(graph_op)
+    if spec is None:
+        return None
+    return next((op for op in KERNEL_OPS if spec_of(op) is spec), None)
+
 
 Kernel = Dialect("kernel", KERNEL_OPS, [])
 

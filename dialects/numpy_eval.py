@@ -24,6 +24,7 @@ from xdsl.dialects.builtin import (
     TensorType,
 )
 from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.irdl import IRDLOperation
 
 from ember.core import limits
 from ember.dialects import dtypes, graph, small_types
@@ -234,25 +235,25 @@ def trig(x: np.ndarray, fn: str) -> np.ndarray:
         return getattr(np, _TRIG.get(fn, fn))(x)
 
 
-_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "graph.relu": lambda x: np.maximum(x, x.dtype.type(0)),
-    "graph.sigmoid": sigmoid,
-    "graph.tanh": np.tanh,
-    "graph.exp": np.exp,
-    "graph.log": np.log,
-    "graph.sqrt": np.sqrt,
-    "graph.erf": erf,
-    "graph.neg": np.negative,
-    "graph.abs": np.abs,
-    "graph.reciprocal": lambda x: np.reciprocal(x) if x.dtype.kind == "f" else 1 // x,
-    "graph.identity": lambda x: x,
-    "graph.not": np.invert,
-    "graph.sign": np.sign,
-    "graph.floor": np.floor,
-    "graph.ceil": np.ceil,
-    "graph.round": np.round,
-    "graph.softplus": softplus,
-    "graph.isnan": np.isnan,
+_UNARY: dict[type[Operation], Callable[[np.ndarray], np.ndarray]] = {
+    graph.ReluOp: lambda x: np.maximum(x, x.dtype.type(0)),
+    graph.SigmoidOp: sigmoid,
+    graph.TanhOp: np.tanh,
+    graph.ExpOp: np.exp,
+    graph.LogOp: np.log,
+    graph.SqrtOp: np.sqrt,
+    graph.ErfOp: erf,
+    graph.NegOp: np.negative,
+    graph.AbsOp: np.abs,
+    graph.ReciprocalOp: lambda x: np.reciprocal(x) if x.dtype.kind == "f" else 1 // x,
+    graph.IdentityOp: lambda x: x,
+    graph.NotOp: np.invert,
+    graph.SignOp: np.sign,
+    graph.FloorOp: np.floor,
+    graph.CeilOp: np.ceil,
+    graph.RoundOp: np.round,
+    graph.SoftplusOp: softplus,
+    graph.IsNaNOp: np.isnan,
 }
 
 
@@ -266,17 +267,17 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a / b
 
 
-_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "graph.add": np.add,
-    "graph.sub": np.subtract,
-    "graph.mul": np.multiply,
-    "graph.div": _div,
-    "graph.pow": np.power,
-    "graph.max": np.maximum,
-    "graph.min": np.minimum,
-    "graph.and": np.bitwise_and,
-    "graph.or": np.bitwise_or,
-    "graph.xor": np.bitwise_xor,
+_BINARY: dict[type[Operation], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    graph.AddOp: np.add,
+    graph.SubOp: np.subtract,
+    graph.MulOp: np.multiply,
+    graph.DivOp: _div,
+    graph.PowOp: np.power,
+    graph.MaxOp: np.maximum,
+    graph.MinOp: np.minimum,
+    graph.AndOp: np.bitwise_and,
+    graph.OrOp: np.bitwise_or,
+    graph.XorOp: np.bitwise_xor,
 }
 
 
@@ -681,110 +682,110 @@ def dequantize_linear(
         return (difference * scale.astype(np.float32)).astype(dtype)
 
 
-EVALUATORS: dict[str, Evaluator] = {
+EVALUATORS: dict[type[Operation], Evaluator] = {
     **{name: _unary_evaluator(f) for name, f in _UNARY.items()},
     **{name: _binary_evaluator(f) for name, f in _BINARY.items()},
-    "graph.clip": lambda p, ins, out: clip(_only(ins), _float(p, "min"), _float(p, "max")),
-    "graph.compare": lambda p, ins, out: _COMPARE[p["predicate"].data](ins[0], ins[1]),  # type: ignore[attr-defined,arg-type]
-    "graph.mod": lambda p, ins, out: mod(ins[0], ins[1], bool(_int(p, "fmod"))),  # type: ignore[arg-type]
-    "graph.bitshift": lambda p, ins, out: bitshift(ins[0], ins[1], p["direction"].data),  # type: ignore[attr-defined,arg-type]
-    "graph.trig": lambda p, ins, out: trig(_only(ins), p["fn"].data),  # type: ignore[attr-defined]
-    "graph.isinf": lambda p, ins, out: isinf(
+    graph.ClipOp: lambda p, ins, out: clip(_only(ins), _float(p, "min"), _float(p, "max")),
+    graph.CompareOp: lambda p, ins, out: _COMPARE[p["predicate"].data](ins[0], ins[1]),  # type: ignore[attr-defined,arg-type]
+    graph.ModOp: lambda p, ins, out: mod(ins[0], ins[1], bool(_int(p, "fmod"))),  # type: ignore[arg-type]
+    graph.BitShiftOp: lambda p, ins, out: bitshift(ins[0], ins[1], p["direction"].data),  # type: ignore[attr-defined,arg-type]
+    graph.TrigOp: lambda p, ins, out: trig(_only(ins), p["fn"].data),  # type: ignore[attr-defined]
+    graph.IsInfOp: lambda p, ins, out: isinf(
         _only(ins), bool(_int(p, "detect_positive")), bool(_int(p, "detect_negative"))
     ),
-    "graph.where": lambda p, ins, out: np.where(ins[0], ins[1], ins[2]),  # type: ignore[arg-type]
-    "graph.quantize_linear": lambda p, ins, out: quantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
-    "graph.dequantize_linear": lambda p, ins, out: dequantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
-    "graph.bitcast": lambda p, ins, out: _only(ins).view(_out_dtype(out)),
-    "graph.leaky_relu": lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
-    "graph.cast": lambda p, ins, out: small_types.cast_array(
+    graph.WhereOp: lambda p, ins, out: np.where(ins[0], ins[1], ins[2]),  # type: ignore[arg-type]
+    graph.QuantizeLinearOp: lambda p, ins, out: quantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
+    graph.DequantizeLinearOp: lambda p, ins, out: dequantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
+    graph.BitcastOp: lambda p, ins, out: _only(ins).view(_out_dtype(out)),
+    graph.LeakyReluOp: lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
+    graph.CastOp: lambda p, ins, out: small_types.cast_array(
         _only(ins), _out_dtype(out), "no_saturate" not in p, _string(p, "round_mode", "up")
     ),
-    "graph.reshape": lambda p, ins, out: _only(ins).reshape(graph.shape_of(out)),
-    "graph.transpose": lambda p, ins, out: np.transpose(_only(ins), _ints(p, "perm")),
-    "graph.concat": lambda p, ins, out: np.concatenate(list(ins), axis=_int(p, "axis")),  # type: ignore[arg-type]
-    "graph.gather": lambda p, ins, out: gather(ins[0], ins[1], _int(p, "axis")),  # type: ignore[arg-type]
-    "graph.reduce": lambda p, ins, out: reduce(
+    graph.ReshapeOp: lambda p, ins, out: _only(ins).reshape(graph.shape_of(out)),
+    graph.TransposeOp: lambda p, ins, out: np.transpose(_only(ins), _ints(p, "perm")),
+    graph.ConcatOp: lambda p, ins, out: np.concatenate(list(ins), axis=_int(p, "axis")),  # type: ignore[arg-type]
+    graph.GatherOp: lambda p, ins, out: gather(ins[0], ins[1], _int(p, "axis")),  # type: ignore[arg-type]
+    graph.ReduceOp: lambda p, ins, out: reduce(
         _only(ins),
         p["reduction"].data,
         _ints(p, "axes"),
         bool(_int(p, "keepdims")),  # type: ignore[attr-defined]
     ),
-    "graph.softmax": lambda p, ins, out: softmax(_only(ins), _int(p, "axis"), "log" in p),
-    "graph.layer_norm": lambda p, ins, out: layer_norm(
+    graph.SoftmaxOp: lambda p, ins, out: softmax(_only(ins), _int(p, "axis"), "log" in p),
+    graph.LayerNormOp: lambda p, ins, out: layer_norm(
         ins[0],
         ins[1],
         ins[2],
         _int(p, "axis"),
         _float(p, "epsilon") or 0.0,  # type: ignore[arg-type]
     ),
-    "graph.batch_norm": lambda p, ins, out: batch_norm(*ins, eps=_float(p, "epsilon") or 0.0),  # type: ignore[misc]
-    "graph.lrn": lambda p, ins, out: lrn(
+    graph.BatchNormOp: lambda p, ins, out: batch_norm(*ins, eps=_float(p, "epsilon") or 0.0),  # type: ignore[misc]
+    graph.LRNOp: lambda p, ins, out: lrn(
         _only(ins),
         _int(p, "size"),
         _float(p, "alpha") or 0.0,
         _float(p, "beta") or 0.0,
         _float(p, "bias") or 0.0,
     ),
-    "graph.attention": lambda p, ins, out: attention(
+    graph.AttentionOp: lambda p, ins, out: attention(
         *ins,  # type: ignore[arg-type]
         _float(p, "scale") or 0.0,
         _ints(p, "seq_major"),
     ),
-    "graph.conv": _eval_conv,
-    "graph.matmul": _eval_matmul,
-    "graph.gemm": _eval_gemm,
-    "graph.max_pool": _eval_pool("max"),
-    "graph.average_pool": _eval_pool("avg"),
-    "graph.gather_elements": lambda p, ins, out: gather_elements(
+    graph.ConvOp: _eval_conv,
+    graph.MatMulOp: _eval_matmul,
+    graph.GemmOp: _eval_gemm,
+    graph.MaxPoolOp: _eval_pool("max"),
+    graph.AveragePoolOp: _eval_pool("avg"),
+    graph.GatherElementsOp: lambda p, ins, out: gather_elements(
         ins[0],  # type: ignore[arg-type]
         ins[1],  # type: ignore[arg-type]
         _int(p, "axis"),
         _int(p, "ignore_index") if "ignore_index" in p else None,
     ),
-    "graph.one_hot": lambda p, ins, out: one_hot(
+    graph.OneHotOp: lambda p, ins, out: one_hot(
         ins[0],  # type: ignore[arg-type]
         ins[1],  # type: ignore[arg-type]
         graph.shape_of(out)[_int(p, "axis")],
         _int(p, "axis"),
     ),
-    "graph.scatter_elements": lambda p, ins, out: scatter_elements(
+    graph.ScatterElementsOp: lambda p, ins, out: scatter_elements(
         *ins,  # type: ignore[arg-type]
         axis=_int(p, "axis"),
         reduction=p["reduction"].data,  # type: ignore[attr-defined]
     ),
-    "graph.top_k": lambda p, ins, out: top_k_indices(
+    graph.TopKOp: lambda p, ins, out: top_k_indices(
         _only(ins),
         graph.shape_of(out)[_int(p, "axis")],
         _int(p, "axis"),
         bool(_int(p, "largest")),
     ),
-    "graph.slice": lambda p, ins, out: strided_slice(
+    graph.SliceOp: lambda p, ins, out: strided_slice(
         _only(ins), _ints(p, "starts"), _ints(p, "steps"), graph.shape_of(out)
     ),
-    "graph.expand": lambda p, ins, out: np.broadcast_to(_only(ins), graph.shape_of(out)).copy(),
-    "graph.range": lambda p, ins, out: arange(ins[0], ins[1], graph.shape_of(out)[0]),  # type: ignore[arg-type]
-    "graph.arg_reduce": lambda p, ins, out: arg_reduce(
+    graph.ExpandOp: lambda p, ins, out: np.broadcast_to(_only(ins), graph.shape_of(out)).copy(),
+    graph.RangeOp: lambda p, ins, out: arange(ins[0], ins[1], graph.shape_of(out)[0]),  # type: ignore[arg-type]
+    graph.ArgReduceOp: lambda p, ins, out: arg_reduce(
         _only(ins),
         p["kind"].data,  # type: ignore[attr-defined]
         _int(p, "axis"),
         bool(_int(p, "select_last_index")),
     ),
-    "graph.cumsum": lambda p, ins, out: cumsum(
+    graph.CumSumOp: lambda p, ins, out: cumsum(
         _only(ins),
         _int(p, "axis"),
         bool(_int(p, "exclusive")),
         bool(_int(p, "reverse")),
         "product" in p,
     ),
-    "graph.gather_nd": lambda p, ins, out: gather_nd(ins[0], ins[1], _int(p, "batch_dims")),  # type: ignore[arg-type]
-    "graph.scatter_nd": lambda p, ins, out: scatter_nd(
+    graph.GatherNDOp: lambda p, ins, out: gather_nd(ins[0], ins[1], _int(p, "batch_dims")),  # type: ignore[arg-type]
+    graph.ScatterNDOp: lambda p, ins, out: scatter_nd(
         *ins,  # type: ignore[arg-type]
         reduction=p["reduction"].data,  # type: ignore[attr-defined]
     ),
     # data-dependent output sizes
-    "graph.nonzero": lambda p, ins, out: nonzero(_only(ins)),
-    "graph.non_max_suppression": lambda p, ins, out: non_max_suppression(
+    graph.NonZeroOp: lambda p, ins, out: nonzero(_only(ins)),
+    graph.NonMaxSuppressionOp: lambda p, ins, out: non_max_suppression(
         ins[0],  # type: ignore[arg-type]
         ins[1],  # type: ignore[arg-type]
         _int(p, "center_point_box"),
@@ -850,22 +851,21 @@ def non_max_suppression(
 
 def operand_slots(op: Operation) -> list[SSAValue | None]:
     """The op's operands in definition order, None for absent optional operands."""
-    if isinstance(op, graph.ConvOp):
-        return [op.input, op.weight, op.bias, op.residual]
-    if isinstance(op, graph.MatMulOp):
-        return [op.a, op.b, op.bias, op.residual]
-    if isinstance(op, graph.GemmOp):
-        return [op.a, op.b, op.c]
-    if isinstance(op, graph.LayerNormOp):
-        return [op.input, op.scale, op.bias]
-    if isinstance(op, graph.AttentionOp):
-        return [op.q, op.k_t, op.v, op.mask]
-    return list(op.operands)
+    if not isinstance(op, IRDLOperation):
+        return list(op.operands)
+    slots: list[SSAValue | None] = []
+    for name, _ in type(op).get_irdl_definition().operands:
+        value = getattr(op, name)
+        if value is None or isinstance(value, SSAValue):
+            slots.append(value)
+        else:  # a variadic operand
+            slots.extend(value)
+    return slots
 
 
 def evaluate(op: Operation, inputs: Sequence[np.ndarray | None]) -> np.ndarray:
     """Evaluate one single-result graph op on numpy inputs (in `operand_slots` order)."""
-    fn = EVALUATORS.get(op.name)
+    fn = EVALUATORS.get(type(op))
     if fn is None:
         raise NotImplementedError(f"no numpy evaluator for {op.name}")
     out_type = op.results[0].type

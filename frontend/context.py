@@ -601,7 +601,7 @@ class ImportContext:
             op = current.op
             if isinstance(op, graph.ConstantOp):
                 return self.weights[op.ref.data]
-            evaluator = numpy_eval.EVALUATORS.get(op.name)
+            evaluator = numpy_eval.EVALUATORS.get(type(op))
             result_type = current.type
             if evaluator is None or len(op.results) != 1 or not isinstance(result_type, TensorType):
                 return None
@@ -692,7 +692,7 @@ class ImportContext:
         self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
-        evaluator = numpy_eval.EVALUATORS.get(op_type.name)
+        evaluator = numpy_eval.EVALUATORS.get(op_type)
         empty_operand = any(v is not None and 0 in shape_of(v) for v in flat)
         if empty_operand:
             self._check_foldable_from_empty(op_type, flat, result_type, evaluator is not None)

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from xdsl.dialects.builtin import StringAttr, UnitAttr
+from xdsl.dialects.builtin import UnitAttr
 from xdsl.irdl import IRDLOperation
 
 from ember.dialects import graph
@@ -33,6 +33,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.ops.indexing import one_hot
+from ember.frontend.ops.reduction import arg_reduce
 from ember.frontend.registry import converts
 
 _ACTIVATIONS: dict[str, type[IRDLOperation]] = {
@@ -113,16 +114,7 @@ def _hardmax(imp: ImportContext, node: Node) -> Sequence[Value]:
 def _hardmax_along(imp: ImportContext, x: Value, axis: int) -> Value:
     """1 at the first maximum along `axis`, 0 elsewhere: one_hot(argmax)."""
     shape = shape_of(x)
-    kept = [1 if i == axis else d for i, d in enumerate(shape)]
-    first = imp.emit(
-        graph.ArgReduceOp,
-        [x],
-        kept,
-        np.dtype(np.int64),
-        kind=StringAttr("max"),
-        axis=i64_attr(axis),
-        select_last_index=i64_attr(0),
-    )
+    first = arg_reduce(imp, x, "max", axis, 0)
     first = imp.reshape(first, [d for i, d in enumerate(shape) if i != axis])
     return one_hot(imp, first, Const(np.array([0, 1], dtype_of(x))), shape[axis], axis)
 

@@ -120,17 +120,24 @@ def _arg_reduce(imp: ImportContext, node: Node) -> Sequence[Value]:
     shape = shape_of(x)
     axis = normalize_axis(node, node.attrs.get("axis", 0), len(shape))
     keep = bool(node.attrs.get("keepdims", 1))
-    kept = [1 if i == axis else d for i, d in enumerate(shape)]
-    y = imp.emit(
+    kind = "max" if node.op_type == "ArgMax" else "min"
+    y = arg_reduce(imp, x, kind, axis, node.attrs.get("select_last_index", 0))
+    return [y if keep else imp.reshape(y, [d for i, d in enumerate(shape) if i != axis])]
+
+
+def arg_reduce(imp: ImportContext, x: Value, kind: str, axis: int, select_last: int) -> Value:
+    """The i64 index of the first (select_last: last) max or min along `axis`, which the
+    result keeps as size 1 (graph.arg_reduce)."""
+    kept = [1 if i == axis else d for i, d in enumerate(shape_of(x))]
+    return imp.emit(
         graph.ArgReduceOp,
         [x],
         kept,
         np.dtype(np.int64),
-        kind=StringAttr("max" if node.op_type == "ArgMax" else "min"),
+        kind=StringAttr(kind),
         axis=i64_attr(axis),
-        select_last_index=i64_attr(node.attrs.get("select_last_index", 0)),
+        select_last_index=i64_attr(select_last),
     )
-    return [y if keep else imp.reshape(y, [d for i, d in enumerate(shape) if i != axis])]
 
 
 @converts("CumSum", "CumProd")

@@ -30,12 +30,14 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.irdl import IRDLOperation
 from xdsl.passes import ModulePass
 
 from ember.core.target import Target
 from ember.dialects import graph, kernel
 from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
 from ember.dialects.graph import element_type_of, f32_array, i64_array, int_values, shape_of
+from ember.dialects.twins import shared_properties
 from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
     QConvGeometry,
@@ -306,8 +308,6 @@ class _Bufferizer:
         workspace = self.emit(memref.AllocOp.get(f32, 64, list(scratch))).results[0]
         results = [op.y, op.y_h, *([op.y_c] if op.y_c is not None else [])]
         outputs = [self.alloc(v) for v in results]
-        props = {k: v for k, v in op.properties.items() if k != "operandSegmentSizes"}
-        props.pop("resultSegmentSizes", None)
         self.emit(
             kernel.RecurrentOp(
                 operands=[
@@ -323,7 +323,10 @@ class _Bufferizer:
                     outputs[1],
                     outputs[2:],
                 ],
-                properties={**props, "weight_layout": StringAttr(layout)},
+                properties={
+                    **shared_properties(op, kernel.RecurrentOp),
+                    "weight_layout": StringAttr(layout),
+                },
             )
         )
         for value, out in zip(results, outputs, strict=True):
@@ -337,7 +340,7 @@ class _Bufferizer:
         self.emit(
             kernel.NonMaxSuppressionOp(
                 operands=[self.buffer(op.boxes), self.buffer(op.scores), workspace, out],
-                properties=dict(op.properties),
+                properties=shared_properties(op, kernel.NonMaxSuppressionOp),
             )
         )
         self.buffers[op.output] = out
@@ -493,34 +496,39 @@ class _Bufferizer:
         )
         return out
 
-    def attention(self, op: graph.AttentionOp) -> None:
-        out = self.alloc(op.output)
-        operands = [self.buffer(v) for v in (op.q, op.k_t, op.v)]
-        self.emit(
-            kernel.AttentionOp(
-                operands=[*operands, self.optional(op.mask), out],
-                properties={"scale": op.scale, "seq_major": op.seq_major},
-            )
-        )
-        self.buffers[op.output] = out
+    def twin(self, kernel_op: type[IRDLOperation]) -> Callable[[IRDLOperation], None]:
+        """A graph op whose kernel twin (dialects/twins.py) takes its operands, by name, a
+        buffer per result (a graph result is the kernel operand of the same name) and the
+        properties both define."""
+        kernel_operands = [name for name, _ in kernel_op.get_irdl_definition().operands]
 
-    def simple(self, kernel_op: type[Operation], props: tuple[str, ...]) -> Callable:
-        """Ops whose kernel twin takes the same operands plus an output buffer."""
-
-        def convert(op: Operation) -> None:
-            out = self.alloc(op.results[0])
-            operands = [self.buffer(v) for v in op.operands]
-            properties = {k: op.properties[k] for k in props if k in op.properties}
-            if kernel_op is kernel.LayerNormOp:
-                scale_bias = operands[1:]
-                new = kernel_op(
-                    operands=[operands[0], scale_bias[0], scale_bias[1:], out],
-                    properties=properties,
-                )
-            else:
-                new = kernel_op(operands=[*operands, out], properties=properties)
-            self.emit(new)
-            self.buffers[op.results[0]] = out
+        def convert(op: IRDLOperation) -> None:
+            graph_def = type(op).get_irdl_definition()
+            properties = shared_properties(op, kernel_op)
+            dropped = [n for n, _ in graph_def.operands if n not in kernel_operands] + [
+                n for n in op.properties if n not in properties and not n.endswith("SegmentSizes")
+            ]
+            if dropped:  # the kernel would compute something else: never convert silently
+                raise ConversionError(f"{kernel_op.name} takes no {', '.join(dropped)}")
+            results = [name for name, _ in graph_def.results]
+            outputs = {
+                name: self.alloc(value)
+                for name in results
+                if (value := getattr(op, name)) is not None  # an absent optional result
+            }
+            operands: list[SSAValue | list[SSAValue]] = []
+            for name in kernel_operands:
+                if name in outputs:
+                    operands.append(outputs[name])
+                    continue
+                value = getattr(op, name)
+                if isinstance(value, SSAValue):
+                    operands.append(self.buffer(value))
+                else:  # an absent optional operand (None) or a variadic one
+                    operands.append([self.buffer(v) for v in value or ()])
+            self.emit(kernel_op(operands=operands, properties=properties))
+            for name, out in outputs.items():
+                self.buffers[getattr(op, name)] = out
 
         return convert
 
@@ -651,47 +659,22 @@ class _Bufferizer:
             graph.AveragePoolOp: self.pool,
             graph.ReduceOp: self.reduce,
             graph.ReshapeOp: self.reshape,
-            graph.SoftmaxOp: self.simple(kernel.SoftmaxOp, ("axis", "log")),
-            graph.LayerNormOp: self.simple(kernel.LayerNormOp, ("axis", "epsilon")),
-            graph.LRNOp: self.simple(kernel.LRNOp, ("size", "alpha", "beta", "bias")),
-            graph.TransposeOp: self.simple(kernel.TransposeOp, ("perm",)),
             graph.ConcatOp: self.concat,
-            graph.GatherOp: self.simple(kernel.GatherOp, ("axis",)),
-            graph.SliceOp: self.simple(kernel.SliceOp, ("starts", "steps")),
-            graph.ArgReduceOp: self.simple(
-                kernel.ArgReduceOp, ("kind", "axis", "select_last_index")
-            ),
-            graph.CumSumOp: self.simple(
-                kernel.CumSumOp, ("axis", "exclusive", "reverse", "product")
-            ),
-            graph.GatherNDOp: self.simple(kernel.GatherNDOp, ("batch_dims",)),
-            graph.ScatterNDOp: self.simple(kernel.ScatterNDOp, ("reduction",)),
             graph.ExpandOp: self.expand,
-            graph.GatherElementsOp: self.simple(kernel.GatherElementsOp, ("axis", "ignore_index")),
-            graph.OneHotOp: self.simple(kernel.OneHotOp, ("axis",)),
-            graph.RangeOp: self.simple(kernel.RangeOp, ()),
-            graph.ScatterElementsOp: self.simple(kernel.ScatterElementsOp, ("axis", "reduction")),
-            graph.TopKOp: self.simple(kernel.TopKOp, ("axis", "largest")),
             graph.RecurrentOp: self.recurrent,
             graph.QConvOp: self.qconv,
-            graph.AttentionOp: self.attention,
             # control flow
             graph.LoopOp: self.loop,
             graph.IfOp: self.if_,
             # data-dependent output sizes
             graph.NonMaxSuppressionOp: self.non_max_suppression,
-            graph.NonZeroOp: self.simple(kernel.NonZeroOp, ()),
-            # RoiAlign with the adaptive sampling grid
-            graph.RoiAlignAdaptiveOp: self.simple(
-                kernel.RoiAlignAdaptiveOp, ("max_mode", "half_pixel", "spatial_scale")
-            ),
         }
-        try:
+        if type(op) in table:
             return table[type(op)]
-        except KeyError:
-            raise ConversionError(
-                "no kernel form; run the graph pipeline (canonicalize) first"
-            ) from None
+        twin = kernel.twin_of(type(op))
+        if twin is not None:
+            return self.twin(twin)
+        raise ConversionError("no kernel form; run the graph pipeline (canonicalize) first")
 
 
 def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[SSAValue]) -> None:

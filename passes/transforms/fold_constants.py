@@ -50,7 +50,7 @@ class FoldConstantOp(RewritePattern):
     weights: WeightStore
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
-        if isinstance(op, graph.ConstantOp) or op.name not in EVALUATORS or len(op.results) != 1:
+        if isinstance(op, graph.ConstantOp) or type(op) not in EVALUATORS or len(op.results) != 1:
             return
         if graph.integer_only_reason(op) is not None:  # its float32 input may be inexact
             return

@@ -43,7 +43,7 @@ def toy_cube_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(
         registry.CONVERTERS, registry.converter_key("ToyCube", "ember.toy"), _toy_cube
     )
-    monkeypatch.setitem(numpy_eval.EVALUATORS, ToyCubeOp.name, lambda props, ins, out: ins[0] ** 3)
+    monkeypatch.setitem(numpy_eval.EVALUATORS, ToyCubeOp, lambda props, ins, out: ins[0] ** 3)
     monkeypatch.setitem(elementwise_bodies.BODIES, ToyCubeOp, _cube_body)
 
 

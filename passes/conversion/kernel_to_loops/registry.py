@@ -31,31 +31,15 @@ def lowering(op_type: type[IRDLOperation]) -> Callable[[KernelLowering], KernelL
     return register
 
 
-# The modules whose import registers the lowerings, one per family of kernels.
-KERNEL_MODULES = (
-    "matmul",
-    "conv",
-    "elementwise",
-    "reduction",
-    "normalization",
-    "pooling",
-    "lrn",
-    "data_movement",
-    "structural",
-    "recurrent",
-    "qconv",
-    "attention",
-    # control flow
-    "control_flow",
-    "selection",
-)
-
-
 def _load_lowerings() -> None:
+    """Import every module of this package: each registers its lowerings with @lowering, so a
+    new family of kernels is one new module here, listed nowhere."""
     import importlib
+    import pkgutil
 
-    for name in KERNEL_MODULES:
-        importlib.import_module(f"ember.passes.conversion.kernel_to_loops.{name}")
+    package = __name__.rpartition(".")[0]
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        importlib.import_module(f"{package}.{module.name}")
 
 
 def lowering_for(op: IRDLOperation) -> KernelLowering:
