@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ember  # noqa: E402
 from ember.core.target import Target, host_target, named_target  # noqa: E402
 from ember.dialects.weight_layouts import int8_isa  # noqa: E402
-from ember.tools.bench import onnxruntime_session  # noqa: E402
+from ember.tools.bench import alternating_ms, onnxruntime_session  # noqa: E402
 from ember.tools.feeds import seeded_inputs  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     GraphBuilder,
@@ -137,25 +136,6 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
 DYNAMIC = {"bert_base", "bert_small"}
 
 
-def timed_ms(
-    runners: dict[str, Callable[[], object]], runs: int, warmup: int, threads: int
-) -> dict[str, list[float]]:
-    """Milliseconds per run of each runner: process CPU time at one thread (robust against
-    other processes on a shared machine), wall time otherwise. The runners alternate run by
-    run, so a drift in the machine's load touches every engine alike."""
-    clock = time.process_time if threads == 1 else time.perf_counter
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            start = clock()
-            run()
-            times[name].append(1e3 * (clock() - start))
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -224,7 +204,7 @@ def main() -> None:
                 "onnxruntime int8": partial(ort_int8.run, None, feeds),
                 "onnxruntime fp32": partial(ort_fp32.run, None, feeds),
             }
-            samples = timed_ms(runners, args.runs, args.warmup, threads)
+            samples = alternating_ms(runners, args.runs, args.warmup, threads)
             times = {k: min(v) for k, v in samples.items()}
             line = ", ".join(
                 f"{k} {min(v):.2f} (median {statistics.median(v):.2f}) ms"

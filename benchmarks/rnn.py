@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ember  # noqa: E402
-from ember.tools.bench import onnxruntime_session  # noqa: E402
+from ember.tools.bench import alternating_ms, onnxruntime_session  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     crnn_model,
     greedy_decoder,
@@ -74,21 +73,6 @@ def cases(only: list[str], batches: list[int], hiddens: list[int]) -> dict[str, 
     return table
 
 
-def alternate(runners: dict[str, Callable[[], object]], runs: int, warmup: int, threads: int):
-    """Milliseconds per run of each runner, the runners taking turns run by run."""
-    clock = time.process_time if threads == 1 else time.perf_counter
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            start = clock()
-            run()
-            times[name].append(1e3 * (clock() - start))
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", default=["lstm", "gru", "vad", "crnn", "decoder"])
@@ -111,7 +95,7 @@ def main() -> None:
             got = compiled.run(feeds)
             expected = dict(zip(names, session.run(names, feeds)))
             diff = max(float(np.abs(got[n].astype(np.float64) - expected[n]).max()) for n in names)
-            times = alternate(
+            times = alternating_ms(
                 {
                     "ember": lambda c=compiled, f=feeds: c.run(f),
                     "onnxruntime": lambda s=session, n=names, f=feeds: s.run(n, f),

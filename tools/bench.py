@@ -176,6 +176,25 @@ def bench_onnxruntime(
     return BenchResult("onnxruntime", threads, latencies, memory.mb, ort.__version__, outputs)
 
 
+def alternating_ms(
+    runners: Mapping[str, Callable[[], object]], runs: int, warmup: int, threads: int
+) -> dict[str, list[float]]:
+    """Milliseconds per run of each runner: process CPU time at one thread (robust against
+    other processes on a shared machine), wall time otherwise. The runners alternate run by
+    run, so a drift in the machine's load touches every engine alike (benchmarks/*.py)."""
+    clock = time.process_time if threads == 1 else time.perf_counter
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, run in runners.items():
+            start = clock()
+            run()
+            times[name].append(1e3 * (clock() - start))
+    return times
+
+
 def onnxruntime_session(
     model: str | bytes | onnx.ModelProto, threads: int, profile_prefix: str | None = None
 ) -> Any:
