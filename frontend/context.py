@@ -430,6 +430,16 @@ class ImportContext:
         finally:
             self.opset = outer_opset
 
+    def body_outputs(self, node: Node, body: onnx.GraphProto) -> list[Value]:
+        """The values of a subgraph's outputs, once its nodes are imported (an If branch, a
+        Loop or Scan body, a SequenceMap body)."""
+        outputs = []
+        for out in body.output:
+            if out.name not in self.env:
+                raise node.error(f"body output '{out.name}' is not produced in '{body.name}'")
+            outputs.append(self.env[out.name])
+        return outputs
+
     def import_nodes(self, nodes: Sequence[onnx.NodeProto]) -> None:
         """Import nodes that stand in for the current one (a function body, a converter's
         decomposition into ONNX ops): the names they read count as used, and the current

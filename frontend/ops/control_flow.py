@@ -68,15 +68,6 @@ def _bind_body(imp: ImportContext, body: onnx.GraphProto, inputs: Sequence[Value
         imp.env[tensor.name] = Const(imp.tensor_array(tensor), tensor.name)
 
 
-def _body_outputs(node: Node, imp: ImportContext, body: onnx.GraphProto) -> list[Value]:
-    outputs = []
-    for out in body.output:
-        if out.name not in imp.env:
-            raise node.error(f"body output '{out.name}' is not produced in '{body.name}'")
-        outputs.append(imp.env[out.name])
-    return outputs
-
-
 # ---------------------------------------------------------------------------------------------
 # If
 
@@ -99,7 +90,7 @@ def _if(imp: ImportContext, node: Node) -> Sequence[Value]:
         taken = branches[0 if bool(condition.array.reshape(())) else 1]
         _bind_body(imp, taken, [])
         imp.import_nodes(taken.node)
-        return _body_outputs(node, imp, taken)
+        return imp.body_outputs(node, taken)
     cond = _scalar(imp, node, condition, np.bool_, "condition")
     # Both branches capture what either reads, in one order: one list of captures.
     reads = [name for b in branches for name in subgraph_reads(b)]
@@ -108,7 +99,7 @@ def _if(imp: ImportContext, node: Node) -> Sequence[Value]:
         with imp.region([], reads) as region:
             _bind_body(imp, branch, [])
             imp.import_nodes(branch.node)
-            built.append((region, _body_outputs(node, imp, branch)))
+            built.append((region, imp.body_outputs(node, branch)))
     (then_region, then_values), (else_region, else_values) = built
     assert then_region.captures == else_region.captures
     types = []
@@ -211,7 +202,7 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
         imp.iteration_args.add(region.block.args[0])
         _bind_body(imp, body, list(region.block.args[: 2 + n_carried]))
         imp.import_nodes(body.node)
-        yields = _body_outputs(node, imp, body)
+        yields = imp.body_outputs(node, body)
         yields[0] = _scalar(imp, node, yields[0], np.bool_, "body's condition output")
         for k, (init, value) in enumerate(zip(inits, yields[1 : 1 + n_carried])):
             if _type_of(init) != _type_of(value):
@@ -274,7 +265,7 @@ def _scan(
             elements.append(imp.emit(graph.GatherOp, [source, index], shape, axis=i64_attr(axis)))
         _bind_body(imp, body, [*region.block.args[2 : 2 + n_states], *elements])
         imp.import_nodes(body.node)
-        yields = [Const(np.array(True)), *_body_outputs(node, imp, body)]
+        yields = [Const(np.array(True)), *imp.body_outputs(node, body)]
         for k, (init, value) in enumerate(zip(states, yields[1 : 1 + n_states])):
             if _type_of(init) != _type_of(value):
                 raise node.error(

@@ -236,12 +236,7 @@ def _import_body(
         for info, value in zip(body.input, inputs, strict=True):
             imp.env[info.name] = value
         imp.import_nodes(list(body.node))
-        outputs = []
-        for out in body.output:
-            if out.name not in imp.env:
-                raise node.error(f"body output '{out.name}' is not produced in '{body.name}'")
-            outputs.append(imp.env[out.name])
-        return outputs
+        return imp.body_outputs(node, body)
     finally:
         for name in names:
             imp.env.pop(name, None)
