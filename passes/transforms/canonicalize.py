@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import AnyFloat, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
@@ -229,8 +229,7 @@ _VALUE_CARRIERS = (
 
 
 def _is_float(value: SSAValue) -> bool:
-    element = getattr(value.type, "element_type", None)
-    return element is not None and type(element).__name__.startswith(("Float", "BFloat"))
+    return isinstance(graph.element_type_of(value), AnyFloat)
 
 
 class _StepReach:
