@@ -54,7 +54,7 @@ SMALL_DTYPES = (
 )
 DTYPE_BYTES.update(dict.fromkeys(SMALL_DTYPES, 1))
 MAX_RANK = 32
-# Manifest `extra` section of a program with data-dependent output sizes (tools/staging.py):
+# Manifest `extra` section of a program with data-dependent output sizes (engine/staging.py):
 # {output: [count output, axis]}: the output holds its upper bound along `axis`, the count
 # output (an int64 scalar) how much of it is the result; the runtime slices and drops counts.
 BOUNDED_KEY = "bounded_outputs"

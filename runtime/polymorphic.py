@@ -168,7 +168,7 @@ class BatchLoop:
 
 
 def polymorphic_section(dim: str, inputs: Sequence[str], dim_range: tuple[int, int] | None) -> dict:
-    """The manifest's `extra.batch_polymorphic` section (written by tools/aot.py)."""
+    """The manifest's `extra.batch_polymorphic` section (written by engine/aot.py)."""
     return {
         "dim": dim,
         "inputs": list(inputs),

@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 import ember
+from ember.engine import aot, cli
 from ember.tests.tools.test_profile import twin_convs
-from ember.tools import aot, cli
 
 COMMANDS = ["compile", "run", "bench", "opt", "conformance", "fuzz", "check", "graph", "view",
             "profile", "quantize", "cache", "serve"]  # fmt: skip

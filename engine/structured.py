@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ember.engine.specialize import MAX_SPECIALIZATIONS, SpecializationCache
 from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import check_feed_names
-from ember.tools.specialize import MAX_SPECIALIZATIONS, SpecializationCache
 
 # A sequence longer than this is refused (the importer's MAX_SEQUENCE_LENGTH).
 MAX_SEQUENCE_INPUT = 1024
@@ -73,7 +73,7 @@ def _check_declared(name: str, type_proto: onnx.TypeProto) -> None:
     if inner.HasField("sequence_type"):
         inner = inner.sequence_type.elem_type
     if not inner.HasField("tensor_type"):
-        from ember.tools.session import onnx_type_string
+        from ember.engine.session import onnx_type_string
 
         raise ModelError(
             f"graph input '{name}' is a {onnx_type_string(type_proto)}: ember takes sequences "

@@ -46,17 +46,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
+from ember.engine.shapes import Pinning, check_run_shapes, freeze_inputs
 from ember.runtime.errors import InputError, ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names, numpy_dtype
 from ember.runtime.polymorphic import BatchLoop
-from ember.tools.shapes import Pinning, check_run_shapes, freeze_inputs
 
 if TYPE_CHECKING:
     import onnx
 
     # The proof imports onnx and xDSL: this module is imported by the compiler-free engine API
-    # (tools/engine.py), so it is imported when a model is compiled, not here.
-    from ember.tools.batch_polymorphic import BatchProof
+    # (engine/predictor.py), so it is imported when a model is compiled, not here.
+    from ember.engine.batch_polymorphic import BatchProof
 
 log = logging.getLogger("ember.specialize")
 
@@ -292,7 +292,7 @@ class SpecializingModel:
         self._batch_dim: str | None = None
         self._batch_inputs: list[str] = []
         if batch_polymorphic:
-            from ember.tools.batch_polymorphic import batch_inputs, leading_dim
+            from ember.engine.batch_polymorphic import batch_inputs, leading_dim
 
             dim = leading_dim(model)
             if dim is not None and dim not in pinning.named:
@@ -406,7 +406,7 @@ class SpecializingModel:
         except (RuntimeOperandError, InputError) as err:
             # Not at batch 1 (a shape operand fed at run time, a compile error): specialise
             # the run's own shapes instead, which say for themselves what is wrong.
-            from ember.tools.batch_polymorphic import BatchProof
+            from ember.engine.batch_polymorphic import BatchProof
 
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(False, f"at batch 1: {err}")
@@ -415,7 +415,7 @@ class SpecializingModel:
         if loop is not None:
             return loop
         if compiled.bounded or compiled.graph_outputs is not None:
-            from ember.tools.batch_polymorphic import BatchProof
+            from ember.engine.batch_polymorphic import BatchProof
 
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(
@@ -433,7 +433,7 @@ class SpecializingModel:
 
     def _prove(self, key: ShapeKey) -> BatchProof:
         """The batch-separability proof at the batch-1 shapes `key`, made once."""
-        from ember.tools.batch_polymorphic import prove_batch_separable
+        from ember.engine.batch_polymorphic import prove_batch_separable
 
         assert self._batch_dim is not None
         with self._proving:
@@ -531,7 +531,7 @@ class SpecializingModel:
         return True
 
     def _compile(self, key: tuple[ShapeKey, ValueKey]) -> Any:
-        from ember.tools.compile import compile_static
+        from ember.engine.compile import compile_static
 
         shapes, values = key
         model = self._model

@@ -38,9 +38,8 @@ from typing import Any
 import onnx
 
 from ember.core.target import host_cpu_description
-from ember.runtime.errors import EmberError, ModelError, ResourceLimitError, UnsupportedOpError
-from ember.tools.session import onnx_type_string, ort_dims
-from ember.tools.shapes import (
+from ember.engine.session import onnx_type_string, ort_dims
+from ember.engine.shapes import (
     InputShapes,
     ModelSource,
     UnpinnedInputsError,
@@ -51,6 +50,7 @@ from ember.tools.shapes import (
     read_model,
     static_input_shapes,
 )
+from ember.runtime.errors import EmberError, ModelError, ResourceLimitError, UnsupportedOpError
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 # The kinds of problem, in the order a report lists them.
@@ -88,7 +88,7 @@ class CheckReport:
     # The machine checked on ("x86_64_v4 (avx512 + vnni), LLVM cpu znver5"): what `host`
     # builds will target.
     host: str = field(default_factory=host_cpu_description)
-    # The symbolic batch dim one program serves at every size (tools/batch_polymorphic.py):
+    # The symbolic batch dim one program serves at every size (engine/batch_polymorphic.py):
     # not a problem; None when there is none.
     batch_polymorphic: str | None = None
 
@@ -369,7 +369,7 @@ class _Checker:
         """When the only problems are the symbolic batch dim's: drop them if the model is
         proven batch-separable (one program serves every batch; the import check then runs at
         batch 1) and return the dim; else say why in their fix. None when it is no candidate."""
-        from ember.tools.batch_polymorphic import leading_dim, plan_polymorphic_batch
+        from ember.engine.batch_polymorphic import leading_dim, plan_polymorphic_batch
 
         dim = leading_dim(self.model)
         batch_problems = [

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from ember.runtime.errors import EmberError, InputError
-from ember.tools.feeds import seeded_inputs
-from ember.tools.shapes import (
+from ember.engine.feeds import seeded_inputs
+from ember.engine.shapes import (
     InputShapes,
     ModelSource,
     add_input_shape_option,
     external_data_folder,
     read_model,
 )
+from ember.runtime.errors import EmberError, InputError
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def target_has_vnni(target_cpu: str = "host") -> bool:
     """Whether the int8 kernels for `target_cpu` use vpdpbusd (AVX-512 VNNI or AVX-VNNI);
     without it they use vpmaddubsw (AVX2), which wants 7-bit weights."""
     from ember.dialects.weight_layouts import int8_isa
-    from ember.tools.aot import resolve_target
+    from ember.engine.aot import resolve_target
 
     return int8_isa(resolve_target(target_cpu, 1)).name != "avx2"
 
@@ -145,7 +145,7 @@ def _load_weights(model: ModelSource) -> onnx.ModelProto:
 
 def _runner(input_shapes: InputShapes | None, threads: int | None) -> RunModel:
     """Compiles a model with ember; the result runs feeds to a dict of all outputs."""
-    from ember.tools.compile import compile
+    from ember.engine.compile import compile
 
     def run_model(model: onnx.ModelProto) -> Callable[[Mapping[str, np.ndarray]], Mapping]:
         return compile(model, input_shapes=input_shapes, threads=threads).run

@@ -11,7 +11,7 @@ at run time; ember's programs have static shapes. So such a model runs in stages
   evaluation: a slice is a view.
 - the **tail** is the rest of the model: its inputs are the head's values it reads (and the
   graph inputs it reads), with symbolic dims, so `ember.compile` gives a SpecializingModel
-  that compiles it once per distinct set of sizes (LRU, tools/specialize.py): the existing
+  that compiles it once per distinct set of sizes (LRU, engine/specialize.py): the existing
   shape specialisation applied to intermediate values. A tail that holds more data-dependent
   ops is staged again (recursively).
 
@@ -36,10 +36,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ember.engine.shapes import Pinning
 from ember.frontend.ops.data_dependent import BOUNDED_DOMAIN, DATA_DEPENDENT_OPS, bounded_axes
 from ember.runtime.errors import InputError, ModelError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names
-from ember.tools.shapes import Pinning
 
 # The head model's metadata entry carrying the bounded outputs (read by compile_program).
 BOUNDED_METADATA = "ember.bounded_outputs"
@@ -304,7 +304,7 @@ class StagedModel:
         options: Mapping[str, Any],
         dynamic_dims: Any = None,
     ) -> None:
-        from ember.tools.compile import compile as ember_compile
+        from ember.engine.compile import compile as ember_compile
 
         self._model = model
         self._split = split
@@ -351,7 +351,7 @@ class StagedModel:
             self.tail.set_num_threads(threads)
 
     def _compile_tail(self, values: Mapping[str, np.ndarray]) -> Any:
-        from ember.tools.compile import compile as ember_compile
+        from ember.engine.compile import compile as ember_compile
 
         graph_inputs = set(self.input_names)
         ranks = {

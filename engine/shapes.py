@@ -4,7 +4,7 @@ Exported models declare a batch axis or a sequence length as a symbolic dimensio
 "N", or no value at all). ember compiles static shapes, so such a dim must be *pinned* to a
 size before compiling: `ember.compile(model, input_shapes={"x": [1, 3, 224, 224]})`,
 `Config.set_input_shape`, `--input-shape x=1x3x224x224`, or the shapes of the arrays a run is
-given (shape specialisation, tools/specialize.py). This module is the one place that checks
+given (shape specialisation, engine/specialize.py). This module is the one place that checks
 pins against the model and says what is still unpinned:
 
 - `ModelSignature.of(model)` reads each graph input's declared dims: an int (fixed), a str (a
@@ -421,7 +421,7 @@ def pin_inputs(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> N
 
 def freeze_inputs(model: onnx.ModelProto, values: Mapping[str, object]) -> onnx.ModelProto:
     """A copy of `model` whose graph inputs named in `values` are initializers holding those
-    arrays: the importer sees them as constants (value specialisation, tools/specialize.py;
+    arrays: the importer sees them as constants (value specialisation, engine/specialize.py;
     the conformance runner's frozen shape operands)."""
     import numpy as np
     import onnx
