@@ -26,12 +26,8 @@ Exit status of `ember check`: 0 no problems, 1 problems, 2 the model cannot be r
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +39,6 @@ from ember.engine.shapes import (
     InputShapes,
     ModelSource,
     UnpinnedInputsError,
-    add_input_shape_option,
     example_shape,
     external_data_folder,
     pin_model,
@@ -51,7 +46,6 @@ from ember.engine.shapes import (
     static_input_shapes,
 )
 from ember.runtime.errors import EmberError, ModelError, ResourceLimitError, UnsupportedOpError
-from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 # The kinds of problem, in the order a report lists them.
 KINDS = (
@@ -442,28 +436,3 @@ def check(
         report.problems = checker.problems
         report.imported = True
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`ember check`: 0 no problems, 1 problems (listed), 2 the model cannot be read."""
-    parser = argparse.ArgumentParser(
-        parents=[verbosity_options()],
-        prog="ember check",
-        description="List every problem to fix before a model compiles.",
-    )
-    parser.add_argument("model", help="the .onnx file")
-    add_input_shape_option(parser)
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    apply_verbosity(args)
-    try:
-        report = check(args.model, args.input_shapes or None)
-    except ModelError as err:
-        print(f"ember check: error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,7 @@ FOLDERS = (
     "frontend",
     "passes",
     "codegen",
+    "engine",
     "tools",
     "integrations",
 )
@@ -28,12 +29,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "frontend": frozenset({"dialects", "core", "runtime"}),
     "passes": frozenset({"dialects", "core", "runtime"}),
     "codegen": frozenset({"dialects", "core", "runtime"}),
+    # The library proper: the compile driver, the model wrappers, the cache, Config/Predictor.
+    "engine": frozenset({"frontend", "dialects", "passes", "codegen", "core", "runtime"}),
+    # The command line and the debugging tools, on top of the library; nothing imports them
+    # but themselves, the tests and the benchmarks.
     "tools": frozenset(FOLDERS) - {"integrations"},
     # Optional integrations with serving frameworks run artifacts with the thin runtime.
     "integrations": frozenset({"runtime"}),
     "benchmarks": frozenset(FOLDERS),
     "tests": frozenset({*FOLDERS, "tests"}),
-    "": frozenset(FOLDERS),  # ember/__init__.py: the public API
+    "": frozenset(FOLDERS) - {"tools"},  # ember/__init__.py: the public API
 }
 # Finer rules inside a folder: (importing module prefix, imported module prefix).
 FORBIDDEN: tuple[tuple[str, str], ...] = (
@@ -173,3 +178,4 @@ def test_the_checker_accepts_the_documented_direction() -> None:
     assert violations("from ember.core.target import Target", "ember.dialects.weights") == []
     assert violations("from ember.dialects import graph", "ember.frontend.context") == []
     assert violations("import ember.frontend", "ember.engine.check") == []
+    assert violations("from ember.engine.compile import compile", "ember.tools.cli") == []

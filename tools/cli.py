@@ -39,19 +39,19 @@ import numpy as np
 from ember import __version__
 from ember.core.target import host_cpu_description
 from ember.engine.predictor import Config, pipeline_spec
-from ember.engine.quantize import add_quantize_options, quantize_from_args
-from ember.engine.shapes import (
-    UnpinnedInputsError,
+from ember.engine.shapes import UnpinnedInputsError
+from ember.runtime.artifact import read_manifest, sha256_file
+from ember.runtime.cpu_features import host_microarchitecture
+from ember.runtime.errors import EmberError, InputError
+from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
+from ember.tools.options import (
     add_dim_range_option,
     add_dim_sizes_option,
     add_input_files_option,
     add_input_shape_option,
     read_input_files,
 )
-from ember.runtime.artifact import read_manifest, sha256_file
-from ember.runtime.cpu_features import host_microarchitecture
-from ember.runtime.errors import EmberError, InputError
-from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
+from ember.tools.quantize import add_quantize_options, quantize_from_args
 from ember.tools.verbosity import apply_verbosity, restored_logging, verbosity_options
 
 if TYPE_CHECKING:
@@ -668,11 +668,11 @@ _DELEGATED = {
     "opt": "ember.tools.opt",
     "conformance": "ember.tools.conformance",
     "fuzz": "ember.tools.fuzz",
-    "check": "ember.engine.check",
+    "check": "ember.tools.check",
     "graph": "ember.tools.graph_view",
     "view": "ember.tools.graph_view",
     "profile": "ember.tools.profile",
-    "quantize": "ember.engine.quantize",
+    "quantize": "ember.tools.quantize",
     "cache": "ember.tools.cache",
     "serve": "ember.tools.serve",
 }

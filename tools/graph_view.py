@@ -29,10 +29,11 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, MemRefType, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Attribute, Operation, SSAValue
 
-from ember.engine.shapes import InputShapes, add_input_shape_option, read_model
+from ember.engine.shapes import InputShapes, read_model
 from ember.passes.pipeline import GRAPH_STAGE, KERNEL_STAGE
 from ember.passes.program import absorbed_nodes, entry_function, origin_of
 from ember.runtime.errors import EmberError, InputError
+from ember.tools.options import add_input_shape_option
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 STAGES = {"import": "", "graph": GRAPH_STAGE, "kernel": f"{GRAPH_STAGE},{KERNEL_STAGE}"}

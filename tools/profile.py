@@ -40,9 +40,10 @@ from ember.core.target import Target, host_target
 from ember.engine.compile import CompiledModel, compile_program, finish_program
 from ember.engine.feeds import index_ranges
 from ember.engine.feeds import random_feeds as feeds_for_specs
-from ember.engine.shapes import InputShapes, add_input_shape_option, read_model
+from ember.engine.shapes import InputShapes, read_model
 from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, InstrumentKernels
 from ember.runtime.executable import Manifest
+from ember.tools.options import add_input_shape_option
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 

@@ -18,7 +18,6 @@ import ember.engine.aot
 import ember.runtime
 from ember.engine.aot import compile_artifact, resolve_target
 from ember.engine.onnx_backend import EmberBackend
-from ember.engine.shapes import parse_input_shape
 from ember.engine.specialize import (
     SpecializationCache,
     SpecializationWarning,
@@ -28,6 +27,7 @@ from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools import conformance as conf
 from ember.tools.cli import main
 from ember.tools.opt import main as opt_main
+from ember.tools.options import parse_input_shape
 from ember.tools.symbolic_zoo import feeds, fixed_reshape_model, symbolic_model
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "engine_api.md"

@@ -23,12 +23,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.engine.feeds import seeded_inputs
-from ember.engine.quantize import main, quantize
+from ember.engine.quantize import quantize
 from ember.frontend import calibrate as calib
 from ember.frontend import quantize as quantization
 from ember.runtime.artifact import load
 from ember.runtime.errors import InputError, ModelError
 from ember.tools.model_zoo import bert_encoder, mobilenet_v2, resnet18
+from ember.tools.quantize import main
 
 # -- calibrators --------------------------------------------------------------------------------
 

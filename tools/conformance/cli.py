@@ -12,7 +12,6 @@ from typing import Any
 
 import onnx
 
-from ember.engine.shapes import add_input_shape_option
 from ember.tools.conformance import data as suite_data
 from ember.tools.conformance.report import (
     DOCS_PATH,
@@ -23,6 +22,7 @@ from ember.tools.conformance.report import (
     with_summaries,
 )
 from ember.tools.conformance.runner import RunOptions, run_cases
+from ember.tools.options import add_input_shape_option
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 
