@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ember.tools.check import CheckReport, check
-    from ember.tools.compile import CompiledModel, compile
-    from ember.tools.engine import Config, Predictor, create_predictor
-    from ember.tools.quantize import quantize
-    from ember.tools.session import (
+    from ember.engine.check import CheckReport, check
+    from ember.engine.compile import CompiledModel, compile
+    from ember.engine.predictor import Config, Predictor, create_predictor
+    from ember.engine.quantize import quantize
+    from ember.engine.session import (
         ExecutionMode,
         GraphOptimizationLevel,
         InferenceSession,
@@ -32,23 +32,23 @@ if TYPE_CHECKING:
         SessionOptions,
         get_available_providers,
     )
-    from ember.tools.specialize import SpecializingModel
-    from ember.tools.structured import StructuredModel
+    from ember.engine.specialize import SpecializingModel
+    from ember.engine.structured import StructuredModel
 
 _LAZY = {
-    "compile": ("ember.tools.compile", "compile"),
-    "CompiledModel": ("ember.tools.compile", "CompiledModel"),
-    "SpecializingModel": ("ember.tools.specialize", "SpecializingModel"),
-    "StructuredModel": ("ember.tools.structured", "StructuredModel"),
-    "Config": ("ember.tools.engine", "Config"),
-    "Predictor": ("ember.tools.engine", "Predictor"),
-    "create_predictor": ("ember.tools.engine", "create_predictor"),
-    "check": ("ember.tools.check", "check"),
-    "quantize": ("ember.tools.quantize", "quantize"),
-    "CheckReport": ("ember.tools.check", "CheckReport"),
-    # onnxruntime's session API (tools/session.py): `import ember as ort` runs ort code.
+    "compile": ("ember.engine.compile", "compile"),
+    "CompiledModel": ("ember.engine.compile", "CompiledModel"),
+    "SpecializingModel": ("ember.engine.specialize", "SpecializingModel"),
+    "StructuredModel": ("ember.engine.structured", "StructuredModel"),
+    "Config": ("ember.engine.predictor", "Config"),
+    "Predictor": ("ember.engine.predictor", "Predictor"),
+    "create_predictor": ("ember.engine.predictor", "create_predictor"),
+    "check": ("ember.engine.check", "check"),
+    "quantize": ("ember.engine.quantize", "quantize"),
+    "CheckReport": ("ember.engine.check", "CheckReport"),
+    # onnxruntime's session API (engine/session.py): `import ember as ort` runs ort code.
     **{
-        name: ("ember.tools.session", name)
+        name: ("ember.engine.session", name)
         for name in (
             "InferenceSession",
             "SessionOptions",

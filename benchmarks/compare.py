@@ -33,8 +33,8 @@ import numpy as np
 import onnx
 
 import ember
+from ember.engine.feeds import seeded_inputs
 from ember.tools import model_zoo as models
-from ember.tools.feeds import seeded_inputs
 from ember.tools.model_zoo import LIGHT_MODELS, light_model_path
 
 BUILT_MODELS = {
@@ -139,8 +139,8 @@ def peak_memory_mb(engine: str, path: Path, threads: int, feeds_file: Path) -> f
 
 
 def bench(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> dict[str, float]:
+    from ember.engine.aot import compile_artifact, resolve_target
     from ember.runtime import load
-    from ember.tools.aot import compile_artifact, resolve_target
     from ember.tools.bench import Error, constant_fill_share, onnxruntime_session, time_runs
 
     model = load_model(name)

@@ -150,8 +150,8 @@ def best_ms(
 
 
 def bench_model(name: str, threads: int, runs: int, warmup: int, workdir: Path) -> list[dict]:
+    from ember.engine.aot import compile_variants, resolve_target
     from ember.runtime import load
-    from ember.tools.aot import compile_variants, resolve_target
     from ember.tools.bench import onnxruntime_session
 
     build, dim, sizes, make_feeds, fixed = MODELS[name]

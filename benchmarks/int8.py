@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ember  # noqa: E402
 from ember.core.target import Target, host_target, named_target  # noqa: E402
 from ember.dialects.weight_layouts import int8_isa  # noqa: E402
+from ember.engine.feeds import seeded_inputs  # noqa: E402
+from ember.engine.quantize import target_has_vnni  # noqa: E402
 from ember.tools.bench import alternating_ms, onnxruntime_session  # noqa: E402
-from ember.tools.feeds import seeded_inputs  # noqa: E402
 from ember.tools.model_zoo import (  # noqa: E402
     GraphBuilder,
     bert_encoder,
@@ -45,7 +46,6 @@ from ember.tools.model_zoo import (  # noqa: E402
     quantize_static,
     resnet_block_model,
 )
-from ember.tools.quantize import target_has_vnni  # noqa: E402
 
 
 def bottleneck_model(seed: int = 0) -> onnx.ModelProto:

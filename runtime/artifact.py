@@ -56,6 +56,7 @@ from ember.runtime.integrity import (
     sha256_file,
     verify_signature,
 )
+from ember.runtime.runnable import RunnableModel
 from ember.runtime.threads import configure_openmp
 
 FORMAT = "ember-artifact"
@@ -607,7 +608,7 @@ def read_variants_manifest(directory: str | os.PathLike[str]) -> VariantsManifes
     return read_variants_document(document, str(path))
 
 
-class VariantArtifact:
+class VariantArtifact(RunnableModel):
     """A multi-variant artifact (`ember compile --shapes batch=1,4,16`): one static artifact
     per built set of dim sizes, each loaded and checked like any artifact, and a run
     dispatched by its input shapes. Before dispatch the shapes are checked against the declared
@@ -700,11 +701,3 @@ class VariantArtifact:
         arrays = {name: np.asarray(feeds[name]) for name in self._input_names}
         loaded = self.variant_for({name: a.shape for name, a in arrays.items()})
         return loaded.run({name: arrays[name] for name in loaded.input_names})
-
-    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        if len(arrays) != len(self._input_names):
-            raise InputError(
-                f"expected {len(self._input_names)} inputs {self._input_names}, given {len(arrays)}"
-            )
-        results = self.run(dict(zip(self._input_names, arrays)))
-        return [results[n] for n in self.output_names]

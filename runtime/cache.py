@@ -2,7 +2,7 @@
 
 The root is `$EMBER_CACHE_DIR`, else the user cache directory of the platform (`platformdirs`:
 `$XDG_CACHE_HOME/ember` or `~/.cache/ember` on Linux, `~/Library/Caches/ember` on macOS), and
-holds `artifacts/` (compiled models, see tools/aot.py), `objects/` (compiled kernels, see
+holds `artifacts/` (compiled models, see engine/aot.py), `objects/` (compiled kernels, see
 codegen/objcache.py) and `onnx-node-tests/` (the conformance data, see tools/conformance/data.py).
 
 Compiled entries (objects and artifacts) are capped at `$EMBER_CACHE_MAX_BYTES` (default
@@ -97,7 +97,7 @@ class CacheEntry:
 # not ember's (a folder given to Config.set_cache_dir may hold other files) and is left alone.
 _ENTRY_NAMES = {
     OBJECT: re.compile(r"[0-9a-f]{64}\.o"),  # in shards named by 2 hex digits
-    ARTIFACT: re.compile(r"[0-9a-f]{32}"),  # tools/aot.py cache_key
+    ARTIFACT: re.compile(r"[0-9a-f]{32}"),  # engine/aot.py cache_key
     DATA: re.compile(r"onnx-[^/]+"),  # tools/conformance/data.py data_dir
 }
 _TEMPORARY_NAMES = {

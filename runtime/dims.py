@@ -1,6 +1,6 @@
 """Checking a run's input shapes against declared dims, before any kernel runs.
 
-Shared by the compiler's entry points (tools/shapes.py: pinned and specialising models) and
+Shared by the compiler's entry points (engine/shapes.py: pinned and specialising models) and
 the thin runtime (a multi-variant artifact, runtime/artifact.py), so both refuse the same
 inputs with the same messages: a rank mismatch, a fixed dim given another size, two inputs
 that disagree on a named dim they share, a named dim outside its range (`dynamic_dims`), each

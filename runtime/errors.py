@@ -34,7 +34,7 @@ class RuntimeOperandError(UnsupportedOpError):
 
     `inputs` names the graph inputs it is computed from (empty when it depends on none that a
     caller could supply, e.g. only on values computed inside the graph): compiling again with
-    those inputs' values given as constants (value specialisation, tools/specialize.py) removes
+    those inputs' values given as constants (value specialisation, engine/specialize.py) removes
     this refusal when every op between them and the operand folds.
     """
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ember.runtime.documents import MAX_BUFFER_BYTES, Field
 from ember.runtime.errors import InputError, KernelError
+from ember.runtime.runnable import RunnableModel, checked_threads
 from ember.runtime.status import SITES_KEY, check_status, new_status
 
 ALIGNMENT = 64
@@ -54,7 +55,7 @@ SMALL_DTYPES = (
 )
 DTYPE_BYTES.update(dict.fromkeys(SMALL_DTYPES, 1))
 MAX_RANK = 32
-# Manifest `extra` section of a program with data-dependent output sizes (tools/staging.py):
+# Manifest `extra` section of a program with data-dependent output sizes (engine/staging.py):
 # {output: [count output, axis]}: the output holds its upper bound along `axis`, the count
 # output (an int64 scalar) how much of it is the result; the runtime slices and drops counts.
 BOUNDED_KEY = "bounded_outputs"
@@ -249,7 +250,7 @@ def check_feed_names(feeds: object, input_names: Sequence[str]) -> None:
         )
 
 
-class Executable:
+class Executable(RunnableModel):
     """A loaded program: validates inputs, runs the native entry point, returns numpy outputs.
 
     Safe to call from several threads at once: every in-flight run takes its own arena.
@@ -315,9 +316,7 @@ class Executable:
         return specs
 
     def set_num_threads(self, threads: int) -> None:
-        if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-        threads = int(threads)
+        threads = checked_threads(threads)
         self.threads = threads
         self._set_num_threads(threads)
 
@@ -443,12 +442,3 @@ class Executable:
                         ) from None
         finally:
             self._arenas.put(arena)
-
-    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        if len(arrays) != len(self.manifest.inputs):
-            raise InputError(
-                f"expected {len(self.manifest.inputs)} inputs {self.input_names}, "
-                f"given {len(arrays)}"
-            )
-        results = self.run(dict(zip(self.input_names, arrays)))
-        return [results[n] for n in self.output_names]

@@ -28,19 +28,20 @@ from ember.runtime.executable import (
     check_feed_names,
     numpy_dtype,
 )
+from ember.runtime.runnable import RunnableModel
 
 # The manifest's `extra` section of a batch-polymorphic artifact:
 # {"dim": "batch", "inputs": [names whose leading axis is the batch], "range": [low, high]}.
 POLYMORPHIC_KEY = "batch_polymorphic"
 
 
-class BatchLoop:
+class BatchLoop(RunnableModel):
     """A program compiled at batch 1, run at any batch as one call per sample.
 
     `batched_inputs` are the inputs whose leading axis is the batch dim `dim` (their manifest
     shape is their batch-1 shape); every output is batched (the proof requires it). Batch n
-    multiplies the leading dim of each by n. `dim_range` (low, high) bounds n. The same API as
-    Executable: `input_names`, `output_names`, `run`, `__call__`, `set_num_threads`.
+    multiplies the leading dim of each by n. `dim_range` (low, high) bounds n. The API of every
+    model (runtime/runnable.py), the batch-1 program's other attributes too.
     """
 
     def __init__(
@@ -158,17 +159,9 @@ class BatchLoop:
         self.program.call_per_sample(inputs, outputs, input_steps, output_steps, batch)
         return {s.name: o for s, o in zip(self.program.manifest.outputs, outputs)}
 
-    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        if len(arrays) != len(self.input_names):
-            raise InputError(
-                f"expected {len(self.input_names)} inputs {self.input_names}, given {len(arrays)}"
-            )
-        results = self.run(dict(zip(self.input_names, arrays)))
-        return [results[n] for n in self.output_names]
-
 
 def polymorphic_section(dim: str, inputs: Sequence[str], dim_range: tuple[int, int] | None) -> dict:
-    """The manifest's `extra.batch_polymorphic` section (written by tools/aot.py)."""
+    """The manifest's `extra.batch_polymorphic` section (written by engine/aot.py)."""
     return {
         "dim": dim,
         "inputs": list(inputs),

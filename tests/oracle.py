@@ -7,12 +7,12 @@ import os
 import numpy as np
 import onnx
 
-from ember.tools.feeds import seeded_inputs
+from ember.engine.feeds import seeded_inputs
 
 
 def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for every real graph input (not initializers): floats ~ N(0,1), index
-    inputs within the range the model accepts, other ints in [0, 16) (`ember.tools.feeds`)."""
+    inputs within the range the model accepts, other ints in [0, 16) (`ember.engine.feeds`)."""
     return seeded_inputs(model, seed)
 
 

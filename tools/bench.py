@@ -523,8 +523,8 @@ def ember_breakdown(
 ) -> Breakdown:
     """Time every kernel call of `model` on `feeds` (ember.tools.profile: an instrumented build
     with the inputs pinned to the feeds' shapes), median per run, slowest first."""
+    from ember.engine.shapes import read_model
     from ember.tools.profile import profile_model
-    from ember.tools.shapes import read_model
 
     profile = profile_model(
         model,
@@ -573,7 +573,7 @@ def onnxruntime_breakdown(
 
     import onnx
 
-    from ember.tools.shapes import read_model
+    from ember.engine.shapes import read_model
 
     proto = read_model(model)
     source: str | bytes = os.fspath(model)

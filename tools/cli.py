@@ -38,20 +38,20 @@ import numpy as np
 
 from ember import __version__
 from ember.core.target import host_cpu_description
+from ember.engine.predictor import Config, pipeline_spec
+from ember.engine.shapes import UnpinnedInputsError
 from ember.runtime.artifact import read_manifest, sha256_file
 from ember.runtime.cpu_features import host_microarchitecture
 from ember.runtime.errors import EmberError, InputError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
-from ember.tools.engine import Config, pipeline_spec
-from ember.tools.quantize import add_quantize_options, quantize_from_args
-from ember.tools.shapes import (
-    UnpinnedInputsError,
+from ember.tools.options import (
     add_dim_range_option,
     add_dim_sizes_option,
     add_input_files_option,
     add_input_shape_option,
     read_input_files,
 )
+from ember.tools.quantize import add_quantize_options, quantize_from_args
 from ember.tools.verbosity import apply_verbosity, restored_logging, verbosity_options
 
 if TYPE_CHECKING:
@@ -262,9 +262,9 @@ def _file_name(tensor: str) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from ember.engine.aot import Progress, compile_artifact, resolve_target
     from ember.passes.pipeline import with_memory_checks
     from ember.runtime.integrity import read_key
-    from ember.tools.aot import Progress, compile_artifact, resolve_target
 
     target = resolve_target(args.target_cpu, args.threads)
     pipeline = pipeline_spec(ir_optim=not args.no_ir_optim)
@@ -327,7 +327,7 @@ def _compile_variants(
     progress: Any,
     sign_key: bytes | None,
 ) -> int:
-    from ember.tools.aot import compile_variants
+    from ember.engine.aot import compile_variants
 
     builds = compile_variants(
         model,
@@ -362,9 +362,9 @@ def _seeded_feeds(
     specs: Sequence[TensorSpec], onnx_path: str | None, seed: int
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int]]]:
     """Seeded inputs for `specs`, index inputs in the ranges the .onnx model accepts (see
-    ember.tools.feeds), and those ranges. Without the .onnx, integer inputs get [0, 16)."""
-    from ember.tools.feeds import index_ranges, random_feeds
-    from ember.tools.shapes import read_model
+    ember.engine.feeds), and those ranges. Without the .onnx, integer inputs get [0, 16)."""
+    from ember.engine.feeds import index_ranges, random_feeds
+    from ember.engine.shapes import read_model
 
     integers = [s.name for s in specs if np.issubdtype(numpy_dtype(s.dtype), np.integer)]
     ranges: dict[str, tuple[int, int]] = {}
@@ -425,8 +425,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _declared_inputs(model: str) -> list[tuple[str, list | None]]:
     """The declared (name, dims) of an .onnx model's or a multi-variant artifact's inputs."""
+    from ember.engine.shapes import ModelSignature, read_model
     from ember.runtime.artifact import VARIANTS_FORMAT, read_variants_manifest
-    from ember.tools.shapes import ModelSignature, read_model
 
     if Path(model).is_dir():
         manifest = Path(model) / "manifest.json"
@@ -595,8 +595,8 @@ def _bench_breakdown(
         raise InputError(
             "--breakdown compiles an instrumented build of the .onnx model: pass --onnx PATH"
         )
+    from ember.engine.aot import resolve_target
     from ember.tools import bench
-    from ember.tools.aot import resolve_target
 
     target = resolve_target(args.target_cpu, threads)
     # A second compile of the model, as long as the first one: say why the wait.

@@ -61,9 +61,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ember.engine.feeds import model_input_specs, random_feeds
 from ember.runtime.executable import TensorSpec, numpy_dtype
 from ember.tools import fuzz_cases
-from ember.tools.feeds import model_input_specs, random_feeds
 from ember.tools.fuzz_cases import Case
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 from ember.tools.workers import RECYCLE_KEY
@@ -450,8 +450,8 @@ def _run_artifact_case(case: Case, artifacts: Path | None, reference: bool) -> d
 def prepare_artifacts(directory: str) -> dict[str, Any]:
     """Compile every seed model to an artifact under `directory` (one worker job), and check
     that each untampered artifact loads and runs: tampering a broken artifact tests nothing."""
+    from ember.engine.aot import compile_artifact, resolve_target
     from ember.runtime.artifact import load
-    from ember.tools.aot import compile_artifact, resolve_target
 
     try:
         for name in fuzz_cases.SEED_BUILDERS:

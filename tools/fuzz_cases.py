@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ember.engine.feeds import model_input_specs, random_feeds
 from ember.runtime.executable import TensorSpec
-from ember.tools.feeds import model_input_specs, random_feeds
 
 OPSET = 17
 FLOAT = TensorProto.FLOAT

@@ -29,10 +29,11 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, MemRefType, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Attribute, Operation, SSAValue
 
+from ember.engine.shapes import InputShapes, read_model
 from ember.passes.pipeline import GRAPH_STAGE, KERNEL_STAGE
 from ember.passes.program import absorbed_nodes, entry_function, origin_of
 from ember.runtime.errors import EmberError, InputError
-from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
+from ember.tools.options import add_input_shape_option
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 STAGES = {"import": "", "graph": GRAPH_STAGE, "kernel": f"{GRAPH_STAGE},{KERNEL_STAGE}"}
@@ -173,10 +174,10 @@ def model_graph(
     """`model`'s entry function after `stage` (import, graph or kernel) as a Graph."""
     from ember.core.target import host_target
     from ember.dialects.weights import make_context
+    from ember.engine.compile import annotate_origins
+    from ember.engine.shapes import static_input_shapes
     from ember.frontend.onnx_importer import import_model
     from ember.passes.pipeline import build_pipeline
-    from ember.tools.compile import annotate_origins
-    from ember.tools.shapes import static_input_shapes
 
     if stage not in STAGES:
         raise InputError(f"unknown stage '{stage}': one of {', '.join(STAGES)}")

@@ -28,6 +28,7 @@ from xdsl.passes import ModulePass, PassPipeline, get_pass_option_infos
 
 from ember.core.target import Target, host_target, named_target
 from ember.dialects.weights import EmberContext, WeightStore, make_context
+from ember.engine.shapes import pin_inputs, read_model, static_input_shapes
 from ember.passes.pipeline import (
     DEFAULT_PIPELINE,
     KERNEL_STAGE,
@@ -55,14 +56,7 @@ from ember.tools.opt_run import (
     format_timing,
     run_passes,
 )
-from ember.tools.shapes import (
-    add_input_files_option,
-    add_input_shape_option,
-    pin_inputs,
-    read_input_files,
-    read_model,
-    static_input_shapes,
-)
+from ember.tools.options import add_input_files_option, add_input_shape_option, read_input_files
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 EMIT_CHOICES = ("graph", "kernel", "loops", "llvm", "asm", "dot")

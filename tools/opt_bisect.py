@@ -45,8 +45,8 @@ class OracleError(ValueError):
 
 def seeded_inputs(model: onnx.ModelProto, seed: int = 0) -> Outputs:
     """Seeded inputs for every real graph input of `model`, index inputs (Gather indices,
-    recurrent sequence_lens, ...) within the range the model accepts (see `ember.tools.feeds`)."""
-    from ember.tools import feeds
+    recurrent sequence_lens, ...) within the range the model accepts (see `ember.engine.feeds`)."""
+    from ember.engine import feeds
 
     return feeds.seeded_inputs(model, seed)
 
@@ -92,7 +92,7 @@ def run_ember(
     opt_level: int = 3,
 ) -> Outputs:
     """Lower a copy of `module` with `passes`, JIT it and run it once on `feeds`."""
-    from ember.tools.compile import CompiledModel, finish_program
+    from ember.engine.compile import CompiledModel, finish_program
 
     module, ctx = module.clone(), ctx.clone()
     for p in passes:

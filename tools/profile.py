@@ -37,12 +37,13 @@ from xdsl.dialects.builtin import ModuleOp, i64
 from xdsl.ir import Block, Region
 
 from ember.core.target import Target, host_target
+from ember.engine.compile import CompiledModel, compile_program, finish_program
+from ember.engine.feeds import index_ranges
+from ember.engine.feeds import random_feeds as feeds_for_specs
+from ember.engine.shapes import InputShapes, read_model
 from ember.passes.transforms.instrument_kernels import CYCLE_COUNTER, InstrumentKernels
 from ember.runtime.executable import Manifest
-from ember.tools.compile import CompiledModel, compile_program, finish_program
-from ember.tools.feeds import index_ranges
-from ember.tools.feeds import random_feeds as feeds_for_specs
-from ember.tools.shapes import InputShapes, add_input_shape_option, read_model
+from ember.tools.options import add_input_shape_option
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 
@@ -137,7 +138,7 @@ def random_feeds(
     manifest: Manifest, seed: int = 0, model: onnx.ModelProto | None = None
 ) -> dict[str, np.ndarray]:
     """Seeded inputs for every input of `manifest`, index inputs within the ranges `model`
-    accepts (see `ember.tools.feeds`)."""
+    accepts (see `ember.engine.feeds`)."""
     ranges = None
     if model is not None:
         ranges = index_ranges(model, {spec.name: spec.shape for spec in manifest.inputs})

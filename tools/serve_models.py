@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from ember.engine.shapes import Dim, InputSignature, ModelSignature, check_run_shapes
 from ember.runtime.artifact import MANIFEST_FILE
 from ember.runtime.batching import BatchPolicy, SequencePadding, concatenate, split
 from ember.runtime.documents import Field, parse_json
 from ember.runtime.errors import EmberError, InputError, ModelError
 from ember.runtime.executable import check_feed_names, numpy_dtype
-from ember.tools.shapes import Dim, InputSignature, ModelSignature, check_run_shapes
 
 log = logging.getLogger("ember.serve")
 
@@ -309,7 +309,7 @@ def _load_artifact(name: str, path: Path, settings: ModelSettings, threads: int)
 
 def _load_onnx(name: str, path: Path, settings: ModelSettings, threads: int) -> ServedModel:
     import ember
-    from ember.tools.shapes import read_model
+    from ember.engine.shapes import read_model
 
     file = path
     if path.is_dir():
@@ -411,8 +411,8 @@ def _seeded_feeds(
 ) -> dict[str, np.ndarray]:
     """Seeded inputs of `batch` rows: each symbolic dim sized by `named`, else `other`; index
     inputs within the ranges the model accepts."""
+    from ember.engine.feeds import index_ranges, random_feeds
     from ember.runtime.executable import TensorSpec
-    from ember.tools.feeds import index_ranges, random_feeds
 
     specs = []
     for info in served.signature.inputs:

@@ -5,8 +5,8 @@ ember's programs have static shapes, so these ops are imported in two forms:
 
 - **In a model** (domain ai.onnx): an op whose inputs are all known at compile time folds
   (numpy, at compile time). Any other is refused here: `ember.compile` never reaches this,
-  since it splits such a model at these ops (`tools/staging.py`, a `StagedModel`).
-- **Bounded** (domain `ai.ember.bounded`, written only by `tools/staging.py`): the same op
+  since it splits such a model at these ops (`engine/staging.py`, a `StagedModel`).
+- **Bounded** (domain `ai.ember.bounded`, written only by `engine/staging.py`): the same op
   with the same inputs and attributes, whose outputs have their static upper bound (NonZero
   [rank, numel], Unique [numel] along the axis, NonMaxSuppression [batches * classes *
   min(max_output_boxes_per_class, boxes), 3]) followed by one more output, the actual count
@@ -50,12 +50,12 @@ from ember.frontend.context import (
 )
 from ember.frontend.registry import converts
 
-# The domain of the bounded forms (written by tools/staging.py, imported only here).
+# The domain of the bounded forms (written by engine/staging.py, imported only here).
 BOUNDED_DOMAIN = "ai.ember.bounded"
 # The ONNX ops whose output shape depends on tensor values, with the output positions that
 # are bounded and along which axis ("axis" means Unique's axis attribute, 0 without one).
 DATA_DEPENDENT_OPS: dict[str, dict[int, str | int]] = {
-    "Compress": {0: "axis"},  # only with a run-time condition (tools/staging.py)
+    "Compress": {0: "axis"},  # only with a run-time condition (engine/staging.py)
     "NonZero": {0: 1},
     "Unique": {0: "axis", 1: 0, 3: 0},
     "NonMaxSuppression": {0: 0},
@@ -154,7 +154,7 @@ def _data_dependent(imp: ImportContext, node: Node) -> Sequence[Value]:
     if not isinstance(x, Const) or node.op_type == "NonMaxSuppression":
         raise node.unsupported(
             "its output shape depends on tensor values known only at run time; ember.compile "
-            "splits a model at such nodes of its main graph (tools/staging.py), not inside a "
+            "splits a model at such nodes of its main graph (engine/staging.py), not inside a "
             "subgraph or a function body, and compile_program (ember compile) only where "
             "their values are graph outputs"
         )

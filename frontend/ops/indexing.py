@@ -3,7 +3,7 @@ ScatterElements (Scatter), ScatterND, OneHot, Compress and ReverseSequence.
 
 Kernels that read indices from a tensor check them at run time (docs/architecture.md, "The
 status record"); ReverseSequence needs its lengths known at compile time. Compress with a
-condition known only at run time is staged (tools/staging.py) and imported in its bounded
+condition known only at run time is staged (engine/staging.py) and imported in its bounded
 form (frontend/ops/data_dependent.py).
 """
 

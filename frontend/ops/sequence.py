@@ -8,7 +8,7 @@ length is known at import, an optional a value or nothing. No sequence op become
 the ops on the elements do (SplitToSequence is slices, as Split; ConcatFromSequence a concat,
 with new_axis a reshape first; SequenceMap's body is imported once per element). A position
 (SequenceAt/Insert/Erase) or split computed at run time is a shape operand: compiled per
-value (value specialisation, tools/specialize.py). A sequence is at most
+value (value specialisation, engine/specialize.py). A sequence is at most
 `MAX_SEQUENCE_LENGTH` tensors (ResourceLimitError).
 """
 

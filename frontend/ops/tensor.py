@@ -191,7 +191,7 @@ def _dropout(imp: ImportContext, node: Node) -> Sequence[Value]:
             "random: ember compiles inference, set is_test=1"
         )
     # Both through constant(): given at run time they are value-specialised (the model is
-    # compiled per value, tools/specialize.py), so a run-time training_mode=false still runs.
+    # compiled per value, engine/specialize.py), so a run-time training_mode=false still runs.
     training = imp.constant(node, 2, "training_mode") if node.opset >= 12 else None
     if training is not None and bool(training.reshape(-1)[0]):
         ratio = imp.constant(node, 1, "ratio")

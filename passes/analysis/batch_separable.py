@@ -4,7 +4,7 @@ A model whose leading input axis is a symbolic batch dim can then be compiled on
 and run at batch n as n calls of that program, each on one sample's slice of every input and
 output (runtime/polymorphic.py). The proof is conservative and made at compile time:
 
-1. The model is imported twice (tools/batch_polymorphic.py), with the batch dim pinned to 1
+1. The model is imported twice (engine/batch_polymorphic.py), with the batch dim pinned to 1
    and to `PROBE_BATCH` (3: not 2, which literal sizes often coincide with), every other dim
    pinned alike; this module compares the two programs.
 2. The two graph-dialect programs must be the same program op for op: the same ops in the same

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from ember.tools.onnx_backend import EmberBackend, UnsupportedOpsError, node_model
+from ember.engine.onnx_backend import EmberBackend, UnsupportedOpsError, node_model
 
 
 def _model(

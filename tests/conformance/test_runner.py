@@ -258,7 +258,7 @@ def test_shape_operands_become_initializers(suite: Path) -> None:
     case = str(suite / "test_reshape_runtime_shape")
     result = conf.run_case(case, conf.RTOL, conf.ATOL, {"backend": {"threads": 1}})
     assert result["status"] == "passed" and result["frozen_inputs"] == ["shape"], result
-    # Unfrozen, the runtime shape operand is value-specialised (tools/specialize.py).
+    # Unfrozen, the runtime shape operand is value-specialised (engine/specialize.py).
     strict = conf.run_case(case, conf.RTOL, conf.ATOL, {"backend": {}, "freeze": False})
     assert strict["status"] == "passed" and "frozen_inputs" not in strict, strict
 

@@ -12,11 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
+from ember.engine.batch_polymorphic import prove_batch_separable
+from ember.engine.specialize import SpecializingModel
 from ember.runtime.polymorphic import BatchLoop
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tests.runtime.util import run_without_compiler
-from ember.tools.batch_polymorphic import prove_batch_separable
-from ember.tools.specialize import SpecializingModel
 from ember.tools.symbolic_zoo import bert_encoder_model
 
 # Float32 convolutions and matmuls vs onnxruntime: other summation orders, same math.
@@ -271,9 +271,9 @@ def test_batch_range_and_shapes_are_checked() -> None:
 
 
 def test_artifact_serves_every_batch_in_the_thin_runtime(tmp_path: Path) -> None:
+    from ember.engine.aot import compile_artifact
     from ember.runtime import load
     from ember.runtime.polymorphic import POLYMORPHIC_KEY
-    from ember.tools.aot import compile_artifact
 
     model = bert_model()
     compile_artifact(
@@ -306,8 +306,8 @@ def test_artifact_serves_every_batch_in_the_thin_runtime(tmp_path: Path) -> None
 
 
 def test_artifact_of_a_model_not_separable_says_why(tmp_path: Path) -> None:
-    from ember.tools.aot import compile_artifact
-    from ember.tools.shapes import UnpinnedInputsError
+    from ember.engine.aot import compile_artifact
+    from ember.engine.shapes import UnpinnedInputsError
 
     with pytest.raises(UnpinnedInputsError, match="the batch is not polymorphic: .*axis 0"):
         compile_artifact(reduce_over_batch_model(), tmp_path / "m", batch_polymorphic=True)
@@ -335,7 +335,7 @@ def test_kernel_errors_name_the_sample() -> None:
 
 
 def test_check_reports_the_polymorphic_batch_or_why_not() -> None:
-    from ember.tools.check import check
+    from ember.engine.check import check
 
     report = check(cnn_model())
     assert report.ok and report.imported and report.batch_polymorphic == "batch"

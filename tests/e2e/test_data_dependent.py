@@ -15,9 +15,9 @@ from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.dialects.numpy_eval import nonzero
+from ember.engine.staging import StagedModel
 from ember.runtime.errors import UnsupportedOpError
 from ember.tests.oracle import onnxruntime_outputs
-from ember.tools.staging import StagedModel
 
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -229,15 +229,15 @@ def test_nonzero_transpose_gather_nd_chain() -> None:
 
 
 def test_ahead_of_time_refuses_a_tail_naming_the_nodes() -> None:
-    from ember.tools.compile import compile_program
+    from ember.engine.compile import compile_program
 
     with pytest.raises(UnsupportedOpError, match=r"NonZero \(node 'nonzero'.*feeds Transpose"):
         compile_program(_nonzero_gather_nd_model())
 
 
 def test_ahead_of_time_artifact_slices_data_dependent_outputs(tmp_path) -> None:
+    from ember.engine.aot import compile_artifact
     from ember.runtime.artifact import load
-    from ember.tools.aot import compile_artifact
 
     model = _unique_model([5], None, 0)
     compile_artifact(model, tmp_path / "unique")

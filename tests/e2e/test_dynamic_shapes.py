@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember
+from ember.engine.compile import compile_program
+from ember.engine.specialize import SpecializingModel
 from ember.tests.oracle import assert_close, onnxruntime_outputs
-from ember.tools.compile import compile_program
-from ember.tools.specialize import SpecializingModel
 from ember.tools.symbolic_zoo import feeds, fixed_reshape_model, symbolic_model
 
 # Float32 MatMul and ReduceSum vs onnxruntime: different summation orders, same math.

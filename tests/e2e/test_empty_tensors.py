@@ -96,8 +96,8 @@ def test_kv_cache_decoder_runs_from_an_empty_past() -> None:
 
 def test_kv_cache_artifact_has_a_variant_for_the_empty_past(tmp_path: Path) -> None:
     # `ember compile --shapes past=0,1,5`: the thin runtime dispatches an empty past too.
+    from ember.engine.aot import compile_variants
     from ember.runtime.artifact import load
-    from ember.tools.aot import compile_variants
 
     model = _kv_cache_decoder()
     onnx.save(model, tmp_path / "decoder.onnx")

@@ -7,10 +7,10 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember.passes.pipeline as pipeline_module
+from ember.engine.compile import compile_program
 from ember.passes.pipeline import DEFAULT_PIPELINE
 from ember.runtime.errors import InternalCompilerError
 from ember.tests.tools.test_opt import BreakShapes
-from ember.tools.compile import compile_program
 
 
 def _relu_model():

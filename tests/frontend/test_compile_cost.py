@@ -24,9 +24,9 @@ from ember.codegen import build
 from ember.core import limits
 from ember.core.target import host_target
 from ember.dialects import kernel
+from ember.engine.compile import Program, compile_program
 from ember.frontend import onnx_importer
 from ember.runtime.errors import ResourceLimitError
-from ember.tools.compile import Program, compile_program
 
 F, I32, I64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
 n = helper.make_node

@@ -1,4 +1,4 @@
-"""Sequences and optionals (frontend/ops/sequence.py, tools/structured.py): each op against
+"""Sequences and optionals (frontend/ops/sequence.py, engine/structured.py): each op against
 onnxruntime and onnx.reference on seeded inputs (exact: the ops only move data, and the
 element ops here are exact in float32), sequence/optional graph inputs and outputs from
 Python, torch's exported split -> loop -> cat pattern, and the refusals."""
@@ -16,9 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import ember
+from ember.engine.compile import compile_program
 from ember.runtime.errors import InputError, ModelError, ResourceLimitError, UnsupportedOpError
 from ember.tests.oracle import onnxruntime_outputs
-from ember.tools.compile import compile_program
 from ember.tools.conformance.runner import assert_similar_outputs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "engine_api.md"
@@ -538,8 +538,8 @@ def test_docs_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_artifact_outputs_are_the_flat_tensors(tmp_path: Path) -> None:
     """At the native boundary a sequence output is its tensors, `y[0]` .. (the manifest says
     how they group); an artifact loads without the compiler and runs them."""
+    from ember.engine.aot import compile_artifact
     from ember.runtime.artifact import load
-    from ember.tools.aot import compile_artifact
 
     node = helper.make_node("SplitToSequence", ["x"], ["parts"], axis=0, keepdims=0)
     model = _model([node], [_tensor("x", [2, 3])], [_seq("parts")])

@@ -27,6 +27,7 @@ import ember
 from ember.core.target import Target, host_target
 from ember.dialects import kernel
 from ember.dialects.weights import make_context
+from ember.engine.compile import annotate_origins
 from ember.frontend.onnx_importer import import_model
 from ember.passes.conversion.graph_to_kernel import ConversionError
 from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
@@ -35,7 +36,6 @@ from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.passes.pipeline import build_pipeline
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.kernels.harness import run_kernel_op
-from ember.tools.compile import annotate_origins
 
 
 def make_pool(

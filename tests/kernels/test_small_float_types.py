@@ -378,9 +378,9 @@ def test_float8_dequantize_refuses_a_nonzero_constant_zero_point() -> None:
 def test_runtime_tables_name_every_small_type() -> None:
     """The manifest's dtype names load as ml_dtypes' types, one byte each, and the
     onnxruntime-style session spells them as ONNX does."""
+    from ember.engine.cheader import C_TYPES
+    from ember.engine.session import _ORT_TYPES
     from ember.runtime.executable import DTYPE_BYTES, SMALL_DTYPES, numpy_dtype
-    from ember.tools.cheader import C_TYPES
-    from ember.tools.session import _ORT_TYPES
 
     for name in SMALL_DTYPES:
         dtype = numpy_dtype(name)

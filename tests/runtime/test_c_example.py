@@ -18,9 +18,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember.runtime
+from ember.engine.cheader import HEADER_FILE, c_string, render_header
 from ember.runtime.errors import KernelError
 from ember.tests.runtime.util import compile_model
-from ember.tools.cheader import HEADER_FILE, c_string, render_header
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "c_example.c"
 CC = shutil.which("cc")

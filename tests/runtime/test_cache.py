@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 
 import ember.runtime
 from ember.codegen.objcache import CachedObject, ObjectCache
+from ember.engine.aot import compile_cached, default_cache_dir
 from ember.runtime import cache as cache_module
 from ember.runtime.cache import (
     ARTIFACT,
@@ -29,7 +30,6 @@ from ember.runtime.cache import (
 )
 from ember.runtime.sizes import parse_byte_count
 from ember.tools import cache as cache_command
-from ember.tools.aot import compile_cached, default_cache_dir
 from ember.tools.cli import main as cli_main
 
 DAY = 86400

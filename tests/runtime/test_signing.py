@@ -14,6 +14,7 @@ import onnx
 import pytest
 
 import ember.runtime
+from ember.engine.aot import compile_variants
 from ember.runtime import ArtifactError
 from ember.runtime.integrity import (
     CODE_HASH_TAG,
@@ -25,7 +26,6 @@ from ember.runtime.integrity import (
 )
 from ember.tests.runtime.util import save, small_convnet
 from ember.tools import cli
-from ember.tools.aot import compile_variants
 from ember.tools.symbolic_zoo import feeds, symbolic_model
 
 KEY = b"k" * 32

@@ -13,11 +13,11 @@ import onnx
 import pytest
 
 import ember
+from ember.engine.aot import compile_variants
 from ember.runtime.artifact import MANIFEST_FILE, VariantArtifact, load
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tests.runtime.util import run_without_compiler
 from ember.tools import cli
-from ember.tools.aot import compile_variants
 from ember.tools.symbolic_zoo import feeds, symbolic_model
 
 REL_TOL = 1e-5

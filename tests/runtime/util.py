@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ember.tools.aot import compile_artifact, resolve_target
+from ember.engine.aot import compile_artifact, resolve_target
 
 
 def small_convnet(seed: int = 0, batch: int = 2) -> onnx.ModelProto:

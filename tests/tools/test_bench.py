@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from ember.engine.feeds import index_ranges, seeded_inputs
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools import bench
 from ember.tools import model_zoo as models
 from ember.tools.cli import main
-from ember.tools.feeds import index_ranges, seeded_inputs
 from ember.tools.model_zoo import light_model_path
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.

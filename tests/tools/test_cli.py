@@ -13,9 +13,9 @@ import pytest
 
 import ember.runtime
 import ember.tools
+from ember.engine.aot import Progress
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tests.runtime.util import save, small_convnet
-from ember.tools.aot import Progress
 from ember.tools.cli import main
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.

@@ -8,9 +8,9 @@ import onnx
 import pytest
 
 from ember.core.target import host_target
+from ember.engine.compile import compile_program
 from ember.tests.tools.test_profile import twin_convs
 from ember.tools import cli
-from ember.tools.compile import compile_program
 
 
 def test_passes_and_import_are_timed_at_debug_level(caplog: pytest.LogCaptureFixture) -> None:

@@ -15,14 +15,14 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember
-from ember.runtime.errors import RuntimeOperandError
-from ember.tests.oracle import assert_close, onnxruntime_outputs
-from ember.tools.specialize import (
+from ember.engine.specialize import (
     MAX_VALUE_ELEMENTS,
     SpecializationCache,
     SpecializationWarning,
     SpecializingModel,
 )
+from ember.runtime.errors import RuntimeOperandError
+from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools.symbolic_zoo import (
     VOCAB,
     bert_encoder_model,

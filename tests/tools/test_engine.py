@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ember
-import ember.tools.aot
+import ember.engine.aot
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tests.runtime.util import save, small_convnet
 
@@ -32,13 +32,13 @@ def _snippet() -> str:
 def compiles(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Counts calls of the AOT compiler behind the cache."""
     calls: list[Path] = []
-    real = ember.tools.aot.compile_artifact
+    real = ember.engine.aot.compile_artifact
 
     def counting(model: object, output: object, **kwargs: object) -> object:
         calls.append(Path(str(output)))
         return real(model, output, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ember.tools.aot, "compile_artifact", counting)
+    monkeypatch.setattr(ember.engine.aot, "compile_artifact", counting)
     return calls
 
 
@@ -68,12 +68,12 @@ def test_docs_walkthrough_runs_and_matches_onnxruntime(workdir: Path, compiles: 
 _SECOND_PROCESS = r"""
 import sys, time
 import numpy as np
-import ember, ember.tools.aot
+import ember, ember.engine.aot
 
 def no_compiling(*args, **kwargs):
     raise SystemExit("compiled although the artifact is cached")
 
-ember.tools.aot.compile_artifact = no_compiling
+ember.engine.aot.compile_artifact = no_compiling
 start = time.perf_counter()
 config = ember.Config(sys.argv[1])
 config.set_cpu_math_library_num_threads(2)

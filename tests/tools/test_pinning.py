@@ -14,20 +14,20 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember
+import ember.engine.aot
 import ember.runtime
-import ember.tools.aot
-from ember.tests.oracle import assert_close, onnxruntime_outputs
-from ember.tools import conformance as conf
-from ember.tools.aot import compile_artifact, resolve_target
-from ember.tools.cli import main
-from ember.tools.onnx_backend import EmberBackend
-from ember.tools.opt import main as opt_main
-from ember.tools.shapes import parse_input_shape
-from ember.tools.specialize import (
+from ember.engine.aot import compile_artifact, resolve_target
+from ember.engine.onnx_backend import EmberBackend
+from ember.engine.specialize import (
     SpecializationCache,
     SpecializationWarning,
     SpecializingModel,
 )
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tools import conformance as conf
+from ember.tools.cli import main
+from ember.tools.opt import main as opt_main
+from ember.tools.options import parse_input_shape
 from ember.tools.symbolic_zoo import feeds, fixed_reshape_model, symbolic_model
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "engine_api.md"
@@ -49,14 +49,14 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def compiles(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """The input_shapes of each AOT compile behind the engine's cache."""
     calls: list[dict] = []
-    real = ember.tools.aot.compile_artifact
+    real = ember.engine.aot.compile_artifact
 
     def counting(model: object, output: object, **kwargs: object) -> object:
         build = real(model, output, **kwargs)  # type: ignore[arg-type]
         calls.append(dict(kwargs.get("input_shapes") or {}))  # type: ignore[call-overload]
         return build
 
-    monkeypatch.setattr(ember.tools.aot, "compile_artifact", counting)
+    monkeypatch.setattr(ember.engine.aot, "compile_artifact", counting)
     return calls
 
 

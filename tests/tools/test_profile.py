@@ -10,12 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ember.core.target import host_target
+from ember.engine.compile import compile_program
 from ember.passes.program import entry_function
 from ember.passes.transforms.instrument_kernels import InstrumentKernels, profile_sites
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools import profile as profile_tool
-from ember.tools.compile import compile_program
 
 # Float32 kernels vs onnxruntime: different summation orders, same math.
 REL_TOL = 1e-4

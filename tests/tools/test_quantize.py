@@ -1,4 +1,4 @@
-"""Post-training quantization (frontend/quantize.py, frontend/calibrate.py, tools/quantize.py).
+"""Post-training quantization (frontend/quantize.py, frontend/calibrate.py, engine/quantize.py).
 
 - Calibrators on known distributions: min-max exact; percentile within one histogram bin of
   numpy's percentile; entropy clips outliers and keeps a uniform range.
@@ -22,13 +22,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
+from ember.engine.feeds import seeded_inputs
+from ember.engine.quantize import quantize
 from ember.frontend import calibrate as calib
 from ember.frontend import quantize as quantization
 from ember.runtime.artifact import load
 from ember.runtime.errors import InputError, ModelError
-from ember.tools.feeds import seeded_inputs
 from ember.tools.model_zoo import bert_encoder, mobilenet_v2, resnet18
-from ember.tools.quantize import main, quantize
+from ember.tools.quantize import main
 
 # -- calibrators --------------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ def test_seven_bit_weights_by_default_for_a_target_without_vnni() -> None:
     assert np.abs(values).max(axis=1).tolist() == [64] * 6
     assert np.all(np.abs(values * scale[:, None] - weight) <= scale[:, None] / 2 + 1e-7)
 
-    from ember.tools.quantize import target_has_vnni
+    from ember.engine.quantize import target_has_vnni
 
     assert not target_has_vnni("x86-64-v3")
     assert target_has_vnni("icelake-server")

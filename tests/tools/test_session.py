@@ -152,17 +152,17 @@ def test_free_dimension_override_pins_the_batch() -> None:
 
 
 def test_disable_all_compiles_without_graph_optimisations(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ember.tools.compile
+    import ember.engine.compile
     from ember.passes.pipeline import MINIMAL_PIPELINE
 
     pipelines = []
-    real = ember.tools.compile.compile_program
+    real = ember.engine.compile.compile_program
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         pipelines.append(args[2])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ember.tools.compile, "compile_program", recording)
+    monkeypatch.setattr(ember.engine.compile, "compile_program", recording)
     options = ember.SessionOptions()
     options.graph_optimization_level = ember.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ember.InferenceSession(small_convnet(), options)

@@ -11,8 +11,9 @@ import onnx
 import pytest
 
 import ember
+from ember.engine import aot
 from ember.tests.tools.test_profile import twin_convs
-from ember.tools import aot, cli
+from ember.tools import cli
 
 COMMANDS = ["compile", "run", "bench", "opt", "conformance", "fuzz", "check", "graph", "view",
             "profile", "quantize", "cache", "serve"]  # fmt: skip

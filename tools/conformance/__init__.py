@@ -25,7 +25,7 @@ while running); crashed (the process died or hung).
 A case whose inputs have symbolic dims is compiled for its test data's shapes on the first run
 (EmberBackend's shape specialisation), unless `--input-shape` pins them. Every operand is a
 graph input by default, as ONNX's runner gives it: an op whose shape operand comes from one is
-compiled for the test data's value of it (value specialisation, tools/specialize.py).
+compiled for the test data's value of it (value specialisation, engine/specialize.py).
 
 Outcomes, what a user of ember would see (`outcome()`): passed; refused (a clear ember error
 naming the op: unsupported op or variant, invalid model, a kernel's run-time check); values

@@ -22,7 +22,7 @@ from ember.tools.conformance.report import (
     with_summaries,
 )
 from ember.tools.conformance.runner import RunOptions, run_cases
-from ember.tools.shapes import add_input_shape_option
+from ember.tools.options import add_input_shape_option
 from ember.tools.verbosity import apply_verbosity, verbosity_options
 
 

@@ -283,7 +283,7 @@ def render_docs(report: dict[str, Any]) -> str:
         else "Every operand was a graph input, as ONNX's runner gives them; ember compiles "
         "an op whose shape operand (Reshape's shape, Slice's starts, a reduction's axes, "
         "...) is fed at run time once per distinct value of it (value specialisation, "
-        "`tools/specialize.py`)."
+        "`engine/specialize.py`)."
     )
     lines = [
         "# Supported ONNX ops",

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ember.engine.shapes import freeze_inputs
 from ember.tools.conformance.data import load_case
-from ember.tools.shapes import freeze_inputs
 
 RTOL = 1e-3
 ATOL = 1e-7
@@ -36,7 +36,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # the graph inputs feeding these positions into initializers holding the test's values (as
 # onnx-mlir's backend tests do with CONSTANT_INPUT). The data operands stay runtime inputs.
 # `ember conformance` runs without this by default (every operand a graph input, as ONNX's
-# runner gives them: ember specialises on the values of shape operands, tools/specialize.py);
+# runner gives them: ember specialises on the values of shape operands, engine/specialize.py);
 # `--freeze` and RunOptions' default (the regression baselines) freeze them; every case
 # records what it froze.
 
@@ -196,9 +196,9 @@ def assert_similar_outputs(
 
 def run_case(case_dir: str, rtol: float, atol: float, options: dict[str, Any]) -> dict[str, Any]:
     """Compile and run one case with EmberBackend; never raises."""
+    from ember.engine.onnx_backend import BackendCompileError, EmberBackend, UnsupportedOpsError
     from ember.frontend.errors import ModelError, UnsupportedOpError
     from ember.runtime.errors import EmberError
-    from ember.tools.onnx_backend import BackendCompileError, EmberBackend, UnsupportedOpsError
 
     result: dict[str, Any] = {"status": "passed"}
 

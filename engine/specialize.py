@@ -46,17 +46,18 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
+from ember.engine.shapes import Pinning, check_run_shapes, freeze_inputs
 from ember.runtime.errors import InputError, ModelError, RuntimeOperandError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names, numpy_dtype
 from ember.runtime.polymorphic import BatchLoop
-from ember.tools.shapes import Pinning, check_run_shapes, freeze_inputs
+from ember.runtime.runnable import RunnableModel, checked_threads
 
 if TYPE_CHECKING:
     import onnx
 
     # The proof imports onnx and xDSL: this module is imported by the compiler-free engine API
-    # (tools/engine.py), so it is imported when a model is compiled, not here.
-    from ember.tools.batch_polymorphic import BatchProof
+    # (engine/predictor.py), so it is imported when a model is compiled, not here.
+    from ember.engine.batch_polymorphic import BatchProof
 
 log = logging.getLogger("ember.specialize")
 
@@ -187,6 +188,55 @@ class SpecializationCache(Generic[T]):
             return [(k, v) for k, v in self._entries.items() if not isinstance(v, ModelError)]
 
 
+class VariantModel(RunnableModel):
+    """A model compiled into variants on demand, one per key its runs give (input shapes and
+    shape-operand values, the structure of sequence inputs): the model's `input_names` and
+    `output_names`, every variant run with `threads`, `report` of the variant that ran last
+    (None before the first run), `compiles` counting variants compiled (failed ones included).
+    A subclass fills `_variants` (building with `compiled_variant`) and sets `_last` per run."""
+
+    def __init__(
+        self,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        threads: int,
+        variants: SpecializationCache[Any],
+    ) -> None:
+        self._input_names = list(input_names)
+        self._output_names = list(output_names)
+        self.threads = checked_threads(threads)
+        self._variants = variants
+        self._last: Any = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._output_names)
+
+    @property
+    def report(self) -> Any:
+        """The CompileReport of the variant that ran last (None before the first run)."""
+        return None if self._last is None else self._last.report
+
+    @property
+    def compiles(self) -> int:
+        """Variants compiled so far (failed ones included)."""
+        return self._variants.builds
+
+    def set_num_threads(self, threads: int) -> None:
+        self.threads = checked_threads(threads)
+        for _, variant in self._variants.items():
+            variant.set_num_threads(self.threads)
+
+    def compiled_variant(self, variant: Any) -> Any:
+        """`variant` (a freshly compiled model) set to run with this model's threads."""
+        variant.set_num_threads(self.threads)
+        return variant
+
+
 def _check_inputs(
     model: onnx.ModelProto, pinning: Pinning, base_dir: str | os.PathLike[str] | None
 ) -> None:
@@ -235,12 +285,12 @@ def _describe_variant(key: tuple[ShapeKey, ValueKey]) -> str:
     return text
 
 
-class SpecializingModel:
+class SpecializingModel(VariantModel):
     """A model with symbolic input dims, compiled once per distinct set of input shapes.
 
-    The same API as CompiledModel: `input_names`, `output_names`, `run(dict)`, `model(*arrays)`,
-    `report` (of the specialisation that ran last), `threads` / `set_num_threads`. Also
-    `input_dims` (the declared dims, names for symbolic ones), `specialization(shapes)` (compile
+    The API of every VariantModel: `input_names`, `output_names`, `run(dict)`,
+    `model(*arrays)`, `report` (of the specialisation that ran last), `threads` /
+    `set_num_threads`, `compiles`. Also `input_dims` (the declared dims, names for symbolic ones), `specialization(shapes)` (compile
     or fetch one ahead of time), `specialized_shapes` (what is cached, oldest first),
     `value_inputs` (inputs whose values select a variant too: they feed shape operands) and
     `dim_ranges` (`dynamic_dims`, checked with the shapes before anything compiles).
@@ -279,20 +329,23 @@ class SpecializingModel:
             "base_dir": base_dir,
             "memory_limit": memory_limit,
         }
-        self.threads = threads
-        self._specializations: SpecializationCache[Any] = SpecializationCache(
-            self._compile,
-            max_specializations,
-            argument=lambda key: key,
-            describe=_describe_variant,
+        super().__init__(
+            self._signature.input_names,
+            self._signature.output_names,
+            threads,
+            SpecializationCache(
+                self._compile,
+                max_specializations,
+                argument=lambda key: key,
+                describe=_describe_variant,
+            ),
         )
-        self._last: Any = None
         # The batch dim (the dim_param the inputs' leading axes share), unless pinned, and the
         # batch-separability proof per batch-1 shapes (one per size of the other dims).
         self._batch_dim: str | None = None
         self._batch_inputs: list[str] = []
         if batch_polymorphic:
-            from ember.tools.batch_polymorphic import batch_inputs, leading_dim
+            from ember.engine.batch_polymorphic import batch_inputs, leading_dim
 
             dim = leading_dim(model)
             if dim is not None and dim not in pinning.named:
@@ -303,14 +356,6 @@ class SpecializingModel:
 
     # -- introspection -------------------------------------------------------------------------
     @property
-    def input_names(self) -> list[str]:
-        return self._signature.input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._signature.output_names
-
-    @property
     def input_dims(self) -> dict[str, list[int | str | None]]:
         """Each input's declared dims: a size, a dim name, or None (unknown); pins applied."""
         named = self._pinning.named
@@ -318,16 +363,6 @@ class SpecializingModel:
             info.name: [named.get(d, d) if isinstance(d, str) else d for d in info.dims or []]
             for info in self._signature.inputs
         }
-
-    @property
-    def report(self) -> Any:
-        """The CompileReport of the specialisation that ran last (None before the first run)."""
-        return None if self._last is None else self._last.report
-
-    @property
-    def compiles(self) -> int:
-        """Specialisations compiled so far (failed ones included)."""
-        return self._specializations.builds
 
     @property
     def batch_dim(self) -> str | None:
@@ -343,7 +378,7 @@ class SpecializingModel:
     @property
     def specialized_shapes(self) -> list[dict[str, list[int]]]:
         """The input shapes of the cached specialisations, least recently used first."""
-        return [{n: list(s) for n, s in key[0]} for key, _ in self._specializations.items()]
+        return [{n: list(s) for n, s in key[0]} for key, _ in self._variants.items()]
 
     @property
     def dim_ranges(self) -> dict[str, tuple[int, int]]:
@@ -354,13 +389,6 @@ class SpecializingModel:
     def value_inputs(self) -> list[str]:
         """The inputs whose values (not only shapes) select a compiled variant."""
         return list(self._value_inputs)
-
-    def set_num_threads(self, threads: int) -> None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self.threads = threads
-        for _, compiled in self._specializations.items():
-            compiled.set_num_threads(threads)
 
     # -- specialising --------------------------------------------------------------------------
     def specialization(
@@ -379,7 +407,7 @@ class SpecializingModel:
             known = self._value_inputs  # one snapshot per key: other runs may learn more
             key = self._key(shapes, values or {}, known)
             try:
-                return self._specializations.get(key)
+                return self._variants.get(key)
             except RuntimeOperandError as err:
                 # Retried with the values of the inputs it names as constants (each retry
                 # knows at least one more input, so this ends).
@@ -402,11 +430,11 @@ class SpecializingModel:
         if not proof.separable:
             return None
         try:
-            compiled = self._specializations.get(key)
+            compiled = self._variants.get(key)
         except (RuntimeOperandError, InputError) as err:
             # Not at batch 1 (a shape operand fed at run time, a compile error): specialise
             # the run's own shapes instead, which say for themselves what is wrong.
-            from ember.tools.batch_polymorphic import BatchProof
+            from ember.engine.batch_polymorphic import BatchProof
 
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(False, f"at batch 1: {err}")
@@ -415,7 +443,7 @@ class SpecializingModel:
         if loop is not None:
             return loop
         if compiled.bounded or compiled.graph_outputs is not None:
-            from ember.tools.batch_polymorphic import BatchProof
+            from ember.engine.batch_polymorphic import BatchProof
 
             with self._proving:
                 self._batch_proofs[key[0]] = BatchProof(
@@ -433,7 +461,7 @@ class SpecializingModel:
 
     def _prove(self, key: ShapeKey) -> BatchProof:
         """The batch-separability proof at the batch-1 shapes `key`, made once."""
-        from ember.tools.batch_polymorphic import prove_batch_separable
+        from ember.engine.batch_polymorphic import prove_batch_separable
 
         assert self._batch_dim is not None
         with self._proving:
@@ -531,7 +559,7 @@ class SpecializingModel:
         return True
 
     def _compile(self, key: tuple[ShapeKey, ValueKey]) -> Any:
-        from ember.tools.compile import compile_static
+        from ember.engine.compile import compile_static
 
         shapes, values = key
         model = self._model
@@ -543,9 +571,9 @@ class SpecializingModel:
                     for name, dtype, shape, data in values
                 },
             )
-        compiled = compile_static(model, _shapes_of(shapes), threads=self.threads, **self._options)
-        compiled.set_num_threads(self.threads)
-        return compiled
+        return self.compiled_variant(
+            compile_static(model, _shapes_of(shapes), threads=self.threads, **self._options)
+        )
 
     # -- running -------------------------------------------------------------------------------
     def _checked(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -567,11 +595,3 @@ class SpecializingModel:
         # A specialisation takes fewer inputs when one only contributes its dtype (CastLike)
         # or is a constant of it (value-specialised).
         return compiled.run({name: arrays[name] for name in compiled.input_names})
-
-    def __call__(self, *arrays: Any) -> list[np.ndarray]:
-        if len(arrays) != len(self.input_names):
-            raise InputError(
-                f"expected {len(self.input_names)} inputs {self.input_names}, given {len(arrays)}"
-            )
-        results = self.run(dict(zip(self.input_names, arrays)))
-        return [results[n] for n in self.output_names]

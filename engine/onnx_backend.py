@@ -1,6 +1,6 @@
 """ember as an ONNX backend (`onnx.backend.base.Backend`), the interface ONNX's test runner drives.
 
-    from ember.tools.onnx_backend import EmberBackend
+    from ember.engine.onnx_backend import EmberBackend
     rep = EmberBackend.prepare(model)          # compiles to native code once
     (y,) = rep.run([x])                        # positional, in graph-input order
     (y,) = EmberBackend.run_node(node, [x])    # one node, shapes taken from the inputs
@@ -11,7 +11,7 @@ A model with symbolic input dims is pinned by `prepare(model, input_shapes={...}
 pins, `prepare` checks the ops and the first `run` compiles for its inputs' shapes (a
 SpecializingModel: each further distinct set of shapes compiles once more). An operand that
 must be known at compile time (Reshape's shape, TopK's k, ...) fed as a graph input is compiled
-per distinct value of it the same way (value specialisation, tools/specialize.py), as ONNX's
+per distinct value of it the same way (value specialisation, engine/specialize.py), as ONNX's
 test runner feeds every operand.
 """
 
@@ -24,9 +24,9 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
+from ember.engine.compile import CompiledModel, compile
+from ember.engine.specialize import SpecializingModel
 from ember.frontend.errors import ModelError
-from ember.tools.compile import CompiledModel, compile
-from ember.tools.specialize import SpecializingModel
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -89,7 +89,7 @@ class EmberBackendRep(BackendRep):
                     f"given {len(arrays)}"
                 )
             feeds = dict(zip(self.graph_inputs, arrays))
-        # Sequence and optional inputs are given as lists and None (tools/structured.py).
+        # Sequence and optional inputs are given as lists and None (engine/structured.py).
         structured = set(getattr(self.compiled, "structured_inputs", ()))
         used = {
             name: feeds[name] if name in structured else np.asarray(feeds[name])

@@ -8,7 +8,7 @@
     y = predictor.get_output_handle("y").copy_to_cpu()
 
 An `.onnx` model is compiled ahead of time on first use and cached on disk (see
-`ember.tools.aot.compile_cached`), so later processes only load the shared library. An artifact
+`ember.engine.aot.compile_cached`), so later processes only load the shared library. An artifact
 directory is loaded by the thin runtime alone: this module imports the compiler only when it
 has an ONNX file to compile.
 
@@ -30,11 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.runtime.artifact import ArtifactError, LoadedArtifact, VariantArtifact, load
-from ember.runtime.errors import InputError, ModelError
-from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
-from ember.runtime.threads import default_threads
-from ember.tools.shapes import (
+from ember.engine.shapes import (
     ModelSignature,
     Pinning,
     UnpinnedInputsError,
@@ -44,7 +40,11 @@ from ember.tools.shapes import (
     read_model,
     sizes_of,
 )
-from ember.tools.specialize import MAX_SPECIALIZATIONS, SpecializationCache, shape_key
+from ember.engine.specialize import MAX_SPECIALIZATIONS, SpecializationCache, shape_key
+from ember.runtime.artifact import ArtifactError, LoadedArtifact, VariantArtifact, load
+from ember.runtime.errors import InputError, ModelError
+from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
+from ember.runtime.threads import default_threads
 
 
 def pipeline_spec(ir_optim: bool = True) -> str:
@@ -64,7 +64,7 @@ class Config:
         self._opt_level = 3
         self._target_cpu = "host"
         self._cache_dir: Path | None = None
-        self._progress = True  # shown only when stderr is a terminal (tools/aot.Progress)
+        self._progress = True  # shown only when stderr is a terminal (engine/aot.py Progress)
         self._input_shapes: dict[str, tuple[int, ...]] = {}
         self._int8: dict[str, Any] | None = None
         self._int8_model: Path | None = None
@@ -122,7 +122,7 @@ class Config:
         self._cache_dir = Path(directory)
 
     def cache_dir(self) -> Path:
-        from ember.tools.aot import default_cache_dir
+        from ember.engine.aot import default_cache_dir
 
         return self._cache_dir or default_cache_dir()
 
@@ -147,7 +147,7 @@ class Config:
         (method="entropy", dynamic=True, keep_float_op_types=[...], ...). The quantized model
         is written to the cache directory (int8/<sha256>.onnx).
         """
-        from ember.tools.quantize import quantize
+        from ember.engine.quantize import quantize
 
         unknown = set(options) - set(inspect.signature(quantize).parameters)
         # The model, its pins, threads, target cpu and progress display are the Config's own.
@@ -213,7 +213,7 @@ class Config:
             return model
         if not model.is_file():
             raise FileNotFoundError(f"model not found: {model}")
-        from ember.tools.aot import Progress, compile_cached, resolve_target
+        from ember.engine.aot import Progress, compile_cached, resolve_target
 
         if self._dim_ranges:  # the ranges and the pins within them, before compiling
             pin(ModelSignature.of(read_model(model)), self._input_shapes, self._dim_ranges)
@@ -235,7 +235,7 @@ class Config:
         if self._int8_model is None or not self._int8_model.is_file():
             import hashlib
 
-            from ember.tools.quantize import quantize
+            from ember.engine.quantize import quantize
 
             quantized = quantize(
                 self.model_path(),
@@ -257,7 +257,7 @@ class Config:
 
     def load(self) -> LoadedArtifact:
         """The loaded artifact; for an .onnx model with symbolic dims that nothing pinned,
-        `ember.tools.shapes.UnpinnedInputsError` (a ModelError saying how to pin them)."""
+        `ember.engine.shapes.UnpinnedInputsError` (a ModelError saying how to pin them)."""
         path = self.artifact_path()
         try:
             loaded = load(path, self._threads)

@@ -202,7 +202,7 @@ def render_header(description: Mapping[str, Any]) -> str:
         "- 1 indexes EMBER_STATUS_SITES. ember's Python runtime raises KernelError then.",
     ]
     bounded = extra.get(BOUNDED_KEY) or {}
-    if bounded:  # data-dependent sizes (tools/staging.py)
+    if bounded:  # data-dependent sizes (engine/staging.py)
         listed = "; ".join(
             f"{name}: the first *{count} along axis {axis}"
             for name, (count, axis) in bounded.items()

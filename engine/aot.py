@@ -5,7 +5,7 @@
 
 The artifact format (files, manifest, checksums) belongs to `ember.runtime.artifact`; this
 module drives the compiler and the system linker, and writes the C header (`ember.h`,
-tools/cheader.py). `compile_cached` is the on-disk cache behind
+engine/cheader.py). `compile_cached` is the on-disk cache behind
 `ember.Config("model.onnx")`: one artifact per (model hash, options, ember version, target).
 """
 
@@ -31,6 +31,19 @@ import numpy as np
 import onnx
 
 from ember import __version__
+from ember.engine.batch_polymorphic import PolymorphicBatch, plan_polymorphic_batch
+from ember.engine.cheader import write_header
+from ember.engine.shapes import (
+    DimRanges,
+    InputShapes,
+    ModelSignature,
+    UnpinnedInputsError,
+    check_dim_ranges,
+    external_data_folder,
+    pin,
+    pin_model,
+    read_model,
+)
 from ember.runtime.artifact import (
     LIBRARY_FILE,
     MANIFEST_FILE,
@@ -61,22 +74,9 @@ from ember.runtime.integrity import (
     sign_artifact,
 )
 from ember.runtime.polymorphic import POLYMORPHIC_KEY, polymorphic_section
-from ember.tools.batch_polymorphic import PolymorphicBatch, plan_polymorphic_batch
-from ember.tools.cheader import write_header
-from ember.tools.shapes import (
-    DimRanges,
-    InputShapes,
-    ModelSignature,
-    UnpinnedInputsError,
-    check_dim_ranges,
-    external_data_folder,
-    pin,
-    pin_model,
-    read_model,
-)
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
-# Debug-level timings of each build stage (the passes' own: tools/compile.py).
+# Debug-level timings of each build stage (the passes' own: engine/compile.py).
 log = logging.getLogger("ember.compile")
 
 
@@ -140,7 +140,7 @@ class ArtifactBuild:
 
     path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    report: Any = None  # ember.tools.compile.CompileReport
+    report: Any = None  # ember.engine.compile.CompileReport
 
     @property
     def total_seconds(self) -> float:
@@ -231,10 +231,10 @@ def compile_artifact(
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
 
-    `input_shapes` pins inputs with symbolic dims (see `ember.tools.shapes`). With
+    `input_shapes` pins inputs with symbolic dims (see `ember.engine.shapes`). With
     `batch_polymorphic` (`ember compile`), a symbolic batch dim left unpinned is compiled as
     one program at batch 1 that the runtime runs once per sample, when the model is proven
-    batch-separable (tools/batch_polymorphic.py); its manifest says so
+    batch-separable (engine/batch_polymorphic.py); its manifest says so
     (`extra.batch_polymorphic`, with the dim's range from `dim_ranges`). External tensor
     data is read from `base_dir` (default: the model file's folder; a ModelProto with external
     data needs it); `memory_limit` as for `ember.compile`. The directory is assembled next to
@@ -243,8 +243,8 @@ def compile_artifact(
     artifact is signed (runtime/integrity.py).
     """
     from ember.codegen.jit import emit_data_object, emit_objects, link_shared_library
+    from ember.engine.compile import compile_program
     from ember.passes.pipeline import DEFAULT_PIPELINE
-    from ember.tools.compile import compile_program
 
     progress = progress or Progress(quiet=True)
     target = target or resolve_target("host")

@@ -197,7 +197,7 @@ def _static_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """The static shapes ONNX's shape inference finds, with `input_shapes` pinned first."""
     if input_shapes:
-        from ember.tools.shapes import pin_inputs
+        from ember.engine.shapes import pin_inputs
 
         pinned = onnx.ModelProto()
         pinned.CopyFrom(model)

@@ -11,7 +11,7 @@ at run time; ember's programs have static shapes. So such a model runs in stages
   evaluation: a slice is a view.
 - the **tail** is the rest of the model: its inputs are the head's values it reads (and the
   graph inputs it reads), with symbolic dims, so `ember.compile` gives a SpecializingModel
-  that compiles it once per distinct set of sizes (LRU, tools/specialize.py): the existing
+  that compiles it once per distinct set of sizes (LRU, engine/specialize.py): the existing
   shape specialisation applied to intermediate values. A tail that holds more data-dependent
   ops is staged again (recursively).
 
@@ -36,10 +36,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ember.engine.shapes import Pinning
 from ember.frontend.ops.data_dependent import BOUNDED_DOMAIN, DATA_DEPENDENT_OPS, bounded_axes
 from ember.runtime.errors import InputError, ModelError, UnsupportedOpError
 from ember.runtime.executable import check_feed_names
-from ember.tools.shapes import Pinning
+from ember.runtime.runnable import RunnableModel, checked_threads
 
 # The head model's metadata entry carrying the bounded outputs (read by compile_program).
 BOUNDED_METADATA = "ember.bounded_outputs"
@@ -287,11 +288,11 @@ def _tail_model(model: onnx.ModelProto, split: Split, ranks: Mapping[str, int]) 
     return tail
 
 
-class StagedModel:
+class StagedModel(RunnableModel):
     """A model with data-dependent output shapes, run as a head program and a tail compiled
-    per distinct set of run-time sizes (module docstring). The API of CompiledModel:
-    `input_names`, `output_names`, `run(dict)`, `model(*arrays)`, `set_num_threads`;
-    `tail` is the compiled rest (None before the first run), `cut` the staged nodes."""
+    per distinct set of run-time sizes (module docstring). The API of every model
+    (runtime/runnable.py); `tail` is the compiled rest (None before the first run), `cut` the
+    staged nodes."""
 
     def __init__(
         self,
@@ -304,7 +305,7 @@ class StagedModel:
         options: Mapping[str, Any],
         dynamic_dims: Any = None,
     ) -> None:
-        from ember.tools.compile import compile as ember_compile
+        from ember.engine.compile import compile as ember_compile
 
         self._model = model
         self._split = split
@@ -345,13 +346,13 @@ class StagedModel:
         return head + (0 if self.tail is None else getattr(self.tail, "compiles", 1))
 
     def set_num_threads(self, threads: int) -> None:
-        self.threads = threads
+        self.threads = checked_threads(threads)
         self._head.set_num_threads(threads)
         if self.tail is not None:
             self.tail.set_num_threads(threads)
 
     def _compile_tail(self, values: Mapping[str, np.ndarray]) -> Any:
-        from ember.tools.compile import compile as ember_compile
+        from ember.engine.compile import compile as ember_compile
 
         graph_inputs = set(self.input_names)
         ranks = {
@@ -376,14 +377,6 @@ class StagedModel:
                 raise InputError(f"the staged model's tail reads {missing}, which no stage gives")
             results.update(self.tail.run({n: values[n] for n in self.tail.input_names}))
         return {name: np.ascontiguousarray(results[name]) for name in self.output_names}
-
-    def __call__(self, *arrays: Any) -> list[np.ndarray]:
-        if len(arrays) != len(self.input_names):
-            raise InputError(
-                f"expected {len(self.input_names)} inputs {self.input_names}, given {len(arrays)}"
-            )
-        results = self.run(dict(zip(self.input_names, arrays)))
-        return [results[n] for n in self.output_names]
 
 
 def stage(

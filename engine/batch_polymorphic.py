@@ -1,8 +1,8 @@
 """The batch axis of an ONNX model, and the proof that it is batch-separable at given shapes.
 
 The proof itself compares two graph-dialect imports (passes/analysis/batch_separable.py); this
-module finds the batch dim, makes the two imports and is what tools/specialize.py (ember.compile)
-and tools/aot.py (ember compile) call.
+module finds the batch dim, makes the two imports and is what engine/specialize.py (ember.compile)
+and engine/aot.py (ember compile) call.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import onnx
 
+from ember.engine.shapes import DimRanges, InputShapes, ModelSignature, pin
 from ember.passes.analysis.batch_separable import PROBE_BATCH, BatchProof, compare_programs
 from ember.passes.program import entry_function
 from ember.runtime.errors import EmberError, ModelError
-from ember.tools.shapes import DimRanges, InputShapes, ModelSignature, pin
 
 
 def batch_inputs(model: onnx.ModelProto, dim: str) -> tuple[list[str], str | None]:

@@ -2,8 +2,8 @@
 
 `ember.compile` (JIT from Python) and `ember compile` (ahead of time) both go through
 `compile_program`; they differ only in what they do with the final loops-level module.
-Inputs with symbolic dims are pinned by `input_shapes` (checked in tools/shapes.py); without
-pins, `ember.compile` returns a `SpecializingModel` (tools/specialize.py) that compiles one
+Inputs with symbolic dims are pinned by `input_shapes` (checked in engine/shapes.py); without
+pins, `ember.compile` returns a `SpecializingModel` (engine/specialize.py) that compiles one
 specialisation per distinct set of input shapes; so it does for a model whose shape operand is
 computed from graph inputs (the importer's RuntimeOperandError), keyed on their values too.
 """
@@ -33,6 +33,15 @@ from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
 from ember.dialects.weights import EmberContext, make_context
+from ember.engine.shapes import (
+    DimRanges,
+    InputShapes,
+    external_data_folder,
+    pin_model,
+    read_model,
+    static_input_shapes,
+)
+from ember.engine.staging import bounded_outputs, head_only, stage
 from ember.passes.conversion.kernel_to_loops.lower import status_sites
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline, with_memory_checks
 from ember.passes.program import ORIGIN, entry_function, set_origin
@@ -54,23 +63,14 @@ from ember.runtime.executable import (
     assemble_outputs,
 )
 from ember.runtime.status import SITES_KEY
-from ember.tools.shapes import (
-    DimRanges,
-    InputShapes,
-    external_data_folder,
-    pin_model,
-    read_model,
-    static_input_shapes,
-)
-from ember.tools.staging import bounded_outputs, head_only, stage
 
 # Debug-level stage and pass timings (`logging.getLogger("ember").setLevel(logging.DEBUG)`).
 log = logging.getLogger("ember.compile")
 
 if TYPE_CHECKING:
-    from ember.tools.specialize import SpecializingModel
-    from ember.tools.staging import StagedModel
-    from ember.tools.structured import StructuredModel
+    from ember.engine.specialize import SpecializingModel
+    from ember.engine.staging import StagedModel
+    from ember.engine.structured import StructuredModel
 
 
 @dataclass
@@ -292,7 +292,7 @@ def compile_program(
     _refuse_structured_inputs(proto)
     # A model whose data-dependent values (NonZero, Unique) are graph outputs compiles as its
     # head, whose runtime slices them; one whose such values feed further ops is refused
-    # (tools/staging.py: only ember.compile stages it).
+    # (engine/staging.py: only ember.compile stages it).
     proto = head_only(proto)
     limit = memory_limit_bytes() if memory_limit is None else memory_limit
     module, weights = import_model(
@@ -336,8 +336,8 @@ def compile_program(
 def _refuse_structured_inputs(model: onnx.ModelProto) -> None:
     """A program takes tensors: a sequence or optional graph input has a structure (length,
     shapes, presence) that only a run gives, which `ember.compile` compiles per structure
-    (tools/structured.py); one program (an artifact, `ember compile`) cannot take it."""
-    from ember.tools.structured import structured_inputs
+    (engine/structured.py); one program (an artifact, `ember compile`) cannot take it."""
+    from ember.engine.structured import structured_inputs
 
     for name, type_proto in structured_inputs(model).items():
         kind = type_proto.WhichOneof("value").removesuffix("_type")
@@ -463,9 +463,9 @@ def compile(
     pin or a run's input outside the range is refused (ModelError / InputError naming the
     input, the dim and the sizes) before anything compiles or runs. A shape operand computed
     from small graph inputs (a Reshape's shape fed at run time) also gives a
-    SpecializingModel, one variant per distinct value of those inputs (tools/specialize.py).
+    SpecializingModel, one variant per distinct value of those inputs (engine/specialize.py).
     A sequence or optional graph input gives a StructuredModel, one variant per structure of
-    what runs give it (tools/structured.py). External tensor data is read from `base_dir`
+    what runs give it (engine/structured.py). External tensor data is read from `base_dir`
     (default: the model file's folder; a ModelProto with external data needs it). `memory_limit` (bytes,
     default: the machine's physical memory) bounds any one tensor, the intermediates' arena and
     the weights. `checks` (default: on when $EMBER_CHECKS is set and not 0) is a debug mode:
@@ -473,7 +473,7 @@ def compile(
     (check-memory-accesses), and one out of bounds raises KernelError instead of touching
     memory. Slower; for hunting compiler bugs. `batch_polymorphic` (default on): a model
     whose inputs' leading axes share a symbolic batch dim and which is proven batch-separable
-    runs every batch size on one program compiled at batch 1 (tools/specialize.py); off, each
+    runs every batch size on one program compiled at batch 1 (engine/specialize.py); off, each
     batch size is specialised like any other dim. `progress` shows the compile's stages (the
     pass running, the elapsed time) on stderr while it runs, when stderr is a terminal.
     """
@@ -484,11 +484,11 @@ def compile(
     target = target or host_target(threads)
     base_dir = external_data_folder(model, base_dir)
     proto = read_model(model)
-    from ember.tools.structured import StructuredModel, structured_inputs
+    from ember.engine.structured import StructuredModel, structured_inputs
 
     if structured_inputs(proto):
         # Sequence / optional inputs: compiled per structure of what runs give them, each
-        # variant a model of tensor inputs compiled as below (tools/structured.py).
+        # variant a model of tensor inputs compiled as below (engine/structured.py).
         def compile_variant(
             variant: onnx.ModelProto,
         ) -> CompiledModel | SpecializingModel | StagedModel:
@@ -522,7 +522,7 @@ def compile(
         "memory_limit": memory_limit,
     }
     # Data-dependent output sizes that feed further ops: a head and a tail compiled per
-    # run-time size (tools/staging.py).
+    # run-time size (engine/staging.py).
     staged = stage(
         proto,
         pinning,
@@ -534,7 +534,7 @@ def compile(
     if staged is not None:
         return staged
     if not pinning.complete:
-        from ember.tools.specialize import SpecializingModel
+        from ember.engine.specialize import SpecializingModel
 
         return SpecializingModel(
             proto,
@@ -552,7 +552,7 @@ def compile(
     except RuntimeOperandError as err:
         if not err.inputs:
             raise
-        from ember.tools.specialize import SpecializingModel
+        from ember.engine.specialize import SpecializingModel
 
         # A shape operand computed from graph inputs: compiled per distinct value of them.
         return SpecializingModel(
@@ -574,7 +574,7 @@ def compile_static(
 ) -> CompiledModel:
     """One CompiledModel of `model` with every input pinned (what `compile` and each variant
     of a SpecializingModel compile); `progress`: its stages on stderr if a terminal."""
-    from ember.tools.aot import Progress
+    from ember.engine.aot import Progress
 
     stages = Progress(quiet=not progress)
     with stages.stage("import, optimize, lower to loops"):

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ember.engine.specialize import MAX_SPECIALIZATIONS, SpecializationCache, VariantModel
 from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import check_feed_names
-from ember.tools.specialize import MAX_SPECIALIZATIONS, SpecializationCache
 
 # A sequence longer than this is refused (the importer's MAX_SEQUENCE_LENGTH).
 MAX_SEQUENCE_INPUT = 1024
@@ -73,7 +73,7 @@ def _check_declared(name: str, type_proto: onnx.TypeProto) -> None:
     if inner.HasField("sequence_type"):
         inner = inner.sequence_type.elem_type
     if not inner.HasField("tensor_type"):
-        from ember.tools.session import onnx_type_string
+        from ember.engine.session import onnx_type_string
 
         raise ModelError(
             f"graph input '{name}' is a {onnx_type_string(type_proto)}: ember takes sequences "
@@ -196,11 +196,10 @@ def _describe(key: StructureKey) -> str:
     return "sequence/optional inputs {" + ", ".join(shown) + "}"
 
 
-class StructuredModel:
+class StructuredModel(VariantModel):
     """A model with sequence or optional graph inputs, compiled per structure of what runs give
-    them (module docstring). The API of CompiledModel: `input_names`, `output_names`,
-    `run(dict)`, `model(*values)`, `threads` / `set_num_threads`, `report` (of the variant
-    that ran last); `compiles` counts variants compiled."""
+    them (module docstring). The API of every VariantModel (engine/specialize.py), and
+    `structured_inputs`."""
 
     def __init__(
         self,
@@ -227,46 +226,22 @@ class StructuredModel:
             )
         self._compile_variant = compile_variant
         initializers = {t.name for t in model.graph.initializer}
-        self._input_names = [i.name for i in model.graph.input if i.name not in initializers]
-        self._output_names = [o.name for o in model.graph.output]
-        self.threads = threads
-        self._variants: SpecializationCache[Any] = SpecializationCache(
-            self._compile, max_specializations, argument=lambda key: key, describe=_describe
+        super().__init__(
+            [i.name for i in model.graph.input if i.name not in initializers],
+            [o.name for o in model.graph.output],
+            threads,
+            SpecializationCache(
+                self._compile, max_specializations, argument=lambda key: key, describe=_describe
+            ),
         )
-        self._last: Any = None
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._input_names)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._output_names)
 
     @property
     def structured_inputs(self) -> list[str]:
         """The inputs that are sequences or optionals."""
         return list(self._structured)
 
-    @property
-    def compiles(self) -> int:
-        return self._variants.builds
-
-    @property
-    def report(self) -> Any:
-        return None if self._last is None else self._last.report
-
-    def set_num_threads(self, threads: int) -> None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self.threads = threads
-        for _, variant in self._variants.items():
-            variant.set_num_threads(threads)
-
     def _compile(self, key: StructureKey) -> Any:
-        variant = self._compile_variant(rewrite_inputs(self._model, key))
-        variant.set_num_threads(self.threads)
-        return variant
+        return self.compiled_variant(self._compile_variant(rewrite_inputs(self._model, key)))
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         check_feed_names(feeds, self._input_names)
@@ -283,11 +258,3 @@ class StructuredModel:
         self._last = variant
         # A variant takes fewer inputs when one only gives its dtype or was compiled in.
         return variant.run({name: flat[name] for name in variant.input_names})
-
-    def __call__(self, *values: Any) -> list[Any]:
-        if len(values) != len(self._input_names):
-            raise InputError(
-                f"expected {len(self._input_names)} inputs {self._input_names}, given {len(values)}"
-            )
-        results = self.run(dict(zip(self._input_names, values)))
-        return [results[n] for n in self._output_names]

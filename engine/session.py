@@ -10,7 +10,7 @@
 `InferenceSession` takes an .onnx path, the model's bytes, a ModelProto or an artifact
 directory from `ember compile`. An .onnx model is compiled by `ember.compile` when the session
 is created; one whose inputs have symbolic dims (a batch) compiles one specialisation per
-distinct set of input shapes on `run` (tools/specialize.py), unless
+distinct set of input shapes on `run` (engine/specialize.py), unless
 `SessionOptions.add_free_dimension_override_by_name` pins them first, as in onnxruntime.
 `get_inputs()` / `get_outputs()` describe the model as onnxruntime does: declared dims, a dim
 name (str) for a named symbolic dim, None for an unknown one; output shapes as ONNX infers them.
@@ -378,9 +378,9 @@ class InferenceSession:
     ) -> None:
         import onnx
 
-        from ember.tools.compile import compile
-        from ember.tools.engine import pipeline_spec
-        from ember.tools.shapes import external_data_folder, read_model
+        from ember.engine.compile import compile
+        from ember.engine.predictor import pipeline_spec
+        from ember.engine.shapes import external_data_folder, read_model
 
         if isinstance(source, bytes):
             try:
