@@ -51,6 +51,7 @@ from ember.dialects.graph import (
     verify_epilogue,
 )
 from ember.dialects.twins import buffer_format, spec_of
+from ember.dialects.weights import WeightRef
 
 
 class _InOutOp(IRDLOperation):
@@ -84,7 +85,7 @@ class _ScatterOp(IRDLOperation):
 
 
 @irdl_op_definition
-class WeightOp(graph.WeightRef, IRDLOperation):
+class WeightOp(WeightRef, IRDLOperation):
     """A (pre-packed) weight buffer: `ref` names an entry of the WeightStore."""
 
     name = "kernel.weight"
