@@ -329,7 +329,7 @@ class CastOp(IRDLOperation):
     matter only for a float8 result, resp. a float8e8m0 one (dialects/small_types.py)."""
 
     name = "graph.cast"
-    ROUND_MODES: ClassVar[tuple[str, ...]] = ("up", "nearest", "down")
+    ROUND_MODES: ClassVar[tuple[str, ...]] = small_types.ROUND_MODES
     input = operand_def(TensorType)
     output = result_def(TensorType)
     no_saturate = opt_prop_def(UnitAttr)

@@ -192,8 +192,11 @@ class ReduceOp(_InOutOp):
     """Reduce `axes` of input into output (which keeps the reduced dims as size 1)."""
 
     name = "kernel.reduce"
-    kind = prop_def(StringAttr)  # sum | mean | max | min | prod
+    kind = prop_def(StringAttr)  # graph.ReduceOp.KINDS: sum | mean | max | min | prod
     axes = prop_def(DenseArrayBase)
+
+    def verify_(self) -> None:
+        verify_enum(self, "kind", graph.ReduceOp.KINDS)
 
 
 @irdl_op_definition
