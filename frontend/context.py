@@ -20,8 +20,8 @@ What a converter may use:
   array, else refused), `imp.float_input`, `imp.axes` (`axes` as attribute or input).
 - **building graph ops**: `imp.emit(OpClass, operands, shape, dtype, **properties)` adds one
   op, or folds it with numpy when every operand is a constant and the node computes shapes
-  or integers (the op's own `evaluate`, dialects/numpy_eval.py), and runs float32-only kernels on other float types
-  widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
+  or integers (the op's own `evaluate`, dialects/numpy_eval.py), and runs float32-only
+  kernels on other float types widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
   `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
   `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
   only, on 16-bit floats: widen, and cast the results back once).
