@@ -21,9 +21,9 @@ What a converter may use:
 - **building graph ops**: `imp.emit(OpClass, operands, shape, dtype, **properties)` adds one
   op, or folds it with numpy when every operand is a constant and the node computes shapes
   or integers (the op's own `evaluate`, dialects/numpy_eval.py), and runs float32-only
-  kernels on other float types widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
-  `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
-  `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
+  kernels on other float types widened; the building blocks on top of it: `reshape`,
+  `transpose`, `unary`, `binary`, `elementwise` (broadcasting), `compare`, `where`,
+  `reduce`, `slice`, `slice_axis`, `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
   only, on 16-bit floats: widen, and cast the results back once).
 - **shapes**: each output's shape is cross-checked against ONNX's shape inference (a
   mismatch is a ModelError); `imp.onnx_infers_instead(name, shape)` accepts ONNX's `shape`
