@@ -138,7 +138,7 @@ def activation_of(op: Operation) -> tuple[str | None, tuple[float, ...]]:
     return (name.data if isinstance(name, StringAttr) else None), values
 
 
-def _value(attr: IntegerAttr | FloatAttr | None) -> float | None:
+def _value(attr: IntegerAttr | FloatAttr | None) -> int | float | None:
     """The number an optional integer or float property holds, None when absent."""
     return None if attr is None else attr.value.data
 
