@@ -637,7 +637,7 @@ class ImportContext:
             if isinstance(op, graph.ConstantOp):
                 return self.weights[op.ref.data]
             result_type = current.type
-            if not isinstance(op, numpy_eval.Evaluable) or len(op.results) != 1:
+            if not numpy_eval.has_semantics(type(op)) or len(op.results) != 1:
                 return None
             if not isinstance(result_type, TensorType) or not numpy_eval.foldable_size(result_type):
                 return None

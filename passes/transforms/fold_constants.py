@@ -22,7 +22,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
 from ember.core import limits
 from ember.dialects import graph
-from ember.dialects.numpy_eval import Evaluable, evaluate, operand_slots, result_bytes
+from ember.dialects.numpy_eval import evaluate, has_semantics, operand_slots, result_bytes
 from ember.dialects.weights import WeightStore
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
@@ -53,7 +53,7 @@ class FoldConstantOp(RewritePattern):
     weights: WeightStore
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
-        if not isinstance(op, Evaluable) or len(op.results) != 1:
+        if not has_semantics(type(op)) or len(op.results) != 1:
             return
         if graph.integer_only_reason(op) is not None:  # its float32 input may be inexact
             return
