@@ -1,10 +1,10 @@
-"""Numpy semantics of graph ops: the kernels, and the interface an op declares them with.
+"""Numpy semantics of graph ops: the array functions, and how an op declares its own.
 
 Each graph op that numpy can compute declares its semantics itself, with a method
 `evaluate(self, inputs) -> np.ndarray` (the `Evaluable` protocol): `inputs` are its operand
 values in definition order (`operand_slots`: None for an absent optional operand, a variadic
-operand's values in place), and the method is a line or two calling a kernel of this module
-with the op's typed properties (`elementwise(np.tanh)` for an elementwise op). A twin's
+operand's values in place), and the method is a line or two calling a function of this
+module with the op's typed properties (`elementwise(np.tanh)` for an elementwise op). A twin's
 `TwinSpec` declares it once for both forms. An op with no `evaluate` has no numpy semantics:
 it is never folded, and the reference interpreter refuses it.
 
@@ -46,9 +46,11 @@ Inputs = Sequence["np.ndarray | None"]
 
 
 class Evaluable(Protocol):
-    """An op with numpy semantics: its result computed from its operand values (tell one by
-    `has_semantics`, a class attribute look-up, not isinstance: a protocol check costs
-    microseconds, on every op of every fold-constants sweep)."""
+    """An op with numpy semantics: its result computed from its operand values. `evaluate`
+    reads the op's properties and result types, and operand values only from `inputs` (the
+    importer asks an op built on stand-ins for its constants). Tell one by `has_semantics`, a
+    class attribute look-up, not isinstance: a protocol check costs microseconds, on every op
+    of every fold-constants sweep."""
 
     def evaluate(self, inputs: Inputs) -> np.ndarray: ...
 
