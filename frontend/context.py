@@ -280,7 +280,8 @@ def _fold(
         [stand_in(v) for v in o] if isinstance(o, list | tuple) else stand_in(o) for o in operands
     ]
     op = op_type.build(operands=built, result_types=[result_type], properties=properties)  # type: ignore[arg-type]
-    return numpy_eval.evaluate(op, arrays)
+    # A copy: a folded Identity or Reshape would otherwise share its operand's array.
+    return numpy_eval.evaluate(op, arrays).copy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,7 +647,7 @@ class ImportContext:
             if any(a is None for v, a in zip(slots, operands, strict=True) if v is not None):
                 return None
             try:
-                array = numpy_eval.evaluate(op, operands)
+                array = numpy_eval.evaluate(op, operands).copy()  # not a weight's own array
             except ModelError:
                 return None  # left to the kernel (and the refusal it leads to), as before
             known[current] = array
