@@ -4,6 +4,10 @@ The frontend imports an ONNX graph into this dialect one node at a time (a few O
 several graph ops, e.g. Gemm, Sum, Flatten). Weights are never stored in attributes: a
 `graph.constant` names an entry of the `WeightStore` carried by the `EmberContext`.
 
+Each op with numpy semantics says so itself with an `evaluate(self, inputs)` method (the
+kernels are in dialects/numpy_eval.py, which says why this and not xDSL's fold interface):
+constant folding and the reference interpreter ask the op.
+
 Conv and MatMul carry an optional fused epilogue (bias, residual add, activation) that the
 fusion passes fill in; the epilogue is applied in the order bias -> residual -> activation.
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-import ml_dtypes
 import numpy as np
 from xdsl.dialects.builtin import (
     I64,
@@ -49,7 +52,10 @@ from xdsl.irdl import (
 from xdsl.traits import HasParent, IsTerminator, Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
+from ember.dialects import numpy_eval, small_types
+from ember.dialects.numpy_eval import Inputs, elementwise
 from ember.dialects.twins import TwinSpec, tensor_format
+from ember.dialects.weights import WeightRef
 
 # Activations a Conv/MatMul epilogue (and the kernel dialect) understands. Their parameters
 # travel in `activation_params`: clip -> (min, max); leaky_relu -> (alpha,).
@@ -125,6 +131,18 @@ def verify_epilogue(op: Operation) -> None:
         )
 
 
+def activation_of(op: Operation) -> tuple[str | None, tuple[float, ...]]:
+    """The epilogue activation of a conv/matmul and its parameters ((None, ()) if none)."""
+    name, params = op.properties.get("activation"), op.properties.get("activation_params")
+    values = () if params is None else tuple(float(v) for v in params.get_values())  # type: ignore[attr-defined]
+    return (name.data if isinstance(name, StringAttr) else None), values
+
+
+def _value(attr: IntegerAttr | FloatAttr | None) -> int | float | None:
+    """The number an optional integer or float property holds, None when absent."""
+    return None if attr is None else attr.value.data
+
+
 class _InOutOp(IRDLOperation):
     """An op computing `output` from `input` alone."""
 
@@ -162,16 +180,6 @@ class _ScatterOp(IRDLOperation):
 # Constants
 
 
-class WeightRef:
-    """An op naming an entry of the WeightStore by `ref` (graph.constant, kernel.weight)."""
-
-    ref = prop_def(StringAttr)
-    assembly_format = "$ref attr-dict `:` type($output)"
-
-    def __init__(self, ref: str, result_type: Attribute):
-        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])  # type: ignore[call-arg]
-
-
 @irdl_op_definition
 class ConstantOp(WeightRef, IRDLOperation):
     """A weight or folded constant: `ref` names an entry of the WeightStore."""
@@ -204,79 +212,82 @@ class UnaryElementwiseOp(IRDLOperation):
 @irdl_op_definition
 class ReluOp(UnaryElementwiseOp):
     name = "graph.relu"
+    evaluate = elementwise(numpy_eval.relu)
 
 
 @irdl_op_definition
 class SigmoidOp(UnaryElementwiseOp):
     name = "graph.sigmoid"
+    evaluate = elementwise(numpy_eval.sigmoid)
 
 
 @irdl_op_definition
 class TanhOp(UnaryElementwiseOp):
     name = "graph.tanh"
+    evaluate = elementwise(np.tanh)
 
 
 @irdl_op_definition
 class ExpOp(UnaryElementwiseOp):
     name = "graph.exp"
+    evaluate = elementwise(np.exp)
 
 
 @irdl_op_definition
 class LogOp(UnaryElementwiseOp):
     name = "graph.log"
+    evaluate = elementwise(np.log)
 
 
 @irdl_op_definition
 class SqrtOp(UnaryElementwiseOp):
     name = "graph.sqrt"
+    evaluate = elementwise(np.sqrt)
 
 
 @irdl_op_definition
 class ErfOp(UnaryElementwiseOp):
     name = "graph.erf"
+    evaluate = elementwise(numpy_eval.erf)
 
 
 @irdl_op_definition
 class NegOp(UnaryElementwiseOp):
     name = "graph.neg"
+    evaluate = elementwise(np.negative)
 
 
 @irdl_op_definition
 class AbsOp(UnaryElementwiseOp):
     name = "graph.abs"
+    evaluate = elementwise(np.abs)
 
 
 @irdl_op_definition
 class ReciprocalOp(UnaryElementwiseOp):
     name = "graph.reciprocal"
+    evaluate = elementwise(numpy_eval.reciprocal)
 
 
 @irdl_op_definition
 class IdentityOp(UnaryElementwiseOp):
     name = "graph.identity"
-
-
-def clip_bounds(
-    lo: float | None, hi: float | None, dtype: np.dtype
-) -> tuple[float | None, float | None]:
-    """The bounds a graph.clip on `dtype` applies: a missing float bound is the type's finite
-    limit (ONNX: numeric_limits::lowest() / max(); onnxruntime clips +inf to FLT_MAX)."""
-    if not np.issubdtype(dtype, np.floating) and dtype != ml_dtypes.bfloat16:
-        return lo, hi
-    limits = ml_dtypes.finfo(dtype)
-    return (float(limits.min) if lo is None else lo, float(limits.max) if hi is None else hi)
+    evaluate = elementwise(numpy_eval.identity)
 
 
 @irdl_op_definition
 class ClipOp(UnaryElementwiseOp):
     """min(max(x, min), max), NaN-propagating. A missing bound of a float clip is the element
     type's lowest / largest finite value (ONNX's numeric_limits defaults, as onnxruntime does),
-    so +-inf become +-max; of an integer clip, no bound (`clip_bounds`)."""
+    so +-inf become +-max; of an integer clip, no bound (`numpy_eval.clip_bounds`)."""
 
     name = "graph.clip"
     min = opt_prop_def(FloatAttr)
     max = opt_prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.clip(inputs[0], _value(self.min), _value(self.max))  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -284,6 +295,9 @@ class LeakyReluOp(UnaryElementwiseOp):
     name = "graph.leaky_relu"
     alpha = prop_def(FloatAttr)
     irdl_options = (ParsePropInAttrDict(),)
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.leaky_relu(inputs[0], self.alpha.value.data)  # type: ignore[arg-type]
 
 
 # A graph.cast<int32> whose float32 input the frontend could not prove exact (MatMulInteger
@@ -315,6 +329,7 @@ class CastOp(IRDLOperation):
     matter only for a float8 result, resp. a float8e8m0 one (dialects/small_types.py)."""
 
     name = "graph.cast"
+    ROUND_MODES: ClassVar[tuple[str, ...]] = small_types.ROUND_MODES
     input = operand_def(TensorType)
     output = result_def(TensorType)
     no_saturate = opt_prop_def(UnitAttr)
@@ -325,6 +340,13 @@ class CastOp(IRDLOperation):
 
     def verify_(self) -> None:
         _verify_same_shape(self, self.input, self.output)
+        verify_enum(self, "round_mode", self.ROUND_MODES)
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        round_mode = "up" if self.round_mode is None else self.round_mode.data
+        saturate = self.no_saturate is None
+        to = numpy_eval.result_dtype(self.output)
+        return small_types.cast_array(inputs[0], to, saturate, round_mode)  # type: ignore[arg-type]
 
 
 class BinaryElementwiseOp(IRDLOperation):
@@ -356,36 +378,43 @@ class BinaryElementwiseOp(IRDLOperation):
 @irdl_op_definition
 class AddOp(BinaryElementwiseOp):
     name = "graph.add"
+    evaluate = elementwise(np.add)
 
 
 @irdl_op_definition
 class SubOp(BinaryElementwiseOp):
     name = "graph.sub"
+    evaluate = elementwise(np.subtract)
 
 
 @irdl_op_definition
 class MulOp(BinaryElementwiseOp):
     name = "graph.mul"
+    evaluate = elementwise(np.multiply)
 
 
 @irdl_op_definition
 class DivOp(BinaryElementwiseOp):
     name = "graph.div"
+    evaluate = elementwise(numpy_eval.div)
 
 
 @irdl_op_definition
 class PowOp(BinaryElementwiseOp):
     name = "graph.pow"
+    evaluate = elementwise(np.power)
 
 
 @irdl_op_definition
 class MaxOp(BinaryElementwiseOp):
     name = "graph.max"
+    evaluate = elementwise(np.maximum)
 
 
 @irdl_op_definition
 class MinOp(BinaryElementwiseOp):
     name = "graph.min"
+    evaluate = elementwise(np.minimum)
 
 
 # Elementwise ops of the comparison/logic/integer family. Logical ops on i1 and bitwise ops on
@@ -405,20 +434,26 @@ class CompareOp(BinaryElementwiseOp):
         super().verify_()
         verify_enum(self, "predicate", self.PREDICATES)
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.compare(*inputs, self.predicate.data)  # type: ignore[misc]
+
 
 @irdl_op_definition
 class AndOp(BinaryElementwiseOp):
     name = "graph.and"
+    evaluate = elementwise(np.bitwise_and)
 
 
 @irdl_op_definition
 class OrOp(BinaryElementwiseOp):
     name = "graph.or"
+    evaluate = elementwise(np.bitwise_or)
 
 
 @irdl_op_definition
 class XorOp(BinaryElementwiseOp):
     name = "graph.xor"
+    evaluate = elementwise(np.bitwise_xor)
 
 
 @irdl_op_definition
@@ -429,14 +464,25 @@ class ModOp(BinaryElementwiseOp):
     fmod = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.mod(*inputs, bool(self.fmod.value.data))  # type: ignore[misc]
+
 
 @irdl_op_definition
 class BitShiftOp(BinaryElementwiseOp):
     """lhs shifted by rhs bits; direction is left or right (logical: ONNX shifts unsigned ints)."""
 
     name = "graph.bitshift"
+    DIRECTIONS: ClassVar[tuple[str, ...]] = ("left", "right")
     direction = prop_def(StringAttr)
     irdl_options = (ParsePropInAttrDict(),)
+
+    def verify_(self) -> None:
+        super().verify_()
+        verify_enum(self, "direction", self.DIRECTIONS)
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.bitshift(*inputs, self.direction.data)  # type: ignore[misc]
 
 
 @irdl_op_definition
@@ -444,21 +490,25 @@ class NotOp(UnaryElementwiseOp):
     """Logical not on i1, bitwise not on integers."""
 
     name = "graph.not"
+    evaluate = elementwise(np.invert)
 
 
 @irdl_op_definition
 class SignOp(UnaryElementwiseOp):
     name = "graph.sign"
+    evaluate = elementwise(np.sign)
 
 
 @irdl_op_definition
 class FloorOp(UnaryElementwiseOp):
     name = "graph.floor"
+    evaluate = elementwise(np.floor)
 
 
 @irdl_op_definition
 class CeilOp(UnaryElementwiseOp):
     name = "graph.ceil"
+    evaluate = elementwise(np.ceil)
 
 
 @irdl_op_definition
@@ -466,11 +516,13 @@ class RoundOp(UnaryElementwiseOp):
     """Round half to even (ONNX Round)."""
 
     name = "graph.round"
+    evaluate = elementwise(np.round)
 
 
 @irdl_op_definition
 class SoftplusOp(UnaryElementwiseOp):
     name = "graph.softplus"
+    evaluate = elementwise(numpy_eval.softplus)
 
 
 @irdl_op_definition
@@ -490,12 +542,16 @@ class TrigOp(UnaryElementwiseOp):
         super().verify_()
         verify_enum(self, "fn", self.FUNCTIONS)
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.trig(inputs[0], self.fn.data)  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class IsNaNOp(UnaryElementwiseOp):
     """x != x -> i1."""
 
     name = "graph.isnan"
+    evaluate = elementwise(np.isnan)
 
 
 @irdl_op_definition
@@ -507,12 +563,19 @@ class IsInfOp(UnaryElementwiseOp):
     detect_negative = prop_def(IntegerAttr[I64])
     irdl_options = (ParsePropInAttrDict(),)
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        positive, negative = self.detect_positive.value.data, self.detect_negative.value.data
+        return numpy_eval.isinf(inputs[0], bool(positive), bool(negative))  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class BitcastOp(UnaryElementwiseOp):
     """Reinterprets each element's bits as the result's element type of the same width."""
 
     name = "graph.bitcast"
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return inputs[0].view(numpy_eval.result_dtype(self.output))  # type: ignore[union-attr]
 
 
 @irdl_op_definition
@@ -526,6 +589,7 @@ class WhereOp(IRDLOperation):
     output = result_def(TensorType)
     traits = traits_def(Pure())
     assembly_format = tensor_format("condition", "lhs", "rhs")
+    evaluate = elementwise(np.where)
 
     def verify_(self) -> None:
         _verify_broadcast_result(self, [self.condition, self.lhs, self.rhs], self.output)
@@ -563,6 +627,9 @@ class QuantizeLinearOp(_TernaryBroadcastOp):
 
     name = "graph.quantize_linear"
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.quantize_linear(*inputs, numpy_eval.result_dtype(self.output))  # type: ignore[misc]
+
 
 @irdl_op_definition
 class DequantizeLinearOp(_TernaryBroadcastOp):
@@ -571,6 +638,9 @@ class DequantizeLinearOp(_TernaryBroadcastOp):
     (x - zp) * s -> x * s - zp * s rewrite of separate ops."""
 
     name = "graph.dequantize_linear"
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.dequantize_linear(*inputs, numpy_eval.result_dtype(self.output))  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,6 +686,20 @@ class ConvOp(IRDLOperation):
             raise VerifyException(f"graph.conv: bias shape {shape_of(self.bias)} != ({w[0]},)")
         verify_epilogue(self)
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        x, w, bias, residual = inputs
+        y = numpy_eval.conv2d(
+            x,  # type: ignore[arg-type]
+            w,  # type: ignore[arg-type]
+            int_values(self.strides),
+            int_values(self.pads),
+            int_values(self.dilations),
+            self.group.value.data,
+            shape_of(self.output)[2:],
+        )
+        bias = None if bias is None else bias.reshape(-1, 1, 1)
+        return numpy_eval.epilogue(y, bias, residual, *activation_of(self))
+
 
 @irdl_op_definition
 class GemmOp(IRDLOperation):
@@ -636,6 +720,11 @@ class GemmOp(IRDLOperation):
         "$a `,` $b (`,` $c^)? attr-dict `:` type($a) `,` type($b) (`,` type($c)^)? "
         "`->` type($output)"
     )
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        alpha, beta = self.alpha.value.data, self.beta.value.data
+        transposed = bool(self.trans_a.value.data), bool(self.trans_b.value.data)
+        return numpy_eval.gemm(*inputs, alpha, beta, *transposed)  # type: ignore[misc]
 
 
 @irdl_op_definition
@@ -675,6 +764,11 @@ class MatMulOp(IRDLOperation):
             raise VerifyException(f"graph.matmul: output {y} != {(*batch, a[-2], b[-1])}")
         verify_epilogue(self)
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        a, b, bias, residual = inputs
+        y = numpy_eval.matmul(a, b)  # type: ignore[arg-type]
+        return numpy_eval.epilogue(y, bias, residual, *activation_of(self))
+
 
 # ---------------------------------------------------------------------------------------------
 # Normalization, pooling, reductions
@@ -703,6 +797,9 @@ class BatchNormOp(IRDLOperation):
             if shape_of(operand) != (channels,):
                 raise VerifyException(f"graph.batch_norm: parameter shape != ({channels},)")
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.batch_norm(*inputs, eps=self.epsilon.value.data)  # type: ignore[misc]
+
 
 class SameShapeSpec(TwinSpec):
     """A twin whose output has its input's shape."""
@@ -716,6 +813,11 @@ class LayerNormSpec(SameShapeSpec):
 
     axis = prop_def(IntegerAttr[I64])
     epsilon = prop_def(FloatAttr)
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        x, scale, bias = inputs[:3]
+        axis, eps = self.axis.value.data, self.epsilon.value.data
+        return numpy_eval.layer_norm(x, scale, bias, axis, eps)  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -743,6 +845,10 @@ class LRNSpec(SameShapeSpec):
     beta = prop_def(FloatAttr)
     bias = prop_def(FloatAttr)
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        alpha, beta, bias = (a.value.data for a in (self.alpha, self.beta, self.bias))
+        return numpy_eval.lrn(inputs[0], self.size.value.data, alpha, beta, bias)  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class LRNOp(LRNSpec, _InOutOp):
@@ -756,6 +862,9 @@ class SoftmaxSpec(SameShapeSpec):
 
     axis = prop_def(IntegerAttr[I64])
     log = opt_prop_def(UnitAttr)  # LogSoftmax
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.softmax(inputs[0], self.axis.value.data, self.log is not None)  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -775,16 +884,28 @@ class PoolOp(_InOutOp):
         if len(x) != 4 or x[:2] != y[:2]:
             raise VerifyException(f"{self.name}: expected NCHW in/out with equal N, C: {x} {y}")
 
+    def pool(self, x: np.ndarray, kind: str, count_include_pad: bool = False) -> np.ndarray:
+        """numpy_eval.pool2d with this op's window."""
+        window = (int_values(a) for a in (self.kernel_shape, self.strides, self.pads))
+        out_hw = shape_of(self.output)[2:]
+        return numpy_eval.pool2d(x, kind, *window, out_hw, count_include_pad)
+
 
 @irdl_op_definition
 class MaxPoolOp(PoolOp):
     name = "graph.max_pool"
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return self.pool(inputs[0], "max")  # type: ignore[arg-type]
 
 
 @irdl_op_definition
 class AveragePoolOp(PoolOp):
     name = "graph.average_pool"
     count_include_pad = prop_def(IntegerAttr[I64])
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return self.pool(inputs[0], "avg", bool(self.count_include_pad.value.data))  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -799,6 +920,10 @@ class ReduceOp(_InOutOp):
 
     def verify_(self) -> None:
         verify_enum(self, "reduction", self.KINDS)
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        reduction, keepdims = self.reduction.data, bool(self.keepdims.value.data)
+        return numpy_eval.reduce(inputs[0], reduction, int_values(self.axes), keepdims)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -824,6 +949,9 @@ class ReshapeOp(IRDLOperation):
                 "changes the element count"
             )
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return inputs[0].reshape(shape_of(self.output))  # type: ignore[union-attr]
+
 
 class TransposeSpec(TwinSpec):
     """graph.transpose and kernel.transpose: output = input with its axes permuted."""
@@ -834,6 +962,9 @@ class TransposeSpec(TwinSpec):
         x, y, perm = shape_of(self.input), shape_of(self.output), int_values(self.perm)
         if sorted(perm) != list(range(len(x))) or tuple(x[p] for p in perm) != y:
             raise VerifyException(f"{self.name}: perm {perm} maps {x} not to {y}")
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return np.transpose(inputs[0], int_values(self.perm))  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -858,6 +989,9 @@ class ConcatSpec(TwinSpec):
         if total != y[axis]:
             raise VerifyException(f"{self.name}: inputs sum to {total} along axis {axis}")
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return np.concatenate(list(inputs), axis=self.axis.value.data)  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class ConcatOp(ConcatSpec, IRDLOperation):
@@ -880,6 +1014,9 @@ class GatherSpec(TwinSpec):
         if y != (*d[:axis], *i, *d[axis + 1 :]):
             raise VerifyException(f"{self.name}: output {y} != data {d} gathered by {i}")  # type: ignore[attr-defined]
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.gather(inputs[0], inputs[1], self.axis.value.data)  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class GatherOp(GatherSpec, _DataIndicesOp):
@@ -900,6 +1037,10 @@ class SliceSpec(TwinSpec):
 
     def verify_(self) -> None:
         verify_slice(self, shape_of(self.input), shape_of(self.output), self.starts, self.steps)
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        starts, steps = int_values(self.starts), int_values(self.steps)
+        return numpy_eval.strided_slice(inputs[0], starts, steps, shape_of(self.output))  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -946,6 +1087,9 @@ class ExpandOp(IRDLOperation):
                 f"{shape_of(self.output)}"
             )
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return np.broadcast_to(inputs[0], shape_of(self.output)).copy()  # type: ignore[arg-type]
+
 
 class RangeSpec(TwinSpec):
     """graph.range and kernel.range (see RangeOp)."""
@@ -960,6 +1104,9 @@ class RangeSpec(TwinSpec):
                 raise VerifyException(
                     f"{self.name}: start and delta must be 1-element tensors of the output's type"
                 )
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.arange(inputs[0], inputs[1], shape_of(self.output)[0])  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -991,6 +1138,10 @@ class ArgReduceSpec(TwinSpec):
         if element_type_of(self.output) != i64:
             raise VerifyException(f"{self.name}: result must be i64")
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        axis, last = self.axis.value.data, bool(self.select_last_index.value.data)
+        return numpy_eval.arg_reduce(inputs[0], self.kind.data, axis, last)  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class ArgReduceOp(ArgReduceSpec, _InOutOp):
@@ -1012,6 +1163,11 @@ class CumSumSpec(TwinSpec):
         if not 0 <= self.axis.value.data < len(shape_of(self.input)):
             raise VerifyException(f"{self.name}: axis {self.axis.value.data} out of range")
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        flags = (bool(a.value.data) for a in (self.exclusive, self.reverse))
+        product = self.product is not None
+        return numpy_eval.cumsum(inputs[0], self.axis.value.data, *flags, product)  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class CumSumOp(CumSumSpec, _InOutOp):
@@ -1030,6 +1186,10 @@ class GatherElementsSpec(TwinSpec):
     def verify_(self) -> None:
         verify_gather_elements(self, shape_of(self.data), shape_of(self.indices))  # type: ignore[attr-defined, arg-type]
         _verify_same_shape(self, self.indices, self.output)  # type: ignore[attr-defined, arg-type]
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        ignore = _value(self.ignore_index)
+        return numpy_eval.gather_elements(*inputs[:2], self.axis.value.data, ignore)  # type: ignore[arg-type, misc]
 
 
 @irdl_op_definition
@@ -1063,6 +1223,11 @@ class OneHotSpec(TwinSpec):
             raise VerifyException(f"{self.name}: output {y} is not indices {x} + axis {axis}")  # type: ignore[attr-defined]
         if shape_of(self.values) != (2,) or element_type_of(self.indices) != i64:  # type: ignore[attr-defined]
             raise VerifyException(f"{self.name}: needs i64 indices and values of shape (2,)")  # type: ignore[attr-defined]
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        axis = self.axis.value.data
+        depth = shape_of(self.output)[axis]  # type: ignore[attr-defined]
+        return numpy_eval.one_hot(*inputs[:2], depth, axis)  # type: ignore[arg-type, misc]
 
 
 @irdl_op_definition
@@ -1098,6 +1263,10 @@ class ScatterElementsSpec(TwinSpec):
         if len(d) != len(i) or any(k != axis and i[k] > d[k] for k in range(len(d))):
             raise VerifyException(f"{self.name}: indices {i} do not fit data {d}")  # type: ignore[attr-defined]
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        axis, reduction = self.axis.value.data, self.reduction.data
+        return numpy_eval.scatter_elements(*inputs[:3], axis, reduction)  # type: ignore[arg-type, misc]
+
 
 @irdl_op_definition
 class ScatterElementsOp(ScatterElementsSpec, _ScatterOp):
@@ -1122,6 +1291,11 @@ class TopKSpec(TwinSpec):
         if element_type_of(self.output) != i64:
             raise VerifyException(f"{self.name}: result must be i64")
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        axis, largest = self.axis.value.data, bool(self.largest.value.data)
+        k = shape_of(self.output)[axis]
+        return numpy_eval.top_k_indices(inputs[0], k, axis, largest)  # type: ignore[arg-type]
+
 
 @irdl_op_definition
 class TopKOp(TopKSpec, _InOutOp):
@@ -1142,6 +1316,9 @@ class GatherNDSpec(TwinSpec):
         if not i or d[:b] != i[:b] or b + i[-1] > len(d) or y != (*i[:-1], *d[b + i[-1] :]):
             raise VerifyException(f"{self.name}: data {d}, indices {i} -> output {y}")  # type: ignore[attr-defined]
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.gather_nd(*inputs[:2], self.batch_dims.value.data)  # type: ignore[arg-type, misc]
+
 
 @irdl_op_definition
 class GatherNDOp(GatherNDSpec, _DataIndicesOp):
@@ -1161,6 +1338,9 @@ class ScatterNDSpec(TwinSpec):
         if not i or i[-1] > len(d) or u != (*i[:-1], *d[i[-1] :]):
             raise VerifyException(f"{self.name}: data {d}, indices {i}, updates {u}")  # type: ignore[attr-defined]
         verify_enum(self, "reduction", ScatterElementsSpec.REDUCTIONS)  # type: ignore[arg-type]
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.scatter_nd(*inputs[:3], self.reduction.data)  # type: ignore[arg-type, misc]
 
 
 @irdl_op_definition
@@ -1319,6 +1499,11 @@ class AttentionSpec(TwinSpec):
             shape_of(self.output),
             int_values(self.seq_major),
         )
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        q, k_t, v, mask = inputs[:4]
+        scale, seq_major = self.scale.value.data, int_values(self.seq_major)
+        return numpy_eval.attention(q, k_t, v, mask, scale, seq_major)  # type: ignore[arg-type]
 
 
 @irdl_op_definition
@@ -1525,6 +1710,21 @@ class NonMaxSuppressionSpec(TwinSpec):
             self.max_per_class.value.data,
         )
 
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        center_point_box, max_per_class = (
+            a.value.data for a in (self.center_point_box, self.max_per_class)
+        )
+        iou, score = self.iou_threshold.value.data, _value(self.score_threshold)
+        boxes, scores = inputs[:2]
+        return numpy_eval.non_max_suppression(
+            boxes,
+            scores,
+            center_point_box,
+            max_per_class,
+            iou,
+            score,  # type: ignore[arg-type]
+        )
+
 
 @irdl_op_definition
 class NonMaxSuppressionOp(NonMaxSuppressionSpec, IRDLOperation):
@@ -1568,6 +1768,9 @@ class NonZeroSpec(TwinSpec):
         size = 1 + len(dims) * int(np.prod(dims))
         if not dims or shape_of(self.output) != (size,) or element_type_of(self.output) != i64:
             raise VerifyException(f"{self.name}: output must be i64 [{size}], input not 0-d")
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.nonzero(inputs[0])  # type: ignore[arg-type]
 
 
 @irdl_op_definition

@@ -51,6 +51,7 @@ from ember.dialects.graph import (
     verify_epilogue,
 )
 from ember.dialects.twins import buffer_format, spec_of
+from ember.dialects.weights import WeightRef
 
 
 class _InOutOp(IRDLOperation):
@@ -84,7 +85,7 @@ class _ScatterOp(IRDLOperation):
 
 
 @irdl_op_definition
-class WeightOp(graph.WeightRef, IRDLOperation):
+class WeightOp(WeightRef, IRDLOperation):
     """A (pre-packed) weight buffer: `ref` names an entry of the WeightStore."""
 
     name = "kernel.weight"
@@ -191,8 +192,11 @@ class ReduceOp(_InOutOp):
     """Reduce `axes` of input into output (which keeps the reduced dims as size 1)."""
 
     name = "kernel.reduce"
-    kind = prop_def(StringAttr)  # sum | mean | max | min | prod
+    kind = prop_def(StringAttr)  # graph.ReduceOp.KINDS: sum | mean | max | min | prod
     axes = prop_def(DenseArrayBase)
+
+    def verify_(self) -> None:
+        verify_enum(self, "kind", graph.ReduceOp.KINDS)
 
 
 @irdl_op_definition

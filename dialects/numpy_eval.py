@@ -1,38 +1,68 @@
-"""Numpy semantics of graph ops, for compile-time folding and as a reference interpreter.
+"""Numpy semantics of graph ops: the array functions, and how an op declares its own.
 
-One evaluator per graph op, `fn(props, inputs, out_type) -> np.ndarray`, where `props` are the
-op's properties and `inputs` its operands in order (None for an absent optional operand). The
-same table serves three clients: the importer folds shape computations through it, the
-`fold-constants` pass folds ops whose operands are all constants, and `evaluate_function`
-interprets a whole graph-dialect function (tests and divergence bisection compare it with
-onnxruntime). Never used at inference time.
+Each graph op that numpy can compute declares its semantics itself, with a method
+`evaluate(self, inputs) -> np.ndarray` (the `Evaluable` protocol): `inputs` are its operand
+values in definition order (`operand_slots`: None for an absent optional operand, a variadic
+operand's values in place), and the method is a line or two calling a function of this
+module with the op's typed properties (`elementwise(np.tanh)` for an elementwise op). A twin's
+`TwinSpec` declares it once for both forms. An op with no `evaluate` has no numpy semantics:
+it is never folded, and the reference interpreter refuses it.
+
+Three clients ask the op through `evaluate(op, inputs)`, which adds what every op shares
+(the result's element type, IEEE results such as log 0 = -inf taken as the answer): the
+importer folds shape computations, the `fold-constants` pass folds ops whose operands are all
+constants, and `evaluate_function` interprets a whole graph-dialect function (tests and
+divergence bisection compare it with onnxruntime). Never used at inference time.
+
+Why a method and not xDSL's mechanisms: `HasFolder.fold(op)` answers with attributes, but
+ember keeps tensor values out of the IR (a `graph.constant` names a `WeightStore` entry), so a
+folder would have to reach the store and the operand values from inside the op; and
+`xdsl.interpreter` registers implementations per op class in an `InterpreterFunctions`
+class, a second table beside the ops, which is what this replaces. Pureness is xDSL's: graph
+ops declare `Pure`, and `dce` uses xDSL's `is_trivially_dead`.
+
+This module imports no op definitions (`dialects/graph.py` imports it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, cast
 
 import ml_dtypes
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import (
-    DenseArrayBase,
-    FloatAttr,
-    IntegerAttr,
-    StringAttr,
-    TensorType,
-)
+from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation
 
 from ember.core import limits
-from ember.dialects import dtypes, graph, small_types
-from ember.dialects.weights import WeightStore
+from ember.dialects import dtypes, small_types
+from ember.dialects.weights import WeightRef, WeightStore
 from ember.runtime.errors import ModelError
 
-Props = Mapping[str, Attribute]
-Evaluator = Callable[[Props, Sequence["np.ndarray | None"], TensorType], np.ndarray]
+Inputs = Sequence["np.ndarray | None"]
+
+
+class Evaluable(Protocol):
+    """An op with numpy semantics: its result computed from its operand values. `evaluate`
+    reads the op's properties and result types, and operand values only from `inputs` (the
+    importer asks an op built on stand-ins for its constants). Tell one by `has_semantics`, a
+    class attribute look-up, not isinstance: a protocol check costs microseconds, on every op
+    of every fold-constants sweep."""
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray: ...
+
+
+def elementwise(fn: Callable[..., Any]) -> Callable[[Any, Inputs], np.ndarray]:
+    """The `evaluate` of an elementwise op: `fn` of its operand values, e.g.
+    `evaluate = elementwise(np.tanh)` in the op's class body."""
+
+    def evaluate(self: Any, inputs: Inputs) -> np.ndarray:
+        return fn(*inputs)
+
+    return evaluate
 
 
 def numpy_dtype(element_type: Attribute) -> np.dtype:
@@ -60,12 +90,18 @@ def tensor_type(array: np.ndarray) -> TensorType:
     return TensorType(element_type(array.dtype), array.shape)
 
 
+def result_dtype(value: SSAValue | Attribute) -> np.dtype:
+    """The numpy dtype of a tensor or memref value (or type): an op's result dtype."""
+    ty = value if isinstance(value, Attribute) else value.type
+    return numpy_dtype(ty.get_element_type())  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------------------------------
 # How big a folded result may be
 
 
 def result_bytes(out_type: TensorType) -> int:
-    return limits.tensor_bytes(graph.shape_of(out_type), numpy_dtype(out_type.get_element_type()))
+    return limits.tensor_bytes(tuple(out_type.get_shape()), result_dtype(out_type))
 
 
 def foldable_size(out_type: TensorType) -> bool:
@@ -74,48 +110,19 @@ def foldable_size(out_type: TensorType) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Property helpers
-
-
-def _int(props: Props, name: str) -> int:
-    attr = props[name]
-    assert isinstance(attr, IntegerAttr)
-    return attr.value.data
-
-
-def _float(props: Props, name: str, default: float | None = None) -> float | None:
-    attr = props.get(name)
-    if attr is None:
-        return default
-    assert isinstance(attr, FloatAttr)
-    return attr.value.data
-
-
-def _ints(props: Props, name: str) -> tuple[int, ...]:
-    attr = props[name]
-    assert isinstance(attr, DenseArrayBase)
-    return graph.int_values(attr)
-
-
-def _floats(props: Props, name: str) -> tuple[float, ...]:
-    attr = props.get(name)
-    if attr is None:
-        return ()
-    assert isinstance(attr, DenseArrayBase)
-    return tuple(float(v) for v in attr.get_values())
-
-
-def _string(props: Props, name: str, default: str) -> str:
-    attr = props.get(name)
-    return attr.data if isinstance(attr, StringAttr) else default
-
-
-def _out_dtype(out_type: TensorType) -> np.dtype:
-    return numpy_dtype(out_type.get_element_type())
-
-
-# ---------------------------------------------------------------------------------------------
 # Elementwise
+
+
+def identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, x.dtype.type(0))
+
+
+def reciprocal(x: np.ndarray) -> np.ndarray:
+    return np.reciprocal(x) if x.dtype.kind == "f" else 1 // x
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -142,8 +149,19 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return (0.5 * x64 * (1.0 + np.tanh(inner))).astype(x.dtype)
 
 
+def clip_bounds(
+    lo: float | None, hi: float | None, dtype: np.dtype
+) -> tuple[float | None, float | None]:
+    """The bounds a graph.clip on `dtype` applies: a missing float bound is the type's finite
+    limit (ONNX: numeric_limits::lowest() / max(); onnxruntime clips +inf to FLT_MAX)."""
+    if not np.issubdtype(dtype, np.floating) and dtype != ml_dtypes.bfloat16:
+        return lo, hi
+    limits = ml_dtypes.finfo(dtype)
+    return (float(limits.min) if lo is None else lo, float(limits.max) if hi is None else hi)
+
+
 def clip(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
-    lo, hi = graph.clip_bounds(lo, hi, x.dtype)
+    lo, hi = clip_bounds(lo, hi, x.dtype)
     if lo is not None:
         x = np.maximum(x, x.dtype.type(lo))
     if hi is not None:
@@ -160,7 +178,7 @@ def apply_activation(x: np.ndarray, name: str | None, params: Sequence[float]) -
     if name is None:
         return x
     if name == "relu":
-        return np.maximum(x, x.dtype.type(0))
+        return relu(x)
     if name == "clip":
         return clip(x, params[0], params[1])
     if name == "leaky_relu":
@@ -174,6 +192,21 @@ def apply_activation(x: np.ndarray, name: str | None, params: Sequence[float]) -
     if name == "gelu_tanh":
         return gelu_tanh(x)
     raise ValueError(f"unknown activation '{name}'")
+
+
+def epilogue(
+    y: np.ndarray,
+    bias: np.ndarray | None,
+    residual: np.ndarray | None,
+    activation: str | None,
+    params: Sequence[float],
+) -> np.ndarray:
+    """A conv/matmul epilogue: bias, then residual, then the activation."""
+    if bias is not None:
+        y = y + bias
+    if residual is not None:
+        y = y + residual
+    return apply_activation(y, activation, params)
 
 
 def attention(
@@ -219,13 +252,19 @@ def isinf(x: np.ndarray, positive: bool, negative: bool) -> np.ndarray:
     return (np.isposinf(x) & positive) | (np.isneginf(x) & negative)
 
 
-_COMPARE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+_COMPARISONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "eq": np.equal,
     "lt": np.less,
     "le": np.less_equal,
     "gt": np.greater,
     "ge": np.greater_equal,
 }
+
+
+def compare(a: np.ndarray, b: np.ndarray, predicate: str) -> np.ndarray:
+    return _COMPARISONS[predicate](a, b)
+
+
 _TRIG = {"asin": "arcsin", "acos": "arccos", "atan": "arctan"}
 _TRIG |= {"asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh"}
 
@@ -235,29 +274,7 @@ def trig(x: np.ndarray, fn: str) -> np.ndarray:
         return getattr(np, _TRIG.get(fn, fn))(x)
 
 
-_UNARY: dict[type[Operation], Callable[[np.ndarray], np.ndarray]] = {
-    graph.ReluOp: lambda x: np.maximum(x, x.dtype.type(0)),
-    graph.SigmoidOp: sigmoid,
-    graph.TanhOp: np.tanh,
-    graph.ExpOp: np.exp,
-    graph.LogOp: np.log,
-    graph.SqrtOp: np.sqrt,
-    graph.ErfOp: erf,
-    graph.NegOp: np.negative,
-    graph.AbsOp: np.abs,
-    graph.ReciprocalOp: lambda x: np.reciprocal(x) if x.dtype.kind == "f" else 1 // x,
-    graph.IdentityOp: lambda x: x,
-    graph.NotOp: np.invert,
-    graph.SignOp: np.sign,
-    graph.FloorOp: np.floor,
-    graph.CeilOp: np.ceil,
-    graph.RoundOp: np.round,
-    graph.SoftplusOp: softplus,
-    graph.IsNaNOp: np.isnan,
-}
-
-
-def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu":
         # ONNX integer Div truncates toward zero (C semantics), numpy floors; a zero divisor
         # gives 0 like the compiled kernels (which must not trap).
@@ -265,20 +282,6 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             q = np.floor_divide(np.abs(a), np.abs(b)) if a.dtype.kind == "i" else a // b
         return (q * np.sign(a) * np.sign(b)).astype(a.dtype) if a.dtype.kind == "i" else q
     return a / b
-
-
-_BINARY: dict[type[Operation], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    graph.AddOp: np.add,
-    graph.SubOp: np.subtract,
-    graph.MulOp: np.multiply,
-    graph.DivOp: _div,
-    graph.PowOp: np.power,
-    graph.MaxOp: np.maximum,
-    graph.MinOp: np.minimum,
-    graph.AndOp: np.bitwise_and,
-    graph.OrOp: np.bitwise_or,
-    graph.XorOp: np.bitwise_xor,
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +464,24 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
 
 
+def gemm(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray | None,
+    alpha: float,
+    beta: float,
+    trans_a: bool,
+    trans_b: bool,
+) -> np.ndarray:
+    """ONNX Gemm: alpha * op(a) @ op(b) + beta * c, the scalars in float32."""
+    a = a.T if trans_a else a
+    b = b.T if trans_b else b
+    y = np.float32(alpha) * matmul(a, b)
+    if c is not None:
+        y = y + np.float32(beta) * c
+    return y.astype(a.dtype)
+
+
 def strided_slice(x: np.ndarray, starts: Sequence[int], steps: Sequence[int], out: Sequence[int]):
     index = tuple(np.arange(count) * step + start for start, step, count in zip(starts, steps, out))
     return x[np.ix_(*index)] if index else x
@@ -575,89 +596,6 @@ def top_k_indices(x: np.ndarray, k: int, axis: int, largest: bool) -> np.ndarray
     return np.take(order, np.arange(k), axis=axis).astype(np.int64)
 
 
-# ---------------------------------------------------------------------------------------------
-# Per-op evaluators
-
-
-def _epilogue(props: Props, y: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None):
-    if bias is not None:
-        y = y + bias
-    if residual is not None:
-        y = y + residual
-    act = props.get("activation")
-    name = act.data if isinstance(act, StringAttr) else None
-    return apply_activation(y, name, _floats(props, "activation_params"))
-
-
-def _eval_conv(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
-    x, w, bias, residual = ins
-    assert x is not None and w is not None
-    y = conv2d(
-        x,
-        w,
-        _ints(props, "strides"),
-        _ints(props, "pads"),
-        _ints(props, "dilations"),
-        _int(props, "group"),
-        graph.shape_of(out)[2:],
-    )
-    return _epilogue(props, y, None if bias is None else bias.reshape(-1, 1, 1), residual)
-
-
-def _eval_matmul(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
-    a, b, bias, residual = ins
-    assert a is not None and b is not None
-    return _epilogue(props, matmul(a, b), bias, residual)
-
-
-def _eval_gemm(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
-    a, b, c = ins
-    assert a is not None and b is not None
-    a = a.T if _int(props, "trans_a") else a
-    b = b.T if _int(props, "trans_b") else b
-    y = np.float32(_float(props, "alpha")) * matmul(a, b)
-    if c is not None:
-        y = y + np.float32(_float(props, "beta")) * c
-    return y.astype(a.dtype)
-
-
-def _eval_pool(kind: str) -> Evaluator:
-    def fn(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
-        x = ins[0]
-        assert x is not None
-        include = "count_include_pad" in props and bool(_int(props, "count_include_pad"))
-        return pool2d(
-            x,
-            kind,
-            _ints(props, "kernel_shape"),
-            _ints(props, "strides"),
-            _ints(props, "pads"),
-            graph.shape_of(out)[2:],
-            include,
-        )
-
-    return fn
-
-
-def _only(ins: Sequence[np.ndarray | None]) -> np.ndarray:
-    x = ins[0]
-    assert x is not None
-    return x
-
-
-def _unary_evaluator(f: Callable[[np.ndarray], np.ndarray]) -> Evaluator:
-    def evaluate(props: Props, ins: Sequence[np.ndarray | None], out: TensorType) -> np.ndarray:
-        # IEEE results (log 0 = -inf, sqrt -1 = NaN) are the op's answer, not a warning.
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return np.asarray(f(_only(ins))).astype(_out_dtype(out))
-
-    return evaluate
-
-
-def _binary_evaluator(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Evaluator:
-    return lambda props, ins, out: np.asarray(f(ins[0], ins[1])).astype(_out_dtype(out))  # type: ignore[arg-type]
-
-
 def quantize_linear(
     x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, dtype: np.dtype
 ) -> np.ndarray:
@@ -680,120 +618,6 @@ def dequantize_linear(
         difference = x.astype(np.float32) - zero_point.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         return (difference * scale.astype(np.float32)).astype(dtype)
-
-
-EVALUATORS: dict[type[Operation], Evaluator] = {
-    **{name: _unary_evaluator(f) for name, f in _UNARY.items()},
-    **{name: _binary_evaluator(f) for name, f in _BINARY.items()},
-    graph.ClipOp: lambda p, ins, out: clip(_only(ins), _float(p, "min"), _float(p, "max")),
-    graph.CompareOp: lambda p, ins, out: _COMPARE[p["predicate"].data](ins[0], ins[1]),  # type: ignore[attr-defined,arg-type]
-    graph.ModOp: lambda p, ins, out: mod(ins[0], ins[1], bool(_int(p, "fmod"))),  # type: ignore[arg-type]
-    graph.BitShiftOp: lambda p, ins, out: bitshift(ins[0], ins[1], p["direction"].data),  # type: ignore[attr-defined,arg-type]
-    graph.TrigOp: lambda p, ins, out: trig(_only(ins), p["fn"].data),  # type: ignore[attr-defined]
-    graph.IsInfOp: lambda p, ins, out: isinf(
-        _only(ins), bool(_int(p, "detect_positive")), bool(_int(p, "detect_negative"))
-    ),
-    graph.WhereOp: lambda p, ins, out: np.where(ins[0], ins[1], ins[2]),  # type: ignore[arg-type]
-    graph.QuantizeLinearOp: lambda p, ins, out: quantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
-    graph.DequantizeLinearOp: lambda p, ins, out: dequantize_linear(*ins, _out_dtype(out)),  # type: ignore[arg-type, misc]
-    graph.BitcastOp: lambda p, ins, out: _only(ins).view(_out_dtype(out)),
-    graph.LeakyReluOp: lambda p, ins, out: leaky_relu(_only(ins), _float(p, "alpha") or 0.0),
-    graph.CastOp: lambda p, ins, out: small_types.cast_array(
-        _only(ins), _out_dtype(out), "no_saturate" not in p, _string(p, "round_mode", "up")
-    ),
-    graph.ReshapeOp: lambda p, ins, out: _only(ins).reshape(graph.shape_of(out)),
-    graph.TransposeOp: lambda p, ins, out: np.transpose(_only(ins), _ints(p, "perm")),
-    graph.ConcatOp: lambda p, ins, out: np.concatenate(list(ins), axis=_int(p, "axis")),  # type: ignore[arg-type]
-    graph.GatherOp: lambda p, ins, out: gather(ins[0], ins[1], _int(p, "axis")),  # type: ignore[arg-type]
-    graph.ReduceOp: lambda p, ins, out: reduce(
-        _only(ins),
-        p["reduction"].data,
-        _ints(p, "axes"),
-        bool(_int(p, "keepdims")),  # type: ignore[attr-defined]
-    ),
-    graph.SoftmaxOp: lambda p, ins, out: softmax(_only(ins), _int(p, "axis"), "log" in p),
-    graph.LayerNormOp: lambda p, ins, out: layer_norm(
-        ins[0],
-        ins[1],
-        ins[2],
-        _int(p, "axis"),
-        _float(p, "epsilon") or 0.0,  # type: ignore[arg-type]
-    ),
-    graph.BatchNormOp: lambda p, ins, out: batch_norm(*ins, eps=_float(p, "epsilon") or 0.0),  # type: ignore[misc]
-    graph.LRNOp: lambda p, ins, out: lrn(
-        _only(ins),
-        _int(p, "size"),
-        _float(p, "alpha") or 0.0,
-        _float(p, "beta") or 0.0,
-        _float(p, "bias") or 0.0,
-    ),
-    graph.AttentionOp: lambda p, ins, out: attention(
-        *ins,  # type: ignore[arg-type]
-        _float(p, "scale") or 0.0,
-        _ints(p, "seq_major"),
-    ),
-    graph.ConvOp: _eval_conv,
-    graph.MatMulOp: _eval_matmul,
-    graph.GemmOp: _eval_gemm,
-    graph.MaxPoolOp: _eval_pool("max"),
-    graph.AveragePoolOp: _eval_pool("avg"),
-    graph.GatherElementsOp: lambda p, ins, out: gather_elements(
-        ins[0],  # type: ignore[arg-type]
-        ins[1],  # type: ignore[arg-type]
-        _int(p, "axis"),
-        _int(p, "ignore_index") if "ignore_index" in p else None,
-    ),
-    graph.OneHotOp: lambda p, ins, out: one_hot(
-        ins[0],  # type: ignore[arg-type]
-        ins[1],  # type: ignore[arg-type]
-        graph.shape_of(out)[_int(p, "axis")],
-        _int(p, "axis"),
-    ),
-    graph.ScatterElementsOp: lambda p, ins, out: scatter_elements(
-        *ins,  # type: ignore[arg-type]
-        axis=_int(p, "axis"),
-        reduction=p["reduction"].data,  # type: ignore[attr-defined]
-    ),
-    graph.TopKOp: lambda p, ins, out: top_k_indices(
-        _only(ins),
-        graph.shape_of(out)[_int(p, "axis")],
-        _int(p, "axis"),
-        bool(_int(p, "largest")),
-    ),
-    graph.SliceOp: lambda p, ins, out: strided_slice(
-        _only(ins), _ints(p, "starts"), _ints(p, "steps"), graph.shape_of(out)
-    ),
-    graph.ExpandOp: lambda p, ins, out: np.broadcast_to(_only(ins), graph.shape_of(out)).copy(),
-    graph.RangeOp: lambda p, ins, out: arange(ins[0], ins[1], graph.shape_of(out)[0]),  # type: ignore[arg-type]
-    graph.ArgReduceOp: lambda p, ins, out: arg_reduce(
-        _only(ins),
-        p["kind"].data,  # type: ignore[attr-defined]
-        _int(p, "axis"),
-        bool(_int(p, "select_last_index")),
-    ),
-    graph.CumSumOp: lambda p, ins, out: cumsum(
-        _only(ins),
-        _int(p, "axis"),
-        bool(_int(p, "exclusive")),
-        bool(_int(p, "reverse")),
-        "product" in p,
-    ),
-    graph.GatherNDOp: lambda p, ins, out: gather_nd(ins[0], ins[1], _int(p, "batch_dims")),  # type: ignore[arg-type]
-    graph.ScatterNDOp: lambda p, ins, out: scatter_nd(
-        *ins,  # type: ignore[arg-type]
-        reduction=p["reduction"].data,  # type: ignore[attr-defined]
-    ),
-    # data-dependent output sizes
-    graph.NonZeroOp: lambda p, ins, out: nonzero(_only(ins)),
-    graph.NonMaxSuppressionOp: lambda p, ins, out: non_max_suppression(
-        ins[0],  # type: ignore[arg-type]
-        ins[1],  # type: ignore[arg-type]
-        _int(p, "center_point_box"),
-        _int(p, "max_per_class"),
-        _float(p, "iou_threshold"),
-        _float(p, "score_threshold"),
-    ),
-}
 
 
 def nonzero(x: np.ndarray) -> np.ndarray:
@@ -863,15 +687,20 @@ def operand_slots(op: Operation) -> list[SSAValue | None]:
     return slots
 
 
-def evaluate(op: Operation, inputs: Sequence[np.ndarray | None]) -> np.ndarray:
-    """Evaluate one single-result graph op on numpy inputs (in `operand_slots` order)."""
-    fn = EVALUATORS.get(type(op))
-    if fn is None:
-        raise NotImplementedError(f"no numpy evaluator for {op.name}")
-    out_type = op.results[0].type
-    assert isinstance(out_type, TensorType)
-    result = np.asarray(fn(op.properties, inputs, out_type))
-    return result.astype(_out_dtype(out_type), copy=False)
+def has_semantics(op_type: type[Operation]) -> bool:
+    """Whether ops of this class declare numpy semantics (an `evaluate` method)."""
+    return callable(getattr(op_type, "evaluate", None))
+
+
+def evaluate(op: Operation, inputs: Inputs) -> np.ndarray:
+    """The value of a single-result op on numpy inputs (in `operand_slots` order), from the
+    semantics the op declares; NotImplementedError when it declares none."""
+    if not has_semantics(type(op)):
+        raise NotImplementedError(f"{op.name} has no numpy semantics (no `evaluate` method)")
+    # IEEE results (log 0 = -inf, sqrt -1 = NaN, x / 0 = inf) are the op's answer, not a warning.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        result = np.asarray(cast(Evaluable, op).evaluate(inputs))
+    return result.astype(result_dtype(op.results[0]), copy=False)
 
 
 def evaluate_function(
@@ -882,8 +711,8 @@ def evaluate_function(
     for op in fn.body.ops:
         if isinstance(op, func.ReturnOp):
             return [values[v] for v in op.arguments]
-        if isinstance(op, graph.ConstantOp):
-            values[op.output] = weights[op.ref.data]
+        if isinstance(op, WeightRef):
+            values[op.results[0]] = weights[op.ref.data]
             continue
         args = [None if v is None else values[v] for v in operand_slots(op)]
         values[op.results[0]] = evaluate(op, args)

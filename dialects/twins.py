@@ -1,10 +1,11 @@
 """Ops defined on tensors (graph) and on buffers (kernel) from one description.
 
 An op that exists at both levels (graph.softmax on tensors, kernel.softmax on memrefs in
-destination-passing style) declares its properties and its checks once, in a `TwinSpec`
-subclass beside the graph op, the way MLIR's ODS shares traits between ops. The graph op and
-the kernel op each add only what differs: operands and results (a graph result is a kernel
-`output` operand of the same name), traits, options and the assembly format.
+destination-passing style) declares its properties, its checks and its numpy semantics
+(`evaluate`, see numpy_eval.py) once, in a `TwinSpec` subclass beside the graph op, the way
+MLIR's ODS shares traits between ops. The graph op and the kernel op each add only what
+differs: operands and results (a graph result is a kernel `output` operand of the same name),
+traits, options and the assembly format.
 `convert-graph-to-kernel` converts a pair generically (`kernel.twin_of`,
 `shared_properties`): adding a twin is one spec and its two classes, nothing in
 graph_to_kernel.

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 
 import numpy as np
 from xdsl.context import Context
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import Attribute
+from xdsl.irdl import prop_def
 
 from ember.core.target import Target
 
@@ -63,6 +66,17 @@ class WeightStore:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self._arrays.values())
+
+
+class WeightRef:
+    """An op naming an entry of the WeightStore by `ref` (graph.constant, kernel.weight): the
+    reference interpreter reads its value from the store."""
+
+    ref = prop_def(StringAttr)
+    assembly_format = "$ref attr-dict `:` type($output)"
+
+    def __init__(self, ref: str, result_type: Attribute):
+        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])  # type: ignore[call-arg]
 
 
 class EmberContext(Context):

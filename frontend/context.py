@@ -20,10 +20,10 @@ What a converter may use:
   array, else refused), `imp.float_input`, `imp.axes` (`axes` as attribute or input).
 - **building graph ops**: `imp.emit(OpClass, operands, shape, dtype, **properties)` adds one
   op, or folds it with numpy when every operand is a constant and the node computes shapes
-  or integers (`dialects/numpy_eval.py`), and runs float32-only kernels on other float types
-  widened; the building blocks on top of it: `reshape`, `transpose`, `unary`, `binary`,
-  `elementwise` (broadcasting), `compare`, `where`, `reduce`, `slice`, `slice_axis`,
-  `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
+  or integers (the op's own `evaluate`, dialects/numpy_eval.py), and runs float32-only
+  kernels on other float types widened; the building blocks on top of it: `reshape`,
+  `transpose`, `unary`, `binary`, `elementwise` (broadcasting), `compare`, `where`,
+  `reduce`, `slice`, `slice_axis`, `gather_axis`, `concat`; `widen_to_float32` (a converter whose kernels compute in float32
   only, on 16-bit floats: widen, and cast the results back once).
 - **shapes**: each output's shape is cross-checked against ONNX's shape inference (a
   mismatch is a ModelError); `imp.onnx_infers_instead(name, shape)` accepts ONNX's `shape`
@@ -256,6 +256,32 @@ def i64_attr(value: int) -> IntegerAttr:
 def scalar(value: float, like: Value) -> Const:
     """A 0-d constant of `like`'s dtype."""
     return Const(np.array(value, dtype_of(like)))
+
+
+def _fold(
+    op_type: type[IRDLOperation],
+    operands: Sequence[Value | None | Sequence[Value]],
+    result_type: TensorType,
+    properties: dict[str, Attribute],
+) -> np.ndarray:
+    """The value of an `op_type` op on constant operands, from the semantics the op declares:
+    the op is built on stand-ins for the constants (block arguments of their types, never
+    inserted) and evaluated on their arrays."""
+    consts = [v for o in operands for v in (o if isinstance(o, list | tuple) else [o])]
+    arrays = [None if c is None else c.array for c in consts]  # type: ignore[union-attr]
+    stand_ins = iter(
+        Block(arg_types=[numpy_eval.tensor_type(a) for a in arrays if a is not None]).args
+    )
+
+    def stand_in(value: Value | None) -> SSAValue | None:
+        return None if value is None else next(stand_ins)
+
+    built = [
+        [stand_in(v) for v in o] if isinstance(o, list | tuple) else stand_in(o) for o in operands
+    ]
+    op = op_type.build(operands=built, result_types=[result_type], properties=properties)  # type: ignore[arg-type]
+    # A copy: a folded Identity or Reshape would otherwise share its operand's array.
+    return numpy_eval.evaluate(op, arrays).copy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,21 +637,19 @@ class ImportContext:
             op = current.op
             if isinstance(op, graph.ConstantOp):
                 return self.weights[op.ref.data]
-            evaluator = numpy_eval.EVALUATORS.get(type(op))
             result_type = current.type
-            if evaluator is None or len(op.results) != 1 or not isinstance(result_type, TensorType):
+            if not numpy_eval.has_semantics(type(op)) or len(op.results) != 1:
                 return None
-            if not numpy_eval.foldable_size(result_type):
+            if not isinstance(result_type, TensorType) or not numpy_eval.foldable_size(result_type):
                 return None
-            operands = [evaluate(v) for v in op.operands]
-            if any(a is None for a in operands):
+            slots = numpy_eval.operand_slots(op)
+            operands = [None if v is None else evaluate(v) for v in slots]
+            if any(a is None for v, a in zip(slots, operands, strict=True) if v is not None):
                 return None
-            dtype = numpy_eval.numpy_dtype(result_type.element_type)
             try:
-                array = np.asarray(evaluator(dict(op.properties), operands, result_type))
+                array = numpy_eval.evaluate(op, operands).copy()  # not a weight's own array
             except ModelError:
                 return None  # left to the kernel (and the refusal it leads to), as before
-            array = array.astype(dtype)
             known[current] = array
             return array
 
@@ -702,24 +726,22 @@ class ImportContext:
         self.check_size(shape, dtype, f"output '{output}' (a {op_type.name} result)")
         result_type = TensorType(numpy_eval.element_type(dtype), tuple(shape))
         properties = {k: v for k, v in props.items() if v is not None}
-        evaluator = numpy_eval.EVALUATORS.get(op_type)
+        has_semantics = numpy_eval.has_semantics(op_type)
         empty_operand = any(v is not None and 0 in shape_of(v) for v in flat)
         if empty_operand:
-            self._check_foldable_from_empty(op_type, flat, result_type, evaluator is not None)
+            self._check_foldable_from_empty(op_type, flat, result_type, has_semantics)
         if (
             (self.fold_node or empty_operand)
-            and evaluator
+            and has_semantics
             and all(isinstance(v, Const | None) for v in flat)
             and numpy_eval.foldable_size(result_type)
         ):
-            arrays = [None if v is None else v.array for v in flat]  # type: ignore[union-attr]
             try:
-                array = np.asarray(evaluator(properties, arrays, result_type)).astype(dtype)
+                return Const(_fold(op_type, operands, result_type, properties))
             except ModelError as err:
                 if self.node is None:
                     raise
                 raise self.node.error(str(err)) from err
-            return Const(array)
         widens = _FLOAT32_KERNELS.get(op_type)
         native = dtype == np.float32 or (dtype == np.float64 and op_type in _FLOAT64_KERNELS)
         if widens is not None and not native:

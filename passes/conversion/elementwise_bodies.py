@@ -26,6 +26,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from ember.dialects import graph
 from ember.dialects.dtypes import is_small_type, is_unsigned, numpy_dtype_for
+from ember.dialects.numpy_eval import clip_bounds
 from ember.passes.conversion import small_type_casts
 
 BodyBuilder = Callable[[Operation, list[SSAValue], Attribute, list[Operation]], SSAValue]
@@ -311,7 +312,7 @@ def _clip(op: Operation, args: list[SSAValue], out: Attribute, ops: list[Operati
         # maximumf/minimumf: NaN stays NaN. A missing float bound is the type's finite limit
         # (graph.clip), so +-inf clip to +-max like in onnxruntime.
         maximum, minimum = arith.MaximumfOp, arith.MinimumfOp
-        lo, hi = graph.clip_bounds(lo, hi, numpy_dtype_for(out))
+        lo, hi = clip_bounds(lo, hi, numpy_dtype_for(out))
     elif _unsigned(op):
         maximum, minimum = arith.MaxUIOp, arith.MinUIOp
     else:

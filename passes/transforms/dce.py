@@ -1,7 +1,8 @@
 """dce: erase side-effect-free ops whose results are unused, and weights no op references any more.
 
 Deadness is xDSL's (MLIR's wouldOpBeTriviallyDead): an op with no used result, no memory
-effects beyond reads (every graph op is `Pure`), that is neither a terminator nor a symbol.
+effects beyond reads (every graph op is `Pure`, or, with regions, as pure as its bodies), that
+is neither a terminator nor a symbol.
 Ops with unknown effects (kernel ops writing their buffers) are kept."""
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """fold-constants: evaluate graph ops whose operands are all constants at compile time.
 
+The pass knows no op: it asks each op for its numpy semantics (`evaluate`, see
+dialects/numpy_eval.py), and an op that declares none is simply not folded.
+
 Results larger than `FOLD_LIMIT_BYTES` are not folded: the op stays a kernel and computes
 them at run time, so compile time and the weights blob do not grow with tensor values. A
 result that only ever becomes a conv weight or a matmul B (through transposes, reshapes,
@@ -12,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
 from ember.core import limits
 from ember.dialects import graph
-from ember.dialects.numpy_eval import EVALUATORS, evaluate, operand_slots, result_bytes
+from ember.dialects.numpy_eval import evaluate, has_semantics, operand_slots, result_bytes
 from ember.dialects.weights import WeightStore
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
@@ -50,15 +53,17 @@ class FoldConstantOp(RewritePattern):
     weights: WeightStore
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
-        if isinstance(op, graph.ConstantOp) or type(op) not in EVALUATORS or len(op.results) != 1:
+        if not has_semantics(type(op)) or len(op.results) != 1:
             return
         if graph.integer_only_reason(op) is not None:  # its float32 input may be inexact
             return
         result_type = op.results[0].type
+        if not isinstance(result_type, TensorType):
+            return
         limit = limits.FOLD_LIMIT_BYTES
         if _only_a_weight(op.results[0]):
             limit = limits.WEIGHT_FOLD_LIMIT_BYTES
-        if result_bytes(result_type) > limit:  # type: ignore[arg-type]
+        if result_bytes(result_type) > limit:
             return
         slots = operand_slots(op)
         arrays = [None if v is None else constant_array(v, self.weights) for v in slots]

@@ -18,6 +18,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
+from ember.dialects.numpy_eval import clip_bounds
 from ember.dialects.weights import WeightStore
 from ember.passes.program import absorb_origins
 from ember.passes.transforms.graph_utils import (
@@ -97,7 +98,7 @@ def _activation_of(op: Operation) -> tuple[str, list[float]] | None:
         return "leaky_relu", [op.alpha.value.data]
     if isinstance(op, graph.ClipOp):
         dtype = numpy_dtype_for(graph.element_type_of(op.results[0]))
-        lo, hi = graph.clip_bounds(
+        lo, hi = clip_bounds(
             *(None if b is None else b.value.data for b in (op.min, op.max)), dtype
         )
         return "clip", [-math.inf if lo is None else lo, math.inf if hi is None else hi]
