@@ -24,15 +24,19 @@ from pathlib import Path
 from typing import TextIO
 
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import ModulePass, PassPipeline, get_pass_option_infos
+from xdsl.passes import ModulePass, get_pass_option_infos
 
+from ember.core.context import EmberContext, make_context
 from ember.core.target import Target, host_target, named_target
-from ember.dialects.weights import EmberContext, WeightStore, make_context
+from ember.dialects.weights import WeightStore
+from ember.passes.options import option_text
 from ember.passes.pipeline import (
     DEFAULT_PIPELINE,
     KERNEL_STAGE,
     LOOPS_STAGE,
     available_passes,
+    parse_passes,
+    pipeline_text,
 )
 from ember.passes.program import entry_function
 from ember.runtime.errors import KernelError
@@ -91,16 +95,12 @@ def parse_pipeline(
     spec: str, registry: dict[str, Callable[[], type[ModulePass]]]
 ) -> list[ModulePass]:
     try:
-        return list(PassPipeline.parse_spec(registry, spec).passes)
-    except Exception as error:  # the spec lexer/parser raise several types
+        return parse_passes(spec, registry)
+    except Exception as error:  # the spec lexer/parser and the options' checks raise several types
         raise UsageError(
             f"invalid --pipeline '{spec}': {error}\n(available passes: "
             f"{', '.join(sorted(registry))}; see --list-passes)"
         ) from None
-
-
-def pipeline_text(passes: Sequence[ModulePass]) -> str:
-    return ",".join(str(p) for p in passes)
 
 
 def list_passes(registry: dict[str, Callable[[], type[ModulePass]]]) -> str:
@@ -110,13 +110,20 @@ def list_passes(registry: dict[str, Callable[[], type[ModulePass]]]) -> str:
         cls = registry[name]()
         doc = (cls.__doc__ or "").strip().splitlines()
         options = " ".join(
-            f"{o.name}={o.default_value}" if o.default_value is not None else o.name
+            # An option without a default takes the target's (or limit's) value unless set.
+            f"{option_text(o.name)}={o.default_value}"
+            if o.default_value not in (None, "none")
+            else f"{option_text(o.name)}=unset"
             for o in get_pass_option_infos(cls)
         )
         signature = f"{name}{{{options}}}" if options else name
         mandatory = " [mandatory lowering]" if name in MANDATORY_PASSES else ""
         lines.append(f"  {signature:<28} {doc[0] if doc else '(undocumented)'}{mandatory}")
-    return "Passes (use in --pipeline as name or name{option=value ...}):\n" + "\n".join(lines)
+    header = (
+        "Passes (use in --pipeline as name or name{option=value ...}; an unset option takes\n"
+        "the compile target's value, or the limit's in core/limits.py):\n"
+    )
+    return header + "\n".join(lines)
 
 
 def default_pipeline_for(module: ModuleOp | None) -> str:

@@ -22,7 +22,7 @@ from onnx import helper
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from ember.dialects.weights import EmberContext
+from ember.core.context import EmberContext
 from ember.tools.bench import Error, one_line
 
 MANDATORY_PASSES = (
