@@ -17,7 +17,7 @@ from ember.passes.conversion.kernel_to_loops.lower import LowerKernelsToLoops
 from ember.passes.pipeline import DEFAULT_PIPELINE, parse_passes, pipeline_text
 from ember.runtime.errors import PassOptionError
 from ember.tests.oracle import assert_close, onnxruntime_outputs
-from ember.tools.model_zoo import quantize_static, resnet_block_model
+from ember.tools.model_zoo import quantize_static, recurrent_layer, resnet_block_model
 
 
 def test_options_set_the_fields_and_print_back() -> None:
@@ -113,6 +113,23 @@ def test_narrow_kernels_and_options_compute_the_same_values() -> None:
         compiled = ember.compile(model, pipeline=pipeline, input_shapes={"input": [1, 3, 20, 20]})
         (got,) = compiled(x)
         assert_close({"out": got}, {"out": next(iter(expected.values()))})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"convert-graph-to-kernel": "{vector-width=8}"},  # panels of 16 read 16 lanes wide
+        {"lower-kernels-to-loops": "{vector-width=8}"},  # the target's panels, 8 lanes wide
+    ],
+)
+def test_recurrent_weights_packed_for_another_width(options: dict[str, str]) -> None:
+    """kernel.recurrent reads the panel width its weight was packed with (it required the
+    lowering's own and refused the rest). A GRU of 40 units (a tail panel), batch 2."""
+    model = recurrent_layer("GRU", seq=3, batch=2, hidden=40)
+    x = np.random.default_rng(4).standard_normal((3, 2, 40)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"X": x})
+    got = ember.compile(model, pipeline=_with_options(**options))(x)
+    assert_close(dict(zip(expected, got, strict=True)), expected)
 
 
 def test_every_int8_isa_the_target_runs_computes_the_same_values() -> None:
