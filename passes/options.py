@@ -15,7 +15,7 @@ instruction set), when the pass runs against the context's Target.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import get_type_hints
 
@@ -134,10 +134,27 @@ class TargetPass(ModulePass):
 
     def target(self, ctx: Context) -> Target:
         """The context's Target with this pass's options in place of its values."""
-        target = compile_context(ctx, self.name).target
+        return self.target_for(compile_context(ctx, self.name).target)
+
+    def target_for(self, target: Target) -> Target:
+        """`target` with this pass's options in place of its values; a PassOptionError if it
+        cannot honour an option (`check_target`)."""
         overrides = {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name in _TARGET_FIELDS and getattr(self, f.name) is not None
         }
-        return replace(target, **overrides) if overrides else target
+        target = replace(target, **overrides) if overrides else target
+        self.check_target(target)
+        return target
+
+    def check_target(self, target: Target) -> None:
+        """Raise a PassOptionError for an option `target` cannot honour (default: none)."""
+
+
+def check_options_for(passes: Sequence[ModulePass], target: Target) -> None:
+    """Every option of `passes` that the machine must support, checked against `target`
+    before any pass runs (a pass checks them again when it runs)."""
+    for pass_ in passes:
+        if isinstance(pass_, TargetPass):
+            pass_.target_for(target)

@@ -29,7 +29,7 @@ from xdsl.passes import ModulePass, get_pass_option_infos
 from ember.core.context import EmberContext, make_context
 from ember.core.target import Target, host_target, named_target
 from ember.dialects.weights import WeightStore
-from ember.passes.options import option_text
+from ember.passes.options import check_options_for, option_text
 from ember.passes.pipeline import (
     DEFAULT_PIPELINE,
     KERNEL_STAGE,
@@ -39,7 +39,7 @@ from ember.passes.pipeline import (
     pipeline_text,
 )
 from ember.passes.program import entry_function
-from ember.runtime.errors import KernelError
+from ember.runtime.errors import KernelError, PassOptionError
 from ember.tools.opt_bisect import MANDATORY_PASSES, ORACLES
 from ember.tools.opt_ir import (
     InputError,
@@ -96,7 +96,9 @@ def parse_pipeline(
 ) -> list[ModulePass]:
     try:
         return parse_passes(spec, registry)
-    except Exception as error:  # the spec lexer/parser and the options' checks raise several types
+    except PassOptionError as error:  # names the pass, the option and what it takes
+        raise UsageError(f"invalid --pipeline: {error}") from None
+    except Exception as error:  # the spec lexer/parser raise several types
         raise UsageError(
             f"invalid --pipeline '{spec}': {error}\n(available passes: "
             f"{', '.join(sorted(registry))}; see --list-passes)"
@@ -398,6 +400,10 @@ def run(
         else default_pipeline_for(None if from_onnx else module)
     )
     passes = parse_pipeline(spec, registry) if spec.strip() else []
+    try:
+        check_options_for(passes, target)
+    except PassOptionError as error:
+        raise UsageError(f"invalid --pipeline: {error}") from None
     if args.print_pipeline:
         out.write(pipeline_text(passes) + "\n")
         return 0

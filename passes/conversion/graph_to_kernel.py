@@ -732,18 +732,18 @@ class ConvertGraphToKernel(TargetPass):
         super().__post_init__()
         check_choice(self, "int8_isa", tuple(ISAS))
 
+    def check_target(self, target: Target) -> None:
+        runnable = int8_isas_for(target)
+        if self.int8_isa is not None and self.int8_isa not in runnable:
+            raise option_error(
+                self,
+                "int8_isa",
+                f"the target ({target.cpu}) runs int8 convs with {', '.join(runnable)}",
+            )
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         weights, target = compile_context(ctx, self.name).weights, self.target(ctx)
-        isa = int8_isa(target)
-        if self.int8_isa is not None:
-            runnable = int8_isas_for(target)
-            if self.int8_isa not in runnable:
-                raise option_error(
-                    self,
-                    "int8_isa",
-                    f"the target ({target.cpu}) runs int8 convs with {', '.join(runnable)}",
-                )
-            isa = ISAS[self.int8_isa]
+        isa = int8_isa(target) if self.int8_isa is None else ISAS[self.int8_isa]
         for fn in [f for f in op.ops if isinstance(f, func.FuncOp)]:
             if any(isinstance(t, TensorType) for t in fn.function_type.inputs.data) or any(
                 isinstance(t, TensorType) for t in fn.function_type.outputs.data

@@ -173,6 +173,11 @@ def test_a_bad_pass_option_is_a_usage_error_naming_pass_and_option(
     assert code == 2 and out == ""
     assert "pass 'lower-kernels-to-loops': option vector-width=5 is invalid" in err
     assert "it takes one of 8, 16" in err
+    # What the target must support is checked before any pass runs (no reproducer).
+    isa = "canonicalize,convert-graph-to-kernel{int8-isa=vnni512}"
+    code, out, err = opt(capsys, small_path, "--target-cpu", "x86-64-v3", "--pipeline", isa)
+    assert code == 2 and out == "" and "reproducer" not in err
+    assert "option int8-isa='vnni512' is invalid: the target (x86-64-v3) runs int8" in err
 
 
 def test_unknown_pass_and_bad_flags_are_usage_errors(
