@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
 
 import ember
 from ember.core.context import make_context
@@ -70,6 +71,14 @@ def test_an_unset_option_takes_the_targets_value() -> None:
     narrow = LowerKernelsToLoops(vector_width=8, threads=1).target(ctx)
     assert (narrow.vector_width, narrow.vector_registers, narrow.threads) == (8, 32, 1)
     assert narrow.cpu == "x86-64-v4"
+
+
+@pytest.mark.parametrize("pass_", [LowerKernelsToLoops(), ConvertGraphToKernel()])
+def test_target_passes_need_the_compile_context(pass_: ModulePass) -> None:
+    from xdsl.context import Context
+
+    with pytest.raises(TypeError, match=f"pass '{pass_.name}' needs an EmberContext"):
+        pass_.apply(Context(), ModuleOp([]))
 
 
 def test_an_int8_isa_the_target_cannot_run_is_refused() -> None:
