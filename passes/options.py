@@ -9,7 +9,8 @@ pass. `pipeline_text` (passes/pipeline.py) prints the options that are set.
 
 Values are checked when the pass is built (a `PassOptionError` naming the pass, the option and
 what it takes, before any IR is touched) and, for what the machine must support (an int8
-instruction set), when the pass runs against the context's Target.
+instruction set), against the Target: by `check_options_for` before a pipeline runs (`ember
+opt`), and by the pass itself when it runs.
 """
 
 from __future__ import annotations
