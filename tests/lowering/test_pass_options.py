@@ -89,6 +89,41 @@ def test_an_int8_isa_the_target_cannot_run_is_refused() -> None:
     ConvertGraphToKernel(int8_isa="avx2").apply(ctx, ModuleOp([]))
 
 
+CONCAT = """
+builtin.module {
+  func.func @main(%x: tensor<1x16xf32>) -> tensor<1x32xf32> attributes {ember.input_names = ["x"], ember.output_names = ["y"]} {
+    %a = graph.relu %x : tensor<1x16xf32> -> tensor<1x16xf32>
+    %b = graph.neg %x : tensor<1x16xf32> -> tensor<1x16xf32>
+    %c = graph.concat %a, %b {axis = 1 : i64} : tensor<1x16xf32>, tensor<1x16xf32> -> tensor<1x32xf32>
+    %y = graph.relu %c : tensor<1x32xf32> -> tensor<1x32xf32>
+    func.return %y : tensor<1x32xf32>
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "options, arena_bytes, concats",
+    [
+        ("", 128, 0),  # a and b written in place into the two halves of c: no concat
+        ("{in-place=false}", 256, 1),  # a, b (64 bytes each), c (128) alive at once
+        ("{in-place=false alignment=256}", 768, 1),  # each at its own 256 bytes
+    ],
+)
+def test_plan_memory_options(options: str, arena_bytes: int, concats: int) -> None:
+    from xdsl.parser import Parser
+
+    from ember.passes.pipeline import build_pipeline
+    from ember.passes.program import entry_function
+
+    ctx = make_context()
+    module = Parser(ctx, CONCAT).parse_module()
+    build_pipeline(f"convert-graph-to-kernel,plan-memory{options}").apply(ctx, module)
+    fn = entry_function(module)
+    assert fn.attributes["ember.arena_bytes"].value.data == arena_bytes  # type: ignore[attr-defined]
+    assert sum(op.name == "kernel.concat" for op in module.walk()) == concats
+
+
 def _with_options(**options: str) -> str:
     """The default pipeline with `options` ({pass name: "{...}"}) on those passes."""
     return ",".join(f"{name}{options.get(name, '')}" for name in DEFAULT_PIPELINE.split(","))
