@@ -177,8 +177,8 @@ def test_recurrent_weights_packed_for_another_width(options: dict[str, str]) -> 
 
 
 def test_every_int8_isa_the_target_runs_computes_the_same_values() -> None:
-    """The int8 convs packed for each instruction set the host runs (`int8-isa`): integer
-    accumulation is exact in each, so the outputs are equal."""
+    """`int8-isa` packs every int8 conv for each instruction set the host runs; integer
+    accumulation is exact in each, so the outputs of the target's own and AVX2's are equal."""
     from ember.core.target import host_target
     from ember.dialects.weight_layouts import int8_isas_for
     from ember.frontend.onnx_importer import import_model
@@ -197,11 +197,13 @@ def test_every_int8_isa_the_target_runs_computes_the_same_values() -> None:
         layouts = {o.weight_layout.data for o in converted.walk() if o.name == "kernel.qconv2d"}
         assert layouts and all(f"_{isa}" in layout for layout in layouts), (isa, layouts)
     x = np.random.default_rng(5).standard_normal((1, 3, 20, 20)).astype(np.float32)
+    # Run: the target's own (the default) and the narrowest, AVX2 (compile time: not all).
+    run = sorted({isas[0], isas[-1]}, key=isas.index)
     outputs = [
         ember.compile(
             model, pipeline=_with_options(**{"convert-graph-to-kernel": f"{{int8-isa={isa}}}"})
         )(x)[0]
-        for isa in isas
+        for isa in run
     ]
-    for isa, got in zip(isas[1:], outputs[1:], strict=True):
-        np.testing.assert_array_equal(got, outputs[0], err_msg=f"{isa} vs {isas[0]}")
+    for isa, got in zip(run[1:], outputs[1:], strict=True):
+        np.testing.assert_array_equal(got, outputs[0], err_msg=f"{isa} vs {run[0]}")
