@@ -70,6 +70,7 @@ _LAZY = {
             "ArtifactError",
             "KernelError",
             "InternalCompilerError",
+            "PassOptionError",
         )
     },
 }
@@ -97,6 +98,7 @@ __all__ = [
     "InternalCompilerError",
     "KernelError",
     "ModelError",
+    "PassOptionError",
     "Predictor",
     "ResourceLimitError",
     "RunOptions",

@@ -268,6 +268,13 @@ def int8_isa(target: Target) -> Int8Isa:
     return ISAS["avx2"]
 
 
+def int8_isas_for(target: Target) -> tuple[str, ...]:
+    """The int8 instruction sets `target` runs, widest first: its own and each narrower one
+    (AVX-512 VNNI also encodes vpdpbusd on ymm; every x86-64-v3 CPU has AVX2)."""
+    names = list(ISAS)  # widest first
+    return tuple(names[names.index(int8_isa(target).name) :])
+
+
 def qconv_layout(isa: Int8Isa, terms: int) -> str:
     return f"qconv_{isa.name}_mr{isa.mr}_t{terms}"
 

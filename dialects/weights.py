@@ -1,8 +1,7 @@
 """Weights live outside the IR: ops name them, the WeightStore holds the numpy buffers.
 
-An `EmberContext` is an xDSL `Context` that also carries the program's WeightStore and the
-compilation Target, so every pass (an xDSL `ModulePass`, applied as `pass.apply(ctx, module)`)
-can read and add weights and choose tile sizes for the machine.
+The compile context that carries a program's WeightStore (with the Target) through the passes
+is `ember.core.context.EmberContext`.
 """
 
 from __future__ import annotations
@@ -11,12 +10,9 @@ import itertools
 from collections.abc import Iterator
 
 import numpy as np
-from xdsl.context import Context
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Attribute
 from xdsl.irdl import prop_def
-
-from ember.core.target import Target
 
 
 class WeightStore:
@@ -77,41 +73,3 @@ class WeightRef:
 
     def __init__(self, ref: str, result_type: Attribute):
         super().__init__(properties={"ref": StringAttr(ref)}, result_types=[result_type])  # type: ignore[call-arg]
-
-
-class EmberContext(Context):
-    """An xDSL context with ember's dialects loaded and the program's weights attached."""
-
-    def __init__(
-        self, weights: WeightStore | None = None, target: Target | None = None, **kwargs: object
-    ):
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.weights = weights if weights is not None else WeightStore()
-        self.target = target if target is not None else Target()
-
-    def clone(self) -> EmberContext:
-        base = super().clone()
-        ctx = EmberContext(self.weights.copy(), self.target)
-        ctx.__dict__.update(
-            {k: v for k, v in base.__dict__.items() if k not in ("weights", "target")}
-        )
-        return ctx
-
-
-def make_context(weights: WeightStore | None = None, target: Target | None = None) -> EmberContext:
-    """A context that can parse and verify every dialect ember's IR uses."""
-    from xdsl.dialects.arith import Arith
-    from xdsl.dialects.builtin import Builtin
-    from xdsl.dialects.func import Func
-    from xdsl.dialects.math import Math
-    from xdsl.dialects.memref import MemRef
-    from xdsl.dialects.scf import Scf
-    from xdsl.dialects.vector import Vector
-
-    from ember.dialects.graph import Graph
-    from ember.dialects.kernel import Kernel
-
-    ctx = EmberContext(weights, target)
-    for dialect in (Builtin, Func, Arith, Math, MemRef, Scf, Vector, Graph, Kernel):
-        ctx.load_dialect(dialect)
-    return ctx

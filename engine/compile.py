@@ -27,12 +27,12 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
+from ember.core.context import EmberContext, make_context
 from ember.core.limits import format_bytes, memory_limit_bytes, tensor_bytes
 from ember.core.target import Target, host_target
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
-from ember.dialects.weights import EmberContext, make_context
 from ember.engine.shapes import (
     DimRanges,
     InputShapes,

@@ -1,16 +1,20 @@
 """Every pass by name, and the default pipeline from the graph dialect down to loops.
 
-The textual form is MLIR's: `pass-a,pass-b{option=value},...`; `ember opt --print-pipeline`
-prints the default so it can be copied, edited and rerun.
+The textual form is MLIR's: `pass-a,pass-b{option=value other=value},...`; `ember opt
+--print-pipeline` prints the default so it can be copied, edited and rerun. A pass's options
+are its dataclass fields (passes/options.py): `lower-kernels-to-loops{vector-width=8}`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline, PassPipelineCallbackType
+from xdsl.utils.arg_spec import parse_pipeline
+
+from ember.passes.options import build_pass, pass_text
 
 
 def _graph_passes() -> list[type[ModulePass]]:
@@ -89,10 +93,30 @@ def with_memory_checks(spec: str) -> str:
     return spec if CHECKS_PASS in spec.split(",") else f"{spec},{CHECKS_PASS}"
 
 
+def parse_passes(
+    spec: str, registry: dict[str, Callable[[], type[ModulePass]]] | None = None
+) -> list[ModulePass]:
+    """The passes of pipeline text `spec`, their options set (xDSL's PassPipeline.parse_spec,
+    with errors that name the pass: PassOptionError for an option, ValueError for a pass
+    not in `registry`, default: every pass)."""
+    registry = available_passes() if registry is None else registry
+    specs = list(parse_pipeline(spec))
+    unknown = [s.name for s in specs if s.name not in registry]
+    if unknown:
+        raise ValueError(f"Unrecognized passes: {unknown}")
+    return [build_pass(registry[s.name](), s) for s in specs]
+
+
+def pipeline_text(passes: Sequence[ModulePass]) -> str:
+    """The pipeline text that builds `passes` again, options set to other than their
+    defaults included: `...,lower-kernels-to-loops{vector-width=8}`."""
+    return ",".join(pass_text(p) for p in passes)
+
+
 def build_pipeline(
     spec: str = DEFAULT_PIPELINE, callback: PassPipelineCallbackType | None = None
 ) -> PassPipeline:
-    return PassPipeline.parse_spec(available_passes(), spec, callback)
+    return PassPipeline(tuple(parse_passes(spec)), callback)
 
 
 def run_graph_passes(module: ModuleOp, ctx: Context) -> None:

@@ -81,5 +81,10 @@ class KernelError(EmberError, RuntimeError):
         super().__init__(message)
 
 
+class PassOptionError(EmberError, ValueError):
+    """A pass option out of range, or one the compile target cannot honour (the message names
+    the pass, the option and the values it takes)."""
+
+
 class InternalCompilerError(EmberError, RuntimeError):
     """ember broke its own invariants while compiling (a bug to report, not a user error)."""

@@ -172,8 +172,8 @@ def model_graph(
     model: str | Path, stage: str = "graph", input_shapes: InputShapes | None = None
 ) -> Graph:
     """`model`'s entry function after `stage` (import, graph or kernel) as a Graph."""
+    from ember.core.context import make_context
     from ember.core.target import host_target
-    from ember.dialects.weights import make_context
     from ember.engine.compile import annotate_origins
     from ember.engine.shapes import static_input_shapes
     from ember.frontend.onnx_importer import import_model

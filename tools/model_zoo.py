@@ -401,7 +401,7 @@ def graph_op_counts(model: onnx.ModelProto) -> dict[str, int]:
     convolutions quantize-ops turned into integer kernels)."""
     from collections import Counter
 
-    from ember.dialects.weights import make_context
+    from ember.core.context import make_context
     from ember.frontend.onnx_importer import import_model
     from ember.passes.pipeline import run_graph_passes
 

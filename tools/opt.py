@@ -24,19 +24,23 @@ from pathlib import Path
 from typing import TextIO
 
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import ModulePass, PassPipeline, get_pass_option_infos
+from xdsl.passes import ModulePass, get_pass_option_infos
 
+from ember.core.context import EmberContext, make_context
 from ember.core.target import Target, host_target, named_target
-from ember.dialects.weights import EmberContext, WeightStore, make_context
+from ember.dialects.weights import WeightStore
 from ember.engine.shapes import pin_inputs, read_model, static_input_shapes
+from ember.passes.options import check_options_for, option_text
 from ember.passes.pipeline import (
     DEFAULT_PIPELINE,
     KERNEL_STAGE,
     LOOPS_STAGE,
     available_passes,
+    parse_passes,
+    pipeline_text,
 )
 from ember.passes.program import entry_function
-from ember.runtime.errors import KernelError
+from ember.runtime.errors import KernelError, PassOptionError
 from ember.tools.opt_bisect import MANDATORY_PASSES, ORACLES
 from ember.tools.opt_ir import (
     InputError,
@@ -85,16 +89,14 @@ def parse_pipeline(
     spec: str, registry: dict[str, Callable[[], type[ModulePass]]]
 ) -> list[ModulePass]:
     try:
-        return list(PassPipeline.parse_spec(registry, spec).passes)
+        return parse_passes(spec, registry)
+    except PassOptionError as error:  # names the pass, the option and what it takes
+        raise UsageError(f"invalid --pipeline: {error}") from None
     except Exception as error:  # the spec lexer/parser raise several types
         raise UsageError(
             f"invalid --pipeline '{spec}': {error}\n(available passes: "
             f"{', '.join(sorted(registry))}; see --list-passes)"
         ) from None
-
-
-def pipeline_text(passes: Sequence[ModulePass]) -> str:
-    return ",".join(str(p) for p in passes)
 
 
 def list_passes(registry: dict[str, Callable[[], type[ModulePass]]]) -> str:
@@ -104,13 +106,20 @@ def list_passes(registry: dict[str, Callable[[], type[ModulePass]]]) -> str:
         cls = registry[name]()
         doc = (cls.__doc__ or "").strip().splitlines()
         options = " ".join(
-            f"{o.name}={o.default_value}" if o.default_value is not None else o.name
+            # An option without a default takes the target's (or limit's) value unless set.
+            f"{option_text(o.name)}={o.default_value}"
+            if o.default_value not in (None, "none")
+            else f"{option_text(o.name)}=unset"
             for o in get_pass_option_infos(cls)
         )
         signature = f"{name}{{{options}}}" if options else name
         mandatory = " [mandatory lowering]" if name in MANDATORY_PASSES else ""
         lines.append(f"  {signature:<28} {doc[0] if doc else '(undocumented)'}{mandatory}")
-    return "Passes (use in --pipeline as name or name{option=value ...}):\n" + "\n".join(lines)
+    header = (
+        "Passes (use in --pipeline as name or name{option=value ...}; an unset option takes\n"
+        "the compile target's value, or the limit's in core/limits.py):\n"
+    )
+    return header + "\n".join(lines)
 
 
 def default_pipeline_for(module: ModuleOp | None) -> str:
@@ -385,6 +394,10 @@ def run(
         else default_pipeline_for(None if from_onnx else module)
     )
     passes = parse_pipeline(spec, registry) if spec.strip() else []
+    try:
+        check_options_for(passes, target)
+    except PassOptionError as error:
+        raise UsageError(f"invalid --pipeline: {error}") from None
     if args.print_pipeline:
         out.write(pipeline_text(passes) + "\n")
         return 0

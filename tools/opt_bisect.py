@@ -22,7 +22,8 @@ from onnx import helper
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from ember.dialects.weights import EmberContext
+from ember.core.context import EmberContext
+from ember.passes.pipeline import pipeline_text
 from ember.tools.bench import Error, one_line
 
 MANDATORY_PASSES = (
@@ -227,7 +228,7 @@ def bisect(
         culprit = position = None
         if culprit_k is not None:
             index, p = optional[culprit_k - 1]
-            culprit, position = str(p), index + 1
+            culprit, position = pipeline_text([p]), index + 1
         return BisectResult(list(cuts.values()), culprit, position, culprit_k, baseline, rtol)
 
     # Some optional passes are needed before the lowering accepts the graph (canonicalize turns

@@ -26,8 +26,9 @@ from xdsl.ir import Attribute
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError
 
+from ember.core.context import EmberContext
 from ember.dialects.dtypes import numpy_dtype_for
-from ember.dialects.weights import EmberContext, WeightStore
+from ember.dialects.weights import WeightStore
 
 # Dense attributes with more elements than this are printed as a placeholder.
 ELIDE_LIMIT = 16

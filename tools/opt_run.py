@@ -23,7 +23,9 @@ from typing import TextIO
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.passes import ModulePass
 
-from ember.dialects.weights import EmberContext, WeightStore
+from ember.core.context import EmberContext
+from ember.dialects.weights import WeightStore
+from ember.passes.pipeline import pipeline_text
 from ember.tools.opt_ir import print_ir, referenced_weights, save_weights, write_ir
 
 
@@ -218,7 +220,7 @@ def write_reproducer(
     argv = ["ember-opt", str(ir_path.resolve())]
     if npz is not None:
         argv += ["--weights", str(npz.resolve())]
-    argv += ["--pipeline", str(failing), *flags]
+    argv += ["--pipeline", pipeline_text([failing]), *flags]
     command = shlex.join(argv)
     (directory / "command.sh").write_text(f"#!/bin/sh\n{command}\n")
     (directory / "error.txt").write_text(

@@ -31,8 +31,8 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.irdl import IRDLOperation
-from xdsl.passes import ModulePass
 
+from ember.core.context import compile_context
 from ember.core.target import Target
 from ember.dialects import graph, kernel
 from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
@@ -40,11 +40,14 @@ from ember.dialects.graph import element_type_of, f32_array, i64_array, int_valu
 from ember.dialects.twins import shared_properties
 from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
+    ISAS,
+    Int8Isa,
     QConvGeometry,
     conv_lanes_blocking,
     conv_layout,
     gemm_blocking,
     int8_isa,
+    int8_isas_for,
     is_depthwise,
     pack_conv_lanes_weight,
     pack_conv_weight,
@@ -54,8 +57,9 @@ from ember.dialects.weight_layouts import (
     pack_recurrent_weight,
     qconv_workspace_words,
 )
-from ember.dialects.weights import EmberContext
+from ember.dialects.weights import WeightStore
 from ember.passes.conversion.elementwise_bodies import BODIES, build_body
+from ember.passes.options import TargetPass, check_choice, option_error
 from ember.passes.program import ORIGIN, describe_op
 from ember.runtime.errors import ModelError, UnsupportedOpError
 
@@ -91,6 +95,7 @@ class _Bufferizer:
 
     weights: dict
     target: Target
+    isa: Int8Isa  # of the int8 convs
     body: Block
     buffers: dict[SSAValue, SSAValue]
     # Where compute ops go: the entry's block, or the body of an scf op a graph.loop or
@@ -353,7 +358,7 @@ class _Bufferizer:
         if weight is None or offset is None:
             raise ConversionError("graph.qconv needs a constant weight and offset")
         (w_name, w), (o_name, given_offset) = weight, offset
-        isa = int8_isa(self.target)
+        isa = self.isa
         group = op.group_count
         n, c, h, width = shape_of(op.input)
         if group > 1 and group == c == w.shape[0]:  # depthwise: its own kernel
@@ -713,25 +718,46 @@ def _write_results_in_place(body: Block, results: list[SSAValue], outputs: list[
             body.add_op(kernel.CopyOp(operands=[result, out]))
 
 
-class ConvertGraphToKernel(ModulePass):
+@dataclass(frozen=True)
+class ConvertGraphToKernel(TargetPass):
     """Rewrites graph ops on tensors into kernel ops on buffers (destination-passing style)."""
 
     name = "convert-graph-to-kernel"
 
+    # The instruction set int8 convs are packed for: the target's own (unset) or a narrower
+    # one it also runs (weight_layouts.int8_isas_for).
+    int8_isa: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "int8_isa", tuple(ISAS))
+
+    def check_target(self, target: Target) -> None:
+        runnable = int8_isas_for(target)
+        if self.int8_isa is not None and self.int8_isa not in runnable:
+            raise option_error(
+                self,
+                "int8_isa",
+                f"the target ({target.cpu}) runs int8 convs with {', '.join(runnable)}",
+            )
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        assert isinstance(ctx, EmberContext), "ember passes need an EmberContext"
+        weights, target = compile_context(ctx, self.name).weights, self.target(ctx)
+        isa = int8_isa(target) if self.int8_isa is None else ISAS[self.int8_isa]
         for fn in [f for f in op.ops if isinstance(f, func.FuncOp)]:
             if any(isinstance(t, TensorType) for t in fn.function_type.inputs.data) or any(
                 isinstance(t, TensorType) for t in fn.function_type.outputs.data
             ):
-                self._convert_function(ctx, fn)
+                self._convert_function(weights, target, isa, fn)
 
-    def _convert_function(self, ctx: EmberContext, fn: func.FuncOp) -> None:
+    def _convert_function(
+        self, weights: WeightStore, target: Target, isa: Int8Isa, fn: func.FuncOp
+    ) -> None:
         inputs = [buffer_type(t) for t in fn.function_type.inputs.data]
         outputs = [buffer_type(t) for t in fn.function_type.outputs.data]
         body = Block(arg_types=[*inputs, *outputs])
         old = fn.body.block
-        state = _Bufferizer(ctx.weights, ctx.target, body, dict(zip(old.args, body.args)))
+        state = _Bufferizer(weights, target, isa, body, dict(zip(old.args, body.args)))
         returned: list[SSAValue] = []
         for graph_op in old.ops:
             if isinstance(graph_op, func.ReturnOp):

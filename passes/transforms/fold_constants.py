@@ -8,6 +8,8 @@ them at run time, so compile time and the weights blob do not grow with tensor v
 result that only ever becomes a conv weight or a matmul B (through transposes, reshapes,
 casts) folds up to `WEIGHT_FOLD_LIMIT_BYTES`: it is a weight, which those kernels pack at
 compile time (the light models' fully connected weights are ConstantOfShape fills of 400 MB).
+The options `fold-limit-bytes` and `weight-fold-limit-bytes` set either limit for one run of
+the pass (`fold-constants{fold-limit-bytes=0}` folds nothing but the empty results).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ember.core import limits
 from ember.dialects import graph
 from ember.dialects.numpy_eval import evaluate, has_semantics, operand_slots, result_bytes
 from ember.dialects.weights import WeightStore
+from ember.passes.options import MAX_BYTES, check_range
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
     constant_array,
@@ -51,6 +54,8 @@ def _only_a_weight(value: SSAValue) -> bool:
 @dataclass
 class FoldConstantOp(RewritePattern):
     weights: WeightStore
+    limit_bytes: int
+    weight_limit_bytes: int
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
         if not has_semantics(type(op)) or len(op.results) != 1:
@@ -60,9 +65,9 @@ class FoldConstantOp(RewritePattern):
         result_type = op.results[0].type
         if not isinstance(result_type, TensorType):
             return
-        limit = limits.FOLD_LIMIT_BYTES
+        limit = self.limit_bytes
         if _only_a_weight(op.results[0]):
-            limit = limits.WEIGHT_FOLD_LIMIT_BYTES
+            limit = self.weight_limit_bytes
         if result_bytes(result_type) > limit:
             return
         slots = operand_slots(op)
@@ -74,10 +79,27 @@ class FoldConstantOp(RewritePattern):
         rewriter.replace(op, [], [new_constant(rewriter, self.weights, result, hint)])
 
 
+@dataclass(frozen=True)
 class FoldConstants(ModulePass):
     """Replaces each graph op whose operands are all graph.constant by a folded constant."""
 
     name = "fold-constants"
 
+    # Largest result folded, in bytes (unset: core/limits.py's FOLD_LIMIT_BYTES) ...
+    fold_limit_bytes: int | None = None
+    # ... and of a result that only becomes a conv/matmul weight (WEIGHT_FOLD_LIMIT_BYTES).
+    weight_fold_limit_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        check_range(self, "fold_limit_bytes", 0, MAX_BYTES)
+        check_range(self, "weight_fold_limit_bytes", 0, MAX_BYTES)
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        apply_patterns(op, [FoldConstantOp(weights_of(ctx))])
+        # The limits are read when the pass runs, not when it is built (tests patch them).
+        limit = limits.FOLD_LIMIT_BYTES if self.fold_limit_bytes is None else self.fold_limit_bytes
+        weight_limit = (
+            limits.WEIGHT_FOLD_LIMIT_BYTES
+            if self.weight_fold_limit_bytes is None
+            else self.weight_fold_limit_bytes
+        )
+        apply_patterns(op, [FoldConstantOp(weights_of(ctx), limit, weight_limit)])

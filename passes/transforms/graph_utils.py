@@ -23,7 +23,7 @@ from ember.dialects.weights import WeightStore
 def weights_of(ctx: Context) -> WeightStore:
     weights = getattr(ctx, "weights", None)
     if not isinstance(weights, WeightStore):
-        raise TypeError("graph passes need an EmberContext (ember.dialects.weights.make_context)")
+        raise TypeError("graph passes need an EmberContext (ember.core.context.make_context)")
     return weights
 
 

@@ -15,6 +15,10 @@ range inside the output buffer, which then lives from the first input's first us
 kernel.concat is erased (squeezenet's fire modules: 8 concats, 90 us of 3.7 ms). Only
 inputs that are this function's own buffers, in no in-place pair, each in one such concat,
 at 64-byte aligned ranges.
+
+Options: `plan-memory{alignment=N}` places buffers at multiples of N bytes instead of 64;
+`plan-memory{in-place=false}` shares no bytes between buffers alive at once (neither rule
+above), which tells an aliasing bug from another one.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ from xdsl.passes import ModulePass
 from ember.dialects import kernel
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
+from ember.passes.options import check_choice
 from ember.passes.program import append_argument, entry_function
 
 ALIGNMENT = 64
+# What the `alignment` option takes: powers of two from ALIGNMENT (with less, two buffers
+# could share a cache line that threads writing them contend for) to a 4 KiB page.
+ALIGNMENTS = tuple(ALIGNMENT << k for k in range(7))
 
 
 def byte_size(memref_type: MemRefType) -> int:
@@ -41,8 +49,8 @@ def byte_size(memref_type: MemRefType) -> int:
     return math.prod(memref_type.get_shape()) * itemsize
 
 
-def _aligned(n: int) -> int:
-    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+def _aligned(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
 
 
 @dataclass
@@ -84,24 +92,30 @@ def _in_place_operands(op: Operation) -> set[SSAValue]:
     return {op.operands[i] for i in positions if _root(op.operands[i]) not in other_reads}
 
 
-def plan(intervals: list[Interval], may_share: set[tuple[SSAValue, SSAValue]]) -> int:
-    """Assign offsets in place; returns the arena size in bytes."""
+def plan(
+    intervals: list[Interval],
+    may_share: set[tuple[SSAValue, SSAValue]],
+    alignment: int = ALIGNMENT,
+) -> int:
+    """Assign offsets (multiples of `alignment`) in place; returns the arena size in bytes."""
     placed: list[Interval] = []
     for iv in sorted(intervals, key=lambda i: (-i.size, i.first)):
         alive = [p for p in placed if p.first <= iv.last and iv.first <= p.last]
         partners = sorted({p.offset for p in alive if _shares(p, iv, may_share)})
-        reuse = [o for o in partners if _fits_in_place(iv, o, alive, may_share)]
+        reuse = [o for o in partners if _fits_in_place(iv, o, alive, may_share, alignment)]
         if reuse:
             iv.offset = reuse[0]
         else:
             offset = 0
-            for start, end in sorted((p.offset, p.offset + _aligned(p.size)) for p in alive):
+            for start, end in sorted(
+                (p.offset, p.offset + _aligned(p.size, alignment)) for p in alive
+            ):
                 if offset + iv.size <= start:
                     break
                 offset = max(offset, end)
             iv.offset = offset
         placed.append(iv)
-    return max((p.offset + _aligned(p.size) for p in placed), default=0)
+    return max((p.offset + _aligned(p.size, alignment) for p in placed), default=0)
 
 
 def _shares(a: Interval, b: Interval, may_share: set[tuple[SSAValue, SSAValue]]) -> bool:
@@ -109,20 +123,24 @@ def _shares(a: Interval, b: Interval, may_share: set[tuple[SSAValue, SSAValue]])
 
 
 def _fits_in_place(
-    iv: Interval, offset: int, alive: list[Interval], may_share: set[tuple[SSAValue, SSAValue]]
+    iv: Interval,
+    offset: int,
+    alive: list[Interval],
+    may_share: set[tuple[SSAValue, SSAValue]],
+    alignment: int,
 ) -> bool:
     """`iv` at `offset` overlaps only its in-place partners, and each at exactly that offset:
     an output shifted against its input would overwrite input elements before they are read."""
-    end = offset + _aligned(iv.size)
+    end = offset + _aligned(iv.size, alignment)
     return all(
         p.offset == offset and _shares(p, iv, may_share)
         for p in alive
-        if offset < p.offset + _aligned(p.size) and p.offset < end
+        if offset < p.offset + _aligned(p.size, alignment) and p.offset < end
     )
 
 
 def _concat_ranges(
-    block: Block, intervals: dict[SSAValue, Interval], excluded: set[SSAValue]
+    block: Block, intervals: dict[SSAValue, Interval], excluded: set[SSAValue], alignment: int
 ) -> dict[kernel.ConcatOp, list[tuple[SSAValue, int]]]:
     """Concats whose inputs can live inside their output: op -> [(input buffer, byte offset)].
     No buffer in `excluded` is an input, none is an input or output of two of them."""
@@ -148,7 +166,7 @@ def _concat_ranges(
         for v in buffers:
             offsets.append((v, at))
             at += intervals[v].size
-        if at != intervals[op.output].size or any(o % ALIGNMENT for _, o in offsets):
+        if at != intervals[op.output].size or any(o % alignment for _, o in offsets):
             continue
         found[op] = offsets
         claimed.update(buffers)
@@ -207,12 +225,23 @@ def _live_span(users: list[Operation], spans: dict[Operation, tuple[int, int]]) 
     return first, last
 
 
+@dataclass(frozen=True)
 class PlanMemory(ModulePass):
     """Replaces memref.alloc buffers with memref.view slices of one arena argument."""
 
     name = "plan-memory"
 
+    # Offsets are multiples of this many bytes (unset: ALIGNMENT, a cache line and a zmm).
+    alignment: int | None = None
+    # false: no buffer shares bytes with another alive at the same time (no output over its
+    # input, no concat in place): to tell an aliasing bug from another one.
+    in_place: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice(self, "alignment", ALIGNMENTS)
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        alignment = ALIGNMENT if self.alignment is None else self.alignment
         fn = entry_function(op)
         block = fn.body.block
         allocs = [o for o in block.ops if isinstance(o, memref.AllocOp)]
@@ -241,7 +270,11 @@ class PlanMemory(ModulePass):
                     if source is not None and source.last == index:
                         may_share.add((source.buffer, _root(out)))
         # Concats in place: inputs in no in-place pair (their offset is fixed by the concat).
-        concats = _concat_ranges(block, intervals, {v for pair in may_share for v in pair})
+        concats = (
+            _concat_ranges(block, intervals, {v for pair in may_share for v in pair}, alignment)
+            if self.in_place
+            else {}
+        )
         inside: dict[SSAValue, tuple[SSAValue, int]] = {}
         for concat, ranges in concats.items():
             whole = intervals[concat.output]
@@ -250,9 +283,13 @@ class PlanMemory(ModulePass):
                 whole.last = max(whole.last, intervals[buffer].last)
                 inside[buffer] = (concat.output, offset)
         # The in-place pairs may only share if the input really dies at that op.
-        may_share = {(a, b) for (a, b) in may_share if intervals[a].last == intervals[b].first}
+        may_share = {
+            (a, b)
+            for (a, b) in may_share
+            if self.in_place and intervals[a].last == intervals[b].first
+        }
         live = [iv for iv in intervals.values() if iv.first >= 0 and iv.buffer not in inside]
-        arena_bytes = plan(live, may_share)
+        arena_bytes = plan(live, may_share, alignment)
         for buffer, (whole, offset) in inside.items():
             intervals[buffer].offset = intervals[whole].offset + offset
         for concat in concats:

@@ -14,8 +14,8 @@ from xdsl.dialects import arith
 from xdsl.irdl import irdl_op_definition
 
 import ember
+from ember.core.context import make_context
 from ember.dialects import graph, numpy_eval
-from ember.dialects.weights import make_context
 from ember.frontend import registry
 from ember.frontend.context import ImportContext, Node, Value, shape_of
 from ember.frontend.onnx_importer import import_onnx

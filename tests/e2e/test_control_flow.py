@@ -16,7 +16,7 @@ from onnx.reference import ReferenceEvaluator
 from xdsl.parser import Parser
 
 import ember
-from ember.dialects.weights import make_context
+from ember.core.context import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import GRAPH_STAGE, build_pipeline
 from ember.runtime.errors import UnsupportedOpError

@@ -15,9 +15,10 @@ from onnx import TensorProto, helper
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
+from ember.core.context import make_context
 from ember.dialects import graph
 from ember.dialects.numpy_eval import evaluate_function
-from ember.dialects.weights import WeightStore, make_context
+from ember.dialects.weights import WeightStore
 from ember.frontend.errors import ModelError, UnsupportedOpError
 from ember.frontend.onnx_importer import import_model, import_onnx, io_names
 from ember.passes.pipeline import run_graph_passes

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ember.core.context import make_context
 from ember.dialects.numpy_eval import evaluate_function
-from ember.dialects.weights import make_context
 from ember.frontend.onnx_importer import import_onnx, io_names
 from ember.passes.pipeline import run_graph_passes
 

@@ -17,7 +17,7 @@ import pytest
 from onnx import helper
 
 import ember
-from ember.dialects.weights import make_context
+from ember.core.context import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import build_pipeline
 from ember.runtime.errors import ModelError

@@ -23,7 +23,7 @@ from onnx.reference import ReferenceEvaluator
 from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 
 import ember
-from ember.dialects.weights import make_context
+from ember.core.context import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import kernel_function

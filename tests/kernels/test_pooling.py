@@ -24,9 +24,9 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, SSAValue
 
 import ember
+from ember.core.context import make_context
 from ember.core.target import Target, host_target
 from ember.dialects import kernel
-from ember.dialects.weights import make_context
 from ember.engine.compile import annotate_origins
 from ember.frontend.onnx_importer import import_model
 from ember.passes.conversion.graph_to_kernel import ConversionError

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from xdsl.dialects import arith, func
 
 import ember
-from ember.dialects.weights import make_context
+from ember.core.context import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
 from ember.runtime.errors import UnsupportedOpError

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from xdsl.parser import Parser
 
-from ember.dialects.weights import WeightStore, make_context
+from ember.core.context import make_context
+from ember.dialects.weights import WeightStore
 from ember.passes.pipeline import build_pipeline
 from ember.passes.program import entry_function
 from ember.tests.filecheck_util import assert_filecheck

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
-from ember.dialects.weights import make_context
+from ember.core.context import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import GRAPH_STAGE, build_pipeline
 from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs

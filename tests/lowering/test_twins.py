@@ -13,9 +13,10 @@ from xdsl.ir import Block
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import VerifyException
 
+from ember.core.context import make_context
 from ember.dialects import graph, kernel
 from ember.dialects.twins import TwinSpec, spec_of
-from ember.dialects.weights import WeightStore, make_context
+from ember.dialects.weights import WeightStore
 from ember.passes.conversion.graph_to_kernel import ConversionError
 from ember.passes.pipeline import build_pipeline
 from ember.tests.filecheck_util import assert_filecheck

@@ -20,10 +20,10 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.passes import ModulePass
 
+from ember.core.context import make_context
 from ember.core.target import host_target
 from ember.dialects import graph
-from ember.dialects.weights import make_context
-from ember.passes.pipeline import DEFAULT_PIPELINE, available_passes
+from ember.passes.pipeline import DEFAULT_PIPELINE, KERNEL_STAGE, available_passes
 from ember.tools import model_zoo as models
 from ember.tools.opt import main
 from ember.tools.opt_bisect import MANDATORY_PASSES, cut_pipeline
@@ -137,7 +137,8 @@ def test_list_passes_shows_each_docstring_first_line(capsys: pytest.CaptureFixtu
     assert code == 0
     for name, factory in [*available_passes().items(), ("tagged", lambda: Tagged)]:
         first_line = (factory().__doc__ or "").strip().splitlines()[0]
-        assert re.search(rf"^\s+{re.escape(name)}\S*\s+{re.escape(first_line)}", out, re.M), name
+        signature = rf"{re.escape(name)}(\{{[^}}]*\}})?"  # options are space-separated
+        assert re.search(rf"^\s+{signature}\s+{re.escape(first_line)}", out, re.M), name
     assert "tagged{count=1}" in out
     assert "plan-memory" in out and "[mandatory lowering]" in out
 
@@ -148,6 +149,35 @@ def test_print_pipeline_round_trips(capsys: pytest.CaptureFixture[str]) -> None:
     edited = printed.strip().replace("dce,", "tagged{count=3},dce,")
     code, again, _ = opt(capsys, "--print-pipeline", "--pipeline", edited)
     assert code == 0 and again.strip() == edited
+
+
+def test_print_pipeline_shows_the_options_set(capsys: pytest.CaptureFixture[str]) -> None:
+    """Options set to other than their defaults print (dashed, as they are written); options
+    left at their default, and the passes without options, print as bare names."""
+    edited = DEFAULT_PIPELINE.replace(
+        "lower-kernels-to-loops", "lower-kernels-to-loops{vector_width=8 threads=1}"
+    ).replace("plan-memory", "plan-memory{in-place=true alignment=128}")
+    code, printed, _ = opt(capsys, "--print-pipeline", "--pipeline", edited)
+    assert code == 0
+    assert printed.strip() == DEFAULT_PIPELINE.replace(
+        "lower-kernels-to-loops", "lower-kernels-to-loops{vector-width=8 threads=1}"
+    ).replace("plan-memory", "plan-memory{alignment=128}")
+
+
+def test_a_bad_pass_option_is_a_usage_error_naming_pass_and_option(
+    capsys: pytest.CaptureFixture[str], small_path: Path
+) -> None:
+    code, out, err = opt(
+        capsys, small_path, "--pipeline", f"{KERNEL_STAGE},lower-kernels-to-loops{{vector-width=5}}"
+    )
+    assert code == 2 and out == ""
+    assert "pass 'lower-kernels-to-loops': option vector-width=5 is invalid" in err
+    assert "it takes one of 8, 16" in err
+    # What the target must support is checked before any pass runs (no reproducer).
+    isa = "canonicalize,convert-graph-to-kernel{int8-isa=vnni512}"
+    code, out, err = opt(capsys, small_path, "--target-cpu", "x86-64-v3", "--pipeline", isa)
+    assert code == 2 and out == "" and "reproducer" not in err
+    assert "option int8-isa='vnni512' is invalid: the target (x86-64-v3) runs int8" in err
 
 
 def test_unknown_pass_and_bad_flags_are_usage_errors(

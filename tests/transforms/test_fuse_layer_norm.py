@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ember
-from ember.dialects.weights import make_context
+from ember.core.context import make_context
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import run_graph_passes
 from ember.passes.transforms.fuse_layer_norm import FuseLayerNorm

@@ -17,8 +17,9 @@ from xdsl.dialects.func import FuncOp
 from xdsl.parser import Parser
 from xdsl.passes import ModulePass
 
+from ember.core.context import make_context
 from ember.dialects.numpy_eval import evaluate_function, numpy_dtype
-from ember.dialects.weights import WeightStore, make_context
+from ember.dialects.weights import WeightStore
 from ember.passes.pipeline import build_pipeline
 from ember.passes.transforms.canonicalize import Canonicalize
 from ember.passes.transforms.dce import DeadCodeElimination

@@ -25,9 +25,10 @@ from xdsl.traits import Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 import ember
+from ember.core.context import make_context
 from ember.dialects import graph, kernel, numpy_eval
 from ember.dialects.twins import spec_of
-from ember.dialects.weights import WeightStore, make_context
+from ember.dialects.weights import WeightStore
 from ember.passes.transforms.fold_constants import FoldConstants
 
 

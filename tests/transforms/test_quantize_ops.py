@@ -8,7 +8,8 @@ import pytest
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
-from ember.dialects.weights import WeightStore, make_context
+from ember.core.context import make_context
+from ember.dialects.weights import WeightStore
 from ember.passes.transforms.dce import DeadCodeElimination
 from ember.passes.transforms.fold_constants import FoldConstants
 from ember.passes.transforms.quantize_ops import QuantizeOps

@@ -13,6 +13,8 @@ comes from the kernel op's `ember.origin`, which the call keeps).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref, scf
 from xdsl.dialects.builtin import (
@@ -26,13 +28,12 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.irdl import IRDLOperation
-from xdsl.passes import ModulePass
 
 from ember.dialects import kernel
 from ember.dialects.graph import shape_of
-from ember.dialects.weights import EmberContext
 from ember.passes.conversion.kernel_to_loops.checks import STATUS_TYPE, reports_status
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+from ember.passes.options import MAX_THREADS, TargetPass, check_range
 from ember.passes.program import (
     ORIGIN,
     STATUS_ROLE,
@@ -63,13 +64,21 @@ def row_major_strides(shape: tuple[int, ...]) -> list[int]:
     return list(reversed(strides))
 
 
-class LowerKernelsToLoops(ModulePass):
+@dataclass(frozen=True)
+class LowerKernelsToLoops(TargetPass):
     """Replaces kernel ops with calls to deduplicated loop-nest functions (scf/vector/memref)."""
 
     name = "lower-kernels-to-loops"
 
+    # Work units a parallel kernel is cut into are sized for this many threads (1: serial).
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self, "threads", 1, MAX_THREADS)
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        assert isinstance(ctx, EmberContext), "ember passes need an EmberContext"
+        target = self.target(ctx)
         fn = entry_function(op)
         if STATUS_SITES in fn.attributes:
             raise ValueError(f"{self.name}: the entry function is already lowered")
@@ -108,7 +117,7 @@ class LowerKernelsToLoops(ModulePass):
                     counts[short] = counts.get(short, 0) + 1
                     name = f"{short}_{counts[short]}"
                     functions[key] = name
-                    lowered = lowering_for(kernel_op)(kernel_op, ctx.target, name)
+                    lowered = lowering_for(kernel_op)(kernel_op, target, name)
                     lowered.sym_visibility = StringAttr("private")
                     op.body.block.add_op(lowered)
                     if reports_status(lowered):

@@ -89,8 +89,10 @@ class _Layer:
         return self.op.direction.data == "reverse" or d == 1
 
 
-def _check_weight(op: kernel.RecurrentOp, layer_shape: tuple[int, int, int], nr: int) -> bool:
-    """Whether r is packed (else plain); raises on a layout that does not fit the layer."""
+def _check_weight(op: kernel.RecurrentOp, layer_shape: tuple[int, int, int], vw: int) -> bool:
+    """Whether r is packed (else plain); raises on a layout that does not fit the layer. The
+    panel width NR is the packing's (any multiple of the lanes `vw`: packed for another
+    vector width, e.g. by a convert-graph-to-kernel option, each panel is NR/vw vectors)."""
     dirs, gates, hidden = layer_shape
     r_shape = memref_shape(op.r)
     layout = op.weight_layout.data
@@ -98,11 +100,12 @@ def _check_weight(op: kernel.RecurrentOp, layer_shape: tuple[int, int, int], nr:
         if r_shape != (dirs, gates, hidden, hidden):
             raise ValueError(f"kernel.recurrent: plain r {r_shape} for {layer_shape}")
         return False
-    packed_shape = (dirs, gates, ceil_div(hidden, nr), hidden, nr)
-    if layout != recurrent_layout(nr) or r_shape != packed_shape:
+    nr = r_shape[-1] if r_shape else 0
+    packed_shape = (dirs, gates, ceil_div(hidden, nr), hidden, nr) if nr else ()
+    if layout != recurrent_layout(nr) or nr % vw or r_shape != packed_shape:
         raise ValueError(
-            f"kernel.recurrent: r {r_shape} in layout '{layout}', expected {packed_shape} "
-            f"in '{recurrent_layout(nr)}'"
+            f"kernel.recurrent: r {r_shape} in layout '{layout}', expected "
+            f"[dirs, gates, ceil(H/NR), H, NR] in 'recurrent_panel<NR>', NR a multiple of {vw}"
         )
     return True
 
@@ -113,7 +116,7 @@ def lower_recurrent(op: kernel.RecurrentOp, target: Target, name: str) -> func.F
     seq, dirs, batch, hidden = memref_shape(op.y)
     gates = RECURRENT_GATES[cell]
     blocking = gemm_blocking(target)
-    packed = _check_weight(op, (dirs, gates, hidden), blocking.nr)
+    packed = _check_weight(op, (dirs, gates, hidden), blocking.vw)
     nr = memref_shape(op.r)[-1] if packed else blocking.nr
 
     names = [a.data for a in op.activations.data]  # type: ignore[attr-defined]
