@@ -249,7 +249,8 @@ class PlanMemory(ModulePass):
             a.memref: Interval(a.memref, byte_size(a.memref.type), -1, -1)  # type: ignore[arg-type]
             for a in allocs
         }
-        may_share: set[tuple[SSAValue, SSAValue]] = set()
+        # (input, output) -> the span of the op that may write its output over its input.
+        may_share_at: dict[tuple[SSAValue, SSAValue], tuple[int, int]] = {}
         spans = _spans(block)
         users: dict[SSAValue, list[Operation]] = {buffer: [] for buffer in intervals}
         for user in fn.walk():
@@ -262,16 +263,18 @@ class PlanMemory(ModulePass):
             if touching:
                 intervals[buffer].first, intervals[buffer].last = _live_span(touching, spans)
         for user in block.ops:
-            index = spans[user][0]
+            # An op with a body (kernel.elementwise) spans several positions: its input dies
+            # at the span's end, its output is born at the span's start.
+            span = spans[user]
             out = getattr(user, "output", None)
             if isinstance(out, SSAValue) and _root(out) in intervals:
                 for candidate in _in_place_operands(user):
                     source = intervals.get(_root(candidate))
-                    if source is not None and source.last == index:
-                        may_share.add((source.buffer, _root(out)))
+                    if source is not None and source.last == span[1]:
+                        may_share_at[(source.buffer, _root(out))] = span
         # Concats in place: inputs in no in-place pair (their offset is fixed by the concat).
         concats = (
-            _concat_ranges(block, intervals, {v for pair in may_share for v in pair}, alignment)
+            _concat_ranges(block, intervals, {v for pair in may_share_at for v in pair}, alignment)
             if self.in_place
             else {}
         )
@@ -285,8 +288,8 @@ class PlanMemory(ModulePass):
         # The in-place pairs may only share if the input really dies at that op.
         may_share = {
             (a, b)
-            for (a, b) in may_share
-            if self.in_place and intervals[a].last == intervals[b].first
+            for (a, b), (start, end) in may_share_at.items()
+            if self.in_place and intervals[a].last == end and intervals[b].first == start
         }
         live = [iv for iv in intervals.values() if iv.first >= 0 and iv.buffer not in inside]
         arena_bytes = plan(live, may_share, alignment)
