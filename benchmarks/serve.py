@@ -16,9 +16,10 @@ request, wait for its answer and send the next (closed loop) until --requests re
 (and p99 past the first 2C requests), failures, whether every request was answered exactly
 once; from the server's /metrics: rows per run, the padding ratio (padded input elements / all
 input elements run), queue and run time (mean, p99), the model call's time and how much of it
-its thread was off the CPU, batch formation time, compiles during the point; the server's CPU
-time per request (/proc: independent of how much CPU the machine's other users leave it); the
-server's resident memory after warm-up and at the end shows whether it stays flat.
+its thread was off the CPU, batch formation time, compiles and full garbage collections (and
+the time they stopped the server) during the point; the server's CPU time per request (/proc:
+independent of how much CPU the machine's other users leave it); the server's resident memory
+after warm-up and at the end shows whether it stays flat.
 
 Models (seeded weights, built by ember.tests.models, made batch-symbolic by
 ember.tests.serve.models): ResNet-18 ([batch, 3, S, S]) and a BERT encoder ([batch, seq]) fed
@@ -122,7 +123,8 @@ def metrics(port: int, model: str) -> dict[str, float]:
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.labels.get("model") == model:
+            # The model's series, and the server-wide ones (garbage collector pauses).
+            if sample.labels.get("model", model) == model:
                 key = sample.name + "".join(
                     f"|{v}" for k, v in sorted(sample.labels.items()) if k not in ("model", "le")
                 )
@@ -304,7 +306,8 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
 
 def describe_window(before: dict[str, float], after: dict[str, float], answered: int) -> dict:
     """What the server's /metrics say about one point: rows per run, padding, where the time
-    went (queue wait and run time, mean and p99), and compiles during the point."""
+    went (queue wait and run time, mean and p99), compiles and full garbage collections during
+    the point."""
     runs = delta(after, before, "ember_batch_size_count")
     padding = delta(after, before, "ember_input_elements_total|padding")
     real = delta(after, before, "ember_input_elements_total|request")
@@ -332,6 +335,9 @@ def describe_window(before: dict[str, float], after: dict[str, float], answered:
         else math.nan,
         "stall_p99_ms": histogram_quantile(after, before, "ember_model_stall_seconds", 0.99),
         "compiles": delta(after, before, "ember_model_compiles"),
+        # Full collections (generation 2) during the point and the time they stopped the server.
+        "gc_full": delta(after, before, "ember_gc_pause_seconds_count|2"),
+        "gc_full_ms": 1000 * delta(after, before, "ember_gc_pause_seconds_sum|2"),
     }
 
 
@@ -405,7 +411,7 @@ def _row(p: dict) -> str:
         f"arrival-to-answer p99 {p['server_p99_ms']:.0f} ms, "
         f"CPU {p['server_cpu_ms_per_request']:.1f} ms/request (client "
         f"{p['client_cpu_ms_per_request']:.1f}), compiles {p['compiles']:.0f}, "
-        f"load {p['load_average']:.1f}"
+        f"full GCs {p['gc_full']:.0f} ({p['gc_full_ms']:.0f} ms), load {p['load_average']:.1f}"
     )
 
 

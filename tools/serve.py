@@ -138,6 +138,32 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        # The garbage collector stops every thread that needs the GIL (the event loop, the
+        # batchers after their model calls) while it runs: a long collection is a latency
+        # spike of every request in flight. Server-wide, not per model.
+        self.gc_pause_seconds = Histogram(
+            "ember_gc_pause_seconds",
+            "Pauses of Python's garbage collector, by generation (2: a full collection)",
+            ["generation"],
+            buckets=seconds,
+            registry=self.registry,
+        )
+        for generation in ("0", "1", "2"):
+            self.gc_pause_seconds.labels(generation)
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            pause = time.perf_counter() - self._gc_started
+            self.gc_pause_seconds.labels(str(info["generation"])).observe(pause)
+
+    def close(self) -> None:
+        """Stop observing the garbage collector (its callbacks are process-wide)."""
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def declare(self, model: str) -> None:
         """Export every series of `model` at zero from the start. A labelled series otherwise
@@ -203,6 +229,7 @@ class ModelRepository:
         self.ready = False
         for batcher in self.batchers.values():
             batcher.close(timeout)
+        self.metrics.close()
 
 
 def load_repository(

@@ -181,6 +181,7 @@ def test_metrics_exist_before_a_models_first_run() -> None:
     # the_batcher run alone) raised KeyError on ('ember_batch_rows_total', ...).
     metrics = Metrics()
     metrics.declare("idle")
+    metrics.close()
     text = generate_latest(metrics.registry).decode()
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -192,6 +193,30 @@ def test_metrics_exist_before_a_models_first_run() -> None:
         assert samples[("ember_input_elements_total", (("kind", kind), ("model", "idle")))] == 0
     for name in ("ember_requests_total", "ember_batch_size_count", "ember_queue_seconds_count"):
         assert samples[(name, (("model", "idle"),))] == 0
+
+
+def test_garbage_collector_pauses_are_measured() -> None:
+    """A full collection stops the event loop and the batchers: each is timed, by generation
+    (the batched server's p99 was such a pause), until the metrics are closed."""
+
+    def full_collections(metrics: Metrics) -> float:
+        text = generate_latest(metrics.registry).decode()
+        (family,) = [
+            f for f in text_string_to_metric_families(text) if f.name.endswith("pause_seconds")
+        ]
+        (count,) = [
+            s.value
+            for s in family.samples
+            if s.name.endswith("_count") and s.labels == {"generation": "2"}
+        ]
+        return count
+
+    metrics = Metrics()
+    assert full_collections(metrics) == 0
+    gc.collect()
+    metrics.close()
+    gc.collect()
+    assert full_collections(metrics) == 1
 
 
 def test_concurrent_clients_through_the_batcher(
