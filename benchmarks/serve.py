@@ -16,9 +16,10 @@ request, wait for its answer and send the next (closed loop) until --requests re
 (and p99 past the first 2C requests), failures, whether every request was answered exactly
 once; from the server's /metrics: rows per run, the padding ratio (padded input elements / all
 input elements run), queue and run time (mean, p99), the model call's time and how much of it
-its thread was off the CPU, batch formation time, compiles during the point; the server's CPU
-time per request (/proc: independent of how much CPU the machine's other users leave it); the
-server's resident memory after warm-up and at the end shows whether it stays flat.
+its thread was off the CPU, batch formation time, compiles and full garbage collections (and
+the time they stopped the server) during the point; the server's CPU time per request and its
+event loop's share of it (/proc: independent of how much CPU the machine's other users leave
+it); the server's resident memory after warm-up and at the end shows whether it stays flat.
 
 Models (seeded weights, built by ember.tests.models, made batch-symbolic by
 ember.tests.serve.models): ResNet-18 ([batch, 3, S, S]) and a BERT encoder ([batch, seq]) fed
@@ -122,7 +123,8 @@ def metrics(port: int, model: str) -> dict[str, float]:
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.labels.get("model") == model:
+            # The model's series, and the server-wide ones (garbage collector pauses).
+            if sample.labels.get("model", model) == model:
                 key = sample.name + "".join(
                     f"|{v}" for k, v in sorted(sample.labels.items()) if k not in ("model", "le")
                 )
@@ -132,9 +134,12 @@ def metrics(port: int, model: str) -> dict[str, float]:
     return values
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of process `pid` (all its threads) so far, or of its thread
+    `thread` alone (the server's main thread, `pid`, runs the event loop: HTTP, parsing,
+    answering; the others are the batchers' threads and their compute threads)."""
+    where = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    fields = Path(where).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -251,7 +256,11 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
             for concurrency in args.concurrency:
                 for group in groups:
                     started = {
-                        mode: (metrics(port, name), cpu_seconds(server.pid))
+                        mode: (
+                            metrics(port, name),
+                            cpu_seconds(server.pid),
+                            cpu_seconds(server.pid, server.pid),
+                        )
                         for mode, (server, port) in group
                     }
                     client_before = time.process_time()
@@ -270,8 +279,9 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                     client_cpu = time.process_time() - client_before
                     answered = max(sum(p["answered"] for p in points), 1)
                     for (mode, (server, port)), point in zip(group, points):
-                        before, cpu_before = started[mode]
+                        before, cpu_before, loop_before = started[mode]
                         after, cpu_after = metrics(port, name), cpu_seconds(server.pid)
+                        loop_after = cpu_seconds(server.pid, server.pid)
                         point |= describe_window(before, after, point["answered"])
                         point |= {
                             "model": name,
@@ -280,6 +290,9 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                             "repeat": repeat,
                             "server_cpu_ms_per_request": 1000
                             * (cpu_after - cpu_before)
+                            / max(point["answered"], 1),
+                            "event_loop_cpu_ms_per_request": 1000
+                            * (loop_after - loop_before)
                             / max(point["answered"], 1),
                             "client_cpu_ms_per_request": 1000 * client_cpu / answered,
                             "load_average": os.getloadavg()[0],
@@ -304,7 +317,8 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
 
 def describe_window(before: dict[str, float], after: dict[str, float], answered: int) -> dict:
     """What the server's /metrics say about one point: rows per run, padding, where the time
-    went (queue wait and run time, mean and p99), and compiles during the point."""
+    went (queue wait and run time, mean and p99), compiles and full garbage collections during
+    the point."""
     runs = delta(after, before, "ember_batch_size_count")
     padding = delta(after, before, "ember_input_elements_total|padding")
     real = delta(after, before, "ember_input_elements_total|request")
@@ -332,6 +346,9 @@ def describe_window(before: dict[str, float], after: dict[str, float], answered:
         else math.nan,
         "stall_p99_ms": histogram_quantile(after, before, "ember_model_stall_seconds", 0.99),
         "compiles": delta(after, before, "ember_model_compiles"),
+        # Full collections (generation 2) during the point and the time they stopped the server.
+        "gc_full": delta(after, before, "ember_gc_pause_seconds_count|2"),
+        "gc_full_ms": 1000 * delta(after, before, "ember_gc_pause_seconds_sum|2"),
     }
 
 
@@ -349,7 +366,8 @@ def summarize(rows: list[dict]) -> None:
                     f"p50 {statistics.median(r['p50_ms'] for r in mine):.1f} ms, "
                     f"p99 {statistics.median(r['p99_ms'] for r in mine):.1f} ms (past the "
                     f"first requests {statistics.median(r['p99_steady_ms'] for r in mine):.1f}), "
-                    f"server CPU {statistics.median(r['server_cpu_ms_per_request'] for r in mine):.1f} ms/request"
+                    f"server CPU {statistics.median(r['server_cpu_ms_per_request'] for r in mine):.2f} ms/request "
+                    f"(event loop {statistics.median(r['event_loop_cpu_ms_per_request'] for r in mine):.2f})"
                 )
         pairs = {}
         for r in at:
@@ -403,9 +421,10 @@ def _row(p: dict) -> str:
         f"{p['model_mean_ms']:.1f}, of which off-CPU {p['stall_mean_ms']:.1f} p99 "
         f"{p['stall_p99_ms']:.0f}), batch formed in {p['formation_mean_ms']:.1f} ms,\n    "
         f"arrival-to-answer p99 {p['server_p99_ms']:.0f} ms, "
-        f"CPU {p['server_cpu_ms_per_request']:.1f} ms/request (client "
+        f"CPU {p['server_cpu_ms_per_request']:.2f} ms/request (event loop "
+        f"{p['event_loop_cpu_ms_per_request']:.2f}; client "
         f"{p['client_cpu_ms_per_request']:.1f}), compiles {p['compiles']:.0f}, "
-        f"load {p['load_average']:.1f}"
+        f"full GCs {p['gc_full']:.0f} ({p['gc_full_ms']:.0f} ms), load {p['load_average']:.1f}"
     )
 
 

@@ -251,3 +251,30 @@ def test_batch_stats_split_the_time_of_each_run() -> None:
     assert reported[1].formation_seconds < reported[1].queue_seconds[0]
     # ... its requests all came while the first run's model call held the worker.
     assert reported[1].formation_seconds <= reported[0].model_seconds
+
+
+def test_the_oldest_request_runs_next_whatever_its_shape() -> None:
+    """No shape (length bucket) starves: each run takes the oldest waiting request and the
+    oldest that can share its batch, so a request waits for at most the runs of the requests
+    queued before it (docs/serving.md: the batched p99 tail was not queueing)."""
+    gate, entered = threading.Event(), threading.Event()
+    runs: list[list[int]] = []
+
+    def record(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entered.set()
+        gate.wait(30)
+        runs.append([int(v) for v in feeds["x"][:, 0]])
+        return {"y": feeds["x"]}
+
+    policy = BatchPolicy(max_batch_size=2, preferred_batch_sizes=(1, 2), max_queue_delay=0)
+    batcher = DynamicBatcher(record, policy, ["x"])
+    # Two shapes, arriving interleaved (as the benchmark's lengths 64 and 128 do): 0 runs
+    # alone, and while it runs the queue fills with 1..8.
+    futures = [batcher.submit({"x": np.full((1, 3), 0, np.float32)})]
+    assert entered.wait(30)
+    futures += [batcher.submit({"x": np.full((1, 3 + i % 2), i, np.float32)}) for i in range(1, 9)]
+    gate.set()
+    for i, future in enumerate(futures):
+        assert future.result(30)["y"][0, 0] == i
+    batcher.close()
+    assert runs == [[0], [1, 3], [2, 4], [5, 7], [6, 8]]
