@@ -19,7 +19,7 @@ import numpy as np
 
 from ember.runtime.documents import MAX_BUFFER_BYTES, Field
 from ember.runtime.errors import InputError, KernelError
-from ember.runtime.status import SITES_KEY, check_status, new_status
+from ember.runtime.status import CODE, SITES_KEY, check_status, new_status
 
 ALIGNMENT = 64
 # Bytes per element of each dtype a program's inputs and outputs may have (numpy's names).
@@ -68,6 +68,31 @@ def numpy_dtype(name: np.dtype | str) -> np.dtype:
 
         return np.dtype(getattr(ml_dtypes, str(name)))
     return np.dtype(name)
+
+
+def buffer_address(array: np.ndarray) -> int:
+    """The address of a C-contiguous array's first byte. `array.ctypes.data` builds a helper
+    object on every call (~0.8 µs, as long as a tiny model's kernels); a ctypes view of the
+    buffer costs a quarter of that. Arrays that export no writable buffer (read-only, empty,
+    ml_dtypes' types) take the slow way."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
+def c_strides(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """The strides numpy gives a C-contiguous array of `shape`."""
+    strides = []
+    step = itemsize
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
+
+
+def _round_up(nbytes: int) -> int:
+    return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
 
 def aligned_empty(shape: Sequence[int], dtype: np.dtype | str = np.uint8) -> np.ndarray:
@@ -249,6 +274,17 @@ def check_feed_names(feeds: object, input_names: Sequence[str]) -> None:
         )
 
 
+@dataclass
+class _Workspace:
+    """What one in-flight run owns: the arena for its intermediates and its status record
+    (runtime/status.py), with their addresses; reused by later runs, never shared by two."""
+
+    arena: np.ndarray
+    arena_address: int
+    status: np.ndarray | None
+    status_address: int
+
+
 class Executable:
     """A loaded program: validates inputs, runs the native entry point, returns numpy outputs.
 
@@ -286,9 +322,25 @@ class Executable:
         n_args += (self.status_sites is not None) + (self.profile_sites is not None)
         self._entry = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(entry_address)
         self._set_num_threads = set_num_threads
-        self._arenas: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self._workspaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
         self.bounded: dict[str, tuple[str, int]] = _bounded_outputs(manifest)
         self._counts = {count for count, _ in self.bounded.values()}
+        # What every run needs, worked out once (a tiny model's kernels take ~1 µs: the
+        # per-run Python is the whole cost): each input's name, dtype, shape and C strides.
+        self._input_plan = tuple(
+            (s.name, numpy_dtype(s.dtype), s.shape, c_strides(s.shape, DTYPE_BYTES[s.dtype]))
+            for s in manifest.inputs
+        )
+        self._input_name_set = frozenset(s.name for s in manifest.inputs)
+        # All outputs of a run share one fresh block, each at a 64-byte-aligned offset.
+        self._output_plan: list[tuple[tuple[int, ...], np.dtype, int]] = []
+        offset = 0
+        for spec in manifest.outputs:
+            self._output_plan.append((spec.shape, numpy_dtype(spec.dtype), offset))
+            offset += _round_up(spec.nbytes)
+        self._output_block_bytes = offset + ALIGNMENT  # + the slack for aligning the block
+        self._output_keys = tuple(s.name for s in manifest.outputs)
+        self._weights_address = weights.ctypes.data
         self.set_num_threads(threads)
 
     # -- introspection -------------------------------------------------------------------------
@@ -322,23 +374,42 @@ class Executable:
         self._set_num_threads(threads)
 
     # -- running -------------------------------------------------------------------------------
-    def _checked_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        check_feed_names(feeds, self.input_names)
+    def _checked_inputs(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        """The feeds in input order, C-contiguous, every name, dtype and shape checked first
+        (InputError naming the input and both values)."""
+        if type(feeds) is not dict or feeds.keys() != self._input_name_set:
+            check_feed_names(feeds, self.input_names)
         arrays = []
-        for spec in self.manifest.inputs:
-            given = feeds[spec.name]
-            array = np.asarray(given)
-            if array.dtype != numpy_dtype(spec.dtype):
+        for name, dtype, shape, strides in self._input_plan:
+            array = feeds[name]
+            if type(array) is not np.ndarray:
+                array = np.asarray(array)
+            if array.dtype != dtype:
                 raise InputError(
-                    f"input '{spec.name}': expected dtype {spec.dtype}, given {array.dtype}"
+                    f"input '{name}': expected dtype {dtype.name}, given {array.dtype}"
                 )
-            if tuple(array.shape) != spec.shape:
+            if array.shape != shape:
                 raise InputError(
-                    f"input '{spec.name}': expected shape {list(spec.shape)}, "
-                    f"given {list(array.shape)}"
+                    f"input '{name}': expected shape {list(shape)}, given {list(array.shape)}"
                 )
-            arrays.append(np.ascontiguousarray(array))
+            if array.strides != strides:
+                # Not laid out as a fresh C array (a C-contiguous array with a size-1 dim may
+                # still be, and is then not copied).
+                array = np.ascontiguousarray(array)
+            arrays.append(array)
         return arrays
+
+    def _new_workspace(self) -> _Workspace:
+        arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
+        status = new_status() if self.status_sites is not None else None
+        status_address = status.ctypes.data if status is not None else 0
+        return _Workspace(arena, arena.ctypes.data, status, status_address)
+
+    def _take_workspace(self) -> _Workspace:
+        try:
+            return self._workspaces.get_nowait()
+        except queue.Empty:
+            return self._new_workspace()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run(feeds, None)
@@ -356,33 +427,44 @@ class Executable:
         self, feeds: dict[str, np.ndarray], counters: np.ndarray | None
     ) -> dict[str, np.ndarray]:
         inputs = self._checked_inputs(feeds)
-        extra = []
-        status = None
-        if self.status_sites is not None:
-            status = new_status()  # per run: concurrent runs never see each other's errors
-            extra.append(status.ctypes.data)
-        if self.profile_sites is not None:
-            if counters is None:
-                counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
-            extra.append(counters.ctypes.data)
-        outputs = [aligned_empty(s.shape, s.dtype) for s in self.manifest.outputs]
+        # Fresh outputs every run (as onnxruntime's): arrays a caller kept from an earlier
+        # run are never overwritten. One block holds them all: one allocation, one address.
+        block = np.empty(self._output_block_bytes, dtype=np.uint8)
+        address = buffer_address(block)
+        start = -address % ALIGNMENT
+        address += start
+        outputs = [
+            np.ndarray(shape, dtype, block, start + offset)
+            for shape, dtype, offset in self._output_plan
+        ]
+        args = [buffer_address(array) for array in inputs]
+        args += [address + offset for _, _, offset in self._output_plan]
+        workspace = self._take_workspace()
+        failed = None
         try:
-            arena = self._arenas.get_nowait()
-        except queue.Empty:
-            arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
-        try:
-            self._entry(
-                *[a.ctypes.data for a in inputs],
-                *[o.ctypes.data for o in outputs],
-                arena.ctypes.data,
-                self._weights.ctypes.data,
-                *extra,
-            )
+            args.append(workspace.arena_address)
+            args.append(self._weights_address)
+            status = workspace.status
+            if status is not None:
+                status.fill(0)  # the run's own record: concurrent runs take other workspaces
+                args.append(workspace.status_address)
+            if self.profile_sites is not None:
+                if counters is None:
+                    counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
+                args.append(counters.ctypes.data)
+            self._entry(*args)
+            if status is not None and status[CODE]:
+                failed = status.copy()
         finally:
-            self._arenas.put(arena)
-        if status is not None:
-            check_status(status, self.status_sites or [])
-        results = {spec.name: array for spec, array in zip(self.manifest.outputs, outputs)}
+            self._workspaces.put(workspace)
+        if failed is not None:
+            check_status(failed, self.status_sites or [])
+        results = dict(zip(self._output_keys, outputs))
+        if self.bounded:
+            self._slice_bounded(results)
+        return results
+
+    def _slice_bounded(self, results: dict[str, np.ndarray]) -> None:
         for name, (count_name, axis) in self.bounded.items():
             # A data-dependent output: its buffer holds the upper bound, the count how much
             # of it is the result: its first `count` along `axis` (contiguous, as every other
@@ -397,7 +479,6 @@ class Executable:
             results[name] = np.ascontiguousarray(array[(slice(None),) * axis + (slice(0, count),)])
         for count_name in self._counts:
             del results[count_name]
-        return results
 
     def call_per_sample(
         self,
@@ -408,41 +489,44 @@ class Executable:
         samples: int,
     ) -> None:
         """Call the entry `samples` times, the k-th on every buffer's address plus k times its
-        step in bytes (0: the same buffer each call), one arena for all (the calls are
+        step in bytes (0: the same buffer each call), one workspace for all (the calls are
         sequential); the status record is checked after each call (runtime/polymorphic.py).
         The caller has checked the buffers: C-contiguous, of the manifest's dtypes, and
         holding `samples` blocks of the shapes the manifest gives."""
         if self.profile_sites is not None or self.bounded:
             raise ValueError("a profiled or bounded-output program is not run per sample")
-        status = new_status() if self.status_sites is not None else None
+        in_addresses = [buffer_address(a) for a in inputs]
+        out_addresses = [buffer_address(o) for o in outputs]
+        workspace = self._take_workspace()
+        status = workspace.status
         extra = [status.ctypes.data] if status is not None else []
-        in_addresses = [a.ctypes.data for a in inputs]
-        out_addresses = [o.ctypes.data for o in outputs]
+        failed: tuple[int, np.ndarray] | None = None
         try:
-            arena = self._arenas.get_nowait()
-        except queue.Empty:
-            arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
-        try:
+            if status is not None:
+                status.fill(0)
             for k in range(samples):
                 self._entry(
                     *[a + k * s for a, s in zip(in_addresses, input_steps)],
                     *[a + k * s for a, s in zip(out_addresses, output_steps)],
-                    arena.ctypes.data,
-                    self._weights.ctypes.data,
+                    workspace.arena_address,
+                    self._weights_address,
                     *extra,
                 )
-                if status is not None and status[0] != 0:
-                    try:
-                        check_status(status, self.status_sites or [])
-                    except KernelError as err:
-                        raise KernelError(
-                            f"{err} (in sample {k} of the batch)",
-                            op_type=err.op_type,
-                            node_name=err.node_name,
-                            value=err.value,
-                        ) from None
+                if status is not None and status[CODE]:
+                    failed = (k, status.copy())
+                    break
         finally:
-            self._arenas.put(arena)
+            self._workspaces.put(workspace)
+        if failed is not None:
+            try:
+                check_status(failed[1], self.status_sites or [])
+            except KernelError as err:
+                raise KernelError(
+                    f"{err} (in sample {failed[0]} of the batch)",
+                    op_type=err.op_type,
+                    node_name=err.node_name,
+                    value=err.value,
+                ) from None
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         if len(arrays) != len(self.manifest.inputs):
