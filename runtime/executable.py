@@ -19,7 +19,7 @@ import numpy as np
 
 from ember.runtime.documents import MAX_BUFFER_BYTES, Field
 from ember.runtime.errors import InputError, KernelError
-from ember.runtime.status import CODE, SITES_KEY, check_status, new_status
+from ember.runtime.status import CLAIM, CODE, SITES_KEY, check_status, new_status
 
 ALIGNMENT = 64
 # Bytes per element of each dtype a program's inputs and outputs may have (numpy's names).
@@ -283,6 +283,10 @@ class _Workspace:
     arena_address: int
     status: np.ndarray | None
     status_address: int
+    # The record's words as Python ints, read without a numpy call: a run that recorded
+    # nothing leaves CODE and CLAIM zero, and then wrote no word (runtime/status.py), so the
+    # record stays zeroed for the next run and only a failed run needs it cleared.
+    status_words: memoryview | None
 
 
 class Executable:
@@ -340,17 +344,20 @@ class Executable:
             offset += _round_up(spec.nbytes)
         self._output_block_bytes = offset + ALIGNMENT  # + the slack for aligning the block
         self._output_keys = tuple(s.name for s in manifest.outputs)
+        self._input_names = tuple(s.name for s in manifest.inputs)
+        # The outputs a run returns, in order (a subclass regrouping them may replace this).
+        self._returned_names = tuple(n for n in self._output_keys if n not in self._counts)
         self._weights_address = weights.ctypes.data
         self.set_num_threads(threads)
 
     # -- introspection -------------------------------------------------------------------------
     @property
     def input_names(self) -> list[str]:
-        return [s.name for s in self.manifest.inputs]
+        return list(self._input_names)
 
     @property
     def output_names(self) -> list[str]:
-        return [s.name for s in self.manifest.outputs if s.name not in self._counts]
+        return list(self._returned_names)
 
     @property
     def output_specs(self) -> list[TensorSpec]:
@@ -402,8 +409,9 @@ class Executable:
     def _new_workspace(self) -> _Workspace:
         arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
         status = new_status() if self.status_sites is not None else None
-        status_address = status.ctypes.data if status is not None else 0
-        return _Workspace(arena, arena.ctypes.data, status, status_address)
+        if status is None:
+            return _Workspace(arena, arena.ctypes.data, None, 0, None)
+        return _Workspace(arena, arena.ctypes.data, status, status.ctypes.data, memoryview(status))
 
     def _take_workspace(self) -> _Workspace:
         try:
@@ -444,17 +452,18 @@ class Executable:
         try:
             args.append(workspace.arena_address)
             args.append(self._weights_address)
-            status = workspace.status
-            if status is not None:
-                status.fill(0)  # the run's own record: concurrent runs take other workspaces
+            words = workspace.status_words
+            if words is not None:
+                # Zero (see _Workspace) and the run's own: concurrent runs take other workspaces.
                 args.append(workspace.status_address)
             if self.profile_sites is not None:
                 if counters is None:
                     counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
                 args.append(counters.ctypes.data)
             self._entry(*args)
-            if status is not None and status[CODE]:
-                failed = status.copy()
+            if words is not None and (words[CODE] or words[CLAIM]):
+                failed = workspace.status.copy()  # type: ignore[union-attr]
+                workspace.status.fill(0)  # type: ignore[union-attr]
         finally:
             self._workspaces.put(workspace)
         if failed is not None:
@@ -498,12 +507,10 @@ class Executable:
         in_addresses = [buffer_address(a) for a in inputs]
         out_addresses = [buffer_address(o) for o in outputs]
         workspace = self._take_workspace()
-        status = workspace.status
-        extra = [status.ctypes.data] if status is not None else []
+        words = workspace.status_words
+        extra = [workspace.status_address] if words is not None else []
         failed: tuple[int, np.ndarray] | None = None
         try:
-            if status is not None:
-                status.fill(0)
             for k in range(samples):
                 self._entry(
                     *[a + k * s for a, s in zip(in_addresses, input_steps)],
@@ -512,8 +519,9 @@ class Executable:
                     self._weights_address,
                     *extra,
                 )
-                if status is not None and status[CODE]:
-                    failed = (k, status.copy())
+                if words is not None and (words[CODE] or words[CLAIM]):
+                    failed = (k, workspace.status.copy())  # type: ignore[union-attr]
+                    workspace.status.fill(0)  # type: ignore[union-attr]
                     break
         finally:
             self._workspaces.put(workspace)
@@ -529,10 +537,9 @@ class Executable:
                 ) from None
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        if len(arrays) != len(self.manifest.inputs):
+        if len(arrays) != len(self._input_names):
             raise InputError(
-                f"expected {len(self.manifest.inputs)} inputs {self.input_names}, "
-                f"given {len(arrays)}"
+                f"expected {len(self._input_names)} inputs {self.input_names}, given {len(arrays)}"
             )
-        results = self.run(dict(zip(self.input_names, arrays)))
-        return [results[n] for n in self.output_names]
+        results = self.run(dict(zip(self._input_names, arrays)))
+        return [results[n] for n in self._returned_names]
