@@ -82,7 +82,8 @@ def buffer_address(array: np.ndarray) -> int:
 
 
 def c_strides(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
-    """The strides numpy gives a C-contiguous array of `shape`."""
+    """The strides numpy gives a C-contiguous array of `shape` (unless it is empty: numpy's
+    are then 0, which `_checked_inputs` meets with a no-op np.ascontiguousarray)."""
     strides = []
     step = itemsize
     for dim in reversed(shape):
