@@ -83,7 +83,7 @@ def buffer_address(array: np.ndarray) -> int:
 
 def c_strides(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     """The strides numpy gives a C-contiguous array of `shape` (unless it is empty: numpy's
-    are then 0, which `_checked_inputs` meets with a no-op np.ascontiguousarray)."""
+    are then 0, which `checked_inputs` meets with a no-op np.ascontiguousarray)."""
     strides = []
     step = itemsize
     for dim in reversed(shape):
@@ -94,6 +94,33 @@ def c_strides(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
 
 def _round_up(nbytes: int) -> int:
     return -(-nbytes // ALIGNMENT) * ALIGNMENT
+
+
+class OutputPlan:
+    """Where a run's outputs go: one fresh block per run holding every output at a 64-byte
+    aligned offset (one allocation and one address lookup, whatever the number of outputs).
+    Fresh every run, as onnxruntime's: arrays a caller kept from an earlier run are never
+    overwritten; the outputs of one run never overlap."""
+
+    def __init__(self, specs: Sequence[TensorSpec]) -> None:
+        self.layout: list[tuple[tuple[int, ...], np.dtype, int]] = []
+        offset = 0
+        for spec in specs:
+            self.layout.append((spec.shape, numpy_dtype(spec.dtype), offset))
+            offset += _round_up(spec.nbytes)
+        self.offsets = tuple(offset for _, _, offset in self.layout)
+        self.block_bytes = offset + ALIGNMENT  # + the slack for aligning the block
+
+    def allocate(self) -> tuple[list[np.ndarray], list[int]]:
+        """New output arrays, and their addresses."""
+        block = np.empty(self.block_bytes, dtype=np.uint8)
+        address = buffer_address(block)
+        start = -address % ALIGNMENT
+        address += start
+        arrays = [
+            np.ndarray(shape, dtype, block, start + offset) for shape, dtype, offset in self.layout
+        ]
+        return arrays, [address + offset for offset in self.offsets]
 
 
 def aligned_empty(shape: Sequence[int], dtype: np.dtype | str = np.uint8) -> np.ndarray:
@@ -337,13 +364,7 @@ class Executable:
             for s in manifest.inputs
         )
         self._input_name_set = frozenset(s.name for s in manifest.inputs)
-        # All outputs of a run share one fresh block, each at a 64-byte-aligned offset.
-        self._output_plan: list[tuple[tuple[int, ...], np.dtype, int]] = []
-        offset = 0
-        for spec in manifest.outputs:
-            self._output_plan.append((spec.shape, numpy_dtype(spec.dtype), offset))
-            offset += _round_up(spec.nbytes)
-        self._output_block_bytes = offset + ALIGNMENT  # + the slack for aligning the block
+        self._output_plan = OutputPlan(manifest.outputs)
         self._output_keys = tuple(s.name for s in manifest.outputs)
         self._input_names = tuple(s.name for s in manifest.inputs)
         # The outputs a run returns, in order (a subclass regrouping them may replace this).
@@ -382,9 +403,9 @@ class Executable:
         self._set_num_threads(threads)
 
     # -- running -------------------------------------------------------------------------------
-    def _checked_inputs(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        """The feeds in input order, C-contiguous, every name, dtype and shape checked first
-        (InputError naming the input and both values)."""
+    def checked_inputs(self, feeds: Mapping[str, Any], shapes: bool = True) -> list[np.ndarray]:
+        """The feeds in input order, C-contiguous, every name and dtype (and, with `shapes`,
+        shape) checked before anything runs (InputError naming the input and both values)."""
         if type(feeds) is not dict or feeds.keys() != self._input_name_set:
             check_feed_names(feeds, self.input_names)
         arrays = []
@@ -396,6 +417,9 @@ class Executable:
                 raise InputError(
                     f"input '{name}': expected dtype {dtype.name}, given {array.dtype}"
                 )
+            if not shapes:
+                arrays.append(np.ascontiguousarray(array))
+                continue
             if array.shape != shape:
                 raise InputError(
                     f"input '{name}': expected shape {list(shape)}, given {list(array.shape)}"
@@ -435,19 +459,10 @@ class Executable:
     def _run(
         self, feeds: dict[str, np.ndarray], counters: np.ndarray | None
     ) -> dict[str, np.ndarray]:
-        inputs = self._checked_inputs(feeds)
-        # Fresh outputs every run (as onnxruntime's): arrays a caller kept from an earlier
-        # run are never overwritten. One block holds them all: one allocation, one address.
-        block = np.empty(self._output_block_bytes, dtype=np.uint8)
-        address = buffer_address(block)
-        start = -address % ALIGNMENT
-        address += start
-        outputs = [
-            np.ndarray(shape, dtype, block, start + offset)
-            for shape, dtype, offset in self._output_plan
-        ]
+        inputs = self.checked_inputs(feeds)
+        outputs, output_addresses = self._output_plan.allocate()
         args = [buffer_address(array) for array in inputs]
-        args += [address + offset for _, _, offset in self._output_plan]
+        args += output_addresses
         workspace = self._take_workspace()
         failed = None
         try:

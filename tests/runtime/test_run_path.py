@@ -182,3 +182,28 @@ def test_buffer_address_matches_numpy_for_every_kind_of_array() -> None:
 @pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4), (1, 16), (4, 1, 1)])
 def test_c_strides_are_numpys(shape: tuple[int, ...]) -> None:
     assert c_strides(shape, 4) == np.empty(shape, np.float32).strides
+
+
+def test_batch_loop_outputs_are_fresh_for_every_batch_size() -> None:
+    """A batch-polymorphic program keeps the output layout of the last batch size: a run of
+    another size gets its own, and earlier outputs stay as they were."""
+    tensor = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [tensor("x", TensorProto.FLOAT, ["batch", 8])],
+        [tensor("y", TensorProto.FLOAT, ["batch", 8])],
+    )
+    model = ember.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    rng = np.random.default_rng(6)
+    runs = []
+    for batch in (2, 3, 2, 2):
+        x = rng.standard_normal((batch, 8)).astype(np.float32)
+        runs.append((x, model.run({"x": x})["y"]))
+    # One batch-1 program served every size.
+    assert model.compiles == 1  # type: ignore[union-attr]
+    for x, y in runs:
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+    assert not np.shares_memory(runs[2][1], runs[3][1])
+    with pytest.raises(InputError, match=r"input 'x': expected shape \[batch, 8\], given \[2, 9\]"):
+        model.run({"x": np.zeros((2, 9), np.float32)})
