@@ -207,3 +207,28 @@ def test_batch_loop_outputs_are_fresh_for_every_batch_size() -> None:
     assert not np.shares_memory(runs[2][1], runs[3][1])
     with pytest.raises(InputError, match=r"input 'x': expected shape \[batch, 8\], given \[2, 9\]"):
         model.run({"x": np.zeros((2, 9), np.float32)})
+
+
+def test_specializing_model_reuses_the_last_dispatch_only_for_the_same_shapes() -> None:
+    """A run with the last run's shapes skips the shape checks and the cache lookup; any other
+    shape goes through them (ranges, compile), and dtypes are checked on every run."""
+    tensor = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [tensor("x", TensorProto.FLOAT, [2, "n"])],
+        [tensor("y", TensorProto.FLOAT, [2, "n"])],
+    )
+    model = ember.compile(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        dynamic_dims={"n": (1, 8)},
+    )
+    rng = np.random.default_rng(7)
+    for n in (3, 3, 5, 3, 5, 5):
+        x = rng.standard_normal((2, n)).astype(np.float32)
+        np.testing.assert_array_equal(model.run({"x": x})["y"], np.maximum(x, 0))
+    assert model.compiles == 2  # type: ignore[union-attr]
+    with pytest.raises(InputError, match="expected dtype float32, given float64"):
+        model.run({"x": np.zeros((2, 5))})
+    with pytest.raises(InputError, match="'n'"):
+        model.run({"x": np.zeros((2, 9), np.float32)})  # outside dynamic_dims
