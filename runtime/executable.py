@@ -309,12 +309,21 @@ class _Workspace:
 
     arena: np.ndarray
     arena_address: int
-    status: np.ndarray | None
+    status: np.ndarray  # passed only to a program that takes one; always zero when idle
     status_address: int
     # The record's words as Python ints, read without a numpy call: a run that recorded
     # nothing leaves CODE and CLAIM zero, and then wrote no word (runtime/status.py), so the
     # record stays zeroed for the next run and only a failed run needs it cleared.
-    status_words: memoryview | None
+    status_words: memoryview
+
+    def failure(self) -> np.ndarray | None:
+        """A copy of the record if the run recorded an error (the record is then cleared)."""
+        words = self.status_words
+        if not (words[CODE] or words[CLAIM]):
+            return None
+        failed = self.status.copy()
+        self.status.fill(0)
+        return failed
 
 
 class Executable:
@@ -433,9 +442,7 @@ class Executable:
 
     def _new_workspace(self) -> _Workspace:
         arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
-        status = new_status() if self.status_sites is not None else None
-        if status is None:
-            return _Workspace(arena, arena.ctypes.data, None, 0, None)
+        status = new_status()
         return _Workspace(arena, arena.ctypes.data, status, status.ctypes.data, memoryview(status))
 
     def _take_workspace(self) -> _Workspace:
@@ -464,12 +471,11 @@ class Executable:
         args = [buffer_address(array) for array in inputs]
         args += output_addresses
         workspace = self._take_workspace()
-        failed = None
+        failed: np.ndarray | None = None
         try:
             args.append(workspace.arena_address)
             args.append(self._weights_address)
-            words = workspace.status_words
-            if words is not None:
+            if self.status_sites is not None:
                 # Zero (see _Workspace) and the run's own: concurrent runs take other workspaces.
                 args.append(workspace.status_address)
             if self.profile_sites is not None:
@@ -477,9 +483,7 @@ class Executable:
                     counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
                 args.append(counters.ctypes.data)
             self._entry(*args)
-            if words is not None and (words[CODE] or words[CLAIM]):
-                failed = workspace.status.copy()  # type: ignore[union-attr]
-                workspace.status.fill(0)  # type: ignore[union-attr]
+            failed = workspace.failure()
         finally:
             self._workspaces.put(workspace)
         if failed is not None:
@@ -523,8 +527,7 @@ class Executable:
         in_addresses = [buffer_address(a) for a in inputs]
         out_addresses = [buffer_address(o) for o in outputs]
         workspace = self._take_workspace()
-        words = workspace.status_words
-        extra = [workspace.status_address] if words is not None else []
+        extra = [workspace.status_address] if self.status_sites is not None else []
         failed: tuple[int, np.ndarray] | None = None
         try:
             for k in range(samples):
@@ -535,9 +538,9 @@ class Executable:
                     self._weights_address,
                     *extra,
                 )
-                if words is not None and (words[CODE] or words[CLAIM]):
-                    failed = (k, workspace.status.copy())  # type: ignore[union-attr]
-                    workspace.status.fill(0)  # type: ignore[union-attr]
+                record = workspace.failure()
+                if record is not None:
+                    failed = (k, record)
                     break
         finally:
             self._workspaces.put(workspace)
