@@ -425,15 +425,11 @@ class CompiledModel(Executable):
         self.graph_outputs: list[dict[str, Any]] | None = program.manifest.extra.get(
             GRAPH_OUTPUTS_KEY
         )
-
-    @property
-    def output_names(self) -> list[str]:
-        if self.graph_outputs is None:
-            return super().output_names
-        return [entry["name"] for entry in self.graph_outputs]
+        if self.graph_outputs is not None:
+            self._returned_names = tuple(entry["name"] for entry in self.graph_outputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
-        results = super().run(feeds)
+        results = self._run(feeds, None)
         if self.graph_outputs is None:
             return results
         return assemble_outputs(results, self.graph_outputs)

@@ -408,6 +408,7 @@ class Tensor:
         self._is_input = is_input
         self._shapes = shapes
         self._shape = tuple(spec.shape)
+        self._dtype = numpy_dtype(spec.dtype)
         self._data: np.ndarray | None = None
 
     def name(self) -> str:
@@ -417,7 +418,7 @@ class Tensor:
         return list(self._shape)
 
     def type(self) -> np.dtype:
-        return numpy_dtype(self._spec.dtype)
+        return self._dtype
 
     def reshape(self, shape: Sequence[int]) -> None:
         """Pin this input's shape for the next run (a model with symbolic dims); a static model
@@ -439,7 +440,7 @@ class Tensor:
         if not self._is_input:
             raise ValueError(f"tensor '{self.name()}' is an output; copy_from_cpu is for inputs")
         array = np.asarray(data)
-        if array.dtype != self.type():
+        if array.dtype != self._dtype:
             raise InputError(
                 f"tensor '{self.name()}': expected dtype {self._spec.dtype}, given {array.dtype}"
             )
@@ -527,22 +528,22 @@ class Predictor:
                 )
             for handle, array in zip(self._inputs.values(), inputs):
                 handle.copy_from_cpu(array)
-        empty = [name for name, h in self._inputs.items() if h._data is None]
-        if empty:
-            raise ValueError(f"inputs not set (use copy_from_cpu): {empty}")
-        feeds: dict[str, np.ndarray] = {n: h._data for n, h in self._inputs.items()}  # type: ignore[misc]
+        feeds: dict[str, np.ndarray] = {}
+        for name, handle in self._inputs.items():
+            if handle._data is None:
+                empty = [n for n, h in self._inputs.items() if h._data is None]
+                raise ValueError(f"inputs not set (use copy_from_cpu): {empty}")
+            feeds[name] = handle._data
         executable = self.executable
-        if executable is None or any(
-            feeds[s.name].shape != s.shape for s in executable.manifest.inputs
-        ):
+        if executable is None or not _compiled_for(executable, feeds):
             executable = self._shapes_of_model.executable_for(
                 {name: tuple(array.shape) for name, array in feeds.items()}
             )
             self.executable = executable
         results = executable.run(feeds)
         for name, handle in self._outputs.items():
-            handle._data = results[name]
-            handle._shape = tuple(results[name].shape)
+            handle._data = output = results[name]
+            handle._shape = output.shape
         if inputs is not None:
             return [results[name] for name in self._outputs]
         return None
@@ -550,6 +551,14 @@ class Predictor:
     def clone(self) -> Predictor:
         """A predictor with its own tensor handles sharing this one's loaded code and weights."""
         return Predictor(self.config, _shapes=self._shapes_of_model)
+
+
+def _compiled_for(executable: Executable, feeds: dict[str, np.ndarray]) -> bool:
+    """Whether `executable` was compiled for the shapes of `feeds`."""
+    for spec in executable.manifest.inputs:
+        if feeds[spec.name].shape != spec.shape:
+            return False
+    return True
 
 
 def _lookup(tensors: dict[str, Tensor], name: str, kind: str) -> Tensor:

@@ -341,6 +341,11 @@ class InferenceSession:
             self._load_artifact(Path(path_or_bytes), threads)
         else:
             self._compile(path_or_bytes, threads)
+        # What `run` checks feeds and output names against, worked out once.
+        self._output_names = [o.name for o in self._outputs]
+        self._declared = frozenset(i.name for i in self._inputs)
+        # A compiled model takes no argument for an input it only reads the dtype of (CastLike).
+        self._taken = frozenset(self._model.input_names)
 
     def _load_artifact(self, directory: Path, threads: int | None) -> None:
         from ember.runtime.artifact import VariantArtifact, load
@@ -445,23 +450,24 @@ class InferenceSession:
     ) -> list[np.ndarray]:
         """The outputs named (all, for None or []) in that order, as onnxruntime returns them."""
         del run_options
-        outputs = [o.name for o in self._outputs]
+        outputs = self._output_names
         wanted = list(output_names) if output_names else outputs
-        unknown = [name for name in wanted if name not in outputs]
-        if unknown:
-            raise InputError(
-                f"run() asks for output(s) {unknown}, which the model does not have; "
-                f"its outputs: {outputs}"
-            )
-        require_mapping(input_feed, [i.name for i in self._inputs], positional=False)
-        declared = {i.name for i in self._inputs}
-        unexpected = [name for name in input_feed if name not in declared]
-        if unexpected:
-            raise InputError(
-                f"run() was given input(s) {unexpected}, which the model does not have; "
-                f"its inputs: {sorted(declared)}"
-            )
-        # A compiled model takes no argument for an input it only reads the dtype of (CastLike).
-        taken = set(self._model.input_names)
-        results = self._model.run({n: v for n, v in input_feed.items() if n in taken})
+        if output_names:
+            unknown = [name for name in wanted if name not in outputs]
+            if unknown:
+                raise InputError(
+                    f"run() asks for output(s) {unknown}, which the model does not have; "
+                    f"its outputs: {outputs}"
+                )
+        if type(input_feed) is not dict or input_feed.keys() != self._taken:
+            require_mapping(input_feed, [i.name for i in self._inputs], positional=False)
+            declared = self._declared
+            unexpected = [name for name in input_feed if name not in declared]
+            if unexpected:
+                raise InputError(
+                    f"run() was given input(s) {unexpected}, which the model does not have; "
+                    f"its inputs: {sorted(declared)}"
+                )
+            input_feed = {n: v for n, v in input_feed.items() if n in self._taken}
+        results = self._model.run(input_feed)
         return [results[name] for name in wanted]

@@ -20,7 +20,7 @@ import numpy as np
 from ember.runtime.documents import MAX_BUFFER_BYTES, Field
 from ember.runtime.errors import InputError, KernelError
 from ember.runtime.runnable import RunnableModel, checked_threads
-from ember.runtime.status import SITES_KEY, check_status, new_status
+from ember.runtime.status import CLAIM, CODE, SITES_KEY, check_status, new_status
 
 ALIGNMENT = 64
 # Bytes per element of each dtype a program's inputs and outputs may have (numpy's names).
@@ -69,6 +69,59 @@ def numpy_dtype(name: np.dtype | str) -> np.dtype:
 
         return np.dtype(getattr(ml_dtypes, str(name)))
     return np.dtype(name)
+
+
+def buffer_address(array: np.ndarray) -> int:
+    """The address of a C-contiguous array's first byte. `array.ctypes.data` builds a helper
+    object on every call (~0.8 µs, as long as a tiny model's kernels); a ctypes view of the
+    buffer costs a quarter of that. Arrays that export no writable buffer (read-only, empty,
+    ml_dtypes' types) take the slow way."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
+def c_strides(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """The strides numpy gives a C-contiguous array of `shape` (unless it is empty: numpy's
+    are then 0, which `checked_inputs` meets with a no-op np.ascontiguousarray)."""
+    strides = []
+    step = itemsize
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
+
+
+def _round_up(nbytes: int) -> int:
+    return -(-nbytes // ALIGNMENT) * ALIGNMENT
+
+
+class OutputPlan:
+    """Where a run's outputs go: one fresh block per run holding every output at a 64-byte
+    aligned offset (one allocation and one address lookup, whatever the number of outputs).
+    Fresh every run, as onnxruntime's: arrays a caller kept from an earlier run are never
+    overwritten; the outputs of one run never overlap."""
+
+    def __init__(self, specs: Sequence[TensorSpec]) -> None:
+        self.layout: list[tuple[tuple[int, ...], np.dtype, int]] = []
+        offset = 0
+        for spec in specs:
+            self.layout.append((spec.shape, numpy_dtype(spec.dtype), offset))
+            offset += _round_up(spec.nbytes)
+        self.offsets = tuple(offset for _, _, offset in self.layout)
+        self.block_bytes = offset + ALIGNMENT  # + the slack for aligning the block
+
+    def allocate(self) -> tuple[list[np.ndarray], list[int]]:
+        """New output arrays, and their addresses."""
+        block = np.empty(self.block_bytes, dtype=np.uint8)
+        address = buffer_address(block)
+        start = -address % ALIGNMENT
+        address += start
+        arrays = [
+            np.ndarray(shape, dtype, block, start + offset) for shape, dtype, offset in self.layout
+        ]
+        return arrays, [address + offset for offset in self.offsets]
 
 
 def aligned_empty(shape: Sequence[int], dtype: np.dtype | str = np.uint8) -> np.ndarray:
@@ -250,6 +303,30 @@ def check_feed_names(feeds: object, input_names: Sequence[str]) -> None:
         )
 
 
+@dataclass
+class _Workspace:
+    """What one in-flight run owns: the arena for its intermediates and its status record
+    (runtime/status.py), with their addresses; reused by later runs, never shared by two."""
+
+    arena: np.ndarray
+    arena_address: int
+    status: np.ndarray  # passed only to a program that takes one; always zero when idle
+    status_address: int
+    # The record's words as Python ints, read without a numpy call: a run that recorded
+    # nothing leaves CODE and CLAIM zero, and then wrote no word (runtime/status.py), so the
+    # record stays zeroed for the next run and only a failed run needs it cleared.
+    status_words: memoryview
+
+    def failure(self) -> np.ndarray | None:
+        """A copy of the record if the run recorded an error (the record is then cleared)."""
+        words = self.status_words
+        if not (words[CODE] or words[CLAIM]):
+            return None
+        failed = self.status.copy()
+        self.status.fill(0)
+        return failed
+
+
 class Executable(RunnableModel):
     """A loaded program: validates inputs, runs the native entry point, returns numpy outputs.
 
@@ -287,19 +364,32 @@ class Executable(RunnableModel):
         n_args += (self.status_sites is not None) + (self.profile_sites is not None)
         self._entry = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(entry_address)
         self._set_num_threads = set_num_threads
-        self._arenas: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self._workspaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
         self.bounded: dict[str, tuple[str, int]] = _bounded_outputs(manifest)
         self._counts = {count for count, _ in self.bounded.values()}
+        # What every run needs, worked out once (a tiny model's kernels take ~1 µs: the
+        # per-run Python is the whole cost): each input's name, dtype, shape and C strides.
+        self._input_plan = tuple(
+            (s.name, numpy_dtype(s.dtype), s.shape, c_strides(s.shape, DTYPE_BYTES[s.dtype]))
+            for s in manifest.inputs
+        )
+        self._input_name_set = frozenset(s.name for s in manifest.inputs)
+        self._output_plan = OutputPlan(manifest.outputs)
+        self._output_keys = tuple(s.name for s in manifest.outputs)
+        self._input_names = tuple(s.name for s in manifest.inputs)
+        # The outputs a run returns, in order (a subclass regrouping them may replace this).
+        self._returned_names = tuple(n for n in self._output_keys if n not in self._counts)
+        self._weights_address = weights.ctypes.data
         self.set_num_threads(threads)
 
     # -- introspection -------------------------------------------------------------------------
     @property
     def input_names(self) -> list[str]:
-        return [s.name for s in self.manifest.inputs]
+        return list(self._input_names)
 
     @property
     def output_names(self) -> list[str]:
-        return [s.name for s in self.manifest.outputs if s.name not in self._counts]
+        return list(self._returned_names)
 
     @property
     def output_specs(self) -> list[TensorSpec]:
@@ -321,23 +411,44 @@ class Executable(RunnableModel):
         self._set_num_threads(threads)
 
     # -- running -------------------------------------------------------------------------------
-    def _checked_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        check_feed_names(feeds, self.input_names)
+    def checked_inputs(self, feeds: Mapping[str, Any], shapes: bool = True) -> list[np.ndarray]:
+        """The feeds in input order, C-contiguous, every name and dtype (and, with `shapes`,
+        shape) checked before anything runs (InputError naming the input and both values)."""
+        if type(feeds) is not dict or feeds.keys() != self._input_name_set:
+            check_feed_names(feeds, self.input_names)
         arrays = []
-        for spec in self.manifest.inputs:
-            given = feeds[spec.name]
-            array = np.asarray(given)
-            if array.dtype != numpy_dtype(spec.dtype):
+        for name, dtype, shape, strides in self._input_plan:
+            array = feeds[name]
+            if type(array) is not np.ndarray:
+                array = np.asarray(array)
+            if array.dtype != dtype:
                 raise InputError(
-                    f"input '{spec.name}': expected dtype {spec.dtype}, given {array.dtype}"
+                    f"input '{name}': expected dtype {dtype.name}, given {array.dtype}"
                 )
-            if tuple(array.shape) != spec.shape:
+            if not shapes:
+                arrays.append(np.ascontiguousarray(array))
+                continue
+            if array.shape != shape:
                 raise InputError(
-                    f"input '{spec.name}': expected shape {list(spec.shape)}, "
-                    f"given {list(array.shape)}"
+                    f"input '{name}': expected shape {list(shape)}, given {list(array.shape)}"
                 )
-            arrays.append(np.ascontiguousarray(array))
+            if array.strides != strides:
+                # Not laid out as a fresh C array (a C-contiguous array with a size-1 dim may
+                # still be, and is then not copied).
+                array = np.ascontiguousarray(array)
+            arrays.append(array)
         return arrays
+
+    def _new_workspace(self) -> _Workspace:
+        arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
+        status = new_status()
+        return _Workspace(arena, arena.ctypes.data, status, status.ctypes.data, memoryview(status))
+
+    def _take_workspace(self) -> _Workspace:
+        try:
+            return self._workspaces.get_nowait()
+        except queue.Empty:
+            return self._new_workspace()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run(feeds, None)
@@ -354,34 +465,34 @@ class Executable(RunnableModel):
     def _run(
         self, feeds: dict[str, np.ndarray], counters: np.ndarray | None
     ) -> dict[str, np.ndarray]:
-        inputs = self._checked_inputs(feeds)
-        extra = []
-        status = None
-        if self.status_sites is not None:
-            status = new_status()  # per run: concurrent runs never see each other's errors
-            extra.append(status.ctypes.data)
-        if self.profile_sites is not None:
-            if counters is None:
-                counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
-            extra.append(counters.ctypes.data)
-        outputs = [aligned_empty(s.shape, s.dtype) for s in self.manifest.outputs]
+        inputs = self.checked_inputs(feeds)
+        outputs, output_addresses = self._output_plan.allocate()
+        args = [buffer_address(array) for array in inputs]
+        args += output_addresses
+        workspace = self._take_workspace()
+        failed: np.ndarray | None = None
         try:
-            arena = self._arenas.get_nowait()
-        except queue.Empty:
-            arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
-        try:
-            self._entry(
-                *[a.ctypes.data for a in inputs],
-                *[o.ctypes.data for o in outputs],
-                arena.ctypes.data,
-                self._weights.ctypes.data,
-                *extra,
-            )
+            args.append(workspace.arena_address)
+            args.append(self._weights_address)
+            if self.status_sites is not None:
+                # Zero (see _Workspace) and the run's own: concurrent runs take other workspaces.
+                args.append(workspace.status_address)
+            if self.profile_sites is not None:
+                if counters is None:
+                    counters = np.zeros(len(self.profile_sites) + 1, dtype=np.int64)
+                args.append(counters.ctypes.data)
+            self._entry(*args)
+            failed = workspace.failure()
         finally:
-            self._arenas.put(arena)
-        if status is not None:
-            check_status(status, self.status_sites or [])
-        results = {spec.name: array for spec, array in zip(self.manifest.outputs, outputs)}
+            self._workspaces.put(workspace)
+        if failed is not None:
+            check_status(failed, self.status_sites or [])
+        results = dict(zip(self._output_keys, outputs))
+        if self.bounded:
+            self._slice_bounded(results)
+        return results
+
+    def _slice_bounded(self, results: dict[str, np.ndarray]) -> None:
         for name, (count_name, axis) in self.bounded.items():
             # A data-dependent output: its buffer holds the upper bound, the count how much
             # of it is the result: its first `count` along `axis` (contiguous, as every other
@@ -396,7 +507,6 @@ class Executable(RunnableModel):
             results[name] = np.ascontiguousarray(array[(slice(None),) * axis + (slice(0, count),)])
         for count_name in self._counts:
             del results[count_name]
-        return results
 
     def call_per_sample(
         self,
@@ -407,38 +517,39 @@ class Executable(RunnableModel):
         samples: int,
     ) -> None:
         """Call the entry `samples` times, the k-th on every buffer's address plus k times its
-        step in bytes (0: the same buffer each call), one arena for all (the calls are
+        step in bytes (0: the same buffer each call), one workspace for all (the calls are
         sequential); the status record is checked after each call (runtime/polymorphic.py).
         The caller has checked the buffers: C-contiguous, of the manifest's dtypes, and
         holding `samples` blocks of the shapes the manifest gives."""
         if self.profile_sites is not None or self.bounded:
             raise ValueError("a profiled or bounded-output program is not run per sample")
-        status = new_status() if self.status_sites is not None else None
-        extra = [status.ctypes.data] if status is not None else []
-        in_addresses = [a.ctypes.data for a in inputs]
-        out_addresses = [o.ctypes.data for o in outputs]
-        try:
-            arena = self._arenas.get_nowait()
-        except queue.Empty:
-            arena = aligned_empty((max(self.manifest.arena_bytes, ALIGNMENT),))
+        in_addresses = [buffer_address(a) for a in inputs]
+        out_addresses = [buffer_address(o) for o in outputs]
+        workspace = self._take_workspace()
+        extra = [workspace.status_address] if self.status_sites is not None else []
+        failed: tuple[int, np.ndarray] | None = None
         try:
             for k in range(samples):
                 self._entry(
                     *[a + k * s for a, s in zip(in_addresses, input_steps)],
                     *[a + k * s for a, s in zip(out_addresses, output_steps)],
-                    arena.ctypes.data,
-                    self._weights.ctypes.data,
+                    workspace.arena_address,
+                    self._weights_address,
                     *extra,
                 )
-                if status is not None and status[0] != 0:
-                    try:
-                        check_status(status, self.status_sites or [])
-                    except KernelError as err:
-                        raise KernelError(
-                            f"{err} (in sample {k} of the batch)",
-                            op_type=err.op_type,
-                            node_name=err.node_name,
-                            value=err.value,
-                        ) from None
+                record = workspace.failure()
+                if record is not None:
+                    failed = (k, record)
+                    break
         finally:
-            self._arenas.put(arena)
+            self._workspaces.put(workspace)
+        if failed is not None:
+            try:
+                check_status(failed[1], self.status_sites or [])
+            except KernelError as err:
+                raise KernelError(
+                    f"{err} (in sample {failed[0]} of the batch)",
+                    op_type=err.op_type,
+                    node_name=err.node_name,
+                    value=err.value,
+                ) from None

@@ -21,13 +21,7 @@ import numpy as np
 from ember.runtime.dims import check_in_range
 from ember.runtime.documents import Field
 from ember.runtime.errors import InputError
-from ember.runtime.executable import (
-    Executable,
-    TensorSpec,
-    aligned_empty,
-    check_feed_names,
-    numpy_dtype,
-)
+from ember.runtime.executable import Executable, OutputPlan, TensorSpec
 from ember.runtime.runnable import RunnableModel
 
 # The manifest's `extra` section of a batch-polymorphic artifact:
@@ -64,6 +58,13 @@ class BatchLoop(RunnableModel):
                 raise ValueError(f"batched input '{spec.name}' is a scalar")
         if any(not spec.shape for spec in program.manifest.outputs):
             raise ValueError("a batch-polymorphic program has no scalar outputs")
+        # Per run: each buffer's step between samples, and the outputs of the last batch size.
+        self._input_steps = [
+            s.nbytes if s.name in self.batched_inputs else 0 for s in program.manifest.inputs
+        ]
+        self._output_steps = [s.nbytes for s in program.manifest.outputs]
+        self._output_keys = tuple(s.name for s in program.manifest.outputs)
+        self._last_outputs: tuple[int, OutputPlan] | None = None
 
     # -- the Executable API --------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -140,24 +141,14 @@ class BatchLoop(RunnableModel):
         return batch[0]
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        check_feed_names(feeds, self.input_names)
-        arrays = {}
-        for spec in self.program.manifest.inputs:
-            array = np.asarray(feeds[spec.name])
-            if array.dtype != numpy_dtype(spec.dtype):
-                raise InputError(
-                    f"input '{spec.name}': expected dtype {spec.dtype}, given {array.dtype}"
-                )
-            arrays[spec.name] = np.ascontiguousarray(array)
-        batch = self.batch_of({name: a.shape for name, a in arrays.items()})
-        inputs = [arrays[s.name] for s in self.program.manifest.inputs]
-        input_steps = [
-            s.nbytes if s.name in self.batched_inputs else 0 for s in self.program.manifest.inputs
-        ]
-        outputs = [aligned_empty(s.shape, s.dtype) for s in self.output_specs_for(batch)]
-        output_steps = [s.nbytes for s in self.program.manifest.outputs]
-        self.program.call_per_sample(inputs, outputs, input_steps, output_steps, batch)
-        return {s.name: o for s, o in zip(self.program.manifest.outputs, outputs)}
+        inputs = self.program.checked_inputs(feeds, shapes=False)
+        batch = self.batch_of({name: a.shape for name, a in zip(self.input_names, inputs)})
+        last = self._last_outputs
+        if last is None or last[0] != batch:
+            last = self._last_outputs = (batch, OutputPlan(self.output_specs_for(batch)))
+        outputs, _ = last[1].allocate()
+        self.program.call_per_sample(inputs, outputs, self._input_steps, self._output_steps, batch)
+        return dict(zip(self._output_keys, outputs))
 
 
 def polymorphic_section(dim: str, inputs: Sequence[str], dim_range: tuple[int, int] | None) -> dict:

@@ -1,8 +1,11 @@
 """The status record: how compiled kernels report bad data (an index out of range) to the runtime.
 
 Every run passes its own record to the entry point, after the weights:
-`main(inputs..., outputs..., arena, weights, status)`. It is 8 int64 words, zeroed by the runtime
-before the call and read after it:
+`main(inputs..., outputs..., arena, weights, status)`. It is 8 int64 words, all zero when the call
+starts and read after it. Each in-flight run owns one record, reused by later runs
+(runtime/executable.py): a run whose CODE and CLAIM words stay zero wrote no word (every write
+below follows a claim or a non-zero code), so the runtime clears a record only after a run that
+recorded an error, and checks two words per run instead of zeroing eight:
 
     word  meaning
     0     error code (0: no error; ERROR_MESSAGES lists the others)

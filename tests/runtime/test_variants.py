@@ -65,6 +65,21 @@ def test_the_runtime_checks_shapes_and_ranges_before_dispatch(variants: Path) ->
         loaded.run({"x": np.zeros((1, 5), np.float64), "y": np.zeros((1, 6), np.float32)})
 
 
+def test_repeated_shapes_reuse_the_dispatch_and_other_shapes_are_checked(variants: Path) -> None:
+    loaded = load(variants, threads=1)
+    for batch in (3, 3, 1, 1, 3):
+        inputs = feeds(batch, 5, seed=batch)
+        assert_close(loaded.run(inputs), onnxruntime_outputs(symbolic_model(), inputs), REL_TOL)
+    with pytest.raises(ember.InputError, match=r"dim 'batch' is 7, outside its range 1\.\.4"):
+        loaded.run(feeds(7, 5))
+    with pytest.raises(ember.InputError, match="expected dtype float32"):
+        loaded.run({"x": np.zeros((3, 5), np.float64), "y": np.zeros((3, 6), np.float32)})
+    mismatched = feeds(3, 5)
+    mismatched["y"] = np.zeros((1, 6), np.float32)
+    with pytest.raises(ember.InputError, match="share dim 'batch' but were given 3"):
+        loaded.run(mismatched)
+
+
 def test_variants_run_without_the_compiler(variants: Path, tmp_path: Path) -> None:
     inputs = feeds(3, 5, seed=7)
     outputs = run_without_compiler(variants, inputs, tmp_path)
