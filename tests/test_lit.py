@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ember.tests.lit import expand, pipelines, run_lines
+from ember.tests.lit import expand, filled_weights, pipelines, run_lines
 
 TEXT = """// RUN: ember-opt %s --random-weights \\
 // RUN:   --pipeline canonicalize,dce | filecheck %s
@@ -32,3 +32,8 @@ def test_expand_runs_the_tools_with_this_interpreter() -> None:
         f"{python} -m ember.tools.opt '/tmp/a b.mlir' --pipeline dce"
         f" | {python} -m filecheck '/tmp/a b.mlir'"
     )
+
+
+def test_filled_weights_are_read_from_the_run_lines() -> None:
+    text = "// RUN: ember-opt %s --random-weights --weight two=2 \\\n// RUN:   --weight=wz=0.5 --pipeline dce\n"
+    assert filled_weights(text) == [("two", 2.0), ("wz", 0.5)]

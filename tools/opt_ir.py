@@ -8,6 +8,7 @@ tool dumps, and read back with `--weights FILE`.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import zipfile
@@ -158,6 +159,30 @@ def seeded_weights(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
         values = rng.uniform(0.5, 1.5, shape)
         weights[ref.data] = values.astype(dtype) if dtype.kind in "fc" else np.ones(shape, dtype)
     return weights
+
+
+def weight_value(text: str) -> tuple[str, float]:
+    """`NAME=VALUE` of `ember opt --weight` as (name, value)."""
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not name or number is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a number, got '{text}'")
+    return name, number
+
+
+def filled_weight(module: ModuleOp, name: str, value: float) -> np.ndarray:
+    """The weight `name` of `module` as an array of `value`, shaped and typed as its constant."""
+    for op in module.walk():
+        ref = op.properties.get("ref")
+        if isinstance(ref, StringAttr) and ref.data == name:
+            result_type = op.results[0].type
+            shape = tuple(result_type.get_shape())  # type: ignore[attr-defined]
+            dtype = numpy_dtype_for(result_type.get_element_type())  # type: ignore[attr-defined]
+            return np.full(shape, value).astype(dtype)
+    raise InputError(f"--weight {name}={value}: the IR names no weight '{name}'")
 
 
 def check_weights(module: ModuleOp, weights: WeightStore, source: str) -> None:

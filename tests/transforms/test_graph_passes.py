@@ -25,8 +25,8 @@ from ember.passes.transforms.dce import DeadCodeElimination
 from ember.passes.transforms.fold_constants import FoldConstants
 from ember.passes.transforms.fuse_epilogue import FuseConvActivation
 from ember.tests.filecheck_util import assert_filecheck
-from ember.tests.lit import pipelines
-from ember.tools.opt_ir import referenced_weights, seeded_weights
+from ember.tests.lit import filled_weights, pipelines
+from ember.tools.opt_ir import filled_weight, referenced_weights, seeded_weights
 
 RTOL, ATOL = 1e-5, 1e-6
 PASS_FILES = sorted(Path(__file__).parent.glob("*.mlir"))
@@ -86,13 +86,15 @@ def _evaluate(module: ModuleOp, store: WeightStore) -> dict[str, list[np.ndarray
 @pytest.mark.parametrize("path", PASS_FILES, ids=lambda p: p.name)
 def test_pass_files_keep_values(path: Path) -> None:
     """The pipeline of a .mlir test file leaves each of its functions computing the same values
-    (with the weights `--random-weights` gives it), and a pipeline ending in dce leaves exactly
+    (with the weights `--random-weights` and its `--weight NAME=VALUE` give it), and a pipeline ending in dce leaves exactly
     the weights the IR still names."""
     text = path.read_text()
     (spec,) = pipelines(text)
     ctx = make_context()
     module = Parser(ctx, text).parse_module()
-    store = ctx.weights = WeightStore(seeded_weights(module))
+    weights = seeded_weights(module)
+    weights.update({name: filled_weight(module, name, v) for name, v in filled_weights(text)})
+    store = ctx.weights = WeightStore(weights)
     before = _evaluate(module, store)
     assert before, "no function on tensors to evaluate"
     build_pipeline(spec).apply(ctx, module)
