@@ -30,6 +30,12 @@ from ember.tools.opt_ir import filled_weight, referenced_weights, seeded_weights
 
 RTOL, ATOL = 1e-5, 1e-6
 PASS_FILES = sorted(Path(__file__).parent.glob("*.mlir"))
+# Files whose values the numpy interpreter cannot compare before and after, and why.
+NOT_EVALUATED = {
+    "quantize-ops.mlir": "graph.qconv has no numpy semantics (its integer requantization may "
+    "differ from the float QDQ ops by one step by design); its numerics: test_quantize_ops.py "
+    "and tests/kernels/test_q*.py against onnxruntime",
+}
 
 
 def rand(*shape: int, seed: int = 0, low: float | None = None) -> np.ndarray:
@@ -88,6 +94,8 @@ def test_pass_files_keep_values(path: Path) -> None:
     """The pipeline of a .mlir test file leaves each of its functions computing the same values
     (with the weights `--random-weights` and its `--weight NAME=VALUE` give it), and a pipeline ending in dce leaves exactly
     the weights the IR still names."""
+    if path.name in NOT_EVALUATED:
+        pytest.skip(NOT_EVALUATED[path.name])
     text = path.read_text()
     (spec,) = pipelines(text)
     ctx = make_context()
