@@ -12,6 +12,7 @@ import argparse
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,16 @@ def write_ir(
     return npz
 
 
+def weight_slots(module: ModuleOp) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
+    """(name, shape, dtype) of every `graph.constant`/`kernel.weight` of `module`, in IR order."""
+    for op in module.walk():
+        ref = op.properties.get("ref")
+        if isinstance(ref, StringAttr) and op.name in ("graph.constant", "kernel.weight"):
+            result_type = op.results[0].type
+            shape = tuple(result_type.get_shape())  # type: ignore[attr-defined]
+            yield ref.data, shape, numpy_dtype_for(result_type.get_element_type())  # type: ignore[attr-defined]
+
+
 def seeded_weights(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
     """A seeded array for every `graph.constant`/`kernel.weight` of `module`, shaped and typed as
     its result: what `--random-weights` gives hand-written IR (the IR tests' .mlir files).
@@ -149,15 +160,9 @@ def seeded_weights(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
     of sqrt/log are valid wherever a pass folds them."""
     rng = np.random.default_rng(seed)
     weights: dict[str, np.ndarray] = {}
-    for op in module.walk():
-        ref = op.properties.get("ref")
-        if not (isinstance(ref, StringAttr) and op.name in ("graph.constant", "kernel.weight")):
-            continue
-        result_type = op.results[0].type
-        shape = tuple(result_type.get_shape())  # type: ignore[attr-defined]
-        dtype = numpy_dtype_for(result_type.get_element_type())  # type: ignore[attr-defined]
+    for name, shape, dtype in weight_slots(module):
         values = rng.uniform(0.5, 1.5, shape)
-        weights[ref.data] = values.astype(dtype) if dtype.kind in "fc" else np.ones(shape, dtype)
+        weights[name] = values.astype(dtype) if dtype.kind in "fc" else np.ones(shape, dtype)
     return weights
 
 
@@ -175,12 +180,8 @@ def weight_value(text: str) -> tuple[str, float]:
 
 def filled_weight(module: ModuleOp, name: str, value: float) -> np.ndarray:
     """The weight `name` of `module` as an array of `value`, shaped and typed as its constant."""
-    for op in module.walk():
-        ref = op.properties.get("ref")
-        if isinstance(ref, StringAttr) and ref.data == name:
-            result_type = op.results[0].type
-            shape = tuple(result_type.get_shape())  # type: ignore[attr-defined]
-            dtype = numpy_dtype_for(result_type.get_element_type())  # type: ignore[attr-defined]
+    for slot, shape, dtype in weight_slots(module):
+        if slot == name:
             return np.full(shape, value).astype(dtype)
     raise InputError(f"--weight {name}={value}: the IR names no weight '{name}'")
 
