@@ -1,7 +1,7 @@
 // RUN: ember-opt %s --random-weights --target-cpu x86-64-v3 --threads 2 \
 // RUN:   --pipeline lower-kernels-to-loops | filecheck %s
-// The input is kernel IR after place-weights would run (weights as kernel.weight here); the
-// kernels' numerics: tests/kernels/ (each kernel against onnxruntime).
+// The input is kernel IR (its weights still kernel.weight ops: lowering does not need
+// place-weights); the kernels' numerics: tests/kernels/ (each kernel against onnxruntime).
 
 // Each kernel op becomes a call of a private function of scf loops on memrefs and vectors;
 // the entry function gets a trailing `status` argument for the kernels' error reports.
