@@ -3,12 +3,12 @@
 // The counters at run time: tests/tools/test_profile.py.
 
 // Each kernel call of the entry function is bracketed by reads of the cycle counter, and the
-// difference is added to its slot of a trailing `profile` argument (slot 2: the whole
-// function). ember.profile_sites says what each slot is: the callee, the lowering's summary
+// difference is added to its slot of a trailing `profile` argument: one slot per call site
+// (@negate is called twice), and slot 3 for the whole function. ember.profile_sites says what each slot is: the callee, the lowering's summary
 // and flops where it set them (else the operand shapes and 0), and the ONNX node.
 // CHECK-LABEL: func.func @main(
-// CHECK-SAME:    %[[P:[^:]*]]: memref<3xi64> {ember.role = "profile"})
-// CHECK-SAME:    ember.profile_sites = [{callee = "negate", summary = "negate 16", flops = 16 : i64, shapes = "16 -> 16", op_type = "Neg", node = "neg_0", absorbed = []}, {callee = "copy", summary = "16 -> 16", flops = 0 : i64, shapes = "16 -> 16", op_type = "", node = "", absorbed = []}]
+// CHECK-SAME:    %[[P:[^:]*]]: memref<4xi64> {ember.role = "profile"})
+// CHECK-SAME:    ember.profile_sites = [{callee = "negate", summary = "negate 16", flops = 16 : i64, shapes = "16 -> 16", op_type = "Neg", node = "neg_0", absorbed = []}, {callee = "copy", summary = "16 -> 16", flops = 0 : i64, shapes = "16 -> 16", op_type = "", node = "", absorbed = []}, {callee = "negate", summary = "negate 16", flops = 16 : i64, shapes = "16 -> 16", op_type = "", node = "", absorbed = []}]
 // CHECK:         %[[T0:.*]] = func.call @llvm.readcyclecounter() : () -> i64
 // CHECK-NEXT:    %[[A:.*]] = func.call @llvm.readcyclecounter() : () -> i64
 // CHECK-NEXT:    func.call @negate(%x, %y)
@@ -20,8 +20,10 @@
 // CHECK-NEXT:    memref.store %[[NEW]], %[[P]][%[[SLOT0]]]
 // CHECK:         func.call @copy(%y, %z)
 // CHECK:         arith.constant 1 : index
+// CHECK:         func.call @negate(%z, %w)
+// CHECK:         arith.constant 2 : index
 // CHECK:         %[[END:.*]] = func.call @llvm.readcyclecounter() : () -> i64
-// CHECK-NEXT:    arith.constant 2 : index
+// CHECK-NEXT:    arith.constant 3 : index
 // CHECK-NEXT:    arith.subi %[[END]], %[[T0]] : i64
 // CHECK:         func.return
 
@@ -33,9 +35,10 @@
 // The counter intrinsic, declared once.
 // CHECK:       func.func private @llvm.readcyclecounter() -> i64
 builtin.module {
-  func.func @main(%x: memref<16xf32>, %y: memref<16xf32>, %z: memref<16xf32>) attributes {ember.input_names = ["x"], ember.output_names = ["y", "z"]} {
+  func.func @main(%x: memref<16xf32>, %y: memref<16xf32>, %z: memref<16xf32>, %w: memref<16xf32>) attributes {ember.input_names = ["x"], ember.output_names = ["y", "z", "w"]} {
     func.call @negate(%x, %y) {ember.origin = {op_type = "Neg", node = "neg_0"}} : (memref<16xf32>, memref<16xf32>) -> ()
     func.call @copy(%y, %z) : (memref<16xf32>, memref<16xf32>) -> ()
+    func.call @negate(%z, %w) : (memref<16xf32>, memref<16xf32>) -> ()
     func.return
   }
   func.func private @negate(%in: memref<16xf32>, %out: memref<16xf32>) attributes {ember.kernel_summary = "negate 16", ember.kernel_flops = 16 : i64} {
