@@ -65,6 +65,12 @@ def pipelines(text: str) -> list[str]:
     return [m.group(1).strip("'\"") for m in found if m]
 
 
+def filled_weights(text: str) -> list[tuple[str, float]]:
+    """The `--weight NAME=VALUE` settings of a file's RUN lines (weights of one value each)."""
+    found = re.findall(r"--weight[= ](\S+?)=(\S+)", " ".join(run_lines(text)))
+    return [(name, float(value)) for name, value in found]
+
+
 class LitFailure(Exception):
     def __init__(self, command: str, result: subprocess.CompletedProcess[str]):
         super().__init__(command)

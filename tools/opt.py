@@ -45,12 +45,14 @@ from ember.tools.opt_bisect import MANDATORY_PASSES, ORACLES
 from ember.tools.opt_ir import (
     InputError,
     check_weights,
+    filled_weight,
     load_weights,
     parse_ir,
     print_ir,
     referenced_weights,
     seeded_weights,
     sidecar_path,
+    weight_value,
     write_ir,
 )
 from ember.tools.opt_run import (
@@ -179,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="IR text: seeded weights (--seed) for those no .npz supplies, e.g. hand-written IR",
     )
     io.add_argument(
+        "--weight",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        type=weight_value,
+        help="IR text: the weight NAME filled with VALUE, shaped and typed as its constant "
+        "(repeatable; e.g. a zero point of 0 or an exponent of 2 for a test)",
+    )
+    io.add_argument(
         "--emit",
         choices=EMIT_CHOICES,
         help="stop at a stage / emit LLVM IR or asm / dot: the graph-stage IR as Graphviz text",
@@ -266,10 +277,12 @@ def load_input(
     target: Target,
     input_shapes: dict[str, list[int]] | None = None,
     random_weights_seed: int | None = None,
+    filled_weights: Sequence[tuple[str, float]] = (),
 ) -> tuple[ModuleOp, EmberContext, bool]:
     """(module, context with weights, whether the input was ONNX); `input_shapes` pins an
     ONNX model's symbolic input dims; with `random_weights_seed`, IR text gets seeded weights
-    for those its weights file lacks."""
+    for those its weights file lacks; `filled_weights` (name, value) set IR text's weights
+    to one value each, over any other source."""
     source = Path(path)
     if source.is_dir():
         raise InputError(f"'{path}' is a directory: give an .onnx model or a file of ember IR")
@@ -277,6 +290,9 @@ def load_input(
         raise InputError(f"no such file: '{path}'")
     if source.suffix == ".onnx":
         from ember.frontend.onnx_importer import import_model
+
+        if filled_weights:
+            raise UsageError("--weight sets the weights of IR text, not of an .onnx model")
 
         model = read_model(source)
         module, weights = import_model(model, static_input_shapes(model, input_shapes))
@@ -297,6 +313,8 @@ def load_input(
         for name, array in seeded_weights(module, random_weights_seed).items():
             if name not in weights:
                 weights[name] = array
+    for name, value in filled_weights:
+        weights[name] = filled_weight(module, name, value)
     check_weights(module, weights, str(source))
     # Keep only what the IR names: a shared .npz (e.g. of --ir-dump-dir) also holds weights of
     # later stages, whose names would push the passes' fresh names to other suffixes.
@@ -385,6 +403,7 @@ def run(
             target,
             args.input_shapes,
             args.seed if args.random_weights else None,
+            args.weight,
         )
     load_seconds = time.perf_counter() - start
 

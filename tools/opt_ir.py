@@ -8,9 +8,11 @@ tool dumps, and read back with `--weights FILE`.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +143,16 @@ def write_ir(
     return npz
 
 
+def weight_slots(module: ModuleOp) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
+    """(name, shape, dtype) of every `graph.constant`/`kernel.weight` of `module`, in IR order."""
+    for op in module.walk():
+        ref = op.properties.get("ref")
+        if isinstance(ref, StringAttr) and op.name in ("graph.constant", "kernel.weight"):
+            result_type = op.results[0].type
+            shape = tuple(result_type.get_shape())  # type: ignore[attr-defined]
+            yield ref.data, shape, numpy_dtype_for(result_type.get_element_type())  # type: ignore[attr-defined]
+
+
 def seeded_weights(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
     """A seeded array for every `graph.constant`/`kernel.weight` of `module`, shaped and typed as
     its result: what `--random-weights` gives hand-written IR (the IR tests' .mlir files).
@@ -149,16 +161,30 @@ def seeded_weights(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
     of sqrt/log are valid wherever a pass folds them."""
     rng = np.random.default_rng(seed)
     weights: dict[str, np.ndarray] = {}
-    for op in module.walk():
-        ref = op.properties.get("ref")
-        if not (isinstance(ref, StringAttr) and op.name in ("graph.constant", "kernel.weight")):
-            continue
-        result_type = op.results[0].type
-        shape = tuple(result_type.get_shape())  # type: ignore[attr-defined]
-        dtype = numpy_dtype_for(result_type.get_element_type())  # type: ignore[attr-defined]
+    for name, shape, dtype in weight_slots(module):
         values = rng.uniform(0.5, 1.5, shape)
-        weights[ref.data] = values.astype(dtype) if dtype.kind in "fc" else np.ones(shape, dtype)
+        weights[name] = values.astype(dtype) if dtype.kind in "fc" else np.ones(shape, dtype)
     return weights
+
+
+def weight_value(text: str) -> tuple[str, float]:
+    """`NAME=VALUE` of `ember opt --weight` as (name, value)."""
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not name or number is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a number, got '{text}'")
+    return name, number
+
+
+def filled_weight(module: ModuleOp, name: str, value: float) -> np.ndarray:
+    """The weight `name` of `module` as an array of `value`, shaped and typed as its constant."""
+    for slot, shape, dtype in weight_slots(module):
+        if slot == name:
+            return np.full(shape, value).astype(dtype)
+    raise InputError(f"--weight {name}={value}: the IR names no weight '{name}'")
 
 
 def check_weights(module: ModuleOp, weights: WeightStore, source: str) -> None:

@@ -245,6 +245,35 @@ def test_ir_text_without_its_weights_is_a_clear_error(
     assert code == 2 and "references" in err and "--weights" in err
 
 
+def test_weight_fills_one_weight_with_a_value(
+    capsys: pytest.CaptureFixture[str], small_path: Path, tmp_path: Path
+) -> None:
+    """--weight NAME=VALUE sets a weight of IR text to one value, shaped and typed as its
+    constant (the IR test files' exponents, zero points, epsilons); bad uses exit 2."""
+    ir = tmp_path / "pow.mlir"
+    ir.write_text(
+        "func.func @main(%x: tensor<3xf32>) -> tensor<3xf32> {\n"
+        '  %p = graph.constant "p" : tensor<1xf32>\n'
+        "  %y = graph.pow %x, %p : tensor<3xf32>, tensor<1xf32> -> tensor<3xf32>\n"
+        "  func.return %y : tensor<3xf32>\n}\n"
+    )
+    out_file = tmp_path / "out.mlir"
+    code, _, err = opt(capsys, ir, "--weight", "p=2", "--pipeline", "canonicalize", "-o", out_file)
+    assert code == 0, err
+    assert "graph.mul %x, %x" in out_file.read_text()  # x ** 2 -> x * x: the value was 2
+    code, out, err = opt(capsys, ir, "--random-weights", "--weight", "p=3", "--pipeline", "dce")
+    assert code == 0 and "graph.pow" in out, err
+    for value in ["p", "p=two"]:  # argparse's own usage error: exit status 2
+        with pytest.raises(SystemExit) as exit_info:
+            opt(capsys, ir, "--weight", value, "--pipeline", "dce")
+        assert exit_info.value.code == 2
+        assert "expected NAME=VALUE with a number" in capsys.readouterr().err
+    code, _, err = opt(capsys, ir, "--weight", "q=1", "--pipeline", "dce")
+    assert code == 2 and "names no weight 'q'" in err
+    code, _, err = opt(capsys, small_path, "--weight", "p=1", "--pipeline", "dce")
+    assert code == 2 and "not of an .onnx model" in err
+
+
 def test_loops_ir_round_trips(
     capsys: pytest.CaptureFixture[str], small_path: Path, tmp_path: Path
 ) -> None:

@@ -13,7 +13,6 @@ from ember.core.target import host_target
 from ember.engine.compile import compile_program
 from ember.passes.program import entry_function
 from ember.passes.transforms.instrument_kernels import InstrumentKernels, profile_sites
-from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools import profile as profile_tool
 
@@ -51,34 +50,11 @@ def twin_convs(channels: int = 16, size: int = 24) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_pass_brackets_each_call_and_sums_into_a_trailing_buffer() -> None:
+def test_pass_describes_each_call_site_and_refuses_a_second_run() -> None:
     program = compile_program(twin_convs(), host_target(1))
     InstrumentKernels().apply(program.ctx, program.module)
-    # Three kernel calls: slots 0..2, slot 3 is the whole entry.
-    assert_filecheck(
-        str(program.module),
-        """
-        CHECK: func.func @main(
-        CHECK-SAME: %{{.*}}: memref<4xi64> {ember.role = "profile"})
-        CHECK-NEXT: %[[ENTRY:.*]] = func.call @llvm.readcyclecounter() : () -> i64
-        CHECK: %[[T0:.*]] = func.call @llvm.readcyclecounter() : () -> i64
-        CHECK-NEXT: func.call @conv2d_1(
-        CHECK-NEXT: %[[T1:.*]] = func.call @llvm.readcyclecounter() : () -> i64
-        CHECK-NEXT: %[[SLOT:.*]] = arith.constant 0 : index
-        CHECK-NEXT: %[[D:.*]] = arith.subi %[[T1]], %[[T0]] : i64
-        CHECK-NEXT: %[[OLD:.*]] = memref.load %{{.*}}[%[[SLOT]]] : memref<4xi64>
-        CHECK-NEXT: %[[NEW:.*]] = arith.addi %[[OLD]], %[[D]] : i64
-        CHECK-NEXT: memref.store %[[NEW]], %{{.*}}[%[[SLOT]]] : memref<4xi64>
-        CHECK: func.call @conv2d_1(
-        CHECK: func.call @reduce_1(
-        CHECK: memref.store
-        CHECK-NEXT: %[[END:.*]] = func.call @llvm.readcyclecounter() : () -> i64
-        CHECK-NEXT: arith.constant 3 : index
-        CHECK-NEXT: arith.subi %[[END]], %[[ENTRY]] : i64
-        CHECK: func.return
-        CHECK: func.func private @llvm.readcyclecounter() -> i64
-        """,
-    )
+    # The IR before and after: tests/lowering/instrument-kernels.mlir. Here the sites of real
+    # kernels: three calls (one function called twice), their summaries and flops.
     sites = profile_sites(entry_function(program.module))
     assert sites is not None
     assert [s["callee"] for s in sites] == ["conv2d_1", "conv2d_1", "reduce_1"]

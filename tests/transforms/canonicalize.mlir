@@ -1,4 +1,5 @@
-// RUN: ember-opt %s --random-weights --pipeline canonicalize,dce | filecheck %s
+// RUN: ember-opt %s --random-weights --weight two=2 --weight h_three=3 --weight h_four=4 \
+// RUN:   --weight tenth=0.1 --weight half=0.5 --pipeline canonicalize,dce | filecheck %s
 // The values before and after: tests/transforms/test_graph_passes.py::test_pass_files_keep_values
 
 builtin.module {
@@ -44,5 +45,67 @@ builtin.module {
     %v = graph.constant "v" : tensor<3xf32>
     %y = graph.batch_norm %x, %s, %b, %m, %v {epsilon = 1.0e-5 : f32} : tensor<1x3x2x2xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32>, tensor<3xf32> -> tensor<1x3x2x2xf32>
     func.return %y : tensor<1x3x2x2xf32>
+  }
+
+  // Constant arithmetic reassociated and folded: (x - c) / d * c -> x * (c/d) + (-c/d*c), one
+  // mul and one add; x ** 2 -> x * x.
+  // CHECK-LABEL: func.func @constant_arithmetic(%x: tensor<2x4xf32>)
+  // CHECK:         %[[M:.*]] = graph.mul %x, %{{.*}} : tensor<2x4xf32>, tensor<4xf32>
+  // CHECK:         %[[A:.*]] = graph.add %[[M]], %{{.*}} : tensor<2x4xf32>, tensor<4xf32>
+  // CHECK:         graph.mul %[[A]], %[[A]]
+  // CHECK-NOT:     graph.sub
+  // CHECK-NOT:     graph.div
+  // CHECK-NOT:     graph.pow
+  func.func @constant_arithmetic(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
+    %c = graph.constant "k1" : tensor<4xf32>
+    %d = graph.constant "k2" : tensor<4xf32>
+    %two = graph.constant "two" : tensor<1xf32>
+    %a = graph.sub %x, %c : tensor<2x4xf32>, tensor<4xf32> -> tensor<2x4xf32>
+    %b = graph.div %a, %d : tensor<2x4xf32>, tensor<4xf32> -> tensor<2x4xf32>
+    %e = graph.mul %c, %b : tensor<4xf32>, tensor<2x4xf32> -> tensor<2x4xf32>
+    %f = graph.pow %e, %two : tensor<2x4xf32>, tensor<1xf32> -> tensor<2x4xf32>
+    func.return %f : tensor<2x4xf32>
+  }
+
+  // Left alone in float16: a reciprocal or a reassociated constant rounds once more (~5e-4
+  // relative in f16, the size of the tolerance a user compares with). Only the exact
+  // reciprocal (of 4) applies; x / 3 and the two muls by c stay as written.
+  // CHECK-LABEL: func.func @float16_as_written(%x: tensor<2x4xf16>)
+  // CHECK:         %[[A:.*]] = graph.div %x, %{{.*}} : tensor<2x4xf16>, tensor<1xf16>
+  // CHECK:         %[[B:.*]] = graph.mul %[[A]], %{{.*}} : tensor<2x4xf16>, tensor<1xf16>
+  // CHECK:         %[[M:.*]] = graph.mul %[[B]], %c
+  // CHECK:         graph.mul %[[M]], %c
+  func.func @float16_as_written(%x: tensor<2x4xf16>) -> tensor<2x4xf16> {
+    %three = graph.constant "h_three" : tensor<1xf16>
+    %four = graph.constant "h_four" : tensor<1xf16>
+    %c = graph.constant "hc" : tensor<4xf16>
+    %a = graph.div %x, %three : tensor<2x4xf16>, tensor<1xf16> -> tensor<2x4xf16>
+    %b = graph.div %a, %four : tensor<2x4xf16>, tensor<1xf16> -> tensor<2x4xf16>
+    %m = graph.mul %b, %c : tensor<2x4xf16>, tensor<4xf16> -> tensor<2x4xf16>
+    %n = graph.mul %m, %c : tensor<2x4xf16>, tensor<4xf16> -> tensor<2x4xf16>
+    func.return %n : tensor<2x4xf16>
+  }
+
+  // Left alone: a division whose result reaches a Floor (here through a Relu) stays a
+  // division: x * 10.000000149 (the reciprocal of 0.1) would move a value on a bucket
+  // boundary into the next bucket. An exact reciprocal (of 0.5) still applies, and a division
+  // that reaches no step op becomes a multiplication.
+  // CHECK-LABEL: func.func @division_before_floor(%x: tensor<2x4xf32>)
+  // CHECK:         graph.div %x, %tenth
+  // CHECK:         graph.floor
+  // CHECK:         %[[B:.*]] = graph.mul %x, %{{.*}} : tensor<2x4xf32>, tensor<1xf32>
+  // CHECK:         graph.floor %[[B]]
+  // CHECK:         graph.mul %x, %{{.*}} : tensor<2x4xf32>, tensor<1xf32>
+  // CHECK-NOT:     graph.div
+  func.func @division_before_floor(%x: tensor<2x4xf32>) -> (tensor<2x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>) {
+    %tenth = graph.constant "tenth" : tensor<1xf32>
+    %half = graph.constant "half" : tensor<1xf32>
+    %a = graph.div %x, %tenth : tensor<2x4xf32>, tensor<1xf32> -> tensor<2x4xf32>
+    %r = graph.relu %a : tensor<2x4xf32> -> tensor<2x4xf32>
+    %f = graph.floor %r : tensor<2x4xf32> -> tensor<2x4xf32>
+    %b = graph.div %x, %half : tensor<2x4xf32>, tensor<1xf32> -> tensor<2x4xf32>
+    %g = graph.floor %b : tensor<2x4xf32> -> tensor<2x4xf32>
+    %c = graph.div %x, %tenth : tensor<2x4xf32>, tensor<1xf32> -> tensor<2x4xf32>
+    func.return %f, %g, %c : tensor<2x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>
   }
 }
