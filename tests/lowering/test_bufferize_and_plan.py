@@ -13,7 +13,6 @@ from xdsl.parser import Parser
 from ember.core.context import make_context
 from ember.passes.pipeline import build_pipeline
 from ember.passes.program import entry_function
-
 from ember.passes.transforms.plan_memory import Interval, plan
 
 
