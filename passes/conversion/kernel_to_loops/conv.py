@@ -526,16 +526,21 @@ class BandPlanes:
 
     @staticmethod
     def plan_flat(geo: ConvGeometry, vw: int, slots: int) -> BandPlanes:
-        """Flat planes (row stride 1): width = Wo + the widest tap shift, bands of about
-        FLAT_BAND_BYTES of planes, balanced so that the last band is not mostly empty."""
+        """Flat planes (row stride 1): width = Wo + the widest tap shift, bands of at most
+        FLAT_BAND_BYTES of planes, as many rows as compute the fewest vectors in all (every
+        band computes whole vectors of band_rows*width positions, the last one too)."""
         assert geo.sh == 1
         shift_max = ((geo.kw - 1) * geo.dw) // geo.sw
         width = geo.wo + shift_max
         halo = (geo.kh - 1) * geo.dh + 1
         row_bytes = slots * geo.sw * width * 4
-        most = max(1, FLAT_BAND_BYTES // row_bytes - (halo - 1))
-        bands = ceil_div(geo.ho, min(most, geo.ho))
-        band_rows = ceil_div(geo.ho, bands)
+        most = min(geo.ho, max(1, FLAT_BAND_BYTES // row_bytes - (halo - 1)))
+
+        def vectors(rows: int) -> tuple[int, int]:
+            return ceil_div(geo.ho, rows) * ceil_div(rows * width, vw), -rows
+
+        band_rows = min(range(1, most + 1), key=vectors)
+        bands = ceil_div(geo.ho, band_rows)
         copy_cols = min(geo.w, width * geo.sw - geo.pl)
         # A band's last vector starts before band_rows*width and reads up to VW - 1 + shift_max
         # positions past it.
