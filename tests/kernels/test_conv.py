@@ -69,6 +69,7 @@ def run_conv(
     seed: int = 0,
     expect_layout: str | None = None,
     target: Target | None = None,
+    in_place: bool = False,
 ) -> None:
     rng = np.random.default_rng(seed)
     batch, cin, h, wd = x_shape
@@ -85,7 +86,12 @@ def run_conv(
     if expect_layout is not None:
         assert layout.startswith(expect_layout)
     out = np.full(out_shape, np.nan, dtype=np.float32)
+    if in_place:  # the output overwrites the residual, as after buffer planning
+        assert res_arr is not None
+        out = res_arr.copy()
     arrays = [x, packed, *(a for a in (bias_arr, res_arr) if a is not None), out]
+    if in_place:
+        arrays[-2] = out
     make = conv_op(
         kernel_shape, strides, pads, dilations, group, layout, bias, residual, activation
     )
@@ -227,6 +233,20 @@ def test_conv_direct_wide(case: tuple, isa: str, threads: int) -> None:
         expect_layout="conv_a_panel",
         target=target,
     )
+
+
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_conv_direct_wide_bands_in_place(isa: str) -> None:
+    """Several flat bands, the output overwriting the residual: a band must not store the
+    vectors past its last row (partial sums into the next band's first row, which that
+    band then read as its residual; a race at 2 threads, wrong at any)."""
+    target = AVX2 if isa == "avx2" else host_target(1)
+    x_shape, cout, ks, pads = (1, 40, 60, 17), 8, (3, 3), (1, 1, 1, 1)
+    geo = _geometry(x_shape, cout, ks, pads, (1, 1), 1)
+    planes = conv._direct_planes(geo, target)
+    assert planes is not None and planes.flat and planes.bands > 1
+    assert planes.band_rows * planes.width % target.vector_width  # a partial last vector
+    run_conv(x_shape, cout, ks, pads=pads, bias=True, residual=True, in_place=True, target=target)
 
 
 def test_conv_direct_wide_choice() -> None:

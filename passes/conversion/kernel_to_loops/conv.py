@@ -767,12 +767,12 @@ def _direct_planes(geo: ConvGeometry, target: Target) -> BandPlanes | None:
     ):
         planes = BandPlanes.plan(geo, vw, geo.cin)
     elif _wide_direct(geo, target):
-        cin_g = geo.cin // geo.group
+        slots = geo.cin // geo.group
         # Flat planes when whole vectors per output row would idle more lanes than the
         # width - Wo columns between a flat band's rows (56 wide: 64 lanes a row vs 58).
         shift_max = (geo.kw - 1) * geo.dw
         flat = geo.wo + shift_max < ceil_div(geo.wo, vw) * vw
-        planes = BandPlanes.plan_flat(geo, vw, cin_g) if flat else BandPlanes.plan(geo, vw, cin_g)
+        planes = BandPlanes.plan_flat(geo, vw, slots) if flat else BandPlanes.plan(geo, vw, slots)
     else:
         return None
     return planes if planes.fits else None
@@ -782,41 +782,47 @@ def _direct_planes(geo: ConvGeometry, target: Target) -> BandPlanes | None:
 class SplitVector:
     """The output elements of one vector of flat band columns: lanes [0, p) end output row
     oh at column col, lanes [p, VW) start row oh + 1 (p = width - col); lanes on the
-    width - Wo columns between rows, or on rows past the output, are masked off. Each part
+    width - Wo columns between rows, or on rows past the band, are masked off. Each part
     is one masked access at its own base (the second base is p before row oh + 1 starts)."""
 
+    bi: SSAValue
     parts: tuple[tuple[SSAValue, SSAValue], ...]  # (flat output index of lane 0, mask)
 
     @staticmethod
-    def of(b: LoopBuilder, planes: BandPlanes, oh0: SSAValue, flat: SSAValue) -> SplitVector:
+    def of(
+        b: LoopBuilder, planes: BandPlanes, bi: SSAValue, oh0: SSAValue, flat: SSAValue
+    ) -> SplitVector:
         geo, vw, width = planes.geo, planes.vw, planes.width
         mask_type = VectorType(i1, [vw])
         size = geo.ho * geo.wo
         row, col = b.floordiv(flat, width), b.rem(flat, width)
         oh = b.add(oh0, row)
-        # Row oh: lanes [0, Wo - col), none if col >= Wo or the row is past the output.
+        # The band's rows only: the vectors past its last row would write the next band's
+        # first row with partial sums (its units may run before or after this one).
+        end = b.min_index(b.add(oh0, planes.band_rows), geo.ho)
+        # Row oh: lanes [0, Wo - col), none if col >= Wo or the row is past the band.
         count = b.max_index(b.min_index(b.sub(geo.wo, col), vw), 0)
-        count = b.select(b.cmp_index("ult", oh, geo.ho), count, b.index(0))
+        count = b.select(b.cmp_index("ult", oh, end), count, b.index(0))
         mask_a = b.insert(vector.CreateMaskOp([count], mask_type)).results[0]
         # Row oh + 1: lanes [p, VW) (Wo >= VW, so they never reach its end); base >= Wo - VW.
         start = b.min_index(b.sub(width, col), vw)
-        end = b.select(b.cmp_index("ult", b.add(oh, 1), geo.ho), b.index(vw), start)
-        below_end = b.insert(vector.CreateMaskOp([end], mask_type)).results[0]
+        stop = b.select(b.cmp_index("ult", b.add(oh, 1), end), b.index(vw), start)
+        below_end = b.insert(vector.CreateMaskOp([stop], mask_type)).results[0]
         below_start = b.insert(vector.CreateMaskOp([start], mask_type)).results[0]
         mask_b = b.insert(arith.XOrIOp(below_end, below_start)).results[0]
         # Bases of masked-off parts are clamped into the buffer (one past its end at most).
         base_a = b.min_index(b.add(b.mul(oh, geo.wo), col), size)
         base_b = b.min_index(b.sub(b.mul(b.add(oh, 1), geo.wo), start), size)
-        return SplitVector(((base_a, mask_a), (base_b, mask_b)))
+        return SplitVector(bi, ((base_a, mask_a), (base_b, mask_b)))
 
-    def load(self, b: LoopBuilder, buf: SSAValue, bi: SSAValue, ch: SSAValue) -> SSAValue:
+    def load(self, b: LoopBuilder, buf: SSAValue, ch: SSAValue) -> SSAValue:
         element = buf.type.get_element_type()  # type: ignore[attr-defined]
         vw = self.parts[0][1].type.get_shape()[0]  # type: ignore[attr-defined]
         zero = b.splat(0.0, vw, element)
         parts = [
             b.insert(
                 vector.MaskedLoadOp(
-                    buf, [bi, ch, b.index(0), base], mask, zero, VectorType(element, [vw])
+                    buf, [self.bi, ch, b.index(0), base], mask, zero, VectorType(element, [vw])
                 )
             ).results[0]
             for base, mask in self.parts
@@ -824,9 +830,26 @@ class SplitVector:
         # Disjoint masks with zero pass-through: the sum is the union.
         return b.addf(parts[0], parts[1])
 
-    def store(self, b: LoopBuilder, v: SSAValue, buf: SSAValue, bi: SSAValue, ch: SSAValue) -> None:
+    def store(self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue) -> None:
         for base, mask in self.parts:
-            b.insert(vector.MaskedStoreOp(buf, [bi, ch, b.index(0), base], mask, v))
+            b.insert(vector.MaskedStoreOp(buf, [self.bi, ch, b.index(0), base], mask, v))
+
+
+@dataclass(frozen=True)
+class RowVector:
+    """The output elements of one vector of an output row: `lanes` columns from `col`."""
+
+    bi: SSAValue
+    oh: SSAValue
+    col: SSAValue
+    lanes: int
+    vw: int
+
+    def load(self, b: LoopBuilder, buf: SSAValue, ch: SSAValue) -> SSAValue:
+        return load_lanes(b, buf, [self.bi, ch, self.oh, self.col], self.lanes, self.vw)
+
+    def store(self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue) -> None:
+        store_lanes(b, v, buf, [self.bi, ch, self.oh, self.col], self.lanes, self.vw)
 
 
 def _lower_direct(
@@ -835,7 +858,7 @@ def _lower_direct(
     """Direct conv: the GEMM micro-kernel with B read from the band planes (no im2col).
 
     Each MR x NR tile of C (MR output channels, NR consecutive output columns of one row,
-    or of a flat band's rows) runs the whole reduction, K = Cin/G*kh*kw, as a loop over
+    or of a flat band's rows) runs the reduction over K = Cin/G*kh*kw as a loop over
     (ci, r) with the kw taps of each kernel row unrolled: for every (ci, r, s) the B row is
     `nvec` vector loads from the planes at that tap's offset and the A column MR broadcasts
     of the packed weights. Work units are (batch, group, band of output rows, M chunk); a
@@ -853,27 +876,36 @@ def _lower_direct(
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
+    residual = args.get("residual")
     activation = activation_of(op)
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         plane = planes.allocate(b)
-        epi = Epilogue(out, args.get("residual"), activation, vw)
         zero = b.splat(0.0, vw)
         bi, g, band, chunk = decode(b, u, [geo.batch, groups, planes.bands, chunks])
         ch0, co0 = b.mul(g, cin_g), b.mul(g, m)
+
         if cin_g <= DIRECT_MAX_CIN:
             for ci in range(cin_g):
                 planes.fill(b, plane, x, bi, b.add(ch0, ci), ci, band)
         else:
-            b.for_range(
-                0, cin_g, 1, lambda b2, ci: planes.fill(b2, plane, x, bi, b2.add(ch0, ci), ci, band)
-            )
 
-        def reduce(
-            b: LoopBuilder, m0: SSAValue, rows: int, row0: SSAValue, col0: SSAValue, nv: int
-        ) -> list[list[SSAValue]]:
-            """acc[i][j] = sum over k of A[m0 + i, k] * B[k, col0 + j*VW ...], B from the
-            planes at row row0 (that of the r = 0 taps)."""
+            def fill(b: LoopBuilder, ci: SSAValue) -> None:
+                planes.fill(b, plane, x, bi, b.add(ch0, ci), ci, band)
+
+            b.for_range(0, cin_g, 1, fill)
+
+        def tile(
+            b: LoopBuilder,
+            m0: SSAValue,
+            rows: int,
+            row0: SSAValue,
+            col0: SSAValue,
+            outs: list[RowVector] | list[SplitVector],
+        ) -> None:
+            """Output rows m0.. of the columns `outs`, B from plane row row0 (the r = 0
+            taps) and columns col0 + j*VW."""
+            nv = len(outs)
             panel = b.floordiv(m0, mr)
 
             def kernel_row(b: LoopBuilder, q: SSAValue, *values: SSAValue) -> list[SSAValue]:
@@ -895,49 +927,50 @@ def _lower_direct(
                             accs[i * nv + j] = b.fma(a, vs[j], accs[i * nv + j])
                 return accs
 
-            flat = b.for_range(0, cin_g * geo.kh, 1, kernel_row, [zero] * (rows * nv))
-            return [flat[i * nv : (i + 1) * nv] for i in range(rows)]
-
-        def bias_of(b: LoopBuilder, co: SSAValue) -> SSAValue | None:
-            return None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
+            acc = b.for_range(0, cin_g * geo.kh, 1, kernel_row, [zero] * (rows * nv))
+            for i in range(rows):
+                co = b.add(co0, b.add(m0, i))
+                bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
+                for j in range(nv):
+                    v = acc[i * nv + j] if bias is None else b.addf(acc[i * nv + j], bias)
+                    if residual is not None:
+                        v = b.addf(v, outs[j].load(b, residual, co))
+                    if activation is not None:
+                        v = activation(b, v)
+                    outs[j].store(b, v, out, co)
 
         def out_row(b: LoopBuilder, oh: SSAValue, base: SSAValue) -> None:
-            def chunk_tiles(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
+            def row_tiles(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
                 nv = ceil_div(cols, vw)
-                lanes = [min(vw, cols - j * vw) for j in range(nv)]
+                outs = [
+                    RowVector(bi, oh, b.add(ow0, j * vw), min(vw, cols - j * vw), vw)
+                    for j in range(nv)
+                ]
+                m_tile_loop(
+                    b,
+                    chunk,
+                    chunks,
+                    m,
+                    mr,
+                    lambda b2, m0, rows: tile(b2, m0, rows, base, ow0, outs),
+                )
 
-                def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
-                    acc = reduce(b, m0, rows, base, ow0, nv)
-                    for i in range(rows):
-                        co = b.add(co0, b.add(m0, i))
-                        bias = bias_of(b, co)
-                        for j in range(nv):
-                            idx = [bi, co, oh, b.add(ow0, j * vw)]
-                            epi.finish(b, acc[i][j], idx, lanes[j], bias)
-
-                m_tile_loop(b, chunk, chunks, m, mr, tile)
-
-            width_chunks(b, geo.wo, nr, chunk_tiles)
+            width_chunks(b, geo.wo, nr, row_tiles)
 
         def flat_tiles(b: LoopBuilder, f0: SSAValue, cols: int) -> None:
-            nv = ceil_div(cols, vw)
             oh0 = planes.first_output_row(b, band)
-            outs = [SplitVector.of(b, planes, oh0, b.add(f0, j * vw)) for j in range(nv)]
-
-            def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
-                acc = reduce(b, m0, rows, b.index(0), f0, nv)
-                for i in range(rows):
-                    co = b.add(co0, b.add(m0, i))
-                    bias = bias_of(b, co)
-                    for j in range(nv):
-                        v = acc[i][j] if bias is None else b.addf(acc[i][j], bias)
-                        if epi.residual is not None:
-                            v = b.addf(v, outs[j].load(b, epi.residual, bi, co))
-                        if epi.activation is not None:
-                            v = epi.activation(b, v)
-                        outs[j].store(b, v, out, bi, co)
-
-            m_tile_loop(b, chunk, chunks, m, mr, tile)
+            outs = [
+                SplitVector.of(b, planes, bi, oh0, b.add(f0, j * vw))
+                for j in range(ceil_div(cols, vw))
+            ]
+            m_tile_loop(
+                b,
+                chunk,
+                chunks,
+                m,
+                mr,
+                lambda b2, m0, rows: tile(b2, m0, rows, b2.index(0), f0, outs),
+            )
 
         if planes.flat:
             width_chunks(b, planes.band_rows * planes.width, nr, flat_tiles)
