@@ -30,7 +30,10 @@ SPILL_SLOT = re.compile(r"-?\d*\(%rsp\)")
 @pytest.mark.parametrize(
     "isa,register,other,mr", [("x86-64-v4", "zmm", "ymm", 14), ("x86-64-v3", "ymm", "zmm", 6)]
 )
-def test_direct_wide_conv_asm(isa: str, register: str, other: str, mr: int) -> None:
+def test_direct_wide_conv_asm(
+    monkeypatch: pytest.MonkeyPatch, isa: str, register: str, other: str, mr: int
+) -> None:
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)  # AVX2 runs the GEMM by default
     target = named_target(isa, threads=1)
     x_shape, cout = (1, 16, 20, 20), 24
     w = np.zeros((cout, 16, 3, 3), np.float32)

@@ -214,7 +214,10 @@ DIRECT_WIDE_CASES = [
 @pytest.mark.parametrize("case", DIRECT_WIDE_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}g{c[5]}")
 @pytest.mark.parametrize("isa", ["host", "avx2"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_conv_direct_wide(case: tuple, isa: str, threads: int) -> None:
+def test_conv_direct_wide(
+    monkeypatch: pytest.MonkeyPatch, case: tuple, isa: str, threads: int
+) -> None:
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)  # the kernel is ISA-generic
     x_shape, cout, ks, pads, dilations, group = case
     target = AVX2 if isa == "avx2" else host_target(threads)
     geo = _geometry(x_shape, cout, ks, pads, dilations, group)
@@ -236,10 +239,11 @@ def test_conv_direct_wide(case: tuple, isa: str, threads: int) -> None:
 
 
 @pytest.mark.parametrize("isa", ["host", "avx2"])
-def test_conv_direct_wide_bands_in_place(isa: str) -> None:
+def test_conv_direct_wide_bands_in_place(monkeypatch: pytest.MonkeyPatch, isa: str) -> None:
     """Several flat bands, the output overwriting the residual: a band must not store the
     vectors past its last row (partial sums into the next band's first row, which that
     band then read as its residual; a race at 2 threads, wrong at any)."""
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)
     target = AVX2 if isa == "avx2" else host_target(1)
     x_shape, cout, ks, pads = (1, 40, 60, 17), 8, (3, 3), (1, 1, 1, 1)
     geo = _geometry(x_shape, cout, ks, pads, (1, 1), 1)
@@ -249,15 +253,17 @@ def test_conv_direct_wide_bands_in_place(isa: str) -> None:
     run_conv(x_shape, cout, ks, pads=pads, bias=True, residual=True, in_place=True, target=target)
 
 
-def test_conv_direct_wide_choice() -> None:
+def test_conv_direct_wide_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     """Flat bands only where whole vectors per row would idle more lanes than the columns
-    between rows; strided, 1xk and heavy-weight convs stay on the GEMM."""
+    between rows; strided, 1xk and heavy-weight convs, and AVX2 targets, stay on the GEMM."""
     avx512, avx2 = named_target("x86-64-v4"), AVX2
+    resnet = ((1, 64, 56, 56), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1)
+    assert conv._direct_planes(_geometry(*resnet), avx2) is None
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)
 
     def planes(target: Target, *args: object) -> conv.BandPlanes | None:
         return conv._direct_planes(_geometry(*args), target)  # type: ignore[arg-type]
 
-    resnet = ((1, 64, 56, 56), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1)
     flat = planes(avx512, *resnet)
     assert flat is not None and flat.flat and flat.width == 58
     rows = planes(avx2, *resnet)  # 56 = 7 vectors of 8
@@ -526,11 +532,14 @@ def test_conv_ir_direct_small_cin() -> None:
 @pytest.mark.parametrize(
     "isa,vw,mr,slack", [("x86-64-v4", 16, 14, 1), ("x86-64-v3", 8, 6, 1)], ids=["avx512", "avx2"]
 )
-def test_conv_ir_direct_wide_flat(isa: str, vw: int, mr: int, slack: int) -> None:
+def test_conv_ir_direct_wide_flat(
+    monkeypatch: pytest.MonkeyPatch, isa: str, vw: int, mr: int, slack: int
+) -> None:
     """16 -> 24 channels, 3x3 at 20x20 on either ISA: one flat band of zero-bordered planes
     22 wide (20 rows + 2 halo + slack), a loop over the 48 (channel, kernel row) pairs of
     MR x 2 vector tiles with the 3 taps unrolled, and every output vector stored as two
     masked parts (the end of one output row, the start of the next)."""
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)  # AVX2 runs the GEMM by default
     ir = _lowered((1, 16, 20, 20), 24, (3, 3), (1, 1, 1, 1), 1, named_target(isa, threads=2))
     assert "memref<144x" not in ir  # no im2col panel
     fmas = 3 * mr * 2

@@ -478,6 +478,11 @@ DIRECT_MAX_TAPS = 160
 # 3x3 256->256 at 56x56, 2.4 MB, 217 GFLOP/s on the GEMM, 200 direct).
 DIRECT_WIDE_MAX_KERNEL_TAPS = 25
 DIRECT_WIDE_MAX_WEIGHT_BYTES = 384 * 1024
+# On 16-lane (AVX-512) targets only: with 8-lane FMAs the copy is half the share of the
+# work, and on AVX2 (x86-64-v3 code on the same znver5 host, 1 thread) the GEMM stayed
+# ahead on ResNet-50's 3x3 64->64 at 56x56 (1881 vs 1927 us) and SqueezeNet's 16->64 at
+# 55x55 (434 vs 452 us); only VGG's 64->64 at 224x224 gained (33.7 -> 30.6 ms).
+DIRECT_WIDE_MIN_LANES = 16
 
 # Planes of one band of a flat direct conv (all input channels of a group; L2-resident):
 # larger bands copy the kh - 1 halo rows less often.
@@ -752,6 +757,7 @@ def _wide_direct(geo: ConvGeometry, target: Target) -> bool:
         (geo.sh, geo.sw) == (1, 1)
         and min(geo.kh, geo.kw) >= 2
         and geo.kh * geo.kw <= DIRECT_WIDE_MAX_KERNEL_TAPS
+        and target.vector_width >= DIRECT_WIDE_MIN_LANES
         and geo.wo >= target.vector_width
         and weight_bytes <= DIRECT_WIDE_MAX_WEIGHT_BYTES
     )
