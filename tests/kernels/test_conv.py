@@ -23,6 +23,8 @@ from ember.tests.kernels.harness import run_kernel_op
 from ember.tests.kernels.test_matmul import ACTIVATIONS, RTOL
 from ember.tools.kernel_ops import conv_op, conv_out_size
 
+AVX2 = Target(cpu="x86-64-v3", vector_width=8, vector_registers=16, threads=2)
+
 
 def conv_reference(
     x: np.ndarray,
@@ -66,6 +68,8 @@ def run_conv(
     threads: int = 1,
     seed: int = 0,
     expect_layout: str | None = None,
+    target: Target | None = None,
+    in_place: bool = False,
 ) -> None:
     rng = np.random.default_rng(seed)
     batch, cin, h, wd = x_shape
@@ -77,12 +81,17 @@ def run_conv(
     out_shape = (batch, cout, ho, wo)
     bias_arr = rng.standard_normal((cout,), dtype=np.float32) if bias else None
     res_arr = rng.standard_normal(out_shape, dtype=np.float32) if residual else None
-    target = host_target(threads)
+    target = target or host_target(threads)
     packed, layout = pack_conv_weight(w, group, target)
     if expect_layout is not None:
         assert layout.startswith(expect_layout)
     out = np.full(out_shape, np.nan, dtype=np.float32)
+    if in_place:  # the output overwrites the residual, as after buffer planning
+        assert res_arr is not None
+        out = res_arr.copy()
     arrays = [x, packed, *(a for a in (bias_arr, res_arr) if a is not None), out]
+    if in_place:
+        arrays[-2] = out
     make = conv_op(
         kernel_shape, strides, pads, dilations, group, layout, bias, residual, activation
     )
@@ -122,8 +131,14 @@ GEMM_CASES = [
 ]
 
 
+@pytest.fixture
+def gemm_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep stride-1 convs over wide maps on the im2col GEMM (off the wide direct conv)."""
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MAX_WEIGHT_BYTES", 0)
+
+
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}s{c[3]}g{c[6]}")
-def test_conv_gemm(case: tuple) -> None:
+def test_conv_gemm(gemm_only: None, case: tuple) -> None:
     x_shape, cout, ks, strides, pads, dilations, group = case
     run_conv(
         x_shape,
@@ -179,6 +194,94 @@ def test_conv_small_cin_through_gemm(monkeypatch: pytest.MonkeyPatch, case: tupl
     monkeypatch.setattr(conv, "DIRECT_MAX_CIN", 0)
     x_shape, cout, ks, strides, pads, dilations, group = case
     run_conv(x_shape, cout, ks, strides=strides, pads=pads, dilations=dilations, group=group)
+
+
+# Stride-1 convs over maps at least a vector wide: the direct conv for any Cin, no im2col.
+# Flat bands (output rows run as one column sequence) when Wo is not a multiple of the
+# vector width, one row per chunk otherwise. (input, Cout, kernel, pads, dilations, group)
+DIRECT_WIDE_CASES = [
+    ((1, 16, 20, 20), 24, (3, 3), (1, 1, 1, 1), (1, 1), 1),  # flat, one band, M tail
+    ((1, 64, 56, 56), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1),  # ResNet-50: flat, 7 bands
+    ((1, 16, 55, 55), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1),  # SqueezeNet 1.1 expand3x3
+    ((2, 8, 17, 19), 14, (3, 3), (0, 2, 1, 1), (1, 1), 2),  # groups, asymmetric pads, batch
+    ((1, 8, 32, 32), 8, (3, 3), (1, 1, 1, 1), (1, 1), 1),  # whole vectors: row chunks
+    ((1, 6, 21, 23), 5, (5, 5), (2, 2, 2, 2), (2, 2), 1),  # 5x5, dilation 2
+    ((1, 5, 40, 17), 30, (2, 3), (0, 1, 1, 0), (1, 1), 1),  # 2x3, no left pad
+    ((1, 4, 18, 18), 16, (3, 3), (0, 0, 0, 0), (1, 1), 4),  # unpadded, 4 groups
+]
+
+
+@pytest.mark.parametrize("case", DIRECT_WIDE_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}g{c[5]}")
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_direct_wide(
+    monkeypatch: pytest.MonkeyPatch, case: tuple, isa: str, threads: int
+) -> None:
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)  # the kernel is ISA-generic
+    x_shape, cout, ks, pads, dilations, group = case
+    target = AVX2 if isa == "avx2" else host_target(threads)
+    geo = _geometry(x_shape, cout, ks, pads, dilations, group)
+    assert conv._direct_planes(geo, target) is not None
+    run_conv(
+        x_shape,
+        cout,
+        ks,
+        pads=pads,
+        dilations=dilations,
+        group=group,
+        bias=True,
+        residual=True,
+        activation="clip",
+        threads=threads,
+        expect_layout="conv_a_panel",
+        target=target,
+    )
+
+
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_conv_direct_wide_bands_in_place(monkeypatch: pytest.MonkeyPatch, isa: str) -> None:
+    """Several flat bands, the output overwriting the residual: a band must not store the
+    vectors past its last row (partial sums into the next band's first row, which that
+    band then read as its residual; a race at 2 threads, wrong at any)."""
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)
+    target = AVX2 if isa == "avx2" else host_target(1)
+    x_shape, cout, ks, pads = (1, 40, 60, 17), 8, (3, 3), (1, 1, 1, 1)
+    geo = _geometry(x_shape, cout, ks, pads, (1, 1), 1)
+    planes = conv._direct_planes(geo, target)
+    assert planes is not None and planes.flat and planes.bands > 1
+    assert planes.band_rows * planes.width % target.vector_width  # a partial last vector
+    run_conv(x_shape, cout, ks, pads=pads, bias=True, residual=True, in_place=True, target=target)
+
+
+def test_conv_direct_wide_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flat bands only where whole vectors per row would idle more lanes than the columns
+    between rows; strided, 1xk and heavy-weight convs, and AVX2 targets, stay on the GEMM."""
+    avx512, avx2 = named_target("x86-64-v4"), AVX2
+    resnet = ((1, 64, 56, 56), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1)
+    assert conv._direct_planes(_geometry(*resnet), avx2) is None
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)
+
+    def planes(target: Target, *args: object) -> conv.BandPlanes | None:
+        return conv._direct_planes(_geometry(*args), target)  # type: ignore[arg-type]
+
+    flat = planes(avx512, *resnet)
+    assert flat is not None and flat.flat and flat.width == 58
+    rows = planes(avx2, *resnet)  # 56 = 7 vectors of 8
+    assert rows is not None and not rows.flat
+    assert planes(avx512, (1, 64, 15, 15), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1) is None
+    assert planes(avx512, (1, 16, 56, 56), 16, (1, 7), (0, 3, 0, 3), (1, 1), 1) is None
+    assert planes(avx512, (1, 256, 56, 56), 256, (3, 3), (1, 1, 1, 1), (1, 1), 1) is None
+
+
+def _geometry(
+    x_shape: tuple, cout: int, ks: tuple, pads: tuple, dilations: tuple, group: int
+) -> conv.ConvGeometry:
+    batch, cin, h, w = x_shape
+    ho = conv_out_size(h, ks[0], 1, pads[0] + pads[2], dilations[0])
+    wo = conv_out_size(w, ks[1], 1, pads[1] + pads[3], dilations[1])
+    return conv.ConvGeometry(
+        batch, cin, h, w, cout, ho, wo, *ks, 1, 1, *dilations, pads[0], pads[1], group
+    )
 
 
 DEPTHWISE_CASES = [
@@ -384,7 +487,7 @@ def test_conv_ir_pointwise_reads_input_directly() -> None:
     )
 
 
-def test_conv_ir_im2col_panel() -> None:
+def test_conv_ir_im2col_panel(gemm_only: None) -> None:
     """3x3 conv: a K x NR im2col panel in scratch, zero-selected at the padding."""
     ir = _lowered((1, 4, 8, 8), 8, (3, 3), (1, 1, 1, 1), 1)
     assert_filecheck(
@@ -426,6 +529,37 @@ def test_conv_ir_direct_small_cin() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "isa,vw,mr,slack", [("x86-64-v4", 16, 14, 1), ("x86-64-v3", 8, 6, 1)], ids=["avx512", "avx2"]
+)
+def test_conv_ir_direct_wide_flat(
+    monkeypatch: pytest.MonkeyPatch, isa: str, vw: int, mr: int, slack: int
+) -> None:
+    """16 -> 24 channels, 3x3 at 20x20 on either ISA: one flat band of zero-bordered planes
+    22 wide (20 rows + 2 halo + slack), a loop over the 48 (channel, kernel row) pairs of
+    MR x 2 vector tiles with the 3 taps unrolled, and every output vector stored as two
+    masked parts (the end of one output row, the start of the next)."""
+    monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)  # AVX2 runs the GEMM by default
+    ir = _lowered((1, 16, 20, 20), 24, (3, 3), (1, 1, 1, 1), 1, named_target(isa, threads=2))
+    assert "memref<144x" not in ir  # no im2col panel
+    fmas = 3 * mr * 2
+    assert_filecheck(
+        ir,
+        f"""
+        CHECK: scf.parallel
+        CHECK: memref.alloca() : memref<16x{22 + slack}x22xf32>
+        CHECK: scf.for
+        CHECK: vector.create_mask {{{{.*}}}} : vector<{vw}xi1>
+        CHECK: scf.for
+        CHECK-COUNT-{fmas}: vector.fma {{{{.*}}}} : vector<{vw}xf32>
+        CHECK-NOT: vector.fma
+        CHECK: scf.yield
+        CHECK: vector.maskedstore %2[{{{{.*}}}} : memref<1x24x20x20xf32>, vector<{vw}xi1>
+        CHECK-NEXT: vector.maskedstore %2[{{{{.*}}}} : memref<1x24x20x20xf32>, vector<{vw}xi1>
+        """,
+    )
+
+
 def test_conv_ir_depthwise() -> None:
     ir = _lowered((1, 8, 10, 10), 8, (3, 3), (1, 1, 1, 1), 8)
     assert_filecheck(
@@ -438,7 +572,7 @@ def test_conv_ir_depthwise() -> None:
     )
 
 
-def test_conv_ir_avx512() -> None:
+def test_conv_ir_avx512(gemm_only: None) -> None:
     """A 16-lane target: 14 x 32 GEMM tiles and 16-lane depthwise vectors."""
     target = named_target("x86-64-v4", threads=2)
     ir = _lowered((1, 8, 20, 20), 30, (3, 3), (1, 1, 1, 1), 1, target)

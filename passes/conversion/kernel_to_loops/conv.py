@@ -54,6 +54,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     memref_shape,
     pack_rows,
     split_static,
+    store_lanes,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
@@ -469,6 +470,24 @@ DIRECT_MAX_CIN = 3
 # its LLVM time ~20 s -> under 1 s); the limit is kept from the run-time measurements.
 DIRECT_MAX_TAPS = 160
 
+# Stride-1 convs over maps at least a vector wide also run as a direct conv, where the
+# im2col copy (kh*kw copies of the input per column panel, ~13% of a 3x3 64->64 conv at
+# 56x56) cost more than re-reading the weights per tile: kernels of 2x2 up to this many
+# taps (the kw taps of a kernel row are unrolled), and at most this many bytes of weights
+# per group, which every tile streams whole (from L2; larger ones fall out of it: VGG's
+# 3x3 256->256 at 56x56, 2.4 MB, 217 GFLOP/s on the GEMM, 200 direct).
+DIRECT_WIDE_MAX_KERNEL_TAPS = 25
+DIRECT_WIDE_MAX_WEIGHT_BYTES = 384 * 1024
+# On 16-lane (AVX-512) targets only: with 8-lane FMAs the copy is half the share of the
+# work, and on AVX2 (x86-64-v3 code on the same znver5 host, 1 thread) the GEMM stayed
+# ahead on ResNet-50's 3x3 64->64 at 56x56 (1881 vs 1927 us) and SqueezeNet's 16->64 at
+# 55x55 (434 vs 452 us); only VGG's 64->64 at 224x224 gained (33.7 -> 30.6 ms).
+DIRECT_WIDE_MIN_LANES = 16
+
+# Planes of one band of a flat direct conv (all input channels of a group; L2-resident):
+# larger bands copy the kh - 1 halo rows less often.
+FLAT_BAND_BYTES = 160 * 1024
+
 
 @dataclass(frozen=True)
 class BandPlanes:
@@ -478,6 +497,12 @@ class BandPlanes:
     x[ih0 + i, t*sw + q - pl], rows outside the input are zero), so that every (r, s) tap of
     VW consecutive outputs of a row is one contiguous, in-bounds vector load. Bands keep the
     planes of `slots` channels within BAND_BYTES for any image size.
+
+    `flat` planes (`plan_flat`, row stride 1) are exactly as wide as the columns the outputs
+    read, so that a band's output rows can run as one sequence of columns: output (i, ow) of
+    the band reads plane position i*width + ow + shift of each tap, and the width - Wo
+    positions between rows are computed and never stored. `slack_rows` of zeros after the
+    rows keep the vectors past a band's last column inside the planes.
     """
 
     geo: ConvGeometry
@@ -488,6 +513,8 @@ class BandPlanes:
     band_rows: int
     bands: int
     copy_cols: int
+    slack_rows: int = 0
+    flat: bool = False
 
     @staticmethod
     def plan(geo: ConvGeometry, vw: int, slots: int) -> BandPlanes:
@@ -502,21 +529,47 @@ class BandPlanes:
         bands = ceil_div(geo.ho, band_rows)
         return BandPlanes(geo, vw, slots, width, rows, band_rows, bands, copy_cols)
 
+    @staticmethod
+    def plan_flat(geo: ConvGeometry, vw: int, slots: int) -> BandPlanes:
+        """Flat planes (row stride 1): width = Wo + the widest tap shift, bands of at most
+        FLAT_BAND_BYTES of planes, as many rows as compute the fewest vectors in all (every
+        band computes whole vectors of band_rows*width positions, the last one too)."""
+        assert geo.sh == 1
+        shift_max = ((geo.kw - 1) * geo.dw) // geo.sw
+        width = geo.wo + shift_max
+        halo = (geo.kh - 1) * geo.dh + 1
+        row_bytes = slots * geo.sw * width * 4
+        most = min(geo.ho, max(1, FLAT_BAND_BYTES // row_bytes - (halo - 1)))
+
+        def vectors(rows: int) -> tuple[int, int]:
+            return ceil_div(geo.ho, rows) * ceil_div(rows * width, vw), -rows
+
+        band_rows = min(range(1, most + 1), key=vectors)
+        bands = ceil_div(geo.ho, band_rows)
+        copy_cols = min(geo.w, width * geo.sw - geo.pl)
+        # A band's last vector starts before band_rows*width and reads up to VW - 1 + shift_max
+        # positions past it.
+        slack = ceil_div(vw + shift_max, width)
+        return BandPlanes(
+            geo, vw, slots, width, band_rows + halo - 1, band_rows, bands, copy_cols, slack, True
+        )
+
     @property
     def fits(self) -> bool:
-        return self.slots * self.geo.sw * self.rows * self.width * 4 <= SCRATCH_LIMIT_BYTES
+        rows = self.rows + self.slack_rows
+        return self.slots * self.geo.sw * rows * self.width * 4 <= SCRATCH_LIMIT_BYTES
 
     def allocate(self, b: LoopBuilder) -> SSAValue:
         """The planes, zeroed: the border stays zero as fills only write the interior."""
-        plane = alloca(b, [self.slots * self.geo.sw, self.rows, self.width])
+        plane = alloca(b, [self.slots * self.geo.sw, self.rows + self.slack_rows, self.width])
         zero = b.splat(0.0, self.vw)
 
         def clear(b: LoopBuilder, q: SSAValue) -> None:
             def clear_row(b: LoopBuilder, r: SSAValue) -> None:
                 for t in range(0, self.width, self.vw):
-                    b.vstore(zero, plane, [q, r, t])
+                    store_lanes(b, zero, plane, [q, r, t], min(self.vw, self.width - t), self.vw)
 
-            b.for_range(0, self.rows, 1, clear_row)
+            b.for_range(0, self.rows + self.slack_rows, 1, clear_row)
 
         b.for_range(0, self.slots * self.geo.sw, 1, clear)
         return plane
@@ -542,15 +595,19 @@ class BandPlanes:
         def zero_row(b: LoopBuilder, row: SSAValue) -> None:
             for q in range(sw):
                 for t in range(0, self.width, vw):
-                    b.vstore(zero, plane, [b.add(base, q), row, t])
+                    store_lanes(
+                        b, zero, plane, [b.add(base, q), row, t], min(vw, self.width - t), vw
+                    )
 
         def copy_row(b: LoopBuilder, ih: SSAValue, row: SSAValue) -> None:
             if sw == 1:
                 full = copy_cols - copy_cols % vw
                 for t in range(0, full, vw):
                     b.vstore(b.vload(x, [bi, ch, ih, t], vw), plane, [base, row, t + geo.pl])
-                for t in range(full, copy_cols):
-                    b.store(b.load(x, [bi, ch, ih, t]), plane, [base, row, t + geo.pl])
+                if full < copy_cols:
+                    lanes = copy_cols - full
+                    tail = load_lanes(b, x, [bi, ch, ih, full], lanes, vw)
+                    store_lanes(b, tail, plane, [base, row, full + geo.pl], lanes, vw)
                 return
 
             vector_cols = 0
@@ -692,88 +749,241 @@ def _lower_depthwise(
     return fn
 
 
+def _wide_direct(geo: ConvGeometry, target: Target) -> bool:
+    """Whether a stride-1 conv over wide maps runs as a direct conv (see DIRECT_WIDE_*)."""
+    m = geo.cout // geo.group
+    weight_bytes = m * geo.cin // geo.group * geo.kh * geo.kw * 4
+    return (
+        (geo.sh, geo.sw) == (1, 1)
+        and min(geo.kh, geo.kw) >= 2
+        and geo.kh * geo.kw <= DIRECT_WIDE_MAX_KERNEL_TAPS
+        and target.vector_width >= DIRECT_WIDE_MIN_LANES
+        and geo.wo >= target.vector_width
+        and weight_bytes <= DIRECT_WIDE_MAX_WEIGHT_BYTES
+    )
+
+
 def _direct_planes(geo: ConvGeometry, target: Target) -> BandPlanes | None:
     """The band planes of a direct (no im2col) conv, if this conv should run as one."""
-    if geo.group != 1 or geo.cin > DIRECT_MAX_CIN or geo.cin * geo.kh * geo.kw > DIRECT_MAX_TAPS:
+    vw = target.vector_width
+    if (
+        geo.group == 1
+        and geo.cin <= DIRECT_MAX_CIN
+        and geo.cin * geo.kh * geo.kw <= DIRECT_MAX_TAPS
+    ):
+        planes = BandPlanes.plan(geo, vw, geo.cin)
+    elif _wide_direct(geo, target):
+        slots = geo.cin // geo.group
+        # Flat planes when whole vectors per output row would idle more lanes than the
+        # width - Wo columns between a flat band's rows (56 wide: 64 lanes a row vs 58).
+        shift_max = (geo.kw - 1) * geo.dw
+        flat = geo.wo + shift_max < ceil_div(geo.wo, vw) * vw
+        planes = BandPlanes.plan_flat(geo, vw, slots) if flat else BandPlanes.plan(geo, vw, slots)
+    else:
         return None
-    planes = BandPlanes.plan(geo, target.vector_width, geo.cin)
     return planes if planes.fits else None
+
+
+@dataclass(frozen=True)
+class SplitVector:
+    """The output elements of one vector of flat band columns: lanes [0, p) end output row
+    oh at column col, lanes [p, VW) start row oh + 1 (p = width - col); lanes on the
+    width - Wo columns between rows, or on rows past the band, are masked off. Each part
+    is one masked access at its own base (the second base is p before row oh + 1 starts)."""
+
+    bi: SSAValue
+    parts: tuple[tuple[SSAValue, SSAValue], ...]  # (flat output index of lane 0, mask)
+
+    @staticmethod
+    def of(
+        b: LoopBuilder, planes: BandPlanes, bi: SSAValue, oh0: SSAValue, flat: SSAValue
+    ) -> SplitVector:
+        geo, vw, width = planes.geo, planes.vw, planes.width
+        mask_type = VectorType(i1, [vw])
+        size = geo.ho * geo.wo
+        row, col = b.floordiv(flat, width), b.rem(flat, width)
+        oh = b.add(oh0, row)
+        # The band's rows only: the vectors past its last row would write the next band's
+        # first row with partial sums (its units may run before or after this one).
+        end = b.min_index(b.add(oh0, planes.band_rows), geo.ho)
+        # Row oh: lanes [0, Wo - col), none if col >= Wo or the row is past the band.
+        count = b.max_index(b.min_index(b.sub(geo.wo, col), vw), 0)
+        count = b.select(b.cmp_index("ult", oh, end), count, b.index(0))
+        mask_a = b.insert(vector.CreateMaskOp([count], mask_type)).results[0]
+        # Row oh + 1: lanes [p, VW) (Wo >= VW, so they never reach its end); base >= Wo - VW.
+        start = b.min_index(b.sub(width, col), vw)
+        stop = b.select(b.cmp_index("ult", b.add(oh, 1), end), b.index(vw), start)
+        below_end = b.insert(vector.CreateMaskOp([stop], mask_type)).results[0]
+        below_start = b.insert(vector.CreateMaskOp([start], mask_type)).results[0]
+        mask_b = b.insert(arith.XOrIOp(below_end, below_start)).results[0]
+        # Bases of masked-off parts are clamped into the buffer (one past its end at most).
+        base_a = b.min_index(b.add(b.mul(oh, geo.wo), col), size)
+        base_b = b.min_index(b.sub(b.mul(b.add(oh, 1), geo.wo), start), size)
+        return SplitVector(bi, ((base_a, mask_a), (base_b, mask_b)))
+
+    def load(self, b: LoopBuilder, buf: SSAValue, ch: SSAValue) -> SSAValue:
+        element = buf.type.get_element_type()  # type: ignore[attr-defined]
+        vw = self.parts[0][1].type.get_shape()[0]  # type: ignore[attr-defined]
+        zero = b.splat(0.0, vw, element)
+        parts = [
+            b.insert(
+                vector.MaskedLoadOp(
+                    buf, [self.bi, ch, b.index(0), base], mask, zero, VectorType(element, [vw])
+                )
+            ).results[0]
+            for base, mask in self.parts
+        ]
+        # Disjoint masks with zero pass-through: the sum is the union.
+        return b.addf(parts[0], parts[1])
+
+    def store(self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue) -> None:
+        for base, mask in self.parts:
+            b.insert(vector.MaskedStoreOp(buf, [self.bi, ch, b.index(0), base], mask, v))
+
+
+@dataclass(frozen=True)
+class RowVector:
+    """The output elements of one vector of an output row: `lanes` columns from `col`."""
+
+    bi: SSAValue
+    oh: SSAValue
+    col: SSAValue
+    lanes: int
+    vw: int
+
+    def load(self, b: LoopBuilder, buf: SSAValue, ch: SSAValue) -> SSAValue:
+        return load_lanes(b, buf, [self.bi, ch, self.oh, self.col], self.lanes, self.vw)
+
+    def store(self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue) -> None:
+        store_lanes(b, v, buf, [self.bi, ch, self.oh, self.col], self.lanes, self.vw)
 
 
 def _lower_direct(
     op: kernel.Conv2dOp, geo: ConvGeometry, planes: BandPlanes, target: Target, name: str
 ) -> func.FuncOp:
-    """Direct conv for few input channels (stems): the GEMM micro-kernel with B read from
-    the band planes.
+    """Direct conv: the GEMM micro-kernel with B read from the band planes (no im2col).
 
-    Each MR x NR tile of C (MR output channels, NR consecutive output columns of one row)
-    runs the whole reduction, K = Cin*kh*kw, as a loop over (ci, r) with the kw taps of
-    each kernel row unrolled: for every (ci, r, s) the B row is `nvec` vector loads from the de-interleaved planes at that tap's offset and the
-    A column MR broadcasts of the packed weights. Work units are (batch, band of output
-    rows); a band's input rows are copied once, then all of its rows and channels computed.
+    Each MR x NR tile of C (MR output channels, NR consecutive output columns of one row,
+    or of a flat band's rows) runs the reduction over K = Cin/G*kh*kw as a loop over
+    (ci, r) with the kw taps of each kernel row unrolled: for every (ci, r, s) the B row is
+    `nvec` vector loads from the planes at that tap's offset and the A column MR broadcasts
+    of the packed weights. Work units are (batch, group, band of output rows, M chunk); a
+    band's input rows are copied once (each input element about (rows + halo) / rows
+    times, against kh*kw times for im2col), then all of its rows computed.
     """
     blocking = gemm_blocking(target)
     vw, nr = blocking.vw, blocking.nr
     mr = memref_shape(op.weight)[-1]
-    m = geo.cout
+    groups = geo.group
+    m = geo.cout // groups
+    cin_g = geo.cin // groups
+    units = geo.batch * groups * planes.bands
+    chunks = m_chunking(units, m, mr, target.threads)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
+    residual = args.get("residual")
     activation = activation_of(op)
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         plane = planes.allocate(b)
-        epi = Epilogue(out, args.get("residual"), activation, vw)
         zero = b.splat(0.0, vw)
-        bi, band = decode(b, u, [geo.batch, planes.bands])
-        for ci in range(geo.cin):
-            planes.fill(b, plane, x, bi, b.index(ci), ci, band)
+        bi, g, band, chunk = decode(b, u, [geo.batch, groups, planes.bands, chunks])
+        ch0, co0 = b.mul(g, cin_g), b.mul(g, m)
+
+        if cin_g <= DIRECT_MAX_CIN:
+            for ci in range(cin_g):
+                planes.fill(b, plane, x, bi, b.add(ch0, ci), ci, band)
+        else:
+
+            def fill(b: LoopBuilder, ci: SSAValue) -> None:
+                planes.fill(b, plane, x, bi, b.add(ch0, ci), ci, band)
+
+            b.for_range(0, cin_g, 1, fill)
+
+        def tile(
+            b: LoopBuilder,
+            m0: SSAValue,
+            rows: int,
+            row0: SSAValue,
+            col0: SSAValue,
+            outs: list[RowVector] | list[SplitVector],
+        ) -> None:
+            """Output rows m0.. of the columns `outs`, B from plane row row0 (the r = 0
+            taps) and columns col0 + j*VW."""
+            nv = len(outs)
+            panel = b.floordiv(m0, mr)
+
+            def kernel_row(b: LoopBuilder, q: SSAValue, *values: SSAValue) -> list[SSAValue]:
+                """Taps (ci, r, 0..kw-1) of q = ci*kh + r: k = q*kw + s."""
+                accs = list(values)
+                ci, r = b.floordiv(q, geo.kh), b.rem(q, geo.kh)
+                row = b.add(row0, b.mul(r, geo.dh))
+                for s in range(geo.kw):
+                    phase, shift = planes.tap(s)
+                    slot = b.add(b.mul(ci, geo.sw), phase)
+                    k = b.add(b.mul(q, geo.kw), s)
+                    vs = [
+                        b.vload(plane, [slot, row, b.add(col0, j * vw + shift)], vw)
+                        for j in range(nv)
+                    ]
+                    for i in range(rows):
+                        a = b.splat(b.load(w, [g, panel, k, i]), vw)
+                        for j in range(nv):
+                            accs[i * nv + j] = b.fma(a, vs[j], accs[i * nv + j])
+                return accs
+
+            acc = b.for_range(0, cin_g * geo.kh, 1, kernel_row, [zero] * (rows * nv))
+            for i in range(rows):
+                co = b.add(co0, b.add(m0, i))
+                bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
+                for j in range(nv):
+                    v = acc[i * nv + j] if bias is None else b.addf(acc[i * nv + j], bias)
+                    if residual is not None:
+                        v = b.addf(v, outs[j].load(b, residual, co))
+                    if activation is not None:
+                        v = activation(b, v)
+                    outs[j].store(b, v, out, co)
 
         def out_row(b: LoopBuilder, oh: SSAValue, base: SSAValue) -> None:
-            def chunk(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
+            def row_tiles(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
                 nv = ceil_div(cols, vw)
-                lanes = [min(vw, cols - j * vw) for j in range(nv)]
+                outs = [
+                    RowVector(bi, oh, b.add(ow0, j * vw), min(vw, cols - j * vw), vw)
+                    for j in range(nv)
+                ]
+                m_tile_loop(
+                    b,
+                    chunk,
+                    chunks,
+                    m,
+                    mr,
+                    lambda b2, m0, rows: tile(b2, m0, rows, base, ow0, outs),
+                )
 
-                def tile(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
-                    panel = b.floordiv(m0, mr)
+            width_chunks(b, geo.wo, nr, row_tiles)
 
-                    def kernel_row(b: LoopBuilder, q: SSAValue, *values: SSAValue) -> list:
-                        """Taps (ci, r, 0..kw-1) of q = ci*kh + r: k = q*kw + s."""
-                        accs = list(values)
-                        ci, r = b.floordiv(q, geo.kh), b.rem(q, geo.kh)
-                        row = b.add(base, b.mul(r, geo.dh))
-                        for s in range(geo.kw):
-                            phase, shift = planes.tap(s)
-                            slot = b.add(b.mul(ci, geo.sw), phase)
-                            k = b.add(b.mul(q, geo.kw), s)
-                            vs = [
-                                b.vload(plane, [slot, row, b.add(ow0, j * vw + shift)], vw)
-                                for j in range(nv)
-                            ]
-                            for i in range(rows):
-                                a = b.splat(b.load(w, [0, panel, k, i]), vw)
-                                for j in range(nv):
-                                    accs[i * nv + j] = b.fma(a, vs[j], accs[i * nv + j])
-                        return accs
+        def flat_tiles(b: LoopBuilder, f0: SSAValue, cols: int) -> None:
+            oh0 = planes.first_output_row(b, band)
+            outs = [
+                SplitVector.of(b, planes, bi, oh0, b.add(f0, j * vw))
+                for j in range(ceil_div(cols, vw))
+            ]
+            m_tile_loop(
+                b,
+                chunk,
+                chunks,
+                m,
+                mr,
+                lambda b2, m0, rows: tile(b2, m0, rows, b2.index(0), f0, outs),
+            )
 
-                    flat = b.for_range(0, geo.cin * geo.kh, 1, kernel_row, [zero] * (rows * nv))
-                    acc = [flat[i * nv : (i + 1) * nv] for i in range(rows)]
-                    for i in range(rows):
-                        co = b.add(m0, i)
-                        bias = None
-                        if bias_buf is not None:
-                            bias = b.splat(b.load(bias_buf, [co]), vw)
-                        for j in range(nv):
-                            idx = [bi, co, oh, b.add(ow0, j * vw)]
-                            epi.finish(b, acc[i][j], idx, lanes[j], bias)
+        if planes.flat:
+            width_chunks(b, planes.band_rows * planes.width, nr, flat_tiles)
+        else:
+            planes.output_rows(b, band, out_row)
 
-                m_tile_loop(b, b.index(0), 1, m, mr, tile)
-
-            width_chunks(b, geo.wo, nr, chunk)
-
-        planes.output_rows(b, band, out_row)
-
-    body.parallel_range(0, geo.batch * planes.bands, 1, unit)
+    body.parallel_range(0, units * chunks, 1, unit)
     body.ret()
     return fn
 
