@@ -11,10 +11,13 @@ computed from graph inputs (the importer's RuntimeOperandError), keyed on their 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import logging
 import os
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -110,6 +113,31 @@ class Program:
             start = offset.value.data  # type: ignore[attr-defined]
             blob[start : start + raw.size] = raw
         return blob
+
+
+class WeightPool:
+    """Weight blobs by content, shared by the variants of one model: a variant whose blob is
+    byte-for-byte one a live variant already holds runs on that buffer (the weights are
+    read-only at run time: plan-memory places outputs in the arena only, never over a
+    weight). Held weakly: a blob goes when its last variant does."""
+
+    def __init__(self) -> None:
+        self._blobs: weakref.WeakValueDictionary[tuple[int, bytes], np.ndarray] = (
+            weakref.WeakValueDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def shared(self, blob: np.ndarray) -> np.ndarray:
+        """`blob`, or the pool's buffer of the same bytes; made read-only either way."""
+        raw = blob.view(np.uint8).reshape(-1)
+        key = (raw.nbytes, hashlib.blake2b(raw, digest_size=32).digest())
+        with self._lock:
+            existing = self._blobs.get(key)
+            if existing is not None and np.array_equal(existing.view(np.uint8).reshape(-1), raw):
+                return existing
+            blob.flags.writeable = False
+            self._blobs[key] = blob
+            return blob
 
 
 def _io_specs(fn: func.FuncOp, key: str, first: int, dtypes_key: str) -> list[TensorSpec]:
@@ -400,23 +428,50 @@ def _check_memory(
         )
 
 
-class CompiledModel(Executable):
-    """A model JIT-compiled into this process (`ember.compile`)."""
+def unread_inputs(program: Program) -> tuple[str, ...]:
+    """The program's inputs that no compiled code reads (their values were folded away)."""
+    args = entry_function(program.module).body.block.args
+    return tuple(spec.name for spec, arg in zip(program.manifest.inputs, args) if not arg.uses)
 
-    def __init__(self, program: Program, opt_level: int = 3, threads: int | None = None):
+
+class CompiledModel(Executable):
+    """A model JIT-compiled into this process (`ember.compile`).
+
+    The lowered IR (`program`: the module and its context, with a copy of the weights) is
+    dropped once native code exists, unless `keep_ir`: it is hundreds of thousands of
+    GC-tracked objects per model (every full collection walks them) and its weights double
+    the model's memory. What readers need of it is kept: `report`, `target`,
+    `unread_inputs`, the manifest. `weight_pool` (shared by the variants of one model) lets
+    identical weight blobs share one buffer.
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        opt_level: int = 3,
+        threads: int | None = None,
+        *,
+        keep_ir: bool = False,
+        weight_pool: WeightPool | None = None,
+    ):
         from ember.codegen.jit import JitModule
 
         start = time.perf_counter()
         jit = JitModule(program.module, program.ctx.target, opt_level)
         program.report.codegen_seconds = time.perf_counter() - start
-        self.program = program
+        self.program: Program | None = program if keep_ir else None
         self.report = program.report
+        self.target = program.ctx.target
+        self.unread_inputs = unread_inputs(program)
+        weights = program.weights_blob()
+        if weight_pool is not None:
+            weights = weight_pool.shared(weights)
         set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
         super().__init__(
             jit.address(self.ENTRY_SYMBOL),
             set_threads,
             program.manifest,
-            program.weights_blob(),
+            weights,
             keepalive=jit,
             threads=threads or program.ctx.target.threads,
         )
@@ -425,6 +480,12 @@ class CompiledModel(Executable):
         self.graph_outputs: list[dict[str, Any]] | None = program.manifest.extra.get(
             GRAPH_OUTPUTS_KEY
         )
+
+    @property
+    def weight_buffer(self) -> np.ndarray:
+        """The weights the native code reads (read-only; shared with the other variants of a
+        model that hold the same bytes)."""
+        return self._weights
 
     @property
     def output_names(self) -> list[str]:
@@ -453,6 +514,7 @@ def compile(
     dynamic_dims: DimRanges | None = None,
     batch_polymorphic: bool = True,
     progress: bool = True,
+    keep_ir: bool = False,
 ) -> CompiledModel | SpecializingModel | StructuredModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
@@ -476,6 +538,8 @@ def compile(
     runs every batch size on one program compiled at batch 1 (engine/specialize.py); off, each
     batch size is specialised like any other dim. `progress` shows the compile's stages (the
     pass running, the elapsed time) on stderr while it runs, when stderr is a terminal.
+    `keep_ir` keeps each compiled program's lowered IR (`CompiledModel.program`) after code
+    generation; by default it is dropped (it dominates a compiled model's Python objects).
     """
     if checks is None:
         checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
@@ -504,6 +568,7 @@ def compile(
                 checks=False,  # `pipeline` has the checks already when they are asked for
                 dynamic_dims=dynamic_dims,
                 batch_polymorphic=batch_polymorphic,
+                keep_ir=keep_ir,
             )
 
         return StructuredModel(
@@ -520,6 +585,7 @@ def compile(
         "pipeline": pipeline,
         "base_dir": base_dir,
         "memory_limit": memory_limit,
+        "keep_ir": keep_ir,
     }
     # Data-dependent output sizes that feed further ops: a head and a tail compiled per
     # run-time size (engine/staging.py).
@@ -546,6 +612,7 @@ def compile(
             base_dir=base_dir,
             memory_limit=memory_limit,
             batch_polymorphic=batch_polymorphic,
+            keep_ir=keep_ir,
         )
     try:
         return compile_static(proto, input_shapes, threads=threads, progress=progress, **options)
@@ -571,9 +638,12 @@ def compile_static(
     base_dir: str | os.PathLike[str] | None,
     memory_limit: int | None,
     progress: bool = False,
+    keep_ir: bool = False,
+    weight_pool: WeightPool | None = None,
 ) -> CompiledModel:
     """One CompiledModel of `model` with every input pinned (what `compile` and each variant
-    of a SpecializingModel compile); `progress`: its stages on stderr if a terminal."""
+    of a SpecializingModel compile); `progress`: its stages on stderr if a terminal;
+    `keep_ir`, `weight_pool`: as CompiledModel takes them."""
     from ember.engine.aot import Progress
 
     stages = Progress(quiet=not progress)
@@ -588,4 +658,6 @@ def compile_static(
             memory_limit=memory_limit,
         )
     with stages.stage(f"LLVM codegen (O{opt_level})"):
-        return CompiledModel(program, opt_level, threads or target.threads)
+        return CompiledModel(
+            program, opt_level, threads or target.threads, keep_ir=keep_ir, weight_pool=weight_pool
+        )

@@ -226,6 +226,16 @@ class VariantModel(RunnableModel):
         """Variants compiled so far (failed ones included)."""
         return self._variants.builds
 
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights the cached variants hold, a buffer shared by several counted once."""
+        buffers = {
+            id(buffer): buffer.nbytes
+            for _, variant in self._variants.items()
+            if (buffer := getattr(variant, "weight_buffer", None)) is not None
+        }
+        return sum(buffers.values())
+
     def set_num_threads(self, threads: int) -> None:
         self.threads = checked_threads(threads)
         for _, variant in self._variants.items():
@@ -311,6 +321,7 @@ class SpecializingModel(VariantModel):
         max_specializations: int = MAX_SPECIALIZATIONS,
         value_inputs: RuntimeOperandError | None = None,
         batch_polymorphic: bool = True,
+        keep_ir: bool = False,
     ) -> None:
         _check_inputs(model, pinning, base_dir)
         self._model = model
@@ -328,7 +339,13 @@ class SpecializingModel(VariantModel):
             "pipeline": pipeline,
             "base_dir": base_dir,
             "memory_limit": memory_limit,
+            "keep_ir": keep_ir,
         }
+        from ember.engine.compile import WeightPool
+
+        # The variants' weight blobs by content: variants whose weights come out identical
+        # share one buffer.
+        self._weight_pool = WeightPool()
         super().__init__(
             self._signature.input_names,
             self._signature.output_names,
@@ -572,7 +589,13 @@ class SpecializingModel(VariantModel):
                 },
             )
         return self.compiled_variant(
-            compile_static(model, _shapes_of(shapes), threads=self.threads, **self._options)
+            compile_static(
+                model,
+                _shapes_of(shapes),
+                threads=self.threads,
+                weight_pool=self._weight_pool,
+                **self._options,
+            )
         )
 
     # -- running -------------------------------------------------------------------------------
