@@ -11,13 +11,10 @@ computed from graph inputs (the importer's RuntimeOperandError), keyed on their 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import logging
 import os
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -74,6 +71,7 @@ if TYPE_CHECKING:
     from ember.engine.specialize import SpecializingModel
     from ember.engine.staging import StagedModel
     from ember.engine.structured import StructuredModel
+    from ember.engine.weight_pool import WeightPool
 
 
 @dataclass
@@ -102,42 +100,23 @@ class Program:
     manifest: Manifest
     report: CompileReport
 
-    def weights_blob(self) -> np.ndarray:
-        """The weights laid out as `place-weights` planned them, 64-byte aligned."""
+    def weight_placements(self) -> list[tuple[int, np.ndarray]]:
+        """(offset, array) of every weight, as `place-weights` laid them out."""
         fn = entry_function(self.module)
         offsets: DictionaryAttr = fn.attributes["ember.weight_offsets"]  # type: ignore[assignment]
+        return [
+            (offset.value.data, self.ctx.weights[name])  # type: ignore[attr-defined]
+            for name, offset in offsets.data.items()
+        ]
+
+    def weights_blob(self) -> np.ndarray:
+        """The weights laid out as `place-weights` planned them, 64-byte aligned."""
         blob = aligned_empty((max(self.manifest.weights_bytes, ALIGNMENT),))
         blob[:] = 0
-        for name, offset in offsets.data.items():
-            raw = np.ascontiguousarray(self.ctx.weights[name]).view(np.uint8).reshape(-1)
-            start = offset.value.data  # type: ignore[attr-defined]
+        for start, array in self.weight_placements():
+            raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
             blob[start : start + raw.size] = raw
         return blob
-
-
-class WeightPool:
-    """Weight blobs by content, shared by the variants of one model: a variant whose blob is
-    byte-for-byte one a live variant already holds runs on that buffer (the weights are
-    read-only at run time: plan-memory places outputs in the arena only, never over a
-    weight). Held weakly: a blob goes when its last variant does."""
-
-    def __init__(self) -> None:
-        self._blobs: weakref.WeakValueDictionary[tuple[int, bytes], np.ndarray] = (
-            weakref.WeakValueDictionary()
-        )
-        self._lock = threading.Lock()
-
-    def shared(self, blob: np.ndarray) -> np.ndarray:
-        """`blob`, or the pool's buffer of the same bytes; made read-only either way."""
-        raw = blob.view(np.uint8).reshape(-1)
-        key = (raw.nbytes, hashlib.blake2b(raw, digest_size=32).digest())
-        with self._lock:
-            existing = self._blobs.get(key)
-            if existing is not None and np.array_equal(existing.view(np.uint8).reshape(-1), raw):
-                return existing
-            blob.flags.writeable = False
-            self._blobs[key] = blob
-            return blob
 
 
 def _io_specs(fn: func.FuncOp, key: str, first: int, dtypes_key: str) -> list[TensorSpec]:
@@ -441,8 +420,8 @@ class CompiledModel(Executable):
     dropped once native code exists, unless `keep_ir`: it is hundreds of thousands of
     GC-tracked objects per model (every full collection walks them) and its weights double
     the model's memory. What readers need of it is kept: `report`, `target`,
-    `unread_inputs`, the manifest. `weight_pool` (shared by the variants of one model) lets
-    identical weight blobs share one buffer.
+    `unread_inputs`, the manifest. `weight_pool` (shared by the variants of one model) holds
+    once each weight several variants hold (engine/weight_pool.py).
     """
 
     def __init__(
@@ -463,9 +442,11 @@ class CompiledModel(Executable):
         self.report = program.report
         self.target = program.ctx.target
         self.unread_inputs = unread_inputs(program)
-        weights = program.weights_blob()
-        if weight_pool is not None:
-            weights = weight_pool.shared(weights)
+        weights = (
+            program.weights_blob()
+            if weight_pool is None
+            else weight_pool.blob(program.manifest.weights_bytes, program.weight_placements())
+        )
         set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
         super().__init__(
             jit.address(self.ENTRY_SYMBOL),

@@ -226,16 +226,6 @@ class VariantModel(RunnableModel):
         """Variants compiled so far (failed ones included)."""
         return self._variants.builds
 
-    @property
-    def weight_bytes(self) -> int:
-        """Bytes of weights the cached variants hold, a buffer shared by several counted once."""
-        buffers = {
-            id(buffer): buffer.nbytes
-            for _, variant in self._variants.items()
-            if (buffer := getattr(variant, "weight_buffer", None)) is not None
-        }
-        return sum(buffers.values())
-
     def set_num_threads(self, threads: int) -> None:
         self.threads = checked_threads(threads)
         for _, variant in self._variants.items():
@@ -341,7 +331,7 @@ class SpecializingModel(VariantModel):
             "memory_limit": memory_limit,
             "keep_ir": keep_ir,
         }
-        from ember.engine.compile import WeightPool
+        from ember.engine.weight_pool import WeightPool
 
         # The variants' weight blobs by content: variants whose weights come out identical
         # share one buffer.
@@ -391,6 +381,17 @@ class SpecializingModel(VariantModel):
         """The batch-separability proof for each batch-1 shape set tried ({shapes: proof})."""
         with self._proving:
             return {describe(key): proof for key, proof in self._batch_proofs.items()}
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights the compiled variants hold, each weight several share counted
+        once (engine/weight_pool.py)."""
+        return self._weight_pool.held_bytes
+
+    @property
+    def shared_weights(self) -> int:
+        """How many weights are held once for all the variants holding them."""
+        return self._weight_pool.shared_weights
 
     @property
     def specialized_shapes(self) -> list[dict[str, list[int]]]:

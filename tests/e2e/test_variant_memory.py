@@ -4,12 +4,16 @@ hold (engine/compile.py: WeightPool)."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.engine.specialize import SpecializingModel
+from ember.engine.weight_pool import MAPS_WEIGHTS, PAGE
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools.model_zoo import bert_encoder
 from ember.tools.symbolic_zoo import bert_with_symbolic_shapes
@@ -17,16 +21,19 @@ from ember.tools.symbolic_zoo import bert_with_symbolic_shapes
 # Float32 matmuls vs onnxruntime: other summation orders, same math.
 REL_TOL = 1e-4
 BATCHES = (1, 2, 5)
+maps_weights = pytest.mark.skipif(
+    not MAPS_WEIGHTS, reason="weights are mapped into blobs on Linux only (memfd)"
+)
 
 
 def mlp_model() -> onnx.ModelProto:
-    """x [batch, 16] -> MatMul 16x32 -> Add -> Relu -> MatMul 32x8 -> y [batch, 8]: no
+    """x [batch, 64] -> MatMul 64x128 -> Add -> Relu -> MatMul 128x32 -> y [batch, 32]: no
     constant depends on the batch, so every batch size's weights come out the same bytes."""
     rng = np.random.default_rng(3)
     weights = [
-        numpy_helper.from_array(rng.standard_normal((16, 32)).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b1"),
-        numpy_helper.from_array(rng.standard_normal((32, 8)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(128).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((128, 32)).astype(np.float32), "w2"),
     ]
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["h"]),
@@ -37,60 +44,86 @@ def mlp_model() -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 32])],
         weights,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _large_weights(compiled: ember.CompiledModel) -> int:
+    """Bytes of the weights of a page or more (those variants share) in one variant's blob."""
+    program = compiled.program
+    assert program is not None
+    return sum(
+        -(-array.nbytes // PAGE) * PAGE
+        for _, array in program.weight_placements()
+        if array.nbytes >= PAGE
+    )
+
+
+@maps_weights
 def test_variants_share_one_copy_of_unchanged_weights() -> None:
     model = mlp_model()
     compiled = ember.compile(model, threads=1, batch_polymorphic=False, progress=False)
     assert isinstance(compiled, SpecializingModel)
+    single = ember.compile(
+        model, input_shapes={"x": [1, 64]}, threads=1, progress=False, keep_ir=True
+    )
+    large = _large_weights(single)
+    assert large >= 64 * 128 * 4  # w1, packed, at least
     rng = np.random.default_rng(0)
     for batch in BATCHES:
-        feeds = {"x": rng.standard_normal((batch, 16)).astype(np.float32)}
+        feeds = {"x": rng.standard_normal((batch, 64)).astype(np.float32)}
         assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), REL_TOL)
     variants = [variant for _, variant in compiled._variants.items()]
     assert len(variants) == len(BATCHES)
-    buffers = [variant.weight_buffer for variant in variants]
-    assert all(buffer is buffers[0] for buffer in buffers)
-    assert compiled.weight_bytes == buffers[0].nbytes
-    # Shared, so read-only: from Python, and the native runs left its bytes as compiled.
-    assert not buffers[0].flags.writeable
-    fresh = ember.compile(model, input_shapes={"x": [1, 16]}, threads=1, progress=False)
-    assert np.array_equal(fresh.weight_buffer, buffers[0])
-    # Running again on the shared buffer still gives onnxruntime's results at every shape.
+    # Every large weight once; each variant's blob beyond them (its small weights) its own.
+    blob = single.weight_buffer.nbytes
+    assert compiled.weight_bytes == large + len(BATCHES) * (blob - large)
+    assert compiled.weight_bytes < 2 * blob
+    assert all(np.array_equal(v.weight_buffer, single.weight_buffer) for v in variants)
+    assert not variants[0].weight_buffer.flags.writeable
+    # Running again on the shared weights still gives onnxruntime's results at every shape.
     for batch in BATCHES:
-        feeds = {"x": rng.standard_normal((batch, 16)).astype(np.float32)}
+        feeds = {"x": rng.standard_normal((batch, 64)).astype(np.float32)}
         assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), REL_TOL)
+    # Variants gone, their blobs go, and the shared weights with the last of them.
+    pool = compiled._weight_pool
+    assert pool.shared_weights > 0
+    del compiled, variants
+    gc.collect()
+    assert pool.shared_weights == 0
+    assert pool.held_bytes == 0
 
 
-def test_variants_with_shape_dependent_constants_keep_their_own_weights() -> None:
-    # The position table sliced to the sequence length folds into a constant of each length:
-    # those blobs differ, and each variant keeps (and runs on) its own.
-    model = bert_with_symbolic_shapes(bert_encoder(layers=1, seq=16, hidden=32, heads=2, vocab=50))
+@maps_weights
+def test_variants_with_shape_dependent_constants_share_the_rest() -> None:
+    # The position table sliced to the sequence length folds into a constant of each length,
+    # which moves the weights after it: each variant keeps that constant, the rest is shared.
+    model = bert_with_symbolic_shapes(bert_encoder(layers=1, seq=64, hidden=64, heads=2, vocab=50))
     compiled = ember.compile(model, threads=1, batch_polymorphic=False, progress=False)
     rng = np.random.default_rng(1)
-    for seq in (4, 9):
+    lengths = (16, 32, 48)
+    for seq in lengths:
         feeds = {"input_ids": rng.integers(0, 50, (1, seq)).astype(np.int64)}
         assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), REL_TOL)
-    first, second = (variant.weight_buffer for _, variant in compiled._variants.items())
-    assert first is not second
-    assert compiled.weight_bytes == first.nbytes + second.nbytes
+    blobs = [variant.weight_buffer.nbytes for _, variant in compiled._variants.items()]
+    assert len(set(blobs)) == len(lengths)  # laid out differently
+    assert compiled.shared_weights > 0
+    assert compiled.weight_bytes < sum(blobs) * 2 / 3
 
 
 def test_ir_is_dropped_after_codegen_unless_kept() -> None:
     model = mlp_model()
-    dropped = ember.compile(model, input_shapes={"x": [2, 16]}, threads=1, progress=False)
+    dropped = ember.compile(model, input_shapes={"x": [2, 64]}, threads=1, progress=False)
     assert dropped.program is None
     # What the IR's readers need is kept: the report, the target, the inputs read.
     assert dropped.report.kernel_functions > 0
     assert dropped.target.threads == 1
     assert dropped.unread_inputs == ()
     kept = ember.compile(
-        model, input_shapes={"x": [2, 16]}, threads=1, progress=False, keep_ir=True
+        model, input_shapes={"x": [2, 64]}, threads=1, progress=False, keep_ir=True
     )
     assert kept.program is not None
     assert "func.func @main" in str(kept.program.module)
