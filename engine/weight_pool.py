@@ -25,9 +25,11 @@ import sys
 import threading
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from ember.runtime.errors import ResourceLimitError
 from ember.runtime.executable import ALIGNMENT, aligned_empty
 
 PAGE = mmap.PAGESIZE
@@ -91,6 +93,10 @@ class WeightPool:
         self._chunks: dict[tuple[int, bytes], list[int]] = {}
         self._private_bytes = 0  # bytes of the live blobs that are their own
         self._whole_blobs: dict[int, int] = {}  # id -> bytes of live fallback blobs
+        # Blobs unmapped whose weights are not yet released: a blob's finalizer may run in a
+        # collection inside this pool's locked code (same thread), where it must not wait for
+        # the lock nor change a weight being mapped; the next locked call releases them.
+        self._unmapped: list[tuple[list[tuple[int, bytes]], int]] = []
         if _LIBC is not None:
             try:
                 self._fd = os.memfd_create("ember-weights", os.MFD_CLOEXEC)
@@ -103,12 +109,14 @@ class WeightPool:
     def shared_weights(self) -> int:
         """How many weights are held once for the blobs mapping them."""
         with self._lock:
+            self._release_unmapped()
             return len(self._chunks)
 
     @property
     def held_bytes(self) -> int:
         """Bytes of weights the live blobs hold, a shared weight or blob counted once."""
         with self._lock:
+            self._release_unmapped()
             chunks = sum(chunk[1] for chunk in self._chunks.values())
             return chunks + self._private_bytes + sum(self._whole_blobs.values())
 
@@ -151,53 +159,85 @@ class WeightPool:
             return None
         region = (ctypes.c_uint8 * size).from_address(address)
         blob = np.frombuffer(region, dtype=np.uint8)
+        # What the blob holds of the pool, filled as it is mapped: its finalizer (unmapping
+        # it, whatever happens below) releases exactly that.
+        keys: list[tuple[int, bytes]] = []
+        record: dict[str, Any] = {"keys": keys, "private": 0}
+        # Not at exit: code still running then (another thread's run) may read it.
+        weakref.finalize(region, self._unmap, address, size, record).atexit = False
         ordered = sorted(placements, key=lambda placement: placement[0])
         ends = [offset for offset, _ in ordered[1:]] + [size]
-        keys: list[tuple[int, bytes]] = []
         private = size
         with self._lock:
+            self._release_unmapped()
             for (offset, array), next_start in zip(ordered, ends):
                 raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
                 span = _round_up(raw.size, PAGE)
                 # Only a weight with its pages to itself (place-weights: a page or more).
-                if raw.size < PAGE or offset % PAGE or offset + span > next_start:
-                    blob[offset : offset + raw.size] = raw
-                    continue
-                key = (raw.size, hashlib.blake2b(raw, digest_size=32).digest())
-                chunk = self._chunks.get(key)
-                if chunk is None:
-                    chunk = [self._file_bytes, span, 0]
-                    os.ftruncate(self._fd, self._file_bytes + span)
-                    _write_all(self._fd, raw, self._file_bytes)
-                    self._file_bytes += span
-                mapped = _LIBC.mmap(
-                    address + offset,
-                    span,
-                    _PROT_READ | _PROT_WRITE,
-                    _MAP_PRIVATE | _MAP_FIXED,
-                    self._fd,
-                    chunk[0],
+                shareable = raw.size >= PAGE and offset % PAGE == 0 and offset + span <= next_start
+                key = (
+                    (raw.size, hashlib.blake2b(raw, digest_size=32).digest()) if shareable else None
                 )
-                if mapped != address + offset:
-                    # Refused (no memory for the mapping): this weight is the blob's own.
-                    if chunk[2] == 0:
-                        self._drop_chunk_bytes(chunk)
+                if key is None or not self._map(key, raw, address + offset, span):
                     blob[offset : offset + raw.size] = raw
                     continue
-                chunk[2] += 1
-                self._chunks[key] = chunk
                 keys.append(key)
                 private -= span
+            record["private"] = private
             self._private_bytes += private
-        # Not at exit: code still running then (another thread's run) may read it.
-        weakref.finalize(region, self._unmap, address, size, keys, private).atexit = False
         blob.flags.writeable = False
         return blob
 
-    def _unmap(self, address: int, size: int, keys: list[tuple[int, bytes]], private: int) -> None:
+    def _map(self, key: tuple[int, bytes], raw: np.ndarray, address: int, span: int) -> bool:
+        """Map the pool's copy of the weight `raw` (added if new) at `address`, `span` bytes
+        (the lock held). False: it is not mapped (the pool could not grow, or the mapping was
+        refused) and the anonymous pages there are left to copy it into."""
+        assert _LIBC is not None
+        chunk = self._chunks.get(key)
+        if chunk is None:
+            chunk = [self._file_bytes, span, 0]
+            try:
+                os.ftruncate(self._fd, self._file_bytes + span)
+                _write_all(self._fd, raw, self._file_bytes)
+            except OSError:
+                self._drop_chunk_bytes(chunk)
+                return False
+            self._file_bytes += span
+        protection = _PROT_READ | _PROT_WRITE
+        mapped = _LIBC.mmap(
+            address, span, protection, _MAP_PRIVATE | _MAP_FIXED, self._fd, chunk[0]
+        )
+        if mapped != address:
+            if chunk[2] == 0:
+                self._drop_chunk_bytes(chunk)
+            # A failed MAP_FIXED may have removed the pages there: map fresh anonymous ones.
+            anonymous = _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_FIXED
+            if _LIBC.mmap(address, span, protection, anonymous, -1, 0) != address:
+                raise ResourceLimitError(
+                    f"could not map {span} bytes of weights into a compiled variant's blob "
+                    "(out of memory or of mappings)"
+                )
+            return False
+        chunk[2] += 1
+        self._chunks[key] = chunk
+        return True
+
+    def _unmap(self, address: int, size: int, record: dict[str, Any]) -> None:
+        """A blob's finalizer: unmap it now, release its weights when the lock is free."""
         assert _LIBC is not None
         _LIBC.munmap(address, size)
-        with self._lock:
+        self._unmapped.append((record["keys"], record["private"]))  # atomic: no lock needed
+        if self._lock.acquire(blocking=False):
+            try:
+                self._release_unmapped()
+            finally:
+                self._lock.release()
+
+    def _release_unmapped(self) -> None:
+        """Release the weights of unmapped blobs (the lock held): a weight no blob maps any
+        more leaves the pool."""
+        while self._unmapped:
+            keys, private = self._unmapped.pop()
             self._private_bytes -= private
             for key in keys:
                 chunk = self._chunks[key]

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.engine.specialize import SpecializingModel
-from ember.engine.weight_pool import MAPS_WEIGHTS, PAGE
+from ember.engine.weight_pool import MAPS_WEIGHTS, PAGE, WeightPool
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools.model_zoo import bert_encoder
 from ember.tools.symbolic_zoo import bert_with_symbolic_shapes
@@ -145,3 +145,39 @@ def test_unread_inputs_name_inputs_only_their_shape_feeds() -> None:
     feeds = {"x": np.zeros((2, 3), np.float32)}
     result = compiled.run({n: feeds[n] for n in compiled.input_names})
     assert np.array_equal(result["y"], [2, 3])
+
+
+@maps_weights
+def test_pool_maps_one_copy_of_a_weight_at_any_page_offset() -> None:
+    rng = np.random.default_rng(5)
+    shared = rng.standard_normal(3000).astype(np.float32)  # 12000 bytes: 3 pages
+    small = rng.standard_normal(10).astype(np.float32)
+    pool = WeightPool()
+    first = pool.blob(4 * PAGE, [(0, small), (PAGE, shared)])
+    second = pool.blob(6 * PAGE, [(0, small), (64, small), (3 * PAGE, shared)])
+    assert pool.shared_weights == 1
+    assert np.array_equal(first[PAGE : PAGE + shared.nbytes].view(np.float32), shared)
+    assert np.array_equal(second[3 * PAGE : 3 * PAGE + shared.nbytes].view(np.float32), shared)
+    assert np.array_equal(second[64 : 64 + small.nbytes].view(np.float32), small)
+    # The shared weight's 3 pages once; each blob's other pages its own.
+    assert pool.held_bytes == 3 * PAGE + (4 - 3) * PAGE + (6 - 3) * PAGE
+    # A weight without pages of its own (the next one starts inside its last page) is copied.
+    third = pool.blob(4 * PAGE, [(0, shared), (3 * PAGE - 64, small)])
+    assert pool.shared_weights == 1
+    assert np.array_equal(third[: shared.nbytes].view(np.float32), shared)
+    del first, second, third
+    gc.collect()
+    assert pool.shared_weights == 0
+    assert pool.held_bytes == 0
+
+
+def test_pool_without_mappings_shares_equal_blobs_whole() -> None:
+    weight = np.arange(2048, dtype=np.float32)
+    pool = WeightPool()
+    pool._fd = -1  # as where memfd is missing
+    first = pool.blob(weight.nbytes, [(0, weight)])
+    assert pool.blob(weight.nbytes, [(0, weight)]) is first
+    other = pool.blob(weight.nbytes, [(0, weight[::-1])])
+    assert other is not first
+    assert np.array_equal(other.view(np.float32), weight[::-1])
+    assert pool.held_bytes == first.nbytes + other.nbytes
