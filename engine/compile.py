@@ -53,13 +53,11 @@ from ember.runtime.errors import (
     RuntimeOperandError,
 )
 from ember.runtime.executable import (
-    ALIGNMENT,
     BOUNDED_KEY,
     GRAPH_OUTPUTS_KEY,
     Executable,
     Manifest,
     TensorSpec,
-    aligned_empty,
     assemble_outputs,
 )
 from ember.runtime.status import SITES_KEY
@@ -111,12 +109,9 @@ class Program:
 
     def weights_blob(self) -> np.ndarray:
         """The weights laid out as `place-weights` planned them, 64-byte aligned."""
-        blob = aligned_empty((max(self.manifest.weights_bytes, ALIGNMENT),))
-        blob[:] = 0
-        for start, array in self.weight_placements():
-            raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-            blob[start : start + raw.size] = raw
-        return blob
+        from ember.engine.weight_pool import laid_out
+
+        return laid_out(self.manifest.weights_bytes, self.weight_placements())
 
 
 def _io_specs(fn: func.FuncOp, key: str, first: int, dtypes_key: str) -> list[TensorSpec]:

@@ -69,6 +69,17 @@ def _round_up(size: int, to: int) -> int:
     return (size + to - 1) // to * to
 
 
+def laid_out(weights_bytes: int, placements: Sequence[Placement]) -> np.ndarray:
+    """A new 64-byte aligned blob of `weights_bytes` (at least 64) holding each weight at its
+    offset, zeros between."""
+    blob = aligned_empty((max(weights_bytes, ALIGNMENT),))
+    blob[:] = 0
+    for offset, array in placements:
+        raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        blob[offset : offset + raw.size] = raw
+    return blob
+
+
 def _write_all(fd: int, data: np.ndarray, offset: int) -> None:
     """Write `data` (bytes, contiguous) at `offset` of `fd`, without a copy of it."""
     view = memoryview(data).cast("B")
@@ -130,11 +141,7 @@ class WeightPool:
 
     # -- whole blobs (the fallback) -----------------------------------------------------------
     def _whole_blob(self, weights_bytes: int, placements: Sequence[Placement]) -> np.ndarray:
-        blob = aligned_empty((max(weights_bytes, ALIGNMENT),))
-        blob[:] = 0
-        for offset, array in placements:
-            raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-            blob[offset : offset + raw.size] = raw
+        blob = laid_out(weights_bytes, placements)
         key = (blob.nbytes, hashlib.blake2b(blob, digest_size=32).digest())
         with self._lock:
             existing = self._blobs.get(key)
