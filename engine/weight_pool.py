@@ -98,6 +98,9 @@ class WeightPool:
         self._blobs: weakref.WeakValueDictionary[tuple[int, bytes], np.ndarray] = (
             weakref.WeakValueDictionary()
         )
+        # The memfd holding the shared weights, made at the first blob (-1: none yet); weights
+        # are mapped while `_maps` (a platform with memfd, one made or yet to make).
+        self._maps = _LIBC is not None
         self._fd = -1
         self._file_bytes = 0
         # Shared weights by content: [offset in the memfd, bytes mapped, blobs mapping it].
@@ -108,13 +111,17 @@ class WeightPool:
         # collection inside this pool's locked code (same thread), where it must not wait for
         # the lock nor change a weight being mapped; the next locked call releases them.
         self._unmapped: list[tuple[list[tuple[int, bytes]], int]] = []
-        if _LIBC is not None:
+
+    def _memfd(self) -> bool:
+        """Whether weights are mapped from a memfd, made now if not yet (the lock held)."""
+        if self._maps and self._fd < 0:
             try:
                 self._fd = os.memfd_create("ember-weights", os.MFD_CLOEXEC)
             except OSError:
-                self._fd = -1
+                self._maps = False
             else:
                 weakref.finalize(self, os.close, self._fd)
+        return self._maps
 
     @property
     def shared_weights(self) -> int:
@@ -133,7 +140,9 @@ class WeightPool:
 
     def blob(self, weights_bytes: int, placements: Sequence[Placement]) -> np.ndarray:
         """A read-only blob of `weights_bytes` holding each weight at its offset."""
-        if self._fd >= 0:
+        with self._lock:
+            maps = self._memfd()
+        if maps:
             mapped = self._mapped_blob(weights_bytes, placements)
             if mapped is not None:
                 return mapped

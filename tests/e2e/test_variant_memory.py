@@ -174,7 +174,7 @@ def test_pool_maps_one_copy_of_a_weight_at_any_page_offset() -> None:
 def test_pool_without_mappings_shares_equal_blobs_whole() -> None:
     weight = np.arange(2048, dtype=np.float32)
     pool = WeightPool()
-    pool._fd = -1  # as where memfd is missing
+    pool._maps = False  # as where memfd is missing
     first = pool.blob(weight.nbytes, [(0, weight)])
     assert pool.blob(weight.nbytes, [(0, weight)]) is first
     other = pool.blob(weight.nbytes, [(0, weight[::-1])])
