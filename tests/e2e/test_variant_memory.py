@@ -127,6 +127,12 @@ def test_ir_is_dropped_after_codegen_unless_kept() -> None:
     )
     assert kept.program is not None
     assert "func.func @main" in str(kept.program.module)
+    # And each variant of a model with symbolic dims.
+    variants = ember.compile(
+        model, threads=1, batch_polymorphic=False, progress=False, keep_ir=True
+    )
+    variants.run({"x": np.ones((3, 64), np.float32)})
+    assert all(variant.program is not None for _, variant in variants._variants.items())
 
 
 def test_unread_inputs_name_inputs_only_their_shape_feeds() -> None:
