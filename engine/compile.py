@@ -53,13 +53,11 @@ from ember.runtime.errors import (
     RuntimeOperandError,
 )
 from ember.runtime.executable import (
-    ALIGNMENT,
     BOUNDED_KEY,
     GRAPH_OUTPUTS_KEY,
     Executable,
     Manifest,
     TensorSpec,
-    aligned_empty,
     assemble_outputs,
 )
 from ember.runtime.status import SITES_KEY
@@ -71,6 +69,7 @@ if TYPE_CHECKING:
     from ember.engine.specialize import SpecializingModel
     from ember.engine.staging import StagedModel
     from ember.engine.structured import StructuredModel
+    from ember.engine.weight_pool import WeightPool
 
 
 @dataclass
@@ -99,17 +98,20 @@ class Program:
     manifest: Manifest
     report: CompileReport
 
-    def weights_blob(self) -> np.ndarray:
-        """The weights laid out as `place-weights` planned them, 64-byte aligned."""
+    def weight_placements(self) -> list[tuple[int, np.ndarray]]:
+        """(offset, array) of every weight, as `place-weights` laid them out."""
         fn = entry_function(self.module)
         offsets: DictionaryAttr = fn.attributes["ember.weight_offsets"]  # type: ignore[assignment]
-        blob = aligned_empty((max(self.manifest.weights_bytes, ALIGNMENT),))
-        blob[:] = 0
-        for name, offset in offsets.data.items():
-            raw = np.ascontiguousarray(self.ctx.weights[name]).view(np.uint8).reshape(-1)
-            start = offset.value.data  # type: ignore[attr-defined]
-            blob[start : start + raw.size] = raw
-        return blob
+        return [
+            (offset.value.data, self.ctx.weights[name])  # type: ignore[attr-defined]
+            for name, offset in offsets.data.items()
+        ]
+
+    def weights_blob(self) -> np.ndarray:
+        """The weights laid out as `place-weights` planned them, 64-byte aligned."""
+        from ember.engine.weight_pool import laid_out
+
+        return laid_out(self.manifest.weights_bytes, self.weight_placements())
 
 
 def _io_specs(fn: func.FuncOp, key: str, first: int, dtypes_key: str) -> list[TensorSpec]:
@@ -400,23 +402,52 @@ def _check_memory(
         )
 
 
-class CompiledModel(Executable):
-    """A model JIT-compiled into this process (`ember.compile`)."""
+def unread_inputs(program: Program) -> tuple[str, ...]:
+    """The program's inputs that no compiled code reads (their values were folded away)."""
+    args = entry_function(program.module).body.block.args
+    return tuple(spec.name for spec, arg in zip(program.manifest.inputs, args) if not arg.uses)
 
-    def __init__(self, program: Program, opt_level: int = 3, threads: int | None = None):
+
+class CompiledModel(Executable):
+    """A model JIT-compiled into this process (`ember.compile`).
+
+    The lowered IR (`program`: the module and its context, with a copy of the weights) is
+    dropped once native code exists, unless `keep_ir`: it is hundreds of thousands of
+    GC-tracked objects per model (every full collection walks them) and its weights double
+    the model's memory. What readers need of it is kept: `report`, `target`,
+    `unread_inputs`, the manifest. `weight_pool` (shared by the variants of one model) holds
+    once each weight several variants hold (engine/weight_pool.py).
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        opt_level: int = 3,
+        threads: int | None = None,
+        *,
+        keep_ir: bool = False,
+        weight_pool: WeightPool | None = None,
+    ):
         from ember.codegen.jit import JitModule
 
         start = time.perf_counter()
         jit = JitModule(program.module, program.ctx.target, opt_level)
         program.report.codegen_seconds = time.perf_counter() - start
-        self.program = program
+        self.program: Program | None = program if keep_ir else None
         self.report = program.report
+        self.target = program.ctx.target
+        self.unread_inputs = unread_inputs(program)
+        weights = (
+            program.weights_blob()
+            if weight_pool is None
+            else weight_pool.blob(program.manifest.weights_bytes, program.weight_placements())
+        )
         set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
         super().__init__(
             jit.address(self.ENTRY_SYMBOL),
             set_threads,
             program.manifest,
-            program.weights_blob(),
+            weights,
             keepalive=jit,
             threads=threads or program.ctx.target.threads,
         )
@@ -427,6 +458,12 @@ class CompiledModel(Executable):
         )
         if self.graph_outputs is not None:
             self._returned_names = tuple(entry["name"] for entry in self.graph_outputs)
+
+    @property
+    def weight_buffer(self) -> np.ndarray:
+        """The weights the native code reads (read-only; shared with the other variants of a
+        model that hold the same bytes)."""
+        return self._weights
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
         results = self._run(feeds, None)
@@ -449,6 +486,7 @@ def compile(
     dynamic_dims: DimRanges | None = None,
     batch_polymorphic: bool = True,
     progress: bool = True,
+    keep_ir: bool = False,
 ) -> CompiledModel | SpecializingModel | StructuredModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
@@ -472,6 +510,8 @@ def compile(
     runs every batch size on one program compiled at batch 1 (engine/specialize.py); off, each
     batch size is specialised like any other dim. `progress` shows the compile's stages (the
     pass running, the elapsed time) on stderr while it runs, when stderr is a terminal.
+    `keep_ir` keeps each compiled program's lowered IR (`CompiledModel.program`) after code
+    generation; by default it is dropped (it dominates a compiled model's Python objects).
     """
     if checks is None:
         checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
@@ -500,6 +540,7 @@ def compile(
                 checks=False,  # `pipeline` has the checks already when they are asked for
                 dynamic_dims=dynamic_dims,
                 batch_polymorphic=batch_polymorphic,
+                keep_ir=keep_ir,
             )
 
         return StructuredModel(
@@ -516,6 +557,7 @@ def compile(
         "pipeline": pipeline,
         "base_dir": base_dir,
         "memory_limit": memory_limit,
+        "keep_ir": keep_ir,
     }
     # Data-dependent output sizes that feed further ops: a head and a tail compiled per
     # run-time size (engine/staging.py).
@@ -542,6 +584,7 @@ def compile(
             base_dir=base_dir,
             memory_limit=memory_limit,
             batch_polymorphic=batch_polymorphic,
+            keep_ir=keep_ir,
         )
     try:
         return compile_static(proto, input_shapes, threads=threads, progress=progress, **options)
@@ -567,9 +610,12 @@ def compile_static(
     base_dir: str | os.PathLike[str] | None,
     memory_limit: int | None,
     progress: bool = False,
+    keep_ir: bool = False,
+    weight_pool: WeightPool | None = None,
 ) -> CompiledModel:
     """One CompiledModel of `model` with every input pinned (what `compile` and each variant
-    of a SpecializingModel compile); `progress`: its stages on stderr if a terminal."""
+    of a SpecializingModel compile); `progress`: its stages on stderr if a terminal;
+    `keep_ir`, `weight_pool`: as CompiledModel takes them."""
     from ember.engine.aot import Progress
 
     stages = Progress(quiet=not progress)
@@ -584,4 +630,6 @@ def compile_static(
             memory_limit=memory_limit,
         )
     with stages.stage(f"LLVM codegen (O{opt_level})"):
-        return CompiledModel(program, opt_level, threads or target.threads)
+        return CompiledModel(
+            program, opt_level, threads or target.threads, keep_ir=keep_ir, weight_pool=weight_pool
+        )

@@ -311,6 +311,7 @@ class SpecializingModel(VariantModel):
         max_specializations: int = MAX_SPECIALIZATIONS,
         value_inputs: RuntimeOperandError | None = None,
         batch_polymorphic: bool = True,
+        keep_ir: bool = False,
     ) -> None:
         _check_inputs(model, pinning, base_dir)
         self._model = model
@@ -328,7 +329,13 @@ class SpecializingModel(VariantModel):
             "pipeline": pipeline,
             "base_dir": base_dir,
             "memory_limit": memory_limit,
+            "keep_ir": keep_ir,
         }
+        from ember.engine.weight_pool import WeightPool
+
+        # The variants' weight blobs by content: variants whose weights come out identical
+        # share one buffer.
+        self._weight_pool = WeightPool()
         super().__init__(
             self._signature.input_names,
             self._signature.output_names,
@@ -382,6 +389,17 @@ class SpecializingModel(VariantModel):
         """The batch-separability proof for each batch-1 shape set tried ({shapes: proof})."""
         with self._proving:
             return {describe(key): proof for key, proof in self._batch_proofs.items()}
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights the compiled variants hold, each weight several share counted
+        once (engine/weight_pool.py)."""
+        return self._weight_pool.held_bytes
+
+    @property
+    def shared_weights(self) -> int:
+        """How many weights are held once for all the variants holding them."""
+        return self._weight_pool.shared_weights
 
     @property
     def specialized_shapes(self) -> list[dict[str, list[int]]]:
@@ -586,7 +604,13 @@ class SpecializingModel(VariantModel):
                 },
             )
         return self.compiled_variant(
-            compile_static(model, _shapes_of(shapes), threads=self.threads, **self._options)
+            compile_static(
+                model,
+                _shapes_of(shapes),
+                threads=self.threads,
+                weight_pool=self._weight_pool,
+                **self._options,
+            )
         )
 
     # -- running -------------------------------------------------------------------------------

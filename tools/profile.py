@@ -178,7 +178,7 @@ def profile_model(
         _, counters = compiled.run_profiled(feeds)
         walls.append(time.perf_counter() - start)
         samples.append(counters)
-    rate = counter_rate(compiled.program.ctx.target)
+    rate = counter_rate(compiled.target)
     per_slot = np.stack(samples)
     seconds = [float(reduce(list(per_slot[:, i]))) / rate for i in range(per_slot.shape[1])]
     result = [

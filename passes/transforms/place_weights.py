@@ -3,6 +3,11 @@
 Each distinct `kernel.weight` gets a 64-byte aligned offset in the blob (order of first use);
 the op becomes a `memref.view` of a trailing `weights` argument. The layout is recorded on the
 entry function as `ember.weight_offsets` so the runtime can build the blob from the store.
+
+A weight of a page (4 KiB) or more starts on a page and has its pages to itself (the next
+weight starts on the next page): the variants of one model, compiled per input shape, then
+map one copy of each such weight they share into their blobs (engine/weight_pool.py), whatever
+the other weights around it (a constant folded per shape moves it by whole pages only).
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ from ember.dialects import kernel
 from ember.passes.program import append_argument, entry_function
 from ember.passes.transforms.plan_memory import ALIGNMENT, byte_size
 
+PAGE = 4096
+
+
+def _place(total: int, size: int) -> tuple[int, int]:
+    """(offset, end) of a weight of `size` bytes placed after `total` bytes."""
+    alignment = PAGE if size >= PAGE else ALIGNMENT
+    offset = (total + alignment - 1) // alignment * alignment
+    return offset, offset + (size + alignment - 1) // alignment * alignment
+
 
 class PlaceWeights(ModulePass):
     """Replaces kernel.weight ops with memref.view slices of one weight-blob argument."""
@@ -38,8 +52,7 @@ class PlaceWeights(ModulePass):
         for w in weight_ops:
             name = w.ref.data
             if name not in offsets:
-                offsets[name] = total
-                total += (byte_size(w.output.type) + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT  # type: ignore[arg-type]
+                offsets[name], total = _place(total, byte_size(w.output.type))  # type: ignore[arg-type]
         blob = append_argument(fn, MemRefType(i8, [max(total, ALIGNMENT)]), "weights")
         for w in weight_ops:
             offset = arith.ConstantOp(IntegerAttr(offsets[w.ref.data], IndexType()))
