@@ -10,8 +10,8 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `shape.py` | Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice, Expand, Tile, Pad, CenterCropPad, DepthToSpace, SpaceToDepth |
 | `indexing.py` | Gather, GatherElements, GatherND, ScatterElements, Scatter, ScatterND, OneHot, Compress, ReverseSequence, TensorScatter |
 | `elementwise.py` | Add, Sub, Mul, Div, Pow, Mod, Sum, Max, Min, Mean, Equal, Greater, GreaterOrEqual, Less, LessOrEqual, And, Or, Xor, Not, BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot, BitShift, Where |
-| `math.py` | Exp, Log, Sqrt, Erf, Neg, Abs, Reciprocal, Sign, Floor, Ceil, Round, Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, IsNaN, IsInf |
-| `activation.py` | Relu, Sigmoid, Tanh, LeakyRelu, Clip, Softplus, Elu, Selu, Celu, HardSigmoid, HardSwish, Softsign, Shrink, ThresholdedRelu, Mish, Gelu, PRelu, Softmax, LogSoftmax, Hardmax |
+| `math.py` | Exp, Log, Sqrt, Erf, Neg, Abs, Reciprocal, Sign, Floor, Ceil, Round, Relu, Sigmoid, Tanh, Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, IsNaN, IsInf |
+| `activation.py` | LeakyRelu, Clip, Softplus, Elu, Selu, Celu, HardSigmoid, HardSwish, Softsign, Shrink, ThresholdedRelu, Mish, Gelu, PRelu, Softmax, LogSoftmax, Hardmax |
 | `matmul.py` | MatMul, Gemm, Einsum |
 | `conv.py` | Conv, ConvTranspose, Col2Im (the window helpers they share with pooling: `window.py`) |
 | `pooling.py` | MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool, MaxUnpool |

@@ -1,7 +1,8 @@
 """ONNX -> graph dialect: activations and the softmax family.
 
-Relu, Sigmoid, Tanh, LeakyRelu, Clip and Softplus are one graph op each; Softmax and
-LogSoftmax one `graph.softmax` (with `log`), Hardmax one_hot(ArgMax). The activations ONNX
+LeakyRelu, Clip and Softplus are one graph op each (Relu, Sigmoid and Tanh too, converted
+by math.py's table of unary ops); Softmax and LogSoftmax one `graph.softmax` (with `log`),
+Hardmax one_hot(ArgMax). The activations ONNX
 defines as functions (Elu, Selu, Celu, HardSigmoid, HardSwish, Softsign, Shrink,
 ThresholdedRelu, Mish, Gelu, PRelu) become the few elementwise graph ops of that body; the
 fuse-elementwise pass later merges them into one kernel, so a decomposition costs no extra
@@ -17,7 +18,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import UnitAttr
-from xdsl.irdl import IRDLOperation
 
 from ember.dialects import graph
 from ember.frontend.context import (
@@ -35,17 +35,6 @@ from ember.frontend.context import (
 from ember.frontend.ops.indexing import one_hot
 from ember.frontend.ops.reduction import arg_reduce
 from ember.frontend.registry import converts
-
-_ACTIVATIONS: dict[str, type[IRDLOperation]] = {
-    "Relu": graph.ReluOp,
-    "Sigmoid": graph.SigmoidOp,
-    "Tanh": graph.TanhOp,
-}
-
-
-@converts(*_ACTIVATIONS)
-def _activation(imp: ImportContext, node: Node) -> Sequence[Value]:
-    return [imp.unary(_ACTIVATIONS[node.op_type], imp.required(node, 0))]
 
 
 @converts("Softplus")

@@ -10,7 +10,7 @@ zero-stuffed input with the flipped filter (docs/architecture.md, "Kernels").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -44,6 +44,18 @@ def _spatial_rank(node: Node, x: Value, w: Value) -> int:
     if kernel is not None and tuple(kernel) != ws[2:]:
         raise node.error(f"kernel_shape {list(kernel)} does not match weight {ws}")
     return spatial
+
+
+def _float32_operands(
+    imp: ImportContext, node: Node
+) -> tuple[Value, Value, Value | None, int, Callable[[Value], Value]]:
+    """A Conv or ConvTranspose node's X, W and optional B in float32, its number of spatial
+    axes (checked) and the cast of a float32 result back to the operands' type."""
+    x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
+    spatial = _spatial_rank(node, x, w)
+    (x, w, bias), restore = in_float32(imp, node, [x, w, bias])
+    assert x is not None and w is not None
+    return x, w, bias, spatial, restore
 
 
 def _conv2d(
@@ -117,10 +129,7 @@ def _conv_nd(
 
 @converts("Conv")
 def _conv(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
-    spatial = _spatial_rank(node, x, w)
-    (x, w, bias), restore = in_float32(imp, node, [x, w, bias])
-    assert x is not None and w is not None
+    x, w, bias, spatial, restore = _float32_operands(imp, node)
     xs, ws = shape_of(x), shape_of(w)
     group = int(node.attrs.get("group", 1))
     if group <= 0 or xs[1] != ws[1] * group or ws[0] % group:
@@ -206,10 +215,7 @@ def _conv_transpose_by_phases(
 
 @converts("ConvTranspose")
 def _conv_transpose(imp: ImportContext, node: Node) -> Sequence[Value]:
-    x, w, bias = imp.required(node, 0), imp.required(node, 1), imp.input(node, 2)
-    spatial = _spatial_rank(node, x, w)
-    (x, w, bias), restore = in_float32(imp, node, [x, w, bias])
-    assert x is not None and w is not None
+    x, w, bias, spatial, restore = _float32_operands(imp, node)
     xs, ws = shape_of(x), shape_of(w)
     a = node.attrs
     group = int(a.get("group", 1))

@@ -77,11 +77,7 @@ def _roi_align(imp: ImportContext, node: Node) -> Sequence[Value]:
     names = node.proto.input
     b = OnnxNodes(f"{node.name}/RoiAlign")
 
-    def f(value: object) -> str:
-        return b.const(np.asarray(value, dtype))
-
-    def i64(value: object) -> str:
-        return b.const(np.asarray(value, np.int64))
+    f, i64 = b.typed(dtype), b.i64
 
     def coordinate(index: int) -> str:  # rois[:, index] * spatial_scale - offset, as [R, 1]
         value = b.add("Mul", [b.add("Gather", [names[1], i64([index])], axis=1), f(scale)])
@@ -240,11 +236,7 @@ def _deform_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
     pixels = out_h * out_w
     per_group = c // offset_group
 
-    def f(value: object) -> str:
-        return b.const(np.asarray(value, dtype))
-
-    def i64(value: object) -> str:
-        return b.const(np.asarray(value, np.int64))
+    f, i64 = b.typed(dtype), b.i64
 
     # Regular grid position of each tap of each output pixel: [1, 1, kh·kw, Ho, Wo] per axis.
     ky, kx = np.meshgrid(

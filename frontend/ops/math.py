@@ -1,6 +1,7 @@
 """ONNX -> graph dialect: unary math, one graph op each (Exp, Log, Sqrt, Erf, Neg, Abs,
-Reciprocal, Sign, Floor, Ceil, Round), trigonometry (one `graph.trig` with the function's
-name), IsNaN and IsInf."""
+Reciprocal, Sign, Floor, Ceil, Round, and the activations Relu, Sigmoid and Tanh, which are
+one graph op the same way), trigonometry (one `graph.trig` with the function's name), IsNaN
+and IsInf."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ _UNARY: dict[str, type[IRDLOperation]] = {
     "Floor": graph.FloorOp,
     "Ceil": graph.CeilOp,
     "Round": graph.RoundOp,
+    "Relu": graph.ReluOp,
+    "Sigmoid": graph.SigmoidOp,
+    "Tanh": graph.TanhOp,
 }
 
 

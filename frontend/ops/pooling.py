@@ -46,16 +46,15 @@ def _pool2d(
     imp: ImportContext,
     x: Value,
     kind: str,
-    kernel: Sequence[int],
-    strides: Sequence[int],
-    pads: Sequence[int],
+    window: Window,
     out_hw: Sequence[int],
     include_pad: bool,
 ) -> Value:
+    """graph.max_pool or graph.average_pool over the 2 trailing dims (window undilated)."""
     props = {
-        "kernel_shape": graph.i64_array(kernel),
-        "strides": graph.i64_array(strides),
-        "pads": graph.i64_array(pads),
+        "kernel_shape": graph.i64_array(window.kernel),
+        "strides": graph.i64_array(window.strides),
+        "pads": graph.i64_array(window.pads),
     }
     out = [*shape_of(x)[:2], *out_hw]
     if kind == "max":
@@ -66,17 +65,9 @@ def _pool2d(
 
 
 def _pool_nd(
-    imp: ImportContext,
-    x: Value,
-    kind: str,
-    kernel: Sequence[int],
-    strides: Sequence[int],
-    pads: Sequence[int],
-    out: Sequence[int],
-    include_pad: bool,
-    dilations: Sequence[int] = (),
+    imp: ImportContext, x: Value, kind: str, window: Window, out: Sequence[int], include_pad: bool
 ) -> Value:
-    """Max or average pooling over the 1, 2 or 3 trailing dims of x (pads: begins, ends).
+    """Max or average pooling over the 1, 2 or 3 trailing dims of x (window undilated).
 
     Both are separable: a max (or, with per-axis counts, an average) over a box is the same
     over one axis of the same over the others, padding and clipped windows included.
@@ -84,44 +75,24 @@ def _pool_nd(
     xs = shape_of(x)
     n, c, spatial = xs[0], xs[1], len(xs) - 2
     if spatial == 2:
-        return _pool2d(imp, x, kind, kernel, strides, pads, out, include_pad)
+        return _pool2d(imp, x, kind, window, out, include_pad)
     if spatial == 1:
         return on_2d_kernel(
-            imp,
-            [x],
-            Window.of(kernel, strides, [1], pads),
-            lambda v, win: _pool2d(
-                imp, v[0], kind, win.kernel, win.strides, win.pads, [1, *out], include_pad
-            ),
+            imp, [x], window, lambda v, win: _pool2d(imp, v[0], kind, win, [1, *out], include_pad)
         )
     d, h, w = xs[2:]
     planes = imp.reshape(x, [n, c * d, h, w])
-    hw = [pads[1], pads[2], pads[4], pads[5]]
-    y = _pool2d(imp, planes, kind, kernel[1:], strides[1:], hw, out[1:], include_pad)
+    y = _pool2d(imp, planes, kind, window.axes(1, 2), out[1:], include_pad)
     depth = imp.reshape(y, [n, c, d, out[1] * out[2]])
-    y = _pool2d(
-        imp,
-        depth,
-        kind,
-        [kernel[0], 1],
-        [strides[0], 1],
-        [pads[0], 0, pads[3], 0],
-        [out[0], out[1] * out[2]],
-        include_pad,
-    )
+    first = window.axes(0, 1)  # the depth axis, pooled as a 2-D window of width 1
+    begin, end = first.pads
+    depth_window = Window.of([*first.kernel, 1], [*first.strides, 1], [1, 1], [begin, 0, end, 0])
+    y = _pool2d(imp, depth, kind, depth_window, [out[0], out[1] * out[2]], include_pad)
     return imp.reshape(y, [n, c, *out])
 
 
 def _dilated_pool(
-    imp: ImportContext,
-    x: Value,
-    kind: str,
-    kernel: Sequence[int],
-    strides: Sequence[int],
-    pads: Sequence[int],
-    out: Sequence[int],
-    include_pad: bool,
-    dilations: Sequence[int],
+    imp: ImportContext, x: Value, kind: str, window: Window, out: Sequence[int], include_pad: bool
 ) -> Value:
     """Pooling with dilated windows, one spatial axis at a time: each of the k taps is a
     gather of the padded input, folded by max or add; averages divide by each output's
@@ -131,7 +102,8 @@ def _dilated_pool(
     combine = graph.MaxOp if kind == "max" else graph.AddOp
     for a in range(spatial):
         axis, size = 2 + a, shape_of(x)[2 + a]
-        k, s, d, begin, end = kernel[a], strides[a], dilations[a], pads[a], pads[a + spatial]
+        k, s, d = window.kernel[a], window.strides[a], window.dilations[a]
+        begin, end = window.pads[a], window.pads[a + spatial]
         taps = np.arange(out[a])[:, None] * s + np.arange(k)[None, :] * d  # padded coords
         # Ceil-mode windows may reach past the end padding: extend it with the fill too.
         beyond = max(0, int(taps.max()) + 1 - (size + begin + end))
@@ -294,26 +266,23 @@ def _pool(imp: ImportContext, node: Node) -> Sequence[Value]:
                 f"auto_pad {auto_pad} where kernel {kernel} with strides {strides} leaves "
                 f"input {xs} partly unread (negative SAME padding {short})"
             )
-    if any(d != 1 for d in dilations):
-        pool = _dilated_pool
-    else:
-        pool = _pool_nd  # type: ignore[assignment]
+    pool = _dilated_pool if any(d != 1 for d in dilations) else _pool_nd
+    window = Window.of(kernel, strides, dilations, pads)
     if node.op_type == "MaxPool" and len(node.proto.output) > 1 and node.proto.output[1]:
         column_major = bool(node.attrs.get("storage_order", 0))
-        window = Window.of(kernel, strides, dilations, pads)
         values, indices = _max_pool_with_indices(imp, node, x, window, out, column_major)
         return [restore(values), indices]
     if node.op_type == "MaxPool":
-        return [restore(pool(imp, x, "max", kernel, strides, pads, out, False, dilations))]
+        return [restore(pool(imp, x, "max", window, out, False))]
     if node.op_type == "AveragePool":
         include = bool(node.attrs.get("count_include_pad", 0))
-        return [restore(pool(imp, x, "avg", kernel, strides, pads, out, include, dilations))]
+        return [restore(pool(imp, x, "avg", window, out, include))]
     # LpPool: (sum of |x|^p over the window)^(1/p); padding adds zeros to the sum. The sum is
     # the padding-inclusive mean times the window's taps inside the padded input: all of
     # them, except in ceil-mode windows that reach past the end padding.
     p = float(node.attrs.get("p", 2))
     powered = _power(imp, node, x, p)
-    mean = pool(imp, powered, "avg", kernel, strides, pads, out, True, dilations)
+    mean = pool(imp, powered, "avg", window, out, True)
     counts = np.ones(out, dtype_of(mean))
     for a in range(spatial):
         padded_size = xs[2 + a] + pads[a] + pads[a + spatial]

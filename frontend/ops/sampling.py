@@ -16,7 +16,7 @@ gathered, so the gathers never go out of bounds, and a masked tap contributes ex
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -69,6 +69,15 @@ class OnnxNodes:
         self.nodes.append(helper.make_node("Constant", [], [out], name=out, value=tensor))
         return out
 
+    def i64(self, value: object) -> str:
+        """An int64 constant: indices, shapes, axes."""
+        return self.const(np.asarray(value, np.int64))
+
+    def typed(self, dtype: np.dtype) -> Callable[[object], str]:
+        """A maker of constants of element type `dtype` (the data type the decomposition
+        computes in)."""
+        return lambda value: self.const(np.asarray(value, dtype))
+
 
 def _text(node: Node, key: str, default: str) -> str:
     value = node.attrs.get(key, default)
@@ -120,11 +129,7 @@ def _grid_sample(imp: ImportContext, node: Node) -> Sequence[Value]:
     names = node.proto.input
     b = OnnxNodes(f"{node.name}/GridSample")
 
-    def f(value: float) -> str:
-        return b.const(np.array(value, dtype))
-
-    def i64(value: int) -> str:
-        return b.const(np.array(value, np.int64))
+    f, i64 = b.typed(dtype), b.i64
 
     # Grid component k addresses the k-th spatial axis from the last (x -> W, y -> H, z -> D).
     sizes = spatial[::-1]

@@ -18,6 +18,7 @@ from ember.passes.transforms.graph_utils import (
     apply_patterns,
     const_hint,
     constant_array,
+    constant_operands,
     new_constant,
     per_channel,
     rebuild,
@@ -93,10 +94,9 @@ class FoldChannelScaleIntoConv(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: graph.MulOp, rewriter: PatternRewriter) -> None:
-        for x, c in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+        for x, _, array in constant_operands(op, self.weights):
             conv = absorbing_conv(x, self.weights)
-            array = constant_array(c, self.weights)
-            if conv is None or array is None or op.output.type != x.type:
+            if conv is None:
                 continue
             scale = per_channel(array, graph.shape_of(x), 1)
             if scale is None:

@@ -25,6 +25,7 @@ from ember.passes.transforms.graph_utils import (
     apply_patterns,
     const_hint,
     constant_array,
+    constant_operands,
     new_constant,
     per_channel,
     rebuild,
@@ -49,10 +50,9 @@ class FuseBiasAddPattern(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: graph.AddOp, rewriter: PatternRewriter) -> None:
-        for y, c in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+        for y, c, array in constant_operands(op, self.weights):
             producer = fusable_producer(y)
-            array = constant_array(c, self.weights)
-            if producer is None or array is None or op.output.type != y.type:
+            if producer is None:
                 continue
             shape = graph.shape_of(y)
             axis = 1 if isinstance(producer, graph.ConvOp) else len(shape) - 1

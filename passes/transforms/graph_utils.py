@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from xdsl.context import Context
@@ -32,6 +32,17 @@ def constant_array(value: SSAValue | None, weights: WeightStore) -> np.ndarray |
     if value is None or not isinstance(value.owner, graph.ConstantOp):
         return None
     return weights[value.owner.ref.data]
+
+
+def constant_operands(
+    op: graph.BinaryElementwiseOp, weights: WeightStore
+) -> Iterator[tuple[SSAValue, SSAValue, np.ndarray]]:
+    """(x, c, c's array) for each order (x, c) of a commutative op's operands in which c is a
+    graph.constant and x has the op's output type (c broadcasts into x, not x into c)."""
+    for x, c in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+        array = constant_array(c, weights)
+        if array is not None and op.output.type == x.type:
+            yield x, c, array
 
 
 def scalar_value(value: SSAValue | None, weights: WeightStore) -> float | None:

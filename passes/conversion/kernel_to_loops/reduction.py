@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math as pymath
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import AnyFloat
@@ -103,61 +104,79 @@ def _store(b: LoopBuilder, value: SSAValue, buffer: SSAValue, idx: Sequence[SSAV
     simd.store(b, simd.convert_float(b, value, element), buffer, idx)
 
 
-def _contiguous_rows(
-    b: LoopBuilder,
-    target: Target,
-    groups: list[tuple[int, bool]],
-    source: SSAValue,
-    dest: SSAValue,
-    monoid: simd.Monoid,
-    finish: Finish,
-) -> None:
+@dataclass(frozen=True)
+class _Reduction:
+    """What each loop nest below reduces: `source` viewed as the (size, reduced) `groups`
+    into `dest` (the kept groups), accumulated by `monoid` and finished by `finish`."""
+
+    target: Target
+    groups: list[tuple[int, bool]]
+    source: SSAValue
+    dest: SSAValue
+    monoid: simd.Monoid
+    finish: Finish
+
+    @property
+    def kept(self) -> list[int]:
+        return [n for n, reduced in self.groups if not reduced]
+
+    @property
+    def reduced(self) -> list[int]:
+        return [n for n, reduced in self.groups if reduced]
+
+    @property
+    def total(self) -> int:
+        """The number of source elements."""
+        return pymath.prod(n for n, _ in self.groups)
+
+    def load(
+        self, b: LoopBuilder, kept_idx: list[SSAValue], reduced_idx: list[SSAValue], width: int
+    ) -> SSAValue:
+        """`width` source elements at the kept and reduced group indices, as accumulated."""
+        return _load(
+            b, self.source, _interleave(self.groups, kept_idx, reduced_idx), width, self.monoid
+        )
+
+    def store(self, b: LoopBuilder, acc: SSAValue, kept_idx: list[SSAValue]) -> None:
+        """The finished accumulator `acc` into the destination at the kept group indices."""
+        _store(b, self.finish(b, acc), self.dest, kept_idx)
+
+
+def _contiguous_rows(b: LoopBuilder, reduction: _Reduction) -> None:
     """Each output element sweeps its contiguous rows with vector accumulators."""
-    kept = [n for n, r in groups if not r]
-    reduced = [n for n, r in groups if r]
+    kept, reduced = reduction.kept, reduction.reduced
     row, outer_reduced = reduced[-1], reduced[:-1]
-    width = target.vector_width
-    unroll = simd.accumulator_unroll(target)
+    width = reduction.target.vector_width
+    unroll = simd.accumulator_unroll(reduction.target)
 
     def element_body(eb: LoopBuilder, kept_idx: list[SSAValue]) -> None:
         def row_total(rb: LoopBuilder, red_idx: list[SSAValue]) -> SSAValue:
             def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-                at = _interleave(groups, kept_idx, [*red_idx, j])
-                return [_load(vb, source, at, w, monoid)]
+                return [reduction.load(vb, kept_idx, [*red_idx, j], w)]
 
-            return simd.sweep(rb, 0, row, width, visit, [monoid], unroll)[0]
+            return simd.sweep(rb, 0, row, width, visit, [reduction.monoid], unroll)[0]
 
         if outer_reduced:
             acc = simd.for_nest(
                 eb,
                 outer_reduced,
-                lambda rb, idx, acc: [monoid.combine(rb, acc[0], row_total(rb, idx))],
-                [monoid.init(eb, 1)],
+                lambda rb, idx, acc: [reduction.monoid.combine(rb, acc[0], row_total(rb, idx))],
+                [reduction.monoid.init(eb, 1)],
             )[0]
         else:
             acc = row_total(eb, [])
-        _store(eb, finish(eb, acc), dest, kept_idx or [0])
+        reduction.store(eb, acc, kept_idx or [0])
 
-    total = pymath.prod(n for n, _ in groups)
-    simd.for_each_index(b, kept, element_body, simd.want_threads(target, total, pymath.prod(kept)))
+    threads = simd.want_threads(reduction.target, reduction.total, pymath.prod(kept))
+    simd.for_each_index(b, kept, element_body, threads)
 
 
-def _register_columns(
-    b: LoopBuilder,
-    target: Target,
-    groups: list[tuple[int, bool]],
-    source: SSAValue,
-    dest: SSAValue,
-    monoid: simd.Monoid,
-    finish: Finish,
-) -> None:
+def _register_columns(b: LoopBuilder, reduction: _Reduction) -> None:
     """Blocks of output columns keep vector accumulators in registers over all reduced rows."""
-    kept = [n for n, r in groups if not r]
-    reduced = [n for n, r in groups if r]
+    kept, reduced = reduction.kept, reduction.reduced
     columns, kept_outer = kept[-1], kept[:-1]
-    total = pymath.prod(n for n, _ in groups)
-    width = target.vector_width
-    rows_parallel = simd.want_threads(target, total, pymath.prod(kept_outer))
+    width = reduction.target.vector_width
+    rows_parallel = simd.want_threads(reduction.target, reduction.total, pymath.prod(kept_outer))
 
     def row_body(rb: LoopBuilder, kept_idx: list[SSAValue]) -> None:
         def block(bb: LoopBuilder, first: SSAValue, lanes: list[simd.Lane]) -> None:
@@ -165,56 +184,45 @@ def _register_columns(
 
             def accumulate(ab: LoopBuilder, red_idx: list[SSAValue], accs: list[SSAValue]):
                 return [
-                    monoid.combine(
-                        ab,
-                        acc,
-                        _load(ab, source, _interleave(groups, [*kept_idx, c], red_idx), w, monoid),
+                    reduction.monoid.combine(
+                        ab, acc, reduction.load(ab, [*kept_idx, c], red_idx, w)
                     )
                     for acc, c, (_, w) in zip(accs, columns_at, lanes)
                 ]
 
-            init = [monoid.init(bb, w) for _, w in lanes]
+            init = [reduction.monoid.init(bb, w) for _, w in lanes]
             accs = simd.for_nest(bb, reduced, accumulate, init)
             for acc, c in zip(accs, columns_at):
-                _store(bb, finish(bb, acc), dest, [*kept_idx, c])
+                reduction.store(bb, acc, [*kept_idx, c])
 
-        simd.column_blocks(rb, columns, width, simd.accumulator_unroll(target), block)
+        simd.column_blocks(rb, columns, width, simd.accumulator_unroll(reduction.target), block)
 
     simd.for_each_index(b, kept_outer, row_body, rows_parallel)
 
 
-def _streamed_columns(
-    b: LoopBuilder,
-    target: Target,
-    groups: list[tuple[int, bool]],
-    source: SSAValue,
-    dest: SSAValue,
-    monoid: simd.Monoid,
-    finish: Finish,
-) -> None:
+def _streamed_columns(b: LoopBuilder, reduction: _Reduction) -> None:
     """Chunks of output columns accumulate in memory while the reduced rows stream past."""
-    kept = [n for n, r in groups if not r]
-    reduced = [n for n, r in groups if r]
+    kept, reduced = reduction.kept, reduction.reduced
     columns, kept_outer = kept[-1], kept[:-1]
-    width = target.vector_width
+    width = reduction.target.vector_width
     chunks = -(-columns // STREAM_CHUNK)
     space = [*kept_outer, chunks]
-    parallel = simd.want_threads(target, pymath.prod(n for n, _ in groups), pymath.prod(space))
+    parallel = simd.want_threads(reduction.target, reduction.total, pymath.prod(space))
 
     # A 16-bit float sums into a float32 scratch chunk, stored rounded once at the end.
-    wide = monoid.type != dest.type.get_element_type()  # type: ignore[attr-defined]
+    wide = reduction.monoid.type != reduction.dest.type.get_element_type()  # type: ignore[attr-defined]
 
     def chunk_body(cb: LoopBuilder, idx: list[SSAValue]) -> None:
         kept_idx = idx[:-1]
         lo = cb.mul(idx[-1], STREAM_CHUNK)
         hi = cb.min_index(cb.add(lo, STREAM_CHUNK), columns)
-        identity = {w: monoid.init(cb, w) for w in {1, width}}
-        scratch = alloca(cb, [STREAM_CHUNK], monoid.type) if wide else None
+        identity = {w: reduction.monoid.init(cb, w) for w in {1, width}}
+        scratch = alloca(cb, [STREAM_CHUNK], reduction.monoid.type) if wide else None
 
         def acc_at(vb: LoopBuilder, j: SSAValue) -> tuple[SSAValue, list[SSAValue]]:
             if scratch is not None:
                 return scratch, [vb.sub(j, lo)]
-            return dest, [*kept_idx, j]
+            return reduction.dest, [*kept_idx, j]
 
         def reset(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
             simd.store(vb, identity[w], *acc_at(vb, j))
@@ -222,15 +230,15 @@ def _streamed_columns(
 
         def fold_row(rb: LoopBuilder, red_idx: list[SSAValue], _: list[SSAValue]) -> None:
             def fold(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-                x = _load(vb, source, _interleave(groups, [*kept_idx, j], red_idx), w, monoid)
+                x = reduction.load(vb, [*kept_idx, j], red_idx, w)
                 acc = simd.load(vb, *acc_at(vb, j), w)
-                simd.store(vb, monoid.combine(vb, acc, x), *acc_at(vb, j))
+                simd.store(vb, reduction.monoid.combine(vb, acc, x), *acc_at(vb, j))
                 return []
 
             simd.sweep(rb, lo, hi, width, fold)
 
         def final(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
-            _store(vb, finish(vb, simd.load(vb, *acc_at(vb, j), w)), dest, [*kept_idx, j])
+            reduction.store(vb, simd.load(vb, *acc_at(vb, j), w), [*kept_idx, j])
             return []
 
         simd.sweep(cb, lo, hi, width, reset)
@@ -269,11 +277,12 @@ def lower_reduce(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
     def finish(fb: LoopBuilder, value: SSAValue) -> SSAValue:
         return _finisher(kind, count, fb, value)
 
+    reduction = _Reduction(target, groups, source, dest, monoid, finish)
     if groups[-1][1]:
-        _contiguous_rows(b, target, groups, source, dest, monoid, finish)
+        _contiguous_rows(b, reduction)
     elif kept[-1] * numpy_dtype_for(element).itemsize <= REGISTER_WALK_MAX_ROW_BYTES:
-        _register_columns(b, target, groups, source, dest, monoid, finish)
+        _register_columns(b, reduction)
     else:
-        _streamed_columns(b, target, groups, source, dest, monoid, finish)
+        _streamed_columns(b, reduction)
     b.ret()
     return fn
