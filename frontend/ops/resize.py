@@ -63,10 +63,15 @@ def _source_coordinates(
         # coordinate that lands on an integer in float32 must floor to it.
         return ((i + 0.5).astype(np.float32) / np.float32(scale)).astype(np.float64)
     if mode == "tf_crop_and_resize":
-        start, end = roi
+        # In float32 and in onnxruntime's order of operations: a coordinate that is an
+        # integer in exact arithmetic lands just below or above it, and floor/ceil/round see
+        # that (a float64 coordinate picked another source row for ~1 in 10 outputs).
+        start, end = np.float32(roi[0]), np.float32(roi[1])
+        last = np.float32(in_size - 1)
         if out_size > 1:
-            return start * (in_size - 1) + i * (end - start) * (in_size - 1) / (out_size - 1)
-        return np.full(out_size, 0.5 * (start + end) * (in_size - 1))
+            step = i.astype(np.float32) * (end - start) * last / np.float32(out_size - 1)
+            return (start * last + step).astype(np.float64)
+        return np.full(out_size, np.float32(0.5 * float(start + end) * float(last)), np.float64)
     raise ValueError(f"coordinate_transformation_mode '{mode}'")
 
 
