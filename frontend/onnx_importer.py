@@ -263,9 +263,40 @@ def _warn_if_declared_shape_differs(info: onnx.ValueInfoProto, computed: tuple[i
     )
 
 
+# Ops onnxruntime registers in the default domain below the opset ONNX defines them at (or
+# never), which its graph optimizer writes into saved models ("optimized_model_filepath"):
+# op type -> the first ai.onnx opset defining it (None: none does). onnx's checker refuses them.
+ONNXRUNTIME_DEFAULT_DOMAIN_OPS: dict[str, int | None] = {
+    "LayerNormalization": 17,
+    "SimplifiedLayerNormalization": None,
+}
+# The domain the checker sees those nodes in (it checks no schema there).
+_UNCHECKED_DOMAIN = "ai.ember.onnxruntime_default_domain"
+
+
+def _onnxruntime_default_domain_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    found = []
+    for n in _all_nodes(model.graph.node):
+        if n.domain in ("", "ai.onnx") and n.op_type in ONNXRUNTIME_DEFAULT_DOMAIN_OPS:
+            since = ONNXRUNTIME_DEFAULT_DOMAIN_OPS[n.op_type]
+            if since is None or opset < since:
+                found.append(n)
+    return found
+
+
 def check_model(model: onnx.ModelProto) -> None:
     """onnx.checker, except that graph inputs and outputs may omit their shape (onnxruntime
-    accepts it: an input's shape is then the fed array's)."""
+    accepts it: an input's shape is then the fed array's), and that the default-domain ops of
+    onnxruntime's optimizer (`ONNXRUNTIME_DEFAULT_DOMAIN_OPS`) are not checked as ONNX ops."""
+    contrib = _onnxruntime_default_domain_nodes(model)
+    if contrib:
+        checked = onnx.ModelProto()
+        checked.CopyFrom(model)
+        for n in _onnxruntime_default_domain_nodes(checked):
+            n.domain = _UNCHECKED_DOMAIN
+        checked.opset_import.append(onnx.helper.make_opsetid(_UNCHECKED_DOMAIN, 1))
+        model = checked
     shapeless = [
         o
         for o in [*model.graph.input, *model.graph.output]

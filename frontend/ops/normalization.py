@@ -160,6 +160,7 @@ def _stashed(imp: ImportContext, node: Node, x: Value) -> Value:
 
 
 @converts("RMSNormalization")
+@converts("SimplifiedLayerNormalization")  # onnxruntime's RMS norm (its optimizer writes it)
 def _rms_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, scale = imp.required(node, 0), imp.required(node, 1)
     shape = shape_of(x)

@@ -135,3 +135,171 @@ def test_initializer_listed_as_graph_input(ir_version: int) -> None:
     assert_close({"y": session.run(None, {"x": x})[0]}, onnxruntime_outputs(model, {"x": x}))
     with pytest.raises(ember.InputError, match=r"\['B'\]: initializer\(s\) that the model also"):
         session.run(None, {"x": x, "B": np.ones(3, np.float32)})
+
+
+def test_layer_normalization_in_the_default_domain_below_opset_17() -> None:
+    """onnxruntime's optimizer saves LayerNormalization in the default domain at the model's
+    opset (12 here), where ONNX does not define it yet; onnxruntime runs it, ember refused it
+    ("No Op registered for LayerNormalization with domain_version of 12")."""
+    rng = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(9).astype(np.float32), name)
+        for name in ("gamma", "beta")
+    ]
+    norm = helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], epsilon=1e-5)
+    model = _model(_graph([norm], inits, [_input([2, 7, 9])]), 12)
+    x = rng.standard_normal((2, 7, 9)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+_MS = "com.microsoft"
+
+
+def _contrib_model(
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    shape: list[int],
+    outputs: tuple[str, ...] = ("y",),
+) -> onnx.ModelProto:
+    model = helper.make_model(
+        _graph(nodes, inits, [_input(shape)], outputs),
+        opset_imports=[helper.make_opsetid("", 12), helper.make_opsetid(_MS, 1)],
+    )
+    model.ir_version = 7
+    return model
+
+
+def _weights(rng: np.random.Generator, **shapes: tuple[int, ...]) -> list[onnx.TensorProto]:
+    return [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name, shape in shapes.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "FusedConv-Relu-Z",
+        "FusedConv-Clip",
+        "FusedConv-HardSigmoid",
+        "FusedGemm-LeakyRelu",
+        "FusedMatMul",
+        "Gelu",
+        "BiasGelu",
+        "FastGelu",
+        "SkipLayerNormalization",
+        "SimplifiedLayerNormalization",
+    ],
+)
+def test_onnxruntime_optimizer_ops(case: str) -> None:
+    """The com.microsoft fusions onnxruntime's optimizer saves into a model (and its default-
+    domain SimplifiedLayerNormalization): ember refused each as an unsupported op."""
+    rng = np.random.default_rng(6)
+    shape = [2, 3, 7, 9]
+    outputs: tuple[str, ...] = ("y",)
+    if case.startswith("FusedConv"):
+        activation = case.split("-")[1]
+        params = {"Clip": [0.0, 6.0], "HardSigmoid": [0.3, 0.4]}.get(activation, [])
+        inits = _weights(rng, w=(4, 3, 3, 3), b=(4,), z=(2, 4, 7, 9))
+        inputs = ["x", "w", "b", "z"] if case.endswith("-Z") else ["x", "w", "b"]
+        node = helper.make_node(
+            "FusedConv",
+            inputs,
+            ["y"],
+            domain=_MS,
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            activation=activation,
+            **({"activation_params": params} if params else {}),
+        )
+    elif case == "FusedGemm-LeakyRelu":
+        shape, inits = [3, 4], _weights(rng, w=(5, 4), c=(5,))
+        node = helper.make_node(
+            "FusedGemm",
+            ["x", "w", "c"],
+            ["y"],
+            domain=_MS,
+            transB=1,
+            alpha=0.5,
+            activation="LeakyRelu",
+            activation_alpha=0.1,
+        )
+    elif case == "FusedMatMul":
+        shape, inits = [2, 9, 7], _weights(rng, w=(2, 5, 9))
+        node = helper.make_node(
+            "FusedMatMul", ["x", "w"], ["y"], domain=_MS, transA=1, transB=1, alpha=2.0
+        )
+    elif case in ("Gelu", "BiasGelu", "FastGelu"):
+        shape, inits = [2, 7, 9], _weights(rng, bias=(9,))
+        node = helper.make_node(case, ["x"] if case == "Gelu" else ["x", "bias"], ["y"], domain=_MS)
+    elif case == "SkipLayerNormalization":
+        shape = [2, 7, 9]
+        inits = _weights(rng, skip=(2, 7, 9), gamma=(9,), beta=(9,), bias=(9,))
+        node = helper.make_node(
+            case,
+            ["x", "skip", "gamma", "beta", "bias"],
+            ["y", "", "", "sum"],
+            domain=_MS,
+            epsilon=1e-5,
+        )
+        outputs = ("y", "sum")
+    else:
+        shape, inits = [2, 7, 9], _weights(rng, scale=(9,))
+        node = helper.make_node(case, ["x", "scale"], ["y"], epsilon=1e-6)
+    model = _contrib_model([node], inits, shape, outputs)
+    x = rng.standard_normal(shape).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_fused_conv_unknown_activation_is_refused_by_name() -> None:
+    rng = np.random.default_rng(7)
+    node = helper.make_node(
+        "FusedConv", ["x", "w"], ["y"], domain=_MS, kernel_shape=[3, 3], activation="Swish"
+    )
+    model = _contrib_model([node], _weights(rng, w=(4, 3, 3, 3)), [1, 3, 5, 5])
+    with pytest.raises(ember.UnsupportedOpError, match="FusedConv.*activation 'Swish'"):
+        ember.compile(model)
+
+
+def test_model_saved_by_onnxruntimes_optimizer(tmp_path: pytest.TempPathFactory) -> None:
+    """A model as onnxruntime saves it at ORT_ENABLE_EXTENDED (FusedConv, FusedGemm, Gelu,
+    default-domain LayerNormalization at opset 12), run as a user would: ember.compile(path)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(8)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["gm"], transB=1),
+        helper.make_node("Relu", ["gm"], ["h"]),
+        helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["h", "e1"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["gelu"]),
+        helper.make_node("ReduceMean", ["gelu"], ["mu"], axes=[-1]),
+        helper.make_node("Sub", ["gelu", "mu"], ["dev"]),
+        helper.make_node("Pow", ["dev", "two"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+        helper.make_node("Add", ["var", "eps"], ["ve"]),
+        helper.make_node("Sqrt", ["ve"], ["sd"]),
+        helper.make_node("Div", ["dev", "sd"], ["normed"]),
+        helper.make_node("Mul", ["normed", "gamma"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "beta"], ["y"]),
+    ]
+    scalars = {"sqrt2": 1.4142135, "one": 1.0, "half": 0.5, "two": 2.0, "eps": 1e-5}
+    inits = _weights(rng, w=(4, 3, 3, 3), b=(4,), fw=(8, 4), fb=(8,), gamma=(8,), beta=(8,)) + [
+        numpy_helper.from_array(np.float32(v), k) for k, v in scalars.items()
+    ]
+    model = _model(_graph(nodes, inits, [_input([2, 3, 7, 9])]), 12)
+    path = str(tmp_path / "optimized.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = path
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    saved = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"FusedConv", "FusedGemm", "Gelu", "LayerNormalization"} <= saved, saved
+    x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    assert_close(ember.compile(path).run({"x": x}), onnxruntime_outputs(path, {"x": x}))
