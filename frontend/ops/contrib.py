@@ -10,7 +10,6 @@ transposes) is refused naming the attribute.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -119,37 +118,24 @@ def _fused_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
     return [_import(imp, node, nodes, y, 13)]
 
 
-def _gelu(imp: ImportContext, node: Node, biased: bool, tanh: bool) -> Sequence[Value]:
-    """Gelu(x [+ bias]): erf's exact form, or FastGelu's tanh approximation."""
-    x = imp.required(node, 0)
-    dtype = dtype_of(x)
+def _gelu(imp: ImportContext, node: Node, approximate: str) -> Sequence[Value]:
+    """ONNX's Gelu (opset 20) of x [+ bias]: exact (BiasGelu) or tanh-approximated (FastGelu)."""
     nodes = OnnxNodes(f"{node.proto.output[0]}/{node.op_type}")
     v = node.proto.input[0]
-    if biased and len(node.proto.input) > 1 and node.proto.input[1]:
+    if len(node.proto.input) > 1 and node.proto.input[1]:
         v = nodes.add("Add", [v, node.proto.input[1]])
-
-    def c(value: float) -> str:
-        return nodes.const(np.asarray(value, dtype))
-
-    if tanh:  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        cube = nodes.add("Mul", [nodes.add("Mul", [v, v]), v])
-        inner = nodes.add("Add", [v, nodes.add("Mul", [cube, c(0.044715)])])
-        t = nodes.add("Tanh", [nodes.add("Mul", [inner, c(math.sqrt(2 / math.pi))])])
-    else:  # 0.5 x (1 + erf(x / sqrt(2)))
-        t = nodes.add("Erf", [nodes.add("Mul", [v, c(1 / math.sqrt(2))])])
-    half_x = nodes.add("Mul", [v, c(0.5)])
-    y = nodes.add("Mul", [half_x, nodes.add("Add", [t, c(1.0)])])
-    return [_import(imp, node, nodes, y, 13)]
+    y = nodes.add("Gelu", [v], approximate=approximate)
+    return [_import(imp, node, nodes, y, 20)]
 
 
 @converts("BiasGelu", domain=_MS)
 def _bias_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
-    return _gelu(imp, node, biased=True, tanh=False)
+    return _gelu(imp, node, "none")
 
 
 @converts("FastGelu", domain=_MS)
 def _fast_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
-    return _gelu(imp, node, biased=True, tanh=True)
+    return _gelu(imp, node, "tanh")
 
 
 @converts("SkipLayerNormalization", domain=_MS)
