@@ -303,3 +303,34 @@ def test_model_saved_by_onnxruntimes_optimizer(tmp_path: pytest.TempPathFactory)
     assert {"FusedConv", "FusedGemm", "Gelu", "LayerNormalization"} <= saved, saved
     x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
     assert_close(ember.compile(path).run({"x": x}), onnxruntime_outputs(path, {"x": x}))
+
+
+@pytest.mark.parametrize(
+    ("mode", "scales"),
+    [
+        ("half_pixel", [1, 1, 2.5, 3.3]),
+        ("asymmetric", [1, 1, 0.4, 0.7]),
+        ("pytorch_half_pixel", [1, 1, 1.2, 1.9]),
+        ("align_corners", [1, 1, 1.5, 1.2]),  # 6 x 1.5, 10 x 1.2: whole output lengths
+    ],
+)
+@pytest.mark.parametrize("nearest_mode", ["round_prefer_floor", "round_prefer_ceil", "floor"])
+def test_resize_nearest_source_rows_in_float32(
+    mode: str, scales: list[float], nearest_mode: str
+) -> None:
+    """Nearest Resize at scales such as 2.5 or 0.7 (tf2onnx and paddle2onnx write them as
+    scales): onnxruntime computes each source coordinate in float32, where e.g. 1 / 0.4 is just
+    below 2.5, and rounds that. ember computed in float64 and picked another source row for
+    several outputs; the output length 10 x 0.7 (7 in float32) was 6."""
+    resize = helper.make_node(
+        "Resize",
+        ["x", "", "scales"],
+        ["y"],
+        mode="nearest",
+        coordinate_transformation_mode=mode,
+        nearest_mode=nearest_mode,
+    )
+    inits = [numpy_helper.from_array(np.array(scales, np.float32), "scales")]
+    model = _model(_graph([resize], inits, [_input([1, 2, 6, 10])]), 13)
+    x = np.random.default_rng(9).standard_normal((1, 2, 6, 10)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
