@@ -334,3 +334,28 @@ def test_resize_nearest_source_rows_in_float32(
     model = _model(_graph([resize], inits, [_input([1, 2, 6, 10])]), 13)
     x = np.random.default_rng(9).standard_normal((1, 2, 6, 10)).astype(np.float32)
     assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_batch_normalization_spatial_0() -> None:
+    """BatchNormalization-7 with spatial=0 (statistics per activation, of shape [C, H, W]), as
+    old converters wrote it: ember failed with 'imported graph does not verify'."""
+    rng = np.random.default_rng(10)
+    shape = (3, 5, 6)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name in ("scale", "bias", "mean")
+    ] + [numpy_helper.from_array((rng.random(shape) + 0.5).astype(np.float32), "var")]
+    norm = helper.make_node(
+        "BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"], spatial=0
+    )
+    model = _model(_graph([norm], inits, [_input([2, 3, 5, 6])]), 7)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_batch_normalization_parameter_of_the_wrong_size_is_a_model_error() -> None:
+    inits = [numpy_helper.from_array(np.ones(4, np.float32), n) for n in ("s", "b", "m", "v")]
+    norm = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])
+    model = _model(_graph([norm], inits, [_input([2, 3, 5, 6])]), 9)
+    with pytest.raises(ember.ModelError, match=r"scale of shape \[4\] for 3 channels"):
+        ember.compile(model)
