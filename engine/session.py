@@ -337,6 +337,8 @@ class InferenceSession:
         _provider_names(providers)
         self._options = sess_options or SessionOptions()
         threads = self._options.intra_op_num_threads or None
+        # Graph inputs with an initializer of the same name (onnxruntime's overridable ones).
+        self._initializer_inputs: list[str] = []
         if isinstance(path_or_bytes, str | os.PathLike) and Path(path_or_bytes).is_dir():
             self._load_artifact(Path(path_or_bytes), threads)
         else:
@@ -407,6 +409,8 @@ class InferenceSession:
             base_dir=base_dir,
         )
         self._inputs, self._outputs = _node_args(model)
+        initializers = {t.name for t in model.graph.initializer}
+        self._initializer_inputs = [i.name for i in model.graph.input if i.name in initializers]
         self._meta = ModelMetadata(
             producer_name=model.producer_name,
             graph_name=model.graph.name,
@@ -463,6 +467,20 @@ class InferenceSession:
             require_mapping(input_feed, [i.name for i in self._inputs], positional=False)
             declared = self._declared
             unexpected = [name for name in input_feed if name not in declared]
+            defaults = [name for name in unexpected if name in self._initializer_inputs]
+            if defaults:
+                # Old files (IR < 4 exporters, the Model Zoo) list every initializer as a graph
+                # input too; onnxruntime then lets a run override it. ember never uses a fed
+                # value in its place, so it refuses rather than silently computing with the
+                # stored one.
+                raise InputError(
+                    f"run() was given {defaults}: initializer(s) that the model also lists as "
+                    "graph inputs (onnxruntime lets a run override them). ember compiles "
+                    "initializers into the model's weights and cannot take them at run time: "
+                    "run without them to use the stored values, or make them plain graph "
+                    "inputs (drop the initializers) to feed them; the model's inputs: "
+                    f"{sorted(declared)}"
+                )
             if unexpected:
                 raise InputError(
                     f"run() was given input(s) {unexpected}, which the model does not have; "

@@ -508,6 +508,9 @@ class ImportContext:
         for info in model.graph.input:
             if info.name in self.input_shapes:
                 dims = info.type.tensor_type.shape.dim
+                if not info.type.tensor_type.HasField("shape"):  # unknown rank: the pin's
+                    for _ in self.input_shapes[info.name]:
+                        dims.add()
                 for dim, size in zip(dims, self.input_shapes[info.name], strict=True):
                     dim.Clear()
                     dim.dim_value = int(size)

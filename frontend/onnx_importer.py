@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,6 +144,7 @@ def load_model(
             raise ModelError(f"cannot read ONNX model '{path}': {err}") from err
         base_dir = os.path.dirname(os.path.abspath(path)) if base_dir is None else base_dir
     validate_graph(model)
+    model = _default_domain_spelled_empty(model)
     external = [t for t in external_data_helper._get_all_tensors(model) if uses_external_data(t)]
     if external:
         if base_dir is None:
@@ -166,6 +167,56 @@ def load_model(
     except Exception as err:
         raise ModelError(f"invalid ONNX model: {err}") from err
     return model
+
+
+def _default_domain_spelled_empty(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or a copy whose "ai.onnx" domains (opset imports, nodes, functions) read "".
+
+    ONNX names the default domain both ways and onnxruntime accepts either; onnx's checker and
+    shape inference know only "" (they found no MatMul in an opset-11 "ai.onnx" model)."""
+    graphs = [model.graph, *(f for f in model.functions)]
+    nodes = [n for g in graphs for n in _all_nodes(g.node)]
+    imports = [*model.opset_import, *(o for f in model.functions for o in f.opset_import)]
+    if not any(o.domain == "ai.onnx" for o in imports) and not any(
+        n.domain == "ai.onnx" for n in nodes
+    ):
+        return model
+    versions = {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")}
+    if len(versions) > 1:
+        raise ModelError(
+            f"the model imports the default ONNX domain twice, as '' and as 'ai.onnx', with "
+            f"different versions {sorted(versions)}"
+        )
+    normalized = onnx.ModelProto()
+    normalized.CopyFrom(model)
+    for owner in [normalized, *normalized.functions]:
+        seen = False
+        kept = []
+        for o in owner.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                if seen:
+                    continue
+                seen = True
+                o.domain = ""
+            kept.append(o)
+        del owner.opset_import[:]
+        owner.opset_import.extend(kept)
+    for g in [normalized.graph, *normalized.functions]:
+        for n in _all_nodes(g.node):
+            if n.domain == "ai.onnx":
+                n.domain = ""
+    return normalized
+
+
+def _all_nodes(nodes: Iterable[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """`nodes` and the nodes of their subgraphs, at any depth."""
+    found = []
+    for n in nodes:
+        found.append(n)
+        for attr in n.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                found.extend(_all_nodes(sub.node))
+    return found
 
 
 def _names_read(g: onnx.GraphProto) -> set[str]:
@@ -212,11 +263,43 @@ def _warn_if_declared_shape_differs(info: onnx.ValueInfoProto, computed: tuple[i
     )
 
 
+# Ops onnxruntime registers in the default domain below the opset ONNX defines them at (or
+# never), which its graph optimizer writes into saved models ("optimized_model_filepath"):
+# op type -> the first ai.onnx opset defining it (None: none does). onnx's checker refuses them.
+ONNXRUNTIME_DEFAULT_DOMAIN_OPS: dict[str, int | None] = {
+    "LayerNormalization": 17,
+    "SimplifiedLayerNormalization": None,
+}
+# The domain the checker sees those nodes in (it checks no schema there).
+_UNCHECKED_DOMAIN = "ai.ember.onnxruntime_default_domain"
+
+
+def _onnxruntime_default_domain_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    found = []
+    for n in _all_nodes(model.graph.node):
+        if n.domain in ("", "ai.onnx") and n.op_type in ONNXRUNTIME_DEFAULT_DOMAIN_OPS:
+            since = ONNXRUNTIME_DEFAULT_DOMAIN_OPS[n.op_type]
+            if since is None or opset < since:
+                found.append(n)
+    return found
+
+
 def check_model(model: onnx.ModelProto) -> None:
-    """onnx.checker, except that graph outputs may omit their shape (onnxruntime accepts it)."""
+    """onnx.checker, except that graph inputs and outputs may omit their shape (onnxruntime
+    accepts it: an input's shape is then the fed array's), and that the default-domain ops of
+    onnxruntime's optimizer (`ONNXRUNTIME_DEFAULT_DOMAIN_OPS`) are not checked as ONNX ops."""
+    contrib = _onnxruntime_default_domain_nodes(model)
+    if contrib:
+        checked = onnx.ModelProto()
+        checked.CopyFrom(model)
+        for n in _onnxruntime_default_domain_nodes(checked):
+            n.domain = _UNCHECKED_DOMAIN
+        checked.opset_import.append(onnx.helper.make_opsetid(_UNCHECKED_DOMAIN, 1))
+        model = checked
     shapeless = [
         o
-        for o in model.graph.output
+        for o in [*model.graph.input, *model.graph.output]
         if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")
     ]
     if not shapeless:
@@ -365,7 +448,8 @@ class _GraphImporter(ImportContext):
         if info.name in self.input_shapes:
             shape = tuple(int(d) for d in self.input_shapes[info.name])
             fixed = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-            if (
+            # No shape field at all: the rank is unknown too, and any given shape fits.
+            if tensor.HasField("shape") and (
                 len(shape) != len(fixed)
                 or any(d < 0 for d in shape)
                 # A pin may only set symbolic dims: a fixed one was silently overridden.

@@ -15,7 +15,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `matmul.py` | MatMul, Gemm, Einsum |
 | `conv.py` | Conv, ConvTranspose, Col2Im (the window helpers they share with pooling: `window.py`) |
 | `pooling.py` | MaxPool, AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool, MaxUnpool |
-| `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization, ImageScaler |
+| `normalization.py` | BatchNormalization, LRN, LayerNormalization, RMSNormalization, SimplifiedLayerNormalization, MeanVarianceNormalization, LpNormalization, InstanceNormalization, GroupNormalization, ImageScaler |
 | `reduction.py` | ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, CumSum, CumProd, TopK |
 | `resize.py` | Resize, Upsample |
 | `sampling.py` | GridSample |
@@ -27,6 +27,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
 | `control_flow.py` | If, Loop, Scan |
+| `contrib.py` | com.microsoft FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu, SkipLayerNormalization (what onnxruntime's optimizer saves; its Gelu is activation.py's) |
 | `data_dependent.py` | NonZero, Unique, NonMaxSuppression; their bounded forms (domain ai.ember.bounded) |
 | `sequence.py` | SequenceConstruct, SequenceEmpty, SequenceLength, SequenceAt, SequenceInsert, SequenceErase, SplitToSequence, ConcatFromSequence, SequenceMap, Optional, OptionalHasElement, OptionalGetElement |
 
@@ -38,6 +39,7 @@ at import, such an If compiled per value of its condition.
 from ember.frontend.ops import (  # noqa: F401  (each module registers its converters)
     activation,
     attention,
+    contrib,
     control_flow,
     conv,
     data_dependent,

@@ -231,6 +231,7 @@ def _mish(imp: ImportContext, node: Node) -> Sequence[Value]:
 
 
 @converts("Gelu")
+@converts("Gelu", domain="com.microsoft")  # onnxruntime's (its optimizer saves it): the same
 def _gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.float_input(node)
     approximate = node.attrs.get("approximate", b"none")

@@ -41,20 +41,44 @@ def _batch_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     shape = shape_of(x)
     channels = shape[1]
     epsilon = node.attrs.get("epsilon", 1e-5)
+    names = ("scale", "B", "mean", "var")
+    if node.opset < 9 and not node.attrs.get("spatial", 1):
+        # spatial=0 (opsets 1-8): statistics per activation, of x's shape without the batch.
+        per_activation = math.prod(shape[1:])
+        for name, p in zip(names, params, strict=True):
+            if math.prod(shape_of(p)) != per_activation:
+                raise node.error(
+                    f"spatial=0 needs {name} of {list(shape[1:])} (per activation), given "
+                    f"{list(shape_of(p))}"
+                )
+        return [_normalized(imp, node, x, params, epsilon, list(shape[1:]))]
+    for name, p in zip(names, params, strict=True):
+        if math.prod(shape_of(p)) != channels:
+            raise node.error(f"{name} of shape {list(shape_of(p))} for {channels} channels")
     if dtype_of(x) != np.float32 or not all(isinstance(p, Const) for p in params):
         # graph.batch_norm exists for the passes that fold constant float32 parameters (into a
-        # conv, or an affine map); otherwise compute (x - mean) / sqrt(var + eps) * scale + bias
-        # elementwise, in any float type.
+        # conv, or an affine map); otherwise compute it elementwise, in any float type.
         per_channel = [channels] + [1] * (len(shape) - 2)
-        scale, bias, mean, var = (imp.reshape(p, per_channel) for p in params)
-        var_eps = imp.binary(node, graph.AddOp, var, Const(np.array(epsilon, dtype_of(var))))
-        std = imp.emit(graph.SqrtOp, [var_eps], shape_of(var_eps))
-        normalized = imp.binary(node, graph.DivOp, imp.binary(node, graph.SubOp, x, mean), std)
-        return [
-            imp.binary(node, graph.AddOp, imp.binary(node, graph.MulOp, normalized, scale), bias)
-        ]
+        return [_normalized(imp, node, x, params, epsilon, per_channel)]
     params = [imp.reshape(p, [channels]) for p in params]
     return [imp.emit(graph.BatchNormOp, [x, *params], shape, epsilon=f32_attr(epsilon))]
+
+
+def _normalized(
+    imp: ImportContext,
+    node: Node,
+    x: Value,
+    params: Sequence[Value],
+    epsilon: float,
+    param_shape: list[int],
+) -> Value:
+    """(x - mean) / sqrt(var + eps) * scale + bias, the parameters reshaped to `param_shape`
+    (broadcast against x from its second axis)."""
+    scale, bias, mean, var = (imp.reshape(p, param_shape) for p in params)
+    var_eps = imp.binary(node, graph.AddOp, var, Const(np.array(epsilon, dtype_of(var))))
+    std = imp.emit(graph.SqrtOp, [var_eps], shape_of(var_eps))
+    normalized = imp.binary(node, graph.DivOp, imp.binary(node, graph.SubOp, x, mean), std)
+    return imp.binary(node, graph.AddOp, imp.binary(node, graph.MulOp, normalized, scale), bias)
 
 
 def batch_norm_training(imp: ImportContext, node: Node) -> Sequence[Value]:
@@ -160,6 +184,7 @@ def _stashed(imp: ImportContext, node: Node, x: Value) -> Value:
 
 
 @converts("RMSNormalization")
+@converts("SimplifiedLayerNormalization")  # onnxruntime's RMS norm (its optimizer writes it)
 def _rms_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     x, scale = imp.required(node, 0), imp.required(node, 1)
     shape = shape_of(x)

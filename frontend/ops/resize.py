@@ -41,32 +41,49 @@ _NEAREST_MODES = ("floor", "ceil", "round_prefer_ceil", "round_prefer_floor")
 def _source_coordinates(
     mode: str, out_size: int, in_size: int, scale: float, roi: tuple[float, float]
 ) -> np.ndarray:
-    """The input coordinate each output position samples (ONNX coordinate_transformation_mode)."""
-    i = np.arange(out_size, dtype=np.float64)
+    """The input coordinate each output position samples (ONNX coordinate_transformation_mode).
+
+    In float32 and in onnxruntime's order of operations: a coordinate that is an integer or a
+    half in exact arithmetic lands just beside it in float32, and nearest's rounding follows
+    that (computed in float64, ~1 output row in 10 took another source row at scales such as
+    2.5 or 0.7).
+    """
+    f32 = np.float32
+    i = np.arange(out_size, dtype=f32)
+    s = f32(scale)
     if mode == "half_pixel":
-        return (i + 0.5) / scale - 0.5
+        return ((i + f32(0.5)) / s - f32(0.5)).astype(np.float64)
     if mode == "half_pixel_symmetric":
-        adjustment = out_size / (scale * in_size)
-        center = in_size / 2
-        return center * (1 - adjustment) + (i + 0.5) / scale - 0.5
+        adjustment = f32(out_size) / (s * f32(in_size))
+        offset = f32(in_size) / f32(2) * (f32(1) - adjustment)
+        x = float(offset) + (i.astype(np.float64) + 0.5) / float(s) - 0.5
+        return x.astype(f32).astype(np.float64)
     if mode == "pytorch_half_pixel":
-        return (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+        if out_size == 1:
+            return np.zeros(out_size)
+        return ((i + f32(0.5)) / s - f32(0.5)).astype(np.float64)
     if mode == "align_corners":
-        # ONNX divides by the unrounded output length scale * in_size.
+        if out_size == 1:
+            return np.zeros(out_size)
         span = scale * in_size - 1
-        return i * (in_size - 1) / span if out_size > 1 else np.zeros(out_size)
+        if abs(span - (out_size - 1)) > 1e-3:  # not float32 rounding (sizes given: out/in)
+            # ONNX divides by the unrounded output length scale * in_size - 1 (its conformance
+            # cases); onnxruntime by the output length - 1: they differ here, ember follows ONNX.
+            return i.astype(np.float64) * (in_size - 1) / span
+        return (i * f32(in_size - 1) / f32(out_size - 1)).astype(np.float64)
     if mode == "asymmetric":
-        return i / scale
+        return (i / s).astype(np.float64)
     if mode == "tf_half_pixel_for_nn":
         # Opset 11's TensorFlow nearest mode (dropped from the spec in 13; onnxruntime and
-        # tf2onnx-converted models still use it). In float32, as onnxruntime computes it: a
-        # coordinate that lands on an integer in float32 must floor to it.
-        return ((i + 0.5).astype(np.float32) / np.float32(scale)).astype(np.float64)
+        # tf2onnx-converted models still use it).
+        return ((i + f32(0.5)) / s).astype(np.float64)
     if mode == "tf_crop_and_resize":
-        start, end = roi
+        start, end = f32(roi[0]), f32(roi[1])
+        last = f32(in_size - 1)
         if out_size > 1:
-            return start * (in_size - 1) + i * (end - start) * (in_size - 1) / (out_size - 1)
-        return np.full(out_size, 0.5 * (start + end) * (in_size - 1))
+            step = i * (end - start) * last / f32(out_size - 1)
+            return (start * last + step).astype(np.float64)
+        return np.full(out_size, f32(0.5 * float(start + end) * float(last)), np.float64)
     raise ValueError(f"coordinate_transformation_mode '{mode}'")
 
 
@@ -230,10 +247,22 @@ def _resize(imp: ImportContext, node: Node) -> Sequence[Value]:
     axes = [normalize_axis(node, int(v), rank) for v in node.attrs.get("axes", range(rank))]
     if scales is not None and scales.size:
         factors = [float(s) for s in scales]
-        out = [int(math.floor(shape[a] * f)) for a, f in zip(axes, factors, strict=True)]
+        # The product in float32, as onnxruntime takes it: 10 x 3.3 is 33, not 32.
+        out = [
+            int(math.floor(np.float32(shape[a]) * np.float32(f)))
+            for a, f in zip(axes, factors, strict=True)
+        ]
+        in_float64 = [int(math.floor(shape[a] * f)) for a, f in zip(axes, factors, strict=True)]
+        if in_float64 != out and node.proto.output[0]:
+            onnx_shape = list(shape)
+            for a, size in zip(axes, in_float64, strict=True):
+                onnx_shape[a] = size
+            imp.onnx_infers_instead(node.proto.output[0], onnx_shape)
     elif sizes is not None and sizes.size:
         out = [int(s) for s in sizes]
-        factors = [o / shape[a] for a, o in zip(axes, out, strict=True)]
+        factors = [
+            float(np.float32(o) / np.float32(shape[a])) for a, o in zip(axes, out, strict=True)
+        ]
         policy = node.attrs.get("keep_aspect_ratio_policy", b"stretch")
         policy = policy.decode() if isinstance(policy, bytes) else policy
         if policy != "stretch":

@@ -1,0 +1,168 @@
+"""onnxruntime's own ops that its graph optimizer writes into saved models (a model saved with
+`SessionOptions.optimized_model_filepath`, or by onnxruntime.transformers' optimizer): the
+com.microsoft fusions FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu and
+SkipLayerNormalization. (com.microsoft Gelu is ONNX's Gelu, in activation.py; the default-domain
+SimplifiedLayerNormalization onnxruntime registers is RMSNormalization, in normalization.py.)
+Each is imported as its ONNX ops (`OnnxNodes`), so it runs on ember's kernels and ember's
+passes fuse it again; what a converter does not know (another activation, FusedMatMul's batch
+transposes) is refused naming the attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from onnx import helper
+
+from ember.frontend.context import ImportContext, Node, Value, dtype_of, shape_of
+from ember.frontend.ops.sampling import OnnxNodes
+from ember.frontend.registry import converts
+
+_MS = "com.microsoft"
+
+
+def _text(node: Node, key: str, default: str) -> str:
+    value = node.attrs.get(key, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _activation(
+    nodes: OnnxNodes, node: Node, value: str, kind: str, params: Sequence[float]
+) -> str:
+    """`kind` applied to `value` as onnxruntime's fused kernels do (activation_params for
+    FusedConv; activation_alpha/beta for FusedGemm), or a refusal naming it."""
+    if kind in ("", "Identity"):
+        return value
+    if kind in ("Relu", "Sigmoid", "Tanh"):
+        return nodes.add(kind, [value])
+    if kind == "LeakyRelu":
+        return nodes.add(kind, [value], alpha=float(params[0]) if params else 0.01)
+    if kind == "HardSigmoid":
+        alpha, beta = (float(params[0]), float(params[1])) if len(params) >= 2 else (0.2, 0.5)
+        return nodes.add(kind, [value], alpha=alpha, beta=beta)
+    if kind == "Clip":
+        low, high = (float(params[0]), float(params[1])) if len(params) >= 2 else (-3.4e38, 3.4e38)
+        return nodes.add(
+            "Clip",
+            [value, nodes.const(np.float32(low)), nodes.const(np.float32(high))],
+        )
+    raise node.unsupported(
+        f"activation '{kind}' (known: Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid, Clip)"
+    )
+
+
+def _import(imp: ImportContext, node: Node, nodes: OnnxNodes, output: str, opset: int) -> Value:
+    """Import `nodes` at ai.onnx `opset` (the ONNX ops they are written as)."""
+    outer, imp.opset = imp.opset, opset
+    try:
+        return nodes.import_as(imp, node, output)
+    finally:
+        imp.opset = outer
+
+
+@converts("FusedConv", domain=_MS)
+def _fused_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
+    # Inputs X, W, B, Z (added before the activation: a fused residual sum).
+    x, w, b, z = (node.proto.input[i] if i < len(node.proto.input) else "" for i in range(4))
+    nodes = OnnxNodes(f"{node.proto.output[0]}/FusedConv")
+    conv_attrs = {
+        a: node.attrs[a]
+        for a in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+        if a in node.attrs
+    }
+    y = nodes.add("Conv", [x, w, b] if b else [x, w], **conv_attrs)
+    if z:
+        y = nodes.add("Add", [y, z])
+    params = [float(p) for p in node.attrs.get("activation_params", [])]
+    y = _activation(nodes, node, y, _text(node, "activation", ""), params)
+    return [_import(imp, node, nodes, y, 13)]
+
+
+@converts("FusedGemm", domain=_MS)
+def _fused_gemm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    nodes = OnnxNodes(f"{node.proto.output[0]}/FusedGemm")
+    gemm_attrs = {
+        a: node.attrs[a] for a in ("alpha", "beta", "transA", "transB") if a in node.attrs
+    }
+    y = nodes.add("Gemm", list(node.proto.input), **gemm_attrs)
+    kind = _text(node, "activation", "")
+    params = [
+        float(node.attrs[a]) for a in ("activation_alpha", "activation_beta") if a in node.attrs
+    ]
+    y = _activation(nodes, node, y, kind, params)
+    return [_import(imp, node, nodes, y, 13)]
+
+
+@converts("FusedMatMul", domain=_MS)
+def _fused_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """alpha * op(A) @ op(B), op transposing the last two axes when transA/transB is set."""
+    for attr in ("transBatchA", "transBatchB"):
+        if node.attrs.get(attr, 0):
+            raise node.unsupported(f"{attr}=1 (only transA, transB and alpha are supported)")
+    a, b = node.proto.input[0], node.proto.input[1]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/FusedMatMul")
+    for index, attr in ((0, "transA"), (1, "transB")):
+        if node.attrs.get(attr, 0):
+            rank = len(shape_of(imp.required(node, index)))
+            if rank < 2:
+                raise node.error(f"{attr}=1 on input {index} of rank {rank}")
+            perm = [*range(rank - 2), rank - 1, rank - 2]
+            name = nodes.add("Transpose", [a if index == 0 else b], perm=perm)
+            a, b = (name, b) if index == 0 else (a, name)
+    y = nodes.add("MatMul", [a, b])
+    alpha = float(node.attrs.get("alpha", 1.0))
+    if alpha != 1.0:
+        dtype = dtype_of(imp.required(node, 0))
+        y = nodes.add("Mul", [y, nodes.const(np.asarray(alpha, dtype))])
+    return [_import(imp, node, nodes, y, 13)]
+
+
+def _gelu(imp: ImportContext, node: Node, approximate: str) -> Sequence[Value]:
+    """ONNX's Gelu (opset 20) of x [+ bias]: exact (BiasGelu) or tanh-approximated (FastGelu)."""
+    nodes = OnnxNodes(f"{node.proto.output[0]}/{node.op_type}")
+    v = node.proto.input[0]
+    if len(node.proto.input) > 1 and node.proto.input[1]:
+        v = nodes.add("Add", [v, node.proto.input[1]])
+    y = nodes.add("Gelu", [v], approximate=approximate)
+    return [_import(imp, node, nodes, y, 20)]
+
+
+@converts("BiasGelu", domain=_MS)
+def _bias_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    return _gelu(imp, node, "none")
+
+
+@converts("FastGelu", domain=_MS)
+def _fast_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    return _gelu(imp, node, "tanh")
+
+
+@converts("SkipLayerNormalization", domain=_MS)
+def _skip_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """LayerNormalization(input + skip [+ bias]) over the last axis; outputs Y, mean,
+    inv_std_var, and the sum input + skip + bias (which the next layer's skip reads)."""
+    x, skip, gamma, beta, bias = [*node.proto.input, "", "", ""][:5]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/SkipLayerNormalization")
+    total = nodes.add("Add", [x, skip])
+    if bias:
+        total = nodes.add("Add", [total, bias])
+    outs = [f"{nodes.prefix}/LayerNormalization{s}" for s in ("", "/mean", "/inv_std")]
+    nodes.nodes.append(
+        helper.make_node(
+            "LayerNormalization",
+            [total, gamma, beta] if beta else [total, gamma],
+            outs,
+            name=outs[0],
+            axis=-1,
+            epsilon=float(node.attrs.get("epsilon", 1e-12)),
+        )
+    )
+    wanted = list(node.proto.output)
+    if any(name in imp.used for name in wanted[1:3]):
+        imp.used |= set(outs[1:])  # LayerNormalization computes them only when read
+    y = _import(imp, node, nodes, outs[0], 17)
+    results = [y, *(imp.env.get(name, y) for name in outs[1:])][: min(len(wanted), 3)]
+    if len(wanted) > 3:
+        results.append(imp.env[total])
+    return results

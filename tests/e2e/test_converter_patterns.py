@@ -1,0 +1,361 @@
+"""What the other converters (tf2onnx, paddle2onnx) and older or hand-edited ONNX files contain,
+as small onnx.helper graphs with seeded weights, checked against onnxruntime.
+
+Each test reproduces a pattern that ember once refused, crashed on or computed differently;
+tests/e2e/test_exporter_patterns.py has the torch.onnx / transformers ones.
+Tolerance: assert_close's default, max |ember - onnxruntime| <= 1e-4 x max |onnxruntime|.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+
+def _graph(
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: tuple[str, ...] = ("y",),
+) -> onnx.GraphProto:
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
+    return helper.make_graph(nodes, "pattern", inputs, outs, inits)
+
+
+def _model(graph: onnx.GraphProto, opset: int, ir_version: int = 7) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    return model
+
+
+def _input(shape: list[int] | None) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+
+
+def _dense(rng: np.random.Generator) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """y = x @ W + B (x [2, 4]), the body of the file-level tests."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["m"]),
+        helper.make_node("Add", ["m", "B"], ["y"]),
+    ]
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "B"),
+    ]
+    return nodes, weights
+
+
+@pytest.mark.parametrize("nearest_mode", ["floor", "round_prefer_floor", "ceil"])
+def test_resize_tf_crop_and_resize_nearest(nearest_mode: str) -> None:
+    """tf2onnx's CropAndResize: Resize with coordinate_transformation_mode tf_crop_and_resize.
+    onnxruntime computes the source coordinate in float32, where row 3 of 9 (exactly 2.0) is
+    1.9999999: floor takes row 1 there. ember computed it in float64 and took row 2 (a wrong
+    row in 3 of 9 output rows)."""
+    roi = np.array([0, 0, 0.1, 0.2, 1, 1, 0.9, 0.7], np.float32)
+    inits = [
+        numpy_helper.from_array(roi, "roi"),
+        numpy_helper.from_array(np.array([1, 1, 1.5, 0.75], np.float32), "scales"),
+    ]
+    resize = helper.make_node(
+        "Resize",
+        ["x", "roi", "scales"],
+        ["y"],
+        mode="nearest",
+        coordinate_transformation_mode="tf_crop_and_resize",
+        nearest_mode=nearest_mode,
+        extrapolation_value=-1.0,
+    )
+    model = _model(_graph([resize], inits, [_input([1, 3, 6, 8])]), 13)
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 8)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_default_domain_spelled_ai_onnx() -> None:
+    """ONNX's default domain written out as "ai.onnx" (opset import and nodes), as some
+    hand-edited and converter-written files have it: onnxruntime runs it, ember refused it
+    ("No Op registered for MatMul with domain_version of 11", from onnx's checker)."""
+    rng = np.random.default_rng(1)
+    nodes, weights = _dense(rng)
+    for node in nodes:
+        node.domain = "ai.onnx"
+    graph = _graph(nodes, weights, [_input([2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx", 11)])
+    model.ir_version = 6
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_default_domain_imported_twice_with_two_versions_is_a_model_error() -> None:
+    nodes, weights = _dense(np.random.default_rng(2))
+    model = helper.make_model(
+        _graph(nodes, weights, [_input([2, 4])]),
+        opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx", 11)],
+    )
+    with pytest.raises(ember.ModelError, match=r"as '' and as 'ai.onnx'.*\[11, 13\]"):
+        ember.compile(model)
+
+
+def test_graph_input_without_a_shape() -> None:
+    """A graph input whose type has no shape field (unknown rank): onnxruntime takes the fed
+    array's shape; ember refused it (onnx's checker: "Field 'shape' of 'type' is required"),
+    then, given shapes, took its rank to be 0."""
+    model = _model(_graph([helper.make_node("Relu", ["x"], ["y"])], [], [_input(None)]), 9)
+    session = ember.InferenceSession(model.SerializeToString())
+    compiled = ember.compile(model)
+    rng = np.random.default_rng(3)
+    for shape in [(2, 3), (5,), (2, 3, 4)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        expected = onnxruntime_outputs(model, {"x": x})
+        assert_close({"y": session.run(None, {"x": x})[0]}, expected)
+        assert_close(compiled.run({"x": x}), expected)
+
+
+@pytest.mark.parametrize("ir_version", [3, 7])
+def test_initializer_listed_as_graph_input(ir_version: int) -> None:
+    """Old Model Zoo files list every initializer as a graph input too. Unfed, the stored
+    value is used (as onnxruntime does); fed, onnxruntime (IR >= 4) overrides the weight with
+    it, which ember cannot do: it refuses naming the initializer, never silently ignoring the
+    fed value."""
+    rng = np.random.default_rng(4)
+    nodes, weights = _dense(rng)
+    inputs = [
+        _input([2, 4]),
+        helper.make_tensor_value_info("W", TensorProto.FLOAT, [4, 3]),
+        helper.make_tensor_value_info("B", TensorProto.FLOAT, [3]),
+    ]
+    model = _model(_graph(nodes, weights, inputs), 8, ir_version)
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    session = ember.InferenceSession(model.SerializeToString())
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    assert_close({"y": session.run(None, {"x": x})[0]}, onnxruntime_outputs(model, {"x": x}))
+    with pytest.raises(ember.InputError, match=r"\['B'\]: initializer\(s\) that the model also"):
+        session.run(None, {"x": x, "B": np.ones(3, np.float32)})
+
+
+def test_layer_normalization_in_the_default_domain_below_opset_17() -> None:
+    """onnxruntime's optimizer saves LayerNormalization in the default domain at the model's
+    opset (12 here), where ONNX does not define it yet; onnxruntime runs it, ember refused it
+    ("No Op registered for LayerNormalization with domain_version of 12")."""
+    rng = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(9).astype(np.float32), name)
+        for name in ("gamma", "beta")
+    ]
+    norm = helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], epsilon=1e-5)
+    model = _model(_graph([norm], inits, [_input([2, 7, 9])]), 12)
+    x = rng.standard_normal((2, 7, 9)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+_MS = "com.microsoft"
+
+
+def _contrib_model(
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    shape: list[int],
+    outputs: tuple[str, ...] = ("y",),
+) -> onnx.ModelProto:
+    model = helper.make_model(
+        _graph(nodes, inits, [_input(shape)], outputs),
+        opset_imports=[helper.make_opsetid("", 12), helper.make_opsetid(_MS, 1)],
+    )
+    model.ir_version = 7
+    return model
+
+
+def _weights(rng: np.random.Generator, **shapes: tuple[int, ...]) -> list[onnx.TensorProto]:
+    return [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name, shape in shapes.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "FusedConv-Relu-Z",
+        "FusedConv-Clip",
+        "FusedConv-HardSigmoid",
+        "FusedGemm-LeakyRelu",
+        "FusedMatMul",
+        "Gelu",
+        "BiasGelu",
+        "FastGelu",
+        "SkipLayerNormalization",
+        "SimplifiedLayerNormalization",
+    ],
+)
+def test_onnxruntime_optimizer_ops(case: str) -> None:
+    """The com.microsoft fusions onnxruntime's optimizer saves into a model (and its default-
+    domain SimplifiedLayerNormalization): ember refused each as an unsupported op."""
+    rng = np.random.default_rng(6)
+    shape = [2, 3, 7, 9]
+    outputs: tuple[str, ...] = ("y",)
+    if case.startswith("FusedConv"):
+        activation = case.split("-")[1]
+        params = {"Clip": [0.0, 6.0], "HardSigmoid": [0.3, 0.4]}.get(activation, [])
+        inits = _weights(rng, w=(4, 3, 3, 3), b=(4,), z=(2, 4, 7, 9))
+        inputs = ["x", "w", "b", "z"] if case.endswith("-Z") else ["x", "w", "b"]
+        node = helper.make_node(
+            "FusedConv",
+            inputs,
+            ["y"],
+            domain=_MS,
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            activation=activation,
+            **({"activation_params": params} if params else {}),
+        )
+    elif case == "FusedGemm-LeakyRelu":
+        shape, inits = [3, 4], _weights(rng, w=(5, 4), c=(5,))
+        node = helper.make_node(
+            "FusedGemm",
+            ["x", "w", "c"],
+            ["y"],
+            domain=_MS,
+            transB=1,
+            alpha=0.5,
+            activation="LeakyRelu",
+            activation_alpha=0.1,
+        )
+    elif case == "FusedMatMul":
+        shape, inits = [2, 9, 7], _weights(rng, w=(2, 5, 9))
+        node = helper.make_node(
+            "FusedMatMul", ["x", "w"], ["y"], domain=_MS, transA=1, transB=1, alpha=2.0
+        )
+    elif case in ("Gelu", "BiasGelu", "FastGelu"):
+        shape, inits = [2, 7, 9], _weights(rng, bias=(9,))
+        node = helper.make_node(case, ["x"] if case == "Gelu" else ["x", "bias"], ["y"], domain=_MS)
+    elif case == "SkipLayerNormalization":
+        shape = [2, 7, 9]
+        inits = _weights(rng, skip=(2, 7, 9), gamma=(9,), beta=(9,), bias=(9,))
+        node = helper.make_node(
+            case,
+            ["x", "skip", "gamma", "beta", "bias"],
+            ["y", "", "", "sum"],
+            domain=_MS,
+            epsilon=1e-5,
+        )
+        outputs = ("y", "sum")
+    else:
+        shape, inits = [2, 7, 9], _weights(rng, scale=(9,))
+        node = helper.make_node(case, ["x", "scale"], ["y"], epsilon=1e-6)
+    model = _contrib_model([node], inits, shape, outputs)
+    x = rng.standard_normal(shape).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_fused_conv_unknown_activation_is_refused_by_name() -> None:
+    rng = np.random.default_rng(7)
+    node = helper.make_node(
+        "FusedConv", ["x", "w"], ["y"], domain=_MS, kernel_shape=[3, 3], activation="Swish"
+    )
+    model = _contrib_model([node], _weights(rng, w=(4, 3, 3, 3)), [1, 3, 5, 5])
+    with pytest.raises(ember.UnsupportedOpError, match="FusedConv.*activation 'Swish'"):
+        ember.compile(model)
+
+
+def test_model_saved_by_onnxruntimes_optimizer(tmp_path: pytest.TempPathFactory) -> None:
+    """A model as onnxruntime saves it at ORT_ENABLE_EXTENDED (FusedConv, FusedGemm, Gelu,
+    default-domain LayerNormalization at opset 12), run as a user would: ember.compile(path)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(8)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["gm"], transB=1),
+        helper.make_node("Relu", ["gm"], ["h"]),
+        helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["h", "e1"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["gelu"]),
+        helper.make_node("ReduceMean", ["gelu"], ["mu"], axes=[-1]),
+        helper.make_node("Sub", ["gelu", "mu"], ["dev"]),
+        helper.make_node("Pow", ["dev", "two"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+        helper.make_node("Add", ["var", "eps"], ["ve"]),
+        helper.make_node("Sqrt", ["ve"], ["sd"]),
+        helper.make_node("Div", ["dev", "sd"], ["normed"]),
+        helper.make_node("Mul", ["normed", "gamma"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "beta"], ["y"]),
+    ]
+    scalars = {"sqrt2": 1.4142135, "one": 1.0, "half": 0.5, "two": 2.0, "eps": 1e-5}
+    inits = _weights(rng, w=(4, 3, 3, 3), b=(4,), fw=(8, 4), fb=(8,), gamma=(8,), beta=(8,)) + [
+        numpy_helper.from_array(np.float32(v), k) for k, v in scalars.items()
+    ]
+    model = _model(_graph(nodes, inits, [_input([2, 3, 7, 9])]), 12)
+    path = str(tmp_path / "optimized.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = path
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    saved = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"FusedConv", "FusedGemm", "Gelu", "LayerNormalization"} <= saved, saved
+    x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    assert_close(ember.compile(path).run({"x": x}), onnxruntime_outputs(path, {"x": x}))
+
+
+@pytest.mark.parametrize(
+    ("mode", "scales"),
+    [
+        ("half_pixel", [1, 1, 2.5, 3.3]),
+        ("asymmetric", [1, 1, 0.4, 0.7]),
+        ("pytorch_half_pixel", [1, 1, 1.2, 1.9]),
+        ("align_corners", [1, 1, 1.5, 1.2]),  # 6 x 1.5, 10 x 1.2: whole output lengths
+    ],
+)
+@pytest.mark.parametrize("nearest_mode", ["round_prefer_floor", "round_prefer_ceil", "floor"])
+def test_resize_nearest_source_rows_in_float32(
+    mode: str, scales: list[float], nearest_mode: str
+) -> None:
+    """Nearest Resize at scales such as 2.5 or 0.7 (tf2onnx and paddle2onnx write them as
+    scales): onnxruntime computes each source coordinate in float32, where e.g. 1 / 0.4 is just
+    below 2.5, and rounds that. ember computed in float64 and picked another source row for
+    several outputs; the output length 10 x 0.7 (7 in float32) was 6."""
+    resize = helper.make_node(
+        "Resize",
+        ["x", "", "scales"],
+        ["y"],
+        mode="nearest",
+        coordinate_transformation_mode=mode,
+        nearest_mode=nearest_mode,
+    )
+    inits = [numpy_helper.from_array(np.array(scales, np.float32), "scales")]
+    model = _model(_graph([resize], inits, [_input([1, 2, 6, 10])]), 13)
+    x = np.random.default_rng(9).standard_normal((1, 2, 6, 10)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_batch_normalization_spatial_0() -> None:
+    """BatchNormalization-7 with spatial=0 (statistics per activation, of shape [C, H, W]), as
+    old converters wrote it: ember failed with 'imported graph does not verify'."""
+    rng = np.random.default_rng(10)
+    shape = (3, 5, 6)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name in ("scale", "bias", "mean")
+    ] + [numpy_helper.from_array((rng.random(shape) + 0.5).astype(np.float32), "var")]
+    norm = helper.make_node(
+        "BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"], spatial=0
+    )
+    model = _model(_graph([norm], inits, [_input([2, 3, 5, 6])]), 7)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+def test_batch_normalization_parameter_of_the_wrong_size_is_a_model_error() -> None:
+    inits = [numpy_helper.from_array(np.ones(4, np.float32), n) for n in ("s", "b", "m", "v")]
+    norm = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])
+    model = _model(_graph([norm], inits, [_input([2, 3, 5, 6])]), 9)
+    with pytest.raises(ember.ModelError, match=r"scale of shape \[4\] for 3 channels"):
+        ember.compile(model)
