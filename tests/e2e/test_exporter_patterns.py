@@ -238,3 +238,55 @@ def test_float16_recurrent_layer(op_type: str) -> None:
     got = ember.compile(model).run({"x": x})
     assert all(v.dtype == np.float16 for v in got.values())
     assert_close(got, onnxruntime_outputs(model, {"x": x}), rel=2e-3)
+
+
+def _causal_mask_model() -> onnx.ModelProto:
+    """torch.triu(torch.full((t, t), -inf), 1) added to attention scores, t from the scores'
+    shape: Shape -> Gather -> Unsqueeze -> Concat -> ConstantOfShape(-inf) -> Trilu."""
+    n = helper.make_node
+    minus_inf = numpy_helper.from_array(np.array([-np.inf], np.float32))
+    nodes = [
+        n("Shape", ["x"], ["shape"]),
+        n("Gather", ["shape", "two"], ["t"], axis=0),
+        n("Unsqueeze", ["t", "zero_axis"], ["t1"]),
+        n("Concat", ["t1", "t1"], ["tt"], axis=0),
+        n("ConstantOfShape", ["tt"], ["full"], value=minus_inf),
+        n("Trilu", ["full", "one"], ["mask"], upper=1),
+        n("Add", ["x", "mask"], ["masked"]),
+        n("Softmax", ["masked"], ["y"], axis=-1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(2, np.int64), "two"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+    ]
+    return _model(nodes, inits, 17, ["batch", 4, "seq", "seq"], ("y", "mask"))
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["symbolic", "pinned"])
+def test_causal_mask_from_trilu_of_minus_inf(pinned: bool) -> None:
+    """A hand-written Llama's causal mask: Trilu kept the triangle by multiplying with a 0/1
+    mask, and -inf * 0 is NaN, so every softmax row was NaN (pinned: folded the same way)."""
+    x = np.random.default_rng(5).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    shapes = {"x": list(x.shape)} if pinned else None
+    model = _causal_mask_model()
+    got, want = (
+        ember.compile(model, input_shapes=shapes).run({"x": x}),
+        onnxruntime_outputs(model, {"x": x}),
+    )
+    # assert_allclose, not assert_close: the mask output holds -inf (equal infinities pass)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_trilu_keeps_infinities_and_zeroes_nan() -> None:
+    """Trilu of a run-time tensor holding inf/NaN: the dropped triangle is exactly 0."""
+    n = helper.make_node
+    nodes = [n("Trilu", ["x"], ["upper"], upper=1), n("Trilu", ["x", "k"], ["lower"], upper=0)]
+    k = numpy_helper.from_array(np.array(-1, np.int64), "k")
+    x = np.random.default_rng(6).standard_normal((3, 4, 5)).astype(np.float32)
+    x[0, 3, 0], x[1, 0, 4], x[2, 2, 1] = np.inf, -np.inf, np.nan
+    model = _model(nodes, [k], 17, [3, 4, 5], ("upper", "lower"))
+    got, want = ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x})
+    for name in want:  # exact: a select moves values, inf and NaN included
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
