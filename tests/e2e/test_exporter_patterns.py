@@ -290,3 +290,25 @@ def test_trilu_keeps_infinities_and_zeroes_nan() -> None:
     got, want = ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x})
     for name in want:  # exact: a select moves values, inf and NaN included
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_stft_of_a_two_dimensional_signal() -> None:
+    """torch.stft exported by torch.onnx: a real signal [batch, length] without the trailing
+    parts axis the spec shows (onnxruntime reads it as real); it was refused. Hann window,
+    frame 64, hop 16, then the power spectrum as audio front ends take it."""
+    n = helper.make_node
+    window = np.hanning(66)[1:-1].astype(np.float32)
+    nodes = [
+        n("STFT", ["x", "step", "window", "length"], ["spec"], onesided=1),
+        n("Mul", ["spec", "spec"], ["squares"]),
+        n("ReduceSum", ["squares", "last"], ["y"], keepdims=0),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(16, np.int64), "step"),
+        numpy_helper.from_array(window, "window"),
+        numpy_helper.from_array(np.array(64, np.int64), "length"),
+        numpy_helper.from_array(np.array([-1], np.int64), "last"),
+    ]
+    model = _model(nodes, inits, 17, ["batch", "samples"])
+    x = np.random.default_rng(7).standard_normal((2, 400)).astype(np.float32)
+    _check(model, x)
