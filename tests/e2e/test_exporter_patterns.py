@@ -312,3 +312,74 @@ def test_stft_of_a_two_dimensional_signal() -> None:
     model = _model(nodes, inits, 17, ["batch", "samples"])
     x = np.random.default_rng(7).standard_normal((2, 400)).astype(np.float32)
     _check(model, x)
+
+
+def _growing_loop_model(exit_on_data: bool) -> onnx.ModelProto:
+    """torch.jit.script's `for i in range(x.size(1)): out = torch.cat([out, f(x[:, i])], 1)`:
+    a Loop over M = Shape(x)[1] whose carried `out` grows by one column per iteration."""
+    n = helper.make_node
+    body_nodes = [
+        n("Gather", ["x", "i"], ["column"], axis=1),
+        n("Tanh", ["column"], ["step"]),
+        n("Unsqueeze", ["step", "axis1"], ["step1"]),
+        n("Concat", ["out_in", "step1"], ["out_out"], axis=1),
+    ]
+    if exit_on_data:  # a greedy decoder's `if (tok == eos).all(): break`
+        body_nodes += [
+            n("ReduceMax", ["step"], ["peak"], keepdims=0),
+            n("Less", ["peak", "half"], ["cond_out"]),
+        ]
+    else:
+        body_nodes.append(n("Identity", ["cond_in"], ["cond_out"]))
+    body = helper.make_graph(
+        body_nodes,
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("out_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("out_out", TensorProto.FLOAT, None),
+        ],
+    )
+    nodes = [
+        n("Shape", ["x"], ["shape"]),
+        n("Gather", ["shape", "zero"], ["batch"]),
+        n("Gather", ["shape", "one"], ["steps"]),
+        n("Concat", ["batch", "no_columns", "width"], ["empty_shape"], axis=0),
+        n(
+            "ConstantOfShape",
+            ["empty_shape"],
+            ["empty"],
+            value=helper.make_tensor("", 1, [1], [0.0]),
+        ),
+        n("Squeeze", ["steps"], ["trip_count"]),
+        n("Loop", ["trip_count", "true", "empty"], ["y"], body=body),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([0], np.int64), "no_columns"),
+        numpy_helper.from_array(np.array([4], np.int64), "width"),
+        numpy_helper.from_array(np.array(True), "true"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    return _model(nodes, inits, 17, ["batch", "steps", 4])
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4), (3, 1, 4)])
+def test_loop_growing_a_carried_tensor(shape: tuple[int, ...]) -> None:
+    """The body changes the carried value's shape each iteration ([b, 0, 4] -> [b, 1, 4]
+    ...): refused before ('ember's loops keep each carried value's shape'), now unrolled for
+    the trip count the input's shape gives."""
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    _check(_growing_loop_model(exit_on_data=False), x)
+
+
+def test_loop_growing_a_carried_tensor_with_a_data_dependent_exit_is_refused() -> None:
+    """A break on data leaves the output's size unknown at compile time: a clear refusal."""
+    with pytest.raises(ember.UnsupportedOpError, match="computed at run time"):
+        ember.compile(_growing_loop_model(exit_on_data=True), input_shapes={"x": [2, 5, 4]})
