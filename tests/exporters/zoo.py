@@ -32,7 +32,7 @@ class ZooModel:
     second_shape: Callable[[int], dict[str, np.ndarray]] | None = None  # another shape, seed
     rtol: float = 1e-4
     atol: float = 1e-4
-    dynamo_ok: bool = True
+    dynamo_ok: bool = True  # False: a ScriptModule, which only the TorchScript exporter takes
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: Any = nn.ReLU):
@@ -709,6 +709,27 @@ class StatefulLSTM(nn.Module):
         return self.fc(y), h, c
 
 
+class ScriptedRNN(nn.Module):
+    """A recurrent loop written in Python and compiled with torch.jit.script: a Loop over
+    x.size(1) whose carried output grows by one step per iteration (torch.cat), with an If on
+    data inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.Linear(16, 8)
+        self.out = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        outs = torch.zeros(x.size(0), 0, 8)
+        for i in range(x.size(1)):
+            h = torch.tanh(self.cell(torch.cat([x[:, i], h], 1)))
+            if bool(h.sum() > 0):
+                h = h * 0.5
+            outs = torch.cat([outs, self.out(h).unsqueeze(1)], 1)
+        return outs
+
+
 class Seq2Seq(nn.Module):
     """T5 / BART for conditional generation, encoder and decoder in one graph (logits out)."""
 
@@ -995,6 +1016,14 @@ def zoo() -> list[ZooModel]:
                 "c0": _normal(s + 2, (2, b, 16)),
             },
             {"x": {0: "batch", 1: "seq"}, "h0": {1: "batch"}, "c0": {1: "batch"}},
+        ),
+        ZooModel(
+            "scripted_rnn",
+            lambda: torch.jit.script(ScriptedRNN()),
+            lambda b, s: {"x": _normal(s, (b, 5, 8))},
+            {"x": {0: "batch", 1: "seq"}},
+            second_shape=lambda s: {"x": _normal(s, (1, 9, 8))},
+            dynamo_ok=False,
         ),
         ZooModel(
             "padded_encoder",
