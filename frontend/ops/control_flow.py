@@ -13,7 +13,11 @@ with the index computed in the body) and whose scan outputs are stacked along a 
 then reversed/transposed into place. Sizes stay static: a Loop with scan outputs needs its
 trip count and initial condition at compile time (a run-time one raises RuntimeOperandError,
 so value specialisation can compile per value) and a body condition that cannot end the loop
-early (else the outputs' size depends on data: refused).
+early (else the outputs' size depends on data: refused). A Loop whose body changes a carried
+value's shape (torch's scripted `out = torch.cat([out, step], 1)`) is unrolled at import
+instead, one copy of the body per iteration, as a sequence-carrying Loop is
+(frontend/ops/sequence.py): its trip count and every iteration's condition must be known
+at compile time.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ember.frontend.context import (
     shape_of,
     subgraph_reads,
 )
-from ember.frontend.registry import converts
+from ember.frontend.registry import STRUCTURED_CONVERTERS, converter_key, converts
 
 _ITER_TYPE = TensorType(i64, [])
 _COND_TYPE = TensorType(IntegerType(1), [])
@@ -196,6 +200,7 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
             )
         runs = first is None or bool(first.reshape(-1)[0])
         trips = max(int(m.reshape(-1)[0]), 0) if runs else 0
+    changed: tuple[int, TensorType, TensorType] | None = None
     with imp.region(
         [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
     ) as region:
@@ -205,11 +210,10 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
         yields = imp.body_outputs(node, body)
         yields[0] = _scalar(imp, node, yields[0], np.bool_, "body's condition output")
         for k, (init, value) in enumerate(zip(inits, yields[1 : 1 + n_carried])):
-            if _type_of(init) != _type_of(value):
-                raise node.unsupported(
-                    f"loop-carried value #{k} starts as {_type_of(init)} and the body makes it "
-                    f"{_type_of(value)}; ember's loops keep each carried value's shape and type"
-                )
+            if changed is None and _type_of(init) != _type_of(value):
+                changed = (k, _type_of(init), _type_of(value))
+    if changed is not None:
+        return _unrolled(imp, node, *changed)
     if n_scans and _exits_early(region, yields[0]):
         raise node.unsupported(
             "a Loop with scan outputs whose body computes its condition: the number of "
@@ -219,6 +223,21 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
         empty = [np.zeros((0, *shape_of(v)), dtype_of(v)) for v in yields[1 + n_carried :]]
         return [*inits, *(Const(a) for a in empty)]
     return _build_loop(imp, node, region, trip_count, cond, inits, yields, trips)
+
+
+def _unrolled(
+    imp: ImportContext, node: Node, k: int, first: TensorType, then: TensorType
+) -> Sequence[Value]:
+    """A Loop whose body changes a carried value's shape (torch's scripted
+    `out = torch.cat([out, step], 1)` in a `for` loop): each iteration has its own shapes, so
+    the body is imported once per iteration (as a sequence-carrying Loop is), which needs the
+    trip count and every iteration's condition at compile time."""
+    why = f"loop-carried value #{k} starts as {first} and the body makes it {then}: the "
+    # A run-time operand fed by a graph input is compiled per value (value specialisation).
+    imp.constant(node, 0, why + "trip count M of such a Loop (ember unrolls it)")
+    imp.constant(node, 1, why + "initial condition of such a Loop (ember unrolls it)")
+    unroll = STRUCTURED_CONVERTERS[converter_key("Loop")]
+    return unroll(imp, node)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------

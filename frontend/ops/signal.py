@@ -186,7 +186,13 @@ def _dft(imp: ImportContext, node: Node) -> Sequence[Value]:
 
 @converts("STFT")
 def _stft(imp: ImportContext, node: Node) -> Sequence[Value]:
-    signal = _signal_input(imp, node)
+    given = imp.float_input(node, 0)
+    if len(shape_of(given)) == 2:
+        # torch.onnx writes torch.stft's real signal as [batch, length], without the parts
+        # axis; onnxruntime reads that as real, and so does ember.
+        signal = imp.reshape(given, [*shape_of(given), 1])
+    else:
+        signal = _signal_input(imp, node)
     shape = shape_of(signal)
     if len(shape) != 3:
         raise node.error(f"signal of shape {list(shape)} (expected [batch, length, 1 or 2])")

@@ -26,6 +26,7 @@ from ember.frontend.context import (
     Node,
     Value,
     dtype_of,
+    scalar,
     shape_of,
 )
 from ember.frontend.registry import converts
@@ -62,14 +63,14 @@ def _constant_of_shape(imp: ImportContext, node: Node) -> Sequence[Value]:
     shape = imp.constant(node, 0, "shape")
     assert shape is not None
     fill = node.attrs.get("value")
-    scalar = (
+    fill_value = (
         numpy_helper.to_array(fill).reshape(-1) if fill is not None else np.zeros(1, np.float32)
     )
     dims = [int(d) for d in shape]
     if any(d < 0 for d in dims):
         raise node.error(f"shape {dims} has a negative dimension")
     # A broadcast of the fill value: folded when small, else a fill kernel at run time.
-    value = Const(scalar[:1].reshape([1] * len(dims)))
+    value = Const(fill_value[:1].reshape([1] * len(dims)))
     filled = imp.emit(graph.ExpandOp, [value], dims) if dims != [1] * len(dims) else value
     if isinstance(filled, Const):
         filled.name = node.proto.output[0]
@@ -239,5 +240,6 @@ def _trilu(imp: ImportContext, node: Node) -> Sequence[Value]:
     keep = np.triu(ones, k) if node.attrs.get("upper", 1) else np.tril(ones, k)
     if keep.all():
         return [x]
-    # Multiplying by a 0/1 mask keeps every finite value exactly.
-    return [imp.binary(node, graph.MulOp, x, Const(keep.astype(dtype_of(x))))]
+    # A select, not a multiply by a 0/1 mask: exporters build causal masks as
+    # Trilu(ConstantOfShape(-inf)), and -inf * 0 is NaN where Trilu gives 0.
+    return [imp.where(node, Const(keep), x, scalar(0, x))]

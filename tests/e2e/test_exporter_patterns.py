@@ -238,3 +238,148 @@ def test_float16_recurrent_layer(op_type: str) -> None:
     got = ember.compile(model).run({"x": x})
     assert all(v.dtype == np.float16 for v in got.values())
     assert_close(got, onnxruntime_outputs(model, {"x": x}), rel=2e-3)
+
+
+def _causal_mask_model() -> onnx.ModelProto:
+    """torch.triu(torch.full((t, t), -inf), 1) added to attention scores, t from the scores'
+    shape: Shape -> Gather -> Unsqueeze -> Concat -> ConstantOfShape(-inf) -> Trilu."""
+    n = helper.make_node
+    minus_inf = numpy_helper.from_array(np.array([-np.inf], np.float32))
+    nodes = [
+        n("Shape", ["x"], ["shape"]),
+        n("Gather", ["shape", "two"], ["t"], axis=0),
+        n("Unsqueeze", ["t", "zero_axis"], ["t1"]),
+        n("Concat", ["t1", "t1"], ["tt"], axis=0),
+        n("ConstantOfShape", ["tt"], ["full"], value=minus_inf),
+        n("Trilu", ["full", "one"], ["mask"], upper=1),
+        n("Add", ["x", "mask"], ["masked"]),
+        n("Softmax", ["masked"], ["y"], axis=-1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(2, np.int64), "two"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+    ]
+    return _model(nodes, inits, 17, ["batch", 4, "seq", "seq"], ("y", "mask"))
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["symbolic", "pinned"])
+def test_causal_mask_from_trilu_of_minus_inf(pinned: bool) -> None:
+    """A hand-written Llama's causal mask: Trilu kept the triangle by multiplying with a 0/1
+    mask, and -inf * 0 is NaN, so every softmax row was NaN (pinned: folded the same way)."""
+    x = np.random.default_rng(5).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    shapes = {"x": list(x.shape)} if pinned else None
+    model = _causal_mask_model()
+    got, want = (
+        ember.compile(model, input_shapes=shapes).run({"x": x}),
+        onnxruntime_outputs(model, {"x": x}),
+    )
+    # assert_allclose, not assert_close: the mask output holds -inf (equal infinities pass)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_trilu_keeps_infinities_and_zeroes_nan() -> None:
+    """Trilu of a run-time tensor holding inf/NaN: the dropped triangle is exactly 0."""
+    n = helper.make_node
+    nodes = [n("Trilu", ["x"], ["upper"], upper=1), n("Trilu", ["x", "k"], ["lower"], upper=0)]
+    k = numpy_helper.from_array(np.array(-1, np.int64), "k")
+    x = np.random.default_rng(6).standard_normal((3, 4, 5)).astype(np.float32)
+    x[0, 3, 0], x[1, 0, 4], x[2, 2, 1] = np.inf, -np.inf, np.nan
+    model = _model(nodes, [k], 17, [3, 4, 5], ("upper", "lower"))
+    got, want = ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x})
+    for name in want:  # exact: a select moves values, inf and NaN included
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_stft_of_a_two_dimensional_signal() -> None:
+    """torch.stft exported by torch.onnx: a real signal [batch, length] without the trailing
+    parts axis the spec shows (onnxruntime reads it as real); it was refused. Hann window,
+    frame 64, hop 16, then the power spectrum as audio front ends take it."""
+    n = helper.make_node
+    window = np.hanning(66)[1:-1].astype(np.float32)
+    nodes = [
+        n("STFT", ["x", "step", "window", "length"], ["spec"], onesided=1),
+        n("Mul", ["spec", "spec"], ["squares"]),
+        n("ReduceSum", ["squares", "last"], ["y"], keepdims=0),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(16, np.int64), "step"),
+        numpy_helper.from_array(window, "window"),
+        numpy_helper.from_array(np.array(64, np.int64), "length"),
+        numpy_helper.from_array(np.array([-1], np.int64), "last"),
+    ]
+    model = _model(nodes, inits, 17, ["batch", "samples"])
+    x = np.random.default_rng(7).standard_normal((2, 400)).astype(np.float32)
+    _check(model, x)
+
+
+def _growing_loop_model(exit_on_data: bool) -> onnx.ModelProto:
+    """torch.jit.script's `for i in range(x.size(1)): out = torch.cat([out, f(x[:, i])], 1)`:
+    a Loop over M = Shape(x)[1] whose carried `out` grows by one column per iteration."""
+    n = helper.make_node
+    body_nodes = [
+        n("Gather", ["x", "i"], ["column"], axis=1),
+        n("Tanh", ["column"], ["step"]),
+        n("Unsqueeze", ["step", "axis1"], ["step1"]),
+        n("Concat", ["out_in", "step1"], ["out_out"], axis=1),
+    ]
+    if exit_on_data:  # a greedy decoder's `if (tok == eos).all(): break`
+        body_nodes += [
+            n("ReduceMax", ["step"], ["peak"], keepdims=0),
+            n("Less", ["peak", "half"], ["cond_out"]),
+        ]
+    else:
+        body_nodes.append(n("Identity", ["cond_in"], ["cond_out"]))
+    body = helper.make_graph(
+        body_nodes,
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("out_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("out_out", TensorProto.FLOAT, None),
+        ],
+    )
+    nodes = [
+        n("Shape", ["x"], ["shape"]),
+        n("Gather", ["shape", "zero"], ["batch"]),
+        n("Gather", ["shape", "one"], ["steps"]),
+        n("Concat", ["batch", "no_columns", "width"], ["empty_shape"], axis=0),
+        n(
+            "ConstantOfShape",
+            ["empty_shape"],
+            ["empty"],
+            value=helper.make_tensor("", 1, [1], [0.0]),
+        ),
+        n("Squeeze", ["steps"], ["trip_count"]),
+        n("Loop", ["trip_count", "true", "empty"], ["y"], body=body),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([0], np.int64), "no_columns"),
+        numpy_helper.from_array(np.array([4], np.int64), "width"),
+        numpy_helper.from_array(np.array(True), "true"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    return _model(nodes, inits, 17, ["batch", "steps", 4])
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4), (3, 1, 4)])
+def test_loop_growing_a_carried_tensor(shape: tuple[int, ...]) -> None:
+    """The body changes the carried value's shape each iteration ([b, 0, 4] -> [b, 1, 4]
+    ...): refused before ('ember's loops keep each carried value's shape'), now unrolled for
+    the trip count the input's shape gives."""
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    _check(_growing_loop_model(exit_on_data=False), x)
+
+
+def test_loop_growing_a_carried_tensor_with_a_data_dependent_exit_is_refused() -> None:
+    """A break on data leaves the output's size unknown at compile time: a clear refusal."""
+    with pytest.raises(ember.UnsupportedOpError, match="computed at run time"):
+        ember.compile(_growing_loop_model(exit_on_data=True), input_shapes={"x": [2, 5, 4]})

@@ -32,6 +32,7 @@ CONFIGS = {
 }
 NEEDS_TRANSFORMERS = {
     "bert", "distilbert", "roberta", "albert", "gpt2", "vit", "t5_encoder", "whisper_encoder",
+    "gpt2_kv", "t5",
 }  # fmt: skip
 MODELS = [m.name for m in zoo.zoo()]
 
@@ -46,6 +47,8 @@ def test_exported_model_matches_onnxruntime(name: str, config: str, tmp_path: Pa
     if exporter == "dynamo" and importlib.util.find_spec("onnxscript") is None:
         pytest.skip("the dynamo exporter needs onnxscript")
     entry = zoo.by_name(name)
+    if exporter == "dynamo" and not entry.dynamo_ok:
+        pytest.skip("a torch.jit.script module: the dynamo exporter does not take one")
     path = tmp_path / f"{name}.onnx"
     try:
         zoo.export(
@@ -66,4 +69,6 @@ def test_exported_model_matches_onnxruntime(name: str, config: str, tmp_path: Pa
     result = check_model(
         path, feeds, rtol=entry.rtol, atol=entry.atol, aot_dir=tmp_path / "aot" if aot else None
     )
+    for note in result.notes:
+        print(note)  # shown with -rP / -s: shapes the exported graph cannot run anywhere
     assert result.ok(), "\n".join(f"{f.step}: {f.kind}: {f.message}" for f in result.findings)

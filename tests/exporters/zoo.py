@@ -7,6 +7,7 @@ Each entry builds a torch module and example inputs; `export` writes it with tor
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class ZooModel:
     second_shape: Callable[[int], dict[str, np.ndarray]] | None = None  # another shape, seed
     rtol: float = 1e-4
     atol: float = 1e-4
-    dynamo_ok: bool = True
+    dynamo_ok: bool = True  # False: a ScriptModule, which only the TorchScript exporter takes
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: Any = nn.ReLU):
@@ -478,6 +479,331 @@ class WhisperEncoder(nn.Module):
         return self.enc(input_features, return_dict=False)[0]
 
 
+class CachedDecoder(nn.Module):
+    """A transformers decoder with its KV cache as graph inputs and outputs (past keys and
+    values per layer in, the hidden state and the grown cache out), as decoding exports are."""
+
+    def __init__(self, model: nn.Module, layers: int) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+
+    def forward(self, input_ids, attention_mask, *past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out[0], *present)
+
+
+def _cached_inputs(new: int, past: int, kv_heads: int, head_dim: int, layers: int = 2):
+    def make(batch: int, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        feeds = {
+            "input_ids": rng.integers(0, 100, (batch, new)).astype(np.int64),
+            "attention_mask": np.ones((batch, past + new), np.int64),
+        }
+        for i in range(layers):
+            for kv in "kv":
+                feeds[f"past_{kv}{i}"] = rng.standard_normal(
+                    (batch, kv_heads, past, head_dim)
+                ).astype(np.float32)
+        return feeds
+
+    return make
+
+
+def _cached_decoder(config_name: str, model_name: str, kv_heads: int, **cfg: Any) -> ZooModel:
+    """One new token over 5 cached ones; the second shape 9 cached (torch's tracer bakes the
+    new-token count into Llama's GQA Reshape, so only the cache length varies)."""
+
+    def build() -> nn.Module:
+        import transformers
+
+        config = getattr(transformers, config_name)(**cfg)
+        return CachedDecoder(getattr(transformers, model_name)(config), 2)
+
+    dyn: dict[str, dict[int, str]] = {
+        "input_ids": {0: "batch", 1: "seq"},
+        "attention_mask": {0: "batch", 1: "total"},
+    }
+    dyn |= {f"past_{kv}{i}": {0: "batch", 2: "past"} for i in range(2) for kv in "kv"}
+    name = model_name.removesuffix("Model").lower() + "_kv"
+    return ZooModel(
+        name,
+        build,
+        _cached_inputs(1, 5, kv_heads, 8),
+        dyn,
+        lambda s: _cached_inputs(1, 9, kv_heads, 8)(1, s),
+    )
+
+
+class TinyLlama(nn.Module):
+    """A hand-written Llama layer: RMSNorm, rotary embeddings from arange, a causal mask from
+    triu(full(-inf)) (Trilu over ConstantOfShape), SiLU-gated MLP, LM head."""
+
+    def __init__(self, vocab: int = 100, d: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.h, self.hd = heads, d // heads
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
+        self.up = nn.Linear(d, 64, bias=False)
+        self.gate = nn.Linear(d, 64, bias=False)
+        self.down = nn.Linear(64, d, bias=False)
+        self.norm1 = nn.Parameter(torch.ones(d))
+        self.norm2 = nn.Parameter(torch.ones(d))
+        self.lm = nn.Linear(d, vocab, bias=False)
+
+    @staticmethod
+    def rms(x, weight):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight
+
+    def rope(self, x, positions):
+        half = self.hd // 2
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, half, dtype=torch.float32) / half))
+        angle = positions[:, None].float() * inv_freq[None, :]
+        cos, sin = torch.cat([angle.cos()] * 2, -1), torch.cat([angle.sin()] * 2, -1)
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
+
+    def forward(self, input_ids):
+        b, t = input_ids.shape
+        x = self.emb(input_ids)
+        qkv = self.qkv(self.rms(x, self.norm1)).view(b, t, 3, self.h, self.hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        positions = torch.arange(t)
+        q, k = self.rope(q, positions), self.rope(k, positions)
+        mask = torch.triu(torch.full((t, t), float("-inf")), diagonal=1)
+        att = (q @ k.transpose(-1, -2) / math.sqrt(self.hd) + mask).softmax(-1)
+        x = x + self.o((att @ v).transpose(1, 2).reshape(b, t, -1))
+        h = self.rms(x, self.norm2)
+        return self.lm(x + self.down(F.silu(self.gate(h)) * self.up(h)))
+
+
+class CausalSelfAttention(nn.Module):
+    """F.scaled_dot_product_attention(is_causal=True), as nanoGPT-style models call it."""
+
+    def __init__(self, d: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.h = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.o = nn.Linear(d, d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(b, t, d))
+
+
+class DetrLike(nn.Module):
+    """DETR-style: CNN backbone, sine positions from the feature map's size, nn.Transformer
+    (encoder + decoder) over learned queries, class softmax and box sigmoid heads."""
+
+    def __init__(self, d: int = 32, queries: int = 10) -> None:
+        super().__init__()
+        torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel does not export
+        self.backbone = nn.Sequential(conv_bn(3, 16, 3, 2), conv_bn(16, d, 3, 2))
+        self.tr = nn.Transformer(d, 4, 1, 1, 64, dropout=0.0, batch_first=True)
+        self.query = nn.Parameter(torch.randn(queries, d))
+        self.cls = nn.Linear(d, 5)
+        self.box = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
+
+    def forward(self, x):
+        f = self.backbone(x)
+        b, c, h, w = f.shape
+        ys = torch.arange(h, dtype=torch.float32)[:, None, None].expand(h, w, 1)
+        xs = torch.arange(w, dtype=torch.float32)[None, :, None].expand(h, w, 1)
+        freq = 1.0 / (10000 ** (torch.arange(c // 4, dtype=torch.float32) / (c // 4)))
+        pos = torch.cat(
+            [(ys * freq).sin(), (ys * freq).cos(), (xs * freq).sin(), (xs * freq).cos()], -1
+        )
+        src = f.flatten(2).transpose(1, 2) + pos.view(1, h * w, c)
+        hs = self.tr(src, self.query.unsqueeze(0).repeat(b, 1, 1))
+        return torch.cat([self.cls(hs).softmax(-1), self.box(hs).sigmoid()], -1)
+
+
+class PaddedEncoder(nn.Module):
+    """nn.TransformerEncoder (pre-norm) with src_key_padding_mask from an attention mask."""
+
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel does not export
+        self.emb = nn.Embedding(100, d)
+        layer = nn.TransformerEncoderLayer(d, 4, 64, dropout=0.0, batch_first=True, norm_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, input_ids, attention_mask):
+        return self.enc(self.emb(input_ids), src_key_padding_mask=attention_mask == 0)
+
+
+class SuperResolution(nn.Module):
+    """ESPCN-style: InstanceNorm, GroupNorm, reflect padding, PixelShuffle, and a bilinear
+    align_corners skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 5, padding=2)
+        self.n1 = nn.InstanceNorm2d(16, affine=True)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect")
+        self.n2 = nn.GroupNorm(4, 16)
+        self.c3 = nn.Conv2d(16, 3 * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x):
+        y = F.leaky_relu(self.n1(self.c1(x)), 0.2)
+        y = F.elu(self.n2(self.c2(y)))
+        up = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.shuffle(self.c3(y)) + up
+
+
+class YoloV8Head(nn.Module):
+    """YOLOv8-style anchor-free decode: DFL (softmax over 16 bins, a fixed 1x1 conv), anchor
+    points from the feature map's shape, xywh + class sigmoid."""
+
+    def __init__(self, nc: int = 4, reg: int = 16) -> None:
+        super().__init__()
+        self.reg, self.nc = reg, nc
+        self.b = nn.Sequential(
+            conv_bn(3, 16, 3, 2, act=nn.SiLU), conv_bn(16, 32, 3, 2, act=nn.SiLU)
+        )
+        self.box = nn.Conv2d(32, 4 * reg, 1)
+        self.cls = nn.Conv2d(32, nc, 1)
+        self.dfl = nn.Conv2d(reg, 1, 1, bias=False)
+        self.dfl.weight.data[:] = torch.arange(reg, dtype=torch.float32).view(1, reg, 1, 1)
+
+    def forward(self, x):
+        f = self.b(x)
+        b, _, h, w = f.shape
+        box = self.box(f).view(b, 4, self.reg, h * w).transpose(2, 1).softmax(1)
+        dist = self.dfl(box).view(b, 4, h * w)
+        sy, sx = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32) + 0.5,
+            torch.arange(w, dtype=torch.float32) + 0.5,
+            indexing="ij",
+        )
+        anchors = torch.stack((sx, sy), 0).view(1, 2, -1)
+        lt, rb = dist.chunk(2, 1)
+        xy, wh = (anchors - lt + anchors + rb) / 2, rb + lt
+        cls = self.cls(f).view(b, self.nc, -1).sigmoid()
+        return torch.cat((xy, wh, cls), 1) * 4.0
+
+
+class StatefulLSTM(nn.Module):
+    """A 2-layer LSTM whose initial states are graph inputs and final states outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x, h0, c0):
+        y, (h, c) = self.lstm(x, (h0, c0))
+        return self.fc(y), h, c
+
+
+class ScriptedRNN(nn.Module):
+    """A recurrent loop written in Python and compiled with torch.jit.script: a Loop over
+    x.size(1) whose carried output grows by one step per iteration (torch.cat), with an If on
+    data inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.Linear(16, 8)
+        self.out = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        outs = torch.zeros(x.size(0), 0, 8)
+        for i in range(x.size(1)):
+            h = torch.tanh(self.cell(torch.cat([x[:, i], h], 1)))
+            if bool(h.sum() > 0):
+                h = h * 0.5
+            outs = torch.cat([outs, self.out(h).unsqueeze(1)], 1)
+        return outs
+
+
+class Seq2Seq(nn.Module):
+    """T5 / BART for conditional generation, encoder and decoder in one graph (logits out)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        import transformers
+
+        if kind == "t5":
+            cfg = transformers.T5Config(
+                vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                dropout_rate=0.0, decoder_start_token_id=0,
+            )  # fmt: skip
+            self.m = transformers.T5ForConditionalGeneration(cfg)
+        else:
+            cfg = transformers.BartConfig(
+                vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2,
+                encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                decoder_ffn_dim=64, max_position_embeddings=64,
+            )  # fmt: skip
+            self.m = transformers.BartForConditionalGeneration(cfg)
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        return self.m(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            use_cache=False,
+            return_dict=False,
+        )[0]
+
+
+def _seq2seq_inputs(source: int, target: int):
+    def make(batch: int, seed: int) -> dict[str, np.ndarray]:
+        feeds = _tokens(100, source)(batch, seed)
+        rng = np.random.default_rng(seed + 7)
+        feeds["decoder_input_ids"] = rng.integers(0, 100, (batch, target)).astype(np.int64)
+        return feeds
+
+    return make
+
+
+class LogitsWrapper(nn.Module):
+    """A causal LM's logits (no cache)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).logits
+
+
+class PixelValuesWrapper(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(pixel_values=x)[0]
+
+
+def _hf_wrapped(wrapper: type[nn.Module], config_name: str, model_name: str, **cfg: Any):
+    def build() -> nn.Module:
+        import transformers
+
+        config = getattr(transformers, config_name)(**cfg)
+        return wrapper(getattr(transformers, model_name)(config))
+
+    return build
+
+
 _TINY_BERT = dict(
     vocab_size=100,
     hidden_size=32,
@@ -488,6 +814,19 @@ _TINY_BERT = dict(
     hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )
+
+
+_TINY_GPT2 = dict(
+    vocab_size=100,
+    n_embd=32,
+    n_layer=2,
+    n_head=4,
+    n_positions=64,
+    resid_pdrop=0.0,
+    embd_pdrop=0.0,
+    attn_pdrop=0.0,
+)
+TOKENS_DYN = {"input_ids": TOKEN_DYN, "attention_mask": TOKEN_DYN}
 
 
 def zoo() -> list[ZooModel]:
@@ -581,19 +920,7 @@ def zoo() -> list[ZooModel]:
         ),
         ZooModel(
             "gpt2",
-            _hf(
-                "GPT2Config",
-                "GPT2Model",
-                vocab_size=100,
-                n_embd=32,
-                n_layer=2,
-                n_head=4,
-                n_positions=64,
-                resid_pdrop=0.0,
-                embd_pdrop=0.0,
-                attn_pdrop=0.0,
-                use_cache=False,
-            ),
+            _hf("GPT2Config", "GPT2Model", **_TINY_GPT2, use_cache=False),
             _tokens(100, 12),
             {"input_ids": TOKEN_DYN, "attention_mask": TOKEN_DYN},
             second_shape=lambda s: _tokens(100, 20)(1, s),
@@ -636,7 +963,84 @@ def zoo() -> list[ZooModel]:
             },
             {"input_features": {0: "batch"}},
         ),
+        # decoders and detectors as users export them (causal masks, KV caches, DETR)
+        ZooModel(
+            "tiny_llama",
+            TinyLlama,
+            lambda b, s: {"input_ids": _ids(s, (b, 12))},
+            {"input_ids": TOKEN_DYN},
+            second_shape=lambda s: {"input_ids": _ids(s, (1, 20))},
+        ),
+        ZooModel(
+            "causal_sdpa",
+            CausalSelfAttention,
+            lambda b, s: {"x": _normal(s, (b, 12, 32))},
+            {"x": {0: "batch", 1: "seq"}},
+            second_shape=lambda s: {"x": _normal(s, (1, 7, 32))},
+        ),
+        _cached_decoder("GPT2Config", "GPT2Model", 4, **_TINY_GPT2),
+        ZooModel(
+            "t5",
+            lambda: Seq2Seq("t5"),
+            _seq2seq_inputs(12, 5),
+            {**TOKENS_DYN, "decoder_input_ids": {0: "batch", 1: "target"}},
+            second_shape=lambda s: _seq2seq_inputs(20, 3)(1, s),
+        ),
+        ZooModel(
+            "detr",
+            DetrLike,
+            img,
+            {"x": {0: "batch", 2: "h", 3: "w"}},
+            second_shape=lambda s: _image(3, 48, 32)(1, s),
+        ),
+        ZooModel(
+            "yolov8",
+            YoloV8Head,
+            img,
+            {"x": {0: "batch", 2: "h", 3: "w"}},
+            second_shape=lambda s: _image(3, 64, 32)(1, s),
+        ),
+        ZooModel(
+            "superres",
+            SuperResolution,
+            _image(3, 16, 16),
+            {"x": {0: "batch", 2: "h", 3: "w"}},
+            second_shape=lambda s: _image(3, 24, 20)(1, s),
+        ),
+        ZooModel(
+            "stateful_lstm",
+            StatefulLSTM,
+            lambda b, s: {
+                "x": _normal(s, (b, 7, 8)),
+                "h0": _normal(s + 1, (2, b, 16)),
+                "c0": _normal(s + 2, (2, b, 16)),
+            },
+            {"x": {0: "batch", 1: "seq"}, "h0": {1: "batch"}, "c0": {1: "batch"}},
+        ),
+        ZooModel(
+            "scripted_rnn",
+            lambda: torch.jit.script(ScriptedRNN()),
+            lambda b, s: {"x": _normal(s, (b, 5, 8))},
+            {"x": {0: "batch", 1: "seq"}},
+            second_shape=lambda s: {"x": _normal(s, (1, 9, 8))},
+            dynamo_ok=False,
+        ),
+        ZooModel(
+            "padded_encoder",
+            PaddedEncoder,
+            _tokens(100, 12),
+            TOKENS_DYN,
+            second_shape=lambda s: _tokens(100, 20)(1, s),
+        ),
     ]
+
+
+def _ids(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 100, shape).astype(np.int64)
+
+
+def _normal(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _more_transformers() -> list[ZooModel]:
@@ -770,6 +1174,64 @@ def _more_transformers() -> list[ZooModel]:
                 .standard_normal((1, 640))
                 .astype(np.float32)
             },
+        ),
+        _cached_decoder("LlamaConfig", "LlamaModel", 2, **llama),
+        ZooModel(
+            "bart",
+            lambda: Seq2Seq("bart"),
+            _seq2seq_inputs(12, 5),
+            {**dyn2, "decoder_input_ids": {0: "batch", 1: "target"}},
+            lambda s: _seq2seq_inputs(20, 3)(1, s),
+        ),
+        ZooModel(
+            "gpt2_lm",
+            _hf_wrapped(LogitsWrapper, "GPT2Config", "GPT2LMHeadModel", **_TINY_GPT2),
+            toks,
+            dyn2,
+            again,
+        ),
+        ZooModel(
+            "llama_lm",
+            _hf_wrapped(LogitsWrapper, "LlamaConfig", "LlamaForCausalLM", **llama),
+            toks,
+            dyn2,
+            again,
+        ),
+        ZooModel(
+            "clip_vision",
+            _hf_wrapped(
+                PixelValuesWrapper,
+                "CLIPVisionConfig",
+                "CLIPVisionModel",
+                **tiny,
+                image_size=32,
+                patch_size=8,
+            ),  # fmt: skip
+            _image(3, 32, 32),
+            IMAGE_DYN,
+        ),
+        ZooModel(
+            "deit",
+            _hf_wrapped(
+                PixelValuesWrapper, "DeiTConfig", "DeiTModel", **tiny, image_size=32, patch_size=8
+            ),
+            _image(3, 32, 32),
+            IMAGE_DYN,
+        ),
+        ZooModel(  # two layers per stage: the second shifts its windows (Roll-like Slices)
+            "swin_shifted",
+            _hf(
+                "SwinConfig",
+                "SwinModel",
+                image_size=32,
+                patch_size=2,
+                embed_dim=16,
+                depths=[2, 2],
+                num_heads=[2, 2],
+                window_size=4,
+            ),
+            _pixels(32),
+            {"pixel_values": {0: "batch"}},
         ),
     ]
 
