@@ -53,6 +53,7 @@ from xdsl.traits import HasParent, IsTerminator, Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects import numpy_eval, small_types
+from ember.dialects.assembly import TypeIfPresent
 from ember.dialects.numpy_eval import Inputs, elementwise
 from ember.dialects.twins import TwinSpec, tensor_format
 from ember.dialects.weights import WeightRef
@@ -665,9 +666,11 @@ class ConvOp(IRDLOperation):
     activation = opt_prop_def(StringAttr)
     activation_params = opt_prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    custom_directives = (TypeIfPresent,)
     assembly_format = (
         "$input `,` $weight (`bias` $bias^)? (`residual` $residual^)? attr-dict `:` "
-        "type($input) `,` type($weight) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "type($input) `,` type($weight) custom<TypeIfPresent>(ref($bias), type($bias)) "
+        "custom<TypeIfPresent>(ref($residual), type($residual)) "
         "`->` type($output)"
     )
 
@@ -744,9 +747,11 @@ class MatMulOp(IRDLOperation):
     activation = opt_prop_def(StringAttr)
     activation_params = opt_prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    custom_directives = (TypeIfPresent,)
     assembly_format = (
         "$a `,` $b (`bias` $bias^)? (`residual` $residual^)? attr-dict `:` "
-        "type($a) `,` type($b) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "type($a) `,` type($b) custom<TypeIfPresent>(ref($bias), type($bias)) "
+        "custom<TypeIfPresent>(ref($residual), type($residual)) "
         "`->` type($output)"
     )
 
@@ -1659,10 +1664,12 @@ class QConvOp(IRDLOperation):
     group = opt_prop_def(IntegerAttr[I64])  # absent: 1
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    custom_directives = (TypeIfPresent,)
     assembly_format = (
         "$input `,` $weight `,` $offset `,` $multiplier `,` $bias (`residual` $residual^)? "
         "attr-dict `:` type($input) `,` type($weight) `,` type($offset) `,` "
-        "type($multiplier) `,` type($bias) (`,` type($residual)^)? `->` type($output)"
+        "type($multiplier) `,` type($bias) "
+        "custom<TypeIfPresent>(ref($residual), type($residual)) `->` type($output)"
     )
 
     def verify_(self) -> None:

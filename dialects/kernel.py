@@ -43,6 +43,7 @@ from xdsl.traits import HasParent, IsTerminator, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects import graph
+from ember.dialects.assembly import TypeIfPresent
 from ember.dialects.graph import (
     RECURRENT_GATES,
     broadcasts_to,
@@ -127,9 +128,11 @@ class Conv2dOp(IRDLOperation):
     activation = opt_prop_def(StringAttr)
     activation_params = opt_prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    custom_directives = (TypeIfPresent,)
     assembly_format = (
         "$input `,` $weight (`bias` $bias^)? (`residual` $residual^)? `->` $output attr-dict "
-        "`:` type($input) `,` type($weight) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "`:` type($input) `,` type($weight) custom<TypeIfPresent>(ref($bias), type($bias)) "
+        "custom<TypeIfPresent>(ref($residual), type($residual)) "
         "`->` type($output)"
     )
 
@@ -157,9 +160,11 @@ class MatMulOp(IRDLOperation):
     activation = opt_prop_def(StringAttr)
     activation_params = opt_prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    custom_directives = (TypeIfPresent,)
     assembly_format = (
         "$a `,` $b (`bias` $bias^)? (`residual` $residual^)? `->` $output attr-dict "
-        "`:` type($a) `,` type($b) (`,` type($bias)^)? (`,` type($residual)^)? "
+        "`:` type($a) `,` type($b) custom<TypeIfPresent>(ref($bias), type($bias)) "
+        "custom<TypeIfPresent>(ref($residual), type($residual)) "
         "`->` type($output)"
     )
 
@@ -501,10 +506,12 @@ class QConv2dOp(IRDLOperation):
     residual_params = opt_prop_def(DenseArrayBase)  # graph.RESIDUAL_PARAMS
     group = opt_prop_def(IntegerAttr[I64])  # absent: 1 (or all channels: a depthwise layout)
     irdl_options = (ParsePropInAttrDict(), AttrSizedOperandSegments(as_property=True))
+    custom_directives = (TypeIfPresent,)
     assembly_format = (
         "$input `,` $weight `,` $offset `,` $multiplier `,` $bias (`residual` $residual^)? `,` "
         "$workspace `->` $output attr-dict `:` type($input) `,` type($weight) `,` "
-        "type($offset) `,` type($multiplier) `,` type($bias) (`,` type($residual)^)? `,` "
+        "type($offset) `,` type($multiplier) `,` type($bias) "
+        "custom<TypeIfPresent>(ref($residual), type($residual)) `,` "
         "type($workspace) `->` type($output)"
     )
 
