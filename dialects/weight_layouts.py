@@ -365,6 +365,11 @@ class QConvGeometry:
         return self.oh * self.ow
 
     @property
+    def flops(self) -> int:
+        """Multiply-adds of the conv, counted as two operations each."""
+        return 2 * self.n * self.cout * self.pixels * (self.c // self.group) * self.kh * self.kw
+
+    @property
     def direct(self) -> bool:
         """A 1x1, stride-1, unpadded conv reads its panels straight from the workspace."""
         return (self.kh, self.kw, self.strides, any(self.pads)) == (1, 1, (1, 1), False)

@@ -16,12 +16,19 @@ from xdsl.ir import Block
 
 from ember.core.target import Target, host_target, named_target
 from ember.dialects.weight_layouts import pack_conv_weight
-from ember.passes.conversion.kernel_to_loops import conv  # noqa: F401  (registers lowering)
+from ember.passes.conversion.kernel_to_loops import (
+    conv,  # noqa: F401  (registers lowering)
+    simd,
+)
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.kernels.harness import run_kernel_op
 from ember.tests.kernels.test_matmul import ACTIVATIONS, RTOL
 from ember.tools.kernel_ops import conv_op, conv_out_size
+
+# Small shapes still take the threaded path (see simd.PARALLEL_MIN_FLOPS).
+pytestmark = pytest.mark.usefixtures("threads_at_any_size")
+DEFAULT_PARALLEL_MIN_FLOPS = simd.PARALLEL_MIN_FLOPS
 
 AVX2 = Target(cpu="x86-64-v3", vector_width=8, vector_registers=16, threads=2)
 
@@ -558,6 +565,28 @@ def test_conv_ir_direct_wide_flat(
         CHECK-NEXT: vector.maskedstore %2[{{{{.*}}}} : memref<1x24x20x20xf32>, vector<{vw}xi1>
         """,
     )
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "cout", "group", "parallel"),
+    [
+        ((1, 8, 10, 10), 8, 1, False),  # 0.12 MFLOP
+        ((1, 32, 15, 15), 32, 32, False),  # depthwise, 0.13 MFLOP
+        ((1, 16, 20, 20), 24, 1, True),  # 2.8 MFLOP
+    ],
+)
+def test_conv_below_the_threshold_runs_on_the_calling_thread(
+    monkeypatch: pytest.MonkeyPatch, x_shape: tuple, cout: int, group: int, parallel: bool
+) -> None:
+    """At 2 threads a conv below simd.PARALLEL_MIN_FLOPS is one scf.for over its work units
+    (a thread team cost the VAD model's 0.1 MFLOP convs ~55 us each, ~2 us on one thread);
+    a larger one keeps its scf.parallel."""
+    monkeypatch.setattr(simd, "PARALLEL_MIN_FLOPS", DEFAULT_PARALLEL_MIN_FLOPS)
+    ir = _lowered(x_shape, cout, (3, 3), (1, 1, 1, 1), group)
+    if parallel:
+        assert_filecheck(ir, "CHECK: scf.parallel")
+    else:
+        assert_filecheck(ir, "CHECK-NOT: scf.parallel\nCHECK: scf.for")
 
 
 def test_conv_ir_depthwise() -> None:

@@ -31,6 +31,9 @@ from ember.tests.kernels.test_matmul import ACTIVATIONS, RTOL
 from ember.tools.kernel_ops import conv_op
 from ember.tools.kernel_ops import conv_out_size as out_size
 
+# Small shapes still take the threaded path (see simd.PARALLEL_MIN_FLOPS).
+pytestmark = pytest.mark.usefixtures("threads_at_any_size")
+
 AVX2 = Target(cpu="x86-64-v3", vector_width=8, vector_registers=16, threads=2)
 
 

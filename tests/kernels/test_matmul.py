@@ -15,7 +15,7 @@ from xdsl.ir import Block
 
 from ember.core.target import Target, host_target, named_target
 from ember.dialects.weight_layouts import gemm_blocking, pack_matmul_weight
-from ember.passes.conversion.kernel_to_loops import matmul  # (also registers the lowering)
+from ember.passes.conversion.kernel_to_loops import matmul, simd  # noqa: F401 (registers matmul)
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.kernels.harness import run_kernel_op
@@ -177,7 +177,7 @@ def test_matmul_two_threads(
     shape: tuple[int, int, int], packed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # These products are below the size worth a second thread: split them anyway.
-    monkeypatch.setattr(matmul, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(simd, "PARALLEL_MIN_FLOPS", 0)
     m, k, n = shape
     run_matmul((m, k), (k, n), packed=packed, bias=True, threads=2)
 

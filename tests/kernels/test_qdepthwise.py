@@ -29,6 +29,9 @@ from ember.tests.kernels.test_qgemm_models import _output_scale
 from ember.tests.oracle import onnxruntime_outputs
 from ember.tools.model_zoo import GraphBuilder, graph_op_counts, inverted_residual_model
 
+# Small shapes still take the threaded path (see simd.PARALLEL_MIN_FLOPS).
+pytestmark = pytest.mark.usefixtures("threads_at_any_size")
+
 ISA_NAMES = ["vnni512", "avx2"]  # 16 and 8 int32 lanes; vpdpwssd and vpmaddwd
 
 

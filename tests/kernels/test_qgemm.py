@@ -25,6 +25,9 @@ from ember.dialects.weight_layouts import (
 from ember.passes.conversion.kernel_to_loops.qconv import lower_qconv
 from ember.tests.kernels.harness import memref_type, run_kernel_op
 
+# Small shapes still take the threaded path (see simd.PARALLEL_MIN_FLOPS).
+pytestmark = pytest.mark.usefixtures("threads_at_any_size")
+
 _FEATURES = llvm.get_host_cpu_features()
 _RUNNABLE = {
     "avx2": bool(_FEATURES.get("avx2")),

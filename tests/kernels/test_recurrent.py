@@ -25,6 +25,9 @@ from ember.passes.pipeline import DEFAULT_PIPELINE, build_pipeline
 from ember.runtime.errors import UnsupportedOpError
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 
+# Small shapes still take the threaded path (see simd.PARALLEL_MIN_FLOPS).
+pytestmark = pytest.mark.usefixtures("threads_at_any_size")
+
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 F, I32 = TensorProto.FLOAT, TensorProto.INT32
 

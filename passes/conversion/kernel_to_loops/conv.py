@@ -57,6 +57,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     store_lanes,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.conversion.kernel_to_loops.simd import work_units
 
 
 def _ints(attr: DenseArrayBase) -> list[int]:
@@ -439,7 +440,7 @@ def _lower_gemm_conv(
 
         split_static(b, p, n // nr, panels, panel, nr, n % nr)
 
-    body.parallel_range(0, units * chunks, 1, unit)
+    work_units(body, target, geo.flops, units * chunks, unit)
     body.ret()
     return fn
 
@@ -744,7 +745,7 @@ def _lower_depthwise(
 
         b.for_range(first, last, 1, channel)
 
-    body.parallel_range(0, geo.batch * chunks, 1, unit)
+    work_units(body, target, geo.flops, geo.batch * chunks, unit)
     body.ret()
     return fn
 
@@ -983,7 +984,7 @@ def _lower_direct(
         else:
             planes.output_rows(b, band, out_row)
 
-    body.parallel_range(0, units * chunks, 1, unit)
+    work_units(body, target, geo.flops, units * chunks, unit)
     body.ret()
     return fn
 
@@ -1162,6 +1163,6 @@ def _lower_channel_lanes(
                 )
             t = end
 
-    body.parallel_range(0, geo.batch * blocks * geo.ho, 1, unit)
+    work_units(body, target, geo.flops, geo.batch * blocks * geo.ho, unit)
     body.ret()
     return fn

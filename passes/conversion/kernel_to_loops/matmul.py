@@ -38,12 +38,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     split_static,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.conversion.kernel_to_loops.simd import view
-
-# A product of fewer flops than this (~5 us of one core) finishes before a parallel region's
-# second thread is under way, more so on a loaded machine: it runs on the calling thread.
-# (The speech models' per-step classifiers, 8x32 @ 32x1, took 15 us at 2 threads, 1 us at 1.)
-PARALLEL_MIN_FLOPS = 1 << 19
+from ember.passes.conversion.kernel_to_loops.simd import view, work_units
 
 
 def _batch_index(
@@ -209,10 +204,7 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
         split_static(b, p, full_panels, panels, panel, nr, n % nr)
 
     units = batches * panels * chunks
-    if target.threads > 1 and 2 * batches * m * n * k_extent < PARALLEL_MIN_FLOPS:
-        body.for_range(0, units, 1, unit)
-    else:
-        body.parallel_range(0, units, 1, unit)
+    work_units(body, target, 2 * batches * m * n * k_extent, units, unit)
     body.ret()
     batch_text = "x".join(map(str, batch_shape)) + " x " if batch_shape else ""
     b_text = "packed" if packed else "plain"

@@ -104,6 +104,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
 )
 from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, ceil_div, decode, if_else
 from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.conversion.kernel_to_loops.simd import work_units
 
 _VPDPBUSD = {
     "vnni512": "llvm.x86.avx512.vpdpbusd.512",
@@ -230,11 +231,12 @@ class _QConv:
         return self.arg(self.op.workspace)
 
     # -- 1. interleave one image into the workspace ------------------------------------------
-    def interleave(self, b: LoopBuilder, n: SSAValue) -> None:
+    def interleave(self, b: LoopBuilder, n: SSAValue, target: Target, flops: int) -> None:
+        """`flops`: of the whole conv, which decides whether its loops take threads."""
         g = self.g
         full = g.c // 4
         if full:
-            b.parallel_range(0, full, 1, lambda b, c4: self.interleave_group(b, n, c4, 4))
+            work_units(b, target, flops, full, lambda b, c4: self.interleave_group(b, n, c4, 4))
         if g.c % 4:
             self.interleave_group(b, n, b.index(full), g.c % 4)
 
@@ -718,9 +720,9 @@ def lower_qconv(op: kernel.QConv2dOp, target: Target, name: str) -> func.FuncOp:
         full, tail = ceil_div(conv.padded_positions, isa.nr), 0
 
     def one_group(b: LoopBuilder, n: SSAValue) -> None:
-        conv.interleave(b, n)
+        conv.interleave(b, n, target, g.flops)
         if full:
-            b.parallel_range(0, full, 1, lambda b, pb: conv.block(b, n, pb, isa.nr))
+            work_units(b, target, g.flops, full, lambda b, pb: conv.block(b, n, pb, isa.nr))
         if tail:
             conv.block(b, n, b.index(full), tail)
 
@@ -1012,7 +1014,7 @@ def lower_qconv_depthwise(
 
         b.for_range(first, last, 1, channel)
 
-    body.parallel_range(0, g.n * chunks, 1, unit)
+    work_units(body, target, g.flops, g.n * chunks, unit)
     body.ret()
     return fn
 

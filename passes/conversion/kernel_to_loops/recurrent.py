@@ -55,6 +55,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     vector_activation,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
+from ember.passes.conversion.kernel_to_loops.simd import work_units
 from ember.runtime.status import LENGTH_OUT_OF_RANGE
 
 # bias(b, gate, row, column, lanes): the vector added to GEMM outputs [row, gate*H + column...].
@@ -203,7 +204,8 @@ def lower_recurrent(op: kernel.RecurrentOp, target: Target, name: str) -> func.F
                 lambda e: chunk_of(e, 1, c),
             )
 
-        body.parallel_range(0, dirs * chunks, 1, unit)
+        flops = 2 * seq * dirs * batch * gates * hidden * hidden
+        work_units(body, target, flops, dirs * chunks, unit)
     body.ret()
     summary = (
         f"{cell} {op.direction.data} T={seq} B={batch} H={hidden} "

@@ -24,8 +24,29 @@ from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
 PARALLEL_MIN_ELEMENTS = 32 * 1024
 
 
+# A compute-bound kernel (matmul, conv) of fewer flops than this (~5 us of one core) finishes
+# before a parallel region's second thread is under way, more so on a loaded machine: it runs
+# its work units on the calling thread. Measured (2 cores, loaded): the speech models' per-step
+# classifier matmul 8x32 @ 32x1 took 15 us at 2 threads, 1 us at 1; the VAD model's convs of
+# 0.05-0.13 MFLOP took 54-57 us each on the team against 0.7-2.7 us on one thread; a lone 3x3
+# conv of 0.3 MFLOP 68 us against 14 (docs/performance.md, "The Python cost of one call").
+PARALLEL_MIN_FLOPS = 1 << 19
+
+
 def want_threads(target: Target, elements: int, trip_count: int) -> bool:
     return target.threads > 1 and elements >= PARALLEL_MIN_ELEMENTS and trip_count >= 2
+
+
+def work_units(
+    b: LoopBuilder, target: Target, flops: int, units: Value, unit: Callable[..., None]
+) -> None:
+    """`units` independent work units of a kernel of `flops`: scf.parallel, or below
+    PARALLEL_MIN_FLOPS (on a multi-thread target) an scf.for on the calling thread. The units
+    themselves are the same either way."""
+    if target.threads > 1 and flops < PARALLEL_MIN_FLOPS:
+        b.for_range(0, units, 1, unit)
+    else:
+        b.parallel_range(0, units, 1, unit)
 
 
 def accumulator_unroll(target: Target) -> int:
