@@ -50,7 +50,13 @@ def _data(dtype: str, shape: tuple[int, ...] = SHAPE, low: int = -9, high: int =
     return RNG.integers(low, high, shape).astype(dt)
 
 
-def _check(op: str, inputs: list[np.ndarray], attrs: dict[str, Any] | None = None, opset=18):
+def _check(
+    op: str,
+    inputs: list[np.ndarray],
+    attrs: dict[str, Any] | None = None,
+    opset=18,
+    atol: np.ndarray | float | None = None,
+):
     model = _model(op, inputs, attrs or {}, opset)
     feeds = {f"x{i}": a for i, a in enumerate(inputs)}
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -61,9 +67,11 @@ def _check(op: str, inputs: list[np.ndarray], attrs: dict[str, Any] | None = Non
         np.testing.assert_array_equal(got, expected)
     else:
         half = expected.dtype == np.float16
-        np.testing.assert_allclose(
-            got, expected, rtol=2e-3 if half else 1e-4, atol=1e-3 if half else 1e-5
-        )
+        if atol is None:
+            atol = 1e-3 if half else 1e-5
+        rtol = 2e-3 if half else 1e-4
+        close = np.isclose(got, expected, rtol=rtol, atol=atol, equal_nan=True)  # type: ignore[arg-type]
+        assert close.all(), f"{op}: {got[~close]} != {expected[~close]} (rtol {rtol})"
 
 
 INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
@@ -241,7 +249,11 @@ def test_variadic_min_max_sum(dtype: str) -> None:
     _check("Min", args)
     _check("Max", args)
     if dtype in ("float16", "float64"):
-        _check("Sum", args)
+        # onnxruntime rounds each float16 partial sum to float16, ember rounds once (ONNX op
+        # boundaries): they may differ by half a float16 ULP of every partial, 2^-11 |partial|.
+        partials = np.abs(args[0].astype(np.float64) + args[1].astype(np.float64))
+        half_ulps = 2.0**-11 * (partials + np.abs(sum(a.astype(np.float64) for a in args)))
+        _check("Sum", args, atol=1e-3 + half_ulps if dtype == "float16" else None)
 
 
 def test_unsigned_compare_uses_unsigned_predicates_on_signless_buffers() -> None:
