@@ -97,13 +97,16 @@ def _group_shared_fixtures(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _reproducers_in_tmp(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _reproducers_in_tmp(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     # `ember opt` writes a failing pipeline's reproducer into the working directory by default;
-    # a test that exercises a failure must not leave one in the checkout.
+    # a test that exercises a failure must not leave one in the checkout. The test's tmp_path
+    # is made only then: most tests never write one, and a directory per test of the ~2,300
+    # costs about a millisecond each.
     if request.node.get_closest_marker("default_repro_dir"):
         return
     import ember.tools.opt_run as opt_run
 
-    monkeypatch.setattr(opt_run, "default_repro_dir", lambda: tmp_path / "ember-repro")
+    def repro_dir() -> Path:
+        return request.getfixturevalue("tmp_path") / "ember-repro"
+
+    monkeypatch.setattr(opt_run, "default_repro_dir", repro_dir)

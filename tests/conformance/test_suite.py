@@ -44,7 +44,11 @@ def ci_results(data: Path) -> dict[str, dict[str, Any]]:
     """The fixed subset, run once for the tests below (about a minute on 2 cores)."""
     names = _listed("ci_cases.txt")
     catalogue = conf.load_catalogue(data)
-    return conf.run_cases(names, data, catalogue, conf.RunOptions(jobs=2, timeout=60))
+    # One worker process per job for the whole subset (~470 cases each, ~260 MB at most)
+    # instead of a new one every 100 cases: each start imports ember and warms up again,
+    # ~0.8 s of CPU (measured: 466 cases, recycle 100 -> 1000: 30.3 -> 27.3 s of CPU).
+    options = conf.RunOptions(jobs=2, timeout=60, recycle=len(names))
+    return conf.run_cases(names, data, catalogue, options)
 
 
 def test_ci_subset_never_computes_wrong_values(ci_results: dict[str, dict[str, Any]]) -> None:

@@ -168,6 +168,9 @@ DIRECT_CASES = [
     ((1, 1, 9, 25), 7, (3, 5), (1, 1), (2, 1, 0, 3), (2, 1)),  # dilation, asymmetric pads
     ((1, 2, 12, 13), 6, (2, 3), (3, 2), (1, 0, 1, 2), (1, 2)),  # stride 3 rows, dilation 2
     ((1, 3, 150, 150), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # several bands
+    # 96 output columns: whole NR-column tiles (NR = 8, 16 or 32) and no tail, as in VGG's
+    # 224-wide stem (light VGG-19 runs only with --runslow)
+    ((1, 3, 20, 96), 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
 ]
 
 

@@ -190,6 +190,9 @@ PADDED_CASES = [
     ("avg", (1, 2, 11, 19), (5, 4), (1, 1), (2, 1, 2, 3), False, False),  # 19: 16 + overlap
     ("max", (1, 3, 14, 14), (2, 2), (2, 2), (0, 0, 0, 0), False, False),  # VGG's last: 7
     ("avg", (1, 2, 6, 12), (3, 19), (1, 1), (1, 17, 1, 9), False, False),  # left pad > 16
+    # One output column: scalar blocks that divide by the column count (light Inception
+    # v1's last pool, 7x7 over 6x6 padded to 7x7; that model runs only with --runslow).
+    ("avg", (1, 2, 6, 6), (7, 7), (1, 1), (0, 0, 1, 1), False, False),
 ]
 
 
