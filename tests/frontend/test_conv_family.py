@@ -344,6 +344,19 @@ def test_conv1d_audio_stack_end_to_end() -> None:
     _check(_model(nodes, {"wave": (F, [2, 1, 4000])}, weights), seed=12)
 
 
+def test_conv1d_long_filters() -> None:
+    """Filters wider than the channel-lanes kernel unrolls (taps looped in blocks): a 1x320
+    stride-80 framing conv with padding, a 1x257 stride-1 one and a 1x257 stride-3 one with
+    asymmetric padding; tolerance as the module's (1e-4 x max |ort|)."""
+    nodes = [
+        node("Conv", ["wave", "w320", "b320"], ["frames"], strides=[80], pads=[120, 120]),
+        node("Conv", ["wave", "w257"], ["dense"]),
+        node("Conv", ["wave", "w257"], ["strided"], strides=[3], pads=[128, 100]),
+    ]
+    weights = _weights(21, w320=(32, 2, 320), b320=(32,), w257=(20, 2, 257))
+    _check(_model(nodes, {"wave": (F, [2, 2, 1200])}, weights), seed=22)
+
+
 def test_16_bit_and_small_integer_inputs() -> None:
     """float16 computes in float32 and is rounded once; MaxPool of int8/uint8 is exact."""
     h = TensorProto.FLOAT16

@@ -216,6 +216,35 @@ def test_conv_ir_lanes() -> None:
     assert shuffles > 0 and shuffles % 48 == 0
 
 
+# 1-D filters wider than LANES_MAX_UNROLLED_TAPS: taps looped in blocks; edge tiles read 0
+# where a column's window leaves the row (the clamped, selected loads).
+LONG_FILTER_CASES = [
+    ((2, 1, 1, 4000), 32, (1, 320), (1, 80), (0, 120, 0, 120), (1, 1)),  # STFT-like framing
+    ((1, 2, 1, 700), 20, (1, 257), (1, 3), (0, 128, 0, 100), (1, 1)),  # odd taps, remainder
+    ((1, 3, 1, 300), 16, (1, 40), (1, 2), (0, 30, 0, 30), (1, 2)),  # dilated
+]
+
+
+@pytest.mark.parametrize("case", LONG_FILTER_CASES, ids=_case_id)
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_conv_lanes_long_filter(case: tuple, isa: str) -> None:
+    x_shape, cout, ks, strides, pads, dilations = case
+    target = AVX2 if isa == "avx2" else None
+    run_lanes_conv(
+        x_shape, cout, ks, strides=strides, pads=pads, dilations=dilations, target=target
+    )
+
+
+def test_conv_ir_lanes_long_filter_is_looped() -> None:
+    """A 1x320 stride-80 filter loops over its taps: every tap unrolled into every tile
+    was ~50k ops (~10 s of LLVM); looped it is a few thousand."""
+    make = conv_op(
+        (1, 320), (1, 80), (0, 120, 0, 120), (1, 1), 1, "conv_lanes_panel16", True, False, None
+    )
+    text = _lowered(make, [(2, 1, 1, 4000), (2, 320, 16), (32,), (2, 32, 1, 50)], AVX2)
+    assert text.count("vector.fma") < 2000, text.count("vector.fma")
+
+
 def test_conv_lanes_weight_mismatch_is_clear() -> None:
     make = conv_op(
         (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_lanes_panel16", False, False, None

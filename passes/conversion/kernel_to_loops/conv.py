@@ -994,6 +994,11 @@ def _lower_direct(
 # blocks outermost, so that each thread streams its share of the weights once.
 LANES_ROWS_FIRST_MAX_WEIGHT_BYTES = 512 * 1024
 
+# Channel-lanes filters up to this wide have every tap unrolled; wider ones (1-D audio
+# front ends) loop over blocks of TAP_BLOCK unrolled taps, so the IR stays bounded.
+LANES_MAX_UNROLLED_TAPS = 32
+TAP_BLOCK = 8
+
 
 def transpose_square(b: LoopBuilder, rows: list[SSAValue]) -> list[SSAValue]:
     """The transpose of n vectors of n lanes (n a power of two): log2(n) rounds of n two-input
@@ -1026,6 +1031,8 @@ def _lower_channel_lanes(
     so that each channel's `mr` columns are one vector for bias, residual, activation and a
     (masked) store into NCHW.
     Work units are (batch, channel block, output row), all of the row's tiles per unit.
+    Filters wider than LANES_MAX_UNROLLED_TAPS loop over blocks of TAP_BLOCK taps instead of
+    unrolling every tap (edge tiles then clamp and zero their out-of-row reads).
     """
     vw = target.vector_width
     w_shape = memref_shape(op.weight)
@@ -1081,6 +1088,34 @@ def _lower_channel_lanes(
             def valid(i: int, s: int) -> bool:
                 return static_ow0 is None or column_ok(static_ow0 + i, s)
 
+            def looped_tap(
+                b: LoopBuilder,
+                row: SSAValue,
+                s: SSAValue,
+                ci: SSAValue,
+                ih: SSAValue,
+                values: list[SSAValue],
+            ) -> None:
+                """Tap s (dynamic) of every column: an edge tile's columns whose window
+                leaves the row at some tap read 0 there (index clamped, value selected)."""
+                weights = [b.vload(w, [cb, b.add(row, s), j * vw], vw) for j in range(nvec)]
+                shifted = b.add(iw0, b.mul(s, geo.dw))
+                for i in range(cols):
+                    inside = [t for t in range(geo.kw) if valid(i, t)]
+                    if not inside:
+                        continue
+                    iw = b.add(shifted, i * geo.sw)
+                    lo, hi = inside[0], inside[-1] + 1  # the valid taps are contiguous
+                    if (lo, hi) == (0, geo.kw):
+                        a = b.load(x, [bi, ci, ih, iw])
+                    else:
+                        ok = b.cmp_index("ult", b.sub(s, lo), hi - lo)
+                        a = b.load(x, [bi, ci, ih, b.select(ok, iw, b.index(0))])
+                        a = b.select(ok, a, b.const(0.0))
+                    a = b.splat(a, vw)
+                    for j in range(nvec):
+                        values[i * nvec + j] = b.fma(a, weights[j], values[i * nvec + j])
+
             accs = [zero] * (cols * nvec)
             for r, (ih, channels) in enumerate(kernel_rows):
 
@@ -1092,7 +1127,20 @@ def _lower_channel_lanes(
                     ih: SSAValue = ih,
                 ) -> None:
                     row = b.mul(b.add(ci, r * geo.cin), geo.kw)
-                    for s in range(geo.kw):
+                    # Long filters (1-D audio front ends: 1x320) loop over blocks of taps:
+                    # unrolled, a 1x320 conv was 50k ops and ~10 s of LLVM.
+                    looped = 0 if geo.kw <= LANES_MAX_UNROLLED_TAPS else geo.kw - geo.kw % TAP_BLOCK
+                    if looped:
+
+                        def taps(b: LoopBuilder, s0: SSAValue, *sums: SSAValue) -> list[SSAValue]:
+                            current = list(sums)
+                            for q in range(TAP_BLOCK):
+                                s = s0 if q == 0 else b.add(s0, q)
+                                looped_tap(b, row, s, ci, ih, current)
+                            return current
+
+                        values[:] = b.for_range(0, looped, TAP_BLOCK, taps, values)
+                    for s in range(looped, geo.kw):
                         k = b.add(row, s)
                         weights = [b.vload(w, [cb, k, j * vw], vw) for j in range(nvec)]
                         for i in range(cols):
