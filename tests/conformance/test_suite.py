@@ -2,7 +2,7 @@
 
 The subset (`ci_cases.txt`) and the baseline (`passing.txt`) are the cases that passed at the
 last full run, written by
-    ember conformance --write-subset tests/conformance/ci_cases.txt   (<= 8 cases per op)
+    ember conformance --write-subset tests/conformance/ci_cases.txt --per-op 4
 and the full list of passing cases; a case in either list that stops passing fails the test,
 and a case that runs but computes wrong values ("values differ", a silent wrong answer) fails a
 test of its own, so it is never mistaken for a refusal.
