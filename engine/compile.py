@@ -578,13 +578,8 @@ def compile(
             proto,
             pinning,
             threads=threads or target.threads,
-            opt_level=opt_level,
-            target=target,
-            pipeline=pipeline,
-            base_dir=base_dir,
-            memory_limit=memory_limit,
             batch_polymorphic=batch_polymorphic,
-            keep_ir=keep_ir,
+            **options,
         )
     try:
         return compile_static(proto, input_shapes, threads=threads, progress=progress, **options)
