@@ -31,7 +31,8 @@ from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
 from ember.passes.program import describe_op
 from ember.runtime.errors import ModelError
 
-# Below this many elements a kernel runs on one thread: a GOMP region costs ~2 us.
+# Below this many elements a kernel runs on one thread: a GOMP region (~2 us) costs more than
+# the second core saves (simd.want_threads and is_parallel below both read it).
 PARALLEL_MIN_ELEMENTS = 32 * 1024
 
 

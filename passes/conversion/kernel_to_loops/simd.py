@@ -19,10 +19,7 @@ from xdsl.ir import Attribute, SSAValue
 from ember.core.target import Target
 from ember.dialects.graph import shape_of
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
-
-# Below this many elements a GOMP region (~2 us) costs more than the second core saves.
-PARALLEL_MIN_ELEMENTS = 32 * 1024
-
+from ember.passes.conversion.kernel_to_loops.flat_access import PARALLEL_MIN_ELEMENTS
 
 # A compute-bound kernel (matmul, conv) of fewer flops than this (~5 us of one core) finishes
 # before a parallel region's second thread is under way, more so on a loaded machine: it runs
