@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from onnx import helper
 
 from ember.dialects import graph
 from ember.frontend.context import (
@@ -20,6 +21,7 @@ from ember.frontend.context import (
     scalar,
     shape_of,
 )
+from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.registry import converts
 
 
@@ -170,3 +172,283 @@ def _attention(imp: ImportContext, node: Node) -> Sequence[Value]:
     if dtype != f32:
         outputs = [imp.emit(graph.CastOp, [t], shape_of(t), dtype) for t in outputs]
     return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime's com.microsoft Attention and MultiHeadAttention (what onnxruntime.transformers'
+# optimizer writes for BERT/GPT-2-style models), decomposed into ONNX ops around the ai.onnx
+# Attention above: the Q/K/V projections, onnxruntime's masks as one additive bias, and
+# Attention at opset 23.
+
+_MS = "com.microsoft"
+# onnxruntime's default mask_filter_value: a masked key's score is *added* this (finite), so a
+# row whose every key is padding still gets a (uniform-ish) softmax, as onnxruntime computes.
+_MASK_FILTER_DEFAULT = -10000.0
+_LOWEST = float(np.finfo(np.float32).min)  # onnxruntime's causal fill (numeric_limits::lowest)
+
+
+def _ms_mask_bias(
+    nodes: OnnxNodes,
+    node: Node,
+    mask_name: str,
+    mask: Value | None,
+    attention_bias: str,
+    dims: tuple[int, int, int, int],
+    causal: bool,
+) -> str:
+    """onnxruntime's PrepareMask as ONNX ops: one float bias [B|1, 1|N, S, T] added to the
+    scaled scores ("" when there is none). `dims` = (batch, query length S, past length P,
+    total key length T). Padding (mask_index) positions get mask_filter_value; causal ones
+    (unidirectional) the lowest float, which replaces the padding value there as in
+    onnxruntime."""
+    batch, q_len, past, total = dims
+    f32 = nodes.typed(np.dtype(np.float32))
+    filter_value = float(node.attrs.get("mask_filter_value", _MASK_FILTER_DEFAULT))
+    allowed = ""  # bool, broadcastable to [B, 1, S, T]
+    if mask is not None:
+        shape = shape_of(mask)
+        if not np.issubdtype(dtype_of(mask), np.integer):
+            raise node.unsupported(f"mask of type {dtype_of(mask)} (onnxruntime takes int32)")
+        if len(shape) == 1 and shape[0] in (batch, 2 * batch):
+            # Key lengths (right padding), then for [2B] start positions (left padding).
+            positions = nodes.const(np.arange(total, dtype=dtype_of(mask)))
+            ends = mask_name
+            if shape[0] == 2 * batch:
+                ends = nodes.add("Slice", [mask_name, nodes.i64([0]), nodes.i64([batch])])
+                starts = nodes.add("Slice", [mask_name, nodes.i64([batch]), nodes.i64([2 * batch])])
+                starts = nodes.add("Reshape", [starts, nodes.i64([batch, 1, 1, 1])])
+            ends = nodes.add("Reshape", [ends, nodes.i64([batch, 1, 1, 1])])
+            allowed = nodes.add("Less", [positions, ends])
+            if shape[0] == 2 * batch:
+                after_start = nodes.add("GreaterOrEqual", [positions, starts])
+                allowed = nodes.add("And", [allowed, after_start])
+        elif len(shape) == 2 and shape[0] in (1, batch) and shape[1] == 1 and total != 1:
+            pass  # onnxruntime's "dummy" 2-D mask: no mask at all
+        elif len(shape) == 2 and shape[0] == batch and shape[1] == total:
+            raw = nodes.add("Greater", [mask_name, nodes.const(np.zeros((), dtype_of(mask)))])
+            allowed = nodes.add("Reshape", [raw, nodes.i64([batch, 1, 1, total])])
+        elif len(shape) == 3 and tuple(shape) == (batch, q_len, total):
+            raw = nodes.add("Greater", [mask_name, nodes.const(np.zeros((), dtype_of(mask)))])
+            allowed = nodes.add("Unsqueeze", [raw, nodes.i64([1])])
+        else:
+            raise node.unsupported(
+                f"mask_index of shape {list(shape)} (batch {batch}, sequence {q_len}, total "
+                f"sequence {total}; supported: [B] or [2B] lengths, [B, T] and [B, S, T] 0/1 "
+                "masks; onnxruntime's CPU kernel has no 4-D Megatron mask either)"
+            )
+    bias = ""
+    if allowed:
+        bias = nodes.add("Where", [allowed, f32(0.0), f32(filter_value)])
+    if causal and q_len > 1:
+        visible = np.arange(total)[None, :] <= np.arange(q_len)[:, None] + past
+        if bias:
+            bias = nodes.add("Where", [nodes.const(visible), bias, f32(_LOWEST)])
+        else:
+            bias = nodes.const(np.where(visible, 0.0, _LOWEST).astype(np.float32))
+    if attention_bias:
+        bias = nodes.add("Add", [bias, attention_bias]) if bias else attention_bias
+    return bias
+
+
+def _ms_attention_core(
+    imp: ImportContext,
+    node: Node,
+    nodes: OnnxNodes,
+    qkv: tuple[str, str, str],
+    past_kv: tuple[str, str],
+    bias: str,
+    heads: int,
+    head_size: int,
+) -> tuple[Value, str, str]:
+    """ai.onnx Attention (opset 23) of 3-D Q [B, S, N*H] and K/V [B, L, N*H] or [B, N, L, H],
+    with past K/V [B, N, P, H]: the output value and the names of present K and V."""
+    outs = [f"{nodes.prefix}/Attention{s}" for s in ("", "/present_key", "/present_value")]
+    scale = float(node.attrs.get("scale", 0.0)) or 1.0 / math.sqrt(head_size)
+    past_k, past_v = past_kv
+    nodes.nodes.append(
+        helper.make_node(
+            "Attention",
+            [*qkv, bias, past_k, past_v],
+            outs if past_k else outs[:1],
+            name=outs[0],
+            q_num_heads=heads,
+            kv_num_heads=heads,
+            scale=scale,
+        )
+    )
+    return _at_opset(imp, node, nodes, outs[0], 23), outs[1], outs[2]
+
+
+def _heads_attr(node: Node) -> int:
+    heads = int(node.attrs.get("num_heads", 0))
+    if heads <= 0:
+        raise node.error(f"num_heads={heads} (a positive count is required)")
+    return heads
+
+
+def _refuse_attrs(node: Node, **unsupported_defaults: int) -> None:
+    for attr, default in unsupported_defaults.items():
+        value = node.attrs.get(attr, default)
+        if value != default:
+            raise node.unsupported(f"attribute {attr}={value} (ember supports {attr}={default})")
+
+
+def _divisible(node: Node, what: str, size: int, heads: int) -> int:
+    if size % heads:
+        raise node.error(f"{what} hidden size {size} is not a multiple of num_heads={heads}")
+    return size // heads
+
+
+@converts("Attention", domain=_MS)
+def _ms_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """com.microsoft Attention: input [B, S, D_in] @ packed weights [D_in, Dq + Dk + Dv]
+    (+ bias), multi-head attention with onnxruntime's mask_index forms, past [2, B, N, P, H]
+    and attention_bias; outputs the context [B, S, Dv] and present [2, B, N, P + S, H]."""
+    _refuse_attrs(node, do_rotary=0, past_present_share_buffer=0)
+    x = imp.required(node, 0)
+    weights = imp.required(node, 1)
+    names = [*node.proto.input, "", "", "", "", "", ""]
+    bias_name, mask_name, past_name, attention_bias = names[2], names[3], names[4], names[5]
+    if names[6]:
+        raise node.unsupported("input past_sequence_length (only with a shared past buffer)")
+    heads = _heads_attr(node)
+    if len(shape_of(x)) != 3 or len(shape_of(weights)) != 2:
+        raise node.error(
+            f"input {list(shape_of(x))} and weights {list(shape_of(weights))}: 3-D input and "
+            "2-D weights expected"
+        )
+    batch, q_len, _ = shape_of(x)
+    packed = shape_of(weights)[1]
+    sizes = [int(s) for s in node.attrs.get("qkv_hidden_sizes", [])] or [packed // 3] * 3
+    if len(sizes) != 3 or sum(sizes) != packed or sizes[0] != sizes[1]:
+        raise node.error(
+            f"qkv_hidden_sizes {sizes} do not split weights of width {packed} into Q, K, V "
+            "(Q and K of one size)"
+        )
+    head_size = _divisible(node, "Q", sizes[0], heads)
+    v_head = _divisible(node, "V", sizes[2], heads)
+    nodes = OnnxNodes(f"{node.proto.output[0]}/Attention")
+    bounds = np.cumsum([0, *sizes])
+    qkv = []
+    for part in range(3):  # slices of constant weights fold: three plain projections
+        lo, hi = nodes.i64([bounds[part]]), nodes.i64([bounds[part + 1]])
+        w = nodes.add("Slice", [names[1], lo, hi, nodes.i64([1])])
+        y = nodes.add("MatMul", [names[0], w])
+        if bias_name:
+            y = nodes.add("Add", [y, nodes.add("Slice", [bias_name, lo, hi, nodes.i64([0])])])
+        qkv.append(y)
+    past_k = past_v = ""
+    past_len = 0
+    if past_name:
+        past_shape = shape_of(imp.required(node, 4))
+        if len(past_shape) != 5 or (
+            (past_shape[0], past_shape[1], past_shape[2], past_shape[4], v_head)
+            != (2, batch, heads, head_size, head_size)
+        ):
+            raise node.error(
+                f"past of shape {list(past_shape)}; [2, {batch}, {heads}, P, {head_size}] "
+                "expected (and V's head size equal to K's)"
+            )
+        past_len = past_shape[3]
+        past_k, past_v = (
+            nodes.add("Squeeze", [nodes.add("Gather", [past_name, nodes.i64([i])]), nodes.i64([0])])
+            for i in (0, 1)
+        )
+    causal = bool(node.attrs.get("unidirectional", 0))
+    mask = imp.input(node, 3) if mask_name else None
+    dims = (batch, q_len, past_len, past_len + q_len)
+    bias = _ms_mask_bias(nodes, node, mask_name, mask, attention_bias, dims, causal)
+    y, present_k, present_v = _ms_attention_core(
+        imp, node, nodes, (qkv[0], qkv[1], qkv[2]), (past_k, past_v), bias, heads, head_size
+    )
+    results = [y]
+    if len(node.proto.output) > 1 and node.proto.output[1]:
+        if not past_name:
+            raise node.unsupported("output present without input past")
+        stacked = OnnxNodes(f"{node.proto.output[0]}/Attention/present")
+        parts = [
+            stacked.add("Unsqueeze", [name, stacked.i64([0])]) for name in (present_k, present_v)
+        ]
+        results.append(_at_opset(imp, node, stacked, stacked.add("Concat", parts, axis=0), 13))
+    return results
+
+
+def _at_opset(imp: ImportContext, node: Node, nodes: OnnxNodes, output: str, opset: int) -> Value:
+    outer, imp.opset = imp.opset, opset
+    try:
+        return nodes.import_as(imp, node, output)
+    finally:
+        imp.opset = outer
+
+
+@converts("MultiHeadAttention", domain=_MS)
+def _ms_multi_head_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """com.microsoft MultiHeadAttention: separate query [B, S, D], key and value [B, L, D]
+    (or already split into heads, [B, N, L, H]), an optional packed bias [Dq + Dk + Dv],
+    key_padding_mask, attention_bias and past_key/past_value [B, N, P, H]; outputs the context
+    [B, S, Dv] and present_key/present_value [B, N, P + L, H]."""
+    names = [*node.proto.input, *[""] * 10][:10]
+    query, key, value, bias_name, mask_name, attention_bias, past_k, past_v = names[:8]
+    for index, what in ((8, "past_sequence_length"), (9, "cache_indirection")):
+        if names[index]:
+            raise node.unsupported(f"input {what} (the decoder-masked, shared-buffer form)")
+    heads = _heads_attr(node)
+    q = imp.required(node, 0)
+    if len(shape_of(q)) != 3 or not key or not value:
+        raise node.unsupported(
+            f"query of shape {list(shape_of(q))} without separate key and value (packed QKV "
+            "or KV forms); 3-D query, key and value are supported"
+        )
+    k, v = imp.required(node, 1), imp.required(node, 2)
+    batch, q_len, q_hidden = shape_of(q)
+    head_size = _divisible(node, "Q", q_hidden, heads)
+    kv_rank = len(shape_of(k))
+    if kv_rank != len(shape_of(v)) or kv_rank not in (3, 4):
+        raise node.unsupported(
+            f"key {list(shape_of(k))} with value {list(shape_of(v))} (both [B, L, D] or both "
+            "[B, N, L, H] supported)"
+        )
+    if kv_rank == 4 and (bias_name or past_k):
+        raise node.unsupported("bias or past_key with key/value already split into heads")
+    if bool(past_k) != bool(past_v):
+        raise node.error("past_key and past_value must be given together")
+    kv_len = shape_of(k)[1] if kv_rank == 3 else shape_of(k)[2]
+    v_hidden = shape_of(v)[2] if kv_rank == 3 else shape_of(v)[1] * shape_of(v)[3]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/MultiHeadAttention")
+    qkv = [query, key, value]
+    if bias_name:
+        bounds = np.cumsum([0, q_hidden, shape_of(k)[2], v_hidden])
+        for part in range(3):
+            lo, hi = nodes.i64([bounds[part]]), nodes.i64([bounds[part + 1]])
+            part_bias = nodes.add("Slice", [bias_name, lo, hi, nodes.i64([0])])
+            qkv[part] = nodes.add("Add", [qkv[part], part_bias])
+    past_len = shape_of(imp.required(node, 6))[2] if past_k else 0
+    causal = bool(node.attrs.get("unidirectional", 0))
+    mask = imp.input(node, 4) if mask_name else None
+    dims = (batch, q_len, past_len, past_len + kv_len)
+    bias = _ms_mask_bias(nodes, node, mask_name, mask, attention_bias, dims, causal)
+    y, present_k, present_v = _ms_attention_core(
+        imp, node, nodes, (qkv[0], qkv[1], qkv[2]), (past_k, past_v), bias, heads, head_size
+    )
+    if len(node.proto.output) > 3 and node.proto.output[3]:
+        raise node.unsupported("output qk (the scores before softmax)")
+    results = [y]
+    wanted = [name for name in node.proto.output[1:3] if name]
+    if wanted:
+        if not past_k:
+            # Without a past, present is the key/value split into heads.
+            present = OnnxNodes(f"{node.proto.output[0]}/MultiHeadAttention/present")
+            split = [
+                present.add(
+                    "Transpose",
+                    [present.add("Reshape", [qkv[i], present.i64([batch, kv_len, heads, -1])])],
+                    perm=[0, 2, 1, 3],
+                )
+                if kv_rank == 3
+                else qkv[i]
+                for i in (1, 2)
+            ]
+            first = _at_opset(imp, node, present, split[0], 13)
+            return [y, first, imp.env[split[1]]][: len(node.proto.output)]
+        results += [imp.env[present_k], imp.env[present_v]]
+    return results[: len(node.proto.output)]

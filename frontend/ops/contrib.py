@@ -1,8 +1,10 @@
 """onnxruntime's own ops that its graph optimizer writes into saved models (a model saved with
 `SessionOptions.optimized_model_filepath`, or by onnxruntime.transformers' optimizer): the
-com.microsoft fusions FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu and
-SkipLayerNormalization. (com.microsoft Gelu is ONNX's Gelu, in activation.py; the default-domain
-SimplifiedLayerNormalization onnxruntime registers is RMSNormalization, in normalization.py.)
+com.microsoft fusions FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu,
+SkipLayerNormalization, EmbedLayerNormalization, SkipSimplifiedLayerNormalization and QuickGelu
+(Attention and MultiHeadAttention are in attention.py). (com.microsoft Gelu is ONNX's Gelu, in
+activation.py; the default-domain SimplifiedLayerNormalization onnxruntime registers is
+RMSNormalization, in normalization.py.)
 Each is imported as its ONNX ops (`OnnxNodes`), so it runs on ember's kernels and ember's
 passes fuse it again; what a converter does not know (another activation, FusedMatMul's batch
 transposes) is refused naming the attribute.
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from ember.frontend.context import ImportContext, Node, Value, dtype_of, shape_of
@@ -166,3 +169,91 @@ def _skip_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     if len(wanted) > 3:
         results.append(imp.env[total])
     return results
+
+
+@converts("EmbedLayerNormalization", domain=_MS)
+def _embed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """BERT's embeddings: LayerNormalization(word[input_ids] + position[position_ids] +
+    segment[segment_ids]) over the hidden axis; outputs Y, mask_index (per batch row the count
+    of mask entries equal to 1, as onnxruntime's kernel counts; 0 without a mask) and the sum
+    before normalization."""
+    names = [*node.proto.input, *[""] * 9][:9]
+    ids, segment_ids, word, position, segment, gamma, beta, mask, position_ids = names
+    input_ids = imp.required(node, 0)
+    if len(shape_of(input_ids)) != 2:
+        raise node.error(
+            f"input_ids of shape {list(shape_of(input_ids))}; [batch, sequence] expected"
+        )
+    batch, seq = shape_of(input_ids)
+    if bool(segment_ids) != bool(segment):
+        raise node.error("segment_ids and segment_embedding must be given together")
+    nodes = OnnxNodes(f"{node.proto.output[0]}/EmbedLayerNormalization")
+    if not position_ids:
+        position_ids = nodes.i64(np.arange(seq)[None, :])
+    total = nodes.add(
+        "Add", [nodes.add("Gather", [word, ids]), nodes.add("Gather", [position, position_ids])]
+    )
+    if segment:
+        total = nodes.add("Add", [total, nodes.add("Gather", [segment, segment_ids])])
+    out = f"{nodes.prefix}/LayerNormalization"
+    nodes.nodes.append(
+        helper.make_node(
+            "LayerNormalization",
+            [total, gamma, beta] if beta else [total, gamma],
+            [out],
+            name=out,
+            axis=-1,
+            epsilon=float(node.attrs.get("epsilon", 1e-12)),
+        )
+    )
+    results = [_import(imp, node, nodes, out, 17)]
+    wanted = list(node.proto.output)
+    if len(wanted) > 1:
+        counts = OnnxNodes(f"{node.proto.output[0]}/EmbedLayerNormalization/mask_index")
+        if mask:
+            ones = counts.add(
+                "Equal", [mask, counts.const(np.ones((), dtype_of(imp.required(node, 7))))]
+            )
+            per_row = counts.reduce(
+                "ReduceSum", counts.add("Cast", [ones], to=onnx.TensorProto.INT32), [1], 18, 0
+            )
+            results.append(_import(imp, node, counts, per_row, 18))
+        else:
+            results.append(_import(imp, node, counts, counts.const(np.zeros(batch, np.int32)), 13))
+    if len(wanted) > 2:
+        results.append(imp.env[total])
+    return results
+
+
+@converts("SkipSimplifiedLayerNormalization", domain=_MS)
+def _skip_simplified_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """RMSNormalization(input + skip [+ bias]) over the last axis (T5/LLaMA's residual RMS
+    norm); outputs Y, mean and inv_std_var (not computed: refused if read), and the sum."""
+    x, skip, gamma, bias = [*node.proto.input, "", ""][:4]
+    wanted = list(node.proto.output)
+    for index in (1, 2):
+        if len(wanted) > index and wanted[index] in imp.used:
+            raise node.unsupported(f"output #{index} '{wanted[index]}' (mean / inv_std_var)")
+    nodes = OnnxNodes(f"{node.proto.output[0]}/SkipSimplifiedLayerNormalization")
+    total = nodes.add("Add", [x, skip])
+    if bias:
+        total = nodes.add("Add", [total, bias])
+    epsilon = float(node.attrs.get("epsilon", 1e-12))
+    y = nodes.add("RMSNormalization", [total, gamma], axis=-1, epsilon=epsilon)
+    result = _import(imp, node, nodes, y, 23)
+    results = [result, result, result][: min(len(wanted), 3)]  # unread (checked above)
+    if len(wanted) > 3:
+        results.append(imp.env[total])
+    return results
+
+
+@converts("QuickGelu", domain=_MS)
+def _quick_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """x * sigmoid(alpha * x) (CLIP's GELU approximation; alpha 1.702 by default)."""
+    nodes = OnnxNodes(f"{node.proto.output[0]}/QuickGelu")
+    x = node.proto.input[0]
+    dtype = dtype_of(imp.required(node, 0))
+    alpha = float(node.attrs.get("alpha", 1.702))
+    scaled = nodes.add("Mul", [x, nodes.const(np.asarray(alpha, dtype))])
+    y = nodes.add("Mul", [x, nodes.add("Sigmoid", [scaled])])
+    return [_import(imp, node, nodes, y, 13)]

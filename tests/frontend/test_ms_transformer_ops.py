@@ -1,0 +1,250 @@
+"""onnxruntime's com.microsoft transformer ops (what onnxruntime.transformers' optimizer writes:
+Attention, MultiHeadAttention, EmbedLayerNormalization, SkipSimplifiedLayerNormalization,
+QuickGelu), each decomposed into ONNX ops, checked against onnxruntime's CPU kernels on seeded
+inputs. Several variants of an op share one model (one compile) as separate outputs.
+
+Tolerance: assert_close's default, max |ember - onnxruntime| <= 1e-4 x max |onnxruntime| per
+output (float32 sums in another order; the mask values are the same additive constants
+onnxruntime uses, so masked positions agree exactly).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.runtime.errors import UnsupportedOpError
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+_MS = "com.microsoft"
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: dict[str, np.ndarray],
+    inits: dict[str, np.ndarray],
+    outputs: list[str],
+    int_outputs: tuple[str, ...] = (),
+) -> onnx.ModelProto:
+    def info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
+        elem = helper.np_dtype_to_tensor_dtype(array.dtype)
+        return helper.make_tensor_value_info(name, elem, array.shape)
+
+    graph = helper.make_graph(
+        nodes,
+        "ms",
+        [info(n, a) for n, a in inputs.items()],
+        [
+            helper.make_tensor_value_info(
+                o, TensorProto.INT32 if o in int_outputs else TensorProto.FLOAT, None
+            )
+            for o in outputs
+        ],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_MS, 1)]
+    )
+    model.ir_version = 8
+    return model
+
+
+def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    expected = onnxruntime_outputs(model, feeds)
+    assert_close(ember.compile(model).run(feeds), expected)
+
+
+def _normal(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_attention_mask_forms() -> None:
+    """Packed-QKV Attention with each mask_index form onnxruntime's CPU kernel takes: key
+    lengths [B], end and start positions [2B], a raw [B, T] 0/1 mask (one row fully masked:
+    onnxruntime's finite -10000 fill keeps it a softmax, not NaN or zeros), a [B, S, T] mask,
+    a "dummy" [B, 1] mask, unidirectional with and without a mask, attention_bias,
+    qkv_hidden_sizes with V wider than Q/K, scale and mask_filter_value."""
+    rng = np.random.default_rng(0)
+    batch, seq, hidden, heads = 2, 5, 16, 4
+    x = _normal(rng, batch, seq, hidden)
+    inits = {
+        "w": _normal(rng, hidden, 3 * hidden),
+        "b": _normal(rng, 3 * hidden),
+        "w_wide_v": _normal(rng, hidden, 2 * hidden + 24),
+        "b_wide_v": _normal(rng, 2 * hidden + 24),
+        "lengths": np.array([3, 5], np.int32),
+        "end_start": np.array([4, 5, 1, 2], np.int32),
+        "raw": np.array([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0]], np.int32),
+        "mask3d": rng.integers(0, 2, (batch, seq, seq)).astype(np.int32),
+        "dummy": np.ones((batch, 1), np.int32),
+        "attn_bias": _normal(rng, 1, heads, seq, seq),
+    }
+    variants: list[tuple[list[str], dict[str, object]]] = [
+        (["x", "w", "b", "lengths"], {}),
+        (["x", "w", "b", "end_start"], {}),
+        (["x", "w", "b", "raw"], {}),
+        (["x", "w", "b", "mask3d"], {"mask_filter_value": -50.0}),
+        (["x", "w", "b", "dummy"], {}),
+        (["x", "w", "b"], {"unidirectional": 1}),
+        (["x", "w", "b", "raw"], {"unidirectional": 1}),
+        (["x", "w", "", "lengths", "", "attn_bias"], {"scale": 0.3}),
+        (["x", "w_wide_v", "b_wide_v", "lengths"], {"qkv_hidden_sizes": [16, 16, 24]}),
+    ]
+    nodes = [
+        helper.make_node(
+            "Attention", inputs, [f"y{i}"], name=f"att{i}", domain=_MS, num_heads=heads, **attrs
+        )
+        for i, (inputs, attrs) in enumerate(variants)
+    ]
+    model = _model(nodes, {"x": x}, inits, [f"y{i}" for i in range(len(variants))])
+    _check(model, {"x": x})
+
+
+def test_attention_past_and_present() -> None:
+    """GPT-2's Attention with a cache: past [2, B, N, P, H] in, present [2, B, N, P + S, H]
+    out, unidirectional offset by the past length, with a [B, P + S] mask."""
+    rng = np.random.default_rng(1)
+    batch, seq, past_len, hidden, heads = 2, 3, 4, 8, 2
+    feeds = {
+        "x": _normal(rng, batch, seq, hidden),
+        "past": _normal(rng, 2, batch, heads, past_len, hidden // heads),
+        "mask": np.array([[0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]], np.int32),
+    }
+    inits = {"w": _normal(rng, hidden, 3 * hidden), "b": _normal(rng, 3 * hidden)}
+    node = helper.make_node(
+        "Attention",
+        ["x", "w", "b", "mask", "past"],
+        ["y", "present"],
+        domain=_MS,
+        num_heads=heads,
+        unidirectional=1,
+    )
+    _check(_model([node], feeds, inits, ["y", "present"]), feeds)
+
+
+def test_multi_head_attention() -> None:
+    """MultiHeadAttention: cross-attention with a packed bias and key lengths; self-attention
+    with a [B, T] key_padding_mask, past_key/past_value and present outputs (unidirectional);
+    key/value already split into heads [B, N, L, H]."""
+    rng = np.random.default_rng(2)
+    batch, seq, kv_len, past_len, hidden, heads = 2, 3, 6, 2, 8, 2
+    head = hidden // heads
+    feeds = {
+        "q": _normal(rng, batch, seq, hidden),
+        "k": _normal(rng, batch, kv_len, hidden),
+        "v": _normal(rng, batch, kv_len, hidden),
+        "ks": _normal(rng, batch, seq, hidden),
+        "vs": _normal(rng, batch, seq, hidden),
+        "past_k": _normal(rng, batch, heads, past_len, head),
+        "past_v": _normal(rng, batch, heads, past_len, head),
+        "k4": _normal(rng, batch, heads, kv_len, head),
+        "v4": _normal(rng, batch, heads, kv_len, head),
+    }
+    inits = {
+        "bias": _normal(rng, 3 * hidden),
+        "lengths": np.array([4, 6], np.int32),
+        "pad": np.array([[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]], np.int32),
+    }
+    nodes = [
+        helper.make_node(
+            "MultiHeadAttention",
+            ["q", "k", "v", "bias", "lengths"],
+            ["y0"],
+            domain=_MS,
+            num_heads=heads,
+        ),
+        helper.make_node(
+            "MultiHeadAttention",
+            ["q", "ks", "vs", "", "pad", "", "past_k", "past_v"],
+            ["y1", "present_k", "present_v"],
+            domain=_MS,
+            num_heads=heads,
+            unidirectional=1,
+        ),
+        helper.make_node(
+            "MultiHeadAttention", ["q", "k4", "v4"], ["y2"], domain=_MS, num_heads=heads
+        ),
+    ]
+    outputs = ["y0", "y1", "present_k", "present_v", "y2"]
+    _check(_model(nodes, feeds, inits, outputs), feeds)
+
+
+def test_attention_refuses_what_it_does_not_compute() -> None:
+    rng = np.random.default_rng(3)
+    x = _normal(rng, 1, 4, 8)
+    inits = {"w": _normal(rng, 8, 24), "mask4d": np.ones((1, 1, 4, 4), np.int32)}
+    cases = [
+        (["x", "w", "", "mask4d"], {}, "mask_index of shape \\[1, 1, 4, 4\\]"),
+        (["x", "w"], {"do_rotary": 1}, "do_rotary=1"),
+    ]
+    for inputs, attrs, message in cases:
+        node = helper.make_node(
+            "Attention", inputs, ["y"], name="att", domain=_MS, num_heads=2, **attrs
+        )
+        with pytest.raises(UnsupportedOpError, match=f"Attention.*att.*{message}"):
+            ember.compile(_model([node], {"x": x}, inits, ["y"]))
+
+
+def test_embed_layer_norm_and_the_small_fusions() -> None:
+    """EmbedLayerNormalization with segment embeddings, a mask (mask_index counts its 1s) and
+    position_ids, and without them (mask_index 0); SkipSimplifiedLayerNormalization with its
+    sum output; QuickGelu with its default and another alpha."""
+    rng = np.random.default_rng(4)
+    batch, seq, hidden, vocab = 2, 5, 16, 30
+    feeds = {
+        "ids": rng.integers(0, vocab, (batch, seq)).astype(np.int32),
+        "segments": rng.integers(0, 2, (batch, seq)).astype(np.int32),
+        "mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32),
+        "positions": np.array([[4, 3, 2, 1, 0]], np.int32),
+        "x": _normal(rng, batch, seq, hidden),
+        "skip": _normal(rng, batch, seq, hidden),
+    }
+    inits = {
+        "word": _normal(rng, vocab, hidden),
+        "position": _normal(rng, 8, hidden),
+        "segment": _normal(rng, 2, hidden),
+        "gamma": _normal(rng, hidden),
+        "beta": _normal(rng, hidden),
+        "bias": _normal(rng, hidden),
+    }
+    nodes = [
+        helper.make_node(
+            "EmbedLayerNormalization",
+            [
+                "ids",
+                "segments",
+                "word",
+                "position",
+                "segment",
+                "gamma",
+                "beta",
+                "mask",
+                "positions",
+            ],
+            ["emb0", "mask_index0", "sum0"],
+            domain=_MS,
+            epsilon=1e-5,
+        ),
+        helper.make_node(
+            "EmbedLayerNormalization",
+            ["ids", "", "word", "position", "", "gamma", "beta"],
+            ["emb1", "mask_index1"],
+            domain=_MS,
+        ),
+        helper.make_node(
+            "SkipSimplifiedLayerNormalization",
+            ["x", "skip", "gamma", "bias"],
+            ["rms", "", "", "rms_sum"],
+            domain=_MS,
+            epsilon=1e-6,
+        ),
+        helper.make_node("QuickGelu", ["x"], ["quick0"], domain=_MS),
+        helper.make_node("QuickGelu", ["x"], ["quick1"], domain=_MS, alpha=1.0),
+    ]
+    outputs = ["emb0", "mask_index0", "sum0", "emb1", "mask_index1", "rms", "rms_sum"]
+    outputs += ["quick0", "quick1"]
+    model = _model(nodes, feeds, inits, outputs, int_outputs=("mask_index0", "mask_index1"))
+    _check(model, feeds)
