@@ -7,9 +7,12 @@ Both formats onnxruntime's quantization tool writes import here:
   of a constant weight is folded while importing, so the op between runs ember's packed float
   kernel on a float weight.
 - QOperator: QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger (ai.onnx) and onnxruntime's
-  com.microsoft QLinearAdd/Mul/Sigmoid/LeakyRelu/AveragePool/GlobalAveragePool/Concat and
-  MatMulIntegerToFloat are decomposed into dequantize -> the float op's own converter ->
-  quantize.
+  com.microsoft QLinearAdd/Mul/Sigmoid/LeakyRelu/AveragePool/GlobalAveragePool/Concat/
+  Softmax/Where, QGemm and MatMulIntegerToFloat are decomposed into dequantize -> the float
+  op's own converter -> quantize. DynamicQuantizeMatMul is DynamicQuantizeLinear ->
+  MatMulIntegerToFloat; QAttention and QEmbedLayerNormalization (quantize_dynamic of an
+  optimized transformer) dequantize their inputs into com.microsoft Attention /
+  EmbedLayerNormalization.
 
 This is the simplest correct lowering; integer (VNNI) kernels are planned. A quantized output of
 a float-fallback op may differ from onnxruntime's integer kernels by one quantization step where
@@ -43,6 +46,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
+from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.ops.tensor import emit_cast
 from ember.frontend.registry import CONVERTERS, converts
 from ember.frontend.validate import NodeInfo, validate_node
@@ -337,9 +341,12 @@ def _float_op(
     op_type: str,
     inputs: Sequence[Value | None],
     attrs: dict[str, object] | None = None,
+    opset: int | None = None,
 ) -> Value:
     """Run the converter of the float ONNX op `op_type` on `inputs` (validated as that op), as
-    part of `node`: the float op keeps one implementation of its attributes and shapes."""
+    part of `node` (at ai.onnx `opset`, the node's by default): the float op keeps one
+    implementation of its attributes and shapes."""
+    opset = node.opset if opset is None else opset
     attrs = dict(attrs or {})
     prefix = f"{node.proto.output[0]}/{node.op_type}/{op_type}"
     names = []
@@ -352,9 +359,9 @@ def _float_op(
     proto = onnx.helper.make_node(
         op_type, names, [f"{prefix}/output"], name=f"{node.name}/{op_type}", **attrs
     )
-    inner = Node(proto, node.opset, attrs)
+    inner = Node(proto, opset, attrs)
     validate_node(
-        NodeInfo(op_type, inner.name, node.opset),
+        NodeInfo(op_type, inner.name, opset),
         names,
         [None if v is None else dtype_of(v) for v in inputs],
         [None if v is None else shape_of(v) for v in inputs],
@@ -693,3 +700,138 @@ def _qgemm(imp: ImportContext, node: Node) -> Sequence[Value]:
             raise node.unsupported("y_scale without y_zero_point")
         return [y]
     return [_requantized(imp, node, y, 7, imp.required(node, 0))]
+
+
+@converts("QLinearSoftmax", domain=_MS)
+def _qlinear_softmax(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """Softmax of the dequantized input, requantized. `opset` is the ai.onnx Softmax's it
+    replaced (below 13 the input is coerced to 2-D at `axis`). onnxruntime's kernel computes
+    exp(x_scale * (x - max)) from a table in float and divides by the row sum: the same
+    values up to float32 rounding, so a result next to a rounding tie may differ by 1."""
+    attrs = {"axis": int(node.attrs.get("axis", -1))}
+    opset = int(node.attrs.get("opset", 13))
+    y = _float_op(imp, node, "Softmax", [_dequantized(imp, node, 0)], attrs, opset=opset)
+    return [_requantized(imp, node, y, 3, imp.required(node, 0))]
+
+
+@converts("QLinearWhere", domain=_MS)
+def _qlinear_where(imp: ImportContext, node: Node) -> Sequence[Value]:
+    # Inputs: condition, X, x_scale, x_zero_point, Y, y_scale, y_zero_point, z_scale,
+    # z_zero_point. onnxruntime requantizes X and Y to Z's parameters (a table of
+    # quantize(dequantize(v))) and selects: the same as selecting in float, then quantizing.
+    condition = imp.required(node, 0)
+    y = _float_op(
+        imp, node, "Where", [condition, _dequantized(imp, node, 1), _dequantized(imp, node, 4)]
+    )
+    return [_requantized(imp, node, y, 7, imp.required(node, 1))]
+
+
+def _import_decomposition(
+    imp: ImportContext, node: Node, nodes: OnnxNodes, outputs: Sequence[str], opset: int
+) -> list[Value]:
+    """Import `nodes` (ai.onnx at `opset`; other domains at the model's) in place of `node`."""
+    outer, imp.opset = imp.opset, opset
+    try:
+        first = nodes.import_as(imp, node, outputs[0])
+    finally:
+        imp.opset = outer
+    return [first, *(imp.env[name] for name in outputs[1:])]
+
+
+@converts("DynamicQuantizeMatMul", domain=_MS)
+def _dynamic_quantize_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """Float A quantized at run time to uint8 as DynamicQuantizeLinear does (onnxruntime's
+    kernel computes the same scale and zero point), then MatMulIntegerToFloat with B."""
+    a, b, b_scale, b_zero_point, bias = [*node.proto.input, "", ""][:5]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/DynamicQuantizeMatMul")
+    quantized = [f"{nodes.prefix}/a_quantized", f"{nodes.prefix}/a_scale", f"{nodes.prefix}/a_zp"]
+    nodes.nodes.append(
+        onnx.helper.make_node("DynamicQuantizeLinear", [a], quantized, name=quantized[0])
+    )
+    y = f"{nodes.prefix}/MatMulIntegerToFloat"
+    inputs = [quantized[0], b, quantized[1], b_scale, quantized[2], b_zero_point, bias]
+    while inputs[-1] == "":
+        inputs.pop()
+    nodes.nodes.append(
+        onnx.helper.make_node("MatMulIntegerToFloat", inputs, [y], name=y, domain=_MS)
+    )
+    return _import_decomposition(imp, node, nodes, [y], 13)
+
+
+def _dequantize_node(nodes: OnnxNodes, names: Sequence[str], axis: int | None = None) -> str:
+    """A DequantizeLinear node of (x, scale[, zero point]) names; `axis` for a 1-D scale."""
+    inputs = [n for n in names]
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    return nodes.add("DequantizeLinear", inputs, **({} if axis is None else {"axis": axis}))
+
+
+@converts("QAttention", domain=_MS)
+def _qattention(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """onnxruntime's quantized Attention (quantize_dynamic of an optimized transformer):
+    input and weights dequantized, then com.microsoft Attention (attention.py) with the same
+    attributes. onnxruntime accumulates the products in int32 and scales once: the same
+    values up to float32 rounding."""
+    names = [*node.proto.input, *[""] * 9][:9]
+    x, weight, bias, x_scale, w_scale, mask, x_zp, w_zp, past = names
+    w_scale_shape = shape_of(imp.required(node, 4))
+    columns = shape_of(imp.required(node, 1))[-1]
+    if math.prod(w_scale_shape) not in (1, columns):
+        raise node.unsupported(
+            f"weight_scale of shape {list(w_scale_shape)} (per tensor or per column of the "
+            f"{columns} weight columns)"
+        )
+    per_column = math.prod(w_scale_shape) != 1 and columns != 1
+    nodes = OnnxNodes(f"{node.proto.output[0]}/QAttention")
+    x_float = _dequantize_node(nodes, [x, x_scale, x_zp])
+    w_float = _dequantize_node(nodes, [weight, w_scale, w_zp], 1 if per_column else None)
+    outputs = list(node.proto.output)
+    inputs = [x_float, w_float, bias, mask, past]
+    while inputs[-1] == "":
+        inputs.pop()
+    attrs = {k: v for k, v in node.attrs.items()}
+    nodes.nodes.append(
+        onnx.helper.make_node(
+            "Attention",
+            inputs,
+            [f"{nodes.prefix}/{o}" if o else "" for o in outputs],
+            name=f"{nodes.prefix}/Attention",
+            domain=_MS,
+            **attrs,
+        )
+    )
+    wanted = [f"{nodes.prefix}/{o}" for o in outputs if o]
+    return _import_decomposition(imp, node, nodes, wanted, 13)
+
+
+@converts("QEmbedLayerNormalization", domain=_MS)
+def _qembed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """onnxruntime's quantized EmbedLayerNormalization: the embedding tables, gamma and beta
+    dequantized (constants: folded at compile time), then EmbedLayerNormalization
+    (contrib.py)."""
+    names = [*node.proto.input, *[""] * 18][:18]
+    ids, segment_ids = names[0], names[1]
+    tables = names[2:7]  # word, position, segment, gamma, beta (quantized)
+    mask = names[7]
+    scales, zero_points = names[8:13], names[13:18]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/QEmbedLayerNormalization")
+    floats = [
+        _dequantize_node(nodes, [t, s, z]) if t else ""
+        for t, s, z in zip(tables, scales, zero_points, strict=True)
+    ]
+    outputs = list(node.proto.output)
+    inputs = [ids, segment_ids, *floats, mask]
+    while inputs[-1] == "":
+        inputs.pop()
+    nodes.nodes.append(
+        onnx.helper.make_node(
+            "EmbedLayerNormalization",
+            inputs,
+            [f"{nodes.prefix}/{o}" if o else "" for o in outputs],
+            name=f"{nodes.prefix}/EmbedLayerNormalization",
+            domain=_MS,
+            epsilon=float(node.attrs.get("epsilon", 1e-12)),
+        )
+    )
+    wanted = [f"{nodes.prefix}/{o}" for o in outputs if o]
+    return _import_decomposition(imp, node, nodes, wanted, 13)

@@ -1,0 +1,219 @@
+"""onnxruntime's com.microsoft quantized ops that its quantization tool (QOperator format,
+quantize_dynamic of a transformer) and graph optimizer write, not covered by
+test_quantization.py: QLinearSoftmax, QLinearWhere, DynamicQuantizeMatMul, QAttention,
+QEmbedLayerNormalization. Each is decomposed into dequantize -> float op -> quantize (or the
+float op alone) and checked against onnxruntime's CPU kernels on seeded inputs.
+
+Tolerances: a quantized output at most one quantization step from onnxruntime's (its kernels
+compute the float result in another order, e.g. QLinearSoftmax from an exp table divided by a
+float sum; a value next to a rounding tie may then round the other way); a float output of an
+op whose integer part is exact (DynamicQuantizeMatMul: the same dynamic quantization, exact
+int32 sums) within 1e-5 x max |onnxruntime|; QAttention / QEmbedLayerNormalization (float
+attention and LayerNorm after dequantizing) within 1e-4 x max |onnxruntime|.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.runtime.errors import UnsupportedOpError
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+_MS = "com.microsoft"
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: dict[str, np.ndarray],
+    inits: dict[str, np.ndarray],
+    outputs: dict[str, int],
+) -> onnx.ModelProto:
+    def info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
+        elem = helper.np_dtype_to_tensor_dtype(array.dtype)
+        return helper.make_tensor_value_info(name, elem, array.shape)
+
+    graph = helper.make_graph(
+        nodes,
+        "ms_quantized",
+        [info(n, a) for n, a in inputs.items()],
+        [helper.make_tensor_value_info(n, t, None) for n, t in outputs.items()],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(_MS, 1)]
+    )
+    model.ir_version = 8
+    return model
+
+
+def _scalar(value: float, dtype: type) -> np.ndarray:
+    return np.array(value, dtype)
+
+
+def _steps_apart(actual: np.ndarray, expected: np.ndarray) -> int:
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    return int(np.abs(actual.astype(np.int64) - expected.astype(np.int64)).max(initial=0))
+
+
+def test_qlinear_softmax_where_and_dynamic_quantize_matmul() -> None:
+    """QLinearSoftmax uint8 at opset 13 (one axis) and int8 at opset 11 (coerced to 2-D at
+    axis 1), QLinearWhere requantizing both branches to the output's parameters, and
+    DynamicQuantizeMatMul with and without a bias, one model."""
+    rng = np.random.default_rng(0)
+    feeds = {
+        "xu": rng.integers(0, 256, (2, 3, 7)).astype(np.uint8),
+        "xs": rng.integers(-128, 128, (2, 3, 7)).astype(np.int8),
+        "cond": rng.integers(0, 2, (2, 3, 7)).astype(bool),
+        "a": rng.standard_normal((4, 3, 16)).astype(np.float32),
+    }
+    inits = {
+        "sx": _scalar(0.08, np.float32),
+        "zx_u": _scalar(120, np.uint8),
+        "zx_s": _scalar(-5, np.int8),
+        "sy": _scalar(1 / 256, np.float32),
+        "zy_u": _scalar(0, np.uint8),
+        "zy_s": _scalar(-128, np.int8),
+        "sw": _scalar(0.05, np.float32),
+        "zw": _scalar(7, np.uint8),
+        "sz": _scalar(0.06, np.float32),
+        "zz": _scalar(130, np.uint8),
+        "b": rng.integers(-128, 128, (16, 5)).astype(np.int8),
+        "b_scale": (rng.random(5) * 0.05 + 0.01).astype(np.float32),
+        "b_zp": np.zeros(5, np.int8),
+        "bias": rng.standard_normal(5).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node(
+            "QLinearSoftmax",
+            ["xu", "sx", "zx_u", "sy", "zy_u"],
+            ["soft_u"],
+            domain=_MS,
+            axis=-1,
+            opset=13,
+        ),
+        helper.make_node(
+            "QLinearSoftmax",
+            ["xs", "sx", "zx_s", "sy", "zy_s"],
+            ["soft_s"],
+            domain=_MS,
+            axis=1,
+            opset=11,
+        ),
+        helper.make_node(
+            "QLinearWhere",
+            ["cond", "xu", "sx", "zx_u", "xu", "sw", "zw", "sz", "zz"],
+            ["where"],
+            domain=_MS,
+        ),
+        helper.make_node(
+            "DynamicQuantizeMatMul",
+            ["a", "b", "b_scale", "b_zp", "bias"],
+            ["dqmm"],
+            domain=_MS,
+        ),
+        helper.make_node(
+            "DynamicQuantizeMatMul", ["a", "b", "b_scale"], ["dqmm_no_bias"], domain=_MS
+        ),
+    ]
+    outputs = {
+        "soft_u": TensorProto.UINT8,
+        "soft_s": TensorProto.INT8,
+        "where": TensorProto.UINT8,
+        "dqmm": TensorProto.FLOAT,
+        "dqmm_no_bias": TensorProto.FLOAT,
+    }
+    model = _model(nodes, feeds, inits, outputs)
+    expected = onnxruntime_outputs(model, feeds)
+    actual = ember.compile(model).run(feeds)
+    for name in ("soft_u", "soft_s", "where"):
+        assert _steps_apart(actual[name], expected[name]) <= 1, name
+    assert_close(
+        {k: actual[k] for k in ("dqmm", "dqmm_no_bias")},
+        {k: expected[k] for k in ("dqmm", "dqmm_no_bias")},
+        rel=1e-5,
+    )
+
+
+def test_qattention_and_qembed_layer_norm() -> None:
+    """What quantize_dynamic writes for an optimized BERT: QEmbedLayerNormalization (uint8
+    tables) feeding DynamicQuantizeLinear -> QAttention (int8 weights) with a key-length
+    mask_index, and a unidirectional QAttention without a mask."""
+    rng = np.random.default_rng(1)
+    batch, seq, hidden, heads, vocab = 2, 5, 16, 4, 20
+
+    def table(*shape: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            rng.integers(0, 256, shape).astype(np.uint8),
+            _scalar(0.02, np.float32),
+            _scalar(128, np.uint8),
+        )
+
+    inits: dict[str, np.ndarray] = {}
+    for name, shape in (("word", (vocab, hidden)), ("pos", (8, hidden)), ("seg", (2, hidden))):
+        inits[f"{name}_q"], inits[f"{name}_s"], inits[f"{name}_z"] = table(*shape)
+    inits["gamma_q"], inits["gamma_s"], inits["gamma_z"] = table(hidden)
+    inits["beta_q"], inits["beta_s"], inits["beta_z"] = table(hidden)
+    inits["w_q"] = rng.integers(-128, 128, (hidden, 3 * hidden)).astype(np.int8)
+    inits["w_s"] = _scalar(0.01, np.float32)
+    inits["w_z"] = _scalar(0, np.int8)
+    inits["qkv_bias"] = rng.standard_normal(3 * hidden).astype(np.float32)
+    feeds = {
+        "ids": rng.integers(0, vocab, (batch, seq)).astype(np.int32),
+        "segments": rng.integers(0, 2, (batch, seq)).astype(np.int32),
+        "mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32),
+    }
+    embed_inputs = ["ids", "segments", "word_q", "pos_q", "seg_q", "gamma_q", "beta_q", "mask"]
+    embed_inputs += ["word_s", "pos_s", "seg_s", "gamma_s", "beta_s"]
+    embed_inputs += ["word_z", "pos_z", "seg_z", "gamma_z", "beta_z"]
+    nodes = [
+        helper.make_node(
+            "QEmbedLayerNormalization",
+            embed_inputs,
+            ["emb", "mask_index"],
+            domain=_MS,
+            epsilon=1e-12,
+        ),
+        helper.make_node("DynamicQuantizeLinear", ["emb"], ["emb_q", "emb_s", "emb_z"]),
+        helper.make_node(
+            "QAttention",
+            ["emb_q", "w_q", "qkv_bias", "emb_s", "w_s", "mask_index", "emb_z", "w_z"],
+            ["att"],
+            domain=_MS,
+            num_heads=heads,
+        ),
+        helper.make_node(
+            "QAttention",
+            ["emb_q", "w_q", "qkv_bias", "emb_s", "w_s", "", "emb_z", "w_z"],
+            ["att_causal"],
+            domain=_MS,
+            num_heads=heads,
+            unidirectional=1,
+        ),
+    ]
+    outputs = {
+        "emb": TensorProto.FLOAT,
+        "mask_index": TensorProto.INT32,
+        "att": TensorProto.FLOAT,
+        "att_causal": TensorProto.FLOAT,
+    }
+    model = _model(nodes, feeds, inits, outputs)
+    assert_close(ember.compile(model).run(feeds), onnxruntime_outputs(model, feeds))
+
+
+def test_qattention_refuses_a_weight_scale_it_cannot_apply() -> None:
+    x = np.zeros((1, 4, 8), np.uint8)
+    inits = {
+        "w": np.zeros((8, 24), np.int8),
+        "s": _scalar(0.1, np.float32),
+        "ws": np.ones((2, 3), np.float32),
+    }
+    node = helper.make_node(
+        "QAttention", ["x", "w", "", "s", "ws"], ["y"], name="qatt", domain=_MS, num_heads=2
+    )
+    model = _model([node], {"x": x}, inits, {"y": TensorProto.FLOAT})
+    with pytest.raises(UnsupportedOpError, match=r"QAttention.*qatt.*weight_scale of shape"):
+        ember.compile(model)
