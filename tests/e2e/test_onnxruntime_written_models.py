@@ -1,0 +1,293 @@
+"""Models written by onnxruntime's own tools, as published models often are:
+onnxruntime.transformers' optimizer (HF optimum's model_optimized.onnx: EmbedLayerNormalization,
+Attention / MultiHeadAttention, SkipLayerNormalization, BiasGelu, FastGelu) and its quantizer
+(quantize_static in QOperator format: QLinearConv, QLinearAdd, QLinearMul, QLinearSigmoid,
+QLinearLeakyRelu, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool, QGemm,
+QLinearSoftmax; quantize_dynamic of an optimized transformer: QEmbedLayerNormalization,
+QAttention, DynamicQuantizeLinear -> MatMulInteger), run by ember and by onnxruntime on
+seeded inputs.
+
+The quantized CNN (onnx.helper, no torch) is the fast representative; the transformers need
+torch to export and are marked slow.
+
+Tolerances: the quantized CNN's float output (its last DequantizeLinear) within one
+quantization step of the output (each QOperator op computed in float and requantized may
+round a value next to a tie the other way; seen: 0 steps); the float transformers within
+assert_close's 1e-4 x max |onnxruntime| (float32 sums in another order; the dynamically
+quantized one quantizes the same float activations, so the integer parts agree).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+
+def _cnn_float_model() -> onnx.ModelProto:
+    """conv-relu, conv-relu + residual add, a sigmoid gate (mul), leaky relu, concat, average
+    pool, global pool, flatten, gemm, softmax: every op the QOperator quantizer rewrites."""
+    rng = np.random.default_rng(5)
+
+    def weights(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    inits = {
+        "w1": weights(8, 3, 3, 3),
+        "b1": weights(8, scale=0.1),
+        "w2": weights(8, 8, 3, 3, scale=0.2),
+        "b2": weights(8, scale=0.1),
+        "w3": weights(8, 8, 1, 1),
+        "b3": weights(8, scale=0.1),
+        "fc": weights(10, 16),
+        "fcb": weights(10, scale=0.1),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["a"]),
+        helper.make_node("Conv", ["a", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Add", ["r2", "a"], ["res"]),
+        helper.make_node("Conv", ["res", "w3", "b3"], ["c3"]),
+        helper.make_node("Sigmoid", ["c3"], ["gate"]),
+        helper.make_node("Mul", ["gate", "res"], ["gated"]),
+        helper.make_node("LeakyRelu", ["gated"], ["leaky"], alpha=0.1),
+        helper.make_node("Concat", ["res", "leaky"], ["cat"], axis=1),
+        helper.make_node("AveragePool", ["cat"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["pool"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+class _Calibration:
+    """quantize_static's CalibrationDataReader protocol over 8 seeded batches."""
+
+    def __init__(self, name: str, shape: tuple[int, ...]) -> None:
+        rng = np.random.default_rng(11)
+        batches = [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)]
+        self.batches = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+_QOPERATOR_OPS = {
+    "QLinearConv",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+    "QLinearConcat",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+    "QGemm",
+    "QLinearSoftmax",
+}
+
+
+def _check_quantized_cnn(tmp_path: Path, activation: str, per_channel: bool) -> None:
+    from onnxruntime import quantization
+
+    float_path, quantized_path = tmp_path / "cnn.onnx", tmp_path / "cnn_qop.onnx"
+    onnx.save(_cnn_float_model(), float_path)
+    quantization.quantize_static(
+        str(float_path),
+        str(quantized_path),
+        _Calibration("x", (1, 3, 8, 8)),
+        quant_format=quantization.QuantFormat.QOperator,
+        activation_type=getattr(quantization.QuantType, activation),
+        weight_type=quantization.QuantType.QInt8,
+        per_channel=per_channel,
+    )
+    model = onnx.load(quantized_path)
+    written = {n.op_type for n in model.graph.node}
+    assert _QOPERATOR_OPS <= written, _QOPERATOR_OPS - written
+    producer = next(n for n in model.graph.node if n.output[0] == "y")
+    assert producer.op_type == "DequantizeLinear"
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    step = float(inits[producer.input[1]])
+    compiled = ember.compile(model)
+    rng = np.random.default_rng(17)
+    for _ in range(3):
+        feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
+        y, y_ref = compiled.run(feeds)["y"], onnxruntime_outputs(model, feeds)["y"]
+        assert np.max(np.abs(y - y_ref)) <= step * 1.001, (np.max(np.abs(y - y_ref)), step)
+
+
+def test_quantize_static_qoperator_cnn(tmp_path: Path) -> None:
+    _check_quantized_cnn(tmp_path, "QUInt8", per_channel=False)
+
+
+@pytest.mark.slow
+def test_quantize_static_qoperator_cnn_int8_per_channel(tmp_path: Path) -> None:
+    _check_quantized_cnn(tmp_path, "QInt8", per_channel=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformers through onnxruntime.transformers' optimizer (torch to export them)
+
+_BATCH, _SEQ, _VOCAB, _HIDDEN, _HEADS = 2, 8, 100, 32, 4
+
+
+def _bert_module() -> Any:
+    """A 2-layer BERT encoder written as HF BERT (v4) is: the graph shape the optimizer's
+    EmbedLayerNormalization and Attention fusions match (additive -10000 mask)."""
+    import torch
+    from torch import nn
+
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            d = _HIDDEN
+            self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+            self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-12), nn.LayerNorm(d, eps=1e-12)
+            self.f1, self.f2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+        def heads(self, x: Any) -> Any:
+            b, n, d = x.shape
+            return x.view(b, n, _HEADS, d // _HEADS).permute(0, 2, 1, 3)
+
+        def forward(self, x: Any, mask: Any) -> Any:
+            q, k, v = self.heads(self.q(x)), self.heads(self.k(x)), self.heads(self.v(x))
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(_HIDDEN // _HEADS)
+            context = torch.matmul(torch.softmax(scores + mask, -1), v).permute(0, 2, 1, 3)
+            context = context.contiguous().view(x.shape)
+            x = self.ln1(self.o(context) + x)
+            return self.ln2(self.f2(nn.functional.gelu(self.f1(x))) + x)
+
+    class Bert(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.word, self.pos = nn.Embedding(_VOCAB, _HIDDEN), nn.Embedding(64, _HIDDEN)
+            self.segment, self.ln = nn.Embedding(2, _HIDDEN), nn.LayerNorm(_HIDDEN, eps=1e-12)
+            self.register_buffer("position_ids", torch.arange(64).expand((1, -1)))
+            self.layers = nn.ModuleList(Layer() for _ in range(2))
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            positions = self.position_ids[:, : input_ids.shape[1]]
+            x = self.word(input_ids) + self.pos(positions) + self.segment(token_type_ids)
+            x = self.ln(x)
+            mask = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * -10000.0
+            for layer in self.layers:
+                x = layer(x, mask)
+            return x
+
+    torch.manual_seed(0)
+    model = Bert().eval()
+    with torch.no_grad():  # LayerNorm's gamma/beta away from 1/0, so they are exercised
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+def _bert_feeds(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((_BATCH, _SEQ), np.int64)
+    mask[1, 5:] = 0  # right padding in the second row
+    return {
+        "input_ids": rng.integers(0, _VOCAB, (_BATCH, _SEQ)).astype(np.int64),
+        "attention_mask": mask,
+        "token_type_ids": rng.integers(0, 2, (_BATCH, _SEQ)).astype(np.int64),
+    }
+
+
+@pytest.fixture(scope="module")
+def exported_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    path = tmp_path_factory.mktemp("bert") / "bert.onnx"
+    feeds = {k: torch.from_numpy(v) for k, v in _bert_feeds(0).items()}
+    torch.onnx.export(
+        _bert_module(),
+        tuple(feeds.values()),
+        str(path),
+        input_names=list(feeds),
+        output_names=["out"],
+        opset_version=17,
+        dynamo=False,
+        # As exporters write them (a fixed length would fold the position ids into a
+        # constant and the optimizer would not fuse EmbedLayerNormalization).
+        dynamic_axes={name: {0: "batch", 1: "sequence"} for name in feeds},
+    )
+    return path
+
+
+def _optimized(path: Path, variant: str) -> onnx.ModelProto:
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    if variant == "raw_mask":
+        options.use_raw_attention_mask(True)
+    elif variant == "multi_head_attention":
+        options.use_multi_head_attention = True
+    optimized = optimize_model(
+        str(path),
+        model_type="bert",
+        num_heads=_HEADS,
+        hidden_size=_HIDDEN,
+        optimization_options=options,
+    )
+    return optimized.model
+
+
+def _check_bert(model: onnx.ModelProto, expected_ops: set[str]) -> None:
+    written = collections.Counter(n.op_type for n in model.graph.node if n.domain)
+    assert expected_ops <= set(written), (expected_ops, written)
+    compiled = ember.compile(model)
+    for seed in (1, 2):
+        feeds = _bert_feeds(seed)
+        assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variant", "attention"),
+    [
+        ("mask_index", "Attention"),  # 1-D key lengths from EmbedLayerNormalization
+        ("raw_mask", "Attention"),  # the 2-D 0/1 mask
+        ("multi_head_attention", "MultiHeadAttention"),
+    ],
+)
+def test_transformers_optimizer_bert(exported_bert: Path, variant: str, attention: str) -> None:
+    model = _optimized(exported_bert, variant)
+    expected = {"EmbedLayerNormalization", attention, "SkipLayerNormalization", "BiasGelu"}
+    _check_bert(model, expected)
+
+
+@pytest.mark.slow
+def test_quantize_dynamic_of_optimized_bert(exported_bert: Path, tmp_path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    optimized_path, quantized_path = tmp_path / "optimized.onnx", tmp_path / "dynamic.onnx"
+    onnx.save(_optimized(exported_bert, "mask_index"), optimized_path)
+    quantize_dynamic(
+        str(optimized_path),
+        str(quantized_path),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
+    model = onnx.load(quantized_path)
+    _check_bert(model, {"QEmbedLayerNormalization", "QAttention", "SkipLayerNormalization"})
