@@ -1,7 +1,8 @@
 """onnxruntime's own ops that its graph optimizer writes into saved models (a model saved with
 `SessionOptions.optimized_model_filepath`, or by onnxruntime.transformers' optimizer): the
 com.microsoft fusions FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu,
-SkipLayerNormalization, EmbedLayerNormalization, SkipSimplifiedLayerNormalization and QuickGelu
+SkipLayerNormalization, EmbedLayerNormalization, SkipSimplifiedLayerNormalization, QuickGelu and
+RotaryEmbedding
 (Attention and MultiHeadAttention are in attention.py). (com.microsoft Gelu is ONNX's Gelu, in
 activation.py; the default-domain SimplifiedLayerNormalization onnxruntime registers is
 RMSNormalization, in normalization.py.)
@@ -12,6 +13,7 @@ transposes) is refused naming the attribute.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -257,3 +259,46 @@ def _quick_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
     scaled = nodes.add("Mul", [x, nodes.const(np.asarray(alpha, dtype))])
     y = nodes.add("Mul", [x, nodes.add("Sigmoid", [scaled])])
     return [_import(imp, node, nodes, y, 13)]
+
+
+@converts("RotaryEmbedding", domain=_MS)
+def _rotary_embedding(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """ai.onnx RotaryEmbedding (opset 23, the same computation on the same [B, N, S, H] or
+    [B, S, hidden] layouts) with onnxruntime's input order (input, position_ids, cos_cache,
+    sin_cache); a position_ids of one element is the offset of position 0 (positions offset +
+    0 .. S-1 in every batch row), and num_heads of a 3-D input defaults to what the cache
+    width implies, as onnxruntime derives it."""
+    if node.attrs.get("is_packed_batching", 0):
+        raise node.unsupported("attribute is_packed_batching=1 (ember supports 0)")
+    x_name, positions, cos, sin = [*node.proto.input, "", "", ""][:4]
+    x, position_ids = imp.required(node, 0), imp.required(node, 1)
+    cos_shape = shape_of(imp.required(node, 2))
+    x_shape = shape_of(x)
+    if len(x_shape) not in (3, 4) or len(cos_shape) != 2:
+        raise node.error(
+            f"input {list(x_shape)} with cos_cache {list(cos_shape)}: a 3-D or 4-D input and "
+            "a 2-D cache expected"
+        )
+    batch, seq = x_shape[0], x_shape[2 if len(x_shape) == 4 else 1]
+    rotary_dim = int(node.attrs.get("rotary_embedding_dim", 0))
+    heads = int(node.attrs.get("num_heads", 0))
+    if len(x_shape) == 3 and heads == 0:
+        if rotary_dim:
+            raise node.error("num_heads is required with rotary_embedding_dim on a 3-D input")
+        head_size = 2 * cos_shape[1]
+        if head_size == 0 or x_shape[2] % head_size:
+            raise node.error(f"hidden size {x_shape[2]} is not a multiple of {head_size}")
+        heads = x_shape[2] // head_size
+    nodes = OnnxNodes(f"{node.proto.output[0]}/RotaryEmbedding")
+    if math.prod(shape_of(position_ids)) == 1 and (batch, seq) != (1, 1):
+        offset = nodes.add("Reshape", [positions, nodes.i64([1, 1])])
+        offset = nodes.add("Cast", [offset], to=onnx.TensorProto.INT64)
+        positions = nodes.add("Add", [offset, nodes.i64(np.arange(seq)[None, :])])
+        positions = nodes.add("Expand", [positions, nodes.i64([batch, seq])])
+    attrs: dict[str, object] = {"interleaved": int(node.attrs.get("interleaved", 0))}
+    if heads:
+        attrs["num_heads"] = heads
+    if rotary_dim:
+        attrs["rotary_embedding_dim"] = rotary_dim
+    y = nodes.add("RotaryEmbedding", [x_name, cos, sin, positions], **attrs)
+    return [_import(imp, node, nodes, y, 23)]

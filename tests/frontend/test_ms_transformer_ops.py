@@ -248,3 +248,39 @@ def test_embed_layer_norm_and_the_small_fusions() -> None:
     outputs += ["quick0", "quick1"]
     model = _model(nodes, feeds, inits, outputs, int_outputs=("mask_index0", "mask_index1"))
     _check(model, feeds)
+
+
+def test_rotary_embedding() -> None:
+    """com.microsoft RotaryEmbedding: a 3-D input with [B, S] position ids (num_heads from
+    the cache width), a 4-D interleaved input with a one-element offset, and a partial
+    rotation (rotary_embedding_dim) of a 3-D input with num_heads."""
+    rng = np.random.default_rng(5)
+    batch, seq, heads, head, max_pos = 2, 3, 2, 8, 10
+    angles = rng.random((max_pos, head // 2)) * 3
+    inits = {
+        "cos": np.cos(angles).astype(np.float32),
+        "sin": np.sin(angles).astype(np.float32),
+        "cos4": np.cos(angles[:, :2]).astype(np.float32),
+        "sin4": np.sin(angles[:, :2]).astype(np.float32),
+    }
+    feeds = {
+        "x3": _normal(rng, batch, seq, heads * head),
+        "x4": _normal(rng, batch, heads, seq, head),
+        "positions": rng.integers(0, max_pos, (batch, seq)).astype(np.int64),
+        "offset": np.array([4], np.int64),
+    }
+    nodes = [
+        helper.make_node("RotaryEmbedding", ["x3", "positions", "cos", "sin"], ["y0"], domain=_MS),
+        helper.make_node(
+            "RotaryEmbedding", ["x4", "offset", "cos", "sin"], ["y1"], domain=_MS, interleaved=1
+        ),
+        helper.make_node(
+            "RotaryEmbedding",
+            ["x3", "positions", "cos4", "sin4"],
+            ["y2"],
+            domain=_MS,
+            num_heads=heads,
+            rotary_embedding_dim=4,
+        ),
+    ]
+    _check(_model(nodes, feeds, inits, ["y0", "y1", "y2"]), feeds)
