@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.runtime.errors import UnsupportedOpError
@@ -217,3 +218,40 @@ def test_qattention_refuses_a_weight_scale_it_cannot_apply() -> None:
     model = _model([node], {"x": x}, inits, {"y": TensorProto.FLOAT})
     with pytest.raises(UnsupportedOpError, match=r"QAttention.*qatt.*weight_scale of shape"):
         ember.compile(model)
+
+
+def test_unsigned_integers_order_as_unsigned() -> None:
+    """Regression: ArgMax/ArgMin/ReduceMax/ReduceMin/TopK of uint8 (quantize_static writes
+    ArgMax on the uint8 tensor) compared the values as int8: argmax([237, 238, 188, 86, 206])
+    was 3 (86). Exact: ember's outputs equal onnx.reference's (onnxruntime has no uint32
+    ReduceMax)."""
+    x = np.array([[237, 238, 188, 86, 206], [1, 200, 3, 4, 255]], np.uint8)
+    feeds = {
+        "x": x,
+        "x32": x.astype(np.uint32) * np.uint32(1 << 24),
+        "x64": x.astype(np.uint64) * np.uint64(1 << 56),
+    }
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["argmax"], axis=1),
+        helper.make_node("ArgMin", ["x"], ["argmin"], axis=1, select_last_index=1),
+        helper.make_node("ReduceMax", ["x"], ["max"], axes=[1]),
+        helper.make_node("ReduceMin", ["x"], ["min"], axes=[1], keepdims=0),
+        helper.make_node("TopK", ["x", "k"], ["top", "top_index"], axis=1),
+        helper.make_node("ReduceMax", ["x32"], ["max32"], axes=[1]),
+        helper.make_node("ArgMax", ["x64"], ["argmax64"], axis=1),
+    ]
+    outputs = {
+        "argmax": TensorProto.INT64,
+        "argmin": TensorProto.INT64,
+        "max": TensorProto.UINT8,
+        "min": TensorProto.UINT8,
+        "top": TensorProto.UINT8,
+        "top_index": TensorProto.INT64,
+        "max32": TensorProto.UINT32,
+        "argmax64": TensorProto.INT64,
+    }
+    model = _model(nodes, feeds, {"k": np.array([2], np.int64)}, outputs)
+    reference = ReferenceEvaluator(model).run(None, feeds)
+    actual = ember.compile(model).run(feeds)
+    for name, ref in zip(outputs, reference, strict=True):
+        np.testing.assert_array_equal(actual[name], ref, err_msg=name)
