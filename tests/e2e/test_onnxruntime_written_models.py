@@ -144,6 +144,95 @@ def test_quantize_static_qoperator_cnn_int8_per_channel(tmp_path: Path) -> None:
     _check_quantized_cnn(tmp_path, "QInt8", per_channel=True)
 
 
+def _cnn_data_movement_model() -> onnx.ModelProto:
+    """The ops quantize_static's QOperator format leaves as ai.onnx ops on the 8-bit tensors
+    (MaxPool, Resize, Pad, Split, Transpose, Reshape, Gather, Unsqueeze, Squeeze, Flatten,
+    ArgMax) between QLinearConv, QLinearAdd and QLinearMatMul."""
+    rng = np.random.default_rng(6)
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    inits = {
+        "w1": weights(8, 3, 3, 3),
+        "b1": weights(8),
+        "w2": weights(8, 8, 3, 3),
+        "b2": weights(8),
+        "scales": np.array([1, 1, 2, 2], np.float32),
+        "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+        "split": np.array([4, 4], np.int64),
+        "shape": np.array([1, 8, -1], np.int64),
+        "index": np.array([0, 2], np.int64),
+        "axes": np.array([0], np.int64),
+        "m": weights(16, 5),
+        "mb": weights(5),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Resize", ["pool", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Pad", ["up", "pads"], ["padded"]),
+        helper.make_node("Conv", ["padded", "w2", "b2"], ["c2"]),
+        helper.make_node("Split", ["c2", "split"], ["s1", "s2"], axis=1),
+        helper.make_node("Add", ["s1", "s2"], ["sum"]),
+        helper.make_node("Transpose", ["sum"], ["t"], perm=[0, 1, 3, 2]),
+        helper.make_node("Reshape", ["t", "shape"], ["rows"]),
+        helper.make_node("Gather", ["rows", "index"], ["picked"], axis=2),
+        helper.make_node("Unsqueeze", ["picked", "axes"], ["u"]),
+        helper.make_node("Squeeze", ["u", "axes"], ["sq"]),
+        helper.make_node("Flatten", ["sq"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "m"], ["mm"]),
+        helper.make_node("Add", ["mm", "mb"], ["y"]),
+        helper.make_node("ArgMax", ["y"], ["label"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn_data_movement",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("label", TensorProto.INT64, None),
+        ],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["QUInt8", "QInt8"])
+def test_quantize_static_qoperator_data_movement(tmp_path: Path, activation: str) -> None:
+    """Exact: the data-movement ops copy 8-bit values and ArgMax reads them (it compared
+    uint8 as int8 once); the float output within one step as above (seen: 0)."""
+    from onnxruntime import quantization
+
+    float_path, quantized_path = tmp_path / "cnn.onnx", tmp_path / "cnn_qop.onnx"
+    onnx.save(_cnn_data_movement_model(), float_path)
+    quantization.quantize_static(
+        str(float_path),
+        str(quantized_path),
+        _Calibration("x", (1, 3, 8, 8)),
+        quant_format=quantization.QuantFormat.QOperator,
+        activation_type=getattr(quantization.QuantType, activation),
+        weight_type=quantization.QuantType.QInt8,
+    )
+    model = onnx.load(quantized_path)
+    written = {n.op_type for n in model.graph.node}
+    assert {"QLinearConv", "QLinearAdd", "QLinearMatMul", "MaxPool", "ArgMax"} <= written
+    producer = next(n for n in model.graph.node if n.output[0] == "y")
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    step = float(inits[producer.input[1]])
+    compiled = ember.compile(model)
+    rng = np.random.default_rng(18)
+    for _ in range(3):
+        feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
+        actual, expected = compiled.run(feeds), onnxruntime_outputs(model, feeds)
+        assert np.max(np.abs(actual["y"] - expected["y"])) <= step * 1.001
+        np.testing.assert_array_equal(actual["label"], expected["label"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Transformers through onnxruntime.transformers' optimizer (torch to export them)
 
