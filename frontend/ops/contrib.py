@@ -1,9 +1,9 @@
 """onnxruntime's own ops that its graph optimizer writes into saved models (a model saved with
 `SessionOptions.optimized_model_filepath`, or by onnxruntime.transformers' optimizer): the
 com.microsoft fusions FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu,
-SkipLayerNormalization, EmbedLayerNormalization, SkipSimplifiedLayerNormalization, QuickGelu and
-RotaryEmbedding
-(Attention and MultiHeadAttention are in attention.py). (com.microsoft Gelu is ONNX's Gelu, in
+SkipLayerNormalization, EmbedLayerNormalization, SkipSimplifiedLayerNormalization, QuickGelu,
+RotaryEmbedding and the CUDA-only BiasSplitGelu, BiasAdd, GemmFastGelu (Attention and
+MultiHeadAttention are in attention.py). (com.microsoft Gelu is ONNX's Gelu, in
 activation.py; the default-domain SimplifiedLayerNormalization onnxruntime registers is
 RMSNormalization, in normalization.py.)
 Each is imported as its ONNX ops (`OnnxNodes`), so it runs on ember's kernels and ember's
@@ -302,3 +302,48 @@ def _rotary_embedding(imp: ImportContext, node: Node) -> Sequence[Value]:
         attrs["rotary_embedding_dim"] = rotary_dim
     y = nodes.add("RotaryEmbedding", [x_name, cos, sin, positions], **attrs)
     return [_import(imp, node, nodes, y, 23)]
+
+
+# onnxruntime's CUDA-only fusions (no CPU kernel: its CPU session refuses them), which its
+# optimizer writes into models optimized for GPU (stable diffusion's UNet); computed here as
+# ContribOperators.md defines them.
+
+
+@converts("BiasSplitGelu", domain=_MS)
+def _bias_split_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """(x + bias) split in two halves on the last axis: left * Gelu(right) (exact Gelu)."""
+    x = imp.required(node, 0)
+    width = shape_of(x)[-1] if shape_of(x) else 0
+    if len(shape_of(x)) != 3 or width % 2:
+        raise node.error(f"input of shape {list(shape_of(x))}; [N, S, D] with D even expected")
+    nodes = OnnxNodes(f"{node.proto.output[0]}/BiasSplitGelu")
+    total = nodes.add("Add", [node.proto.input[0], node.proto.input[1]])
+    half = width // 2
+    axis = nodes.i64([2])
+    left = nodes.add("Slice", [total, nodes.i64([0]), nodes.i64([half]), axis])
+    right = nodes.add("Slice", [total, nodes.i64([half]), nodes.i64([width]), axis])
+    y = nodes.add("Mul", [left, nodes.add("Gelu", [right], approximate="none")])
+    return [_import(imp, node, nodes, y, 20)]
+
+
+@converts("BiasAdd", domain=_MS)
+def _bias_add(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """x + bias + skip."""
+    nodes = OnnxNodes(f"{node.proto.output[0]}/BiasAdd")
+    x, bias, skip = [*node.proto.input, "", ""][:3]
+    if not (x and bias and skip):
+        raise node.error("inputs X, bias and skip are all required")
+    y = nodes.add("Add", [nodes.add("Add", [x, bias]), skip])
+    return [_import(imp, node, nodes, y, 13)]
+
+
+@converts("GemmFastGelu", domain=_MS)
+def _gemm_fast_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """FastGelu(X @ W [+ bias]): MatMul, then the tanh-approximated Gelu."""
+    nodes = OnnxNodes(f"{node.proto.output[0]}/GemmFastGelu")
+    x, w, bias = [*node.proto.input, ""][:3]
+    y = nodes.add("MatMul", [x, w])
+    if bias:
+        y = nodes.add("Add", [y, bias])
+    y = nodes.add("Gelu", [y], approximate="tanh")
+    return [_import(imp, node, nodes, y, 20)]

@@ -284,3 +284,42 @@ def test_rotary_embedding() -> None:
         ),
     ]
     _check(_model(nodes, feeds, inits, ["y0", "y1", "y2"]), feeds)
+
+
+def test_cuda_only_fusions_as_contrib_operators_defines_them() -> None:
+    """BiasSplitGelu, BiasAdd and GemmFastGelu have no onnxruntime CPU kernel: checked
+    against ContribOperators.md's definitions in numpy (float64), within 1e-5 x max."""
+    rng = np.random.default_rng(6)
+    feeds = {
+        "x": _normal(rng, 2, 3, 8),
+        "skip": _normal(rng, 2, 3, 8),
+        "a": _normal(rng, 2, 3, 6),
+    }
+    inits = {"bias": _normal(rng, 8), "w": _normal(rng, 6, 8)}
+    nodes = [
+        helper.make_node("BiasSplitGelu", ["x", "bias"], ["split_gelu"], domain=_MS),
+        helper.make_node("BiasAdd", ["x", "bias", "skip"], ["bias_add"], domain=_MS),
+        helper.make_node("GemmFastGelu", ["a", "w", "bias"], ["gemm_gelu"], domain=_MS),
+        helper.make_node("GemmFastGelu", ["a", "w"], ["gemm_gelu_no_bias"], domain=_MS),
+    ]
+    outputs = ["split_gelu", "bias_add", "gemm_gelu", "gemm_gelu_no_bias"]
+    actual = ember.compile(_model(nodes, feeds, inits, outputs)).run(feeds)
+
+    from math import erf
+
+    x, bias, skip = (np.float64(v) for v in (feeds["x"], inits["bias"], feeds["skip"]))
+    total = x + bias
+    right = total[..., 4:]
+    exact_gelu = 0.5 * right * (1 + np.vectorize(erf)(right / np.sqrt(2)))
+
+    def fast_gelu(v: np.ndarray) -> np.ndarray:
+        return 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))
+
+    product = np.float64(feeds["a"]) @ np.float64(inits["w"])
+    expected = {
+        "split_gelu": total[..., :4] * exact_gelu,
+        "bias_add": total + skip,
+        "gemm_gelu": fast_gelu(product + bias),
+        "gemm_gelu_no_bias": fast_gelu(product),
+    }
+    assert_close(actual, expected, rel=1e-5)
