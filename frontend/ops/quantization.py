@@ -12,7 +12,9 @@ Both formats onnxruntime's quantization tool writes import here:
   op's own converter -> quantize. DynamicQuantizeMatMul is DynamicQuantizeLinear ->
   MatMulIntegerToFloat; QAttention and QEmbedLayerNormalization (quantize_dynamic of an
   optimized transformer) dequantize their inputs into com.microsoft Attention /
-  EmbedLayerNormalization.
+  EmbedLayerNormalization. MatMulNBits (2/4/8-bit block-quantized constant weights, as
+  onnxruntime's MatMulNBitsQuantizer writes them) is dequantized at compile time into a
+  float32 MatMul weight.
 
 This is the simplest correct lowering; integer (VNNI) kernels are planned. A quantized output of
 a float-fallback op may differ from onnxruntime's integer kernels by one quantization step where
@@ -835,3 +837,73 @@ def _qembed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     )
     wanted = [f"{nodes.prefix}/{o}" for o in outputs if o]
     return _import_decomposition(imp, node, nodes, wanted, 13)
+
+
+def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The first `count` `bits`-bit unsigned values along the last axis of uint8 bytes, each
+    byte's lowest bits first (MatMulNBits' packing)."""
+    per_byte = 8 // bits
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    values = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
+    return values.reshape(*packed.shape[:-1], -1)[..., :count]
+
+
+@converts("MatMulNBits", domain=_MS)
+def _matmul_nbits(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """A @ W^T [+ bias] with W [N, K] quantized in blocks of block_size along K to `bits`
+    bits (onnxruntime's matmul_nbits_quantizer, int4 LLMs): the constant B, scales and zero
+    points are dequantized at compile time into a float32 weight, so a MatMul kernel runs on
+    it. onnxruntime's accuracy_level=4 also quantizes A to int8 at run time; ember computes
+    the op's definition in float32 (what accuracy_level 0/1 computes)."""
+    a = imp.required(node, 0)
+    if dtype_of(a) != _F32:
+        raise node.unsupported(f"input A of type {dtype_of(a)} (float32 is supported)")
+    attrs = node.attrs
+    k, n = int(attrs.get("K", 0)), int(attrs.get("N", 0))
+    bits, block = int(attrs.get("bits", 4)), int(attrs.get("block_size", 0))
+    if int(attrs.get("weight_prepacked", 0)):
+        raise node.unsupported(f"attribute weight_prepacked={attrs['weight_prepacked']}")
+    if bits not in (2, 4, 8) or block < 16 or block & (block - 1) or k <= 0 or n <= 0:
+        raise node.unsupported(
+            f"bits={bits}, block_size={block}, K={k}, N={n} (bits 2, 4 or 8; block_size a "
+            "power of two >= 16; K, N positive)"
+        )
+    if imp.input(node, 4) is not None:
+        raise node.unsupported("input g_idx (deprecated act-order quantization)")
+    blocks = -(-k // block)
+    blob = block * bits // 8
+    packed = imp.constant(node, 1, "B")
+    scales = imp.constant(node, 2, "scales")
+    assert packed is not None and scales is not None
+    if packed.dtype != np.uint8 or packed.size != n * blocks * blob:
+        raise node.error(
+            f"B of type {packed.dtype} and shape {list(packed.shape)}; uint8 [{n}, {blocks}, "
+            f"{blob}] expected for K={k}, N={n}, bits={bits}, block_size={block}"
+        )
+    if scales.size != n * blocks:
+        raise node.error(f"scales of shape {list(scales.shape)}; [{n}, {blocks}] expected")
+    quantized = _unpack_bits(packed.reshape(n, blocks, blob), bits, block).astype(np.float32)
+    zero_points = imp.constant(node, 3, "zero_points")
+    if zero_points is None:
+        zp = np.full((n, blocks), 1 << (bits - 1), np.float32)
+    elif zero_points.dtype == np.uint8:
+        row_bytes = -(-blocks * bits // 8)
+        if zero_points.size != n * row_bytes:
+            raise node.error(
+                f"packed zero_points of shape {list(zero_points.shape)}; [{n}, {row_bytes}] "
+                "expected"
+            )
+        zp = _unpack_bits(zero_points.reshape(n, row_bytes), bits, blocks).astype(np.float32)
+    elif zero_points.size == n * blocks:
+        zp = zero_points.reshape(n, blocks).astype(np.float32)
+    else:
+        raise node.error(f"zero_points of shape {list(zero_points.shape)}; [{n}, {blocks}]")
+    scale = scales.reshape(n, blocks).astype(np.float32)
+    weight = ((quantized - zp[..., None]) * scale[..., None]).reshape(n, blocks * block)[:, :k]
+    if shape_of(a)[-1] != k:
+        raise node.error(f"A of shape {list(shape_of(a))}: its last axis must be K={k}")
+    y = _float_op(imp, node, "MatMul", [a, Const(np.ascontiguousarray(weight.T))])
+    bias = imp.input(node, 5)
+    if bias is not None:
+        y = imp.binary(node, graph.AddOp, y, bias)
+    return [y]

@@ -4,8 +4,8 @@ Attention / MultiHeadAttention, SkipLayerNormalization, BiasGelu, FastGelu) and 
 (quantize_static in QOperator format: QLinearConv, QLinearAdd, QLinearMul, QLinearSigmoid,
 QLinearLeakyRelu, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool, QGemm,
 QLinearSoftmax; quantize_dynamic of an optimized transformer: QEmbedLayerNormalization,
-QAttention, DynamicQuantizeLinear -> MatMulInteger), run by ember and by onnxruntime on
-seeded inputs.
+QAttention, DynamicQuantizeLinear -> MatMulInteger; MatMulNBitsQuantizer: MatMulNBits), run
+by ember and by onnxruntime on seeded inputs.
 
 The quantized CNN (onnx.helper, no torch) is the fast representative; the transformers need
 torch to export and are marked slow.
@@ -231,6 +231,43 @@ def test_quantize_static_qoperator_data_movement(tmp_path: Path, activation: str
         actual, expected = compiled.run(feeds), onnxruntime_outputs(model, feeds)
         assert np.max(np.abs(actual["y"] - expected["y"])) <= step * 1.001
         np.testing.assert_array_equal(actual["label"], expected["label"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_matmul_nbits_quantizer_mlp(symmetric: bool) -> None:
+    """onnxruntime's MatMulNBitsQuantizer (int4 weights in blocks of 32, zero points when
+    asymmetric) on a MatMul -> Relu -> MatMul -> Add MLP; within 1e-5 x max |onnxruntime|
+    (both dequantize to the same float32 weights; seen: 0)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    rng = np.random.default_rng(8)
+    inits = {
+        "w1": rng.standard_normal((64, 96)).astype(np.float32),
+        "w2": rng.standard_normal((96, 40)).astype(np.float32),
+        "b2": rng.standard_normal(40).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["m"]),
+        helper.make_node("Add", ["m", "b2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=symmetric)
+    quantizer.process()
+    quantized = quantizer.model.model
+    assert [n.op_type for n in quantized.graph.node].count("MatMulNBits") == 2
+    feeds = {"x": rng.standard_normal((2, 5, 64)).astype(np.float32)}
+    assert_close(ember.compile(quantized).run(feeds), onnxruntime_outputs(quantized, feeds), 1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -255,3 +255,56 @@ def test_unsigned_integers_order_as_unsigned() -> None:
     actual = ember.compile(model).run(feeds)
     for name, ref in zip(outputs, reference, strict=True):
         np.testing.assert_array_equal(actual[name], ref, err_msg=name)
+
+
+def _pack(values: np.ndarray, bits: int) -> np.ndarray:
+    """MatMulNBits' packing of unsigned `bits`-bit values along the last axis."""
+    per_byte = 8 // bits
+    padded = np.zeros((*values.shape[:-1], -(-values.shape[-1] // per_byte) * per_byte), np.uint8)
+    padded[..., : values.shape[-1]] = values
+    grouped = padded.reshape(*values.shape[:-1], -1, per_byte).astype(np.uint16)
+    shifted = grouped << (np.arange(per_byte, dtype=np.uint16) * bits)
+    return shifted.sum(axis=-1).astype(np.uint8)
+
+
+def test_matmul_nbits() -> None:
+    """MatMulNBits (accuracy_level 0: onnxruntime dequantizes B and runs a float GEMM): 4-bit
+    with packed zero points, an odd block count and K not a multiple of the block, and a
+    bias; 4-bit without zero points (default 8) on a 3-D A; 8-bit; 2-bit with float zero
+    points. Within 1e-5 x max |onnxruntime| (float32 sums in another order)."""
+    rng = np.random.default_rng(7)
+    feeds = {
+        "a": rng.standard_normal((3, 40)).astype(np.float32),
+        "a3": rng.standard_normal((2, 3, 32)).astype(np.float32),
+    }
+    inits: dict[str, np.ndarray] = {}
+    nodes = []
+    cases = [  # name, A, K, N, bits, block, zero points
+        ("y4", "a", 40, 6, 4, 16, "packed"),
+        ("y4_default_zp", "a3", 32, 5, 4, 16, None),
+        ("y8", "a", 40, 4, 8, 32, "packed"),
+        ("y2", "a3", 32, 3, 2, 16, "float"),
+    ]
+    for name, a, k, n, bits, block, zp_kind in cases:
+        blocks = -(-k // block)
+        q = rng.integers(0, 1 << bits, (n, blocks, block)).astype(np.uint8)
+        inits[f"{name}_b"] = _pack(q, bits)
+        inits[f"{name}_scales"] = (rng.random((n, blocks)) * 0.1 + 0.01).astype(np.float32)
+        inputs = [a, f"{name}_b", f"{name}_scales"]
+        if zp_kind == "packed":
+            zp = rng.integers(0, 1 << bits, (n, blocks)).astype(np.uint8)
+            inits[f"{name}_zp"] = _pack(zp, bits)
+            inputs.append(f"{name}_zp")
+        elif zp_kind == "float":
+            inits[f"{name}_zp"] = rng.integers(0, 1 << bits, (n, blocks)).astype(np.float32)
+            inputs.append(f"{name}_zp")
+        if name == "y4":
+            inits["bias"] = rng.standard_normal(n).astype(np.float32)
+            inputs += ["", "bias"]
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits", inputs, [name], domain=_MS, K=k, N=n, bits=bits, block_size=block
+            )
+        )
+    model = _model(nodes, feeds, inits, {c[0]: TensorProto.FLOAT for c in cases})
+    assert_close(ember.compile(model).run(feeds), onnxruntime_outputs(model, feeds), rel=1e-5)
