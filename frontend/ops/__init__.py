@@ -23,7 +23,7 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `detection.py` | RoiAlign, DeformConv |
 | `signal.py` | DFT, STFT, MelWeightMatrix |
 | `loss.py` | NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss |
-| `attention.py` | Attention; com.microsoft Attention, MultiHeadAttention |
+| `attention.py` | Attention; com.microsoft Attention, MultiHeadAttention, GroupQueryAttention |
 | `recurrent.py` | LSTM, GRU, RNN |
 | `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat, QLinearSoftmax, QLinearWhere, DynamicQuantizeMatMul, QAttention, QEmbedLayerNormalization, MatMulNBits |
 | `control_flow.py` | If, Loop, Scan |

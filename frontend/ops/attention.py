@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from ember.dialects import graph
@@ -452,3 +453,147 @@ def _ms_multi_head_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
             return [y, first, imp.env[split[1]]][: len(node.proto.output)]
         results += [imp.env[present_k], imp.env[present_v]]
     return results[: len(node.proto.output)]
+
+
+# GroupQueryAttention's inputs past total_sequence_length that ember does not compute, by index.
+_GQA_REFUSED_INPUTS = {
+    9: "position_ids",
+    10: "attention_bias",
+    11: "head_sink",
+    12: "k_scale",
+    13: "v_scale",
+    14: "q_norm_weight",
+    15: "k_norm_weight",
+    16: "query_seqlens",
+}
+
+
+@converts("GroupQueryAttention", domain=_MS)
+def _group_query_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """com.microsoft GroupQueryAttention as onnxruntime's CPU kernel computes it (LLMs written
+    by onnxruntime-genai's builder): causal grouped-query attention over a KV cache. Batch row
+    b holds T_b = seqlens_k[b] + 1 tokens after this step; its new tokens sit at positions
+    P_b = T_b - S .. T_b - 1 (P_b = 0 on the first prompt, S > 1 == total_sequence_length),
+    present_key/value [B, kv_heads, max(total_sequence_length, past length), H] hold the past
+    before P_b, the new keys from P_b and zeros after; query s sees keys j <= P_b + s (and
+    j > P_b + s - local_window_size: a window of local_window_size keys, itself included, as
+    onnxruntime 1.32 counts); do_rotary rotates Q and K at positions P_b + s first.
+    total_sequence_length is read as a compile-time value (a graph input is compiled per
+    value); seqlens_k stays a run-time input."""
+    names = [*node.proto.input, *[""] * 17][:17]
+    for index, what in _GQA_REFUSED_INPUTS.items():
+        if names[index]:
+            raise node.unsupported(f"input {what}")
+    _refuse_attrs(node, causal=1, smooth_softmax=0, sliding_window_cache=0, qk_output=0)
+    for attr in ("k_quant_type", "v_quant_type"):
+        value = node.attrs.get(attr, b"NONE")
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        if text != "NONE":
+            raise node.unsupported(f"attribute {attr}={text} (a quantized KV cache)")
+    heads = _heads_attr(node)
+    kv_heads = int(node.attrs.get("kv_num_heads", 0))
+    if kv_heads <= 0 or heads % kv_heads:
+        raise node.error(f"kv_num_heads={kv_heads} must divide num_heads={heads}")
+    query, key, value, past_k, past_v, seqlens_name, total_name, cos, sin = names[:9]
+    q = imp.required(node, 0)
+    if len(shape_of(q)) != 3:
+        raise node.error(f"query of shape {list(shape_of(q))}; [B, S, D] expected")
+    batch, seq, width = shape_of(q)
+    packed = not key
+    head = width // (heads + 2 * kv_heads) if packed else width // heads
+    if packed and (value or width % (heads + 2 * kv_heads)):
+        raise node.error(f"packed QKV of width {width} for {heads} + 2 x {kv_heads} heads")
+    if bool(past_k) != bool(past_v):
+        raise node.error("past_key and past_value must be given together")
+    total_array = imp.constant(node, 6, "total_sequence_length")
+    assert total_array is not None
+    total = int(total_array.reshape(-1)[0])
+    past_len = shape_of(imp.required(node, 3))[2] if past_k else 0
+    present_len = max(total, past_len)
+    first_prompt = seq > 1 and seq == total
+    nodes = OnnxNodes(f"{node.proto.output[0]}/GroupQueryAttention")
+    if packed:
+        bounds = np.cumsum([0, heads * head, kv_heads * head, kv_heads * head])
+        query, key, value = (
+            nodes.add("Slice", [names[0], nodes.i64([lo]), nodes.i64([hi]), nodes.i64([2])])
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        )
+    # P_b = T_b - S per batch row ([B, 1]), 0 on the first prompt.
+    lengths = nodes.add("Cast", [seqlens_name], to=onnx.TensorProto.INT64)
+    starts = nodes.add("Sub", [lengths, nodes.i64(seq - 1)])
+    if first_prompt:
+        starts = nodes.add("Mul", [starts, nodes.i64(0)])
+    starts = nodes.add("Reshape", [starts, nodes.i64([batch, 1])])
+    if node.attrs.get("do_rotary", 0):
+        if not (cos and sin):
+            raise node.error("do_rotary=1 needs cos_cache and sin_cache")
+        rotary_dim = 2 * shape_of(imp.required(node, 7))[1]
+        positions = nodes.add("Add", [starts, nodes.i64(np.arange(seq)[None, :])])
+        interleaved = int(node.attrs.get("rotary_interleaved", 0))
+        query, key = (
+            nodes.add(
+                "RotaryEmbedding",
+                [name, cos, sin, positions],
+                interleaved=interleaved,
+                num_heads=count,
+                rotary_embedding_dim=rotary_dim,
+            )
+            for name, count in ((query, heads), (key, kv_heads))
+        )
+    # present = past before P_b, the new keys at P_b .. P_b + S - 1, zeros after.
+    slots = nodes.i64(np.arange(present_len)[None, :])
+    offsets = nodes.add("Sub", [slots, starts])  # [B, T]: slot - P_b
+    is_new = nodes.add(
+        "And",
+        [
+            nodes.add("GreaterOrEqual", [offsets, nodes.i64(0)]),
+            nodes.add("Less", [offsets, nodes.i64(seq)]),
+        ],
+    )
+    is_new = nodes.add("Reshape", [is_new, nodes.i64([batch, 1, present_len, 1])])
+    from_new = nodes.add("Clip", [offsets, nodes.i64(0), nodes.i64(seq - 1)])
+    from_new = nodes.add("Reshape", [from_new, nodes.i64([batch, 1, present_len, 1])])
+    from_new = nodes.add("Expand", [from_new, nodes.i64([batch, kv_heads, present_len, head])])
+    is_past = nodes.add("Less", [slots, starts])
+    is_past = nodes.add("Reshape", [is_past, nodes.i64([batch, 1, present_len, 1])])
+    from_past = np.minimum(np.arange(present_len), max(past_len - 1, 0))[None, None, :, None]
+    from_past = nodes.add(
+        "Expand", [nodes.i64(from_past), nodes.i64([batch, kv_heads, present_len, head])]
+    )
+    presents = []
+    for new, past in ((key, past_k), (value, past_v)):
+        split = nodes.add("Reshape", [new, nodes.i64([batch, seq, kv_heads, head])])
+        split = nodes.add("Transpose", [split], perm=[0, 2, 1, 3])
+        placed = nodes.add("GatherElements", [split, from_new], axis=2)
+        zeros = nodes.const(np.zeros((), dtype_of(q)))
+        rest = zeros
+        if past_len:
+            rest = nodes.add(
+                "Where", [is_past, nodes.add("GatherElements", [past, from_past], axis=2), zeros]
+            )
+        presents.append(nodes.add("Where", [is_new, placed, rest]))
+    # Query s of row b (position P_b + s) sees keys j <= P_b + s, within the local window.
+    query_positions = nodes.add("Add", [starts, nodes.i64(np.arange(seq)[None, :])])
+    query_positions = nodes.add("Reshape", [query_positions, nodes.i64([batch, 1, seq, 1])])
+    key_positions = nodes.i64(np.arange(present_len)[None, None, None, :])
+    allowed = nodes.add("LessOrEqual", [key_positions, query_positions])
+    window = int(node.attrs.get("local_window_size", -1))
+    if window > 0:
+        earliest = nodes.add("Sub", [query_positions, nodes.i64(window - 1)])
+        allowed = nodes.add(
+            "And", [allowed, nodes.add("GreaterOrEqual", [key_positions, earliest])]
+        )
+    f32 = nodes.typed(np.dtype(np.float32))
+    bias = nodes.add("Where", [allowed, f32(0.0), f32(-np.inf)])
+    out = f"{nodes.prefix}/Attention"
+    attrs: dict[str, object] = {"q_num_heads": heads, "kv_num_heads": kv_heads}
+    attrs["scale"] = float(node.attrs.get("scale", 0.0)) or 1.0 / math.sqrt(head)
+    if float(node.attrs.get("softcap", 0.0)) > 0:
+        attrs["softcap"] = float(node.attrs["softcap"])
+    nodes.nodes.append(
+        helper.make_node(
+            "Attention", [query, presents[0], presents[1], bias], [out], name=out, **attrs
+        )
+    )
+    y = _at_opset(imp, node, nodes, out, 23)
+    return [y, imp.env[presents[0]], imp.env[presents[1]]][: len(node.proto.output)]

@@ -186,6 +186,20 @@ def test_attention_refuses_what_it_does_not_compute() -> None:
         )
         with pytest.raises(UnsupportedOpError, match=f"Attention.*att.*{message}"):
             ember.compile(_model([node], {"x": x}, inits, ["y"]))
+    seqlens, total = np.array([3], np.int32), np.array(4, np.int32)
+    gqa = helper.make_node(
+        "GroupQueryAttention",
+        ["x", "x", "x", "", "", "seqlens", "total"],
+        ["y"],
+        name="gqa",
+        domain=_MS,
+        num_heads=2,
+        kv_num_heads=2,
+        causal=0,
+    )
+    inits = {"seqlens": seqlens, "total": total}
+    with pytest.raises(UnsupportedOpError, match="GroupQueryAttention.*gqa.*causal=0"):
+        ember.compile(_model([gqa], {"x": x}, inits, ["y"]))
 
 
 def test_embed_layer_norm_and_the_small_fusions() -> None:
@@ -323,3 +337,70 @@ def test_cuda_only_fusions_as_contrib_operators_defines_them() -> None:
         "gemm_gelu_no_bias": fast_gelu(product),
     }
     assert_close(actual, expected, rel=1e-5)
+
+
+def _gqa_case(
+    rng: np.random.Generator,
+    name: str,
+    seq: int,
+    past_len: int,
+    seqlens: list[int],
+    total: int,
+    attrs: dict[str, object],
+    packed: bool = False,
+) -> tuple[onnx.NodeProto, dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    batch, heads, kv_heads, head = len(seqlens), 4, 2, 16
+    feeds = {f"{name}_seqlens": np.array(seqlens, np.int32)}
+    inits = {f"{name}_total": np.array(total, np.int32)}
+    if packed:
+        feeds[f"{name}_q"] = _normal(rng, batch, seq, (heads + 2 * kv_heads) * head)
+        inputs = [f"{name}_q", "", ""]
+    else:
+        feeds[f"{name}_q"] = _normal(rng, batch, seq, heads * head)
+        feeds[f"{name}_k"] = _normal(rng, batch, seq, kv_heads * head)
+        feeds[f"{name}_v"] = _normal(rng, batch, seq, kv_heads * head)
+        inputs = [f"{name}_q", f"{name}_k", f"{name}_v"]
+    if past_len:
+        feeds[f"{name}_pk"] = _normal(rng, batch, kv_heads, past_len, head)
+        feeds[f"{name}_pv"] = _normal(rng, batch, kv_heads, past_len, head)
+        inputs += [f"{name}_pk", f"{name}_pv"]
+    else:
+        inputs += ["", ""]
+    inputs += [f"{name}_seqlens", f"{name}_total"]
+    if attrs.get("do_rotary"):
+        angles = rng.random((16, head // 2)) * 3
+        inits["cos"], inits["sin"] = (
+            np.cos(angles).astype(np.float32),
+            np.sin(angles).astype(np.float32),
+        )
+        inputs += ["cos", "sin"]
+    outputs = [f"{name}_y", f"{name}_present_k", f"{name}_present_v"]
+    node = helper.make_node(
+        "GroupQueryAttention",
+        inputs,
+        outputs,
+        domain=_MS,
+        num_heads=heads,
+        kv_num_heads=kv_heads,
+        **attrs,
+    )
+    return node, feeds, inits, outputs
+
+
+def test_group_query_attention() -> None:
+    """GroupQueryAttention as onnxruntime's CPU kernel computes it: a first prompt (with
+    rotary), token generation from pasts of two lengths in one batch (seqlens_k [5, 3] in a
+    past buffer of 5: the second row's new key lands at slot 3, zeros after), a second prompt
+    chunk with a local window and softcap, and packed QKV."""
+    rng = np.random.default_rng(7)
+    cases = [
+        _gqa_case(rng, "prompt", 4, 0, [3, 3], 4, {"do_rotary": 1}),
+        _gqa_case(rng, "token", 1, 5, [5, 3], 6, {"do_rotary": 1, "rotary_interleaved": 1}),
+        _gqa_case(rng, "chunk", 2, 3, [4], 5, {"local_window_size": 2, "softcap": 2.0}),
+        _gqa_case(rng, "packed", 1, 2, [2, 2], 3, {"scale": 0.2}, packed=True),
+    ]
+    nodes = [case[0] for case in cases]
+    feeds = {k: v for case in cases for k, v in case[1].items()}
+    inits = {k: v for case in cases for k, v in case[2].items()}
+    outputs = [name for case in cases for name in case[3]]
+    _check(_model(nodes, feeds, inits, outputs), feeds)
