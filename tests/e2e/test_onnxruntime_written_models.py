@@ -270,6 +270,125 @@ def test_matmul_nbits_quantizer_mlp(symmetric: bool) -> None:
     assert_close(ember.compile(quantized).run(feeds), onnxruntime_outputs(quantized, feeds), 1e-5)
 
 
+def _genai_style_decoder(vocab: int, hidden: int, heads: int, kv_heads: int) -> onnx.ModelProto:
+    """One decoder layer as onnxruntime-genai's model builder writes an int4 LLM:
+    SimplifiedLayerNormalization, MatMulNBits (packed QKV, output, MLP), GroupQueryAttention
+    with rotary and a KV cache, SkipSimplifiedLayerNormalization, QuickGelu."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    rng = np.random.default_rng(9)
+    head = hidden // heads
+    qkv_width = (heads + 2 * kv_heads) * head
+
+    def weights(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    angles = np.arange(64)[:, None] * (1e-2 ** (np.arange(head // 2) / (head // 2)))
+    inits = {
+        "embedding": weights(vocab, hidden, scale=1.0),
+        "ln1": weights(hidden) + 1,
+        "ln2": weights(hidden) + 1,
+        "w_qkv": weights(hidden, qkv_width),
+        "w_o": weights(heads * head, hidden),
+        "w_up": weights(hidden, 2 * hidden),
+        "w_down": weights(2 * hidden, hidden),
+        "cos": np.cos(angles).astype(np.float32),
+        "sin": np.sin(angles).astype(np.float32),
+    }
+    ms = "com.microsoft"
+    nodes = [
+        helper.make_node("Gather", ["embedding", "input_ids"], ["x"]),
+        helper.make_node("SimplifiedLayerNormalization", ["x", "ln1"], ["n1"], epsilon=1e-6),
+        helper.make_node("MatMul", ["n1", "w_qkv"], ["qkv"]),
+        helper.make_node(
+            "GroupQueryAttention",
+            [
+                "qkv",
+                "",
+                "",
+                "past_key",
+                "past_value",
+                "seqlens_k",
+                "total_sequence_length",
+                "cos",
+                "sin",
+            ],
+            ["attn", "present_key", "present_value"],
+            domain=ms,
+            num_heads=heads,
+            kv_num_heads=kv_heads,
+            do_rotary=1,
+        ),
+        helper.make_node("MatMul", ["attn", "w_o"], ["o"]),
+        helper.make_node(
+            "SkipSimplifiedLayerNormalization",
+            ["o", "x", "ln2"],
+            ["n2", "", "", "residual"],
+            domain=ms,
+            epsilon=1e-6,
+        ),
+        helper.make_node("MatMul", ["n2", "w_up"], ["up"]),
+        helper.make_node("QuickGelu", ["up"], ["act"], domain=ms),
+        helper.make_node("MatMul", ["act", "w_down"], ["down"]),
+        helper.make_node("Add", ["down", "residual"], ["y"]),
+    ]
+    f32, i32 = TensorProto.FLOAT, TensorProto.INT32
+    graph = helper.make_graph(
+        nodes,
+        "genai_layer",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"]),
+            helper.make_tensor_value_info("past_key", f32, ["b", kv_heads, "p", head]),
+            helper.make_tensor_value_info("past_value", f32, ["b", kv_heads, "p", head]),
+            helper.make_tensor_value_info("seqlens_k", i32, ["b"]),
+            helper.make_tensor_value_info("total_sequence_length", i32, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", f32, None),
+            helper.make_tensor_value_info("present_key", f32, None),
+            helper.make_tensor_value_info("present_value", f32, None),
+        ],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    quantizer = MatMulNBitsQuantizer(model, block_size=16, is_symmetric=False)
+    quantizer.process()
+    return quantizer.model.model
+
+
+@pytest.mark.slow
+def test_genai_style_int4_decoder_prompt_then_tokens() -> None:
+    """A prompt of 5 tokens, then 3 generated tokens, each step feeding the previous
+    present_key/value back as the past (onnxruntime-genai's loop, without a shared buffer):
+    ember's outputs and caches within 1e-4 x max |onnxruntime| at every step."""
+    vocab, hidden, heads, kv_heads = 50, 64, 4, 2
+    model = _genai_style_decoder(vocab, hidden, heads, kv_heads)
+    written = collections.Counter(n.op_type for n in model.graph.node)
+    assert written["MatMulNBits"] == 4 and written["GroupQueryAttention"] == 1, written
+    compiled = ember.compile(model)
+    rng = np.random.default_rng(10)
+    batch, head = 1, hidden // heads
+    past = np.zeros((batch, kv_heads, 0, head), np.float32)
+    caches = {"past_key": past, "past_value": past}
+    tokens = rng.integers(0, vocab, (batch, 5))
+    length = 0
+    for _step in range(4):
+        length += tokens.shape[1]
+        feeds = {
+            "input_ids": tokens,
+            **caches,
+            "seqlens_k": np.full(batch, length - 1, np.int32),
+            "total_sequence_length": np.array(length, np.int32),
+        }
+        expected = onnxruntime_outputs(model, feeds)
+        actual = compiled.run(feeds)
+        assert_close(actual, expected)
+        caches = {"past_key": expected["present_key"], "past_value": expected["present_value"]}
+        tokens = rng.integers(0, vocab, (batch, 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # Transformers through onnxruntime.transformers' optimizer (torch to export them)
 
