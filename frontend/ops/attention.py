@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ember.dialects import graph
 from ember.frontend.context import (
@@ -251,33 +250,39 @@ def _ms_mask_bias(
     return bias
 
 
-def _ms_attention_core(
+def _ms_attend(
     imp: ImportContext,
     node: Node,
     nodes: OnnxNodes,
     qkv: tuple[str, str, str],
     past_kv: tuple[str, str],
-    bias: str,
+    mask_index: int,
+    dims: tuple[int, int, int, int],
     heads: int,
     head_size: int,
 ) -> tuple[Value, str, str]:
     """ai.onnx Attention (opset 23) of 3-D Q [B, S, N*H] and K/V [B, L, N*H] or [B, N, L, H],
-    with past K/V [B, N, P, H]: the output value and the names of present K and V."""
-    outs = [f"{nodes.prefix}/Attention{s}" for s in ("", "/present_key", "/present_value")]
+    with past K/V [B, N, P, H], onnxruntime's mask (input `mask_index`), attention_bias (input
+    5) and `unidirectional`: the output value and the names of present K and V.
+    `dims` as for _ms_mask_bias."""
+    names = [*node.proto.input, *[""] * 6]
+    mask_name, attention_bias = names[mask_index], names[5]  # input 5 in both ops
+    mask = imp.input(node, mask_index) if mask_name else None
+    causal = bool(node.attrs.get("unidirectional", 0))
+    bias = _ms_mask_bias(nodes, node, mask_name, mask, attention_bias, dims, causal)
     scale = float(node.attrs.get("scale", 0.0)) or 1.0 / math.sqrt(head_size)
     past_k, past_v = past_kv
-    nodes.nodes.append(
-        helper.make_node(
-            "Attention",
-            [*qkv, bias, past_k, past_v],
-            outs if past_k else outs[:1],
-            name=outs[0],
-            q_num_heads=heads,
-            kv_num_heads=heads,
-            scale=scale,
-        )
+    outputs = ["y", "present_key", "present_value"] if past_k else ["y"]
+    y, *presents = nodes.add_node(
+        "Attention",
+        [*qkv, bias, past_k, past_v],
+        outputs,
+        q_num_heads=heads,
+        kv_num_heads=heads,
+        scale=scale,
     )
-    return _at_opset(imp, node, nodes, outs[0], 23), outs[1], outs[2]
+    presents += ["", ""]
+    return nodes.import_at(imp, node, y, 23), presents[0], presents[1]
 
 
 def _heads_attr(node: Node) -> int:
@@ -309,7 +314,7 @@ def _ms_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
     x = imp.required(node, 0)
     weights = imp.required(node, 1)
     names = [*node.proto.input, "", "", "", "", "", ""]
-    bias_name, mask_name, past_name, attention_bias = names[2], names[3], names[4], names[5]
+    bias_name, past_name = names[2], names[4]
     if names[6]:
         raise node.unsupported("input past_sequence_length (only with a shared past buffer)")
     heads = _heads_attr(node)
@@ -355,12 +360,9 @@ def _ms_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
             nodes.add("Squeeze", [nodes.add("Gather", [past_name, nodes.i64([i])]), nodes.i64([0])])
             for i in (0, 1)
         )
-    causal = bool(node.attrs.get("unidirectional", 0))
-    mask = imp.input(node, 3) if mask_name else None
     dims = (batch, q_len, past_len, past_len + q_len)
-    bias = _ms_mask_bias(nodes, node, mask_name, mask, attention_bias, dims, causal)
-    y, present_k, present_v = _ms_attention_core(
-        imp, node, nodes, (qkv[0], qkv[1], qkv[2]), (past_k, past_v), bias, heads, head_size
+    y, present_k, present_v = _ms_attend(
+        imp, node, nodes, (qkv[0], qkv[1], qkv[2]), (past_k, past_v), 3, dims, heads, head_size
     )
     results = [y]
     if len(node.proto.output) > 1 and node.proto.output[1]:
@@ -370,16 +372,9 @@ def _ms_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
         parts = [
             stacked.add("Unsqueeze", [name, stacked.i64([0])]) for name in (present_k, present_v)
         ]
-        results.append(_at_opset(imp, node, stacked, stacked.add("Concat", parts, axis=0), 13))
+        concat = stacked.add("Concat", parts, axis=0)
+        results.append(stacked.import_at(imp, node, concat, 13))
     return results
-
-
-def _at_opset(imp: ImportContext, node: Node, nodes: OnnxNodes, output: str, opset: int) -> Value:
-    outer, imp.opset = imp.opset, opset
-    try:
-        return nodes.import_as(imp, node, output)
-    finally:
-        imp.opset = outer
 
 
 @converts("MultiHeadAttention", domain=_MS)
@@ -389,7 +384,8 @@ def _ms_multi_head_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
     key_padding_mask, attention_bias and past_key/past_value [B, N, P, H]; outputs the context
     [B, S, Dv] and present_key/present_value [B, N, P + L, H]."""
     names = [*node.proto.input, *[""] * 10][:10]
-    query, key, value, bias_name, mask_name, attention_bias, past_k, past_v = names[:8]
+    query, key, value, bias_name = names[:4]  # then key_padding_mask, attention_bias
+    past_k, past_v = names[6], names[7]
     for index, what in ((8, "past_sequence_length"), (9, "cache_indirection")):
         if names[index]:
             raise node.unsupported(f"input {what} (the decoder-masked, shared-buffer form)")
@@ -424,12 +420,9 @@ def _ms_multi_head_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
             part_bias = nodes.add("Slice", [bias_name, lo, hi, nodes.i64([0])])
             qkv[part] = nodes.add("Add", [qkv[part], part_bias])
     past_len = shape_of(imp.required(node, 6))[2] if past_k else 0
-    causal = bool(node.attrs.get("unidirectional", 0))
-    mask = imp.input(node, 4) if mask_name else None
     dims = (batch, q_len, past_len, past_len + kv_len)
-    bias = _ms_mask_bias(nodes, node, mask_name, mask, attention_bias, dims, causal)
-    y, present_k, present_v = _ms_attention_core(
-        imp, node, nodes, (qkv[0], qkv[1], qkv[2]), (past_k, past_v), bias, heads, head_size
+    y, present_k, present_v = _ms_attend(
+        imp, node, nodes, (qkv[0], qkv[1], qkv[2]), (past_k, past_v), 4, dims, heads, head_size
     )
     if len(node.proto.output) > 3 and node.proto.output[3]:
         raise node.unsupported("output qk (the scores before softmax)")
@@ -449,7 +442,7 @@ def _ms_multi_head_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
                 else qkv[i]
                 for i in (1, 2)
             ]
-            first = _at_opset(imp, node, present, split[0], 13)
+            first = present.import_at(imp, node, split[0], 13)
             return [y, first, imp.env[split[1]]][: len(node.proto.output)]
         results += [imp.env[present_k], imp.env[present_v]]
     return results[: len(node.proto.output)]
@@ -585,15 +578,10 @@ def _group_query_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
         )
     f32 = nodes.typed(np.dtype(np.float32))
     bias = nodes.add("Where", [allowed, f32(0.0), f32(-np.inf)])
-    out = f"{nodes.prefix}/Attention"
     attrs: dict[str, object] = {"q_num_heads": heads, "kv_num_heads": kv_heads}
     attrs["scale"] = float(node.attrs.get("scale", 0.0)) or 1.0 / math.sqrt(head)
     if float(node.attrs.get("softcap", 0.0)) > 0:
         attrs["softcap"] = float(node.attrs["softcap"])
-    nodes.nodes.append(
-        helper.make_node(
-            "Attention", [query, presents[0], presents[1], bias], [out], name=out, **attrs
-        )
-    )
-    y = _at_opset(imp, node, nodes, out, 23)
+    out = nodes.add("Attention", [query, presents[0], presents[1], bias], **attrs)
+    y = nodes.import_at(imp, node, out, 23)
     return [y, imp.env[presents[0]], imp.env[presents[1]]][: len(node.proto.output)]

@@ -57,15 +57,6 @@ def _activation(
     )
 
 
-def _import(imp: ImportContext, node: Node, nodes: OnnxNodes, output: str, opset: int) -> Value:
-    """Import `nodes` at ai.onnx `opset` (the ONNX ops they are written as)."""
-    outer, imp.opset = imp.opset, opset
-    try:
-        return nodes.import_as(imp, node, output)
-    finally:
-        imp.opset = outer
-
-
 @converts("FusedConv", domain=_MS)
 def _fused_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
     # Inputs X, W, B, Z (added before the activation: a fused residual sum).
@@ -81,7 +72,7 @@ def _fused_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
         y = nodes.add("Add", [y, z])
     params = [float(p) for p in node.attrs.get("activation_params", [])]
     y = _activation(nodes, node, y, _text(node, "activation", ""), params)
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 @converts("FusedGemm", domain=_MS)
@@ -96,7 +87,7 @@ def _fused_gemm(imp: ImportContext, node: Node) -> Sequence[Value]:
         float(node.attrs[a]) for a in ("activation_alpha", "activation_beta") if a in node.attrs
     ]
     y = _activation(nodes, node, y, kind, params)
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 @converts("FusedMatMul", domain=_MS)
@@ -120,7 +111,7 @@ def _fused_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
     if alpha != 1.0:
         dtype = dtype_of(imp.required(node, 0))
         y = nodes.add("Mul", [y, nodes.const(np.asarray(alpha, dtype))])
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 def _gelu(imp: ImportContext, node: Node, approximate: str) -> Sequence[Value]:
@@ -130,7 +121,7 @@ def _gelu(imp: ImportContext, node: Node, approximate: str) -> Sequence[Value]:
     if len(node.proto.input) > 1 and node.proto.input[1]:
         v = nodes.add("Add", [v, node.proto.input[1]])
     y = nodes.add("Gelu", [v], approximate=approximate)
-    return [_import(imp, node, nodes, y, 20)]
+    return [nodes.import_at(imp, node, y, 20)]
 
 
 @converts("BiasGelu", domain=_MS)
@@ -166,7 +157,7 @@ def _skip_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     wanted = list(node.proto.output)
     if any(name in imp.used for name in wanted[1:3]):
         imp.used |= set(outs[1:])  # LayerNormalization computes them only when read
-    y = _import(imp, node, nodes, outs[0], 17)
+    y = nodes.import_at(imp, node, outs[0], 17)
     results = [y, *(imp.env.get(name, y) for name in outs[1:])][: min(len(wanted), 3)]
     if len(wanted) > 3:
         results.append(imp.env[total])
@@ -197,18 +188,13 @@ def _embed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     )
     if segment:
         total = nodes.add("Add", [total, nodes.add("Gather", [segment, segment_ids])])
-    out = f"{nodes.prefix}/LayerNormalization"
-    nodes.nodes.append(
-        helper.make_node(
-            "LayerNormalization",
-            [total, gamma, beta] if beta else [total, gamma],
-            [out],
-            name=out,
-            axis=-1,
-            epsilon=float(node.attrs.get("epsilon", 1e-12)),
-        )
+    out = nodes.add(
+        "LayerNormalization",
+        [total, gamma, beta] if beta else [total, gamma],
+        axis=-1,
+        epsilon=float(node.attrs.get("epsilon", 1e-12)),
     )
-    results = [_import(imp, node, nodes, out, 17)]
+    results = [nodes.import_at(imp, node, out, 17)]
     wanted = list(node.proto.output)
     if len(wanted) > 1:
         counts = OnnxNodes(f"{node.proto.output[0]}/EmbedLayerNormalization/mask_index")
@@ -219,9 +205,10 @@ def _embed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
             per_row = counts.reduce(
                 "ReduceSum", counts.add("Cast", [ones], to=onnx.TensorProto.INT32), [1], 18, 0
             )
-            results.append(_import(imp, node, counts, per_row, 18))
+            results.append(counts.import_at(imp, node, per_row, 18))
         else:
-            results.append(_import(imp, node, counts, counts.const(np.zeros(batch, np.int32)), 13))
+            zeros = counts.const(np.zeros(batch, np.int32))
+            results.append(counts.import_at(imp, node, zeros, 13))
     if len(wanted) > 2:
         results.append(imp.env[total])
     return results
@@ -242,7 +229,7 @@ def _skip_simplified_layer_norm(imp: ImportContext, node: Node) -> Sequence[Valu
         total = nodes.add("Add", [total, bias])
     epsilon = float(node.attrs.get("epsilon", 1e-12))
     y = nodes.add("RMSNormalization", [total, gamma], axis=-1, epsilon=epsilon)
-    result = _import(imp, node, nodes, y, 23)
+    result = nodes.import_at(imp, node, y, 23)
     results = [result, result, result][: min(len(wanted), 3)]  # unread (checked above)
     if len(wanted) > 3:
         results.append(imp.env[total])
@@ -258,7 +245,7 @@ def _quick_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
     alpha = float(node.attrs.get("alpha", 1.702))
     scaled = nodes.add("Mul", [x, nodes.const(np.asarray(alpha, dtype))])
     y = nodes.add("Mul", [x, nodes.add("Sigmoid", [scaled])])
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 @converts("RotaryEmbedding", domain=_MS)
@@ -301,7 +288,7 @@ def _rotary_embedding(imp: ImportContext, node: Node) -> Sequence[Value]:
     if rotary_dim:
         attrs["rotary_embedding_dim"] = rotary_dim
     y = nodes.add("RotaryEmbedding", [x_name, cos, sin, positions], **attrs)
-    return [_import(imp, node, nodes, y, 23)]
+    return [nodes.import_at(imp, node, y, 23)]
 
 
 # onnxruntime's CUDA-only fusions (no CPU kernel: its CPU session refuses them), which its
@@ -323,7 +310,7 @@ def _bias_split_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
     left = nodes.add("Slice", [total, nodes.i64([0]), nodes.i64([half]), axis])
     right = nodes.add("Slice", [total, nodes.i64([half]), nodes.i64([width]), axis])
     y = nodes.add("Mul", [left, nodes.add("Gelu", [right], approximate="none")])
-    return [_import(imp, node, nodes, y, 20)]
+    return [nodes.import_at(imp, node, y, 20)]
 
 
 @converts("BiasAdd", domain=_MS)
@@ -334,7 +321,7 @@ def _bias_add(imp: ImportContext, node: Node) -> Sequence[Value]:
     if not (x and bias and skip):
         raise node.error("inputs X, bias and skip are all required")
     y = nodes.add("Add", [nodes.add("Add", [x, bias]), skip])
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 @converts("GemmFastGelu", domain=_MS)
@@ -346,4 +333,4 @@ def _gemm_fast_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
     if bias:
         y = nodes.add("Add", [y, bias])
     y = nodes.add("Gelu", [y], approximate="tanh")
-    return [_import(imp, node, nodes, y, 20)]
+    return [nodes.import_at(imp, node, y, 20)]

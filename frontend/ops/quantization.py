@@ -728,16 +728,20 @@ def _qlinear_where(imp: ImportContext, node: Node) -> Sequence[Value]:
     return [_requantized(imp, node, y, 7, imp.required(node, 1))]
 
 
-def _import_decomposition(
-    imp: ImportContext, node: Node, nodes: OnnxNodes, outputs: Sequence[str], opset: int
+def _dequantized_contrib(
+    imp: ImportContext,
+    node: Node,
+    nodes: OnnxNodes,
+    op_type: str,
+    inputs: Sequence[str],
+    **attrs: object,
 ) -> list[Value]:
-    """Import `nodes` (ai.onnx at `opset`; other domains at the model's) in place of `node`."""
-    outer, imp.opset = imp.opset, opset
-    try:
-        first = nodes.import_as(imp, node, outputs[0])
-    finally:
-        imp.opset = outer
-    return [first, *(imp.env[name] for name in outputs[1:])]
+    """Import `nodes` (the dequantized operands) and the com.microsoft float `op_type` on
+    `inputs` in place of `node`, with `node`'s outputs."""
+    outputs = nodes.add_node(op_type, inputs, list(node.proto.output), domain=_MS, **attrs)
+    wanted = [name for name in outputs if name]
+    first = nodes.import_at(imp, node, wanted[0], 13)
+    return [first, *(imp.env[name] for name in wanted[1:])]
 
 
 @converts("DynamicQuantizeMatMul", domain=_MS)
@@ -746,26 +750,16 @@ def _dynamic_quantize_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
     kernel computes the same scale and zero point), then MatMulIntegerToFloat with B."""
     a, b, b_scale, b_zero_point, bias = [*node.proto.input, "", ""][:5]
     nodes = OnnxNodes(f"{node.proto.output[0]}/DynamicQuantizeMatMul")
-    quantized = [f"{nodes.prefix}/a_quantized", f"{nodes.prefix}/a_scale", f"{nodes.prefix}/a_zp"]
-    nodes.nodes.append(
-        onnx.helper.make_node("DynamicQuantizeLinear", [a], quantized, name=quantized[0])
-    )
-    y = f"{nodes.prefix}/MatMulIntegerToFloat"
-    inputs = [quantized[0], b, quantized[1], b_scale, quantized[2], b_zero_point, bias]
-    while inputs[-1] == "":
-        inputs.pop()
-    nodes.nodes.append(
-        onnx.helper.make_node("MatMulIntegerToFloat", inputs, [y], name=y, domain=_MS)
-    )
-    return _import_decomposition(imp, node, nodes, [y], 13)
+    a_q, a_scale, a_zp = nodes.add_node("DynamicQuantizeLinear", [a], ["a_q", "a_scale", "a_zp"])
+    inputs = [a_q, b, a_scale, b_scale, a_zp, b_zero_point, bias]
+    (y,) = nodes.add_node("MatMulIntegerToFloat", inputs, ["y"], domain=_MS)
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 def _dequantize_node(nodes: OnnxNodes, names: Sequence[str], axis: int | None = None) -> str:
     """A DequantizeLinear node of (x, scale[, zero point]) names; `axis` for a 1-D scale."""
-    inputs = [n for n in names]
-    while inputs and inputs[-1] == "":
-        inputs.pop()
-    return nodes.add("DequantizeLinear", inputs, **({} if axis is None else {"axis": axis}))
+    present = [name for name in names if name]  # only the zero point may be absent
+    return nodes.add("DequantizeLinear", present, **({} if axis is None else {"axis": axis}))
 
 
 @converts("QAttention", domain=_MS)
@@ -787,23 +781,8 @@ def _qattention(imp: ImportContext, node: Node) -> Sequence[Value]:
     nodes = OnnxNodes(f"{node.proto.output[0]}/QAttention")
     x_float = _dequantize_node(nodes, [x, x_scale, x_zp])
     w_float = _dequantize_node(nodes, [weight, w_scale, w_zp], 1 if per_column else None)
-    outputs = list(node.proto.output)
     inputs = [x_float, w_float, bias, mask, past]
-    while inputs[-1] == "":
-        inputs.pop()
-    attrs = {k: v for k, v in node.attrs.items()}
-    nodes.nodes.append(
-        onnx.helper.make_node(
-            "Attention",
-            inputs,
-            [f"{nodes.prefix}/{o}" if o else "" for o in outputs],
-            name=f"{nodes.prefix}/Attention",
-            domain=_MS,
-            **attrs,
-        )
-    )
-    wanted = [f"{nodes.prefix}/{o}" for o in outputs if o]
-    return _import_decomposition(imp, node, nodes, wanted, 13)
+    return _dequantized_contrib(imp, node, nodes, "Attention", inputs, **node.attrs)
 
 
 @converts("QEmbedLayerNormalization", domain=_MS)
@@ -821,22 +800,11 @@ def _qembed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
         _dequantize_node(nodes, [t, s, z]) if t else ""
         for t, s, z in zip(tables, scales, zero_points, strict=True)
     ]
-    outputs = list(node.proto.output)
     inputs = [ids, segment_ids, *floats, mask]
-    while inputs[-1] == "":
-        inputs.pop()
-    nodes.nodes.append(
-        onnx.helper.make_node(
-            "EmbedLayerNormalization",
-            inputs,
-            [f"{nodes.prefix}/{o}" if o else "" for o in outputs],
-            name=f"{nodes.prefix}/EmbedLayerNormalization",
-            domain=_MS,
-            epsilon=float(node.attrs.get("epsilon", 1e-12)),
-        )
+    epsilon = float(node.attrs.get("epsilon", 1e-12))
+    return _dequantized_contrib(
+        imp, node, nodes, "EmbedLayerNormalization", inputs, epsilon=epsilon
     )
-    wanted = [f"{nodes.prefix}/{o}" for o in outputs if o]
-    return _import_decomposition(imp, node, nodes, wanted, 13)
 
 
 def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:

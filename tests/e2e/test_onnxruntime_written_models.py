@@ -106,11 +106,13 @@ _QOPERATOR_OPS = {
 }
 
 
-def _check_quantized_cnn(tmp_path: Path, activation: str, per_channel: bool) -> None:
+def _quantize_static_qoperator(
+    model: onnx.ModelProto, tmp_path: Path, activation: str, per_channel: bool
+) -> onnx.ModelProto:
     from onnxruntime import quantization
 
-    float_path, quantized_path = tmp_path / "cnn.onnx", tmp_path / "cnn_qop.onnx"
-    onnx.save(_cnn_float_model(), float_path)
+    float_path, quantized_path = tmp_path / "float.onnx", tmp_path / "qoperator.onnx"
+    onnx.save(model, float_path)
     quantization.quantize_static(
         str(float_path),
         str(quantized_path),
@@ -120,9 +122,12 @@ def _check_quantized_cnn(tmp_path: Path, activation: str, per_channel: bool) -> 
         weight_type=quantization.QuantType.QInt8,
         per_channel=per_channel,
     )
-    model = onnx.load(quantized_path)
-    written = {n.op_type for n in model.graph.node}
-    assert _QOPERATOR_OPS <= written, _QOPERATOR_OPS - written
+    return onnx.load(quantized_path)
+
+
+def _check_quantized(model: onnx.ModelProto, exact: tuple[str, ...] = ()) -> None:
+    """Output y (a DequantizeLinear's) within one quantization step of onnxruntime's on three
+    seeded inputs; the `exact` outputs equal."""
     producer = next(n for n in model.graph.node if n.output[0] == "y")
     assert producer.op_type == "DequantizeLinear"
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -131,8 +136,18 @@ def _check_quantized_cnn(tmp_path: Path, activation: str, per_channel: bool) -> 
     rng = np.random.default_rng(17)
     for _ in range(3):
         feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
-        y, y_ref = compiled.run(feeds)["y"], onnxruntime_outputs(model, feeds)["y"]
-        assert np.max(np.abs(y - y_ref)) <= step * 1.001, (np.max(np.abs(y - y_ref)), step)
+        actual, expected = compiled.run(feeds), onnxruntime_outputs(model, feeds)
+        error = float(np.max(np.abs(actual["y"] - expected["y"])))
+        assert error <= step * 1.001, (error, step)
+        for name in exact:
+            np.testing.assert_array_equal(actual[name], expected[name])
+
+
+def _check_quantized_cnn(tmp_path: Path, activation: str, per_channel: bool) -> None:
+    model = _quantize_static_qoperator(_cnn_float_model(), tmp_path, activation, per_channel)
+    written = {n.op_type for n in model.graph.node}
+    assert _QOPERATOR_OPS <= written, _QOPERATOR_OPS - written
+    _check_quantized(model)
 
 
 def test_quantize_static_qoperator_cnn(tmp_path: Path) -> None:
@@ -206,31 +221,10 @@ def _cnn_data_movement_model() -> onnx.ModelProto:
 def test_quantize_static_qoperator_data_movement(tmp_path: Path, activation: str) -> None:
     """Exact: the data-movement ops copy 8-bit values and ArgMax reads them (it compared
     uint8 as int8 once); the float output within one step as above (seen: 0)."""
-    from onnxruntime import quantization
-
-    float_path, quantized_path = tmp_path / "cnn.onnx", tmp_path / "cnn_qop.onnx"
-    onnx.save(_cnn_data_movement_model(), float_path)
-    quantization.quantize_static(
-        str(float_path),
-        str(quantized_path),
-        _Calibration("x", (1, 3, 8, 8)),
-        quant_format=quantization.QuantFormat.QOperator,
-        activation_type=getattr(quantization.QuantType, activation),
-        weight_type=quantization.QuantType.QInt8,
-    )
-    model = onnx.load(quantized_path)
+    model = _quantize_static_qoperator(_cnn_data_movement_model(), tmp_path, activation, False)
     written = {n.op_type for n in model.graph.node}
     assert {"QLinearConv", "QLinearAdd", "QLinearMatMul", "MaxPool", "ArgMax"} <= written
-    producer = next(n for n in model.graph.node if n.output[0] == "y")
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    step = float(inits[producer.input[1]])
-    compiled = ember.compile(model)
-    rng = np.random.default_rng(18)
-    for _ in range(3):
-        feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
-        actual, expected = compiled.run(feeds), onnxruntime_outputs(model, feeds)
-        assert np.max(np.abs(actual["y"] - expected["y"])) <= step * 1.001
-        np.testing.assert_array_equal(actual["label"], expected["label"])
+    _check_quantized(model, exact=("label",))
 
 
 @pytest.mark.slow

@@ -17,14 +17,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.runtime.errors import UnsupportedOpError
+from ember.tests.contrib_graphs import MS as _MS
+from ember.tests.contrib_graphs import contrib_model
 from ember.tests.oracle import assert_close, onnxruntime_outputs
-
-_MS = "com.microsoft"
 
 
 def _model(
@@ -33,22 +33,7 @@ def _model(
     inits: dict[str, np.ndarray],
     outputs: dict[str, int],
 ) -> onnx.ModelProto:
-    def info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
-        elem = helper.np_dtype_to_tensor_dtype(array.dtype)
-        return helper.make_tensor_value_info(name, elem, array.shape)
-
-    graph = helper.make_graph(
-        nodes,
-        "ms_quantized",
-        [info(n, a) for n, a in inputs.items()],
-        [helper.make_tensor_value_info(n, t, None) for n, t in outputs.items()],
-        [numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(_MS, 1)]
-    )
-    model.ir_version = 8
-    return model
+    return contrib_model(nodes, inputs, inits, outputs, opset=13)
 
 
 def _scalar(value: float, dtype: type) -> np.ndarray:

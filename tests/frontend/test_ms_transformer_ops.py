@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import ember
 from ember.runtime.errors import UnsupportedOpError
+from ember.tests.contrib_graphs import MS as _MS
+from ember.tests.contrib_graphs import contrib_model
 from ember.tests.oracle import assert_close, onnxruntime_outputs
-
-_MS = "com.microsoft"
 
 
 def _model(
@@ -29,27 +29,8 @@ def _model(
     outputs: list[str],
     int_outputs: tuple[str, ...] = (),
 ) -> onnx.ModelProto:
-    def info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
-        elem = helper.np_dtype_to_tensor_dtype(array.dtype)
-        return helper.make_tensor_value_info(name, elem, array.shape)
-
-    graph = helper.make_graph(
-        nodes,
-        "ms",
-        [info(n, a) for n, a in inputs.items()],
-        [
-            helper.make_tensor_value_info(
-                o, TensorProto.INT32 if o in int_outputs else TensorProto.FLOAT, None
-            )
-            for o in outputs
-        ],
-        [numpy_helper.from_array(a, n) for n, a in inits.items()],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_MS, 1)]
-    )
-    model.ir_version = 8
-    return model
+    types = {o: TensorProto.INT32 if o in int_outputs else TensorProto.FLOAT for o in outputs}
+    return contrib_model(nodes, inputs, inits, types, opset=17)
 
 
 def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
