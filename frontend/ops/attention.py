@@ -409,6 +409,12 @@ def _ms_multi_head_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.unsupported("bias or past_key with key/value already split into heads")
     if bool(past_k) != bool(past_v):
         raise node.error("past_key and past_value must be given together")
+    k_head = shape_of(k)[2] // heads if kv_rank == 3 else shape_of(k)[3]
+    if (kv_rank == 3 and shape_of(k)[2] != q_hidden) or k_head != head_size:
+        raise node.error(
+            f"key of shape {list(shape_of(k))} for query {list(shape_of(q))} and "
+            f"num_heads={heads}: its head size must be the query's ({head_size})"
+        )
     kv_len = shape_of(k)[1] if kv_rank == 3 else shape_of(k)[2]
     v_hidden = shape_of(v)[2] if kv_rank == 3 else shape_of(v)[1] * shape_of(v)[3]
     nodes = OnnxNodes(f"{node.proto.output[0]}/MultiHeadAttention")
@@ -498,6 +504,10 @@ def _group_query_attention(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.error(f"packed QKV of width {width} for {heads} + 2 x {kv_heads} heads")
     if bool(past_k) != bool(past_v):
         raise node.error("past_key and past_value must be given together")
+    if tuple(shape_of(imp.required(node, 5))) != (batch,):
+        raise node.error(
+            f"seqlens_k of shape {list(shape_of(imp.required(node, 5)))}; [{batch}] expected"
+        )
     total_array = imp.constant(node, 6, "total_sequence_length")
     assert total_array is not None
     total = int(total_array.reshape(-1)[0])

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember
-from ember.runtime.errors import UnsupportedOpError
+from ember.runtime.errors import ModelError, UnsupportedOpError
 from ember.tests.contrib_graphs import MS as _MS
 from ember.tests.contrib_graphs import contrib_model
 from ember.tests.oracle import assert_close, onnxruntime_outputs
@@ -393,3 +393,47 @@ def test_group_query_attention() -> None:
     for values in (expected, actual):
         values["padded_y"][0, 2:] = 0.0
     assert_close(actual, expected)
+
+
+@pytest.mark.parametrize(
+    ("node", "inits", "message"),
+    [
+        (
+            helper.make_node("MultiHeadAttention", ["x", "k", "x"], ["y"], domain=_MS, num_heads=2),
+            {"k": np.ones((1, 4, 6), np.float32)},
+            r"MultiHeadAttention node 'y'.*key of shape \[1, 4, 6\].*head size",
+        ),
+        (
+            helper.make_node(
+                "GroupQueryAttention",
+                ["x", "x", "x", "", "", "seqlens", "total"],
+                ["y"],
+                domain=_MS,
+                num_heads=2,
+                kv_num_heads=2,
+            ),
+            {"seqlens": np.array([3, 3], np.int32), "total": np.array(4, np.int32)},
+            r"GroupQueryAttention node 'y'.*seqlens_k of shape \[2\]; \[1\] expected",
+        ),
+        (
+            helper.make_node(
+                "MatMulNBits", ["x", "b", "s"], ["y"], domain=_MS, K=8, N=4, bits=4, block_size=16
+            ),
+            {"b": np.ones((4, 1, 3), np.uint8), "s": np.ones((4, 1), np.float32)},
+            r"MatMulNBits node 'y'.*B of type uint8 and shape \[4, 1, 3\]",
+        ),
+        (
+            helper.make_node("Attention", ["x", "w"], ["y"], domain=_MS, num_heads=3),
+            {"w": np.ones((8, 24), np.float32)},
+            r"Attention node 'y'.*not a multiple of num_heads=3",
+        ),
+    ],
+)
+def test_malformed_contrib_nodes_are_model_errors(
+    node: onnx.NodeProto, inits: dict[str, np.ndarray], message: str
+) -> None:
+    """Inputs that do not fit the op: a ModelError naming the node and the shapes, not an
+    error from inside the decomposition."""
+    x = np.ones((1, 4, 8), np.float32)
+    with pytest.raises(ModelError, match=message):
+        ember.compile(_model([node], {"x": x}, inits, ["y"]))
