@@ -517,7 +517,11 @@ def test_transformers_optimizer_bert(exported_bert: Path, variant: str, attentio
 
 
 @pytest.mark.slow
-def test_quantize_dynamic_of_optimized_bert(exported_bert: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("weight_type", "per_channel"), [("QInt8", False), ("QUInt8", True)])
+def test_quantize_dynamic_of_optimized_bert(
+    exported_bert: Path, tmp_path: Path, weight_type: str, per_channel: bool
+) -> None:
+    """QAttention's weights per tensor, or per column (weight_scale [3 * hidden])."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     optimized_path, quantized_path = tmp_path / "optimized.onnx", tmp_path / "dynamic.onnx"
@@ -525,7 +529,8 @@ def test_quantize_dynamic_of_optimized_bert(exported_bert: Path, tmp_path: Path)
     quantize_dynamic(
         str(optimized_path),
         str(quantized_path),
-        weight_type=QuantType.QInt8,
+        weight_type=getattr(QuantType, weight_type),
+        per_channel=per_channel,
         extra_options={"DefaultTensorType": TensorProto.FLOAT},
     )
     model = onnx.load(quantized_path)
