@@ -125,6 +125,8 @@ _SMALL_TYPE_OPS = frozenset(
         "Transpose",
         "Shape",
         "Size",
+        # com.microsoft: dequantizes its constant int4/uint4 table at compile time.
+        "GatherBlockQuantized",
     }
 )
 

@@ -14,7 +14,7 @@ Both formats onnxruntime's quantization tool writes import here:
   optimized transformer) dequantize their inputs into com.microsoft Attention /
   EmbedLayerNormalization. MatMulNBits (2/4/8-bit block-quantized constant weights, as
   onnxruntime's MatMulNBitsQuantizer writes them) is dequantized at compile time into a
-  float32 MatMul weight.
+  float32 MatMul weight; GatherBlockQuantized's constant table likewise into a float table.
 
 This is the simplest correct lowering; integer (VNNI) kernels are planned. A quantized output of
 a float-fallback op may differ from onnxruntime's integer kernels by one quantization step where
@@ -875,3 +875,80 @@ def _matmul_nbits(imp: ImportContext, node: Node) -> Sequence[Value]:
     if bias is not None:
         y = imp.binary(node, graph.AddOp, y, bias)
     return [y]
+
+
+def _block_expanded(params: np.ndarray, axis: int, block: int, size: int) -> np.ndarray:
+    """Per-block `params` repeated `block` times along `axis`, cut to `size` elements."""
+    return np.take(np.repeat(params, block, axis=axis), np.arange(size), axis=axis)
+
+
+@converts("GatherBlockQuantized", domain=_MS)
+def _gather_block_quantized(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """A Gather of a constant table quantized in blocks of block_size along quantize_axis
+    (onnxruntime's quantizers and onnxruntime-genai write it for int4 embeddings): the table is
+    dequantized at compile time, then gathered; as onnxruntime's kernel, an index out of range
+    gives a zero slice (not an error). uint8 data holds 2-, 4- or 8-bit values packed along
+    its last axis (lowest bits first; zero point 2^(bits-1) by default), int4/uint4 data its
+    values (zero point 0 by default). FP8/FP4 tables are refused."""
+    data = imp.constant(node, 0, "data")
+    scales = imp.constant(node, 2, "scales")
+    zero_points = imp.constant(node, 3, "zero_points")
+    indices = imp.required(node, 1)
+    assert data is not None and scales is not None
+    bits = int(node.attrs.get("bits", 4))
+    block = int(node.attrs.get("block_size", 128))
+    rank = data.ndim
+    gather_axis = normalize_axis(node, int(node.attrs.get("gather_axis", 0)), rank)
+    quantize_axis = normalize_axis(node, int(node.attrs.get("quantize_axis", 1)), rank)
+    if block < 16 or block & (block - 1):
+        raise node.unsupported(f"block_size={block} (a power of two >= 16)")
+    if data.dtype == np.uint8:
+        if bits not in (2, 4, 8):
+            raise node.unsupported(f"bits={bits} (2, 4 or 8)")
+        if bits < 8 and gather_axis == rank - 1:
+            raise node.error("gather_axis is the packed (last) axis of uint8 data")
+        per_byte = 8 // bits
+        values = _unpack_bits(data, bits, data.shape[-1] * per_byte).astype(np.float32)
+        if zero_points is None:
+            zp = np.full(scales.shape, 1 << (bits - 1), np.float32)
+        else:
+            zp = _unpack_bits(zero_points, bits, zero_points.shape[-1] * per_byte)
+            zp = zp[..., : scales.shape[-1]].astype(np.float32)
+    elif data.dtype in (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4)):
+        values = data.astype(np.float32)
+        zp = np.zeros(scales.shape, np.float32) if zero_points is None else zero_points
+        zp = zp.astype(np.float32)
+    else:
+        raise node.unsupported(f"data of type {data.dtype} (uint8, int4 and uint4 tables)")
+    blocks = -(-values.shape[quantize_axis] // block)
+    expected = [blocks if d == quantize_axis else n for d, n in enumerate(values.shape)]
+    if list(scales.shape) != expected or zp.shape != scales.shape:
+        raise node.error(
+            f"scales {list(scales.shape)} / zero_points {list(zp.shape)} for data of logical "
+            f"shape {list(values.shape)}: {expected} expected"
+        )
+    size = values.shape[quantize_axis]
+    table = (values - _block_expanded(zp, quantize_axis, block, size)) * _block_expanded(
+        scales.astype(np.float32), quantize_axis, block, size
+    )
+    table = table.astype(scales.dtype)
+    extent = table.shape[gather_axis]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/GatherBlockQuantized")
+    index = node.proto.input[1]
+    index_type = dtype_of(indices)
+    inside = nodes.add(
+        "And",
+        [
+            nodes.add("GreaterOrEqual", [index, nodes.const(np.asarray(-extent, index_type))]),
+            nodes.add("Less", [index, nodes.const(np.asarray(extent, index_type))]),
+        ],
+    )
+    safe = nodes.add("Where", [inside, index, nodes.const(np.zeros((), index_type))])
+    gathered = nodes.add("Gather", [nodes.const(table), safe], axis=gather_axis)
+    # inside: indices' shape; aligned with the gathered axes by trailing unit axes.
+    trailing = rank - 1 - gather_axis
+    if trailing:
+        inside = nodes.add("Unsqueeze", [inside, nodes.i64(list(range(-trailing, 0)))])
+    zero = nodes.const(np.zeros((), table.dtype))
+    y = nodes.add("Where", [inside, gathered, zero])
+    return [nodes.import_at(imp, node, y, 13)]

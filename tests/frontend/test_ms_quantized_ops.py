@@ -293,3 +293,49 @@ def test_matmul_nbits() -> None:
         )
     model = _model(nodes, feeds, inits, {c[0]: TensorProto.FLOAT for c in cases})
     assert_close(ember.compile(model).run(feeds), onnxruntime_outputs(model, feeds), rel=1e-5)
+
+
+def test_gather_block_quantized() -> None:
+    """GatherBlockQuantized: 4-bit values packed in uint8 with packed zero points, 8-bit
+    without, and an int4 table with int4 zero points; indices negative and out of range
+    (onnxruntime gives a zero row, not an error). Exact up to float32 rounding (1e-6)."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(9)
+    indices = np.array([[0, 5, -1], [6, -7, 3]], np.int64)  # 6 and -7: out of range of 6 rows
+    q4 = rng.integers(0, 16, (6, 32)).astype(np.uint8)
+    zp4 = rng.integers(0, 16, (6, 2)).astype(np.uint8)
+    inits = {
+        "packed4": _pack(q4, 4),
+        "zp4": _pack(zp4, 4),
+        "scales": (rng.random((6, 2)) * 0.1 + 0.01).astype(np.float32),
+        "table8": rng.integers(0, 256, (6, 32)).astype(np.uint8),
+        "table_int4": rng.integers(-8, 8, (6, 32)).astype(ml_dtypes.int4),
+        "zp_int4": rng.integers(-8, 8, (6, 2)).astype(ml_dtypes.int4),
+    }
+    attrs = {"gather_axis": 0, "quantize_axis": 1, "block_size": 16}
+    nodes = [
+        helper.make_node(
+            "GatherBlockQuantized",
+            ["packed4", "i", "scales", "zp4"],
+            ["y4"],
+            domain=_MS,
+            bits=4,
+            **attrs,
+        ),
+        helper.make_node(
+            "GatherBlockQuantized", ["table8", "i", "scales"], ["y8"], domain=_MS, bits=8, **attrs
+        ),
+        helper.make_node(
+            "GatherBlockQuantized",
+            ["table_int4", "i", "scales", "zp_int4"],
+            ["y_int4"],
+            domain=_MS,
+            **attrs,
+        ),
+    ]
+    outputs = {name: TensorProto.FLOAT for name in ("y4", "y8", "y_int4")}
+    model = _model(nodes, {"i": indices}, inits, outputs)
+    expected = onnxruntime_outputs(model, {"i": indices})
+    assert not expected["y4"][1, 0].any()  # the out-of-range row
+    assert_close(ember.compile(model).run({"i": indices}), expected, rel=1e-6)

@@ -32,6 +32,11 @@ CONTRIB_OPS: dict[str, tuple[str, str]] = {
     "FusedMatMul": ("optimizer", "alpha * MatMul with transA/transB (not transBatch)"),
     "Gelu": ("optimizer", "ai.onnx Gelu"),
     "GemmFastGelu": ("cuda", "FastGelu(X @ W [+ bias])"),
+    "GatherBlockQuantized": (
+        "quantizer",
+        "uint8-packed 2/4/8-bit or int4/uint4 constant table dequantized at compile time + "
+        "Gather; an out-of-range index gives zeros, as onnxruntime",
+    ),
     "GroupQueryAttention": (
         "genai",
         "causal GQA over a KV cache placed by seqlens_k, local window, rotary, softcap, "
