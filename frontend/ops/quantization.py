@@ -631,24 +631,64 @@ def _qlinear_unary(imp: ImportContext, node: Node) -> Sequence[Value]:
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
 
 
-def _channels_first(node: Node) -> None:
-    if node.attrs.get("channels_last", 0):
-        raise node.unsupported("channels_last=1 (NHWC input); only NCHW is supported")
+def _channel_perms(rank: int) -> tuple[list[int], list[int]]:
+    """The permutations NHWC -> NCHW and back for a tensor of `rank` (onnxruntime's
+    channels_last=1 forms, which its ORT_ENABLE_ALL layout transformer writes)."""
+    return [0, rank - 1, *range(1, rank - 1)], [0, *range(2, rank), 1]
+
+
+def _pooled(imp: ImportContext, node: Node, op_type: str, attrs: dict[str, object]) -> Value:
+    """The float `op_type` pool of the dequantized input, NCHW or (channels_last=1) NHWC."""
+    x = _dequantized(imp, node, 0)
+    to_nchw, to_nhwc = _channel_perms(len(shape_of(x)))
+    channels_last = bool(node.attrs.get("channels_last", 0))
+    if channels_last:
+        x = imp.transpose(x, to_nchw)
+    y = _float_op(imp, node, op_type, [x], attrs)
+    return imp.transpose(y, to_nhwc) if channels_last else y
 
 
 @converts("QLinearGlobalAveragePool", domain=_MS)
 def _qlinear_global_average_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
-    _channels_first(node)
-    y = _float_op(imp, node, "GlobalAveragePool", [_dequantized(imp, node, 0)])
+    y = _pooled(imp, node, "GlobalAveragePool", {})
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
 
 
 @converts("QLinearAveragePool", domain=_MS)
 def _qlinear_average_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
-    _channels_first(node)
-    attrs = _window_attrs(node, _POOL_ATTRS)
-    y = _float_op(imp, node, "AveragePool", [_dequantized(imp, node, 0)], attrs)
+    y = _pooled(imp, node, "AveragePool", _window_attrs(node, _POOL_ATTRS))
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
+
+
+def _nhwc_wrapped(imp: ImportContext, node: Node, op_type: str, attrs: dict[str, object]) -> Value:
+    """The ai.onnx `op_type` on `node`'s inputs, its input 0 and output in NHWC (transposed
+    to NCHW and back around it)."""
+    names = list(node.proto.input)
+    to_nchw, to_nhwc = _channel_perms(len(shape_of(imp.required(node, 0))))
+    nodes = OnnxNodes(f"{node.proto.output[0]}/{node.op_type}")
+    names[0] = nodes.add("Transpose", [names[0]], perm=to_nchw)
+    y = nodes.add("Transpose", [nodes.add(op_type, names, **attrs)], perm=to_nhwc)
+    return nodes.import_at(imp, node, y, 13)
+
+
+@converts("QLinearConv", domain=_MS)
+def _ms_qlinear_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """onnxruntime's QLinearConv: ai.onnx QLinearConv's inputs and attributes, with
+    channels_last=1 for NHWC input and output (the weight stays [M, C/group, kH, kW])."""
+    attrs = _window_attrs(node, _CONV_ATTRS)
+    if not node.attrs.get("channels_last", 0):
+        nodes = OnnxNodes(f"{node.proto.output[0]}/QLinearConv")
+        y = nodes.add("QLinearConv", list(node.proto.input), **attrs)
+        return [nodes.import_at(imp, node, y, 13)]
+    return [_nhwc_wrapped(imp, node, "QLinearConv", attrs)]
+
+
+@converts("NhwcMaxPool", domain=_MS)
+def _nhwc_max_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """MaxPool of an NHWC 8-bit tensor (onnxruntime's layout transformer)."""
+    attrs = _window_attrs(node, (*_POOL_ATTRS, "dilations", "storage_order"))
+    attrs.pop("count_include_pad", None)
+    return [_nhwc_wrapped(imp, node, "MaxPool", attrs)]
 
 
 @converts("QLinearConcat", domain=_MS)

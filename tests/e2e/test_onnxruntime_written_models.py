@@ -228,6 +228,28 @@ def test_quantize_static_qoperator_data_movement(tmp_path: Path, activation: str
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("which", ["cnn", "data_movement"])
+def test_qoperator_cnn_saved_by_onnxruntime_at_enable_all(tmp_path: Path, which: str) -> None:
+    """The QOperator CNNs as onnxruntime saves them optimized at ORT_ENABLE_ALL (its layout
+    transformer's com.microsoft QLinearConv channels_last=1, NhwcMaxPool, Transposes); the
+    same tolerances as above."""
+    import onnxruntime as ort
+
+    build = _cnn_float_model if which == "cnn" else _cnn_data_movement_model
+    quantized = _quantize_static_qoperator(build(), tmp_path, "QUInt8", False)
+    source, saved = tmp_path / "qoperator.onnx", tmp_path / "enable_all.onnx"
+    onnx.save(quantized, source)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(saved)
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(saved)
+    channels_last = [n for n in model.graph.node if n.op_type == "QLinearConv" and n.domain]
+    assert channels_last, "onnxruntime wrote no NHWC QLinearConv"
+    _check_quantized(model, exact=() if which == "cnn" else ("label",))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_matmul_nbits_quantizer_mlp(symmetric: bool) -> None:
     """onnxruntime's MatMulNBitsQuantizer (int4 weights in blocks of 32, zero points when

@@ -339,3 +339,75 @@ def test_gather_block_quantized() -> None:
     expected = onnxruntime_outputs(model, {"i": indices})
     assert not expected["y4"][1, 0].any()  # the out-of-range row
     assert_close(ember.compile(model).run({"i": indices}), expected, rel=1e-6)
+
+
+def test_nhwc_forms_of_onnxruntimes_layout_transformer() -> None:
+    """What a model saved at ORT_ENABLE_ALL holds: com.microsoft QLinearConv with
+    channels_last=1 (NHWC input and output, OIHW weight) and 0, NhwcMaxPool, and
+    QLinearAveragePool / QLinearGlobalAveragePool with channels_last=1; within one step."""
+    rng = np.random.default_rng(11)
+    feeds = {"x": rng.integers(0, 256, (1, 6, 6, 3)).astype(np.uint8)}
+    inits = {
+        "xs": _scalar(0.05, np.float32),
+        "xz": _scalar(120, np.uint8),
+        "w": rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8),
+        "ws": (rng.random(4) * 0.02 + 0.005).astype(np.float32),
+        "wz": np.zeros(4, np.int8),
+        "ys": _scalar(0.08, np.float32),
+        "yz": _scalar(100, np.uint8),
+        "bias": rng.integers(-500, 500, 4).astype(np.int32),
+    }
+    conv_inputs = ["xs", "xz", "w", "ws", "wz", "ys", "yz", "bias"]
+    nodes = [
+        helper.make_node(
+            "QLinearConv",
+            ["x", *conv_inputs],
+            ["conv_nhwc"],
+            domain=_MS,
+            channels_last=1,
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
+        helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node(
+            "QLinearConv",
+            ["x_nchw", *conv_inputs],
+            ["conv_nchw"],
+            domain=_MS,
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+        ),
+        helper.make_node(
+            "NhwcMaxPool",
+            ["conv_nhwc"],
+            ["max_pool"],
+            domain=_MS,
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+        ),
+        helper.make_node(
+            "QLinearAveragePool",
+            ["conv_nhwc", "ys", "yz", "xs", "xz"],
+            ["avg_pool"],
+            domain=_MS,
+            channels_last=1,
+            kernel_shape=[3, 3],
+            count_include_pad=1,
+        ),
+        helper.make_node(
+            "QLinearGlobalAveragePool",
+            ["conv_nhwc", "ys", "yz", "xs", "xz"],
+            ["global_pool"],
+            domain=_MS,
+            channels_last=1,
+        ),
+    ]
+    outputs = {
+        name: TensorProto.UINT8
+        for name in ("conv_nhwc", "conv_nchw", "max_pool", "avg_pool", "global_pool")
+    }
+    model = _model(nodes, feeds, inits, outputs)
+    expected = onnxruntime_outputs(model, feeds)
+    actual = ember.compile(model).run(feeds)
+    for name in outputs:
+        assert _steps_apart(actual[name], expected[name]) <= 1, name

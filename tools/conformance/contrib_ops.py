@@ -52,11 +52,16 @@ CONTRIB_OPS: dict[str, tuple[str, str]] = {
         "separate Q/K/V (3-D, or K/V as [B, N, L, H]) + ai.onnx Attention; key_padding_mask, "
         "past_key/past_value, present outputs",
     ),
+    "NhwcMaxPool": ("optimizer", "Transpose -> MaxPool -> Transpose (ORT_ENABLE_ALL layout)"),
+    "QLinearConv": (
+        "optimizer",
+        "ai.onnx QLinearConv; channels_last=1 between Transposes (ORT_ENABLE_ALL layout)",
+    ),
     "QAttention": ("quantizer", "dequantized input and weights -> Attention"),
     "QEmbedLayerNormalization": ("quantizer", "dequantized tables -> EmbedLayerNormalization"),
     "QGemm": ("quantizer", "dequantize -> Gemm [-> quantize]"),
     "QLinearAdd": ("quantizer", "dequantize -> Add -> quantize"),
-    "QLinearAveragePool": ("quantizer", "dequantize -> AveragePool -> quantize (NCHW)"),
+    "QLinearAveragePool": ("quantizer", "dequantize -> AveragePool -> quantize (NCHW or NHWC)"),
     "QLinearConcat": ("quantizer", "dequantize -> Concat -> quantize"),
     "QLinearGlobalAveragePool": ("quantizer", "dequantize -> GlobalAveragePool -> quantize"),
     "QLinearLeakyRelu": ("quantizer", "dequantize -> LeakyRelu -> quantize"),
