@@ -1,5 +1,7 @@
 """ONNX -> graph dialect: Attention (opset 23+): matmuls around the softmax kernel, with every
-mask folded into one additive bias.
+mask folded into one additive bias. onnxruntime's com.microsoft Attention, MultiHeadAttention
+and GroupQueryAttention (below) are decomposed into ONNX ops around it, their masks and KV
+caches built as onnxruntime's CPU kernels build them.
 """
 
 from __future__ import annotations
