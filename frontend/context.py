@@ -125,6 +125,8 @@ _SMALL_TYPE_OPS = frozenset(
         "Transpose",
         "Shape",
         "Size",
+        # com.microsoft: dequantizes its constant int4/uint4 table at compile time.
+        "GatherBlockQuantized",
     }
 )
 
@@ -901,8 +903,25 @@ class ImportContext:
         lhs, rhs = self.unify_dtypes(node, lhs, rhs)
         return self.elementwise(node, graph.WhereOp, [cond, lhs, rhs], dtype_of(lhs))
 
+    def ordered_as_signed(self, node: Node, x: Value) -> Value:
+        """x, or unsigned x with its top bit flipped, as the signed type of its width: the
+        kernels compare integers as signed (arith's integers are signless), and flipping the
+        top bit maps unsigned order onto signed order (uint8 0 -> -128, 255 -> 127), where
+        uint8 200 and 100 would otherwise compare as -56 < 100."""
+        dtype = dtype_of(x)
+        if dtype.kind != "u":
+            return x
+        flipped = self.binary(node, graph.XorOp, x, scalar(1 << (8 * dtype.itemsize - 1), x))
+        signed = np.dtype(f"i{dtype.itemsize}")
+        return self.emit(graph.BitcastOp, [flipped], shape_of(x), signed)
+
     def reduce(self, node: Node, x: Value, kind: str, axes: list[int], keep: bool) -> Value:
         """graph.reduce of `kind` (sum, mean, max, ...) over `axes`."""
+        dtype = dtype_of(x)
+        if kind in ("max", "min") and dtype.kind == "u":  # in signed order, flipped back
+            y = self.reduce(node, self.ordered_as_signed(node, x), kind, axes, keep)
+            y = self.emit(graph.BitcastOp, [y], shape_of(y), dtype)
+            return self.binary(node, graph.XorOp, y, scalar(1 << (8 * dtype.itemsize - 1), y))
         shape = shape_of(x)
         axes = sorted({normalize_axis(node, a, len(shape)) for a in axes})
         out = [1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes]

@@ -23,11 +23,11 @@ registered op is listed, checked by tests/frontend/test_registry.py):
 | `detection.py` | RoiAlign, DeformConv |
 | `signal.py` | DFT, STFT, MelWeightMatrix |
 | `loss.py` | NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss |
-| `attention.py` | Attention |
+| `attention.py` | Attention; com.microsoft Attention, MultiHeadAttention, GroupQueryAttention |
 | `recurrent.py` | LSTM, GRU, RNN |
-| `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat |
+| `quantization.py` | QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger; com.microsoft QuantizeLinear, DequantizeLinear, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool, QLinearConcat, QGemm, MatMulIntegerToFloat, QLinearSoftmax, QLinearWhere, DynamicQuantizeMatMul, QAttention, QEmbedLayerNormalization, MatMulNBits, GatherBlockQuantized, QLinearConv (channels_last), NhwcMaxPool |
 | `control_flow.py` | If, Loop, Scan |
-| `contrib.py` | com.microsoft FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu, SkipLayerNormalization (what onnxruntime's optimizer saves; its Gelu is activation.py's) |
+| `contrib.py` | com.microsoft FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu, SkipLayerNormalization, EmbedLayerNormalization, SkipSimplifiedLayerNormalization, QuickGelu, RotaryEmbedding, BiasSplitGelu, BiasAdd, GemmFastGelu (what onnxruntime's optimizers save; its Gelu is activation.py's, its Attention attention.py's) |
 | `data_dependent.py` | NonZero, Unique, NonMaxSuppression; their bounded forms (domain ai.ember.bounded) |
 | `sequence.py` | SequenceConstruct, SequenceEmpty, SequenceLength, SequenceAt, SequenceInsert, SequenceErase, SplitToSequence, ConcatFromSequence, SequenceMap, Optional, OptionalHasElement, OptionalGetElement |
 

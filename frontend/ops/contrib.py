@@ -1,8 +1,11 @@
 """onnxruntime's own ops that its graph optimizer writes into saved models (a model saved with
 `SessionOptions.optimized_model_filepath`, or by onnxruntime.transformers' optimizer): the
-com.microsoft fusions FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu and
-SkipLayerNormalization. (com.microsoft Gelu is ONNX's Gelu, in activation.py; the default-domain
-SimplifiedLayerNormalization onnxruntime registers is RMSNormalization, in normalization.py.)
+com.microsoft fusions FusedConv, FusedGemm, FusedMatMul, BiasGelu, FastGelu,
+SkipLayerNormalization, EmbedLayerNormalization, SkipSimplifiedLayerNormalization, QuickGelu,
+RotaryEmbedding and the CUDA-only BiasSplitGelu, BiasAdd, GemmFastGelu (Attention and
+MultiHeadAttention are in attention.py). (com.microsoft Gelu is ONNX's Gelu, in
+activation.py; the default-domain SimplifiedLayerNormalization onnxruntime registers is
+RMSNormalization, in normalization.py.)
 Each is imported as its ONNX ops (`OnnxNodes`), so it runs on ember's kernels and ember's
 passes fuse it again; what a converter does not know (another activation, FusedMatMul's batch
 transposes) is refused naming the attribute.
@@ -10,9 +13,11 @@ transposes) is refused naming the attribute.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from ember.frontend.context import ImportContext, Node, Value, dtype_of, shape_of
@@ -52,15 +57,6 @@ def _activation(
     )
 
 
-def _import(imp: ImportContext, node: Node, nodes: OnnxNodes, output: str, opset: int) -> Value:
-    """Import `nodes` at ai.onnx `opset` (the ONNX ops they are written as)."""
-    outer, imp.opset = imp.opset, opset
-    try:
-        return nodes.import_as(imp, node, output)
-    finally:
-        imp.opset = outer
-
-
 @converts("FusedConv", domain=_MS)
 def _fused_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
     # Inputs X, W, B, Z (added before the activation: a fused residual sum).
@@ -76,7 +72,7 @@ def _fused_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
         y = nodes.add("Add", [y, z])
     params = [float(p) for p in node.attrs.get("activation_params", [])]
     y = _activation(nodes, node, y, _text(node, "activation", ""), params)
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 @converts("FusedGemm", domain=_MS)
@@ -91,7 +87,7 @@ def _fused_gemm(imp: ImportContext, node: Node) -> Sequence[Value]:
         float(node.attrs[a]) for a in ("activation_alpha", "activation_beta") if a in node.attrs
     ]
     y = _activation(nodes, node, y, kind, params)
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 @converts("FusedMatMul", domain=_MS)
@@ -115,7 +111,7 @@ def _fused_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
     if alpha != 1.0:
         dtype = dtype_of(imp.required(node, 0))
         y = nodes.add("Mul", [y, nodes.const(np.asarray(alpha, dtype))])
-    return [_import(imp, node, nodes, y, 13)]
+    return [nodes.import_at(imp, node, y, 13)]
 
 
 def _gelu(imp: ImportContext, node: Node, approximate: str) -> Sequence[Value]:
@@ -125,7 +121,7 @@ def _gelu(imp: ImportContext, node: Node, approximate: str) -> Sequence[Value]:
     if len(node.proto.input) > 1 and node.proto.input[1]:
         v = nodes.add("Add", [v, node.proto.input[1]])
     y = nodes.add("Gelu", [v], approximate=approximate)
-    return [_import(imp, node, nodes, y, 20)]
+    return [nodes.import_at(imp, node, y, 20)]
 
 
 @converts("BiasGelu", domain=_MS)
@@ -161,8 +157,180 @@ def _skip_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
     wanted = list(node.proto.output)
     if any(name in imp.used for name in wanted[1:3]):
         imp.used |= set(outs[1:])  # LayerNormalization computes them only when read
-    y = _import(imp, node, nodes, outs[0], 17)
+    y = nodes.import_at(imp, node, outs[0], 17)
     results = [y, *(imp.env.get(name, y) for name in outs[1:])][: min(len(wanted), 3)]
     if len(wanted) > 3:
         results.append(imp.env[total])
     return results
+
+
+@converts("EmbedLayerNormalization", domain=_MS)
+def _embed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """BERT's embeddings: LayerNormalization(word[input_ids] + position[position_ids] +
+    segment[segment_ids]) over the hidden axis; outputs Y, mask_index (per batch row the count
+    of mask entries equal to 1, as onnxruntime's kernel counts; 0 without a mask) and the sum
+    before normalization."""
+    names = [*node.proto.input, *[""] * 9][:9]
+    ids, segment_ids, word, position, segment, gamma, beta, mask, position_ids = names
+    input_ids = imp.required(node, 0)
+    if len(shape_of(input_ids)) != 2:
+        raise node.error(
+            f"input_ids of shape {list(shape_of(input_ids))}; [batch, sequence] expected"
+        )
+    batch, seq = shape_of(input_ids)
+    if bool(segment_ids) != bool(segment):
+        raise node.error("segment_ids and segment_embedding must be given together")
+    nodes = OnnxNodes(f"{node.proto.output[0]}/EmbedLayerNormalization")
+    if not position_ids:
+        position_ids = nodes.i64(np.arange(seq)[None, :])
+    total = nodes.add(
+        "Add", [nodes.add("Gather", [word, ids]), nodes.add("Gather", [position, position_ids])]
+    )
+    if segment:
+        total = nodes.add("Add", [total, nodes.add("Gather", [segment, segment_ids])])
+    out = nodes.add(
+        "LayerNormalization",
+        [total, gamma, beta] if beta else [total, gamma],
+        axis=-1,
+        epsilon=float(node.attrs.get("epsilon", 1e-12)),
+    )
+    results = [nodes.import_at(imp, node, out, 17)]
+    wanted = list(node.proto.output)
+    if len(wanted) > 1:
+        counts = OnnxNodes(f"{node.proto.output[0]}/EmbedLayerNormalization/mask_index")
+        if mask:
+            ones = counts.add(
+                "Equal", [mask, counts.const(np.ones((), dtype_of(imp.required(node, 7))))]
+            )
+            per_row = counts.reduce(
+                "ReduceSum", counts.add("Cast", [ones], to=onnx.TensorProto.INT32), [1], 18, 0
+            )
+            results.append(counts.import_at(imp, node, per_row, 18))
+        else:
+            zeros = counts.const(np.zeros(batch, np.int32))
+            results.append(counts.import_at(imp, node, zeros, 13))
+    if len(wanted) > 2:
+        results.append(imp.env[total])
+    return results
+
+
+@converts("SkipSimplifiedLayerNormalization", domain=_MS)
+def _skip_simplified_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """RMSNormalization(input + skip [+ bias]) over the last axis (T5/LLaMA's residual RMS
+    norm); outputs Y, mean and inv_std_var (not computed: refused if read), and the sum."""
+    x, skip, gamma, bias = [*node.proto.input, "", ""][:4]
+    wanted = list(node.proto.output)
+    for index in (1, 2):
+        if len(wanted) > index and wanted[index] in imp.used:
+            raise node.unsupported(f"output #{index} '{wanted[index]}' (mean / inv_std_var)")
+    nodes = OnnxNodes(f"{node.proto.output[0]}/SkipSimplifiedLayerNormalization")
+    total = nodes.add("Add", [x, skip])
+    if bias:
+        total = nodes.add("Add", [total, bias])
+    epsilon = float(node.attrs.get("epsilon", 1e-12))
+    y = nodes.add("RMSNormalization", [total, gamma], axis=-1, epsilon=epsilon)
+    result = nodes.import_at(imp, node, y, 23)
+    results = [result, result, result][: min(len(wanted), 3)]  # unread (checked above)
+    if len(wanted) > 3:
+        results.append(imp.env[total])
+    return results
+
+
+@converts("QuickGelu", domain=_MS)
+def _quick_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """x * sigmoid(alpha * x) (CLIP's GELU approximation; alpha 1.702 by default)."""
+    nodes = OnnxNodes(f"{node.proto.output[0]}/QuickGelu")
+    x = node.proto.input[0]
+    dtype = dtype_of(imp.required(node, 0))
+    alpha = float(node.attrs.get("alpha", 1.702))
+    scaled = nodes.add("Mul", [x, nodes.const(np.asarray(alpha, dtype))])
+    y = nodes.add("Mul", [x, nodes.add("Sigmoid", [scaled])])
+    return [nodes.import_at(imp, node, y, 13)]
+
+
+@converts("RotaryEmbedding", domain=_MS)
+def _rotary_embedding(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """ai.onnx RotaryEmbedding (opset 23, the same computation on the same [B, N, S, H] or
+    [B, S, hidden] layouts) with onnxruntime's input order (input, position_ids, cos_cache,
+    sin_cache); a position_ids of one element is the offset of position 0 (positions offset +
+    0 .. S-1 in every batch row), and num_heads of a 3-D input defaults to what the cache
+    width implies, as onnxruntime derives it."""
+    if node.attrs.get("is_packed_batching", 0):
+        raise node.unsupported("attribute is_packed_batching=1 (ember supports 0)")
+    x_name, positions, cos, sin = [*node.proto.input, "", "", ""][:4]
+    x, position_ids = imp.required(node, 0), imp.required(node, 1)
+    cos_shape = shape_of(imp.required(node, 2))
+    x_shape = shape_of(x)
+    if len(x_shape) not in (3, 4) or len(cos_shape) != 2:
+        raise node.error(
+            f"input {list(x_shape)} with cos_cache {list(cos_shape)}: a 3-D or 4-D input and "
+            "a 2-D cache expected"
+        )
+    batch, seq = x_shape[0], x_shape[2 if len(x_shape) == 4 else 1]
+    rotary_dim = int(node.attrs.get("rotary_embedding_dim", 0))
+    heads = int(node.attrs.get("num_heads", 0))
+    if len(x_shape) == 3 and heads == 0:
+        if rotary_dim:
+            raise node.error("num_heads is required with rotary_embedding_dim on a 3-D input")
+        head_size = 2 * cos_shape[1]
+        if head_size == 0 or x_shape[2] % head_size:
+            raise node.error(f"hidden size {x_shape[2]} is not a multiple of {head_size}")
+        heads = x_shape[2] // head_size
+    nodes = OnnxNodes(f"{node.proto.output[0]}/RotaryEmbedding")
+    if math.prod(shape_of(position_ids)) == 1 and (batch, seq) != (1, 1):
+        offset = nodes.add("Reshape", [positions, nodes.i64([1, 1])])
+        offset = nodes.add("Cast", [offset], to=onnx.TensorProto.INT64)
+        positions = nodes.add("Add", [offset, nodes.i64(np.arange(seq)[None, :])])
+        positions = nodes.add("Expand", [positions, nodes.i64([batch, seq])])
+    attrs: dict[str, object] = {"interleaved": int(node.attrs.get("interleaved", 0))}
+    if heads:
+        attrs["num_heads"] = heads
+    if rotary_dim:
+        attrs["rotary_embedding_dim"] = rotary_dim
+    y = nodes.add("RotaryEmbedding", [x_name, cos, sin, positions], **attrs)
+    return [nodes.import_at(imp, node, y, 23)]
+
+
+# onnxruntime's CUDA-only fusions (no CPU kernel: its CPU session refuses them), which its
+# optimizer writes into models optimized for GPU (stable diffusion's UNet); computed here as
+# ContribOperators.md defines them.
+
+
+@converts("BiasSplitGelu", domain=_MS)
+def _bias_split_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """(x + bias) split in two halves on the last axis: left * Gelu(right) (exact Gelu)."""
+    x = imp.required(node, 0)
+    width = shape_of(x)[-1] if shape_of(x) else 0
+    if len(shape_of(x)) != 3 or width % 2:
+        raise node.error(f"input of shape {list(shape_of(x))}; [N, S, D] with D even expected")
+    nodes = OnnxNodes(f"{node.proto.output[0]}/BiasSplitGelu")
+    total = nodes.add("Add", [node.proto.input[0], node.proto.input[1]])
+    half = width // 2
+    axis = nodes.i64([2])
+    left = nodes.add("Slice", [total, nodes.i64([0]), nodes.i64([half]), axis])
+    right = nodes.add("Slice", [total, nodes.i64([half]), nodes.i64([width]), axis])
+    y = nodes.add("Mul", [left, nodes.add("Gelu", [right], approximate="none")])
+    return [nodes.import_at(imp, node, y, 20)]
+
+
+@converts("BiasAdd", domain=_MS)
+def _bias_add(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """x + bias + skip."""
+    nodes = OnnxNodes(f"{node.proto.output[0]}/BiasAdd")
+    x, bias, skip = [*node.proto.input, "", ""][:3]
+    if not (x and bias and skip):
+        raise node.error("inputs X, bias and skip are all required")
+    y = nodes.add("Add", [nodes.add("Add", [x, bias]), skip])
+    return [nodes.import_at(imp, node, y, 13)]
+
+
+@converts("GemmFastGelu", domain=_MS)
+def _gemm_fast_gelu(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """FastGelu(X @ W [+ bias]): MatMul, then the tanh-approximated Gelu."""
+    nodes = OnnxNodes(f"{node.proto.output[0]}/GemmFastGelu")
+    x, w, bias = [*node.proto.input, ""][:3]
+    y = nodes.add("MatMul", [x, w])
+    if bias:
+        y = nodes.add("Add", [y, bias])
+    y = nodes.add("Gelu", [y], approximate="tanh")
+    return [nodes.import_at(imp, node, y, 20)]

@@ -7,9 +7,14 @@ Both formats onnxruntime's quantization tool writes import here:
   of a constant weight is folded while importing, so the op between runs ember's packed float
   kernel on a float weight.
 - QOperator: QLinearConv, QLinearMatMul, MatMulInteger, ConvInteger (ai.onnx) and onnxruntime's
-  com.microsoft QLinearAdd/Mul/Sigmoid/LeakyRelu/AveragePool/GlobalAveragePool/Concat and
-  MatMulIntegerToFloat are decomposed into dequantize -> the float op's own converter ->
-  quantize.
+  com.microsoft QLinearAdd/Mul/Sigmoid/LeakyRelu/AveragePool/GlobalAveragePool/Concat/
+  Softmax/Where, QGemm and MatMulIntegerToFloat are decomposed into dequantize -> the float
+  op's own converter -> quantize. DynamicQuantizeMatMul is DynamicQuantizeLinear ->
+  MatMulIntegerToFloat; QAttention and QEmbedLayerNormalization (quantize_dynamic of an
+  optimized transformer) dequantize their inputs into com.microsoft Attention /
+  EmbedLayerNormalization. MatMulNBits (2/4/8-bit block-quantized constant weights, as
+  onnxruntime's MatMulNBitsQuantizer writes them) is dequantized at compile time into a
+  float32 MatMul weight; GatherBlockQuantized's constant table likewise into a float table.
 
 This is the simplest correct lowering; integer (VNNI) kernels are planned. A quantized output of
 a float-fallback op may differ from onnxruntime's integer kernels by one quantization step where
@@ -43,6 +48,7 @@ from ember.frontend.context import (
     shape_of,
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
+from ember.frontend.ops.sampling import OnnxNodes
 from ember.frontend.ops.tensor import emit_cast
 from ember.frontend.registry import CONVERTERS, converts
 from ember.frontend.validate import NodeInfo, validate_node
@@ -337,9 +343,12 @@ def _float_op(
     op_type: str,
     inputs: Sequence[Value | None],
     attrs: dict[str, object] | None = None,
+    opset: int | None = None,
 ) -> Value:
     """Run the converter of the float ONNX op `op_type` on `inputs` (validated as that op), as
-    part of `node`: the float op keeps one implementation of its attributes and shapes."""
+    part of `node` (at ai.onnx `opset`, the node's by default): the float op keeps one
+    implementation of its attributes and shapes."""
+    opset = node.opset if opset is None else opset
     attrs = dict(attrs or {})
     prefix = f"{node.proto.output[0]}/{node.op_type}/{op_type}"
     names = []
@@ -352,9 +361,9 @@ def _float_op(
     proto = onnx.helper.make_node(
         op_type, names, [f"{prefix}/output"], name=f"{node.name}/{op_type}", **attrs
     )
-    inner = Node(proto, node.opset, attrs)
+    inner = Node(proto, opset, attrs)
     validate_node(
-        NodeInfo(op_type, inner.name, node.opset),
+        NodeInfo(op_type, inner.name, opset),
         names,
         [None if v is None else dtype_of(v) for v in inputs],
         [None if v is None else shape_of(v) for v in inputs],
@@ -622,24 +631,64 @@ def _qlinear_unary(imp: ImportContext, node: Node) -> Sequence[Value]:
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
 
 
-def _channels_first(node: Node) -> None:
-    if node.attrs.get("channels_last", 0):
-        raise node.unsupported("channels_last=1 (NHWC input); only NCHW is supported")
+def _channel_perms(rank: int) -> tuple[list[int], list[int]]:
+    """The permutations NHWC -> NCHW and back for a tensor of `rank` (onnxruntime's
+    channels_last=1 forms, which its ORT_ENABLE_ALL layout transformer writes)."""
+    return [0, rank - 1, *range(1, rank - 1)], [0, *range(2, rank), 1]
+
+
+def _pooled(imp: ImportContext, node: Node, op_type: str, attrs: dict[str, object]) -> Value:
+    """The float `op_type` pool of the dequantized input, NCHW or (channels_last=1) NHWC."""
+    x = _dequantized(imp, node, 0)
+    to_nchw, to_nhwc = _channel_perms(len(shape_of(x)))
+    channels_last = bool(node.attrs.get("channels_last", 0))
+    if channels_last:
+        x = imp.transpose(x, to_nchw)
+    y = _float_op(imp, node, op_type, [x], attrs)
+    return imp.transpose(y, to_nhwc) if channels_last else y
 
 
 @converts("QLinearGlobalAveragePool", domain=_MS)
 def _qlinear_global_average_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
-    _channels_first(node)
-    y = _float_op(imp, node, "GlobalAveragePool", [_dequantized(imp, node, 0)])
+    y = _pooled(imp, node, "GlobalAveragePool", {})
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
 
 
 @converts("QLinearAveragePool", domain=_MS)
 def _qlinear_average_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
-    _channels_first(node)
-    attrs = _window_attrs(node, _POOL_ATTRS)
-    y = _float_op(imp, node, "AveragePool", [_dequantized(imp, node, 0)], attrs)
+    y = _pooled(imp, node, "AveragePool", _window_attrs(node, _POOL_ATTRS))
     return [_requantized(imp, node, y, 3, imp.required(node, 0))]
+
+
+def _nhwc_wrapped(imp: ImportContext, node: Node, op_type: str, attrs: dict[str, object]) -> Value:
+    """The ai.onnx `op_type` on `node`'s inputs, its input 0 and output in NHWC (transposed
+    to NCHW and back around it)."""
+    names = list(node.proto.input)
+    to_nchw, to_nhwc = _channel_perms(len(shape_of(imp.required(node, 0))))
+    nodes = OnnxNodes(f"{node.proto.output[0]}/{node.op_type}")
+    names[0] = nodes.add("Transpose", [names[0]], perm=to_nchw)
+    y = nodes.add("Transpose", [nodes.add(op_type, names, **attrs)], perm=to_nhwc)
+    return nodes.import_at(imp, node, y, 13)
+
+
+@converts("QLinearConv", domain=_MS)
+def _ms_qlinear_conv(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """onnxruntime's QLinearConv: ai.onnx QLinearConv's inputs and attributes, with
+    channels_last=1 for NHWC input and output (the weight stays [M, C/group, kH, kW])."""
+    attrs = _window_attrs(node, _CONV_ATTRS)
+    if not node.attrs.get("channels_last", 0):
+        nodes = OnnxNodes(f"{node.proto.output[0]}/QLinearConv")
+        y = nodes.add("QLinearConv", list(node.proto.input), **attrs)
+        return [nodes.import_at(imp, node, y, 13)]
+    return [_nhwc_wrapped(imp, node, "QLinearConv", attrs)]
+
+
+@converts("NhwcMaxPool", domain=_MS)
+def _nhwc_max_pool(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """MaxPool of an NHWC 8-bit tensor (onnxruntime's layout transformer)."""
+    attrs = _window_attrs(node, (*_POOL_ATTRS, "dilations", "storage_order"))
+    attrs.pop("count_include_pad", None)
+    return [_nhwc_wrapped(imp, node, "MaxPool", attrs)]
 
 
 @converts("QLinearConcat", domain=_MS)
@@ -693,3 +742,253 @@ def _qgemm(imp: ImportContext, node: Node) -> Sequence[Value]:
             raise node.unsupported("y_scale without y_zero_point")
         return [y]
     return [_requantized(imp, node, y, 7, imp.required(node, 0))]
+
+
+@converts("QLinearSoftmax", domain=_MS)
+def _qlinear_softmax(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """Softmax of the dequantized input, requantized. `opset` is the ai.onnx Softmax's it
+    replaced (below 13 the input is coerced to 2-D at `axis`). onnxruntime's kernel computes
+    exp(x_scale * (x - max)) from a table in float and divides by the row sum: the same
+    values up to float32 rounding, so a result next to a rounding tie may differ by 1."""
+    attrs = {"axis": int(node.attrs.get("axis", -1))}
+    opset = int(node.attrs.get("opset", 13))
+    y = _float_op(imp, node, "Softmax", [_dequantized(imp, node, 0)], attrs, opset=opset)
+    return [_requantized(imp, node, y, 3, imp.required(node, 0))]
+
+
+@converts("QLinearWhere", domain=_MS)
+def _qlinear_where(imp: ImportContext, node: Node) -> Sequence[Value]:
+    # Inputs: condition, X, x_scale, x_zero_point, Y, y_scale, y_zero_point, z_scale,
+    # z_zero_point. onnxruntime requantizes X and Y to Z's parameters (a table of
+    # quantize(dequantize(v))) and selects: the same as selecting in float, then quantizing.
+    condition = imp.required(node, 0)
+    y = _float_op(
+        imp, node, "Where", [condition, _dequantized(imp, node, 1), _dequantized(imp, node, 4)]
+    )
+    return [_requantized(imp, node, y, 7, imp.required(node, 1))]
+
+
+def _dequantized_contrib(
+    imp: ImportContext,
+    node: Node,
+    nodes: OnnxNodes,
+    op_type: str,
+    inputs: Sequence[str],
+    **attrs: object,
+) -> list[Value]:
+    """Import `nodes` (the dequantized operands) and the com.microsoft float `op_type` on
+    `inputs` in place of `node`, with `node`'s outputs."""
+    outputs = nodes.add_node(op_type, inputs, list(node.proto.output), domain=_MS, **attrs)
+    wanted = [name for name in outputs if name]
+    first = nodes.import_at(imp, node, wanted[0], 13)
+    return [first, *(imp.env[name] for name in wanted[1:])]
+
+
+@converts("DynamicQuantizeMatMul", domain=_MS)
+def _dynamic_quantize_matmul(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """Float A quantized at run time to uint8 as DynamicQuantizeLinear does (onnxruntime's
+    kernel computes the same scale and zero point), then MatMulIntegerToFloat with B."""
+    a, b, b_scale, b_zero_point, bias = [*node.proto.input, "", ""][:5]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/DynamicQuantizeMatMul")
+    a_q, a_scale, a_zp = nodes.add_node("DynamicQuantizeLinear", [a], ["a_q", "a_scale", "a_zp"])
+    inputs = [a_q, b, a_scale, b_scale, a_zp, b_zero_point, bias]
+    (y,) = nodes.add_node("MatMulIntegerToFloat", inputs, ["y"], domain=_MS)
+    return [nodes.import_at(imp, node, y, 13)]
+
+
+def _dequantize_node(nodes: OnnxNodes, names: Sequence[str], axis: int | None = None) -> str:
+    """A DequantizeLinear node of (x, scale[, zero point]) names; `axis` for a 1-D scale."""
+    present = [name for name in names if name]  # only the zero point may be absent
+    return nodes.add("DequantizeLinear", present, **({} if axis is None else {"axis": axis}))
+
+
+@converts("QAttention", domain=_MS)
+def _qattention(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """onnxruntime's quantized Attention (quantize_dynamic of an optimized transformer):
+    input and weights dequantized, then com.microsoft Attention (attention.py) with the same
+    attributes. onnxruntime accumulates the products in int32 and scales once: the same
+    values up to float32 rounding."""
+    names = [*node.proto.input, *[""] * 9][:9]
+    x, weight, bias, x_scale, w_scale, mask, x_zp, w_zp, past = names
+    w_scale_shape = shape_of(imp.required(node, 4))
+    columns = shape_of(imp.required(node, 1))[-1]
+    if math.prod(w_scale_shape) not in (1, columns):
+        raise node.unsupported(
+            f"weight_scale of shape {list(w_scale_shape)} (per tensor or per column of the "
+            f"{columns} weight columns)"
+        )
+    per_column = math.prod(w_scale_shape) != 1 and columns != 1
+    nodes = OnnxNodes(f"{node.proto.output[0]}/QAttention")
+    x_float = _dequantize_node(nodes, [x, x_scale, x_zp])
+    w_float = _dequantize_node(nodes, [weight, w_scale, w_zp], 1 if per_column else None)
+    inputs = [x_float, w_float, bias, mask, past]
+    return _dequantized_contrib(imp, node, nodes, "Attention", inputs, **node.attrs)
+
+
+@converts("QEmbedLayerNormalization", domain=_MS)
+def _qembed_layer_norm(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """onnxruntime's quantized EmbedLayerNormalization: the embedding tables, gamma and beta
+    dequantized (constants: folded at compile time), then EmbedLayerNormalization
+    (contrib.py)."""
+    names = [*node.proto.input, *[""] * 18][:18]
+    ids, segment_ids = names[0], names[1]
+    tables = names[2:7]  # word, position, segment, gamma, beta (quantized)
+    mask = names[7]
+    scales, zero_points = names[8:13], names[13:18]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/QEmbedLayerNormalization")
+    floats = [
+        _dequantize_node(nodes, [t, s, z]) if t else ""
+        for t, s, z in zip(tables, scales, zero_points, strict=True)
+    ]
+    inputs = [ids, segment_ids, *floats, mask]
+    epsilon = float(node.attrs.get("epsilon", 1e-12))
+    return _dequantized_contrib(
+        imp, node, nodes, "EmbedLayerNormalization", inputs, epsilon=epsilon
+    )
+
+
+def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The first `count` `bits`-bit unsigned values along the last axis of uint8 bytes, each
+    byte's lowest bits first (MatMulNBits' packing)."""
+    per_byte = 8 // bits
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    values = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
+    return values.reshape(*packed.shape[:-1], -1)[..., :count]
+
+
+@converts("MatMulNBits", domain=_MS)
+def _matmul_nbits(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """A @ W^T [+ bias] with W [N, K] quantized in blocks of block_size along K to `bits`
+    bits (onnxruntime's matmul_nbits_quantizer, int4 LLMs): the constant B, scales and zero
+    points are dequantized at compile time into a float32 weight, so a MatMul kernel runs on
+    it. onnxruntime's accuracy_level=4 also quantizes A to int8 at run time; ember computes
+    the op's definition in float32 (what accuracy_level 0/1 computes)."""
+    a = imp.required(node, 0)
+    if dtype_of(a) != _F32:
+        raise node.unsupported(f"input A of type {dtype_of(a)} (float32 is supported)")
+    attrs = node.attrs
+    k, n = int(attrs.get("K", 0)), int(attrs.get("N", 0))
+    bits, block = int(attrs.get("bits", 4)), int(attrs.get("block_size", 0))
+    if int(attrs.get("weight_prepacked", 0)):
+        raise node.unsupported(f"attribute weight_prepacked={attrs['weight_prepacked']}")
+    if bits not in (2, 4, 8) or block < 16 or block & (block - 1) or k <= 0 or n <= 0:
+        raise node.unsupported(
+            f"bits={bits}, block_size={block}, K={k}, N={n} (bits 2, 4 or 8; block_size a "
+            "power of two >= 16; K, N positive)"
+        )
+    if imp.input(node, 4) is not None:
+        raise node.unsupported("input g_idx (deprecated act-order quantization)")
+    blocks = -(-k // block)
+    blob = block * bits // 8
+    packed = imp.constant(node, 1, "B")
+    scales = imp.constant(node, 2, "scales")
+    assert packed is not None and scales is not None
+    if packed.dtype != np.uint8 or packed.size != n * blocks * blob:
+        raise node.error(
+            f"B of type {packed.dtype} and shape {list(packed.shape)}; uint8 [{n}, {blocks}, "
+            f"{blob}] expected for K={k}, N={n}, bits={bits}, block_size={block}"
+        )
+    if scales.size != n * blocks:
+        raise node.error(f"scales of shape {list(scales.shape)}; [{n}, {blocks}] expected")
+    quantized = _unpack_bits(packed.reshape(n, blocks, blob), bits, block).astype(np.float32)
+    zero_points = imp.constant(node, 3, "zero_points")
+    if zero_points is None:
+        zp = np.full((n, blocks), 1 << (bits - 1), np.float32)
+    elif zero_points.dtype == np.uint8:
+        row_bytes = -(-blocks * bits // 8)
+        if zero_points.size != n * row_bytes:
+            raise node.error(
+                f"packed zero_points of shape {list(zero_points.shape)}; [{n}, {row_bytes}] "
+                "expected"
+            )
+        zp = _unpack_bits(zero_points.reshape(n, row_bytes), bits, blocks).astype(np.float32)
+    elif zero_points.size == n * blocks:
+        zp = zero_points.reshape(n, blocks).astype(np.float32)
+    else:
+        raise node.error(f"zero_points of shape {list(zero_points.shape)}; [{n}, {blocks}]")
+    scale = scales.reshape(n, blocks).astype(np.float32)
+    weight = ((quantized - zp[..., None]) * scale[..., None]).reshape(n, blocks * block)[:, :k]
+    if shape_of(a)[-1] != k:
+        raise node.error(f"A of shape {list(shape_of(a))}: its last axis must be K={k}")
+    y = _float_op(imp, node, "MatMul", [a, Const(np.ascontiguousarray(weight.T))])
+    bias = imp.input(node, 5)
+    if bias is not None:
+        y = imp.binary(node, graph.AddOp, y, bias)
+    return [y]
+
+
+def _block_expanded(params: np.ndarray, axis: int, block: int, size: int) -> np.ndarray:
+    """Per-block `params` repeated `block` times along `axis`, cut to `size` elements."""
+    return np.take(np.repeat(params, block, axis=axis), np.arange(size), axis=axis)
+
+
+@converts("GatherBlockQuantized", domain=_MS)
+def _gather_block_quantized(imp: ImportContext, node: Node) -> Sequence[Value]:
+    """A Gather of a constant table quantized in blocks of block_size along quantize_axis
+    (onnxruntime's quantizers and onnxruntime-genai write it for int4 embeddings): the table is
+    dequantized at compile time, then gathered; as onnxruntime's kernel, an index out of range
+    gives a zero slice (not an error). uint8 data holds 2-, 4- or 8-bit values packed along
+    its last axis (lowest bits first; zero point 2^(bits-1) by default), int4/uint4 data its
+    values (zero point 0 by default). FP8/FP4 tables are refused."""
+    data = imp.constant(node, 0, "data")
+    scales = imp.constant(node, 2, "scales")
+    zero_points = imp.constant(node, 3, "zero_points")
+    indices = imp.required(node, 1)
+    assert data is not None and scales is not None
+    bits = int(node.attrs.get("bits", 4))
+    block = int(node.attrs.get("block_size", 128))
+    rank = data.ndim
+    gather_axis = normalize_axis(node, int(node.attrs.get("gather_axis", 0)), rank)
+    quantize_axis = normalize_axis(node, int(node.attrs.get("quantize_axis", 1)), rank)
+    if block < 16 or block & (block - 1):
+        raise node.unsupported(f"block_size={block} (a power of two >= 16)")
+    if data.dtype == np.uint8:
+        if bits not in (2, 4, 8):
+            raise node.unsupported(f"bits={bits} (2, 4 or 8)")
+        if bits < 8 and gather_axis == rank - 1:
+            raise node.error("gather_axis is the packed (last) axis of uint8 data")
+        per_byte = 8 // bits
+        values = _unpack_bits(data, bits, data.shape[-1] * per_byte).astype(np.float32)
+        if zero_points is None:
+            zp = np.full(scales.shape, 1 << (bits - 1), np.float32)
+        else:
+            zp = _unpack_bits(zero_points, bits, zero_points.shape[-1] * per_byte)
+            zp = zp[..., : scales.shape[-1]].astype(np.float32)
+    elif data.dtype in (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4)):
+        values = data.astype(np.float32)
+        zp = np.zeros(scales.shape, np.float32) if zero_points is None else zero_points
+        zp = zp.astype(np.float32)
+    else:
+        raise node.unsupported(f"data of type {data.dtype} (uint8, int4 and uint4 tables)")
+    blocks = -(-values.shape[quantize_axis] // block)
+    expected = [blocks if d == quantize_axis else n for d, n in enumerate(values.shape)]
+    if list(scales.shape) != expected or zp.shape != scales.shape:
+        raise node.error(
+            f"scales {list(scales.shape)} / zero_points {list(zp.shape)} for data of logical "
+            f"shape {list(values.shape)}: {expected} expected"
+        )
+    size = values.shape[quantize_axis]
+    table = (values - _block_expanded(zp, quantize_axis, block, size)) * _block_expanded(
+        scales.astype(np.float32), quantize_axis, block, size
+    )
+    table = table.astype(scales.dtype)
+    extent = table.shape[gather_axis]
+    nodes = OnnxNodes(f"{node.proto.output[0]}/GatherBlockQuantized")
+    index = node.proto.input[1]
+    index_type = dtype_of(indices)
+    inside = nodes.add(
+        "And",
+        [
+            nodes.add("GreaterOrEqual", [index, nodes.const(np.asarray(-extent, index_type))]),
+            nodes.add("Less", [index, nodes.const(np.asarray(extent, index_type))]),
+        ],
+    )
+    safe = nodes.add("Where", [inside, index, nodes.const(np.zeros((), index_type))])
+    gathered = nodes.add("Gather", [nodes.const(table), safe], axis=gather_axis)
+    # inside: indices' shape; aligned with the gathered axes by trailing unit axes.
+    trailing = rank - 1 - gather_axis
+    if trailing:
+        inside = nodes.add("Unsqueeze", [inside, nodes.i64(list(range(-trailing, 0)))])
+    zero = nodes.const(np.zeros((), table.dtype))
+    y = nodes.add("Where", [inside, gathered, zero])
+    return [nodes.import_at(imp, node, y, 13)]

@@ -121,7 +121,8 @@ def _arg_reduce(imp: ImportContext, node: Node) -> Sequence[Value]:
     axis = normalize_axis(node, node.attrs.get("axis", 0), len(shape))
     keep = bool(node.attrs.get("keepdims", 1))
     kind = "max" if node.op_type == "ArgMax" else "min"
-    y = arg_reduce(imp, x, kind, axis, node.attrs.get("select_last_index", 0))
+    ordered = imp.ordered_as_signed(node, x)
+    y = arg_reduce(imp, ordered, kind, axis, node.attrs.get("select_last_index", 0))
     return [y if keep else imp.reshape(y, [d for i, d in enumerate(shape) if i != axis])]
 
 
@@ -174,8 +175,14 @@ def _top_k(imp: ImportContext, node: Node) -> Sequence[Value]:
         raise node.unsupported(f"k = {k} for an axis of {shape[axis]}")
     out = [k if d == axis else n for d, n in enumerate(shape)]
     largest = node.attrs.get("largest", 1)
+    ordered = imp.ordered_as_signed(node, x)
     indices = imp.emit(
-        graph.TopKOp, [x], out, np.dtype(np.int64), axis=i64_attr(axis), largest=i64_attr(largest)
+        graph.TopKOp,
+        [ordered],
+        out,
+        np.dtype(np.int64),
+        axis=i64_attr(axis),
+        largest=i64_attr(largest),
     )
     # Always sorted (sorted=0 leaves the order unspecified); values are gathered by index.
     return [gather_elements(imp, x, indices, axis), indices]

@@ -62,6 +62,36 @@ class OnnxNodes:
             ) from err
         return imp.env[output]
 
+    def add_node(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        domain: str = "",
+        **attrs: object,
+    ) -> list[str]:
+        """A node of several outputs (named `prefix/<output>`, "" kept as an absent output),
+        trailing absent inputs dropped; returns the output names."""
+        inputs = list(inputs)
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        names = [f"{self.prefix}/{o}" if o else "" for o in outputs]
+        self.nodes.append(
+            helper.make_node(
+                op, inputs, names, name=f"{self.prefix}/{op}", domain=domain or None, **attrs
+            )
+        )
+        return names
+
+    def import_at(self, imp: ImportContext, node: Node, output: str, opset: int) -> Value:
+        """`import_as` with ai.onnx at `opset` (the version the decomposition is written
+        for); other domains import at the model's versions."""
+        outer, imp.opset = imp.opset, opset
+        try:
+            return self.import_as(imp, node, output)
+        finally:
+            imp.opset = outer
+
     def const(self, array: np.ndarray) -> str:
         self.count += 1
         out = f"{self.prefix}/const_{self.count}"

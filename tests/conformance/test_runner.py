@@ -290,3 +290,21 @@ def test_values_differ_is_counted_apart_from_refusals_and_internal_errors() -> N
     assert "outcomes: 1 passed, 2 refused, 1 values differ, 1 wrong output" in text
     assert "values differ (1 cases: ran, but computed wrong numbers):\n  test_b: 3/8 differ" in text
     assert "1 values differ" in conf.render_docs(report)
+
+
+def test_docs_list_every_contrib_op_ember_converts() -> None:
+    """docs/ops.md's com.microsoft table (tools/conformance/contrib_ops.py) names exactly the
+    com.microsoft ops the registry converts."""
+    import ember.frontend  # noqa: F401  (registers every converter)
+    from ember.frontend import registry
+    from ember.tools.conformance.contrib_ops import CONTRIB_OPS
+
+    converted = {
+        key.removeprefix("com.microsoft.")
+        for key in registry.CONVERTERS
+        if key.startswith("com.microsoft.")
+    }
+    assert set(CONTRIB_OPS) == converted
+    docs = conf.render_docs(_synthetic_report())
+    section = docs.split("## onnxruntime contrib ops")[1]
+    assert "| GroupQueryAttention | genai |" in section

@@ -409,20 +409,25 @@ def test_dynamic_quantize_linear() -> None:
 def test_refusals_name_op_node_and_opset(
     node: onnx.NodeProto, inits: dict[str, Any], message: str | None
 ) -> None:
-    if message is None:  # QLinearSigmoid has no channels_last; use a pool instead
+    if message is None:  # (channels_last=1 pools are supported now): a prepacked MatMulNBits
         node = helper.make_node(
-            "QLinearGlobalAveragePool",
-            ["x", "s", "z", "s", "z"],
+            "MatMulNBits",
+            ["x", "b", "s"],
             ["y"],
-            name="nhwc",
+            name="prepacked",
             domain=MS,
-            channels_last=1,
+            K=16,
+            N=4,
+            bits=4,
+            block_size=16,
+            weight_prepacked=1,
         )
-        message = r"QLinearGlobalAveragePool.*'nhwc'.*opset 21.*channels_last"
-        x = _quantized(np.uint8, (1, 4, 4, 3))
+        inits = {"b": np.zeros((4, 1, 8), np.uint8), "s": np.ones((4, 1), np.float32)}
+        message = r"MatMulNBits.*'prepacked'.*opset 21.*weight_prepacked=1"
+        x = RNG.standard_normal((2, 16)).astype(np.float32)
     else:
         x = RNG.standard_normal((2, 3)).astype(np.float32)
-    out = np.int8 if node.op_type == "QuantizeLinear" else np.uint8
+    out = {"QuantizeLinear": np.int8, "MatMulNBits": np.float32}.get(node.op_type, np.uint8)
     model = _model([node], {"x": x}, {"y": out}, inits, opset=21)
     with pytest.raises(UnsupportedOpError, match=message):
         ember.compile(model)

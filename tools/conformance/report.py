@@ -11,6 +11,7 @@ from typing import Any
 
 import onnx
 
+from ember.tools.conformance.contrib_ops import contrib_section
 from ember.tools.conformance.runner import ATOL, PACKAGE_ROOT, REFUSALS, RTOL, STATUSES
 from ember.tools.conformance.unsupported import reason, unconverted_ops
 
@@ -330,6 +331,7 @@ def render_docs(report: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {op} | {reason(op)} |" for op in untested),
         "",
+        *contrib_section(),
     ]
     return "\n".join(lines)
 
