@@ -222,6 +222,7 @@ async def closed_loop(
         and all(n == 1 for n in answered.values())
         and len(answered) + failures == sent,
         "throughput": len(latencies) / elapsed,
+        "elapsed_s": elapsed,
         "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
         "p99_ms": percentile(latencies, 0.99),
         "p99_steady_ms": percentile(steady, 0.99),
@@ -294,6 +295,11 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                             "event_loop_cpu_ms_per_request": 1000
                             * (loop_after - loop_before)
                             / max(point["answered"], 1),
+                            # The share of the machine the server got: throughput is this
+                            # divided by the CPU per request, so the on/off throughput ratio
+                            # is the CPU ratio (the work batching saves) times the ratio of
+                            # these (how much of the machine each server happened to get).
+                            "server_cores": (cpu_after - cpu_before) / point["elapsed_s"],
                             "client_cpu_ms_per_request": 1000 * client_cpu / answered,
                             "load_average": os.getloadavg()[0],
                         }
@@ -367,18 +373,34 @@ def summarize(rows: list[dict]) -> None:
                     f"p99 {statistics.median(r['p99_ms'] for r in mine):.1f} ms (past the "
                     f"first requests {statistics.median(r['p99_steady_ms'] for r in mine):.1f}), "
                     f"server CPU {statistics.median(r['server_cpu_ms_per_request'] for r in mine):.2f} ms/request "
-                    f"(event loop {statistics.median(r['event_loop_cpu_ms_per_request'] for r in mine):.2f})"
+                    f"(event loop {statistics.median(r['event_loop_cpu_ms_per_request'] for r in mine):.2f}) "
+                    f"on {statistics.median(r['server_cores'] for r in mine):.2f} cores, "
+                    f"rows/run {statistics.median(r['rows_per_run'] for r in mine):.1f}, "
+                    f"padding {statistics.median(r['padding_ratio'] for r in mine):.2f}, "
+                    f"load {statistics.median(r['load_average'] for r in mine):.1f}"
                 )
-        pairs = {}
+        pairs: dict[int, dict[str, dict]] = {}
         for r in at:
-            pairs.setdefault(r["repeat"], {})[r["batching"]] = r["throughput"]
-        ratios = sorted(p["on"] / p["off"] for p in pairs.values() if {"on", "off"} <= set(p))
-        if ratios:
-            listed = ", ".join(f"{x:.2f}" for x in ratios)
-            print(
-                f"  c={concurrency}: throughput on/off, median of {len(ratios)} pairs: "
-                f"{statistics.median(ratios):.2f} ({listed})"
-            )
+            pairs.setdefault(r["repeat"], {})[r["batching"]] = r
+        both = [p for p in pairs.values() if {"on", "off"} <= set(p)]
+        # Throughput on/off = (CPU per request off/on: the work batching saves, whatever the
+        # machine's load) x (cores on/off: the share of the machine each server got).
+        for label, figure, inverse in (
+            ("throughput on/off", "throughput", False),
+            ("server CPU per request off/on (load-robust)", "server_cpu_ms_per_request", True),
+            ("server cores used on/off", "server_cores", False),
+        ):
+            ratios = sorted(
+                (p["off"][figure] / p["on"][figure]) if inverse else
+                (p["on"][figure] / p["off"][figure])
+                for p in both
+            )  # fmt: skip
+            if ratios:
+                listed = ", ".join(f"{x:.2f}" for x in ratios)
+                print(
+                    f"  c={concurrency}: {label}, median of {len(ratios)} pairs: "
+                    f"{statistics.median(ratios):.2f} ({listed})"
+                )
 
 
 def simulate_closed_loop(
@@ -422,7 +444,7 @@ def _row(p: dict) -> str:
         f"{p['stall_p99_ms']:.0f}), batch formed in {p['formation_mean_ms']:.1f} ms,\n    "
         f"arrival-to-answer p99 {p['server_p99_ms']:.0f} ms, "
         f"CPU {p['server_cpu_ms_per_request']:.2f} ms/request (event loop "
-        f"{p['event_loop_cpu_ms_per_request']:.2f}; client "
+        f"{p['event_loop_cpu_ms_per_request']:.2f}; {p['server_cores']:.2f} cores; client "
         f"{p['client_cpu_ms_per_request']:.1f}), compiles {p['compiles']:.0f}, "
         f"full GCs {p['gc_full']:.0f} ({p['gc_full_ms']:.0f} ms), load {p['load_average']:.1f}"
     )
