@@ -134,13 +134,15 @@ def metrics(port: int, model: str) -> dict[str, float]:
     return values
 
 
-def cpu_seconds(pid: int, thread: int | None = None) -> float:
+def cpu_seconds(pid: int, thread: int | None = None, system_only: bool = False) -> float:
     """User + system CPU time of process `pid` (all its threads) so far, or of its thread
     `thread` alone (the server's main thread, `pid`, runs the event loop: HTTP, parsing,
-    answering; the others are the batchers' threads and their compute threads)."""
+    answering; the others are the batchers' threads and their compute threads); with
+    `system_only` the system (kernel) part alone: system calls, futex waits and wake-ups."""
     where = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
     fields = Path(where).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
@@ -261,6 +263,7 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                             metrics(port, name),
                             cpu_seconds(server.pid),
                             cpu_seconds(server.pid, server.pid),
+                            cpu_seconds(server.pid, system_only=True),
                         )
                         for mode, (server, port) in group
                     }
@@ -280,9 +283,10 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                     client_cpu = time.process_time() - client_before
                     answered = max(sum(p["answered"] for p in points), 1)
                     for (mode, (server, port)), point in zip(group, points):
-                        before, cpu_before, loop_before = started[mode]
+                        before, cpu_before, loop_before, system_before = started[mode]
                         after, cpu_after = metrics(port, name), cpu_seconds(server.pid)
                         loop_after = cpu_seconds(server.pid, server.pid)
+                        system_after = cpu_seconds(server.pid, system_only=True)
                         point |= describe_window(before, after, point["answered"])
                         point |= {
                             "model": name,
@@ -294,6 +298,9 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                             / max(point["answered"], 1),
                             "event_loop_cpu_ms_per_request": 1000
                             * (loop_after - loop_before)
+                            / max(point["answered"], 1),
+                            "system_cpu_ms_per_request": 1000
+                            * (system_after - system_before)
                             / max(point["answered"], 1),
                             # The share of the machine the server got: throughput is this
                             # divided by the CPU per request, so the on/off throughput ratio
@@ -444,7 +451,8 @@ def _row(p: dict) -> str:
         f"{p['stall_p99_ms']:.0f}), batch formed in {p['formation_mean_ms']:.1f} ms,\n    "
         f"arrival-to-answer p99 {p['server_p99_ms']:.0f} ms, "
         f"CPU {p['server_cpu_ms_per_request']:.2f} ms/request (event loop "
-        f"{p['event_loop_cpu_ms_per_request']:.2f}; {p['server_cores']:.2f} cores; client "
+        f"{p['event_loop_cpu_ms_per_request']:.2f}, kernel {p['system_cpu_ms_per_request']:.2f}; "
+        f"{p['server_cores']:.2f} cores; client "
         f"{p['client_cpu_ms_per_request']:.1f}), compiles {p['compiles']:.0f}, "
         f"full GCs {p['gc_full']:.0f} ({p['gc_full_ms']:.0f} ms), load {p['load_average']:.1f}"
     )
