@@ -134,13 +134,15 @@ def metrics(port: int, model: str) -> dict[str, float]:
     return values
 
 
-def cpu_seconds(pid: int, thread: int | None = None) -> float:
+def cpu_seconds(pid: int, thread: int | None = None, system_only: bool = False) -> float:
     """User + system CPU time of process `pid` (all its threads) so far, or of its thread
     `thread` alone (the server's main thread, `pid`, runs the event loop: HTTP, parsing,
-    answering; the others are the batchers' threads and their compute threads)."""
+    answering; the others are the batchers' threads and their compute threads); with
+    `system_only` the system (kernel) part alone: system calls, futex waits and wake-ups."""
     where = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
     fields = Path(where).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
@@ -222,6 +224,7 @@ async def closed_loop(
         and all(n == 1 for n in answered.values())
         and len(answered) + failures == sent,
         "throughput": len(latencies) / elapsed,
+        "elapsed_s": elapsed,
         "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
         "p99_ms": percentile(latencies, 0.99),
         "p99_steady_ms": percentile(steady, 0.99),
@@ -260,6 +263,7 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                             metrics(port, name),
                             cpu_seconds(server.pid),
                             cpu_seconds(server.pid, server.pid),
+                            cpu_seconds(server.pid, system_only=True),
                         )
                         for mode, (server, port) in group
                     }
@@ -279,9 +283,10 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                     client_cpu = time.process_time() - client_before
                     answered = max(sum(p["answered"] for p in points), 1)
                     for (mode, (server, port)), point in zip(group, points):
-                        before, cpu_before, loop_before = started[mode]
+                        before, cpu_before, loop_before, system_before = started[mode]
                         after, cpu_after = metrics(port, name), cpu_seconds(server.pid)
                         loop_after = cpu_seconds(server.pid, server.pid)
+                        system_after = cpu_seconds(server.pid, system_only=True)
                         point |= describe_window(before, after, point["answered"])
                         point |= {
                             "model": name,
@@ -294,6 +299,14 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                             "event_loop_cpu_ms_per_request": 1000
                             * (loop_after - loop_before)
                             / max(point["answered"], 1),
+                            "system_cpu_ms_per_request": 1000
+                            * (system_after - system_before)
+                            / max(point["answered"], 1),
+                            # The share of the machine the server got: throughput is this
+                            # divided by the CPU per request, so the on/off throughput ratio
+                            # is the CPU ratio (the work batching saves) times the ratio of
+                            # these (how much of the machine each server happened to get).
+                            "server_cores": (cpu_after - cpu_before) / point["elapsed_s"],
                             "client_cpu_ms_per_request": 1000 * client_cpu / answered,
                             "load_average": os.getloadavg()[0],
                         }
@@ -367,18 +380,34 @@ def summarize(rows: list[dict]) -> None:
                     f"p99 {statistics.median(r['p99_ms'] for r in mine):.1f} ms (past the "
                     f"first requests {statistics.median(r['p99_steady_ms'] for r in mine):.1f}), "
                     f"server CPU {statistics.median(r['server_cpu_ms_per_request'] for r in mine):.2f} ms/request "
-                    f"(event loop {statistics.median(r['event_loop_cpu_ms_per_request'] for r in mine):.2f})"
+                    f"(event loop {statistics.median(r['event_loop_cpu_ms_per_request'] for r in mine):.2f}) "
+                    f"on {statistics.median(r['server_cores'] for r in mine):.2f} cores, "
+                    f"rows/run {statistics.median(r['rows_per_run'] for r in mine):.1f}, "
+                    f"padding {statistics.median(r['padding_ratio'] for r in mine):.2f}, "
+                    f"load {statistics.median(r['load_average'] for r in mine):.1f}"
                 )
-        pairs = {}
+        pairs: dict[int, dict[str, dict]] = {}
         for r in at:
-            pairs.setdefault(r["repeat"], {})[r["batching"]] = r["throughput"]
-        ratios = sorted(p["on"] / p["off"] for p in pairs.values() if {"on", "off"} <= set(p))
-        if ratios:
-            listed = ", ".join(f"{x:.2f}" for x in ratios)
-            print(
-                f"  c={concurrency}: throughput on/off, median of {len(ratios)} pairs: "
-                f"{statistics.median(ratios):.2f} ({listed})"
-            )
+            pairs.setdefault(r["repeat"], {})[r["batching"]] = r
+        both = [p for p in pairs.values() if {"on", "off"} <= set(p)]
+        # Throughput on/off = (CPU per request off/on: the work batching saves, whatever the
+        # machine's load) x (cores on/off: the share of the machine each server got).
+        for label, figure, inverse in (
+            ("throughput on/off", "throughput", False),
+            ("server CPU per request off/on (load-robust)", "server_cpu_ms_per_request", True),
+            ("server cores used on/off", "server_cores", False),
+        ):
+            ratios = sorted(
+                (p["off"][figure] / p["on"][figure]) if inverse else
+                (p["on"][figure] / p["off"][figure])
+                for p in both
+            )  # fmt: skip
+            if ratios:
+                listed = ", ".join(f"{x:.2f}" for x in ratios)
+                print(
+                    f"  c={concurrency}: {label}, median of {len(ratios)} pairs: "
+                    f"{statistics.median(ratios):.2f} ({listed})"
+                )
 
 
 def simulate_closed_loop(
@@ -422,7 +451,8 @@ def _row(p: dict) -> str:
         f"{p['stall_p99_ms']:.0f}), batch formed in {p['formation_mean_ms']:.1f} ms,\n    "
         f"arrival-to-answer p99 {p['server_p99_ms']:.0f} ms, "
         f"CPU {p['server_cpu_ms_per_request']:.2f} ms/request (event loop "
-        f"{p['event_loop_cpu_ms_per_request']:.2f}; client "
+        f"{p['event_loop_cpu_ms_per_request']:.2f}, kernel {p['system_cpu_ms_per_request']:.2f}; "
+        f"{p['server_cores']:.2f} cores; client "
         f"{p['client_cpu_ms_per_request']:.1f}), compiles {p['compiles']:.0f}, "
         f"full GCs {p['gc_full']:.0f} ({p['gc_full_ms']:.0f} ms), load {p['load_average']:.1f}"
     )

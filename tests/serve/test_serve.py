@@ -13,9 +13,10 @@ import gc
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 http = pytest.importorskip("tritonclient.http")
+import gevent  # noqa: E402 (a dependency of tritonclient.http)
 from prometheus_client import generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -276,6 +278,18 @@ def test_sequences_padded_under_the_mask(
     assert padding > 0
 
 
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Wait until `condition()` while tritonclient's requests proceed. Its `async_infer`
+    sends a request from a gevent greenlet, which runs only while this thread is in gevent
+    (async_infer yields for 10 ms, then returns): a plain threading wait would hold a request
+    not sent within those 10 ms (a loaded machine) unsent, and the server never sees it."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds} s for {what}")
+        gevent.sleep(0.01)
+
+
 def _error(call) -> InferenceServerException:  # type: ignore[no-untyped-def]
     with pytest.raises(InferenceServerException) as caught:
         call()
@@ -363,10 +377,9 @@ def test_full_queue_answers_503_at_once(
     with _gated(repository, "mixing", queue_limit=1) as (gate, entered):
         x = {"x": np.ones((1, 4), np.float32)}
         running = client.async_infer("mixing", _inputs(x))
-        assert entered.wait(30)
+        _wait_for(entered.is_set, "the first request's run")
         queued = client.async_infer("mixing", _inputs(x))
-        while repository.batchers["mixing"].queued < 1:
-            threading.Event().wait(0.01)
+        _wait_for(lambda: repository.batchers["mixing"].queued >= 1, "a queued request")
         refused = _error(lambda: client.infer("mixing", _inputs(x)))
         assert refused.status() == "503" and "queue is full" in refused.message()
         timed_out = _error(lambda: client.infer("mixing", _inputs(x), timeout=1))
@@ -382,7 +395,7 @@ def test_request_timeout_answers_503(
     with _gated(repository, "mixing", queue_limit=4) as (gate, entered):
         x = {"x": np.ones((1, 4), np.float32)}
         running = client.async_infer("mixing", _inputs(x))
-        assert entered.wait(30)
+        _wait_for(entered.is_set, "the first request's run")
         late = _error(lambda: client.infer("mixing", _inputs(x), timeout=50_000))  # 50 ms
         assert late.status() == "503" and "request timeout" in late.message()
         gate.set()
@@ -406,9 +419,8 @@ def _stop_while_busy(
     client = http.InferenceServerClient(server.url, concurrency=4)
     feeds = [dense_feeds(1, seed=i) for i in range(3)]
     pending = [client.async_infer("dense", _inputs(f)) for f in feeds]
-    assert entered.wait(30)
-    while repository.batchers["dense"].queued < 2:
-        threading.Event().wait(0.01)
+    _wait_for(entered.is_set, "the first request's run")
+    _wait_for(lambda: repository.batchers["dense"].queued >= 2, "two queued requests")
     stopper = threading.Thread(target=server.stop)
     stopper.start()  # as SIGTERM: no new connections, the requests in flight finish
     for _ in range(3000):  # until the server has stopped listening, the requests still held
