@@ -1,0 +1,100 @@
+"""cse on ONNX models, against onnxruntime (max |error| <= 1e-5 x max |reference|): the light
+Inception v2's pattern (sibling 1x1 convs on one input whose weights are equal fills under
+other names, each with its own BatchNormalization, concatenated), and merged values that
+end up as two graph outputs or twice in one concat. The IR before and after:
+tests/transforms/cse.mlir."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.core.context import make_context
+from ember.frontend.onnx_importer import import_model
+from ember.passes.pipeline import run_graph_passes
+from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs
+
+
+def _model(nodes: list[onnx.NodeProto], weights: dict[str, np.ndarray], outputs: list[str]):
+    graph = helper.make_graph(
+        nodes,
+        "cse",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 5, 7, 7])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        [numpy_helper.from_array(array, name) for name, array in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _batch_norm(prefix: str, channels: int, seed: int) -> tuple[onnx.NodeProto, dict]:
+    rng = np.random.default_rng(seed)
+    params = {
+        f"{prefix}_scale": rng.uniform(0.5, 1.5, channels),
+        f"{prefix}_bias": rng.standard_normal(channels),
+        f"{prefix}_mean": rng.standard_normal(channels),
+        f"{prefix}_var": rng.uniform(0.5, 1.5, channels),
+    }
+    node = helper.make_node(
+        "BatchNormalization", [f"{prefix}_in", *params], [f"{prefix}_out"], name=prefix
+    )
+    return node, {k: v.astype(np.float32) for k, v in params.items()}
+
+
+def _graph_op_names(model: onnx.ModelProto) -> list[str]:
+    module, weights = import_model(model)
+    run_graph_passes(module, make_context(weights))
+    return [op.name for op in module.walk()]
+
+
+def test_sibling_convs_with_equal_filled_weights_run_once() -> None:
+    # Three 1x1 convs 5 -> 6 read X: two with weights 0.25 under two names, one with 0.5;
+    # each has its own BatchNormalization and Relu, the three are concatenated.
+    weights = {
+        "w_a": np.full((6, 5, 1, 1), 0.25, np.float32),
+        "w_b": np.full((6, 5, 1, 1), 0.25, np.float32),
+        "w_c": np.full((6, 5, 1, 1), 0.5, np.float32),
+    }
+    nodes = []
+    for i, branch in enumerate("abc"):
+        bn, params = _batch_norm(f"bn_{branch}", 6, seed=i)
+        weights.update(params)
+        nodes += [
+            helper.make_node("Conv", ["X", f"w_{branch}"], [f"bn_{branch}_in"], name=f"c{i}"),
+            bn,
+            helper.make_node("Relu", [f"bn_{branch}_out"], [f"r_{branch}"]),
+        ]
+    nodes.append(helper.make_node("Concat", ["r_a", "r_b", "r_c"], ["Y"], axis=1))
+    model = _model(nodes, weights, ["Y"])
+    assert _graph_op_names(model).count("graph.conv") == 2
+    feeds = random_inputs(model, seed=0)
+    assert_close(
+        ember.compile(model, threads=1).run(feeds), onnxruntime_outputs(model, feeds), 1e-5
+    )
+
+
+def test_merged_values_as_two_outputs_and_twice_in_a_concat() -> None:
+    # Y1 and Y2 are one Relu after cse; Y3 concatenates it with itself and a third copy;
+    # Y4 / Y5 divide by -0.0 and 0.0 fills: equal as floats, not merged (the signs of the
+    # infinities differ).
+    weights = {
+        "neg_zero": np.full((1, 5, 1, 1), -0.0, np.float32),
+        "zero": np.full((1, 5, 1, 1), 0.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("Relu", ["X"], ["Y1"]),
+        helper.make_node("Relu", ["X"], ["Y2"]),
+        helper.make_node("Relu", ["X"], ["r"]),
+        helper.make_node("Concat", ["r", "Y1", "r"], ["Y3"], axis=1),
+        helper.make_node("Div", ["X", "neg_zero"], ["Y4"]),
+        helper.make_node("Div", ["X", "zero"], ["Y5"]),
+    ]
+    model = _model(nodes, weights, ["Y1", "Y2", "Y3", "Y4", "Y5"])
+    assert _graph_op_names(model).count("graph.relu") == 1
+    feeds = random_inputs(model, seed=1)
+    actual = ember.compile(model, threads=1).run(feeds)
+    expected = onnxruntime_outputs(model, feeds)
+    for name, ref in expected.items():
+        np.testing.assert_array_equal(actual[name], ref, err_msg=name)
+    assert not np.shares_memory(actual["Y1"], actual["Y2"])
