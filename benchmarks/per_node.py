@@ -7,8 +7,8 @@
 For each model: ember's time per kernel call (an instrumented build, `ember profile`) and
 onnxruntime's time per node (its own profiler, SessionOptions.enable_profiling), both on the
 same seeded inputs, the same thread count, min (default) or median over --runs runs after
---warmup; then each engine's whole run, neither instrumented, the two alternating run by run
-(process CPU time at 1 thread). A row is one ember kernel with the onnxruntime nodes of the same names (the kernel's
+--warmup; then each engine's whole run, neither instrumented, one engine's runs after the
+other's (process CPU time at 1 thread). A row is one ember kernel with the onnxruntime nodes of the same names (the kernel's
 node and the nodes fused into it; onnxruntime's rewrites keep the name with a suffix, "_nchwc");
 onnxruntime nodes that no ember kernel names (its layout reorders, a concat ember writes in
 place) are rows of their own with 0 µs for ember. Rows are sorted by the µs ember loses (ember
@@ -84,14 +84,20 @@ def whole_runs_us(
     path: Path, feeds: dict[str, np.ndarray], threads: int, runs: int, warmup: int, statistic: str
 ) -> tuple[float, float]:
     """Each engine's whole run, uninstrumented and without onnxruntime's profiler (which
-    costs it several µs per node), run by run alternately: process CPU time at one thread,
-    wall time otherwise (`bench.alternating_ms`)."""
+    costs it several µs per node): process CPU time at one thread, wall time otherwise
+    (`bench.alternating_ms`), all of one engine's runs before the other's, as
+    benchmarks/compare.py runs them (alternating run by run, each engine evicts the other's
+    weights from the caches: squeezenet's ember run took 3.4 instead of 3.05 ms)."""
     compiled = ember.compile(str(path), threads=threads)
     session = bench.onnxruntime_session(str(path), threads)
-    runners = {"ember": lambda: compiled.run(feeds), "ort": lambda: session.run(None, feeds)}
-    times = bench.alternating_ms(runners, runs, warmup, threads)
     reduce = min if statistic == "min" else statistics.median
-    return reduce(times["ember"]) * 1e3, reduce(times["ort"]) * 1e3
+    times = {}
+    for engine, run in (
+        ("ember", lambda: compiled.run(feeds)),
+        ("ort", lambda: session.run(None, feeds)),
+    ):
+        times[engine] = reduce(bench.alternating_ms({engine: run}, runs, warmup, threads)[engine])
+    return times["ember"] * 1e3, times["ort"] * 1e3
 
 
 def compare(path: Path, threads: int, runs: int, warmup: int, statistic: str) -> Comparison:
