@@ -196,6 +196,43 @@ PADDED_CASES = [
 ]
 
 
+# Planes pooled in place (over PADDED_PLANE_MAX_BYTES, or no border): the columns after the
+# full vector blocks are one more block overlapping the last (no scalar tail), and a stride-2
+# pair that holds only an odd window's last column is read one element early (never past
+# the row).
+IN_PLACE_CASES = [
+    ("max", (1, 2, 111, 111), (3, 3), (2, 2), (0, 0, 0, 0), False, False),  # squeezenet: 55
+    ("max", (1, 2, 112, 112), (3, 3), (2, 2), (0, 0, 1, 1), False, False),  # inception v2: 56
+    ("max", (1, 2, 95, 101), (3, 3), (1, 1), (1, 1, 1, 1), False, False),  # stride 1, odd
+    ("avg", (1, 2, 95, 101), (3, 3), (1, 1), (1, 1, 1, 1), False, True),
+    ("max", (1, 2, 90, 150), (2, 2), (2, 2), (0, 0, 0, 0), False, False),  # even window: 75
+    ("max", (1, 2, 91, 125), (5, 5), (2, 2), (2, 2, 2, 2), True, False),  # 5 columns, ceil
+    ("avg", (1, 2, 91, 125), (3, 3), (2, 2), (0, 0, 0, 0), False, False),  # 62
+    ("max", (1, 2, 91, 91), (1, 1), (2, 2), (0, 0, 0, 0), False, False),  # 1-wide: reads 2
+    # Rows narrower than a vector, no border: narrower vectors in place (8 + overlap).
+    ("max", (1, 3, 27, 27), (3, 3), (2, 2), (0, 0, 0, 0), False, False),  # squeezenet: 13
+    ("avg", (1, 3, 14, 14), (3, 3), (1, 1), (0, 0, 0, 0), False, False),  # 12
+    ("max", (1, 3, 13, 11), (2, 2), (2, 2), (0, 0, 0, 0), False, False),  # 5: 4 + overlap
+]
+
+
+@pytest.mark.parametrize("vw", [8, 16])
+@pytest.mark.parametrize(
+    "case", IN_PLACE_CASES, ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}"
+)
+def test_in_place_plane_matches_onnxruntime(case: tuple, vw: int) -> None:
+    kind, in_shape, ks, strides, pads, ceil_mode, include_pad = case
+    x = np.random.default_rng(5).standard_normal(in_shape).astype(np.float32)
+    expected = onnxruntime_pool(x, kind, ks, strides, pads, ceil_mode, include_pad)
+    out = np.full(expected.shape, np.nan, np.float32)
+    make = make_pool(kind, ks, strides, pads, include_pad)
+    if vw == 16 and host_target(1).vector_width != 16:
+        pytest.skip("AVX-512 host needed to run 16-lane code")
+    target = Target(cpu="x86-64-v4", vector_width=16, vector_registers=32, threads=1)
+    run_kernel_op(make, [x, out], target=target if vw == 16 else Target(threads=1))
+    check(out, expected, kind)
+
+
 @pytest.mark.parametrize("vw", [8, 16])
 @pytest.mark.parametrize(
     "case", PADDED_CASES, ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}i{c[6]:d}"
