@@ -98,3 +98,35 @@ def test_merged_values_as_two_outputs_and_twice_in_a_concat() -> None:
     for name, ref in expected.items():
         np.testing.assert_array_equal(actual[name], ref, err_msg=name)
     assert not np.shares_memory(actual["Y1"], actual["Y2"])
+
+
+def test_canonicalized_gemm_and_batch_norm_keep_their_onnx_node() -> None:
+    """The matmul a Gemm becomes and the mul/add of a BatchNormalization no conv absorbs name
+    their ONNX node (`ember.origin`: errors and benchmarks/per_node.py's rows)."""
+    from ember.engine.compile import annotate_origins
+    from ember.passes.program import origin_of
+
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.standard_normal((5, 4)).astype(np.float32)}
+    bn, params = _batch_norm("bn", 5, seed=0)
+    weights.update(params)
+    nodes = [
+        helper.make_node("Flatten", ["X"], ["flat"]),
+        helper.make_node("Slice", ["flat", "s0", "s1", "s_axis"], ["cut"]),
+        helper.make_node("Gemm", ["cut", "w"], ["bn_in"], name="fc", transB=1),
+        bn,
+        helper.make_node("Unsqueeze", ["bn_out", "axes"], ["Y"]),
+    ]
+    weights.update(
+        s0=np.array([0], np.int64),
+        s1=np.array([4], np.int64),
+        s_axis=np.array([1], np.int64),
+        axes=np.array([2, 3], np.int64),
+    )
+    model = _model(nodes, weights, ["Y"])
+    module, store = import_model(model)
+    annotate_origins(module, model)
+    run_graph_passes(module, make_context(store))
+    nodes_of = {op.name: origin_of(op).get("node") for op in module.walk()}
+    assert nodes_of["graph.matmul"] == "fc"
+    assert nodes_of["graph.mul"] == nodes_of["graph.add"] == "bn"
