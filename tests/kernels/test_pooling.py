@@ -193,6 +193,10 @@ PADDED_CASES = [
     # One output column: scalar blocks that divide by the column count (light Inception
     # v1's last pool, 7x7 over 6x6 padded to 7x7; that model runs only with --runslow).
     ("avg", (1, 2, 6, 6), (7, 7), (1, 1), (0, 0, 1, 1), False, False),
+    # Rows narrower than a vector, not a power of two: one masked vector a row (5 of 8
+    # lanes, 12 of 16), the lanes past the row (0/0 for an average) not stored.
+    ("avg", (1, 2, 10, 10), (3, 3), (2, 2), (1, 1, 1, 1), False, False),
+    ("max", (1, 2, 12, 12), (3, 3), (1, 1), (1, 1, 1, 1), False, False),
 ]
 
 
