@@ -494,11 +494,15 @@ class OnnxruntimeProfile:
         return sum(times) if times else None
 
 
-# The suffixes onnxruntime's CPU graph rewrites append to the names of the nodes they replace.
+# The suffixes onnxruntime's CPU graph rewrites append to the names of the nodes they replace,
+# and the prefix of its fused ops (Gemm + Relu: "fused n38").
 _ONNXRUNTIME_SUFFIXES = ("_nchwc", "_token")
+_ONNXRUNTIME_PREFIXES = ("fused ",)
 
 
 def onnxruntime_base_name(name: str) -> str:
+    for prefix in _ONNXRUNTIME_PREFIXES:
+        name = name.removeprefix(prefix)
     for suffix in _ONNXRUNTIME_SUFFIXES:
         at = name.find(suffix)
         if at > 0:
