@@ -222,26 +222,12 @@ IN_PLACE_CASES = [
 
 @pytest.mark.parametrize("vw", [8, 16])
 @pytest.mark.parametrize(
-    "case", IN_PLACE_CASES, ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}"
+    "case",
+    PADDED_CASES + IN_PLACE_CASES,
+    ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}i{c[6]:d}",
 )
-def test_in_place_plane_matches_onnxruntime(case: tuple, vw: int) -> None:
-    kind, in_shape, ks, strides, pads, ceil_mode, include_pad = case
-    x = np.random.default_rng(5).standard_normal(in_shape).astype(np.float32)
-    expected = onnxruntime_pool(x, kind, ks, strides, pads, ceil_mode, include_pad)
-    out = np.full(expected.shape, np.nan, np.float32)
-    make = make_pool(kind, ks, strides, pads, include_pad)
-    if vw == 16 and host_target(1).vector_width != 16:
-        pytest.skip("AVX-512 host needed to run 16-lane code")
-    target = Target(cpu="x86-64-v4", vector_width=16, vector_registers=32, threads=1)
-    run_kernel_op(make, [x, out], target=target if vw == 16 else Target(threads=1))
-    check(out, expected, kind)
-
-
-@pytest.mark.parametrize("vw", [8, 16])
-@pytest.mark.parametrize(
-    "case", PADDED_CASES, ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}i{c[6]:d}"
-)
-def test_padded_plane_matches_onnxruntime(case: tuple, vw: int) -> None:
+def test_vector_planes_match_onnxruntime(case: tuple, vw: int) -> None:
+    """PADDED_CASES and IN_PLACE_CASES with 8 and 16 lanes."""
     kind, in_shape, ks, strides, pads, ceil_mode, include_pad = case
     x = np.random.default_rng(3).standard_normal(in_shape).astype(np.float32)
     x.flat[::7] = -x.flat[::7] * 5  # large negative values next to the -inf padding
