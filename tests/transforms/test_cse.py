@@ -130,3 +130,60 @@ def test_canonicalized_gemm_and_batch_norm_keep_their_onnx_node() -> None:
     nodes_of = {op.name: origin_of(op).get("node") for op in module.walk()}
     assert nodes_of["graph.matmul"] == "fc"
     assert nodes_of["graph.mul"] == nodes_of["graph.add"] == "bn"
+
+
+def test_equal_constants_of_differently_grouped_or_quantized_convs() -> None:
+    """Filters merged by cse (or one shared initializer) pack once per group count: a group-1
+    and a group-2 conv with one filter array failed to compile (the second took the first's
+    packing); int8 convs whose zero int32 offsets merge keep each filter's own zero-point
+    correction (offset - input zero point x the filter's row sums)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["X1", "w"], ["Y1"], pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["X2", "w_copy"], ["Y2"], pads=[1, 1, 1, 1], group=2),
+        ],
+        "groups",
+        [
+            helper.make_tensor_value_info("X1", TensorProto.FLOAT, [1, 4, 9, 9]),
+            helper.make_tensor_value_info("X2", TensorProto.FLOAT, [1, 8, 9, 9]),
+        ],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y1", "Y2")],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w.copy(), "w_copy")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = random_inputs(model, seed=2)
+    assert_close(
+        ember.compile(model, threads=1).run(feeds), onnxruntime_outputs(model, feeds), 1e-5
+    )
+
+    # Two QDQ convs, other int8 filters, zero biases (equal int32 offsets), input zero point 128.
+    weights = {
+        "xs": np.array(0.02, np.float32),
+        "xz": np.array(128, np.uint8),
+        "ys": np.array(0.05, np.float32),
+        "yz": np.array(128, np.uint8),
+        "ws": np.array(0.01, np.float32),
+        "wz": np.array(0, np.int8),
+        "bias": np.zeros(6, np.float32),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["X", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"]),
+    ]
+    for i in (1, 2):
+        weights[f"w{i}q"] = rng.integers(-127, 128, (6, 5, 3, 3)).astype(np.int8)
+        nodes += [
+            helper.make_node("DequantizeLinear", [f"w{i}q", "ws", "wz"], [f"w{i}"]),
+            helper.make_node("Conv", ["xf", f"w{i}", "bias"], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node("QuantizeLinear", [f"c{i}", "ys", "yz"], [f"q{i}"]),
+            helper.make_node("DequantizeLinear", [f"q{i}", "ys", "yz"], [f"Y{i}"]),
+        ]
+    model = _model(nodes, weights, ["Y1", "Y2"])
+    assert _graph_op_names(model).count("graph.qconv") == 2
+    feeds = {"X": np.random.default_rng(3).uniform(0, 4, (1, 5, 7, 7)).astype(np.float32)}
+    actual = ember.compile(model, threads=1).run(feeds)
+    expected = onnxruntime_outputs(model, feeds)
+    for name in ("Y1", "Y2"):  # integer requantization may round one step (0.05) apart
+        np.testing.assert_allclose(actual[name], expected[name], atol=0.05 + 1e-6, err_msg=name)
