@@ -19,6 +19,7 @@ from ember.passes.options import build_pass, pass_text
 
 def _graph_passes() -> list[type[ModulePass]]:
     from ember.passes.transforms.canonicalize import Canonicalize
+    from ember.passes.transforms.cse import CommonSubexpressionElimination
     from ember.passes.transforms.dce import DeadCodeElimination
     from ember.passes.transforms.fold_batchnorm import FoldBatchNorm
     from ember.passes.transforms.fold_constants import FoldConstants
@@ -35,6 +36,7 @@ def _graph_passes() -> list[type[ModulePass]]:
         QuantizeOps,
         Canonicalize,
         FoldConstants,
+        CommonSubexpressionElimination,
         DeadCodeElimination,
         FoldBatchNorm,
         FuseLayerNorm,
@@ -74,7 +76,7 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 # Quantized convs become integer ones first, while their weights are still int8 constants;
 # then simplify and fold, so that the fusions see conv/matmul followed by plain adds.
 GRAPH_STAGE = (
-    "quantize-ops,canonicalize,fold-constants,canonicalize,fold-batchnorm,fold-constants,fuse-layer-norm,"
+    "quantize-ops,canonicalize,fold-constants,cse,canonicalize,fold-batchnorm,fold-constants,fuse-layer-norm,"
     "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
 )
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"

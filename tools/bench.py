@@ -490,15 +490,19 @@ class OnnxruntimeProfile:
         fused into it): the nodes whose onnxruntime name is one of them, or one of them plus a
         suffix of its rewrites ("_nchwc"); None if none is found under those names."""
         wanted = set(nodes)
-        times = [ms for name, ms in self.node_ms.items() if _onnxruntime_base_name(name) in wanted]
+        times = [ms for name, ms in self.node_ms.items() if onnxruntime_base_name(name) in wanted]
         return sum(times) if times else None
 
 
-# The suffixes onnxruntime's CPU graph rewrites append to the names of the nodes they replace.
+# The suffixes onnxruntime's CPU graph rewrites append to the names of the nodes they replace,
+# and the prefix of its fused ops (Gemm + Relu: "fused n38").
 _ONNXRUNTIME_SUFFIXES = ("_nchwc", "_token")
+_ONNXRUNTIME_PREFIXES = ("fused ",)
 
 
-def _onnxruntime_base_name(name: str) -> str:
+def onnxruntime_base_name(name: str) -> str:
+    for prefix in _ONNXRUNTIME_PREFIXES:
+        name = name.removeprefix(prefix)
     for suffix in _ONNXRUNTIME_SUFFIXES:
         at = name.find(suffix)
         if at > 0:
@@ -520,9 +524,10 @@ def ember_breakdown(
     warmup: int,
     target: Any = None,
     opt_level: int = 3,
+    statistic: str = "median",
 ) -> Breakdown:
     """Time every kernel call of `model` on `feeds` (ember.tools.profile: an instrumented build
-    with the inputs pinned to the feeds' shapes), median per run, slowest first."""
+    with the inputs pinned to the feeds' shapes), median (or min) per run, slowest first."""
     from ember.engine.shapes import read_model
     from ember.tools.profile import profile_model
 
@@ -531,7 +536,7 @@ def ember_breakdown(
         threads=threads,
         runs=runs,
         warmup=warmup,
-        statistic="median",
+        statistic=statistic,
         feeds=feeds,
         input_shapes={name: list(array.shape) for name, array in feeds.items()},
         target=target,
@@ -562,10 +567,11 @@ def onnxruntime_breakdown(
     threads: int,
     runs: int,
     warmup: int,
+    statistic: str = "median",
 ) -> OnnxruntimeProfile:
     """onnxruntime's per-node profile of `model` on `feeds`: a profiling
     `onnxruntime_session`, `warmup` + `runs` runs, each node's kernel time summed
-    within a run, median over the timed runs. Unnamed nodes are named after their first output
+    within a run, median (or min) over the timed runs. Unnamed nodes are named after their first output
     first, as ember's profile names them, so that the two tables can be matched (not in a
     model with external data, which onnxruntime then reads from `model`'s folder as it is)."""
     import json
@@ -588,13 +594,18 @@ def onnxruntime_breakdown(
             session.run(None, feeds)
         with open(session.end_profiling()) as f:
             events = json.load(f)
-    return onnxruntime_profile(events, skip_runs=warmup)
+    return onnxruntime_profile(events, skip_runs=warmup, statistic=statistic)
 
 
-def onnxruntime_profile(events: list[dict[str, Any]], skip_runs: int = 0) -> OnnxruntimeProfile:
-    """The per-node median over runs of an onnxruntime profile's events (its JSON file): the
-    "Node" events "<name>_kernel_time" inside each "model_run" event, the first `skip_runs`
-    runs left out."""
+def onnxruntime_profile(
+    events: list[dict[str, Any]], skip_runs: int = 0, statistic: str = "median"
+) -> OnnxruntimeProfile:
+    """The per-node median (or min) over runs of an onnxruntime profile's events (its JSON
+    file): the "Node" events "<name>_kernel_time" inside each "model_run" event, the first
+    `skip_runs` runs left out."""
+    reduce = {"min": np.min, "median": np.median}.get(statistic)
+    if reduce is None:
+        raise ValueError(f"statistic must be 'min' or 'median', got '{statistic}'")
     model_runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
         key=lambda e: e["ts"],
@@ -613,7 +624,7 @@ def onnxruntime_profile(events: list[dict[str, Any]], skip_runs: int = 0) -> Onn
                 op_types[name] = str(event.get("args", {}).get("op_name", "?"))
         per_run.append(times)
     names = list(dict.fromkeys(n for times in per_run for n in times))
-    node_ms = {n: float(np.median([times.get(n, 0.0) for times in per_run])) for n in names}
+    node_ms = {n: float(reduce([times.get(n, 0.0) for times in per_run])) for n in names}
     return OnnxruntimeProfile(node_ms, op_types, len(per_run))
 
 

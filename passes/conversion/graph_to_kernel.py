@@ -89,6 +89,12 @@ def _epilogue_props(op: Operation) -> dict[str, Attribute]:
     return props
 
 
+def _group_suffix(group: int) -> str:
+    """Part of a packed filter's name: one filter array (a shared initializer, or equal
+    constants merged by cse) packs differently for convs of other group counts."""
+    return f".group{group}" if group != 1 else ""
+
+
 @dataclass
 class _Bufferizer:
     """Rebuilds one graph function as a kernel function, op by op."""
@@ -258,7 +264,7 @@ class _Bufferizer:
                 packed, layout = pack_conv_lanes_weight(array, lanes.nr)
             else:
                 packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
-            packed_name = f"{name}.packed.{layout}"
+            packed_name = f"{name}.packed.{layout}{_group_suffix(group)}"
             if packed_name not in self.weights:
                 self.weights[packed_name] = packed
             weight = self.weight(packed_name, self.weights[packed_name])
@@ -365,7 +371,7 @@ class _Bufferizer:
             packed, layout = pack_qconv_depthwise_weight(w, isa)
         else:  # the groups one after another
             packed, layout = pack_qconv_weight(w, isa, group)
-        packed_name = f"{w_name}.packed.{layout}"
+        packed_name = f"{w_name}.packed.{layout}{_group_suffix(group)}"
         if packed_name not in self.weights:
             self.weights[packed_name] = packed
         # int8 inputs run shifted to uint8 (x + 128), and so does their zero point.
@@ -373,7 +379,8 @@ class _Bufferizer:
         zero_point = op.input_zero_point.value.data + (128 if input_signed else 0)
         row_sums = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
         corrected = (given_offset.astype(np.int64) - zero_point * row_sums).astype(np.int32)
-        corrected_name = f"{o_name}.zero_point_{zero_point}"
+        # Named after the filter too: one offset constant may serve filters of other sums.
+        corrected_name = f"{o_name}.zero_point_{zero_point}.rows_of.{packed_name}"
         self.weights[corrected_name] = corrected
         kh, kw = shape_of(op.weight)[2:]
         _, cout, oh, ow = shape_of(op.output)

@@ -28,6 +28,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.weights import WeightStore
+from ember.passes.program import ORIGIN
 from ember.passes.transforms.fold_batchnorm import absorbing_conv, batch_norm_affine
 from ember.passes.transforms.graph_utils import (
     apply_patterns,
@@ -170,7 +171,7 @@ class GemmToMatMul(RewritePattern):
             new_ops.append(_binary(graph.MulOp, new_ops[-1].results[0], alpha_c))
         if addend is not None:
             new_ops.append(_binary(graph.AddOp, new_ops[-1].results[0], addend))
-        rewriter.replace(op, new_ops)
+        rewriter.replace(op, _with_origin(op, new_ops))
 
 
 @dataclass
@@ -190,7 +191,17 @@ class BatchNormToAffine(RewritePattern):
             for a, s in zip(affine, ("scale", "shift"), strict=True)
         )
         mul = _binary(graph.MulOp, op.input, scale)
-        rewriter.replace(op, [mul, _binary(graph.AddOp, mul.output, shift)])
+        rewriter.replace(op, _with_origin(op, [mul, _binary(graph.AddOp, mul.output, shift)]))
+
+
+def _with_origin(op: Operation, new_ops: list[Operation]) -> list[Operation]:
+    """`new_ops`, each marked with the ONNX node `op` comes from (its errors and profile rows
+    name the Gemm or BatchNormalization node they compute)."""
+    origin = op.attributes.get(ORIGIN)
+    if origin is not None:
+        for new in new_ops:
+            new.attributes.setdefault(ORIGIN, origin)
+    return new_ops
 
 
 # Ops whose result jumps where their float input crosses a boundary: one ulp of difference

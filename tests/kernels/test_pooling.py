@@ -193,14 +193,41 @@ PADDED_CASES = [
     # One output column: scalar blocks that divide by the column count (light Inception
     # v1's last pool, 7x7 over 6x6 padded to 7x7; that model runs only with --runslow).
     ("avg", (1, 2, 6, 6), (7, 7), (1, 1), (0, 0, 1, 1), False, False),
+    # Rows narrower than a vector, not a power of two: one masked vector a row (5 of 8
+    # lanes, 12 of 16), the lanes past the row (0/0 for an average) not stored.
+    ("avg", (1, 2, 10, 10), (3, 3), (2, 2), (1, 1, 1, 1), False, False),
+    ("max", (1, 2, 12, 12), (3, 3), (1, 1), (1, 1, 1, 1), False, False),
+]
+
+
+# Planes pooled in place (over PADDED_PLANE_MAX_BYTES, or no border): the columns after the
+# full vector blocks are one more block overlapping the last (no scalar tail), and a stride-2
+# pair that holds only an odd window's last column is read one element early (never past
+# the row).
+IN_PLACE_CASES = [
+    ("max", (1, 2, 111, 111), (3, 3), (2, 2), (0, 0, 0, 0), False, False),  # squeezenet: 55
+    ("max", (1, 2, 112, 112), (3, 3), (2, 2), (0, 0, 1, 1), False, False),  # inception v2: 56
+    ("max", (1, 2, 95, 101), (3, 3), (1, 1), (1, 1, 1, 1), False, False),  # stride 1, odd
+    ("avg", (1, 2, 95, 101), (3, 3), (1, 1), (1, 1, 1, 1), False, True),
+    ("max", (1, 2, 90, 150), (2, 2), (2, 2), (0, 0, 0, 0), False, False),  # even window: 75
+    ("max", (1, 2, 91, 125), (5, 5), (2, 2), (2, 2, 2, 2), True, False),  # 5 columns, ceil
+    ("avg", (1, 2, 91, 125), (3, 3), (2, 2), (0, 0, 0, 0), False, False),  # 62
+    ("max", (1, 2, 91, 91), (1, 1), (2, 2), (0, 0, 0, 0), False, False),  # 1-wide: reads 2
+    # Rows narrower than a vector, no border: narrower vectors in place (8 + overlap).
+    ("max", (1, 3, 27, 27), (3, 3), (2, 2), (0, 0, 0, 0), False, False),  # squeezenet: 13
+    ("avg", (1, 3, 14, 14), (3, 3), (1, 1), (0, 0, 0, 0), False, False),  # 12
+    ("max", (1, 3, 13, 11), (2, 2), (2, 2), (0, 0, 0, 0), False, False),  # 5: 4 + overlap
 ]
 
 
 @pytest.mark.parametrize("vw", [8, 16])
 @pytest.mark.parametrize(
-    "case", PADDED_CASES, ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}i{c[6]:d}"
+    "case",
+    PADDED_CASES + IN_PLACE_CASES,
+    ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}i{c[6]:d}",
 )
-def test_padded_plane_matches_onnxruntime(case: tuple, vw: int) -> None:
+def test_vector_planes_match_onnxruntime(case: tuple, vw: int) -> None:
+    """PADDED_CASES and IN_PLACE_CASES with 8 and 16 lanes."""
     kind, in_shape, ks, strides, pads, ceil_mode, include_pad = case
     x = np.random.default_rng(3).standard_normal(in_shape).astype(np.float32)
     x.flat[::7] = -x.flat[::7] * 5  # large negative values next to the -inf padding

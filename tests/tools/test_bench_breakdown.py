@@ -133,7 +133,13 @@ def test_onnxruntime_profile_is_the_median_per_run_after_warmup() -> None:
     assert profile.node_op_types == {"a": "Conv", "a_nchwc": "Conv", "b": "Add"}
     assert profile.ms_of(["a"]) == pytest.approx(0.03)  # "a_nchwc" is a rewrite of "a"
     assert profile.ms_of(["c"]) is None
+    assert bench.onnxruntime_base_name("fused n38") == "n38"  # onnxruntime's Gemm + Relu
     assert profile.by_op_type() == [("Conv", 2, 0.03), ("Add", 1, 0.004)]
+    # benchmarks/per_node.py takes the least disturbed run of each node instead.
+    fastest = bench.onnxruntime_profile(events, skip_runs=1, statistic="min")
+    assert fastest.node_ms == {"a": 0.01, "a_nchwc": 0.0, "b": 0.002}
+    with pytest.raises(ValueError, match="statistic"):
+        bench.onnxruntime_profile(events, statistic="mean")
 
 
 def test_breakdown_is_refused_with_batch(

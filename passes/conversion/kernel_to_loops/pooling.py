@@ -6,6 +6,15 @@ windows are fully unrolled with no bounds checks and, along the output width, co
 `vector_width` outputs at a time: stride 1 reads the window columns with plain vector loads,
 stride 2 loads two vectors per window column pair and deinterleaves them with vector.shuffle.
 Border windows clip their loops to the input, so padding never has to be materialized.
+The interior columns after the last full vector block are one more vector block overlapping
+it (recomputing a few outputs), not a scalar tail; a stride-2 pair that holds only an odd
+window's last column is loaded one element early, so no vector reads past the window. Rows
+narrower than a vector take narrower vectors (a 13-column output: 8 lanes, then 8 overlapping).
+On the padded scratch plane, a row narrower than a vector and not a power of two wide is one
+masked vector (7 outputs: 8 lanes, 7 stored) instead of two narrower blocks.
+Measured (znver5, 1 thread, benchmarks/per_node.py): squeezenet's 111 -> 55 max pool 77 -> 52
+us, 55 -> 27 34 -> 23 us, 27 -> 13 25 -> 17 us; inception_v2's 112 -> 56 103 -> 73 us, a
+576x14x14 3x3/1 average pool 24.6 -> 19.1 us, a 1024x7x7 3x3/1 max pool 29.5 -> 24.6 us.
 
 That split leaves small planes mostly scalar: a 14x14 3x3 pool with padding 1 has 12 interior
 columns, fewer than a zmm's 16 lanes, and its border windows run clipped scalar loops. When the
@@ -36,6 +45,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     broadcast,
     element_type,
     fail,
+    flat,
     index_to_f32,
     is_parallel,
     linear,
@@ -46,7 +56,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     shuffle,
     store,
 )
-from ember.passes.conversion.kernel_to_loops.gemm_common import alloca
+from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, store_lanes
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
 # Strides whose interior is computed with vectors; others use unrolled scalar loops.
@@ -96,6 +106,15 @@ def _block_width(size: int, vw: int) -> int:
     return width if width <= size else 1
 
 
+def _masked_lanes(size: int, vw: int) -> int | None:
+    """Lanes of the one masked vector that sweeps a padded-plane row of `size` outputs, when
+    that beats full blocks plus an overlapping one: a row narrower than a vector and not a
+    power of two wide (7 outputs: one 8-lane vector, 7 lanes stored, not two 4-lane ones)."""
+    if not 2 < size < vw or size & (size - 1) == 0:
+        return None
+    return 1 << (size - 1).bit_length()
+
+
 def _column_blocks(size: int, width: int) -> tuple[int, int | None]:
     """(end of the full blocks, start of the overlapping last block or None)."""
     full = size // width * width
@@ -120,7 +139,9 @@ class _PaddedPlane:
     @staticmethod
     def plan(g: _Geometry, vw: int) -> _PaddedPlane | None:
         rows = max(g.pt + g.height + g.pb, (g.out_h - 1) * g.sh + g.kh)
-        reach = max(g.pl + g.width + g.pr, g.sw * g.out_w + g.kw)
+        # A masked vector's lanes past the row read (and discard) columns past its windows.
+        lanes = _masked_lanes(g.out_w, vw) or g.out_w
+        reach = max(g.pl + g.width + g.pr, g.sw * lanes + g.kw + 1)
         right = math.ceil((reach - g.pl - g.width) / vw)
         width = math.ceil(max(reach, g.pl + g.width + right * vw, vw) / vw) * vw
         if rows * width * 4 > PADDED_PLANE_MAX_BYTES:
@@ -137,11 +158,18 @@ class _PlaneEmitter:
         self.monoid = simd.Monoid("max" if g.is_max else "sum", f32)
         self.rows = _interior(g.pt, g.sh, g.kh, g.height, g.out_h)
         self.cols = _interior(g.pl, g.sw, g.kw, g.width, g.out_w)
-        # A stride-2 vector reads lane pairs, i.e. up to one element past the last window column.
-        reach = g.kw if g.sw == 1 else max(g.kw, (g.kw - 1) - (g.kw - 1) % g.sw + g.sw)
+        # A stride-2 vector reads lane pairs; the pair of a last, odd window column is read one
+        # element early (vector_row), so only a 1-wide window reads past its last column.
+        reach = g.kw if g.sw == 1 or g.kw > 1 else g.sw
         vec_cols = _interior(g.pl, g.sw, reach, g.width, g.out_w) if vw > 1 else range(0)
         blocks = len(vec_cols) // vw if vw > 1 else 0
         self.vec_cols = range(vec_cols.start, vec_cols.start + blocks * vw)
+        # The columns left after the full blocks are one more block overlapping the last full
+        # one (recomputing a few outputs) instead of a scalar tail.
+        self.overlap_col = (
+            vec_cols.stop - vw if blocks and vec_cols.stop > self.vec_cols.stop else None
+        )
+        self.vec_interior_stop = vec_cols.stop if blocks else self.vec_cols.stop
 
     # -- accumulation --------------------------------------------------------------------------
     def init(self, b: LoopBuilder, width: int) -> SSAValue:
@@ -225,10 +253,14 @@ class _PlaneEmitter:
                     value = load(b, source, b.add(at, kx), 1)
                 else:
                     base = kx - kx % g.sw
+                    # A pair holding only the last window column (odd kw) starts one element
+                    # early: its lanes then end on that column, not one past it.
+                    early = 1 if base > 0 and base + 1 >= g.kw else 0
                     if base not in pairs:
-                        first = load(b, source, b.add(at, base), vw)
-                        pairs[base] = (first, load(b, source, b.add(at, base + vw), vw))
-                    lanes = [kx % g.sw + g.sw * j for j in range(vw)]
+                        start = base - early
+                        first = load(b, source, b.add(at, start), vw)
+                        pairs[base] = (first, load(b, source, b.add(at, start + vw), vw))
+                    lanes = [kx % g.sw + early + g.sw * j for j in range(vw)]
                     value = shuffle(b, *pairs[base], lanes)
                 values.append(value)
             return values
@@ -293,13 +325,15 @@ class _PlaneEmitter:
         segments = [
             (0, cols.start, 1, True),
             (vec.start, vec.stop, self.vw, False),
-            (vec.stop, cols.stop, 1, False),
+            (self.vec_interior_stop, cols.stop, 1, False),
             (cols.stop, g.out_w, 1, True),
         ]
         if not vec:
             segments[1:3] = [(cols.start, cols.stop, 1, False)]
         for lo, hi, width, checked in segments:
             loop(b, lo, hi, lambda ob, ow, w=width, c=checked: emit(ob, ow, w, c), step=width)
+        if self.overlap_col is not None:
+            emit(b, b.index(self.overlap_col), self.vw, False)
 
     @property
     def wants_padded_plane(self) -> bool:
@@ -311,7 +345,8 @@ class _PlaneEmitter:
         g = self.g
         if self.rows != range(g.out_h) or self.cols != range(g.out_w):
             return True
-        return g.out_w >= 4 and 4 * (g.out_w - len(self.vec_cols)) > g.out_w
+        scalar = g.out_w - (self.vec_interior_stop - self.vec_cols.start)
+        return g.out_w >= 4 and 4 * scalar > g.out_w
 
     # -- the padded-scratch plane ---------------------------------------------------------------
     def fill_padded(
@@ -381,8 +416,9 @@ class _PlaneEmitter:
         if not g.is_max:
             h0 = b.sub(b.mul(oh, g.sh), g.pt)
             row_count = index_to_f32(b, self.window_count(b, h0, g.kh, g.height, g.pb))
-        width = _block_width(g.out_w, self.vw)
-        full, last = _column_blocks(g.out_w, width)
+        masked = _masked_lanes(g.out_w, self.vw)
+        width = masked or _block_width(g.out_w, self.vw)
+        full, last = (0, 0) if masked else _column_blocks(g.out_w, width)
 
         def block(ob: LoopBuilder, ow: Value) -> None:
             ow = ob.index(ow)
@@ -391,7 +427,10 @@ class _PlaneEmitter:
             if row_count is not None:
                 count = ob.mulf(broadcast(ob, row_count, width), self.column_scale(ob, ow, width))
                 acc = ob.divf(acc, count)
-            store(ob, acc, self.dst, ob.add(out_row, ow))
+            if masked:  # the lanes past the row hold garbage (0/0 for an average): not stored
+                store_lanes(ob, acc, self.dst, flat(self.dst, ob.add(out_row, ow)), g.out_w, width)
+            else:
+                store(ob, acc, self.dst, ob.add(out_row, ow))
 
         loop(b, 0, full, block, step=width)
         if last is not None:
@@ -460,6 +499,13 @@ def build_pool(
     fn, b = kernel_function(name, operand_types(op))
     vw = target.vector_width if g.sw in vector_strides else 1
     emitter = _PlaneEmitter(g, vw, fn.args[0], fn.args[1])
+    interior = len(emitter.cols)
+    if 1 < interior < vw:
+        # Rows narrower than a vector: narrower vectors in place (a 13-column max pool: one
+        # 8-lane block and one overlapping it) rather than the scratch plane's copy.
+        narrow = _PlaneEmitter(g, _block_width(interior, vw), fn.args[0], fn.args[1])
+        if narrow.vw > 1 and not narrow.wants_padded_plane:
+            emitter = narrow
     pad = _PaddedPlane.plan(g, vw) if vw > 1 and emitter.wants_padded_plane else None
     if pad is None:
         plane = emitter.plane
