@@ -13,9 +13,10 @@ import gc
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -357,16 +358,32 @@ def _gated(
         repository.batchers[name] = original
 
 
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    """Polls `condition` until it holds, failing the test after `seconds` instead of hanging.
+
+    It yields to gevent's hub, not just to the OS: the client's `async_infer` requests are
+    greenlets that run only while this thread is in gevent. `async_infer` yields for 10 ms
+    only, and a request whose connection or send takes longer (a loaded machine) never
+    reached the server while the test waited on a threading.Event (seen: a CI run spinning
+    forever on the queue below)."""
+    import gevent
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not after {seconds:g} s")
+        gevent.sleep(0.01)
+
+
 def test_full_queue_answers_503_at_once(
     client: http.InferenceServerClient, repository: ModelRepository
 ) -> None:
     with _gated(repository, "mixing", queue_limit=1) as (gate, entered):
         x = {"x": np.ones((1, 4), np.float32)}
         running = client.async_infer("mixing", _inputs(x))
-        assert entered.wait(30)
+        _wait_for(entered.is_set, "the first request running")
         queued = client.async_infer("mixing", _inputs(x))
-        while repository.batchers["mixing"].queued < 1:
-            threading.Event().wait(0.01)
+        _wait_for(lambda: repository.batchers["mixing"].queued >= 1, "the second one queued")
         refused = _error(lambda: client.infer("mixing", _inputs(x)))
         assert refused.status() == "503" and "queue is full" in refused.message()
         timed_out = _error(lambda: client.infer("mixing", _inputs(x), timeout=1))
@@ -382,7 +399,7 @@ def test_request_timeout_answers_503(
     with _gated(repository, "mixing", queue_limit=4) as (gate, entered):
         x = {"x": np.ones((1, 4), np.float32)}
         running = client.async_infer("mixing", _inputs(x))
-        assert entered.wait(30)
+        _wait_for(entered.is_set, "the first request running")
         late = _error(lambda: client.infer("mixing", _inputs(x), timeout=50_000))  # 50 ms
         assert late.status() == "503" and "request timeout" in late.message()
         gate.set()
@@ -406,9 +423,8 @@ def _stop_while_busy(
     client = http.InferenceServerClient(server.url, concurrency=4)
     feeds = [dense_feeds(1, seed=i) for i in range(3)]
     pending = [client.async_infer("dense", _inputs(f)) for f in feeds]
-    assert entered.wait(30)
-    while repository.batchers["dense"].queued < 2:
-        threading.Event().wait(0.01)
+    _wait_for(entered.is_set, "the first request running")
+    _wait_for(lambda: repository.batchers["dense"].queued >= 2, "the other two queued")
     stopper = threading.Thread(target=server.stop)
     stopper.start()  # as SIGTERM: no new connections, the requests in flight finish
     for _ in range(3000):  # until the server has stopped listening, the requests still held
