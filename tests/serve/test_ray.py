@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.serve")
+from ember.runtime import load
+from ember.tests.runtime.util import compile_model, small_convnet
 
-from ember.runtime import load  # noqa: E402
-from ember.tests.runtime.util import compile_model, small_convnet  # noqa: E402
-
+# Ray is imported by the fixture, not here: collecting this module (every run, in every xdist
+# worker) would otherwise import ray and ray.serve, ~0.9 s of CPU each, for tests that run
+# only with --runslow.
 pytestmark = pytest.mark.slow
 
 ARTIFACT_BATCH = 4
@@ -38,7 +38,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[int]:
     """A local Ray instance; Serve's HTTP proxy on a free localhost port (yielded)."""
-    from ray import serve
+    ray = pytest.importorskip("ray")
+    serve = pytest.importorskip("ray.serve")
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with socket.socket() as s:
@@ -62,7 +63,7 @@ def _direct(artifact: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
-def test_serve_deployment_batches_and_matches(artifact: Path, local_ray: int) -> None:
+def test_serve_deployment_batches_and_matches(local_ray: int, artifact: Path) -> None:
     from ray import serve
 
     from ember.integrations.ray import deployment, pack_artifact
@@ -89,7 +90,9 @@ def test_serve_deployment_batches_and_matches(artifact: Path, local_ray: int) ->
     np.testing.assert_allclose(answer["logits"], expected["logits"][:1], rtol=1e-5, atol=1e-6)
 
 
-def test_data_map_batches_matches(artifact: Path, local_ray: int) -> None:
+def test_data_map_batches_matches(local_ray: int, artifact: Path) -> None:
+    import ray
+
     from ember.integrations.ray import EmberPredictor
 
     xs = np.random.default_rng(1).standard_normal((11, 8, 10, 10)).astype(np.float32)

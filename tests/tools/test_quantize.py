@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -525,9 +526,24 @@ def _digits_onnx(p: dict[str, np.ndarray], batch: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("reduce_range", [False, True])
-def test_digits_cnn_int8_accuracy_within_one_point(reduce_range: bool) -> None:
-    """Also with 7-bit weights (the default for a target without VNNI)."""
+@dataclass
+class DigitsCNN:
+    """The digits CNN trained once and its float model compiled once, for both tests below
+    (a module fixture: tests/conftest.py keeps its tests on one xdist worker)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    model: onnx.ModelProto
+    float_predictions: np.ndarray  # the float model's class per test image
+
+
+DIGITS_BATCH = 50
+
+
+@pytest.fixture(scope="module")
+def digits_cnn() -> DigitsCNN:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -536,17 +552,29 @@ def test_digits_cnn_int8_accuracy_within_one_point(reduce_range: bool) -> None:
     order = np.random.default_rng(0).permutation(len(y))
     test, train = order[:450], order[450:]
     params = _train_digits_cnn(x[train], y[train])
-    batch = 50
-    model = _digits_onnx(params, batch)
+    model = _digits_onnx(params, DIGITS_BATCH)
+    float_run = ember.compile(model)
+    predictions = [
+        float_run(x[test[start : start + DIGITS_BATCH]])[0].argmax(1)
+        for start in range(0, len(test), DIGITS_BATCH)
+    ]
+    return DigitsCNN(x, y, train, test, model, np.concatenate(predictions))
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_digits_cnn_int8_accuracy_within_one_point(
+    digits_cnn: DigitsCNN, reduce_range: bool
+) -> None:
+    """Also with 7-bit weights (the default for a target without VNNI)."""
+    x, train, test, batch = digits_cnn.x, digits_cnn.train, digits_cnn.test, DIGITS_BATCH
     calibration = [{"image": x[train[i : i + batch]]} for i in range(0, 8 * batch, batch)]
-    quantized = quantize(model, calibration=calibration, reduce_range=reduce_range)
-    float_run, int8_run = ember.compile(model), ember.compile(quantized)
-    float_correct = int8_correct = 0
-    for start in range(0, len(test), batch):
-        images, labels = x[test[start : start + batch]], y[test[start : start + batch]]
-        float_correct += int((float_run(images)[0].argmax(1) == labels).sum())
-        int8_correct += int((int8_run(images)[0].argmax(1) == labels).sum())
-    float_accuracy, int8_accuracy = float_correct / len(test), int8_correct / len(test)
+    quantized = quantize(digits_cnn.model, calibration=calibration, reduce_range=reduce_range)
+    int8_run = ember.compile(quantized)
+    batches = [x[test[start : start + batch]] for start in range(0, len(test), batch)]
+    int8_predictions = np.concatenate([int8_run(images)[0].argmax(1) for images in batches])
+    labels = digits_cnn.y[test]
+    float_accuracy = float((digits_cnn.float_predictions == labels).mean())
+    int8_accuracy = float((int8_predictions == labels).mean())
     assert float_accuracy > 0.9  # the training worked
     assert abs(int8_accuracy - float_accuracy) <= 0.01, (float_accuracy, int8_accuracy)
 
