@@ -343,8 +343,9 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
         if not isinstance(cond_out, Const):
             raise node.unsupported(
                 f"the body's condition '{body.output[0].name}' is computed at run time: the "
-                "number of iterations, and so the length of the sequence the Loop carries, "
-                "depend on data"
+                "number of iterations, and so the length of the sequence or the shape of the "
+                "tensor the Loop carries (ember unrolls it), depend on data (a `while` that "
+                "breaks on a decoded token; ember needs the iteration count at compile time)"
             )
         running = bool(cond_out.array.reshape(()))
         carried = outputs[1 : 1 + len(carried)]
