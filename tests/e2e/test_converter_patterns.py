@@ -492,3 +492,50 @@ def test_paddle_while_loop_with_a_data_dependent_condition_is_refused() -> None:
     model = _paddle_while_loop(steps_from_width=False, data_condition=True)
     with pytest.raises(ember.UnsupportedOpError, match=r"Loop.*opset 13.*computed at run time"):
         ember.compile(model).run({"x": np.ones((1, 4, 5), np.float32)})
+
+
+def test_paddle_nms_tail_failing_for_a_batch_names_the_graph_inputs() -> None:
+    """paddle2onnx's multiclass_nms3 is written for batch 1: the ops after NonMaxSuppression
+    concatenate a [1, k, 1] with the [N, k, 4] boxes, so batch 3 fails (onnxruntime too).
+    ember compiles those ops per run-time size; its error named only intermediate tensors
+    ('the model does not compile for input shapes {nms.selected_index.0: ...}'): now it
+    names the graph inputs the run was given and the data-dependent node. Batch 1 is checked
+    against onnxruntime (tolerance: assert_close's default)."""
+    f32 = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("NonMaxSuppression", ["boxes", "scores", "top"], ["selected"]),
+        helper.make_node("Gather", ["selected", "two"], ["box_index"], axis=1),  # [K]
+        helper.make_node("Gather", ["boxes", "box_index"], ["picked"], axis=1),  # [N, K, 4]
+        helper.make_node("Gather", ["selected", "zero"], ["batch_index"], axis=1),  # [K]
+        helper.make_node("Cast", ["batch_index"], ["batch_f"], to=f32),
+        helper.make_node("Unsqueeze", ["batch_f", "zero_two"], ["label"]),  # [1, K, 1]
+        helper.make_node("Concat", ["label", "picked"], ["y"], axis=2),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([3], np.int64), "top"),
+        numpy_helper.from_array(np.array(2, np.int64), "two"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0, 2], np.int64), "zero_two"),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("boxes", f32, ["N", 6, 4]),
+        helper.make_tensor_value_info("scores", f32, ["N", 1, 6]),
+    ]
+    model = _model(_graph(nodes, inits, inputs), 13)
+    rng = np.random.default_rng(0)
+
+    def feeds(batch: int) -> dict[str, np.ndarray]:
+        corner = rng.uniform(0, 10, (batch, 6, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(1, 5, (batch, 6, 2))], 2)
+        scores = rng.uniform(0, 1, (batch, 1, 6))
+        return {"boxes": boxes.astype(np.float32), "scores": scores.astype(np.float32)}
+
+    compiled = ember.compile(model)
+    one = feeds(1)
+    assert_close(compiled.run(one), onnxruntime_outputs(model, one))
+    with pytest.raises(
+        ember.InputError,
+        match=r"input shapes \{'boxes': \[3, 6, 4\].*"
+        r"NonMaxSuppression.*Concat",
+    ):
+        compiled.run(feeds(3))
