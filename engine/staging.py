@@ -375,7 +375,17 @@ class StagedModel(RunnableModel):
             missing = [n for n in self.tail.input_names if n not in values]
             if missing:
                 raise InputError(f"the staged model's tail reads {missing}, which no stage gives")
-            results.update(self.tail.run({n: values[n] for n in self.tail.input_names}))
+            try:
+                results.update(self.tail.run({n: values[n] for n in self.tail.input_names}))
+            except InputError as err:
+                # The tail's inputs are intermediate values: say which run gave them.
+                given = {n: list(np.shape(feeds[n])) for n in self.input_names}
+                cut = ", ".join(f"{n.op_type} '{_name(n)}'" for n in self._split.cut)
+                raise InputError(
+                    f"with input shapes {given}, the part of the model after the "
+                    f"data-dependent sizes of {cut} fails (its inputs are the values they "
+                    f"give): {err}"
+                ) from err
         return {name: np.ascontiguousarray(results[name]) for name in self.output_names}
 
 

@@ -628,37 +628,61 @@ class ImportContext:
             )
         return value.array
 
-    def known_value(self, value: SSAValue) -> np.ndarray | None:
+    def known_value(
+        self, value: SSAValue, known: dict[SSAValue, np.ndarray | None] | None = None
+    ) -> np.ndarray | None:
         """`value` computed with numpy when only constants feed it (float arithmetic the
         importer kept as ops: an expanded Range's trip count `Ceil((limit - start) / delta)`
-        on frozen inputs); None when a graph input or a body argument feeds it."""
-        known: dict[SSAValue, np.ndarray] = {}
+        on frozen inputs); None when a graph input or a body argument feeds it. `known`
+        carries what earlier calls found (the values already walked) to the next call."""
+        # Walked with an explicit stack, not recursion: an unrolled Loop's chain of bodies is
+        # deeper than Python's recursion limit. None (not computable) is remembered too: a
+        # diamond-shaped graph that a graph input feeds would otherwise be walked once per path.
+        if known is None:
+            known = {}
 
-        def evaluate(current: SSAValue) -> np.ndarray | None:
-            if current in known:
-                return known[current]
+        def leaf(current: SSAValue) -> tuple[bool, np.ndarray | None]:
+            """(True, its value) when `current` needs no operands evaluated first."""
             if not isinstance(current, OpResult):
-                return None
+                return True, None
             op = current.op
             if isinstance(op, graph.ConstantOp):
-                return self.weights[op.ref.data]
+                return True, self.weights[op.ref.data]
             result_type = current.type
             if not numpy_eval.has_semantics(type(op)) or len(op.results) != 1:
-                return None
+                return True, None
             if not isinstance(result_type, TensorType) or not numpy_eval.foldable_size(result_type):
-                return None
-            slots = numpy_eval.operand_slots(op)
-            operands = [None if v is None else evaluate(v) for v in slots]
-            if any(a is None for v, a in zip(slots, operands, strict=True) if v is not None):
-                return None
-            try:
-                array = numpy_eval.evaluate(op, operands).copy()  # not a weight's own array
-            except ModelError:
-                return None  # left to the kernel (and the refusal it leads to), as before
-            known[current] = array
-            return array
+                return True, None
+            return False, None
 
-        return evaluate(value)
+        stack = [value]
+        while stack:
+            current = stack[-1]
+            if current in known:
+                stack.pop()
+                continue
+            is_leaf, array = leaf(current)
+            if is_leaf:
+                known[current] = array
+                stack.pop()
+                continue
+            assert isinstance(current, OpResult)
+            slots = numpy_eval.operand_slots(current.op)
+            pending = [v for v in slots if v is not None and v not in known]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            operands = [None if v is None else known[v] for v in slots]
+            if any(a is None for v, a in zip(slots, operands, strict=True) if v is not None):
+                known[current] = None
+                continue
+            try:
+                # A copy: not a weight's own array.
+                known[current] = numpy_eval.evaluate(current.op, operands).copy()
+            except ModelError:
+                known[current] = None  # left to the kernel (and the refusal it leads to)
+        return known[value]
 
     def graph_inputs_feeding(self, value: SSAValue) -> tuple[str, ...]:
         """The graph inputs `value` is computed from, in graph-input order (for value

@@ -289,6 +289,21 @@ def _optional_get_element(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
 # Control flow over sequences (dispatched by ImportContext when a node reads or gives one)
 
 
+def _known(
+    imp: ImportContext, value: AnyValue, walked: dict[SSAValue, np.ndarray | None]
+) -> AnyValue:
+    """`value` as a constant when it is an integer or boolean tensor computed from constants
+    alone. The importer folds integer ops but keeps float arithmetic as ops; paddle2onnx's
+    `while i < n` counts `i` through float ops (its `scale`: Cast, Mul, Add, Cast back), so
+    the condition is known only once that chain is evaluated. Folding the carried counter
+    each iteration also keeps the chain from growing with the iteration count; `walked` (one
+    per Loop) keeps an iteration from walking again the bodies before it."""
+    if not isinstance(value, SSAValue) or dtype_of(value).kind not in "iub":
+        return value
+    array = imp.known_value(value, walked)
+    return value if array is None else Const(array)
+
+
 @converts_structured("Loop")
 def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
     """A Loop that carries a sequence (torch's exported `for x in list: out.append(...)`),
@@ -312,6 +327,7 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
     limit = None if trip is None else int(trip.reshape(()))
     running = True if cond is None else bool(cond.reshape(()))
     scans: list[list[Value]] = [[] for _ in range(n_scan)]
+    walked: dict[SSAValue, np.ndarray | None] = {}
     k = 0
     while running and (limit is None or k < limit):
         if k == MAX_SEQUENCE_LENGTH:
@@ -322,12 +338,14 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
             )
         condition = Const(np.array(running))
         outputs = _import_body(imp, node, body, [Const(np.array(k, np.int64)), condition, *carried])
+        outputs = [_known(imp, value, walked) for value in outputs]
         cond_out = outputs[0]
         if not isinstance(cond_out, Const):
             raise node.unsupported(
                 f"the body's condition '{body.output[0].name}' is computed at run time: the "
-                "number of iterations, and so the length of the sequence the Loop carries, "
-                "depend on data"
+                "number of iterations, and so the length of the sequence or the shape of the "
+                "tensor the Loop carries (ember unrolls it), depend on data (a `while` that "
+                "breaks on a decoded token; ember needs the iteration count at compile time)"
             )
         running = bool(cond_out.array.reshape(()))
         carried = outputs[1 : 1 + len(carried)]

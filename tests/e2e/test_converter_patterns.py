@@ -359,3 +359,183 @@ def test_batch_normalization_parameter_of_the_wrong_size_is_a_model_error() -> N
     model = _model(_graph([norm], inits, [_input([2, 3, 5, 6])]), 9)
     with pytest.raises(ember.ModelError, match=r"scale of shape \[4\] for 3 channels"):
         ember.compile(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# paddle2onnx (Paddle 3.x PIR exporter): patterns found exporting PaddleOCR / PaddleDetection /
+# PaddleClas-style nets with seeded weights (reproducers: the report of branch hunt-paddle).
+
+
+def _paddle_while_loop(steps_from_width: bool, data_condition: bool = False) -> onnx.ModelProto:
+    """paddle2onnx's `while i < T:` greedy decoder (PaddleOCR's attention heads): a Loop with no
+    trip count, the condition computed outside and again in the body, every outer value the
+    body uses passed as a carried value, the counter `i` an int64 [1] counted through
+    paddle's float `scale` op (Cast, Mul, Add, Cast back), and the output grown by a Concat
+    each iteration; the argmax token is carried too. T is the feature width: known once the
+    input shape is (x [N, 4, W])."""
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    body_nodes = [
+        # h = tanh(h @ Wh + mean(x, axis=2) + E[tok]); tok = argmax(h)
+        # out = concat([out, h[:, None]], 1)
+        helper.make_node("MatMul", ["h", "Wh"], ["hw"]),
+        helper.make_node("Add", ["hw", "xmean"], ["hx"]),
+        helper.make_node("Gather", ["E", "tok"], ["emb"]),
+        helper.make_node("Add", ["hx", "emb"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["h_next"]),
+        helper.make_node("ArgMax", ["h_next"], ["tok_next"], axis=1, keepdims=0),
+        helper.make_node("Unsqueeze", ["h_next", "ax1"], ["h_row"]),
+        helper.make_node("Concat", ["out", "h_row"], ["out_next"], axis=1),
+        # paddle's scale(i, 1.0, 1.0): on float, then back to int64
+        helper.make_node("Cast", ["i"], ["i_f"], to=f32),
+        helper.make_node("Mul", ["i_f", "one_f"], ["i_m"]),
+        helper.make_node("Add", ["i_m", "one_f"], ["i_a"]),
+        helper.make_node("Cast", ["i_a"], ["i_next"], to=i64),
+    ]
+    if data_condition:  # stop when the state's sum goes negative: data-dependent
+        body_nodes += [
+            helper.make_node("ReduceSum", ["h_next"], ["h_sum"], keepdims=0),
+            helper.make_node("Less", ["zero_f", "h_sum"], ["cond_next"]),
+        ]
+    else:
+        body_nodes.append(helper.make_node("Less", ["i_next", "T"], ["cond_next1"]))
+        body_nodes.append(helper.make_node("Squeeze", ["cond_next1"], ["cond_next"]))
+    body = helper.make_graph(
+        body_nodes,
+        "while_body",
+        [
+            helper.make_tensor_value_info("iter", i64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h", f32, None),
+            helper.make_tensor_value_info("out", f32, None),
+            helper.make_tensor_value_info("i", i64, [1]),
+            helper.make_tensor_value_info("tok", i64, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_next", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("h_next", f32, None),
+            helper.make_tensor_value_info("out_next", f32, None),
+            helper.make_tensor_value_info("i_next", i64, [1]),
+            helper.make_tensor_value_info("tok_next", i64, None),
+        ],
+        [
+            numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero_f"),
+            numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+        ],
+    )
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["xmean"], axes=[2], keepdims=0),
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        helper.make_node("Slice", ["x_shape", "two", "three"], ["T"]),  # [W], int64 [1]
+        helper.make_node("Less", ["i0", "T"], ["cond0_1"]),
+        helper.make_node("Squeeze", ["cond0_1"], ["cond0"]),
+        helper.make_node("Slice", ["x_shape", "zero_i", "one_i"], ["n_shape"]),
+        helper.make_node("Concat", ["n_shape", "zero_one_four"], ["out_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["out_shape"], ["out0"]),
+        helper.make_node("Mul", ["xmean", "zero_f"], ["h0"]),
+        helper.make_node(
+            "ConstantOfShape",
+            ["n_shape"],
+            ["tok0"],
+            value=numpy_helper.from_array(np.zeros(1, np.int64)),
+        ),
+        helper.make_node(
+            "Loop", ["", "cond0", "h0", "out0", "i0", "tok0"], ["h", "y", "i", "tok"], body=body
+        ),
+    ]
+    inits = [
+        numpy_helper.from_array((0.5 * rng.standard_normal((4, 4))).astype(np.float32), "Wh"),
+        numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "E"),
+        numpy_helper.from_array(np.array([2], np.int64), "two"),
+        numpy_helper.from_array(np.array([3], np.int64), "three"),
+        numpy_helper.from_array(np.array([0], np.int64), "i0"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero_i"),
+        numpy_helper.from_array(np.array([1], np.int64), "one_i"),
+        numpy_helper.from_array(np.array([0, 4], np.int64), "zero_one_four"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero_f"),
+    ]
+    width = "W" if steps_from_width else 5
+    x = helper.make_tensor_value_info("x", f32, ["N", 4, width])
+    return _model(_graph(nodes, inits, [x]), 13)
+
+
+@pytest.mark.parametrize("width", [1, 6, 9])
+def test_paddle_while_loop_counted_through_float_scale(width: int) -> None:
+    """ember unrolls a Loop that grows a carried value, which needs every iteration's condition
+    at compile time; paddle2onnx counts `i` through float ops, which the importer keeps as ops,
+    so the condition was 'computed at run time' and the model refused. Now an integer carried
+    value (and the condition) computed from constants alone is evaluated each iteration."""
+    model = _paddle_while_loop(steps_from_width=True)
+    x = np.random.default_rng(width).standard_normal((2, 4, width)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    result = ember.compile(model).run({"x": x})
+    assert result["y"].shape == (2, width, 4)  # one row per iteration, W iterations
+    assert_close(result, expected)
+
+
+def test_paddle_while_loop_long_chain_does_not_overflow_the_stack() -> None:
+    """Each iteration's integer carried values are evaluated if constants alone feed them: the
+    token (ArgMax of the state) is not, and finding that walks the chain of all the bodies
+    before it. Walked recursively that raised RecursionError past ~150 iterations (and,
+    remembering only the values it could compute, took exponential time on the
+    state's diamonds); 200 iterations here."""
+    model = _paddle_while_loop(steps_from_width=True)
+    x = np.random.default_rng(1).standard_normal((1, 4, 200)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert_close(ember.compile(model).run({"x": x}), expected)
+
+
+def test_paddle_while_loop_with_a_data_dependent_condition_is_refused() -> None:
+    """A `while` whose condition reads the data (stop when the state's sum goes negative)
+    grows its output a data-dependent number of times: refused, naming the Loop."""
+    model = _paddle_while_loop(steps_from_width=False, data_condition=True)
+    with pytest.raises(ember.UnsupportedOpError, match=r"Loop.*opset 13.*computed at run time"):
+        ember.compile(model).run({"x": np.ones((1, 4, 5), np.float32)})
+
+
+def test_paddle_nms_tail_failing_for_a_batch_names_the_graph_inputs() -> None:
+    """paddle2onnx's multiclass_nms3 is written for batch 1: the ops after NonMaxSuppression
+    concatenate a [1, k, 1] with the [N, k, 4] boxes, so batch 3 fails (onnxruntime too).
+    ember compiles those ops per run-time size; its error named only intermediate tensors
+    ('the model does not compile for input shapes {nms.selected_index.0: ...}'): now it
+    names the graph inputs the run was given and the data-dependent node. Batch 1 is checked
+    against onnxruntime (tolerance: assert_close's default)."""
+    f32 = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("NonMaxSuppression", ["boxes", "scores", "top"], ["selected"]),
+        helper.make_node("Gather", ["selected", "two"], ["box_index"], axis=1),  # [K]
+        helper.make_node("Gather", ["boxes", "box_index"], ["picked"], axis=1),  # [N, K, 4]
+        helper.make_node("Gather", ["selected", "zero"], ["batch_index"], axis=1),  # [K]
+        helper.make_node("Cast", ["batch_index"], ["batch_f"], to=f32),
+        helper.make_node("Unsqueeze", ["batch_f", "zero_two"], ["label"]),  # [1, K, 1]
+        helper.make_node("Concat", ["label", "picked"], ["y"], axis=2),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([3], np.int64), "top"),
+        numpy_helper.from_array(np.array(2, np.int64), "two"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0, 2], np.int64), "zero_two"),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("boxes", f32, ["N", 6, 4]),
+        helper.make_tensor_value_info("scores", f32, ["N", 1, 6]),
+    ]
+    model = _model(_graph(nodes, inits, inputs), 13)
+    rng = np.random.default_rng(0)
+
+    def feeds(batch: int) -> dict[str, np.ndarray]:
+        corner = rng.uniform(0, 10, (batch, 6, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(1, 5, (batch, 6, 2))], 2)
+        scores = rng.uniform(0, 1, (batch, 1, 6))
+        return {"boxes": boxes.astype(np.float32), "scores": scores.astype(np.float32)}
+
+    compiled = ember.compile(model)
+    one = feeds(1)
+    assert_close(compiled.run(one), onnxruntime_outputs(model, one))
+    with pytest.raises(
+        ember.InputError,
+        match=r"input shapes \{'boxes': \[3, 6, 4\].*"
+        r"NonMaxSuppression.*Concat",
+    ):
+        compiled.run(feeds(3))
