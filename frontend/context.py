@@ -51,7 +51,7 @@ function around the imported nodes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -628,11 +628,14 @@ class ImportContext:
             )
         return value.array
 
-    def known_value(self, value: SSAValue) -> np.ndarray | None:
+    def known_value(
+        self, value: SSAValue, bound: Mapping[SSAValue, np.ndarray] | None = None
+    ) -> np.ndarray | None:
         """`value` computed with numpy when only constants feed it (float arithmetic the
         importer kept as ops: an expanded Range's trip count `Ceil((limit - start) / delta)`
-        on frozen inputs); None when a graph input or a body argument feeds it."""
-        known: dict[SSAValue, np.ndarray] = {}
+        on frozen inputs); None when a graph input or a body argument feeds it, unless
+        `bound` gives that argument's value (a Loop body's iteration index)."""
+        known: dict[SSAValue, np.ndarray] = dict(bound or {})
 
         def evaluate(current: SSAValue) -> np.ndarray | None:
             if current in known:

@@ -13,7 +13,9 @@ with the index computed in the body) and whose scan outputs are stacked along a 
 then reversed/transposed into place. Sizes stay static: a Loop with scan outputs needs its
 trip count and initial condition at compile time (a run-time one raises RuntimeOperandError,
 so value specialisation can compile per value) and a body condition that cannot end the loop
-early (else the outputs' size depends on data: refused). A Loop whose body changes a carried
+early (else the outputs' size depends on data: refused). A body that computes its condition
+from the iteration index and carried counters (tf2onnx's TF while_loop) has that scalar part
+run at compile time: if it stays true until the last trip, the Loop is compiled as usual. A Loop whose body changes a carried
 value's shape (torch's scripted `out = torch.cat([out, step], 1)`) is unrolled at import
 instead, one copy of the body per iteration, as a sequence-carrying Loop is
 (frontend/ops/sequence.py): its trip count and every iteration's condition must be known
@@ -138,6 +140,49 @@ def _exits_early(region: Region, cond: Value) -> bool:
     return cond is not region.block.args[1]
 
 
+# Past this many iterations a computed condition is not simulated (the Loop is refused).
+_MAX_SIMULATED_TRIPS = 100_000
+
+
+def _holds_until_last_trip(
+    imp: ImportContext, region: Region, inits: Sequence[Value], yields: Sequence[Value], trips: int
+) -> bool:
+    """Whether the body's computed condition is true after each of the first `trips - 1`
+    iterations, found by running its scalar part at compile time. tf2onnx writes a TF
+    while_loop (Keras 3's masked LSTM/GRU) as a Loop whose body computes
+    `iter < n and time + 1 < n` from the iteration index, a counter it carries and
+    compile-time bounds: it ends the loop exactly at the trip count. Unknown carried values
+    (a hidden state) are left out; a condition that reads one is not proven (False)."""
+    if trips <= 1:
+        return True
+    if trips > _MAX_SIMULATED_TRIPS:
+        return False
+    args = region.block.args
+    n_carried = len(inits)
+
+    def known(value: Value, bound: dict[SSAValue, np.ndarray]) -> np.ndarray | None:
+        if isinstance(value, Const):
+            return value.array
+        if value in bound:
+            return bound[value]
+        return imp.known_value(value, bound)
+
+    carried: list[np.ndarray | None] = [
+        init.array if isinstance(init, Const) else imp.known_value(init) for init in inits
+    ]
+    for k in range(trips - 1):
+        bound: dict[SSAValue, np.ndarray] = {
+            args[0]: np.array(k, np.int64),
+            args[1]: np.array(True),  # iteration k runs: its incoming condition was true
+        }
+        bound.update((args[2 + j], a) for j, a in enumerate(carried) if a is not None)
+        cond = known(yields[0], bound)
+        if cond is None or not bool(cond.reshape(-1)[0]):
+            return False
+        carried = [known(v, bound) for v in yields[1 : 1 + n_carried]]
+    return True
+
+
 def _build_loop(
     imp: ImportContext,
     node: Node,
@@ -214,7 +259,11 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
                 changed = (k, _type_of(init), _type_of(value))
     if changed is not None:
         return _unrolled(imp, node, *changed)
-    if n_scans and _exits_early(region, yields[0]):
+    if (
+        n_scans
+        and _exits_early(region, yields[0])
+        and not (trips is not None and _holds_until_last_trip(imp, region, inits, yields, trips))
+    ):
         raise node.unsupported(
             "a Loop with scan outputs whose body computes its condition: the number of "
             "iterations, hence the outputs' size, depends on data"

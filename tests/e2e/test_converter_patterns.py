@@ -359,3 +359,105 @@ def test_batch_normalization_parameter_of_the_wrong_size_is_a_model_error() -> N
     model = _model(_graph([norm], inits, [_input([2, 3, 5, 6])]), 9)
     with pytest.raises(ember.ModelError, match=r"scale of shape \[4\] for 3 channels"):
         ember.compile(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns found exporting Keras 3 / TF 2.21 models with tf2onnx 1.17 (opsets 13 and 17).
+
+
+def _tf_while_loop_model(data_dependent_condition: bool = False, limit: int | None = None):
+    """tf2onnx's Loop for a TF while_loop over time (Keras 3's masked LSTM/GRU/SimpleRNN):
+    trip count n = Shape(x)[1], and a body that computes its condition
+    `int32(iter) < n and time + 1 < limit` from the iteration index, a carried int32 time
+    counter and a carried bound, while it stacks each step's hidden state (a scan output)."""
+    rng = np.random.default_rng(11)
+    i64 = TensorProto.INT64
+    i32 = TensorProto.INT32
+    body_nodes = [
+        helper.make_node("Gather", ["xt", "time"], ["xk"]),
+        helper.make_node("MatMul", ["xk", "W"], ["xw"]),
+        helper.make_node("MatMul", ["h", "U"], ["hu"]),
+        helper.make_node("Add", ["xw", "hu"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["h_next"]),
+        helper.make_node("Identity", ["h_next"], ["h_step"]),
+        helper.make_node("Add", ["time", "one"], ["time_next"]),
+        helper.make_node("Cast", ["iter"], ["iter32"], to=i32),
+        helper.make_node("Less", ["iter32", "n32"], ["below_n"]),
+        helper.make_node("Less", ["time_next", "limit"], ["below_limit"]),
+    ]
+    if data_dependent_condition:
+        body_nodes += [
+            helper.make_node("ReduceSum", ["h_next"], ["total"], keepdims=0),
+            helper.make_node("Less", ["total", "big"], ["small"]),
+            helper.make_node("And", ["below_limit", "small"], ["cond_out"]),
+        ]
+    else:
+        body_nodes.append(helper.make_node("And", ["below_n", "below_limit"], ["cond_out"]))
+    body = helper.make_graph(
+        body_nodes,
+        "while_body",
+        [
+            helper.make_tensor_value_info("iter", i64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("time", i32, []),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("limit", i32, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("time_next", i32, []),
+            helper.make_tensor_value_info("h_next", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("limit", i32, []),
+            helper.make_tensor_value_info("h_step", TensorProto.FLOAT, [2, 3]),
+        ],
+        [
+            numpy_helper.from_array(np.array(1, np.int32), "one"),
+            numpy_helper.from_array(np.array(8.0, np.float32), "big"),
+        ],
+    )
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "axis1"], ["n"]),
+        helper.make_node("Cast", ["n"], ["n32"], to=i32),
+        helper.make_node("Less", ["time0", "n32"], ["cond0"]),
+        helper.make_node(
+            "Loop",
+            ["n", "cond0", "time0", "h0", "n32" if limit is None else "limit0"],
+            ["time_end", "h_end", "limit_end", "hs"],
+            body=body,
+        ),
+        helper.make_node("Transpose", ["hs"], ["y"], perm=[1, 0, 2]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(1, np.int64), "axis1"),
+        numpy_helper.from_array(np.array(0, np.int32), "time0"),
+        numpy_helper.from_array(np.array(limit or 0, np.int32), "limit0"),
+        numpy_helper.from_array(np.zeros((2, 3), np.float32), "h0"),
+        numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), "U"),
+    ]
+    return _model(_graph(nodes, inits, [_input([2, 5, 4])], ("y", "h_end")), 13)
+
+
+def test_loop_with_a_counter_condition_that_ends_at_the_trip_count() -> None:
+    """Keras 3's masked LSTM/GRU through tf2onnx: a Loop with a scan output whose body
+    computes its condition from the iteration index and a carried counter. ember refused it
+    ('the outputs' size depends on data'); the condition is true on every iteration but the
+    last, which compile-time simulation of its scalar part proves."""
+    model = _tf_while_loop_model()
+    x = np.random.default_rng(12).standard_normal((2, 5, 4)).astype(np.float32)
+    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
+
+
+@pytest.mark.parametrize(
+    ("data_dependent_condition", "limit"), [(True, None), (False, 3)], ids=["data", "early"]
+)
+def test_loop_whose_condition_may_end_it_early_is_refused(
+    data_dependent_condition: bool, limit: int | None
+) -> None:
+    """The same Loop whose condition reads the hidden state, or stops at iteration 3 of 5:
+    the scan output's size is not the trip count, so it stays a clear refusal."""
+    model = _tf_while_loop_model(data_dependent_condition, limit)
+    with pytest.raises(ember.UnsupportedOpError, match=r"Loop .*opset 13.*computes its condition"):
+        ember.compile(model)
