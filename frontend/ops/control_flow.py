@@ -14,8 +14,8 @@ then reversed/transposed into place. Sizes stay static: a Loop with scan outputs
 trip count and initial condition at compile time (a run-time one raises RuntimeOperandError,
 so value specialisation can compile per value) and a body condition that cannot end the loop
 early (else the outputs' size depends on data: refused). A body that computes its condition
-from the iteration index and carried counters (tf2onnx's TF while_loop) has that scalar part
-run at compile time: if it stays true until the last trip, the Loop is compiled as usual. A Loop whose body changes a carried
+from the iteration index and carried counters (tf2onnx's TF while_loop, with or without M)
+has that scalar part run at compile time, which gives the number of iterations. A Loop whose body changes a carried
 value's shape (torch's scripted `out = torch.cat([out, step], 1)`) is unrolled at import
 instead, one copy of the body per iteration, as a sequence-carrying Loop is
 (frontend/ops/sequence.py): its trip count and every iteration's condition must be known
@@ -144,19 +144,22 @@ def _exits_early(region: Region, cond: Value) -> bool:
 _MAX_SIMULATED_TRIPS = 100_000
 
 
-def _holds_until_last_trip(
-    imp: ImportContext, region: Region, inits: Sequence[Value], yields: Sequence[Value], trips: int
-) -> bool:
-    """Whether the body's computed condition is true after each of the first `trips - 1`
-    iterations, found by running its scalar part at compile time. tf2onnx writes a TF
-    while_loop (Keras 3's masked LSTM/GRU) as a Loop whose body computes
+def _simulated_trips(
+    imp: ImportContext,
+    region: Region,
+    inits: Sequence[Value],
+    yields: Sequence[Value],
+    trip_count: int | None,
+) -> int | None:
+    """The number of iterations a Loop whose body computes its condition runs, found by
+    running the body's scalar part at compile time; None when the condition reads a value
+    that is not known then (a hidden state: data decides) or the loop does not end within
+    `_MAX_SIMULATED_TRIPS`. tf2onnx writes a TF while_loop over time (Keras 3's masked
+    LSTM/GRU, TimeDistributed's pfor loop) as a Loop whose body computes
     `iter < n and time + 1 < n` from the iteration index, a counter it carries and
-    compile-time bounds: it ends the loop exactly at the trip count. Unknown carried values
-    (a hidden state) are left out; a condition that reads one is not proven (False)."""
-    if trips <= 1:
-        return True
-    if trips > _MAX_SIMULATED_TRIPS:
-        return False
+    compile-time bounds, with or without a trip count M. The kernels compute the same
+    condition at run time, so the loop ends after exactly this many iterations."""
+    limit = _MAX_SIMULATED_TRIPS if trip_count is None else min(trip_count, _MAX_SIMULATED_TRIPS)
     args = region.block.args
     n_carried = len(inits)
 
@@ -170,17 +173,21 @@ def _holds_until_last_trip(
     carried: list[np.ndarray | None] = [
         init.array if isinstance(init, Const) else imp.known_value(init) for init in inits
     ]
-    for k in range(trips - 1):
+    for k in range(limit):
+        if trip_count is not None and k == trip_count - 1:
+            return trip_count  # the last trip's condition does not matter
         bound: dict[SSAValue, np.ndarray] = {
             args[0]: np.array(k, np.int64),
             args[1]: np.array(True),  # iteration k runs: its incoming condition was true
         }
         bound.update((args[2 + j], a) for j, a in enumerate(carried) if a is not None)
         cond = known(yields[0], bound)
-        if cond is None or not bool(cond.reshape(-1)[0]):
-            return False
+        if cond is None or cond.size != 1:
+            return None
+        if not bool(cond.reshape(-1)[0]):
+            return k + 1
         carried = [known(v, bound) for v in yields[1 : 1 + n_carried]]
-    return True
+    return None
 
 
 def _build_loop(
@@ -234,17 +241,16 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
     if cond is not None:
         cond = _scalar(imp, node, cond, np.bool_, "condition")
     trips = None
+    m: np.ndarray | None = None
     if n_scans:
         # The scan outputs hold one slice per iteration: their size must be static.
         m = imp.constant(node, 0, "the trip count M of a Loop with scan outputs")
         first = imp.constant(node, 1, "the initial condition of a Loop with scan outputs")
-        if m is None:
-            raise node.unsupported(
-                "a Loop with scan outputs and no trip count M: the outputs' size depends on "
-                "data (ember needs it at compile time)"
-            )
         runs = first is None or bool(first.reshape(-1)[0])
-        trips = max(int(m.reshape(-1)[0]), 0) if runs else 0
+        if not runs:
+            trips = 0
+        elif m is not None:
+            trips = max(int(m.reshape(-1)[0]), 0)
     changed: tuple[int, TensorType, TensorType] | None = None
     with imp.region(
         [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
@@ -259,15 +265,18 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
                 changed = (k, _type_of(init), _type_of(value))
     if changed is not None:
         return _unrolled(imp, node, *changed)
-    if (
-        n_scans
-        and _exits_early(region, yields[0])
-        and not (trips is not None and _holds_until_last_trip(imp, region, inits, yields, trips))
-    ):
-        raise node.unsupported(
-            "a Loop with scan outputs whose body computes its condition: the number of "
-            "iterations, hence the outputs' size, depends on data"
-        )
+    if n_scans and trips != 0 and (trips is None or _exits_early(region, yields[0])):
+        trips = _simulated_trips(imp, region, inits, yields, trips)
+        if trips is None and m is None:
+            raise node.unsupported(
+                "a Loop with scan outputs and no trip count M: the outputs' size depends on "
+                "data (ember needs it at compile time)"
+            )
+        if trips is None:
+            raise node.unsupported(
+                "a Loop with scan outputs whose body computes its condition: the number of "
+                "iterations, hence the outputs' size, depends on data"
+            )
     if trips == 0:
         empty = [np.zeros((0, *shape_of(v)), dtype_of(v)) for v in yields[1 + n_carried :]]
         return [*inits, *(Const(a) for a in empty)]

@@ -365,9 +365,12 @@ def test_batch_normalization_parameter_of_the_wrong_size_is_a_model_error() -> N
 # Patterns found exporting Keras 3 / TF 2.21 models with tf2onnx 1.17 (opsets 13 and 17).
 
 
-def _tf_while_loop_model(data_dependent_condition: bool = False, limit: int | None = None):
-    """tf2onnx's Loop for a TF while_loop over time (Keras 3's masked LSTM/GRU/SimpleRNN):
-    trip count n = Shape(x)[1], and a body that computes its condition
+def _tf_while_loop_model(
+    data_dependent_condition: bool = False, limit: int | None = None, trip_count: bool = True
+) -> onnx.ModelProto:
+    """tf2onnx's Loop for a TF while_loop over time (Keras 3's masked LSTM/GRU/SimpleRNN;
+    TimeDistributed's pfor loop has no trip count): trip count n = Shape(x)[1], and a body
+    that computes its condition
     `int32(iter) < n and time + 1 < limit` from the iteration index, a carried int32 time
     counter and a carried bound, while it stacks each step's hidden state (a scan output)."""
     rng = np.random.default_rng(11)
@@ -410,10 +413,8 @@ def _tf_while_loop_model(data_dependent_condition: bool = False, limit: int | No
             helper.make_tensor_value_info("limit", i32, []),
             helper.make_tensor_value_info("h_step", TensorProto.FLOAT, [2, 3]),
         ],
-        [
-            numpy_helper.from_array(np.array(1, np.int32), "one"),
-            numpy_helper.from_array(np.array(8.0, np.float32), "big"),
-        ],
+        [numpy_helper.from_array(np.array(1, np.int32), "one")]
+        + [numpy_helper.from_array(np.array(8.0, np.float32), "big")] * data_dependent_condition,
     )
     nodes = [
         helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
@@ -423,7 +424,13 @@ def _tf_while_loop_model(data_dependent_condition: bool = False, limit: int | No
         helper.make_node("Less", ["time0", "n32"], ["cond0"]),
         helper.make_node(
             "Loop",
-            ["n", "cond0", "time0", "h0", "n32" if limit is None else "limit0"],
+            [
+                "n" if trip_count else "",
+                "cond0",
+                "time0",
+                "h0",
+                "n32" if limit is None else "limit0",
+            ],
             ["time_end", "h_end", "limit_end", "hs"],
             body=body,
         ),
@@ -432,32 +439,35 @@ def _tf_while_loop_model(data_dependent_condition: bool = False, limit: int | No
     inits = [
         numpy_helper.from_array(np.array(1, np.int64), "axis1"),
         numpy_helper.from_array(np.array(0, np.int32), "time0"),
-        numpy_helper.from_array(np.array(limit or 0, np.int32), "limit0"),
         numpy_helper.from_array(np.zeros((2, 3), np.float32), "h0"),
         numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W"),
         numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), "U"),
     ]
+    if limit is not None:
+        inits.append(numpy_helper.from_array(np.array(limit, np.int32), "limit0"))
     return _model(_graph(nodes, inits, [_input([2, 5, 4])], ("y", "h_end")), 13)
 
 
-def test_loop_with_a_counter_condition_that_ends_at_the_trip_count() -> None:
-    """Keras 3's masked LSTM/GRU through tf2onnx: a Loop with a scan output whose body
-    computes its condition from the iteration index and a carried counter. ember refused it
-    ('the outputs' size depends on data'); the condition is true on every iteration but the
-    last, which compile-time simulation of its scalar part proves."""
-    model = _tf_while_loop_model()
-    x = np.random.default_rng(12).standard_normal((2, 5, 4)).astype(np.float32)
-    assert_close(ember.compile(model).run({"x": x}), onnxruntime_outputs(model, {"x": x}))
-
-
 @pytest.mark.parametrize(
-    ("data_dependent_condition", "limit"), [(True, None), (False, 3)], ids=["data", "early"]
+    ("limit", "trip_count"), [(None, True), (3, True), (None, False)], ids=["M", "early", "no-M"]
 )
-def test_loop_whose_condition_may_end_it_early_is_refused(
-    data_dependent_condition: bool, limit: int | None
-) -> None:
-    """The same Loop whose condition reads the hidden state, or stops at iteration 3 of 5:
-    the scan output's size is not the trip count, so it stays a clear refusal."""
-    model = _tf_while_loop_model(data_dependent_condition, limit)
-    with pytest.raises(ember.UnsupportedOpError, match=r"Loop .*opset 13.*computes its condition"):
+def test_loop_with_a_counter_condition(limit: int | None, trip_count: bool) -> None:
+    """Keras 3's masked LSTM/GRU through tf2onnx: a Loop with a scan output whose body
+    computes its condition from the iteration index and a carried counter (ending at the trip
+    count, or at iteration 3 of 5, or with no trip count M at all). ember refused it ('the
+    outputs' size depends on data'); running the condition's scalar part at compile time
+    gives the number of iterations."""
+    model = _tf_while_loop_model(limit=limit, trip_count=trip_count)
+    x = np.random.default_rng(12).standard_normal((2, 5, 4)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert expected["y"].shape == (2, limit or 5, 3)
+    assert_close(ember.compile(model).run({"x": x}), expected)
+
+
+@pytest.mark.parametrize("trip_count", [True, False], ids=["M", "no-M"])
+def test_loop_whose_condition_reads_data_is_refused(trip_count: bool) -> None:
+    """The same Loop whose condition reads the hidden state: the scan output's size depends
+    on data, so it stays a clear refusal."""
+    model = _tf_while_loop_model(data_dependent_condition=True, trip_count=trip_count)
+    with pytest.raises(ember.UnsupportedOpError, match=r"Loop .*opset 13.*the outputs' size"):
         ember.compile(model)
