@@ -15,7 +15,9 @@ trip count and initial condition at compile time (a run-time one raises RuntimeO
 so value specialisation can compile per value) and a body condition that cannot end the loop
 early (else the outputs' size depends on data: refused). A body that computes its condition
 from the iteration index and carried counters (tf2onnx's TF while_loop, with or without M)
-has that scalar part run at compile time, which gives the number of iterations. A Loop whose body changes a carried
+has that scalar part run at compile time, which gives the number of iterations. A body op
+needing a compile-time operand computed from a carried counter (a RuntimeOperandError while
+importing the body) makes the Loop unrolled instead, when its trip count is small. A Loop whose body changes a carried
 value's shape (torch's scripted `out = torch.cat([out, step], 1)`) is unrolled at import
 instead, one copy of the body per iteration, as a sequence-carrying Loop is
 (frontend/ops/sequence.py): its trip count and every iteration's condition must be known
@@ -45,6 +47,7 @@ from ember.frontend.context import (
     shape_of,
     subgraph_reads,
 )
+from ember.frontend.errors import ResourceLimitError, RuntimeOperandError
 from ember.frontend.registry import STRUCTURED_CONVERTERS, converter_key, converts
 
 _ITER_TYPE = TensorType(i64, [])
@@ -252,17 +255,20 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
         elif m is not None:
             trips = max(int(m.reshape(-1)[0]), 0)
     changed: tuple[int, TensorType, TensorType] | None = None
-    with imp.region(
-        [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
-    ) as region:
-        imp.iteration_args.add(region.block.args[0])
-        _bind_body(imp, body, list(region.block.args[: 2 + n_carried]))
-        imp.import_nodes(body.node)
-        yields = imp.body_outputs(node, body)
-        yields[0] = _scalar(imp, node, yields[0], np.bool_, "body's condition output")
-        for k, (init, value) in enumerate(zip(inits, yields[1 : 1 + n_carried])):
-            if changed is None and _type_of(init) != _type_of(value):
-                changed = (k, _type_of(init), _type_of(value))
+    try:
+        with imp.region(
+            [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
+        ) as region:
+            imp.iteration_args.add(region.block.args[0])
+            _bind_body(imp, body, list(region.block.args[: 2 + n_carried]))
+            imp.import_nodes(body.node)
+            yields = imp.body_outputs(node, body)
+            yields[0] = _scalar(imp, node, yields[0], np.bool_, "body's condition output")
+            for k, (init, value) in enumerate(zip(inits, yields[1 : 1 + n_carried])):
+                if changed is None and _type_of(init) != _type_of(value):
+                    changed = (k, _type_of(init), _type_of(value))
+    except RuntimeOperandError as error:
+        return _unrolled_for_operand(imp, node, error)
     if changed is not None:
         return _unrolled(imp, node, *changed)
     if n_scans and trips != 0 and (trips is None or _exits_early(region, yields[0])):
@@ -296,6 +302,34 @@ def _unrolled(
     imp.constant(node, 1, why + "initial condition of such a Loop (ember unrolls it)")
     unroll = STRUCTURED_CONVERTERS[converter_key("Loop")]
     return unroll(imp, node)  # type: ignore[return-value]
+
+
+# Past this many iterations a Loop is not unrolled for a body operand (compile time grows with
+# each copy of the body); the operand's own refusal stands.
+_MAX_UNROLLED_FOR_OPERAND = 256
+
+
+def _unrolled_for_operand(
+    imp: ImportContext, node: Node, error: RuntimeOperandError
+) -> Sequence[Value]:
+    """A Loop whose body has an op needing a compile-time operand computed from the iteration
+    (tf2onnx's TF strided_slice at a carried counter in TimeDistributed's pfor loop, its
+    Cumprod loop's Slice ends): unrolled at import, each iteration with constant counters, so
+    the operand folds. Needs a compile-time trip count M (if any) and initial condition, and
+    at most `_MAX_UNROLLED_FOR_OPERAND` iterations; otherwise, or if an iteration still needs
+    a run-time operand, the body's own refusal (`error`) is raised."""
+    try:
+        m = imp.constant(node, 0, "trip count M")
+        imp.constant(node, 1, "initial condition")
+    except RuntimeOperandError:
+        raise error from None
+    if m is not None and int(m.reshape(-1)[0]) > _MAX_UNROLLED_FOR_OPERAND:
+        raise error
+    unroll = STRUCTURED_CONVERTERS[converter_key("Loop")]
+    try:
+        return unroll(imp, node, max_trips=_MAX_UNROLLED_FOR_OPERAND)  # type: ignore[call-arg,return-value]
+    except (RuntimeOperandError, ResourceLimitError):
+        raise error from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -290,11 +290,14 @@ def _optional_get_element(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
 
 
 @converts_structured("Loop")
-def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+def _unrolled_loop(
+    imp: ImportContext, node: Node, max_trips: int = MAX_SEQUENCE_LENGTH
+) -> Sequence[AnyValue]:
     """A Loop that carries a sequence (torch's exported `for x in list: out.append(...)`),
     unrolled at import: each iteration's sequence has a length known at import only if the
     trip count and every iteration's condition are known there too; a condition computed
-    from run-time data makes the sequence's length data-dependent (refused)."""
+    from run-time data makes the sequence's length data-dependent (refused). More than
+    `max_trips` iterations is a ResourceLimitError."""
     body = _body(node)
     trip = imp.constant(node, 0, "trip count (of a Loop that carries a sequence)")
     cond = imp.constant(node, 1, "condition (of a Loop that carries a sequence)")
@@ -314,15 +317,17 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
     scans: list[list[Value]] = [[] for _ in range(n_scan)]
     k = 0
     while running and (limit is None or k < limit):
-        if k == MAX_SEQUENCE_LENGTH:
+        if k == max_trips:
             raise ResourceLimitError(
-                f"Loop node '{node.name}' (opset {node.opset}): more than {MAX_SEQUENCE_LENGTH} "
+                f"Loop node '{node.name}' (opset {node.opset}): more than {max_trips} "
                 "iterations; ember unrolls a Loop that carries a sequence (one copy of the body "
-                f"per iteration), up to {MAX_SEQUENCE_LENGTH}"
+                f"per iteration), up to {max_trips}"
             )
         condition = Const(np.array(running))
         outputs = _import_body(imp, node, body, [Const(np.array(k, np.int64)), condition, *carried])
         cond_out = outputs[0]
+        if isinstance(cond_out, SSAValue) and (known := imp.known_value(cond_out)) is not None:
+            cond_out = Const(known)  # computed by ops on constants the importer kept (ReduceMax)
         if not isinstance(cond_out, Const):
             raise node.unsupported(
                 f"the body's condition '{body.output[0].name}' is computed at run time: the "

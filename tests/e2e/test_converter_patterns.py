@@ -471,3 +471,82 @@ def test_loop_whose_condition_reads_data_is_refused(trip_count: bool) -> None:
     model = _tf_while_loop_model(data_dependent_condition=True, trip_count=trip_count)
     with pytest.raises(ember.UnsupportedOpError, match=r"Loop .*opset 13.*the outputs' size"):
         ember.compile(model)
+
+
+def _counter_slice_loop_model(trip_count: int | None, width: int = 5) -> onnx.ModelProto:
+    """tf2onnx's TimeDistributed pfor loop and its Cumprod: a Loop whose body Slices at a
+    counter it carries (not the iteration index), `acc *= x[:, j:j+1]`, and computes its
+    condition `j + 1 < n`; n is a ReduceMax of shape values (an op the importer keeps) and the
+    pfor form has no trip count M."""
+    i64 = TensorProto.INT64
+    body = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", ["j", "axis0"], ["start"]),
+            helper.make_node("Add", ["j", "one"], ["j_next"]),
+            helper.make_node("Unsqueeze", ["j_next", "axis0"], ["end"]),
+            helper.make_node("Slice", ["x", "start", "end", "axis1"], ["column"]),
+            helper.make_node("Mul", ["acc", "column"], ["acc_next"]),
+            helper.make_node("Identity", ["acc_next"], ["acc_step"]),
+            helper.make_node("Less", ["j_next", "n"], ["cond_out"]),
+        ],
+        "counter_body",
+        [
+            helper.make_tensor_value_info("iter", i64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("j", i64, []),
+            helper.make_tensor_value_info("acc", TensorProto.FLOAT, [2, 1]),
+            helper.make_tensor_value_info("n", i64, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("j_next", i64, []),
+            helper.make_tensor_value_info("acc_next", TensorProto.FLOAT, [2, 1]),
+            helper.make_tensor_value_info("n", i64, []),
+            helper.make_tensor_value_info("acc_step", TensorProto.FLOAT, [2, 1]),
+        ],
+        [
+            numpy_helper.from_array(np.array(1, np.int64), "one"),
+            numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+            numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        ],
+    )
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "axis1", "two", "axis0"], ["n_1d"]),
+        helper.make_node("ReduceMax", ["n_1d"], ["n"], keepdims=0),
+        helper.make_node("Less", ["j0", "n"], ["cond0"]),
+        helper.make_node(
+            "Loop",
+            ["M" if trip_count is not None else "", "cond0", "j0", "acc0", "n"],
+            ["j_end", "y", "n_end", "steps"],
+            body=body,
+        ),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array([2], np.int64), "two"),
+        numpy_helper.from_array(np.array(0, np.int64), "j0"),
+        numpy_helper.from_array(np.ones((2, 1), np.float32), "acc0"),
+    ]
+    if trip_count is not None:
+        inits.append(numpy_helper.from_array(np.array(trip_count, np.int64), "M"))
+    return _model(_graph(nodes, inits, [_input([2, width])], ("y", "steps")), 13)
+
+
+@pytest.mark.parametrize("trip_count", [None, 3], ids=["no-M", "M"])
+def test_loop_slicing_at_a_carried_counter_is_unrolled(trip_count: int | None) -> None:
+    """ember refused the Slice ('starts must be a compile-time constant'); the Loop is now
+    unrolled at import, each iteration with constant counters."""
+    model = _counter_slice_loop_model(trip_count)
+    x = np.random.default_rng(13).standard_normal((2, 5)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert expected["steps"].shape == (trip_count or 5, 2, 1)
+    assert_close(ember.compile(model).run({"x": x}), expected)
+
+
+def test_loop_slicing_at_a_carried_counter_too_long_to_unroll_is_refused() -> None:
+    """Past 256 iterations the Loop is not unrolled: the Slice's refusal names it."""
+    model = _counter_slice_loop_model(None, width=300)
+    with pytest.raises(ember.UnsupportedOpError, match=r"Slice .*opset 13.*compile-time constant"):
+        ember.compile(model)
