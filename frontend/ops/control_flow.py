@@ -70,6 +70,27 @@ def _scalar(imp: ImportContext, node: Node, value: Value, dtype: type, what: str
     return imp.reshape(value, [])
 
 
+def loop_scalars_as_declared(
+    imp: ImportContext, body: onnx.GraphProto, iteration: Value, cond: Value
+) -> list[Value]:
+    """A Loop body's iteration number and condition, each reshaped to [1] where the body
+    declares that shape: tf2onnx declares the iteration number [1] (its CropAndResize loop
+    then Slices at it) and onnxruntime feeds the body what it declares."""
+    values = []
+    for info, value in zip(body.input[:2], (iteration, cond), strict=True):
+        dims = info.type.tensor_type.shape.dim
+        declared_1 = (
+            info.type.tensor_type.HasField("shape")
+            and len(dims) == 1
+            and dims[0].HasField("dim_value")
+            and dims[0].dim_value == 1
+        )
+        if declared_1 and isinstance(value, Const):
+            value = Const(value.array.reshape(1))
+        values.append(imp.reshape(value, [1]) if declared_1 else value)
+    return values
+
+
 def _bind_body(imp: ImportContext, body: onnx.GraphProto, inputs: Sequence[Value]) -> None:
     for info, value in zip(body.input, inputs, strict=True):
         imp.env[info.name] = value
@@ -260,7 +281,8 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
             [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
         ) as region:
             imp.iteration_args.add(region.block.args[0])
-            _bind_body(imp, body, list(region.block.args[: 2 + n_carried]))
+            iteration, first = loop_scalars_as_declared(imp, body, *region.block.args[:2])
+            _bind_body(imp, body, [iteration, first, *region.block.args[2 : 2 + n_carried]])
             imp.import_nodes(body.node)
             yields = imp.body_outputs(node, body)
             yields[0] = _scalar(imp, node, yields[0], np.bool_, "body's condition output")

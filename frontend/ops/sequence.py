@@ -36,6 +36,7 @@ from ember.frontend.context import (
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
 from ember.frontend.errors import ResourceLimitError
+from ember.frontend.ops.control_flow import loop_scalars_as_declared
 from ember.frontend.registry import converter_for, converts, converts_structured
 
 
@@ -324,7 +325,8 @@ def _unrolled_loop(
                 f"per iteration), up to {max_trips}"
             )
         condition = Const(np.array(running))
-        outputs = _import_body(imp, node, body, [Const(np.array(k, np.int64)), condition, *carried])
+        scalars = loop_scalars_as_declared(imp, body, Const(np.array(k, np.int64)), condition)
+        outputs = _import_body(imp, node, body, [*scalars, *carried])
         cond_out = outputs[0]
         if isinstance(cond_out, SSAValue) and (known := imp.known_value(cond_out)) is not None:
             cond_out = Const(known)  # computed by ops on constants the importer kept (ReduceMax)

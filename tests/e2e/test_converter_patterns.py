@@ -550,3 +550,47 @@ def test_loop_slicing_at_a_carried_counter_too_long_to_unroll_is_refused() -> No
     model = _counter_slice_loop_model(None, width=300)
     with pytest.raises(ember.UnsupportedOpError, match=r"Slice .*opset 13.*compile-time constant"):
         ember.compile(model)
+
+
+def test_crop_and_resize_loop_with_scalar_slice_operands() -> None:
+    """tf2onnx's CropAndResize with a computed box index: a Loop over the boxes whose body
+    declares the iteration number of shape [1] (onnxruntime feeds it so) and Slices the
+    box-index tensor at it (ember gave it 0-d and refused the Slice's starts as not a 1-D
+    list), then the image at that index (a run-time Slice start: the Loop is unrolled)."""
+    i64 = TensorProto.INT64
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["i", "one"], ["i_next"]),
+            helper.make_node("Slice", ["box_ind", "i", "i_next", "zero_1d"], ["b"]),
+            helper.make_node("Add", ["b", "one_1d"], ["b_next"]),
+            helper.make_node("Slice", ["x", "b", "b_next", "zero_1d"], ["image"]),
+            helper.make_node("Mul", ["image", "gain"], ["crop"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "crop_body",
+        [
+            helper.make_tensor_value_info("i", i64, [1]),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("crop", TensorProto.FLOAT, [1, 3, 4]),
+        ],
+        [
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(np.array([1], np.int64), "one_1d"),
+            numpy_helper.from_array(np.array([0], np.int64), "zero_1d"),
+        ],
+    )
+    nodes = [helper.make_node("Loop", ["M", "true"], ["y"], body=body)]
+    inits = [
+        numpy_helper.from_array(np.array(3, np.int64), "M"),
+        numpy_helper.from_array(np.array(True), "true"),
+        numpy_helper.from_array(np.array([1, 0, 1], np.int64), "box_ind"),
+        numpy_helper.from_array(np.array([[[2.0]]], np.float32), "gain"),
+    ]
+    model = _model(_graph(nodes, inits, [_input([2, 3, 4])]), 13)
+    x = np.random.default_rng(14).standard_normal((2, 3, 4)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert expected["y"].shape == (3, 1, 3, 4)
+    assert_close(ember.compile(model).run({"x": x}), expected)
