@@ -634,7 +634,9 @@ class ImportContext:
         """`value` computed with numpy when only constants feed it (float arithmetic the
         importer kept as ops: an expanded Range's trip count `Ceil((limit - start) / delta)`
         on frozen inputs); None when a graph input or a body argument feeds it. `known`
-        carries what earlier calls found (the values already walked) to the next call."""
+        carries what earlier calls found (the values already walked) to the next call, and
+        may bind body arguments to values (a Loop body's iteration index, simulated at
+        compile time); it is updated in place."""
         # Walked with an explicit stack, not recursion: an unrolled Loop's chain of bodies is
         # deeper than Python's recursion limit. None (not computable) is remembered too: a
         # diamond-shaped graph that a graph input feeds would otherwise be walked once per path.

@@ -13,7 +13,11 @@ with the index computed in the body) and whose scan outputs are stacked along a 
 then reversed/transposed into place. Sizes stay static: a Loop with scan outputs needs its
 trip count and initial condition at compile time (a run-time one raises RuntimeOperandError,
 so value specialisation can compile per value) and a body condition that cannot end the loop
-early (else the outputs' size depends on data: refused). A Loop whose body changes a carried
+early (else the outputs' size depends on data: refused). A body that computes its condition
+from the iteration index and carried counters (tf2onnx's TF while_loop, with or without M)
+has that scalar part run at compile time, which gives the number of iterations. A body op
+needing a compile-time operand computed from a carried counter (a RuntimeOperandError while
+importing the body) makes the Loop unrolled instead, when its trip count is small. A Loop whose body changes a carried
 value's shape (torch's scripted `out = torch.cat([out, step], 1)`) is unrolled at import
 instead, one copy of the body per iteration, as a sequence-carrying Loop is
 (frontend/ops/sequence.py): its trip count and every iteration's condition must be known
@@ -43,6 +47,7 @@ from ember.frontend.context import (
     shape_of,
     subgraph_reads,
 )
+from ember.frontend.errors import ResourceLimitError, RuntimeOperandError
 from ember.frontend.registry import STRUCTURED_CONVERTERS, converter_key, converts
 
 _ITER_TYPE = TensorType(i64, [])
@@ -63,6 +68,27 @@ def _scalar(imp: ImportContext, node: Node, value: Value, dtype: type, what: str
             f"{dtype_of(value)} of shape {list(shape_of(value))}"
         )
     return imp.reshape(value, [])
+
+
+def loop_scalars_as_declared(
+    imp: ImportContext, body: onnx.GraphProto, iteration: Value, cond: Value
+) -> list[Value]:
+    """A Loop body's iteration number and condition, each reshaped to [1] where the body
+    declares that shape: tf2onnx declares the iteration number [1] (its CropAndResize loop
+    then Slices at it) and onnxruntime feeds the body what it declares."""
+    values = []
+    for info, value in zip(body.input[:2], (iteration, cond), strict=True):
+        dims = info.type.tensor_type.shape.dim
+        declared_1 = (
+            info.type.tensor_type.HasField("shape")
+            and len(dims) == 1
+            and dims[0].HasField("dim_value")
+            and dims[0].dim_value == 1
+        )
+        if declared_1 and isinstance(value, Const):
+            value = Const(value.array.reshape(1))
+        values.append(imp.reshape(value, [1]) if declared_1 else value)
+    return values
 
 
 def _bind_body(imp: ImportContext, body: onnx.GraphProto, inputs: Sequence[Value]) -> None:
@@ -138,6 +164,56 @@ def _exits_early(region: Region, cond: Value) -> bool:
     return cond is not region.block.args[1]
 
 
+# Past this many iterations a computed condition is not simulated (the Loop is refused).
+_MAX_SIMULATED_TRIPS = 100_000
+
+
+def _simulated_trips(
+    imp: ImportContext,
+    region: Region,
+    inits: Sequence[Value],
+    yields: Sequence[Value],
+    trip_count: int | None,
+) -> int | None:
+    """The number of iterations a Loop whose body computes its condition runs, found by
+    running the body's scalar part at compile time; None when the condition reads a value
+    that is not known then (a hidden state: data decides) or the loop does not end within
+    `_MAX_SIMULATED_TRIPS`. tf2onnx writes a TF while_loop over time (Keras 3's masked
+    LSTM/GRU, TimeDistributed's pfor loop) as a Loop whose body computes
+    `iter < n and time + 1 < n` from the iteration index, a counter it carries and
+    compile-time bounds, with or without a trip count M. The kernels compute the same
+    condition at run time, so the loop ends after exactly this many iterations."""
+    limit = _MAX_SIMULATED_TRIPS if trip_count is None else min(trip_count, _MAX_SIMULATED_TRIPS)
+    args = region.block.args
+    n_carried = len(inits)
+
+    def known(value: Value, bound: dict[SSAValue, np.ndarray]) -> np.ndarray | None:
+        if isinstance(value, Const):
+            return value.array
+        if value in bound:
+            return bound[value]
+        return imp.known_value(value, bound)
+
+    carried: list[np.ndarray | None] = [
+        init.array if isinstance(init, Const) else imp.known_value(init) for init in inits
+    ]
+    for k in range(limit):
+        if trip_count is not None and k == trip_count - 1:
+            return trip_count  # the last trip's condition does not matter
+        bound: dict[SSAValue, np.ndarray] = {
+            args[0]: np.array(k, np.int64),
+            args[1]: np.array(True),  # iteration k runs: its incoming condition was true
+        }
+        bound.update((args[2 + j], a) for j, a in enumerate(carried) if a is not None)
+        cond = known(yields[0], bound)
+        if cond is None or cond.size != 1:
+            return None
+        if not bool(cond.reshape(-1)[0]):
+            return k + 1
+        carried = [known(v, bound) for v in yields[1 : 1 + n_carried]]
+    return None
+
+
 def _build_loop(
     imp: ImportContext,
     node: Node,
@@ -189,36 +265,46 @@ def _loop(imp: ImportContext, node: Node) -> Sequence[Value]:
     if cond is not None:
         cond = _scalar(imp, node, cond, np.bool_, "condition")
     trips = None
+    m: np.ndarray | None = None
     if n_scans:
         # The scan outputs hold one slice per iteration: their size must be static.
         m = imp.constant(node, 0, "the trip count M of a Loop with scan outputs")
         first = imp.constant(node, 1, "the initial condition of a Loop with scan outputs")
-        if m is None:
+        runs = first is None or bool(first.reshape(-1)[0])
+        if not runs:
+            trips = 0
+        elif m is not None:
+            trips = max(int(m.reshape(-1)[0]), 0)
+    changed: tuple[int, TensorType, TensorType] | None = None
+    try:
+        with imp.region(
+            [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
+        ) as region:
+            imp.iteration_args.add(region.block.args[0])
+            iteration, first = loop_scalars_as_declared(imp, body, *region.block.args[:2])
+            _bind_body(imp, body, [iteration, first, *region.block.args[2 : 2 + n_carried]])
+            imp.import_nodes(body.node)
+            yields = imp.body_outputs(node, body)
+            yields[0] = _scalar(imp, node, yields[0], np.bool_, "body's condition output")
+            for k, (init, value) in enumerate(zip(inits, yields[1 : 1 + n_carried])):
+                if changed is None and _type_of(init) != _type_of(value):
+                    changed = (k, _type_of(init), _type_of(value))
+    except RuntimeOperandError as error:
+        return _unrolled_for_operand(imp, node, error)
+    if changed is not None:
+        return _unrolled(imp, node, *changed)
+    if n_scans and trips != 0 and (trips is None or _exits_early(region, yields[0])):
+        trips = _simulated_trips(imp, region, inits, yields, trips)
+        if trips is None and m is None:
             raise node.unsupported(
                 "a Loop with scan outputs and no trip count M: the outputs' size depends on "
                 "data (ember needs it at compile time)"
             )
-        runs = first is None or bool(first.reshape(-1)[0])
-        trips = max(int(m.reshape(-1)[0]), 0) if runs else 0
-    changed: tuple[int, TensorType, TensorType] | None = None
-    with imp.region(
-        [_ITER_TYPE, _COND_TYPE, *(_type_of(v) for v in inits)], subgraph_reads(body)
-    ) as region:
-        imp.iteration_args.add(region.block.args[0])
-        _bind_body(imp, body, list(region.block.args[: 2 + n_carried]))
-        imp.import_nodes(body.node)
-        yields = imp.body_outputs(node, body)
-        yields[0] = _scalar(imp, node, yields[0], np.bool_, "body's condition output")
-        for k, (init, value) in enumerate(zip(inits, yields[1 : 1 + n_carried])):
-            if changed is None and _type_of(init) != _type_of(value):
-                changed = (k, _type_of(init), _type_of(value))
-    if changed is not None:
-        return _unrolled(imp, node, *changed)
-    if n_scans and _exits_early(region, yields[0]):
-        raise node.unsupported(
-            "a Loop with scan outputs whose body computes its condition: the number of "
-            "iterations, hence the outputs' size, depends on data"
-        )
+        if trips is None:
+            raise node.unsupported(
+                "a Loop with scan outputs whose body computes its condition: the number of "
+                "iterations, hence the outputs' size, depends on data"
+            )
     if trips == 0:
         empty = [np.zeros((0, *shape_of(v)), dtype_of(v)) for v in yields[1 + n_carried :]]
         return [*inits, *(Const(a) for a in empty)]
@@ -238,6 +324,34 @@ def _unrolled(
     imp.constant(node, 1, why + "initial condition of such a Loop (ember unrolls it)")
     unroll = STRUCTURED_CONVERTERS[converter_key("Loop")]
     return unroll(imp, node)  # type: ignore[return-value]
+
+
+# Past this many iterations a Loop is not unrolled for a body operand (compile time grows with
+# each copy of the body); the operand's own refusal stands.
+_MAX_UNROLLED_FOR_OPERAND = 256
+
+
+def _unrolled_for_operand(
+    imp: ImportContext, node: Node, error: RuntimeOperandError
+) -> Sequence[Value]:
+    """A Loop whose body has an op needing a compile-time operand computed from the iteration
+    (tf2onnx's TF strided_slice at a carried counter in TimeDistributed's pfor loop, its
+    Cumprod loop's Slice ends): unrolled at import, each iteration with constant counters, so
+    the operand folds. Needs a compile-time trip count M (if any) and initial condition, and
+    at most `_MAX_UNROLLED_FOR_OPERAND` iterations; otherwise, or if an iteration still needs
+    a run-time operand, the body's own refusal (`error`) is raised."""
+    try:
+        m = imp.constant(node, 0, "trip count M")
+        imp.constant(node, 1, "initial condition")
+    except RuntimeOperandError:
+        raise error from None
+    if m is not None and int(m.reshape(-1)[0]) > _MAX_UNROLLED_FOR_OPERAND:
+        raise error
+    unroll = STRUCTURED_CONVERTERS[converter_key("Loop")]
+    try:
+        return unroll(imp, node, max_trips=_MAX_UNROLLED_FOR_OPERAND)  # type: ignore[call-arg,return-value]
+    except (RuntimeOperandError, ResourceLimitError):
+        raise error from None
 
 
 # ---------------------------------------------------------------------------------------------

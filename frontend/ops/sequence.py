@@ -36,6 +36,7 @@ from ember.frontend.context import (
 )
 from ember.frontend.dtypes import numpy_dtype_for_onnx
 from ember.frontend.errors import ResourceLimitError
+from ember.frontend.ops.control_flow import loop_scalars_as_declared
 from ember.frontend.registry import converter_for, converts, converts_structured
 
 
@@ -305,11 +306,14 @@ def _known(
 
 
 @converts_structured("Loop")
-def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
+def _unrolled_loop(
+    imp: ImportContext, node: Node, max_trips: int = MAX_SEQUENCE_LENGTH
+) -> Sequence[AnyValue]:
     """A Loop that carries a sequence (torch's exported `for x in list: out.append(...)`),
     unrolled at import: each iteration's sequence has a length known at import only if the
     trip count and every iteration's condition are known there too; a condition computed
-    from run-time data makes the sequence's length data-dependent (refused)."""
+    from run-time data makes the sequence's length data-dependent (refused). More than
+    `max_trips` iterations is a ResourceLimitError."""
     body = _body(node)
     trip = imp.constant(node, 0, "trip count (of a Loop that carries a sequence)")
     cond = imp.constant(node, 1, "condition (of a Loop that carries a sequence)")
@@ -330,16 +334,22 @@ def _unrolled_loop(imp: ImportContext, node: Node) -> Sequence[AnyValue]:
     walked: dict[SSAValue, np.ndarray | None] = {}
     k = 0
     while running and (limit is None or k < limit):
-        if k == MAX_SEQUENCE_LENGTH:
+        if k == max_trips:
             raise ResourceLimitError(
-                f"Loop node '{node.name}' (opset {node.opset}): more than {MAX_SEQUENCE_LENGTH} "
+                f"Loop node '{node.name}' (opset {node.opset}): more than {max_trips} "
                 "iterations; ember unrolls a Loop that carries a sequence (one copy of the body "
-                f"per iteration), up to {MAX_SEQUENCE_LENGTH}"
+                f"per iteration), up to {max_trips}"
             )
         condition = Const(np.array(running))
-        outputs = _import_body(imp, node, body, [Const(np.array(k, np.int64)), condition, *carried])
+        scalars = loop_scalars_as_declared(imp, body, Const(np.array(k, np.int64)), condition)
+        outputs = _import_body(imp, node, body, [*scalars, *carried])
         outputs = [_known(imp, value, walked) for value in outputs]
         cond_out = outputs[0]
+        if (
+            isinstance(cond_out, SSAValue)
+            and (known := imp.known_value(cond_out, walked)) is not None
+        ):
+            cond_out = Const(known)  # computed by ops on constants the importer kept (ReduceMax)
         if not isinstance(cond_out, Const):
             raise node.unsupported(
                 f"the body's condition '{body.output[0].name}' is computed at run time: the "

@@ -539,3 +539,238 @@ def test_paddle_nms_tail_failing_for_a_batch_names_the_graph_inputs() -> None:
         r"NonMaxSuppression.*Concat",
     ):
         compiled.run(feeds(3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns found exporting Keras 3 / TF 2.21 models with tf2onnx 1.17 (opsets 13 and 17).
+
+
+def _tf_while_loop_model(
+    data_dependent_condition: bool = False, limit: int | None = None, trip_count: bool = True
+) -> onnx.ModelProto:
+    """tf2onnx's Loop for a TF while_loop over time (Keras 3's masked LSTM/GRU/SimpleRNN;
+    TimeDistributed's pfor loop has no trip count): trip count n = Shape(x)[1], and a body
+    that computes its condition
+    `int32(iter) < n and time + 1 < limit` from the iteration index, a carried int32 time
+    counter and a carried bound, while it stacks each step's hidden state (a scan output)."""
+    rng = np.random.default_rng(11)
+    i64 = TensorProto.INT64
+    i32 = TensorProto.INT32
+    body_nodes = [
+        helper.make_node("Gather", ["xt", "time"], ["xk"]),
+        helper.make_node("MatMul", ["xk", "W"], ["xw"]),
+        helper.make_node("MatMul", ["h", "U"], ["hu"]),
+        helper.make_node("Add", ["xw", "hu"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["h_next"]),
+        helper.make_node("Identity", ["h_next"], ["h_step"]),
+        helper.make_node("Add", ["time", "one"], ["time_next"]),
+        helper.make_node("Cast", ["iter"], ["iter32"], to=i32),
+        helper.make_node("Less", ["iter32", "n32"], ["below_n"]),
+        helper.make_node("Less", ["time_next", "limit"], ["below_limit"]),
+    ]
+    if data_dependent_condition:
+        body_nodes += [
+            helper.make_node("ReduceSum", ["h_next"], ["total"], keepdims=0),
+            helper.make_node("Less", ["total", "big"], ["small"]),
+            helper.make_node("And", ["below_limit", "small"], ["cond_out"]),
+        ]
+    else:
+        body_nodes.append(helper.make_node("And", ["below_n", "below_limit"], ["cond_out"]))
+    body = helper.make_graph(
+        body_nodes,
+        "while_body",
+        [
+            helper.make_tensor_value_info("iter", i64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("time", i32, []),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("limit", i32, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("time_next", i32, []),
+            helper.make_tensor_value_info("h_next", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("limit", i32, []),
+            helper.make_tensor_value_info("h_step", TensorProto.FLOAT, [2, 3]),
+        ],
+        [numpy_helper.from_array(np.array(1, np.int32), "one")]
+        + [numpy_helper.from_array(np.array(8.0, np.float32), "big")] * data_dependent_condition,
+    )
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "axis1"], ["n"]),
+        helper.make_node("Cast", ["n"], ["n32"], to=i32),
+        helper.make_node("Less", ["time0", "n32"], ["cond0"]),
+        helper.make_node(
+            "Loop",
+            [
+                "n" if trip_count else "",
+                "cond0",
+                "time0",
+                "h0",
+                "n32" if limit is None else "limit0",
+            ],
+            ["time_end", "h_end", "limit_end", "hs"],
+            body=body,
+        ),
+        helper.make_node("Transpose", ["hs"], ["y"], perm=[1, 0, 2]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(1, np.int64), "axis1"),
+        numpy_helper.from_array(np.array(0, np.int32), "time0"),
+        numpy_helper.from_array(np.zeros((2, 3), np.float32), "h0"),
+        numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), "U"),
+    ]
+    if limit is not None:
+        inits.append(numpy_helper.from_array(np.array(limit, np.int32), "limit0"))
+    return _model(_graph(nodes, inits, [_input([2, 5, 4])], ("y", "h_end")), 13)
+
+
+@pytest.mark.parametrize(
+    ("limit", "trip_count"), [(None, True), (3, True), (None, False)], ids=["M", "early", "no-M"]
+)
+def test_loop_with_a_counter_condition(limit: int | None, trip_count: bool) -> None:
+    """Keras 3's masked LSTM/GRU through tf2onnx: a Loop with a scan output whose body
+    computes its condition from the iteration index and a carried counter (ending at the trip
+    count, or at iteration 3 of 5, or with no trip count M at all). ember refused it ('the
+    outputs' size depends on data'); running the condition's scalar part at compile time
+    gives the number of iterations."""
+    model = _tf_while_loop_model(limit=limit, trip_count=trip_count)
+    x = np.random.default_rng(12).standard_normal((2, 5, 4)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert expected["y"].shape == (2, limit or 5, 3)
+    assert_close(ember.compile(model).run({"x": x}), expected)
+
+
+@pytest.mark.parametrize("trip_count", [True, False], ids=["M", "no-M"])
+def test_loop_whose_condition_reads_data_is_refused(trip_count: bool) -> None:
+    """The same Loop whose condition reads the hidden state: the scan output's size depends
+    on data, so it stays a clear refusal."""
+    model = _tf_while_loop_model(data_dependent_condition=True, trip_count=trip_count)
+    with pytest.raises(ember.UnsupportedOpError, match=r"Loop .*opset 13.*the outputs' size"):
+        ember.compile(model)
+
+
+def _counter_slice_loop_model(trip_count: int | None, width: int = 5) -> onnx.ModelProto:
+    """tf2onnx's TimeDistributed pfor loop and its Cumprod: a Loop whose body Slices at a
+    counter it carries (not the iteration index), `acc *= x[:, j:j+1]`, and computes its
+    condition `j + 1 < n`; n is a ReduceMax of shape values (an op the importer keeps) and the
+    pfor form has no trip count M."""
+    i64 = TensorProto.INT64
+    body = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", ["j", "axis0"], ["start"]),
+            helper.make_node("Add", ["j", "one"], ["j_next"]),
+            helper.make_node("Unsqueeze", ["j_next", "axis0"], ["end"]),
+            helper.make_node("Slice", ["x", "start", "end", "axis1"], ["column"]),
+            helper.make_node("Mul", ["acc", "column"], ["acc_next"]),
+            helper.make_node("Identity", ["acc_next"], ["acc_step"]),
+            helper.make_node("Less", ["j_next", "n"], ["cond_out"]),
+        ],
+        "counter_body",
+        [
+            helper.make_tensor_value_info("iter", i64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("j", i64, []),
+            helper.make_tensor_value_info("acc", TensorProto.FLOAT, [2, 1]),
+            helper.make_tensor_value_info("n", i64, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("j_next", i64, []),
+            helper.make_tensor_value_info("acc_next", TensorProto.FLOAT, [2, 1]),
+            helper.make_tensor_value_info("n", i64, []),
+            helper.make_tensor_value_info("acc_step", TensorProto.FLOAT, [2, 1]),
+        ],
+        [
+            numpy_helper.from_array(np.array(1, np.int64), "one"),
+            numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+            numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        ],
+    )
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "axis1", "two", "axis0"], ["n_1d"]),
+        helper.make_node("ReduceMax", ["n_1d"], ["n"], keepdims=0),
+        helper.make_node("Less", ["j0", "n"], ["cond0"]),
+        helper.make_node(
+            "Loop",
+            ["M" if trip_count is not None else "", "cond0", "j0", "acc0", "n"],
+            ["j_end", "y", "n_end", "steps"],
+            body=body,
+        ),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array([2], np.int64), "two"),
+        numpy_helper.from_array(np.array(0, np.int64), "j0"),
+        numpy_helper.from_array(np.ones((2, 1), np.float32), "acc0"),
+    ]
+    if trip_count is not None:
+        inits.append(numpy_helper.from_array(np.array(trip_count, np.int64), "M"))
+    return _model(_graph(nodes, inits, [_input([2, width])], ("y", "steps")), 13)
+
+
+@pytest.mark.parametrize("trip_count", [None, 3], ids=["no-M", "M"])
+def test_loop_slicing_at_a_carried_counter_is_unrolled(trip_count: int | None) -> None:
+    """ember refused the Slice ('starts must be a compile-time constant'); the Loop is now
+    unrolled at import, each iteration with constant counters."""
+    model = _counter_slice_loop_model(trip_count)
+    x = np.random.default_rng(13).standard_normal((2, 5)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert expected["steps"].shape == (trip_count or 5, 2, 1)
+    assert_close(ember.compile(model).run({"x": x}), expected)
+
+
+def test_loop_slicing_at_a_carried_counter_too_long_to_unroll_is_refused() -> None:
+    """Past 256 iterations the Loop is not unrolled: the Slice's refusal names it."""
+    model = _counter_slice_loop_model(None, width=300)
+    with pytest.raises(ember.UnsupportedOpError, match=r"Slice .*opset 13.*compile-time constant"):
+        ember.compile(model)
+
+
+def test_crop_and_resize_loop_with_scalar_slice_operands() -> None:
+    """tf2onnx's CropAndResize with a computed box index: a Loop over the boxes whose body
+    declares the iteration number of shape [1] (onnxruntime feeds it so) and Slices the
+    box-index tensor at it (ember gave it 0-d and refused the Slice's starts as not a 1-D
+    list), then the image at that index (a run-time Slice start: the Loop is unrolled)."""
+    i64 = TensorProto.INT64
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["i", "one"], ["i_next"]),
+            helper.make_node("Slice", ["box_ind", "i", "i_next", "zero_1d"], ["b"]),
+            helper.make_node("Add", ["b", "one_1d"], ["b_next"]),
+            helper.make_node("Slice", ["x", "b", "b_next", "zero_1d"], ["image"]),
+            helper.make_node("Mul", ["image", "gain"], ["crop"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "crop_body",
+        [
+            helper.make_tensor_value_info("i", i64, [1]),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("crop", TensorProto.FLOAT, [1, 3, 4]),
+        ],
+        [
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(np.array([1], np.int64), "one_1d"),
+            numpy_helper.from_array(np.array([0], np.int64), "zero_1d"),
+        ],
+    )
+    nodes = [helper.make_node("Loop", ["M", "true"], ["y"], body=body)]
+    inits = [
+        numpy_helper.from_array(np.array(3, np.int64), "M"),
+        numpy_helper.from_array(np.array(True), "true"),
+        numpy_helper.from_array(np.array([1, 0, 1], np.int64), "box_ind"),
+        numpy_helper.from_array(np.array([[[2.0]]], np.float32), "gain"),
+    ]
+    model = _model(_graph(nodes, inits, [_input([2, 3, 4])]), 13)
+    x = np.random.default_rng(14).standard_normal((2, 3, 4)).astype(np.float32)
+    expected = onnxruntime_outputs(model, {"x": x})
+    assert expected["y"].shape == (3, 1, 3, 4)
+    assert_close(ember.compile(model).run({"x": x}), expected)
