@@ -903,25 +903,28 @@ def _while(self: _FunctionEmitter, op: Operation) -> None:
 # is taken over, few enough that the claims (one atomic add each) cost nothing.
 CHUNKS_PER_THREAD = 4
 # Regions of at most this many iterations per thread claim them one at a time: their units
-# are coarse (a conv's band or panel), and chunks of several would leave one thread a whole
-# chunk more than the other (ResNet-50's 3x3 64->64 at 56x56: 14 units in chunks of 2, 4
-# chunks against 3, 1.63x on 2 threads).
-SINGLE_CLAIMS_PER_THREAD = 16
+# are coarse (a conv's band or panel, of unequal cost at tails and cold caches), and the
+# thread that is free first takes the next one.
+SINGLE_CLAIMS_PER_THREAD = 8
 
 
 def claim_ranges(total: int, threads: int) -> list[tuple[int, int]]:
-    """The chunks [begin, end) the threads of a region claim in turn: one chunk alone; one per
-    iteration up to SINGLE_CLAIMS_PER_THREAD per thread; else threads x CHUNKS_PER_THREAD
-    chunks whose sizes differ by at most one (chunk t starts at t * total // chunks), so that
-    no chunk is a short remainder. Mirrors what `_outline_parallel` emits."""
-    chunks = _chunk_count(total, threads)
-    return [(t * total // chunks, (t + 1) * total // chunks) for t in range(chunks)]
-
-
-def _chunk_count(total: int, threads: int) -> int:
+    """The chunks [begin, end) the threads of a region claim in turn, in this order: one
+    chunk alone; one per iteration up to SINGLE_CLAIMS_PER_THREAD per thread; else threads x
+    CHUNKS_PER_THREAD chunks whose sizes differ by at most one, the larger ones first. Equal
+    units then split within one unit of even whatever the count (chunks of ceil(total /
+    chunks) left ResNet-50's 14 units of a 3x3 64->64 conv as 7 chunks, 4 against 3 on 2
+    threads; alternating sizes would line up with alternating threads). Mirrors what
+    `_outline_parallel` emits."""
     if threads <= 1:
-        return 1
-    return total if total <= threads * SINGLE_CLAIMS_PER_THREAD else threads * CHUNKS_PER_THREAD
+        chunks = 1
+    elif total <= threads * SINGLE_CLAIMS_PER_THREAD:
+        chunks = max(total, 1)
+    else:
+        chunks = threads * CHUNKS_PER_THREAD
+    size, larger = divmod(total, chunks)
+    starts = [t * size + min(t, larger) for t in range(chunks + 1)]
+    return list(zip(starts[:-1], starts[1:], strict=True))
 
 
 @_handles("scf.parallel")
@@ -1022,6 +1025,9 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     )
     chunks = ib.select(singles, total, ib.mul(threads, I64(CHUNKS_PER_THREAD), flags=["nsw"]))
     chunks = ib.select(ib.icmp_signed(">", threads, I64(1)), chunks, I64(1))
+    chunks = ib.select(ib.icmp_signed(">", chunks, I64(1)), chunks, I64(1))
+    size = ib.udiv(total, chunks)
+    larger = ib.urem(total, chunks)
     counter = ib.gep(outlined.args[0], [I32(0), I32(len(captures))], source_etype=ctx_type)
     claim = outlined.append_basic_block("claim")
     work = outlined.append_basic_block("work")
@@ -1031,9 +1037,11 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     ticket = ib.atomic_rmw("add", counter, I64(1), "monotonic")
     ib.cbranch(ib.icmp_signed("<", ticket, chunks), work, done)
     ib.position_at_end(work)
-    begin = ib.udiv(ib.mul(ticket, total, flags=["nsw"]), chunks)
-    next_ticket = ib.add(ticket, I64(1), flags=["nsw"])
-    end = ib.udiv(ib.mul(next_ticket, total, flags=["nsw"]), chunks)
+    # Chunk t starts at t * size + min(t, larger): the first `larger` chunks hold size + 1.
+    shorter = ib.select(ib.icmp_unsigned("<", ticket, larger), ticket, larger)
+    begin = ib.add(ib.mul(ticket, size, flags=["nsw"]), shorter, flags=["nsw"])
+    one_more = ib.zext(ib.icmp_unsigned("<", ticket, larger), I64)
+    end = ib.add(begin, ib.add(size, one_more, flags=["nsw"]), flags=["nsw"])
 
     def body(flat: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
         ivs: list[ir.Value] = [flat] * rank

@@ -272,13 +272,13 @@ def test_multidim_parallel_covers_each_point_once(threads: int) -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
-@pytest.mark.parametrize("total", [0, 1, 7, 14, 32, 33, 98, 1000, 12345])
+@pytest.mark.parametrize("total", [0, 1, 7, 14, 17, 33, 36, 98, 1000, 12345])
 def test_claim_ranges_cover_the_iterations_in_balanced_chunks(threads: int, total: int) -> None:
     ranges = claim_ranges(total, threads)
     covered = [i for begin, end in ranges for i in range(begin, end)]
     assert covered == list(range(total))
     sizes = [end - begin for begin, end in ranges]
-    if threads == 1:
+    if threads == 1 or total == 0:
         assert sizes == [total]
     elif total <= threads * SINGLE_CLAIMS_PER_THREAD:
         # Few coarse units (a conv's bands x M chunks): one per claim, so that 14 units on
@@ -287,6 +287,13 @@ def test_claim_ranges_cover_the_iterations_in_balanced_chunks(threads: int, tota
     else:
         assert len(sizes) == threads * CHUNKS_PER_THREAD
         assert max(sizes) - min(sizes) <= 1, sizes
+        assert sizes == sorted(sizes, reverse=True), sizes
+        # Threads of equal speed, each taking the next chunk when free, finish within one
+        # unit of each other (with alternating sizes 36 units took 16 against 20).
+        clocks = [0] * threads
+        for size in sizes:
+            clocks[clocks.index(min(clocks))] += size
+        assert max(clocks) == -(-total // threads), clocks
 
 
 @pytest.mark.parametrize("total", [14, 33, 98])
