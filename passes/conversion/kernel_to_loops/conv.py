@@ -371,10 +371,11 @@ def _lower_gemm_conv(
         if shared_a:
             bi, g, c = decode(b, u, [geo.batch, groups, chunks])
         else:
-            # M chunks outside the panels: consecutive units (claimed by whichever thread
-            # is free) share one chunk of the weights, so a thread's L2 holds the rows it
-            # keeps using (ResNet-50's 256->1024 at 14x14: 7 panels x 2 chunks of 512 KB).
-            bi, g, c, p = decode(b, u, [geo.batch, groups, chunks, panels])
+            # M chunks inside the panels: the threads, claiming units in turn, work on the
+            # same columns of different rows. (Chunks outside would have them write
+            # neighbouring panels of the same rows at once, whose boundary cache lines
+            # they share where a row is not a whole number of lines: 14x14 maps.)
+            bi, g, p, c = decode(b, u, [geo.batch, groups, panels, chunks])
         ch0 = b.mul(g, cin_g)
         co0 = b.mul(g, m)
         epi = Epilogue(out, args.get("residual"), activation, vw)
