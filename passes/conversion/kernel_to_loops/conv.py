@@ -523,14 +523,15 @@ class BandPlanes:
 
     @staticmethod
     def plan(geo: ConvGeometry, vw: int, slots: int) -> BandPlanes:
-        """Bands of as many rows as BAND_BYTES of planes hold. (Not fewer rows for an even
-        count of bands on 2 threads: VGG's 3->64 at 224x224, 25 bands of 9 rows against 28
-        of 8, cost 46.5 against 45.8 us per band on one thread; 13 bands of 9 beat 14 of 8.)"""
+        """Bands of as many rows as BAND_BYTES of planes hold, at any thread count: a band
+        costs about the same with a row less (VGG's 3->64 at 224x224, one core: 46.5 us
+        for 9 rows, 45.8 for 8), so 13 bands of 9 per thread beat 14 of 8."""
         shift_max = ((geo.kw - 1) * geo.dw) // geo.sw
         width = ceil_div(ceil_div(geo.wo, vw) * vw + shift_max, vw) * vw
         halo = (geo.kh - 1) * geo.dh + 1
         row_bytes = slots * geo.sw * width * 4
-        band_rows = min(geo.ho, max(1, (BAND_BYTES // row_bytes - halo) // geo.sh + 1))
+        band_rows = max(1, (BAND_BYTES // row_bytes - halo) // geo.sh + 1)
+        band_rows = min(geo.ho, band_rows)
         rows = (band_rows - 1) * geo.sh + halo
         copy_cols = min(geo.w, width * geo.sw - geo.pl)
         bands = ceil_div(geo.ho, band_rows)
@@ -682,7 +683,6 @@ def balanced_band_rows(ho: int, most: int, threads: int, cost: Callable[[int], i
     the busiest thread, ceil(bands / threads) bands (ResNet's 3x3 64->64 at 56x56 on 2
     threads: 7 bands of 8 rows, 4 against 3, became 8 bands of 7), then the least total
     cost, then the most rows."""
-    threads = max(threads, 1)
 
     def rank(rows: int) -> tuple[int, int, int]:
         bands = ceil_div(ho, rows)
