@@ -18,7 +18,12 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, f32, i8, i64
 from xdsl.ir import SSAValue
 
 from ember.codegen.jit import JitModule
-from ember.codegen.llvm_emitter import CHUNKS_PER_THREAD, emit_module
+from ember.codegen.llvm_emitter import (
+    CHUNKS_PER_THREAD,
+    SINGLE_CLAIMS_PER_THREAD,
+    claim_ranges,
+    emit_module,
+)
 from ember.core.target import host_target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.tests.codegen.util import parse, run
@@ -258,13 +263,65 @@ def test_multidim_parallel_covers_each_point_once(threads: int) -> None:
     i, j = np.meshgrid(np.arange(6), np.arange(10), indexing="ij")
     expected = np.where(j % 2 == 1, i * 100 + j, -1)
     np.testing.assert_array_equal(out, expected)
-    # 30 points claimed in chunks of ceil(30 / (threads x CHUNKS_PER_THREAD)) consecutive
-    # points (which thread takes which chunk depends on timing); one thread takes all.
+    # 30 points claimed in the chunks of claim_ranges (which thread takes which chunk
+    # depends on timing); one thread takes all.
     flat = list(tid[:, 1::2].reshape(-1))
     assert set(flat) <= set(range(threads))
-    grain = -(-30 // (1 if threads == 1 else threads * CHUNKS_PER_THREAD))
-    for start in range(0, 30, grain):
-        assert len(set(flat[start : start + grain])) == 1, flat
+    for begin, end in claim_ranges(30, threads):
+        assert len(set(flat[begin:end])) == 1, flat
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("total", [0, 1, 7, 14, 17, 33, 36, 98, 1000, 12345])
+def test_claim_ranges_cover_the_iterations_in_balanced_chunks(threads: int, total: int) -> None:
+    ranges = claim_ranges(total, threads)
+    covered = [i for begin, end in ranges for i in range(begin, end)]
+    assert covered == list(range(total))
+    sizes = [end - begin for begin, end in ranges]
+    if threads == 1 or total == 0:
+        assert sizes == [total]
+    elif total <= threads * SINGLE_CLAIMS_PER_THREAD:
+        # Few coarse units (a conv's bands x M chunks): one per claim, so that 14 units on
+        # 2 threads split 7/7 and not in chunks of 2 (4 chunks against 3).
+        assert sizes == [1] * total
+    else:
+        assert len(sizes) == threads * CHUNKS_PER_THREAD
+        assert max(sizes) - min(sizes) <= 1, sizes
+        assert sizes == sorted(sizes, reverse=True), sizes
+        # Threads of equal speed, each taking the next chunk when free, finish within one
+        # unit of each other (with alternating sizes 36 units took 16 against 20).
+        clocks = [0] * threads
+        for size in sizes:
+            clocks[clocks.index(min(clocks))] += size
+        assert max(clocks) == -(-total // threads), clocks
+
+
+@pytest.mark.parametrize("total", [14, 33, 98])
+def test_two_threads_claim_every_chunk_of_claim_ranges(total: int) -> None:
+    """The emitted claim loop hands out exactly claim_ranges' chunks (each one thread's)."""
+    module = parse(PARALLEL_1D_BODY.replace("TOTAL", str(total)))
+    tid = np.full(total, -1, np.int32)
+    run(module, "ids", [tid], threads=2)
+    assert set(tid.tolist()) <= {0, 1}
+    for begin, end in claim_ranges(total, 2):
+        assert len(set(tid[begin:end].tolist())) == 1, (begin, end, tid)
+
+
+PARALLEL_1D_BODY = """
+func.func private @omp_get_thread_num() -> i32
+func.func @ids(%tid: memref<TOTALxi32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %cn = arith.constant TOTAL : index
+  "scf.parallel"(%c0, %cn, %c1) <{operandSegmentSizes = array<i32: 1, 1, 1, 0>}> ({
+  ^bb0(%i: index):
+    %t = func.call @omp_get_thread_num() : () -> i32
+    memref.store %t, %tid[%i] : memref<TOTALxi32>
+    scf.reduce
+  }) : (index, index, index) -> ()
+  func.return
+}
+"""
 
 
 def test_integer_arith_matches_numpy() -> None:

@@ -283,6 +283,34 @@ def test_conv_direct_wide_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert planes(avx512, (1, 256, 56, 56), 256, (3, 3), (1, 1, 1, 1), (1, 1), 1) is None
 
 
+@pytest.mark.parametrize(
+    ("case", "threads", "bands", "rows"),
+    [
+        # ResNet's 3x3 64->64 at 56x56 (flat): 7 bands of 8 rows are the fewest vectors on
+        # one thread; on two, 7 would leave one thread 4 bands against 3: 8 bands of 7.
+        (((1, 64, 56, 56), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1), 1, 7, 8),
+        (((1, 64, 56, 56), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1), 2, 8, 7),
+        # Row bands (not flat) keep the most rows: VGG's 3->64 at 224x224, 25 bands of 9.
+        (((1, 3, 224, 224), 64, (3, 3), (1, 1, 1, 1), (1, 1), 1), 2, 25, 9),
+    ],
+)
+def test_conv_direct_bands_balance_the_threads(
+    case: tuple, threads: int, bands: int, rows: int
+) -> None:
+    planes = conv._direct_planes(_geometry(*case), named_target("x86-64-v4", threads=threads))
+    assert planes is not None
+    assert (planes.bands, planes.band_rows) == (bands, rows)
+
+
+def test_balanced_band_rows_keeps_one_thread_plan() -> None:
+    """One thread: the fewest total cost (then the most rows); more threads: the least cost
+    of the busiest thread first."""
+    vectors = lambda rows: -(-rows * 58 // 16)  # noqa: E731  (ResNet's flat 56x56 band)
+    assert conv.balanced_band_rows(56, 9, 1, vectors) == 8
+    assert conv.balanced_band_rows(56, 9, 2, vectors) == 7
+    assert conv.balanced_band_rows(20, 20, 2, vectors) == 10
+
+
 def _geometry(
     x_shape: tuple, cout: int, ks: tuple, pads: tuple, dilations: tuple, group: int
 ) -> conv.ConvGeometry:
@@ -545,8 +573,8 @@ def test_conv_ir_direct_small_cin() -> None:
 def test_conv_ir_direct_wide_flat(
     monkeypatch: pytest.MonkeyPatch, isa: str, vw: int, mr: int, slack: int
 ) -> None:
-    """16 -> 24 channels, 3x3 at 20x20 on either ISA: one flat band of zero-bordered planes
-    22 wide (20 rows + 2 halo + slack), a loop over the 48 (channel, kernel row) pairs of
+    """16 -> 24 channels, 3x3 at 20x20 on either ISA at 2 threads: two flat bands (one per
+    thread) of zero-bordered planes 22 wide (10 rows + 2 halo + slack), a loop over the 48 (channel, kernel row) pairs of
     MR x 2 vector tiles with the 3 taps unrolled, and every output vector stored as two
     masked parts (the end of one output row, the start of the next)."""
     monkeypatch.setattr(conv, "DIRECT_WIDE_MIN_LANES", 8)  # AVX2 runs the GEMM by default
@@ -557,7 +585,7 @@ def test_conv_ir_direct_wide_flat(
         ir,
         f"""
         CHECK: scf.parallel
-        CHECK: memref.alloca() : memref<16x{22 + slack}x22xf32>
+        CHECK: memref.alloca() : memref<16x{12 + slack}x22xf32>
         CHECK: scf.for
         CHECK: vector.create_mask {{{{.*}}}} : vector<{vw}xi1>
         CHECK: scf.for
