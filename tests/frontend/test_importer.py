@@ -43,13 +43,13 @@ def check_weights_match_types(module: ModuleOp, weights: WeightStore) -> None:
 # activations/residual adds that follow a single-use conv are fused into it. Inception v2's 69
 # convs become 60: its weights are constant fills, so cse merges 9 sibling convs (same input,
 # bit-equal weights), as onnxruntime does; 6 of their BatchNormalizations, now reading a conv
-# with several users, stay a mul and an add instead of folding into it.
+# with several users, stay a mul, an add and their relu instead of folding into it.
 LIGHT_AFTER_PIPELINE = {
     "resnet50": {"graph.conv": 53, "graph.relu": 0, "graph.add": 0, "graph.matmul": 1},
     "squeezenet": {"graph.conv": 26, "graph.relu": 0},
     "vgg19": {"graph.conv": 16, "graph.matmul": 3, "graph.relu": 0},
     "bvlc_alexnet": {"graph.matmul": 3, "graph.relu": 0, "graph.lrn": 2},
-    "inception_v2": {"graph.conv": 60, "graph.mul": 6, "graph.relu": 0},
+    "inception_v2": {"graph.conv": 60, "graph.mul": 6, "graph.relu": 6},
 }
 
 
