@@ -480,7 +480,8 @@ DIRECT_MAX_TAPS = 160
 # non-temporal stores: with a few FMAs per output element, writing it is a large share of
 # the work, and an output much larger than L2 is written back to memory anyway; a streaming
 # store skips reading each line for ownership first. VGG's 3->64 at 224x224 (12.8 MB) with
-# its output out of cache (as in a model run), AVX-512, 1 thread: 1277 -> FILL us.
+# its output out of cache (as in a model run), AVX-512: 1277 -> 708 us (1 thread), 548 -> 386
+# (2 threads); docs/performance.md, "VGG's stem".
 STREAM_MIN_OUTPUT_BYTES = 8 * 1024 * 1024
 
 # Stride-1 convs over maps at least a vector wide also run as a direct conv, where the
