@@ -25,6 +25,7 @@ Conventions at the LLVM level:
 
 from __future__ import annotations
 
+import platform
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
@@ -501,8 +502,12 @@ class _FunctionEmitter:
         them visible before whatever follows the call (the team barrier, the next kernel).
         Not `fence seq_cst`: LLVM emits it as a locked `or` on some CPUs (znver), which the
         x86 manuals do not promise to order against write-combining stores."""
-        if self.streamed:
+        if not self.streamed:
+            return
+        if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
             self.b.call(self.m.declare("llvm.x86.sse.sfence", VOID, []), [])
+        else:  # code is built for the host (codegen/build.py): a full barrier elsewhere
+            self.b.fence("seq_cst")
 
     def emit_ops(self, block: Block) -> None:
         for op in block.ops:
