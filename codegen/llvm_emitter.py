@@ -25,6 +25,7 @@ Conventions at the LLVM level:
 
 from __future__ import annotations
 
+import platform
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
@@ -467,6 +468,9 @@ class _FunctionEmitter:
         self.fn = fn
         self.in_parallel = in_parallel
         self.values: dict[SSAValue, ir.Value] = {}
+        # Whether a non-temporal store was emitted: the function then fences before it
+        # returns (see `fence_streamed_stores`).
+        self.streamed = False
         self.allocas = ir.IRBuilder(fn.append_basic_block("entry"))
         self.b = ir.IRBuilder(fn.append_basic_block("body"))
 
@@ -492,6 +496,18 @@ class _FunctionEmitter:
 
     def finish(self) -> None:
         self.allocas.branch(self.fn.blocks[1])
+
+    def fence_streamed_stores(self) -> None:
+        """Non-temporal stores are weakly ordered (x86): an sfence before returning makes
+        them visible before whatever follows the call (the team barrier, the next kernel).
+        Not `fence seq_cst`: LLVM emits it as a locked `or` on some CPUs (znver), which the
+        x86 manuals do not promise to order against write-combining stores."""
+        if not self.streamed:
+            return
+        if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
+            self.b.call(self.m.declare("llvm.x86.sse.sfence", VOID, []), [])
+        else:  # code is built for the host (codegen/build.py): a full barrier elsewhere
+            self.b.fence("seq_cst")
 
     def emit_ops(self, block: Block) -> None:
         for op in block.ops:
@@ -607,6 +623,7 @@ class _FunctionEmitter:
 # -- func ---------------------------------------------------------------------------------------
 @_handles("func.return")
 def _return(self: _FunctionEmitter, op: Operation) -> None:
+    self.fence_streamed_stores()
     if op.operands:
         self.b.ret(self.get(op.operands[0]))
     else:
@@ -1063,6 +1080,7 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     inner.emit_loop(begin, end, I64(1), [], body, name="chunk")
     ib.branch(claim)
     ib.position_at_end(done)
+    inner.fence_streamed_stores()
     ib.ret_void()
     inner.finish()
 
@@ -1248,7 +1266,22 @@ def _vector_store(self: _FunctionEmitter, op: Operation) -> None:
     ptr = self.element_ptr(op, op.base, op.indices)
     if _element(value.type) == I1:  # one byte per bool, as scalar i1 stores and numpy have it
         value = self.b.zext(value, ir.VectorType(I8, value.type.count))
-    self.b.store(value, ptr, align=_alignment(_element(value.type)))
+    if not op.nontemporal.value.data:
+        self.b.store(value, ptr, align=_alignment(_element(value.type)))
+        return
+    # Non-temporal (streaming) store: no read-for-ownership of the line. The instruction
+    # needs a vector-aligned address and buffers need not be aligned, so it is taken only
+    # when the address is (a plain store otherwise).
+    width = value.type.count * _byte_size(_element(value.type))
+    address = self.b.ptrtoint(ptr, I64)
+    aligned = self.b.icmp_unsigned("==", self.b.and_(address, I64(width - 1)), I64(0))
+    with self.b.if_else(aligned) as (streamed, plain):
+        with streamed:
+            store = self.b.store(value, ptr, align=width)
+            store.set_metadata("nontemporal", self.m.module.add_metadata([I32(1)]))
+        with plain:
+            self.b.store(value, ptr, align=_alignment(_element(value.type)))
+    self.streamed = True
 
 
 @_handles("vector.maskedload")

@@ -748,3 +748,34 @@ def test_bool_vectors_are_one_byte_per_element_in_memory() -> None:
     dst = np.zeros(32, np.bool_)
     run(parse(BOOL_VECTORS), "bool_copy", [src, dst])
     np.testing.assert_array_equal(dst.view(np.uint8), np.roll(src, 16).view(np.uint8))
+
+
+@pytest.mark.parametrize("byte_offset", [0, 4, 32], ids=["aligned", "off4", "off32"])
+def test_nontemporal_vector_store(byte_offset: int) -> None:
+    """vector.store {nontemporal}: a streaming store (vmovntps) where the address is vector
+    aligned, a plain store where it is not (the instruction faults on a misaligned address),
+    and an sfence before the function returns (streaming stores are weakly ordered)."""
+    from xdsl.dialects import vector
+    from xdsl.dialects.builtin import BoolAttr
+
+    n = 8 * VW
+    t = MemRefType(f32, [n])
+    fn, b = kernel_function("stream", [t, t])
+
+    def body(b: LoopBuilder, i: SSAValue) -> None:
+        v = b.addf(b.vload(fn.args[0], [i], VW), b.splat(1.0, VW))
+        b.insert(vector.StoreOp(v, fn.args[1], [i], BoolAttr.from_bool(True)))
+
+    b.for_range(0, n, VW, body)
+    b.ret()
+    x = RNG.standard_normal(n).astype(np.float32)
+    raw = np.full(n + 32, np.nan, np.float32)
+    start = ((-raw.ctypes.data % 64) + byte_offset) // 4
+    out = raw[start : start + n]
+    assert out.ctypes.data % 64 == byte_offset
+    jit = run(ModuleOp([fn]), "stream", [x, out])
+    np.testing.assert_array_equal(out, x + np.float32(1.0))
+    assert "!nontemporal" in jit.llvm_ir and "llvm.x86.sse.sfence" in jit.llvm_ir
+    if platform.machine() in ("x86_64", "AMD64"):
+        asm = jit.asm()
+        assert "vmovntps" in asm and "sfence" in asm, asm

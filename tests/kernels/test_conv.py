@@ -77,7 +77,9 @@ def run_conv(
     expect_layout: str | None = None,
     target: Target | None = None,
     in_place: bool = False,
+    out_byte_offset: int | None = None,
 ) -> None:
+    """`out_byte_offset`: the output starts that many bytes past a 64-byte boundary."""
     rng = np.random.default_rng(seed)
     batch, cin, h, wd = x_shape
     kh, kw = kernel_shape
@@ -93,6 +95,12 @@ def run_conv(
     if expect_layout is not None:
         assert layout.startswith(expect_layout)
     out = np.full(out_shape, np.nan, dtype=np.float32)
+    if out_byte_offset is not None:
+        count = int(np.prod(out_shape))
+        raw = np.full(count + 32, np.nan, dtype=np.float32)
+        start = ((-raw.ctypes.data % 64) + out_byte_offset) // 4
+        out = raw[start : start + count].reshape(out_shape)
+        assert out.ctypes.data % 64 == out_byte_offset
     if in_place:  # the output overwrites the residual, as after buffer planning
         assert res_arr is not None
         out = res_arr.copy()
@@ -192,6 +200,28 @@ def test_conv_direct_small_cin(case: tuple, threads: int) -> None:
         threads=threads,
         expect_layout="conv_a_panel",
     )
+
+
+@pytest.mark.parametrize("out_byte_offset", [0, 4], ids=["aligned", "misaligned"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_direct_streamed_output(
+    monkeypatch: pytest.MonkeyPatch, out_byte_offset: int, threads: int
+) -> None:
+    """Non-temporal output stores (VGG's 3->64 3x3 stem, at 20x96): taken on a 64-byte
+    aligned output, plain stores on a misaligned one, masked stores at the W tail."""
+    monkeypatch.setattr(conv, "STREAM_MIN_OUTPUT_BYTES", 0)
+    for x_shape in [(1, 3, 20, 96), (1, 3, 9, 37)]:
+        run_conv(
+            x_shape,
+            64,
+            (3, 3),
+            pads=(1, 1, 1, 1),
+            bias=True,
+            activation="relu",
+            threads=threads,
+            expect_layout="conv_a_panel",
+            out_byte_offset=out_byte_offset,
+        )
 
 
 @pytest.mark.parametrize(
@@ -542,6 +572,16 @@ def test_conv_ir_im2col_panel(gemm_only: None) -> None:
     )
 
 
+def test_conv_ir_direct_streams_large_stem_outputs() -> None:
+    """VGG's 3->64 stem at 224x224 (12.8 MB of output) stores whole output vectors
+    non-temporally; a stem with a small output (64 x 40x40) keeps plain stores."""
+    target = host_target(1)
+    large = _lowered((1, 3, 224, 224), 64, (3, 3), (1, 1, 1, 1), 1, target)
+    assert "nontemporal = true" in large
+    small = _lowered((1, 3, 40, 40), 64, (3, 3), (1, 1, 1, 1), 1, target)
+    assert "nontemporal = true" not in small
+
+
 def test_conv_ir_direct_small_cin() -> None:
     """3 input channels: band planes (3 channels x 1 phase) and a K = 27 reduction of
     6 x 2 vector tiles (then 6 x 1 for the 4 output columns left of each row) looped over
@@ -662,3 +702,35 @@ def test_conv_shape_mismatch_is_clear() -> None:
     )
     with pytest.raises(ValueError, match="kernel.conv2d: output"):
         lowering_for(op)(op, Target(), "conv")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_vgg_stem_model_against_onnxruntime(threads: int) -> None:
+    """VGG's stem, Conv 3->64 3x3 pad 1 + Relu at 224x224, compiled whole: its 12.8 MB
+    output takes the streamed (non-temporal) stores. Tolerance: assert_close, 1e-4 of the
+    largest |output|."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import ember
+    from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((64, 3, 3, 3), np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(64, np.float32), "b")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="stem"),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ],
+        "vgg_stem",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 224, 224])],
+        [weight, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    assert 4 * 64 * 224 * 224 >= conv.STREAM_MIN_OUTPUT_BYTES
+    feeds = random_inputs(model)
+    got = ember.compile(model, threads=threads).run(feeds)
+    assert_close(got, onnxruntime_outputs(model, feeds))

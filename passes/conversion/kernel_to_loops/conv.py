@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import prod
 
 from xdsl.dialects import arith, func, vector
-from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1, i64
+from xdsl.dialects.builtin import BoolAttr, DenseArrayBase, VectorType, f32, i1, i64
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
@@ -475,6 +476,14 @@ DIRECT_MAX_CIN = 3
 # its LLVM time ~20 s -> under 1 s); the limit is kept from the run-time measurements.
 DIRECT_MAX_TAPS = 160
 
+# Stem convs (Cin <= DIRECT_MAX_CIN) with at least this many bytes of output store it with
+# non-temporal stores: with a few FMAs per output element, writing it is a large share of
+# the work, and an output much larger than L2 is written back to memory anyway; a streaming
+# store skips reading each line for ownership first. VGG's 3->64 at 224x224 (12.8 MB) with
+# its output out of cache (as in a model run), AVX-512: 1277 -> 708 us (1 thread), 548 -> 386
+# (2 threads); docs/performance.md, "VGG's stem".
+STREAM_MIN_OUTPUT_BYTES = 8 * 1024 * 1024
+
 # Stride-1 convs over maps at least a vector wide also run as a direct conv, where the
 # im2col copy (kh*kw copies of the input per column panel, ~13% of a 3x3 64->64 conv at
 # 56x56) cost more than re-reading the weights per tile: kernels of 2x2 up to this many
@@ -862,7 +871,9 @@ class SplitVector:
         # Disjoint masks with zero pass-through: the sum is the union.
         return b.addf(parts[0], parts[1])
 
-    def store(self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue) -> None:
+    def store(
+        self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue, stream: bool = False
+    ) -> None:
         for base, mask in self.parts:
             b.insert(vector.MaskedStoreOp(buf, [self.bi, ch, b.index(0), base], mask, v))
 
@@ -880,8 +891,16 @@ class RowVector:
     def load(self, b: LoopBuilder, buf: SSAValue, ch: SSAValue) -> SSAValue:
         return load_lanes(b, buf, [self.bi, ch, self.oh, self.col], self.lanes, self.vw)
 
-    def store(self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue) -> None:
-        store_lanes(b, v, buf, [self.bi, ch, self.oh, self.col], self.lanes, self.vw)
+    def store(
+        self, b: LoopBuilder, v: SSAValue, buf: SSAValue, ch: SSAValue, stream: bool = False
+    ) -> None:
+        """`stream`: a whole vector is stored non-temporally (see STREAM_MIN_OUTPUT_BYTES)."""
+        indices = [self.bi, ch, self.oh, self.col]
+        if stream and self.lanes == self.vw:
+            nontemporal = BoolAttr.from_bool(True)
+            b.insert(vector.StoreOp(v, buf, [b.index(i) for i in indices], nontemporal))
+            return
+        store_lanes(b, v, buf, indices, self.lanes, self.vw)
 
 
 def _lower_direct(
@@ -910,6 +929,7 @@ def _lower_direct(
     bias_buf = args.get("bias")
     residual = args.get("residual")
     activation = activation_of(op)
+    stream = cin_g <= DIRECT_MAX_CIN and 4 * prod(memref_shape(out)) >= STREAM_MIN_OUTPUT_BYTES
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         plane = planes.allocate(b)
@@ -969,7 +989,7 @@ def _lower_direct(
                         v = b.addf(v, outs[j].load(b, residual, co))
                     if activation is not None:
                         v = activation(b, v)
-                    outs[j].store(b, v, out, co)
+                    outs[j].store(b, v, out, co, stream)
 
         def out_row(b: LoopBuilder, oh: SSAValue, base: SSAValue) -> None:
             def row_tiles(b: LoopBuilder, ow0: SSAValue, cols: int) -> None:
