@@ -660,6 +660,22 @@ def test_conv_below_the_threshold_runs_on_the_calling_thread(
         assert_filecheck(ir, "CHECK-NOT: scf.parallel\nCHECK: scf.for")
 
 
+def test_narrow_depthwise_conv_is_parallel_by_its_lane_flops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A depthwise conv over 7-wide rows fills 7 of 16 lanes: 0.45 MFLOP of real work (below
+    simd.PARALLEL_MIN_FLOPS) but 1.0 M flops of vector FMAs, which is what its time follows
+    (a 512 @7x7 depthwise conv: 14 us on one thread, 8 on two). It takes the thread team."""
+    monkeypatch.setattr(simd, "PARALLEL_MIN_FLOPS", DEFAULT_PARALLEL_MIN_FLOPS)
+    target = Target(vector_width=16, vector_registers=32, threads=2)
+    ir = _lowered((1, 512, 7, 7), 512, (3, 3), (1, 1, 1, 1), 512, target)
+    assert 2 * 512 * 49 * 9 < DEFAULT_PARALLEL_MIN_FLOPS
+    assert_filecheck(ir, "CHECK: scf.parallel")
+    # On 8 lanes (7 of 8 busy) the same conv is 0.52 M lane-flops: still one thread.
+    ir = _lowered((1, 512, 7, 7), 512, (3, 3), (1, 1, 1, 1), 512)
+    assert_filecheck(ir, "CHECK-NOT: scf.parallel\nCHECK: scf.for")
+
+
 def test_conv_ir_depthwise() -> None:
     ir = _lowered((1, 8, 10, 10), 8, (3, 3), (1, 1, 1, 1), 8)
     assert_filecheck(

@@ -776,9 +776,19 @@ def _lower_depthwise(
 
         b.for_range(first, last, 1, channel)
 
-    work_units(body, target, geo.flops, geo.batch * chunks, unit)
+    work_units(body, target, depthwise_lane_flops(geo, vw), geo.batch * chunks, unit)
     body.ret()
     return fn
+
+
+def depthwise_lane_flops(geo: ConvGeometry, vw: int) -> int:
+    """The flops a depthwise conv's vector FMAs compute, idle lanes included: each output row
+    is ceil(wo / vw) vectors. What its time follows on narrow maps, where simd.work_units'
+    threshold would keep it on one thread by its real flops: MobileNet-v2's 3x3/2 576 @14x14
+    -> 7x7 (0.51 MFLOP, 7 of 16 lanes busy) took 24 us on one thread (21 GFLOP/s), 13 on two
+    (benchmarks/kernels.py conv_case, AVX-512 znver5, quiet; docs/performance.md)."""
+    row_lanes = ceil_div(geo.wo, vw) * vw
+    return 2 * geo.batch * geo.cout * geo.ho * row_lanes * geo.kh * geo.kw
 
 
 def _wide_direct(geo: ConvGeometry, target: Target) -> bool:
