@@ -582,6 +582,16 @@ def test_conv_ir_direct_streams_large_stem_outputs() -> None:
     assert "nontemporal = true" not in small
 
 
+def test_conv_ir_wide_direct_streams_large_outputs() -> None:
+    """The wide-map direct conv (16-lane targets) streams an output of 8 MB or more too:
+    VGG's 64->64 at 224x224 (12.8 MB) does, a 64->64 at 56x56 (0.8 MB) does not."""
+    avx512 = named_target("x86-64-v4", 1)
+    large = _lowered((1, 64, 224, 224), 64, (3, 3), (1, 1, 1, 1), 1, avx512)
+    assert "nontemporal = true" in large
+    small = _lowered((1, 64, 56, 56), 64, (3, 3), (1, 1, 1, 1), 1, avx512)
+    assert "nontemporal = true" not in small
+
+
 def test_conv_ir_direct_small_cin() -> None:
     """3 input channels: band planes (3 channels x 1 phase) and a K = 27 reduction of
     6 x 2 vector tiles (then 6 x 1 for the 4 output columns left of each row) looped over

@@ -476,12 +476,14 @@ DIRECT_MAX_CIN = 3
 # its LLVM time ~20 s -> under 1 s); the limit is kept from the run-time measurements.
 DIRECT_MAX_TAPS = 160
 
-# Stem convs (Cin <= DIRECT_MAX_CIN) with at least this many bytes of output store it with
-# non-temporal stores: with a few FMAs per output element, writing it is a large share of
-# the work, and an output much larger than L2 is written back to memory anyway; a streaming
-# store skips reading each line for ownership first. VGG's 3->64 at 224x224 (12.8 MB) with
-# its output out of cache (as in a model run), AVX-512: 1277 -> 708 us (1 thread), 548 -> 386
-# (2 threads); docs/performance.md, "VGG's stem".
+# Direct convs with at least this many bytes of output store it with non-temporal stores:
+# an output much larger than L2 is written back to memory anyway, and a streaming store
+# skips reading each line for ownership first. Stems (a few FMAs per output element) gain
+# most: VGG's 3->64 at 224x224 (12.8 MB) with its output out of cache (as in a model run),
+# AVX-512: 1277 -> 708 us (1 thread), 548 -> 386 (2 threads); docs/performance.md, "VGG's
+# stem". The wide-map conv after it (64->64 at 224x224, 12.8 MB, 576 FMAs per element)
+# still gains: 16.3-16.5 -> 15.2-15.4 ms at 1 thread, 8.3-8.4 -> 7.8-8.0 ms at 2 (light
+# VGG-19, `ember profile --statistic min`, two rounds each, idle).
 STREAM_MIN_OUTPUT_BYTES = 8 * 1024 * 1024
 
 # Stride-1 convs over maps at least a vector wide also run as a direct conv, where the
@@ -939,7 +941,7 @@ def _lower_direct(
     bias_buf = args.get("bias")
     residual = args.get("residual")
     activation = activation_of(op)
-    stream = cin_g <= DIRECT_MAX_CIN and 4 * prod(memref_shape(out)) >= STREAM_MIN_OUTPUT_BYTES
+    stream = 4 * prod(memref_shape(out)) >= STREAM_MIN_OUTPUT_BYTES
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         plane = planes.allocate(b)
