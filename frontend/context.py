@@ -937,9 +937,11 @@ class ImportContext:
         dtype = dtype_of(x)
         if dtype.kind != "u":
             return x
-        flipped = self.binary(node, graph.XorOp, x, scalar(1 << (8 * dtype.itemsize - 1), x))
         signed = np.dtype(f"i{dtype.itemsize}")
-        return self.emit(graph.BitcastOp, [flipped], shape_of(x), signed)
+        return self.emit(graph.BitcastOp, [self._flip_top_bit(node, x)], shape_of(x), signed)
+
+    def _flip_top_bit(self, node: Node, x: Value) -> Value:
+        return self.binary(node, graph.XorOp, x, scalar(1 << (8 * dtype_of(x).itemsize - 1), x))
 
     def reduce(self, node: Node, x: Value, kind: str, axes: list[int], keep: bool) -> Value:
         """graph.reduce of `kind` (sum, mean, max, ...) over `axes`."""
@@ -947,7 +949,7 @@ class ImportContext:
         if kind in ("max", "min") and dtype.kind == "u":  # in signed order, flipped back
             y = self.reduce(node, self.ordered_as_signed(node, x), kind, axes, keep)
             y = self.emit(graph.BitcastOp, [y], shape_of(y), dtype)
-            return self.binary(node, graph.XorOp, y, scalar(1 << (8 * dtype.itemsize - 1), y))
+            return self._flip_top_bit(node, y)
         shape = shape_of(x)
         axes = sorted({normalize_axis(node, a, len(shape)) for a in axes})
         out = [1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes]

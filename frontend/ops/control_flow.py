@@ -187,12 +187,9 @@ def _simulated_trips(
     args = region.block.args
     n_carried = len(inits)
 
-    def known(value: Value, bound: dict[SSAValue, np.ndarray]) -> np.ndarray | None:
-        if isinstance(value, Const):
-            return value.array
-        if value in bound:
-            return bound[value]
-        return imp.known_value(value, bound)
+    def known(value: Value, bound: dict[SSAValue, np.ndarray | None]) -> np.ndarray | None:
+        # known_value looks the bound body arguments up first, and adds what it computes.
+        return value.array if isinstance(value, Const) else imp.known_value(value, bound)
 
     carried: list[np.ndarray | None] = [
         init.array if isinstance(init, Const) else imp.known_value(init) for init in inits
@@ -200,7 +197,7 @@ def _simulated_trips(
     for k in range(limit):
         if trip_count is not None and k == trip_count - 1:
             return trip_count  # the last trip's condition does not matter
-        bound: dict[SSAValue, np.ndarray] = {
+        bound: dict[SSAValue, np.ndarray | None] = {
             args[0]: np.array(k, np.int64),
             args[1]: np.array(True),  # iteration k runs: its incoming condition was true
         }

@@ -343,13 +343,9 @@ def _unrolled_loop(
         condition = Const(np.array(running))
         scalars = loop_scalars_as_declared(imp, body, Const(np.array(k, np.int64)), condition)
         outputs = _import_body(imp, node, body, [*scalars, *carried])
+        # The condition too: computed by ops on constants the importer kept (ReduceMax).
         outputs = [_known(imp, value, walked) for value in outputs]
         cond_out = outputs[0]
-        if (
-            isinstance(cond_out, SSAValue)
-            and (known := imp.known_value(cond_out, walked)) is not None
-        ):
-            cond_out = Const(known)  # computed by ops on constants the importer kept (ReduceMax)
         if not isinstance(cond_out, Const):
             raise node.unsupported(
                 f"the body's condition '{body.output[0].name}' is computed at run time: the "
