@@ -163,3 +163,66 @@ def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> fu
         simd.split_flat(b, n, width, target, lambda rb, lo, hi: row(rb, [], lo, hi))
     b.ret()
     return fn
+
+
+# -- runtime extents (issue 10, foundation) ------------------------------------------------------
+def _runtime_flat_inputs(op: kernel.ElementwiseOp) -> list[bool]:
+    """For each input: True when it has the output's shape (read element for element), False
+    when it holds one element (splat). Any other broadcast is refused, naming the shapes."""
+    out = shape_of(op.output)
+    full = []
+    for x in op.inputs:
+        shape = shape_of(x)
+        if shape == out:
+            full.append(True)
+        elif all(d == 1 for d in shape):
+            full.append(False)
+        else:
+            raise NotImplementedError(
+                f"kernel.elementwise with runtime extents: input {x.type} neither has the "
+                f"output's shape {op.output.type} nor one element (other broadcasts are not "
+                "lowered with `?` dims yet)"
+            )
+    return full
+
+
+@lowering(kernel.ElementwiseOp, runtime_extents=True)
+def lower_elementwise_runtime(op: kernel.ElementwiseOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.elementwise whose buffers have `?` dims: one flat loop over the n elements the
+    output has at run time (the product of its sizes), SIMD main loop and scalar remainder as
+    the static kernel's, split into chunks for the threads when n is large enough. Inputs of
+    the output's shape are read element for element (their `?` dims are the output's: the
+    caller's shapes agree, as every kernel's do), one-element inputs are loaded once and
+    splat."""
+    check_body(op)
+    full = _runtime_flat_inputs(op)
+    fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    count = len(op.operands)
+    args = fn.args[:count]
+    out_arg = args[-1]
+    n = b.index(b.element_count(out_arg))
+    width = simd_width(op, target)
+    inputs = [
+        simd.runtime_flat_view(b, x, n) if is_full else x
+        for x, is_full in zip(args[:-1], full, strict=True)
+    ]
+    output = simd.runtime_flat_view(b, out_arg, n)
+    splats = {k: b.load(x, [0] * len(shape_of(x))) for k, x in enumerate(inputs) if not full[k]}
+    body = op.body.block
+
+    def row(rb: LoopBuilder, lo: SSAValue | int, hi: SSAValue | int) -> None:
+        vectors = {k: simd.broadcast(rb, v, width) for k, v in splats.items()}
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            values = [
+                simd.load(vb, x, [j], w) if full[k] else (vectors[k] if w > 1 else splats[k])
+                for k, x in enumerate(inputs)
+            ]
+            simd.store(vb, clone_body(vb, body, values, w), output, [j])
+            return []
+
+        simd.sweep(rb, lo, hi, width, visit)
+
+    simd.split_flat_runtime(b, n, width, target, row)
+    b.ret()
+    return fn
