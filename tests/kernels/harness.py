@@ -18,8 +18,6 @@ from xdsl.irdl import IRDLOperation
 
 from ember.codegen.jit import JitModule
 from ember.core.target import Target, host_target
-from ember.dialects.dtypes import numpy_dtype_for
-from ember.dialects.extents import extent_slots
 from ember.passes.conversion.kernel_to_loops.checks import reports_status
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.runtime.status import check_status, new_status
@@ -78,47 +76,3 @@ def run_kernel_op(
     if status is not None:
         check_status(status, [{"kernel": "kernel_under_test"}])
     return module
-
-
-class RuntimeExtentsKernel:
-    """One kernel op on buffers with `?` dims, lowered and JIT-compiled once, then called on
-    arrays of any size that fits its types (issue 10: one program for every shape).
-
-        gemm = RuntimeExtentsKernel(make_op, [MemRefType(f32, [DYNAMIC_INDEX, 64]), ...])
-        gemm(a, b, out)   # the `?` sizes are read from the arrays and passed as extents
-    """
-
-    def __init__(
-        self,
-        make_op: Callable[[Sequence[SSAValue]], IRDLOperation],
-        types: Sequence[MemRefType],
-        target: Target | None = None,
-        threads: int = 1,
-    ) -> None:
-        self.types = list(types)
-        self.target = target or host_target(threads)
-        block = Block(arg_types=self.types)
-        op = make_op(block.args)
-        block.add_op(op)
-        fn = lowering_for(op)(op, self.target, "kernel_under_test")
-        self.module = ModuleOp([fn])
-        self.module.verify()
-        self.slots = extent_slots(self.types)
-        self.jit = JitModule(self.module, self.target)
-        self.jit.function("ember_set_num_threads", [ctypes.c_int32])(threads)
-        argtypes = [ctypes.c_void_p] * len(self.types) + [ctypes.c_int64] * len(self.slots)
-        self.fn = self.jit.function("kernel_under_test", argtypes)
-
-    def __call__(self, *arrays: np.ndarray) -> None:
-        assert len(arrays) == len(self.types)
-        for array, t in zip(arrays, self.types, strict=True):
-            assert array.flags.c_contiguous, "kernels take C-contiguous buffers"
-            assert array.dtype == np.dtype(numpy_dtype_for(t.get_element_type()))
-            shape = t.get_shape()
-            assert array.ndim == len(shape), (array.shape, t)
-            assert all(n < 0 or n == d for n, d in zip(shape, array.shape, strict=True)), (
-                array.shape,
-                t,
-            )
-        sizes = [arrays[a].shape[d] for a, d in self.slots]
-        self.fn(*[a.ctypes.data for a in arrays], *sizes)
