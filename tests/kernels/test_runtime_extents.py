@@ -2,16 +2,17 @@
 
 Each kernel op is built on buffers with `?` dims, lowered and JIT-compiled ONCE, then run at
 several sizes, including ones that are not multiples of the vector width or of the GEMM's MR
-rows (1, 7, 13, 15, 33, 100, ...). Tolerances: the elementwise kernel against float32 numpy
-within 4 ulp-ish (rtol 1e-6, atol 1e-6: ember's exp approximation); the GEMM against float64
-numpy, max |out - ref| <= 1e-4 * max(1, max |ref|) (float32 accumulation, K <= 300).
+rows (1, 7, 13, 15, 33, 100, ...). Tolerances: the elementwise kernel against numpy with
+rtol 1e-6, atol 1e-6 (ember's exp approximation); the GEMM against float64 numpy,
+max |out - ref| <= 1e-4 * max(1, max |ref|) (float32 accumulation, K <= 300); softmax and
+layer norm against float64 numpy with rtol 1e-5, atol 1e-6.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from xdsl.dialects.builtin import DYNAMIC_INDEX, IntegerAttr, MemRefType, f32
+from xdsl.dialects.builtin import DYNAMIC_INDEX, DenseArrayBase, MemRefType, StringAttr, f32, i64
 from xdsl.ir import Block, SSAValue
 
 from ember.core.target import host_target, named_target
@@ -21,6 +22,12 @@ from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.tests.kernels.test_elementwise import elementwise
 from ember.tests.kernels.test_matmul import reference
+from ember.tests.kernels.test_normalization import (
+    layer_norm_op,
+    layer_norm_reference,
+    softmax_op,
+    softmax_reference,
+)
 from ember.tools.kernel_ops import JitKernel, matmul_op
 
 DYN = DYNAMIC_INDEX
@@ -167,8 +174,53 @@ def test_kernels_without_runtime_lowering_are_refused() -> None:
     """A kernel op with `?` dims and no runtime-extents lowering is refused naming the op,
     never lowered by its static lowering (which would misread the sizes)."""
     block = Block(arg_types=[MemRefType(f32, [DYN, 10]), MemRefType(f32, [DYN, 10])])
-    op = kernel.SoftmaxOp.build(
-        operands=[block.args[0], block.args[1]], properties={"axis": IntegerAttr(1, 64)}
+    op = kernel.ReduceOp.build(
+        operands=[block.args[0], block.args[1]],
+        properties={"kind": StringAttr("sum"), "axes": DenseArrayBase.from_list(i64, [1])},
     )
-    with pytest.raises(NotImplementedError, match=r"'kernel.softmax' has no lowering with runtime"):
+    with pytest.raises(NotImplementedError, match=r"'kernel.reduce' has no lowering with runtime"):
         lowering_for(op)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_runtime_rows(threads: int) -> None:
+    """Softmax over the last axis of [?, ?, 37] (rows at run time, 37 = 2 vectors + a tail
+    on AVX-512); 2 threads split the rows at run time above 32K elements (the last size)."""
+    types = [MemRefType(f32, [DYN, DYN, 37])] * 2
+    run = JitKernel(lambda args: softmax_op(args, -1), types, threads=threads)
+    rng = np.random.default_rng(3)
+    for lead in [(1, 1), (1, 7), (2, 8), (3, 11), (40, 30)]:
+        x = rng.standard_normal((*lead, 37), dtype=np.float32) * 4
+        out = np.full_like(x, np.nan)
+        run(x, out)
+        np.testing.assert_allclose(out, softmax_reference(x, -1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_runtime_rows(threads: int) -> None:
+    """LayerNorm over the last two dims [5, 20] of [?, 5, 20] with scale and bias."""
+    types = [
+        MemRefType(f32, [DYN, 5, 20]),
+        MemRefType(f32, [5, 20]),
+        MemRefType(f32, [5, 20]),
+        MemRefType(f32, [DYN, 5, 20]),
+    ]
+    run = JitKernel(lambda args: layer_norm_op(args, 1, 1e-5), types, threads=threads)
+    rng = np.random.default_rng(4)
+    scale = rng.standard_normal((5, 20), dtype=np.float32)
+    bias = rng.standard_normal((5, 20), dtype=np.float32)
+    for rows in [1, 7, 16, 33, 400]:
+        x = rng.standard_normal((rows, 5, 20), dtype=np.float32) + 3
+        out = np.full_like(x, np.nan)
+        run(x, scale, bias, out)
+        expected = layer_norm_reference(x, scale, bias, 1, 1e-5)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_row_kernels_refuse_dynamic_normalized_dims() -> None:
+    types = [MemRefType(f32, [4, DYN])] * 2
+    with pytest.raises(NotImplementedError, match=r"kernel.softmax with runtime extents"):
+        JitKernel(lambda args: softmax_op(args, -1), types)
+    types = [MemRefType(f32, [DYN, 8, 3])] * 2
+    with pytest.raises(NotImplementedError, match="non-innermost axis"):
+        JitKernel(lambda args: softmax_op(args, 1), types)

@@ -342,6 +342,31 @@ def split_flat_runtime(
     b.parallel_range(0, n, chunk, lambda rb, c: row(rb, c, rb.min_index(rb.add(c, chunk), n)))
 
 
+def runtime_rows_loop(
+    b: LoopBuilder,
+    rows: SSAValue,
+    row_elements: int,
+    target: Target,
+    body: Callable[[LoopBuilder, list[SSAValue]], None],
+) -> None:
+    """`body(b, [r])` for each of `rows` rows (known at run time) of `row_elements` each: on a
+    multi-thread target a scf.parallel over chunks of about rows / (4 x threads) rows, each
+    chunk at least PARALLEL_MIN_ELEMENTS elements (so a small run is one chunk: the calling
+    thread), as for_each_index decides statically."""
+
+    def rows_of(rb: LoopBuilder, lo: Value, hi: Value) -> None:
+        rb.for_range(lo, hi, 1, lambda ib, r: body(ib, [r]))
+
+    if target.threads <= 1:
+        rows_of(b, 0, rows)
+        return
+    per_thread = b.floordiv(b.add(rows, 4 * target.threads - 1), 4 * target.threads)
+    chunk = b.max_index(per_thread, -(-PARALLEL_MIN_ELEMENTS // max(row_elements, 1)))
+    b.parallel_range(
+        0, rows, chunk, lambda cb, c: rows_of(cb, c, cb.min_index(cb.add(c, chunk), rows))
+    )
+
+
 # -- sweeps --------------------------------------------------------------------------------------
 # visit(b, i, width) handles elements [i, i + width) (a vector, or a scalar when width == 1) and
 # returns one value per monoid to fold in.
