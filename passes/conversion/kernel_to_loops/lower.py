@@ -3,6 +3,8 @@
 Each distinct kernel op (same operand types, properties and body) is lowered once by its
 registered lowering into a private `func.func` of scf/arith/memref/vector/math ops; every
 occurrence becomes a `func.call`. `kernel.reshape` views become `memref.reinterpret_cast`.
+A kernel function with `?` dims in its memrefs takes their sizes as trailing `index`
+arguments (dialects/extents.py): its call passes `memref.dim` of the operands there.
 
 The entry function gets the run's status record as its last argument (runtime/status.py). A call
 of a kernel that checks its data (checks.py) passes the record and is followed by a stamp: if the
