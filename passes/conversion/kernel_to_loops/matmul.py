@@ -64,8 +64,8 @@ def lower_matmul_runtime_rows(op: kernel.MatMulOp, target: Target, name: str) ->
     compile time, or a plain [K, N]), output and residual of A's leading dims, bias a row
     vector. K, N, B and the bias are static, so the panels, the k blocking and the N tail are
     the static kernel's; M's full MR-row tiles run in a loop with a run-time bound, its
-    remainder as at most four tiles of 8, 4, 2 and 1 rows (those below MR) chosen by its
-    bits. Anything else with `?` dims is refused, naming the operands."""
+    remainder as one tile of its height (MR - 1 versions: runtime_m_tile_loop). Anything
+    else with `?` dims is refused, naming the operands."""
     a_shape, out_shape = memref_shape(op.a), memref_shape(op.output)
     static_operands = [v for v in (op.b, op.bias) if v is not None]
     if (
