@@ -62,9 +62,33 @@ def test_elementwise_one_program_every_size(threads: int) -> None:
         np.testing.assert_allclose(out, np.exp(x + y) * c, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_elementwise_row_broadcast(threads: int) -> None:
+    """A bias of the dims after the last `?` ([3, 37] against [?, ?, 3, 37]) is read again
+    for every row of 111 elements; rows split over 2 threads above 32K elements."""
+
+    def body(b: LoopBuilder, v: list[SSAValue]) -> SSAValue:
+        return b.maxf(b.addf(v[0], v[1]), v[2])
+
+    out = MemRefType(f32, [DYN, DYN, 3, 37])
+    types = [out, MemRefType(f32, [3, 37]), MemRefType(f32, [1, 1]), out]
+    run = JitKernel(lambda args: elementwise(args, body), types, threads=threads)
+    rng = np.random.default_rng(6)
+    bias = rng.standard_normal((3, 37), dtype=np.float32)
+    floor = np.array([[-0.5]], np.float32)
+    for lead in [(1, 1), (1, 7), (2, 8), (5, 33), (30, 11)]:
+        x = rng.standard_normal((*lead, 3, 37), dtype=np.float32)
+        y = np.full_like(x, np.nan)
+        run(x, bias, floor, y)
+        np.testing.assert_array_equal(y, np.maximum(x + bias, -0.5))
+
+
 def test_elementwise_refuses_other_broadcasts() -> None:
-    types = [MemRefType(f32, [DYN, 8]), MemRefType(f32, [8]), MemRefType(f32, [DYN, 8])]
-    with pytest.raises(NotImplementedError, match=r"input memref<8xf32> neither has"):
+    types = [MemRefType(f32, [DYN, 8]), MemRefType(f32, [DYN, 1]), MemRefType(f32, [DYN, 8])]
+    with pytest.raises(NotImplementedError, match=r"input memref<\?x1xf32> has neither"):
+        JitKernel(exp_add, types)
+    types = [MemRefType(f32, [DYN, 3, 8]), MemRefType(f32, [8]), MemRefType(f32, [DYN, 3, 8])]
+    with pytest.raises(NotImplementedError, match=r"input memref<8xf32> has neither"):
         JitKernel(exp_add, types)
 
 
