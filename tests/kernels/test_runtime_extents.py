@@ -11,6 +11,7 @@ layer norm against float64 numpy with rtol 1e-5, atol 1e-6.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from ember.tests.kernels.test_normalization import (
 from ember.tools.kernel_ops import JitKernel, matmul_op
 
 DYN = DYNAMIC_INDEX
+WINDOW = {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0]}
 
 
 def exp_add(args: list[SSAValue]) -> kernel.ElementwiseOp:
@@ -204,13 +206,44 @@ def test_gemm_refuses_dynamic_k() -> None:
 def test_kernels_without_runtime_lowering_are_refused() -> None:
     """A kernel op with `?` dims and no runtime-extents lowering is refused naming the op,
     never lowered by its static lowering (which would misread the sizes)."""
-    block = Block(arg_types=[MemRefType(f32, [DYN, 10]), MemRefType(f32, [DYN, 10])])
-    op = kernel.ReduceOp.build(
+    block = Block(arg_types=[MemRefType(f32, [DYN, 3, 8, 8]), MemRefType(f32, [DYN, 3, 4, 4])])
+    op = kernel.PoolOp.build(
         operands=[block.args[0], block.args[1]],
-        properties={"kind": StringAttr("sum"), "axes": DenseArrayBase.from_list(i64, [1])},
+        properties={
+            "kind": StringAttr("max"),
+            **{k: DenseArrayBase.from_list(i64, v) for k, v in WINDOW.items()},
+        },
     )
-    with pytest.raises(NotImplementedError, match=r"'kernel.reduce' has no lowering with runtime"):
+    with pytest.raises(NotImplementedError, match=r"'kernel.pool' has no lowering with runtime"):
         lowering_for(op)
+
+
+def reduce_op(kind: str, axes: list[int]) -> Callable[[list[SSAValue]], kernel.ReduceOp]:
+    def make(args: list[SSAValue]) -> kernel.ReduceOp:
+        properties = {"kind": StringAttr(kind), "axes": DenseArrayBase.from_list(i64, axes)}
+        return kernel.ReduceOp.build(operands=list(args), properties=properties)
+
+    return make
+
+
+@pytest.mark.parametrize("kind", ["mean", "max"])
+def test_reduce_runtime_rows(kind: str) -> None:
+    """ReduceMean/Max over the last two axes [6, 7] of [?, ?, 6, 7], rows at run time."""
+    types = [MemRefType(f32, [DYN, DYN, 6, 7]), MemRefType(f32, [DYN, DYN, 1, 1])]
+    run = JitKernel(reduce_op(kind, [2, 3]), types, threads=2)
+    rng = np.random.default_rng(7)
+    for lead in [(1, 1), (1, 7), (2, 8), (5, 33), (100, 10)]:
+        x = rng.standard_normal((*lead, 6, 7), dtype=np.float32)
+        out = np.full((*lead, 1, 1), np.nan, np.float32)
+        run(x, out)
+        expected = getattr(x.astype(np.float64), kind)(axis=(2, 3), keepdims=True)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_reduce_refuses_runtime_reduced_axes() -> None:
+    types = [MemRefType(f32, [DYN, 6]), MemRefType(f32, [1, 6])]
+    with pytest.raises(NotImplementedError, match="trailing static axes"):
+        JitKernel(reduce_op("sum", [0]), types)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
