@@ -616,8 +616,9 @@ class _FunctionEmitter:
                 strides = list(static)
             elif isinstance(t.layout, NoneAttr):
                 strides = self.row_major_strides(sizes)
-            else:
-                strides = [s if isinstance(s, int) and s >= 0 else None for s in t.get_strides()]
+            else:  # a strided layout: its static strides, the `?` ones unknown here
+                declared = t.get_strides() or [None] * len(sizes)
+                strides = [s if isinstance(s, int) and s >= 0 else None for s in declared]
         self.layouts[value] = _Layout(list(sizes), list(strides))
 
     def row_major_strides(self, sizes: Sequence[Extent]) -> list[Extent]:
