@@ -6,8 +6,8 @@ For each size: the same kernel op lowered twice, once with static buffers (one p
 shape, what ember compiles today) and once with `?` dims (one program for every size, the
 sizes passed as extent arguments), both JIT-compiled and called through ctypes on the same
 arrays. Reported: the minimum over --runs calls of the process CPU time of one call (single
-thread: the figure least disturbed by other processes on a shared machine), engines
-alternated call by call. Kernels: the GEMM `[M, K] @ packed [K, N] + bias` (runtime M), and
+thread: the figure least disturbed by other processes on a shared machine; with --threads
+above 1, wall time), engines alternated call by call. Kernels: the GEMM `[M, K] @ packed [K, N] + bias` (runtime M), and
 the flat elementwise kernel `exp(x + c)` over [M, N]. Not a test: numbers depend on the
 machine (printed first) and what else runs on it.
 """
@@ -29,14 +29,16 @@ from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
 from ember.tools.kernel_ops import JitKernel, matmul_op
 
 
-def best_cpu_time(calls: Sequence[Callable[[], None]], runs: int) -> list[float]:
-    """Minimum process CPU time of each call over `runs` rounds (calls alternated)."""
+def best_time(calls: Sequence[Callable[[], None]], runs: int, threads: int) -> list[float]:
+    """Minimum time of each call over `runs` rounds (calls alternated): process CPU time on
+    one thread, wall time on more."""
+    clock = time.process_time if threads == 1 else time.perf_counter
     best = [float("inf")] * len(calls)
     for _ in range(runs):
         for k, call in enumerate(calls):
-            start = time.process_time()
+            start = clock()
             call()
-            best[k] = min(best[k], time.process_time() - start)
+            best[k] = min(best[k], clock() - start)
     return best
 
 
@@ -60,9 +62,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=768)
     parser.add_argument("--n", type=int, default=768)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    target = host_target(1)
-    print(f"target: {target.cpu}, {target.vector_width} lanes, 1 thread")
+    threads = args.threads
+    target = host_target(threads)
+    print(f"target: {target.cpu}, {target.vector_width} lanes, {threads} thread(s)")
     rng = np.random.default_rng(0)
     k, n, dyn = args.k, args.n, DYNAMIC_INDEX
     weight = rng.standard_normal((k, n), dtype=np.float32)
@@ -81,19 +85,19 @@ def main() -> None:
     def flat_types(m: int) -> list[MemRefType]:
         return [MemRefType(f32, [m, n]), MemRefType(f32, [1]), MemRefType(f32, [m, n])]
 
-    runtime_gemm = JitKernel(gemm, gemm_types(dyn), target)
-    runtime_flat = JitKernel(exp_add, flat_types(dyn), target)
+    runtime_gemm = JitKernel(gemm, gemm_types(dyn), target, threads)
+    runtime_flat = JitKernel(exp_add, flat_types(dyn), target, threads)
     for m in [int(r) for r in args.rows.split(",")]:
         a = rng.standard_normal((m, k), dtype=np.float32)
         out = np.empty((m, n), np.float32)
         expected = a @ weight + bias
-        static_gemm = JitKernel(gemm, gemm_types(m), target)
+        static_gemm = JitKernel(gemm, gemm_types(m), target, threads)
         for fn in (static_gemm, runtime_gemm):
             out[:] = np.nan
             fn(a, packed, bias, out)
             assert np.allclose(out, expected, rtol=1e-3, atol=1e-3)
         calls = [bound(fn, [a, packed, bias, out]) for fn in (static_gemm, runtime_gemm)]
-        s, r = best_cpu_time(calls, args.runs)
+        s, r = best_time(calls, args.runs, threads)
         gflops = 2 * m * k * n / s / 1e9
         print(
             f"gemm {m}x{k} @ {k}x{n} + bias: static {s * 1e6:.1f} us ({gflops:.0f} GFLOP/s), "
@@ -101,9 +105,9 @@ def main() -> None:
         )
         x = rng.standard_normal((m, n), dtype=np.float32)
         c = np.array([0.5], np.float32)
-        static_flat = JitKernel(exp_add, flat_types(m), target)
+        static_flat = JitKernel(exp_add, flat_types(m), target, threads)
         calls = [bound(fn, [x, c, out]) for fn in (static_flat, runtime_flat)]
-        s, r = best_cpu_time(calls, args.runs)
+        s, r = best_time(calls, args.runs, threads)
         print(
             f"exp(x + c) {m}x{n}: static {s * 1e6:.1f} us, runtime {r * 1e6:.1f} us: {r / s:.3f}x"
         )
