@@ -20,12 +20,14 @@ Buffers with `?` dims (`memref.alloc(%n) : memref<?x768xf32>`, runtime extents: 
 foundation) are placed with the same lifetimes but offsets computed at run time: the static
 buffers keep the plan above, and the dynamic ones lie above them, in a greedy order by a size
 hint (`SIZE_HINT_DIM` for every `?` dim), each at the largest end of the dynamic buffers
-placed before it that are alive at the same time (`_place_at_run_time`): sound for any sizes.
+placed before it that are alive at the same time (`_place_at_run_time`): sound for any sizes;
+an output over its dying input of the same type (the in-place rule above) takes the input's
+offset where the buffers placed before it allow (`_offset_program`).
 That offset program runs at the start of the entry function (from its `index` arguments,
 dialects/extents.py), and again in a public function `<entry>_arena_bytes(those arguments)
 -> index` that returns the arena's size for given dims (the entry's `ember.arena_function`;
-`ember.arena_bytes` is then the static part below the dynamic buffers). No in-place sharing
-and no concat in place for dynamic buffers. The runtime does not call it yet.
+`ember.arena_bytes` is then the static part below the dynamic buffers). No concat in place
+for dynamic buffers. The runtime does not call it yet.
 
 Options: `plan-memory{alignment=N}` places buffers at multiples of N bytes instead of 64;
 `plan-memory{in-place=false}` shares no bytes between buffers alive at once (neither rule
@@ -343,24 +345,34 @@ def _offset_program(
     base: int,
     alignment: int,
     with_end: bool,
+    in_place: dict[SSAValue, SSAValue],
 ) -> tuple[dict[SSAValue, SSAValue], SSAValue | None]:
     """Offsets of the dynamic buffers in `order` and (`with_end`) the arena's end: each
     buffer at the largest aligned end of the buffers placed before it that live at the same
     time (at least `base`, the static plan's end), so no two live buffers overlap whatever
-    the sizes."""
+    the sizes. An output in `in_place` takes its dying input's offset instead when every
+    buffer placed before it and alive with it is alive with that input too: those lie below
+    the input or above it, never inside its bytes, and those placed later lie above both."""
 
     def maximum(a: SSAValue | None, b: SSAValue) -> SSAValue:
         return b if a is None else program.add(arith.MaxUIOp(a, b))
+
+    def overlap(a: Interval, b: Interval) -> bool:
+        return a.first <= b.last and b.first <= a.last
 
     offsets: dict[SSAValue, SSAValue] = {}
     ends: dict[SSAValue, SSAValue] = {}
     end: SSAValue | None = None
     for k, iv in enumerate(order):
-        offset: SSAValue | None = None  # every end is at least `base`
-        for earlier in order[:k]:
-            if earlier.first <= iv.last and iv.first <= earlier.last:
-                offset = maximum(offset, ends[earlier.buffer])
-        offsets[iv.buffer] = offset = offset or program.const(base)
+        earlier = [e for e in order[:k] if overlap(e, iv)]
+        source = next((e for e in earlier if e.buffer is in_place.get(iv.buffer)), None)
+        if source is not None and all(overlap(e, source) for e in earlier):
+            offsets[iv.buffer] = offset = offsets[source.buffer]
+        else:
+            found: SSAValue | None = None  # every end is at least `base`
+            for e in earlier:
+                found = maximum(found, ends[e.buffer])
+            offsets[iv.buffer] = offset = found or program.const(base)
         ends[iv.buffer] = program.add(
             arith.AddiOp(offset, program.aligned(sizes[iv.buffer], alignment))
         )
@@ -376,6 +388,7 @@ def _place_at_run_time(
     intervals: dict[SSAValue, Interval],
     static_bytes: int,
     alignment: int,
+    in_place: dict[SSAValue, SSAValue],
 ) -> dict[SSAValue, SSAValue]:
     """Emit the offset program of the buffers with `?` dims at the start of `fn` (returns
     each buffer's offset) and the public `<fn>_arena_bytes(index args) -> index`."""
@@ -406,7 +419,13 @@ def _place_at_run_time(
     index_args = [a for a in block.args if isinstance(a.type, IndexType)]
     entry = _IndexProgram(block, block.first_op)
     offsets, _ = _offset_program(
-        entry, order, byte_sizes(entry, {a: a for a in index_args}), base, alignment, False
+        entry,
+        order,
+        byte_sizes(entry, {a: a for a in index_args}),
+        base,
+        alignment,
+        False,
+        in_place,
     )
     for a in allocs:
         offsets.setdefault(a.memref, entry.const(base))  # unused buffers: anywhere
@@ -416,7 +435,7 @@ def _place_at_run_time(
     sizes_program = _IndexProgram(size_block, None)
     mapping = dict(zip(index_args, size_block.args, strict=True))
     _, end = _offset_program(
-        sizes_program, order, byte_sizes(sizes_program, mapping), base, alignment, True
+        sizes_program, order, byte_sizes(sizes_program, mapping), base, alignment, True, in_place
     )
     assert end is not None
     end = sizes_program.add(arith.MaxUIOp(end, sizes_program.const(ALIGNMENT)))
@@ -483,6 +502,21 @@ class PlanMemory(ModulePass):
                     source = intervals.get(_root(candidate))
                     if source is not None and source.last == span[1]:
                         may_share_at[(source.buffer, _root(out))] = span
+        # Dynamic outputs over dying inputs of the same type (so of the same size: `?` dims
+        # at the same places are equal, the kernels' contract), views excluded.
+        dynamic_in_place: dict[SSAValue, SSAValue] = {}
+        for user in block.ops if self.in_place else ():
+            out = getattr(user, "output", None)
+            if not (isinstance(out, SSAValue) and out in dynamic):
+                continue
+            for candidate in _in_place_operands(user):
+                source = dynamic.get(candidate)
+                if (
+                    source is not None
+                    and candidate.type == out.type
+                    and (source.last, dynamic[out].first) == (spans[user][1], spans[user][0])
+                ):
+                    dynamic_in_place[out] = candidate
         # Concats in place: inputs in no in-place pair (their offset is fixed by the concat).
         concats = (
             _concat_ranges(block, intervals, {v for pair in may_share_at for v in pair}, alignment)
@@ -512,7 +546,9 @@ class PlanMemory(ModulePass):
 
         if dynamic_allocs:
             arena = append_argument(fn, MemRefType(i8, [DYNAMIC_INDEX]), "arena")
-            offsets = _place_at_run_time(op, fn, dynamic_allocs, dynamic, arena_bytes, alignment)
+            offsets = _place_at_run_time(
+                op, fn, dynamic_allocs, dynamic, arena_bytes, alignment, dynamic_in_place
+            )
             for a in dynamic_allocs:
                 view = memref.ViewOp(arena, offsets[a.memref], a.dynamic_sizes, a.memref.type)
                 block.insert_op_before(view, a)
