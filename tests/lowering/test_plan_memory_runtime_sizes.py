@@ -72,16 +72,21 @@ builtin.module {
 GUARD = 256
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_one_program_runs_at_every_size(threads: int) -> None:
+def compiled(text: str, threads: int = 1) -> JitModule:
+    """The kernel program planned and lowered, JIT-compiled for `threads`."""
     ctx = make_context()
-    module = Parser(ctx, PROGRAM).parse_module()
+    module = Parser(ctx, text).parse_module()
     build_pipeline("plan-memory,lower-kernels-to-loops").apply(ctx, module)
     module.verify()
-    fn = entry_function(module)
-    assert fn.attributes["ember.arena_function"].data == "main_arena_bytes"
+    assert entry_function(module).attributes["ember.arena_function"].data == "main_arena_bytes"
     jit = JitModule(module, host_target(threads))
     jit.function("ember_set_num_threads", [ctypes.c_int32])(threads)
+    return jit
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_program_runs_at_every_size(threads: int) -> None:
+    jit = compiled(PROGRAM, threads)
     arena_bytes = jit.function("main_arena_bytes", [ctypes.c_int64], ctypes.c_int64)
     # main(x, w, y, n, arena, status)
     main = jit.function("main", [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 2)
@@ -169,10 +174,7 @@ builtin.module {
 
 
 def test_in_place_only_where_no_earlier_buffer_may_overlap() -> None:
-    ctx = make_context()
-    module = Parser(ctx, NOT_IN_PLACE).parse_module()
-    build_pipeline("plan-memory,lower-kernels-to-loops").apply(ctx, module)
-    jit = JitModule(module, host_target(1))
+    jit = compiled(NOT_IN_PLACE)
     arena_bytes = jit.function("main_arena_bytes", [ctypes.c_int64], ctypes.c_int64)
     # main(x, z, y1, y2, n, arena, status)
     main = jit.function("main", [ctypes.c_void_p] * 4 + [ctypes.c_int64] + [ctypes.c_void_p] * 2)
