@@ -5,8 +5,12 @@ itself, in one linear walk over the ops.
 
 Conventions at the LLVM level:
 - A memref is a bare pointer to its first element (any layout offset is already applied by
-  the op that produced the view). Shapes and strides are static; indices are linearized with
-  the strides of the memref type (row-major for the identity layout).
+  the op that produced the view). Indices are linearized with the strides of the memref type
+  (row-major for the identity layout) where they are static. A memref with `?` dims gets its
+  sizes as `index` values (dialects/extents.py: extent arguments, the size operands of
+  alloc/view/reinterpret_cast/subview); where its strides depend on them (`memref<?x?xf32>`)
+  they are computed once where the memref is defined (`_Layout`), and `memref.dim` reads a
+  size. A memref whose strides are static (`memref<?x768xf32>`) is addressed as a static one.
 - `index` is i64. Public functions have external linkage and the plain C ABI; private ones
   are internal, except kernels compiled as units of their own (units.py), which are external
   under a renamed symbol. A function argument gets `noalias` if its arg attrs hold `llvm.noalias`.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import platform
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import llvmlite.ir as ir
 from xdsl.dialects import func, memref, scf, vector
@@ -45,12 +50,14 @@ from xdsl.dialects.builtin import (
     IntegerType,
     MemRefType,
     ModuleOp,
+    NoneAttr,
     VectorType,
 )
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, SSAValue
 
 from ember.codegen import mathlib
 from ember.core.target import Target
+from ember.dialects.extents import dynamic_dims, extent_arguments
 
 
 class BFloatType(ir.types._BaseFloatType):
@@ -142,14 +149,42 @@ def _byte_size(ty: ir.Type) -> int:
     return {ir.FloatType: 4, ir.DoubleType: 8, ir.HalfType: 2, BFloatType: 2}[type(ty)]
 
 
-def _static_strides(t: MemRefType, op: Operation) -> list[int]:
-    shape = t.get_shape()
-    if any(d < 0 for d in shape):
-        raise NotImplementedError(f"codegen: '{op.name}' needs a static shape, got {t}")
+def _type_strides(t: MemRefType) -> list[int] | None:
+    """The strides of a memref type when all of them are static (also with `?` dims, as
+    `memref<?x768xf32>` has), else None."""
     strides = t.get_strides()
-    if strides is None or any(s is None for s in strides):
-        raise NotImplementedError(f"codegen: '{op.name}' needs static strides, got {t}")
+    if strides is None or any(s is None or s == _DYNAMIC_INDEX for s in strides):
+        return None
     return [int(s) for s in strides]  # type: ignore[arg-type]
+
+
+# A size or stride of a memref: a Python int where static, an i64 value where known at run
+# time, None where this function does not know it (a `?` dim no extent argument names).
+Extent = int | ir.Value | None
+
+
+@dataclass
+class _Layout:
+    """Sizes and strides of one memref value whose type does not give them all statically."""
+
+    sizes: list[Extent]
+    strides: list[Extent]
+
+    def runtime_values(self) -> list[ir.Value]:
+        """The values a parallel region must receive to address this memref."""
+        found: dict[int, ir.Value] = {}
+        for x in (*self.sizes, *self.strides):
+            if isinstance(x, ir.Value) and not isinstance(x, ir.Constant):
+                found.setdefault(id(x), x)
+        return list(found.values())
+
+    def rebound(self, mapping: Mapping[int, ir.Value]) -> _Layout:
+        """This layout with each run-time value replaced by `mapping[id(value)]`."""
+
+        def swap(x: Extent) -> Extent:
+            return mapping.get(id(x), x) if isinstance(x, ir.Value) else x
+
+        return _Layout([swap(x) for x in self.sizes], [swap(x) for x in self.strides])
 
 
 def _layout_offset(t: MemRefType) -> int:
@@ -468,6 +503,8 @@ class _FunctionEmitter:
         self.fn = fn
         self.in_parallel = in_parallel
         self.values: dict[SSAValue, ir.Value] = {}
+        # Memref values whose sizes or strides their type does not give statically.
+        self.layouts: dict[SSAValue, _Layout] = {}
         # Whether a non-temporal store was emitted: the function then fences before it
         # returns (see `fence_streamed_stores`).
         self.streamed = False
@@ -484,8 +521,22 @@ class _FunctionEmitter:
         block = op.body.blocks[0]
         for arg, value in zip(block.args, self.fn.args, strict=True):
             self.values[arg] = value
+        self.bind_extent_arguments(op)
         self.emit_ops(block)
         self.finish()
+
+    def bind_extent_arguments(self, op: func.FuncOp) -> None:
+        """Sizes of the memref arguments' `?` dims from the `ember.extent_of` arguments."""
+        args = op.body.block.args
+        bound: dict[tuple[int, int], ir.Value] = {}
+        for position, pairs in extent_arguments(op):
+            for pair in pairs:
+                bound[pair] = self.fn.args[position]
+        for a, arg in enumerate(args):
+            if isinstance(arg.type, MemRefType):
+                shape = arg.type.get_shape()
+                sizes = [n if n >= 0 else bound.get((a, d)) for d, n in enumerate(shape)]
+                self.define(arg, sizes)
 
     def alloca(self, ty: ir.Type, align: int, name: str = "") -> ir.Value:
         """A stack slot in the entry block (hoisted: allocated once per call or thread)."""
@@ -549,24 +600,109 @@ class _FunctionEmitter:
         return self.b.call(fn, list(args), fastmath=flags if fast and _is_float(ty) else ())
 
     # -- memory addressing -------------------------------------------------------------------
-    def element_ptr(self, op: Operation, buffer: SSAValue, indices: Sequence[SSAValue]) -> ir.Value:
+    def define(
+        self, value: SSAValue, sizes: Sequence[Extent], strides: Sequence[Extent] | None = None
+    ) -> None:
+        """Record the sizes (and strides, given or row-major) of a memref value as it is
+        defined; nothing for a memref whose type holds them all. Strides that depend on
+        run-time sizes are computed here, once, where the value is defined."""
+        t = value.type
+        assert isinstance(t, MemRefType)
+        static = _type_strides(t)
+        if static is not None and not any(d < 0 for d in t.get_shape()):
+            return
+        if strides is None:
+            if static is not None:
+                strides = list(static)
+            elif isinstance(t.layout, NoneAttr):
+                strides = self.row_major_strides(sizes)
+            else:  # a strided layout: its static strides, the `?` ones unknown here
+                declared = t.get_strides() or [None] * len(sizes)
+                strides = [s if isinstance(s, int) and s >= 0 else None for s in declared]
+        self.layouts[value] = _Layout(list(sizes), list(strides))
+
+    def row_major_strides(self, sizes: Sequence[Extent]) -> list[Extent]:
+        strides: list[Extent] = [1] * len(sizes)
+        for d in reversed(range(len(sizes) - 1)):
+            strides[d] = self.multiply(strides[d + 1], sizes[d + 1])
+        return strides
+
+    def multiply(self, a: Extent, b: Extent) -> Extent:
+        """a * b of two sizes: folded when both are static, None when either is unknown."""
+        if a is None or b is None:
+            return None
+        if isinstance(a, int) and isinstance(b, int):
+            return a * b
+        if isinstance(a, int) and a == 1:
+            return b
+        if isinstance(b, int) and b == 1:
+            return a
+        wide = [I64(x) if isinstance(x, int) else x for x in (a, b)]
+        return self.b.mul(wide[0], wide[1], flags=["nsw"])
+
+    def layout(self, buffer: SSAValue) -> _Layout:
+        """Sizes and strides of a memref value (None where not known here)."""
+        known = self.layouts.get(buffer)
+        if known is not None:
+            return known
+        t = buffer.type
+        assert isinstance(t, MemRefType)
+        strides = _type_strides(t)
+        sizes: list[Extent] = [n if n >= 0 else None for n in t.get_shape()]
+        return _Layout(sizes, list(strides) if strides is not None else [None] * len(sizes))
+
+    def strides(self, op: Operation, buffer: SSAValue) -> list[int | ir.Value]:
         t = buffer.type
         if not isinstance(t, MemRefType):
             raise NotImplementedError(f"codegen: '{op.name}' on non-memref {t}")
-        strides = _static_strides(t, op)
+        static = _type_strides(t)
+        if static is not None:
+            return list(static)
+        strides = self.layout(buffer).strides
+        if any(s is None for s in strides):
+            raise NotImplementedError(
+                f"codegen: '{op.name}' in '{self.fn.name}' needs static strides or the sizes "
+                f"they depend on, got {t} (a `?` dim without an extent argument or size "
+                "operand, or a strided layout with `?` strides)"
+            )
+        return strides  # type: ignore[return-value]
+
+    def size(self, op: Operation, buffer: SSAValue, dim: int) -> ir.Value:
+        sizes = self.layout(buffer).sizes
+        if not 0 <= dim < len(sizes):
+            raise NotImplementedError(f"codegen: '{op.name}' of dim {dim} of {buffer.type}")
+        size = sizes[dim]
+        if size is None:
+            raise NotImplementedError(
+                f"codegen: '{op.name}' in '{self.fn.name}': the size of dim {dim} of "
+                f"{buffer.type} is not known here (no extent argument or size operand)"
+            )
+        return I64(size) if isinstance(size, int) else size
+
+    def element_ptr(self, op: Operation, buffer: SSAValue, indices: Sequence[SSAValue]) -> ir.Value:
+        t = buffer.type
+        strides = self.strides(op, buffer)
         linear = self.linearize([self.get(i) for i in indices], strides)
         base = self.get(buffer)
         if linear is None:
             return base
+        assert isinstance(t, MemRefType)
         element = llvm_type(t.get_element_type())
         return self.b.gep(base, [linear], inbounds=True, source_etype=element)
 
-    def linearize(self, indices: Sequence[ir.Value], strides: Sequence[int]) -> ir.Value | None:
+    def linearize(
+        self, indices: Sequence[ir.Value], strides: Sequence[int | ir.Value]
+    ) -> ir.Value | None:
         linear: ir.Value | None = None
         for index, stride in zip(indices, strides, strict=True):
-            if stride == 0 or (isinstance(index, ir.Constant) and index.constant == 0):
+            if isinstance(stride, int) and stride == 0:
                 continue
-            term = index if stride == 1 else self.b.mul(index, I64(stride), flags=["nsw"])
+            if isinstance(index, ir.Constant) and index.constant == 0:
+                continue
+            if isinstance(stride, int):
+                term = index if stride == 1 else self.b.mul(index, I64(stride), flags=["nsw"])
+            else:
+                term = self.b.mul(index, stride, flags=["nsw"])
             linear = term if linear is None else self.b.add(linear, term, flags=["nsw"])
         return linear
 
@@ -1008,8 +1144,12 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     # immediates, so LLVM can still fold and unroll with them.
     constants = {v: self.get(v) for v in used if isinstance(self.get(v), ir.Constant)}
     captures = [v for v in used if v not in constants]
+    # Run-time sizes and strides of the captured memrefs with `?` dims travel along.
+    shaped = [v for v in captures if v in self.layouts]
+    extents = list({id(x): x for v in shaped for x in self.layouts[v].runtime_values()}.values())
+    fields = [*(llvm_type(v.type) for v in captures), *(x.type for x in extents)]
     # The last field is the shared counter of the next unclaimed chunk (claim_ranges).
-    ctx_type = ir.LiteralStructType([*(llvm_type(v.type) for v in captures), I64])
+    ctx_type = ir.LiteralStructType([*fields, I64])
 
     outlined = ir.Function(
         m.module, ir.FunctionType(VOID, [PTR]), m.outlined_name(self.fn.name.split("__")[0])
@@ -1022,6 +1162,12 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     for i, value in enumerate(captures):
         field = ib.gep(outlined.args[0], [I32(0), I32(i)], source_etype=ctx_type)
         inner.values[value] = ib.load(field, typ=ctx_type.elements[i])
+    inside: dict[int, ir.Value] = {}
+    for i, extent in enumerate(extents, start=len(captures)):
+        field = ib.gep(outlined.args[0], [I32(0), I32(i)], source_etype=ctx_type)
+        inside[id(extent)] = ib.load(field, typ=ctx_type.elements[i])
+    for value in shaped:
+        inner.layouts[value] = self.layouts[value].rebound(inside)
     rank = len(op.lowerBound)
     lowers = [inner.get(v) for v in op.lowerBound]
     steps = [inner.get(v) for v in op.step]
@@ -1046,7 +1192,7 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     chunks = ib.select(ib.icmp_signed(">", chunks, I64(1)), chunks, I64(1))
     size = ib.udiv(total, chunks)
     larger = ib.urem(total, chunks)
-    counter = ib.gep(outlined.args[0], [I32(0), I32(len(captures))], source_etype=ctx_type)
+    counter = ib.gep(outlined.args[0], [I32(0), I32(len(fields))], source_etype=ctx_type)
     claim = outlined.append_basic_block("claim")
     work = outlined.append_basic_block("work")
     done = outlined.append_basic_block("done")
@@ -1088,7 +1234,9 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     ctx = self.alloca(ctx_type, 8, name="par.ctx")
     for i, value in enumerate(captures):
         b.store(self.get(value), b.gep(ctx, [I32(0), I32(i)], source_etype=ctx_type))
-    b.store(I64(0), b.gep(ctx, [I32(0), I32(len(captures))], source_etype=ctx_type))
+    for i, extent in enumerate(extents, start=len(captures)):
+        b.store(extent, b.gep(ctx, [I32(0), I32(i)], source_etype=ctx_type))
+    b.store(I64(0), b.gep(ctx, [I32(0), I32(len(fields))], source_etype=ctx_type))
     total = None
     for lo, up, st in zip(op.lowerBound, op.upperBound, op.step, strict=True):
         count = self.trip_count(self.get(lo), self.get(up), self.get(st))
@@ -1150,24 +1298,36 @@ def _memref_atomic_rmw(self: _FunctionEmitter, op: Operation) -> None:
     self.set(op, self.b.atomic_rmw(_ATOMIC_RMW[kind], ptr, self.get(op.value), "seq_cst"))
 
 
-def _static_bytes(self: _FunctionEmitter, op: Operation) -> tuple[ir.Type, int]:
+def _sizes_from(
+    self: _FunctionEmitter, static: Sequence[int], dynamic: Sequence[SSAValue]
+) -> list[Extent]:
+    """Static sizes with each `?` (DYNAMIC_INDEX or any negative) taken from the next of
+    `dynamic`, the operands that give them."""
+    given = iter(dynamic)
+    sizes: list[Extent] = [n if n >= 0 else self.get(next(given)) for n in static]
+    if next(given, None) is not None:
+        raise NotImplementedError(f"codegen: more size operands than `?` dims in '{self.fn.name}'")
+    return sizes
+
+
+def _element_count(self: _FunctionEmitter, op: Operation) -> tuple[ir.Type, int | ir.Value]:
+    """Element type and count of an alloc/alloca result (an i64 value for `?` dims)."""
     t = op.results[0].type
     assert isinstance(t, MemRefType)
-    if op.operands:
-        raise NotImplementedError(f"codegen: '{op.name}' with dynamic sizes in '{self.fn.name}'")
-    shape = t.get_shape()
-    if any(d < 0 for d in shape):
-        raise NotImplementedError(f"codegen: '{op.name}' needs a static shape, got {t}")
-    count = 1
-    for d in shape:
-        count *= d
-    element = llvm_type(t.get_element_type())
-    return element, count
+    sizes = _sizes_from(self, t.get_shape(), op.operands)
+    self.define(op.results[0], sizes)
+    count: Extent = 1
+    for size in sizes:
+        count = self.multiply(count, size)
+    assert count is not None
+    return llvm_type(t.get_element_type()), count
 
 
 @_handles("memref.alloca")
 def _alloca(self: _FunctionEmitter, op: Operation) -> None:
-    element, count = _static_bytes(self, op)
+    element, count = _element_count(self, op)
+    if not isinstance(count, int):
+        raise NotImplementedError(f"codegen: memref.alloca with dynamic sizes in '{self.fn.name}'")
     # Hoisted to the entry block: one stack slot per function (per thread when outlined),
     # which LLVM can promote and never re-grows inside loops.
     self.set(op, self.alloca(ir.ArrayType(element, count), max(64, _alignment(element))))
@@ -1175,10 +1335,16 @@ def _alloca(self: _FunctionEmitter, op: Operation) -> None:
 
 @_handles("memref.alloc")
 def _alloc(self: _FunctionEmitter, op: Operation) -> None:
-    element, count = _static_bytes(self, op)
-    size = -(-count * _byte_size(element) // 64) * 64 or 64  # aligned_alloc wants a multiple
+    element, count = _element_count(self, op)
     aligned_alloc = self.m.declare("aligned_alloc", PTR, [I64, I64])
-    self.set(op, self.b.call(aligned_alloc, [I64(64), I64(size)]))
+    if isinstance(count, int):
+        size: ir.Value = I64(-(-count * _byte_size(element) // 64) * 64 or 64)
+    else:  # a multiple of 64 (aligned_alloc wants one), at least 64
+        b = self.b
+        raw = b.mul(count, I64(_byte_size(element)), flags=["nsw"])
+        size = b.and_(b.add(raw, I64(63), flags=["nsw"]), I64(-64))
+        size = b.select(b.icmp_signed("<", size, I64(64)), I64(64), size)
+    self.set(op, self.b.call(aligned_alloc, [I64(64), size]))
 
 
 @_handles("memref.dealloc")
@@ -1186,11 +1352,20 @@ def _dealloc(self: _FunctionEmitter, op: Operation) -> None:
     self.b.call(self.m.declare("free", VOID, [PTR]), [self.get(op.operands[0])])
 
 
+@_handles("memref.dim")
+def _dim(self: _FunctionEmitter, op: Operation) -> None:
+    """The size of one dim of a memref: a constant, or the value its extent argument or its
+    defining op's size operand gave (dialects/extents.py); no code."""
+    assert isinstance(op, memref.DimOp)
+    index = self.get(op.index)
+    if not isinstance(index, ir.Constant):
+        raise NotImplementedError(f"codegen: memref.dim at a run-time dim in '{self.fn.name}'")
+    self.set(op, self.size(op, op.source, int(index.constant)))
+
+
 @_handles("memref.view")
 def _view(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, memref.ViewOp)
-    if op.sizes:
-        raise NotImplementedError(f"codegen: memref.view with dynamic sizes in '{self.fn.name}'")
     source_type = op.source.type
     assert isinstance(source_type, MemRefType)
     if not (
@@ -1200,6 +1375,9 @@ def _view(self: _FunctionEmitter, op: Operation) -> None:
         raise NotImplementedError(
             f"codegen: memref.view source must be memref<Nxi8>, got {source_type}"
         )
+    result_type = op.result.type
+    assert isinstance(result_type, MemRefType)
+    self.define(op.result, _sizes_from(self, result_type.get_shape(), op.sizes))
     shift = self.get(op.byte_shift)
     self.set(op, self.offset_ptr(self.get(op.source), ir.IntType(8), shift))
 
@@ -1209,6 +1387,12 @@ def _reinterpret_cast(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, memref.ReinterpretCastOp)
     source_type = op.source.type
     assert isinstance(source_type, MemRefType)
+    if op.sizes or op.strides:
+        self.define(
+            op.result,
+            _sizes_from(self, op.static_sizes.get_values(), op.sizes),
+            _sizes_from(self, op.static_strides.get_values(), op.strides),
+        )
     element = llvm_type(source_type.get_element_type())
     offsets = op.static_offsets.get_values()
     # The new offset is relative to the base of the allocation, our pointer to the source's
@@ -1227,20 +1411,52 @@ def _reinterpret_cast(self: _FunctionEmitter, op: Operation) -> None:
 @_handles("memref.subview")
 def _subview(self: _FunctionEmitter, op: Operation) -> None:
     assert isinstance(op, memref.SubviewOp)
-    if op.offsets or op.sizes or op.strides:
-        raise NotImplementedError(
-            f"codegen: memref.subview with dynamic operands in '{self.fn.name}'"
-        )
-    source_type = op.source.type
-    assert isinstance(source_type, MemRefType)
-    strides = _static_strides(source_type, op)
-    offset = sum(o * s for o, s in zip(op.static_offsets.get_values(), strides, strict=True))
+    source_type, result_type = op.source.type, op.result.type
+    assert isinstance(source_type, MemRefType) and isinstance(result_type, MemRefType)
+    strides = self.strides(op, op.source)
+    offsets = _sizes_from(self, op.static_offsets.get_values(), op.offsets)
     element = llvm_type(source_type.get_element_type())
-    self.set(op, self.offset_ptr(self.get(op.source), element, offset))
+    if all(isinstance(x, int) for x in (*offsets, *strides)):
+        offset = sum(o * s for o, s in zip(offsets, strides, strict=True))  # type: ignore[operator]
+        self.set(op, self.offset_ptr(self.get(op.source), element, offset))
+    else:
+        linear = self.linearize([I64(o) if isinstance(o, int) else o for o in offsets], strides)
+        self.set(op, self.offset_ptr(self.get(op.source), element, linear or 0))
+    if _type_strides(result_type) is not None and not dynamic_dims(result_type):
+        return
+    if len(result_type.get_shape()) != len(source_type.get_shape()):
+        raise NotImplementedError(
+            f"codegen: rank-reducing memref.subview to {result_type} in '{self.fn.name}'"
+        )
+    steps = _sizes_from(self, op.static_strides.get_values(), op.strides)
+    self.define(
+        op.result,
+        _sizes_from(self, op.static_sizes.get_values(), op.sizes),
+        [self.multiply(s, k) for s, k in zip(strides, steps, strict=True)],
+    )
 
 
-@_handles("memref.cast", "memref.collapse_shape", "memref.expand_shape")
+@_handles("memref.cast")
+def _cast(self: _FunctionEmitter, op: Operation) -> None:
+    """Same pointer; a cast to `?` dims keeps the source's sizes and strides."""
+    source, result = op.operands[0], op.results[0]
+    self.set(op, self.get(source))
+    assert isinstance(result.type, MemRefType)
+    if dynamic_dims(result.type) or _type_strides(result.type) is None:
+        known = self.layout(source)
+        shape = result.type.get_shape()  # type: ignore[attr-defined]
+        sizes = [n if n >= 0 else known.sizes[d] for d, n in enumerate(shape)]
+        self.define(result, sizes, known.strides)
+
+
+@_handles("memref.collapse_shape", "memref.expand_shape")
 def _same_pointer(self: _FunctionEmitter, op: Operation) -> None:
+    result_type = op.results[0].type
+    assert isinstance(result_type, MemRefType)
+    if dynamic_dims(result_type) or _type_strides(result_type) is None:
+        raise NotImplementedError(
+            f"codegen: '{op.name}' to {result_type} (`?` dims) in '{self.fn.name}'"
+        )
     self.set(op, self.get(op.operands[0]))
 
 

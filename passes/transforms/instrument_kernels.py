@@ -53,7 +53,7 @@ KERNEL_FLOPS = "ember.kernel_flops"
 def _shape_text(value: SSAValue) -> str:
     ty = value.type
     if isinstance(ty, MemRefType):
-        return "x".join(str(d) for d in ty.get_shape()) or "scalar"
+        return "x".join("?" if d < 0 else str(d) for d in ty.get_shape()) or "scalar"
     return str(ty)
 
 

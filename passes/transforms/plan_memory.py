@@ -16,6 +16,19 @@ kernel.concat is erased (squeezenet's fire modules: 8 concats, 90 us of 3.7 ms).
 inputs that are this function's own buffers, in no in-place pair, each in one such concat,
 at 64-byte aligned ranges.
 
+Buffers with `?` dims (`memref.alloc(%n) : memref<?x768xf32>`, runtime extents: issue 10,
+foundation) are placed with the same lifetimes but offsets computed at run time: the static
+buffers keep the plan above, and the dynamic ones lie above them, in a greedy order by a size
+hint (`SIZE_HINT_DIM` for every `?` dim), each at the largest end of the dynamic buffers
+placed before it that are alive at the same time (`_place_at_run_time`): sound for any sizes;
+an output over its dying input of the same type (the in-place rule above) takes the input's
+offset where the buffers placed before it allow (`_offset_program`).
+That offset program runs at the start of the entry function (from its `index` arguments,
+dialects/extents.py), and again in a public function `<entry>_arena_bytes(those arguments)
+-> index` that returns the arena's size for given dims (the entry's `ember.arena_function`;
+`ember.arena_bytes` is then the static part below the dynamic buffers). No concat in place
+for dynamic buffers. The runtime does not call it yet.
+
 Options: `plan-memory{alignment=N}` places buffers at multiples of N bytes instead of 64;
 `plan-memory{in-place=false}` shares no bytes between buffers alive at once (neither rule
 above), which tells an aliasing bug from another one.
@@ -27,13 +40,22 @@ import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects import arith, memref
-from xdsl.dialects.builtin import IndexType, IntegerAttr, MemRefType, ModuleOp, i8
-from xdsl.ir import Block, Operation, SSAValue
+from xdsl.dialects import arith, func, memref
+from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+    i8,
+)
+from xdsl.ir import Block, BlockArgument, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from ember.dialects import kernel
 from ember.dialects.dtypes import numpy_dtype_for
+from ember.dialects.extents import extent_arguments, has_dynamic_dims
 from ember.dialects.graph import shape_of
 from ember.passes.options import check_choice
 from ember.passes.program import append_argument, entry_function
@@ -225,6 +247,206 @@ def _live_span(users: list[Operation], spans: dict[Operation, tuple[int, int]]) 
     return first, last
 
 
+# The size a `?` dim is taken to have when ordering buffers with `?` dims for placement (the
+# offsets themselves are computed from the real sizes at run time).
+SIZE_HINT_DIM = 64
+
+
+def size_hint(memref_type: MemRefType) -> int:
+    """Bytes of a buffer with every `?` dim SIZE_HINT_DIM: its rank in the greedy order."""
+    itemsize = numpy_dtype_for(memref_type.get_element_type()).itemsize
+    return math.prod(SIZE_HINT_DIM if d < 0 else d for d in memref_type.get_shape()) * itemsize
+
+
+class _IndexProgram:
+    """Index arithmetic appended to a block (the offset program), constants shared."""
+
+    def __init__(self, block: Block, before: Operation | None) -> None:
+        self.block, self.before = block, before
+        self.constants: dict[int, SSAValue] = {}
+
+    def add(self, op: Operation) -> SSAValue:
+        self.insert(op)
+        return op.results[0]
+
+    def insert(self, op: Operation) -> None:
+        if self.before is None:
+            self.block.add_op(op)
+        else:
+            self.block.insert_op_before(op, self.before)
+
+    def const(self, value: int) -> SSAValue:
+        if value not in self.constants:
+            self.constants[value] = self.add(arith.ConstantOp(IntegerAttr(value, IndexType())))
+        return self.constants[value]
+
+    def aligned(self, size: SSAValue, alignment: int) -> SSAValue:
+        """size rounded up to a multiple of `alignment` (a power of two)."""
+        bumped = self.add(arith.AddiOp(size, self.const(alignment - 1)))
+        return self.add(arith.AndIOp(bumped, self.const(-alignment)))
+
+
+def _size_slice(
+    fn: func.FuncOp, values: list[SSAValue], program: _IndexProgram, args: dict[SSAValue, SSAValue]
+) -> list[SSAValue]:
+    """Clone the computation of `values` (index arithmetic on `fn`'s `index` arguments and
+    `memref.dim` of its memref arguments) into `program`; `args` maps each of `fn`'s index
+    arguments to its value there. Anything else (a size read from a buffer) is refused."""
+    extents = {
+        (a, d): fn.body.block.args[position]
+        for position, pairs in extent_arguments(fn)
+        for a, d in pairs
+    }
+    cloned: dict[SSAValue, SSAValue] = {}
+
+    def clone(value: SSAValue) -> SSAValue:
+        if value in cloned:
+            return cloned[value]
+        owner = value.owner
+        if value in args:
+            result = args[value]
+        elif isinstance(owner, arith.ConstantOp) and isinstance(owner.value, IntegerAttr):
+            result = program.const(owner.value.value.data)
+        elif isinstance(owner, memref.DimOp) and isinstance(owner.source, BlockArgument):
+            at = owner.index.owner
+            if not (isinstance(at, arith.ConstantOp) and isinstance(at.value, IntegerAttr)):
+                raise NotImplementedError(f"plan-memory: memref.dim at a run-time dim: {owner}")
+            key = (owner.source.index, at.value.value.data)
+            if key not in extents:
+                raise NotImplementedError(
+                    f"plan-memory: dim {key[1]} of argument {key[0]} of the entry has no "
+                    "extent argument (dialects/extents.py)"
+                )
+            result = clone(extents[key])
+        elif isinstance(owner, Operation) and owner.name in _INDEX_ARITHMETIC:
+            result = program.add(owner.clone(value_mapper={v: clone(v) for v in owner.operands}))
+        else:
+            raise NotImplementedError(
+                "plan-memory: the size of a buffer with `?` dims must be computed from the "
+                f"entry's index arguments by index arithmetic; {value} is not"
+            )
+        cloned[value] = result
+        return result
+
+    return [clone(v) for v in values]
+
+
+_INDEX_ARITHMETIC = frozenset(
+    ("arith.addi", "arith.subi", "arith.muli", "arith.divui", "arith.divsi", "arith.ceildivui")
+    + ("arith.ceildivsi", "arith.remui", "arith.remsi", "arith.maxsi", "arith.minsi")
+    + ("arith.maxui", "arith.minui")
+)
+
+
+def _offset_program(
+    program: _IndexProgram,
+    order: list[Interval],
+    sizes: dict[SSAValue, SSAValue],
+    base: int,
+    alignment: int,
+    with_end: bool,
+    in_place: dict[SSAValue, SSAValue],
+) -> tuple[dict[SSAValue, SSAValue], SSAValue | None]:
+    """Offsets of the dynamic buffers in `order` and (`with_end`) the arena's end: each
+    buffer at the largest aligned end of the buffers placed before it that live at the same
+    time (at least `base`, the static plan's end), so no two live buffers overlap whatever
+    the sizes. An output in `in_place` takes its dying input's offset instead when every
+    buffer placed before it and alive with it is alive with that input too: those lie below
+    the input or above it, never inside its bytes, and those placed later lie above both."""
+
+    def maximum(a: SSAValue | None, b: SSAValue) -> SSAValue:
+        return b if a is None else program.add(arith.MaxUIOp(a, b))
+
+    def overlap(a: Interval, b: Interval) -> bool:
+        return a.first <= b.last and b.first <= a.last
+
+    offsets: dict[SSAValue, SSAValue] = {}
+    ends: dict[SSAValue, SSAValue] = {}
+    end: SSAValue | None = None
+    for k, iv in enumerate(order):
+        earlier = [e for e in order[:k] if overlap(e, iv)]
+        source = next((e for e in earlier if e.buffer is in_place.get(iv.buffer)), None)
+        if source is not None and all(overlap(e, source) for e in earlier):
+            offsets[iv.buffer] = offset = offsets[source.buffer]
+        else:
+            found: SSAValue | None = None  # every end is at least `base`
+            for e in earlier:
+                found = maximum(found, ends[e.buffer])
+            offsets[iv.buffer] = offset = found or program.const(base)
+        ends[iv.buffer] = program.add(
+            arith.AddiOp(offset, program.aligned(sizes[iv.buffer], alignment))
+        )
+        if with_end:
+            end = maximum(end, ends[iv.buffer])
+    return offsets, (end or program.const(base)) if with_end else None
+
+
+def _place_at_run_time(
+    module: ModuleOp,
+    fn: func.FuncOp,
+    allocs: list[memref.AllocOp],
+    intervals: dict[SSAValue, Interval],
+    static_bytes: int,
+    alignment: int,
+    in_place: dict[SSAValue, SSAValue],
+) -> dict[SSAValue, SSAValue]:
+    """Emit the offset program of the buffers with `?` dims at the start of `fn` (returns
+    each buffer's offset) and the public `<fn>_arena_bytes(index args) -> index`."""
+    base = _aligned(static_bytes, alignment)
+    order = sorted(
+        (intervals[a.memref] for a in allocs if intervals[a.memref].first >= 0),
+        key=lambda i: (-i.size, i.first),
+    )
+
+    def byte_sizes(program: _IndexProgram, args: dict[SSAValue, SSAValue]) -> dict:
+        sizes = {}
+        for a in allocs:
+            t = a.memref.type
+            assert isinstance(t, MemRefType)
+            dims = _size_slice(fn, list(a.dynamic_sizes), program, args)
+            static = size_hint(
+                MemRefType(t.get_element_type(), [d for d in t.get_shape() if d >= 0])
+            )
+            count = dims[0]
+            for dim in dims[1:]:
+                count = program.add(arith.MuliOp(count, dim))
+            if static != 1:
+                count = program.add(arith.MuliOp(count, program.const(static)))
+            sizes[a.memref] = count
+        return sizes
+
+    block = fn.body.block
+    index_args = [a for a in block.args if isinstance(a.type, IndexType)]
+    entry = _IndexProgram(block, block.first_op)
+    offsets, _ = _offset_program(
+        entry,
+        order,
+        byte_sizes(entry, {a: a for a in index_args}),
+        base,
+        alignment,
+        False,
+        in_place,
+    )
+    for a in allocs:
+        offsets.setdefault(a.memref, entry.const(base))  # unused buffers: anywhere
+
+    name = f"{fn.sym_name.data}_arena_bytes"
+    size_block = Block(arg_types=[IndexType()] * len(index_args))
+    sizes_program = _IndexProgram(size_block, None)
+    mapping = dict(zip(index_args, size_block.args, strict=True))
+    _, end = _offset_program(
+        sizes_program, order, byte_sizes(sizes_program, mapping), base, alignment, True, in_place
+    )
+    assert end is not None
+    end = sizes_program.add(arith.MaxUIOp(end, sizes_program.const(ALIGNMENT)))
+    sizes_program.insert(func.ReturnOp(end))
+    module.body.block.add_op(
+        func.FuncOp(name, ([IndexType()] * len(index_args), [IndexType()]), Region(size_block))
+    )
+    fn.attributes["ember.arena_function"] = StringAttr(name)
+    return offsets
+
+
 @dataclass(frozen=True)
 class PlanMemory(ModulePass):
     """Replaces memref.alloc buffers with memref.view slices of one arena argument."""
@@ -245,14 +467,20 @@ class PlanMemory(ModulePass):
         fn = entry_function(op)
         block = fn.body.block
         allocs = [o for o in block.ops if isinstance(o, memref.AllocOp)]
+        dynamic_allocs = [a for a in allocs if has_dynamic_dims(a.memref)]
+        allocs = [a for a in allocs if a not in dynamic_allocs]
         intervals: dict[SSAValue, Interval] = {
             a.memref: Interval(a.memref, byte_size(a.memref.type), -1, -1)  # type: ignore[arg-type]
             for a in allocs
         }
+        dynamic: dict[SSAValue, Interval] = {
+            a.memref: Interval(a.memref, size_hint(a.memref.type), -1, -1)  # type: ignore[arg-type]
+            for a in dynamic_allocs
+        }
         # (input, output) -> the span of the op that may write its output over its input.
         may_share_at: dict[tuple[SSAValue, SSAValue], tuple[int, int]] = {}
         spans = _spans(block)
-        users: dict[SSAValue, list[Operation]] = {buffer: [] for buffer in intervals}
+        users: dict[SSAValue, list[Operation]] = {buffer: [] for buffer in [*intervals, *dynamic]}
         for user in fn.walk():
             if user is fn or isinstance(user, memref.AllocOp | kernel.ReshapeOp):
                 continue
@@ -261,7 +489,9 @@ class PlanMemory(ModulePass):
                     users[root].append(user)
         for buffer, touching in users.items():
             if touching:
-                intervals[buffer].first, intervals[buffer].last = _live_span(touching, spans)
+                span = _live_span(touching, spans)
+                (intervals.get(buffer) or dynamic[buffer]).first = span[0]
+                (intervals.get(buffer) or dynamic[buffer]).last = span[1]
         for user in block.ops:
             # An op with a body (kernel.elementwise) spans several positions: its input dies
             # at the span's end, its output is born at the span's start.
@@ -272,6 +502,21 @@ class PlanMemory(ModulePass):
                     source = intervals.get(_root(candidate))
                     if source is not None and source.last == span[1]:
                         may_share_at[(source.buffer, _root(out))] = span
+        # Dynamic outputs over dying inputs of the same type (so of the same size: `?` dims
+        # at the same places are equal, the kernels' contract), views excluded.
+        dynamic_in_place: dict[SSAValue, SSAValue] = {}
+        for user in block.ops if self.in_place else ():
+            out = getattr(user, "output", None)
+            if not (isinstance(out, SSAValue) and out in dynamic):
+                continue
+            for candidate in _in_place_operands(user):
+                source = dynamic.get(candidate)
+                if (
+                    source is not None
+                    and candidate.type == out.type
+                    and (source.last, dynamic[out].first) == (spans[user][1], spans[user][0])
+                ):
+                    dynamic_in_place[out] = candidate
         # Concats in place: inputs in no in-place pair (their offset is fixed by the concat).
         concats = (
             _concat_ranges(block, intervals, {v for pair in may_share_at for v in pair}, alignment)
@@ -299,7 +544,19 @@ class PlanMemory(ModulePass):
             concat.detach()
             concat.erase()
 
-        arena = append_argument(fn, MemRefType(i8, [max(arena_bytes, ALIGNMENT)]), "arena")
+        if dynamic_allocs:
+            arena = append_argument(fn, MemRefType(i8, [DYNAMIC_INDEX]), "arena")
+            offsets = _place_at_run_time(
+                op, fn, dynamic_allocs, dynamic, arena_bytes, alignment, dynamic_in_place
+            )
+            for a in dynamic_allocs:
+                view = memref.ViewOp(arena, offsets[a.memref], a.dynamic_sizes, a.memref.type)
+                block.insert_op_before(view, a)
+                a.memref.replace_all_uses_with(view.result)
+                a.detach()
+                a.erase()
+        else:
+            arena = append_argument(fn, MemRefType(i8, [max(arena_bytes, ALIGNMENT)]), "arena")
         for a in allocs:
             iv = intervals[a.memref]
             offset = arith.ConstantOp(IntegerAttr(max(iv.offset, 0), IndexType()))

@@ -32,6 +32,8 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.rewriter import InsertPoint
 
+from ember.dialects.extents import append_extent_arguments, is_dynamic
+
 Value = SSAValue | int
 LoopBody = Callable[..., Sequence[SSAValue] | None]
 
@@ -186,6 +188,29 @@ class LoopBuilder:
         return self.insert(reduction).results[0]
 
     # -- memory --------------------------------------------------------------------------------
+    def dim(self, buffer: SSAValue, dim: int) -> Value:
+        """The size of `dim` of `buffer`: a Python int where static, else `memref.dim` (an
+        index value that codegen resolves to the size the function was given)."""
+        size = buffer.type.get_shape()[dim]  # type: ignore[attr-defined]
+        if not is_dynamic(size):
+            return size
+        return self.insert(memref.DimOp(buffer, self.index(dim))).results[0]
+
+    def element_count(self, buffer: SSAValue, dims: Sequence[int] | None = None) -> Value:
+        """The product of the sizes of `dims` of `buffer` (all dims by default): a Python int
+        when they are static, else one index value (static factors folded into one)."""
+        rank = len(buffer.type.get_shape())  # type: ignore[attr-defined]
+        static, count = 1, None
+        for d in range(rank) if dims is None else dims:
+            size = self.dim(buffer, d)
+            if isinstance(size, int):
+                static *= size
+            else:
+                count = size if count is None else self.mul(count, size)
+        if count is None:
+            return static
+        return count if static == 1 else self.mul(count, static)
+
     def load(self, buffer: SSAValue, indices: Sequence[Value]) -> SSAValue:
         return self.insert(memref.LoadOp.get(buffer, [self.index(i) for i in indices])).results[0]
 
@@ -241,7 +266,14 @@ class LoopBuilder:
 
 
 def kernel_function(name: str, arg_types: Sequence[MemRefType]) -> tuple[func.FuncOp, LoopBuilder]:
-    """A `func.func` taking memrefs (bare pointers at the ABI level) and returning nothing."""
+    """A `func.func` taking memrefs (bare pointers at the ABI level) and returning nothing.
+
+    Runtime extents: for every `?` dim of `arg_types` the function takes one more `index`
+    argument, after the memrefs, marked with the memref and dim it is the size of
+    (dialects/extents.py); a lowering reads sizes with `LoopBuilder.dim`, a call passes
+    `memref.dim` of its operands (lower-kernels-to-loops). Static memrefs add nothing.
+    """
     block = Block(arg_types=list(arg_types))
     fn = func.FuncOp(name, (list(arg_types), []), Region(block))
+    append_extent_arguments(fn)
     return fn, LoopBuilder(block)

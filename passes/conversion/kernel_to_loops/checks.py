@@ -45,7 +45,8 @@ def checked_kernel_function(
 
 
 def add_status_argument(fn: func.FuncOp) -> SSAValue:
-    """Give a kernel function the status record as its last argument, and mark it."""
+    """Give a kernel function the status record as its last argument, and mark it (after any
+    extent arguments: the call passes the operands, their sizes, then the record)."""
     block = fn.body.block
     status = block.insert_arg(STATUS_TYPE, len(block.args))
     if fn.arg_attrs is not None:

@@ -19,6 +19,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from ember.core.target import Target
 from ember.dialects import kernel
+from ember.dialects.extents import is_dynamic
 from ember.dialects.graph import element_type_of, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
@@ -161,5 +162,107 @@ def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> fu
         simd.for_each_index(b, outer, lambda rb, idx: row(rb, idx, 0, n), parallel)
     else:
         simd.split_flat(b, n, width, target, lambda rb, lo, hi: row(rb, [], lo, hi))
+    b.ret()
+    return fn
+
+
+# -- runtime extents (issue 10, foundation) ------------------------------------------------------
+FULL, ROW, SPLAT = "full", "row", "splat"
+
+
+def _runtime_input_kinds(op: kernel.ElementwiseOp) -> tuple[list[str], int]:
+    """How each input is read, and the static row length S: the product of the output's
+    dims after its last `?` dim. An input is FULL (the output's shape: read element for
+    element; its `?` dims are the output's, as every kernel's shapes agree), ROW (those
+    trailing dims, 1 before them: [768] against [?, 768], read again for every row) or
+    SPLAT (one element). Any other broadcast is refused, naming the shapes."""
+    out = shape_of(op.output)
+    if not any(is_dynamic(n) for n in out):
+        types = ", ".join(str(v.type) for v in op.operands)
+        raise NotImplementedError(
+            f"kernel.elementwise with runtime extents: `?` dims in inputs but not in the "
+            f"output: {types}"
+        )
+    last = max(d for d, n in enumerate(out) if is_dynamic(n))
+    trailing = out[last + 1 :]
+    kinds = []
+    for x in op.inputs:
+        shape = shape_of(x)
+        padded = (1,) * (len(out) - len(shape)) + shape
+        if shape == out:
+            kinds.append(FULL)
+        elif all(d == 1 for d in shape):
+            kinds.append(SPLAT)
+        elif (
+            trailing and padded[last + 1 :] == trailing and all(d == 1 for d in padded[: last + 1])
+        ):
+            kinds.append(ROW)
+        else:
+            raise NotImplementedError(
+                f"kernel.elementwise with runtime extents: input {x.type} has neither the "
+                f"output's shape {op.output.type}, nor its dims after the last `?`, nor one "
+                "element (other broadcasts are not lowered with `?` dims yet)"
+            )
+    return kinds, pymath.prod(trailing)
+
+
+@lowering(kernel.ElementwiseOp, runtime_extents=True)
+def lower_elementwise_runtime(op: kernel.ElementwiseOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.elementwise whose buffers have `?` dims, sizes known at run time. Without ROW
+    inputs: one flat loop over the n elements the output has at run time (the product of
+    its sizes), SIMD main loop and scalar remainder as the static kernel's, split into chunks
+    for the threads when n is large enough. With ROW inputs (a bias [S] added to [?, S]):
+    the same sweep over each row of S elements, rows split over the threads at run time.
+    One-element inputs are loaded once and splat."""
+    check_body(op)
+    kinds, row_length = _runtime_input_kinds(op)
+    by_rows = ROW in kinds
+    fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    args = fn.args[: len(op.operands)]
+    out_arg = args[-1]
+    n = b.index(b.element_count(out_arg))
+    rows = b.floordiv(n, row_length) if by_rows else None
+
+    def view(x: SSAValue, kind: str) -> SSAValue:
+        if kind == ROW:
+            return simd.view(b, x, [row_length])
+        if kind == SPLAT:
+            return x
+        if by_rows:
+            assert rows is not None
+            return simd.runtime_rows_view(b, x, rows, row_length)
+        return simd.runtime_flat_view(b, x, n)
+
+    width = simd_width(op, target)
+    inputs = [view(x, kind) for x, kind in zip(args[:-1], kinds, strict=True)]
+    output = view(out_arg, FULL)
+    splats = {
+        k: b.load(x, [0] * len(shape_of(x))) for k, x in enumerate(inputs) if kinds[k] == SPLAT
+    }
+    body = op.body.block
+
+    def sweep(rb: LoopBuilder, at: list[SSAValue], lo: SSAValue | int, hi: SSAValue | int) -> None:
+        """Elements [lo, hi) of the flat output (`at` = []) or of row `at` = [r]."""
+        vectors = {k: simd.broadcast(rb, v, width) for k, v in splats.items()}
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            values = []
+            for k, x in enumerate(inputs):
+                if kinds[k] == SPLAT:
+                    values.append(vectors[k] if w > 1 else splats[k])
+                else:
+                    values.append(simd.load(vb, x, ([] if kinds[k] == ROW else at) + [j], w))
+            simd.store(vb, clone_body(vb, body, values, w), output, [*at, j])
+            return []
+
+        simd.sweep(rb, lo, hi, width, visit)
+
+    if by_rows:
+        assert rows is not None
+        simd.runtime_rows_loop(
+            b, rows, row_length, target, lambda rb, r: sweep(rb, r, 0, row_length)
+        )
+    else:
+        simd.split_flat_runtime(b, n, width, target, lambda rb, lo, hi: sweep(rb, [], lo, hi))
     b.ret()
     return fn

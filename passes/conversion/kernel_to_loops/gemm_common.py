@@ -30,7 +30,9 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.irdl import IRDLOperation
 
+from ember.core.target import Target
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
+from ember.passes.conversion.kernel_to_loops.simd import PARALLEL_MIN_FLOPS
 
 # Load one scalar A element (row i of the tile, reduction index k).
 LoadA = Callable[[LoopBuilder, SSAValue, int], SSAValue]
@@ -369,7 +371,7 @@ class GemmPanel:
 
     k_extent: int
     kc: int
-    m: int
+    m: Value  # an index value: rows known at run time (m_tile_loop)
     mr: int
     cols: int
     vw: int
@@ -381,12 +383,14 @@ class GemmPanel:
     pack_block: Callable[[LoopBuilder, Value, Value], None] | None = None
 
 
-def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: int) -> None:
+def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: Value) -> None:
     """The k-blocked loop nest of one unit: k blocks outside, MR-row tiles inside."""
     gemm_panels(b, [g], chunk, chunks)
 
 
-def gemm_panels(b: LoopBuilder, panels: Sequence[GemmPanel], chunk: SSAValue, chunks: int) -> None:
+def gemm_panels(
+    b: LoopBuilder, panels: Sequence[GemmPanel], chunk: SSAValue, chunks: Value
+) -> None:
     """The k-blocked loop nest of one unit over one or more column panels.
 
     k blocks outside, MR-row tiles inside, and the panels innermost: every panel's block is
@@ -522,9 +526,13 @@ TileEmitter = Callable[[LoopBuilder, SSAValue, int], None]
 
 
 def m_tile_loop(
-    b: LoopBuilder, chunk: SSAValue, chunks: int, m: int, mr: int, emit_tile: TileEmitter
+    b: LoopBuilder, chunk: SSAValue, chunks: Value, m: Value, mr: int, emit_tile: TileEmitter
 ) -> None:
-    """Walk the row tiles of one M chunk: full MR tiles in a loop, the M tail last (static)."""
+    """Walk the row tiles of one M chunk: full MR tiles in a loop, the M tail last (static;
+    `runtime_m_tile_loop` when M or the chunk count is known at run time only)."""
+    if not (isinstance(m, int) and isinstance(chunks, int)):
+        runtime_m_tile_loop(b, chunk, chunks, b.index(m), mr, emit_tile)
+        return
     tiles = ceil_div(m, mr)
     full = m // mr
     per_chunk = ceil_div(tiles, chunks)
@@ -540,6 +548,79 @@ def m_tile_loop(
                 b.cmp_index("eq", chunk, chunks - 1),
                 lambda ib: emit_tile(ib, ib.index(full * mr), m % mr),
             )
+
+
+def runtime_m_tile_loop(
+    b: LoopBuilder, chunk: SSAValue, chunks: Value, m: SSAValue, mr: int, emit_tile: TileEmitter
+) -> None:
+    """m_tile_loop for M rows known at run time: the chunk's full MR tiles in a loop with
+    run-time bounds, then (in the last chunk) the M % MR remaining rows as ONE tile of that
+    static height, picked among MR - 1 versions. Measured (znver5, [M, 768] @ [768, 768], 1
+    thread): covering the remainder with tiles of 8, 4, 2 and 1 rows by its bits instead
+    cost 1.38x the static kernel at M = 6 and 1.58x at M = 7 (each small tile is a pass over
+    B's block bound by B's loads); one tile per remainder, 1.03x, for about twice the
+    compile time of the kernel (0.35 s against 0.15 s), once for every M."""
+    full = b.floordiv(m, mr)
+    if isinstance(chunks, int) and chunks == 1:
+        first: Value = 0
+        last: Value = full
+    else:
+        tiles = b.floordiv(b.add(m, mr - 1), mr)
+        per_chunk = b.floordiv(b.add(tiles, b.sub(chunks, 1)), chunks)
+        first = b.mul(chunk, per_chunk)
+        last = b.min_index(b.add(first, per_chunk), full)
+    b.for_range(first, last, 1, lambda ib, t: emit_tile(ib, ib.mul(t, mr), mr))
+    if mr == 1:
+        return
+
+    def remainder(rb: LoopBuilder) -> None:
+        rest = rb.rem(m, mr)
+        start = rb.mul(full, mr)
+        for height in range(1, mr):
+            taken = rb.cmp_index("eq", rest, height)
+            rb.if_(taken, lambda ib, height=height: emit_tile(ib, start, height))
+
+    if isinstance(chunks, int) and chunks == 1:
+        remainder(b)
+    else:
+        b.if_(b.cmp_index("eq", chunk, b.sub(chunks, 1)), remainder)
+
+
+def runtime_m_chunking(b: LoopBuilder, units: int, m: SSAValue, mr: int, threads: int) -> Value:
+    """m_chunking for M known at run time: 1 (static) when `units` already gives every
+    thread four units, else the run-time count m_chunking would compute for M."""
+    want = 4 * max(threads, 1)
+    if units >= want:
+        return 1
+    tiles = b.floordiv(b.add(m, mr - 1), mr)
+    chunks = b.max_index(b.min_index(tiles, ceil_div(want, units)), 1)
+    per_chunk = b.floordiv(b.add(tiles, b.sub(chunks, 1)), chunks)
+    per_chunk = b.max_index(per_chunk, 1)
+    return b.max_index(b.floordiv(b.add(tiles, b.sub(per_chunk, 1)), per_chunk), 1)
+
+
+def runtime_work_units(
+    b: LoopBuilder,
+    target: Target,
+    rows: SSAValue,
+    flops_per_row: int,
+    units: Value,
+    unit: Callable[..., None],
+) -> None:
+    """simd.work_units for a kernel of `rows` x `flops_per_row` flops, rows known at run
+    time: where some row counts fall below PARALLEL_MIN_FLOPS on a multi-thread target, a
+    run-time branch picks the calling thread (scf.for) or the team (scf.parallel), the
+    units themselves emitted once for each."""
+    if target.threads <= 1 or flops_per_row >= PARALLEL_MIN_FLOPS:
+        b.parallel_range(0, units, 1, unit)
+        return
+    small = b.cmp_index("slt", rows, ceil_div(PARALLEL_MIN_FLOPS, flops_per_row))
+    if_else(
+        b,
+        small,
+        lambda sb: sb.for_range(0, units, 1, unit),
+        lambda pb: pb.parallel_range(0, units, 1, unit),
+    )
 
 
 def m_chunking(units: int, m: int, mr: int, threads: int) -> int:

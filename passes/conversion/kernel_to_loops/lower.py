@@ -3,6 +3,8 @@
 Each distinct kernel op (same operand types, properties and body) is lowered once by its
 registered lowering into a private `func.func` of scf/arith/memref/vector/math ops; every
 occurrence becomes a `func.call`. `kernel.reshape` views become `memref.reinterpret_cast`.
+A kernel function with `?` dims in its memrefs takes their sizes as trailing `index`
+arguments (dialects/extents.py): its call passes `memref.dim` of the operands there.
 
 The entry function gets the run's status record as its last argument (runtime/status.py). A call
 of a kernel that checks its data (checks.py) passes the record and is followed by a stamp: if the
@@ -30,6 +32,7 @@ from xdsl.ir import Block, Operation, SSAValue
 from xdsl.irdl import IRDLOperation
 
 from ember.dialects import kernel
+from ember.dialects.extents import extent_operands, has_dynamic_dims
 from ember.dialects.graph import shape_of
 from ember.passes.conversion.kernel_to_loops.checks import STATUS_TYPE, reports_status
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
@@ -87,6 +90,7 @@ class LowerKernelsToLoops(TargetPass):
         for loop in [o for o in fn.walk() if isinstance(o, scf.WhileOp)]:
             _stop_on_error(loop, status)
         functions: dict[str, str] = {}
+        lowered_functions: dict[str, func.FuncOp] = {}
         checked: set[str] = set()
         counts: dict[str, int] = {}
         # Kernels inside the scf ops of graph.loop/graph.if bodies too (not the scalar bodies
@@ -118,14 +122,16 @@ class LowerKernelsToLoops(TargetPass):
                     name = f"{short}_{counts[short]}"
                     functions[key] = name
                     lowered = lowering_for(kernel_op)(kernel_op, target, name)
+                    lowered_functions[name] = lowered
                     lowered.sym_visibility = StringAttr("private")
                     op.body.block.add_op(lowered)
                     if reports_status(lowered):
                         checked.add(name)
-                call = func.CallOp(name, list(kernel_op.operands), [])
+                sizes_ops, sizes = extent_operands(lowered_functions[name], kernel_op.operands)
+                call = func.CallOp(name, [*kernel_op.operands, *sizes], [])
                 if ORIGIN in kernel_op.attributes:
                     call.attributes[ORIGIN] = kernel_op.attributes[ORIGIN]
-                kernel_op.parent_block().insert_op_before(call, kernel_op)  # type: ignore[union-attr]
+                kernel_op.parent_block().insert_ops_before([*sizes_ops, call], kernel_op)  # type: ignore[union-attr]
                 if name in checked:
                     add_status_site(fn, call, status)
                 kernel_op.detach()
@@ -133,6 +139,11 @@ class LowerKernelsToLoops(TargetPass):
 
     @staticmethod
     def _lower_reshape(op: kernel.ReshapeOp) -> None:
+        if has_dynamic_dims(op.input) or has_dynamic_dims(op.output):
+            raise NotImplementedError(
+                f"kernel.reshape with runtime extents (`?` dims) is not lowered yet: "
+                f"{op.input.type} -> {op.output.type}"
+            )
         shape = shape_of(op.output)
         cast = memref.ReinterpretCastOp(
             op.input, [], [], [], [0], list(shape), row_major_strides(shape), op.output.type

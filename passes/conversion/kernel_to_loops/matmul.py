@@ -18,6 +18,7 @@ from xdsl.ir import SSAValue
 
 from ember.core.target import Target
 from ember.dialects import kernel
+from ember.dialects.extents import has_dynamic_dims, is_dynamic
 from ember.dialects.weight_layouts import gemm_blocking, matmul_layout
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
@@ -35,10 +36,12 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     m_chunking,
     memref_shape,
     pack_rows,
+    runtime_m_chunking,
+    runtime_work_units,
     split_static,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.conversion.kernel_to_loops.simd import view, work_units
+from ember.passes.conversion.kernel_to_loops.simd import runtime_rows_view, view, work_units
 
 
 def _batch_index(
@@ -51,6 +54,41 @@ def _batch_index(
 
 @lowering(kernel.MatMulOp)
 def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
+    return _lower_matmul(op, target, name, runtime_rows=False)
+
+
+@lowering(kernel.MatMulOp, runtime_extents=True)
+def lower_matmul_runtime_rows(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.matmul whose rows are known at run time only: A `[..., ?, K]` (any of its
+    leading dims `?`; all of them fold into M rows) times a B shared by every row (packed at
+    compile time, or a plain [K, N]), output and residual of A's leading dims, bias a row
+    vector. K, N, B and the bias are static, so the panels, the k blocking and the N tail are
+    the static kernel's; M's full MR-row tiles run in a loop with a run-time bound, its
+    remainder as one tile of its height (MR - 1 versions: runtime_m_tile_loop). Anything
+    else with `?` dims is refused, naming the operands."""
+    a_shape, out_shape = memref_shape(op.a), memref_shape(op.output)
+    static_operands = [v for v in (op.b, op.bias) if v is not None]
+    if (
+        any(has_dynamic_dims(v) for v in static_operands)
+        or is_dynamic(a_shape[-1])
+        or is_dynamic(out_shape[-1])
+        or a_shape[:-1] != out_shape[:-1]
+        or (op.residual is not None and memref_shape(op.residual) != out_shape)
+        or (op.weight_layout.data == "plain" and len(memref_shape(op.b)) != 2)
+        or (op.bias is not None and any(d != 1 for d in memref_shape(op.bias)[:-1]))
+    ):
+        types = ", ".join(str(v.type) for v in op.operands)
+        raise NotImplementedError(
+            "kernel.matmul with runtime extents takes `?` dims only in the rows of A, the "
+            "output and the residual (A [..., M, K] with static K, a B shared by all rows, "
+            f"static N, a row-vector bias): {types}"
+        )
+    return _lower_matmul(op, target, name, runtime_rows=True)
+
+
+def _lower_matmul(
+    op: kernel.MatMulOp, target: Target, name: str, runtime_rows: bool
+) -> func.FuncOp:
     a_shape = memref_shape(op.a)
     b_shape = memref_shape(op.b)
     out_shape = memref_shape(op.output)
@@ -93,7 +131,7 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
     bias_rows = len(bias_shape) >= 2 and bias_shape[-2] == m and m > 1
     bias_cols = bias_shape[-1:] == (n,) and n > 1
     batch_shape = out_shape[:-2]
-    batches = math.prod(batch_shape)
+    batches = 1 if runtime_rows else math.prod(batch_shape)
     # A [batch..., M, K] @ [K, N] product whose B, bias and A rows are the same for every
     # batch is one GEMM of batches*M rows (the buffers are contiguous). Folding keeps the
     # batch coordinates out of the micro-kernel's addressing: with them, LLVM kept one
@@ -112,11 +150,15 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
         m = batches * m
         a_shape, out_shape, batch_shape, batches = (m, k_extent), (m, n), (), 1
         bias_shape = bias_shape[-1:]
+    # Run-time rows: every leading dim folds into M (B is shared), read from the output.
+    out_rank = len(out_shape)
+    if runtime_rows:
+        a_shape, out_shape, batch_shape, bias_shape = (m, k_extent), (m, n), (), bias_shape[-1:]
 
     operands = [op.a, op.b, op.bias, op.residual, op.output]
     present = [v for v in operands if v is not None]
     fn, body = kernel_function(name, [v.type for v in present])  # type: ignore[misc]
-    args = dict(zip([id(v) for v in present], fn.args, strict=True))
+    args = dict(zip([id(v) for v in present], fn.args[: len(present)], strict=True))
     a_buf = args[id(op.a)]
     b_buf = args[id(op.b)]
     bias_buf = args[id(op.bias)] if op.bias is not None else None
@@ -131,7 +173,20 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
 
     panels = ceil_div(n, nr)
     full_panels = n // nr
-    chunks = m_chunking(batches * panels, m, mr, target.threads)
+    rows: Value = m
+    chunks: Value
+    if runtime_rows:
+        rows = body.index(body.element_count(out_buf, range(out_rank - 1)))
+        if out_rank > 2:
+            a_buf = runtime_rows_view(body, a_buf, rows, k_extent)
+            out_buf = runtime_rows_view(body, out_buf, rows, n)
+            if residual_buf is not None:
+                residual_buf = runtime_rows_view(body, residual_buf, rows, n)
+        if bias_buf is not None:
+            bias_buf = view(body, bias_buf, bias_shape)
+        chunks = runtime_m_chunking(body, panels, rows, mr, target.threads)
+    else:
+        chunks = m_chunking(batches * panels, m, mr, target.threads)
 
     kc = k_block(k_extent, nr, itemsize=itemsize)
     # A plain B read in place has its rows N floats apart; once the k loop is blocked those
@@ -140,7 +195,10 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         panel_buf = alloca(b, [kc, nr], element) if pack_plain else None
-        t, p, c = decode(b, u, [batches, panels, chunks])
+        if isinstance(chunks, int):
+            t, p, c = decode(b, u, [batches, panels, chunks])
+        else:  # run-time rows: one batch (folded), chunks counted at run time
+            t, p, c = b.index(0), b.floordiv(u, chunks), b.rem(u, chunks)
         coords = decode(b, t, list(batch_shape)) if batch_shape else []
         a_batch = _batch_index(coords, batch_shape, a_shape[:-2])
         b_batch = [] if packed else _batch_index(coords, batch_shape, b_shape[:-2])
@@ -188,7 +246,7 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
             spec = GemmPanel(
                 k_extent=k_extent,
                 kc=kc,
-                m=m,
+                m=rows,
                 mr=mr,
                 cols=cols,
                 vw=vw,
@@ -203,12 +261,19 @@ def lower_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
 
         split_static(b, p, full_panels, panels, panel, nr, n % nr)
 
+    b_text = "packed" if packed else "plain"
+    if runtime_rows:
+        units = body.mul(panels, chunks) if not isinstance(chunks, int) else panels * chunks
+        runtime_work_units(body, target, rows, 2 * n * k_extent, units, unit)
+        body.ret()
+        summary = f"matmul ?x{k_extent} @ {k_extent}x{n} ({b_text} B, rows at run time)"
+        describe_kernel(fn, summary + epilogue_summary(op), 0)
+        return fn
     units = batches * panels * chunks
     work_units(body, target, 2 * batches * m * n * k_extent, units, unit)
     body.ret()
     batch_text = "x".join(map(str, batch_shape)) + " x " if batch_shape else ""
-    b_text = "packed" if packed else "plain"
-    rows = folded_from or str(m)
-    summary = f"matmul {batch_text}{rows}x{k_extent} @ {k_extent}x{n} ({b_text} B)"
+    rows_text = folded_from or str(m)
+    summary = f"matmul {batch_text}{rows_text}x{k_extent} @ {k_extent}x{n} ({b_text} B)"
     describe_kernel(fn, summary + epilogue_summary(op), 2 * batches * m * n * k_extent)
     return fn

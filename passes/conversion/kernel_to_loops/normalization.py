@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from xdsl.dialects import func, math
 from xdsl.dialects.builtin import AnyFloat
 from xdsl.ir import Attribute, SSAValue
+from xdsl.irdl import IRDLOperation
 
 from ember.core.target import Target
 from ember.dialects import kernel
+from ember.dialects.extents import has_dynamic_dims, is_dynamic
 from ember.dialects.graph import element_type_of, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
@@ -56,8 +58,47 @@ def _log(b: LoopBuilder, value: SSAValue) -> SSAValue:
     return b.insert(math.LogOp(value)).results[0]
 
 
+def _runtime_rows(
+    op: IRDLOperation, value: SSAValue, axis: int, static: Sequence[SSAValue]
+) -> None:
+    """Runtime extents (issue 10): a row-wise kernel takes `?` dims only before `axis` (the
+    rows), the normalized dims and `static` operands static; anything else is refused."""
+    shape = shape_of(value)
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"{op.name}: axis {axis} out of range for rank {len(shape)}")
+    axis %= len(shape)
+    if any(is_dynamic(d) for d in shape[axis:]) or any(has_dynamic_dims(v) for v in static):
+        types = ", ".join(str(v.type) for v in op.operands)
+        raise NotImplementedError(
+            f"{op.name} with runtime extents takes `?` dims only before axis {axis} (the "
+            f"rows; the normalized dims and parameters static): {types}"
+        )
+
+
+@lowering(kernel.SoftmaxOp, runtime_extents=True)
+def lower_softmax_runtime_rows(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncOp:
+    """Softmax over the last axis (or axes of 1 after it) of rows known at run time only:
+    the static kernel's three sweeps per row, rows split over the threads at run time."""
+    axis = op.axis.value.data
+    _runtime_rows(op, op.input, axis, [])
+    if shape_of(op.input) != shape_of(op.output):
+        raise ValueError(f"kernel.softmax: output {op.output.type} != input {op.input.type}")
+    if pymath.prod(shape_of(op.input)[axis % len(shape_of(op.input)) + 1 :]) != 1:
+        raise NotImplementedError(
+            f"kernel.softmax with runtime extents along a non-innermost axis: {op.input.type}, "
+            f"axis {axis}"
+        )
+    return _lower_softmax(op, target, name, runtime_rows=True)
+
+
 @lowering(kernel.SoftmaxOp)
 def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncOp:
+    return _lower_softmax(op, target, name, runtime_rows=False)
+
+
+def _lower_softmax(
+    op: kernel.SoftmaxOp, target: Target, name: str, runtime_rows: bool
+) -> func.FuncOp:
     """Softmax (or log softmax) along `axis`. float16/bfloat16 compute in float32 and round to
     the element type where ONNX's function body of the op has an op boundary: x - max, exp,
     the sum, log (log softmax) and the division or subtraction. The ONNX reference and its
@@ -116,8 +157,12 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
         return rounded(b, sum_) if narrow else _recip(b, sum_)
 
     fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
-    view_shape = [*outer_dims, n] + ([inner] if inner > 1 else [])
-    src, dst = (simd.view(b, arg, view_shape) for arg in fn.args)
+    if runtime_rows:
+        rows = b.index(b.element_count(fn.args[0], range(axis)))
+        src, dst = (simd.runtime_rows_view(b, arg, rows, n) for arg in fn.args[:2])
+    else:
+        view_shape = [*outer_dims, n] + ([inner] if inner > 1 else [])
+        src, dst = (simd.view(b, arg, view_shape) for arg in fn.args)
 
     if inner == 1:
 
@@ -149,7 +194,10 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
 
             simd.sweep(rb, 0, n, width, normalize)
 
-        simd.for_each_index(b, outer_dims, row, parallel_rows)
+        if runtime_rows:
+            simd.runtime_rows_loop(b, rows, n, target, row)
+        else:
+            simd.for_each_index(b, outer_dims, row, parallel_rows)
     else:
 
         def columns(rb: LoopBuilder, idx: list[SSAValue]) -> None:
@@ -205,8 +253,23 @@ def lower_softmax(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncO
     return fn
 
 
+@lowering(kernel.LayerNormOp, runtime_extents=True)
+def lower_layer_norm_runtime_rows(op: kernel.LayerNormOp, target: Target, name: str) -> func.FuncOp:
+    """LayerNorm of rows known at run time only (the normalized dims, scale and bias
+    static): the static kernel's sweeps per row, rows split over the threads at run time."""
+    params = [v for v in (op.scale, op.bias) if v is not None]
+    _runtime_rows(op, op.input, op.axis.value.data, params)
+    return _lower_layer_norm(op, target, name, runtime_rows=True)
+
+
 @lowering(kernel.LayerNormOp)
 def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.FuncOp:
+    return _lower_layer_norm(op, target, name, runtime_rows=False)
+
+
+def _lower_layer_norm(
+    op: kernel.LayerNormOp, target: Target, name: str, runtime_rows: bool
+) -> func.FuncOp:
     shape = shape_of(op.input)
     if shape_of(op.output) != shape:
         raise ValueError(f"kernel.layer_norm: output shape {shape_of(op.output)} != input {shape}")
@@ -238,8 +301,12 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
         return simd.round_to(vb, value, element) if narrow else value
 
     fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
-    x, *params, y = fn.args
-    x, y = simd.view(b, x, [*outer_dims, n]), simd.view(b, y, [*outer_dims, n])
+    x, *params, y = fn.args[: len(op.operands)]
+    if runtime_rows:
+        row_count = b.index(b.element_count(x, range(axis)))
+        x, y = (simd.runtime_rows_view(b, v, row_count, n) for v in (x, y))
+    else:
+        x, y = simd.view(b, x, [*outer_dims, n]), simd.view(b, y, [*outer_dims, n])
     # scale/bias: one element each per normalized position, or a single one for all.
     scale, *bias = (simd.view(b, p, [pymath.prod(shape_of(p))]) for p in params)
     uniform = {p: shape_of(p)[0] == 1 and n > 1 for p in [scale, *bias]}
@@ -284,6 +351,9 @@ def lower_layer_norm(op: kernel.LayerNormOp, target: Target, name: str) -> func.
 
         simd.sweep(rb, 0, n, width, normalize)
 
-    simd.for_each_index(b, outer_dims, row, simd.want_threads(target, rows * n, rows))
+    if runtime_rows:
+        simd.runtime_rows_loop(b, row_count, n, target, row)
+    else:
+        simd.for_each_index(b, outer_dims, row, simd.want_threads(target, rows * n, rows))
     b.ret()
     return fn

@@ -24,6 +24,7 @@ from xdsl.ir import SSAValue
 from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.dtypes import numpy_dtype_for
+from ember.dialects.extents import is_dynamic
 from ember.dialects.graph import element_type_of, int_values, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
@@ -284,5 +285,51 @@ def lower_reduce(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
         _register_columns(b, reduction)
     else:
         _streamed_columns(b, reduction)
+    b.ret()
+    return fn
+
+
+@lowering(kernel.ReduceOp, runtime_extents=True)
+def lower_reduce_runtime_rows(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
+    """A reduction over trailing static axes of rows known at run time only (ReduceMean over
+    the last axis of [?, ?, 768]): each row swept as the static kernel's contiguous rows are,
+    rows split over the threads at run time. Other `?` reductions are refused."""
+    kind = op.kind.data
+    if kind not in KINDS:
+        raise ValueError(f"kernel.reduce: unknown kind '{kind}' (expected one of {KINDS})")
+    in_shape = shape_of(op.input)
+    axes = normalize_axes(op)
+    first = axes[0] if axes else len(in_shape)
+    expected = tuple(1 if d in axes else n for d, n in enumerate(in_shape))
+    if (
+        axes != list(range(first, len(in_shape)))
+        or not axes
+        or any(is_dynamic(n) for n in in_shape[first:])
+        or shape_of(op.output) != expected
+    ):
+        raise NotImplementedError(
+            "kernel.reduce with runtime extents reduces trailing static axes of rows only: "
+            f"{op.input.type} -> {op.output.type} over axes {axes}"
+        )
+    element = element_type_of(op.input)
+    compute = element if kind in ("max", "min") else simd.compute_type(element)
+    monoid = simd.Monoid("sum" if kind == "mean" else kind, compute)
+    row = pymath.prod(in_shape[first:])
+    width = target.vector_width
+    unroll = simd.accumulator_unroll(target)
+
+    fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
+    rows = b.index(b.element_count(fn.args[0], range(first)))
+    source = simd.runtime_rows_view(b, fn.args[0], rows, row)
+    dest = simd.runtime_flat_view(b, fn.args[1], rows)
+
+    def row_body(rb: LoopBuilder, at: list[SSAValue]) -> None:
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            return [_load(vb, source, [*at, j], w, monoid)]
+
+        total = simd.sweep(rb, 0, row, width, visit, [monoid], unroll)[0]
+        _store(rb, _finisher(kind, row, rb, total), dest, at)
+
+    simd.runtime_rows_loop(b, rows, row, target, row_body)
     b.ret()
     return fn

@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, memref
-from xdsl.dialects.builtin import AnyFloat, IntegerType, MemRefType, VectorType, f32
+from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
+    AnyFloat,
+    IntegerType,
+    MemRefType,
+    VectorType,
+    f32,
+)
 from xdsl.ir import Attribute, SSAValue
 
 from ember.core.target import Target
@@ -63,6 +70,24 @@ def view(b: LoopBuilder, buffer: SSAValue, shape: Sequence[int]) -> SSAValue:
     element = buffer.type.get_element_type()  # type: ignore[attr-defined]
     cast = memref.ReinterpretCastOp(
         buffer, [], [], [], [0], shape, strides, MemRefType(element, shape)
+    )
+    return b.insert(cast).results[0]
+
+
+def runtime_flat_view(b: LoopBuilder, buffer: SSAValue, count: SSAValue) -> SSAValue:
+    """`buffer` (row-major, `?` dims) seen as `memref<?xT>` of its `count` elements."""
+    element = buffer.type.get_element_type()  # type: ignore[attr-defined]
+    flat = MemRefType(element, [DYNAMIC_INDEX])
+    cast = memref.ReinterpretCastOp(buffer, [], [count], [], [0], [DYNAMIC_INDEX], [1], flat)
+    return b.insert(cast).results[0]
+
+
+def runtime_rows_view(b: LoopBuilder, buffer: SSAValue, rows: SSAValue, row: int) -> SSAValue:
+    """`buffer` (row-major, `?` dims, its last dim `row` long) seen as `memref<?x{row}xT>`."""
+    element = buffer.type.get_element_type()  # type: ignore[attr-defined]
+    matrix = MemRefType(element, [DYNAMIC_INDEX, row])
+    cast = memref.ReinterpretCastOp(
+        buffer, [], [rows], [], [0], [DYNAMIC_INDEX, row], [row, 1], matrix
     )
     return b.insert(cast).results[0]
 
@@ -294,6 +319,52 @@ def split_flat(
         b.parallel_range(0, n, chunk, lambda rb, c: row(rb, c, rb.min_index(rb.add(c, chunk), n)))
     else:
         row(b, 0, n)
+
+
+def split_flat_runtime(
+    b: LoopBuilder,
+    n: SSAValue,
+    width: int,
+    target: Target,
+    row: Callable[[LoopBuilder, Value, Value], None],
+) -> None:
+    """`split_flat` for a row of n elements known at run time: on a multi-thread target, a
+    scf.parallel over chunks of about n / (4 x threads) elements (multiples of 16 vectors),
+    a single chunk (the calling thread) below PARALLEL_MIN_ELEMENTS."""
+    if target.threads <= 1:
+        row(b, 0, n)
+        return
+    granule = 16 * width
+    per_thread = b.floordiv(b.add(n, 4 * target.threads - 1), 4 * target.threads)
+    chunk = b.mul(b.floordiv(b.add(per_thread, granule - 1), granule), granule)
+    small = b.cmp_index("slt", n, PARALLEL_MIN_ELEMENTS)
+    chunk = b.max_index(b.select(small, n, chunk), 1)
+    b.parallel_range(0, n, chunk, lambda rb, c: row(rb, c, rb.min_index(rb.add(c, chunk), n)))
+
+
+def runtime_rows_loop(
+    b: LoopBuilder,
+    rows: SSAValue,
+    row_elements: int,
+    target: Target,
+    body: Callable[[LoopBuilder, list[SSAValue]], None],
+) -> None:
+    """`body(b, [r])` for each of `rows` rows (known at run time) of `row_elements` each: on a
+    multi-thread target a scf.parallel over chunks of about rows / (4 x threads) rows, each
+    chunk at least PARALLEL_MIN_ELEMENTS elements (so a small run is one chunk: the calling
+    thread), as for_each_index decides statically."""
+
+    def rows_of(rb: LoopBuilder, lo: Value, hi: Value) -> None:
+        rb.for_range(lo, hi, 1, lambda ib, r: body(ib, [r]))
+
+    if target.threads <= 1:
+        rows_of(b, 0, rows)
+        return
+    per_thread = b.floordiv(b.add(rows, 4 * target.threads - 1), 4 * target.threads)
+    chunk = b.max_index(per_thread, -(-PARALLEL_MIN_ELEMENTS // max(row_elements, 1)))
+    b.parallel_range(
+        0, rows, chunk, lambda cb, c: rows_of(cb, c, cb.min_index(cb.add(c, chunk), rows))
+    )
 
 
 # -- sweeps --------------------------------------------------------------------------------------

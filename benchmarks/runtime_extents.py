@@ -1,0 +1,117 @@
+"""Kernels with runtime extents (issue 10, foundation) against the static kernels.
+
+    flock /tmp/ember-bench.lock python benchmarks/runtime_extents.py --rows 128,384 --runs 200
+
+For each size: the same kernel op lowered twice, once with static buffers (one program per
+shape, what ember compiles today) and once with `?` dims (one program for every size, the
+sizes passed as extent arguments), both JIT-compiled and called through ctypes on the same
+arrays. Reported: the minimum over --runs calls of the process CPU time of one call (single
+thread: the figure least disturbed by other processes on a shared machine; with --threads
+above 1, wall time), engines alternated call by call. Kernels: the GEMM `[M, K] @ packed [K, N] + bias` (runtime M), and
+the flat elementwise kernel `exp(x + c)` over [M, N]. Not a test: numbers depend on the
+machine (printed first) and what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from xdsl.dialects.builtin import DYNAMIC_INDEX, MemRefType, f32
+from xdsl.ir import Block, Region, SSAValue
+
+from ember.core.target import host_target
+from ember.dialects import kernel
+from ember.dialects.weight_layouts import pack_matmul_weight
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
+from ember.tools.kernel_ops import JitKernel, matmul_op
+
+
+def best_time(calls: Sequence[Callable[[], None]], runs: int, threads: int) -> list[float]:
+    """Minimum time of each call over `runs` rounds (calls alternated): process CPU time on
+    one thread, wall time on more."""
+    clock = time.process_time if threads == 1 else time.perf_counter
+    best = [float("inf")] * len(calls)
+    for _ in range(runs):
+        for k, call in enumerate(calls):
+            start = clock()
+            call()
+            best[k] = min(best[k], clock() - start)
+    return best
+
+
+def exp_add(args: Sequence[SSAValue]) -> kernel.ElementwiseOp:
+    block = Block(arg_types=[f32, f32])
+    b = LoopBuilder(block)
+    result = b.exp(b.addf(block.args[0], block.args[1]))
+    block.add_op(kernel.YieldOp(operands=[result]))
+    return kernel.ElementwiseOp(list(args[:-1]), args[-1], Region(block))
+
+
+def bound(kernel_fn: JitKernel, arrays: Sequence[np.ndarray]) -> Callable[[], None]:
+    """A call of the kernel on `arrays` with its arguments prepared once."""
+    arguments = kernel_fn.arguments(arrays)
+    return lambda: kernel_fn.fn(*arguments)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default="128,384", help="M values, comma-separated")
+    parser.add_argument("--k", type=int, default=768)
+    parser.add_argument("--n", type=int, default=768)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    threads = args.threads
+    target = host_target(threads)
+    print(f"target: {target.cpu}, {target.vector_width} lanes, {threads} thread(s)")
+    rng = np.random.default_rng(0)
+    k, n, dyn = args.k, args.n, DYNAMIC_INDEX
+    weight = rng.standard_normal((k, n), dtype=np.float32)
+    packed, layout = pack_matmul_weight(weight, target)
+    bias = rng.standard_normal((n,), dtype=np.float32)
+    gemm = matmul_op(layout, True, False, None)
+
+    def gemm_types(m: int) -> list[MemRefType]:
+        return [
+            MemRefType(f32, [m, k]),
+            MemRefType(f32, list(packed.shape)),
+            MemRefType(f32, [n]),
+            MemRefType(f32, [m, n]),
+        ]
+
+    def flat_types(m: int) -> list[MemRefType]:
+        return [MemRefType(f32, [m, n]), MemRefType(f32, [1]), MemRefType(f32, [m, n])]
+
+    runtime_gemm = JitKernel(gemm, gemm_types(dyn), target, threads)
+    runtime_flat = JitKernel(exp_add, flat_types(dyn), target, threads)
+    for m in [int(r) for r in args.rows.split(",")]:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        out = np.empty((m, n), np.float32)
+        expected = a @ weight + bias
+        static_gemm = JitKernel(gemm, gemm_types(m), target, threads)
+        for fn in (static_gemm, runtime_gemm):
+            out[:] = np.nan
+            fn(a, packed, bias, out)
+            assert np.allclose(out, expected, rtol=1e-3, atol=1e-3)
+        calls = [bound(fn, [a, packed, bias, out]) for fn in (static_gemm, runtime_gemm)]
+        s, r = best_time(calls, args.runs, threads)
+        gflops = 2 * m * k * n / s / 1e9
+        print(
+            f"gemm {m}x{k} @ {k}x{n} + bias: static {s * 1e6:.1f} us ({gflops:.0f} GFLOP/s), "
+            f"runtime M {r * 1e6:.1f} us: {r / s:.3f}x"
+        )
+        x = rng.standard_normal((m, n), dtype=np.float32)
+        c = np.array([0.5], np.float32)
+        static_flat = JitKernel(exp_add, flat_types(m), target, threads)
+        calls = [bound(fn, [x, c, out]) for fn in (static_flat, runtime_flat)]
+        s, r = best_time(calls, args.runs, threads)
+        print(
+            f"exp(x + c) {m}x{n}: static {s * 1e6:.1f} us, runtime {r * 1e6:.1f} us: {r / s:.3f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Kernels with runtime extents (issue 10, foundation): one program for every size.
+
+Each kernel op is built on buffers with `?` dims, lowered and JIT-compiled ONCE, then run at
+several sizes, including ones that are not multiples of the vector width or of the GEMM's MR
+rows (1, 7, 13, 15, 33, 100, ...). Tolerances: the elementwise kernel against numpy with
+rtol 1e-6, atol 1e-6 (ember's exp approximation); the GEMM against float64 numpy,
+max |out - ref| <= 1e-4 * max(1, max |ref|) (float32 accumulation, K <= 300); softmax and
+layer norm against float64 numpy with rtol 1e-5, atol 1e-6.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from xdsl.dialects.builtin import DYNAMIC_INDEX, DenseArrayBase, MemRefType, StringAttr, f32, i64
+from xdsl.ir import Block, SSAValue
+
+from ember.core.target import host_target, named_target
+from ember.dialects import kernel
+from ember.dialects.weight_layouts import gemm_blocking, pack_matmul_weight
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
+from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+from ember.tests.kernels.test_elementwise import elementwise
+from ember.tests.kernels.test_matmul import reference
+from ember.tests.kernels.test_normalization import (
+    layer_norm_op,
+    layer_norm_reference,
+    softmax_op,
+    softmax_reference,
+)
+from ember.tools.kernel_ops import JitKernel, matmul_op
+
+DYN = DYNAMIC_INDEX
+WINDOW = {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0]}
+
+
+def exp_add(args: list[SSAValue]) -> kernel.ElementwiseOp:
+    return elementwise(args, lambda b, v: b.exp(b.addf(v[0], v[1])))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_elementwise_one_program_every_size(threads: int) -> None:
+    """exp(x + y) + a one-element input splat, over [?, ?, 5] buffers: one flat loop of the
+    run-time element count; 2 threads split it in chunks above 32K elements (the last size)."""
+
+    def body(b: LoopBuilder, v: list[SSAValue]) -> SSAValue:
+        return b.mulf(b.exp(b.addf(v[0], v[1])), v[2])
+
+    types = [MemRefType(f32, [DYN, DYN, 5])] * 2 + [MemRefType(f32, [1])]
+    run = JitKernel(
+        lambda args: elementwise(args, body),
+        [*types, MemRefType(f32, [DYN, DYN, 5])],
+        threads=threads,
+    )
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 7), (2, 8), (3, 11), (5, 33), (100, 100)]:
+        x, y = (rng.standard_normal((*shape, 5), dtype=np.float32) for _ in range(2))
+        c = np.array([0.75], np.float32)
+        out = np.full_like(x, np.nan)
+        run(x, y, c, out)
+        np.testing.assert_allclose(out, np.exp(x + y) * c, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_elementwise_row_broadcast(threads: int) -> None:
+    """A bias of the dims after the last `?` ([3, 37] against [?, ?, 3, 37]) is read again
+    for every row of 111 elements; rows split over 2 threads above 32K elements."""
+
+    def body(b: LoopBuilder, v: list[SSAValue]) -> SSAValue:
+        return b.maxf(b.addf(v[0], v[1]), v[2])
+
+    out = MemRefType(f32, [DYN, DYN, 3, 37])
+    types = [out, MemRefType(f32, [3, 37]), MemRefType(f32, [1, 1]), out]
+    run = JitKernel(lambda args: elementwise(args, body), types, threads=threads)
+    rng = np.random.default_rng(6)
+    bias = rng.standard_normal((3, 37), dtype=np.float32)
+    floor = np.array([[-0.5]], np.float32)
+    for lead in [(1, 1), (1, 7), (2, 8), (5, 33), (30, 11)]:
+        x = rng.standard_normal((*lead, 3, 37), dtype=np.float32)
+        y = np.full_like(x, np.nan)
+        run(x, bias, floor, y)
+        np.testing.assert_array_equal(y, np.maximum(x + bias, -0.5))
+
+
+def test_elementwise_refuses_other_broadcasts() -> None:
+    types = [MemRefType(f32, [DYN, 8]), MemRefType(f32, [DYN, 1]), MemRefType(f32, [DYN, 8])]
+    with pytest.raises(NotImplementedError, match=r"input memref<\?x1xf32> has neither"):
+        JitKernel(exp_add, types)
+    types = [MemRefType(f32, [DYN, 3, 8]), MemRefType(f32, [8]), MemRefType(f32, [DYN, 3, 8])]
+    with pytest.raises(NotImplementedError, match=r"input memref<8xf32> has neither"):
+        JitKernel(exp_add, types)
+
+
+def run_runtime_gemm(
+    k: int,
+    n: int,
+    rows: list[tuple[int, ...]],
+    *,
+    packed: bool,
+    threads: int = 1,
+    bias: bool = True,
+    residual: bool = True,
+    activation: str | None = "relu",
+    target_name: str | None = None,
+) -> JitKernel:
+    """One GEMM with `?` rows (A [*rows, K]), compiled once, run at every entry of `rows`."""
+    rng = np.random.default_rng(len(rows) + k + n)
+    weight = rng.standard_normal((k, n), dtype=np.float32)
+    target = named_target(target_name, threads) if target_name else host_target(threads)
+    b_operand, layout = pack_matmul_weight(weight, target) if packed else (weight, "plain")
+    lead = [DYN] * len(rows[0])
+    types = [MemRefType(f32, [*lead, k]), MemRefType(f32, list(b_operand.shape))]
+    bias_arr = rng.standard_normal((n,), dtype=np.float32) if bias else None
+    if bias:
+        types.append(MemRefType(f32, [n]))
+    if residual:
+        types.append(MemRefType(f32, [*lead, n]))
+    types.append(MemRefType(f32, [*lead, n]))
+    gemm = JitKernel(matmul_op(layout, bias, residual, activation), types, target, threads)
+    for lead_shape in rows:
+        a = rng.standard_normal((*lead_shape, k), dtype=np.float32)
+        res = rng.standard_normal((*lead_shape, n), dtype=np.float32) if residual else None
+        out = np.full((*lead_shape, n), np.nan, np.float32)
+        arrays = [a, b_operand, *(x for x in (bias_arr, res) if x is not None), out]
+        gemm(*arrays)
+        ref = reference(a, weight, bias_arr, res, activation)
+        err = np.max(np.abs(out - ref))
+        assert err <= 1e-4 * max(1.0, np.max(np.abs(ref))), (lead_shape, err)
+    return gemm
+
+
+# M around the tails of MR = 14 (AVX-512) and 6 (AVX2): every remainder bit pattern.
+ROWS = [(1,), (7,), (13,), (14,), (15,), (16,), (33,), (100,), (385,)]
+
+
+@pytest.mark.parametrize(
+    ("packed", "threads"), [(True, 1), (False, 1), (True, 2)], ids=["packed", "plain", "2threads"]
+)
+def test_gemm_runtime_rows(packed: bool, threads: int) -> None:
+    run_runtime_gemm(40, 70, ROWS, packed=packed, threads=threads)
+
+
+def test_gemm_runtime_rows_k_blocked() -> None:
+    """K above one L1 block (the k-block loop, C holding partial sums) and an epilogue
+    applied on the last block only."""
+    rows = [(1,), (9,), (29,), (64,), (101,)]
+    run_runtime_gemm(300, 48, rows, packed=True, activation="leaky_relu")
+
+
+def test_gemm_runtime_rows_folds_leading_dims() -> None:
+    """A [?, ?, K]: both leading dims fold into the rows (B shared)."""
+    shapes = [(1, 1), (2, 7), (3, 5), (4, 33), (1, 100)]
+    run_runtime_gemm(24, 33, shapes, packed=True, bias=True, residual=False, activation=None)
+
+
+def test_gemm_runtime_rows_avx2_blocking() -> None:
+    """AVX2 blocking (MR = 6: remainder tiles of 1 to 5 rows), 8-lane vectors."""
+    target = named_target("x86-64-v3", 1)
+    assert gemm_blocking(target).mr == 6
+    run_runtime_gemm(20, 20, ROWS, packed=True, target_name="x86-64-v3")
+
+
+def test_gemm_runtime_rows_ir_remainder_tiles() -> None:
+    """The runtime-M kernel (MR = 6 on AVX2): one loop of full 6-row tiles with a run-time
+    bound, then one remainder tile of 1 to 5 rows, each version under an scf.if (N = 64:
+    four B panels, enough units for one thread, so no M chunks and no other scf.if)."""
+    gemm = run_runtime_gemm(
+        16, 64, [(5,)], packed=True, residual=False, activation=None, target_name="x86-64-v3"
+    )
+    text = str(gemm.module)
+    assert "rows at run time" in text
+    assert len(re.findall(r"arith.cmpi eq, %\d+, %\d+ : index\n\s+scf.if", text)) == 5
+    assert text.count("scf.if") == 5
+
+
+def test_static_gemm_is_not_the_runtime_kernel() -> None:
+    """A static GEMM lowers exactly as before: no extent arguments, no run-time rows."""
+    weight, layout = pack_matmul_weight(np.ones((16, 16), np.float32), host_target(1))
+    block = Block(
+        arg_types=[
+            MemRefType(f32, [5, 16]),
+            MemRefType(f32, list(weight.shape)),
+            MemRefType(f32, [5, 16]),
+        ]
+    )
+    op = matmul_op(layout, False, False)(block.args)
+    block.add_op(op)
+    fn = lowering_for(op)(op, host_target(1), "static")
+    assert "memref.dim" not in str(fn) and "ember.extent_of" not in str(fn)
+    assert len(fn.body.block.args) == 3
+
+
+def test_gemm_refuses_dynamic_k() -> None:
+    types = [
+        MemRefType(f32, [4, DYN]),
+        MemRefType(f32, [DYN, 8]),
+        MemRefType(f32, [4, 8]),
+    ]
+    with pytest.raises(NotImplementedError, match=r"kernel.matmul with runtime extents"):
+        JitKernel(matmul_op("plain", False, False), types)
+
+
+def test_kernels_without_runtime_lowering_are_refused() -> None:
+    """A kernel op with `?` dims and no runtime-extents lowering is refused naming the op,
+    never lowered by its static lowering (which would misread the sizes)."""
+    block = Block(arg_types=[MemRefType(f32, [DYN, 3, 8, 8]), MemRefType(f32, [DYN, 3, 4, 4])])
+    op = kernel.PoolOp.build(
+        operands=[block.args[0], block.args[1]],
+        properties={
+            "kind": StringAttr("max"),
+            **{k: DenseArrayBase.from_list(i64, v) for k, v in WINDOW.items()},
+        },
+    )
+    with pytest.raises(NotImplementedError, match=r"'kernel.pool' has no lowering with runtime"):
+        lowering_for(op)
+
+
+def reduce_op(kind: str, axes: list[int]) -> Callable[[list[SSAValue]], kernel.ReduceOp]:
+    def make(args: list[SSAValue]) -> kernel.ReduceOp:
+        properties = {"kind": StringAttr(kind), "axes": DenseArrayBase.from_list(i64, axes)}
+        return kernel.ReduceOp.build(operands=list(args), properties=properties)
+
+    return make
+
+
+@pytest.mark.parametrize("kind", ["mean", "max"])
+def test_reduce_runtime_rows(kind: str) -> None:
+    """ReduceMean/Max over the last two axes [6, 7] of [?, ?, 6, 7], rows at run time."""
+    types = [MemRefType(f32, [DYN, DYN, 6, 7]), MemRefType(f32, [DYN, DYN, 1, 1])]
+    run = JitKernel(reduce_op(kind, [2, 3]), types, threads=2)
+    rng = np.random.default_rng(7)
+    for lead in [(1, 1), (1, 7), (2, 8), (5, 33), (100, 10)]:
+        x = rng.standard_normal((*lead, 6, 7), dtype=np.float32)
+        out = np.full((*lead, 1, 1), np.nan, np.float32)
+        run(x, out)
+        expected = getattr(x.astype(np.float64), kind)(axis=(2, 3), keepdims=True)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_reduce_refuses_runtime_reduced_axes() -> None:
+    types = [MemRefType(f32, [DYN, 6]), MemRefType(f32, [1, 6])]
+    with pytest.raises(NotImplementedError, match="trailing static axes"):
+        JitKernel(reduce_op("sum", [0]), types)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_runtime_rows(threads: int) -> None:
+    """Softmax over the last axis of [?, ?, 37] (rows at run time, 37 = 2 vectors + a tail
+    on AVX-512); 2 threads split the rows at run time above 32K elements (the last size)."""
+    types = [MemRefType(f32, [DYN, DYN, 37])] * 2
+    run = JitKernel(lambda args: softmax_op(args, -1), types, threads=threads)
+    rng = np.random.default_rng(3)
+    for lead in [(1, 1), (1, 7), (2, 8), (3, 11), (40, 30)]:
+        x = rng.standard_normal((*lead, 37), dtype=np.float32) * 4
+        out = np.full_like(x, np.nan)
+        run(x, out)
+        np.testing.assert_allclose(out, softmax_reference(x, -1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_runtime_rows(threads: int) -> None:
+    """LayerNorm over the last two dims [5, 20] of [?, 5, 20] with scale and bias."""
+    types = [
+        MemRefType(f32, [DYN, 5, 20]),
+        MemRefType(f32, [5, 20]),
+        MemRefType(f32, [5, 20]),
+        MemRefType(f32, [DYN, 5, 20]),
+    ]
+    run = JitKernel(lambda args: layer_norm_op(args, 1, 1e-5), types, threads=threads)
+    rng = np.random.default_rng(4)
+    scale = rng.standard_normal((5, 20), dtype=np.float32)
+    bias = rng.standard_normal((5, 20), dtype=np.float32)
+    for rows in [1, 7, 16, 33, 400]:
+        x = rng.standard_normal((rows, 5, 20), dtype=np.float32) + 3
+        out = np.full_like(x, np.nan)
+        run(x, scale, bias, out)
+        expected = layer_norm_reference(x, scale, bias, 1, 1e-5)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_row_kernels_refuse_dynamic_normalized_dims() -> None:
+    types = [MemRefType(f32, [4, DYN])] * 2
+    with pytest.raises(NotImplementedError, match=r"kernel.softmax with runtime extents"):
+        JitKernel(lambda args: softmax_op(args, -1), types)
+    types = [MemRefType(f32, [DYN, 8, 3])] * 2
+    with pytest.raises(NotImplementedError, match="non-innermost axis"):
+        JitKernel(lambda args: softmax_op(args, 1), types)
