@@ -20,7 +20,10 @@ input elements run), queue and run time (mean, p99), the model call's time and h
 its thread was off the CPU, batch formation time, compiles and full garbage collections (and
 the time they stopped the server) during the point; the server's CPU time per request and its
 event loop's share of it (/proc: independent of how much CPU the machine's other users leave
-it); the server's resident memory after warm-up and at the end shows whether it stays flat.
+it); the server's memory after warm-up and at the end shows whether it stays flat: its
+proportional set size (PSS: each page once, however many times it is mapped) and its resident
+set (RSS), which counts a weight shared by N compiled variants N times, once per mapping
+(engine/weight_pool.py), and so grows as each variant's first run touches its mapping.
 
 Models (seeded weights, built by ember.tools.model_zoo, made batch-symbolic by
 ember.tools.symbolic_zoo): ResNet-18 ([batch, 3, S, S]) and a BERT encoder ([batch, seq]) fed
@@ -149,11 +152,18 @@ def start_server(
     raise SystemExit("the server did not become ready in time")
 
 
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(PSS, RSS) of process `pid` in MB. The variants of a model map one copy of each shared
+    weight (a memfd) into each of their blobs: RSS counts every mapping of a page, PSS the
+    page once, so PSS is the memory the server holds."""
+
+    def field(path: str, name: str) -> float:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    return field(f"/proc/{pid}/smaps_rollup", "Pss:"), field(f"/proc/{pid}/status", "VmRSS:")
 
 
 def metrics(port: int, model: str) -> dict[str, float]:
@@ -290,11 +300,11 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
         for mode in args.batching:
             port = free_port()
             servers[mode] = (start_server(repos[mode], port, mode == "on", args), port)
-        warm: dict[str, float] = {}
+        warm: dict[str, tuple[float, float]] = {}
         for mode, (server, port) in servers.items():
             # Warm-up: the server compiled every (batch size, length) ahead; this runs each once.
             asyncio.run(closed_loop(port, name, pool, 32, args.warmup, 600))
-            warm[mode] = resident_mb(server.pid)
+            warm[mode] = memory_mb(server.pid)
         # --simultaneous: both servers under load at once, each by its own clients, so every
         # instant of the machine's load falls on both (they then share the machine's CPU).
         groups = [list(servers.items())] if args.simultaneous else [[s] for s in servers.items()]
@@ -356,12 +366,14 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                         rows.append(point)
                         print(_row(point), flush=True)
         for mode, (server, _) in servers.items():
-            end = resident_mb(server.pid)
+            end = memory_mb(server.pid)
             print(
-                f"  {mode}: server memory {warm[mode]:.0f} MB after warm-up, {end:.0f} MB at the end"
+                f"  {mode}: server memory (PSS) {warm[mode][0]:.0f} MB after warm-up, "
+                f"{end[0]:.0f} MB at the end (RSS {warm[mode][1]:.0f} -> {end[1]:.0f} MB)"
             )
             last = [r for r in rows if r["batching"] == mode][-1]
-            last["rss_warm_mb"], last["rss_end_mb"] = warm[mode], end
+            last["pss_warm_mb"], last["pss_end_mb"] = warm[mode][0], end[0]
+            last["rss_warm_mb"], last["rss_end_mb"] = warm[mode][1], end[1]
     finally:
         for server, _ in servers.values():
             server.send_signal(signal.SIGTERM)
