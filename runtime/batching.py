@@ -11,7 +11,8 @@ with artifacts loaded by the thin runtime.
 Axis 0 of every input and output is the batch axis (as in Triton and KServe). A request of
 `rows` rows joins a batch with the requests that wait for the same model with the same shapes
 apart from axis 0 (and, with `SequencePadding`, the same length bucket). A batch is run when it
-holds `max_batch_size` rows or when its oldest request has waited `max_queue_delay` seconds;
+holds `max_batch_size` rows or when its oldest request has waited `max_queue_delay` seconds
+(a full batch of another shape does not wait behind the oldest's while it forms);
 its rows are then padded up to the smallest preferred batch size that holds them (repeating the
 last row), so a model specialised per shape compiles only a few variants, and the padding is
 sliced off every output. With `SequencePadding`, rows that would be such padding are first
@@ -371,7 +372,10 @@ class DynamicBatcher:
     # -- running -------------------------------------------------------------------------------
     def _take_batch(self) -> list[_Request] | None:
         """Wait for a batch: the oldest request and those that can join it, once the batch is
-        full or the oldest has waited max_queue_delay. None when closed and drained."""
+        full or the oldest has waited max_queue_delay; while the oldest's batch is still
+        forming, a full batch of another shape (length bucket) behind it runs rather than the
+        worker idling (the oldest then waits at most one run past its delay). None when closed
+        and drained."""
         policy = self.policy
         with self._lock:
             while True:
@@ -383,16 +387,38 @@ class DynamicBatcher:
                 chosen = self._compatible(head)
                 rows = sum(r.rows for r in chosen)
                 wait = head.enqueued + policy.max_queue_delay - time.monotonic()
-                if rows >= policy.max_batch_size or wait <= 0 or self._closing:
-                    deadline = head.enqueued + policy.max_queue_delay
-                    full = rows >= policy.max_batch_size
-                    ready = min(chosen[-1].enqueued if full else deadline, time.monotonic())
-                    chosen += self._fill_padding(head, rows)
-                    for request in chosen:
-                        self._pending.remove(request)
-                        request.ready = ready
+                if rows < policy.max_batch_size and wait > 0 and not self._closing:
+                    behind = self._full_batch_behind(head)
+                    if behind is None:
+                        self._changed.wait(timeout=wait)
+                        continue
+                    head, chosen, rows = behind[0], behind, policy.max_batch_size
+                deadline = head.enqueued + policy.max_queue_delay
+                full = rows >= policy.max_batch_size
+                ready = min(chosen[-1].enqueued if full else deadline, time.monotonic())
+                chosen += self._fill_padding(head, rows)
+                for request in chosen:
+                    self._pending.remove(request)
+                    request.ready = ready
+                return chosen
+
+    def _full_batch_behind(self, head: _Request) -> list[_Request] | None:
+        """The oldest full batch of a shape other than `head`'s, if one is waiting."""
+        rows: dict[Hashable, int] = {}
+        oldest: dict[Hashable, _Request] = {}
+        tried: set[Hashable] = set()  # keys whose requests' rows do not pack to a full batch
+        for request in self._pending:
+            key = request.key
+            if key == head.key or key in tried:
+                continue
+            oldest.setdefault(key, request)
+            rows[key] = rows.get(key, 0) + request.rows
+            if rows[key] >= self.policy.max_batch_size:
+                chosen = self._compatible(oldest[key])
+                if sum(r.rows for r in chosen) >= self.policy.max_batch_size:
                     return chosen
-                self._changed.wait(timeout=wait)
+                tried.add(key)
+        return None
 
     def _compatible(self, head: _Request) -> list[_Request]:
         chosen, rows = [], 0

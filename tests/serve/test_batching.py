@@ -342,3 +342,31 @@ def test_the_oldest_request_runs_next_whatever_its_shape() -> None:
         assert future.result(30)["y"][0, 0] == i
     batcher.close()
     assert runs == [[0], [1, 3], [2, 4], [5, 7], [6, 8]]
+
+
+def test_a_full_batch_does_not_wait_behind_one_still_forming() -> None:
+    """While the oldest request's batch waits for company (its queue delay, here far longer
+    than the test), a full batch of another shape behind it runs: the worker does not idle.
+    The oldest still runs when its delay is over (here: when the batcher closes)."""
+    gate, entered = threading.Event(), threading.Event()
+    runs: list[list[int]] = []
+
+    def record(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entered.set()
+        gate.wait(30)
+        runs.append([int(v) for v in feeds["x"][:, 0]])
+        return {"y": feeds["x"]}
+
+    policy = BatchPolicy(max_batch_size=2, preferred_batch_sizes=(1, 2), max_queue_delay=60)
+    batcher = DynamicBatcher(record, policy, ["x"])
+    futures = [batcher.submit({"x": np.full((2, 3), 0, np.float32)})]  # full: runs at once
+    assert entered.wait(30)
+    futures.append(batcher.submit({"x": np.full((1, 3), 1, np.float32)}))  # forming, 60 s
+    futures += [batcher.submit({"x": np.full((1, 4), i, np.float32)}) for i in (2, 3)]
+    gate.set()
+    # The full batch of width 4 is answered while the width-3 request still waits for company.
+    assert [f.result(30)["y"][0, 0] for f in futures[2:]] == [2, 3]
+    assert not futures[1].done()
+    batcher.close()  # closing ends the wait: the lone request runs
+    assert futures[1].result(30)["y"][0, 0] == 1
+    assert runs == [[0, 0], [2, 3], [1]]
