@@ -52,10 +52,10 @@ def _bert_base(seq: int) -> onnx.ModelProto:
                                name=f"bert_base_{seq}")  # fmt: skip
 
 
-def _sentence_encoder() -> onnx.ModelProto:
+def _sentence_encoder(seq: int = 128) -> onnx.ModelProto:
     """A MiniLM-L6-size sentence encoder (6 layers, hidden 384, 12 heads, FFN 1536) written
     the other way: decomposed LayerNorm, tanh GELU, float32's lowest as the mask fill."""
-    return models.bert_encoder(layers=6, seq=128, hidden=384, heads=12, vocab=30522,
+    return models.bert_encoder(layers=6, seq=seq, hidden=384, heads=12, vocab=30522,
                                token_types=2, attention_mask=True, gelu="tanh",
                                layer_norm="decomposed", mask_value=float(np.finfo(np.float32).min),
                                name="sentence_encoder")  # fmt: skip

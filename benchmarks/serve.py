@@ -4,6 +4,7 @@
     python benchmarks/serve.py --models bert --requests 10000 --duration 600 --concurrency 32 \
         --batching on                                           # the soak run
     python benchmarks/serve.py --models resnet --image-size 64 --requests 100 --duration 10
+    python benchmarks/serve.py --models bert --scenario queries  # short requests, 8-32 tokens
 
 For each model two servers run, each in its own process (`ember serve`): batching off
 (--max-batch-size 1) and on (--max-batch-size 8, preferred sizes 1,2,4,8), with the same
@@ -19,13 +20,27 @@ input elements run), queue and run time (mean, p99), the model call's time and h
 its thread was off the CPU, batch formation time, compiles and full garbage collections (and
 the time they stopped the server) during the point; the server's CPU time per request and its
 event loop's share of it (/proc: independent of how much CPU the machine's other users leave
-it); the server's resident memory after warm-up and at the end shows whether it stays flat.
+it); the server's memory after warm-up and at the end shows whether it stays flat: its
+proportional set size (PSS: each page once, however many times it is mapped) and its resident
+set (RSS), which counts a weight shared by N compiled variants N times, once per mapping
+(engine/weight_pool.py), and so grows as each variant's first run touches its mapping.
 
-Models (seeded weights, built by ember.tests.models, made batch-symbolic by
-ember.tests.serve.models): ResNet-18 ([batch, 3, S, S]) and a BERT encoder ([batch, seq]) fed
-mixed sequence lengths (--seq-lengths). The BERT encoder has no attention mask, so requests of
-different lengths never share a batch (padding them would change the answers): the server
-batches equal lengths only. Not a test: figures depend on the machine and its load.
+Models (seeded weights, built by ember.tools.model_zoo, made batch-symbolic by
+ember.tools.symbolic_zoo): ResNet-18 ([batch, 3, S, S]) and a BERT encoder ([batch, seq]) fed
+mixed sequence lengths (--seq-lengths). Two BERT scenarios (--scenario):
+
+- `mixed` (the default): lengths 64 and 128, an encoder without an attention mask, so requests
+  of different lengths never share a batch (padding them would change the answers): the
+  server batches equal lengths only.
+- `queries`: short requests, as a search or sentence-similarity service gets them, lengths
+  8, 12, 16, 24 and 32 in turn; the encoder takes an attention mask and the batched server
+  pads each request to its length bucket (--buckets, default 8,16,32) under the mask
+  (`sequence` in its config.json), so requests of different lengths share a batch. The
+  unbatched server gets one bucket per length: every request runs at its own length, no
+  padding (its best case).
+
+--bert-layers, --bert-hidden and --bert-heads size the encoder (12, 768, 12: BERT-base's).
+Not a test: figures depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -54,6 +69,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ember.tools import model_zoo as models  # noqa: E402
 from ember.tools.symbolic_zoo import bert_with_symbolic_shapes, with_symbolic_batch  # noqa: E402
 
+# BERT's request mixes: scenario -> (lengths, in turn; buckets, or 'none': no attention mask).
+SCENARIOS = {"mixed": ("64,128", "none"), "queries": ("8,12,16,24,32", "8,16,32")}
+
 
 def build(
     name: str, args: argparse.Namespace
@@ -66,15 +84,39 @@ def build(
         pool = [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(64)]
         return model, pool
     lengths = args.seq_lengths
+    masked = bool(args.buckets)
     model = bert_with_symbolic_shapes(
         models.bert_encoder(layers=args.bert_layers, seq=max(lengths), hidden=args.bert_hidden,
-                            heads=4, vocab=1000, seed=0)
+                            heads=args.bert_heads, vocab=1000, seed=0, attention_mask=masked)
     )  # fmt: skip
-    pool = [
-        {"input_ids": rng.integers(0, 1000, (1, lengths[i % len(lengths)])).astype(np.int64)}
-        for i in range(64)
-    ]
+    pool = []
+    for i in range(64):
+        length = lengths[i % len(lengths)]
+        request = {"input_ids": rng.integers(0, 1000, (1, length)).astype(np.int64)}
+        if masked:
+            request["attention_mask"] = np.ones((1, length), np.int64)
+        pool.append(request)
     return model, pool
+
+
+def model_config(
+    name: str, model: onnx.ModelProto, batching: bool, args: argparse.Namespace
+) -> dict | None:
+    """The model's config.json: for BERT, the (batch size, length) variants to compile ahead,
+    and with --buckets the sequence padding under the attention mask (the unbatched server
+    gets a bucket per length: each request runs at its own length)."""
+    if name != "bert":
+        return None
+    if not args.buckets:
+        return {"warmup_dims": {"seq": args.seq_lengths}}
+    hidden = model.graph.output[0].name  # [batch, seq, hidden]; the pooled output has no seq
+    return {
+        "sequence": {
+            "inputs": {"input_ids": [1, 0], "attention_mask": [1, 0]},
+            "outputs": {hidden: 1},
+            "buckets": args.buckets if batching else sorted(set(args.seq_lengths)),
+        }
+    }
 
 
 def free_port() -> int:
@@ -88,8 +130,9 @@ def start_server(
 ) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "ember.tools.cli", "serve", str(repo), "--port", str(port),
-        "--log-level", "warning", "--max-batch-size", "8" if batching else "1",
-        "--preferred-batch-sizes", "1,2,4,8" if batching else "1",
+        "--log-level", "warning",
+        "--max-batch-size", str(args.max_batch_size) if batching else "1",
+        "--preferred-batch-sizes", args.preferred_batch_sizes if batching else "1",
         "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--queue-limit", "1024",
         "--instances", str(args.instances),
     ]  # fmt: skip
@@ -109,11 +152,18 @@ def start_server(
     raise SystemExit("the server did not become ready in time")
 
 
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(PSS, RSS) of process `pid` in MB. The variants of a model map one copy of each shared
+    weight (a memfd) into each of their blobs: RSS counts every mapping of a page, PSS the
+    page once, so PSS is the memory the server holds."""
+
+    def field(path: str, name: str) -> float:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    return field(f"/proc/{pid}/smaps_rollup", "Pss:"), field(f"/proc/{pid}/status", "VmRSS:")
 
 
 def metrics(port: int, model: str) -> dict[str, float]:
@@ -233,12 +283,15 @@ async def closed_loop(
 
 def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
     model, pool = build(name, args)
-    repo = workdir / name
-    (repo / name).mkdir(parents=True)
-    onnx.save(model, str(repo / name / "model.onnx"))
-    if name == "bert":  # compile every (batch size, length) before the clients start
-        config = {"warmup_dims": {"seq": args.seq_lengths}}
-        (repo / name / "config.json").write_text(json.dumps(config))
+    repos = {}
+    for mode in args.batching:  # a repository per server: their configs may differ
+        repos[mode] = workdir / f"{name}-{mode}"
+        (repos[mode] / name).mkdir(parents=True)
+        onnx.save(model, str(repos[mode] / name / "model.onnx"))
+        # BERT: every (batch size, length) is compiled before the clients start.
+        config = model_config(name, model, mode == "on", args)
+        if config is not None:
+            (repos[mode] / name / "config.json").write_text(json.dumps(config))
     # Both servers stay up and the points alternate between them (off, on, off, on, ...), so a
     # change of the machine's load (shared machines) falls on both modes alike.
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
@@ -246,12 +299,12 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
     try:
         for mode in args.batching:
             port = free_port()
-            servers[mode] = (start_server(repo, port, mode == "on", args), port)
-        warm: dict[str, float] = {}
+            servers[mode] = (start_server(repos[mode], port, mode == "on", args), port)
+        warm: dict[str, tuple[float, float]] = {}
         for mode, (server, port) in servers.items():
             # Warm-up: the server compiled every (batch size, length) ahead; this runs each once.
             asyncio.run(closed_loop(port, name, pool, 32, args.warmup, 600))
-            warm[mode] = resident_mb(server.pid)
+            warm[mode] = memory_mb(server.pid)
         # --simultaneous: both servers under load at once, each by its own clients, so every
         # instant of the machine's load falls on both (they then share the machine's CPU).
         groups = [list(servers.items())] if args.simultaneous else [[s] for s in servers.items()]
@@ -313,12 +366,14 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                         rows.append(point)
                         print(_row(point), flush=True)
         for mode, (server, _) in servers.items():
-            end = resident_mb(server.pid)
+            end = memory_mb(server.pid)
             print(
-                f"  {mode}: server memory {warm[mode]:.0f} MB after warm-up, {end:.0f} MB at the end"
+                f"  {mode}: server memory (PSS) {warm[mode][0]:.0f} MB after warm-up, "
+                f"{end[0]:.0f} MB at the end (RSS {warm[mode][1]:.0f} -> {end[1]:.0f} MB)"
             )
             last = [r for r in rows if r["batching"] == mode][-1]
-            last["rss_warm_mb"], last["rss_end_mb"] = warm[mode], end
+            last["pss_warm_mb"], last["pss_end_mb"] = warm[mode][0], end[0]
+            last["rss_warm_mb"], last["rss_end_mb"] = warm[mode][1], end[1]
     finally:
         for server, _ in servers.values():
             server.send_signal(signal.SIGTERM)
@@ -466,9 +521,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per point, at most")
     parser.add_argument("--warmup", type=int, default=64, help="requests before measuring")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--seq-lengths", default="64,128")
+    parser.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default="mixed",
+        help="BERT's requests: mixed (64, 128 tokens, no mask) or queries (8-32, masked)",
+    )
+    parser.add_argument("--seq-lengths", help="BERT request lengths, in turn (the scenario's)")
+    parser.add_argument(
+        "--buckets",
+        help="BERT: pad requests to these lengths under an attention mask (the scenario's; "
+        "'none': an encoder without a mask, equal lengths batched only)",
+    )
     parser.add_argument("--bert-layers", type=int, default=4)
     parser.add_argument("--bert-hidden", type=int, default=256)
+    parser.add_argument("--bert-heads", type=int, default=4)
+    parser.add_argument("--max-batch-size", type=int, default=8, help="batching on")
+    parser.add_argument(
+        "--preferred-batch-sizes", help="batching on; default: the powers of two up to the max"
+    )
     parser.add_argument("--batching", default="off,on", help="modes to run: off, on or both")
     parser.add_argument("--instances", type=int, default=1, help="of the model, both modes")
     parser.add_argument(
@@ -498,7 +569,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run-time spread {spread}: " + ", ".join(ratios))
         return 0
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    args.seq_lengths = [int(s) for s in args.seq_lengths.split(",")]
+    lengths, buckets = SCENARIOS[args.scenario]
+    args.seq_lengths = [int(s) for s in (args.seq_lengths or lengths).split(",")]
+    buckets = args.buckets or buckets
+    args.buckets = [] if buckets == "none" else [int(b) for b in buckets.split(",")]
+    if args.buckets and max(args.seq_lengths) > args.buckets[-1]:
+        parser.error(f"--buckets {buckets} must reach the longest request, {max(args.seq_lengths)}")
+    args.preferred_batch_sizes = args.preferred_batch_sizes or ",".join(
+        str(1 << i)
+        for i in range(args.max_batch_size.bit_length())
+        if 1 << i <= args.max_batch_size
+    )
     args.batching = args.batching.split(",")
     if not set(args.batching) <= {"off", "on"}:
         parser.error(f"--batching takes off, on or off,on; got {args.batching}")

@@ -226,6 +226,18 @@ class VariantModel(RunnableModel):
         """Variants compiled so far (failed ones included)."""
         return self._variants.builds
 
+    @property
+    def max_variants(self) -> int:
+        """How many compiled variants are kept (least recently used dropped past it)."""
+        return self._variants.capacity
+
+    def keep_at_least(self, variants: int) -> None:
+        """Keep at least `variants` compiled variants: for a caller that knows the set of
+        shapes it will run (a server's batch sizes x sequence buckets), so none of them is
+        dropped and recompiled as traffic moves between them. Never lowers the bound."""
+        if variants > self._variants.capacity:
+            self._variants.capacity = variants
+
     def set_num_threads(self, threads: int) -> None:
         self.threads = checked_threads(threads)
         for _, variant in self._variants.items():

@@ -11,12 +11,16 @@ with artifacts loaded by the thin runtime.
 Axis 0 of every input and output is the batch axis (as in Triton and KServe). A request of
 `rows` rows joins a batch with the requests that wait for the same model with the same shapes
 apart from axis 0 (and, with `SequencePadding`, the same length bucket). A batch is run when it
-holds `max_batch_size` rows or when its oldest request has waited `max_queue_delay` seconds;
+holds `max_batch_size` rows or when its oldest request has waited `max_queue_delay` seconds
+(a full batch of another shape does not wait behind the oldest's while it forms);
 its rows are then padded up to the smallest preferred batch size that holds them (repeating the
 last row), so a model specialised per shape compiles only a few variants, and the padding is
-sliced off every output. Batching assumes rows are independent (no op mixes rows of the batch
-axis), the assumption every batching server makes; the server checks it on seeded inputs
-before turning batching on for a model (tools/serve.py).
+sliced off every output. With `SequencePadding`, rows that would be such padding are first
+given to the oldest waiting requests of shorter buckets (padded to the batch's length): the
+batch runs as many rows either way, and those requests are answered without a run of their
+own. Batching assumes rows are independent (no op mixes rows of the batch axis), the
+assumption every batching server makes; the server checks it on seeded inputs before turning
+batching on for a model (tools/serve.py).
 
 A batch whose run fails with more than one request in it is run again request by request, so
 one bad request fails alone and its neighbours still get their answers.
@@ -170,6 +174,10 @@ class _Request:
     rows: int
     key: Hashable
     length: int | None  # sequence length, when padded along a sequence axis
+    # The key without the length bucket (requests with equal groups differ at most in their
+    # bucket, so a shorter one can be padded to a longer one's length), and the bucket.
+    group: Hashable
+    bucket: int | None
     enqueued: float
     deadline: float | None
     future: Future[Outputs] = field(default_factory=Future)
@@ -311,8 +319,11 @@ class DynamicBatcher:
         sequence = self.policy.sequence
         length = sequence.length(arrays) if sequence is not None else None
         key = self._key(arrays, length)
+        bucket = sequence.bucket(length) if sequence is not None and length is not None else None
+        group = self._key(arrays, None) if bucket is not None else key
         now = time.monotonic()
-        request = _Request(arrays, rows, key, length, now, now + timeout if timeout else None)
+        deadline = now + timeout if timeout else None
+        request = _Request(arrays, rows, key, length, group, bucket, now, deadline)
         with self._lock:
             if self._closing:
                 raise Overloaded(f"model '{self.name}' is shutting down")
@@ -345,20 +356,26 @@ class DynamicBatcher:
 
     def _key(self, arrays: Mapping[str, np.ndarray], length: int | None) -> Hashable:
         """Requests with equal keys can share a batch: dtypes and shapes past axis 0, the
-        sequence axes replaced by the length bucket."""
+        sequence axes replaced by the length bucket (by -1 when `length` is None: the key
+        of the request's group, whatever its bucket)."""
         sequence = self.policy.sequence
         key = []
         for name, array in arrays.items():
             shape = list(array.shape[1:])
-            if sequence is not None and name in sequence.inputs and length is not None:
-                shape[sequence.inputs[name][0] - 1] = sequence.bucket(length)
+            if sequence is not None and name in sequence.inputs:
+                shape[sequence.inputs[name][0] - 1] = (
+                    sequence.bucket(length) if length is not None else -1
+                )
             key.append((name, array.dtype.str, tuple(shape)))
         return tuple(key)
 
     # -- running -------------------------------------------------------------------------------
     def _take_batch(self) -> list[_Request] | None:
         """Wait for a batch: the oldest request and those that can join it, once the batch is
-        full or the oldest has waited max_queue_delay. None when closed and drained."""
+        full or the oldest has waited max_queue_delay; while the oldest's batch is still
+        forming, a full batch of another shape (length bucket) behind it runs rather than the
+        worker idling (the oldest then waits at most one run past its delay). None when closed
+        and drained."""
         policy = self.policy
         with self._lock:
             while True:
@@ -370,15 +387,38 @@ class DynamicBatcher:
                 chosen = self._compatible(head)
                 rows = sum(r.rows for r in chosen)
                 wait = head.enqueued + policy.max_queue_delay - time.monotonic()
-                if rows >= policy.max_batch_size or wait <= 0 or self._closing:
-                    deadline = head.enqueued + policy.max_queue_delay
-                    full = rows >= policy.max_batch_size
-                    ready = min(chosen[-1].enqueued if full else deadline, time.monotonic())
-                    for request in chosen:
-                        self._pending.remove(request)
-                        request.ready = ready
+                if rows < policy.max_batch_size and wait > 0 and not self._closing:
+                    behind = self._full_batch_behind(head)
+                    if behind is None:
+                        self._changed.wait(timeout=wait)
+                        continue
+                    head, chosen, rows = behind[0], behind, policy.max_batch_size
+                deadline = head.enqueued + policy.max_queue_delay
+                full = rows >= policy.max_batch_size
+                ready = min(chosen[-1].enqueued if full else deadline, time.monotonic())
+                chosen += self._fill_padding(head, rows)
+                for request in chosen:
+                    self._pending.remove(request)
+                    request.ready = ready
+                return chosen
+
+    def _full_batch_behind(self, head: _Request) -> list[_Request] | None:
+        """The oldest full batch of a shape other than `head`'s, if one is waiting."""
+        rows: dict[Hashable, int] = {}
+        oldest: dict[Hashable, _Request] = {}
+        tried: set[Hashable] = set()  # keys whose requests' rows do not pack to a full batch
+        for request in self._pending:
+            key = request.key
+            if key == head.key or key in tried:
+                continue
+            oldest.setdefault(key, request)
+            rows[key] = rows.get(key, 0) + request.rows
+            if rows[key] >= self.policy.max_batch_size:
+                chosen = self._compatible(oldest[key])
+                if sum(r.rows for r in chosen) >= self.policy.max_batch_size:
                     return chosen
-                self._changed.wait(timeout=wait)
+                tried.add(key)
+        return None
 
     def _compatible(self, head: _Request) -> list[_Request]:
         chosen, rows = [], 0
@@ -389,6 +429,27 @@ class DynamicBatcher:
                 if rows == self.policy.max_batch_size:
                     break
         return chosen
+
+    def _fill_padding(self, head: _Request, rows: int) -> list[_Request]:
+        """The oldest waiting requests of buckets shorter than `head`'s that fit in the rows
+        the batch would be padded with (its preferred size minus `rows`): run at the batch's
+        length under the mask, they cost no more rows than the padding they replace."""
+        if head.bucket is None:
+            return []
+        free = self.policy.padded_rows(rows) - rows
+        taken: list[_Request] = []
+        for request in self._pending:
+            if free == 0:
+                break
+            if (
+                request.group == head.group
+                and request.bucket is not None
+                and request.bucket < head.bucket
+                and request.rows <= free
+            ):
+                taken.append(request)
+                free -= request.rows
+        return taken
 
     def _work(self) -> None:
         while True:

@@ -514,8 +514,9 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 def warm_up(served: ServedModel) -> int:
     """Compile ahead every variant requests will need (a model specialised per shape), so the
     first requests do not wait for the compiler: each batch size, times each size of the other
-    symbolic dims given by `warmup_dims` or by the sequence buckets. Nothing when a symbolic
-    dim has no listed sizes (they come with the requests). Returns the variants compiled."""
+    symbolic dims given by `warmup_dims` or by the sequence buckets, and keeps them all (the
+    model's cache of variants is raised to hold them). Nothing when a symbolic dim has no
+    listed sizes (they come with the requests). Returns the variants compiled."""
     specialize = getattr(served.model, "specialization", None)
     if specialize is None:
         return 0
@@ -533,8 +534,14 @@ def warm_up(served: ServedModel) -> int:
     if any(d not in sizes for d in named) or any(i.dims is None for i in inputs):
         return 0
     batch_sizes = settings.policy().batch_sizes if served.batching else (1,)
+    combinations = list(itertools.product(*(sizes[d] for d in named)))
+    # Keep every variant compiled here: past the model's default bound (MAX_SPECIALIZATIONS)
+    # the least recently used would be dropped and recompiled as traffic moves between them.
+    keep_at_least = getattr(served.model, "keep_at_least", None)
+    if keep_at_least is not None:
+        keep_at_least(len(combinations) * len(batch_sizes))
     compiled = 0
-    for combination in itertools.product(*(sizes[d] for d in named)):
+    for combination in combinations:
         chosen = dict(zip(named, combination))
         for batch in batch_sizes:
             shapes = {

@@ -251,12 +251,14 @@ def with_symbolic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.Mod
 
 
 def bert_with_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model_zoo.bert_encoder`'s graph with `input_ids` [batch, seq]: the position
-    table is sliced to the input's length, and the one Reshape to a constant [1, seq, hidden]
-    keeps axis 0 (0) and infers the length (-1). Sequences up to the built `seq` are valid."""
+    """`model_zoo.bert_encoder`'s graph with `input_ids` [batch, seq] (and `token_type_ids`,
+    `attention_mask` when it has them): the position table is sliced to the input's length,
+    and the one Reshape to a constant [1, seq, hidden] keeps axis 0 (0) and infers the length
+    (-1). Sequences up to the built `seq` are valid."""
     copy = with_symbolic_batch(model)
     graph = copy.graph
-    graph.input[0].type.tensor_type.shape.dim[1].dim_param = "seq"
+    for info in graph.input:  # every input is [batch, seq]
+        info.type.tensor_type.shape.dim[1].dim_param = "seq"
     graph.output[0].type.tensor_type.shape.dim[1].dim_param = "seq"
     position = next(t.name for t in graph.initializer if t.name.startswith("position_embeddings"))
     sliced = position + "_sliced"

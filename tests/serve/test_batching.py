@@ -210,8 +210,72 @@ def test_sequence_requests_batch_by_bucket() -> None:
         expected = f["tokens"].mean(axis=1)
         np.testing.assert_allclose(future.result(30)["pooled"], expected, rtol=1e-6)
     batcher.close()
-    # Lengths <= 4 ran padded to 4, the others to 8; never one batch mixing the buckets.
+    # Lengths <= 4 ran padded to 4, the others to 8.
     assert {shape[1] for shape in seen} == {4, 8}
+
+
+def _run_queued(lengths: list[int]) -> tuple[list[tuple[int, int]], list[BatchStats]]:
+    """Requests of `lengths` to a masked-mean stand-in with buckets (4, 8): the first holds
+    the worker while the others queue; each answer is checked against the request alone.
+    Returns the (rows, length) of each run and its stats."""
+    gate, entered = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def pooled(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entered.set()
+        gate.wait(30)
+        seen.append(feeds["tokens"].shape[:2])
+        mask = feeds["mask"][..., None]
+        return {
+            "pooled": (feeds["tokens"] * mask).sum(axis=1) / mask.sum(axis=1),
+            "hidden": feeds["tokens"] * 2,
+        }
+
+    padding = SequencePadding({"tokens": (1, 0.0), "mask": (1, 0.0)}, {"hidden": 1}, (4, 8))
+    policy = BatchPolicy(
+        max_batch_size=8, preferred_batch_sizes=(1, 2, 4, 8), max_queue_delay=0, sequence=padding
+    )
+    reported: list[BatchStats] = []
+    batcher = DynamicBatcher(pooled, policy, ["tokens", "mask"], on_batch=reported.append)
+    rng = np.random.default_rng(1)
+    feeds = [
+        {
+            "tokens": rng.standard_normal((1, n, 2)).astype(np.float32),
+            "mask": np.ones((1, n), np.float32),
+        }
+        for n in lengths
+    ]
+    futures = [batcher.submit(feeds[0])]
+    assert entered.wait(30)
+    futures += [batcher.submit(f) for f in feeds[1:]]
+    gate.set()
+    for f, future in zip(feeds, futures):
+        result = future.result(30)
+        np.testing.assert_allclose(result["pooled"], f["tokens"].mean(axis=1), rtol=1e-6)
+        np.testing.assert_array_equal(result["hidden"], f["tokens"] * 2)  # cut to its length
+    batcher.close()
+    return seen, reported
+
+
+def test_padding_rows_go_to_shorter_requests() -> None:
+    """Rows a batch would pad with (copies of its last row, up to a preferred size) are given
+    to the oldest waiting requests of shorter buckets, padded to the batch's length under the
+    mask: the batch runs as many rows, and they need no run of their own."""
+    # Bucket 8's 7, 6, 5 make 3 rows, padded to 4: the 3 (bucket 4) takes the free row.
+    seen, reported = _run_queued([8, 7, 6, 5, 3, 2])
+    assert seen == [(1, 8), (4, 8), (1, 4)]
+    assert [(s.requests, s.rows, s.padded_rows) for s in reported] == [
+        (1, 1, 1),
+        (4, 4, 4),
+        (1, 1, 1),
+    ]
+
+
+def test_longer_requests_never_take_padding_rows() -> None:
+    # Bucket 4's 3, 2, 1 are padded to 4 rows with a copy: the 7 waiting would lengthen
+    # every row to 8, so it runs in its own batch.
+    seen, _ = _run_queued([8, 3, 2, 1, 7])
+    assert seen == [(1, 8), (4, 4), (1, 8)]
 
 
 def test_policy_is_checked() -> None:
@@ -278,3 +342,31 @@ def test_the_oldest_request_runs_next_whatever_its_shape() -> None:
         assert future.result(30)["y"][0, 0] == i
     batcher.close()
     assert runs == [[0], [1, 3], [2, 4], [5, 7], [6, 8]]
+
+
+def test_a_full_batch_does_not_wait_behind_one_still_forming() -> None:
+    """While the oldest request's batch waits for company (its queue delay, here far longer
+    than the test), a full batch of another shape behind it runs: the worker does not idle.
+    The oldest still runs when its delay is over (here: when the batcher closes)."""
+    gate, entered = threading.Event(), threading.Event()
+    runs: list[list[int]] = []
+
+    def record(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entered.set()
+        gate.wait(30)
+        runs.append([int(v) for v in feeds["x"][:, 0]])
+        return {"y": feeds["x"]}
+
+    policy = BatchPolicy(max_batch_size=2, preferred_batch_sizes=(1, 2), max_queue_delay=60)
+    batcher = DynamicBatcher(record, policy, ["x"])
+    futures = [batcher.submit({"x": np.full((2, 3), 0, np.float32)})]  # full: runs at once
+    assert entered.wait(30)
+    futures.append(batcher.submit({"x": np.full((1, 3), 1, np.float32)}))  # forming, 60 s
+    futures += [batcher.submit({"x": np.full((1, 4), i, np.float32)}) for i in (2, 3)]
+    gate.set()
+    # The full batch of width 4 is answered while the width-3 request still waits for company.
+    assert [f.result(30)["y"][0, 0] for f in futures[2:]] == [2, 3]
+    assert not futures[1].done()
+    batcher.close()  # closing ends the wait: the lone request runs
+    assert futures[1].result(30)["y"][0, 0] == 1
+    assert runs == [[0, 0], [2, 3], [1]]

@@ -136,6 +136,33 @@ def test_warm_up_compiles_every_variant_ahead(tmp_path: Path) -> None:
     assert warm_up(load_model("pool", path, ModelSettings(), threads=1)) == 0
 
 
+def test_warm_up_keeps_more_variants_than_the_default_bound(tmp_path: Path) -> None:
+    from ember.engine.specialize import MAX_SPECIALIZATIONS
+    from ember.runtime.batching import SequencePadding
+    from ember.tools.serve_models import warm_up
+
+    path = tmp_path / "pool.onnx"
+    onnx.save(masked_mean_model(), str(path))
+    # 3 buckets x 4 batch sizes = 12 variants, past the default bound of 8: the server keeps
+    # them all, so no run recompiles one dropped by the others.
+    padding = SequencePadding({"tokens": (1, 0.0), "mask": (1, 0.0)}, {}, (2, 4, 8))
+    settings = ModelSettings(max_batch_size=8, sequence=padding)
+    served = load_model("pool", path, settings, threads=1)
+    assert 3 * 4 > MAX_SPECIALIZATIONS
+    assert warm_up(served) == 12
+    assert served.model.max_variants >= 12
+    compiled = served.model.compiles
+    for batch in (1, 2, 4, 8):
+        for length in (2, 4, 8):
+            feeds = {
+                "tokens": np.ones((batch, length, 4), np.float32),
+                "mask": np.ones((batch, length), np.float32),
+            }
+            served.run(feeds)
+    assert served.model.compiles == compiled
+    assert len(served.model.specialized_shapes) == 12
+
+
 def test_sequence_padding_must_cover_the_model(tmp_path: Path) -> None:
     from ember.runtime.batching import SequencePadding
 
