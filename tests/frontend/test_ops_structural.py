@@ -386,6 +386,9 @@ def test_conv_transpose() -> None:
         n("ConvTranspose", ["x", "wg"], ["grouped"], group=2, dilations=[2, 1]),
         n("ConvTranspose", ["x", "w"], ["shaped"], strides=[3, 2], output_shape=[12, 7]),
         n("ConvTranspose", ["x1", "w1"], ["one_d"], strides=[2], output_padding=[1]),
+        # kernel = stride (DBNet's and U-Net's 2x2/2 upsampling): one phase tap, no margin
+        n("ConvTranspose", ["x", "w2", "b"], ["kernel_is_stride"], strides=[2, 2]),
+        n("ConvTranspose", ["x", "w2"], ["padded_output"], strides=[2, 2], output_padding=[1, 0]),
     ]
     inputs = [
         ("x", F, [1, 4, 5, 4]),
@@ -393,6 +396,7 @@ def test_conv_transpose() -> None:
         ("wg", F, [4, 2, 2, 3]),
         ("x1", F, [2, 3, 7]),
         ("w1", F, [3, 2, 4]),
+        ("w2", F, [4, 3, 2, 2]),
     ]
     rng = np.random.default_rng(8)
     feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
