@@ -1,0 +1,57 @@
+// RUN: ember-opt %s --random-weights --pipeline hoist-channel-ops,dce | filecheck %s
+// The values before and after: tests/transforms/test_graph_passes.py::test_pass_files_keep_values
+
+builtin.module {
+  // A 2x2/2 ConvTranspose's phase conv (3 channels x 4 phases), its interleave, then the
+  // BatchNorm (mul, add) and ReLU after it: all three move before the interleave, the
+  // constants repeated for the four phases of each channel.
+  // CHECK-LABEL: func.func @phase_interleave(%x: tensor<1x2x4x5xf32>)
+  // CHECK:         %[[C:.*]] = graph.conv
+  // CHECK:         %[[M:.*]] = graph.mul %[[C]], {{.*}} : tensor<1x12x4x5xf32>, tensor<12x1x1xf32>
+  // CHECK:         %[[A:.*]] = graph.add {{.*}}%[[M]]{{.*}} tensor<12x1x1xf32>
+  // CHECK:         %[[R:.*]] = graph.relu %[[A]] : tensor<1x12x4x5xf32>
+  // CHECK:         graph.reshape %[[R]]
+  // CHECK:         graph.transpose
+  // CHECK:         %[[Y:.*]] = graph.reshape
+  // CHECK-NEXT:    func.return %[[Y]]
+  func.func @phase_interleave(%x: tensor<1x2x4x5xf32>) -> tensor<1x3x8x10xf32> {
+    %w = graph.constant "w" : tensor<12x2x1x1xf32>
+    %s = graph.constant "s" : tensor<3x1x1xf32>
+    %t = graph.constant "t" : tensor<3x1x1xf32>
+    %c = graph.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x2x4x5xf32>, tensor<12x2x1x1xf32> -> tensor<1x12x4x5xf32>
+    %r = graph.reshape %c : tensor<1x12x4x5xf32> -> tensor<1x1x2x2x3x4x5xf32>
+    %p = graph.transpose %r {perm = array<i64: 0, 1, 4, 5, 2, 6, 3>} : tensor<1x1x2x2x3x4x5xf32> -> tensor<1x1x3x4x2x5x2xf32>
+    %i = graph.reshape %p : tensor<1x1x3x4x2x5x2xf32> -> tensor<1x3x8x10xf32>
+    %m = graph.mul %i, %s : tensor<1x3x8x10xf32>, tensor<3x1x1xf32> -> tensor<1x3x8x10xf32>
+    %a = graph.add %t, %m : tensor<3x1x1xf32>, tensor<1x3x8x10xf32> -> tensor<1x3x8x10xf32>
+    %y = graph.relu %a : tensor<1x3x8x10xf32> -> tensor<1x3x8x10xf32>
+    func.return %y : tensor<1x3x8x10xf32>
+  }
+
+  // A reshape that splits each conv channel over two output channels: a per-channel scale
+  // has no per-conv-channel form and stays; the ReLU (no constant) still moves.
+  // CHECK-LABEL: func.func @channel_spread(%x: tensor<1x2x4x5xf32>)
+  // CHECK:         %[[C:.*]] = graph.conv
+  // CHECK:         %[[R:.*]] = graph.relu %[[C]] : tensor<1x4x4x5xf32>
+  // CHECK:         %[[S:.*]] = graph.reshape %[[R]] : tensor<1x4x4x5xf32> -> tensor<1x8x2x5xf32>
+  // CHECK:         graph.mul %[[S]]
+  func.func @channel_spread(%x: tensor<1x2x4x5xf32>) -> tensor<1x8x2x5xf32> {
+    %w = graph.constant "w2" : tensor<4x2x1x1xf32>
+    %s = graph.constant "s2" : tensor<8x1x1xf32>
+    %c = graph.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x2x4x5xf32>, tensor<4x2x1x1xf32> -> tensor<1x4x4x5xf32>
+    %r = graph.reshape %c : tensor<1x4x4x5xf32> -> tensor<1x8x2x5xf32>
+    %y = graph.relu %r : tensor<1x8x2x5xf32> -> tensor<1x8x2x5xf32>
+    %m = graph.mul %y, %s : tensor<1x8x2x5xf32>, tensor<8x1x1xf32> -> tensor<1x8x2x5xf32>
+    func.return %m : tensor<1x8x2x5xf32>
+  }
+
+  // Not a conv's output (a function argument): nothing moves.
+  // CHECK-LABEL: func.func @not_from_a_conv(%x: tensor<1x4x4x5xf32>)
+  // CHECK:         graph.reshape %x
+  // CHECK-NEXT:    graph.relu
+  func.func @not_from_a_conv(%x: tensor<1x4x4x5xf32>) -> tensor<1x4x20xf32> {
+    %r = graph.reshape %x : tensor<1x4x4x5xf32> -> tensor<1x4x20xf32>
+    %y = graph.relu %r : tensor<1x4x20xf32> -> tensor<1x4x20xf32>
+    func.return %y : tensor<1x4x20xf32>
+  }
+}
