@@ -45,6 +45,23 @@ builtin.module {
     func.return %m : tensor<1x8x2x5xf32>
   }
 
+  // A 1-D conv runs as 2-D of height 1 and is reshaped back: its per-channel scale (a
+  // [8, 1] constant over [1, 8, 50]) and ReLU move before the reshape, into conv range.
+  // CHECK-LABEL: func.func @conv_1d(%x: tensor<1x4x1x50xf32>)
+  // CHECK:         %[[C:.*]] = graph.conv
+  // CHECK:         %[[M:.*]] = graph.mul %[[C]], {{.*}} : tensor<1x8x1x50xf32>, tensor<8x1x1xf32>
+  // CHECK:         %[[R:.*]] = graph.relu %[[M]]
+  // CHECK:         graph.reshape %[[R]] : tensor<1x8x1x50xf32> -> tensor<1x8x50xf32>
+  func.func @conv_1d(%x: tensor<1x4x1x50xf32>) -> tensor<1x8x50xf32> {
+    %w = graph.constant "w3" : tensor<8x4x1x3xf32>
+    %s = graph.constant "s3" : tensor<8x1xf32>
+    %c = graph.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 1, 0, 1>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x4x1x50xf32>, tensor<8x4x1x3xf32> -> tensor<1x8x1x50xf32>
+    %r = graph.reshape %c : tensor<1x8x1x50xf32> -> tensor<1x8x50xf32>
+    %m = graph.mul %r, %s : tensor<1x8x50xf32>, tensor<8x1xf32> -> tensor<1x8x50xf32>
+    %y = graph.relu %m : tensor<1x8x50xf32> -> tensor<1x8x50xf32>
+    func.return %y : tensor<1x8x50xf32>
+  }
+
   // Not a conv's output (a function argument): nothing moves.
   // CHECK-LABEL: func.func @not_from_a_conv(%x: tensor<1x4x4x5xf32>)
   // CHECK:         graph.reshape %x
