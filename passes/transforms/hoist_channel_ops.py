@@ -113,6 +113,8 @@ class HoistChannelOp(RewritePattern):
             return
         operands = [source]
         if constant is not None:
+            if len(graph.shape_of(chained)) < 2:
+                return  # no channel axis to map the constant along (a flattened conv output)
             vector = per_channel(constant[2], graph.shape_of(chained), 1)
             landing = landing_channels(graph.shape_of(source), chain)
             if vector is None or landing is None:

@@ -62,6 +62,19 @@ builtin.module {
     func.return %y : tensor<1x8x50xf32>
   }
 
+  // A conv output flattened to one axis has no channel axis: a scale after it stays.
+  // CHECK-LABEL: func.func @flattened(%x: tensor<1x2x4x5xf32>)
+  // CHECK:         graph.reshape
+  // CHECK-NEXT:    graph.mul
+  func.func @flattened(%x: tensor<1x2x4x5xf32>) -> tensor<80xf32> {
+    %w = graph.constant "w4" : tensor<4x2x1x1xf32>
+    %s = graph.constant "s4" : tensor<1xf32>
+    %c = graph.conv %x, %w {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x2x4x5xf32>, tensor<4x2x1x1xf32> -> tensor<1x4x4x5xf32>
+    %r = graph.reshape %c : tensor<1x4x4x5xf32> -> tensor<80xf32>
+    %m = graph.mul %r, %s : tensor<80xf32>, tensor<1xf32> -> tensor<80xf32>
+    func.return %m : tensor<80xf32>
+  }
+
   // Not a conv's output (a function argument): nothing moves.
   // CHECK-LABEL: func.func @not_from_a_conv(%x: tensor<1x4x4x5xf32>)
   // CHECK:         graph.reshape %x
