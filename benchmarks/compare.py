@@ -3,6 +3,7 @@
     python benchmarks/compare.py                       # the twelve models, 1 and 2 threads
     python benchmarks/compare.py --models resnet50 --threads 1 --runs 20
     python benchmarks/compare.py --models transformers   # BERT-base 128/384, sentence encoder
+    python benchmarks/compare.py --models detector       # DBNet (ResNet-18) at 640x640
 
 For each model and thread count: ember's ahead-of-time compile time, the median latency of the
 loaded artifact and of onnxruntime over --runs runs after --warmup runs (one engine after the
@@ -66,17 +67,25 @@ TRANSFORMER_MODELS = {
     "bert_base_384": lambda: _bert_base(384),
     "sentence_encoder": _sentence_encoder,
 }
-# The default set: the twelve models; the transformers are asked for by name or by group.
+DETECTOR_MODELS = {"dbnet": lambda: models.dbnet(seed=0, height=640, width=640)}
+# The default set: the twelve models; the transformers and the detector are asked for by name
+# or by group.
 DEFAULT_MODELS = [*LIGHT_MODELS, *BUILT_MODELS]
-ALL_MODELS = [*DEFAULT_MODELS, *TRANSFORMER_MODELS]
-GROUPS = {"default": DEFAULT_MODELS, "transformers": list(TRANSFORMER_MODELS), "all": ALL_MODELS}
+EXTRA_MODELS = {**TRANSFORMER_MODELS, **DETECTOR_MODELS}
+ALL_MODELS = [*DEFAULT_MODELS, *EXTRA_MODELS]
+GROUPS = {
+    "default": DEFAULT_MODELS,
+    "transformers": list(TRANSFORMER_MODELS),
+    "detector": list(DETECTOR_MODELS),
+    "all": ALL_MODELS,
+}
 
 
 def load_model(name: str) -> onnx.ModelProto:
     if name in BUILT_MODELS:
         return BUILT_MODELS[name]()
-    if name in TRANSFORMER_MODELS:
-        return TRANSFORMER_MODELS[name]()
+    if name in EXTRA_MODELS:
+        return EXTRA_MODELS[name]()
     return onnx.load(light_model_path(name))
 
 
@@ -91,7 +100,8 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def selected_models(names: list[str]) -> list[str]:
-    """Model names, with group names (default, transformers, all) expanded in place."""
+    """Model names, with group names (default, transformers, detector, all) expanded in
+    place."""
     return [m for name in names for m in GROUPS.get(name, [name])]
 
 
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=["default"],
         choices=[*ALL_MODELS, *GROUPS],
-        help="model names or groups: default (the twelve), transformers, all",
+        help="model names or groups: default (the twelve), transformers, detector, all",
     )
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=20)

@@ -30,6 +30,7 @@ def _graph_passes() -> list[type[ModulePass]]:
         FuseResidualAdd,
     )
     from ember.passes.transforms.fuse_layer_norm import FuseLayerNorm
+    from ember.passes.transforms.hoist_channel_ops import HoistChannelOps
     from ember.passes.transforms.quantize_ops import QuantizeOps
 
     return [
@@ -38,6 +39,7 @@ def _graph_passes() -> list[type[ModulePass]]:
         FoldConstants,
         CommonSubexpressionElimination,
         DeadCodeElimination,
+        HoistChannelOps,
         FoldBatchNorm,
         FuseLayerNorm,
         FuseAttention,
@@ -76,7 +78,8 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 # Quantized convs become integer ones first, while their weights are still int8 constants;
 # then simplify and fold, so that the fusions see conv/matmul followed by plain adds.
 GRAPH_STAGE = (
-    "quantize-ops,canonicalize,fold-constants,cse,canonicalize,fold-batchnorm,fold-constants,fuse-layer-norm,"
+    "quantize-ops,canonicalize,fold-constants,cse,canonicalize,hoist-channel-ops,fold-batchnorm,"
+    "fold-constants,fuse-layer-norm,"
     "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
 )
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"

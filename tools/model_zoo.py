@@ -3,6 +3,8 @@ downloads), and the light models shipped in the onnx wheel. Shared by tests/ and
 
     resnet18(seed=0, image_size=224, width=1.0) -> onnx.ModelProto  opset 17
     mobilenet_v2(seed=0, image_size=224, width=1.0) -> ModelProto  opset 13
+    dbnet(seed=0, height=640, width=640, channels=1.0) -> ModelProto  opset 17
+        (DBNet text detector: ResNet-18, FPN neck with nearest Resize, ConvTranspose head)
     inverted_residual_model(seed=0, size=56, channels=24) -> ModelProto  opset 13
         (MobileNetV2 blocks: 1x1 expand, depthwise, 1x1 project)
     bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0, token_types=0,
@@ -90,11 +92,14 @@ class GraphBuilder:
             pads=[k // 2] * 4,
             group=group,
         )
-        scale = self.const(self.rng.uniform(0.5, 1.5, cout).astype(np.float32), "bn_scale")
-        bias = self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "bn_bias")
-        mean = self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "bn_mean")
-        var = self.const(self.rng.uniform(0.5, 1.5, cout).astype(np.float32), "bn_var")
-        return self.node("BatchNormalization", [y, scale, bias, mean, var], epsilon=1e-5)
+        return self.batch_norm(y, cout)
+
+    def batch_norm(self, x: str, channels: int) -> str:
+        scale = self.const(self.rng.uniform(0.5, 1.5, channels).astype(np.float32), "bn_scale")
+        bias = self.const(self.rng.normal(0, 0.1, channels).astype(np.float32), "bn_bias")
+        mean = self.const(self.rng.normal(0, 0.1, channels).astype(np.float32), "bn_mean")
+        var = self.const(self.rng.uniform(0.5, 1.5, channels).astype(np.float32), "bn_var")
+        return self.node("BatchNormalization", [x, scale, bias, mean, var], epsilon=1e-5)
 
     def classifier(self, x: str, channels: int, classes: int) -> str:
         pooled = self.node("GlobalAveragePool", [x])
@@ -121,15 +126,13 @@ def _image_input(image_size: int) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, image_size, image_size])
 
 
-def resnet18(
-    seed: int = 0, image_size: int = 224, classes: int = 1000, width: float = 1.0
-) -> onnx.ModelProto:
-    """`width` scales every stage's channels (64, 128, 256, 512) for small, fast variants."""
-    b = GraphBuilder(seed)
+def _resnet18_stages(b: GraphBuilder, width: float) -> tuple[list[str], list[int]]:
+    """ResNet-18's stem and four stages of two basic blocks on `input`: each stage's output
+    (strides 4, 8, 16, 32) and channel count (64, 128, 256, 512 scaled by `width`)."""
     widths = [max(8, int(c * width)) for c in (64, 128, 256, 512)]
     x = b.node("Relu", [b.conv_bn("input", 3, widths[0], 7, stride=2)])
     x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
-    cin = widths[0]
+    cin, features = widths[0], []
     for stage, cout in enumerate(widths):
         for block in range(2):
             stride = 2 if stage > 0 and block == 0 else 1
@@ -138,7 +141,17 @@ def resnet18(
             shortcut = x if stride == 1 and cin == cout else b.conv_bn(x, cin, cout, 1, stride)
             x = b.node("Relu", [b.node("Add", [y, shortcut])])
             cin = cout
-    logits = b.classifier(x, widths[-1], classes)
+        features.append(x)
+    return features, widths
+
+
+def resnet18(
+    seed: int = 0, image_size: int = 224, classes: int = 1000, width: float = 1.0
+) -> onnx.ModelProto:
+    """`width` scales every stage's channels (64, 128, 256, 512) for small, fast variants."""
+    b = GraphBuilder(seed)
+    features, widths = _resnet18_stages(b, width)
+    logits = b.classifier(features[-1], widths[-1], classes)
     out = helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, classes])
     return b.model("resnet18", [_image_input(image_size)], [out], 17)
 
@@ -176,6 +189,70 @@ def mobilenet_v2(
     logits = b.classifier(x, last, classes)
     out = helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, classes])
     return b.model("mobilenet_v2", [_image_input(image_size)], [out], 13)
+
+
+def dbnet(
+    seed: int = 0, height: int = 640, width: int = 640, channels: float = 1.0
+) -> onnx.ModelProto:
+    """A DBNet text detector (Liao et al., "Real-time Scene Text Detection with Differentiable
+    Binarization", the ResNet-18 model) at inference: [1, 3, height, width] -> the text
+    probability map [1, 1, height, width]. height and width: multiples of 32.
+
+    - backbone: ResNet-18's stages at strides 4, 8, 16, 32 (`_resnet18_stages`);
+    - FPN neck: bias-free 1x1 lateral convs to `inner` (256) channels, top-down Resize
+      (nearest, x2) + Add, a bias-free 3x3 conv to inner / 4 on every level, each level
+      Resized (nearest, x8 / x4 / x2) to stride 4 and Concatenated;
+    - DB head (the probability branch): 3x3 conv + BN + ReLU, ConvTranspose 2x2/2 + BN + ReLU,
+      ConvTranspose 2x2/2, Sigmoid.
+
+    As the exporters write it: every BatchNormalization a node of its own; Resize(x, "",
+    scales) with asymmetric coordinates and floor rounding, the top-down scales a Constant
+    node (torch.onnx) and the to-stride-4 scales initializers (paddle2onnx). `channels` scales
+    the backbone's and the neck's widths for small test variants. Opset 17.
+    """
+    if height % 32 or width % 32:
+        raise ValueError(f"dbnet: height {height} and width {width} must be multiples of 32")
+    b = GraphBuilder(seed)
+    features, widths = _resnet18_stages(b, channels)
+    inner = max(8, int(256 * channels))
+    quarter = inner // 4
+
+    def conv(x: str, cin: int, cout: int, k: int) -> str:
+        w = b.normal((cout, cin, k, k), math.sqrt(2.0 / (cin * k * k)))
+        return b.node("Conv", [x, w], kernel_shape=[k, k], pads=[k // 2] * 4)
+
+    def resize(x: str, scales: str) -> str:
+        return b.node("Resize", [x, "", scales], mode="nearest",
+                      coordinate_transformation_mode="asymmetric", nearest_mode="floor")  # fmt: skip
+
+    def constant_scales(factor: float) -> str:
+        value = numpy_helper.from_array(np.array([1, 1, factor, factor], np.float32))
+        return b.node("Constant", [], value=value)
+
+    def conv_transpose_2x2(x: str, cin: int, cout: int, gain: float = 1.0) -> str:
+        w = b.normal((cin, cout, 2, 2), gain * math.sqrt(2.0 / (cin * 4)))
+        bias = b.normal((cout,), 0.1)
+        return b.node("ConvTranspose", [x, w, bias], kernel_shape=[2, 2], strides=[2, 2])
+
+    laterals = [conv(f, c, inner, 1) for f, c in zip(features, widths)]
+    merged = [laterals[-1]]  # top-down: stride 32, 16, 8, 4
+    for lateral in reversed(laterals[:-1]):
+        merged.append(b.node("Add", [resize(merged[-1], constant_scales(2.0)), lateral]))
+    levels = []
+    for level, factor in zip(merged, (8.0, 4.0, 2.0, 1.0)):
+        smoothed = conv(level, inner, quarter, 3)
+        if factor > 1:
+            smoothed = resize(smoothed, b.const(np.array([1, 1, factor, factor], np.float32)))
+        levels.append(smoothed)
+    fused = b.node("Concat", levels, axis=1)
+    x = b.node("Relu", [b.batch_norm(conv(fused, inner, quarter, 3), quarter)])
+    x = b.node("Relu", [b.batch_norm(conv_transpose_2x2(x, quarter, quarter), quarter)])
+    # Small weights on the last layer: the seeded features grow to ~100, and a saturated
+    # Sigmoid (all 0 or 1) would hide a wrong value in the map; this keeps logits at std ~2.
+    probability = b.node("Sigmoid", [conv_transpose_2x2(x, quarter, 1, gain=0.05)])
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, height, width])
+    out = helper.make_tensor_value_info(probability, TensorProto.FLOAT, [1, 1, height, width])
+    return b.model("dbnet", [image], [out], 17)
 
 
 def bert_encoder(

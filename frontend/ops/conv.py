@@ -198,10 +198,15 @@ def _conv_transpose_by_phases(
     if bias is not None:  # the bias of channel (g, c) for every phase of it
         grouped_bias = imp.reshape(bias, [group, 1, per_group])
         bias = imp.reshape(imp.concat([grouped_bias] * phases, 1), [group * phases * per_group])
-    # Stride-1 convolution padded J-1 before (full correlation) and J after (room for
-    # output_padding): Q = L + J outputs per phase and axis.
-    window = Window.of(taps, [1] * spatial, [1] * spatial, [t - 1 for t in taps] + taps)
-    sizes = [n + t for n, t in zip(xs[2:], taps)]
+    # Stride-1 convolution padded J-1 before (full correlation) and up to J after (room for
+    # output_padding): Q = L + after outputs per phase and axis, as many as the kept outputs
+    # reach (a 2x2/2 ConvTranspose, kernel = stride, needs Q = L: nothing computed to be cut).
+    after = [
+        min(t, max(0, -(-(b + n) // s) - length))
+        for t, b, n, s, length in zip(taps, begin, out, strides, xs[2:])
+    ]
+    window = Window.of(taps, [1] * spatial, [1] * spatial, [t - 1 for t in taps] + after)
+    sizes = [length + a for length, a in zip(xs[2:], after)]
     y = _conv_nd(imp, x, filt, bias, window, group, sizes)
     # [N, g * phases * C/g, Q..] -> [N, g, s.., C/g, Q..] -> [N, g, C/g, Q1, s1, ..] -> [N, C, Q*s..]
     y = imp.reshape(y, [xs[0], group, *strides, per_group, *sizes])

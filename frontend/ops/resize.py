@@ -191,17 +191,46 @@ def _weighted(imp: ImportContext, node: Node, term: Value, weight: np.ndarray) -
     return y
 
 
+def _repeat_factor(
+    index: np.ndarray, weight: np.ndarray, outside: np.ndarray | None, in_size: int
+) -> int | None:
+    """k when the axis' taps copy each input position k times in order (nearest upsampling by a
+    whole factor: output i reads input i // k), else None."""
+    out_size = index.shape[0]
+    if index.shape[1] != 1 or outside is not None or out_size % in_size or not np.all(weight == 1):
+        return None
+    k = out_size // in_size
+    return k if k > 1 and np.array_equal(index[:, 0], np.arange(out_size) // k) else None
+
+
+def _repeat_axes(imp: ImportContext, x: Value, repeats: dict[int, int]) -> Value:
+    """x with each axis a in `repeats` repeated element by element repeats[a] times, as
+    Reshape -> Expand -> Reshape: a size-1 axis after each, broadcast to the factor. The
+    elementwise lowering sweeps such a broadcast with vector shuffles, where a gather of a
+    constant index table along the last axis moves one element at a time."""
+    split: list[int] = []
+    grown: list[int] = []
+    for axis, size in enumerate(shape_of(x)):
+        split.append(size)
+        grown.append(size)
+        if axis in repeats:
+            split.append(1)
+            grown.append(repeats[axis])
+    out = [size * repeats.get(axis, 1) for axis, size in enumerate(shape_of(x))]
+    expanded = imp.emit(graph.ExpandOp, [imp.reshape(x, split)], grown)
+    return imp.reshape(expanded, out)
+
+
 def _resize_axis(
     imp: ImportContext,
     node: Node,
     x: Value,
     axis: int,
     out_size: int,
-    scale: float,
-    roi: tuple[float, float],
+    taps: tuple[np.ndarray, np.ndarray, np.ndarray | None],
 ) -> Value:
     shape = shape_of(x)
-    index, weight, outside = _resize_taps(node, shape[axis], out_size, scale, roi)
+    index, weight, outside = taps
     trailing = [1] * (len(shape) - axis - 1)
     dtype = dtype_of(x)
     taps = [t for t in range(index.shape[1]) if weight[:, t].any()]
@@ -278,7 +307,8 @@ def _resize(imp: ImportContext, node: Node) -> Sequence[Value]:
     if any(n <= 0 for n in out) or any(not f > 0 for f in factors):
         raise node.error(f"scales {factors} / sizes {out} must be positive")
     roi_values = [] if roi is None or roi.size == 0 else [float(v) for v in roi]
-    y = x
+    repeats: dict[int, int] = {}
+    gathers: list[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray | None]]] = []
     for k, axis in enumerate(axes):
         if roi_values:
             box = (roi_values[k], roi_values[k + len(axes)])
@@ -286,5 +316,14 @@ def _resize(imp: ImportContext, node: Node) -> Sequence[Value]:
             box = (0.0, 1.0)
         if out[k] == shape[axis] and factors[k] == 1.0 and not roi_values:
             continue
-        y = _resize_axis(imp, node, y, axis, out[k], factors[k], box)
+        taps = _resize_taps(node, shape[axis], out[k], factors[k], box)
+        factor = _repeat_factor(*taps, shape[axis])
+        if factor is not None:
+            repeats[axis] = factor
+        else:
+            gathers.append((axis, out[k], taps))
+    # Each axis is resized on its own, so the repeated axes can go first, all in one op.
+    y = _repeat_axes(imp, x, repeats) if repeats else x
+    for axis, size, taps in gathers:
+        y = _resize_axis(imp, node, y, axis, size, taps)
     return [y]

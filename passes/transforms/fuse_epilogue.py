@@ -87,7 +87,7 @@ class FuseResidualAddPattern(RewritePattern):
             return
 
 
-def _activation_of(op: Operation) -> tuple[str, list[float]] | None:
+def activation_of(op: Operation) -> tuple[str, list[float]] | None:
     if isinstance(op, graph.ReluOp):
         return "relu", []
     if isinstance(op, graph.SigmoidOp):
@@ -115,7 +115,7 @@ def _with_activation(producer: Contraction, name: str, params: list[float]) -> O
 
 class FuseActivationPattern(RewritePattern):
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
-        activation = _activation_of(op)
+        activation = activation_of(op)
         if activation is None:
             return
         producer = fusable_producer(op.operands[0])

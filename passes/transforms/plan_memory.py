@@ -13,8 +13,8 @@ A concatenation whose inputs are contiguous byte ranges of its output (the dims 
 axis all 1, e.g. NCHW channels at batch 1) costs no copy: each input buffer is placed at its
 range inside the output buffer, which then lives from the first input's first use, and the
 kernel.concat is erased (squeezenet's fire modules: 8 concats, 90 us of 3.7 ms). Only
-inputs that are this function's own buffers, in no in-place pair, each in one such concat,
-at 64-byte aligned ranges.
+inputs that are this function's own buffers (or reshape views of them), in no in-place pair,
+each in one such concat, at 64-byte aligned ranges.
 
 Buffers with `?` dims (`memref.alloc(%n) : memref<?x768xf32>`, runtime extents: issue 10,
 foundation) are placed with the same lifetimes but offsets computed at run time: the static
@@ -176,7 +176,9 @@ def _concat_ranges(
         axis = op.axis.value.data
         if math.prod(out_type.get_shape()[:axis]) != 1:
             continue  # each input is strided in the output
-        buffers = list(op.inputs)
+        # An input seen through a kernel.reshape is its buffer's bytes all the same (a nearest
+        # upsampling's Expand reshaped back to NCHW).
+        buffers = [_root(v) for v in op.inputs]
         if (
             len(set(buffers)) != len(buffers)
             or op.output in claimed

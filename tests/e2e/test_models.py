@@ -84,6 +84,15 @@ def test_bert_encoder_matches_onnxruntime() -> None:
     _check(models.bert_encoder(layers=2, seq=16, hidden=64, heads=4, vocab=100, seed=0))
 
 
+def test_dbnet_text_detector_matches_onnxruntime() -> None:
+    """DBNet's FPN neck (nearest Resize x2/x4/x8, Concat) and head (ConvTranspose 2x2/2 with
+    BatchNorm and ReLU, Sigmoid) on a narrow ResNet-18 at 32x64: the probability map stays
+    unsaturated (model_zoo.dbnet), so a wrong value would show."""
+    model = models.dbnet(seed=0, height=32, width=64, channels=0.125)
+    compiled = _check(model)
+    assert compiled.run(random_inputs(model, 0))[compiled.output_names[0]].shape == (1, 1, 32, 64)
+
+
 def test_positional_call_and_names() -> None:
     # The calling convention is the point, not the network: a small CNN with two inputs of
     # different shapes, so arguments taken in the wrong order would be refused.

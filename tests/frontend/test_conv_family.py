@@ -203,9 +203,25 @@ def test_strided_conv_transpose_imports_as_one_phase_convolution() -> None:
         str(import_onnx(model).module),
         """
         CHECK-NOT: graph.concat
-        CHECK: graph.conv {{.*}} : tensor<1x16x1x50xf32>, tensor<32x16x1x2xf32> -> tensor<1x32x1x52xf32>
+        CHECK: graph.conv {{.*}} : tensor<1x16x1x50xf32>, tensor<32x16x1x2xf32> -> tensor<1x32x1x51xf32>
         CHECK: graph.transpose
         CHECK: -> tensor<1x8x200xf32>
+        """,
+    )
+
+
+def test_conv_transpose_with_kernel_equal_to_stride_computes_no_margin() -> None:
+    """A 2x2/2 ConvTranspose (DBNet's head): every phase has one tap, and the phase conv yields
+    exactly the input's 6x5 positions per phase; nothing is computed only to be sliced off."""
+    nodes = [node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])]
+    model = _model(nodes, {"x": (F, [1, 16, 6, 5])}, _weights(19, w=(16, 8, 2, 2)))
+    assert_filecheck(
+        str(import_onnx(model).module),
+        """
+        CHECK: graph.conv {{.*}} : tensor<1x16x6x5xf32>, tensor<32x16x1x1xf32> -> tensor<1x32x6x5xf32>
+        CHECK: graph.transpose
+        CHECK: -> tensor<1x8x12x10xf32>
+        CHECK-NOT: graph.slice
         """,
     )
 

@@ -182,6 +182,61 @@ def test_resize_modes() -> None:
     _check(_model(nodes, inputs, [m.output[0] for m in nodes], constants), feeds)
 
 
+def test_resize_nearest_by_whole_factors() -> None:
+    """Nearest upsampling as the exporters write it (torch.onnx: asymmetric + floor; the
+    default half_pixel + round_prefer_floor; sizes instead of scales), by factors 2, 3, 4 and
+    8 (the repeat path), next to forms whose tables are not repeats (align_corners, x1.5) and
+    a rank-3 input; rows of 7 x k leave a vector tail."""
+    n = helper.make_node
+
+    def nearest(scales: str, out: str, **attrs: str) -> onnx.NodeProto:
+        return n("Resize", ["x", "", scales], [out], mode="nearest", **attrs)
+
+    torch_style = {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    nodes = [
+        nearest("x2", "torch_x2", **torch_style),
+        nearest("x8", "torch_x8", **torch_style),
+        nearest("x3_4", "default_x3_x4"),
+        nearest("x2", "align_corners", coordinate_transformation_mode="align_corners"),
+        nearest("x2_x1_5", "mixed", **torch_style),
+        n("Resize", ["x", "", "", "sizes"], ["by_sizes"], mode="nearest", **torch_style),
+        n("Resize", ["x1d", "", "x4_1d"], ["rank3"], mode="nearest", **torch_style),
+    ]
+    constants = {
+        "x2": np.array([1, 1, 2, 2], np.float32),
+        "x8": np.array([1, 1, 8, 8], np.float32),
+        "x3_4": np.array([1, 1, 3, 4], np.float32),
+        "x2_x1_5": np.array([1, 1, 2, 1.5], np.float32),
+        "sizes": _i64(1, 3, 10, 14),
+        "x4_1d": np.array([1, 1, 4], np.float32),
+    }
+    inputs = [("x", F, [1, 3, 5, 7]), ("x1d", F, [2, 3, 9])]
+    rng = np.random.default_rng(21)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}
+    _check(_model(nodes, inputs, [m.output[0] for m in nodes], constants), feeds)
+
+
+def test_nearest_upsampling_imports_as_a_broadcast() -> None:
+    """A whole-factor nearest Resize is one Expand between two Reshapes (each repeated axis a
+    size-1 axis broadcast to its factor), not a gather per axis."""
+    node = helper.make_node(
+        "Resize", ["x", "", "scales"], ["y"], mode="nearest",
+        coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+    )  # fmt: skip
+    scales = {"scales": np.array([1, 1, 2, 4], np.float32)}
+    model = _model([node], [("x", F, [1, 3, 5, 7])], ["y"], scales)
+    assert_filecheck(
+        str(import_onnx(model).module),
+        """
+        CHECK-NOT: graph.gather
+        CHECK: graph.reshape {{.*}} -> tensor<1x3x5x1x7x1xf32>
+        CHECK: graph.expand {{.*}} -> tensor<1x3x5x2x7x4xf32>
+        CHECK: graph.reshape {{.*}} -> tensor<1x3x10x28xf32>
+        CHECK-NOT: graph.gather
+        """,
+    )
+
+
 def test_index_reductions_scans_and_composed_reductions() -> None:
     n = helper.make_node
     nodes = [
@@ -331,6 +386,9 @@ def test_conv_transpose() -> None:
         n("ConvTranspose", ["x", "wg"], ["grouped"], group=2, dilations=[2, 1]),
         n("ConvTranspose", ["x", "w"], ["shaped"], strides=[3, 2], output_shape=[12, 7]),
         n("ConvTranspose", ["x1", "w1"], ["one_d"], strides=[2], output_padding=[1]),
+        # kernel = stride (DBNet's and U-Net's 2x2/2 upsampling): one phase tap, no margin
+        n("ConvTranspose", ["x", "w2", "b"], ["kernel_is_stride"], strides=[2, 2]),
+        n("ConvTranspose", ["x", "w2"], ["padded_output"], strides=[2, 2], output_padding=[1, 0]),
     ]
     inputs = [
         ("x", F, [1, 4, 5, 4]),
@@ -338,6 +396,7 @@ def test_conv_transpose() -> None:
         ("wg", F, [4, 2, 2, 3]),
         ("x1", F, [2, 3, 7]),
         ("w1", F, [3, 2, 4]),
+        ("w2", F, [4, 3, 2, 2]),
     ]
     rng = np.random.default_rng(8)
     feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, _, shape in inputs}

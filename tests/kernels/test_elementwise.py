@@ -18,6 +18,7 @@ from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
 from ember.passes.conversion.kernel_to_loops.elementwise import (
     collapse_broadcast,
     lower_elementwise,
+    repeat_merge,
 )
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.kernels.harness import run_kernel_op
@@ -62,6 +63,10 @@ def sigmoid(b: LoopBuilder, a: list[SSAValue]) -> SSAValue:
     return b.divf(one, b.addf(one, b.exp(neg)))
 
 
+def maximum(b: LoopBuilder, x: SSAValue, y: SSAValue) -> SSAValue:
+    return b.insert(arith.MaximumfOp(x, y)).results[0]
+
+
 def fused_relu(b: LoopBuilder, a: list[SSAValue]) -> SSAValue:
     return relu(b, [b.addf(b.mulf(a[0], a[1]), a[0])])
 
@@ -86,6 +91,23 @@ def gelu(b: LoopBuilder, a: list[SSAValue]) -> SSAValue:
 )
 def test_collapse_broadcast(out, inputs, dims, shapes) -> None:
     assert collapse_broadcast(out, inputs) == (dims, shapes)
+
+
+@pytest.mark.parametrize(
+    "dims, inputs, width, merged",
+    [
+        # nearest x2 upsampling's broadcast [C*H, 2, W, 2]: the rows of W * 2 merge
+        ([40, 2, 9, 2], [[40, 1, 9, 1]], 8, ([40, 2, 18], [[40, 1, 9]], [True])),
+        # with a full operand (an Add of the upsampled map) and a scalar one
+        ([6, 4], [[6, 1], [6, 4], [1, 1]], 8, ([24], [[6], [24], [1]], [True, False, False])),
+        ([6, 8], [[6, 1]], 8, None),  # k = width: rows are already whole vectors
+        ([6, 3], [[6, 1]], 8, None),  # 8 % 3: no lane pattern repeats per vector
+        ([6, 4], [[1, 4], [6, 1]], 8, None),  # a row broadcast along m
+        ([24], [[1]], 8, None),
+    ],
+)
+def test_repeat_merge(dims, inputs, width, merged) -> None:
+    assert repeat_merge(dims, inputs, width) == merged
 
 
 # -- IR ---------------------------------------------------------------------------------------
@@ -138,6 +160,24 @@ def test_vector_width_comes_from_the_target() -> None:
         CHECK:      vector.broadcast %[[ONE]] : f32 to vector<16xf32>
         CHECK:      math.exp {{.*}} : vector<16xf32>
         CHECK:      arith.divf {{.*}} : vector<16xf32>
+        """,
+    )
+
+
+def test_short_inner_broadcast_is_a_load_and_a_shuffle() -> None:
+    """[4, 80, 1] broadcast to [4, 80, 2] (nearest x2 upsampling along the last axis): one row
+    of 640 swept in vector<8>, each from a vector<4> load repeated by one shuffle."""
+    src, dst = MemRefType(f32, [4, 80, 1]), MemRefType(f32, [4, 80, 2])
+    ir = lowered_ir([src, dst], lambda b, a: a[0], Target(threads=1))
+    assert_filecheck(
+        ir,
+        """
+        CHECK:      %[[X:.*]] = memref.reinterpret_cast %0 {{.*}} to memref<320xf32>
+        CHECK:      memref.reinterpret_cast %1 {{.*}} to memref<640xf32>
+        CHECK:      %[[L:.*]] = vector.load %[[X]]{{.*}} vector<4xf32>
+        CHECK-NEXT: %[[S:.*]] = vector.shuffle %[[L]], %[[L]] [0, 0, 1, 1, 2, 2, 3, 3]
+        CHECK-NEXT: vector.store %[[S]]
+        CHECK-NOT:  memref.store
         """,
     )
 
@@ -200,6 +240,29 @@ def test_add_broadcasting(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) ->
     out2 = np.empty_like(out)
     run(add, [b, a], out2)
     np.testing.assert_array_equal(out2, b + a)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "shape, k",
+    [((3, 40, 2, 41), 2), ((1, 5, 4, 9), 4), ((2, 3, 8, 5), 8), ((2, 7), 2), ((64, 2, 80), 2)],
+)
+@pytest.mark.parametrize("width", [8, 16])
+def test_repeated_rows(shape: tuple[int, ...], k: int, threads: int, width: int) -> None:
+    """x [..., m] repeated k times element by element, with a full operand and a scalar one:
+    max((x repeated) + y, s), against numpy (exact); m * k rows with and without a vector tail, at the
+    AVX2 and AVX-512 widths (a width the host lacks runs as LLVM's split vectors)."""
+    x, s = randn(*shape, 1), randn(1)
+    y = randn(*shape, k)
+    out = np.full(y.shape, np.nan, np.float32)
+    target = Target(vector_width=width, vector_registers=16, threads=threads)
+    run_kernel_op(
+        lambda args: elementwise(args, lambda b, a: maximum(b, b.addf(a[0], a[1]), a[2])),
+        [x, y, s, out],
+        target=target,
+        threads=threads,
+    )
+    np.testing.assert_array_equal(out, np.maximum(np.repeat(x, k, axis=-1) + y, s))
 
 
 def test_gelu_chain() -> None:

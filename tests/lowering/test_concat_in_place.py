@@ -104,3 +104,37 @@ def test_concat_of_a_graph_input_stays_a_copy() -> None:
     assert "kernel.concat" in planned_ir(model)
     feeds = random_inputs(model)
     assert_close(ember.compile(model, threads=1).run(feeds), onnxruntime_outputs(model, feeds))
+
+
+def test_concat_of_reshaped_buffers_is_in_place() -> None:
+    """A nearest upsampling is an Expand reshaped back to NCHW (DBNet's FPN levels): the
+    concat still places the Expand's buffer inside its output, through the reshape."""
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node(
+                "Resize",
+                ["r", "", "scales"],
+                ["up"],
+                mode="nearest",
+                coordinate_transformation_mode="asymmetric",
+                nearest_mode="floor",
+            ),
+            helper.make_node("Sigmoid", ["z"], ["s"]),
+            helper.make_node("Concat", ["up", "s"], ["c"], axis=1),
+            helper.make_node("Tanh", ["c"], ["y"]),
+        ],  # fmt: skip
+        "upsample_cat",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 4, 6]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 8, 12]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [scales],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ir = planned_ir(model)
+    assert "kernel.reshape" in ir and "kernel.concat" not in ir
+    feeds = random_inputs(model, seed=4)
+    assert_close(ember.compile(model, threads=1).run(feeds), onnxruntime_outputs(model, feeds))

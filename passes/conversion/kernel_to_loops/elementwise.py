@@ -5,6 +5,10 @@ or broadcast in both, so [1,64,56,56] + [1,64,56,56] becomes one flat loop of 20
 [1,64,56,56] * [1,64,1,1] becomes a [64] x [3136] nest with one splat per row. The innermost
 collapsed dim is swept with the body cloned on vector<VW x T> values, then cloned on scalars
 for the tail.
+
+A short innermost dim that some inputs broadcast ([.., 80, 1] -> [.., 80, 2], what nearest
+upsampling by a whole factor is) merges with the dim before it: the row is swept in vectors
+too, each such input loading VW / k elements and repeating each k times with one shuffle.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ember.dialects.extents import is_dynamic
 from ember.dialects.graph import element_type_of, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.flat_access import shuffle
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
 
@@ -52,6 +57,40 @@ def collapse_broadcast(
         [n if pattern[k] else 1 for n, pattern in zip(dims, patterns)] for k in range(len(inputs))
     ]
     return dims, shapes
+
+
+def repeat_merge(
+    dims: Sequence[int], input_dims: Sequence[Sequence[int]], width: int
+) -> tuple[list[int], list[list[int]], list[bool]] | None:
+    """The last two collapsed dims [m, k] merged into one row of m * k when k is a short repeat:
+    1 < k < width, width % k == 0, and each input full in both, full along m and broadcast
+    along k (a repeat: True in the returned flags), or broadcast in both. None otherwise."""
+    if len(dims) < 2 or not 1 < dims[-1] < width or width % dims[-1]:
+        return None
+    m, k = dims[-2:]
+    merged: list[list[int]] = []
+    repeated: list[bool] = []
+    for d in input_dims:
+        last_two = (d[-2] == m, d[-1] == k)
+        if last_two == (False, True):
+            return None  # a row broadcast along m: no shuffle makes it
+        size = {(True, True): m * k, (True, False): m, (False, False): 1}[last_two]
+        merged.append([*d[:-2], size])
+        repeated.append(last_two == (True, False))
+    return [*dims[:-2], m * k], merged, repeated
+
+
+def _repeat_load(
+    b: LoopBuilder, buffer: SSAValue, indices: list[SSAValue | int], k: int, width: int
+) -> SSAValue:
+    """width lanes of a row that repeats each element of `buffer` k times, from the element at
+    `indices` on: one load of width / k elements and a shuffle (a splat when that is one)."""
+    if width == 1:
+        return b.load(buffer, indices)
+    if width == k:
+        return simd.broadcast(b, b.load(buffer, indices), width)
+    loaded = simd.load(b, buffer, indices, width // k)
+    return shuffle(b, loaded, loaded, [lane // k for lane in range(width)])
 
 
 def _vector_of(type: Attribute, width: int) -> Attribute:
@@ -127,9 +166,14 @@ def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> fu
     check_body(op)
     dims, input_dims = collapse_broadcast(shape_of(op.output), [shape_of(x) for x in op.inputs])
     fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    width = simd_width(op, target)
+    repeat = 1
+    repeated = [False] * len(input_dims)
+    if merge := repeat_merge(dims, input_dims, width):
+        repeat = dims[-1]
+        dims, input_dims, repeated = merge
     inputs = [simd.view(b, arg, d) for arg, d in zip(fn.args[:-1], input_dims)]
     output = simd.view(b, fn.args[-1], dims)
-    width = simd_width(op, target)
     body = op.body.block
     outer, n = dims[:-1], dims[-1]
     total = pymath.prod(dims)
@@ -146,9 +190,12 @@ def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> fu
         splats = {k: simd.broadcast(rb, v, width) for k, v in hoisted.items()}
 
         def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            # A vector's first lane j is a multiple of the width, so of `repeat`.
             args = [
                 (splats[k] if w > 1 else hoisted[k])
                 if row_invariant[k]
+                else _repeat_load(vb, x, at(k, vb.floordiv(j, repeat)), repeat, w)
+                if repeated[k]
                 else simd.load(vb, x, at(k, j if input_dims[k][-1] > 1 else 0), w)
                 for k, x in enumerate(inputs)
             ]
