@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import math
 from math import prod
 
 from xdsl.dialects import arith, func, vector
@@ -65,6 +66,15 @@ def _ints(attr: DenseArrayBase) -> list[int]:
     return [int(v) for v in attr.get_values()]
 
 
+def nchw_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """[N, C, H, W] of an NCHW shape or of a channel-blocked [N, C/c, H, W, c] one."""
+    if len(shape) == 5:
+        n, blocks, h, w, c = shape
+        return n, blocks * c, h, w
+    n, c, h, w = shape
+    return n, c, h, w
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     batch: int
@@ -86,8 +96,8 @@ class ConvGeometry:
 
     @staticmethod
     def of(op: kernel.Conv2dOp) -> ConvGeometry:
-        batch, cin, h, w = memref_shape(op.input)
-        out_batch, cout, ho, wo = memref_shape(op.output)
+        batch, cin, h, w = nchw_shape(memref_shape(op.input))
+        out_batch, cout, ho, wo = nchw_shape(memref_shape(op.output))
         kh, kw = _ints(op.kernel_shape)
         sh, sw = _ints(op.strides)
         dh, dw = _ints(op.dilations)
@@ -151,6 +161,13 @@ def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
     geo = ConvGeometry.of(op)
     if op.bias is not None and memref_shape(op.bias) != (geo.cout,):
         raise ValueError(f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({geo.cout},)")
+    blocked = len(memref_shape(op.input)) == 5
+    if blocked and not op.weight_layout.data.startswith(conv_lanes_layout(0)[:-1]):
+        raise ValueError(
+            f"kernel.conv2d: a channel-blocked conv ({memref_shape(op.input)} -> "
+            f"{memref_shape(op.output)}) runs only the channel-lanes kernel, not weight "
+            f"layout '{op.weight_layout.data}'"
+        )
     if op.weight_layout.data == DEPTHWISE_LAYOUT:
         fn = _lower_depthwise(op, geo, target, name)
     elif op.weight_layout.data.startswith(conv_lanes_layout(0)[:-1]):
@@ -1057,6 +1074,10 @@ LANES_MAX_UNROLLED_TAPS = 32
 TAP_BLOCK = 8
 
 
+# An input channel of the channel-lanes conv: its index, or (block, lane) when blocked.
+Channel = SSAValue | tuple[SSAValue, SSAValue]
+
+
 def transpose_square(b: LoopBuilder, rows: list[SSAValue]) -> list[SSAValue]:
     """The transpose of n vectors of n lanes (n a power of two): log2(n) rounds of n two-input
     shuffles, each pairing row m with row m + n/2 and interleaving their low, then high halves
@@ -1109,6 +1130,19 @@ def _lower_channel_lanes(
             f"group 1 and [ceil(O/NR), kh*I*kw, NR] from pack_conv_lanes_weight, NR a "
             f"multiple of {vw})"
         )
+    # Channel-blocked [N, C/VW, H, W, VW] input and output (the blocked-layout pass): the
+    # accumulators are already VW output channels of one pixel, so they are stored as they
+    # are, with no transpose; input channels are read as (block, lane).
+    in_rank, out_rank = len(memref_shape(op.input)), len(memref_shape(op.output))
+    blocked = in_rank == 5
+    if in_rank != out_rank or (
+        blocked and (memref_shape(op.input)[-1], memref_shape(op.output)[-1]) != (vw, vw)
+    ):
+        raise ValueError(
+            f"kernel.conv2d: input {memref_shape(op.input)} and output "
+            f"{memref_shape(op.output)} must both be NCHW or both channel-blocked "
+            f"[N, C/{vw}, H, W, {vw}] for vector width {vw}"
+        )
     nvec = nr // vw
     mr = lanes_row_tile(geo.wo, nvec, target)
     fn, body, args = _function(op, name)
@@ -1128,16 +1162,24 @@ def _lower_channel_lanes(
             bi, oh, cb = decode(b, u, [geo.batch, geo.ho, blocks])
         else:
             bi, cb, oh = decode(b, u, [geo.batch, blocks, geo.ho])
-        rows_scratch = alloca(b, [nr, vw])
+        rows_scratch = None if blocked else alloca(b, [nr, vw])
         epi = Epilogue(out, args.get("residual"), activation, vw)
         zero = b.splat(0.0, vw)
         co0 = b.mul(cb, nr)
-        # Input row of each kernel row, and the channels to run for it (none if outside).
+        # Input row of each kernel row, and the channels (blocked: channel blocks) to run
+        # for it (none if outside).
+        reduced = geo.cin // vw if blocked else geo.cin
         kernel_rows = []
         for r in range(geo.kh):
             ih = b.add(b.mul(oh, geo.sh), r * geo.dh - geo.pt)
             inside = b.cmp_index("ult", ih, geo.h)
-            kernel_rows.append((ih, b.select(inside, b.index(geo.cin), b.index(0))))
+            kernel_rows.append((ih, b.select(inside, b.index(reduced), b.index(0))))
+
+        def x_at(b: LoopBuilder, ci: Channel, ih: SSAValue, iw: SSAValue) -> list[SSAValue]:
+            """Indices of input channel `ci` (blocked: its (block, lane)) at (ih, iw)."""
+            if isinstance(ci, tuple):
+                return [bi, ci[0], ih, iw, ci[1]]
+            return [bi, ci, ih, iw]
 
         def tile(b: LoopBuilder, ow0: Value, cols: int, static_ow0: int | None) -> None:
             iw0 = b.sub(b.mul(ow0, geo.sw), geo.pl)
@@ -1149,7 +1191,7 @@ def _lower_channel_lanes(
                 b: LoopBuilder,
                 row: SSAValue,
                 s: SSAValue,
-                ci: SSAValue,
+                ci: Channel,
                 ih: SSAValue,
                 values: list[SSAValue],
             ) -> None:
@@ -1164,10 +1206,10 @@ def _lower_channel_lanes(
                     iw = b.add(shifted, i * geo.sw)
                     lo, hi = inside[0], inside[-1] + 1  # the valid taps are contiguous
                     if (lo, hi) == (0, geo.kw):
-                        a = b.load(x, [bi, ci, ih, iw])
+                        a = b.load(x, x_at(b, ci, ih, iw))
                     else:
                         ok = b.cmp_index("ult", b.sub(s, lo), hi - lo)
-                        a = b.load(x, [bi, ci, ih, b.select(ok, iw, b.index(0))])
+                        a = b.load(x, x_at(b, ci, ih, b.select(ok, iw, b.index(0))))
                         a = b.select(ok, a, b.const(0.0))
                     a = b.splat(a, vw)
                     for j in range(nvec):
@@ -1178,12 +1220,13 @@ def _lower_channel_lanes(
 
                 def step(
                     b: LoopBuilder,
-                    ci: SSAValue,
+                    ci: Channel,
                     values: list[SSAValue],
                     r: int = r,
                     ih: SSAValue = ih,
                 ) -> None:
-                    row = b.mul(b.add(ci, r * geo.cin), geo.kw)
+                    flat = b.add(b.mul(ci[0], vw), ci[1]) if isinstance(ci, tuple) else ci
+                    row = b.mul(b.add(flat, r * geo.cin), geo.kw)
                     # Long filters (1-D audio front ends: 1x320) loop over blocks of taps:
                     # unrolled, a 1x320 conv was 50k ops and ~10 s of LLVM.
                     looped = 0 if geo.kw <= LANES_MAX_UNROLLED_TAPS else geo.kw - geo.kw % TAP_BLOCK
@@ -1204,7 +1247,7 @@ def _lower_channel_lanes(
                             if not valid(i, s):
                                 continue
                             iw = b.add(iw0, i * geo.sw + s * geo.dw)
-                            a = b.splat(b.load(x, [bi, ci, ih, iw]), vw)
+                            a = b.splat(b.load(x, x_at(b, ci, ih, iw)), vw)
                             for j in range(nvec):
                                 values[i * nvec + j] = b.fma(a, weights[j], values[i * nvec + j])
 
@@ -1219,12 +1262,48 @@ def _lower_channel_lanes(
                     step(b, ci, current)
                     return current
 
-                if unroll > 1:
+                if blocked:
+                    # Per input channel block, its VW lanes in steps of `lane_unroll`.
+                    lane_unroll = math.gcd(unroll, vw)
+
+                    def lanes_of(
+                        b: LoopBuilder, cib: SSAValue, *values: SSAValue
+                    ) -> list[SSAValue]:
+                        def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
+                            current = list(sums)
+                            for q in range(lane_unroll):
+                                step(b, (cib, lane if q == 0 else b.add(lane, q)), current)
+                            return current
+
+                        return b.for_range(0, vw, lane_unroll, lanes, list(values))
+
+                    accs = b.for_range(0, channels, 1, lanes_of, accs)
+                elif unroll > 1:
                     main = b.sub(channels, b.rem(channels, unroll))
                     accs = b.for_range(0, main, unroll, unrolled, accs)
                     accs = b.for_range(main, channels, 1, single, accs)
                 else:
                     accs = b.for_range(0, channels, 1, single, accs)
+
+            if blocked:
+                # Each accumulator is VW channels of one pixel: the blocked layout's vector.
+                for j in range(nvec):
+                    cb_out = b.add(b.mul(cb, nvec), j)
+
+                    def store(b: LoopBuilder, j: int = j, cb_out: SSAValue = cb_out) -> None:
+                        bias = None
+                        if bias_buf is not None:
+                            bias = b.vload(bias_buf, [b.add(co0, j * vw)], vw)
+                        for i in range(cols):
+                            at = [bi, cb_out, oh, b.add(ow0, i), 0]
+                            epi.finish(b, accs[i * nvec + j], at, vw, bias)
+
+                    if j and geo.cout % nr:  # the last block's padding channels
+                        in_range = b.cmp_index("ult", b.add(co0, j * vw), geo.cout)
+                        if_else(b, in_range, store, lambda b: None)
+                    else:
+                        store(b)
+                return
 
             # Channel c's columns as one vector: transpose each vector of channels in registers.
             for j in range(nvec):
