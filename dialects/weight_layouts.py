@@ -163,6 +163,34 @@ def conv_lanes_blocking(
     return best[1]
 
 
+def blocked_conv_blocking(
+    cin: int,
+    cout: int,
+    group: int,
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    target: Target,
+) -> LanesBlocking | None:
+    """The channel-lanes tile of a conv in the channel-blocked layout [N, C/VW, H, W, VW], or
+    None when the conv cannot run blocked (groups, channel counts not multiples of VW).
+
+    Blocked, the channel-lanes kernel reads each pixel's input channels contiguously and
+    stores its accumulators as they are, and it then beats or matches the GEMM on every
+    group-1 shape of ResNet-50 and SqueezeNet (znver5, AVX-512, 1 thread, us NCHW kernel ->
+    blocked: 1x1 256->1024 @14 GEMM 406 -> 372, 1x1 64->256 @56 GEMM 382 -> 373, 1x1/2
+    1024->2048 @14 lanes 910 -> 762, 3x3 512 @7 lanes 695 -> 677, 3x3 64 @56 GEMM 880 -> 789).
+    Two vectors of channels per tile, except for convs with wide output rows and more than
+    one tap per row (3x3 64 @56: one vector 789, two 1177), where one vector's longer row
+    tiles reuse each broadcast input over more columns.
+    """
+    vw = target.vector_width
+    if group != 1 or cin % vw or cout % vw:
+        return None
+    wide = kernel != (1, 1) and out_hw[1] >= 2 * vw
+    nvec = 2 if cout % (2 * vw) == 0 and not wide else 1
+    return LanesBlocking(nvec, vw, lanes_row_tile(out_hw[1], nvec, target))
+
+
 def pack_conv_lanes_weight(w: np.ndarray, nr: int) -> tuple[np.ndarray, str]:
     """Pack an OIHW filter (group 1) as [ceil(O/NR), kh*I*kw, NR], k = (r*I + ci)*kw + s."""
     cout, cin, kh, kw = w.shape

@@ -18,6 +18,7 @@ from ember.passes.options import build_pass, pass_text
 
 
 def _graph_passes() -> list[type[ModulePass]]:
+    from ember.passes.transforms.blocked_layout import BlockedLayout
     from ember.passes.transforms.canonicalize import Canonicalize
     from ember.passes.transforms.cse import CommonSubexpressionElimination
     from ember.passes.transforms.dce import DeadCodeElimination
@@ -44,6 +45,7 @@ def _graph_passes() -> list[type[ModulePass]]:
         FuseBiasAdd,
         FuseResidualAdd,
         FuseConvActivation,
+        BlockedLayout,
     ]
 
 
@@ -77,7 +79,7 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 # then simplify and fold, so that the fusions see conv/matmul followed by plain adds.
 GRAPH_STAGE = (
     "quantize-ops,canonicalize,fold-constants,cse,canonicalize,fold-batchnorm,fold-constants,fuse-layer-norm,"
-    "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
+    "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,blocked-layout,dce"
 )
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"
 LOOPS_STAGE = "lower-kernels-to-loops"

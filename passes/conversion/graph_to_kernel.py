@@ -42,7 +42,9 @@ from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
     ISAS,
     Int8Isa,
+    LanesBlocking,
     QConvGeometry,
+    blocked_conv_blocking,
     conv_lanes_blocking,
     conv_layout,
     gemm_blocking,
@@ -87,6 +89,19 @@ def _epilogue_props(op: Operation) -> dict[str, Attribute]:
         if (value := op.properties.get(key)) is not None:
             props[key] = value
     return props
+
+
+def _blocked_conv_blocking(
+    cin_g: int,
+    cout: int,
+    group: int,
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    target: Target,
+) -> LanesBlocking | None:
+    """blocked_conv_blocking in conv_lanes_blocking's signature (strides do not matter)."""
+    return blocked_conv_blocking(cin_g, cout, group, out_hw, kernel, target)
 
 
 def _group_suffix(group: int) -> str:
@@ -247,21 +262,34 @@ class _Bufferizer:
     def conv(self, op: graph.ConvOp) -> None:
         group = op.group.value.data
         const = self.constant_array(op.weight)
+        if const is None and len(shape_of(op.input)) == 5:
+            raise ConversionError(
+                "a channel-blocked conv needs a constant weight (packed at compile time)"
+            )
         if const is None:
             weight, layout = self.pack_conv_weight_at_run_time(op.weight, group)
         else:
             name, array = const
-            lanes = conv_lanes_blocking(
-                shape_of(op.input)[1] // group,
-                shape_of(op.output)[1],
+            blocked = len(shape_of(op.input)) == 5
+            choose = _blocked_conv_blocking if blocked else conv_lanes_blocking
+            cout, cin_g, kh, kw = shape_of(op.weight)
+            lanes = choose(
+                cin_g,
+                cout,
                 group,
-                tuple(shape_of(op.output)[2:]),  # type: ignore[arg-type]
-                tuple(shape_of(op.weight)[2:]),  # type: ignore[arg-type]
+                tuple(shape_of(op.output)[2:4]),  # type: ignore[arg-type]
+                (kh, kw),
                 tuple(int(v) for v in op.strides.get_values()),  # type: ignore[arg-type]
                 self.target,
             )
             if lanes is not None:
                 packed, layout = pack_conv_lanes_weight(array, lanes.nr)
+            elif blocked:
+                raise ConversionError(
+                    f"a channel-blocked conv {shape_of(op.input)} -> {shape_of(op.output)} "
+                    f"with weight {shape_of(op.weight)} has no blocked kernel for vector "
+                    f"width {self.target.vector_width}"
+                )
             else:
                 packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
             packed_name = f"{name}.packed.{layout}{_group_suffix(group)}"
@@ -288,6 +316,23 @@ class _Bufferizer:
                     "weight_layout": StringAttr(layout),
                     **_epilogue_props(op),
                 },
+            )
+        )
+        self.buffers[op.output] = out
+
+    def reorder(self, op: graph.ToBlockedOp | graph.FromBlockedOp) -> None:
+        """NCHW <-> [N, C/c, H, W, c]: one transpose of [N, C/c, c, H*W] views."""
+        nchw, blocked = shape_of(op.input), shape_of(op.output)
+        if isinstance(op, graph.FromBlockedOp):
+            nchw, blocked = blocked, nchw
+        n, blocks, h, w, c = blocked
+        out = self.alloc(op.output)
+        planes, pixels = [n, blocks, c, h * w], [n, blocks, h * w, c]
+        src, dst = (planes, pixels) if isinstance(op, graph.ToBlockedOp) else (pixels, planes)
+        self.emit(
+            kernel.TransposeOp(
+                operands=[self.view(self.buffer(op.input), src), self.view(out, dst)],
+                properties={"perm": i64_array([0, 1, 3, 2])},
             )
         )
         self.buffers[op.output] = out
@@ -667,6 +712,8 @@ class _Bufferizer:
             graph.ConstantOp: self.constant,
             graph.ConvOp: self.conv,
             graph.MatMulOp: self.matmul,
+            graph.ToBlockedOp: self.reorder,
+            graph.FromBlockedOp: self.reorder,
             graph.MaxPoolOp: self.pool,
             graph.AveragePoolOp: self.pool,
             graph.ReduceOp: self.reduce,

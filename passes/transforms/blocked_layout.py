@@ -1,0 +1,164 @@
+"""blocked-layout: run convolution chains in the channel-blocked layout NCHW[c].
+
+A blocked tensor is an ordinary rank-5 tensor [N, C/c, H, W, c], c = the target's vector
+width: the c channels of one pixel are one vector. Each conv the blocked kernel runs
+(`weight_layouts.blocked_conv_blocking`: group 1, channel counts multiples of c, a constant
+float32 filter) becomes a rank-5 graph.conv between a graph.to_blocked of its input (and of
+its residual) and a graph.from_blocked of its result. Then, to a fixed point:
+  - a to_blocked of a from_blocked is the blocked value itself (the chain stays blocked);
+  - a same-shape elementwise op (relu, add, clip, ...; every operand and the result of one
+    NCHW shape) of a from_blocked runs on the blocked operands: elementwise ops do not see
+    the layout, so it moves behind the from_blocked.
+What is left are reorders where a chain starts and where an op that reads NCHW (pools,
+depthwise convs, reshapes, anything not taught here) meets it. Every rewrite is exact:
+the blocked conv computes the same sums in the same order as the NCHW channel-lanes kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+from xdsl.ir import BlockArgument, Operation, SSAValue
+
+from ember.core.target import Target
+from ember.dialects import graph
+from ember.dialects.graph import element_type_of, shape_of
+from ember.dialects.weight_layouts import blocked_conv_blocking
+from ember.passes.conversion.elementwise_bodies import BODIES
+from ember.passes.options import TargetPass
+from ember.passes.transforms.graph_utils import rebuild
+
+
+def blocked_type(tensor: SSAValue, c: int) -> TensorType:
+    n, channels, h, w = shape_of(tensor)
+    return TensorType(element_type_of(tensor), [n, channels // c, h, w, c])
+
+
+def nchw_type(tensor: SSAValue) -> TensorType:
+    n, blocks, h, w, c = shape_of(tensor)
+    return TensorType(element_type_of(tensor), [n, blocks * c, h, w])
+
+
+def _before(op: Operation, new: Operation) -> SSAValue:
+    block = op.parent_block()
+    assert block is not None
+    block.insert_op_before(new, op)
+    return new.results[0]
+
+
+def _to_blocked(value: SSAValue, c: int) -> SSAValue:
+    """The one to_blocked of `value`, right after its definition (so that it dominates every
+    use of `value`)."""
+    want = blocked_type(value, c)
+    for use in value.uses:
+        if isinstance(use.operation, graph.ToBlockedOp) and use.operation.output.type == want:
+            return use.operation.output
+    reorder = graph.ToBlockedOp(operands=[value], result_types=[want])
+    if isinstance(value, BlockArgument):
+        value.block.insert_op_before(reorder, value.block.first_op)  # type: ignore[arg-type]
+    else:
+        value.owner.parent_block().insert_op_after(reorder, value.owner)  # type: ignore[union-attr]
+    return reorder.output
+
+
+def runs_blocked(op: graph.ConvOp, target: Target) -> bool:
+    """A float32 NCHW conv with a constant filter that the blocked kernel runs."""
+    x, y = shape_of(op.input), shape_of(op.output)
+    if len(x) != 4 or not isinstance(op.weight.owner, graph.ConstantOp):
+        return False
+    if any(element_type_of(v) != f32 for v in (op.input, op.weight, op.output)):
+        return False
+    cout, cin_g, kh, kw = shape_of(op.weight)
+    group = op.group.value.data
+    blocking = blocked_conv_blocking(cin_g * group, cout, group, (y[2], y[3]), (kh, kw), target)
+    return blocking is not None
+
+
+def block_conv(op: graph.ConvOp, c: int) -> None:
+    """op -> from_blocked(conv(to_blocked(input), residual=to_blocked(residual)))."""
+    residual = None if op.residual is None else _to_blocked(op.residual, c)
+    conv = rebuild(
+        op,
+        input=_to_blocked(op.input, c),
+        residual=residual,
+        output_type=blocked_type(op.output, c),
+    )
+    blocked = _before(op, conv)
+    nchw = _before(op, graph.FromBlockedOp(operands=[blocked], result_types=[op.output.type]))
+    op.output.replace_all_uses_with(nchw)
+    op.detach()
+    op.erase()
+
+
+def _elementwise_through(op: Operation) -> bool:
+    """Move a same-shape elementwise op of a from_blocked behind it; True if it moved."""
+    if type(op) not in BODIES or op.regions or len(op.results) != 1:
+        return False
+    shape = shape_of(op.results[0])
+    operands = list(op.operands)
+    if len(shape) != 4 or any(shape_of(v) != shape for v in operands):
+        return False
+    sources = [v.owner for v in operands if isinstance(v.owner, graph.FromBlockedOp)]
+    if not sources:
+        return False
+    c = shape_of(sources[0].input)[4]
+    if any(shape_of(s.input)[4] != c for s in sources):
+        return False
+    blocked = [_to_blocked(v, c) for v in operands]
+    out = op.results[0]
+    moved = type(op).create(
+        operands=blocked,
+        result_types=[TensorType(element_type_of(out), shape_of(blocked[0]))],
+        properties=dict(op.properties),
+        attributes=dict(op.attributes),
+    )
+    nchw = _before(op, graph.FromBlockedOp(operands=[_before(op, moved)], result_types=[out.type]))
+    out.replace_all_uses_with(nchw)
+    op.detach()
+    op.erase()
+    return True
+
+
+def _cancel(op: graph.ToBlockedOp) -> bool:
+    """to_blocked(from_blocked(z)) -> z; True if it cancelled."""
+    source = op.input.owner
+    if not isinstance(source, graph.FromBlockedOp) or source.input.type != op.output.type:
+        return False
+    op.output.replace_all_uses_with(source.input)
+    op.detach()
+    op.erase()
+    return True
+
+
+def _erase_unused_reorders(module: ModuleOp) -> None:
+    for op in reversed(list(module.walk())):
+        if isinstance(op, graph.ToBlockedOp | graph.FromBlockedOp) and not op.output.uses:
+            op.detach()
+            op.erase()
+
+
+@dataclass(frozen=True)
+class BlockedLayout(TargetPass):
+    """Runs convolution chains channel-blocked (NCHW[c], c = vector width), reordering at their ends."""
+
+    name = "blocked-layout"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        target = self.target(ctx)
+        c = target.vector_width
+        for conv in [o for o in op.walk() if isinstance(o, graph.ConvOp)]:
+            if runs_blocked(conv, target):
+                block_conv(conv, c)
+        changed = True
+        while changed:
+            changed = False
+            for inner in list(op.walk()):
+                if inner.parent is None:  # erased earlier in this sweep
+                    continue
+                if isinstance(inner, graph.ToBlockedOp):
+                    changed |= _cancel(inner)
+                else:
+                    changed |= _elementwise_through(inner)
+        _erase_unused_reorders(op)
