@@ -10,7 +10,7 @@ kernels read.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from xdsl.context import Context
@@ -272,6 +272,10 @@ class _Bufferizer:
             name, array = const
             blocked = len(shape_of(op.input)) == 5
             choose = _blocked_conv_blocking if blocked else conv_lanes_blocking
+            # Blocked, the kernel's vectors are the IR's channel blocks.
+            target = (
+                replace(self.target, vector_width=shape_of(op.input)[4]) if blocked else self.target
+            )
             cout, cin_g, kh, kw = shape_of(op.weight)
             lanes = choose(
                 cin_g,
@@ -280,7 +284,7 @@ class _Bufferizer:
                 tuple(shape_of(op.output)[2:4]),  # type: ignore[arg-type]
                 (kh, kw),
                 tuple(int(v) for v in op.strides.get_values()),  # type: ignore[arg-type]
-                self.target,
+                target,
             )
             if lanes is not None:
                 packed, layout = pack_conv_lanes_weight(array, lanes.nr)

@@ -15,9 +15,9 @@ indices row-major from the static shape, so [b, c, 0, n] names element n of plan
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-import math
 from math import prod
 
 from xdsl.dialects import arith, func, vector
@@ -1112,7 +1112,11 @@ def _lower_channel_lanes(
     Filters wider than LANES_MAX_UNROLLED_TAPS loop over blocks of TAP_BLOCK taps instead of
     unrolling every tap (edge tiles then clamp and zero their out-of-row reads).
     """
-    vw = target.vector_width
+    # Channel-blocked [N, C/c, H, W, c] input and output (the blocked-layout pass): vectors
+    # are c lanes wide whatever the target's width (LLVM splits wider ones), so a block size
+    # chosen for another width still runs.
+    blocked = len(memref_shape(op.input)) == 5
+    vw = memref_shape(op.input)[-1] if blocked else target.vector_width
     w_shape = memref_shape(op.weight)
     nr = w_shape[-1]
     k_extent = geo.kh * geo.cin * geo.kw
@@ -1130,18 +1134,13 @@ def _lower_channel_lanes(
             f"group 1 and [ceil(O/NR), kh*I*kw, NR] from pack_conv_lanes_weight, NR a "
             f"multiple of {vw})"
         )
-    # Channel-blocked [N, C/VW, H, W, VW] input and output (the blocked-layout pass): the
-    # accumulators are already VW output channels of one pixel, so they are stored as they
-    # are, with no transpose; input channels are read as (block, lane).
-    in_rank, out_rank = len(memref_shape(op.input)), len(memref_shape(op.output))
-    blocked = in_rank == 5
-    if in_rank != out_rank or (
-        blocked and (memref_shape(op.input)[-1], memref_shape(op.output)[-1]) != (vw, vw)
-    ):
+    # Blocked, the accumulators are already c output channels of one pixel: they are stored
+    # as they are, with no transpose; input channels are read as (block, lane).
+    out_shape = memref_shape(op.output)
+    if len(out_shape) != len(memref_shape(op.input)) or (blocked and out_shape[-1] != vw):
         raise ValueError(
-            f"kernel.conv2d: input {memref_shape(op.input)} and output "
-            f"{memref_shape(op.output)} must both be NCHW or both channel-blocked "
-            f"[N, C/{vw}, H, W, {vw}] for vector width {vw}"
+            f"kernel.conv2d: input {memref_shape(op.input)} and output {out_shape} must "
+            f"both be NCHW or both channel-blocked [N, C/{vw}, H, W, {vw}]"
         )
     nvec = nr // vw
     mr = lanes_row_tile(geo.wo, nvec, target)
@@ -1152,6 +1151,7 @@ def _lower_channel_lanes(
     rows_first = blocks * k_extent * nr * 4 <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES
     # Channels per unrolled reduction step: enough FMAs per iteration for short kernels.
     unroll = max(1, K_UNROLL // geo.kw)
+    lane_unroll = math.gcd(unroll, vw)  # blocked: steps through one channel block's lanes
 
     def column_ok(ow: int, s: int) -> bool:
         iw = ow * geo.sw - geo.pl + s * geo.dw
@@ -1264,8 +1264,6 @@ def _lower_channel_lanes(
 
                 if blocked:
                     # Per input channel block, its VW lanes in steps of `lane_unroll`.
-                    lane_unroll = math.gcd(unroll, vw)
-
                     def lanes_of(
                         b: LoopBuilder, cib: SSAValue, *values: SSAValue
                     ) -> list[SSAValue]:
