@@ -904,14 +904,17 @@ class PoolOp(_InOutOp):
 
     def verify_(self) -> None:
         x, y = shape_of(self.input), shape_of(self.output)
-        if len(x) != 4 or x[:2] != y[:2]:
+        blocked = len(x) == len(y) == 5 and x[4] == y[4]  # [N, C/c, H, W, c]: blocked-layout
+        if (len(x) != 4 and not blocked) or len(y) != len(x) or x[:2] != y[:2]:
             raise VerifyException(f"{self.name}: expected NCHW in/out with equal N, C: {x} {y}")
 
     def pool(self, x: np.ndarray, kind: str, count_include_pad: bool = False) -> np.ndarray:
-        """numpy_eval.pool2d with this op's window."""
+        """numpy_eval.pool2d with this op's window (of the NCHW form of a blocked input)."""
         window = (int_values(a) for a in (self.kernel_shape, self.strides, self.pads))
-        out_hw = shape_of(self.output)[2:]
-        return numpy_eval.pool2d(x, kind, *window, out_hw, count_include_pad)
+        out = shape_of(self.output)
+        nchw = numpy_eval.from_blocked(x) if len(out) == 5 else x
+        y = numpy_eval.pool2d(nchw, kind, *window, out[2:4], count_include_pad)
+        return numpy_eval.to_blocked(y, out[4]) if len(out) == 5 else y
 
 
 @irdl_op_definition

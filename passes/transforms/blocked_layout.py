@@ -92,25 +92,41 @@ def block_conv(op: graph.ConvOp, c: int) -> None:
     op.erase()
 
 
-def _elementwise_through(op: Operation) -> bool:
-    """Move a same-shape elementwise op of a from_blocked behind it; True if it moved."""
-    if type(op) not in BODIES or op.regions or len(op.results) != 1:
+def _block_size(op: Operation) -> int | None:
+    """The block size c of the from_blocked operands of `op` (None: none, or several c)."""
+    sizes = {
+        shape_of(v.owner.input)[4] for v in op.operands if isinstance(v.owner, graph.FromBlockedOp)
+    }
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def layout_agnostic(op: Operation, c: int) -> bool:
+    """`op` computes the same on [N, C/c, H, W, c] operands as on NCHW ones (per element, or
+    per channel over H and W, or along whole channel blocks), given its own result shape."""
+    if op.regions or len(op.results) != 1:
         return False
     shape = shape_of(op.results[0])
-    operands = list(op.operands)
-    if len(shape) != 4 or any(shape_of(v) != shape for v in operands):
+    if len(shape) != 4 or shape[1] % c:
         return False
-    sources = [v.owner for v in operands if isinstance(v.owner, graph.FromBlockedOp)]
-    if not sources:
+    if type(op) in BODIES:  # elementwise: every operand of the result's shape
+        return all(shape_of(v) == shape for v in op.operands)
+    if isinstance(op, graph.MaxPoolOp | graph.AveragePoolOp):
+        return element_type_of(op.input) == f32
+    if isinstance(op, graph.ConcatOp):  # along whole channel blocks
+        return op.axis.value.data == 1 and all(shape_of(v)[1] % c == 0 for v in op.inputs)
+    return False
+
+
+def _move_behind_reorder(op: Operation) -> bool:
+    """A layout-agnostic op of a from_blocked runs on the blocked operands, its result
+    reordered back; True if it moved."""
+    c = _block_size(op)
+    if c is None or not layout_agnostic(op, c):
         return False
-    c = shape_of(sources[0].input)[4]
-    if any(shape_of(s.input)[4] != c for s in sources):
-        return False
-    blocked = [_to_blocked(v, c) for v in operands]
     out = op.results[0]
     moved = type(op).create(
-        operands=blocked,
-        result_types=[TensorType(element_type_of(out), shape_of(blocked[0]))],
+        operands=[_to_blocked(v, c) for v in op.operands],
+        result_types=[blocked_type(out, c)],
         properties=dict(op.properties),
         attributes=dict(op.attributes),
     )
@@ -160,5 +176,5 @@ class BlockedLayout(TargetPass):
                 if isinstance(inner, graph.ToBlockedOp):
                     changed |= _cancel(inner)
                 else:
-                    changed |= _elementwise_through(inner)
+                    changed |= _move_behind_reorder(inner)
         _erase_unused_reorders(op)
