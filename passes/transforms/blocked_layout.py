@@ -52,10 +52,16 @@ def _to_blocked(value: SSAValue, c: int) -> SSAValue:
     """The one to_blocked of `value`, right after its definition (so that it dominates every
     use of `value`)."""
     want = blocked_type(value, c)
-    for use in value.uses:
-        if isinstance(use.operation, graph.ToBlockedOp) and use.operation.output.type == want:
-            return use.operation.output
-    reorder = graph.ToBlockedOp(operands=[value], result_types=[want])
+    existing = [
+        use.operation
+        for use in value.uses
+        if isinstance(use.operation, graph.ToBlockedOp) and use.operation.output.type == want
+    ]
+    # One this pass placed is right after the definition; another (IR it did not write)
+    # moves there, which keeps it before every use.
+    reorder = existing[0] if existing else graph.ToBlockedOp(operands=[value], result_types=[want])
+    if existing:
+        reorder.detach()
     if isinstance(value, BlockArgument):
         value.block.insert_op_before(reorder, value.block.first_op)  # type: ignore[arg-type]
     else:

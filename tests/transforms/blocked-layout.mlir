@@ -29,4 +29,26 @@ builtin.module {
     %g = graph.conv %b, %wg {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 2 : i64} : tensor<1x16x6x6xf32>, tensor<16x8x1x1xf32> -> tensor<1x16x6x6xf32>
     func.return %b, %u, %g : tensor<1x16x6x6xf32>, tensor<1x16x6x6xf32>, tensor<1x16x6x6xf32>
   }
+  // A pool and a channel concat of blocked values run blocked too (the concat's inputs are
+  // whole channel blocks), and the relu after them: one reorder in, one out.
+  // CHECK-LABEL: func.func @pool_concat
+  // CHECK:         %[[XB:.*]] = graph.to_blocked %x
+  // CHECK:         %[[A:.*]] = graph.conv %[[XB]], %p1
+  // CHECK-NEXT:    %[[P:.*]] = graph.max_pool %[[A]] {{.*}} -> tensor<1x[[PS:[0-9x]+]]xf32>
+  // CHECK-NEXT:    %[[B:.*]] = graph.conv %[[P]], %p1
+  // CHECK-NEXT:    %[[C:.*]] = graph.conv %[[P]], %p1
+  // CHECK-NEXT:    %[[CAT:.*]] = graph.concat %[[B]], %[[C]] {axis = 1 : i64} : tensor<1x[[PS]]xf32>, tensor<1x[[PS]]xf32> -> tensor
+  // CHECK-NEXT:    %[[R:.*]] = graph.relu %[[CAT]]
+  // CHECK-NEXT:    %r = graph.from_blocked %[[R]] {{.*}} -> tensor<1x32x4x4xf32>
+  // CHECK-NEXT:    func.return %r
+  func.func @pool_concat(%x: tensor<1x16x8x8xf32>) -> tensor<1x32x4x4xf32> {
+    %p1 = graph.constant "p1" : tensor<16x16x1x1xf32>
+    %a = graph.conv %x, %p1 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x16x8x8xf32>, tensor<16x16x1x1xf32> -> tensor<1x16x8x8xf32>
+    %p = graph.max_pool %a {kernel_shape = array<i64: 3, 3>, strides = array<i64: 2, 2>, pads = array<i64: 1, 1, 1, 1>} : tensor<1x16x8x8xf32> -> tensor<1x16x4x4xf32>
+    %b = graph.conv %p, %p1 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x16x4x4xf32>, tensor<16x16x1x1xf32> -> tensor<1x16x4x4xf32>
+    %c = graph.conv %p, %p1 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x16x4x4xf32>, tensor<16x16x1x1xf32> -> tensor<1x16x4x4xf32>
+    %cat = graph.concat %b, %c {axis = 1 : i64} : tensor<1x16x4x4xf32>, tensor<1x16x4x4xf32> -> tensor<1x32x4x4xf32>
+    %r = graph.relu %cat : tensor<1x32x4x4xf32> -> tensor<1x32x4x4xf32>
+    func.return %r : tensor<1x32x4x4xf32>
+  }
 }
