@@ -51,4 +51,17 @@ builtin.module {
     %r = graph.relu %cat : tensor<1x32x4x4xf32> -> tensor<1x32x4x4xf32>
     func.return %r : tensor<1x32x4x4xf32>
   }
+  // A lone eligible conv (no other conv in its chain) stays NCHW: its two reorders would
+  // cost more than its kernel gains (MIN_CHAIN_CONVS).
+  // CHECK-LABEL: func.func @lone
+  // CHECK-NOT:     graph.to_blocked
+  // CHECK:         %a = graph.conv %x, %p2 {{.*}} -> tensor<1x16x8x8xf32>
+  // CHECK-NEXT:    %r = graph.relu %a
+  // CHECK-NEXT:    func.return %r
+  func.func @lone(%x: tensor<1x16x8x8xf32>) -> tensor<1x16x8x8xf32> {
+    %p2 = graph.constant "p2" : tensor<16x16x1x1xf32>
+    %a = graph.conv %x, %p2 {strides = array<i64: 1, 1>, pads = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x16x8x8xf32>, tensor<16x16x1x1xf32> -> tensor<1x16x8x8xf32>
+    %r = graph.relu %a : tensor<1x16x8x8xf32> -> tensor<1x16x8x8xf32>
+    func.return %r : tensor<1x16x8x8xf32>
+  }
 }

@@ -27,7 +27,9 @@ from xdsl.ir import SSAValue
 from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.weight_layouts import (
+    BLOCKED_MAX_ACCUMULATORS,
     DEPTHWISE_LAYOUT,
+    LANES_MAX_ACCUMULATORS,
     conv_lanes_layout,
     conv_layout,
     gemm_blocking,
@@ -1143,7 +1145,8 @@ def _lower_channel_lanes(
             f"both be NCHW or both channel-blocked [N, C/{vw}, H, W, {vw}]"
         )
     nvec = nr // vw
-    mr = lanes_row_tile(geo.wo, nvec, target)
+    tile_limit = BLOCKED_MAX_ACCUMULATORS if blocked else LANES_MAX_ACCUMULATORS
+    mr = lanes_row_tile(geo.wo, nvec, target, tile_limit)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
