@@ -2,16 +2,18 @@
 
 A blocked tensor is an ordinary rank-5 tensor [N, C/c, H, W, c], c = the target's vector
 width: the c channels of one pixel are one vector. Each conv the blocked kernel runs
-(`weight_layouts.blocked_conv_blocking`: group 1, channel counts multiples of c, a constant
-float32 filter) becomes a rank-5 graph.conv between a graph.to_blocked of its input (and of
-its residual) and a graph.from_blocked of its result. Then, to a fixed point:
+(`runs_blocked`: float32, group 1, channel counts multiples of c, a constant filter) that is
+in a chain of at least MIN_CHAIN_CONVS convs becomes a rank-5 graph.conv between a
+graph.to_blocked of its input (and of its residual) and a graph.from_blocked of its result.
+Then, to a fixed point:
   - a to_blocked of a from_blocked is the blocked value itself (the chain stays blocked);
-  - a same-shape elementwise op (relu, add, clip, ...; every operand and the result of one
-    NCHW shape) of a from_blocked runs on the blocked operands: elementwise ops do not see
-    the layout, so it moves behind the from_blocked.
-What is left are reorders where a chain starts and where an op that reads NCHW (pools,
-depthwise convs, reshapes, anything not taught here) meets it. Every rewrite is exact:
-the blocked conv computes the same sums in the same order as the NCHW channel-lanes kernel.
+  - a layout-agnostic op of a from_blocked (same-shape elementwise ops, max/average pools,
+    a concat of whole channel blocks: `layout_agnostic`) runs on the blocked operands, its
+    result reordered back.
+What is left are reorders where a chain starts and where an op that reads NCHW (LRN,
+depthwise convs, reshapes, anything not taught here) meets it. Every rewrite computes the
+same values (the blocked conv sums in the NCHW channel-lanes kernel's order; against the
+GEMM only the float summation order differs); nothing is padded.
 """
 
 from __future__ import annotations
@@ -35,11 +37,6 @@ from ember.passes.transforms.graph_utils import rebuild
 def blocked_type(tensor: SSAValue, c: int) -> TensorType:
     n, channels, h, w = shape_of(tensor)
     return TensorType(element_type_of(tensor), [n, channels // c, h, w, c])
-
-
-def nchw_type(tensor: SSAValue) -> TensorType:
-    n, blocks, h, w, c = shape_of(tensor)
-    return TensorType(element_type_of(tensor), [n, blocks * c, h, w])
 
 
 def _before(op: Operation, new: Operation) -> SSAValue:
