@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from math import prod
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32
@@ -80,8 +81,9 @@ def runs_blocked(op: graph.ConvOp, target: Target) -> bool:
     return blocking is not None
 
 
-def block_conv(op: graph.ConvOp, c: int) -> None:
-    """op -> from_blocked(conv(to_blocked(input), residual=to_blocked(residual)))."""
+def block_conv(op: graph.ConvOp, c: int) -> graph.ConvOp:
+    """op -> from_blocked(conv(to_blocked(input), residual=to_blocked(residual))); returns
+    the blocked conv."""
     residual = None if op.residual is None else _to_blocked(op.residual, c)
     conv = rebuild(
         op,
@@ -94,6 +96,7 @@ def block_conv(op: graph.ConvOp, c: int) -> None:
     op.output.replace_all_uses_with(nchw)
     op.detach()
     op.erase()
+    return conv  # type: ignore[return-value]
 
 
 def _block_size(op: Operation) -> int | None:
@@ -159,39 +162,76 @@ def _erase_unused_reorders(module: ModuleOp) -> None:
             op.erase()
 
 
-# Convs a chain needs to run blocked: a lone conv between two reorders (ZFNet's 5x5/2 conv
-# between LRNs, AlexNet's 3x3 before a grouped conv) lost more to the reorders than its
-# kernel gained (measured: ZFNet 19.0 -> 20.8 ms, AlexNet 12.2 -> 12.7 ms, 1 thread).
-MIN_CHAIN_CONVS = 2
+def run_blocked(module: ModuleOp, convs: list[graph.ConvOp], c: int) -> list[graph.ConvOp]:
+    """Block `convs`, then cancel reorders and move layout-agnostic ops behind them to a
+    fixed point; returns the blocked convs (in the order of `convs`)."""
+    blocked = [block_conv(conv, c) for conv in convs]
+    changed = True
+    while changed:
+        changed = False
+        for inner in list(module.walk()):
+            if inner.parent is None:  # erased earlier in this sweep
+                continue
+            if isinstance(inner, graph.ToBlockedOp):
+                changed |= _cancel(inner)
+            else:
+                changed |= _move_behind_reorder(inner)
+    _erase_unused_reorders(module)
+    return blocked
 
 
-def chains(convs: list[graph.ConvOp], c: int) -> dict[graph.ConvOp, int]:
-    """Each conv's chain: convs joined when one's result reaches the other's input or
-    residual through layout-agnostic ops only (a representative conv's index per chain)."""
-    index = {conv: i for i, conv in enumerate(convs)}
-    parent = list(range(len(convs)))
+# A chain (blocked values joined by the ops between them) stays blocked when its convs do at
+# least this many FLOPs per element its reorders move. MobileNet-v2's chains (a project and
+# an expand 1x1 conv between the reorders around each depthwise conv: 30-100 FLOPs per
+# element) were no faster at 1 thread and slower at 2 (3.55 -> 3.61 ms, 6.7 -> 8.6 ms); the
+# ResNets, SqueezeNet, Inception, DenseNet and VGG run thousands per element.
+MIN_FLOPS_PER_REORDERED = 256
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for conv in convs:
-        seen: set[Operation] = set()
-        frontier = [conv.output]
-        while frontier:
-            value = frontier.pop()
-            for use in value.uses:
-                user = use.operation
-                if user in seen:
-                    continue
-                seen.add(user)
-                if user in index and value in (user.input, user.residual):
-                    parent[root(index[user])] = root(index[conv])
-                elif layout_agnostic(user, c):
-                    frontier.append(user.results[0])
-    return {conv: root(i) for conv, i in index.items()}
+def _conv_flops(conv: graph.ConvOp) -> int:
+    n, blocks, ho, wo, c = shape_of(conv.output)
+    cout, cin_g, kh, kw = shape_of(conv.weight)
+    return 2 * n * cout * ho * wo * cin_g * kh * kw
+
+
+def _rank(value: SSAValue) -> int:
+    return len(value.type.get_shape()) if isinstance(value.type, TensorType) else 0
+
+
+def profitable(module: ModuleOp, blocked: list[graph.ConvOp]) -> list[bool]:
+    """Whether each blocked conv's chain does MIN_FLOPS_PER_REORDERED FLOPs per element its
+    to_blocked/from_blocked ops move (chains: union-find over the rank-5 values, joined by
+    every op that reads or writes them, reorders aside)."""
+    parent: dict[SSAValue, SSAValue] = {}
+
+    def root(v: SSAValue) -> SSAValue:
+        parent.setdefault(v, v)
+        while parent[v] is not v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    reordered: Counter[SSAValue] = Counter()
+    for op in module.walk():
+        if isinstance(op, graph.ToBlockedOp):
+            reordered[op.output] += prod(shape_of(op.output))
+            continue
+        if isinstance(op, graph.FromBlockedOp):
+            reordered[op.input] += prod(shape_of(op.input))
+            continue
+        values = [v for v in (*op.operands, *op.results) if _rank(v) == 5]
+        for v in values[1:]:
+            parent[root(v)] = root(values[0])
+    elements: Counter[SSAValue] = Counter()
+    for v, count in reordered.items():
+        elements[root(v)] += count
+    flops: Counter[SSAValue] = Counter()
+    for conv in blocked:
+        flops[root(conv.output)] += _conv_flops(conv)
+    return [
+        flops[root(conv.output)] >= MIN_FLOPS_PER_REORDERED * elements[root(conv.output)]
+        for conv in blocked
+    ]
 
 
 @dataclass(frozen=True)
@@ -203,20 +243,13 @@ class BlockedLayout(TargetPass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         target = self.target(ctx)
         c = target.vector_width
-        convs = [o for o in op.walk() if isinstance(o, graph.ConvOp) and runs_blocked(o, target)]
-        chain_of = chains(convs, c)
-        sizes = Counter(chain_of.values())
-        for conv in convs:
-            if sizes[chain_of[conv]] >= MIN_CHAIN_CONVS:
-                block_conv(conv, c)
-        changed = True
-        while changed:
-            changed = False
-            for inner in list(op.walk()):
-                if inner.parent is None:  # erased earlier in this sweep
-                    continue
-                if isinstance(inner, graph.ToBlockedOp):
-                    changed |= _cancel(inner)
-                else:
-                    changed |= _move_behind_reorder(inner)
-        _erase_unused_reorders(op)
+
+        def eligible(module: ModuleOp) -> list[graph.ConvOp]:
+            return [
+                o for o in module.walk() if isinstance(o, graph.ConvOp) and runs_blocked(o, target)
+            ]
+
+        # Block every eligible conv in a copy, keep the chains that pay for their reorders.
+        trial = op.clone()
+        keep = profitable(trial, run_blocked(trial, eligible(trial), c))
+        run_blocked(op, [conv for conv, k in zip(eligible(op), keep, strict=True) if k], c)
