@@ -255,6 +255,28 @@ def test_conv_ir_lanes() -> None:
     assert shuffles > 0 and shuffles % 48 == 0
 
 
+def test_conv_ir_lanes_blocked_stores_accumulators_directly() -> None:
+    """Channel-blocked: each accumulator is 8 channels of one pixel, stored as one vector
+    into the [N, C/8, H, W, 8] output (no shuffles, no masked stores, no scratch)."""
+    make = conv_op(
+        (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_lanes_panel16", True, False, "relu"
+    )
+    shapes = [(1, 4, 7, 7, 8), (2, 288, 16), (32,), (1, 4, 7, 7, 8)]
+    text = _lowered(make, shapes, AVX2)
+    assert_filecheck(
+        text,
+        """
+        CHECK: scf.parallel
+        CHECK: vector.load {{.*}} vector<8xf32>
+        CHECK: vector.broadcast {{.*}} vector<8xf32>
+        CHECK: vector.fma
+        CHECK: vector.store {{.*}} memref<1x4x7x7x8xf32>, vector<8xf32>
+        """,
+    )
+    assert "vector.shuffle" not in text and "vector.maskedstore" not in text
+    assert "memref.alloca" not in text
+
+
 # 1-D filters wider than LANES_MAX_UNROLLED_TAPS: taps looped in blocks; edge tiles read 0
 # where a column's window leaves the row (the clamped, selected loads).
 LONG_FILTER_CASES = [
