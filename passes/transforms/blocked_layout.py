@@ -32,6 +32,7 @@ from ember.dialects.graph import element_type_of, shape_of
 from ember.dialects.weight_layouts import blocked_conv_blocking
 from ember.passes.conversion.elementwise_bodies import BODIES
 from ember.passes.options import TargetPass
+from ember.passes.program import origin_of, set_origin
 from ember.passes.transforms.graph_utils import rebuild
 
 
@@ -47,9 +48,17 @@ def _before(op: Operation, new: Operation) -> SSAValue:
     return new.results[0]
 
 
-def _to_blocked(value: SSAValue, c: int) -> SSAValue:
+def _named_after(reorder: Operation, op: Operation) -> Operation:
+    """`reorder` carries the ONNX node of the op it serves (errors and profile rows name it)."""
+    origin = origin_of(op)
+    if origin.get("op_type"):
+        set_origin(reorder, origin["op_type"], origin.get("node", ""))
+    return reorder
+
+
+def _to_blocked(value: SSAValue, c: int, user: Operation) -> SSAValue:
     """The one to_blocked of `value`, right after its definition (so that it dominates every
-    use of `value`)."""
+    use of `value`); a new one is named after `user`, the op it is made for."""
     want = blocked_type(value, c)
     existing = [
         use.operation
@@ -59,6 +68,8 @@ def _to_blocked(value: SSAValue, c: int) -> SSAValue:
     # One this pass placed is right after the definition; another (IR it did not write)
     # moves there, which keeps it before every use.
     reorder = existing[0] if existing else graph.ToBlockedOp(operands=[value], result_types=[want])
+    if not existing:
+        _named_after(reorder, user)
     if existing:
         reorder.detach()
     if isinstance(value, BlockArgument):
@@ -84,15 +95,16 @@ def runs_blocked(op: graph.ConvOp, target: Target) -> bool:
 def block_conv(op: graph.ConvOp, c: int) -> graph.ConvOp:
     """op -> from_blocked(conv(to_blocked(input), residual=to_blocked(residual))); returns
     the blocked conv."""
-    residual = None if op.residual is None else _to_blocked(op.residual, c)
+    residual = None if op.residual is None else _to_blocked(op.residual, c, op)
     conv = rebuild(
         op,
-        input=_to_blocked(op.input, c),
+        input=_to_blocked(op.input, c, op),
         residual=residual,
         output_type=blocked_type(op.output, c),
     )
     blocked = _before(op, conv)
-    nchw = _before(op, graph.FromBlockedOp(operands=[blocked], result_types=[op.output.type]))
+    reorder = graph.FromBlockedOp(operands=[blocked], result_types=[op.output.type])
+    nchw = _before(op, _named_after(reorder, op))
     op.output.replace_all_uses_with(nchw)
     op.detach()
     op.erase()
@@ -132,12 +144,13 @@ def _move_behind_reorder(op: Operation) -> bool:
         return False
     out = op.results[0]
     moved = type(op).create(
-        operands=[_to_blocked(v, c) for v in op.operands],
+        operands=[_to_blocked(v, c, op) for v in op.operands],
         result_types=[blocked_type(out, c)],
         properties=dict(op.properties),
         attributes=dict(op.attributes),
     )
-    nchw = _before(op, graph.FromBlockedOp(operands=[_before(op, moved)], result_types=[out.type]))
+    reorder = graph.FromBlockedOp(operands=[_before(op, moved)], result_types=[out.type])
+    nchw = _before(op, _named_after(reorder, op))
     out.replace_all_uses_with(nchw)
     op.detach()
     op.erase()
