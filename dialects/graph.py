@@ -679,10 +679,10 @@ class ConvOp(IRDLOperation):
     def verify_(self) -> None:
         x, w, y = shape_of(self.input), shape_of(self.weight), shape_of(self.output)
         if len(x) == len(y) == 5:  # channel-blocked [N, C/c, H, W, c] (blocked-layout pass)
-            if x[4] != y[4] or self.group.value.data != 1:
+            if x[4] != y[4] or self.group.value.data not in (1, x[1] * x[4]):
                 raise VerifyException(
                     f"graph.conv: channel-blocked input {x} and output {y} need one block "
-                    "size and group 1"
+                    "size and group 1 or depthwise"
                 )
             x, y = (x[0], x[1] * x[4], x[2], x[3]), (y[0], y[1] * y[4], y[2], y[3])
         if len(x) != 4 or len(w) != 4 or len(y) != 4:

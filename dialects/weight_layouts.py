@@ -202,6 +202,18 @@ def blocked_conv_blocking(
     return LanesBlocking(nvec, vw, mr)
 
 
+def depthwise_blocked_layout(c: int) -> str:
+    return f"depthwise_blocked{c}"
+
+
+def pack_depthwise_blocked_weight(w: np.ndarray, c: int) -> tuple[np.ndarray, str]:
+    """Pack a depthwise OIHW filter [C, 1, kh, kw] (C a multiple of c) as [C/c, kh*kw, c]:
+    a tap's weights of one channel block are one vector (the blocked depthwise conv)."""
+    channels, _, kh, kw = w.shape
+    blocks = w.astype(np.float32, copy=False).reshape(channels // c, c, kh * kw)
+    return np.ascontiguousarray(blocks.transpose(0, 2, 1)), depthwise_blocked_layout(c)
+
+
 def pack_conv_lanes_weight(w: np.ndarray, nr: int) -> tuple[np.ndarray, str]:
     """Pack an OIHW filter (group 1) as [ceil(O/NR), kh*I*kw, NR], k = (r*I + ci)*kw + s."""
     cout, cin, kh, kw = w.shape

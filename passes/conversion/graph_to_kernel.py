@@ -53,6 +53,7 @@ from ember.dialects.weight_layouts import (
     is_depthwise,
     pack_conv_lanes_weight,
     pack_conv_weight,
+    pack_depthwise_blocked_weight,
     pack_matmul_weight,
     pack_qconv_depthwise_weight,
     pack_qconv_weight,
@@ -286,7 +287,9 @@ class _Bufferizer:
                 tuple(int(v) for v in op.strides.get_values()),  # type: ignore[arg-type]
                 target,
             )
-            if lanes is not None:
+            if blocked and is_depthwise(shape_of(op.weight), group):
+                packed, layout = pack_depthwise_blocked_weight(array, shape_of(op.input)[4])
+            elif lanes is not None:
                 packed, layout = pack_conv_lanes_weight(array, lanes.nr)
             elif blocked:
                 raise ConversionError(

@@ -29,7 +29,7 @@ from xdsl.ir import BlockArgument, Operation, SSAValue
 from ember.core.target import Target
 from ember.dialects import graph
 from ember.dialects.graph import element_type_of, shape_of
-from ember.dialects.weight_layouts import blocked_conv_blocking
+from ember.dialects.weight_layouts import blocked_conv_blocking, is_depthwise
 from ember.passes.conversion.elementwise_bodies import BODIES
 from ember.passes.options import TargetPass
 from ember.passes.program import origin_of, set_origin
@@ -80,7 +80,8 @@ def _to_blocked(value: SSAValue, c: int, user: Operation) -> SSAValue:
 
 
 def runs_blocked(op: graph.ConvOp, target: Target) -> bool:
-    """A float32 NCHW conv with a constant filter that the blocked kernel runs."""
+    """A float32 NCHW conv with a constant filter that a blocked kernel runs (the
+    channel-lanes conv, or the depthwise one)."""
     x, y = shape_of(op.input), shape_of(op.output)
     if len(x) != 4 or not isinstance(op.weight.owner, graph.ConstantOp):
         return False
@@ -88,6 +89,8 @@ def runs_blocked(op: graph.ConvOp, target: Target) -> bool:
         return False
     cout, cin_g, kh, kw = shape_of(op.weight)
     group = op.group.value.data
+    if is_depthwise(shape_of(op.weight), group):  # the blocked depthwise kernel
+        return cout % target.vector_width == 0
     blocking = blocked_conv_blocking(cin_g * group, cout, group, (y[2], y[3]), (kh, kw), target)
     return blocking is not None
 

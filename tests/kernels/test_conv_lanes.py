@@ -23,6 +23,7 @@ from ember.dialects.weight_layouts import (
     conv_lanes_layout,
     lanes_row_tile,
     pack_conv_lanes_weight,
+    pack_depthwise_blocked_weight,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.tests.filecheck_util import assert_filecheck
@@ -312,3 +313,42 @@ def test_conv_lanes_weight_mismatch_is_clear() -> None:
     )
     with pytest.raises(ValueError, match="conv_lanes_weight"):
         _lowered(make, [(1, 32, 7, 7), (2, 280, 16), (1, 32, 7, 7)], AVX2)
+
+
+# Blocked depthwise convs: (input NCHW, kernel, strides, pads, dilations). Channels are
+# multiples of 16; ResNet-style 3x3 with stride 1 and 2, a 5x5, asymmetric pads, dilation,
+# rows narrower than the interior step.
+DEPTHWISE_BLOCKED_CASES = [
+    ((1, 32, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((2, 16, 15, 17), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    ((1, 32, 11, 9), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    ((1, 16, 10, 13), (3, 3), (2, 1), (0, 2, 1, 0), (1, 1)),
+    ((1, 16, 9, 9), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),
+    ((1, 16, 3, 3), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_BLOCKED_CASES, ids=lambda c: f"{c[0]}k{c[1]}s{c[2]}")
+@pytest.mark.parametrize("c", [8, 16])
+def test_depthwise_blocked(case: tuple, c: int) -> None:
+    """Against a float64 reference, bias + residual + relu, 2 threads; 8-channel blocks on
+    an AVX2 target."""
+    x_shape, ks, strides, pads, dilations = case
+    rng = np.random.default_rng(0)
+    channels = x_shape[1]
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal((channels, 1, *ks), dtype=np.float32)
+    ho = out_size(x_shape[2], ks[0], strides[0], pads[0] + pads[2], dilations[0])
+    wo = out_size(x_shape[3], ks[1], strides[1], pads[1] + pads[3], dilations[1])
+    out_shape = (x_shape[0], channels, ho, wo)
+    bias = rng.standard_normal((channels,), dtype=np.float32)
+    res = rng.standard_normal(out_shape, dtype=np.float32)
+    packed, layout = pack_depthwise_blocked_weight(w, c)
+    out = to_blocked(np.full(out_shape, np.nan, np.float32), c)
+    make = conv_op(ks, strides, pads, dilations, channels, layout, True, True, "relu")
+    target = AVX2 if c == 8 else host_target(2)
+    run_kernel_op(make, [to_blocked(x, c), packed, bias, to_blocked(res, c), out], target, 2)
+    ref = conv_reference(x, w, channels, strides, pads, dilations)
+    ref = np.maximum(ref + bias[None, :, None, None] + res, 0)
+    err = np.max(np.abs(from_blocked(out) - ref))
+    assert err <= RTOL * max(1.0, np.max(np.abs(ref))), f"max error {err}"

@@ -32,6 +32,7 @@ from ember.dialects.weight_layouts import (
     LANES_MAX_ACCUMULATORS,
     conv_lanes_layout,
     conv_layout,
+    depthwise_blocked_layout,
     gemm_blocking,
     lanes_row_tile,
 )
@@ -164,13 +165,17 @@ def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
     if op.bias is not None and memref_shape(op.bias) != (geo.cout,):
         raise ValueError(f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({geo.cout},)")
     blocked = len(memref_shape(op.input)) == 5
-    if blocked and not op.weight_layout.data.startswith(conv_lanes_layout(0)[:-1]):
+    layout = op.weight_layout.data
+    blocked_layouts = (conv_lanes_layout(0)[:-1], depthwise_blocked_layout(0)[:-1])
+    if blocked and not layout.startswith(blocked_layouts):
         raise ValueError(
             f"kernel.conv2d: a channel-blocked conv ({memref_shape(op.input)} -> "
-            f"{memref_shape(op.output)}) runs only the channel-lanes kernel, not weight "
-            f"layout '{op.weight_layout.data}'"
+            f"{memref_shape(op.output)}) runs only the channel-lanes or the blocked depthwise "
+            f"kernel, not weight layout '{layout}'"
         )
-    if op.weight_layout.data == DEPTHWISE_LAYOUT:
+    if blocked and layout.startswith(blocked_layouts[1]):
+        fn = _lower_depthwise_blocked(op, geo, target, name)
+    elif op.weight_layout.data == DEPTHWISE_LAYOUT:
         fn = _lower_depthwise(op, geo, target, name)
     elif op.weight_layout.data.startswith(conv_lanes_layout(0)[:-1]):
         fn = _lower_channel_lanes(op, geo, target, name)
@@ -798,6 +803,90 @@ def _lower_depthwise(
         b.for_range(first, last, 1, channel)
 
     work_units(body, target, depthwise_lane_flops(geo, vw), geo.batch * chunks, unit)
+    body.ret()
+    return fn
+
+
+# Output columns per step of the blocked depthwise conv's interior loop: independent
+# accumulators over which each tap's weight vector is reused.
+DEPTHWISE_BLOCKED_COLUMNS = 4
+
+
+def _lower_depthwise_blocked(
+    op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
+) -> func.FuncOp:
+    """Depthwise conv on channel-blocked [N, C/c, H, W, c] maps (the blocked-layout pass):
+    each tap is one vector FMA of c channels, the input pixel's vector times the tap's
+    weight vector (packed [C/c, kh*kw, c]), with no broadcasts and no plane copies. Units
+    are output rows of one channel block; a kernel row outside the input runs zero times;
+    border columns are emitted statically without their out-of-row taps, interior ones
+    DEPTHWISE_BLOCKED_COLUMNS at a time."""
+    c = memref_shape(op.input)[-1]
+    blocks, taps = geo.cout // c, geo.kh * geo.kw
+    if (
+        not geo.group == geo.cin == geo.cout
+        or memref_shape(op.weight) != (blocks, taps, c)
+        or op.weight_layout.data != depthwise_blocked_layout(c)
+    ):
+        raise ValueError(
+            f"kernel.conv2d: blocked depthwise weight {memref_shape(op.weight)} with layout "
+            f"'{op.weight_layout.data}' does not match {geo.cout} channels of "
+            f"{geo.kh}x{geo.kw} in blocks of {c} (group {geo.group})"
+        )
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+
+    def column_ok(ow: int, s: int) -> bool:
+        return 0 <= ow * geo.sw - geo.pl + s * geo.dw < geo.w
+
+    interior = [ow for ow in range(geo.wo) if all(column_ok(ow, s) for s in range(geo.kw))]
+    start = interior[0] if interior else 0
+    step = DEPTHWISE_BLOCKED_COLUMNS
+    main_stop = start + len(interior) // step * step
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        bi, cb, oh = decode(b, u, [geo.batch, blocks, geo.ho])
+        epi = Epilogue(out, args.get("residual"), activation, c)
+        bias = None if bias_buf is None else b.vload(bias_buf, [b.mul(cb, c)], c)
+        zero = b.splat(0.0, c)
+        rows = []  # (input row, 1 if inside the input else 0) of each kernel row
+        for r in range(geo.kh):
+            ih = b.add(b.mul(oh, geo.sh), r * geo.dh - geo.pt)
+            inside = b.cmp_index("ult", ih, geo.h)
+            rows.append((ih, b.select(inside, b.index(1), b.index(0))))
+
+        def columns(b: LoopBuilder, ow0: SSAValue, count: int, static: int | None) -> None:
+            """`count` outputs from column ow0 (`static`: its value, at the border)."""
+            iw0 = b.sub(b.mul(ow0, geo.sw), geo.pl)
+            accs = [zero] * count
+            for r, (ih, trips) in enumerate(rows):
+
+                def kernel_row(
+                    b: LoopBuilder, _: SSAValue, *sums: SSAValue, r: int = r, ih: SSAValue = ih
+                ) -> list[SSAValue]:
+                    current = list(sums)
+                    for s in range(geo.kw):
+                        weight = b.vload(w, [cb, r * geo.kw + s, 0], c)
+                        for t in range(count):
+                            if static is not None and not column_ok(static + t, s):
+                                continue
+                            iw = b.add(iw0, t * geo.sw + s * geo.dw)
+                            pixel = b.vload(x, [bi, cb, ih, iw, 0], c)
+                            current[t] = b.fma(pixel, weight, current[t])
+                    return current
+
+                accs = b.for_range(0, trips, 1, kernel_row, accs)
+            for t, acc in enumerate(accs):
+                epi.finish(b, acc, [bi, cb, oh, b.add(ow0, t), 0], c, bias)
+
+        for ow in [*range(start), *range(main_stop, geo.wo)]:
+            columns(b, b.index(ow), 1, ow)
+        if main_stop > start:
+            b.for_range(start, main_stop, step, lambda lb, ow0: columns(lb, ow0, step, None))
+
+    work_units(body, target, geo.flops, geo.batch * blocks * geo.ho, unit)
     body.ret()
     return fn
 
