@@ -38,12 +38,13 @@ class _Chain:
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1) -> str:
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1) -> str:
         w = f"w{len(self.inits)}"
-        scale = 1.0 / np.sqrt(cin * k * k)
+        scale = 1.0 / np.sqrt(cin // group * k * k)
         self.inits.append(
             numpy_helper.from_array(
-                (self.rng.standard_normal((cout, cin, k, k)) * scale).astype(np.float32), w
+                (self.rng.standard_normal((cout, cin // group, k, k)) * scale).astype(np.float32),
+                w,
             )
         )
         b = f"b{len(self.inits)}"
@@ -51,8 +52,19 @@ class _Chain:
             numpy_helper.from_array(self.rng.standard_normal(cout).astype(np.float32), b)
         )
         return self.op(
-            "Conv", [x, w, b], kernel_shape=[k, k], strides=[stride] * 2, pads=[k // 2] * 4
+            "Conv",
+            [x, w, b],
+            kernel_shape=[k, k],
+            strides=[stride] * 2,
+            pads=[k // 2] * 4,
+            group=group,
         )
+
+    def relu6(self, x: str) -> str:
+        if not any(t.name == "six" for t in self.inits):
+            self.inits.append(numpy_helper.from_array(np.float32(0.0), "zero"))
+            self.inits.append(numpy_helper.from_array(np.float32(6.0), "six"))
+        return self.op("Clip", [x, "zero", "six"])
 
     def model(self, shape: list[int], outputs: list[str]) -> onnx.ModelProto:
         graph = helper.make_graph(
@@ -120,3 +132,28 @@ def test_resnet_block_matches_onnxruntime(block: str) -> None:
     assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), rel=1e-4)
     if block == "c8":
         assert _graph_ir(model, BLOCK_OPTIONS[block]).count("graph.to_blocked") == 1
+
+
+def inverted_residual_model(seed: int = 0) -> onnx.ModelProto:
+    """MobileNet-v2 blocks: 1x1 expand -> Clip -> depthwise 3x3 (stride 1 with a residual
+    add, then stride 2) -> 1x1 project."""
+    g = _Chain(seed)
+    x = g.conv("x", 16, 32, 1)
+    e = g.relu6(g.conv(x, 32, 96, 1))
+    d = g.relu6(g.conv(e, 96, 96, 3, group=96))
+    x = g.op("Add", [g.conv(d, 96, 32, 1), x])
+    e = g.relu6(g.conv(x, 32, 96, 1))
+    d = g.relu6(g.conv(e, 96, 96, 3, stride=2, group=96))
+    return g.model([1, 16, 13, 13], [g.conv(d, 96, 48, 1)])
+
+
+@pytest.mark.parametrize("block", list(BLOCK_OPTIONS))
+def test_inverted_residual_matches_onnxruntime(block: str) -> None:
+    """Depthwise convs run blocked between the 1x1 convs: one reorder in, one out."""
+    model = inverted_residual_model()
+    feeds = random_inputs(model, seed=2)
+    pipeline = _with_block(DEFAULT_PIPELINE, BLOCK_OPTIONS[block])
+    compiled = ember.compile(model, threads=2, pipeline=pipeline)
+    assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), rel=1e-4)
+    text = _graph_ir(model, BLOCK_OPTIONS[block])
+    assert text.count("graph.to_blocked") == 1 and text.count("graph.from_blocked") == 1
