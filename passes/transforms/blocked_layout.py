@@ -2,9 +2,10 @@
 
 A blocked tensor is an ordinary rank-5 tensor [N, C/c, H, W, c], c = the target's vector
 width: the c channels of one pixel are one vector. Each conv the blocked kernel runs
-(`runs_blocked`: float32, group 1, channel counts multiples of c, a constant filter) that is
-in a chain of at least MIN_CHAIN_CONVS convs becomes a rank-5 graph.conv between a
-graph.to_blocked of its input (and of its residual) and a graph.from_blocked of its result.
+(`runs_blocked`: float32, group 1 or depthwise, channel counts multiples of c, a constant
+filter) becomes a rank-5 graph.conv between a graph.to_blocked of its input (and of its
+residual) and a graph.from_blocked of its result, where its chain pays for the reorders
+(`profitable`, MIN_FLOPS_PER_REORDERED).
 Then, to a fixed point:
   - a to_blocked of a from_blocked is the blocked value itself (the chain stays blocked);
   - a layout-agnostic op of a from_blocked (same-shape elementwise ops, max/average pools,
