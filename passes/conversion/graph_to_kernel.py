@@ -42,7 +42,6 @@ from ember.dialects.weight_layouts import (
     DEPTHWISE_LAYOUT,
     ISAS,
     Int8Isa,
-    LanesBlocking,
     QConvGeometry,
     blocked_conv_blocking,
     conv_lanes_blocking,
@@ -90,19 +89,6 @@ def _epilogue_props(op: Operation) -> dict[str, Attribute]:
         if (value := op.properties.get(key)) is not None:
             props[key] = value
     return props
-
-
-def _blocked_conv_blocking(
-    cin_g: int,
-    cout: int,
-    group: int,
-    out_hw: tuple[int, int],
-    kernel: tuple[int, int],
-    strides: tuple[int, int],
-    target: Target,
-) -> LanesBlocking | None:
-    """blocked_conv_blocking in conv_lanes_blocking's signature (strides do not matter)."""
-    return blocked_conv_blocking(cin_g, cout, group, out_hw, kernel, target)
 
 
 def _group_suffix(group: int) -> str:
@@ -272,21 +258,16 @@ class _Bufferizer:
         else:
             name, array = const
             blocked = len(shape_of(op.input)) == 5
-            choose = _blocked_conv_blocking if blocked else conv_lanes_blocking
-            # Blocked, the kernel's vectors are the IR's channel blocks.
-            target = (
-                replace(self.target, vector_width=shape_of(op.input)[4]) if blocked else self.target
-            )
             cout, cin_g, kh, kw = shape_of(op.weight)
-            lanes = choose(
-                cin_g,
-                cout,
-                group,
-                tuple(shape_of(op.output)[2:4]),  # type: ignore[arg-type]
-                (kh, kw),
-                tuple(int(v) for v in op.strides.get_values()),  # type: ignore[arg-type]
-                target,
-            )
+            out_hw: tuple[int, int] = tuple(shape_of(op.output)[2:4])  # type: ignore[assignment]
+            strides: tuple[int, int] = tuple(int_values(op.strides))  # type: ignore[assignment]
+            if blocked:  # the kernel's vectors are the IR's channel blocks
+                target = replace(self.target, vector_width=shape_of(op.input)[4])
+                lanes = blocked_conv_blocking(cin_g * group, cout, group, out_hw, (kh, kw), target)
+            else:
+                lanes = conv_lanes_blocking(
+                    cin_g, cout, group, out_hw, (kh, kw), strides, self.target
+                )
             if blocked and is_depthwise(shape_of(op.weight), group):
                 packed, layout = pack_depthwise_blocked_weight(array, shape_of(op.input)[4])
             elif lanes is not None:
@@ -294,8 +275,8 @@ class _Bufferizer:
             elif blocked:
                 raise ConversionError(
                     f"a channel-blocked conv {shape_of(op.input)} -> {shape_of(op.output)} "
-                    f"with weight {shape_of(op.weight)} has no blocked kernel for vector "
-                    f"width {self.target.vector_width}"
+                    f"with weight {shape_of(op.weight)} has no blocked kernel for "
+                    f"blocks of {shape_of(op.input)[4]} channels"
                 )
             else:
                 packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
