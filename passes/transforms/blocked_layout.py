@@ -198,10 +198,11 @@ def run_blocked(module: ModuleOp, convs: list[graph.ConvOp], c: int) -> list[gra
 
 
 # A chain (blocked values joined by the ops between them) stays blocked when its convs do at
-# least this many FLOPs per element its reorders move. MobileNet-v2's chains (a project and
-# an expand 1x1 conv between the reorders around each depthwise conv: 30-100 FLOPs per
-# element) were no faster at 1 thread and slower at 2 (3.55 -> 3.61 ms, 6.7 -> 8.6 ms); the
-# ResNets, SqueezeNet, Inception, DenseNet and VGG run thousands per element.
+# least this many FLOPs per element its reorders move. Set between the chains measured:
+# MobileNet-v2's per-block chains before depthwise convs ran blocked (a project and an expand
+# 1x1 conv between the reorders around each depthwise conv: 30-100 FLOPs per element) gained
+# nothing at 1 thread (3.55 -> 3.61 ms min, 3.77 -> 3.69 median); the ResNet, SqueezeNet and
+# VGG chains run thousands per element and gain 4-6%.
 MIN_FLOPS_PER_REORDERED = 256
 
 
