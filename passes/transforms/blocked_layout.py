@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from math import prod
 
 from xdsl.context import Context
+from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import BlockArgument, Operation, SSAValue
 
@@ -263,8 +264,13 @@ class BlockedLayout(TargetPass):
         c = target.vector_width
 
         def eligible(module: ModuleOp) -> list[graph.ConvOp]:
+            """Convs of function bodies (not of Loop/If regions: untested there, left NCHW)."""
             return [
-                o for o in module.walk() if isinstance(o, graph.ConvOp) and runs_blocked(o, target)
+                o
+                for o in module.walk()
+                if isinstance(o, graph.ConvOp)
+                and isinstance(o.parent_op(), func.FuncOp)
+                and runs_blocked(o, target)
             ]
 
         # Block every eligible conv in a copy, keep the chains that pay for their reorders.
