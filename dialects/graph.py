@@ -650,7 +650,9 @@ class DequantizeLinearOp(_TernaryBroadcastOp):
 
 @irdl_op_definition
 class ConvOp(IRDLOperation):
-    """2-D convolution, NCHW input, OIHW weight (ONNX Conv), with an optional fused epilogue."""
+    """2-D convolution, NCHW input, OIHW weight (ONNX Conv), with an optional fused epilogue.
+    Rank-5 input, output and residual are channel-blocked [N, C/c, H, W, c] (blocked-layout
+    pass)."""
 
     name = "graph.conv"
     traits = traits_def(Pure())
@@ -676,6 +678,13 @@ class ConvOp(IRDLOperation):
 
     def verify_(self) -> None:
         x, w, y = shape_of(self.input), shape_of(self.weight), shape_of(self.output)
+        if len(x) == len(y) == 5:  # channel-blocked [N, C/c, H, W, c] (blocked-layout pass)
+            if x[4] != y[4] or self.group.value.data not in (1, x[1] * x[4]):
+                raise VerifyException(
+                    f"graph.conv: channel-blocked input {x} and output {y} need one block "
+                    "size and group 1 or depthwise"
+                )
+            x, y = (x[0], x[1] * x[4], x[2], x[3]), (y[0], y[1] * y[4], y[2], y[3])
         if len(x) != 4 or len(w) != 4 or len(y) != 4:
             raise VerifyException("graph.conv: only 2-D convolution (rank-4 NCHW) is supported")
         group = self.group.value.data
@@ -691,6 +700,15 @@ class ConvOp(IRDLOperation):
 
     def evaluate(self, inputs: Inputs) -> np.ndarray:
         x, w, bias, residual = inputs
+        out = shape_of(self.output)
+        if len(out) == 5:  # channel-blocked: the NCHW conv between reorders
+            nchw = [None if v is None else numpy_eval.from_blocked(v) for v in (x, residual)]
+            y = self.nchw_evaluate([nchw[0], w, bias, nchw[1]], out[2:4])
+            return numpy_eval.to_blocked(y, out[4])
+        return self.nchw_evaluate(inputs, out[2:])
+
+    def nchw_evaluate(self, inputs: Inputs, out_hw: Sequence[int]) -> np.ndarray:
+        x, w, bias, residual = inputs
         y = numpy_eval.conv2d(
             x,  # type: ignore[arg-type]
             w,  # type: ignore[arg-type]
@@ -698,7 +716,7 @@ class ConvOp(IRDLOperation):
             int_values(self.pads),
             int_values(self.dilations),
             self.group.value.data,
-            shape_of(self.output)[2:],
+            out_hw,
         )
         bias = None if bias is None else bias.reshape(-1, 1, 1)
         return numpy_eval.epilogue(y, bias, residual, *activation_of(self))
@@ -886,14 +904,17 @@ class PoolOp(_InOutOp):
 
     def verify_(self) -> None:
         x, y = shape_of(self.input), shape_of(self.output)
-        if len(x) != 4 or x[:2] != y[:2]:
+        blocked = len(x) == len(y) == 5 and x[4] == y[4]  # [N, C/c, H, W, c]: blocked-layout
+        if (len(x) != 4 and not blocked) or len(y) != len(x) or x[:2] != y[:2]:
             raise VerifyException(f"{self.name}: expected NCHW in/out with equal N, C: {x} {y}")
 
     def pool(self, x: np.ndarray, kind: str, count_include_pad: bool = False) -> np.ndarray:
-        """numpy_eval.pool2d with this op's window."""
+        """numpy_eval.pool2d with this op's window (of the NCHW form of a blocked input)."""
         window = (int_values(a) for a in (self.kernel_shape, self.strides, self.pads))
-        out_hw = shape_of(self.output)[2:]
-        return numpy_eval.pool2d(x, kind, *window, out_hw, count_include_pad)
+        out = shape_of(self.output)
+        nchw = numpy_eval.from_blocked(x) if len(out) == 5 else x
+        y = numpy_eval.pool2d(nchw, kind, *window, out[2:4], count_include_pad)
+        return numpy_eval.to_blocked(y, out[4]) if len(out) == 5 else y
 
 
 @irdl_op_definition
@@ -1696,6 +1717,48 @@ class QConvOp(IRDLOperation):
 
 
 GRAPH_OPS.append(QConvOp)
+
+# --- channel-blocked layout (passes/transforms/blocked_layout.py) -----------------------------
+
+
+def _check_blocked_pair(op: Operation, nchw: tuple[int, ...], blocked: tuple[int, ...]) -> None:
+    """`blocked` is [N, C/c, H, W, c] of the NCHW shape `nchw`."""
+    if len(nchw) != 4 or len(blocked) != 5:
+        raise VerifyException(f"{op.name}: expects NCHW {nchw} and [N, C/c, H, W, c] {blocked}")
+    n, blocks, h, w, c = blocked
+    if c < 1 or (n, blocks * c, h, w) != nchw:
+        raise VerifyException(f"{op.name}: {blocked} is not {nchw} in blocks of channels")
+
+
+@irdl_op_definition
+class ToBlockedOp(_InOutOp):
+    """NCHW -> channel-blocked [N, C/c, H, W, c] (C a multiple of c): the entry of a chain
+    the blocked-layout pass runs in NCHW[c]."""
+
+    name = "graph.to_blocked"
+
+    def verify_(self) -> None:
+        _check_blocked_pair(self, shape_of(self.input), shape_of(self.output))
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.to_blocked(inputs[0], shape_of(self.output)[4])  # type: ignore[arg-type]
+
+
+@irdl_op_definition
+class FromBlockedOp(_InOutOp):
+    """Channel-blocked [N, C/c, H, W, c] -> NCHW: where a blocked chain meets an op that
+    reads NCHW."""
+
+    name = "graph.from_blocked"
+
+    def verify_(self) -> None:
+        _check_blocked_pair(self, shape_of(self.output), shape_of(self.input))
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        return numpy_eval.from_blocked(inputs[0])  # type: ignore[arg-type]
+
+
+GRAPH_OPS += [ToBlockedOp, FromBlockedOp]
 
 # --- data-dependent output sizes (frontend/ops/data_dependent.py) ----------------------------
 

@@ -111,7 +111,8 @@ class ReshapeOp(IRDLOperation):
 
 @irdl_op_definition
 class Conv2dOp(IRDLOperation):
-    """NCHW convolution; `weight` is packed in the layout named by `weight_layout`."""
+    """NCHW convolution, or channel-blocked ([N, C/c, H, W, c] input, output and residual: the
+    blocked-layout pass); `weight` is packed in the layout named by `weight_layout`."""
 
     name = "kernel.conv2d"
     input = operand_def(MemRefType)
@@ -137,8 +138,12 @@ class Conv2dOp(IRDLOperation):
     )
 
     def verify_(self) -> None:
-        if len(shape_of(self.input)) != 4 or len(shape_of(self.output)) != 4:
-            raise VerifyException("kernel.conv2d: input and output must be NCHW")
+        ranks = (len(shape_of(self.input)), len(shape_of(self.output)))
+        if ranks not in ((4, 4), (5, 5)):
+            raise VerifyException(
+                "kernel.conv2d: input and output must be NCHW, or both channel-blocked "
+                f"[N, C/c, H, W, c]; got ranks {ranks}"
+            )
         verify_epilogue(self)
 
 

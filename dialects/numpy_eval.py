@@ -113,6 +113,18 @@ def foldable_size(out_type: TensorType) -> bool:
 # Elementwise
 
 
+def to_blocked(x: np.ndarray, c: int) -> np.ndarray:
+    """NCHW -> channel-blocked [N, C/c, H, W, c] (C a multiple of c)."""
+    n, channels, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, channels // c, c, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_blocked(x: np.ndarray) -> np.ndarray:
+    """Channel-blocked [N, C/c, H, W, c] -> NCHW."""
+    n, blocks, h, w, c = x.shape
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, blocks * c, h, w))
+
+
 def identity(x: np.ndarray) -> np.ndarray:
     return x
 

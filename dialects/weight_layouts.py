@@ -98,17 +98,27 @@ LANES_REDUCING_1X1 = 4
 LANES_MAX_ACCUMULATORS = 24
 
 
-def lanes_row_tile_max(nvec: int, target: Target) -> int:
+# Accumulators per tile of the channel-blocked conv (the blocked-layout pass): 16, not 24
+# (measured, AVX-512, 1 thread, two vectors of channels: 3x3 512->512 @12 12x2 tiles 3188
+# us, 6x2 2237; 3x3 @14, @28, 1x1 and 5x5/2 layers within 2% either way).
+BLOCKED_MAX_ACCUMULATORS = 16
+
+
+def lanes_row_tile_max(
+    nvec: int, target: Target, max_accumulators: int = LANES_MAX_ACCUMULATORS
+) -> int:
     """Most output columns per channel-lanes tile: mr x nvec accumulators, nvec weight
     vectors and one broadcast in the register file; at most one vector (the epilogue
     moves a tile row of one channel as one vector)."""
-    fit = min(target.vector_registers - nvec - 1, LANES_MAX_ACCUMULATORS)
+    fit = min(target.vector_registers - nvec - 1, max_accumulators)
     return min(target.vector_width, fit // nvec)
 
 
-def lanes_row_tile(wo: int, nvec: int, target: Target) -> int:
+def lanes_row_tile(
+    wo: int, nvec: int, target: Target, max_accumulators: int = LANES_MAX_ACCUMULATORS
+) -> int:
     """Columns per channel-lanes tile: output rows cut into balanced tiles."""
-    tiles = math.ceil(wo / lanes_row_tile_max(nvec, target))
+    tiles = math.ceil(wo / lanes_row_tile_max(nvec, target, max_accumulators))
     return math.ceil(wo / tiles)
 
 
@@ -161,6 +171,47 @@ def conv_lanes_blocking(
             best = (score, LanesBlocking(nvec, vw, lanes_row_tile(wo, nvec, target)))
     assert best is not None
     return best[1]
+
+
+def blocked_conv_blocking(
+    cin: int,
+    cout: int,
+    group: int,
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    target: Target,
+) -> LanesBlocking | None:
+    """The channel-lanes tile of a conv in the channel-blocked layout [N, C/VW, H, W, VW], or
+    None when the conv cannot run blocked (groups, channel counts not multiples of VW).
+
+    Blocked, the channel-lanes kernel reads each pixel's input channels contiguously and
+    stores its accumulators as they are, and it then beats or matches the GEMM on every
+    group-1 shape of ResNet-50 and SqueezeNet (znver5, AVX-512, 1 thread, us NCHW kernel ->
+    blocked: 1x1 256->1024 @14 GEMM 406 -> 372, 1x1 64->256 @56 GEMM 382 -> 373, 1x1/2
+    1024->2048 @14 lanes 910 -> 762, 3x3 512 @7 lanes 695 -> 677, 3x3 64 @56 GEMM 880 -> 789).
+    Two vectors of channels per tile, except for convs with wide output rows and more than
+    one tap per row (3x3 64 @56: one vector 789, two 1177), where one vector's longer row
+    tiles reuse each broadcast input over more columns; at most BLOCKED_MAX_ACCUMULATORS.
+    """
+    vw = target.vector_width
+    if group != 1 or cin % vw or cout % vw:
+        return None
+    wide = kernel != (1, 1) and out_hw[1] >= 2 * vw
+    nvec = 2 if cout % (2 * vw) == 0 and not wide else 1
+    mr = lanes_row_tile(out_hw[1], nvec, target, BLOCKED_MAX_ACCUMULATORS)
+    return LanesBlocking(nvec, vw, mr)
+
+
+def depthwise_blocked_layout(c: int) -> str:
+    return f"depthwise_blocked{c}"
+
+
+def pack_depthwise_blocked_weight(w: np.ndarray, c: int) -> tuple[np.ndarray, str]:
+    """Pack a depthwise OIHW filter [C, 1, kh, kw] (C a multiple of c) as [C/c, kh*kw, c]:
+    a tap's weights of one channel block are one vector (the blocked depthwise conv)."""
+    channels, _, kh, kw = w.shape
+    blocks = w.astype(np.float32, copy=False).reshape(channels // c, c, kh * kw)
+    return np.ascontiguousarray(blocks.transpose(0, 2, 1)), depthwise_blocked_layout(c)
 
 
 def pack_conv_lanes_weight(w: np.ndarray, nr: int) -> tuple[np.ndarray, str]:

@@ -18,6 +18,7 @@ from ember.passes.options import build_pass, pass_text
 
 
 def _graph_passes() -> list[type[ModulePass]]:
+    from ember.passes.transforms.blocked_layout import BlockedLayout
     from ember.passes.transforms.canonicalize import Canonicalize
     from ember.passes.transforms.cse import CommonSubexpressionElimination
     from ember.passes.transforms.dce import DeadCodeElimination
@@ -46,6 +47,7 @@ def _graph_passes() -> list[type[ModulePass]]:
         FuseBiasAdd,
         FuseResidualAdd,
         FuseConvActivation,
+        BlockedLayout,
     ]
 
 
@@ -80,7 +82,7 @@ def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 GRAPH_STAGE = (
     "quantize-ops,canonicalize,fold-constants,cse,canonicalize,hoist-channel-ops,fold-batchnorm,"
     "fold-constants,fuse-layer-norm,"
-    "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,dce"
+    "fuse-attention,fuse-bias-add,fuse-residual-add,fuse-conv-activation,blocked-layout,dce"
 )
 KERNEL_STAGE = "convert-graph-to-kernel,fuse-elementwise,plan-memory,place-weights"
 LOOPS_STAGE = "lower-kernels-to-loops"

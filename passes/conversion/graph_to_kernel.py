@@ -10,7 +10,7 @@ kernels read.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from xdsl.context import Context
@@ -43,6 +43,7 @@ from ember.dialects.weight_layouts import (
     ISAS,
     Int8Isa,
     QConvGeometry,
+    blocked_conv_blocking,
     conv_lanes_blocking,
     conv_layout,
     gemm_blocking,
@@ -51,6 +52,7 @@ from ember.dialects.weight_layouts import (
     is_depthwise,
     pack_conv_lanes_weight,
     pack_conv_weight,
+    pack_depthwise_blocked_weight,
     pack_matmul_weight,
     pack_qconv_depthwise_weight,
     pack_qconv_weight,
@@ -247,21 +249,35 @@ class _Bufferizer:
     def conv(self, op: graph.ConvOp) -> None:
         group = op.group.value.data
         const = self.constant_array(op.weight)
+        if const is None and len(shape_of(op.input)) == 5:
+            raise ConversionError(
+                "a channel-blocked conv needs a constant weight (packed at compile time)"
+            )
         if const is None:
             weight, layout = self.pack_conv_weight_at_run_time(op.weight, group)
         else:
             name, array = const
-            lanes = conv_lanes_blocking(
-                shape_of(op.input)[1] // group,
-                shape_of(op.output)[1],
-                group,
-                tuple(shape_of(op.output)[2:]),  # type: ignore[arg-type]
-                tuple(shape_of(op.weight)[2:]),  # type: ignore[arg-type]
-                tuple(int(v) for v in op.strides.get_values()),  # type: ignore[arg-type]
-                self.target,
-            )
-            if lanes is not None:
+            blocked = len(shape_of(op.input)) == 5
+            cout, cin_g, kh, kw = shape_of(op.weight)
+            out_hw: tuple[int, int] = tuple(shape_of(op.output)[2:4])  # type: ignore[assignment]
+            strides: tuple[int, int] = tuple(int_values(op.strides))  # type: ignore[assignment]
+            if blocked:  # the kernel's vectors are the IR's channel blocks
+                target = replace(self.target, vector_width=shape_of(op.input)[4])
+                lanes = blocked_conv_blocking(cin_g * group, cout, group, out_hw, (kh, kw), target)
+            else:
+                lanes = conv_lanes_blocking(
+                    cin_g, cout, group, out_hw, (kh, kw), strides, self.target
+                )
+            if blocked and is_depthwise(shape_of(op.weight), group):
+                packed, layout = pack_depthwise_blocked_weight(array, shape_of(op.input)[4])
+            elif lanes is not None:
                 packed, layout = pack_conv_lanes_weight(array, lanes.nr)
+            elif blocked:
+                raise ConversionError(
+                    f"a channel-blocked conv {shape_of(op.input)} -> {shape_of(op.output)} "
+                    f"with weight {shape_of(op.weight)} has no blocked kernel for "
+                    f"blocks of {shape_of(op.input)[4]} channels"
+                )
             else:
                 packed, layout = pack_conv_weight(array.astype(np.float32), group, self.target)
             packed_name = f"{name}.packed.{layout}{_group_suffix(group)}"
@@ -288,6 +304,23 @@ class _Bufferizer:
                     "weight_layout": StringAttr(layout),
                     **_epilogue_props(op),
                 },
+            )
+        )
+        self.buffers[op.output] = out
+
+    def reorder(self, op: graph.ToBlockedOp | graph.FromBlockedOp) -> None:
+        """NCHW <-> [N, C/c, H, W, c]: one transpose of [N, C/c, c, H*W] views."""
+        nchw, blocked = shape_of(op.input), shape_of(op.output)
+        if isinstance(op, graph.FromBlockedOp):
+            nchw, blocked = blocked, nchw
+        n, blocks, h, w, c = blocked
+        out = self.alloc(op.output)
+        planes, pixels = [n, blocks, c, h * w], [n, blocks, h * w, c]
+        src, dst = (planes, pixels) if isinstance(op, graph.ToBlockedOp) else (pixels, planes)
+        self.emit(
+            kernel.TransposeOp(
+                operands=[self.view(self.buffer(op.input), src), self.view(out, dst)],
+                properties={"perm": i64_array([0, 1, 3, 2])},
             )
         )
         self.buffers[op.output] = out
@@ -667,6 +700,8 @@ class _Bufferizer:
             graph.ConstantOp: self.constant,
             graph.ConvOp: self.conv,
             graph.MatMulOp: self.matmul,
+            graph.ToBlockedOp: self.reorder,
+            graph.FromBlockedOp: self.reorder,
             graph.MaxPoolOp: self.pool,
             graph.AveragePoolOp: self.pool,
             graph.ReduceOp: self.reduce,

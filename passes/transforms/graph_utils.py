@@ -105,10 +105,13 @@ def apply_patterns(module: ModuleOp, patterns: list[RewritePattern]) -> None:
 
 
 def rebuild(op: graph.ConvOp | graph.MatMulOp, **changes: object) -> graph.ConvOp | graph.MatMulOp:
-    """A copy of a conv/matmul with some operands (weight/b, bias, residual) or epilogue
-    properties (activation, activation_params) replaced; `None` removes an optional one."""
+    """A copy of a conv/matmul with some operands (input, weight/b, bias, residual), the
+    result type (output_type) or epilogue properties (activation, activation_params)
+    replaced; `None` removes an optional one."""
     first, second = (op.input, op.weight) if isinstance(op, graph.ConvOp) else (op.a, op.b)
+    first = changes.pop("input", first)  # type: ignore[assignment]
     second = changes.pop("weight", changes.pop("b", second))  # type: ignore[assignment]
+    output_type = changes.pop("output_type", op.output.type)
     bias = changes.pop("bias", op.bias)
     residual = changes.pop("residual", op.residual)
     properties = dict(op.properties)
@@ -120,7 +123,7 @@ def rebuild(op: graph.ConvOp | graph.MatMulOp, **changes: object) -> graph.ConvO
             properties[name] = value  # type: ignore[assignment]
     return type(op).build(
         operands=[first, second, bias, residual],  # type: ignore[list-item]
-        result_types=[op.output.type],
+        result_types=[output_type],
         properties=properties,  # type: ignore[arg-type]
         # The discardable attributes (ember.origin: the ONNX node the op comes from) stay, so
         # that the fused kernel's errors and profile rows still name the node.

@@ -17,11 +17,13 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 from xdsl.ir import Block
 
 from ember.core.target import Target, host_target
+from ember.dialects.numpy_eval import from_blocked, to_blocked
 from ember.dialects.weight_layouts import (
     conv_lanes_blocking,
     conv_lanes_layout,
     lanes_row_tile,
     pack_conv_lanes_weight,
+    pack_depthwise_blocked_weight,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.tests.filecheck_util import assert_filecheck
@@ -52,6 +54,7 @@ def run_lanes_conv(
     threads: int = 1,
     target: Target | None = None,
     seed: int = 0,
+    blocked: bool = False,
 ) -> None:
     rng = np.random.default_rng(seed)
     batch, cin, h, wd = x_shape
@@ -66,9 +69,16 @@ def run_lanes_conv(
     target = target or host_target(threads)
     packed, layout = pack_conv_lanes_weight(w, nvec * target.vector_width)
     out = np.full(out_shape, np.nan, dtype=np.float32)
-    arrays = [x, packed, *(a for a in (bias_arr, res_arr) if a is not None), out]
+    vw = target.vector_width
+    if blocked:  # [N, C/VW, H, W, VW] input, residual and output
+        out = to_blocked(out, vw)
+    x_in = to_blocked(x, vw) if blocked else x
+    res_in = to_blocked(res_arr, vw) if blocked and res_arr is not None else res_arr
+    arrays = [x_in, packed, *(a for a in (bias_arr, res_in) if a is not None), out]
     make = conv_op(kernel_shape, strides, pads, dilations, 1, layout, bias, residual, activation)
     run_kernel_op(make, arrays, target, threads)
+    if blocked:
+        out = from_blocked(out)
     ref = conv_reference(x, w, 1, strides, pads, dilations)
     if bias_arr is not None:
         ref = ref + bias_arr[None, :, None, None]
@@ -108,6 +118,36 @@ def test_conv_lanes(case: tuple, isa: str) -> None:
     target = AVX2 if isa == "avx2" else None
     run_lanes_conv(
         x_shape, cout, ks, strides=strides, pads=pads, dilations=dilations, target=target
+    )
+
+
+# Channel-blocked input and output (the blocked-layout pass): channel counts multiples of
+# 16 (so of the AVX2 width 8 too); Cout 80 leaves the last two-vector block half empty.
+BLOCKED_CASES = [
+    ((1, 64, 7, 7), 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((1, 32, 15, 13), 80, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    ((2, 48, 9, 11), 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((1, 64, 14, 13), 48, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
+    ((1, 16, 13, 30), 32, (3, 3), (1, 1), (2, 0, 1, 2), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("case", BLOCKED_CASES, ids=_case_id)
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_conv_lanes_blocked(case: tuple, isa: str) -> None:
+    x_shape, cout, ks, strides, pads, dilations = case
+    target = AVX2 if isa == "avx2" else host_target(2)
+    run_lanes_conv(
+        x_shape,
+        cout,
+        ks,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        residual=True,
+        threads=2,
+        target=target,
+        blocked=True,
     )
 
 
@@ -216,6 +256,28 @@ def test_conv_ir_lanes() -> None:
     assert shuffles > 0 and shuffles % 48 == 0
 
 
+def test_conv_ir_lanes_blocked_stores_accumulators_directly() -> None:
+    """Channel-blocked: each accumulator is 8 channels of one pixel, stored as one vector
+    into the [N, C/8, H, W, 8] output (no shuffles, no masked stores, no scratch)."""
+    make = conv_op(
+        (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_lanes_panel16", True, False, "relu"
+    )
+    shapes = [(1, 4, 7, 7, 8), (2, 288, 16), (32,), (1, 4, 7, 7, 8)]
+    text = _lowered(make, shapes, AVX2)
+    assert_filecheck(
+        text,
+        """
+        CHECK: scf.parallel
+        CHECK: vector.load {{.*}} vector<8xf32>
+        CHECK: vector.broadcast {{.*}} vector<8xf32>
+        CHECK: vector.fma
+        CHECK: vector.store {{.*}} memref<1x4x7x7x8xf32>, vector<8xf32>
+        """,
+    )
+    assert "vector.shuffle" not in text and "vector.maskedstore" not in text
+    assert "memref.alloca" not in text
+
+
 # 1-D filters wider than LANES_MAX_UNROLLED_TAPS: taps looped in blocks; edge tiles read 0
 # where a column's window leaves the row (the clamped, selected loads).
 LONG_FILTER_CASES = [
@@ -251,3 +313,42 @@ def test_conv_lanes_weight_mismatch_is_clear() -> None:
     )
     with pytest.raises(ValueError, match="conv_lanes_weight"):
         _lowered(make, [(1, 32, 7, 7), (2, 280, 16), (1, 32, 7, 7)], AVX2)
+
+
+# Blocked depthwise convs: (input NCHW, kernel, strides, pads, dilations). Channels are
+# multiples of 16; ResNet-style 3x3 with stride 1 and 2, a 5x5, asymmetric pads, dilation,
+# rows narrower than the interior step.
+DEPTHWISE_BLOCKED_CASES = [
+    ((1, 32, 14, 14), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((2, 16, 15, 17), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    ((1, 32, 11, 9), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    ((1, 16, 10, 13), (3, 3), (2, 1), (0, 2, 1, 0), (1, 1)),
+    ((1, 16, 9, 9), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),
+    ((1, 16, 3, 3), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_BLOCKED_CASES, ids=lambda c: f"{c[0]}k{c[1]}s{c[2]}")
+@pytest.mark.parametrize("c", [8, 16])
+def test_depthwise_blocked(case: tuple, c: int) -> None:
+    """Against a float64 reference, bias + residual + relu, 2 threads; 8-channel blocks on
+    an AVX2 target."""
+    x_shape, ks, strides, pads, dilations = case
+    rng = np.random.default_rng(0)
+    channels = x_shape[1]
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal((channels, 1, *ks), dtype=np.float32)
+    ho = out_size(x_shape[2], ks[0], strides[0], pads[0] + pads[2], dilations[0])
+    wo = out_size(x_shape[3], ks[1], strides[1], pads[1] + pads[3], dilations[1])
+    out_shape = (x_shape[0], channels, ho, wo)
+    bias = rng.standard_normal((channels,), dtype=np.float32)
+    res = rng.standard_normal(out_shape, dtype=np.float32)
+    packed, layout = pack_depthwise_blocked_weight(w, c)
+    out = to_blocked(np.full(out_shape, np.nan, np.float32), c)
+    make = conv_op(ks, strides, pads, dilations, channels, layout, True, True, "relu")
+    target = AVX2 if c == 8 else host_target(2)
+    run_kernel_op(make, [to_blocked(x, c), packed, bias, to_blocked(res, c), out], target, 2)
+    ref = conv_reference(x, w, channels, strides, pads, dilations)
+    ref = np.maximum(ref + bias[None, :, None, None] + res, 0)
+    err = np.max(np.abs(from_blocked(out) - ref))
+    assert err <= RTOL * max(1.0, np.max(np.abs(ref))), f"max error {err}"

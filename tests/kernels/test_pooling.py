@@ -27,6 +27,7 @@ import ember
 from ember.core.context import make_context
 from ember.core.target import Target, host_target
 from ember.dialects import kernel
+from ember.dialects.numpy_eval import from_blocked, to_blocked
 from ember.engine.compile import annotate_origins
 from ember.frontend.onnx_importer import import_model
 from ember.passes.conversion.graph_to_kernel import ConversionError
@@ -36,6 +37,8 @@ from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.passes.pipeline import build_pipeline
 from ember.tests.filecheck_util import assert_filecheck
 from ember.tests.kernels.harness import run_kernel_op
+
+AVX2 = Target(cpu="x86-64-v3", vector_width=8, vector_registers=16, threads=2)
 
 
 def make_pool(
@@ -323,3 +326,35 @@ def test_lowering_is_registered() -> None:
     block = Block(arg_types=[MemRefType(f32, (1, 1, 4, 4)), MemRefType(f32, (1, 1, 2, 2))])
     op = make_pool("max", (2, 2), (2, 2), (0, 0, 0, 0))(block.args)
     assert lowering_for(op) is lower_pool
+
+
+@pytest.mark.parametrize("c", [8, 16])
+@pytest.mark.parametrize(
+    "case",
+    CASES + PADDED_CASES,
+    ids=lambda c: f"{c[0]}{c[1][2:]}{c[2]}s{c[3]}p{c[4]}c{c[5]:d}i{c[6]:d}",
+)
+def test_blocked_pool_matches_onnxruntime(case: tuple, c: int) -> None:
+    """Channel-blocked [N, C/c, H, W, c] maps (the blocked-layout pass), 2 channel blocks,
+    2 threads."""
+    kind, in_shape, ks, strides, pads, ceil_mode, include_pad = case
+    in_shape = (in_shape[0], 2 * c, *in_shape[2:])
+    x = np.random.default_rng(5).standard_normal(in_shape).astype(np.float32)
+    x.flat[::7] = -x.flat[::7] * 5  # large negative values next to the padding
+    expected = onnxruntime_pool(x, kind, ks, strides, pads, ceil_mode, include_pad)
+    out = to_blocked(np.full(expected.shape, -7.0, np.float32), c)
+    make = make_pool(kind, ks, strides, pads, include_pad)
+    # 8-channel blocks compiled for an AVX2 target (runs on any AVX2 or AVX-512 host).
+    target = AVX2 if c == 8 else host_target(2)
+    run_kernel_op(make, [to_blocked(x, c), out], target=target, threads=2)
+    check(from_blocked(out), expected, kind)
+
+
+def test_blocked_max_pool_propagates_nan() -> None:
+    """As the NCHW kernel: a NaN in a window makes that output NaN (channel 9 only)."""
+    x = np.random.default_rng(1).standard_normal((1, 16, 7, 7)).astype(np.float32)
+    x[0, 9, 6, 0] = np.nan  # a corner: only border windows see it
+    out = to_blocked(np.zeros((1, 16, 7, 7), np.float32), 8)
+    run_kernel_op(make_pool("max", (3, 3), (1, 1), (1, 1, 1, 1)), [to_blocked(x, 8), out])
+    out = from_blocked(out)
+    assert np.isnan(out[0, 9, 5:, :2]).all() and np.isnan(out).sum() == 4

@@ -73,4 +73,27 @@ builtin.module {
     %a = graph.relu %x : tensor<2x8xf32> -> tensor<2x8xf32>
     func.return %a, %a : tensor<2x8xf32>, tensor<2x8xf32>
   }
+  // Channel-blocked values (blocked-layout): a reorder is one kernel.transpose of
+  // [N, C/c, c, H*W] and [N, C/c, H*W, c] views, the from_blocked writing straight into the
+  // result argument; a blocked conv's filter is packed for the channel-lanes kernel.
+  // CHECK-LABEL: func.func @blocked_chain(
+  // CHECK-SAME:    %[[X:.*]]: memref<1x16x4x4xf32>, %[[OUT:.*]]: memref<1x16x4x4xf32>)
+  // CHECK:         %[[XB:.*]] = memref.alloc() {alignment = 64 : i64} : memref<1x2x4x4x8xf32>
+  // CHECK-NEXT:    %[[XV:.*]] = kernel.reshape %[[X]] : memref<1x16x4x4xf32> to memref<1x2x8x16xf32>
+  // CHECK-NEXT:    %[[XBV:.*]] = kernel.reshape %[[XB]] : memref<1x2x4x4x8xf32> to memref<1x2x16x8xf32>
+  // CHECK-NEXT:    kernel.transpose %[[XV]] -> %[[XBV]] {perm = array<i64: 0, 1, 3, 2>}
+  // CHECK-NEXT:    %[[W:.*]] = kernel.weight "wb.packed.conv_lanes_panel16" : memref<1x144x16xf32>
+  // CHECK-NEXT:    %[[YB:.*]] = memref.alloc() {alignment = 64 : i64} : memref<1x2x4x4x8xf32>
+  // CHECK-NEXT:    kernel.conv2d %[[XB]], %[[W]] -> %[[YB]] {{.*}} weight_layout = "conv_lanes_panel16"} : memref<1x2x4x4x8xf32>, memref<1x144x16xf32> -> memref<1x2x4x4x8xf32>
+  // CHECK-NEXT:    %[[YV:.*]] = kernel.reshape %[[YB]] : memref<1x2x4x4x8xf32> to memref<1x2x16x8xf32>
+  // CHECK-NEXT:    %[[OV:.*]] = kernel.reshape %[[OUT]] : memref<1x16x4x4xf32> to memref<1x2x8x16xf32>
+  // CHECK-NEXT:    kernel.transpose %[[YV]] -> %[[OV]] {perm = array<i64: 0, 1, 3, 2>}
+  // CHECK-NEXT:    func.return
+  func.func @blocked_chain(%x: tensor<1x16x4x4xf32>) -> tensor<1x16x4x4xf32> {
+    %w = graph.constant "wb" : tensor<16x16x3x3xf32>
+    %xb = graph.to_blocked %x : tensor<1x16x4x4xf32> -> tensor<1x2x4x4x8xf32>
+    %yb = graph.conv %xb, %w {strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, dilations = array<i64: 1, 1>, group = 1 : i64} : tensor<1x2x4x4x8xf32>, tensor<16x16x3x3xf32> -> tensor<1x2x4x4x8xf32>
+    %y = graph.from_blocked %yb : tensor<1x2x4x4x8xf32> -> tensor<1x16x4x4xf32>
+    func.return %y : tensor<1x16x4x4xf32>
+  }
 }

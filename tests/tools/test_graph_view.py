@@ -56,7 +56,7 @@ def test_each_stage_draws_inputs_ops_and_outputs_connected(stage: str, tmp_path:
     assert {"in0", "out0"} <= nodes and reaches(edges, "in0", "out0")
     first = next(n for n in graph.nodes if n.kind == "op")
     fused = " + r1" if stage != "import" else ""  # the Relu's node (named by its output)
-    assert first.origin == f"Conv 'c1'{fused}" and first.shapes == ["1x16x24x24 f32"]
+    assert first.origin == f"Conv 'c1'{fused}" and first.shapes == ["1x12x24x24 f32"]
 
 
 def test_bert_graph_names_the_fused_ops(tmp_path: Path) -> None:

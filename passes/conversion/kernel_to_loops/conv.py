@@ -15,6 +15,7 @@ indices row-major from the static shape, so [b, c, 0, n] names element n of plan
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
@@ -26,9 +27,12 @@ from xdsl.ir import SSAValue
 from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.weight_layouts import (
+    BLOCKED_MAX_ACCUMULATORS,
     DEPTHWISE_LAYOUT,
+    LANES_MAX_ACCUMULATORS,
     conv_lanes_layout,
     conv_layout,
+    depthwise_blocked_layout,
     gemm_blocking,
     lanes_row_tile,
 )
@@ -65,6 +69,15 @@ def _ints(attr: DenseArrayBase) -> list[int]:
     return [int(v) for v in attr.get_values()]
 
 
+def nchw_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """[N, C, H, W] of an NCHW shape or of a channel-blocked [N, C/c, H, W, c] one."""
+    if len(shape) == 5:
+        n, blocks, h, w, c = shape
+        return n, blocks * c, h, w
+    n, c, h, w = shape
+    return n, c, h, w
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     batch: int
@@ -86,8 +99,8 @@ class ConvGeometry:
 
     @staticmethod
     def of(op: kernel.Conv2dOp) -> ConvGeometry:
-        batch, cin, h, w = memref_shape(op.input)
-        out_batch, cout, ho, wo = memref_shape(op.output)
+        batch, cin, h, w = nchw_shape(memref_shape(op.input))
+        out_batch, cout, ho, wo = nchw_shape(memref_shape(op.output))
         kh, kw = _ints(op.kernel_shape)
         sh, sw = _ints(op.strides)
         dh, dw = _ints(op.dilations)
@@ -151,7 +164,18 @@ def lower_conv2d(op: kernel.Conv2dOp, target: Target, name: str) -> func.FuncOp:
     geo = ConvGeometry.of(op)
     if op.bias is not None and memref_shape(op.bias) != (geo.cout,):
         raise ValueError(f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({geo.cout},)")
-    if op.weight_layout.data == DEPTHWISE_LAYOUT:
+    blocked = len(memref_shape(op.input)) == 5
+    layout = op.weight_layout.data
+    blocked_layouts = (conv_lanes_layout(0)[:-1], depthwise_blocked_layout(0)[:-1])
+    if blocked and not layout.startswith(blocked_layouts):
+        raise ValueError(
+            f"kernel.conv2d: a channel-blocked conv ({memref_shape(op.input)} -> "
+            f"{memref_shape(op.output)}) runs only the channel-lanes or the blocked depthwise "
+            f"kernel, not weight layout '{layout}'"
+        )
+    if blocked and layout.startswith(blocked_layouts[1]):
+        fn = _lower_depthwise_blocked(op, geo, target, name)
+    elif op.weight_layout.data == DEPTHWISE_LAYOUT:
         fn = _lower_depthwise(op, geo, target, name)
     elif op.weight_layout.data.startswith(conv_lanes_layout(0)[:-1]):
         fn = _lower_channel_lanes(op, geo, target, name)
@@ -783,6 +807,90 @@ def _lower_depthwise(
     return fn
 
 
+# Output columns per step of the blocked depthwise conv's interior loop: independent
+# accumulators over which each tap's weight vector is reused.
+DEPTHWISE_BLOCKED_COLUMNS = 4
+
+
+def _lower_depthwise_blocked(
+    op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
+) -> func.FuncOp:
+    """Depthwise conv on channel-blocked [N, C/c, H, W, c] maps (the blocked-layout pass):
+    each tap is one vector FMA of c channels, the input pixel's vector times the tap's
+    weight vector (packed [C/c, kh*kw, c]), with no broadcasts and no plane copies. Units
+    are output rows of one channel block; a kernel row outside the input runs zero times;
+    border columns are emitted statically without their out-of-row taps, interior ones
+    DEPTHWISE_BLOCKED_COLUMNS at a time."""
+    c = memref_shape(op.input)[-1]
+    blocks, taps = geo.cout // c, geo.kh * geo.kw
+    if (
+        not geo.group == geo.cin == geo.cout
+        or memref_shape(op.weight) != (blocks, taps, c)
+        or op.weight_layout.data != depthwise_blocked_layout(c)
+    ):
+        raise ValueError(
+            f"kernel.conv2d: blocked depthwise weight {memref_shape(op.weight)} with layout "
+            f"'{op.weight_layout.data}' does not match {geo.cout} channels of "
+            f"{geo.kh}x{geo.kw} in blocks of {c} (group {geo.group})"
+        )
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+
+    def column_ok(ow: int, s: int) -> bool:
+        return 0 <= ow * geo.sw - geo.pl + s * geo.dw < geo.w
+
+    interior = [ow for ow in range(geo.wo) if all(column_ok(ow, s) for s in range(geo.kw))]
+    start = interior[0] if interior else 0
+    step = DEPTHWISE_BLOCKED_COLUMNS
+    main_stop = start + len(interior) // step * step
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        bi, cb, oh = decode(b, u, [geo.batch, blocks, geo.ho])
+        epi = Epilogue(out, args.get("residual"), activation, c)
+        bias = None if bias_buf is None else b.vload(bias_buf, [b.mul(cb, c)], c)
+        zero = b.splat(0.0, c)
+        rows = []  # (input row, 1 if inside the input else 0) of each kernel row
+        for r in range(geo.kh):
+            ih = b.add(b.mul(oh, geo.sh), r * geo.dh - geo.pt)
+            inside = b.cmp_index("ult", ih, geo.h)
+            rows.append((ih, b.select(inside, b.index(1), b.index(0))))
+
+        def columns(b: LoopBuilder, ow0: SSAValue, count: int, static: int | None) -> None:
+            """`count` outputs from column ow0 (`static`: its value, at the border)."""
+            iw0 = b.sub(b.mul(ow0, geo.sw), geo.pl)
+            accs = [zero] * count
+            for r, (ih, trips) in enumerate(rows):
+
+                def kernel_row(
+                    b: LoopBuilder, _: SSAValue, *sums: SSAValue, r: int = r, ih: SSAValue = ih
+                ) -> list[SSAValue]:
+                    current = list(sums)
+                    for s in range(geo.kw):
+                        weight = b.vload(w, [cb, r * geo.kw + s, 0], c)
+                        for t in range(count):
+                            if static is not None and not column_ok(static + t, s):
+                                continue
+                            iw = b.add(iw0, t * geo.sw + s * geo.dw)
+                            pixel = b.vload(x, [bi, cb, ih, iw, 0], c)
+                            current[t] = b.fma(pixel, weight, current[t])
+                    return current
+
+                accs = b.for_range(0, trips, 1, kernel_row, accs)
+            for t, acc in enumerate(accs):
+                epi.finish(b, acc, [bi, cb, oh, b.add(ow0, t), 0], c, bias)
+
+        for ow in [*range(start), *range(main_stop, geo.wo)]:
+            columns(b, b.index(ow), 1, ow)
+        if main_stop > start:
+            b.for_range(start, main_stop, step, lambda lb, ow0: columns(lb, ow0, step, None))
+
+    work_units(body, target, geo.flops, geo.batch * blocks * geo.ho, unit)
+    body.ret()
+    return fn
+
+
 def depthwise_lane_flops(geo: ConvGeometry, vw: int) -> int:
     """The flops a depthwise conv's vector FMAs compute, idle lanes included: each output row
     is ceil(wo / vw) vectors. What its time follows on narrow maps, where simd.work_units'
@@ -1057,6 +1165,10 @@ LANES_MAX_UNROLLED_TAPS = 32
 TAP_BLOCK = 8
 
 
+# An input channel of the channel-lanes conv: its index, or (block, lane) when blocked.
+Channel = SSAValue | tuple[SSAValue, SSAValue]
+
+
 def transpose_square(b: LoopBuilder, rows: list[SSAValue]) -> list[SSAValue]:
     """The transpose of n vectors of n lanes (n a power of two): log2(n) rounds of n two-input
     shuffles, each pairing row m with row m + n/2 and interleaving their low, then high halves
@@ -1091,7 +1203,11 @@ def _lower_channel_lanes(
     Filters wider than LANES_MAX_UNROLLED_TAPS loop over blocks of TAP_BLOCK taps instead of
     unrolling every tap (edge tiles then clamp and zero their out-of-row reads).
     """
-    vw = target.vector_width
+    # Channel-blocked [N, C/c, H, W, c] input and output (the blocked-layout pass): vectors
+    # are c lanes wide whatever the target's width (LLVM splits wider ones), so a block size
+    # chosen for another width still runs.
+    blocked = len(memref_shape(op.input)) == 5
+    vw = memref_shape(op.input)[-1] if blocked else target.vector_width
     w_shape = memref_shape(op.weight)
     nr = w_shape[-1]
     k_extent = geo.kh * geo.cin * geo.kw
@@ -1109,8 +1225,17 @@ def _lower_channel_lanes(
             f"group 1 and [ceil(O/NR), kh*I*kw, NR] from pack_conv_lanes_weight, NR a "
             f"multiple of {vw})"
         )
+    # Blocked, the accumulators are already c output channels of one pixel: they are stored
+    # as they are, with no transpose; input channels are read as (block, lane).
+    out_shape = memref_shape(op.output)
+    if len(out_shape) != len(memref_shape(op.input)) or (blocked and out_shape[-1] != vw):
+        raise ValueError(
+            f"kernel.conv2d: input {memref_shape(op.input)} and output {out_shape} must "
+            f"both be NCHW or both channel-blocked [N, C/{vw}, H, W, {vw}]"
+        )
     nvec = nr // vw
-    mr = lanes_row_tile(geo.wo, nvec, target)
+    tile_limit = BLOCKED_MAX_ACCUMULATORS if blocked else LANES_MAX_ACCUMULATORS
+    mr = lanes_row_tile(geo.wo, nvec, target, tile_limit)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
@@ -1118,6 +1243,7 @@ def _lower_channel_lanes(
     rows_first = blocks * k_extent * nr * 4 <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES
     # Channels per unrolled reduction step: enough FMAs per iteration for short kernels.
     unroll = max(1, K_UNROLL // geo.kw)
+    lane_unroll = math.gcd(unroll, vw)  # blocked: steps through one channel block's lanes
 
     def column_ok(ow: int, s: int) -> bool:
         iw = ow * geo.sw - geo.pl + s * geo.dw
@@ -1128,16 +1254,24 @@ def _lower_channel_lanes(
             bi, oh, cb = decode(b, u, [geo.batch, geo.ho, blocks])
         else:
             bi, cb, oh = decode(b, u, [geo.batch, blocks, geo.ho])
-        rows_scratch = alloca(b, [nr, vw])
+        rows_scratch = None if blocked else alloca(b, [nr, vw])
         epi = Epilogue(out, args.get("residual"), activation, vw)
         zero = b.splat(0.0, vw)
         co0 = b.mul(cb, nr)
-        # Input row of each kernel row, and the channels to run for it (none if outside).
+        # Input row of each kernel row, and the channels (blocked: channel blocks) to run
+        # for it (none if outside).
+        reduced = geo.cin // vw if blocked else geo.cin
         kernel_rows = []
         for r in range(geo.kh):
             ih = b.add(b.mul(oh, geo.sh), r * geo.dh - geo.pt)
             inside = b.cmp_index("ult", ih, geo.h)
-            kernel_rows.append((ih, b.select(inside, b.index(geo.cin), b.index(0))))
+            kernel_rows.append((ih, b.select(inside, b.index(reduced), b.index(0))))
+
+        def x_at(b: LoopBuilder, ci: Channel, ih: SSAValue, iw: SSAValue) -> list[SSAValue]:
+            """Indices of input channel `ci` (blocked: its (block, lane)) at (ih, iw)."""
+            if isinstance(ci, tuple):
+                return [bi, ci[0], ih, iw, ci[1]]
+            return [bi, ci, ih, iw]
 
         def tile(b: LoopBuilder, ow0: Value, cols: int, static_ow0: int | None) -> None:
             iw0 = b.sub(b.mul(ow0, geo.sw), geo.pl)
@@ -1149,7 +1283,7 @@ def _lower_channel_lanes(
                 b: LoopBuilder,
                 row: SSAValue,
                 s: SSAValue,
-                ci: SSAValue,
+                ci: Channel,
                 ih: SSAValue,
                 values: list[SSAValue],
             ) -> None:
@@ -1164,10 +1298,10 @@ def _lower_channel_lanes(
                     iw = b.add(shifted, i * geo.sw)
                     lo, hi = inside[0], inside[-1] + 1  # the valid taps are contiguous
                     if (lo, hi) == (0, geo.kw):
-                        a = b.load(x, [bi, ci, ih, iw])
+                        a = b.load(x, x_at(b, ci, ih, iw))
                     else:
                         ok = b.cmp_index("ult", b.sub(s, lo), hi - lo)
-                        a = b.load(x, [bi, ci, ih, b.select(ok, iw, b.index(0))])
+                        a = b.load(x, x_at(b, ci, ih, b.select(ok, iw, b.index(0))))
                         a = b.select(ok, a, b.const(0.0))
                     a = b.splat(a, vw)
                     for j in range(nvec):
@@ -1178,12 +1312,13 @@ def _lower_channel_lanes(
 
                 def step(
                     b: LoopBuilder,
-                    ci: SSAValue,
+                    ci: Channel,
                     values: list[SSAValue],
                     r: int = r,
                     ih: SSAValue = ih,
                 ) -> None:
-                    row = b.mul(b.add(ci, r * geo.cin), geo.kw)
+                    flat = b.add(b.mul(ci[0], vw), ci[1]) if isinstance(ci, tuple) else ci
+                    row = b.mul(b.add(flat, r * geo.cin), geo.kw)
                     # Long filters (1-D audio front ends: 1x320) loop over blocks of taps:
                     # unrolled, a 1x320 conv was 50k ops and ~10 s of LLVM.
                     looped = 0 if geo.kw <= LANES_MAX_UNROLLED_TAPS else geo.kw - geo.kw % TAP_BLOCK
@@ -1204,7 +1339,7 @@ def _lower_channel_lanes(
                             if not valid(i, s):
                                 continue
                             iw = b.add(iw0, i * geo.sw + s * geo.dw)
-                            a = b.splat(b.load(x, [bi, ci, ih, iw]), vw)
+                            a = b.splat(b.load(x, x_at(b, ci, ih, iw)), vw)
                             for j in range(nvec):
                                 values[i * nvec + j] = b.fma(a, weights[j], values[i * nvec + j])
 
@@ -1219,12 +1354,46 @@ def _lower_channel_lanes(
                     step(b, ci, current)
                     return current
 
-                if unroll > 1:
+                if blocked:
+                    # Per input channel block, its VW lanes in steps of `lane_unroll`.
+                    def lanes_of(
+                        b: LoopBuilder, cib: SSAValue, *values: SSAValue
+                    ) -> list[SSAValue]:
+                        def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
+                            current = list(sums)
+                            for q in range(lane_unroll):
+                                step(b, (cib, lane if q == 0 else b.add(lane, q)), current)
+                            return current
+
+                        return b.for_range(0, vw, lane_unroll, lanes, list(values))
+
+                    accs = b.for_range(0, channels, 1, lanes_of, accs)
+                elif unroll > 1:
                     main = b.sub(channels, b.rem(channels, unroll))
                     accs = b.for_range(0, main, unroll, unrolled, accs)
                     accs = b.for_range(main, channels, 1, single, accs)
                 else:
                     accs = b.for_range(0, channels, 1, single, accs)
+
+            if blocked:
+                # Each accumulator is VW channels of one pixel: the blocked layout's vector.
+                for j in range(nvec):
+                    cb_out = b.add(b.mul(cb, nvec), j)
+
+                    def store(b: LoopBuilder, j: int = j, cb_out: SSAValue = cb_out) -> None:
+                        bias = None
+                        if bias_buf is not None:
+                            bias = b.vload(bias_buf, [b.add(co0, j * vw)], vw)
+                        for i in range(cols):
+                            at = [bi, cb_out, oh, b.add(ow0, i), 0]
+                            epi.finish(b, accs[i * nvec + j], at, vw, bias)
+
+                    if j and geo.cout % nr:  # the last block's padding channels
+                        in_range = b.cmp_index("ult", b.add(co0, j * vw), geo.cout)
+                        if_else(b, in_range, store, lambda b: None)
+                    else:
+                        store(b)
+                return
 
             # Channel c's columns as one vector: transpose each vector of channels in registers.
             for j in range(nvec):

@@ -56,7 +56,7 @@ from ember.passes.conversion.kernel_to_loops.flat_access import (
     shuffle,
     store,
 )
-from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, store_lanes
+from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, decode, store_lanes
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
 # Strides whose interior is computed with vectors; others use unrolled scalar loops.
@@ -463,8 +463,13 @@ def build_pool(
 ) -> func.FuncOp:
     """The pooling kernel; `vector_strides` selects which strides get a SIMD interior."""
     in_shape, out_shape = shape(op.input), shape(op.output)
-    if len(in_shape) != 4 or len(out_shape) != 4:
-        raise fail(op, f"expects NCHW input and output, got {list(in_shape)} -> {list(out_shape)}")
+    blocked = len(in_shape) == len(out_shape) == 5 and in_shape[4] == out_shape[4]
+    if len(in_shape) != 4 and not blocked or len(out_shape) != len(in_shape):
+        raise fail(
+            op,
+            f"expects NCHW or channel-blocked [N, C/c, H, W, c] input and output, got "
+            f"{list(in_shape)} -> {list(out_shape)}",
+        )
     if in_shape[:2] != out_shape[:2]:
         raise fail(op, f"N, C of input {list(in_shape)} and output {list(out_shape)} differ")
     if element_type(op.input) != f32 or element_type(op.output) != f32:
@@ -479,7 +484,7 @@ def build_pool(
     if pads[0] >= ks[0] or pads[2] >= ks[0] or pads[1] >= ks[1] or pads[3] >= ks[1]:
         # A window made only of padding has no value (ONNX requires pad < kernel).
         raise fail(op, f"pads {pads} must be smaller than kernel_shape {ks}")
-    n, c, height, width = in_shape
+    n, c, height, width = in_shape[:4]
     g = _Geometry(
         kind=op.kind.data,
         kh=ks[0],
@@ -496,6 +501,8 @@ def build_pool(
         out_w=out_shape[3],
         include_pad=op.count_include_pad is not None,
     )
+    if blocked:
+        return _blocked_pool(op, g, n, c, in_shape[4], name)
     fn, b = kernel_function(name, operand_types(op))
     vw = target.vector_width if g.sw in vector_strides else 1
     emitter = _PlaneEmitter(g, vw, fn.args[0], fn.args[1])
@@ -515,6 +522,75 @@ def build_pool(
             emitter.padded_plane(pb, pad, p)
 
     loop(b, 0, n * c, plane, parallel=is_parallel(math.prod(in_shape)))
+    b.ret()
+    return fn
+
+
+# Output columns per step of the blocked pool's interior loop: independent accumulators.
+BLOCKED_POOL_COLUMNS = 4
+
+
+def _blocked_pool(
+    op: kernel.PoolOp, g: _Geometry, batch: int, blocks: int, c: int, name: str
+) -> func.FuncOp:
+    """Pooling of channel-blocked [N, C/c, H, W, c] maps (the blocked-layout pass): the c
+    channels of a pixel are one vector, so every window tap is one vector load and every
+    output one store, however small the plane (NCHW pools of 7x7 or 14x14 planes fill few
+    lanes). Work units are output rows of one channel block; the window rows inside the
+    input are a loop, the columns unrolled: interior columns BLOCKED_POOL_COLUMNS at a time,
+    border ones statically without their out-of-bounds taps."""
+    fn, b = kernel_function(name, operand_types(op))
+    src, dst = fn.args
+    monoid = simd.Monoid("max" if g.is_max else "sum", f32)
+    cols = _interior(g.pl, g.sw, g.kw, g.width, g.out_w)
+    step = BLOCKED_POOL_COLUMNS
+    main_stop = cols.start + len(cols) // step * step
+
+    def column_count(ow: int) -> int:
+        """Taps of output column `ow` that an average divides by."""
+        w0 = ow * g.sw - g.pl
+        if g.include_pad:
+            return min(w0 + g.kw, g.width + g.pr) - w0
+        return min(w0 + g.kw, g.width) - max(w0, 0)
+
+    def row(b: LoopBuilder, u: SSAValue) -> None:
+        nb, cb, oh = decode(b, u, [batch, blocks, g.out_h])
+        h0 = b.sub(b.mul(oh, g.sh), g.pt)
+        r_lo = b.max_index(b.sub(b.index(0), h0), 0)
+        r_hi = b.min_index(b.sub(b.index(g.height), h0), g.kh)
+        if g.include_pad:  # padding counts, up to the padded border
+            rows = b.sub(b.min_index(b.add(h0, g.kh), g.height + g.pb), h0)
+        else:
+            rows = b.sub(r_hi, r_lo)
+
+        def columns(b: LoopBuilder, ow0: Value, count: int, static: int | None) -> None:
+            """`count` outputs from column ow0 (`static`: its value, at the border)."""
+            w0 = b.sub(b.mul(ow0, g.sw), g.pl)
+
+            def window_row(b: LoopBuilder, r: SSAValue, *accs: SSAValue) -> list[SSAValue]:
+                ih, current = b.add(h0, r), list(accs)
+                for s in range(g.kw):
+                    for t in range(count):
+                        if static is not None and not 0 <= (static + t) * g.sw - g.pl + s < g.width:
+                            continue
+                        at = [nb, cb, ih, b.add(w0, t * g.sw + s), 0]
+                        current[t] = monoid.combine(b, b.vload(src, at, c), current[t])
+                return current
+
+            accs = b.for_range(r_lo, r_hi, 1, window_row, [monoid.init(b, c)] * count)
+            for t, acc in enumerate(accs):
+                if not g.is_max:
+                    taps = g.kw if static is None else column_count(static + t)
+                    divisor = index_to_f32(b, b.mul(rows, taps))
+                    acc = b.divf(acc, b.splat(divisor, c))
+                b.vstore(acc, dst, [nb, cb, oh, b.add(ow0, t), 0])
+
+        for ow in [*range(cols.start), *range(main_stop, g.out_w)]:
+            columns(b, b.index(ow), 1, ow)
+        loop(b, cols.start, main_stop, lambda lb, ow0: columns(lb, ow0, step, None), step=step)
+
+    units = batch * blocks * g.out_h
+    loop(b, 0, units, row, parallel=is_parallel(units * g.out_w * c))
     b.ret()
     return fn
 
