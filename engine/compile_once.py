@@ -482,6 +482,8 @@ def compile_once(
         raise CompileOnceRefusal(str(err)) from err
     report.pass_seconds["compile-once"] = time.perf_counter() - start
     program = finish_program(unified.module, unified.ctx, report)
+    named = _entry(program.module).attributes.get("ember.arena_function")
+    arena_function = named.data if isinstance(named, StringAttr) else None
     names = [s.name for s in (*program.manifest.inputs, *program.manifest.outputs)]
     dtypes = [s.dtype for s in (*program.manifest.inputs, *program.manifest.outputs)]
     specs = [IOSpec(n, d, t) for n, d, t in zip(names, io_dims, dtypes, strict=True)]
@@ -496,6 +498,7 @@ def compile_once(
         program.manifest.extra,
         report,
         threads,
+        arena_function,
     )
 
 
@@ -533,6 +536,7 @@ class OnceCompiledModel(RunnableModel):
         extra: Mapping[str, Any],
         report: CompileReport,
         threads: int,
+        arena_function: str | None,
     ) -> None:
         from ember.runtime.status import SITES_KEY
 
@@ -552,8 +556,12 @@ class OnceCompiledModel(RunnableModel):
             + [ctypes.c_int64] * len(self.expressions)
             + [ctypes.c_void_p] * tail,
         )
-        self._arena_bytes = jit.function(
-            "main_arena_bytes", [ctypes.c_int64] * len(self.expressions), ctypes.c_int64
+        # No buffer with `?` dims inside (every one is an input or output): a static arena.
+        static_arena = max(report.arena_bytes, ALIGNMENT)
+        self._arena_bytes = (
+            jit.function(arena_function, [ctypes.c_int64] * len(self.expressions), ctypes.c_int64)
+            if arena_function is not None
+            else lambda *_: static_arena
         )
         self._set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
         # Where each symbol's size is read: (input position, axis).
