@@ -31,53 +31,16 @@ from ember.engine.specialize import SpecializingModel
 from ember.passes.pipeline import DEFAULT_PIPELINE
 from ember.passes.program import entry_function
 from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tools.symbolic_zoo import ffn_block_model
 
 REL_TOL = 1e-4
 HIDDEN, INNER = 40, 72  # 40: not a multiple of the vector width
 
 
 def ffn_block(
-    tail: list[onnx.NodeProto] | None = None, out_dims: list | None = None
+    tail: list[onnx.NodeProto] | None = None, out_dims: list[int | str] | None = None
 ) -> onnx.ModelProto:
-    """A transformer FFN block: LayerNorm(x + (gelu(x @ W1 + b1) @ W2 + b2)), then a softmax
-    over the hidden axis; `tail` nodes read `y` and write `out`."""
-    rng = np.random.default_rng(0)
-
-    def weight(name: str, *shape: int, scale: float = 0.2) -> onnx.TensorProto:
-        array = (rng.standard_normal(shape) * scale).astype(np.float32)
-        return numpy_helper.from_array(array, name)
-
-    initializers = [
-        weight("w1", HIDDEN, INNER),
-        weight("b1", INNER),
-        weight("w2", INNER, HIDDEN),
-        weight("b2", HIDDEN),
-        weight("gamma", HIDDEN, scale=1.0),
-        weight("beta", HIDDEN),
-    ]
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-        helper.make_node("Add", ["h0", "b1"], ["h1"]),
-        helper.make_node("Gelu", ["h1"], ["h2"]),
-        helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
-        helper.make_node("Add", ["h3", "b2"], ["h4"]),
-        helper.make_node("Add", ["h4", "x"], ["r"]),
-        helper.make_node("LayerNormalization", ["r", "gamma", "beta"], ["n"], axis=-1),
-        helper.make_node("Softmax", ["n"], ["y" if tail else "out"], axis=-1),
-        *(tail or []),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "ffn_block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", HIDDEN])],
-        [
-            helper.make_tensor_value_info(
-                "out", TensorProto.FLOAT, out_dims or ["batch", "seq", HIDDEN]
-            )
-        ],
-        initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    return ffn_block_model(HIDDEN, INNER, tail, out_dims)
 
 
 def _inputs(batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
@@ -175,3 +138,23 @@ def test_fit_dim() -> None:
         fit_dim([6, 35, 144], probes, symbols)  # fits b*s on two probes, not the third
     with pytest.raises(CompileOnceRefusal, match="too few"):
         probe_sizes(["b"], {"b": (1, 4)})
+
+
+def test_constant_folded_from_a_shape_falls_back() -> None:
+    """y + seq (Shape -> Gather -> Cast, folded at compile time): the folded value differs at
+    every probe, so the model is specialised (and still matches)."""
+    index = numpy_helper.from_array(np.array(1, np.int64), "one")
+    tail = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["seq_len"]),
+        helper.make_node("Cast", ["seq_len"], ["seq_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["y", "seq_f"], ["out"]),
+    ]
+    model = ffn_block(tail)
+    model.graph.initializer.append(index)
+    compiled = ember.compile(model, threads=1)
+    for k, (batch, seq) in enumerate([(2, 3), (1, 6)]):
+        inputs = _inputs(batch, seq, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert "depends on the input shapes" in (compiled.compile_once_refusal or "")
+    assert compiled.compiles == 2
