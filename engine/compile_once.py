@@ -35,7 +35,6 @@ import itertools
 import json
 import math
 import queue
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,9 +52,11 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, SSAValue
 
 from ember.dialects.extents import extent_attr, is_dynamic
-from ember.runtime.errors import EmberError, InputError
+from ember.runtime.errors import EmberError, InputError, ResourceLimitError
 from ember.runtime.executable import (
     ALIGNMENT,
+    OutputPlan,
+    TensorSpec,
     aligned_empty,
     buffer_address,
     numpy_dtype,
@@ -444,6 +445,7 @@ def compile_once(
     import time
 
     from ember.codegen.jit import JitModule
+    from ember.core.limits import memory_limit_bytes
     from ember.engine.compile import finish_program, run_pipeline
     from ember.engine.staging import bounded_outputs
     from ember.passes.pipeline import build_pipeline
@@ -499,6 +501,7 @@ def compile_once(
         report,
         threads,
         arena_function,
+        memory_limit_bytes() if memory_limit is None else memory_limit,
     )
 
 
@@ -509,6 +512,13 @@ def _probe_shapes(pinning: Pinning, probe: Mapping[str, int]) -> dict[str, list[
         for info in pinning.signature.inputs
         if not info.dtype_only
     }
+
+
+@dataclass(frozen=True)
+class _ShapePlan:
+    extents: tuple[int, ...]
+    outputs: OutputPlan
+    arena_bytes: int
 
 
 @dataclass
@@ -537,6 +547,7 @@ class OnceCompiledModel(RunnableModel):
         report: CompileReport,
         threads: int,
         arena_function: str | None,
+        memory_limit: int | None = None,
     ) -> None:
         from ember.runtime.status import SITES_KEY
 
@@ -572,7 +583,9 @@ class OnceCompiledModel(RunnableModel):
                     self._symbol_at.setdefault(d.symbols[0], (k, axis))
         self._dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
         self._workspaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._last_plan: tuple[tuple[tuple[int, ...], ...], _ShapePlan] | None = None
+        self._weights_address = weights.ctypes.data
+        self._memory_limit = memory_limit
         self.bounded: dict[str, Any] = {}
         self.graph_outputs = None
         self.set_num_threads(threads)
@@ -596,6 +609,25 @@ class OnceCompiledModel(RunnableModel):
             raise InputError(f"dims {missing} are given by no input")
         return {s: int(arrays[k].shape[axis]) for s, (k, axis) in self._symbol_at.items()}
 
+    def _plan(self, arrays: Sequence[np.ndarray]) -> _ShapePlan:
+        """The extents, output layout and arena size of these inputs' shapes (checked)."""
+        sizes = self.sizes_of(arrays)
+        for spec, array in zip(self.inputs, arrays, strict=True):
+            if array.shape != spec.shape(sizes):
+                raise InputError(
+                    f"input '{spec.name}': expected shape {list(spec.shape(sizes))} for dims "
+                    f"{sizes}, given {list(array.shape)}"
+                )
+        extents = tuple(e.value(sizes) for e in self.expressions)
+        outputs = OutputPlan([TensorSpec(s.name, s.shape(sizes), s.dtype) for s in self.outputs])
+        needed = max(int(self._arena_bytes(*extents)), ALIGNMENT)
+        if self._memory_limit is not None and needed > self._memory_limit:
+            raise ResourceLimitError(
+                f"the model's intermediate tensors need an arena of {needed} bytes at dims "
+                f"{sizes}, more than the limit of {self._memory_limit} (memory_limit=)"
+            )
+        return _ShapePlan(extents, outputs, needed)
+
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = []
         for spec, dtype in zip(self.inputs, self._dtypes, strict=True):
@@ -605,31 +637,32 @@ class OnceCompiledModel(RunnableModel):
                     f"input '{spec.name}': expected dtype {dtype.name}, given {array.dtype}"
                 )
             arrays.append(array)
-        sizes = self.sizes_of(arrays)
-        for spec, array in zip(self.inputs, arrays, strict=True):
-            if array.shape != spec.shape(sizes):
-                raise InputError(
-                    f"input '{spec.name}': expected shape {list(spec.shape(sizes))} for dims "
-                    f"{sizes}, given {list(array.shape)}"
-                )
-        extents = [e.value(sizes) for e in self.expressions]
-        outputs = [aligned_empty(s.shape(sizes), s.dtype) for s in self.outputs]
-        needed = max(int(self._arena_bytes(*extents)), ALIGNMENT)
+        # The plan of the last shapes (the usual case: runs repeat a shape).
+        shapes = tuple(a.shape for a in arrays)
+        last = self._last_plan
+        if last is not None and last[0] == shapes:
+            plan = last[1]
+        else:
+            plan = self._plan(arrays)
+            self._last_plan = (shapes, plan)
+        outputs, output_addresses = plan.outputs.allocate()
         try:
             workspace = self._workspaces.get_nowait()
         except queue.Empty:
-            workspace = _Workspace(aligned_empty((needed,)), new_status())
-        if workspace.arena.nbytes < needed:
+            workspace = _Workspace(aligned_empty((plan.arena_bytes,)), new_status())
+        if workspace.arena.nbytes < plan.arena_bytes:
             # A larger shape than this workspace saw: grow (by at least half, so that slowly
             # growing shapes do not reallocate every run).
-            workspace.arena = aligned_empty((max(needed, workspace.arena.nbytes * 3 // 2),))
+            workspace.arena = aligned_empty(
+                (max(plan.arena_bytes, workspace.arena.nbytes * 3 // 2),)
+            )
         try:
-            args = [buffer_address(a) for a in arrays] + [buffer_address(o) for o in outputs]
             self._entry(
-                *args,
-                *extents,
+                *[buffer_address(a) for a in arrays],
+                *output_addresses,
+                *plan.extents,
                 workspace.arena.ctypes.data,
-                self._weights.ctypes.data,
+                self._weights_address,
                 *([workspace.status.ctypes.data] if self.status_sites is not None else []),
             )
             failed = workspace.status.copy() if workspace.status.any() else None

@@ -158,3 +158,12 @@ def test_constant_folded_from_a_shape_falls_back() -> None:
         assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
     assert "depends on the input shapes" in (compiled.compile_once_refusal or "")
     assert compiled.compiles == 2
+
+
+def test_arena_over_the_memory_limit_is_refused_at_run_time() -> None:
+    compiled = ember.compile(ffn_block(), threads=1, memory_limit=200_000)
+    inputs = _inputs(2, 3, 0)
+    assert_close(compiled.run(inputs), onnxruntime_outputs(ffn_block(), inputs), REL_TOL)
+    with pytest.raises(ember.ResourceLimitError, match="memory_limit"):
+        compiled.run(_inputs(20, 100, 1))
+    assert compiled.compiles == 1
