@@ -102,16 +102,6 @@ class Extent:
         parts = list(self.symbols) + ([str(self.factor)] if self.factor != 1 else [])
         return "*".join(parts)
 
-    @classmethod
-    def parse(cls, text: str) -> Extent:
-        factor, symbols = 1, []
-        for part in text.split("*"):
-            if part.isdigit():
-                factor *= int(part)
-            else:
-                symbols.append(part)
-        return cls(factor, tuple(symbols))
-
 
 Dim = int | Extent
 
@@ -121,7 +111,7 @@ def model_symbols(pinning: Pinning) -> list[str]:
     when an input has an unnamed symbolic dim or no shape."""
     symbols: dict[str, None] = {}
     for info in pinning.signature.inputs:
-        if info.dtype_only:
+        if info.dtype_only or info.name in pinning.shapes:
             continue
         if info.dims is None:
             raise CompileOnceRefusal(f"input '{info.name}' has no declared shape")
@@ -473,6 +463,10 @@ def compile_once(
         reports.append(report)
     unified = unify(programs, probes, symbols)
     fn = _entry(unified.module)
+    from ember.frontend.onnx_importer import OUTPUT_STRUCTURE
+
+    if OUTPUT_STRUCTURE in fn.attributes:
+        raise CompileOnceRefusal("graph outputs that are sequences or optionals")
     inputs_count = len(fn.attributes["ember.input_names"].data)  # type: ignore[attr-defined]
     io_dims = [tuple(unified.extents.get(a) or a.type.get_shape()) for a in fn.body.block.args]
     expressions = bufferize_extents(unified)
@@ -508,7 +502,9 @@ def compile_once(
 def _probe_shapes(pinning: Pinning, probe: Mapping[str, int]) -> dict[str, list[int]]:
     sizes = {**pinning.named, **probe}
     return {
-        info.name: [sizes[d] if isinstance(d, str) else d for d in info.dims or ()]
+        info.name: list(pinning.shapes[info.name])
+        if info.name in pinning.shapes
+        else [sizes[d] if isinstance(d, str) else d for d in info.dims or ()]
         for info in pinning.signature.inputs
         if not info.dtype_only
     }

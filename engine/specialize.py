@@ -31,6 +31,12 @@ no op mixes samples), the batch is not part of the key: one program compiled at 
 every batch size, run once per sample (runtime/polymorphic.py). Other symbolic dims (sequence
 length, H/W) are still specialised. When the proof fails, the batch is specialised like any
 other dim, and the debug log (`ember.specialize`) says why.
+
+Compile once: before any of this, at the first run, a model whose named symbolic dims only
+size kernels with runtime extents is compiled ONCE for every shape (engine/compile_once.py);
+`compiles` is then 1 whatever the shapes. A model refused that path (the reason in
+`compile_once_refusal` and the debug log) is specialised as above; so is a run with a 0 dim.
+`compile_once=False` skips it.
 """
 
 from __future__ import annotations
