@@ -75,7 +75,6 @@ if TYPE_CHECKING:
     from ember.engine.shapes import Pinning
 
 PROBES = 3
-_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73)
 # Where the unified kernel program continues: the passes from here on run once.
 FIRST_SHARED_PASS = "plan-memory"
 # The function attribute keeping the entry's extent arguments' expressions (JSON).
@@ -127,22 +126,36 @@ def model_symbols(pinning: Pinning) -> list[str]:
     return list(symbols)
 
 
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % k for k in range(2, math.isqrt(n) + 1))
+
+
 def probe_sizes(
     symbols: Sequence[str], ranges: Mapping[str, tuple[int, int]]
 ) -> list[dict[str, int]]:
-    """PROBES sets of sizes: a different prime (>= 2) for every symbol in every probe, within
-    the symbol's range."""
-    unused = list(_PRIMES)
+    """PROBES sets of sizes: a different prime for every symbol in every probe (the smallest
+    unused ones from the bottom of the symbol's range, at least 2), within the range."""
+    used: set[int] = set()
     probes: list[dict[str, int]] = [{} for _ in range(PROBES)]
     for probe in probes:
         for symbol in symbols:
             lo, hi = ranges.get(symbol, (1, 1 << 62))
-            size = next((p for p in unused if lo <= p <= hi), None)
+            # Primes are dense enough that a range holding PROBES x symbols of them is found
+            # within a few hundred steps; a range that has too few is refused.
+            size = next(
+                (
+                    n
+                    for n in range(max(lo, 2), min(hi, max(lo, 2) + 1000) + 1)
+                    if n not in used and _is_prime(n)
+                ),
+                None,
+            )
             if size is None:
                 raise CompileOnceRefusal(
-                    f"the range {lo}..{hi} of dim '{symbol}' has too few probe sizes"
+                    f"the range {lo}..{hi} of dim '{symbol}' has too few probe sizes "
+                    f"({PROBES} distinct primes per dim)"
                 )
-            unused.remove(size)
+            used.add(size)
             probe[symbol] = size
     return probes
 

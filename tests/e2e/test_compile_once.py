@@ -65,14 +65,17 @@ def test_ffn_block_compiles_once_for_every_shape() -> None:
 
 
 def test_two_threads_and_growing_arena() -> None:
-    """The run-time GEMM choice of the thread team, and an arena that grows (small shape
-    first) and is reused for a smaller one."""
+    """The run-time GEMM choice of the thread team, an arena that grows (small shape first)
+    and is reused for a smaller one, and a range on a dim."""
     model = ffn_block()
-    compiled = ember.compile(model, threads=2)
-    for k, (batch, seq) in enumerate([(1, 2), (3, 70), (2, 5)]):
+    # A range: the probes are primes within it (seq 5, 7, 11 / 13 ...).
+    compiled = ember.compile(model, threads=2, dynamic_dims={"seq": (5, 128)})
+    for k, (batch, seq) in enumerate([(1, 6), (3, 70), (2, 5)]):
         inputs = _inputs(batch, seq, 10 + k)
         assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
     assert compiled.compiles == 1
+    with pytest.raises(ember.InputError, match="'seq'"):
+        compiled.run(_inputs(1, 4, 0))
 
 
 def test_op_without_runtime_extent_kernel_falls_back(caplog: pytest.LogCaptureFixture) -> None:
