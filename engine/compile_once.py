@@ -80,7 +80,8 @@ FIRST_SHARED_PASS = "plan-memory"
 # The function attribute keeping the entry's extent arguments' expressions (JSON).
 EXTENTS_KEY = "ember.extent_expressions"
 # Ops that may carry `?` types besides kernels with runtime-extent lowerings.
-_PLAIN_OPS = frozenset(("memref.alloc", "func.return"))
+# (kernel.reshape: lower-kernels-to-loops refuses the `?` views it cannot size.)
+_PLAIN_OPS = frozenset(("memref.alloc", "func.return", "kernel.reshape"))
 
 
 class CompileOnceRefusal(Exception):

@@ -170,3 +170,32 @@ def test_arena_over_the_memory_limit_is_refused_at_run_time() -> None:
     with pytest.raises(ember.ResourceLimitError, match="memory_limit"):
         compiled.run(_inputs(20, 100, 1))
     assert compiled.compiles == 1
+
+
+def test_reshape_to_rows_compiles_once_with_a_product_dim() -> None:
+    """Reshape [batch, seq, 40] -> [-1, 40] (a view whose `?` is batch*seq), a GEMM on the
+    rows, Relu: the output's rows are the expression batch*seq, an extent argument of its
+    own that the runtime computes."""
+    rng = np.random.default_rng(3)
+    weight = numpy_helper.from_array(rng.standard_normal((HIDDEN, 24)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, HIDDEN], np.int64), "rows")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "rows"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["m"]),
+            helper.make_node("Relu", ["m"], ["out"]),
+        ],
+        "rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", HIDDEN])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 24])],
+        [weight, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    compiled = ember.compile(model, threads=1)
+    for k, (batch, seq) in enumerate([(1, 1), (2, 3), (3, 17), (1, 33), (4, 9)]):
+        inputs = _inputs(batch, seq, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiles == 1
+    once = compiled.specialization({"x": (2, 3, HIDDEN)})
+    assert [str(e) for e in once.expressions] == ["batch", "seq", "batch*seq"]
+    assert [str(d) for d in once.outputs[0].dims] == ["batch*seq", "24"]
