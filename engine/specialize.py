@@ -514,6 +514,11 @@ class SpecializingModel(VariantModel):
                     except CompileOnceRefusal as err:
                         self._once_refusal = str(err)
                         log.debug("not compiled once, specialised per shape: %s", err)
+                    except Exception as err:  # noqa: BLE001
+                        # A failure of the new path (an ember bug) must not cost a model
+                        # that specialisation compiles: it is logged and specialised.
+                        self._once_refusal = f"compiling once failed: {type(err).__name__}: {err}"
+                        log.warning("not compiled once, specialised per shape: %s", err)
         return self._once
 
     def _batch_polymorphic(self, shapes: Mapping[str, tuple[int, ...]]) -> BatchLoop | None:

@@ -48,10 +48,15 @@ def _inputs(batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((batch, seq, HIDDEN)).astype(np.float32)}
 
 
-def test_ffn_block_compiles_once_for_every_shape() -> None:
-    model = ffn_block()
-    compiled = ember.compile(model, threads=1)
+@pytest.fixture(scope="module")
+def ffn_once() -> SpecializingModel:
+    compiled = ember.compile(ffn_block(), threads=1)
     assert isinstance(compiled, SpecializingModel)
+    return compiled
+
+
+def test_ffn_block_compiles_once_for_every_shape(ffn_once: SpecializingModel) -> None:
+    model, compiled = ffn_block(), ffn_once
     shapes = [(1, 1), (2, 3), (3, 17), (1, 33), (4, 100), (2, 3), (5, 7)]
     for k, (batch, seq) in enumerate(shapes):
         inputs = _inputs(batch, seq, k)
@@ -199,3 +204,17 @@ def test_reshape_to_rows_compiles_once_with_a_product_dim() -> None:
     once = compiled.specialization({"x": (2, 3, HIDDEN)})
     assert [str(e) for e in once.expressions] == ["batch", "seq", "batch*seq"]
     assert [str(d) for d in once.outputs[0].dims] == ["batch*seq", "24"]
+
+
+def test_runs_from_several_threads_at_different_shapes(ffn_once: SpecializingModel) -> None:
+    """Every in-flight run takes its own arena (grown to its shape) and outputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, compiled = ffn_block(), ffn_once
+    shapes = [(1, 3), (4, 50), (2, 7), (3, 31)] * 3
+    feeds = [_inputs(b, s, k) for k, (b, s) in enumerate(shapes)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(compiled.run, feeds))
+    for inputs, result in zip(feeds, results, strict=True):
+        assert_close(result, onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiles == 1
