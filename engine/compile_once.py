@@ -235,9 +235,6 @@ def unify(
 ) -> UnifiedProgram:
     """The probes' kernel programs as one with `?` dims (types changed in place in the
     first); CompileOnceRefusal naming what differs."""
-    from ember.passes.conversion.kernel_to_loops import registry
-
-    registry._load_lowerings()
     modules = [m for m, _ in programs]
     walks = [list(m.walk()) for m in modules]
     if len({len(w) for w in walks}) != 1:
@@ -319,12 +316,12 @@ def _check_dynamic_use(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> 
     """Refuse a `?` where nothing lowers it: an op that is not a kernel with a runtime-extent
     lowering (or an alloc, a return), or a kernel whose `?` operands at one place have
     different expressions (kernels read one loop bound for all of them)."""
-    from ember.passes.conversion.kernel_to_loops import registry
+    from ember.passes.conversion.kernel_to_loops.registry import has_runtime_extent_lowering
 
     dynamic = [v for v in (*op.operands, *op.results) if v in extents]
     if not dynamic or isinstance(op, func.FuncOp):
         return
-    if op.name not in _PLAIN_OPS and type(op) not in registry._RUNTIME_EXTENT_LOWERINGS:
+    if op.name not in _PLAIN_OPS and not has_runtime_extent_lowering(type(op)):
         raise CompileOnceRefusal(
             f"'{op.name}' has no kernel with runtime extents yet (its types: "
             + ", ".join(str(v.type) for v in (*op.operands, *op.results))
