@@ -419,7 +419,7 @@ class IOSpec:
 
 def split_pipeline(pipeline: str) -> tuple[str, str]:
     """`pipeline` cut before plan-memory: (run per probe, run once); refused if it has none."""
-    from ember.passes.pipeline import parse_passes, pipeline_text
+    from ember.passes.pipeline import CHECKS_PASS, parse_passes, pipeline_text
 
     passes = parse_passes(pipeline)
     names = [p.name for p in passes]
@@ -428,6 +428,9 @@ def split_pipeline(pipeline: str) -> tuple[str, str]:
     cut = names.index(FIRST_SHARED_PASS)
     if "instrument-kernels" in names:
         raise CompileOnceRefusal("an instrumented pipeline")
+    if CHECKS_PASS in names:
+        # Its bounds are static extents: accesses to `?` buffers would go unchecked.
+        raise CompileOnceRefusal("checks=True: the bounds checks do not cover `?` dims yet")
     return pipeline_text(passes[:cut]), pipeline_text(passes[cut:])
 
 

@@ -28,7 +28,7 @@ from ember.engine.compile_once import (
 )
 from ember.engine.shapes import pin_model
 from ember.engine.specialize import SpecializingModel
-from ember.passes.pipeline import DEFAULT_PIPELINE
+from ember.passes.pipeline import DEFAULT_PIPELINE, with_memory_checks
 from ember.passes.program import entry_function
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tools.symbolic_zoo import ffn_block_model
@@ -102,6 +102,8 @@ def test_opt_out() -> None:
     inputs = _inputs(2, 3, 0)
     assert_close(compiled.run(inputs), onnxruntime_outputs(ffn_block(), inputs), REL_TOL)
     assert compiled.compile_once_refusal == "compile_once=False" and not compiled.compiled_once
+    with pytest.raises(CompileOnceRefusal, match="checks=True"):
+        split_pipeline(with_memory_checks(DEFAULT_PIPELINE))  # every access stays checked
 
 
 def test_unified_kernel_program_has_question_mark_types() -> None:
