@@ -2,6 +2,7 @@
 
     python benchmarks/dynamic.py              # ResNet-50 batch 1, 8; BERT seq 16, 64, 128, 384
     python benchmarks/dynamic.py --models bert --runs 20 --threads 1
+    python benchmarks/dynamic.py --models ffn     # compiled once vs static (engine/compile_once.py)
 
 For each model with a symbolic dim and each size, the best latency (the minimum over
 --runs runs, taken in rounds that alternate the engines; with --threads 1 the process CPU
@@ -165,8 +166,10 @@ def bench_model(name: str, threads: int, runs: int, warmup: int, workdir: Path) 
         target=resolve_target("host", threads),
     )
     variants = load(workdir / f"{name}-variants", threads=threads)
-    polymorphic = ember.compile(model, threads=threads)
-    specializing = ember.compile(model, threads=threads, batch_polymorphic=False)
+    polymorphic = ember.compile(model, threads=threads, compile_once=False)
+    specializing = ember.compile(
+        model, threads=threads, batch_polymorphic=False, compile_once=False
+    )
     session = onnxruntime_session(str(path), threads)
     rows = []
     for size in sizes:
@@ -218,7 +221,7 @@ def bench_call_overhead(threads: int, runs: int, warmup: int) -> dict:
     feeds = {"x": np.ones((batch, 16), np.float32)}
     engines = {
         "static_ms": ember.compile(model, threads=threads, input_shapes={"x": [batch, 16]}).run,
-        "polymorphic_ms": ember.compile(model, threads=threads).run,
+        "polymorphic_ms": ember.compile(model, threads=threads, compile_once=False).run,
     }
     timed = best_ms(engines, feeds, runs, warmup, cpu_time=threads == 1)
     per_call_us = (timed["polymorphic_ms"] - timed["static_ms"]) * 1000 / (batch - 1)
@@ -228,6 +231,44 @@ def bench_call_overhead(threads: int, runs: int, warmup: int) -> dict:
         flush=True,
     )
     return {"model": "overhead", **timed, "per_call_us": per_call_us}
+
+
+# The FFN block compiled once (engine/compile_once.py): (batch, seq) sizes.
+FFN_SHAPES = [(1, 16), (1, 61), (4, 64), (1, 128), (8, 128), (1, 384)]
+
+
+def bench_compile_once(threads: int, runs: int, warmup: int) -> list[dict]:
+    """The FFN block (hidden 256, inner 1024; symbolic batch and sequence) compiled ONCE for
+    every shape against a static program compiled for each shape, and onnxruntime."""
+    from ember.tools.bench import onnxruntime_session
+    from ember.tools.symbolic_zoo import ffn_block_model
+
+    model = ffn_block_model(hidden=256, inner=1024)
+    once = ember.compile(model, threads=threads)
+    with tempfile.TemporaryDirectory() as workdir:
+        path = Path(workdir) / "ffn.onnx"
+        onnx.save(model, path)
+        session = onnxruntime_session(str(path), threads)
+    rows = []
+    for batch, seq in FFN_SHAPES:
+        feeds = {"x": np.random.default_rng(seq).standard_normal((batch, seq, 256), np.float32)}
+        static = ember.compile(model, threads=threads, input_shapes={"x": [batch, seq, 256]})
+        engines = {
+            "static_ms": static.run,
+            "once_ms": once.run,
+            "ort_ms": lambda f: session.run(None, f),
+        }
+        timed = best_ms(engines, feeds, runs, warmup, cpu_time=threads == 1)
+        row = {"model": "ffn", "shape": (batch, seq), **timed, "compiles": once.compiles}
+        rows.append(row)
+        print(
+            f"ffn [{batch}, {seq:>3}, 256] static {timed['static_ms']:8.3f} ms  compiled once "
+            f"{timed['once_ms']:8.3f} ms ({timed['once_ms'] / timed['static_ms']:.3f}x, "
+            f"{once.compiles} compile(s))  onnxruntime {timed['ort_ms']:8.3f} ms "
+            f"({timed['ort_ms'] / timed['static_ms']:.3f}x)",
+            flush=True,
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models.split(","):
             if name == "overhead":
                 bench_call_overhead(args.threads, args.runs, args.warmup)
+                continue
+            if name == "ffn":
+                bench_compile_once(args.threads, args.runs, args.warmup)
                 continue
             bench_model(name, args.threads, args.runs, args.warmup, Path(workdir))
     return 0

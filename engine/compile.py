@@ -260,7 +260,7 @@ def annotate_origins(module: ModuleOp, model: onnx.ModelProto) -> None:
         unnamed.clear()
 
 
-def compile_program(
+def run_pipeline(
     model: str | os.PathLike[str] | onnx.ModelProto,
     target: Target | None = None,
     pipeline: str = DEFAULT_PIPELINE,
@@ -269,20 +269,10 @@ def compile_program(
     base_dir: str | os.PathLike[str] | None = None,
     memory_limit: int | None = None,
     verify_each: bool | None = None,
-) -> Program:
-    """Import `model` and run `pipeline` on it, down to the loops level.
-
-    `verify_each` (default: on when $EMBER_VERIFY_EACH is set and not 0; the tests set it)
-    verifies the IR after every pass, so a pass that breaks it is named at once.
-
-    `input_shapes` pins inputs with symbolic dims ({"x": [1, 3, 224, 224]}); a symbolic dim
-    left unpinned raises UnpinnedInputsError (a ModelError) naming it. `base_dir` is the folder
-    external tensor data is read from (default: the model file's folder; required for a
-    ModelProto with external data). `memory_limit` bounds, in bytes, any one tensor, the
-    planned arena and the weights (default: the machine's physical memory): a model over it is
-    a ResourceLimitError. `on_pass(name)` is called before each pass runs (and with "import"
-    first): progress displays hook in here.
-    """
+) -> tuple[ModuleOp, EmberContext, CompileReport, onnx.ModelProto, Any, int]:
+    """`compile_program` before packaging: the module after `pipeline` (which may stop
+    before the loops level: engine/compile_once.py unifies kernel programs), its context, the
+    report, the model read, its biggest tensor and the memory limit."""
     from ember.frontend.onnx_importer import import_model
 
     report = CompileReport()
@@ -327,6 +317,35 @@ def compile_program(
 
     with deferred_gc():  # ~30% of pass time went to collections rescanning the weights
         build_pipeline(pipeline, timed).apply(ctx, module)
+    return module, ctx, report, proto, biggest, limit
+
+
+def compile_program(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    target: Target | None = None,
+    pipeline: str = DEFAULT_PIPELINE,
+    on_pass: Callable[[str], None] | None = None,
+    input_shapes: InputShapes | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    memory_limit: int | None = None,
+    verify_each: bool | None = None,
+) -> Program:
+    """Import `model` and run `pipeline` on it, down to the loops level.
+
+    `verify_each` (default: on when $EMBER_VERIFY_EACH is set and not 0; the tests set it)
+    verifies the IR after every pass, so a pass that breaks it is named at once.
+
+    `input_shapes` pins inputs with symbolic dims ({"x": [1, 3, 224, 224]}); a symbolic dim
+    left unpinned raises UnpinnedInputsError (a ModelError) naming it. `base_dir` is the folder
+    external tensor data is read from (default: the model file's folder; required for a
+    ModelProto with external data). `memory_limit` bounds, in bytes, any one tensor, the
+    planned arena and the weights (default: the machine's physical memory): a model over it is
+    a ResourceLimitError. `on_pass(name)` is called before each pass runs (and with "import"
+    first): progress displays hook in here.
+    """
+    module, ctx, report, proto, biggest, limit = run_pipeline(
+        model, target, pipeline, on_pass, input_shapes, base_dir, memory_limit, verify_each
+    )
     program = finish_program(module, ctx, report)
     bounded = bounded_outputs(proto)
     if bounded:
@@ -487,6 +506,7 @@ def compile(
     batch_polymorphic: bool = True,
     progress: bool = True,
     keep_ir: bool = False,
+    compile_once: bool = True,
 ) -> CompiledModel | SpecializingModel | StructuredModel | StagedModel:
     """Compile an ONNX model (path or ModelProto) to native code in this process.
 
@@ -512,6 +532,9 @@ def compile(
     pass running, the elapsed time) on stderr while it runs, when stderr is a terminal.
     `keep_ir` keeps each compiled program's lowered IR (`CompiledModel.program`) after code
     generation; by default it is dropped (it dominates a compiled model's Python objects).
+    `compile_once` (default on): a model whose symbolic dims only size kernels with runtime
+    extents is compiled once for every shape (engine/compile_once.py); off, or when the model
+    is refused that path (`model.compile_once_refusal` says why), it is specialised per shape.
     """
     if checks is None:
         checks = os.environ.get("EMBER_CHECKS", "0") not in ("", "0")
@@ -541,6 +564,7 @@ def compile(
                 dynamic_dims=dynamic_dims,
                 batch_polymorphic=batch_polymorphic,
                 keep_ir=keep_ir,
+                compile_once=compile_once,
             )
 
         return StructuredModel(
@@ -579,6 +603,7 @@ def compile(
             pinning,
             threads=threads or target.threads,
             batch_polymorphic=batch_polymorphic,
+            compile_once=compile_once,
             **options,
         )
     try:

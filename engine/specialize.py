@@ -31,6 +31,12 @@ no op mixes samples), the batch is not part of the key: one program compiled at 
 every batch size, run once per sample (runtime/polymorphic.py). Other symbolic dims (sequence
 length, H/W) are still specialised. When the proof fails, the batch is specialised like any
 other dim, and the debug log (`ember.specialize`) says why.
+
+Compile once: before any of this, at the first run, a model whose named symbolic dims only
+size kernels with runtime extents is compiled ONCE for every shape (engine/compile_once.py);
+`compiles` is then 1 whatever the shapes. A model refused that path (the reason in
+`compile_once_refusal` and the debug log) is specialised as above; so is a run with a 0 dim.
+`compile_once=False` skips it.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ if TYPE_CHECKING:
     # The proof imports onnx and xDSL: this module is imported by the compiler-free engine API
     # (engine/predictor.py), so it is imported when a model is compiled, not here.
     from ember.engine.batch_polymorphic import BatchProof
+    from ember.engine.compile_once import OnceCompiledModel
 
 log = logging.getLogger("ember.specialize")
 
@@ -324,6 +331,7 @@ class SpecializingModel(VariantModel):
         value_inputs: RuntimeOperandError | None = None,
         batch_polymorphic: bool = True,
         keep_ir: bool = False,
+        compile_once: bool = True,
     ) -> None:
         _check_inputs(model, pinning, base_dir)
         self._model = model
@@ -380,6 +388,7 @@ class SpecializingModel(VariantModel):
                 self._batch_dim = dim if why_not is None and self._batch_inputs else None
         self._batch_proofs: dict[ShapeKey, BatchProof] = {}
         self._proving = threading.Lock()
+        self._init_compile_once(compile_once)
 
     # -- introspection -------------------------------------------------------------------------
     @property
@@ -430,6 +439,8 @@ class SpecializingModel(VariantModel):
 
     def set_num_threads(self, threads: int) -> None:
         super().set_num_threads(threads)
+        if self._once is not None:
+            self._once.set_num_threads(self.threads)
         last = self._last_dispatch
         if last is not None:  # dropped from the cache by `specialization` calls, maybe
             last[1].set_num_threads(self.threads)
@@ -444,6 +455,9 @@ class SpecializingModel(VariantModel):
         `values` gives the arrays of the value-specialised inputs (`value_inputs`)."""
         shapes = {name: tuple(shape) for name, shape in shapes.items()}
         check_run_shapes(self._signature, shapes, self._pinning)
+        once = self._compiled_once(shapes)
+        if once is not None:
+            return once
         polymorphic = self._batch_polymorphic(shapes)
         if polymorphic is not None:
             return polymorphic
@@ -457,6 +471,67 @@ class SpecializingModel(VariantModel):
                 # knows at least one more input, so this ends).
                 if not self._learn_value_inputs(err, known):
                     raise
+
+    # -- compile once (engine/compile_once.py) -------------------------------------------------
+    def _init_compile_once(self, enabled: bool) -> None:
+        self._once: OnceCompiledModel | None = None
+        # Why the model is not compiled once (None: it is, or it has not been tried yet).
+        self._once_refusal: str | None = None if enabled else "compile_once=False"
+        self._once_builds = 0
+        self._once_lock = threading.Lock()
+
+    @property
+    def compile_once_refusal(self) -> str | None:
+        """Why this model is specialised per shape rather than compiled once for every shape
+        (None: compiled once, or not run yet)."""
+        return self._once_refusal
+
+    @property
+    def compiled_once(self) -> bool:
+        """One program serves every shape (engine/compile_once.py)."""
+        return self._once is not None
+
+    @property
+    def compiles(self) -> int:
+        """Programs compiled so far (failed ones included): the variants, and the program
+        compiled once for every shape."""
+        return self._variants.builds + self._once_builds
+
+    def _compiled_once(self, shapes: Mapping[str, tuple[int, ...]]) -> OnceCompiledModel | None:
+        """The program compiled once for every shape, compiled at the first call (None: the
+        model is refused that path, or these shapes have an empty dim, which is specialised)."""
+        if self._once_refusal is not None or self._value_inputs:
+            return None
+        if any(0 in shape for shape in shapes.values()):
+            return None
+        if self._once is None:
+            from ember.engine.compile_once import CompileOnceRefusal, compile_once
+
+            with self._once_lock:
+                if self._once is None and self._once_refusal is None:
+                    options = self._options
+                    try:
+                        self._once = compile_once(
+                            self._model,
+                            self._pinning,
+                            target=options["target"],
+                            pipeline=options["pipeline"],
+                            base_dir=options["base_dir"],
+                            memory_limit=options["memory_limit"],
+                            opt_level=options["opt_level"],
+                            threads=self.threads,
+                        )
+                        self._once_builds += 1
+                        log.debug("compiled once for every shape of dims %s", self._once.symbols)
+                    except CompileOnceRefusal as err:
+                        self._once_refusal = str(err)
+                        log.debug("not compiled once, specialised per shape: %s", err)
+                    except Exception as err:  # noqa: BLE001
+                        # A failure of the new path (an ember bug) must not cost a model
+                        # that specialisation compiles: it is logged and specialised.
+                        self._once_refusal = f"compiling once failed: {type(err).__name__}: {err}"
+                        log.warning("not compiled once, specialised per shape: %s", err)
+        return self._once
 
     def _batch_polymorphic(self, shapes: Mapping[str, tuple[int, ...]]) -> BatchLoop | None:
         """The batch-1 program run per sample for these shapes, if the model is proven

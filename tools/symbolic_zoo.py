@@ -287,3 +287,53 @@ def bert_with_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.initializer.extend(extra)
     onnx.checker.check_model(copy)
     return copy
+
+
+def ffn_block_model(
+    hidden: int = 40,
+    inner: int = 72,
+    tail: list[onnx.NodeProto] | None = None,
+    out_dims: list[int | str] | None = None,
+) -> onnx.ModelProto:
+    """A transformer FFN block on x [batch, seq, hidden]: LayerNorm(x + (gelu(x @ W1 + b1)
+    @ W2 + b2)), then a softmax over the hidden axis: every op has a kernel with run-time
+    sizes (compiled once, engine/compile_once.py). `tail` nodes read `y` and write `out`
+    (declared `out_dims`)."""
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int, scale: float = 0.2) -> onnx.TensorProto:
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    initializers = [
+        weight("w1", hidden, inner),
+        weight("b1", inner),
+        weight("w2", inner, hidden, scale=0.2 * (72 / inner) ** 0.5),
+        weight("b2", hidden),
+        weight("gamma", hidden, scale=1.0),
+        weight("beta", hidden),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Gelu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
+        helper.make_node("Add", ["h3", "b2"], ["h4"]),
+        helper.make_node("Add", ["h4", "x"], ["r"]),
+        helper.make_node("LayerNormalization", ["r", "gamma", "beta"], ["n"], axis=-1),
+        helper.make_node("Softmax", ["n"], ["y" if tail else "out"], axis=-1),
+        *(tail or []),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ffn_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        [
+            helper.make_tensor_value_info(
+                "out", TensorProto.FLOAT, out_dims or ["batch", "seq", hidden]
+            )
+        ],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])

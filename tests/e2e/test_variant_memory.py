@@ -65,7 +65,9 @@ def _large_weights(compiled: ember.CompiledModel) -> int:
 @maps_weights
 def test_variants_share_one_copy_of_unchanged_weights() -> None:
     model = mlp_model()
-    compiled = ember.compile(model, threads=1, batch_polymorphic=False, progress=False)
+    compiled = ember.compile(
+        model, threads=1, batch_polymorphic=False, progress=False, compile_once=False
+    )
     assert isinstance(compiled, SpecializingModel)
     single = ember.compile(
         model, input_shapes={"x": [1, 64]}, threads=1, progress=False, keep_ir=True

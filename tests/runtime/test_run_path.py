@@ -194,7 +194,10 @@ def test_batch_loop_outputs_are_fresh_for_every_batch_size() -> None:
         [tensor("x", TensorProto.FLOAT, ["batch", 8])],
         [tensor("y", TensorProto.FLOAT, ["batch", 8])],
     )
-    model = ember.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model = ember.compile(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        compile_once=False,  # the batch loop (tests/e2e/test_compile_once.py: compiled once)
+    )
     rng = np.random.default_rng(6)
     runs = []
     for batch in (2, 3, 2, 2):
@@ -222,6 +225,7 @@ def test_specializing_model_reuses_the_last_dispatch_only_for_the_same_shapes() 
     model = ember.compile(
         helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
         dynamic_dims={"n": (1, 8)},
+        compile_once=False,  # the specialising dispatch (tests/e2e/test_compile_once.py)
     )
     rng = np.random.default_rng(7)
     for n in (3, 3, 5, 3, 5, 5):

@@ -15,6 +15,7 @@ comes from the kernel op's `ember.origin`, which the call keeps).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -32,7 +33,7 @@ from xdsl.ir import Block, Operation, SSAValue
 from xdsl.irdl import IRDLOperation
 
 from ember.dialects import kernel
-from ember.dialects.extents import extent_operands, has_dynamic_dims
+from ember.dialects.extents import dim_of, extent_operands, has_dynamic_dims
 from ember.dialects.graph import shape_of
 from ember.passes.conversion.kernel_to_loops.checks import STATUS_TYPE, reports_status
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
@@ -139,19 +140,65 @@ class LowerKernelsToLoops(TargetPass):
 
     @staticmethod
     def _lower_reshape(op: kernel.ReshapeOp) -> None:
-        if has_dynamic_dims(op.input) or has_dynamic_dims(op.output):
-            raise NotImplementedError(
-                f"kernel.reshape with runtime extents (`?` dims) is not lowered yet: "
-                f"{op.input.type} -> {op.output.type}"
-            )
         shape = shape_of(op.output)
-        cast = memref.ReinterpretCastOp(
-            op.input, [], [], [], [0], list(shape), row_major_strides(shape), op.output.type
-        )
-        op.parent_block().insert_op_before(cast, op)  # type: ignore[union-attr]
+        if has_dynamic_dims(op.input) or has_dynamic_dims(op.output):
+            cast_ops = _dynamic_reshape(op)
+        else:
+            cast_ops = [
+                memref.ReinterpretCastOp(
+                    op.input, [], [], [], [0], list(shape), row_major_strides(shape), op.output.type
+                )
+            ]
+        op.parent_block().insert_ops_before(cast_ops, op)  # type: ignore[union-attr]
+        cast = cast_ops[-1]
         op.output.replace_all_uses_with(cast.result)
         op.detach()
         op.erase()
+
+
+def _dynamic_reshape(op: kernel.ReshapeOp) -> list[Operation]:
+    """A `kernel.reshape` with `?` dims as a `memref.reinterpret_cast` (its last op) whose one
+    `?` size, the outermost dim of the output, is the input's element count (read with
+    `memref.dim`) over the output's static dims: the strides stay static. Other `?` outputs
+    (more than one, or not outermost: which sizes they split into is not in the types) are
+    refused."""
+    out_shape = list(shape_of(op.output))
+    in_shape = list(shape_of(op.input))
+    dynamic = [d for d, n in enumerate(out_shape) if n < 0]
+    if dynamic != [0]:
+        raise NotImplementedError(
+            "kernel.reshape with runtime extents takes one `?` dim in its output, the "
+            f"outermost: {op.input.type} -> {op.output.type}"
+        )
+    ops: list[Operation] = []
+    count: SSAValue | None = None
+    for d, n in enumerate(in_shape):
+        if n < 0:
+            read = dim_of(op.input, d)
+            ops += read
+            size = read[-1].results[0]
+        else:
+            constant = arith.ConstantOp(IntegerAttr(n, IndexType()))
+            ops.append(constant)
+            size = constant.result
+        if count is None:
+            count = size
+        else:
+            product = arith.MuliOp(count, size)
+            ops.append(product)
+            count = product.result
+    inner = math.prod(out_shape[1:])
+    assert count is not None
+    if inner != 1:
+        divisor = arith.ConstantOp(IntegerAttr(inner, IndexType()))
+        quotient = arith.DivUIOp(count, divisor.result)
+        ops += [divisor, quotient]
+        count = quotient.result
+    strides = row_major_strides([1, *out_shape[1:]])
+    ops.append(
+        memref.ReinterpretCastOp(op.input, [], [count], [], [0], out_shape, strides, op.output.type)
+    )
+    return ops
 
 
 def _stop_on_error(loop: scf.WhileOp, status: SSAValue) -> None:

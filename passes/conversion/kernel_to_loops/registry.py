@@ -54,6 +54,14 @@ def _load_lowerings() -> None:
         importlib.import_module(f"{package}.{module.name}")
 
 
+def has_runtime_extent_lowering(op_type: type) -> bool:
+    """Whether ops of `op_type` with `?` dims have a lowering (which may still refuse some
+    operand types, naming them)."""
+    if not _RUNTIME_EXTENT_LOWERINGS:
+        _load_lowerings()
+    return op_type in _RUNTIME_EXTENT_LOWERINGS
+
+
 def lowering_for(op: IRDLOperation) -> KernelLowering:
     if type(op) not in _LOWERINGS:
         _load_lowerings()

@@ -1,0 +1,685 @@
+"""Compile once: one program for every input shape of a model with symbolic dims (issue 10,
+first vertical slice).
+
+A model whose named symbolic dims (`dim_param`) only size kernels that have runtime-extent
+lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compiled ONCE:
+
+1. **Probe.** The model is imported and taken through the pipeline up to memory planning (graph
+   passes, convert-graph-to-kernel, fuse-elementwise) at three probe shapes: each named dim a
+   distinct prime per probe (2, 3, 5, 7, 11, 13, ...: within its `dynamic_dims` range).
+2. **Unify.** The three kernel programs must be the same op for op: same ops, operands,
+   attributes and weights (by content). Every dim of every memref type is either equal in the
+   three (static) or fitted, on the first two probes, by `factor * product of symbols`, and the
+   fit checked on the third: it becomes `?`, its expression kept in a side table. Anything
+   else refuses the path (`CompileOnceRefusal`, with the reason): a constant folded from a
+   shape, a `?` on an op that is not a kernel with a runtime-extent lowering (a view, a
+   reshape), a kernel whose operands have `?` at the same place with different expressions
+   (the `?` contract: a `?` names no symbol, kernels take such sizes to be equal), a size
+   no product of symbols gives, an unnamed symbolic dim.
+3. **Bufferize.** The entry takes one `index` argument per symbol (then one per other
+   expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
+   buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
+   arguments. plan-memory places them with its offset program and emits `main_arena_bytes`.
+4. **Run** (`OnceCompiledModel`): the symbols' sizes are read from the input arrays, the
+   outputs allocated by their expressions, the arena sized by `main_arena_bytes(dims)` and grown
+   when a larger shape comes.
+
+`SpecializingModel` (engine/specialize.py) tries this first and falls back to specialisation
+when it is refused (debug log `ember.specialize`, `model.compile_once_refusal`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import json
+import math
+import queue
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from xdsl.dialects import arith, func, memref
+from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    ModuleOp,
+    StringAttr,
+)
+from xdsl.ir import Operation, SSAValue
+
+from ember.dialects.extents import extent_attr, is_dynamic
+from ember.runtime.errors import EmberError, InputError, ResourceLimitError
+from ember.runtime.executable import (
+    ALIGNMENT,
+    OutputPlan,
+    TensorSpec,
+    aligned_empty,
+    buffer_address,
+    numpy_dtype,
+)
+from ember.runtime.runnable import RunnableModel, checked_threads
+from ember.runtime.status import check_status, new_status
+
+if TYPE_CHECKING:
+    import os
+
+    import onnx
+
+    from ember.core.context import EmberContext
+    from ember.core.target import Target
+    from ember.engine.compile import CompileReport
+    from ember.engine.shapes import Pinning
+
+PROBES = 3
+# Where the unified kernel program continues: the passes from here on run once.
+FIRST_SHARED_PASS = "plan-memory"
+# The function attribute keeping the entry's extent arguments' expressions (JSON).
+EXTENTS_KEY = "ember.extent_expressions"
+# Ops that may carry `?` types besides kernels with runtime-extent lowerings.
+# (kernel.reshape: lower-kernels-to-loops refuses the `?` views it cannot size.)
+_PLAIN_OPS = frozenset(("memref.alloc", "func.return", "kernel.reshape"))
+
+
+class CompileOnceRefusal(Exception):
+    """The model cannot be compiled once for every shape (the reason); it is specialised."""
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The size of a `?` dim: `factor` times the product of `symbols` (sorted, no repeats)."""
+
+    factor: int
+    symbols: tuple[str, ...]
+
+    def value(self, sizes: Mapping[str, int]) -> int:
+        return self.factor * math.prod(sizes[s] for s in self.symbols)
+
+    def __str__(self) -> str:
+        parts = list(self.symbols) + ([str(self.factor)] if self.factor != 1 else [])
+        return "*".join(parts)
+
+
+Dim = int | Extent
+
+
+def model_symbols(pinning: Pinning) -> list[str]:
+    """The named dims a run sizes (unpinned `dim_param`s), in order of appearance; refused
+    when an input has an unnamed symbolic dim or no shape."""
+    symbols: dict[str, None] = {}
+    for info in pinning.signature.inputs:
+        if info.dtype_only or info.name in pinning.shapes:
+            continue
+        if info.dims is None:
+            raise CompileOnceRefusal(f"input '{info.name}' has no declared shape")
+        for axis, dim in enumerate(info.dims):
+            if dim is None:
+                raise CompileOnceRefusal(
+                    f"dim {axis} of input '{info.name}' is symbolic without a name"
+                )
+            if isinstance(dim, str) and dim not in pinning.named:
+                symbols[dim] = None
+    if not symbols:
+        raise CompileOnceRefusal("no symbolic dim")
+    return list(symbols)
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % k for k in range(2, math.isqrt(n) + 1))
+
+
+def probe_sizes(
+    symbols: Sequence[str], ranges: Mapping[str, tuple[int, int]]
+) -> list[dict[str, int]]:
+    """PROBES sets of sizes: a different prime for every symbol in every probe (the smallest
+    unused ones from the bottom of the symbol's range, at least 2), within the range."""
+    used: set[int] = set()
+    probes: list[dict[str, int]] = [{} for _ in range(PROBES)]
+    for probe in probes:
+        for symbol in symbols:
+            lo, hi = ranges.get(symbol, (1, 1 << 62))
+            # Primes are dense enough that a range holding PROBES x symbols of them is found
+            # within a few hundred steps; a range that has too few is refused.
+            size = next(
+                (
+                    n
+                    for n in range(max(lo, 2), min(hi, max(lo, 2) + 1000) + 1)
+                    if n not in used and _is_prime(n)
+                ),
+                None,
+            )
+            if size is None:
+                raise CompileOnceRefusal(
+                    f"the range {lo}..{hi} of dim '{symbol}' has too few probe sizes "
+                    f"({PROBES} distinct primes per dim)"
+                )
+            used.add(size)
+            probe[symbol] = size
+    return probes
+
+
+def fit_dim(
+    sizes: Sequence[int], probes: Sequence[Mapping[str, int]], symbols: Sequence[str]
+) -> Dim:
+    """A dim's sizes in the probes as a static size or an Extent (fitted on the first two
+    probes, checked on the rest); CompileOnceRefusal when neither fits."""
+    if all(s == sizes[0] for s in sizes):
+        return sizes[0]
+    for count in range(1, len(symbols) + 1):
+        for chosen in itertools.combinations(symbols, count):
+            base = math.prod(probes[0][s] for s in chosen)
+            if sizes[0] % base:
+                continue
+            extent = Extent(sizes[0] // base, tuple(chosen))
+            if extent.factor > 0 and all(
+                extent.value(p) == s for p, s in zip(probes, sizes, strict=True)
+            ):
+                return extent
+    raise CompileOnceRefusal(
+        f"a size that is no product of the symbolic dims: {list(sizes)} at probes "
+        f"{[dict(p) for p in probes]}"
+    )
+
+
+def _unified_type(
+    types: Sequence[Any], probes: Sequence[Mapping[str, int]], symbols: Sequence[str], where: str
+) -> tuple[Any, list[Dim]]:
+    first = types[0]
+    if all(t == first for t in types):
+        return first, []
+    if not all(isinstance(t, MemRefType) for t in types):
+        raise CompileOnceRefusal(
+            f"{where}: types differ between probe shapes: {types[0]}, {types[1]}"
+        )
+    shapes = [t.get_shape() for t in types]
+    if len({len(s) for s in shapes}) != 1 or len({str(t.get_element_type()) for t in types}) != 1:
+        raise CompileOnceRefusal(
+            f"{where}: types differ between probe shapes: {types[0]}, {types[1]}"
+        )
+    from xdsl.dialects.builtin import NoneAttr
+
+    if not isinstance(first.layout, NoneAttr):
+        raise CompileOnceRefusal(
+            f"{where}: a strided buffer whose shape depends on the input shapes"
+        )
+    dims = [fit_dim([s[d] for s in shapes], probes, symbols) for d in range(len(shapes[0]))]
+    unified = MemRefType(
+        first.get_element_type(), [DYNAMIC_INDEX if isinstance(d, Extent) else d for d in dims]
+    )
+    return unified, dims
+
+
+@dataclass
+class UnifiedProgram:
+    """The kernel program of probe 0 with `?` dims, and each `?` value's expressions."""
+
+    module: ModuleOp
+    ctx: EmberContext
+    symbols: list[str]
+    extents: dict[SSAValue, list[Dim]]
+
+
+def _entry(module: ModuleOp) -> func.FuncOp:
+    from ember.passes.program import entry_function
+
+    return entry_function(module)
+
+
+def unify(
+    programs: Sequence[tuple[ModuleOp, EmberContext]],
+    probes: Sequence[Mapping[str, int]],
+    symbols: Sequence[str],
+) -> UnifiedProgram:
+    """The probes' kernel programs as one with `?` dims (types changed in place in the
+    first); CompileOnceRefusal naming what differs."""
+    modules = [m for m, _ in programs]
+    walks = [list(m.walk()) for m in modules]
+    if len({len(w) for w in walks}) != 1:
+        raise CompileOnceRefusal(
+            "the programs at the probe shapes differ in their ops ("
+            + ", ".join(str(len(w)) for w in walks)
+            + " ops)"
+        )
+    values: list[dict[SSAValue, SSAValue]] = [{} for _ in modules]  # probe value -> probe 0's
+    extents: dict[SSAValue, list[Dim]] = {}
+    weights = [ctx.weights for _, ctx in programs]
+
+    def unify_values(group: Sequence[Sequence[SSAValue]], where: str) -> None:
+        for k, vs in enumerate(zip(*group, strict=True)):
+            for probe, v in enumerate(vs):
+                values[probe][v] = vs[0]
+            unified, dims = _unified_type([v.type for v in vs], probes, symbols, f"{where} #{k}")
+            if dims:
+                extents[vs[0]] = dims
+                # SSAValue has no type setter: the value keeps its uses, only its type changes.
+                vs[0]._type = unified  # noqa: SLF001
+
+    for ops in zip(*walks, strict=True):
+        op = ops[0]
+        where = f"'{op.name}'"
+        if any(
+            o.name != op.name
+            or len(o.operands) != len(op.operands)
+            or len(o.results) != len(op.results)
+            or len(o.regions) != len(op.regions)
+            for o in ops
+        ):
+            raise CompileOnceRefusal(
+                f"the programs at the probe shapes differ at {where}: "
+                + " vs ".join(o.name for o in ops)
+            )
+        for probe, o in enumerate(ops):
+            mapped = [values[probe].get(v) for v in o.operands]
+            if mapped != [values[0].get(v) for v in op.operands] or None in mapped:
+                raise CompileOnceRefusal(
+                    f"the programs at the probe shapes differ in the operands of {where}"
+                )
+        if isinstance(op, func.FuncOp):
+            if any(o.sym_name != op.sym_name for o in ops):
+                raise CompileOnceRefusal(
+                    "the programs at the probe shapes have different functions"
+                )
+        else:
+            for o in ops[1:]:
+                if o.attributes != op.attributes or o.properties != op.properties:
+                    raise CompileOnceRefusal(
+                        f"{where} has attributes that depend on the input shapes: {_attrs(op)} vs {_attrs(o)}"
+                    )
+        if op.name == "kernel.weight":
+            key = op.ref.data  # type: ignore[attr-defined]
+            arrays = [w[key] for w in weights]
+            if any(
+                a.shape != arrays[0].shape
+                or a.dtype != arrays[0].dtype
+                or not np.array_equal(a, arrays[0])
+                for a in arrays[1:]
+            ):
+                raise CompileOnceRefusal(
+                    f"weight '{key}' depends on the input shapes (a constant folded from a shape)"
+                )
+        for region_ops in zip(*(o.regions for o in ops), strict=True):
+            for blocks in zip(*(r.blocks for r in region_ops), strict=True):
+                unify_values([b.args for b in blocks], f"{where} argument")
+        unify_values([o.results for o in ops], f"{where} result")
+        _check_dynamic_use(op, extents)
+    return UnifiedProgram(modules[0], programs[0][1], list(symbols), extents)
+
+
+def _attrs(op: Operation) -> str:
+    return str({**op.attributes, **op.properties})
+
+
+def _check_dynamic_use(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> None:
+    """Refuse a `?` where nothing lowers it: an op that is not a kernel with a runtime-extent
+    lowering (or an alloc, a return), or a kernel whose `?` operands at one place have
+    different expressions (kernels read one loop bound for all of them)."""
+    from ember.passes.conversion.kernel_to_loops.registry import has_runtime_extent_lowering
+
+    dynamic = [v for v in (*op.operands, *op.results) if v in extents]
+    if not dynamic or isinstance(op, func.FuncOp):
+        return
+    if op.name not in _PLAIN_OPS and not has_runtime_extent_lowering(type(op)):
+        raise CompileOnceRefusal(
+            f"'{op.name}' has no kernel with runtime extents yet (its types: "
+            + ", ".join(str(v.type) for v in (*op.operands, *op.results))
+            + ")"
+        )
+    operands = [v for v in op.operands if isinstance(v.type, MemRefType)]
+    for a, b in itertools.combinations(operands, 2):
+        da, db = extents.get(a), extents.get(b)
+        if da is None or db is None:
+            continue
+        for pairs in (zip(da, db), zip(reversed(da), reversed(db))):
+            for x, y in pairs:
+                if isinstance(x, Extent) and isinstance(y, Extent) and x != y:
+                    raise CompileOnceRefusal(
+                        f"'{op.name}' has operands with `?` at the same place of different sizes "
+                        f"({x} and {y})"
+                    )
+
+
+def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
+    """Give the entry its extent arguments and the buffers their sizes (in place); returns
+    the expressions of the extent arguments, in order."""
+    fn = _entry(unified.module)
+    block = fn.body.block
+    memref_args = list(block.args)
+    arg_dims = [unified.extents.get(a, []) for a in memref_args]
+    expressions: list[Extent] = [Extent(1, (s,)) for s in unified.symbols]
+    for dims in arg_dims:
+        for d in dims:
+            if isinstance(d, Extent) and d not in expressions:
+                expressions.append(d)
+    args: dict[Extent, SSAValue] = {}
+    for e in expressions:
+        pairs = [(a, k) for a, dims in enumerate(arg_dims) for k, d in enumerate(dims) if d == e]
+        arg = block.insert_arg(IndexType(), len(block.args))
+        from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr
+
+        attrs = list(fn.arg_attrs.data) if fn.arg_attrs is not None else []
+        attrs += [DictionaryAttr({})] * (len(block.args) - 1 - len(attrs))
+        attrs.append(extent_attr(pairs) if pairs else DictionaryAttr({}))
+        fn.arg_attrs = ArrayAttr(attrs)
+        args[e] = arg
+    fn.update_function_type()
+    fn.attributes[EXTENTS_KEY] = StringAttr(json.dumps([str(e) for e in expressions]))
+
+    def size_of(extent: Extent, before: Operation) -> SSAValue:
+        if extent in args:
+            return args[extent]
+        value: SSAValue | None = None
+        for s in extent.symbols:
+            value = (
+                args[Extent(1, (s,))]
+                if value is None
+                else _insert(arith.MuliOp(value, args[Extent(1, (s,))]), before)
+            )
+        assert value is not None
+        if extent.factor != 1:
+            factor = _insert(arith.ConstantOp(IntegerAttr(extent.factor, IndexType())), before)
+            value = _insert(arith.MuliOp(value, factor), before)
+        return value
+
+    for op in list(fn.walk()):
+        if not isinstance(op, memref.AllocOp) or op.memref not in unified.extents:
+            continue
+        sizes = [size_of(d, op) for d in unified.extents[op.memref] if isinstance(d, Extent)]
+        new = memref.AllocOp(sizes, [], op.memref.type, op.alignment)
+        block.insert_op_before(new, op)
+        op.memref.replace_all_uses_with(new.memref)
+        unified.extents[new.memref] = unified.extents.pop(op.memref)
+        block.erase_op(op)
+    return expressions
+
+
+def _insert(op: Operation, before: Operation) -> SSAValue:
+    assert before.parent is not None
+    before.parent.insert_op_before(op, before)
+    return op.results[0]
+
+
+def _is_dynamic_type(t: Any) -> bool:
+    return isinstance(t, MemRefType) and any(is_dynamic(d) for d in t.get_shape())
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """An input or output of a program compiled once: dims static or Extent."""
+
+    name: str
+    dims: tuple[Dim, ...]
+    dtype: str
+
+    def shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(d.value(sizes) if isinstance(d, Extent) else d for d in self.dims)
+
+
+def split_pipeline(pipeline: str) -> tuple[str, str]:
+    """`pipeline` cut before plan-memory: (run per probe, run once); refused if it has none."""
+    from ember.passes.pipeline import CHECKS_PASS, parse_passes, pipeline_text
+
+    passes = parse_passes(pipeline)
+    names = [p.name for p in passes]
+    if FIRST_SHARED_PASS not in names:
+        raise CompileOnceRefusal(f"the pipeline has no {FIRST_SHARED_PASS}")
+    cut = names.index(FIRST_SHARED_PASS)
+    if "instrument-kernels" in names:
+        raise CompileOnceRefusal("an instrumented pipeline")
+    if CHECKS_PASS in names:
+        # Its bounds are static extents: accesses to `?` buffers would go unchecked.
+        raise CompileOnceRefusal("checks=True: the bounds checks do not cover `?` dims yet")
+    return pipeline_text(passes[:cut]), pipeline_text(passes[cut:])
+
+
+def compile_once(
+    model: onnx.ModelProto,
+    pinning: Pinning,
+    *,
+    target: Target,
+    pipeline: str,
+    base_dir: str | os.PathLike[str] | None,
+    memory_limit: int | None,
+    opt_level: int,
+    threads: int,
+) -> OnceCompiledModel:
+    """The model compiled once for every shape, or CompileOnceRefusal with the reason."""
+    import time
+
+    from ember.codegen.jit import JitModule
+    from ember.core.limits import memory_limit_bytes
+    from ember.engine.compile import finish_program, run_pipeline
+    from ember.engine.staging import bounded_outputs
+    from ember.passes.pipeline import build_pipeline
+
+    symbols = model_symbols(pinning)
+    probes = probe_sizes(symbols, pinning.ranges)
+    per_probe, shared = split_pipeline(pipeline)
+    programs = []
+    reports = []
+    for probe in probes:
+        try:
+            module, ctx, report, proto, _, _ = run_pipeline(
+                model,
+                target,
+                per_probe,
+                input_shapes=_probe_shapes(pinning, probe),
+                base_dir=base_dir,
+                memory_limit=memory_limit,
+            )
+        except EmberError as err:
+            raise CompileOnceRefusal(f"at probe sizes {probe}: {err}") from err
+        if bounded_outputs(proto):
+            raise CompileOnceRefusal("outputs with data-dependent sizes")
+        programs.append((module, ctx))
+        reports.append(report)
+    unified = unify(programs, probes, symbols)
+    fn = _entry(unified.module)
+    from ember.frontend.onnx_importer import OUTPUT_STRUCTURE
+
+    if OUTPUT_STRUCTURE in fn.attributes:
+        raise CompileOnceRefusal("graph outputs that are sequences or optionals")
+    inputs_count = len(fn.attributes["ember.input_names"].data)  # type: ignore[attr-defined]
+    io_dims = [tuple(unified.extents.get(a) or a.type.get_shape()) for a in fn.body.block.args]
+    expressions = bufferize_extents(unified)
+    report = reports[0]
+    start = time.perf_counter()
+    try:
+        build_pipeline(shared).apply(unified.ctx, unified.module)
+    except NotImplementedError as err:
+        raise CompileOnceRefusal(str(err)) from err
+    report.pass_seconds["compile-once"] = time.perf_counter() - start
+    program = finish_program(unified.module, unified.ctx, report)
+    named = _entry(program.module).attributes.get("ember.arena_function")
+    arena_function = named.data if isinstance(named, StringAttr) else None
+    names = [s.name for s in (*program.manifest.inputs, *program.manifest.outputs)]
+    dtypes = [s.dtype for s in (*program.manifest.inputs, *program.manifest.outputs)]
+    specs = [IOSpec(n, d, t) for n, d, t in zip(names, io_dims, dtypes, strict=True)]
+    jit = JitModule(program.module, target, opt_level)
+    return OnceCompiledModel(
+        jit,
+        specs[:inputs_count],
+        specs[inputs_count:],
+        expressions,
+        symbols,
+        program.weights_blob(),
+        program.manifest.extra,
+        report,
+        threads,
+        arena_function,
+        memory_limit_bytes() if memory_limit is None else memory_limit,
+    )
+
+
+def _probe_shapes(pinning: Pinning, probe: Mapping[str, int]) -> dict[str, list[int]]:
+    sizes = {**pinning.named, **probe}
+    return {
+        info.name: list(pinning.shapes[info.name])
+        if info.name in pinning.shapes
+        else [sizes[d] if isinstance(d, str) else d for d in info.dims or ()]
+        for info in pinning.signature.inputs
+        if not info.dtype_only
+    }
+
+
+@dataclass(frozen=True)
+class _ShapePlan:
+    extents: tuple[int, ...]
+    outputs: OutputPlan
+    arena_bytes: int
+
+
+@dataclass
+class _Workspace:
+    arena: np.ndarray
+    status: np.ndarray
+
+
+class OnceCompiledModel(RunnableModel):
+    """A program compiled once for every input shape: `main(inputs..., outputs...,
+    extents..., arena, weights, status)`; the extents are the symbols' sizes (then the other
+    expressions the inputs and outputs have), read from the inputs' shapes. Each run's
+    outputs are fresh arrays of their expressions' shapes; the arena (one per in-flight run)
+    grows to `main_arena_bytes(extents)` when a larger shape comes. The caller checks the
+    shapes against the declared dims (SpecializingModel)."""
+
+    def __init__(
+        self,
+        jit: Any,
+        inputs: Sequence[IOSpec],
+        outputs: Sequence[IOSpec],
+        expressions: Sequence[Extent],
+        symbols: Sequence[str],
+        weights: np.ndarray,
+        extra: Mapping[str, Any],
+        report: CompileReport,
+        threads: int,
+        arena_function: str | None,
+        memory_limit: int | None = None,
+    ) -> None:
+        from ember.runtime.status import SITES_KEY
+
+        self._jit = jit
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.expressions = list(expressions)
+        self.symbols = list(symbols)
+        self._weights = weights
+        self.report = report
+        self.status_sites: list[dict[str, Any]] | None = extra.get(SITES_KEY)
+        pointers = len(self.inputs) + len(self.outputs)
+        tail = 2 + (self.status_sites is not None)
+        self._entry = jit.function(
+            "main",
+            [ctypes.c_void_p] * pointers
+            + [ctypes.c_int64] * len(self.expressions)
+            + [ctypes.c_void_p] * tail,
+        )
+        # No buffer with `?` dims inside (every one is an input or output): a static arena.
+        static_arena = max(report.arena_bytes, ALIGNMENT)
+        self._arena_bytes = (
+            jit.function(arena_function, [ctypes.c_int64] * len(self.expressions), ctypes.c_int64)
+            if arena_function is not None
+            else lambda *_: static_arena
+        )
+        self._set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
+        # Where each symbol's size is read: (input position, axis).
+        self._symbol_at: dict[str, tuple[int, int]] = {}
+        for k, spec in enumerate(self.inputs):
+            for axis, d in enumerate(spec.dims):
+                if isinstance(d, Extent) and len(d.symbols) == 1 and d.factor == 1:
+                    self._symbol_at.setdefault(d.symbols[0], (k, axis))
+        self._dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
+        self._workspaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
+        self._last_plan: tuple[tuple[tuple[int, ...], ...], _ShapePlan] | None = None
+        self._weights_address = weights.ctypes.data
+        self._memory_limit = memory_limit
+        self.bounded: dict[str, Any] = {}
+        self.graph_outputs = None
+        self.set_num_threads(threads)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def set_num_threads(self, threads: int) -> None:
+        self.threads = checked_threads(threads)
+        self._set_threads(self.threads)
+
+    def sizes_of(self, arrays: Sequence[np.ndarray]) -> dict[str, int]:
+        """The symbols' sizes in these input arrays."""
+        missing = [s for s in self.symbols if s not in self._symbol_at]
+        if missing:  # cannot happen: every symbol is some input's dim
+            raise InputError(f"dims {missing} are given by no input")
+        return {s: int(arrays[k].shape[axis]) for s, (k, axis) in self._symbol_at.items()}
+
+    def _plan(self, arrays: Sequence[np.ndarray]) -> _ShapePlan:
+        """The extents, output layout and arena size of these inputs' shapes (checked)."""
+        sizes = self.sizes_of(arrays)
+        for spec, array in zip(self.inputs, arrays, strict=True):
+            if array.shape != spec.shape(sizes):
+                raise InputError(
+                    f"input '{spec.name}': expected shape {list(spec.shape(sizes))} for dims "
+                    f"{sizes}, given {list(array.shape)}"
+                )
+        extents = tuple(e.value(sizes) for e in self.expressions)
+        outputs = OutputPlan([TensorSpec(s.name, s.shape(sizes), s.dtype) for s in self.outputs])
+        needed = max(int(self._arena_bytes(*extents)), ALIGNMENT)
+        if self._memory_limit is not None and needed > self._memory_limit:
+            raise ResourceLimitError(
+                f"the model's intermediate tensors need an arena of {needed} bytes at dims "
+                f"{sizes}, more than the limit of {self._memory_limit} (memory_limit=)"
+            )
+        return _ShapePlan(extents, outputs, needed)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        arrays = []
+        for spec, dtype in zip(self.inputs, self._dtypes, strict=True):
+            array = np.ascontiguousarray(feeds[spec.name])
+            if array.dtype != dtype:
+                raise InputError(
+                    f"input '{spec.name}': expected dtype {dtype.name}, given {array.dtype}"
+                )
+            arrays.append(array)
+        # The plan of the last shapes (the usual case: runs repeat a shape).
+        shapes = tuple(a.shape for a in arrays)
+        last = self._last_plan
+        if last is not None and last[0] == shapes:
+            plan = last[1]
+        else:
+            plan = self._plan(arrays)
+            self._last_plan = (shapes, plan)
+        outputs, output_addresses = plan.outputs.allocate()
+        try:
+            workspace = self._workspaces.get_nowait()
+        except queue.Empty:
+            workspace = _Workspace(aligned_empty((plan.arena_bytes,)), new_status())
+        if workspace.arena.nbytes < plan.arena_bytes:
+            # A larger shape than this workspace saw: grow (by at least half, so that slowly
+            # growing shapes do not reallocate every run).
+            workspace.arena = aligned_empty(
+                (max(plan.arena_bytes, workspace.arena.nbytes * 3 // 2),)
+            )
+        try:
+            self._entry(
+                *[buffer_address(a) for a in arrays],
+                *output_addresses,
+                *plan.extents,
+                workspace.arena.ctypes.data,
+                self._weights_address,
+                *([workspace.status.ctypes.data] if self.status_sites is not None else []),
+            )
+            failed = workspace.status.copy() if workspace.status.any() else None
+            if failed is not None:
+                workspace.status.fill(0)
+        finally:
+            self._workspaces.put(workspace)
+        if failed is not None:
+            check_status(failed, self.status_sites or [])
+        return {s.name: o for s, o in zip(self.outputs, outputs, strict=True)}
