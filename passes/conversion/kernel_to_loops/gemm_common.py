@@ -1,7 +1,8 @@
 """Building blocks shared by the matmul and convolution lowerings.
 
 - `micro_kernel`: an MR x (nvec x VW) block of C accumulated in registers (scf.for iter_args)
-  with vector.fma; A elements are broadcast, B rows are vector loads.
+  with vector.fma; A elements are broadcast, B rows are vector loads (optionally prefetched
+  ahead: `prefetch`, issue 16).
 - `gemm_panel`: the loop nest of one parallel work unit (one NR-wide column panel, one M
   chunk): k blocks sized for L1 (B packed per block when needed), MR-row tiles inside.
 - `Epilogue`: bias -> residual -> activation applied in registers, then the store; partial

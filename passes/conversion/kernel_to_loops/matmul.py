@@ -5,7 +5,8 @@ units over scf.parallel; each unit walks k blocks of one NR-wide B panel, and wi
 block its MR-row tiles, so the block stays in L1 while A rows stream through. B is either
 packed at compile time ("gemm_b_panel{NR}": [N/NR, K, NR], zero-padded) or "plain"
 ([..., K, N]: read in place when K fits one block, else each block is copied to scratch;
-the partial last vector of an N tail is a masked load).
+the partial last vector of an N tail is a masked load). A packed B is prefetched one k
+block ahead (weights streamed from memory, see `prefetch_b`).
 """
 
 from __future__ import annotations
