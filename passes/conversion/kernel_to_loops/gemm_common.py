@@ -355,7 +355,8 @@ def micro_kernel(
     return [accs[i * nvec : (i + 1) * nvec] for i in range(mr)]
 
 
-# Granule of software prefetches (x86 and Arm cores alike).
+# Granule of software prefetches: the line of x86 and most Arm cores (where lines are
+# 128 bytes, every other prefetch is redundant, not wrong).
 CACHE_LINE_BYTES = 64
 
 # B rows of one k block should stay in L1 while all the MR-row tiles of a unit sweep them.
@@ -378,6 +379,8 @@ class GemmPanel:
     row k while the k block starting at k_lo is current; `pack_block(b, k_lo, k_hi)` (if
     any) runs before each k block, to pack its B rows into scratch. `out_index(b, m0, i, j)`
     names the output element of row i, vector j; `bias(b, m0, i, j)` is the bias to add.
+    `prefetch_b(b, k)` (if any) runs once per unrolled k step of the micro-kernel, to ask
+    for B rows ahead of their use (matmul.py: a packed B, one k block ahead).
     """
 
     k_extent: int
