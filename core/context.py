@@ -43,6 +43,7 @@ def make_context(weights: WeightStore | None = None, target: Target | None = Non
     from xdsl.dialects.arith import Arith
     from xdsl.dialects.builtin import Builtin
     from xdsl.dialects.func import Func
+    from xdsl.dialects.llvm import LLVM
     from xdsl.dialects.math import Math
     from xdsl.dialects.memref import MemRef
     from xdsl.dialects.scf import Scf
@@ -52,7 +53,10 @@ def make_context(weights: WeightStore | None = None, target: Target | None = Non
     from ember.dialects.kernel import Kernel
 
     ctx = EmberContext(weights, target)
-    for dialect in (Builtin, Func, Arith, Math, MemRef, Scf, Vector, Graph, Kernel):
+    # LLVM: loops-level kernels reach target intrinsics by llvm.call_intrinsic (int8 dot
+    # products, prefetches), which `ember opt` must parse back.
+    dialects = (Builtin, Func, Arith, Math, MemRef, Scf, Vector, LLVM, Graph, Kernel)
+    for dialect in dialects:
         ctx.load_dialect(dialect)
     return ctx
 

@@ -1,7 +1,8 @@
 """Building blocks shared by the matmul and convolution lowerings.
 
 - `micro_kernel`: an MR x (nvec x VW) block of C accumulated in registers (scf.for iter_args)
-  with vector.fma; A elements are broadcast, B rows are vector loads.
+  with vector.fma; A elements are broadcast, B rows are vector loads (optionally prefetched
+  ahead: `prefetch`, issue 16).
 - `gemm_panel`: the loop nest of one parallel work unit (one NR-wide column panel, one M
   chunk): k blocks sized for L1 (B packed per block when needed), MR-row tiles inside.
 - `Epilogue`: bias -> residual -> activation applied in registers, then the store; partial
@@ -16,15 +17,18 @@ import math as pymath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, func, math, memref, scf, vector
+from xdsl.dialects import arith, func, llvm, math, memref, scf, vector
 from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
     DenseArrayBase,
     IntegerAttr,
     MemRefType,
+    StridedLayoutAttr,
     StringAttr,
     VectorType,
     f32,
     i1,
+    i32,
     i64,
 )
 from xdsl.ir import Attribute, Block, Region, SSAValue
@@ -306,8 +310,10 @@ def micro_kernel(
     vw: int,
     load_a: LoadA,
     load_b: LoadB,
+    prefetch_b: Callable[[LoopBuilder, SSAValue], None] | None = None,
 ) -> list[list[SSAValue]]:
-    """init[i][j] + sum_{k_lo<=k<k_hi} A[i, k] * B[k, j*VW:(j+1)*VW]; returns acc[i][j]."""
+    """init[i][j] + sum_{k_lo<=k<k_hi} A[i, k] * B[k, j*VW:(j+1)*VW]; returns acc[i][j].
+    `prefetch_b(b, k)`, if given, runs once per K_UNROLL steps of the main loop."""
     mr, nvec = len(init), len(init[0])
 
     tile = mr * nvec
@@ -324,6 +330,8 @@ def micro_kernel(
 
     def unrolled(b: LoopBuilder, k: SSAValue, *accs: SSAValue) -> list[SSAValue]:
         values = list(accs)
+        if prefetch_b is not None:
+            prefetch_b(b, k)
         for u in range(K_UNROLL):
             step(b, k if u == 0 else b.add(k, u), values, (u % sets) * tile)
         return values
@@ -347,6 +355,10 @@ def micro_kernel(
     return [accs[i * nvec : (i + 1) * nvec] for i in range(mr)]
 
 
+# Granule of software prefetches: the line of x86 and most Arm cores (where lines are
+# 128 bytes, every other prefetch is redundant, not wrong).
+CACHE_LINE_BYTES = 64
+
 # B rows of one k block should stay in L1 while all the MR-row tiles of a unit sweep them.
 L1_BLOCK_BYTES = 16 * 1024
 
@@ -367,6 +379,8 @@ class GemmPanel:
     row k while the k block starting at k_lo is current; `pack_block(b, k_lo, k_hi)` (if
     any) runs before each k block, to pack its B rows into scratch. `out_index(b, m0, i, j)`
     names the output element of row i, vector j; `bias(b, m0, i, j)` is the bias to add.
+    `prefetch_b(b, k)` (if any) runs once per unrolled k step of the micro-kernel, to ask
+    for B rows ahead of their use (matmul.py: a packed B, one k block ahead).
     """
 
     k_extent: int
@@ -381,6 +395,7 @@ class GemmPanel:
     out_index: Callable[[LoopBuilder, SSAValue, int, int], list[Value]]
     bias: Callable[[LoopBuilder, SSAValue, int, int], SSAValue | None]
     pack_block: Callable[[LoopBuilder, Value, Value], None] | None = None
+    prefetch_b: Callable[[LoopBuilder, SSAValue], None] | None = None
 
 
 def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: Value) -> None:
@@ -436,7 +451,9 @@ def gemm_panels(
 
         zero = b.splat(0.0, vw, epi.output.type.get_element_type())  # type: ignore[attr-defined]
         if kb is None:
-            acc = micro_kernel(b, k_lo, k_hi, [[zero] * nv] * rows, vw, load_a, load_b)
+            acc = micro_kernel(
+                b, k_lo, k_hi, [[zero] * nv] * rows, vw, load_a, load_b, g.prefetch_b
+            )
             for i in range(rows):
                 for j in range(nv):
                     epi.finish(b, acc[i][j], idx[i][j], lanes[j], bias[i][j])
@@ -453,7 +470,7 @@ def gemm_panels(
             ]
             for i in range(rows)
         ]
-        acc = micro_kernel(b, k_lo, k_hi, init, vw, load_a, load_b)
+        acc = micro_kernel(b, k_lo, k_hi, init, vw, load_a, load_b, g.prefetch_b)
         last = b.cmp_index("eq", kb, blocks - 1)
         for i in range(rows):
             for j in range(nv):
@@ -482,6 +499,17 @@ def gemm_panels(
         sweep(b, k_lo, b.min_index(b.add(k_lo, kc), k_extent), kb)
 
     b.for_range(0, blocks, 1, k_step)
+
+
+def prefetch(b: LoopBuilder, flat: SSAValue, offset: SSAValue) -> None:
+    """Ask for the cache line holding flat[offset] (a 1-D memref; offset in bounds) to be
+    brought into L1 ahead of its use (llvm.prefetch: read, high locality, data)."""
+    element = flat.type.get_element_type()  # type: ignore[attr-defined]
+    line = MemRefType(element, [1], StridedLayoutAttr([1], None))
+    cast = memref.ReinterpretCastOp(flat, [offset], [], [], [DYNAMIC_INDEX], [1], [1], line)
+    address = b.insert(cast).results[0]
+    flags = [b.const(v, i32) for v in (0, 3, 1)]  # read, keep in all levels, data cache
+    b.insert(llvm.CallIntrinsicOp("llvm.prefetch.p0", [address, *flags], []))
 
 
 def pack_rows(

@@ -5,7 +5,8 @@ units over scf.parallel; each unit walks k blocks of one NR-wide B panel, and wi
 block its MR-row tiles, so the block stays in L1 while A rows stream through. B is either
 packed at compile time ("gemm_b_panel{NR}": [N/NR, K, NR], zero-padded) or "plain"
 ([..., K, N]: read in place when K fits one block, else each block is copied to scratch;
-the partial last vector of an N tail is a masked load).
+the partial last vector of an N tail is a masked load). A packed B is prefetched one k
+block ahead (weights streamed from memory, see `prefetch_b`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ember.dialects.extents import has_dynamic_dims, is_dynamic
 from ember.dialects.weight_layouts import gemm_blocking, matmul_layout
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
+    CACHE_LINE_BYTES,
+    K_UNROLL,
     Epilogue,
     GemmPanel,
     activation_of,
@@ -36,6 +39,7 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     m_chunking,
     memref_shape,
     pack_rows,
+    prefetch,
     runtime_m_chunking,
     runtime_work_units,
     split_static,
@@ -192,6 +196,17 @@ def _lower_matmul(
     # A plain B read in place has its rows N floats apart; once the k loop is blocked those
     # strided rows fight over L1 sets, so each k block is copied into contiguous scratch.
     pack_plain = not packed and kc < k_extent
+    # A packed B is one contiguous stream of rows (panel by panel, k by k); when it comes
+    # from memory (weights larger than the caches, read once per call) the hardware
+    # prefetcher alone does not keep it flowing: once an M chunk has more than one row tile,
+    # only the first tile of a k block misses, and the stream stalls while the others run
+    # from L1 (issue 16: 16 rows = a 14-row and a 2-row tile ran 2.9x slower than one hot
+    # read). The micro-kernel asks for the rows one k block (kc rows) ahead, so the next
+    # block arrives while all the tiles of this one run.
+    flat_b = view(body, b_buf, (panels * k_extent * nr,)) if packed else None
+    ahead_rows = kc
+    last_row = panels * k_extent - K_UNROLL  # prefetched rows stay inside B
+    line_elements = CACHE_LINE_BYTES // itemsize
 
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         panel_buf = alloca(b, [kc, nr], element) if pack_plain else None
@@ -243,6 +258,15 @@ def _lower_matmul(
             def out_index(b: LoopBuilder, m0: SSAValue, i: int, j: int) -> list[Value]:
                 return [*out_batch, b.add(m0, i), col_idx[j]]
 
+            def prefetch_b(b: LoopBuilder, k: SSAValue) -> None:
+                """The cache lines of B rows k + ahead_rows .. + K_UNROLL of this panel
+                (past its end: the next panel's first rows, what the next unit reads)."""
+                assert flat_b is not None
+                row = b.min_index(b.add(b.add(b.mul(p, k_extent), k), ahead_rows), last_row)
+                start = b.mul(row, nr)
+                for line in range(ceil_div(K_UNROLL * nr, line_elements)):
+                    prefetch(b, flat_b, b.add(start, line * line_elements))
+
             spec = GemmPanel(
                 k_extent=k_extent,
                 kc=kc,
@@ -256,6 +280,7 @@ def _lower_matmul(
                 out_index=out_index,
                 bias=bias,
                 pack_block=pack_block if panel_buf is not None else None,
+                prefetch_b=prefetch_b if flat_b is not None else None,
             )
             gemm_panel(b, spec, c, chunks)
 
