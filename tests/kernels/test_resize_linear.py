@@ -1,0 +1,165 @@
+"""Linear Resize (kernel.resize_linear on the last two axes) against onnxruntime.
+
+Every coordinate_transformation_mode x factor (whole factors, whose columns run as vector
+shuffles, 1.5, 0.5, sizes 37 -> 64 / 50) x rank, each Resize one output of one model per
+rank so that a compile covers the grid. Seeded N(0, 1) inputs; tolerance: max |ember -
+onnxruntime| <= 1e-5 * max |onnxruntime| (float32 rounding of a two-tap blend per axis).
+Cubic and antialiased linear Resizes keep the weighted-gather path and are checked too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.frontend.onnx_importer import import_onnx
+from ember.tests.oracle import assert_close, onnxruntime_outputs
+
+MODES = [
+    "half_pixel",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+    "half_pixel_symmetric",
+    "tf_crop_and_resize",
+]
+FACTORS = [2.0, 3.0, 4.0, 1.5, 0.5]
+# rank -> (input shape: its last two axes 12 x 40, so that every factor gives whole sizes;
+# scales of the leading axes: a rank-5 Resize also resizes its depth, by gathers)
+SHAPES = {
+    3: ([2, 12, 40], [1.0]),
+    4: ([1, 2, 12, 40], [1.0, 1.0]),
+    5: ([1, 2, 3, 12, 40], [1.0, 1.0, 2.0]),
+}
+
+
+def _resize_model(rank: int) -> onnx.ModelProto:
+    shape, leading = SHAPES[rank]
+    nodes, outputs, inits = [], [], []
+    roi = [0.0] * len(leading) + [0.1, -0.2] + [1.0] * len(leading) + [0.8, 1.1]
+    inits.append(numpy_helper.from_array(np.array(roi, np.float32), "roi"))
+    for f_index, factor in enumerate(FACTORS):
+        scales = np.array([*leading, factor, factor], np.float32)
+        inits.append(numpy_helper.from_array(scales, f"scales{f_index}"))
+        for mode in MODES:
+            name = f"{mode}_x{factor}"
+            roi_name = "roi" if mode == "tf_crop_and_resize" else ""
+            nodes.append(
+                helper.make_node(
+                    "Resize",
+                    ["x", roi_name, f"scales{f_index}"],
+                    [name],
+                    mode="linear",
+                    coordinate_transformation_mode=mode,
+                )
+            )
+            outputs.append(name)
+    # Sizes that are no whole factor (37 -> 64 rows, 37 -> 50 columns), both axes.
+    sizes = np.array([*[1] * (rank - 2), 64, 50], np.int64)
+    sizes[: rank - 2] = [2] if rank == 3 else [1, 2, 3][: rank - 2]
+    inits.append(numpy_helper.from_array(sizes, "sizes"))
+    for mode in MODES[:4]:
+        nodes.append(
+            helper.make_node(
+                "Resize",
+                ["x37", "", "", "sizes"],
+                [f"{mode}_sizes"],
+                mode="linear",
+                coordinate_transformation_mode=mode,
+            )
+        )
+        outputs.append(f"{mode}_sizes")
+    # The weighted-gather path (rank 4: onnxruntime's cubic takes no other): cubic,
+    # antialiased linear downsampling; and the columns only.
+    scales_w = np.array([*leading, 1.0, 2.0], np.float32)
+    inits.append(numpy_helper.from_array(scales_w, "scales_w"))
+    for name, attrs, scales in (
+        ("cubic", {"mode": "cubic"}, "scales0"),
+        (
+            "cubic_align",
+            {"mode": "cubic", "coordinate_transformation_mode": "align_corners"},
+            "scales3",
+        ),
+        ("antialias", {"mode": "linear", "antialias": 1}, "scales4"),
+        ("columns_only", {"mode": "linear"}, "scales_w"),
+    ):
+        if rank != 4 and name != "columns_only":
+            continue
+        nodes.append(helper.make_node("Resize", ["x", "", scales], [name], **attrs))
+        outputs.append(name)
+    x37 = [*(int(s) for s in sizes[: rank - 2]), 37, 37]
+    graph = helper.make_graph(
+        nodes,
+        f"resize_rank{rank}",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("x37", TensorProto.FLOAT, x37),
+        ],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    return model
+
+
+@pytest.mark.parametrize("rank", [3, 4, 5])
+def test_linear_resize_matches_onnxruntime(rank: int) -> None:
+    model = _resize_model(rank)
+    rng = np.random.default_rng(rank)
+    feeds = {
+        i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(
+            np.float32
+        )
+        for i in model.graph.input
+    }
+    want = onnxruntime_outputs(model, feeds)
+    got = ember.compile(model).run(feeds)
+    for name in want:
+        assert_close({name: got[name]}, {name: want[name]}, rel=1e-5)
+    # The grid is the kernel's: every whole-factor and sizes Resize of the last axes runs as it.
+    ir = str(import_onnx(model).module)
+    assert ir.count("graph.resize_linear") >= len(MODES) * len(FACTORS)
+
+
+def test_whole_factor_columns_take_the_shuffle_path() -> None:
+    """x2 half_pixel: the columns repeat (offsets -1, 0 / 0, 1; weights 1/4, 3/4) over all input
+    columns but the first and last, which read the tables; align_corners has no pattern."""
+    model = _resize_model(4)
+    ir = str(import_onnx(model).module)
+    assert (
+        "column_factor = 2 : i64, column_interior = array<i64: 1, 39>, column_offsets = "
+        "array<i64: -1, 0, 0, 1>, column_weights = array<f32: 2.500000e-01, 7.500000e-01, "
+        "7.500000e-01, 2.500000e-01>} : tensor<1x2x12x40xf32>" in ir
+    )
+    assert "column_factor = 0 : i64" in ir
+
+
+def test_weight_zero_taps_read_no_inf() -> None:
+    """asymmetric x2 puts every even output on an input sample (weights 1 and 0): an inf next
+    to it must not make those outputs NaN (0 * inf), on the rows and on the columns."""
+    node = helper.make_node(
+        "Resize",
+        ["x", "", "scales"],
+        ["y"],
+        mode="linear",
+        coordinate_transformation_mode="asymmetric",
+    )
+    graph = helper.make_graph(
+        [node],
+        "resize_inf",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    x = np.random.default_rng(0).standard_normal((1, 1, 4, 40)).astype(np.float32)
+    x[0, 0, 1, 20] = np.inf
+    y = ember.compile(model).run({"x": x})["y"]
+    # Output (2, 40) is input (1, 20) itself, (2, 38) input (1, 19): both weigh the inf by 0 or 1.
+    assert y[0, 0, 2, 40] == np.inf
+    assert np.isfinite(y[0, 0, 2, 38]) and np.isfinite(y[0, 0, 0, 40])
+    assert np.isnan(y).sum() == 0
