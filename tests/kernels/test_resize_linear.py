@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
+from ember.engine.batch_polymorphic import prove_batch_separable
 from ember.frontend.onnx_importer import import_onnx
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 
@@ -163,3 +164,21 @@ def test_weight_zero_taps_read_no_inf() -> None:
     assert y[0, 0, 2, 40] == np.inf
     assert np.isfinite(y[0, 0, 2, 38]) and np.isfinite(y[0, 0, 0, 40])
     assert np.isnan(y).sum() == 0
+
+
+def test_batched_linear_resize_stays_one_program_per_sample() -> None:
+    """graph.resize_linear works on the last two axes only: a model with a symbolic batch is
+    proven batch-separable (one compile at batch 1 serves every batch), and is right."""
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
+    graph = helper.make_graph(
+        [node],
+        "resize_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 6, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    assert prove_batch_separable(model, "batch", {"x": (1, 2, 6, 20)}).separable
+    compiled = ember.compile(model, threads=1)
+    x = np.random.default_rng(3).standard_normal((3, 2, 6, 20)).astype(np.float32)
+    assert_close(compiled.run({"x": x}), onnxruntime_outputs(model, {"x": x}), rel=1e-5)
