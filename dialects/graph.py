@@ -1984,6 +1984,10 @@ class ResizeLinearSpec(TwinSpec):
     column_interior = prop_def(DenseArrayBase)  # [lo, hi): input columns
     column_offsets = prop_def(DenseArrayBase)  # i64 [factor, 2]: tap columns minus i
     column_weights = prop_def(DenseArrayBase)  # f32 [factor, 2]
+    # Without a pattern: every output column's taps and weights (i64 / f32 [OW, 2]), for
+    # shuffles of a few loaded vectors in place of one element at a time.
+    column_taps = opt_prop_def(DenseArrayBase)
+    column_tap_weights = opt_prop_def(DenseArrayBase)
 
     def verify_(self) -> None:
         x, y = shape_of(self.data), shape_of(self.output)  # type: ignore[attr-defined]
@@ -2003,6 +2007,9 @@ class ResizeLinearSpec(TwinSpec):
             raise VerifyException(f"{name}: {2 * k} column offsets expected")
         if len(self.column_weights.get_values()) != 2 * k:
             raise VerifyException(f"{name}: {2 * k} column weights expected")
+        for listed in (self.column_taps, self.column_tap_weights):
+            if listed is not None and len(listed.get_values()) != 2 * y[-1]:
+                raise VerifyException(f"{name}: {2 * y[-1]} column taps/weights expected")
 
     def evaluate(self, inputs: Inputs) -> np.ndarray:
         x, indices, weights = (np.asarray(v) for v in inputs[:3])
@@ -2020,7 +2027,9 @@ class ResizeLinearOp(ResizeLinearSpec, IRDLOperation):
     The columns may repeat a pattern (a whole upsampling factor): for input columns i in
     `column_interior` [lo, hi), output column i * column_factor + j reads input columns
     i + column_offsets[j, t] with weights column_weights[j, t] (the tables agree there), so
-    the kernel computes them with vector loads and shuffles; column_factor 0: no pattern."""
+    the kernel computes them with vector loads and shuffles; column_factor 0: no pattern.
+    `column_taps` / `column_tap_weights` (optional) repeat the tables' columns, so that the
+    kernel can shuffle each block of output columns out of the input vectors it spans."""
 
     name = "graph.resize_linear"
     data = operand_def(TensorType)

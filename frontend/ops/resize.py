@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, f32, i64
+from xdsl.ir import Attribute
 
 from ember.dialects import graph
 from ember.frontend.context import (
@@ -262,6 +263,9 @@ def _resize_axis(
 
 # Longest repeating column pattern kernel.resize_linear computes with shuffles.
 _MAX_COLUMN_FACTOR = 8
+# Widest output whose column taps (without a pattern) are listed on the op for the kernel to
+# unroll one block of shuffles per vector of output columns (its code grows with the width).
+_MAX_LISTED_COLUMNS = 2048
 _Taps = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
@@ -276,13 +280,16 @@ def _identity_taps(size: int) -> _Taps:
     return index, np.tile([1.0, 0.0], (size, 1)), None
 
 
+_NO_PATTERN = (0, 0, 0, np.zeros((0, 2), np.int64), np.zeros((0, 2), np.float32))
+
+
 def _column_pattern(
     index: np.ndarray, weight: np.ndarray, in_size: int
 ) -> tuple[int, int, int, np.ndarray, np.ndarray]:
     """(k, lo, hi, offsets [k, 2], weights [k, 2]): for input columns i in [lo, hi), output
     column i * k + j reads columns i + offsets[j] with weights[j] (float32, as the tables
     hold them), the longest such run around the middle column; k 0 when there is none."""
-    none = (0, 0, 0, np.zeros((0, 2), np.int64), np.zeros((0, 2), np.float32))
+    none = _NO_PATTERN
     out_size = index.shape[0]
     if out_size % in_size or out_size // in_size > _MAX_COLUMN_FACTOR:
         return none
@@ -307,8 +314,20 @@ def _resize_last_two(
     """graph.resize_linear of x's last two axes to `out` (rows and columns: two taps each)."""
     shape = shape_of(x)
     k, lo, hi, offsets, phase_weights = _column_pattern(columns[0], columns[1], shape[-1])
+    if 4 * (hi - lo) < 3 * shape[-1] and out[1] <= _MAX_LISTED_COLUMNS:
+        # A pattern over a part of the columns only (align_corners' ratios drift along the
+        # axis; float32 rounding breaks factor 3's): list every column's taps instead.
+        k, lo, hi, offsets, phase_weights = _NO_PATTERN
     indices = np.concatenate([rows[0], columns[0]]).astype(np.int32)
     weights = np.concatenate([rows[1], columns[1]]).astype(np.float32)
+    listed: dict[str, Attribute | None] = {"column_taps": None, "column_tap_weights": None}
+    if k == 0 and out[1] <= _MAX_LISTED_COLUMNS:
+        listed = {
+            "column_taps": DenseArrayBase.from_list(i64, [int(v) for v in columns[0].reshape(-1)]),
+            "column_tap_weights": DenseArrayBase.from_list(
+                f32, [float(v) for v in columns[1].astype(np.float32).reshape(-1)]
+            ),
+        }
     return imp.emit(
         graph.ResizeLinearOp,
         [x, Const(indices), Const(weights)],
@@ -317,6 +336,7 @@ def _resize_last_two(
         column_interior=DenseArrayBase.from_list(i64, [lo, hi]),
         column_offsets=DenseArrayBase.from_list(i64, [int(v) for v in offsets.reshape(-1)]),
         column_weights=DenseArrayBase.from_list(f32, [float(v) for v in phase_weights.reshape(-1)]),
+        **listed,
     )
 
 

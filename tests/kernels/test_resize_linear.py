@@ -182,3 +182,38 @@ def test_batched_linear_resize_stays_one_program_per_sample() -> None:
     compiled = ember.compile(model, threads=1)
     x = np.random.default_rng(3).standard_normal((3, 2, 6, 20)).astype(np.float32)
     assert_close(compiled.run({"x": x}), onnxruntime_outputs(model, {"x": x}), rel=1e-5)
+
+
+def test_weight_zero_taps_read_no_inf_in_listed_columns() -> None:
+    """align_corners x2 (no column pattern: every column's taps listed, shuffled out of input
+    vectors): the last output row and column sit on the last input row and column with weight
+    0 on the one before; an inf there reaches neither."""
+    node = helper.make_node(
+        "Resize",
+        ["x", "", "scales"],
+        ["y"],
+        mode="linear",
+        coordinate_transformation_mode="align_corners",
+    )
+    graph = helper.make_graph(
+        [node],
+        "resize_inf_listed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    assert "column_taps" in str(import_onnx(model).module)
+    x = np.random.default_rng(1).standard_normal((1, 1, 4, 40)).astype(np.float32)
+    x[0, 0, 1, 38] = np.inf  # column 38: weight 0 for output column 79
+    x[0, 0, 1, 24] = np.inf  # the first column the last block of 16 output columns loads
+    x[0, 0, 2, 5] = -np.inf  # row 2: weight 0 for output row 7
+    y = ember.compile(model).run({"x": x})["y"]
+    assert np.all(np.isfinite(y[0, 0, :, 79])) and np.all(np.isfinite(y[0, 0, 7, :]))
+    assert np.isinf(y).any()
+    finite = np.where(np.isfinite(x), x, 0)
+    assert_close(
+        {"y": np.where(np.isfinite(y), y, 0)},
+        {"y": np.where(np.isfinite(y), onnxruntime_outputs(model, {"x": finite})["y"], 0)},
+        rel=1e-5,
+    )

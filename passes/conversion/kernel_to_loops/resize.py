@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import VectorType, f32, i1
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, VectorType, f32, i1
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
@@ -74,6 +75,54 @@ def interleave(b: LoopBuilder, phases: Sequence[SSAValue], width: int) -> list[S
     return outputs
 
 
+def _vector_constant(b: LoopBuilder, values: Sequence[float]) -> SSAValue:
+    vtype = VectorType(f32, [len(values)])
+    return b.insert(
+        arith.ConstantOp(DenseIntOrFPElementsAttr.from_list(vtype, list(values)))
+    ).results[0]
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One vector of output columns without a pattern: the input columns it reads lie in
+    [start, start + vw) (or + 2 vw with `two_vectors`); per tap, the lane of those each
+    output lane takes and its weight."""
+
+    start: int
+    two_vectors: bool
+    lanes: tuple[tuple[int, ...], tuple[int, ...]]
+    weights: tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def plan_column_blocks(
+    taps: Sequence[int], weights: Sequence[float], in_width: int, vw: int
+) -> list[_Block | None]:
+    """Per whole vector of output columns, where its taps (of weight not 0) lie within one or
+    two input vectors: the block that shuffles them out; None where they spread wider
+    (downsampling), for the tables' one-column loop."""
+    blocks: list[_Block | None] = []
+    for blk in range(len(taps) // 2 // vw):
+        cols = range(blk * vw, (blk + 1) * vw)
+        read = [taps[2 * c + t] for c in cols for t in range(2) if weights[2 * c + t] != 0]
+        if not read:
+            read = [0]
+        lo, hi = min(read), max(read)
+        if hi - lo < vw and in_width >= vw:
+            start, two = min(lo, in_width - vw), False
+        elif hi - lo < 2 * vw and in_width >= 2 * vw:
+            start, two = min(lo, in_width - 2 * vw), True
+        else:
+            blocks.append(None)
+            continue
+        lanes = tuple(
+            tuple(taps[2 * c + t] - start if weights[2 * c + t] != 0 else 0 for c in cols)
+            for t in range(2)
+        )
+        tap_weights = tuple(tuple(weights[2 * c + t] for c in cols) for t in range(2))
+        blocks.append(_Block(start, two, lanes, tap_weights))  # type: ignore[arg-type]
+    return blocks
+
+
 @lowering(kernel.ResizeLinearOp)
 def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) -> func.FuncOp:
     x_shape, y_shape = shape(op.data), shape(op.output)
@@ -87,6 +136,12 @@ def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) ->
     offsets = [int(v) for v in op.column_offsets.get_values()]
     phase_weights = [float(v) for v in op.column_weights.get_values()]
     vw = target.vector_width
+
+    column_blocks = None
+    if k == 0 and op.column_taps is not None and op.column_tap_weights is not None:
+        taps = [int(v) for v in op.column_taps.get_values()]
+        tap_weights = [float(v) for v in op.column_tap_weights.get_values()]
+        column_blocks = plan_column_blocks(taps, tap_weights, w, vw)
 
     fn, b = kernel_function(name, operand_types(op))
     src, table, weights, dst = fn.args
@@ -145,6 +200,26 @@ def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) ->
             assert y is not None
             store(cb, y, dst, cb.add(out_base, c))
 
+        def shuffled_block(sb: LoopBuilder, plan: _Block) -> SSAValue:
+            """One vector of output columns: the blend of the (one or two) input vectors it
+            spans, each tap's lanes shuffled out of them and weighted by constants."""
+            first = blended(sb, sb.index(plan.start), vw)
+            second = blended(sb, sb.index(plan.start + vw), vw) if plan.two_vectors else first
+            y = None
+            for lanes, tap_weights in zip(plan.lanes, plan.weights, strict=True):
+                if not any(tap_weights):
+                    continue
+                v = shuffle(sb, first, second, lanes)
+                if any(wt != 1.0 for wt in tap_weights):
+                    v = sb.mulf(v, _vector_constant(sb, tap_weights))
+                if not all(tap_weights):  # lanes of weight 0: exactly 0, whatever they read
+                    zero = fconst(sb, 0.0, vw)
+                    v = shuffle(
+                        sb, v, zero, [vw + e if wt == 0 else e for e, wt in enumerate(tap_weights)]
+                    )
+                y = v if y is None else sb.addf(y, v)
+            return y if y is not None else fconst(sb, 0.0, vw)
+
         def phases(pb: LoopBuilder, i: SSAValue, width: int) -> list[SSAValue]:
             """P_j over input columns i .. i + width: output columns (i + lane) * k + j."""
             result = []
@@ -162,7 +237,13 @@ def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) ->
             return result
 
         if k == 0:
-            loop(rb, 0, out_w, table_column)
+            blocks = column_blocks or []
+            for blk, plan in enumerate(blocks):
+                if plan is None:
+                    loop(rb, blk * vw, (blk + 1) * vw, table_column)
+                else:
+                    store(rb, shuffled_block(rb, plan), dst, rb.add(out_base, blk * vw))
+            loop(rb, len(blocks) * vw, out_w, table_column)
             return
         loop(rb, 0, lo * k, table_column)
         blocks = (hi - lo) // vw
