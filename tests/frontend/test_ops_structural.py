@@ -506,7 +506,7 @@ def test_linear_resize_imports_as_resize_linear_and_weighted_gathers() -> None:
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(
         [node],
-        [("x", F, [1, 3, 4, 4])],
+        [("x", F, [1, 3, 4, 8])],
         ["y"],
         {"scales": np.array([1, 2, 1, 2], np.float32)},
     )
@@ -518,8 +518,8 @@ def test_linear_resize_imports_as_resize_linear_and_weighted_gathers() -> None:
         CHECK: graph.mul
         CHECK: graph.gather {{.*}}axis = 1
         CHECK: graph.mul
-        CHECK: graph.add {{.*}} -> tensor<1x6x4x4xf32>
-        CHECK: graph.resize_linear {{.*}}column_factor = 2 : i64, column_interior = array<i64: 1, 3>, column_offsets = array<i64: -1, 0, 0, 1>, column_weights = array<f32: 2.500000e-01, 7.500000e-01, 7.500000e-01, 2.500000e-01>} : tensor<1x6x4x4xf32>, tensor<12x2xi32>, tensor<12x2xf32> -> tensor<1x6x4x8xf32>
+        CHECK: graph.add {{.*}} -> tensor<1x6x4x8xf32>
+        CHECK: graph.resize_linear {{.*}}column_factor = 2 : i64, column_interior = array<i64: 1, 7>, column_offsets = array<i64: -1, 0, 0, 1>, column_weights = array<f32: 2.500000e-01, 7.500000e-01, 7.500000e-01, 2.500000e-01>} : tensor<1x6x4x8xf32>, tensor<20x2xi32>, tensor<20x2xf32> -> tensor<1x6x4x16xf32>
         CHECK-NOT: graph.gather
         """,
     )
