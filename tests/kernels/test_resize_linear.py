@@ -217,3 +217,35 @@ def test_weight_zero_taps_read_no_inf_in_listed_columns() -> None:
         {"y": np.where(np.isfinite(y), onnxruntime_outputs(model, {"x": finite})["y"], 0)},
         rel=1e-5,
     )
+
+
+def test_linear_resize_of_a_constant_folds() -> None:
+    """graph.resize_linear's numpy semantics (numpy_eval.resize_linear) fold a Resize of an
+    initializer at compile time: no kernel is left, and the value is onnxruntime's."""
+    c = np.random.default_rng(5).standard_normal((1, 2, 5, 7)).astype(np.float32)
+    nodes = [
+        helper.make_node(
+            "Resize",
+            ["c", "", "s"],
+            ["r"],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+        ),
+        helper.make_node("Add", ["r", "x"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "resize_constant",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 10, 14])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[
+            numpy_helper.from_array(c, "c"),
+            numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    compiled = ember.compile(model, keep_ir=True)
+    ir = str(compiled.program.module)  # type: ignore[union-attr]
+    assert "kernel.resize_linear" not in ir and "call @resize_linear" not in ir
+    x = np.random.default_rng(6).standard_normal((1, 2, 10, 14)).astype(np.float32)
+    assert_close(compiled.run({"x": x}), onnxruntime_outputs(model, {"x": x}), rel=1e-5)
