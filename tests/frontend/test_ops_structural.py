@@ -501,8 +501,8 @@ def test_attention_3d_with_mask() -> None:
 
 
 def test_linear_resize_imports_as_resize_linear_and_weighted_gathers() -> None:
-    """The last two axes go to one graph.resize_linear (rows and columns of two taps, the
-    column pattern of a whole factor as properties); another axis stays a weighted gather."""
+    """The last two axes go to one graph.resize_linear (rows and columns of two taps, every
+    column's taps listed as properties); another axis stays a weighted gather."""
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(
         [node],
@@ -519,7 +519,7 @@ def test_linear_resize_imports_as_resize_linear_and_weighted_gathers() -> None:
         CHECK: graph.gather {{.*}}axis = 1
         CHECK: graph.mul
         CHECK: graph.add {{.*}} -> tensor<1x6x4x8xf32>
-        CHECK: graph.resize_linear {{.*}}column_factor = 2 : i64, column_interior = array<i64: 1, 7>, column_offsets = array<i64: -1, 0, 0, 1>, column_weights = array<f32: 2.500000e-01, 7.500000e-01, 7.500000e-01, 2.500000e-01>} : tensor<1x6x4x8xf32>, tensor<20x2xi32>, tensor<20x2xf32> -> tensor<1x6x4x16xf32>
+        CHECK: graph.resize_linear {{.*}}column_factor = 0 : i64, {{.*}}column_taps = array<i64: 0, 0, 0, 1, 0, 1, 1, 2, {{.*}}, 6, 7, 7, 7>, column_tap_weights = array<f32: 2.500000e-01, 7.500000e-01, 7.500000e-01, 2.500000e-01, {{.*}}} : tensor<1x6x4x8xf32>, tensor<20x2xi32>, tensor<20x2xf32> -> tensor<1x6x4x16xf32>
         CHECK-NOT: graph.gather
         """,
     )

@@ -126,17 +126,39 @@ def test_linear_resize_matches_onnxruntime(rank: int) -> None:
     assert ir.count("graph.resize_linear") >= len(MODES) * len(FACTORS)
 
 
-def test_whole_factor_columns_take_the_shuffle_path() -> None:
-    """x2 half_pixel: the columns repeat (offsets -1, 0 / 0, 1; weights 1/4, 3/4) over all input
-    columns but the first and last, which read the tables; align_corners has no pattern."""
-    model = _resize_model(4)
-    ir = str(import_onnx(model).module)
-    assert (
-        "column_factor = 2 : i64, column_interior = array<i64: 1, 39>, column_offsets = "
-        "array<i64: -1, 0, 0, 1>, column_weights = array<f32: 2.500000e-01, 7.500000e-01, "
-        "7.500000e-01, 2.500000e-01>} : tensor<1x2x12x40xf32>" in ir
+@pytest.mark.parametrize(
+    ("mode", "factor"),
+    [("half_pixel", 2), ("asymmetric", 3), ("pytorch_half_pixel", 4), ("align_corners", 2)],
+)
+def test_wide_outputs_take_the_column_pattern(mode: str, factor: int) -> None:
+    """Outputs wider than the listed columns' limit (2048) use the repeating pattern of a whole
+    factor (vector loads per tap, weighted per phase, interleaved by shuffles; the edges and
+    what float32 rounding leaves out from the tables). align_corners has hardly any pattern:
+    its columns read the tables."""
+    node = helper.make_node(
+        "Resize", ["x", "", "scales"], ["y"], mode="linear", coordinate_transformation_mode=mode
     )
-    assert "column_factor = 0 : i64" in ir
+    graph = helper.make_graph(
+        [node],
+        "resize_wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 1100])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[
+            numpy_helper.from_array(np.array([1, 1, factor, factor], np.float32), "scales")
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    ir = str(import_onnx(model).module)
+    assert "column_taps" not in ir and f"column_factor = {factor} : i64" in ir
+    if mode == "half_pixel":
+        assert (
+            "column_interior = array<i64: 1, 1099>, column_offsets = array<i64: -1, 0, 0, 1>, "
+            "column_weights = array<f32: 2.500000e-01, 7.500000e-01, 7.500000e-01, "
+            "2.500000e-01>" in ir
+        )
+    x = np.random.default_rng(factor).standard_normal((1, 2, 3, 1100)).astype(np.float32)
+    got = ember.compile(model).run({"x": x})
+    assert_close(got, onnxruntime_outputs(model, {"x": x}), rel=1e-5)
 
 
 def test_weight_zero_taps_read_no_inf() -> None:

@@ -248,11 +248,13 @@ def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) ->
         loop(rb, 0, lo * k, table_column)
         blocks = (hi - lo) // vw
 
-        def vector_block(vb: LoopBuilder, blk: SSAValue) -> None:
-            i = linear(vb, [(blk, vw)], lo)
+        def vector_at(vb: LoopBuilder, i: SSAValue) -> None:
             at = linear(vb, [(i, k)], out_base)
             for m, v in enumerate(interleave(vb, phases(vb, i, vw), vw)):
                 store(vb, v, dst, vb.add(at, m * vw))
+
+        def vector_block(vb: LoopBuilder, blk: SSAValue) -> None:
+            vector_at(vb, linear(vb, [(blk, vw)], lo))
 
         def single(sb: LoopBuilder, i: SSAValue) -> None:
             at = linear(sb, [(i, k)], out_base)
@@ -260,7 +262,12 @@ def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) ->
                 store(sb, v, dst, sb.add(at, j))
 
         loop(rb, 0, blocks, vector_block)
-        loop(rb, lo + blocks * vw, hi, single)
+        if blocks and (hi - lo) % vw:
+            # The columns left over: one more vector ending at hi, overlapping the last
+            # (it writes the same values again), rather than a scalar loop.
+            vector_at(rb, rb.index(hi - vw))
+        else:
+            loop(rb, lo + blocks * vw, hi, single)
         loop(rb, hi * k, out_w, table_column)
 
     loop(b, 0, planes * out_h, output_row, parallel=is_parallel(planes * out_h * out_w))
