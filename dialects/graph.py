@@ -2000,7 +2000,10 @@ class ResizeLinearSpec(TwinSpec):
                 f"{name}: tables {table} / {w}, expected [{y[-2] + y[-1]}, 2] for output {y}"
             )
         k = self.column_factor.value.data
-        lo, hi = self.column_interior.get_values()
+        interior = self.column_interior.get_values()
+        if len(interior) != 2:
+            raise VerifyException(f"{name}: column interior {list(interior)} is not [lo, hi)")
+        lo, hi = interior
         if k < 0 or not 0 <= lo <= hi or hi * k > y[-1]:
             raise VerifyException(f"{name}: column factor {k}, interior [{lo}, {hi}) for {y}")
         if len(self.column_offsets.get_values()) != 2 * k:

@@ -28,6 +28,7 @@ from ember.dialects import kernel
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     broadcast,
+    element_type,
     fail,
     fconst,
     is_parallel,
@@ -128,6 +129,9 @@ def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) ->
     x_shape, y_shape = shape(op.data), shape(op.output)
     if len(x_shape) < 2 or x_shape[:-2] != y_shape[:-2]:
         raise fail(op, f"output {list(y_shape)} is not {list(x_shape)} resized on its last axes")
+    types = [str(element_type(v)) for v in (op.data, op.indices, op.weights, op.output)]
+    if types != ["f32", "i32", "f32", "f32"]:
+        raise fail(op, f"takes f32 data and output, i32 indices, f32 weights; got {types}")
     h, w = x_shape[-2:]
     out_h, out_w = y_shape[-2:]
     planes = math.prod(x_shape[:-2])
