@@ -9,12 +9,18 @@ Cubic and antialiased linear Resizes keep the weighted-gather path and are check
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from xdsl.parser import Parser
+from xdsl.utils.exceptions import VerifyException
 
 import ember
+from ember.core.context import make_context
+from ember.dialects.weights import WeightStore
 from ember.engine.batch_polymorphic import prove_batch_separable
 from ember.frontend.onnx_importer import import_onnx
 from ember.tests.oracle import assert_close, onnxruntime_outputs
@@ -271,3 +277,33 @@ def test_linear_resize_of_a_constant_folds() -> None:
     assert "kernel.resize_linear" not in ir and "call @resize_linear" not in ir
     x = np.random.default_rng(6).standard_normal((1, 2, 10, 14)).astype(np.float32)
     assert_close(compiled.run({"x": x}), onnxruntime_outputs(model, {"x": x}), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("props", "tables", "message"),
+    [
+        (
+            "column_interior = array<i64: 1, 3>",
+            "12x2",
+            "tables (12, 2) / (12, 2), expected [16, 2]",
+        ),
+        ("column_interior = array<i64: 1>", "16x2", "column interior [1] is not [lo, hi)"),
+        ("column_interior = array<i64: 3, 1>", "16x2", "column factor 2, interior [3, 1)"),
+    ],
+)
+def test_resize_linear_verifier_refuses_inconsistent_ops(
+    props: str, tables: str, message: str
+) -> None:
+    text = f"""
+builtin.module {{
+  func.func @main(%x: tensor<1x4x4xf32>, %i: tensor<{tables}xi32>, %w: tensor<{tables}xf32>) {{
+    %y = graph.resize_linear %x, %i, %w {{column_factor = 2 : i64, {props},
+      column_offsets = array<i64: -1, 0, 0, 1>, column_weights = array<f32: 0.25, 0.75, 0.75, 0.25>}}
+      : tensor<1x4x4xf32>, tensor<{tables}xi32>, tensor<{tables}xf32> -> tensor<1x8x8xf32>
+    func.return
+  }}
+}}
+"""
+    module = Parser(make_context(WeightStore()), text).parse_module()
+    with pytest.raises(VerifyException, match=re.escape(message)):
+        module.verify()
