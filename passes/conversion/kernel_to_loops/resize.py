@@ -85,7 +85,7 @@ def _vector_constant(b: LoopBuilder, values: Sequence[float]) -> SSAValue:
 
 @dataclass(frozen=True)
 class _Block:
-    """One vector of output columns without a pattern: the input columns it reads lie in
+    """A vector of output columns without a pattern: the input columns they read lie in
     [start, start + vw) (or + 2 vw with `two_vectors`); per tap, the lane of those each
     output lane takes and its weight."""
 
@@ -97,13 +97,18 @@ class _Block:
 
 def plan_column_blocks(
     taps: Sequence[int], weights: Sequence[float], in_width: int, vw: int
-) -> list[_Block | None]:
-    """Per whole vector of output columns, where its taps (of weight not 0) lie within one or
-    two input vectors: the block that shuffles them out; None where they spread wider
-    (downsampling), for the tables' one-column loop."""
-    blocks: list[_Block | None] = []
-    for blk in range(len(taps) // 2 // vw):
-        cols = range(blk * vw, (blk + 1) * vw)
+) -> list[tuple[int, _Block | None]]:
+    """(first output column, block) per vector of output columns, the last one overlapping
+    the one before when vw does not divide the width (it writes the same values again): the
+    block that shuffles the taps (of weight not 0) out of the one or two input vectors they
+    lie in; None where they spread wider (downsampling), for the tables' one-column loop."""
+    out_width = len(taps) // 2
+    firsts = list(range(0, out_width - vw + 1, vw))
+    if firsts and out_width % vw:
+        firsts.append(out_width - vw)
+    blocks: list[tuple[int, _Block | None]] = []
+    for first in firsts:
+        cols = range(first, first + vw)
         read = [taps[2 * c + t] for c in cols for t in range(2) if weights[2 * c + t] != 0]
         if not read:
             read = [0]
@@ -113,14 +118,14 @@ def plan_column_blocks(
         elif hi - lo < 2 * vw and in_width >= 2 * vw:
             start, two = min(lo, in_width - 2 * vw), True
         else:
-            blocks.append(None)
+            blocks.append((first, None))
             continue
         lanes = tuple(
             tuple(taps[2 * c + t] - start if weights[2 * c + t] != 0 else 0 for c in cols)
             for t in range(2)
         )
         tap_weights = tuple(tuple(weights[2 * c + t] for c in cols) for t in range(2))
-        blocks.append(_Block(start, two, lanes, tap_weights))  # type: ignore[arg-type]
+        blocks.append((first, _Block(start, two, lanes, tap_weights)))  # type: ignore[arg-type]
     return blocks
 
 
@@ -241,13 +246,14 @@ def lower_resize_linear(op: kernel.ResizeLinearOp, target: Target, name: str) ->
             return result
 
         if k == 0:
-            blocks = column_blocks or []
-            for blk, plan in enumerate(blocks):
+            done = 0  # output columns written so far
+            for first, plan in column_blocks or []:
                 if plan is None:
-                    loop(rb, blk * vw, (blk + 1) * vw, table_column)
+                    loop(rb, max(first, done), first + vw, table_column)
                 else:
-                    store(rb, shuffled_block(rb, plan), dst, rb.add(out_base, blk * vw))
-            loop(rb, len(blocks) * vw, out_w, table_column)
+                    store(rb, shuffled_block(rb, plan), dst, rb.add(out_base, first))
+                done = first + vw
+            loop(rb, done, out_w, table_column)
             return
         loop(rb, 0, lo * k, table_column)
         blocks = (hi - lo) // vw
