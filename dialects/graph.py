@@ -2037,4 +2037,77 @@ class RoiAlignAdaptiveOp(RoiAlignAdaptiveSpec, IRDLOperation):
 GRAPH_OPS.append(RoiAlignAdaptiveOp)
 
 
+# --- Linear Resize over the last two axes (frontend/ops/resize.py; kernel_to_loops/resize.py) --
+
+
+class ResizeLinearSpec(TwinSpec):
+    """graph.resize_linear and kernel.resize_linear (see ResizeLinearOp)."""
+
+    column_factor = prop_def(IntegerAttr[I64])
+    column_interior = prop_def(DenseArrayBase)  # [lo, hi): input columns
+    column_offsets = prop_def(DenseArrayBase)  # i64 [factor, 2]: tap columns minus i
+    column_weights = prop_def(DenseArrayBase)  # f32 [factor, 2]
+    # Without a pattern: every output column's taps and weights (i64 / f32 [OW, 2]), for
+    # shuffles of a few loaded vectors in place of one element at a time.
+    column_taps = opt_prop_def(DenseArrayBase)
+    column_tap_weights = opt_prop_def(DenseArrayBase)
+
+    def verify_(self) -> None:
+        x, y = shape_of(self.data), shape_of(self.output)  # type: ignore[attr-defined]
+        table, w = shape_of(self.indices), shape_of(self.weights)  # type: ignore[attr-defined]
+        name = self.name  # type: ignore[attr-defined]
+        if len(x) < 2 or len(y) != len(x) or tuple(y[:-2]) != tuple(x[:-2]):
+            raise VerifyException(f"{name}: output {y} is not data {x} resized on its last axes")
+        if tuple(table) != (y[-2] + y[-1], 2) or tuple(w) != tuple(table):
+            raise VerifyException(
+                f"{name}: tables {table} / {w}, expected [{y[-2] + y[-1]}, 2] for output {y}"
+            )
+        k = self.column_factor.value.data
+        interior = self.column_interior.get_values()
+        if len(interior) != 2:
+            raise VerifyException(f"{name}: column interior {list(interior)} is not [lo, hi)")
+        lo, hi = interior
+        if k < 0 or not 0 <= lo <= hi or hi * k > y[-1]:
+            raise VerifyException(f"{name}: column factor {k}, interior [{lo}, {hi}) for {y}")
+        if len(self.column_offsets.get_values()) != 2 * k:
+            raise VerifyException(f"{name}: {2 * k} column offsets expected")
+        if len(self.column_weights.get_values()) != 2 * k:
+            raise VerifyException(f"{name}: {2 * k} column weights expected")
+        for listed in (self.column_taps, self.column_tap_weights):
+            if listed is not None and len(listed.get_values()) != 2 * y[-1]:
+                raise VerifyException(f"{name}: {2 * y[-1]} column taps/weights expected")
+
+    def evaluate(self, inputs: Inputs) -> np.ndarray:
+        x, indices, weights = (np.asarray(v) for v in inputs[:3])
+        out_h = shape_of(self.output)[-2]  # type: ignore[attr-defined]
+        return numpy_eval.resize_linear(x, indices, weights, out_h)
+
+
+@irdl_op_definition
+class ResizeLinearOp(ResizeLinearSpec, IRDLOperation):
+    """Linear (bilinear) Resize of the last two axes: data [..., H, W] -> [..., OH, OW].
+    Row r of `indices`/`weights` (i32/f32 [OH + OW, 2]) gives the two taps of output row r
+    (r < OH) or of output column r - OH; a tap of weight 0 contributes exactly 0. Output
+    row o = a0 * data[.., i0, :] + a1 * data[.., i1, :], then likewise along the columns.
+
+    The columns may repeat a pattern (a whole upsampling factor): for input columns i in
+    `column_interior` [lo, hi), output column i * column_factor + j reads input columns
+    i + column_offsets[j, t] with weights column_weights[j, t] (the tables agree there), so
+    the kernel computes them with vector loads and shuffles; column_factor 0: no pattern.
+    `column_taps` / `column_tap_weights` (optional) repeat the tables' columns, so that the
+    kernel can shuffle each block of output columns out of the input vectors it spans."""
+
+    name = "graph.resize_linear"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    weights = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = tensor_format("data", "indices", "weights")
+
+
+GRAPH_OPS.append(ResizeLinearOp)
+
+
 Graph = Dialect("graph", GRAPH_OPS, [])

@@ -602,6 +602,25 @@ class RoiAlignAdaptiveOp(graph.RoiAlignAdaptiveSpec, IRDLOperation):
 KERNEL_OPS.append(RoiAlignAdaptiveOp)
 
 
+# --- Linear Resize over the last two axes (kernel_to_loops/resize.py) ------------------------
+
+
+@irdl_op_definition
+class ResizeLinearOp(graph.ResizeLinearSpec, IRDLOperation):
+    """See graph.resize_linear."""
+
+    name = "kernel.resize_linear"
+    data = operand_def(MemRefType)
+    indices = operand_def(MemRefType)
+    weights = operand_def(MemRefType)
+    output = operand_def(MemRefType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = buffer_format("data", "indices", "weights")
+
+
+KERNEL_OPS.append(ResizeLinearOp)
+
+
 @functools.cache
 def twin_of(graph_op: type[Operation]) -> type[IRDLOperation] | None:
     """The kernel op built from the same TwinSpec as `graph_op` (its buffer form), or None."""

@@ -366,6 +366,24 @@ def gather(data: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
     return np.take(data, idx, axis=axis)
 
 
+def resize_linear(
+    x: np.ndarray, indices: np.ndarray, weights: np.ndarray, out_h: int
+) -> np.ndarray:
+    """graph.resize_linear: the last two axes, rows then columns, two taps each; a tap of
+    weight 0 contributes exactly 0."""
+
+    def axis_pass(v: np.ndarray, axis: int, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+        trailing = (1,) * (v.ndim - axis - 1)
+        y = np.zeros((*v.shape[:axis], len(idx), *v.shape[axis + 1 :]), v.dtype)
+        for t in range(2):
+            term = np.take(v, idx[:, t], axis=axis) * w[:, t].reshape(-1, *trailing)
+            y = y + np.where(w[:, t].reshape(-1, *trailing) != 0, term, 0).astype(v.dtype)
+        return y
+
+    rows = axis_pass(x, x.ndim - 2, indices[:out_h], weights[:out_h])
+    return axis_pass(rows, x.ndim - 1, indices[out_h:], weights[out_h:])
+
+
 def softmax(x: np.ndarray, axis: int, log: bool = False) -> np.ndarray:
     shifted = x - x.max(axis=axis, keepdims=True)
     e = np.exp(shifted)

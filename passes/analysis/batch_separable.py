@@ -255,6 +255,16 @@ RULES: dict[type[Operation], Rule] = {
 }
 
 
+# -- linear Resize of the last two axes (graph.resize_linear) ---------------------------------
+def _resize_linear(op: Operation, batched: Sequence[bool]) -> str | None:
+    if any(batched[1:]) or _rank(op.operands[0]) < 3:
+        return "its tables are batched, or it resizes axis 0 (rank < 3)"
+    return None
+
+
+RULES[graph.ResizeLinearOp] = _resize_linear
+
+
 def rule_for(op: Operation) -> Rule | None:
     for cls in type(op).__mro__:
         if cls in RULES:

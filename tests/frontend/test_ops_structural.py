@@ -500,24 +500,26 @@ def test_attention_3d_with_mask() -> None:
     _check(_model([node], inputs, ["y"], {}, opset=23), feeds)
 
 
-def test_resize_imports_as_weighted_gathers() -> None:
+def test_linear_resize_imports_as_resize_linear_and_weighted_gathers() -> None:
+    """The last two axes go to one graph.resize_linear (rows and columns of two taps, every
+    column's taps listed as properties); another axis stays a weighted gather."""
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
     model = _model(
         [node],
-        [("x", F, [1, 1, 4, 4])],
+        [("x", F, [1, 3, 4, 8])],
         ["y"],
-        {"scales": np.array([1, 1, 1, 2], np.float32)},
+        {"scales": np.array([1, 2, 1, 2], np.float32)},
     )
     ir = str(import_onnx(model).module)
-    # Only the last axis changes: two taps, each a gather along axis 3 scaled by its weights.
     assert_filecheck(
         ir,
         """
-        CHECK: graph.gather {{.*}}axis = 3
+        CHECK: graph.gather {{.*}}axis = 1
         CHECK: graph.mul
-        CHECK: graph.gather {{.*}}axis = 3
+        CHECK: graph.gather {{.*}}axis = 1
         CHECK: graph.mul
-        CHECK: graph.add {{.*}} -> tensor<1x1x4x8xf32>
+        CHECK: graph.add {{.*}} -> tensor<1x6x4x8xf32>
+        CHECK: graph.resize_linear {{.*}}column_factor = 0 : i64, {{.*}}column_taps = array<i64: 0, 0, 0, 1, 0, 1, 1, 2, {{.*}}, 6, 7, 7, 7>, column_tap_weights = array<f32: 2.500000e-01, 7.500000e-01, 7.500000e-01, 2.500000e-01, {{.*}}} : tensor<1x6x4x8xf32>, tensor<20x2xi32>, tensor<20x2xf32> -> tensor<1x6x4x16xf32>
         CHECK-NOT: graph.gather
         """,
     )
