@@ -44,6 +44,7 @@ from ember.engine.specialize import MAX_SPECIALIZATIONS, SpecializationCache, sh
 from ember.runtime.artifact import ArtifactError, LoadedArtifact, VariantArtifact, load
 from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
+from ember.runtime.once import OnceProgram
 from ember.runtime.threads import default_threads
 
 
@@ -302,8 +303,21 @@ def _pick_variant(
 def _check_artifact_pins(
     loaded: Executable, input_shapes: dict[str, tuple[int, ...]], path: Path
 ) -> None:
-    """An artifact was compiled for one shape per input: pins must name it."""
+    """An artifact was compiled for one shape per input: pins must name it (or, for one
+    program compiled for every shape, fit its declared dims)."""
     specs = {s.name: s for s in loaded.manifest.inputs}
+    if isinstance(loaded, OnceProgram):
+        unknown = [name for name in input_shapes if name not in specs]
+        if unknown:
+            raise ModelError(
+                f"input_shapes names {unknown}, not inputs of the artifact {path}; its "
+                f"inputs: {list(specs)}"
+            )
+        try:
+            loaded.check_shapes(input_shapes)
+        except InputError as err:
+            raise ModelError(f"input_shapes contradict the artifact {path}: {err}") from None
+        return
     for name, shape in input_shapes.items():
         if name not in specs:
             raise ModelError(
