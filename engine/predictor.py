@@ -395,6 +395,9 @@ class _Shapes:
 
     def check_array(self, name: str, shape: tuple[int, ...], compiled: tuple[int, ...]) -> None:
         """InputError unless an array of `shape` fits input `name` (copy_from_cpu)."""
+        if isinstance(self.initial, OnceProgram):  # one program for every shape
+            self.initial.check_shapes({name: shape})
+            return
         signature = self.signature()
         if signature is None:
             raise InputError(
@@ -494,6 +497,15 @@ class Predictor:
         if self.executable is not None:
             manifest = self.executable.manifest
             inputs, outputs = manifest.inputs, self.executable.output_specs
+            if isinstance(self.executable, OnceProgram):  # -1: a dim the run's inputs give
+                inputs = [
+                    TensorSpec(
+                        s.name,
+                        tuple(-1 if d is None or isinstance(d, str) else d for d in dims),
+                        s.dtype,
+                    )
+                    for s, (_, dims) in zip(inputs, self.executable.declared_inputs())
+                ]
         else:
             signature = self._shapes_of_model.signature()
             assert signature is not None  # nothing loaded: the model's dims are open
@@ -513,7 +525,9 @@ class Predictor:
                 TensorSpec(o.name, _unknown_as_minus_one(o.dims), o.dtype or "float32")
                 for o in signature.outputs
             ]
-        shapes = None if config.is_artifact() else self._shapes_of_model
+        # An artifact has one shape per input, unless it is one program for every shape.
+        once = isinstance(self.executable, OnceProgram)
+        shapes = None if config.is_artifact() and not once else self._shapes_of_model
         self._inputs = {s.name: Tensor(s, True, shapes) for s in inputs}
         self._outputs = {s.name: Tensor(s, False) for s in outputs}
 
@@ -569,6 +583,8 @@ class Predictor:
 
 def _compiled_for(executable: Executable, feeds: dict[str, np.ndarray]) -> bool:
     """Whether `executable` was compiled for the shapes of `feeds`."""
+    if isinstance(executable, OnceProgram):
+        return True  # compiled for every shape: its run checks them
     for spec in executable.manifest.inputs:
         if feeds[spec.name].shape != spec.shape:
             return False

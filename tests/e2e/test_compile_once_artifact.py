@@ -203,3 +203,18 @@ def test_cli_run_and_bench_take_the_artifact(
     assert [row["batch"] for row in document["batches"]] == [1, 4, 16]
     assert main(["run", str(ffn_artifact), "--random-inputs"]) != 0
     assert "inputs ['x'] have symbolic dims" in capsys.readouterr().err
+
+
+def test_the_predictor_api_serves_every_shape(ffn_artifact: Path) -> None:
+    predictor = ember.create_predictor(ember.Config(str(ffn_artifact)))
+    handle = predictor.get_input_handle("x")
+    assert handle.shape() == [-1, -1, HIDDEN]
+    model = ffn_block_model(HIDDEN, 72)
+    for batch, seq in ((2, 5), (3, 9)):
+        inputs = _inputs(batch, seq, seq)
+        handle.copy_from_cpu(inputs["x"])
+        predictor.run()
+        got = {"out": predictor.get_output_handle("out").copy_to_cpu()}
+        assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
+    with pytest.raises(ember.InputError, match="dim 'batch' is 70, outside its range 1..64"):
+        handle.copy_from_cpu(np.zeros((70, 2, HIDDEN), np.float32))
