@@ -20,7 +20,8 @@ lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compi
    expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
    buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
    arguments. plan-memory places them with its offset program and emits `main_arena_bytes`.
-4. **Run** (`OnceCompiledModel`): the symbols' sizes are read from the input arrays, the
+4. **Run** (`OnceCompiledModel`, over runtime/once.py's `OnceProgram`, which also runs the
+   artifact `ember compile` writes of it): the symbols' sizes are read from the input arrays, the
    outputs allocated by their expressions, the arena sized by `main_arena_bytes(dims)` and grown
    when a larger shape comes.
 
