@@ -305,12 +305,13 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     """Every check `ember.runtime.load` makes; for C callers, which cannot make them."""
-    from ember.runtime.artifact import LoadedArtifact, load
+    from ember.runtime.artifact import VariantArtifact, load
     from ember.runtime.integrity import read_key, resolve_key
 
     key = read_key(args.key) if args.key else resolve_key(None)
     loaded = load(args.model, threads=1, key=key)
-    parts = list(loaded.variants.values()) if not isinstance(loaded, LoadedArtifact) else [loaded]
+    # A batch loop or a compile-once program is one artifact too (`path`, `info`).
+    parts = list(loaded.variants.values()) if isinstance(loaded, VariantArtifact) else [loaded]
     for part in parts:
         library = part.info["files"]["model.so"]
         print(f"{part.path}: ok (code sha256 {library['code_sha256']})")

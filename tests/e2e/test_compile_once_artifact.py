@@ -203,6 +203,8 @@ def test_cli_run_and_bench_take_the_artifact(
     assert [row["batch"] for row in document["batches"]] == [1, 4, 16]
     assert main(["run", str(ffn_artifact), "--random-inputs"]) != 0
     assert "inputs ['x'] have symbolic dims" in capsys.readouterr().err
+    assert main(["verify", str(ffn_artifact)]) == 0
+    assert f"{ffn_artifact}: ok (code sha256 " in capsys.readouterr().out
 
 
 def test_the_predictor_api_serves_every_shape(ffn_artifact: Path) -> None:
