@@ -179,8 +179,10 @@ def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
             for k, dim in enumerate(entry.as_list(MAX_RANK)):
                 if isinstance(dim.value, dict):
                     extent = _read_extent(dim, symbols)
-                    if key == "outputs" and extent not in expressions:
+                    if extent not in expressions:
                         dim.fail(f"one of the extents {[str(e) for e in expressions]}")
+                    if k >= len(tensor.shape) or tensor.shape[k] != 0:
+                        dim.fail(f"a size (the manifest's {key} hold {list(tensor.shape)})")
                     dims.append(extent)
                 else:
                     size = dim.as_int()

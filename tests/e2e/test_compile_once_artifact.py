@@ -220,3 +220,45 @@ def test_the_predictor_api_serves_every_shape(ffn_artifact: Path) -> None:
         assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
     with pytest.raises(ember.InputError, match="dim 'batch' is 70, outside its range 1..64"):
         handle.copy_from_cpu(np.zeros((70, 2, HIDDEN), np.float32))
+
+
+CC = shutil.which("cc")
+C_WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"]
+
+
+@pytest.mark.skipif(CC is None, reason="no C compiler: 'cc' is not on PATH")
+def test_c_calls_it_through_its_header(ffn_artifact: Path, tmp_path: Path) -> None:
+    """ember.h's extents and main_arena_bytes, used from C (a driver for this model: the
+    generic docs/c_example.c refuses such an artifact at compile time)."""
+    import subprocess
+
+    assert CC is not None
+    example = Path(__file__).parents[2] / "docs" / "c_example.c"
+    refused = subprocess.run(
+        [CC, *C_WARNINGS, "-I", str(ffn_artifact), "-c", str(example), "-o", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "compiled once for every shape" in refused.stderr
+    program = tmp_path / "driver"
+    driver = Path(__file__).parent / "c_once_driver.c"
+    built = subprocess.run(
+        [CC, "-O1", *C_WARNINGS, "-I", str(ffn_artifact), "-o", str(program), str(driver)]
+        + ["-ldl"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    model = ffn_block_model(HIDDEN, 72)
+    for batch, seq in ((2, 5), (6, 31)):
+        inputs = _inputs(batch, seq, 3)
+        inputs["x"].tofile(tmp_path / "x.bin")
+        argv = [str(program), str(ffn_artifact), str(batch), str(seq), str(HIDDEN)]
+        ran = subprocess.run(
+            [*argv, str(tmp_path / "x.bin"), str(tmp_path / "out.bin")], timeout=120
+        )
+        assert ran.returncode == 0
+        out = np.fromfile(tmp_path / "out.bin", np.float32).reshape(batch, seq, HIDDEN)
+        assert_close({"out": out}, onnxruntime_outputs(model, inputs), REL_TOL)
