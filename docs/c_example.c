@@ -26,6 +26,12 @@
 
 #include "ember.h"
 
+#ifdef EMBER_NUM_EXTENTS
+/* A program compiled once for every shape takes its sizes at run time (docs/aot.md); this
+ * example reads fixed-size tensors only. */
+#error "c_example.c runs fixed-shape artifacts; this one is compiled once for every shape (extents)"
+#endif
+
 /* A zeroed buffer of at least `bytes` (and at least EMBER_ALIGNMENT) bytes on an
  * EMBER_ALIGNMENT boundary; aligned_alloc wants a size that is a multiple of the alignment. */
 static void *aligned_buffer(unsigned long long bytes) {

@@ -64,7 +64,7 @@ from ember.runtime.cpu_features import (
     required_features,
 )
 from ember.runtime.errors import ModelError
-from ember.runtime.executable import BOUNDED_KEY, GRAPH_OUTPUTS_KEY
+from ember.runtime.executable import BOUNDED_KEY, GRAPH_OUTPUTS_KEY, TensorSpec
 from ember.runtime.integrity import (
     CODE_HASH_SLOT,
     CODE_HASH_SYMBOL,
@@ -73,6 +73,7 @@ from ember.runtime.integrity import (
     seal_library,
     sign_artifact,
 )
+from ember.runtime.once import ONCE_KEY, once_section
 from ember.runtime.polymorphic import POLYMORPHIC_KEY, polymorphic_section
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
@@ -228,6 +229,7 @@ def compile_artifact(
     batch_polymorphic: bool = False,
     dim_ranges: DimRanges | None = None,
     sign_key: bytes | None = None,
+    compile_once: bool = False,
 ) -> ArtifactBuild:
     """Compile `model` for `target` (default: this host) into the artifact directory `output`.
 
@@ -240,7 +242,10 @@ def compile_artifact(
     data needs it); `memory_limit` as for `ember.compile`. The directory is assembled next to
     `output` and moved into place when complete, so concurrent readers see either the old
     artifact or the new one. With `sign_key` (or $EMBER_ARTIFACT_KEY naming a key file) the
-    artifact is signed (runtime/integrity.py).
+    artifact is signed (runtime/integrity.py). With `compile_once` too (`ember compile`), a
+    model whose unpinned symbolic dims compile once (engine/compile_once.py) is written as ONE
+    program for every shape (`extra.compile_once`, runtime/once.py) before anything else is
+    tried.
     """
     from ember.codegen.jit import emit_data_object, emit_objects, link_shared_library
     from ember.engine.compile import compile_program
@@ -258,23 +263,32 @@ def compile_artifact(
     with progress.stage("import, optimize, lower to loops"):
         batch = None
         program_source: ModelSource = model  # `model` itself names the source in the manifest
+        program = None
         if batch_polymorphic:
             proto = read_model(model)
             base_dir = external_data_folder(model, base_dir)
-            batch = _polymorphic_batch(proto, input_shapes, dim_ranges, base_dir, memory_limit)
+            # One program for every shape when the model compiles once (runtime/once.py);
+            # otherwise as before: a polymorphic batch, or the unpinned dims named.
+            if compile_once:
+                program = _compiled_once(
+                    proto, input_shapes, dim_ranges, target, pipeline, base_dir, memory_limit
+                )
+            if program is None:
+                batch = _polymorphic_batch(proto, input_shapes, dim_ranges, base_dir, memory_limit)
             program_source = proto
         elif dim_ranges:
             raise ModelError("a dim range (--dim) needs variants (--shapes) or a polymorphic batch")
-        program = compile_program(
-            program_source,
-            target,
-            pipeline,
-            on_pass=lambda name: setattr(progress, "detail", name),
-            input_shapes=batch.shapes_at_one if batch is not None else input_shapes,
-            base_dir=base_dir,
-            memory_limit=memory_limit,
-            verify_each=verify_each,
-        )
+        if program is None:
+            program = compile_program(
+                program_source,
+                target,
+                pipeline,
+                on_pass=lambda name: setattr(progress, "detail", name),
+                input_shapes=batch.shapes_at_one if batch is not None else input_shapes,
+                base_dir=base_dir,
+                memory_limit=memory_limit,
+                verify_each=verify_each,
+            )
         if batch is not None:
             _declare_polymorphic(program, batch)
     with progress.stage(f"LLVM codegen (O{opt_level})"):
@@ -314,6 +328,54 @@ def compile_artifact(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ArtifactBuild(output, dict(progress.seconds), program.report)
+
+
+def _compiled_once(
+    proto: onnx.ModelProto,
+    input_shapes: InputShapes | None,
+    dim_ranges: DimRanges | None,
+    target: Any,
+    pipeline: str,
+    base_dir: str | os.PathLike[str] | None,
+    memory_limit: int | None,
+) -> Any:
+    """The program of a model whose unpinned symbolic dims compile once (engine/compile_once.py),
+    its manifest declaring the dims and expressions (`extra.compile_once`); None when the pins
+    are complete or the model is refused that path (the reason logged)."""
+    from ember.engine.compile_once import CompileOnceRefusal, build_once
+
+    pinning = pin_model(proto, input_shapes, dim_ranges)
+    if pinning.complete:
+        return None
+    try:
+        build = build_once(
+            proto,
+            pinning,
+            target=target,
+            pipeline=pipeline,
+            base_dir=base_dir,
+            memory_limit=memory_limit,
+        )
+    except CompileOnceRefusal as err:
+        log.debug("not compiled once: %s", err)
+        return None
+    program = build.program
+    manifest = program.manifest
+    if manifest.extra.get(BOUNDED_KEY) or manifest.extra.get(GRAPH_OUTPUTS_KEY):
+        log.debug("not compiled once: data-dependent or sequence outputs")
+        return None
+    # A `?` dim's size comes from the section; the fixed-shape fields hold 0 there.
+    for specs in (manifest.inputs, manifest.outputs):
+        specs[:] = [TensorSpec(s.name, tuple(max(d, 0) for d in s.shape), s.dtype) for s in specs]
+    manifest.extra[ONCE_KEY] = once_section(
+        build.inputs,
+        build.outputs,
+        build.expressions,
+        build.symbols,
+        pinning.ranges,
+        build.arena_function,
+    )
+    return program
 
 
 def _polymorphic_batch(

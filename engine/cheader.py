@@ -25,6 +25,7 @@ from ember.runtime.executable import (
     SMALL_DTYPES,
     Executable,
 )
+from ember.runtime.once import ARENA_FUNCTION, ONCE_KEY
 from ember.runtime.status import (
     BOUND,
     CLAIM,
@@ -271,7 +272,15 @@ def render_header(description: Mapping[str, Any]) -> str:
             " * counters (one per kernel call site, then the whole run), zeroed by the caller. */",
             f"#define EMBER_PROFILE_SLOTS {len(profile) + 1}",
         ]
-    lines += ["", *_entry_declarations(inputs, outputs, sites is not None, profile is not None)]
+    once = description.get("extra", {}).get(ONCE_KEY)
+    extents = None
+    if once is not None:
+        extents = [_extent_text(e) for e in once["extents"]]
+        lines += ["", *_once_macros(once, extents)]
+    lines += [
+        "",
+        *_entry_declarations(inputs, outputs, sites is not None, profile is not None, extents),
+    ]
     lines += ["", "#ifdef __cplusplus", "}", "#endif", "", "#endif /* EMBER_MODEL_H */", ""]
     return "\n".join(lines)
 
@@ -305,11 +314,47 @@ def _status_macros(sites: Sequence[Mapping[str, Any]] | None) -> list[str]:
     return lines
 
 
+def _extent_text(extent: Mapping[str, Any]) -> str:
+    factor = int(extent["factor"])
+    return " * ".join([*(str(d) for d in extent["dims"]), *([str(factor)] if factor != 1 else [])])
+
+
+def _once_macros(once: Mapping[str, Any], extents: Sequence[str]) -> list[str]:
+    """A program compiled once for every shape (runtime/once.py): its extent arguments, the
+    dims of its inputs and outputs, and the function sizing its arena."""
+    lines = [
+        "/* Compiled once for every shape: the entry takes EMBER_NUM_EXTENTS int64 sizes after the",
+        " * outputs, each a product of the named dims (below). The EMBER_INPUT/OUTPUT_*_SHAPE above",
+        " * hold 0 for such dims: a buffer's size is its dims' product (as listed here) times its",
+        " * element size. The arena holds ember_arena_bytes(extents...) bytes (the function",
+        " * EMBER_ARENA_BYTES_SYMBOL; EMBER_ARENA_BYTES when it is absent). Check the dims",
+        " * against their ranges before a call: the code trusts them. */",
+        f"#define EMBER_NUM_EXTENTS {len(extents)}",
+    ]
+    lines += [f"/* extent {k}: {_comment_text(text)} */" for k, text in enumerate(extents)]
+    for kind in ("inputs", "outputs"):
+        for name, dims in once[kind].items():
+            shown = [_extent_text(d) if isinstance(d, dict) else str(d) for d in dims]
+            lines.append(
+                f"/* {kind[:-1]} {_comment_text(name)}: [{_comment_text(', '.join(shown))}] */"
+            )
+    for name, (low, high) in once["ranges"].items():
+        lines.append(f"/* dim {_comment_text(name)}: {low}..{high} */")
+    if once["arena_function"] is not None:
+        params = ", ".join(f"int64_t extent_{k}" for k in range(len(extents)))
+        lines += [
+            f"#define EMBER_ARENA_BYTES_SYMBOL {c_string(ARENA_FUNCTION)}",
+            f"typedef int64_t (*ember_arena_bytes_fn)({params or 'void'});",
+        ]
+    return lines
+
+
 def _entry_declarations(
     inputs: Sequence[Mapping[str, Any]],
     outputs: Sequence[Mapping[str, Any]],
     has_status: bool,
     has_profile: bool,
+    extents: Sequence[str] | None = None,
 ) -> list[str]:
     params = [
         f"    const {C_TYPES[s['dtype']]} *{name}, /* input {i}: {_comment_text(s['name'])} */"
@@ -321,10 +366,15 @@ def _entry_declarations(
             zip(outputs, _identifiers("out_", [s["name"] for s in outputs]))
         )
     ]
+    params += [
+        f"    int64_t extent_{k}, /* {_comment_text(text)} */"
+        for k, text in enumerate(extents or ())
+    ]
     params += ["    uint8_t *arena,", "    const uint8_t *weights"]
     args = [
         *(f"(const ember_input_{i}_t *)inputs[{i}]" for i in range(len(inputs))),
         *(f"(ember_output_{i}_t *)outputs[{i}]" for i in range(len(outputs))),
+        *(f"extents[{k}]" for k in range(len(extents or ()))),
         "arena",
         "weights",
     ]
@@ -338,6 +388,7 @@ def _entry_declarations(
         args.append("profile")
     params[-1] += ");"
     profile_param = ", int64_t *profile" if has_profile else ""
+    extents_param = "const int64_t *extents, " if extents is not None else ""
     unused = "\n    (void)inputs;" + ("" if has_status else "\n    (void)status;")
     return [
         "/* The entry point (dlsym(library, EMBER_ENTRY_SYMBOL)). */",
@@ -348,9 +399,11 @@ def _entry_declarations(
         "typedef void (*ember_set_num_threads_fn)(int32_t threads);",
         "",
         "/* One run of `entry` on arrays of buffers in the order above: EMBER_NUM_INPUTS inputs,",
-        " * EMBER_NUM_OUTPUTS outputs. */",
+        " * EMBER_NUM_OUTPUTS outputs"
+        + (", EMBER_NUM_EXTENTS extents. */" if extents is not None else ". */"),
         "static inline void ember_run(ember_entry_fn entry, const void *const *inputs,",
-        "                             void *const *outputs, uint8_t *arena, const uint8_t *weights,",
+        f"                             void *const *outputs, {extents_param}uint8_t *arena, "
+        "const uint8_t *weights,",
         f"                             int64_t *status{profile_param}) {{{unused}",
         "    entry(",
         *(f"        {arg}," for arg in args[:-1]),

@@ -20,7 +20,8 @@ lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compi
    expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
    buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
    arguments. plan-memory places them with its offset program and emits `main_arena_bytes`.
-4. **Run** (`OnceCompiledModel`): the symbols' sizes are read from the input arrays, the
+4. **Run** (`OnceCompiledModel`, over runtime/once.py's `OnceProgram`, which also runs the
+   artifact `ember compile` writes of it): the symbols' sizes are read from the input arrays, the
    outputs allocated by their expressions, the arena sized by `main_arena_bytes(dims)` and grown
    when a larger shape comes.
 
@@ -30,11 +31,9 @@ when it is refused (debug log `ember.specialize`, `model.compile_once_refusal`).
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import math
-import queue
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,17 +51,8 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Operation, SSAValue
 
 from ember.dialects.extents import extent_attr, is_dynamic
-from ember.runtime.errors import EmberError, InputError, ResourceLimitError
-from ember.runtime.executable import (
-    ALIGNMENT,
-    OutputPlan,
-    TensorSpec,
-    aligned_empty,
-    buffer_address,
-    numpy_dtype,
-)
-from ember.runtime.runnable import RunnableModel, checked_threads
-from ember.runtime.status import check_status, new_status
+from ember.runtime.errors import EmberError
+from ember.runtime.once import Dim, Extent, IOSpec, OnceProgram, OnceSignature
 
 if TYPE_CHECKING:
     import os
@@ -86,24 +76,6 @@ _PLAIN_OPS = frozenset(("memref.alloc", "func.return", "kernel.reshape"))
 
 class CompileOnceRefusal(Exception):
     """The model cannot be compiled once for every shape (the reason); it is specialised."""
-
-
-@dataclass(frozen=True)
-class Extent:
-    """The size of a `?` dim: `factor` times the product of `symbols` (sorted, no repeats)."""
-
-    factor: int
-    symbols: tuple[str, ...]
-
-    def value(self, sizes: Mapping[str, int]) -> int:
-        return self.factor * math.prod(sizes[s] for s in self.symbols)
-
-    def __str__(self) -> str:
-        parts = list(self.symbols) + ([str(self.factor)] if self.factor != 1 else [])
-        return "*".join(parts)
-
-
-Dim = int | Extent
 
 
 def model_symbols(pinning: Pinning) -> list[str]:
@@ -405,18 +377,6 @@ def _is_dynamic_type(t: Any) -> bool:
     return isinstance(t, MemRefType) and any(is_dynamic(d) for d in t.get_shape())
 
 
-@dataclass(frozen=True)
-class IOSpec:
-    """An input or output of a program compiled once: dims static or Extent."""
-
-    name: str
-    dims: tuple[Dim, ...]
-    dtype: str
-
-    def shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
-        return tuple(d.value(sizes) if isinstance(d, Extent) else d for d in self.dims)
-
-
 def split_pipeline(pipeline: str) -> tuple[str, str]:
     """`pipeline` cut before plan-memory: (run per probe, run once); refused if it has none."""
     from ember.passes.pipeline import CHECKS_PASS, parse_passes, pipeline_text
@@ -434,6 +394,19 @@ def split_pipeline(pipeline: str) -> tuple[str, str]:
     return pipeline_text(passes[:cut]), pipeline_text(passes[cut:])
 
 
+@dataclass
+class OnceBuild:
+    """A program compiled once, before code generation (the JIT's or an artifact's)."""
+
+    program: Any  # ember.engine.compile.CompiledProgram
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    expressions: list[Extent]
+    symbols: list[str]
+    arena_function: str | None
+    report: CompileReport
+
+
 def compile_once(
     model: onnx.ModelProto,
     pinning: Pinning,
@@ -446,10 +419,46 @@ def compile_once(
     threads: int,
 ) -> OnceCompiledModel:
     """The model compiled once for every shape, or CompileOnceRefusal with the reason."""
-    import time
-
     from ember.codegen.jit import JitModule
     from ember.core.limits import memory_limit_bytes
+
+    build = build_once(
+        model,
+        pinning,
+        target=target,
+        pipeline=pipeline,
+        base_dir=base_dir,
+        memory_limit=memory_limit,
+    )
+    jit = JitModule(build.program.module, target, opt_level)
+    return OnceCompiledModel(
+        jit,
+        build.inputs,
+        build.outputs,
+        build.expressions,
+        build.symbols,
+        build.program.weights_blob(),
+        build.program.manifest.extra,
+        build.report,
+        threads,
+        build.arena_function,
+        memory_limit_bytes() if memory_limit is None else memory_limit,
+    )
+
+
+def build_once(
+    model: onnx.ModelProto,
+    pinning: Pinning,
+    *,
+    target: Target,
+    pipeline: str,
+    base_dir: str | os.PathLike[str] | None,
+    memory_limit: int | None,
+) -> OnceBuild:
+    """The model's program compiled once for every shape (lowered, not yet code), or
+    CompileOnceRefusal with the reason."""
+    import time
+
     from ember.engine.compile import finish_program, run_pipeline
     from ember.engine.staging import bounded_outputs
     from ember.passes.pipeline import build_pipeline
@@ -497,19 +506,14 @@ def compile_once(
     names = [s.name for s in (*program.manifest.inputs, *program.manifest.outputs)]
     dtypes = [s.dtype for s in (*program.manifest.inputs, *program.manifest.outputs)]
     specs = [IOSpec(n, d, t) for n, d, t in zip(names, io_dims, dtypes, strict=True)]
-    jit = JitModule(program.module, target, opt_level)
-    return OnceCompiledModel(
-        jit,
+    return OnceBuild(
+        program,
         specs[:inputs_count],
         specs[inputs_count:],
         expressions,
         symbols,
-        program.weights_blob(),
-        program.manifest.extra,
-        report,
-        threads,
         arena_function,
-        memory_limit_bytes() if memory_limit is None else memory_limit,
+        report,
     )
 
 
@@ -524,26 +528,10 @@ def _probe_shapes(pinning: Pinning, probe: Mapping[str, int]) -> dict[str, list[
     }
 
 
-@dataclass(frozen=True)
-class _ShapePlan:
-    extents: tuple[int, ...]
-    outputs: OutputPlan
-    arena_bytes: int
-
-
-@dataclass
-class _Workspace:
-    arena: np.ndarray
-    status: np.ndarray
-
-
-class OnceCompiledModel(RunnableModel):
-    """A program compiled once for every input shape: `main(inputs..., outputs...,
-    extents..., arena, weights, status)`; the extents are the symbols' sizes (then the other
-    expressions the inputs and outputs have), read from the inputs' shapes. Each run's
-    outputs are fresh arrays of their expressions' shapes; the arena (one per in-flight run)
-    grows to `main_arena_bytes(extents)` when a larger shape comes. The caller checks the
-    shapes against the declared dims (SpecializingModel)."""
+class OnceCompiledModel(OnceProgram):
+    """A program compiled once in this process (over the JIT): the run logic is the thin
+    runtime's (runtime/once.py), which also serves such a program from an artifact. The
+    caller checks the shapes against the declared dims (SpecializingModel)."""
 
     def __init__(
         self,
@@ -562,124 +550,16 @@ class OnceCompiledModel(RunnableModel):
         from ember.runtime.status import SITES_KEY
 
         self._jit = jit
-        self.inputs = list(inputs)
-        self.outputs = list(outputs)
-        self.expressions = list(expressions)
-        self.symbols = list(symbols)
-        self._weights = weights
         self.report = report
-        self.status_sites: list[dict[str, Any]] | None = extra.get(SITES_KEY)
-        pointers = len(self.inputs) + len(self.outputs)
-        tail = 2 + (self.status_sites is not None)
-        self._entry = jit.function(
-            "main",
-            [ctypes.c_void_p] * pointers
-            + [ctypes.c_int64] * len(self.expressions)
-            + [ctypes.c_void_p] * tail,
+        signature = OnceSignature(
+            list(inputs), list(outputs), list(expressions), list(symbols), {}, arena_function
         )
-        # No buffer with `?` dims inside (every one is an input or output): a static arena.
-        static_arena = max(report.arena_bytes, ALIGNMENT)
-        self._arena_bytes = (
-            jit.function(arena_function, [ctypes.c_int64] * len(self.expressions), ctypes.c_int64)
-            if arena_function is not None
-            else lambda *_: static_arena
+        super().__init__(
+            jit.function,
+            signature,
+            weights,
+            extra.get(SITES_KEY),
+            report.arena_bytes,
+            threads,
+            memory_limit,
         )
-        self._set_threads = jit.function("ember_set_num_threads", [ctypes.c_int32])
-        # Where each symbol's size is read: (input position, axis).
-        self._symbol_at: dict[str, tuple[int, int]] = {}
-        for k, spec in enumerate(self.inputs):
-            for axis, d in enumerate(spec.dims):
-                if isinstance(d, Extent) and len(d.symbols) == 1 and d.factor == 1:
-                    self._symbol_at.setdefault(d.symbols[0], (k, axis))
-        self._dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
-        self._workspaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
-        self._last_plan: tuple[tuple[tuple[int, ...], ...], _ShapePlan] | None = None
-        self._weights_address = weights.ctypes.data
-        self._memory_limit = memory_limit
-        self.bounded: dict[str, Any] = {}
-        self.graph_outputs = None
-        self.set_num_threads(threads)
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [s.name for s in self.outputs]
-
-    def set_num_threads(self, threads: int) -> None:
-        self.threads = checked_threads(threads)
-        self._set_threads(self.threads)
-
-    def sizes_of(self, arrays: Sequence[np.ndarray]) -> dict[str, int]:
-        """The symbols' sizes in these input arrays."""
-        missing = [s for s in self.symbols if s not in self._symbol_at]
-        if missing:  # cannot happen: every symbol is some input's dim
-            raise InputError(f"dims {missing} are given by no input")
-        return {s: int(arrays[k].shape[axis]) for s, (k, axis) in self._symbol_at.items()}
-
-    def _plan(self, arrays: Sequence[np.ndarray]) -> _ShapePlan:
-        """The extents, output layout and arena size of these inputs' shapes (checked)."""
-        sizes = self.sizes_of(arrays)
-        for spec, array in zip(self.inputs, arrays, strict=True):
-            if array.shape != spec.shape(sizes):
-                raise InputError(
-                    f"input '{spec.name}': expected shape {list(spec.shape(sizes))} for dims "
-                    f"{sizes}, given {list(array.shape)}"
-                )
-        extents = tuple(e.value(sizes) for e in self.expressions)
-        outputs = OutputPlan([TensorSpec(s.name, s.shape(sizes), s.dtype) for s in self.outputs])
-        needed = max(int(self._arena_bytes(*extents)), ALIGNMENT)
-        if self._memory_limit is not None and needed > self._memory_limit:
-            raise ResourceLimitError(
-                f"the model's intermediate tensors need an arena of {needed} bytes at dims "
-                f"{sizes}, more than the limit of {self._memory_limit} (memory_limit=)"
-            )
-        return _ShapePlan(extents, outputs, needed)
-
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        arrays = []
-        for spec, dtype in zip(self.inputs, self._dtypes, strict=True):
-            array = np.ascontiguousarray(feeds[spec.name])
-            if array.dtype != dtype:
-                raise InputError(
-                    f"input '{spec.name}': expected dtype {dtype.name}, given {array.dtype}"
-                )
-            arrays.append(array)
-        # The plan of the last shapes (the usual case: runs repeat a shape).
-        shapes = tuple(a.shape for a in arrays)
-        last = self._last_plan
-        if last is not None and last[0] == shapes:
-            plan = last[1]
-        else:
-            plan = self._plan(arrays)
-            self._last_plan = (shapes, plan)
-        outputs, output_addresses = plan.outputs.allocate()
-        try:
-            workspace = self._workspaces.get_nowait()
-        except queue.Empty:
-            workspace = _Workspace(aligned_empty((plan.arena_bytes,)), new_status())
-        if workspace.arena.nbytes < plan.arena_bytes:
-            # A larger shape than this workspace saw: grow (by at least half, so that slowly
-            # growing shapes do not reallocate every run).
-            workspace.arena = aligned_empty(
-                (max(plan.arena_bytes, workspace.arena.nbytes * 3 // 2),)
-            )
-        try:
-            self._entry(
-                *[buffer_address(a) for a in arrays],
-                *output_addresses,
-                *plan.extents,
-                workspace.arena.ctypes.data,
-                self._weights_address,
-                *([workspace.status.ctypes.data] if self.status_sites is not None else []),
-            )
-            failed = workspace.status.copy() if workspace.status.any() else None
-            if failed is not None:
-                workspace.status.fill(0)
-        finally:
-            self._workspaces.put(workspace)
-        if failed is not None:
-            check_status(failed, self.status_sites or [])
-        return {s.name: o for s, o in zip(self.outputs, outputs, strict=True)}

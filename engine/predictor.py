@@ -44,6 +44,7 @@ from ember.engine.specialize import MAX_SPECIALIZATIONS, SpecializationCache, sh
 from ember.runtime.artifact import ArtifactError, LoadedArtifact, VariantArtifact, load
 from ember.runtime.errors import InputError, ModelError
 from ember.runtime.executable import Executable, TensorSpec, numpy_dtype
+from ember.runtime.once import OnceProgram
 from ember.runtime.threads import default_threads
 
 
@@ -302,8 +303,21 @@ def _pick_variant(
 def _check_artifact_pins(
     loaded: Executable, input_shapes: dict[str, tuple[int, ...]], path: Path
 ) -> None:
-    """An artifact was compiled for one shape per input: pins must name it."""
+    """An artifact was compiled for one shape per input: pins must name it (or, for one
+    program compiled for every shape, fit its declared dims)."""
     specs = {s.name: s for s in loaded.manifest.inputs}
+    if isinstance(loaded, OnceProgram):
+        unknown = [name for name in input_shapes if name not in specs]
+        if unknown:
+            raise ModelError(
+                f"input_shapes names {unknown}, not inputs of the artifact {path}; its "
+                f"inputs: {list(specs)}"
+            )
+        try:
+            loaded.check_shapes(input_shapes)
+        except InputError as err:
+            raise ModelError(f"input_shapes contradict the artifact {path}: {err}") from None
+        return
     for name, shape in input_shapes.items():
         if name not in specs:
             raise ModelError(
@@ -381,6 +395,9 @@ class _Shapes:
 
     def check_array(self, name: str, shape: tuple[int, ...], compiled: tuple[int, ...]) -> None:
         """InputError unless an array of `shape` fits input `name` (copy_from_cpu)."""
+        if isinstance(self.initial, OnceProgram):  # one program for every shape
+            self.initial.check_shapes({name: shape})
+            return
         signature = self.signature()
         if signature is None:
             raise InputError(
@@ -480,6 +497,15 @@ class Predictor:
         if self.executable is not None:
             manifest = self.executable.manifest
             inputs, outputs = manifest.inputs, self.executable.output_specs
+            if isinstance(self.executable, OnceProgram):  # -1: a dim the run's inputs give
+                inputs = [
+                    TensorSpec(
+                        s.name,
+                        tuple(-1 if d is None or isinstance(d, str) else d for d in dims),
+                        s.dtype,
+                    )
+                    for s, (_, dims) in zip(inputs, self.executable.declared_inputs())
+                ]
         else:
             signature = self._shapes_of_model.signature()
             assert signature is not None  # nothing loaded: the model's dims are open
@@ -499,7 +525,9 @@ class Predictor:
                 TensorSpec(o.name, _unknown_as_minus_one(o.dims), o.dtype or "float32")
                 for o in signature.outputs
             ]
-        shapes = None if config.is_artifact() else self._shapes_of_model
+        # An artifact has one shape per input, unless it is one program for every shape.
+        once = isinstance(self.executable, OnceProgram)
+        shapes = None if config.is_artifact() and not once else self._shapes_of_model
         self._inputs = {s.name: Tensor(s, True, shapes) for s in inputs}
         self._outputs = {s.name: Tensor(s, False) for s in outputs}
 
@@ -555,6 +583,8 @@ class Predictor:
 
 def _compiled_for(executable: Executable, feeds: dict[str, np.ndarray]) -> bool:
     """Whether `executable` was compiled for the shapes of `feeds`."""
+    if isinstance(executable, OnceProgram):
+        return True  # compiled for every shape: its run checks them
     for spec in executable.manifest.inputs:
         if feeds[spec.name].shape != spec.shape:
             return False

@@ -56,13 +56,18 @@ from ember.runtime.integrity import (
     sha256_file,
     verify_signature,
 )
+from ember.runtime.once import ONCE_KEY, OnceProgram, library_function, read_once_section
 from ember.runtime.runnable import RunnableModel
+from ember.runtime.status import SITES_KEY
 from ember.runtime.threads import configure_openmp
 
 FORMAT = "ember-artifact"
 # 2: model.so describes itself (MODEL_INFO_SYMBOL); the entry symbol is no longer recorded.
 # 3: model.so carries the hash of its own code (runtime/integrity.py), the manifest repeats it.
 FORMAT_VERSION = 3
+# 4: a program compiled once for every shape (extra.compile_once, runtime/once.py): the entry
+# takes extents; a runtime reading format 3 must refuse it rather than run it at fixed shapes.
+ONCE_FORMAT_VERSION = 4
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
 MANIFEST_FILE = "manifest.json"
@@ -137,6 +142,8 @@ def read_description(document: dict[str, Any], where: str) -> Description:
     if size.as_int() != manifest.weights_bytes:
         size.fail(f"equal to weights_bytes ({manifest.weights_bytes})")
     weights["sha256"].as_str(_SHA256)
+    if ONCE_KEY in manifest.extra:
+        read_once_section(manifest, where)
     return Description(manifest, threads)
 
 
@@ -183,7 +190,7 @@ def write_artifact(
     }
     document: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": _format_version(description),
         **description,
         "files": {LIBRARY_FILE: library_entry, WEIGHTS_FILE: weights_entry},
     }
@@ -252,9 +259,14 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return document
 
 
+def _format_version(document: Mapping[str, Any]) -> int:
+    extra = document.get("extra")
+    return ONCE_FORMAT_VERSION if isinstance(extra, dict) and ONCE_KEY in extra else FORMAT_VERSION
+
+
 def check_manifest(document: dict[str, Any], path: Path) -> None:
     """Every field of a parsed manifest.json checked (ArtifactError if not)."""
-    _check_header(document, path, FORMAT, FORMAT_VERSION)
+    _check_header(document, path, FORMAT, _format_version(document))
     fields = Field(document, str(path))
     read_description(document, str(path))
     for name in (LIBRARY_FILE, WEIGHTS_FILE):
@@ -442,33 +454,8 @@ class LoadedArtifact(Executable):
     def __init__(self, directory: Path, document: dict[str, Any], threads: int | None) -> None:
         self.path = directory
         self.info = document
-        manifest = Manifest.from_dict(document, str(directory / MANIFEST_FILE))
-        files = document["files"]
-        weights_path = directory / WEIGHTS_FILE
-        # Before allocating weights_bytes: the file proves that size is real.
-        if not weights_path.is_file():
-            raise ArtifactError(f"{weights_path}: missing; the artifact is incomplete")
-        if weights_path.stat().st_size != manifest.weights_bytes:
-            raise ArtifactError(
-                f"{weights_path}: {weights_path.stat().st_size} bytes, but the manifest's "
-                f"weights_bytes is {manifest.weights_bytes}; the weights do not belong to "
-                f"this model or are truncated"
-            )
-        weights = aligned_empty((max(manifest.weights_bytes, ALIGNMENT),))
-        _read_checked(directory, WEIGHTS_FILE, files[WEIGHTS_FILE], into=weights)
-        image = _read_checked(directory, LIBRARY_FILE, files[LIBRARY_FILE])
+        library, weights, description = open_verified(directory, document)
         library_path = directory / LIBRARY_FILE
-        check_elf_image(bytes(image), library_path)
-        code_hash = check_code_hash(bytes(image), files[LIBRARY_FILE]["code_sha256"], library_path)
-        library = _dlopen_private(bytes(image), library_path)
-        check_loaded_slot(library, code_hash, library_path)
-        # From here on the library, not the manifest, says what its code touches.
-        described = read_model_info(library, str(library_path))
-        description = read_description(described, f"{library_path} ({MODEL_INFO_SYMBOL})")
-        check_compatible(described, str(library_path))
-        # The weights were checked against the manifest's sha256, so this also checks them
-        # against the sha256 the code was compiled with.
-        check_agreement(described, document, directory)
         try:
             entry = ctypes.cast(getattr(library, self.ENTRY_SYMBOL), ctypes.c_void_p).value
             set_threads = getattr(library, SET_THREADS_SYMBOL)
@@ -487,9 +474,72 @@ class LoadedArtifact(Executable):
         )
 
 
+class OnceArtifact(OnceProgram):
+    """An artifact of a program compiled once for every input shape (runtime/once.py): the
+    library checked as any artifact's, then run by the shared OnceProgram."""
+
+    def __init__(self, directory: Path, document: dict[str, Any], threads: int | None) -> None:
+        self.path = directory
+        self.info = document
+        library, weights, description = open_verified(directory, document)
+        library_path = directory / LIBRARY_FILE
+        self.manifest = description.manifest
+        self._keepalive = library
+        # The library's own description (equal to the manifest's) says how to size buffers.
+        signature = read_once_section(description.manifest, str(library_path))
+        try:
+            super().__init__(
+                library_function(library),
+                signature,
+                weights,
+                description.manifest.extra.get(SITES_KEY),
+                description.manifest.arena_bytes,
+                description.threads if threads is None else threads,
+            )
+        except AttributeError as e:
+            raise ArtifactError(f"{library_path}: missing exported symbol ({e})") from None
+
+
+def open_verified(
+    directory: Path, document: dict[str, Any]
+) -> tuple[ctypes.CDLL, np.ndarray, Description]:
+    """The artifact's library loaded, its weights read, and its own description, after every
+    check: sizes and checksums of both files, the code hash, the description's fields, this
+    CPU, and the description's agreement with the manifest `document` (read_manifest's,
+    check_compatible'd)."""
+    manifest = Manifest.from_dict(document, str(directory / MANIFEST_FILE))
+    files = document["files"]
+    weights_path = directory / WEIGHTS_FILE
+    # Before allocating weights_bytes: the file proves that size is real.
+    if not weights_path.is_file():
+        raise ArtifactError(f"{weights_path}: missing; the artifact is incomplete")
+    if weights_path.stat().st_size != manifest.weights_bytes:
+        raise ArtifactError(
+            f"{weights_path}: {weights_path.stat().st_size} bytes, but the manifest's "
+            f"weights_bytes is {manifest.weights_bytes}; the weights do not belong to "
+            f"this model or are truncated"
+        )
+    weights = aligned_empty((max(manifest.weights_bytes, ALIGNMENT),))
+    _read_checked(directory, WEIGHTS_FILE, files[WEIGHTS_FILE], into=weights)
+    image = _read_checked(directory, LIBRARY_FILE, files[LIBRARY_FILE])
+    library_path = directory / LIBRARY_FILE
+    check_elf_image(bytes(image), library_path)
+    code_hash = check_code_hash(bytes(image), files[LIBRARY_FILE]["code_sha256"], library_path)
+    library = _dlopen_private(bytes(image), library_path)
+    check_loaded_slot(library, code_hash, library_path)
+    # From here on the library, not the manifest, says what its code touches.
+    described = read_model_info(library, str(library_path))
+    description = read_description(described, f"{library_path} ({MODEL_INFO_SYMBOL})")
+    check_compatible(described, str(library_path))
+    # The weights were checked against the manifest's sha256, so this also checks them
+    # against the sha256 the code was compiled with.
+    check_agreement(described, document, directory)
+    return library, weights, description
+
+
 def load(
     path: str | os.PathLike[str], threads: int | None = None, key: bytes | None = None
-) -> LoadedArtifact | VariantArtifact:
+) -> LoadedArtifact | VariantArtifact | OnceArtifact:
     """Load an artifact written by `ember compile`, after checking it fits this machine
     (a multi-variant one, `ember compile --shapes`, gives a VariantArtifact).
 
@@ -514,6 +564,8 @@ def load(
             directory, key, data, {name: files[name]["sha256"] for name in SIGNED_FILES}
         )
     check_compatible(document, str(directory))
+    if ONCE_KEY in document.get("extra", {}):
+        return OnceArtifact(directory, document, threads)  # type: ignore[return-value]
     loaded = LoadedArtifact(directory, document, threads)
     # -- batch-polymorphic artifacts: one call per sample (runtime/polymorphic.py) --
     from ember.runtime.polymorphic import POLYMORPHIC_KEY, serve_per_sample

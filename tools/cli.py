@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from ember.runtime.artifact import read_manifest, sha256_file
 from ember.runtime.cpu_features import host_microarchitecture
 from ember.runtime.errors import EmberError, InputError
 from ember.runtime.executable import Manifest, TensorSpec, numpy_dtype
+from ember.runtime.once import ONCE_KEY, OnceProgram
 from ember.tools.options import (
     add_dim_range_option,
     add_dim_sizes_option,
@@ -289,6 +290,8 @@ def _compile(args: argparse.Namespace) -> int:
         batch_polymorphic=True,
         dim_ranges=args.dynamic_dims or None,
         sign_key=sign_key,
+        # A model whose symbolic dims compile once: one program for every shape, tried first.
+        compile_once=True,
     )
     so = (build.path / "model.so").stat().st_size
     weights = (build.path / "weights.bin").stat().st_size
@@ -302,12 +305,13 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     """Every check `ember.runtime.load` makes; for C callers, which cannot make them."""
-    from ember.runtime.artifact import LoadedArtifact, load
+    from ember.runtime.artifact import VariantArtifact, load
     from ember.runtime.integrity import read_key, resolve_key
 
     key = read_key(args.key) if args.key else resolve_key(None)
     loaded = load(args.model, threads=1, key=key)
-    parts = list(loaded.variants.values()) if not isinstance(loaded, LoadedArtifact) else [loaded]
+    # A batch loop or a compile-once program is one artifact too (`path`, `info`).
+    parts = list(loaded.variants.values()) if isinstance(loaded, VariantArtifact) else [loaded]
     for part in parts:
         library = part.info["files"]["model.so"]
         print(f"{part.path}: ok (code sha256 {library['code_sha256']})")
@@ -400,11 +404,19 @@ def _run(args: argparse.Namespace) -> int:
     config = _pinned_config(args)
     executable = config.load()
     specs = executable.manifest.inputs
+    if isinstance(executable, OnceProgram):  # one program for every shape: --input-shape's
+        specs = _once_input_specs(executable, args.input_shapes)
     feeds = read_input_files(args.input, [s.name for s in specs])
     missing = [s for s in specs if s.name not in feeds]
     if missing and not args.random_inputs:
         names = [s.name for s in missing]
         raise InputError(f"no --input for {names} (or pass --random-inputs)")
+    unsized = [s.name for s in missing if -1 in s.shape]
+    if unsized:
+        raise InputError(
+            f"--random-inputs: inputs {unsized} have symbolic dims; give their shapes with "
+            "--input-shape"
+        )
     if missing:
         onnx_path = _source_onnx(args, read_manifest(config.artifact_path()))
         feeds |= _seeded_feeds(missing, onnx_path, args.seed)[0]
@@ -423,6 +435,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _once_input_specs(program: OnceProgram, pins: Mapping[str, Sequence[int]]) -> list[TensorSpec]:
+    """The inputs of a program compiled once for every shape at the --input-shape pins; an
+    input with a symbolic dim and no pin has shape -1 there (given by --input, or refused)."""
+    program.check_shapes(
+        {name: shape for name, shape in pins.items() if name in program.input_names}
+    )
+    return [
+        TensorSpec(
+            s.name,
+            tuple(pins[s.name])
+            if s.name in pins
+            else tuple(-1 if isinstance(d, str | None) else d for d in dims),
+            s.dtype,
+        )
+        for s, (_, dims) in zip(program.inputs, program.declared_inputs(), strict=True)
+    ]
+
+
 def _declared_inputs(model: str) -> list[tuple[str, list | None]]:
     """The declared (name, dims) of an .onnx model's or a multi-variant artifact's inputs."""
     from ember.engine.shapes import ModelSignature, read_model
@@ -434,6 +464,12 @@ def _declared_inputs(model: str) -> list[tuple[str, list | None]]:
             return [(n, d) for n, d, _ in read_variants_manifest(model).inputs]
         from ember.runtime.polymorphic import POLYMORPHIC_KEY
 
+        once = read_manifest(model).get("extra", {}).get(ONCE_KEY)
+        if once is not None:  # compiled once for every shape: its declared dims
+            return [
+                (name, [d if isinstance(d, int) else _once_dim(d) for d in dims])
+                for name, dims in once["inputs"].items()
+            ]
         section = read_manifest(model).get("extra", {}).get(POLYMORPHIC_KEY)
         if section is not None:  # a batch-polymorphic artifact: its batch-1 shapes
             document = read_manifest(model)
@@ -451,6 +487,11 @@ def _declared_inputs(model: str) -> list[tuple[str, list | None]]:
             if not i.dtype_only]  # fmt: skip
 
 
+def _once_dim(dim: Mapping[str, Any]) -> str | None:
+    """A dim of a compile-once section as declared: its name, or None for a product."""
+    return dim["dims"][0] if dim["factor"] == 1 and len(dim["dims"]) == 1 else None
+
+
 def _polymorphic_config(args: argparse.Namespace) -> Config | None:
     """The config of one batch-polymorphic program of `args.model` (None: the model is not
     proven batch-separable, or the artifact given is not polymorphic; the reason on stderr)."""
@@ -464,7 +505,8 @@ def _polymorphic_config(args: argparse.Namespace) -> Config | None:
         reason = str(err).rpartition("(the batch is not polymorphic: ")[2].rstrip(")")
         print(f"note: one program per batch size: {reason}", file=sys.stderr)
         return None
-    return config if isinstance(loaded, BatchLoop) else None
+    # A batch loop, or a program compiled once for every shape (an artifact of one).
+    return config if isinstance(loaded, BatchLoop | OnceProgram) else None
 
 
 def _bench_batches(args: argparse.Namespace) -> int:

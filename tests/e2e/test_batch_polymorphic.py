@@ -357,6 +357,9 @@ def test_cli_compile_and_bench_one_program(
     out = tmp_path / "cnn.ember"
     assert main(["compile", str(source), "-o", str(out), "-q", "--dim", "batch=1:16"]) == 0
     capsys.readouterr()
+    # `ember verify` on the batch loop's artifact (it used to ask it for variants).
+    assert main(["verify", str(out)]) == 0
+    assert f"{out}: ok (code sha256 " in capsys.readouterr().out
     for model in (out, source):  # the artifact, and the .onnx compiled once through Config
         argv = ["bench", str(model), "--batch", "1,3", "--runs", "1", "--warmup", "0", "--json"]
         assert main(argv) == 0

@@ -1,0 +1,423 @@
+"""Running a program compiled once for every input shape (issue 10): the thin-runtime half.
+
+engine/compile_once.py compiles a model with symbolic dims into ONE program,
+`main(inputs..., outputs..., extents..., arena, weights[, status])`, whose `extents` are int64
+sizes: the named dims' sizes, then the other expressions its inputs and outputs have. Each
+expression is `factor * product of named dims` (an `Extent`). `OnceProgram` runs such a
+program: it reads the named dims from the input arrays (checking rank, fixed dims, dims
+shared between inputs and ranges first, runtime/dims.py), computes the extents, allocates the
+outputs by their dims' expressions and sizes the arena with the program's exported
+`main_arena_bytes(extents...)`, growing it when a larger shape comes.
+
+The same class serves a program compiled in this process (engine/compile_once.py's
+OnceCompiledModel, over the JIT) and an artifact (`ember compile`, runtime/artifact.py): there
+the manifest's `extra.compile_once` section records the dims and expressions as data
+(`once_section`), checked field by field by `read_once_section` before anything runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import queue
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ember.runtime.dims import DimRanges, check_input_shapes
+from ember.runtime.documents import Field
+from ember.runtime.errors import InputError, ResourceLimitError
+from ember.runtime.executable import (
+    ALIGNMENT,
+    MAX_RANK,
+    Manifest,
+    OutputPlan,
+    TensorSpec,
+    aligned_empty,
+    buffer_address,
+    check_feed_names,
+    numpy_dtype,
+)
+from ember.runtime.runnable import RunnableModel, checked_threads
+from ember.runtime.status import check_status, new_status
+
+# The manifest's `extra` section of a program compiled once (see `once_section`).
+ONCE_KEY = "compile_once"
+# The exported function giving the arena's size for the extents. Part of the ABI, never read
+# from a file (as the entry's name: a manifest must not choose which symbol is called).
+ARENA_FUNCTION = "main_arena_bytes"
+MAX_EXTENTS = 256
+_DIM_NAME = r"[A-Za-z_][A-Za-z0-9_.:/-]{0,127}"
+# Lookup of an exported function: (name, argument types, result type) -> callable.
+FunctionLookup = Callable[[str, Sequence[Any], Any], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The size of a `?` dim: `factor` times the product of `symbols` (sorted, no repeats)."""
+
+    factor: int
+    symbols: tuple[str, ...]
+
+    def value(self, sizes: Mapping[str, int]) -> int:
+        return self.factor * math.prod(sizes[s] for s in self.symbols)
+
+    def __str__(self) -> str:
+        parts = list(self.symbols) + ([str(self.factor)] if self.factor != 1 else [])
+        return "*".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"factor": self.factor, "dims": list(self.symbols)}
+
+
+Dim = int | Extent
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """An input or output of a program compiled once: dims static or Extent."""
+
+    name: str
+    dims: tuple[Dim, ...]
+    dtype: str
+
+    def shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(d.value(sizes) if isinstance(d, Extent) else d for d in self.dims)
+
+    def declared(self) -> list[int | str | None]:
+        """The dims as runtime/dims.py declares them: a size, a named dim, or None for a
+        product (checked against the whole expected shape instead)."""
+        return [
+            d
+            if isinstance(d, int)
+            else (d.symbols[0] if d.factor == 1 and len(d.symbols) == 1 else None)
+            for d in self.dims
+        ]
+
+
+def _dim_json(dim: Dim) -> int | dict[str, Any]:
+    return dim.to_json() if isinstance(dim, Extent) else dim
+
+
+def once_section(
+    inputs: Sequence[IOSpec],
+    outputs: Sequence[IOSpec],
+    expressions: Sequence[Extent],
+    symbols: Sequence[str],
+    ranges: DimRanges,
+    arena_function: str | None,
+) -> dict[str, Any]:
+    """The manifest's `extra.compile_once` section: the named dims (in extent order), their
+    ranges, the extent arguments' expressions, each input's and output's dims (a size or
+    {"factor", "dims"}) and whether the program exports `main_arena_bytes`."""
+    return {
+        "symbols": list(symbols),
+        "ranges": {s: list(ranges[s]) for s in symbols if s in ranges},
+        "extents": [e.to_json() for e in expressions],
+        "inputs": {s.name: [_dim_json(d) for d in s.dims] for s in inputs},
+        "outputs": {s.name: [_dim_json(d) for d in s.dims] for s in outputs},
+        "arena_function": arena_function,
+    }
+
+
+@dataclass(frozen=True)
+class OnceSignature:
+    """A checked `compile_once` section with the manifest's dtypes."""
+
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    expressions: list[Extent]
+    symbols: list[str]
+    ranges: dict[str, tuple[int, int]]
+    arena_function: str | None
+
+
+def _read_extent(field: Field, symbols: Sequence[str]) -> Extent:
+    factor = field["factor"].as_int(1, 1 << 32)
+    names = [n.as_str(_DIM_NAME) for n in field["dims"].as_list(len(symbols))]
+    if not names or any(n not in symbols for n in names) or names != sorted(set(names)):
+        field["dims"].fail(f"a non-empty sorted list of distinct dims among {list(symbols)}")
+    return Extent(factor, tuple(names))
+
+
+def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
+    """The manifest's `extra.compile_once` section, every field checked against the manifest
+    (ArtifactError naming the field): the runtime sizes buffers from it."""
+    fields = Field(manifest.extra[ONCE_KEY], where, f"extra.{ONCE_KEY}")
+    symbols = [s.as_str(_DIM_NAME) for s in fields["symbols"].as_list(64)]
+    if not symbols or len(set(symbols)) != len(symbols):
+        fields["symbols"].fail("a non-empty list of distinct dim names")
+    ranges: dict[str, tuple[int, int]] = {}
+    for name, bounds in fields["ranges"].as_dict().items():
+        pair = Field(bounds, where, f"extra.{ONCE_KEY}.ranges.{name}")
+        if name not in symbols:
+            pair.fail(f"the range of one of the dims {symbols}")
+        items = pair.as_list(2)
+        if len(items) != 2:
+            pair.fail("[smallest, largest]")
+        low, high = items[0].as_int(1), items[1].as_int(1)
+        if low > high:
+            pair.fail("[smallest, largest] with smallest <= largest")
+        ranges[name] = (low, high)
+    expressions = [_read_extent(e, symbols) for e in fields["extents"].as_list(MAX_EXTENTS)]
+    # The entry's first extents are the named dims themselves (engine/compile_once.py).
+    if expressions[: len(symbols)] != [Extent(1, (s,)) for s in symbols]:
+        fields["extents"].fail(f"a list starting with the dims {symbols} themselves (factor 1)")
+    if len(set(expressions)) != len(expressions):
+        fields["extents"].fail("a list of distinct expressions")
+
+    def specs(key: str, tensors: Sequence[TensorSpec]) -> list[IOSpec]:
+        section = fields[key]
+        if list(section.as_dict()) != [t.name for t in tensors]:
+            section.fail(f"an object with the {key} {[t.name for t in tensors]}, in order")
+        result = []
+        for tensor in tensors:
+            entry = section[tensor.name]
+            dims: list[Dim] = []
+            for k, dim in enumerate(entry.as_list(MAX_RANK)):
+                if isinstance(dim.value, dict):
+                    extent = _read_extent(dim, symbols)
+                    if extent not in expressions:
+                        dim.fail(f"one of the extents {[str(e) for e in expressions]}")
+                    if k >= len(tensor.shape) or tensor.shape[k] != 0:
+                        dim.fail(f"a size (the manifest's {key} hold {list(tensor.shape)})")
+                    dims.append(extent)
+                else:
+                    size = dim.as_int()
+                    if k >= len(tensor.shape) or size != tensor.shape[k]:
+                        dim.fail(f"the size in the manifest's {key} ({list(tensor.shape)})")
+                    dims.append(size)
+            if len(dims) != len(tensor.shape):
+                entry.fail(f"{len(tensor.shape)} dims (the rank of '{tensor.name}')")
+            result.append(IOSpec(tensor.name, tuple(dims), tensor.dtype))
+        return result
+
+    inputs = specs("inputs", manifest.inputs)
+    outputs = specs("outputs", manifest.outputs)
+    # Every dim is read from some input axis of its own.
+    plain = {
+        d.symbols[0]
+        for s in inputs
+        for d in s.dims
+        if isinstance(d, Extent) and d.factor == 1 and len(d.symbols) == 1
+    }
+    missing = [s for s in symbols if s not in plain]
+    if missing:
+        fields["inputs"].fail(f"inputs giving every dim ({missing} are given by none)")
+    arena = fields["arena_function"]
+    if arena.value is not None:
+        arena.as_str(ARENA_FUNCTION)
+    return OnceSignature(
+        inputs,
+        outputs,
+        expressions,
+        symbols,
+        ranges,
+        None if arena.value is None else ARENA_FUNCTION,
+    )
+
+
+def library_function(library: ctypes.CDLL) -> FunctionLookup:
+    """Look up exported functions of a loaded library (AttributeError if absent)."""
+
+    def lookup(name: str, argtypes: Sequence[Any], restype: Any = None) -> Callable[..., Any]:
+        function = getattr(library, name)
+        function.argtypes = list(argtypes)
+        function.restype = restype
+        return function
+
+    return lookup
+
+
+@dataclass(frozen=True)
+class _ShapePlan:
+    extents: tuple[int, ...]
+    outputs: OutputPlan
+    arena_bytes: int
+
+
+@dataclass
+class _Workspace:
+    arena: np.ndarray
+    status: np.ndarray
+
+
+class OnceProgram(RunnableModel):
+    """A program compiled once for every input shape: `main(inputs..., outputs...,
+    extents..., arena, weights, status)`; the extents are the symbols' sizes (then the other
+    expressions the inputs and outputs have), read from the inputs' shapes. Each run's
+    inputs are checked (names, dtypes, rank, fixed dims, shared dims, ranges: InputError naming
+    the input, the dim and the sizes) before anything runs; its outputs are fresh arrays of
+    their expressions' shapes; the arena (one per in-flight run) grows to
+    `main_arena_bytes(extents)` when a larger shape comes."""
+
+    def __init__(
+        self,
+        function: FunctionLookup,
+        signature: OnceSignature,
+        weights: np.ndarray,
+        status_sites: list[dict[str, Any]] | None,
+        static_arena_bytes: int,
+        threads: int,
+        memory_limit: int | None = None,
+    ) -> None:
+        self.inputs = list(signature.inputs)
+        self.outputs = list(signature.outputs)
+        self.expressions = list(signature.expressions)
+        self.symbols = list(signature.symbols)
+        self.ranges = dict(signature.ranges)
+        self._weights = weights
+        self.status_sites = status_sites
+        pointers = len(self.inputs) + len(self.outputs)
+        tail = 2 + (self.status_sites is not None)
+        self._entry = function(
+            "main",
+            [ctypes.c_void_p] * pointers
+            + [ctypes.c_int64] * len(self.expressions)
+            + [ctypes.c_void_p] * tail,
+            None,
+        )
+        # No buffer with `?` dims inside (every one is an input or output): a static arena.
+        static_arena = max(static_arena_bytes, ALIGNMENT)
+        self._arena_bytes = (
+            function(
+                signature.arena_function,
+                [ctypes.c_int64] * len(self.expressions),
+                ctypes.c_int64,
+            )
+            if signature.arena_function is not None
+            else lambda *_: static_arena
+        )
+        self._set_threads = function("ember_set_num_threads", [ctypes.c_int32], None)
+        # Where each symbol's size is read: (input position, axis).
+        self._symbol_at: dict[str, tuple[int, int]] = {}
+        for k, spec in enumerate(self.inputs):
+            for axis, d in enumerate(spec.dims):
+                if isinstance(d, Extent) and len(d.symbols) == 1 and d.factor == 1:
+                    self._symbol_at.setdefault(d.symbols[0], (k, axis))
+        self._declared = [(s.name, s.declared()) for s in self.inputs]
+        self._dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
+        self._input_names = [s.name for s in self.inputs]
+        self._input_name_set = frozenset(self._input_names)
+        self._workspaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
+        self._last_plan: tuple[tuple[tuple[int, ...], ...], _ShapePlan] | None = None
+        self._weights_address = weights.ctypes.data
+        self._memory_limit = memory_limit
+        self.bounded: dict[str, Any] = {}
+        self.graph_outputs = None
+        self.set_num_threads(threads)
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        """The outputs a run gives: a dim that depends on the input shapes is -1."""
+        return [
+            TensorSpec(s.name, tuple(-1 if isinstance(d, Extent) else d for d in s.dims), s.dtype)
+            for s in self.outputs
+        ]
+
+    def declared_inputs(self) -> list[tuple[str, list[int | str | None]]]:
+        """Each input's (name, dims): a size, a named dim, or None for a product of dims."""
+        return [(name, list(dims)) for name, dims in self._declared]
+
+    def check_shapes(self, shapes: Mapping[str, Sequence[int]]) -> None:
+        """InputError unless these input shapes (some or all inputs) fit the declared dims,
+        their ranges and each other."""
+        check_input_shapes(self._declared, shapes, ranges=self.ranges)
+
+    def set_num_threads(self, threads: int) -> None:
+        self.threads = checked_threads(threads)
+        self._set_threads(self.threads)
+
+    def sizes_of(self, arrays: Sequence[np.ndarray]) -> dict[str, int]:
+        """The symbols' sizes in these input arrays."""
+        missing = [s for s in self.symbols if s not in self._symbol_at]
+        if missing:  # cannot happen: every symbol is some input's dim (read_once_section)
+            raise InputError(f"dims {missing} are given by no input")
+        return {s: int(arrays[k].shape[axis]) for s, (k, axis) in self._symbol_at.items()}
+
+    def _plan(self, arrays: Sequence[np.ndarray]) -> _ShapePlan:
+        """The extents, output layout and arena size of these inputs' shapes (checked)."""
+        self.check_shapes({s.name: a.shape for s, a in zip(self.inputs, arrays, strict=True)})
+        sizes = self.sizes_of(arrays)
+        for spec, array in zip(self.inputs, arrays, strict=True):
+            if array.shape != spec.shape(sizes):
+                raise InputError(
+                    f"input '{spec.name}': expected shape {list(spec.shape(sizes))} for dims "
+                    f"{sizes}, given {list(array.shape)}"
+                )
+        empty = [s for s, n in sizes.items() if n == 0]
+        if empty:
+            # The program's kernels are compiled for sizes >= 1 (the probes); an empty dim is
+            # refused rather than run (ember.compile specialises it instead).
+            k, axis = self._symbol_at[empty[0]]
+            raise InputError(
+                f"input '{self.inputs[k].name}': dim '{empty[0]}' (axis {axis}) is 0; a "
+                f"program compiled once serves sizes >= 1"
+            )
+        extents = tuple(e.value(sizes) for e in self.expressions)
+        outputs = OutputPlan([TensorSpec(s.name, s.shape(sizes), s.dtype) for s in self.outputs])
+        needed = max(int(self._arena_bytes(*extents)), ALIGNMENT)
+        if self._memory_limit is not None and needed > self._memory_limit:
+            raise ResourceLimitError(
+                f"the model's intermediate tensors need an arena of {needed} bytes at dims "
+                f"{sizes}, more than the limit of {self._memory_limit} (memory_limit=)"
+            )
+        return _ShapePlan(extents, outputs, needed)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if type(feeds) is not dict or feeds.keys() != self._input_name_set:
+            check_feed_names(feeds, self._input_names)
+        arrays = []
+        for spec, dtype in zip(self.inputs, self._dtypes, strict=True):
+            array = np.ascontiguousarray(feeds[spec.name])
+            if array.dtype != dtype:
+                raise InputError(
+                    f"input '{spec.name}': expected dtype {dtype.name}, given {array.dtype}"
+                )
+            arrays.append(array)
+        # The plan of the last shapes (the usual case: runs repeat a shape).
+        shapes = tuple(a.shape for a in arrays)
+        last = self._last_plan
+        if last is not None and last[0] == shapes:
+            plan = last[1]
+        else:
+            plan = self._plan(arrays)
+            self._last_plan = (shapes, plan)
+        outputs, output_addresses = plan.outputs.allocate()
+        try:
+            workspace = self._workspaces.get_nowait()
+        except queue.Empty:
+            workspace = _Workspace(aligned_empty((plan.arena_bytes,)), new_status())
+        if workspace.arena.nbytes < plan.arena_bytes:
+            # A larger shape than this workspace saw: grow (by at least half, so that slowly
+            # growing shapes do not reallocate every run).
+            workspace.arena = aligned_empty(
+                (max(plan.arena_bytes, workspace.arena.nbytes * 3 // 2),)
+            )
+        try:
+            self._entry(
+                *[buffer_address(a) for a in arrays],
+                *output_addresses,
+                *plan.extents,
+                workspace.arena.ctypes.data,
+                self._weights_address,
+                *([workspace.status.ctypes.data] if self.status_sites is not None else []),
+            )
+            failed = workspace.status.copy() if workspace.status.any() else None
+            if failed is not None:
+                workspace.status.fill(0)
+        finally:
+            self._workspaces.put(workspace)
+        if failed is not None:
+            check_status(failed, self.status_sites or [])
+        return {s.name: o for s, o in zip(self.outputs, outputs, strict=True)}
