@@ -686,6 +686,7 @@ class FuzzOptions:
     reduce: int = 5  # failing differential cases to reduce (0: none)
     findings: Path | None = None  # where to save findings (None: nowhere)
     names: list[str] = field(default_factory=list)  # run these cases instead
+    recycle: int = 200  # cases per worker process: bounds the memory JIT-compiled models hold
 
 
 @dataclass
@@ -728,7 +729,7 @@ def run_campaign(
     with (
         tempfile.TemporaryDirectory(prefix="ember-fuzz-") as workdir,
         WorkerPool(
-            WORKER_RUNNER, options.jobs, options.timeout, recycle=200, environ=environ
+            WORKER_RUNNER, options.jobs, options.timeout, options.recycle, environ=environ
         ) as pool,
     ):
         artifacts = ""

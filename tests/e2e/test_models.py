@@ -72,6 +72,10 @@ def test_resnet50_arena_is_smaller_than_intermediates(
     assert report.arena_bytes < 0.5 * report.intermediate_bytes, report
 
 
+# The same model, threads and pipeline as tests/runtime/test_models_aot.py's ResNet-18, which
+# runs by default (compiled ahead of time, run without the compiler); JIT-compiling whole
+# networks is checked by default on the light models and MobileNetV2. 4.4 s of CPU a run.
+@pytest.mark.slow
 def test_resnet18_matches_onnxruntime() -> None:
     _check(models.resnet18(seed=0), threads=2)
 

@@ -25,13 +25,12 @@ from ember.tools import fuzz, fuzz_cases
 # in the manifest (sha256 and code_sha256). 1079's byte is machine code: it used to crash the
 # worker. 1020's lies in the padding between two segments, which the loader never reads.
 CODE_EDITS = {"malformed-1-1079": "error", "malformed-1-1020": "pass"}
+CI_NAMES = [*fuzz.case_names(0, malformed=300, differential=100), *CODE_EDITS]
 CAMPAIGNS = {
-    "ci": fuzz.FuzzOptions(
-        seed=0,
-        reduce=0,
-        timeout=60,
-        names=[*fuzz.case_names(0, malformed=300, differential=100), *CODE_EDITS],
-    ),
+    # One worker process per job for the whole campaign: at the default recycle (200 cases)
+    # each of the two workers was replaced to run its last one or two cases, and a start
+    # imports ember and onnxruntime again (~1 s of CPU).
+    "ci": fuzz.FuzzOptions(seed=0, reduce=0, timeout=60, names=CI_NAMES, recycle=len(CI_NAMES)),
     "slow": fuzz.FuzzOptions(seed=1, malformed=5000, differential=2000, reduce=0, timeout=60),
 }
 

@@ -10,6 +10,7 @@ end: models quantized by `ember quantize`, within one step of onnxruntime."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -181,24 +182,33 @@ def test_grouped_qconv_is_bit_exact(isa_name: str, case: int) -> None:
     assert len(np.unique(expected)) > 10
 
 
-@pytest.mark.parametrize("cpu", ["host", "x86-64-v3"])
-def test_inverted_residual_blocks_quantized_by_ember_match_onnxruntime(cpu: str) -> None:
-    """MobileNetV2 blocks (1x1 expand, 3x3 depthwise, 1x1 project + residual; then a 5x5
-    stride-2 depthwise block) quantized by `ember quantize`: every conv, the depthwise ones
-    too, runs as an integer kernel, and the output is within one quantization step of
-    onnxruntime running the same QDQ model (its own QLinearConv kernels), on the host's
-    int8 path and on the AVX2 one."""
+@pytest.fixture(scope="module")
+def inverted_residual_blocks() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The quantized model and the feeds of the test below, quantized once for both targets
+    (the calibration compiles the float model: ~1 s of CPU)."""
     size = 19  # odd: stride-2 and column tails
     model = inverted_residual_model(size=size, blocks=((6, 24, 3, 1), (4, 32, 5, 2)))
     rng = np.random.default_rng(3)
     shape = (1, 24, size, size)
     batches = [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)]
     quantized = ember.quantize(model, calibration=batches)
+    return quantized, {"input": rng.standard_normal(shape).astype(np.float32)}
+
+
+@pytest.mark.parametrize("cpu", ["host", "x86-64-v3"])
+def test_inverted_residual_blocks_quantized_by_ember_match_onnxruntime(
+    cpu: str, inverted_residual_blocks: tuple[onnx.ModelProto, dict[str, np.ndarray]]
+) -> None:
+    """MobileNetV2 blocks (1x1 expand, 3x3 depthwise, 1x1 project + residual; then a 5x5
+    stride-2 depthwise block) quantized by `ember quantize`: every conv, the depthwise ones
+    too, runs as an integer kernel, and the output is within one quantization step of
+    onnxruntime running the same QDQ model (its own QLinearConv kernels), on the host's
+    int8 path and on the AVX2 one."""
+    quantized, feeds = inverted_residual_blocks
     ops = graph_op_counts(quantized)
     assert ops["graph.qconv"] == 6 and ops["graph.conv"] == 0
     target = host_target(1) if cpu == "host" else named_target(cpu, threads=1)
     compiled = ember.compile(quantized, target=target)
-    feeds = {"input": rng.standard_normal(shape).astype(np.float32)}
     (got,) = compiled(feeds["input"])
     (expected,) = onnxruntime_outputs(quantized, feeds).values()
     step = _output_scale(quantized)

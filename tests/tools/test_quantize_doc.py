@@ -1,17 +1,18 @@
 """docs/quantization.md's walk-through runs: every ```python and ```bash block, in order, in an
 empty directory (```text blocks are sample output). A bash line `ember ARGS` runs
-`python -m ember.tools.cli ARGS` with this interpreter; any non-zero exit fails the test."""
+`ember.tools.cli.main(ARGS)` in this process (what the `ember` script calls; a subprocess per
+line cost ~1.2 s of CPU importing ember again, and tests/tools/test_cli.py runs the entry
+point itself); any non-zero exit fails the test."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from ember.tools.cli import main
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "quantization.md"
 
@@ -28,7 +29,9 @@ def test_walkthrough_has_the_commands_it_documents() -> None:
     assert any("enable_int8" in body for lang, body in blocks if lang == "python")
 
 
-def test_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_walkthrough_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     # The blocks' code reads and writes files relative to the walk-through's directory.
     namespace: dict[str, object] = {}
@@ -41,14 +44,10 @@ def test_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
                 continue
             argv = shlex.split(line, comments=True)
             assert argv[0] == "ember", f"{DOC.name}: a bash line that is not `ember ...`: {line}"
-            result = subprocess.run(
-                [sys.executable, "-m", "ember.tools.cli", *argv[1:]],
-                capture_output=True,
-                text=True,
-                env=os.environ.copy(),
-                timeout=300,
-            )
-            assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+            capsys.readouterr()  # what the python blocks printed
+            status = main(argv[1:])
+            out, err = capsys.readouterr()
+            assert status == 0, f"{line}\n{out}\n{err}"
             if argv[1] == "quantize":
-                assert "cosine" in result.stdout and "wrote model.int8.onnx" in result.stdout
+                assert "cosine" in out and "wrote model.int8.onnx" in out
     assert (tmp_path / "model.int8.onnx").is_file() and (tmp_path / "model.int8.ember").is_dir()
