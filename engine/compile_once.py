@@ -36,7 +36,7 @@ import json
 import math
 import queue
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -220,6 +220,11 @@ class UnifiedProgram:
     ctx: EmberContext
     symbols: list[str]
     extents: dict[SSAValue, list[Dim]]
+    # Weights holding a whole table of which the kernels read the leading rows: the axis
+    # and the rows' extent (bufferize_extents views them).
+    prefix_views: dict[SSAValue, tuple[int, Extent]] = field(default_factory=dict)
+    # The largest size a symbol may take (a table's rows).
+    limits: dict[str, int] = field(default_factory=dict)
 
 
 def _entry(module: ModuleOp) -> func.FuncOp:
@@ -232,6 +237,7 @@ def unify(
     programs: Sequence[tuple[ModuleOp, EmberContext]],
     probes: Sequence[Mapping[str, int]],
     symbols: Sequence[str],
+    sliced_tables: Mapping[str, np.ndarray] | None = None,
 ) -> UnifiedProgram:
     """The probes' kernel programs as one with `?` dims (types changed in place in the
     first); CompileOnceRefusal naming what differs."""
@@ -246,6 +252,8 @@ def unify(
     values: list[dict[SSAValue, SSAValue]] = [{} for _ in modules]  # probe value -> probe 0's
     extents: dict[SSAValue, list[Dim]] = {}
     weights = [ctx.weights for _, ctx in programs]
+    # Weights that are the leading rows of a sliced table: value -> (key, table, axis, extent).
+    prefixes: dict[SSAValue, tuple[str, np.ndarray, int, Extent]] = {}
 
     def unify_values(group: Sequence[Sequence[SSAValue]], where: str) -> None:
         for k, vs in enumerate(zip(*group, strict=True)):
@@ -297,15 +305,76 @@ def unify(
                 or not np.array_equal(a, arrays[0])
                 for a in arrays[1:]
             ):
-                raise CompileOnceRefusal(
-                    f"weight '{key}' depends on the input shapes (a constant folded from a shape)"
-                )
+                prefix = _prefix_of_table(arrays, probes, symbols, sliced_tables or {})
+                if prefix is None:
+                    raise CompileOnceRefusal(
+                        f"weight '{key}' depends on the input shapes (a constant folded from "
+                        "a shape)"
+                    )
+                prefixes[op.results[0]] = (key, *prefix)
         for region_ops in zip(*(o.regions for o in ops), strict=True):
             for blocks in zip(*(r.blocks for r in region_ops), strict=True):
                 unify_values([b.args for b in blocks], f"{where} argument")
         unify_values([o.results for o in ops], f"{where} result")
-        _check_dynamic_use(op, extents)
-    return UnifiedProgram(modules[0], programs[0][1], list(symbols), extents)
+        if not (op.results and op.results[0] in prefixes):
+            _check_dynamic_use(op, extents)
+    program = UnifiedProgram(modules[0], programs[0][1], list(symbols), extents)
+    for value, (key, table, axis, extent) in prefixes.items():
+        program.prefix_views[value] = (axis, extent)
+        program.ctx.weights[key] = table
+        # The weight is the whole table; bufferize_extents views its leading rows.
+        value._type = MemRefType(value.type.get_element_type(), list(table.shape))  # noqa: SLF001
+        if extent.symbols[0] in program.limits:
+            program.limits[extent.symbols[0]] = min(
+                program.limits[extent.symbols[0]], table.shape[axis]
+            )
+        else:
+            program.limits[extent.symbols[0]] = table.shape[axis]
+    return program
+
+
+def _prefix_of_table(
+    arrays: Sequence[np.ndarray],
+    probes: Sequence[Mapping[str, int]],
+    symbols: Sequence[str],
+    tables: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, int, Extent] | None:
+    """(table, axis, extent) when the probes' weights are the leading rows, along one axis
+    whose size is exactly one named dim, of one model initializer that a Slice reads (a
+    position table sliced to the sequence length: folded at import, so it differs by probe),
+    the dims before that axis all 1 (the rows contiguous); None otherwise."""
+    shapes = [a.shape for a in arrays]
+    if len({len(sh) for sh in shapes}) != 1:
+        return None
+    axes = [d for d in range(len(shapes[0])) if len({sh[d] for sh in shapes}) != 1]
+    if len(axes) != 1 or any(n != 1 for n in shapes[0][: axes[0]]):
+        return None
+    axis = axes[0]
+    try:
+        extent = fit_dim([sh[axis] for sh in shapes], probes, symbols)
+    except CompileOnceRefusal:
+        return None
+    if not isinstance(extent, Extent) or extent.factor != 1 or len(extent.symbols) != 1:
+        return None
+    found = [
+        t
+        for t in tables.values()
+        if t.dtype == arrays[0].dtype
+        and t.ndim == arrays[0].ndim
+        and all(t.shape[d] == shapes[0][d] for d in range(t.ndim) if d != axis)
+        and t.shape[axis] >= max(sh[axis] for sh in shapes)
+        and all(np.array_equal(np.take(t, range(a.shape[axis]), axis=axis), a) for a in arrays)
+    ]
+    return (found[0], axis, extent) if len(found) == 1 else None
+
+
+def sliced_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The initializers that a Slice node reads as its data (candidates for tables whose
+    leading rows a probe's folded weights are)."""
+    from onnx import numpy_helper
+
+    sliced = {n.input[0] for n in model.graph.node if n.op_type == "Slice" and n.input}
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in sliced}
 
 
 def _attrs(op: Operation) -> str:
@@ -327,6 +396,8 @@ def _check_dynamic_use(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> 
             + ", ".join(str(v.type) for v in (*op.operands, *op.results))
             + ")"
         )
+    if _check_op_extents(op, extents):
+        return
     operands = [v for v in op.operands if isinstance(v.type, MemRefType)]
     for a, b in itertools.combinations(operands, 2):
         da, db = extents.get(a), extents.get(b)
@@ -339,6 +410,61 @@ def _check_dynamic_use(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> 
                         f"'{op.name}' has operands with `?` at the same place of different sizes "
                         f"({x} and {y})"
                     )
+
+
+def _dims_of(value: SSAValue, extents: Mapping[SSAValue, list[Dim]]) -> list[Dim]:
+    return list(extents.get(value) or value.type.get_shape())  # type: ignore[attr-defined]
+
+
+def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> bool:
+    """The sizes a kernel with `?` dims reads from one operand and takes for another must
+    be the same expressions: a transpose's output is its input permuted, a gather's output
+    the data's dims around the indices' dims, a reshape's `?`s the input's in order (what
+    its lowering reads), attention's batch and sequence lengths agree across q, k_t, v, the
+    mask and the output. True when `op` is one of these (checked here exactly: the generic
+    same-place rule does not apply to them)."""
+    from ember.dialects import kernel
+
+    def refuse(what: str) -> None:
+        raise CompileOnceRefusal(f"'{op.name}': {what}")
+
+    if isinstance(op, kernel.TransposeOp):
+        source, result = _dims_of(op.input, extents), _dims_of(op.output, extents)
+        perm = [int(p) for p in op.perm.get_values()]
+        if [source[p] for p in perm] != result:
+            refuse(f"output {result} is not the input {source} permuted by {perm}")
+    elif isinstance(op, kernel.GatherOp):
+        data, indices = _dims_of(op.data, extents), _dims_of(op.indices, extents)
+        axis = op.axis.value.data % len(data)
+        if [*data[:axis], *indices, *data[axis + 1 :]] != _dims_of(op.output, extents):
+            refuse(f"output is not the data {data} around the indices {indices}")
+    elif isinstance(op, kernel.ReshapeOp):
+        source, result = _dims_of(op.input, extents), _dims_of(op.output, extents)
+        ins = [d for d in source if isinstance(d, Extent)]
+        outs = [d for d in result if isinstance(d, Extent)]
+        one_outermost = len(outs) == 1 and isinstance(result[0], Extent)
+        if outs and ins != outs and not one_outermost:
+            refuse(f"a reshape {source} -> {result} whose `?` dims are not the input's in order")
+    elif isinstance(op, kernel.AttentionOp):
+        flags = [int(f) for f in op.seq_major.get_values()]
+
+        def logical(value: SSAValue, flag: int) -> list[Dim]:
+            d = _dims_of(value, extents)
+            return [d[0], d[2], d[1], d[3]] if flag else d
+
+        q, v, out = logical(op.q, flags[0]), logical(op.v, flags[1]), logical(op.output, flags[2])
+        k_t = _dims_of(op.k_t, extents)
+        same = k_t[:2] == q[:2] == v[:2] == out[:2] and out[2] == q[2] and k_t[3] == v[2]
+        if op.mask is not None:
+            mask = _dims_of(op.mask, extents)
+            wanted = [q[0], q[1], q[2]]
+            same = same and mask[3] == k_t[3]
+            same = same and all(m == 1 or m == w for m, w in zip(mask[:3], wanted, strict=True))
+        if not same:
+            refuse("batch, heads or sequence lengths of q, k_t, v, mask and output disagree")
+    else:
+        return False
+    return True
 
 
 def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
@@ -383,6 +509,21 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
             value = _insert(arith.MuliOp(value, factor), before)
         return value
 
+    for value, (axis, extent) in unified.prefix_views.items():
+        # The leading rows of a whole table: a view sized by the extent (the rows below
+        # contiguous, the dims before the axis being 1).
+        owner = value.owner
+        assert isinstance(owner, Operation)
+        table = value.type.get_shape()  # type: ignore[attr-defined]
+        dims = [DYNAMIC_INDEX if d == axis else n for d, n in enumerate(table)]
+        strides = [math.prod(table[d + 1 :]) for d in range(len(table))]
+        view_type = MemRefType(value.type.get_element_type(), dims)  # type: ignore[attr-defined]
+        size = size_of(extent, owner)  # one named dim: an argument, no op inserted
+        cast = memref.ReinterpretCastOp(value, [], [size], [], [0], dims, strides, view_type)
+        block.insert_op_after(cast, owner)
+        value.replace_all_uses_with(cast.result)
+        cast.operands[0] = value
+        unified.extents[cast.result] = unified.extents.pop(value)
     for op in list(fn.walk()):
         if not isinstance(op, memref.AllocOp) or op.memref not in unified.extents:
             continue
@@ -475,7 +616,7 @@ def compile_once(
             raise CompileOnceRefusal("outputs with data-dependent sizes")
         programs.append((module, ctx))
         reports.append(report)
-    unified = unify(programs, probes, symbols)
+    unified = unify(programs, probes, symbols, sliced_initializers(model))
     fn = _entry(unified.module)
     from ember.frontend.onnx_importer import OUTPUT_STRUCTURE
 
@@ -510,6 +651,7 @@ def compile_once(
         threads,
         arena_function,
         memory_limit_bytes() if memory_limit is None else memory_limit,
+        unified.limits,
     )
 
 
@@ -558,6 +700,7 @@ class OnceCompiledModel(RunnableModel):
         threads: int,
         arena_function: str | None,
         memory_limit: int | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         from ember.runtime.status import SITES_KEY
 
@@ -596,6 +739,8 @@ class OnceCompiledModel(RunnableModel):
         self._last_plan: tuple[tuple[tuple[int, ...], ...], _ShapePlan] | None = None
         self._weights_address = weights.ctypes.data
         self._memory_limit = memory_limit
+        # Symbols bounded by a table the kernels read the leading rows of (positions).
+        self.limits = dict(limits or {})
         self.bounded: dict[str, Any] = {}
         self.graph_outputs = None
         self.set_num_threads(threads)
@@ -627,6 +772,12 @@ class OnceCompiledModel(RunnableModel):
                 raise InputError(
                     f"input '{spec.name}': expected shape {list(spec.shape(sizes))} for dims "
                     f"{sizes}, given {list(array.shape)}"
+                )
+        for symbol, limit in self.limits.items():
+            if sizes[symbol] > limit:
+                raise InputError(
+                    f"dim '{symbol}' is {sizes[symbol]}, more than the {limit} rows of the "
+                    "table the model slices by it (a position table)"
                 )
         extents = tuple(e.value(sizes) for e in self.expressions)
         outputs = OutputPlan([TensorSpec(s.name, s.shape(sizes), s.dtype) for s in self.outputs])

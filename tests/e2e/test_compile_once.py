@@ -84,17 +84,28 @@ def test_two_threads_and_growing_arena() -> None:
 
 
 def test_op_without_runtime_extent_kernel_falls_back(caplog: pytest.LogCaptureFixture) -> None:
-    transpose = helper.make_node("Transpose", ["y"], ["out"], perm=[1, 0, 2])
-    model = ffn_block([transpose], ["seq", "batch", HIDDEN])
+    concat = helper.make_node("Concat", ["y", "y"], ["out"], axis=2)
+    model = ffn_block([concat], ["batch", "seq", 2 * HIDDEN])
     compiled = ember.compile(model, threads=1)
     with caplog.at_level("DEBUG", logger="ember.specialize"):
         for k, (batch, seq) in enumerate([(2, 3), (3, 5)]):
             inputs = _inputs(batch, seq, k)
             assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
     assert not compiled.compiled_once
-    assert "transpose" in (compiled.compile_once_refusal or "")
+    assert "concat" in (compiled.compile_once_refusal or "")
     assert "not compiled once" in caplog.text
     assert compiled.compiles == 2  # one specialisation per shape
+
+
+def test_transpose_of_runtime_dims_compiles_once() -> None:
+    """A Transpose swapping the two symbolic dims (a strided run-time copy, vector rows)."""
+    transpose = helper.make_node("Transpose", ["y"], ["out"], perm=[1, 0, 2])
+    model = ffn_block([transpose], ["seq", "batch", HIDDEN])
+    compiled = ember.compile(model, threads=1)
+    for k, (batch, seq) in enumerate([(2, 3), (3, 5), (1, 9), (4, 17), (2, 1)]):
+        inputs = _inputs(batch, seq, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiled_once and compiled.compiles == 1
 
 
 def test_opt_out() -> None:
@@ -220,3 +231,35 @@ def test_runs_from_several_threads_at_different_shapes(ffn_once: SpecializingMod
     for inputs, result in zip(feeds, results, strict=True):
         assert_close(result, onnxruntime_outputs(model, inputs), REL_TOL)
     assert compiled.compiles == 1
+
+
+def _bert_inputs(batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((batch, seq)) > 0.25).astype(np.int64)
+    mask[:, 0] = 1  # every row attends to something
+    return {
+        "input_ids": rng.integers(0, 100, (batch, seq)).astype(np.int64),
+        "attention_mask": mask,
+    }
+
+
+def test_bert_encoder_compiles_once() -> None:
+    """The symbolic BERT encoder (2 layers, hidden 64, 4 heads, attention mask; the position
+    table sliced by the ids' length, the heads split by Shape -> Gather -> Concat ->
+    Reshape): gather, heads split and K^T transpose, fused attention with its mask, the
+    position table's leading rows, all with `?` batch and sequence. One compile for every
+    shape; a sequence longer than the position table is refused as onnxruntime refuses it."""
+    from ember.tools.model_zoo import bert_encoder
+    from ember.tools.symbolic_zoo import bert_with_symbolic_shapes
+
+    model = bert_with_symbolic_shapes(
+        bert_encoder(layers=2, seq=48, hidden=64, heads=4, attention_mask=True)
+    )
+    compiled = ember.compile(model, threads=1)
+    for k, (batch, seq) in enumerate([(1, 1), (2, 3), (1, 9), (3, 17), (2, 48), (1, 5)]):
+        inputs = _bert_inputs(batch, seq, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiled_once
+    assert compiled.compiles == 1
+    with pytest.raises(ember.InputError, match="seq"):
+        compiled.run(_bert_inputs(1, 49, 0))

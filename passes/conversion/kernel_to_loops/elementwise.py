@@ -215,6 +215,19 @@ def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> fu
 
 # -- runtime extents (issue 10, foundation) ------------------------------------------------------
 FULL, ROW, SPLAT = "full", "row", "splat"
+# An input of the output's trailing dims from one holding a `?` on, 1 before them (the
+# position table [1, ?, H] against [?, ?, H]): read again for every run-time-long tile.
+TILE = "tile"
+
+
+def _is_tile(padded: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    lead = next((d for d, n in enumerate(padded) if n != 1), len(padded))
+    return (
+        0 < lead < len(out)
+        and padded[lead:] == out[lead:]
+        and any(is_dynamic(n) for n in out[lead:])
+        and all(n == 1 for n in padded[:lead])
+    )
 
 
 def _runtime_input_kinds(op: kernel.ElementwiseOp) -> tuple[list[str], int]:
@@ -238,6 +251,8 @@ def _runtime_input_kinds(op: kernel.ElementwiseOp) -> tuple[list[str], int]:
         padded = (1,) * (len(out) - len(shape)) + shape
         if shape == out:
             kinds.append(FULL)
+        elif _is_tile(padded, out):
+            kinds.append(TILE)
         elif all(d == 1 for d in shape):
             kinds.append(SPLAT)
         elif (
@@ -263,6 +278,8 @@ def lower_elementwise_runtime(op: kernel.ElementwiseOp, target: Target, name: st
     One-element inputs are loaded once and splat."""
     check_body(op)
     kinds, row_length = _runtime_input_kinds(op)
+    if TILE in kinds:
+        return _lower_elementwise_tiles(op, target, name, kinds)
     by_rows = ROW in kinds
     fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
     args = fn.args[: len(op.operands)]
@@ -311,5 +328,62 @@ def lower_elementwise_runtime(op: kernel.ElementwiseOp, target: Target, name: st
         )
     else:
         simd.split_flat_runtime(b, n, width, target, lambda rb, lo, hi: sweep(rb, [], lo, hi))
+    b.ret()
+    return fn
+
+
+def _lower_elementwise_tiles(
+    op: kernel.ElementwiseOp, target: Target, name: str, kinds: list[str]
+) -> func.FuncOp:
+    """kernel.elementwise with TILE inputs ([1, ?, H] against [?, ?, H]): the output as
+    tiles of the TILE inputs' run-time element count, each tile one SIMD sweep (scalar
+    remainder) reading the TILE inputs from their start, the tiles split over the threads.
+    Every TILE input must have the same dims (one tile length); ROW inputs with them are
+    refused."""
+    tiles = [x for x, k in zip(op.inputs, kinds, strict=True) if k == TILE]
+    if ROW in kinds or any(shape_of(x) != shape_of(tiles[0]) for x in tiles):
+        types = ", ".join(str(v.type) for v in op.operands)
+        raise NotImplementedError(
+            "kernel.elementwise with runtime extents: broadcast inputs of different shapes "
+            f"(other broadcasts are not lowered with `?` dims yet): {types}"
+        )
+    fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    args = fn.args[: len(op.operands)]
+    out_arg = args[-1]
+    n = b.index(b.element_count(out_arg))
+    tile = b.index(b.element_count(args[kinds.index(TILE)]))
+    count = b.floordiv(n, tile)
+
+    def view(x: SSAValue, kind: str) -> SSAValue:
+        if kind == SPLAT:
+            return x
+        return simd.runtime_flat_view(b, x, tile if kind == TILE else n)
+
+    width = simd_width(op, target)
+    inputs = [view(x, kind) for x, kind in zip(args[:-1], kinds, strict=True)]
+    output = view(out_arg, FULL)
+    splats = {
+        k: b.load(x, [0] * len(shape_of(x))) for k, x in enumerate(inputs) if kinds[k] == SPLAT
+    }
+    body = op.body.block
+
+    def sweep(rb: LoopBuilder, at: list[SSAValue]) -> None:
+        vectors = {k: simd.broadcast(rb, v, width) for k, v in splats.items()}
+        base = rb.mul(at[0], tile)
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            flat = vb.add(base, j)
+            values = []
+            for k, x in enumerate(inputs):
+                if kinds[k] == SPLAT:
+                    values.append(vectors[k] if w > 1 else splats[k])
+                else:
+                    values.append(simd.load(vb, x, [j if kinds[k] == TILE else flat], w))
+            simd.store(vb, clone_body(vb, body, values, w), output, [flat])
+            return []
+
+        simd.sweep(rb, 0, tile, width, visit)
+
+    simd.runtime_rows_loop(b, count, 64, target, sweep)
     b.ret()
     return fn
