@@ -369,12 +369,38 @@ def _prefix_of_table(
 
 
 def sliced_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """The initializers that a Slice node reads as its data (candidates for tables whose
-    leading rows a probe's folded weights are)."""
+    """The initializers whose leading rows the model reads by a length it computes from a
+    shape (candidates for the tables a probe's folded weights are the prefixes of): the data
+    of a Slice, or of a Gather by Range(0, n, 1) (positions as exporters write them)."""
     from onnx import numpy_helper
 
-    sliced = {n.input[0] for n in model.graph.node if n.op_type == "Slice" and n.input}
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in sliced}
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output and node.attribute:
+            attr = node.attribute[0]
+            if attr.name == "value":
+                constants[node.output[0]] = numpy_helper.to_array(attr.t)
+
+    def is_scalar(name: str, value: int) -> bool:
+        array = constants.get(name)
+        return array is not None and array.size == 1 and int(array.reshape(-1)[0]) == value
+
+    ranges_from_zero = {
+        n.output[0]
+        for n in graph.node
+        if n.op_type == "Range"
+        and len(n.input) == 3
+        and is_scalar(n.input[0], 0)
+        and is_scalar(n.input[2], 1)
+    }
+    read = {n.input[0] for n in graph.node if n.op_type == "Slice" and n.input}
+    read |= {
+        n.input[0]
+        for n in graph.node
+        if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] in ranges_from_zero
+    }
+    return {name: array for name, array in constants.items() if name in read}
 
 
 def _attrs(op: Operation) -> str:
@@ -403,7 +429,11 @@ def _check_dynamic_use(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> 
         da, db = extents.get(a), extents.get(b)
         if da is None or db is None:
             continue
-        for pairs in (zip(da, db), zip(reversed(da), reversed(db))):
+        # Elementwise operands broadcast right-aligned (numpy's rule, the TILE and ROW
+        # inputs of its lowering): of different ranks they only meet that way.
+        left = op.name != "kernel.elementwise" or len(da) == len(db)
+        alignments = [zip(reversed(da), reversed(db))] + ([zip(da, db)] if left else [])
+        for pairs in alignments:
             for x, y in pairs:
                 if isinstance(x, Extent) and isinstance(y, Extent) and x != y:
                     raise CompileOnceRefusal(
