@@ -32,7 +32,7 @@ from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import attention_dims, element_type_of, int_values, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
-from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, if_else, split_static
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
@@ -299,18 +299,28 @@ def _runtime_column_blocks(
     block: Callable[[LoopBuilder, SSAValue, list[simd.Lane]], None],
 ) -> None:
     """`simd.column_blocks` for n columns known at run time: full blocks of `unroll`
-    vectors, then whole vectors, then single columns, each a loop with a run-time bound."""
+    vectors, then whole vectors, then the remaining (< width) columns as blocks of width/2,
+    width/4, ..., 1 single columns (at most one of each: the bits of the remainder), each a
+    loop with a run-time bound. One block per bit, not per column: a block's fixed cost (a
+    key tile's online-softmax update) is paid log2(width) times at most."""
     span = width * unroll
 
-    def round_down(step: int) -> SSAValue:
-        return b.mul(b.floordiv(n, step), step)
+    def round_down(start: Value, step: int) -> SSAValue:
+        return b.add(start, b.mul(b.floordiv(b.sub(n, start), step), step))
 
-    full_end = round_down(span)
-    vector_end = round_down(width)
+    full_end = round_down(0, span)
+    vector_end = round_down(full_end, width)
     lanes = [(u * width, width) for u in range(unroll)]
     b.for_range(0, full_end, span, lambda ib, c: block(ib, c, lanes))
     b.for_range(full_end, vector_end, width, lambda ib, c: block(ib, c, [(0, width)]))
-    b.for_range(vector_end, n, 1, lambda ib, c: block(ib, c, [(0, 1)]))
+    start: Value = vector_end
+    group = width // 2 if width > 1 else 1
+    while group >= 1:
+        singles = [(k, 1) for k in range(group)]
+        end = round_down(start, group)
+        b.for_range(start, end, group, lambda ib, c, singles=singles: block(ib, c, singles))
+        start = end
+        group //= 2
 
 
 def _zero(b: LoopBuilder, width: int) -> SSAValue:
