@@ -263,3 +263,36 @@ def test_bert_encoder_compiles_once() -> None:
     assert compiled.compiles == 1
     with pytest.raises(ember.InputError, match="seq"):
         compiled.run(_bert_inputs(1, 49, 0))
+    bad = _bert_inputs(2, 5, 0)
+    bad["input_ids"][1, 3] = 100  # one past the vocabulary: the gather's check reports it
+    with pytest.raises(ember.KernelError, match="index 100 is out of range"):
+        compiled.run(bad)
+
+
+def test_broadcast_over_a_symbolic_dim_compiles_once() -> None:
+    """x [batch, seq, 19] * y [batch, 1, 19] + z [seq, 1]: an input with 1 where the output
+    has a symbolic size (addressed per output row through run-time strides)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "y"], ["m"]),
+            helper.make_node("Add", ["m", "z"], ["out"]),
+        ],
+        "broadcast",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 19]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 19]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["seq", 1]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 19])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = ember.compile(model, threads=1)
+    rng = np.random.default_rng(0)
+    for batch, seq in [(1, 1), (2, 3), (3, 17), (1, 40), (4, 9)]:
+        inputs = {
+            "x": rng.standard_normal((batch, seq, 19)).astype(np.float32),
+            "y": rng.standard_normal((batch, 1, 19)).astype(np.float32),
+            "z": rng.standard_normal((seq, 1)).astype(np.float32),
+        }
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal

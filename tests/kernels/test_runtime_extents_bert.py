@@ -8,6 +8,8 @@ max |out - ref| <= 2e-5 x max |ref| (tests/kernels/test_attention.py's)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from xdsl.dialects.builtin import DYNAMIC_INDEX, IntegerAttr, MemRefType, f32, i64
@@ -149,9 +151,32 @@ def test_elementwise_tile_broadcast(target: Target) -> None:
         np.testing.assert_allclose(result, (x + p) * c, rtol=1e-6)
 
 
-def test_elementwise_refuses_mixed_runtime_broadcasts() -> None:
-    """Two broadcast inputs of different shapes ([1, ?, 8] and [?, 1, 8]) are refused."""
-    out = MemRefType(f32, [DYN, DYN, 8])
-    types = [out, MemRefType(f32, [1, DYN, 8]), MemRefType(f32, [DYN, 1, 8]), out]
-    with pytest.raises(NotImplementedError, match="runtime extents"):
-        JitKernel(lambda args: elementwise(args, lambda b, v: b.addf(v[0], v[1])), types)
+# (input types, output type, the arrays' shapes at (batch, seq)).
+BROADCASTS = [
+    # a per-sample row against every position
+    ([DYN, DYN, 37], [DYN, 1, 37], [DYN, DYN, 37], lambda b, s: [(b, s, 37), (b, 1, 37)]),
+    # a per-row scalar
+    ([DYN, 8], [DYN, 1], [DYN, 8], lambda b, s: [(b * s, 8), (b * s, 1)]),
+    # a bias of fewer dims than after the last `?`
+    ([DYN, 3, 8], [8], [DYN, 3, 8], lambda b, s: [(b * s, 3, 8), (8,)]),
+    # both broadcast: [1, s, 37] x [b, 1, 37] -> [b, s, 37]
+    ([1, DYN, 37], [DYN, 1, 37], [DYN, DYN, 37], lambda b, s: [(1, s, 37), (b, 1, 37)]),
+]
+
+
+@pytest.mark.parametrize("target", targets(), ids=["host", "avx2"])
+@pytest.mark.parametrize(("a", "c", "out", "shapes"), BROADCASTS)
+def test_elementwise_general_broadcast(
+    target: Target, a: list[int], c: list[int], out: list[int], shapes: Callable
+) -> None:
+    """Numpy broadcasts with `?` dims other than the flat, row and tile ones: addressed per
+    output row through run-time strides."""
+    types = [MemRefType(f32, a), MemRefType(f32, c), MemRefType(f32, out)]
+    run = JitKernel(lambda args: elementwise(args, lambda b, v: b.mulf(v[0], v[1])), types, target)
+    rng = np.random.default_rng(5)
+    for b, s in SIZES:
+        x, y = (rng.standard_normal(shape).astype(np.float32) for shape in shapes(b, s))
+        expected = x * y
+        result = np.full(expected.shape, np.nan, np.float32)
+        run(x, y, result)
+        np.testing.assert_allclose(result, expected, rtol=1e-6)

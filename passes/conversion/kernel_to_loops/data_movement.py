@@ -331,35 +331,6 @@ def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
 
 
 # -- runtime extents (issue 10): transpose and gather with `?` dims ------------------------------
-def _runtime_product(b: LoopBuilder, sizes: Sequence[Value]) -> Value:
-    """The product of sizes that are ints or index values (static factors folded)."""
-    static, product = 1, None
-    for size in sizes:
-        if isinstance(size, int):
-            static *= size
-        else:
-            product = size if product is None else b.mul(product, size)
-    if product is None:
-        return static
-    return product if static == 1 else b.mul(product, static)
-
-
-def _runtime_decompose(b: LoopBuilder, flat_index: SSAValue, sizes: Sequence[Value]) -> list[Value]:
-    """Row-major multi-index of `flat_index` within `sizes` (ints or index values)."""
-    index: list[Value] = []
-    rest: Value = flat_index
-    for k in range(len(sizes) - 1, -1, -1):
-        size = sizes[k]
-        if isinstance(size, int) and size == 1:
-            index.append(0)
-        elif k == 0:
-            index.append(rest)
-        else:
-            index.append(b.rem(rest, size))
-            rest = b.floordiv(rest, size)
-    return index[::-1]
-
-
 def _rows_loop(
     b: LoopBuilder, rows: Value, row_elements: int, target: Target, body: Callable
 ) -> None:
@@ -391,7 +362,7 @@ def lower_transpose_runtime(op: kernel.TransposeOp, target: Target, name: str) -
     per_row = last if isinstance(last, int) else 64
 
     def row(rb: LoopBuilder, r: SSAValue) -> None:
-        index = _runtime_decompose(rb, r, sizes[:-1])
+        index = simd.runtime_decompose(rb, r, sizes[:-1])
         src_index: list[Value] = [0] * rank
         for k, p in enumerate(perm[:-1]):
             src_index[p] = index[k]
@@ -404,7 +375,7 @@ def lower_transpose_runtime(op: kernel.TransposeOp, target: Target, name: str) -
 
         simd.sweep(rb, 0, last, lanes, visit)
 
-    _rows_loop(b, _runtime_product(b, sizes[:-1]), per_row, target, row)
+    _rows_loop(b, simd.runtime_product(b, sizes[:-1]), per_row, target, row)
     b.ret()
     return fn
 
@@ -445,7 +416,7 @@ def lower_gather_runtime(op: kernel.GatherOp, target: Target, name: str) -> func
     data_flat, indices_flat, out_flat = flat(data), flat(indices), flat(out)
     lanes = lanes_for(data, target)
     single_outer = isinstance(outer, int) and outer == 1
-    rows = _runtime_product(b, [outer, count])
+    rows = simd.runtime_product(b, [outer, count])
 
     def row(rb: LoopBuilder, r: SSAValue) -> None:
         o, k = (rb.index(0), r) if single_outer else (rb.floordiv(r, count), rb.rem(r, count))
