@@ -225,6 +225,18 @@ class UnifiedProgram:
     prefix_views: dict[SSAValue, tuple[int, Extent]] = field(default_factory=dict)
     # The largest size a symbol may take (a table's rows).
     limits: dict[str, int] = field(default_factory=dict)
+    # After bufferize_extents: the index value of an Extent, its ops inserted before an op.
+    size_of: Any = None
+
+
+def reshapes_by_extents(unified: UnifiedProgram) -> None:
+    """Every `kernel.reshape` with `?` output dims as a view sized by its expressions
+    (after plan-memory, which keeps a reshape's input alive as long as the reshape's uses)."""
+    from ember.dialects import kernel
+
+    for op in list(_entry(unified.module).walk()):
+        if isinstance(op, kernel.ReshapeOp) and op.output in unified.extents:
+            _reshape_by_extents(op, unified.extents, unified.size_of)
 
 
 def _entry(module: ModuleOp) -> func.FuncOp:
@@ -469,12 +481,11 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
         if [*data[:axis], *indices, *data[axis + 1 :]] != _dims_of(op.output, extents):
             refuse(f"output is not the data {data} around the indices {indices}")
     elif isinstance(op, kernel.ReshapeOp):
+        # bufferize_extents sizes it from its output's expressions: the element counts
+        # must be the same expression.
         source, result = _dims_of(op.input, extents), _dims_of(op.output, extents)
-        ins = [d for d in source if isinstance(d, Extent)]
-        outs = [d for d in result if isinstance(d, Extent)]
-        one_outermost = len(outs) == 1 and isinstance(result[0], Extent)
-        if outs and ins != outs and not one_outermost:
-            refuse(f"a reshape {source} -> {result} whose `?` dims are not the input's in order")
+        if _element_count(source) != _element_count(result):
+            refuse(f"a reshape {source} -> {result} of another element count")
     elif isinstance(op, kernel.AttentionOp):
         flags = [int(f) for f in op.seq_major.get_values()]
 
@@ -495,6 +506,18 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
     else:
         return False
     return True
+
+
+def _element_count(dims: Sequence[Dim]) -> tuple[int, tuple[str, ...]]:
+    """A product of dims as (constant factor, sorted symbols with repeats)."""
+    factor, symbols = 1, []
+    for d in dims:
+        if isinstance(d, Extent):
+            factor *= d.factor
+            symbols += d.symbols
+        else:
+            factor *= d
+    return factor, tuple(sorted(symbols))
 
 
 def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
@@ -554,6 +577,7 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
         value.replace_all_uses_with(cast.result)
         cast.operands[0] = value
         unified.extents[cast.result] = unified.extents.pop(value)
+    unified.size_of = size_of
     for op in list(fn.walk()):
         if not isinstance(op, memref.AllocOp) or op.memref not in unified.extents:
             continue
@@ -564,6 +588,52 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
         unified.extents[new.memref] = unified.extents.pop(op.memref)
         block.erase_op(op)
     return expressions
+
+
+def _reshape_by_extents(
+    op: Operation,
+    extents: dict[SSAValue, list[Dim]],
+    size_of: Any,
+) -> None:
+    """A `kernel.reshape` whose output has `?` dims as a `memref.reinterpret_cast` of its
+    (row-major) input sized by the output's expressions, its strides index arithmetic on
+    them: exact for any split or merge of `?` dims ([b*s, h] -> [b, s, 4, 16]), which the
+    types alone (the lowering's view) cannot size."""
+    from ember.dialects import kernel
+
+    assert isinstance(op, kernel.ReshapeOp)
+    dims = extents[op.output]
+    values: list[SSAValue | int] = [size_of(d, op) if isinstance(d, Extent) else d for d in dims]
+    strides: list[SSAValue | int] = []
+    running: SSAValue | int = 1
+    for size in reversed(values):
+        strides.append(running)
+        if isinstance(size, int) and isinstance(running, int):
+            running *= size
+        else:
+            a, b = (
+                _insert(arith.ConstantOp(IntegerAttr(x, IndexType())), op)
+                if isinstance(x, int)
+                else x
+                for x in (running, size)
+            )
+            running = _insert(arith.MuliOp(a, b), op)
+    strides.reverse()
+    cast = memref.ReinterpretCastOp(
+        op.input,
+        [],
+        [v for v in values if not isinstance(v, int)],
+        [s for s in strides if not isinstance(s, int)],
+        [0],
+        [DYNAMIC_INDEX if not isinstance(v, int) else v for v in values],
+        [DYNAMIC_INDEX if not isinstance(s, int) else s for s in strides],
+        op.output.type,
+    )
+    assert op.parent is not None
+    op.parent.insert_op_before(cast, op)
+    op.output.replace_all_uses_with(cast.result)
+    extents[cast.result] = extents.pop(op.output)
+    op.parent.erase_op(op)
 
 
 def _insert(op: Operation, before: Operation) -> SSAValue:
@@ -623,7 +693,7 @@ def compile_once(
     from ember.core.limits import memory_limit_bytes
     from ember.engine.compile import finish_program, run_pipeline
     from ember.engine.staging import bounded_outputs
-    from ember.passes.pipeline import build_pipeline
+    from ember.passes.pipeline import build_pipeline, parse_passes, pipeline_text
 
     symbols = model_symbols(pinning)
     probes = probe_sizes(symbols, pinning.ranges)
@@ -658,7 +728,12 @@ def compile_once(
     report = reports[0]
     start = time.perf_counter()
     try:
-        build_pipeline(shared).apply(unified.ctx, unified.module)
+        # plan-memory first (it reads kernel.reshape as an alias of its input), then the
+        # reshapes with `?` outputs become views sized by their expressions.
+        passes = parse_passes(shared)
+        build_pipeline(pipeline_text(passes[:1])).apply(unified.ctx, unified.module)
+        reshapes_by_extents(unified)
+        build_pipeline(pipeline_text(passes[1:])).apply(unified.ctx, unified.module)
     except NotImplementedError as err:
         raise CompileOnceRefusal(str(err)) from err
     report.pass_seconds["compile-once"] = time.perf_counter() - start

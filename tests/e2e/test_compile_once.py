@@ -296,3 +296,31 @@ def test_broadcast_over_a_symbolic_dim_compiles_once() -> None:
         }
         assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
     assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal
+
+
+def test_reshape_splitting_a_symbolic_dim_compiles_once() -> None:
+    """[batch, seq, 40] -> [batch*seq, 40] (Reshape [-1, 40]) -> Relu -> back to [batch,
+    seq, 4, 10] (its target from Shape -> Slice -> Concat): the split of the `?` rows into
+    batch and seq is sized from the fitted expressions."""
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "rows"], ["flat"]),
+            helper.make_node("Relu", ["flat"], ["r"]),
+            helper.make_node("Shape", ["x"], ["xs"]),
+            helper.make_node("Slice", ["xs", "zero", "two"], ["bs"]),
+            helper.make_node("Concat", ["bs", "heads"], ["target"], axis=0),
+            helper.make_node("Reshape", ["r", "target"], ["out"]),
+        ],
+        "split",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 40])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 4, 10])],
+        [ints("rows", [-1, 40]), ints("zero", [0]), ints("two", [2]), ints("heads", [4, 10])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = ember.compile(model, threads=1)
+    rng = np.random.default_rng(0)
+    for batch, seq in [(1, 1), (2, 3), (3, 17), (1, 40), (4, 9)]:
+        inputs = {"x": rng.standard_normal((batch, seq, 40)).astype(np.float32)}
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal

@@ -15,14 +15,12 @@ comes from the kernel op's `ember.origin`, which the call keeps).
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref, scf
 from xdsl.dialects.builtin import (
-    DYNAMIC_INDEX,
     ArrayAttr,
     DictionaryAttr,
     IndexType,
@@ -167,9 +165,6 @@ def _dynamic_reshape(op: kernel.ReshapeOp) -> list[Operation]:
     out_shape = list(shape_of(op.output))
     in_shape = list(shape_of(op.input))
     dynamic = [d for d, n in enumerate(out_shape) if n < 0]
-    matched = _matched_segments(in_shape, out_shape)
-    if matched is not None and dynamic != [0]:
-        return _segment_reshape(op, matched)
     if dynamic != [0]:
         raise NotImplementedError(
             "kernel.reshape with runtime extents takes one `?` dim in its output, the "
@@ -202,81 +197,6 @@ def _dynamic_reshape(op: kernel.ReshapeOp) -> list[Operation]:
     strides = row_major_strides([1, *out_shape[1:]])
     ops.append(
         memref.ReinterpretCastOp(op.input, [], [count], [], [0], out_shape, strides, op.output.type)
-    )
-    return ops
-
-
-def _segments(shape: list[int]) -> tuple[list[int], list[int]]:
-    """The positions of `shape`'s `?` dims and the static products between them (one more
-    than the `?`s: before the first, between each two, after the last)."""
-    dynamic = [d for d, n in enumerate(shape) if n < 0]
-    bounds = [-1, *dynamic, len(shape)]
-    products = [math.prod(shape[lo + 1 : hi]) for lo, hi in itertools.pairwise(bounds)]
-    return dynamic, products
-
-
-def _matched_segments(in_shape: list[int], out_shape: list[int]) -> list[int] | None:
-    """The input dims whose sizes the output's `?` dims take, in order, when both have the
-    same number of `?`s and the same static products between them (a heads split
-    [?, ?, 64] -> [?, ?, 4, 16], an Unsqueeze [?, ?] -> [?, 1, 1, ?]): the k-th `?` of the
-    output is then the k-th of the input, the contract compile once checks (its fitted
-    expressions are equal). None otherwise."""
-    in_dynamic, in_products = _segments(in_shape)
-    out_dynamic, out_products = _segments(out_shape)
-    if len(in_dynamic) != len(out_dynamic) or in_products != out_products:
-        return None
-    return in_dynamic
-
-
-def _segment_reshape(op: kernel.ReshapeOp, sources: list[int]) -> list[Operation]:
-    """`kernel.reshape` whose output `?` dims are the input's `?` dims in order: a
-    `memref.reinterpret_cast` sized by `memref.dim` of the input, the row-major strides
-    computed from those sizes (index arithmetic from the innermost dim out)."""
-    out_shape = list(shape_of(op.output))
-    ops: list[Operation] = []
-    sizes: list[SSAValue] = []
-    for d in sources:
-        read = dim_of(op.input, d)
-        ops += read
-        sizes.append(read[-1].results[0])
-    dynamic_sizes = iter(sizes)
-    size_values: list[SSAValue | int] = [next(dynamic_sizes) if n < 0 else n for n in out_shape]
-    # Strides from the innermost dim out: a static product until the first `?` size, then
-    # index values.
-    strides: list[SSAValue | int] = []
-    running: SSAValue | int = 1
-    for size in reversed(size_values):
-        strides.append(running)
-        if isinstance(size, int) and isinstance(running, int):
-            running *= size
-            continue
-        factors = [x for x in (running, size) if not (isinstance(x, int) and x == 1)]
-        values: list[SSAValue] = []
-        for x in factors:
-            if isinstance(x, int):
-                constant = arith.ConstantOp(IntegerAttr(x, IndexType()))
-                ops.append(constant)
-                values.append(constant.result)
-            else:
-                values.append(x)
-        if len(values) == 1:
-            running = values[0]
-        else:
-            product = arith.MuliOp(values[0], values[1])
-            ops.append(product)
-            running = product.result
-    strides.reverse()
-    ops.append(
-        memref.ReinterpretCastOp(
-            op.input,
-            [],
-            sizes,
-            [s for s in strides if not isinstance(s, int)],
-            [0],
-            out_shape,
-            [s if isinstance(s, int) else DYNAMIC_INDEX for s in strides],
-            op.output.type,
-        )
     )
     return ops
 
