@@ -180,3 +180,19 @@ def test_elementwise_general_broadcast(
         result = np.full(expected.shape, np.nan, np.float32)
         run(x, y, result)
         np.testing.assert_allclose(result, expected, rtol=1e-6)
+
+
+def test_static_attention_is_not_the_runtime_kernel() -> None:
+    """The static attention (sharing its code with the run-time one) lowers as before: no
+    extent arguments, no sizes read at run time, its remainder keys in one block."""
+    from xdsl.ir import Block
+
+    from ember.passes.conversion.kernel_to_loops.registry import lowering_for
+
+    seq = [2, 13, 4, 16]
+    types = [MemRefType(f32, t) for t in (seq, [2, 4, 16, 13], seq, [2, 1, 1, 13], seq)]
+    block = Block(arg_types=types)
+    op = attention_op(block.args, 0.25, (1, 1, 1), True)
+    block.add_op(op)
+    text = str(lowering_for(op)(op, host_target(1), "static"))
+    assert "memref.dim" not in text and "ember.extent_of" not in text
