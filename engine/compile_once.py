@@ -1,5 +1,5 @@
-"""Compile once: one program for every input shape of a model with symbolic dims (issue 10,
-first vertical slice).
+"""Compile once: one program for every input shape of a model with symbolic dims (issue 10:
+the FFN block, then the BERT encoder).
 
 A model whose named symbolic dims (`dim_param`) only size kernels that have runtime-extent
 lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compiled ONCE:
@@ -12,14 +12,17 @@ lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compi
    three (static) or fitted, on the first two probes, by `factor * product of symbols`, and the
    fit checked on the third: it becomes `?`, its expression kept in a side table. Anything
    else refuses the path (`CompileOnceRefusal`, with the reason): a constant folded from a
-   shape, a `?` on an op that is not a kernel with a runtime-extent lowering (a view, a
-   reshape), a kernel whose operands have `?` at the same place with different expressions
-   (the `?` contract: a `?` names no symbol, kernels take such sizes to be equal), a size
-   no product of symbols gives, an unnamed symbolic dim.
+   shape (except the leading rows of a position table the model slices by a length: the
+   whole table, viewed), a `?` on an op that is not a kernel with a runtime-extent lowering
+   or a reshape, a kernel whose operands have `?` at the same place with different
+   expressions (the `?` contract: a `?` names no symbol, kernels take such sizes to be
+   equal; transpose, gather, reshape and attention are checked exactly), a size no product
+   of symbols gives, an unnamed symbolic dim.
 3. **Bufferize.** The entry takes one `index` argument per symbol (then one per other
    expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
    buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
-   arguments. plan-memory places them with its offset program and emits `main_arena_bytes`.
+   arguments. plan-memory places them with its offset program and emits `main_arena_bytes`;
+   then each reshape with `?` outputs becomes a view sized by its expressions.
 4. **Run** (`OnceCompiledModel`): the symbols' sizes are read from the input arrays, the
    outputs allocated by their expressions, the arena sized by `main_arena_bytes(dims)` and grown
    when a larger shape comes.
