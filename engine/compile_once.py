@@ -386,20 +386,27 @@ def _prefix_of_table(
 def sliced_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """The initializers whose leading rows the model reads by a length it computes from a
     shape (candidates for the tables a probe's folded weights are the prefixes of): the data
-    of a Slice, or of a Gather by Range(0, n, 1) (positions as exporters write them)."""
-    from onnx import numpy_helper
+    of a Slice, or of a Gather by Range(0, n, 1) (positions as exporters write them). Only
+    those (and Range's scalars) are read; one stored outside the model is left out."""
+    from onnx import TensorProto, numpy_helper
 
     graph = model.graph
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    tensors = {t.name: t for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output and node.attribute:
             attr = node.attribute[0]
             if attr.name == "value":
-                constants[node.output[0]] = numpy_helper.to_array(attr.t)
+                tensors[node.output[0]] = attr.t
+
+    def array(name: str) -> np.ndarray | None:
+        tensor = tensors.get(name)
+        if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(tensor)
 
     def is_scalar(name: str, value: int) -> bool:
-        array = constants.get(name)
-        return array is not None and array.size == 1 and int(array.reshape(-1)[0]) == value
+        found = array(name)
+        return found is not None and found.size == 1 and int(found.reshape(-1)[0]) == value
 
     ranges_from_zero = {
         n.output[0]
@@ -415,7 +422,8 @@ def sliced_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         for n in graph.node
         if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] in ranges_from_zero
     }
-    return {name: array for name, array in constants.items() if name in read}
+    tables = {name: array(name) for name in read}
+    return {name: table for name, table in tables.items() if table is not None}
 
 
 def _attrs(op: Operation) -> str:
