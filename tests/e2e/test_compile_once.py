@@ -324,3 +324,37 @@ def test_reshape_splitting_a_symbolic_dim_compiles_once() -> None:
         inputs = {"x": rng.standard_normal((batch, seq, 40)).astype(np.float32)}
         assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
     assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_position_table_prefix_only_when_exact(start: int) -> None:
+    """x [batch, seq, 8] + table[:, start : start + seq] (a Slice whose end is a shape
+    expression, folded per probe): from row 0 the folded weights are the table's leading
+    rows, so the table is kept whole and viewed (compiled once); from row 1 they are not a
+    prefix of anything the model has, so the model is specialised (and still matches)."""
+    rng = np.random.default_rng(3)
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    table = numpy_helper.from_array(rng.standard_normal((1, 24, 8)).astype(np.float32), "table")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["xs"]),
+            helper.make_node("Slice", ["xs", "one", "two"], ["seq"]),
+            helper.make_node("Add", ["seq", "start"], ["end"]),
+            helper.make_node("Slice", ["table", "start", "end", "one"], ["rows"]),
+            helper.make_node("Add", ["x", "rows"], ["out"]),
+        ],
+        "positions",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [table, ints("one", [1]), ints("two", [2]), ints("start", [start])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = ember.compile(model, threads=1)
+    for batch, seq in [(1, 1), (2, 3), (3, 17), (1, 23), (4, 9)]:
+        inputs = {"x": rng.standard_normal((batch, seq, 8)).astype(np.float32)}
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    if start == 0:
+        assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal
+    else:
+        assert "depends on the input shapes" in (compiled.compile_once_refusal or "")
+        assert not compiled.compiled_once
