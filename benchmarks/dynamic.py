@@ -3,6 +3,7 @@
     python benchmarks/dynamic.py              # ResNet-50 batch 1, 8; BERT seq 16, 64, 128, 384
     python benchmarks/dynamic.py --models bert --runs 20 --threads 1
     python benchmarks/dynamic.py --models ffn     # compiled once vs static (engine/compile_once.py)
+    python benchmarks/dynamic.py --models bert_once   # the BERT encoder compiled once vs static
 
 For each model with a symbolic dim and each size, the best latency (the minimum over
 --runs runs, taken in rounds that alternate the engines; with --threads 1 the process CPU
@@ -233,36 +234,65 @@ def bench_call_overhead(threads: int, runs: int, warmup: int) -> dict:
     return {"model": "overhead", **timed, "per_call_us": per_call_us}
 
 
-# The FFN block compiled once (engine/compile_once.py): (batch, seq) sizes.
+# Compiled once (engine/compile_once.py): name -> (model, (batch, seq) sizes, feeds of a size).
 FFN_SHAPES = [(1, 16), (1, 61), (4, 64), (1, 128), (8, 128), (1, 384)]
+BERT_ONCE_SHAPES = [(1, 16), (1, 64), (1, 128), (1, 384), (4, 61)]
 
 
-def bench_compile_once(threads: int, runs: int, warmup: int) -> list[dict]:
-    """The FFN block (hidden 256, inner 1024; symbolic batch and sequence) compiled ONCE for
-    every shape against a static program compiled for each shape, and onnxruntime."""
-    from ember.tools.bench import onnxruntime_session
+def _ffn_feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seq).standard_normal((batch, seq, 256), np.float32)}
+
+
+def _bert_once_feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
+    return bert_batch_feeds(None, batch, seq)  # type: ignore[arg-type]
+
+
+def _compile_once_models() -> dict[str, tuple[Callable[[], onnx.ModelProto], list, Callable]]:
     from ember.tools.symbolic_zoo import ffn_block_model
 
-    model = ffn_block_model(hidden=256, inner=1024)
+    return {
+        "ffn": (lambda: ffn_block_model(hidden=256, inner=1024), FFN_SHAPES, _ffn_feeds),
+        "bert_once": (
+            lambda: bert_encoder_model(layers=4, hidden=256, heads=4, vocab=1000),
+            BERT_ONCE_SHAPES,
+            _bert_once_feeds,
+        ),
+    }
+
+
+def bench_compile_once(name: str, threads: int, runs: int, warmup: int) -> list[dict]:
+    """A model with symbolic batch and sequence compiled ONCE for every shape (`ffn`: the FFN
+    block, hidden 256, inner 1024; `bert_once`: the BERT encoder, 4 layers, hidden 256, 4
+    heads, the mask input) against a static program compiled for each shape, and
+    onnxruntime."""
+    from ember.tools.bench import onnxruntime_session
+
+    build, shapes, make_feeds = _compile_once_models()[name]
+    model = build()
     once = ember.compile(model, threads=threads)
     with tempfile.TemporaryDirectory() as workdir:
-        path = Path(workdir) / "ffn.onnx"
+        path = Path(workdir) / f"{name}.onnx"
         onnx.save(model, path)
         session = onnxruntime_session(str(path), threads)
     rows = []
-    for batch, seq in FFN_SHAPES:
-        feeds = {"x": np.random.default_rng(seq).standard_normal((batch, seq, 256), np.float32)}
-        static = ember.compile(model, threads=threads, input_shapes={"x": [batch, seq, 256]})
+    for batch, seq in shapes:
+        feeds = make_feeds(batch, seq)
+        static = ember.compile(
+            model, threads=threads, input_shapes={n: a.shape for n, a in feeds.items()}
+        )
+        once.run(feeds)
+        if not once.compiled_once:
+            raise SystemExit(f"{name} was not compiled once: {once.compile_once_refusal}")
         engines = {
             "static_ms": static.run,
             "once_ms": once.run,
             "ort_ms": lambda f: session.run(None, f),
         }
         timed = best_ms(engines, feeds, runs, warmup, cpu_time=threads == 1)
-        row = {"model": "ffn", "shape": (batch, seq), **timed, "compiles": once.compiles}
+        row = {"model": name, "shape": (batch, seq), **timed, "compiles": once.compiles}
         rows.append(row)
         print(
-            f"ffn [{batch}, {seq:>3}, 256] static {timed['static_ms']:8.3f} ms  compiled once "
+            f"{name} [{batch}, {seq:>3}] static {timed['static_ms']:8.3f} ms  compiled once "
             f"{timed['once_ms']:8.3f} ms ({timed['once_ms'] / timed['static_ms']:.3f}x, "
             f"{once.compiles} compile(s))  onnxruntime {timed['ort_ms']:8.3f} ms "
             f"({timed['ort_ms'] / timed['static_ms']:.3f}x)",
@@ -285,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "overhead":
                 bench_call_overhead(args.threads, args.runs, args.warmup)
                 continue
-            if name == "ffn":
-                bench_compile_once(args.threads, args.runs, args.warmup)
+            if name in ("ffn", "bert_once"):
+                bench_compile_once(name, args.threads, args.runs, args.warmup)
                 continue
             bench_model(name, args.threads, args.runs, args.warmup, Path(workdir))
     return 0

@@ -374,6 +374,7 @@ def _compiled_once(
         build.symbols,
         pinning.ranges,
         build.arena_function,
+        build.limits,
     )
     return program
 

@@ -340,6 +340,10 @@ def _once_macros(once: Mapping[str, Any], extents: Sequence[str]) -> list[str]:
             )
     for name, (low, high) in once["ranges"].items():
         lines.append(f"/* dim {_comment_text(name)}: {low}..{high} */")
+    for name, limit in once.get("limits", {}).items():
+        lines.append(
+            f"/* dim {_comment_text(name)}: at most {limit} (the rows of a table read by it) */"
+        )
     if once["arena_function"] is not None:
         params = ", ".join(f"int64_t extent_{k}" for k in range(len(extents)))
         lines += [

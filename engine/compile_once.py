@@ -1,5 +1,5 @@
-"""Compile once: one program for every input shape of a model with symbolic dims (issue 10,
-first vertical slice).
+"""Compile once: one program for every input shape of a model with symbolic dims (issue 10:
+the FFN block, then the BERT encoder).
 
 A model whose named symbolic dims (`dim_param`) only size kernels that have runtime-extent
 lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compiled ONCE:
@@ -12,14 +12,17 @@ lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compi
    three (static) or fitted, on the first two probes, by `factor * product of symbols`, and the
    fit checked on the third: it becomes `?`, its expression kept in a side table. Anything
    else refuses the path (`CompileOnceRefusal`, with the reason): a constant folded from a
-   shape, a `?` on an op that is not a kernel with a runtime-extent lowering (a view, a
-   reshape), a kernel whose operands have `?` at the same place with different expressions
-   (the `?` contract: a `?` names no symbol, kernels take such sizes to be equal), a size
-   no product of symbols gives, an unnamed symbolic dim.
+   shape (except the leading rows of a position table the model slices by a length: the
+   whole table, viewed), a `?` on an op that is not a kernel with a runtime-extent lowering
+   or a reshape, a kernel whose operands have `?` at the same place with different
+   expressions (the `?` contract: a `?` names no symbol, kernels take such sizes to be
+   equal; transpose, gather, reshape and attention are checked exactly), a size no product
+   of symbols gives, an unnamed symbolic dim.
 3. **Bufferize.** The entry takes one `index` argument per symbol (then one per other
    expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
    buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
-   arguments. plan-memory places them with its offset program and emits `main_arena_bytes`.
+   arguments. plan-memory places them with its offset program and emits `main_arena_bytes`;
+   then each reshape with `?` outputs becomes a view sized by its expressions.
 4. **Run** (`OnceCompiledModel`, over runtime/once.py's `OnceProgram`, which also runs the
    artifact `ember compile` writes of it): the symbols' sizes are read from the input arrays, the
    outputs allocated by their expressions, the arena sized by `main_arena_bytes(dims)` and grown
@@ -35,7 +38,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -192,6 +195,23 @@ class UnifiedProgram:
     ctx: EmberContext
     symbols: list[str]
     extents: dict[SSAValue, list[Dim]]
+    # Weights holding a whole table of which the kernels read the leading rows: the axis
+    # and the rows' extent (bufferize_extents views them).
+    prefix_views: dict[SSAValue, tuple[int, Extent]] = field(default_factory=dict)
+    # The largest size a symbol may take (a table's rows).
+    limits: dict[str, int] = field(default_factory=dict)
+    # After bufferize_extents: the index value of an Extent, its ops inserted before an op.
+    size_of: Any = None
+
+
+def reshapes_by_extents(unified: UnifiedProgram) -> None:
+    """Every `kernel.reshape` with `?` output dims as a view sized by its expressions
+    (after plan-memory, which keeps a reshape's input alive as long as the reshape's uses)."""
+    from ember.dialects import kernel
+
+    for op in list(_entry(unified.module).walk()):
+        if isinstance(op, kernel.ReshapeOp) and op.output in unified.extents:
+            _reshape_by_extents(op, unified.extents, unified.size_of)
 
 
 def _entry(module: ModuleOp) -> func.FuncOp:
@@ -204,6 +224,7 @@ def unify(
     programs: Sequence[tuple[ModuleOp, EmberContext]],
     probes: Sequence[Mapping[str, int]],
     symbols: Sequence[str],
+    sliced_tables: Mapping[str, np.ndarray] | None = None,
 ) -> UnifiedProgram:
     """The probes' kernel programs as one with `?` dims (types changed in place in the
     first); CompileOnceRefusal naming what differs."""
@@ -218,6 +239,8 @@ def unify(
     values: list[dict[SSAValue, SSAValue]] = [{} for _ in modules]  # probe value -> probe 0's
     extents: dict[SSAValue, list[Dim]] = {}
     weights = [ctx.weights for _, ctx in programs]
+    # Weights that are the leading rows of a sliced table: value -> (key, table, axis, extent).
+    prefixes: dict[SSAValue, tuple[str, np.ndarray, int, Extent]] = {}
 
     def unify_values(group: Sequence[Sequence[SSAValue]], where: str) -> None:
         for k, vs in enumerate(zip(*group, strict=True)):
@@ -269,15 +292,110 @@ def unify(
                 or not np.array_equal(a, arrays[0])
                 for a in arrays[1:]
             ):
-                raise CompileOnceRefusal(
-                    f"weight '{key}' depends on the input shapes (a constant folded from a shape)"
-                )
+                prefix = _prefix_of_table(arrays, probes, symbols, sliced_tables or {})
+                if prefix is None:
+                    raise CompileOnceRefusal(
+                        f"weight '{key}' depends on the input shapes (a constant folded from "
+                        "a shape)"
+                    )
+                prefixes[op.results[0]] = (key, *prefix)
         for region_ops in zip(*(o.regions for o in ops), strict=True):
             for blocks in zip(*(r.blocks for r in region_ops), strict=True):
                 unify_values([b.args for b in blocks], f"{where} argument")
         unify_values([o.results for o in ops], f"{where} result")
-        _check_dynamic_use(op, extents)
-    return UnifiedProgram(modules[0], programs[0][1], list(symbols), extents)
+        if not (op.results and op.results[0] in prefixes):
+            _check_dynamic_use(op, extents)
+    program = UnifiedProgram(modules[0], programs[0][1], list(symbols), extents)
+    for value, (key, table, axis, extent) in prefixes.items():
+        program.prefix_views[value] = (axis, extent)
+        program.ctx.weights[key] = table
+        # The weight is the whole table; bufferize_extents views its leading rows.
+        value._type = MemRefType(value.type.get_element_type(), list(table.shape))  # noqa: SLF001
+        if extent.symbols[0] in program.limits:
+            program.limits[extent.symbols[0]] = min(
+                program.limits[extent.symbols[0]], table.shape[axis]
+            )
+        else:
+            program.limits[extent.symbols[0]] = table.shape[axis]
+    return program
+
+
+def _prefix_of_table(
+    arrays: Sequence[np.ndarray],
+    probes: Sequence[Mapping[str, int]],
+    symbols: Sequence[str],
+    tables: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, int, Extent] | None:
+    """(table, axis, extent) when the probes' weights are the leading rows, along one axis
+    whose size is exactly one named dim, of one model initializer that a Slice reads (a
+    position table sliced to the sequence length: folded at import, so it differs by probe),
+    the dims before that axis all 1 (the rows contiguous); None otherwise."""
+    shapes = [a.shape for a in arrays]
+    if len({len(sh) for sh in shapes}) != 1:
+        return None
+    axes = [d for d in range(len(shapes[0])) if len({sh[d] for sh in shapes}) != 1]
+    if len(axes) != 1 or any(n != 1 for n in shapes[0][: axes[0]]):
+        return None
+    axis = axes[0]
+    try:
+        extent = fit_dim([sh[axis] for sh in shapes], probes, symbols)
+    except CompileOnceRefusal:
+        return None
+    if not isinstance(extent, Extent) or extent.factor != 1 or len(extent.symbols) != 1:
+        return None
+    found = [
+        t
+        for t in tables.values()
+        if t.dtype == arrays[0].dtype
+        and t.ndim == arrays[0].ndim
+        and all(t.shape[d] == shapes[0][d] for d in range(t.ndim) if d != axis)
+        and t.shape[axis] >= max(sh[axis] for sh in shapes)
+        and all(np.array_equal(np.take(t, range(a.shape[axis]), axis=axis), a) for a in arrays)
+    ]
+    return (found[0], axis, extent) if len(found) == 1 else None
+
+
+def sliced_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The initializers whose leading rows the model reads by a length it computes from a
+    shape (candidates for the tables a probe's folded weights are the prefixes of): the data
+    of a Slice, or of a Gather by Range(0, n, 1) (positions as exporters write them). Only
+    those (and Range's scalars) are read; one stored outside the model is left out."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    tensors = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output and node.attribute:
+            attr = node.attribute[0]
+            if attr.name == "value":
+                tensors[node.output[0]] = attr.t
+
+    def array(name: str) -> np.ndarray | None:
+        tensor = tensors.get(name)
+        if tensor is None or tensor.data_location == TensorProto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(tensor)
+
+    def is_scalar(name: str, value: int) -> bool:
+        found = array(name)
+        return found is not None and found.size == 1 and int(found.reshape(-1)[0]) == value
+
+    ranges_from_zero = {
+        n.output[0]
+        for n in graph.node
+        if n.op_type == "Range"
+        and len(n.input) == 3
+        and is_scalar(n.input[0], 0)
+        and is_scalar(n.input[2], 1)
+    }
+    read = {n.input[0] for n in graph.node if n.op_type == "Slice" and n.input}
+    read |= {
+        n.input[0]
+        for n in graph.node
+        if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] in ranges_from_zero
+    }
+    tables = {name: array(name) for name in read}
+    return {name: table for name, table in tables.items() if table is not None}
 
 
 def _attrs(op: Operation) -> str:
@@ -299,18 +417,90 @@ def _check_dynamic_use(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> 
             + ", ".join(str(v.type) for v in (*op.operands, *op.results))
             + ")"
         )
+    if _check_op_extents(op, extents):
+        return
     operands = [v for v in op.operands if isinstance(v.type, MemRefType)]
     for a, b in itertools.combinations(operands, 2):
         da, db = extents.get(a), extents.get(b)
         if da is None or db is None:
             continue
-        for pairs in (zip(da, db), zip(reversed(da), reversed(db))):
+        # Elementwise operands broadcast right-aligned (numpy's rule, the TILE and ROW
+        # inputs of its lowering): of different ranks they only meet that way.
+        left = op.name != "kernel.elementwise" or len(da) == len(db)
+        alignments = [zip(reversed(da), reversed(db))] + ([zip(da, db)] if left else [])
+        for pairs in alignments:
             for x, y in pairs:
                 if isinstance(x, Extent) and isinstance(y, Extent) and x != y:
                     raise CompileOnceRefusal(
                         f"'{op.name}' has operands with `?` at the same place of different sizes "
                         f"({x} and {y})"
                     )
+
+
+def _dims_of(value: SSAValue, extents: Mapping[SSAValue, list[Dim]]) -> list[Dim]:
+    return list(extents.get(value) or value.type.get_shape())  # type: ignore[attr-defined]
+
+
+def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> bool:
+    """The sizes a kernel with `?` dims reads from one operand and takes for another must
+    be the same expressions: a transpose's output is its input permuted, a gather's output
+    the data's dims around the indices' dims, a reshape's `?`s the input's in order (what
+    its lowering reads), attention's batch and sequence lengths agree across q, k_t, v, the
+    mask and the output. True when `op` is one of these (checked here exactly: the generic
+    same-place rule does not apply to them)."""
+    from ember.dialects import kernel
+
+    def refuse(what: str) -> None:
+        raise CompileOnceRefusal(f"'{op.name}': {what}")
+
+    if isinstance(op, kernel.TransposeOp):
+        source, result = _dims_of(op.input, extents), _dims_of(op.output, extents)
+        perm = [int(p) for p in op.perm.get_values()]
+        if [source[p] for p in perm] != result:
+            refuse(f"output {result} is not the input {source} permuted by {perm}")
+    elif isinstance(op, kernel.GatherOp):
+        data, indices = _dims_of(op.data, extents), _dims_of(op.indices, extents)
+        axis = op.axis.value.data % len(data)
+        if [*data[:axis], *indices, *data[axis + 1 :]] != _dims_of(op.output, extents):
+            refuse(f"output is not the data {data} around the indices {indices}")
+    elif isinstance(op, kernel.ReshapeOp):
+        # bufferize_extents sizes it from its output's expressions: the element counts
+        # must be the same expression.
+        source, result = _dims_of(op.input, extents), _dims_of(op.output, extents)
+        if _element_count(source) != _element_count(result):
+            refuse(f"a reshape {source} -> {result} of another element count")
+    elif isinstance(op, kernel.AttentionOp):
+        flags = [int(f) for f in op.seq_major.get_values()]
+
+        def logical(value: SSAValue, flag: int) -> list[Dim]:
+            d = _dims_of(value, extents)
+            return [d[0], d[2], d[1], d[3]] if flag else d
+
+        q, v, out = logical(op.q, flags[0]), logical(op.v, flags[1]), logical(op.output, flags[2])
+        k_t = _dims_of(op.k_t, extents)
+        same = k_t[:2] == q[:2] == v[:2] == out[:2] and out[2] == q[2] and k_t[3] == v[2]
+        if op.mask is not None:
+            mask = _dims_of(op.mask, extents)
+            wanted = [q[0], q[1], q[2]]
+            same = same and mask[3] == k_t[3]
+            same = same and all(m == 1 or m == w for m, w in zip(mask[:3], wanted, strict=True))
+        if not same:
+            refuse("batch, heads or sequence lengths of q, k_t, v, mask and output disagree")
+    else:
+        return False
+    return True
+
+
+def _element_count(dims: Sequence[Dim]) -> tuple[int, tuple[str, ...]]:
+    """A product of dims as (constant factor, sorted symbols with repeats)."""
+    factor, symbols = 1, []
+    for d in dims:
+        if isinstance(d, Extent):
+            factor *= d.factor
+            symbols += d.symbols
+        else:
+            factor *= d
+    return factor, tuple(sorted(symbols))
 
 
 def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
@@ -355,6 +545,22 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
             value = _insert(arith.MuliOp(value, factor), before)
         return value
 
+    for value, (axis, extent) in unified.prefix_views.items():
+        # The leading rows of a whole table: a view sized by the extent (the rows below
+        # contiguous, the dims before the axis being 1).
+        owner = value.owner
+        assert isinstance(owner, Operation)
+        table = value.type.get_shape()  # type: ignore[attr-defined]
+        dims = [DYNAMIC_INDEX if d == axis else n for d, n in enumerate(table)]
+        strides = [math.prod(table[d + 1 :]) for d in range(len(table))]
+        view_type = MemRefType(value.type.get_element_type(), dims)  # type: ignore[attr-defined]
+        size = size_of(extent, owner)  # one named dim: an argument, no op inserted
+        cast = memref.ReinterpretCastOp(value, [], [size], [], [0], dims, strides, view_type)
+        block.insert_op_after(cast, owner)
+        value.replace_all_uses_with(cast.result)
+        cast.operands[0] = value
+        unified.extents[cast.result] = unified.extents.pop(value)
+    unified.size_of = size_of
     for op in list(fn.walk()):
         if not isinstance(op, memref.AllocOp) or op.memref not in unified.extents:
             continue
@@ -365,6 +571,52 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
         unified.extents[new.memref] = unified.extents.pop(op.memref)
         block.erase_op(op)
     return expressions
+
+
+def _reshape_by_extents(
+    op: Operation,
+    extents: dict[SSAValue, list[Dim]],
+    size_of: Any,
+) -> None:
+    """A `kernel.reshape` whose output has `?` dims as a `memref.reinterpret_cast` of its
+    (row-major) input sized by the output's expressions, its strides index arithmetic on
+    them: exact for any split or merge of `?` dims ([b*s, h] -> [b, s, 4, 16]), which the
+    types alone (the lowering's view) cannot size."""
+    from ember.dialects import kernel
+
+    assert isinstance(op, kernel.ReshapeOp)
+    dims = extents[op.output]
+    values: list[SSAValue | int] = [size_of(d, op) if isinstance(d, Extent) else d for d in dims]
+    strides: list[SSAValue | int] = []
+    running: SSAValue | int = 1
+    for size in reversed(values):
+        strides.append(running)
+        if isinstance(size, int) and isinstance(running, int):
+            running *= size
+        else:
+            a, b = (
+                _insert(arith.ConstantOp(IntegerAttr(x, IndexType())), op)
+                if isinstance(x, int)
+                else x
+                for x in (running, size)
+            )
+            running = _insert(arith.MuliOp(a, b), op)
+    strides.reverse()
+    cast = memref.ReinterpretCastOp(
+        op.input,
+        [],
+        [v for v in values if not isinstance(v, int)],
+        [s for s in strides if not isinstance(s, int)],
+        [0],
+        [DYNAMIC_INDEX if not isinstance(v, int) else v for v in values],
+        [DYNAMIC_INDEX if not isinstance(s, int) else s for s in strides],
+        op.output.type,
+    )
+    assert op.parent is not None
+    op.parent.insert_op_before(cast, op)
+    op.output.replace_all_uses_with(cast.result)
+    extents[cast.result] = extents.pop(op.output)
+    op.parent.erase_op(op)
 
 
 def _insert(op: Operation, before: Operation) -> SSAValue:
@@ -405,6 +657,8 @@ class OnceBuild:
     symbols: list[str]
     arena_function: str | None
     report: CompileReport
+    # Symbols bounded by a table whose leading rows the kernels read (a position table).
+    limits: dict[str, int]
 
 
 def compile_once(
@@ -443,6 +697,7 @@ def compile_once(
         threads,
         build.arena_function,
         memory_limit_bytes() if memory_limit is None else memory_limit,
+        build.limits,
     )
 
 
@@ -461,7 +716,7 @@ def build_once(
 
     from ember.engine.compile import finish_program, run_pipeline
     from ember.engine.staging import bounded_outputs
-    from ember.passes.pipeline import build_pipeline
+    from ember.passes.pipeline import build_pipeline, parse_passes, pipeline_text
 
     symbols = model_symbols(pinning)
     probes = probe_sizes(symbols, pinning.ranges)
@@ -484,7 +739,7 @@ def build_once(
             raise CompileOnceRefusal("outputs with data-dependent sizes")
         programs.append((module, ctx))
         reports.append(report)
-    unified = unify(programs, probes, symbols)
+    unified = unify(programs, probes, symbols, sliced_initializers(model))
     fn = _entry(unified.module)
     from ember.frontend.onnx_importer import OUTPUT_STRUCTURE
 
@@ -496,7 +751,12 @@ def build_once(
     report = reports[0]
     start = time.perf_counter()
     try:
-        build_pipeline(shared).apply(unified.ctx, unified.module)
+        # plan-memory first (it reads kernel.reshape as an alias of its input), then the
+        # reshapes with `?` outputs become views sized by their expressions.
+        passes = parse_passes(shared)
+        build_pipeline(pipeline_text(passes[:1])).apply(unified.ctx, unified.module)
+        reshapes_by_extents(unified)
+        build_pipeline(pipeline_text(passes[1:])).apply(unified.ctx, unified.module)
     except NotImplementedError as err:
         raise CompileOnceRefusal(str(err)) from err
     report.pass_seconds["compile-once"] = time.perf_counter() - start
@@ -514,6 +774,7 @@ def build_once(
         symbols,
         arena_function,
         report,
+        dict(unified.limits),
     )
 
 
@@ -546,13 +807,20 @@ class OnceCompiledModel(OnceProgram):
         threads: int,
         arena_function: str | None,
         memory_limit: int | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         from ember.runtime.status import SITES_KEY
 
         self._jit = jit
         self.report = report
         signature = OnceSignature(
-            list(inputs), list(outputs), list(expressions), list(symbols), {}, arena_function
+            list(inputs),
+            list(outputs),
+            list(expressions),
+            list(symbols),
+            {},
+            arena_function,
+            dict(limits or {}),
         )
         super().__init__(
             jit.function,

@@ -108,6 +108,7 @@ def once_section(
     symbols: Sequence[str],
     ranges: DimRanges,
     arena_function: str | None,
+    limits: Mapping[str, int],
 ) -> dict[str, Any]:
     """The manifest's `extra.compile_once` section: the named dims (in extent order), their
     ranges, the extent arguments' expressions, each input's and output's dims (a size or
@@ -119,6 +120,7 @@ def once_section(
         "inputs": {s.name: [_dim_json(d) for d in s.dims] for s in inputs},
         "outputs": {s.name: [_dim_json(d) for d in s.dims] for s in outputs},
         "arena_function": arena_function,
+        "limits": {s: int(limits[s]) for s in symbols if s in limits},
     }
 
 
@@ -132,6 +134,9 @@ class OnceSignature:
     symbols: list[str]
     ranges: dict[str, tuple[int, int]]
     arena_function: str | None
+    # A dim's largest size where kernels read the leading rows of a table by it (positions):
+    # a larger one would read past the table.
+    limits: dict[str, int]
 
 
 def _read_extent(field: Field, symbols: Sequence[str]) -> Extent:
@@ -170,8 +175,9 @@ def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
 
     def specs(key: str, tensors: Sequence[TensorSpec]) -> list[IOSpec]:
         section = fields[key]
-        if list(section.as_dict()) != [t.name for t in tensors]:
-            section.fail(f"an object with the {key} {[t.name for t in tensors]}, in order")
+        # By name, not by order: the library's own copy of the manifest has its keys sorted.
+        if sorted(section.as_dict()) != sorted(t.name for t in tensors):
+            section.fail(f"an object with the {key} {[t.name for t in tensors]}")
         result = []
         for tensor in tensors:
             entry = section[tensor.name]
@@ -209,6 +215,12 @@ def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
     arena = fields["arena_function"]
     if arena.value is not None:
         arena.as_str(ARENA_FUNCTION)
+    limits: dict[str, int] = {}
+    for name, bound in fields["limits"].as_dict().items():
+        limit = Field(bound, where, f"extra.{ONCE_KEY}.limits.{name}")
+        if name not in symbols:
+            limit.fail(f"the limit of one of the dims {symbols}")
+        limits[name] = limit.as_int(1)
     return OnceSignature(
         inputs,
         outputs,
@@ -216,6 +228,7 @@ def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
         symbols,
         ranges,
         None if arena.value is None else ARENA_FUNCTION,
+        limits,
     )
 
 
@@ -268,6 +281,7 @@ class OnceProgram(RunnableModel):
         self.expressions = list(signature.expressions)
         self.symbols = list(signature.symbols)
         self.ranges = dict(signature.ranges)
+        self.limits = dict(signature.limits)
         self._weights = weights
         self.status_sites = status_sites
         pointers = len(self.inputs) + len(self.outputs)
@@ -364,6 +378,14 @@ class OnceProgram(RunnableModel):
                 f"input '{self.inputs[k].name}': dim '{empty[0]}' (axis {axis}) is 0; a "
                 f"program compiled once serves sizes >= 1"
             )
+        for symbol, limit in self.limits.items():
+            if sizes[symbol] > limit:
+                k, axis = self._symbol_at[symbol]
+                raise InputError(
+                    f"input '{self.inputs[k].name}': dim '{symbol}' (axis {axis}) is "
+                    f"{sizes[symbol]}, more than the {limit} rows of the table the model "
+                    "slices by it (a position table)"
+                )
         extents = tuple(e.value(sizes) for e in self.expressions)
         outputs = OutputPlan([TensorSpec(s.name, s.shape(sizes), s.dtype) for s in self.outputs])
         needed = max(int(self._arena_bytes(*extents)), ALIGNMENT)

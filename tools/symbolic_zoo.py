@@ -237,6 +237,18 @@ def recognizer_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def masked_bert_feeds(batch: int, seq: int, seed: int, vocab: int = 100) -> dict[str, np.ndarray]:
+    """Seeded ids and an attention mask (about a quarter masked, the first token never) for
+    `bert_with_symbolic_shapes(bert_encoder(..., attention_mask=True))`."""
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((batch, seq)) > 0.25).astype(np.int64)
+    mask[:, 0] = 1  # every row attends to something
+    return {
+        "input_ids": rng.integers(0, vocab, (batch, seq)).astype(np.int64),
+        "attention_mask": mask,
+    }
+
+
 def with_symbolic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.ModelProto:
     """A copy of `model` whose inputs and outputs declare axis 0 as the symbolic dim `name`
     (for builders that write a batch of 1, when the graph itself takes any batch)."""

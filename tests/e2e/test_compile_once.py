@@ -31,7 +31,7 @@ from ember.engine.specialize import SpecializingModel
 from ember.passes.pipeline import DEFAULT_PIPELINE, with_memory_checks
 from ember.passes.program import entry_function
 from ember.tests.oracle import assert_close, onnxruntime_outputs
-from ember.tools.symbolic_zoo import ffn_block_model
+from ember.tools.symbolic_zoo import ffn_block_model, masked_bert_feeds
 
 REL_TOL = 1e-4
 HIDDEN, INNER = 40, 72  # 40: not a multiple of the vector width
@@ -84,17 +84,28 @@ def test_two_threads_and_growing_arena() -> None:
 
 
 def test_op_without_runtime_extent_kernel_falls_back(caplog: pytest.LogCaptureFixture) -> None:
-    transpose = helper.make_node("Transpose", ["y"], ["out"], perm=[1, 0, 2])
-    model = ffn_block([transpose], ["seq", "batch", HIDDEN])
+    concat = helper.make_node("Concat", ["y", "y"], ["out"], axis=2)
+    model = ffn_block([concat], ["batch", "seq", 2 * HIDDEN])
     compiled = ember.compile(model, threads=1)
     with caplog.at_level("DEBUG", logger="ember.specialize"):
         for k, (batch, seq) in enumerate([(2, 3), (3, 5)]):
             inputs = _inputs(batch, seq, k)
             assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
     assert not compiled.compiled_once
-    assert "transpose" in (compiled.compile_once_refusal or "")
+    assert "concat" in (compiled.compile_once_refusal or "")
     assert "not compiled once" in caplog.text
     assert compiled.compiles == 2  # one specialisation per shape
+
+
+def test_transpose_of_runtime_dims_compiles_once() -> None:
+    """A Transpose swapping the two symbolic dims (a strided run-time copy, vector rows)."""
+    transpose = helper.make_node("Transpose", ["y"], ["out"], perm=[1, 0, 2])
+    model = ffn_block([transpose], ["seq", "batch", HIDDEN])
+    compiled = ember.compile(model, threads=1)
+    for k, (batch, seq) in enumerate([(2, 3), (3, 5), (1, 9), (4, 17), (2, 1)]):
+        inputs = _inputs(batch, seq, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiled_once and compiled.compiles == 1
 
 
 def test_opt_out() -> None:
@@ -220,3 +231,120 @@ def test_runs_from_several_threads_at_different_shapes(ffn_once: SpecializingMod
     for inputs, result in zip(feeds, results, strict=True):
         assert_close(result, onnxruntime_outputs(model, inputs), REL_TOL)
     assert compiled.compiles == 1
+
+
+def test_bert_encoder_compiles_once() -> None:
+    """The symbolic BERT encoder (2 layers, hidden 64, 4 heads, attention mask; the position
+    table sliced by the ids' length, the heads split by Shape -> Gather -> Concat ->
+    Reshape): gather, heads split and K^T transpose, fused attention with its mask, the
+    position table's leading rows, all with `?` batch and sequence. One compile for every
+    shape; a sequence longer than the position table is refused as onnxruntime refuses it."""
+    from ember.tools.model_zoo import bert_encoder
+    from ember.tools.symbolic_zoo import bert_with_symbolic_shapes
+
+    model = bert_with_symbolic_shapes(
+        bert_encoder(layers=2, seq=48, hidden=64, heads=4, attention_mask=True)
+    )
+    compiled = ember.compile(model, threads=1)
+    for k, (batch, seq) in enumerate([(1, 1), (2, 3), (1, 9), (3, 17), (2, 48), (1, 5)]):
+        inputs = masked_bert_feeds(batch, seq, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiled_once
+    assert compiled.compiles == 1
+    with pytest.raises(ember.InputError, match="seq"):
+        compiled.run(masked_bert_feeds(1, 49, 0))
+    bad = masked_bert_feeds(2, 5, 0)
+    bad["input_ids"][1, 3] = 100  # one past the vocabulary: the gather's check reports it
+    with pytest.raises(ember.KernelError, match="index 100 is out of range"):
+        compiled.run(bad)
+
+
+def test_broadcast_over_a_symbolic_dim_compiles_once() -> None:
+    """x [batch, seq, 19] * y [batch, 1, 19] + z [seq, 1]: an input with 1 where the output
+    has a symbolic size (addressed per output row through run-time strides)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "y"], ["m"]),
+            helper.make_node("Add", ["m", "z"], ["out"]),
+        ],
+        "broadcast",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 19]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 19]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["seq", 1]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 19])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = ember.compile(model, threads=1)
+    rng = np.random.default_rng(0)
+    for batch, seq in [(1, 1), (2, 3), (3, 17), (1, 40), (4, 9)]:
+        inputs = {
+            "x": rng.standard_normal((batch, seq, 19)).astype(np.float32),
+            "y": rng.standard_normal((batch, 1, 19)).astype(np.float32),
+            "z": rng.standard_normal((seq, 1)).astype(np.float32),
+        }
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal
+
+
+def test_reshape_splitting_a_symbolic_dim_compiles_once() -> None:
+    """[batch, seq, 40] -> [batch*seq, 40] (Reshape [-1, 40]) -> Relu -> back to [batch,
+    seq, 4, 10] (its target from Shape -> Slice -> Concat): the split of the `?` rows into
+    batch and seq is sized from the fitted expressions."""
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "rows"], ["flat"]),
+            helper.make_node("Relu", ["flat"], ["r"]),
+            helper.make_node("Shape", ["x"], ["xs"]),
+            helper.make_node("Slice", ["xs", "zero", "two"], ["bs"]),
+            helper.make_node("Concat", ["bs", "heads"], ["target"], axis=0),
+            helper.make_node("Reshape", ["r", "target"], ["out"]),
+        ],
+        "split",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 40])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 4, 10])],
+        [ints("rows", [-1, 40]), ints("zero", [0]), ints("two", [2]), ints("heads", [4, 10])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = ember.compile(model, threads=1)
+    rng = np.random.default_rng(0)
+    for batch, seq in [(1, 1), (2, 3), (3, 17), (1, 40), (4, 9)]:
+        inputs = {"x": rng.standard_normal((batch, seq, 40)).astype(np.float32)}
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_position_table_prefix_only_when_exact(start: int) -> None:
+    """x [batch, seq, 8] + table[:, start : start + seq] (a Slice whose end is a shape
+    expression, folded per probe): from row 0 the folded weights are the table's leading
+    rows, so the table is kept whole and viewed (compiled once); from row 1 they are not a
+    prefix of anything the model has, so the model is specialised (and still matches)."""
+    rng = np.random.default_rng(3)
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    table = numpy_helper.from_array(rng.standard_normal((1, 24, 8)).astype(np.float32), "table")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["xs"]),
+            helper.make_node("Slice", ["xs", "one", "two"], ["seq"]),
+            helper.make_node("Add", ["seq", "start"], ["end"]),
+            helper.make_node("Slice", ["table", "start", "end", "one"], ["rows"]),
+            helper.make_node("Add", ["x", "rows"], ["out"]),
+        ],
+        "positions",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [table, ints("one", [1]), ints("two", [2]), ints("start", [start])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = ember.compile(model, threads=1)
+    for batch, seq in [(1, 1), (2, 3), (3, 17), (1, 23), (4, 9)]:
+        inputs = {"x": rng.standard_normal((batch, seq, 8)).astype(np.float32)}
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    if start == 0:
+        assert compiled.compiled_once and compiled.compiles == 1, compiled.compile_once_refusal
+    else:
+        assert "depends on the input shapes" in (compiled.compile_once_refusal or "")
+        assert not compiled.compiled_once

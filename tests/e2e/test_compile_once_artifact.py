@@ -262,3 +262,25 @@ def test_c_calls_it_through_its_header(ffn_artifact: Path, tmp_path: Path) -> No
         assert ran.returncode == 0
         out = np.fromfile(tmp_path / "out.bin", np.float32).reshape(batch, seq, HIDDEN)
         assert_close({"out": out}, onnxruntime_outputs(model, inputs), REL_TOL)
+
+
+def test_bert_encoder_artifact_checks_its_position_table(tmp_path: Path) -> None:
+    """The symbolic BERT encoder's artifact: one program for every (batch, seq), its position
+    table's length recorded as the sequence's limit (manifest `limits`) and checked by the thin
+    runtime before any kernel runs: a longer sequence would read past the table."""
+    from ember.tools.model_zoo import bert_encoder
+    from ember.tools.symbolic_zoo import bert_with_symbolic_shapes, masked_bert_feeds
+
+    model = bert_with_symbolic_shapes(
+        bert_encoder(layers=1, seq=24, hidden=32, heads=2, attention_mask=True)
+    )
+    out = _compile(model, tmp_path / "bert", {})
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["extra"][ONCE_KEY]["limits"] == {"seq": 24}
+    loaded = load(out)
+    assert isinstance(loaded, OnceArtifact)
+    for k, (batch, seq) in enumerate([(1, 1), (2, 7), (3, 24)]):
+        feeds = masked_bert_feeds(batch, seq, k)
+        assert_close(loaded.run(feeds), onnxruntime_outputs(model, feeds), REL_TOL)
+    with pytest.raises(ember.InputError, match="dim 'seq' .* 25, more than the 24 rows"):
+        loaded.run(masked_bert_feeds(1, 25, 0))

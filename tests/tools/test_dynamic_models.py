@@ -36,12 +36,18 @@ from ember.tools.symbolic_zoo import (
 REL_TOL = 1e-4
 
 
-def _check_shapes(model: onnx.ModelProto, inputs_of_shape: list[dict[str, np.ndarray]]) -> None:
+def _check_shapes(
+    model: onnx.ModelProto, inputs_of_shape: list[dict[str, np.ndarray]], once: bool = False
+) -> None:
+    """Matches onnxruntime at every shape; compiled once (`once`: engine/compile_once.py) or
+    once per shape."""
     compiled = ember.compile(model, threads=1)
     assert isinstance(compiled, SpecializingModel)
     for inputs in inputs_of_shape:
         assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
-    assert compiled.compiles == len({tuple(a.shape for a in i.values()) for i in inputs_of_shape})
+    assert compiled.compiled_once == once, compiled.compile_once_refusal
+    shapes = len({tuple(a.shape for a in i.values()) for i in inputs_of_shape})
+    assert compiled.compiles == (1 if once else shapes)
 
 
 def test_text_detector_matches_onnxruntime_at_every_shape() -> None:
@@ -61,7 +67,7 @@ def test_bert_encoder_matches_onnxruntime_at_every_shape() -> None:
         mask[:, seq - seq // 3 :] = 0  # padded tail
         ids = rng.integers(0, VOCAB, (batch, seq), dtype=np.int64)
         inputs.append({"input_ids": ids, "attention_mask": mask})
-    _check_shapes(bert_encoder_model(), inputs)
+    _check_shapes(bert_encoder_model(), inputs, once=True)
 
 
 def test_recognizer_matches_onnxruntime_at_every_width() -> None:

@@ -22,6 +22,7 @@ NaN or +inf scores make the row NaN, as the unfused softmax does.
 from __future__ import annotations
 
 import math as pymath
+from collections.abc import Callable
 
 from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import f32
@@ -31,8 +32,8 @@ from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.graph import attention_dims, element_type_of, int_values, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
-from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
-from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, split_static
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
+from ember.passes.conversion.kernel_to_loops.gemm_common import alloca, if_else, split_static
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
 KEY_VECTORS = 2  # vectors of keys per tile: MR x 2 score accumulators
@@ -59,6 +60,22 @@ def _row_combine(b: LoopBuilder, monoid: simd.Monoid, values: list[SSAValue]) ->
 
 @lowering(kernel.AttentionOp)
 def lower_attention(op: kernel.AttentionOp, target: Target, name: str) -> func.FuncOp:
+    return _lower_attention(op, target, name, runtime=False)
+
+
+@lowering(kernel.AttentionOp, runtime_extents=True)
+def lower_attention_runtime(op: kernel.AttentionOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.attention whose batch and sequence lengths (queries, keys) are known at run
+    time: the same kernel, its loop bounds read from the operands (batch and Sq from q, Sk
+    from k_t); full MR-row query blocks, then the remaining rows one at a time; the keys in
+    full tiles, then whole vectors, then single keys, each in a loop with a run-time bound.
+    Heads and the head dims must be static."""
+    return _lower_attention(op, target, name, runtime=True)
+
+
+def _lower_attention(
+    op: kernel.AttentionOp, target: Target, name: str, *, runtime: bool
+) -> func.FuncOp:
     seq_major = int_values(op.seq_major)
     mask_shape = None if op.mask is None else shape_of(op.mask)
     batch, heads, sq, sk, depth, dv = attention_dims(
@@ -71,18 +88,32 @@ def lower_attention(op: kernel.AttentionOp, target: Target, name: str) -> func.F
     for value in op.operands:
         if element_type_of(value) != f32:
             raise NotImplementedError(f"kernel.attention: element type {element_type_of(value)}")
+    if runtime and min(heads, depth, dv) < 0:
+        raise NotImplementedError(
+            f"kernel.attention with runtime extents: heads and head dims must be static: "
+            f"q {op.q.type}, k_t {op.k_t.type}, v {op.v.type}"
+        )
     vw = target.vector_width
     mr = query_rows(target)
     scale = op.scale.value.data
-    blocks_per_head = -(-sq // mr)
-    full_blocks = sq // mr
-    units = batch * heads * blocks_per_head
     maximum, total = simd.Monoid("max", f32), simd.Monoid("sum", f32)
 
     fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
     q, k_t, v = fn.args[:3]
     mask = fn.args[3] if op.mask is not None else None
-    out = fn.args[-1]
+    out = fn.args[len(op.operands) - 1]  # before any extent arguments
+    if runtime:
+        # Sizes read from the operands (memref.dim where `?`): batch and Sq from q, Sk from k_t.
+        batch = b.dim(q, 0)
+        sq = b.dim(q, 1 if seq_major[0] else 2)
+        sk = b.dim(k_t, 3)
+        blocks_per_head = b.floordiv(b.add(sq, mr - 1), mr)
+        full_blocks = b.floordiv(sq, mr)
+        units = b.mul(b.mul(batch, heads), blocks_per_head)
+    else:
+        blocks_per_head = -(-sq // mr)
+        full_blocks = sq // mr
+        units = batch * heads * blocks_per_head
 
     def at(flag: int, bi: SSAValue, hi: SSAValue, s: SSAValue, d: SSAValue) -> list[SSAValue]:
         return [bi, s, hi, d] if flag else [bi, hi, s, d]
@@ -95,6 +126,24 @@ def lower_attention(op: kernel.AttentionOp, target: Target, name: str) -> func.F
         probs = alloca(ub, [mr, KEY_VECTORS * vw])
         acc_out = alloca(ub, [mr, dv])
         stats = alloca(ub, [3, mr])  # running max, running sum, last correction
+        if runtime:
+            # Full blocks of MR rows; the last block's rows (Sq % MR) one at a time.
+            def tail(tb: LoopBuilder) -> None:
+                rest = tb.sub(sq, first)
+                tb.for_range(
+                    0,
+                    rest,
+                    1,
+                    lambda ib, i: block(ib, bi, hi, ib.add(first, i), 1, probs, acc_out, stats),
+                )
+
+            if_else(
+                ub,
+                ub.cmp_index("ult", blk, full_blocks),
+                lambda t: block(t, bi, hi, first, mr, probs, acc_out, stats),
+                tail,
+            )
+            return
         split_static(
             ub,
             blk,
@@ -128,7 +177,7 @@ def lower_attention(op: kernel.AttentionOp, target: Target, name: str) -> func.F
 
         mask_index = None
         if mask is not None and mask_shape is not None:
-            bm, hm, qm = (d > 1 for d in mask_shape[:3])
+            bm, hm, qm = (d != 1 for d in mask_shape[:3])  # `?` (-1): not broadcast
             zero = rb.index(0)
 
             def mask_index(row: int, key: SSAValue) -> list[SSAValue]:
@@ -219,7 +268,10 @@ def lower_attention(op: kernel.AttentionOp, target: Target, name: str) -> func.F
 
             simd.column_blocks(kb, dv, vw, VALUE_VECTORS, columns)
 
-        simd.column_blocks(rb, sk, vw, KEY_VECTORS, key_tile)
+        if runtime:
+            _runtime_column_blocks(rb, sk, vw, KEY_VECTORS, key_tile)
+        else:
+            simd.column_blocks(rb, sk, vw, KEY_VECTORS, key_tile)
         for i in range(rows):
             inverse = rb.divf(rb.const(1.0), rb.load(stats, [1, i]))
             for c, w in value_lanes:
@@ -227,13 +279,48 @@ def lower_attention(op: kernel.AttentionOp, target: Target, name: str) -> func.F
                 y = rb.mulf(o, _splat_for(rb, inverse, w))
                 simd.store(rb, y, out, at(seq_major[2], bi, hi, row_ids[i], rb.index(c)))
 
-    parallel = simd.want_threads(target, batch * heads * sq * sk, units)
+    if runtime:
+        parallel = target.threads > 1
+    else:
+        parallel = simd.want_threads(target, batch * heads * sq * sk, units)
     if parallel:
         b.parallel_range(0, units, 1, unit)
     else:
         b.for_range(0, units, 1, lambda ub, i: unit(ub, i))
     b.ret()
     return fn
+
+
+def _runtime_column_blocks(
+    b: LoopBuilder,
+    n: SSAValue | int,
+    width: int,
+    unroll: int,
+    block: Callable[[LoopBuilder, SSAValue, list[simd.Lane]], None],
+) -> None:
+    """`simd.column_blocks` for n columns known at run time: full blocks of `unroll`
+    vectors, then whole vectors, then the remaining (< width) columns as blocks of width/2,
+    width/4, ..., 1 single columns (at most one of each: the bits of the remainder), each a
+    loop with a run-time bound. One block per bit, not per column: a block's fixed cost (a
+    key tile's online-softmax update) is paid log2(width) times at most."""
+    span = width * unroll
+
+    def round_down(start: Value, step: int) -> SSAValue:
+        return b.add(start, b.mul(b.floordiv(b.sub(n, start), step), step))
+
+    full_end = round_down(0, span)
+    vector_end = round_down(full_end, width)
+    lanes = [(u * width, width) for u in range(unroll)]
+    b.for_range(0, full_end, span, lambda ib, c: block(ib, c, lanes))
+    b.for_range(full_end, vector_end, width, lambda ib, c: block(ib, c, [(0, width)]))
+    start: Value = vector_end
+    group = width // 2 if width > 1 else 1
+    while group >= 1:
+        singles = [(k, 1) for k in range(group)]
+        end = round_down(start, group)
+        b.for_range(start, end, group, lambda ib, c, singles=singles: block(ib, c, singles))
+        start = end
+        group //= 2
 
 
 def _zero(b: LoopBuilder, width: int) -> SSAValue:

@@ -8,14 +8,15 @@ VW x VW tiles with vector.shuffle.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from xdsl.dialects import func
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
 from ember.dialects import kernel
-from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops import simd
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.checks import checked_index, checked_kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import (
     copy_flat,
@@ -325,5 +326,112 @@ def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
         copy_run(rb, data, src_at, out, rb.mul(r, inner), inner, lanes)
 
     loop(b, 0, outer * count, row, parallel=is_parallel(outer * count * inner))
+    b.ret()
+    return fn
+
+
+# -- runtime extents (issue 10): transpose and gather with `?` dims ------------------------------
+def _rows_loop(
+    b: LoopBuilder, rows: Value, row_elements: int, target: Target, body: Callable
+) -> None:
+    """`body(rb, r)` for each of `rows` rows, split over the threads at run time."""
+    simd.runtime_rows_loop(b, b.index(rows), row_elements, target, lambda rb, r: body(rb, r[0]))
+
+
+@lowering(kernel.TransposeOp, runtime_extents=True)
+def lower_transpose_runtime(op: kernel.TransposeOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.transpose with `?` dims: one pass over the output's rows (every dim but the
+    last, a run-time count split over the threads), each row addressed through the memrefs'
+    run-time strides. When the innermost dim stays innermost the row is one contiguous input
+    run copied with vector loads/stores (scalar remainder); otherwise it is read element by
+    element at the input's stride of that dim (a K^T of attention: [b, s, h, d] -> [b, h, d, s]).
+    The output's sizes are the input's permuted (the `?` contract; compile once checks it)."""
+    perm = [int(p) for p in op.perm.get_values()]
+    rank = len(perm)
+    if sorted(perm) != list(range(rank)) or len(shape(op.output)) != rank:
+        raise fail(op, f"perm {perm} is not a permutation of rank {len(shape(op.input))}")
+    for k, p in enumerate(perm):
+        a, c = shape(op.input)[p], shape(op.output)[k]
+        if (a < 0) != (c < 0) or (a >= 0 and a != c):
+            raise fail(op, f"output {op.output.type} is not the input {op.input.type} permuted")
+    fn, b = kernel_function(name, operand_types(op))
+    src, dst = fn.args[:2]
+    sizes = [b.dim(src, p) for p in perm]
+    lanes = lanes_for(src, target) if perm[-1] == rank - 1 else 1
+    last = sizes[-1]
+    per_row = last if isinstance(last, int) else 64
+
+    def row(rb: LoopBuilder, r: SSAValue) -> None:
+        index = simd.runtime_decompose(rb, r, sizes[:-1])
+        src_index: list[Value] = [0] * rank
+        for k, p in enumerate(perm[:-1]):
+            src_index[p] = index[k]
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            at = list(src_index)
+            at[perm[-1]] = j
+            simd.store(vb, simd.load(vb, src, at, w), dst, [*index, j])
+            return []
+
+        simd.sweep(rb, 0, last, lanes, visit)
+
+    _rows_loop(b, simd.runtime_product(b, sizes[:-1]), per_row, target, row)
+    b.ret()
+    return fn
+
+
+@lowering(kernel.GatherOp, runtime_extents=True)
+def lower_gather_runtime(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.gather with `?` dims (an embedding table [V, H] by token ids [?, ?], or the
+    first token of [?, ?, H]): the static kernel's row copies over flat views of the three
+    buffers, the rows (outer x index count) a run-time loop split over the threads, each
+    index checked against the run-time extent of the axis as the static kernel does. The
+    trailing dims after the axis must be static (one vector copy per row)."""
+    data_shape, idx_shape, out_shape = shape(op.data), shape(op.indices), shape(op.output)
+    rank = len(data_shape)
+    axis = op.axis.value.data
+    if not -rank <= axis < rank:
+        raise fail(op, f"axis {axis} out of range for data of rank {rank}")
+    axis %= rank
+    if any(d < 0 for d in data_shape[axis + 1 :]):
+        raise fail(op, f"runtime extents after the gathered axis: {op.data.type}")
+    expected = [*data_shape[:axis], *idx_shape, *data_shape[axis + 1 :]]
+    if list(out_shape) != expected:
+        raise fail(op, f"output shape {list(out_shape)} != expected {expected}")
+    inner = math.prod(data_shape[axis + 1 :])
+    fn, b, status = checked_kernel_function(name, operand_types(op))
+    data, indices, out = fn.args[:3]
+    extent = b.dim(data, axis)
+    if isinstance(extent, int) and extent == 0:
+        raise fail(op, f"data has no entries along axis {axis}")
+    outer = b.element_count(data, list(range(axis)))
+    count = b.element_count(indices)
+
+    def flat(buffer: SSAValue) -> SSAValue:
+        total = b.element_count(buffer)
+        if isinstance(total, int):
+            return simd.view(b, buffer, [total])
+        return simd.runtime_flat_view(b, buffer, total)
+
+    data_flat, indices_flat, out_flat = flat(data), flat(indices), flat(out)
+    lanes = lanes_for(data, target)
+    single_outer = isinstance(outer, int) and outer == 1
+    rows = simd.runtime_product(b, [outer, count])
+
+    def row(rb: LoopBuilder, r: SSAValue) -> None:
+        o, k = (rb.index(0), r) if single_outer else (rb.floordiv(r, count), rb.rem(r, count))
+        raw = to_index(rb, rb.load(indices_flat, [k]))
+        index = checked_index(rb, status, raw, extent, axis)  # type: ignore[arg-type]
+        src_at = rb.mul(rb.add(rb.mul(o, extent), index), inner)
+        dst_at = rb.mul(r, inner)
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            value = simd.load(vb, data_flat, [vb.add(src_at, j)], w)
+            simd.store(vb, value, out_flat, [vb.add(dst_at, j)])
+            return []
+
+        simd.sweep(rb, 0, inner, lanes, visit)
+
+    _rows_loop(b, rows, inner, target, row)
     b.ret()
     return fn

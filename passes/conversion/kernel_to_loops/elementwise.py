@@ -26,7 +26,7 @@ from ember.dialects import kernel
 from ember.dialects.extents import is_dynamic
 from ember.dialects.graph import element_type_of, shape_of
 from ember.passes.conversion.kernel_to_loops import simd
-from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, kernel_function
+from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.flat_access import shuffle
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 
@@ -215,6 +215,22 @@ def lower_elementwise(op: kernel.ElementwiseOp, target: Target, name: str) -> fu
 
 # -- runtime extents (issue 10, foundation) ------------------------------------------------------
 FULL, ROW, SPLAT = "full", "row", "splat"
+# An input of the output's trailing dims from one holding a `?` on, 1 before them (the
+# position table [1, ?, H] against [?, ?, H]): read again for every run-time-long tile.
+TILE = "tile"
+# Any other numpy broadcast ([?, 1, H] against [?, ?, H], [?, 1] against [?, 8]): each dim
+# the output's or 1, addressed per output row through the memrefs' run-time strides.
+BROADCAST = "broadcast"
+
+
+def _is_tile(padded: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    lead = next((d for d, n in enumerate(padded) if n != 1), len(padded))
+    return (
+        0 < lead < len(out)
+        and padded[lead:] == out[lead:]
+        and any(is_dynamic(n) for n in out[lead:])
+        and all(n == 1 for n in padded[:lead])
+    )
 
 
 def _runtime_input_kinds(op: kernel.ElementwiseOp) -> tuple[list[str], int]:
@@ -238,12 +254,16 @@ def _runtime_input_kinds(op: kernel.ElementwiseOp) -> tuple[list[str], int]:
         padded = (1,) * (len(out) - len(shape)) + shape
         if shape == out:
             kinds.append(FULL)
+        elif _is_tile(padded, out):
+            kinds.append(TILE)
         elif all(d == 1 for d in shape):
             kinds.append(SPLAT)
         elif (
             trailing and padded[last + 1 :] == trailing and all(d == 1 for d in padded[: last + 1])
         ):
             kinds.append(ROW)
+        elif len(out) > 1 and all(n == 1 or n == o for n, o in zip(padded, out, strict=True)):
+            kinds.append(BROADCAST)
         else:
             raise NotImplementedError(
                 f"kernel.elementwise with runtime extents: input {x.type} has neither the "
@@ -263,6 +283,10 @@ def lower_elementwise_runtime(op: kernel.ElementwiseOp, target: Target, name: st
     One-element inputs are loaded once and splat."""
     check_body(op)
     kinds, row_length = _runtime_input_kinds(op)
+    if BROADCAST in kinds or (TILE in kinds and ROW in kinds):
+        return _lower_elementwise_broadcast(op, target, name, kinds)
+    if TILE in kinds:
+        return _lower_elementwise_tiles(op, target, name, kinds)
     by_rows = ROW in kinds
     fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
     args = fn.args[: len(op.operands)]
@@ -311,5 +335,119 @@ def lower_elementwise_runtime(op: kernel.ElementwiseOp, target: Target, name: st
         )
     else:
         simd.split_flat_runtime(b, n, width, target, lambda rb, lo, hi: sweep(rb, [], lo, hi))
+    b.ret()
+    return fn
+
+
+def _lower_elementwise_tiles(
+    op: kernel.ElementwiseOp, target: Target, name: str, kinds: list[str]
+) -> func.FuncOp:
+    """kernel.elementwise with TILE inputs ([1, ?, H] against [?, ?, H]): the output as
+    tiles of the TILE inputs' run-time element count, each tile one SIMD sweep (scalar
+    remainder) reading the TILE inputs from their start, the tiles split over the threads.
+    Every TILE input must have the same dims (one tile length); ROW inputs with them are
+    refused."""
+    tiles = [x for x, k in zip(op.inputs, kinds, strict=True) if k == TILE]
+    if any(shape_of(x) != shape_of(tiles[0]) for x in tiles):
+        return _lower_elementwise_broadcast(op, target, name, kinds)
+    if ROW in kinds:
+        types = ", ".join(str(v.type) for v in op.operands)
+        raise NotImplementedError(
+            "kernel.elementwise with runtime extents: broadcast inputs of different shapes "
+            f"(other broadcasts are not lowered with `?` dims yet): {types}"
+        )
+    fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    args = fn.args[: len(op.operands)]
+    out_arg = args[-1]
+    n = b.index(b.element_count(out_arg))
+    tile = b.index(b.element_count(args[kinds.index(TILE)]))
+    count = b.floordiv(n, tile)
+
+    def view(x: SSAValue, kind: str) -> SSAValue:
+        if kind == SPLAT:
+            return x
+        return simd.runtime_flat_view(b, x, tile if kind == TILE else n)
+
+    width = simd_width(op, target)
+    inputs = [view(x, kind) for x, kind in zip(args[:-1], kinds, strict=True)]
+    output = view(out_arg, FULL)
+    splats = {
+        k: b.load(x, [0] * len(shape_of(x))) for k, x in enumerate(inputs) if kinds[k] == SPLAT
+    }
+    body = op.body.block
+
+    def sweep(rb: LoopBuilder, at: list[SSAValue]) -> None:
+        vectors = {k: simd.broadcast(rb, v, width) for k, v in splats.items()}
+        base = rb.mul(at[0], tile)
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            flat = vb.add(base, j)
+            values = []
+            for k, x in enumerate(inputs):
+                if kinds[k] == SPLAT:
+                    values.append(vectors[k] if w > 1 else splats[k])
+                else:
+                    values.append(simd.load(vb, x, [j if kinds[k] == TILE else flat], w))
+            simd.store(vb, clone_body(vb, body, values, w), output, [flat])
+            return []
+
+        simd.sweep(rb, 0, tile, width, visit)
+
+    simd.runtime_rows_loop(b, count, 64, target, sweep)
+    b.ret()
+    return fn
+
+
+def _lower_elementwise_broadcast(
+    op: kernel.ElementwiseOp, target: Target, name: str, kinds: list[str]
+) -> func.FuncOp:
+    """kernel.elementwise with `?` dims and any numpy broadcast (every input dim the
+    output's or 1, right-aligned): one pass over the output's rows (every dim but the last,
+    a run-time count split over the threads), each row a SIMD sweep (scalar remainder) of the
+    last dim; an input is addressed at the row's multi-index with its broadcast dims at 0
+    (run-time strides), and one whose last dim is 1 is loaded once per row and splat."""
+    out = shape_of(op.output)
+    rank = len(out)
+    fn, b = kernel_function(name, [v.type for v in op.operands])  # type: ignore[misc]
+    args = fn.args[: len(op.operands)]
+    out_arg = args[-1]
+    sizes = [b.dim(out_arg, d) for d in range(rank)]
+    rows = simd.runtime_product(b, sizes[:-1])
+    width = simd_width(op, target)
+    inputs = list(args[:-1])
+    shapes = [shape_of(x) for x in inputs]
+    splats = {k: b.load(x, [0] * len(shapes[k])) for k, x in enumerate(inputs) if kinds[k] == SPLAT}
+    body = op.body.block
+
+    def row(rb: LoopBuilder, r: SSAValue) -> None:
+        index = simd.runtime_decompose(rb, r, sizes[:-1])
+        scalars: dict[int, SSAValue] = dict(splats)
+        prefixes: dict[int, list[Value]] = {}
+        for k, x in enumerate(inputs):
+            if kinds[k] == SPLAT:
+                continue
+            lead = rank - len(shapes[k])
+            prefix: list[Value] = [
+                index[lead + d] if n != 1 else 0 for d, n in enumerate(shapes[k][:-1])
+            ]
+            if shapes[k][-1] == 1 and out[-1] != 1:
+                scalars[k] = rb.load(x, [*prefix, 0])
+            prefixes[k] = prefix
+        vectors = {k: simd.broadcast(rb, v, width) for k, v in scalars.items()}
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            values = []
+            for k, x in enumerate(inputs):
+                if k in scalars:
+                    values.append(vectors[k] if w > 1 else scalars[k])
+                else:
+                    values.append(simd.load(vb, x, [*prefixes[k], j], w))
+            simd.store(vb, clone_body(vb, body, values, w), out_arg, [*index, j])
+            return []
+
+        simd.sweep(rb, 0, sizes[-1], width, visit)
+
+    last = out[-1] if out[-1] > 0 else 64  # elements per row, a guess where `?`
+    simd.runtime_rows_loop(b, b.index(rows), last, target, lambda rb, r: row(rb, r[0]))
     b.ret()
     return fn

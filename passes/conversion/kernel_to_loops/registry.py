@@ -43,27 +43,34 @@ def lowering(
     return register
 
 
+_loaded = False
+
+
 def _load_lowerings() -> None:
     """Import every module of this package: each registers its lowerings with @lowering, so a
     new family of kernels is one new module here, listed nowhere."""
+    global _loaded
     import importlib
     import pkgutil
 
     package = __name__.rpartition(".")[0]
     for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
         importlib.import_module(f"{package}.{module.name}")
+    _loaded = True
 
 
 def has_runtime_extent_lowering(op_type: type) -> bool:
     """Whether ops of `op_type` with `?` dims have a lowering (which may still refuse some
     operand types, naming them)."""
-    if not _RUNTIME_EXTENT_LOWERINGS:
+    # Not "the table is empty": a module imported on its own (a test's, a tool's) registers
+    # its lowerings alone, and the others' would then look missing.
+    if not _loaded:
         _load_lowerings()
     return op_type in _RUNTIME_EXTENT_LOWERINGS
 
 
 def lowering_for(op: IRDLOperation) -> KernelLowering:
-    if type(op) not in _LOWERINGS:
+    if not _loaded:
         _load_lowerings()
     if any(has_dynamic_dims(v) for v in op.operands):
         lowered = _RUNTIME_EXTENT_LOWERINGS.get(type(op))

@@ -342,6 +342,35 @@ def split_flat_runtime(
     b.parallel_range(0, n, chunk, lambda rb, c: row(rb, c, rb.min_index(rb.add(c, chunk), n)))
 
 
+def runtime_product(b: LoopBuilder, sizes: Sequence[Value]) -> Value:
+    """The product of sizes that are ints or index values (static factors folded)."""
+    static, product = 1, None
+    for size in sizes:
+        if isinstance(size, int):
+            static *= size
+        else:
+            product = size if product is None else b.mul(product, size)
+    if product is None:
+        return static
+    return product if static == 1 else b.mul(product, static)
+
+
+def runtime_decompose(b: LoopBuilder, flat_index: SSAValue, sizes: Sequence[Value]) -> list[Value]:
+    """Row-major multi-index of `flat_index` within `sizes` (ints or index values)."""
+    index: list[Value] = []
+    rest: Value = flat_index
+    for k in range(len(sizes) - 1, -1, -1):
+        size = sizes[k]
+        if isinstance(size, int) and size == 1:
+            index.append(0)
+        elif k == 0:
+            index.append(rest)
+        else:
+            index.append(b.rem(rest, size))
+            rest = b.floordiv(rest, size)
+    return index[::-1]
+
+
 def runtime_rows_loop(
     b: LoopBuilder,
     rows: SSAValue,
