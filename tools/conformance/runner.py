@@ -277,6 +277,7 @@ class RunOptions:
     backend: dict[str, Any] = field(default_factory=lambda: {"threads": 1})
     freeze: bool = True  # see SHAPE_OPERANDS
     runner: str = "ember.tools.conformance.runner:run_case"
+    environ: dict[str, str] = field(default_factory=dict)  # set in the worker processes
 
 
 def run_cases(
@@ -304,5 +305,7 @@ def run_cases(
         )
         for name in names
     ]
-    with WorkerPool(options.runner, options.jobs, options.timeout, options.recycle) as pool:
+    with WorkerPool(
+        options.runner, options.jobs, options.timeout, options.recycle, environ=options.environ
+    ) as pool:
         return pool.map(jobs, progress)  # type: ignore[arg-type]
