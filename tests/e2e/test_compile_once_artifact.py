@@ -172,8 +172,10 @@ SECTION = ["extra", ONCE_KEY]
             r"compile_once.outputs.out\[2\]' must be the size",
         ),
         (_set([*SECTION, "inputs", "x", 1], 7), r"compile_once.inputs.x\[1\]' must be the size"),
+        (_set([*SECTION, "limits", "seq"], 0), r"compile_once.limits.seq' must be an integer"),
         # Well formed, but not what the library was compiled with.
         (_set([*SECTION, "ranges", "batch"], [1, 128]), r"compile_once.ranges.batch"),
+        (_set([*SECTION, "limits", "batch"], 4), r"compile_once.limits"),
         (_set(["format_version"], 3), "artifact format 3, this runtime reads format 4"),
     ],
 )
