@@ -296,8 +296,9 @@ def _transpose_tiles(
 
 
 # -- gather -----------------------------------------------------------------------------------------
-@lowering(kernel.GatherOp)
-def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
+def _gather_geometry(op: kernel.GatherOp) -> tuple[list[int], list[int], int]:
+    """The data and index shapes and the gathered axis (non-negative), checked against the
+    output's shape (`?` dims compare as themselves)."""
     data_shape, idx_shape, out_shape = shape(op.data), shape(op.indices), shape(op.output)
     rank = len(data_shape)
     axis = op.axis.value.data
@@ -307,6 +308,12 @@ def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
     expected = [*data_shape[:axis], *idx_shape, *data_shape[axis + 1 :]]
     if list(out_shape) != expected:
         raise fail(op, f"output shape {list(out_shape)} != expected {expected}")
+    return list(data_shape), list(idx_shape), axis
+
+
+@lowering(kernel.GatherOp)
+def lower_gather(op: kernel.GatherOp, target: Target, name: str) -> func.FuncOp:
+    data_shape, idx_shape, axis = _gather_geometry(op)
     extent = data_shape[axis]
     if extent == 0:
         raise fail(op, f"data has no entries along axis {axis}")
@@ -387,17 +394,9 @@ def lower_gather_runtime(op: kernel.GatherOp, target: Target, name: str) -> func
     buffers, the rows (outer x index count) a run-time loop split over the threads, each
     index checked against the run-time extent of the axis as the static kernel does. The
     trailing dims after the axis must be static (one vector copy per row)."""
-    data_shape, idx_shape, out_shape = shape(op.data), shape(op.indices), shape(op.output)
-    rank = len(data_shape)
-    axis = op.axis.value.data
-    if not -rank <= axis < rank:
-        raise fail(op, f"axis {axis} out of range for data of rank {rank}")
-    axis %= rank
+    data_shape, idx_shape, axis = _gather_geometry(op)
     if any(d < 0 for d in data_shape[axis + 1 :]):
         raise fail(op, f"runtime extents after the gathered axis: {op.data.type}")
-    expected = [*data_shape[:axis], *idx_shape, *data_shape[axis + 1 :]]
-    if list(out_shape) != expected:
-        raise fail(op, f"output shape {list(out_shape)} != expected {expected}")
     inner = math.prod(data_shape[axis + 1 :])
     fn, b, status = checked_kernel_function(name, operand_types(op))
     data, indices, out = fn.args[:3]
