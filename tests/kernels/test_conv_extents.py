@@ -17,8 +17,8 @@ from xdsl.dialects.builtin import DYNAMIC_INDEX, MemRefType, f32
 from ember.core.target import Target, host_target
 from ember.dialects.numpy_eval import from_blocked, to_blocked
 from ember.dialects.weight_layouts import (
-    conv_layout,
     pack_conv_lanes_weight,
+    pack_conv_weight,
     pack_depthwise_blocked_weight,
 )
 from ember.tests.kernels.test_conv import conv_reference
@@ -227,12 +227,49 @@ def test_blocked_depthwise_every_size(ks: tuple, strides: tuple, pads: tuple) ->
         )
 
 
-def test_gemm_layout_is_refused() -> None:
-    """An NCHW conv packed for the GEMM (conv_a_panel) has no runtime-extent kernel yet:
+# NCHW convs with GEMM-packed weights (conv_a_panel): (Cin, Cout, group, kernel, strides,
+# pads, dilations).
+GEMM_CASES = [
+    (3, 16, 1, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # a stem
+    (24, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise: rows copied
+    (8, 12, 2, (3, 3), (1, 1), (1, 0, 2, 1), (1, 2)),  # groups, asymmetric pads, dilation
+    (64, 16, 1, (3, 3), (1, 2), (1, 1, 1, 1), (1, 1)),  # K = 576: several k blocks
+]
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=str)
+def test_gemm_conv_every_size(case: tuple) -> None:
+    """The im2col GEMM conv compiled once; sizes whose N = Ho*Wo is under one panel, a
+    multiple of it and not (the last panel's run-time lane masks); a residual, 2 threads."""
+    cin, cout, group, ks, strides, pads, dilations = case
+    target = host_target(2)
+    rng = np.random.default_rng(cin + cout)
+    w = rng.standard_normal((cout, cin // group, *ks), dtype=np.float32)
+    packed, layout = pack_conv_weight(w, group, target)
+    act_in, act_out = dynamic(4, {1: cin}), dynamic(4, {1: cout})
+    types = [act_in, MemRefType(f32, packed.shape), MemRefType(f32, [cout]), act_out, act_out]
+    make = conv_op(ks, strides, pads, dilations, group, layout, True, True, "relu")
+    kernel = JitKernel(make, types, target, 2)
+    for n, h, wd in [(1, 7, 7), (3, 13, 11), (1, 8, 8), (1, 3, 5), (2, 20, 18)]:
+        run_conv(
+            kernel,
+            w,
+            packed,
+            (n, cin, h, wd),
+            strides,
+            pads,
+            dilations,
+            blocked=False,
+            residual=True,
+        )
+
+
+def test_nchw_depthwise_is_refused() -> None:
+    """An NCHW depthwise conv (per-channel weight rows) has no runtime-extent kernel yet:
     refused naming the layout and types, never run by the static kernel."""
-    make = conv_op((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, conv_layout(6), False, False, None)
-    types = [dynamic(4, {1: 3}), MemRefType(f32, [1, 6, 27, 6]), dynamic(4, {1: 6})]
-    with pytest.raises(NotImplementedError, match="conv_a_panel6"):
+    make = conv_op((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8, "depthwise", False, False, None)
+    types = [dynamic(4, {1: 8}), MemRefType(f32, [8, 9]), dynamic(4, {1: 8})]
+    with pytest.raises(NotImplementedError, match="depthwise"):
         JitKernel(make, types)
 
 

@@ -42,7 +42,9 @@ from ember.dialects.weight_layouts import (
     BLOCKED_MAX_ACCUMULATORS,
     LANES_MAX_ACCUMULATORS,
     conv_lanes_layout,
+    conv_layout,
     depthwise_blocked_layout,
+    gemm_blocking,
     lanes_row_tile_max,
 )
 from ember.passes.conversion.kernel_to_loops import simd
@@ -57,12 +59,16 @@ from ember.passes.conversion.kernel_to_loops.flat_access import index_to_f32
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
     K_UNROLL,
     Epilogue,
+    GemmPanel,
     activation_of,
     alloca,
     ceil_div,
     describe_kernel,
     epilogue_summary,
+    gemm_panel,
     if_else,
+    k_block,
+    load_lanes,
     memref_shape,
     runtime_work_units,
 )
@@ -249,6 +255,8 @@ def lower_conv2d_runtime(op: kernel.Conv2dOp, target: Target, name: str) -> func
         fn = _depthwise_blocked(op, geo, target, name)
     elif layout.startswith(conv_lanes_layout(0)[:-1]):
         fn = _channel_lanes(op, geo, target, name)
+    elif not geo.blocked and layout.startswith(conv_layout(0)[:-1]):
+        fn = _gemm_conv(op, geo, target, name)
     else:
         raise NotImplementedError(
             f"kernel.conv2d with runtime extents runs the channel-lanes and the blocked "
@@ -442,6 +450,165 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
     runtime_work_units(body, target, outputs, geo.flops_per_output() * nr, units, unit)
     body.ret()
     return fn
+
+
+def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str) -> func.FuncOp:
+    """conv.py's _lower_gemm_conv (weights packed as GEMM A panels [G, M/MR, K, MR]) over
+    N = Ho x Wo output columns known at run time: per (batch, group, NR-column panel) unit,
+    each k block of whole input channels packed into an L1-sized scratch panel (implicit
+    im2col: a load at a clamped address, 0 where the window hits padding; a pointwise conv
+    copies rows with vector loads), then gemm_common's MR-row tiles sweep it. Full panels
+    store whole vectors; the last one (N mod NR columns) the same tiles with run-time lane
+    masks. This is also the run-time kernel of the convs the static pipeline runs as direct
+    band-plane convs (stems: 3 input channels), which share the packed weight."""
+    blocking = gemm_blocking(target)
+    vw, nr = blocking.vw, blocking.nr
+    w_shape = memref_shape(op.weight)
+    mr = w_shape[-1]
+    groups = geo.group
+    m = geo.cout // groups
+    cin_g = geo.cin // groups
+    kh, kw = geo.rows.taps, geo.cols.taps
+    taps = kh * kw
+    k_extent = cin_g * taps
+    if op.weight_layout.data != conv_layout(mr) or w_shape != (
+        groups,
+        ceil_div(m, mr),
+        k_extent,
+        mr,
+    ):
+        raise ValueError(
+            f"kernel.conv2d: weight {w_shape} with layout '{op.weight_layout.data}' does not "
+            f"match a {kh}x{kw} conv {geo.cin}->{geo.cout}, group {groups} (expected "
+            "[G, ceil(M/MR), K, MR] from pack_conv_weight)"
+        )
+    kc = k_block(k_extent, nr, taps if taps > 1 else K_UNROLL)
+    pointwise = (kh, kw, geo.rows.stride, geo.cols.stride) == (1, 1, 1, 1) and (
+        geo.rows.pad_lo,
+        geo.cols.pad_lo,
+    ) == (0, 0)
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+    size = Sizes.read(body, x, out)
+    n = body.mul(size.ho, size.wo)
+    full_panels = body.floordiv(n, nr)
+    panels = body.floordiv(body.add(n, nr - 1), nr)
+    sh, dh, pt = geo.rows.stride, geo.rows.dilation, geo.rows.pad_lo
+    sw, dw, pl = geo.cols.stride, geo.cols.dilation, geo.cols.pad_lo
+
+    def unit(b: LoopBuilder, u: SSAValue) -> None:
+        bi, g, p = decode_runtime(b, u, [size.batch, groups, panels])
+        ch0 = b.mul(g, cin_g)
+        co0 = b.mul(g, m)
+        n0 = b.mul(p, nr)
+        epi = Epilogue(out, args.get("residual"), activation, vw)
+        panel_buf = alloca(b, [kc, nr])
+        # Columns of this panel that exist (NR but in the last panel).
+        cols_here = b.min_index(b.sub(n, n0), nr)
+
+        def pack_pointwise(b: LoopBuilder, k_lo: Value, k_hi: Value, tail: bool) -> None:
+            def copy(b: LoopBuilder, k: SSAValue) -> None:
+                for j in range(nr // vw):
+                    at = [bi, b.add(ch0, k), 0, b.add(n0, j * vw)]
+                    lanes = vector_lanes(b, cols_here, j, vw) if tail else vw
+                    row = load_lanes(b, x, at, lanes, vw)
+                    b.vstore(row, panel_buf, [b.sub(k, k_lo), j * vw])
+
+            b.for_range(k_lo, k_hi, 1, copy)
+
+        def pack_im2col(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
+            # Top-left input corner of each column's window (columns past N: any rows, they
+            # are never stored; their reads are clamped like the padding's).
+            corners = []
+            for j in range(nr):
+                col = b.add(n0, j)
+                row0 = b.sub(b.mul(b.floordiv(col, size.wo), sh), pt)
+                col0 = b.sub(b.mul(b.rem(col, size.wo), sw), pl)
+                corners.append((row0, col0))
+            zero = b.const(0.0)
+
+            def window(b: LoopBuilder, r: SSAValue, s: SSAValue) -> None:
+                offsets, valid = [], []
+                for row0, col0 in corners:
+                    ih = b.add(row0, b.mul(r, dh))
+                    iw = b.add(col0, b.mul(s, dw))
+                    ok = b.insert(
+                        arith.AndIOp(b.cmp_index("ult", ih, size.h), b.cmp_index("ult", iw, size.w))
+                    ).results[0]
+                    offsets.append(b.select(ok, b.add(b.mul(ih, size.w), iw), b.index(0)))
+                    valid.append(ok)
+                tap = b.add(b.mul(r, kw), s)
+
+                def channel(b: LoopBuilder, ci: SSAValue) -> None:
+                    k = b.add(b.mul(b.sub(ci, b.floordiv(k_lo, taps)), taps), tap)
+                    ch = b.add(ch0, ci)
+                    for j in range(nr):
+                        value = b.load(x, [bi, ch, 0, offsets[j]])
+                        b.store(b.select(valid[j], value, zero), panel_buf, [k, j])
+
+                b.for_range(b.floordiv(k_lo, taps), b.floordiv(k_hi, taps), 1, channel)
+
+            b.for_range(
+                0, kh, 1, lambda b, r: b.for_range(0, kw, 1, lambda b2, s: window(b2, r, s))
+            )
+
+        def panel(b: LoopBuilder, tail: bool) -> None:
+            def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
+                if pointwise:
+                    pack_pointwise(b, k_lo, k_hi, tail)
+                else:
+                    pack_im2col(b, k_lo, k_hi)
+
+            def load_b(b: LoopBuilder, k: SSAValue, j: int, k_lo: Value) -> SSAValue:
+                return b.vload(panel_buf, [b.sub(k, k_lo), j * vw], vw)
+
+            def load_a(b: LoopBuilder, m0: SSAValue, k: SSAValue, i: int) -> SSAValue:
+                return b.load(w, [g, b.floordiv(m0, mr), k, i])
+
+            def channel(b: LoopBuilder, m0: SSAValue, i: int) -> SSAValue:
+                return b.add(co0, b.add(m0, i))
+
+            def bias(b: LoopBuilder, m0: SSAValue, i: int, j: int) -> SSAValue | None:
+                if bias_buf is None:
+                    return None
+                return b.splat(b.load(bias_buf, [channel(b, m0, i)]), vw)
+
+            spec = GemmPanel(
+                k_extent=k_extent,
+                kc=kc,
+                m=m,
+                mr=mr,
+                cols=nr,
+                vw=vw,
+                epilogue=epi,
+                load_a=load_a,
+                load_b=load_b,
+                out_index=lambda b, m0, i, j: [bi, channel(b, m0, i), 0, b.add(n0, j * vw)],
+                bias=bias,
+                pack_block=pack_block,
+                lanes_of=(lambda b, j: vector_lanes(b, cols_here, j, vw)) if tail else None,
+            )
+            gemm_panel(b, spec, b.index(0), 1)
+
+        if_else(
+            b,
+            b.cmp_index("ult", p, full_panels),
+            lambda fb: panel(fb, False),
+            lambda tb: panel(tb, True),
+        )
+
+    units = body.mul(body.mul(size.batch, groups), panels)
+    outputs = body.mul(units, nr)
+    runtime_work_units(body, target, outputs, geo.flops_per_output() * m, units, unit)
+    body.ret()
+    return fn
+
+
+def vector_lanes(b: LoopBuilder, columns: Value, j: int, vw: int) -> SSAValue:
+    """Lanes of vector j (columns j*vw on) among the first `columns`: in [0, vw]."""
+    return b.max_index(b.min_index(b.sub(columns, j * vw), vw), 0)
 
 
 def _depthwise_blocked(
