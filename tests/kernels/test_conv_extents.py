@@ -122,20 +122,31 @@ LANES_CASES = [
     (48, 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise
     (64, 32, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),  # strided 1x1 projection
     (16, 32, (3, 3), (1, 1), (2, 0, 1, 2), (2, 2)),  # asymmetric pads, dilation
-    # 7x7/2 (a stem's window): 9-12 s of LLVM for its unrolled tile versions.
-    pytest.param((16, 16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)), marks=pytest.mark.slow),
+    (16, 16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # 7x7/2
 ]
+# Each case compiles one kernel (~10 s with its run-time tile versions on a busy machine):
+# the default suite runs these (layout, case) pairs, --runslow all of them.
+LANES_DEFAULT = {(True, 0), (True, 4), (False, 1)}
 
 
 def _case_id(case: tuple) -> str:
-    if not isinstance(case, tuple):
-        return str(case)
     cin, cout, ks, strides, pads, dilations = case
     return f"{cin}->{cout}k{ks}s{strides}p{pads}d{dilations}"
 
 
-@pytest.mark.parametrize("case", LANES_CASES, ids=_case_id)
-@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "nchw"])
+LANES_PARAMS = [
+    pytest.param(
+        case,
+        blocked,
+        marks=() if (blocked, k) in LANES_DEFAULT else pytest.mark.slow,
+        id=f"{'blocked' if blocked else 'nchw'}-{_case_id(case)}",
+    )
+    for k, case in enumerate(LANES_CASES)
+    for blocked in (True, False)
+]
+
+
+@pytest.mark.parametrize("case, blocked", LANES_PARAMS)
 def test_channel_lanes_conv_every_size(case: tuple, blocked: bool) -> None:
     """The channel-lanes conv (blocked, or NCHW with its transposing epilogue) compiled
     once, two vectors of channels, 2 threads; a residual and relu on the blocked ones."""
@@ -168,7 +179,7 @@ def test_channel_lanes_conv_every_size(case: tuple, blocked: bool) -> None:
         )
 
 
-@pytest.mark.parametrize("nvec", [1, 2])
+@pytest.mark.parametrize("nvec", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_channel_lanes_conv_avx2_one_thread(nvec: int) -> None:
     """8-lane vectors (AVX2) and 16 registers: other tile widths (remainder bits), 1 thread."""
     case = (16, 24 if nvec == 1 else 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
@@ -231,7 +242,8 @@ def test_blocked_depthwise_every_size(ks: tuple, strides: tuple, pads: tuple) ->
 # pads, dilations).
 GEMM_CASES = [
     (3, 16, 1, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # a stem
-    (24, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise: rows copied
+    # Pointwise: rows copied with vector loads.
+    pytest.param((24, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)), marks=pytest.mark.slow),
     (8, 12, 2, (3, 3), (1, 1), (1, 0, 2, 1), (1, 2)),  # groups, asymmetric pads, dilation
     (64, 16, 1, (3, 3), (1, 2), (1, 1, 1, 1), (1, 1)),  # K = 576: several k blocks
 ]

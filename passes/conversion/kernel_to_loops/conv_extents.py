@@ -8,15 +8,18 @@ are the conv's output size; the kernels read the input only inside [0, H) x [0, 
 they are, so a wrong Ho/Wo gives wrong values, never a read or write out of bounds).
 
 The kernels are the static ones' (conv.py, pooling.py) with the geometry decided at run
-time. An output row is cut into column tiles of the static kernel's register width: the
-static kernel decides per tile, at compile time, which taps fall in the padding; here the
-columns whose windows lie inside the input, [interior_lo, interior_hi), are computed once
-per kernel call, and each full tile picks at run time between its unchecked version
-(interior: plain loads, as the static kernel's interior) and a checked one (each column's
-tap reads a clamped address and keeps 0 / the pool's identity where it falls outside the
-row; the validity is per column and tap, so it is hoisted out of the channel loops). The
-row's remainder (fewer columns than a tile) is one checked tile per set bit of its width
-(8, 4, 2, 1). Kernel rows outside the input run zero times, as in the static kernels.
+time. An output row is cut into ceil(Wo / widest) balanced tiles as the static kernels cut
+theirs, their width chosen at run time among compiled versions (`tile_widths`: from the
+widest that fits the registers down to half of it). The static kernel decides per tile, at
+compile time, which taps fall in the padding; here the columns whose windows lie inside
+the input, [interior_lo, interior_hi), are computed once per call, and each tile runs its
+unchecked version (plain loads, the static interior's code) where all its columns are
+interior, else its checked version with a column count (the row's last tile may be
+narrower): each column's tap reads a clamped address and keeps 0 / the pool's identity
+outside the row, the validity hoisted out of the channel loops; the blocked conv's checked
+tile instead copies each channel block's pixels under it into a zero-bordered strip and
+reads that unchecked. Kernel rows outside the input run zero times, as in the static
+kernels.
 
 Kernels: the channel-lanes direct conv (layout conv_lanes_panel{NR}; NCHW or blocked), the
 blocked depthwise conv (depthwise_blocked{c}) and the blocked max/average pool. Units
@@ -120,40 +123,98 @@ def decode_runtime(b: LoopBuilder, flat: SSAValue, extents: Sequence[Value]) -> 
     return coords[::-1]
 
 
-# (builder, first column, columns, checked) -> None: one tile of an output row.
-Tile = Callable[[LoopBuilder, SSAValue, int, bool], None]
+# (builder, first column, columns, count) -> None: one tile of an output row; `count` None
+# for the unchecked version (all columns interior), else the columns that exist (1..columns).
+Tile = Callable[[LoopBuilder, SSAValue, int, SSAValue | None], None]
+
+
+def tile_widths(most: int) -> list[int]:
+    """Tile widths a row is cut into, widest first: every width from `most` down to half of
+    it (a row of more than `most` columns cut into balanced tiles gets at least half),
+    every other one when `most` is above 8 (a tile then wastes at most one column), to
+    bound the versions compiled."""
+    step = 1 if most <= 8 else 2
+    return list(range(most, max(1, (most + 1) // 2) - 1, -step))
 
 
 def row_tiles(
-    b: LoopBuilder, wo: Value, interior: tuple[Value, Value], width: int, tile: Tile
+    b: LoopBuilder, wo: Value, interior: tuple[Value, Value], widths: Sequence[int], tile: Tile
 ) -> None:
-    """An output row of `wo` columns in tiles of `width`: full tiles in a loop, each the
-    unchecked version where its columns are all interior, else the checked one; then the
-    remainder as one checked tile per set bit of its width."""
+    """An output row of `wo` columns in ceil(wo / widths[0]) balanced tiles, as the static
+    kernels cut theirs: the tiles' width is the narrowest of `widths` that is at least
+    ceil(wo / tiles) (a run-time choice among the versions); each tile is unchecked where
+    its columns are all interior, else checked with its column count (the last one may be
+    narrower than the others)."""
     lo, hi = interior
-    full_end = b.mul(b.floordiv(wo, width), width)
+    most = widths[0]
+    tiles = b.max_index(b.floordiv(b.add(wo, most - 1), most), 1)
+    want = b.floordiv(b.add(wo, b.sub(tiles, 1)), tiles)  # ceil(wo / tiles)
 
-    def full(fb: LoopBuilder, ow0: SSAValue) -> None:
-        after_lo = fb.cmp_index("sge", ow0, lo)
-        inside = fb.insert(
-            arith.AndIOp(after_lo, fb.cmp_index("sle", fb.add(ow0, width), hi))
-        ).results[0]
-        if_else(
-            fb,
-            inside,
-            lambda ib: tile(ib, ow0, width, False),
-            lambda cb: tile(cb, ow0, width, True),
-        )
+    def sweep(sb: LoopBuilder, width: int) -> None:
+        def one(fb: LoopBuilder, ow0: SSAValue) -> None:
+            count = fb.min_index(fb.sub(wo, ow0), width)
+            after_lo = fb.cmp_index("sge", ow0, lo)
+            inside = fb.insert(
+                arith.AndIOp(after_lo, fb.cmp_index("sle", fb.add(ow0, width), hi))
+            ).results[0]
+            if_else(
+                fb,
+                inside,
+                lambda ib: tile(ib, ow0, width, None),
+                lambda cb: tile(cb, ow0, width, count),
+            )
 
-    b.for_range(0, full_end, width, full)
-    rest = b.sub(wo, full_end)
-    bit = 1 << (width - 1).bit_length() - 1 if width > 1 else 0
-    while bit:
-        # The bit-`bit` tile starts after the remainder's higher bits.
-        at = b.add(full_end, b.mul(b.floordiv(rest, 2 * bit), 2 * bit))
-        taken = b.cmp_index("ne", b.rem(b.floordiv(rest, bit), 2), 0)
-        b.if_(taken, lambda tb, at=at, bit=bit: tile(tb, at, bit, True))
-        bit //= 2
+        sb.for_range(0, wo, width, one)
+
+    def choose(cb: LoopBuilder, options: Sequence[int]) -> None:
+        """The narrowest of `options` (ascending) at least `want` wide."""
+        if len(options) == 1:
+            sweep(cb, options[0])
+            return
+        fits = cb.cmp_index("sle", want, options[0])
+        if_else(cb, fits, lambda tb: sweep(tb, options[0]), lambda eb: choose(eb, options[1:]))
+
+    choose(b, sorted(widths))
+
+
+def tap_columns(
+    b: LoopBuilder,
+    first: SSAValue,
+    cols: int,
+    stride: int,
+    taps: Sequence[int],
+    size: Value,
+    count: SSAValue | None,
+) -> list[list[tuple[SSAValue, SSAValue | None]]]:
+    """[column][tap] input position (first + column*stride + tap offset) of a tile and,
+    checked (`count` given), the position clamped to 0 with whether it is inside [0, size)
+    and the column exists (column < count): hoisted out of the reduction loops."""
+    columns = []
+    for i in range(cols):
+        row = []
+        for offset in taps:
+            at = b.add(first, i * stride + offset)
+            if count is None:
+                row.append((at, None))
+                continue
+            ok = b.cmp_index("ult", at, size)
+            if i:
+                exists = b.cmp_index("ult", b.index(i), count)
+                ok = b.insert(arith.AndIOp(ok, exists)).results[0]
+            row.append((b.select(ok, at, b.index(0)), ok))
+        columns.append(row)
+    return columns
+
+
+def column_stores(
+    b: LoopBuilder, cols: int, count: SSAValue | None, store: Callable[[LoopBuilder, int], None]
+) -> None:
+    """store(b, i) for each column of a tile; checked, columns past `count` are skipped."""
+    for i in range(cols):
+        if count is None or i == 0:
+            store(b, i)
+        else:
+            b.if_(b.cmp_index("ult", b.index(i), count), lambda sb, i=i: store(sb, i))
 
 
 # -- conv --------------------------------------------------------------------------------------
@@ -337,20 +398,20 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                 return [bi, ci[0], ih, iw, ci[1]]
             return [bi, ci, ih, iw]
 
-        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, checked: bool) -> None:
+        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, count: SSAValue | None) -> None:
             iw0 = b.sub(b.mul(ow0, sw), pl)
-            # Input column of each (column, tap); checked: clamped to 0 with its validity.
-            columns: list[list[tuple[SSAValue, SSAValue | None]]] = []
-            for i in range(cols):
-                taps = []
-                for s in range(kw):
-                    iw = b.add(iw0, i * sw + s * dw)
-                    if checked:
-                        ok = b.cmp_index("ult", iw, size.w)
-                        taps.append((b.select(ok, iw, b.index(0)), ok))
-                    else:
-                        taps.append((iw, None))
-                columns.append(taps)
+            tap_offsets = [s * dw for s in range(kw)]
+            # Blocked, a checked tile copies each channel block's input pixels under it into
+            # a zero-bordered strip (one vector per pixel, hoisted out of the lane loop) and
+            # reads the strip unchecked: a select per broadcast made edge tiles ~1.7x slower.
+            strip = None
+            if geo.blocked and count is not None:
+                span = (cols - 1) * sw + geo.cols.reach + 1
+                strip = alloca(b, [span, vw])
+                pixels = tap_columns(b, iw0, 1, 0, list(range(span)), size.w, count)[0]
+                columns = [[(b.index(i * sw + t), None) for t in tap_offsets] for i in range(cols)]
+            else:
+                columns = tap_columns(b, iw0, cols, sw, tap_offsets, size.w, count)
             accs = [zero] * (cols * nvec)
             for r, (ih, channels) in enumerate(kernel_rows):
 
@@ -368,7 +429,11 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                         weights = [b.vload(w, [cb, k, j * vw], vw) for j in range(nvec)]
                         for i in range(cols):
                             iw, ok = columns[i][s]
-                            a = b.load(x, x_at(ci, ih, iw))
+                            if strip is not None:
+                                assert isinstance(ci, tuple)
+                                a = b.load(strip, [iw, ci[1]])
+                            else:
+                                a = b.load(x, x_at(ci, ih, iw))
                             if ok is not None:
                                 a = b.select(ok, a, scalar_zero)
                             a = b.splat(a, vw)
@@ -389,8 +454,18 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                 if geo.blocked:
 
                     def lanes_of(
-                        b: LoopBuilder, cib: SSAValue, *values: SSAValue
+                        b: LoopBuilder,
+                        cib: SSAValue,
+                        *values: SSAValue,
+                        ih: SSAValue = ih,
                     ) -> list[SSAValue]:
+                        if strip is not None:
+                            for p, (iw, ok) in enumerate(pixels):
+                                pixel = b.vload(x, [bi, cib, ih, iw, 0], vw)
+                                if ok is not None:
+                                    pixel = b.select(ok, pixel, zero)
+                                b.vstore(pixel, strip, [p, 0])
+
                         def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
                             current = list(sums)
                             for q in range(lane_unroll):
@@ -415,9 +490,12 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                         bias = None
                         if bias_buf is not None:
                             bias = b.vload(bias_buf, [b.add(co0, j * vw)], vw)
-                        for i in range(cols):
+
+                        def column(b: LoopBuilder, i: int) -> None:
                             at = [bi, cb_out, oh, b.add(ow0, i), 0]
                             epi.finish(b, accs[i * nvec + j], at, vw, bias)
+
+                        column_stores(b, cols, count, column)
 
                     if j and geo.cout % nr:
                         in_range = b.cmp_index("ult", b.add(co0, j * vw), geo.cout)
@@ -436,14 +514,14 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                 co = b.add(co0, c)
                 bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
                 lanes = b.vload(rows_scratch, [c, 0], vw)
-                epi.finish(b, lanes, [bi, co, oh, ow0], cols, bias)
+                epi.finish(b, lanes, [bi, co, oh, ow0], cols if count is None else count, bias)
 
             if geo.cout % nr:
                 b.for_range(0, b.min_index(nr, b.sub(geo.cout, co0)), 1, channel)
             else:
                 b.for_range(0, nr, 1, channel)
 
-        row_tiles(b, size.wo, interior, mr, tile)
+        row_tiles(b, size.wo, interior, tile_widths(mr), tile)
 
     units = body.mul(body.mul(size.batch, size.ho), blocks)
     outputs = body.mul(units, size.wo)
@@ -650,20 +728,10 @@ def _depthwise_blocked(
             inside = b.cmp_index("ult", ih, size.h)
             rows.append((ih, b.select(inside, b.index(1), b.index(0))))
 
-        def tile(b: LoopBuilder, ow0: SSAValue, count: int, checked: bool) -> None:
+        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, count: SSAValue | None) -> None:
             iw0 = b.sub(b.mul(ow0, sw), pl)
-            columns = []
-            for t in range(count):
-                taps_t = []
-                for s in range(kw):
-                    iw = b.add(iw0, t * sw + s * dw)
-                    if checked:
-                        ok = b.cmp_index("ult", iw, size.w)
-                        taps_t.append((b.select(ok, iw, b.index(0)), ok))
-                    else:
-                        taps_t.append((iw, None))
-                columns.append(taps_t)
-            accs = [zero] * count
+            columns = tap_columns(b, iw0, cols, sw, [s * dw for s in range(kw)], size.w, count)
+            accs = [zero] * cols
             for r, (ih, trips) in enumerate(rows):
 
                 def kernel_row(
@@ -672,7 +740,7 @@ def _depthwise_blocked(
                     current = list(sums)
                     for s in range(kw):
                         weight = b.vload(w, [cb, r * kw + s, 0], c)
-                        for t in range(count):
+                        for t in range(cols):
                             iw, ok = columns[t][s]
                             pixel = b.vload(x, [bi, cb, ih, iw, 0], c)
                             if ok is not None:
@@ -681,10 +749,13 @@ def _depthwise_blocked(
                     return current
 
                 accs = b.for_range(0, trips, 1, kernel_row, accs)
-            for t, acc in enumerate(accs):
-                epi.finish(b, acc, [bi, cb, oh, b.add(ow0, t), 0], c, bias)
 
-        row_tiles(b, size.wo, interior, DEPTHWISE_BLOCKED_COLUMNS, tile)
+            def column(b: LoopBuilder, t: int) -> None:
+                epi.finish(b, accs[t], [bi, cb, oh, b.add(ow0, t), 0], c, bias)
+
+            column_stores(b, cols, count, column)
+
+        row_tiles(b, size.wo, interior, [DEPTHWISE_BLOCKED_COLUMNS], tile)
 
     units = body.mul(body.mul(size.batch, size.ho), blocks)
     outputs = body.mul(units, size.wo)
@@ -743,24 +814,14 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
             rows = b.sub(r_hi, r_lo)
         identity = monoid.init(b, c)
 
-        def tile(b: LoopBuilder, ow0: SSAValue, count: int, checked: bool) -> None:
+        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, count: SSAValue | None) -> None:
             w0 = b.sub(b.mul(ow0, sw), pl)
-            columns = []
-            for t in range(count):
-                taps_t = []
-                for s in range(kw):
-                    iw = b.add(w0, t * sw + s)
-                    if checked:
-                        ok = b.cmp_index("ult", iw, size.w)
-                        taps_t.append((b.select(ok, iw, b.index(0)), ok))
-                    else:
-                        taps_t.append((iw, None))
-                columns.append(taps_t)
+            columns = tap_columns(b, w0, cols, sw, list(range(kw)), size.w, count)
 
             def window_row(b: LoopBuilder, r: SSAValue, *accs: SSAValue) -> list[SSAValue]:
                 ih, current = b.add(h0, r), list(accs)
                 for s in range(kw):
-                    for t in range(count):
+                    for t in range(cols):
                         iw, ok = columns[t][s]
                         pixel = b.vload(src, [nb, cb, ih, iw, 0], c)
                         if ok is not None:
@@ -768,11 +829,13 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
                         current[t] = monoid.combine(b, pixel, current[t])
                 return current
 
-            accs = b.for_range(r_lo, r_hi, 1, window_row, [identity] * count)
-            for t, acc in enumerate(accs):
+            accs = b.for_range(r_lo, r_hi, 1, window_row, [identity] * cols)
+
+            def column(b: LoopBuilder, t: int) -> None:
+                acc = accs[t]
                 if not is_max:
                     start = b.add(w0, t * sw)
-                    if not checked:
+                    if count is None:
                         taps: Value = kw
                     elif include_pad:  # up to the padded border
                         taps = b.sub(b.min_index(b.add(start, kw), b.add(size.w, pr)), start)
@@ -781,7 +844,9 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
                     acc = b.divf(acc, b.splat(index_to_f32(b, b.mul(rows, taps)), c))
                 b.vstore(acc, dst, [nb, cb, oh, b.add(ow0, t), 0])
 
-        row_tiles(b, size.wo, interior, BLOCKED_POOL_COLUMNS, tile)
+            column_stores(b, cols, count, column)
+
+        row_tiles(b, size.wo, interior, [BLOCKED_POOL_COLUMNS], tile)
 
     units = b.mul(b.mul(size.batch, size.ho), blocks)
     outputs = b.mul(units, size.wo)
