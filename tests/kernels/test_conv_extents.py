@@ -297,15 +297,26 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
-def test_blocked_pool_every_size(case: tuple) -> None:
+@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "nchw"])
+def test_pool_every_size(case: tuple, blocked: bool) -> None:
+    """Max/average pools compiled once: blocked (2 blocks of 8 channels) or NCHW (5 planes;
+    rows narrower and wider than a vector: scalar edges, vector interiors, the overlapping
+    last vector), 2 threads."""
     kind, ks, strides, pads, include_pad = case
     c, blocks = 8, 2
-    types = [dynamic(5, {1: blocks, 4: c})] * 2
+    channels = blocks * c if blocked else 5
+    shape = {1: blocks, 4: c} if blocked else {1: channels}
+    types = [dynamic(5 if blocked else 4, shape)] * 2
     pool = JitKernel(make_pool(kind, ks, strides, pads, include_pad), types, host_target(2), 2)
     rng = np.random.default_rng(3)
-    for n, h, wd in [(1, 7, 7), (3, 9, 10), (1, 15, 37), (2, 8, 19)]:
-        x = rng.standard_normal((n, blocks * c, h, wd), dtype=np.float32)
+    for n, h, wd in [(1, 7, 7), (3, 9, 10), (1, 15, 37), (2, 8, 16), (1, 9, 70)]:
+        x = rng.standard_normal((n, channels, h, wd), dtype=np.float32)
         expected = onnxruntime_pool(x, kind, ks, strides, pads, False, include_pad)
-        out = to_blocked(np.full(expected.shape, np.nan, np.float32), c)
-        pool(to_blocked(x, c), out)
-        np.testing.assert_allclose(from_blocked(out), expected, rtol=1e-5, atol=1e-6)
+        out = np.full(expected.shape, np.nan, np.float32)
+        if blocked:
+            out = to_blocked(out, c)
+            pool(to_blocked(x, c), out)
+            out = from_blocked(out)
+        else:
+            pool(x, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

@@ -22,10 +22,10 @@ reads that unchecked. Kernel rows outside the input run zero times, as in the st
 kernels.
 
 Kernels: the channel-lanes direct conv (layout conv_lanes_panel{NR}; NCHW or blocked), the
-blocked depthwise conv (depthwise_blocked{c}) and the blocked max/average pool. Units
-(batch x channel blocks x output rows) run under scf.parallel, as the static kernels'.
-Other convs and pools with `?` dims (the NCHW GEMM conv, NCHW depthwise, NCHW pools) are
-refused with the op's types.
+blocked depthwise conv (depthwise_blocked{c}), the NCHW im2col GEMM conv (conv_a_panel{MR})
+and the max/average pools (blocked or NCHW). Units (batch x channel blocks x output rows;
+the GEMM's column panels) run under scf.parallel, as the static kernels'. NCHW depthwise
+convs with `?` dims are refused with the op's types.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from ember.passes.conversion.kernel_to_loops.conv import (
     LANES_ROWS_FIRST_MAX_WEIGHT_BYTES,
     transpose_square,
 )
-from ember.passes.conversion.kernel_to_loops.flat_access import index_to_f32
+from ember.passes.conversion.kernel_to_loops.flat_access import index_to_f32, shuffle
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
     K_UNROLL,
     Epilogue,
@@ -767,22 +767,22 @@ def _depthwise_blocked(
 # -- pooling ------------------------------------------------------------------------------------
 @lowering(kernel.PoolOp, runtime_extents=True)
 def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.FuncOp:
-    """Max/average pooling of channel-blocked [N, C/c, H, W, c] maps with `?` in N, H, W
-    (pooling.py's _blocked_pool at run-time sizes): every tap one vector load of a pixel's
-    c channels; units output rows of one channel block; window rows inside the input a
-    loop, columns BLOCKED_POOL_COLUMNS per tile (row_tiles; a checked tile's taps outside
-    the row read the pool's identity). NCHW pools with `?` dims are refused."""
+    """Max/average pooling with `?` in N, H, W: channel-blocked [N, C/c, H, W, c] maps
+    (`_blocked_pool`) or NCHW planes (`_nchw_pool`)."""
     in_shape, out_shape = memref_shape(op.input), memref_shape(op.output)
+    blocked = len(in_shape) == 5
+    static_dims = (1, 4) if blocked else (1,)
     if (
-        len(in_shape) != 5
-        or len(out_shape) != 5
-        or any(is_dynamic(in_shape[d]) or in_shape[d] != out_shape[d] for d in (1, 4))
+        len(in_shape) not in (4, 5)
+        or len(out_shape) != len(in_shape)
+        or any(is_dynamic(in_shape[d]) or in_shape[d] != out_shape[d] for d in static_dims)
         or op.input.type.get_element_type() != f32  # type: ignore[attr-defined]
         or op.output.type.get_element_type() != f32  # type: ignore[attr-defined]
     ):
         raise NotImplementedError(
-            "kernel.pool with runtime extents pools float32 channel-blocked [N, C/c, H, W, c] "
-            f"maps with `?` in N, H, W only: {op.input.type} -> {op.output.type}"
+            "kernel.pool with runtime extents pools float32 NCHW or channel-blocked "
+            f"[N, C/c, H, W, c] maps with `?` in N, H, W only: {op.input.type} -> "
+            f"{op.output.type}"
         )
     kh, kw = _ints(op.kernel_shape)
     sh, sw = _ints(op.strides)
@@ -792,26 +792,68 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
             f"kernel.pool: invalid kernel_shape {[kh, kw]}, strides {[sh, sw]} or pads "
             f"{[pt, pl, pb, pr]} (pads must be smaller than the kernel)"
         )
-    is_max = op.kind.data == "max"
-    include_pad = op.count_include_pad is not None
+    pool = Pool(
+        op.kind.data == "max",
+        op.count_include_pad is not None,
+        Window(kh, sh, 1, pt, pb),
+        Window(kw, sw, 1, pl, pr),
+    )
+    if blocked:
+        return _blocked_pool(op, pool, target, name)
+    return _nchw_pool(op, pool, target, name)
+
+
+@dataclass(frozen=True)
+class Pool:
+    is_max: bool
+    include_pad: bool
+    rows: Window
+    cols: Window
+
+    def window_rows(
+        self, b: LoopBuilder, oh: SSAValue, h: Value
+    ) -> tuple[SSAValue, SSAValue, SSAValue, SSAValue]:
+        """(first row h0, r_lo, r_hi, divisor rows) of output row oh: the window's rows inside
+        the input are h0 + [r_lo, r_hi); an average divides by their count, or with
+        count_include_pad by the rows up to the padded border."""
+        kh = self.rows.taps
+        h0 = b.sub(b.mul(oh, self.rows.stride), self.rows.pad_lo)
+        # h0 may be negative (signed min/max).
+        r_lo = b.min_index(b.max_index(b.sub(b.index(0), h0), 0), kh)
+        r_hi = b.max_index(b.min_index(b.sub(h, h0), kh), r_lo)
+        if self.include_pad:
+            rows = b.sub(b.min_index(b.add(h0, kh), b.add(h, self.rows.pad_hi)), h0)
+        else:
+            rows = b.sub(r_hi, r_lo)
+        return h0, r_lo, r_hi, rows
+
+    def column_taps(self, b: LoopBuilder, start: SSAValue, w: Value) -> SSAValue:
+        """Taps of the window column range from `start` that an average divides by."""
+        kw = self.cols.taps
+        if self.include_pad:  # up to the padded border
+            return b.sub(b.min_index(b.add(start, kw), b.add(w, self.cols.pad_hi)), start)
+        return b.sub(b.min_index(b.add(start, kw), w), b.max_index(start, 0))
+
+
+def _blocked_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> func.FuncOp:
+    """pooling.py's _blocked_pool at run-time sizes: every tap one vector load of a pixel's
+    c channels; units output rows of one channel block; window rows inside the input a
+    loop, columns BLOCKED_POOL_COLUMNS per tile (row_tiles; a checked tile's taps outside
+    the row read the pool's identity)."""
+    in_shape = memref_shape(op.input)
+    kh, kw = pool.rows.taps, pool.cols.taps
+    sw, pl = pool.cols.stride, pool.cols.pad_lo
+    is_max = pool.is_max
     blocks, c = in_shape[1], in_shape[4]
-    cols_window = Window(kw, sw, 1, pl, pr)
     fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
     src, dst = fn.args[:2]
     size = Sizes.read(b, src, dst)
-    interior = cols_window.interior(b, size.w, size.wo)
+    interior = pool.cols.interior(b, size.w, size.wo)
     monoid = simd.Monoid("max" if is_max else "sum", f32)
 
     def row(b: LoopBuilder, u: SSAValue) -> None:
         nb, cb, oh = decode_runtime(b, u, [size.batch, blocks, size.ho])
-        h0 = b.sub(b.mul(oh, sh), pt)
-        # Window rows inside the input: r in [r_lo, r_hi) (h0 may be negative: signed).
-        r_lo = b.min_index(b.max_index(b.sub(b.index(0), h0), 0), kh)
-        r_hi = b.max_index(b.min_index(b.sub(size.h, h0), kh), r_lo)
-        if include_pad:
-            rows = b.sub(b.min_index(b.add(h0, kh), b.add(size.h, pb)), h0)
-        else:
-            rows = b.sub(r_hi, r_lo)
+        h0, r_lo, r_hi, rows = pool.window_rows(b, oh, size.h)
         identity = monoid.init(b, c)
 
         def tile(b: LoopBuilder, ow0: SSAValue, cols: int, count: SSAValue | None) -> None:
@@ -835,12 +877,7 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
                 acc = accs[t]
                 if not is_max:
                     start = b.add(w0, t * sw)
-                    if count is None:
-                        taps: Value = kw
-                    elif include_pad:  # up to the padded border
-                        taps = b.sub(b.min_index(b.add(start, kw), b.add(size.w, pr)), start)
-                    else:
-                        taps = b.sub(b.min_index(b.add(start, kw), size.w), b.max_index(start, 0))
+                    taps = kw if count is None else pool.column_taps(b, start, size.w)
                     acc = b.divf(acc, b.splat(index_to_f32(b, b.mul(rows, taps)), c))
                 b.vstore(acc, dst, [nb, cb, oh, b.add(ow0, t), 0])
 
@@ -851,5 +888,89 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
     units = b.mul(b.mul(size.batch, size.ho), blocks)
     outputs = b.mul(units, size.wo)
     runtime_work_units(b, target, outputs, kh * kw * c, units, row)
+    b.ret()
+    return fn
+
+
+def _nchw_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> func.FuncOp:
+    """Pooling of NCHW planes at run-time sizes (the stem's max pool after a 3-channel
+    conv): units are output rows of one plane. Interior columns (whole windows inside the
+    row) are vectors of VW outputs: stride 1 loads each tap's VW inputs, stride 2 loads
+    2 x VW and keeps the even lanes (shuffle); the last vector overlaps the previous one
+    instead of a scalar tail (outputs computed twice are the same values). Columns whose
+    windows reach into the padding, and rows narrower than a vector, are scalar loops over
+    the taps inside the input. Other strides are scalar throughout."""
+    kh, kw = pool.rows.taps, pool.cols.taps
+    sw, pl = pool.cols.stride, pool.cols.pad_lo
+    channels = memref_shape(op.input)[1]
+    vw = target.vector_width if sw in (1, 2) else 1
+    fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
+    src, dst = fn.args[:2]
+    size = Sizes.read(b, src, dst)
+    # Stride 2 reads one input past each vector's last window: one more column of reach.
+    margin = Window(kw + (1 if sw == 2 else 0), sw, 1, pl, pool.cols.pad_hi)
+    lo, hi = margin.interior(b, size.w, size.wo)
+    monoid = simd.Monoid("max" if pool.is_max else "sum", f32)
+    even = list(range(0, 2 * vw, 2))
+
+    def row(b: LoopBuilder, u: SSAValue) -> None:
+        nb, ch, oh = decode_runtime(b, u, [size.batch, channels, size.ho])
+        h0, r_lo, r_hi, rows = pool.window_rows(b, oh, size.h)
+
+        def vector_at(b: LoopBuilder, ow0: SSAValue) -> None:
+            w0 = b.sub(b.mul(ow0, sw), pl)
+
+            def window_row(b: LoopBuilder, r: SSAValue, acc: SSAValue) -> list[SSAValue]:
+                ih = b.add(h0, r)
+                for s in range(kw):
+                    at = b.add(w0, s)
+                    if sw == 1:
+                        v = b.vload(src, [nb, ch, ih, at], vw)
+                    else:
+                        pair = [b.vload(src, [nb, ch, ih, b.add(at, q * vw)], vw) for q in (0, 1)]
+                        v = shuffle(b, pair[0], pair[1], even)
+                    acc = monoid.combine(b, v, acc)
+                return [acc]
+
+            acc = b.for_range(r_lo, r_hi, 1, window_row, [monoid.init(b, vw)])[0]
+            if not pool.is_max:
+                acc = b.divf(acc, b.splat(index_to_f32(b, b.mul(rows, kw)), vw))
+            b.vstore(acc, dst, [nb, ch, oh, ow0])
+
+        def scalar_at(b: LoopBuilder, ow: SSAValue) -> None:
+            w0 = b.sub(b.mul(ow, sw), pl)
+            s_lo = b.min_index(b.max_index(b.sub(b.index(0), w0), 0), kw)
+            s_hi = b.max_index(b.min_index(b.sub(size.w, w0), kw), s_lo)
+
+            def window_row(b: LoopBuilder, r: SSAValue, acc: SSAValue) -> list[SSAValue]:
+                ih = b.add(h0, r)
+
+                def tap(b: LoopBuilder, s: SSAValue, acc: SSAValue) -> list[SSAValue]:
+                    return [monoid.combine(b, b.load(src, [nb, ch, ih, b.add(w0, s)]), acc)]
+
+                return b.for_range(s_lo, s_hi, 1, tap, [acc])
+
+            acc = b.for_range(r_lo, r_hi, 1, window_row, [monoid.init(b, 1)])[0]
+            if not pool.is_max:
+                taps = b.mul(rows, pool.column_taps(b, w0, size.w))
+                acc = b.divf(acc, index_to_f32(b, taps))
+            b.store(acc, dst, [nb, ch, oh, ow])
+
+        if vw == 1:
+            b.for_range(0, size.wo, 1, scalar_at)
+            return
+        # Vectors over [lo, hi) when it holds one, else every column scalar.
+        wide = b.cmp_index("sge", b.sub(hi, lo), vw)
+        vector_end = b.select(wide, hi, lo)
+        full_end = b.sub(vector_end, b.rem(b.sub(vector_end, lo), vw))
+        b.for_range(0, lo, 1, scalar_at)
+        b.for_range(lo, full_end, vw, vector_at)
+        overlap = b.cmp_index("slt", full_end, vector_end)
+        b.if_(overlap, lambda ob: vector_at(ob, ob.sub(vector_end, vw)))
+        b.for_range(vector_end, size.wo, 1, scalar_at)
+
+    units = b.mul(b.mul(size.batch, size.ho), channels)
+    outputs = b.mul(units, size.wo)
+    runtime_work_units(b, target, outputs, kh * kw, units, row)
     b.ret()
     return fn
