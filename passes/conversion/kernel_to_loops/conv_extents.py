@@ -894,12 +894,12 @@ def _blocked_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> f
 
 def _nchw_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> func.FuncOp:
     """Pooling of NCHW planes at run-time sizes (the stem's max pool after a 3-channel
-    conv): units are output rows of one plane. Interior columns (whole windows inside the
+    conv): units are planes, as the static kernel's. Interior columns (whole windows inside the
     row) are vectors of VW outputs: stride 1 loads each tap's VW inputs, stride 2 loads
     2 x VW and keeps the even lanes (shuffle); the last vector overlaps the previous one
     instead of a scalar tail (outputs computed twice are the same values). Columns whose
-    windows reach into the padding, and rows narrower than a vector, are scalar loops over
-    the taps inside the input. Other strides are scalar throughout."""
+    windows reach into the padding, and rows narrower than a vector, are scalar, their taps
+    unrolled with clamped reads. Other strides are scalar throughout."""
     kh, kw = pool.rows.taps, pool.cols.taps
     sw, pl = pool.cols.stride, pool.cols.pad_lo
     channels = memref_shape(op.input)[1]
@@ -907,53 +907,95 @@ def _nchw_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> func
     fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
     src, dst = fn.args[:2]
     size = Sizes.read(b, src, dst)
-    # Stride 2 reads one input past each vector's last window: one more column of reach.
-    margin = Window(kw + (1 if sw == 2 else 0), sw, 1, pl, pool.cols.pad_hi)
+    # A 1-wide stride-2 window reads one input past each vector's last window.
+    margin = Window(kw + (1 if sw == 2 and kw == 1 else 0), sw, 1, pl, pool.cols.pad_hi)
     lo, hi = margin.interior(b, size.w, size.wo)
     monoid = simd.Monoid("max" if pool.is_max else "sum", f32)
-    even = list(range(0, 2 * vw, 2))
+    even, odd = list(range(0, 2 * vw, 2)), list(range(1, 2 * vw, 2))
 
-    def row(b: LoopBuilder, u: SSAValue) -> None:
-        nb, ch, oh = decode_runtime(b, u, [size.batch, channels, size.ho])
+    def plane(b: LoopBuilder, u: SSAValue) -> None:
+        nb, ch = decode_runtime(b, u, [size.batch, channels])
+        b.for_range(0, size.ho, 1, lambda rb, oh: row(rb, nb, ch, oh))
+
+    def row(b: LoopBuilder, nb: SSAValue, ch: SSAValue, oh: SSAValue) -> None:
         h0, r_lo, r_hi, rows = pool.window_rows(b, oh, size.h)
+        # Rows whose whole window is inside the input unroll it (as the static interior).
+        inside = b.insert(
+            arith.AndIOp(b.cmp_index("eq", r_lo, 0), b.cmp_index("eq", r_hi, kh))
+        ).results[0]
+        if_else(
+            b,
+            inside,
+            lambda ib: columns(ib, nb, ch, oh, h0, r_lo, r_hi, rows, True),
+            lambda eb: columns(eb, nb, ch, oh, h0, r_lo, r_hi, rows, False),
+        )
 
+    def columns(
+        b: LoopBuilder,
+        nb: SSAValue,
+        ch: SSAValue,
+        oh: SSAValue,
+        h0: SSAValue,
+        r_lo: SSAValue,
+        r_hi: SSAValue,
+        rows: SSAValue,
+        unrolled: bool,
+    ) -> None:
         def vector_at(b: LoopBuilder, ow0: SSAValue) -> None:
             w0 = b.sub(b.mul(ow0, sw), pl)
 
-            def window_row(b: LoopBuilder, r: SSAValue, acc: SSAValue) -> list[SSAValue]:
+            def pair(b: LoopBuilder, ih: SSAValue, at: Value, lanes: list[int]) -> SSAValue:
+                """The even or odd lanes of 2 x VW inputs from column w0 + at."""
+                start = b.add(w0, at)
+                halves = [b.vload(src, [nb, ch, ih, b.add(start, q * vw)], vw) for q in (0, 1)]
+                return shuffle(b, halves[0], halves[1], lanes)
+
+            def window_row(b: LoopBuilder, r: Value, acc: SSAValue) -> list[SSAValue]:
                 ih = b.add(h0, r)
-                for s in range(kw):
-                    at = b.add(w0, s)
-                    if sw == 1:
-                        v = b.vload(src, [nb, ch, ih, at], vw)
-                    else:
-                        pair = [b.vload(src, [nb, ch, ih, b.add(at, q * vw)], vw) for q in (0, 1)]
-                        v = shuffle(b, pair[0], pair[1], even)
+                if sw == 1:
+                    taps = [b.vload(src, [nb, ch, ih, b.add(w0, s)], vw) for s in range(kw)]
+                else:
+                    # Window columns 2q and 2q+1 are the even and odd lanes of one pair; an
+                    # odd kernel's last column the odd lanes of the pair one column early
+                    # (no read past the window: pooling.py's stride-2 interior).
+                    taps = []
+                    for q in range(kw // 2):
+                        taps += [pair(b, ih, 2 * q, even), pair(b, ih, 2 * q, odd)]
+                    if kw % 2:
+                        taps.append(pair(b, ih, kw - 2, odd) if kw > 1 else pair(b, ih, 0, even))
+                for v in taps:
                     acc = monoid.combine(b, v, acc)
                 return [acc]
 
-            acc = b.for_range(r_lo, r_hi, 1, window_row, [monoid.init(b, vw)])[0]
+            if unrolled:
+                acc = monoid.init(b, vw)
+                for r in range(kh):
+                    acc = window_row(b, r, acc)[0]
+            else:
+                acc = b.for_range(r_lo, r_hi, 1, window_row, [monoid.init(b, vw)])[0]
             if not pool.is_max:
                 acc = b.divf(acc, b.splat(index_to_f32(b, b.mul(rows, kw)), vw))
             b.vstore(acc, dst, [nb, ch, oh, ow0])
 
         def scalar_at(b: LoopBuilder, ow: SSAValue) -> None:
+            """One output whose window may reach into the padding: its taps unrolled, each
+            read at a clamped column and replaced by the identity outside the row."""
             w0 = b.sub(b.mul(ow, sw), pl)
-            s_lo = b.min_index(b.max_index(b.sub(b.index(0), w0), 0), kw)
-            s_hi = b.max_index(b.min_index(b.sub(size.w, w0), kw), s_lo)
+            taps = tap_columns(b, w0, 1, 0, list(range(kw)), size.w, b.index(1))[0]
+            identity = monoid.init(b, 1)
 
             def window_row(b: LoopBuilder, r: SSAValue, acc: SSAValue) -> list[SSAValue]:
                 ih = b.add(h0, r)
+                for iw, ok in taps:
+                    value = b.load(src, [nb, ch, ih, iw])
+                    assert ok is not None
+                    acc = monoid.combine(b, b.select(ok, value, identity), acc)
+                return [acc]
 
-                def tap(b: LoopBuilder, s: SSAValue, acc: SSAValue) -> list[SSAValue]:
-                    return [monoid.combine(b, b.load(src, [nb, ch, ih, b.add(w0, s)]), acc)]
-
-                return b.for_range(s_lo, s_hi, 1, tap, [acc])
-
-            acc = b.for_range(r_lo, r_hi, 1, window_row, [monoid.init(b, 1)])[0]
+            acc = b.for_range(r_lo, r_hi, 1, window_row, [identity])[0]
             if not pool.is_max:
-                taps = b.mul(rows, pool.column_taps(b, w0, size.w))
-                acc = b.divf(acc, index_to_f32(b, taps))
+                count = b.mul(rows, pool.column_taps(b, w0, size.w))
+                acc = b.divf(acc, index_to_f32(b, count))
             b.store(acc, dst, [nb, ch, oh, ow])
 
         if vw == 1:
@@ -969,8 +1011,8 @@ def _nchw_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> func
         b.if_(overlap, lambda ob: vector_at(ob, ob.sub(vector_end, vw)))
         b.for_range(vector_end, size.wo, 1, scalar_at)
 
-    units = b.mul(b.mul(size.batch, size.ho), channels)
-    outputs = b.mul(units, size.wo)
-    runtime_work_units(b, target, outputs, kh * kw, units, row)
+    units = b.mul(size.batch, channels)
+    outputs = b.mul(units, b.mul(size.ho, size.wo))
+    runtime_work_units(b, target, outputs, kh * kw, units, plane)
     b.ret()
     return fn
