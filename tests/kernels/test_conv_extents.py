@@ -262,7 +262,7 @@ def test_gemm_conv_every_size(case: tuple) -> None:
     types = [act_in, MemRefType(f32, packed.shape), MemRefType(f32, [cout]), act_out, act_out]
     make = conv_op(ks, strides, pads, dilations, group, layout, True, True, "relu")
     kernel = JitKernel(make, types, target, 2)
-    for n, h, wd in [(1, 7, 7), (3, 13, 11), (1, 8, 8), (1, 3, 5), (2, 20, 18)]:
+    for n, h, wd in [(1, 7, 7), (3, 13, 11), (1, 8, 8), (1, 3, 5), (2, 20, 18), (1, 9, 70)]:
         run_conv(
             kernel,
             w,

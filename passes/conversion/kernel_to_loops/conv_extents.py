@@ -34,8 +34,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import DenseArrayBase, f32
+from xdsl.dialects import arith, func, vector
+from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
@@ -561,6 +561,7 @@ def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str)
             "[G, ceil(M/MR), K, MR] from pack_conv_weight)"
         )
     kc = k_block(k_extent, nr, taps if taps > 1 else K_UNROLL)
+    even = list(range(0, 2 * vw, 2))
     pointwise = (kh, kw, geo.rows.stride, geo.cols.stride) == (1, 1, 1, 1) and (
         geo.rows.pad_lo,
         geo.cols.pad_lo,
@@ -632,10 +633,84 @@ def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str)
                 0, kh, 1, lambda b, r: b.for_range(0, kw, 1, lambda b2, s: window(b2, r, s))
             )
 
+        def pack_im2col_rows(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
+            """conv.py's _pack_im2col_rows at run-time sizes, also for column stride 2:
+            the panel's columns are segment A (the rest of output row oh_a) and B (the
+            start of the next row); lane l of a segment reads input column col0 + l*sw.
+            Each panel row is, per vector and segment, sw masked loads of the raw inputs
+            (lanes outside the segment or the input masked off, zero), stride 2 keeping
+            the even lanes, the two segments' disjoint lanes summed."""
+            nv = nr // vw
+            oh_a = b.floordiv(n0, size.wo)
+            ow_a = b.rem(n0, size.wo)
+            split = b.min_index(b.sub(size.wo, ow_a), nr)
+            segments = [
+                (oh_a, b.sub(b.mul(ow_a, sw), pl), b.index(0), split),
+                (b.add(oh_a, 1), b.sub(b.mul(b.sub(0, split), sw), pl), split, b.index(nr)),
+            ]
+            zero = b.splat(0.0, vw)
+            mask_type = VectorType(i1, [vw])
+
+            def prefix(b: LoopBuilder, count: SSAValue) -> SSAValue:
+                return b.insert(vector.CreateMaskOp([count], mask_type)).results[0]
+
+            def window(b: LoopBuilder, r: SSAValue, s: SSAValue) -> None:
+                loads = []
+                for oh, col_lane0, first, last in segments:
+                    ih = b.add(b.sub(b.mul(oh, sh), pt), b.mul(r, dh))
+                    col0 = b.add(col_lane0, b.mul(s, dw))
+                    # Raw inputs q (from col0) to read: the segment's, inside [0, W).
+                    lo = b.max_index(b.mul(first, sw), b.sub(0, col0))
+                    hi = b.min_index(b.mul(last, sw), b.sub(size.w, col0))
+                    hi = b.select(b.cmp_index("ult", ih, size.h), b.max_index(hi, lo), lo)
+                    masks = [
+                        b.insert(
+                            arith.XOrIOp(prefix(b, b.sub(hi, q * vw)), prefix(b, b.sub(lo, q * vw)))
+                        ).results[0]
+                        for q in range(sw * nv)
+                    ]
+                    loads.append((b.add(b.mul(ih, size.w), col0), masks))
+                tap = b.add(b.mul(r, kw), s)
+
+                def channel(b: LoopBuilder, ci: SSAValue) -> None:
+                    k = b.add(b.mul(b.sub(ci, b.floordiv(k_lo, taps)), taps), tap)
+                    ch = b.add(ch0, ci)
+                    for v in range(nv):
+                        parts = []
+                        for offset, masks in loads:
+                            raw = [
+                                b.insert(
+                                    vector.MaskedLoadOp(
+                                        x,
+                                        [bi, ch, b.index(0), b.add(offset, q * vw)],
+                                        masks[q],
+                                        zero,
+                                        VectorType(f32, [vw]),
+                                    )
+                                ).results[0]
+                                for q in range(sw * v, sw * (v + 1))
+                            ]
+                            parts.append(raw[0] if sw == 1 else shuffle(b, raw[0], raw[1], even))
+                        b.vstore(b.addf(parts[0], parts[1]), panel_buf, [k, v * vw])
+
+                b.for_range(b.floordiv(k_lo, taps), b.floordiv(k_hi, taps), 1, channel)
+
+            b.for_range(
+                0, kh, 1, lambda b, r: b.for_range(0, kw, 1, lambda b2, s: window(b2, r, s))
+            )
+
         def panel(b: LoopBuilder, tail: bool) -> None:
             def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
                 if pointwise:
                     pack_pointwise(b, k_lo, k_hi, tail)
+                elif sw in (1, 2):
+                    # Rows at least a panel wide: the panel's columns lie on two output rows.
+                    if_else(
+                        b,
+                        b.cmp_index("sge", size.wo, nr),
+                        lambda vb: pack_im2col_rows(vb, k_lo, k_hi),
+                        lambda sb: pack_im2col(sb, k_lo, k_hi),
+                    )
                 else:
                     pack_im2col(b, k_lo, k_hi)
 
