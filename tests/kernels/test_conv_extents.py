@@ -320,3 +320,13 @@ def test_pool_every_size(case: tuple, blocked: bool) -> None:
         else:
             pool(x, out)
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bias_of_another_size_is_refused() -> None:
+    """A bias that is not one value per output channel is refused, naming its shape."""
+    packed, layout = pack_conv_lanes_weight(np.zeros((32, 32, 1, 1), np.float32), 32)
+    make = conv_op((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, layout, True, False, None)
+    act = dynamic(5, {1: 2, 4: 16})
+    types = [act, MemRefType(f32, packed.shape), MemRefType(f32, [16]), act]
+    with pytest.raises(ValueError, match=r"bias shape \(16,\) != \(32,\)"):
+        JitKernel(make, types)

@@ -249,6 +249,11 @@ class RuntimeConv:
                 f"-> {op.output.type}, weight {op.weight.type}"
             )
         c = in_shape[-1] if blocked else 1
+        cout_static = out_shape[1] * (out_shape[-1] if blocked else 1)
+        if op.bias is not None and memref_shape(op.bias) != (cout_static,):
+            raise ValueError(
+                f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({cout_static},)"
+            )
         kh, kw = _ints(op.kernel_shape)
         sh, sw = _ints(op.strides)
         dh, dw = _ints(op.dilations)
@@ -581,6 +586,9 @@ def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str)
     size = Sizes.read(body, x, out)
     n = body.mul(size.ho, size.wo)
     full_panels = body.floordiv(n, nr)
+    same_planes = body.insert(
+        arith.AndIOp(body.cmp_index("eq", size.ho, size.h), body.cmp_index("eq", size.wo, size.w))
+    ).results[0]
     panels = body.floordiv(body.add(n, nr - 1), nr)
     sh, dh, pt = geo.rows.stride, geo.rows.dilation, geo.rows.pad_lo
     sw, dw, pl = geo.cols.stride, geo.cols.dilation, geo.cols.pad_lo
@@ -710,7 +718,14 @@ def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str)
         def panel(b: LoopBuilder, tail: bool) -> None:
             def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
                 if pointwise:
-                    pack_pointwise(b, k_lo, k_hi, tail)
+                    # Rows copied as they are only when the output's planes are the input's
+                    # (else the general packing, which never reads outside the input).
+                    if_else(
+                        b,
+                        same_planes,
+                        lambda pb: pack_pointwise(pb, k_lo, k_hi, tail),
+                        lambda gb: pack_im2col(gb, k_lo, k_hi),
+                    )
                 elif sw in (1, 2):
                     # Rows at least a panel wide: the panel's columns lie on two output rows.
                     if_else(
