@@ -154,6 +154,25 @@ def test_concat_and_slice_compile_once(
     assert compiled.compile_once_refusal is None and compiled.compiles == 1
 
 
+def test_transpose_of_the_last_two_dims_is_tiled_at_run_time() -> None:
+    """[b, s, h] -> [b, h, s] and back (the blocked layout's reorders are this swap of the
+    last two dims): lanes x lanes tiles in registers, ragged rows and columns element by
+    element, the tiles over two threads."""
+    tail = [
+        helper.make_node("Transpose", ["y"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Relu", ["t"], ["rt"]),
+        helper.make_node("Transpose", ["rt"], ["back"], perm=[0, 2, 1]),
+        helper.make_node("Add", ["back", "y"], ["out"]),
+    ]
+    model = ffn_block_model(HIDDEN, 72, tail, ["batch", "seq", HIDDEN])
+    compiled = ember.compile(model, threads=2)
+    for k, (batch, seq) in enumerate([(2, 3), (3, 5), (1, 16), (4, 17), (1, 33), (3, 200)]):
+        rng = np.random.default_rng(k)
+        inputs = {"x": rng.standard_normal((batch, seq, HIDDEN)).astype(np.float32)}
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiles == 1
+
+
 # -- refusals ------------------------------------------------------------------------------------
 def test_resize_to_a_size_read_from_a_shape_is_refused_and_specialised() -> None:
     """Resize of the deeper map to the shallower one's size (the ratio is 2 for even maps,

@@ -364,6 +364,10 @@ def lower_transpose_runtime(op: kernel.TransposeOp, target: Target, name: str) -
             raise fail(op, f"output {op.output.type} is not the input {op.input.type} permuted")
     fn, b = kernel_function(name, operand_types(op))
     src, dst = fn.args[:2]
+    if rank >= 2 and perm == [*range(rank - 2), rank - 1, rank - 2] and lanes_for(src, target) > 1:
+        _transpose_last_two_runtime(b, src, dst, lanes_for(src, target), target)
+        b.ret()
+        return fn
     sizes = [b.dim(src, p) for p in perm]
     lanes = lanes_for(src, target) if perm[-1] == rank - 1 else 1
     last = sizes[-1]
@@ -386,6 +390,61 @@ def lower_transpose_runtime(op: kernel.TransposeOp, target: Target, name: str) -
     _rows_loop(b, simd.runtime_product(b, sizes[:-1]), per_row, target, row)
     b.ret()
     return fn
+
+
+def _transpose_last_two_runtime(
+    b: LoopBuilder, src: SSAValue, dst: SSAValue, lanes: int, target: Target
+) -> None:
+    """[..., R, C] -> [..., C, R] with run-time sizes (the blocked layout's reorders of `?`
+    maps: [n, C/c, c, h*w] <-> [n, C/c, h*w, c]): lanes x lanes tiles transposed in
+    registers (`transpose_in_registers`, as the static kernel), each tile row a run-time
+    count of (outer, row block) pairs split over the threads; the ragged columns and rows
+    copied element by element."""
+    rank = len(shape(src))
+    rows, cols = b.dim(src, rank - 2), b.dim(src, rank - 1)
+    outer = b.element_count(src, list(range(rank - 2)))
+    src_flat, dst_flat = _flat(b, src), _flat(b, dst)
+    plane = simd.runtime_product(b, [rows, cols])
+    full_rows = b.mul(b.floordiv(rows, lanes), lanes)
+    full_cols = b.mul(b.floordiv(cols, lanes), lanes)
+    row_blocks = b.floordiv(rows, lanes)
+
+    def element(eb: LoopBuilder, base: SSAValue, r: Value, c: Value) -> None:
+        value = load(eb, src_flat, eb.add(base, eb.add(eb.mul(r, cols), c)), 1)
+        store(eb, value, dst_flat, eb.add(base, eb.add(eb.mul(c, rows), r)))
+
+    def block_row(rb: LoopBuilder, t: SSAValue) -> None:
+        o, r0 = rb.floordiv(t, row_blocks), rb.mul(rb.rem(t, row_blocks), lanes)
+        base = rb.mul(o, plane)
+
+        def tile(cb: LoopBuilder, c0: SSAValue) -> None:
+            at = cb.add(base, cb.add(cb.mul(r0, cols), c0))
+            loaded = [load(cb, src_flat, cb.add(at, cb.mul(j, cols)), lanes) for j in range(lanes)]
+            out_at = cb.add(base, cb.add(cb.mul(c0, rows), r0))
+            for i, column in enumerate(transpose_in_registers(cb, loaded)):
+                store(cb, column, dst_flat, cb.add(out_at, cb.mul(i, rows)))
+
+        rb.for_range(0, full_cols, lanes, lambda cb, c0: tile(cb, c0))
+
+        def ragged(cb: LoopBuilder, c: SSAValue) -> None:
+            for j in range(lanes):
+                element(cb, base, cb.add(r0, j), c)
+
+        rb.for_range(full_cols, cols, 1, lambda cb, c: ragged(cb, c))
+
+    tiles = b.index(simd.runtime_product(b, [outer, row_blocks]))
+    _rows_loop(b, tiles, lanes * (cols if isinstance(cols, int) else 64), target, block_row)
+
+    def ragged_rows(rb: LoopBuilder, o: SSAValue) -> None:
+        base = rb.mul(o, plane)
+        rb.for_range(
+            full_rows,
+            rows,
+            1,
+            lambda r_b, r: r_b.for_range(0, cols, 1, lambda cb, c: element(cb, base, r, c)),
+        )
+
+    b.for_range(0, outer, 1, lambda ob, o: ragged_rows(ob, o))
 
 
 @lowering(kernel.GatherOp, runtime_extents=True)
