@@ -1,6 +1,7 @@
 """Kernels with runtime extents (issue 10, foundation) against the static kernels.
 
     flock /tmp/ember-bench.lock python benchmarks/runtime_extents.py --rows 128,384 --runs 200
+    flock /tmp/ember-bench.lock python benchmarks/runtime_extents.py --kernels conv --images 224,320
 
 For each size: the same kernel op lowered twice, once with static buffers (one program per
 shape, what ember compiles today) and once with `?` dims (one program for every size, the
@@ -8,7 +9,9 @@ sizes passed as extent arguments), both JIT-compiled and called through ctypes o
 arrays. Reported: the minimum over --runs calls of the process CPU time of one call (single
 thread: the figure least disturbed by other processes on a shared machine; with --threads
 above 1, wall time), engines alternated call by call. Kernels: the GEMM `[M, K] @ packed [K, N] + bias` (runtime M), and
-the flat elementwise kernel `exp(x + c)` over [M, N]. Not a test: numbers depend on the
+the flat elementwise kernel `exp(x + c)` over [M, N]; with `--kernels conv`, ResNet-50's
+convs in the channel-blocked layout (`?` N, H, W; bias, relu) at each --images size, the
+runtime kernel compiled once per layer and the static one per size. Not a test: numbers depend on the
 machine (printed first) and what else runs on it.
 """
 
@@ -22,11 +25,30 @@ import numpy as np
 from xdsl.dialects.builtin import DYNAMIC_INDEX, MemRefType, f32
 from xdsl.ir import Block, Region, SSAValue
 
-from ember.core.target import host_target
+from ember.core.target import Target, host_target
 from ember.dialects import kernel
-from ember.dialects.weight_layouts import pack_matmul_weight
+from ember.dialects.numpy_eval import to_blocked
+from ember.dialects.weight_layouts import (
+    blocked_conv_blocking,
+    pack_conv_lanes_weight,
+    pack_matmul_weight,
+)
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
-from ember.tools.kernel_ops import JitKernel, matmul_op
+from ember.tools.kernel_ops import JitKernel, conv_op, conv_out_size, matmul_op
+
+# ResNet-50's convs (v1.5: the stride in the 3x3), as (Cin, Cout, kernel, stride, pad, the
+# input's side at a 224 image): the stages' 3x3s and 1x1s, a strided 3x3 and a projection.
+RESNET50_CONVS = [
+    (64, 64, 3, 1, 1, 56),
+    (64, 256, 1, 1, 0, 56),
+    (256, 64, 1, 1, 0, 56),
+    (128, 128, 3, 2, 1, 56),
+    (128, 128, 3, 1, 1, 28),
+    (256, 512, 1, 2, 0, 56),
+    (256, 256, 3, 1, 1, 14),
+    (1024, 256, 1, 1, 0, 14),
+    (512, 512, 3, 1, 1, 7),
+]
 
 
 def best_time(calls: Sequence[Callable[[], None]], runs: int, threads: int) -> list[float]:
@@ -56,6 +78,54 @@ def bound(kernel_fn: JitKernel, arrays: Sequence[np.ndarray]) -> Callable[[], No
     return lambda: kernel_fn.fn(*arguments)
 
 
+def conv_rows(target: Target, images: Sequence[int], runs: int, threads: int) -> None:
+    """The blocked channel-lanes conv with `?` N, H, W against the static kernel."""
+    rng = np.random.default_rng(0)
+    vw, dyn = target.vector_width, DYNAMIC_INDEX
+    for cin, cout, k, stride, pad, side in RESNET50_CONVS:
+        weight = rng.standard_normal((cout, cin, k, k), dtype=np.float32) * 0.05
+        bias = rng.standard_normal((cout,), dtype=np.float32)
+        # The blocking the compile-time shape (at the first image size) chose.
+        first = side * images[0] // 224
+        out_first = conv_out_size(first, k, stride, 2 * pad, 1)
+        lanes = blocked_conv_blocking(cin, cout, 1, (out_first, out_first), (k, k), target)
+        assert lanes is not None
+        packed, layout = pack_conv_lanes_weight(weight, lanes.nr)
+        make = conv_op((k, k), (stride, stride), (pad,) * 4, (1, 1), 1, layout, True, False, "relu")
+
+        def types(n: int, h: int, ho: int, shapes: tuple = (cin, cout, packed.shape)) -> list:
+            """Input, packed weight, bias and output of the blocked conv at N, H, Ho."""
+            ci, co, weight_shape = shapes
+            return [
+                MemRefType(f32, [n, ci // vw, h, h, vw]),
+                MemRefType(f32, list(weight_shape)),
+                MemRefType(f32, [co]),
+                MemRefType(f32, [n, co // vw, ho, ho, vw]),
+            ]
+
+        runtime = JitKernel(make, types(dyn, dyn, dyn), target, threads)
+        for image in images:
+            h = side * image // 224
+            ho = conv_out_size(h, k, stride, 2 * pad, 1)
+            static = JitKernel(make, types(1, h, ho), target, threads)
+            x = to_blocked(rng.standard_normal((1, cin, h, h), dtype=np.float32), vw)
+            outs = [np.full((1, cout // vw, ho, ho, vw), np.nan, np.float32) for _ in range(2)]
+            for fn, out in zip((static, runtime), outs, strict=True):
+                fn(x, packed, bias, out)
+            assert np.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+            calls = [
+                bound(fn, [x, packed, bias, out])
+                for fn, out in zip((static, runtime), outs, strict=True)
+            ]
+            s, r = best_time(calls, runs, threads)
+            gflops = 2 * cout * ho * ho * cin * k * k / s / 1e9
+            print(
+                f"conv {k}x{k}/{stride} {cin}->{cout} @{h} (image {image}, nvec {lanes.nvec}): "
+                f"static {s * 1e6:.1f} us ({gflops:.0f} GFLOP/s), runtime N/H/W "
+                f"{r * 1e6:.1f} us: {r / s:.3f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="128,384", help="M values, comma-separated")
@@ -63,10 +133,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=768)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kernels", default="gemm", help="gemm (and exp), conv, or both")
+    parser.add_argument("--images", default="224,320", help="conv: image sizes")
     args = parser.parse_args()
     threads = args.threads
     target = host_target(threads)
     print(f"target: {target.cpu}, {target.vector_width} lanes, {threads} thread(s)")
+    if "conv" in args.kernels.split(","):
+        images = [int(i) for i in args.images.split(",")]
+        conv_rows(target, images, args.runs, threads)
+    if "gemm" not in args.kernels.split(","):
+        return
     rng = np.random.default_rng(0)
     k, n, dyn = args.k, args.n, DYNAMIC_INDEX
     weight = rng.standard_normal((k, n), dtype=np.float32)

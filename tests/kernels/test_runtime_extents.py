@@ -210,15 +210,9 @@ def test_gemm_refuses_dynamic_k() -> None:
 def test_kernels_without_runtime_lowering_are_refused() -> None:
     """A kernel op with `?` dims and no runtime-extents lowering is refused naming the op,
     never lowered by its static lowering (which would misread the sizes)."""
-    block = Block(arg_types=[MemRefType(f32, [DYN, 3, 8, 8]), MemRefType(f32, [DYN, 3, 4, 4])])
-    op = kernel.PoolOp.build(
-        operands=[block.args[0], block.args[1]],
-        properties={
-            "kind": StringAttr("max"),
-            **{k: DenseArrayBase.from_list(i64, v) for k, v in WINDOW.items()},
-        },
-    )
-    with pytest.raises(NotImplementedError, match=r"'kernel.pool' has no lowering with runtime"):
+    block = Block(arg_types=[MemRefType(f32, [DYN, 3, 8, 8]), MemRefType(f32, [DYN, 3, 8, 8])])
+    op = kernel.LRNOp.build(operands=[block.args[0], block.args[1]])
+    with pytest.raises(NotImplementedError, match=r"'kernel.lrn' has no lowering with runtime"):
         lowering_for(op)
 
 

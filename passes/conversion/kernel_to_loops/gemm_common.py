@@ -239,15 +239,15 @@ def vector_activation(kind: str, params: Sequence[float], where: str) -> Activat
     return table[kind]
 
 
-def lane_mask(b: LoopBuilder, lanes: int, vw: int) -> SSAValue:
+def lane_mask(b: LoopBuilder, lanes: Value, vw: int) -> SSAValue:
     return b.insert(vector.CreateMaskOp([b.index(lanes)], VectorType(i1, [vw]))).results[0]
 
 
 def load_lanes(
-    b: LoopBuilder, buf: SSAValue, idx: Sequence[Value], lanes: int, vw: int
+    b: LoopBuilder, buf: SSAValue, idx: Sequence[Value], lanes: Value, vw: int
 ) -> SSAValue:
     """A vector of buf[idx...] whose lanes >= `lanes` are zero and never touch memory."""
-    if lanes == vw:
+    if isinstance(lanes, int) and lanes == vw:
         return b.vload(buf, idx, vw)
     indices = [b.index(i) for i in idx]
     element = buf.type.get_element_type()  # type: ignore[attr-defined]
@@ -258,10 +258,10 @@ def load_lanes(
 
 
 def store_lanes(
-    b: LoopBuilder, v: SSAValue, buf: SSAValue, idx: Sequence[Value], lanes: int, vw: int
+    b: LoopBuilder, v: SSAValue, buf: SSAValue, idx: Sequence[Value], lanes: Value, vw: int
 ) -> None:
     """Store the first `lanes` lanes of v at buf[idx...] (a masked store for N tails)."""
-    if lanes == vw:
+    if isinstance(lanes, int) and lanes == vw:
         b.vstore(v, buf, idx)
         return
     indices = [b.index(i) for i in idx]
@@ -278,7 +278,12 @@ class Epilogue:
     vw: int
 
     def addends(
-        self, b: LoopBuilder, acc: SSAValue, idx: Sequence[Value], lanes: int, bias: SSAValue | None
+        self,
+        b: LoopBuilder,
+        acc: SSAValue,
+        idx: Sequence[Value],
+        lanes: Value,
+        bias: SSAValue | None,
     ) -> SSAValue:
         v = acc if bias is None else b.addf(acc, bias)
         if self.residual is not None:
@@ -286,7 +291,12 @@ class Epilogue:
         return v
 
     def finish(
-        self, b: LoopBuilder, acc: SSAValue, idx: Sequence[Value], lanes: int, bias: SSAValue | None
+        self,
+        b: LoopBuilder,
+        acc: SSAValue,
+        idx: Sequence[Value],
+        lanes: Value,
+        bias: SSAValue | None,
     ) -> None:
         v = self.addends(b, acc, idx, lanes, bias)
         if self.activation is not None:
@@ -396,6 +406,9 @@ class GemmPanel:
     bias: Callable[[LoopBuilder, SSAValue, int, int], SSAValue | None]
     pack_block: Callable[[LoopBuilder, Value, Value], None] | None = None
     prefetch_b: Callable[[LoopBuilder, SSAValue], None] | None = None
+    # Lanes of vector j that reach memory, when the panel's width is known at run time only
+    # (conv_extents.py: the last column panel of a `?`-sized output); else from `cols`.
+    lanes_of: Callable[[LoopBuilder, int], Value] | None = None
 
 
 def gemm_panel(b: LoopBuilder, g: GemmPanel, chunk: SSAValue, chunks: Value) -> None:
@@ -439,7 +452,10 @@ def gemm_panels(
     ) -> None:
         epi = g.epilogue
         nv = ceil_div(g.cols, vw)
-        lanes = [min(vw, g.cols - j * vw) for j in range(nv)]
+        if g.lanes_of is not None:
+            lanes = [g.lanes_of(b, j) for j in range(nv)]
+        else:
+            lanes = [min(vw, g.cols - j * vw) for j in range(nv)]
         idx = [[g.out_index(b, m0, i, j) for j in range(nv)] for i in range(rows)]
         bias = [[g.bias(b, m0, i, j) for j in range(nv)] for i in range(rows)]
 
