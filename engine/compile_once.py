@@ -789,21 +789,21 @@ def _slice_fits(out: Dim, source: Dim, start: int, step: int) -> bool:
         return True
     if isinstance(out, int) and isinstance(source, int):
         return start + (out - 1) * step <= source - 1
-    atoms = [d.atom() for d in (out, source) if isinstance(d, Extent)]
-    if any(a is None for a in atoms) or len({a[0] for a in atoms}) != 1:  # type: ignore[index]
+    lines = [_linear(d) for d in (out, source) if isinstance(d, Extent)]
+    if any(line is None for line in lines) or len({line[0] for line in lines}) != 1:  # type: ignore[index]
         return False
-    symbol = atoms[0][0]  # type: ignore[index]
+    symbol = lines[0][0]  # type: ignore[index]
 
     def slope(d: Dim) -> Fraction:
-        atom = d.atom() if isinstance(d, Extent) else None
-        return Fraction(0) if atom is None else Fraction(atom[1], atom[3])
+        line = _linear(d) if isinstance(d, Extent) else None
+        return Fraction(0) if line is None else line[1]
 
     def value(d: Dim, n: int) -> int:
         return d if isinstance(d, int) else d.value({symbol: n})
 
     if slope(out) * step > slope(source):
         return False
-    period = math.lcm(*(a[3] for a in atoms))  # type: ignore[index]
+    period = math.lcm(*(line[2] for line in lines))  # type: ignore[index]
     first = max(
         [1] + [t.smallest() for d in (out, source) if isinstance(d, Extent) for t in d.terms]
     )
@@ -811,6 +811,17 @@ def _slice_fits(out: Dim, source: Dim, start: int, step: int) -> bool:
         value(out, n) <= 0 or start + (value(out, n) - 1) * step <= value(source, n) - 1
         for n in range(first, first + period)
     )
+
+
+def _linear(size: Extent) -> tuple[str, Fraction, int] | None:
+    """(dim, slope, period) of a size that is a constant times one floor of one dim
+    (f x floor((a n + b) / d) grows by f a L / d every L = d); None otherwise."""
+    if len(size.symbols) + len(size.terms) != 1:
+        return None
+    if size.symbols:
+        return size.symbols[0], Fraction(size.factor), 1
+    term = size.terms[0]
+    return term.symbol, Fraction(size.factor * term.scale, term.divisor), term.divisor
 
 
 def _element_count(dims: Sequence[Dim]) -> Extent:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import ember
+from ember.engine.aot import compile_artifact, resolve_target
 from ember.engine.compile_once import (
     CompileOnceRefusal,
     Extent,
@@ -28,9 +30,12 @@ from ember.engine.compile_once import (
     spatial_symbols,
 )
 from ember.engine.shapes import pin_model
+from ember.runtime import load
+from ember.runtime.artifact import MANIFEST_FILE, OnceArtifact
 from ember.runtime.documents import Field
-from ember.runtime.once import Term, _read_extent, affine, strided
+from ember.runtime.once import ONCE_KEY, Term, _read_extent, affine, strided
 from ember.tests.oracle import assert_close, onnxruntime_outputs
+from ember.tests.runtime.util import run_without_compiler
 from ember.tools.symbolic_zoo import (
     cropped_text_detector_model,
     ffn_block_model,
@@ -119,57 +124,48 @@ def test_fit_refuses_two_expressions_that_agree_at_every_probe() -> None:
 
 
 # -- Concat and Slice with run-time extents --------------------------------------------------------
-def _ffn_with(tail: list[onnx.NodeProto], out_dims: list[int | str | None]) -> onnx.ModelProto:
-    model = ffn_block_model(HIDDEN, 72, tail, out_dims)  # type: ignore[arg-type]
-    for name, value in (("zero", [0]), ("one", [1]), ("big", [1000]), ("axis1", [1])):
-        model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
-    model.graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), "two"))
-    return model
+def test_concat_and_slice_compile_once() -> None:
+    """Concat along a fixed axis and along the symbolic one (2 x seq rows), Slice of seq - 1
+    rows from the second and of every second row, a Transpose [b, s, h] -> [b, h, s] and
+    back (the blocked layout's reorders are this swap of the last two dims: lanes x lanes
+    tiles in registers, ragged rows and columns element by element): one model compiled
+    once, 6 shapes."""
 
+    def ints(name: str, value: list[int]) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.array(value, np.int64), name)
 
-@pytest.mark.parametrize(
-    "tail, out_dims",
-    [
-        # along a fixed axis, and along the symbolic one (the output is 2 x seq)
-        ([helper.make_node("Concat", ["y", "y"], ["out"], axis=2)], ["batch", "seq", 2 * HIDDEN]),
-        ([helper.make_node("Concat", ["y", "y"], ["out"], axis=1)], ["batch", None, HIDDEN]),
-        # seq - 1 rows from the second; every second row from the first
-        ([helper.make_node("Slice", ["y", "one", "big", "axis1"], ["out"])], ["batch", None, HIDDEN]),
-        (
-            [helper.make_node("Slice", ["y", "zero", "big", "axis1", "two"], ["out"])],
-            ["batch", None, HIDDEN],
-        ),
-    ],
-    ids=["concat-fixed-axis", "concat-symbolic-axis", "slice-from-1", "slice-step-2"],
-)  # fmt: skip
-def test_concat_and_slice_compile_once(
-    tail: list[onnx.NodeProto], out_dims: list[int | str | None]
-) -> None:
-    model = _ffn_with(tail, out_dims)
-    compiled = ember.compile(model, threads=1)
-    for k, (batch, seq) in enumerate([(2, 3), (3, 5), (1, 9), (4, 17), (2, 4), (1, 2)]):
-        rng = np.random.default_rng(k)
-        inputs = {"x": rng.standard_normal((batch, seq, HIDDEN)).astype(np.float32)}
-        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
-    assert compiled.compile_once_refusal is None and compiled.compiles == 1
-
-
-def test_transpose_of_the_last_two_dims_is_tiled_at_run_time() -> None:
-    """[b, s, h] -> [b, h, s] and back (the blocked layout's reorders are this swap of the
-    last two dims): lanes x lanes tiles in registers, ragged rows and columns element by
-    element, the tiles over two threads."""
     tail = [
-        helper.make_node("Transpose", ["y"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Concat", ["y", "y"], ["wide"], axis=2),
+        helper.make_node("Concat", ["y", "y"], ["long"], axis=1),
+        helper.make_node("Slice", ["y", "one", "big", "axis1"], ["rest"]),
+        helper.make_node("Slice", ["long", "zero", "big", "axis1", "two"], ["every_second"]),
+        helper.make_node("Transpose", ["every_second"], ["t"], perm=[0, 2, 1]),
         helper.make_node("Relu", ["t"], ["rt"]),
-        helper.make_node("Transpose", ["rt"], ["back"], perm=[0, 2, 1]),
-        helper.make_node("Add", ["back", "y"], ["out"]),
+        helper.make_node("Transpose", ["rt"], ["out"], perm=[0, 2, 1]),
     ]
     model = ffn_block_model(HIDDEN, 72, tail, ["batch", "seq", HIDDEN])
-    compiled = ember.compile(model, threads=2)
+    for name, dims in (
+        ("wide", ["batch", "seq", 2 * HIDDEN]),
+        ("long", ["batch", None, HIDDEN]),
+        ("rest", ["batch", None, HIDDEN]),
+    ):
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
+    model.graph.initializer.extend(
+        [
+            ints("zero", [0]),
+            ints("one", [1]),
+            ints("two", [2]),
+            ints("big", [1000]),
+            ints("axis1", [1]),
+        ]
+    )
+    compiled = ember.compile(model, threads=1)
     for k, (batch, seq) in enumerate([(2, 3), (3, 5), (1, 16), (4, 17), (1, 33), (3, 200)]):
         rng = np.random.default_rng(k)
         inputs = {"x": rng.standard_normal((batch, seq, HIDDEN)).astype(np.float32)}
-        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+        got = compiled.run(inputs)
+        assert got["rest"].shape == (batch, seq - 1, HIDDEN)
+        assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
     assert compiled.compile_once_refusal is None and compiled.compiles == 1
 
 
@@ -188,5 +184,131 @@ def test_resize_to_a_size_read_from_a_shape_is_refused_and_specialised() -> None
     assert compiled.compiles == 2
 
 
-def _dump(path: Path) -> dict[str, object]:
-    return json.loads(path.read_text())
+# -- conv networks ---------------------------------------------------------------------------------
+def _images(shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+
+
+def test_text_detector_compiles_once() -> None:
+    """Symbolic batch, height and width: stride-2 convs ((H+1)//2, (H+3)//4), Resize x2 of
+    the deeper map, its crop to the shallower one's size, Concat, a 1x1 conv and Sigmoid;
+    sizes not multiples of the vector width (down to a 1 x 1 image), two threads."""
+    model = cropped_text_detector_model()
+    compiled = ember.compile(model, threads=2)
+    shapes = [(1, 3, 17, 23), (2, 3, 32, 32), (1, 3, 5, 7), (3, 3, 64, 40), (1, 3, 1, 1),
+              (2, 3, 33, 65), (1, 3, 100, 9)]  # fmt: skip
+    for k, shape in enumerate(shapes):
+        inputs = _images(shape, k)
+        got = compiled.run(inputs)
+        assert got["score"].shape == (shape[0], 1, (shape[2] + 1) // 2, (shape[3] + 1) // 2)
+        assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiles == 1
+
+
+@pytest.fixture(scope="module")
+def recognizer_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("once_conv") / "recognizer"
+    compile_artifact(
+        recognizer_model(),
+        out,
+        target=resolve_target("host", 1),
+        batch_polymorphic=True,
+        dim_ranges={"N": (1, 16)},
+        compile_once=True,
+    )
+    return out
+
+
+def test_recognizer_compiles_once_and_its_artifact_serves_every_width(
+    recognizer_artifact: Path, tmp_path: Path
+) -> None:
+    """The recognizer's symbolic width becomes a sequence ((W+3)//4 steps: a Reshape of
+    [N, 8, 8, w] to [N, 64, w], a Transpose, a MatMul classifier): ONE artifact (format 5:
+    its extents have terms) serves every shape in-process and in a process without the
+    compiler."""
+    model = recognizer_model()
+    document = json.loads((recognizer_artifact / MANIFEST_FILE).read_text())
+    section = document["extra"][ONCE_KEY]
+    assert document["format_version"] == 5 and section["symbols"] == ["N", "W"]
+    assert section["outputs"]["logits"] == [
+        {"factor": 1, "dims": ["N"]},
+        {"factor": 1, "dims": [], "terms": [{"dim": "W", "scale": 1, "offset": 3, "divisor": 4}]},
+        10,
+    ]
+    assert section["minimums"] == {"W": 1}
+    assert "floor((1 * W + 3) / 4)" in (recognizer_artifact / "ember.h").read_text()
+    loaded = load(recognizer_artifact)
+    assert isinstance(loaded, OnceArtifact)
+    shapes = [(1, 1, 32, 17), (2, 1, 32, 40), (1, 1, 32, 1), (3, 1, 32, 101), (2, 1, 32, 8),
+              (16, 1, 32, 5)]  # fmt: skip
+    for k, shape in enumerate(shapes):
+        inputs = _images(shape, k)
+        got = loaded.run(inputs)
+        assert got["logits"].shape == (shape[0], (shape[3] + 3) // 4, 10)
+        assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
+    for k, shape in enumerate([(2, 1, 32, 29), (1, 1, 32, 64)]):
+        inputs = _images(shape, 10 + k)
+        got = run_without_compiler(recognizer_artifact, inputs, tmp_path)
+        assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
+    with pytest.raises(ember.InputError, match="dim 'N' is 17, outside its range 1..16"):
+        loaded.run(_images((17, 1, 32, 8), 0))
+    with pytest.raises(ember.InputError, match=r"expected shape \[N, 1, 32, W\]"):
+        loaded.run(_images((1, 1, 31, 8), 0))
+
+
+def test_a_term_changed_in_the_manifest_is_refused(
+    recognizer_artifact: Path, tmp_path: Path
+) -> None:
+    """The section is checked field by field against the library's own copy: a term, a
+    minimum, or format 4 on an artifact whose extents have terms is an ArtifactError."""
+    changes = [
+        (("outputs", "logits", 1, "terms", 0, "offset"), 1, "compile_once"),
+        (("minimums", "W"), 0, r"compile_once.minimums.W"),
+        (("minimums",), {}, r"compile_once.minimums"),
+    ]
+    for path, value, message in [
+        *changes,
+        (None, 4, "artifact format 4, this runtime reads format 5"),
+    ]:
+        copy = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(recognizer_artifact, copy)
+        document = json.loads((copy / MANIFEST_FILE).read_text())
+        if path is None:
+            document["format_version"] = value
+        else:
+            target = document["extra"][ONCE_KEY]
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+        (copy / MANIFEST_FILE).write_text(json.dumps(document))
+        with pytest.raises(ember.ArtifactError, match=message):
+            load(copy)
+
+
+def test_an_image_smaller_than_every_convolution_takes_is_an_input_error() -> None:
+    """A 3x3 conv without padding, then a 2x2 one of stride 2: (H-2)//2 x (W-2)//2 maps, so
+    H and W >= 4 (the model's `minimums`): a smaller image is refused naming the dim before
+    any kernel runs."""
+    rng = np.random.default_rng(5)
+    first = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w1")
+    second = numpy_helper.from_array(rng.standard_normal((4, 4, 2, 2)).astype(np.float32), "w2")
+    model = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("Conv", ["x", "w1"], ["c"], kernel_shape=[3, 3]),
+                helper.make_node("Conv", ["c", "w2"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+            ],
+            "valid_conv",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, None, None])],
+            [first, second],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    compiled = ember.compile(model, threads=1)
+    for k, shape in enumerate([(1, 2, 4, 4), (2, 2, 9, 13), (1, 2, 30, 5)]):
+        inputs = _images(shape, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiles == 1
+    with pytest.raises(ember.InputError, match="dim 'W' .* is 3, less than 4"):
+        compiled.run(_images((1, 2, 8, 3), 0))
