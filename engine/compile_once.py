@@ -128,8 +128,8 @@ def probe_sizes(
 ) -> list[dict[str, int]]:
     """PROBES sets of sizes: a different prime for every symbol in every probe (the smallest
     unused ones from the bottom of the symbol's range, at least 2), within the range. A
-    `spatial` symbol (an image's height or width) takes SPATIAL_PROBES when its range holds
-    them: large enough that strided convolutions leave maps of several pixels (as every
+    `spatial` symbol (an image's height or width) takes SPATIAL_PROBES (moved up by a
+    multiple of 64 past the bottom of its range) when its range holds them: large enough that strided convolutions leave maps of several pixels (as every
     shape served will), of different residues mod 2, 4, 8, ... so that floors of the dim
     with different offsets differ at some probe (they are told apart, or refused as
     ambiguous, never confused)."""
@@ -141,8 +141,11 @@ def probe_sizes(
             lo, hi = ranges.get(symbol, (1, 1 << 62))
             if symbol in spatial_index:
                 row = spatial_index[symbol]
-                shift = 64 * (row // len(SPATIAL_PROBES))
-                sizes = [n + shift for n in SPATIAL_PROBES[row % len(SPATIAL_PROBES)]]
+                sizes = list(SPATIAL_PROBES[row % len(SPATIAL_PROBES)])
+                # Moved up by multiples of 64 (the residues kept) past the range's bottom, and
+                # past the other rows' when there are more dims than rows.
+                shift = 64 * max(row // len(SPATIAL_PROBES), -(-(lo - sizes[0]) // 64))
+                sizes = [n + shift for n in sizes]
                 if all(lo <= n <= hi for n in sizes):
                     used.add(sizes[index])
                     probe[symbol] = sizes[index]
@@ -1124,28 +1127,42 @@ def _probe_programs(
     base_dir: str | os.PathLike[str] | None,
     memory_limit: int | None,
 ) -> tuple[list[tuple[ModuleOp, EmberContext]], list[CompileReport]]:
-    """The kernel programs (and reports) of the model at each probe shape."""
+    """The kernel programs (and reports) of the model at each probe shape. The last probe
+    (the largest) is imported first, recording the kernel choices that depend on sizes
+    (core/size_choices.py); the others replay them, so that every probe gets the same
+    kernels, tuned for the largest probe's sizes."""
+    from ember.core.size_choices import SizeChoiceMismatch, SizeChoices, choices_in
     from ember.engine.compile import run_pipeline
     from ember.engine.staging import bounded_outputs
 
-    programs, reports = [], []
-    for probe in probes:
+    results: dict[int, tuple[tuple[ModuleOp, EmberContext], CompileReport]] = {}
+    log = SizeChoices()
+    for index in [len(probes) - 1, *range(len(probes) - 1)]:
+        probe = probes[index]
         try:
-            module, ctx, report, proto, _, _ = run_pipeline(
-                model,
-                target,
-                pipeline,
-                input_shapes=_probe_shapes(pinning, probe),
-                base_dir=base_dir,
-                memory_limit=memory_limit,
-            )
+            with choices_in(log):
+                module, ctx, report, proto, _, _ = run_pipeline(
+                    model,
+                    target,
+                    pipeline,
+                    input_shapes=_probe_shapes(pinning, probe),
+                    base_dir=base_dir,
+                    memory_limit=memory_limit,
+                )
         except EmberError as err:
             raise CompileOnceRefusal(f"at probe sizes {dict(probe)}: {err}") from err
+        except SizeChoiceMismatch as err:
+            raise CompileOnceRefusal(f"at probe sizes {dict(probe)}: {err}") from err
+        if log.replaying and log.position != len(log.recorded):
+            raise CompileOnceRefusal(
+                f"at probe sizes {dict(probe)}: {len(log.recorded) - log.position} kernel "
+                "choices recorded at the largest probe were not asked for"
+            )
+        log.replay()
         if bounded_outputs(proto):
             raise CompileOnceRefusal("outputs with data-dependent sizes")
-        programs.append((module, ctx))
-        reports.append(report)
-    return programs, reports
+        results[index] = ((module, ctx), report)
+    return [results[k][0] for k in range(len(probes))], [results[k][1] for k in range(len(probes))]
 
 
 def _probe_shapes(pinning: Pinning, probe: Mapping[str, int]) -> dict[str, list[int]]:

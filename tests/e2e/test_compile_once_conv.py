@@ -21,6 +21,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
+from ember.core.size_choices import SizeChoiceMismatch, SizeChoices, choices_in, size_choice
 from ember.engine.aot import compile_artifact, resolve_target
 from ember.engine.compile_once import (
     CompileOnceRefusal,
@@ -103,6 +104,9 @@ def test_spatial_dims_are_probed_large_with_spread_residues() -> None:
     assert len({p["H"] % 4 for p in probes}) == 3 and min(p["H"] for p in probes) > 64
     # 32x smaller maps still differ between the probes.
     assert len({(p["H"] + 31) // 32 for p in probes}) == 3
+    # Moved up past the bottom of a range, their residues kept.
+    moved = probe_sizes(symbols, {"H": (224, 1024)}, ["H", "W"])
+    assert [p["H"] for p in moved] == [259, 334, 409] and [p["W"] for p in moved] == [71, 148, 225]
     # A range that does not hold them: primes within it, as for any dim.
     assert [p["H"] for p in probe_sizes(symbols, {"H": (8, 40)}, ["H", "W"])] == [11, 13, 17]
 
@@ -121,6 +125,24 @@ def test_fit_refuses_two_expressions_that_agree_at_every_probe() -> None:
     deep = affine("H", 1, 31, 32)
     assert fitter.fit([3, 3, 3], [deep]) == deep
     assert fit_dim([3, 3, 3], probes, ["H"]) == 3
+
+
+def test_size_choices_are_recorded_once_and_replayed() -> None:
+    """Kernel choices made from sizes (a conv's channel block by its output width) are
+    recorded at the largest probe and replayed at the others; asked in another order, the
+    probes differ and compile once is refused."""
+    log = SizeChoices()
+    with choices_in(log):
+        assert size_choice("conv a", lambda: 32) == 32
+        assert size_choice("conv b", lambda: None) is None
+    log.replay()
+    with choices_in(log):
+        assert size_choice("conv a", lambda: 16) == 32  # the recorded choice
+        assert size_choice("conv b", lambda: 16) is None
+    assert size_choice("conv a", lambda: 16) == 16  # outside compile once: computed
+    log.replay()
+    with choices_in(log), pytest.raises(SizeChoiceMismatch, match="conv b"):
+        size_choice("conv b", lambda: 16)
 
 
 # -- Concat and Slice with run-time extents --------------------------------------------------------
@@ -288,7 +310,7 @@ def test_a_term_changed_in_the_manifest_is_refused(
 def test_an_image_smaller_than_every_convolution_takes_is_an_input_error() -> None:
     """A 3x3 conv without padding, then a 2x2 one of stride 2: (H-2)//2 x (W-2)//2 maps, so
     H and W >= 4 (the model's `minimums`): a smaller image is refused naming the dim before
-    any kernel runs."""
+    any kernel runs. GlobalAveragePool of the map: a mean over its run-time pixels."""
     rng = np.random.default_rng(5)
     first = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w1")
     second = numpy_helper.from_array(rng.standard_normal((4, 4, 2, 2)).astype(np.float32), "w2")
@@ -297,10 +319,14 @@ def test_an_image_smaller_than_every_convolution_takes_is_an_input_error() -> No
             [
                 helper.make_node("Conv", ["x", "w1"], ["c"], kernel_shape=[3, 3]),
                 helper.make_node("Conv", ["c", "w2"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+                helper.make_node("GlobalAveragePool", ["y"], ["pooled"]),
             ],
             "valid_conv",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, None, None])],
+            [
+                helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, None, None]),
+                helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["N", 4, 1, 1]),
+            ],
             [first, second],
         ),
         opset_imports=[helper.make_opsetid("", 17)],
