@@ -294,7 +294,8 @@ def lower_reduce(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
 def lower_reduce_runtime_rows(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
     """A reduction over trailing static axes of rows known at run time only (ReduceMean over
     the last axis of [?, ?, 768]): each row swept as the static kernel's contiguous rows are,
-    rows split over the threads at run time. Other `?` reductions are refused."""
+    rows split over the threads at run time; over trailing axes with `?` see
+    `_reduce_runtime_trailing`. Other `?` reductions are refused."""
     kind = op.kind.data
     if kind not in KINDS:
         raise ValueError(f"kernel.reduce: unknown kind '{kind}' (expected one of {KINDS})")
@@ -311,8 +312,9 @@ def lower_reduce_runtime_rows(op: kernel.ReduceOp, target: Target, name: str) ->
         or (runtime_row and kind == "mean" and not isinstance(element, AnyFloat))
     ):
         raise NotImplementedError(
-            "kernel.reduce with runtime extents reduces trailing axes of rows only (a mean "
-            f"over `?` axes of floats): {op.input.type} -> {op.output.type} over axes {axes}"
+            "kernel.reduce with runtime extents reduces trailing static axes of rows only, "
+            "or trailing axes with `?` (a mean of floats only): "
+            f"{op.input.type} -> {op.output.type} over axes {axes}"
         )
     if runtime_row:
         return _reduce_runtime_trailing(op, kind, first, element, target, name)
