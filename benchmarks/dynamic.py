@@ -4,6 +4,7 @@
     python benchmarks/dynamic.py --models bert --runs 20 --threads 1
     python benchmarks/dynamic.py --models ffn     # compiled once vs static (engine/compile_once.py)
     python benchmarks/dynamic.py --models bert_once   # the BERT encoder compiled once vs static
+    python benchmarks/dynamic.py --models resnet50_hw_once_nopool  # symbolic N, H, W, once
 
 For each model with a symbolic dim and each size, the best latency (the minimum over
 --runs runs, taken in rounds that alternate the engines; with --threads 1 the process CPU
@@ -247,10 +248,45 @@ def _bert_once_feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
     return bert_batch_feeds(None, batch, seq)  # type: ignore[arg-type]
 
 
+# ResNet-50 with symbolic batch, height and width: (batch, image side) sizes.
+RESNET_ONCE_SHAPES = [(1, 224), (1, 320)]
+
+
+def resnet50_symbolic_image(stem_pool: bool = True) -> onnx.ModelProto:
+    """`resnet50_symbolic_batch` with symbolic H and W too: its final AveragePool 7x7 (which
+    fits 224 images only) a GlobalAveragePool; without `stem_pool`, the stem's MaxPool
+    removed (an NCHW max pool has no kernel with run-time sizes yet: compile once refuses
+    the model with it, naming `kernel.pool`)."""
+    model = resnet50_symbolic_batch()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    for node in model.graph.node:
+        if node.op_type == "AveragePool":
+            node.op_type = "GlobalAveragePool"
+            del node.attribute[:]
+    if not stem_pool:
+        pool = next(n for n in model.graph.node if n.op_type == "MaxPool")
+        for node in model.graph.node:
+            node.input[:] = [pool.input[0] if x == pool.output[0] else x for x in node.input]
+        model.graph.node.remove(pool)
+    return model
+
+
+def _image_feeds(batch: int, side: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(side)
+    return {"gpu_0/data_0": rng.standard_normal((batch, 3, side, side), np.float32)}
+
+
 def _compile_once_models() -> dict[str, tuple[Callable[[], onnx.ModelProto], list, Callable]]:
     from ember.tools.symbolic_zoo import ffn_block_model
 
     return {
+        "resnet50_hw_once": (resnet50_symbolic_image, RESNET_ONCE_SHAPES, _image_feeds),
+        "resnet50_hw_once_nopool": (
+            lambda: resnet50_symbolic_image(stem_pool=False),
+            RESNET_ONCE_SHAPES,
+            _image_feeds,
+        ),
         "ffn": (lambda: ffn_block_model(hidden=256, inner=1024), FFN_SHAPES, _ffn_feeds),
         "bert_once": (
             lambda: bert_encoder_model(layers=4, hidden=256, heads=4, vocab=1000),
@@ -315,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "overhead":
                 bench_call_overhead(args.threads, args.runs, args.warmup)
                 continue
-            if name in ("ffn", "bert_once"):
+            if name in _compile_once_models():
                 bench_compile_once(name, args.threads, args.runs, args.warmup)
                 continue
             bench_model(name, args.threads, args.runs, args.warmup, Path(workdir))

@@ -1,32 +1,41 @@
 """Compile once: one program for every input shape of a model with symbolic dims (issue 10:
-the FFN block, then the BERT encoder).
+the FFN block, the BERT encoder, then conv networks).
 
 A model whose named symbolic dims (`dim_param`) only size kernels that have runtime-extent
 lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compiled ONCE:
 
 1. **Probe.** The model is imported and taken through the pipeline up to memory planning (graph
    passes, convert-graph-to-kernel, fuse-elementwise) at three probe shapes: each named dim a
-   distinct prime per probe (2, 3, 5, 7, 11, 13, ...: within its `dynamic_dims` range).
+   distinct prime per probe (2, 3, 5, 7, 11, 13, ...: within its `dynamic_dims` range); in a
+   model with convolutions, an image's height and width SPATIAL_PROBES (67 / 142 / 217, ...).
+   The largest probe is imported first and records the kernel choices made from sizes
+   (core/size_choices.py), which the others replay.
 2. **Unify.** The three kernel programs must be the same op for op: same ops, operands,
    attributes and weights (by content). Every dim of every memref type is either equal in the
-   three (static) or fitted, on the first two probes, by `factor * product of symbols`, and the
-   fit checked on the third: it becomes `?`, its expression kept in a side table. Anything
-   else refuses the path (`CompileOnceRefusal`, with the reason): a constant folded from a
-   shape (except the leading rows of a position table the model slices by a length: the
-   whole table, viewed), a `?` on an op that is not a kernel with a runtime-extent lowering
-   or a reshape, a kernel whose operands have `?` at the same place with different
-   expressions (the `?` contract: a `?` names no symbol, kernels take such sizes to be
-   equal; transpose, gather, reshape and attention are checked exactly), a size no product
-   of symbols gives, an unnamed symbolic dim.
+   three (static) or an `Extent`: a constant times a product of named dims and of floors of
+   them (`Term`: floor((a x + b) / d), a convolution's or pooling's output size). A value is
+   fitted where it is first used (`_Fitter`): first by what the ops that define and use it
+   say (a convolution's, pooling's or slice's output derived from its input and attributes,
+   another operand's dim at the same place), else a constant times the fewest atoms that
+   give its sizes at all three probes; two that both fit are refused. It becomes `?`, its
+   expression kept in a side table. Anything else refuses the path (`CompileOnceRefusal`,
+   with the reason): a constant folded from a shape (except the leading rows of a position
+   table the model slices by a length: the whole table, viewed), a `?` on an op that is not
+   a kernel with a runtime-extent lowering or a reshape, a kernel whose operands have `?` at
+   the same place with different expressions (the `?` contract: a `?` names no symbol,
+   kernels take such sizes to be equal; transpose, gather, reshape, attention, concat,
+   slice, convolution and pooling are checked exactly), a size no such product gives, an
+   unnamed symbolic dim.
 3. **Bufferize.** The entry takes one `index` argument per symbol (then one per other
    expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
    buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
    arguments. plan-memory places them with its offset program and emits `main_arena_bytes`;
    then each reshape with `?` outputs becomes a view sized by its expressions.
 4. **Run** (`OnceCompiledModel`, over runtime/once.py's `OnceProgram`, which also runs the
-   artifact `ember compile` writes of it): the symbols' sizes are read from the input arrays, the
-   outputs allocated by their expressions, the arena sized by `main_arena_bytes(dims)` and grown
-   when a larger shape comes.
+   artifact `ember compile` writes of it): the symbols' sizes are read from the input arrays
+   (each at least its minimum: every floor >= 1), the outputs allocated by their
+   expressions, the arena sized by `main_arena_bytes(dims)` and grown when a larger shape
+   comes.
 
 `SpecializingModel` (engine/specialize.py) tries this first and falls back to specialisation
 when it is refused (debug log `ember.specialize`, `model.compile_once_refusal`).
