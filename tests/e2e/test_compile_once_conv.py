@@ -145,6 +145,39 @@ def test_size_choices_are_recorded_once_and_replayed() -> None:
         size_choice("conv b", lambda: 16)
 
 
+def test_the_recognizers_unified_program_has_floor_sizes() -> None:
+    """The three probes' kernel programs of the recognizer as one: the convs' outputs
+    `[N, 4, 16, (W+1)//2]` and `[N, 8, 8, (W+3)//4]` derived from their strides and pads,
+    the sequence `[N, (W+3)//4, 64]` through the Reshape and Transpose, the entry's
+    extents the dims and the output's term."""
+    from ember.core.target import host_target
+    from ember.engine.compile import run_pipeline
+    from ember.engine.compile_once import bufferize_extents, model_symbols, split_pipeline, unify
+    from ember.passes.pipeline import DEFAULT_PIPELINE
+    from ember.passes.program import entry_function
+
+    model = recognizer_model()
+    pinning = pin_model(model, None)
+    symbols = model_symbols(pinning)
+    probes = probe_sizes(symbols, pinning.ranges, spatial_symbols(model, pinning, symbols))
+    assert [(p["N"], p["W"]) for p in probes] == [(2, 67), (3, 142), (5, 217)]
+    per_probe, _ = split_pipeline(DEFAULT_PIPELINE)
+    programs = []
+    for probe in probes:
+        shapes = {"x": [probe["N"], 1, 32, probe["W"]]}
+        module, ctx, *_ = run_pipeline(model, host_target(1), per_probe, input_shapes=shapes)
+        programs.append((module, ctx))
+    unified = unify(programs, probes, symbols)
+    n, half, quarter = Extent(1, ("N",)), affine("W", 1, 1, 2), affine("W", 1, 3, 4)
+    dims = [unified.extents[v] for v in unified.extents]
+    assert [n, 4, 16, half] in dims and [n, 8, 8, quarter] in dims
+    assert [n, 64, quarter] in dims and [n, quarter, 64] in dims
+    assert unified.minimums == {"W": 1}
+    assert bufferize_extents(unified) == [n, Extent(1, ("W",)), quarter]
+    text = str(entry_function(unified.module))
+    assert "memref<?x4x16x?xf32>" in text and "arith.divsi" in text
+
+
 # -- Concat and Slice with run-time extents --------------------------------------------------------
 def test_concat_and_slice_compile_once() -> None:
     """Concat along a fixed axis and along the symbolic one (2 x seq rows), Slice of seq - 1
