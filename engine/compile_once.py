@@ -560,7 +560,9 @@ def _sliced_dims(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> list[D
         return None
     for d, size in enumerate(dims):
         if isinstance(size, Extent) and steps[d] >= 1:
-            derived[d] = strided(size, -starts[d] - 1, steps[d]) or size
+            # No hint for a size that is no floor of one dim: fitted (or refused as
+            # ambiguous) from the probes instead.
+            derived[d] = strided(size, -starts[d] - 1, steps[d]) or DYNAMIC_INDEX
     return derived
 
 
