@@ -375,6 +375,7 @@ def _compiled_once(
         pinning.ranges,
         build.arena_function,
         build.limits,
+        build.minimums,
     )
     return program
 

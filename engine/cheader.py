@@ -316,7 +316,12 @@ def _status_macros(sites: Sequence[Mapping[str, Any]] | None) -> list[str]:
 
 def _extent_text(extent: Mapping[str, Any]) -> str:
     factor = int(extent["factor"])
-    return " * ".join([*(str(d) for d in extent["dims"]), *([str(factor)] if factor != 1 else [])])
+    terms = [
+        f"floor(({int(t['scale'])} * {t['dim']} + {int(t['offset'])}) / {int(t['divisor'])})"
+        for t in extent.get("terms", [])
+    ]
+    parts = [*(str(d) for d in extent["dims"]), *terms]
+    return " * ".join([*parts, *([str(factor)] if factor != 1 or not parts else [])])
 
 
 def _once_macros(once: Mapping[str, Any], extents: Sequence[str]) -> list[str]:
@@ -324,7 +329,7 @@ def _once_macros(once: Mapping[str, Any], extents: Sequence[str]) -> list[str]:
     dims of its inputs and outputs, and the function sizing its arena."""
     lines = [
         "/* Compiled once for every shape: the entry takes EMBER_NUM_EXTENTS int64 sizes after the",
-        " * outputs, each a product of the named dims (below). The EMBER_INPUT/OUTPUT_*_SHAPE above",
+        " * outputs, each a product of the named dims and of floors of them (below). The EMBER_INPUT/OUTPUT_*_SHAPE above",
         " * hold 0 for such dims: a buffer's size is its dims' product (as listed here) times its",
         " * element size. The arena holds ember_arena_bytes(extents...) bytes (the function",
         " * EMBER_ARENA_BYTES_SYMBOL; EMBER_ARENA_BYTES when it is absent). Check the dims",
@@ -340,6 +345,8 @@ def _once_macros(once: Mapping[str, Any], extents: Sequence[str]) -> list[str]:
             )
     for name, (low, high) in once["ranges"].items():
         lines.append(f"/* dim {_comment_text(name)}: {low}..{high} */")
+    for name, smallest in once.get("minimums", {}).items():
+        lines.append(f"/* dim {_comment_text(name)}: at least {smallest} (every floor >= 1) */")
     for name, limit in once.get("limits", {}).items():
         lines.append(
             f"/* dim {_comment_text(name)}: at most {limit} (the rows of a table read by it) */"

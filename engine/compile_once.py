@@ -1,32 +1,41 @@
 """Compile once: one program for every input shape of a model with symbolic dims (issue 10:
-the FFN block, then the BERT encoder).
+the FFN block, the BERT encoder, then conv networks).
 
 A model whose named symbolic dims (`dim_param`) only size kernels that have runtime-extent
 lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compiled ONCE:
 
 1. **Probe.** The model is imported and taken through the pipeline up to memory planning (graph
    passes, convert-graph-to-kernel, fuse-elementwise) at three probe shapes: each named dim a
-   distinct prime per probe (2, 3, 5, 7, 11, 13, ...: within its `dynamic_dims` range).
+   distinct prime per probe (2, 3, 5, 7, 11, 13, ...: within its `dynamic_dims` range); in a
+   model with convolutions, an image's height and width SPATIAL_PROBES (67 / 142 / 217, ...).
+   The largest probe is imported first and records the kernel choices made from sizes
+   (core/size_choices.py), which the others replay.
 2. **Unify.** The three kernel programs must be the same op for op: same ops, operands,
    attributes and weights (by content). Every dim of every memref type is either equal in the
-   three (static) or fitted, on the first two probes, by `factor * product of symbols`, and the
-   fit checked on the third: it becomes `?`, its expression kept in a side table. Anything
-   else refuses the path (`CompileOnceRefusal`, with the reason): a constant folded from a
-   shape (except the leading rows of a position table the model slices by a length: the
-   whole table, viewed), a `?` on an op that is not a kernel with a runtime-extent lowering
-   or a reshape, a kernel whose operands have `?` at the same place with different
-   expressions (the `?` contract: a `?` names no symbol, kernels take such sizes to be
-   equal; transpose, gather, reshape and attention are checked exactly), a size no product
-   of symbols gives, an unnamed symbolic dim.
+   three (static) or an `Extent`: a constant times a product of named dims and of floors of
+   them (`Term`: floor((a x + b) / d), a convolution's or pooling's output size). A value is
+   fitted where it is first used (`_Fitter`): first by what the ops that define and use it
+   say (a convolution's, pooling's or slice's output derived from its input and attributes,
+   another operand's dim at the same place), else a constant times the fewest atoms that
+   give its sizes at all three probes; two that both fit are refused. It becomes `?`, its
+   expression kept in a side table. Anything else refuses the path (`CompileOnceRefusal`,
+   with the reason): a constant folded from a shape (except the leading rows of a position
+   table the model slices by a length: the whole table, viewed), a `?` on an op that is not
+   a kernel with a runtime-extent lowering or a reshape, a kernel whose operands have `?` at
+   the same place with different expressions (the `?` contract: a `?` names no symbol,
+   kernels take such sizes to be equal; transpose, gather, reshape, attention, concat,
+   slice, convolution and pooling are checked exactly), a size no such product gives, an
+   unnamed symbolic dim.
 3. **Bufferize.** The entry takes one `index` argument per symbol (then one per other
    expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
    buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
    arguments. plan-memory places them with its offset program and emits `main_arena_bytes`;
    then each reshape with `?` outputs becomes a view sized by its expressions.
 4. **Run** (`OnceCompiledModel`, over runtime/once.py's `OnceProgram`, which also runs the
-   artifact `ember compile` writes of it): the symbols' sizes are read from the input arrays, the
-   outputs allocated by their expressions, the arena sized by `main_arena_bytes(dims)` and grown
-   when a larger shape comes.
+   artifact `ember compile` writes of it): the symbols' sizes are read from the input arrays
+   (each at least its minimum: every floor >= 1), the outputs allocated by their
+   expressions, the arena sized by `main_arena_bytes(dims)` and grown when a larger shape
+   comes.
 
 `SpecializingModel` (engine/specialize.py) tries this first and falls back to specialisation
 when it is refused (debug log `ember.specialize`, `model.compile_once_refusal`).
@@ -34,11 +43,13 @@ when it is refused (debug log `ember.specialize`, `model.compile_once_refusal`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,7 +66,15 @@ from xdsl.ir import Operation, SSAValue
 
 from ember.dialects.extents import extent_attr, is_dynamic
 from ember.runtime.errors import EmberError
-from ember.runtime.once import Dim, Extent, IOSpec, OnceProgram, OnceSignature
+from ember.runtime.once import (
+    Dim,
+    Extent,
+    IOSpec,
+    OnceProgram,
+    OnceSignature,
+    Term,
+    strided,
+)
 
 if TYPE_CHECKING:
     import os
@@ -68,6 +87,11 @@ if TYPE_CHECKING:
     from ember.engine.shapes import Pinning
 
 PROBES = 3
+# Probe sizes of the spatial dims, a row per dim (residues mod 32: 3, 14, 25; 7, 20, 1;
+# 9, 26, 5; 75 apart, so that maps 32 or 64 times smaller still differ): see probe_sizes.
+SPATIAL_PROBES = ((67, 142, 217), (71, 148, 225), (73, 154, 229))
+# The most atoms (dims, terms) a fitted product has.
+MAX_ATOMS = 4
 # Where the unified kernel program continues: the passes from here on run once.
 FIRST_SHARED_PASS = "plan-memory"
 # The function attribute keeping the entry's extent arguments' expressions (JSON).
@@ -107,15 +131,34 @@ def _is_prime(n: int) -> bool:
 
 
 def probe_sizes(
-    symbols: Sequence[str], ranges: Mapping[str, tuple[int, int]]
+    symbols: Sequence[str],
+    ranges: Mapping[str, tuple[int, int]],
+    spatial: Sequence[str] = (),
 ) -> list[dict[str, int]]:
     """PROBES sets of sizes: a different prime for every symbol in every probe (the smallest
-    unused ones from the bottom of the symbol's range, at least 2), within the range."""
+    unused ones from the bottom of the symbol's range, at least 2), within the range. A
+    `spatial` symbol (an image's height or width) takes SPATIAL_PROBES (moved up by a
+    multiple of 64 past the bottom of its range) when its range holds them: large enough that strided convolutions leave maps of several pixels (as every
+    shape served will), of different residues mod 2, 4, 8, ... so that floors of the dim
+    with different offsets differ at some probe (they are told apart, or refused as
+    ambiguous, never confused)."""
     used: set[int] = set()
     probes: list[dict[str, int]] = [{} for _ in range(PROBES)]
-    for probe in probes:
+    spatial_index = {s: k for k, s in enumerate(x for x in symbols if x in spatial)}
+    for index, probe in enumerate(probes):
         for symbol in symbols:
             lo, hi = ranges.get(symbol, (1, 1 << 62))
+            if symbol in spatial_index:
+                row = spatial_index[symbol]
+                sizes = list(SPATIAL_PROBES[row % len(SPATIAL_PROBES)])
+                # Moved up by multiples of 64 (the residues kept) past the range's bottom, and
+                # past the other rows' when there are more dims than rows.
+                shift = 64 * max(row // len(SPATIAL_PROBES), -(-(lo - sizes[0]) // 64))
+                sizes = [n + shift for n in sizes]
+                if all(lo <= n <= hi for n in sizes):
+                    used.add(sizes[index])
+                    probe[symbol] = sizes[index]
+                    continue
             # Primes are dense enough that a range holding PROBES x symbols of them is found
             # within a few hundred steps; a range that has too few is refused.
             size = next(
@@ -136,31 +179,90 @@ def probe_sizes(
     return probes
 
 
+# Models with convolutions, poolings or resizes: ops whose sizes are floors of the input's.
+SPATIAL_OPS = frozenset(
+    ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool",
+     "LpPool", "Resize", "Upsample")
+)  # fmt: skip
+
+
+def spatial_symbols(model: onnx.ModelProto, pinning: Pinning, symbols: Sequence[str]) -> list[str]:
+    """The symbols that size an image (an input axis past the first, never the first) of a
+    model with convolutions, poolings or resizes: probed at SPATIAL_PROBES."""
+    if not any(n.op_type in SPATIAL_OPS for n in model.graph.node):
+        return []
+    leading = {
+        info.dims[0]
+        for info in pinning.signature.inputs
+        if info.dims and isinstance(info.dims[0], str)
+    }
+    return [s for s in symbols if s not in leading]
+
+
+class _Fitter:
+    """Sizes at the probes as expressions: a static size, an expression derived from the op
+    (a hint: an operand's dim at the same place, a convolution's output size), or a constant
+    times a product of atoms (the named dims, and the affine-floor terms met so far), fitted
+    on the first probe and checked on all; two products that fit equally are refused."""
+
+    def __init__(self, probes: Sequence[Mapping[str, int]], symbols: Sequence[str]) -> None:
+        self.probes = probes
+        self.atoms: list[Extent] = [Extent(1, (s,)) for s in symbols]
+
+    def values(self, extent: Extent) -> list[int]:
+        return [extent.value(p) for p in self.probes]
+
+    def note(self, dims: Sequence[Dim]) -> None:
+        """Every term of these dims is an atom of later products."""
+        for d in dims:
+            if isinstance(d, Extent):
+                for term in d.terms:
+                    atom = Extent(1, (), (term,))
+                    if atom not in self.atoms:
+                        self.atoms.append(atom)
+
+    def fit(self, sizes: Sequence[int], hints: Sequence[Dim] = ()) -> Dim:
+        # A hint first: a size that varies with the dims may still be equal at the probes
+        # (a map 32x smaller than the image), and the ops that define and use it say so.
+        for hint in hints:
+            if isinstance(hint, Extent) and self.values(hint) == list(sizes):
+                return hint
+        if all(s == sizes[0] for s in sizes):
+            return sizes[0]
+        for count in range(1, min(len(self.atoms), MAX_ATOMS) + 1):
+            found: set[Extent] = set()
+            for chosen in itertools.combinations(self.atoms, count):
+                product = functools.reduce(Extent.times, chosen)
+                base = product.value(self.probes[0])
+                if base <= 0 or sizes[0] % base:
+                    continue
+                extent = product.times(sizes[0] // base)
+                if extent.factor > 0 and self.values(extent) == list(sizes):
+                    found.add(extent)
+            if len(found) > 1:
+                raise CompileOnceRefusal(
+                    f"sizes {list(sizes)} at probes {[dict(p) for p in self.probes]} fit "
+                    f"several expressions ({', '.join(sorted(map(str, found)))})"
+                )
+            if found:
+                return found.pop()
+        raise CompileOnceRefusal(
+            f"a size that is no product of the symbolic dims: {list(sizes)} at probes "
+            f"{[dict(p) for p in self.probes]}"
+        )
+
+
 def fit_dim(
     sizes: Sequence[int], probes: Sequence[Mapping[str, int]], symbols: Sequence[str]
 ) -> Dim:
-    """A dim's sizes in the probes as a static size or an Extent (fitted on the first two
-    probes, checked on the rest); CompileOnceRefusal when neither fits."""
-    if all(s == sizes[0] for s in sizes):
-        return sizes[0]
-    for count in range(1, len(symbols) + 1):
-        for chosen in itertools.combinations(symbols, count):
-            base = math.prod(probes[0][s] for s in chosen)
-            if sizes[0] % base:
-                continue
-            extent = Extent(sizes[0] // base, tuple(chosen))
-            if extent.factor > 0 and all(
-                extent.value(p) == s for p, s in zip(probes, sizes, strict=True)
-            ):
-                return extent
-    raise CompileOnceRefusal(
-        f"a size that is no product of the symbolic dims: {list(sizes)} at probes "
-        f"{[dict(p) for p in probes]}"
-    )
+    """A dim's sizes in the probes as a static size or a constant times a product of the
+    symbols (fitted on the first probe, checked on the rest); CompileOnceRefusal when none
+    or several fit."""
+    return _Fitter(probes, symbols).fit(sizes)
 
 
 def _unified_type(
-    types: Sequence[Any], probes: Sequence[Mapping[str, int]], symbols: Sequence[str], where: str
+    types: Sequence[Any], fitter: _Fitter, hints: Sequence[Sequence[Dim]], where: str
 ) -> tuple[Any, list[Dim]]:
     first = types[0]
     if all(t == first for t in types):
@@ -180,7 +282,12 @@ def _unified_type(
         raise CompileOnceRefusal(
             f"{where}: a strided buffer whose shape depends on the input shapes"
         )
-    dims = [fit_dim([s[d] for s in shapes], probes, symbols) for d in range(len(shapes[0]))]
+    rank = len(shapes[0])
+    dims = [
+        fitter.fit([s[d] for s in shapes], [h[d] for h in hints if len(h) == rank])
+        for d in range(rank)
+    ]
+    fitter.note(dims)
     unified = MemRefType(
         first.get_element_type(), [DYNAMIC_INDEX if isinstance(d, Extent) else d for d in dims]
     )
@@ -200,6 +307,8 @@ class UnifiedProgram:
     prefix_views: dict[SSAValue, tuple[int, Extent]] = field(default_factory=dict)
     # The largest size a symbol may take (a table's rows).
     limits: dict[str, int] = field(default_factory=dict)
+    # The smallest size a symbol may take (every affine-floor term >= 1).
+    minimums: dict[str, int] = field(default_factory=dict)
     # After bufferize_extents: the index value of an Extent, its ops inserted before an op.
     size_of: Any = None
 
@@ -227,7 +336,11 @@ def unify(
     sliced_tables: Mapping[str, np.ndarray] | None = None,
 ) -> UnifiedProgram:
     """The probes' kernel programs as one with `?` dims (types changed in place in the
-    first); CompileOnceRefusal naming what differs."""
+    first); CompileOnceRefusal naming what differs.
+
+    A value's dims are fitted where it is first used (kernels write into buffers allocated
+    before them): with the dims of the ops that define and use it as hints, a convolution's
+    or pooling's output derived from its input and attributes (`_derived_dims`)."""
     modules = [m for m, _ in programs]
     walks = [list(m.walk()) for m in modules]
     if len({len(w) for w in walks}) != 1:
@@ -235,22 +348,31 @@ def unify(
             "the programs at the probe shapes differ in their ops ("
             + ", ".join(str(len(w)) for w in walks)
             + " ops)"
+            + _first_difference(walks, probes)
         )
     values: list[dict[SSAValue, SSAValue]] = [{} for _ in modules]  # probe value -> probe 0's
     extents: dict[SSAValue, list[Dim]] = {}
+    # Values not fitted yet: probe 0's value -> (its type at every probe, where it is defined).
+    pending: dict[SSAValue, tuple[list[Any], str]] = {}
+    fitter = _Fitter(probes, symbols)
     weights = [ctx.weights for _, ctx in programs]
     # Weights that are the leading rows of a sliced table: value -> (key, table, axis, extent).
     prefixes: dict[SSAValue, tuple[str, np.ndarray, int, Extent]] = {}
 
-    def unify_values(group: Sequence[Sequence[SSAValue]], where: str) -> None:
+    def record(group: Sequence[Sequence[SSAValue]], where: str) -> None:
         for k, vs in enumerate(zip(*group, strict=True)):
             for probe, v in enumerate(vs):
                 values[probe][v] = vs[0]
-            unified, dims = _unified_type([v.type for v in vs], probes, symbols, f"{where} #{k}")
-            if dims:
-                extents[vs[0]] = dims
-                # SSAValue has no type setter: the value keeps its uses, only its type changes.
-                vs[0]._type = unified  # noqa: SLF001
+            pending[vs[0]] = ([v.type for v in vs], f"{where} #{k}")
+
+    def resolve(value: SSAValue, user: Operation | None) -> None:
+        types, where = pending.pop(value)
+        hints = _hints(value, user, extents)
+        unified, dims = _unified_type(types, fitter, hints, where)
+        if dims:
+            extents[value] = dims
+            # SSAValue has no type setter: the value keeps its uses, only its type changes.
+            value._type = unified  # noqa: SLF001
 
     for ops in zip(*walks, strict=True):
         op = ops[0]
@@ -283,6 +405,9 @@ def unify(
                     raise CompileOnceRefusal(
                         f"{where} has attributes that depend on the input shapes: {_attrs(op)} vs {_attrs(o)}"
                     )
+        for operand in op.operands:
+            if operand in pending:
+                resolve(operand, op)
         if op.name == "kernel.weight":
             key = op.ref.data  # type: ignore[attr-defined]
             arrays = [w[key] for w in weights]
@@ -296,16 +421,24 @@ def unify(
                 if prefix is None:
                     raise CompileOnceRefusal(
                         f"weight '{key}' depends on the input shapes (a constant folded from "
-                        "a shape)"
+                        f"a shape{_origin_text(op)})"
                     )
                 prefixes[op.results[0]] = (key, *prefix)
         for region_ops in zip(*(o.regions for o in ops), strict=True):
             for blocks in zip(*(r.blocks for r in region_ops), strict=True):
-                unify_values([b.args for b in blocks], f"{where} argument")
-        unify_values([o.results for o in ops], f"{where} result")
+                record([b.args for b in blocks], f"{where} argument")
+        record([o.results for o in ops], f"{where} result")
+    for value in list(pending):  # never used: fitted from where they are defined
+        resolve(value, None)
+    for op in modules[0].walk():
         if not (op.results and op.results[0] in prefixes):
             _check_dynamic_use(op, extents)
     program = UnifiedProgram(modules[0], programs[0][1], list(symbols), extents)
+    for dims in extents.values():
+        for d in dims:
+            for term in d.terms if isinstance(d, Extent) else ():
+                smallest = program.minimums.get(term.symbol, 1)
+                program.minimums[term.symbol] = max(smallest, term.smallest())
     for value, (key, table, axis, extent) in prefixes.items():
         program.prefix_views[value] = (axis, extent)
         program.ctx.weights[key] = table
@@ -318,6 +451,126 @@ def unify(
         else:
             program.limits[extent.symbols[0]] = table.shape[axis]
     return program
+
+
+def _first_difference(
+    walks: Sequence[Sequence[Operation]], probes: Sequence[Mapping[str, int]]
+) -> str:
+    """`: first at ...` naming the first op that differs between the probes' programs and
+    the ONNX nodes it comes from (the model lowers differently at different sizes: a Resize
+    to a size read from a shape, a crop that is whole at some sizes only, ...)."""
+    for k, ops in enumerate(zip(*walks, strict=False)):
+        if len({o.name for o in ops}) != 1:
+            shown = "; ".join(
+                f"{o.name}{_origin_text(_with_origin(walk, k))} at {dict(p)}"
+                for o, walk, p in zip(ops, walks, probes, strict=True)
+            )
+            return f": first at op {k}: {shown}"
+    return ""
+
+
+def _with_origin(walk: Sequence[Operation], k: int) -> Operation:
+    """walk[k], or the first op after it that records the ONNX node it comes from."""
+    return next((o for o in walk[k:] if "ember.origin" in o.attributes), walk[k])
+
+
+def _origin_text(op: Operation) -> str:
+    """`: ONNX node 'name' (Op)` from an op's `ember.origin`, or nothing."""
+    origin = op.attributes.get("ember.origin")
+    if origin is None:
+        return ""
+    fields = getattr(origin, "data", {})
+    node, op_type = fields.get("node"), fields.get("op_type")
+    if node is None or op_type is None:
+        return ""
+    return f": ONNX node '{node.data}' ({op_type.data})"
+
+
+def _hints(
+    value: SSAValue, user: Operation | None, extents: Mapping[SSAValue, list[Dim]]
+) -> list[list[Dim]]:
+    """Dims `value` may have, from the ops that define and use it: a convolution's or
+    pooling's output derived from its input, then the fitted operands' dims (the same
+    place of an operand of the same rank: elementwise, concat, a copy)."""
+    hints: list[list[Dim]] = []
+    if user is not None:
+        derived = _derived_dims(user, extents)
+        if derived is not None and value is _written(user):
+            hints.append(derived)
+    for op in (user, value.owner if isinstance(value.owner, Operation) else None):
+        if op is None:
+            continue
+        hints += [extents[v] for v in op.operands if v is not value and v in extents]
+    return hints
+
+
+_SPATIAL_KERNELS = ("kernel.conv2d", "kernel.qconv2d", "kernel.pool")
+
+
+def _written(op: Operation) -> SSAValue | None:
+    output = getattr(op, "output", None)
+    return output if isinstance(output, SSAValue) else None
+
+
+def _derived_dims(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> list[Dim] | None:
+    """The output dims of a convolution or pooling from its input's (N and the spatial
+    axes 2, 3; channels static), NCHW or channel-blocked; None for another op or an input
+    without `?` dims."""
+    if op.name == "kernel.slice":
+        return _sliced_dims(op, extents)
+    if op.name not in _SPATIAL_KERNELS:
+        return None
+    source = getattr(op, "input", None)
+    output = _written(op)
+    if source is None or output is None or source not in extents:
+        return None
+    dims = extents[source]
+    shape = output.type.get_shape()  # type: ignore[attr-defined]
+    kernel = _ints(op, "kernel_shape")
+    strides = _ints(op, "strides")
+    pads = _ints(op, "pads")
+    dilations = _ints(op, "dilations") or [1] * len(kernel)
+    if len(kernel) != 2 or len(strides) != 2 or len(pads) != 4 or len(shape) != len(dims):
+        return None
+    derived: list[Dim] = [dims[0], *shape[1:]]
+    for axis in range(2):
+        size = dims[2 + axis]
+        if not isinstance(size, Extent):
+            continue  # a fixed size stays fixed (what the probes' types say)
+        offset = pads[axis] + pads[axis + 2] - dilations[axis] * (kernel[axis] - 1) - 1
+        out = strided(size, offset, strides[axis])
+        if out is None:
+            return None
+        derived[2 + axis] = out
+    return derived
+
+
+def _sliced_dims(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> list[Dim] | None:
+    """A slice's output dims when it runs to the end of every `?` axis of its input:
+    ceil((size - start) / step) = floor((size - start - 1) / step) + 1 (a crop to another
+    map's size is fitted from the probes instead)."""
+    source = getattr(op, "input", None)
+    output = _written(op)
+    if source is None or output is None or source not in extents:
+        return None
+    starts, steps = _ints(op, "starts"), _ints(op, "steps")
+    dims = extents[source]
+    derived: list[Dim] = list(output.type.get_shape())  # type: ignore[attr-defined]
+    if len(starts) != len(dims) or len(steps) != len(dims) or len(derived) != len(dims):
+        return None
+    for d, size in enumerate(dims):
+        if isinstance(size, Extent) and steps[d] >= 1:
+            # No hint for a size that is no floor of one dim: fitted (or refused as
+            # ambiguous) from the probes instead.
+            derived[d] = strided(size, -starts[d] - 1, steps[d]) or DYNAMIC_INDEX
+    return derived
+
+
+def _ints(op: Operation, name: str) -> list[int]:
+    attr = op.properties.get(name) or op.attributes.get(name)
+    if attr is None:
+        return []
+    return [int(v) for v in attr.get_values()]  # type: ignore[attr-defined]
 
 
 def _prefix_of_table(
@@ -430,6 +683,11 @@ def _check_dynamic_use(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> 
         alignments = [zip(reversed(da), reversed(db))] + ([zip(da, db)] if left else [])
         for pairs in alignments:
             for x, y in pairs:
+                if op.name == "kernel.elementwise" and {type(x), type(y)} == {Extent, int}:
+                    if 1 not in (x, y):  # a `?` against a fixed size: they may differ
+                        raise CompileOnceRefusal(
+                            f"'{op.name}' has operands of sizes {x} and {y} at the same place"
+                        )
                 if isinstance(x, Extent) and isinstance(y, Extent) and x != y:
                     raise CompileOnceRefusal(
                         f"'{op.name}' has operands with `?` at the same place of different sizes "
@@ -453,7 +711,41 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
     def refuse(what: str) -> None:
         raise CompileOnceRefusal(f"'{op.name}': {what}")
 
-    if isinstance(op, kernel.TransposeOp):
+    if op.name in _SPATIAL_KERNELS:
+        source = getattr(op, "input", None)
+        if source is None or _written(op) is None:
+            refuse("a convolution or pooling without an input and an output")
+        derived = _derived_dims(op, extents)
+        result = _dims_of(_written(op), extents)  # type: ignore[arg-type]
+        if derived is None and source in extents:
+            refuse(
+                f"its input's sizes {_dims_of(source, extents)} are not each a floor of one "
+                "dim (a product or a multiple of one): its output size has no expression"
+            )
+        if derived is not None and derived != result:
+            refuse(f"output {result} is not the size its input {extents[source]} gives")
+        residual = getattr(op, "residual", None)
+        if residual is not None and _dims_of(residual, extents) != result:
+            refuse(f"residual {_dims_of(residual, extents)} is not the output's {result}")
+    elif isinstance(op, kernel.ConcatOp):
+        result = _dims_of(op.output, extents)
+        axis = op.axis.value.data % len(result)
+        pieces = [_dims_of(v, extents) for v in op.inputs]
+        if any(p[:axis] + p[axis + 1 :] != result[:axis] + result[axis + 1 :] for p in pieces):
+            refuse(f"inputs {pieces} differ from the output {result} off the axis {axis}")
+        if _sum_of([p[axis] for p in pieces]) != result[axis]:
+            refuse(f"inputs {pieces} do not add up to the output {result} along axis {axis}")
+    elif isinstance(op, kernel.SliceOp):
+        source, result = _dims_of(op.input, extents), _dims_of(op.output, extents)
+        starts = [int(v) for v in op.starts.get_values()]
+        steps = [int(v) for v in op.steps.get_values()]
+        for d, (o, i, start, step) in enumerate(zip(result, source, starts, steps, strict=True)):
+            if not _slice_fits(o, i, start, step):
+                refuse(
+                    f"output dim {d} ({o}) may not fit in the input's ({i}) from {start} by "
+                    f"{step} at every shape"
+                )
+    elif isinstance(op, kernel.TransposeOp):
         source, result = _dims_of(op.input, extents), _dims_of(op.output, extents)
         perm = [int(p) for p in op.perm.get_values()]
         if [source[p] for p in perm] != result:
@@ -491,16 +783,64 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
     return True
 
 
-def _element_count(dims: Sequence[Dim]) -> tuple[int, tuple[str, ...]]:
-    """A product of dims as (constant factor, sorted symbols with repeats)."""
-    factor, symbols = 1, []
-    for d in dims:
-        if isinstance(d, Extent):
-            factor *= d.factor
-            symbols += d.symbols
-        else:
-            factor *= d
-    return factor, tuple(sorted(symbols))
+def _sum_of(dims: Sequence[Dim]) -> Dim | None:
+    """The sum of sizes as one dim: static ones added, expressions that differ only in their
+    factor added by factors; None for any other mix."""
+    if all(isinstance(d, int) for d in dims):
+        return sum(dims)  # type: ignore[arg-type]
+    shapes = {(d.symbols, d.terms) for d in dims if isinstance(d, Extent)}
+    if len(shapes) != 1 or not all(isinstance(d, Extent) for d in dims):
+        return None
+    symbols, terms = shapes.pop()
+    return Extent(sum(d.factor for d in dims), symbols, terms)  # type: ignore[union-attr]
+
+
+def _slice_fits(out: Dim, source: Dim, start: int, step: int) -> bool:
+    """Whether `out` elements from `start` by `step` lie within `source` at every size the
+    program accepts: checked over one period of the floors (past it, the margin only grows
+    when the output grows no faster than the input / step); False when not provably so."""
+    if out == source and start == 0 and step == 1:
+        return True
+    if isinstance(out, int) and isinstance(source, int):
+        return start + (out - 1) * step <= source - 1
+    lines = [_linear(d) for d in (out, source) if isinstance(d, Extent)]
+    if any(line is None for line in lines) or len({line[0] for line in lines}) != 1:  # type: ignore[index]
+        return False
+    symbol = lines[0][0]  # type: ignore[index]
+
+    def slope(d: Dim) -> Fraction:
+        line = _linear(d) if isinstance(d, Extent) else None
+        return Fraction(0) if line is None else line[1]
+
+    def value(d: Dim, n: int) -> int:
+        return d if isinstance(d, int) else d.value({symbol: n})
+
+    if slope(out) * step > slope(source):
+        return False
+    period = math.lcm(*(line[2] for line in lines))  # type: ignore[index]
+    first = max(
+        [1] + [t.smallest() for d in (out, source) if isinstance(d, Extent) for t in d.terms]
+    )
+    return all(
+        value(out, n) <= 0 or start + (value(out, n) - 1) * step <= value(source, n) - 1
+        for n in range(first, first + period)
+    )
+
+
+def _linear(size: Extent) -> tuple[str, Fraction, int] | None:
+    """(dim, slope, period) of a size that is a constant times one floor of one dim
+    (f x floor((a n + b) / d) grows by f a L / d every L = d); None otherwise."""
+    if len(size.symbols) + len(size.terms) != 1:
+        return None
+    if size.symbols:
+        return size.symbols[0], Fraction(size.factor), 1
+    term = size.terms[0]
+    return term.symbol, Fraction(size.factor * term.scale, term.divisor), term.divisor
+
+
+def _element_count(dims: Sequence[Dim]) -> Extent:
+    """A product of dims as one expression."""
+    return functools.reduce(lambda a, d: a.times(d), dims, Extent(1, ()))
 
 
 def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
@@ -529,17 +869,35 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
     fn.update_function_type()
     fn.attributes[EXTENTS_KEY] = StringAttr(json.dumps([str(e) for e in expressions]))
 
+    def constant(n: int, before: Operation) -> SSAValue:
+        return _insert(arith.ConstantOp(IntegerAttr(n, IndexType())), before)
+
+    def term_of(term: Term, before: Operation) -> SSAValue:
+        # (scale * n + offset) / divisor: the numerator is >= divisor > 0 for the sizes a
+        # run accepts (OnceProgram checks each dim's minimum), so the signed division floors.
+        value = args[Extent(1, (term.symbol,))]
+        if term.scale != 1:
+            value = _insert(arith.MuliOp(value, constant(term.scale, before)), before)
+        if term.offset:
+            value = _insert(arith.AddiOp(value, constant(term.offset, before)), before)
+        if term.divisor != 1:
+            value = _insert(arith.DivSIOp(value, constant(term.divisor, before)), before)
+        return value
+
     def size_of(extent: Extent, before: Operation) -> SSAValue:
         if extent in args:
             return args[extent]
         value: SSAValue | None = None
-        for s in extent.symbols:
+        factors = [args[Extent(1, (s,))] for s in extent.symbols]
+        factors += [term_of(t, before) for t in extent.terms]
+        for factor_value in factors:
             value = (
-                args[Extent(1, (s,))]
+                factor_value
                 if value is None
-                else _insert(arith.MuliOp(value, args[Extent(1, (s,))]), before)
+                else _insert(arith.MuliOp(value, factor_value), before)
             )
-        assert value is not None
+        if value is None:
+            return constant(extent.factor, before)
         if extent.factor != 1:
             factor = _insert(arith.ConstantOp(IntegerAttr(extent.factor, IndexType())), before)
             value = _insert(arith.MuliOp(value, factor), before)
@@ -659,6 +1017,8 @@ class OnceBuild:
     report: CompileReport
     # Symbols bounded by a table whose leading rows the kernels read (a position table).
     limits: dict[str, int]
+    # Each symbol's smallest size (a convolution's output at least one pixel).
+    minimums: dict[str, int] = field(default_factory=dict)
 
 
 def compile_once(
@@ -698,6 +1058,7 @@ def compile_once(
         build.arena_function,
         memory_limit_bytes() if memory_limit is None else memory_limit,
         build.limits,
+        build.minimums,
     )
 
 
@@ -714,31 +1075,20 @@ def build_once(
     CompileOnceRefusal with the reason."""
     import time
 
-    from ember.engine.compile import finish_program, run_pipeline
-    from ember.engine.staging import bounded_outputs
+    from ember.engine.compile import finish_program
+    from ember.frontend.context import KEEP_EXACT_SLICES
     from ember.passes.pipeline import build_pipeline, parse_passes, pipeline_text
 
     symbols = model_symbols(pinning)
-    probes = probe_sizes(symbols, pinning.ranges)
+    probes = probe_sizes(symbols, pinning.ranges, spatial_symbols(model, pinning, symbols))
     per_probe, shared = split_pipeline(pipeline)
-    programs = []
-    reports = []
-    for probe in probes:
-        try:
-            module, ctx, report, proto, _, _ = run_pipeline(
-                model,
-                target,
-                per_probe,
-                input_shapes=_probe_shapes(pinning, probe),
-                base_dir=base_dir,
-                memory_limit=memory_limit,
-            )
-        except EmberError as err:
-            raise CompileOnceRefusal(f"at probe sizes {probe}: {err}") from err
-        if bounded_outputs(proto):
-            raise CompileOnceRefusal("outputs with data-dependent sizes")
-        programs.append((module, ctx))
-        reports.append(report)
+    keep_slices = KEEP_EXACT_SLICES.set(True)
+    try:
+        programs, reports = _probe_programs(
+            model, pinning, probes, target, per_probe, base_dir, memory_limit
+        )
+    finally:
+        KEEP_EXACT_SLICES.reset(keep_slices)
     unified = unify(programs, probes, symbols, sliced_initializers(model))
     fn = _entry(unified.module)
     from ember.frontend.onnx_importer import OUTPUT_STRUCTURE
@@ -775,7 +1125,55 @@ def build_once(
         arena_function,
         report,
         dict(unified.limits),
+        dict(unified.minimums),
     )
+
+
+def _probe_programs(
+    model: onnx.ModelProto,
+    pinning: Pinning,
+    probes: Sequence[Mapping[str, int]],
+    target: Target,
+    pipeline: str,
+    base_dir: str | os.PathLike[str] | None,
+    memory_limit: int | None,
+) -> tuple[list[tuple[ModuleOp, EmberContext]], list[CompileReport]]:
+    """The kernel programs (and reports) of the model at each probe shape. The last probe
+    (the largest) is imported first, recording the kernel choices that depend on sizes
+    (core/size_choices.py); the others replay them, so that every probe gets the same
+    kernels, tuned for the largest probe's sizes."""
+    from ember.core.size_choices import SizeChoiceMismatch, SizeChoices, choices_in
+    from ember.engine.compile import run_pipeline
+    from ember.engine.staging import bounded_outputs
+
+    results: dict[int, tuple[tuple[ModuleOp, EmberContext], CompileReport]] = {}
+    log = SizeChoices()
+    for index in [len(probes) - 1, *range(len(probes) - 1)]:
+        probe = probes[index]
+        try:
+            with choices_in(log):
+                module, ctx, report, proto, _, _ = run_pipeline(
+                    model,
+                    target,
+                    pipeline,
+                    input_shapes=_probe_shapes(pinning, probe),
+                    base_dir=base_dir,
+                    memory_limit=memory_limit,
+                )
+        except EmberError as err:
+            raise CompileOnceRefusal(f"at probe sizes {dict(probe)}: {err}") from err
+        except SizeChoiceMismatch as err:
+            raise CompileOnceRefusal(f"at probe sizes {dict(probe)}: {err}") from err
+        if log.replaying and log.position != len(log.recorded):
+            raise CompileOnceRefusal(
+                f"at probe sizes {dict(probe)}: {len(log.recorded) - log.position} kernel "
+                "choices recorded at the largest probe were not asked for"
+            )
+        log.replay()
+        if bounded_outputs(proto):
+            raise CompileOnceRefusal("outputs with data-dependent sizes")
+        results[index] = ((module, ctx), report)
+    return [results[k][0] for k in range(len(probes))], [results[k][1] for k in range(len(probes))]
 
 
 def _probe_shapes(pinning: Pinning, probe: Mapping[str, int]) -> dict[str, list[int]]:
@@ -808,6 +1206,7 @@ class OnceCompiledModel(OnceProgram):
         arena_function: str | None,
         memory_limit: int | None = None,
         limits: Mapping[str, int] | None = None,
+        minimums: Mapping[str, int] | None = None,
     ) -> None:
         from ember.runtime.status import SITES_KEY
 
@@ -821,6 +1220,7 @@ class OnceCompiledModel(OnceProgram):
             {},
             arena_function,
             dict(limits or {}),
+            dict(minimums or {}),
         )
         super().__init__(
             jit.function,

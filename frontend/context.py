@@ -53,6 +53,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,11 @@ from ember.frontend.errors import (
 from ember.frontend.functions import function_body, has_function_body
 from ember.frontend.shape_inference import inferred_shapes, type_skeleton
 from ember.frontend.validate import NodeInfo, validate_node
+
+# Set while compile once imports a model at its probe shapes (engine/compile_once.py): a Slice
+# ending exactly at an axis' size (an end read from a shape: a crop that takes the whole axis
+# at some shapes only) stays a slice, so that the probes' programs have the same ops.
+KEEP_EXACT_SLICES: ContextVar[bool] = ContextVar("ember_keep_exact_slices", default=False)
 
 # Ops folded whenever all their inputs are known: they compute shapes or move data around.
 _SHAPE_OPS = frozenset(
@@ -963,10 +969,17 @@ class ImportContext:
         )
 
     def slice(
-        self, x: Value, starts: Sequence[int], steps: Sequence[int], out: Sequence[int]
+        self,
+        x: Value,
+        starts: Sequence[int],
+        steps: Sequence[int],
+        out: Sequence[int],
+        keep_whole: bool = False,
     ) -> Value:
-        """x[starts[d] :: steps[d]] with out[d] elements per axis (starts already in range)."""
-        if tuple(out) == shape_of(x) and all(s == 0 for s in starts) and all(s == 1 for s in steps):
+        """x[starts[d] :: steps[d]] with out[d] elements per axis (starts already in range);
+        x itself when that is all of x, unless `keep_whole`."""
+        whole = all(s == 0 for s in starts) and all(s == 1 for s in steps)
+        if not keep_whole and tuple(out) == shape_of(x) and whole:
             return x
         return self.emit(
             graph.SliceOp,

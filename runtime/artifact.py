@@ -56,7 +56,13 @@ from ember.runtime.integrity import (
     sha256_file,
     verify_signature,
 )
-from ember.runtime.once import ONCE_KEY, OnceProgram, library_function, read_once_section
+from ember.runtime.once import (
+    ONCE_KEY,
+    OnceProgram,
+    library_function,
+    read_once_section,
+    uses_terms,
+)
 from ember.runtime.runnable import RunnableModel
 from ember.runtime.status import SITES_KEY
 from ember.runtime.threads import configure_openmp
@@ -68,6 +74,10 @@ FORMAT_VERSION = 3
 # 4: a program compiled once for every shape (extra.compile_once, runtime/once.py): the entry
 # takes extents; a runtime reading format 3 must refuse it rather than run it at fixed shapes.
 ONCE_FORMAT_VERSION = 4
+# 5: format 4 whose extents have affine-floor terms (a conv's output size, runtime/once.py's
+# Term): a runtime reading format 4 would take such an extent for its plain dims, so must
+# refuse it; a format-4 artifact (no terms) is still read as such.
+ONCE_TERMS_FORMAT_VERSION = 5
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
 MANIFEST_FILE = "manifest.json"
@@ -261,7 +271,12 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _format_version(document: Mapping[str, Any]) -> int:
     extra = document.get("extra")
-    return ONCE_FORMAT_VERSION if isinstance(extra, dict) and ONCE_KEY in extra else FORMAT_VERSION
+    if not isinstance(extra, dict) or ONCE_KEY not in extra:
+        return FORMAT_VERSION
+    once = extra[ONCE_KEY]
+    if isinstance(once, dict) and uses_terms(once):
+        return ONCE_TERMS_FORMAT_VERSION
+    return ONCE_FORMAT_VERSION
 
 
 def check_manifest(document: dict[str, Any], path: Path) -> None:

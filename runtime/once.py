@@ -3,7 +3,8 @@
 engine/compile_once.py compiles a model with symbolic dims into ONE program,
 `main(inputs..., outputs..., extents..., arena, weights[, status])`, whose `extents` are int64
 sizes: the named dims' sizes, then the other expressions its inputs and outputs have. Each
-expression is `factor * product of named dims` (an `Extent`). `OnceProgram` runs such a
+expression is `factor * product of named dims * product of floors of them` (an `Extent`, its
+floors `Term`s: a convolution's output size), each dim at least its minimum. `OnceProgram` runs such a
 program: it reads the named dims from the input arrays (checking rank, fixed dims, dims
 shared between inputs and ranges first, runtime/dims.py), computes the extents, allocates the
 outputs by their dims' expressions and sizes the arena with the program's exported
@@ -18,6 +19,7 @@ the manifest's `extra.compile_once` section records the dims and expressions as 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import queue
 from collections.abc import Callable, Mapping, Sequence
@@ -54,22 +56,116 @@ _DIM_NAME = r"[A-Za-z_][A-Za-z0-9_.:/-]{0,127}"
 FunctionLookup = Callable[[str, Sequence[Any], Any], Callable[..., Any]]
 
 
+@dataclass(frozen=True, order=True)
+class Term:
+    """floor((scale * symbol + offset) / divisor) of one named dim: a spatial size after
+    convolutions and poolings (each floor((x + p) / s) + 1 of the one before; chained floors
+    by positive integers compose into one). Normalized (`affine`): gcd(scale, divisor) = 1,
+    and never a plain multiple of the dim (that is a factor of an Extent)."""
+
+    symbol: str
+    scale: int
+    offset: int
+    divisor: int
+
+    def value(self, sizes: Mapping[str, int]) -> int:
+        return (self.scale * sizes[self.symbol] + self.offset) // self.divisor
+
+    def smallest(self) -> int:
+        """The smallest size of the dim for which this term is at least 1."""
+        return max(1, -((self.offset - self.divisor) // self.scale))
+
+    def __str__(self) -> str:
+        top = f"{self.scale}*{self.symbol}" if self.scale != 1 else self.symbol
+        if self.offset:
+            top = f"({top}{self.offset:+d})"
+        return f"{top}//{self.divisor}" if self.divisor != 1 else top
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dim": self.symbol,
+            "scale": self.scale,
+            "offset": self.offset,
+            "divisor": self.divisor,
+        }
+
+
 @dataclass(frozen=True)
 class Extent:
-    """The size of a `?` dim: `factor` times the product of `symbols` (sorted, no repeats)."""
+    """The size of a `?` dim: `factor` times the product of `symbols` (sorted) and of
+    `terms` (sorted affine floors of one dim each, `Term`)."""
 
     factor: int
     symbols: tuple[str, ...]
+    terms: tuple[Term, ...] = ()
 
     def value(self, sizes: Mapping[str, int]) -> int:
-        return self.factor * math.prod(sizes[s] for s in self.symbols)
+        return (
+            self.factor
+            * math.prod(sizes[s] for s in self.symbols)
+            * math.prod(t.value(sizes) for t in self.terms)
+        )
 
     def __str__(self) -> str:
-        parts = list(self.symbols) + ([str(self.factor)] if self.factor != 1 else [])
+        alone = not self.symbols and len(self.terms) == 1 and self.factor == 1
+        parts = list(self.symbols) + [str(t) if alone else f"({t})" for t in self.terms]
+        parts += [str(self.factor)] if self.factor != 1 or not parts else []
         return "*".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"factor": self.factor, "dims": list(self.symbols)}
+        document: dict[str, Any] = {"factor": self.factor, "dims": list(self.symbols)}
+        if self.terms:  # only then: a program without terms keeps the format of before
+            document["terms"] = [t.to_json() for t in self.terms]
+        return document
+
+    def is_symbol(self) -> bool:
+        """One named dim itself (factor 1)."""
+        return self.factor == 1 and len(self.symbols) == 1 and not self.terms
+
+    def times(self, other: Extent | int) -> Extent:
+        """The product of two expressions (or of one and a constant)."""
+        if isinstance(other, int):
+            return Extent(self.factor * other, self.symbols, self.terms)
+        return Extent(
+            self.factor * other.factor,
+            tuple(sorted(self.symbols + other.symbols)),
+            tuple(sorted(self.terms + other.terms)),
+        )
+
+    def atom(self) -> tuple[str, int, int, int] | None:
+        """(symbol, scale, offset, divisor) when this is floor((scale * symbol + offset) /
+        divisor) of one dim (a dim, a multiple of one or one term); None otherwise."""
+        if len(self.symbols) == 1 and not self.terms:
+            return self.symbols[0], self.factor, 0, 1
+        if len(self.terms) == 1 and not self.symbols and self.factor == 1:
+            t = self.terms[0]
+            return t.symbol, t.scale, t.offset, t.divisor
+        return None
+
+
+def affine(symbol: str, scale: int = 1, offset: int = 0, divisor: int = 1) -> Extent:
+    """floor((scale * symbol + offset) / divisor) as an Extent in normal form (scale and
+    divisor positive)."""
+    if scale < 1 or divisor < 1:
+        raise ValueError(f"affine size ({scale}*{symbol}{offset:+d})//{divisor}")
+    g = math.gcd(scale, divisor)
+    # floor((g*a*x + o) / (g*d)) = floor((a*x + floor(o/g)) / d) for integers x.
+    scale, offset, divisor = scale // g, offset // g, divisor // g
+    if divisor == 1 and offset == 0:
+        return Extent(scale, (symbol,))
+    return Extent(1, (), (Term(symbol, scale, offset, divisor),))
+
+
+def strided(size: Extent, offset: int, stride: int) -> Extent | None:
+    """floor((size + offset) / stride) + 1 (a convolution's or pooling's output along an
+    axis, offset = pads - dilation * (kernel - 1) - 1), or None when `size` is no affine
+    floor of one dim (a product, a multiple of a term)."""
+    atom = size.atom()
+    if atom is None:
+        return None
+    symbol, scale, inner, divisor = atom
+    # floor((floor((a*x + b) / d) + p) / s) = floor((a*x + b + p*d) / (d*s)); + 1 inside.
+    return affine(symbol, scale, inner + offset * divisor + stride * divisor, divisor * stride)
 
 
 Dim = int | Extent
@@ -90,9 +186,7 @@ class IOSpec:
         """The dims as runtime/dims.py declares them: a size, a named dim, or None for a
         product (checked against the whole expected shape instead)."""
         return [
-            d
-            if isinstance(d, int)
-            else (d.symbols[0] if d.factor == 1 and len(d.symbols) == 1 else None)
+            d if isinstance(d, int) else (d.symbols[0] if d.is_symbol() else None)
             for d in self.dims
         ]
 
@@ -109,11 +203,13 @@ def once_section(
     ranges: DimRanges,
     arena_function: str | None,
     limits: Mapping[str, int],
+    minimums: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The manifest's `extra.compile_once` section: the named dims (in extent order), their
     ranges, the extent arguments' expressions, each input's and output's dims (a size or
-    {"factor", "dims"}) and whether the program exports `main_arena_bytes`."""
-    return {
+    {"factor", "dims"[, "terms"]}), whether the program exports `main_arena_bytes`, and
+    (with terms) each dim's smallest size."""
+    section = {
         "symbols": list(symbols),
         "ranges": {s: list(ranges[s]) for s in symbols if s in ranges},
         "extents": [e.to_json() for e in expressions],
@@ -122,6 +218,9 @@ def once_section(
         "arena_function": arena_function,
         "limits": {s: int(limits[s]) for s in symbols if s in limits},
     }
+    if minimums:
+        section["minimums"] = {s: int(minimums[s]) for s in symbols if s in minimums}
+    return section
 
 
 @dataclass(frozen=True)
@@ -137,14 +236,53 @@ class OnceSignature:
     # A dim's largest size where kernels read the leading rows of a table by it (positions):
     # a larger one would read past the table.
     limits: dict[str, int]
+    # A dim's smallest size where convolutions or poolings shrink it (every term >= 1).
+    minimums: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def _read_term(field: Field, symbols: Sequence[str]) -> Term:
+    name = field["dim"].as_str(_DIM_NAME)
+    if name not in symbols:
+        field["dim"].fail(f"one of the dims {list(symbols)}")
+    scale = field["scale"].as_int(1, 1 << 32)
+    offset = field["offset"].as_int(-(1 << 32), 1 << 32)
+    divisor = field["divisor"].as_int(1, 1 << 32)
+    term = Term(name, scale, offset, divisor)
+    if affine(name, scale, offset, divisor).terms != (term,):
+        field.fail("a term in normal form (scale and divisor coprime, not a multiple of the dim)")
+    return term
 
 
 def _read_extent(field: Field, symbols: Sequence[str]) -> Extent:
     factor = field["factor"].as_int(1, 1 << 32)
     names = [n.as_str(_DIM_NAME) for n in field["dims"].as_list(len(symbols))]
-    if not names or any(n not in symbols for n in names) or names != sorted(set(names)):
-        field["dims"].fail(f"a non-empty sorted list of distinct dims among {list(symbols)}")
-    return Extent(factor, tuple(names))
+    terms: tuple[Term, ...] = ()
+    if isinstance(field.value, dict) and "terms" in field.value:
+        terms = tuple(_read_term(t, symbols) for t in field["terms"].as_list(MAX_RANK))
+        if not terms or list(terms) != sorted(terms):
+            field["terms"].fail("a non-empty sorted list of terms")
+    if (
+        (not names and not terms)
+        or any(n not in symbols for n in names)
+        or names != sorted(set(names))
+    ):
+        field["dims"].fail(f"a sorted list of distinct dims among {list(symbols)}")
+    return Extent(factor, tuple(names), terms)
+
+
+def _minimums(expressions: Sequence[Extent]) -> dict[str, int]:
+    """Each dim's smallest size for which every term of these expressions is >= 1."""
+    smallest: dict[str, int] = {}
+    for e in expressions:
+        for t in e.terms:
+            smallest[t.symbol] = max(smallest.get(t.symbol, 1), t.smallest())
+    return smallest
+
+
+def uses_terms(section: Mapping[str, Any]) -> bool:
+    """Whether a `compile_once` section has affine-floor terms (artifact format 5)."""
+    extents = section.get("extents")
+    return isinstance(extents, list) and any(isinstance(e, dict) and "terms" in e for e in extents)
 
 
 def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
@@ -204,10 +342,7 @@ def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
     outputs = specs("outputs", manifest.outputs)
     # Every dim is read from some input axis of its own.
     plain = {
-        d.symbols[0]
-        for s in inputs
-        for d in s.dims
-        if isinstance(d, Extent) and d.factor == 1 and len(d.symbols) == 1
+        d.symbols[0] for s in inputs for d in s.dims if isinstance(d, Extent) and d.is_symbol()
     }
     missing = [s for s in symbols if s not in plain]
     if missing:
@@ -221,6 +356,16 @@ def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
         if name not in symbols:
             limit.fail(f"the limit of one of the dims {symbols}")
         limits[name] = limit.as_int(1)
+    minimums: dict[str, int] = {}
+    if "minimums" in fields.value:
+        for name, bound in fields["minimums"].as_dict().items():
+            smallest = Field(bound, where, f"extra.{ONCE_KEY}.minimums.{name}")
+            if name not in symbols:
+                smallest.fail(f"the smallest size of one of the dims {symbols}")
+            minimums[name] = smallest.as_int(1)
+    needed = _minimums(expressions)
+    if any(minimums.get(s, 1) < n for s, n in needed.items()):
+        fields["minimums"].fail(f"at least {needed} (the sizes that keep every term >= 1)")
     return OnceSignature(
         inputs,
         outputs,
@@ -229,6 +374,7 @@ def read_once_section(manifest: Manifest, where: str) -> OnceSignature:
         ranges,
         None if arena.value is None else ARENA_FUNCTION,
         limits,
+        minimums,
     )
 
 
@@ -282,6 +428,7 @@ class OnceProgram(RunnableModel):
         self.symbols = list(signature.symbols)
         self.ranges = dict(signature.ranges)
         self.limits = dict(signature.limits)
+        self.minimums = dict(signature.minimums)
         self._weights = weights
         self.status_sites = status_sites
         pointers = len(self.inputs) + len(self.outputs)
@@ -309,7 +456,7 @@ class OnceProgram(RunnableModel):
         self._symbol_at: dict[str, tuple[int, int]] = {}
         for k, spec in enumerate(self.inputs):
             for axis, d in enumerate(spec.dims):
-                if isinstance(d, Extent) and len(d.symbols) == 1 and d.factor == 1:
+                if isinstance(d, Extent) and d.is_symbol():
                     self._symbol_at.setdefault(d.symbols[0], (k, axis))
         self._declared = [(s.name, s.declared()) for s in self.inputs]
         self._dtypes = [numpy_dtype(s.dtype) for s in self.inputs]
@@ -378,6 +525,14 @@ class OnceProgram(RunnableModel):
                 f"input '{self.inputs[k].name}': dim '{empty[0]}' (axis {axis}) is 0; a "
                 f"program compiled once serves sizes >= 1"
             )
+        for symbol, smallest in self.minimums.items():
+            if sizes[symbol] < smallest:
+                k, axis = self._symbol_at[symbol]
+                raise InputError(
+                    f"input '{self.inputs[k].name}': dim '{symbol}' (axis {axis}) is "
+                    f"{sizes[symbol]}, less than {smallest}, the smallest size the model's "
+                    "convolutions and poolings take (a smaller one leaves no output pixel)"
+                )
         for symbol, limit in self.limits.items():
             if sizes[symbol] > limit:
                 k, axis = self._symbol_at[symbol]

@@ -109,6 +109,46 @@ def text_detector_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def cropped_text_detector_model() -> onnx.ModelProto:
+    """x [N, 3, H, W] -> score map [N, 1, ceil(H/2), ceil(W/2)], as text detectors that crop
+    their upsampled maps write it: two stride-2 convs, the deeper map upsampled x2 by Resize
+    (scales: nearest), cropped by Slice to the shallower map's size (ends from Shape), Concat
+    of the two, a 1x1 conv and a Sigmoid head. Unlike `text_detector_model` (Resize to sizes
+    read from a shape, at a ratio that is not a whole number for odd maps), its ops are the
+    same at every shape: it compiles once."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["f1"]),
+        helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["f2"]),
+        helper.make_node("Resize", ["f2", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Shape", ["f1"], ["f1_shape"]),
+        helper.make_node("Slice", ["f1_shape", "two", "four"], ["f1_hw"]),
+        helper.make_node("Slice", ["up", "zeros2", "f1_hw", "axes23"], ["up_crop"]),
+        helper.make_node("Concat", ["f1", "up_crop"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w3", "b3"], ["logits"], kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["logits"], ["score"]),
+    ]  # fmt: skip
+    initializers = [
+        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
+        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+        _weight(rng, "w3", 1, 16, 1, 1), _weight(rng, "b3", 1),
+        onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+        _ints("two", [2]), _ints("four", [4]), _ints("zeros2", [0, 0]), _ints("axes23", [2, 3]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "cropped_text_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1, None, None])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 HIDDEN, HEADS, VOCAB = 16, 2, 50
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ember.dialects import graph
 from ember.frontend.context import (
+    KEEP_EXACT_SLICES,
     Const,
     ImportContext,
     Node,
@@ -175,7 +176,12 @@ def _slice_op(imp: ImportContext, node: Node) -> Sequence[Value]:
             for f, s, c in zip(first, stride, count)
         )
         return [Const(data.array[index])]
-    return [imp.slice(data, first, stride, count)]
+    # An end equal to the axis' size may have been read from a shape (compile once's probes).
+    exact = KEEP_EXACT_SLICES.get() and any(
+        int(end) == shape[normalize_axis(node, int(axis), len(shape))]
+        for axis, end in zip(axes, ends, strict=True)
+    )
+    return [imp.slice(data, first, stride, count, keep_whole=exact)]
 
 
 @converts("Split")

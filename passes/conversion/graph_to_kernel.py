@@ -33,6 +33,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.irdl import IRDLOperation
 
 from ember.core.context import compile_context
+from ember.core.size_choices import size_choice
 from ember.core.target import Target
 from ember.dialects import graph, kernel
 from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
@@ -263,10 +264,18 @@ class _Bufferizer:
             strides: tuple[int, int] = tuple(int_values(op.strides))  # type: ignore[assignment]
             if blocked:  # the kernel's vectors are the IR's channel blocks
                 target = replace(self.target, vector_width=shape_of(op.input)[4])
-                lanes = blocked_conv_blocking(cin_g * group, cout, group, out_hw, (kh, kw), target)
+                lanes = size_choice(
+                    f"the blocked conv of '{name}'",
+                    lambda: blocked_conv_blocking(
+                        cin_g * group, cout, group, out_hw, (kh, kw), target
+                    ),
+                )
             else:
-                lanes = conv_lanes_blocking(
-                    cin_g, cout, group, out_hw, (kh, kw), strides, self.target
+                lanes = size_choice(
+                    f"the conv of '{name}'",
+                    lambda: conv_lanes_blocking(
+                        cin_g, cout, group, out_hw, (kh, kw), strides, self.target
+                    ),
                 )
             if blocked and is_depthwise(shape_of(op.weight), group):
                 packed, layout = pack_depthwise_blocked_weight(array, shape_of(op.input)[4])

@@ -22,7 +22,8 @@ REL_TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def specializing() -> SpecializingModel:
-    model = ember.compile(symbolic_model(), threads=1)
+    # Specialisation itself (the model would compile once: tests/e2e/test_compile_once.py).
+    model = ember.compile(symbolic_model(), threads=1, compile_once=False)
     assert isinstance(model, SpecializingModel)
     return model
 

@@ -76,6 +76,7 @@ def test_recognizer_matches_onnxruntime_at_every_width() -> None:
     _check_shapes(
         recognizer_model(),
         [{"x": rng.standard_normal((n, 1, 32, w)).astype(np.float32)} for n, w in shapes],
+        once=True,
     )
 
 

@@ -225,6 +225,19 @@ def test_cli_compile_pins_and_refuses_unpinned(
     manifest = json.loads((workdir / "out" / "manifest.json").read_text())
     assert [i["shape"] for i in manifest["inputs"]] == [[2, 3], [2, 6]]
     capsys.readouterr()
+    # Unpinned, the model compiles once (its ReduceSum over `seq` has a run-time-extent
+    # kernel): one artifact for every shape.
+    assert main([*argv, "-o", "once"]) == 0
+    manifest = json.loads((workdir / "once" / "manifest.json").read_text())
+    assert manifest["extra"]["compile_once"]["symbols"] == ["batch", "seq"]
+    # With a CumSum along `seq` (no such kernel yet) it cannot: unpinned is refused.
+    model = symbolic_model()
+    axis = onnx.numpy_helper.from_array(np.array(1, np.int64), "cumsum_axis")
+    model.graph.initializer.append(axis)
+    model.graph.node.insert(0, helper.make_node("CumSum", ["x", "cumsum_axis"], ["xc"]))
+    model.graph.node[1].input[0] = "xc"
+    onnx.save(model, workdir / "dynamic.onnx")
+    capsys.readouterr()
     assert main([*argv, "-o", "other"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ember compile: error: the model has symbolic input dimensions")

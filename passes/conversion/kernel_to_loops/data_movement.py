@@ -15,6 +15,7 @@ from xdsl.ir import SSAValue
 
 from ember.core.target import Target
 from ember.dialects import kernel
+from ember.dialects.graph import int_values
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.checks import checked_index, checked_kernel_function
@@ -363,6 +364,10 @@ def lower_transpose_runtime(op: kernel.TransposeOp, target: Target, name: str) -
             raise fail(op, f"output {op.output.type} is not the input {op.input.type} permuted")
     fn, b = kernel_function(name, operand_types(op))
     src, dst = fn.args[:2]
+    if rank >= 2 and perm == [*range(rank - 2), rank - 1, rank - 2] and lanes_for(src, target) > 1:
+        _transpose_last_two_runtime(b, src, dst, lanes_for(src, target), target)
+        b.ret()
+        return fn
     sizes = [b.dim(src, p) for p in perm]
     lanes = lanes_for(src, target) if perm[-1] == rank - 1 else 1
     last = sizes[-1]
@@ -385,6 +390,61 @@ def lower_transpose_runtime(op: kernel.TransposeOp, target: Target, name: str) -
     _rows_loop(b, simd.runtime_product(b, sizes[:-1]), per_row, target, row)
     b.ret()
     return fn
+
+
+def _transpose_last_two_runtime(
+    b: LoopBuilder, src: SSAValue, dst: SSAValue, lanes: int, target: Target
+) -> None:
+    """[..., R, C] -> [..., C, R] with run-time sizes (the blocked layout's reorders of `?`
+    maps: [n, C/c, c, h*w] <-> [n, C/c, h*w, c]): lanes x lanes tiles transposed in
+    registers (`transpose_in_registers`, as the static kernel), each tile row a run-time
+    count of (outer, row block) pairs split over the threads; the ragged columns and rows
+    copied element by element."""
+    rank = len(shape(src))
+    rows, cols = b.dim(src, rank - 2), b.dim(src, rank - 1)
+    outer = b.element_count(src, list(range(rank - 2)))
+    src_flat, dst_flat = _flat(b, src), _flat(b, dst)
+    plane = simd.runtime_product(b, [rows, cols])
+    full_rows = b.mul(b.floordiv(rows, lanes), lanes)
+    full_cols = b.mul(b.floordiv(cols, lanes), lanes)
+    row_blocks = b.floordiv(rows, lanes)
+
+    def element(eb: LoopBuilder, base: SSAValue, r: Value, c: Value) -> None:
+        value = load(eb, src_flat, eb.add(base, eb.add(eb.mul(r, cols), c)), 1)
+        store(eb, value, dst_flat, eb.add(base, eb.add(eb.mul(c, rows), r)))
+
+    def block_row(rb: LoopBuilder, t: SSAValue) -> None:
+        o, r0 = rb.floordiv(t, row_blocks), rb.mul(rb.rem(t, row_blocks), lanes)
+        base = rb.mul(o, plane)
+
+        def tile(cb: LoopBuilder, c0: SSAValue) -> None:
+            at = cb.add(base, cb.add(cb.mul(r0, cols), c0))
+            loaded = [load(cb, src_flat, cb.add(at, cb.mul(j, cols)), lanes) for j in range(lanes)]
+            out_at = cb.add(base, cb.add(cb.mul(c0, rows), r0))
+            for i, column in enumerate(transpose_in_registers(cb, loaded)):
+                store(cb, column, dst_flat, cb.add(out_at, cb.mul(i, rows)))
+
+        rb.for_range(0, full_cols, lanes, lambda cb, c0: tile(cb, c0))
+
+        def ragged(cb: LoopBuilder, c: SSAValue) -> None:
+            for j in range(lanes):
+                element(cb, base, cb.add(r0, j), c)
+
+        rb.for_range(full_cols, cols, 1, lambda cb, c: ragged(cb, c))
+
+    tiles = b.index(simd.runtime_product(b, [outer, row_blocks]))
+    _rows_loop(b, tiles, lanes * (cols if isinstance(cols, int) else 64), target, block_row)
+
+    def ragged_rows(rb: LoopBuilder, o: SSAValue) -> None:
+        base = rb.mul(o, plane)
+        rb.for_range(
+            full_rows,
+            rows,
+            1,
+            lambda r_b, r: r_b.for_range(0, cols, 1, lambda cb, c: element(cb, base, r, c)),
+        )
+
+    b.for_range(0, outer, 1, lambda ob, o: ragged_rows(ob, o))
 
 
 @lowering(kernel.GatherOp, runtime_extents=True)
@@ -432,5 +492,107 @@ def lower_gather_runtime(op: kernel.GatherOp, target: Target, name: str) -> func
         simd.sweep(rb, 0, inner, lanes, visit)
 
     _rows_loop(b, rows, inner, target, row)
+    b.ret()
+    return fn
+
+
+# -- runtime extents: concat and slice with `?` dims (compile once of conv networks) -------------
+def _flat(b: LoopBuilder, buffer: SSAValue) -> SSAValue:
+    """`buffer` as a flat row-major memref of its (static or run-time) element count."""
+    total = b.element_count(buffer)
+    if isinstance(total, int):
+        return simd.view(b, buffer, [total])
+    return simd.runtime_flat_view(b, buffer, total)
+
+
+@lowering(kernel.ConcatOp, runtime_extents=True)
+def lower_concat_runtime(op: kernel.ConcatOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.concat with `?` dims (feature maps [?, c, ?, ?] joined along the channels):
+    each input in turn, each of its rows (the dims before the axis times its own extent
+    along it) one contiguous run of the dims after the axis in both buffers, copied with
+    vector loads and stores (scalar remainder); the rows a run-time count split over the
+    threads. The inputs' dims off the axis are the output's (the `?` contract; compile once
+    checks it)."""
+    out_shape = shape(op.output)
+    rank = len(out_shape)
+    axis = op.axis.value.data
+    if not -rank <= axis < rank:
+        raise fail(op, f"axis {axis} out of range for rank {rank}")
+    axis %= rank
+    for k, operand in enumerate(op.inputs):
+        in_shape = shape(operand)
+        if len(in_shape) != rank or any(
+            in_shape[d] != out_shape[d] for d in range(rank) if d != axis
+        ):
+            raise fail(op, f"input {k} {operand.type} does not fit output {op.output.type}")
+    fn, b = kernel_function(name, operand_types(op))
+    *inputs, out = fn.args[: len(op.inputs) + 1]
+    inner = b.element_count(out, list(range(axis + 1, rank)))
+    outer = b.element_count(out, list(range(axis)))
+    total = b.dim(out, axis)
+    out_flat = _flat(b, out)
+    lanes = lanes_for(out, target)
+    offset: Value = 0
+    for src in inputs:
+        size = b.dim(src, axis)
+        src_flat = _flat(b, src)
+
+        def row(
+            rb: LoopBuilder, r: SSAValue, size: Value = size, src_flat: SSAValue = src_flat,
+            offset: Value = offset,
+        ) -> None:  # fmt: skip
+            o, i = rb.floordiv(r, size), rb.rem(r, size)
+            dst_row = rb.add(rb.add(rb.mul(o, total), offset), i)
+            src_at, dst_at = rb.mul(r, inner), rb.mul(dst_row, inner)
+
+            def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+                value = simd.load(vb, src_flat, [vb.add(src_at, j)], w)
+                simd.store(vb, value, out_flat, [vb.add(dst_at, j)])
+                return []
+
+            simd.sweep(rb, 0, inner, lanes, visit)
+
+        rows = b.index(simd.runtime_product(b, [outer, size]))
+        _rows_loop(b, rows, inner if isinstance(inner, int) else 64, target, row)
+        offset = size if isinstance(offset, int) and offset == 0 else b.add(offset, size)
+    b.ret()
+    return fn
+
+
+@lowering(kernel.SliceOp, runtime_extents=True)
+def lower_slice_runtime(op: kernel.SliceOp, target: Target, name: str) -> func.FuncOp:
+    """kernel.slice with `?` dims (a feature map cropped to another's size): one pass over the
+    output's rows (every dim but the last, a run-time count split over the threads), each
+    read at starts + index x steps through the input's run-time strides; a row of step 1 is
+    one contiguous run copied with vectors (scalar remainder), another element by element.
+    The output fits in the input from the starts (compile once checks it)."""
+    starts, steps = int_values(op.starts), int_values(op.steps)
+    rank = len(shape(op.output))
+    if len(shape(op.input)) != rank or len(starts) != rank or len(steps) != rank:
+        raise fail(op, f"starts {starts} and steps {steps} do not fit {op.input.type}")
+    if any(s < 0 for s in starts) or any(s < 1 for s in steps):
+        raise fail(op, f"starts {starts} and steps {steps}: negative starts or steps < 1")
+    fn, b = kernel_function(name, operand_types(op))
+    src, dst = fn.args[:2]
+    sizes = [b.dim(dst, d) for d in range(rank)]
+    lanes = lanes_for(src, target) if steps[-1] == 1 else 1
+    last = sizes[-1]
+
+    def row(rb: LoopBuilder, r: SSAValue) -> None:
+        index = simd.runtime_decompose(rb, r, sizes[:-1])
+        at: list[Value] = [
+            linear(rb, [(i, step)], start) if not (isinstance(i, int) and i == 0) else start
+            for i, start, step in zip(index, starts, steps, strict=False)
+        ]
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            column = linear(vb, [(j, steps[-1])], starts[-1])
+            simd.store(vb, simd.load(vb, src, [*at, column], w), dst, [*index, j])
+            return []
+
+        simd.sweep(rb, 0, last, lanes, visit)
+
+    rows = b.index(simd.runtime_product(b, sizes[:-1]))
+    _rows_loop(b, rows, last if isinstance(last, int) else 64, target, row)
     b.ret()
     return fn

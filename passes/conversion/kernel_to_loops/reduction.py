@@ -16,9 +16,10 @@ from __future__ import annotations
 import math as pymath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import AnyFloat
+from xdsl.dialects.builtin import AnyFloat, i64
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
@@ -293,7 +294,8 @@ def lower_reduce(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
 def lower_reduce_runtime_rows(op: kernel.ReduceOp, target: Target, name: str) -> func.FuncOp:
     """A reduction over trailing static axes of rows known at run time only (ReduceMean over
     the last axis of [?, ?, 768]): each row swept as the static kernel's contiguous rows are,
-    rows split over the threads at run time. Other `?` reductions are refused."""
+    rows split over the threads at run time; over trailing axes with `?` see
+    `_reduce_runtime_trailing`. Other `?` reductions are refused."""
     kind = op.kind.data
     if kind not in KINDS:
         raise ValueError(f"kernel.reduce: unknown kind '{kind}' (expected one of {KINDS})")
@@ -301,17 +303,21 @@ def lower_reduce_runtime_rows(op: kernel.ReduceOp, target: Target, name: str) ->
     axes = normalize_axes(op)
     first = axes[0] if axes else len(in_shape)
     expected = tuple(1 if d in axes else n for d, n in enumerate(in_shape))
+    element = element_type_of(op.input)
+    runtime_row = any(is_dynamic(n) for n in in_shape[first:])
     if (
         axes != list(range(first, len(in_shape)))
         or not axes
-        or any(is_dynamic(n) for n in in_shape[first:])
         or shape_of(op.output) != expected
+        or (runtime_row and kind == "mean" and not isinstance(element, AnyFloat))
     ):
         raise NotImplementedError(
-            "kernel.reduce with runtime extents reduces trailing static axes of rows only: "
+            "kernel.reduce with runtime extents reduces trailing static axes of rows only, "
+            "or trailing axes with `?` (a mean of floats only): "
             f"{op.input.type} -> {op.output.type} over axes {axes}"
         )
-    element = element_type_of(op.input)
+    if runtime_row:
+        return _reduce_runtime_trailing(op, kind, first, element, target, name)
     compute = element if kind in ("max", "min") else simd.compute_type(element)
     monoid = simd.Monoid("sum" if kind == "mean" else kind, compute)
     row = pymath.prod(in_shape[first:])
@@ -331,5 +337,42 @@ def lower_reduce_runtime_rows(op: kernel.ReduceOp, target: Target, name: str) ->
         _store(rb, _finisher(kind, row, rb, total), dest, at)
 
     simd.runtime_rows_loop(b, rows, row, target, row_body)
+    b.ret()
+    return fn
+
+
+def _reduce_runtime_trailing(
+    op: kernel.ReduceOp, kind: str, first: int, element: Any, target: Target, name: str
+) -> func.FuncOp:
+    """A reduction over trailing axes of which some are `?` (GlobalAveragePool's mean over
+    [?, C, ?, ?] -> [?, C, 1, 1]): each row (the reduced elements, a run-time count) one
+    contiguous SIMD sweep of a flat view, the rows split over the threads at run time; a
+    mean divides by the run-time count."""
+    compute = element if kind in ("max", "min") else simd.compute_type(element)
+    monoid = simd.Monoid("sum" if kind == "mean" else kind, compute)
+    width = target.vector_width
+    unroll = simd.accumulator_unroll(target)
+    fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
+    rank = len(shape_of(op.input))
+    rows = b.index(b.element_count(fn.args[0], range(first)))
+    row = b.index(b.element_count(fn.args[0], range(first, rank)))
+    source = simd.runtime_flat_view(b, fn.args[0], b.mul(rows, row))
+    dest = simd.runtime_flat_view(b, fn.args[1], rows)
+
+    def row_body(rb: LoopBuilder, at: list[SSAValue]) -> None:
+        start = rb.mul(at[0], row)
+
+        def visit(vb: LoopBuilder, j: SSAValue, w: int) -> list[SSAValue]:
+            return [_load(vb, source, [vb.add(start, j)], w, monoid)]
+
+        total = simd.sweep(rb, 0, row, width, visit, [monoid], unroll)[0]
+        if kind == "mean":
+            count = rb.insert(arith.IndexCastOp(row, i64)).results[0]
+            divisor = rb.insert(arith.SIToFPOp(count, compute)).results[0]
+            total = rb.insert(arith.DivfOp(total, divisor)).results[0]
+        _store(rb, total, dest, at)
+
+    # A row of about 64 elements for the threads' split (its size is known at run time only).
+    simd.runtime_rows_loop(b, rows, 64, target, row_body)
     b.ret()
     return fn
