@@ -190,3 +190,39 @@ def test_sequence_padding_that_changes_answers_is_refused(tmp_path: Path) -> Non
         load_model("pool", path, ModelSettings(sequence=wrong), threads=1)
     right = SequencePadding({"tokens": (1, 0.0), "mask": (1, 0.0)}, {}, (4, 8))
     assert load_model("pool", path, ModelSettings(sequence=right), threads=1).batching
+
+
+def test_a_model_compiled_once_is_batched_without_padding(tmp_path: Path) -> None:
+    """A model whose one program runs every shape (compiled once) gets batches at their own
+    size: padding a batch of 3 to 4 rows would compute a row for nobody. A model specialised
+    per shape keeps the preferred sizes, which bound how many variants it compiles."""
+    from ember.tests.serve.models import dense_feeds, dense_model
+    from ember.tools.serve import ModelRepository
+    from ember.tools.serve_models import describe_settings
+
+    onnx.save(dense_model(), str(tmp_path / "dense.onnx"))
+    onnx.save(masked_mean_model(), str(tmp_path / "pool.onnx"))
+    dense = load_model("dense", tmp_path / "dense.onnx", ModelSettings(), threads=1)
+    pool = load_model("pool", tmp_path / "pool.onnx", ModelSettings(), threads=1)
+    assert dense.batching and dense.runs_any_shape
+    assert dense.policy().padded_rows(3) == 3
+    assert "each run at its own size" in dense.batching_reason
+    assert describe_settings(dense)["runs_any_shape"] is True
+    assert pool.batching and not pool.runs_any_shape  # its reduction is refused compile-once
+    assert pool.policy().padded_rows(3) == 4
+    repository = ModelRepository({"dense": dense, "pool": pool})
+    try:
+        assert repository.batchers["dense"].policy.any_shape
+        assert not repository.batchers["pool"].policy.any_shape
+        # A batch of 3 rows on the program compiled once equals its rows run alone (to the
+        # rounding of a different summation order).
+        rows = [dense_feeds(1, seed) for seed in range(3)]
+        together = dense.run({n: np.concatenate([r[n] for r in rows]) for n in rows[0]})
+        for index, row in enumerate(rows):
+            alone = dense.run(row)
+            for name, value in alone.items():
+                np.testing.assert_allclose(
+                    together[name][index : index + 1], value, rtol=1e-5, atol=1e-6
+                )
+    finally:
+        repository.close()
