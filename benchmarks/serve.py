@@ -223,10 +223,13 @@ def percentile(latencies: list[float], q: float) -> float:
 
 async def closed_loop(
     port: int, model: str, pool: list[dict[str, np.ndarray]], concurrency: int,
-    requests: int, duration: float,
+    requests: int, duration: float, json_outputs: list[str] | None = None,
 ) -> dict[str, float]:  # fmt: skip
+    """With `json_outputs` (the model's output names) the tensors travel as JSON both ways,
+    as a client without the binary tensor extension sends them; else binary both ways
+    (tritonclient's default for outputs)."""
     import tritonclient.http.aio as aio
-    from tritonclient.http import InferInput
+    from tritonclient.http import InferInput, InferRequestedOutput
 
     datatypes = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
     client = aio.InferenceServerClient(f"127.0.0.1:{port}", conn_limit=concurrency)
@@ -246,11 +249,14 @@ async def closed_loop(
             inputs = []
             for name, array in feeds.items():
                 tensor = InferInput(name, list(array.shape), datatypes[array.dtype])
-                tensor.set_data_from_numpy(array, binary_data=True)
+                tensor.set_data_from_numpy(array, binary_data=json_outputs is None)
                 inputs.append(tensor)
+            outputs = None
+            if json_outputs is not None:
+                outputs = [InferRequestedOutput(n, binary_data=False) for n in json_outputs]
             started = time.perf_counter()
             try:
-                result = await client.infer(model, inputs, request_id=str(index))
+                result = await client.infer(model, inputs, outputs=outputs, request_id=str(index))
             except Exception:
                 failures += 1
                 continue
@@ -283,6 +289,7 @@ async def closed_loop(
 
 def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
     model, pool = build(name, args)
+    json_outputs = [o.name for o in model.graph.output] if args.json_tensors else None
     repos = {}
     for mode in args.batching:  # a repository per server: their configs may differ
         repos[mode] = workdir / f"{name}-{mode}"
@@ -326,7 +333,13 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                         return await asyncio.gather(
                             *(
                                 closed_loop(
-                                    port, name, pool, concurrency, args.requests, args.duration
+                                    port,
+                                    name,
+                                    pool,
+                                    concurrency,
+                                    args.requests,
+                                    args.duration,
+                                    json_outputs,
                                 )
                                 for _, (_, port) in group
                             )
@@ -551,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--json", help="also write the points to this file")
+    parser.add_argument(
+        "--json-tensors",
+        action="store_true",
+        help="the clients send and receive tensors as JSON (default: the binary extension)",
+    )
     parser.add_argument(
         "--simultaneous",
         action="store_true",
