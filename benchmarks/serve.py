@@ -506,6 +506,36 @@ def simulate_closed_loop(
     return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
+def kernel_costs(args: argparse.Namespace, threads: int, runs: int) -> None:
+    """What batching can save in the model itself: the BERT encoder compiled as the server
+    compiles it, CPU time per row (time.process_time, median of `runs`) of a request alone at
+    each length and of a batch of --max-batch-size rows at each length and bucket. The server's
+    CPU per request cannot fall below the batched figures, nor the unbatched one below the
+    alone figures (plus the server's own work, ~0.5-1 ms)."""
+    import ember
+
+    model, _ = build("bert", args)
+    compiled = ember.compile(model, threads=threads, batch_polymorphic=False)
+    rng = np.random.default_rng(0)
+    lengths = sorted({*args.seq_lengths, *args.buckets})
+    for batch in (1, args.max_batch_size):
+        for length in lengths:
+            feeds = {"input_ids": rng.integers(0, 1000, (batch, length)).astype(np.int64)}
+            if args.buckets:
+                feeds["attention_mask"] = np.ones((batch, length), np.int64)
+            compiled.run(feeds)
+            times = []
+            for _ in range(runs):
+                started = time.process_time()
+                compiled.run(feeds)
+                times.append(time.process_time() - started)
+            print(
+                f"threads {threads}, batch {batch:2} x {length:3} tokens: "
+                f"{1000 * statistics.median(times) / batch:7.2f} ms CPU per row",
+                flush=True,
+            )
+
+
 def _row(p: dict) -> str:
     return (
         f"{p['model']:7} batching {p['batching']:3}  c={p['concurrency']:<3} "
@@ -577,6 +607,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--simulate", action="store_true", help="only the closed-loop model: p99/p50 by noise"
     )
+    parser.add_argument(
+        "--kernel-costs",
+        type=int,
+        metavar="RUNS",
+        help="only the BERT encoder in-process: CPU per row alone and batched, per length",
+    )
     args = parser.parse_args(argv)
     if args.simulate:
         for spread in (0.0, 0.5, 1.0):
@@ -598,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.max_batch_size.bit_length())
         if 1 << i <= args.max_batch_size
     )
+    if args.kernel_costs:
+        for threads in (1, 2):
+            kernel_costs(args, threads, args.kernel_costs)
+        return 0
     args.batching = args.batching.split(",")
     if not set(args.batching) <= {"off", "on"}:
         parser.error(f"--batching takes off, on or off,on; got {args.batching}")
