@@ -503,14 +503,21 @@ def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tup
         )
     for name in results[0]:
         first = results[0][name]
-        for run, result in zip(runs, results):
+        for index, (run, result) in enumerate(zip(runs, results)):
             rows_run = next(iter(run.values())).shape[0]
             if result[name].shape[:1] != (rows_run,):
                 return True, (
                     f"output '{name}' has no batch axis: {rows_run} rows in give shape "
                     f"{list(result[name].shape)}"
                 )
-            if not _close(first[-1], result[name][-1]):
+            # The run alone differs from the batch in its size as well as its other rows, so
+            # its kernels may block and sum in another order: it is held to a 10x looser
+            # tolerance than the copies, which have the batch's shape and differ from it only
+            # in the other rows' values. (BERT-base under the seeded mask, values 0-15 rather
+            # than 0/1: alone and batched differed by 3-4e-5 of the output's scale, each as
+            # far from onnxruntime.) A model that mixes rows changes the copies' row.
+            loose = index == 2
+            if not _close(first[-1], result[name][-1], 10.0 if loose else 1.0):
                 return True, (
                     f"output '{name}' of a row changes with the other rows of its batch "
                     f"(checked on seeded inputs): the model mixes rows"
@@ -518,12 +525,14 @@ def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tup
     return True, ""
 
 
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
+def _close(a: np.ndarray, b: np.ndarray, looser: float = 1.0) -> bool:
     if a.shape != b.shape:
         return False
     if np.issubdtype(a.dtype, np.floating):
         scale = max(float(np.max(np.abs(a), initial=0.0)), 1.0)
-        return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
+        return bool(
+            np.allclose(a, b, rtol=1e-4 * looser, atol=1e-5 * scale * looser, equal_nan=True)
+        )
     return bool(np.array_equal(a, b))
 
 

@@ -226,3 +226,41 @@ def test_a_model_compiled_once_is_batched_without_padding(tmp_path: Path) -> Non
                 )
     finally:
         repository.close()
+
+
+class _Perturbed:
+    """A served model's runner with `change(outputs, rows)` applied to its float outputs."""
+
+    def __init__(self, model: object, change: object) -> None:
+        self.model, self.change = model, change
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.model.run(feeds)  # type: ignore[attr-defined]
+        rows = next(iter(feeds.values())).shape[0]
+        return {
+            name: self.change(value, rows) if value.dtype.kind == "f" else value  # type: ignore[operator]
+            for name, value in outputs.items()
+        }
+
+
+def test_the_batching_check_tells_rounding_from_mixing(tmp_path: Path) -> None:
+    """A row alone may round differently from the same row in a batch (other blocking, other
+    summation order): that is held to a 10x looser tolerance than the batch's own copies,
+    which differ from the batch only in the other rows' values. BERT-base was refused for
+    3-4e-5 of its output's scale between a row alone and batched (docs/serving.md)."""
+    from ember.tests.serve.models import dense_model
+    from ember.tools.serve_models import _probe_rows
+
+    onnx.save(dense_model(), str(tmp_path / "dense.onnx"))
+    served = load_model("dense", tmp_path / "dense.onnx", ModelSettings(), threads=1)
+    assert served.batching
+    model = served.model
+    # Rounding that depends on the batch size only, 3e-4 relative (past the strict 1e-4).
+    served.model = _Perturbed(model, lambda y, rows: y * np.float32(1 + 3e-4 * (rows - 1)))
+    assert _probe_rows(served, served.settings) == ""
+    # A row that moves with the other rows' values by as little: refused.
+    served.model = _Perturbed(model, lambda y, rows: y + 3e-4 * y.mean(axis=0, keepdims=True))
+    assert "changes with the other rows" in _probe_rows(served, served.settings)
+    # Batch-size dependence past the looser tolerance: refused too.
+    served.model = _Perturbed(model, lambda y, rows: y * np.float32(1 + 1e-2 * (rows - 1)))
+    assert "changes with the other rows" in _probe_rows(served, served.settings)
