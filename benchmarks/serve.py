@@ -223,10 +223,13 @@ def percentile(latencies: list[float], q: float) -> float:
 
 async def closed_loop(
     port: int, model: str, pool: list[dict[str, np.ndarray]], concurrency: int,
-    requests: int, duration: float,
+    requests: int, duration: float, json_outputs: list[str] | None = None,
 ) -> dict[str, float]:  # fmt: skip
+    """With `json_outputs` (the model's output names) the tensors travel as JSON both ways,
+    as a client without the binary tensor extension sends them; else binary both ways
+    (tritonclient's default for outputs)."""
     import tritonclient.http.aio as aio
-    from tritonclient.http import InferInput
+    from tritonclient.http import InferInput, InferRequestedOutput
 
     datatypes = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
     client = aio.InferenceServerClient(f"127.0.0.1:{port}", conn_limit=concurrency)
@@ -246,11 +249,14 @@ async def closed_loop(
             inputs = []
             for name, array in feeds.items():
                 tensor = InferInput(name, list(array.shape), datatypes[array.dtype])
-                tensor.set_data_from_numpy(array, binary_data=True)
+                tensor.set_data_from_numpy(array, binary_data=json_outputs is None)
                 inputs.append(tensor)
+            outputs = None
+            if json_outputs is not None:
+                outputs = [InferRequestedOutput(n, binary_data=False) for n in json_outputs]
             started = time.perf_counter()
             try:
-                result = await client.infer(model, inputs, request_id=str(index))
+                result = await client.infer(model, inputs, outputs=outputs, request_id=str(index))
             except Exception:
                 failures += 1
                 continue
@@ -283,6 +289,7 @@ async def closed_loop(
 
 def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
     model, pool = build(name, args)
+    json_outputs = [o.name for o in model.graph.output] if args.json_tensors else None
     repos = {}
     for mode in args.batching:  # a repository per server: their configs may differ
         repos[mode] = workdir / f"{name}-{mode}"
@@ -326,7 +333,13 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
                         return await asyncio.gather(
                             *(
                                 closed_loop(
-                                    port, name, pool, concurrency, args.requests, args.duration
+                                    port,
+                                    name,
+                                    pool,
+                                    concurrency,
+                                    args.requests,
+                                    args.duration,
+                                    json_outputs,
                                 )
                                 for _, (_, port) in group
                             )
@@ -493,6 +506,36 @@ def simulate_closed_loop(
     return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
+def kernel_costs(args: argparse.Namespace, threads: int, runs: int) -> None:
+    """What batching can save in the model itself: the BERT encoder compiled as the server
+    compiles it, CPU time per row (time.process_time, median of `runs`) of a request alone at
+    each length and of a batch of --max-batch-size rows at each length and bucket. The server's
+    CPU per request cannot fall below the batched figures, nor the unbatched one below the
+    alone figures (plus the server's own work, ~0.5-1 ms)."""
+    import ember
+
+    model, _ = build("bert", args)
+    compiled = ember.compile(model, threads=threads, batch_polymorphic=False)
+    rng = np.random.default_rng(0)
+    lengths = sorted({*args.seq_lengths, *args.buckets})
+    for batch in (1, args.max_batch_size):
+        for length in lengths:
+            feeds = {"input_ids": rng.integers(0, 1000, (batch, length)).astype(np.int64)}
+            if args.buckets:
+                feeds["attention_mask"] = np.ones((batch, length), np.int64)
+            compiled.run(feeds)
+            times = []
+            for _ in range(runs):
+                started = time.process_time()
+                compiled.run(feeds)
+                times.append(time.process_time() - started)
+            print(
+                f"threads {threads}, batch {batch:2} x {length:3} tokens: "
+                f"{1000 * statistics.median(times) / batch:7.2f} ms CPU per row",
+                flush=True,
+            )
+
+
 def _row(p: dict) -> str:
     return (
         f"{p['model']:7} batching {p['batching']:3}  c={p['concurrency']:<3} "
@@ -552,12 +595,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--json", help="also write the points to this file")
     parser.add_argument(
+        "--json-tensors",
+        action="store_true",
+        help="the clients send and receive tensors as JSON (default: the binary extension)",
+    )
+    parser.add_argument(
         "--simultaneous",
         action="store_true",
         help="load both servers at once (each its own clients) instead of alternating",
     )
     parser.add_argument(
         "--simulate", action="store_true", help="only the closed-loop model: p99/p50 by noise"
+    )
+    parser.add_argument(
+        "--kernel-costs",
+        type=int,
+        metavar="RUNS",
+        help="only the BERT encoder in-process: CPU per row alone and batched, per length",
     )
     args = parser.parse_args(argv)
     if args.simulate:
@@ -580,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.max_batch_size.bit_length())
         if 1 << i <= args.max_batch_size
     )
+    if args.kernel_costs:
+        for threads in (1, 2):
+            kernel_costs(args, threads, args.kernel_costs)
+        return 0
     args.batching = args.batching.split(",")
     if not set(args.batching) <= {"off", "on"}:
         parser.error(f"--batching takes off, on or off,on; got {args.batching}")

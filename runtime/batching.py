@@ -15,7 +15,9 @@ holds `max_batch_size` rows or when its oldest request has waited `max_queue_del
 (a full batch of another shape does not wait behind the oldest's while it forms);
 its rows are then padded up to the smallest preferred batch size that holds them (repeating the
 last row), so a model specialised per shape compiles only a few variants, and the padding is
-sliced off every output. With `SequencePadding`, rows that would be such padding are first
+sliced off every output. A model that runs every shape with one program (`any_shape`: compiled
+once) is not padded: its batches run at their own size, their sequences at their longest
+request's length. With `SequencePadding`, rows that would be such padding are first
 given to the oldest waiting requests of shorter buckets (padded to the batch's length): the
 batch runs as many rows either way, and those requests are answered without a run of their
 own. Batching assumes rows are independent (no op mixes rows of the batch axis), the
@@ -106,7 +108,10 @@ class BatchPolicy:
     on `instances` workers). `preferred_batch_sizes`: the sizes batches are padded up to
     (max_batch_size is always one). `max_queue_delay`: seconds the oldest request waits for
     others to join. `queue_limit`: requests waiting at most; one more is refused at once
-    (Overloaded). `instances`: batches run concurrently.
+    (Overloaded). `instances`: batches run concurrently. `any_shape`: the model runs every
+    batch size and sequence length with one program (compiled once, runtime extents), so a
+    batch runs at its own size, not padded up to a preferred one, and its sequences only to
+    its longest request, not to their bucket: padding would be work, not a saved compile.
     """
 
     max_batch_size: int = 8
@@ -115,6 +120,7 @@ class BatchPolicy:
     queue_limit: int = 256
     instances: int = 1
     sequence: SequencePadding | None = None
+    any_shape: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "queue_limit", "instances"):
@@ -141,7 +147,10 @@ class BatchPolicy:
         return tuple(sorted({*preferred, self.max_batch_size}))
 
     def padded_rows(self, rows: int) -> int:
-        """The batch size `rows` rows are padded up to."""
+        """The batch size `rows` rows are padded up to (`rows` itself for a model that runs
+        any shape)."""
+        if self.any_shape:
+            return rows
         sizes = self.batch_sizes
         return sizes[bisect.bisect_left(sizes, rows)] if rows <= sizes[-1] else rows
 
@@ -486,7 +495,8 @@ class DynamicBatcher:
         padded_rows = self.policy.padded_rows(rows)
         length = None
         if sequence is not None and batch[0].length is not None:
-            length = sequence.bucket(max(r.length or 0 for r in batch))
+            longest = max(r.length or 0 for r in batch)
+            length = longest if self.policy.any_shape else sequence.bucket(longest)
         started = time.monotonic()
         failed = False
         feeds: dict[str, np.ndarray] = {}

@@ -208,7 +208,7 @@ class ModelRepository:
         for name, served in models.items():
             self.batchers[name] = DynamicBatcher(
                 served.run,
-                served.settings.policy(),
+                served.policy(),
                 served.input_names,
                 name=name,
                 on_batch=lambda stats, model=name: self.metrics.observe(model, stats),

@@ -68,7 +68,7 @@ class ModelSettings:
     # Sizes of symbolic dims other than the batch to compile ahead ({"seq": (64, 128)}).
     warmup_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    def policy(self, instances: int | None = None) -> BatchPolicy:
+    def policy(self, instances: int | None = None, any_shape: bool = False) -> BatchPolicy:
         preferred = tuple(s for s in self.preferred_batch_sizes if s <= self.max_batch_size)
         return BatchPolicy(
             max_batch_size=self.max_batch_size,
@@ -77,6 +77,7 @@ class ModelSettings:
             queue_limit=self.queue_limit,
             instances=instances or self.instances,
             sequence=self.sequence,
+            any_shape=any_shape,
         )
 
 
@@ -197,6 +198,18 @@ class ServedModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model.run(feeds)
+
+    @property
+    def runs_any_shape(self) -> bool:
+        """One program runs every batch size and sequence length (a model compiled once,
+        engine/compile_once.py): its batches need no padding to a preferred size or a bucket's
+        length, which would only add rows and positions to compute."""
+        return bool(getattr(self.model, "compiled_once", False))
+
+    def policy(self) -> BatchPolicy:
+        """The batcher's policy: the settings', without padding for a model that runs any
+        shape."""
+        return self.settings.policy(any_shape=self.runs_any_shape)
 
 
 def find_models(repository: Path) -> dict[str, Path]:
@@ -367,7 +380,10 @@ def _decide_batching(served: ServedModel) -> None:
     if served.batching and isinstance(dim, int):
         served.accepts = _variable_batch(served.signature)
     served.batching_reason = reason or (
-        f"batches of up to {settings.max_batch_size} rows, padded to "
+        f"batches of up to {settings.max_batch_size} rows, each run at its own size (one "
+        f"program runs every shape)"
+        if served.runs_any_shape
+        else f"batches of up to {settings.max_batch_size} rows, padded to "
         f"{list(settings.policy().batch_sizes)}"
     )
     log.info(
@@ -487,14 +503,21 @@ def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tup
         )
     for name in results[0]:
         first = results[0][name]
-        for run, result in zip(runs, results):
+        for index, (run, result) in enumerate(zip(runs, results)):
             rows_run = next(iter(run.values())).shape[0]
             if result[name].shape[:1] != (rows_run,):
                 return True, (
                     f"output '{name}' has no batch axis: {rows_run} rows in give shape "
                     f"{list(result[name].shape)}"
                 )
-            if not _close(first[-1], result[name][-1]):
+            # The run alone differs from the batch in its size as well as its other rows, so
+            # its kernels may block and sum in another order: it is held to a 10x looser
+            # tolerance than the copies, which have the batch's shape and differ from it only
+            # in the other rows' values. (BERT-base under the seeded mask, values 0-15 rather
+            # than 0/1: alone and batched differed by 3-4e-5 of the output's scale, each as
+            # far from onnxruntime.) A model that mixes rows changes the copies' row.
+            loose = index == 2
+            if not _close(first[-1], result[name][-1], 10.0 if loose else 1.0):
                 return True, (
                     f"output '{name}' of a row changes with the other rows of its batch "
                     f"(checked on seeded inputs): the model mixes rows"
@@ -502,12 +525,14 @@ def _probe_once(served: ServedModel, settings: ModelSettings, other: int) -> tup
     return True, ""
 
 
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
+def _close(a: np.ndarray, b: np.ndarray, looser: float = 1.0) -> bool:
     if a.shape != b.shape:
         return False
     if np.issubdtype(a.dtype, np.floating):
         scale = max(float(np.max(np.abs(a), initial=0.0)), 1.0)
-        return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
+        return bool(
+            np.allclose(a, b, rtol=1e-4 * looser, atol=1e-5 * scale * looser, equal_nan=True)
+        )
     return bool(np.array_equal(a, b))
 
 
@@ -556,7 +581,7 @@ def warm_up(served: ServedModel) -> int:
 def describe_settings(served: ServedModel) -> dict[str, Any]:
     """The model's effective settings, as `GET /v2/models/{name}/config` shows them."""
     s = served.settings
-    policy = s.policy()
+    policy = served.policy()
     return {
         "name": served.name,
         "platform": "ember",
@@ -565,6 +590,8 @@ def describe_settings(served: ServedModel) -> dict[str, Any]:
         "batching": served.batching,
         "batching_reason": served.batching_reason,
         "preferred_batch_sizes": list(policy.batch_sizes) if served.batching else [],
+        # One program runs every shape: batches are not padded to those sizes or to buckets.
+        "runs_any_shape": served.runs_any_shape,
         "max_queue_delay_ms": s.max_queue_delay_ms,
         "queue_limit": s.queue_limit,
         "instances": s.instances,

@@ -370,3 +370,52 @@ def test_a_full_batch_does_not_wait_behind_one_still_forming() -> None:
     batcher.close()  # closing ends the wait: the lone request runs
     assert futures[1].result(30)["y"][0, 0] == 1
     assert runs == [[0, 0], [2, 3], [1]]
+
+
+def test_a_model_that_runs_any_shape_gets_batches_unpadded() -> None:
+    """With `any_shape` (one program runs every shape: a model compiled once) a batch runs at
+    its own size and its sequences at its longest request's length: padding up to a preferred
+    size or a bucket's length would only add rows and positions to compute."""
+    gate, entered = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def pooled(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entered.set()
+        gate.wait(30)
+        seen.append(feeds["tokens"].shape[:2])
+        mask = feeds["mask"][..., None]
+        return {
+            "pooled": (feeds["tokens"] * mask).sum(axis=1) / mask.sum(axis=1),
+            "hidden": feeds["tokens"] * 2,
+        }
+
+    padding = SequencePadding({"tokens": (1, 0.0), "mask": (1, 0.0)}, {"hidden": 1}, (4, 8))
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay=0, sequence=padding, any_shape=True)
+    assert [policy.padded_rows(n) for n in (1, 3, 5, 8)] == [1, 3, 5, 8]
+    reported: list[BatchStats] = []
+    batcher = DynamicBatcher(pooled, policy, ["tokens", "mask"], on_batch=reported.append)
+    rng = np.random.default_rng(2)
+    lengths = [8, 6, 5, 7, 3, 2, 1]
+    feeds = [
+        {
+            "tokens": rng.standard_normal((1, n, 2)).astype(np.float32),
+            "mask": np.ones((1, n), np.float32),
+        }
+        for n in lengths
+    ]
+    futures = [batcher.submit(feeds[0])]
+    assert entered.wait(30)
+    futures += [batcher.submit(f) for f in feeds[1:]]
+    gate.set()
+    for f, future in zip(feeds, futures):
+        result = future.result(30)
+        np.testing.assert_allclose(result["pooled"], f["tokens"].mean(axis=1), rtol=1e-6)
+        np.testing.assert_array_equal(result["hidden"], f["tokens"] * 2)
+    batcher.close()
+    # Bucket 8's 6, 5, 7: 3 rows at length 7 (not 4 rows at 8, no shorter request in a free
+    # row); bucket 4's 3, 2, 1: 3 rows at length 3.
+    assert seen == [(1, 8), (3, 7), (3, 3)]
+    assert [(s.rows, s.padded_rows) for s in reported] == [(1, 1), (3, 3), (3, 3)]
+    # Only the padding up to each batch's longest request is run: 3 positions in each batch
+    # (7 - 6 + 7 - 5, 3 - 2 + 3 - 1), of 2 token elements and 1 mask element each.
+    assert [s.padded_elements - s.real_elements for s in reported] == [0, 3 * 3, 3 * 3]

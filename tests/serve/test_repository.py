@@ -190,3 +190,77 @@ def test_sequence_padding_that_changes_answers_is_refused(tmp_path: Path) -> Non
         load_model("pool", path, ModelSettings(sequence=wrong), threads=1)
     right = SequencePadding({"tokens": (1, 0.0), "mask": (1, 0.0)}, {}, (4, 8))
     assert load_model("pool", path, ModelSettings(sequence=right), threads=1).batching
+
+
+def test_a_model_compiled_once_is_batched_without_padding(tmp_path: Path) -> None:
+    """A model whose one program runs every shape (compiled once) gets batches at their own
+    size: padding a batch of 3 to 4 rows would compute a row for nobody. A model specialised
+    per shape keeps the preferred sizes, which bound how many variants it compiles."""
+    from ember.tests.serve.models import dense_feeds, dense_model
+    from ember.tools.serve import ModelRepository
+    from ember.tools.serve_models import describe_settings
+
+    onnx.save(dense_model(), str(tmp_path / "dense.onnx"))
+    onnx.save(masked_mean_model(), str(tmp_path / "pool.onnx"))
+    dense = load_model("dense", tmp_path / "dense.onnx", ModelSettings(), threads=1)
+    pool = load_model("pool", tmp_path / "pool.onnx", ModelSettings(), threads=1)
+    assert dense.batching and dense.runs_any_shape
+    assert dense.policy().padded_rows(3) == 3
+    assert "each run at its own size" in dense.batching_reason
+    assert describe_settings(dense)["runs_any_shape"] is True
+    assert pool.batching and not pool.runs_any_shape  # its reduction is refused compile-once
+    assert pool.policy().padded_rows(3) == 4
+    repository = ModelRepository({"dense": dense, "pool": pool})
+    try:
+        assert repository.batchers["dense"].policy.any_shape
+        assert not repository.batchers["pool"].policy.any_shape
+        # A batch of 3 rows on the program compiled once equals its rows run alone (to the
+        # rounding of a different summation order).
+        rows = [dense_feeds(1, seed) for seed in range(3)]
+        together = dense.run({n: np.concatenate([r[n] for r in rows]) for n in rows[0]})
+        for index, row in enumerate(rows):
+            alone = dense.run(row)
+            for name, value in alone.items():
+                np.testing.assert_allclose(
+                    together[name][index : index + 1], value, rtol=1e-5, atol=1e-6
+                )
+    finally:
+        repository.close()
+
+
+class _Perturbed:
+    """A served model's runner with `change(outputs, rows)` applied to its float outputs."""
+
+    def __init__(self, model: object, change: object) -> None:
+        self.model, self.change = model, change
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.model.run(feeds)  # type: ignore[attr-defined]
+        rows = next(iter(feeds.values())).shape[0]
+        return {
+            name: self.change(value, rows) if value.dtype.kind == "f" else value  # type: ignore[operator]
+            for name, value in outputs.items()
+        }
+
+
+def test_the_batching_check_tells_rounding_from_mixing(tmp_path: Path) -> None:
+    """A row alone may round differently from the same row in a batch (other blocking, other
+    summation order): that is held to a 10x looser tolerance than the batch's own copies,
+    which differ from the batch only in the other rows' values. BERT-base was refused for
+    3-4e-5 of its output's scale between a row alone and batched (docs/serving.md)."""
+    from ember.tests.serve.models import dense_model
+    from ember.tools.serve_models import _probe_rows
+
+    onnx.save(dense_model(), str(tmp_path / "dense.onnx"))
+    served = load_model("dense", tmp_path / "dense.onnx", ModelSettings(), threads=1)
+    assert served.batching
+    model = served.model
+    # Rounding that depends on the batch size only, 3e-4 relative (past the strict 1e-4).
+    served.model = _Perturbed(model, lambda y, rows: y * np.float32(1 + 3e-4 * (rows - 1)))
+    assert _probe_rows(served, served.settings) == ""
+    # A row that moves with the other rows' values by as little: refused.
+    served.model = _Perturbed(model, lambda y, rows: y + 3e-4 * y.mean(axis=0, keepdims=True))
+    assert "changes with the other rows" in _probe_rows(served, served.settings)
+    # Batch-size dependence past the looser tolerance: refused too.
+    served.model = _Perturbed(model, lambda y, rows: y * np.float32(1 + 1e-2 * (rows - 1)))
+    assert "changes with the other rows" in _probe_rows(served, served.settings)
