@@ -140,8 +140,17 @@ def run_runtime_gemm(
 ROWS = [(1,), (7,), (13,), (14,), (15,), (16,), (33,), (100,), (385,)]
 
 
+# Two threads with --runslow (5.5 s of CPU): the run-time choice between the calling thread
+# and the team runs by default in tests/lowering/test_runtime_extents_program.py (an FFN
+# program, 1 to 100 rows) and tests/e2e/test_compile_once.py (6 to 800 rows); under branch
+# coverage this case reached nothing they and the other cases here do not (docs/testing.md).
 @pytest.mark.parametrize(
-    ("packed", "threads"), [(True, 1), (False, 1), (True, 2)], ids=["packed", "plain", "2threads"]
+    ("packed", "threads"),
+    [
+        pytest.param(True, 1, id="packed"),
+        pytest.param(False, 1, id="plain"),
+        pytest.param(True, 2, id="2threads", marks=pytest.mark.slow),
+    ],
 )
 def test_gemm_runtime_rows(packed: bool, threads: int) -> None:
     run_runtime_gemm(40, 70, ROWS, packed=packed, threads=threads)
