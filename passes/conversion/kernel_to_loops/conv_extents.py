@@ -34,15 +34,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, func, vector
+from xdsl.dialects import arith, func, scf, vector
 from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1
-from xdsl.ir import SSAValue
+from xdsl.ir import Block, Region, SSAValue
 
 from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.extents import is_dynamic
 from ember.dialects.weight_layouts import (
     BLOCKED_MAX_ACCUMULATORS,
+    DEPTHWISE_LAYOUT,
     LANES_MAX_ACCUMULATORS,
     conv_lanes_layout,
     conv_layout,
@@ -99,13 +100,16 @@ class Window:
         """Input positions between a window's first and last tap."""
         return (self.taps - 1) * self.dilation
 
-    def interior(self, b: LoopBuilder, size: Value, out: Value) -> tuple[Value, Value]:
-        """[lo, hi): the outputs (of `out`) whose windows lie inside [0, size). Computed with
-        non-negative operands only (index division is unsigned)."""
+    def interior(
+        self, b: LoopBuilder, size: Value, out: Value, extra: int = 0
+    ) -> tuple[Value, Value]:
+        """[lo, hi): the outputs (of `out`) whose windows (`extra` inputs longer) lie inside
+        [0, size). Computed with non-negative operands only (index division is unsigned)."""
         lo = b.min_index(ceil_div(self.pad_lo, self.stride), out)
         # o*stride - pad_lo + reach <= size - 1  <=>  o < (size + pad_lo - reach - 1) / s + 1
-        shifted = b.max_index(b.add(size, self.pad_lo + self.stride - 1), self.reach)
-        hi = b.floordiv(b.sub(shifted, self.reach), self.stride)
+        reach = self.reach + extra
+        shifted = b.max_index(b.add(size, self.pad_lo + self.stride - 1), reach)
+        hi = b.floordiv(b.sub(shifted, reach), self.stride)
         return lo, b.min_index(b.max_index(hi, lo), out)
 
 
@@ -323,11 +327,13 @@ def lower_conv2d_runtime(op: kernel.Conv2dOp, target: Target, name: str) -> func
         fn = _channel_lanes(op, geo, target, name)
     elif not geo.blocked and layout.startswith(conv_layout(0)[:-1]):
         fn = _gemm_conv(op, geo, target, name)
+    elif not geo.blocked and layout == DEPTHWISE_LAYOUT and geo.cols.stride in (1, 2):
+        fn = _depthwise_nchw(op, geo, target, name)
     else:
         raise NotImplementedError(
-            f"kernel.conv2d with runtime extents runs the channel-lanes and the blocked "
-            f"depthwise kernels only, not weight layout '{layout}': {op.input.type} -> "
-            f"{op.output.type}"
+            f"kernel.conv2d with runtime extents runs the channel-lanes, GEMM and depthwise "
+            f"(column stride 1 or 2) kernels only, not weight layout '{layout}' with strides "
+            f"{geo.rows.stride}x{geo.cols.stride}: {op.input.type} -> {op.output.type}"
         )
     describe_kernel(fn, geo.summary() + epilogue_summary(op), 0)
     return fn
@@ -860,6 +866,129 @@ def _depthwise_blocked(
     runtime_work_units(body, target, outputs, 2 * taps * c, units, unit)
     body.ret()
     return fn
+
+
+def _depthwise_nchw(
+    op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str
+) -> func.FuncOp:
+    """Depthwise conv of NCHW planes (weight [C, kh*kw]) at run-time sizes, vectorized over
+    output columns: units are planes, each output row's kernel rows inside the input a loop,
+    its columns VW at a time, each tap one FMA of the input vector (stride 2: the even lanes
+    of 2 x VW inputs) and the tap's weight splat. A vector whose windows all lie inside the
+    row loads plainly; else each load is masked to the inputs inside the row (zero
+    elsewhere) and the row's last vector stores its columns only."""
+    vw = target.vector_width
+    channels = geo.cout
+    kh, kw = geo.rows.taps, geo.cols.taps
+    if (
+        geo.group != channels
+        or geo.cin != channels
+        or memref_shape(op.weight)
+        != (
+            channels,
+            kh * kw,
+        )
+    ):
+        raise ValueError(
+            f"kernel.conv2d: depthwise weight {memref_shape(op.weight)} does not match "
+            f"{channels} channels of {kh}x{kw} (group {geo.group})"
+        )
+    fn, body, args = _function(op, name)
+    x, w, out = args["input"], args["weight"], args["output"]
+    bias_buf = args.get("bias")
+    activation = activation_of(op)
+    size = Sizes.read(body, x, out)
+    sw, dw, pl = geo.cols.stride, geo.cols.dilation, geo.cols.pad_lo
+    # Stride 2 loads 2 x VW inputs per tap: one past the last window's last input.
+    lo, hi = geo.cols.interior(body, size.w, size.wo, 1 if sw == 2 else 0)
+    even = list(range(0, 2 * vw, 2))
+    mask_type = VectorType(i1, [vw])
+
+    def plane(b: LoopBuilder, u: SSAValue) -> None:
+        nb, ch = decode_runtime(b, u, [size.batch, channels])
+        taps = [b.splat(b.load(w, [ch, t]), vw) for t in range(kh * kw)]
+        bias = None if bias_buf is None else b.splat(b.load(bias_buf, [ch]), vw)
+        epi = Epilogue(out, args.get("residual"), activation, vw)
+        zero = b.splat(0.0, vw)
+
+        def row(b: LoopBuilder, oh: SSAValue) -> None:
+            kernel_rows = []
+            for r in range(kh):
+                ih = b.add(b.mul(oh, geo.rows.stride), r * geo.rows.dilation - geo.rows.pad_lo)
+                kernel_rows.append((ih, b.cmp_index("ult", ih, size.h)))
+
+            def chunk(b: LoopBuilder, ow0: SSAValue, count: SSAValue | None) -> None:
+                acc = bias if bias is not None else zero
+                for r, (ih, row_inside) in enumerate(kernel_rows):
+
+                    def taps_of_row(b: LoopBuilder, acc: SSAValue, r: int = r, ih=ih) -> SSAValue:
+                        for s in range(kw):
+                            start = b.add(b.sub(b.mul(ow0, sw), pl), s * dw)
+                            raws = []
+                            for q in range(sw):
+                                at = [nb, ch, ih, b.add(start, q * vw)]
+                                if count is None:
+                                    raws.append(b.vload(x, at, vw))
+                                    continue
+                                # Raw inputs start + [lo_q, hi_q): inside the row and under
+                                # the vector's columns.
+                                lo_q = b.max_index(b.sub(0, start), 0)
+                                hi_q = b.min_index(b.sub(size.w, start), b.mul(count, sw))
+                                hi_q = b.max_index(hi_q, lo_q)
+                                below_hi = b.insert(
+                                    vector.CreateMaskOp([b.sub(hi_q, q * vw)], mask_type)
+                                ).results[0]
+                                below_lo = b.insert(
+                                    vector.CreateMaskOp([b.sub(lo_q, q * vw)], mask_type)
+                                ).results[0]
+                                mask = b.insert(arith.XOrIOp(below_hi, below_lo)).results[0]
+                                raws.append(
+                                    b.insert(
+                                        vector.MaskedLoadOp(
+                                            x, at, mask, zero, VectorType(f32, [vw])
+                                        )
+                                    ).results[0]
+                                )
+                            v = raws[0] if sw == 1 else shuffle(b, raws[0], raws[1], even)
+                            acc = b.fma(v, taps[r * kw + s], acc)
+                        return acc
+
+                    def inside_row(ib: LoopBuilder, acc: SSAValue = acc, r=r, ih=ih) -> None:
+                        ib.insert(scf.YieldOp(taps_of_row(ib, acc, r, ih)))
+
+                    acc = _if_value(b, row_inside, acc, inside_row)
+                epi.finish(b, acc, [nb, ch, oh, ow0], vw if count is None else count, None)
+
+            def one(b: LoopBuilder, ow0: SSAValue) -> None:
+                count = b.min_index(b.sub(size.wo, ow0), vw)
+                inside = b.insert(
+                    arith.AndIOp(
+                        b.cmp_index("sge", ow0, lo), b.cmp_index("sle", b.add(ow0, vw), hi)
+                    )
+                ).results[0]
+                if_else(
+                    b, inside, lambda ib: chunk(ib, ow0, None), lambda cb: chunk(cb, ow0, count)
+                )
+
+            b.for_range(0, size.wo, vw, one)
+
+        b.for_range(0, size.ho, 1, row)
+
+    units = body.mul(size.batch, channels)
+    outputs = body.mul(units, body.mul(size.ho, size.wo))
+    runtime_work_units(body, target, outputs, 2 * kh * kw, units, plane)
+    body.ret()
+    return fn
+
+
+def _if_value(
+    b: LoopBuilder, cond: SSAValue, value: SSAValue, then: Callable[[LoopBuilder], None]
+) -> SSAValue:
+    """scf.if yielding `then`'s value when cond holds, else `value`."""
+    then_block, else_block = Block(), Block()
+    then(LoopBuilder(then_block))
+    else_block.add_op(scf.YieldOp(value))
+    return b.insert(scf.IfOp(cond, [value.type], Region(then_block), Region(else_block))).results[0]
 
 
 # -- pooling ------------------------------------------------------------------------------------
