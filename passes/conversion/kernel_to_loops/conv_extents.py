@@ -34,9 +34,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, func, scf, vector
+from xdsl.dialects import arith, func, vector
 from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1
-from xdsl.ir import Block, Region, SSAValue
+from xdsl.ir import SSAValue
 
 from ember.core.target import Target
 from ember.dialects import kernel
@@ -55,6 +55,7 @@ from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value, kernel_function
 from ember.passes.conversion.kernel_to_loops.conv import (
     DEPTHWISE_BLOCKED_COLUMNS,
+    DEPTHWISE_ROW_VECTORS,
     LANES_MAX_UNROLLED_TAPS,
     LANES_ROWS_FIRST_MAX_WEIGHT_BYTES,
     transpose_square,
@@ -872,11 +873,14 @@ def _depthwise_nchw(
     op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str
 ) -> func.FuncOp:
     """Depthwise conv of NCHW planes (weight [C, kh*kw]) at run-time sizes, vectorized over
-    output columns: units are planes, each output row's kernel rows inside the input a loop,
-    its columns VW at a time, each tap one FMA of the input vector (stride 2: the even lanes
-    of 2 x VW inputs) and the tap's weight splat. A vector whose windows all lie inside the
-    row loads plainly; else each load is masked to the inputs inside the row (zero
-    elsewhere) and the row's last vector stores its columns only."""
+    output columns: units are planes; an output row's columns in chunks of
+    DEPTHWISE_ROW_VECTORS vectors (independent FMA chains), then single vectors, each tap
+    one FMA of the input vector (stride 2: the even lanes of 2 x VW inputs) and the tap's
+    weight splat. A chunk whose windows all lie inside the row loads plainly; else each
+    load is masked to the inputs inside the row (zero elsewhere) and the row's last vector
+    stores its columns only. Rows with every kernel row inside the input unroll them (the
+    weights in registers), others loop over the rows inside. Measured 1.6-3.1x of the
+    static band-plane kernel (docs/architecture.md)."""
     vw = target.vector_width
     channels = geo.cout
     kh, kw = geo.rows.taps, geo.cols.taps
@@ -902,7 +906,8 @@ def _depthwise_nchw(
     # Stride 2 loads 2 x VW inputs per tap: one past the last window's last input.
     lo, hi = geo.cols.interior(body, size.w, size.wo, 1 if sw == 2 else 0)
     even = list(range(0, 2 * vw, 2))
-    mask_type = VectorType(i1, [vw])
+
+    sh, dh, pt = geo.rows.stride, geo.rows.dilation, geo.rows.pad_lo
 
     def plane(b: LoopBuilder, u: SSAValue) -> None:
         nb, ch = decode_runtime(b, u, [size.batch, channels])
@@ -912,65 +917,110 @@ def _depthwise_nchw(
         zero = b.splat(0.0, vw)
 
         def row(b: LoopBuilder, oh: SSAValue) -> None:
-            kernel_rows = []
-            for r in range(kh):
-                ih = b.add(b.mul(oh, geo.rows.stride), r * geo.rows.dilation - geo.rows.pad_lo)
-                kernel_rows.append((ih, b.cmp_index("ult", ih, size.h)))
+            # Kernel rows inside the input: r in [r_lo, r_hi) (h0 may be negative).
+            h0 = b.sub(b.mul(oh, sh), pt)
+            above = b.max_index(b.sub(0, h0), 0)
+            r_lo = b.min_index(b.floordiv(b.add(above, dh - 1), dh), kh)
+            below = b.max_index(b.sub(size.h, h0), 0)
+            r_hi = b.max_index(b.min_index(b.floordiv(b.add(below, dh - 1), dh), kh), r_lo)
+            all_rows = b.insert(
+                arith.AndIOp(b.cmp_index("eq", r_lo, 0), b.cmp_index("eq", r_hi, kh))
+            ).results[0]
 
-            def chunk(b: LoopBuilder, ow0: SSAValue, count: SSAValue | None) -> None:
-                acc = bias if bias is not None else zero
-                for r, (ih, row_inside) in enumerate(kernel_rows):
+            def chunk(
+                b: LoopBuilder, ow0: SSAValue, nv: int, checked: bool, unrolled: bool
+            ) -> None:
+                """nv vectors of output columns from ow0 (independent FMA chains)."""
+                firsts = [b.add(ow0, j * vw) for j in range(nv)]
+                counts = [b.max_index(b.min_index(b.sub(size.wo, f), vw), 0) for f in firsts]
+                # Per (tap column, vector): the first raw input and its loads' masks.
+                reads: list[list[tuple[SSAValue, list[SSAValue | None]]]] = []
+                for s in range(kw):
+                    per_vector = []
+                    for j in range(nv):
+                        start = b.add(b.sub(b.mul(firsts[j], sw), pl), s * dw)
+                        masks: list[SSAValue | None] = [None] * sw
+                        if checked:
+                            lo_q = b.max_index(b.sub(0, start), 0)
+                            hi_q = b.min_index(b.sub(size.w, start), b.mul(counts[j], sw))
+                            hi_q = b.max_index(hi_q, lo_q)
+                            masks = [
+                                b.insert(
+                                    arith.XOrIOp(
+                                        _prefix_mask(b, b.sub(hi_q, q * vw), vw),
+                                        _prefix_mask(b, b.sub(lo_q, q * vw), vw),
+                                    )
+                                ).results[0]
+                                for q in range(sw)
+                            ]
+                        per_vector.append((start, masks))
+                    reads.append(per_vector)
 
-                    def taps_of_row(b: LoopBuilder, acc: SSAValue, r: int = r, ih=ih) -> SSAValue:
-                        for s in range(kw):
-                            start = b.add(b.sub(b.mul(ow0, sw), pl), s * dw)
+                def kernel_row(
+                    b: LoopBuilder, r: Value, weights: Sequence[SSAValue], accs: list[SSAValue]
+                ) -> list[SSAValue]:
+                    ih = b.add(h0, b.mul(r, dh))
+                    accs = list(accs)
+                    for s in range(kw):
+                        for j in range(nv):
+                            start, masks = reads[s][j]
                             raws = []
                             for q in range(sw):
                                 at = [nb, ch, ih, b.add(start, q * vw)]
-                                if count is None:
+                                mask = masks[q]
+                                if mask is None:
                                     raws.append(b.vload(x, at, vw))
-                                    continue
-                                # Raw inputs start + [lo_q, hi_q): inside the row and under
-                                # the vector's columns.
-                                lo_q = b.max_index(b.sub(0, start), 0)
-                                hi_q = b.min_index(b.sub(size.w, start), b.mul(count, sw))
-                                hi_q = b.max_index(hi_q, lo_q)
-                                below_hi = b.insert(
-                                    vector.CreateMaskOp([b.sub(hi_q, q * vw)], mask_type)
-                                ).results[0]
-                                below_lo = b.insert(
-                                    vector.CreateMaskOp([b.sub(lo_q, q * vw)], mask_type)
-                                ).results[0]
-                                mask = b.insert(arith.XOrIOp(below_hi, below_lo)).results[0]
-                                raws.append(
-                                    b.insert(
-                                        vector.MaskedLoadOp(
-                                            x, at, mask, zero, VectorType(f32, [vw])
-                                        )
-                                    ).results[0]
-                                )
+                                else:
+                                    load = vector.MaskedLoadOp(
+                                        x, at, mask, zero, VectorType(f32, [vw])
+                                    )
+                                    raws.append(b.insert(load).results[0])
                             v = raws[0] if sw == 1 else shuffle(b, raws[0], raws[1], even)
-                            acc = b.fma(v, taps[r * kw + s], acc)
-                        return acc
+                            accs[j] = b.fma(v, weights[s], accs[j])
+                    return accs
 
-                    def inside_row(ib: LoopBuilder, acc: SSAValue = acc, r=r, ih=ih) -> None:
-                        ib.insert(scf.YieldOp(taps_of_row(ib, acc, r, ih)))
+                accs = [bias if bias is not None else zero] * nv
+                if unrolled:
+                    for r in range(kh):
+                        accs = kernel_row(b, r, taps[r * kw : (r + 1) * kw], accs)
+                else:
 
-                    acc = _if_value(b, row_inside, acc, inside_row)
-                epi.finish(b, acc, [nb, ch, oh, ow0], vw if count is None else count, None)
+                    def looped(lb: LoopBuilder, r: SSAValue, *values: SSAValue) -> list[SSAValue]:
+                        base = lb.mul(r, kw)
+                        weights = [
+                            lb.splat(lb.load(w, [ch, lb.add(base, s)]), vw) for s in range(kw)
+                        ]
+                        return kernel_row(lb, r, weights, list(values))
 
-            def one(b: LoopBuilder, ow0: SSAValue) -> None:
-                count = b.min_index(b.sub(size.wo, ow0), vw)
-                inside = b.insert(
-                    arith.AndIOp(
-                        b.cmp_index("sge", ow0, lo), b.cmp_index("sle", b.add(ow0, vw), hi)
-                    )
-                ).results[0]
-                if_else(
-                    b, inside, lambda ib: chunk(ib, ow0, None), lambda cb: chunk(cb, ow0, count)
-                )
+                    accs = b.for_range(r_lo, r_hi, 1, looped, accs)
+                for j in range(nv):
+                    lanes = counts[j] if checked else vw
+                    epi.finish(b, accs[j], [nb, ch, oh, firsts[j]], lanes, None)
 
-            b.for_range(0, size.wo, vw, one)
+            def columns(b: LoopBuilder, unrolled: bool) -> None:
+                def step(nv: int) -> Callable[[LoopBuilder, SSAValue], None]:
+                    def one(cb: LoopBuilder, ow0: SSAValue) -> None:
+                        inside = cb.insert(
+                            arith.AndIOp(
+                                cb.cmp_index("sge", ow0, lo),
+                                cb.cmp_index("sle", cb.add(ow0, nv * vw), hi),
+                            )
+                        ).results[0]
+                        if_else(
+                            cb,
+                            inside,
+                            lambda ib: chunk(ib, ow0, nv, False, unrolled),
+                            lambda eb: chunk(eb, ow0, nv, True, unrolled),
+                        )
+
+                    return one
+
+                wide = DEPTHWISE_ROW_VECTORS * vw
+                wide_end = b.mul(b.floordiv(size.wo, wide), wide)
+                b.for_range(0, wide_end, wide, step(DEPTHWISE_ROW_VECTORS))
+                b.for_range(wide_end, size.wo, vw, step(1))
+
+            if_else(b, all_rows, lambda ib: columns(ib, True), lambda eb: columns(eb, False))
 
         b.for_range(0, size.ho, 1, row)
 
@@ -981,14 +1031,9 @@ def _depthwise_nchw(
     return fn
 
 
-def _if_value(
-    b: LoopBuilder, cond: SSAValue, value: SSAValue, then: Callable[[LoopBuilder], None]
-) -> SSAValue:
-    """scf.if yielding `then`'s value when cond holds, else `value`."""
-    then_block, else_block = Block(), Block()
-    then(LoopBuilder(then_block))
-    else_block.add_op(scf.YieldOp(value))
-    return b.insert(scf.IfOp(cond, [value.type], Region(then_block), Region(else_block))).results[0]
+def _prefix_mask(b: LoopBuilder, count: SSAValue, vw: int) -> SSAValue:
+    """The first `count` of `vw` lanes (vector.create_mask clamps count to [0, vw])."""
+    return b.insert(vector.CreateMaskOp([count], VectorType(i1, [vw]))).results[0]
 
 
 # -- pooling ------------------------------------------------------------------------------------
