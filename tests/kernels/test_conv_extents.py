@@ -276,12 +276,50 @@ def test_gemm_conv_every_size(case: tuple) -> None:
         )
 
 
-def test_nchw_depthwise_is_refused() -> None:
-    """An NCHW depthwise conv (per-channel weight rows) has no runtime-extent kernel yet:
-    refused naming the layout and types, never run by the static kernel."""
-    make = conv_op((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8, "depthwise", False, False, None)
+@pytest.mark.parametrize(
+    "ks, strides, pads, dilations",
+    [
+        ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+        ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+        ((5, 3), (1, 2), (2, 0, 1, 2), (1, 2)),
+    ],
+    ids=str,
+)
+def test_nchw_depthwise_every_size(
+    ks: tuple, strides: tuple, pads: tuple, dilations: tuple
+) -> None:
+    """The NCHW depthwise conv (weight [C, kh*kw]) compiled once, 6 channels, a residual and
+    relu, 2 threads: rows narrower than a vector (masked), wider ones (plain interior
+    vectors, masked edges and the last vector's columns only)."""
+    target = host_target(2)
+    channels = 6
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((channels, 1, *ks), dtype=np.float32)
+    packed, layout = pack_conv_weight(w, channels, target)
+    act = dynamic(4, {1: channels})
+    types = [act, MemRefType(f32, packed.shape), MemRefType(f32, [channels]), act, act]
+    make = conv_op(ks, strides, pads, dilations, channels, layout, True, True, "relu")
+    kernel = JitKernel(make, types, target, 2)
+    for n, h, wd in [(1, 7, 7), (3, 13, 11), (1, 8, 40), (2, 6, 70), (1, 9, 33)]:
+        run_conv(
+            kernel,
+            w,
+            packed,
+            (n, channels, h, wd),
+            strides,
+            pads,
+            dilations,
+            blocked=False,
+            residual=True,
+        )
+
+
+def test_strided_nchw_depthwise_is_refused() -> None:
+    """An NCHW depthwise conv with column stride 3 has no runtime-extent kernel yet:
+    refused naming the layout, the strides and the types, never run by the static kernel."""
+    make = conv_op((3, 3), (3, 3), (1, 1, 1, 1), (1, 1), 8, "depthwise_c_kk", False, False, None)
     types = [dynamic(4, {1: 8}), MemRefType(f32, [8, 9]), dynamic(4, {1: 8})]
-    with pytest.raises(NotImplementedError, match="depthwise"):
+    with pytest.raises(NotImplementedError, match="depthwise_c_kk' with strides 3x3"):
         JitKernel(make, types)
 
 
