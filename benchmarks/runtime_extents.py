@@ -11,7 +11,8 @@ thread: the figure least disturbed by other processes on a shared machine; with 
 above 1, wall time), engines alternated call by call. Kernels: the GEMM `[M, K] @ packed [K, N] + bias` (runtime M), and
 the flat elementwise kernel `exp(x + c)` over [M, N]; with `--kernels conv`, ResNet-50's
 convs in the channel-blocked layout (`?` N, H, W; bias, relu) at each --images size, the
-runtime kernel compiled once per layer and the static one per size. Not a test: numbers depend on the
+runtime kernel compiled once per layer and the static one per size, after its NCHW stem
+(the 7x7/2 conv on GEMM-packed weights and the 3x3/2 max pool). Not a test: numbers depend on the
 machine (printed first) and what else runs on it.
 """
 
@@ -22,8 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from xdsl.dialects.builtin import DYNAMIC_INDEX, MemRefType, f32
+from xdsl.dialects.builtin import DYNAMIC_INDEX, DenseArrayBase, MemRefType, StringAttr, f32, i64
 from xdsl.ir import Block, Region, SSAValue
+from xdsl.irdl import IRDLOperation
 
 from ember.core.target import Target, host_target
 from ember.dialects import kernel
@@ -31,6 +33,7 @@ from ember.dialects.numpy_eval import to_blocked
 from ember.dialects.weight_layouts import (
     blocked_conv_blocking,
     pack_conv_lanes_weight,
+    pack_conv_weight,
     pack_matmul_weight,
 )
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
@@ -126,6 +129,82 @@ def conv_rows(target: Target, images: Sequence[int], runs: int, threads: int) ->
             )
 
 
+def compare(
+    label: str,
+    make: Callable[[Sequence[SSAValue]], IRDLOperation],
+    static_types: Sequence[MemRefType],
+    runtime: JitKernel,
+    arrays: Sequence[np.ndarray],
+    runs: int,
+    threads: int,
+) -> None:
+    """Time the static kernel on `static_types` against `runtime` on the same arrays (the
+    last one the output, checked equal first)."""
+    static = JitKernel(make, static_types, runtime.target, threads)
+    outs = []
+    for fn in (static, runtime):
+        arrays[-1][...] = np.nan
+        fn(*arrays)
+        outs.append(arrays[-1].copy())
+    assert np.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4), label
+    s, r = best_time([bound(fn, arrays) for fn in (static, runtime)], runs, threads)
+    print(f"{label}: static {s * 1e6:.1f} us, runtime N/H/W {r * 1e6:.1f} us: {r / s:.3f}x")
+
+
+def stem_rows(target: Target, images: Sequence[int], runs: int, threads: int) -> None:
+    """ResNet's NCHW stem: the 7x7/2 3->64 conv (static: the direct band-plane kernel;
+    runtime: the im2col GEMM, both on the GEMM-packed weight) and the 3x3/2 max pool."""
+    rng = np.random.default_rng(1)
+    dyn = DYNAMIC_INDEX
+    weight = rng.standard_normal((64, 3, 7, 7), dtype=np.float32) * 0.1
+    packed, layout = pack_conv_weight(weight, 1, target)
+    bias = rng.standard_normal((64,), dtype=np.float32)
+    conv = conv_op((7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, layout, True, False, "relu")
+
+    def pool(args: Sequence[SSAValue]) -> kernel.PoolOp:
+        window = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+        props = {k: DenseArrayBase.from_list(i64, v) for k, v in window.items()}
+        return kernel.PoolOp(operands=list(args), properties={"kind": StringAttr("max"), **props})
+
+    def conv_types(n: int, h: int, ho: int) -> list[MemRefType]:
+        return [
+            MemRefType(f32, [n, 3, h, h]),
+            MemRefType(f32, list(packed.shape)),
+            MemRefType(f32, [64]),
+            MemRefType(f32, [n, 64, ho, ho]),
+        ]
+
+    def pool_types(n: int, h: int, ho: int) -> list[MemRefType]:
+        return [MemRefType(f32, [n, 64, h, h]), MemRefType(f32, [n, 64, ho, ho])]
+
+    runtime_conv = JitKernel(conv, conv_types(dyn, dyn, dyn), target, threads)
+    runtime_pool = JitKernel(pool, pool_types(dyn, dyn, dyn), target, threads)
+    for image in images:
+        side = conv_out_size(image, 7, 2, 6, 1)
+        x = rng.standard_normal((1, 3, image, image), dtype=np.float32)
+        y = np.empty((1, 64, side, side), np.float32)
+        compare(
+            f"stem conv 7x7/2 3->64 @{image}",
+            conv,
+            conv_types(1, image, side),
+            runtime_conv,
+            [x, packed, bias, y],
+            runs,
+            threads,
+        )
+        pooled = conv_out_size(side, 3, 2, 2, 1)
+        z = np.empty((1, 64, pooled, pooled), np.float32)
+        compare(
+            f"stem max pool 3x3/2 64 @{side}",
+            pool,
+            pool_types(1, side, pooled),
+            runtime_pool,
+            [y, z],
+            runs,
+            threads,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="128,384", help="M values, comma-separated")
@@ -141,6 +220,7 @@ def main() -> None:
     print(f"target: {target.cpu}, {target.vector_width} lanes, {threads} thread(s)")
     if "conv" in args.kernels.split(","):
         images = [int(i) for i in args.images.split(",")]
+        stem_rows(target, images, args.runs, threads)
         conv_rows(target, images, args.runs, threads)
     if "gemm" not in args.kernels.split(","):
         return

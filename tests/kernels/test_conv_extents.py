@@ -122,20 +122,31 @@ LANES_CASES = [
     (48, 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise
     (64, 32, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),  # strided 1x1 projection
     (16, 32, (3, 3), (1, 1), (2, 0, 1, 2), (2, 2)),  # asymmetric pads, dilation
-    # 7x7/2 (a stem's window): 9-12 s of LLVM for its unrolled tile versions.
-    pytest.param((16, 16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)), marks=pytest.mark.slow),
+    (16, 16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # 7x7/2
 ]
+# Each case compiles one kernel (~10 s with its run-time tile versions on a busy machine):
+# the default suite runs these (layout, case) pairs, --runslow all of them.
+LANES_DEFAULT = {(True, 0), (True, 4), (False, 1)}
 
 
 def _case_id(case: tuple) -> str:
-    if not isinstance(case, tuple):
-        return str(case)
     cin, cout, ks, strides, pads, dilations = case
     return f"{cin}->{cout}k{ks}s{strides}p{pads}d{dilations}"
 
 
-@pytest.mark.parametrize("case", LANES_CASES, ids=_case_id)
-@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "nchw"])
+LANES_PARAMS = [
+    pytest.param(
+        case,
+        blocked,
+        marks=() if (blocked, k) in LANES_DEFAULT else pytest.mark.slow,
+        id=f"{'blocked' if blocked else 'nchw'}-{_case_id(case)}",
+    )
+    for k, case in enumerate(LANES_CASES)
+    for blocked in (True, False)
+]
+
+
+@pytest.mark.parametrize("case, blocked", LANES_PARAMS)
 def test_channel_lanes_conv_every_size(case: tuple, blocked: bool) -> None:
     """The channel-lanes conv (blocked, or NCHW with its transposing epilogue) compiled
     once, two vectors of channels, 2 threads; a residual and relu on the blocked ones."""
@@ -168,7 +179,7 @@ def test_channel_lanes_conv_every_size(case: tuple, blocked: bool) -> None:
         )
 
 
-@pytest.mark.parametrize("nvec", [1, 2])
+@pytest.mark.parametrize("nvec", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_channel_lanes_conv_avx2_one_thread(nvec: int) -> None:
     """8-lane vectors (AVX2) and 16 registers: other tile widths (remainder bits), 1 thread."""
     case = (16, 24 if nvec == 1 else 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
@@ -231,7 +242,8 @@ def test_blocked_depthwise_every_size(ks: tuple, strides: tuple, pads: tuple) ->
 # pads, dilations).
 GEMM_CASES = [
     (3, 16, 1, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # a stem
-    (24, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise: rows copied
+    # Pointwise: rows copied with vector loads.
+    pytest.param((24, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)), marks=pytest.mark.slow),
     (8, 12, 2, (3, 3), (1, 1), (1, 0, 2, 1), (1, 2)),  # groups, asymmetric pads, dilation
     (64, 16, 1, (3, 3), (1, 2), (1, 1, 1, 1), (1, 1)),  # K = 576: several k blocks
 ]
@@ -250,7 +262,7 @@ def test_gemm_conv_every_size(case: tuple) -> None:
     types = [act_in, MemRefType(f32, packed.shape), MemRefType(f32, [cout]), act_out, act_out]
     make = conv_op(ks, strides, pads, dilations, group, layout, True, True, "relu")
     kernel = JitKernel(make, types, target, 2)
-    for n, h, wd in [(1, 7, 7), (3, 13, 11), (1, 8, 8), (1, 3, 5), (2, 20, 18)]:
+    for n, h, wd in [(1, 7, 7), (3, 13, 11), (1, 8, 8), (1, 3, 5), (2, 20, 18), (1, 9, 70)]:
         run_conv(
             kernel,
             w,
@@ -285,15 +297,36 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
-def test_blocked_pool_every_size(case: tuple) -> None:
+@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "nchw"])
+def test_pool_every_size(case: tuple, blocked: bool) -> None:
+    """Max/average pools compiled once: blocked (2 blocks of 8 channels) or NCHW (5 planes;
+    rows narrower and wider than a vector: scalar edges, vector interiors, the overlapping
+    last vector), 2 threads."""
     kind, ks, strides, pads, include_pad = case
     c, blocks = 8, 2
-    types = [dynamic(5, {1: blocks, 4: c})] * 2
+    channels = blocks * c if blocked else 5
+    shape = {1: blocks, 4: c} if blocked else {1: channels}
+    types = [dynamic(5 if blocked else 4, shape)] * 2
     pool = JitKernel(make_pool(kind, ks, strides, pads, include_pad), types, host_target(2), 2)
     rng = np.random.default_rng(3)
-    for n, h, wd in [(1, 7, 7), (3, 9, 10), (1, 15, 37), (2, 8, 19)]:
-        x = rng.standard_normal((n, blocks * c, h, wd), dtype=np.float32)
+    for n, h, wd in [(1, 7, 7), (3, 9, 10), (1, 15, 37), (2, 8, 16), (1, 9, 70)]:
+        x = rng.standard_normal((n, channels, h, wd), dtype=np.float32)
         expected = onnxruntime_pool(x, kind, ks, strides, pads, False, include_pad)
-        out = to_blocked(np.full(expected.shape, np.nan, np.float32), c)
-        pool(to_blocked(x, c), out)
-        np.testing.assert_allclose(from_blocked(out), expected, rtol=1e-5, atol=1e-6)
+        out = np.full(expected.shape, np.nan, np.float32)
+        if blocked:
+            out = to_blocked(out, c)
+            pool(to_blocked(x, c), out)
+            out = from_blocked(out)
+        else:
+            pool(x, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bias_of_another_size_is_refused() -> None:
+    """A bias that is not one value per output channel is refused, naming its shape."""
+    packed, layout = pack_conv_lanes_weight(np.zeros((32, 32, 1, 1), np.float32), 32)
+    make = conv_op((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, layout, True, False, None)
+    act = dynamic(5, {1: 2, 4: 16})
+    types = [act, MemRefType(f32, packed.shape), MemRefType(f32, [16]), act]
+    with pytest.raises(ValueError, match=r"bias shape \(16,\) != \(32,\)"):
+        JitKernel(make, types)

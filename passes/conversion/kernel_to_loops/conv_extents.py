@@ -8,21 +8,24 @@ are the conv's output size; the kernels read the input only inside [0, H) x [0, 
 they are, so a wrong Ho/Wo gives wrong values, never a read or write out of bounds).
 
 The kernels are the static ones' (conv.py, pooling.py) with the geometry decided at run
-time. An output row is cut into column tiles of the static kernel's register width: the
-static kernel decides per tile, at compile time, which taps fall in the padding; here the
-columns whose windows lie inside the input, [interior_lo, interior_hi), are computed once
-per kernel call, and each full tile picks at run time between its unchecked version
-(interior: plain loads, as the static kernel's interior) and a checked one (each column's
-tap reads a clamped address and keeps 0 / the pool's identity where it falls outside the
-row; the validity is per column and tap, so it is hoisted out of the channel loops). The
-row's remainder (fewer columns than a tile) is one checked tile per set bit of its width
-(8, 4, 2, 1). Kernel rows outside the input run zero times, as in the static kernels.
+time. An output row is cut into ceil(Wo / widest) balanced tiles as the static kernels cut
+theirs, their width chosen at run time among compiled versions (`tile_widths`: from the
+widest that fits the registers down to half of it). The static kernel decides per tile, at
+compile time, which taps fall in the padding; here the columns whose windows lie inside
+the input, [interior_lo, interior_hi), are computed once per call, and each tile runs its
+unchecked version (plain loads, the static interior's code) where all its columns are
+interior, else its checked version with a column count (the row's last tile may be
+narrower): each column's tap reads a clamped address and keeps 0 / the pool's identity
+outside the row, the validity hoisted out of the channel loops; the blocked conv's checked
+tile instead copies each channel block's pixels under it into a zero-bordered strip and
+reads that unchecked. Kernel rows outside the input run zero times, as in the static
+kernels.
 
 Kernels: the channel-lanes direct conv (layout conv_lanes_panel{NR}; NCHW or blocked), the
-blocked depthwise conv (depthwise_blocked{c}) and the blocked max/average pool. Units
-(batch x channel blocks x output rows) run under scf.parallel, as the static kernels'.
-Other convs and pools with `?` dims (the NCHW GEMM conv, NCHW depthwise, NCHW pools) are
-refused with the op's types.
+blocked depthwise conv (depthwise_blocked{c}), the NCHW im2col GEMM conv (conv_a_panel{MR})
+and the max/average pools (blocked or NCHW). Units (batch x channel blocks x output rows;
+the GEMM's column panels) run under scf.parallel, as the static kernels'. NCHW depthwise
+convs with `?` dims are refused with the op's types.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, func
-from xdsl.dialects.builtin import DenseArrayBase, f32
+from xdsl.dialects import arith, func, vector
+from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
@@ -55,7 +58,7 @@ from ember.passes.conversion.kernel_to_loops.conv import (
     LANES_ROWS_FIRST_MAX_WEIGHT_BYTES,
     transpose_square,
 )
-from ember.passes.conversion.kernel_to_loops.flat_access import index_to_f32
+from ember.passes.conversion.kernel_to_loops.flat_access import index_to_f32, shuffle
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
     K_UNROLL,
     Epilogue,
@@ -120,40 +123,98 @@ def decode_runtime(b: LoopBuilder, flat: SSAValue, extents: Sequence[Value]) -> 
     return coords[::-1]
 
 
-# (builder, first column, columns, checked) -> None: one tile of an output row.
-Tile = Callable[[LoopBuilder, SSAValue, int, bool], None]
+# (builder, first column, columns, count) -> None: one tile of an output row; `count` None
+# for the unchecked version (all columns interior), else the columns that exist (1..columns).
+Tile = Callable[[LoopBuilder, SSAValue, int, SSAValue | None], None]
+
+
+def tile_widths(most: int) -> list[int]:
+    """Tile widths a row is cut into, widest first: every width from `most` down to half of
+    it (a row of more than `most` columns cut into balanced tiles gets at least half),
+    every other one when `most` is above 8 (a tile then wastes at most one column), to
+    bound the versions compiled."""
+    step = 1 if most <= 8 else 2
+    return list(range(most, max(1, (most + 1) // 2) - 1, -step))
 
 
 def row_tiles(
-    b: LoopBuilder, wo: Value, interior: tuple[Value, Value], width: int, tile: Tile
+    b: LoopBuilder, wo: Value, interior: tuple[Value, Value], widths: Sequence[int], tile: Tile
 ) -> None:
-    """An output row of `wo` columns in tiles of `width`: full tiles in a loop, each the
-    unchecked version where its columns are all interior, else the checked one; then the
-    remainder as one checked tile per set bit of its width."""
+    """An output row of `wo` columns in ceil(wo / widths[0]) balanced tiles, as the static
+    kernels cut theirs: the tiles' width is the narrowest of `widths` that is at least
+    ceil(wo / tiles) (a run-time choice among the versions); each tile is unchecked where
+    its columns are all interior, else checked with its column count (the last one may be
+    narrower than the others)."""
     lo, hi = interior
-    full_end = b.mul(b.floordiv(wo, width), width)
+    most = widths[0]
+    tiles = b.max_index(b.floordiv(b.add(wo, most - 1), most), 1)
+    want = b.floordiv(b.add(wo, b.sub(tiles, 1)), tiles)  # ceil(wo / tiles)
 
-    def full(fb: LoopBuilder, ow0: SSAValue) -> None:
-        after_lo = fb.cmp_index("sge", ow0, lo)
-        inside = fb.insert(
-            arith.AndIOp(after_lo, fb.cmp_index("sle", fb.add(ow0, width), hi))
-        ).results[0]
-        if_else(
-            fb,
-            inside,
-            lambda ib: tile(ib, ow0, width, False),
-            lambda cb: tile(cb, ow0, width, True),
-        )
+    def sweep(sb: LoopBuilder, width: int) -> None:
+        def one(fb: LoopBuilder, ow0: SSAValue) -> None:
+            count = fb.min_index(fb.sub(wo, ow0), width)
+            after_lo = fb.cmp_index("sge", ow0, lo)
+            inside = fb.insert(
+                arith.AndIOp(after_lo, fb.cmp_index("sle", fb.add(ow0, width), hi))
+            ).results[0]
+            if_else(
+                fb,
+                inside,
+                lambda ib: tile(ib, ow0, width, None),
+                lambda cb: tile(cb, ow0, width, count),
+            )
 
-    b.for_range(0, full_end, width, full)
-    rest = b.sub(wo, full_end)
-    bit = 1 << (width - 1).bit_length() - 1 if width > 1 else 0
-    while bit:
-        # The bit-`bit` tile starts after the remainder's higher bits.
-        at = b.add(full_end, b.mul(b.floordiv(rest, 2 * bit), 2 * bit))
-        taken = b.cmp_index("ne", b.rem(b.floordiv(rest, bit), 2), 0)
-        b.if_(taken, lambda tb, at=at, bit=bit: tile(tb, at, bit, True))
-        bit //= 2
+        sb.for_range(0, wo, width, one)
+
+    def choose(cb: LoopBuilder, options: Sequence[int]) -> None:
+        """The narrowest of `options` (ascending) at least `want` wide."""
+        if len(options) == 1:
+            sweep(cb, options[0])
+            return
+        fits = cb.cmp_index("sle", want, options[0])
+        if_else(cb, fits, lambda tb: sweep(tb, options[0]), lambda eb: choose(eb, options[1:]))
+
+    choose(b, sorted(widths))
+
+
+def tap_columns(
+    b: LoopBuilder,
+    first: SSAValue,
+    cols: int,
+    stride: int,
+    taps: Sequence[int],
+    size: Value,
+    count: SSAValue | None,
+) -> list[list[tuple[SSAValue, SSAValue | None]]]:
+    """[column][tap] input position (first + column*stride + tap offset) of a tile and,
+    checked (`count` given), the position clamped to 0 with whether it is inside [0, size)
+    and the column exists (column < count): hoisted out of the reduction loops."""
+    columns = []
+    for i in range(cols):
+        row = []
+        for offset in taps:
+            at = b.add(first, i * stride + offset)
+            if count is None:
+                row.append((at, None))
+                continue
+            ok = b.cmp_index("ult", at, size)
+            if i:
+                exists = b.cmp_index("ult", b.index(i), count)
+                ok = b.insert(arith.AndIOp(ok, exists)).results[0]
+            row.append((b.select(ok, at, b.index(0)), ok))
+        columns.append(row)
+    return columns
+
+
+def column_stores(
+    b: LoopBuilder, cols: int, count: SSAValue | None, store: Callable[[LoopBuilder, int], None]
+) -> None:
+    """store(b, i) for each column of a tile; checked, columns past `count` are skipped."""
+    for i in range(cols):
+        if count is None or i == 0:
+            store(b, i)
+        else:
+            b.if_(b.cmp_index("ult", b.index(i), count), lambda sb, i=i: store(sb, i))
 
 
 # -- conv --------------------------------------------------------------------------------------
@@ -188,6 +249,11 @@ class RuntimeConv:
                 f"-> {op.output.type}, weight {op.weight.type}"
             )
         c = in_shape[-1] if blocked else 1
+        cout_static = out_shape[1] * (out_shape[-1] if blocked else 1)
+        if op.bias is not None and memref_shape(op.bias) != (cout_static,):
+            raise ValueError(
+                f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({cout_static},)"
+            )
         kh, kw = _ints(op.kernel_shape)
         sh, sw = _ints(op.strides)
         dh, dw = _ints(op.dilations)
@@ -337,20 +403,20 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                 return [bi, ci[0], ih, iw, ci[1]]
             return [bi, ci, ih, iw]
 
-        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, checked: bool) -> None:
+        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, count: SSAValue | None) -> None:
             iw0 = b.sub(b.mul(ow0, sw), pl)
-            # Input column of each (column, tap); checked: clamped to 0 with its validity.
-            columns: list[list[tuple[SSAValue, SSAValue | None]]] = []
-            for i in range(cols):
-                taps = []
-                for s in range(kw):
-                    iw = b.add(iw0, i * sw + s * dw)
-                    if checked:
-                        ok = b.cmp_index("ult", iw, size.w)
-                        taps.append((b.select(ok, iw, b.index(0)), ok))
-                    else:
-                        taps.append((iw, None))
-                columns.append(taps)
+            tap_offsets = [s * dw for s in range(kw)]
+            # Blocked, a checked tile copies each channel block's input pixels under it into
+            # a zero-bordered strip (one vector per pixel, hoisted out of the lane loop) and
+            # reads the strip unchecked: a select per broadcast made edge tiles ~1.7x slower.
+            strip = None
+            if geo.blocked and count is not None:
+                span = (cols - 1) * sw + geo.cols.reach + 1
+                strip = alloca(b, [span, vw])
+                pixels = tap_columns(b, iw0, 1, 0, list(range(span)), size.w, count)[0]
+                columns = [[(b.index(i * sw + t), None) for t in tap_offsets] for i in range(cols)]
+            else:
+                columns = tap_columns(b, iw0, cols, sw, tap_offsets, size.w, count)
             accs = [zero] * (cols * nvec)
             for r, (ih, channels) in enumerate(kernel_rows):
 
@@ -368,7 +434,11 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                         weights = [b.vload(w, [cb, k, j * vw], vw) for j in range(nvec)]
                         for i in range(cols):
                             iw, ok = columns[i][s]
-                            a = b.load(x, x_at(ci, ih, iw))
+                            if strip is not None:
+                                assert isinstance(ci, tuple)
+                                a = b.load(strip, [iw, ci[1]])
+                            else:
+                                a = b.load(x, x_at(ci, ih, iw))
                             if ok is not None:
                                 a = b.select(ok, a, scalar_zero)
                             a = b.splat(a, vw)
@@ -389,8 +459,18 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                 if geo.blocked:
 
                     def lanes_of(
-                        b: LoopBuilder, cib: SSAValue, *values: SSAValue
+                        b: LoopBuilder,
+                        cib: SSAValue,
+                        *values: SSAValue,
+                        ih: SSAValue = ih,
                     ) -> list[SSAValue]:
+                        if strip is not None:
+                            for p, (iw, ok) in enumerate(pixels):
+                                pixel = b.vload(x, [bi, cib, ih, iw, 0], vw)
+                                if ok is not None:
+                                    pixel = b.select(ok, pixel, zero)
+                                b.vstore(pixel, strip, [p, 0])
+
                         def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
                             current = list(sums)
                             for q in range(lane_unroll):
@@ -415,9 +495,12 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                         bias = None
                         if bias_buf is not None:
                             bias = b.vload(bias_buf, [b.add(co0, j * vw)], vw)
-                        for i in range(cols):
+
+                        def column(b: LoopBuilder, i: int) -> None:
                             at = [bi, cb_out, oh, b.add(ow0, i), 0]
                             epi.finish(b, accs[i * nvec + j], at, vw, bias)
+
+                        column_stores(b, cols, count, column)
 
                     if j and geo.cout % nr:
                         in_range = b.cmp_index("ult", b.add(co0, j * vw), geo.cout)
@@ -436,20 +519,24 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                 co = b.add(co0, c)
                 bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
                 lanes = b.vload(rows_scratch, [c, 0], vw)
-                epi.finish(b, lanes, [bi, co, oh, ow0], cols, bias)
+                epi.finish(b, lanes, [bi, co, oh, ow0], cols if count is None else count, bias)
 
             if geo.cout % nr:
                 b.for_range(0, b.min_index(nr, b.sub(geo.cout, co0)), 1, channel)
             else:
                 b.for_range(0, nr, 1, channel)
 
-        row_tiles(b, size.wo, interior, mr, tile)
+        row_tiles(b, size.wo, interior, tile_widths(mr), tile)
 
     units = body.mul(body.mul(size.batch, size.ho), blocks)
     outputs = body.mul(units, size.wo)
     runtime_work_units(body, target, outputs, geo.flops_per_output() * nr, units, unit)
     body.ret()
     return fn
+
+
+# Largest packed B panel (K x NR floats) the runtime GEMM conv keeps as one k block.
+SINGLE_K_BLOCK_BYTES = 24 * 1024
 
 
 def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str) -> func.FuncOp:
@@ -483,6 +570,11 @@ def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str)
             "[G, ceil(M/MR), K, MR] from pack_conv_weight)"
         )
     kc = k_block(k_extent, nr, taps if taps > 1 else K_UNROLL)
+    # One k block when the whole panel fits half of L1 (48 KiB on znver5): ResNet's stem
+    # (K = 147) in two blocks of 98 was 1.76x of the static direct conv, in one 1.24x.
+    if k_extent * nr * 4 <= SINGLE_K_BLOCK_BYTES:
+        kc = k_extent
+    even = list(range(0, 2 * vw, 2))
     pointwise = (kh, kw, geo.rows.stride, geo.cols.stride) == (1, 1, 1, 1) and (
         geo.rows.pad_lo,
         geo.cols.pad_lo,
@@ -494,6 +586,9 @@ def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str)
     size = Sizes.read(body, x, out)
     n = body.mul(size.ho, size.wo)
     full_panels = body.floordiv(n, nr)
+    same_planes = body.insert(
+        arith.AndIOp(body.cmp_index("eq", size.ho, size.h), body.cmp_index("eq", size.wo, size.w))
+    ).results[0]
     panels = body.floordiv(body.add(n, nr - 1), nr)
     sh, dh, pt = geo.rows.stride, geo.rows.dilation, geo.rows.pad_lo
     sw, dw, pl = geo.cols.stride, geo.cols.dilation, geo.cols.pad_lo
@@ -554,10 +649,91 @@ def _gemm_conv(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: str)
                 0, kh, 1, lambda b, r: b.for_range(0, kw, 1, lambda b2, s: window(b2, r, s))
             )
 
+        def pack_im2col_rows(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
+            """conv.py's _pack_im2col_rows at run-time sizes, also for column stride 2:
+            the panel's columns are segment A (the rest of output row oh_a) and B (the
+            start of the next row); lane l of a segment reads input column col0 + l*sw.
+            Each panel row is, per vector and segment, sw masked loads of the raw inputs
+            (lanes outside the segment or the input masked off, zero), stride 2 keeping
+            the even lanes, the two segments' disjoint lanes summed."""
+            nv = nr // vw
+            oh_a = b.floordiv(n0, size.wo)
+            ow_a = b.rem(n0, size.wo)
+            split = b.min_index(b.sub(size.wo, ow_a), nr)
+            segments = [
+                (oh_a, b.sub(b.mul(ow_a, sw), pl), b.index(0), split),
+                (b.add(oh_a, 1), b.sub(b.mul(b.sub(0, split), sw), pl), split, b.index(nr)),
+            ]
+            zero = b.splat(0.0, vw)
+            mask_type = VectorType(i1, [vw])
+
+            def prefix(b: LoopBuilder, count: SSAValue) -> SSAValue:
+                return b.insert(vector.CreateMaskOp([count], mask_type)).results[0]
+
+            def window(b: LoopBuilder, r: SSAValue, s: SSAValue) -> None:
+                loads = []
+                for oh, col_lane0, first, last in segments:
+                    ih = b.add(b.sub(b.mul(oh, sh), pt), b.mul(r, dh))
+                    col0 = b.add(col_lane0, b.mul(s, dw))
+                    # Raw inputs q (from col0) to read: the segment's, inside [0, W).
+                    lo = b.max_index(b.mul(first, sw), b.sub(0, col0))
+                    hi = b.min_index(b.mul(last, sw), b.sub(size.w, col0))
+                    hi = b.select(b.cmp_index("ult", ih, size.h), b.max_index(hi, lo), lo)
+                    masks = [
+                        b.insert(
+                            arith.XOrIOp(prefix(b, b.sub(hi, q * vw)), prefix(b, b.sub(lo, q * vw)))
+                        ).results[0]
+                        for q in range(sw * nv)
+                    ]
+                    loads.append((b.add(b.mul(ih, size.w), col0), masks))
+                tap = b.add(b.mul(r, kw), s)
+
+                def channel(b: LoopBuilder, ci: SSAValue) -> None:
+                    k = b.add(b.mul(b.sub(ci, b.floordiv(k_lo, taps)), taps), tap)
+                    ch = b.add(ch0, ci)
+                    for v in range(nv):
+                        parts = []
+                        for offset, masks in loads:
+                            raw = [
+                                b.insert(
+                                    vector.MaskedLoadOp(
+                                        x,
+                                        [bi, ch, b.index(0), b.add(offset, q * vw)],
+                                        masks[q],
+                                        zero,
+                                        VectorType(f32, [vw]),
+                                    )
+                                ).results[0]
+                                for q in range(sw * v, sw * (v + 1))
+                            ]
+                            parts.append(raw[0] if sw == 1 else shuffle(b, raw[0], raw[1], even))
+                        b.vstore(b.addf(parts[0], parts[1]), panel_buf, [k, v * vw])
+
+                b.for_range(b.floordiv(k_lo, taps), b.floordiv(k_hi, taps), 1, channel)
+
+            b.for_range(
+                0, kh, 1, lambda b, r: b.for_range(0, kw, 1, lambda b2, s: window(b2, r, s))
+            )
+
         def panel(b: LoopBuilder, tail: bool) -> None:
             def pack_block(b: LoopBuilder, k_lo: Value, k_hi: Value) -> None:
                 if pointwise:
-                    pack_pointwise(b, k_lo, k_hi, tail)
+                    # Rows copied as they are only when the output's planes are the input's
+                    # (else the general packing, which never reads outside the input).
+                    if_else(
+                        b,
+                        same_planes,
+                        lambda pb: pack_pointwise(pb, k_lo, k_hi, tail),
+                        lambda gb: pack_im2col(gb, k_lo, k_hi),
+                    )
+                elif sw in (1, 2):
+                    # Rows at least a panel wide: the panel's columns lie on two output rows.
+                    if_else(
+                        b,
+                        b.cmp_index("sge", size.wo, nr),
+                        lambda vb: pack_im2col_rows(vb, k_lo, k_hi),
+                        lambda sb: pack_im2col(sb, k_lo, k_hi),
+                    )
                 else:
                     pack_im2col(b, k_lo, k_hi)
 
@@ -650,20 +826,10 @@ def _depthwise_blocked(
             inside = b.cmp_index("ult", ih, size.h)
             rows.append((ih, b.select(inside, b.index(1), b.index(0))))
 
-        def tile(b: LoopBuilder, ow0: SSAValue, count: int, checked: bool) -> None:
+        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, count: SSAValue | None) -> None:
             iw0 = b.sub(b.mul(ow0, sw), pl)
-            columns = []
-            for t in range(count):
-                taps_t = []
-                for s in range(kw):
-                    iw = b.add(iw0, t * sw + s * dw)
-                    if checked:
-                        ok = b.cmp_index("ult", iw, size.w)
-                        taps_t.append((b.select(ok, iw, b.index(0)), ok))
-                    else:
-                        taps_t.append((iw, None))
-                columns.append(taps_t)
-            accs = [zero] * count
+            columns = tap_columns(b, iw0, cols, sw, [s * dw for s in range(kw)], size.w, count)
+            accs = [zero] * cols
             for r, (ih, trips) in enumerate(rows):
 
                 def kernel_row(
@@ -672,7 +838,7 @@ def _depthwise_blocked(
                     current = list(sums)
                     for s in range(kw):
                         weight = b.vload(w, [cb, r * kw + s, 0], c)
-                        for t in range(count):
+                        for t in range(cols):
                             iw, ok = columns[t][s]
                             pixel = b.vload(x, [bi, cb, ih, iw, 0], c)
                             if ok is not None:
@@ -681,10 +847,13 @@ def _depthwise_blocked(
                     return current
 
                 accs = b.for_range(0, trips, 1, kernel_row, accs)
-            for t, acc in enumerate(accs):
-                epi.finish(b, acc, [bi, cb, oh, b.add(ow0, t), 0], c, bias)
 
-        row_tiles(b, size.wo, interior, DEPTHWISE_BLOCKED_COLUMNS, tile)
+            def column(b: LoopBuilder, t: int) -> None:
+                epi.finish(b, accs[t], [bi, cb, oh, b.add(ow0, t), 0], c, bias)
+
+            column_stores(b, cols, count, column)
+
+        row_tiles(b, size.wo, interior, [DEPTHWISE_BLOCKED_COLUMNS], tile)
 
     units = body.mul(body.mul(size.batch, size.ho), blocks)
     outputs = body.mul(units, size.wo)
@@ -696,22 +865,22 @@ def _depthwise_blocked(
 # -- pooling ------------------------------------------------------------------------------------
 @lowering(kernel.PoolOp, runtime_extents=True)
 def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.FuncOp:
-    """Max/average pooling of channel-blocked [N, C/c, H, W, c] maps with `?` in N, H, W
-    (pooling.py's _blocked_pool at run-time sizes): every tap one vector load of a pixel's
-    c channels; units output rows of one channel block; window rows inside the input a
-    loop, columns BLOCKED_POOL_COLUMNS per tile (row_tiles; a checked tile's taps outside
-    the row read the pool's identity). NCHW pools with `?` dims are refused."""
+    """Max/average pooling with `?` in N, H, W: channel-blocked [N, C/c, H, W, c] maps
+    (`_blocked_pool`) or NCHW planes (`_nchw_pool`)."""
     in_shape, out_shape = memref_shape(op.input), memref_shape(op.output)
+    blocked = len(in_shape) == 5
+    static_dims = (1, 4) if blocked else (1,)
     if (
-        len(in_shape) != 5
-        or len(out_shape) != 5
-        or any(is_dynamic(in_shape[d]) or in_shape[d] != out_shape[d] for d in (1, 4))
+        len(in_shape) not in (4, 5)
+        or len(out_shape) != len(in_shape)
+        or any(is_dynamic(in_shape[d]) or in_shape[d] != out_shape[d] for d in static_dims)
         or op.input.type.get_element_type() != f32  # type: ignore[attr-defined]
         or op.output.type.get_element_type() != f32  # type: ignore[attr-defined]
     ):
         raise NotImplementedError(
-            "kernel.pool with runtime extents pools float32 channel-blocked [N, C/c, H, W, c] "
-            f"maps with `?` in N, H, W only: {op.input.type} -> {op.output.type}"
+            "kernel.pool with runtime extents pools float32 NCHW or channel-blocked "
+            f"[N, C/c, H, W, c] maps with `?` in N, H, W only: {op.input.type} -> "
+            f"{op.output.type}"
         )
     kh, kw = _ints(op.kernel_shape)
     sh, sw = _ints(op.strides)
@@ -721,46 +890,78 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
             f"kernel.pool: invalid kernel_shape {[kh, kw]}, strides {[sh, sw]} or pads "
             f"{[pt, pl, pb, pr]} (pads must be smaller than the kernel)"
         )
-    is_max = op.kind.data == "max"
-    include_pad = op.count_include_pad is not None
+    pool = Pool(
+        op.kind.data == "max",
+        op.count_include_pad is not None,
+        Window(kh, sh, 1, pt, pb),
+        Window(kw, sw, 1, pl, pr),
+    )
+    if blocked:
+        return _blocked_pool(op, pool, target, name)
+    return _nchw_pool(op, pool, target, name)
+
+
+@dataclass(frozen=True)
+class Pool:
+    is_max: bool
+    include_pad: bool
+    rows: Window
+    cols: Window
+
+    def window_rows(
+        self, b: LoopBuilder, oh: SSAValue, h: Value
+    ) -> tuple[SSAValue, SSAValue, SSAValue, SSAValue]:
+        """(first row h0, r_lo, r_hi, divisor rows) of output row oh: the window's rows inside
+        the input are h0 + [r_lo, r_hi); an average divides by their count, or with
+        count_include_pad by the rows up to the padded border."""
+        kh = self.rows.taps
+        h0 = b.sub(b.mul(oh, self.rows.stride), self.rows.pad_lo)
+        # h0 may be negative (signed min/max).
+        r_lo = b.min_index(b.max_index(b.sub(b.index(0), h0), 0), kh)
+        r_hi = b.max_index(b.min_index(b.sub(h, h0), kh), r_lo)
+        if self.include_pad:
+            rows = b.sub(b.min_index(b.add(h0, kh), b.add(h, self.rows.pad_hi)), h0)
+        else:
+            rows = b.sub(r_hi, r_lo)
+        return h0, r_lo, r_hi, rows
+
+    def column_taps(self, b: LoopBuilder, start: SSAValue, w: Value) -> SSAValue:
+        """Taps of the window column range from `start` that an average divides by."""
+        kw = self.cols.taps
+        if self.include_pad:  # up to the padded border
+            return b.sub(b.min_index(b.add(start, kw), b.add(w, self.cols.pad_hi)), start)
+        return b.sub(b.min_index(b.add(start, kw), w), b.max_index(start, 0))
+
+
+def _blocked_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> func.FuncOp:
+    """pooling.py's _blocked_pool at run-time sizes: every tap one vector load of a pixel's
+    c channels; units output rows of one channel block; window rows inside the input a
+    loop, columns BLOCKED_POOL_COLUMNS per tile (row_tiles; a checked tile's taps outside
+    the row read the pool's identity)."""
+    in_shape = memref_shape(op.input)
+    kh, kw = pool.rows.taps, pool.cols.taps
+    sw, pl = pool.cols.stride, pool.cols.pad_lo
+    is_max = pool.is_max
     blocks, c = in_shape[1], in_shape[4]
-    cols_window = Window(kw, sw, 1, pl, pr)
     fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
     src, dst = fn.args[:2]
     size = Sizes.read(b, src, dst)
-    interior = cols_window.interior(b, size.w, size.wo)
+    interior = pool.cols.interior(b, size.w, size.wo)
     monoid = simd.Monoid("max" if is_max else "sum", f32)
 
     def row(b: LoopBuilder, u: SSAValue) -> None:
         nb, cb, oh = decode_runtime(b, u, [size.batch, blocks, size.ho])
-        h0 = b.sub(b.mul(oh, sh), pt)
-        # Window rows inside the input: r in [r_lo, r_hi) (h0 may be negative: signed).
-        r_lo = b.min_index(b.max_index(b.sub(b.index(0), h0), 0), kh)
-        r_hi = b.max_index(b.min_index(b.sub(size.h, h0), kh), r_lo)
-        if include_pad:
-            rows = b.sub(b.min_index(b.add(h0, kh), b.add(size.h, pb)), h0)
-        else:
-            rows = b.sub(r_hi, r_lo)
+        h0, r_lo, r_hi, rows = pool.window_rows(b, oh, size.h)
         identity = monoid.init(b, c)
 
-        def tile(b: LoopBuilder, ow0: SSAValue, count: int, checked: bool) -> None:
+        def tile(b: LoopBuilder, ow0: SSAValue, cols: int, count: SSAValue | None) -> None:
             w0 = b.sub(b.mul(ow0, sw), pl)
-            columns = []
-            for t in range(count):
-                taps_t = []
-                for s in range(kw):
-                    iw = b.add(w0, t * sw + s)
-                    if checked:
-                        ok = b.cmp_index("ult", iw, size.w)
-                        taps_t.append((b.select(ok, iw, b.index(0)), ok))
-                    else:
-                        taps_t.append((iw, None))
-                columns.append(taps_t)
+            columns = tap_columns(b, w0, cols, sw, list(range(kw)), size.w, count)
 
             def window_row(b: LoopBuilder, r: SSAValue, *accs: SSAValue) -> list[SSAValue]:
                 ih, current = b.add(h0, r), list(accs)
                 for s in range(kw):
-                    for t in range(count):
+                    for t in range(cols):
                         iw, ok = columns[t][s]
                         pixel = b.vload(src, [nb, cb, ih, iw, 0], c)
                         if ok is not None:
@@ -768,23 +969,148 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
                         current[t] = monoid.combine(b, pixel, current[t])
                 return current
 
-            accs = b.for_range(r_lo, r_hi, 1, window_row, [identity] * count)
-            for t, acc in enumerate(accs):
+            accs = b.for_range(r_lo, r_hi, 1, window_row, [identity] * cols)
+
+            def column(b: LoopBuilder, t: int) -> None:
+                acc = accs[t]
                 if not is_max:
                     start = b.add(w0, t * sw)
-                    if not checked:
-                        taps: Value = kw
-                    elif include_pad:  # up to the padded border
-                        taps = b.sub(b.min_index(b.add(start, kw), b.add(size.w, pr)), start)
-                    else:
-                        taps = b.sub(b.min_index(b.add(start, kw), size.w), b.max_index(start, 0))
+                    taps = kw if count is None else pool.column_taps(b, start, size.w)
                     acc = b.divf(acc, b.splat(index_to_f32(b, b.mul(rows, taps)), c))
                 b.vstore(acc, dst, [nb, cb, oh, b.add(ow0, t), 0])
 
-        row_tiles(b, size.wo, interior, BLOCKED_POOL_COLUMNS, tile)
+            column_stores(b, cols, count, column)
+
+        row_tiles(b, size.wo, interior, [BLOCKED_POOL_COLUMNS], tile)
 
     units = b.mul(b.mul(size.batch, size.ho), blocks)
     outputs = b.mul(units, size.wo)
     runtime_work_units(b, target, outputs, kh * kw * c, units, row)
+    b.ret()
+    return fn
+
+
+def _nchw_pool(op: kernel.PoolOp, pool: Pool, target: Target, name: str) -> func.FuncOp:
+    """Pooling of NCHW planes at run-time sizes (the stem's max pool after a 3-channel
+    conv): units are planes, as the static kernel's. Interior columns (whole windows inside the
+    row) are vectors of VW outputs: stride 1 loads each tap's VW inputs, stride 2 loads
+    2 x VW and keeps the even lanes (shuffle); the last vector overlaps the previous one
+    instead of a scalar tail (outputs computed twice are the same values). Columns whose
+    windows reach into the padding, and rows narrower than a vector, are scalar, their taps
+    unrolled with clamped reads. Other strides are scalar throughout."""
+    kh, kw = pool.rows.taps, pool.cols.taps
+    sw, pl = pool.cols.stride, pool.cols.pad_lo
+    channels = memref_shape(op.input)[1]
+    vw = target.vector_width if sw in (1, 2) else 1
+    fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
+    src, dst = fn.args[:2]
+    size = Sizes.read(b, src, dst)
+    # A 1-wide stride-2 window reads one input past each vector's last window.
+    margin = Window(kw + (1 if sw == 2 and kw == 1 else 0), sw, 1, pl, pool.cols.pad_hi)
+    lo, hi = margin.interior(b, size.w, size.wo)
+    monoid = simd.Monoid("max" if pool.is_max else "sum", f32)
+    even, odd = list(range(0, 2 * vw, 2)), list(range(1, 2 * vw, 2))
+
+    def plane(b: LoopBuilder, u: SSAValue) -> None:
+        nb, ch = decode_runtime(b, u, [size.batch, channels])
+        b.for_range(0, size.ho, 1, lambda rb, oh: row(rb, nb, ch, oh))
+
+    def row(b: LoopBuilder, nb: SSAValue, ch: SSAValue, oh: SSAValue) -> None:
+        h0, r_lo, r_hi, rows = pool.window_rows(b, oh, size.h)
+        # Rows whose whole window is inside the input unroll it (as the static interior).
+        inside = b.insert(
+            arith.AndIOp(b.cmp_index("eq", r_lo, 0), b.cmp_index("eq", r_hi, kh))
+        ).results[0]
+        if_else(
+            b,
+            inside,
+            lambda ib: columns(ib, nb, ch, oh, h0, r_lo, r_hi, rows, True),
+            lambda eb: columns(eb, nb, ch, oh, h0, r_lo, r_hi, rows, False),
+        )
+
+    def columns(
+        b: LoopBuilder,
+        nb: SSAValue,
+        ch: SSAValue,
+        oh: SSAValue,
+        h0: SSAValue,
+        r_lo: SSAValue,
+        r_hi: SSAValue,
+        rows: SSAValue,
+        unrolled: bool,
+    ) -> None:
+        def vector_at(b: LoopBuilder, ow0: SSAValue) -> None:
+            w0 = b.sub(b.mul(ow0, sw), pl)
+
+            def pair(b: LoopBuilder, ih: SSAValue, at: Value, lanes: list[int]) -> SSAValue:
+                """The even or odd lanes of 2 x VW inputs from column w0 + at."""
+                start = b.add(w0, at)
+                halves = [b.vload(src, [nb, ch, ih, b.add(start, q * vw)], vw) for q in (0, 1)]
+                return shuffle(b, halves[0], halves[1], lanes)
+
+            def window_row(b: LoopBuilder, r: Value, acc: SSAValue) -> list[SSAValue]:
+                ih = b.add(h0, r)
+                if sw == 1:
+                    taps = [b.vload(src, [nb, ch, ih, b.add(w0, s)], vw) for s in range(kw)]
+                else:
+                    # Window columns 2q and 2q+1 are the even and odd lanes of one pair; an
+                    # odd kernel's last column the odd lanes of the pair one column early
+                    # (no read past the window: pooling.py's stride-2 interior).
+                    taps = []
+                    for q in range(kw // 2):
+                        taps += [pair(b, ih, 2 * q, even), pair(b, ih, 2 * q, odd)]
+                    if kw % 2:
+                        taps.append(pair(b, ih, kw - 2, odd) if kw > 1 else pair(b, ih, 0, even))
+                for v in taps:
+                    acc = monoid.combine(b, v, acc)
+                return [acc]
+
+            if unrolled:
+                acc = monoid.init(b, vw)
+                for r in range(kh):
+                    acc = window_row(b, r, acc)[0]
+            else:
+                acc = b.for_range(r_lo, r_hi, 1, window_row, [monoid.init(b, vw)])[0]
+            if not pool.is_max:
+                acc = b.divf(acc, b.splat(index_to_f32(b, b.mul(rows, kw)), vw))
+            b.vstore(acc, dst, [nb, ch, oh, ow0])
+
+        def scalar_at(b: LoopBuilder, ow: SSAValue) -> None:
+            """One output whose window may reach into the padding: its taps unrolled, each
+            read at a clamped column and replaced by the identity outside the row."""
+            w0 = b.sub(b.mul(ow, sw), pl)
+            taps = tap_columns(b, w0, 1, 0, list(range(kw)), size.w, b.index(1))[0]
+            identity = monoid.init(b, 1)
+
+            def window_row(b: LoopBuilder, r: SSAValue, acc: SSAValue) -> list[SSAValue]:
+                ih = b.add(h0, r)
+                for iw, ok in taps:
+                    value = b.load(src, [nb, ch, ih, iw])
+                    assert ok is not None
+                    acc = monoid.combine(b, b.select(ok, value, identity), acc)
+                return [acc]
+
+            acc = b.for_range(r_lo, r_hi, 1, window_row, [identity])[0]
+            if not pool.is_max:
+                count = b.mul(rows, pool.column_taps(b, w0, size.w))
+                acc = b.divf(acc, index_to_f32(b, count))
+            b.store(acc, dst, [nb, ch, oh, ow])
+
+        if vw == 1:
+            b.for_range(0, size.wo, 1, scalar_at)
+            return
+        # Vectors over [lo, hi) when it holds one, else every column scalar.
+        wide = b.cmp_index("sge", b.sub(hi, lo), vw)
+        vector_end = b.select(wide, hi, lo)
+        full_end = b.sub(vector_end, b.rem(b.sub(vector_end, lo), vw))
+        b.for_range(0, lo, 1, scalar_at)
+        b.for_range(lo, full_end, vw, vector_at)
+        overlap = b.cmp_index("slt", full_end, vector_end)
+        b.if_(overlap, lambda ob: vector_at(ob, ob.sub(vector_end, vw)))
+        b.for_range(vector_end, size.wo, 1, scalar_at)
+
+    units = b.mul(size.batch, channels)
+    outputs = b.mul(units, b.mul(size.ho, size.wo))
+    runtime_work_units(b, target, outputs, kh * kw, units, plane)
     b.ret()
     return fn
