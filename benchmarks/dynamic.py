@@ -255,8 +255,7 @@ RESNET_ONCE_SHAPES = [(1, 224), (1, 320)]
 def resnet50_symbolic_image(stem_pool: bool = True) -> onnx.ModelProto:
     """`resnet50_symbolic_batch` with symbolic H and W too: its final AveragePool 7x7 (which
     fits 224 images only) a GlobalAveragePool; without `stem_pool`, the stem's MaxPool
-    removed (an NCHW max pool has no kernel with run-time sizes yet: compile once refuses
-    the model with it, naming `kernel.pool`)."""
+    removed (to compare the rest of the network without the NCHW pool)."""
     model = resnet50_symbolic_batch()
     dims = model.graph.input[0].type.tensor_type.shape.dim
     dims[2].dim_param, dims[3].dim_param = "H", "W"
