@@ -50,25 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compare import machine  # noqa: E402  (this directory: the script's own)
 
 import ember  # noqa: E402
-from ember.tools.model_zoo import light_model_path  # noqa: E402
-from ember.tools.symbolic_zoo import bert_encoder_model  # noqa: E402
-
-
-def resnet50_symbolic_batch() -> onnx.ModelProto:
-    model = onnx.load(light_model_path("resnet50"))
-    initializers = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Reshape" and node.input[1] in initializers:
-            target = onnx.numpy_helper.to_array(initializers[node.input[1]]).copy()
-            if target[0] == 1:
-                target[0] = -1
-                initializers[node.input[1]].CopyFrom(
-                    onnx.numpy_helper.from_array(target, node.input[1])
-                )
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    for output in model.graph.output:
-        output.type.tensor_type.shape.dim[0].dim_param = "N"
-    return model
+from ember.tools.symbolic_zoo import (  # noqa: E402
+    bert_encoder_model,
+    resnet50_symbolic_batch,
+    resnet50_symbolic_image,
+)
 
 
 def resnet50_feeds(model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
@@ -250,26 +236,6 @@ def _bert_once_feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
 
 # ResNet-50 with symbolic batch, height and width: (batch, image side) sizes.
 RESNET_ONCE_SHAPES = [(1, 224), (1, 320)]
-
-
-def resnet50_symbolic_image(stem_pool: bool = True) -> onnx.ModelProto:
-    """`resnet50_symbolic_batch` with symbolic H and W too: its final AveragePool 7x7 (which
-    fits 224 images only) a GlobalAveragePool; without `stem_pool`, the stem's MaxPool
-    removed (an NCHW max pool has no kernel with run-time sizes yet: compile once refuses
-    the model with it, naming `kernel.pool`)."""
-    model = resnet50_symbolic_batch()
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_param, dims[3].dim_param = "H", "W"
-    for node in model.graph.node:
-        if node.op_type == "AveragePool":
-            node.op_type = "GlobalAveragePool"
-            del node.attribute[:]
-    if not stem_pool:
-        pool = next(n for n in model.graph.node if n.op_type == "MaxPool")
-        for node in model.graph.node:
-            node.input[:] = [pool.input[0] if x == pool.output[0] else x for x in node.input]
-        model.graph.node.remove(pool)
-    return model
 
 
 def _image_feeds(batch: int, side: int) -> dict[str, np.ndarray]:

@@ -389,3 +389,43 @@ def ffn_block_model(
         initializers,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def resnet50_symbolic_batch() -> onnx.ModelProto:
+    """The onnx wheel's ResNet-50 light model with a symbolic batch `N` (the Reshape before
+    the classifier had the batch baked in as 1: its target becomes [-1, 2048])."""
+    from ember.tools.model_zoo import light_model_path
+
+    model = onnx.load(light_model_path("resnet50"))
+    initializers = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Reshape" and node.input[1] in initializers:
+            target = onnx.numpy_helper.to_array(initializers[node.input[1]]).copy()
+            if target[0] == 1:
+                target[0] = -1
+                initializers[node.input[1]].CopyFrom(
+                    onnx.numpy_helper.from_array(target, node.input[1])
+                )
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[0].dim_param = "N"
+    return model
+
+
+def resnet50_symbolic_image(stem_pool: bool = True) -> onnx.ModelProto:
+    """`resnet50_symbolic_batch` with symbolic H and W too: its final AveragePool 7x7 (which
+    fits 224 images only) a GlobalAveragePool; without `stem_pool`, the stem's MaxPool
+    removed (to compare the rest of the network without the NCHW pool)."""
+    model = resnet50_symbolic_batch()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    for node in model.graph.node:
+        if node.op_type == "AveragePool":
+            node.op_type = "GlobalAveragePool"
+            del node.attribute[:]
+    if not stem_pool:
+        pool = next(n for n in model.graph.node if n.op_type == "MaxPool")
+        for node in model.graph.node:
+            node.input[:] = [pool.input[0] if x == pool.output[0] else x for x in node.input]
+        model.graph.node.remove(pool)
+    return model

@@ -41,6 +41,7 @@ from ember.tools.symbolic_zoo import (
     cropped_text_detector_model,
     ffn_block_model,
     recognizer_model,
+    resnet50_symbolic_image,
     text_detector_model,
 )
 
@@ -371,3 +372,22 @@ def test_an_image_smaller_than_every_convolution_takes_is_an_input_error() -> No
     assert compiled.compile_once_refusal is None and compiled.compiles == 1
     with pytest.raises(ember.InputError, match="dim 'W' .* is 3, less than 4"):
         compiled.run(_images((1, 2, 8, 3), 0))
+
+
+@pytest.mark.slow
+def test_resnet50_with_symbolic_batch_height_and_width_compiles_once() -> None:
+    """ResNet-50 (the onnx wheel's light model, its final pool global) with symbolic N, H,
+    W: blocked convs and reorders, the NCHW stem conv and max pool, the global pool, all
+    with run-time sizes, on two threads. Compared on the pooled features (relative 1e-4):
+    the light model's random weights make its logits ~1e17 and its softmax meaningless."""
+    model = resnet50_symbolic_image()
+    pooled = next(n for n in model.graph.node if n.op_type == "GlobalAveragePool").output[0]
+    model.graph.output.append(helper.make_tensor_value_info(pooled, TensorProto.FLOAT, None))
+    compiled = ember.compile(model, threads=2)
+    for k, shape in enumerate(
+        [(1, 3, 224, 224), (2, 3, 97, 131), (1, 3, 320, 320), (3, 3, 33, 40)]
+    ):
+        inputs = {"gpu_0/data_0": _images(shape, k)["x"]}
+        got = compiled.run(inputs)[pooled]
+        assert_close({pooled: got}, {pooled: onnxruntime_outputs(model, inputs)[pooled]}, REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiles == 1
