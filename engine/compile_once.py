@@ -829,13 +829,14 @@ def _slice_fits(out: Dim, source: Dim, start: int, step: int) -> bool:
 
 def _linear(size: Extent) -> tuple[str, Fraction, int] | None:
     """(dim, slope, period) of a size that is a constant times one floor of one dim
-    (f x floor((a n + b) / d) grows by f a L / d every L = d); None otherwise."""
+    (f x floor((a n + b) / d) grows by f a L / d every L = d; a nested term every product of
+    its divisors); None otherwise."""
     if len(size.symbols) + len(size.terms) != 1:
         return None
     if size.symbols:
         return size.symbols[0], Fraction(size.factor), 1
     term = size.terms[0]
-    return term.symbol, Fraction(size.factor * term.scale, term.divisor), term.divisor
+    return term.symbol, size.factor * term.slope(), term.period()
 
 
 def _element_count(dims: Sequence[Dim]) -> Extent:
@@ -874,8 +875,12 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
 
     def term_of(term: Term, before: Operation) -> SSAValue:
         # (scale * n + offset) / divisor: the numerator is >= divisor > 0 for the sizes a
-        # run accepts (OnceProgram checks each dim's minimum), so the signed division floors.
-        value = args[Extent(1, (term.symbol,))]
+        # run accepts (OnceProgram checks each dim's minimum: every term, nested ones too,
+        # >= 1), so the signed division floors.
+        if isinstance(term.inner, str):
+            value = args[Extent(1, (term.inner,))]
+        else:
+            value = term_of(term.inner, before)
         if term.scale != 1:
             value = _insert(arith.MuliOp(value, constant(term.scale, before)), before)
         if term.offset:
