@@ -324,10 +324,8 @@ def _extent_text(extent: Mapping[str, Any]) -> str:
 def _term_text(term: Mapping[str, Any]) -> str:
     """floor((scale * inner + offset) / divisor), the inner a dim or a term (runtime/once.py)."""
     inner = _term_text(term["term"]) if "term" in term else str(term["dim"])
-    return (
-        f"floor(({int(term['scale'])} * {inner} + {int(term['offset'])}) / "
-        f"{int(term['divisor'])})"
-    )
+    scale, offset, divisor = (int(term[k]) for k in ("scale", "offset", "divisor"))
+    return f"floor(({scale} * {inner} + {offset}) / {divisor})"
 
 
 def _once_macros(once: Mapping[str, Any], extents: Sequence[str]) -> list[str]:

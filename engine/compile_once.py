@@ -13,7 +13,8 @@ lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compi
 2. **Unify.** The three kernel programs must be the same op for op: same ops, operands,
    attributes and weights (by content). Every dim of every memref type is either equal in the
    three (static) or an `Extent`: a constant times a product of named dims and of floors of
-   them (`Term`: floor((a x + b) / d), a convolution's or pooling's output size). A value is
+   them (`Term`: floor((a x + b) / d) of a dim x, or of another term after a Resize x2: a
+   convolution's or pooling's output size). A value is
    fitted where it is first used (`_Fitter`): first by what the ops that define and use it
    say (a convolution's, pooling's or slice's output derived from its input and attributes,
    another operand's dim at the same place), else a constant times the fewest atoms that

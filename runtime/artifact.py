@@ -60,8 +60,8 @@ from ember.runtime.once import (
     ONCE_KEY,
     OnceProgram,
     library_function,
-    read_once_section,
     nests_terms,
+    read_once_section,
     uses_terms,
 )
 from ember.runtime.runnable import RunnableModel

@@ -4,7 +4,8 @@ engine/compile_once.py compiles a model with symbolic dims into ONE program,
 `main(inputs..., outputs..., extents..., arena, weights[, status])`, whose `extents` are int64
 sizes: the named dims' sizes, then the other expressions its inputs and outputs have. Each
 expression is `factor * product of named dims * product of floors of them` (an `Extent`, its
-floors `Term`s: a convolution's output size), each dim at least its minimum. `OnceProgram` runs such a
+floors `Term`s: a convolution's output size; a term may floor a multiple of another term,
+a convolution after a Resize x2), each dim at least its minimum. `OnceProgram` runs such a
 program: it reads the named dims from the input arrays (checking rank, fixed dims, dims
 shared between inputs and ranges first, runtime/dims.py), computes the extents, allocates the
 outputs by their dims' expressions and sizes the arena with the program's exported
