@@ -721,7 +721,8 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
         if derived is None and source in extents:
             refuse(
                 f"its input's sizes {_dims_of(source, extents)} are not each a floor of one "
-                "dim (a product or a multiple of one): its output size has no expression"
+                "dim or term, or a multiple of one (a product of dims, or terms nested more "
+                "than 8 deep): its output size has no expression"
             )
         if derived is not None and derived != result:
             refuse(f"output {result} is not the size its input {extents[source]} gives")

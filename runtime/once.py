@@ -108,9 +108,10 @@ class Term:
         low = self.inner.smallest()
         if self.value({self.symbol: low}) >= 1:
             return low
-        high = low
-        while self.value({self.symbol: high}) < 1:  # grows by slope() > 0 every period()
-            high += self.period()
+        # It grows by slope() * period() (the product of the scales, >= 1) every period().
+        rise = self.slope() * self.period()
+        missing = 1 - self.value({self.symbol: low})
+        high = low + -(-missing // int(rise)) * self.period()
         while low < high:  # the first size in (low, high] where it is >= 1
             middle = (low + high) // 2
             if self.value({self.symbol: middle}) >= 1:

@@ -417,6 +417,51 @@ def test_a_nested_term_changed_in_the_manifest_is_refused(
             load(copy)
 
 
+def _fpn_resized_to_a_shape(coordinates: str, nearest: str) -> onnx.ModelProto:
+    """upsampled_fpn_model with its deeper map resized to the lateral map's size read from
+    its Shape (sizes, not scales: exactly twice its own at every shape)."""
+    model = upsampled_fpn_model()
+    nodes = [n for n in model.graph.node if n.output[0] != "up"]
+    after = next(k for k, n in enumerate(nodes) if n.output[0] == "lateral_up") + 1
+    nodes[after:after] = [
+        helper.make_node("Shape", ["lateral_up"], ["lateral_shape"]),
+        helper.make_node("Resize", ["f2", "", "", "lateral_shape"], ["up"], mode="nearest",
+                         coordinate_transformation_mode=coordinates, nearest_mode=nearest),
+    ]  # fmt: skip
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("coordinates", "nearest", "once"),
+    [
+        ("half_pixel", "round_prefer_floor", True),
+        ("asymmetric", "floor", True),
+        ("align_corners", "round_prefer_floor", False),
+    ],
+)
+def test_resize_to_a_shape_that_doubles_compiles_once_when_its_index_is_o_div_2(
+    coordinates: str, nearest: str, once: bool
+) -> None:
+    """A nearest Resize to another map's size read from a Shape, twice its input's at every
+    shape: compiled once when output o reads input o // 2 at every size by its coordinate
+    mode and rounding (half_pixel rounded, asymmetric floored), else refused naming the
+    modes (align_corners: not proven) and specialised; right at odd and even sizes."""
+    model = _fpn_resized_to_a_shape(coordinates, nearest)
+    compiled = ember.compile(model, threads=1)
+    shapes = [(1, 3, 17, 23), (2, 3, 32, 32), (1, 3, 6, 5), (1, 3, 41, 11), (2, 3, 9, 30)]
+    for k, shape in enumerate(shapes[: 5 if once else 2]):
+        inputs = _images(shape, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    if once:
+        assert compiled.compile_once_refusal is None and compiled.compiles == 1
+    else:
+        reason = compiled.compile_once_refusal or ""
+        assert f"'{coordinates}' and nearest_mode '{nearest}'" in reason, reason
+        assert "not provably at every size" in reason and compiled.compiles == 2
+
+
 @pytest.fixture(scope="module")
 def recognizer_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("once_conv") / "recognizer"
