@@ -316,12 +316,16 @@ def _status_macros(sites: Sequence[Mapping[str, Any]] | None) -> list[str]:
 
 def _extent_text(extent: Mapping[str, Any]) -> str:
     factor = int(extent["factor"])
-    terms = [
-        f"floor(({int(t['scale'])} * {t['dim']} + {int(t['offset'])}) / {int(t['divisor'])})"
-        for t in extent.get("terms", [])
-    ]
+    terms = [_term_text(t) for t in extent.get("terms", [])]
     parts = [*(str(d) for d in extent["dims"]), *terms]
     return " * ".join([*parts, *([str(factor)] if factor != 1 or not parts else [])])
+
+
+def _term_text(term: Mapping[str, Any]) -> str:
+    """floor((scale * inner + offset) / divisor), the inner a dim or a term (runtime/once.py)."""
+    inner = _term_text(term["term"]) if "term" in term else str(term["dim"])
+    scale, offset, divisor = (int(term[k]) for k in ("scale", "offset", "divisor"))
+    return f"floor(({scale} * {inner} + {offset}) / {divisor})"
 
 
 def _once_macros(once: Mapping[str, Any], extents: Sequence[str]) -> list[str]:

@@ -13,7 +13,8 @@ lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compi
 2. **Unify.** The three kernel programs must be the same op for op: same ops, operands,
    attributes and weights (by content). Every dim of every memref type is either equal in the
    three (static) or an `Extent`: a constant times a product of named dims and of floors of
-   them (`Term`: floor((a x + b) / d), a convolution's or pooling's output size). A value is
+   them (`Term`: floor((a x + b) / d) of a dim x, or of another term after a Resize x2: a
+   convolution's or pooling's output size). A value is
    fitted where it is first used (`_Fitter`): first by what the ops that define and use it
    say (a convolution's, pooling's or slice's output derived from its input and attributes,
    another operand's dim at the same place), else a constant times the fewest atoms that
@@ -720,7 +721,8 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
         if derived is None and source in extents:
             refuse(
                 f"its input's sizes {_dims_of(source, extents)} are not each a floor of one "
-                "dim (a product or a multiple of one): its output size has no expression"
+                "dim or term, or a multiple of one (a product of dims, or terms nested more "
+                "than 8 deep): its output size has no expression"
             )
         if derived is not None and derived != result:
             refuse(f"output {result} is not the size its input {extents[source]} gives")
@@ -829,13 +831,14 @@ def _slice_fits(out: Dim, source: Dim, start: int, step: int) -> bool:
 
 def _linear(size: Extent) -> tuple[str, Fraction, int] | None:
     """(dim, slope, period) of a size that is a constant times one floor of one dim
-    (f x floor((a n + b) / d) grows by f a L / d every L = d); None otherwise."""
+    (f x floor((a n + b) / d) grows by f a L / d every L = d; a nested term every product of
+    its divisors); None otherwise."""
     if len(size.symbols) + len(size.terms) != 1:
         return None
     if size.symbols:
         return size.symbols[0], Fraction(size.factor), 1
     term = size.terms[0]
-    return term.symbol, Fraction(size.factor * term.scale, term.divisor), term.divisor
+    return term.symbol, size.factor * term.slope(), term.period()
 
 
 def _element_count(dims: Sequence[Dim]) -> Extent:
@@ -874,8 +877,12 @@ def bufferize_extents(unified: UnifiedProgram) -> list[Extent]:
 
     def term_of(term: Term, before: Operation) -> SSAValue:
         # (scale * n + offset) / divisor: the numerator is >= divisor > 0 for the sizes a
-        # run accepts (OnceProgram checks each dim's minimum), so the signed division floors.
-        value = args[Extent(1, (term.symbol,))]
+        # run accepts (OnceProgram checks each dim's minimum: every term, nested ones too,
+        # >= 1), so the signed division floors.
+        if isinstance(term.inner, str):
+            value = args[Extent(1, (term.inner,))]
+        else:
+            value = term_of(term.inner, before)
         if term.scale != 1:
             value = _insert(arith.MuliOp(value, constant(term.scale, before)), before)
         if term.offset:

@@ -93,6 +93,13 @@ from ember.frontend.validate import NodeInfo, validate_node
 # at some shapes only) stays a slice, so that the probes' programs have the same ops.
 KEEP_EXACT_SLICES: ContextVar[bool] = ContextVar("ember_keep_exact_slices", default=False)
 
+
+def importing_probe() -> bool:
+    """Whether compile once is importing the model at a probe shape (KEEP_EXACT_SLICES set):
+    what the import decides from this shape's sizes must then hold at every shape."""
+    return KEEP_EXACT_SLICES.get()
+
+
 # Ops folded whenever all their inputs are known: they compute shapes or move data around.
 _SHAPE_OPS = frozenset(
     {

@@ -60,6 +60,7 @@ from ember.runtime.once import (
     ONCE_KEY,
     OnceProgram,
     library_function,
+    nests_terms,
     read_once_section,
     uses_terms,
 )
@@ -78,6 +79,9 @@ ONCE_FORMAT_VERSION = 4
 # Term): a runtime reading format 4 would take such an extent for its plain dims, so must
 # refuse it; a format-4 artifact (no terms) is still read as such.
 ONCE_TERMS_FORMAT_VERSION = 5
+# 6: format 5 with a term of a term (a conv over a multiple of a floor: after a Resize x2,
+# runtime/once.py's Term.inner): a runtime reading format 5 knows no "term" inside a term.
+ONCE_NESTED_FORMAT_VERSION = 6
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
 MANIFEST_FILE = "manifest.json"
@@ -274,6 +278,8 @@ def _format_version(document: Mapping[str, Any]) -> int:
     if not isinstance(extra, dict) or ONCE_KEY not in extra:
         return FORMAT_VERSION
     once = extra[ONCE_KEY]
+    if isinstance(once, dict) and nests_terms(once):
+        return ONCE_NESTED_FORMAT_VERSION
     if isinstance(once, dict) and uses_terms(once):
         return ONCE_TERMS_FORMAT_VERSION
     return ONCE_FORMAT_VERSION

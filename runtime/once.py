@@ -4,7 +4,8 @@ engine/compile_once.py compiles a model with symbolic dims into ONE program,
 `main(inputs..., outputs..., extents..., arena, weights[, status])`, whose `extents` are int64
 sizes: the named dims' sizes, then the other expressions its inputs and outputs have. Each
 expression is `factor * product of named dims * product of floors of them` (an `Extent`, its
-floors `Term`s: a convolution's output size), each dim at least its minimum. `OnceProgram` runs such a
+floors `Term`s: a convolution's output size; a term may floor a multiple of another term,
+a convolution after a Resize x2), each dim at least its minimum. `OnceProgram` runs such a
 program: it reads the named dims from the input arrays (checking rank, fixed dims, dims
 shared between inputs and ranges first, runtime/dims.py), computes the extents, allocates the
 outputs by their dims' expressions and sizes the arena with the program's exported
@@ -24,6 +25,7 @@ import math
 import queue
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -56,44 +58,87 @@ _DIM_NAME = r"[A-Za-z_][A-Za-z0-9_.:/-]{0,127}"
 FunctionLookup = Callable[[str, Sequence[Any], Any], Callable[..., Any]]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Term:
-    """floor((scale * symbol + offset) / divisor) of one named dim: a spatial size after
-    convolutions and poolings (each floor((x + p) / s) + 1 of the one before; chained floors
-    by positive integers compose into one). Normalized (`affine`): gcd(scale, divisor) = 1,
-    and never a plain multiple of the dim (that is a factor of an Extent)."""
+    """floor((scale * inner + offset) / divisor), `inner` a named dim or another Term: a
+    spatial size after convolutions, poolings and resizes (each floor((x + p) / s) + 1 of the
+    one before; chained floors by positive integers compose into one, so a term nests only
+    where a multiple of a floor is convolved: a conv after a Resize x2). Normalized
+    (`floor_of`): gcd(scale, divisor) = 1, never a plain multiple of `inner` (that is a
+    factor of an Extent), an inner term never affine (divisor 1) and, nested, scale > 1."""
 
-    symbol: str
+    inner: str | Term
     scale: int
     offset: int
     divisor: int
 
+    @property
+    def symbol(self) -> str:
+        """The named dim at the bottom of the nesting."""
+        return self.inner if isinstance(self.inner, str) else self.inner.symbol
+
+    def key(self) -> tuple[Any, ...]:
+        """A total order of terms (sorted in an Extent): a dim before a term inside."""
+        inner = (0, self.inner) if isinstance(self.inner, str) else (1, self.inner.key())
+        return (self.symbol, inner, self.scale, self.offset, self.divisor)
+
+    def __lt__(self, other: Term) -> bool:
+        return self.key() < other.key()
+
+    def depth(self) -> int:
+        return 1 if isinstance(self.inner, str) else 1 + self.inner.depth()
+
     def value(self, sizes: Mapping[str, int]) -> int:
-        return (self.scale * sizes[self.symbol] + self.offset) // self.divisor
+        inner = sizes[self.inner] if isinstance(self.inner, str) else self.inner.value(sizes)
+        return (self.scale * inner + self.offset) // self.divisor
+
+    def period(self) -> int:
+        """P such that value(n + P) = value(n) + slope() * P (the product of the divisors)."""
+        return self.divisor * (1 if isinstance(self.inner, str) else self.inner.period())
+
+    def slope(self) -> Fraction:
+        inner = Fraction(1) if isinstance(self.inner, str) else self.inner.slope()
+        return inner * self.scale / self.divisor
 
     def smallest(self) -> int:
-        """The smallest size of the dim for which this term is at least 1."""
-        return max(1, -((self.offset - self.divisor) // self.scale))
+        """The smallest size of the dim for which this term and every term inside it are
+        at least 1 (each is nondecreasing in the dim)."""
+        if isinstance(self.inner, str):
+            return max(1, -((self.offset - self.divisor) // self.scale))
+        low = self.inner.smallest()
+        if self.value({self.symbol: low}) >= 1:
+            return low
+        # It grows by slope() * period() (the product of the scales, >= 1) every period().
+        rise = self.slope() * self.period()
+        missing = 1 - self.value({self.symbol: low})
+        high = low + -(-missing // int(rise)) * self.period()
+        while low < high:  # the first size in (low, high] where it is >= 1
+            middle = (low + high) // 2
+            if self.value({self.symbol: middle}) >= 1:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     def __str__(self) -> str:
-        top = f"{self.scale}*{self.symbol}" if self.scale != 1 else self.symbol
+        inner = self.inner if isinstance(self.inner, str) else f"({self.inner})"
+        top = f"{self.scale}*{inner}" if self.scale != 1 else inner
         if self.offset:
             top = f"({top}{self.offset:+d})"
         return f"{top}//{self.divisor}" if self.divisor != 1 else top
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dim": self.symbol,
-            "scale": self.scale,
-            "offset": self.offset,
-            "divisor": self.divisor,
-        }
+        # A term of a dim keeps format 5's fields; a nested one has "term" for "dim".
+        inner: dict[str, Any] = (
+            {"dim": self.inner} if isinstance(self.inner, str) else {"term": self.inner.to_json()}
+        )
+        return {**inner, "scale": self.scale, "offset": self.offset, "divisor": self.divisor}
 
 
 @dataclass(frozen=True)
 class Extent:
     """The size of a `?` dim: `factor` times the product of `symbols` (sorted) and of
-    `terms` (sorted affine floors of one dim each, `Term`)."""
+    `terms` (sorted floors of one dim each, `Term`)."""
 
     factor: int
     symbols: tuple[str, ...]
@@ -132,40 +177,68 @@ class Extent:
             tuple(sorted(self.terms + other.terms)),
         )
 
-    def atom(self) -> tuple[str, int, int, int] | None:
-        """(symbol, scale, offset, divisor) when this is floor((scale * symbol + offset) /
-        divisor) of one dim (a dim, a multiple of one or one term); None otherwise."""
+    def atom(self) -> tuple[str | Term, int, int, int] | None:
+        """(inner, scale, offset, divisor) when this is floor((scale * inner + offset) /
+        divisor) of one dim or term (a dim, a multiple of one, a term or a multiple of one);
+        None otherwise (a product)."""
         if len(self.symbols) == 1 and not self.terms:
             return self.symbols[0], self.factor, 0, 1
-        if len(self.terms) == 1 and not self.symbols and self.factor == 1:
+        if len(self.terms) == 1 and not self.symbols:
             t = self.terms[0]
-            return t.symbol, t.scale, t.offset, t.divisor
+            if self.factor == 1:
+                return t.inner, t.scale, t.offset, t.divisor
+            return t, self.factor, 0, 1
         return None
 
 
-def affine(symbol: str, scale: int = 1, offset: int = 0, divisor: int = 1) -> Extent:
-    """floor((scale * symbol + offset) / divisor) as an Extent in normal form (scale and
-    divisor positive)."""
+# How deep terms nest (a multiple of a floor convolved, upsampled, convolved...).
+MAX_DEPTH = 8
+
+
+def floor_of(inner: str | Term, scale: int = 1, offset: int = 0, divisor: int = 1) -> Extent:
+    """floor((scale * inner + offset) / divisor) as an Extent in normal form (scale and
+    divisor positive), `inner` a named dim or a term: chained floors compose where the
+    inner one is multiplied by 1, an affine inner term is substituted."""
     if scale < 1 or divisor < 1:
-        raise ValueError(f"affine size ({scale}*{symbol}{offset:+d})//{divisor}")
+        raise ValueError(f"floor size ({scale}*{inner}{offset:+d})//{divisor}")
+    if isinstance(inner, Term) and inner.divisor == 1:
+        # scale * (a*y + b) + offset = (scale*a)*y + (scale*b + offset).
+        return floor_of(inner.inner, scale * inner.scale, scale * inner.offset + offset, divisor)
     g = math.gcd(scale, divisor)
     # floor((g*a*x + o) / (g*d)) = floor((a*x + floor(o/g)) / d) for integers x.
     scale, offset, divisor = scale // g, offset // g, divisor // g
+    if isinstance(inner, Term) and scale == 1:
+        # floor((floor((a*y + b) / d) + o) / e) = floor((a*y + b + o*d) / (d*e)).
+        return floor_of(inner.inner, inner.scale, inner.offset + offset * inner.divisor,
+                        inner.divisor * divisor)  # fmt: skip
     if divisor == 1 and offset == 0:
-        return Extent(scale, (symbol,))
-    return Extent(1, (), (Term(symbol, scale, offset, divisor),))
+        return Extent(scale, (inner,)) if isinstance(inner, str) else Extent(scale, (), (inner,))
+    term = Term(inner, scale, offset, divisor)
+    if term.depth() > MAX_DEPTH:
+        raise ValueError(f"floor size {term} nests more than {MAX_DEPTH} deep")
+    return Extent(1, (), (term,))
+
+
+def affine(symbol: str, scale: int = 1, offset: int = 0, divisor: int = 1) -> Extent:
+    """floor((scale * symbol + offset) / divisor) of a named dim as an Extent in normal form."""
+    return floor_of(symbol, scale, offset, divisor)
 
 
 def strided(size: Extent, offset: int, stride: int) -> Extent | None:
     """floor((size + offset) / stride) + 1 (a convolution's or pooling's output along an
-    axis, offset = pads - dilation * (kernel - 1) - 1), or None when `size` is no affine
-    floor of one dim (a product, a multiple of a term)."""
+    axis, offset = pads - dilation * (kernel - 1) - 1), or None when `size` is no floor of
+    one dim or a multiple of one (a product)."""
     atom = size.atom()
     if atom is None:
         return None
-    symbol, scale, inner, divisor = atom
+    inner, scale, within, divisor = atom
     # floor((floor((a*x + b) / d) + p) / s) = floor((a*x + b + p*d) / (d*s)); + 1 inside.
-    return affine(symbol, scale, inner + offset * divisor + stride * divisor, divisor * stride)
+    try:
+        return floor_of(
+            inner, scale, within + offset * divisor + stride * divisor, divisor * stride
+        )
+    except ValueError:
+        return None
 
 
 Dim = int | Extent
@@ -240,16 +313,25 @@ class OnceSignature:
     minimums: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def _read_term(field: Field, symbols: Sequence[str]) -> Term:
-    name = field["dim"].as_str(_DIM_NAME)
-    if name not in symbols:
-        field["dim"].fail(f"one of the dims {list(symbols)}")
+def _read_term(field: Field, symbols: Sequence[str], depth: int = 1) -> Term:
+    inner: str | Term
+    if isinstance(field.value, dict) and "term" in field.value:
+        if depth >= MAX_DEPTH:
+            field["term"].fail(f"a term nested at most {MAX_DEPTH} deep")
+        inner = _read_term(field["term"], symbols, depth + 1)
+    else:
+        inner = field["dim"].as_str(_DIM_NAME)
+        if inner not in symbols:
+            field["dim"].fail(f"one of the dims {list(symbols)}")
     scale = field["scale"].as_int(1, 1 << 32)
     offset = field["offset"].as_int(-(1 << 32), 1 << 32)
     divisor = field["divisor"].as_int(1, 1 << 32)
-    term = Term(name, scale, offset, divisor)
-    if affine(name, scale, offset, divisor).terms != (term,):
-        field.fail("a term in normal form (scale and divisor coprime, not a multiple of the dim)")
+    term = Term(inner, scale, offset, divisor)
+    if floor_of(inner, scale, offset, divisor).terms != (term,):
+        field.fail(
+            "a term in normal form (scale and divisor coprime, not a multiple of the dim or "
+            "term inside, a term inside with a divisor and a scale > 1)"
+        )
     return term
 
 
@@ -279,10 +361,24 @@ def _minimums(expressions: Sequence[Extent]) -> dict[str, int]:
     return smallest
 
 
-def uses_terms(section: Mapping[str, Any]) -> bool:
-    """Whether a `compile_once` section has affine-floor terms (artifact format 5)."""
+def _each_extent(section: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     extents = section.get("extents")
-    return isinstance(extents, list) and any(isinstance(e, dict) and "terms" in e for e in extents)
+    return [e for e in extents if isinstance(e, dict)] if isinstance(extents, list) else []
+
+
+def uses_terms(section: Mapping[str, Any]) -> bool:
+    """Whether a `compile_once` section has floor terms (artifact format 5 or more)."""
+    return any("terms" in e for e in _each_extent(section))
+
+
+def nests_terms(section: Mapping[str, Any]) -> bool:
+    """Whether a `compile_once` section has a term of a term (artifact format 6)."""
+    return any(
+        isinstance(t, dict) and "term" in t
+        for e in _each_extent(section)
+        if isinstance(e.get("terms"), list)
+        for t in e["terms"]
+    )
 
 
 def read_once_section(manifest: Manifest, where: str) -> OnceSignature:

@@ -149,6 +149,55 @@ def cropped_text_detector_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def upsampled_fpn_model() -> onnx.ModelProto:
+    """x [N, 3, H, W] -> maps of a feature-pyramid top-down path as detectors (DBNet, FPN)
+    write it: two stride-2 convs (a = (H+1)//2, b = (H+3)//4), the deeper map and its 1x1
+    lateral conv each upsampled x2 by Resize (scales: nearest) and added (2b), a 3x3 conv over
+    the sum (`score`, 2b x 2b after a Sigmoid), a 3x3 conv without padding over it (`valid`,
+    2b - 2) and a 3x3 stride-2 conv back down (`down`, b): convolutions over sizes that are
+    multiples of floors of the image's."""
+    rng = np.random.default_rng(6)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["f1"]),
+        helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["f2"]),
+        helper.make_node("Resize", ["f2", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Conv", ["f2", "wl", "bl"], ["lateral"], kernel_shape=[1, 1]),
+        helper.make_node("Resize", ["lateral", "", "scales"], ["lateral_up"], mode="nearest"),
+        helper.make_node("Add", ["up", "lateral_up"], ["merged"]),
+        helper.make_node("Conv", ["merged", "w3", "b3"], ["smooth"], kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["smooth"], ["score"]),
+        helper.make_node("Conv", ["merged", "w4", "b4"], ["valid"], kernel_shape=[3, 3]),
+        helper.make_node("Conv", ["merged", "w5", "b5"], ["down"], kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+    ]  # fmt: skip
+    initializers = [
+        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
+        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+        _weight(rng, "wl", 8, 8, 1, 1), _weight(rng, "bl", 8),
+        _weight(rng, "w3", 1, 8, 3, 3), _weight(rng, "b3", 1),
+        _weight(rng, "w4", 4, 8, 3, 3), _weight(rng, "b4", 4),
+        _weight(rng, "w5", 8, 8, 3, 3), _weight(rng, "b5", 8),
+        onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+    ]  # fmt: skip
+    outputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, None, None])
+        for name, channels in (("score", 1), ("valid", 4), ("down", 8))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "upsampled_fpn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        outputs,
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 HIDDEN, HEADS, VOCAB = 16, 2, 50
 
 

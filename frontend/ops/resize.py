@@ -22,6 +22,7 @@ from ember.frontend.context import (
     Node,
     Value,
     dtype_of,
+    importing_probe,
     normalize_axis,
     scalar,
     shape_of,
@@ -125,17 +126,15 @@ def _filter_taps(
     return offsets, weight
 
 
-def _resize_taps(
-    node: Node, in_size: int, out_size: int, scale: float, roi: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(index [out, taps], weight [out, taps], extrapolated positions or None) of one axis."""
-    a = node.attrs
+def _modes(node: Node) -> tuple[str, str, str]:
+    """(mode, coordinate_transformation_mode, nearest_mode) of a Resize, checked."""
 
     def text(key: str, default: str) -> str:
-        value = a.get(key, default)
+        value = node.attrs.get(key, default)
         return value.decode() if isinstance(value, bytes) else value
 
     mode, coord = text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel")
+    rule = "floor"
     if node.opset < 11:
         coord = "asymmetric"
     if coord not in _COORDINATE_MODES:
@@ -146,12 +145,38 @@ def _resize_taps(
         if rule not in _NEAREST_MODES:
             known = ", ".join(_NEAREST_MODES)
             raise node.error(f"nearest_mode '{rule}' is not one of {known}")
+    return mode, coord, rule
+
+
+def _repeats_at_every_size(node: Node, factor: int, scale: float) -> bool:
+    """Whether a nearest Resize by the whole factor k (its scale exactly k) reads input
+    o // k for output o at every size, not only at the one imported (o = k m + r, 0 <= r < k):
+    half_pixel (and its pytorch and symmetric forms, the same at a whole factor) samples
+    x = m + (r + 1/2) / k - 1/2, within 1/2 - 1/(2k) of m, rounded to m either way;
+    asymmetric x = m + r / k, floored to m, rounded to m by round_prefer_floor only when k = 2
+    (r / k <= 1/2); tf_half_pixel_for_nn x = m + (r + 1/2) / k, floored to m. The rest
+    (align_corners, ceil, other roundings) is not proven here."""
+    mode, coord, rule = _modes(node)
+    if mode != "nearest" or scale != factor:
+        return False
+    if coord in ("half_pixel", "pytorch_half_pixel", "half_pixel_symmetric"):
+        return rule in ("round_prefer_floor", "round_prefer_ceil")
+    if coord == "asymmetric":
+        return rule == "floor" or (rule == "round_prefer_floor" and factor == 2)
+    return coord == "tf_half_pixel_for_nn" and rule == "floor"
+
+
+def _resize_taps(
+    node: Node, in_size: int, out_size: int, scale: float, roi: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(index [out, taps], weight [out, taps], extrapolated positions or None) of one axis."""
+    a = node.attrs
+    mode, coord, rule = _modes(node)
     x = _source_coordinates(coord, out_size, in_size, scale, roi)
     outside = None
     if coord == "tf_crop_and_resize":
         outside = (x < 0) | (x > in_size - 1)
     if mode == "nearest":
-        rule = "floor" if node.opset < 11 else text("nearest_mode", "round_prefer_floor")
         index = np.clip(_nearest(x, rule), 0, in_size - 1).astype(np.int64)[:, None]
         weight = np.ones((out_size, 1))
     else:
@@ -400,6 +425,18 @@ def _resize(imp: ImportContext, node: Node) -> Sequence[Value]:
             continue
         taps = _resize_taps(node, shape[axis], out[k], factors[k], box)
         factor = _repeat_factor(*taps, shape[axis])
+        if (
+            factor is not None
+            and importing_probe()
+            and not _repeats_at_every_size(node, factor, factors[k])
+        ):
+            # Compile once would run this repeat at every shape (engine/compile_once.py).
+            mode, coord, rule = _modes(node)
+            raise node.unsupported(
+                f"a {mode} Resize by {factor} with coordinate_transformation_mode '{coord}' "
+                f"and nearest_mode '{rule}' reads input o // {factor} for output o at this "
+                "size only, not provably at every size (compiled per shape instead)"
+            )
         if factor is not None:
             repeats[axis] = factor
         else:

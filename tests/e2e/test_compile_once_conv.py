@@ -34,7 +34,7 @@ from ember.engine.shapes import pin_model
 from ember.runtime import load
 from ember.runtime.artifact import MANIFEST_FILE, OnceArtifact
 from ember.runtime.documents import Field
-from ember.runtime.once import ONCE_KEY, Term, _read_extent, affine, strided
+from ember.runtime.once import ONCE_KEY, Term, _read_extent, affine, floor_of, strided
 from ember.tests.oracle import assert_close, onnxruntime_outputs
 from ember.tests.runtime.util import run_without_compiler
 from ember.tools.symbolic_zoo import (
@@ -43,6 +43,7 @@ from ember.tools.symbolic_zoo import (
     recognizer_model,
     resnet50_symbolic_image,
     text_detector_model,
+    upsampled_fpn_model,
 )
 
 REL_TOL = 1e-4
@@ -93,6 +94,76 @@ def test_affine_terms_have_one_normal_form() -> None:
     bad["terms"][0] = {"dim": "H", "scale": 1, "offset": 1, "divisor": 2}
     with pytest.raises(ember.ArtifactError, match="one of the dims"):
         _read_extent(Field(bad, "m", "e"), ["N", "W"])
+
+
+def test_convolutions_over_multiples_of_floors_nest_terms() -> None:
+    """Convolutions and poolings over a size upsampled x2 or x3 (nearest Resize: a multiple
+    of a floor) nest one term in another: equal to the layer-by-layer sizes wherever they
+    are all >= 1, and those sizes start at or above the smallest size of every term."""
+    layers = [(3, 2, 2, 1), (3, 1, 0, 1), (2, 2, 0, 1), (5, 3, 1, 1), (1, 1, 2, 1)]
+    upsamples = [2, 3]
+    steps: list[tuple[str, tuple[int, ...]]] = [("conv", c) for c in layers]
+    steps += [("up", (k,)) for k in upsamples]
+    nested = 0
+    for chain in itertools.product(steps, repeat=4):
+        size: Extent | None = Extent(1, ("H",))
+        for kind, parameters in chain:
+            assert size is not None
+            if kind == "up":
+                size = size.times(parameters[0])
+            else:
+                kernel, stride, pads, dilation = parameters
+                size = strided(size, pads - dilation * (kernel - 1) - 1, stride)
+        assert size is not None, chain
+        nested += any(not isinstance(t.inner, str) for t in size.terms)
+        smallest = max([1, *(t.smallest() for t in size.terms)])
+        for n in range(1, 120):
+            sizes = [n]
+            for kind, parameters in chain:
+                if kind == "up":
+                    sizes.append(sizes[-1] * parameters[0])
+                else:
+                    sizes.append(_conv_size(sizes[-1], *parameters))
+            if all(s >= 1 for s in sizes):
+                assert n >= smallest, (chain, n, str(size))
+                assert size.value({"H": n}) == sizes[-1], (chain, n, str(size))
+    assert nested > 100  # the chains do nest terms
+
+
+def test_nested_terms_have_one_normal_form_and_read_back() -> None:
+    """A conv's output over 2 * ((H+3)//4): normal forms (an affine inner term substituted,
+    a floor of a floor composed), the manifest's JSON read back as the same expression, a
+    nested term not in normal form refused naming the field."""
+    quarter = affine("H", 1, 3, 4)
+    up = quarter.times(2)
+    same = strided(up, 2 - 2 - 1, 1)  # 3x3, pads 1: the size kept
+    assert same == up
+    valid = strided(up, -3, 1)  # 3x3, no pads: 2 * ((H+3)//4) - 2
+    assert str(valid) == "(2*((H+3)//4)-2)"
+    assert strided(up, -1, 2) == quarter  # 3x3, stride 2, pads 1: back down
+    # floor((4*((H+3)//4) - 4 - 1 + 3) / 3): a term of an affine term, substituted.
+    down = strided(valid.times(2), -1, 3)
+    assert down == floor_of(quarter.terms[0], 4, -2, 3) and str(down) == "(4*((H+3)//4)-2)//3"
+    assert floor_of(down.terms[0], 1, 1, 3) == floor_of(quarter.terms[0], 4, 1, 9)
+    product = down.times(Extent(1, ("N",)))
+    assert _read_extent(Field(product.to_json(), "m", "e"), ["N", "H"]) == product
+    # 2*q - 2 >= 1 and (4*q - 2)//3 >= 1 from q = (H+3)//4 = 2, H = 5.
+    assert down.terms[0].smallest() == valid.terms[0].smallest() == 5
+    corrupted = [
+        # An affine inner term (must be substituted) and a floor of a floor (composed).
+        {"term": {"dim": "H", "scale": 2, "offset": -2, "divisor": 1}, "scale": 1,
+         "offset": 1, "divisor": 2},
+        {"term": {"dim": "H", "scale": 1, "offset": 3, "divisor": 4}, "scale": 1,
+         "offset": 1, "divisor": 2},
+    ]  # fmt: skip
+    for term in corrupted:
+        with pytest.raises(ember.ArtifactError, match="normal form"):
+            _read_extent(Field({"factor": 1, "dims": [], "terms": [term]}, "m", "e"), ["H"])
+    deep: dict[str, object] = {"dim": "H", "scale": 1, "offset": 1, "divisor": 2}
+    for _ in range(9):
+        deep = {"term": deep, "scale": 2, "offset": 1, "divisor": 3}
+    with pytest.raises(ember.ArtifactError, match="nested at most"):
+        _read_extent(Field({"factor": 1, "dims": [], "terms": [deep]}, "m", "e"), ["H"])
 
 
 def test_spatial_dims_are_probed_large_with_spread_residues() -> None:
@@ -259,6 +330,136 @@ def test_text_detector_compiles_once() -> None:
         assert got["score"].shape == (shape[0], 1, (shape[2] + 1) // 2, (shape[3] + 1) // 2)
         assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
     assert compiled.compile_once_refusal is None and compiled.compiles == 1
+
+
+@pytest.fixture(scope="module")
+def fpn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("once_fpn") / "fpn"
+    compile_artifact(
+        upsampled_fpn_model(),
+        out,
+        target=resolve_target("host", 1),
+        batch_polymorphic=True,
+        compile_once=True,
+    )
+    return out
+
+
+_FPN_SHAPES = [(1, 3, 17, 23), (2, 3, 32, 32), (1, 3, 5, 7), (3, 3, 64, 41), (1, 3, 6, 5),
+               (2, 3, 33, 65), (1, 3, 100, 9)]  # fmt: skip
+
+
+def _fpn_sizes(n: int) -> tuple[int, int, int]:
+    """The score's, valid's and down's size for an image size n (q = ceil(n / 4))."""
+    q = (n + 3) // 4
+    return 2 * q, 2 * q - 2, q
+
+
+def test_convs_after_resize_x2_compile_once(fpn_artifact: Path, tmp_path: Path) -> None:
+    """A feature-pyramid top-down path (Resize x2 of the deeper map and of its lateral 1x1
+    conv, added, then 3x3 convs with pads, without and with stride 2): convolutions over
+    2 * ((H+3)//4), their sizes nested terms. Compiled once (two threads) and as one
+    artifact (format 6: a term of a term), served at odd and even sizes down to the
+    smallest (H, W >= 5: the unpadded conv's 2q - 2 >= 1)."""
+    model = upsampled_fpn_model()
+    compiled = ember.compile(model, threads=2)
+    loaded = load(fpn_artifact)
+    assert isinstance(loaded, OnceArtifact)
+    for k, shape in enumerate(_FPN_SHAPES):
+        inputs = _images(shape, k)
+        expected = onnxruntime_outputs(model, inputs)
+        for runner in (compiled, loaded):
+            got = runner.run(inputs)
+            for name, axis in (("score", 0), ("valid", 1), ("down", 2)):
+                sizes = (_fpn_sizes(shape[2])[axis], _fpn_sizes(shape[3])[axis])
+                assert got[name].shape[2:] == sizes, (name, shape)
+            assert_close(got, expected, REL_TOL)
+    assert compiled.compile_once_refusal is None and compiled.compiles == 1
+    document = json.loads((fpn_artifact / MANIFEST_FILE).read_text())
+    section = document["extra"][ONCE_KEY]
+    assert document["format_version"] == 6 and section["minimums"] == {"H": 5, "W": 5}
+    assert "floor((2 * floor((1 * H + 3) / 4) + -2) / 1)" in (fpn_artifact / "ember.h").read_text()
+    inputs = _images((2, 3, 13, 30), 20)
+    got = run_without_compiler(fpn_artifact, inputs, tmp_path)
+    assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
+    with pytest.raises(ember.InputError, match="dim 'H' .* is 4, less than 5"):
+        loaded.run(_images((1, 3, 4, 9), 0))
+
+
+def test_a_nested_term_changed_in_the_manifest_is_refused(
+    fpn_artifact: Path, tmp_path: Path
+) -> None:
+    """The nested terms are checked like the others: an inner term's offset changed, an
+    inner term that is not in normal form, or format 5 on an artifact with nested terms is
+    an ArtifactError."""
+    document = json.loads((fpn_artifact / MANIFEST_FILE).read_text())
+    # valid's height: 2 * ((H+3)//4) - 2, a term of a term.
+    height = document["extra"][ONCE_KEY]["outputs"]["valid"][2]
+    assert height["terms"][0]["term"] == {"dim": "H", "scale": 1, "offset": 3, "divisor": 4}
+    path = ("outputs", "valid", 2, "terms", 0, "term")
+    for key, value, message in [
+        ("offset", 7, "compile_once"),
+        ("divisor", 1, "normal form"),
+        (None, 5, "artifact format 5, this runtime reads format 6"),
+    ]:
+        copy = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(fpn_artifact, copy)
+        changed = json.loads((copy / MANIFEST_FILE).read_text())
+        if key is None:
+            changed["format_version"] = value
+        else:
+            target = changed["extra"][ONCE_KEY]
+            for step in path:
+                target = target[step]
+            target[key] = value
+        (copy / MANIFEST_FILE).write_text(json.dumps(changed))
+        with pytest.raises(ember.ArtifactError, match=message):
+            load(copy)
+
+
+def _fpn_resized_to_a_shape(coordinates: str, nearest: str) -> onnx.ModelProto:
+    """upsampled_fpn_model with its deeper map resized to the lateral map's size read from
+    its Shape (sizes, not scales: exactly twice its own at every shape)."""
+    model = upsampled_fpn_model()
+    nodes = [n for n in model.graph.node if n.output[0] != "up"]
+    after = next(k for k, n in enumerate(nodes) if n.output[0] == "lateral_up") + 1
+    nodes[after:after] = [
+        helper.make_node("Shape", ["lateral_up"], ["lateral_shape"]),
+        helper.make_node("Resize", ["f2", "", "", "lateral_shape"], ["up"], mode="nearest",
+                         coordinate_transformation_mode=coordinates, nearest_mode=nearest),
+    ]  # fmt: skip
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("coordinates", "nearest", "once"),
+    [
+        ("half_pixel", "round_prefer_floor", True),
+        ("asymmetric", "floor", True),
+        ("align_corners", "round_prefer_floor", False),
+    ],
+)
+def test_resize_to_a_shape_that_doubles_compiles_once_when_its_index_is_o_div_2(
+    coordinates: str, nearest: str, once: bool
+) -> None:
+    """A nearest Resize to another map's size read from a Shape, twice its input's at every
+    shape: compiled once when output o reads input o // 2 at every size by its coordinate
+    mode and rounding (half_pixel rounded, asymmetric floored), else refused naming the
+    modes (align_corners: not proven) and specialised; right at odd and even sizes."""
+    model = _fpn_resized_to_a_shape(coordinates, nearest)
+    compiled = ember.compile(model, threads=1)
+    shapes = [(1, 3, 17, 23), (2, 3, 32, 32), (1, 3, 6, 5), (1, 3, 41, 11), (2, 3, 9, 30)]
+    for k, shape in enumerate(shapes[: 5 if once else 2]):
+        inputs = _images(shape, k)
+        assert_close(compiled.run(inputs), onnxruntime_outputs(model, inputs), REL_TOL)
+    if once:
+        assert compiled.compile_once_refusal is None and compiled.compiles == 1
+    else:
+        reason = compiled.compile_once_refusal or ""
+        assert f"'{coordinates}' and nearest_mode '{nearest}'" in reason, reason
+        assert "not provably at every size" in reason and compiled.compiles == 2
 
 
 @pytest.fixture(scope="module")
