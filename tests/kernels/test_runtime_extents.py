@@ -22,6 +22,7 @@ from ember.core.target import host_target, named_target
 from ember.dialects import kernel
 from ember.dialects.weight_layouts import gemm_blocking, pack_matmul_weight
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder
+from ember.passes.conversion.kernel_to_loops.gemm_common import remainder_heights
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
 from ember.tests.kernels.test_elementwise import elementwise
 from ember.tests.kernels.test_matmul import reference
@@ -109,8 +110,11 @@ def run_runtime_gemm(
     residual: bool = True,
     activation: str | None = "relu",
     target_name: str | None = None,
+    residual_in_place: bool = False,
 ) -> JitKernel:
-    """One GEMM with `?` rows (A [*rows, K]), compiled once, run at every entry of `rows`."""
+    """One GEMM with `?` rows (A [*rows, K]), compiled once, run at every entry of `rows`
+    (with `residual_in_place`, the output buffer is the residual, as buffer reuse may make
+    it)."""
     rng = np.random.default_rng(len(rows) + k + n)
     weight = rng.standard_normal((k, n), dtype=np.float32)
     target = named_target(target_name, threads) if target_name else host_target(threads)
@@ -128,7 +132,11 @@ def run_runtime_gemm(
         a = rng.standard_normal((*lead_shape, k), dtype=np.float32)
         res = rng.standard_normal((*lead_shape, n), dtype=np.float32) if residual else None
         out = np.full((*lead_shape, n), np.nan, np.float32)
-        arrays = [a, b_operand, *(x for x in (bias_arr, res) if x is not None), out]
+        if residual_in_place:
+            assert res is not None
+            out = res.copy()
+        inputs = (bias_arr, out if residual_in_place else res)
+        arrays = [a, b_operand, *(x for x in inputs if x is not None), out]
         gemm(*arrays)
         ref = reference(a, weight, bias_arr, res, activation)
         err = np.max(np.abs(out - ref))
@@ -178,15 +186,51 @@ def test_gemm_runtime_rows_avx2_blocking() -> None:
 
 def test_gemm_runtime_rows_ir_remainder_tiles() -> None:
     """The runtime-M kernel (MR = 6 on AVX2): one loop of full 6-row tiles with a run-time
-    bound, then one remainder tile of 1 to 5 rows, each version under an scf.if (N = 64:
-    four B panels, enough units for one thread, so no M chunks and no other scf.if)."""
+    bound, then the remainder as one tile of 1, 2, 3, 4 or 6 rows (remainder_heights), each
+    under an scf.if; the 6-row tile (remainder 5) guards the store of its last row. N = 64:
+    four B panels, enough units for one thread, so no M chunks and no other scf.if."""
+    assert remainder_heights(6) == [1, 2, 3, 4, 6]
+    assert remainder_heights(14) == [1, 2, 3, 4, 6, 8, 10, 12, 14]
     gemm = run_runtime_gemm(
         16, 64, [(5,)], packed=True, residual=False, activation=None, target_name="x86-64-v3"
     )
     text = str(gemm.module)
     assert "rows at run time" in text
-    assert len(re.findall(r"arith.cmpi eq, %\d+, %\d+ : index\n\s+scf.if", text)) == 5
-    assert text.count("scf.if") == 5
+    assert len(re.findall(r"arith.andi %\d+, %\d+ : i1\n\s+scf.if", text)) == 5
+    assert text.count("arith.cmpi slt") == 1
+    assert text.count("scf.if") == 6
+
+
+@pytest.mark.parametrize(
+    ("target_name", "mr", "k", "in_place"),
+    [
+        pytest.param(None, 14, 24, False, id="avx512"),
+        pytest.param(None, 14, 24, True, id="avx512-in-place"),
+        pytest.param(None, 14, 300, True, id="avx512-k-blocked-in-place"),
+        pytest.param("x86-64-v3", 6, 20, True, id="avx2-in-place"),
+    ],
+)
+def test_gemm_runtime_rows_every_remainder(
+    target_name: str | None, mr: int, k: int, in_place: bool
+) -> None:
+    """Every remainder 0..MR-1 alone, after one full tile and after three, against numpy at
+    1e-4 of the largest |reference| (run_runtime_gemm). A remainder rounded up to a taller
+    tile computes its extra rows on row M - 1: every row below M must be stored (the output
+    starts as NaN) and the extra ones never (in place, where the residual is the output, a
+    stored extra row would overwrite row M - 1 with the sum of its already-updated value).
+    K = 300 takes the k-block loop (C holds partial sums, read back by the extra rows)."""
+    target = named_target(target_name, 1) if target_name else host_target(1)
+    if gemm_blocking(target).mr != mr:
+        pytest.skip(f"host MR is {gemm_blocking(target).mr}, not {mr}")
+    rows = [(tiles * mr + rest,) for tiles in (0, 1, 3) for rest in range(mr)]
+    run_runtime_gemm(
+        k,
+        40,
+        [r for r in rows if r[0] > 0],
+        packed=True,
+        target_name=target_name,
+        residual_in_place=in_place,
+    )
 
 
 def test_static_gemm_is_not_the_runtime_kernel() -> None:

@@ -25,8 +25,9 @@
 
 // The GEMM with run-time rows: B packed at compile time; work units (3 panels x M chunks
 // counted at run time) under scf.parallel; each chunk's full 6-row tiles (AVX2) in a loop
-// bounded by rows / 6, then (last chunk) the remainder as one tile of 1 to 5 rows, one
-// version each.
+// bounded by rows / 6, then (last chunk) the remainder as one tile of 1, 2, 3, 4 or 6
+// rows (gemm_common.remainder_heights), the smallest that holds it; the 6-row tile (for a
+// remainder of 5) stores its last row only when it exists.
 // CHECK-LABEL: func.func private @matmul_1(
 // CHECK-SAME:    ember.kernel_summary = "matmul ?x64 @ 64x40 (packed B, rows at run time)"
 // CHECK:         %[[M:.*]] = memref.dim %2, %{{.*}} : memref<?x40xf32>
@@ -35,7 +36,8 @@
 // CHECK:         %[[LAST:.*]] = arith.minsi %{{.*}}, %[[FULL]] : index
 // CHECK-NEXT:    scf.for %{{.*}} = %{{.*}} to %[[LAST]]
 // CHECK:         %[[REST:.*]] = arith.remui %[[M]], %{{.*}} : index
-// CHECK-COUNT-5: arith.cmpi eq, %[[REST]]
+// CHECK-COUNT-5: arith.cmpi sle, %[[REST]]
+// CHECK:         arith.cmpi slt, %{{.*}}, %[[REST]] : index
 // CHECK:         func.return
 builtin.module {
   func.func @main(%x: memref<?x64xf32>, %y: memref<?x40xf32>, %n: index {ember.extent_of = array<i64: 0, 0, 1, 0>}) attributes {ember.input_names = ["x"], ember.output_names = ["y"]} {

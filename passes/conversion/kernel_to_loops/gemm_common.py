@@ -16,6 +16,7 @@ from __future__ import annotations
 import math as pymath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from xdsl.dialects import arith, func, llvm, math, memref, scf, vector
 from xdsl.dialects.builtin import (
@@ -449,6 +450,8 @@ def gemm_panels(
         k_lo: Value,
         k_hi: Value,
         kb: SSAValue | None,
+        valid: SSAValue | None,
+        first_optional: int,
     ) -> None:
         epi = g.epilogue
         nv = ceil_div(g.cols, vw)
@@ -456,11 +459,25 @@ def gemm_panels(
             lanes = [g.lanes_of(b, j) for j in range(nv)]
         else:
             lanes = [min(vw, g.cols - j * vw) for j in range(nv)]
-        idx = [[g.out_index(b, m0, i, j) for j in range(nv)] for i in range(rows)]
-        bias = [[g.bias(b, m0, i, j) for j in range(nv)] for i in range(rows)]
+        # Row i is read and written at bases[i] + i: m0 + i, except past `valid` rows of a
+        # rounded-up remainder tile, where it is clamped to M - 1 (reads stay in bounds; the
+        # row's result is never stored).
+        bases = [m0] * rows
+        if valid is not None:
+            last_row = b.sub(b.index(g.m), 1)
+            for i in range(first_optional, rows):
+                bases[i] = b.sub(b.min_index(b.add(m0, i), last_row), i)
+        idx = [[g.out_index(b, bases[i], i, j) for j in range(nv)] for i in range(rows)]
+        bias = [[g.bias(b, bases[i], i, j) for j in range(nv)] for i in range(rows)]
+
+        def stored(b: LoopBuilder, i: int, store: Callable[[LoopBuilder], None]) -> None:
+            if valid is None or i < first_optional:
+                store(b)
+            else:
+                b.if_(b.cmp_index("slt", b.index(i), valid), store)
 
         def load_a(b: LoopBuilder, k: SSAValue, i: int) -> SSAValue:
-            return g.load_a(b, m0, k, i)
+            return g.load_a(b, bases[i], k, i)
 
         def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
             return g.load_b(b, k, j, k_lo)
@@ -471,8 +488,12 @@ def gemm_panels(
                 b, k_lo, k_hi, [[zero] * nv] * rows, vw, load_a, load_b, g.prefetch_b
             )
             for i in range(rows):
-                for j in range(nv):
-                    epi.finish(b, acc[i][j], idx[i][j], lanes[j], bias[i][j])
+
+                def finish_row(b: LoopBuilder, i: int = i) -> None:
+                    for j in range(nv):
+                        epi.finish(b, acc[i][j], idx[i][j], lanes[j], bias[i][j])
+
+                stored(b, i, finish_row)
             return
         first = b.cmp_index("eq", kb, 0)
         init = [
@@ -489,22 +510,35 @@ def gemm_panels(
         acc = micro_kernel(b, k_lo, k_hi, init, vw, load_a, load_b, g.prefetch_b)
         last = b.cmp_index("eq", kb, blocks - 1)
         for i in range(rows):
-            for j in range(nv):
-                v = acc[i][j]
-                if epi.activation is not None:
-                    v = b.select(last, epi.activation(b, v), v)
-                store_lanes(b, v, epi.output, idx[i][j], lanes[j], vw)
+
+            def store_row(b: LoopBuilder, i: int = i) -> None:
+                for j in range(nv):
+                    v = acc[i][j]
+                    if epi.activation is not None:
+                        v = b.select(last, epi.activation(b, v), v)
+                    store_lanes(b, v, epi.output, idx[i][j], lanes[j], vw)
+
+            stored(b, i, store_row)
 
     def sweep(b: LoopBuilder, k_lo: Value, k_hi: Value, kb: SSAValue | None) -> None:
         for g in panels:
             if g.pack_block is not None:
                 g.pack_block(b, k_lo, k_hi)
 
-        def tiles(b: LoopBuilder, m0: SSAValue, rows: int) -> None:
+        def tiles(
+            b: LoopBuilder,
+            m0: SSAValue,
+            rows: int,
+            valid: SSAValue | None = None,
+            first_optional: int = 0,
+        ) -> None:
             for g in panels:
-                tile(b, g, m0, rows, k_lo, k_hi, kb)
+                tile(b, g, m0, rows, k_lo, k_hi, kb, valid, first_optional)
 
-        m_tile_loop(b, chunk, chunks, m, mr, tiles)
+        if isinstance(m, int) and isinstance(chunks, int):
+            m_tile_loop(b, chunk, chunks, m, mr, tiles)
+        else:
+            runtime_m_tile_loop(b, chunk, chunks, b.index(m), mr, tiles)
 
     if blocks == 1:
         sweep(b, 0, k_extent, None)
@@ -569,14 +603,26 @@ def chunk_count(units: int, tiles: int, threads: int) -> int:
 TileEmitter = Callable[[LoopBuilder, SSAValue, int], None]
 
 
+class RemainderTileEmitter(Protocol):
+    """Emit one tile of `rows` rows at m0; with `valid` (an index value), only its first
+    `valid` rows exist: rows from `first_optional` on are stored only below `valid` and read
+    row M - 1 where they would pass M (their results are discarded)."""
+
+    def __call__(
+        self,
+        b: LoopBuilder,
+        m0: SSAValue,
+        rows: int,
+        valid: SSAValue | None = None,
+        first_optional: int = 0,
+    ) -> None: ...
+
+
 def m_tile_loop(
-    b: LoopBuilder, chunk: SSAValue, chunks: Value, m: Value, mr: int, emit_tile: TileEmitter
+    b: LoopBuilder, chunk: SSAValue, chunks: int, m: int, mr: int, emit_tile: TileEmitter
 ) -> None:
-    """Walk the row tiles of one M chunk: full MR tiles in a loop, the M tail last (static;
-    `runtime_m_tile_loop` when M or the chunk count is known at run time only)."""
-    if not (isinstance(m, int) and isinstance(chunks, int)):
-        runtime_m_tile_loop(b, chunk, chunks, b.index(m), mr, emit_tile)
-        return
+    """Walk the row tiles of one M chunk: full MR tiles in a loop, the M tail last (static
+    M and chunk count; `runtime_m_tile_loop` when either is known at run time only)."""
     tiles = ceil_div(m, mr)
     full = m // mr
     per_chunk = ceil_div(tiles, chunks)
@@ -594,16 +640,32 @@ def m_tile_loop(
             )
 
 
+def remainder_heights(mr: int) -> list[int]:
+    """Tile heights that cover an M remainder of 1..MR-1 rows at run time: 1, 2, 3 and the
+    even heights up to MR (and MR). A remainder runs as ONE tile, the smallest height that
+    holds it, so an odd remainder from 5 on computes one extra row (on row M - 1, not
+    stored). MR = 14: 9 heights instead of 13 (rows 1-4, 5-6, 7-8, 9-10, 11-12, 13)."""
+    return sorted({h for h in range(1, mr + 1) if h <= 3 or h % 2 == 0 or h == mr})
+
+
 def runtime_m_tile_loop(
-    b: LoopBuilder, chunk: SSAValue, chunks: Value, m: SSAValue, mr: int, emit_tile: TileEmitter
+    b: LoopBuilder,
+    chunk: SSAValue,
+    chunks: Value,
+    m: SSAValue,
+    mr: int,
+    emit_tile: RemainderTileEmitter,
 ) -> None:
     """m_tile_loop for M rows known at run time: the chunk's full MR tiles in a loop with
-    run-time bounds, then (in the last chunk) the M % MR remaining rows as ONE tile of that
-    static height, picked among MR - 1 versions. Measured (znver5, [M, 768] @ [768, 768], 1
-    thread): covering the remainder with tiles of 8, 4, 2 and 1 rows by its bits instead
-    cost 1.38x the static kernel at M = 6 and 1.58x at M = 7 (each small tile is a pass over
-    B's block bound by B's loads); one tile per remainder, 1.03x, for about twice the
-    compile time of the kernel (0.35 s against 0.15 s), once for every M."""
+    run-time bounds, then (in the last chunk) the M % MR remaining rows as ONE tile of the
+    smallest of `remainder_heights` that holds them, its rows past M computed and not stored.
+
+    Measured (znver5, MR = 14, [M, 768] @ [768, 768], 1 thread, benchmarks/runtime_extents.py;
+    docs/performance.md): each extra tile of a remainder is a pass over B's block costing
+    about 2.4 rows, each extra computed row about one, so tiles by the remainder's bits (8,
+    4, 2, 1) were up to 1.55x the static kernel at M < 14 and 1.04x at M = 61, tiles of 1,
+    2, 4, 8 and 14 rounded up 1.42x at M = 5 and 9 and 1.045x at 61; one tile per height
+    (MR - 1 of them) was most of the LLVM compile time of compile-once programs."""
     full = b.floordiv(m, mr)
     if isinstance(chunks, int) and chunks == 1:
         first: Value = 0
@@ -620,9 +682,21 @@ def runtime_m_tile_loop(
     def remainder(rb: LoopBuilder) -> None:
         rest = rb.rem(m, mr)
         start = rb.mul(full, mr)
-        for height in range(1, mr):
-            taken = rb.cmp_index("eq", rest, height)
-            rb.if_(taken, lambda ib, height=height: emit_tile(ib, start, height))
+        smaller = 0
+        for height in remainder_heights(mr):
+            # This height takes the remainders smaller + 1 .. height; its rows from
+            # `smaller` + 1 on exist only for some of them.
+            taken = rb.insert(
+                arith.AndIOp(rb.cmp_index("sgt", rest, smaller), rb.cmp_index("sle", rest, height))
+            ).results[0]
+            if height == smaller + 1:
+                rb.if_(taken, lambda ib, h=height: emit_tile(ib, start, h))
+            else:
+                rb.if_(
+                    taken,
+                    lambda ib, h=height, lo=smaller: emit_tile(ib, start, h, rest, lo + 1),
+                )
+            smaller = height
 
     if isinstance(chunks, int) and chunks == 1:
         remainder(b)
