@@ -1165,6 +1165,13 @@ def _lower_direct(
 # is read by all channel blocks while in L1, the weights stay in L2); above it, channel
 # blocks outermost, so that each thread streams its share of the weights once.
 LANES_ROWS_FIRST_MAX_WEIGHT_BYTES = 512 * 1024
+# Blocked convs whose input is at least this many times their weights walk rows outermost
+# whatever the weights' size: channel blocks outermost re-read an input larger than L2 once
+# per block from L3/DRAM, rows outermost re-read each row's weights from L2 (znver5, 1
+# thread, A/B in one process, ms blocks-first -> rows-first: 3x3 256->64 @160 42.8 -> 34.4,
+# @80 10.2 -> 8.2, 128->128 @80 8.5 -> 7.7, @112 20.0 -> 15.4; at input/weights under 4
+# blocks-first stays 2-4% ahead: 256->64 @40 (2.8x), 3x3/2 128->256 @80, 256 @56, 512 @28).
+BLOCKED_ROWS_FIRST_MIN_INPUT_PER_WEIGHT = 4
 
 # Channel-lanes filters up to this wide have every tap unrolled; wider ones (1-D audio
 # front ends) loop over blocks of TAP_BLOCK unrolled taps, so the IR stays bounded.
@@ -1247,7 +1254,11 @@ def _lower_channel_lanes(
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
     activation = activation_of(op)
-    rows_first = blocks * k_extent * nr * 4 <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES
+    weight_bytes = blocks * k_extent * nr * 4
+    image_bytes = prod(memref_shape(op.input)[1:]) * 4  # one image: units walk batch outermost
+    rows_first = weight_bytes <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES or (
+        blocked and image_bytes >= BLOCKED_ROWS_FIRST_MIN_INPUT_PER_WEIGHT * weight_bytes
+    )
     # Channels per unrolled reduction step: enough FMAs per iteration for short kernels.
     unroll = max(1, K_UNROLL // geo.kw)
     lane_unroll = math.gcd(unroll, vw)  # blocked: steps through one channel block's lanes
