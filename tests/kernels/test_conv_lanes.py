@@ -190,6 +190,25 @@ def test_conv_lanes_weights_first_order() -> None:
     run_lanes_conv((1, 256, 7, 7), 96, (3, 3), pads=(1, 1, 1, 1), threads=2)
 
 
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_conv_lanes_blocked_rows_first_by_input(isa: str) -> None:
+    """Blocked, weights over the rows-first limit (3x3 256->64: 576 KiB) but an input over
+    BLOCKED_ROWS_FIRST_MIN_INPUT_PER_WEIGHT times larger (256x49x50: 2.4 MiB): units walk
+    rows outermost. A width (50) of no whole tile or vector, a residual, two threads."""
+    target = AVX2 if isa == "avx2" else host_target(2)
+    run_lanes_conv(
+        (1, 256, 49, 50),
+        64,
+        (3, 3),
+        pads=(1, 1, 1, 1),
+        nvec=1,
+        residual=True,
+        threads=2,
+        target=target,
+        blocked=True,
+    )
+
+
 def test_pack_conv_lanes_weight_layout() -> None:
     rng = np.random.default_rng(0)
     w = rng.standard_normal((5, 3, 2, 4), dtype=np.float32)

@@ -58,11 +58,12 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     m_tile_loop,
     memref_shape,
     pack_rows,
+    prefetch,
     split_static,
     store_lanes,
 )
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-from ember.passes.conversion.kernel_to_loops.simd import work_units
+from ember.passes.conversion.kernel_to_loops.simd import view, work_units
 
 
 def _ints(attr: DenseArrayBase) -> list[int]:
@@ -1165,6 +1166,13 @@ def _lower_direct(
 # is read by all channel blocks while in L1, the weights stay in L2); above it, channel
 # blocks outermost, so that each thread streams its share of the weights once.
 LANES_ROWS_FIRST_MAX_WEIGHT_BYTES = 512 * 1024
+# Blocked convs whose input is at least this many times their weights walk rows outermost
+# whatever the weights' size: channel blocks outermost re-read an input larger than L2 once
+# per block from L3/DRAM, rows outermost re-read each row's weights from L2 (znver5, 1
+# thread, A/B in one process, ms blocks-first -> rows-first: 3x3 256->64 @160 42.8 -> 34.4,
+# @80 10.2 -> 8.2, 128->128 @80 8.5 -> 7.7, @112 20.0 -> 15.4; at input/weights under 4
+# blocks-first stays 2-4% ahead: 256->64 @40 (2.8x), 3x3/2 128->256 @80, 256 @56, 512 @28).
+BLOCKED_ROWS_FIRST_MIN_INPUT_PER_WEIGHT = 4
 
 # Channel-lanes filters up to this wide have every tap unrolled; wider ones (1-D audio
 # front ends) loop over blocks of TAP_BLOCK unrolled taps, so the IR stays bounded.
@@ -1209,6 +1217,9 @@ def _lower_channel_lanes(
     Work units are (batch, channel block, output row), all of the row's tiles per unit.
     Filters wider than LANES_MAX_UNROLLED_TAPS loop over blocks of TAP_BLOCK taps instead of
     unrolling every tap (edge tiles then clamp and zero their out-of-row reads).
+    Blocked, each input channel block first prefetches the tile's pixels of the next one
+    (znver5, 1 thread, A/B in one process, ms: 3x3 256->64 @160 34.8 -> 31.9, @80 8.3 ->
+    7.9, 64->64 @160 8.4 -> 7.9, 64->64 @224 16.9 -> 16.2; maps of 40x40 and less +-1%).
     """
     # Channel-blocked [N, C/c, H, W, c] input and output (the blocked-layout pass): vectors
     # are c lanes wide whatever the target's width (LLVM splits wider ones), so a block size
@@ -1245,9 +1256,19 @@ def _lower_channel_lanes(
     mr = lanes_row_tile(geo.wo, nvec, target, tile_limit)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
+    flat_x = view(body, x, (prod(memref_shape(op.input)),)) if blocked else None
     bias_buf = args.get("bias")
     activation = activation_of(op)
-    rows_first = blocks * k_extent * nr * 4 <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES
+    weight_bytes = blocks * k_extent * nr * 4
+    image_bytes = prod(memref_shape(op.input)[1:]) * 4  # one image: units walk batch outermost
+    rows_first = weight_bytes <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES or (
+        blocked and image_bytes >= BLOCKED_ROWS_FIRST_MIN_INPUT_PER_WEIGHT * weight_bytes
+    )
+    # Taps unrolled column by column when every tap's weights, the accumulators and one
+    # broadcast fit the registers: tap by tap, LLVM shares each input column's broadcast
+    # across the taps that read it and keeps all of them live (AVX2, 3x3, 8 columns: 8
+    # accumulators + 10 broadcasts + a weight > 16 ymm, spilled); AVX-512 runs as fast.
+    by_column = nvec * (geo.kw + mr) + 1 <= target.vector_registers
     # Channels per unrolled reduction step: enough FMAs per iteration for short kernels.
     unroll = max(1, K_UNROLL // geo.kw)
     lane_unroll = math.gcd(unroll, vw)  # blocked: steps through one channel block's lanes
@@ -1314,6 +1335,22 @@ def _lower_channel_lanes(
                     for j in range(nvec):
                         values[i * nvec + j] = b.fma(a, weights[j], values[i * nvec + j])
 
+            # The input columns the tile reads (edge tiles: inside the row), from iw0.
+            reach = sorted(
+                {i * geo.sw + s * geo.dw for i in range(cols) for s in range(geo.kw) if valid(i, s)}
+            )
+
+            def prefetch_next_block(b: LoopBuilder, cib: SSAValue, ih: SSAValue) -> None:
+                """Blocked: ask for the tile's pixels of input row ih in channel block cib + 1
+                (the last block: itself again), one line each, a block's lanes ahead of use:
+                blocks lie a whole plane apart, a stride the hardware prefetchers miss."""
+                assert flat_x is not None
+                ahead = b.min_index(b.add(cib, 1), reduced - 1)
+                plane = b.add(b.mul(bi, reduced), ahead)
+                row_at = b.mul(b.add(b.mul(plane, geo.h), ih), geo.w)
+                for offset in reach:
+                    prefetch(b, flat_x, b.mul(b.add(row_at, b.add(iw0, offset)), vw))
+
             accs = [zero] * (cols * nvec)
             for r, (ih, channels) in enumerate(kernel_rows):
 
@@ -1339,7 +1376,29 @@ def _lower_channel_lanes(
                             return current
 
                         values[:] = b.for_range(0, looped, TAP_BLOCK, taps, values)
-                    for s in range(looped, geo.kw):
+                    taps = range(looped, geo.kw)
+                    if by_column:
+                        # Every tap's weights first, then input column by column: each
+                        # broadcast feeds its FMAs at once and dies (per accumulator the taps
+                        # still come in order, so the sums are the same).
+                        weights_of = {
+                            t: [b.vload(w, [cb, b.add(row, t), j * vw], vw) for j in range(nvec)]
+                            for t in taps
+                        }
+                        uses: dict[int, list[tuple[int, int]]] = {}
+                        for i in range(cols):
+                            for t in taps:
+                                if valid(i, t):
+                                    uses.setdefault(i * geo.sw + t * geo.dw, []).append((i, t))
+                        for offset in sorted(uses):
+                            iw = b.add(iw0, offset)
+                            a = b.splat(b.load(x, x_at(b, ci, ih, iw)), vw)
+                            for i, t in uses[offset]:
+                                for j in range(nvec):
+                                    at = i * nvec + j
+                                    values[at] = b.fma(a, weights_of[t][j], values[at])
+                        return
+                    for s in taps:
                         k = b.add(row, s)
                         weights = [b.vload(w, [cb, k, j * vw], vw) for j in range(nvec)]
                         for i in range(cols):
@@ -1364,8 +1423,10 @@ def _lower_channel_lanes(
                 if blocked:
                     # Per input channel block, its VW lanes in steps of `lane_unroll`.
                     def lanes_of(
-                        b: LoopBuilder, cib: SSAValue, *values: SSAValue
+                        b: LoopBuilder, cib: SSAValue, *values: SSAValue, ih: SSAValue = ih
                     ) -> list[SSAValue]:
+                        prefetch_next_block(b, cib, ih)
+
                         def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
                             current = list(sums)
                             for q in range(lane_unroll):
