@@ -255,7 +255,8 @@ def test_not_separable_falls_back_to_specialisation(build, reason: str) -> None:
 
 
 def test_batch_polymorphism_can_be_turned_off() -> None:
-    compiled = ember.compile(cnn_model(), threads=1, batch_polymorphic=False)
+    # compile_once=False: the CNN would otherwise be compiled once for every batch instead.
+    compiled = ember.compile(cnn_model(), threads=1, batch_polymorphic=False, compile_once=False)
     assert isinstance(compiled, SpecializingModel)
     for batch in (1, 2):
         compiled.run(cnn_feeds(batch, seed=0))
