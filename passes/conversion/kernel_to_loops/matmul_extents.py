@@ -6,7 +6,7 @@ activation), any of batch, M, K, N known at run time only (the attention scores
 (batch x MR-row block) under scf.parallel; a unit sweeps N in panels of NVEC vectors (full
 panels, then single vectors, then one masked vector for the tail), each an MR x NVEC
 register tile of FMAs over all of K (vector loads of B rows, A elements broadcast); the
-block's last rows when fewer than MR run as one-row tiles. B is read in place (no packing:
+block's last rows when fewer than MR run as 4-row tiles, then one-row tiles. B is read in place (no packing:
 it changes every call)."""
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     micro_kernel,
     runtime_work_units,
 )
+from ember.passes.conversion.kernel_to_loops.simd import runtime_flat_view, view
+
+# The height of the tiles of a block's last rows before single rows.
+PARTIAL_ROWS = 4
 
 
 def accepts(op: kernel.MatMulOp) -> bool:
@@ -78,10 +82,31 @@ def _decode(b: LoopBuilder, flat: Value, extents: Sequence[Value]) -> list[Value
     return coords[::-1] if extents else []
 
 
-def _operand_batch(coords: list[Value], operand: tuple[int, ...]) -> list[Value]:
-    """An operand's batch index: the output's coordinates right-aligned, 0 where it is 1."""
+def _flat(b: LoopBuilder, buffer: SSAValue) -> SSAValue:
+    """`buffer` seen as one flat row-major run (its addresses computed here, linearly:
+    through the memref's run-time strides, LLVM kept one address computation per load)."""
+    count = b.element_count(buffer)
+    return (
+        view(b, buffer, (count,))
+        if isinstance(count, int)
+        else runtime_flat_view(b, buffer, b.index(count))
+    )
+
+
+def _batch_base(
+    b: LoopBuilder, buffer: SSAValue, coords: list[Value], operand: tuple[int, ...]
+) -> Value:
+    """The flat offset of an operand's matrix at the output's batch coordinates
+    (right-aligned; a dim of 1 broadcast, at 0)."""
     offset = len(coords) - len(operand)
-    return [0 if d == 1 else coords[offset + i] for i, d in enumerate(operand)]
+    rank = len(operand) + 2
+    base: Value = 0
+    for i, d in enumerate(operand):
+        if d == 1:
+            continue
+        stride = b.element_count(buffer, range(i + 1, rank))
+        base = b.add(base, b.mul(coords[offset + i], stride))
+    return base
 
 
 def lower_batched_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func.FuncOp:
@@ -89,11 +114,16 @@ def lower_batched_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func
     out_shape = memref_shape(op.output)
     element = op.output.type.get_element_type()  # type: ignore[attr-defined]
     blocking = gemm_blocking(target, 8 if element == f64 else 4)
-    vw, mr, nvec = blocking.vw, blocking.mr, blocking.nvec
+    # Fewer rows than the packed-B GEMM's MR: with rows a run-time K apart each A row
+    # takes its own pointer, and at MR = 14 (AVX-512) LLVM spilled the broadcasts: 1.7-1.8x
+    # the static kernel's time at [8, 128, 64] x [8, 64, 128], 1.3-1.4x at 10 rows, 1.2x
+    # at 8 (minimum process time, benchmark in the commit message).
+    vw, mr, nvec = blocking.vw, max(2, blocking.mr * 4 // 7), blocking.nvec
     present = [v for v in (op.a, op.b, op.residual, op.output) if v is not None]
     fn, body = kernel_function(name, [v.type for v in present])  # type: ignore[misc]
     args = dict(zip([id(v) for v in present], fn.args[: len(present)], strict=True))
     a_buf, b_buf, out_buf = args[id(op.a)], args[id(op.b)], args[id(op.output)]
+    a_flat, b_flat = _flat(body, a_buf), _flat(body, b_buf)
     residual_buf = args[id(op.residual)] if op.residual is not None else None
     rank = len(out_shape)
     batch_sizes = [body.dim(out_buf, d) for d in range(rank - 2)]
@@ -112,8 +142,8 @@ def lower_batched_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func
     def unit(b: LoopBuilder, u: SSAValue) -> None:
         t, block = b.floordiv(u, blocks), b.rem(u, blocks)
         coords = _decode(b, t, batch_sizes)
-        a_batch = _operand_batch(coords, a_shape[:-2])
-        b_batch = _operand_batch(coords, b_shape[:-2])
+        a_base = _batch_base(b, a_buf, coords, a_shape[:-2])
+        b_base = _batch_base(b, b_buf, coords, b_shape[:-2])
         m0 = b.mul(block, mr)
 
         def tile(b: LoopBuilder, row0: Value, height: int, n0: Value, vectors: int) -> None:
@@ -123,11 +153,15 @@ def lower_batched_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func
             if vectors == 0:  # the masked tail vector
                 lanes, vectors = b.sub(n, n0), 1
 
+            a_rows = [b.add(a_base, b.mul(b.add(row0, i), k_extent)) for i in range(height)]
+            b_col = b.add(b_base, n0)
+
             def load_a(b: LoopBuilder, k: SSAValue, i: int) -> SSAValue:
-                return b.load(a_buf, [*a_batch, b.add(row0, i), k])
+                return b.load(a_flat, [b.add(a_rows[i], k)])
 
             def load_b(b: LoopBuilder, k: SSAValue, j: int) -> SSAValue:
-                return load_lanes(b, b_buf, [*b_batch, k, b.add(n0, j * vw)], lanes, vw)
+                at = b.add(b.add(b_col, b.mul(k, n)), j * vw)
+                return load_lanes(b, b_flat, [at], lanes, vw)
 
             zero = b.splat(0.0, vw, element)
             init = [[zero] * vectors for _ in range(height)]
@@ -148,7 +182,11 @@ def lower_batched_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func
         full = b.cmp_index("sle", b.add(m0, mr), m)
 
         def partial(b: LoopBuilder) -> None:
-            b.for_range(m0, m, 1, lambda rb, row: rows(rb, row, 1))
+            """The last block's rows: tiles of PARTIAL_ROWS, then single rows (each tile
+            a sweep over B)."""
+            quads = b.add(m0, b.mul(b.floordiv(b.sub(m, m0), PARTIAL_ROWS), PARTIAL_ROWS))
+            b.for_range(m0, quads, PARTIAL_ROWS, lambda rb, row: rows(rb, row, PARTIAL_ROWS))
+            b.for_range(quads, m, 1, lambda rb, row: rows(rb, row, 1))
 
         if_else(b, full, lambda fb: rows(fb, m0, mr), partial)
 
