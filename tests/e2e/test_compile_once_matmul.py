@@ -160,3 +160,55 @@ def test_unifier_checks_matmul_operands_exactly() -> None:
     for wrong in ({b: [batch, 2, t, t]}, {out: [batch, 2, t, t]}, {b: [s, 2, d, t]}):
         with pytest.raises(CompileOnceRefusal, match="kernel.matmul"):
             _check_op_extents(op, {**extents, **wrong})
+
+
+def _anonymous(model: onnx.ModelProto, named: set[str]) -> onnx.ModelProto:
+    """`model` with every input dim_param not in `named` cleared (neither a dim_value nor a
+    dim_param: what some exporters write)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in copy.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param not in named:
+                dim.ClearField("dim_param")
+    return copy
+
+
+def test_anonymous_dims_compile_once() -> None:
+    """The batched product with its batch named and m, n anonymous: each is a symbol of its
+    own (`a:1`, `b:2`), compiled once and run at 4 shapes against onnxruntime."""
+    named = _two_input_matmul(["batch", "m", 20], ["batch", 20, "n"], ["batch", "m", "n"])
+    model = _anonymous(named, {"batch"})
+    assert not model.graph.input[0].type.tensor_type.shape.dim[1].HasField("dim_param")
+    compiled = ember.compile(model, threads=1)
+    rng = np.random.default_rng(9)
+    for batch, m, n in [(1, 3, 5), (2, 17, 16), (3, 1, 33), (1, 40, 7)]:
+        feeds = {
+            "a": rng.standard_normal((batch, m, 20), dtype=np.float32),
+            "b": rng.standard_normal((batch, 20, n), dtype=np.float32),
+        }
+        assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), REL_TOL)
+    assert compiled.compile_once_refusal is None, compiled.compile_once_refusal
+    assert compiled.compiles == 1
+
+
+def test_anonymous_dims_are_never_shared_between_inputs() -> None:
+    """x [?, 20] + y [?, 20] with both batch dims anonymous: nothing says they are equal, so
+    they are two symbols (`x:0`, `y:0`) whose probes differ, refused naming them; the model
+    is specialised and still runs."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "y"], ["z"])],
+        "add",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 20]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 20]),
+        ],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 20])],
+    )
+    model = _anonymous(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), set())
+    compiled = ember.compile(model, threads=1)
+    rng = np.random.default_rng(10)
+    feeds = {k: rng.standard_normal((6, 20), dtype=np.float32) for k in "xy"}
+    assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), REL_TOL)
+    refusal = compiled.compile_once_refusal or ""
+    assert "x:0" in refusal and "y:0" in refusal, refusal
