@@ -190,9 +190,9 @@ def lower_batched_matmul(op: kernel.MatMulOp, target: Target, name: str) -> func
 
         if_else(b, full, lambda fb: rows(fb, m0, mr), partial)
 
-    total_rows = body.index(body.mul(batches, m))
-    flops_per_row = 2 * 64 * 64  # K and N unknown: a typical head's, for the thread rule
-    runtime_work_units(body, target, total_rows, flops_per_row, units, unit)
+    # The thread rule on the product's run-time flops (as "rows" of one flop each).
+    flops = body.index(body.mul(body.mul(body.mul(batches, m), body.mul(n, k_extent)), 2))
+    runtime_work_units(body, target, flops, 1, units, unit)
     body.ret()
     dims = "x".join("?" if is_dynamic(d) else str(d) for d in out_shape)
     summary = f"batched matmul -> {dims} (B an activation, sizes at run time)"
