@@ -24,9 +24,10 @@ lowerings (dialects/extents.py, `@lowering(..., runtime_extents=True)`) is compi
    table the model slices by a length: the whole table, viewed), a `?` on an op that is not
    a kernel with a runtime-extent lowering or a reshape, a kernel whose operands have `?` at
    the same place with different expressions (the `?` contract: a `?` names no symbol,
-   kernels take such sizes to be equal; transpose, gather, reshape, attention, concat,
-   slice, convolution and pooling are checked exactly), a size no such product gives, an
-   unnamed symbolic dim.
+   kernels take such sizes to be equal; transpose, gather, reshape, attention, matmul,
+   concat, slice, convolution and pooling are checked exactly), a size no such product
+   gives. An unnamed symbolic input dim (neither dim_value nor dim_param) is a symbol of
+   its own, `<input>:<axis>` (name_anonymous_dims).
 3. **Bufferize.** The entry takes one `index` argument per symbol (then one per other
    expression its inputs and outputs have), after the outputs, marked `ember.extent_of`; each
    buffer with `?` dims is `memref.alloc(%sizes)`, the sizes index arithmetic on those
@@ -104,6 +105,41 @@ _PLAIN_OPS = frozenset(("memref.alloc", "func.return", "kernel.reshape"))
 
 class CompileOnceRefusal(Exception):
     """The model cannot be compiled once for every shape (the reason); it is specialised."""
+
+
+def anonymous_dim_name(input_name: str, axis: int) -> str:
+    """The symbol of an input dim declared with neither dim_value nor dim_param."""
+    return f"{input_name}:{axis}"
+
+
+def name_anonymous_dims(pinning: Pinning) -> Pinning:
+    """`pinning` with each unnamed symbolic dim of an unpinned input (some exporters write
+    them) named `<input>:<axis>`: a symbol of its own, never shared with another input's
+    (nothing says they are equal; kernels that need them equal refuse the path, and the
+    probes, distinct primes, disagree). Only the signature changes: the probes import the
+    model at the concrete shapes _probe_shapes gives from these names."""
+    import dataclasses
+
+    taken = {d for i in pinning.signature.inputs for d in i.dims or () if isinstance(d, str)}
+
+    def named(info: Any) -> Any:
+        if info.dtype_only or info.name in pinning.shapes or info.dims is None:
+            return info
+        dims = []
+        for axis, dim in enumerate(info.dims):
+            if dim is None:
+                dim = anonymous_dim_name(info.name, axis)
+                while dim in taken:  # a dim_param spelled like it: keep them apart
+                    dim += "'"
+                taken.add(dim)
+            dims.append(dim)
+        return dataclasses.replace(info, dims=tuple(dims))
+
+    inputs = tuple(named(i) for i in pinning.signature.inputs)
+    if inputs == pinning.signature.inputs:
+        return pinning
+    signature = dataclasses.replace(pinning.signature, inputs=inputs)
+    return dataclasses.replace(pinning, signature=signature)
 
 
 def model_symbols(pinning: Pinning) -> list[str]:
@@ -705,7 +741,8 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
     be the same expressions: a transpose's output is its input permuted, a gather's output
     the data's dims around the indices' dims, a reshape's `?`s the input's in order (what
     its lowering reads), attention's batch and sequence lengths agree across q, k_t, v, the
-    mask and the output. True when `op` is one of these (checked here exactly: the generic
+    mask and the output, a matmul's rows, columns, contracted and (broadcast) batch dims
+    agree across a, b and the output. True when `op` is one of these (checked here exactly: the generic
     same-place rule does not apply to them)."""
     from ember.dialects import kernel
 
@@ -780,6 +817,33 @@ def _check_op_extents(op: Operation, extents: Mapping[SSAValue, list[Dim]]) -> b
             same = same and all(m == 1 or m == w for m, w in zip(mask[:3], wanted, strict=True))
         if not same:
             refuse("batch, heads or sequence lengths of q, k_t, v, mask and output disagree")
+    elif isinstance(op, kernel.MatMulOp):
+        a, b, out = (_dims_of(v, extents) for v in (op.a, op.b, op.output))
+        batch = out[:-2]
+
+        def broadcasts(operand: list[Dim]) -> bool:
+            own = operand[:-2]
+            return len(own) <= len(batch) and all(
+                d == 1 or d == o for d, o in zip(own[::-1], batch[::-1], strict=False)
+            )
+
+        if not (
+            len(a) >= 2
+            and len(b) >= 2
+            and broadcasts(a)
+            and (len(b) == 2 or broadcasts(b) or op.weight_layout.data != "plain")
+            and a[-2] == out[-2]
+            and (op.weight_layout.data != "plain" or (a[-1] == b[-2] and b[-1] == out[-1]))
+        ):
+            refuse(f"a {a} @ b {b} -> output {out}: rows, columns or batch dims disagree")
+        for name, value in (("residual", op.residual), ("bias", op.bias)):
+            if value is None:
+                continue
+            dims = _dims_of(value, extents)
+            if name == "residual" and dims != out:
+                refuse(f"residual {dims} is not the output's {out}")
+            if name == "bias" and any(isinstance(d, Extent) for d in dims):
+                refuse(f"a bias of run-time sizes {dims}")
     else:
         return False
     return True
@@ -1086,6 +1150,7 @@ def build_once(
     from ember.frontend.context import KEEP_EXACT_SLICES
     from ember.passes.pipeline import build_pipeline, parse_passes, pipeline_text
 
+    pinning = name_anonymous_dims(pinning)
     symbols = model_symbols(pinning)
     probes = probe_sizes(symbols, pinning.ranges, spatial_symbols(model, pinning, symbols))
     per_probe, shared = split_pipeline(pipeline)

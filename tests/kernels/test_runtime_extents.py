@@ -250,14 +250,17 @@ def test_static_gemm_is_not_the_runtime_kernel() -> None:
     assert len(fn.body.block.args) == 3
 
 
-def test_gemm_refuses_dynamic_k() -> None:
+def test_gemm_refuses_dynamic_k_with_packed_b() -> None:
+    """A packed B is a weight: A's K at run time cannot contract with it. (A plain B with a
+    run-time K is an activation's: tests/kernels/test_runtime_extents_matmul.py.)"""
+    weight, layout = pack_matmul_weight(np.ones((8, 16), np.float32), host_target(1))
     types = [
         MemRefType(f32, [4, DYN]),
-        MemRefType(f32, [DYN, 8]),
-        MemRefType(f32, [4, 8]),
+        MemRefType(f32, list(weight.shape)),
+        MemRefType(f32, [4, 16]),
     ]
     with pytest.raises(NotImplementedError, match=r"kernel.matmul with runtime extents"):
-        JitKernel(matmul_op("plain", False, False), types)
+        JitKernel(matmul_op(layout, False, False), types)
 
 
 def test_kernels_without_runtime_lowering_are_refused() -> None:
@@ -311,6 +314,19 @@ def test_softmax_runtime_rows(threads: int) -> None:
         np.testing.assert_allclose(out, softmax_reference(x, -1), rtol=1e-5, atol=1e-6)
 
 
+def test_softmax_runtime_row_length() -> None:
+    """Softmax over a last axis known at run time too ([?, 3, ?]: attention scores' key
+    length): vector sweeps and a scalar tail of run-time lengths."""
+    types = [MemRefType(f32, [DYN, 3, DYN])] * 2
+    run = JitKernel(lambda args: softmax_op(args, -1), types)
+    rng = np.random.default_rng(5)
+    for lead, n in [(1, 1), (2, 5), (1, 16), (3, 17), (2, 40), (1, 129)]:
+        x = rng.standard_normal((lead, 3, n), dtype=np.float32) * 4
+        out = np.full_like(x, np.nan)
+        run(x, out)
+        np.testing.assert_allclose(out, softmax_reference(x, -1), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_layer_norm_runtime_rows(threads: int) -> None:
     """LayerNorm over the last two dims [5, 20] of [?, 5, 20] with scale and bias."""
@@ -333,9 +349,9 @@ def test_layer_norm_runtime_rows(threads: int) -> None:
 
 
 def test_row_kernels_refuse_dynamic_normalized_dims() -> None:
-    types = [MemRefType(f32, [4, DYN])] * 2
+    types = [MemRefType(f32, [DYN, DYN, 8])] * 2
     with pytest.raises(NotImplementedError, match=r"kernel.softmax with runtime extents"):
-        JitKernel(lambda args: softmax_op(args, -1), types)
+        JitKernel(lambda args: softmax_op(args, 1), types)
     types = [MemRefType(f32, [DYN, 8, 3])] * 2
     with pytest.raises(NotImplementedError, match="non-innermost axis"):
         JitKernel(lambda args: softmax_op(args, 1), types)

@@ -44,6 +44,10 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
     runtime_work_units,
     split_static,
 )
+from ember.passes.conversion.kernel_to_loops.matmul_extents import (
+    accepts as batched_matmul_accepts,
+)
+from ember.passes.conversion.kernel_to_loops.matmul_extents import lower_batched_matmul
 from ember.passes.conversion.kernel_to_loops.registry import lowering
 from ember.passes.conversion.kernel_to_loops.simd import runtime_rows_view, view, work_units
 
@@ -68,8 +72,11 @@ def lower_matmul_runtime_rows(op: kernel.MatMulOp, target: Target, name: str) ->
     compile time, or a plain [K, N]), output and residual of A's leading dims, bias a row
     vector. K, N, B and the bias are static, so the panels, the k blocking and the N tail are
     the static kernel's; M's full MR-row tiles run in a loop with a run-time bound, its
-    remainder as one tile of its height (MR - 1 versions: runtime_m_tile_loop). Anything
-    else with `?` dims is refused, naming the operands."""
+    remainder as one tile of its height (MR - 1 versions: runtime_m_tile_loop). A B that is
+    an activation (batched, or with `?` dims) goes to matmul_extents.lower_batched_matmul.
+    Anything else with `?` dims is refused, naming the operands."""
+    if batched_matmul_accepts(op):
+        return lower_batched_matmul(op, target, name)
     a_shape, out_shape = memref_shape(op.a), memref_shape(op.output)
     static_operands = [v for v in (op.b, op.bias) if v is not None]
     if (

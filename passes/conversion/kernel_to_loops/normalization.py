@@ -59,15 +59,21 @@ def _log(b: LoopBuilder, value: SSAValue) -> SSAValue:
 
 
 def _runtime_rows(
-    op: IRDLOperation, value: SSAValue, axis: int, static: Sequence[SSAValue]
+    op: IRDLOperation,
+    value: SSAValue,
+    axis: int,
+    static: Sequence[SSAValue],
+    runtime_axis: bool = False,
 ) -> None:
     """Runtime extents (issue 10): a row-wise kernel takes `?` dims only before `axis` (the
-    rows), the normalized dims and `static` operands static; anything else is refused."""
+    rows; with `runtime_axis`, at `axis` too), the dims after it and `static` operands
+    static; anything else is refused."""
     shape = shape_of(value)
     if not -len(shape) <= axis < len(shape):
         raise ValueError(f"{op.name}: axis {axis} out of range for rank {len(shape)}")
     axis %= len(shape)
-    if any(is_dynamic(d) for d in shape[axis:]) or any(has_dynamic_dims(v) for v in static):
+    first_static = axis + 1 if runtime_axis else axis
+    if any(is_dynamic(d) for d in shape[first_static:]) or any(has_dynamic_dims(v) for v in static):
         types = ", ".join(str(v.type) for v in op.operands)
         raise NotImplementedError(
             f"{op.name} with runtime extents takes `?` dims only before axis {axis} (the "
@@ -78,9 +84,10 @@ def _runtime_rows(
 @lowering(kernel.SoftmaxOp, runtime_extents=True)
 def lower_softmax_runtime_rows(op: kernel.SoftmaxOp, target: Target, name: str) -> func.FuncOp:
     """Softmax over the last axis (or axes of 1 after it) of rows known at run time only:
-    the static kernel's three sweeps per row, rows split over the threads at run time."""
+    the static kernel's three sweeps per row, rows split over the threads at run time; the
+    axis's length may be known at run time only too (attention scores [b, h, s, s])."""
     axis = op.axis.value.data
-    _runtime_rows(op, op.input, axis, [])
+    _runtime_rows(op, op.input, axis, [], runtime_axis=True)
     if shape_of(op.input) != shape_of(op.output):
         raise ValueError(f"kernel.softmax: output {op.output.type} != input {op.input.type}")
     if pymath.prod(shape_of(op.input)[axis % len(shape_of(op.input)) + 1 :]) != 1:
@@ -159,6 +166,7 @@ def _lower_softmax(
     fn, b = kernel_function(name, [op.input.type, op.output.type])  # type: ignore[list-item]
     if runtime_rows:
         rows = b.index(b.element_count(fn.args[0], range(axis)))
+        n = b.dim(fn.args[0], axis)  # type: ignore[assignment]
         src, dst = (simd.runtime_rows_view(b, arg, rows, n) for arg in fn.args[:2])
     else:
         view_shape = [*outer_dims, n] + ([inner] if inner > 1 else [])
@@ -195,7 +203,8 @@ def _lower_softmax(
             simd.sweep(rb, 0, n, width, normalize)
 
         if runtime_rows:
-            simd.runtime_rows_loop(b, rows, n, target, row)
+            # A run-time row length: a typical sequence's, for the thread rule.
+            simd.runtime_rows_loop(b, rows, n if isinstance(n, int) else 256, target, row)
         else:
             simd.for_each_index(b, outer_dims, row, parallel_rows)
     else:

@@ -82,9 +82,23 @@ def runtime_flat_view(b: LoopBuilder, buffer: SSAValue, count: SSAValue) -> SSAV
     return b.insert(cast).results[0]
 
 
-def runtime_rows_view(b: LoopBuilder, buffer: SSAValue, rows: SSAValue, row: int) -> SSAValue:
-    """`buffer` (row-major, `?` dims, its last dim `row` long) seen as `memref<?x{row}xT>`."""
+def runtime_rows_view(b: LoopBuilder, buffer: SSAValue, rows: SSAValue, row: Value) -> SSAValue:
+    """`buffer` (row-major, `?` dims, its last dim `row` long) seen as `memref<?x{row}xT>`
+    (`memref<?x?xT>` when `row` is known at run time only)."""
     element = buffer.type.get_element_type()  # type: ignore[attr-defined]
+    if not isinstance(row, int):
+        matrix = MemRefType(element, [DYNAMIC_INDEX, DYNAMIC_INDEX])
+        cast = memref.ReinterpretCastOp(
+            buffer,
+            [],
+            [rows, row],
+            [row],
+            [0],
+            [DYNAMIC_INDEX, DYNAMIC_INDEX],
+            [DYNAMIC_INDEX, 1],
+            matrix,
+        )
+        return b.insert(cast).results[0]
     matrix = MemRefType(element, [DYNAMIC_INDEX, row])
     cast = memref.ReinterpretCastOp(
         buffer, [], [rows], [], [0], [DYNAMIC_INDEX, row], [row, 1], matrix
