@@ -235,7 +235,7 @@ def _bert_once_feeds(batch: int, seq: int) -> dict[str, np.ndarray]:
 
 
 # ResNet-50 with symbolic batch, height and width: (batch, image side) sizes.
-RESNET_ONCE_SHAPES = [(1, 224), (1, 320)]
+RESNET_ONCE_SHAPES = [(1, 224), (8, 224), (1, 320)]
 
 
 def _image_feeds(batch: int, side: int) -> dict[str, np.ndarray]:
