@@ -91,7 +91,9 @@ def conv_rows(target: Target, images: Sequence[int], runs: int, threads: int) ->
         # The blocking the compile-time shape (at the first image size) chose.
         first = side * images[0] // 224
         out_first = conv_out_size(first, k, stride, 2 * pad, 1)
-        lanes = blocked_conv_blocking(cin, cout, 1, (out_first, out_first), (k, k), target)
+        lanes = blocked_conv_blocking(
+            cin, cout, 1, (out_first, out_first), (k, k), target, (stride, stride)
+        )
         assert lanes is not None
         packed, layout = pack_conv_lanes_weight(weight, lanes.nr)
         make = conv_op((k, k), (stride, stride), (pad,) * 4, (1, 1), 1, layout, True, False, "relu")

@@ -180,6 +180,7 @@ def blocked_conv_blocking(
     out_hw: tuple[int, int],
     kernel: tuple[int, int],
     target: Target,
+    strides: tuple[int, int] = (1, 1),
 ) -> LanesBlocking | None:
     """The channel-lanes tile of a conv in the channel-blocked layout [N, C/VW, H, W, VW], or
     None when the conv cannot run blocked (groups, channel counts not multiples of VW).
@@ -192,11 +193,18 @@ def blocked_conv_blocking(
     Two vectors of channels per tile, except for convs with wide output rows and more than
     one tap per row (3x3 64 @56: one vector 789, two 1177), where one vector's longer row
     tiles reuse each broadcast input over more columns; at most BLOCKED_MAX_ACCUMULATORS.
+    With 32 vector registers, strided convs keep two vectors however wide their rows: a
+    stride-2 tile's columns read every other input pixel, so the longer tile reuses fewer
+    loaded lines, while the second vector halves the broadcasts per FMA (AVX-512, 1 thread,
+    3x3/2, ms one -> two vectors: 64->128 in 160 4.17 -> 3.92, 128->256 in 80 3.82 -> 3.72,
+    256->512 in 40 3.96 -> 3.78, 128->128 in 112 3.80 -> 3.67). With 16 (AVX2) two vectors
+    lose (64->128 in 160 8.9 -> 15.6, 128->128 in 56 2.3 -> 3.3).
     """
     vw = target.vector_width
     if group != 1 or cin % vw or cout % vw:
         return None
-    wide = kernel != (1, 1) and out_hw[1] >= 2 * vw
+    strided_two_vectors = strides != (1, 1) and target.vector_registers >= 32
+    wide = kernel != (1, 1) and out_hw[1] >= 2 * vw and not strided_two_vectors
     nvec = 2 if cout % (2 * vw) == 0 and not wide else 1
     mr = lanes_row_tile(out_hw[1], nvec, target, BLOCKED_MAX_ACCUMULATORS)
     return LanesBlocking(nvec, vw, mr)

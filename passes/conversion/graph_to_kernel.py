@@ -267,7 +267,7 @@ class _Bufferizer:
                 lanes = size_choice(
                     f"the blocked conv of '{name}'",
                     lambda: blocked_conv_blocking(
-                        cin_g * group, cout, group, out_hw, (kh, kw), target
+                        cin_g * group, cout, group, out_hw, (kh, kw), target, strides
                     ),
                 )
             else:

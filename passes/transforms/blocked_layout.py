@@ -30,7 +30,7 @@ from xdsl.ir import BlockArgument, Operation, SSAValue
 
 from ember.core.target import Target
 from ember.dialects import graph
-from ember.dialects.graph import element_type_of, shape_of
+from ember.dialects.graph import element_type_of, int_values, shape_of
 from ember.dialects.weight_layouts import blocked_conv_blocking, is_depthwise
 from ember.passes.conversion.elementwise_bodies import BODIES
 from ember.passes.options import TargetPass
@@ -93,7 +93,10 @@ def runs_blocked(op: graph.ConvOp, target: Target) -> bool:
     group = op.group.value.data
     if is_depthwise(shape_of(op.weight), group):  # the blocked depthwise kernel
         return cout % target.vector_width == 0
-    blocking = blocked_conv_blocking(cin_g * group, cout, group, (y[2], y[3]), (kh, kw), target)
+    strides: tuple[int, int] = tuple(int_values(op.strides))  # type: ignore[assignment]
+    blocking = blocked_conv_blocking(
+        cin_g * group, cout, group, (y[2], y[3]), (kh, kw), target, strides
+    )
     return blocking is not None
 
 

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.core.context import make_context
+from ember.core.target import named_target
 from ember.frontend.onnx_importer import import_model
 from ember.passes.pipeline import DEFAULT_PIPELINE, GRAPH_STAGE, build_pipeline
 from ember.tests.oracle import assert_close, onnxruntime_outputs, random_inputs
@@ -157,3 +158,41 @@ def test_inverted_residual_matches_onnxruntime(block: str) -> None:
     assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), rel=1e-4)
     text = _graph_ir(model, BLOCK_OPTIONS[block])
     assert text.count("graph.to_blocked") == 1 and text.count("graph.from_blocked") == 1
+
+
+def strided_wide_rows_model(seed: int = 0) -> onnx.ModelProto:
+    """A ResNet downsampling block with wide odd rows: 3x3/2 32->64 (35 output columns, the
+    stride-2 conv that keeps two channel vectors on AVX-512) -> relu -> 3x3 64->64, plus
+    the 1x1/2 shortcut, then relu."""
+    g = _Chain(seed)
+    x = g.op("Relu", [g.conv("x", 16, 32, 3)])
+    y = g.conv(g.op("Relu", [g.conv(x, 32, 64, 3, stride=2)]), 64, 64, 3)
+    return g.model([1, 16, 67, 69], [g.op("Relu", [g.op("Add", [y, g.conv(x, 32, 64, 1, 2)])])])
+
+
+@pytest.mark.parametrize("block", list(BLOCK_OPTIONS))
+def test_strided_wide_rows_match_onnxruntime(block: str) -> None:
+    model = strided_wide_rows_model()
+    feeds = random_inputs(model, seed=3)
+    pipeline = _with_block(DEFAULT_PIPELINE, BLOCK_OPTIONS[block])
+    compiled = ember.compile(model, threads=2, pipeline=pipeline)
+    assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), rel=1e-4)
+
+
+@pytest.mark.parametrize("isa,strided_panel", [("x86-64-v4", 32), ("x86-64-v3", 8)])
+def test_strided_wide_rows_weight_layout(isa: str, strided_panel: int) -> None:
+    """The 3x3/2 conv's weights are packed for the kernel blocked_conv_blocking picks with
+    the stride: two vectors of channels with 32 registers, one with 16 (its stride-1
+    neighbours of the same row width keep one)."""
+    module, store = import_model(strided_wide_rows_model())
+    target = named_target(isa, threads=1)
+    pipeline = build_pipeline(f"{GRAPH_STAGE},convert-graph-to-kernel")
+    pipeline.apply(make_context(store, target), module)
+    convs = [op for op in module.walk() if op.name == "kernel.conv2d"]
+    layouts = {
+        (tuple(op.strides.get_values()), tuple(op.kernel_shape.get_values())): op.weight_layout.data
+        for op in convs
+    }
+    c = target.vector_width
+    assert layouts[((2, 2), (3, 3))] == f"conv_lanes_panel{strided_panel}"
+    assert layouts[((1, 1), (3, 3))] == f"conv_lanes_panel{c}"

@@ -19,6 +19,7 @@ from xdsl.ir import Block
 from ember.core.target import Target, host_target
 from ember.dialects.numpy_eval import from_blocked, to_blocked
 from ember.dialects.weight_layouts import (
+    blocked_conv_blocking,
     conv_lanes_blocking,
     conv_lanes_layout,
     lanes_row_tile,
@@ -240,6 +241,20 @@ def test_conv_lanes_choice() -> None:
     assert blocking is not None and blocking.vw == 8 and blocking.nvec == 2
     assert blocking.mr == 4  # 6 columns of 2 ymm vectors at most: 7 = 4 + 3
     assert lanes_row_tile(56, 2, avx512) == 12 and lanes_row_tile(14, 2, avx512) == 7
+
+
+def test_blocked_conv_choice_strided_wide_rows() -> None:
+    """Blocked 3x3 convs with wide output rows: one vector of channels, except strided ones
+    with 32 registers (AVX-512), which keep two (see blocked_conv_blocking); AVX2 keeps one."""
+    avx512 = Target(vector_width=16, vector_registers=32)
+    choose = blocked_conv_blocking
+    assert choose(64, 64, 1, (160, 160), (3, 3), avx512).nvec == 1  # type: ignore[union-attr]
+    strided = choose(64, 128, 1, (80, 80), (3, 3), avx512, (2, 2))
+    assert strided is not None and strided.nvec == 2 and strided.nr == 32
+    assert choose(128, 128, 1, (28, 28), (3, 3), avx512, (2, 2)).nvec == 2  # type: ignore[union-attr]
+    narrow_avx2 = choose(128, 128, 1, (28, 28), (3, 3), AVX2, (2, 2))
+    assert narrow_avx2 is not None and narrow_avx2.nvec == 1  # 28 >= 2 x 8: wide on AVX2
+    assert choose(64, 80, 1, (80, 80), (3, 3), avx512, (2, 2)).nvec == 1  # type: ignore[union-attr]
 
 
 def _lowered(make, shapes: Sequence[tuple[int, ...]], target: Target) -> str:  # noqa: ANN001

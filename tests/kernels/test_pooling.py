@@ -31,6 +31,7 @@ from ember.dialects.numpy_eval import from_blocked, to_blocked
 from ember.engine.compile import annotate_origins
 from ember.frontend.onnx_importer import import_model
 from ember.passes.conversion.graph_to_kernel import ConversionError
+from ember.passes.conversion.kernel_to_loops import pooling
 from ember.passes.conversion.kernel_to_loops.flat_access import KernelShapeError
 from ember.passes.conversion.kernel_to_loops.pooling import build_pool, lower_pool
 from ember.passes.conversion.kernel_to_loops.registry import lowering_for
@@ -242,6 +243,32 @@ def test_vector_planes_match_onnxruntime(case: tuple, vw: int) -> None:
     target = Target(cpu="x86-64-v4", vector_width=16, vector_registers=32, threads=1)
     run_kernel_op(make, [x, out], target=target if vw == 16 else Target(threads=1))
     check(out, expected, kind)
+
+
+# Planes of at least PREFETCH_MIN_PLANE_BYTES, which prefetch input rows ahead (the last
+# output rows' prefetches clamped to the plane): odd sizes, stride 2 and 1, ceil mode.
+PREFETCHED_CASES = [
+    ("max", (1, 3, 131, 133), (3, 3), (2, 2), (1, 1, 1, 1), False, False),  # DBNet's stem pool
+    ("max", (1, 2, 129, 130), (3, 3), (2, 2), (0, 0, 0, 0), True, False),
+    ("avg", (1, 2, 128, 131), (3, 3), (1, 1), (1, 1, 1, 1), False, True),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", PREFETCHED_CASES, ids=lambda c: f"{c[0]}{c[1][2:]}s{c[3]}")
+def test_prefetched_planes_match_onnxruntime(case: tuple, threads: int) -> None:
+    assert case[1][2] * case[1][3] * 4 >= pooling.PREFETCH_MIN_PLANE_BYTES
+    out, expected = run_case(case, threads=threads)
+    check(out, expected, case[0])
+
+
+def test_large_planes_prefetch_rows() -> None:
+    """Each output row loop asks for the 2 input rows of a row ahead (133 floats: 9 lines
+    each); planes under PREFETCH_MIN_PLANE_BYTES don't."""
+    make = make_pool("max", (3, 3), (2, 2), (1, 1, 1, 1))
+    prefetches = _lowered(make, (1, 2, 131, 133), (1, 2, 66, 67)).count("llvm.prefetch")
+    assert prefetches > 0 and prefetches % (2 * 9) == 0
+    assert "llvm.prefetch" not in _lowered(make, (1, 2, 100, 100), (1, 2, 50, 50))
 
 
 def test_max_pool_padded_plane_propagates_nan() -> None:
