@@ -1199,6 +1199,139 @@ def transpose_square(b: LoopBuilder, rows: list[SSAValue]) -> list[SSAValue]:
     return rows
 
 
+def column_stores(
+    b: LoopBuilder, cols: int, count: SSAValue | None, store: Callable[[LoopBuilder, int], None]
+) -> None:
+    """store(b, i) for each column of a tile; checked, columns past `count` are skipped."""
+    for i in range(cols):
+        if count is None or i == 0:
+            store(b, i)
+        else:
+            b.if_(b.cmp_index("ult", b.index(i), count), lambda sb, i=i: store(sb, i))
+
+
+@dataclass(frozen=True)
+class LanesTile:
+    """What the channel-lanes reduction and epilogue of one unit need, shared by the static
+    kernel (_lower_channel_lanes) and the runtime-extent one (conv_extents._channel_lanes):
+    `blocked` input/output [N, C/vw, H, W, vw] or NCHW, NR = nvec x vw output channels from
+    `co0` (channel block `cb`) of output row `oh` of image `bi`."""
+
+    blocked: bool
+    vw: int
+    nvec: int
+    nr: int
+    cout: int
+    unroll: int  # NCHW: input channels per unrolled reduction step
+    lane_unroll: int  # blocked: lanes per step through one channel block
+    bi: SSAValue
+    oh: SSAValue
+    cb: SSAValue
+    co0: SSAValue
+    zero: SSAValue
+    epi: Epilogue
+    bias_buf: SSAValue | None
+    rows_scratch: SSAValue | None  # NCHW: [NR, vw] where the transposed tile goes
+
+
+def reduce_lanes_channels(
+    b: LoopBuilder,
+    t: LanesTile,
+    channels: SSAValue,
+    accs: list[SSAValue],
+    step: Callable[[LoopBuilder, Channel, list[SSAValue]], None],
+    before_block: Callable[[LoopBuilder, SSAValue], None] | None = None,
+) -> list[SSAValue]:
+    """The accumulators after step(b, ci, values) over `channels` input channels (blocked:
+    channel blocks, each VW lanes in steps of lane_unroll, after before_block(b, block))."""
+
+    def unrolled(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
+        current = list(values)
+        for q in range(t.unroll):
+            step(b, ci if q == 0 else b.add(ci, q), current)
+        return current
+
+    def single(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
+        current = list(values)
+        step(b, ci, current)
+        return current
+
+    if t.blocked:
+        # Per input channel block, its VW lanes in steps of `lane_unroll`.
+        def lanes_of(b: LoopBuilder, cib: SSAValue, *values: SSAValue) -> list[SSAValue]:
+            if before_block is not None:
+                before_block(b, cib)
+
+            def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
+                current = list(sums)
+                for q in range(t.lane_unroll):
+                    step(b, (cib, lane if q == 0 else b.add(lane, q)), current)
+                return current
+
+            return b.for_range(0, t.vw, t.lane_unroll, lanes, list(values))
+
+        return b.for_range(0, channels, 1, lanes_of, accs)
+    if t.unroll > 1:
+        main = b.sub(channels, b.rem(channels, t.unroll))
+        accs = b.for_range(0, main, t.unroll, unrolled, accs)
+        return b.for_range(main, channels, 1, single, accs)
+    return b.for_range(0, channels, 1, single, accs)
+
+
+def store_lanes_tile(
+    b: LoopBuilder,
+    t: LanesTile,
+    accs: list[SSAValue],
+    ow0: Value,
+    cols: int,
+    count: SSAValue | None,
+) -> None:
+    """Bias, residual, activation and store of a tile's `cols` x NR accumulators at output
+    column ow0 (checked: only the first `count` columns)."""
+    nvec, vw, nr = t.nvec, t.vw, t.nr
+    if t.blocked:
+        # Each accumulator is VW channels of one pixel: the blocked layout's vector.
+        for j in range(nvec):
+            cb_out = b.add(b.mul(t.cb, nvec), j)
+
+            def store(b: LoopBuilder, j: int = j, cb_out: SSAValue = cb_out) -> None:
+                bias = None
+                if t.bias_buf is not None:
+                    bias = b.vload(t.bias_buf, [b.add(t.co0, j * vw)], vw)
+
+                def column(b: LoopBuilder, i: int) -> None:
+                    at = [t.bi, cb_out, t.oh, b.add(ow0, i), 0]
+                    t.epi.finish(b, accs[i * nvec + j], at, vw, bias)
+
+                column_stores(b, cols, count, column)
+
+            if j and t.cout % nr:  # the last block's padding channels
+                in_range = b.cmp_index("ult", b.add(t.co0, j * vw), t.cout)
+                if_else(b, in_range, store, lambda b: None)
+            else:
+                store(b)
+        return
+
+    rows_scratch = t.rows_scratch
+    assert rows_scratch is not None
+    # Channel c's columns as one vector: transpose each vector of channels in registers.
+    for j in range(nvec):
+        columns = [accs[i * nvec + j] for i in range(cols)] + [t.zero] * (vw - cols)
+        for c, row in enumerate(transpose_square(b, columns)):
+            b.vstore(row, rows_scratch, [j * vw + c, 0])
+
+    def channel(b: LoopBuilder, c: SSAValue) -> None:
+        co = b.add(t.co0, c)
+        bias = None if t.bias_buf is None else b.splat(b.load(t.bias_buf, [co]), vw)
+        lanes = b.vload(rows_scratch, [c, 0], vw)
+        t.epi.finish(b, lanes, [t.bi, co, t.oh, ow0], cols if count is None else count, bias)
+
+    if t.cout % nr:
+        b.for_range(0, b.min_index(nr, b.sub(t.cout, t.co0)), 1, channel)
+    else:
+        b.for_range(0, nr, 1, channel)
+
+
 def _lower_channel_lanes(
     op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
 ) -> func.FuncOp:
@@ -1272,6 +1405,7 @@ def _lower_channel_lanes(
     # Channels per unrolled reduction step: enough FMAs per iteration for short kernels.
     unroll = max(1, K_UNROLL // geo.kw)
     lane_unroll = math.gcd(unroll, vw)  # blocked: steps through one channel block's lanes
+    lanes_shape = (blocked, vw, nvec, nr, geo.cout, unroll, lane_unroll)
 
     def column_ok(ow: int, s: int) -> bool:
         iw = ow * geo.sw - geo.pl + s * geo.dw
@@ -1294,6 +1428,7 @@ def _lower_channel_lanes(
             ih = b.add(b.mul(oh, geo.sh), r * geo.dh - geo.pt)
             inside = b.cmp_index("ult", ih, geo.h)
             kernel_rows.append((ih, b.select(inside, b.index(reduced), b.index(0))))
+        lanes_tile = LanesTile(*lanes_shape, bi, oh, cb, co0, zero, epi, bias_buf, rows_scratch)
 
         def x_at(b: LoopBuilder, ci: Channel, ih: SSAValue, iw: SSAValue) -> list[SSAValue]:
             """Indices of input channel `ci` (blocked: its (block, lane)) at (ih, iw)."""
@@ -1409,76 +1544,16 @@ def _lower_channel_lanes(
                             for j in range(nvec):
                                 values[i * nvec + j] = b.fma(a, weights[j], values[i * nvec + j])
 
-                def unrolled(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
-                    current = list(values)
-                    for q in range(unroll):
-                        step(b, ci if q == 0 else b.add(ci, q), current)
-                    return current
+                accs = reduce_lanes_channels(
+                    b,
+                    lanes_tile,
+                    channels,
+                    accs,
+                    step,
+                    lambda b, cib, ih=ih: prefetch_next_block(b, cib, ih),
+                )
 
-                def single(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
-                    current = list(values)
-                    step(b, ci, current)
-                    return current
-
-                if blocked:
-                    # Per input channel block, its VW lanes in steps of `lane_unroll`.
-                    def lanes_of(
-                        b: LoopBuilder, cib: SSAValue, *values: SSAValue, ih: SSAValue = ih
-                    ) -> list[SSAValue]:
-                        prefetch_next_block(b, cib, ih)
-
-                        def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
-                            current = list(sums)
-                            for q in range(lane_unroll):
-                                step(b, (cib, lane if q == 0 else b.add(lane, q)), current)
-                            return current
-
-                        return b.for_range(0, vw, lane_unroll, lanes, list(values))
-
-                    accs = b.for_range(0, channels, 1, lanes_of, accs)
-                elif unroll > 1:
-                    main = b.sub(channels, b.rem(channels, unroll))
-                    accs = b.for_range(0, main, unroll, unrolled, accs)
-                    accs = b.for_range(main, channels, 1, single, accs)
-                else:
-                    accs = b.for_range(0, channels, 1, single, accs)
-
-            if blocked:
-                # Each accumulator is VW channels of one pixel: the blocked layout's vector.
-                for j in range(nvec):
-                    cb_out = b.add(b.mul(cb, nvec), j)
-
-                    def store(b: LoopBuilder, j: int = j, cb_out: SSAValue = cb_out) -> None:
-                        bias = None
-                        if bias_buf is not None:
-                            bias = b.vload(bias_buf, [b.add(co0, j * vw)], vw)
-                        for i in range(cols):
-                            at = [bi, cb_out, oh, b.add(ow0, i), 0]
-                            epi.finish(b, accs[i * nvec + j], at, vw, bias)
-
-                    if j and geo.cout % nr:  # the last block's padding channels
-                        in_range = b.cmp_index("ult", b.add(co0, j * vw), geo.cout)
-                        if_else(b, in_range, store, lambda b: None)
-                    else:
-                        store(b)
-                return
-
-            # Channel c's columns as one vector: transpose each vector of channels in registers.
-            for j in range(nvec):
-                columns = [accs[i * nvec + j] for i in range(cols)] + [zero] * (vw - cols)
-                for c, row in enumerate(transpose_square(b, columns)):
-                    b.vstore(row, rows_scratch, [j * vw + c, 0])
-
-            def channel(b: LoopBuilder, c: SSAValue) -> None:
-                co = b.add(co0, c)
-                bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
-                lanes = b.vload(rows_scratch, [c, 0], vw)
-                epi.finish(b, lanes, [bi, co, oh, ow0], cols, bias)
-
-            if geo.cout % nr:
-                b.for_range(0, b.min_index(nr, b.sub(geo.cout, co0)), 1, channel)
-            else:
-                b.for_range(0, nr, 1, channel)
+            store_lanes_tile(b, lanes_tile, accs, ow0, cols, None)
 
         # Row tiles: edge tiles (some tap outside the row) static, runs of interior ones looped.
         starts = list(range(0, geo.wo, mr))

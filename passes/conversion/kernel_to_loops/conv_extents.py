@@ -58,7 +58,10 @@ from ember.passes.conversion.kernel_to_loops.conv import (
     DEPTHWISE_ROW_VECTORS,
     LANES_MAX_UNROLLED_TAPS,
     LANES_ROWS_FIRST_MAX_WEIGHT_BYTES,
-    transpose_square,
+    LanesTile,
+    column_stores,
+    reduce_lanes_channels,
+    store_lanes_tile,
 )
 from ember.passes.conversion.kernel_to_loops.flat_access import index_to_f32, shuffle
 from ember.passes.conversion.kernel_to_loops.gemm_common import (
@@ -209,17 +212,6 @@ def tap_columns(
             row.append((b.select(ok, at, b.index(0)), ok))
         columns.append(row)
     return columns
-
-
-def column_stores(
-    b: LoopBuilder, cols: int, count: SSAValue | None, store: Callable[[LoopBuilder, int], None]
-) -> None:
-    """store(b, i) for each column of a tile; checked, columns past `count` are skipped."""
-    for i in range(cols):
-        if count is None or i == 0:
-            store(b, i)
-        else:
-            b.if_(b.cmp_index("ult", b.index(i), count), lambda sb, i=i: store(sb, i))
 
 
 # -- conv --------------------------------------------------------------------------------------
@@ -383,6 +375,7 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
     rows_first = blocks * k_extent * nr * 4 <= LANES_ROWS_FIRST_MAX_WEIGHT_BYTES
     unroll = max(1, K_UNROLL // kw)
     lane_unroll = math.gcd(unroll, vw)
+    lanes_shape = (geo.blocked, vw, nvec, nr, geo.cout, unroll, lane_unroll)
     size = Sizes.read(body, x, out)
     interior = geo.cols.interior(body, size.w, size.wo)
     sh, dh, pt = geo.rows.stride, geo.rows.dilation, geo.rows.pad_lo
@@ -404,6 +397,7 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
             ih = b.add(b.mul(oh, sh), r * dh - pt)
             inside = b.cmp_index("ult", ih, size.h)
             kernel_rows.append((ih, b.select(inside, b.index(reduced), b.index(0))))
+        lanes_tile = LanesTile(*lanes_shape, bi, oh, cb, co0, zero, epi, bias_buf, rows_scratch)
 
         def x_at(ci: SSAValue | tuple[SSAValue, SSAValue], ih: SSAValue, iw: Value) -> list:
             if isinstance(ci, tuple):
@@ -452,86 +446,17 @@ def _channel_lanes(op: kernel.Conv2dOp, geo: RuntimeConv, target: Target, name: 
                             for j in range(nvec):
                                 values[i * nvec + j] = b.fma(a, weights[j], values[i * nvec + j])
 
-                def unrolled(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
-                    current = list(values)
-                    for q in range(unroll):
-                        step(b, ci if q == 0 else b.add(ci, q), current)
-                    return current
+                def copy_strip(b: LoopBuilder, cib: SSAValue, ih: SSAValue = ih) -> None:
+                    for p, (iw, ok) in enumerate(pixels):
+                        pixel = b.vload(x, [bi, cib, ih, iw, 0], vw)
+                        if ok is not None:
+                            pixel = b.select(ok, pixel, zero)
+                        b.vstore(pixel, strip, [p, 0])
 
-                def single(b: LoopBuilder, ci: SSAValue, *values: SSAValue) -> list[SSAValue]:
-                    current = list(values)
-                    step(b, ci, current)
-                    return current
+                copy = copy_strip if strip is not None else None
+                accs = reduce_lanes_channels(b, lanes_tile, channels, accs, step, copy)
 
-                if geo.blocked:
-
-                    def lanes_of(
-                        b: LoopBuilder,
-                        cib: SSAValue,
-                        *values: SSAValue,
-                        ih: SSAValue = ih,
-                    ) -> list[SSAValue]:
-                        if strip is not None:
-                            for p, (iw, ok) in enumerate(pixels):
-                                pixel = b.vload(x, [bi, cib, ih, iw, 0], vw)
-                                if ok is not None:
-                                    pixel = b.select(ok, pixel, zero)
-                                b.vstore(pixel, strip, [p, 0])
-
-                        def lanes(b: LoopBuilder, lane: SSAValue, *sums: SSAValue) -> list:
-                            current = list(sums)
-                            for q in range(lane_unroll):
-                                step(b, (cib, lane if q == 0 else b.add(lane, q)), current)
-                            return current
-
-                        return b.for_range(0, vw, lane_unroll, lanes, list(values))
-
-                    accs = b.for_range(0, channels, 1, lanes_of, accs)
-                elif unroll > 1:
-                    main = b.sub(channels, b.rem(channels, unroll))
-                    accs = b.for_range(0, main, unroll, unrolled, accs)
-                    accs = b.for_range(main, channels, 1, single, accs)
-                else:
-                    accs = b.for_range(0, channels, 1, single, accs)
-
-            if geo.blocked:
-                for j in range(nvec):
-                    cb_out = b.add(b.mul(cb, nvec), j)
-
-                    def store(b: LoopBuilder, j: int = j, cb_out: SSAValue = cb_out) -> None:
-                        bias = None
-                        if bias_buf is not None:
-                            bias = b.vload(bias_buf, [b.add(co0, j * vw)], vw)
-
-                        def column(b: LoopBuilder, i: int) -> None:
-                            at = [bi, cb_out, oh, b.add(ow0, i), 0]
-                            epi.finish(b, accs[i * nvec + j], at, vw, bias)
-
-                        column_stores(b, cols, count, column)
-
-                    if j and geo.cout % nr:
-                        in_range = b.cmp_index("ult", b.add(co0, j * vw), geo.cout)
-                        if_else(b, in_range, store, lambda b: None)
-                    else:
-                        store(b)
-                return
-
-            assert rows_scratch is not None
-            for j in range(nvec):
-                columns_j = [accs[i * nvec + j] for i in range(cols)] + [zero] * (vw - cols)
-                for c, row in enumerate(transpose_square(b, columns_j)):
-                    b.vstore(row, rows_scratch, [j * vw + c, 0])
-
-            def channel(b: LoopBuilder, c: SSAValue) -> None:
-                co = b.add(co0, c)
-                bias = None if bias_buf is None else b.splat(b.load(bias_buf, [co]), vw)
-                lanes = b.vload(rows_scratch, [c, 0], vw)
-                epi.finish(b, lanes, [bi, co, oh, ow0], cols if count is None else count, bias)
-
-            if geo.cout % nr:
-                b.for_range(0, b.min_index(nr, b.sub(geo.cout, co0)), 1, channel)
-            else:
-                b.for_range(0, nr, 1, channel)
+            store_lanes_tile(b, lanes_tile, accs, ow0, cols, count)
 
         row_tiles(b, size.wo, interior, tile_widths(mr), tile)
 
