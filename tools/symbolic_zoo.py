@@ -71,18 +71,50 @@ def _ints(name: str, values: int | list[int]) -> onnx.TensorProto:
     return onnx.numpy_helper.from_array(np.array(values, np.int64), name)
 
 
-def text_detector_model() -> onnx.ModelProto:
-    """x [N, 3, H, W] -> score map [N, 1, ceil(H/2), ceil(W/2)]: two stride-2 convs, the deeper
-    map upsampled by Resize to the shallower one's size (sizes from Shape -> Slice -> Concat),
-    Concat of the two, a 1x1 conv and a Sigmoid head."""
-    rng = np.random.default_rng(1)
-    nodes = [
+def _stride2_backbone() -> list[onnx.NodeProto]:
+    """x -> f1, f2: two 3x3 stride-2 convs (w1/b1, w2/b2) with Relu, padded: f1 is (H+1)//2
+    high, f2 (H+3)//4 (the stem the detectors and the recognizer share)."""
+    return [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
                          pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["f1"]),
         helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
                          pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c2"], ["f2"]),
+    ]  # fmt: skip
+
+
+def _stride2_backbone_weights(rng: np.random.Generator) -> list[onnx.TensorProto]:
+    """The detectors' backbone weights: 3 -> 8 -> 8 channels."""
+    return [
+        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
+        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+    ]  # fmt: skip
+
+
+def _score_map() -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1, None, None])
+
+
+def _image_model(
+    name: str,
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    outputs: list[onnx.ValueInfoProto],
+) -> onnx.ModelProto:
+    """An opset-17 model of `nodes` over the image input x [N, 3, H, W]."""
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph(nodes, name, [image], outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def text_detector_model() -> onnx.ModelProto:
+    """x [N, 3, H, W] -> score map [N, 1, ceil(H/2), ceil(W/2)]: two stride-2 convs, the deeper
+    map upsampled by Resize to the shallower one's size (sizes from Shape -> Slice -> Concat),
+    Concat of the two, a 1x1 conv and a Sigmoid head."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        *_stride2_backbone(),
         helper.make_node("Shape", ["f2"], ["f2_shape"]),
         helper.make_node("Slice", ["f2_shape", "zero", "two"], ["f2_nc"]),
         helper.make_node("Shape", ["f1"], ["f1_shape"]),
@@ -94,19 +126,11 @@ def text_detector_model() -> onnx.ModelProto:
         helper.make_node("Sigmoid", ["logits"], ["score"]),
     ]  # fmt: skip
     initializers = [
-        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
-        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+        *_stride2_backbone_weights(rng),
         _weight(rng, "w3", 1, 16, 1, 1), _weight(rng, "b3", 1),
         _ints("zero", [0]), _ints("two", [2]), _ints("four", [4]),
     ]  # fmt: skip
-    graph = helper.make_graph(
-        nodes,
-        "text_detector",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1, None, None])],
-        initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _image_model("text_detector", nodes, initializers, [_score_map()])
 
 
 def cropped_text_detector_model() -> onnx.ModelProto:
@@ -118,12 +142,7 @@ def cropped_text_detector_model() -> onnx.ModelProto:
     same at every shape: it compiles once."""
     rng = np.random.default_rng(4)
     nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["f1"]),
-        helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["f2"]),
+        *_stride2_backbone(),
         helper.make_node("Resize", ["f2", "", "scales"], ["up"], mode="nearest"),
         helper.make_node("Shape", ["f1"], ["f1_shape"]),
         helper.make_node("Slice", ["f1_shape", "two", "four"], ["f1_hw"]),
@@ -133,20 +152,12 @@ def cropped_text_detector_model() -> onnx.ModelProto:
         helper.make_node("Sigmoid", ["logits"], ["score"]),
     ]  # fmt: skip
     initializers = [
-        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
-        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+        *_stride2_backbone_weights(rng),
         _weight(rng, "w3", 1, 16, 1, 1), _weight(rng, "b3", 1),
         onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
         _ints("two", [2]), _ints("four", [4]), _ints("zeros2", [0, 0]), _ints("axes23", [2, 3]),
     ]  # fmt: skip
-    graph = helper.make_graph(
-        nodes,
-        "cropped_text_detector",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1, None, None])],
-        initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _image_model("cropped_text_detector", nodes, initializers, [_score_map()])
 
 
 def upsampled_fpn_model() -> onnx.ModelProto:
@@ -158,12 +169,7 @@ def upsampled_fpn_model() -> onnx.ModelProto:
     multiples of floors of the image's."""
     rng = np.random.default_rng(6)
     nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["f1"]),
-        helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["f2"]),
+        *_stride2_backbone(),
         helper.make_node("Resize", ["f2", "", "scales"], ["up"], mode="nearest"),
         helper.make_node("Conv", ["f2", "wl", "bl"], ["lateral"], kernel_shape=[1, 1]),
         helper.make_node("Resize", ["lateral", "", "scales"], ["lateral_up"], mode="nearest"),
@@ -176,8 +182,7 @@ def upsampled_fpn_model() -> onnx.ModelProto:
                          strides=[2, 2], pads=[1, 1, 1, 1]),
     ]  # fmt: skip
     initializers = [
-        _weight(rng, "w1", 8, 3, 3, 3), _weight(rng, "b1", 8),
-        _weight(rng, "w2", 8, 8, 3, 3), _weight(rng, "b2", 8),
+        *_stride2_backbone_weights(rng),
         _weight(rng, "wl", 8, 8, 1, 1), _weight(rng, "bl", 8),
         _weight(rng, "w3", 1, 8, 3, 3), _weight(rng, "b3", 1),
         _weight(rng, "w4", 4, 8, 3, 3), _weight(rng, "b4", 4),
@@ -188,14 +193,7 @@ def upsampled_fpn_model() -> onnx.ModelProto:
         helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, None, None])
         for name, channels in (("score", 1), ("valid", 4), ("down", 8))
     ]
-    graph = helper.make_graph(
-        nodes,
-        "upsampled_fpn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        outputs,
-        initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _image_model("upsampled_fpn", nodes, initializers, outputs)
 
 
 HIDDEN, HEADS, VOCAB = 16, 2, 50
@@ -295,12 +293,7 @@ def recognizer_model() -> onnx.ModelProto:
     sequence [N, W', C*H], a MatMul classifier."""
     rng = np.random.default_rng(3)
     nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["f1"]),
-        helper.make_node("Conv", ["f1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["f2"]),
+        *_stride2_backbone(),
         helper.make_node("Shape", ["f2"], ["f2_shape"]),
         *_dim("n", "f2_shape", 0, "n_1d"),
         *_dim("w", "f2_shape", 3, "w_1d"),
