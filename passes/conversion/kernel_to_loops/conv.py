@@ -820,6 +820,23 @@ def _lower_depthwise(
 DEPTHWISE_BLOCKED_COLUMNS = 4
 
 
+def check_depthwise_blocked_weight(
+    op: kernel.Conv2dOp, cin: int, cout: int, group: int, kh: int, kw: int, c: int
+) -> None:
+    """A blocked depthwise conv's weight is packed [C/c, kh*kw, c] in its layout (the static
+    and the run-time-extent kernels read it so)."""
+    if (
+        not group == cin == cout
+        or memref_shape(op.weight) != (cout // c, kh * kw, c)
+        or op.weight_layout.data != depthwise_blocked_layout(c)
+    ):
+        raise ValueError(
+            f"kernel.conv2d: blocked depthwise weight {memref_shape(op.weight)} with layout "
+            f"'{op.weight_layout.data}' does not match {cout} channels of {kh}x{kw} in "
+            f"blocks of {c} (group {group})"
+        )
+
+
 def _lower_depthwise_blocked(
     op: kernel.Conv2dOp, geo: ConvGeometry, target: Target, name: str
 ) -> func.FuncOp:
@@ -830,17 +847,8 @@ def _lower_depthwise_blocked(
     border columns are emitted statically without their out-of-row taps, interior ones
     DEPTHWISE_BLOCKED_COLUMNS at a time."""
     c = memref_shape(op.input)[-1]
-    blocks, taps = geo.cout // c, geo.kh * geo.kw
-    if (
-        not geo.group == geo.cin == geo.cout
-        or memref_shape(op.weight) != (blocks, taps, c)
-        or op.weight_layout.data != depthwise_blocked_layout(c)
-    ):
-        raise ValueError(
-            f"kernel.conv2d: blocked depthwise weight {memref_shape(op.weight)} with layout "
-            f"'{op.weight_layout.data}' does not match {geo.cout} channels of "
-            f"{geo.kh}x{geo.kw} in blocks of {c} (group {geo.group})"
-        )
+    blocks = geo.cout // c
+    check_depthwise_blocked_weight(op, geo.cin, geo.cout, geo.group, geo.kh, geo.kw, c)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")

@@ -35,12 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, func, vector
-from xdsl.dialects.builtin import DenseArrayBase, VectorType, f32, i1
+from xdsl.dialects.builtin import VectorType, f32, i1
 from xdsl.ir import SSAValue
 
 from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.extents import is_dynamic
+from ember.dialects.graph import int_values
 from ember.dialects.weight_layouts import (
     BLOCKED_MAX_ACCUMULATORS,
     DEPTHWISE_LAYOUT,
@@ -59,6 +60,7 @@ from ember.passes.conversion.kernel_to_loops.conv import (
     LANES_MAX_UNROLLED_TAPS,
     LANES_ROWS_FIRST_MAX_WEIGHT_BYTES,
     LanesTile,
+    check_depthwise_blocked_weight,
     column_stores,
     reduce_lanes_channels,
     store_lanes_tile,
@@ -82,10 +84,6 @@ from ember.passes.conversion.kernel_to_loops.gemm_common import (
 )
 from ember.passes.conversion.kernel_to_loops.pooling import BLOCKED_POOL_COLUMNS
 from ember.passes.conversion.kernel_to_loops.registry import lowering
-
-
-def _ints(attr: DenseArrayBase) -> list[int]:
-    return [int(v) for v in attr.get_values()]
 
 
 @dataclass(frozen=True)
@@ -251,10 +249,10 @@ class RuntimeConv:
             raise ValueError(
                 f"kernel.conv2d: bias shape {memref_shape(op.bias)} != ({cout_static},)"
             )
-        kh, kw = _ints(op.kernel_shape)
-        sh, sw = _ints(op.strides)
-        dh, dw = _ints(op.dilations)
-        pt, pl, pb, pr = _ints(op.pads)
+        kh, kw = int_values(op.kernel_shape)
+        sh, sw = int_values(op.strides)
+        dh, dw = int_values(op.dilations)
+        pt, pl, pb, pr = int_values(op.pads)
         if min(sh, sw, dh, dw, kh, kw) < 1 or min(pt, pl, pb, pr) < 0:
             raise ValueError("kernel.conv2d: strides/dilations/kernel must be >= 1 and pads >= 0")
         group = op.group.value.data
@@ -728,16 +726,7 @@ def _depthwise_blocked(
     c = geo.lanes
     kh, kw = geo.rows.taps, geo.cols.taps
     blocks, taps = geo.cout // c, kh * kw
-    if (
-        not geo.group == geo.cin == geo.cout
-        or memref_shape(op.weight) != (blocks, taps, c)
-        or op.weight_layout.data != depthwise_blocked_layout(c)
-    ):
-        raise ValueError(
-            f"kernel.conv2d: blocked depthwise weight {memref_shape(op.weight)} with layout "
-            f"'{op.weight_layout.data}' does not match {geo.cout} channels of {kh}x{kw} in "
-            f"blocks of {c} (group {geo.group})"
-        )
+    check_depthwise_blocked_weight(op, geo.cin, geo.cout, geo.group, kh, kw, c)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
     bias_buf = args.get("bias")
@@ -981,9 +970,9 @@ def lower_pool_runtime(op: kernel.PoolOp, target: Target, name: str) -> func.Fun
             f"[N, C/c, H, W, c] maps with `?` in N, H, W only: {op.input.type} -> "
             f"{op.output.type}"
         )
-    kh, kw = _ints(op.kernel_shape)
-    sh, sw = _ints(op.strides)
-    pt, pl, pb, pr = _ints(op.pads)
+    kh, kw = int_values(op.kernel_shape)
+    sh, sw = int_values(op.strides)
+    pt, pl, pb, pr = int_values(op.pads)
     if min(kh, kw, sh, sw) < 1 or min(pt, pl, pb, pr) < 0 or max(pt, pb) >= kh or max(pl, pr) >= kw:
         raise ValueError(
             f"kernel.pool: invalid kernel_shape {[kh, kw]}, strides {[sh, sw]} or pads "
