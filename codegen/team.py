@@ -43,6 +43,9 @@ them):
   for it. Its chunks are claimed by whoever runs.
 - FN and CTX are only rewritten when the next job is posted, after LEFT == JOINED: no joined
   worker is reading them then, and a worker reads them only after joining and seeing JOB open.
+- Jobs do not nest: a region reached while thread 0 runs a job sees JOB open and runs
+  alone on thread 0 (workers reaching one run it alone too: they do not own the team, and a
+  GOMP_parallel inside a parallel region has one thread).
 - The run ends with JOB := EXIT (after the last job's wait); workers return and
   GOMP_parallel's own barrier ends the team. A kernel that records an error (status record)
   returns normally, so an error ends the run the same way. OWNER is cleared after the team.
@@ -167,10 +170,19 @@ def _emit_run(run: ir.Function, record: ir.Value) -> None:
     b.call(launch, [fn, ctx, threads, I32(0)])
     b.ret_void()
 
-    # Only thread 0 writes JOB, FN and CTX while the team lives.
+    # Only thread 0 writes JOB, FN and CTX while the team lives. A region reached inside a
+    # job (a function with a region of its own called from a region's body) finds JOB open:
+    # it runs on this thread alone, as a nested GOMP_parallel would.
     b.position_at_end(post)
     closed = _load(b, record, JOB)
     fn_word = b.ptrtoint(fn, I64)
+    nested = run.append_basic_block("nested")
+    publish = run.append_basic_block("publish")
+    b.cbranch(b.icmp_unsigned("!=", b.and_(closed, I64(1)), I64(0)), nested, publish)
+    b.position_at_end(nested)
+    b.call(b.inttoptr(fn_word, REGION_TYPE.as_pointer()), [ctx])
+    b.ret_void()
+    b.position_at_end(publish)
     b.store(fn_word, _word(b, record, FN))
     b.store(b.ptrtoint(ctx, I64), _word(b, record, CTX))
     _store(b, b.add(closed, I64(1)), record, JOB)

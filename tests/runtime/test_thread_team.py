@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.codegen import team
-from ember.codegen.jit import emit_text
+from ember.codegen.jit import JitModule, emit_text
 from ember.core.target import host_target
 from ember.runtime.errors import KernelError
 from ember.tests.codegen.util import parse
@@ -316,3 +316,53 @@ def test_entry_launches_one_team_and_regions_post_jobs() -> None:
         CHECK: call void @"ember_team_run"({{.*}} @"ember.scale_1__parallel_1"
         """,
     )
+
+
+NESTED = """
+func.func private @row(%a: memref<64x64xf32>, %b: memref<64x64xf32>, %i: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %n = arith.constant 64 : index
+  "scf.parallel"(%c0, %n, %c1) <{operandSegmentSizes = array<i32: 1, 1, 1, 0>}> ({
+  ^bb0(%j: index):
+    %v = memref.load %a[%i, %j] : memref<64x64xf32>
+    %w = arith.addf %v, %v : f32
+    memref.store %w, %b[%i, %j] : memref<64x64xf32>
+    scf.reduce
+  }) : (index, index, index) -> ()
+  func.return
+}
+func.func private @rows_1(%a: memref<64x64xf32>, %b: memref<64x64xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %n = arith.constant 64 : index
+  "scf.parallel"(%c0, %n, %c1) <{operandSegmentSizes = array<i32: 1, 1, 1, 0>}> ({
+  ^bb0(%i: index):
+    func.call @row(%a, %b, %i) : (memref<64x64xf32>, memref<64x64xf32>, index) -> ()
+    scf.reduce
+  }) : (index, index, index) -> ()
+  func.return
+}
+func.func @main(%x: memref<64x64xf32>, %y: memref<64x64xf32>)
+    attributes {"ember.input_names" = ["x"]} {
+  %c5 = arith.constant 5 : index
+  func.call @rows_1(%x, %y) : (memref<64x64xf32>, memref<64x64xf32>) -> ()
+  func.call @row(%y, %y, %c5) : (memref<64x64xf32>, memref<64x64xf32>, index) -> ()
+  func.return
+}
+"""
+
+
+def test_a_region_inside_a_job_runs_on_its_thread_alone() -> None:
+    """A function with a region of its own called from a region's body: thread 0 meets it
+    inside a job (it must not post a job then), a worker meets it outside the team."""
+    jit = JitModule(parse(NESTED), host_target(), jobs=1, cache=False)
+    jit.function("ember_set_num_threads", [ctypes.c_int32])(2)
+    main = jit.function("main", [ctypes.c_void_p] * 2)
+    x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    expected = 2 * x
+    expected[5] *= 2
+    for k in range(200):
+        y = np.zeros_like(x)
+        main(x.ctypes.data, y.ctypes.data)
+        assert np.array_equal(y, expected), f"run {k}"
