@@ -288,11 +288,16 @@ def test_entry_launches_one_team_and_regions_post_jobs() -> None:
         CHECK: call i64 @"pthread_self"()
         CHECK: br i1 %{{.*}}, label %"post", label %"gomp"
         CHECK: post:
+        CHECK: load atomic {{.*}} seq_cst
+        CHECK: gomp:
+        CHECK-NEXT: call void @"GOMP_parallel"
+        CHECK: nested:
+        CHECK-NEXT: inttoptr
+        CHECK-NEXT: call void %{{.*}}(ptr %{{.*}})
+        CHECK: publish:
         CHECK: store atomic i64 %{{.*}} seq_cst
         CHECK: call void %{{.*}}(ptr %{{.*}})
         CHECK: store atomic i64 %{{.*}} seq_cst
-        CHECK: gomp:
-        CHECK-NEXT: call void @"GOMP_parallel"
         CHECK: wait:
         CHECK: load atomic {{.*}} seq_cst
         CHECK: load atomic {{.*}} seq_cst
