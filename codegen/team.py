@@ -17,11 +17,12 @@ The team record `ember_team` (i64 words; the words written by different threads 
 loaded program (its own MCJIT engine or shared library) has its own; in a shared library it
 and the functions here are hidden.
 
-    OWNER   pthread_self() of the thread running the entry with the team, 0 when none
-    JOB     2g+1 while job g is open, 2g+2 once closed, EXIT when the run is over
-    FN, CTX the open job (written before JOB opens it)
-    JOINED  workers that announced themselves for a job (cumulative over the run)
-    LEFT    workers done with the job they joined (cumulative)
+    OWNER    pthread_self() of the thread running the entry with the team, 0 when none
+    JOB      2g+1 while job g is open, 2g+2 once closed, EXIT when the run is over
+    FN, CTX  the open job (written before JOB opens it)
+    JOINED   workers that announced themselves for a job (cumulative over the run)
+    LEFT     workers done with the job they joined (cumulative)
+    SLEEPERS workers asleep on JOB; ASLEEP: thread 0 asleep on LEFT
 
 Why no worker ever touches a dead ctx, and thread 0 never waits for a worker that does not
 work (every access below is sequentially consistent, so all threads agree on one order of
@@ -50,10 +51,21 @@ them):
   GOMP_parallel's own barrier ends the team. A kernel that records an error (status record)
   returns normally, so an error ends the run the same way. OWNER is cleared after the team.
 
-Workers wait between jobs spinning on JOB with `pause` (SPIN_PAUSES rounds), then calling
-`sched_yield` on every round, never sleeping in the kernel during a run: on an idle core the
-yield returns at once (the next job is seen within a microsecond), on a contended one the
-competing process gets the core (see docs/performance.md for the spin/yield measurements).
+Waiting, measured on a 2-core znver5 host shared with other processes (docs/performance.md):
+- A worker between jobs spins on JOB with `pause` (SPIN_PAUSES rounds, ~50 µs), then calls
+  `sched_yield` (YIELDS rounds, 0 by default: measured below), then sleeps on a futex on JOB:
+  SLEEPERS counts the sleepers, and thread 0 wakes them (one FUTEX_WAKE) after it changes JOB
+  to post a job or EXIT. A worker increments SLEEPERS and then rereads JOB, thread 0 stores
+  JOB and then reads SLEEPERS: one of them sees the other's write, and FUTEX_WAIT sleeps only
+  while JOB still holds the value the worker saw, so no post is missed. Thread 0 never waits
+  for a sleeping worker: the wake-up is one syscall, and the worker joins the job when it
+  runs. A worker that never sleeps (spinning, then yielding) loses under contention: a
+  yielded thread stays runnable but is scheduled late, and the job is over when it comes
+  back (ResNet-50 with a busy process: 83-132 ms against 44 ms per-region GOMP_parallel).
+- Thread 0 waiting for joined workers spins LEAD_SPIN_PAUSES rounds, then sets ASLEEP and
+  sleeps on a futex on LEFT (the low 32 bits of the word); a leaving worker that reads ASLEEP
+  set wakes it, the same store-then-read pairing as above (ASLEEP, then LEFT; LEFT, then ASLEEP).
+  A sleeping thread 0 frees its core for a worker the scheduler preempted mid-chunk.
 """
 
 from __future__ import annotations
@@ -72,12 +84,24 @@ WORKER_SYMBOL = "ember_team_worker"
 REGION_TYPE = ir.FunctionType(VOID, [PTR])
 RUN_TYPE = ir.FunctionType(VOID, [PTR, PTR, I32])
 
-# Word indices in the team record: each line of 8 words is written by one side.
-OWNER, JOB, FN, CTX, JOINED, LEFT = 0, 8, 9, 10, 16, 24
+# Word indices in the team record: the words of one 64-byte line are written by one side
+# (ASLEEP, thread 0's, shares LEFT's line: a leaving worker reads it next).
+OWNER, JOB, FN, CTX, JOINED, SLEEPERS, LEFT, ASLEEP = 0, 8, 9, 10, 16, 17, 24, 25
 TEAM_WORDS = 32
 EXIT = -2  # even: never an open job
-# `pause` rounds a waiting thread spins before it yields its core on every round.
-SPIN_PAUSES = 2000
+# A worker between jobs: `pause` rounds (~50 ns each on znver5: 50 µs, libgomp's spin at
+# GOMP_SPINCOUNT 1000), then `sched_yield` rounds, then a futex sleep that the next post
+# ends. No yields: on a contended host a yield gives the core away for a scheduler slice and
+# leaves the worker runnable but late for the next job, where a sleeper is woken at once
+# (ResNet-50 at 2 threads beside a busy process: 41-72 ms with 0 yields, 88-92 ms with 2 or 8;
+# docs/performance.md).
+SPIN_PAUSES = 1000
+YIELDS = 0
+# `pause` rounds thread 0 spins waiting for joined workers before it sleeps on a futex:
+# libgomp's barrier at GOMP_SPINCOUNT 1000 (runtime/threads.py).
+LEAD_SPIN_PAUSES = 1000
+SYS_FUTEX = 202  # x86-64
+FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
 
 def _hide(value: ir.GlobalValue, hidden: bool) -> None:
@@ -133,16 +157,15 @@ def _self(b: ir.IRBuilder) -> ir.Value:
 
 
 def _wait_round(b: ir.IRBuilder, rounds: ir.Value) -> ir.Value:
-    """One round of waiting: `pause` for the first SPIN_PAUSES rounds, then `sched_yield`.
-    Returns the next round count."""
+    """One round of a worker's wait: `pause` for the first SPIN_PAUSES rounds, then
+    `sched_yield`. Returns the next round count."""
     module = b.module
     with b.if_else(b.icmp_unsigned("<", rounds, I32(SPIN_PAUSES))) as (spin, give_up):
         with spin:
             b.call(_declare(module, "llvm.x86.sse2.pause", VOID, []), [])
         with give_up:
             b.call(_declare(module, "sched_yield", I32, []), [])
-    spun = b.add(rounds, I32(1))
-    return b.select(b.icmp_unsigned("<", rounds, I32(SPIN_PAUSES)), spun, rounds)
+    return b.add(rounds, I32(1))  # at SPIN_PAUSES + YIELDS the worker sleeps instead
 
 
 def define_team(module: ir.Module, hidden: bool) -> ir.Function:
@@ -186,11 +209,16 @@ def _emit_run(run: ir.Function, record: ir.Value) -> None:
     b.store(fn_word, _word(b, record, FN))
     b.store(b.ptrtoint(ctx, I64), _word(b, record, CTX))
     _store(b, b.add(closed, I64(1)), record, JOB)
+    _wake_sleepers(b, record)
     # Thread 0 claims chunks like any worker (the cast gives llvmlite the callee's type).
     b.call(b.inttoptr(fn_word, REGION_TYPE.as_pointer()), [ctx])
     _store(b, b.add(closed, I64(2)), record, JOB)
     wait = run.append_basic_block("wait")
     idle = run.append_basic_block("idle")
+    spin = run.append_basic_block("spin")
+    sleep = run.append_basic_block("sleep")
+    block = run.append_basic_block("block")
+    woken = run.append_basic_block("woken")
     done = run.append_basic_block("done")
     entry_block = b.block
     b.branch(wait)
@@ -201,11 +229,47 @@ def _emit_run(run: ir.Function, record: ir.Value) -> None:
     joined = _load(b, record, JOINED)
     b.cbranch(b.icmp_unsigned("==", left, joined), done, idle)
     b.position_at_end(idle)
-    next_rounds = _wait_round(b, rounds)
-    rounds.add_incoming(next_rounds, b.block)
+    b.cbranch(b.icmp_unsigned("<", rounds, I32(LEAD_SPIN_PAUSES)), spin, sleep)
+    b.position_at_end(spin)
+    b.call(_declare(b.module, "llvm.x86.sse2.pause", VOID, []), [])
+    rounds.add_incoming(b.add(rounds, I32(1)), spin)
+    b.branch(wait)
+    # A joined worker is still at work: sleep until a worker leaves (see the docstring).
+    b.position_at_end(sleep)
+    _store(b, I64(1), record, ASLEEP)
+    left = _load(b, record, LEFT)
+    joined = _load(b, record, JOINED)
+    b.cbranch(b.icmp_unsigned("==", left, joined), woken, block)
+    b.position_at_end(block)
+    _futex(b, _word(b, record, LEFT), FUTEX_WAIT_PRIVATE, b.zext(b.trunc(left, I32), I64))
+    b.branch(woken)
+    b.position_at_end(woken)
+    _store(b, I64(0), record, ASLEEP)
+    rounds.add_incoming(rounds, woken)
     b.branch(wait)
     b.position_at_end(done)
     b.ret_void()
+
+
+def _wake_sleepers(b: ir.IRBuilder, record: ir.Value) -> None:
+    """After a change of JOB: wake the workers sleeping on it, if any (one syscall)."""
+    with b.if_then(b.icmp_unsigned("!=", _load(b, record, SLEEPERS), I64(0))):
+        _futex(b, _word(b, record, JOB), FUTEX_WAKE_PRIVATE, I64(2**31 - 1))
+
+
+def _futex(b: ir.IRBuilder, word: ir.Value, op: int, value: ir.Value) -> None:
+    """futex(word, op, value, NULL) on the low 32 bits of an i64 word (x86-64 Linux)."""
+    syscall = _declare_variadic(b.module, "syscall", I64, [I64])
+    b.call(syscall, [I64(SYS_FUTEX), b.ptrtoint(word, I64), I64(op), value, I64(0)])
+
+
+def _declare_variadic(
+    module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]
+) -> ir.Function:
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ir.FunctionType(ret, args, var_arg=True), name)
 
 
 def _emit_worker(worker: ir.Function, record: ir.Value) -> None:
@@ -247,14 +311,39 @@ def _emit_worker(worker: ir.Function, record: ir.Value) -> None:
 
     b.position_at_end(leave)
     b.atomic_rmw("add", _word(b, record, LEFT), I64(1), "seq_cst")
-    seen.add_incoming(b.select(still_open, current, job), leave)
-    rounds.add_incoming(I32(0), leave)
+    wake = worker.append_basic_block("wake")
+    next_job = worker.append_basic_block("next")
+    b.cbranch(b.icmp_unsigned("!=", _load(b, record, ASLEEP), I64(0)), wake, next_job)
+    b.position_at_end(wake)
+    _futex(b, _word(b, record, LEFT), FUTEX_WAKE_PRIVATE, I64(1))
+    b.branch(next_job)
+    b.position_at_end(next_job)
+    seen.add_incoming(b.select(still_open, current, job), next_job)
+    rounds.add_incoming(I32(0), next_job)
     b.branch(loop)
 
     b.position_at_end(idle)
+    awake = worker.append_basic_block("awake")
+    sleep = worker.append_basic_block("sleep")
+    block = worker.append_basic_block("block")
+    woken = worker.append_basic_block("woken")
+    b.cbranch(b.icmp_unsigned("<", rounds, I32(SPIN_PAUSES + YIELDS)), awake, sleep)
+    b.position_at_end(awake)
     next_rounds = _wait_round(b, rounds)
     seen.add_incoming(seen, b.block)
     rounds.add_incoming(next_rounds, b.block)
+    b.branch(loop)
+    # Sleep until thread 0 posts (it wakes JOB's sleepers after changing JOB).
+    b.position_at_end(sleep)
+    b.atomic_rmw("add", _word(b, record, SLEEPERS), I64(1), "seq_cst")
+    b.cbranch(b.icmp_unsigned("==", _load(b, record, JOB), job), block, woken)
+    b.position_at_end(block)
+    _futex(b, _word(b, record, JOB), FUTEX_WAIT_PRIVATE, b.zext(b.trunc(job, I32), I64))
+    b.branch(woken)
+    b.position_at_end(woken)
+    b.atomic_rmw("sub", _word(b, record, SLEEPERS), I64(1), "seq_cst")
+    seen.add_incoming(seen, woken)
+    rounds.add_incoming(I32(0), woken)
     b.branch(loop)
 
     b.position_at_end(finished)
@@ -293,6 +382,7 @@ def emit_team_entry(
     ]
     tb.call(body, unpacked)
     _store(tb, I64(EXIT), record, JOB)  # after the last job's wait: no job is open
+    _wake_sleepers(tb, record)
     tb.ret_void()
     tb.position_at_end(work)
     tb.call(worker, [])
@@ -315,7 +405,7 @@ def emit_team_entry(
 
     b.position_at_end(launch)
     # No worker of an earlier run is alive (its GOMP_parallel returned): a fresh record.
-    for index in (JOB, JOINED, LEFT):
+    for index in (JOB, JOINED, SLEEPERS, LEFT, ASLEEP):
         _store(b, I64(0), record, index)
     for i, a in enumerate(args):
         b.store(a, b.gep(packed, [I32(0), I32(i)]))

@@ -1,10 +1,10 @@
 """How ember's OpenMP threads wait between kernels and between runs.
 
 A run of a model at more than one thread is one libgomp parallel region (codegen/team.py):
-its parallel kernels are jobs for the team's threads, which wait between jobs spinning with
-`pause` and then calling `sched_yield`, never sleeping in the kernel until the run ends. So
-within a run libgomp's wait policy below no longer matters; it governs the team's start and
-end (one wake-up and one barrier per run) and the kernels that run without a team, each on a
+its parallel kernels are jobs for the team's threads. A worker waits between jobs spinning
+with `pause` (~50 µs, libgomp's spin below), then sleeps on a futex that the next job's post
+ends; thread 0 never waits for a sleeping worker, so a kernel costs no wake-up round trip. libgomp's own wait policy below governs the team's start and end
+(one wake-up and one barrier per run) and the kernels that run without a team, each on a
 libgomp region of its own (a kernel called on its own, a second concurrent run of the same
 program). docs/performance.md has the numbers of both.
 

@@ -296,11 +296,25 @@ def test_entry_launches_one_team_and_regions_post_jobs() -> None:
         CHECK-NEXT: call void %{{.*}}(ptr %{{.*}})
         CHECK: publish:
         CHECK: store atomic i64 %{{.*}} seq_cst
+        CHECK: publish.if:
+        CHECK-NEXT: getelementptr
+        CHECK-NEXT: ptrtoint
+        CHECK-NEXT: call i64 (i64, ...) @"syscall"(i64 202, i64 %{{.*}}, i64 129, i64 2147483647,
         CHECK: call void %{{.*}}(ptr %{{.*}})
         CHECK: store atomic i64 %{{.*}} seq_cst
         CHECK: wait:
         CHECK: load atomic {{.*}} seq_cst
         CHECK: load atomic {{.*}} seq_cst
+        CHECK: spin:
+        CHECK-NEXT: call void @"llvm.x86.sse2.pause"()
+        CHECK: sleep:
+        CHECK-NEXT: getelementptr
+        CHECK-NEXT: store atomic i64 1, {{.*}} seq_cst
+        CHECK: block:
+        CHECK: call i64 (i64, ...) @"syscall"(i64 202, i64 %{{.*}}, i64 128,
+        CHECK: woken:
+        CHECK-NEXT: getelementptr
+        CHECK-NEXT: store atomic i64 0, {{.*}} seq_cst
         """,
     )
     assert_filecheck(
@@ -309,7 +323,20 @@ def test_entry_launches_one_team_and_regions_post_jobs() -> None:
         CHECK: atomicrmw add {{.*}} seq_cst
         CHECK: load atomic {{.*}} seq_cst
         CHECK: call void %{{.*}}(ptr %{{.*}})
+        CHECK: leave:
+        CHECK-NEXT: getelementptr
+        CHECK-NEXT: atomicrmw add {{.*}} seq_cst
+        CHECK: wake:
+        CHECK-NEXT: getelementptr
+        CHECK-NEXT: ptrtoint
+        CHECK-NEXT: call i64 (i64, ...) @"syscall"(i64 202, i64 %{{.*}}, i64 129, i64 1, i64 0)
+        CHECK: sleep:
         CHECK: atomicrmw add {{.*}} seq_cst
+        CHECK: load atomic {{.*}} seq_cst
+        CHECK: block:
+        CHECK: call i64 (i64, ...) @"syscall"(i64 202, i64 %{{.*}}, i64 128,
+        CHECK: woken:
+        CHECK: atomicrmw sub {{.*}} seq_cst
         CHECK: call void @"llvm.x86.sse2.pause"()
         CHECK: call i32 @"sched_yield"()
         """,
@@ -371,3 +398,76 @@ def test_a_region_inside_a_job_runs_on_its_thread_alone() -> None:
         y = np.zeros_like(x)
         main(x.ctypes.data, y.ctypes.data)
         assert np.array_equal(y, expected), f"run {k}"
+
+
+M = "memref<256x64xf32>"
+SERIAL_GAPS = f"""
+func.func private @plus_1(%a: {M}, %b: {M}) {{
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %rows = arith.constant 256 : index
+  %cols = arith.constant 64 : index
+  %one = arith.constant 1.0 : f32
+  "scf.parallel"(%c0, %rows, %c1) <{{operandSegmentSizes = array<i32: 1, 1, 1, 0>}}> ({{
+  ^bb0(%i: index):
+    scf.for %j = %c0 to %cols step %c1 {{
+      %v = memref.load %a[%i, %j] : {M}
+      %w = arith.addf %v, %one : f32
+      memref.store %w, %b[%i, %j] : {M}
+    }}
+    scf.reduce
+  }}) : (index, index, index) -> ()
+  func.return
+}}
+func.func private @halve_1(%a: {M}, %b: {M}) {{
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %rows = arith.constant 256 : index
+  %cols = arith.constant 64 : index
+  %chain = arith.constant 1000000 : index
+  %half = arith.constant 0.5 : f32
+  %one = arith.constant 1.0 : f32
+  scf.for %i = %c0 to %rows step %c1 {{
+    scf.for %j = %c0 to %cols step %c1 {{
+      %v = memref.load %a[%i, %j] : {M}
+      %w = arith.mulf %v, %half : f32
+      memref.store %w, %b[%i, %j] : {M}
+    }}
+  }}
+  // A dependent chain of 10^6 multiply-adds: about a millisecond on one thread.
+  %first = memref.load %a[%c0, %c0] : {M}
+  %r = scf.for %k = %c0 to %chain step %c1 iter_args(%x = %first) -> (f32) {{
+    %y = arith.mulf %x, %half : f32
+    %z = arith.addf %y, %one : f32
+    scf.yield %z : f32
+  }}
+  memref.store %r, %b[%c0, %c0] : {M}
+  func.return
+}}
+func.func @main(%x: {M}, %y: {M}, %t: {M}, %u: {M})
+    attributes {{"ember.input_names" = ["x"]}} {{
+  func.call @plus_1(%x, %t) : ({M}, {M}) -> ()
+  func.call @halve_1(%t, %u) : ({M}, {M}) -> ()
+  func.call @plus_1(%u, %t) : ({M}, {M}) -> ()
+  func.call @halve_1(%t, %u) : ({M}, {M}) -> ()
+  func.call @plus_1(%u, %y) : ({M}, {M}) -> ()
+  func.return
+}}
+"""
+
+
+def test_workers_asleep_between_jobs_are_woken_by_the_next_job() -> None:
+    """Serial kernels long enough (about a millisecond) for the worker to go to sleep between
+    the parallel ones: each post must wake it, and the run's end too (else it would hang)."""
+    jit = JitModule(parse(SERIAL_GAPS), host_target(), jobs=1, cache=False)
+    main = jit.function("main", [ctypes.c_void_p] * 4)
+    x = np.random.default_rng(0).standard_normal((256, 64)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        jit.function("ember_set_num_threads", [ctypes.c_int32])(threads)
+        for _ in range(1 if threads == 1 else 50):
+            y, t, u = (np.zeros_like(x) for _ in range(3))
+            main(x.ctypes.data, y.ctypes.data, t.ctypes.data, u.ctypes.data)
+            results.append(y)
+    for k, y in enumerate(results[1:]):
+        assert np.array_equal(y, results[0]), f"run {k} at 2 threads"
