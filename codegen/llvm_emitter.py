@@ -22,9 +22,11 @@ Conventions at the LLVM level:
 - `scf.parallel` is outlined into `void @<fn>__parallel_<k>(ptr ctx)`, where ctx points to a
   struct of captured values and a shared counter; the threads claim chunks of the flattened
   iteration space from the counter (CHUNKS_PER_THREAD per thread, an atomic add each), and
-  the region is launched with `GOMP_parallel` when `ember_num_threads` > 1.
+  the region runs on several threads when `ember_num_threads` > 1: as a job of the run's
+  thread team (codegen/team.py: the entry function starts one libgomp team per call), or
+  with its own `GOMP_parallel` where no team runs (a kernel called on its own).
   A program exports `i32 ember_num_threads` (default 1) and `ember_set_num_threads(i32)`,
-  defined in its entry unit.
+  defined in its entry unit with the team record and `ember_team_run`.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, SSAValue
 
-from ember.codegen import mathlib
+from ember.codegen import mathlib, team
 from ember.core.target import Target
 from ember.dialects.extents import dynamic_dims, extent_arguments
 
@@ -78,6 +80,9 @@ class BFloatType(ir.types._BaseFloatType):
 
 
 BFloatType._create_instance()
+
+# The attribute passes/program.py uses to mark the program's entry function.
+ENTRY_MARK = "ember.input_names"
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -370,6 +375,8 @@ class ModuleEmitter:
         self._pending: list[func.FuncOp] = []
         self._outlined = 0
         self._num_threads: ir.GlobalVariable | None = None
+        self._define_runtime = define_runtime
+        self._team_run: ir.Function | None = None
         if define_runtime:
             self._num_threads = ir.GlobalVariable(self.module, I32, "ember_num_threads")
             self._num_threads.initializer = ir.Constant(I32, 1)
@@ -381,6 +388,17 @@ class ModuleEmitter:
         if self._num_threads is None:
             self._num_threads = ir.GlobalVariable(self.module, I32, "ember_num_threads")
         return self._num_threads
+
+    @property
+    def team_run(self) -> ir.Function:
+        """`ember_team_run(fn, ctx, threads)` (codegen/team.py), defined with the team record
+        in the unit that defines `ember_num_threads`, declared in the others."""
+        if self._team_run is None:
+            if self._define_runtime:
+                self._team_run = team.define_team(self.module, self._hidden)
+            else:
+                self._team_run = team.declare_run(self.module, self._hidden)
+        return self._team_run
 
     def _emit_set_num_threads(self) -> None:
         fn = ir.Function(self.module, ir.FunctionType(VOID, [I32]), "ember_set_num_threads")
@@ -424,8 +442,28 @@ class ModuleEmitter:
                 self.callee(name)
         while self._pending:
             op = self._pending.pop(0)
-            _FunctionEmitter(self, self.functions[op.sym_name.data]).emit_body(op)
+            fn = self.functions[op.sym_name.data]
+            if ENTRY_MARK in op.attributes:
+                # Defined with the entry: the kernels' units call it.
+                _ = self.team_run
+                if isinstance(fn.return_value.type, ir.VoidType):
+                    fn = self._entry_with_team(fn)
+            _FunctionEmitter(self, fn).emit_body(op)
         return self.module
+
+    def _entry_with_team(self, entry: ir.Function) -> ir.Function:
+        """Make `entry` run the program with one thread team for the call (codegen/team.py);
+        return the function that gets the program's body."""
+        body = ir.Function(self.module, entry.function_type, f"{entry.name}.body")
+        body.linkage = "internal"
+        # Called from two places (with and without a team): never inlined twice.
+        body.attributes.add("noinline")
+        body.attributes.add("nounwind")
+        for outer, inner in zip(entry.args, body.args, strict=True):
+            for attribute in outer.attributes:
+                inner.add_attribute(attribute)
+        team.emit_team_entry(self.module, entry, body, self.num_threads)
+        return body
 
     def _emits_body(self, op: func.FuncOp) -> bool:
         if not op.body.blocks:
@@ -1245,10 +1283,10 @@ def _outline_parallel(self: _FunctionEmitter, op: scf.ParallelOp) -> None:
     requested = b.load(m.num_threads, typ=I32)
     total32 = b.trunc(b.select(b.icmp_signed("<", total, I64(1 << 30)), total, I64(1 << 30)), I32)
     nthreads = b.select(b.icmp_signed("<", requested, total32), requested, total32)
-    with b.if_else(b.icmp_signed(">", nthreads, I32(1))) as (team, alone):
-        with team:
-            gomp = m.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
-            b.call(gomp, [outlined, ctx, nthreads, I32(0)])
+    with b.if_else(b.icmp_signed(">", nthreads, I32(1))) as (threads, alone):
+        with threads:
+            # A job for the run's thread team, or GOMP_parallel without one (codegen/team.py).
+            b.call(m.team_run, [outlined, ctx, nthreads])
         with alone:
             b.call(outlined, [ctx])
 

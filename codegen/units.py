@@ -7,8 +7,8 @@ one by one, and O3 no longer inlines every kernel into one huge `main`.
 
 A kernel symbol must then link across units: it gets external linkage under the
 deterministic name `ember.<kernel>` (hidden for a shared library). Private helpers a kernel
-calls stay internal copies in its unit. Only the entry unit defines `ember_num_threads` and
-`ember_set_num_threads`. A module without an entry function (hand-written tests, single
+calls stay internal copies in its unit. Only the entry unit defines `ember_num_threads`,
+`ember_set_num_threads` and the run's thread team (`ember_team`, `ember_team_run`: team.py). A module without an entry function (hand-written tests, single
 kernels) is one unit, translated exactly as a whole.
 """
 
@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
-from ember.codegen.llvm_emitter import ModuleEmitter, is_private, module_functions
+from ember.codegen.llvm_emitter import ENTRY_MARK, ModuleEmitter, is_private, module_functions
 from ember.core.target import Target
 
 KERNEL_PREFIX = "ember."
-# The attribute passes/program.py uses to mark the entry function.
-_ENTRY_MARK = "ember.input_names"
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class Partition:
 def partition(module: ModuleOp) -> Partition:
     """The units of `module`: entry unit first, then one per kernel in module order."""
     funcs = module_functions(module)
-    entries = [f for f in funcs if _ENTRY_MARK in f.attributes]
+    entries = [f for f in funcs if ENTRY_MARK in f.attributes]
     with_body = [f for f in funcs if f.body.blocks]
     public = tuple(f.sym_name.data for f in with_body if not is_private(f))
     if not entries:

@@ -197,7 +197,11 @@ def render_header(description: Mapping[str, Any]) -> str:
         "but each needs its own arena, outputs and status record.",
         "3. Call ember_set_num_threads once (threads are libgomp's), then the entry (or "
         "ember_run) with the inputs, the outputs, the arena, the weights and a zeroed status "
-        "record.",
+        "record. With more than one thread, a call starts one libgomp team for the whole run: "
+        "the calling thread runs the model, the others take chunks of its parallel kernels "
+        "and, between kernels, spin, then sleep until the next kernel wakes them. Calls from several threads at once are allowed: the first owns the team, "
+        "the others run each parallel kernel on a libgomp team of its own; a call made inside "
+        "an OpenMP parallel region runs on its calling thread alone.",
         "4. If status[EMBER_STATUS_CODE] is not 0, a kernel refused its data (an index out of "
         "range, ...) and the outputs of that run are meaningless: status[EMBER_STATUS_SITE] "
         "- 1 indexes EMBER_STATUS_SITES. ember's Python runtime raises KernelError then.",

@@ -1,7 +1,15 @@
-"""How ember's OpenMP thread team waits between kernels.
+"""How ember's OpenMP threads wait between kernels and between runs.
 
-Every parallel kernel is one libgomp parallel region ending in a barrier. libgomp's default
-wait is a long busy spin (GOMP_SPINCOUNT 300000): ideal on an idle machine, but when other
+A run of a model at more than one thread is one libgomp parallel region (codegen/team.py):
+its parallel kernels are jobs for the team's threads. A worker waits between jobs spinning
+with `pause` (~50 µs, libgomp's spin below), then sleeps on a futex that the next job's post
+ends; thread 0 never waits for a sleeping worker, so a kernel costs no wake-up round trip. libgomp's own wait policy below governs the team's start and end
+(one wake-up and one barrier per run) and the kernels that run without a team, each on a
+libgomp region of its own (a kernel called on its own, a second concurrent run of the same
+program). docs/performance.md has the numbers of both.
+
+Before the team, every parallel kernel was one libgomp parallel region ending in a barrier.
+libgomp's default wait is a long busy spin (GOMP_SPINCOUNT 300000): ideal on an idle machine, but when other
 processes share the cores a spinning thread steals the time slice the straggler needs, and a
 region that takes microseconds waits for a scheduler tick. MobileNetV2 at 2 threads on this
 2-core host: loaded (load average 3), 80-640 ms with the default spin, 70-80 ms with 10000 spins,
