@@ -312,6 +312,25 @@ def test_conv_ir_lanes_blocked_stores_accumulators_directly() -> None:
     assert "memref.alloca" not in text
 
 
+def test_conv_ir_lanes_blocked_prefetches_residual() -> None:
+    """Channel-blocked with a residual: each tile asks for its residual's lines (one per
+    column and channel vector) before the reduction; without one, only the input's next
+    channel block is prefetched. (Values: test_conv_lanes_blocked, whose cases all add a
+    residual, Cout 80 with a half-empty last block among them.)"""
+    shapes = [(1, 4, 7, 7, 8), (2, 288, 16), (32,), (1, 4, 7, 7, 8)]
+    counts = {}
+    for residual in (False, True):
+        make = conv_op(
+            (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_lanes_panel16", True, residual, "relu"
+        )
+        text = _lowered(make, shapes[:3] + [shapes[3]] * (2 if residual else 1), AVX2)
+        counts[residual] = text.count("llvm.prefetch")
+        # Flat views: the input's, and the residual's the prefetches read.
+        assert text.count("to memref<1568xf32>") == 1 + residual
+    # 7 columns: one edge tile of 7 (both edges at once) per row; 2 vectors of 8 channels.
+    assert counts[True] - counts[False] == 7 * 2
+
+
 # 1-D filters wider than LANES_MAX_UNROLLED_TAPS: taps looped in blocks; edge tiles read 0
 # where a column's window leaves the row (the clamped, selected loads).
 LONG_FILTER_CASES = [
