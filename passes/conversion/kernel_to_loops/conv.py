@@ -27,9 +27,9 @@ from xdsl.ir import SSAValue
 from ember.core.target import Target
 from ember.dialects import kernel
 from ember.dialects.weight_layouts import (
-    BLOCKED_MAX_ACCUMULATORS,
     DEPTHWISE_LAYOUT,
     LANES_MAX_ACCUMULATORS,
+    blocked_max_accumulators,
     conv_lanes_layout,
     conv_layout,
     depthwise_blocked_layout,
@@ -1393,7 +1393,10 @@ def _lower_channel_lanes(
             f"both be NCHW or both channel-blocked [N, C/{vw}, H, W, {vw}]"
         )
     nvec = nr // vw
-    tile_limit = BLOCKED_MAX_ACCUMULATORS if blocked else LANES_MAX_ACCUMULATORS
+    kernel_hw = (geo.kh, geo.kw)
+    tile_limit = (
+        blocked_max_accumulators(kernel_hw, nvec, target) if blocked else LANES_MAX_ACCUMULATORS
+    )
     mr = lanes_row_tile(geo.wo, nvec, target, tile_limit)
     fn, body, args = _function(op, name)
     x, w, out = args["input"], args["weight"], args["output"]
