@@ -163,6 +163,22 @@ def test_transpose_large(perm: tuple, threads: int) -> None:
     np.testing.assert_array_equal(out, expected)
 
 
+def test_transpose_streams_large_outputs() -> None:
+    """Outputs of STREAM_MIN_OUTPUT_BYTES and more (8.4 MB here: a from_blocked reorder with
+    a ragged pixel count, 14605 = 912 x 16 + 13) are stored non-temporally; the values are
+    the same (the scalar edge and unaligned addresses take plain stores)."""
+    x = random((1, 9, 14605, 16))
+    expected = np.ascontiguousarray(x.transpose(0, 1, 3, 2))
+    out = np.zeros_like(expected)
+    module = run_kernel_op(make_transpose((0, 1, 3, 2)), [x, out], threads=2)
+    assert "nontemporal = true" in str(module)
+    np.testing.assert_array_equal(out, expected)
+    small = [MemRefType(f32, [1, 9, 1000, 16]), MemRefType(f32, [1, 9, 16, 1000])]
+    assert "nontemporal = true" not in lowered_ir(
+        lower_transpose, make_transpose((0, 1, 3, 2)), small
+    )
+
+
 def test_simplify_transpose_merges_and_drops_dims() -> None:
     assert simplify_transpose([1, 128, 12, 64], [0, 2, 1, 3]) == ([128, 12, 64], [1, 0, 2])
     assert simplify_transpose([2, 3, 4, 5], [0, 2, 3, 1]) == ([2, 3, 20], [0, 2, 1])
