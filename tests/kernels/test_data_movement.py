@@ -179,6 +179,24 @@ def test_transpose_streams_large_outputs() -> None:
     )
 
 
+# A pixel shuffle's interleave of 2 columns (ConvTranspose 2x2/2 as lowered): output runs
+# of 2 x lanes from two input rows; ragged widths (19, 203) end in scalar copies; 18.7 MB
+# stores streaming, over 2 threads.
+@pytest.mark.parametrize(
+    "shape,threads",
+    [((1, 1, 2, 2, 5, 7, 19), 1), ((2, 2, 3, 1, 4, 16), 1), ((1, 1, 2, 2, 48, 120, 203), 2)],
+)
+def test_transpose_interleaves_pairs(shape: tuple, threads: int) -> None:
+    perm = (0, 1, 4, 5, 2, 6, 3) if len(shape) == 7 else (2, 4, 0, 5, 3, 1)
+    x = random(shape)
+    expected = np.ascontiguousarray(x.transpose(perm))
+    out = np.zeros_like(expected)
+    module = str(run_kernel_op(make_transpose(perm), [x, out], threads=threads))
+    assert "vector.shuffle" in module
+    assert ("nontemporal = true" in module) == (x.nbytes >= 8 * 1024 * 1024)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_simplify_transpose_merges_and_drops_dims() -> None:
     assert simplify_transpose([1, 128, 12, 64], [0, 2, 1, 3]) == ([128, 12, 64], [1, 0, 2])
     assert simplify_transpose([2, 3, 4, 5], [0, 2, 3, 1]) == ([2, 3, 20], [0, 2, 1])
