@@ -102,6 +102,21 @@ LANES_MAX_ACCUMULATORS = 24
 # (measured, AVX-512, 1 thread, two vectors of channels: 3x3 512->512 @12 12x2 tiles 3188
 # us, 6x2 2237; 3x3 @14, @28, 1x1 and 5x5/2 layers within 2% either way).
 BLOCKED_MAX_ACCUMULATORS = 16
+# With 32 vector registers, blocked convs with more than one tap take 24 (two vectors of
+# channels x 12 columns) when every tap's weights, the accumulators and one broadcast still
+# fit the registers (the kernel's tap order by input column): AVX-512, 1 thread, ms, 16 ->
+# 24 (and one -> two vectors where rows were wide): 3x3 256->64 @160 29.4 -> 28.5, 512->512
+# @20 7.05 -> 6.87, 64->64 @224 14.9 -> 14.5, 3x3/2 64->128 in 160 3.96 -> 3.88, the other
+# ResNet/VGG/DenseNet 3x3 layers 0-2%. 1x1 convs keep 16 (64->256 @160 3.85 -> 4.41 with
+# 24); 28 spills (3x3 256->64 @160 54 ms).
+BLOCKED_WIDE_ACCUMULATORS = 24
+
+
+def blocked_max_accumulators(kernel: tuple[int, int], nvec: int, target: Target) -> int:
+    """Accumulators per tile of the channel-blocked conv (BLOCKED_WIDE_ACCUMULATORS)."""
+    wide = BLOCKED_WIDE_ACCUMULATORS
+    taps_fit = nvec * (kernel[1] + wide // nvec) + 1 <= target.vector_registers
+    return wide if kernel != (1, 1) and taps_fit else BLOCKED_MAX_ACCUMULATORS
 
 
 def lanes_row_tile_max(
@@ -190,23 +205,25 @@ def blocked_conv_blocking(
     group-1 shape of ResNet-50 and SqueezeNet (znver5, AVX-512, 1 thread, us NCHW kernel ->
     blocked: 1x1 256->1024 @14 GEMM 406 -> 372, 1x1 64->256 @56 GEMM 382 -> 373, 1x1/2
     1024->2048 @14 lanes 910 -> 762, 3x3 512 @7 lanes 695 -> 677, 3x3 64 @56 GEMM 880 -> 789).
-    Two vectors of channels per tile, except for convs with wide output rows and more than
-    one tap per row (3x3 64 @56: one vector 789, two 1177), where one vector's longer row
-    tiles reuse each broadcast input over more columns; at most BLOCKED_MAX_ACCUMULATORS.
-    With 32 vector registers, strided convs keep two vectors however wide their rows: a
-    stride-2 tile's columns read every other input pixel, so the longer tile reuses fewer
-    loaded lines, while the second vector halves the broadcasts per FMA (AVX-512, 1 thread,
-    3x3/2, ms one -> two vectors: 64->128 in 160 4.17 -> 3.92, 128->256 in 80 3.82 -> 3.72,
-    256->512 in 40 3.96 -> 3.78, 128->128 in 112 3.80 -> 3.67). With 16 (AVX2) two vectors
-    lose (64->128 in 160 8.9 -> 15.6, 128->128 in 56 2.3 -> 3.3).
+    Two vectors of channels per tile (at most blocked_max_accumulators), except with 16
+    vector registers (AVX2) for convs with wide output rows and more than one tap per row,
+    where one vector's longer row tiles reuse each broadcast input over more columns (AVX2,
+    ms one -> two vectors: 3x3/2 64->128 in 160 8.9 -> 15.6, 128->128 in 56 2.3 -> 3.3).
+    With 32 (AVX-512), two vectors halve the broadcasts per FMA whatever the row width: for
+    strided convs (1 thread, 3x3/2, ms one -> two vectors: 64->128 in 160 4.17 -> 3.92,
+    128->256 in 80 3.82 -> 3.72, 256->512 in 40 3.96 -> 3.78, 128->128 in 112 3.80 -> 3.67)
+    and, with 12-column tiles, for stride-1 ones (3x3 256->64 @160 29.4 -> 28.5, 64->64
+    @224 14.9 -> 14.5, 64->64 @56 0.88 -> 0.86; 16 columns x one vector before, 12 x two
+    after). (Two vectors of 14-column tiles without the kernel's tap order by column, an
+    earlier kernel, lost: 3x3 64 @56 789 -> 1177 us.)
     """
     vw = target.vector_width
     if group != 1 or cin % vw or cout % vw:
         return None
-    strided_two_vectors = strides != (1, 1) and target.vector_registers >= 32
-    wide = kernel != (1, 1) and out_hw[1] >= 2 * vw and not strided_two_vectors
+    two_vectors = target.vector_registers >= 32
+    wide = kernel != (1, 1) and out_hw[1] >= 2 * vw and not two_vectors
     nvec = 2 if cout % (2 * vw) == 0 and not wide else 1
-    mr = lanes_row_tile(out_hw[1], nvec, target, BLOCKED_MAX_ACCUMULATORS)
+    mr = lanes_row_tile(out_hw[1], nvec, target, blocked_max_accumulators(kernel, nvec, target))
     return LanesBlocking(nvec, vw, mr)
 
 

@@ -10,7 +10,9 @@ Then, to a fixed point:
   - a to_blocked of a from_blocked is the blocked value itself (the chain stays blocked);
   - a layout-agnostic op of a from_blocked (same-shape elementwise ops, max/average pools,
     a concat of whole channel blocks: `layout_agnostic`) runs on the blocked operands, its
-    result reordered back.
+    result reordered back;
+  - so does a nearest upsample by whole factors (Resize's reshape/expand/reshape,
+    `_nearest_upsample`): an FPN's top-down path and its levels stay blocked.
 What is left are reorders where a chain starts and where an op that reads NCHW (LRN,
 depthwise convs, reshapes, anything not taught here) meets it. Every rewrite computes the
 same values (the blocked conv sums in the NCHW channel-lanes kernel's order; against the
@@ -165,6 +167,62 @@ def _move_behind_reorder(op: Operation) -> bool:
     return True
 
 
+def _nearest_upsample(op: Operation) -> tuple[graph.ExpandOp, graph.ReshapeOp] | None:
+    """The expand and the last reshape of a nearest upsample by whole factors that `op` starts:
+    reshape [N, C, H, W] -> [N, C, H, 1, W, 1], expand to [N, C, H, s, W, t], reshape to
+    [N, C, H*s, W*t] (how Resize nearest with integer scales lowers), each feeding only the
+    next; None otherwise."""
+    if not isinstance(op, graph.ReshapeOp) or len(shape_of(op.input)) != 4:
+        return None
+    n, channels, h, w = shape_of(op.input)
+    if shape_of(op.output) != (n, channels, h, 1, w, 1):
+        return None
+    users = [use.operation for use in op.output.uses]
+    if len(users) != 1 or not isinstance(users[0], graph.ExpandOp):
+        return None
+    expand = users[0]
+    expanded = shape_of(expand.output)
+    if len(expanded) != 6 or tuple(expanded[i] for i in (0, 1, 2, 4)) != (n, channels, h, w):
+        return None
+    users = [use.operation for use in expand.output.uses]
+    if len(users) != 1 or not isinstance(users[0], graph.ReshapeOp):
+        return None
+    last = users[0]
+    if shape_of(last.output) != (n, channels, h * expanded[3], w * expanded[5]):
+        return None
+    return expand, last
+
+
+def _upsample_behind_reorder(op: Operation) -> bool:
+    """A nearest upsample (`_nearest_upsample`) of a from_blocked runs on the blocked value,
+    its result reordered back: the same reshape/expand/reshape with the c lanes as the
+    innermost axis (each pixel's channel vector copied s x t times); True if it moved."""
+    found = _nearest_upsample(op)
+    source = op.operands[0].owner if found else None
+    if found is None or not isinstance(source, graph.FromBlockedOp):
+        return False
+    expand, last = found
+    c = shape_of(source.input)[4]
+    n, blocks, h, w, _ = shape_of(source.input)
+    s, t = shape_of(expand.output)[3], shape_of(expand.output)[5]
+    dtype = element_type_of(source.input)
+    value = source.input
+    for kind, shape in (
+        (graph.ReshapeOp, [n, blocks, h, 1, w, 1, c]),
+        (graph.ExpandOp, [n, blocks, h, s, w, t, c]),
+        (graph.ReshapeOp, [n, blocks, h * s, w * t, c]),
+    ):
+        value = _before(
+            op, _named_after(kind(operands=[value], result_types=[TensorType(dtype, shape)]), last)
+        )
+    reorder = graph.FromBlockedOp(operands=[value], result_types=[last.output.type])
+    last.output.replace_all_uses_with(_before(op, _named_after(reorder, last)))
+    for dead in (last, expand, op):
+        dead.detach()
+        dead.erase()
+    return True
+
+
 def _cancel(op: graph.ToBlockedOp) -> bool:
     """to_blocked(from_blocked(z)) -> z; True if it cancelled."""
     source = op.input.owner
@@ -196,7 +254,7 @@ def run_blocked(module: ModuleOp, convs: list[graph.ConvOp], c: int) -> list[gra
             if isinstance(inner, graph.ToBlockedOp):
                 changed |= _cancel(inner)
             else:
-                changed |= _move_behind_reorder(inner)
+                changed |= _move_behind_reorder(inner) or _upsample_behind_reorder(inner)
     _erase_unused_reorders(module)
     return blocked
 
@@ -223,7 +281,8 @@ def _rank(value: SSAValue) -> int:
 def profitable(module: ModuleOp, blocked: list[graph.ConvOp]) -> list[bool]:
     """Whether each blocked conv's chain does MIN_FLOPS_PER_REORDERED FLOPs per element its
     to_blocked/from_blocked ops move (chains: union-find over the rank-5 values, joined by
-    every op that reads or writes them, reorders aside)."""
+    every op that reads or writes them, reorders aside; a blocked upsample's inner values
+    join them too)."""
     parent: dict[SSAValue, SSAValue] = {}
 
     def root(v: SSAValue) -> SSAValue:
@@ -234,6 +293,7 @@ def profitable(module: ModuleOp, blocked: list[graph.ConvOp]) -> list[bool]:
         return v
 
     reordered: Counter[SSAValue] = Counter()
+    through: set[SSAValue] = set()
     for op in module.walk():
         if isinstance(op, graph.ToBlockedOp):
             reordered[op.output] += prod(shape_of(op.output))
@@ -241,7 +301,14 @@ def profitable(module: ModuleOp, blocked: list[graph.ConvOp]) -> list[bool]:
         if isinstance(op, graph.FromBlockedOp):
             reordered[op.input] += prod(shape_of(op.input))
             continue
-        values = [v for v in (*op.operands, *op.results) if _rank(v) == 5]
+        # A blocked upsample's reshapes and expand carry the chain through rank 6 and 7.
+        if (
+            isinstance(op, graph.ReshapeOp | graph.ExpandOp)
+            and _rank(op.results[0]) in (6, 7)
+            and (_rank(op.operands[0]) == 5 or op.operands[0] in through)
+        ):
+            through.add(op.results[0])
+        values = [v for v in (*op.operands, *op.results) if _rank(v) == 5 or v in through]
         for v in values[1:]:
             parent[root(v)] = root(values[0])
     elements: Counter[SSAValue] = Counter()

@@ -25,16 +25,23 @@ from ember.tools.kernel_ops import conv_op
 @pytest.mark.parametrize(
     "isa,register,other", [("x86-64-v4", "zmm", "ymm"), ("x86-64-v3", "ymm", "zmm")]
 )
-def test_blocked_lanes_conv_asm(isa: str, register: str, other: str) -> None:
+@pytest.mark.parametrize("w,residual", [(37, False), (48, True)])
+def test_blocked_lanes_conv_asm(
+    isa: str, register: str, other: str, w: int, residual: bool
+) -> None:
+    """Width 48: on AVX-512 the widest tile, 12 columns x 2 vectors (24 accumulators, 6
+    tap weights, a broadcast: 31 of 32 registers), plus the residual's prefetches."""
     target = named_target(isa, threads=1)
     c = target.vector_width
-    cin, cout, h, w = 2 * c, 2 * c, 9, 37
+    cin, cout, h = 2 * c, 2 * c, 9
     blocking = blocked_conv_blocking(cin, cout, 1, (h, w), (3, 3), target)
     assert blocking is not None
     packed, layout = pack_conv_lanes_weight(np.zeros((cout, cin, 3, 3), np.float32), blocking.nr)
-    shapes = [(1, cin // c, h, w, c), packed.shape, (cout,), (1, cout // c, h, w, c)]
+    out_shape = (1, cout // c, h, w, c)
+    shapes = [(1, cin // c, h, w, c), packed.shape, (cout,), *[out_shape] * (1 + residual)]
     block = Block(arg_types=[MemRefType(f32, s) for s in shapes])
-    op = conv_op((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, layout, True, False, "relu")(block.args)
+    make = conv_op((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, layout, True, residual, "relu")
+    op = make(block.args)
     asm = JitModule(ModuleOp([lowering_for(op)(op, target, "conv")]), target).asm()
     fmas = [line for line in asm.splitlines() if "vfmadd" in line]
     # At least one full tile's lane step: 3 taps x MR columns x nvec vectors.

@@ -179,11 +179,10 @@ def test_strided_wide_rows_match_onnxruntime(block: str) -> None:
     assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), rel=1e-4)
 
 
-@pytest.mark.parametrize("isa,strided_panel", [("x86-64-v4", 32), ("x86-64-v3", 8)])
-def test_strided_wide_rows_weight_layout(isa: str, strided_panel: int) -> None:
-    """The 3x3/2 conv's weights are packed for the kernel blocked_conv_blocking picks with
-    the stride: two vectors of channels with 32 registers, one with 16 (its stride-1
-    neighbours of the same row width keep one)."""
+@pytest.mark.parametrize("isa,panel", [("x86-64-v4", 32), ("x86-64-v3", 8)])
+def test_strided_wide_rows_weight_layout(isa: str, panel: int) -> None:
+    """The 3x3 convs' weights are packed for the kernel blocked_conv_blocking picks: two
+    vectors of channels with 32 registers, one with 16 (wide rows), strided or not."""
     module, store = import_model(strided_wide_rows_model())
     target = named_target(isa, threads=1)
     pipeline = build_pipeline(f"{GRAPH_STAGE},convert-graph-to-kernel")
@@ -193,6 +192,50 @@ def test_strided_wide_rows_weight_layout(isa: str, strided_panel: int) -> None:
         (tuple(op.strides.get_values()), tuple(op.kernel_shape.get_values())): op.weight_layout.data
         for op in convs
     }
-    c = target.vector_width
-    assert layouts[((2, 2), (3, 3))] == f"conv_lanes_panel{strided_panel}"
-    assert layouts[((1, 1), (3, 3))] == f"conv_lanes_panel{c}"
+    assert layouts[((2, 2), (3, 3))] == f"conv_lanes_panel{panel}"
+    assert layouts[((1, 1), (3, 3))] == f"conv_lanes_panel{panel}"
+
+
+def upsample_model(seed: int = 0) -> onnx.ModelProto:
+    """A DBNet-style FPN on odd sizes: a coarse level (max pool 2x3/2x3 of a conv, 5x5)
+    upsampled by Resize nearest x2 rows x3 columns (the asymmetric/floor form exporters
+    write) and added to a lateral 1x1 conv at 10x15; a 3x3 conv of the coarse level
+    upsampled the same way and concatenated along channels with a 3x3 conv of the sum and
+    the sum itself; a 3x3 conv over the concat. Two outputs NCHW consumers read: an upsampled
+    level itself, and a Resize by 1.5 (not an integer upsample: stays NCHW behind a reorder)."""
+    g = _Chain(seed)
+
+    def resize(x: str, scales: list[float]) -> str:
+        name = f"s{len(g.inits)}"
+        g.inits.append(numpy_helper.from_array(np.array(scales, np.float32), name))
+        return g.op("Resize", [x, "", name], mode="nearest",
+                    coordinate_transformation_mode="asymmetric", nearest_mode="floor")  # fmt: skip
+
+    x = g.op("Relu", [g.conv("x", 16, 32, 3)])
+    coarse = g.op("MaxPool", [x], kernel_shape=[2, 3], strides=[2, 3])
+    merged = g.op("Add", [resize(coarse, [1, 1, 2, 3]), g.conv(x, 32, 32, 1)])
+    level = resize(g.conv(coarse, 32, 16, 3), [1, 1, 2, 3])
+    fused = g.op("Concat", [level, g.conv(merged, 32, 16, 3), merged], axis=1)
+    out = g.op("Relu", [g.conv(fused, 64, 32, 3)])
+    fractional = resize(g.conv(out, 32, 16, 1), [1, 1, 1.5, 1.5])
+    return g.model([1, 16, 10, 15], [out, fractional, level])
+
+
+@pytest.mark.parametrize("block", list(BLOCK_OPTIONS))
+def test_upsample_matches_onnxruntime(block: str) -> None:
+    model = upsample_model()
+    feeds = random_inputs(model, seed=4)
+    pipeline = _with_block(DEFAULT_PIPELINE, BLOCK_OPTIONS[block])
+    compiled = ember.compile(model, threads=2, pipeline=pipeline)
+    assert_close(compiled.run(feeds), onnxruntime_outputs(model, feeds), rel=1e-4)
+
+
+def test_upsample_runs_blocked() -> None:
+    """With 8-channel blocks, both integer upsamples run on rank-5 values (lanes innermost,
+    [1, 4, 5, 1, 5, 1, 8] -> [1, 4, 5, 2, 5, 3, 8]): one reorder in (the input) and
+    reorders out only to the graph outputs' NCHW readers (the upsampled level, the
+    fractional Resize and the last conv)."""
+    text = _graph_ir(upsample_model(), BLOCK_OPTIONS["c8"])
+    assert text.count("graph.to_blocked") == 1
+    assert "-> tensor<1x4x5x2x5x3x8xf32>" in text and "-> tensor<1x2x5x2x5x3x8xf32>" in text
+    assert text.count("graph.from_blocked") == 3

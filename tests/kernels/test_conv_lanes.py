@@ -19,7 +19,9 @@ from xdsl.ir import Block
 from ember.core.target import Target, host_target
 from ember.dialects.numpy_eval import from_blocked, to_blocked
 from ember.dialects.weight_layouts import (
+    BLOCKED_MAX_ACCUMULATORS,
     blocked_conv_blocking,
+    blocked_max_accumulators,
     conv_lanes_blocking,
     conv_lanes_layout,
     lanes_row_tile,
@@ -130,6 +132,9 @@ BLOCKED_CASES = [
     ((2, 48, 9, 11), 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
     ((1, 64, 14, 13), 48, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
     ((1, 16, 13, 30), 32, (3, 3), (1, 1), (2, 0, 1, 2), (2, 2)),
+    # Wide odd rows in two-vector tiles of 11 columns on AVX-512 (53 = 4 x 11 + 9), a
+    # half-empty last channel block.
+    ((1, 32, 9, 53), 96, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
 ]
 
 
@@ -243,18 +248,28 @@ def test_conv_lanes_choice() -> None:
     assert lanes_row_tile(56, 2, avx512) == 12 and lanes_row_tile(14, 2, avx512) == 7
 
 
-def test_blocked_conv_choice_strided_wide_rows() -> None:
-    """Blocked 3x3 convs with wide output rows: one vector of channels, except strided ones
-    with 32 registers (AVX-512), which keep two (see blocked_conv_blocking); AVX2 keeps one."""
+def test_blocked_conv_choice_wide_rows() -> None:
+    """Blocked convs with 32 registers (AVX-512) keep two vectors of channels however wide
+    their rows, in 12-column tiles when the kernel has more than one tap (and every tap's
+    weights fit the registers beside them), 8-column ones for 1x1; with 16 (AVX2) wide rows of
+    a 3x3 keep one vector of 8-column tiles (see blocked_conv_blocking)."""
     avx512 = Target(vector_width=16, vector_registers=32)
     choose = blocked_conv_blocking
-    assert choose(64, 64, 1, (160, 160), (3, 3), avx512).nvec == 1  # type: ignore[union-attr]
-    strided = choose(64, 128, 1, (80, 80), (3, 3), avx512, (2, 2))
-    assert strided is not None and strided.nvec == 2 and strided.nr == 32
-    assert choose(128, 128, 1, (28, 28), (3, 3), avx512, (2, 2)).nvec == 2  # type: ignore[union-attr]
-    narrow_avx2 = choose(128, 128, 1, (28, 28), (3, 3), AVX2, (2, 2))
-    assert narrow_avx2 is not None and narrow_avx2.nvec == 1  # 28 >= 2 x 8: wide on AVX2
-    assert choose(64, 80, 1, (80, 80), (3, 3), avx512, (2, 2)).nvec == 1  # type: ignore[union-attr]
+
+    def tile(*args: object) -> tuple[int, int]:
+        blocking = choose(*args)  # type: ignore[arg-type]
+        assert blocking is not None
+        return blocking.nvec, blocking.mr
+
+    assert tile(64, 64, 1, (160, 160), (3, 3), avx512) == (2, 12)  # 14 tiles: 12 = 160/14
+    assert tile(64, 128, 1, (80, 80), (3, 3), avx512, (2, 2)) == (2, 12)
+    assert tile(512, 512, 1, (20, 20), (3, 3), avx512) == (2, 10)
+    assert tile(64, 256, 1, (160, 160), (1, 1), avx512) == (2, 8)  # 1x1: 16 accumulators
+    assert tile(64, 64, 1, (56, 56), (5, 5), avx512) == (2, 8)  # 2 x (5 + 12) + 1 > 32
+    assert tile(64, 80, 1, (80, 80), (3, 3), avx512, (2, 2)) == (1, 16)  # 80: odd vectors
+    assert tile(128, 128, 1, (28, 28), (3, 3), AVX2, (2, 2)) == (1, 7)  # 28 >= 2 x 8: wide
+    assert tile(128, 128, 1, (7, 7), (3, 3), AVX2) == (2, 4)
+    assert blocked_max_accumulators((3, 3), 2, AVX2) == BLOCKED_MAX_ACCUMULATORS
 
 
 def _lowered(make, shapes: Sequence[tuple[int, ...]], target: Target) -> str:  # noqa: ANN001
@@ -310,6 +325,25 @@ def test_conv_ir_lanes_blocked_stores_accumulators_directly() -> None:
     )
     assert "vector.shuffle" not in text and "vector.maskedstore" not in text
     assert "memref.alloca" not in text
+
+
+def test_conv_ir_lanes_blocked_prefetches_residual() -> None:
+    """Channel-blocked with a residual: each tile asks for its residual's lines (one per
+    column and channel vector) before the reduction; without one, only the input's next
+    channel block is prefetched. (Values: test_conv_lanes_blocked, whose cases all add a
+    residual, Cout 80 with a half-empty last block among them.)"""
+    shapes = [(1, 4, 7, 7, 8), (2, 288, 16), (32,), (1, 4, 7, 7, 8)]
+    counts = {}
+    for residual in (False, True):
+        make = conv_op(
+            (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "conv_lanes_panel16", True, residual, "relu"
+        )
+        text = _lowered(make, shapes[:3] + [shapes[3]] * (2 if residual else 1), AVX2)
+        counts[residual] = text.count("llvm.prefetch")
+        # Flat views: the input's, and the residual's the prefetches read.
+        assert text.count("to memref<1568xf32>") == 1 + residual
+    # 7 columns: one edge tile of 7 (both edges at once) per row; 2 vectors of 8 channels.
+    assert counts[True] - counts[False] == 7 * 2
 
 
 # 1-D filters wider than LANES_MAX_UNROLLED_TAPS: taps looped in blocks; edge tiles read 0

@@ -163,6 +163,40 @@ def test_transpose_large(perm: tuple, threads: int) -> None:
     np.testing.assert_array_equal(out, expected)
 
 
+def test_transpose_streams_large_outputs() -> None:
+    """Outputs of STREAM_MIN_OUTPUT_BYTES and more (8.4 MB here: a from_blocked reorder with
+    a ragged pixel count, 14605 = 912 x 16 + 13) are stored non-temporally; the values are
+    the same (the scalar edge and unaligned addresses take plain stores)."""
+    x = random((1, 9, 14605, 16))
+    expected = np.ascontiguousarray(x.transpose(0, 1, 3, 2))
+    out = np.zeros_like(expected)
+    module = run_kernel_op(make_transpose((0, 1, 3, 2)), [x, out], threads=2)
+    assert "nontemporal = true" in str(module)
+    np.testing.assert_array_equal(out, expected)
+    small = [MemRefType(f32, [1, 9, 1000, 16]), MemRefType(f32, [1, 9, 16, 1000])]
+    assert "nontemporal = true" not in lowered_ir(
+        lower_transpose, make_transpose((0, 1, 3, 2)), small
+    )
+
+
+# A pixel shuffle's interleave of 2 columns (ConvTranspose 2x2/2 as lowered): output runs
+# of 2 x lanes from two input rows; ragged widths (19, 203) end in scalar copies; 18.7 MB
+# stores streaming, over 2 threads.
+@pytest.mark.parametrize(
+    "shape,threads",
+    [((1, 1, 2, 2, 5, 7, 19), 1), ((2, 2, 3, 1, 4, 16), 1), ((1, 1, 2, 2, 48, 120, 203), 2)],
+)
+def test_transpose_interleaves_pairs(shape: tuple, threads: int) -> None:
+    perm = (0, 1, 4, 5, 2, 6, 3) if len(shape) == 7 else (2, 4, 0, 5, 3, 1)
+    x = random(shape)
+    expected = np.ascontiguousarray(x.transpose(perm))
+    out = np.zeros_like(expected)
+    module = str(run_kernel_op(make_transpose(perm), [x, out], threads=threads))
+    assert "vector.shuffle" in module
+    assert ("nontemporal = true" in module) == (x.nbytes >= 8 * 1024 * 1024)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_simplify_transpose_merges_and_drops_dims() -> None:
     assert simplify_transpose([1, 128, 12, 64], [0, 2, 1, 3]) == ([128, 12, 64], [1, 0, 2])
     assert simplify_transpose([2, 3, 4, 5], [0, 2, 3, 1]) == ([2, 3, 20], [0, 2, 1])

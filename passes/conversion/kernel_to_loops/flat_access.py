@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from xdsl.dialects import arith, vector
 from xdsl.dialects.builtin import (
+    BoolAttr,
     DenseArrayBase,
     IndexType,
     VectorType,
@@ -83,8 +84,15 @@ def load(b: LoopBuilder, buffer: SSAValue, offset: Value, width: int) -> SSAValu
     return b.vload(buffer, flat(buffer, offset), width)
 
 
-def store(b: LoopBuilder, value: SSAValue, buffer: SSAValue, offset: Value) -> None:
-    if isinstance(value.type, VectorType):
+def store(
+    b: LoopBuilder, value: SSAValue, buffer: SSAValue, offset: Value, stream: bool = False
+) -> None:
+    """`stream`: a vector is stored non-temporally (straight to memory, the line not read
+    for ownership first: for outputs far larger than the caches)."""
+    if isinstance(value.type, VectorType) and stream:
+        indices = [b.index(i) for i in flat(buffer, offset)]
+        b.insert(vector.StoreOp(value, buffer, indices, BoolAttr.from_bool(True)))
+    elif isinstance(value.type, VectorType):
         b.vstore(value, buffer, flat(buffer, offset))
     else:
         b.store(value, buffer, flat(buffer, offset))
