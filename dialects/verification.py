@@ -155,14 +155,28 @@ def _isolated_check(original: Callable[[Any, Operation], None]) -> Callable[...,
 
 
 def _defined_inside(op: Operation) -> bool:
-    """Whether every operand of every op nested in `op` is defined by an op or block nested in
-    it (a stronger condition than IsolatedFromAbove's: it also covers ops nested in isolated
-    ops, which only check themselves; a false answer falls back to xDSL's exact check)."""
+    """Whether the ops IsolatedFromAbove.verify checks (those nested in `op`, not looking
+    into nested isolated ops, which check themselves) use only values defined by an op or
+    block they see. A false answer falls back to xDSL's check, which also accepts a value
+    defined deeper inside `op`."""
     inside: set[Operation | Block] = set()
-    nested = []
-    for block in op.walk_blocks():
-        inside.add(block)
-        for child in block.ops:
-            inside.add(child)
-            nested.append(child)
-    return all(operand.owner in inside for child in nested for operand in child.operands)
+    checked: list[Operation] = []
+    regions = list(op.regions)
+    while regions:
+        for block in regions.pop().blocks:
+            inside.add(block)
+            for child in block.ops:
+                inside.add(child)
+                checked.append(child)
+                if child.regions and not _isolated(type(child)):
+                    regions.extend(child.regions)
+    return all(operand.owner in inside for child in checked for operand in child.operands)
+
+
+_ISOLATED: dict[type[Operation], bool] = {}
+
+
+def _isolated(op_class: type[Operation]) -> bool:
+    if op_class not in _ISOLATED:
+        _ISOLATED[op_class] = op_class.has_trait(IsolatedFromAbove)
+    return _ISOLATED[op_class]
