@@ -8,6 +8,7 @@ are its dataclass fields (passes/options.py): `lower-kernels-to-loops{vector-wid
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -105,8 +106,26 @@ def parse_passes(
 ) -> list[ModulePass]:
     """The passes of pipeline text `spec`, their options set (xDSL's PassPipeline.parse_spec,
     with errors that name the pass: PassOptionError for an option, ValueError for a pass
-    not in `registry`, default: every pass)."""
-    registry = available_passes() if registry is None else registry
+    not in `registry`, default: every pass). New pass objects on every call."""
+    if registry is not None:
+        return _parse(spec, registry)
+    prototypes = _PARSED.get(spec)
+    if prototypes is None:
+        prototypes = tuple(_parse(spec, available_passes()))
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[spec] = prototypes
+    return [replace(p) for p in prototypes]
+
+
+# Pipelines parsed from text, by their text: building a pass from text (xDSL's from_spec)
+# evaluates its class's type hints, ~0.3 ms a pass, paid by every compile; a copy of a parsed
+# pass is built with the same field values (dataclasses.replace runs its checks again).
+_PARSED: dict[str, tuple[ModulePass, ...]] = {}
+_MAX_PARSED = 256
+
+
+def _parse(spec: str, registry: dict[str, Callable[[], type[ModulePass]]]) -> list[ModulePass]:
     specs = list(parse_pipeline(spec))
     unknown = [s.name for s in specs if s.name not in registry]
     if unknown:
