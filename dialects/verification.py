@@ -26,7 +26,7 @@ inside the op, and runs xDSL's check (and its message) only when that fails.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from xdsl.dialects import arith, func, memref, scf, vector
@@ -180,3 +180,68 @@ def _isolated(op_class: type[Operation]) -> bool:
     if op_class not in _ISOLATED:
         _ISOLATED[op_class] = op_class.has_trait(IsolatedFromAbove)
     return _ISOLATED[op_class]
+
+
+class IRState:
+    """What verification reads of an op and everything nested in it, object by object, to
+    tell whether a pass changed any of it: a pass that left it all in place (no op, operand,
+    type, attribute, property, block or argument replaced, moved or mutated) cannot have
+    broken IR that verified before it, and the per-pass verification skips it
+    (`EMBER_VERIFY_EACH`: about half the passes of a small model change nothing).
+
+    The objects are held, so an identical sequence of them is the same IR, not new objects
+    at the addresses of freed ones; an int or key that compares equal but is another object
+    counts as a change (the IR is then verified, which is always right)."""
+
+    def __init__(self) -> None:
+        self._held: list[object] | None = None
+
+    def unchanged(self, root: Operation, keep: bool = True) -> bool:
+        """Whether `root`'s IR is what it was at the previous call (False at the first);
+        `keep`: remember it for the next call (without it, the walk stops at the first
+        difference)."""
+        before = self._held
+        if keep:
+            self._held = list(_read_by_verify(root))
+            return before is not None and _same(before, self._held)
+        self._held = None
+        return before is not None and _same(before, _read_by_verify(root))
+
+
+def _same(before: list[object], now: Iterable[object]) -> bool:
+    items = iter(now)
+    for old in before:
+        if next(items, _END) is not old:
+            return False
+    return next(items, _END) is _END
+
+
+_END = object()
+
+
+def _read_by_verify(root: Operation) -> Iterator[object]:
+    for op in root.walk():
+        yield op
+        yield op.parent
+        yield len(op.operands)
+        yield from op.operands
+        yield len(op.results)
+        for result in op.results:
+            yield result.type
+        for fields in (op.attributes, op.properties):
+            yield len(fields)
+            for name, value in fields.items():
+                yield name
+                yield value
+        yield len(op.successors)
+        yield from op.successors
+        yield len(op.regions)
+        for region in op.regions:
+            yield region
+            yield len(region.blocks)
+            for block in region.blocks:
+                yield block
+                yield len(block.args)
+                for arg in block.args:
+                    yield arg
+                    yield arg.type

@@ -107,30 +107,27 @@ def parse_passes(
     """The passes of pipeline text `spec`, their options set (xDSL's PassPipeline.parse_spec,
     with errors that name the pass: PassOptionError for an option, ValueError for a pass
     not in `registry`, default: every pass). New pass objects on every call."""
-    if registry is not None:
-        return _parse(spec, registry)
-    prototypes = _PARSED.get(spec)
+    registry = available_passes() if registry is None else registry
+    key = (spec, tuple((name, factory()) for name, factory in registry.items()))
+    prototypes = _PARSED.get(key)
     if prototypes is None:
-        prototypes = tuple(_parse(spec, available_passes()))
+        specs = list(parse_pipeline(spec))
+        unknown = [s.name for s in specs if s.name not in registry]
+        if unknown:
+            raise ValueError(f"Unrecognized passes: {unknown}")
+        prototypes = tuple(build_pass(registry[s.name](), s) for s in specs)
         if len(_PARSED) >= _MAX_PARSED:
             _PARSED.clear()
-        _PARSED[spec] = prototypes
+        _PARSED[key] = prototypes
     return [replace(p) for p in prototypes]
 
 
-# Pipelines parsed from text, by their text: building a pass from text (xDSL's from_spec)
-# evaluates its class's type hints, ~0.3 ms a pass, paid by every compile; a copy of a parsed
-# pass is built with the same field values (dataclasses.replace runs its checks again).
-_PARSED: dict[str, tuple[ModulePass, ...]] = {}
+# Pipelines parsed from text, by their text and the passes it may name: building a pass from
+# text (xDSL's from_spec) evaluates its class's type hints, ~0.8 ms a pipeline, which every
+# compile paid; a copy of a parsed pass is built from the same field values
+# (dataclasses.replace runs the pass's checks again).
+_PARSED: dict[tuple[str, tuple[tuple[str, type[ModulePass]], ...]], tuple[ModulePass, ...]] = {}
 _MAX_PARSED = 256
-
-
-def _parse(spec: str, registry: dict[str, Callable[[], type[ModulePass]]]) -> list[ModulePass]:
-    specs = list(parse_pipeline(spec))
-    unknown = [s.name for s in specs if s.name not in registry]
-    if unknown:
-        raise ValueError(f"Unrecognized passes: {unknown}")
-    return [build_pass(registry[s.name](), s) for s in specs]
 
 
 def pipeline_text(passes: Sequence[ModulePass]) -> str:

@@ -123,3 +123,115 @@ def test_a_lowered_kernel_verifies_and_a_broken_one_does_not() -> None:
     store.operands = [store.operands[0], store.operands[1], store.operands[2]]  # 1 index of 2
     with pytest.raises(VerifyException, match="Expected an index for each dimension"):
         module.verify()
+
+
+def _program() -> ModuleOp:
+    """A load (with an attribute) and store, then a loop whose body ends the function's ops
+    before the return: moving the op after the loop into its body keeps the walk order."""
+
+    def ops(block: Block) -> None:
+        m, i = block.args
+        x = vector.LoadOp(m, [i, i], VectorType(f32, [8]))
+        x.attributes["tag"] = IndexType()
+        body = Block(arg_types=[IndexType()])
+        body.add_op(scf.YieldOp())
+        loop = scf.ForOp(i, i, i, [], Region(body))
+        after = arith.ConstantOp.from_int_and_width(0, IndexType())
+        block.add_ops([x, vector.StoreOp(x, m, [i, i]), loop, after])
+
+    return ModuleOp([_function(ops)])
+
+
+def _edits() -> list:  # type: ignore[type-arg]
+    """Edits a pass may make without printing differently in every case: each is a change."""
+
+    def load_and_block(module: ModuleOp) -> tuple[vector.LoadOp, Block]:
+        block = list(module.ops)[0].body.block
+        return list(block.ops)[0], block
+
+    def set_attribute(module: ModuleOp) -> None:
+        load_and_block(module)[0].attributes["tag"] = i32
+
+    def equal_attribute_anew(module: ModuleOp) -> None:
+        load_and_block(module)[0].attributes["tag"] = IndexType()
+
+    def add_attribute(module: ModuleOp) -> None:
+        load_and_block(module)[0].attributes["other"] = IndexType()
+
+    def rename_attribute(module: ModuleOp) -> None:
+        load = load_and_block(module)[0]
+        load.attributes["renamed"] = load.attributes.pop("tag")
+
+    def into_the_loop(module: ModuleOp) -> None:
+        _, block = load_and_block(module)
+        loop = next(op for op in block.ops if isinstance(op, scf.ForOp))
+        after = loop.next_op
+        after.detach()
+        loop.body.block.add_op(after)  # walk order unchanged, parent changed
+
+    def result_type(module: ModuleOp) -> None:
+        load_and_block(module)[0].result._type = VectorType(f32, [16])  # noqa: SLF001 (as compile_once)
+
+    def operand(module: ModuleOp) -> None:
+        load, block = load_and_block(module)
+        load.operands = [block.args[0], block.args[1], block.args[1]]  # same values: no change
+        load.operands = [block.args[0], block.args[1], block.args[0]]
+
+    def erase_and_insert(module: ModuleOp) -> None:
+        _, block = load_and_block(module)
+        block.insert_op_before(arith.ConstantOp.from_int_and_width(1, 32), block.first_op)
+
+    def argument_type(module: ModuleOp) -> None:
+        load_and_block(module)[1].args[1]._type = i32  # noqa: SLF001
+
+    def move(module: ModuleOp) -> None:
+        load, block = load_and_block(module)
+        store = load.next_op
+        store.detach()
+        block.insert_op_before(store, block.last_op)  # same place: no change
+        return_op = block.last_op
+        return_op.detach()
+        block.insert_op_before(return_op, store)
+
+    return [set_attribute, equal_attribute_anew, add_attribute, rename_attribute, into_the_loop,
+            result_type, operand, erase_and_insert, argument_type, move]  # fmt: skip
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_ir_state_sees_every_edit(keep: bool) -> None:
+    from ember.dialects.verification import IRState
+
+    module = _program()
+    state = IRState()
+    assert not state.unchanged(module)  # nothing to compare with yet
+    assert state.unchanged(module)
+    for edit in _edits():
+        module = _program()
+        state = IRState()
+        state.unchanged(module)
+        edit(module)
+        assert not state.unchanged(module, keep=keep), edit.__name__
+        if keep:
+            assert state.unchanged(module), edit.__name__
+
+
+def test_verify_each_names_a_pass_that_breaks_the_ir_after_passes_that_change_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onnx import TensorProto, helper
+
+    import ember.passes.pipeline as pipeline_module
+    from ember.engine.compile import compile_program
+    from ember.runtime.errors import InternalCompilerError
+    from ember.tests.tools.test_opt import BreakShapes
+
+    passes = pipeline_module.available_passes()
+    monkeypatch.setattr(
+        pipeline_module, "available_passes", lambda: {**passes, "break-shapes": lambda: BreakShapes}
+    )
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(InternalCompilerError, match="after pass 'break-shapes'"):
+        compile_program(model, pipeline="dce,cse,dce,break-shapes,dce", verify_each=True)
