@@ -30,7 +30,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from xdsl.dialects import arith, func, memref, scf, vector
-from xdsl.ir import Block, Operation
+from xdsl.ir import Block, Operation, ParametrizedAttribute
 from xdsl.irdl import IRDLOperation
 from xdsl.traits import IsolatedFromAbove
 
@@ -73,6 +73,9 @@ def install() -> None:
         op_class.verify_ = _memoized(op_class)  # type: ignore[method-assign]
     original = IsolatedFromAbove.verify
     IsolatedFromAbove.verify = _isolated_check(original)  # type: ignore[method-assign]
+    ParametrizedAttribute._verify = _memoized_attribute_check(  # type: ignore[method-assign]
+        ParametrizedAttribute._verify  # noqa: SLF001
+    )
     _installed = True
 
 
@@ -144,6 +147,33 @@ def _memoized(op_class: type[IRDLOperation]) -> Callable[[Operation], None]:
 
     verify_.__wrapped__ = verify  # type: ignore[attr-defined]
     return verify_
+
+
+def _memoized_attribute_check(verify: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An attribute (a type) is a value: its checks read its parameters only, and an attribute
+    equal to one that verified verifies. xDSL checks every one it builds (the lowering builds
+    ~10 a loops-IR op: `vector<16xf32>`, `index`, ...); only xDSL's and ember's are memoized."""
+
+    def _verify(self: ParametrizedAttribute) -> None:
+        if not type(self).__module__.startswith(_OWN_MODULES):
+            verify(self)
+            return
+        try:
+            seen = self in _VERIFIED_ATTRIBUTES
+        except TypeError:  # a parameter holding a list or dict: not hashable
+            verify(self)
+            return
+        if not seen:
+            verify(self)
+            if len(_VERIFIED_ATTRIBUTES) >= _MAX_SIGNATURES:
+                _VERIFIED_ATTRIBUTES.clear()
+            _VERIFIED_ATTRIBUTES.add(self)
+
+    return _verify
+
+
+_OWN_MODULES = ("xdsl.", "ember.")
+_VERIFIED_ATTRIBUTES: set[ParametrizedAttribute] = set()
 
 
 def _isolated_check(original: Callable[[Any, Operation], None]) -> Callable[..., None]:

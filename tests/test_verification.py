@@ -235,3 +235,15 @@ def test_verify_each_names_a_pass_that_breaks_the_ir_after_passes_that_change_no
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(InternalCompilerError, match="after pass 'break-shapes'"):
         compile_program(model, pipeline="dce,cse,dce,break-shapes,dce", verify_each=True)
+
+
+def test_an_attribute_equal_to_none_that_verified_is_still_checked() -> None:
+    from xdsl.dialects.builtin import IntegerAttr, i8
+
+    from ember.dialects.verification import _VERIFIED_ATTRIBUTES
+
+    IntegerAttr(5, i8)
+    assert IntegerAttr(5, i8) in _VERIFIED_ATTRIBUTES
+    for _ in range(2):  # a failure is not remembered
+        with pytest.raises(VerifyException, match="out of range for type i8"):
+            IntegerAttr(300, i8)
