@@ -20,7 +20,11 @@ own check looks further (func.return reads its function's type) is not memoized.
 
 `IsolatedFromAbove` (func.func, builtin.module) walked up the parents of every operand's
 owner of the whole function; it first checks, in one walk, that every operand is defined
-inside the op, and runs xDSL's check (and its message) only when that fails.
+inside the op, and runs xDSL's check (and its message) only when that fails. An xDSL or
+ember attribute equal to one that verified is not checked again.
+
+`IRState` tells whether a pass changed the IR at all, so that the per-pass verification
+(`EMBER_VERIFY_EACH`, engine/compile.py) skips the passes that did not.
 """
 
 from __future__ import annotations
