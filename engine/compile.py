@@ -33,6 +33,7 @@ from ember.core.target import Target, host_target
 from ember.dialects import graph
 from ember.dialects.dtypes import numpy_dtype_for
 from ember.dialects.graph import shape_of
+from ember.dialects.verification import IRState
 from ember.engine.shapes import (
     DimRanges,
     InputShapes,
@@ -300,6 +301,8 @@ def run_pipeline(
 
     if verify_each is None:
         verify_each = os.environ.get("EMBER_VERIFY_EACH", "0") not in ("", "0")
+    # A pass that changed nothing leaves IR that verified after the pass before it.
+    verified = IRState()
 
     def timed(previous: ModulePass | None, _module: ModuleOp, _next: ModulePass | None) -> None:
         now = time.perf_counter()
@@ -307,7 +310,7 @@ def run_pipeline(
             key = previous.name
             report.pass_seconds[key] = report.pass_seconds.get(key, 0.0) + now - last[0]
             log.debug("pass %s: %.3f s", key, now - last[0])
-            if verify_each:
+            if verify_each and not verified.unchanged(_module, keep=_next is not None):
                 _verify_after(_module, key)
         if on_pass is not None and _next is not None:
             on_pass(_next.name)

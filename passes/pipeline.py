@@ -8,6 +8,7 @@ are its dataclass fields (passes/options.py): `lower-kernels-to-loops{vector-wid
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -105,13 +106,28 @@ def parse_passes(
 ) -> list[ModulePass]:
     """The passes of pipeline text `spec`, their options set (xDSL's PassPipeline.parse_spec,
     with errors that name the pass: PassOptionError for an option, ValueError for a pass
-    not in `registry`, default: every pass)."""
+    not in `registry`, default: every pass). New pass objects on every call."""
     registry = available_passes() if registry is None else registry
-    specs = list(parse_pipeline(spec))
-    unknown = [s.name for s in specs if s.name not in registry]
-    if unknown:
-        raise ValueError(f"Unrecognized passes: {unknown}")
-    return [build_pass(registry[s.name](), s) for s in specs]
+    key = (spec, tuple((name, factory()) for name, factory in registry.items()))
+    prototypes = _PARSED.get(key)
+    if prototypes is None:
+        specs = list(parse_pipeline(spec))
+        unknown = [s.name for s in specs if s.name not in registry]
+        if unknown:
+            raise ValueError(f"Unrecognized passes: {unknown}")
+        prototypes = tuple(build_pass(registry[s.name](), s) for s in specs)
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[key] = prototypes
+    return [replace(p) for p in prototypes]
+
+
+# Pipelines parsed from text, by their text and the passes it may name: building a pass from
+# text (xDSL's from_spec) evaluates its class's type hints, ~0.8 ms a pipeline, which every
+# compile paid; a copy of a parsed pass is built from the same field values
+# (dataclasses.replace runs the pass's checks again).
+_PARSED: dict[tuple[str, tuple[tuple[str, type[ModulePass]], ...]], tuple[ModulePass, ...]] = {}
+_MAX_PARSED = 256
 
 
 def pipeline_text(passes: Sequence[ModulePass]) -> str:
