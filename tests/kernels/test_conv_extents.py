@@ -125,8 +125,10 @@ LANES_CASES = [
     (16, 16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # 7x7/2
 ]
 # Each case compiles one kernel (~10 s with its run-time tile versions on a busy machine):
-# the default suite runs these (layout, case) pairs, --runslow all of them.
-LANES_DEFAULT = {(True, 0), (True, 4), (False, 1)}
+# the default suite runs these (layout, case) pairs, --runslow all of them. The blocked
+# ResNet 3x3 (case 0) is slow too: under branch coverage the file reached the same arcs
+# without it (docs/testing.md); the blocked asymmetric/dilated 3x3 (4) keeps that layout.
+LANES_DEFAULT = {(True, 4), (False, 1)}
 
 
 def _case_id(case: tuple) -> str:
