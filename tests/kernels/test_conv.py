@@ -183,8 +183,24 @@ DIRECT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}s{c[3]}")
-@pytest.mark.parametrize("threads", [1, 2])
+# Every case on 2 threads; on 1 the ResNet stem (M tail) and the several bands, the other
+# five with --runslow (tests/kernels reached the same arcs without them, docs/testing.md).
+DIRECT_ONE_THREAD_DEFAULT = {2, 5}
+
+
+@pytest.mark.parametrize(
+    "threads, case",
+    [
+        pytest.param(
+            threads,
+            case,
+            marks=() if threads == 2 or k in DIRECT_ONE_THREAD_DEFAULT else pytest.mark.slow,
+            id=f"{threads}-{case[0]}->{case[1]}k{case[2]}s{case[3]}",
+        )
+        for threads in (1, 2)
+        for k, case in enumerate(DIRECT_CASES)
+    ],
+)
 def test_conv_direct_small_cin(case: tuple, threads: int) -> None:
     x_shape, cout, ks, strides, pads, dilations = case
     assert x_shape[1] <= conv.DIRECT_MAX_CIN
