@@ -10,9 +10,10 @@ continues on the next RUN line):
 whatever is on PATH). The commands run in bash with `pipefail`: a test passes when every RUN
 line exits 0. tests/conftest.py collects each file as one test item.
 
-The usual line, `ember-opt ARGS | filecheck ARGS`, runs ember-opt in the pytest process
-(`ember.tools.opt.main`, output captured) and only filecheck as a subprocess: a subprocess
-would spend ~0.8 s of its ~1 s importing xDSL and ember again, for each of ~20 files.
+The usual line, `ember-opt ARGS | filecheck ARGS`, runs both in the pytest process
+(`ember.tools.opt.main`, output captured, then the `filecheck` package on it through
+filecheck_util.run_filecheck): an ember-opt subprocess would spend ~0.8 s of its ~1 s
+importing xDSL and ember again, a filecheck one ~0.12 s of CPU, for each of ~50 RUN lines.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from ember.tests.filecheck_util import run_filecheck
 
 RUN_PREFIX = re.compile(r"^\s*//\s*RUN:\s?(.*)$")
 TOOLS = {
@@ -89,10 +92,8 @@ def opt_then_filecheck(command: str, path: Path) -> tuple[list[str], list[str]] 
     return opt_args, check_args
 
 
-def run_in_process(
-    opt_args: list[str], check_args: list[str], cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    """ember-opt in this process, its output piped into a filecheck subprocess."""
+def run_in_process(opt_args: list[str], check_args: list[str]) -> subprocess.CompletedProcess[str]:
+    """ember-opt in this process, its output checked by filecheck in this process too."""
     from ember.tools.opt import main as ember_opt
     from ember.tools.verbosity import restored_logging
 
@@ -106,14 +107,8 @@ def run_in_process(
         return subprocess.CompletedProcess(
             ["ember-opt", *opt_args], status, out.getvalue(), err.getvalue()
         )
-    return subprocess.run(
-        [*TOOLS["filecheck"], *check_args],
-        input=out.getvalue(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_SECONDS,
-        cwd=cwd,
-    )
+    status, diagnostics = run_filecheck(check_args, out.getvalue())
+    return subprocess.CompletedProcess(["filecheck", *check_args], status, "", diagnostics)
 
 
 class LitFailure(Exception):
@@ -135,7 +130,7 @@ class MlirTestItem(pytest.Item):
         for command in commands:
             split = opt_then_filecheck(command, self.path)
             if split is not None:
-                result = run_in_process(*split, cwd=self.path.parent)
+                result = run_in_process(*split)
                 if result.returncode != 0:
                     raise LitFailure(command, result)
                 continue

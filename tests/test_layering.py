@@ -5,6 +5,8 @@ as top-level packages (`import passes` would load a second copy of every class).
 from __future__ import annotations
 
 import ast
+import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,10 +70,28 @@ def module_name(path: Path) -> str:
     return ".".join(["ember", *parts])
 
 
+@functools.lru_cache(maxsize=1)  # imports() and private_imports() read each file in turn
+def _parse(source: str) -> ast.Module:
+    return ast.parse(source)
+
+
+def _statements(tree: ast.Module) -> Iterator[ast.AST]:
+    """Every statement of `tree` at any depth (in functions, classes, branches, handlers):
+    an import is a statement, so the expressions (most of the nodes) are not walked."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            children = getattr(node, field, None)
+            if isinstance(children, list):
+                stack.extend(children)
+
+
 def imports(source: str, module: str, is_package: bool) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in `source`, at any depth."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in _statements(_parse(source)):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -93,7 +113,7 @@ def private_imports(source: str, module: str) -> list[str]:
         return []
     return [
         f"{module}:{node.lineno} imports the private name {node.module}.{alias.name}"
-        for node in ast.walk(ast.parse(source))
+        for node in _statements(_parse(source))
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ember.")
         for alias in node.names
         if alias.name.startswith("_") and not alias.name.startswith("__")

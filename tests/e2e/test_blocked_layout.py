@@ -122,7 +122,13 @@ def test_chain_runs_blocked_from_one_reorder_in() -> None:
     assert "-> tensor<1x20x4x4xf32>" in text  # the narrow conv stays NCHW
 
 
-@pytest.mark.parametrize("block", list(BLOCK_OPTIONS))
+# The host's block with --runslow: under branch coverage both blocks reached nothing that the
+# other tests of this file, tests/lowering/test_pass_options.py (the same model, int8 and
+# narrow), tests/kernels/test_conv.py and test_conv_extents.py and canonicalize.mlir do not;
+# the 8-wide block keeps its reorder count check.
+@pytest.mark.parametrize(
+    "block", [pytest.param(b, marks=pytest.mark.slow) if b == "host" else b for b in BLOCK_OPTIONS]
+)
 def test_resnet_block_matches_onnxruntime(block: str) -> None:
     """Stem (3 channels) and depthwise convs stay NCHW; the 16- and 24-channel blocks run
     blocked where the block divides them."""

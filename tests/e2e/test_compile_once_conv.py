@@ -355,26 +355,29 @@ def _fpn_sizes(n: int) -> tuple[int, int, int]:
     return 2 * q, 2 * q - 2, q
 
 
+def _check_fpn_runs(runner: object) -> None:
+    """`runner` (compiled or loaded) at odd and even sizes down to the smallest."""
+    model = upsampled_fpn_model()
+    for k, shape in enumerate(_FPN_SHAPES):
+        inputs = _images(shape, k)
+        got = runner.run(inputs)  # type: ignore[attr-defined]
+        for name, axis in (("score", 0), ("valid", 1), ("down", 2)):
+            sizes = (_fpn_sizes(shape[2])[axis], _fpn_sizes(shape[3])[axis])
+            assert got[name].shape[2:] == sizes, (name, shape)
+        assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
+
+
 def test_convs_after_resize_x2_compile_once(fpn_artifact: Path, tmp_path: Path) -> None:
     """A feature-pyramid top-down path (Resize x2 of the deeper map and of its lateral 1x1
     conv, added, then 3x3 convs with pads, without and with stride 2): convolutions over
-    2 * ((H+3)//4), their sizes nested terms. Compiled once (two threads) and as one
-    artifact (format 6: a term of a term), served at odd and even sizes down to the
-    smallest (H, W >= 5: the unpadded conv's 2q - 2 >= 1)."""
+    2 * ((H+3)//4), their sizes nested terms. Compiled once as one artifact (format 6: a
+    term of a term), served at odd and even sizes down to the smallest (H, W >= 5: the
+    unpadded conv's 2q - 2 >= 1). In process: the next test, and by default the same
+    model resized to a Shape (test_resize_to_a_shape_that_doubles_...[half_pixel...])."""
     model = upsampled_fpn_model()
-    compiled = ember.compile(model, threads=2)
     loaded = load(fpn_artifact)
     assert isinstance(loaded, OnceArtifact)
-    for k, shape in enumerate(_FPN_SHAPES):
-        inputs = _images(shape, k)
-        expected = onnxruntime_outputs(model, inputs)
-        for runner in (compiled, loaded):
-            got = runner.run(inputs)
-            for name, axis in (("score", 0), ("valid", 1), ("down", 2)):
-                sizes = (_fpn_sizes(shape[2])[axis], _fpn_sizes(shape[3])[axis])
-                assert got[name].shape[2:] == sizes, (name, shape)
-            assert_close(got, expected, REL_TOL)
-    assert compiled.compile_once_refusal is None and compiled.compiles == 1
+    _check_fpn_runs(loaded)
     document = json.loads((fpn_artifact / MANIFEST_FILE).read_text())
     section = document["extra"][ONCE_KEY]
     assert document["format_version"] == 6 and section["minimums"] == {"H": 5, "W": 5}
@@ -384,6 +387,16 @@ def test_convs_after_resize_x2_compile_once(fpn_artifact: Path, tmp_path: Path) 
     assert_close(got, onnxruntime_outputs(model, inputs), REL_TOL)
     with pytest.raises(ember.InputError, match="dim 'H' .* is 4, less than 5"):
         loaded.run(_images((1, 3, 4, 9), 0))
+
+
+# With --runslow: under per-test branch coverage of tests/e2e the whole test (the artifact
+# and this in-process compile) reached nothing the others do not (docs/testing.md).
+@pytest.mark.slow
+def test_convs_after_resize_x2_compile_once_in_process() -> None:
+    """The same, compiled once in this process on two threads."""
+    compiled = ember.compile(upsampled_fpn_model(), threads=2)
+    _check_fpn_runs(compiled)
+    assert compiled.compile_once_refusal is None and compiled.compiles == 1
 
 
 def test_a_nested_term_changed_in_the_manifest_is_refused(

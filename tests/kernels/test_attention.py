@@ -81,16 +81,24 @@ def qkv(b: int, h: int, sq: int, sk: int, d: int, dv: int, seed: int = 0):
     return q, k_t, v
 
 
+ATTENTION_SHAPES = [
+    (1, 2, 16, 32, 16, 16),  # whole query blocks and key tiles
+    (2, 3, 13, 37, 8, 24),  # odd lengths: row tail, key vectors and single keys
+    (1, 1, 1, 5, 3, 1),  # a single query row, fewer keys than a vector
+    (1, 4, 40, 130, 64, 64),  # BERT's head size
+]
+
+
+# Every shape on 2 threads, the first also on 1; the other one-thread cases with --runslow
+# (tests/kernels reached the same arcs without them, docs/testing.md).
 @pytest.mark.parametrize(
-    "b, h, sq, sk, d, dv",
+    "threads, b, h, sq, sk, d, dv",
     [
-        (1, 2, 16, 32, 16, 16),  # whole query blocks and key tiles
-        (2, 3, 13, 37, 8, 24),  # odd lengths: row tail, key vectors and single keys
-        (1, 1, 1, 5, 3, 1),  # a single query row, fewer keys than a vector
-        (1, 4, 40, 130, 64, 64),  # BERT's head size
+        pytest.param(threads, *shape, marks=pytest.mark.slow if threads == 1 and k else ())
+        for threads in (1, 2)
+        for k, shape in enumerate(ATTENTION_SHAPES)
     ],
 )
-@pytest.mark.parametrize("threads", [1, 2])
 def test_attention_matches_reference(
     b: int, h: int, sq: int, sk: int, d: int, dv: int, threads: int
 ) -> None:

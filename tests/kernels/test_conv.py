@@ -183,8 +183,24 @@ DIRECT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}s{c[3]}")
-@pytest.mark.parametrize("threads", [1, 2])
+# Every case on 2 threads; on 1 the ResNet stem (M tail) and the several bands, the other
+# five with --runslow (tests/kernels reached the same arcs without them, docs/testing.md).
+DIRECT_ONE_THREAD_DEFAULT = {2, 5}
+
+
+@pytest.mark.parametrize(
+    "threads, case",
+    [
+        pytest.param(
+            threads,
+            case,
+            marks=() if threads == 2 or k in DIRECT_ONE_THREAD_DEFAULT else pytest.mark.slow,
+            id=f"{threads}-{case[0]}->{case[1]}k{case[2]}s{case[3]}",
+        )
+        for threads in (1, 2)
+        for k, case in enumerate(DIRECT_CASES)
+    ],
+)
 def test_conv_direct_small_cin(case: tuple, threads: int) -> None:
     x_shape, cout, ks, strides, pads, dilations = case
     assert x_shape[1] <= conv.DIRECT_MAX_CIN
@@ -252,9 +268,29 @@ DIRECT_WIDE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", DIRECT_WIDE_CASES, ids=lambda c: f"{c[0]}->{c[1]}k{c[2]}g{c[5]}")
-@pytest.mark.parametrize("isa", ["host", "avx2"])
-@pytest.mark.parametrize("threads", [1, 2])
+# By default every case on the host's ISA at 2 threads and on AVX2 (whose Target is built
+# for 2 threads, so `threads` there changes only how many run the same code) at 2; one thread
+# on the host for one flat band, the grouped batch and the row chunks. The other 13 with
+# --runslow: under branch coverage they reached nothing the default cases of this file do
+# not (docs/testing.md).
+DIRECT_WIDE_ONE_THREAD_DEFAULT = {0, 3, 4}
+DIRECT_WIDE_PARAMS = [
+    pytest.param(
+        case,
+        isa,
+        threads,
+        marks=()
+        if threads == 2 or (isa == "host" and k in DIRECT_WIDE_ONE_THREAD_DEFAULT)
+        else pytest.mark.slow,
+        id=f"{threads}-{isa}-{case[0]}->{case[1]}k{case[2]}g{case[5]}",
+    )
+    for threads in (1, 2)
+    for isa in ("host", "avx2")
+    for k, case in enumerate(DIRECT_WIDE_CASES)
+]
+
+
+@pytest.mark.parametrize("case, isa, threads", DIRECT_WIDE_PARAMS)
 def test_conv_direct_wide(
     monkeypatch: pytest.MonkeyPatch, case: tuple, isa: str, threads: int
 ) -> None:

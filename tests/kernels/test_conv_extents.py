@@ -125,8 +125,10 @@ LANES_CASES = [
     (16, 16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # 7x7/2
 ]
 # Each case compiles one kernel (~10 s with its run-time tile versions on a busy machine):
-# the default suite runs these (layout, case) pairs, --runslow all of them.
-LANES_DEFAULT = {(True, 0), (True, 4), (False, 1)}
+# the default suite runs these (layout, case) pairs, --runslow all of them. The blocked
+# ResNet 3x3 (case 0) is slow too: under branch coverage the file reached the same arcs
+# without it (docs/testing.md); the blocked asymmetric/dilated 3x3 (4) keeps that layout.
+LANES_DEFAULT = {(True, 4), (False, 1)}
 
 
 def _case_id(case: tuple) -> str:
@@ -241,7 +243,8 @@ def test_blocked_depthwise_every_size(ks: tuple, strides: tuple, pads: tuple) ->
 # NCHW convs with GEMM-packed weights (conv_a_panel): (Cin, Cout, group, kernel, strides,
 # pads, dilations).
 GEMM_CASES = [
-    (3, 16, 1, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # a stem
+    # A stem: with --runslow (tests/kernels reached the same arcs without it, docs/testing.md)
+    pytest.param((3, 16, 1, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)), marks=pytest.mark.slow),
     # Pointwise: rows copied with vector loads.
     pytest.param((24, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)), marks=pytest.mark.slow),
     (8, 12, 2, (3, 3), (1, 1), (1, 0, 2, 1), (1, 2)),  # groups, asymmetric pads, dilation

@@ -13,6 +13,7 @@ every model is checked for the NaN-dropping `arith.maxnumf`/`minnumf`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,10 +25,11 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 
 import ember
 from ember.core.context import make_context
+from ember.engine.compile import CompiledModel
 from ember.frontend.onnx_importer import import_model
 from ember.passes.conversion.kernel_to_loops import simd
 from ember.passes.conversion.kernel_to_loops.builder import kernel_function
-from ember.passes.pipeline import GRAPH_STAGE, KERNEL_STAGE, LOOPS_STAGE, build_pipeline
+from ember.passes.pipeline import GRAPH_STAGE, build_pipeline
 from ember.tests.kernels.harness import run_function
 from ember.tests.oracle import onnxruntime_outputs
 
@@ -72,21 +74,26 @@ def make_model(
     return model
 
 
-def lowered_graph_ir(model: onnx.ModelProto) -> str:
-    """The graph IR after the graph passes; also checks the loops IR for NaN-dropping min/max."""
+def graph_stage_ir(model: onnx.ModelProto) -> str:
+    """The graph IR after the graph passes (the kernels' epilogues fused or not)."""
     module, weights = import_model(model)
-    ctx = make_context(weights)
-    build_pipeline(GRAPH_STAGE).apply(ctx, module)
-    graph_ir = str(module)
-    build_pipeline(f"{KERNEL_STAGE},{LOOPS_STAGE}").apply(ctx, module)
-    loops_ir = str(module)
+    build_pipeline(GRAPH_STAGE).apply(make_context(weights), module)
+    return str(module)
+
+
+def compiled_checked(model: onnx.ModelProto) -> CompiledModel:
+    """The model compiled, its loops IR (kept for this, not lowered a second time) checked
+    for NaN-dropping min/max."""
+    compiled = ember.compile(model, keep_ir=True)
+    assert isinstance(compiled, CompiledModel) and compiled.program is not None
+    loops_ir = str(compiled.program.module)
+    assert not re.search(r"^\s*(%\S+ = )?(graph|kernel)\.", loops_ir, re.M), loops_ir  # loops
     assert "maxnumf" not in loops_ir and "minnumf" not in loops_ir, loops_ir
-    return graph_ir
+    return compiled
 
 
 def ember_output(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    lowered_graph_ir(model)
-    return ember.compile(model).run(feeds)["y"]
+    return compiled_checked(model).run(feeds)["y"]
 
 
 def assert_matches(got: np.ndarray, want: np.ndarray, tol: dict[str, float]) -> None:
@@ -221,7 +228,7 @@ def test_conv_fused_activation(conv: str, kind: str) -> None:
     act, bounds = activation_node(kind)
     conv_node = helper.make_node("Conv", ["x", *[w.name for w in weights]], ["c"], **attrs)
     model = make_model([conv_node, act], {"x": X}, [*weights, *bounds])
-    graph_ir = lowered_graph_ir(model)
+    graph_ir = graph_stage_ir(model)
     assert _fused(graph_ir, "conv", ACTIVATIONS[kind][2]), graph_ir
     assert "graph.relu" not in graph_ir and "graph.clip" not in graph_ir, graph_ir
     check_against_onnxruntime(model, {"x": X}, SUMS)
@@ -233,7 +240,7 @@ def test_matmul_fused_activation(kind: str) -> None:
     model = make_model(
         [helper.make_node("MatMul", ["x", "wm"], ["c"]), act], {"x": X}, [WMM, *bounds]
     )
-    graph_ir = lowered_graph_ir(model)
+    graph_ir = graph_stage_ir(model)
     assert _fused(graph_ir, "matmul", ACTIVATIONS[kind][2]), graph_ir
     check_against_onnxruntime(model, {"x": X}, SUMS)
 
@@ -246,7 +253,7 @@ def test_gemm_relu_fused() -> None:
         helper.make_node("Relu", ["c"], ["y"]),
     ]
     model = make_model(nodes, {"x": x}, [w])
-    graph_ir = lowered_graph_ir(model)
+    graph_ir = graph_stage_ir(model)
     assert _fused(graph_ir, "matmul", "relu"), graph_ir
     check_against_onnxruntime(model, {"x": x}, SUMS)
 
@@ -566,8 +573,7 @@ def test_top_k(largest: int, k: int) -> None:
         model.graph.output[i].CopyFrom(out)
     want = onnxruntime_outputs(model, {"x": x})
     assert np.isnan(want["y"]).any() == (bool(largest) or k == x.shape[-1])
-    lowered_graph_ir(model)
-    got = ember.compile(model).run({"x": x})
+    got = compiled_checked(model).run({"x": x})
     np.testing.assert_array_equal(got["y"], want["y"])  # NaN == NaN in assert_array_equal
     np.testing.assert_array_equal(got["indices"], want["indices"])
 
