@@ -30,8 +30,7 @@ ember attribute equal to one that verified is not checked again.
 from __future__ import annotations
 
 import inspect
-import operator
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from xdsl.dialects import arith, func, memref, scf, vector
@@ -233,41 +232,50 @@ class IRState:
 
     def unchanged(self, root: Operation, keep: bool = True) -> bool:
         """Whether `root`'s IR is what it was at the previous call (False at the first);
-        `keep`: remember it for the next call."""
+        `keep`: remember it for the next call (without it, the walk stops at the first
+        difference)."""
         before = self._held
-        now = _read_by_verify(root)
-        self._held = now if keep else None
-        return before is not None and _same(before, now)
+        if keep:
+            self._held = list(_read_by_verify(root))
+            return before is not None and _same(before, self._held)
+        self._held = None
+        return before is not None and _same(before, _read_by_verify(root))
 
 
-def _same(before: list[object], now: list[object]) -> bool:
-    return len(before) == len(now) and all(map(operator.is_, before, now))
+def _same(before: list[object], now: Iterable[object]) -> bool:
+    items = iter(now)
+    for old in before:
+        if next(items, _END) is not old:
+            return False
+    return next(items, _END) is _END
 
 
-def _read_by_verify(root: Operation) -> list[object]:
-    # One list built with extend/append, not a generator: this walk runs after every pass
-    # under EMBER_VERIFY_EACH, and a generator's yield per object was most of its cost.
-    read: list[object] = []
-    add, extend = read.append, read.extend
+_END = object()
+
+
+def _read_by_verify(root: Operation) -> Iterator[object]:
     for op in root.walk():
-        operands, results, regions = op.operands, op.results, op.regions
-        extend((op, op.parent, len(operands)))
-        extend(operands)
-        add(len(results))
-        extend([result.type for result in results])
+        yield op
+        yield op.parent
+        yield len(op.operands)
+        yield from op.operands
+        yield len(op.results)
+        for result in op.results:
+            yield result.type
         for fields in (op.attributes, op.properties):
-            add(len(fields))
+            yield len(fields)
             for name, value in fields.items():
-                extend((name, value))
-        add(len(op.successors))
-        extend(op.successors)
-        add(len(regions))
-        for region in regions:
-            blocks = region.blocks
-            extend((region, len(blocks)))
-            for block in blocks:
-                args = block.args
-                extend((block, len(args)))
-                for arg in args:
-                    extend((arg, arg.type))
-    return read
+                yield name
+                yield value
+        yield len(op.successors)
+        yield from op.successors
+        yield len(op.regions)
+        for region in op.regions:
+            yield region
+            yield len(region.blocks)
+            for block in region.blocks:
+                yield block
+                yield len(block.args)
+                for arg in block.args:
+                    yield arg
+                    yield arg.type
