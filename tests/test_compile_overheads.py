@@ -1,5 +1,6 @@
 """What the compile driver remembers between compiles to save time gives what it gave before:
-the parsed pipeline text (passes/pipeline.py)."""
+the parsed pipeline text (passes/pipeline.py), the loaded dialect tables (core/context.py),
+and the kernel signatures lower-kernels-to-loops skips for a kernel alone of its class."""
 
 from __future__ import annotations
 
