@@ -24,6 +24,7 @@ is an `index` value, as in MLIR:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from xdsl.dialects import arith, func, memref
 from xdsl.dialects.builtin import (
@@ -38,6 +39,18 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 EXTENT_OF = "ember.extent_of"
+
+
+def memref_type(element: Attribute, shape: Sequence[int]) -> MemRefType:
+    """`MemRefType(element, shape)`, one object per type: xDSL's constructor checks its shape
+    against a type hint it builds anew each call (~0.1 ms), and lowering a kernel builds the
+    same few types over and over. A type is a value, so sharing one is safe."""
+    return _memref_type(element, tuple(shape))
+
+
+@lru_cache(maxsize=4096)
+def _memref_type(element: Attribute, shape: tuple[int, ...]) -> MemRefType:
+    return MemRefType(element, shape)
 
 
 def is_dynamic(dim: int) -> bool:

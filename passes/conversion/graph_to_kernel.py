@@ -37,6 +37,7 @@ from ember.core.size_choices import size_choice
 from ember.core.target import Target
 from ember.dialects import graph, kernel
 from ember.dialects.dtypes import element_type_for, numpy_dtype_for, signless
+from ember.dialects.extents import memref_type
 from ember.dialects.graph import element_type_of, f32_array, i64_array, int_values, shape_of
 from ember.dialects.twins import shared_properties
 from ember.dialects.weight_layouts import (
@@ -74,7 +75,7 @@ class ConversionError(ModelError):
 
 def buffer_type(tensor: Attribute) -> MemRefType:
     """The memref of a tensor: unsigned integers become signless (arith only takes those)."""
-    return MemRefType(signless(element_type_of(tensor)), shape_of(tensor))
+    return memref_type(signless(element_type_of(tensor)), shape_of(tensor))
 
 
 def _root(buffer: SSAValue) -> SSAValue:

@@ -16,6 +16,7 @@ comes from the kernel op's `ember.origin`, which the call keeps).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -99,6 +100,10 @@ class LowerKernelsToLoops(TargetPass):
         kernel_ops = [
             o for o in fn.walk() if isinstance(o, (kernel.ReshapeOp, *kernel.COMPUTE_OPS))
         ]
+        # A kernel shares a function only with one of its own op class (its printed form, the
+        # signature, starts with the op's name): the only op of its class needs no signature
+        # (cloning and printing it was a fifth of this pass on a one-op model).
+        of_class = Counter(type(o) for o in kernel_ops)
         for kernel_op in kernel_ops:
             if isinstance(kernel_op, kernel.ReshapeOp):
                 self._lower_reshape(kernel_op)
@@ -115,13 +120,14 @@ class LowerKernelsToLoops(TargetPass):
                         f"{kernel_op.name} takes {len(kernel_op.operands)} buffers, more than "
                         f"the {kernel.MAX_OPERANDS} one kernel call may take"
                     )
-                key = kernel_signature(kernel_op)
-                name = functions.get(key)
+                key = kernel_signature(kernel_op) if of_class[type(kernel_op)] > 1 else None
+                name = None if key is None else functions.get(key)
                 if name is None:
                     short = kernel_op.name.removeprefix("kernel.")
                     counts[short] = counts.get(short, 0) + 1
                     name = f"{short}_{counts[short]}"
-                    functions[key] = name
+                    if key is not None:
+                        functions[key] = name
                     lowered = lowering_for(kernel_op)(kernel_op, target, name)
                     lowered_functions[name] = lowered
                     lowered.sym_visibility = StringAttr("private")

@@ -24,6 +24,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, SSAValue
 
 from ember.core.target import Target
+from ember.dialects.extents import memref_type
 from ember.dialects.graph import shape_of
 from ember.passes.conversion.kernel_to_loops.builder import LoopBuilder, Value
 from ember.passes.conversion.kernel_to_loops.flat_access import PARALLEL_MIN_ELEMENTS
@@ -69,7 +70,7 @@ def view(b: LoopBuilder, buffer: SSAValue, shape: Sequence[int]) -> SSAValue:
     strides = [pymath.prod(shape[d + 1 :]) for d in range(len(shape))]
     element = buffer.type.get_element_type()  # type: ignore[attr-defined]
     cast = memref.ReinterpretCastOp(
-        buffer, [], [], [], [0], shape, strides, MemRefType(element, shape)
+        buffer, [], [], [], [0], shape, strides, memref_type(element, shape)
     )
     return b.insert(cast).results[0]
 
