@@ -112,7 +112,9 @@ def has_own_verifier(op_class: type[IRDLOperation]) -> bool:
     wrapper = getattr(op_class.verify_, "__wrapped__", op_class.verify_)  # unmemoized
     cells = dict(zip(wrapper.__code__.co_freevars, wrapper.__closure__ or ()))
     custom = cells.get("custom_verify")
-    return custom is not None and custom.cell_contents is not Operation.verify_
+    if custom is None:  # not the wrapper this reading knows: assume a verifier of its own
+        return True
+    return custom.cell_contents is not Operation.verify_
 
 
 def signature(op: Operation) -> Hashable:
